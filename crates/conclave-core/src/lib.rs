@@ -1,0 +1,21 @@
+//! The meeting core of Conclave, sans-IO: no sockets, no clocks, no database.
+//!
+//! - [`meeting`]: one running meeting as a state machine — members and roles,
+//!   the waiting room, lock, bans, permissions, suspension, resume after a
+//!   dropped socket. Feed it [`Input`]s with the current instant, drain
+//!   [`Output`]s with `poll_output()` until it returns `None`, and call it again
+//!   with [`Input::Timeout`] at `poll_timeout()`.
+//! - [`rate`]: the token bucket that stops message floods and the attempt
+//!   limiter that stops passcode guessing, both on caller-supplied time.
+//!
+//! Every permission rule lives here, never only in a client: the shell passes
+//! messages through and carries out what comes back.
+#![forbid(unsafe_code)]
+
+pub mod meeting;
+pub mod rate;
+
+pub use meeting::{
+    BanKey, ConnId, Identity, Input, Meeting, MeetingConfig, Output, RESUME_WINDOW,
+};
+pub use rate::{AttemptLimiter, AttemptPolicy, FailureOutcome, TokenBucket};

@@ -1,0 +1,1014 @@
+//! One running meeting as a state machine: `handle(input, now)`, then drain
+//! `poll_output()`; `poll_timeout()` says when to call `handle(Input::Timeout)`.
+//!
+//! The waiting room is kept apart from the members structurally: broadcasts
+//! iterate over `members` only, and a waiting person has no seat there, so no
+//! room event (roster, chat, and later media offers and keys) can reach them.
+//! A waiting connection is sent exactly its own status, its admission or its
+//! denial.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use conclave_proto::{
+    ClientMessage, EndReason, ErrorCode, LeaveReason, MAX_CHAT_BYTES, MediaKind, MeetingState,
+    Participant, ParticipantId, Permissions, PermissionsPatch, Presence, ResumeToken, Role,
+    ScreenShare, ServerMessage, WaitingParticipant, clean_display_name,
+};
+use subtle::ConstantTimeEq;
+
+/// How long a dropped member's seat is kept for a `resume`.
+pub const RESUME_WINDOW: Duration = Duration::from_secs(30);
+
+/// A connection, numbered by the I/O shell. The core never sees a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Who is behind a join, as the shell established it (cookie, token, address).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    /// The signed-in account, if any.
+    pub account: Option<i64>,
+    /// A guest's browser session key (a cookie the server set), if any.
+    pub guest: Option<String>,
+}
+
+/// What a removal bans: the account and the guest session it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BanKey {
+    Account(i64),
+    Guest(String),
+}
+
+impl Identity {
+    fn ban_keys(&self) -> Vec<BanKey> {
+        let mut keys = Vec::new();
+        if let Some(a) = self.account {
+            keys.push(BanKey::Account(a));
+        }
+        if let Some(g) = &self.guest {
+            keys.push(BanKey::Guest(g.clone()));
+        }
+        keys
+    }
+}
+
+/// The persisted settings the core needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeetingConfig {
+    pub title: String,
+    /// The account that owns the meeting: joins as host, skips the waiting room.
+    pub owner: i64,
+    pub permissions: Permissions,
+    pub waiting_room: bool,
+    pub only_signed_in: bool,
+    pub max_participants: u32,
+}
+
+/// Inputs from the shell.
+#[derive(Debug)]
+pub enum Input {
+    /// A `join` whose passcode (or ownership) the shell has already verified.
+    Join {
+        conn: ConnId,
+        name: String,
+        identity: Identity,
+        /// Fresh randomness from the shell for this seat's resume token.
+        resume_token: ResumeToken,
+    },
+    /// A `resume` message on a new connection.
+    Resume {
+        conn: ConnId,
+        token: ResumeToken,
+        /// The token that replaces the used one.
+        next_token: ResumeToken,
+    },
+    /// Any other client message.
+    Message { conn: ConnId, msg: ClientMessage },
+    /// The socket closed or failed.
+    Disconnected { conn: ConnId },
+    /// The join limiter saw wrong passcodes for this meeting.
+    FailedAttempts { count: u32, window: Duration },
+    /// The owner changed settings through the HTTP API.
+    Reconfigure(MeetingConfig),
+    /// End for everyone (deleted, server shutdown).
+    End(EndReason),
+    Timeout,
+}
+
+/// Outputs for the shell to carry out, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Send { conn: ConnId, msg: ServerMessage },
+    /// Close after the messages queued before it.
+    Close { conn: ConnId },
+    /// Persist: these keys may not join this meeting again.
+    Ban(Vec<BanKey>),
+    /// Persist: the permissions changed in the meeting.
+    SavePermissions(Permissions),
+}
+
+#[derive(Debug)]
+struct Member {
+    conn: Option<ConnId>,
+    name: String,
+    role: Role,
+    identity: Identity,
+    audio: bool,
+    video: bool,
+    screen: bool,
+    /// Kinds a moderator stopped; the member may not restart them
+    /// (audio excepted while self-unmute is allowed).
+    held_audio: bool,
+    held_video: bool,
+    held_screen: bool,
+    resume_token: ResumeToken,
+    dropped_at: Option<Instant>,
+}
+
+impl Member {
+    fn view(&self, id: ParticipantId) -> Participant {
+        Participant {
+            id,
+            name: self.name.clone(),
+            role: self.role,
+            signed_in: self.identity.account.is_some(),
+            audio: self.audio,
+            video: self.video,
+            screen: self.screen,
+            presence: if self.conn.is_some() {
+                Presence::Connected
+            } else {
+                Presence::Reconnecting
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Waiter {
+    conn: ConnId,
+    name: String,
+    identity: Identity,
+    resume_token: ResumeToken,
+}
+
+/// Where a connection sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seat {
+    Member(ParticipantId),
+    Waiting(ParticipantId),
+}
+
+/// One meeting's live state.
+#[derive(Debug)]
+pub struct Meeting {
+    config: MeetingConfig,
+    locked: bool,
+    suspended: bool,
+    bans: Vec<BanKey>,
+    next_id: u64,
+    members: BTreeMap<ParticipantId, Member>,
+    waiting: BTreeMap<ParticipantId, Waiter>,
+    seats: BTreeMap<ConnId, Seat>,
+    out: VecDeque<Output>,
+}
+
+type Refusal = ErrorCode;
+
+impl Meeting {
+    /// A meeting with the persisted bans loaded.
+    pub fn new(config: MeetingConfig, bans: Vec<BanKey>) -> Self {
+        Meeting {
+            config,
+            locked: false,
+            suspended: false,
+            bans,
+            next_id: 1,
+            members: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            seats: BTreeMap::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// The next instant at which a dropped seat expires.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.members
+            .values()
+            .filter_map(|m| m.dropped_at)
+            .min()
+            .map(|t| t + RESUME_WINDOW)
+    }
+
+    /// Nobody connected, waiting or inside a resume window: the shell may drop it.
+    pub fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.waiting.is_empty()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn is_member(&self, conn: ConnId) -> bool {
+        matches!(self.seats.get(&conn), Some(Seat::Member(_)))
+    }
+
+    pub fn handle(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Join {
+                conn,
+                name,
+                identity,
+                resume_token,
+            } => self.join(conn, name, identity, resume_token),
+            Input::Resume {
+                conn,
+                token,
+                next_token,
+            } => self.resume(conn, token, next_token),
+            Input::Message { conn, msg } => {
+                if let Err(code) = self.message(conn, msg) {
+                    self.send(conn, ServerMessage::error(code));
+                }
+            }
+            Input::Disconnected { conn } => self.disconnected(conn, now),
+            Input::FailedAttempts { count, window } => {
+                let msg = ServerMessage::SecurityNotice {
+                    failed_attempts: count,
+                    window_secs: window.as_secs(),
+                };
+                self.to_moderators(&msg);
+            }
+            Input::Reconfigure(config) => {
+                self.config = config;
+                self.enforce_screen_policy();
+                self.broadcast_meeting();
+            }
+            Input::End(reason) => self.end(reason),
+            Input::Timeout => self.expire(now),
+        }
+    }
+
+    // ---- joining ----
+
+    fn join(&mut self, conn: ConnId, name: String, identity: Identity, token: ResumeToken) {
+        if self.seats.contains_key(&conn) {
+            self.send(conn, ServerMessage::error(ErrorCode::AlreadyJoined));
+            return;
+        }
+        if let Err(code) = self.admission_check(&identity) {
+            self.refuse(conn, code);
+            return;
+        }
+        let name = match clean_display_name(&name) {
+            Ok(n) => n,
+            Err(code) => {
+                self.send(conn, ServerMessage::error(code));
+                return;
+            }
+        };
+        let id = ParticipantId(self.next_id);
+        self.next_id += 1;
+        let is_owner = identity.account == Some(self.config.owner);
+        if is_owner || !self.config.waiting_room {
+            let role = if !is_owner {
+                Role::Participant
+            } else if self.host().is_some() {
+                Role::Cohost
+            } else {
+                Role::Host
+            };
+            self.seat(id, conn, name, identity, token, role);
+        } else {
+            self.waiting.insert(
+                id,
+                Waiter {
+                    conn,
+                    name,
+                    identity,
+                    resume_token: token,
+                },
+            );
+            self.seats.insert(conn, Seat::Waiting(id));
+            self.send(conn, ServerMessage::Waiting { you: id });
+            self.broadcast_waiting_room();
+        }
+    }
+
+    /// The rules every newcomer meets, in an order that leaks nothing: the
+    /// shell has already checked that the meeting exists and the passcode holds.
+    fn admission_check(&self, identity: &Identity) -> Result<(), Refusal> {
+        let is_owner = identity.account == Some(self.config.owner);
+        if identity.ban_keys().iter().any(|k| self.bans.contains(k)) {
+            return Err(ErrorCode::Banned);
+        }
+        if is_owner {
+            return Ok(());
+        }
+        if self.config.only_signed_in && identity.account.is_none() {
+            return Err(ErrorCode::SignInRequired);
+        }
+        if self.locked {
+            return Err(ErrorCode::Locked);
+        }
+        let cap = self.config.max_participants as usize;
+        if self.members.len() >= cap || self.waiting.len() >= cap {
+            return Err(ErrorCode::Full);
+        }
+        Ok(())
+    }
+
+    fn seat(
+        &mut self,
+        id: ParticipantId,
+        conn: ConnId,
+        name: String,
+        identity: Identity,
+        token: ResumeToken,
+        role: Role,
+    ) {
+        let member = Member {
+            conn: Some(conn),
+            name,
+            role,
+            identity,
+            audio: false,
+            video: false,
+            screen: false,
+            held_audio: false,
+            held_video: false,
+            held_screen: false,
+            resume_token: token,
+            dropped_at: None,
+        };
+        let view = member.view(id);
+        self.members.insert(id, member);
+        self.seats.insert(conn, Seat::Member(id));
+        self.send_joined(id);
+        self.broadcast_except(id, &ServerMessage::ParticipantJoined { participant: view });
+    }
+
+    fn resume(&mut self, conn: ConnId, token: ResumeToken, next: ResumeToken) {
+        if self.seats.contains_key(&conn) {
+            self.send(conn, ServerMessage::error(ErrorCode::AlreadyJoined));
+            return;
+        }
+        let found = self
+            .members
+            .iter()
+            .find(|(_, m)| bool::from(m.resume_token.0.ct_eq(&token.0)))
+            .map(|(id, _)| *id);
+        let Some(id) = found else {
+            self.refuse(conn, ErrorCode::ResumeFailed);
+            return;
+        };
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        let old = member.conn.replace(conn);
+        member.dropped_at = None;
+        member.resume_token = next;
+        if let Some(old) = old {
+            // The old socket is half-dead or stolen; the new one takes the seat.
+            self.seats.remove(&old);
+            self.out.push_back(Output::Close { conn: old });
+        }
+        self.seats.insert(conn, Seat::Member(id));
+        self.send_joined(id);
+        self.broadcast_participant(id);
+    }
+
+    fn send_joined(&mut self, id: ParticipantId) {
+        let Some(m) = self.members.get(&id) else {
+            return;
+        };
+        let Some(conn) = m.conn else { return };
+        let role = m.role;
+        let msg = ServerMessage::Joined {
+            you: id,
+            role,
+            resume_token: m.resume_token.encode(),
+            resume_window: RESUME_WINDOW.as_secs(),
+            meeting: self.state(),
+            participants: self.roster(),
+            waiting: if role.moderates() {
+                self.waiting_list()
+            } else {
+                Vec::new()
+            },
+        };
+        self.send(conn, msg);
+    }
+
+    // ---- client messages from seated connections ----
+
+    fn message(&mut self, conn: ConnId, msg: ClientMessage) -> Result<(), Refusal> {
+        let Some(Seat::Member(me)) = self.seats.get(&conn).copied() else {
+            // A waiting connection may only leave.
+            if let (Some(Seat::Waiting(id)), ClientMessage::Leave) = (self.seats.get(&conn), &msg)
+            {
+                let id = *id;
+                self.waiting.remove(&id);
+                self.seats.remove(&conn);
+                self.out.push_back(Output::Close { conn });
+                self.broadcast_waiting_room();
+                return Ok(());
+            }
+            return Err(ErrorCode::NotJoined);
+        };
+        match msg {
+            ClientMessage::Join { .. } | ClientMessage::Resume { .. } => {
+                Err(ErrorCode::AlreadyJoined)
+            }
+            ClientMessage::Leave => {
+                self.depart(me, LeaveReason::Left);
+                Ok(())
+            }
+            ClientMessage::Admit { participant } => {
+                self.moderator(me)?;
+                self.admit(participant)
+            }
+            ClientMessage::Deny { participant } => {
+                self.moderator(me)?;
+                self.deny(participant)
+            }
+            ClientMessage::AdmitAll => {
+                self.moderator(me)?;
+                let ids: Vec<_> = self.waiting.keys().copied().collect();
+                for id in ids {
+                    if self.admit(id) == Err(ErrorCode::Full) {
+                        return Err(ErrorCode::Full);
+                    }
+                }
+                Ok(())
+            }
+            ClientMessage::DenyAll => {
+                self.moderator(me)?;
+                let ids: Vec<_> = self.waiting.keys().copied().collect();
+                for id in ids {
+                    self.deny(id)?;
+                }
+                Ok(())
+            }
+            ClientMessage::Remove { participant } => self.remove(me, participant),
+            ClientMessage::StopMedia { participant, kind } => {
+                self.acts_on(me, participant)?;
+                self.stop_media(participant, kind);
+                Ok(())
+            }
+            ClientMessage::MuteAll => {
+                self.moderator(me)?;
+                let ids: Vec<_> = self
+                    .members
+                    .iter()
+                    .filter(|(_, m)| !m.role.moderates())
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    self.stop_media(id, MediaKind::Audio);
+                }
+                Ok(())
+            }
+            ClientMessage::SetMedia {
+                audio,
+                video,
+                screen,
+            } => self.set_media(me, audio, video, screen),
+            ClientMessage::Rename { participant, name } => self.rename(me, participant, &name),
+            ClientMessage::SetPermissions { permissions } => {
+                self.moderator(me)?;
+                self.set_permissions(permissions);
+                Ok(())
+            }
+            ClientMessage::Lock => {
+                self.moderator(me)?;
+                self.locked = true;
+                self.broadcast_meeting();
+                Ok(())
+            }
+            ClientMessage::Unlock => {
+                self.moderator(me)?;
+                self.locked = false;
+                self.broadcast_meeting();
+                Ok(())
+            }
+            ClientMessage::SetRole { participant, role } => self.set_role(me, participant, role),
+            ClientMessage::TransferHost { participant } => self.transfer_host(me, participant),
+            ClientMessage::SuspendActivities => {
+                self.moderator(me)?;
+                self.suspend();
+                Ok(())
+            }
+            ClientMessage::ResumeActivities => {
+                self.moderator(me)?;
+                self.suspended = false;
+                self.broadcast_meeting();
+                Ok(())
+            }
+            ClientMessage::EndMeeting => {
+                if self.role_of(me)? != Role::Host {
+                    return Err(ErrorCode::NotPermitted);
+                }
+                self.end(EndReason::EndedByHost);
+                Ok(())
+            }
+            ClientMessage::Chat { payload } => {
+                let role = self.role_of(me)?;
+                if !role.moderates() && (!self.config.permissions.chat || self.suspended) {
+                    return Err(ErrorCode::NotPermitted);
+                }
+                if payload.len() > MAX_CHAT_BYTES {
+                    return Err(ErrorCode::ChatTooLarge);
+                }
+                self.broadcast(&ServerMessage::Chat { from: me, payload });
+                Ok(())
+            }
+        }
+    }
+
+    fn role_of(&self, id: ParticipantId) -> Result<Role, Refusal> {
+        self.members
+            .get(&id)
+            .map(|m| m.role)
+            .ok_or(ErrorCode::NotJoined)
+    }
+
+    fn moderator(&self, id: ParticipantId) -> Result<Role, Refusal> {
+        let role = self.role_of(id)?;
+        if role.moderates() {
+            Ok(role)
+        } else {
+            Err(ErrorCode::NotPermitted)
+        }
+    }
+
+    /// A moderator acting on a member: co-hosts may not act on the host.
+    fn acts_on(&self, me: ParticipantId, target: ParticipantId) -> Result<Role, Refusal> {
+        let my_role = self.moderator(me)?;
+        let target_role = self.role_of(target).map_err(|_| ErrorCode::UnknownParticipant)?;
+        if my_role == Role::Cohost && target_role == Role::Host {
+            return Err(ErrorCode::NotPermitted);
+        }
+        Ok(target_role)
+    }
+
+    fn admit(&mut self, id: ParticipantId) -> Result<(), Refusal> {
+        if !self.waiting.contains_key(&id) {
+            return Err(ErrorCode::UnknownParticipant);
+        }
+        if self.members.len() >= self.config.max_participants as usize {
+            return Err(ErrorCode::Full);
+        }
+        let Some(w) = self.waiting.remove(&id) else {
+            return Err(ErrorCode::UnknownParticipant);
+        };
+        self.seat(
+            id,
+            w.conn,
+            w.name,
+            w.identity,
+            w.resume_token,
+            Role::Participant,
+        );
+        self.broadcast_waiting_room();
+        Ok(())
+    }
+
+    fn deny(&mut self, id: ParticipantId) -> Result<(), Refusal> {
+        let w = self
+            .waiting
+            .remove(&id)
+            .ok_or(ErrorCode::UnknownParticipant)?;
+        self.seats.remove(&w.conn);
+        self.send(w.conn, ServerMessage::Denied);
+        self.out.push_back(Output::Close { conn: w.conn });
+        self.broadcast_waiting_room();
+        Ok(())
+    }
+
+    fn remove(&mut self, me: ParticipantId, target: ParticipantId) -> Result<(), Refusal> {
+        if me == target {
+            return Err(ErrorCode::NotPermitted);
+        }
+        self.moderator(me)?;
+        if let Some(w) = self.waiting.remove(&target) {
+            self.ban(&w.identity);
+            self.seats.remove(&w.conn);
+            self.send(w.conn, ServerMessage::Removed);
+            self.out.push_back(Output::Close { conn: w.conn });
+            self.broadcast_waiting_room();
+            return Ok(());
+        }
+        let target_role = self.acts_on(me, target)?;
+        if target_role == Role::Host {
+            return Err(ErrorCode::NotPermitted);
+        }
+        if let Some((identity, conn)) = self
+            .members
+            .get(&target)
+            .map(|m| (m.identity.clone(), m.conn))
+        {
+            self.ban(&identity);
+            if let Some(conn) = conn {
+                self.send(conn, ServerMessage::Removed);
+            }
+        }
+        self.depart(target, LeaveReason::Removed);
+        Ok(())
+    }
+
+    fn ban(&mut self, identity: &Identity) {
+        let keys = identity.ban_keys();
+        if keys.is_empty() {
+            return;
+        }
+        for k in &keys {
+            if !self.bans.contains(k) {
+                self.bans.push(k.clone());
+            }
+        }
+        self.out.push_back(Output::Ban(keys));
+    }
+
+    fn stop_media(&mut self, id: ParticipantId, kind: MediaKind) {
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        let hold = !m.role.moderates();
+        let changed = match kind {
+            MediaKind::Audio => {
+                m.held_audio |= hold;
+                std::mem::replace(&mut m.audio, false)
+            }
+            MediaKind::Video => {
+                m.held_video |= hold;
+                std::mem::replace(&mut m.video, false)
+            }
+            MediaKind::Screen => {
+                m.held_screen |= hold;
+                std::mem::replace(&mut m.screen, false)
+            }
+        };
+        if changed {
+            self.broadcast_participant(id);
+        }
+    }
+
+    fn set_media(
+        &mut self,
+        me: ParticipantId,
+        audio: Option<bool>,
+        video: Option<bool>,
+        screen: Option<bool>,
+    ) -> Result<(), Refusal> {
+        let permissions = self.config.permissions;
+        let suspended = self.suspended;
+        let m = self.members.get_mut(&me).ok_or(ErrorCode::NotJoined)?;
+        let free = m.role.moderates();
+        // Check every requested change before applying any, so a refusal changes nothing.
+        let may_audio = free || (!suspended && (!m.held_audio || permissions.self_unmute));
+        let may_video = free || (!suspended && !m.held_video);
+        let may_screen = free
+            || (!suspended && !m.held_screen && permissions.screen_share == ScreenShare::Everyone);
+        if (audio == Some(true) && !may_audio)
+            || (video == Some(true) && !may_video)
+            || (screen == Some(true) && !may_screen)
+        {
+            return Err(ErrorCode::NotPermitted);
+        }
+        let before = (m.audio, m.video, m.screen);
+        if let Some(a) = audio {
+            m.audio = a;
+            if a {
+                m.held_audio = false;
+            }
+        }
+        if let Some(v) = video {
+            m.video = v;
+        }
+        if let Some(s) = screen {
+            m.screen = s;
+        }
+        if before != (m.audio, m.video, m.screen) {
+            self.broadcast_participant(me);
+        }
+        Ok(())
+    }
+
+    fn rename(
+        &mut self,
+        me: ParticipantId,
+        target: Option<ParticipantId>,
+        name: &str,
+    ) -> Result<(), Refusal> {
+        let target = target.unwrap_or(me);
+        if target == me {
+            let role = self.role_of(me)?;
+            if !role.moderates() && !self.config.permissions.rename_self {
+                return Err(ErrorCode::NotPermitted);
+            }
+        } else {
+            self.acts_on(me, target)?;
+        }
+        let name = clean_display_name(name)?;
+        if let Some(m) = self.members.get_mut(&target) {
+            m.name = name;
+        }
+        self.broadcast_participant(target);
+        Ok(())
+    }
+
+    fn set_permissions(&mut self, patch: PermissionsPatch) {
+        patch.apply(&mut self.config.permissions);
+        self.out
+            .push_back(Output::SavePermissions(self.config.permissions));
+        self.enforce_screen_policy();
+        self.broadcast_meeting();
+    }
+
+    /// When screen share becomes host-only, participants' shares stop.
+    fn enforce_screen_policy(&mut self) {
+        if self.config.permissions.screen_share == ScreenShare::HostOnly {
+            let sharing: Vec<_> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.screen && !m.role.moderates())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in sharing {
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.screen = false;
+                }
+                self.broadcast_participant(id);
+            }
+        }
+    }
+
+    fn set_role(
+        &mut self,
+        me: ParticipantId,
+        target: ParticipantId,
+        role: Role,
+    ) -> Result<(), Refusal> {
+        if self.role_of(me)? != Role::Host {
+            return Err(ErrorCode::NotPermitted);
+        }
+        if role == Role::Host {
+            return self.transfer_host(me, target);
+        }
+        if target == me {
+            return Err(ErrorCode::NotPermitted);
+        }
+        let m = self
+            .members
+            .get_mut(&target)
+            .ok_or(ErrorCode::UnknownParticipant)?;
+        let was = std::mem::replace(&mut m.role, role);
+        if was != role {
+            self.role_changed(target, was);
+        }
+        Ok(())
+    }
+
+    fn transfer_host(&mut self, me: ParticipantId, target: ParticipantId) -> Result<(), Refusal> {
+        if self.role_of(me)? != Role::Host {
+            return Err(ErrorCode::NotPermitted);
+        }
+        if target == me {
+            return Ok(());
+        }
+        let m = self
+            .members
+            .get_mut(&target)
+            .ok_or(ErrorCode::UnknownParticipant)?;
+        let was = std::mem::replace(&mut m.role, Role::Host);
+        self.role_changed(target, was);
+        if let Some(old) = self.members.get_mut(&me) {
+            old.role = Role::Cohost;
+        }
+        self.role_changed(me, Role::Host);
+        Ok(())
+    }
+
+    /// Tells everyone, and gives a new moderator the waiting room it now manages.
+    fn role_changed(&mut self, id: ParticipantId, was: Role) {
+        self.broadcast_participant(id);
+        let Some(m) = self.members.get(&id) else {
+            return;
+        };
+        if m.role.moderates() && !was.moderates() {
+            if let Some(conn) = m.conn {
+                let list = self.waiting_list();
+                self.send(conn, ServerMessage::WaitingRoom { waiting: list });
+            }
+        }
+    }
+
+    fn suspend(&mut self) {
+        self.suspended = true;
+        self.locked = true;
+        let ids: Vec<_> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.role.moderates())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(m) = self.members.get_mut(&id) else {
+                continue;
+            };
+            if m.audio || m.video || m.screen {
+                m.audio = false;
+                m.video = false;
+                m.screen = false;
+                self.broadcast_participant(id);
+            }
+        }
+        self.broadcast_meeting();
+    }
+
+    // ---- leaving ----
+
+    fn depart(&mut self, id: ParticipantId, reason: LeaveReason) {
+        let Some(m) = self.members.remove(&id) else {
+            return;
+        };
+        if let Some(conn) = m.conn {
+            self.seats.remove(&conn);
+            self.out.push_back(Output::Close { conn });
+        }
+        self.broadcast(&ServerMessage::ParticipantLeft {
+            participant: id,
+            reason,
+        });
+        if m.role == Role::Host {
+            self.promote_successor();
+        }
+    }
+
+    /// A departing host hands over to the longest-present co-host. Never to a
+    /// plain participant: a stranger must not inherit the waiting room.
+    fn promote_successor(&mut self) {
+        let next = self
+            .members
+            .iter()
+            .find(|(_, m)| m.role == Role::Cohost)
+            .map(|(id, _)| *id);
+        if let Some(id) = next {
+            if let Some(m) = self.members.get_mut(&id) {
+                m.role = Role::Host;
+            }
+            self.broadcast_participant(id);
+        }
+    }
+
+    fn disconnected(&mut self, conn: ConnId, now: Instant) {
+        match self.seats.remove(&conn) {
+            Some(Seat::Waiting(id)) => {
+                self.waiting.remove(&id);
+                self.broadcast_waiting_room();
+            }
+            Some(Seat::Member(id)) => {
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.conn = None;
+                    m.dropped_at = Some(now);
+                }
+                self.broadcast_participant(id);
+            }
+            None => {}
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<_> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.dropped_at.is_some_and(|t| now >= t + RESUME_WINDOW))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.depart(id, LeaveReason::TimedOut);
+        }
+    }
+
+    fn end(&mut self, reason: EndReason) {
+        let msg = ServerMessage::Ended { reason };
+        let conns: Vec<_> = self.seats.keys().copied().collect();
+        for conn in conns {
+            self.send(conn, msg.clone());
+            self.out.push_back(Output::Close { conn });
+        }
+        self.members.clear();
+        self.waiting.clear();
+        self.seats.clear();
+        self.locked = false;
+        self.suspended = false;
+    }
+
+    fn refuse(&mut self, conn: ConnId, code: ErrorCode) {
+        self.send(conn, ServerMessage::error(code));
+        self.out.push_back(Output::Close { conn });
+    }
+
+    // ---- views and delivery ----
+
+    fn host(&self) -> Option<ParticipantId> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.role == Role::Host)
+            .map(|(id, _)| *id)
+    }
+
+    pub fn state(&self) -> MeetingState {
+        MeetingState {
+            title: self.config.title.clone(),
+            locked: self.locked,
+            suspended: self.suspended,
+            permissions: self.config.permissions,
+        }
+    }
+
+    fn roster(&self) -> Vec<Participant> {
+        self.members.iter().map(|(id, m)| m.view(*id)).collect()
+    }
+
+    fn waiting_list(&self) -> Vec<WaitingParticipant> {
+        self.waiting
+            .iter()
+            .map(|(id, w)| WaitingParticipant {
+                id: *id,
+                name: w.name.clone(),
+                signed_in: w.identity.account.is_some(),
+            })
+            .collect()
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ServerMessage) {
+        self.out.push_back(Output::Send { conn, msg });
+    }
+
+    /// To every connected member. Waiting connections are not members, so this
+    /// cannot reach them.
+    fn broadcast(&mut self, msg: &ServerMessage) {
+        let conns: Vec<_> = self.members.values().filter_map(|m| m.conn).collect();
+        for conn in conns {
+            self.send(conn, msg.clone());
+        }
+    }
+
+    fn broadcast_except(&mut self, except: ParticipantId, msg: &ServerMessage) {
+        let conns: Vec<_> = self
+            .members
+            .iter()
+            .filter(|(id, _)| **id != except)
+            .filter_map(|(_, m)| m.conn)
+            .collect();
+        for conn in conns {
+            self.send(conn, msg.clone());
+        }
+    }
+
+    fn to_moderators(&mut self, msg: &ServerMessage) {
+        let conns: Vec<_> = self
+            .members
+            .values()
+            .filter(|m| m.role.moderates())
+            .filter_map(|m| m.conn)
+            .collect();
+        for conn in conns {
+            self.send(conn, msg.clone());
+        }
+    }
+
+    fn broadcast_participant(&mut self, id: ParticipantId) {
+        if let Some(m) = self.members.get(&id) {
+            let msg = ServerMessage::ParticipantUpdated {
+                participant: m.view(id),
+            };
+            self.broadcast(&msg);
+        }
+    }
+
+    fn broadcast_meeting(&mut self) {
+        let msg = ServerMessage::MeetingUpdated {
+            meeting: self.state(),
+        };
+        self.broadcast(&msg);
+    }
+
+    fn broadcast_waiting_room(&mut self) {
+        let msg = ServerMessage::WaitingRoom {
+            waiting: self.waiting_list(),
+        };
+        self.to_moderators(&msg);
+    }
+}

@@ -1,0 +1,78 @@
+//! Error codes a client may receive in an `error` message. Stable strings: clients
+//! switch on them to show a person what happened.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, or fields of the wrong shape.
+    BadMessage,
+    /// A `type` this server does not know.
+    UnknownType,
+    /// A frame over the 64 KiB cap. The connection is closed.
+    TooLarge,
+    /// Too many messages too fast on this connection.
+    Flood,
+    /// The meeting does not exist or the passcode is wrong. Deliberately one
+    /// answer for both, so that meeting IDs cannot be probed.
+    JoinRefused,
+    /// Too many failed join attempts from this address or for this meeting.
+    TooManyAttempts,
+    /// The meeting is locked: nobody new may join or wait.
+    Locked,
+    /// The meeting (or its waiting room) is at its size limit.
+    Full,
+    /// Removed from this meeting earlier: this account or session may not rejoin.
+    Banned,
+    /// The meeting admits only signed-in users.
+    SignInRequired,
+    /// The sender's role or the meeting's permissions do not allow this.
+    NotPermitted,
+    /// No such member (or waiting person) in this meeting.
+    UnknownParticipant,
+    /// The message needs an admitted member; this connection is not one (yet).
+    NotJoined,
+    /// `join` or `resume` on a connection that already did.
+    AlreadyJoined,
+    /// The resume token is unknown or its window has passed: join afresh.
+    ResumeFailed,
+    /// Display name empty, too long or containing control characters.
+    InvalidName,
+    /// Chat payload over its size limit.
+    ChatTooLarge,
+    /// The connection sent no `join` in time.
+    Timeout,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// Something failed inside the server; nothing was changed.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The human sentence that goes with the code.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "malformed message",
+            ErrorCode::UnknownType => "unknown message type",
+            ErrorCode::TooLarge => "message too large (64 KiB at most)",
+            ErrorCode::Flood => "too many messages; slow down",
+            ErrorCode::JoinRefused => "meeting not found or wrong passcode",
+            ErrorCode::TooManyAttempts => "too many attempts",
+            ErrorCode::Locked => "the meeting is locked",
+            ErrorCode::Full => "the meeting is full",
+            ErrorCode::Banned => "you were removed from this meeting and cannot rejoin",
+            ErrorCode::SignInRequired => "only signed-in users may join this meeting",
+            ErrorCode::NotPermitted => "not permitted",
+            ErrorCode::UnknownParticipant => "no such participant",
+            ErrorCode::NotJoined => "join the meeting first",
+            ErrorCode::AlreadyJoined => "already joined",
+            ErrorCode::ResumeFailed => "cannot resume; join again",
+            ErrorCode::InvalidName => "a name has 1 to 64 characters and no control characters",
+            ErrorCode::ChatTooLarge => "chat message too large (16 KiB at most)",
+            ErrorCode::Timeout => "no join message in time",
+            ErrorCode::ShuttingDown => "the server is shutting down",
+            ErrorCode::Internal => "internal error; nothing was changed",
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The Conclave signaling protocol, shared by the server, the native client and
+//! the browser's wasm module.
+//!
+//! - [`ids`]: meeting IDs, passcodes and resume tokens — the identifiers people
+//!   type or links carry, with their entropy and their forgiving parsers.
+//! - [`messages`]: the JSON messages of a meeting's WebSocket and their limits.
+//! - [`error`]: the stable error codes clients switch on.
+//!
+//! `docs/protocol.md` describes the same protocol for people.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod ids;
+pub mod messages;
+
+pub use error::ErrorCode;
+pub use ids::{MeetingId, ResumeToken};
+pub use messages::*;

@@ -1,0 +1,458 @@
+//! The signaling messages exchanged over a meeting's WebSocket, as JSON text frames.
+//!
+//! Every message is an object with a `type` field naming it (snake_case). The
+//! full catalogue, with examples and the order in which they flow, is in
+//! `docs/protocol.md`; the types here are its source of truth.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+
+/// Bumped on any change a deployed client would notice.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest text frame the server reads. Larger frames close the connection.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Largest chat payload, in bytes. The payload is opaque to the server
+/// (ciphertext once E2EE is on), so only its size is checked.
+pub const MAX_CHAT_BYTES: usize = 16 * 1024;
+
+/// A member's number within one meeting. Not secret: it only names a seat.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct ParticipantId(pub u64);
+
+impl std::fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Host,
+    Cohost,
+    Participant,
+}
+
+impl Role {
+    /// Hosts and co-hosts moderate: admit, remove, mute, lock, set permissions.
+    pub fn moderates(self) -> bool {
+        matches!(self, Role::Host | Role::Cohost)
+    }
+}
+
+/// Who may share their screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScreenShare {
+    HostOnly,
+    Everyone,
+}
+
+/// What participants (not hosts or co-hosts) may do. Hosts may always do all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permissions {
+    pub screen_share: ScreenShare,
+    pub chat: bool,
+    pub self_unmute: bool,
+    pub rename_self: bool,
+}
+
+impl Default for Permissions {
+    /// The safe defaults: host-only screen share, chat on, self-unmute on, no renaming.
+    fn default() -> Self {
+        Permissions {
+            screen_share: ScreenShare::HostOnly,
+            chat: true,
+            self_unmute: true,
+            rename_self: false,
+        }
+    }
+}
+
+/// A partial update of [`Permissions`]: absent fields stay as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionsPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen_share: Option<ScreenShare>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_unmute: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename_self: Option<bool>,
+}
+
+impl PermissionsPatch {
+    pub fn apply(&self, p: &mut Permissions) {
+        if let Some(v) = self.screen_share {
+            p.screen_share = v;
+        }
+        if let Some(v) = self.chat {
+            p.chat = v;
+        }
+        if let Some(v) = self.self_unmute {
+            p.self_unmute = v;
+        }
+        if let Some(v) = self.rename_self {
+            p.rename_self = v;
+        }
+    }
+}
+
+/// Whether a member's socket is up, or dropped and inside its resume window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    Connected,
+    Reconnecting,
+}
+
+/// One admitted member, as every other member sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    pub id: ParticipantId,
+    pub name: String,
+    pub role: Role,
+    /// True when signed in with an account (the name is then the account's choice).
+    pub signed_in: bool,
+    pub audio: bool,
+    pub video: bool,
+    pub screen: bool,
+    pub presence: Presence,
+}
+
+/// Someone in the waiting room, as hosts and co-hosts see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingParticipant {
+    pub id: ParticipantId,
+    pub name: String,
+    pub signed_in: bool,
+}
+
+/// The meeting-wide state every member sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingState {
+    pub title: String,
+    pub locked: bool,
+    /// "Suspend participant activities" is in force: participants may not
+    /// unmute, start video, share or chat until a host resumes activities.
+    pub suspended: bool,
+    pub permissions: Permissions,
+}
+
+/// Why a member left the roster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    Left,
+    Removed,
+    /// The socket dropped and the resume window passed.
+    TimedOut,
+}
+
+/// Why the meeting ended for everyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// A host chose "End meeting for all".
+    EndedByHost,
+    /// The host deleted the meeting.
+    Deleted,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+/// A media kind a member sends, for the host's "stop" controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Audio,
+    Video,
+    Screen,
+}
+
+/// Messages from a client to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// First message of a connection. The passcode may be omitted by the
+    /// meeting's owner when the socket was opened with their session or token.
+    Join {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passcode: Option<String>,
+    },
+    /// First message of a connection that takes back a seat after a drop.
+    Resume { token: String },
+    Leave,
+    Admit { participant: ParticipantId },
+    Deny { participant: ParticipantId },
+    AdmitAll,
+    DenyAll,
+    /// Remove and ban from this meeting.
+    Remove { participant: ParticipantId },
+    /// Stop one kind of a member's media: audio (mute), video or screen share.
+    StopMedia {
+        participant: ParticipantId,
+        kind: MediaKind,
+    },
+    MuteAll,
+    /// A member's own media state: what it is sending. Turning something on is
+    /// checked against the permissions; turning it off is always allowed.
+    SetMedia {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audio: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        video: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        screen: Option<bool>,
+    },
+    /// Rename oneself (no `participant`) or, as a moderator, someone else.
+    Rename {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        participant: Option<ParticipantId>,
+        name: String,
+    },
+    SetPermissions { permissions: PermissionsPatch },
+    Lock,
+    Unlock,
+    /// Make a member co-host or participant. Host only.
+    SetRole {
+        participant: ParticipantId,
+        role: Role,
+    },
+    TransferHost { participant: ParticipantId },
+    SuspendActivities,
+    ResumeActivities,
+    EndMeeting,
+    /// An opaque payload relayed to every member (ciphertext once E2EE is on).
+    Chat { payload: String },
+}
+
+/// Messages from the server to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The only message a waiting connection ever receives (besides its own
+    /// admission, denial or an error): "you are waiting".
+    Waiting { you: ParticipantId },
+    /// Admitted (or resumed): the whole state a member needs.
+    Joined {
+        you: ParticipantId,
+        role: Role,
+        /// Present this in a `resume` message within the resume window after a drop.
+        resume_token: String,
+        /// Seconds a dropped seat is kept.
+        resume_window: u64,
+        meeting: MeetingState,
+        participants: Vec<Participant>,
+        /// Only moderators see the waiting room; empty for others.
+        waiting: Vec<WaitingParticipant>,
+    },
+    ParticipantJoined { participant: Participant },
+    ParticipantUpdated { participant: Participant },
+    ParticipantLeft {
+        participant: ParticipantId,
+        reason: LeaveReason,
+    },
+    /// The whole waiting room, sent to moderators whenever it changes.
+    WaitingRoom { waiting: Vec<WaitingParticipant> },
+    MeetingUpdated { meeting: MeetingState },
+    Chat {
+        from: ParticipantId,
+        payload: String,
+    },
+    /// To moderators: join attempts with a wrong passcode are being made.
+    SecurityNotice {
+        failed_attempts: u32,
+        window_secs: u64,
+    },
+    /// To a waiting connection: a host declined. The socket closes.
+    Denied,
+    /// To a removed member: removed and banned. The socket closes.
+    Removed,
+    /// The meeting ended for everyone. The socket closes.
+    Ended { reason: EndReason },
+    Error {
+        code: ErrorCode,
+        message: String,
+        /// For `too_many_attempts` and `flood`: seconds before trying again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode) -> Self {
+        ServerMessage::Error {
+            code,
+            message: code.describe().to_string(),
+            retry_after: None,
+        }
+    }
+
+    pub fn error_retry(code: ErrorCode, retry_after: u64) -> Self {
+        ServerMessage::Error {
+            code,
+            message: format!("{}; retry after {retry_after} s", code.describe()),
+            retry_after: Some(retry_after),
+        }
+    }
+
+    /// The `type` tag, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMessage::Waiting { .. } => "waiting",
+            ServerMessage::Joined { .. } => "joined",
+            ServerMessage::ParticipantJoined { .. } => "participant_joined",
+            ServerMessage::ParticipantUpdated { .. } => "participant_updated",
+            ServerMessage::ParticipantLeft { .. } => "participant_left",
+            ServerMessage::WaitingRoom { .. } => "waiting_room",
+            ServerMessage::MeetingUpdated { .. } => "meeting_updated",
+            ServerMessage::Chat { .. } => "chat",
+            ServerMessage::SecurityNotice { .. } => "security_notice",
+            ServerMessage::Denied => "denied",
+            ServerMessage::Removed => "removed",
+            ServerMessage::Ended { .. } => "ended",
+            ServerMessage::Error { .. } => "error",
+        }
+    }
+}
+
+/// The message types a client may send, for telling "unknown type" from "malformed".
+const CLIENT_TYPES: &[&str] = &[
+    "join",
+    "resume",
+    "leave",
+    "admit",
+    "deny",
+    "admit_all",
+    "deny_all",
+    "remove",
+    "stop_media",
+    "mute_all",
+    "set_media",
+    "rename",
+    "set_permissions",
+    "lock",
+    "unlock",
+    "set_role",
+    "transfer_host",
+    "suspend_activities",
+    "resume_activities",
+    "end_meeting",
+    "chat",
+];
+
+/// Reads one client text frame, telling apart the ways it can be wrong.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, ErrorCode> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(ErrorCode::TooLarge);
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| ErrorCode::BadMessage)?;
+    match value.get("type").and_then(|t| t.as_str()) {
+        Some(t) if CLIENT_TYPES.contains(&t) => {}
+        Some(_) => return Err(ErrorCode::UnknownType),
+        None => return Err(ErrorCode::BadMessage),
+    }
+    serde_json::from_value(value).map_err(|_| ErrorCode::BadMessage)
+}
+
+/// Checks and tidies a display name: trimmed, 1 to [`MAX_NAME_CHARS`]
+/// characters, no control characters. It is still shown as text, never as markup.
+pub fn clean_display_name(name: &str) -> Result<String, ErrorCode> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(|c| c.is_control())
+    {
+        return Err(ErrorCode::InvalidName);
+    }
+    Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_parses_with_and_without_passcode() {
+        assert_eq!(
+            parse_client_message(r#"{"type":"join","name":"Ada","passcode":"x"}"#),
+            Ok(ClientMessage::Join {
+                name: "Ada".into(),
+                passcode: Some("x".into())
+            })
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"join","name":"Ada"}"#),
+            Ok(ClientMessage::Join {
+                name: "Ada".into(),
+                passcode: None
+            })
+        );
+    }
+
+    #[test]
+    fn every_listed_type_is_a_variant() {
+        // A type listed but not parseable would turn into `bad_message` forever.
+        for t in CLIENT_TYPES {
+            let err = parse_client_message(&format!(r#"{{"type":"{t}"}}"#));
+            assert_ne!(err, Err(ErrorCode::UnknownType), "{t}");
+        }
+    }
+
+    #[test]
+    fn bad_input_gets_the_right_code() {
+        assert_eq!(parse_client_message("{"), Err(ErrorCode::BadMessage));
+        assert_eq!(parse_client_message("[]"), Err(ErrorCode::BadMessage));
+        assert_eq!(
+            parse_client_message(r#"{"type":"launch_missiles"}"#),
+            Err(ErrorCode::UnknownType)
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"admit","participant":"p1"}"#),
+            Err(ErrorCode::BadMessage)
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"lock","extra":1}"#),
+            Err(ErrorCode::BadMessage)
+        );
+        let big = format!(
+            r#"{{"type":"chat","payload":"{}"}}"#,
+            "a".repeat(MAX_MESSAGE_BYTES)
+        );
+        assert_eq!(parse_client_message(&big), Err(ErrorCode::TooLarge));
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(clean_display_name("  Ada "), Ok("Ada".into()));
+        assert_eq!(clean_display_name(""), Err(ErrorCode::InvalidName));
+        assert_eq!(clean_display_name("a\u{0}b"), Err(ErrorCode::InvalidName));
+        assert_eq!(
+            clean_display_name(&"x".repeat(65)),
+            Err(ErrorCode::InvalidName)
+        );
+        // Markup is allowed as text: clients render it with textContent.
+        assert!(clean_display_name("<img src=x onerror=alert(1)>").is_ok());
+    }
+
+    #[test]
+    fn server_messages_are_tagged_snake_case() {
+        let m = ServerMessage::error_retry(ErrorCode::TooManyAttempts, 12);
+        let v: serde_json::Value = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["code"], "too_many_attempts");
+        assert_eq!(v["retry_after"], 12);
+        assert_eq!(m.kind(), "error");
+    }
+}
