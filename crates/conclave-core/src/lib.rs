@@ -15,7 +15,5 @@
 pub mod meeting;
 pub mod rate;
 
-pub use meeting::{
-    BanKey, ConnId, Identity, Input, Meeting, MeetingConfig, Output, RESUME_WINDOW,
-};
+pub use meeting::{BanKey, ConnId, Identity, Input, Meeting, MeetingConfig, Output, RESUME_WINDOW};
 pub use rate::{AttemptLimiter, AttemptPolicy, FailureOutcome, TokenBucket};

@@ -84,11 +84,19 @@ pub enum Input {
         next_token: ResumeToken,
     },
     /// Any other client message.
-    Message { conn: ConnId, msg: ClientMessage },
+    Message {
+        conn: ConnId,
+        msg: ClientMessage,
+    },
     /// The socket closed or failed.
-    Disconnected { conn: ConnId },
+    Disconnected {
+        conn: ConnId,
+    },
     /// The join limiter saw wrong passcodes for this meeting.
-    FailedAttempts { count: u32, window: Duration },
+    FailedAttempts {
+        count: u32,
+        window: Duration,
+    },
     /// The owner changed settings through the HTTP API.
     Reconfigure(MeetingConfig),
     /// End for everyone (deleted, server shutdown).
@@ -99,9 +107,14 @@ pub enum Input {
 /// Outputs for the shell to carry out, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    Send { conn: ConnId, msg: ServerMessage },
+    Send {
+        conn: ConnId,
+        msg: ServerMessage,
+    },
     /// Close after the messages queued before it.
-    Close { conn: ConnId },
+    Close {
+        conn: ConnId,
+    },
     /// Persist: these keys may not join this meeting again.
     Ban(Vec<BanKey>),
     /// Persist: the permissions changed in the meeting.
@@ -218,6 +231,11 @@ impl Meeting {
         self.waiting.len()
     }
 
+    /// Whether the connection is seated or waiting (else the shell may drop it).
+    pub fn has_seat(&self, conn: ConnId) -> bool {
+        self.seats.contains_key(&conn)
+    }
+
     pub fn is_member(&self, conn: ConnId) -> bool {
         matches!(self.seats.get(&conn), Some(Seat::Member(_)))
     }
@@ -272,7 +290,7 @@ impl Meeting {
         let name = match clean_display_name(&name) {
             Ok(n) => n,
             Err(code) => {
-                self.send(conn, ServerMessage::error(code));
+                self.refuse(conn, code);
                 return;
             }
         };
@@ -414,8 +432,7 @@ impl Meeting {
     fn message(&mut self, conn: ConnId, msg: ClientMessage) -> Result<(), Refusal> {
         let Some(Seat::Member(me)) = self.seats.get(&conn).copied() else {
             // A waiting connection may only leave.
-            if let (Some(Seat::Waiting(id)), ClientMessage::Leave) = (self.seats.get(&conn), &msg)
-            {
+            if let (Some(Seat::Waiting(id)), ClientMessage::Leave) = (self.seats.get(&conn), &msg) {
                 let id = *id;
                 self.waiting.remove(&id);
                 self.seats.remove(&conn);
@@ -554,7 +571,9 @@ impl Meeting {
     /// A moderator acting on a member: co-hosts may not act on the host.
     fn acts_on(&self, me: ParticipantId, target: ParticipantId) -> Result<Role, Refusal> {
         let my_role = self.moderator(me)?;
-        let target_role = self.role_of(target).map_err(|_| ErrorCode::UnknownParticipant)?;
+        let target_role = self
+            .role_of(target)
+            .map_err(|_| ErrorCode::UnknownParticipant)?;
         if my_role == Role::Cohost && target_role == Role::Host {
             return Err(ErrorCode::NotPermitted);
         }

@@ -30,7 +30,8 @@ fn crockford() -> Encoding {
     spec.check_trailing_bits = false;
     // The specification is a constant; `encoding()` fails only on an invalid one,
     // which the unit tests below would catch.
-    spec.encoding().expect("valid Crockford base32 specification")
+    spec.encoding()
+        .expect("valid Crockford base32 specification")
 }
 
 /// Why a typed identifier was refused.
@@ -205,7 +206,10 @@ mod tests {
         for _ in 0..200 {
             let p = generate_passcode();
             assert_eq!(p.len(), PASSCODE_SYMBOLS);
-            assert!(p.chars().all(|c| "0123456789abcdefghjkmnpqrstvwxyz".contains(c)));
+            assert!(
+                p.chars()
+                    .all(|c| "0123456789abcdefghjkmnpqrstvwxyz".contains(c))
+            );
             assert_eq!(normalize_passcode(&p), p);
             seen.insert(p);
         }

@@ -19,9 +19,7 @@ pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_CHAT_BYTES: usize = 16 * 1024;
 
 /// A member's number within one meeting. Not secret: it only names a seat.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ParticipantId(pub u64);
 
@@ -190,14 +188,22 @@ pub enum ClientMessage {
         passcode: Option<String>,
     },
     /// First message of a connection that takes back a seat after a drop.
-    Resume { token: String },
+    Resume {
+        token: String,
+    },
     Leave,
-    Admit { participant: ParticipantId },
-    Deny { participant: ParticipantId },
+    Admit {
+        participant: ParticipantId,
+    },
+    Deny {
+        participant: ParticipantId,
+    },
     AdmitAll,
     DenyAll,
     /// Remove and ban from this meeting.
-    Remove { participant: ParticipantId },
+    Remove {
+        participant: ParticipantId,
+    },
     /// Stop one kind of a member's media: audio (mute), video or screen share.
     StopMedia {
         participant: ParticipantId,
@@ -220,7 +226,9 @@ pub enum ClientMessage {
         participant: Option<ParticipantId>,
         name: String,
     },
-    SetPermissions { permissions: PermissionsPatch },
+    SetPermissions {
+        permissions: PermissionsPatch,
+    },
     Lock,
     Unlock,
     /// Make a member co-host or participant. Host only.
@@ -228,12 +236,16 @@ pub enum ClientMessage {
         participant: ParticipantId,
         role: Role,
     },
-    TransferHost { participant: ParticipantId },
+    TransferHost {
+        participant: ParticipantId,
+    },
     SuspendActivities,
     ResumeActivities,
     EndMeeting,
     /// An opaque payload relayed to every member (ciphertext once E2EE is on).
-    Chat { payload: String },
+    Chat {
+        payload: String,
+    },
 }
 
 /// Messages from the server to a client.
@@ -242,7 +254,9 @@ pub enum ClientMessage {
 pub enum ServerMessage {
     /// The only message a waiting connection ever receives (besides its own
     /// admission, denial or an error): "you are waiting".
-    Waiting { you: ParticipantId },
+    Waiting {
+        you: ParticipantId,
+    },
     /// Admitted (or resumed): the whole state a member needs.
     Joined {
         you: ParticipantId,
@@ -256,15 +270,23 @@ pub enum ServerMessage {
         /// Only moderators see the waiting room; empty for others.
         waiting: Vec<WaitingParticipant>,
     },
-    ParticipantJoined { participant: Participant },
-    ParticipantUpdated { participant: Participant },
+    ParticipantJoined {
+        participant: Participant,
+    },
+    ParticipantUpdated {
+        participant: Participant,
+    },
     ParticipantLeft {
         participant: ParticipantId,
         reason: LeaveReason,
     },
     /// The whole waiting room, sent to moderators whenever it changes.
-    WaitingRoom { waiting: Vec<WaitingParticipant> },
-    MeetingUpdated { meeting: MeetingState },
+    WaitingRoom {
+        waiting: Vec<WaitingParticipant>,
+    },
+    MeetingUpdated {
+        meeting: MeetingState,
+    },
     Chat {
         from: ParticipantId,
         payload: String,
@@ -279,7 +301,9 @@ pub enum ServerMessage {
     /// To a removed member: removed and banned. The socket closes.
     Removed,
     /// The meeting ended for everyone. The socket closes.
-    Ended { reason: EndReason },
+    Ended {
+        reason: EndReason,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -356,8 +380,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ErrorCode> {
     if text.len() > MAX_MESSAGE_BYTES {
         return Err(ErrorCode::TooLarge);
     }
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|_| ErrorCode::BadMessage)?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| ErrorCode::BadMessage)?;
     match value.get("type").and_then(|t| t.as_str()) {
         Some(t) if CLIENT_TYPES.contains(&t) => {}
         Some(_) => return Err(ErrorCode::UnknownType),

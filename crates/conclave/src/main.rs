@@ -1,1 +1,212 @@
-fn main(){}
+//! `conclave`: the server and its administration commands.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use conclave::auth::{hash_now, password_acceptable, username_acceptable};
+use conclave::store::{Store, StoreError};
+use conclave::{Config, Server};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "conclave",
+    version,
+    about = "Self-hosted video meetings with end-to-end encryption"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// `serve`'s options, for running with no subcommand.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "CONCLAVE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory of the SQLite store [default: ./conclave-data].
+    #[arg(long, env = "CONCLAVE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML configuration file (see docs/operations.md).
+    #[arg(long, env = "CONCLAVE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The URL people reach this server at, for printed links.
+    #[arg(long)]
+    public_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an account; the password is read from standard input.
+    CreateUser {
+        name: String,
+        /// Read the password from standard input (required: never from the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Make the account an administrator.
+        #[arg(long)]
+        admin: bool,
+        #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
+        data_dir: PathBuf,
+    },
+    /// Print a one-time sign-in link for an account (valid 24 h).
+    SigninLink {
+        name: String,
+        #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// List accounts.
+    ListUsers {
+        #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(u) = &args.public_url {
+        config.public_url = Some(u.clone());
+    }
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let data_dir = config.data_dir.clone();
+    let server = Server::start(config).await?;
+    tracing::info!(data_dir = %data_dir.display(), "Conclave is up at http://{}", server.addr);
+    shutdown_signal().await;
+    server.shutdown().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::CreateUser {
+            name,
+            password_stdin: _,
+            admin,
+            data_dir,
+        } => {
+            if !username_acceptable(&name) {
+                bail!("a username has 1 to 64 letters, digits, '.', '_' or '-'");
+            }
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if !password_acceptable(password) {
+                bail!("a password has 10 to 256 characters");
+            }
+            let hash = hash_now(password)?;
+            let store = Store::open(&data_dir).await?;
+            match store.create_user(&name, Some(&hash), admin).await {
+                Ok(u) => println!("created user {} (id {})", u.username, u.id),
+                Err(StoreError::Conflict) => bail!("a user named {name} exists already"),
+                Err(e) => return Err(e.into()),
+            }
+            store.close().await;
+        }
+        AdminCommand::SigninLink {
+            name,
+            data_dir,
+            public_url,
+        } => {
+            let store = Store::open(&data_dir).await?;
+            let Some((user, _)) = store.user_by_name(&name).await? else {
+                bail!("no user named {name}");
+            };
+            let config = Config {
+                public_url,
+                ..Config::default()
+            };
+            let link = conclave::server::signin_link(&store, &config, user.id).await?;
+            println!("{link}");
+            store.close().await;
+        }
+        AdminCommand::ListUsers { data_dir } => {
+            let store = Store::open(&data_dir).await?;
+            for u in store.list_users().await? {
+                println!(
+                    "{}\t{}\t{}{}",
+                    u.id,
+                    u.username,
+                    if u.is_admin { "admin" } else { "host" },
+                    if u.has_password {
+                        ""
+                    } else {
+                        "\t(no password yet)"
+                    }
+                );
+            }
+            store.close().await;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Admin(cmd)) => admin(cmd).await,
+        None => serve(cli.serve).await,
+    }
+}

@@ -1,0 +1,153 @@
+//! Server configuration: defaults, an optional TOML file, then command-line flags.
+//!
+//! Every limit that protects the server is named here with its default, so an
+//! operator can find and tune it (docs/operations.md lists them).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Directory of the SQLite store.
+    pub data_dir: PathBuf,
+    /// The URL people reach the server at, for printed links. Defaults to
+    /// `http://localhost:<port>`. An `https` URL also marks cookies `Secure`.
+    pub public_url: Option<String>,
+    /// Lets anyone create an account. Off: the operator creates accounts.
+    pub allow_signup: bool,
+    /// Reverse proxies whose `X-Forwarded-For` header is believed. Empty: the
+    /// header is ignored and the socket's peer address is the client's.
+    pub trusted_proxies: Vec<IpAddr>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Meeting WebSockets open at once, server-wide.
+    pub max_connections: usize,
+    /// WebSockets open at once from one address that have not joined yet.
+    pub max_pending_per_address: usize,
+    /// Seconds a new WebSocket has to send `join` or `resume`.
+    pub join_timeout_secs: u64,
+    /// Messages a connection may send in a burst, and per second after it.
+    pub message_burst: u32,
+    pub messages_per_sec: u32,
+    /// Messages queued for a slow client before it is disconnected.
+    pub outbound_queue: usize,
+    /// Concurrent argon2 computations (sign-in, joins).
+    pub hash_concurrency: usize,
+    /// Days a browser session lasts.
+    pub session_days: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("conclave-data"),
+            public_url: None,
+            allow_signup: false,
+            trusted_proxies: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_pending_per_address: 20,
+            join_timeout_secs: 10,
+            message_burst: 40,
+            messages_per_sec: 20,
+            outbound_queue: 512,
+            hash_concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            session_days: 14,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://localhost:{}", self.listen.port()),
+        }
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url()
+            .to_ascii_lowercase()
+            .starts_with("https://")
+    }
+
+    pub fn join_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.join_timeout_secs)
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.limits.session_days * 24 * 3600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_localhost_8080() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.public_url(), "http://localhost:8080");
+        assert!(!c.secure_cookies());
+        assert!(!c.allow_signup);
+    }
+
+    #[test]
+    fn file_overrides_and_rejects_unknown_keys() {
+        let c: Config = toml::from_str(
+            "public_url = \"https://meet.example.org/\"\ntrusted_proxies = [\"10.0.0.1\"]\n[limits]\njoin_timeout_secs = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.public_url(), "https://meet.example.org");
+        assert!(c.secure_cookies());
+        assert_eq!(c.limits.join_timeout_secs, 3);
+        assert_eq!(c.limits.message_burst, 40);
+        assert!(toml::from_str::<Config>("listn = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,313 @@
+//! Accounts: sign-in (password or one-time link), sign-out, optional sign-up,
+//! password change and personal API tokens.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum_extra::extract::CookieJar;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ApiJson};
+use super::session::{Authed, ClientIp, SESSION_COOKIE, cookie, session_token};
+use crate::auth::{digest, new_secret, password_acceptable, username_acceptable};
+use crate::guard::retry_secs;
+use crate::store::{ApiTokenInfo, User};
+
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    pub id: i64,
+    pub username: String,
+    pub is_admin: bool,
+    /// False for the first-start admin until it chooses a password.
+    pub has_password: bool,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        UserView {
+            id: u.id,
+            username: u.username,
+            is_admin: u.is_admin,
+            has_password: u.has_password,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkToken {
+    /// The token from the link's fragment (`/signin#token=...`).
+    pub token: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// Required when the account already has a password.
+    #[serde(default)]
+    pub current_password: Option<String>,
+    pub new_password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    pub id: i64,
+    pub name: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+impl From<ApiTokenInfo> for TokenView {
+    fn from(t: ApiTokenInfo) -> Self {
+        TokenView {
+            id: t.id,
+            name: t.name,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    pub id: i64,
+    pub name: String,
+    /// Shown once; only its digest is stored. Send as `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+async fn start_session(
+    state: &AppState,
+    jar: CookieJar,
+    user: &User,
+) -> Result<CookieJar, ApiError> {
+    let secret = new_secret("");
+    let ttl = state.config.session_ttl();
+    state
+        .store
+        .create_session(&secret.digest, user.id, ttl)
+        .await?;
+    let max_age = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    Ok(jar.add(cookie(&state.config, SESSION_COOKIE, secret.text, max_age)))
+}
+
+/// Sign in with username and password; sets the session cookie.
+#[utoipa::path(post, path = "/api/v1/auth/signin", request_body = Credentials,
+    responses((status = 200, body = UserView), (status = 401, body = super::error::ErrorBody),
+              (status = 429, body = super::error::ErrorBody)))]
+pub async fn sign_in(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    ApiJson(c): ApiJson<Credentials>,
+) -> Result<(CookieJar, ApiJson<UserView>), ApiError> {
+    state
+        .guard
+        .check_sign_in(ip)
+        .map_err(|d| ApiError::TooManyAttempts(retry_secs(d)))?;
+    let found = if c.username.len() <= 64 {
+        state.store.user_by_name(&c.username).await?
+    } else {
+        None
+    };
+    let (user, hash) = match found {
+        Some((u, h)) => (Some(u), h),
+        None => (None, None),
+    };
+    // Verify even for an unknown user, so the answer's timing says nothing.
+    let ok = state.hasher.verify(c.password, hash).await;
+    match user {
+        Some(user) if ok => {
+            tracing::info!(user = %user.username, %ip, "signed in");
+            let jar = start_session(&state, jar, &user).await?;
+            Ok((jar, ApiJson(user.into())))
+        }
+        _ => {
+            state.guard.sign_in_failed(ip);
+            tracing::warn!(%ip, "failed sign-in");
+            Err(ApiError::BadCredentials)
+        }
+    }
+}
+
+/// Sign in with a one-time link (first start, `conclave admin signin-link`).
+#[utoipa::path(post, path = "/api/v1/auth/link", request_body = LinkToken,
+    responses((status = 200, body = UserView), (status = 401, body = super::error::ErrorBody)))]
+pub async fn redeem_link(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    ApiJson(t): ApiJson<LinkToken>,
+) -> Result<(CookieJar, ApiJson<UserView>), ApiError> {
+    state
+        .guard
+        .check_sign_in(ip)
+        .map_err(|d| ApiError::TooManyAttempts(retry_secs(d)))?;
+    let Some(user) = state.store.redeem_signin_link(&digest(&t.token)).await? else {
+        state.guard.sign_in_failed(ip);
+        return Err(ApiError::BadLink);
+    };
+    tracing::info!(user = %user.username, %ip, "signed in with a one-time link");
+    let jar = start_session(&state, jar, &user).await?;
+    Ok((jar, ApiJson(user.into())))
+}
+
+/// End this browser session.
+#[utoipa::path(post, path = "/api/v1/auth/signout", responses((status = 204)))]
+pub async fn sign_out(
+    State(state): State<AppState>,
+    jar: CookieJar,
+) -> Result<(CookieJar, StatusCode), ApiError> {
+    if let Some(t) = session_token(&jar) {
+        state.store.delete_session(&digest(&t)).await?;
+    }
+    let jar = jar.add(cookie(&state.config, SESSION_COOKIE, String::new(), 0));
+    Ok((jar, StatusCode::NO_CONTENT))
+}
+
+/// Create an account; only when the operator turned open sign-up on.
+#[utoipa::path(post, path = "/api/v1/auth/signup", request_body = Credentials,
+    responses((status = 201, body = UserView), (status = 403, body = super::error::ErrorBody),
+              (status = 409, body = super::error::ErrorBody)))]
+pub async fn sign_up(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    ApiJson(c): ApiJson<Credentials>,
+) -> Result<(StatusCode, CookieJar, ApiJson<UserView>), ApiError> {
+    if !state.config.allow_signup {
+        return Err(ApiError::Forbidden("sign-up is closed on this server"));
+    }
+    if !username_acceptable(&c.username) {
+        return Err(ApiError::Invalid(
+            "a username has 1 to 64 letters, digits, '.', '_' or '-'".into(),
+        ));
+    }
+    if !password_acceptable(&c.password) {
+        return Err(ApiError::Invalid(
+            "a password has 10 to 256 characters".into(),
+        ));
+    }
+    let hash = state.hasher.hash(c.password).await?;
+    let user = state
+        .store
+        .create_user(&c.username, Some(&hash), false)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict => ApiError::Conflict("that username is taken"),
+            e => e.into(),
+        })?;
+    let jar = start_session(&state, jar, &user).await?;
+    Ok((StatusCode::CREATED, jar, ApiJson(user.into())))
+}
+
+/// The signed-in account.
+#[utoipa::path(get, path = "/api/v1/me", responses((status = 200, body = UserView), (status = 401, body = super::error::ErrorBody)))]
+pub async fn me(Authed(user): Authed) -> ApiJson<UserView> {
+    ApiJson(user.into())
+}
+
+/// Set or change the password. Other sessions of the account end.
+#[utoipa::path(post, path = "/api/v1/me/password", request_body = PasswordChange,
+    responses((status = 204), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody)))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Authed(user): Authed,
+    jar: CookieJar,
+    ApiJson(p): ApiJson<PasswordChange>,
+) -> Result<StatusCode, ApiError> {
+    if let Some(current) = state.store.password_hash(user.id).await? {
+        state
+            .guard
+            .check_sign_in(ip)
+            .map_err(|d| ApiError::TooManyAttempts(retry_secs(d)))?;
+        let given = p.current_password.unwrap_or_default();
+        if !state.hasher.verify(given, Some(current)).await {
+            state.guard.sign_in_failed(ip);
+            return Err(ApiError::BadCredentials);
+        }
+    }
+    if !password_acceptable(&p.new_password) {
+        return Err(ApiError::Invalid(
+            "a password has 10 to 256 characters".into(),
+        ));
+    }
+    let hash = state.hasher.hash(p.new_password).await?;
+    state.store.set_password(user.id, &hash).await?;
+    let keep = session_token(&jar).map(|t| digest(&t));
+    state
+        .store
+        .delete_other_sessions(user.id, keep.as_deref())
+        .await?;
+    tracing::info!(user = %user.username, "password changed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The account's API tokens (never the secrets themselves).
+#[utoipa::path(get, path = "/api/v1/tokens", responses((status = 200, body = [TokenView])))]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+) -> Result<ApiJson<Vec<TokenView>>, ApiError> {
+    let tokens = state.store.list_api_tokens(user.id).await?;
+    Ok(ApiJson(tokens.into_iter().map(Into::into).collect()))
+}
+
+/// Create a personal API token for scripts and bots.
+#[utoipa::path(post, path = "/api/v1/tokens", request_body = NewToken,
+    responses((status = 201, body = CreatedToken), (status = 400, body = super::error::ErrorBody)))]
+pub async fn create_token(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    ApiJson(t): ApiJson<NewToken>,
+) -> Result<(StatusCode, ApiJson<CreatedToken>), ApiError> {
+    let name = t.name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::Invalid(
+            "a token name has 1 to 64 characters".into(),
+        ));
+    }
+    let secret = new_secret("cnv_");
+    let id = state
+        .store
+        .create_api_token(user.id, name, &secret.digest)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(CreatedToken {
+            id,
+            name: name.to_string(),
+            token: secret.text,
+        }),
+    ))
+}
+
+/// Revoke an API token.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = super::error::ErrorBody)))]
+pub async fn delete_token(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
+    if state.store.delete_api_token(user.id, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}

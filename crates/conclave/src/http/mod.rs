@@ -1,0 +1,90 @@
+//! The HTTP face of the server: JSON API, meeting WebSocket, web client.
+//!
+//! - [`error`]: the API's error type and its JSON body.
+//! - [`session`]: who is calling (session cookie or API token), client address.
+//! - [`account`]: sign-in, sign-out, sign-up, one-time links, API tokens.
+//! - [`meetings`]: a host's meetings: create, list, get, update, delete.
+//! - [`openapi`]: the OpenAPI document of all of the above.
+//! - [`web`]: the embedded web client and the headers every response carries.
+
+pub mod account;
+pub mod error;
+pub mod meetings;
+pub mod openapi;
+pub mod session;
+pub mod web;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Hasher;
+use crate::config::Config;
+use crate::guard::JoinGuard;
+use crate::rooms::Rooms;
+use crate::signaling::{self, ConnLimits};
+use crate::store::Store;
+
+/// Largest HTTP request body the API reads.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Everything a request handler may need, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub hasher: Hasher,
+    pub guard: Arc<JoinGuard>,
+    pub rooms: Arc<Rooms>,
+    pub conns: Arc<ConnLimits>,
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/auth/signin", post(account::sign_in))
+        .route("/auth/signout", post(account::sign_out))
+        .route("/auth/signup", post(account::sign_up))
+        .route("/auth/link", post(account::redeem_link))
+        .route("/me", get(account::me))
+        .route("/me/password", post(account::change_password))
+        .route(
+            "/tokens",
+            get(account::list_tokens).post(account::create_token),
+        )
+        .route("/tokens/{id}", delete(account::delete_token))
+        .route("/meetings", get(meetings::list).post(meetings::create))
+        .route(
+            "/meetings/{id}",
+            get(meetings::get)
+                .patch(meetings::update)
+                .delete(meetings::remove),
+        )
+        .route("/meetings/{id}/ws", get(signaling::upgrade))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(error::not_found);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api/v1", api)
+        .merge(web::routes())
+        .layer(axum::middleware::from_fn(web::guard_and_headers))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Liveness: the process answers and the store is reachable.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Serving"), (status = 503, description = "The store is unavailable")))]
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> (axum::http::StatusCode, &'static str) {
+    match state.store.user_count().await {
+        Ok(_) => (axum::http::StatusCode::OK, "ok\n"),
+        Err(_) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "store unavailable\n",
+        ),
+    }
+}

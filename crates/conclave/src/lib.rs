@@ -1,0 +1,25 @@
+//! The Conclave server and its commands.
+//!
+//! - [`config`]: defaults, TOML file, limits.
+//! - [`store`]: SQLite (sqlx, embedded migrations): accounts, sessions, tokens,
+//!   meetings, bans.
+//! - [`auth`]: argon2id hashing off the async workers; random bearer secrets.
+//! - [`guard`]: failed join and sign-in attempts per address and per meeting.
+//! - [`http`]: the axum router: JSON API, OpenAPI document, web client.
+//! - [`signaling`]: the meeting WebSocket, one task per connection.
+//! - [`rooms`]: one task per running meeting, owning its sans-IO core
+//!   (`conclave-core`).
+//! - [`server`]: start, first-start admin link, graceful shutdown.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod guard;
+pub mod http;
+pub mod rooms;
+pub mod server;
+pub mod signaling;
+pub mod store;
+
+pub use config::Config;
+pub use server::Server;

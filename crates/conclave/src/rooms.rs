@@ -1,0 +1,283 @@
+//! Running meetings: one tokio task per meeting owns its [`Meeting`] core and
+//! the outbound queues of its connections.
+//!
+//! Connections talk to a room only through its command channel; the room
+//! writes to a connection only through that connection's own bounded queue,
+//! which exists only once the core has seated or queued the connection. A
+//! room whose core is idle removes itself from the registry and ends.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conclave_core::{ConnId, Identity, Input, Meeting, Output};
+use conclave_proto::{EndReason, MeetingId, ResumeToken, ServerMessage};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::store::{Store, StoreError};
+
+/// Commands queued for a room, at most this many.
+const ROOM_QUEUE: usize = 1024;
+
+/// What a room hands a connection: a JSON text frame to send. The queue closing
+/// means "close the socket".
+pub type Outbound = Arc<str>;
+
+pub enum RoomCmd {
+    Join {
+        conn: ConnId,
+        sink: mpsc::Sender<Outbound>,
+        name: String,
+        identity: Identity,
+    },
+    Resume {
+        conn: ConnId,
+        sink: mpsc::Sender<Outbound>,
+        token: ResumeToken,
+    },
+    Input(Input),
+}
+
+/// The registry of running meetings.
+pub struct Rooms {
+    map: Mutex<HashMap<MeetingId, mpsc::Sender<RoomCmd>>>,
+    store: Store,
+    outbound_queue: usize,
+    next_conn: AtomicU64,
+    closing: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the meeting no longer exists")]
+    Gone,
+    #[error("the server is shutting down")]
+    Closing,
+}
+
+impl Rooms {
+    pub fn new(store: Store, outbound_queue: usize) -> Arc<Rooms> {
+        Arc::new(Rooms {
+            map: Mutex::new(HashMap::new()),
+            store,
+            outbound_queue,
+            next_conn: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
+        })
+    }
+
+    pub fn next_conn(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn outbound_queue(&self) -> usize {
+        self.outbound_queue
+    }
+
+    pub fn is_running(&self, id: MeetingId) -> bool {
+        self.lock().contains_key(&id)
+    }
+
+    pub fn running(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MeetingId, mpsc::Sender<RoomCmd>>> {
+        // A poisoned map only means a panic elsewhere; the map itself is intact.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, id: MeetingId) -> Option<mpsc::Sender<RoomCmd>> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// Delivers to the room, starting it from the store if it is not running.
+    pub async fn deliver(
+        self: &Arc<Self>,
+        id: MeetingId,
+        mut cmd: RoomCmd,
+    ) -> Result<(), RoomError> {
+        loop {
+            if self.closing.load(Ordering::Acquire) {
+                return Err(RoomError::Closing);
+            }
+            let tx = match self.get(id) {
+                Some(tx) => tx,
+                None => self.start(id).await?,
+            };
+            match tx.send(cmd).await {
+                Ok(()) => return Ok(()),
+                // The room ended between lookup and send; start a fresh one.
+                Err(mpsc::error::SendError(back)) => {
+                    cmd = back;
+                    let mut map = self.lock();
+                    if map.get(&id).is_some_and(|t| t.same_channel(&tx)) {
+                        map.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers only to a running room. False when it is not running.
+    pub async fn deliver_if_running(&self, id: MeetingId, cmd: RoomCmd) -> bool {
+        match self.get(id) {
+            Some(tx) => tx.send(cmd).await.is_ok(),
+            None => false,
+        }
+    }
+
+    async fn start(self: &Arc<Self>, id: MeetingId) -> Result<mpsc::Sender<RoomCmd>, RoomError> {
+        let record = self.store.meeting(id).await?.ok_or(RoomError::Gone)?;
+        let bans = self.store.bans(id).await?;
+        let mut map = self.lock();
+        if let Some(tx) = map.get(&id) {
+            return Ok(tx.clone());
+        }
+        let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+        map.insert(id, tx.clone());
+        let room = Room {
+            id,
+            meeting: Meeting::new(record.core_config(), bans),
+            sinks: HashMap::new(),
+            rooms: Arc::clone(self),
+        };
+        tokio::spawn(room.run(rx));
+        tracing::info!(meeting = %id, "meeting started");
+        Ok(tx)
+    }
+
+    /// Ends every running meeting (shutdown) and waits, up to `grace`, for the
+    /// rooms to tell their members and finish.
+    pub async fn end_all(&self, reason: EndReason, grace: Duration) {
+        self.closing.store(true, Ordering::Release);
+        let rooms: Vec<_> = self.lock().values().cloned().collect();
+        for tx in rooms {
+            let _ = tx.send(RoomCmd::Input(Input::End(reason))).await;
+        }
+        let deadline = Instant::now() + grace;
+        while self.running() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+struct Room {
+    id: MeetingId,
+    meeting: Meeting,
+    sinks: HashMap<ConnId, mpsc::Sender<Outbound>>,
+    rooms: Arc<Rooms>,
+}
+
+impl Room {
+    async fn run(mut self, mut rx: mpsc::Receiver<RoomCmd>) {
+        loop {
+            let deadline = self.meeting.poll_timeout();
+            let now = std::time::Instant::now();
+            let sleep_for = deadline.map(|d| d.saturating_duration_since(now));
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                () = tokio::time::sleep(sleep_for.unwrap_or(Duration::ZERO)), if sleep_for.is_some() => {
+                    self.meeting.handle(Input::Timeout, std::time::Instant::now());
+                }
+            }
+            self.carry_out().await;
+            if self.meeting.is_idle() {
+                let mut map = self.rooms.lock();
+                if rx.is_empty() {
+                    map.remove(&self.id);
+                    tracing::info!(meeting = %self.id, "meeting idle, stopped");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: RoomCmd) {
+        let now = std::time::Instant::now();
+        match cmd {
+            RoomCmd::Join {
+                conn,
+                sink,
+                name,
+                identity,
+            } => {
+                self.sinks.insert(conn, sink);
+                self.meeting.handle(
+                    Input::Join {
+                        conn,
+                        name,
+                        identity,
+                        resume_token: ResumeToken::generate(),
+                    },
+                    now,
+                );
+            }
+            RoomCmd::Resume { conn, sink, token } => {
+                self.sinks.insert(conn, sink);
+                self.meeting.handle(
+                    Input::Resume {
+                        conn,
+                        token,
+                        next_token: ResumeToken::generate(),
+                    },
+                    now,
+                );
+            }
+            RoomCmd::Input(input) => self.meeting.handle(input, now),
+        }
+    }
+
+    async fn carry_out(&mut self) {
+        while let Some(out) = self.meeting.poll_output() {
+            match out {
+                Output::Send { conn, msg } => self.send(conn, &msg),
+                // Dropping the queue's sender closes it once drained.
+                Output::Close { conn } => {
+                    self.sinks.remove(&conn);
+                }
+                Output::Ban(keys) => {
+                    if let Err(e) = self.rooms.store.add_bans(self.id, &keys).await {
+                        tracing::error!(meeting = %self.id, error = %e, "could not store a ban");
+                    }
+                }
+                Output::SavePermissions(p) => {
+                    if let Err(e) = self.rooms.store.save_permissions(self.id, p).await {
+                        tracing::error!(meeting = %self.id, error = %e, "could not store permissions");
+                    }
+                }
+            }
+        }
+        // A sink that was never seated (refused before the core answered) is gone
+        // from the core; drop ours too.
+        let meeting = &self.meeting;
+        self.sinks.retain(|conn, _| meeting.has_seat(*conn));
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &ServerMessage) {
+        let Some(sink) = self.sinks.get(&conn) else {
+            return;
+        };
+        let text: Outbound = match serde_json::to_string(msg) {
+            Ok(t) => t.into(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a server message");
+                return;
+            }
+        };
+        if sink.try_send(text).is_err() {
+            // Too slow (or gone): drop it; it may resume with its token.
+            tracing::warn!(meeting = %self.id, conn = conn.0, "client queue full, disconnecting");
+            self.sinks.remove(&conn);
+            self.meeting
+                .handle(Input::Disconnected { conn }, std::time::Instant::now());
+        }
+    }
+}

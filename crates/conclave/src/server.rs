@@ -1,0 +1,161 @@
+//! Starting and stopping the server: open the store, make the first admin,
+//! bind, serve, and on shutdown tell every meeting, drain connections and close
+//! the store cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conclave_proto::EndReason;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{HashError, Hasher, new_secret};
+use crate::config::Config;
+use crate::guard::JoinGuard;
+use crate::http::{AppState, router};
+use crate::rooms::Rooms;
+use crate::signaling::ConnLimits;
+use crate::store::{Store, StoreError};
+
+/// How long shutdown waits for meetings to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a one-time sign-in link stays valid.
+pub const SIGNIN_LINK_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server task failed")]
+    Task,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        let store = Store::open(&config.data_dir).await?;
+        if let Some(link) = bootstrap(&store, &config).await? {
+            // Printed, not only logged: this is how the operator gets in.
+            println!(
+                "\n  Conclave has no password set yet. Sign in as admin (valid 24 h, once):\n  {link}\n"
+            );
+        }
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let state = AppState {
+            hasher: Hasher::new(config.limits.hash_concurrency)?,
+            guard: Arc::new(JoinGuard::default()),
+            rooms: Rooms::new(store.clone(), config.limits.outbound_queue),
+            conns: ConnLimits::new(
+                config.limits.max_connections,
+                config.limits.max_pending_per_address,
+            ),
+            config: Arc::new(config),
+            store,
+            shutdown: shutdown.clone(),
+        };
+        tokio::spawn(prune_guard(state.clone()));
+        let task = tokio::spawn(serve(listener, state));
+        tracing::info!(%addr, "serving");
+        Ok(Server {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Stops the server: meetings end with `server_shutdown`, sockets close,
+    /// the store is checkpointed and closed.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.shutdown.cancel();
+        self.task.await.map_err(|_| ServerError::Task)?
+    }
+}
+
+async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServerError> {
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let token = state.shutdown.clone();
+    let rooms = Arc::clone(&state.rooms);
+    let conns = Arc::clone(&state.conns);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            token.cancelled().await;
+            tracing::info!("shutting down: ending meetings");
+            rooms
+                .end_all(EndReason::ServerShutdown, SHUTDOWN_GRACE)
+                .await;
+            conns.wait_idle(SHUTDOWN_GRACE).await;
+        })
+        .await?;
+    state.store.close().await;
+    tracing::info!("store closed; bye");
+    Ok(())
+}
+
+async fn prune_guard(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => state.guard.prune(),
+            () = state.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// On an empty store, creates the `admin` account (no password). While no
+/// account has a password, returns a fresh one-time sign-in link for it.
+pub async fn bootstrap(store: &Store, config: &Config) -> Result<Option<String>, StoreError> {
+    if store.user_count().await? == 0 {
+        store.create_user("admin", None, true).await?;
+        tracing::info!("created the admin account");
+    }
+    if store.any_password_set().await? {
+        return Ok(None);
+    }
+    let users = store.list_users().await?;
+    let Some(admin) = users.iter().find(|u| u.is_admin && !u.has_password) else {
+        return Ok(None);
+    };
+    Ok(Some(signin_link(store, config, admin.id).await?))
+}
+
+/// A one-time sign-in link for a user; replaces any earlier one.
+pub async fn signin_link(
+    store: &Store,
+    config: &Config,
+    user_id: i64,
+) -> Result<String, StoreError> {
+    let secret = new_secret("");
+    store
+        .create_signin_link(user_id, &secret.digest, SIGNIN_LINK_TTL)
+        .await?;
+    Ok(format!(
+        "{}/signin#token={}",
+        config.public_url(),
+        secret.text
+    ))
+}

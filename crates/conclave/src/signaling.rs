@@ -1,0 +1,429 @@
+//! The meeting WebSocket: one task per connection that checks, parses and
+//! rate-limits what the client sends, verifies passcodes, and hands everything
+//! else to the meeting's room. It holds no meeting state of its own.
+//!
+//! Before `join`/`resume` succeeds the connection has no outbound queue in any
+//! room, so nothing but its own replies can reach it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::CookieJar;
+use conclave_core::{ConnId, Identity, Input, TokenBucket};
+use conclave_proto::ids::normalize_passcode;
+use conclave_proto::{
+    ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, MeetingId, ResumeToken, ServerMessage,
+    parse_client_message,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::guard::retry_secs;
+use crate::http::AppState;
+use crate::http::session::{GUEST_COOKIE, client_ip, cookie, current_user};
+use crate::http::web::same_origin;
+use crate::rooms::{RoomCmd, RoomError};
+use crate::store::User;
+
+/// After this many messages refused for flooding, the connection is closed.
+const FLOOD_STRIKES: u32 = 20;
+/// A guest cookie lives a year: it is what a ban holds on to.
+const GUEST_COOKIE_SECS: i64 = 365 * 24 * 3600;
+/// WebSocket close code for "message too big" (RFC 6455 §7.4.1).
+const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code for "policy violation".
+const CLOSE_POLICY: u16 = 1008;
+
+/// Server-wide and per-address bounds on meeting connections.
+pub struct ConnLimits {
+    total: Arc<Semaphore>,
+    max_total: usize,
+    pending: Mutex<HashMap<IpAddr, usize>>,
+    max_pending: usize,
+}
+
+impl ConnLimits {
+    pub fn new(max_total: usize, max_pending_per_address: usize) -> Arc<Self> {
+        Arc::new(ConnLimits {
+            total: Arc::new(Semaphore::new(max_total)),
+            max_total,
+            pending: Mutex::new(HashMap::new()),
+            max_pending: max_pending_per_address,
+        })
+    }
+
+    /// Waits until every meeting connection has closed, or `grace` passed.
+    pub async fn wait_idle(&self, grace: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.total.available_permits() < self.max_total
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<(OwnedSemaphorePermit, PendingSlot)> {
+        let permit = Arc::clone(&self.total).try_acquire_owned().ok()?;
+        let mut pending = self.pending();
+        let n = pending.entry(ip).or_insert(0);
+        if *n >= self.max_pending {
+            return None;
+        }
+        *n += 1;
+        Some((
+            permit,
+            PendingSlot {
+                limits: Arc::clone(self),
+                ip,
+                held: true,
+            },
+        ))
+    }
+}
+
+/// A connection from `ip` that has not joined yet; counted until released.
+struct PendingSlot {
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+    held: bool,
+}
+
+impl PendingSlot {
+    fn release(&mut self) {
+        if std::mem::take(&mut self.held) {
+            let mut pending = self.limits.pending();
+            if let Some(n) = pending.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    pending.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// `GET /api/v1/meetings/{id}/ws`
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ws: WebSocketUpgrade,
+    Path(raw_id): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused\n").into_response();
+    }
+    let ip = client_ip(&state.config, peer, &headers);
+    let Some((permit, slot)) = state.conns.admit(ip) else {
+        tracing::warn!(%ip, "meeting connection refused: too many open");
+        return (StatusCode::TOO_MANY_REQUESTS, "too many connections\n").into_response();
+    };
+    let account = match current_user(&state.store, &headers, &jar).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let (guest, jar) = match jar.get(GUEST_COOKIE).map(|c| c.value().to_string()) {
+        Some(g) if g.len() == 32 && g.bytes().all(|b| b.is_ascii_hexdigit()) => (g, jar),
+        _ => {
+            let g = crate::auth::new_secret("").text[..32].to_string();
+            let jar = jar.add(cookie(
+                &state.config,
+                GUEST_COOKIE,
+                g.clone(),
+                GUEST_COOKIE_SECS,
+            ));
+            (g, jar)
+        }
+    };
+    let conn = Connection {
+        conn: state.rooms.next_conn(),
+        meeting: raw_id.parse().ok(),
+        ip,
+        identity: Identity {
+            account: account.as_ref().map(|u| u.id),
+            guest: Some(guest),
+        },
+        account,
+        state,
+    };
+    let resp = ws
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| conn.run(socket, permit, slot));
+    (jar, resp).into_response()
+}
+
+struct Connection {
+    state: AppState,
+    conn: ConnId,
+    /// `None` when the path held no well-formed ID: treated as an unknown meeting.
+    meeting: Option<MeetingId>,
+    ip: IpAddr,
+    account: Option<User>,
+    identity: Identity,
+}
+
+/// What a `join` or `resume` attempt came to.
+enum Attempt {
+    /// Handed to the room, which now owns the outbound queue.
+    Delivered,
+    /// Refused here; the connection may try again.
+    Refused(ServerMessage),
+    /// Refused here; the connection closes.
+    Fatal(ServerMessage),
+}
+
+type WsSink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+async fn send(ws: &mut WsSink, msg: &ServerMessage) -> bool {
+    match serde_json::to_string(msg) {
+        Ok(text) => ws.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+impl Connection {
+    async fn run(self, socket: WebSocket, _permit: OwnedSemaphorePermit, mut slot: PendingSlot) {
+        let (mut ws_tx, mut ws_rx) = socket.split();
+        let limits = &self.state.config.limits;
+        let (sink, mut outbound) = mpsc::channel::<Arc<str>>(self.state.rooms.outbound_queue());
+        let mut sink = Some(sink);
+        let mut in_room = false;
+        let mut bucket = TokenBucket::new(
+            limits.message_burst,
+            limits.messages_per_sec,
+            std::time::Instant::now(),
+        );
+        let mut strikes = 0;
+        let join_deadline = tokio::time::sleep(self.state.config.join_timeout());
+        tokio::pin!(join_deadline);
+        let shutdown = self.state.shutdown.clone();
+        let mut close: Option<CloseFrame> = None;
+
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled(), if !in_room => {
+                    send(&mut ws_tx, &ServerMessage::error(ErrorCode::ShuttingDown)).await;
+                    break;
+                }
+                () = &mut join_deadline, if !in_room => {
+                    send(&mut ws_tx, &ServerMessage::error(ErrorCode::Timeout)).await;
+                    break;
+                }
+                out = outbound.recv(), if in_room => match out {
+                    Some(text) => {
+                        if ws_tx.send(Message::Text(text.as_ref().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    // The room closed this connection (removed, denied, ended...).
+                    None => { in_room = false; break; }
+                },
+                frame = ws_rx.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Binary(_))) => {
+                            send(&mut ws_tx, &ServerMessage::error(ErrorCode::BadMessage)).await;
+                            continue;
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Err(e)) => {
+                            // Oversized frames end here: tungstenite refuses them.
+                            tracing::debug!(conn = self.conn.0, error = %e, "socket error");
+                            send(&mut ws_tx, &ServerMessage::error(ErrorCode::TooLarge)).await;
+                            close = Some(CloseFrame { code: CLOSE_TOO_BIG, reason: "message too large".into() });
+                            break;
+                        }
+                    };
+                    if !bucket.try_take(std::time::Instant::now()) {
+                        strikes += 1;
+                        send(&mut ws_tx, &ServerMessage::error_retry(ErrorCode::Flood, 1)).await;
+                        if strikes >= FLOOD_STRIKES {
+                            tracing::warn!(conn = self.conn.0, ip = %self.ip, "closing a flooding connection");
+                            close = Some(CloseFrame { code: CLOSE_POLICY, reason: "flood".into() });
+                            break;
+                        }
+                        continue;
+                    }
+                    let msg = match parse_client_message(&text) {
+                        Ok(m) => m,
+                        Err(code) => {
+                            send(&mut ws_tx, &ServerMessage::error(code)).await;
+                            continue;
+                        }
+                    };
+                    match (in_room, msg) {
+                        (false, ClientMessage::Join { name, passcode }) => {
+                            match self.join(name, passcode, &mut sink).await {
+                                Attempt::Delivered => { in_room = true; slot.release(); }
+                                Attempt::Refused(m) => { send(&mut ws_tx, &m).await; }
+                                Attempt::Fatal(m) => { send(&mut ws_tx, &m).await; break; }
+                            }
+                        }
+                        (false, ClientMessage::Resume { token }) => {
+                            match self.resume(&token, &mut sink).await {
+                                Attempt::Delivered => { in_room = true; slot.release(); }
+                                Attempt::Refused(m) => { send(&mut ws_tx, &m).await; }
+                                Attempt::Fatal(m) => { send(&mut ws_tx, &m).await; break; }
+                            }
+                        }
+                        (false, _) => {
+                            send(&mut ws_tx, &ServerMessage::error(ErrorCode::NotJoined)).await;
+                        }
+                        (true, msg) => {
+                            let Some(id) = self.meeting else { break };
+                            let cmd = RoomCmd::Input(Input::Message { conn: self.conn, msg });
+                            if !self.state.rooms.deliver_if_running(id, cmd).await {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        if in_room {
+            if let Some(id) = self.meeting {
+                let cmd = RoomCmd::Input(Input::Disconnected { conn: self.conn });
+                self.state.rooms.deliver_if_running(id, cmd).await;
+            }
+        }
+        // Flush what the room queued before closing us (a final `removed`,
+        // `denied`, `ended` or refusal).
+        while let Ok(text) = outbound.try_recv() {
+            if ws_tx
+                .send(Message::Text(text.as_ref().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = ws_tx.send(Message::Close(close)).await;
+        let _ = ws_tx.close().await;
+    }
+
+    fn too_many(&self) -> Option<ServerMessage> {
+        self.state
+            .guard
+            .check_join(self.ip, self.meeting)
+            .err()
+            .map(|wait| ServerMessage::error_retry(ErrorCode::TooManyAttempts, retry_secs(wait)))
+    }
+
+    async fn failed(&self, why: &str) -> ServerMessage {
+        tracing::warn!(ip = %self.ip, meeting = ?self.meeting.map(|m| m.to_string()), why, "failed join attempt");
+        if let Some(notice) = self.state.guard.join_failed(self.ip, self.meeting) {
+            if let Some(id) = self.meeting {
+                let input = Input::FailedAttempts {
+                    count: notice.failed_attempts,
+                    window: notice.window,
+                };
+                self.state
+                    .rooms
+                    .deliver_if_running(id, RoomCmd::Input(input))
+                    .await;
+            }
+        }
+        ServerMessage::error(ErrorCode::JoinRefused)
+    }
+
+    async fn join(
+        &self,
+        name: String,
+        passcode: Option<String>,
+        sink: &mut Option<mpsc::Sender<Arc<str>>>,
+    ) -> Attempt {
+        let record = match self.meeting {
+            Some(id) => match self.state.store.meeting(id).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "store failed during join");
+                    return Attempt::Refused(ServerMessage::error(ErrorCode::Internal));
+                }
+            },
+            None => None,
+        };
+        let owner = match (&record, &self.account) {
+            (Some(r), Some(u)) => r.owner_id == u.id,
+            _ => false,
+        };
+        if !owner {
+            if let Some(m) = self.too_many() {
+                return Attempt::Refused(m);
+            }
+            let needs_check = record.as_ref().is_none_or(|r| r.passcode_hash.is_some());
+            if needs_check {
+                let typed = normalize_passcode(&passcode.unwrap_or_default());
+                let hash = record.as_ref().and_then(|r| r.passcode_hash.clone());
+                // Runs argon2 even for an unknown meeting: same answer, same time.
+                if !self.state.hasher.verify(typed, hash).await {
+                    return Attempt::Refused(
+                        self.failed("wrong passcode or unknown meeting").await,
+                    );
+                }
+            }
+        }
+        let (Some(id), Some(tx)) = (self.meeting, sink.take()) else {
+            return Attempt::Fatal(ServerMessage::error(ErrorCode::Internal));
+        };
+        let cmd = RoomCmd::Join {
+            conn: self.conn,
+            sink: tx,
+            name,
+            identity: self.identity.clone(),
+        };
+        match self.state.rooms.deliver(id, cmd).await {
+            Ok(()) => Attempt::Delivered,
+            Err(RoomError::Gone) => Attempt::Fatal(ServerMessage::error(ErrorCode::JoinRefused)),
+            Err(RoomError::Closing) => {
+                Attempt::Fatal(ServerMessage::error(ErrorCode::ShuttingDown))
+            }
+            Err(RoomError::Store(e)) => {
+                tracing::error!(error = %e, "store failed starting a meeting");
+                Attempt::Fatal(ServerMessage::error(ErrorCode::Internal))
+            }
+        }
+    }
+
+    async fn resume(&self, token: &str, sink: &mut Option<mpsc::Sender<Arc<str>>>) -> Attempt {
+        if let Some(m) = self.too_many() {
+            return Attempt::Refused(m);
+        }
+        let (Some(id), Some(token)) = (self.meeting, ResumeToken::decode(token)) else {
+            self.failed("malformed resume").await;
+            return Attempt::Refused(ServerMessage::error(ErrorCode::ResumeFailed));
+        };
+        let Some(tx) = sink.take() else {
+            return Attempt::Fatal(ServerMessage::error(ErrorCode::Internal));
+        };
+        let cmd = RoomCmd::Resume {
+            conn: self.conn,
+            sink: tx,
+            token,
+        };
+        if self.state.rooms.deliver_if_running(id, cmd).await {
+            Attempt::Delivered
+        } else {
+            self.failed("resume of a meeting not running").await;
+            Attempt::Fatal(ServerMessage::error(ErrorCode::ResumeFailed))
+        }
+    }
+}
