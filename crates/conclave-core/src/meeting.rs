@@ -264,7 +264,7 @@ impl Meeting {
                     failed_attempts: count,
                     window_secs: window.as_secs(),
                 };
-                self.to_moderators(&msg);
+                self.send_to_moderators(&msg);
             }
             Input::Reconfigure(config) => {
                 self.config = config;
@@ -824,11 +824,9 @@ impl Meeting {
         let Some(m) = self.members.get(&id) else {
             return;
         };
-        if m.role.moderates() && !was.moderates() {
-            if let Some(conn) = m.conn {
-                let list = self.waiting_list();
-                self.send(conn, ServerMessage::WaitingRoom { waiting: list });
-            }
+        if let (true, Some(conn)) = (m.role.moderates() && !was.moderates(), m.conn) {
+            let list = self.waiting_list();
+            self.send(conn, ServerMessage::WaitingRoom { waiting: list });
         }
     }
 
@@ -996,7 +994,7 @@ impl Meeting {
         }
     }
 
-    fn to_moderators(&mut self, msg: &ServerMessage) {
+    fn send_to_moderators(&mut self, msg: &ServerMessage) {
         let conns: Vec<_> = self
             .members
             .values()
@@ -1028,6 +1026,6 @@ impl Meeting {
         let msg = ServerMessage::WaitingRoom {
             waiting: self.waiting_list(),
         };
-        self.to_moderators(&msg);
+        self.send_to_moderators(&msg);
     }
 }

@@ -172,7 +172,7 @@ impl<K: Hash + Eq + Clone> AttemptLimiter<K> {
         let oldest = self
             .records
             .iter()
-            .filter(|(_, r)| !r.blocked_until.is_some_and(|u| u > now))
+            .filter(|(_, r)| r.blocked_until.is_none_or(|u| u <= now))
             .min_by_key(|(_, r)| r.last_seen)
             .or_else(|| self.records.iter().min_by_key(|(_, r)| r.last_seen))
             .map(|(k, _)| k.clone());

@@ -70,10 +70,12 @@ impl JoinGuard {
         if let Some(block) = m.blocked_for {
             tracing::warn!(meeting = %id, secs = block.as_secs(), "meeting joins blocked after failed attempts");
         }
-        (m.recent_failures % NOTICE_EVERY == 0).then_some(Notice {
-            failed_attempts: m.recent_failures.max(1),
-            window: AttemptPolicy::PER_MEETING.window,
-        })
+        m.recent_failures
+            .is_multiple_of(NOTICE_EVERY)
+            .then_some(Notice {
+                failed_attempts: m.recent_failures.max(1),
+                window: AttemptPolicy::PER_MEETING.window,
+            })
     }
 
     pub fn check_sign_in(&self, addr: IpAddr) -> Result<(), Duration> {

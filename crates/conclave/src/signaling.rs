@@ -299,11 +299,9 @@ impl Connection {
             }
         }
 
-        if in_room {
-            if let Some(id) = self.meeting {
-                let cmd = RoomCmd::Input(Input::Disconnected { conn: self.conn });
-                self.state.rooms.deliver_if_running(id, cmd).await;
-            }
+        if in_room && let Some(id) = self.meeting {
+            let cmd = RoomCmd::Input(Input::Disconnected { conn: self.conn });
+            self.state.rooms.deliver_if_running(id, cmd).await;
         }
         // Flush what the room queued before closing us (a final `removed`,
         // `denied`, `ended` or refusal).
@@ -330,17 +328,17 @@ impl Connection {
 
     async fn failed(&self, why: &str) -> ServerMessage {
         tracing::warn!(ip = %self.ip, meeting = ?self.meeting.map(|m| m.to_string()), why, "failed join attempt");
-        if let Some(notice) = self.state.guard.join_failed(self.ip, self.meeting) {
-            if let Some(id) = self.meeting {
-                let input = Input::FailedAttempts {
-                    count: notice.failed_attempts,
-                    window: notice.window,
-                };
-                self.state
-                    .rooms
-                    .deliver_if_running(id, RoomCmd::Input(input))
-                    .await;
-            }
+        if let Some(notice) = self.state.guard.join_failed(self.ip, self.meeting)
+            && let Some(id) = self.meeting
+        {
+            let input = Input::FailedAttempts {
+                count: notice.failed_attempts,
+                window: notice.window,
+            };
+            self.state
+                .rooms
+                .deliver_if_running(id, RoomCmd::Input(input))
+                .await;
         }
         ServerMessage::error(ErrorCode::JoinRefused)
     }
