@@ -183,7 +183,8 @@ mod tests {
     #[test]
     fn meeting_id_forgives_case_and_look_alike_letters() {
         let id: MeetingId = "0123-4567-89ab-cdef".parse().unwrap();
-        assert_eq!("O1L3 4567 89AB CDEF".parse::<MeetingId>().unwrap(), id);
+        assert_eq!("OI23 4567 89AB CDEF".parse::<MeetingId>().unwrap(), id);
+        assert_eq!("ol23-4567-89AB-CDEF".parse::<MeetingId>().unwrap(), id);
         assert_eq!("oi23-4567-89ab-cdef".parse::<MeetingId>().unwrap(), id);
     }
 

@@ -386,7 +386,19 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ErrorCode> {
         Some(_) => return Err(ErrorCode::UnknownType),
         None => return Err(ErrorCode::BadMessage),
     }
-    serde_json::from_value(value).map_err(|_| ErrorCode::BadMessage)
+    let msg: ClientMessage =
+        serde_json::from_value(value.clone()).map_err(|_| ErrorCode::BadMessage)?;
+    // serde ignores unknown fields on variants without fields; refuse them like
+    // everywhere else, so that a misspelt field is never silently dropped.
+    if let (Some(given), Ok(serde_json::Value::Object(known))) =
+        (value.as_object(), serde_json::to_value(&msg))
+        && given
+            .iter()
+            .any(|(k, v)| !known.contains_key(k) && !v.is_null())
+    {
+        return Err(ErrorCode::BadMessage);
+    }
+    Ok(msg)
 }
 
 /// Checks and tidies a display name: trimmed, 1 to [`MAX_NAME_CHARS`]
