@@ -5,6 +5,8 @@
 //!   dropped socket. Feed it [`Input`]s with the current instant, drain
 //!   [`Output`]s with `poll_output()` until it returns `None`, and call it again
 //!   with [`Input::Timeout`] at `poll_timeout()`.
+//! - [`media`]: the commands the core gives the media router and the reports
+//!   it takes back; the router never talks to a client except through the core.
 //! - [`rate`]: the token bucket that stops message floods and the attempt
 //!   limiter that stops passcode guessing, both on caller-supplied time.
 //!
@@ -12,8 +14,10 @@
 //! messages through and carries out what comes back.
 #![forbid(unsafe_code)]
 
+pub mod media;
 pub mod meeting;
 pub mod rate;
 
+pub use media::{MediaCommand, MediaEvent};
 pub use meeting::{BanKey, ConnId, Identity, Input, Meeting, MeetingConfig, Output, RESUME_WINDOW};
 pub use rate::{AttemptLimiter, AttemptPolicy, FailureOutcome, TokenBucket};

@@ -11,11 +11,21 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use conclave_proto::{
-    ClientMessage, EndReason, ErrorCode, LeaveReason, MAX_CHAT_BYTES, MediaKind, MeetingState,
-    Participant, ParticipantId, Permissions, PermissionsPatch, Presence, ResumeToken, Role,
-    ScreenShare, ServerMessage, WaitingParticipant, clean_display_name,
+    ClientMessage, EndReason, ErrorCode, LeaveReason, MAX_CHAT_BYTES, MAX_SDP_BYTES, MediaKind,
+    MeetingState, Participant, ParticipantId, Permissions, PermissionsPatch, Presence,
+    PublishedTrack, ResumeToken, Role, ScreenShare, ServerMessage, WaitingParticipant,
+    clean_display_name,
 };
 use subtle::ConstantTimeEq;
+
+use crate::media::{MediaCommand, MediaEvent};
+
+/// Tracks one member may publish at once (camera, microphone, screen, and spares).
+const MAX_PUBLISHED_TRACKS: usize = 8;
+/// Longest SDP `mid` accepted.
+const MAX_MID_LEN: usize = 32;
+/// Largest view size a client may report, in pixels per side.
+const MAX_VIEW_SIDE: u32 = 16_384;
 
 /// How long a dropped member's seat is kept for a `resume`.
 pub const RESUME_WINDOW: Duration = Duration::from_secs(30);
@@ -101,6 +111,8 @@ pub enum Input {
     Reconfigure(MeetingConfig),
     /// End for everyone (deleted, server shutdown).
     End(EndReason),
+    /// A report from the media router.
+    Media(MediaEvent),
     Timeout,
 }
 
@@ -119,6 +131,8 @@ pub enum Output {
     Ban(Vec<BanKey>),
     /// Persist: the permissions changed in the meeting.
     SavePermissions(Permissions),
+    /// For the media router.
+    Media(MediaCommand),
 }
 
 #[derive(Debug)]
@@ -137,9 +151,28 @@ struct Member {
     held_screen: bool,
     resume_token: ResumeToken,
     dropped_at: Option<Instant>,
+    /// What the router was last told it may forward (audio, video, screen).
+    forwarding: (bool, bool, bool),
 }
 
 impl Member {
+    /// Whether this member may turn `kind` on now.
+    fn may_send(&self, kind: MediaKind, permissions: &Permissions, suspended: bool) -> bool {
+        if self.role.moderates() {
+            return true;
+        }
+        if suspended {
+            return false;
+        }
+        match kind {
+            MediaKind::Audio => !self.held_audio || permissions.self_unmute,
+            MediaKind::Video => !self.held_video,
+            MediaKind::Screen => {
+                !self.held_screen && permissions.screen_share == ScreenShare::Everyone
+            }
+        }
+    }
+
     fn view(&self, id: ParticipantId) -> Participant {
         Participant {
             id,
@@ -272,6 +305,7 @@ impl Meeting {
                 self.broadcast_meeting();
             }
             Input::End(reason) => self.end(reason),
+            Input::Media(event) => self.media_event(event),
             Input::Timeout => self.expire(now),
         }
     }
@@ -367,6 +401,7 @@ impl Meeting {
             held_screen: false,
             resume_token: token,
             dropped_at: None,
+            forwarding: (false, false, false),
         };
         let view = member.view(id);
         self.members.insert(id, member);
@@ -538,6 +573,38 @@ impl Meeting {
                 self.end(EndReason::EndedByHost);
                 Ok(())
             }
+            ClientMessage::MediaOffer { sdp, tracks } => self.media_offer(me, sdp, tracks),
+            ClientMessage::MediaAnswer { sdp } => {
+                if sdp.len() > MAX_SDP_BYTES {
+                    return Err(ErrorCode::MediaRefused);
+                }
+                self.out.push_back(Output::Media(MediaCommand::Answer {
+                    participant: me,
+                    sdp,
+                }));
+                Ok(())
+            }
+            ClientMessage::ViewSize {
+                participant,
+                kind,
+                width,
+                height,
+            } => {
+                if !self.members.contains_key(&participant) {
+                    return Err(ErrorCode::UnknownParticipant);
+                }
+                if width > MAX_VIEW_SIDE || height > MAX_VIEW_SIDE {
+                    return Err(ErrorCode::BadMessage);
+                }
+                self.out.push_back(Output::Media(MediaCommand::ViewSize {
+                    subscriber: me,
+                    publisher: participant,
+                    kind,
+                    width,
+                    height,
+                }));
+                Ok(())
+            }
             ClientMessage::Chat { payload } => {
                 let role = self.role_of(me)?;
                 if !role.moderates() && (!self.config.permissions.chat || self.suspended) {
@@ -692,16 +759,15 @@ impl Meeting {
         let permissions = self.config.permissions;
         let suspended = self.suspended;
         let m = self.members.get_mut(&me).ok_or(ErrorCode::NotJoined)?;
-        let free = m.role.moderates();
         // Check every requested change before applying any, so a refusal changes nothing.
-        let may_audio = free || (!suspended && (!m.held_audio || permissions.self_unmute));
-        let may_video = free || (!suspended && !m.held_video);
-        let may_screen = free
-            || (!suspended && !m.held_screen && permissions.screen_share == ScreenShare::Everyone);
-        if (audio == Some(true) && !may_audio)
-            || (video == Some(true) && !may_video)
-            || (screen == Some(true) && !may_screen)
-        {
+        let refused = [
+            (audio, MediaKind::Audio),
+            (video, MediaKind::Video),
+            (screen, MediaKind::Screen),
+        ]
+        .iter()
+        .any(|(on, kind)| *on == Some(true) && !m.may_send(*kind, &permissions, suspended));
+        if refused {
             return Err(ErrorCode::NotPermitted);
         }
         let before = (m.audio, m.video, m.screen);
@@ -853,12 +919,78 @@ impl Meeting {
         self.broadcast_meeting();
     }
 
+    // ---- media ----
+
+    /// Checks a member's offer: bounded, well-formed track list, and no track
+    /// of a kind the member may not send (a screen share without permission is
+    /// refused whole, and nothing changes).
+    fn media_offer(
+        &mut self,
+        me: ParticipantId,
+        sdp: String,
+        tracks: Vec<PublishedTrack>,
+    ) -> Result<(), Refusal> {
+        let m = self.members.get(&me).ok_or(ErrorCode::NotJoined)?;
+        if sdp.len() > MAX_SDP_BYTES
+            || tracks.len() > MAX_PUBLISHED_TRACKS
+            || tracks
+                .iter()
+                .any(|t| t.mid.is_empty() || t.mid.len() > MAX_MID_LEN)
+        {
+            return Err(ErrorCode::MediaRefused);
+        }
+        if tracks.iter().any(|t| {
+            t.kind == MediaKind::Screen
+                && !m.may_send(t.kind, &self.config.permissions, self.suspended)
+        }) {
+            return Err(ErrorCode::NotPermitted);
+        }
+        self.out.push_back(Output::Media(MediaCommand::Offer {
+            participant: me,
+            sdp,
+            tracks,
+        }));
+        Ok(())
+    }
+
+    /// Delivers a router report to its member, if still a member.
+    fn media_event(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::Answer { participant, sdp } => {
+                self.send_to_member(participant, ServerMessage::MediaAnswer { sdp });
+            }
+            MediaEvent::Offer {
+                participant,
+                sdp,
+                tracks,
+            } => {
+                self.send_to_member(participant, ServerMessage::MediaOffer { sdp, tracks });
+            }
+            MediaEvent::Refused { participant } => {
+                self.send_to_member(participant, ServerMessage::error(ErrorCode::MediaRefused));
+            }
+            MediaEvent::ActiveSpeaker { participant } => {
+                if self.members.contains_key(&participant) {
+                    self.broadcast(&ServerMessage::ActiveSpeaker { participant });
+                }
+            }
+        }
+    }
+
+    fn send_to_member(&mut self, id: ParticipantId, msg: ServerMessage) {
+        if let Some(conn) = self.members.get(&id).and_then(|m| m.conn) {
+            self.send(conn, msg);
+        }
+    }
+
     // ---- leaving ----
 
     fn depart(&mut self, id: ParticipantId, reason: LeaveReason) {
         let Some(m) = self.members.remove(&id) else {
             return;
         };
+        self.out
+            .push_back(Output::Media(MediaCommand::Leave { participant: id }));
         if let Some(conn) = m.conn {
             self.seats.remove(&conn);
             self.out.push_back(Output::Close { conn });
@@ -923,6 +1055,11 @@ impl Meeting {
         for conn in conns {
             self.send(conn, msg.clone());
             self.out.push_back(Output::Close { conn });
+        }
+        let ids: Vec<_> = self.members.keys().copied().collect();
+        for participant in ids {
+            self.out
+                .push_back(Output::Media(MediaCommand::Leave { participant }));
         }
         self.members.clear();
         self.waiting.clear();
@@ -1006,7 +1143,21 @@ impl Meeting {
         }
     }
 
+    /// Tells every member about a changed participant, and the router when
+    /// what may be forwarded of them changed.
     fn broadcast_participant(&mut self, id: ParticipantId) {
+        if let Some(m) = self.members.get_mut(&id) {
+            let now = (m.audio, m.video, m.screen);
+            if m.forwarding != now {
+                m.forwarding = now;
+                self.out.push_back(Output::Media(MediaCommand::Allow {
+                    participant: id,
+                    audio: now.0,
+                    video: now.1,
+                    screen: now.2,
+                }));
+            }
+        }
         if let Some(m) = self.members.get(&id) {
             let msg = ServerMessage::ParticipantUpdated {
                 participant: m.view(id),

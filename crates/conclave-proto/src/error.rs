@@ -41,6 +41,9 @@ pub enum ErrorCode {
     InvalidName,
     /// Chat payload over its size limit.
     ChatTooLarge,
+    /// An SDP the server cannot use (no usable codec, too large, malformed) or a
+    /// track the member may not send. Nothing changed.
+    MediaRefused,
     /// The connection sent no `join` in time.
     Timeout,
     /// The server is shutting down.
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::ResumeFailed => "cannot resume; join again",
             ErrorCode::InvalidName => "a name has 1 to 64 characters and no control characters",
             ErrorCode::ChatTooLarge => "chat message too large (16 KiB at most)",
+            ErrorCode::MediaRefused => "media offer refused",
             ErrorCode::Timeout => "no join message in time",
             ErrorCode::ShuttingDown => "the server is shutting down",
             ErrorCode::Internal => "internal error; nothing was changed",

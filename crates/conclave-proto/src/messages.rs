@@ -176,6 +176,25 @@ pub enum MediaKind {
     Screen,
 }
 
+/// Largest SDP accepted, in bytes.
+pub const MAX_SDP_BYTES: usize = 32 * 1024;
+
+/// A track a client sends, named by its SDP `mid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedTrack {
+    pub mid: String,
+    pub kind: MediaKind,
+}
+
+/// A track the server forwards to a client: whose it is and what it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteTrack {
+    pub mid: String,
+    pub participant: ParticipantId,
+    pub kind: MediaKind,
+}
+
 /// Messages from a client to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -246,6 +265,24 @@ pub enum ClientMessage {
     Chat {
         payload: String,
     },
+    /// The client's SDP offer for what it sends (and receives), with the kind of
+    /// each track it sends so the server can tell camera from screen share.
+    MediaOffer {
+        sdp: String,
+        #[serde(default)]
+        tracks: Vec<PublishedTrack>,
+    },
+    /// The client's answer to a server `media_offer`.
+    MediaAnswer {
+        sdp: String,
+    },
+    /// The size a video is shown at, so the server can pick a simulcast layer.
+    ViewSize {
+        participant: ParticipantId,
+        kind: MediaKind,
+        width: u32,
+        height: u32,
+    },
 }
 
 /// Messages from the server to a client.
@@ -290,6 +327,20 @@ pub enum ServerMessage {
     Chat {
         from: ParticipantId,
         payload: String,
+    },
+    /// The server's answer to a client `media_offer`.
+    MediaAnswer {
+        sdp: String,
+    },
+    /// The server offers new or changed tracks (other members' media) to this
+    /// client; answer with `media_answer`.
+    MediaOffer {
+        sdp: String,
+        tracks: Vec<RemoteTrack>,
+    },
+    /// The member who is speaking loudest now.
+    ActiveSpeaker {
+        participant: ParticipantId,
     },
     /// To moderators: join attempts with a wrong passcode are being made.
     SecurityNotice {
@@ -342,6 +393,9 @@ impl ServerMessage {
             ServerMessage::MeetingUpdated { .. } => "meeting_updated",
             ServerMessage::Chat { .. } => "chat",
             ServerMessage::SecurityNotice { .. } => "security_notice",
+            ServerMessage::MediaAnswer { .. } => "media_answer",
+            ServerMessage::MediaOffer { .. } => "media_offer",
+            ServerMessage::ActiveSpeaker { .. } => "active_speaker",
             ServerMessage::Denied => "denied",
             ServerMessage::Removed => "removed",
             ServerMessage::Ended { .. } => "ended",
@@ -373,6 +427,9 @@ const CLIENT_TYPES: &[&str] = &[
     "resume_activities",
     "end_meeting",
     "chat",
+    "media_offer",
+    "media_answer",
+    "view_size",
 ];
 
 /// Reads one client text frame, telling apart the ways it can be wrong.

@@ -248,6 +248,11 @@ impl Room {
                         tracing::error!(meeting = %self.id, error = %e, "could not store a ban");
                     }
                 }
+                Output::Media(cmd) => {
+                    // The media router is wired in by the media change; until
+                    // then offers go unanswered.
+                    tracing::debug!(meeting = %self.id, ?cmd, "media command (no router)");
+                }
                 Output::SavePermissions(p) => {
                     if let Err(e) = self.rooms.store.save_permissions(self.id, p).await {
                         tracing::error!(meeting = %self.id, error = %e, "could not store permissions");

@@ -1,0 +1,64 @@
+//! What the meeting core tells the media router, and what it hears back.
+//!
+//! The core decides who may send what and to whom the router's answers go; the
+//! router (conclave-media) owns the WebRTC state. Everything the router says to
+//! a client passes through the core, which delivers only to admitted members:
+//! a waiting connection has no seat, so no offer or answer can reach it.
+
+use conclave_proto::{MediaKind, ParticipantId, PublishedTrack, RemoteTrack};
+
+/// Instructions for the media router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaCommand {
+    /// A member's SDP offer, already checked against its permissions.
+    Offer {
+        participant: ParticipantId,
+        sdp: String,
+        tracks: Vec<PublishedTrack>,
+    },
+    /// A member's answer to a router offer.
+    Answer {
+        participant: ParticipantId,
+        sdp: String,
+    },
+    /// Which of its kinds a member's media may be forwarded now. Sent whenever
+    /// that changes (mute, stop video, suspension, permissions); the router
+    /// drops packets of kinds that are off.
+    Allow {
+        participant: ParticipantId,
+        audio: bool,
+        video: bool,
+        screen: bool,
+    },
+    /// The size `subscriber` shows `publisher`'s `kind` at (simulcast choice).
+    ViewSize {
+        subscriber: ParticipantId,
+        publisher: ParticipantId,
+        kind: MediaKind,
+        width: u32,
+        height: u32,
+    },
+    /// The member left: close its peer connection, stop its streams everywhere.
+    Leave { participant: ParticipantId },
+}
+
+/// Reports from the media router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    Answer {
+        participant: ParticipantId,
+        sdp: String,
+    },
+    Offer {
+        participant: ParticipantId,
+        sdp: String,
+        tracks: Vec<RemoteTrack>,
+    },
+    /// The member's offer or answer could not be used; nothing changed.
+    Refused {
+        participant: ParticipantId,
+    },
+    ActiveSpeaker {
+        participant: ParticipantId,
+    },
+}
