@@ -183,6 +183,8 @@ impl<K: Hash + Eq + Clone> AttemptLimiter<K> {
 }
 
 #[cfg(test)]
+// Tests take one real instant as the origin of their virtual clock.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
