@@ -1,0 +1,159 @@
+//! The client side of the meeting WebSocket: connect, join (waiting as long as
+//! the host takes), then exchange messages.
+
+use std::time::Duration;
+
+use conclave_proto::{
+    ClientMessage, ErrorCode, MeetingState, Participant, ParticipantId, Role, ServerMessage,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::invite::Invite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignalingError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("the connection failed: {0}")]
+    Socket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("the server sent something unreadable: {0}")]
+    Garbled(String),
+    #[error("refused: {message}")]
+    Refused {
+        code: ErrorCode,
+        message: String,
+        retry_after: Option<u64>,
+    },
+    #[error("a host denied entry")]
+    Denied,
+    #[error("removed from the meeting")]
+    Removed,
+    #[error("the meeting ended")]
+    Ended,
+    #[error("timed out waiting for the server")]
+    Timeout,
+}
+
+/// What a member learns on admission.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub you: ParticipantId,
+    pub role: Role,
+    pub resume_token: String,
+    pub meeting: MeetingState,
+    pub participants: Vec<Participant>,
+}
+
+pub struct Signaling {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Signaling {
+    /// Opens the meeting's socket; `token` is a personal API token (to join
+    /// one's own meeting as host).
+    pub async fn connect(invite: &Invite, token: Option<&str>) -> Result<Self, SignalingError> {
+        let mut request = invite
+            .ws_url()
+            .into_client_request()
+            .map_err(|e| SignalingError::Connect(e.to_string()))?;
+        if let Some(t) = token {
+            let v = HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|e| SignalingError::Connect(e.to_string()))?;
+            request.headers_mut().insert("authorization", v);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| SignalingError::Connect(e.to_string()))?;
+        Ok(Signaling { ws })
+    }
+
+    pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), SignalingError> {
+        let text =
+            serde_json::to_string(msg).map_err(|e| SignalingError::Garbled(e.to_string()))?;
+        self.ws.send(Message::Text(text.into())).await?;
+        Ok(())
+    }
+
+    /// The next server message; `None` once the socket closed.
+    pub async fn recv(&mut self) -> Result<Option<ServerMessage>, SignalingError> {
+        while let Some(frame) = self.ws.next().await {
+            match frame? {
+                Message::Text(t) => {
+                    return serde_json::from_str(&t)
+                        .map(Some)
+                        .map_err(|e| SignalingError::Garbled(e.to_string()));
+                }
+                Message::Close(_) => return Ok(None),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Joins and waits until admitted (however long a host takes), refused,
+    /// or `patience` passes without any message.
+    pub async fn join(
+        &mut self,
+        name: &str,
+        passcode: Option<&str>,
+        patience: Duration,
+    ) -> Result<Admission, SignalingError> {
+        self.send(&ClientMessage::Join {
+            name: name.to_string(),
+            passcode: passcode.map(str::to_string),
+        })
+        .await?;
+        loop {
+            let msg = tokio::time::timeout(patience, self.recv())
+                .await
+                .map_err(|_| SignalingError::Timeout)??;
+            match msg.ok_or(SignalingError::Closed)? {
+                ServerMessage::Waiting { you } => {
+                    tracing::info!(participant = %you, "waiting for a host to admit us");
+                }
+                ServerMessage::Joined {
+                    you,
+                    role,
+                    resume_token,
+                    meeting,
+                    participants,
+                    ..
+                } => {
+                    return Ok(Admission {
+                        you,
+                        role,
+                        resume_token,
+                        meeting,
+                        participants,
+                    });
+                }
+                ServerMessage::Error {
+                    code,
+                    message,
+                    retry_after,
+                } => {
+                    return Err(SignalingError::Refused {
+                        code,
+                        message,
+                        retry_after,
+                    });
+                }
+                ServerMessage::Denied => return Err(SignalingError::Denied),
+                ServerMessage::Removed => return Err(SignalingError::Removed),
+                ServerMessage::Ended { .. } => return Err(SignalingError::Ended),
+                other => tracing::debug!(kind = other.kind(), "ignored before admission"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
