@@ -1,11 +1,17 @@
 //! The native Conclave client, behind `conclave join` and the load generator.
 //!
 //! - [`invite`]: reading invite links.
+//! - [`ivf`]: reading and writing VP8 frames in IVF files.
+//! - [`media`]: the client's WebRTC peer (str0m, the offering side).
+//! - [`session`]: a whole session: join, wait, run media, report.
 //! - [`signaling`]: the meeting WebSocket from the client side: join, wait,
 //!   exchange messages.
 #![forbid(unsafe_code)]
 
 pub mod invite;
+pub mod ivf;
+pub mod media;
+pub mod session;
 pub mod signaling;
 
 pub use invite::Invite;

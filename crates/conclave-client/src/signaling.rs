@@ -20,7 +20,7 @@ pub enum SignalingError {
     #[error("cannot connect: {0}")]
     Connect(String),
     #[error("the connection failed: {0}")]
-    Socket(#[from] tokio_tungstenite::tungstenite::Error),
+    Socket(String),
     #[error("the server closed the connection")]
     Closed,
     #[error("the server sent something unreadable: {0}")]
@@ -49,6 +49,13 @@ pub struct Admission {
     pub resume_token: String,
     pub meeting: MeetingState,
     pub participants: Vec<Participant>,
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for SignalingError {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        // Kept as text: the library's error is large and callers only report it.
+        SignalingError::Socket(e.to_string())
+    }
 }
 
 pub struct Signaling {

@@ -359,12 +359,13 @@ impl Meeting {
     /// The rules every newcomer meets, in an order that leaks nothing: the
     /// shell has already checked that the meeting exists and the passcode holds.
     fn admission_check(&self, identity: &Identity) -> Result<(), Refusal> {
-        let is_owner = identity.account == Some(self.config.owner);
+        // The owner is never kept out of their own meeting, not even by a ban
+        // a co-host or a transferred host issued.
+        if identity.account == Some(self.config.owner) {
+            return Ok(());
+        }
         if identity.ban_keys().iter().any(|k| self.bans.contains(k)) {
             return Err(ErrorCode::Banned);
-        }
-        if is_owner {
-            return Ok(());
         }
         if self.config.only_signed_in && identity.account.is_none() {
             return Err(ErrorCode::SignInRequired);
@@ -466,6 +467,14 @@ impl Meeting {
 
     fn message(&mut self, conn: ConnId, msg: ClientMessage) -> Result<(), Refusal> {
         let Some(Seat::Member(me)) = self.seats.get(&conn).copied() else {
+            if matches!(self.seats.get(&conn), Some(Seat::Waiting(_)))
+                && matches!(
+                    msg,
+                    ClientMessage::Join { .. } | ClientMessage::Resume { .. }
+                )
+            {
+                return Err(ErrorCode::AlreadyJoined);
+            }
             // A waiting connection may only leave.
             if let (Some(Seat::Waiting(id)), ClientMessage::Leave) = (self.seats.get(&conn), &msg) {
                 let id = *id;
@@ -563,6 +572,13 @@ impl Meeting {
             ClientMessage::ResumeActivities => {
                 self.moderator(me)?;
                 self.suspended = false;
+                // Lifting the suspension also lifts every hold a moderator put
+                // on someone's media; the lock stays until a host unlocks.
+                for m in self.members.values_mut() {
+                    m.held_audio = false;
+                    m.held_video = false;
+                    m.held_screen = false;
+                }
                 self.broadcast_meeting();
                 Ok(())
             }
@@ -695,7 +711,11 @@ impl Meeting {
             return Ok(());
         }
         let target_role = self.acts_on(me, target)?;
-        if target_role == Role::Host {
+        let owner = self
+            .members
+            .get(&target)
+            .is_some_and(|m| m.identity.account == Some(self.config.owner));
+        if target_role == Role::Host || owner {
             return Err(ErrorCode::NotPermitted);
         }
         if let Some((identity, conn)) = self

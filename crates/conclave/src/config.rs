@@ -16,6 +16,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("invalid configuration: {0}")]
+    Invalid(&'static str),
     #[error("{path}: {source}")]
     Parse {
         path: PathBuf,
@@ -101,6 +103,45 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    /// Refuses limits that would make the server unusable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let checks = [
+            (
+                l.max_connections >= 1,
+                "limits.max_connections must be at least 1",
+            ),
+            (
+                l.max_pending_per_address >= 1,
+                "limits.max_pending_per_address must be at least 1",
+            ),
+            (
+                l.join_timeout_secs >= 1,
+                "limits.join_timeout_secs must be at least 1",
+            ),
+            (
+                l.message_burst >= 1 && l.messages_per_sec >= 1,
+                "message limits must be at least 1",
+            ),
+            (
+                l.outbound_queue >= 16,
+                "limits.outbound_queue must be at least 16",
+            ),
+            (
+                l.hash_concurrency >= 1,
+                "limits.hash_concurrency must be at least 1",
+            ),
+            (
+                l.session_days >= 1,
+                "limits.session_days must be at least 1",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, why)) => Err(ConfigError::Invalid(why)),
+            None => Ok(()),
+        }
     }
 
     pub fn public_url(&self) -> String {

@@ -251,7 +251,7 @@ impl Room {
                 Output::Media(cmd) => {
                     // The media router is wired in by the media change; until
                     // then offers go unanswered.
-                    tracing::debug!(meeting = %self.id, ?cmd, "media command (no router)");
+                    tracing::debug!(meeting = %self.id, kind = media_kind(&cmd), "media command (no router)");
                 }
                 Output::SavePermissions(p) => {
                     if let Err(e) = self.rooms.store.save_permissions(self.id, p).await {
@@ -284,5 +284,17 @@ impl Room {
             self.meeting
                 .handle(Input::Disconnected { conn }, std::time::Instant::now());
         }
+    }
+}
+
+/// A media command's name, for logs (never its SDP, which holds addresses).
+fn media_kind(cmd: &conclave_core::MediaCommand) -> &'static str {
+    use conclave_core::MediaCommand as M;
+    match cmd {
+        M::Offer { .. } => "offer",
+        M::Answer { .. } => "answer",
+        M::Allow { .. } => "allow",
+        M::ViewSize { .. } => "view_size",
+        M::Leave { .. } => "leave",
     }
 }

@@ -37,6 +37,8 @@ pub enum ServerError {
     },
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("the server task failed")]
     Task,
 }
@@ -50,6 +52,7 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
         let store = Store::open(&config.data_dir).await?;
         if let Some(link) = bootstrap(&store, &config).await? {
             // Printed, not only logged: this is how the operator gets in.

@@ -34,8 +34,8 @@ use crate::store::User;
 const FLOOD_STRIKES: u32 = 20;
 /// A guest cookie lives a year: it is what a ban holds on to.
 const GUEST_COOKIE_SECS: i64 = 365 * 24 * 3600;
-/// WebSocket close code for "message too big" (RFC 6455 §7.4.1).
-const CLOSE_TOO_BIG: u16 = 1009;
+/// How often the server pings an idle socket.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(25);
 /// WebSocket close code for "policy violation".
 const CLOSE_POLICY: u16 = 1008;
 
@@ -214,6 +214,8 @@ impl Connection {
         let join_deadline = tokio::time::sleep(self.state.config.join_timeout());
         tokio::pin!(join_deadline);
         let shutdown = self.state.shutdown.clone();
+        let mut keepalive =
+            tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
         let mut close: Option<CloseFrame> = None;
 
         loop {
@@ -235,23 +237,24 @@ impl Connection {
                     // The room closed this connection (removed, denied, ended...).
                     None => { in_room = false; break; }
                 },
+                _ = keepalive.tick() => {
+                    // Keeps proxies from closing a quiet member's socket.
+                    if ws_tx.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        break;
+                    }
+                }
                 frame = ws_rx.next() => {
-                    let text = match frame {
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Binary(_))) => {
-                            send(&mut ws_tx, &ServerMessage::error(ErrorCode::BadMessage)).await;
-                            continue;
-                        }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    let frame = match frame {
                         Some(Ok(Message::Close(_))) | None => break,
+                        Some(Ok(f)) => f,
+                        // Frames over the size cap end here: the WebSocket
+                        // layer refuses them and the socket is done.
                         Some(Err(e)) => {
-                            // Oversized frames end here: tungstenite refuses them.
                             tracing::debug!(conn = self.conn.0, error = %e, "socket error");
-                            send(&mut ws_tx, &ServerMessage::error(ErrorCode::TooLarge)).await;
-                            close = Some(CloseFrame { code: CLOSE_TOO_BIG, reason: "message too large".into() });
                             break;
                         }
                     };
+                    // Every frame counts against the rate limit, pings and binary too.
                     if !bucket.try_take(std::time::Instant::now()) {
                         strikes += 1;
                         send(&mut ws_tx, &ServerMessage::error_retry(ErrorCode::Flood, 1)).await;
@@ -262,6 +265,14 @@ impl Connection {
                         }
                         continue;
                     }
+                    let text = match frame {
+                        Message::Text(t) => t,
+                        Message::Binary(_) => {
+                            send(&mut ws_tx, &ServerMessage::error(ErrorCode::BadMessage)).await;
+                            continue;
+                        }
+                        _ => continue,
+                    };
                     let msg = match parse_client_message(&text) {
                         Ok(m) => m,
                         Err(code) => {

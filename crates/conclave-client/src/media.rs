@@ -1,0 +1,403 @@
+//! The client's WebRTC peer on str0m: it offers what it sends, answers what the
+//! server offers, paces pre-encoded frames out and counts what comes in.
+//!
+//! Sans-IO like str0m itself: [`ClientPeer`] takes packets, signaling messages
+//! and `now`, and hands back datagrams and messages; [`crate::session`] owns
+//! the socket and the clock.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use conclave_proto::{
+    ClientMessage, MediaKind as Kind, ParticipantId, PublishedTrack, RemoteTrack,
+};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
+
+use crate::ivf::IvfFrame;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("WebRTC: {0}")]
+    Rtc(#[from] RtcError),
+    #[error("the server's SDP is unreadable: {0}")]
+    Sdp(String),
+    #[error("an answer arrived with no offer outstanding")]
+    NoPendingOffer,
+}
+
+/// Pre-encoded media to send, looped for as long as the client runs.
+pub enum SourceMedia {
+    /// VP8 frames with timestamps in seconds from the file's start.
+    Vp8 { frames: Vec<(f64, Vec<u8>)> },
+    /// Opus packets, 20 ms each.
+    Opus { packets: Vec<Vec<u8>> },
+}
+
+impl SourceMedia {
+    pub fn vp8_from_ivf(frames: Vec<IvfFrame>, timebase_num: u32, timebase_den: u32) -> Self {
+        let scale = f64::from(timebase_num.max(1)) / f64::from(timebase_den.max(1));
+        SourceMedia::Vp8 {
+            frames: frames
+                .into_iter()
+                .map(|f| (f.timestamp as f64 * scale, f.data))
+                .collect(),
+        }
+    }
+
+    fn kind(&self) -> MediaKind {
+        match self {
+            SourceMedia::Vp8 { .. } => MediaKind::Video,
+            SourceMedia::Opus { .. } => MediaKind::Audio,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            SourceMedia::Vp8 { frames } => frames.len(),
+            SourceMedia::Opus { packets } => packets.len(),
+        }
+    }
+
+    /// Length of one pass through the media, in seconds.
+    fn period(&self) -> f64 {
+        match self {
+            SourceMedia::Vp8 { frames } => {
+                let last = frames.last().map(|f| f.0).unwrap_or(0.0);
+                let step = if frames.len() > 1 {
+                    last / (frames.len() - 1) as f64
+                } else {
+                    1.0 / 30.0
+                };
+                last + step
+            }
+            SourceMedia::Opus { packets } => packets.len() as f64 * 0.02,
+        }
+    }
+
+    /// Offset (seconds from the pass start) and bytes of frame `i`.
+    fn frame(&self, i: usize) -> Option<(f64, &[u8])> {
+        match self {
+            SourceMedia::Vp8 { frames } => frames.get(i).map(|(t, d)| (*t, d.as_slice())),
+            SourceMedia::Opus { packets } => {
+                packets.get(i).map(|p| (i as f64 * 0.02, p.as_slice()))
+            }
+        }
+    }
+}
+
+struct Source {
+    media: SourceMedia,
+    mid: Mid,
+    kind: Kind,
+    start: Option<Instant>,
+    index: usize,
+    pass: u64,
+    sent_frames: u64,
+}
+
+/// What arrived on one received track.
+#[derive(Debug, Clone, Default)]
+pub struct TrackStats {
+    pub participant: Option<ParticipantId>,
+    pub kind: Option<Kind>,
+    pub frames: u64,
+    pub bytes: u64,
+    /// Frames str0m could not assemble from contiguous packets.
+    pub incomplete_frames: u64,
+    pub first_frame_at: Option<Instant>,
+    pub last_frame_at: Option<Instant>,
+}
+
+/// Totals for the whole session.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStats {
+    pub sent_frames: BTreeMap<String, u64>,
+    pub received: BTreeMap<String, TrackStats>,
+    pub keyframe_requests: u64,
+    pub connected_at: Option<Instant>,
+}
+
+/// One client's WebRTC peer.
+pub struct ClientPeer {
+    rtc: Rtc,
+    local: SocketAddr,
+    pending: Option<SdpPendingOffer>,
+    sources: Vec<Source>,
+    remote: BTreeMap<Mid, RemoteTrack>,
+    connected: bool,
+    stats: PeerStats,
+    outbox: Vec<ClientMessage>,
+    transmits: Vec<(SocketAddr, Vec<u8>)>,
+    /// When str0m next wants `Input::Timeout`.
+    rtc_timeout: Instant,
+}
+
+impl ClientPeer {
+    /// A peer on `local` (the UDP address the session bound) that will send
+    /// `sources`. Returns the peer and the `media_offer` to send.
+    pub fn new(
+        local: SocketAddr,
+        sources: Vec<SourceMedia>,
+        now: Instant,
+    ) -> Result<(Self, ClientMessage), PeerError> {
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        let candidate = Candidate::host(local, "udp").map_err(RtcError::from)?;
+        rtc.add_local_candidate(candidate);
+        let mut change = rtc.sdp_api();
+        let mut placed = Vec::new();
+        for media in sources {
+            let mid = change.add_media(media.kind(), Direction::SendOnly, None, None, None);
+            placed.push((mid, media));
+        }
+        if placed.is_empty() {
+            // An offer needs one m-line; a receive-only audio line starts the
+            // transport, and the server offers what others send.
+            change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        }
+        let (offer, pending) = change
+            .apply()
+            .ok_or_else(|| PeerError::Sdp("nothing to offer".into()))?;
+        let mut tracks = Vec::new();
+        let sources = placed
+            .into_iter()
+            .map(|(mid, media)| {
+                let kind = if media.kind() == MediaKind::Video {
+                    Kind::Video
+                } else {
+                    Kind::Audio
+                };
+                tracks.push(PublishedTrack {
+                    mid: mid.to_string(),
+                    kind,
+                });
+                Source {
+                    media,
+                    mid,
+                    kind,
+                    start: None,
+                    index: 0,
+                    pass: 0,
+                    sent_frames: 0,
+                }
+            })
+            .collect();
+        let msg = ClientMessage::MediaOffer {
+            sdp: offer.to_sdp_string(),
+            tracks,
+        };
+        let mut peer = ClientPeer {
+            rtc,
+            local,
+            pending: Some(pending),
+            sources,
+            remote: BTreeMap::new(),
+            connected: false,
+            stats: PeerStats::default(),
+            outbox: Vec::new(),
+            transmits: Vec::new(),
+            rtc_timeout: now,
+        };
+        peer.drain(now)?;
+        Ok((peer, msg))
+    }
+
+    pub fn stats(&self) -> &PeerStats {
+        &self.stats
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// The server's answer to our offer.
+    pub fn accept_answer(&mut self, sdp: &str, now: Instant) -> Result<(), PeerError> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        let pending = self.pending.take().ok_or(PeerError::NoPendingOffer)?;
+        self.rtc.sdp_api().accept_answer(pending, answer)?;
+        self.drain(now)
+    }
+
+    /// The server offers others' tracks; queues our `media_answer`.
+    pub fn accept_offer(
+        &mut self,
+        sdp: &str,
+        tracks: Vec<RemoteTrack>,
+        now: Instant,
+    ) -> Result<(), PeerError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        let answer = self.rtc.sdp_api().accept_offer(offer)?;
+        for t in tracks {
+            let mid = Mid::from(t.mid.as_str());
+            let entry = self.stats.received.entry(t.mid.clone()).or_default();
+            entry.participant = Some(t.participant);
+            entry.kind = Some(t.kind);
+            self.remote.insert(mid, t);
+        }
+        self.outbox.push(ClientMessage::MediaAnswer {
+            sdp: answer.to_sdp_string(),
+        });
+        self.drain(now)
+    }
+
+    /// A datagram from the network.
+    pub fn handle_datagram(
+        &mut self,
+        source: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<(), PeerError> {
+        let Ok(contents) = data.try_into() else {
+            return Ok(()); // not STUN/DTLS/RTP: ignore
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local,
+                contents,
+            },
+        );
+        if self.rtc.accepts(&input) {
+            self.rtc.handle_input(input)?;
+            self.drain(now)?;
+        }
+        Ok(())
+    }
+
+    /// Time passes: timers fire and due frames are sent. Returns when to call again.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<Instant, PeerError> {
+        self.rtc.handle_input(Input::Timeout(now))?;
+        self.drain(now)?;
+        let media_next = if self.connected {
+            self.send_due(now)?
+        } else {
+            now + Duration::from_millis(20)
+        };
+        Ok(self
+            .rtc_timeout
+            .min(media_next)
+            .max(now + Duration::from_millis(1)))
+    }
+
+    /// Sends every frame whose time has come; returns when the next is due.
+    fn send_due(&mut self, now: Instant) -> Result<Instant, PeerError> {
+        let mut next = now + Duration::from_millis(100);
+        for i in 0..self.sources.len() {
+            loop {
+                let src = &mut self.sources[i];
+                let start = *src.start.get_or_insert(now);
+                if src.media.len() == 0 {
+                    break;
+                }
+                let period = src.media.period();
+                let Some((offset, data)) = src.media.frame(src.index) else {
+                    break;
+                };
+                let due_secs = src.pass as f64 * period + offset;
+                let due = start + Duration::from_secs_f64(due_secs);
+                if due > now {
+                    next = next.min(due);
+                    break;
+                }
+                let (clock, kind) = match src.kind {
+                    Kind::Audio => (48_000.0, MediaKind::Audio),
+                    _ => (90_000.0, MediaKind::Video),
+                };
+                let rtp_time = MediaTime::new(
+                    (due_secs * clock) as u64,
+                    if kind == MediaKind::Audio {
+                        str0m::media::Frequency::FORTY_EIGHT_KHZ
+                    } else {
+                        str0m::media::Frequency::NINETY_KHZ
+                    },
+                );
+                let data = data.to_vec();
+                let mid = src.mid;
+                src.index += 1;
+                if src.index >= src.media.len() {
+                    src.index = 0;
+                    src.pass += 1;
+                }
+                src.sent_frames += 1;
+                let sent = src.sent_frames;
+                if let Some(writer) = self.rtc.writer(mid) {
+                    let pt = writer
+                        .payload_params()
+                        .find(|p| p.spec().codec.kind() == kind)
+                        .map(|p| p.pt());
+                    if let Some(pt) = pt {
+                        writer.write(pt, due, rtp_time, data)?;
+                    }
+                }
+                self.stats.sent_frames.insert(mid.to_string(), sent);
+                self.drain(now)?;
+            }
+        }
+        Ok(next)
+    }
+
+    /// Drains str0m until it asks for time, collecting datagrams and events.
+    fn drain(&mut self, now: Instant) -> Result<(), PeerError> {
+        loop {
+            match self.rtc.poll_output()? {
+                Output::Timeout(t) => {
+                    self.rtc_timeout = t;
+                    return Ok(());
+                }
+                other => self.on_output(other, now),
+            }
+        }
+    }
+
+    fn on_output(&mut self, out: Output, now: Instant) {
+        match out {
+            Output::Transmit(t) => self.transmits.push((t.destination, t.contents.to_vec())),
+            Output::Timeout(_) => {}
+            Output::Event(e) => match e {
+                Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                    tracing::warn!("media connection lost");
+                    self.connected = false;
+                }
+                Event::Connected => {
+                    self.connected = true;
+                    self.stats.connected_at = Some(now);
+                }
+                Event::MediaData(d) => {
+                    let t = self.stats.received.entry(d.mid.to_string()).or_default();
+                    t.frames += 1;
+                    t.bytes += d.data.len() as u64;
+                    if !d.contiguous {
+                        t.incomplete_frames += 1;
+                    }
+                    t.first_frame_at.get_or_insert(now);
+                    t.last_frame_at = Some(now);
+                }
+                Event::KeyframeRequest(_) => {
+                    // Pre-encoded media cannot make a key frame on demand; the
+                    // next pass through the file starts with one.
+                    self.stats.keyframe_requests += 1;
+                }
+                _ => {}
+            },
+        }
+    }
+
+    /// Datagrams to send.
+    pub fn take_transmits(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::mem::take(&mut self.transmits)
+    }
+
+    /// Signaling messages to send.
+    pub fn take_messages(&mut self) -> Vec<ClientMessage> {
+        std::mem::take(&mut self.outbox)
+    }
+}

@@ -1,0 +1,180 @@
+//! A whole client session: join over the WebSocket, wait to be admitted, then
+//! run the media peer on a UDP socket until the time is up or the meeting ends.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use conclave_proto::ServerMessage;
+use tokio::net::UdpSocket;
+
+use crate::invite::Invite;
+use crate::ivf::IvfReader;
+use crate::media::{ClientPeer, PeerError, PeerStats, SourceMedia};
+use crate::signaling::{Admission, Signaling, SignalingError};
+
+/// Largest UDP datagram read.
+const MAX_DATAGRAM: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Signaling(#[from] SignalingError),
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    #[error("{path}: {source}")]
+    Input {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How to join and what to send.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    pub invite: Invite,
+    pub name: String,
+    /// Overrides the passcode in the invite link.
+    pub passcode: Option<String>,
+    /// A personal API token: join one's own meeting as host.
+    pub token: Option<String>,
+    pub send_ivf: Option<PathBuf>,
+    pub send_ogg: Option<PathBuf>,
+    /// How long to stay once admitted.
+    pub duration: Duration,
+    /// How long to wait in the waiting room.
+    pub patience: Duration,
+    /// The address to bind the media socket to (loopback by default).
+    pub bind: IpAddr,
+}
+
+/// What happened, for `--stats` and for tests.
+#[derive(Debug, Clone)]
+pub struct SessionReport {
+    pub admission: Admission,
+    pub media: PeerStats,
+    /// Why the session ended before its time, if it did.
+    pub ended_early: Option<String>,
+}
+
+fn read_ivf(path: &Path) -> Result<SourceMedia, SessionError> {
+    let input = |source| SessionError::Input {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(input)?;
+    let mut reader = IvfReader::new(std::io::BufReader::new(file)).map_err(input)?;
+    let mut frames = Vec::new();
+    while let Some(f) = reader.next_frame().map_err(input)? {
+        frames.push(f);
+    }
+    let h = reader.header;
+    Ok(SourceMedia::vp8_from_ivf(
+        frames,
+        h.timebase_num,
+        h.timebase_den,
+    ))
+}
+
+fn read_ogg(path: &Path) -> Result<SourceMedia, SessionError> {
+    let input = |source| SessionError::Input {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(input)?;
+    let mut reader = ogg::PacketReader::new(std::io::BufReader::new(file));
+    let mut packets = Vec::new();
+    loop {
+        match reader.read_packet() {
+            Ok(Some(p)) => packets.push(p.data),
+            Ok(None) => break,
+            Err(e) => {
+                return Err(input(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e,
+                )));
+            }
+        }
+    }
+    // The first two packets are the OpusHead and OpusTags headers.
+    if packets.len() < 2 || !packets[0].starts_with(b"OpusHead") {
+        return Err(input(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not an Ogg Opus file",
+        )));
+    }
+    Ok(SourceMedia::Opus {
+        packets: packets.split_off(2),
+    })
+}
+
+/// Joins, runs the media for `duration`, and reports.
+pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
+    let mut sources = Vec::new();
+    if let Some(p) = &opts.send_ivf {
+        sources.push(read_ivf(p)?);
+    }
+    if let Some(p) = &opts.send_ogg {
+        sources.push(read_ogg(p)?);
+    }
+    let mut sig = Signaling::connect(&opts.invite, opts.token.as_deref()).await?;
+    let passcode = opts
+        .passcode
+        .clone()
+        .or_else(|| opts.invite.passcode.clone());
+    let admission = sig
+        .join(&opts.name, passcode.as_deref(), opts.patience)
+        .await?;
+    tracing::info!(participant = %admission.you, "admitted");
+
+    let socket = UdpSocket::bind(SocketAddr::new(opts.bind, 0)).await?;
+    let local = socket.local_addr()?;
+    let (mut peer, offer) = ClientPeer::new(local, sources, Instant::now())?;
+    sig.send(&offer).await?;
+
+    let end_at = tokio::time::Instant::now() + opts.duration;
+    let mut next = Instant::now();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut ended_early = None;
+    loop {
+        let wake = tokio::time::Instant::from_std(next);
+        tokio::select! {
+            () = tokio::time::sleep_until(end_at) => break,
+            msg = sig.recv() => match msg? {
+                Some(ServerMessage::MediaAnswer { sdp }) => peer.accept_answer(&sdp, Instant::now())?,
+                Some(ServerMessage::MediaOffer { sdp, tracks }) => {
+                    peer.accept_offer(&sdp, tracks, Instant::now())?;
+                }
+                Some(ServerMessage::Removed) => { ended_early = Some("removed".into()); break; }
+                Some(ServerMessage::Ended { reason }) => { ended_early = Some(format!("ended: {reason:?}")); break; }
+                Some(ServerMessage::Error { code, message, .. }) => {
+                    tracing::warn!(?code, %message, "server error");
+                }
+                Some(other) => tracing::debug!(kind = other.kind(), "signaling"),
+                None => { ended_early = Some("connection closed".into()); break; }
+            },
+            recv = socket.recv_from(&mut buf) => {
+                let (n, from) = recv?;
+                peer.handle_datagram(from, &buf[..n], Instant::now())?;
+            }
+            () = tokio::time::sleep_until(wake) => {
+                next = peer.handle_timeout(Instant::now())?;
+            }
+        }
+        for (to, data) in peer.take_transmits() {
+            socket.send_to(&data, to).await?;
+        }
+        for msg in peer.take_messages() {
+            sig.send(&msg).await?;
+        }
+    }
+    let media = peer.stats().clone();
+    sig.close().await;
+    Ok(SessionReport {
+        admission,
+        media,
+        ended_early,
+    })
+}
