@@ -32,6 +32,42 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Join a meeting as a native client: wait to be admitted, send media
+    /// from files, receive everyone's, and report what arrived.
+    Join(JoinArgs),
+}
+
+#[derive(Args)]
+struct JoinArgs {
+    /// The invite link, e.g. http://localhost:8080/j/abcd-efgh-jkmn-pqrs#p=passcode
+    invite: String,
+    /// Display name.
+    #[arg(long, default_value = "Native client")]
+    name: String,
+    /// Passcode, when the link carries none.
+    #[arg(long)]
+    passcode: Option<String>,
+    /// A personal API token (to join your own meeting as host).
+    #[arg(long, env = "CONCLAVE_TOKEN")]
+    token: Option<String>,
+    /// VP8 video to send, in an IVF file (looped).
+    #[arg(long)]
+    send_ivf: Option<PathBuf>,
+    /// Opus audio to send, in an Ogg file (looped).
+    #[arg(long)]
+    send_ogg: Option<PathBuf>,
+    /// Seconds to stay once admitted.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Seconds to wait in the waiting room.
+    #[arg(long, default_value_t = 600)]
+    patience: u64,
+    /// Address to bind the media socket to.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    /// Print receive statistics as JSON at the end.
+    #[arg(long)]
+    stats: bool,
 }
 
 #[derive(Args, Clone, Default)]
@@ -129,6 +165,58 @@ async fn shutdown_signal() {
     }
 }
 
+async fn join(args: JoinArgs) -> anyhow::Result<()> {
+    use conclave_client::session::{JoinOptions, run};
+    let invite = args.invite.parse().context("reading the invite link")?;
+    let report = run(JoinOptions {
+        invite,
+        name: args.name,
+        passcode: args.passcode,
+        token: args.token,
+        send_ivf: args.send_ivf,
+        send_ogg: args.send_ogg,
+        duration: std::time::Duration::from_secs(args.duration),
+        patience: std::time::Duration::from_secs(args.patience),
+        bind: args.bind,
+    })
+    .await?;
+    if let Some(why) = &report.ended_early {
+        eprintln!("left early: {why}");
+    }
+    if args.stats {
+        let received: serde_json::Map<String, serde_json::Value> = report
+            .media
+            .received
+            .iter()
+            .map(|(mid, t)| {
+                let secs = match (t.first_frame_at, t.last_frame_at) {
+                    (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+                    _ => 0.0,
+                };
+                (
+                    mid.clone(),
+                    serde_json::json!({
+                        "participant": t.participant.map(|p| p.0),
+                        "kind": t.kind,
+                        "frames": t.frames,
+                        "bytes": t.bytes,
+                        "incomplete_frames": t.incomplete_frames,
+                        "kbit_per_s": if secs > 0.0 { t.bytes as f64 * 8.0 / secs / 1000.0 } else { 0.0 },
+                    }),
+                )
+            })
+            .collect();
+        let out = serde_json::json!({
+            "participant": report.admission.you.0,
+            "sent_frames": report.media.sent_frames,
+            "received": received,
+            "keyframe_requests": report.media.keyframe_requests,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
+
 async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::CreateUser {
@@ -207,6 +295,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Admin(cmd)) => admin(cmd).await,
+        Some(Command::Join(args)) => join(args).await,
         None => serve(cli.serve).await,
     }
 }
