@@ -68,6 +68,11 @@ impl Server {
                     source,
                 })?;
         let addr = listener.local_addr()?;
+        let mut config = config;
+        if config.public_url.is_none() {
+            // Links name the port actually bound (it differs when asked for port 0).
+            config.public_url = Some(format!("http://localhost:{}", addr.port()));
+        }
         let shutdown = CancellationToken::new();
         let state = AppState {
             hasher: Hasher::new(config.limits.hash_concurrency)?,

@@ -88,9 +88,7 @@ async fn first_start_sign_in_link_works_once_then_a_password_is_set() {
     store.close().await;
 
     let fresh = server.api();
-    let (status, user) = fresh
-        .sign_in("admin", "the admin's new password")
-        .await;
+    let (status, user) = fresh.sign_in("admin", "the admin's new password").await;
     assert_eq!(status, StatusCode::OK, "{user}");
     assert_eq!(user["has_password"], true);
 
@@ -116,10 +114,7 @@ async fn first_start_sign_in_link_works_once_then_a_password_is_set() {
 async fn password_sign_in_sets_a_strict_http_only_session_cookie() {
     let server = TestServer::start().await;
     let browser = server.api();
-    assert_eq!(
-        browser.get("/api/v1/me").await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(browser.get("/api/v1/me").await.0, StatusCode::UNAUTHORIZED);
     let resp = browser
         .request(reqwest::Method::POST, "/api/v1/auth/signin")
         .json(&json!({"username": "alice", "password": PASSWORD}))
@@ -136,10 +131,7 @@ async fn password_sign_in_sets_a_strict_http_only_session_cookie() {
     // Signing out ends the session.
     let (status, _) = browser.post("/api/v1/auth/signout", json!({})).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        browser.get("/api/v1/me").await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(browser.get("/api/v1/me").await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +143,10 @@ async fn wrong_password_and_unknown_user_get_the_same_401() {
     assert_eq!(wrong["error"], "bad_credentials");
     let (status, unknown) = api.sign_in("mallory", "not the password").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(wrong, unknown, "the answer must not tell which accounts exist");
+    assert_eq!(
+        wrong, unknown,
+        "the answer must not tell which accounts exist"
+    );
     assert!(api.cookie_header().is_none(), "no session for a failure");
 }
 
@@ -286,7 +281,10 @@ async fn api_tokens_can_be_created_used_listed_and_revoked() {
     let (status, body) = bot.get("/api/v1/me").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "unauthorized");
-    assert_eq!(bot.get("/api/v1/meetings").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        bot.get("/api/v1/meetings").await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let refused = server.try_ws(&meeting.id, bot.ws_opts()).await;
     assert!(refused.is_err(), "a revoked token opens no meeting socket");
     assert_eq!(

@@ -200,7 +200,12 @@ impl TestServer {
 
     /// A guest waits and the host admits them: returns the guest's socket and
     /// its `joined` message. The host's socket has seen the guest arrive.
-    pub async fn guest_admitted(&self, host: &mut Ws, meeting: &Meeting, name: &str) -> (Ws, Value) {
+    pub async fn guest_admitted(
+        &self,
+        host: &mut Ws,
+        meeting: &Meeting,
+        name: &str,
+    ) -> (Ws, Value) {
         self.guest_admitted_with(host, meeting, name, WsOpts::default())
             .await
     }
@@ -448,7 +453,8 @@ impl Ws {
     pub fn guest_cookie(&self) -> Option<String> {
         self.set_cookies.iter().find_map(|c| {
             let pair = c.split(';').next()?.trim();
-            pair.starts_with("conclave_guest=").then(|| pair.to_string())
+            pair.starts_with("conclave_guest=")
+                .then(|| pair.to_string())
         })
     }
 
