@@ -137,36 +137,7 @@ impl TestServer {
 
     /// Opens a meeting WebSocket; the handshake's error when refused.
     pub async fn try_ws(&self, meeting: &str, opts: WsOpts) -> Result<Ws, tungstenite::Error> {
-        let url = format!("ws://{}/api/v1/meetings/{meeting}/ws", self.addr);
-        let mut req = url.into_client_request()?;
-        let headers = req.headers_mut();
-        if let Some(c) = &opts.cookie {
-            headers.insert("cookie", HeaderValue::from_str(c).expect("cookie header"));
-        }
-        if let Some(t) = &opts.bearer {
-            headers.insert(
-                "authorization",
-                HeaderValue::from_str(&format!("Bearer {t}")).expect("bearer header"),
-            );
-        }
-        if let Some(o) = &opts.origin {
-            headers.insert("origin", HeaderValue::from_str(o).expect("origin header"));
-        }
-        let stream = tcp_from(opts.source, self.addr).await?;
-        let (stream, resp) = tokio_tungstenite::client_async(req, stream).await?;
-        let set_cookies = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_string)
-            .collect();
-        Ok(Ws {
-            stream,
-            log: Vec::new(),
-            set_cookies,
-            closed: false,
-        })
+        open_ws(self.addr, meeting, opts).await
     }
 
     // ---- common meeting scenes ----
@@ -199,7 +170,8 @@ impl TestServer {
     }
 
     /// A guest waits and the host admits them: returns the guest's socket and
-    /// its `joined` message. The host's socket has seen the guest arrive.
+    /// its `joined` message. The host's socket has read up to the waiting-room
+    /// update that follows the admission.
     pub async fn guest_admitted(
         &self,
         host: &mut Ws,
@@ -224,8 +196,49 @@ impl TestServer {
         assert_eq!(joined["you"], id);
         let pj = host.recv_until("participant_joined").await;
         assert_eq!(pj["participant"]["id"], id);
+        // The waiting room shrank.
+        host.recv_until("waiting_room").await;
         (guest, joined)
     }
+}
+
+/// Opens a meeting WebSocket to the server at `addr`; the handshake's error
+/// when refused.
+pub async fn open_ws(
+    addr: SocketAddr,
+    meeting: &str,
+    opts: WsOpts,
+) -> Result<Ws, tungstenite::Error> {
+    let url = format!("ws://{addr}/api/v1/meetings/{meeting}/ws");
+    let mut req = url.into_client_request()?;
+    let headers = req.headers_mut();
+    if let Some(c) = &opts.cookie {
+        headers.insert("cookie", HeaderValue::from_str(c).expect("cookie header"));
+    }
+    if let Some(t) = &opts.bearer {
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {t}")).expect("bearer header"),
+        );
+    }
+    if let Some(o) = &opts.origin {
+        headers.insert("origin", HeaderValue::from_str(o).expect("origin header"));
+    }
+    let stream = tcp_from(opts.source, addr).await?;
+    let (stream, resp) = tokio_tungstenite::client_async(req, stream).await?;
+    let set_cookies = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    Ok(Ws {
+        stream,
+        log: Vec::new(),
+        set_cookies,
+        closed: false,
+    })
 }
 
 /// A TCP connection to `to`, from the loopback address `from` when given
@@ -523,10 +536,27 @@ impl Ws {
         }
     }
 
+    /// Skips messages until a `chat` with this payload arrives, and returns it.
+    pub async fn recv_chat(&mut self, payload: &str) -> Value {
+        loop {
+            let v = self.recv_until("chat").await;
+            if v["payload"] == payload {
+                return v;
+            }
+        }
+    }
+
     /// The next message, which must be an error with this code.
     pub async fn expect_error(&mut self, code: &str) -> Value {
         let v = self.recv().await;
         assert_eq!(v["type"], "error", "expected error {code}, got {v}");
+        assert_eq!(v["code"], code, "expected error {code}, got {v}");
+        v
+    }
+
+    /// Skips other messages until an error arrives; it must have this code.
+    pub async fn recv_error(&mut self, code: &str) -> Value {
+        let v = self.recv_until("error").await;
         assert_eq!(v["code"], code, "expected error {code}, got {v}");
         v
     }
