@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use conclave_proto::ServerMessage;
+use conclave_proto::{ClientMessage, ServerMessage};
 use tokio::net::UdpSocket;
 
 use crate::invite::Invite;
@@ -128,6 +128,17 @@ pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
         .join(&opts.name, passcode.as_deref(), opts.patience)
         .await?;
     tracing::info!(participant = %admission.you, "admitted");
+
+    // Say what we send: the server forwards only media the meeting allows.
+    let sending = (opts.send_ogg.is_some(), opts.send_ivf.is_some());
+    if sending != (false, false) {
+        sig.send(&ClientMessage::SetMedia {
+            audio: Some(sending.0),
+            video: Some(sending.1),
+            screen: None,
+        })
+        .await?;
+    }
 
     let socket = UdpSocket::bind(SocketAddr::new(opts.bind, 0)).await?;
     let local = socket.local_addr()?;
