@@ -1,0 +1,56 @@
+//! The media router of Conclave: a selective forwarding unit (SFU) on str0m,
+//! sans-IO.
+//!
+//! Each member has one WebRTC session with the router (ICE-lite, DTLS-SRTP,
+//! BUNDLE, rtcp-mux). The router forwards RTP packets between sessions as
+//! they are — it never depacketizes, decodes or reads the payload past what
+//! str0m needs for the RTP header, which suits end-to-end encrypted media.
+//! Like str0m and quinn-proto it does no I/O and reads no clock: a driver
+//! owns the UDP socket and the timers and calls in with `now`.
+//!
+//! Modules, one concern each:
+//!
+//! - [`router`]: [`Router`], the core of one worker. Peers in, datagrams and
+//!   signaling events out; fan-out of published packets to subscribers;
+//!   renegotiation when tracks come and go; keyframe requests routed to the
+//!   publisher; demultiplexing of datagrams to the peer whose ICE/DTLS state
+//!   accepts them.
+//! - [`peer`]: one member's `str0m::Rtc` and what surrounds it — the tracks it
+//!   publishes, the streams it receives, its renegotiation state. Draining a
+//!   peer turns str0m output into datagrams and work for the router.
+//! - [`rewrite`]: the pure per-subscriber mapping of sequence numbers and
+//!   timestamps that keeps a forwarded stream continuous across source
+//!   changes (simulcast layer switches, a publisher's new SSRC).
+//! - [`keyframe`]: the per-track throttle on PLI/FIR toward a publisher.
+//! - [`event`]: what the router tells the signaling shell (offers to deliver,
+//!   peers connected, disconnected or closed).
+//! - [`transmit`]: datagrams to send and their bounded queue.
+//! - [`stats`]: counters per peer and per router; every drop is counted.
+//! - [`error`]: [`MediaError`], for calls from the shell. Network input never
+//!   errors and never panics: it is dropped and counted.
+//!
+//! The driver's loop, after every call into the router: drain
+//! [`Router::poll_transmit`] to the socket, [`Router::poll_event`] to
+//! signaling, then wait for a datagram or [`Router::poll_timeout`].
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod event;
+pub mod keyframe;
+pub mod peer;
+pub mod rewrite;
+pub mod router;
+pub mod stats;
+pub mod transmit;
+
+pub use error::MediaError;
+pub use event::{Event, ForwardedTrack};
+pub use peer::{PeerId, TrackId};
+pub use router::{Router, RouterConfig};
+pub use stats::{PeerStats, RouterStats};
+pub use transmit::Transmit;
+
+/// The str0m types that appear in this crate's API, so callers need no
+/// direct dependency on the exact str0m version.
+pub use str0m::change::{SdpAnswer, SdpOffer};
+pub use str0m::media::{MediaKind, Mid};

@@ -1,0 +1,316 @@
+//! One member's WebRTC session inside the router.
+//!
+//! A [`Peer`] wraps one `str0m::Rtc` (ICE-lite, RTP mode) with what the router
+//! needs around it: the tracks it publishes, the streams it receives and how
+//! each is rewritten, its renegotiation state, and its counters. It knows
+//! nothing about other peers: draining its `Rtc` turns str0m output into
+//! datagrams (straight into the transmit queue) and [`PeerOutput`]s for the
+//! router to act on, such as an RTP packet to fan out.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpPendingOffer;
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::{Event as RtcEvent, IceConnectionState, Output, Rtc};
+
+use crate::rewrite::{Rewriter, SourcePacket};
+use crate::stats::PeerStats;
+use crate::transmit::{Transmit, TransmitQueue};
+
+/// Outputs taken from one `Rtc` in one drain, at most. str0m always ends a
+/// drain with a timeout; the bound only keeps a bug from hanging a worker.
+const MAX_OUTPUTS_PER_DRAIN: usize = 100_000;
+
+/// When to poll an `Rtc` again after it returned an error but lives on.
+const RETRY_AFTER_ERROR: Duration = Duration::from_millis(10);
+
+/// The shell's name for a peer: one member's media session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer {}", self.0)
+    }
+}
+
+/// A published track: the publisher and the m-line it sends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackId {
+    pub publisher: PeerId,
+    pub mid: Mid,
+}
+
+/// What a drain found that the router must act on.
+// Nearly every item is an RTP packet: boxing the large variant would cost an
+// allocation per packet and save nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum PeerOutput {
+    /// A packet the peer published on `mid`.
+    Rtp {
+        mid: Mid,
+        packet: RtpPacket,
+    },
+    /// The peer's offer added an m-line (direction from the router's side).
+    MediaAdded {
+        mid: Mid,
+        kind: MediaKind,
+        direction: Direction,
+    },
+    MediaChanged {
+        mid: Mid,
+        direction: Direction,
+    },
+    /// The peer asks for a keyframe on a stream it receives.
+    KeyframeRequest {
+        mid: Mid,
+    },
+    Connected,
+    Disconnected,
+    Closed,
+}
+
+/// A stream the router sends this peer: one forwarded track.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) track: TrackId,
+    pub(crate) kind: MediaKind,
+    ssrc: Ssrc,
+    /// Created with the first packet, when the clock rate is known.
+    rewriter: Option<Rewriter>,
+    /// Publisher payload type → ours for this m-line (None: no common codec).
+    pt_map: Vec<(Pt, Option<Pt>)>,
+}
+
+/// An offer sent to the peer and not yet answered.
+pub(crate) struct Pending {
+    pub(crate) offer: SdpPendingOffer,
+    /// The tracks it adds, and the m-line each got.
+    pub(crate) adds: Vec<(TrackId, Mid)>,
+}
+
+pub(crate) struct Peer {
+    pub(crate) id: PeerId,
+    pub(crate) rtc: Rtc,
+    pub(crate) next_timeout: Instant,
+    /// The peer's first offer was accepted: the transport (ICE credentials,
+    /// DTLS role) exists, so the router may offer it tracks.
+    pub(crate) negotiated: bool,
+    pub(crate) pending: Option<Pending>,
+    /// Tracks to add in the next offer.
+    pub(crate) wants: Vec<TrackId>,
+    /// Outgoing m-lines to stop in the next offer (their track is gone).
+    pub(crate) stops: Vec<Mid>,
+    /// The m-lines this peer publishes on.
+    pub(crate) published: Vec<Mid>,
+    pub(crate) outgoing: BTreeMap<Mid, Outgoing>,
+    pub(crate) stats: PeerStats,
+}
+
+impl Peer {
+    pub(crate) fn new(id: PeerId, rtc: Rtc, now: Instant) -> Self {
+        Peer {
+            id,
+            rtc,
+            next_timeout: now,
+            negotiated: false,
+            pending: None,
+            wants: Vec::new(),
+            stops: Vec::new(),
+            published: Vec::new(),
+            outgoing: BTreeMap::new(),
+            stats: PeerStats::default(),
+        }
+    }
+
+    /// Polls the `Rtc` until it asks for time, as str0m requires after every
+    /// mutation.
+    pub(crate) fn drain(
+        &mut self,
+        now: Instant,
+        transmits: &mut TransmitQueue,
+        work: &mut VecDeque<(PeerId, PeerOutput)>,
+    ) {
+        for _ in 0..MAX_OUTPUTS_PER_DRAIN {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    self.next_timeout = at;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    let contents: Vec<u8> = t.contents.into();
+                    let len = contents.len() as u64;
+                    let queued = transmits.push(Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents,
+                    });
+                    if queued {
+                        self.stats.datagrams_out += 1;
+                        self.stats.bytes_out += len;
+                    }
+                }
+                Ok(Output::Event(e)) => self.on_event(e, work),
+                Err(error) => {
+                    self.stats.rtc_errors += 1;
+                    tracing::warn!(peer = %self.id, %error, "WebRTC session error");
+                    if self.rtc.is_alive() {
+                        self.next_timeout = now + RETRY_AFTER_ERROR;
+                    } else {
+                        work.push_back((self.id, PeerOutput::Closed));
+                    }
+                    return;
+                }
+            }
+        }
+        tracing::error!(peer = %self.id, "WebRTC output did not settle; polling again");
+        self.next_timeout = now;
+    }
+
+    fn on_event(&mut self, e: RtcEvent, work: &mut VecDeque<(PeerId, PeerOutput)>) {
+        let output = match e {
+            RtcEvent::RtpPacket(packet) => {
+                // The packet names its SSRC; the receive stream knows the m-line.
+                let ssrc = packet.header.ssrc;
+                let Some(mid) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+                    self.stats.rtp_unrouted += 1;
+                    return;
+                };
+                PeerOutput::Rtp { mid, packet }
+            }
+            RtcEvent::MediaAdded(m) => PeerOutput::MediaAdded {
+                mid: m.mid,
+                kind: m.kind,
+                direction: m.direction,
+            },
+            RtcEvent::MediaChanged(m) => PeerOutput::MediaChanged {
+                mid: m.mid,
+                direction: m.direction,
+            },
+            RtcEvent::KeyframeRequest(r) => PeerOutput::KeyframeRequest { mid: r.mid },
+            RtcEvent::Connected => PeerOutput::Connected,
+            RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                PeerOutput::Disconnected
+            }
+            RtcEvent::Closed => PeerOutput::Closed,
+            _ => return,
+        };
+        work.push_back((self.id, output));
+    }
+
+    /// Starts receiving `track` on the m-line `mid`, which the last answer
+    /// made live. False if str0m has no send stream for it (nothing changed).
+    pub(crate) fn subscribe(&mut self, track: TrackId, kind: MediaKind, mid: Mid) -> bool {
+        let Some(ssrc) = self
+            .rtc
+            .direct_api()
+            .stream_tx_by_mid(mid, None)
+            .map(|s| s.ssrc())
+        else {
+            return false;
+        };
+        self.outgoing.insert(
+            mid,
+            Outgoing {
+                track,
+                kind,
+                ssrc,
+                rewriter: None,
+                pt_map: Vec::new(),
+            },
+        );
+        true
+    }
+
+    /// Writes a publisher's `packet` (codec `params`) to the stream on `mid`
+    /// under this peer's SSRC, sequence numbers and timestamps. False if it
+    /// was dropped. The caller must drain afterwards.
+    pub(crate) fn forward(&mut self, mid: Mid, params: &PayloadParams, packet: &RtpPacket) -> bool {
+        let Some(out) = self.outgoing.get_mut(&mid) else {
+            return false;
+        };
+        let Some(pt) = local_pt(&mut out.pt_map, &self.rtc, mid, params) else {
+            return false;
+        };
+        let rewriter = out
+            .rewriter
+            .get_or_insert_with(|| Rewriter::new(params.spec().clock_rate.get()));
+        let Some(rewritten) = rewriter.rewrite(SourcePacket {
+            source: *packet.header.ssrc,
+            seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            arrival: packet.timestamp,
+        }) else {
+            return false;
+        };
+        // Only extensions that describe the media travel on; str0m sets the
+        // transport ones (MID, TWCC sequence, send time) itself.
+        let from = &packet.header.ext_vals;
+        let ext_vals = ExtensionValues {
+            audio_level: from.audio_level,
+            voice_activity: from.voice_activity,
+            video_orientation: from.video_orientation,
+            video_content_type: from.video_content_type,
+            ..Default::default()
+        };
+        // The wallclock is the arrival time: the simplest estimate of when the
+        // media was captured that needs no trust in the publisher's clock.
+        let write = RtpWrite::new(
+            pt,
+            rewritten.seq.into(),
+            rewritten.timestamp,
+            packet.timestamp,
+            packet.payload.clone(),
+        )
+        .marker(packet.header.marker)
+        .ext_vals(ext_vals)
+        // Kept in str0m's send history so NACKs are answered from it (over
+        // RTX); str0m ignores this where no RTX payload type was negotiated.
+        .nackable(true);
+        let ssrc = out.ssrc;
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx(&ssrc) else {
+            return false;
+        };
+        stream.write_rtp(write);
+        true
+    }
+}
+
+/// Our payload type for the publisher's codec `params` on the m-line `mid`,
+/// memoized per publisher payload type: payload type numbers are per session
+/// and may differ between publisher and subscriber.
+fn local_pt(
+    map: &mut Vec<(Pt, Option<Pt>)>,
+    rtc: &Rtc,
+    mid: Mid,
+    params: &PayloadParams,
+) -> Option<Pt> {
+    if let Some((_, pt)) = map.iter().find(|(from, _)| *from == params.pt()) {
+        return *pt;
+    }
+    let negotiated = rtc.media(mid).map(|m| m.remote_pts()).unwrap_or(&[]);
+    let config = rtc.codec_config();
+    let found = config
+        .match_params(*params)
+        .map(|p| p.pt())
+        .filter(|pt| negotiated.contains(pt))
+        .or_else(|| {
+            config
+                .find(|p| negotiated.contains(&p.pt()) && p.spec() == params.spec())
+                .map(|p| p.pt())
+        });
+    if found.is_none() {
+        tracing::debug!(%mid, codec = ?params.spec().codec, "no common codec with the subscriber");
+    }
+    // Bounded: a publisher has few payload types, but a hostile one could
+    // cycle through all 128.
+    if map.len() < 128 {
+        map.push((params.pt(), found));
+    }
+    found
+}

@@ -1,0 +1,48 @@
+//! Counters the router keeps, per peer and for the whole router.
+//!
+//! Everything the router drops is counted somewhere here, so an operator (and a
+//! test) can tell garbage on the port from a codec mismatch from a subscriber
+//! that asks for keyframes too often. Counters only grow; they wrap never in
+//! practice (u64).
+
+/// Counters for one peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Datagrams from this peer handed to its WebRTC stack.
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    /// Datagrams queued for this peer.
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    /// RTP packets this peer published (after SRTP, deduplicated).
+    pub rtp_in: u64,
+    /// Published packets of a track nobody may receive (not announced or gone).
+    pub rtp_unrouted: u64,
+    /// RTP packets forwarded to this peer as a subscriber.
+    pub rtp_forwarded: u64,
+    /// Packets meant for this peer that were not forwarded: no common codec,
+    /// late packets of a replaced source, outgoing stream gone.
+    pub rtp_dropped: u64,
+    /// PLI/FIR this peer sent about tracks it receives.
+    pub keyframe_requests_in: u64,
+    /// PLIs the router sent this peer about tracks it publishes.
+    pub keyframe_requests_out: u64,
+    /// Datagrams or timeouts the WebRTC stack refused with an error.
+    pub rtc_errors: u64,
+}
+
+/// Counters for the router as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Every datagram offered to [`crate::Router::handle_receive`].
+    pub datagrams_in: u64,
+    /// Datagrams that are not STUN, DTLS, RTP or RTCP at all.
+    pub garbage: u64,
+    /// Well-formed datagrams no peer would take (unknown source, bad ICE
+    /// credentials).
+    pub unknown_source: u64,
+    /// Datagrams dropped because the transmit queue was full.
+    pub transmits_dropped: u64,
+    /// Keyframe requests merged into one sent later (see [`crate::keyframe`]).
+    pub keyframe_requests_deferred: u64,
+}

@@ -1,0 +1,423 @@
+//! An in-process network for router tests: client `Rtc`s (ordinary, non-lite
+//! offerers, RTP mode) and one [`Router`], wired by handing each side's
+//! datagrams to the other on a virtual clock. No sockets, no sleeping, no
+//! randomness beyond what str0m draws for its own ids and keys; delivery is
+//! instant and in order, so runs are deterministic in everything the tests
+//! look at.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use conclave_media::{Event as RouterEvent, ForwardedTrack, PeerId, Router, RouterConfig};
+use str0m::change::SdpPendingOffer;
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+/// Virtual time advances in steps of this size.
+pub const TICK: Duration = Duration::from_millis(1);
+
+pub const ROUTER_ADDR: &str = "10.0.0.1:10000";
+
+/// A client: an ordinary WebRTC endpoint like a browser or the native client.
+pub struct Client {
+    pub id: PeerId,
+    pub addr: SocketAddr,
+    pub rtc: Rtc,
+    pub next: Instant,
+    /// Everything its `Rtc` reported, with the time.
+    pub events: Vec<(Instant, Event)>,
+    /// The m-lines it sends on, in the order asked for.
+    pub sending: Vec<(Mid, MediaKind)>,
+    /// Its outgoing datagrams are lost (the client went silent).
+    pub silent: bool,
+}
+
+/// What a test wants to know about a received RTP packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub at: Instant,
+    pub mid: Option<Mid>,
+    pub ssrc: Ssrc,
+    pub seq: u64,
+    pub timestamp: u32,
+    pub pt: Pt,
+    pub marker: bool,
+    pub payload: Vec<u8>,
+}
+
+impl Client {
+    pub fn drain(&mut self, now: Instant, out: &mut VecDeque<Datagram>) {
+        loop {
+            match self.rtc.poll_output().expect("client rtc output") {
+                Output::Timeout(t) => {
+                    self.next = t;
+                    return;
+                }
+                Output::Transmit(t) => {
+                    if !self.silent {
+                        out.push_back(Datagram {
+                            source: t.source,
+                            destination: t.destination,
+                            contents: t.contents.into(),
+                        });
+                    }
+                }
+                Output::Event(e) => self.events.push((now, e)),
+            }
+        }
+    }
+
+    pub fn ssrc_of(&mut self, mid: Mid) -> Ssrc {
+        self.rtc
+            .direct_api()
+            .stream_tx_by_mid(mid, None)
+            .expect("send stream")
+            .ssrc()
+    }
+
+    pub fn pt_of(&self, codec: Codec) -> Pt {
+        self.rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .expect("codec configured")
+            .pt()
+    }
+
+    /// Every RTP packet received, in arrival order.
+    pub fn received(&mut self) -> Vec<Received> {
+        let mut out = Vec::new();
+        for (at, e) in &self.events {
+            if let Event::RtpPacket(p) = e {
+                out.push(Received {
+                    at: *at,
+                    mid: None,
+                    ssrc: p.header.ssrc,
+                    seq: *p.seq_no,
+                    timestamp: p.header.timestamp,
+                    pt: p.header.payload_type,
+                    marker: p.header.marker,
+                    payload: p.payload.to_vec(),
+                });
+            }
+        }
+        for r in &mut out {
+            r.mid = self.rtc.direct_api().stream_rx(&r.ssrc).map(|s| s.mid());
+        }
+        out
+    }
+
+    pub fn keyframe_requests(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::KeyframeRequest(_)))
+            .count()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.rtc.is_connected()
+    }
+}
+
+pub struct Datagram {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// A signaling exchange the harness carried out for the router.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    Offer {
+        peer: PeerId,
+        tracks: Vec<ForwardedTrack>,
+    },
+    Connected(PeerId),
+    Disconnected(PeerId),
+    Closed(PeerId),
+}
+
+/// Decides whether a datagram from the router to a client is lost.
+pub type LossFilter = Box<dyn FnMut(&Datagram) -> bool>;
+
+pub struct Net {
+    pub now: Instant,
+    pub router: Router,
+    pub router_addr: SocketAddr,
+    pub clients: Vec<Client>,
+    pub signals: Vec<Signal>,
+    in_flight: VecDeque<Datagram>,
+    /// Returns true for datagrams router → client that the network loses.
+    pub lose: Option<LossFilter>,
+}
+
+impl Net {
+    pub fn new() -> Self {
+        // A real instant only as the origin of the virtual clock.
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let router_addr: SocketAddr = ROUTER_ADDR.parse().unwrap();
+        let router = Router::new(RouterConfig::new(router_addr)).expect("router");
+        Net {
+            now,
+            router,
+            router_addr,
+            clients: Vec::new(),
+            signals: Vec::new(),
+            in_flight: VecDeque::new(),
+            lose: None,
+        }
+    }
+
+    pub fn client(&mut self, id: PeerId) -> &mut Client {
+        self.clients
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("known client")
+    }
+
+    /// A client joins: it offers `sends` (send-only m-lines; a receive-only
+    /// audio line if empty, as the native client does) and the router
+    /// answers. Returns once the harness delivered the answer.
+    pub fn join(&mut self, id: PeerId, addr: &str, sends: &[MediaKind]) {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        let mut sending = Vec::new();
+        for kind in sends {
+            let mid = change.add_media(*kind, Direction::SendOnly, None, None, None);
+            sending.push((mid, *kind));
+        }
+        if sends.is_empty() {
+            change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        }
+        let (offer, pending): (_, SdpPendingOffer) = change.apply().unwrap();
+        self.router.add_peer(id, self.now).expect("add peer");
+        let answer = self.router.accept_offer(id, offer).expect("router answers");
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("client takes answer");
+        let mut client = Client {
+            id,
+            addr,
+            rtc,
+            next: self.now,
+            events: Vec::new(),
+            sending,
+            silent: false,
+        };
+        client.drain(self.now, &mut self.in_flight);
+        self.clients.push(client);
+        self.settle();
+    }
+
+    /// Carries out the router's signaling: offers go to the client, answers
+    /// come back.
+    pub fn pump_signaling(&mut self) {
+        while let Some(e) = self.router.poll_event() {
+            match e {
+                RouterEvent::Offer {
+                    peer,
+                    offer,
+                    tracks,
+                } => {
+                    self.signals.push(Signal::Offer {
+                        peer,
+                        tracks: tracks.clone(),
+                    });
+                    let now = self.now;
+                    let Some(client) = self.clients.iter_mut().find(|c| c.id == peer) else {
+                        continue;
+                    };
+                    let answer = client
+                        .rtc
+                        .sdp_api()
+                        .accept_offer(offer)
+                        .expect("client accepts router offer");
+                    client.drain(now, &mut self.in_flight);
+                    self.router
+                        .accept_answer(peer, answer)
+                        .expect("router takes answer");
+                }
+                RouterEvent::Connected { peer } => self.signals.push(Signal::Connected(peer)),
+                RouterEvent::Disconnected { peer } => self.signals.push(Signal::Disconnected(peer)),
+                RouterEvent::Closed { peer } => self.signals.push(Signal::Closed(peer)),
+            }
+        }
+    }
+
+    /// Delivers everything in flight, and everything that causes, until the
+    /// network is quiet at the current instant.
+    pub fn settle(&mut self) {
+        for _ in 0..10_000 {
+            self.pump_signaling();
+            while let Some(t) = self.router.poll_transmit() {
+                let d = Datagram {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents,
+                };
+                if let Some(lose) = &mut self.lose
+                    && lose(&d)
+                {
+                    continue;
+                }
+                self.in_flight.push_back(d);
+            }
+            let Some(d) = self.in_flight.pop_front() else {
+                return;
+            };
+            if d.destination == self.router_addr {
+                self.router
+                    .handle_receive(self.now, d.source, d.destination, &d.contents);
+            } else if let Some(client) = self.clients.iter_mut().find(|c| c.addr == d.destination) {
+                let input = Input::Receive(
+                    self.now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: d.source,
+                        destination: d.destination,
+                        contents: d
+                            .contents
+                            .as_slice()
+                            .try_into()
+                            .expect("router sends valid datagrams"),
+                    },
+                );
+                client.rtc.handle_input(input).expect("client input");
+                client.drain(self.now, &mut self.in_flight);
+            }
+        }
+        panic!("the network did not settle");
+    }
+
+    /// One tick of virtual time: timers fire, the network settles.
+    pub fn step(&mut self) {
+        self.now += TICK;
+        let now = self.now;
+        if self.router.poll_timeout().is_some_and(|t| t <= now) {
+            self.router.handle_timeout(now);
+        }
+        for c in &mut self.clients {
+            if c.next <= now {
+                c.rtc
+                    .handle_input(Input::Timeout(now))
+                    .expect("client timeout");
+                c.drain(now, &mut self.in_flight);
+            }
+        }
+        self.settle();
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Steps until `done` holds; panics after `limit` of virtual time.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Net) -> bool) {
+        let end = self.now + limit;
+        while !done(self) {
+            assert!(self.now < end, "condition not met within {limit:?}");
+            self.step();
+        }
+    }
+
+    /// Runs until every client and the router's view of it are connected,
+    /// and every router offer is answered.
+    pub fn connect_all(&mut self) {
+        self.run_until(Duration::from_secs(5), |net| {
+            net.clients
+                .iter()
+                .all(|c| c.is_connected() && net.router.is_connected(c.id))
+        });
+    }
+
+    /// The client writes one RTP packet on its m-line `mid`, as a real
+    /// sender would (its own SSRC, sequence numbers and timestamps).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_rtp(
+        &mut self,
+        id: PeerId,
+        mid: Mid,
+        pt: Pt,
+        seq: u64,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+    ) {
+        let now = self.now;
+        let client = self
+            .clients
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("known client");
+        let mut api = client.rtc.direct_api();
+        let ssrc = api.stream_tx_by_mid(mid, None).expect("send stream").ssrc();
+        let stream = api.stream_tx(&ssrc).expect("send stream");
+        stream.write_rtp(
+            RtpWrite::new(pt, seq.into(), timestamp, now, payload.to_vec())
+                .marker(marker)
+                .nackable(true),
+        );
+        client.drain(now, &mut self.in_flight);
+        self.settle();
+    }
+
+    /// The client asks for a keyframe on the stream it receives on `mid`.
+    pub fn request_keyframe(&mut self, id: PeerId, mid: Mid) {
+        let now = self.now;
+        let client = self.client(id);
+        client
+            .rtc
+            .direct_api()
+            .stream_rx_by_mid(mid, None)
+            .expect("receive stream")
+            .request_keyframe(KeyframeRequestKind::Pli);
+        let mut out = VecDeque::new();
+        client.drain(now, &mut out);
+        self.in_flight.extend(out);
+        self.settle();
+    }
+
+    /// Sends a raw datagram to the router from `source`.
+    pub fn inject(&mut self, source: SocketAddr, contents: &[u8]) {
+        self.router
+            .handle_receive(self.now, source, self.router_addr, contents);
+        self.settle();
+    }
+}
+
+/// A small deterministic generator for garbage bytes (xorshift64*).
+pub struct Noise(u64);
+
+impl Noise {
+    pub fn new(seed: u64) -> Self {
+        Noise(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
