@@ -404,7 +404,9 @@ impl Store {
         .bind(m.permissions.rename_self)
         .bind(m.only_signed_in)
         .bind(i64::from(m.max_participants))
-        .bind(now)
+        // The record's own time, so that what the API answered at creation
+        // is what it reads back later.
+        .bind(m.created_at)
         .bind(now)
         .execute(&self.pool)
         .await?;

@@ -381,3 +381,34 @@ async fn cross_origin_requests_are_refused() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_meeting_keeps_the_creation_time_it_was_given() {
+    // Regression: the store used to stamp its own clock reading, so the
+    // `created_at` the API answered at creation could differ by a second
+    // from the one it read back later.
+    let server = TestServer::start().await;
+    let store = server.store().await;
+    let owner = store.user_by_name("alice").await.unwrap().unwrap().0;
+    let record = conclave::store::MeetingRecord {
+        id: conclave_proto::MeetingId::generate(),
+        owner_id: owner.id,
+        title: "Long ago".into(),
+        passcode: None,
+        passcode_hash: None,
+        waiting_room: true,
+        permissions: conclave_proto::Permissions::default(),
+        only_signed_in: false,
+        max_participants: 100,
+        created_at: 1_000_000_000,
+    };
+    store.insert_meeting(&record).await.unwrap();
+    assert_eq!(
+        store.meeting(record.id).await.unwrap(),
+        Some(record.clone())
+    );
+    store.close().await;
+    let alice = server.signed_in("alice").await;
+    let (_, v) = alice.get(&format!("/api/v1/meetings/{}", record.id)).await;
+    assert_eq!(v["created_at"], 1_000_000_000);
+}
