@@ -10,15 +10,17 @@ use crate::peer::PeerId;
 pub enum MediaError {
     #[error("no peer {0}")]
     UnknownPeer(PeerId),
-    #[error("peer {0} exists already")]
+    #[error("{0} exists already")]
     DuplicatePeer(PeerId),
     #[error("the router needs at least one local candidate address")]
     NoCandidates,
     #[error("the local candidate address {0} is unusable")]
     BadCandidate(std::net::SocketAddr),
-    #[error("peer {0} has no router offer outstanding")]
+    #[error("{0} has no router offer outstanding")]
     NoPendingOffer(PeerId),
-    #[error("the offer or answer of peer {peer} was refused: {source}")]
+    #[error("{peer} offers to send on m-lines {mids:?} without Opus or VP8")]
+    NoUsableCodec { peer: PeerId, mids: Vec<String> },
+    #[error("the offer or answer of {peer} was refused: {source}")]
     Refused {
         peer: PeerId,
         #[source]

@@ -21,6 +21,8 @@
 //! - [`rewrite`]: the pure per-subscriber mapping of sequence numbers and
 //!   timestamps that keeps a forwarded stream continuous across source
 //!   changes (simulcast layer switches, a publisher's new SSRC).
+//! - `codecs`: the codecs forwarded (Opus, VP8) and the check that refuses an
+//!   offer to send without them.
 //! - [`keyframe`]: the per-track throttle on PLI/FIR toward a publisher.
 //! - [`event`]: what the router tells the signaling shell (offers to deliver,
 //!   peers connected, disconnected or closed).
@@ -34,6 +36,7 @@
 //! signaling, then wait for a datagram or [`Router::poll_timeout`].
 #![forbid(unsafe_code)]
 
+mod codecs;
 pub mod error;
 pub mod event;
 pub mod keyframe;

@@ -139,6 +139,11 @@ impl Peer {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
                     self.next_timeout = at;
+                    if !self.rtc.is_alive() {
+                        // str0m ended the session (e.g. an offer without a
+                        // DTLS fingerprint); the router forgets the peer.
+                        work.push_back((self.id, PeerOutput::Closed));
+                    }
                     return;
                 }
                 Ok(Output::Transmit(t)) => {

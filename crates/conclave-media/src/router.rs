@@ -29,6 +29,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpPacket;
 use str0m::{Candidate, Input, Rtc};
 
+use crate::codecs;
 use crate::error::MediaError;
 use crate::event::{Event, ForwardedTrack};
 use crate::keyframe::{DEFAULT_KEYFRAME_INTERVAL, KeyframeThrottle, Verdict};
@@ -129,17 +130,14 @@ impl Router {
         if self.peers.contains_key(&id) {
             return Err(MediaError::DuplicatePeer(id));
         }
-        let mut rtc = Rtc::builder()
+        let config = Rtc::builder()
             // The router has public addresses and never initiates: clients
             // run the ICE checks, the router only answers them.
             .set_ice_lite(true)
             // Forward packets, not frames: no depacketizing, no jitter buffer,
             // and nothing of the (end-to-end encrypted) payload is read.
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
+            .set_rtp_mode(true);
+        let mut rtc = codecs::configure(config).build(now);
         for c in &self.candidates {
             rtc.add_local_candidate(c.clone());
         }
@@ -155,11 +153,20 @@ impl Router {
     /// it earlier). Returns the answer to deliver to it *before* any event
     /// polled afterwards: the router may follow up with its own offer.
     ///
-    /// A refused offer changes nothing but invalidates a router offer still
-    /// outstanding (str0m rolls it back); the router offers again.
+    /// An offer that would send without a forwarded codec is refused before
+    /// anything changes. An offer str0m refuses changes nothing either, except
+    /// that it invalidates a router offer still outstanding (str0m rolls it
+    /// back); the router then offers again.
     pub fn accept_offer(&mut self, id: PeerId, offer: SdpOffer) -> Result<SdpAnswer, MediaError> {
         let now = self.now_or_err(id)?;
         let peer = self.peers.get_mut(&id).ok_or(MediaError::UnknownPeer(id))?;
+        let unusable = codecs::unusable_send_lines(&offer.to_sdp_string());
+        if !unusable.is_empty() {
+            return Err(MediaError::NoUsableCodec {
+                peer: id,
+                mids: unusable,
+            });
+        }
         // Whatever we offered and was not answered is rolled back by str0m:
         // those tracks go back on the wish list.
         if let Some(pending) = peer.pending.take() {
@@ -419,7 +426,14 @@ impl Router {
                     kind,
                     direction,
                 } => {
-                    if direction.is_receiving() {
+                    // A line without a common codec is disabled: nothing
+                    // would ever arrive on it.
+                    let usable = self
+                        .peers
+                        .get(&id)
+                        .and_then(|p| p.rtc.media(mid))
+                        .is_some_and(|m| !m.disabled());
+                    if direction.is_receiving() && usable {
                         self.publish(TrackId { publisher: id, mid }, kind);
                     }
                 }

@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use conclave_media::PeerId;
+use conclave_media::{MediaError, PeerId};
 use harness::{Net, Noise, Received, Signal};
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid};
@@ -399,4 +399,68 @@ fn a_member_that_goes_silent_is_reported_disconnected() {
     );
     // The peer is kept until the meeting removes it.
     assert!(net.router.peers().any(|p| p == A));
+}
+
+#[test]
+fn a_track_added_later_is_offered_and_a_stopped_one_withdrawn() {
+    let mut net = two_members();
+    assert_eq!(net.router.forwarded_to(B).len(), 2);
+
+    // A starts a screen share: a second video m-line.
+    let screen = net.reoffer(A, &[MediaKind::Video], &[])[0];
+    assert_eq!(net.router.forwarded_to(B).len(), 3);
+    let vp8 = net.client(A).pt_of(Codec::Vp8);
+    for seq in 0..5u64 {
+        net.send_rtp(
+            A,
+            screen,
+            vp8,
+            9_000 + seq,
+            seq as u32 * 3_000,
+            true,
+            &[0x10, 1],
+        );
+        net.step();
+    }
+    assert_eq!(received_from(&mut net, B, screen).len(), 5);
+
+    // A stops its camera: B is offered the end of that stream only.
+    let (_, camera) = mids(&mut net, A);
+    net.reoffer(A, &[], &[camera]);
+    let tracks = net.router.forwarded_to(B);
+    assert_eq!(tracks.len(), 2);
+    assert!(tracks.iter().all(|t| t.publisher_mid != camera));
+    let Some(Signal::Offer {
+        peer,
+        tracks: offered,
+    }) = net.signals.last()
+    else {
+        panic!("B was offered the change");
+    };
+    assert_eq!(*peer, B);
+    assert_eq!(offered.len(), 2);
+}
+
+#[test]
+fn a_publisher_without_a_common_codec_is_offered_to_nobody() {
+    let mut net = Net::new();
+    net.join(B, B_ADDR, &[]);
+    // A sends only H.264, which this router does not forward.
+    let rtc = str0m::Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_h264(true)
+        .build(net.now);
+    let result = net.join_with(A, A_ADDR, &[MediaKind::Video], rtc);
+    assert!(
+        matches!(result, Err(MediaError::NoUsableCodec { peer: A, ref mids }) if mids.len() == 1),
+        "{result:?}"
+    );
+    net.run_for(Duration::from_millis(500));
+    assert!(net.router.forwarded_to(B).is_empty());
+    assert!(
+        !net.signals
+            .iter()
+            .any(|s| matches!(s, Signal::Offer { peer, .. } if *peer == B))
+    );
 }

@@ -184,13 +184,26 @@ impl Net {
     /// audio line if empty, as the native client does) and the router
     /// answers. Returns once the harness delivered the answer.
     pub fn join(&mut self, id: PeerId, addr: &str, sends: &[MediaKind]) {
-        let addr: SocketAddr = addr.parse().unwrap();
-        let mut rtc = Rtc::builder()
+        let rtc = Rtc::builder()
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
             .build(self.now);
+        self.join_with(id, addr, sends, rtc)
+            .expect("router answers");
+    }
+
+    /// Like [`Net::join`] with the client's own `Rtc` (other codecs, say).
+    /// Returns the router's refusal, if it refuses the offer.
+    pub fn join_with(
+        &mut self,
+        id: PeerId,
+        addr: &str,
+        sends: &[MediaKind],
+        mut rtc: Rtc,
+    ) -> Result<(), conclave_media::MediaError> {
+        let addr: SocketAddr = addr.parse().unwrap();
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut change = rtc.sdp_api();
         let mut sending = Vec::new();
@@ -203,7 +216,7 @@ impl Net {
         }
         let (offer, pending): (_, SdpPendingOffer) = change.apply().unwrap();
         self.router.add_peer(id, self.now).expect("add peer");
-        let answer = self.router.accept_offer(id, offer).expect("router answers");
+        let answer = self.router.accept_offer(id, offer)?;
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .expect("client takes answer");
@@ -219,6 +232,47 @@ impl Net {
         client.drain(self.now, &mut self.in_flight);
         self.clients.push(client);
         self.settle();
+        Ok(())
+    }
+
+    /// The client renegotiates: new send-only m-lines for `add`, and the
+    /// m-lines in `stop` set inactive (it stops sending on them). Returns the
+    /// new m-lines.
+    pub fn reoffer(&mut self, id: PeerId, add: &[MediaKind], stop: &[Mid]) -> Vec<Mid> {
+        let now = self.now;
+        let client = self
+            .clients
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("known client");
+        let mut change = client.rtc.sdp_api();
+        let mut added = Vec::new();
+        for kind in add {
+            let mid = change.add_media(*kind, Direction::SendOnly, None, None, None);
+            added.push(mid);
+        }
+        for mid in stop {
+            change.set_direction(*mid, Direction::Inactive);
+        }
+        let (offer, pending) = change.apply().expect("a change to offer");
+        client.drain(now, &mut self.in_flight);
+        let answer = self.router.accept_offer(id, offer).expect("router answers");
+        let client = self
+            .clients
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("known client");
+        client
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("client takes answer");
+        for (mid, kind) in added.iter().zip(add) {
+            client.sending.push((*mid, *kind));
+        }
+        client.drain(now, &mut self.in_flight);
+        self.settle();
+        added
     }
 
     /// Carries out the router's signaling: offers go to the client, answers
@@ -275,6 +329,11 @@ impl Net {
                 self.in_flight.push_back(d);
             }
             let Some(d) = self.in_flight.pop_front() else {
+                // Quiet, unless a timer is due right now (str0m sends
+                // written packets on its next timeout, which is "now").
+                if self.fire_due_timers() {
+                    continue;
+                }
                 return;
             };
             if d.destination == self.router_addr {
@@ -301,12 +360,13 @@ impl Net {
         panic!("the network did not settle");
     }
 
-    /// One tick of virtual time: timers fire, the network settles.
-    pub fn step(&mut self) {
-        self.now += TICK;
+    /// Runs the timers due at the current instant; false if none was.
+    fn fire_due_timers(&mut self) -> bool {
         let now = self.now;
+        let mut fired = false;
         if self.router.poll_timeout().is_some_and(|t| t <= now) {
             self.router.handle_timeout(now);
+            fired = true;
         }
         for c in &mut self.clients {
             if c.next <= now {
@@ -314,8 +374,16 @@ impl Net {
                     .handle_input(Input::Timeout(now))
                     .expect("client timeout");
                 c.drain(now, &mut self.in_flight);
+                fired = true;
             }
         }
+        fired
+    }
+
+    /// One tick of virtual time: timers fire, the network settles.
+    pub fn step(&mut self) {
+        self.now += TICK;
+        self.fire_due_timers();
         self.settle();
     }
 
