@@ -285,7 +285,12 @@ impl Meeting {
                 conn,
                 token,
                 next_token,
-            } => self.resume(conn, token, next_token),
+            } => {
+                // Seats whose window has passed are gone even if the shell's
+                // timer has not fired yet: a late timer must not stretch it.
+                self.expire(now);
+                self.resume(conn, token, next_token);
+            }
             Input::Message { conn, msg } => {
                 if let Err(code) = self.message(conn, msg) {
                     self.send(conn, ServerMessage::error(code));
