@@ -32,6 +32,10 @@ pub enum Event {
         offer: SdpOffer,
         tracks: Vec<ForwardedTrack>,
     },
+    /// `peer` now publishes a track on `mid`. A shell that gates forwarding
+    /// ([`crate::RouterConfig::forward_by_default`] false) decides here
+    /// whether it is forwarded ([`crate::Router::set_forwarding`]).
+    Published { peer: PeerId, mid: Mid },
     /// ICE and DTLS are up: media can flow to and from `peer`.
     Connected { peer: PeerId },
     /// `peer` stopped answering ICE consent checks. It is kept (it may come

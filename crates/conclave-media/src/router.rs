@@ -57,6 +57,10 @@ pub struct RouterConfig {
     pub keyframe_interval: Duration,
     /// Bound of the transmit queue, in datagrams.
     pub max_queued_transmits: usize,
+    /// Whether a newly published track is forwarded before the shell says so
+    /// ([`Router::set_forwarding`]). A server whose meeting core decides who
+    /// may send what sets this to false: deny by default.
+    pub forward_by_default: bool,
 }
 
 impl RouterConfig {
@@ -66,6 +70,7 @@ impl RouterConfig {
             candidates: vec![candidate],
             keyframe_interval: DEFAULT_KEYFRAME_INTERVAL,
             max_queued_transmits: DEFAULT_MAX_QUEUED_TRANSMITS,
+            forward_by_default: true,
         }
     }
 }
@@ -75,10 +80,14 @@ struct Track {
     kind: MediaKind,
     subscribers: Vec<(PeerId, Mid)>,
     keyframes: KeyframeThrottle,
+    /// Off while the publisher may not send this kind (muted by a host,
+    /// suspended): its packets are dropped here, not forwarded.
+    forwarding: bool,
 }
 
 /// The SFU core of one worker: peers, tracks and the forwarding between them.
 pub struct Router {
+    forward_by_default: bool,
     candidates: Vec<Candidate>,
     keyframe_interval: Duration,
     peers: BTreeMap<PeerId, Peer>,
@@ -110,6 +119,7 @@ impl Router {
         Ok(Router {
             candidates,
             keyframe_interval: config.keyframe_interval,
+            forward_by_default: config.forward_by_default,
             peers: BTreeMap::new(),
             tracks: BTreeMap::new(),
             transmits: TransmitQueue::new(config.max_queued_transmits),
@@ -378,6 +388,57 @@ impl Router {
         self.peers.get(&id).is_some_and(|p| p.rtc.is_connected())
     }
 
+    /// Whether a datagram belongs to one of this router's peers (its ICE
+    /// credentials or its address), without handling it. A driver with one
+    /// router per meeting on a shared socket uses it to steer new sources.
+    pub fn accepts(
+        &self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let Ok(contents) = data.try_into() else {
+            return false;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        self.peers.values().any(|p| p.rtc.accepts(&input))
+    }
+
+    /// The m-lines `id` publishes on.
+    pub fn published(&self, id: PeerId) -> Vec<Mid> {
+        self.peers
+            .get(&id)
+            .map(|p| p.published.clone())
+            .unwrap_or_default()
+    }
+
+    /// Starts or stops forwarding the track `id` publishes on `mid`. Turning
+    /// a video track on asks its publisher for a key frame, so subscribers see
+    /// a picture at once.
+    pub fn set_forwarding(&mut self, id: PeerId, mid: Mid, on: bool) {
+        let track_id = TrackId { publisher: id, mid };
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        let was = std::mem::replace(&mut track.forwarding, on);
+        if on
+            && !was
+            && track.kind == MediaKind::Video
+            && let Some(now) = self.now
+        {
+            self.request_keyframe(track_id, now);
+        }
+    }
+
     /// The tracks `id` receives now (streams live after an answer).
     pub fn forwarded_to(&self, id: PeerId) -> Vec<ForwardedTrack> {
         let Some(peer) = self.peers.get(&id) else {
@@ -492,6 +553,10 @@ impl Router {
             return;
         };
         peer.stats.rtp_in += 1;
+        if !track.forwarding {
+            peer.stats.rtp_gated += 1;
+            return;
+        }
         let pt = packet.header.payload_type;
         let Some(params) = peer.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
             peer.stats.rtp_unrouted += 1;
@@ -522,11 +587,16 @@ impl Router {
                 kind,
                 subscribers: Vec::new(),
                 keyframes: KeyframeThrottle::new(self.keyframe_interval),
+                forwarding: self.forward_by_default,
             },
         );
         if let Some(p) = self.peers.get_mut(&track.publisher) {
             p.published.push(track.mid);
         }
+        self.push_event(Event::Published {
+            peer: track.publisher,
+            mid: track.mid,
+        });
         let others: Vec<PeerId> = self
             .peers
             .keys()

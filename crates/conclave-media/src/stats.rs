@@ -18,6 +18,9 @@ pub struct PeerStats {
     pub rtp_in: u64,
     /// Published packets of a track nobody may receive (not announced or gone).
     pub rtp_unrouted: u64,
+    /// Published packets dropped because the meeting does not allow this
+    /// kind from this peer now (muted, stopped, suspended).
+    pub rtp_gated: u64,
     /// RTP packets forwarded to this peer as a subscriber.
     pub rtp_forwarded: u64,
     /// Packets meant for this peer that were not forwarded: no common codec,

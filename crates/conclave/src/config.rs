@@ -32,6 +32,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory of the SQLite store.
     pub data_dir: PathBuf,
+    /// UDP address of the media router (one port carries every member's media).
+    pub media_listen: SocketAddr,
+    /// The address announced to clients in ICE candidates, when it differs
+    /// from `media_listen` (behind a 1:1 NAT, or when listening on 0.0.0.0).
+    pub public_ip: Option<IpAddr>,
     /// The URL people reach the server at, for printed links. Defaults to
     /// `http://localhost:<port>`. An `https` URL also marks cookies `Secure`.
     pub public_url: Option<String>,
@@ -68,6 +73,8 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("conclave-data"),
+            media_listen: SocketAddr::from(([127, 0, 0, 1], 10000)),
+            public_ip: None,
             public_url: None,
             allow_signup: false,
             trusted_proxies: Vec::new(),

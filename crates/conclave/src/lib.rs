@@ -7,6 +7,8 @@
 //! - [`guard`]: failed join and sign-in attempts per address and per meeting.
 //! - [`http`]: the axum router: JSON API, OpenAPI document, web client.
 //! - [`signaling`]: the meeting WebSocket, one task per connection.
+//! - [`media`]: the media driver: the UDP socket and one `conclave-media`
+//!   router per running meeting.
 //! - [`rooms`]: one task per running meeting, owning its sans-IO core
 //!   (`conclave-core`).
 //! - [`server`]: start, first-start admin link, graceful shutdown.
@@ -16,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod guard;
 pub mod http;
+pub mod media;
 pub mod rooms;
 pub mod server;
 pub mod signaling;

@@ -84,6 +84,12 @@ struct ServeArgs {
     /// The URL people reach this server at, for printed links.
     #[arg(long)]
     public_url: Option<String>,
+    /// UDP port of the media router [default: 10000].
+    #[arg(long, env = "CONCLAVE_MEDIA_PORT")]
+    media_port: Option<u16>,
+    /// The address announced to clients for media (ICE candidates).
+    #[arg(long, env = "CONCLAVE_PUBLIC_IP")]
+    public_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Subcommand)]
@@ -128,6 +134,12 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(u) = &args.public_url {
         config.public_url = Some(u.clone());
+    }
+    if let Some(p) = args.media_port {
+        config.media_listen.set_port(p);
+    }
+    if let Some(ip) = args.public_ip {
+        config.public_ip = Some(ip);
     }
     Ok(config)
 }

@@ -16,6 +16,7 @@ use conclave_proto::{EndReason, MeetingId, ResumeToken, ServerMessage};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::media::{DriverCmd, MediaHandle};
 use crate::store::{Store, StoreError};
 
 /// Commands queued for a room, at most this many.
@@ -44,6 +45,7 @@ pub enum RoomCmd {
 pub struct Rooms {
     map: Mutex<HashMap<MeetingId, mpsc::Sender<RoomCmd>>>,
     store: Store,
+    media: MediaHandle,
     outbound_queue: usize,
     next_conn: AtomicU64,
     closing: AtomicBool,
@@ -60,10 +62,11 @@ pub enum RoomError {
 }
 
 impl Rooms {
-    pub fn new(store: Store, outbound_queue: usize) -> Arc<Rooms> {
+    pub fn new(store: Store, media: MediaHandle, outbound_queue: usize) -> Arc<Rooms> {
         Arc::new(Rooms {
             map: Mutex::new(HashMap::new()),
             store,
+            media,
             outbound_queue,
             next_conn: AtomicU64::new(1),
             closing: AtomicBool::new(false),
@@ -142,6 +145,7 @@ impl Rooms {
         map.insert(id, tx.clone());
         let room = Room {
             id,
+            me: tx.clone(),
             meeting: Meeting::new(record.core_config(), bans),
             sinks: HashMap::new(),
             rooms: Arc::clone(self),
@@ -168,6 +172,8 @@ impl Rooms {
 
 struct Room {
     id: MeetingId,
+    /// This room's own queue, handed to the media driver for its replies.
+    me: mpsc::Sender<RoomCmd>,
     meeting: Meeting,
     sinks: HashMap<ConnId, mpsc::Sender<Outbound>>,
     rooms: Arc<Rooms>,
@@ -193,6 +199,9 @@ impl Room {
                 let mut map = self.rooms.lock();
                 if rx.is_empty() {
                     map.remove(&self.id);
+                    self.rooms
+                        .media
+                        .send(DriverCmd::Closed { meeting: self.id });
                     tracing::info!(meeting = %self.id, "meeting idle, stopped");
                     break;
                 }
@@ -248,11 +257,11 @@ impl Room {
                         tracing::error!(meeting = %self.id, error = %e, "could not store a ban");
                     }
                 }
-                Output::Media(cmd) => {
-                    // The media router is wired in by the media change; until
-                    // then offers go unanswered.
-                    tracing::debug!(meeting = %self.id, kind = media_kind(&cmd), "media command (no router)");
-                }
+                Output::Media(cmd) => self.rooms.media.send(DriverCmd::Media {
+                    meeting: self.id,
+                    room: self.me.clone(),
+                    cmd,
+                }),
                 Output::SavePermissions(p) => {
                     if let Err(e) = self.rooms.store.save_permissions(self.id, p).await {
                         tracing::error!(meeting = %self.id, error = %e, "could not store permissions");
@@ -284,17 +293,5 @@ impl Room {
             self.meeting
                 .handle(Input::Disconnected { conn }, std::time::Instant::now());
         }
-    }
-}
-
-/// A media command's name, for logs (never its SDP, which holds addresses).
-fn media_kind(cmd: &conclave_core::MediaCommand) -> &'static str {
-    use conclave_core::MediaCommand as M;
-    match cmd {
-        M::Offer { .. } => "offer",
-        M::Answer { .. } => "answer",
-        M::Allow { .. } => "allow",
-        M::ViewSize { .. } => "view_size",
-        M::Leave { .. } => "leave",
     }
 }

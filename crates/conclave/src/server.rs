@@ -39,6 +39,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Media(#[from] crate::media::MediaStartError),
     #[error("the server task failed")]
     Task,
 }
@@ -74,10 +76,12 @@ impl Server {
             config.public_url = Some(format!("http://localhost:{}", addr.port()));
         }
         let shutdown = CancellationToken::new();
+        let media =
+            crate::media::start(config.media_listen, config.public_ip, shutdown.clone()).await?;
         let state = AppState {
             hasher: Hasher::new(config.limits.hash_concurrency)?,
             guard: Arc::new(JoinGuard::default()),
-            rooms: Rooms::new(store.clone(), config.limits.outbound_queue),
+            rooms: Rooms::new(store.clone(), media, config.limits.outbound_queue),
             conns: ConnLimits::new(
                 config.limits.max_connections,
                 config.limits.max_pending_per_address,

@@ -25,6 +25,8 @@ fn serve(dir: &Path, port: u16) -> Child {
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--media-port",
+            "0",
             "--data-dir",
         ])
         .arg(dir)

@@ -36,7 +36,14 @@ fn free_port() -> SocketAddr {
 async fn serve(data_dir: &Path) -> Serve {
     let addr = free_port();
     let child = Command::new(BIN)
-        .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--media-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

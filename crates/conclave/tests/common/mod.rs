@@ -75,6 +75,7 @@ impl TestServer {
         let mut config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: dir.path().to_path_buf(),
+            media_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Config::default()
         };
         tweak(&mut config);

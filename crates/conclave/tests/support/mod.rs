@@ -36,6 +36,7 @@ impl TestServer {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             data_dir: dir.path().to_path_buf(),
+            media_listen: "127.0.0.1:0".parse().expect("addr"),
             ..Config::default()
         };
         tweak(&mut config);
