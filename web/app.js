@@ -1,1 +1,76 @@
-/* placeholder */
+// The entry point: picks the screen for the address (/, /signin, /j/{id}) and
+// swaps screens on navigation. Each screen's mount function returns its cleanup.
+
+import * as api from './api.js';
+import { page } from './chrome.js';
+import { mountDashboard } from './dashboard.js';
+import { h } from './dom.js';
+import { apiError } from './errors.js';
+import { mountJoin } from './join.js';
+import { mountLanding } from './landing.js';
+import { linkClick, onRoute } from './router.js';
+import { mountSignIn } from './signin.js';
+import { clearToasts } from './toast.js';
+
+const root = document.getElementById('app');
+let cleanup = null;
+let generation = 0;
+
+async function home(gen) {
+  let user = null;
+  try {
+    user = await api.me();
+  } catch (e) {
+    if (gen !== generation) return null;
+    showProblem(apiError(e));
+    return null;
+  }
+  if (gen !== generation) return null;
+  if (user && !user.has_password) {
+    // A first-start admin who has not chosen a password yet.
+    return mountSignIn(root);
+  }
+  return user ? mountDashboard(root, user) : mountLanding(root);
+}
+
+function showProblem(text) {
+  page('Problem', 'light');
+  root.replaceChildren(h('main', { class: 'center-page' },
+    h('div', { class: 'outcome-card light' },
+      h('h1', { class: 'outcome-title', text: 'Something went wrong' }),
+      h('p', { class: 'outcome-text', text }),
+      h('a', { class: 'btn btn-primary', href: location.pathname, text: 'Try again' }))));
+}
+
+function notFound() {
+  page('Not found', 'light');
+  root.replaceChildren(h('main', { class: 'center-page' },
+    h('div', { class: 'outcome-card light' },
+      h('h1', { class: 'outcome-title', text: 'Page not found' }),
+      h('a', { class: 'btn btn-primary', href: '/', onClick: linkClick, text: 'Go to the home page' }))));
+  return null;
+}
+
+async function render() {
+  generation += 1;
+  const gen = generation;
+  if (cleanup) {
+    const c = cleanup;
+    cleanup = null;
+    c();
+  }
+  clearToasts();
+  const path = location.pathname;
+  let result = null;
+  const join = /^\/j\/([^/]+)\/?$/.exec(path);
+  if (path === '/') result = await home(gen);
+  else if (path === '/signin') result = mountSignIn(root);
+  else if (join) result = mountJoin(root, decodeURIComponent(join[1]));
+  else result = notFound();
+  if (gen === generation) cleanup = result;
+  else if (result) result();
+}
+
+onRoute(render);
+window.addEventListener('popstate', render);
+render();

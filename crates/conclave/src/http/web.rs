@@ -35,10 +35,32 @@ macro_rules! asset {
 
 const ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
+    asset!("style.css", "text/css; charset=utf-8"),
+    asset!("icon.svg", "image/svg+xml"),
     asset!("app.js", "text/javascript; charset=utf-8"),
     asset!("api.js", "text/javascript; charset=utf-8"),
+    asset!("router.js", "text/javascript; charset=utf-8"),
+    asset!("chrome.js", "text/javascript; charset=utf-8"),
     asset!("dom.js", "text/javascript; charset=utf-8"),
-    asset!("style.css", "text/css; charset=utf-8"),
+    asset!("icons.js", "text/javascript; charset=utf-8"),
+    asset!("errors.js", "text/javascript; charset=utf-8"),
+    asset!("toast.js", "text/javascript; charset=utf-8"),
+    asset!("signin.js", "text/javascript; charset=utf-8"),
+    asset!("landing.js", "text/javascript; charset=utf-8"),
+    asset!("dashboard.js", "text/javascript; charset=utf-8"),
+    asset!("meeting-form.js", "text/javascript; charset=utf-8"),
+    asset!("join.js", "text/javascript; charset=utf-8"),
+    asset!("call.js", "text/javascript; charset=utf-8"),
+    asset!("state.js", "text/javascript; charset=utf-8"),
+    asset!("signaling.js", "text/javascript; charset=utf-8"),
+    asset!("waiting.js", "text/javascript; charset=utf-8"),
+    asset!("meeting.js", "text/javascript; charset=utf-8"),
+    asset!("grid.js", "text/javascript; charset=utf-8"),
+    asset!("toolbar.js", "text/javascript; charset=utf-8"),
+    asset!("participants.js", "text/javascript; charset=utf-8"),
+    asset!("chat.js", "text/javascript; charset=utf-8"),
+    asset!("security.js", "text/javascript; charset=utf-8"),
+    asset!("outcome.js", "text/javascript; charset=utf-8"),
 ];
 
 fn serve(name: &str) -> Response {
@@ -165,6 +187,22 @@ mod tests {
     fn every_asset_is_embedded() {
         for a in ASSETS {
             assert!(!a.body.is_empty(), "{}", a.name);
+        }
+    }
+
+    #[test]
+    fn every_file_of_the_web_client_is_served() {
+        // A module added to web/ but not to ASSETS would 404 in the browser.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../web");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.starts_with('.') {
+                continue;
+            }
+            assert!(
+                ASSETS.iter().any(|a| a.name == name),
+                "web/{name} is not in ASSETS"
+            );
         }
     }
 }

@@ -1,0 +1,104 @@
+// The participant grid: one tile per member, sized to fill the stage at 16:9.
+// Each tile has a media slot (`.tile-media`) where the media change will put
+// the member's <video>; until then it shows their initials.
+
+import { h, hueOf, initials, setText, syncList } from './dom.js';
+import { icon } from './icons.js';
+
+const ASPECT = 16 / 9;
+const GAP = 12;
+
+const ROLE_LABEL = { host: 'Host', cohost: 'Co-host' };
+
+export function createGrid() {
+  const list = h('ul', { class: 'grid', 'aria-label': 'Video tiles' });
+  const alone = h('div', { class: 'stage-hint', hidden: true },
+    h('p', { class: 'stage-hint-title', text: 'You are the only one here' }),
+    h('p', { class: 'stage-hint-text', text: 'People you invite appear here when they join.' }));
+  const el = h('div', { class: 'stage' }, list, alone);
+  let count = 0;
+
+  const layout = () => {
+    const w = el.clientWidth - 2 * GAP;
+    const hgt = el.clientHeight - 2 * GAP;
+    if (w <= 0 || hgt <= 0 || count === 0) return;
+    let best = 0;
+    for (let cols = 1; cols <= count; cols += 1) {
+      const rows = Math.ceil(count / cols);
+      const tileW = Math.min((w - (cols - 1) * GAP) / cols, ((hgt - (rows - 1) * GAP) / rows) * ASPECT);
+      if (tileW > best) best = tileW;
+    }
+    list.style.setProperty('--tile-w', `${Math.floor(Math.max(best, 120))}px`);
+  };
+  const observer = new ResizeObserver(layout);
+  observer.observe(el);
+
+  function update(state) {
+    const tiles = state.participants;
+    syncList(list, tiles, (p) => p.id, createTile, (tile, p) => updateTile(tile, p, state));
+    if (tiles.length !== count) {
+      count = tiles.length;
+      list.dataset.count = String(count);
+      layout();
+    }
+    alone.hidden = !(tiles.length === 1 && tiles[0].id === state.you);
+  }
+
+  /** The element where a member's video goes (for the media change). */
+  function mediaSlot(participantId) {
+    const tile = list.querySelector(`[data-participant="${Number(participantId)}"]`);
+    return tile ? tile.querySelector('.tile-media') : null;
+  }
+
+  return { el, update, mediaSlot, destroy: () => observer.disconnect() };
+}
+
+function createTile(p) {
+  const refs = {
+    avatar: h('div', { class: 'avatar avatar-lg', 'aria-hidden': 'true' }),
+    name: h('span', { class: 'tile-name' }),
+    you: h('span', { class: 'tile-you', text: '(you)', hidden: true }),
+    role: h('span', { class: 'role-badge', hidden: true }),
+    mic: h('span', { class: 'tile-mic', role: 'img' }),
+    cam: h('span', { class: 'tile-flag', role: 'img', 'aria-label': 'Camera off', title: 'Camera off' }, icon('videoOff')),
+    screen: h('span', { class: 'tile-flag tile-flag-screen', role: 'img', 'aria-label': 'Sharing screen', title: 'Sharing screen' }, icon('screen')),
+    status: h('div', { class: 'tile-status', hidden: true },
+      h('span', { class: 'spinner spinner-sm', 'aria-hidden': 'true' }), h('span', { text: 'Reconnecting…' })),
+  };
+  const tile = h('li', { class: 'tile', 'data-participant': String(p.id) },
+    h('div', { class: 'tile-media' }, refs.avatar),
+    h('div', { class: 'tile-flags' }, refs.screen, refs.cam),
+    refs.status,
+    h('div', { class: 'tile-footer' }, refs.mic, refs.name, refs.you, refs.role));
+  tile._refs = refs;
+  return tile;
+}
+
+function updateTile(tile, p, state) {
+  const r = tile._refs;
+  const mine = p.id === state.you;
+  setText(r.name, p.name);
+  r.you.hidden = !mine;
+  setText(r.avatar, initials(p.name));
+  r.avatar.className = `avatar avatar-lg hue-${hueOf(p.id)}`;
+  const role = ROLE_LABEL[p.role];
+  r.role.hidden = !role;
+  if (role) setText(r.role, role);
+  const micState = p.audio ? 'on' : 'off';
+  if (r.mic.dataset.state !== micState) {
+    r.mic.dataset.state = micState;
+    const label = p.audio ? 'Microphone on' : 'Muted';
+    r.mic.setAttribute('aria-label', label);
+    r.mic.title = label;
+    r.mic.replaceChildren(icon(p.audio ? 'mic' : 'micOff'));
+  }
+  r.cam.hidden = p.video;
+  r.screen.hidden = !p.screen;
+  const reconnecting = p.presence === 'reconnecting';
+  r.status.hidden = !reconnecting;
+  tile.classList.toggle('is-self', mine);
+  tile.classList.toggle('is-muted', !p.audio);
+  tile.classList.toggle('is-video', p.video);
+  tile.classList.toggle('is-reconnecting', reconnecting);
+  tile.classList.toggle('is-speaking', state.activeSpeaker === p.id && p.audio);
+}

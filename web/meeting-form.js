@@ -1,0 +1,127 @@
+// The dialog for a new meeting's settings, or for changing an existing one's.
+
+import * as api from './api.js';
+import { alertBox, field, h, toggle } from './dom.js';
+import { apiError } from './errors.js';
+import { icon } from './icons.js';
+
+const PASSCODE_MIN = 8;
+const PASSCODE_MAX = 64;
+const TITLE_MAX = 200;
+const MAX_PARTICIPANTS = 1000;
+
+/**
+ * Opens the dialog. With `meeting` it edits that meeting; without, it creates
+ * one. Resolves with the saved meeting, or null when cancelled.
+ */
+export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
+  return new Promise((resolve) => {
+    const editing = !!meeting;
+    const s = meeting?.settings || {
+      passcode_required: true, waiting_room: true, screen_share: 'host_only', chat: true,
+      self_unmute: true, rename_self: false, only_signed_in: false, max_participants: 100,
+    };
+    const titleId = `dlg-title-${Date.now()}`;
+
+    const title = h('input', { type: 'text', maxLength: TITLE_MAX, value: meeting?.title || '', placeholder: defaultTitle, autocomplete: 'off' });
+    const passcodeOn = toggle('Require a passcode', s.passcode_required, (on) => { passcodeBox.hidden = !on; },
+      'The passcode rides in the invite link, after the #, so the server never logs it.');
+    const customPasscode = h('input', { type: 'text', maxLength: PASSCODE_MAX, autocomplete: 'off', spellcheck: false, placeholder: editing ? 'Leave empty to keep the current one' : 'Leave empty to generate a strong one' });
+    const regenerate = editing ? toggle('Generate a new passcode', false, (on) => { customPasscode.disabled = on; }) : null;
+    const passcodeBox = h('div', { class: 'subfields', hidden: !s.passcode_required },
+      field(editing ? 'New passcode' : 'Custom passcode', customPasscode),
+      regenerate ? regenerate.label : null);
+
+    const waitingRoom = toggle('Waiting room', s.waiting_room, null, 'A host admits each person who joins.');
+    const screenShare = h('select', {},
+      h('option', { value: 'host_only', text: 'Hosts only', selected: s.screen_share === 'host_only' }),
+      h('option', { value: 'everyone', text: 'Everyone', selected: s.screen_share === 'everyone' }));
+    const chat = toggle('Chat', s.chat, null, 'Participants may send chat messages.');
+    const selfUnmute = toggle('Participants can unmute themselves', s.self_unmute, null, 'After a host mutes them.');
+    const rename = toggle('Participants can rename themselves', s.rename_self);
+    const signedIn = toggle('Only signed-in users can join', s.only_signed_in);
+    const maxP = h('input', { type: 'number', min: 2, max: MAX_PARTICIPANTS, step: 1, value: String(s.max_participants), inputMode: 'numeric' });
+
+    const alert = alertBox();
+    const submit = h('button', { type: 'submit', class: 'btn btn-primary', text: editing ? 'Save changes' : 'Create meeting' });
+    const cancel = h('button', { type: 'button', class: 'btn btn-ghost', text: 'Cancel' });
+
+    const form = h('form', { class: 'dialog-form', noValidate: true },
+      h('header', { class: 'dialog-head' },
+        h('h2', { id: titleId, text: editing ? 'Meeting settings' : 'New meeting' }),
+        h('button', { type: 'button', class: 'icon-btn', 'aria-label': 'Close', onClick: () => close(null) }, icon('x'))),
+      h('div', { class: 'dialog-body' },
+        field('Title', title),
+        h('fieldset', { class: 'group' },
+          h('legend', { text: 'Security' }),
+          passcodeOn.label, passcodeBox, waitingRoom.label, signedIn.label),
+        h('fieldset', { class: 'group' },
+          h('legend', { text: 'Participants' }),
+          field('Who can share their screen', screenShare),
+          chat.label, selfUnmute.label, rename.label,
+          field('Maximum participants', maxP, `2 to ${MAX_PARTICIPANTS}, hosts included.`)),
+        alert.el),
+      h('footer', { class: 'dialog-foot' }, cancel, submit));
+
+    const dialog = h('dialog', { class: 'dialog', 'aria-labelledby': titleId }, form);
+    document.body.append(dialog);
+    cancel.addEventListener('click', () => close(null));
+    dialog.addEventListener('cancel', (ev) => {
+      ev.preventDefault();
+      close(null);
+    });
+
+    function close(result) {
+      dialog.close();
+      dialog.remove();
+      resolve(result);
+    }
+
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      alert.clear();
+      const n = Number(maxP.value);
+      if (!Number.isInteger(n) || n < 2 || n > MAX_PARTICIPANTS) {
+        alert.show(`Maximum participants must be a whole number from 2 to ${MAX_PARTICIPANTS}.`);
+        maxP.focus();
+        return;
+      }
+      const code = customPasscode.value.trim();
+      const wantPasscode = passcodeOn.input.checked;
+      if (wantPasscode && code && !customPasscode.disabled && (code.length < PASSCODE_MIN || code.length > PASSCODE_MAX)) {
+        alert.show(`A passcode has ${PASSCODE_MIN} to ${PASSCODE_MAX} characters.`);
+        customPasscode.focus();
+        return;
+      }
+      const body = {
+        settings: {
+          passcode_required: wantPasscode,
+          waiting_room: waitingRoom.input.checked,
+          screen_share: screenShare.value,
+          chat: chat.input.checked,
+          self_unmute: selfUnmute.input.checked,
+          rename_self: rename.input.checked,
+          only_signed_in: signedIn.input.checked,
+          max_participants: n,
+        },
+      };
+      const t = title.value.trim();
+      if (t) body.title = t;
+      if (wantPasscode) {
+        if (regenerate && regenerate.input.checked) body.regenerate_passcode = true;
+        else if (code) body.passcode = code;
+      }
+      submit.disabled = true;
+      try {
+        const saved = editing ? await api.updateMeeting(meeting.id, body) : await api.createMeeting(body);
+        close(saved);
+      } catch (e) {
+        submit.disabled = false;
+        alert.show(apiError(e));
+      }
+    });
+
+    dialog.showModal();
+    title.focus();
+  });
+}

@@ -1,0 +1,216 @@
+// The "Participants" panel: who is here, who is waiting, and for hosts and
+// co-hosts the controls over each of them and over the meeting.
+
+import { h, hueOf, initials, replace, setText, syncList, toggle, uid } from './dom.js';
+import { icon } from './icons.js';
+import { isModerator } from './state.js';
+
+const ROLE_LABEL = { host: 'Host', cohost: 'Co-host', participant: '' };
+
+function iconButton(label, iconName, onClick, extra = '') {
+  return h('button', { type: 'button', class: `row-btn ${extra}`, 'aria-label': label, title: label, onClick }, icon(iconName));
+}
+
+function textButton(label, onClick, extra = 'btn-secondary') {
+  return h('button', { type: 'button', class: `btn btn-sm ${extra}`, text: label, onClick });
+}
+
+export function createParticipantsPanel(call, { onClose }) {
+  const headingId = uid('ph');
+  const count = h('span', { class: 'panel-count' });
+
+  // Host tools: the lock, mute all, suspension and the permissions.
+  const lockBtn = h('button', { type: 'button', class: 'tool' });
+  const muteAllBtn = h('button', { type: 'button', class: 'tool' }, icon('micOff'), h('span', { text: 'Mute all' }));
+  const suspendBtn = h('button', { type: 'button', class: 'tool tool-danger' });
+  lockBtn.addEventListener('click', () => (call.state.meeting?.locked ? call.unlock() : call.lock()));
+  muteAllBtn.addEventListener('click', () => call.muteAll());
+  suspendBtn.addEventListener('click', () => (call.state.meeting?.suspended ? call.resumeActivities() : call.suspend()));
+
+  // Visible labels are short; the accessible names say what the switch allows.
+  const perm = {
+    screen: toggle('Screen sharing', false, (on) => call.setPermissions({ screen_share: on ? 'everyone' : 'host_only' }), null, 'Allow screen sharing'),
+    chat: toggle('Chat', true, (on) => call.setPermissions({ chat: on }), null, 'Allow chat'),
+    unmute: toggle('Self-unmute', true, (on) => call.setPermissions({ self_unmute: on }), null, 'Allow self-unmute'),
+    rename: toggle('Renaming', false, (on) => call.setPermissions({ rename_self: on }), null, 'Allow renaming'),
+  };
+  const tools = h('div', { class: 'host-tools', hidden: true },
+    h('div', { class: 'tool-row' }, lockBtn, muteAllBtn),
+    suspendBtn,
+    h('p', { class: 'perm-caption', text: 'Participants may use' }),
+    h('div', { class: 'perm-grid', role: 'group', 'aria-label': 'What participants may do' },
+      perm.screen.label, perm.chat.label, perm.unmute.label, perm.rename.label));
+
+  // The waiting room, as moderators see it.
+  const waitingCount = h('span', { class: 'section-count' });
+  const waitingList = h('ul', { class: 'people', 'aria-label': 'People waiting' });
+  const admitAll = textButton('Admit all', () => call.admitAll(), 'btn-primary');
+  const waitingBox = h('div', { class: 'waiting-box', hidden: true },
+    h('div', { class: 'section-head' },
+      h('h3', {}, 'Waiting to join ', waitingCount),
+      admitAll),
+    waitingList);
+
+  // The members.
+  const memberCount = h('span', { class: 'section-count' });
+  const memberList = h('ul', { class: 'people people-members', 'aria-label': 'In the meeting' });
+
+  const el = h('section', { class: 'panel', id: 'panel-participants', 'aria-label': 'Participants' },
+    h('header', { class: 'panel-head' },
+      h('h2', { id: headingId }, 'Participants ', count),
+      h('button', { type: 'button', class: 'icon-btn', 'aria-label': 'Close panel', title: 'Close panel', onClick: onClose }, icon('x'))),
+    h('div', { class: 'panel-body' },
+      tools,
+      waitingBox,
+      h('div', { class: 'section-head' }, h('h3', {}, 'In the meeting ', memberCount)),
+      memberList));
+
+  let renaming = false;
+
+  function update(state) {
+    const mod = isModerator(state);
+    const m = state.meeting;
+    setText(count, `(${state.participants.length})`);
+
+    tools.hidden = !mod;
+    if (mod && m) {
+      setTool(lockBtn, m.locked ? 'Unlock meeting' : 'Lock meeting', m.locked ? 'unlock' : 'lock');
+      lockBtn.classList.toggle('is-on', m.locked);
+      setTool(suspendBtn, m.suspended ? 'Resume participant activities' : 'Suspend participant activities', m.suspended ? 'play' : 'pause');
+      suspendBtn.classList.toggle('is-on', m.suspended);
+      perm.screen.input.checked = m.permissions.screen_share === 'everyone';
+      perm.chat.input.checked = m.permissions.chat;
+      perm.unmute.input.checked = m.permissions.self_unmute;
+      perm.rename.input.checked = m.permissions.rename_self;
+    }
+
+    waitingBox.hidden = !mod || state.waiting.length === 0;
+    setText(waitingCount, `(${state.waiting.length})`);
+    syncList(waitingList, mod ? state.waiting : [], (w) => w.id, createWaitingRow, updateWaitingRow);
+
+    setText(memberCount, `(${state.participants.length})`);
+    syncList(memberList, state.participants, (p) => p.id, createMemberRow, (row, p) => updateMemberRow(row, p, state));
+  }
+
+  function createWaitingRow(w) {
+    const name = h('span', { class: 'person-name' });
+    const avatar = h('span', { class: 'avatar avatar-sm', 'aria-hidden': 'true' });
+    const row = h('li', { class: 'person' },
+      avatar,
+      h('span', { class: 'person-text' }, name, h('span', { class: 'person-sub', text: w.signed_in ? 'Signed in' : 'Guest' })),
+      h('span', { class: 'person-actions' },
+        textButton('Admit', () => call.admit(w.id), 'btn-primary'),
+        textButton('Deny', () => call.deny(w.id), 'btn-ghost')));
+    row._refs = { name, avatar };
+    return row;
+  }
+
+  function updateWaitingRow(row, w) {
+    setText(row._refs.name, w.name);
+    setText(row._refs.avatar, initials(w.name));
+    row._refs.avatar.className = `avatar avatar-sm hue-${hueOf(w.id)}`;
+  }
+
+  function createMemberRow(p) {
+    const refs = {
+      avatar: h('span', { class: 'avatar avatar-sm', 'aria-hidden': 'true' }),
+      name: h('span', { class: 'person-name' }),
+      sub: h('span', { class: 'person-sub' }),
+      flags: h('span', { class: 'person-flags' }),
+      actions: h('span', { class: 'person-actions' }),
+      body: null,
+      sig: '',
+    };
+    refs.body = h('span', { class: 'person-text' }, refs.name, refs.sub);
+    const row = h('li', { class: 'person' }, refs.avatar, refs.body, refs.flags, refs.actions);
+    row._refs = refs;
+    return row;
+  }
+
+  function updateMemberRow(row, p, state) {
+    const r = row._refs;
+    const mine = p.id === state.you;
+    setText(r.avatar, initials(p.name));
+    r.avatar.className = `avatar avatar-sm hue-${hueOf(p.id)}`;
+    setText(r.name, mine ? `${p.name} (you)` : p.name);
+    const sub = [ROLE_LABEL[p.role], p.presence === 'reconnecting' ? 'Reconnecting…' : '', !p.signed_in ? 'Guest' : '']
+      .filter(Boolean).join(' · ');
+    setText(r.sub, sub);
+    row.classList.toggle('is-reconnecting', p.presence === 'reconnecting');
+
+    const flagSig = `${p.audio}${p.video}${p.screen}`;
+    if (r.flags.dataset.sig !== flagSig) {
+      r.flags.dataset.sig = flagSig;
+      replace(r.flags,
+        p.screen ? flag('screen', 'Sharing screen') : null,
+        flag(p.video ? 'video' : 'videoOff', p.video ? 'Camera on' : 'Camera off', !p.video),
+        flag(p.audio ? 'mic' : 'micOff', p.audio ? 'Microphone on' : 'Muted', !p.audio));
+    }
+
+    // Rebuild the actions only when something they depend on changed, so a
+    // button under the pointer or the keyboard focus is left alone.
+    const canRename = mine && (isModerator(state) || state.meeting?.permissions.rename_self);
+    const sig = [state.role, p.role, p.audio, p.video, p.screen, mine, canRename, renaming && mine].join('|');
+    if (r.sig === sig) return;
+    r.sig = sig;
+    r.actions.replaceChildren(...actionsFor(p, state, mine, canRename, row));
+  }
+
+  function actionsFor(p, state, mine, canRename, row) {
+    if (mine) {
+      return canRename ? [iconButton('Rename', 'edit', () => startRename(row, p))] : [];
+    }
+    const myRole = state.role;
+    if (!isModerator(state) || (myRole === 'cohost' && p.role === 'host')) return [];
+    const out = [];
+    if (p.audio) out.push(iconButton('Mute', 'micOff', () => call.stopMedia(p.id, 'audio')));
+    if (p.video) out.push(iconButton('Turn off video', 'videoOff', () => call.stopMedia(p.id, 'video')));
+    if (p.screen) out.push(iconButton('Stop screen share', 'screenOff', () => call.stopMedia(p.id, 'screen')));
+    if (myRole === 'host') {
+      if (p.role === 'participant') out.push(iconButton('Make co-host', 'star', () => call.setRole(p.id, 'cohost')));
+      else if (p.role === 'cohost') out.push(iconButton('Make participant', 'star', () => call.setRole(p.id, 'participant'), 'is-on'));
+    }
+    if (p.role !== 'host') out.push(iconButton('Remove', 'userX', () => call.remove(p.id), 'row-btn-danger'));
+    return out;
+  }
+
+  function startRename(row, p) {
+    renaming = true;
+    const r = row._refs;
+    const input = h('input', { type: 'text', value: p.name, maxLength: 64, class: 'rename-input', autocomplete: 'off' });
+    const form = h('form', { class: 'rename-form' },
+      h('label', { class: 'sr-only', for: (input.id = uid('rn')), text: 'New name' }),
+      input,
+      h('button', { type: 'submit', class: 'row-btn', 'aria-label': 'Save name', title: 'Save name' }, icon('check')),
+      h('button', { type: 'button', class: 'row-btn', 'aria-label': 'Cancel', title: 'Cancel', onClick: finish }, icon('x')));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const name = input.value.trim();
+      if (name && name !== p.name) call.rename(name);
+      finish();
+    });
+    r.body.replaceChildren(form);
+    r.actions.replaceChildren();
+    input.focus();
+    input.select();
+
+    function finish() {
+      renaming = false;
+      r.body.replaceChildren(r.name, r.sub);
+      r.sig = '';
+      update(call.state);
+    }
+  }
+
+  return { el, update };
+}
+
+function setTool(button, label, iconName) {
+  if (button.dataset.label === label) return;
+  button.dataset.label = label;
+  button.replaceChildren(icon(iconName), h('span', { text: label }));
+}
+
+function flag(iconName, label, off = false) {
+  return h('span', { class: `flag${off ? ' flag-off' : ''}`, role: 'img', 'aria-label': label, title: label }, icon(iconName));
+}

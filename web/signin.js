@@ -1,0 +1,153 @@
+// /signin: the password form, the one-time link (/signin#token=...), and the
+// "choose a password" step for an account that has none yet.
+
+import * as api from './api.js';
+import { brand, page } from './chrome.js';
+import { alertBox, field, h, lockout } from './dom.js';
+import { apiError, duration } from './errors.js';
+import { navigate, safeNext } from './router.js';
+
+/** Shortest and longest password the server accepts. */
+const PASSWORD_MIN = 10;
+const PASSWORD_MAX = 256;
+
+export function mountSignIn(root) {
+  page('Sign in', 'light');
+  const next = safeNext(new URLSearchParams(location.search).get('next'));
+  const token = new URLSearchParams(location.hash.slice(1)).get('token');
+  let stopLockout = null;
+  let alive = true;
+
+  const card = h('div', { class: 'auth-card' });
+  root.replaceChildren(h('main', { class: 'auth-page' }, h('div', { class: 'auth-brand' }, brand()), card));
+
+  const done = () => navigate(next, { replace: true });
+
+  function showBusy(text) {
+    card.replaceChildren(h('div', { class: 'auth-busy' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), h('p', { text })));
+  }
+
+  function showSignIn(message) {
+    const username = h('input', { type: 'text', name: 'username', autocomplete: 'username', required: true, maxLength: 64, autocapitalize: 'none', spellcheck: false });
+    const password = h('input', { type: 'password', name: 'password', autocomplete: 'current-password', required: true, maxLength: PASSWORD_MAX });
+    const submit = h('button', { type: 'submit', class: 'btn btn-primary btn-block', text: 'Sign in' });
+    const alert = alertBox();
+    const form = h('form', { class: 'form', noValidate: true },
+      h('h1', { class: 'auth-title', text: 'Sign in' }),
+      h('p', { class: 'auth-sub', text: 'Host meetings on this Conclave server.' }),
+      field('Username', username),
+      field('Password', password),
+      alert.el,
+      submit,
+      h('p', { class: 'auth-foot', text: 'Joining a meeting? Open the invite link you were sent; no account is needed.' }));
+    card.replaceChildren(form);
+    if (message) alert.show(message);
+    username.focus();
+
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      alert.clear();
+      if (!username.value.trim() || !password.value) {
+        alert.show('Enter your username and password.');
+        return;
+      }
+      submit.disabled = true;
+      submit.textContent = 'Signing in…';
+      try {
+        const user = await api.signIn(username.value.trim(), password.value);
+        if (!alive) return;
+        if (user.has_password) done();
+        else showChoosePassword(user);
+      } catch (e) {
+        if (!alive) return;
+        submit.textContent = 'Sign in';
+        submit.disabled = false;
+        if (e.code === 'too_many_attempts' && e.retryAfter) {
+          stopLockout = lockout(alert, submit, e.retryAfter,
+            (s) => `Too many attempts. Try again in ${duration(s)}.`);
+        } else {
+          alert.show(apiError(e));
+          if (e.code === 'bad_credentials') {
+            password.value = '';
+            password.focus();
+          }
+        }
+      }
+    });
+  }
+
+  function showChoosePassword(user) {
+    page('Choose a password', 'light');
+    const pw = h('input', { type: 'password', autocomplete: 'new-password', required: true, minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX });
+    const again = h('input', { type: 'password', autocomplete: 'new-password', required: true, maxLength: PASSWORD_MAX });
+    const submit = h('button', { type: 'submit', class: 'btn btn-primary btn-block', text: 'Save password' });
+    const alert = alertBox();
+    const form = h('form', { class: 'form', noValidate: true },
+      h('h1', { class: 'auth-title', text: 'Choose a password' }),
+      h('p', { class: 'auth-sub' },
+        'Welcome, ', h('strong', { text: user.username }), '. ',
+        `Choose a password to sign in with from now on: ${PASSWORD_MIN} to ${PASSWORD_MAX} characters.`),
+      field('New password', pw),
+      field('Confirm password', again),
+      alert.el,
+      submit);
+    card.replaceChildren(form);
+    pw.focus();
+
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      alert.clear();
+      if ([...pw.value].length < PASSWORD_MIN) {
+        alert.show(`A password needs at least ${PASSWORD_MIN} characters.`);
+        pw.focus();
+        return;
+      }
+      if (pw.value !== again.value) {
+        alert.show('The two passwords are not the same.');
+        again.focus();
+        return;
+      }
+      submit.disabled = true;
+      try {
+        await api.setPassword(pw.value);
+        if (alive) done();
+      } catch (e) {
+        if (!alive) return;
+        submit.disabled = false;
+        alert.show(apiError(e));
+      }
+    });
+  }
+
+  async function start() {
+    if (token) {
+      // The token is a one-time secret: take it out of the address bar and history first.
+      history.replaceState(null, '', location.pathname + location.search);
+      showBusy('Signing you in…');
+      try {
+        const user = await api.redeemLink(token);
+        if (!alive) return;
+        if (user.has_password) done();
+        else showChoosePassword(user);
+      } catch (e) {
+        if (alive) showSignIn(apiError(e));
+      }
+      return;
+    }
+    try {
+      const user = await api.me();
+      if (!alive) return;
+      if (user && user.has_password) done();
+      else if (user) showChoosePassword(user);
+      else showSignIn();
+    } catch (e) {
+      if (alive) showSignIn(apiError(e));
+    }
+  }
+
+  start();
+  return () => {
+    alive = false;
+    if (stopLockout) stopLockout();
+  };
+}

@@ -1,0 +1,26 @@
+// The waiting screen. A waiting person gets nothing from the meeting (no
+// roster, no chat, no title), so this shows only their own name and status.
+
+import { h, hueOf, initials, setText } from './dom.js';
+
+export function mountWaiting(root, call) {
+  document.body.dataset.theme = 'dark';
+  document.title = 'Waiting room · Conclave';
+  const status = h('p', { class: 'waiting-status', role: 'status' });
+  const leave = h('button', { type: 'button', class: 'btn btn-dark', text: 'Leave', onClick: () => call.leave() });
+  root.replaceChildren(h('main', { class: 'center-page' },
+    h('section', { class: 'waiting-card', 'aria-label': 'Waiting room' },
+      h('div', { class: 'waiting-pulse' },
+        h('span', { class: `avatar avatar-xl hue-${hueOf(call.name)}`, 'aria-hidden': 'true', text: initials(call.name) })),
+      h('h1', { class: 'waiting-title', text: 'Waiting for the host to let you in' }),
+      h('p', { class: 'waiting-text', text: 'You are in the waiting room. Until a host admits you, nobody in the meeting sees or hears you, and you see nothing of the meeting.' }),
+      h('p', { class: 'waiting-who' }, 'Joining as ', h('strong', { text: call.name })),
+      status,
+      leave)));
+
+  function render(state) {
+    setText(status, state.connection === 'reconnecting' ? 'Connection lost. Getting back in the waiting room…' : '');
+  }
+  render(call.state);
+  return call.store.subscribe(render);
+}
