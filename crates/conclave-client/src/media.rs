@@ -97,6 +97,44 @@ struct Source {
     index: usize,
     pass: u64,
     sent_frames: u64,
+    /// A key frame was asked for: send the next one now.
+    skip_to_key: bool,
+}
+
+/// Whether a VP8 frame is a key frame (RFC 6386 §9.1: bit 0 of the frame
+/// tag is 0 for key frames).
+pub fn is_vp8_keyframe(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|b| b & 1 == 0)
+}
+
+impl Source {
+    /// Moves to the next key frame and shifts the clock so that it is due
+    /// now; media time keeps increasing.
+    fn jump_to_keyframe(&mut self, now: Instant, start: Instant) {
+        let SourceMedia::Vp8 { frames } = &self.media else {
+            return;
+        };
+        let n = frames.len();
+        let Some(step) = (0..n).find(|i| is_vp8_keyframe(&frames[(self.index + i) % n].1)) else {
+            return;
+        };
+        if step == 0 {
+            return;
+        }
+        let target = self.index + step;
+        let period = self.media.period();
+        let (pass, index) = (self.pass + (target / n) as u64, target % n);
+        let offset = self.media.frame(index).map(|f| f.0).unwrap_or(0.0);
+        let due_secs = pass as f64 * period + offset;
+        // Due now: the start moves back by however far we skipped ahead.
+        let elapsed = now.saturating_duration_since(start).as_secs_f64();
+        let shift = (due_secs - elapsed).max(0.0);
+        self.start = start
+            .checked_sub(Duration::from_secs_f64(shift))
+            .or(Some(start));
+        self.pass = pass;
+        self.index = index;
+    }
 }
 
 /// What arrived on one received track.
@@ -108,7 +146,9 @@ pub struct TrackStats {
     pub bytes: u64,
     /// Frames str0m could not assemble from contiguous packets.
     pub incomplete_frames: u64,
+    pub keyframes: u64,
     pub first_frame_at: Option<Instant>,
+    pub first_keyframe_at: Option<Instant>,
     pub last_frame_at: Option<Instant>,
 }
 
@@ -186,6 +226,7 @@ impl ClientPeer {
                     index: 0,
                     pass: 0,
                     sent_frames: 0,
+                    skip_to_key: false,
                 }
             })
             .collect();
@@ -299,6 +340,10 @@ impl ClientPeer {
                     break;
                 }
                 let period = src.media.period();
+                if std::mem::take(&mut src.skip_to_key) {
+                    src.jump_to_keyframe(now, start);
+                }
+                let start = src.start.unwrap_or(start);
                 let Some((offset, data)) = src.media.frame(src.index) else {
                     break;
                 };
@@ -379,12 +424,20 @@ impl ClientPeer {
                         t.incomplete_frames += 1;
                     }
                     t.first_frame_at.get_or_insert(now);
+                    let video = matches!(t.kind, Some(Kind::Video | Kind::Screen));
+                    if video && is_vp8_keyframe(&d.data) {
+                        t.keyframes += 1;
+                        t.first_keyframe_at.get_or_insert(now);
+                    }
                     t.last_frame_at = Some(now);
                 }
-                Event::KeyframeRequest(_) => {
-                    // Pre-encoded media cannot make a key frame on demand; the
-                    // next pass through the file starts with one.
+                Event::KeyframeRequest(req) => {
+                    // Pre-encoded media cannot make a key frame on demand:
+                    // skip ahead to the file's next one instead.
                     self.stats.keyframe_requests += 1;
+                    if let Some(src) = self.sources.iter_mut().find(|s| s.mid == req.mid) {
+                        src.skip_to_key = true;
+                    }
                 }
                 _ => {}
             },

@@ -79,3 +79,109 @@ async fn two_native_clients_exchange_audio_and_video() {
     );
     assert!(audio_ba >= 80, "A got {audio_ba} audio frames from B");
 }
+
+/// The owner in the meeting as host, over a plain WebSocket.
+async fn host_socket(server: &TestServer, http: &Http, meeting: &serde_json::Value) -> Ws {
+    let mut host = Ws::connect(
+        server,
+        &id(meeting),
+        WsOptions {
+            cookie: http.cookie_header(),
+            ..WsOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(host.join("Hostess", None).await["type"], "joined");
+    host
+}
+
+#[tokio::test]
+async fn removed_member_stops_reaching_others_within_a_second() {
+    let server = TestServer::start().await;
+    let http = server.host("hostess").await;
+    let meeting = http
+        .meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let mut host = host_socket(&server, &http, &meeting).await;
+    let a = tokio::spawn(run(options(&meeting, "Ada", 8)));
+    let joined = host.until("participant_joined").await;
+    let ada = joined["participant"]["id"].as_u64().expect("id");
+    let b = tokio::spawn(run(options(&meeting, "Bob", 6)));
+    host.until("participant_joined").await;
+    // A stranger arriving now is kept out and sees none of it.
+    let mut waiter = Ws::connect(
+        &server,
+        &id(&meeting),
+        WsOptions {
+            from: Some(addr(9)),
+            ..WsOptions::default()
+        },
+    )
+    .await;
+    host.send(json!({"type": "lock"})).await;
+    assert_eq!(
+        waiter.join("Stranger", Some(&passcode(&meeting))).await["code"],
+        "locked"
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let removed_at = std::time::Instant::now();
+    host.send(json!({"type": "remove", "participant": ada}))
+        .await;
+    let a = a.await.expect("task").expect("session A");
+    assert_eq!(a.ended_early.as_deref(), Some("removed"));
+    let b = b.await.expect("task").expect("session B");
+    let from_ada: Vec<_> = b
+        .media
+        .received
+        .values()
+        .filter(|t| t.participant.map(|p| p.0) == Some(ada))
+        .collect();
+    assert!(!from_ada.is_empty());
+    for track in from_ada {
+        assert!(track.frames > 0, "media flowed before the removal");
+        let last = track.last_frame_at.expect("frames arrived");
+        let after = last.saturating_duration_since(removed_at);
+        assert!(
+            after < Duration::from_secs(1),
+            "{:?} still arrived {after:?} after the removal",
+            track.kind
+        );
+    }
+}
+
+#[tokio::test]
+async fn late_joiner_sees_a_key_frame_quickly() {
+    let server = TestServer::start().await;
+    let http = server.host("hostess").await;
+    let meeting = http
+        .meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let a = tokio::spawn(run(options(&meeting, "Ada", 6)));
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let mut late = options(&meeting, "Late", 3);
+    late.send_ivf = None;
+    late.send_ogg = None;
+    let b = run(late).await.expect("late session");
+    let _ = a.await;
+    let connected = b.media.connected_at.expect("connected");
+    let video = b
+        .media
+        .received
+        .values()
+        .find(|t| {
+            t.kind
+                .map(|k| serde_json::to_value(k).ok() == Some(json!("video")))
+                == Some(true)
+        })
+        .expect("a video track from Ada");
+    let first_key = video.first_keyframe_at.expect("a key frame arrived");
+    // The router asks Ada for a key frame when Late subscribes; Ada skips to
+    // her next one. Generous bound: this is a property, not a benchmark.
+    assert!(
+        first_key.saturating_duration_since(connected) < Duration::from_millis(1500),
+        "first key frame {:?} after connecting",
+        first_key.saturating_duration_since(connected)
+    );
+    assert!(video.keyframes >= 1);
+}
