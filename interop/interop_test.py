@@ -110,7 +110,7 @@ def main():
                  link, "--duration", str(DURATION + 1)],
                 stdout=subprocess.PIPE,
             )
-            time.sleep(0.5)
+            time.sleep(float(os.environ.get("INTEROP_STAGGER", "0.5")))
             native = subprocess.Popen(
                 [BIN, "join", link, "--name", "Native", "--send-ivf", SAMPLE,
                  "--duration", str(DURATION), "--patience", "10", "--stats"],
