@@ -3,6 +3,7 @@
 // `call.store`; they never touch the socket.
 
 import { Signaling } from './signaling.js';
+import { initialMedia, Streams } from './streams.js';
 import { createStore, initialState, isModerator, reduce, self } from './state.js';
 import { meetingError } from './errors.js';
 import { toast } from './toast.js';
@@ -54,7 +55,8 @@ export class Call {
     this.passcode = passcode;
     this.media = media;
     this.owner = owner;
-    this.store = createStore(initialState());
+    this.store = createStore({ ...initialState(), media: initialMedia() });
+    this.streams = null; // the media, from the first `joined` on
     this.intent = null; // what the last request was, to explain a refusal
     this.expectOff = new Set(); // kinds this client turned off itself
     this.endedByMe = false;
@@ -92,6 +94,7 @@ export class Call {
   /** Stops listening; the socket closes without a leave (used when the page goes). */
   dispose() {
     window.removeEventListener('pagehide', this.onPageHide);
+    this.streams?.close();
     this.sig.close();
   }
 
@@ -99,6 +102,14 @@ export class Call {
 
   onMessage(msg) {
     const before = this.state;
+    if (msg.type === 'media_offer') {
+      this.streams?.onOffer(msg);
+      return;
+    }
+    if (msg.type === 'media_answer') {
+      this.streams?.onAnswer(msg);
+      return;
+    }
     if (msg.type === 'error') {
       this.onError(msg);
       return;
@@ -113,12 +124,16 @@ export class Call {
     switch (msg.type) {
       case 'joined':
         writeSeat(this.meetingId, { token: msg.resume_token, window: msg.resume_window, name: this.name, savedAt: Date.now() });
-        if (!this.joinedOnce) {
+        if (this.streams) {
+          // Resumed after a drop: the old peer connection went with the old socket.
+          this.streams.connect();
+        } else {
+          this.streams = new Streams(this);
+          const arriving = !this.joinedOnce;
           this.joinedOnce = true;
-          const on = {};
-          if (this.media.audio) on.audio = true;
-          if (this.media.video) on.video = true;
-          if (Object.keys(on).length) this.send({ type: 'set_media', ...on }, { kind: 'arrival' });
+          this.streams.start(arriving ? this.media : {}).then((on) => {
+            if (Object.keys(on).length && this.state.phase === 'joined') this.send({ type: 'set_media', ...on }, { kind: 'arrival' });
+          });
         }
         break;
       case 'waiting_room':
@@ -162,7 +177,12 @@ export class Call {
       }));
       return;
     }
+    if (err.code === 'media_refused') {
+      this.streams?.onRefused();
+      return;
+    }
     if (err.code === 'not_permitted') {
+      if (this.intent?.kind === 'screen') this.streams?.dropPendingScreen();
       toast(this.explainRefusal(), 'error');
       return;
     }
@@ -305,8 +325,8 @@ export class Call {
     return true;
   }
 
-  /** Turns one of this member's media kinds on or off (state only until media lands). */
-  setMedia(kind, on) {
+  /** Turns one of this member's media kinds on or off; a screen is captured before it is offered. */
+  async setMedia(kind, on) {
     const s = this.state;
     if (on && !isModerator(s)) {
       if (s.meeting?.suspended) {
@@ -318,8 +338,9 @@ export class Call {
         return;
       }
     }
+    if (kind === 'screen' && on && !(this.streams && await this.streams.shareScreen())) return;
     if (!on) this.expectOff.add(kind);
-    this.send({ type: 'set_media', [kind]: on }, { kind });
+    if (!this.send({ type: 'set_media', [kind]: on }, { kind }) && kind === 'screen') this.streams?.dropPendingScreen();
   }
 
   chat(text) {
@@ -357,6 +378,7 @@ export class Call {
 
   leave() {
     writeSeat(this.meetingId, null);
+    this.streams?.close();
     this.sig.leave();
     this.store.update((s) => ({ ...s, phase: 'over', connection: 'closed', outcome: { kind: s.phase === 'waiting' ? 'left_waiting' : 'left' } }));
   }

@@ -1,6 +1,8 @@
 // The participant grid: one tile per member, sized to fill the stage at 16:9.
-// Each tile has a media slot (`.tile-media`) where the media change will put
-// the member's <video>; until then it shows their initials.
+// Each tile shows the member's video (their screen share while they share;
+// the own camera mirrored as a self view), or their initials when there is
+// none, and plays their audio. The size each remote video is shown at goes to
+// `onViewSize`, so the server can pick what to send.
 
 import { h, hueOf, initials, setText, syncList } from './dom.js';
 import { icon } from './icons.js';
@@ -10,7 +12,8 @@ const GAP = 12;
 
 const ROLE_LABEL = { host: 'Host', cohost: 'Co-host' };
 
-export function createGrid() {
+/** handlers: {onViewSize(participant, kind, width, height)}. */
+export function createGrid(handlers = {}) {
   const list = h('ul', { class: 'grid', 'aria-label': 'Video tiles' });
   const alone = h('div', { class: 'stage-hint', hidden: true },
     h('p', { class: 'stage-hint-title', text: 'You are the only one here' }),
@@ -32,10 +35,22 @@ export function createGrid() {
   };
   const observer = new ResizeObserver(layout);
   observer.observe(el);
+  const videoSizes = new ResizeObserver((entries) => {
+    for (const e of entries) {
+      const v = e.target;
+      if (!v._shown || v._shown.mine || !handlers.onViewSize) continue;
+      handlers.onViewSize(v._shown.participant, v._shown.kind, e.contentRect.width, e.contentRect.height);
+    }
+  });
+  const create = (p) => {
+    const tile = createTile(p);
+    videoSizes.observe(tile._refs.video);
+    return tile;
+  };
 
   function update(state) {
     const tiles = state.participants;
-    syncList(list, tiles, (p) => p.id, createTile, (tile, p) => updateTile(tile, p, state));
+    syncList(list, tiles, (p) => p.id, create, (tile, p) => updateTile(tile, p, state));
     if (tiles.length !== count) {
       count = tiles.length;
       list.dataset.count = String(count);
@@ -50,7 +65,15 @@ export function createGrid() {
     return tile ? tile.querySelector('.tile-media') : null;
   }
 
-  return { el, update, mediaSlot, destroy: () => observer.disconnect() };
+  return {
+    el,
+    update,
+    mediaSlot,
+    destroy: () => {
+      observer.disconnect();
+      videoSizes.disconnect();
+    },
+  };
 }
 
 function createTile(p) {
@@ -64,9 +87,15 @@ function createTile(p) {
     screen: h('span', { class: 'tile-flag tile-flag-screen', role: 'img', 'aria-label': 'Sharing screen', title: 'Sharing screen' }, icon('screen')),
     status: h('div', { class: 'tile-status', hidden: true },
       h('span', { class: 'spinner spinner-sm', 'aria-hidden': 'true' }), h('span', { text: 'Reconnecting…' })),
+    video: h('video', { class: 'tile-video', hidden: true }),
+    audio: h('audio', { hidden: true }),
   };
+  refs.video.autoplay = true;
+  refs.video.muted = true; // sound comes from the <audio>, never from a self view
+  refs.video.playsInline = true;
+  refs.audio.autoplay = true;
   const tile = h('li', { class: 'tile', 'data-participant': String(p.id) },
-    h('div', { class: 'tile-media' }, refs.avatar),
+    h('div', { class: 'tile-media' }, refs.avatar, refs.video, refs.audio),
     h('div', { class: 'tile-flags' }, refs.screen, refs.cam),
     refs.status,
     h('div', { class: 'tile-footer' }, refs.mic, refs.name, refs.you, refs.role));
@@ -93,6 +122,7 @@ function updateTile(tile, p, state) {
     r.mic.replaceChildren(icon(p.audio ? 'mic' : 'micOff'));
   }
   r.cam.hidden = p.video;
+  showMedia(r, p, state, mine);
   r.screen.hidden = !p.screen;
   const reconnecting = p.presence === 'reconnecting';
   r.status.hidden = !reconnecting;
@@ -101,4 +131,29 @@ function updateTile(tile, p, state) {
   tile.classList.toggle('is-video', p.video);
   tile.classList.toggle('is-reconnecting', reconnecting);
   tile.classList.toggle('is-speaking', state.activeSpeaker === p.id && p.audio);
+}
+
+/** Puts the member's video (screen first) and audio into the tile, or the initials. */
+function showMedia(r, p, state, mine) {
+  const media = state.media || { local: {}, remote: {} };
+  const tracks = mine ? media.local : media.remote[p.id] || {};
+  let kind = null;
+  if (p.screen && tracks.screen) kind = 'screen';
+  else if (p.video && tracks.video) kind = 'video';
+  const track = kind ? tracks[kind] : null;
+  setSource(r.video, track);
+  r.video._shown = track ? { participant: p.id, kind, mine } : null;
+  r.video.hidden = !track;
+  r.avatar.hidden = !!track;
+  r.video.classList.toggle('is-mirrored', mine && kind === 'video');
+  const label = mine ? `${p.name} (you)` : p.name;
+  if (r.video.getAttribute('aria-label') !== label) r.video.setAttribute('aria-label', label);
+  setSource(r.audio, mine ? null : tracks.audio || null);
+}
+
+function setSource(el, track) {
+  if ((el._track || null) === track) return;
+  el._track = track;
+  el.srcObject = track ? new MediaStream([track]) : null;
+  if (track) el.play().catch(() => {});
 }

@@ -20,7 +20,9 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
   const panels = { participants: wide, chat: wide, unread: 0 };
   let seenChat = call.state.chat.length;
 
-  const grid = createGrid();
+  const grid = createGrid({
+    onViewSize: (participant, kind, w, hgt) => call.streams?.viewSize(participant, kind, w, hgt),
+  });
   const participants = createParticipantsPanel(call, { onClose: () => togglePanel('participants', false) });
   const chat = createChatPanel(call, { onClose: () => togglePanel('chat', false) });
   const security = createSecurityPanel();
@@ -49,12 +51,17 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
   const banner = h('div', { class: 'reconnect-banner', role: 'alert', hidden: true },
     h('span', { class: 'spinner spinner-sm', 'aria-hidden': 'true' }), bannerText);
 
+  const mediaErrorText = h('span');
+  const mediaError = h('div', { class: 'media-error', role: 'alert', hidden: true }, mediaErrorText,
+    h('button', { type: 'button', class: 'btn btn-dark btn-sm', text: 'Dismiss', onClick: () => call.streams?.dismissError() }));
+
   const sidebar = h('aside', { class: 'sidebar', 'aria-label': 'Side panels' }, participants.el, chat.el);
   const screen = h('div', { class: 'meeting' },
     h('header', { class: 'meeting-top' },
       h('div', { class: 'mt-left' }, logo(), title, lockedBadge, suspendedBadge),
       h('div', { class: 'mt-right' }, security.el, copyLink)),
     banner,
+    mediaError,
     h('div', { class: 'meeting-body' },
       h('main', { class: 'stage-wrap' }, grid.el),
       sidebar),
@@ -108,6 +115,9 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
     security.update(state);
     toolbar.update(state, panels);
     renderBanner(state);
+    const err = state.media?.error || null;
+    mediaError.hidden = !err;
+    if (err) setText(mediaErrorText, err);
   }
 
   render(call.state);

@@ -1,0 +1,193 @@
+// A member's media in one meeting session: the tracks it captures, the peer
+// connection that sends them and receives the others', and the view sizes it
+// reports. What the roster says this member sends decides what is enabled; the
+// tracks and any capture error are put into the call's state as `media`.
+
+import { captureScreen, captureTrack } from './media.js';
+import { Peer } from './peer.js';
+import { self } from './state.js';
+
+/** Least time between two view-size reports for one video, in ms. */
+const VIEW_SIZE_EVERY_MS = 500;
+
+export function initialMedia() {
+  return { local: { audio: null, video: null, screen: null }, remote: {}, error: null };
+}
+
+export class Streams {
+  constructor(call) {
+    this.call = call;
+    this.local = { audio: null, video: null, screen: null };
+    this.capturing = new Set();
+    this.pendingScreen = null; // captured, waiting for the server to allow it
+    this.peer = null;
+    this.sizes = new Map(); // `${participant}:${kind}` -> {w, h, at, timer}
+    this.unsubscribe = call.store.subscribe((s) => this.sync(s));
+  }
+
+  /** Captures the kinds wanted on arrival; resolves to those that worked ({audio?, video?}). */
+  async start(wanted) {
+    const on = {};
+    const errors = [];
+    for (const kind of ['audio', 'video']) {
+      if (!wanted[kind]) continue;
+      this.capturing.add(kind);
+      try {
+        this.local[kind] = await captureTrack(kind);
+        this.local[kind].enabled = false; // until the server says it is on
+        on[kind] = true;
+      } catch (err) {
+        errors.push(err.message);
+      } finally {
+        this.capturing.delete(kind);
+      }
+    }
+    if (errors.length) this.setError(errors.join(' '));
+    this.connect();
+    return on;
+  }
+
+  /** A new peer connection (after a resume the old one is gone with the old socket). */
+  connect() {
+    if (this.peer) this.peer.close();
+    this.peer = new Peer({
+      send: (msg) => this.call.sig.send(msg),
+      onRemote: (list) => this.setRemote(list),
+    });
+    this.peer.start(this.local);
+    this.publish();
+  }
+
+  onOffer(msg) { this.peer?.acceptOffer(msg.sdp, msg.tracks || []); }
+  onAnswer(msg) { this.peer?.acceptAnswer(msg.sdp); }
+  onRefused() { this.peer?.refused(); }
+
+  /** Asks for the screen; once captured, asks the server to let it be shared. */
+  async shareScreen() {
+    let track;
+    try {
+      track = await captureScreen();
+    } catch (err) {
+      if (err) this.setError(err.message);
+      return false;
+    }
+    if (this.pendingScreen) this.pendingScreen.stop();
+    this.pendingScreen = track;
+    track.addEventListener('ended', () => {
+      if (this.local.screen === track) this.call.setMedia('screen', false);
+      else if (this.pendingScreen === track) this.pendingScreen = null;
+    });
+    return true;
+  }
+
+  /** The server refused the share: forget the captured screen. */
+  dropPendingScreen() {
+    if (this.pendingScreen) this.pendingScreen.stop();
+    this.pendingScreen = null;
+  }
+
+  /** The size a remote video is shown at, reported to the server at most every 500 ms. */
+  viewSize(participant, kind, width, height) {
+    const key = `${participant}:${kind}`;
+    const w = Math.round(width);
+    const h = Math.round(height);
+    let entry = this.sizes.get(key);
+    if (!entry) {
+      entry = { sent: '', timer: null, next: null };
+      this.sizes.set(key, entry);
+    }
+    entry.next = { w, h };
+    if (entry.timer) return;
+    const flush = () => {
+      entry.timer = null;
+      const { w: fw, h: fh } = entry.next;
+      const sig = `${fw}x${fh}`;
+      if (sig === entry.sent || fw <= 0 || fh <= 0) return;
+      if (this.call.sig.send({ type: 'view_size', participant, kind, width: fw, height: fh })) entry.sent = sig;
+      entry.timer = setTimeout(() => { entry.timer = null; if (`${entry.next.w}x${entry.next.h}` !== entry.sent) flush(); }, VIEW_SIZE_EVERY_MS);
+    };
+    flush();
+  }
+
+  dismissError() { this.setError(null); }
+
+  close() {
+    this.unsubscribe();
+    if (this.peer) this.peer.close();
+    this.peer = null;
+    for (const t of [this.local.audio, this.local.video, this.local.screen, this.pendingScreen]) if (t) t.stop();
+    this.local = { audio: null, video: null, screen: null };
+    this.pendingScreen = null;
+    for (const e of this.sizes.values()) clearTimeout(e.timer);
+  }
+
+  // --- internals -------------------------------------------------------------
+
+  /** Follows the roster: enables what this member sends, captures what is missing. */
+  sync(state) {
+    if (!this.peer || state.phase !== 'joined') {
+      if (state.phase === 'over' || state.phase === 'failed') this.close();
+      return;
+    }
+    const me = self(state);
+    if (!me) return;
+    for (const kind of ['audio', 'video']) {
+      const track = this.local[kind];
+      if (track) {
+        if (track.enabled !== !!me[kind]) track.enabled = !!me[kind];
+      } else if (me[kind] && !this.capturing.has(kind)) {
+        this.captureLate(kind);
+      }
+    }
+    if (me.screen && this.pendingScreen) {
+      this.local.screen = this.pendingScreen;
+      this.pendingScreen = null;
+      this.peer.setTrack('screen', this.local.screen);
+      this.publish();
+    } else if (!me.screen && this.local.screen) {
+      this.local.screen.stop();
+      this.local.screen = null;
+      this.peer.setTrack('screen', null);
+      this.publish();
+    }
+  }
+
+  /** Turned on later than arrival (or after a reload): capture now. */
+  async captureLate(kind) {
+    this.capturing.add(kind);
+    try {
+      const track = await captureTrack(kind);
+      const me = self(this.call.state);
+      if (!this.peer || !me) {
+        track.stop();
+        return;
+      }
+      track.enabled = !!me[kind];
+      this.local[kind] = track;
+      this.peer.setTrack(kind, track);
+      this.publish();
+    } catch (err) {
+      this.setError(err.message);
+      this.call.setMedia(kind, false);
+    } finally {
+      this.capturing.delete(kind);
+    }
+  }
+
+  publish() {
+    const local = { ...this.local };
+    this.call.store.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), local } }));
+  }
+
+  setRemote(list) {
+    const remote = {};
+    for (const { participant, kind, track } of list) {
+      remote[participant] = { ...(remote[participant] || {}), [kind]: track };
+    }
+    this.call.store.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), remote } }));
+  }
+
+  setError(text) {
+    this.call.store.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), error: text } }));
+  }
+}
