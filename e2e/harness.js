@@ -1,0 +1,174 @@
+// What the browser tests share: a Conclave server of their own (the debug
+// binary, free ports, a temporary data directory), browsers with fake camera
+// and microphone, and ways to read what a page's peer connection received.
+
+import { spawn, spawnSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BINARY = process.env.CONCLAVE_BIN || path.join(ROOT, 'target/debug/conclave');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+export const ARTIFACTS = path.join(ROOT, 'e2e/artifacts');
+
+const CHROMIUM_FLAGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+];
+
+async function freeTcpPort() {
+  const srv = net.createServer();
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+async function freeUdpPort() {
+  const sock = dgram.createSocket('udp4');
+  await new Promise((resolve) => sock.bind(0, '127.0.0.1', resolve));
+  const { port } = sock.address();
+  await new Promise((resolve) => sock.close(resolve));
+  return port;
+}
+
+/** Starts a server; resolves to {url, dataDir, createUser(name, password), stop()}. */
+export async function startServer() {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-e2e-'));
+  const port = await freeTcpPort();
+  const mediaPort = await freeUdpPort();
+  const url = `http://127.0.0.1:${port}`;
+  const log = fs.openSync(path.join(dataDir, 'server.log'), 'a');
+  const proc = spawn(BINARY, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--media-port', String(mediaPort), '--public-url', url], {
+    stdio: ['ignore', log, log],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+  });
+  let exited = null;
+  proc.on('exit', (code) => { exited = code; });
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (exited !== null) throw new Error(`server exited (${exited}); see ${dataDir}/server.log`);
+    try {
+      const r = await fetch(`${url}/`);
+      if (r.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error('server did not start in 20 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    dataDir,
+    createUser(name, password) {
+      const r = spawnSync(BINARY, ['admin', 'create-user', name, '--password-stdin', '--data-dir', dataDir], { input: `${password}\n`, encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`create-user failed: ${r.stderr}`);
+    },
+    async stop() {
+      if (exited === null) {
+        proc.kill('SIGTERM');
+        await new Promise((resolve) => {
+          const t = setTimeout(() => { proc.kill('SIGKILL'); resolve(); }, 5000);
+          proc.on('exit', () => { clearTimeout(t); resolve(); });
+        });
+      }
+      fs.closeSync(log);
+      if (!process.env.KEEP_DATA) fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Records every RTCPeerConnection a page makes, for the stats helpers below. */
+function recordPeerConnections() {
+  const Original = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = class extends Original {
+    constructor(...args) {
+      super(...args);
+      window.__pcs.push(this);
+    }
+  };
+}
+
+/**
+ * A browser of its own (fresh profile) with one page; `alerts` collects any
+ * dialog a page opened (there must be none: markup from others is text).
+ */
+export async function openBrowser(name) {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), `conclave-e2e-${name}-`));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: false, // --headless=new is among the flags
+    args: CHROMIUM_FLAGS,
+    viewport: { width: 1280, height: 800 },
+  });
+  await context.addInitScript(recordPeerConnections);
+  const page = context.pages()[0] || (await context.newPage());
+  page.setDefaultTimeout(10_000);
+  const alerts = [];
+  page.on('dialog', (d) => {
+    alerts.push(d.message());
+    d.dismiss().catch(() => {});
+  });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  return {
+    context,
+    page,
+    alerts,
+    errors,
+    async close() {
+      await context.close().catch(() => {});
+      fs.rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** What the page's live peer connection has received: {framesDecoded, audioPackets}. */
+export function received(page) {
+  return page.evaluate(async () => {
+    const pcs = (window.__pcs || []).filter((pc) => pc.connectionState !== 'closed');
+    const out = { framesDecoded: 0, audioPackets: 0, connection: pcs.map((pc) => pc.connectionState).join(',') };
+    for (const pc of pcs) {
+      const stats = await pc.getStats();
+      stats.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        if (s.kind === 'video') out.framesDecoded += s.framesDecoded || 0;
+        if (s.kind === 'audio') out.audioPackets += s.packetsReceived || 0;
+      });
+    }
+    return out;
+  });
+}
+
+/** Waits until `check(value)` holds for `await probe()`, or throws with the last value. */
+export async function eventually(probe, check, { timeout = 15_000, every = 250, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await probe();
+    if (check(last)) return last;
+    if (Date.now() > deadline) throw new Error(`${what} not met in ${timeout} ms; last: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, every));
+  }
+}
+
+/** Saves a screenshot to e2e/artifacts/NAME.png. */
+export async function screenshot(page, name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
+}

@@ -1,0 +1,159 @@
+// A meeting in real browsers: a host and a guest meet, see and hear each
+// other through the server's media router, chat, mute, share a screen; a
+// locked meeting turns a newcomer away; a removed guest stays out.
+// Each step relies on the ones before it, so they run in order.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { eventually, openBrowser, received, screenshot, startServer } from './harness.js';
+
+const HOST = 'ada';
+const PASSWORD = 'correct horse battery staple';
+const MARKUP = '<img src=x onerror=alert(1)>';
+
+describe('a meeting in the browser', () => {
+  let server;
+  let host;
+  let guest;
+  let invite;
+  const others = [];
+  let failed = false;
+  // Each step needs the ones before it: after a failure the rest are skipped.
+  const step = (name, fn) => it(name, async (t) => {
+    if (failed) {
+      t.skip('an earlier step failed');
+      return;
+    }
+    try {
+      await fn(t);
+    } catch (err) {
+      failed = true;
+      await Promise.all([host, guest].map((b, i) => b && screenshot(b.page, `failed-${i ? 'guest' : 'host'}`).catch(() => {})));
+      throw err;
+    }
+  });
+
+  before(async () => {
+    server = await startServer();
+    server.createUser(HOST, PASSWORD);
+    host = await openBrowser('host');
+    guest = await openBrowser('guest');
+  });
+
+  after(async () => {
+    for (const b of [host, guest, ...others]) if (b) await b.close();
+    if (server) await server.stop();
+  });
+
+  const tileOf = (page, name) => page.locator('li.tile').filter({ has: page.locator('.tile-name', { hasText: name }) });
+
+  step('host signs in, creates a meeting and joins it', async () => {
+    const p = host.page;
+    await p.goto(`${server.url}/signin`);
+    await p.getByRole('textbox', { name: 'Username', exact: true }).fill(HOST);
+    await p.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await p.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await p.getByRole('button', { name: 'New meeting', exact: true }).click();
+    await p.getByRole('button', { name: 'Create meeting', exact: true }).click();
+    invite = (await p.getByLabel('Invite link', { exact: true }).first().textContent()).trim();
+    assert.match(invite, /^http:\/\/127\.0\.0\.1:\d+\//);
+    await p.getByRole('button', { name: 'Start', exact: true }).first().click();
+    await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+  });
+
+  step('guest waits in the waiting room until the host admits them', async () => {
+    const p = guest.page;
+    await p.goto(invite);
+    await p.getByRole('textbox', { name: 'Your name', exact: true }).fill(MARKUP);
+    await p.getByRole('button', { name: 'Join', exact: true }).click();
+    await p.getByRole('region', { name: 'Waiting room', exact: true }).waitFor();
+    await host.page.getByRole('button', { name: 'Admit', exact: true }).click();
+    await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+  });
+
+  step('host and guest see and hear each other', async () => {
+    for (const [who, b] of [['host', host], ['guest', guest]]) {
+      const first = await eventually(() => received(b.page), (r) => r.framesDecoded > 10 && r.audioPackets > 10, { timeout: 20_000, what: `${who} receives media` });
+      const later = await eventually(() => received(b.page), (r) => r.framesDecoded > first.framesDecoded + 10, { what: `${who} keeps decoding` });
+      assert.ok(later.audioPackets > first.audioPackets, `${who} keeps receiving audio`);
+    }
+    // The other's video plays in their tile, named for them.
+    const guestVideo = host.page.getByRole('listitem').locator(`video[aria-label="${MARKUP}"]`);
+    await eventually(() => guestVideo.evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames), (n) => n > 5, { what: 'guest video plays at the host' });
+    const hostVideo = guest.page.locator(`video[aria-label="${HOST}"]`);
+    await eventually(() => hostVideo.evaluate((v) => v.videoWidth), (w) => w > 0, { what: 'host video plays at the guest' });
+    await screenshot(host.page, 'host-meeting');
+    await screenshot(guest.page, 'guest-meeting');
+  });
+
+  step('chat carries markup as text both ways', async () => {
+    const send = async (page, text) => {
+      await page.getByRole('textbox', { name: 'Message', exact: true }).fill(text);
+      await page.getByRole('button', { name: 'Send', exact: true }).click();
+    };
+    await send(guest.page, MARKUP);
+    // At the host both the guest's name and the message are the markup, as text.
+    const atHost = host.page.getByRole('log', { name: 'Chat history' }).getByText(MARKUP, { exact: true });
+    await eventually(() => atHost.count(), (n) => n === 2, { what: 'name and message shown as text' });
+    await send(host.page, `reply ${MARKUP}`);
+    await guest.page.getByRole('log', { name: 'Chat history' }).getByText(`reply ${MARKUP}`, { exact: true }).waitFor();
+    assert.equal(await host.page.locator('.chat-log img').count(), 0);
+    assert.equal(await guest.page.locator('.chat-log img, .tile img').count(), 0);
+    assert.deepEqual([...host.alerts, ...guest.alerts], []);
+  });
+
+  step('mute shows a badge on the other side', async () => {
+    await guest.page.getByRole('button', { name: 'Mute', exact: true }).click();
+    await guest.page.getByRole('button', { name: 'Unmute', exact: true }).waitFor();
+    await tileOf(host.page, MARKUP).getByRole('img', { name: 'Muted', exact: true }).waitFor();
+    const track = await guest.page.evaluate(() => window.__pcs.at(-1).getSenders().find((s) => s.track?.kind === 'audio')?.track.enabled);
+    assert.equal(track, false, 'the muted microphone track is disabled');
+    await guest.page.getByRole('button', { name: 'Unmute', exact: true }).click();
+    await tileOf(host.page, MARKUP).getByRole('img', { name: 'Microphone on', exact: true }).waitFor();
+  });
+
+  step('guest screen share is refused until the host allows it', async () => {
+    const g = guest.page;
+    await g.getByRole('button', { name: 'Share screen', exact: true }).click();
+    await g.getByText('Only hosts can share their screen in this meeting.').first().waitFor();
+    await host.page.getByRole('switch', { name: 'Allow screen sharing', exact: true }).check();
+    await g.getByText('Everyone may now share their screen.').first().waitFor();
+    await g.getByRole('button', { name: 'Share screen', exact: true }).click();
+    await g.getByRole('button', { name: 'Stop sharing', exact: true }).waitFor();
+    await tileOf(host.page, MARKUP).getByRole('img', { name: 'Sharing screen', exact: true }).waitFor();
+    // The host's tile for the guest now shows the screen: a new track, decoding.
+    await eventually(() => host.page.evaluate(() => {
+      const v = [...document.querySelectorAll('li.tile video')].find((x) => x._shown?.kind === 'screen');
+      return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
+    }), (n) => n > 3, { timeout: 20_000, what: 'the screen share plays at the host' });
+    await screenshot(host.page, 'host-sees-screen');
+    await g.getByRole('button', { name: 'Stop sharing', exact: true }).click();
+    await g.getByRole('button', { name: 'Share screen', exact: true }).waitFor();
+  });
+
+  step('a locked meeting turns a newcomer away', async () => {
+    await host.page.getByRole('button', { name: 'Lock meeting', exact: true }).click();
+    await host.page.getByRole('button', { name: 'Unlock meeting', exact: true }).waitFor();
+    const third = await openBrowser('third');
+    others.push(third);
+    await third.page.goto(invite);
+    await third.page.getByRole('textbox', { name: 'Your name', exact: true }).fill('Carol');
+    await third.page.getByRole('button', { name: 'Join', exact: true }).click();
+    await third.page.getByText('This meeting is locked', { exact: false }).first().waitFor();
+  });
+
+  step('a removed guest sees it and cannot rejoin', async () => {
+    await tileOf(host.page, MARKUP).waitFor();
+    await host.page.getByRole('button', { name: 'Unlock meeting', exact: true }).click();
+    await host.page.getByRole('list', { name: 'In the meeting' }).getByRole('listitem').filter({ hasText: MARKUP })
+      .getByRole('button', { name: 'Remove', exact: true }).click();
+    await guest.page.getByText('You were removed from the meeting').waitFor();
+    await screenshot(guest.page, 'guest-removed');
+    await guest.page.goto(invite);
+    await guest.page.getByRole('textbox', { name: 'Your name', exact: true }).fill('Mallory');
+    await guest.page.getByRole('button', { name: 'Join', exact: true }).click();
+    await guest.page.getByText('cannot rejoin', { exact: false }).first().waitFor();
+    await eventually(() => tileOf(host.page, MARKUP).count(), (n) => n === 0, { what: 'the removed guest\'s tile goes' });
+    assert.deepEqual([...host.errors, ...guest.errors], []);
+  });
+});
