@@ -353,10 +353,20 @@ async fn ending_the_meeting_closes_every_socket() {
         let got = ws.expect_closed().await;
         assert_eq!(got.last(), Some(&ended), "{got:?}");
     }
-    // The meeting itself remains and can start again.
-    let (status, v) = alice.get(&format!("/api/v1/meetings/{}", meeting.id)).await;
-    assert_eq!(status, reqwest::StatusCode::OK);
-    assert_eq!(v["running"], false);
+    // The meeting itself remains, stops running (the room winds down just
+    // after the sockets close) and can start again.
+    let path = format!("/api/v1/meetings/{}", meeting.id);
+    let mut running = true;
+    for _ in 0..250 {
+        let (status, v) = alice.get(&path).await;
+        assert_eq!(status, reqwest::StatusCode::OK);
+        running = v["running"] == true;
+        if !running {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!running, "the ended meeting still shows as running");
     server.host_joins(&alice, &meeting.id).await;
 }
 
