@@ -313,3 +313,32 @@ async fn silent_socket(addr: std::net::SocketAddr, meeting: &str, from: Ipv4Addr
         .await
         .expect("a silent socket connects")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_wide_connection_cap_refuses_extra_sockets() {
+    let server = TestServer::start_with(|c| c.limits.max_connections = 3).await;
+    let alice = server.signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({})).await;
+    let (mut host, _) = server.host_joins(&alice, &meeting.id).await;
+    let _a = server
+        .ws(&meeting.id, WsOpts::from(Ipv4Addr::new(127, 0, 0, 2)))
+        .await;
+    let _b = server
+        .ws(&meeting.id, WsOpts::from(Ipv4Addr::new(127, 0, 0, 3)))
+        .await;
+    match server
+        .try_ws(&meeting.id, WsOpts::from(Ipv4Addr::new(127, 0, 0, 4)))
+        .await
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), reqwest::StatusCode::TOO_MANY_REQUESTS)
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a socket over the server-wide cap was accepted"),
+    }
+    // Those inside carry on, and the HTTP API still answers.
+    host.send(json!({"type": "chat", "payload": "full house"}))
+        .await;
+    host.recv_chat("full house").await;
+    assert_eq!(alice.get("/api/v1/me").await.0, reqwest::StatusCode::OK);
+}

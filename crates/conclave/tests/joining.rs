@@ -306,3 +306,28 @@ async fn a_second_join_on_one_socket_is_refused() {
     let wr = host.recv_until("waiting_room").await;
     assert_eq!(wr["waiting"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_meeting_turns_newcomers_away() {
+    let server = TestServer::start().await;
+    let alice = server.signed_in("alice").await;
+    let meeting = alice
+        .create_meeting(json!({"settings": {"max_participants": 2, "waiting_room": false}}))
+        .await;
+    let (mut host, _) = server.host_joins(&alice, &meeting.id).await;
+    let mut first = server.ws(&meeting.id, WsOpts::default()).await;
+    first.send(join("First", &meeting.passcode)).await;
+    assert_eq!(first.recv().await["type"], "joined");
+    let mut second = server.ws(&meeting.id, WsOpts::default()).await;
+    second.send(join("Second", &meeting.passcode)).await;
+    let got = second.expect_closed().await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["code"], "full");
+    // A seat frees up when someone leaves.
+    first.send(json!({"type": "leave"})).await;
+    first.expect_closed().await;
+    host.recv_until("participant_left").await;
+    let mut third = server.ws(&meeting.id, WsOpts::default()).await;
+    third.send(join("Third", &meeting.passcode)).await;
+    assert_eq!(third.recv().await["type"], "joined");
+}

@@ -138,6 +138,7 @@ async fn a_removed_guest_is_banned_even_after_a_restart() {
     let (mut troll, tj) = server.guest_admitted(&mut host, &meeting, "Troll").await;
     let tid = id_of(&tj);
     let troll_cookie = troll.guest_cookie().expect("guest cookie");
+    let troll_token = tj["resume_token"].as_str().unwrap().to_string();
 
     host.send(json!({"type": "remove", "participant": tid}))
         .await;
@@ -161,6 +162,14 @@ async fn a_removed_guest_is_banned_even_after_a_restart() {
     let got = again.expect_closed().await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["code"], "banned");
+    // Nor does its resume token bring it back.
+    let mut sneak = server
+        .ws(&meeting.id, WsOpts::cookie(troll_cookie.clone()))
+        .await;
+    sneak
+        .send(json!({"type": "resume", "token": troll_token}))
+        .await;
+    sneak.expect_error("resume_failed").await;
     // Somebody else still may.
     server.guest_waits(&meeting, "Newcomer").await;
 
