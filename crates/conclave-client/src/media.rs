@@ -35,6 +35,32 @@ pub enum SourceMedia {
     Vp8 { frames: Vec<(f64, Vec<u8>)> },
     /// Opus packets, 20 ms each.
     Opus { packets: Vec<Vec<u8>> },
+    /// Load for benchmarks: `fps` frames a second of `bytes` each, stamped at
+    /// send time with the wall clock so receivers can measure latency.
+    Synthetic { video: bool, bytes: usize, fps: u32 },
+}
+
+/// Marks a synthetic frame: byte 0 (a VP8 delta-frame tag), then these four
+/// bytes, then the send time in microseconds since the Unix epoch.
+const SYNTHETIC_MAGIC: &[u8; 4] = b"CNVB";
+/// Latency samples kept per track, at most.
+const MAX_LATENCY_SAMPLES: usize = 200_000;
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The send time stamped in a synthetic frame, if it is one.
+fn synthetic_stamp(frame: &[u8]) -> Option<u64> {
+    if frame.len() < 13 || &frame[1..5] != SYNTHETIC_MAGIC {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&frame[5..13]);
+    Some(u64::from_le_bytes(b))
 }
 
 impl SourceMedia {
@@ -50,8 +76,10 @@ impl SourceMedia {
 
     fn kind(&self) -> MediaKind {
         match self {
-            SourceMedia::Vp8 { .. } => MediaKind::Video,
-            SourceMedia::Opus { .. } => MediaKind::Audio,
+            SourceMedia::Vp8 { .. } | SourceMedia::Synthetic { video: true, .. } => {
+                MediaKind::Video
+            }
+            SourceMedia::Opus { .. } | SourceMedia::Synthetic { .. } => MediaKind::Audio,
         }
     }
 
@@ -59,6 +87,7 @@ impl SourceMedia {
         match self {
             SourceMedia::Vp8 { frames } => frames.len(),
             SourceMedia::Opus { packets } => packets.len(),
+            SourceMedia::Synthetic { fps, .. } => *fps as usize,
         }
     }
 
@@ -75,15 +104,36 @@ impl SourceMedia {
                 last + step
             }
             SourceMedia::Opus { packets } => packets.len() as f64 * 0.02,
+            SourceMedia::Synthetic { .. } => 1.0,
+        }
+    }
+
+    /// Offset of frame `i` (seconds from the pass start).
+    fn offset(&self, i: usize) -> Option<f64> {
+        match self {
+            SourceMedia::Vp8 { frames } => frames.get(i).map(|f| f.0),
+            SourceMedia::Opus { packets } => (i < packets.len()).then_some(i as f64 * 0.02),
+            SourceMedia::Synthetic { fps, .. } => {
+                (i < *fps as usize).then_some(i as f64 / f64::from((*fps).max(1)))
+            }
         }
     }
 
     /// Offset (seconds from the pass start) and bytes of frame `i`.
-    fn frame(&self, i: usize) -> Option<(f64, &[u8])> {
+    fn frame(&self, i: usize) -> Option<(f64, Vec<u8>)> {
         match self {
-            SourceMedia::Vp8 { frames } => frames.get(i).map(|(t, d)| (*t, d.as_slice())),
-            SourceMedia::Opus { packets } => {
-                packets.get(i).map(|p| (i as f64 * 0.02, p.as_slice()))
+            SourceMedia::Vp8 { frames } => frames.get(i).map(|(t, d)| (*t, d.clone())),
+            SourceMedia::Opus { packets } => packets.get(i).map(|p| (i as f64 * 0.02, p.clone())),
+            SourceMedia::Synthetic { bytes, fps, .. } => {
+                if i >= *fps as usize {
+                    return None;
+                }
+                // Tag, magic, send time, then the sender's frame counter.
+                let mut frame = vec![0u8; (*bytes).max(21)];
+                frame[0] = 1;
+                frame[1..5].copy_from_slice(SYNTHETIC_MAGIC);
+                frame[5..13].copy_from_slice(&unix_micros().to_le_bytes());
+                Some((i as f64 / f64::from((*fps).max(1)), frame))
             }
         }
     }
@@ -147,6 +197,11 @@ pub struct TrackStats {
     /// Frames str0m could not assemble from contiguous packets.
     pub incomplete_frames: u64,
     pub keyframes: u64,
+    /// One-way delay of synthetic frames, sender to receiver, in µs.
+    pub latencies_us: Vec<u32>,
+    /// Lowest and highest sender frame counter seen in synthetic frames: the
+    /// frames expected, for loss.
+    pub synthetic_seq: Option<(u64, u64)>,
     pub first_frame_at: Option<Instant>,
     pub first_keyframe_at: Option<Instant>,
     pub last_frame_at: Option<Instant>,
@@ -344,7 +399,7 @@ impl ClientPeer {
                     src.jump_to_keyframe(now, start);
                 }
                 let start = src.start.unwrap_or(start);
-                let Some((offset, data)) = src.media.frame(src.index) else {
+                let Some(offset) = src.media.offset(src.index) else {
                     break;
                 };
                 let due_secs = src.pass as f64 * period + offset;
@@ -352,6 +407,12 @@ impl ClientPeer {
                 if due > now {
                     next = next.min(due);
                     break;
+                }
+                let Some((_, mut data)) = src.media.frame(src.index) else {
+                    break;
+                };
+                if matches!(src.media, SourceMedia::Synthetic { .. }) && data.len() >= 21 {
+                    data[13..21].copy_from_slice(&src.sent_frames.to_le_bytes());
                 }
                 let (clock, kind) = match src.kind {
                     Kind::Audio => (48_000.0, MediaKind::Audio),
@@ -365,7 +426,6 @@ impl ClientPeer {
                         str0m::media::Frequency::NINETY_KHZ
                     },
                 );
-                let data = data.to_vec();
                 let mid = src.mid;
                 src.index += 1;
                 if src.index >= src.media.len() {
@@ -424,6 +484,21 @@ impl ClientPeer {
                         t.incomplete_frames += 1;
                     }
                     t.first_frame_at.get_or_insert(now);
+                    if let Some(sent) = synthetic_stamp(&d.data)
+                        && t.latencies_us.len() < MAX_LATENCY_SAMPLES
+                    {
+                        let us = unix_micros().saturating_sub(sent);
+                        t.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                        if d.data.len() >= 21 {
+                            let mut b = [0u8; 8];
+                            b.copy_from_slice(&d.data[13..21]);
+                            let seq = u64::from_le_bytes(b);
+                            t.synthetic_seq = Some(match t.synthetic_seq {
+                                Some((lo, hi)) => (lo.min(seq), hi.max(seq)),
+                                None => (seq, seq),
+                            });
+                        }
+                    }
                     let video = matches!(t.kind, Some(Kind::Video | Kind::Screen));
                     if video && is_vp8_keyframe(&d.data) {
                         t.keyframes += 1;

@@ -42,6 +42,10 @@ pub struct JoinOptions {
     pub token: Option<String>,
     pub send_ivf: Option<PathBuf>,
     pub send_ogg: Option<PathBuf>,
+    /// Send benchmark load instead of files: video of 130 one-packet frames a
+    /// second (~1.1 Mbit/s) and audio of 50 small frames a second, each
+    /// stamped with its send time.
+    pub synthetic: bool,
     /// How long to stay once admitted.
     pub duration: Duration,
     /// How long to wait in the waiting room.
@@ -119,6 +123,18 @@ pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
     if let Some(p) = &opts.send_ogg {
         sources.push(read_ogg(p)?);
     }
+    if opts.synthetic {
+        sources.push(SourceMedia::Synthetic {
+            video: true,
+            bytes: 1100,
+            fps: 130,
+        });
+        sources.push(SourceMedia::Synthetic {
+            video: false,
+            bytes: 100,
+            fps: 50,
+        });
+    }
     let mut sig = Signaling::connect(&opts.invite, opts.token.as_deref()).await?;
     let passcode = opts
         .passcode
@@ -130,7 +146,10 @@ pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
     tracing::info!(participant = %admission.you, "admitted");
 
     // Say what we send: the server forwards only media the meeting allows.
-    let sending = (opts.send_ogg.is_some(), opts.send_ivf.is_some());
+    let sending = (
+        opts.send_ogg.is_some() || opts.synthetic,
+        opts.send_ivf.is_some() || opts.synthetic,
+    );
     if sending != (false, false) {
         sig.send(&ClientMessage::SetMedia {
             audio: Some(sending.0),

@@ -56,6 +56,9 @@ struct JoinArgs {
     /// Opus audio to send, in an Ogg file (looped).
     #[arg(long)]
     send_ogg: Option<PathBuf>,
+    /// Send timestamped synthetic load (benchmarks) instead of files.
+    #[arg(long)]
+    synthetic: bool,
     /// Seconds to stay once admitted.
     #[arg(long, default_value_t = 30)]
     duration: u64,
@@ -187,6 +190,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         token: args.token,
         send_ivf: args.send_ivf,
         send_ogg: args.send_ogg,
+        synthetic: args.synthetic,
         duration: std::time::Duration::from_secs(args.duration),
         patience: std::time::Duration::from_secs(args.patience),
         bind: args.bind,
@@ -213,6 +217,8 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
                         "frames": t.frames,
                         "bytes": t.bytes,
                         "incomplete_frames": t.incomplete_frames,
+                        "latency_us": latency_summary(&t.latencies_us),
+                        "expected_frames": t.synthetic_seq.map(|(lo, hi)| hi - lo + 1),
                         "kbit_per_s": if secs > 0.0 { t.bytes as f64 * 8.0 / secs / 1000.0 } else { 0.0 },
                     }),
                 )
@@ -227,6 +233,17 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
+}
+
+/// p50/p99/max of latency samples, for `--stats`.
+fn latency_summary(samples: &[u32]) -> serde_json::Value {
+    if samples.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let mut v = samples.to_vec();
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    serde_json::json!({"count": v.len(), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)})
 }
 
 async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {

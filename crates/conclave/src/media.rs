@@ -46,8 +46,13 @@ pub struct MediaHandle {
 impl MediaHandle {
     /// Queues a command; drops it (and says so) if the driver is overwhelmed.
     pub fn send(&self, cmd: DriverCmd) {
-        if self.tx.try_send(cmd).is_err() {
-            tracing::warn!("media driver queue full or stopped; command dropped");
+        match self.tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("media driver queue full; command dropped");
+            }
+            // Shutting down: the driver is gone and so is all media.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }

@@ -25,6 +25,7 @@ fn options(meeting: &serde_json::Value, name: &str, seconds: u64) -> JoinOptions
         token: None,
         send_ivf: Some(sample("video-320x240.ivf")),
         send_ogg: Some(sample("audio-440hz.ogg")),
+        synthetic: false,
         duration: Duration::from_secs(seconds),
         patience: Duration::from_secs(10),
         bind: "127.0.0.1".parse().expect("ip"),
