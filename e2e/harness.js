@@ -92,8 +92,16 @@ export async function startServer() {
   };
 }
 
-/** Records every RTCPeerConnection a page makes, for the stats helpers below. */
+/** Records every RTCPeerConnection and WebSocket a page makes, for the helpers below. */
 function recordPeerConnections() {
+  const OriginalSocket = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = class extends OriginalSocket {
+    constructor(...args) {
+      super(...args);
+      window.__sockets.push(this);
+    }
+  };
   const Original = window.RTCPeerConnection;
   window.__pcs = [];
   window.RTCPeerConnection = class extends Original {
@@ -108,12 +116,13 @@ function recordPeerConnections() {
  * A browser of its own (fresh profile) with one page; `alerts` collects any
  * dialog a page opened (there must be none: markup from others is text).
  */
-export async function openBrowser(name) {
+export async function openBrowser(name, { denyMedia = false } = {}) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), `conclave-e2e-${name}-`));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: false, // --headless=new is among the flags
-    args: CHROMIUM_FLAGS,
+    // Without the fake UI, the prompt for camera and microphone is refused.
+    args: denyMedia ? [...CHROMIUM_FLAGS.filter((f) => f !== '--use-fake-ui-for-media-stream'), '--deny-permission-prompts'] : CHROMIUM_FLAGS,
     viewport: { width: 1280, height: 800 },
   });
   await context.addInitScript(recordPeerConnections);
@@ -136,6 +145,15 @@ export async function openBrowser(name) {
       fs.rmSync(profile, { recursive: true, force: true });
     },
   };
+}
+
+/** Drops the page's meeting socket as a network failure would (the client resumes). */
+export function dropSocket(page) {
+  return page.evaluate(() => {
+    const ws = window.__sockets.filter((s) => s.readyState === WebSocket.OPEN).at(-1);
+    ws.close();
+    return window.__pcs.length;
+  });
 }
 
 /** What the page's live peer connection has received: {framesDecoded, audioPackets}. */

@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { eventually, openBrowser, received, screenshot, startServer } from './harness.js';
+import { dropSocket, eventually, openBrowser, received, screenshot, startServer } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
@@ -131,6 +131,16 @@ describe('a meeting in the browser', () => {
     await g.getByRole('button', { name: 'Share screen', exact: true }).waitFor();
   });
 
+  step('after a dropped connection the guest resumes with a new peer connection and media flows again', async () => {
+    const before = await dropSocket(guest.page);
+    await guest.page.getByText('Reconnected.').first().waitFor({ timeout: 15_000 });
+    await eventually(() => guest.page.evaluate(() => window.__pcs.length), (n) => n > before, { what: 'a new peer connection' });
+    for (const [who, b] of [['host', host], ['guest', guest]]) {
+      const first = await eventually(() => received(b.page), (r) => r.framesDecoded > 0, { timeout: 20_000, what: `${who} receives media after the resume` });
+      await eventually(() => received(b.page), (r) => r.framesDecoded > first.framesDecoded + 10 && r.audioPackets > first.audioPackets, { what: `${who} keeps decoding after the resume` });
+    }
+  });
+
   step('a locked meeting turns a newcomer away', async () => {
     await host.page.getByRole('button', { name: 'Lock meeting', exact: true }).click();
     await host.page.getByRole('button', { name: 'Unlock meeting', exact: true }).waitFor();
@@ -142,9 +152,22 @@ describe('a meeting in the browser', () => {
     await third.page.getByText('This meeting is locked', { exact: false }).first().waitFor();
   });
 
+  step('a refused camera and microphone are explained on screen', async () => {
+    await host.page.getByRole('button', { name: 'Unlock meeting', exact: true }).click();
+    await host.page.getByRole('button', { name: 'Lock meeting', exact: true }).waitFor();
+    const denied = await openBrowser('denied', { denyMedia: true });
+    others.push(denied);
+    await denied.page.goto(invite);
+    await denied.page.getByRole('textbox', { name: 'Your name', exact: true }).fill('Dora');
+    await denied.page.getByRole('button', { name: 'Join', exact: true }).click();
+    await host.page.getByRole('listitem').filter({ hasText: 'Dora' }).getByRole('button', { name: 'Admit', exact: true }).click();
+    await denied.page.getByRole('alert').filter({ hasText: 'not allowed to use your camera' }).waitFor();
+    await screenshot(denied.page, 'camera-denied');
+    await denied.page.getByRole('button', { name: 'Leave', exact: true }).click();
+  });
+
   step('a removed guest sees it and cannot rejoin', async () => {
     await tileOf(host.page, MARKUP).waitFor();
-    await host.page.getByRole('button', { name: 'Unlock meeting', exact: true }).click();
     await host.page.getByRole('list', { name: 'In the meeting' }).getByRole('listitem').filter({ hasText: MARKUP })
       .getByRole('button', { name: 'Remove', exact: true }).click();
     await guest.page.getByText('You were removed from the meeting').waitFor();

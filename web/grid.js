@@ -144,7 +144,7 @@ function showMedia(r, p, state, mine) {
   setSource(r.video, track);
   r.video._shown = track ? { participant: p.id, kind, mine } : null;
   r.video.hidden = !track;
-  r.avatar.hidden = !!track;
+  // The initials stay under the video: they show through until its first frame.
   r.video.classList.toggle('is-mirrored', mine && kind === 'video');
   const label = mine ? `${p.name} (you)` : p.name;
   if (r.video.getAttribute('aria-label') !== label) r.video.setAttribute('aria-label', label);

@@ -5,6 +5,7 @@ import * as api from './api.js';
 import { Call, recentSeat } from './call.js';
 import { brand } from './chrome.js';
 import { alertBox, field, h, hueOf, initials, lockout, setText } from './dom.js';
+import { createDevicePicker } from './devices.js';
 import { duration } from './errors.js';
 import { icon } from './icons.js';
 import { mountMeeting } from './meeting.js';
@@ -146,7 +147,8 @@ export function mountJoin(root, meetingId) {
         h('div', { class: 'join-grid' },
           h('div', { class: 'preview' },
             h('div', { class: 'preview-stage' }, previewAvatar, previewState),
-            h('div', { class: 'preview-controls' }, micBtn, camBtn)),
+            h('div', { class: 'preview-controls' }, micBtn, camBtn),
+            createDevicePicker().el),
           form)));
 
     if (joinError) showJoinError(joinError, alert, submit, { name, passcode });

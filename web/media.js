@@ -52,7 +52,9 @@ export async function captureTrack(kind) {
     const stream = await navigator.mediaDevices.getUserMedia(constraints);
     return stream.getTracks()[0];
   } catch (err) {
-    throw new Error(captureError(kind, err));
+    const e = new Error(captureError(kind, err));
+    e.reason = err?.name === 'NotAllowedError' || err?.name === 'SecurityError' ? 'denied' : 'failed';
+    throw e;
   }
 }
 
@@ -75,7 +77,7 @@ function captureError(kind, err) {
   switch (err?.name) {
     case 'NotAllowedError':
     case 'SecurityError':
-      return `The browser was not allowed to use your ${what}. Allow it in the site settings, then try again.`;
+      return `The browser was not allowed to use your ${what}. Allow it in the site settings, then turn it on.`;
     case 'NotFoundError':
     case 'OverconstrainedError':
       return `No ${what} was found.`;

@@ -10,6 +10,14 @@ import { self } from './state.js';
 /** Least time between two view-size reports for one video, in ms. */
 const VIEW_SIZE_EVERY_MS = 500;
 
+/** One message for the arrival's capture errors (the camera and microphone are often refused together). */
+function captureFailure(errors) {
+  if (errors.length === 2 && errors.every((e) => e.reason === 'denied')) {
+    return 'The browser was not allowed to use your camera and microphone. Allow them in the site settings, then turn them on.';
+  }
+  return errors.map((e) => e.message).join(' ');
+}
+
 export function initialMedia() {
   return { local: { audio: null, video: null, screen: null }, remote: {}, error: null };
 }
@@ -28,21 +36,22 @@ export class Streams {
   /** Captures the kinds wanted on arrival; resolves to those that worked ({audio?, video?}). */
   async start(wanted) {
     const on = {};
+    const kinds = ['audio', 'video'].filter((k) => wanted[k]);
+    kinds.forEach((k) => this.capturing.add(k));
+    const results = await Promise.allSettled(kinds.map((k) => captureTrack(k)));
     const errors = [];
-    for (const kind of ['audio', 'video']) {
-      if (!wanted[kind]) continue;
-      this.capturing.add(kind);
-      try {
-        this.local[kind] = await captureTrack(kind);
-        this.local[kind].enabled = false; // until the server says it is on
+    kinds.forEach((kind, i) => {
+      this.capturing.delete(kind);
+      const r = results[i];
+      if (r.status === 'fulfilled') {
+        this.local[kind] = r.value;
+        r.value.enabled = false; // until the server says it is on
         on[kind] = true;
-      } catch (err) {
-        errors.push(err.message);
-      } finally {
-        this.capturing.delete(kind);
+      } else {
+        errors.push(r.reason);
       }
-    }
-    if (errors.length) this.setError(errors.join(' '));
+    });
+    if (errors.length) this.setError(captureFailure(errors));
     this.connect();
     return on;
   }

@@ -56,6 +56,7 @@ const ASSETS: &[Asset] = &[
     asset!("media.js", "text/javascript; charset=utf-8"),
     asset!("peer.js", "text/javascript; charset=utf-8"),
     asset!("streams.js", "text/javascript; charset=utf-8"),
+    asset!("devices.js", "text/javascript; charset=utf-8"),
     asset!("waiting.js", "text/javascript; charset=utf-8"),
     asset!("meeting.js", "text/javascript; charset=utf-8"),
     asset!("grid.js", "text/javascript; charset=utf-8"),
