@@ -269,19 +269,10 @@ impl Router {
     ) {
         self.tick(now);
         self.stats.datagrams_in += 1;
-        let Ok(contents) = data.try_into() else {
+        let Some(input) = udp_input(now, source, destination, data) else {
             self.stats.garbage += 1;
             return;
         };
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination,
-                contents,
-            },
-        );
         let cached = self
             .by_source
             .get(&source)
@@ -398,19 +389,8 @@ impl Router {
         destination: SocketAddr,
         data: &[u8],
     ) -> bool {
-        let Ok(contents) = data.try_into() else {
-            return false;
-        };
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination,
-                contents,
-            },
-        );
-        self.peers.values().any(|p| p.rtc.accepts(&input))
+        udp_input(now, source, destination, data)
+            .is_some_and(|input| self.peers.values().any(|p| p.rtc.accepts(&input)))
     }
 
     /// The m-lines `id` publishes on.
@@ -752,4 +732,23 @@ impl Router {
         peer.drain(now, &mut self.transmits, &mut self.work);
         self.run_work();
     }
+}
+
+/// A datagram as str0m input; `None` when it is neither STUN, DTLS nor RTP/RTCP.
+fn udp_input<'a>(
+    now: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: &'a [u8],
+) -> Option<Input<'a>> {
+    let contents = data.try_into().ok()?;
+    Some(Input::Receive(
+        now,
+        Receive {
+            proto: Protocol::Udp,
+            source,
+            destination,
+            contents,
+        },
+    ))
 }
