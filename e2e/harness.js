@@ -96,10 +96,20 @@ export async function startServer() {
 function recordPeerConnections() {
   const OriginalSocket = window.WebSocket;
   window.__sockets = [];
+  window.__sent = []; // the messages the page sent, parsed
   window.WebSocket = class extends OriginalSocket {
     constructor(...args) {
       super(...args);
       window.__sockets.push(this);
+    }
+
+    send(data) {
+      try {
+        window.__sent.push(JSON.parse(data));
+      } catch {
+        // not JSON: not ours to record
+      }
+      return super.send(data);
     }
   };
   const Original = window.RTCPeerConnection;

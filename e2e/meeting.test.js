@@ -82,6 +82,9 @@ describe('a meeting in the browser', () => {
     await eventually(() => guestVideo.evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames), (n) => n > 5, { what: 'guest video plays at the host' });
     const hostVideo = guest.page.locator(`video[aria-label="${HOST}"]`);
     await eventually(() => hostVideo.evaluate((v) => v.videoWidth), (w) => w > 0, { what: 'host video plays at the guest' });
+    // The host told the server how large it shows the guest's video.
+    const sizes = await host.page.evaluate(() => window.__sent.filter((m) => m.type === 'view_size'));
+    assert.ok(sizes.some((m) => m.kind === 'video' && m.width > 100 && m.height > 50), `view_size sent: ${JSON.stringify(sizes)}`);
     await screenshot(host.page, 'host-meeting');
     await screenshot(guest.page, 'guest-meeting');
   });
@@ -102,7 +105,7 @@ describe('a meeting in the browser', () => {
     assert.deepEqual([...host.alerts, ...guest.alerts], []);
   });
 
-  step('mute shows a badge on the other side', async () => {
+  step('mute and stopped video show on the other side', async () => {
     await guest.page.getByRole('button', { name: 'Mute', exact: true }).click();
     await guest.page.getByRole('button', { name: 'Unmute', exact: true }).waitFor();
     await tileOf(host.page, MARKUP).getByRole('img', { name: 'Muted', exact: true }).waitFor();
@@ -110,6 +113,11 @@ describe('a meeting in the browser', () => {
     assert.equal(track, false, 'the muted microphone track is disabled');
     await guest.page.getByRole('button', { name: 'Unmute', exact: true }).click();
     await tileOf(host.page, MARKUP).getByRole('img', { name: 'Microphone on', exact: true }).waitFor();
+    await guest.page.getByRole('button', { name: 'Stop video', exact: true }).click();
+    await tileOf(host.page, MARKUP).getByRole('img', { name: 'Camera off', exact: true }).waitFor();
+    assert.equal(await tileOf(host.page, MARKUP).locator('video').isHidden(), true, 'the tile shows initials');
+    await guest.page.getByRole('button', { name: 'Start video', exact: true }).click();
+    await tileOf(host.page, MARKUP).locator('video').waitFor();
   });
 
   step('guest screen share is refused until the host allows it', async () => {
