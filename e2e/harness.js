@@ -87,6 +87,8 @@ export async function startServer() {
         });
       }
       fs.closeSync(log);
+      fs.mkdirSync(ARTIFACTS, { recursive: true });
+      fs.copyFileSync(path.join(dataDir, 'server.log'), path.join(ARTIFACTS, 'server.log'));
       if (!process.env.KEEP_DATA) fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };

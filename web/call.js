@@ -179,6 +179,7 @@ export class Call {
     }
     if (err.code === 'media_refused') {
       this.streams?.onRefused();
+      toast('The server could not use this browser\'s audio or video settings: others may not see or hear you.', 'error');
       return;
     }
     if (err.code === 'not_permitted') {
