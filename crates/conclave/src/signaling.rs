@@ -360,6 +360,12 @@ impl Connection {
         passcode: Option<String>,
         sink: &mut Option<mpsc::Sender<Arc<str>>>,
     ) -> Attempt {
+        // A guest can never be the owner: a blocked guest costs no database read.
+        if self.account.is_none()
+            && let Some(m) = self.too_many()
+        {
+            return Attempt::Refused(m);
+        }
         let record = match self.meeting {
             Some(id) => match self.state.store.meeting(id).await {
                 Ok(r) => r,

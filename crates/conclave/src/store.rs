@@ -462,10 +462,11 @@ impl Store {
     }
 
     pub async fn meetings_of(&self, owner_id: i64) -> Result<Vec<MeetingRecord>> {
-        let rows = sqlx::query("SELECT * FROM meetings WHERE owner_id = ? ORDER BY created_at, id")
-            .bind(owner_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM meetings WHERE owner_id = ? ORDER BY created_at, rowid")
+                .bind(owner_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(meeting_from_row).collect()
     }
 
