@@ -178,11 +178,12 @@ export class Call {
       return;
     }
     if (err.code === 'media_refused') {
-      this.streams?.onRefused();
+      this.streams?.onRefused('media_refused');
       toast('The server could not use this browser\'s audio or video settings: others may not see or hear you.', 'error');
       return;
     }
     if (err.code === 'not_permitted') {
+      this.streams?.onRefused('not_permitted');
       if (this.intent?.kind === 'screen') this.streams?.dropPendingScreen();
       toast(this.explainRefusal(), 'error');
       return;

@@ -2,9 +2,14 @@
 //
 // The client offers what it sends (`media_offer` with the kind of each sending
 // m-line); the server offers what it forwards (`media_offer` with whose each
-// m-line is). This side is the polite peer: a server offer that crosses our own
-// rolls ours back, is answered, and our change is offered again afterwards.
-// Every step runs in one queue, so descriptions are never set concurrently.
+// m-line is). Offers can cross. The server's router settles it: a client offer
+// supersedes the router's outstanding one, which str0m rolls back; the router
+// answers ours first and then offers its tracks again. So a server offer that
+// arrives while ours is out is already dead at the server, and this side drops
+// it rather than rolling back: answering it would answer an offer the server
+// no longer has, and the server's answer to ours would then meet a different
+// local offer. Every step runs in one queue, so descriptions are never set
+// concurrently.
 
 /** The kinds this client sends, each on its own send-only m-line. */
 export const SEND_KINDS = ['audio', 'video', 'screen'];
@@ -21,6 +26,8 @@ export class Peer {
     this.sending = {}; // kind -> RTCRtpTransceiver
     this.forwarded = []; // the server's last track list: [{mid, participant, kind}]
     this.wantOffer = false;
+    this.offeredScreen = false; // the offer out now carries a screen share
+    this.crossed = null; // a server offer dropped because it crossed ours
     this.closed = false;
     this.queue = Promise.resolve();
     this.pc.addEventListener('track', () => this.report());
@@ -57,10 +64,13 @@ export class Peer {
   /** The server offered forwarded tracks. */
   acceptOffer(sdp, tracks) {
     this.run(async () => {
+      // Crossed with ours: the server has rolled it back and offers again after
+      // answering ours. Kept in case ours is refused before the router sees it.
       if (this.pc.signalingState === 'have-local-offer') {
-        await this.pc.setLocalDescription({ type: 'rollback' });
-        this.wantOffer = true;
+        this.crossed = { sdp, tracks };
+        return;
       }
+      this.crossed = null;
       this.forwarded = tracks;
       await this.pc.setRemoteDescription({ type: 'offer', sdp });
       await this.pc.setLocalDescription(await this.pc.createAnswer());
@@ -74,15 +84,36 @@ export class Peer {
   acceptAnswer(sdp) {
     this.run(async () => {
       if (this.pc.signalingState !== 'have-local-offer') return;
+      this.crossed = null;
+      this.offeredScreen = false;
       await this.pc.setRemoteDescription({ type: 'answer', sdp });
       await this.offerIfWanted();
     });
   }
 
-  /** The server refused our offer (or answer): back to the last agreed state. */
-  refused() {
+  /**
+   * The server refused something. `media_refused`: our offer (or answer) was
+   * not used; back to the last agreed state (the router offers again if it
+   * had to). `not_permitted`: the meeting refused a screen share in our offer
+   * before the router saw it, so a server offer that crossed ours still
+   * stands: answer it.
+   */
+  refused(code) {
     this.run(async () => {
-      if (this.pc.signalingState === 'have-local-offer') await this.pc.setLocalDescription({ type: 'rollback' });
+      if (this.pc.signalingState !== 'have-local-offer') return;
+      if (code === 'not_permitted' && !this.offeredScreen) return; // about something else
+      this.offeredScreen = false;
+      await this.pc.setLocalDescription({ type: 'rollback' });
+      const crossed = this.crossed;
+      this.crossed = null;
+      if (code === 'not_permitted' && crossed) {
+        this.forwarded = crossed.tracks;
+        await this.pc.setRemoteDescription({ type: 'offer', sdp: crossed.sdp });
+        await this.pc.setLocalDescription(await this.pc.createAnswer());
+        this.send({ type: 'media_answer', sdp: this.pc.localDescription.sdp });
+        this.report();
+      }
+      await this.offerIfWanted();
     });
   }
 
@@ -114,6 +145,7 @@ export class Peer {
       const t = this.sending[kind];
       if (t && t.mid !== null && t.direction === 'sendonly') tracks.push({ mid: t.mid, kind });
     }
+    this.offeredScreen = tracks.some((t) => t.kind === 'screen');
     this.send({ type: 'media_offer', sdp: this.pc.localDescription.sdp, tracks });
   }
 

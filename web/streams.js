@@ -69,7 +69,7 @@ export class Streams {
 
   onOffer(msg) { this.peer?.acceptOffer(msg.sdp, msg.tracks || []); }
   onAnswer(msg) { this.peer?.acceptAnswer(msg.sdp); }
-  onRefused() { this.peer?.refused(); }
+  onRefused(code) { this.peer?.refused(code); }
 
   /** Asks for the screen; once captured, asks the server to let it be shared. */
   async shareScreen() {
