@@ -174,6 +174,25 @@ describe('a meeting in the browser', () => {
     await denied.page.getByRole('button', { name: 'Leave', exact: true }).click();
   });
 
+  step('a member who turned the camera off on the join page joins with the microphone only', async () => {
+    const eve = await openBrowser('eve');
+    others.push(eve);
+    await eve.page.goto(invite);
+    await eve.page.getByRole('textbox', { name: 'Your name', exact: true }).fill('Eve');
+    await eve.page.getByRole('button', { name: 'Camera', exact: true }).click();
+    await eve.page.getByRole('button', { name: 'Join', exact: true }).click();
+    await host.page.getByRole('listitem').filter({ hasText: 'Eve' }).getByRole('button', { name: 'Admit', exact: true }).click();
+    await eve.page.getByRole('button', { name: 'Start video', exact: true }).waitFor();
+    await tileOf(host.page, 'Eve').getByRole('img', { name: 'Camera off', exact: true }).waitFor();
+    await tileOf(host.page, 'Eve').getByRole('img', { name: 'Microphone on', exact: true }).waitFor();
+    const sending = await eventually(() => eve.page.evaluate(() => {
+      const pc = window.__pcs.at(-1);
+      return pc ? pc.getSenders().filter((x) => x.track).map((x) => x.track.kind) : [];
+    }), (kinds) => kinds.length > 0, { what: 'Eve sends something' });
+    assert.deepEqual(sending, ['audio'], 'no camera was captured');
+    await eve.page.getByRole('button', { name: 'Leave', exact: true }).click();
+  });
+
   step('a removed guest sees it and cannot rejoin', async () => {
     await tileOf(host.page, MARKUP).waitFor();
     await host.page.getByRole('list', { name: 'In the meeting' }).getByRole('listitem').filter({ hasText: MARKUP })
