@@ -129,6 +129,24 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User> {
     })
 }
 
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds a meeting's title, passcode and settings, in the order both the
+/// INSERT and the UPDATE list those columns.
+fn bind_settings<'q>(query: SqliteQuery<'q>, m: &'q MeetingRecord) -> SqliteQuery<'q> {
+    query
+        .bind(&m.title)
+        .bind(&m.passcode)
+        .bind(&m.passcode_hash)
+        .bind(m.waiting_room)
+        .bind(screen_share_str(m.permissions.screen_share))
+        .bind(m.permissions.chat)
+        .bind(m.permissions.self_unmute)
+        .bind(m.permissions.rename_self)
+        .bind(m.only_signed_in)
+        .bind(i64::from(m.max_participants))
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -386,54 +404,36 @@ impl Store {
 
     pub async fn insert_meeting(&self, m: &MeetingRecord) -> Result<()> {
         let now = unix_now();
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO meetings (id, owner_id, title, passcode, passcode_hash, waiting_room,
                screen_share, chat, self_unmute, rename_self, only_signed_in, max_participants,
                created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(m.id.compact())
-        .bind(m.owner_id)
-        .bind(&m.title)
-        .bind(&m.passcode)
-        .bind(&m.passcode_hash)
-        .bind(m.waiting_room)
-        .bind(screen_share_str(m.permissions.screen_share))
-        .bind(m.permissions.chat)
-        .bind(m.permissions.self_unmute)
-        .bind(m.permissions.rename_self)
-        .bind(m.only_signed_in)
-        .bind(i64::from(m.max_participants))
-        // The record's own time, so that what the API answered at creation
-        // is what it reads back later.
-        .bind(m.created_at)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        .bind(m.owner_id);
+        bind_settings(query, m)
+            // The record's own time, so that what the API answered at creation
+            // is what it reads back later.
+            .bind(m.created_at)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn update_meeting(&self, m: &MeetingRecord) -> Result<()> {
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE meetings SET title = ?, passcode = ?, passcode_hash = ?, waiting_room = ?,
                screen_share = ?, chat = ?, self_unmute = ?, rename_self = ?, only_signed_in = ?,
                max_participants = ?, updated_at = ?
              WHERE id = ?",
-        )
-        .bind(&m.title)
-        .bind(&m.passcode)
-        .bind(&m.passcode_hash)
-        .bind(m.waiting_room)
-        .bind(screen_share_str(m.permissions.screen_share))
-        .bind(m.permissions.chat)
-        .bind(m.permissions.self_unmute)
-        .bind(m.permissions.rename_self)
-        .bind(m.only_signed_in)
-        .bind(i64::from(m.max_participants))
-        .bind(unix_now())
-        .bind(m.id.compact())
-        .execute(&self.pool)
-        .await?;
+        );
+        bind_settings(query, m)
+            .bind(unix_now())
+            .bind(m.id.compact())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
