@@ -381,7 +381,10 @@ impl Connection {
             _ => false,
         };
         if !owner {
-            if let Some(m) = self.too_many() {
+            // Guests were checked before the lookup; signed-in non-owners now.
+            if self.account.is_some()
+                && let Some(m) = self.too_many()
+            {
                 return Attempt::Refused(m);
             }
             let needs_check = record.as_ref().is_none_or(|r| r.passcode_hash.is_some());
