@@ -3,6 +3,7 @@
 //! - [`invite`]: reading invite links.
 //! - [`ivf`]: reading and writing VP8 frames in IVF files.
 //! - [`media`]: the client's WebRTC peer (str0m, the offering side).
+//! - [`record`]: writing received tracks to IVF (VP8) and Ogg (Opus) files.
 //! - [`session`]: a whole session: join, wait, run media, report.
 //! - [`signaling`]: the meeting WebSocket from the client side: join, wait,
 //!   exchange messages.
@@ -11,6 +12,7 @@
 pub mod invite;
 pub mod ivf;
 pub mod media;
+pub mod record;
 pub mod session;
 pub mod signaling;
 

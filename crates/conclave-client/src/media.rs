@@ -18,6 +18,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
 use crate::ivf::IvfFrame;
+use crate::record::ReceivedFrame;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -229,6 +230,9 @@ pub struct ClientPeer {
     transmits: Vec<(SocketAddr, Vec<u8>)>,
     /// When str0m next wants `Input::Timeout`.
     rtc_timeout: Instant,
+    /// Received frames kept for the caller (a recorder), when asked for.
+    keep_frames: bool,
+    frames: Vec<ReceivedFrame>,
 }
 
 impl ClientPeer {
@@ -300,9 +304,21 @@ impl ClientPeer {
             outbox: Vec::new(),
             transmits: Vec::new(),
             rtc_timeout: now,
+            keep_frames: false,
+            frames: Vec::new(),
         };
         peer.drain(now)?;
         Ok((peer, msg))
+    }
+
+    /// Keep every received frame for [`ClientPeer::take_frames`] (recording).
+    pub fn keep_frames(&mut self, on: bool) {
+        self.keep_frames = on;
+    }
+
+    /// Frames received since the last call, when kept.
+    pub fn take_frames(&mut self) -> Vec<ReceivedFrame> {
+        std::mem::take(&mut self.frames)
     }
 
     pub fn stats(&self) -> &PeerStats {
@@ -505,6 +521,15 @@ impl ClientPeer {
                         t.first_keyframe_at.get_or_insert(now);
                     }
                     t.last_frame_at = Some(now);
+                    if self.keep_frames {
+                        self.frames.push(ReceivedFrame {
+                            mid: d.mid.to_string(),
+                            participant: t.participant,
+                            kind: t.kind,
+                            rtp_time: d.time.numer(),
+                            data: d.data.to_vec(),
+                        });
+                    }
                 }
                 Event::KeyframeRequest(req) => {
                     // Pre-encoded media cannot make a key frame on demand:

@@ -11,6 +11,7 @@ use tokio::net::UdpSocket;
 use crate::invite::Invite;
 use crate::ivf::IvfReader;
 use crate::media::{ClientPeer, PeerError, PeerStats, SourceMedia};
+use crate::record::{RecordedTrack, Recording};
 use crate::signaling::{Admission, Signaling, SignalingError};
 
 /// Largest UDP datagram read.
@@ -52,6 +53,10 @@ pub struct JoinOptions {
     pub patience: Duration,
     /// The address to bind the media socket to (loopback by default).
     pub bind: IpAddr,
+    /// Write every received track into this directory (`conclave record`).
+    pub record: Option<PathBuf>,
+    /// Leave early, cleanly (files closed), when this is notified (Ctrl-C).
+    pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// What happened, for `--stats` and for tests.
@@ -59,6 +64,8 @@ pub struct JoinOptions {
 pub struct SessionReport {
     pub admission: Admission,
     pub media: PeerStats,
+    /// The files written, when recording.
+    pub recorded: Vec<RecordedTrack>,
     /// Why the session ended before its time, if it did.
     pub ended_early: Option<String>,
 }
@@ -163,8 +170,19 @@ pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
     let local = socket.local_addr()?;
     let (mut peer, offer) = ClientPeer::new(local, sources, Instant::now())?;
     sig.send(&offer).await?;
+    let mut recording = match &opts.record {
+        Some(dir) => {
+            peer.keep_frames(true);
+            Some(Recording::new(dir).map_err(|source| SessionError::Input {
+                path: dir.clone(),
+                source,
+            })?)
+        }
+        None => None,
+    };
 
     let end_at = tokio::time::Instant::now() + opts.duration;
+    let stop = opts.stop.clone().unwrap_or_default();
     let mut next = Instant::now();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut ended_early = None;
@@ -172,6 +190,7 @@ pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
         let wake = tokio::time::Instant::from_std(next);
         tokio::select! {
             () = tokio::time::sleep_until(end_at) => break,
+            () = stop.notified() => break,
             msg = sig.recv() => match msg? {
                 Some(ServerMessage::MediaAnswer { sdp }) => peer.accept_answer(&sdp, Instant::now())?,
                 Some(ServerMessage::MediaOffer { sdp, tracks }) => {
@@ -199,12 +218,29 @@ pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
         for msg in peer.take_messages() {
             sig.send(&msg).await?;
         }
+        if let Some(rec) = recording.as_mut() {
+            for frame in peer.take_frames() {
+                rec.write(&frame).map_err(|source| SessionError::Input {
+                    path: rec.dir().to_path_buf(),
+                    source,
+                })?;
+            }
+        }
     }
     let media = peer.stats().clone();
     sig.close().await;
+    let recorded = match recording {
+        Some(rec) => {
+            let dir = rec.dir().to_path_buf();
+            rec.finish()
+                .map_err(|source| SessionError::Input { path: dir, source })?
+        }
+        None => Vec::new(),
+    };
     Ok(SessionReport {
         admission,
         media,
+        recorded,
         ended_early,
     })
 }

@@ -35,6 +35,37 @@ enum Command {
     /// Join a meeting as a native client: wait to be admitted, send media
     /// from files, receive everyone's, and report what arrived.
     Join(JoinArgs),
+    /// Join a meeting as "Recorder" (shown to everyone as recording), decrypt
+    /// what everyone sends and write each track to a file: VP8 video as IVF,
+    /// Opus audio as Ogg. Stops at the meeting's end, after --duration or on Ctrl-C.
+    Record(RecordArgs),
+}
+
+#[derive(Args)]
+struct RecordArgs {
+    /// The invite link, e.g. http://localhost:8080/j/abcd-efgh-jkmn-pqrs#p=passcode
+    invite: String,
+    /// Directory for the files (created if missing).
+    #[arg(long, default_value = "recording")]
+    out: PathBuf,
+    /// Display name.
+    #[arg(long, default_value = "Recorder")]
+    name: String,
+    /// Passcode, when the link carries none.
+    #[arg(long)]
+    passcode: Option<String>,
+    /// A personal API token (to record your own meeting without waiting).
+    #[arg(long, env = "CONCLAVE_TOKEN")]
+    token: Option<String>,
+    /// Seconds to record once admitted (default: until the meeting ends).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Seconds to wait in the waiting room.
+    #[arg(long, default_value_t = 600)]
+    patience: u64,
+    /// Address to bind the media socket to.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
 }
 
 #[derive(Args)]
@@ -180,6 +211,44 @@ async fn shutdown_signal() {
     }
 }
 
+async fn record(args: RecordArgs) -> anyhow::Result<()> {
+    use conclave_client::session::{JoinOptions, run};
+    let invite = args.invite.parse().context("reading the invite link")?;
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.notify_one();
+        }
+    });
+    let report = run(JoinOptions {
+        invite,
+        name: args.name,
+        passcode: args.passcode,
+        token: args.token,
+        send_ivf: None,
+        send_ogg: None,
+        synthetic: false,
+        // "Until the meeting ends": a year stands in for forever.
+        duration: std::time::Duration::from_secs(args.duration.unwrap_or(365 * 86_400)),
+        patience: std::time::Duration::from_secs(args.patience),
+        bind: args.bind,
+        record: Some(args.out.clone()),
+        stop: Some(stop),
+    })
+    .await?;
+    if let Some(why) = &report.ended_early {
+        eprintln!("recording ended: {why}");
+    }
+    for t in &report.recorded {
+        println!("{} ({} frames)", t.path.display(), t.frames);
+    }
+    if report.recorded.is_empty() {
+        eprintln!("nothing was received; no files written");
+    }
+    Ok(())
+}
+
 async fn join(args: JoinArgs) -> anyhow::Result<()> {
     use conclave_client::session::{JoinOptions, run};
     let invite = args.invite.parse().context("reading the invite link")?;
@@ -194,6 +263,8 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         duration: std::time::Duration::from_secs(args.duration),
         patience: std::time::Duration::from_secs(args.patience),
         bind: args.bind,
+        record: None,
+        stop: None,
     })
     .await?;
     if let Some(why) = &report.ended_early {
@@ -325,6 +396,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Admin(cmd)) => admin(cmd).await,
         Some(Command::Join(args)) => join(args).await,
+        Some(Command::Record(args)) => record(args).await,
         None => serve(cli.serve).await,
     }
 }

@@ -29,6 +29,8 @@ fn options(meeting: &serde_json::Value, name: &str, seconds: u64) -> JoinOptions
         duration: Duration::from_secs(seconds),
         patience: Duration::from_secs(10),
         bind: "127.0.0.1".parse().expect("ip"),
+        record: None,
+        stop: None,
     }
 }
 
@@ -185,4 +187,82 @@ async fn late_joiner_sees_a_key_frame_quickly() {
         first_key.saturating_duration_since(connected)
     );
     assert!(video.keyframes >= 1);
+}
+
+/// Frames ffprobe decodes in `path` (it reads every packet, so a file it
+/// cannot parse fails here).
+fn ffprobe_frames(path: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe (apt-get install ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a frame count")
+}
+
+#[tokio::test]
+async fn a_recorder_writes_files_ffprobe_reads() {
+    let server = TestServer::start().await;
+    let http = server.host("hostess").await;
+    let meeting = http
+        .meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let sender = tokio::spawn(run(options(&meeting, "Ada", 5)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut rec = options(&meeting, "Recorder", 4);
+    rec.send_ivf = None;
+    rec.send_ogg = None;
+    rec.record = Some(dir.path().to_path_buf());
+    let rec = run(rec).await.expect("recorder");
+    let sender = sender.await.expect("task").expect("sender");
+    let ada = sender.admission.you;
+    let video = rec
+        .recorded
+        .iter()
+        .find(|t| t.participant == Some(ada) && t.kind == conclave_proto::MediaKind::Video)
+        .expect("a video file");
+    let audio = rec
+        .recorded
+        .iter()
+        .find(|t| t.participant == Some(ada) && t.kind == conclave_proto::MediaKind::Audio)
+        .expect("an audio file");
+    assert!(video.path.extension().is_some_and(|e| e == "ivf"));
+    assert!(audio.path.extension().is_some_and(|e| e == "ogg"));
+    // About 3.5 s of 30 frames/s video and 50 packets/s audio.
+    let (v, a) = (ffprobe_frames(&video.path), ffprobe_frames(&audio.path));
+    assert!(
+        v >= 60,
+        "ffprobe counts {v} video frames ({} written)",
+        video.frames
+    );
+    assert!(
+        a >= 100,
+        "ffprobe counts {a} audio frames ({} written)",
+        audio.frames
+    );
+    assert!(
+        v + 5 >= video.frames,
+        "ffprobe read {v} of {} frames",
+        video.frames
+    );
 }
