@@ -1,0 +1,204 @@
+//! SFrame (RFC 9605) for media frames, with the keys MLS gives each epoch.
+//!
+//! Keys (RFC 9605 §5.2): every member exports `base_key = MLS-Exporter("SFrame 1.0 Base Key",
+//! "", AEAD.Nk)` in each epoch; a sender's KID is `(leaf index << E) | (epoch mod 2^E)` with
+//! E = 4 and context 0, and the per-KID key and salt follow from the base key and KID (§4.4.2).
+//! Cipher suite AES_128_GCM_SHA256_128 (§4.5).
+//!
+//! Frame layout on the wire: `clear header | SFrame header | ciphertext | tag`. For VP8 the
+//! payload header (10 bytes for a key frame, 3 for a delta frame, told by the P bit of the
+//! first byte) stays clear so the SFU can read it, and is bound as SFrame metadata (part of the
+//! AAD, §4.4.3): changing one bit of it fails decryption. Opus frames are encrypted whole.
+
+use std::collections::HashMap;
+
+use sframe::{
+    CipherSuite,
+    frame::{EncryptedFrameView, MediaFrameView, MonotonicCounter},
+    key::{DecryptionKey, EncryptionKey},
+};
+
+use crate::E2eeError;
+
+/// How long a receiver keeps the previous epoch's keys after switching: frames encrypted just
+/// before a sender learnt of the new epoch still play.
+pub const PREVIOUS_EPOCH_GRACE_MS: u64 = 5_000;
+
+/// E of RFC 9605 §5.2: bits of the epoch in the KID; 16 epochs can be told apart.
+const EPOCH_BITS: u32 = 4;
+
+pub(crate) const SUITE: CipherSuite = CipherSuite::AesGcm128Sha256;
+
+/// AEAD.Nk of AES_128_GCM_SHA256_128: the length of the exported base key.
+pub(crate) fn base_key_len() -> usize {
+    16
+}
+
+/// KID of RFC 9605 §5.2 with context 0.
+pub(crate) fn kid_for(epoch: u64, leaf_index: u32) -> u64 {
+    (u64::from(leaf_index) << EPOCH_BITS) | (epoch & ((1 << EPOCH_BITS) - 1))
+}
+
+/// The SFrame keys of one epoch, as [`crate::Member::sframe_keys`] gives them: what a media
+/// worker needs and nothing more.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EpochKeys {
+    /// The MLS epoch.
+    pub epoch: u64,
+    /// The KID this member sends with.
+    pub sender_kid: u64,
+    /// (KID, base key) for every member, the sender included.
+    pub keys: Vec<(u64, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EpochKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<u64> = self.keys.iter().map(|(kid, _)| *kid).collect();
+        f.debug_struct("EpochKeys")
+            .field("epoch", &self.epoch)
+            .field("sender_kid", &self.sender_kid)
+            .field("kids", &kids)
+            .finish()
+    }
+}
+
+/// Which codec a frame is, which decides what stays clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Opus: the whole frame is encrypted.
+    Audio,
+    /// VP8: the payload header stays clear and is authenticated as metadata.
+    Vp8,
+}
+
+impl FrameKind {
+    /// Bytes at the front that stay clear.
+    fn clear_len(self, frame: &[u8]) -> Result<usize, E2eeError> {
+        match self {
+            FrameKind::Audio => Ok(0),
+            FrameKind::Vp8 => {
+                let first = *frame.first().ok_or(E2eeError::FrameTooShort(0))?;
+                // RFC 6386 §9.1: P (bit 0 of the frame tag) is 0 for a key frame, whose tag is
+                // followed by the start code and the dimensions (10 bytes in all).
+                let len = if first & 0x01 == 0 { 10 } else { 3 };
+                if frame.len() < len {
+                    return Err(E2eeError::FrameTooShort(frame.len()));
+                }
+                Ok(len)
+            }
+        }
+    }
+}
+
+/// Encrypts this member's frames and decrypts everyone's, with the keys of the current epoch
+/// and, for [`PREVIOUS_EPOCH_GRACE_MS`] after a change, those of the previous one.
+pub struct FrameCrypto {
+    epoch: Option<u64>,
+    sender: Option<EncryptionKey>,
+    /// One counter for every frame this member sends, never reset: (key, CTR) never repeats.
+    counter: MonotonicCounter,
+    current: HashMap<u64, DecryptionKey>,
+    previous: HashMap<u64, DecryptionKey>,
+    previous_until_ms: u64,
+}
+
+impl std::fmt::Debug for FrameCrypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameCrypto")
+            .field("epoch", &self.epoch)
+            .field("current_kids", &self.current.keys().collect::<Vec<_>>())
+            .field("previous_kids", &self.previous.keys().collect::<Vec<_>>())
+            .field("previous_until_ms", &self.previous_until_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FrameCrypto {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameCrypto {
+    /// No keys yet: encryption fails with [`E2eeError::NoKey`] until [`FrameCrypto::set_epoch`].
+    pub fn new() -> Self {
+        FrameCrypto {
+            epoch: None,
+            sender: None,
+            counter: MonotonicCounter::default(),
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            previous_until_ms: 0,
+        }
+    }
+
+    /// Switch to the keys of a new epoch at `now_ms`. The previous epoch's receive keys stay
+    /// until `now_ms + PREVIOUS_EPOCH_GRACE_MS`; older ones go now. Setting the same epoch
+    /// again only replaces its keys.
+    pub fn set_epoch(&mut self, keys: &EpochKeys, now_ms: u64) {
+        let mut fresh = HashMap::with_capacity(keys.keys.len());
+        for (kid, base_key) in &keys.keys {
+            match DecryptionKey::derive_from(SUITE, *kid, base_key) {
+                Ok(key) => {
+                    fresh.insert(*kid, key);
+                }
+                Err(e) => tracing::warn!(kid, error = %e, "SFrame key derivation failed"),
+            }
+        }
+        if self.epoch.is_some() && self.epoch != Some(keys.epoch) {
+            self.previous = std::mem::take(&mut self.current);
+            // RFC 9605 §5.2: an epoch whose low bits come back replaces the old one.
+            self.previous.retain(|kid, _| !fresh.contains_key(kid));
+            self.previous_until_ms = now_ms.saturating_add(PREVIOUS_EPOCH_GRACE_MS);
+        }
+        self.current = fresh;
+        self.epoch = Some(keys.epoch);
+        self.sender = keys
+            .keys
+            .iter()
+            .find(|(kid, _)| *kid == keys.sender_kid)
+            .and_then(|(kid, base_key)| EncryptionKey::derive_from(SUITE, *kid, base_key).ok());
+    }
+
+    /// Encrypt one frame of this member into `out` (cleared first).
+    pub fn encrypt(
+        &mut self,
+        kind: FrameKind,
+        frame: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), E2eeError> {
+        let clear = kind.clear_len(frame)?;
+        let (meta, payload) = frame.split_at(clear);
+        let key = self.sender.as_ref().ok_or(E2eeError::NoKey)?;
+        let media = MediaFrameView::try_with_meta_data(&mut self.counter, payload, meta)?;
+        out.clear();
+        media.encrypt_into(key, out)?;
+        Ok(())
+    }
+
+    /// Decrypt one frame into `out` (cleared first; the clear header comes back in front).
+    /// Returns the sender's KID.
+    pub fn decrypt(
+        &mut self,
+        kind: FrameKind,
+        frame: &[u8],
+        now_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<u64, E2eeError> {
+        if now_ms >= self.previous_until_ms && !self.previous.is_empty() {
+            self.previous.clear();
+        }
+        let clear = kind.clear_len(frame)?;
+        let (meta, data) = frame.split_at(clear);
+        let view = EncryptedFrameView::try_with_meta_data(data, meta)?;
+        let kid = view.header().key_id();
+        let key = self
+            .current
+            .get(&kid)
+            .or_else(|| self.previous.get(&kid))
+            .ok_or(E2eeError::UnknownKey(kid))?;
+        out.clear();
+        view.decrypt_into(key, out)?;
+        Ok(kid)
+    }
+}

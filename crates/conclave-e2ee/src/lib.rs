@@ -1,0 +1,34 @@
+//! Conclave's end-to-end encryption: one implementation for the native client, the browser
+//! (compiled to wasm32) and the server's delivery service.
+//!
+//! - `member` — [`Member`]: one meeting member's end of the MLS group (RFC 9420): key package,
+//!   group creation, Welcome, proposals and commits from the server, chat as MLS application
+//!   messages, the security code and the SFrame keys of the current epoch.
+//! - `delivery` — [`DeliveryService`]: the server's side. It is the group's only external
+//!   sender (it proposes Add and Remove) and validates commits against the public group state.
+//!   It holds no secret that opens content.
+//! - `frame` — [`FrameCrypto`]: SFrame (RFC 9605) encryption of media frames with the keys of
+//!   [`EpochKeys`]. Independent of MLS so a media worker can hold only keys. Sans-IO: time is
+//!   passed in as `now_ms`, the crate reads no clock of its own.
+//! - `rfc9605` — single SFrame operations with explicit KID and CTR, for conformance tests
+//!   (RFC 9605 Appendix C) and tools.
+//! - `code` — the security code: 60 decimal digits from the MLS epoch authenticator.
+//!
+//! Ciphersuites: MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519 and SFrame
+//! AES_128_GCM_SHA256_128. Identity in every MLS credential is a BasicCredential whose bytes
+//! are the participant id the server assigned, in decimal digits. No entry point panics on
+//! malformed input: every one returns [`E2eeError`].
+#![forbid(unsafe_code)]
+
+mod code;
+mod delivery;
+mod error;
+mod frame;
+mod member;
+mod mls;
+pub mod rfc9605;
+
+pub use delivery::DeliveryService;
+pub use error::E2eeError;
+pub use frame::{EpochKeys, FrameCrypto, FrameKind, PREVIOUS_EPOCH_GRACE_MS};
+pub use member::{CommitOut, Member, Received};

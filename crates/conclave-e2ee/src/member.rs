@@ -1,0 +1,363 @@
+//! One meeting member's end of the MLS group.
+
+use std::collections::BTreeSet;
+
+use mls_rs::{
+    Client, ExtensionList, Group, MlsMessage,
+    error::MlsError,
+    extension::built_in::ExternalSendersExt,
+    group::{CommitEffect, ReceivedMessage},
+    identity::{SigningIdentity, basic::BasicIdentityProvider},
+    mls_rs_codec::MlsDecode,
+};
+use mls_rs_crypto_rustcrypto::RustCryptoProvider;
+
+use crate::{
+    E2eeError, code,
+    frame::{EpochKeys, base_key_len, kid_for},
+    mls::{self, MemberConfig},
+};
+
+/// What a message given to [`Member::handle`] was, and what it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A proposal from the server, stored; the member named to commit calls [`Member::commit`].
+    Proposal,
+    /// A commit moved the group to `epoch`. `added`/`removed` are participant ids.
+    /// `removed_me`: this member is out; its state decrypts nothing of `epoch` or later.
+    Commit {
+        epoch: u64,
+        added: Vec<String>,
+        removed: Vec<String>,
+        removed_me: bool,
+    },
+    /// A chat message from another member.
+    Chat { sender: String, text: String },
+    /// Nothing to do: our own chat coming back, a message of an older epoch.
+    Ignored,
+}
+
+/// What [`Member::commit`] produced, for the server: the commit for the group, the Welcome for
+/// newcomers (when the commit adds someone) and the GroupInfo of the new epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOut {
+    pub commit: Vec<u8>,
+    pub welcome: Option<Vec<u8>>,
+    pub group_info: Vec<u8>,
+}
+
+/// One meeting member's end of the group: single-threaded, in memory, gone with the session.
+pub struct Member {
+    id: String,
+    client: Client<MemberConfig>,
+    group: Option<Group<MemberConfig>>,
+    removed: bool,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("id", &self.id)
+            .field("epoch", &self.epoch())
+            .field("removed", &self.removed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<MlsMessage, E2eeError> {
+    Ok(MlsMessage::from_bytes(bytes)?)
+}
+
+impl Member {
+    /// A member with a fresh signing key whose credential is `participant_id`.
+    pub fn new(participant_id: &str) -> Result<Member, E2eeError> {
+        mls::check_participant_id(participant_id)?;
+        let (secret, identity) = mls::new_identity(participant_id)?;
+        let client = Client::builder()
+            .identity_provider(BasicIdentityProvider::new())
+            .crypto_provider(RustCryptoProvider::default())
+            .mls_rules(mls::rules())
+            .signing_identity(identity, secret, mls::CIPHER_SUITE)
+            .build();
+        Ok(Member {
+            id: participant_id.to_string(),
+            client,
+            group: None,
+            removed: false,
+        })
+    }
+
+    /// A new KeyPackage (as an MlsMessage); its private part stays here for [`Member::join`].
+    pub fn key_package(&self) -> Result<Vec<u8>, E2eeError> {
+        let message = self.client.generate_key_package_message(
+            ExtensionList::default(),
+            ExtensionList::default(),
+            None,
+        )?;
+        Ok(message.to_bytes()?)
+    }
+
+    /// First member: make the group with `external_sender` (from
+    /// [`crate::DeliveryService::external_sender`]) as its only external sender. Returns the
+    /// GroupInfo, ratchet tree included, for the server.
+    pub fn create_group(
+        &mut self,
+        group_id: &[u8],
+        external_sender: &[u8],
+    ) -> Result<Vec<u8>, E2eeError> {
+        if self.group.is_some() && !self.removed {
+            return Err(E2eeError::AlreadyInGroup);
+        }
+        if group_id.is_empty() || group_id.len() > 255 {
+            return Err(E2eeError::InvalidArgument(
+                "group id must be 1 to 255 bytes",
+            ));
+        }
+        let mut rest = external_sender;
+        let sender = SigningIdentity::mls_decode(&mut rest)
+            .map_err(|_| E2eeError::InvalidArgument("external sender does not decode"))?;
+        // The server's identity: a BasicCredential and an Ed25519 key, nothing after it.
+        if !rest.is_empty()
+            || sender.credential.as_basic().is_none()
+            || sender.signature_key.as_bytes().len() != 32
+        {
+            return Err(E2eeError::InvalidArgument(
+                "external sender is not a server identity",
+            ));
+        }
+        let mut extensions = ExtensionList::new();
+        extensions
+            .set_from(ExternalSendersExt::new(vec![sender]))
+            .map_err(|_| E2eeError::InvalidArgument("external sender extension"))?;
+        let group = self.client.create_group_with_id(
+            group_id.to_vec(),
+            extensions,
+            ExtensionList::default(),
+            None,
+        )?;
+        let info = group.group_info_message(true)?.to_bytes()?;
+        self.group = Some(group);
+        self.removed = false;
+        Ok(info)
+    }
+
+    /// Join from a Welcome (it must carry the ratchet tree, which Conclave commits always do).
+    pub fn join(&mut self, welcome: &[u8]) -> Result<(), E2eeError> {
+        if self.group.is_some() && !self.removed {
+            return Err(E2eeError::AlreadyInGroup);
+        }
+        let welcome = decode(welcome)?;
+        let (group, _info) = self.client.join_group(None, &welcome, None)?;
+        self.group = Some(group);
+        self.removed = false;
+        Ok(())
+    }
+
+    fn group(&self) -> Result<&Group<MemberConfig>, E2eeError> {
+        if self.removed {
+            return Err(E2eeError::Removed);
+        }
+        self.group.as_ref().ok_or(E2eeError::NoGroup)
+    }
+
+    fn group_mut(&mut self) -> Result<&mut Group<MemberConfig>, E2eeError> {
+        if self.removed {
+            return Err(E2eeError::Removed);
+        }
+        self.group.as_mut().ok_or(E2eeError::NoGroup)
+    }
+
+    /// A message from the server: a proposal, a commit (ours coming back applies our pending
+    /// commit; another member's first discards ours) or a chat message.
+    pub fn handle(&mut self, message: &[u8]) -> Result<Received, E2eeError> {
+        let message = decode(message)?;
+        let group = self.group_mut()?;
+        let before = roster_of(group);
+        let received = match group.process_incoming_message(message) {
+            Ok(received) => received,
+            // Our own chat relayed back to us, or a message of an epoch already left behind.
+            Err(MlsError::CantProcessMessageFromSelf | MlsError::InvalidEpoch) => {
+                return Ok(Received::Ignored);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match received {
+            ReceivedMessage::Proposal(_) => Ok(Received::Proposal),
+            ReceivedMessage::Commit(description) => {
+                let (epoch, removed_me) = match &description.effect {
+                    CommitEffect::NewEpoch(new_epoch) => (new_epoch.epoch, false),
+                    CommitEffect::Removed { new_epoch, .. } => (new_epoch.epoch, true),
+                    CommitEffect::ReInit(_) => {
+                        return Err(E2eeError::UnexpectedMessage("no ReInit"));
+                    }
+                };
+                self.commit_received(before, epoch, removed_me)
+            }
+            ReceivedMessage::ApplicationMessage(app) => {
+                let sender = group
+                    .member_at_index(app.sender_index)
+                    .map(|m| mls::identity_name(&m.signing_identity))
+                    .unwrap_or_default();
+                let text =
+                    String::from_utf8(app.data().to_vec()).map_err(|_| E2eeError::NotUtf8)?;
+                Ok(Received::Chat { sender, text })
+            }
+            ReceivedMessage::GroupInfo(_)
+            | ReceivedMessage::Welcome
+            | ReceivedMessage::KeyPackage(_) => Err(E2eeError::UnexpectedMessage(
+                "a proposal, a commit or a chat message",
+            )),
+        }
+    }
+
+    fn commit_received(
+        &mut self,
+        before: Vec<(u32, String)>,
+        epoch: u64,
+        removed_me: bool,
+    ) -> Result<Received, E2eeError> {
+        if removed_me {
+            self.removed = true;
+            return Ok(Received::Commit {
+                epoch,
+                added: Vec::new(),
+                removed: vec![self.id.clone()],
+                removed_me: true,
+            });
+        }
+        let after = self.group.as_ref().map(roster_of).unwrap_or_default();
+        let old: BTreeSet<_> = before.iter().collect();
+        let new: BTreeSet<_> = after.iter().collect();
+        let added = after
+            .iter()
+            .filter(|m| !old.contains(m))
+            .map(|m| m.1.clone())
+            .collect();
+        let removed = before
+            .iter()
+            .filter(|m| !new.contains(m))
+            .map(|m| m.1.clone())
+            .collect();
+        Ok(Received::Commit {
+            epoch,
+            added,
+            removed,
+            removed_me: false,
+        })
+    }
+
+    /// Commit every proposal received from the server. `None` when there is none. The commit is
+    /// applied when it comes back through [`Member::handle`] (or [`Member::confirm_commit`]); a
+    /// pending commit of ours is replaced.
+    pub fn commit(&mut self) -> Result<Option<CommitOut>, E2eeError> {
+        let group = self.group_mut()?;
+        if group.get_cached_proposals().is_empty() {
+            return Ok(None);
+        }
+        group.clear_pending_commit();
+        let output = group.commit(Vec::new())?;
+        let welcome = match output.welcome_messages.first() {
+            Some(welcome) => Some(welcome.to_bytes()?),
+            None => None,
+        };
+        // GroupInfo of the epoch the commit makes (ratchet tree included), for the server's
+        // public view: made on a copy, since our own state moves only when the server says so.
+        let mut next = group.clone();
+        next.apply_pending_commit()?;
+        let group_info = next.group_info_message(true)?.to_bytes()?;
+        drop(next);
+        Ok(Some(CommitOut {
+            commit: output.commit_message.to_bytes()?,
+            welcome,
+            group_info,
+        }))
+    }
+
+    /// Apply our pending commit without waiting for its echo (the server said it accepted it).
+    pub fn confirm_commit(&mut self) -> Result<Received, E2eeError> {
+        let group = self.group_mut()?;
+        if !group.has_pending_commit() {
+            return Ok(Received::Ignored);
+        }
+        let before = roster_of(group);
+        let description = group.apply_pending_commit()?;
+        let epoch = match &description.effect {
+            CommitEffect::NewEpoch(new_epoch) | CommitEffect::Removed { new_epoch, .. } => {
+                new_epoch.epoch
+            }
+            CommitEffect::ReInit(_) => return Err(E2eeError::UnexpectedMessage("no ReInit")),
+        };
+        self.commit_received(before, epoch, false)
+    }
+
+    /// A chat message as an MLS PrivateMessage. Fails while a proposal waits for its commit
+    /// (MLS forbids application data then); send it after the commit arrived.
+    pub fn encrypt_chat(&mut self, text: &str) -> Result<Vec<u8>, E2eeError> {
+        let group = self.group_mut()?;
+        Ok(group
+            .encrypt_application_message(text.as_bytes(), Vec::new())?
+            .to_bytes()?)
+    }
+
+    /// The current epoch; 0 before the group exists.
+    pub fn epoch(&self) -> u64 {
+        self.group.as_ref().map_or(0, |g| g.current_epoch())
+    }
+
+    /// 12 groups of 5 digits from the epoch authenticator; the same for every member of the
+    /// epoch. Empty before the group exists or after removal.
+    pub fn security_code(&self) -> String {
+        match self.group().map(|g| g.epoch_authenticator()) {
+            Ok(Ok(secret)) => code::security_code(&secret),
+            _ => String::new(),
+        }
+    }
+
+    /// Participant ids of the group's members, by leaf index.
+    pub fn roster(&self) -> Vec<String> {
+        self.group()
+            .map(|g| roster_of(g).into_iter().map(|(_, id)| id).collect())
+            .unwrap_or_default()
+    }
+
+    /// Own leaf index (0 before the group exists).
+    pub fn my_index(&self) -> u32 {
+        self.group.as_ref().map_or(0, |g| g.current_member_index())
+    }
+
+    /// This member's participant id.
+    pub fn participant_id(&self) -> &str {
+        &self.id
+    }
+
+    /// The SFrame keys of the current epoch (RFC 9605 §5.2): one base key from the MLS
+    /// exporter, one KID per member. Empty keys before the group exists or after removal.
+    pub fn sframe_keys(&self) -> EpochKeys {
+        let Ok(group) = self.group() else {
+            return EpochKeys::default();
+        };
+        let epoch = group.current_epoch();
+        let Ok(base_key) = group.export_secret(b"SFrame 1.0 Base Key", b"", base_key_len()) else {
+            return EpochKeys::default();
+        };
+        let keys = group
+            .roster()
+            .members_iter()
+            .map(|m| (kid_for(epoch, m.index), base_key.to_vec()))
+            .collect();
+        EpochKeys {
+            epoch,
+            sender_kid: kid_for(epoch, group.current_member_index()),
+            keys,
+        }
+    }
+}
+
+/// (leaf index, participant id) of every member.
+fn roster_of(group: &Group<MemberConfig>) -> Vec<(u32, String)> {
+    group
+        .roster()
+        .members_iter()
+        .map(|m| (m.index, mls::identity_name(&m.signing_identity)))
+        .collect()
+}
