@@ -36,6 +36,9 @@ pub enum Event {
     /// ([`crate::RouterConfig::forward_by_default`] false) decides here
     /// whether it is forwarded ([`crate::Router::set_forwarding`]).
     Published { peer: PeerId, mid: Mid },
+    /// `peer` is now the active speaker: the loudest audio source, by the
+    /// rules of [`crate::speaker`].
+    ActiveSpeaker { peer: PeerId },
     /// ICE and DTLS are up: media can flow to and from `peer`.
     Connected { peer: PeerId },
     /// `peer` stopped answering ICE consent checks. It is kept (it may come

@@ -23,7 +23,11 @@
 //!   changes (simulcast layer switches, a publisher's new SSRC).
 //! - `codecs`: the codecs forwarded (Opus, VP8) and the check that refuses an
 //!   offer to send without them.
-//! - [`keyframe`]: the per-track throttle on PLI/FIR toward a publisher.
+//! - [`keyframe`]: the per-layer throttle on PLI/FIR toward a publisher.
+//! - [`layers`]: the pure choice of a simulcast layer per subscriber, from
+//!   its view size and bandwidth estimate; layer bitrate measurement.
+//! - [`speaker`]: the pure active-speaker detector over RFC 6464 audio levels.
+//! - [`vp8`]: what the router reads of a VP8 payload (key frame start, size).
 //! - [`event`]: what the router tells the signaling shell (offers to deliver,
 //!   peers connected, disconnected or closed).
 //! - [`transmit`]: datagrams to send and their bounded queue.
@@ -40,11 +44,14 @@ mod codecs;
 pub mod error;
 pub mod event;
 pub mod keyframe;
+pub mod layers;
 pub mod peer;
 pub mod rewrite;
 pub mod router;
+pub mod speaker;
 pub mod stats;
 pub mod transmit;
+pub mod vp8;
 
 pub use error::MediaError;
 pub use event::{Event, ForwardedTrack};
@@ -56,4 +63,4 @@ pub use transmit::Transmit;
 /// The str0m types that appear in this crate's API, so callers need no
 /// direct dependency on the exact str0m version.
 pub use str0m::change::{SdpAnswer, SdpOffer};
-pub use str0m::media::{MediaKind, Mid};
+pub use str0m::media::{MediaKind, Mid, Rid};

@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::BweKind;
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Event as RtcEvent, IceConnectionState, Output, Rtc};
 
@@ -50,9 +51,10 @@ pub struct TrackId {
 // allocation per packet and save nothing.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum PeerOutput {
-    /// A packet the peer published on `mid`.
+    /// A packet the peer published on `mid` (simulcast layer `rid`).
     Rtp {
         mid: Mid,
+        rid: Option<Rid>,
         packet: RtpPacket,
     },
     /// The peer's offer added an m-line (direction from the router's side).
@@ -84,6 +86,12 @@ pub(crate) struct Outgoing {
     rewriter: Option<Rewriter>,
     /// Publisher payload type → ours for this m-line (None: no common codec).
     pt_map: Vec<(Pt, Option<Pt>)>,
+    /// Simulcast: the layer forwarded now (`None`: none yet).
+    pub(crate) current: Option<Rid>,
+    /// Simulcast: the layer to switch to at its next key frame.
+    pub(crate) target: Option<Rid>,
+    /// The size the subscriber shows this video at, if it said.
+    pub(crate) view: Option<(u32, u32)>,
 }
 
 /// An offer sent to the peer and not yet answered.
@@ -109,6 +117,10 @@ pub(crate) struct Peer {
     pub(crate) published: Vec<Mid>,
     pub(crate) outgoing: BTreeMap<Mid, Outgoing>,
     pub(crate) stats: PeerStats,
+    /// The latest egress bandwidth estimate (TWCC), bits per second.
+    pub(crate) estimate: Option<u64>,
+    /// The desired bitrate last given to str0m's BWE, bits per second.
+    pub(crate) desired: u64,
 }
 
 impl Peer {
@@ -124,6 +136,8 @@ impl Peer {
             published: Vec::new(),
             outgoing: BTreeMap::new(),
             stats: PeerStats::default(),
+            estimate: None,
+            desired: 0,
         }
     }
 
@@ -181,11 +195,16 @@ impl Peer {
             RtcEvent::RtpPacket(packet) => {
                 // The packet names its SSRC; the receive stream knows the m-line.
                 let ssrc = packet.header.ssrc;
-                let Some(mid) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+                let Some((mid, rid)) = self
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|s| (s.mid(), s.rid()))
+                else {
                     self.stats.rtp_unrouted += 1;
                     return;
                 };
-                PeerOutput::Rtp { mid, packet }
+                PeerOutput::Rtp { mid, rid, packet }
             }
             RtcEvent::MediaAdded(m) => PeerOutput::MediaAdded {
                 mid: m.mid,
@@ -197,6 +216,11 @@ impl Peer {
                 direction: m.direction,
             },
             RtcEvent::KeyframeRequest(r) => PeerOutput::KeyframeRequest { mid: r.mid },
+            RtcEvent::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                // Read by the router's next layer choice; nothing to do now.
+                self.estimate = Some(estimate.as_u64());
+                return;
+            }
             RtcEvent::Connected => PeerOutput::Connected,
             RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 PeerOutput::Disconnected
@@ -226,6 +250,9 @@ impl Peer {
                 ssrc,
                 rewriter: None,
                 pt_map: Vec::new(),
+                current: None,
+                target: None,
+                view: None,
             },
         );
         true

@@ -18,13 +18,29 @@
 //! to every subscriber's stream for that track, under the subscriber's SSRC,
 //! payload type, sequence numbers and timestamps ([`crate::rewrite`]). The
 //! payload is shared, not copied, until str0m encrypts it per subscriber.
+//!
+//! Simulcast: a track whose offer declares rids has one incoming layer per
+//! rid. Each subscriber gets one of them, chosen by [`crate::layers`] from the
+//! size it shows the video at ([`Router::set_view_size`]) and its share of
+//! its egress bandwidth estimate (str0m's TWCC-based BWE, on for every peer).
+//! The choice is revisited every [`RESELECT_INTERVAL`]. A subscriber moves to
+//! a new layer only at a key frame of that layer, which the router asks the
+//! publisher for (PLI on that layer, throttled); until then it keeps getting
+//! the old layer. Packets of a layer nobody receives go nowhere and cause no
+//! key frame requests. The subscriber sees one stream throughout
+//! ([`crate::rewrite`]).
+//!
+//! Active speaker: the RFC 6464 levels on forwarded audio feed
+//! [`crate::speaker`]; a change comes out as [`Event::ActiveSpeaker`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid, Rids};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpPacket;
 use str0m::{Candidate, Input, Rtc};
@@ -33,7 +49,9 @@ use crate::codecs;
 use crate::error::MediaError;
 use crate::event::{Event, ForwardedTrack};
 use crate::keyframe::{DEFAULT_KEYFRAME_INTERVAL, KeyframeThrottle, Verdict};
+use crate::layers::{self, BitrateMeter, Layer};
 use crate::peer::{Peer, PeerId, PeerOutput, Pending, TrackId};
+use crate::speaker::SpeakerDetector;
 use crate::stats::{PeerStats, RouterStats};
 use crate::transmit::{DEFAULT_MAX_QUEUED_TRANSMITS, Transmit, TransmitQueue};
 
@@ -45,6 +63,30 @@ const MAX_SOURCE_CACHE: usize = 64 * 1024;
 /// Events queued for the shell before the oldest are dropped. The shell
 /// drains them after every call; the bound is for a shell that does not.
 const MAX_QUEUED_EVENTS: usize = 4 * 1024;
+
+/// How often every subscriber's simulcast layers are chosen again (view
+/// sizes apply at once; this catches bandwidth and layers starting or
+/// stopping).
+pub const RESELECT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The egress bandwidth estimate a new peer starts from: enough for a
+/// middle layer of several videos; TWCC feedback moves it from there.
+pub const DEFAULT_INITIAL_BANDWIDTH: u64 = 2_500_000;
+
+/// Layers per track, at most (browsers send three; the bound stops a
+/// publisher from inventing rids without limit).
+const MAX_LAYERS: usize = 4;
+
+/// Bandwidth set aside for each audio track a subscriber receives, bits
+/// per second, before video is shared out.
+const AUDIO_ALLOWANCE: u64 = 64_000;
+
+/// How long a peer whose timeout just ran and that asks for another at the
+/// same instant waits before it gets one.
+const PACER_SPIN_GUARD: Duration = Duration::from_millis(1);
+
+/// How often the active speaker is re-evaluated, at most.
+const SPEAKER_POLL: Duration = Duration::from_millis(100);
 
 /// How a router is set up.
 #[derive(Debug, Clone)]
@@ -61,6 +103,11 @@ pub struct RouterConfig {
     /// ([`Router::set_forwarding`]). A server whose meeting core decides who
     /// may send what sets this to false: deny by default.
     pub forward_by_default: bool,
+    /// Egress bandwidth estimation (TWCC) for every peer, starting from this
+    /// many bits per second; `None` turns it off (simulcast layers are then
+    /// chosen by view size alone). With it on, str0m paces each peer's
+    /// outgoing media at 1.1 times the estimate.
+    pub initial_bandwidth: Option<u64>,
 }
 
 impl RouterConfig {
@@ -71,6 +118,7 @@ impl RouterConfig {
             keyframe_interval: DEFAULT_KEYFRAME_INTERVAL,
             max_queued_transmits: DEFAULT_MAX_QUEUED_TRANSMITS,
             forward_by_default: true,
+            initial_bandwidth: Some(DEFAULT_INITIAL_BANDWIDTH),
         }
     }
 }
@@ -79,10 +127,77 @@ impl RouterConfig {
 struct Track {
     kind: MediaKind,
     subscribers: Vec<(PeerId, Mid)>,
-    keyframes: KeyframeThrottle,
+    /// What arrives on the track: one layer without a rid, or one per
+    /// simulcast rid in the order the publisher's offer lists them.
+    layers: Vec<IncomingLayer>,
     /// Off while the publisher may not send this kind (muted by a host,
     /// suspended): its packets are dropped here, not forwarded.
     forwarding: bool,
+}
+
+/// One incoming RTP stream of a track.
+struct IncomingLayer {
+    rid: Option<Rid>,
+    meter: BitrateMeter,
+    /// From the layer's last key frame.
+    size: Option<(u32, u32)>,
+    keyframes: KeyframeThrottle,
+}
+
+impl IncomingLayer {
+    fn new(rid: Option<Rid>, interval: Duration) -> Self {
+        IncomingLayer {
+            rid,
+            meter: BitrateMeter::default(),
+            size: None,
+            keyframes: KeyframeThrottle::new(interval),
+        }
+    }
+}
+
+impl Track {
+    fn is_simulcast(&self) -> bool {
+        self.layers.iter().any(|l| l.rid.is_some())
+    }
+
+    fn layer_index(&self, rid: Option<Rid>) -> Option<usize> {
+        self.layers.iter().position(|l| l.rid == rid)
+    }
+
+    /// Layer indices smallest first: by the sizes seen once every layer's is
+    /// known, by the offer's order until then.
+    fn ordered(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.layers.len()).collect();
+        if self.layers.iter().all(|l| l.size.is_some()) {
+            order.sort_by_key(|&i| {
+                self.layers[i]
+                    .size
+                    .map(|(w, h)| u64::from(w) * u64::from(h))
+            });
+        }
+        order
+    }
+
+    /// The choice's view of the layers, in `ordered` order.
+    fn describe(&self, order: &[usize], now: Instant) -> Vec<Layer> {
+        order
+            .iter()
+            .map(|&i| {
+                let l = &self.layers[i];
+                Layer {
+                    size: l.size,
+                    bitrate: l.meter.bitrate(),
+                    active: l.meter.is_active(now),
+                }
+            })
+            .collect()
+    }
+
+    /// Measured bitrate of the whole track (all layers), for tracks that are
+    /// forwarded as they are.
+    fn bitrate(&self) -> u64 {
+        self.layers.iter().filter_map(|l| l.meter.bitrate()).sum()
+    }
 }
 
 /// The SFU core of one worker: peers, tracks and the forwarding between them.
@@ -104,6 +219,11 @@ pub struct Router {
     stats: RouterStats,
     /// Reused for the list of peers due a timeout.
     due: Vec<PeerId>,
+    initial_bandwidth: Option<u64>,
+    /// When simulcast layers are chosen again.
+    next_reselect: Option<Instant>,
+    speakers: SpeakerDetector<PeerId>,
+    speaker_polled: Option<Instant>,
 }
 
 impl Router {
@@ -129,6 +249,10 @@ impl Router {
             now: None,
             stats: RouterStats::default(),
             due: Vec::new(),
+            initial_bandwidth: config.initial_bandwidth,
+            next_reselect: None,
+            speakers: SpeakerDetector::new(),
+            speaker_polled: None,
         })
     }
 
@@ -146,7 +270,10 @@ impl Router {
             .set_ice_lite(true)
             // Forward packets, not frames: no depacketizing, no jitter buffer,
             // and nothing of the (end-to-end encrypted) payload is read.
-            .set_rtp_mode(true);
+            .set_rtp_mode(true)
+            // Egress bandwidth estimation from TWCC feedback: the budget for
+            // simulcast layers.
+            .enable_bwe(self.initial_bandwidth.map(Bitrate::bps));
         let mut rtc = codecs::configure(config).build(now);
         for c in &self.candidates {
             rtc.add_local_candidate(c.clone());
@@ -218,11 +345,15 @@ impl Router {
             return Err(MediaError::Refused { peer: id, source });
         }
         let mut keyframes = Vec::new();
+        let mut simulcast = false;
         for (track_id, mid) in pending.adds {
             let live = match self.tracks.get_mut(&track_id) {
                 Some(track) if peer.subscribe(track_id, track.kind, mid) => {
                     track.subscribers.push((id, mid));
-                    if track.kind == MediaKind::Video {
+                    if track.is_simulcast() {
+                        // The layer choice below asks for its key frame.
+                        simulcast = true;
+                    } else if track.kind == MediaKind::Video {
                         keyframes.push(track_id);
                     }
                     true
@@ -237,7 +368,10 @@ impl Router {
         self.run_work();
         // A new subscriber can show nothing before the next keyframe.
         for track in keyframes {
-            self.request_keyframe(track, now);
+            self.request_keyframe(track, 0, now);
+        }
+        if simulcast {
+            self.reselect_peer(id, now);
         }
         self.negotiate(id);
         Ok(())
@@ -307,8 +441,8 @@ impl Router {
         self.run_work();
     }
 
-    /// Time passed: runs every peer's timers that are due, and deferred
-    /// keyframe requests.
+    /// Time passed: runs every peer's timers that are due, deferred
+    /// keyframe requests, and the periodic simulcast layer choice.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
         let mut due = std::mem::take(&mut self.due);
@@ -328,17 +462,30 @@ impl Router {
                 tracing::debug!(peer = %id, %error, "timeout refused");
             }
             peer.drain(now, &mut self.transmits, &mut self.work);
+            // str0m's pacer (on with BWE) acts only once time has moved on
+            // since its last timeout, and may ask for one "now" again: wait
+            // for the clock to move rather than spin at this instant.
+            if peer.next_timeout <= now {
+                peer.next_timeout = now + PACER_SPIN_GUARD;
+            }
             self.run_work();
         }
         self.due = due;
-        let ready: Vec<TrackId> = self
-            .tracks
-            .iter_mut()
-            .filter_map(|(id, t)| t.keyframes.poll_due(now).then_some(*id))
-            .collect();
-        for track in ready {
-            self.send_pli(track, now);
+        let mut ready: Vec<(TrackId, usize)> = Vec::new();
+        for (id, t) in &mut self.tracks {
+            for (i, l) in t.layers.iter_mut().enumerate() {
+                if l.keyframes.poll_due(now) {
+                    ready.push((*id, i));
+                }
+            }
         }
+        for (track, layer) in ready {
+            self.send_pli(track, layer, now);
+        }
+        if self.next_reselect.is_some_and(|t| t <= now) {
+            self.reselect(now);
+        }
+        self.poll_speaker(now);
     }
 
     /// The next datagram to send.
@@ -354,8 +501,11 @@ impl Router {
     /// When to call [`Router::handle_timeout`] next; `None` with no peers.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let peers = self.peers.values().map(|p| p.next_timeout);
-        let keyframes = self.tracks.values().filter_map(|t| t.keyframes.due_at());
-        peers.chain(keyframes).min()
+        let keyframes = self
+            .tracks
+            .values()
+            .flat_map(|t| t.layers.iter().filter_map(|l| l.keyframes.due_at()));
+        peers.chain(keyframes).chain(self.next_reselect).min()
     }
 
     pub fn stats(&self) -> RouterStats {
@@ -410,13 +560,70 @@ impl Router {
             return;
         };
         let was = std::mem::replace(&mut track.forwarding, on);
+        if !on && track.kind == MediaKind::Audio {
+            // A muted member is nobody's active speaker.
+            self.speakers.remove(id);
+        }
         if on
             && !was
             && track.kind == MediaKind::Video
             && let Some(now) = self.now
         {
-            self.request_keyframe(track_id, now);
+            for layer in self.wanted_layers(track_id) {
+                self.request_keyframe(track_id, layer, now);
+            }
         }
+    }
+
+    /// `subscriber` shows the video `publisher` sends on `publisher_mid` at
+    /// `width`×`height` pixels (0×0: not shown). Picks its simulcast layer
+    /// again at once; a track without simulcast is not affected.
+    pub fn set_view_size(
+        &mut self,
+        subscriber: PeerId,
+        publisher: PeerId,
+        publisher_mid: Mid,
+        width: u32,
+        height: u32,
+    ) {
+        let track = TrackId {
+            publisher,
+            mid: publisher_mid,
+        };
+        let Some(peer) = self.peers.get_mut(&subscriber) else {
+            return;
+        };
+        let mut changed = false;
+        for out in peer.outgoing.values_mut().filter(|o| o.track == track) {
+            changed |= out.view != Some((width, height));
+            out.view = Some((width, height));
+        }
+        if changed && let Some(now) = self.now {
+            self.reselect_peer(subscriber, now);
+        }
+    }
+
+    /// The simulcast layer `subscriber` receives on its m-line `mid` now:
+    /// `Some(None)` for a track without simulcast, `None` if nothing is
+    /// forwarded on it yet.
+    pub fn forwarded_layer(&self, subscriber: PeerId, mid: Mid) -> Option<Option<Rid>> {
+        let out = self.peers.get(&subscriber)?.outgoing.get(&mid)?;
+        let track = self.tracks.get(&out.track)?;
+        if track.is_simulcast() {
+            out.current.map(Some)
+        } else {
+            Some(None)
+        }
+    }
+
+    /// `id`'s latest egress bandwidth estimate (TWCC), bits per second.
+    pub fn bandwidth_estimate(&self, id: PeerId) -> Option<u64> {
+        self.peers.get(&id)?.estimate
+    }
+
+    /// The active speaker, if anyone has spoken yet.
+    pub fn active_speaker(&self) -> Option<PeerId> {
+        self.speakers.current()
     }
 
     /// The tracks `id` receives now (streams live after an answer).
@@ -461,7 +668,7 @@ impl Router {
         };
         while let Some((id, output)) = self.work.pop_front() {
             match output {
-                PeerOutput::Rtp { mid, packet } => self.fan_out(id, mid, &packet, now),
+                PeerOutput::Rtp { mid, rid, packet } => self.fan_out(id, mid, rid, &packet, now),
                 PeerOutput::MediaAdded {
                     mid,
                     kind,
@@ -499,8 +706,20 @@ impl Router {
                         continue;
                     };
                     peer.stats.keyframe_requests_in += 1;
-                    if let Some(track) = peer.outgoing.get(&mid).map(|o| o.track) {
-                        self.request_keyframe(track, now);
+                    let Some(out) = peer.outgoing.get(&mid) else {
+                        continue;
+                    };
+                    // The layer the subscriber decodes, or is about to.
+                    let (track_id, rid) = (out.track, out.current.or(out.target));
+                    let layer = self.tracks.get(&track_id).and_then(|t| {
+                        if t.is_simulcast() {
+                            rid.and_then(|r| t.layer_index(Some(r)))
+                        } else {
+                            Some(0)
+                        }
+                    });
+                    if let Some(layer) = layer {
+                        self.request_keyframe(track_id, layer, now);
                     }
                 }
                 PeerOutput::Connected => {
@@ -522,36 +741,222 @@ impl Router {
         }
     }
 
-    /// Writes one published packet to every subscriber of its track.
-    fn fan_out(&mut self, publisher: PeerId, mid: Mid, packet: &RtpPacket, now: Instant) {
+    /// Writes one published packet to every subscriber of its track that
+    /// receives its layer.
+    fn fan_out(
+        &mut self,
+        publisher: PeerId,
+        mid: Mid,
+        rid: Option<Rid>,
+        packet: &RtpPacket,
+        now: Instant,
+    ) {
         let track_id = TrackId { publisher, mid };
         let Some(peer) = self.peers.get_mut(&publisher) else {
             return;
         };
-        let Some(track) = self.tracks.get(&track_id) else {
+        let Some(track) = self.tracks.get_mut(&track_id) else {
             peer.stats.rtp_unrouted += 1;
             return;
         };
         peer.stats.rtp_in += 1;
-        if !track.forwarding {
-            peer.stats.rtp_gated += 1;
-            return;
-        }
+        let layer = match track.layer_index(rid) {
+            Some(i) => i,
+            // A rid the offer did not list (or a first packet on a track
+            // whose rids str0m learns from the packets): a new layer.
+            None if track.layers.len() < MAX_LAYERS => {
+                track
+                    .layers
+                    .push(IncomingLayer::new(rid, self.keyframe_interval));
+                track.layers.len() - 1
+            }
+            None => {
+                peer.stats.rtp_unrouted += 1;
+                return;
+            }
+        };
         let pt = packet.header.payload_type;
         let Some(params) = peer.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
             peer.stats.rtp_unrouted += 1;
             return;
         };
+        let incoming = &mut track.layers[layer];
+        incoming.meter.on_packet(now, packet.payload.len());
+        let keyframe_start = if params.spec().codec == Codec::Vp8 {
+            let info = crate::vp8::parse(&packet.payload);
+            if let Some((w, h)) = info.size {
+                incoming.size = Some((u32::from(w), u32::from(h)));
+            }
+            info.keyframe_start
+        } else {
+            false
+        };
+        if !track.forwarding {
+            peer.stats.rtp_gated += 1;
+            return;
+        }
+        if track.kind == MediaKind::Audio
+            && let Some(level) = packet.header.ext_vals.audio_level
+        {
+            self.speakers.on_level(publisher, level, now);
+        }
+        let simulcast = track.is_simulcast();
+        let mut received = false;
         for &(sub_id, sub_mid) in &track.subscribers {
             let Some(sub) = self.peers.get_mut(&sub_id) else {
                 continue;
             };
+            if simulcast {
+                let Some(out) = sub.outgoing.get_mut(&sub_mid) else {
+                    continue;
+                };
+                if out.current != rid {
+                    // Switch only where the decoder can start over: at a key
+                    // frame of the layer chosen for this subscriber.
+                    if !(keyframe_start && out.target.is_some() && out.target == rid) {
+                        continue;
+                    }
+                    tracing::debug!(
+                        subscriber = %sub_id, publisher = %publisher, %mid,
+                        from = ?out.current, to = ?rid, "simulcast layer switch"
+                    );
+                    out.current = rid;
+                    sub.stats.layer_switches += 1;
+                }
+            }
+            received = true;
             if sub.forward(sub_mid, &params, packet) {
                 sub.stats.rtp_forwarded += 1;
                 sub.drain(now, &mut self.transmits, &mut self.work);
             } else {
                 sub.stats.rtp_dropped += 1;
             }
+        }
+        if !received && let Some(peer) = self.peers.get_mut(&publisher) {
+            peer.stats.rtp_unreceived += 1;
+        }
+        if track.kind == MediaKind::Audio {
+            self.poll_speaker(now);
+        }
+    }
+
+    /// Announces a new active speaker, if the detector names one.
+    fn poll_speaker(&mut self, now: Instant) {
+        if self
+            .speaker_polled
+            .is_some_and(|t| now.saturating_duration_since(t) < SPEAKER_POLL)
+        {
+            return;
+        }
+        self.speaker_polled = Some(now);
+        if let Some(peer) = self.speakers.poll(now) {
+            tracing::debug!(%peer, "active speaker");
+            self.stats.speaker_changes += 1;
+            self.push_event(Event::ActiveSpeaker { peer });
+        }
+    }
+
+    /// The layers of a track some subscriber receives or waits for: the
+    /// only ones worth a key frame.
+    fn wanted_layers(&self, track_id: TrackId) -> Vec<usize> {
+        let Some(track) = self.tracks.get(&track_id) else {
+            return Vec::new();
+        };
+        if !track.is_simulcast() {
+            return (0..track.layers.len()).collect();
+        }
+        let mut wanted: Vec<usize> = track
+            .subscribers
+            .iter()
+            .filter_map(|(sub, mid)| self.peers.get(sub)?.outgoing.get(mid))
+            .flat_map(|o| [o.current, o.target])
+            .flatten()
+            .filter_map(|rid| track.layer_index(Some(rid)))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+    }
+
+    /// Chooses every subscriber's simulcast layers again.
+    fn reselect(&mut self, now: Instant) {
+        self.next_reselect = None;
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.reselect_peer(id, now);
+        }
+        if self.tracks.values().any(|t| t.is_simulcast()) {
+            self.next_reselect = Some(now + RESELECT_INTERVAL);
+        }
+    }
+
+    /// Chooses `id`'s simulcast layers from its view sizes and its share of
+    /// its bandwidth estimate; asks for the key frames a switch waits for,
+    /// and tells its bandwidth estimator what it would like to send.
+    fn reselect_peer(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        // What the subscriber receives that is not up to us: audio (an
+        // allowance each) and video without simulcast (as measured). The
+        // rest is shared equally among its simulcast videos.
+        let mut fixed = 0u64;
+        let mut shared = 0u64;
+        for out in peer.outgoing.values() {
+            match self.tracks.get(&out.track) {
+                Some(t) if t.is_simulcast() => shared += 1,
+                Some(t) if t.kind == MediaKind::Audio => fixed += AUDIO_ALLOWANCE,
+                Some(t) => fixed += t.bitrate(),
+                None => {}
+            }
+        }
+        if shared == 0 {
+            return;
+        }
+        let budget = peer.estimate.map(|e| e.saturating_sub(fixed) / shared);
+        let mut keyframes = Vec::new();
+        let mut desired = fixed;
+        for out in peer.outgoing.values_mut() {
+            let Some(track) = self.tracks.get(&out.track) else {
+                continue;
+            };
+            if !track.is_simulcast() {
+                continue;
+            }
+            let order = track.ordered();
+            let described = track.describe(&order, now);
+            let rid_at = |i: usize| track.layers[order[i]].rid;
+            let current = out
+                .current
+                .and_then(|r| order.iter().position(|&i| track.layers[i].rid == Some(r)));
+            // What the view alone would choose is what the estimator should
+            // try to make room for.
+            if let Some(ideal) = layers::choose(&described, out.view, None, current) {
+                desired += described[ideal].bitrate.unwrap_or(0);
+            }
+            let Some(chosen) = layers::choose(&described, out.view, budget, current) else {
+                continue;
+            };
+            out.target = rid_at(chosen);
+            if out.target != out.current {
+                keyframes.push((out.track, order[chosen]));
+            }
+        }
+        // Tell the estimator to probe for what the views want; re-set only
+        // on a change of more than a tenth, as each call may start a probe.
+        if self.initial_bandwidth.is_some() && desired.abs_diff(peer.desired) > peer.desired / 10 {
+            peer.desired = desired;
+            peer.rtc
+                .bwe()
+                .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
+            peer.drain(now, &mut self.transmits, &mut self.work);
+        }
+        for (track, layer) in keyframes {
+            self.request_keyframe(track, layer, now);
+        }
+        self.run_work();
+        if self.next_reselect.is_none() {
+            self.next_reselect = Some(now + RESELECT_INTERVAL);
         }
     }
 
@@ -561,12 +966,27 @@ impl Router {
             return;
         }
         tracing::debug!(publisher = %track.publisher, mid = %track.mid, ?kind, "track published");
+        let rids = match self
+            .peers
+            .get(&track.publisher)
+            .and_then(|p| p.rtc.media(track.mid))
+            .map(|m| m.rids_rx())
+        {
+            Some(Rids::Specific(rids)) if !rids.is_empty() => {
+                rids.iter().take(MAX_LAYERS).map(|r| Some(*r)).collect()
+            }
+            _ => vec![None],
+        };
+        let layers = rids
+            .into_iter()
+            .map(|rid| IncomingLayer::new(rid, self.keyframe_interval))
+            .collect();
         self.tracks.insert(
             track,
             Track {
                 kind,
                 subscribers: Vec::new(),
-                keyframes: KeyframeThrottle::new(self.keyframe_interval),
+                layers,
                 forwarding: self.forward_by_default,
             },
         );
@@ -598,6 +1018,9 @@ impl Router {
             return;
         };
         tracing::debug!(publisher = %track_id.publisher, mid = %track_id.mid, "track ended");
+        if track.kind == MediaKind::Audio {
+            self.speakers.remove(track_id.publisher);
+        }
         if let Some(p) = self.peers.get_mut(&track_id.publisher) {
             p.published.retain(|m| *m != track_id.mid);
         }
@@ -702,26 +1125,38 @@ impl Router {
         });
     }
 
-    /// A subscriber wants a keyframe of `track`: ask its publisher, throttled.
-    fn request_keyframe(&mut self, track_id: TrackId, now: Instant) {
+    /// A subscriber wants a keyframe of a track's `layer`: ask its
+    /// publisher, throttled per layer.
+    fn request_keyframe(&mut self, track_id: TrackId, layer: usize, now: Instant) {
         let Some(track) = self.tracks.get_mut(&track_id) else {
             return;
         };
         if track.kind != MediaKind::Video {
             return;
         }
-        match track.keyframes.request(now) {
-            Verdict::Send => self.send_pli(track_id, now),
+        let Some(incoming) = track.layers.get_mut(layer) else {
+            return;
+        };
+        match incoming.keyframes.request(now) {
+            Verdict::Send => self.send_pli(track_id, layer, now),
             Verdict::Deferred => self.stats.keyframe_requests_deferred += 1,
         }
     }
 
-    fn send_pli(&mut self, track: TrackId, now: Instant) {
+    fn send_pli(&mut self, track: TrackId, layer: usize, now: Instant) {
+        let Some(rid) = self
+            .tracks
+            .get(&track)
+            .and_then(|t| t.layers.get(layer))
+            .map(|l| l.rid)
+        else {
+            return;
+        };
         let Some(peer) = self.peers.get_mut(&track.publisher) else {
             return;
         };
         let mut api = peer.rtc.direct_api();
-        let Some(stream) = api.stream_rx_by_mid(track.mid, None) else {
+        let Some(stream) = api.stream_rx_by_mid(track.mid, rid) else {
             // Nothing received on it yet: no SSRC to ask about.
             return;
         };

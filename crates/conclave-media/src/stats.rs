@@ -21,8 +21,14 @@ pub struct PeerStats {
     /// Published packets dropped because the meeting does not allow this
     /// kind from this peer now (muted, stopped, suspended).
     pub rtp_gated: u64,
+    /// Published packets no subscriber receives: a simulcast layer nobody
+    /// gets (or is switching to), or a track with no subscriber yet.
+    pub rtp_unreceived: u64,
     /// RTP packets forwarded to this peer as a subscriber.
     pub rtp_forwarded: u64,
+    /// Simulcast layer switches on streams this peer receives (each at a
+    /// key frame of the new layer).
+    pub layer_switches: u64,
     /// Packets meant for this peer that were not forwarded: no common codec,
     /// late packets of a replaced source, outgoing stream gone.
     pub rtp_dropped: u64,
@@ -48,4 +54,6 @@ pub struct RouterStats {
     pub transmits_dropped: u64,
     /// Keyframe requests merged into one sent later (see [`crate::keyframe`]).
     pub keyframe_requests_deferred: u64,
+    /// Changes of active speaker announced ([`crate::Event::ActiveSpeaker`]).
+    pub speaker_changes: u64,
 }

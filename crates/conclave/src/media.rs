@@ -304,8 +304,30 @@ impl Meeting {
                 self.allowed.insert(participant, (audio, video, screen));
                 self.apply_gates(participant);
             }
-            MediaCommand::ViewSize { .. } => {
-                // Simulcast layer choice comes with simulcast support.
+            MediaCommand::ViewSize {
+                subscriber,
+                publisher,
+                kind,
+                width,
+                height,
+            } => {
+                // The core names a kind; the router a track: the publisher's
+                // m-lines that carry that kind.
+                let mids: Vec<String> = self
+                    .published
+                    .iter()
+                    .filter(|((p, _), k)| *p == publisher && **k == kind)
+                    .map(|((_, mid), _)| mid.clone())
+                    .collect();
+                for mid in mids {
+                    self.router.set_view_size(
+                        peer(subscriber),
+                        peer(publisher),
+                        conclave_media::Mid::from(mid.as_str()),
+                        width,
+                        height,
+                    );
+                }
             }
             MediaCommand::Leave { participant } => {
                 let _ = self.router.remove_peer(peer(participant));
@@ -364,6 +386,9 @@ impl Meeting {
                 });
             }
             Event::Published { peer, .. } => self.apply_gates(ParticipantId(peer.0)),
+            Event::ActiveSpeaker { peer } => self.report(MediaEvent::ActiveSpeaker {
+                participant: ParticipantId(peer.0),
+            }),
             Event::Connected { peer } => tracing::debug!(%peer, "media connected"),
             Event::Disconnected { peer } => tracing::debug!(%peer, "media disconnected"),
             Event::Closed { peer } => tracing::debug!(%peer, "media closed"),

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use conclave_media::{Event as RouterEvent, ForwardedTrack, PeerId, Router, RouterConfig};
 use str0m::change::SdpPendingOffer;
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 /// Virtual time advances in steps of this size.
@@ -139,6 +141,7 @@ pub enum Signal {
     Connected(PeerId),
     Disconnected(PeerId),
     Closed(PeerId),
+    ActiveSpeaker(PeerId),
 }
 
 /// Decides whether a datagram from the router to a client is lost.
@@ -157,11 +160,18 @@ pub struct Net {
 
 impl Net {
     pub fn new() -> Self {
+        Self::with_config(|_| {})
+    }
+
+    /// A network whose router's configuration `adjust` changed.
+    pub fn with_config(adjust: impl FnOnce(&mut RouterConfig)) -> Self {
         // A real instant only as the origin of the virtual clock.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         let router_addr: SocketAddr = ROUTER_ADDR.parse().unwrap();
-        let router = Router::new(RouterConfig::new(router_addr)).expect("router");
+        let mut config = RouterConfig::new(router_addr);
+        adjust(&mut config);
+        let router = Router::new(config).expect("router");
         Net {
             now,
             router,
@@ -233,6 +243,103 @@ impl Net {
         self.clients.push(client);
         self.settle();
         Ok(())
+    }
+
+    /// A client joins sending one video m-line as simulcast with `rids`
+    /// (smallest first, as a browser lists "q", "h", "f") and, if `audio`,
+    /// an audio m-line. Returns (video mid, audio mid).
+    pub fn join_simulcast(
+        &mut self,
+        id: PeerId,
+        addr: &str,
+        rids: &[&str],
+        audio: bool,
+    ) -> (Mid, Option<Mid>) {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut simulcast = Simulcast::new();
+        for rid in rids {
+            simulcast.send.push(SimulcastLayer::new(rid));
+        }
+        let mut change = rtc.sdp_api();
+        let video = change.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            None,
+            None,
+            Some(simulcast),
+        );
+        let mut sending = vec![(video, MediaKind::Video)];
+        let audio_mid = audio.then(|| {
+            let mid = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            sending.push((mid, MediaKind::Audio));
+            mid
+        });
+        let (offer, pending) = change.apply().unwrap();
+        assert!(
+            offer.to_sdp_string().contains("a=simulcast:send"),
+            "the offer declares simulcast"
+        );
+        self.router.add_peer(id, self.now).expect("add peer");
+        let answer = self.router.accept_offer(id, offer).expect("router answers");
+        assert!(
+            answer.to_sdp_string().contains("a=simulcast:recv"),
+            "the router accepts simulcast"
+        );
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("client takes answer");
+        let mut client = Client {
+            id,
+            addr,
+            rtc,
+            next: self.now,
+            events: Vec::new(),
+            sending,
+            silent: false,
+        };
+        client.drain(self.now, &mut self.in_flight);
+        self.clients.push(client);
+        self.settle();
+        (video, audio_mid)
+    }
+
+    /// The client writes `write` on its m-line `mid`, simulcast layer `rid`.
+    pub fn send_write(&mut self, id: PeerId, mid: Mid, rid: Option<&str>, write: RtpWrite) {
+        let now = self.now;
+        let client = self
+            .clients
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("known client");
+        let mut api = client.rtc.direct_api();
+        let ssrc = api
+            .stream_tx_by_mid(mid, rid.map(Rid::from))
+            .expect("send stream")
+            .ssrc();
+        api.stream_tx(&ssrc).expect("send stream").write_rtp(write);
+        client.drain(now, &mut self.in_flight);
+        self.settle();
+    }
+
+    /// An Opus packet with an RFC 6464 `level` (-dBov: 0 loud, -127 silent).
+    pub fn send_audio_level(&mut self, id: PeerId, mid: Mid, seq: u64, timestamp: u32, level: i8) {
+        let now = self.now;
+        let pt = self.client(id).pt_of(Codec::Opus);
+        let write = RtpWrite::new(pt, seq.into(), timestamp, now, vec![0xf8, 0xff, 0xfe]).ext_vals(
+            ExtensionValues {
+                audio_level: Some(level),
+                voice_activity: Some(level > -50),
+                ..Default::default()
+            },
+        );
+        self.send_write(id, mid, None, write);
     }
 
     /// The client renegotiates: new send-only m-lines for `add`, and the
@@ -308,6 +415,9 @@ impl Net {
                 RouterEvent::Connected { peer } => self.signals.push(Signal::Connected(peer)),
                 RouterEvent::Disconnected { peer } => self.signals.push(Signal::Disconnected(peer)),
                 RouterEvent::Closed { peer } => self.signals.push(Signal::Closed(peer)),
+                RouterEvent::ActiveSpeaker { peer } => {
+                    self.signals.push(Signal::ActiveSpeaker(peer))
+                }
             }
         }
     }

@@ -1,0 +1,374 @@
+//! Simulcast and active speaker through the router, between real str0m
+//! clients on virtual time: a publisher sends three layers ("q", "h", "f",
+//! smallest first) like a browser with three send encodings; each subscriber
+//! gets the layer its view size calls for, switches at a key frame of the new
+//! layer and sees one continuous stream; layers nobody receives go nowhere.
+//! Audio levels make the loudest member the active speaker, not a blip.
+
+mod harness;
+
+use std::time::Duration;
+
+use conclave_media::{PeerId, Rid};
+use harness::{Net, Received, Signal};
+use str0m::Event;
+use str0m::format::Codec;
+use str0m::media::{MediaKind, Mid};
+use str0m::rtp::RtpWrite;
+
+const A: PeerId = PeerId(1);
+const B: PeerId = PeerId(2);
+const C: PeerId = PeerId(3);
+const A_ADDR: &str = "10.0.0.2:5000";
+const B_ADDR: &str = "10.0.0.3:5000";
+const C_ADDR: &str = "10.0.0.4:5000";
+
+const RIDS: [&str; 3] = ["q", "h", "f"];
+const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
+/// Payload bytes per frame of each layer: the layer is visible in the size
+/// (and in the last byte) of every packet a subscriber receives.
+const LENGTHS: [usize; 3] = [100, 300, 900];
+
+/// A simulcast publisher that behaves like a browser: a key frame on each
+/// layer when it starts and when the router asks for one on that layer,
+/// delta frames otherwise; 30 frames a second, one packet each.
+struct Publisher {
+    id: PeerId,
+    mid: Mid,
+    seq: [u64; 3],
+    frame: u32,
+    key_pending: [bool; 3],
+    /// Client events already looked at for keyframe requests.
+    seen: usize,
+    /// Keyframe requests received, per layer.
+    requests: [u32; 3],
+    /// Packets sent, per layer.
+    sent: [u64; 3],
+}
+
+impl Publisher {
+    fn new(id: PeerId, mid: Mid) -> Self {
+        Publisher {
+            id,
+            mid,
+            seq: [1_000, 20_000, 40_000],
+            frame: 0,
+            key_pending: [true; 3],
+            seen: 0,
+            requests: [0; 3],
+            sent: [0; 3],
+        }
+    }
+
+    fn frame(&mut self, net: &mut Net) {
+        let client = net.client(self.id);
+        for (_, e) in &client.events[self.seen..] {
+            if let Event::KeyframeRequest(r) = e {
+                let rid = r.rid.map(|r| r.to_string());
+                if let Some(i) = RIDS.iter().position(|x| Some(x.to_string()) == rid) {
+                    self.key_pending[i] = true;
+                    self.requests[i] += 1;
+                }
+            }
+        }
+        self.seen = client.events.len();
+        let pt = client.pt_of(Codec::Vp8);
+        for i in 0..3 {
+            let key = std::mem::take(&mut self.key_pending[i]);
+            let mut payload = if key {
+                let (w, h) = SIZES[i];
+                let mut p = vec![0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+                p.extend_from_slice(&w.to_le_bytes());
+                p.extend_from_slice(&h.to_le_bytes());
+                p
+            } else {
+                vec![0x10, 0x31, 0x02, 0x00]
+            };
+            payload.resize(LENGTHS[i], 0xee);
+            *payload.last_mut().unwrap() = i as u8;
+            // Each layer is its own stream: own sequence numbers and timestamp base.
+            let ts = self
+                .frame
+                .wrapping_mul(3_000)
+                .wrapping_add(i as u32 * 1_000_000);
+            let write = RtpWrite::new(pt, self.seq[i].into(), ts, net.now, payload)
+                .marker(true)
+                .nackable(true);
+            net.send_write(self.id, self.mid, Some(RIDS[i]), write);
+            self.seq[i] += 1;
+            self.sent[i] += 1;
+        }
+        self.frame += 1;
+    }
+
+    fn run(&mut self, net: &mut Net, ms: u64) {
+        for t in 0..ms {
+            if t.is_multiple_of(33) {
+                self.frame(net);
+            }
+            net.step();
+        }
+    }
+}
+
+/// The m-line on which `subscriber` receives `publisher`'s `mid`.
+fn forwarded_mid(net: &Net, subscriber: PeerId, publisher: PeerId, mid: Mid) -> Mid {
+    net.signals
+        .iter()
+        .rev()
+        .find_map(|s| match s {
+            Signal::Offer { peer, tracks } if *peer == subscriber => tracks
+                .iter()
+                .find(|t| t.publisher == publisher && t.publisher_mid == mid)
+                .map(|t| t.mid),
+            _ => None,
+        })
+        .expect("the subscriber was offered the track")
+}
+
+/// The layer a received packet belongs to (its last byte).
+fn layer_of(r: &Received) -> usize {
+    usize::from(*r.payload.last().unwrap())
+}
+
+fn is_keyframe(r: &Received) -> bool {
+    r.payload.len() > 1 && r.payload[1] & 1 == 0
+}
+
+/// A publishes three layers; the listed subscribers only receive.
+fn meeting(subscribers: &[(PeerId, &str)]) -> (Net, Publisher) {
+    let mut net = Net::new();
+    let (video, _) = net.join_simulcast(A, A_ADDR, &RIDS, false);
+    for (id, addr) in subscribers {
+        net.join(*id, addr, &[]);
+    }
+    net.connect_all();
+    (net, Publisher::new(A, video))
+}
+
+fn rid(s: &str) -> Option<Option<Rid>> {
+    Some(Some(Rid::from(s)))
+}
+
+#[test]
+fn subscriber_gets_the_layer_its_view_calls_for_and_switches_at_key_frames() {
+    let (mut net, mut publisher) = meeting(&[(B, B_ADDR)]);
+    let mid = forwarded_mid(&net, B, A, publisher.mid);
+    publisher.run(&mut net, 1_000);
+    // No view size said yet: the middle layer.
+    assert_eq!(net.router.forwarded_layer(B, mid), rid("h"));
+
+    // A small tile: the quarter-size layer is enough.
+    net.router.set_view_size(B, A, publisher.mid, 160, 90);
+    publisher.run(&mut net, 1_000);
+    assert_eq!(net.router.forwarded_layer(B, mid), rid("q"));
+    // Full screen: the full layer.
+    net.router.set_view_size(B, A, publisher.mid, 1920, 1080);
+    publisher.run(&mut net, 1_000);
+    assert_eq!(net.router.forwarded_layer(B, mid), rid("f"));
+
+    let got: Vec<Received> = net
+        .client(B)
+        .received()
+        .into_iter()
+        .filter(|r| r.mid == Some(mid))
+        .collect();
+    let layers: Vec<usize> = got.iter().map(layer_of).collect();
+    // h, then q, then f: each a run, no going back and forth.
+    let mut runs = layers.clone();
+    runs.dedup();
+    assert_eq!(runs, vec![1, 0, 2], "layers received in order");
+    // Every run starts with a key frame of its layer, at its real size.
+    for (i, r) in got.iter().enumerate() {
+        if i == 0 || layers[i - 1] != layers[i] {
+            assert!(
+                is_keyframe(r),
+                "switch to layer {} at a key frame",
+                layers[i]
+            );
+            assert_eq!(r.payload.len(), LENGTHS[layers[i]]);
+        }
+    }
+    // One stream for the subscriber: one SSRC, sequence numbers that go up
+    // by one across both switches, timestamps that never go back.
+    assert!(got.iter().all(|r| r.ssrc == got[0].ssrc));
+    for w in got.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "continuous sequence numbers");
+        assert!(w[1].timestamp.wrapping_sub(w[0].timestamp) < 1 << 31);
+    }
+    // About 30 frames a second for 3 s, minus the wait for key frames.
+    assert!(got.len() >= 80, "{} packets", got.len());
+    let b = net.router.peer_stats(B).unwrap().clone();
+    assert_eq!(b.layer_switches, 3);
+    assert_eq!(b.rtp_forwarded, got.len() as u64);
+    // Whatever B did not get went to nobody, and was counted.
+    let a = net.router.peer_stats(A).unwrap().clone();
+    let sent: u64 = publisher.sent.iter().sum();
+    assert_eq!(a.rtp_in, sent);
+    assert_eq!(a.rtp_unreceived, sent - got.len() as u64);
+    // Key frames were asked for the layers switched to: q and f once each
+    // (plus the start), h only at the start.
+    assert_eq!(publisher.requests[1], 1, "{:?}", publisher.requests);
+    assert!(publisher.requests[0] >= 1 && publisher.requests[2] >= 1);
+}
+
+#[test]
+fn a_falling_bandwidth_estimate_moves_the_subscriber_down() {
+    let mut net = Net::new();
+    let (video, _) = net.join_simulcast(A, A_ADDR, &RIDS, false);
+    net.join(B, B_ADDR, &[]);
+    net.connect_all();
+    let mut publisher = Publisher::new(A, video);
+    let mid = forwarded_mid(&net, B, A, video);
+    net.router.set_view_size(B, A, video, 1920, 1080);
+    publisher.run(&mut net, 2_000);
+    // TWCC feedback from B let the estimate grow well past f (~220 kbit/s).
+    assert!(net.router.bandwidth_estimate(B).unwrap() > 400_000);
+    assert_eq!(net.router.forwarded_layer(B, mid), rid("f"));
+    // Then B's link loses every third datagram: the estimate falls below
+    // what f needs, and B moves to h, at a key frame, still one stream.
+    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
+    let mut n = 0u32;
+    net.lose = Some(Box::new(move |d| {
+        n += 1;
+        d.destination == b_addr && n.is_multiple_of(3)
+    }));
+    let mut waited = 0;
+    while net.router.forwarded_layer(B, mid) == rid("f") {
+        assert!(waited < 15, "still on f after {waited} s");
+        publisher.run(&mut net, 1_000);
+        waited += 1;
+    }
+    let estimate = net.router.bandwidth_estimate(B).unwrap();
+    assert!(estimate < 260_000, "{estimate}");
+    assert_eq!(net.router.forwarded_layer(B, mid), rid("h"));
+    assert_eq!(net.router.peer_stats(B).unwrap().layer_switches, 2);
+}
+
+#[test]
+fn a_key_frame_request_goes_to_the_layer_received_only() {
+    let (mut net, mut publisher) = meeting(&[(B, B_ADDR)]);
+    let mid = forwarded_mid(&net, B, A, publisher.mid);
+    net.router.set_view_size(B, A, publisher.mid, 100, 60);
+    publisher.run(&mut net, 1_500);
+    assert_eq!(net.router.forwarded_layer(B, mid), rid("q"));
+    let before = publisher.requests;
+    // B lost its picture: the publisher is asked for a key frame on q
+    // alone; nobody receives h or f, so nobody needs theirs.
+    net.request_keyframe(B, mid);
+    publisher.run(&mut net, 600);
+    assert_eq!(publisher.requests[0], before[0] + 1);
+    assert_eq!(publisher.requests[1], before[1]);
+    assert_eq!(publisher.requests[2], before[2]);
+}
+
+#[test]
+fn subscribers_get_different_layers_and_the_unwatched_one_goes_nowhere() {
+    let (mut net, mut publisher) = meeting(&[(B, B_ADDR), (C, C_ADDR)]);
+    let b_mid = forwarded_mid(&net, B, A, publisher.mid);
+    let c_mid = forwarded_mid(&net, C, A, publisher.mid);
+    net.router.set_view_size(B, A, publisher.mid, 320, 180);
+    net.router.set_view_size(C, A, publisher.mid, 1280, 720);
+    publisher.run(&mut net, 1_000);
+    assert_eq!(net.router.forwarded_layer(B, b_mid), rid("q"));
+    assert_eq!(net.router.forwarded_layer(C, c_mid), rid("f"));
+    let unreceived = net.router.peer_stats(A).unwrap().rtp_unreceived;
+    let sent = publisher.sent;
+    publisher.run(&mut net, 1_000);
+    // From now on exactly the h packets go to nobody.
+    let unreceived = net.router.peer_stats(A).unwrap().rtp_unreceived - unreceived;
+    assert_eq!(unreceived, publisher.sent[1] - sent[1]);
+    let b: Vec<usize> = net.client(B).received().iter().map(layer_of).collect();
+    let c: Vec<usize> = net.client(C).received().iter().map(layer_of).collect();
+    assert!(b.iter().skip(10).all(|l| *l == 0), "{b:?}");
+    assert!(c.iter().skip(10).all(|l| *l == 2), "{c:?}");
+}
+
+#[test]
+fn a_track_without_simulcast_is_forwarded_as_before() {
+    let mut net = Net::new();
+    net.join(A, A_ADDR, &[MediaKind::Video]);
+    net.join(B, B_ADDR, &[]);
+    net.connect_all();
+    let video = net.client(A).sending[0].0;
+    let mid = forwarded_mid(&net, B, A, video);
+    let vp8 = net.client(A).pt_of(Codec::Vp8);
+    // A view size changes nothing for a single stream.
+    net.router.set_view_size(B, A, video, 10, 10);
+    for seq in 0..20u64 {
+        net.send_rtp(
+            A,
+            video,
+            vp8,
+            500 + seq,
+            seq as u32 * 3000,
+            true,
+            &[0x10, 0x31, 1, 2],
+        );
+        net.run_for(Duration::from_millis(33));
+    }
+    assert_eq!(net.router.forwarded_layer(B, mid), Some(None));
+    assert_eq!(net.client(B).received().len(), 20);
+}
+
+/// A and C publish audio only; B listens.
+fn speakers() -> (Net, Mid, Mid) {
+    let mut net = Net::new();
+    net.join(A, A_ADDR, &[MediaKind::Audio]);
+    net.join(C, C_ADDR, &[MediaKind::Audio]);
+    net.join(B, B_ADDR, &[]);
+    net.connect_all();
+    let a = net.client(A).sending[0].0;
+    let c = net.client(C).sending[0].0;
+    (net, a, c)
+}
+
+/// A and C send 20 ms Opus packets at the given levels for `ms`.
+fn talk(net: &mut Net, mids: (Mid, Mid), seq: &mut u64, ms: u64, levels: (i8, i8)) {
+    for t in 0..ms {
+        if t.is_multiple_of(20) {
+            let ts = (*seq as u32).wrapping_mul(960);
+            net.send_audio_level(A, mids.0, *seq, ts, levels.0);
+            net.send_audio_level(C, mids.1, *seq, ts, levels.1);
+            *seq += 1;
+        }
+        net.step();
+    }
+}
+
+fn speaker_events(net: &Net) -> Vec<PeerId> {
+    net.signals
+        .iter()
+        .filter_map(|s| match s {
+            Signal::ActiveSpeaker(p) => Some(*p),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_louder_member_becomes_active_speaker_and_a_blip_does_not_count() {
+    let (mut net, a, c) = speakers();
+    let mut seq = 100;
+    talk(&mut net, (a, c), &mut seq, 2_000, (-20, -70));
+    assert_eq!(speaker_events(&net), vec![A]);
+    // C coughs for 200 ms while A talks on.
+    talk(&mut net, (a, c), &mut seq, 200, (-20, -3));
+    talk(&mut net, (a, c), &mut seq, 2_000, (-20, -70));
+    assert_eq!(speaker_events(&net), vec![A]);
+    // C takes over for real.
+    talk(&mut net, (a, c), &mut seq, 2_000, (-70, -15));
+    assert_eq!(speaker_events(&net), vec![A, C]);
+    assert_eq!(net.router.active_speaker(), Some(C));
+    assert_eq!(net.router.stats().speaker_changes, 2);
+}
+
+#[test]
+fn a_muted_member_is_not_the_active_speaker() {
+    let (mut net, a, c) = speakers();
+    let mut seq = 100;
+    // The meeting mutes A: its loud packets are dropped, and do not count.
+    net.router.set_forwarding(A, a, false);
+    talk(&mut net, (a, c), &mut seq, 2_000, (-5, -35));
+    assert_eq!(speaker_events(&net), vec![C]);
+}
