@@ -148,7 +148,12 @@ pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
         .clone()
         .or_else(|| opts.invite.passcode.clone());
     let admission = sig
-        .join(&opts.name, passcode.as_deref(), opts.patience)
+        .join(
+            &opts.name,
+            passcode.as_deref(),
+            opts.record.is_some(),
+            opts.patience,
+        )
         .await?;
     tracing::info!(participant = %admission.you, "admitted");
 

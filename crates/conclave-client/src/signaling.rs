@@ -110,11 +110,13 @@ impl Signaling {
         &mut self,
         name: &str,
         passcode: Option<&str>,
+        recorder: bool,
         patience: Duration,
     ) -> Result<Admission, SignalingError> {
         self.send(&ClientMessage::Join {
             name: name.to_string(),
             passcode: passcode.map(str::to_string),
+            recorder,
         })
         .await?;
         loop {

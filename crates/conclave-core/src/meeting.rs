@@ -82,6 +82,8 @@ pub enum Input {
     Join {
         conn: ConnId,
         name: String,
+        /// Joins to record (shown to everyone).
+        recorder: bool,
         identity: Identity,
         /// Fresh randomness from the shell for this seat's resume token.
         resume_token: ResumeToken,
@@ -141,6 +143,7 @@ struct Member {
     name: String,
     role: Role,
     identity: Identity,
+    recording: bool,
     audio: bool,
     video: bool,
     screen: bool,
@@ -187,6 +190,7 @@ impl Member {
             } else {
                 Presence::Reconnecting
             },
+            recording: self.recording,
         }
     }
 }
@@ -195,6 +199,7 @@ impl Member {
 struct Waiter {
     conn: ConnId,
     name: String,
+    recording: bool,
     identity: Identity,
     resume_token: ResumeToken,
 }
@@ -278,9 +283,10 @@ impl Meeting {
             Input::Join {
                 conn,
                 name,
+                recorder,
                 identity,
                 resume_token,
-            } => self.join(conn, name, identity, resume_token),
+            } => self.join(conn, name, recorder, identity, resume_token),
             Input::Resume {
                 conn,
                 token,
@@ -317,7 +323,14 @@ impl Meeting {
 
     // ---- joining ----
 
-    fn join(&mut self, conn: ConnId, name: String, identity: Identity, token: ResumeToken) {
+    fn join(
+        &mut self,
+        conn: ConnId,
+        name: String,
+        recording: bool,
+        identity: Identity,
+        token: ResumeToken,
+    ) {
         if self.seats.contains_key(&conn) {
             self.send(conn, ServerMessage::error(ErrorCode::AlreadyJoined));
             return;
@@ -336,6 +349,13 @@ impl Meeting {
         let id = ParticipantId(self.next_id);
         self.next_id += 1;
         let is_owner = identity.account == Some(self.config.owner);
+        let waiter = Waiter {
+            conn,
+            name,
+            recording,
+            identity,
+            resume_token: token,
+        };
         if is_owner || !self.config.waiting_room {
             let role = if !is_owner {
                 Role::Participant
@@ -344,17 +364,9 @@ impl Meeting {
             } else {
                 Role::Host
             };
-            self.seat(id, conn, name, identity, token, role);
+            self.seat(id, waiter, role);
         } else {
-            self.waiting.insert(
-                id,
-                Waiter {
-                    conn,
-                    name,
-                    identity,
-                    resume_token: token,
-                },
-            );
+            self.waiting.insert(id, waiter);
             self.seats.insert(conn, Seat::Waiting(id));
             self.send(conn, ServerMessage::Waiting { you: id });
             self.broadcast_waiting_room();
@@ -385,27 +397,21 @@ impl Meeting {
         Ok(())
     }
 
-    fn seat(
-        &mut self,
-        id: ParticipantId,
-        conn: ConnId,
-        name: String,
-        identity: Identity,
-        token: ResumeToken,
-        role: Role,
-    ) {
+    fn seat(&mut self, id: ParticipantId, w: Waiter, role: Role) {
+        let conn = w.conn;
         let member = Member {
             conn: Some(conn),
-            name,
+            name: w.name,
             role,
-            identity,
+            identity: w.identity,
+            recording: w.recording,
             audio: false,
             video: false,
             screen: false,
             held_audio: false,
             held_video: false,
             held_screen: false,
-            resume_token: token,
+            resume_token: w.resume_token,
             dropped_at: None,
             forwarding: (false, false, false),
         };
@@ -678,14 +684,7 @@ impl Meeting {
         let Some(w) = self.waiting.remove(&id) else {
             return Err(ErrorCode::UnknownParticipant);
         };
-        self.seat(
-            id,
-            w.conn,
-            w.name,
-            w.identity,
-            w.resume_token,
-            Role::Participant,
-        );
+        self.seat(id, w, Role::Participant);
         self.broadcast_waiting_room();
         Ok(())
     }
@@ -1127,6 +1126,7 @@ impl Meeting {
                 id: *id,
                 name: w.name.clone(),
                 signed_in: w.identity.account.is_some(),
+                recording: w.recording,
             })
             .collect()
     }

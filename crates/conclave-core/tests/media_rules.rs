@@ -45,6 +45,7 @@ impl Harness {
         self.input(Input::Join {
             conn: ConnId(conn),
             name: format!("user{conn}"),
+            recorder: false,
             identity: Identity {
                 account,
                 guest: Some(format!("g{conn}")),

@@ -111,6 +111,7 @@ impl Room {
         self.input(Input::Join {
             conn: ConnId(conn),
             name: name.into(),
+            recorder: false,
             identity,
             resume_token: ResumeToken::generate(),
         })
@@ -476,6 +477,7 @@ fn second_owner_connection_becomes_cohost() {
                 video: false,
                 screen: false,
                 presence: Presence::Connected,
+                recording: false,
             }
         }]
     );
@@ -498,6 +500,7 @@ fn guest_waits_and_receives_exactly_one_waiting_message() {
                 id: you,
                 name: "Mallory".into(),
                 signed_in: false,
+                recording: false,
             }]
         }]
     );
@@ -520,6 +523,7 @@ fn only_moderators_are_shown_the_waiting_room() {
         id: eve,
         name: "Eve".into(),
         signed_in: false,
+        recording: false,
     }];
     assert_eq!(waiting_rooms(&out, HOST), std::slice::from_ref(&expected));
     assert_eq!(waiting_rooms(&out, 3), std::slice::from_ref(&expected));
@@ -652,6 +656,7 @@ fn joining_twice_on_one_connection_is_refused() {
         ClientMessage::Join {
             name: "Ada".into(),
             passcode: None,
+            recorder: false,
         },
     );
     assert_refused(&out, HOST, ErrorCode::AlreadyJoined);
@@ -833,6 +838,7 @@ fn waiting_connection_may_only_leave() {
         ClientMessage::Join {
             name: "Eve".into(),
             passcode: None,
+            recorder: false,
         },
     );
     assert_refused(&out, 9, ErrorCode::AlreadyJoined);
@@ -2406,4 +2412,54 @@ fn a_thousand_wrong_passcodes_from_one_address_rarely_reach_the_check() {
     );
     assert!(blocks.windows(2).all(|w| w[1] > w[0]), "{blocks:?}");
     assert_eq!(block_waits[0], 60);
+}
+
+#[test]
+fn a_recorder_is_shown_as_recording_in_the_waiting_room_and_the_meeting() {
+    let mut room = Room::hosted();
+    let out = room.input(Input::Join {
+        conn: ConnId(5),
+        name: "Recorder".into(),
+        recorder: true,
+        identity: guest("g5"),
+        resume_token: ResumeToken::generate(),
+    });
+    let waiting_room = sent(&out, HOST)
+        .into_iter()
+        .find_map(|m| match m {
+            ServerMessage::WaitingRoom { waiting } => Some(waiting),
+            _ => None,
+        })
+        .expect("the host sees the waiting room");
+    assert!(
+        waiting_room
+            .iter()
+            .any(|w| w.name == "Recorder" && w.recording)
+    );
+    let id = room.id_of(5);
+    let out = room.msg(HOST, ClientMessage::Admit { participant: id });
+    let shown = sent(&out, HOST)
+        .into_iter()
+        .find_map(|m| match m {
+            ServerMessage::ParticipantJoined { participant } => Some(participant),
+            _ => None,
+        })
+        .expect("the host hears of the recorder");
+    assert!(shown.recording);
+    // An ordinary guest is not marked.
+    room.admit(6, "Bob");
+    let out = room.msg(HOST, ClientMessage::Lock);
+    assert!(
+        sent(&out, 6)
+            .iter()
+            .all(|m| !matches!(m, ServerMessage::Error { .. }))
+    );
+    let bob = room.id_of(6);
+    let joined = room.log_to(6).into_iter().find_map(|m| match m {
+        ServerMessage::Joined { participants, .. } => Some(participants),
+        _ => None,
+    });
+    let roster = joined.expect("bob joined");
+    assert!(roster.iter().any(|p| p.id == id && p.recording));
+    assert!(roster.iter().any(|p| p.id == bob && !p.recording));
 }

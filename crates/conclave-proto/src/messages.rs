@@ -124,6 +124,9 @@ pub struct Participant {
     pub video: bool,
     pub screen: bool,
     pub presence: Presence,
+    /// A recorder: it writes the meeting's media to files.
+    #[serde(default)]
+    pub recording: bool,
 }
 
 /// Someone in the waiting room, as hosts and co-hosts see them.
@@ -132,6 +135,9 @@ pub struct WaitingParticipant {
     pub id: ParticipantId,
     pub name: String,
     pub signed_in: bool,
+    /// Asks to join in order to record.
+    #[serde(default)]
+    pub recording: bool,
 }
 
 /// The meeting-wide state every member sees.
@@ -205,6 +211,10 @@ pub enum ClientMessage {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         passcode: Option<String>,
+        /// This client records the meeting (`conclave record`). Everyone,
+        /// hosts in the waiting room included, sees it marked as recording.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        recorder: bool,
     },
     /// First message of a connection that takes back a seat after a drop.
     Resume {
@@ -481,14 +491,16 @@ mod tests {
             parse_client_message(r#"{"type":"join","name":"Ada","passcode":"x"}"#),
             Ok(ClientMessage::Join {
                 name: "Ada".into(),
-                passcode: Some("x".into())
+                passcode: Some("x".into()),
+                recorder: false,
             })
         );
         assert_eq!(
             parse_client_message(r#"{"type":"join","name":"Ada"}"#),
             Ok(ClientMessage::Join {
                 name: "Ada".into(),
-                passcode: None
+                passcode: None,
+                recorder: false,
             })
         );
     }

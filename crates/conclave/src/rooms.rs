@@ -31,6 +31,7 @@ pub enum RoomCmd {
         conn: ConnId,
         sink: mpsc::Sender<Outbound>,
         name: String,
+        recorder: bool,
         identity: Identity,
     },
     Resume {
@@ -216,6 +217,7 @@ impl Room {
                 conn,
                 sink,
                 name,
+                recorder,
                 identity,
             } => {
                 self.sinks.insert(conn, sink);
@@ -223,6 +225,7 @@ impl Room {
                     Input::Join {
                         conn,
                         name,
+                        recorder,
                         identity,
                         resume_token: ResumeToken::generate(),
                     },

@@ -281,8 +281,8 @@ impl Connection {
                         }
                     };
                     match (in_room, msg) {
-                        (false, ClientMessage::Join { name, passcode }) => {
-                            match self.join(name, passcode, &mut sink).await {
+                        (false, ClientMessage::Join { name, passcode, recorder }) => {
+                            match self.join(name, passcode, recorder, &mut sink).await {
                                 Attempt::Delivered => { in_room = true; slot.release(); }
                                 Attempt::Refused(m) => { send(&mut ws_tx, &m).await; }
                                 Attempt::Fatal(m) => { send(&mut ws_tx, &m).await; break; }
@@ -358,6 +358,7 @@ impl Connection {
         &self,
         name: String,
         passcode: Option<String>,
+        recorder: bool,
         sink: &mut Option<mpsc::Sender<Arc<str>>>,
     ) -> Attempt {
         // A guest can never be the owner: a blocked guest costs no database read.
@@ -406,6 +407,7 @@ impl Connection {
             conn: self.conn,
             sink: tx,
             name,
+            recorder,
             identity: self.identity.clone(),
         };
         match self.state.rooms.deliver(id, cmd).await {

@@ -51,7 +51,7 @@ async fn a_guest_waits_and_the_host_admits_them() {
     assert_eq!(joined["meeting"]["locked"], false);
     assert_eq!(
         joined["waiting"],
-        json!([{"id": gid, "name": "Grace", "signed_in": false}])
+        json!([{"id": gid, "name": "Grace", "signed_in": false, "recording": false}])
     );
     assert_eq!(joined["participants"].as_array().unwrap().len(), 1);
     assert_eq!(joined["participants"][0]["signed_in"], true);
@@ -281,7 +281,7 @@ async fn a_meeting_for_signed_in_users_turns_guests_away() {
     let wr = host.recv_until("waiting_room").await;
     assert_eq!(
         wr["waiting"],
-        json!([{"id": bid, "name": "Bob", "signed_in": true}])
+        json!([{"id": bid, "name": "Bob", "signed_in": true, "recording": false}])
     );
 }
 
