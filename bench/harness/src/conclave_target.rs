@@ -1,0 +1,281 @@
+//! The Conclave target: start `conclave serve`, make an account and
+//! meetings over the HTTP API, join participants over the meeting WebSocket.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use conclave_client::media::ClientPeer;
+use conclave_client::{Invite, Signaling};
+use conclave_proto::{ClientMessage, ServerMessage};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::participant::{self, Channel, Outcome, Phase};
+
+const PASSWORD: &str = "benchmark password 1";
+/// How long a participant waits for admission.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+pub struct Server {
+    pub child: Child,
+    pub pid: u32,
+    http: reqwest::Client,
+    base: String,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Server {
+    /// Starts `binary serve` with signaling on 127.0.0.1:`http_port` and
+    /// media on `media_ip`:`media_port`, and signs in an account.
+    pub async fn start(
+        binary: &Path,
+        media_ip: IpAddr,
+        http_port: u16,
+        media_port: u16,
+        workers: Option<usize>,
+    ) -> anyhow::Result<Server> {
+        let dir = std::env::temp_dir().join(format!("conclave-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let dir = TempDir(dir);
+        let mut create = Command::new(binary)
+            .args([
+                "admin",
+                "create-user",
+                "bench",
+                "--password-stdin",
+                "--data-dir",
+            ])
+            .arg(&dir.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("running conclave admin create-user")?;
+        if let Some(mut stdin) = create.stdin.take() {
+            stdin.write_all(PASSWORD.as_bytes()).await?;
+        }
+        anyhow::ensure!(create.wait().await?.success(), "create-user failed");
+        let config = dir.0.join("bench.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "media_listen = \"{media_ip}:{media_port}\"\n\
+                 [limits]\nmax_pending_per_address = 1000\nmessage_burst = 1000\nmessages_per_sec = 1000\n"
+            ),
+        )?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--data-dir")
+            .arg(&dir.0)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(n) = workers {
+            cmd.arg("--media-workers").arg(n.to_string());
+        }
+        let child = cmd.spawn().context("starting conclave serve")?;
+        let pid = child.id().context("server pid")?;
+        let base = format!("http://127.0.0.1:{http_port}");
+        let http = reqwest::Client::builder().cookie_store(true).build()?;
+        let mut up = false;
+        for _ in 0..200 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::ensure!(up, "conclave did not come up");
+        let r = http
+            .post(format!("{base}/api/v1/auth/signin"))
+            .json(&json!({"username": "bench", "password": PASSWORD}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "sign-in: {}", r.status());
+        Ok(Server {
+            child,
+            pid,
+            http,
+            base,
+            _dir: dir,
+        })
+    }
+
+    /// A new meeting; returns its invite link.
+    pub async fn meeting(&self, waiting_room: bool) -> anyhow::Result<Invite> {
+        let v: Value = self
+            .http
+            .post(format!("{}/api/v1/meetings", self.base))
+            .json(&json!({"settings": {"waiting_room": waiting_room, "max_participants": 1000}}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let link = v["invite_link"]
+            .as_str()
+            .context("no invite_link")?
+            .replace("localhost", "127.0.0.1");
+        Ok(link.parse()?)
+    }
+
+    /// A personal API token, to join as host.
+    pub async fn token(&self) -> anyhow::Result<String> {
+        let v: Value = self
+            .http
+            .post(format!("{}/api/v1/tokens", self.base))
+            .json(&json!({"name": "bench"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(v["token"].as_str().context("no token")?.to_string())
+    }
+}
+
+/// Joins `invite` and runs media until the run stops.
+pub async fn participant(
+    invite: Invite,
+    name: String,
+    publish: bool,
+    bind: IpAddr,
+    phase: watch::Receiver<Phase>,
+) -> Outcome {
+    let started = Instant::now();
+    let outcome = Outcome {
+        started: Some(started),
+        ..Outcome::default()
+    };
+    let setup = async {
+        let mut sig = Signaling::connect(&invite, None).await?;
+        sig.join(&name, invite.passcode.as_deref(), PATIENCE)
+            .await?;
+        if publish {
+            sig.send(&ClientMessage::SetMedia {
+                audio: Some(true),
+                video: Some(true),
+                screen: None,
+            })
+            .await?;
+        }
+        let (socket, local) = participant::bind(bind).await?;
+        let sources = if publish {
+            participant::publisher_sources()
+        } else {
+            Vec::new()
+        };
+        let (peer, offer) = ClientPeer::new(local, sources, Instant::now())?;
+        sig.send(&offer).await?;
+        anyhow::Ok((sig, socket, peer))
+    };
+    match setup.await {
+        Ok((sig, socket, peer)) => {
+            participant::run_media(
+                peer,
+                socket,
+                Channel::Conclave(Box::new(sig)),
+                phase,
+                outcome,
+            )
+            .await
+        }
+        Err(e) => Outcome {
+            error: Some(format!("join: {e}")),
+            ..outcome
+        },
+    }
+}
+
+/// Time for a host to admit `n` people waiting in a meeting's waiting room:
+/// from the host's `admit_all` to the last of them learning it is in.
+pub async fn admit_time(server: &Server, n: usize) -> anyhow::Result<Duration> {
+    let invite = server.meeting(true).await?;
+    let token = server.token().await?;
+    let mut host = Signaling::connect(&invite, Some(&token)).await?;
+    host.join("host", invite.passcode.as_deref(), PATIENCE)
+        .await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Instant>(n);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(n);
+    for i in 0..n {
+        let invite = invite.clone();
+        let tx = tx.clone();
+        let ready_tx = ready_tx.clone();
+        tokio::spawn(async move {
+            let Ok(mut sig) = Signaling::connect(&invite, None).await else {
+                return;
+            };
+            let join = ClientMessage::Join {
+                name: format!("waiting {i}"),
+                passcode: invite.passcode.clone(),
+            };
+            if sig.send(&join).await.is_err() {
+                return;
+            }
+            while let Ok(Some(msg)) = sig.recv().await {
+                match msg {
+                    ServerMessage::Waiting { .. } => {
+                        let _ = ready_tx.send(()).await;
+                    }
+                    ServerMessage::Joined { .. } => {
+                        let _ = tx.send(Instant::now()).await;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            // Stay until the measurement is over, then leave.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            sig.close().await;
+        });
+    }
+    drop(tx);
+    drop(ready_tx);
+    for _ in 0..n {
+        tokio::time::timeout(PATIENCE, ready_rx.recv())
+            .await
+            .context("waiting participants")?
+            .context("a waiting participant failed")?;
+    }
+    // The host's view of the waiting room must hold all of them.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        anyhow::ensure!(Instant::now() < deadline, "waiting room never filled");
+        match tokio::time::timeout(Duration::from_secs(5), host.recv()).await {
+            Ok(Ok(Some(ServerMessage::WaitingRoom { waiting }))) if waiting.len() >= n => break,
+            Ok(Ok(Some(_))) | Err(_) => {}
+            Ok(Ok(None)) | Ok(Err(_)) => anyhow::bail!("host connection lost"),
+        }
+    }
+    let start = Instant::now();
+    host.send(&ClientMessage::AdmitAll).await?;
+    let mut last = start;
+    for _ in 0..n {
+        let at = tokio::time::timeout(PATIENCE, rx.recv())
+            .await
+            .context("admission")?
+            .context("a participant was never admitted")?;
+        last = last.max(at);
+    }
+    host.close().await;
+    Ok(last - start)
+}

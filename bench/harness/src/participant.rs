@@ -1,0 +1,167 @@
+//! One benchmark participant's media: a [`ClientPeer`] on its own UDP socket,
+//! driven until the run stops, with snapshots of what it received at the
+//! start and end of the measuring window.
+//!
+//! Signaling differs per target (Conclave's WebSocket, Janus's HTTP API); the
+//! media loop is the same, so both servers see the same client.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use conclave_client::Signaling;
+use conclave_client::media::{ClientPeer, PeerStats, SourceMedia};
+use conclave_proto::{ClientMessage, ServerMessage};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
+
+/// Where the run is; every participant watches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Warmup,
+    Window,
+    Done,
+    Stop,
+}
+
+/// What one participant brings back.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// When it started joining (before its signaling connection opened).
+    pub started: Option<Instant>,
+    pub stats: PeerStats,
+    /// Frames received when the window opened and when it closed.
+    pub window_frames: (u64, u64),
+    pub error: Option<String>,
+}
+
+/// The load a publisher sends: video of 130 one-packet frames a second of
+/// 1,100 bytes (~1.1 Mbit/s of payload, ~1.2 Mbit/s on the wire) and Opus-like
+/// audio of 50 frames a second of 100 bytes, each stamped with its send time.
+pub fn publisher_sources() -> Vec<SourceMedia> {
+    vec![
+        SourceMedia::Synthetic {
+            video: true,
+            bytes: 1100,
+            fps: 130,
+        },
+        SourceMedia::Synthetic {
+            video: false,
+            bytes: 100,
+            fps: 50,
+        },
+    ]
+}
+
+pub fn total_frames(stats: &PeerStats) -> u64 {
+    stats.received.values().map(|t| t.frames).sum()
+}
+
+/// Signaling during media: Conclave renegotiates over its WebSocket; Janus
+/// needs nothing once the session is up.
+pub enum Channel {
+    Conclave(Box<Signaling>),
+    None,
+}
+
+/// Runs `peer` on `socket` until the phase reaches `Stop`.
+pub async fn run_media(
+    mut peer: ClientPeer,
+    socket: UdpSocket,
+    mut channel: Channel,
+    mut phase: watch::Receiver<Phase>,
+    mut outcome: Outcome,
+) -> Outcome {
+    let mut next = Instant::now();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut seen = *phase.borrow();
+    if seen >= Phase::Window {
+        outcome.window_frames.0 = total_frames(peer.stats());
+    }
+    let result: anyhow::Result<()> = async {
+        loop {
+            let wake = tokio::time::Instant::from_std(next);
+            tokio::select! {
+                changed = phase.changed() => {
+                    if changed.is_err() { break; }
+                    let now = *phase.borrow();
+                    let frames = total_frames(peer.stats());
+                    if seen < Phase::Window && now >= Phase::Window {
+                        outcome.window_frames.0 = frames;
+                    }
+                    if seen < Phase::Done && now >= Phase::Done {
+                        outcome.window_frames.1 = frames;
+                    }
+                    seen = now;
+                    if now == Phase::Stop { break; }
+                }
+                msg = recv(&mut channel) => match msg? {
+                    Some(ServerMessage::MediaAnswer { sdp }) => peer.accept_answer(&sdp, Instant::now())?,
+                    Some(ServerMessage::MediaOffer { sdp, tracks }) => peer.accept_offer(&sdp, tracks, Instant::now())?,
+                    Some(ServerMessage::Ended { .. } | ServerMessage::Removed) => anyhow::bail!("the meeting ended"),
+                    Some(_) => {}
+                    None => anyhow::bail!("signaling closed"),
+                },
+                recv = socket.recv_from(&mut buf) => {
+                    let (n, from) = recv?;
+                    peer.handle_datagram(from, &buf[..n], Instant::now())?;
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    next = peer.handle_timeout(Instant::now())?;
+                }
+            }
+            for (to, data) in peer.take_transmits() {
+                socket.send_to(&data, to).await?;
+            }
+            if let Channel::Conclave(sig) = &mut channel {
+                for msg in peer.take_messages() {
+                    sig.send(&msg).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        outcome.error = Some(e.to_string());
+    }
+    if outcome.window_frames.1 == 0 && seen >= Phase::Done {
+        outcome.window_frames.1 = total_frames(peer.stats());
+    }
+    outcome.stats = peer.stats().clone();
+    if let Channel::Conclave(sig) = channel {
+        sig.close().await;
+    }
+    outcome
+}
+
+async fn recv(channel: &mut Channel) -> anyhow::Result<Option<ServerMessage>> {
+    match channel {
+        Channel::Conclave(sig) => Ok(sig.recv().await?),
+        Channel::None => std::future::pending().await,
+    }
+}
+
+/// Sends the peer's pending datagrams (used during setup, before the loop).
+pub async fn flush(peer: &mut ClientPeer, socket: &UdpSocket) -> std::io::Result<()> {
+    for (to, data) in peer.take_transmits() {
+        socket.send_to(&data, to).await?;
+    }
+    Ok(())
+}
+
+/// The SDP of the first `media_answer` the peer queued.
+pub fn take_answer(peer: &mut ClientPeer) -> Option<String> {
+    peer.take_messages().into_iter().find_map(|m| match m {
+        ClientMessage::MediaAnswer { sdp } => Some(sdp),
+        _ => None,
+    })
+}
+
+pub async fn bind(ip: std::net::IpAddr) -> std::io::Result<(UdpSocket, SocketAddr)> {
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+    let local = socket.local_addr()?;
+    Ok((socket, local))
+}
