@@ -13,7 +13,7 @@ use conclave_proto::{
     ClientMessage, MediaKind as Kind, ParticipantId, PublishedTrack, RemoteTrack,
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
@@ -34,6 +34,12 @@ pub enum PeerError {
 pub enum SourceMedia {
     /// VP8 frames with timestamps in seconds from the file's start.
     Vp8 { frames: Vec<(f64, Vec<u8>)> },
+    /// VP8 simulcast: the same video at several sizes, smallest first, each
+    /// layer sent on its rid (a browser's "q", "h", "f"). The layers' frames
+    /// must line up (same rate, same key frames); the first sets the timing.
+    Vp8Simulcast {
+        layers: Vec<(String, Vec<(f64, Vec<u8>)>)>,
+    },
     /// Opus packets, 20 ms each.
     Opus { packets: Vec<Vec<u8>> },
     /// Load for benchmarks: `fps` frames a second of `bytes` each, stamped at
@@ -77,9 +83,9 @@ impl SourceMedia {
 
     fn kind(&self) -> MediaKind {
         match self {
-            SourceMedia::Vp8 { .. } | SourceMedia::Synthetic { video: true, .. } => {
-                MediaKind::Video
-            }
+            SourceMedia::Vp8 { .. }
+            | SourceMedia::Vp8Simulcast { .. }
+            | SourceMedia::Synthetic { video: true, .. } => MediaKind::Video,
             SourceMedia::Opus { .. } | SourceMedia::Synthetic { .. } => MediaKind::Audio,
         }
     }
@@ -87,32 +93,82 @@ impl SourceMedia {
     fn len(&self) -> usize {
         match self {
             SourceMedia::Vp8 { frames } => frames.len(),
+            SourceMedia::Vp8Simulcast { layers } => layers.first().map_or(0, |l| l.1.len()),
             SourceMedia::Opus { packets } => packets.len(),
             SourceMedia::Synthetic { fps, .. } => *fps as usize,
+        }
+    }
+
+    /// The VP8 frames that set the timing (the first layer of simulcast).
+    fn vp8_frames(&self) -> Option<&[(f64, Vec<u8>)]> {
+        match self {
+            SourceMedia::Vp8 { frames } => Some(frames),
+            SourceMedia::Vp8Simulcast { layers } => layers.first().map(|l| l.1.as_slice()),
+            _ => None,
+        }
+    }
+
+    /// The simulcast layers to declare in the offer, if this is simulcast.
+    fn simulcast(&self) -> Option<Simulcast> {
+        let SourceMedia::Vp8Simulcast { layers } = self else {
+            return None;
+        };
+        let mut s = Simulcast::new();
+        s.send = layers
+            .iter()
+            .map(|(rid, _)| SimulcastLayer::new(rid))
+            .collect();
+        Some(s)
+    }
+
+    /// What to send for frame `i` whose bytes (first layer) are `data`: one
+    /// frame per simulcast layer with its rid, or just `data`.
+    fn layer_frames(&self, i: usize, data: Vec<u8>) -> Vec<(Option<Rid>, Vec<u8>)> {
+        match self {
+            SourceMedia::Vp8Simulcast { layers } => layers
+                .iter()
+                .enumerate()
+                .filter_map(|(n, (rid, frames))| {
+                    let bytes = if n == 0 {
+                        data.clone()
+                    } else {
+                        frames.get(i % frames.len().max(1))?.1.clone()
+                    };
+                    Some((Some(Rid::from(rid.as_str())), bytes))
+                })
+                .collect(),
+            _ => vec![(None, data)],
         }
     }
 
     /// Length of one pass through the media, in seconds.
     fn period(&self) -> f64 {
         match self {
-            SourceMedia::Vp8 { frames } => {
-                let last = frames.last().map(|f| f.0).unwrap_or(0.0);
-                let step = if frames.len() > 1 {
-                    last / (frames.len() - 1) as f64
-                } else {
-                    1.0 / 30.0
-                };
-                last + step
+            SourceMedia::Vp8Simulcast { .. } => {
+                SourceMedia::vp8_period(self.vp8_frames().unwrap_or_default())
             }
+            SourceMedia::Vp8 { frames } => SourceMedia::vp8_period(frames),
             SourceMedia::Opus { packets } => packets.len() as f64 * 0.02,
             SourceMedia::Synthetic { .. } => 1.0,
         }
     }
 
+    fn vp8_period(frames: &[(f64, Vec<u8>)]) -> f64 {
+        let last = frames.last().map(|f| f.0).unwrap_or(0.0);
+        let step = if frames.len() > 1 {
+            last / (frames.len() - 1) as f64
+        } else {
+            1.0 / 30.0
+        };
+        last + step
+    }
+
     /// Offset of frame `i` (seconds from the pass start).
     fn offset(&self, i: usize) -> Option<f64> {
         match self {
-            SourceMedia::Vp8 { frames } => frames.get(i).map(|f| f.0),
+            SourceMedia::Vp8 { .. } | SourceMedia::Vp8Simulcast { .. } => {
+                self.vp8_frames()?.get(i).map(|f| f.0)
+            }
             SourceMedia::Opus { packets } => (i < packets.len()).then_some(i as f64 * 0.02),
             SourceMedia::Synthetic { fps, .. } => {
                 (i < *fps as usize).then_some(i as f64 / f64::from((*fps).max(1)))
@@ -123,7 +179,9 @@ impl SourceMedia {
     /// Offset (seconds from the pass start) and bytes of frame `i`.
     fn frame(&self, i: usize) -> Option<(f64, Vec<u8>)> {
         match self {
-            SourceMedia::Vp8 { frames } => frames.get(i).map(|(t, d)| (*t, d.clone())),
+            SourceMedia::Vp8 { .. } | SourceMedia::Vp8Simulcast { .. } => {
+                self.vp8_frames()?.get(i).map(|(t, d)| (*t, d.clone()))
+            }
             SourceMedia::Opus { packets } => packets.get(i).map(|p| (i as f64 * 0.02, p.clone())),
             SourceMedia::Synthetic { bytes, fps, .. } => {
                 if i >= *fps as usize {
@@ -150,6 +208,8 @@ struct Source {
     sent_frames: u64,
     /// A key frame was asked for: send the next one now.
     skip_to_key: bool,
+    /// RFC 6464 level sent with each audio frame, in -dBov (0 loudest).
+    level: Option<u8>,
 }
 
 /// Whether a VP8 frame is a key frame (RFC 6386 §9.1: bit 0 of the frame
@@ -162,7 +222,7 @@ impl Source {
     /// Moves to the next key frame and shifts the clock so that it is due
     /// now; media time keeps increasing.
     fn jump_to_keyframe(&mut self, now: Instant, start: Instant) {
-        let SourceMedia::Vp8 { frames } = &self.media else {
+        let Some(frames) = self.media.vp8_frames() else {
             return;
         };
         let n = frames.len();
@@ -206,6 +266,23 @@ pub struct TrackStats {
     pub first_frame_at: Option<Instant>,
     pub first_keyframe_at: Option<Instant>,
     pub last_frame_at: Option<Instant>,
+    /// The sizes of the key frames received, in order, repeats folded (at
+    /// most [`MAX_SIZES_KEPT`]): a simulcast layer switch shows as a new size.
+    pub keyframe_sizes: Vec<(u16, u16)>,
+}
+
+/// Key frame sizes kept per track.
+pub const MAX_SIZES_KEPT: usize = 64;
+
+/// Width and height from a VP8 key frame's header (RFC 6386 §9.1).
+pub fn vp8_keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
+    match frame {
+        [tag, _, _, 0x9d, 0x01, 0x2a, w0, w1, h0, h1, ..] if tag & 1 == 0 => Some((
+            u16::from_le_bytes([*w0, *w1]) & 0x3fff,
+            u16::from_le_bytes([*h0, *h1]) & 0x3fff,
+        )),
+        _ => None,
+    }
 }
 
 /// Totals for the whole session.
@@ -253,7 +330,8 @@ impl ClientPeer {
         let mut change = rtc.sdp_api();
         let mut placed = Vec::new();
         for media in sources {
-            let mid = change.add_media(media.kind(), Direction::SendOnly, None, None, None);
+            let simulcast = media.simulcast();
+            let mid = change.add_media(media.kind(), Direction::SendOnly, None, None, simulcast);
             placed.push((mid, media));
         }
         if placed.is_empty() {
@@ -286,6 +364,7 @@ impl ClientPeer {
                     pass: 0,
                     sent_frames: 0,
                     skip_to_key: false,
+                    level: None,
                 }
             })
             .collect();
@@ -321,45 +400,20 @@ impl ClientPeer {
         std::mem::take(&mut self.frames)
     }
 
-    /// A peer that sends nothing and starts without an offer: it waits for
-    /// the other side's ([`ClientPeer::accept_offer`]). The load harness uses
-    /// it to subscribe to feeds on a server that offers first (Janus).
-    pub fn answerer(local: SocketAddr, now: Instant) -> Result<Self, PeerError> {
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
-        let candidate = Candidate::host(local, "udp").map_err(RtcError::from)?;
-        rtc.add_local_candidate(candidate);
-        let mut peer = ClientPeer {
-            rtc,
-            local,
-            pending: None,
-            sources: Vec::new(),
-            remote: BTreeMap::new(),
-            connected: false,
-            stats: PeerStats::default(),
-            outbox: Vec::new(),
-            transmits: Vec::new(),
-            rtc_timeout: now,
-            keep_frames: false,
-            frames: Vec::new(),
-        };
-        peer.drain(now)?;
-        Ok(peer)
-    }
-
-    /// A remote ICE candidate that came outside the SDP (trickled), as its
-    /// attribute text (`candidate:1 1 udp ...`). Janus's answers carry none.
-    pub fn add_remote_candidate(&mut self, candidate: &str) -> Result<(), PeerError> {
-        let c = Candidate::from_sdp_string(candidate).map_err(RtcError::from)?;
-        self.rtc.add_remote_candidate(c);
-        Ok(())
-    }
-
     pub fn stats(&self) -> &PeerStats {
         &self.stats
+    }
+
+    /// Sends `level` (-dBov, 0 loudest, 127 silence; RFC 6464) with every
+    /// audio frame from now on, for the server's active speaker detection.
+    /// Pre-encoded Opus cannot be measured without decoding, so the level is
+    /// given, not computed.
+    pub fn set_audio_level(&mut self, level: Option<u8>) {
+        for s in &mut self.sources {
+            if s.kind == Kind::Audio {
+                s.level = level.map(|l| l.min(127));
+            }
+        }
     }
 
     pub fn is_connected(&self) -> bool {
@@ -467,6 +521,8 @@ impl ClientPeer {
                 if matches!(src.media, SourceMedia::Synthetic { .. }) && data.len() >= 21 {
                     data[13..21].copy_from_slice(&src.sent_frames.to_le_bytes());
                 }
+                let frames = src.media.layer_frames(src.index, data);
+                let level = src.level;
                 let (clock, kind) = match src.kind {
                     Kind::Audio => (48_000.0, MediaKind::Audio),
                     _ => (90_000.0, MediaKind::Video),
@@ -487,11 +543,21 @@ impl ClientPeer {
                 }
                 src.sent_frames += 1;
                 let sent = src.sent_frames;
-                if let Some(writer) = self.rtc.writer(mid) {
+                for (rid, data) in frames {
+                    let Some(mut writer) = self.rtc.writer(mid) else {
+                        break;
+                    };
                     let pt = writer
                         .payload_params()
                         .find(|p| p.spec().codec.kind() == kind)
                         .map(|p| p.pt());
+                    if let Some(rid) = rid {
+                        writer = writer.rid(rid);
+                    }
+                    if let Some(level) = level {
+                        // str0m takes the level as negative dB.
+                        writer = writer.audio_level(-(level as i8), level < 127);
+                    }
                     if let Some(pt) = pt {
                         writer.write(pt, due, rtp_time, data)?;
                     }
@@ -556,6 +622,12 @@ impl ClientPeer {
                     if video && is_vp8_keyframe(&d.data) {
                         t.keyframes += 1;
                         t.first_keyframe_at.get_or_insert(now);
+                        if let Some(size) = vp8_keyframe_size(&d.data)
+                            && t.keyframe_sizes.last() != Some(&size)
+                            && t.keyframe_sizes.len() < MAX_SIZES_KEPT
+                        {
+                            t.keyframe_sizes.push(size);
+                        }
                     }
                     t.last_frame_at = Some(now);
                     if self.keep_frames {

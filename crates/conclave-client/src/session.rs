@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use conclave_proto::{ClientMessage, ServerMessage};
+use conclave_proto::{ClientMessage, MediaKind, ParticipantId, ServerMessage};
 use tokio::net::UdpSocket;
 
 use crate::invite::Invite;
@@ -59,11 +59,36 @@ pub struct JoinOptions {
     pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
+/// The rids of simulcast layers, smallest first, as the web client names
+/// its send encodings.
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// Active speaker announcements kept in a report, at most.
+const MAX_SPEAKERS_KEPT: usize = 1024;
+
+/// What to send and say beyond [`JoinOptions`]: simulcast, audio levels and
+/// view sizes ([`run_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct MediaOptions {
+    /// IVF files of one video at up to three sizes, smallest first, sent as
+    /// the simulcast layers of one track (rids from [`SIMULCAST_RIDS`]).
+    pub simulcast_ivf: Vec<PathBuf>,
+    /// The RFC 6464 level (-dBov: 0 loudest, 127 silence) sent with every
+    /// audio frame; none by default.
+    pub audio_level: Option<u8>,
+    /// View sizes to report for every video received: from this long after
+    /// admission on, show it at width × height (the server picks the
+    /// simulcast layer by it).
+    pub view_sizes: Vec<(Duration, u32, u32)>,
+}
+
 /// What happened, for `--stats` and for tests.
 #[derive(Debug, Clone)]
 pub struct SessionReport {
     pub admission: Admission,
     pub media: PeerStats,
+    /// Every `active_speaker` the server announced, in order.
+    pub active_speakers: Vec<ParticipantId>,
     /// The files written, when recording.
     pub recorded: Vec<RecordedTrack>,
     /// Why the session ended before its time, if it did.
@@ -123,9 +148,26 @@ fn read_ogg(path: &Path) -> Result<SourceMedia, SessionError> {
 
 /// Joins, runs the media for `duration`, and reports.
 pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
+    run_with(MediaOptions::default(), opts).await
+}
+
+/// [`run`], with simulcast, audio levels or view sizes.
+pub async fn run_with(
+    extra: MediaOptions,
+    opts: JoinOptions,
+) -> Result<SessionReport, SessionError> {
     let mut sources = Vec::new();
     if let Some(p) = &opts.send_ivf {
         sources.push(read_ivf(p)?);
+    }
+    if !extra.simulcast_ivf.is_empty() {
+        let mut layers = Vec::new();
+        for (p, rid) in extra.simulcast_ivf.iter().zip(SIMULCAST_RIDS) {
+            if let SourceMedia::Vp8 { frames } = read_ivf(p)? {
+                layers.push((rid.to_string(), frames));
+            }
+        }
+        sources.push(SourceMedia::Vp8Simulcast { layers });
     }
     if let Some(p) = &opts.send_ogg {
         sources.push(read_ogg(p)?);
@@ -160,7 +202,7 @@ pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
     // Say what we send: the server forwards only media the meeting allows.
     let sending = (
         opts.send_ogg.is_some() || opts.synthetic,
-        opts.send_ivf.is_some() || opts.synthetic,
+        opts.send_ivf.is_some() || opts.synthetic || !extra.simulcast_ivf.is_empty(),
     );
     if sending != (false, false) {
         sig.send(&ClientMessage::SetMedia {
@@ -174,7 +216,15 @@ pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
     let socket = UdpSocket::bind(SocketAddr::new(opts.bind, 0)).await?;
     let local = socket.local_addr()?;
     let (mut peer, offer) = ClientPeer::new(local, sources, Instant::now())?;
+    peer.set_audio_level(extra.audio_level);
     sig.send(&offer).await?;
+    let admitted_at = tokio::time::Instant::now();
+    let mut views = extra.view_sizes.clone();
+    views.sort_by_key(|v| std::cmp::Reverse(v.0));
+    let mut view: Option<(u32, u32)> = None;
+    // The videos told the current view size.
+    let mut told: Vec<(ParticipantId, MediaKind)> = Vec::new();
+    let mut active_speakers = Vec::new();
     let mut recording = match &opts.record {
         Some(dir) => {
             peer.keep_frames(true);
@@ -206,6 +256,12 @@ pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
                 Some(ServerMessage::Error { code, message, .. }) => {
                     tracing::warn!(?code, %message, "server error");
                 }
+                Some(ServerMessage::ActiveSpeaker { participant }) => {
+                    tracing::debug!(%participant, "active speaker");
+                    if active_speakers.len() < MAX_SPEAKERS_KEPT {
+                        active_speakers.push(participant);
+                    }
+                }
                 Some(other) => tracing::debug!(kind = other.kind(), "signaling"),
                 None => { ended_early = Some("connection closed".into()); break; }
             },
@@ -222,6 +278,37 @@ pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
         }
         for msg in peer.take_messages() {
             sig.send(&msg).await?;
+        }
+        // The view size due now, for every video received.
+        while views
+            .last()
+            .is_some_and(|v| admitted_at + v.0 <= tokio::time::Instant::now())
+        {
+            if let Some((_, w, h)) = views.pop() {
+                view = Some((w, h));
+                told.clear();
+            }
+        }
+        if let Some((width, height)) = view {
+            let videos: Vec<(ParticipantId, MediaKind)> = peer
+                .stats()
+                .received
+                .values()
+                .filter_map(|t| Some((t.participant?, t.kind?)))
+                .filter(|(p, k)| {
+                    matches!(k, MediaKind::Video | MediaKind::Screen) && !told.contains(&(*p, *k))
+                })
+                .collect();
+            for (participant, kind) in videos {
+                sig.send(&ClientMessage::ViewSize {
+                    participant,
+                    kind,
+                    width,
+                    height,
+                })
+                .await?;
+                told.push((participant, kind));
+            }
         }
         if let Some(rec) = recording.as_mut() {
             for frame in peer.take_frames() {
@@ -245,6 +332,7 @@ pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
     Ok(SessionReport {
         admission,
         media,
+        active_speakers,
         recorded,
         ended_early,
     })

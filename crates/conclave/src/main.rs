@@ -99,9 +99,36 @@ struct JoinArgs {
     /// Address to bind the media socket to.
     #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
+    /// Send one video as simulcast: IVF files of it at up to three sizes,
+    /// smallest first, one per layer (rids "q", "h", "f"). Repeat the flag.
+    #[arg(long, value_name = "FILE")]
+    simulcast_ivf: Vec<PathBuf>,
+    /// Send this RFC 6464 audio level (dB below full scale, 0-127; 0 is
+    /// loudest) with every audio frame, for active speaker detection.
+    #[arg(long, value_name = "DB", value_parser = clap::value_parser!(u8).range(0..=127))]
+    audio_level: Option<u8>,
+    /// Tell the server the size every received video is shown at, so it
+    /// picks a simulcast layer: WIDTHxHEIGHT, or WIDTHxHEIGHT@SECONDS to
+    /// start that long after admission. Repeat the flag for a schedule.
+    #[arg(long, value_name = "WxH[@S]", value_parser = parse_view_size)]
+    view_size: Vec<(std::time::Duration, u32, u32)>,
     /// Print receive statistics as JSON at the end.
     #[arg(long)]
     stats: bool,
+}
+
+/// `640x360` or `640x360@5` for `--view-size`.
+fn parse_view_size(s: &str) -> Result<(std::time::Duration, u32, u32), String> {
+    let (size, at) = s.split_once('@').unwrap_or((s, "0"));
+    let (w, h) = size
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s}: expected WIDTHxHEIGHT[@SECONDS]"))?;
+    let num = |v: &str| v.trim().parse::<u32>().map_err(|e| format!("{s}: {e}"));
+    let secs: f64 = at.trim().parse().map_err(|e| format!("{s}: {e}"))?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{s}: seconds out of range"));
+    }
+    Ok((std::time::Duration::from_secs_f64(secs), num(w)?, num(h)?))
 }
 
 #[derive(Args, Clone, Default)]
@@ -250,22 +277,30 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
 }
 
 async fn join(args: JoinArgs) -> anyhow::Result<()> {
-    use conclave_client::session::{JoinOptions, run};
+    use conclave_client::session::{JoinOptions, MediaOptions, run_with};
     let invite = args.invite.parse().context("reading the invite link")?;
-    let report = run(JoinOptions {
-        invite,
-        name: args.name,
-        passcode: args.passcode,
-        token: args.token,
-        send_ivf: args.send_ivf,
-        send_ogg: args.send_ogg,
-        synthetic: args.synthetic,
-        duration: std::time::Duration::from_secs(args.duration),
-        patience: std::time::Duration::from_secs(args.patience),
-        bind: args.bind,
-        record: None,
-        stop: None,
-    })
+    let media = MediaOptions {
+        simulcast_ivf: args.simulcast_ivf.clone(),
+        audio_level: args.audio_level,
+        view_sizes: args.view_size.clone(),
+    };
+    let report = run_with(
+        media,
+        JoinOptions {
+            invite,
+            name: args.name,
+            passcode: args.passcode,
+            token: args.token,
+            send_ivf: args.send_ivf,
+            send_ogg: args.send_ogg,
+            synthetic: args.synthetic,
+            duration: std::time::Duration::from_secs(args.duration),
+            patience: std::time::Duration::from_secs(args.patience),
+            bind: args.bind,
+            record: None,
+            stop: None,
+        },
+    )
     .await?;
     if let Some(why) = &report.ended_early {
         eprintln!("left early: {why}");
@@ -291,6 +326,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
                         "latency_us": latency_summary(&t.latencies_us),
                         "expected_frames": t.synthetic_seq.map(|(lo, hi)| hi - lo + 1),
                         "kbit_per_s": if secs > 0.0 { t.bytes as f64 * 8.0 / secs / 1000.0 } else { 0.0 },
+                        "keyframe_sizes": t.keyframe_sizes,
                     }),
                 )
             })
@@ -300,6 +336,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
             "sent_frames": report.media.sent_frames,
             "received": received,
             "keyframe_requests": report.media.keyframe_requests,
+            "active_speakers": report.active_speakers.iter().map(|p| p.0).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
