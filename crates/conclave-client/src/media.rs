@@ -400,6 +400,43 @@ impl ClientPeer {
         std::mem::take(&mut self.frames)
     }
 
+    /// A peer that sends nothing and starts without an offer: it waits for
+    /// the other side's ([`ClientPeer::accept_offer`]). The load harness uses
+    /// it to subscribe to feeds on a server that offers first (Janus).
+    pub fn answerer(local: SocketAddr, now: Instant) -> Result<Self, PeerError> {
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        let candidate = Candidate::host(local, "udp").map_err(RtcError::from)?;
+        rtc.add_local_candidate(candidate);
+        let mut peer = ClientPeer {
+            rtc,
+            local,
+            pending: None,
+            sources: Vec::new(),
+            remote: BTreeMap::new(),
+            connected: false,
+            stats: PeerStats::default(),
+            outbox: Vec::new(),
+            transmits: Vec::new(),
+            rtc_timeout: now,
+            keep_frames: false,
+            frames: Vec::new(),
+        };
+        peer.drain(now)?;
+        Ok(peer)
+    }
+
+    /// A remote ICE candidate that came outside the SDP (trickled), as its
+    /// attribute text (`candidate:1 1 udp ...`). Janus's answers carry none.
+    pub fn add_remote_candidate(&mut self, candidate: &str) -> Result<(), PeerError> {
+        let c = Candidate::from_sdp_string(candidate).map_err(RtcError::from)?;
+        self.rtc.add_remote_candidate(c);
+        Ok(())
+    }
+
     pub fn stats(&self) -> &PeerStats {
         &self.stats
     }
