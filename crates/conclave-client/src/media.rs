@@ -30,6 +30,9 @@ pub enum PeerError {
     NoPendingOffer,
 }
 
+/// VP8 frames with their timestamps in seconds from the first.
+pub type Vp8Frames = Vec<(f64, Vec<u8>)>;
+
 /// Pre-encoded media to send, looped for as long as the client runs.
 pub enum SourceMedia {
     /// VP8 frames with timestamps in seconds from the file's start.
@@ -37,9 +40,7 @@ pub enum SourceMedia {
     /// VP8 simulcast: the same video at several sizes, smallest first, each
     /// layer sent on its rid (a browser's "q", "h", "f"). The layers' frames
     /// must line up (same rate, same key frames); the first sets the timing.
-    Vp8Simulcast {
-        layers: Vec<(String, Vec<(f64, Vec<u8>)>)>,
-    },
+    Vp8Simulcast { layers: Vec<(String, Vp8Frames)> },
     /// Opus packets, 20 ms each.
     Opus { packets: Vec<Vec<u8>> },
     /// Load for benchmarks: `fps` frames a second of `bytes` each, stamped at
