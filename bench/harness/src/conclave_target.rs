@@ -168,7 +168,7 @@ pub async fn participant(
     };
     let setup = async {
         let mut sig = Signaling::connect(&invite, None).await?;
-        sig.join(&name, invite.passcode.as_deref(), PATIENCE)
+        sig.join(&name, invite.passcode.as_deref(), false, PATIENCE)
             .await?;
         if publish {
             sig.send(&ClientMessage::SetMedia {
@@ -212,7 +212,7 @@ pub async fn admit_time(server: &Server, n: usize) -> anyhow::Result<Duration> {
     let invite = server.meeting(true).await?;
     let token = server.token().await?;
     let mut host = Signaling::connect(&invite, Some(&token)).await?;
-    host.join("host", invite.passcode.as_deref(), PATIENCE)
+    host.join("host", invite.passcode.as_deref(), false, PATIENCE)
         .await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Instant>(n);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(n);
@@ -227,6 +227,7 @@ pub async fn admit_time(server: &Server, n: usize) -> anyhow::Result<Duration> {
             let join = ClientMessage::Join {
                 name: format!("waiting {i}"),
                 passcode: invite.passcode.clone(),
+                recorder: false,
             };
             if sig.send(&join).await.is_err() {
                 return;
