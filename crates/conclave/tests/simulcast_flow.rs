@@ -71,10 +71,7 @@ async fn a_simulcast_layer_switch_happens_when_the_subscriber_asks_for_a_smaller
     tokio::time::sleep(Duration::from_millis(300)).await;
     // B shows A's video large at first, then as a thumbnail from 4 s on.
     let subscriber = MediaOptions {
-        view_sizes: vec![
-            (Duration::ZERO, 640, 480),
-            (Duration::from_secs(4), 64, 48),
-        ],
+        view_sizes: vec![(Duration::ZERO, 640, 480), (Duration::from_secs(4), 64, 48)],
         ..MediaOptions::default()
     };
     let b = tokio::spawn(run_with(subscriber, options(&meeting, "Bob", 8)));
