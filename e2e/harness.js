@@ -11,8 +11,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BINARY = process.env.CONCLAVE_BIN || path.join(ROOT, 'target/debug/conclave');
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const BINARY = process.env.CONCLAVE_BIN
+  || path.join(process.env.CARGO_TARGET_DIR ? path.resolve(ROOT, process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target'), 'debug/conclave');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 export const ARTIFACTS = path.join(ROOT, 'e2e/artifacts');
 
@@ -78,7 +79,8 @@ export async function startServer() {
       const r = spawnSync(BINARY, ['admin', 'create-user', name, '--password-stdin', '--data-dir', dataDir], { input: `${password}\n`, encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`create-user failed: ${r.stderr}`);
     },
-    async stop() {
+    /** Stops the server and keeps its log as e2e/artifacts/`logName`. */
+    async stop(logName = 'server.log') {
       if (exited === null) {
         proc.kill('SIGTERM');
         await new Promise((resolve) => {
@@ -88,7 +90,7 @@ export async function startServer() {
       }
       fs.closeSync(log);
       fs.mkdirSync(ARTIFACTS, { recursive: true });
-      fs.copyFileSync(path.join(dataDir, 'server.log'), path.join(ARTIFACTS, 'server.log'));
+      fs.copyFileSync(path.join(dataDir, 'server.log'), path.join(ARTIFACTS, logName));
       if (!process.env.KEEP_DATA) fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -64,6 +64,8 @@ const ASSETS: &[Asset] = &[
     asset!("participants.js", "text/javascript; charset=utf-8"),
     asset!("chat.js", "text/javascript; charset=utf-8"),
     asset!("security.js", "text/javascript; charset=utf-8"),
+    asset!("e2ee.js", "text/javascript; charset=utf-8"),
+    asset!("e2ee-worker.js", "text/javascript; charset=utf-8"),
     asset!("outcome.js", "text/javascript; charset=utf-8"),
 ];
 

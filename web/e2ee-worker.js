@@ -1,0 +1,107 @@
+// The media transform worker: every encoded frame this browser sends is
+// SFrame-encrypted here and every frame it receives is decrypted here, with
+// the keys of the current MLS epoch that the page hands over (`keys`
+// messages). One worker serves all of a call's senders and receivers, so one
+// FrameCrypto (and its one frame counter) encrypts everything this member
+// sends under a key: a counter is never used twice.
+//
+// Nothing leaves in clear: before the first epoch's keys arrive, and for a
+// video codec other than VP8, outgoing frames are dropped. Incoming frames
+// that do not decrypt (unknown key, tampered, plaintext) are dropped too.
+// Both are counted and reported to the page once a second.
+
+import init, { FrameCrypto } from '/e2ee/conclave_e2ee.js';
+
+const ready = init().then(() => { crypto = new FrameCrypto(); });
+let crypto = null;
+let keyed = false;
+let epoch = null;
+const counts = { sent: 0, received: 0, unsentNoKey: 0, unsentCodec: 0, undecryptable: 0, lastError: '' };
+let changed = false;
+
+self.addEventListener('message', (ev) => {
+  const m = ev.data;
+  if (!m || m.type !== 'keys') return;
+  ready.then(() => {
+    try {
+      crypto.setEpoch(m.keys, Date.now());
+      keyed = true;
+      epoch = m.keys.epoch;
+      self.postMessage({ type: 'keyed', epoch });
+    } catch (err) {
+      self.postMessage({ type: 'error', text: String(err?.message || err) });
+    }
+  });
+});
+
+setInterval(() => {
+  if (!changed) return;
+  changed = false;
+  self.postMessage({ type: 'counts', epoch, ...counts });
+}, 1000);
+
+/** The SFrame profile of a frame: Opus is encrypted whole, VP8 keeps its payload header clear. */
+function frameKind(kind, frame) {
+  if (kind === 'audio') return 'audio';
+  const mime = frame.getMetadata?.().mimeType;
+  if (mime && mime.toLowerCase() !== 'video/vp8') return null;
+  return 'vp8';
+}
+
+function encryptStream(kind) {
+  return new TransformStream({
+    transform(frame, controller) {
+      changed = true;
+      if (!keyed) {
+        counts.unsentNoKey += 1;
+        return;
+      }
+      const k = frameKind(kind, frame);
+      if (!k) {
+        counts.unsentCodec += 1;
+        return;
+      }
+      try {
+        const out = crypto.encrypt(k, new Uint8Array(frame.data));
+        frame.data = out.buffer.byteLength === out.byteLength ? out.buffer : out.slice().buffer;
+        counts.sent += 1;
+        controller.enqueue(frame);
+      } catch (err) {
+        counts.unsentNoKey += 1;
+        counts.lastError = String(err?.message || err);
+      }
+    },
+  });
+}
+
+function decryptStream(kind) {
+  return new TransformStream({
+    transform(frame, controller) {
+      changed = true;
+      if (!keyed) {
+        counts.undecryptable += 1;
+        return;
+      }
+      const k = frameKind(kind, frame) || 'vp8';
+      try {
+        const out = crypto.decrypt(k, new Uint8Array(frame.data), Date.now());
+        frame.data = out.buffer.byteLength === out.byteLength ? out.buffer : out.slice().buffer;
+        counts.received += 1;
+        controller.enqueue(frame);
+      } catch (err) {
+        counts.undecryptable += 1;
+        counts.lastError = String(err?.message || err);
+      }
+    },
+  });
+}
+
+self.addEventListener('rtctransform', (ev) => {
+  const t = ev.transformer;
+  const { direction, kind } = t.options || {};
+  const stream = direction === 'send' ? encryptStream(kind) : decryptStream(kind);
+  // The wasm module must be ready before the first frame is looked at.
+  ready.then(() => t.readable.pipeThrough(stream).pipeTo(t.writable)).catch((err) => {
+    self.postMessage({ type: 'error', text: String(err?.message || err) });
+  });
+});

@@ -1,0 +1,349 @@
+// The meeting's end-to-end encryption on the page: this member's end of the
+// MLS group (the wasm module's `Member`), driven by the server's `mls_*`
+// messages, and the media worker it feeds with each epoch's SFrame keys.
+// Chat goes through here too: MLS application messages, sealed before they
+// leave and opened when they arrive.
+//
+// The server only orders and relays. What the page shows about the group —
+// the security code and who is in it — comes from the MLS state alone, and
+// any difference from what the server announces is put into the state for
+// the views to flag.
+
+/** The wasm module (crates/conclave-e2ee-wasm), loaded once for the page. */
+let wasm = null;
+function loadWasm() {
+  if (!wasm) {
+    wasm = import('/e2ee/conclave_e2ee.js').then(async (mod) => {
+      await mod.default();
+      return mod;
+    });
+  }
+  return wasm;
+}
+
+/** A member the server announces but the group lacks (or the reverse) is flagged after this long. */
+export const ROSTER_GRACE_MS = 6000;
+
+/** Chat encrypted while a proposal waits is impossible in MLS; at most this many wait for the commit. */
+const MAX_QUEUED_CHAT = 20;
+
+export function initialE2ee() {
+  return {
+    /** 'starting' | 'waiting' (for the group) | 'active' | 'failed' | 'unsupported' */
+    status: 'starting',
+    epoch: null,
+    code: '',
+    /** When the code last changed (ms), after the first one. */
+    codeChangedAt: null,
+    /** The MLS group's members, participant ids as numbers. */
+    roster: [],
+    /** Ids announced by the server but not in the group, and in the group but not announced. */
+    notInGroup: [],
+    notAnnounced: [],
+    error: null,
+    /** Frame counts from the media worker: {sent, received, unsentNoKey, undecryptable, ...}. */
+    frames: null,
+  };
+}
+
+function toB64(bytes) {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+function fromB64(text) {
+  if (typeof text !== 'string') throw new Error('not base64');
+  const s = atob(text);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i += 1) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/** Whether this browser can run the media transform (encoded frames in a worker). */
+export function transformSupported() {
+  return typeof window.RTCRtpScriptTransform === 'function';
+}
+
+export class E2ee {
+  /** call: the Call (its store, `send`, `state`). */
+  constructor(call) {
+    this.call = call;
+    this.member = null;
+    this.memberId = null; // the participant id the Member was made for
+    this.inGroup = false;
+    this.committing = false; // our commit is out, its echo not yet back
+    this.commitTimer = null;
+    this.mustCommit = false; // a proposal named us
+    this.proposalPending = false; // a proposal waits for a commit: chat must wait
+    this.chatQueue = []; // texts to encrypt once the commit is in
+    this.sentChat = []; // our texts on their way, shown when the server echoes them
+    this.firstSeen = new Map(); // id -> when a roster difference was first seen
+    this.rosterTimer = null;
+    this.queue = Promise.resolve();
+    this.wasm = null;
+    this.ready = loadWasm().then((mod) => { this.wasm = mod; }, (err) => {
+      // Without the module nothing can be encrypted: no media, no chat, and it says so.
+      this.set({ status: 'failed', error: `The encryption module could not be loaded (${err?.message || err}).` });
+      throw err;
+    });
+    this.worker = null;
+    if (transformSupported()) {
+      this.worker = new Worker('/assets/e2ee-worker.js', { type: 'module' });
+      this.worker.addEventListener('message', (ev) => this.onWorker(ev.data));
+    }
+    this.set(transformSupported() ? {} : { status: 'unsupported', error: 'This browser cannot encrypt media end to end.' });
+    this.unsubscribe = call.store.subscribe((s, prev) => {
+      if (s.participants !== prev.participants) this.checkRoster();
+    });
+  }
+
+  /** A transform for one sender or receiver ('send' | 'recv', 'audio' | 'video'), or null without support. */
+  transform(direction, kind) {
+    if (!this.worker) return null;
+    return new RTCRtpScriptTransform(this.worker, { direction, kind });
+  }
+
+  close() {
+    this.unsubscribe();
+    clearTimeout(this.commitTimer);
+    clearTimeout(this.rosterTimer);
+    this.worker?.terminate();
+    this.worker = null;
+    this.member?.free?.();
+    this.member = null;
+  }
+
+  // --- from the server ---------------------------------------------------------
+
+  /** `waiting` or `joined` named this client: a Member for that id, and its key package to the server. */
+  onSeat(you) {
+    if (you === null || you === undefined) return;
+    const id = String(you);
+    if (this.memberId === id && this.member) return;
+    this.run(async () => {
+      if (this.memberId === id && this.member) return;
+      this.member?.free?.();
+      this.member = new this.wasm.Member(id);
+      this.memberId = id;
+      this.inGroup = false;
+      this.committing = false;
+      this.set({ status: 'waiting', roster: [], epoch: null });
+      this.call.sig.send({ type: 'mls_key_package', key_package: toB64(this.member.keyPackage()) });
+    });
+  }
+
+  onServer(msg) {
+    this.run(async () => {
+      if (!this.member) return;
+      switch (msg.type) {
+        case 'mls_create_group': {
+          const setup = msg.e2ee;
+          const info = this.member.createGroup(fromB64(setup.group_id), fromB64(setup.external_sender));
+          this.inGroup = true;
+          this.call.sig.send({ type: 'mls_group_info', group_info: toB64(info) });
+          this.newEpoch();
+          break;
+        }
+        case 'mls_welcome':
+          this.member.join(fromB64(msg.welcome));
+          this.inGroup = true;
+          this.newEpoch();
+          break;
+        case 'mls_message':
+          this.onHandshake(msg);
+          break;
+        default:
+          break;
+      }
+    });
+  }
+
+  onHandshake(msg) {
+    if (!this.inGroup) return;
+    let r;
+    try {
+      r = this.member.handle(fromB64(msg.message));
+    } catch (err) {
+      console.warn('MLS message refused:', err);
+      return;
+    }
+    if (r.kind === 'proposal') {
+      this.proposalPending = true;
+      if (msg.commit_by !== null && msg.commit_by !== undefined && String(msg.commit_by) === this.memberId) {
+        this.mustCommit = true;
+        // Proposals sent together are committed together.
+        clearTimeout(this.commitTimer);
+        this.commitTimer = setTimeout(() => this.run(async () => this.commitNow()), 30);
+      }
+    } else if (r.kind === 'commit') {
+      this.committing = false;
+      this.mustCommit = false;
+      this.proposalPending = false;
+      if (r.removedMe) {
+        this.inGroup = false;
+        this.set({ status: 'waiting', roster: [], code: '' });
+        return;
+      }
+      this.newEpoch();
+    }
+  }
+
+  commitNow() {
+    if (!this.mustCommit || this.committing || !this.inGroup) return;
+    const out = this.member.commit();
+    if (!out) return;
+    this.committing = true;
+    const msg = { type: 'mls_commit', commit: toB64(out.commit), group_info: toB64(out.groupInfo) };
+    if (out.welcome) msg.welcome = toB64(out.welcome);
+    this.call.sig.send(msg);
+  }
+
+  /** An error from the server that is about MLS; true when it was. */
+  onError(err) {
+    if (err.code === 'stale_commit') {
+      // Another commit won the epoch; it arrives as an mls_message and replaces ours.
+      this.run(async () => { this.committing = false; });
+      return true;
+    }
+    if (err.code === 'mls_refused') {
+      this.run(async () => {
+        this.committing = false;
+        this.set({ error: 'The server refused this client\'s encryption message.' });
+      });
+      return true;
+    }
+    return false;
+  }
+
+  /** A chat payload from the server: resolves to {from, text} to show, or null. */
+  openChat(msg) {
+    return this.run(async () => {
+      if (!this.member || !this.inGroup) return null;
+      if (this.memberId === String(msg.from)) {
+        // Our own message: MLS does not open our own ciphertext; we kept the text.
+        const text = this.sentChat.shift();
+        return text === undefined ? null : { from: msg.from, text };
+      }
+      try {
+        const r = this.member.handle(fromB64(msg.payload));
+        if (r.kind !== 'chat') return null;
+        const sender = Number(r.sender);
+        return { from: Number.isFinite(sender) ? sender : msg.from, text: String(r.text) };
+      } catch (err) {
+        console.warn('chat message could not be opened:', err);
+        return null;
+      }
+    });
+  }
+
+  /** Encrypts and sends `text`; resolves to 'sent', 'queued', 'too_long' or 'failed'. */
+  sendChat(text, maxBytes) {
+    return this.run(async () => {
+      if (!this.member || !this.inGroup || this.proposalPending) {
+        if (this.chatQueue.length >= MAX_QUEUED_CHAT) return 'failed';
+        this.chatQueue.push(text);
+        return 'queued';
+      }
+      return this.sealAndSend(text, maxBytes);
+    });
+  }
+
+  sealAndSend(text, maxBytes = 16 * 1024) {
+    let payload;
+    try {
+      payload = toB64(this.member.encryptChat(text));
+    } catch (err) {
+      console.warn('chat could not be encrypted:', err);
+      this.chatQueue.push(text);
+      return 'queued';
+    }
+    if (payload.length > maxBytes) return 'too_long';
+    if (!this.call.sig.send({ type: 'chat', payload })) return 'failed';
+    this.sentChat.push(text);
+    return 'sent';
+  }
+
+  // --- internals ---------------------------------------------------------------
+
+  /** A new epoch: keys to the worker, a key frame asked for, the code and roster shown. */
+  newEpoch() {
+    const keys = this.member.sframeKeys();
+    this.worker?.postMessage({ type: 'keys', keys });
+    this.call.sig.send({ type: 'key_frame_request' });
+    const code = this.member.securityCode();
+    const prev = this.call.state.e2ee;
+    const roster = this.member.roster().map(Number).filter(Number.isFinite);
+    this.set({
+      status: this.worker ? 'active' : 'unsupported',
+      epoch: this.member.epoch(),
+      code,
+      codeChangedAt: prev.code && prev.code !== code ? Date.now() : prev.codeChangedAt,
+      roster,
+      error: null,
+    });
+    this.checkRoster();
+    const waiting = this.chatQueue;
+    this.chatQueue = [];
+    for (const text of waiting) {
+      if (this.sealAndSend(text) !== 'sent') break;
+    }
+  }
+
+  /** Compares the group with the server's participant list; flags differences that last. */
+  checkRoster() {
+    clearTimeout(this.rosterTimer);
+    const s = this.call.state;
+    const e = s.e2ee;
+    if (!this.inGroup || e.status !== 'active') {
+      this.firstSeen.clear();
+      if (e.notInGroup.length || e.notAnnounced.length) this.set({ notInGroup: [], notAnnounced: [] });
+      return;
+    }
+    const group = new Set(e.roster);
+    const announced = new Set(s.participants.map((p) => p.id));
+    const now = Date.now();
+    const diff = [];
+    for (const id of announced) if (!group.has(id)) diff.push(['in', id]);
+    for (const id of group) if (!announced.has(id)) diff.push(['out', id]);
+    const keys = new Set(diff.map(([k, id]) => `${k}:${id}`));
+    for (const k of [...this.firstSeen.keys()]) if (!keys.has(k)) this.firstSeen.delete(k);
+    const notInGroup = [];
+    const notAnnounced = [];
+    let next = Infinity;
+    for (const [k, id] of diff) {
+      const key = `${k}:${id}`;
+      if (!this.firstSeen.has(key)) this.firstSeen.set(key, now);
+      const due = this.firstSeen.get(key) + ROSTER_GRACE_MS;
+      if (due <= now) (k === 'in' ? notInGroup : notAnnounced).push(id);
+      else next = Math.min(next, due);
+    }
+    const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+    if (!same(notInGroup, e.notInGroup) || !same(notAnnounced, e.notAnnounced)) this.set({ notInGroup, notAnnounced });
+    if (next !== Infinity) this.rosterTimer = setTimeout(() => this.checkRoster(), next - now + 50);
+  }
+
+  onWorker(m) {
+    if (!m) return;
+    if (m.type === 'counts') {
+      const { type, ...frames } = m;
+      this.set({ frames });
+    } else if (m.type === 'error') {
+      console.warn('media encryption:', m.text);
+    }
+  }
+
+  set(patch) {
+    this.call.store.update((s) => ({ ...s, e2ee: { ...(s.e2ee || initialE2ee()), ...patch } }));
+  }
+
+  /** Runs MLS steps one at a time, after the wasm module is loaded. */
+  run(step) {
+    const p = this.queue.then(() => this.ready).then(step);
+    this.queue = p.catch((err) => {
+      console.warn('end-to-end encryption:', err);
+      this.set({ error: String(err?.message || err) });
+    });
+    return p.catch(() => null);
+  }
+}
