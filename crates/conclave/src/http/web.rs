@@ -69,6 +69,50 @@ const ASSETS: &[Asset] = &[
     asset!("outcome.js", "text/javascript; charset=utf-8"),
 ];
 
+/// The browser's E2EE module (crates/conclave-e2ee-wasm), compiled to wasm32 and bound by
+/// wasm-bindgen in build.rs; served at `/e2ee/` so the worker can import it by that path.
+const E2EE_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/e2ee/conclave_e2ee.js"));
+const E2EE_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/e2ee/conclave_e2ee_bg.wasm"));
+
+include!(concat!(env!("OUT_DIR"), "/e2ee_snippets.rs"));
+
+async fn e2ee_snippet(Path((dir, file)): Path<(String, String)>) -> Response {
+    let path = format!("{dir}/{file}");
+    match E2EE_SNIPPETS.iter().find(|(name, _)| *name == path) {
+        Some((_, body)) => (
+            [
+                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+async fn e2ee_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        E2EE_JS,
+    )
+        .into_response()
+}
+
+async fn e2ee_wasm() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/wasm"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        E2EE_WASM,
+    )
+        .into_response()
+}
+
 fn serve(name: &str) -> Response {
     match ASSETS.iter().find(|a| a.name == name) {
         Some(a) => (
@@ -97,6 +141,9 @@ pub fn routes() -> Router<AppState> {
         .route("/signin", get(index))
         .route("/j/{id}", get(index))
         .route("/assets/{name}", get(asset))
+        .route("/e2ee/conclave_e2ee.js", get(e2ee_js))
+        .route("/e2ee/conclave_e2ee_bg.wasm", get(e2ee_wasm))
+        .route("/e2ee/snippets/{dir}/{file}", get(e2ee_snippet))
 }
 
 /// Whether a request's `Origin` (if any) is this server. Browsers send it on

@@ -1,0 +1,262 @@
+//! The browser's face of `conclave-e2ee`: wasm-bindgen classes that mirror the Rust API with
+//! camelCase names and `Uint8Array` for bytes (see notes on the wire in docs/protocol.md).
+//! `crates/conclave/build.rs` compiles this crate for wasm32 and runs wasm-bindgen
+//! (`--target web`); the server serves `/e2ee/conclave_e2ee.js` and `/e2ee/conclave_e2ee_bg.wasm`.
+//!
+//! Errors are thrown as JS `Error`s with the Rust message. KIDs and epochs cross as numbers:
+//! they stay far below 2^53.
+#![cfg(target_arch = "wasm32")]
+#![forbid(unsafe_code)]
+
+use conclave_e2ee as e2ee;
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+
+fn err(e: e2ee::E2eeError) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn set(obj: &Object, key: &str, value: &JsValue) -> Result<(), JsError> {
+    Reflect::set(obj, &JsValue::from_str(key), value)
+        .map(|_| ())
+        .map_err(|_| JsError::new("cannot build the result object"))
+}
+
+fn strings(items: &[String]) -> Array {
+    items.iter().map(|s| JsValue::from_str(s)).collect()
+}
+
+fn bytes(b: &[u8]) -> JsValue {
+    Uint8Array::from(b).into()
+}
+
+/// One meeting member's end of the MLS group.
+#[wasm_bindgen]
+pub struct Member(e2ee::Member);
+
+#[wasm_bindgen]
+impl Member {
+    #[wasm_bindgen(constructor)]
+    pub fn new(participant_id: &str) -> Result<Member, JsError> {
+        e2ee::Member::new(participant_id).map(Member).map_err(err)
+    }
+
+    #[wasm_bindgen(js_name = keyPackage)]
+    pub fn key_package(&self) -> Result<Vec<u8>, JsError> {
+        self.0.key_package().map_err(err)
+    }
+
+    #[wasm_bindgen(js_name = createGroup)]
+    pub fn create_group(
+        &mut self,
+        group_id: &[u8],
+        external_sender: &[u8],
+    ) -> Result<Vec<u8>, JsError> {
+        self.0.create_group(group_id, external_sender).map_err(err)
+    }
+
+    pub fn join(&mut self, welcome: &[u8]) -> Result<(), JsError> {
+        self.0.join(welcome).map_err(err)
+    }
+
+    /// `{kind: "proposal"|"commit"|"chat"|"ignored", epoch, added, removed, removedMe, sender, text}`.
+    pub fn handle(&mut self, message: &[u8]) -> Result<Object, JsError> {
+        let received = self.0.handle(message).map_err(err)?;
+        received_object(received, self.0.epoch())
+    }
+
+    /// Apply our pending commit without waiting for its echo; same object as `handle`.
+    #[wasm_bindgen(js_name = confirmCommit)]
+    pub fn confirm_commit(&mut self) -> Result<Object, JsError> {
+        let received = self.0.confirm_commit().map_err(err)?;
+        received_object(received, self.0.epoch())
+    }
+
+    /// `undefined` or `{commit, welcome /* or undefined */, groupInfo}`.
+    pub fn commit(&mut self) -> Result<JsValue, JsError> {
+        let Some(out) = self.0.commit().map_err(err)? else {
+            return Ok(JsValue::UNDEFINED);
+        };
+        let obj = Object::new();
+        set(&obj, "commit", &bytes(&out.commit))?;
+        let welcome = out.welcome.as_deref().map_or(JsValue::UNDEFINED, bytes);
+        set(&obj, "welcome", &welcome)?;
+        set(&obj, "groupInfo", &bytes(&out.group_info))?;
+        Ok(obj.into())
+    }
+
+    #[wasm_bindgen(js_name = encryptChat)]
+    pub fn encrypt_chat(&mut self, text: &str) -> Result<Vec<u8>, JsError> {
+        self.0.encrypt_chat(text).map_err(err)
+    }
+
+    pub fn epoch(&self) -> f64 {
+        self.0.epoch() as f64
+    }
+
+    #[wasm_bindgen(js_name = securityCode)]
+    pub fn security_code(&self) -> String {
+        self.0.security_code()
+    }
+
+    pub fn roster(&self) -> Array {
+        strings(&self.0.roster())
+    }
+
+    #[wasm_bindgen(js_name = myIndex)]
+    pub fn my_index(&self) -> u32 {
+        self.0.my_index()
+    }
+
+    /// `{epoch, senderKid, keys: [{kid, key}]}` for `FrameCrypto.setEpoch`.
+    #[wasm_bindgen(js_name = sframeKeys)]
+    pub fn sframe_keys(&self) -> Result<Object, JsError> {
+        let keys = self.0.sframe_keys();
+        let obj = Object::new();
+        set(&obj, "epoch", &JsValue::from_f64(keys.epoch as f64))?;
+        set(
+            &obj,
+            "senderKid",
+            &JsValue::from_f64(keys.sender_kid as f64),
+        )?;
+        let list = Array::new();
+        for (kid, key) in &keys.keys {
+            let entry = Object::new();
+            set(&entry, "kid", &JsValue::from_f64(*kid as f64))?;
+            set(&entry, "key", &bytes(key))?;
+            list.push(&entry);
+        }
+        set(&obj, "keys", &list)?;
+        Ok(obj)
+    }
+}
+
+fn received_object(received: e2ee::Received, current_epoch: u64) -> Result<Object, JsError> {
+    let obj = Object::new();
+    let (kind, epoch, added, removed, removed_me, sender, text) = match received {
+        e2ee::Received::Proposal => ("proposal", current_epoch, vec![], vec![], false, None, None),
+        e2ee::Received::Commit {
+            epoch,
+            added,
+            removed,
+            removed_me,
+        } => ("commit", epoch, added, removed, removed_me, None, None),
+        e2ee::Received::Chat { sender, text } => (
+            "chat",
+            current_epoch,
+            vec![],
+            vec![],
+            false,
+            Some(sender),
+            Some(text),
+        ),
+        e2ee::Received::Ignored => ("ignored", current_epoch, vec![], vec![], false, None, None),
+    };
+    set(&obj, "kind", &JsValue::from_str(kind))?;
+    set(&obj, "epoch", &JsValue::from_f64(epoch as f64))?;
+    set(&obj, "added", &strings(&added))?;
+    set(&obj, "removed", &strings(&removed))?;
+    set(&obj, "removedMe", &JsValue::from_bool(removed_me))?;
+    let opt = |s: Option<String>| s.map_or(JsValue::UNDEFINED, |s| JsValue::from_str(&s));
+    set(&obj, "sender", &opt(sender))?;
+    set(&obj, "text", &opt(text))?;
+    Ok(obj)
+}
+
+fn kind_of(kind: &str) -> Result<e2ee::FrameKind, JsError> {
+    match kind {
+        "audio" => Ok(e2ee::FrameKind::Audio),
+        "vp8" => Ok(e2ee::FrameKind::Vp8),
+        _ => Err(JsError::new("frame kind must be \"audio\" or \"vp8\"")),
+    }
+}
+
+fn number(obj: &JsValue, key: &str) -> Result<u64, JsError> {
+    let v = Reflect::get(obj, &JsValue::from_str(key))
+        .ok()
+        .and_then(|v| v.as_f64())
+        .ok_or_else(|| JsError::new(&format!("keys.{key} must be a number")))?;
+    if !(0.0..=9_007_199_254_740_991.0).contains(&v) || v.fract() != 0.0 {
+        return Err(JsError::new(&format!("keys.{key} out of range")));
+    }
+    Ok(v as u64)
+}
+
+/// SFrame for one media worker: holds only keys, no MLS state.
+#[wasm_bindgen]
+pub struct FrameCrypto {
+    inner: e2ee::FrameCrypto,
+    out: Vec<u8>,
+}
+
+impl Default for FrameCrypto {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[wasm_bindgen]
+impl FrameCrypto {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> FrameCrypto {
+        FrameCrypto {
+            inner: e2ee::FrameCrypto::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// `keys` as `Member.sframeKeys()` gives it (it may have crossed a postMessage).
+    #[wasm_bindgen(js_name = setEpoch)]
+    pub fn set_epoch(&mut self, keys: &JsValue, now_ms: f64) -> Result<(), JsError> {
+        let epoch = number(keys, "epoch")?;
+        let sender_kid = number(keys, "senderKid")?;
+        let list = Reflect::get(keys, &JsValue::from_str("keys"))
+            .ok()
+            .filter(Array::is_array)
+            .map(|v| v.unchecked_into::<Array>())
+            .ok_or_else(|| JsError::new("keys.keys must be an array"))?;
+        let mut entries = Vec::with_capacity(list.length() as usize);
+        for entry in list.iter() {
+            let kid = number(&entry, "kid")?;
+            let key = Reflect::get(&entry, &JsValue::from_str("key"))
+                .ok()
+                .filter(|k| k.is_instance_of::<Uint8Array>())
+                .map(|k| Uint8Array::from(k).to_vec())
+                .ok_or_else(|| JsError::new("keys.keys[].key must be a Uint8Array"))?;
+            entries.push((kid, key));
+        }
+        let keys = e2ee::EpochKeys {
+            epoch,
+            sender_kid,
+            keys: entries,
+        };
+        self.inner.set_epoch(&keys, now_ms.max(0.0) as u64);
+        Ok(())
+    }
+
+    pub fn encrypt(&mut self, kind: &str, frame: &[u8]) -> Result<Vec<u8>, JsError> {
+        self.inner
+            .encrypt(kind_of(kind)?, frame, &mut self.out)
+            .map_err(err)?;
+        Ok(self.out.clone())
+    }
+
+    pub fn decrypt(&mut self, kind: &str, frame: &[u8], now_ms: f64) -> Result<Vec<u8>, JsError> {
+        self.inner
+            .decrypt(kind_of(kind)?, frame, now_ms.max(0.0) as u64, &mut self.out)
+            .map_err(err)?;
+        Ok(self.out.clone())
+    }
+}
+
+/// RFC 9605 Appendix C check from JS: encrypt `pt` with an explicit KID and CTR.
+#[wasm_bindgen(js_name = sframeEncryptRaw)]
+pub fn sframe_encrypt_raw(
+    base_key: &[u8],
+    kid: f64,
+    ctr: f64,
+    metadata: &[u8],
+    pt: &[u8],
+) -> Result<Vec<u8>, JsError> {
+    e2ee::rfc9605::encrypt(base_key, kid as u64, ctr as u64, metadata, pt).map_err(err)
+}
