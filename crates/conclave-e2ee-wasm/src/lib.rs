@@ -72,7 +72,7 @@ impl Member {
         received_object(received, self.0.epoch())
     }
 
-    /// `undefined` or `{commit, welcome /* or undefined */, groupInfo}`.
+    /// `undefined` or `{commit, welcome, groupInfo}` (welcome `undefined` when nobody is added; no block comment here: wasm-bindgen copies doc comments into a JS block comment).
     pub fn commit(&mut self) -> Result<JsValue, JsError> {
         let Some(out) = self.0.commit().map_err(err)? else {
             return Ok(JsValue::UNDEFINED);
