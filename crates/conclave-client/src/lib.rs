@@ -1,5 +1,6 @@
 //! The native Conclave client, behind `conclave join` and the load generator.
 //!
+//! - [`e2ee`]: the MLS member and the SFrame keys it gives the media peer.
 //! - [`invite`]: reading invite links.
 //! - [`ivf`]: reading and writing VP8 frames in IVF files.
 //! - [`media`]: the client's WebRTC peer (str0m, the offering side).
@@ -9,6 +10,7 @@
 //!   exchange messages.
 #![forbid(unsafe_code)]
 
+pub mod e2ee;
 pub mod invite;
 pub mod ivf;
 pub mod media;

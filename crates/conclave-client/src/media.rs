@@ -17,6 +17,8 @@ use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, Simulca
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
+use conclave_e2ee::{EpochKeys, FrameCrypto, FrameKind};
+
 use crate::ivf::IvfFrame;
 use crate::record::ReceivedFrame;
 
@@ -256,6 +258,8 @@ pub struct TrackStats {
     pub kind: Option<Kind>,
     pub frames: u64,
     pub bytes: u64,
+    /// Frames that did not decrypt (no key for their KID, or tampered).
+    pub undecryptable_frames: u64,
     /// Frames str0m could not assemble from contiguous packets.
     pub incomplete_frames: u64,
     pub keyframes: u64,
@@ -293,6 +297,18 @@ pub struct PeerStats {
     pub received: BTreeMap<String, TrackStats>,
     pub keyframe_requests: u64,
     pub connected_at: Option<Instant>,
+    /// Frames not sent because no E2EE key existed yet (nothing leaves in clear).
+    pub unkeyed_frames_dropped: u64,
+    /// The MLS epoch whose keys the peer uses now.
+    pub epoch: Option<u64>,
+}
+
+/// Which SFrame layout a track's frames use.
+fn frame_kind(kind: MediaKind) -> FrameKind {
+    match kind {
+        MediaKind::Audio => FrameKind::Audio,
+        MediaKind::Video => FrameKind::Vp8,
+    }
 }
 
 /// One client's WebRTC peer.
@@ -311,6 +327,12 @@ pub struct ClientPeer {
     /// Received frames kept for the caller (a recorder), when asked for.
     keep_frames: bool,
     frames: Vec<ReceivedFrame>,
+    /// SFrame on every frame, once [`ClientPeer::require_e2ee`] was called.
+    /// Without it frames travel as they are: only for load tests against
+    /// servers that are not Conclave.
+    sframe: Option<FrameCrypto>,
+    /// The origin of the millisecond clock SFrame's key grace runs on.
+    born: Instant,
 }
 
 impl ClientPeer {
@@ -386,9 +408,75 @@ impl ClientPeer {
             rtc_timeout: now,
             keep_frames: false,
             frames: Vec::new(),
+            sframe: None,
+            born: now,
         };
         peer.drain(now)?;
         Ok((peer, msg))
+    }
+
+    /// Encrypt every frame sent and decrypt every frame received with SFrame;
+    /// until the first [`ClientPeer::set_epoch_keys`] nothing is sent.
+    pub fn require_e2ee(&mut self) {
+        self.sframe.get_or_insert_with(FrameCrypto::new);
+    }
+
+    /// The keys of a new MLS epoch. The previous epoch's stay readable a few
+    /// seconds, and video sources jump to their next key frame so receivers
+    /// get a picture under the new key at once.
+    pub fn set_epoch_keys(&mut self, keys: &EpochKeys, now: Instant) {
+        let now_ms = self.millis(now);
+        self.sframe
+            .get_or_insert_with(FrameCrypto::new)
+            .set_epoch(keys, now_ms);
+        self.stats.epoch = Some(keys.epoch);
+        for src in &mut self.sources {
+            if src.kind != Kind::Audio {
+                src.skip_to_key = true;
+            }
+        }
+    }
+
+    fn millis(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.born).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A frame as it goes on the wire: SFrame-encrypted when E2EE is on, or
+    /// `None` (dropped) while no key exists yet.
+    fn protect(&mut self, kind: MediaKind, frame: Vec<u8>) -> Option<Vec<u8>> {
+        let Some(crypto) = self.sframe.as_mut() else {
+            return Some(frame);
+        };
+        let mut out = Vec::with_capacity(frame.len() + 32);
+        match crypto.encrypt(frame_kind(kind), &frame, &mut out) {
+            Ok(()) => Some(out),
+            Err(_) => {
+                self.stats.unkeyed_frames_dropped += 1;
+                None
+            }
+        }
+    }
+
+    /// A received frame in clear, or `None` (counted) when it does not decrypt.
+    fn unprotect(&mut self, mid: &str, frame: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let now_ms = self.millis(now);
+        let Some(crypto) = self.sframe.as_mut() else {
+            return Some(frame.to_vec());
+        };
+        let t = self.stats.received.entry(mid.to_string()).or_default();
+        let kind = match t.kind {
+            Some(Kind::Audio) => FrameKind::Audio,
+            _ => FrameKind::Vp8,
+        };
+        let mut out = Vec::with_capacity(frame.len());
+        match crypto.decrypt(kind, frame, now_ms, &mut out) {
+            Ok(_) => Some(out),
+            Err(e) => {
+                tracing::debug!(error = %e, "frame does not decrypt");
+                t.undecryptable_frames += 1;
+                None
+            }
+        }
     }
 
     /// Keep every received frame for [`ClientPeer::take_frames`] (recording).
@@ -425,6 +513,8 @@ impl ClientPeer {
             rtc_timeout: now,
             keep_frames: false,
             frames: Vec::new(),
+            sframe: None,
+            born: now,
         };
         peer.drain(now)?;
         Ok(peer)
@@ -582,6 +672,9 @@ impl ClientPeer {
                 src.sent_frames += 1;
                 let sent = src.sent_frames;
                 for (rid, data) in frames {
+                    let Some(data) = self.protect(kind, data) else {
+                        continue;
+                    };
                     let Some(mut writer) = self.rtc.writer(mid) else {
                         break;
                     };
@@ -634,21 +727,24 @@ impl ClientPeer {
                     self.stats.connected_at = Some(now);
                 }
                 Event::MediaData(d) => {
+                    let Some(data) = self.unprotect(&d.mid.to_string(), &d.data, now) else {
+                        return;
+                    };
                     let t = self.stats.received.entry(d.mid.to_string()).or_default();
                     t.frames += 1;
-                    t.bytes += d.data.len() as u64;
+                    t.bytes += data.len() as u64;
                     if !d.contiguous {
                         t.incomplete_frames += 1;
                     }
                     t.first_frame_at.get_or_insert(now);
-                    if let Some(sent) = synthetic_stamp(&d.data)
+                    if let Some(sent) = synthetic_stamp(&data)
                         && t.latencies_us.len() < MAX_LATENCY_SAMPLES
                     {
                         let us = unix_micros().saturating_sub(sent);
                         t.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
-                        if d.data.len() >= 21 {
+                        if data.len() >= 21 {
                             let mut b = [0u8; 8];
-                            b.copy_from_slice(&d.data[13..21]);
+                            b.copy_from_slice(&data[13..21]);
                             let seq = u64::from_le_bytes(b);
                             t.synthetic_seq = Some(match t.synthetic_seq {
                                 Some((lo, hi)) => (lo.min(seq), hi.max(seq)),
@@ -657,7 +753,7 @@ impl ClientPeer {
                         }
                     }
                     let video = matches!(t.kind, Some(Kind::Video | Kind::Screen));
-                    if video && is_vp8_keyframe(&d.data) {
+                    if video && is_vp8_keyframe(&data) {
                         t.keyframes += 1;
                         t.first_keyframe_at.get_or_insert(now);
                         if let Some(size) = vp8_keyframe_size(&d.data)
@@ -674,7 +770,7 @@ impl ClientPeer {
                             participant: t.participant,
                             kind: t.kind,
                             rtp_time: d.time.numer(),
-                            data: d.data.to_vec(),
+                            data: data,
                         });
                     }
                 }

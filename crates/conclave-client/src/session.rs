@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use conclave_proto::{ClientMessage, MediaKind, ParticipantId, ServerMessage};
 use tokio::net::UdpSocket;
 
+use crate::e2ee::{Change, E2ee};
 use crate::invite::Invite;
 use crate::ivf::IvfReader;
 use crate::media::{ClientPeer, PeerError, PeerStats, SourceMedia};
@@ -30,6 +31,8 @@ pub enum SessionError {
     },
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    #[error("end-to-end encryption: {0}")]
+    E2ee(#[from] conclave_e2ee::E2eeError),
 }
 
 /// How to join and what to send.
@@ -57,6 +60,23 @@ pub struct JoinOptions {
     pub record: Option<PathBuf>,
     /// Leave early, cleanly (files closed), when this is notified (Ctrl-C).
     pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Stay out of the MLS group and take frames as the server forwards
+    /// them. Only tests use this, to look at what the server sees; a real
+    /// client always encrypts.
+    pub outside_group: bool,
+}
+
+/// What the client's MLS member ended with.
+#[derive(Debug, Clone, Default)]
+pub struct E2eeReport {
+    pub epoch: u64,
+    pub security_code: String,
+    /// Participant ids in the group, as the group says.
+    pub roster: Vec<String>,
+    /// Chat messages decrypted: (sender id, text).
+    pub chats: Vec<(String, String)>,
+    /// Removed from the group by a commit.
+    pub removed: bool,
 }
 
 /// The rids of simulcast layers, smallest first, as the web client names
@@ -91,6 +111,8 @@ pub struct SessionReport {
     pub active_speakers: Vec<ParticipantId>,
     /// The files written, when recording.
     pub recorded: Vec<RecordedTrack>,
+    /// The MLS group as this member saw it last (absent outside the group).
+    pub e2ee: Option<E2eeReport>,
     /// Why the session ended before its time, if it did.
     pub ended_early: Option<String>,
 }
@@ -144,6 +166,32 @@ fn read_ogg(path: &Path) -> Result<SourceMedia, SessionError> {
     Ok(SourceMedia::Opus {
         packets: packets.split_off(2),
     })
+}
+
+/// Chat messages kept in a report, at most.
+const MAX_CHATS_KEPT: usize = 1000;
+
+/// Lets the MLS member see every server message first, then passes it on.
+fn observe(
+    msg: Option<ServerMessage>,
+    e2ee: Option<&mut E2ee>,
+    peer: &mut ClientPeer,
+    seen: &mut E2eeReport,
+) -> Option<ServerMessage> {
+    if let (Some(e), Some(m)) = (e2ee, msg.as_ref()) {
+        match e.handle(m) {
+            Ok(Some(Change::Epoch(keys))) => peer.set_epoch_keys(&keys, Instant::now()),
+            Ok(Some(Change::Chat { from, text })) => {
+                if seen.chats.len() < MAX_CHATS_KEPT {
+                    seen.chats.push((from, text));
+                }
+            }
+            Ok(Some(Change::Removed)) => seen.removed = true,
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, kind = m.kind(), "MLS message not processed"),
+        }
+    }
+    msg
 }
 
 /// Joins, runs the media for `duration`, and reports.
@@ -225,6 +273,17 @@ pub async fn run_with(
     // The videos told the current view size.
     let mut told: Vec<(ParticipantId, MediaKind)> = Vec::new();
     let mut active_speakers = Vec::new();
+    let mut e2ee = if opts.outside_group {
+        None
+    } else {
+        peer.require_e2ee();
+        let mut e = E2ee::new(admission.you)?;
+        for m in e.take_messages() {
+            sig.send(&m).await?;
+        }
+        Some(e)
+    };
+    let mut e2ee_seen = E2eeReport::default();
     let mut recording = match &opts.record {
         Some(dir) => {
             peer.keep_frames(true);
@@ -246,7 +305,7 @@ pub async fn run_with(
         tokio::select! {
             () = tokio::time::sleep_until(end_at) => break,
             () = stop.notified() => break,
-            msg = sig.recv() => match msg? {
+            msg = sig.recv() => match observe(msg?, e2ee.as_mut(), &mut peer, &mut e2ee_seen) {
                 Some(ServerMessage::MediaAnswer { sdp }) => peer.accept_answer(&sdp, Instant::now())?,
                 Some(ServerMessage::MediaOffer { sdp, tracks }) => {
                     peer.accept_offer(&sdp, tracks, Instant::now())?;
@@ -310,6 +369,9 @@ pub async fn run_with(
                 told.push((participant, kind));
             }
         }
+        for msg in e2ee.as_mut().map(E2ee::take_messages).unwrap_or_default() {
+            sig.send(&msg).await?;
+        }
         if let Some(rec) = recording.as_mut() {
             for frame in peer.take_frames() {
                 rec.write(&frame).map_err(|source| SessionError::Input {
@@ -329,11 +391,18 @@ pub async fn run_with(
         }
         None => Vec::new(),
     };
+    let e2ee = e2ee.map(|e| E2eeReport {
+        epoch: e.epoch(),
+        security_code: e.security_code(),
+        roster: e.roster(),
+        ..e2ee_seen
+    });
     Ok(SessionReport {
         admission,
         media,
         active_speakers,
         recorded,
+        e2ee,
         ended_early,
     })
 }

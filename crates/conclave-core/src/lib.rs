@@ -7,6 +7,8 @@
 //!   with [`Input::Timeout`] at `poll_timeout()`.
 //! - [`media`]: the commands the core gives the media router and the reports
 //!   it takes back; the router never talks to a client except through the core.
+//! - `group`: the meeting's MLS group as its delivery service sees it (who is
+//!   in it, which Add and Remove proposals are out, which commit won the epoch).
 //! - [`rate`]: the token bucket that stops message floods and the attempt
 //!   limiter that stops passcode guessing, both on caller-supplied time.
 //!
@@ -14,6 +16,7 @@
 //! messages through and carries out what comes back.
 #![forbid(unsafe_code)]
 
+mod group;
 pub mod media;
 pub mod meeting;
 pub mod rate;

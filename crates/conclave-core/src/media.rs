@@ -38,6 +38,9 @@ pub enum MediaCommand {
         width: u32,
         height: u32,
     },
+    /// The member changed epoch and wants a key frame of its own video under the
+    /// new key: send a PLI for each video track it publishes.
+    KeyFrame { participant: ParticipantId },
     /// The member left: close its peer connection, stop its streams everywhere.
     Leave { participant: ParticipantId },
 }

@@ -7,7 +7,7 @@
 //! A waiting connection is sent exactly its own status, its admission or its
 //! denial.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use conclave_proto::{
@@ -18,6 +18,7 @@ use conclave_proto::{
 };
 use subtle::ConstantTimeEq;
 
+use crate::group::Group;
 use crate::media::{MediaCommand, MediaEvent};
 
 /// Tracks one member may publish at once (camera, microphone, screen, and spares).
@@ -222,6 +223,9 @@ pub struct Meeting {
     members: BTreeMap<ParticipantId, Member>,
     waiting: BTreeMap<ParticipantId, Waiter>,
     seats: BTreeMap<ConnId, Seat>,
+    /// The MLS delivery service; `None` only if its signing key could not be
+    /// made, in which case nobody can form a group (and clients say so).
+    group: Option<Group>,
     out: VecDeque<Output>,
 }
 
@@ -239,6 +243,9 @@ impl Meeting {
             members: BTreeMap::new(),
             waiting: BTreeMap::new(),
             seats: BTreeMap::new(),
+            group: Group::new()
+                .inspect_err(|e| tracing::error!(error = %e, "no MLS delivery service"))
+                .ok(),
             out: VecDeque::new(),
         }
     }
@@ -318,6 +325,28 @@ impl Meeting {
             Input::End(reason) => self.end(reason),
             Input::Media(event) => self.media_event(event),
             Input::Timeout => self.expire(now),
+        }
+        self.reconcile_group();
+    }
+
+    /// After every input: the MLS group follows the membership, and what the
+    /// delivery service has to say goes to members only.
+    fn reconcile_group(&mut self) {
+        let Some(group) = self.group.as_mut() else {
+            return;
+        };
+        let members: BTreeSet<_> = self.members.keys().copied().collect();
+        let connected: BTreeSet<_> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.conn.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        let waiting: BTreeSet<_> = self.waiting.keys().copied().collect();
+        group.reconcile(&members, &connected, &waiting);
+        let deliveries: Vec<_> = group.drain().collect();
+        for (id, msg) in deliveries {
+            self.send_to_member(id, msg);
         }
     }
 
@@ -470,6 +499,7 @@ impl Meeting {
             } else {
                 Vec::new()
             },
+            e2ee: self.group.as_ref().map(|g| g.setup().clone()),
         };
         self.send(conn, msg);
     }
@@ -494,6 +524,13 @@ impl Meeting {
                 self.out.push_back(Output::Close { conn });
                 self.broadcast_waiting_room();
                 return Ok(());
+            }
+            // A waiting person hands in the key package the server will
+            // propose when a host admits them. Nothing comes back but errors.
+            if let (Some(Seat::Waiting(id)), ClientMessage::MlsKeyPackage { key_package }) =
+                (self.seats.get(&conn).copied(), &msg)
+            {
+                return self.group_mut()?.key_package(id, key_package);
             }
             return Err(ErrorCode::NotJoined);
         };
@@ -609,6 +646,20 @@ impl Meeting {
                     participant: me,
                     sdp,
                 }));
+                Ok(())
+            }
+            ClientMessage::MlsKeyPackage { key_package } => {
+                self.group_mut()?.key_package(me, &key_package)
+            }
+            ClientMessage::MlsGroupInfo { group_info } => {
+                self.group_mut()?.group_info(me, &group_info)
+            }
+            ClientMessage::MlsCommit {
+                commit, welcome, ..
+            } => self.group_mut()?.commit(me, &commit, welcome.as_deref()),
+            ClientMessage::KeyFrameRequest => {
+                self.out
+                    .push_back(Output::Media(MediaCommand::KeyFrame { participant: me }));
                 Ok(())
             }
             ClientMessage::ViewSize {
@@ -999,6 +1050,10 @@ impl Meeting {
                 }
             }
         }
+    }
+
+    fn group_mut(&mut self) -> Result<&mut Group, Refusal> {
+        self.group.as_mut().ok_or(ErrorCode::Internal)
     }
 
     fn send_to_member(&mut self, id: ParticipantId, msg: ServerMessage) {

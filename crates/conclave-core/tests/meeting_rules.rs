@@ -394,8 +394,10 @@ fn joined(out: &[Output], conn: u64) -> Joined {
                 meeting,
                 participants,
                 waiting,
+                e2ee,
             } => {
                 assert_eq!(resume_window, RESUME_WINDOW.as_secs());
+                assert!(e2ee.is_some(), "every member learns the group's setup");
                 Some(Joined {
                     you,
                     role,
@@ -784,6 +786,7 @@ fn waiting_member_receives_only_its_status() {
         MediaCommand::Offer { participant, .. }
         | MediaCommand::Answer { participant, .. }
         | MediaCommand::Allow { participant, .. }
+        | MediaCommand::KeyFrame { participant }
         | MediaCommand::Leave { participant } => *participant == eve,
         MediaCommand::ViewSize {
             subscriber,

@@ -53,3 +53,11 @@ pub enum E2eeError {
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
 }
+
+impl E2eeError {
+    /// A message made for another epoch than the group's: for a commit, another
+    /// commit already ended its epoch (the delivery service answers "stale").
+    pub fn is_wrong_epoch(&self) -> bool {
+        matches!(self, E2eeError::Mls(mls_rs::error::MlsError::InvalidEpoch))
+    }
+}

@@ -626,6 +626,22 @@ impl Router {
         self.speakers.current()
     }
 
+    /// Asks `id` for a key frame of every video track it publishes (throttled
+    /// like any other request). An E2EE sender wants this after an epoch
+    /// change, so that receivers get a picture under the new key at once.
+    pub fn request_key_frames(&mut self, id: PeerId) {
+        let Some(now) = self.now else { return };
+        let layers: Vec<(TrackId, usize)> = self
+            .tracks
+            .iter()
+            .filter(|(t, track)| t.publisher == id && track.kind == MediaKind::Video)
+            .flat_map(|(t, track)| (0..track.layers.len()).map(|layer| (*t, layer)))
+            .collect();
+        for (track, layer) in layers {
+            self.request_keyframe(track, layer, now);
+        }
+    }
+
     /// The tracks `id` receives now (streams live after an answer).
     pub fn forwarded_to(&self, id: PeerId) -> Vec<ForwardedTrack> {
         let Some(peer) = self.peers.get(&id) else {

@@ -44,6 +44,13 @@ pub enum ErrorCode {
     /// An SDP the server cannot use (no usable codec, too large, malformed) or a
     /// track the member may not send. Nothing changed.
     MediaRefused,
+    /// An MLS object the server cannot accept: malformed, a key package whose
+    /// credential is not the sender's id, a second key package, a group info
+    /// from a member not asked to create the group. Nothing changed.
+    MlsRefused,
+    /// A commit for an epoch that another commit already ended (or that does
+    /// not apply): discard it and process the commit that won.
+    StaleCommit,
     /// The connection sent no `join` in time.
     Timeout,
     /// The server is shutting down.
@@ -74,6 +81,8 @@ impl ErrorCode {
             ErrorCode::InvalidName => "a name has 1 to 64 characters and no control characters",
             ErrorCode::ChatTooLarge => "chat message too large (16 KiB at most)",
             ErrorCode::MediaRefused => "media offer refused",
+            ErrorCode::MlsRefused => "MLS message refused",
+            ErrorCode::StaleCommit => "commit refused: another commit already ended this epoch",
             ErrorCode::Timeout => "no join message in time",
             ErrorCode::ShuttingDown => "the server is shutting down",
             ErrorCode::Internal => "internal error; nothing was changed",

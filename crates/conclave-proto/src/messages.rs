@@ -17,6 +17,10 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// Largest chat payload, in bytes. The payload is opaque to the server
 /// (ciphertext once E2EE is on), so only its size is checked.
 pub const MAX_CHAT_BYTES: usize = 16 * 1024;
+/// Largest MLS object (key package, commit, welcome, group info), base64 text.
+/// A commit's ratchet tree grows with the group; this allows well over the
+/// meeting size limit.
+pub const MAX_MLS_BYTES: usize = 48 * 1024;
 
 /// A member's number within one meeting. Not secret: it only names a seat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -293,6 +297,37 @@ pub enum ClientMessage {
         width: u32,
         height: u32,
     },
+    /// This client's MLS key package (base64), sent once it knows its id. The
+    /// server keeps it until a host admits the client, then proposes the Add.
+    MlsKeyPackage {
+        key_package: String,
+    },
+    /// From the member told to `mls_create_group`: the new group's GroupInfo.
+    MlsGroupInfo {
+        group_info: String,
+    },
+    /// A commit of the pending proposals, with the Welcome for those it adds.
+    /// `group_info` (the new epoch's) is accepted but not needed: the server
+    /// follows the group from the commits themselves.
+    MlsCommit {
+        commit: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        welcome: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group_info: Option<String>,
+    },
+    /// After an epoch change: ask the server to request a key frame of this
+    /// member's own video (a PLI to it), so receivers get a frame under the new key.
+    KeyFrameRequest,
+}
+
+/// What a member needs to create or check the meeting's MLS group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct E2eeSetup {
+    /// The MLS group id (base64).
+    pub group_id: String,
+    /// The server's external-sender entry (base64), the only one the group may have.
+    pub external_sender: String,
 }
 
 /// Messages from the server to a client.
@@ -316,6 +351,10 @@ pub enum ServerMessage {
         participants: Vec<Participant>,
         /// Only moderators see the waiting room; empty for others.
         waiting: Vec<WaitingParticipant>,
+        /// The MLS group's setup. Absent only if the server could not start
+        /// its delivery service; such a meeting cannot carry media or chat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        e2ee: Option<E2eeSetup>,
     },
     ParticipantJoined {
         participant: Participant,
@@ -351,6 +390,24 @@ pub enum ServerMessage {
     /// The member who is speaking loudest now.
     ActiveSpeaker {
         participant: ParticipantId,
+    },
+    /// You are the first member with a key package: create the MLS group with
+    /// this setup (the same as `joined`'s unless the group had to be started
+    /// afresh because all its members left) and send `mls_group_info`.
+    MlsCreateGroup {
+        e2ee: E2eeSetup,
+    },
+    /// An MLS handshake message for the group (base64): the server's Add or
+    /// Remove proposal, or a member's commit. `commit_by` names the member who
+    /// should commit a proposal.
+    MlsMessage {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit_by: Option<ParticipantId>,
+    },
+    /// The Welcome that brings this member into the group (base64).
+    MlsWelcome {
+        welcome: String,
     },
     /// To moderators: join attempts with a wrong passcode are being made.
     SecurityNotice {
@@ -406,6 +463,9 @@ impl ServerMessage {
             ServerMessage::MediaAnswer { .. } => "media_answer",
             ServerMessage::MediaOffer { .. } => "media_offer",
             ServerMessage::ActiveSpeaker { .. } => "active_speaker",
+            ServerMessage::MlsCreateGroup { .. } => "mls_create_group",
+            ServerMessage::MlsMessage { .. } => "mls_message",
+            ServerMessage::MlsWelcome { .. } => "mls_welcome",
             ServerMessage::Denied => "denied",
             ServerMessage::Removed => "removed",
             ServerMessage::Ended { .. } => "ended",
@@ -440,6 +500,10 @@ const CLIENT_TYPES: &[&str] = &[
     "media_offer",
     "media_answer",
     "view_size",
+    "mls_key_package",
+    "mls_group_info",
+    "mls_commit",
+    "key_frame_request",
 ];
 
 /// Reads one client text frame, telling apart the ways it can be wrong.

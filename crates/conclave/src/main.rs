@@ -262,6 +262,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         bind: args.bind,
         record: Some(args.out.clone()),
         stop: Some(stop),
+        outside_group: false,
     })
     .await?;
     if let Some(why) = &report.ended_early {
@@ -299,6 +300,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
             bind: args.bind,
             record: None,
             stop: None,
+            outside_group: false,
         },
     )
     .await?;

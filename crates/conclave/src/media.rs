@@ -329,6 +329,9 @@ impl Meeting {
                     );
                 }
             }
+            MediaCommand::KeyFrame { participant } => {
+                self.router.request_key_frames(peer(participant));
+            }
             MediaCommand::Leave { participant } => {
                 let _ = self.router.remove_peer(peer(participant));
                 self.published.retain(|(p, _), _| *p != participant);

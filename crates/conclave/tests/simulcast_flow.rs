@@ -34,6 +34,7 @@ fn options(meeting: &serde_json::Value, name: &str, seconds: u64) -> JoinOptions
         bind: "127.0.0.1".parse().expect("ip"),
         record: None,
         stop: None,
+        outside_group: false,
     }
 }
 

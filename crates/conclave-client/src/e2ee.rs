@@ -1,0 +1,149 @@
+//! The client's end of the meeting's end-to-end encryption: an MLS member
+//! driven by the server's `mls_*` messages, whose epoch keys the media peer
+//! uses to SFrame-encrypt every frame it sends and decrypt every one it gets.
+//!
+//! No frame ever leaves in clear: until the first epoch's keys exist the peer
+//! drops what it would send.
+
+use conclave_e2ee::{E2eeError, EpochKeys, Member, Received};
+use conclave_proto::{ClientMessage, ErrorCode, ParticipantId, ServerMessage};
+use data_encoding::BASE64;
+
+/// What a server message changed, for the session to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new epoch: hand its keys to the media peer and send a key frame.
+    Epoch(EpochKeys),
+    /// A chat message from another member, decrypted.
+    Chat { from: String, text: String },
+    /// The group removed this member: it can decrypt nothing more.
+    Removed,
+}
+
+/// One member's MLS state and what it has to say to the server.
+pub struct E2ee {
+    me: ParticipantId,
+    member: Member,
+    in_group: bool,
+    out: Vec<ClientMessage>,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    BASE64.encode(bytes)
+}
+
+fn unb64(text: &str) -> Result<Vec<u8>, E2eeError> {
+    BASE64
+        .decode(text.as_bytes())
+        .map_err(|_| E2eeError::InvalidArgument("base64"))
+}
+
+impl E2ee {
+    /// A member for participant `me`, and the key package message to send.
+    pub fn new(me: ParticipantId) -> Result<Self, E2eeError> {
+        let member = Member::new(&me.0.to_string())?;
+        let key_package = b64(&member.key_package()?);
+        Ok(E2ee {
+            me,
+            member,
+            in_group: false,
+            out: vec![ClientMessage::MlsKeyPackage { key_package }],
+        })
+    }
+
+    /// Messages for the server.
+    pub fn take_messages(&mut self) -> Vec<ClientMessage> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn in_group(&self) -> bool {
+        self.in_group
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.member.epoch()
+    }
+
+    /// The digits every member compares (empty before the group).
+    pub fn security_code(&self) -> String {
+        if self.in_group {
+            self.member.security_code()
+        } else {
+            String::new()
+        }
+    }
+
+    /// Participant ids in the group, as the group itself says.
+    pub fn roster(&self) -> Vec<String> {
+        if self.in_group {
+            self.member.roster()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// A chat message for the server to relay.
+    pub fn chat(&mut self, text: &str) -> Result<ClientMessage, E2eeError> {
+        Ok(ClientMessage::Chat {
+            payload: b64(&self.member.encrypt_chat(text)?),
+        })
+    }
+
+    fn keys(&self) -> Change {
+        Change::Epoch(self.member.sframe_keys())
+    }
+
+    /// Takes one server message; the ones E2EE does not care about pass by.
+    pub fn handle(&mut self, msg: &ServerMessage) -> Result<Option<Change>, E2eeError> {
+        match msg {
+            ServerMessage::MlsCreateGroup { e2ee } => {
+                let group_id = unb64(&e2ee.group_id)?;
+                let external = unb64(&e2ee.external_sender)?;
+                let group_info = self.member.create_group(&group_id, &external)?;
+                self.in_group = true;
+                self.out.push(ClientMessage::MlsGroupInfo {
+                    group_info: b64(&group_info),
+                });
+                Ok(Some(self.keys()))
+            }
+            ServerMessage::MlsWelcome { welcome } => {
+                self.member.join(&unb64(welcome)?)?;
+                self.in_group = true;
+                Ok(Some(self.keys()))
+            }
+            ServerMessage::MlsMessage { message, commit_by } => {
+                match self.member.handle(&unb64(message)?)? {
+                    Received::Proposal => {
+                        if *commit_by == Some(self.me)
+                            && let Some(c) = self.member.commit()?
+                        {
+                            self.out.push(ClientMessage::MlsCommit {
+                                commit: b64(&c.commit),
+                                welcome: c.welcome.as_deref().map(b64),
+                                group_info: Some(b64(&c.group_info)),
+                            });
+                        }
+                        Ok(None)
+                    }
+                    Received::Commit {
+                        removed_me: true, ..
+                    } => Ok(Some(Change::Removed)),
+                    Received::Commit { .. } => Ok(Some(self.keys())),
+                    Received::Chat { sender, text } => {
+                        Ok(Some(Change::Chat { from: sender, text }))
+                    }
+                    Received::Ignored => Ok(None),
+                }
+            }
+            ServerMessage::Chat { payload, .. } => match self.member.handle(&unb64(payload)?)? {
+                Received::Chat { sender, text } => Ok(Some(Change::Chat { from: sender, text })),
+                _ => Ok(None),
+            },
+            ServerMessage::Error {
+                code: ErrorCode::StaleCommit,
+                ..
+            } => Ok(None), // the commit that won arrives as an mls_message
+            _ => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The meeting's MLS group as its delivery service sees it: who should be in
+//! it, who is, and which proposals are out for the current epoch.
+//!
+//! The server never holds a key that opens content. It holds the group's
+//! public state (to validate commits and to sign its own proposals as the only
+//! external sender) and it decides *when*: it proposes Add for an admitted
+//! member's key package and Remove for a member who left, names one member to
+//! commit, and forwards the first valid commit of each epoch. Everything is
+//! reconciled against the meeting's membership after each input, so a proposal
+//! that an epoch change made void is simply proposed again in the next epoch.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use conclave_e2ee::{DeliveryService, E2eeError};
+use conclave_proto::{E2eeSetup, ErrorCode, MAX_MLS_BYTES, ParticipantId, ServerMessage};
+use data_encoding::BASE64;
+
+/// Where the group stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No group yet: the first member with a key package will be asked.
+    None,
+    /// This member was asked to create the group and send its GroupInfo.
+    Creating(ParticipantId),
+    /// The group exists; the delivery service follows it.
+    Live,
+}
+
+/// The delivery service's part of one meeting.
+pub(crate) struct Group {
+    ds: DeliveryService,
+    setup: E2eeSetup,
+    phase: Phase,
+    /// Checked key packages of waiting people and members, by participant.
+    key_packages: BTreeMap<ParticipantId, Vec<u8>>,
+    /// Adds and removes proposed in the current epoch; cleared by each commit.
+    proposed_add: BTreeSet<ParticipantId>,
+    proposed_remove: BTreeSet<ParticipantId>,
+    /// Messages for members, drained by the meeting.
+    out: Vec<(ParticipantId, ServerMessage)>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("phase", &self.phase)
+            .field("key_packages", &self.key_packages.len())
+            .field("proposed_add", &self.proposed_add)
+            .field("proposed_remove", &self.proposed_remove)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A group id: random, so a meeting that empties and fills again starts a
+/// group nobody's old state belongs to.
+fn fresh_group_id() -> Vec<u8> {
+    rand::random::<[u8; 16]>().to_vec()
+}
+
+fn decode(b64: &str) -> Result<Vec<u8>, ErrorCode> {
+    if b64.len() > MAX_MLS_BYTES {
+        return Err(ErrorCode::MlsRefused);
+    }
+    BASE64
+        .decode(b64.as_bytes())
+        .map_err(|_| ErrorCode::MlsRefused)
+}
+
+/// The credential of a member is its participant id in decimal.
+fn credential(id: ParticipantId) -> String {
+    id.0.to_string()
+}
+
+fn participant(credential: &str) -> Option<ParticipantId> {
+    credential.parse().ok().map(ParticipantId)
+}
+
+impl Group {
+    pub(crate) fn new() -> Result<Self, E2eeError> {
+        let ds = DeliveryService::new()?;
+        let setup = E2eeSetup {
+            group_id: BASE64.encode(&fresh_group_id()),
+            external_sender: BASE64.encode(&ds.external_sender()),
+        };
+        Ok(Group {
+            ds,
+            setup,
+            phase: Phase::None,
+            key_packages: BTreeMap::new(),
+            proposed_add: BTreeSet::new(),
+            proposed_remove: BTreeSet::new(),
+            out: Vec::new(),
+        })
+    }
+
+    pub(crate) fn setup(&self) -> &E2eeSetup {
+        &self.setup
+    }
+
+    /// Messages for members produced since the last call.
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, (ParticipantId, ServerMessage)> {
+        self.out.drain(..)
+    }
+
+    /// The group's members as the delivery service knows them (empty before
+    /// the group exists).
+    pub(crate) fn roster(&self) -> BTreeSet<ParticipantId> {
+        if self.phase != Phase::Live {
+            return BTreeSet::new();
+        }
+        self.ds
+            .roster()
+            .iter()
+            .filter_map(|c| participant(c))
+            .collect()
+    }
+
+    /// A waiting person's or member's key package: kept until they are admitted.
+    pub(crate) fn key_package(&mut self, from: ParticipantId, b64: &str) -> Result<(), ErrorCode> {
+        if self.key_packages.contains_key(&from) {
+            return Err(ErrorCode::MlsRefused);
+        }
+        let bytes = decode(b64)?;
+        DeliveryService::check_key_package(&bytes, &credential(from))
+            .map_err(|_| ErrorCode::MlsRefused)?;
+        self.key_packages.insert(from, bytes);
+        Ok(())
+    }
+
+    /// The creator's GroupInfo: the group exists from now on, with the creator
+    /// as its only member.
+    pub(crate) fn group_info(&mut self, from: ParticipantId, b64: &str) -> Result<(), ErrorCode> {
+        if self.phase != Phase::Creating(from) {
+            return Err(ErrorCode::MlsRefused);
+        }
+        let bytes = decode(b64)?;
+        self.ds
+            .observe_group(&bytes)
+            .map_err(|_| ErrorCode::MlsRefused)?;
+        self.phase = Phase::Live;
+        if self.roster() != BTreeSet::from([from]) {
+            // A group that starts with anyone else was not made as asked.
+            self.restart();
+            return Err(ErrorCode::MlsRefused);
+        }
+        Ok(())
+    }
+
+    /// A member's commit: the first valid one of the epoch is forwarded to the
+    /// group (its author included, who applies it on receipt) and its Welcome
+    /// to the members it adds.
+    pub(crate) fn commit(
+        &mut self,
+        from: ParticipantId,
+        commit_b64: &str,
+        welcome_b64: Option<&str>,
+    ) -> Result<(), ErrorCode> {
+        let before = self.roster();
+        if !before.contains(&from) {
+            return Err(ErrorCode::NotPermitted);
+        }
+        let commit = decode(commit_b64)?;
+        if let Some(w) = welcome_b64 {
+            decode(w)?;
+        }
+        self.ds.accept_commit(&commit).map_err(|e| {
+            if e.is_wrong_epoch() {
+                ErrorCode::StaleCommit
+            } else {
+                tracing::info!(participant = %from, error = %e, "commit refused");
+                ErrorCode::MlsRefused
+            }
+        })?;
+        self.proposed_add.clear();
+        self.proposed_remove.clear();
+        let after = self.roster();
+        let msg = ServerMessage::MlsMessage {
+            message: commit_b64.to_string(),
+            commit_by: None,
+        };
+        for id in &before {
+            self.out.push((*id, msg.clone()));
+        }
+        if let Some(welcome) = welcome_b64 {
+            for id in after.difference(&before) {
+                self.out.push((
+                    *id,
+                    ServerMessage::MlsWelcome {
+                        welcome: welcome.to_string(),
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the group toward the meeting's membership: `members` are the
+    /// admitted members (dropped ones still inside their resume window
+    /// included), `connected` those with a live socket, `waiting` the people
+    /// in the waiting room (whose key packages are kept for their admission).
+    pub(crate) fn reconcile(
+        &mut self,
+        members: &BTreeSet<ParticipantId>,
+        connected: &BTreeSet<ParticipantId>,
+        waiting: &BTreeSet<ParticipantId>,
+    ) {
+        self.key_packages
+            .retain(|id, _| members.contains(id) || waiting.contains(id));
+        let wanted: BTreeSet<ParticipantId> = members
+            .iter()
+            .filter(|id| self.key_packages.contains_key(id))
+            .copied()
+            .collect();
+        match self.phase {
+            Phase::None => self.ask_to_create(&wanted, connected),
+            Phase::Creating(by) => {
+                if !wanted.contains(&by) || !connected.contains(&by) {
+                    self.phase = Phase::None;
+                    self.ask_to_create(&wanted, connected);
+                }
+            }
+            Phase::Live => self.propose_changes(&wanted, connected),
+        }
+    }
+
+    fn ask_to_create(
+        &mut self,
+        wanted: &BTreeSet<ParticipantId>,
+        connected: &BTreeSet<ParticipantId>,
+    ) {
+        if let Some(first) = wanted.iter().find(|id| connected.contains(id)) {
+            self.phase = Phase::Creating(*first);
+            self.out.push((
+                *first,
+                ServerMessage::MlsCreateGroup {
+                    e2ee: self.setup.clone(),
+                },
+            ));
+        }
+    }
+
+    fn propose_changes(
+        &mut self,
+        wanted: &BTreeSet<ParticipantId>,
+        connected: &BTreeSet<ParticipantId>,
+    ) {
+        let roster = self.roster();
+        if roster.is_disjoint(wanted) {
+            // Everyone in the group has gone; nobody is left to commit. Start
+            // a new group (new id, new external sender) for those who remain.
+            self.restart();
+            self.ask_to_create(wanted, connected);
+            return;
+        }
+        // The longest-present connected member commits: one committer per
+        // epoch keeps commits from racing (a race is still settled by order).
+        let Some(committer) = roster
+            .iter()
+            .find(|id| connected.contains(id) && wanted.contains(id))
+            .copied()
+        else {
+            return;
+        };
+        let mut proposals = Vec::new();
+        for id in roster.difference(wanted) {
+            if self.proposed_remove.contains(id) {
+                continue;
+            }
+            match self.ds.propose_remove(&credential(*id)) {
+                Ok(p) => {
+                    self.proposed_remove.insert(*id);
+                    proposals.push(p);
+                }
+                Err(e) => tracing::warn!(participant = %id, error = %e, "cannot propose remove"),
+            }
+        }
+        for id in wanted.difference(&roster) {
+            if self.proposed_add.contains(id) {
+                continue;
+            }
+            let Some(kp) = self.key_packages.get(id) else {
+                continue;
+            };
+            match self.ds.propose_add(kp) {
+                Ok(p) => {
+                    self.proposed_add.insert(*id);
+                    proposals.push(p);
+                }
+                Err(e) => {
+                    // A key package the group cannot take (reused, expired):
+                    // the member stays outside and every client shows it.
+                    tracing::warn!(participant = %id, error = %e, "cannot propose add");
+                    self.key_packages.remove(id);
+                }
+            }
+        }
+        for proposal in proposals {
+            let msg = ServerMessage::MlsMessage {
+                message: BASE64.encode(&proposal),
+                commit_by: Some(committer),
+            };
+            for id in roster
+                .iter()
+                .filter(|id| wanted.contains(id) && connected.contains(id))
+            {
+                self.out.push((*id, msg.clone()));
+            }
+        }
+    }
+
+    fn restart(&mut self) {
+        match Group::new() {
+            Ok(fresh) => {
+                let key_packages = std::mem::take(&mut self.key_packages);
+                *self = Group {
+                    key_packages,
+                    out: std::mem::take(&mut self.out),
+                    ..fresh
+                };
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start a new MLS group"),
+        }
+    }
+}

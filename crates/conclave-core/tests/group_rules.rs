@@ -1,0 +1,422 @@
+//! The meeting as the MLS group's delivery service, with real MLS members
+//! (conclave-e2ee) on the other end: who gets asked to create the group, when
+//! Add and Remove are proposed, which commit wins, who gets the Welcome — and
+//! that nothing of the group reaches a waiting connection.
+// One real instant is the origin of the virtual clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use conclave_core::{ConnId, Identity, Input, Meeting, MeetingConfig, Output};
+use conclave_e2ee::{FrameCrypto, FrameKind, Member, Received};
+use conclave_proto::{
+    ClientMessage, ErrorCode, ParticipantId, Permissions, ResumeToken, ServerMessage,
+};
+use data_encoding::BASE64;
+
+const OWNER: i64 = 7;
+const HOST: u64 = 1;
+
+/// A meeting and, per connection, an MLS member that acts on what it is sent
+/// the way a client does.
+struct Room {
+    meeting: Meeting,
+    now: Instant,
+    members: BTreeMap<u64, Member>,
+    /// Everything sent to each connection.
+    log: BTreeMap<u64, Vec<ServerMessage>>,
+}
+
+impl Room {
+    fn new() -> Self {
+        let config = MeetingConfig {
+            title: "t".into(),
+            owner: OWNER,
+            permissions: Permissions::default(),
+            waiting_room: true,
+            only_signed_in: false,
+            max_participants: 100,
+        };
+        Room {
+            meeting: Meeting::new(config, Vec::new()),
+            now: Instant::now(),
+            members: BTreeMap::new(),
+            log: BTreeMap::new(),
+        }
+    }
+
+    /// Feeds one input, then lets every client react to what it got, until
+    /// nothing more happens (clients reply with group info and commits).
+    fn input(&mut self, input: Input) -> Vec<Output> {
+        let mut all = Vec::new();
+        let mut queue = vec![input];
+        while let Some(input) = queue.pop() {
+            self.meeting.handle(input, self.now);
+            let out: Vec<Output> = std::iter::from_fn(|| self.meeting.poll_output()).collect();
+            for o in &out {
+                if let Output::Send { conn, msg } = o {
+                    self.log.entry(conn.0).or_default().push(msg.clone());
+                    for reply in self.react(conn.0, msg) {
+                        queue.insert(
+                            0,
+                            Input::Message {
+                                conn: *conn,
+                                msg: reply,
+                            },
+                        );
+                    }
+                }
+            }
+            all.extend(out);
+        }
+        all
+    }
+
+    /// What a client does with an MLS message.
+    fn react(&mut self, conn: u64, msg: &ServerMessage) -> Vec<ClientMessage> {
+        let me = match msg {
+            ServerMessage::Waiting { you } | ServerMessage::Joined { you, .. } => {
+                if self.members.contains_key(&conn) {
+                    return Vec::new();
+                }
+                let member = Member::new(&you.0.to_string()).expect("member");
+                let kp = BASE64.encode(&member.key_package().expect("key package"));
+                self.members.insert(conn, member);
+                return vec![ClientMessage::MlsKeyPackage { key_package: kp }];
+            }
+            _ => self.members.get_mut(&conn),
+        };
+        let Some(member) = me else { return Vec::new() };
+        match msg {
+            ServerMessage::MlsCreateGroup { e2ee } => {
+                let gid = BASE64.decode(e2ee.group_id.as_bytes()).expect("b64");
+                let ext = BASE64.decode(e2ee.external_sender.as_bytes()).expect("b64");
+                let info = member.create_group(&gid, &ext).expect("create");
+                vec![ClientMessage::MlsGroupInfo {
+                    group_info: BASE64.encode(&info),
+                }]
+            }
+            ServerMessage::MlsWelcome { welcome } => {
+                member
+                    .join(&BASE64.decode(welcome.as_bytes()).expect("b64"))
+                    .expect("join by welcome");
+                Vec::new()
+            }
+            ServerMessage::MlsMessage { message, commit_by } => {
+                let bytes = BASE64.decode(message.as_bytes()).expect("b64");
+                let received = member.handle(&bytes).expect("handle");
+                let me = ParticipantId(member.participant_id().parse().expect("id"));
+                match received {
+                    Received::Proposal if *commit_by == Some(me) => match member.commit() {
+                        Ok(Some(c)) => vec![ClientMessage::MlsCommit {
+                            commit: BASE64.encode(&c.commit),
+                            welcome: c.welcome.as_deref().map(|w| BASE64.encode(w)),
+                            group_info: None,
+                        }],
+                        _ => Vec::new(),
+                    },
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn join(&mut self, conn: u64, account: Option<i64>) -> Vec<Output> {
+        self.input(Input::Join {
+            conn: ConnId(conn),
+            name: format!("user{conn}"),
+            recorder: false,
+            identity: Identity {
+                account,
+                guest: Some(format!("g{conn}")),
+            },
+            resume_token: ResumeToken::generate(),
+        })
+    }
+
+    fn msg(&mut self, conn: u64, msg: ClientMessage) -> Vec<Output> {
+        self.input(Input::Message {
+            conn: ConnId(conn),
+            msg,
+        })
+    }
+
+    fn admit(&mut self, participant: u64) -> Vec<Output> {
+        self.msg(
+            HOST,
+            ClientMessage::Admit {
+                participant: ParticipantId(participant),
+            },
+        )
+    }
+
+    fn member(&self, conn: u64) -> &Member {
+        self.members.get(&conn).expect("a member")
+    }
+
+    fn log(&self, conn: u64) -> &[ServerMessage] {
+        self.log.get(&conn).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+fn is_mls(msg: &ServerMessage) -> bool {
+    matches!(
+        msg,
+        ServerMessage::MlsCreateGroup { .. }
+            | ServerMessage::MlsMessage { .. }
+            | ServerMessage::MlsWelcome { .. }
+    )
+}
+
+fn error_of(out: &[Output], conn: u64) -> Option<ErrorCode> {
+    out.iter().find_map(|o| match o {
+        Output::Send {
+            conn: c,
+            msg: ServerMessage::Error { code, .. },
+        } if *c == ConnId(conn) => Some(*code),
+        _ => None,
+    })
+}
+
+/// Host (conn 1, p1) alone in its group.
+fn hosted() -> Room {
+    let mut room = Room::new();
+    room.join(HOST, Some(OWNER));
+    room
+}
+
+#[test]
+fn the_first_member_creates_the_group_and_an_admitted_guest_is_added() {
+    let mut room = hosted();
+    assert!(
+        room.log(HOST)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::MlsCreateGroup { .. }))
+    );
+    assert_eq!(room.member(HOST).roster(), ["1"]);
+
+    room.join(2, None); // waits, hands in its key package
+    room.admit(2);
+    // The host committed the server's Add, the guest joined by the Welcome.
+    assert_eq!(room.member(HOST).roster(), ["1", "2"]);
+    assert_eq!(room.member(2).roster(), ["1", "2"]);
+    assert_eq!(room.member(HOST).epoch(), room.member(2).epoch());
+    assert_eq!(
+        room.member(HOST).security_code(),
+        room.member(2).security_code()
+    );
+
+    // A third is added the same way, and everyone agrees again.
+    room.join(3, None);
+    room.admit(3);
+    let code = room.member(HOST).security_code();
+    for conn in [2, 3] {
+        assert_eq!(room.member(conn).roster(), ["1", "2", "3"]);
+        assert_eq!(room.member(conn).security_code(), code);
+    }
+}
+
+#[test]
+fn a_waiting_connection_receives_nothing_of_the_group() {
+    let mut room = hosted();
+    room.join(2, None);
+    room.admit(2);
+    room.join(3, None); // stays waiting while the group changes and chats
+    room.join(4, None);
+    room.admit(4);
+    let chat = room
+        .members
+        .get_mut(&2)
+        .expect("member")
+        .encrypt_chat("hello")
+        .expect("chat");
+    room.msg(
+        2,
+        ClientMessage::Chat {
+            payload: BASE64.encode(&chat),
+        },
+    );
+    assert_eq!(room.member(HOST).roster(), ["1", "2", "4"]);
+    // The server relayed the chat as ciphertext the host can open.
+    let relayed = room
+        .log(HOST)
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Chat { payload, .. } => Some(payload.clone()),
+            _ => None,
+        })
+        .expect("the chat reached the host");
+    let bytes = BASE64.decode(relayed.as_bytes()).expect("b64");
+    assert!(!bytes.windows(5).any(|w| w == b"hello"));
+    let opened = room
+        .members
+        .get_mut(&HOST)
+        .expect("host")
+        .handle(&bytes)
+        .expect("the host decrypts");
+    assert_eq!(
+        opened,
+        Received::Chat {
+            sender: "2".into(),
+            text: "hello".into()
+        }
+    );
+    assert!(
+        matches!(room.log(3), [ServerMessage::Waiting { .. }]),
+        "the waiting connection got {:?}",
+        room.log(3)
+    );
+    assert!(!room.log(3).iter().any(is_mls));
+}
+
+#[test]
+fn removal_starts_an_epoch_the_removed_member_cannot_read() {
+    let mut room = hosted();
+    room.join(2, None);
+    room.admit(2);
+    room.join(3, None);
+    room.admit(3);
+    let before = room.member(HOST).epoch();
+    let old_keys = room.member(3).sframe_keys();
+
+    room.msg(
+        HOST,
+        ClientMessage::Remove {
+            participant: ParticipantId(3),
+        },
+    );
+    assert_eq!(room.member(HOST).roster(), ["1", "2"]);
+    assert_eq!(room.member(2).roster(), ["1", "2"]);
+    assert!(room.member(HOST).epoch() > before);
+
+    // The host sends a frame under the new epoch: the other member reads it,
+    // the removed one, keeping all it had, cannot.
+    let mut host = FrameCrypto::new();
+    host.set_epoch(&room.member(HOST).sframe_keys(), 0);
+    let mut frame = Vec::new();
+    host.encrypt(FrameKind::Audio, b"after the removal", &mut frame)
+        .expect("encrypt");
+    let mut guest = FrameCrypto::new();
+    guest.set_epoch(&room.member(2).sframe_keys(), 0);
+    let mut clear = Vec::new();
+    guest
+        .decrypt(FrameKind::Audio, &frame, 1, &mut clear)
+        .expect("a member reads it");
+    assert_eq!(clear, b"after the removal");
+    let mut removed = FrameCrypto::new();
+    removed.set_epoch(&old_keys, 0);
+    assert!(
+        removed
+            .decrypt(FrameKind::Audio, &frame, 1, &mut clear)
+            .is_err()
+    );
+}
+
+#[test]
+fn only_the_first_commit_of_an_epoch_wins() {
+    let mut room = hosted();
+    room.join(2, None);
+    room.admit(2);
+    // The commit that added the guest ended its epoch; the same commit again
+    // (or any other for that epoch) is stale and changes nothing.
+    let first = room
+        .log(HOST)
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::MlsMessage {
+                message,
+                commit_by: None,
+            } => Some(message.clone()),
+            _ => None,
+        })
+        .expect("the host got its commit back");
+    let epoch = room.member(HOST).epoch();
+    let out = room.msg(
+        HOST,
+        ClientMessage::MlsCommit {
+            commit: first,
+            welcome: None,
+            group_info: None,
+        },
+    );
+    assert_eq!(error_of(&out, HOST), Some(ErrorCode::StaleCommit));
+    assert_eq!(room.member(HOST).epoch(), epoch);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Send { msg, .. } if is_mls(msg))),
+        "nothing was forwarded"
+    );
+}
+
+#[test]
+fn bad_mls_input_is_refused_and_changes_nothing() {
+    let mut room = hosted();
+    room.join(2, None);
+    // A second key package, or one naming someone else, is refused.
+    let other = Member::new("9").expect("member");
+    let out = room.msg(
+        2,
+        ClientMessage::MlsKeyPackage {
+            key_package: BASE64.encode(&other.key_package().expect("kp")),
+        },
+    );
+    assert_eq!(error_of(&out, 2), Some(ErrorCode::MlsRefused));
+    for garbage in ["", "not base64!", "AAAA", &"QUFB".repeat(20_000)] {
+        let out = room.msg(
+            HOST,
+            ClientMessage::MlsCommit {
+                commit: garbage.into(),
+                welcome: None,
+                group_info: None,
+            },
+        );
+        assert!(error_of(&out, HOST).is_some(), "{garbage:.20}");
+        let out = room.msg(
+            HOST,
+            ClientMessage::MlsGroupInfo {
+                group_info: garbage.into(),
+            },
+        );
+        assert_eq!(error_of(&out, HOST), Some(ErrorCode::MlsRefused));
+    }
+    // A waiting guest may not commit or create; the group is unchanged.
+    let out = room.msg(
+        2,
+        ClientMessage::MlsGroupInfo {
+            group_info: "AAAA".into(),
+        },
+    );
+    assert_eq!(error_of(&out, 2), Some(ErrorCode::NotJoined));
+    room.admit(2);
+    assert_eq!(room.member(2).roster(), ["1", "2"]);
+}
+
+#[test]
+fn a_member_who_leaves_is_removed_by_the_next_longest_present() {
+    let mut room = Room::new();
+    room.meeting = Meeting::new(
+        MeetingConfig {
+            title: "t".into(),
+            owner: OWNER,
+            permissions: Permissions::default(),
+            waiting_room: false,
+            only_signed_in: false,
+            max_participants: 100,
+        },
+        Vec::new(),
+    );
+    room.join(HOST, Some(OWNER));
+    room.join(2, None);
+    room.join(3, None);
+    assert_eq!(room.member(3).roster(), ["1", "2", "3"]);
+    room.msg(HOST, ClientMessage::Leave);
+    // The host is gone; the guest who came first commits its removal.
+    assert_eq!(room.member(2).roster(), ["2", "3"]);
+    assert_eq!(room.member(3).roster(), ["2", "3"]);
+    assert_eq!(
+        room.member(2).security_code(),
+        room.member(3).security_code()
+    );
+}

@@ -1,0 +1,129 @@
+//! End-to-end encryption through a real server: members agree on the group
+//! and read each other's media; what the server forwards is ciphertext.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use conclave_client::ivf::IvfReader;
+use conclave_client::session::{JoinOptions, run};
+use serde_json::json;
+use support::*;
+
+fn sample(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../samples")
+        .join(name)
+}
+
+fn options(meeting: &serde_json::Value, name: &str, seconds: u64) -> JoinOptions {
+    JoinOptions {
+        invite: meeting["invite_link"]
+            .as_str()
+            .expect("link")
+            .parse()
+            .expect("invite link"),
+        name: name.into(),
+        passcode: None,
+        token: None,
+        send_ivf: Some(sample("video-320x240.ivf")),
+        send_ogg: Some(sample("audio-440hz.ogg")),
+        synthetic: false,
+        duration: Duration::from_secs(seconds),
+        patience: Duration::from_secs(10),
+        bind: "127.0.0.1".parse().expect("ip"),
+        record: None,
+        stop: None,
+        outside_group: false,
+    }
+}
+
+fn sample_frames() -> Vec<Vec<u8>> {
+    let file = std::fs::File::open(sample("video-320x240.ivf")).expect("sample");
+    let mut r = IvfReader::new(file).expect("ivf");
+    std::iter::from_fn(|| r.next_frame().expect("frame").map(|f| f.data)).collect()
+}
+
+#[tokio::test]
+async fn members_agree_and_the_server_forwards_only_ciphertext() {
+    let server = TestServer::start().await;
+    let http = server.host("hostess").await;
+    let meeting = http
+        .meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let a = tokio::spawn(run(options(&meeting, "Ada", 6)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = tokio::spawn(run(options(&meeting, "Bob", 5)));
+    // A client outside the group records what the server forwards to it.
+    let dir = tempfile::tempdir().expect("dir");
+    let mut tap = options(&meeting, "Tap", 4);
+    tap.send_ivf = None;
+    tap.send_ogg = None;
+    tap.outside_group = true;
+    tap.record = Some(dir.path().to_path_buf());
+    let tap = run(tap).await.expect("tap");
+    let a = a.await.expect("task").expect("session A");
+    let b = b.await.expect("task").expect("session B");
+
+    // The members are in one group and see the same code and roster.
+    let (ea, eb) = (a.e2ee.expect("A's group"), b.e2ee.expect("B's group"));
+    let (ida, idb) = (a.admission.you.0.to_string(), b.admission.you.0.to_string());
+    assert_eq!(ea.security_code, eb.security_code);
+    assert_eq!(
+        ea.security_code.split(' ').count(),
+        12,
+        "{}",
+        ea.security_code
+    );
+    assert_eq!(ea.roster, eb.roster);
+    assert!(ea.roster.contains(&ida) && ea.roster.contains(&idb));
+    assert!(
+        !ea.roster.contains(&tap.admission.you.0.to_string()),
+        "a member who sent no key package is not in the group"
+    );
+
+    // They decrypt each other's media.
+    let from = |r: &conclave_client::session::SessionReport, who: u64, audio: bool| -> u64 {
+        r.media
+            .received
+            .values()
+            .filter(|t| t.participant.map(|p| p.0) == Some(who))
+            .filter(|t| matches!(t.kind, Some(conclave_proto::MediaKind::Audio)) == audio)
+            .map(|t| t.frames)
+            .sum()
+    };
+    assert!(from(&b, a.admission.you.0, false) >= 30, "{:?}", b.media);
+    assert!(from(&b, a.admission.you.0, true) >= 80, "{:?}", b.media);
+    assert!(from(&a, b.admission.you.0, false) >= 30, "{:?}", a.media);
+
+    // The tap got plenty, and none of it is the senders' plaintext: no 16
+    // bytes past any sample frame's clear VP8 header show up in it.
+    let recorded: Vec<Vec<u8>> = tap
+        .recorded
+        .iter()
+        .filter(|t| t.kind == conclave_proto::MediaKind::Video)
+        .flat_map(|t| {
+            let mut r = IvfReader::new(std::fs::File::open(&t.path).expect("file")).expect("ivf");
+            std::iter::from_fn(move || r.next_frame().expect("frame").map(|f| f.data))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        recorded.len() >= 30,
+        "the tap saw {} video frames",
+        recorded.len()
+    );
+    let mut windows = 0;
+    for frame in sample_frames() {
+        for start in (10..frame.len().saturating_sub(16)).step_by(97) {
+            let window = &frame[start..start + 16];
+            windows += 1;
+            assert!(
+                !recorded.iter().any(|r| r.windows(16).any(|w| w == window)),
+                "plaintext of a sample frame reached the server's output"
+            );
+        }
+    }
+    assert!(windows > 100, "the test looked at {windows} windows");
+}
