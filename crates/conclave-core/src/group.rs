@@ -36,6 +36,10 @@ pub(crate) struct Group {
     /// Adds and removes proposed in the current epoch; cleared by each commit.
     proposed_add: BTreeSet<ParticipantId>,
     proposed_remove: BTreeSet<ParticipantId>,
+    /// Members whose leaf belongs to a client state that is gone (a reloaded
+    /// page resuming its seat brings a new key package): the old leaf is
+    /// removed, then the new key package added.
+    stale: BTreeSet<ParticipantId>,
     /// Messages for members, drained by the meeting.
     out: Vec<(ParticipantId, ServerMessage)>,
 }
@@ -89,6 +93,7 @@ impl Group {
             key_packages: BTreeMap::new(),
             proposed_add: BTreeSet::new(),
             proposed_remove: BTreeSet::new(),
+            stale: BTreeSet::new(),
             out: Vec::new(),
         })
     }
@@ -116,14 +121,20 @@ impl Group {
     }
 
     /// A waiting person's or member's key package: kept until they are admitted.
+    /// A second one from a member in the group means its client lost its MLS
+    /// state (a reloaded page took its seat back): the old leaf is replaced.
     pub(crate) fn key_package(&mut self, from: ParticipantId, b64: &str) -> Result<(), ErrorCode> {
-        if self.key_packages.contains_key(&from) {
+        let again = self.key_packages.contains_key(&from);
+        if again && !self.roster().contains(&from) {
             return Err(ErrorCode::MlsRefused);
         }
         let bytes = decode(b64)?;
         DeliveryService::check_key_package(&bytes, &credential(from))
             .map_err(|_| ErrorCode::MlsRefused)?;
         self.key_packages.insert(from, bytes);
+        if again {
+            self.stale.insert(from);
+        }
         Ok(())
     }
 
@@ -178,7 +189,8 @@ impl Group {
             message: commit_b64.to_string(),
             commit_by: None,
         };
-        for id in &before {
+        // A stale leaf's client has no group state to apply it to.
+        for id in before.difference(&self.stale) {
             self.out.push((*id, msg.clone()));
         }
         if let Some(welcome) = welcome_b64 {
@@ -254,15 +266,21 @@ impl Group {
         }
         // The longest-present connected member commits: one committer per
         // epoch keeps commits from racing (a race is still settled by order).
+        self.stale.retain(|id| roster.contains(id));
         let Some(committer) = roster
             .iter()
-            .find(|id| connected.contains(id) && wanted.contains(id))
+            .find(|id| connected.contains(id) && wanted.contains(id) && !self.stale.contains(id))
             .copied()
         else {
             return;
         };
         let mut proposals = Vec::new();
-        for id in roster.difference(wanted) {
+        let leaving: BTreeSet<ParticipantId> = roster
+            .difference(wanted)
+            .chain(self.stale.iter())
+            .copied()
+            .collect();
+        for id in &leaving {
             if self.proposed_remove.contains(id) {
                 continue;
             }
@@ -299,10 +317,9 @@ impl Group {
                 message: BASE64.encode(&proposal),
                 commit_by: Some(committer),
             };
-            for id in roster
-                .iter()
-                .filter(|id| wanted.contains(id) && connected.contains(id))
-            {
+            for id in roster.iter().filter(|id| {
+                wanted.contains(id) && connected.contains(id) && !self.stale.contains(id)
+            }) {
                 self.out.push((*id, msg.clone()));
             }
         }

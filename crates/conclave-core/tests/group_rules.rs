@@ -420,3 +420,26 @@ fn a_member_who_leaves_is_removed_by_the_next_longest_present() {
         room.member(3).security_code()
     );
 }
+
+#[test]
+fn a_member_whose_client_lost_its_state_is_replaced_in_the_group() {
+    let mut room = hosted();
+    room.join(2, None);
+    room.admit(2);
+    let epoch = room.member(HOST).epoch();
+    // The guest's page reloads and takes its seat back with a fresh member
+    // and a new key package for the same participant id.
+    let fresh = Member::new("2").expect("member");
+    let kp = BASE64.encode(&fresh.key_package().expect("kp"));
+    room.members.insert(2, fresh);
+    let out = room.msg(2, ClientMessage::MlsKeyPackage { key_package: kp });
+    assert_eq!(error_of(&out, 2), None);
+    // The old leaf was removed and the new one added by Welcome.
+    assert_eq!(room.member(HOST).roster(), ["1", "2"]);
+    assert_eq!(room.member(2).roster(), ["1", "2"]);
+    assert!(room.member(HOST).epoch() >= epoch + 2);
+    assert_eq!(
+        room.member(HOST).security_code(),
+        room.member(2).security_code()
+    );
+}
