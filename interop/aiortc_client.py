@@ -250,6 +250,10 @@ class Client:
             for s in report.values():
                 if s.type == "outbound-rtp":
                     stats["packets_sent"] = stats.get("packets_sent", 0) + s.packetsSent
+                elif s.type == "inbound-rtp" and s.kind == "video":
+                    stats["video_packets_received"] = (
+                        stats.get("video_packets_received", 0) + s.packetsReceived
+                    )
         except Exception as e:  # stats are informative only
             log("getStats failed:", e)
         for t in self.tasks:

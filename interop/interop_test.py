@@ -5,8 +5,13 @@ Conclave server.
 Starts target/debug/conclave on loopback with a fresh data directory, creates
 an account and a meeting without waiting room over the HTTP API, runs
 interop/aiortc_client.py and `conclave join --send-ivf ... --stats` at the same
-time, and checks that each decoded/received at least MIN_FRAMES video frames
-from the other. Meant to be run by interop/run (inside a loopback-only network
+time, and checks that WebRTC works between the two stacks in both directions.
+
+Every Conclave meeting is end-to-end encrypted and aiortc speaks no SFrame, so
+the check is at the transport: aiortc receives the native client's video
+packets (SFrame ciphertext its decoder cannot show), and the native client
+receives every video frame aiortc sends whole and refuses to accept any of them
+as media, since they are not encrypted under the group's keys. Meant to be run by interop/run (inside a loopback-only network
 namespace, with the venv's python); exits non-zero on failure.
 """
 
@@ -143,14 +148,18 @@ def main():
                 sys.stderr.write(server_output[-20000:])
 
     native_id, aio_id = n["participant"], a["participant"]
-    native_got = sum(
-        t["frames"] for t in n["received"].values()
+    from_aio = [
+        t for t in n["received"].values()
         if t["participant"] == aio_id and t["kind"] == "video"
-    )
-    aio_got = a["received_video_frames"].get(str(native_id), 0)
+    ]
+    native_got = sum(t["frames"] + t["undecryptable_frames"] for t in from_aio)
+    native_accepted = sum(t["frames"] for t in from_aio)
+    aio_got = a.get("video_packets_received", 0)
     summary = {
-        "aiortc_decoded_from_native": aio_got,
+        "aiortc_video_packets_from_native": aio_got,
+        "aiortc_decoded_from_native": a["received_video_frames"].get(str(native_id), 0),
         "native_received_from_aiortc": native_got,
+        "native_accepted_plaintext_frames": native_accepted,
         "aiortc_sent_frames": a["sent_frames"],
         "native_sent_frames": n["sent_frames"],
         "aiortc_connect_seconds": a["connect_seconds"],
@@ -161,12 +170,15 @@ def main():
     print(json.dumps(summary, indent=2), flush=True)
     ok = True
     if aio_got < MIN_FRAMES:
-        log(f"FAIL: aiortc decoded {aio_got} video frames from the native client (< {MIN_FRAMES})")
+        log(f"FAIL: aiortc received {aio_got} video packets from the native client (< {MIN_FRAMES})")
         log("aiortc report:", json.dumps(a))
         ok = False
     if native_got < MIN_FRAMES:
         log(f"FAIL: native client received {native_got} video frames from aiortc (< {MIN_FRAMES})")
         log("native report:", json.dumps(n))
+        ok = False
+    if native_accepted != 0:
+        log(f"FAIL: the native client took {native_accepted} unencrypted frames as media")
         ok = False
     if not ok:
         sys.stderr.write(server_output[-20000:])

@@ -325,6 +325,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
                         "frames": t.frames,
                         "bytes": t.bytes,
                         "incomplete_frames": t.incomplete_frames,
+                        "undecryptable_frames": t.undecryptable_frames,
                         "latency_us": latency_summary(&t.latencies_us),
                         "expected_frames": t.synthetic_seq.map(|(lo, hi)| hi - lo + 1),
                         "kbit_per_s": if secs > 0.0 { t.bytes as f64 * 8.0 / secs / 1000.0 } else { 0.0 },

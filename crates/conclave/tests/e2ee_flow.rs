@@ -67,7 +67,10 @@ async fn members_agree_and_the_server_forwards_only_ciphertext() {
     let b = b.await.expect("task").expect("session B");
 
     // The members are in one group and see the same code and roster.
-    let (ea, eb) = (a.e2ee.expect("A's group"), b.e2ee.expect("B's group"));
+    let (ea, eb) = (
+        a.e2ee.clone().expect("A's group"),
+        b.e2ee.clone().expect("B's group"),
+    );
     let (ida, idb) = (a.admission.you.0.to_string(), b.admission.you.0.to_string());
     assert_eq!(ea.security_code, eb.security_code);
     assert_eq!(
