@@ -2,6 +2,7 @@
 // actions the views call (mute, admit, chat, ...). Views render from
 // `call.store`; they never touch the socket.
 
+import { E2ee, initialE2ee } from './e2ee.js';
 import { Signaling } from './signaling.js';
 import { initialMedia, Streams } from './streams.js';
 import { createStore, initialState, isModerator, reduce, self } from './state.js';
@@ -10,6 +11,8 @@ import { toast } from './toast.js';
 
 /** Largest chat payload the server relays, in bytes of UTF-8. */
 export const MAX_CHAT_BYTES = 16 * 1024;
+/** Largest chat text, in bytes of UTF-8: its MLS ciphertext in base64 must fit MAX_CHAT_BYTES. */
+const MAX_CHAT_TEXT_BYTES = 12 * 1024 - 512;
 
 const seatKey = (meetingId) => `conclave.seat.${meetingId}`;
 
@@ -55,8 +58,9 @@ export class Call {
     this.passcode = passcode;
     this.media = media;
     this.owner = owner;
-    this.store = createStore({ ...initialState(), media: initialMedia() });
+    this.store = createStore({ ...initialState(), media: initialMedia(), e2ee: initialE2ee() });
     this.streams = null; // the media, from the first `joined` on
+    this.e2ee = new E2ee(this); // the MLS group and the media keys
     this.intent = null; // what the last request was, to explain a refusal
     this.expectOff = new Set(); // kinds this client turned off itself
     this.endedByMe = false;
@@ -95,6 +99,7 @@ export class Call {
   dispose() {
     window.removeEventListener('pagehide', this.onPageHide);
     this.streams?.close();
+    this.e2ee.close();
     this.sig.close();
   }
 
@@ -111,9 +116,21 @@ export class Call {
       return;
     }
     if (msg.type === 'error') {
-      this.onError(msg);
+      if (!this.e2ee.onError(msg)) this.onError(msg);
       return;
     }
+    if (msg.type === 'mls_create_group' || msg.type === 'mls_message' || msg.type === 'mls_welcome') {
+      this.e2ee.onServer(msg);
+      return;
+    }
+    if (msg.type === 'chat') {
+      // Chat is an MLS application message: shown once opened, as text.
+      this.e2ee.openChat(msg).then((line) => {
+        if (line) this.store.update((s) => reduce(s, { type: 'chat', from: line.from, payload: line.text }));
+      });
+      return;
+    }
+    if (msg.type === 'waiting' || msg.type === 'joined') this.e2ee.onSeat(msg.you);
     this.store.update((s) => {
       const next = reduce(s, msg);
       // "You ended the meeting" rather than "the host ended it".
@@ -345,13 +362,23 @@ export class Call {
     if (!this.send({ type: 'set_media', [kind]: on }, { kind }) && kind === 'screen') this.streams?.dropPendingScreen();
   }
 
+  /** Sends a chat message, encrypted for the group; false when it cannot go. */
   chat(text) {
     const bytes = new TextEncoder().encode(text).length;
-    if (bytes > MAX_CHAT_BYTES) {
-      toast('That message is too long (16 KiB at most).', 'error');
+    if (bytes > MAX_CHAT_TEXT_BYTES) {
+      toast('That message is too long (12 KiB at most).', 'error');
       return false;
     }
-    return this.send({ type: 'chat', payload: text }, { kind: 'chat' });
+    if (this.state.connection !== 'open') {
+      toast('Not connected right now. Try again in a moment.', 'error');
+      return false;
+    }
+    this.intent = { kind: 'chat' };
+    this.e2ee.sendChat(text, MAX_CHAT_BYTES).then((r) => {
+      if (r === 'too_long') toast('That message is too long once encrypted.', 'error');
+      else if (r === 'failed') toast('The message could not be sent. Try again in a moment.', 'error');
+    });
+    return true;
   }
 
   rename(name, participant) {
@@ -381,6 +408,7 @@ export class Call {
   leave() {
     writeSeat(this.meetingId, null);
     this.streams?.close();
+    this.e2ee.close();
     this.sig.leave();
     this.store.update((s) => ({ ...s, phase: 'over', connection: 'closed', outcome: { kind: s.phase === 'waiting' ? 'left_waiting' : 'left' } }));
   }

@@ -54,6 +54,11 @@ export function createParticipantsPanel(call, { onClose }) {
   // The members.
   const memberCount = h('span', { class: 'section-count' });
   const memberList = h('ul', { class: 'people people-members', 'aria-label': 'In the meeting' });
+  // Members of the MLS group the server never announced: a warning, never hidden.
+  const strangerList = h('ul', { class: 'people', 'aria-label': 'Not announced by the server' });
+  const strangerBox = h('div', { class: 'stranger-box', role: 'alert', hidden: true },
+    h('div', { class: 'section-head' }, h('h3', { text: 'Not announced by the server' })),
+    strangerList);
 
   const el = h('section', { class: 'panel', id: 'panel-participants', 'aria-label': 'Participants' },
     h('header', { class: 'panel-head' },
@@ -63,7 +68,8 @@ export function createParticipantsPanel(call, { onClose }) {
       tools,
       waitingBox,
       h('div', { class: 'section-head' }, h('h3', {}, 'In the meeting ', memberCount)),
-      memberList));
+      memberList,
+      strangerBox));
 
   let renaming = false;
 
@@ -90,6 +96,14 @@ export function createParticipantsPanel(call, { onClose }) {
 
     setText(memberCount, `(${state.participants.length})`);
     syncList(memberList, state.participants, (p) => p.id, createMemberRow, (row, p) => updateMemberRow(row, p, state));
+
+    const strangers = state.e2ee?.status === 'active' ? state.e2ee.notAnnounced : [];
+    strangerBox.hidden = strangers.length === 0;
+    syncList(strangerList, strangers, (id) => id, (id) => h('li', { class: 'person is-unverified' },
+      h('span', { class: 'avatar avatar-sm avatar-warn', 'aria-hidden': 'true' }, icon('alert')),
+      h('span', { class: 'person-text' },
+        h('span', { class: 'person-name', text: `Unannounced member ${id}` }),
+        h('span', { class: 'person-sub', text: 'In the encrypted group, but the server does not list them' }))), () => {});
   }
 
   function createWaitingRow(w) {
@@ -138,10 +152,17 @@ export function createParticipantsPanel(call, { onClose }) {
     setText(r.sub, sub);
     row.classList.toggle('is-reconnecting', p.presence === 'reconnecting');
 
-    const flagSig = `${p.audio}${p.video}${p.screen}`;
+    // Whether the MLS group holds this member: the roster shown is the group's.
+    const e = state.e2ee;
+    const inGroup = e?.status === 'active' && e.roster.includes(p.id);
+    const outOfGroup = e?.status === 'active' && e.notInGroup.includes(p.id);
+    row.classList.toggle('is-unverified', outOfGroup);
+    const flagSig = `${p.audio}${p.video}${p.screen}${inGroup}${outOfGroup}`;
     if (r.flags.dataset.sig !== flagSig) {
       r.flags.dataset.sig = flagSig;
       replace(r.flags,
+        outOfGroup ? flag('alert', 'Not in the encrypted group', false, 'flag-warn') : null,
+        inGroup ? flag('lock', 'In the encrypted group', false, 'flag-ok') : null,
         p.screen ? flag('screen', 'Sharing screen') : null,
         flag(p.video ? 'video' : 'videoOff', p.video ? 'Camera on' : 'Camera off', !p.video),
         flag(p.audio ? 'mic' : 'micOff', p.audio ? 'Microphone on' : 'Muted', !p.audio));
@@ -211,6 +232,6 @@ function setTool(button, label, iconName) {
   button.replaceChildren(icon(iconName), h('span', { text: label }));
 }
 
-function flag(iconName, label, off = false) {
-  return h('span', { class: `flag${off ? ' flag-off' : ''}`, role: 'img', 'aria-label': label, title: label }, icon(iconName));
+function flag(iconName, label, off = false, extra = '') {
+  return h('span', { class: `flag${off ? ' flag-off' : ''}${extra ? ` ${extra}` : ''}`, role: 'img', 'aria-label': label, title: label }, icon(iconName));
 }

@@ -17,9 +17,12 @@ export const SEND_KINDS = ['audio', 'video', 'screen'];
 export class Peer {
   /**
    * send(msg): sends a signaling message. onRemote(list): the tracks received
-   * now, [{participant, kind, track}], after every change.
+   * now, [{participant, kind, track}], after every change. transform(direction,
+   * kind): the E2EE transform for a sender ('send') or receiver ('recv') of
+   * 'audio' or 'video'; every frame either way goes through it.
    */
-  constructor({ send, onRemote }) {
+  constructor({ send, onRemote, transform = null }) {
+    this.transform = transform;
     this.send = send;
     this.onRemote = onRemote;
     this.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
@@ -30,7 +33,10 @@ export class Peer {
     this.crossed = null; // a server offer dropped because it crossed ours
     this.closed = false;
     this.queue = Promise.resolve();
-    this.pc.addEventListener('track', () => this.report());
+    this.pc.addEventListener('track', (ev) => {
+      if (this.transform && !ev.receiver.transform) ev.receiver.transform = this.transform('recv', ev.track.kind);
+      this.report();
+    });
   }
 
   /** Opens the send m-lines (audio and video always, a screen if given) and offers them. */
@@ -127,6 +133,8 @@ export class Peer {
 
   addSender(kind, track) {
     const t = this.pc.addTransceiver(track || (kind === 'audio' ? 'audio' : 'video'), { direction: 'sendonly' });
+    // Set before any negotiation, so no frame of this sender goes out unencrypted.
+    if (this.transform) t.sender.transform = this.transform('send', kind === 'audio' ? 'audio' : 'video');
     if (kind !== 'audio') preferVp8(t);
     this.sending[kind] = t;
   }

@@ -1,17 +1,118 @@
-// The "Security" region: end-to-end encryption status and, once the E2EE
-// change lands, the security code every member compares and the roster taken
-// from the MLS group. Until then it says plainly that E2EE is not available.
+// The "Security" region: the end-to-end encryption status as a badge in the
+// top bar, and under it a panel with the security code every member compares
+// (from the MLS epoch authenticator, in groups of five digits), a note when
+// the code changes, and any difference between the MLS group and the people
+// the server says are here.
 
-import { h } from './dom.js';
+import { h, setText } from './dom.js';
 import { icon } from './icons.js';
+import { toast } from './toast.js';
+
+const STATUS_TEXT = {
+  starting: 'Setting up encryption…',
+  waiting: 'Setting up encryption…',
+  active: 'End-to-end encrypted',
+  failed: 'Not encrypted',
+  unsupported: 'Not encrypted',
+};
+
+function nameOf(state, id) {
+  return state.names[id] || `Participant ${id}`;
+}
 
 export function createSecurityPanel() {
-  const status = h('span', { class: 'security-text', text: 'End-to-end encryption: not yet available' });
-  const el = h('section', { class: 'security', 'aria-label': 'Security' },
-    icon('shield', 'icon security-icon'), status);
-  return {
-    el,
-    // The E2EE change renders the epoch's security code and the MLS roster here.
-    update() {},
-  };
+  const statusText = h('span', { class: 'security-text' });
+  const warnIcon = icon('alert', 'icon security-warn-icon');
+  const button = h('button', {
+    type: 'button',
+    class: 'security-badge',
+    'aria-expanded': 'false',
+    'aria-controls': 'security-details',
+    title: 'Encryption and security code',
+  }, icon('shield', 'icon security-icon'), statusText, warnIcon);
+
+  const title = h('h2', { class: 'sec-title' });
+  const lead = h('p', { class: 'sec-lead' });
+  const code = h('div', { class: 'sec-code', role: 'group', 'aria-label': 'Security code' });
+  const codeBox = h('div', { class: 'sec-code-box' },
+    h('p', { class: 'sec-label', text: 'Security code' }),
+    code,
+    h('p', { class: 'sec-hint', text: 'Compare this code with everyone in the meeting, out loud or another way. If all of you see the same digits, nobody else can see or hear the call.' }));
+  const changed = h('p', { class: 'sec-changed', role: 'status', hidden: true });
+  const warnings = h('ul', { class: 'sec-warnings', 'aria-label': 'Encryption warnings' });
+  const epoch = h('p', { class: 'sec-meta' });
+  const details = h('div', { class: 'sec-details', id: 'security-details', hidden: true },
+    title, lead, codeBox, changed, warnings, epoch);
+
+  const el = h('section', { class: 'security', 'aria-label': 'Security' }, button, details);
+
+  button.addEventListener('click', () => setOpen(details.hidden));
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && !details.hidden) setOpen(false);
+  });
+  document.addEventListener('pointerdown', (ev) => {
+    if (!details.hidden && !el.contains(ev.target)) setOpen(false);
+  });
+
+  function setOpen(open) {
+    details.hidden = !open;
+    button.setAttribute('aria-expanded', String(open));
+  }
+
+  let lastCode = '';
+  let lastWarnings = '';
+
+  function update(state) {
+    const e = state.e2ee;
+    if (!e) return;
+    const ok = e.status === 'active';
+    const bad = e.status === 'failed' || e.status === 'unsupported';
+    const warn = ok && (e.notInGroup.length > 0 || e.notAnnounced.length > 0);
+    setText(statusText, STATUS_TEXT[e.status] || STATUS_TEXT.starting);
+    el.dataset.status = warn ? 'warning' : e.status;
+    warnIcon.style.display = warn || bad ? '' : 'none';
+
+    setText(title, ok ? 'This call is end-to-end encrypted' : bad ? 'This call is not encrypted on this device' : 'Setting up end-to-end encryption');
+    setText(lead, ok
+      ? 'Audio, video, screen shares and chat are encrypted on each person\'s device with keys the server never has.'
+      : bad ? (e.error || 'End-to-end encryption could not start.')
+        : 'Waiting to be let into the encrypted group. Media and chat start once the keys are here.');
+
+    const groups = (e.code || '').split(/\s+/).filter(Boolean);
+    if (code.dataset.code !== e.code) {
+      code.dataset.code = e.code || '';
+      code.replaceChildren(...groups.map((g) => h('span', { class: 'sec-group', text: g })));
+      // A screen reader and a test read the whole code as one string.
+      code.setAttribute('aria-label', 'Security code');
+      code.title = e.code || '';
+    }
+    codeBox.hidden = !groups.length;
+
+    if (e.code && lastCode && e.code !== lastCode) {
+      toast('The security code changed: someone joined or left. Compare it again.');
+    }
+    if (e.code) lastCode = e.code;
+    changed.hidden = !e.codeChangedAt;
+    if (e.codeChangedAt) {
+      const at = new Date(e.codeChangedAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+      setText(changed, `The code changed at ${at}, when someone joined or left. Compare it again.`);
+    }
+
+    const lines = [
+      ...e.notInGroup.map((id) => `${nameOf(state, id)} is shown as here but is not in the encrypted group: they cannot see or hear the call, or the server is misreporting.`),
+      ...e.notAnnounced.map((id) => `Someone the server did not announce (member ${id}) holds the meeting's keys. Do not share anything sensitive; check the security code.`),
+    ];
+    const sig = lines.join('\n');
+    if (sig !== lastWarnings) {
+      if (lines.length && lines.some((l) => !lastWarnings.includes(l))) {
+        toast('Encryption warning: the encrypted group and the participant list differ. See Security.', 'error');
+      }
+      lastWarnings = sig;
+      warnings.replaceChildren(...lines.map((l) => h('li', { class: 'sec-warning' }, icon('alert'), h('span', { text: l }))));
+    }
+    warnings.hidden = !lines.length;
+    setText(epoch, ok ? `Group epoch ${e.epoch} · ${e.roster.length} in the encrypted group` : '');
+  }
+
+  return { el, update };
 }

@@ -59,9 +59,16 @@ export class Streams {
   /** A new peer connection (after a resume the old one is gone with the old socket). */
   connect() {
     if (this.peer) this.peer.close();
+    this.peer = null;
+    if (!this.call.e2ee.worker) {
+      // No media in clear: without the frame transform nothing is sent or received.
+      this.setError('This browser cannot encrypt audio and video end to end, so it cannot take part in the call. Chat still works.');
+      return;
+    }
     this.peer = new Peer({
       send: (msg) => this.call.sig.send(msg),
       onRemote: (list) => this.setRemote(list),
+      transform: (direction, kind) => this.call.e2ee.transform(direction, kind),
     });
     this.peer.start(this.local);
     this.publish();

@@ -1,0 +1,170 @@
+// End-to-end encryption in real browsers: two browsers form the meeting's MLS
+// group, decode each other's SFrame-encrypted video, show the same security
+// code and the E2EE badge, and chat through MLS application messages that the
+// server sees only as ciphertext. Then a native `conclave join` client, with
+// the same crate built natively, and a browser receive each other's media.
+// Each step relies on the ones before it, so they run in order.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { BINARY, ROOT, eventually, openBrowser, received, screenshot, startServer } from './harness.js';
+
+const HOST = 'grace';
+const PASSWORD = 'correct horse battery staple';
+const MARKUP = '<img src=x onerror=alert(1)>';
+/** How long the native client stays in the meeting, in seconds. */
+const NATIVE_SECS = 25;
+
+/** The security code a page shows: twelve groups of five digits. */
+function securityCode(page) {
+  return page.getByRole('region', { name: 'Security', exact: true }).locator('[aria-label="Security code"]')
+    .evaluate((el) => el.dataset.code || '');
+}
+
+describe('end-to-end encryption in the browser', () => {
+  let server;
+  let host;
+  let guest;
+  let invite;
+  let failed = false;
+  const step = (name, fn) => it(name, async (t) => {
+    if (failed) {
+      t.skip('an earlier step failed');
+      return;
+    }
+    try {
+      await fn(t);
+    } catch (err) {
+      failed = true;
+      await Promise.all([host, guest].map((b, i) => b && screenshot(b.page, `e2ee-failed-${i ? 'guest' : 'host'}`).catch(() => {})));
+      throw err;
+    }
+  });
+
+  before(async () => {
+    server = await startServer();
+    server.createUser(HOST, PASSWORD);
+    host = await openBrowser('e2ee-host');
+    guest = await openBrowser('e2ee-guest');
+  });
+
+  after(async () => {
+    for (const b of [host, guest]) if (b) await b.close();
+    if (server) await server.stop('e2ee-server.log');
+  });
+
+  const tileOf = (page, name) => page.locator('li.tile').filter({ has: page.locator('.tile-name', { hasText: name }) });
+
+  step('host starts a meeting and a guest is admitted', async () => {
+    const p = host.page;
+    await p.goto(`${server.url}/signin`);
+    await p.getByRole('textbox', { name: 'Username', exact: true }).fill(HOST);
+    await p.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await p.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await p.getByRole('button', { name: 'New meeting', exact: true }).click();
+    await p.getByRole('button', { name: 'Create meeting', exact: true }).click();
+    invite = (await p.getByLabel('Invite link', { exact: true }).first().textContent()).trim();
+    await p.getByRole('button', { name: 'Start', exact: true }).first().click();
+    await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    // Alone in the meeting, the host made the group: the code is there already.
+    await eventually(() => securityCode(p), (c) => c.length > 0, { what: 'the host\'s first security code' });
+
+    const g = guest.page;
+    await g.goto(invite);
+    await g.getByRole('textbox', { name: 'Your name', exact: true }).fill('Lin');
+    await g.getByRole('button', { name: 'Join', exact: true }).click();
+    await g.getByRole('region', { name: 'Waiting room', exact: true }).waitFor();
+    await p.getByRole('button', { name: 'Admit', exact: true }).click();
+    await g.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+  });
+
+  step('both decode each other\'s encrypted video and show the same security code', async () => {
+    for (const [who, b] of [['host', host], ['guest', guest]]) {
+      const first = await eventually(() => received(b.page), (r) => r.framesDecoded > 10 && r.audioPackets > 10, { timeout: 25_000, what: `${who} decodes media` });
+      await eventually(() => received(b.page), (r) => r.framesDecoded > first.framesDecoded + 10, { what: `${who} keeps decoding` });
+    }
+    await eventually(() => tileOf(host.page, 'Lin').locator('video').evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames), (n) => n > 5, { what: 'the guest\'s video plays at the host' });
+    // Every frame went through the transform: the senders' frames were encrypted.
+    for (const [who, b] of [['host', host], ['guest', guest]]) {
+      const transforms = await b.page.evaluate(() => window.__pcs.at(-1).getSenders().filter((s) => s.track).map((s) => !!s.transform));
+      assert.ok(transforms.length > 0 && transforms.every(Boolean), `${who}: every sender has the E2EE transform (${transforms})`);
+    }
+    const codes = await eventually(async () => [await securityCode(host.page), await securityCode(guest.page)],
+      ([a, b]) => a.length > 0 && a === b, { what: 'equal security codes' });
+    assert.match(codes[0], /^\d{5}( \d{5}){11}$/, 'twelve groups of five digits');
+    for (const b of [host, guest]) {
+      const region = b.page.getByRole('region', { name: 'Security', exact: true });
+      await region.getByText('End-to-end encrypted', { exact: true }).waitFor();
+      assert.ok(await region.getByText('End-to-end encrypted', { exact: true }).isVisible(), 'the E2EE badge is visible');
+    }
+    // Both members are in the group, as each participants panel shows.
+    await host.page.getByRole('list', { name: 'In the meeting' }).getByRole('img', { name: 'In the encrypted group', exact: true }).nth(1).waitFor();
+    assert.equal(await host.page.getByRole('img', { name: 'Not in the encrypted group' }).count(), 0);
+    await host.page.getByRole('button', { name: /End-to-end encrypted/ }).click();
+    await host.page.locator('#security-details').waitFor();
+    await screenshot(host.page, 'e2ee-host-security-code');
+    await host.page.keyboard.press('Escape');
+    await screenshot(guest.page, 'e2ee-guest-meeting');
+  });
+
+  step('chat is encrypted on the wire and still rendered as text', async () => {
+    const send = async (page, text) => {
+      await page.getByRole('textbox', { name: 'Message', exact: true }).fill(text);
+      await page.getByRole('button', { name: 'Send', exact: true }).click();
+    };
+    await send(guest.page, MARKUP);
+    await host.page.getByRole('log', { name: 'Chat history' }).getByText(MARKUP, { exact: true }).waitFor();
+    await send(host.page, `reply ${MARKUP}`);
+    await guest.page.getByRole('log', { name: 'Chat history' }).getByText(`reply ${MARKUP}`, { exact: true }).waitFor();
+    // The sender sees its own line too (kept as text: MLS does not open one's own message).
+    await guest.page.getByRole('log', { name: 'Chat history' }).getByText(MARKUP, { exact: true }).waitFor();
+    const sent = await guest.page.evaluate(() => window.__sent.filter((m) => m.type === 'chat'));
+    assert.equal(sent.length, 1);
+    assert.ok(!sent[0].payload.includes('onerror') && !atob(sent[0].payload).includes('onerror'), 'the chat payload is ciphertext');
+    assert.equal(await host.page.locator('.chat-log img').count(), 0);
+    assert.equal(await guest.page.locator('.chat-log img').count(), 0);
+    assert.deepEqual([...host.alerts, ...guest.alerts], []);
+  });
+
+  step('a native client and the browsers receive each other\'s media', async () => {
+    const codeBefore = await securityCode(host.page);
+    const out = [];
+    const err = [];
+    const native = spawn(BINARY, ['join', invite, '--name', 'Native',
+      '--send-ivf', path.join(ROOT, 'samples/video-320x240.ivf'),
+      '--send-ogg', path.join(ROOT, 'samples/audio-440hz.ogg'),
+      '--duration', String(NATIVE_SECS), '--stats'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    native.stdout.on('data', (d) => out.push(d));
+    native.stderr.on('data', (d) => err.push(d));
+    const exited = new Promise((resolve) => native.on('exit', (code) => resolve(code)));
+    try {
+      await host.page.getByRole('listitem').filter({ hasText: 'Native' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      // The browser decodes the native client's video.
+      const tile = tileOf(host.page, 'Native');
+      await eventually(() => tile.locator('video').evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames).catch(() => 0),
+        (n) => n > 10, { timeout: 25_000, what: 'the native client\'s video plays at the host' });
+      const first = await tile.locator('video').evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames);
+      await eventually(() => tile.locator('video').evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames),
+        (n) => n > first + 10, { what: 'the native client\'s video keeps playing' });
+      // A new member: a new epoch, a new code, the same on both browsers.
+      await eventually(async () => [await securityCode(host.page), await securityCode(guest.page)],
+        ([a, b]) => a.length > 0 && a === b && a !== codeBefore, { what: 'a new common security code' });
+      await screenshot(host.page, 'e2ee-host-with-native');
+    } finally {
+      const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r('timeout'), (NATIVE_SECS + 30) * 1000))]);
+      if (code === 'timeout') native.kill('SIGKILL');
+      const stdout = Buffer.concat(out).toString();
+      const stderr = Buffer.concat(err).toString();
+      if (code !== 0) assert.fail(`conclave join exited ${code}: ${stderr.slice(-2000)}`);
+      const stats = JSON.parse(stdout.slice(stdout.indexOf('{')));
+      const video = Object.values(stats.received).filter((t) => t.kind === 'video');
+      const audio = Object.values(stats.received).filter((t) => t.kind === 'audio');
+      console.log(`native client: sent ${JSON.stringify(stats.sent_frames)}, received ${JSON.stringify(stats.received)}`);
+      assert.ok(video.some((t) => t.frames > 30), `the native client received browser video frames: ${JSON.stringify(video)}`);
+      assert.ok(audio.some((t) => t.frames > 30), `the native client received browser audio frames: ${JSON.stringify(audio)}`);
+    }
+    assert.deepEqual([...host.errors, ...guest.errors], []);
+  });
+});
