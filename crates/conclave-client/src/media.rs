@@ -770,7 +770,7 @@ impl ClientPeer {
                             participant: t.participant,
                             kind: t.kind,
                             rtp_time: d.time.numer(),
-                            data: data,
+                            data,
                         });
                     }
                 }
