@@ -6,7 +6,9 @@
 // Each step relies on the ones before it, so they run in order.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BINARY, ROOT, eventually, openBrowser, received, screenshot, startServer } from './harness.js';
@@ -16,6 +18,15 @@ const PASSWORD = 'correct horse battery staple';
 const MARKUP = '<img src=x onerror=alert(1)>';
 /** How long the native client stays in the meeting, in seconds. */
 const NATIVE_SECS = 25;
+/** How long `conclave record` records, in seconds. */
+const RECORD_SECS = 12;
+
+/** Frames ffprobe decodes in a file (it reads every packet). */
+function ffprobeFrames(file) {
+  const out = execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-select_streams', '0',
+    '-show_entries', 'stream=nb_read_frames', '-of', 'csv=p=0', file]).toString().trim();
+  return Number.parseInt(out, 10);
+}
 
 /** The security code a page shows: twelve groups of five digits. */
 function securityCode(page) {
@@ -166,5 +177,36 @@ describe('end-to-end encryption in the browser', () => {
       assert.ok(audio.some((t) => t.frames > 30), `the native client received browser audio frames: ${JSON.stringify(audio)}`);
     }
     assert.deepEqual([...host.errors, ...guest.errors], []);
+  });
+
+  step('conclave record decrypts what the browsers send into files ffprobe reads', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-record-'));
+    const out = [];
+    const err = [];
+    const rec = spawn(BINARY, ['record', invite, '--out', dir, '--duration', String(RECORD_SECS)],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    rec.stdout.on('data', (d) => out.push(d));
+    rec.stderr.on('data', (d) => err.push(d));
+    const exited = new Promise((resolve) => rec.on('exit', (code) => resolve(code)));
+    try {
+      // The host sees who asks to come in: a recorder, marked as such.
+      const row = host.page.getByRole('listitem').filter({ hasText: 'Recorder (recording)' });
+      await row.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      await eventually(() => tileOf(host.page, 'Recorder').count(), (n) => n > 0,
+        { what: 'the recorder shows in the grid' });
+    } finally {
+      const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r('timeout'), (RECORD_SECS + 40) * 1000))]);
+      if (code === 'timeout') rec.kill('SIGKILL');
+      if (code !== 0) assert.fail(`conclave record exited ${code}: ${Buffer.concat(err).toString().slice(-2000)}`);
+    }
+    const files = fs.readdirSync(dir).map((f) => path.join(dir, f));
+    console.log(`recorded: ${Buffer.concat(out).toString().trim()}`);
+    const videos = files.filter((f) => f.endsWith('.ivf')).map((f) => [f, ffprobeFrames(f)]);
+    const audios = files.filter((f) => f.endsWith('.ogg')).map((f) => [f, ffprobeFrames(f)]);
+    console.log(`ffprobe counts: ${JSON.stringify([...videos, ...audios])}`);
+    // Two browsers send video and audio for most of the recording.
+    assert.ok(videos.filter(([, n]) => n >= 50).length >= 2, `two browsers' video decoded from the recording: ${JSON.stringify(videos)}`);
+    assert.ok(audios.filter(([, n]) => n >= 100).length >= 2, `two browsers' audio in the recording: ${JSON.stringify(audios)}`);
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 });

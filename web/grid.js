@@ -106,7 +106,8 @@ function createTile(p) {
 function updateTile(tile, p, state) {
   const r = tile._refs;
   const mine = p.id === state.you;
-  setText(r.name, p.name);
+  // A recorder says so; everyone sees it (and it is in the MLS group like anyone).
+  setText(r.name, p.recording ? `${p.name} (recording)` : p.name);
   r.you.hidden = !mine;
   setText(r.avatar, initials(p.name));
   r.avatar.className = `avatar avatar-lg hue-${hueOf(p.id)}`;

@@ -120,7 +120,7 @@ export function createParticipantsPanel(call, { onClose }) {
   }
 
   function updateWaitingRow(row, w) {
-    setText(row._refs.name, w.name);
+    setText(row._refs.name, w.recording ? `${w.name} (recording)` : w.name);
     setText(row._refs.avatar, initials(w.name));
     row._refs.avatar.className = `avatar avatar-sm hue-${hueOf(w.id)}`;
   }
@@ -146,7 +146,8 @@ export function createParticipantsPanel(call, { onClose }) {
     const mine = p.id === state.you;
     setText(r.avatar, initials(p.name));
     r.avatar.className = `avatar avatar-sm hue-${hueOf(p.id)}`;
-    setText(r.name, mine ? `${p.name} (you)` : p.name);
+    const shown = p.recording ? `${p.name} (recording)` : p.name;
+    setText(r.name, mine ? `${shown} (you)` : shown);
     const sub = [ROLE_LABEL[p.role], p.presence === 'reconnecting' ? 'Reconnecting…' : '', !p.signed_in ? 'Guest' : '']
       .filter(Boolean).join(' · ');
     setText(r.sub, sub);
