@@ -209,4 +209,48 @@ describe('end-to-end encryption in the browser', () => {
     assert.ok(audios.filter(([, n]) => n >= 100).length >= 2, `two browsers' audio in the recording: ${JSON.stringify(audios)}`);
     fs.rmSync(dir, { recursive: true, force: true });
   });
+
+  step('a tampered server is flagged: an announced stranger outside the group, a group member never announced', async () => {
+    // A third member whose WebSocket passes through the test, standing in for
+    // a server that lies to it: it announces "Mallory", who never joined the
+    // group, and hides "Ghost", whom the group does contain.
+    const watcher = await openBrowser('e2ee-watcher');
+    let ghost;
+    try {
+      const w = watcher.page;
+      await w.routeWebSocket(() => true, (ws) => {
+        const real = ws.connectToServer();
+        ws.onMessage((m) => real.send(m));
+        real.onMessage((m) => {
+          const msg = JSON.parse(m);
+          if (msg.type === 'participant_joined' && msg.participant.name === 'Ghost') return;
+          if (msg.type === 'joined') msg.participants = msg.participants.filter((p) => p.name !== 'Ghost');
+          ws.send(JSON.stringify(msg));
+          if (msg.type === 'joined') {
+            ws.send(JSON.stringify({ type: 'participant_joined', participant: {
+              id: 9999, name: 'Mallory', role: 'participant', signed_in: false,
+              audio: false, video: false, screen: false, presence: 'connected', recording: false } }));
+          }
+        });
+      });
+      await w.goto(invite);
+      await w.getByRole('textbox', { name: 'Your name', exact: true }).fill('Watcher');
+      await w.getByRole('button', { name: 'Join', exact: true }).click();
+      await host.page.getByRole('listitem').filter({ hasText: 'Watcher' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      await w.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+      ghost = spawn(BINARY, ['join', invite, '--name', 'Ghost', '--duration', '30'], { stdio: 'ignore' });
+      await host.page.getByRole('listitem').filter({ hasText: 'Ghost' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      const warnings = w.locator('[aria-label="Encryption warnings"] li');
+      const texts = await eventually(() => warnings.allTextContents(),
+        (t) => t.some((l) => l.includes('Mallory')) && t.some((l) => l.includes('did not announce')),
+        { timeout: 25_000, what: 'both lies flagged in the watcher\'s Security panel' });
+      console.log(`watcher's warnings: ${JSON.stringify(texts)}`);
+      // The untampered members see no warning.
+      assert.equal(await host.page.locator('[aria-label="Encryption warnings"] li').count(), 0);
+      await screenshot(w, 'e2ee-tampered-server-flagged');
+    } finally {
+      if (ghost) ghost.kill('SIGKILL');
+      await watcher.close();
+    }
+  });
 });
