@@ -77,6 +77,9 @@ pub struct E2eeReport {
     pub chats: Vec<(String, String)>,
     /// Removed from the group by a commit.
     pub removed: bool,
+    /// Every epoch this member entered: the epoch, the security code shown
+    /// then and the group's roster.
+    pub epochs: Vec<(u64, String, Vec<String>)>,
 }
 
 /// The rids of simulcast layers, smallest first, as the web client names
@@ -168,7 +171,7 @@ fn read_ogg(path: &Path) -> Result<SourceMedia, SessionError> {
     })
 }
 
-/// Chat messages kept in a report, at most.
+/// Chat messages (and epochs) kept in a report, at most.
 const MAX_CHATS_KEPT: usize = 1000;
 
 /// Lets the MLS member see every server message first, then passes it on.
@@ -180,7 +183,12 @@ fn observe(
 ) -> Option<ServerMessage> {
     if let (Some(e), Some(m)) = (e2ee, msg.as_ref()) {
         match e.handle(m) {
-            Ok(Some(Change::Epoch(keys))) => peer.set_epoch_keys(&keys, Instant::now()),
+            Ok(Some(Change::Epoch(keys))) => {
+                peer.set_epoch_keys(&keys, Instant::now());
+                if seen.epochs.len() < MAX_CHATS_KEPT {
+                    seen.epochs.push((e.epoch(), e.security_code(), e.roster()));
+                }
+            }
             Ok(Some(Change::Chat { from, text })) => {
                 if seen.chats.len() < MAX_CHATS_KEPT {
                     seen.chats.push((from, text));

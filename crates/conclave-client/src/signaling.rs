@@ -162,7 +162,11 @@ impl Signaling {
         }
     }
 
+    /// Leaves the meeting, then closes the socket. Without the `leave`, the
+    /// server would keep the seat for its resume window and show everyone a
+    /// member "reconnecting" who is gone.
     pub async fn close(mut self) {
+        let _ = self.send(&ClientMessage::Leave).await;
         let _ = self.ws.close(None).await;
     }
 }
