@@ -3,41 +3,12 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use conclave_client::ivf::IvfReader;
-use conclave_client::session::{JoinOptions, run};
+use conclave_client::session::run;
 use serde_json::json;
 use support::*;
-
-fn sample(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../samples")
-        .join(name)
-}
-
-fn options(meeting: &serde_json::Value, name: &str, seconds: u64) -> JoinOptions {
-    JoinOptions {
-        invite: meeting["invite_link"]
-            .as_str()
-            .expect("link")
-            .parse()
-            .expect("invite link"),
-        name: name.into(),
-        passcode: None,
-        token: None,
-        send_ivf: Some(sample("video-320x240.ivf")),
-        send_ogg: Some(sample("audio-440hz.ogg")),
-        synthetic: false,
-        duration: Duration::from_secs(seconds),
-        patience: Duration::from_secs(10),
-        bind: "127.0.0.1".parse().expect("ip"),
-        record: None,
-        stop: None,
-        outside_group: false,
-    }
-}
 
 fn sample_frames() -> Vec<Vec<u8>> {
     let file = std::fs::File::open(sample("video-320x240.ivf")).expect("sample");
@@ -52,12 +23,12 @@ async fn members_agree_and_the_server_forwards_only_ciphertext() {
     let meeting = http
         .meeting(json!({"settings": {"waiting_room": false}}))
         .await;
-    let a = tokio::spawn(run(options(&meeting, "Ada", 6)));
+    let a = tokio::spawn(run(native_options(&meeting, "Ada", 6)));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let b = tokio::spawn(run(options(&meeting, "Bob", 5)));
+    let b = tokio::spawn(run(native_options(&meeting, "Bob", 5)));
     // A client outside the group records what the server forwards to it.
     let dir = tempfile::tempdir().expect("dir");
-    let mut tap = options(&meeting, "Tap", 4);
+    let mut tap = native_options(&meeting, "Tap", 4);
     tap.send_ivf = None;
     tap.send_ogg = None;
     tap.outside_group = true;

@@ -3,37 +3,11 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use conclave_client::session::{JoinOptions, SessionReport, run};
+use conclave_client::session::{SessionReport, run};
 use serde_json::json;
 use support::*;
-
-fn sample(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../samples")
-        .join(name)
-}
-
-fn options(meeting: &serde_json::Value, name: &str, seconds: u64) -> JoinOptions {
-    let link = meeting["invite_link"].as_str().expect("link");
-    JoinOptions {
-        invite: link.parse().expect("invite link"),
-        name: name.into(),
-        passcode: None,
-        token: None,
-        send_ivf: Some(sample("video-320x240.ivf")),
-        send_ogg: Some(sample("audio-440hz.ogg")),
-        synthetic: false,
-        duration: Duration::from_secs(seconds),
-        patience: Duration::from_secs(10),
-        bind: "127.0.0.1".parse().expect("ip"),
-        record: None,
-        stop: None,
-        outside_group: false,
-    }
-}
 
 /// Frames received from `from`, by kind.
 fn received(report: &SessionReport, from: u64, kind: &str) -> u64 {
@@ -58,9 +32,9 @@ async fn two_native_clients_exchange_audio_and_video() {
     let meeting = http
         .meeting(json!({"settings": {"waiting_room": false}}))
         .await;
-    let a = tokio::spawn(run(options(&meeting, "Ada", 5)));
+    let a = tokio::spawn(run(native_options(&meeting, "Ada", 5)));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let b = tokio::spawn(run(options(&meeting, "Bob", 4)));
+    let b = tokio::spawn(run(native_options(&meeting, "Bob", 4)));
     let a = a.await.expect("task").expect("session A");
     let b = b.await.expect("task").expect("session B");
     let (ida, idb) = (a.admission.you.0, b.admission.you.0);
@@ -107,10 +81,10 @@ async fn removed_member_stops_reaching_others_within_a_second() {
         .meeting(json!({"settings": {"waiting_room": false}}))
         .await;
     let mut host = host_socket(&server, &http, &meeting).await;
-    let a = tokio::spawn(run(options(&meeting, "Ada", 8)));
+    let a = tokio::spawn(run(native_options(&meeting, "Ada", 8)));
     let joined = host.until("participant_joined").await;
     let ada = joined["participant"]["id"].as_u64().expect("id");
-    let b = tokio::spawn(run(options(&meeting, "Bob", 6)));
+    let b = tokio::spawn(run(native_options(&meeting, "Bob", 6)));
     host.until("participant_joined").await;
     // A stranger arriving now is kept out and sees none of it.
     let mut waiter = Ws::connect(
@@ -161,9 +135,9 @@ async fn late_joiner_sees_a_key_frame_quickly() {
     let meeting = http
         .meeting(json!({"settings": {"waiting_room": false}}))
         .await;
-    let a = tokio::spawn(run(options(&meeting, "Ada", 6)));
+    let a = tokio::spawn(run(native_options(&meeting, "Ada", 6)));
     tokio::time::sleep(Duration::from_millis(2300)).await;
-    let mut late = options(&meeting, "Late", 3);
+    let mut late = native_options(&meeting, "Late", 3);
     late.send_ivf = None;
     late.send_ogg = None;
     let b = run(late).await.expect("late session");
@@ -228,9 +202,9 @@ async fn a_recorder_writes_files_ffprobe_reads() {
         .meeting(json!({"settings": {"waiting_room": false}}))
         .await;
     let dir = tempfile::tempdir().expect("dir");
-    let sender = tokio::spawn(run(options(&meeting, "Ada", 5)));
+    let sender = tokio::spawn(run(native_options(&meeting, "Ada", 5)));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut rec = options(&meeting, "Recorder", 4);
+    let mut rec = native_options(&meeting, "Recorder", 4);
     rec.send_ivf = None;
     rec.send_ogg = None;
     rec.record = Some(dir.path().to_path_buf());

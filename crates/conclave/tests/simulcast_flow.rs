@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use conclave_client::media::TrackStats;
@@ -13,28 +12,11 @@ use conclave_client::session::{JoinOptions, MediaOptions, SessionReport, run_wit
 use serde_json::json;
 use support::*;
 
-fn sample(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../samples")
-        .join(name)
-}
-
 fn options(meeting: &serde_json::Value, name: &str, seconds: u64) -> JoinOptions {
-    let link = meeting["invite_link"].as_str().expect("link");
     JoinOptions {
-        invite: link.parse().expect("invite link"),
-        name: name.into(),
-        passcode: None,
-        token: None,
         send_ivf: None,
         send_ogg: None,
-        synthetic: false,
-        duration: Duration::from_secs(seconds),
-        patience: Duration::from_secs(10),
-        bind: "127.0.0.1".parse().expect("ip"),
-        record: None,
-        stop: None,
-        outside_group: false,
+        ..native_options(meeting, name, seconds)
     }
 }
 
