@@ -343,13 +343,7 @@ impl ClientPeer {
         sources: Vec<SourceMedia>,
         now: Instant,
     ) -> Result<(Self, ClientMessage), PeerError> {
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
-        let candidate = Candidate::host(local, "udp").map_err(RtcError::from)?;
-        rtc.add_local_candidate(candidate);
+        let mut rtc = Self::rtc(local, now)?;
         let mut change = rtc.sdp_api();
         let mut placed = Vec::new();
         for media in sources {
@@ -395,10 +389,33 @@ impl ClientPeer {
             sdp: offer.to_sdp_string(),
             tracks,
         };
+        let peer = Self::assemble(rtc, local, Some(pending), sources, now)?;
+        Ok((peer, msg))
+    }
+
+    /// str0m with Opus and VP8 and one host candidate: the local socket.
+    fn rtc(local: SocketAddr, now: Instant) -> Result<Rtc, PeerError> {
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        let candidate = Candidate::host(local, "udp").map_err(RtcError::from)?;
+        rtc.add_local_candidate(candidate);
+        Ok(rtc)
+    }
+
+    fn assemble(
+        rtc: Rtc,
+        local: SocketAddr,
+        pending: Option<SdpPendingOffer>,
+        sources: Vec<Source>,
+        now: Instant,
+    ) -> Result<Self, PeerError> {
         let mut peer = ClientPeer {
             rtc,
             local,
-            pending: Some(pending),
+            pending,
             sources,
             remote: BTreeMap::new(),
             connected: false,
@@ -412,7 +429,7 @@ impl ClientPeer {
             born: now,
         };
         peer.drain(now)?;
-        Ok((peer, msg))
+        Ok(peer)
     }
 
     /// Encrypt every frame sent and decrypt every frame received with SFrame;
@@ -493,31 +510,8 @@ impl ClientPeer {
     /// the other side's ([`ClientPeer::accept_offer`]). The load harness uses
     /// it to subscribe to feeds on a server that offers first (Janus).
     pub fn answerer(local: SocketAddr, now: Instant) -> Result<Self, PeerError> {
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
-        let candidate = Candidate::host(local, "udp").map_err(RtcError::from)?;
-        rtc.add_local_candidate(candidate);
-        let mut peer = ClientPeer {
-            rtc,
-            local,
-            pending: None,
-            sources: Vec::new(),
-            remote: BTreeMap::new(),
-            connected: false,
-            stats: PeerStats::default(),
-            outbox: Vec::new(),
-            transmits: Vec::new(),
-            rtc_timeout: now,
-            keep_frames: false,
-            frames: Vec::new(),
-            sframe: None,
-            born: now,
-        };
-        peer.drain(now)?;
-        Ok(peer)
+        let rtc = Self::rtc(local, now)?;
+        Self::assemble(rtc, local, None, Vec::new(), now)
     }
 
     /// A remote ICE candidate that came outside the SDP (trickled), as its
