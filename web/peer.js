@@ -14,6 +14,60 @@
 /** The kinds this client sends, each on its own send-only m-line. */
 export const SEND_KINDS = ['audio', 'video', 'screen'];
 
+/** The camera's simulcast layers, smallest first (the order the router goes by until it has seen their sizes). */
+export const CAMERA_RIDS = ['q', 'h', 'f'];
+
+/**
+ * The camera's simulcast encodings for a capture of `width`×`height` (the
+ * 1280×720 the camera is asked for when unknown). The router forwards each
+ * subscriber one layer, by the size its tile shows the video at and its
+ * bandwidth (docs/protocol.md, Simulcast). For 720p: a quarter, half and
+ * full size (320×180, 640×360, 1280×720). Chromium sends fewer layers for a
+ * small capture and drops the top ones (for 640×480 only 160×120 and
+ * 320×240), so a smaller capture gets fewer layers, the largest at full size:
+ * three from 960×540, two from 480×270 (half and full), else one. A screen
+ * share is not simulcast: its text must stay legible and it is shown large.
+ */
+export function cameraEncodings(width = 1280, height = 720) {
+  const pixels = width * height;
+  const layers = pixels >= 960 * 540 ? 3 : pixels >= 480 * 270 ? 2 : 1;
+  return CAMERA_RIDS.map((rid, i) => {
+    const active = i < layers;
+    const scaleResolutionDownBy = active ? 2 ** (layers - 1 - i) : 1;
+    const shown = pixels / scaleResolutionDownBy ** 2;
+    // Caps for 30 frames a second of camera video; at 720p the three
+    // together stay under 2.2 Mbit/s. The browser drops top layers while
+    // its uplink estimate is short of them.
+    const maxBitrate = shown > 640 * 480 ? 1_500_000 : shown > 320 * 240 ? 500_000 : 150_000;
+    return { rid, active, scaleResolutionDownBy, maxBitrate };
+  });
+}
+
+/** The size a video track captures at, if the browser says. */
+function captureSize(track) {
+  const s = track?.getSettings?.() || {};
+  return s.width > 0 && s.height > 0 ? [s.width, s.height] : [];
+}
+
+/** Fits a camera sender's simulcast layers to a new track's capture size. */
+async function fitLayers(sender, track) {
+  const params = sender.getParameters();
+  if (!params.encodings || params.encodings.length !== CAMERA_RIDS.length) return;
+  const wanted = cameraEncodings(...captureSize(track));
+  let changed = false;
+  params.encodings.forEach((e) => {
+    const w = wanted.find((x) => x.rid === e.rid);
+    if (!w) return;
+    for (const key of ['active', 'scaleResolutionDownBy', 'maxBitrate']) {
+      if (e[key] !== w[key]) {
+        e[key] = w[key];
+        changed = true;
+      }
+    }
+  });
+  if (changed) await sender.setParameters(params);
+}
+
 export class Peer {
   /**
    * send(msg): sends a signaling message. onRemote(list): the tracks received
@@ -55,7 +109,10 @@ export class Peer {
       this.negotiate();
       return;
     }
-    t.sender.replaceTrack(track).catch(() => {});
+    t.sender.replaceTrack(track).then(() => {
+      if (kind === 'video' && track) return fitLayers(t.sender, track);
+      return null;
+    }).catch((err) => console.warn('media sender:', err));
     if (kind === 'screen') {
       // A stopped share leaves the m-line inactive and out of the track list,
       // so a later offer is not refused for a share the member no longer makes.
@@ -132,8 +189,13 @@ export class Peer {
   // --- internals -------------------------------------------------------------
 
   addSender(kind, track) {
-    const t = this.pc.addTransceiver(track || (kind === 'audio' ? 'audio' : 'video'), { direction: 'sendonly' });
-    // Set before any negotiation, so no frame of this sender goes out unencrypted.
+    const init = { direction: 'sendonly' };
+    // Layers can only be declared here: a later track (camera turned on after
+    // arrival) is put on this sender and inherits them.
+    if (kind === 'video') init.sendEncodings = cameraEncodings(...captureSize(track));
+    const t = this.pc.addTransceiver(track || (kind === 'audio' ? 'audio' : 'video'), init);
+    // Set before any negotiation, so no frame of this sender goes out unencrypted;
+    // a transform sees the frames of every simulcast layer.
     if (this.transform) t.sender.transform = this.transform('send', kind === 'audio' ? 'audio' : 'video');
     if (kind !== 'audio') preferVp8(t);
     this.sending[kind] = t;
