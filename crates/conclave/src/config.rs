@@ -32,8 +32,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory of the SQLite store.
     pub data_dir: PathBuf,
-    /// UDP address of the media router (one port carries every member's media).
+    /// UDP address of the first media worker; worker `i` listens on port
+    /// `media_listen.port() + i` (port 0: an ephemeral port each).
     pub media_listen: SocketAddr,
+    /// Media worker threads; 0 means one per core.
+    pub media_workers: usize,
     /// The address announced to clients in ICE candidates, when it differs
     /// from `media_listen` (behind a 1:1 NAT, or when listening on 0.0.0.0).
     pub public_ip: Option<IpAddr>,
@@ -74,6 +77,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("conclave-data"),
             media_listen: SocketAddr::from(([127, 0, 0, 1], 10000)),
+            media_workers: 0,
             public_ip: None,
             public_url: None,
             allow_signup: false,
@@ -143,6 +147,10 @@ impl Config {
             (
                 l.session_days >= 1,
                 "limits.session_days must be at least 1",
+            ),
+            (
+                self.media_workers <= crate::media::MAX_WORKERS,
+                "media_workers must be at most 256",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {

@@ -145,9 +145,12 @@ struct ServeArgs {
     /// The URL people reach this server at, for printed links.
     #[arg(long)]
     public_url: Option<String>,
-    /// UDP port of the media router [default: 10000].
+    /// UDP port of the first media worker; the others use the next ports [default: 10000].
     #[arg(long, env = "CONCLAVE_MEDIA_PORT")]
     media_port: Option<u16>,
+    /// Media worker threads, each with its own UDP port [default: one per core].
+    #[arg(long, env = "CONCLAVE_MEDIA_WORKERS")]
+    media_workers: Option<usize>,
     /// The address announced to clients for media (ICE candidates).
     #[arg(long, env = "CONCLAVE_PUBLIC_IP")]
     public_ip: Option<std::net::IpAddr>,
@@ -201,6 +204,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(ip) = args.public_ip {
         config.public_ip = Some(ip);
+    }
+    if let Some(n) = args.media_workers {
+        config.media_workers = n;
     }
     Ok(config)
 }

@@ -76,8 +76,12 @@ impl Server {
             config.public_url = Some(format!("http://localhost:{}", addr.port()));
         }
         let shutdown = CancellationToken::new();
-        let media =
-            crate::media::start(config.media_listen, config.public_ip, shutdown.clone()).await?;
+        let media = crate::media::start(
+            config.media_listen,
+            config.public_ip,
+            config.media_workers,
+            shutdown.clone(),
+        )?;
         let state = AppState {
             hasher: Hasher::new(config.limits.hash_concurrency)?,
             guard: Arc::new(JoinGuard::default()),

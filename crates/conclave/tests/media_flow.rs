@@ -58,6 +58,49 @@ async fn two_native_clients_exchange_audio_and_video() {
     assert!(audio_ba >= 80, "A got {audio_ba} audio frames from B");
 }
 
+#[tokio::test]
+async fn meetings_on_several_workers_each_carry_their_own_media() {
+    // Three workers, three meetings: each meeting lives on the worker its ID
+    // hashes to, with that worker's UDP port, and its members get each
+    // other's media (and only theirs: every frame they count is from the
+    // other member of their own meeting).
+    let server = TestServer::start_with(|c| c.media_workers = 3).await;
+    let http = server.host("hostess").await;
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let meeting = http
+            .meeting(json!({"settings": {"waiting_room": false}}))
+            .await;
+        let a = tokio::spawn(run(native_options(&meeting, "Ada", 5)));
+        let b = tokio::spawn(run(native_options(&meeting, "Bob", 5)));
+        calls.push((a, b));
+    }
+    for (a, b) in calls {
+        let a = a.await.expect("task").expect("session A");
+        let b = b.await.expect("task").expect("session B");
+        let (ida, idb) = (a.admission.you.0, b.admission.you.0);
+        for (report, from, other) in [(&b, ida, idb), (&a, idb, ida)] {
+            let video = received(report, from, "video");
+            let audio = received(report, from, "audio");
+            assert!(video >= 20, "{video} video frames: {:?}", report.media);
+            assert!(audio >= 50, "{audio} audio frames: {:?}", report.media);
+            let foreign = report
+                .media
+                .received
+                .values()
+                .filter(|t| t.participant.map(|p| p.0) != Some(from))
+                .filter(|t| t.participant.map(|p| p.0) != Some(other))
+                .map(|t| t.frames)
+                .sum::<u64>();
+            assert_eq!(
+                foreign, 0,
+                "frames from another meeting: {:?}",
+                report.media
+            );
+        }
+    }
+}
+
 /// The owner in the meeting as host, over a plain WebSocket.
 async fn host_socket(server: &TestServer, http: &Http, meeting: &serde_json::Value) -> Ws {
     let mut host = Ws::connect(

@@ -1,0 +1,201 @@
+//! One meeting's media on a worker: its [`Router`], what the core allows
+//! each member to send, and the translation between the router's events and
+//! the core's [`MediaEvent`]s.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use conclave_core::{Input, MediaCommand, MediaEvent};
+use conclave_media::{Event, PeerId, Router, SdpAnswer, SdpOffer};
+use conclave_proto::{MediaKind, ParticipantId, RemoteTrack};
+use tokio::sync::mpsc;
+
+use crate::rooms::RoomCmd;
+
+pub struct Meeting {
+    pub router: Router,
+    pub room: mpsc::Sender<RoomCmd>,
+    /// What each member said its published m-lines carry (camera or screen).
+    published: HashMap<(ParticipantId, String), MediaKind>,
+    /// What the core allows each member to send: (audio, video, screen).
+    allowed: HashMap<ParticipantId, (bool, bool, bool)>,
+}
+
+fn peer(p: ParticipantId) -> PeerId {
+    PeerId(p.0)
+}
+
+impl Meeting {
+    pub fn new(router: Router, room: mpsc::Sender<RoomCmd>) -> Self {
+        Meeting {
+            router,
+            room,
+            published: HashMap::new(),
+            allowed: HashMap::new(),
+        }
+    }
+
+    fn report(&self, event: MediaEvent) {
+        if self
+            .room
+            .try_send(RoomCmd::Input(Input::Media(event)))
+            .is_err()
+        {
+            tracing::warn!("room queue full; media event dropped");
+        }
+    }
+
+    pub fn handle(&mut self, cmd: MediaCommand, now: Instant) {
+        match cmd {
+            MediaCommand::Offer {
+                participant,
+                sdp,
+                tracks,
+            } => {
+                let id = peer(participant);
+                if !self.router.peers().any(|p| p == id)
+                    && let Err(e) = self.router.add_peer(id, now)
+                {
+                    tracing::warn!(error = %e, "adding a media peer");
+                }
+                let answer = SdpOffer::from_sdp_string(&sdp)
+                    .map_err(|e| e.to_string())
+                    .and_then(|offer| {
+                        self.router
+                            .accept_offer(id, offer)
+                            .map_err(|e| e.to_string())
+                    });
+                match answer {
+                    Ok(answer) => {
+                        self.published.retain(|(p, _), _| *p != participant);
+                        for t in tracks {
+                            self.published.insert((participant, t.mid), t.kind);
+                        }
+                        self.apply_gates(participant);
+                        self.report(MediaEvent::Answer {
+                            participant,
+                            sdp: answer.to_sdp_string(),
+                        });
+                    }
+                    Err(why) => {
+                        tracing::info!(%participant, %why, "media offer refused");
+                        self.report(MediaEvent::Refused { participant });
+                    }
+                }
+            }
+            MediaCommand::Answer { participant, sdp } => {
+                let result = SdpAnswer::from_sdp_string(&sdp)
+                    .map_err(|e| e.to_string())
+                    .and_then(|a| {
+                        self.router
+                            .accept_answer(peer(participant), a)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(why) = result {
+                    tracing::info!(%participant, %why, "media answer refused");
+                    self.report(MediaEvent::Refused { participant });
+                }
+            }
+            MediaCommand::Allow {
+                participant,
+                audio,
+                video,
+                screen,
+            } => {
+                self.allowed.insert(participant, (audio, video, screen));
+                self.apply_gates(participant);
+            }
+            MediaCommand::ViewSize {
+                subscriber,
+                publisher,
+                kind,
+                width,
+                height,
+            } => {
+                // The core names a kind; the router a track: the publisher's
+                // m-lines that carry that kind.
+                let mids: Vec<String> = self
+                    .published
+                    .iter()
+                    .filter(|((p, _), k)| *p == publisher && **k == kind)
+                    .map(|((_, mid), _)| mid.clone())
+                    .collect();
+                for mid in mids {
+                    self.router.set_view_size(
+                        peer(subscriber),
+                        peer(publisher),
+                        conclave_media::Mid::from(mid.as_str()),
+                        width,
+                        height,
+                    );
+                }
+            }
+            MediaCommand::KeyFrame { participant } => {
+                self.router.request_key_frames(peer(participant));
+            }
+            MediaCommand::Leave { participant } => {
+                let _ = self.router.remove_peer(peer(participant));
+                self.published.retain(|(p, _), _| *p != participant);
+                self.allowed.remove(&participant);
+            }
+        }
+    }
+
+    /// Forwards each of a member's tracks only while the core allows its kind.
+    /// An m-line the member sends but did not declare is never forwarded.
+    fn apply_gates(&mut self, participant: ParticipantId) {
+        let (audio, video, screen) = self.allowed.get(&participant).copied().unwrap_or_default();
+        let id = peer(participant);
+        for mid in self.router.published(id) {
+            let allowed = match self.published.get(&(participant, mid.to_string())) {
+                Some(MediaKind::Audio) => audio,
+                Some(MediaKind::Video) => video,
+                Some(MediaKind::Screen) => screen,
+                None => false,
+            };
+            self.router.set_forwarding(id, mid, allowed);
+        }
+    }
+
+    pub fn event(&mut self, event: Event) {
+        match event {
+            Event::Offer {
+                peer,
+                offer,
+                tracks,
+            } => {
+                let tracks = tracks
+                    .into_iter()
+                    .map(|t| {
+                        let publisher = ParticipantId(t.publisher.0);
+                        let kind = self
+                            .published
+                            .get(&(publisher, t.publisher_mid.to_string()))
+                            .copied()
+                            .unwrap_or(match t.kind {
+                                conclave_media::MediaKind::Audio => MediaKind::Audio,
+                                _ => MediaKind::Video,
+                            });
+                        RemoteTrack {
+                            mid: t.mid.to_string(),
+                            participant: publisher,
+                            kind,
+                        }
+                    })
+                    .collect();
+                self.report(MediaEvent::Offer {
+                    participant: ParticipantId(peer.0),
+                    sdp: offer.to_sdp_string(),
+                    tracks,
+                });
+            }
+            Event::Published { peer, .. } => self.apply_gates(ParticipantId(peer.0)),
+            Event::ActiveSpeaker { peer } => self.report(MediaEvent::ActiveSpeaker {
+                participant: ParticipantId(peer.0),
+            }),
+            Event::Connected { peer } => tracing::debug!(%peer, "media connected"),
+            Event::Disconnected { peer } => tracing::debug!(%peer, "media disconnected"),
+            Event::Closed { peer } => tracing::debug!(%peer, "media closed"),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The media driver: the I/O shell around `conclave-media`.
+//!
+//! Meetings are spread over worker threads (default: one per core). Each
+//! worker owns one UDP port, its own runtime and the [`conclave_media::Router`]
+//! of every meeting assigned to it, so a meeting's tracks are only ever
+//! offered to that meeting's members and no packet crosses a thread or takes
+//! a lock. A meeting's worker is a hash of its (random) ID: rooms need no
+//! shared table to find it. Rooms send the core's [`MediaCommand`]s to the
+//! worker; it answers with `MediaEvent`s through the room, which delivers
+//! them to members only. Datagrams are steered to a meeting's router by
+//! source address, learned from the first datagram (the ICE check) a router
+//! accepts.
+
+mod meeting;
+mod udp;
+mod worker;
+
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use conclave_core::MediaCommand;
+use conclave_proto::MeetingId;
+use tokio::sync::mpsc;
+
+use crate::rooms::RoomCmd;
+
+/// Commands queued for each worker, at most this many.
+const WORKER_QUEUE: usize = 4096;
+/// Most workers a server may be configured with.
+pub const MAX_WORKERS: usize = 256;
+
+pub enum DriverCmd {
+    Media {
+        meeting: MeetingId,
+        room: mpsc::Sender<RoomCmd>,
+        cmd: MediaCommand,
+    },
+    /// The meeting's room stopped: drop its router.
+    Closed { meeting: MeetingId },
+}
+
+/// The rooms' handle on the media workers.
+#[derive(Clone)]
+pub struct MediaHandle {
+    workers: Arc<[WorkerHandle]>,
+}
+
+struct WorkerHandle {
+    tx: mpsc::Sender<DriverCmd>,
+}
+
+impl MediaHandle {
+    /// Queues a command for the meeting's worker; drops it (and says so) if
+    /// that worker is overwhelmed.
+    pub fn send(&self, cmd: DriverCmd) {
+        let meeting = match &cmd {
+            DriverCmd::Media { meeting, .. } | DriverCmd::Closed { meeting } => *meeting,
+        };
+        match self.worker_for(meeting).tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("media worker queue full; command dropped");
+            }
+            // Shutting down: the worker is gone and so is all media.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn worker_for(&self, meeting: MeetingId) -> &WorkerHandle {
+        // SipHash with fixed keys: the same meeting always lands on the same
+        // worker. Meeting IDs are random, so meetings spread evenly.
+        let mut h = std::hash::DefaultHasher::new();
+        meeting.hash(&mut h);
+        let n = self.workers.len() as u64;
+        let i = usize::try_from(h.finish() % n).unwrap_or(0);
+        &self.workers[i]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaStartError {
+    #[error("cannot bind the media port {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("media port {0} + {1} workers is past 65535")]
+    Ports(u16, usize),
+    #[error("cannot start a media worker: {0}")]
+    Worker(std::io::Error),
+}
+
+/// Binds one UDP socket per worker and starts the workers: ports
+/// `bind.port()`, `bind.port() + 1`, … (or ephemeral ones for port 0).
+/// `announce` is the address put in ICE candidates (defaults to the bound
+/// one; 127.0.0.1 when bound to all interfaces and nothing better is known).
+/// `workers` 0 means one per core.
+pub fn start(
+    bind: SocketAddr,
+    announce: Option<IpAddr>,
+    workers: usize,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<MediaHandle, MediaStartError> {
+    let count = match workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(MAX_WORKERS);
+    let mut handles = Vec::with_capacity(count);
+    for i in 0..count {
+        let port = match bind.port() {
+            0 => 0,
+            base => u16::try_from(i)
+                .ok()
+                .and_then(|i| base.checked_add(i))
+                .ok_or(MediaStartError::Ports(base, count))?,
+        };
+        let addr = SocketAddr::new(bind.ip(), port);
+        let bind_err = |source| MediaStartError::Bind { addr, source };
+        let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+        socket.set_nonblocking(true).map_err(bind_err)?;
+        let bound = socket.local_addr().map_err(bind_err)?;
+        let ip = announce.unwrap_or(if bound.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            bound.ip()
+        });
+        let local = SocketAddr::new(ip, bound.port());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(MediaStartError::Worker)?;
+        let socket = {
+            let _in_runtime = runtime.enter();
+            tokio::net::UdpSocket::from_std(socket).map_err(bind_err)?
+        };
+        let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name(format!("media-{i}"))
+            .spawn(move || {
+                let worker = worker::Worker::new(socket, local);
+                runtime.block_on(worker.run(rx, shutdown));
+            })
+            .map_err(MediaStartError::Worker)?;
+        tracing::info!(%local, worker = i, "media on UDP");
+        handles.push(WorkerHandle { tx });
+    }
+    Ok(MediaHandle {
+        workers: handles.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(workers: usize) -> (MediaHandle, Vec<mpsc::Receiver<DriverCmd>>) {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(8)).unzip();
+        let workers = txs.into_iter().map(|tx| WorkerHandle { tx }).collect();
+        (MediaHandle { workers }, rxs)
+    }
+
+    fn index(h: &MediaHandle, meeting: MeetingId) -> usize {
+        let w = h.worker_for(meeting);
+        h.workers
+            .iter()
+            .position(|x| std::ptr::eq(x, w))
+            .expect("one of the workers")
+    }
+
+    #[test]
+    fn a_meeting_always_lands_on_the_same_worker_and_meetings_spread_evenly() {
+        let (h, _rx) = handle(4);
+        let mut per_worker = [0usize; 4];
+        for _ in 0..4000 {
+            let m = MeetingId::generate();
+            let i = index(&h, m);
+            assert_eq!(index(&h, m), i);
+            assert_eq!(index(&h.clone(), m), i);
+            per_worker[i] += 1;
+        }
+        // 1,000 expected each; a hash that favoured a worker would show.
+        assert!(
+            per_worker.iter().all(|&n| (800..1200).contains(&n)),
+            "{per_worker:?}"
+        );
+    }
+
+    #[test]
+    fn every_command_of_a_meeting_reaches_that_meetings_worker_only() {
+        let (h, mut rx) = handle(3);
+        let m = MeetingId::generate();
+        let i = index(&h, m);
+        h.send(DriverCmd::Closed { meeting: m });
+        h.send(DriverCmd::Closed { meeting: m });
+        for (j, rx) in rx.iter_mut().enumerate() {
+            let got = std::iter::from_fn(|| rx.try_recv().ok()).count();
+            assert_eq!(got, if j == i { 2 } else { 0 }, "worker {j}");
+        }
+    }
+}
