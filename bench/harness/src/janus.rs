@@ -45,13 +45,18 @@ impl Server {
             .arg(config_dir)
             .arg("-C")
             .arg(config_dir.join("janus.jcfg"))
-            // JANUS_BENCH_LOG=1 shows Janus's log, for debugging a setup.
+            // JANUS_BENCH_LOG=1 shows Janus's log, for debugging a setup;
+            // libnice's (`nice_debug = true` in janus.jcfg) goes to stderr.
             .stdout(if std::env::var_os("JANUS_BENCH_LOG").is_some() {
                 Stdio::inherit()
             } else {
                 Stdio::null()
             })
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("JANUS_BENCH_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .kill_on_drop(true)
             .spawn()
             .context("starting janus")?;

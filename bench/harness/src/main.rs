@@ -337,6 +337,14 @@ fn round(x: f64, places: i32) -> f64 {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
+    // RUST_LOG (e.g. `str0m=debug`) shows the client peers' ICE and DTLS on
+    // stderr; stdout stays the one JSON line the scripts read.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args = Args::parse();
     let server = match args.target {
         Target::Conclave => Running::Conclave(
