@@ -3,13 +3,15 @@
 //! Passwords and meeting passcodes are hashed with argon2id (the crate's
 //! defaults: 19 MiB, 2 passes). Hashing is CPU-bound, so it runs on the
 //! blocking pool behind a semaphore: a burst of sign-ins or joins queues up
-//! instead of starving the async workers. Session cookies, API tokens and
+//! instead of starving the async workers. Its 19 MiB of working memory is
+//! allocated here, not by the argon2 crate, so that it goes back to the kernel
+//! after each hash ([`argon2_memory`]). Session cookies, API tokens and
 //! sign-in links are 256-bit random strings of which only the SHA-256 is stored.
 
 use std::sync::Arc;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -84,24 +86,104 @@ impl Hasher {
     }
 }
 
-pub fn hash_now(secret: &str) -> Result<String, HashError> {
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Hash(e.to_string()))?;
-    Argon2::default()
-        .hash_password(secret.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| HashError::Hash(e.to_string()))
+/// Capacity reserved for argon2's working memory, at least: above glibc's
+/// 32 MiB ceiling for its dynamic mmap threshold (`DEFAULT_MMAP_THRESHOLD_MAX`).
+///
+/// glibc serves a large block from its own mapping and unmaps it on free, but
+/// freeing a mapped block of up to 32 MiB raises the process's mmap threshold
+/// to that block's size. After the first 19 MiB hash, every later one was
+/// therefore carved from a malloc arena, and freed memory in an arena stays
+/// resident: one 19 MiB block per arena, up to 8 arenas per core, counted as
+/// the cost of the joins that happened to spread over them (17–24 MiB RSS per
+/// idle participant in the benchmark). A block reserved above the ceiling is
+/// always its own mapping, never raises the threshold, and is unmapped when
+/// the hash is done. Only the pages argon2 writes (its 19 MiB) become
+/// resident; the rest of the reservation is address space. Other allocators
+/// just see a large allocation.
+const ARGON2_RESERVE: usize = 33 * 1024 * 1024;
+
+/// Working memory for one argon2 computation with `params`, returned to the
+/// allocator (and, with glibc, to the kernel) when dropped.
+fn argon2_memory(params: &Params) -> Vec<Block> {
+    let blocks = params.block_count();
+    let mut memory = Vec::with_capacity(blocks.max(ARGON2_RESERVE / Block::SIZE));
+    memory.resize(blocks, Block::default());
+    memory
 }
 
+/// Argon2 of `secret` and `salt` into `out` (its length is the hash length).
+fn argon2_into(
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    secret: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    let memory = argon2_memory(&params);
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(secret, salt, out, memory)
+}
+
+/// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) for `secret`
+/// with a fresh salt and the argon2 crate's default parameters; the same
+/// string its `PasswordHasher` would produce, so stored hashes of either kind
+/// verify.
+pub fn hash_now(secret: &str) -> Result<String, HashError> {
+    let err = |e: &dyn std::fmt::Display| HashError::Hash(e.to_string());
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt_string = SaltString::encode_b64(&salt).map_err(|e| err(&e))?;
+    let params = Params::default();
+    let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+        argon2_into(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            params.clone(),
+            secret.as_bytes(),
+            &salt,
+            out,
+        )
+        .map_err(Into::into)
+    })
+    .map_err(|e| err(&e))?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| err(&e))?,
+        salt: Some(salt_string.as_salt()),
+        hash: Some(output),
+    };
+    Ok(hash.to_string())
+}
+
+/// Whether `secret` matches the PHC string `hash` (argon2 only). The hash
+/// comparison is constant-time (`Output`'s equality).
 fn verify_now(secret: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(secret.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    Output::init_with(expected.len(), |out| {
+        argon2_into(algorithm, version, params, secret.as_bytes(), salt, out).map_err(Into::into)
+    })
+    .is_ok_and(|computed| computed == expected)
 }
 
 /// Checks a new password: 10 to 256 characters.
@@ -130,6 +212,36 @@ mod tests {
         assert!(!h.verify("wrong".into(), Some(hash)).await);
         assert!(!h.verify("anything".into(), None).await);
         assert!(!h.verify("x".into(), Some("not a hash".into())).await);
+    }
+
+    /// Hashes stored before this module computed argon2 itself (by the
+    /// argon2 crate's `PasswordHasher`) still verify, and ours verify there.
+    #[test]
+    fn hashes_match_the_argon2_crates_own() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let salt = SaltString::encode_b64(b"sixteen byte sal").unwrap();
+        let theirs = Argon2::default()
+            .hash_password(b"a passcode", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_now("a passcode", &theirs));
+        assert!(!verify_now("another", &theirs));
+        let ours = hash_now("a passcode").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"a passcode", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"another", &parsed)
+                .is_err()
+        );
+        assert_eq!(
+            ours.split('$').take(4).collect::<Vec<_>>(),
+            theirs.split('$').take(4).collect::<Vec<_>>()
+        );
     }
 
     #[test]
