@@ -245,7 +245,7 @@ async fn shutdown_signal() {
 }
 
 async fn record(args: RecordArgs) -> anyhow::Result<()> {
-    use conclave_client::session::{JoinOptions, run};
+    use conclave_client::session::{JoinOptions, MediaOptions, run_with};
     let invite = args.invite.parse().context("reading the invite link")?;
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let on_signal = stop.clone();
@@ -254,22 +254,31 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             on_signal.notify_one();
         }
     });
-    let report = run(JoinOptions {
-        invite,
-        name: args.name,
-        passcode: args.passcode,
-        token: args.token,
-        send_ivf: None,
-        send_ogg: None,
-        synthetic: false,
-        // "Until the meeting ends": a year stands in for forever.
-        duration: std::time::Duration::from_secs(args.duration.unwrap_or(365 * 86_400)),
-        patience: std::time::Duration::from_secs(args.patience),
-        bind: args.bind,
-        record: Some(args.out.clone()),
-        stop: Some(stop),
-        outside_group: false,
-    })
+    // A recording keeps the best each camera sends: the recorder reports a
+    // full-HD "view" so the server forwards it the top simulcast layer.
+    let media = MediaOptions {
+        view_sizes: vec![(std::time::Duration::ZERO, 1920, 1080)],
+        ..MediaOptions::default()
+    };
+    let report = run_with(
+        media,
+        JoinOptions {
+            invite,
+            name: args.name,
+            passcode: args.passcode,
+            token: args.token,
+            send_ivf: None,
+            send_ogg: None,
+            synthetic: false,
+            // "Until the meeting ends": a year stands in for forever.
+            duration: std::time::Duration::from_secs(args.duration.unwrap_or(365 * 86_400)),
+            patience: std::time::Duration::from_secs(args.patience),
+            bind: args.bind,
+            record: Some(args.out.clone()),
+            stop: Some(stop),
+            outside_group: false,
+        },
+    )
     .await?;
     if let Some(why) = &report.ended_early {
         eprintln!("recording ended: {why}");
