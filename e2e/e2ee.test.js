@@ -10,8 +10,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { BINARY, ROOT, eventually, openBrowser, received, screenshot, startServer } from './harness.js';
+import { after, before, describe } from 'node:test';
+import { BINARY, ROOT, eventually, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
 
 const HOST = 'grace';
 const PASSWORD = 'correct horse battery staple';
@@ -39,20 +39,7 @@ describe('end-to-end encryption in the browser', () => {
   let host;
   let guest;
   let invite;
-  let failed = false;
-  const step = (name, fn) => it(name, async (t) => {
-    if (failed) {
-      t.skip('an earlier step failed');
-      return;
-    }
-    try {
-      await fn(t);
-    } catch (err) {
-      failed = true;
-      await Promise.all([host, guest].map((b, i) => b && screenshot(b.page, `e2ee-failed-${i ? 'guest' : 'host'}`).catch(() => {})));
-      throw err;
-    }
-  });
+  const step = storySteps('e2ee-', () => [['host', host], ['guest', guest]]);
 
   before(async () => {
     server = await startServer();

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -203,4 +204,27 @@ export async function eventually(probe, check, { timeout = 15_000, every = 250, 
 export async function screenshot(page, name) {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
+}
+
+/**
+ * The steps of one story, each needing the ones before it: after a failure
+ * the rest are skipped (not failed again), and the failing step saves a
+ * screenshot of every page `pages()` names ([['host', browser], ...]) as
+ * `<prefix>failed-<name>.png`.
+ */
+export function storySteps(prefix, pages) {
+  let failed = false;
+  return (name, fn) => it(name, async (t) => {
+    if (failed) {
+      t.skip('an earlier step failed');
+      return;
+    }
+    try {
+      await fn(t);
+    } catch (err) {
+      failed = true;
+      await Promise.all(pages().map(([who, b]) => b && screenshot(b.page, `${prefix}failed-${who}`).catch(() => {})));
+      throw err;
+    }
+  });
 }

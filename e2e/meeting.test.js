@@ -4,8 +4,8 @@
 // Each step relies on the ones before it, so they run in order.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { dropSocket, eventually, openBrowser, received, screenshot, startServer } from './harness.js';
+import { after, before, describe } from 'node:test';
+import { dropSocket, eventually, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
@@ -17,21 +17,7 @@ describe('a meeting in the browser', () => {
   let guest;
   let invite;
   const others = [];
-  let failed = false;
-  // Each step needs the ones before it: after a failure the rest are skipped.
-  const step = (name, fn) => it(name, async (t) => {
-    if (failed) {
-      t.skip('an earlier step failed');
-      return;
-    }
-    try {
-      await fn(t);
-    } catch (err) {
-      failed = true;
-      await Promise.all([host, guest].map((b, i) => b && screenshot(b.page, `failed-${i ? 'guest' : 'host'}`).catch(() => {})));
-      throw err;
-    }
-  });
+  const step = storySteps('', () => [['host', host], ['guest', guest]]);
 
   before(async () => {
     server = await startServer();

@@ -6,8 +6,8 @@
 // Each step relies on the ones before it, so they run in order.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { eventually, openBrowser, screenshot, startServer } from './harness.js';
+import { after, before, describe } from 'node:test';
+import { eventually, openBrowser, screenshot, startServer, storySteps } from './harness.js';
 
 const HOST = 'hedy';
 const PASSWORD = 'correct horse battery staple';
@@ -87,21 +87,7 @@ describe('simulcast from the browser', () => {
   let large;
   let small;
   let invite;
-  let failed = false;
-  const step = (name, fn) => it(name, async (t) => {
-    if (failed) {
-      t.skip('an earlier step failed');
-      return;
-    }
-    try {
-      await fn(t);
-    } catch (err) {
-      failed = true;
-      await Promise.all([['host', host], ['large', large], ['small', small]]
-        .map(([who, b]) => b && screenshot(b.page, `simulcast-failed-${who}`).catch(() => {})));
-      throw err;
-    }
-  });
+  const step = storySteps('simulcast-', () => [['host', host], ['large', large], ['small', small]]);
 
   before(async () => {
     server = await startServer();
