@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { BINARY, ROOT, eventually, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
+import { BINARY, ROOT, eventually, openBrowser, received, screenshot, hostStartsMeeting, startServer, storySteps } from './harness.js';
 
 const HOST = 'grace';
 const PASSWORD = 'correct horse battery staple';
@@ -57,15 +57,7 @@ describe('end-to-end encryption in the browser', () => {
 
   step('host starts a meeting and a guest is admitted', async () => {
     const p = host.page;
-    await p.goto(`${server.url}/signin`);
-    await p.getByRole('textbox', { name: 'Username', exact: true }).fill(HOST);
-    await p.getByLabel('Password', { exact: true }).fill(PASSWORD);
-    await p.getByRole('button', { name: 'Sign in', exact: true }).click();
-    await p.getByRole('button', { name: 'New meeting', exact: true }).click();
-    await p.getByRole('button', { name: 'Create meeting', exact: true }).click();
-    invite = (await p.getByLabel('Invite link', { exact: true }).first().textContent()).trim();
-    await p.getByRole('button', { name: 'Start', exact: true }).first().click();
-    await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    invite = await hostStartsMeeting(p, server.url, HOST, PASSWORD);
     // Alone in the meeting, the host made the group: the code is there already.
     await eventually(() => securityCode(p), (c) => c.length > 0, { what: 'the host\'s first security code' });
 

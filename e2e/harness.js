@@ -228,3 +228,21 @@ export function storySteps(prefix, pages) {
     }
   });
 }
+
+/**
+ * What a host does first, by the buttons a person clicks: signs in as
+ * `user`, makes a meeting with the default settings, starts it, and waits
+ * for the meeting controls. Returns the invite link the dashboard shows.
+ */
+export async function hostStartsMeeting(page, serverUrl, user, password) {
+  await page.goto(`${serverUrl}/signin`);
+  await page.getByRole('textbox', { name: 'Username', exact: true }).fill(user);
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await page.getByRole('button', { name: 'New meeting', exact: true }).click();
+  await page.getByRole('button', { name: 'Create meeting', exact: true }).click();
+  const invite = (await page.getByLabel('Invite link', { exact: true }).first().textContent()).trim();
+  await page.getByRole('button', { name: 'Start', exact: true }).first().click();
+  await page.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+  return invite;
+}

@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
-import { dropSocket, eventually, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
+import { dropSocket, eventually, openBrowser, received, screenshot, hostStartsMeeting, startServer, storySteps } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
@@ -35,16 +35,8 @@ describe('a meeting in the browser', () => {
 
   step('host signs in, creates a meeting and joins it', async () => {
     const p = host.page;
-    await p.goto(`${server.url}/signin`);
-    await p.getByRole('textbox', { name: 'Username', exact: true }).fill(HOST);
-    await p.getByLabel('Password', { exact: true }).fill(PASSWORD);
-    await p.getByRole('button', { name: 'Sign in', exact: true }).click();
-    await p.getByRole('button', { name: 'New meeting', exact: true }).click();
-    await p.getByRole('button', { name: 'Create meeting', exact: true }).click();
-    invite = (await p.getByLabel('Invite link', { exact: true }).first().textContent()).trim();
+    invite = await hostStartsMeeting(p, server.url, HOST, PASSWORD);
     assert.match(invite, /^http:\/\/127\.0\.0\.1:\d+\//);
-    await p.getByRole('button', { name: 'Start', exact: true }).first().click();
-    await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
   });
 
   step('guest waits in the waiting room until the host admits them', async () => {

@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
-import { eventually, openBrowser, screenshot, startServer, storySteps } from './harness.js';
+import { eventually, openBrowser, screenshot, hostStartsMeeting, startServer, storySteps } from './harness.js';
 
 const HOST = 'hedy';
 const PASSWORD = 'correct horse battery staple';
@@ -107,15 +107,7 @@ describe('simulcast from the browser', () => {
 
   step('the host starts a meeting and two viewers without cameras are admitted', async () => {
     const p = host.page;
-    await p.goto(`${server.url}/signin`);
-    await p.getByRole('textbox', { name: 'Username', exact: true }).fill(HOST);
-    await p.getByLabel('Password', { exact: true }).fill(PASSWORD);
-    await p.getByRole('button', { name: 'Sign in', exact: true }).click();
-    await p.getByRole('button', { name: 'New meeting', exact: true }).click();
-    await p.getByRole('button', { name: 'Create meeting', exact: true }).click();
-    invite = (await p.getByLabel('Invite link', { exact: true }).first().textContent()).trim();
-    await p.getByRole('button', { name: 'Start', exact: true }).first().click();
-    await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    invite = await hostStartsMeeting(p, server.url, HOST, PASSWORD);
     // Only the host publishes video: the viewers join with the camera off
     // (three browsers encoding 720p would be more than this machine has).
     for (const [name, b] of [['Large', large], ['Small', small]]) {
