@@ -48,6 +48,11 @@ function frameKind(kind, frame) {
   return 'vp8';
 }
 
+/** The ArrayBuffer of exactly `bytes` (wasm may hand back a view into a larger one). */
+function ownBuffer(bytes) {
+  return bytes.buffer.byteLength === bytes.byteLength ? bytes.buffer : bytes.slice().buffer;
+}
+
 function encryptStream(kind) {
   return new TransformStream({
     transform(frame, controller) {
@@ -63,7 +68,7 @@ function encryptStream(kind) {
       }
       try {
         const out = crypto.encrypt(k, new Uint8Array(frame.data));
-        frame.data = out.buffer.byteLength === out.byteLength ? out.buffer : out.slice().buffer;
+        frame.data = ownBuffer(out);
         counts.sent += 1;
         controller.enqueue(frame);
       } catch (err) {
@@ -85,7 +90,7 @@ function decryptStream(kind) {
       const k = frameKind(kind, frame) || 'vp8';
       try {
         const out = crypto.decrypt(k, new Uint8Array(frame.data), Date.now());
-        frame.data = out.buffer.byteLength === out.byteLength ? out.buffer : out.slice().buffer;
+        frame.data = ownBuffer(out);
         counts.received += 1;
         controller.enqueue(frame);
       } catch (err) {
