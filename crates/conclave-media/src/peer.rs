@@ -121,6 +121,9 @@ pub(crate) struct Peer {
     pub(crate) estimate: Option<u64>,
     /// The desired bitrate last given to str0m's BWE, bits per second.
     pub(crate) desired: u64,
+    /// Packets written since the last timeout: how many timeouts the next
+    /// one may take to release them (str0m's pacer lets out one per timeout).
+    pub(crate) unsent: usize,
 }
 
 impl Peer {
@@ -138,17 +141,19 @@ impl Peer {
             stats: PeerStats::default(),
             estimate: None,
             desired: 0,
+            unsent: 0,
         }
     }
 
     /// Polls the `Rtc` until it asks for time, as str0m requires after every
-    /// mutation.
+    /// mutation. Returns how many datagrams it gave out.
     pub(crate) fn drain(
         &mut self,
         now: Instant,
         transmits: &mut TransmitQueue,
         work: &mut VecDeque<(PeerId, PeerOutput)>,
-    ) {
+    ) -> usize {
+        let mut sent = 0;
         for _ in 0..MAX_OUTPUTS_PER_DRAIN {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
@@ -158,9 +163,10 @@ impl Peer {
                         // DTLS fingerprint); the router forgets the peer.
                         work.push_back((self.id, PeerOutput::Closed));
                     }
-                    return;
+                    return sent;
                 }
                 Ok(Output::Transmit(t)) => {
+                    sent += 1;
                     let contents: Vec<u8> = t.contents.into();
                     let len = contents.len() as u64;
                     let queued = transmits.push(Transmit {
@@ -182,12 +188,13 @@ impl Peer {
                     } else {
                         work.push_back((self.id, PeerOutput::Closed));
                     }
-                    return;
+                    return sent;
                 }
             }
         }
         tracing::error!(peer = %self.id, "WebRTC output did not settle; polling again");
         self.next_timeout = now;
+        sent
     }
 
     fn on_event(&mut self, e: RtcEvent, work: &mut VecDeque<(PeerId, PeerOutput)>) {
@@ -231,17 +238,20 @@ impl Peer {
         work.push_back((self.id, output));
     }
 
+    /// Asks for a timeout at `now`: written packets leave str0m only after
+    /// one, and one timeout serves every packet written before it.
+    pub(crate) fn wake(&mut self, now: Instant) {
+        self.next_timeout = self.next_timeout.min(now);
+    }
+
     /// Starts receiving `track` on the m-line `mid`, which the last answer
     /// made live. False if str0m has no send stream for it (nothing changed).
     pub(crate) fn subscribe(&mut self, track: TrackId, kind: MediaKind, mid: Mid) -> bool {
-        let Some(ssrc) = self
-            .rtc
-            .direct_api()
-            .stream_tx_by_mid(mid, None)
-            .map(|s| s.ssrc())
-        else {
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return false;
         };
+        let ssrc = stream.ssrc();
         self.outgoing.insert(
             mid,
             Outgoing {
@@ -260,7 +270,8 @@ impl Peer {
 
     /// Writes a publisher's `packet` (codec `params`) to the stream on `mid`
     /// under this peer's SSRC, sequence numbers and timestamps. False if it
-    /// was dropped. The caller must drain afterwards.
+    /// was dropped. str0m sends it only after its next timeout: the caller
+    /// makes the peer due ([`Peer::wake`]) rather than draining it per packet.
     pub(crate) fn forward(&mut self, mid: Mid, params: &PayloadParams, packet: &RtpPacket) -> bool {
         let Some(out) = self.outgoing.get_mut(&mid) else {
             return false;
@@ -309,6 +320,7 @@ impl Peer {
             return false;
         };
         stream.write_rtp(write);
+        self.unsent += 1;
         true
     }
 }

@@ -85,6 +85,11 @@ const AUDIO_ALLOWANCE: u64 = 64_000;
 /// same instant waits before it gets one.
 const PACER_SPIN_GUARD: Duration = Duration::from_millis(1);
 
+/// Timeouts given to one peer in one [`Router::handle_timeout`], at most:
+/// each releases one packet from str0m's pacer, so this bounds how much of
+/// a backlog one peer sends before the others get a turn.
+const MAX_TIMEOUTS_PER_CALL: usize = 256;
+
 /// How often the active speaker is re-evaluated, at most.
 const SPEAKER_POLL: Duration = Duration::from_millis(100);
 
@@ -457,14 +462,25 @@ impl Router {
             let Some(peer) = self.peers.get_mut(id) else {
                 continue;
             };
-            if let Err(error) = peer.rtc.handle_input(Input::Timeout(now)) {
-                peer.stats.rtc_errors += 1;
-                tracing::debug!(peer = %id, %error, "timeout refused");
+            // str0m's pacer (on with BWE) releases one packet per timeout
+            // and then asks for another at once: give it one per packet
+            // written since the last call, so a burst leaves now rather than
+            // one packet per millisecond. Not more: the pacer's request after
+            // the last packet is for a queue that is empty by then, and a
+            // timeout that sends nothing yet asks for another "now" would
+            // spin; both wait for the clock to move.
+            let budget = peer.unsent.clamp(1, MAX_TIMEOUTS_PER_CALL);
+            peer.unsent = 0;
+            for _ in 0..budget {
+                if let Err(error) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    peer.stats.rtc_errors += 1;
+                    tracing::debug!(peer = %id, %error, "timeout refused");
+                }
+                let sent = peer.drain(now, &mut self.transmits, &mut self.work);
+                if sent == 0 || peer.next_timeout > now {
+                    break;
+                }
             }
-            peer.drain(now, &mut self.transmits, &mut self.work);
-            // str0m's pacer (on with BWE) acts only once time has moved on
-            // since its last timeout, and may ask for one "now" again: wait
-            // for the clock to move rather than spin at this instant.
             if peer.next_timeout <= now {
                 peer.next_timeout = now + PACER_SPIN_GUARD;
             }
@@ -843,7 +859,7 @@ impl Router {
             received = true;
             if sub.forward(sub_mid, &params, packet) {
                 sub.stats.rtp_forwarded += 1;
-                sub.drain(now, &mut self.transmits, &mut self.work);
+                sub.wake(now);
             } else {
                 sub.stats.rtp_dropped += 1;
             }

@@ -64,16 +64,22 @@ impl Worker {
                     Ok(()) => self.receive(),
                     Err(e) => tracing::debug!(error = %e, "media socket"),
                 },
-                () = sleep_until(sleep), if sleep.is_some() => {
-                    let now = Instant::now();
-                    for m in self.meetings.values_mut() {
-                        if m.router.poll_timeout().is_some_and(|t| t <= now) {
-                            m.router.handle_timeout(now);
-                        }
-                    }
-                }
+                () = sleep_until(sleep), if sleep.is_some() => {}
             }
+            // Every branch can make timers due: forwarding a packet makes its
+            // subscribers due at once. Running them here, not on the next turn
+            // of the loop, keeps the runtime's millisecond timer out of the
+            // forwarding path.
+            self.timeouts(Instant::now());
             self.flush().await;
+        }
+    }
+
+    fn timeouts(&mut self, now: Instant) {
+        for m in self.meetings.values_mut() {
+            if m.router.poll_timeout().is_some_and(|t| t <= now) {
+                m.router.handle_timeout(now);
+            }
         }
     }
 
