@@ -616,6 +616,7 @@ impl ClientPeer {
     /// Sends every frame whose time has come; returns when the next is due.
     fn send_due(&mut self, now: Instant) -> Result<Instant, PeerError> {
         let mut next = now + Duration::from_millis(100);
+        let mut written = false;
         for i in 0..self.sources.len() {
             loop {
                 let src = &mut self.sources[i];
@@ -688,8 +689,15 @@ impl ClientPeer {
                     }
                 }
                 self.stats.sent_frames.insert(mid.to_string(), sent);
-                self.drain(now)?;
+                written = true;
             }
+        }
+        if written {
+            // str0m sends written packets only after a timeout has stamped
+            // them; without one here they would wait for the next call, a
+            // millisecond or more, which the latency figures would count.
+            self.rtc.handle_input(Input::Timeout(now))?;
+            self.drain(now)?;
         }
         Ok(next)
     }
