@@ -149,6 +149,7 @@ impl Rooms {
             me: tx.clone(),
             meeting: Meeting::new(record.core_config(), bans),
             sinks: HashMap::new(),
+            last_sent: None,
             rooms: Arc::clone(self),
         };
         tokio::spawn(room.run(rx));
@@ -177,6 +178,10 @@ struct Room {
     me: mpsc::Sender<RoomCmd>,
     meeting: Meeting,
     sinks: HashMap<ConnId, mpsc::Sender<Outbound>>,
+    /// The last message sent and its encoding. The core hands out a
+    /// broadcast as the same message once per member, in a row: comparing
+    /// with the last one encodes it once, not once per member.
+    last_sent: Option<(ServerMessage, Outbound)>,
     rooms: Arc<Rooms>,
 }
 
@@ -250,7 +255,7 @@ impl Room {
     async fn carry_out(&mut self) {
         while let Some(out) = self.meeting.poll_output() {
             match out {
-                Output::Send { conn, msg } => self.send(conn, &msg),
+                Output::Send { conn, msg } => self.send(conn, msg),
                 // Dropping the queue's sender closes it once drained.
                 Output::Close { conn } => {
                     self.sinks.remove(&conn);
@@ -278,20 +283,30 @@ impl Room {
         self.sinks.retain(|conn, _| meeting.has_seat(*conn));
     }
 
-    fn send(&mut self, conn: ConnId, msg: &ServerMessage) {
+    fn send(&mut self, conn: ConnId, msg: ServerMessage) {
         let Some(sink) = self.sinks.get(&conn) else {
             return;
         };
-        let text: Outbound = match serde_json::to_string(msg) {
-            Ok(t) => t.into(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a server message");
-                return;
+        let text = match &self.last_sent {
+            Some((last, text)) if *last == msg => Arc::clone(text),
+            _ => {
+                let text: Outbound = match serde_json::to_string(&msg) {
+                    Ok(t) => t.into(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode a server message");
+                        return;
+                    }
+                };
+                self.last_sent = Some((msg, Arc::clone(&text)));
+                text
             }
         };
         if sink.try_send(text).is_err() {
             // Too slow (or gone): drop it; it may resume with its token.
-            tracing::warn!(meeting = %self.id, conn = conn.0, "client queue full, disconnecting");
+            tracing::warn!(
+                meeting = %self.id, conn = conn.0, kind = self.last_sent.as_ref().map(|(m, _)| m.kind()),
+                "client queue full, disconnecting"
+            );
             self.sinks.remove(&conn);
             self.meeting
                 .handle(Input::Disconnected { conn }, std::time::Instant::now());

@@ -20,6 +20,7 @@ use conclave_proto::{
     ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, MeetingId, ResumeToken, ServerMessage,
     parse_client_message,
 };
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
@@ -36,6 +37,8 @@ const FLOOD_STRIKES: u32 = 20;
 const GUEST_COOKIE_SECS: i64 = 365 * 24 * 3600;
 /// How often the server pings an idle socket.
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(25);
+/// Messages written to a member's socket per flush, at most.
+const WRITE_BATCH: usize = 64;
 /// WebSocket close code for "policy violation".
 const CLOSE_POLICY: u16 = 1008;
 
@@ -198,6 +201,25 @@ async fn send(ws: &mut WsSink, msg: &ServerMessage) -> bool {
     }
 }
 
+/// Writes `first` and whatever else the room has queued for this member
+/// (up to [`WRITE_BATCH`] messages), then flushes once: a burst, such as a
+/// hundred people joining, costs one socket write, not one per message, so
+/// the writer keeps up with the room instead of letting its queue overflow.
+async fn write_queued(
+    ws: &mut SplitSink<WebSocket, Message>,
+    first: Arc<str>,
+    queue: &mut mpsc::Receiver<Arc<str>>,
+) -> Result<(), axum::Error> {
+    ws.feed(Message::Text(first.as_ref().into())).await?;
+    for _ in 1..WRITE_BATCH {
+        let Ok(text) = queue.try_recv() else {
+            break;
+        };
+        ws.feed(Message::Text(text.as_ref().into())).await?;
+    }
+    ws.flush().await
+}
+
 impl Connection {
     async fn run(self, socket: WebSocket, _permit: OwnedSemaphorePermit, mut slot: PendingSlot) {
         let (mut ws_tx, mut ws_rx) = socket.split();
@@ -230,7 +252,7 @@ impl Connection {
                 }
                 out = outbound.recv(), if in_room => match out {
                     Some(text) => {
-                        if ws_tx.send(Message::Text(text.as_ref().into())).await.is_err() {
+                        if write_queued(&mut ws_tx, text, &mut outbound).await.is_err() {
                             break;
                         }
                     }
