@@ -9,6 +9,7 @@ mod harness;
 
 use std::time::Duration;
 
+use conclave_media::router::DEFAULT_INITIAL_BANDWIDTH;
 use conclave_media::{PeerId, Rid};
 use harness::{Net, Received, Signal};
 use str0m::Event;
@@ -309,6 +310,44 @@ fn a_track_without_simulcast_is_forwarded_as_before() {
     }
     assert_eq!(net.router.forwarded_layer(B, mid), Some(None));
     assert_eq!(net.client(B).received().len(), 20);
+}
+
+/// A single video stream above the starting estimate: there is no layer to
+/// drop to, so the subscriber's estimate must grow to carry it (str0m paces
+/// at 1.1 times the estimate; one stuck at the start would hold the stream
+/// back in the pacer's queue).
+#[test]
+fn the_estimate_grows_to_carry_a_video_without_simulcast() {
+    let mut net = Net::new();
+    net.join(A, A_ADDR, &[MediaKind::Video]);
+    net.join(B, B_ADDR, &[]);
+    net.connect_all();
+    let video = net.client(A).sending[0].0;
+    let mid = forwarded_mid(&net, B, A, video);
+    let vp8 = net.client(A).pt_of(Codec::Vp8);
+    let mut payload = vec![0x10, 0x31, 1, 2];
+    payload.resize(1_000, 0xee);
+    // 30 frames a second of 14 packets of 1,000 bytes (3.4 Mbit/s) for 6 s.
+    let mut sent = 0u64;
+    for frame in 0..180u32 {
+        for i in 0..14 {
+            net.send_rtp(A, video, vp8, 500 + sent, frame * 3_000, i == 13, &payload);
+            sent += 1;
+        }
+        net.run_for(Duration::from_millis(33));
+    }
+    let estimate = net.router.bandwidth_estimate(B).expect("an estimate");
+    assert!(
+        estimate > DEFAULT_INITIAL_BANDWIDTH,
+        "estimate {estimate} bit/s"
+    );
+    let got = net
+        .client(B)
+        .received()
+        .iter()
+        .filter(|r| r.mid == Some(mid))
+        .count() as u64;
+    assert!(got * 100 >= sent * 98, "{got} of {sent} packets");
 }
 
 /// A and C publish audio only; B listens.
