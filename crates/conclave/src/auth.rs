@@ -7,13 +7,18 @@
 //! allocated here, not by the argon2 crate, so that it goes back to the kernel
 //! after each hash ([`argon2_memory`]). Session cookies, API tokens and
 //! sign-in links are 256-bit random strings of which only the SHA-256 is stored.
+//! A meeting passcode argon2 accepted once is then accepted without it
+//! ([`Accepted`]), so a meeting's start does not queue its guests.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,7 @@ pub struct Hasher {
     /// A hash of a random string, checked against when there is nothing real to
     /// check (unknown meeting, unknown user), so that both cost the same time.
     dummy: Arc<String>,
+    accepted: Arc<Accepted>,
 }
 
 impl Hasher {
@@ -61,6 +67,7 @@ impl Hasher {
         Ok(Hasher {
             permits: Arc::new(Semaphore::new(permits.max(1))),
             dummy: Arc::new(dummy),
+            accepted: Arc::new(Accepted::new()),
         })
     }
 
@@ -83,6 +90,77 @@ impl Hasher {
             .await
             .unwrap_or(false);
         ok && real
+    }
+
+    /// [`Hasher::verify`] for a meeting passcode: a passcode argon2 has
+    /// accepted for this stored hash before is accepted again without it.
+    /// Anything else, a wrong guess included, takes the full argon2 check.
+    pub async fn verify_passcode(&self, passcode: String, hash: Option<String>) -> bool {
+        if let Some(hash) = &hash
+            && self.accepted.contains(hash, &passcode)
+        {
+            return true;
+        }
+        let ok = self.verify(passcode.clone(), hash.clone()).await;
+        if ok && let Some(hash) = hash {
+            self.accepted.insert(hash, &passcode);
+        }
+        ok
+    }
+}
+
+/// Entries in [`Accepted`] before it is emptied (it refills as guests join).
+const MAX_ACCEPTED: usize = 10_000;
+
+/// Meeting passcodes argon2 has accepted, each next to the stored hash it
+/// matched, kept as HMAC-SHA256 under a key that exists only in this process.
+///
+/// Everyone invited to a meeting types the same passcode, and a meeting
+/// starts with everyone joining at once: with one argon2 check each (19 MiB,
+/// tens of milliseconds, a few at a time) the hundredth guest waited seconds
+/// for the ninety-nine before. Remembering what argon2 accepted makes every
+/// later join with the same passcode a MAC away. A wrong guess matches
+/// nothing here and still pays for argon2, so guessing costs what it did.
+/// A new passcode is a new stored hash, so an old entry never matches again.
+/// The plain passcode is not kept, and the MAC is useless without the key.
+struct Accepted {
+    key: [u8; 32],
+    by_hash: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+impl Accepted {
+    fn new() -> Self {
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        Accepted {
+            key,
+            by_hash: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn mac(&self, passcode: &str) -> [u8; 32] {
+        // HMAC takes a key of any length; this one is 32 bytes.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
+            return [0; 32];
+        };
+        mac.update(passcode.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn contains(&self, hash: &str, passcode: &str) -> bool {
+        let mac = self.mac(passcode);
+        let map = self.by_hash.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(hash)
+            .is_some_and(|known| bool::from(known.ct_eq(&mac)))
+    }
+
+    fn insert(&self, hash: String, passcode: &str) {
+        let mac = self.mac(passcode);
+        let mut map = self.by_hash.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_ACCEPTED {
+            map.clear();
+        }
+        map.insert(hash, mac);
     }
 }
 
@@ -212,6 +290,28 @@ mod tests {
         assert!(!h.verify("wrong".into(), Some(hash)).await);
         assert!(!h.verify("anything".into(), None).await);
         assert!(!h.verify("x".into(), Some("not a hash".into())).await);
+    }
+
+    #[tokio::test]
+    async fn a_passcode_once_accepted_is_remembered_for_its_hash_only() {
+        let h = Hasher::new(2).unwrap();
+        let hash = h.hash("4711".into()).await.unwrap();
+        let other = h.hash("4711".into()).await.unwrap();
+        assert!(!h.accepted.contains(&hash, "4711"));
+        assert!(!h.verify_passcode("1234".into(), Some(hash.clone())).await);
+        assert!(
+            !h.accepted.contains(&hash, "1234"),
+            "a wrong guess is not kept"
+        );
+        assert!(h.verify_passcode("4711".into(), Some(hash.clone())).await);
+        assert!(h.accepted.contains(&hash, "4711"));
+        // Served from memory now, and still exact: a wrong guess is refused.
+        assert!(h.verify_passcode("4711".into(), Some(hash.clone())).await);
+        assert!(!h.verify_passcode("4712".into(), Some(hash.clone())).await);
+        // The same passcode under another stored hash (another meeting, or a
+        // changed passcode) is checked by argon2 again.
+        assert!(!h.accepted.contains(&other, "4711"));
+        assert!(!h.verify_passcode("4711".into(), None).await);
     }
 
     /// Hashes stored before this module computed argon2 itself (by the

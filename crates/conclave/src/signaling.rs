@@ -415,7 +415,7 @@ impl Connection {
                 let typed = normalize_passcode(&passcode.unwrap_or_default());
                 let hash = record.as_ref().and_then(|r| r.passcode_hash.clone());
                 // Runs argon2 even for an unknown meeting: same answer, same time.
-                if !self.state.hasher.verify(typed, hash).await {
+                if !self.state.hasher.verify_passcode(typed, hash).await {
                     return Attempt::Refused(
                         self.failed("wrong passcode or unknown meeting").await,
                     );
