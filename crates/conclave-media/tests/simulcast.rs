@@ -14,7 +14,7 @@ use conclave_media::{PeerId, Rid};
 use harness::{Net, Received, Signal};
 use str0m::Event;
 use str0m::format::Codec;
-use str0m::media::{MediaKind, Mid};
+use str0m::media::{MediaKind, Mid, Pt};
 use str0m::rtp::RtpWrite;
 
 const A: PeerId = PeerId(1);
@@ -285,8 +285,9 @@ fn subscribers_get_different_layers_and_the_unwatched_one_goes_nowhere() {
     assert!(c.iter().skip(10).all(|l| *l == 2), "{c:?}");
 }
 
-#[test]
-fn a_track_without_simulcast_is_forwarded_as_before() {
+/// A publishes one video stream without simulcast; B receives it. Returns
+/// A's m-line, B's m-line for it and A's VP8 payload type.
+fn single_video() -> (Net, Mid, Mid, Pt) {
     let mut net = Net::new();
     net.join(A, A_ADDR, &[MediaKind::Video]);
     net.join(B, B_ADDR, &[]);
@@ -294,6 +295,12 @@ fn a_track_without_simulcast_is_forwarded_as_before() {
     let video = net.client(A).sending[0].0;
     let mid = forwarded_mid(&net, B, A, video);
     let vp8 = net.client(A).pt_of(Codec::Vp8);
+    (net, video, mid, vp8)
+}
+
+#[test]
+fn a_track_without_simulcast_is_forwarded_as_before() {
+    let (mut net, video, mid, vp8) = single_video();
     // A view size changes nothing for a single stream.
     net.router.set_view_size(B, A, video, 10, 10);
     for seq in 0..20u64 {
@@ -318,13 +325,7 @@ fn a_track_without_simulcast_is_forwarded_as_before() {
 /// back in the pacer's queue).
 #[test]
 fn the_estimate_grows_to_carry_a_video_without_simulcast() {
-    let mut net = Net::new();
-    net.join(A, A_ADDR, &[MediaKind::Video]);
-    net.join(B, B_ADDR, &[]);
-    net.connect_all();
-    let video = net.client(A).sending[0].0;
-    let mid = forwarded_mid(&net, B, A, video);
-    let vp8 = net.client(A).pt_of(Codec::Vp8);
+    let (mut net, video, mid, vp8) = single_video();
     let mut payload = vec![0x10, 0x31, 1, 2];
     payload.resize(1_000, 0xee);
     // 30 frames a second of 14 packets of 1,000 bytes (3.4 Mbit/s) for 6 s.
