@@ -234,9 +234,12 @@ fn a_falling_bandwidth_estimate_moves_the_subscriber_down() {
         n += 1;
         d.destination == b_addr && n.is_multiple_of(3)
     }));
+    // str0m's estimator usually falls within 5 s; in about one run in 60
+    // (which datagrams are lost depends on random SSRCs and the order they
+    // give) it first holds at ~430 kbit/s for some 20 s more.
     let mut waited = 0;
     while net.router.forwarded_layer(B, mid) == rid("f") {
-        assert!(waited < 15, "still on f after {waited} s");
+        assert!(waited < 45, "still on f after {waited} s");
         publisher.run(&mut net, 1_000);
         waited += 1;
     }
