@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::participant::{self, Channel, Outcome, Phase};
+use crate::participant::{self, Channel, Outcome, Phase, Sends};
 
 const PASSWORD: &str = "benchmark password 1";
 /// How long a participant waits for admission.
@@ -157,7 +157,7 @@ impl Server {
 pub async fn participant(
     invite: Invite,
     name: String,
-    publish: bool,
+    sends: Sends,
     bind: IpAddr,
     phase: watch::Receiver<Phase>,
 ) -> Outcome {
@@ -170,21 +170,16 @@ pub async fn participant(
         let mut sig = Signaling::connect(&invite, None).await?;
         sig.join(&name, invite.passcode.as_deref(), false, PATIENCE)
             .await?;
-        if publish {
+        if sends != Sends::Nothing {
             sig.send(&ClientMessage::SetMedia {
                 audio: Some(true),
-                video: Some(true),
+                video: Some(sends == Sends::AudioVideo),
                 screen: None,
             })
             .await?;
         }
         let (socket, local) = participant::bind(bind).await?;
-        let sources = if publish {
-            participant::publisher_sources()
-        } else {
-            Vec::new()
-        };
-        let (peer, offer) = ClientPeer::new(local, sources, Instant::now())?;
+        let (peer, offer) = ClientPeer::new(local, sends.sources(), Instant::now())?;
         sig.send(&offer).await?;
         anyhow::Ok((sig, socket, peer))
     };

@@ -4,8 +4,10 @@
 //! Load: rooms × publishers × subscribers. Each publisher sends synthetic
 //! video (130 one-packet frames/s of 1,100 bytes) and audio (50 frames/s of
 //! 100 bytes), every frame stamped with its send time and a counter; every
-//! participant receives every publisher of its room except itself. All
-//! participants are str0m peers of `conclave-client` in this one process.
+//! participant receives every publisher of its room except itself. With
+//! `--audio-senders N`, N of the subscribers send audio too (a meeting where
+//! everyone talks and a few show video). All participants are str0m peers
+//! of `conclave-client` in this one process.
 //!
 //! Figures (printed as one JSON object on the last line of output):
 //! - `cpu_s_per_1000_packets`: utime+stime of the server process only, over
@@ -35,7 +37,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use participant::{Outcome, Phase};
+use participant::{Outcome, Phase, Sends};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Target {
@@ -72,6 +74,10 @@ struct Args {
     publishers: usize,
     #[arg(long, default_value_t = 4)]
     subscribers: usize,
+    /// Of the subscribers, how many also send audio (Conclave only): with
+    /// it, a meeting where everyone talks and a few show video.
+    #[arg(long, default_value_t = 0)]
+    audio_senders: usize,
     /// Length of the measuring window.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -164,7 +170,7 @@ async fn load(
                     let t = tokio::spawn(conclave_target::participant(
                         invite.clone(),
                         format!("pub{r}-{p}"),
-                        true,
+                        Sends::AudioVideo,
                         args.client_ip,
                         phase.clone(),
                     ));
@@ -173,10 +179,15 @@ async fn load(
                 // Subscribers join once publishers send, for the join time.
                 tokio::time::sleep(Duration::from_millis(1500)).await;
                 for i in 0..subscribers {
+                    let sends = if i < args.audio_senders {
+                        Sends::Audio
+                    } else {
+                        Sends::Nothing
+                    };
                     let t = tokio::spawn(conclave_target::participant(
                         invite.clone(),
                         format!("sub{r}-{i}"),
-                        false,
+                        sends,
                         args.client_ip,
                         phase.clone(),
                     ));
@@ -309,7 +320,7 @@ async fn idle_memory(args: &Args, server: &Running, n: usize) -> anyhow::Result<
         tasks.push(tokio::spawn(conclave_target::participant(
             invite.clone(),
             format!("idle{i}"),
-            false,
+            Sends::Nothing,
             args.client_ip,
             phase.clone(),
         )));
@@ -346,6 +357,12 @@ async fn main() -> anyhow::Result<()> {
             .init();
     }
     let args = Args::parse();
+    // The Janus side has no audio-only publisher: a comparison would not be
+    // the same load.
+    anyhow::ensure!(
+        args.audio_senders == 0 || args.target == Target::Conclave,
+        "--audio-senders is for --target conclave only"
+    );
     let server = match args.target {
         Target::Conclave => Running::Conclave(
             conclave_target::Server::start(
@@ -369,6 +386,7 @@ async fn main() -> anyhow::Result<()> {
         "rooms": args.rooms,
         "publishers": args.publishers,
         "subscribers": args.subscribers,
+        "audio_senders": args.audio_senders,
         "server_rss_idle_mib": round(rss_idle_server as f64 / 1048576.0, 1),
     });
     if args.idle > 0 {

@@ -40,19 +40,35 @@ pub struct Outcome {
 /// The load a publisher sends: video of 130 one-packet frames a second of
 /// 1,100 bytes (~1.1 Mbit/s of payload, ~1.2 Mbit/s on the wire) and Opus-like
 /// audio of 50 frames a second of 100 bytes, each stamped with its send time.
-pub fn publisher_sources() -> Vec<SourceMedia> {
-    vec![
-        SourceMedia::Synthetic {
+/// What a participant of the load sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sends {
+    /// Receives only.
+    Nothing,
+    /// Opus-like audio only: someone who talks with the camera off.
+    Audio,
+    /// A 1.4 Mbit/s video (130 packets/s of 1,100 bytes) and audio.
+    AudioVideo,
+}
+
+impl Sends {
+    pub fn sources(self) -> Vec<SourceMedia> {
+        let video = SourceMedia::Synthetic {
             video: true,
             bytes: 1100,
             fps: 130,
-        },
-        SourceMedia::Synthetic {
+        };
+        let audio = SourceMedia::Synthetic {
             video: false,
             bytes: 100,
             fps: 50,
-        },
-    ]
+        };
+        match self {
+            Sends::Nothing => Vec::new(),
+            Sends::Audio => vec![audio],
+            Sends::AudioVideo => vec![video, audio],
+        }
+    }
 }
 
 pub fn total_frames(stats: &PeerStats) -> u64 {
