@@ -269,8 +269,11 @@ pub async fn publisher(
     let setup = async {
         let h = api.attach().await?;
         let (socket, local) = participant::bind(bind).await?;
-        let (mut peer, offer) =
-            ClientPeer::new(local, participant::Sends::AudioVideo.sources(), Instant::now())?;
+        let (mut peer, offer) = ClientPeer::new(
+            local,
+            participant::Sends::AudioVideo.sources(),
+            Instant::now(),
+        )?;
         let ClientMessage::MediaOffer { sdp, .. } = offer else {
             anyhow::bail!("the peer made no offer");
         };
