@@ -16,7 +16,7 @@ use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
-use str0m::{Event as RtcEvent, IceConnectionState, Output, Rtc};
+use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
 use crate::rewrite::{Rewriter, SourcePacket};
 use crate::stats::PeerStats;
@@ -28,6 +28,19 @@ const MAX_OUTPUTS_PER_DRAIN: usize = 100_000;
 
 /// When to poll an `Rtc` again after it returned an error but lives on.
 const RETRY_AFTER_ERROR: Duration = Duration::from_millis(10);
+
+/// How long a peer whose timeout just ran and that asks for another at the
+/// same instant waits before it gets one.
+const PACER_SPIN_GUARD: Duration = Duration::from_millis(1);
+
+/// Timeouts given to one peer in one [`Peer::release`], at most: each lets
+/// one packet out of str0m's send queue, so this bounds how much of a
+/// backlog one peer sends before the others get a turn.
+const MAX_TIMEOUTS_PER_CALL: usize = 256;
+
+/// After each packet str0m's pacer asks for its next timeout this much
+/// after the last one: it wants time to move between two packets.
+const PACER_STEP: Duration = Duration::from_micros(1);
 
 /// The shell's name for a peer: one member's media session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,8 +134,8 @@ pub(crate) struct Peer {
     pub(crate) estimate: Option<u64>,
     /// The desired bitrate last given to str0m's BWE, bits per second.
     pub(crate) desired: u64,
-    /// Packets written since the last timeout: how many timeouts the next
-    /// one may take to release them (str0m's pacer lets out one per timeout).
+    /// Packets written and not yet seen leave: how many timeouts the next
+    /// [`Peer::release`] may take (str0m lets out one per timeout).
     pub(crate) unsent: usize,
 }
 
@@ -239,9 +252,51 @@ impl Peer {
     }
 
     /// Asks for a timeout at `now`: written packets leave str0m only after
-    /// one, and one timeout serves every packet written before it.
+    /// one (see [`Peer::release`]).
     pub(crate) fn wake(&mut self, now: Instant) {
         self.next_timeout = self.next_timeout.min(now);
+    }
+
+    /// The peer's timeout is due: runs str0m's timers and lets out the
+    /// packets written since.
+    ///
+    /// str0m's send queue (its pacer, with bandwidth estimation on) lets out
+    /// one packet per timeout and then asks for the next timeout one
+    /// microsecond later. Waiting for the clock to get there would send a
+    /// burst at one packet per turn of the worker's loop, or per millisecond
+    /// of the runtime's timer when the worker is idle; so each packet's
+    /// follow-up timeout is given at once, with str0m's clock stepped by
+    /// that microsecond (ahead of `now` by at most [`MAX_TIMEOUTS_PER_CALL`]
+    /// µs, and str0m ignores a timeout that would move its clock back). A
+    /// timeout that sends nothing ends the call: the queue is empty. One
+    /// that asks to run again at the very same instant waits a
+    /// [`PACER_SPIN_GUARD`] rather than spin.
+    pub(crate) fn release(
+        &mut self,
+        now: Instant,
+        transmits: &mut TransmitQueue,
+        work: &mut VecDeque<(PeerId, PeerOutput)>,
+    ) {
+        let mut clock = now;
+        for _ in 0..self.unsent.clamp(1, MAX_TIMEOUTS_PER_CALL) {
+            if let Err(error) = self.rtc.handle_input(Input::Timeout(clock)) {
+                self.stats.rtc_errors += 1;
+                tracing::debug!(peer = %self.id, %error, "timeout refused");
+            }
+            let sent = self.drain(clock, transmits, work);
+            if sent == 0 {
+                self.unsent = 0;
+                break;
+            }
+            self.unsent = self.unsent.saturating_sub(sent);
+            if self.next_timeout > clock + PACER_STEP {
+                break;
+            }
+            clock = clock.max(self.next_timeout);
+        }
+        if self.next_timeout <= now {
+            self.next_timeout = now + PACER_SPIN_GUARD;
+        }
     }
 
     /// Starts receiving `track` on the m-line `mid`, which the last answer
@@ -252,6 +307,13 @@ impl Peer {
             return false;
         };
         let ssrc = stream.ssrc();
+        // Forwarded packets leave as they came: the publisher paced them
+        // already, and str0m's pacer (1.1 times the estimate) would queue a
+        // video that has no smaller layer for seconds. The estimate still
+        // steers the simulcast layer choice, and str0m still probes with
+        // padding when we ask for more (as other SFUs do, they pace nothing
+        // they forward).
+        stream.set_unpaced(true);
         self.outgoing.insert(
             mid,
             Outgoing {

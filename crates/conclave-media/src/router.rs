@@ -81,15 +81,6 @@ const MAX_LAYERS: usize = 4;
 /// per second, before video is shared out.
 const AUDIO_ALLOWANCE: u64 = 64_000;
 
-/// How long a peer whose timeout just ran and that asks for another at the
-/// same instant waits before it gets one.
-const PACER_SPIN_GUARD: Duration = Duration::from_millis(1);
-
-/// Timeouts given to one peer in one [`Router::handle_timeout`], at most:
-/// each releases one packet from str0m's pacer, so this bounds how much of
-/// a backlog one peer sends before the others get a turn.
-const MAX_TIMEOUTS_PER_CALL: usize = 256;
-
 /// How often the active speaker is re-evaluated, at most.
 const SPEAKER_POLL: Duration = Duration::from_millis(100);
 
@@ -462,28 +453,7 @@ impl Router {
             let Some(peer) = self.peers.get_mut(id) else {
                 continue;
             };
-            // str0m's pacer (on with BWE) releases one packet per timeout
-            // and then asks for another at once: give it one per packet
-            // written since the last call, so a burst leaves now rather than
-            // one packet per millisecond. Not more: the pacer's request after
-            // the last packet is for a queue that is empty by then, and a
-            // timeout that sends nothing yet asks for another "now" would
-            // spin; both wait for the clock to move.
-            let budget = peer.unsent.clamp(1, MAX_TIMEOUTS_PER_CALL);
-            peer.unsent = 0;
-            for _ in 0..budget {
-                if let Err(error) = peer.rtc.handle_input(Input::Timeout(now)) {
-                    peer.stats.rtc_errors += 1;
-                    tracing::debug!(peer = %id, %error, "timeout refused");
-                }
-                let sent = peer.drain(now, &mut self.transmits, &mut self.work);
-                if sent == 0 || peer.next_timeout > now {
-                    break;
-                }
-            }
-            if peer.next_timeout <= now {
-                peer.next_timeout = now + PACER_SPIN_GUARD;
-            }
+            peer.release(now, &mut self.transmits, &mut self.work);
             self.run_work();
         }
         self.due = due;
@@ -962,9 +932,11 @@ impl Router {
                 .current
                 .and_then(|r| order.iter().position(|&i| track.layers[i].rid == Some(r)));
             // What the view alone would choose is what the estimator should
-            // try to make room for.
+            // try to make room for, with the headroom a switch up needs: a
+            // probe that finds just the layer's rate would not move us.
             if let Some(ideal) = layers::choose(&described, out.view, None, current) {
-                desired += described[ideal].bitrate.unwrap_or(0);
+                let (num, den) = layers::UP_HEADROOM;
+                desired += described[ideal].bitrate.unwrap_or(0) * num / den;
             }
             let Some(chosen) = layers::choose(&described, out.view, budget, current) else {
                 continue;

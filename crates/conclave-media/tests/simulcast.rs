@@ -20,9 +20,11 @@ use str0m::rtp::RtpWrite;
 const A: PeerId = PeerId(1);
 const B: PeerId = PeerId(2);
 const C: PeerId = PeerId(3);
+const D: PeerId = PeerId(4);
 const A_ADDR: &str = "10.0.0.2:5000";
 const B_ADDR: &str = "10.0.0.3:5000";
 const C_ADDR: &str = "10.0.0.4:5000";
+const D_ADDR: &str = "10.0.0.5:5000";
 
 const RIDS: [&str; 3] = ["q", "h", "f"];
 const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
@@ -352,6 +354,73 @@ fn the_estimate_grows_to_carry_a_video_without_simulcast() {
         .filter(|r| r.mid == Some(mid))
         .count() as u64;
     assert!(got * 100 >= sent * 98, "{got} of {sent} packets");
+}
+
+/// Videos without simulcast whose sum is far over the subscriber's
+/// estimate: there is no smaller layer, so holding their packets back buys
+/// nothing and only adds delay (str0m's pacer would queue them at 1.1 times
+/// the estimate, seconds behind after a while). Every packet must reach the
+/// subscriber at the instant its publisher sent it.
+#[test]
+fn videos_without_simulcast_over_the_estimate_are_not_held_back() {
+    let mut net = Net::new();
+    let publishers = [(A, A_ADDR), (C, C_ADDR), (D, D_ADDR)];
+    for (id, addr) in publishers {
+        net.join(id, addr, &[MediaKind::Video]);
+    }
+    net.join(B, B_ADDR, &[]);
+    net.connect_all();
+    let videos: Vec<(PeerId, Mid, Pt)> = publishers
+        .iter()
+        .map(|&(id, _)| {
+            let video = net.client(id).sending[0].0;
+            (id, video, net.client(id).pt_of(Codec::Vp8))
+        })
+        .collect();
+    let forwarded: Vec<Mid> = videos
+        .iter()
+        .map(|&(id, video, _)| forwarded_mid(&net, B, id, video))
+        .collect();
+    // Each publisher: 30 frames a second of 14 packets of 1,000 bytes
+    // (3.4 Mbit/s), 10 Mbit/s in all against a 2.5 Mbit/s start, for 3 s.
+    // The payload carries the frame's number, to look up when it was sent.
+    let mut sent_at = Vec::new();
+    let mut seq = 0u64;
+    for frame in 0..90u32 {
+        sent_at.push(net.now);
+        let mut payload = vec![0x10, 0x31, 1, 2];
+        payload.extend_from_slice(&frame.to_be_bytes());
+        payload.resize(1_000, 0xee);
+        for i in 0..14 {
+            for &(id, video, vp8) in &videos {
+                net.send_rtp(id, video, vp8, 500 + seq, frame * 3_000, i == 13, &payload);
+            }
+            seq += 1;
+        }
+        net.run_for(Duration::from_millis(33));
+    }
+    let received: Vec<Received> = net
+        .client(B)
+        .received()
+        .into_iter()
+        .filter(|r| r.mid.is_some_and(|m| forwarded.contains(&m)))
+        .collect();
+    assert_eq!(received.len(), 90 * 14 * 3, "every packet arrives");
+    let late: Vec<(u32, Duration)> = received
+        .iter()
+        .filter_map(|r| {
+            let frame = u32::from_be_bytes(r.payload[4..8].try_into().ok()?);
+            let sent = sent_at[frame as usize];
+            (r.at > sent).then(|| (frame, r.at - sent))
+        })
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} of {} packets were held back, e.g. {:?}",
+        late.len(),
+        received.len(),
+        &late[..late.len().min(5)]
+    );
 }
 
 /// A and C publish audio only; B listens.
