@@ -14,6 +14,7 @@ use std::time::Duration;
 use conclave_core::{ConnId, Identity, Input, Meeting, Output};
 use conclave_proto::{EndReason, MeetingId, ResumeToken, ServerMessage};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
 use crate::media::{DriverCmd, MediaHandle};
@@ -301,12 +302,19 @@ impl Room {
                 text
             }
         };
-        if sink.try_send(text).is_err() {
-            // Too slow (or gone): drop it; it may resume with its token.
-            tracing::warn!(
-                meeting = %self.id, conn = conn.0, kind = self.last_sent.as_ref().map(|(m, _)| m.kind()),
-                "client queue full, disconnecting"
-            );
+        if let Err(e) = sink.try_send(text) {
+            // Too slow: drop it; it may resume with its token. Gone: its
+            // socket closed and the core hears of it next; nothing to warn
+            // about (a meeting that ends sends to many of these at once).
+            let kind = self.last_sent.as_ref().map(|(m, _)| m.kind());
+            match e {
+                TrySendError::Full(_) => tracing::warn!(
+                    meeting = %self.id, conn = conn.0, kind, "client queue full, disconnecting"
+                ),
+                TrySendError::Closed(_) => tracing::debug!(
+                    meeting = %self.id, conn = conn.0, kind, "client gone"
+                ),
+            }
             self.sinks.remove(&conn);
             self.meeting
                 .handle(Input::Disconnected { conn }, std::time::Instant::now());
