@@ -233,6 +233,35 @@ describe('end-to-end encryption in the browser', () => {
     }
   });
 
+  step('a committer that hangs is passed over: the next member commits in its place', async () => {
+    const kim = await openBrowser('e2ee-kim');
+    try {
+      const k = kim.page;
+      await k.goto(invite);
+      await k.getByRole('textbox', { name: 'Your name', exact: true }).fill('Kim');
+      await k.getByRole('button', { name: 'Join', exact: true }).click();
+      await host.page.getByRole('listitem').filter({ hasText: 'Kim' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      await k.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+      const [withKim] = await eventually(async () => [await securityCode(host.page), await securityCode(guest.page), await securityCode(k)],
+        ([a, b, c]) => a.length > 0 && a === b && b === c, { timeout: 25_000, what: 'Kim in the group, one code for all' });
+      // The host, in the meeting longest and so the one named to commit,
+      // hangs: its page runs no script for 12 s, as a frozen tab would.
+      const frozen = host.page.evaluate(() => { const end = Date.now() + 12_000; while (Date.now() < end); return Date.now(); });
+      await k.getByRole('button', { name: 'Leave', exact: true }).click();
+      // The server names the guest after 3 s; the guest commits Kim's removal.
+      const code = await eventually(() => securityCode(guest.page), (c) => c.length > 0 && c !== withKim,
+        { timeout: 10_000, what: 'a new epoch at the guest while the host hangs' });
+      const changedAt = Date.now();
+      const thawedAt = await frozen;
+      assert.ok(changedAt < thawedAt, 'the guest committed while the host still hung');
+      // The host catches up from the messages it was sent meanwhile.
+      await eventually(() => securityCode(host.page), (c) => c === code, { what: 'the host reaches the same epoch' });
+      assert.deepEqual([...host.errors, ...guest.errors], []);
+    } finally {
+      await kim.close();
+    }
+  });
+
   step('the wasm module passes RFC 9605\'s test vector and its frame cost is measured in Chromium', async () => {
     const vector = JSON.parse(fs.readFileSync(path.join(ROOT, 'crates/conclave-e2ee/tests/vectors/rfc9605_aes_128_gcm_sha256_128.json'), 'utf8'));
     const result = await host.page.evaluate(async (v) => {

@@ -119,7 +119,7 @@ export class Call {
       if (!this.e2ee.onError(msg)) this.onError(msg);
       return;
     }
-    if (msg.type === 'mls_create_group' || msg.type === 'mls_message' || msg.type === 'mls_welcome') {
+    if (msg.type.startsWith('mls_')) {
       this.e2ee.onServer(msg);
       return;
     }

@@ -153,6 +153,14 @@ export class E2ee {
         case 'mls_message':
           this.onHandshake(msg);
           break;
+        case 'mls_commit_request':
+          // The member named in this epoch's proposals did not commit in
+          // time: they are ours to commit now.
+          if (this.inGroup && this.proposalPending) {
+            this.mustCommit = true;
+            this.commitNow();
+          }
+          break;
         default:
           break;
       }

@@ -89,6 +89,19 @@ impl E2ee {
         })
     }
 
+    /// Commits the proposals received this epoch, if any; the server
+    /// forwards the commit back and it is applied then.
+    fn commit(&mut self) -> Result<(), E2eeError> {
+        if let Some(c) = self.member.commit()? {
+            self.out.push(ClientMessage::MlsCommit {
+                commit: b64(&c.commit),
+                welcome: c.welcome.as_deref().map(b64),
+                group_info: Some(b64(&c.group_info)),
+            });
+        }
+        Ok(())
+    }
+
     fn keys(&self) -> Change {
         Change::Epoch(self.member.sframe_keys())
     }
@@ -114,14 +127,8 @@ impl E2ee {
             ServerMessage::MlsMessage { message, commit_by } => {
                 match self.member.handle(&unb64(message)?)? {
                     Received::Proposal => {
-                        if *commit_by == Some(self.me)
-                            && let Some(c) = self.member.commit()?
-                        {
-                            self.out.push(ClientMessage::MlsCommit {
-                                commit: b64(&c.commit),
-                                welcome: c.welcome.as_deref().map(b64),
-                                group_info: Some(b64(&c.group_info)),
-                            });
+                        if *commit_by == Some(self.me) {
+                            self.commit()?;
                         }
                         Ok(None)
                     }
@@ -134,6 +141,10 @@ impl E2ee {
                     }
                     Received::Ignored => Ok(None),
                 }
+            }
+            ServerMessage::MlsCommitRequest if self.in_group => {
+                self.commit()?;
+                Ok(None)
             }
             ServerMessage::Chat { payload, .. } => match self.member.handle(&unb64(payload)?)? {
                 Received::Chat { sender, text } => Ok(Some(Change::Chat { from: sender, text })),

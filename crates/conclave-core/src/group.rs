@@ -10,10 +10,17 @@
 //! that an epoch change made void is simply proposed again in the next epoch.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use conclave_e2ee::{DeliveryService, E2eeError};
 use conclave_proto::{E2eeSetup, ErrorCode, MAX_MLS_BYTES, ParticipantId, ServerMessage};
 use data_encoding::BASE64;
+
+/// How long the member named to commit an epoch's proposals has before the
+/// next one is named. Clients commit within milliseconds; this is for one
+/// that never will (a frozen tab, a client that lost its group state), which
+/// would otherwise hold every admission and removal until it left.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where the group stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +47,11 @@ pub(crate) struct Group {
     /// page resuming its seat brings a new key package): the old leaf is
     /// removed, then the new key package added.
     stale: BTreeSet<ParticipantId>,
+    /// The member named to commit the proposals that are out, and since when.
+    asked: Option<(ParticipantId, Instant)>,
+    /// Members that were named and did not commit in time: named again only
+    /// when nobody else can commit, until they commit something.
+    passed_over: BTreeSet<ParticipantId>,
     /// Messages for members, drained by the meeting.
     out: Vec<(ParticipantId, ServerMessage)>,
 }
@@ -94,12 +106,19 @@ impl Group {
             proposed_add: BTreeSet::new(),
             proposed_remove: BTreeSet::new(),
             stale: BTreeSet::new(),
+            asked: None,
+            passed_over: BTreeSet::new(),
             out: Vec::new(),
         })
     }
 
     pub(crate) fn setup(&self) -> &E2eeSetup {
         &self.setup
+    }
+
+    /// When the member named to commit runs out of time.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.asked.map(|(_, since)| since + COMMIT_TIMEOUT)
     }
 
     /// Messages for members produced since the last call.
@@ -184,6 +203,8 @@ impl Group {
         })?;
         self.proposed_add.clear();
         self.proposed_remove.clear();
+        self.asked = None;
+        self.passed_over.remove(&from);
         let after = self.roster();
         let msg = ServerMessage::MlsMessage {
             message: commit_b64.to_string(),
@@ -215,6 +236,7 @@ impl Group {
         members: &BTreeSet<ParticipantId>,
         connected: &BTreeSet<ParticipantId>,
         waiting: &BTreeSet<ParticipantId>,
+        now: Instant,
     ) {
         self.key_packages
             .retain(|id, _| members.contains(id) || waiting.contains(id));
@@ -231,7 +253,7 @@ impl Group {
                     self.ask_to_create(&wanted, connected);
                 }
             }
-            Phase::Live => self.propose_changes(&wanted, connected),
+            Phase::Live => self.propose_changes(&wanted, connected, now),
         }
     }
 
@@ -255,6 +277,7 @@ impl Group {
         &mut self,
         wanted: &BTreeSet<ParticipantId>,
         connected: &BTreeSet<ParticipantId>,
+        now: Instant,
     ) {
         let roster = self.roster();
         if roster.is_disjoint(wanted) {
@@ -264,12 +287,26 @@ impl Group {
             self.ask_to_create(wanted, connected);
             return;
         }
+        self.stale.retain(|id| roster.contains(id));
+        self.passed_over.retain(|id| roster.contains(id));
+        if let Some((asked, since)) = self.asked
+            && now >= since + COMMIT_TIMEOUT
+        {
+            tracing::info!(participant = %asked, "named committer did not commit in time");
+            self.passed_over.insert(asked);
+            self.asked = None;
+        }
         // The longest-present connected member commits: one committer per
         // epoch keeps commits from racing (a race is still settled by order).
-        self.stale.retain(|id| roster.contains(id));
+        // One that let its turn pass comes last.
+        let able = |id: &&ParticipantId| {
+            connected.contains(id) && wanted.contains(id) && !self.stale.contains(id)
+        };
         let Some(committer) = roster
             .iter()
-            .find(|id| connected.contains(id) && wanted.contains(id) && !self.stale.contains(id))
+            .filter(able)
+            .find(|id| !self.passed_over.contains(id))
+            .or_else(|| roster.iter().find(able))
             .copied()
         else {
             return;
@@ -312,6 +349,7 @@ impl Group {
                 }
             }
         }
+        let named_in_proposals = !proposals.is_empty();
         for proposal in proposals {
             let msg = ServerMessage::MlsMessage {
                 message: BASE64.encode(&proposal),
@@ -321,6 +359,20 @@ impl Group {
                 wanted.contains(id) && connected.contains(id) && !self.stale.contains(id)
             }) {
                 self.out.push((*id, msg.clone()));
+            }
+        }
+        if self.proposed_add.is_empty() && self.proposed_remove.is_empty() {
+            self.asked = None;
+            return;
+        }
+        // Proposals are out: their committer has COMMIT_TIMEOUT from the
+        // moment it is named. One named in place of another (who went
+        // quiet or lost its socket) already holds them and only needs
+        // telling.
+        if self.asked.is_none_or(|(asked, _)| asked != committer) {
+            self.asked = Some((committer, now));
+            if !named_in_proposals {
+                self.out.push((committer, ServerMessage::MlsCommitRequest));
             }
         }
     }

@@ -21,6 +21,7 @@ pub mod media;
 pub mod meeting;
 pub mod rate;
 
+pub use group::COMMIT_TIMEOUT;
 pub use media::{MediaCommand, MediaEvent};
 pub use meeting::{BanKey, ConnId, Identity, Input, Meeting, MeetingConfig, Output, RESUME_WINDOW};
 pub use rate::{AttemptLimiter, AttemptPolicy, FailureOutcome, TokenBucket};

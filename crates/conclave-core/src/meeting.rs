@@ -254,13 +254,17 @@ impl Meeting {
         self.out.pop_front()
     }
 
-    /// The next instant at which a dropped seat expires.
+    /// The next instant at which a dropped seat expires or the member named
+    /// to commit the MLS group's proposals runs out of time.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.members
+        let seat = self
+            .members
             .values()
             .filter_map(|m| m.dropped_at)
             .min()
-            .map(|t| t + RESUME_WINDOW)
+            .map(|t| t + RESUME_WINDOW);
+        let commit = self.group.as_ref().and_then(|g| g.poll_timeout());
+        seat.into_iter().chain(commit).min()
     }
 
     /// Nobody connected, waiting or inside a resume window: the shell may drop it.
@@ -326,12 +330,12 @@ impl Meeting {
             Input::Media(event) => self.media_event(event),
             Input::Timeout => self.expire(now),
         }
-        self.reconcile_group();
+        self.reconcile_group(now);
     }
 
     /// After every input: the MLS group follows the membership, and what the
     /// delivery service has to say goes to members only.
-    fn reconcile_group(&mut self) {
+    fn reconcile_group(&mut self, now: Instant) {
         let Some(group) = self.group.as_mut() else {
             return;
         };
@@ -343,7 +347,7 @@ impl Meeting {
             .map(|(id, _)| *id)
             .collect();
         let waiting: BTreeSet<_> = self.waiting.keys().copied().collect();
-        group.reconcile(&members, &connected, &waiting);
+        group.reconcile(&members, &connected, &waiting, now);
         let deliveries: Vec<_> = group.drain().collect();
         for (id, msg) in deliveries {
             self.send_to_member(id, msg);

@@ -5,10 +5,10 @@
 // One real instant is the origin of the virtual clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
-use conclave_core::{ConnId, Identity, Input, Meeting, MeetingConfig, Output};
+use conclave_core::{COMMIT_TIMEOUT, ConnId, Identity, Input, Meeting, MeetingConfig, Output};
 use conclave_e2ee::{FrameCrypto, FrameKind, Member, Received};
 use conclave_proto::{
     ClientMessage, ErrorCode, ParticipantId, Permissions, ResumeToken, ServerMessage,
@@ -26,6 +26,9 @@ struct Room {
     members: BTreeMap<u64, Member>,
     /// Everything sent to each connection.
     log: BTreeMap<u64, Vec<ServerMessage>>,
+    /// Connections whose client does nothing with what it is sent (a frozen
+    /// tab): it neither applies MLS messages nor commits.
+    frozen: BTreeSet<u64>,
 }
 
 impl Room {
@@ -43,6 +46,7 @@ impl Room {
             now: Instant::now(),
             members: BTreeMap::new(),
             log: BTreeMap::new(),
+            frozen: BTreeSet::new(),
         }
     }
 
@@ -75,6 +79,9 @@ impl Room {
 
     /// What a client does with an MLS message.
     fn react(&mut self, conn: u64, msg: &ServerMessage) -> Vec<ClientMessage> {
+        if self.frozen.contains(&conn) {
+            return Vec::new();
+        }
         let me = match msg {
             ServerMessage::Waiting { you } | ServerMessage::Joined { you, .. } => {
                 if self.members.contains_key(&conn) {
@@ -108,17 +115,11 @@ impl Room {
                 let received = member.handle(&bytes).expect("handle");
                 let me = ParticipantId(member.participant_id().parse().expect("id"));
                 match received {
-                    Received::Proposal if *commit_by == Some(me) => match member.commit() {
-                        Ok(Some(c)) => vec![ClientMessage::MlsCommit {
-                            commit: BASE64.encode(&c.commit),
-                            welcome: c.welcome.as_deref().map(|w| BASE64.encode(w)),
-                            group_info: None,
-                        }],
-                        _ => Vec::new(),
-                    },
+                    Received::Proposal if *commit_by == Some(me) => commit(member),
                     _ => Vec::new(),
                 }
             }
+            ServerMessage::MlsCommitRequest => commit(member),
             _ => Vec::new(),
         }
     }
@@ -161,11 +162,24 @@ impl Room {
     }
 }
 
+/// The member commits the proposals it holds, as a client does when named.
+fn commit(member: &mut Member) -> Vec<ClientMessage> {
+    match member.commit() {
+        Ok(Some(c)) => vec![ClientMessage::MlsCommit {
+            commit: BASE64.encode(&c.commit),
+            welcome: c.welcome.as_deref().map(|w| BASE64.encode(w)),
+            group_info: None,
+        }],
+        _ => Vec::new(),
+    }
+}
+
 fn is_mls(msg: &ServerMessage) -> bool {
     matches!(
         msg,
         ServerMessage::MlsCreateGroup { .. }
             | ServerMessage::MlsMessage { .. }
+            | ServerMessage::MlsCommitRequest
             | ServerMessage::MlsWelcome { .. }
     )
 }
@@ -312,6 +326,45 @@ fn removal_starts_an_epoch_the_removed_member_cannot_read() {
             .decrypt(FrameKind::Audio, &frame, 1, &mut clear)
             .is_err()
     );
+}
+
+/// The member named to commit never does (its tab froze): after
+/// COMMIT_TIMEOUT the next member is named, commits, and the admitted guest
+/// is in; the frozen one is not asked first again.
+#[test]
+fn a_committer_that_does_not_commit_is_passed_over() {
+    let mut room = hosted();
+    room.join(2, None);
+    room.admit(2);
+    room.frozen.insert(HOST);
+    room.join(3, None);
+    room.admit(3);
+    // The host was named and did nothing: the guest waits outside.
+    assert_eq!(room.member(2).roster(), ["1", "2"]);
+    let deadline = room.meeting.poll_timeout().expect("a commit deadline");
+    assert_eq!(deadline, room.now + COMMIT_TIMEOUT);
+    // Nothing happens before the deadline...
+    room.now += COMMIT_TIMEOUT - Duration::from_millis(1);
+    room.input(Input::Timeout);
+    assert_eq!(room.member(2).roster(), ["1", "2"]);
+    assert!(!room.log(2).contains(&ServerMessage::MlsCommitRequest));
+    // ...and at it, member 2 is asked, commits, and 3 joins by its Welcome.
+    room.now = deadline;
+    room.input(Input::Timeout);
+    assert!(room.log(2).contains(&ServerMessage::MlsCommitRequest));
+    assert!(!room.log(HOST).contains(&ServerMessage::MlsCommitRequest));
+    assert_eq!(room.member(2).roster(), ["1", "2", "3"]);
+    assert_eq!(room.member(3).roster(), ["1", "2", "3"]);
+    assert_eq!(
+        room.member(2).security_code(),
+        room.member(3).security_code()
+    );
+    assert_eq!(room.meeting.poll_timeout(), None, "nothing is out");
+    // The next change goes to member 2 at once, not to the frozen host.
+    room.join(4, None);
+    room.admit(4);
+    assert_eq!(room.member(4).roster(), ["1", "2", "3", "4"]);
+    assert_eq!(room.member(3).roster(), ["1", "2", "3", "4"]);
 }
 
 #[test]

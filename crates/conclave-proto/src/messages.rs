@@ -405,6 +405,9 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         commit_by: Option<ParticipantId>,
     },
+    /// To the member now named to commit the proposals already sent this
+    /// epoch: the one named in them did not commit in time.
+    MlsCommitRequest,
     /// The Welcome that brings this member into the group (base64).
     MlsWelcome {
         welcome: String,
@@ -465,6 +468,7 @@ impl ServerMessage {
             ServerMessage::ActiveSpeaker { .. } => "active_speaker",
             ServerMessage::MlsCreateGroup { .. } => "mls_create_group",
             ServerMessage::MlsMessage { .. } => "mls_message",
+            ServerMessage::MlsCommitRequest => "mls_commit_request",
             ServerMessage::MlsWelcome { .. } => "mls_welcome",
             ServerMessage::Denied => "denied",
             ServerMessage::Removed => "removed",
