@@ -311,8 +311,7 @@ impl Peer {
         // already, and str0m's pacer (1.1 times the estimate) would queue a
         // video that has no smaller layer for seconds. The estimate still
         // steers the simulcast layer choice, and str0m still probes with
-        // padding when we ask for more (as other SFUs do, they pace nothing
-        // they forward).
+        // padding when we ask for more. (Janus paces nothing it forwards.)
         stream.set_unpaced(true);
         self.outgoing.insert(
             mid,
