@@ -137,6 +137,9 @@ pub(crate) struct Peer {
     /// Packets written and not yet seen leave: how many timeouts the next
     /// [`Peer::release`] may take (str0m lets out one per timeout).
     pub(crate) unsent: usize,
+    /// The latest time [`Peer::release`] gave str0m, which may be ahead of
+    /// the worker's clock by a few microseconds.
+    clock: Instant,
 }
 
 impl Peer {
@@ -155,6 +158,7 @@ impl Peer {
             estimate: None,
             desired: 0,
             unsent: 0,
+            clock: now,
         }
     }
 
@@ -267,7 +271,8 @@ impl Peer {
     /// of the runtime's timer when the worker is idle; so each packet's
     /// follow-up timeout is given at once, with str0m's clock stepped by
     /// that microsecond (ahead of `now` by at most [`MAX_TIMEOUTS_PER_CALL`]
-    /// µs, and str0m ignores a timeout that would move its clock back). A
+    /// µs). str0m ignores a timeout that would move its clock back, so the
+    /// next call starts from that clock when `now` has not caught up. A
     /// timeout that sends nothing ends the call: the queue is empty. One
     /// that asks to run again at the very same instant waits a
     /// [`PACER_SPIN_GUARD`] rather than spin.
@@ -277,7 +282,7 @@ impl Peer {
         transmits: &mut TransmitQueue,
         work: &mut VecDeque<(PeerId, PeerOutput)>,
     ) {
-        let mut clock = now;
+        let mut clock = now.max(self.clock);
         for _ in 0..self.unsent.clamp(1, MAX_TIMEOUTS_PER_CALL) {
             if let Err(error) = self.rtc.handle_input(Input::Timeout(clock)) {
                 self.stats.rtc_errors += 1;
@@ -294,6 +299,7 @@ impl Peer {
             }
             clock = clock.max(self.next_timeout);
         }
+        self.clock = clock;
         if self.next_timeout <= now {
             self.next_timeout = now + PACER_SPIN_GUARD;
         }

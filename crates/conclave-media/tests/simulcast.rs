@@ -423,6 +423,29 @@ fn videos_without_simulcast_over_the_estimate_are_not_held_back() {
     );
 }
 
+/// Two key frames' bursts reach the router at the same instant: the second
+/// leaves as soon as the first, though str0m's clock is ahead of the
+/// router's by then (it steps a microsecond per packet it lets out).
+#[test]
+fn bursts_at_the_same_instant_all_leave_at_once() {
+    let (mut net, video, mid, vp8) = single_video();
+    let payloads: Vec<Vec<u8>> = (0..40u8)
+        .map(|i| {
+            let mut p = vec![0x10, 0x31, 1, 2, i];
+            p.resize(1_000, 0xee);
+            p
+        })
+        .collect();
+    let packets: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    let before = net.client(B).received().len();
+    let at = net.now;
+    net.send_frame(A, video, vp8, 500, 0, &packets, true);
+    net.send_frame(A, video, vp8, 540, 3_000, &packets, true);
+    let received: Vec<Received> = net.client(B).received().split_off(before);
+    assert_eq!(received.len(), 80, "both bursts arrived");
+    assert!(received.iter().all(|r| r.mid == Some(mid) && r.at == at));
+}
+
 /// A and C publish audio only; B listens.
 fn speakers() -> (Net, Mid, Mid) {
     let mut net = Net::new();

@@ -538,6 +538,24 @@ impl Net {
         marker: bool,
         payload: &[u8],
     ) {
+        self.send_frame(id, mid, pt, seq, timestamp, &[payload], marker);
+    }
+
+    /// The client writes `packets` on its m-line `mid` at once, sequence
+    /// numbers from `first_seq`, all with `timestamp` (one frame; `marker`
+    /// on the last), and they reach the router together, as a frame's
+    /// packets do from a real sender.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_frame(
+        &mut self,
+        id: PeerId,
+        mid: Mid,
+        pt: Pt,
+        first_seq: u64,
+        timestamp: u32,
+        packets: &[&[u8]],
+        marker: bool,
+    ) {
         let now = self.now;
         let client = self
             .clients
@@ -547,11 +565,19 @@ impl Net {
         let mut api = client.rtc.direct_api();
         let ssrc = api.stream_tx_by_mid(mid, None).expect("send stream").ssrc();
         let stream = api.stream_tx(&ssrc).expect("send stream");
-        stream.write_rtp(
-            RtpWrite::new(pt, seq.into(), timestamp, now, payload.to_vec())
-                .marker(marker)
+        for (i, payload) in packets.iter().enumerate() {
+            stream.write_rtp(
+                RtpWrite::new(
+                    pt,
+                    (first_seq + i as u64).into(),
+                    timestamp,
+                    now,
+                    payload.to_vec(),
+                )
+                .marker(marker && i + 1 == packets.len())
                 .nackable(true),
-        );
+            );
+        }
         client.drain(now, &mut self.in_flight);
         self.settle();
     }
