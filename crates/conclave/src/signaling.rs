@@ -20,7 +20,6 @@ use conclave_proto::{
     ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, MeetingId, ResumeToken, ServerMessage,
     parse_client_message,
 };
-use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
@@ -206,7 +205,7 @@ async fn send(ws: &mut WsSink, msg: &ServerMessage) -> bool {
 /// hundred people joining, costs one socket write, not one per message, so
 /// the writer keeps up with the room instead of letting its queue overflow.
 async fn write_queued(
-    ws: &mut SplitSink<WebSocket, Message>,
+    ws: &mut WsSink,
     first: Arc<str>,
     queue: &mut mpsc::Receiver<Arc<str>>,
 ) -> Result<(), axum::Error> {
