@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use conclave_media::{MediaError, PeerId};
-use harness::{Net, Noise, Received, Signal};
+use harness::{Fate, Net, Noise, Received, Signal};
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid};
 
@@ -232,15 +232,15 @@ fn a_lost_packet_is_resent_from_the_routers_history() {
     // sequence number is A's (the stream started at A's first number).
     let lost = Rc::new(Cell::new(0u32));
     let lost_in_filter = lost.clone();
-    net.lose = Some(Box::new(move |d| {
+    net.link = Some(Box::new(move |_, d| {
         let b = &d.contents;
         let is_vp8 =
             d.destination == b_addr && b.len() >= 12 && b[0] >> 6 == 2 && b[1] & 0x7f == b_vp8;
         if is_vp8 && u16::from_be_bytes([b[2], b[3]]) == 5_009 && lost_in_filter.get() == 0 {
             lost_in_filter.set(1);
-            return true;
+            return Fate::Lose;
         }
-        false
+        Fate::Arrive
     }));
     let (mut audio_seq, mut video_seq) = (0, 5_000);
     let mut sent = Sent::default();

@@ -2,8 +2,8 @@
 //! offerers, RTP mode) and one [`Router`], wired by handing each side's
 //! datagrams to the other on a virtual clock. No sockets, no sleeping, no
 //! randomness beyond what str0m draws for its own ids and keys; delivery is
-//! instant and in order, so runs are deterministic in everything the tests
-//! look at.
+//! instant and in order unless a test puts a [`Link`] on the router's side,
+//! so runs are deterministic in everything the tests look at.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -144,8 +144,16 @@ pub enum Signal {
     ActiveSpeaker(PeerId),
 }
 
-/// Decides whether a datagram from the router to a client is lost.
-pub type LossFilter = Box<dyn FnMut(&Datagram) -> bool>;
+/// What the network does with a datagram the router sends to a client.
+pub enum Fate {
+    Arrive,
+    Lose,
+    /// Arrives later, at this instant (on a queueing link).
+    ArriveAt(Instant),
+}
+
+/// Decides the fate of each datagram the router sends at an instant.
+pub type Link = Box<dyn FnMut(Instant, &Datagram) -> Fate>;
 
 pub struct Net {
     pub now: Instant,
@@ -154,8 +162,11 @@ pub struct Net {
     pub clients: Vec<Client>,
     pub signals: Vec<Signal>,
     in_flight: VecDeque<Datagram>,
-    /// Returns true for datagrams router → client that the network loses.
-    pub lose: Option<LossFilter>,
+    /// Datagrams a link holds, with the instant each arrives, in order.
+    held: VecDeque<(Instant, Datagram)>,
+    /// The path from the router to the clients; instant and lossless if
+    /// none.
+    pub link: Option<Link>,
 }
 
 impl Net {
@@ -179,7 +190,8 @@ impl Net {
             clients: Vec::new(),
             signals: Vec::new(),
             in_flight: VecDeque::new(),
-            lose: None,
+            held: VecDeque::new(),
+            link: None,
         }
     }
 
@@ -433,12 +445,11 @@ impl Net {
                     destination: t.destination,
                     contents: t.contents,
                 };
-                if let Some(lose) = &mut self.lose
-                    && lose(&d)
-                {
-                    continue;
+                match self.link.as_mut().map_or(Fate::Arrive, |l| l(self.now, &d)) {
+                    Fate::Arrive => self.in_flight.push_back(d),
+                    Fate::Lose => {}
+                    Fate::ArriveAt(at) => self.held.push_back((at, d)),
                 }
-                self.in_flight.push_back(d);
             }
             let Some(d) = self.in_flight.pop_front() else {
                 // Quiet, unless a timer is due right now (str0m sends
@@ -495,6 +506,12 @@ impl Net {
     /// One tick of virtual time: timers fire, the network settles.
     pub fn step(&mut self) {
         self.now += TICK;
+        while let Some((at, _)) = self.held.front()
+            && *at <= self.now
+        {
+            let (_, d) = self.held.pop_front().expect("just looked");
+            self.in_flight.push_back(d);
+        }
         self.fire_due_timers();
         self.settle();
     }
