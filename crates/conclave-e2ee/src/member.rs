@@ -105,7 +105,7 @@ impl Member {
         group_id: &[u8],
         external_sender: &[u8],
     ) -> Result<Vec<u8>, E2eeError> {
-        if self.group.is_some() && !self.removed {
+        if self.holds_shared_group() {
             return Err(E2eeError::AlreadyInGroup);
         }
         if group_id.is_empty() || group_id.len() > 255 {
@@ -143,7 +143,7 @@ impl Member {
 
     /// Join from a Welcome (it must carry the ratchet tree, which Conclave commits always do).
     pub fn join(&mut self, welcome: &[u8]) -> Result<(), E2eeError> {
-        if self.group.is_some() && !self.removed {
+        if self.holds_shared_group() {
             return Err(E2eeError::AlreadyInGroup);
         }
         let welcome = decode(welcome)?;
@@ -151,6 +151,21 @@ impl Member {
         self.group = Some(group);
         self.removed = false;
         Ok(())
+    }
+
+    /// Whether this member is in a group that anyone else is in, or ever
+    /// was: one it joined, or made and then committed in. Only such a group
+    /// keeps a Welcome or a request to create from replacing it. A group
+    /// this member made and nobody joined (epoch 0, alone) is let go: the
+    /// server gives the creation to another member when the one it asked
+    /// answers too late, and that one's group holds nothing anybody reads.
+    fn holds_shared_group(&self) -> bool {
+        match &self.group {
+            Some(g) if !self.removed => {
+                g.current_epoch() > 0 || g.roster().members_iter().count() > 1
+            }
+            _ => false,
+        }
     }
 
     fn group(&self) -> Result<&Group<MemberConfig>, E2eeError> {

@@ -276,3 +276,41 @@ fn group_not_naming_the_server_is_refused() {
     assert!(ds.observe_group(&info).is_err());
     assert_eq!(ds.epoch(), None);
 }
+
+/// A member asked to create the group answers too late: the server has had
+/// another member create it. The late one's own group (epoch 0, alone) gives
+/// way to the Welcome into the real one; a group others are in never does.
+#[test]
+fn a_group_nobody_joined_gives_way_to_a_welcome_and_a_shared_one_does_not() {
+    let mut m = Meeting::new();
+    let mut late = Member::new("2").expect("member");
+    let kp = late.key_package().expect("key package");
+    let ds_of_old_request = DeliveryService::new().expect("ds");
+    late.create_group(b"meeting-old", &ds_of_old_request.external_sender())
+        .expect("its own group");
+    assert_eq!(late.roster(), ["2"]);
+    let proposal = m.ds.propose_add(&kp).expect("propose add");
+    let (_, welcome) = m.propose_and_commit(&proposal);
+    let welcome = welcome.expect("welcome");
+    late.join(&welcome)
+        .expect("the Welcome replaces a group nobody joined");
+    assert_eq!(late.roster(), ["1", "2"]);
+    assert_eq!(late.security_code(), m.members[0].security_code());
+
+    // Now in a group with others: neither a Welcome nor a request to create
+    // takes the member out of it.
+    assert!(matches!(
+        late.join(&welcome),
+        Err(E2eeError::AlreadyInGroup)
+    ));
+    assert!(matches!(
+        late.create_group(b"meeting-new", &m.ds.external_sender()),
+        Err(E2eeError::AlreadyInGroup)
+    ));
+    // Nor for the one who made it, once it committed an add.
+    assert!(matches!(
+        m.members[0].create_group(b"meeting-new", &m.ds.external_sender()),
+        Err(E2eeError::AlreadyInGroup)
+    ));
+    assert_eq!(late.roster(), ["1", "2"]);
+}
