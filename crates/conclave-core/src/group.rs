@@ -16,10 +16,11 @@ use conclave_e2ee::{DeliveryService, E2eeError};
 use conclave_proto::{E2eeSetup, ErrorCode, MAX_MLS_BYTES, ParticipantId, ServerMessage};
 use data_encoding::BASE64;
 
-/// How long the member named to commit an epoch's proposals has before the
-/// next one is named. Clients commit within milliseconds; this is for one
-/// that never will (a frozen tab, a client that lost its group state), which
-/// would otherwise hold every admission and removal until it left.
+/// How long the member named to commit an epoch's proposals, or asked to
+/// create the group, has before the next one is. Clients answer within
+/// milliseconds; this is for one that never will (a frozen tab, a client that
+/// lost its group state), which would otherwise hold every admission and
+/// removal, or the whole meeting's encryption, until it left.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where the group stands.
@@ -27,8 +28,9 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
 enum Phase {
     /// No group yet: the first member with a key package will be asked.
     None,
-    /// This member was asked to create the group and send its GroupInfo.
-    Creating(ParticipantId),
+    /// This member was asked, at this instant, to create the group and send
+    /// its GroupInfo.
+    Creating(ParticipantId, Instant),
     /// The group exists; the delivery service follows it.
     Live,
 }
@@ -49,9 +51,14 @@ pub(crate) struct Group {
     stale: BTreeSet<ParticipantId>,
     /// The member named to commit the proposals that are out, and since when.
     asked: Option<(ParticipantId, Instant)>,
-    /// Members that were named and did not commit in time: named again only
-    /// when nobody else can commit, until they commit something.
+    /// Members that were named and did not commit, or create the group, in
+    /// time: named again only when nobody else can, until they commit
+    /// something.
     passed_over: BTreeSet<ParticipantId>,
+    /// Members asked to create a group that was then given to another: the
+    /// GroupInfo they may still send is dropped without an error, as their
+    /// client then joins the real group by its Welcome.
+    creation_withdrawn: BTreeSet<ParticipantId>,
     /// Messages for members, drained by the meeting.
     out: Vec<(ParticipantId, ServerMessage)>,
 }
@@ -108,6 +115,7 @@ impl Group {
             stale: BTreeSet::new(),
             asked: None,
             passed_over: BTreeSet::new(),
+            creation_withdrawn: BTreeSet::new(),
             out: Vec::new(),
         })
     }
@@ -116,9 +124,17 @@ impl Group {
         &self.setup
     }
 
-    /// When the member named to commit runs out of time.
+    /// When the member named to commit, or asked to create the group, runs
+    /// out of time. A creator already passed over has no deadline: nobody
+    /// else could take over, and the next change of membership looks again.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.asked.map(|(_, since)| since + COMMIT_TIMEOUT)
+        match self.phase {
+            Phase::Creating(by, since) if !self.passed_over.contains(&by) => {
+                Some(since + COMMIT_TIMEOUT)
+            }
+            Phase::Creating(..) => None,
+            _ => self.asked.map(|(_, since)| since + COMMIT_TIMEOUT),
+        }
     }
 
     /// Messages for members produced since the last call.
@@ -160,13 +176,22 @@ impl Group {
     /// The creator's GroupInfo: the group exists from now on, with the creator
     /// as its only member.
     pub(crate) fn group_info(&mut self, from: ParticipantId, b64: &str) -> Result<(), ErrorCode> {
-        if self.phase != Phase::Creating(from) {
-            return Err(ErrorCode::MlsRefused);
+        let asked = matches!(self.phase, Phase::Creating(by, _) if by == from);
+        // An answer to a request that was withdrawn (a group made for the
+        // external sender of a group since restarted fails to be observed).
+        let late = self.creation_withdrawn.remove(&from);
+        let refused = if late {
+            Ok(())
+        } else {
+            Err(ErrorCode::MlsRefused)
+        };
+        if !asked {
+            return refused;
         }
         let bytes = decode(b64)?;
-        self.ds
-            .observe_group(&bytes)
-            .map_err(|_| ErrorCode::MlsRefused)?;
+        if self.ds.observe_group(&bytes).is_err() {
+            return refused;
+        }
         self.phase = Phase::Live;
         if self.roster() != BTreeSet::from([from]) {
             // A group that starts with anyone else was not made as asked.
@@ -240,30 +265,41 @@ impl Group {
     ) {
         self.key_packages
             .retain(|id, _| members.contains(id) || waiting.contains(id));
+        self.creation_withdrawn.retain(|id| members.contains(id));
         let wanted: BTreeSet<ParticipantId> = members
             .iter()
             .filter(|id| self.key_packages.contains_key(id))
             .copied()
             .collect();
         match self.phase {
-            Phase::None => self.ask_to_create(&wanted, connected),
-            Phase::Creating(by) => {
-                if !wanted.contains(&by) || !connected.contains(&by) {
-                    self.phase = Phase::None;
-                    self.ask_to_create(&wanted, connected);
-                }
+            Phase::None => self.ask_to_create(&wanted, connected, now),
+            Phase::Creating(by, _) if !wanted.contains(&by) || !connected.contains(&by) => {
+                self.phase = Phase::None;
+                self.ask_to_create(&wanted, connected, now);
             }
+            Phase::Creating(by, since) if now >= since + COMMIT_TIMEOUT => {
+                self.withdraw_creation(by, &wanted, connected, now);
+            }
+            Phase::Creating(..) => {}
             Phase::Live => self.propose_changes(&wanted, connected, now),
         }
     }
 
+    /// Asks the longest-present connected member to create the group; one
+    /// that let such a request pass comes last.
     fn ask_to_create(
         &mut self,
         wanted: &BTreeSet<ParticipantId>,
         connected: &BTreeSet<ParticipantId>,
+        now: Instant,
     ) {
-        if let Some(first) = wanted.iter().find(|id| connected.contains(id)) {
-            self.phase = Phase::Creating(*first);
+        let mut able = wanted.iter().filter(|id| connected.contains(id));
+        let first = able
+            .clone()
+            .find(|id| !self.passed_over.contains(id))
+            .or_else(|| able.next());
+        if let Some(first) = first {
+            self.phase = Phase::Creating(*first, now);
             self.out.push((
                 *first,
                 ServerMessage::MlsCreateGroup {
@@ -271,6 +307,31 @@ impl Group {
                 },
             ));
         }
+    }
+
+    /// The member asked to create the group did not in time: another one is
+    /// asked, for a group with a new id and external sender, so that a late
+    /// GroupInfo for the old request cannot be taken for the new one. With
+    /// nobody else to ask, the request stays where it is.
+    fn withdraw_creation(
+        &mut self,
+        by: ParticipantId,
+        wanted: &BTreeSet<ParticipantId>,
+        connected: &BTreeSet<ParticipantId>,
+        now: Instant,
+    ) {
+        if self.passed_over.insert(by) {
+            tracing::info!(participant = %by, "member asked to create the group did not in time");
+        }
+        let someone_else = wanted
+            .iter()
+            .any(|id| connected.contains(id) && !self.passed_over.contains(id));
+        if !someone_else {
+            return;
+        }
+        self.creation_withdrawn.insert(by);
+        self.restart();
+        self.ask_to_create(wanted, connected, now);
     }
 
     fn propose_changes(
@@ -284,7 +345,7 @@ impl Group {
             // Everyone in the group has gone; nobody is left to commit. Start
             // a new group (new id, new external sender) for those who remain.
             self.restart();
-            self.ask_to_create(wanted, connected);
+            self.ask_to_create(wanted, connected, now);
             return;
         }
         self.stale.retain(|id| roster.contains(id));
@@ -380,9 +441,11 @@ impl Group {
     fn restart(&mut self) {
         match Group::new() {
             Ok(fresh) => {
-                let key_packages = std::mem::take(&mut self.key_packages);
+                // What is known of people, not of the old group, stays.
                 *self = Group {
-                    key_packages,
+                    key_packages: std::mem::take(&mut self.key_packages),
+                    passed_over: std::mem::take(&mut self.passed_over),
+                    creation_withdrawn: std::mem::take(&mut self.creation_withdrawn),
                     out: std::mem::take(&mut self.out),
                     ..fresh
                 };

@@ -29,15 +29,21 @@ struct Room {
     /// Connections whose client does nothing with what it is sent (a frozen
     /// tab): it neither applies MLS messages nor commits.
     frozen: BTreeSet<u64>,
+    /// What frozen clients were sent, for when they come back.
+    backlog: BTreeMap<u64, Vec<ServerMessage>>,
 }
 
 impl Room {
     fn new() -> Self {
+        Self::with_waiting_room(true)
+    }
+
+    fn with_waiting_room(waiting_room: bool) -> Self {
         let config = MeetingConfig {
             title: "t".into(),
             owner: OWNER,
             permissions: Permissions::default(),
-            waiting_room: true,
+            waiting_room,
             only_signed_in: false,
             max_participants: 100,
         };
@@ -47,6 +53,7 @@ impl Room {
             members: BTreeMap::new(),
             log: BTreeMap::new(),
             frozen: BTreeSet::new(),
+            backlog: BTreeMap::new(),
         }
     }
 
@@ -80,6 +87,7 @@ impl Room {
     /// What a client does with an MLS message.
     fn react(&mut self, conn: u64, msg: &ServerMessage) -> Vec<ClientMessage> {
         if self.frozen.contains(&conn) {
+            self.backlog.entry(conn).or_default().push(msg.clone());
             return Vec::new();
         }
         let me = match msg {
@@ -87,10 +95,7 @@ impl Room {
                 if self.members.contains_key(&conn) {
                     return Vec::new();
                 }
-                let member = Member::new(&you.0.to_string()).expect("member");
-                let kp = BASE64.encode(&member.key_package().expect("key package"));
-                self.members.insert(conn, member);
-                return vec![ClientMessage::MlsKeyPackage { key_package: kp }];
+                return vec![self.new_member(conn, *you)];
             }
             _ => self.members.get_mut(&conn),
         };
@@ -122,6 +127,28 @@ impl Room {
             ServerMessage::MlsCommitRequest => commit(member),
             _ => Vec::new(),
         }
+    }
+
+    /// A client's MLS member for participant `you`, and the key package it
+    /// hands in.
+    fn new_member(&mut self, conn: u64, you: ParticipantId) -> ClientMessage {
+        let member = Member::new(&you.0.to_string()).expect("member");
+        let kp = BASE64.encode(&member.key_package().expect("key package"));
+        self.members.insert(conn, member);
+        ClientMessage::MlsKeyPackage { key_package: kp }
+    }
+
+    /// A frozen client comes back and works through what it was sent
+    /// meanwhile, in order.
+    fn thaw(&mut self, conn: u64) -> Vec<Output> {
+        self.frozen.remove(&conn);
+        let mut out = Vec::new();
+        for msg in self.backlog.remove(&conn).unwrap_or_default() {
+            for reply in self.react(conn, &msg) {
+                out.extend(self.msg(conn, reply));
+            }
+        }
+        out
     }
 
     fn join(&mut self, conn: u64, account: Option<i64>) -> Vec<Output> {
@@ -365,6 +392,79 @@ fn a_committer_that_does_not_commit_is_passed_over() {
     room.admit(4);
     assert_eq!(room.member(4).roster(), ["1", "2", "3", "4"]);
     assert_eq!(room.member(3).roster(), ["1", "2", "3", "4"]);
+}
+
+/// The member asked to create the group never does: its tab froze right
+/// after it handed in its key package. Alone, it keeps the request; once
+/// another member is there, that one is asked, for a group with a new id.
+/// When the frozen client comes back, its late GroupInfo is dropped without
+/// an error and it joins the real group by the Welcome it was sent.
+#[test]
+fn a_creator_that_does_not_create_is_passed_over() {
+    let mut room = Room::with_waiting_room(false);
+    room.frozen.insert(HOST);
+    room.join(HOST, Some(OWNER));
+    let kp = room.new_member(HOST, ParticipantId(1));
+    room.msg(HOST, kp);
+    let asked = |room: &Room, conn| {
+        room.log(conn)
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::MlsCreateGroup { e2ee } => Some(e2ee.group_id.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(asked(&room, HOST).len(), 1);
+    let deadline = room.meeting.poll_timeout().expect("a creation deadline");
+    assert_eq!(deadline, room.now + COMMIT_TIMEOUT);
+    // Nobody else to ask: the request stays, and no timer spins.
+    room.now = deadline;
+    room.input(Input::Timeout);
+    assert_eq!(room.meeting.poll_timeout(), None);
+
+    // A guest comes in: asked at once, as the host's time is up.
+    room.now += Duration::from_secs(1);
+    room.join(2, None);
+    let second = asked(&room, 2);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, asked(&room, HOST), "a new group id");
+    // The guest made the group (leaf 0) and committed the host's Add.
+    assert_eq!(room.member(2).roster(), ["2", "1"]);
+    assert!(
+        room.backlog[&HOST]
+            .iter()
+            .any(|m| matches!(m, ServerMessage::MlsWelcome { .. }))
+    );
+
+    let out = room.thaw(HOST);
+    assert_eq!(
+        error_of(&out, HOST),
+        None,
+        "the late GroupInfo is dropped quietly"
+    );
+    assert_eq!(room.member(HOST).roster(), ["2", "1"]);
+    assert_eq!(
+        room.member(HOST).security_code(),
+        room.member(2).security_code()
+    );
+    // Back in, the host is the longest present and commits the next Add.
+    room.join(3, None);
+    assert!(room.log(HOST).iter().any(|m| matches!(
+        m,
+        ServerMessage::MlsMessage {
+            commit_by: Some(ParticipantId(1)),
+            ..
+        }
+    )));
+    for conn in [HOST, 2, 3] {
+        assert_eq!(room.member(conn).roster(), ["2", "1", "3"]);
+    }
+    assert_eq!(
+        room.member(3).security_code(),
+        room.member(HOST).security_code()
+    );
+    assert_eq!(room.meeting.poll_timeout(), None, "nothing is out");
 }
 
 #[test]
