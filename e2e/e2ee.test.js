@@ -3,6 +3,7 @@
 // code and the E2EE badge, and chat through MLS application messages that the
 // server sees only as ciphertext. Then a native `conclave join` client, with
 // the same crate built natively, and a browser receive each other's media.
+// Members that hang (a committer, a creator) are passed over.
 // Each step relies on the ones before it, so they run in order.
 
 import assert from 'node:assert/strict';
@@ -14,6 +15,8 @@ import { after, before, describe } from 'node:test';
 import { BINARY, ROOT, eventually, openBrowser, received, screenshot, hostStartsMeeting, startServer, storySteps } from './harness.js';
 
 const HOST = 'grace';
+/** Hosts a meeting of her own in the step where the creator hangs. */
+const SLOW_HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
 const MARKUP = '<img src=x onerror=alert(1)>';
 /** How long the native client stays in the meeting, in seconds. */
@@ -44,6 +47,7 @@ describe('end-to-end encryption in the browser', () => {
   before(async () => {
     server = await startServer();
     server.createUser(HOST, PASSWORD);
+    server.createUser(SLOW_HOST, PASSWORD);
     host = await openBrowser('e2ee-host');
     guest = await openBrowser('e2ee-guest');
   });
@@ -249,13 +253,17 @@ describe('end-to-end encryption in the browser', () => {
       const frozen = host.page.evaluate(() => { const end = Date.now() + 12_000; while (Date.now() < end); return Date.now(); });
       await k.getByRole('button', { name: 'Leave', exact: true }).click();
       // The server names the guest after 3 s; the guest commits Kim's removal.
-      const code = await eventually(() => securityCode(guest.page), (c) => c.length > 0 && c !== withKim,
+      await eventually(() => securityCode(guest.page), (c) => c.length > 0 && c !== withKim,
         { timeout: 10_000, what: 'a new epoch at the guest while the host hangs' });
       const changedAt = Date.now();
       const thawedAt = await frozen;
       assert.ok(changedAt < thawedAt, 'the guest committed while the host still hung');
-      // The host catches up from the messages it was sent meanwhile.
-      await eventually(() => securityCode(host.page), (c) => c === code, { what: 'the host reaches the same epoch' });
+      // The host catches up from the messages it was sent meanwhile, to the
+      // guest's epoch, which may be a later one than the first change: the
+      // Ghost killed in the step before leaves the group when its 30 s
+      // resume window ends, which can be about now.
+      await eventually(async () => [await securityCode(host.page), await securityCode(guest.page)],
+        ([a, b]) => a.length > 0 && a === b && a !== withKim, { what: 'the host reaches the guest\'s epoch' });
       assert.deepEqual([...host.errors, ...guest.errors], []);
     } finally {
       await kim.close();
@@ -292,5 +300,67 @@ describe('end-to-end encryption in the browser', () => {
     console.log(`wasm frame cost in Chromium (us per frame): ${JSON.stringify(result.cost)}`);
     assert.equal(result.ct, vector.ct, 'the wasm build gives RFC 9605 Appendix C\'s ciphertext');
     for (const c of Object.values(result.cost)) assert.ok(c.encrypt_us > 0 && c.decrypt_us > 0);
+  });
+
+  step('a creator that hangs is passed over: the guest makes the group, the host joins it when it comes back', async () => {
+    // A new meeting whose host's client takes in no MLS message from the
+    // server's request to create the group on, until the test lets it: the
+    // page works, its encryption does not answer. The messages wait, in
+    // order, as they would in a hung client's socket.
+    const slowHost = await openBrowser('e2ee-slow-host');
+    const newGuest = await openBrowser('e2ee-new-guest');
+    try {
+      const p = slowHost.page;
+      const warnings = [];
+      p.on('console', (m) => { if (m.type() === 'warning' || m.type() === 'error') warnings.push(m.text()); });
+      const held = [];
+      let holding = false;
+      let released = false;
+      let release;
+      await p.routeWebSocket(() => true, (ws) => {
+        const real = ws.connectToServer();
+        ws.onMessage((m) => real.send(m));
+        real.onMessage((m) => {
+          const { type } = JSON.parse(m);
+          if (type === 'mls_create_group' && !released) holding = true;
+          if (holding && type.startsWith('mls_')) held.push(m);
+          else ws.send(m);
+        });
+        release = () => {
+          released = true;
+          holding = false;
+          for (const m of held.splice(0)) ws.send(m);
+        };
+      });
+      const newInvite = await hostStartsMeeting(p, server.url, SLOW_HOST, PASSWORD);
+      const g = newGuest.page;
+      await g.goto(newInvite);
+      await g.getByRole('textbox', { name: 'Your name', exact: true }).fill('Noor');
+      await g.getByRole('button', { name: 'Join', exact: true }).click();
+      await p.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      await g.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+      // 3 s after the host was asked, the guest is: it makes the group and
+      // adds the host, whose client still holds the request unanswered.
+      const code = await eventually(() => securityCode(g), (c) => c.length > 0,
+        { timeout: 15_000, what: 'the guest made the group while the host hangs' });
+      assert.equal(await securityCode(p), '', 'the hung host has no group yet');
+      assert.ok(held.some((m) => JSON.parse(m).type === 'mls_welcome'), 'the host\'s Welcome waits for it');
+      // The host comes back: it answers the old request (the server drops
+      // that quietly) and joins the guest's group by its Welcome.
+      release();
+      await eventually(async () => [await securityCode(p), await securityCode(g)],
+        ([a, b]) => a === b && b === code, { what: 'the host in the guest\'s group, one code' });
+      for (const [who, b] of [['host', slowHost], ['guest', newGuest]]) {
+        await eventually(() => received(b.page), (r) => r.framesDecoded > 10, { timeout: 25_000, what: `${who} decodes the other's encrypted video` });
+      }
+      const region = p.getByRole('region', { name: 'Security', exact: true });
+      await region.getByText('End-to-end encrypted', { exact: true }).waitFor();
+      await screenshot(p, 'e2ee-late-creator-joined');
+      assert.deepEqual([...slowHost.errors, ...newGuest.errors], []);
+      assert.deepEqual(warnings.filter((w) => /encryption|refused/i.test(w)), [], 'no encryption error at the host');
+    } finally {
+      await slowHost.close();
+      await newGuest.close();
+    }
   });
 });
