@@ -177,20 +177,22 @@ impl Group {
     /// as its only member.
     pub(crate) fn group_info(&mut self, from: ParticipantId, b64: &str) -> Result<(), ErrorCode> {
         let asked = matches!(self.phase, Phase::Creating(by, _) if by == from);
-        // An answer to a request that was withdrawn (a group made for the
-        // external sender of a group since restarted fails to be observed).
-        let late = self.creation_withdrawn.remove(&from);
-        let refused = if late {
+        // A late answer to a request that went to another member is dropped
+        // without an error: its client joins the real group by Welcome. (Its
+        // group names the external sender of a group since restarted, so it
+        // is never taken, even if its author was asked again.)
+        let withdrawn = self.creation_withdrawn.remove(&from);
+        let refusal = if withdrawn {
             Ok(())
         } else {
             Err(ErrorCode::MlsRefused)
         };
         if !asked {
-            return refused;
+            return refusal;
         }
         let bytes = decode(b64)?;
         if self.ds.observe_group(&bytes).is_err() {
-            return refused;
+            return refusal;
         }
         self.phase = Phase::Live;
         if self.roster() != BTreeSet::from([from]) {
