@@ -418,9 +418,11 @@ impl Group {
                 message: BASE64.encode(&proposal),
                 commit_by: Some(committer),
             };
-            for id in roster.iter().filter(|id| {
-                wanted.contains(id) && connected.contains(id) && !self.stale.contains(id)
-            }) {
+            // Members inside their resume window too: they get it on resume.
+            for id in roster
+                .iter()
+                .filter(|id| wanted.contains(id) && !self.stale.contains(id))
+            {
                 self.out.push((*id, msg.clone()));
             }
         }

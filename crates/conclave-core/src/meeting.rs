@@ -30,6 +30,15 @@ const MAX_VIEW_SIDE: u32 = 16_384;
 
 /// How long a dropped member's seat is kept for a `resume`.
 pub const RESUME_WINDOW: Duration = Duration::from_secs(30);
+/// How long, and at most how many, MLS messages are kept per member to send
+/// again on a resume. A client that missed one cannot follow the group any
+/// more, and the messages last written to a socket that died are lost with
+/// it, whether the server noticed the drop or not. Older ones went out
+/// before any drop a resume can follow (the window, and the keepalive that
+/// finds a dead socket, are shorter). A member that needs one no longer kept
+/// cannot resume its seat and joins afresh.
+const MLS_REPLAY_AGE: Duration = Duration::from_secs(120);
+const MLS_REPLAY_MAX: usize = 256;
 
 /// A connection, numbered by the I/O shell. The core never sees a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -95,6 +104,9 @@ pub enum Input {
         token: ResumeToken,
         /// The token that replaces the used one.
         next_token: ResumeToken,
+        /// MLS messages the client took in for the seat (see
+        /// [`conclave_proto::ClientMessage::Resume`]).
+        mls_received: Option<u64>,
     },
     /// Any other client message.
     Message {
@@ -155,11 +167,46 @@ struct Member {
     held_screen: bool,
     resume_token: ResumeToken,
     dropped_at: Option<Instant>,
+    /// MLS messages for this seat so far, sent or not (none go to a dropped
+    /// member's socket).
+    mls_sent: u64,
+    /// The latest of them, numbered from 1, with when: for a resume.
+    mls_recent: VecDeque<(u64, Instant, ServerMessage)>,
     /// What the router was last told it may forward (audio, video, screen).
     forwarding: (bool, bool, bool),
 }
 
 impl Member {
+    fn forget_old_mls(&mut self, now: Instant) {
+        while self.mls_recent.len() > MLS_REPLAY_MAX
+            || self
+                .mls_recent
+                .front()
+                .is_some_and(|(_, at, _)| now >= *at + MLS_REPLAY_AGE)
+        {
+            self.mls_recent.pop_front();
+        }
+    }
+
+    /// The MLS messages after the first `received` of this seat, if all are
+    /// still kept. A count beyond what was sent is taken as all of them.
+    fn mls_after(&self, received: u64) -> Option<Vec<ServerMessage>> {
+        if received >= self.mls_sent {
+            return Some(Vec::new());
+        }
+        let first = self.mls_recent.front()?.0;
+        if first > received + 1 {
+            return None;
+        }
+        Some(
+            self.mls_recent
+                .iter()
+                .filter(|(n, _, _)| *n > received)
+                .map(|(_, _, msg)| msg.clone())
+                .collect(),
+        )
+    }
+
     /// Whether this member may turn `kind` on now.
     fn may_send(&self, kind: MediaKind, permissions: &Permissions, suspended: bool) -> bool {
         if self.role.moderates() {
@@ -302,11 +349,12 @@ impl Meeting {
                 conn,
                 token,
                 next_token,
+                mls_received,
             } => {
                 // Seats whose window has passed are gone even if the shell's
                 // timer has not fired yet: a late timer must not stretch it.
                 self.expire(now);
-                self.resume(conn, token, next_token);
+                self.resume(conn, token, next_token, mls_received, now);
             }
             Input::Message { conn, msg } => {
                 if let Err(code) = self.message(conn, msg) {
@@ -350,7 +398,22 @@ impl Meeting {
         group.reconcile(&members, &connected, &waiting, now);
         let deliveries: Vec<_> = group.drain().collect();
         for (id, msg) in deliveries {
-            self.send_to_member(id, msg);
+            self.send_group_message(id, msg, now);
+        }
+    }
+
+    /// An MLS message reaches a member now, or on its resume: in order and
+    /// none missing, as a client cannot apply a commit whose proposals it
+    /// never saw, nor the epochs after one it missed.
+    fn send_group_message(&mut self, id: ParticipantId, msg: ServerMessage, now: Instant) {
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        m.mls_sent += 1;
+        m.mls_recent.push_back((m.mls_sent, now, msg.clone()));
+        m.forget_old_mls(now);
+        if let Some(conn) = m.conn {
+            self.send(conn, msg);
         }
     }
 
@@ -446,6 +509,8 @@ impl Meeting {
             held_screen: false,
             resume_token: w.resume_token,
             dropped_at: None,
+            mls_sent: 0,
+            mls_recent: VecDeque::new(),
             forwarding: (false, false, false),
         };
         let view = member.view(id);
@@ -455,7 +520,14 @@ impl Meeting {
         self.broadcast_except(id, &ServerMessage::ParticipantJoined { participant: view });
     }
 
-    fn resume(&mut self, conn: ConnId, token: ResumeToken, next: ResumeToken) {
+    fn resume(
+        &mut self,
+        conn: ConnId,
+        token: ResumeToken,
+        next: ResumeToken,
+        mls_received: Option<u64>,
+        now: Instant,
+    ) {
         if self.seats.contains_key(&conn) {
             self.send(conn, ServerMessage::error(ErrorCode::AlreadyJoined));
             return;
@@ -472,6 +544,25 @@ impl Meeting {
         let Some(member) = self.members.get_mut(&id) else {
             return;
         };
+        member.forget_old_mls(now);
+        let replay = match mls_received {
+            Some(received) => member.mls_after(received),
+            None => {
+                // No MLS state to go on with (a reloaded page): it hands in
+                // a new key package, is added again, and counts afresh.
+                member.mls_sent = 0;
+                member.mls_recent.clear();
+                Some(Vec::new())
+            }
+        };
+        let Some(replay) = replay else {
+            // The group moved on further than is kept: this client cannot
+            // follow it any more. The seat ends; joining again starts afresh.
+            tracing::info!(participant = %id, "resume refused: MLS messages it missed are no longer kept");
+            self.refuse(conn, ErrorCode::ResumeFailed);
+            self.depart(id, LeaveReason::TimedOut);
+            return;
+        };
         let old = member.conn.replace(conn);
         member.dropped_at = None;
         member.resume_token = next;
@@ -482,6 +573,9 @@ impl Meeting {
         }
         self.seats.insert(conn, Seat::Member(id));
         self.send_joined(id);
+        for msg in replay {
+            self.send(conn, msg);
+        }
         self.broadcast_participant(id);
     }
 

@@ -596,3 +596,109 @@ fn a_member_whose_client_lost_its_state_is_replaced_in_the_group() {
         room.member(2).security_code()
     );
 }
+
+/// Members 1 to 3 in the group; member 2's socket then stops carrying
+/// anything (the test decides whether the server notices), and while it is
+/// away member 4 is admitted and member 3 leaves. Returns member 2's resume
+/// token and how many MLS messages its client took in.
+fn away_while_the_group_moves_on(server_notices: bool) -> (Room, ResumeToken, u64) {
+    let mut room = hosted();
+    room.join(2, None);
+    room.admit(2);
+    room.join(3, None);
+    room.admit(3);
+    let token = room
+        .log(2)
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Joined { resume_token, .. } => ResumeToken::decode(resume_token),
+            _ => None,
+        })
+        .expect("a resume token");
+    let taken_in = room.log(2).iter().filter(|m| is_mls(m)).count() as u64;
+    // Whatever is written to the socket from now on is lost.
+    room.frozen.insert(2);
+    if server_notices {
+        room.input(Input::Disconnected { conn: ConnId(2) });
+    }
+    room.join(4, None);
+    room.admit(4);
+    room.msg(3, ClientMessage::Leave);
+    assert_eq!(room.member(HOST).roster(), ["1", "2", "4"]);
+    assert_eq!(
+        room.member(2).roster(),
+        ["1", "2", "3"],
+        "behind while away"
+    );
+    room.backlog.remove(&2);
+    room.frozen.remove(&2);
+    // The same client takes its seat back on a new socket.
+    let member = room.members.remove(&2).expect("member 2");
+    room.members.insert(20, member);
+    room.now += Duration::from_secs(5);
+    (room, token, taken_in)
+}
+
+fn resume(
+    room: &mut Room,
+    conn: u64,
+    token: ResumeToken,
+    mls_received: Option<u64>,
+) -> Vec<Output> {
+    room.input(Input::Resume {
+        conn: ConnId(conn),
+        token,
+        next_token: ResumeToken::generate(),
+        mls_received,
+    })
+}
+
+/// A member whose socket dropped resumes: the MLS messages after the ones it
+/// says it took in reach it again, in order, and it is in the same epoch as
+/// everyone else, whether the server had noticed the drop (nothing was
+/// written to the dead socket) or not (what was written to it is lost).
+#[test]
+fn a_member_who_resumes_catches_up_on_what_the_group_did_meanwhile() {
+    for server_notices in [true, false] {
+        let (mut room, token, taken_in) = away_while_the_group_moves_on(server_notices);
+        let out = resume(&mut room, 20, token, Some(taken_in));
+        assert_eq!(error_of(&out, 20), None);
+        assert_eq!(room.member(20).roster(), ["1", "2", "4"]);
+        assert_eq!(room.member(20).epoch(), room.member(HOST).epoch());
+        assert_eq!(
+            room.member(20).security_code(),
+            room.member(HOST).security_code()
+        );
+        // It takes part in the next change as before.
+        room.join(5, None);
+        room.admit(5);
+        // (5 takes the leaf 3 left.)
+        assert_eq!(room.member(20).roster(), ["1", "2", "5", "4"]);
+        assert_eq!(
+            room.member(20).security_code(),
+            room.member(5).security_code()
+        );
+    }
+}
+
+/// What a resume may ask for again is bounded: a client that missed MLS
+/// messages no longer kept (sent over two minutes ago) cannot follow the
+/// group, so its seat ends and it joins afresh; a count beyond what was
+/// sent gets nothing again.
+#[test]
+fn a_resume_that_needs_messages_no_longer_kept_ends_the_seat() {
+    let (mut room, token, _) = away_while_the_group_moves_on(false);
+    room.now += Duration::from_secs(120);
+    let out = resume(&mut room, 20, token, Some(0));
+    assert_eq!(error_of(&out, 20), Some(ErrorCode::ResumeFailed));
+    assert_eq!(
+        room.member(HOST).roster(),
+        ["1", "4"],
+        "removed from the group"
+    );
+
+    let (mut room, token, _) = away_while_the_group_moves_on(false);
+    let out = resume(&mut room, 20, token, Some(u64::MAX));
+    assert_eq!(error_of(&out, 20), None);
+    assert!(!room.log(20).iter().any(is_mls), "nothing sent again");
+}

@@ -133,6 +133,7 @@ impl Room {
             conn: ConnId(conn),
             token,
             next_token: ResumeToken::generate(),
+            mls_received: None,
         })
     }
 

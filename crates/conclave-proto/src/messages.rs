@@ -223,6 +223,14 @@ pub enum ClientMessage {
     /// First message of a connection that takes back a seat after a drop.
     Resume {
         token: String,
+        /// How many MLS messages (`mls_create_group`, `mls_message`,
+        /// `mls_welcome`, `mls_commit_request`) the client took in for this
+        /// seat: the server sends the ones after them again, as messages sent
+        /// to a dying socket are lost. Absent when the client kept no MLS
+        /// state (a reloaded page): nothing is sent again, and the count
+        /// starts afresh.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mls_received: Option<u64>,
     },
     Leave,
     Admit {

@@ -39,6 +39,7 @@ pub enum RoomCmd {
         conn: ConnId,
         sink: mpsc::Sender<Outbound>,
         token: ResumeToken,
+        mls_received: Option<u64>,
     },
     Input(Input),
 }
@@ -238,13 +239,19 @@ impl Room {
                     now,
                 );
             }
-            RoomCmd::Resume { conn, sink, token } => {
+            RoomCmd::Resume {
+                conn,
+                sink,
+                token,
+                mls_received,
+            } => {
                 self.sinks.insert(conn, sink);
                 self.meeting.handle(
                     Input::Resume {
                         conn,
                         token,
                         next_token: ResumeToken::generate(),
+                        mls_received,
                     },
                     now,
                 );

@@ -309,8 +309,8 @@ impl Connection {
                                 Attempt::Fatal(m) => { send(&mut ws_tx, &m).await; break; }
                             }
                         }
-                        (false, ClientMessage::Resume { token }) => {
-                            match self.resume(&token, &mut sink).await {
+                        (false, ClientMessage::Resume { token, mls_received }) => {
+                            match self.resume(&token, mls_received, &mut sink).await {
                                 Attempt::Delivered => { in_room = true; slot.release(); }
                                 Attempt::Refused(m) => { send(&mut ws_tx, &m).await; }
                                 Attempt::Fatal(m) => { send(&mut ws_tx, &m).await; break; }
@@ -444,7 +444,12 @@ impl Connection {
         }
     }
 
-    async fn resume(&self, token: &str, sink: &mut Option<mpsc::Sender<Arc<str>>>) -> Attempt {
+    async fn resume(
+        &self,
+        token: &str,
+        mls_received: Option<u64>,
+        sink: &mut Option<mpsc::Sender<Arc<str>>>,
+    ) -> Attempt {
         if let Some(m) = self.too_many() {
             return Attempt::Refused(m);
         }
@@ -459,6 +464,7 @@ impl Connection {
             conn: self.conn,
             sink: tx,
             token,
+            mls_received,
         };
         if self.state.rooms.deliver_if_running(id, cmd).await {
             Attempt::Delivered
