@@ -73,6 +73,7 @@ export class Call {
       onMessage: (m) => this.onMessage(m),
       onStatus: (s) => this.onStatus(s),
     });
+    this.sig.resumeState = () => this.e2ee.resumeState();
     this.onPageHide = () => {
       const seat = readSeat(this.meetingId);
       if (seat) writeSeat(this.meetingId, { ...seat, savedAt: Date.now() });

@@ -11,6 +11,9 @@
 
 /** The wasm module (crates/conclave-e2ee-wasm), loaded once for the page. */
 let wasm = null;
+/** The server's MLS messages a resume counts (docs/protocol.md, `resume`). */
+const MLS_COUNTED = new Set(['mls_create_group', 'mls_message', 'mls_welcome', 'mls_commit_request']);
+
 function loadWasm() {
   if (!wasm) {
     wasm = import('/e2ee/conclave_e2ee.js').then(async (mod) => {
@@ -71,6 +74,10 @@ export class E2ee {
     this.call = call;
     this.member = null;
     this.memberId = null; // the participant id the Member was made for
+    // MLS messages taken in for the seat, counted as they arrive: a resume
+    // tells the server, which sends the ones after them again.
+    this.seatId = null;
+    this.mlsReceived = 0;
     this.inGroup = false;
     this.committing = false; // our commit is out, its echo not yet back
     this.commitTimer = null;
@@ -120,6 +127,10 @@ export class E2ee {
   onSeat(you) {
     if (you === null || you === undefined) return;
     const id = String(you);
+    if (this.seatId !== id) {
+      this.seatId = id;
+      this.mlsReceived = 0;
+    }
     if (this.memberId === id && this.member) return;
     this.run(async () => {
       if (this.memberId === id && this.member) return;
@@ -133,7 +144,13 @@ export class E2ee {
     });
   }
 
+  /** What a `resume` says of MLS: how many messages this seat took in (none known after a reload). */
+  resumeState() {
+    return this.seatId === null ? {} : { mls_received: this.mlsReceived };
+  }
+
   onServer(msg) {
+    if (MLS_COUNTED.has(msg.type)) this.mlsReceived += 1;
     this.run(async () => {
       if (!this.member) return;
       switch (msg.type) {

@@ -27,6 +27,7 @@ export class Signaling {
     this.member = false; // admitted: a drop is resumed
     this.waiting = false; // in the waiting room: a drop is re-joined
     this.token = null;
+    this.resumeState = () => ({}); // more for a `resume` (what MLS took in)
     this.windowSecs = 30;
     this.deadline = null;
     this.attempt = 0;
@@ -90,7 +91,7 @@ export class Signaling {
 
   open(status) {
     if (this.done) return;
-    const opening = this.member ? { type: 'resume', token: this.token } : this.first;
+    const opening = this.member ? { type: 'resume', token: this.token, ...this.resumeState() } : this.first;
     let ws;
     try {
       ws = new WebSocket(meetingSocketUrl(this.meetingId));
