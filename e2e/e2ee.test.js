@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { BINARY, ROOT, eventually, openBrowser, received, screenshot, hostStartsMeeting, startServer, storySteps } from './harness.js';
+import { BINARY, ROOT, dropSocket, eventually, openBrowser, received, screenshot, hostStartsMeeting, startServer, storySteps } from './harness.js';
 
 const HOST = 'grace';
 /** Hosts a meeting of her own in the step where the creator hangs. */
@@ -264,6 +264,52 @@ describe('end-to-end encryption in the browser', () => {
       // resume window ends, which can be about now.
       await eventually(async () => [await securityCode(host.page), await securityCode(guest.page)],
         ([a, b]) => a.length > 0 && a === b && a !== withKim, { what: 'the host reaches the guest\'s epoch' });
+      assert.deepEqual([...host.errors, ...guest.errors], []);
+    } finally {
+      await kim.close();
+    }
+  });
+
+  step('a member whose socket drops while the group changes catches up when it resumes', async () => {
+    // The guest's socket drops, and its reconnects are turned away until
+    // the test lets them through; meanwhile Kim is admitted: a new epoch.
+    const g = guest.page;
+    let letThrough = false;
+    await g.routeWebSocket(() => true, (ws) => {
+      if (!letThrough) {
+        ws.close();
+        return;
+      }
+      const real = ws.connectToServer();
+      ws.onMessage((m) => real.send(m));
+      real.onMessage((m) => ws.send(m));
+    });
+    const before = await securityCode(g);
+    const pcsBefore = await dropSocket(g);
+    await g.getByText(/Reconnecting/).first().waitFor();
+    const kim = await openBrowser('e2ee-kim-again');
+    try {
+      const k = kim.page;
+      await k.goto(invite);
+      await k.getByRole('textbox', { name: 'Your name', exact: true }).fill('Kim');
+      await k.getByRole('button', { name: 'Join', exact: true }).click();
+      await host.page.getByRole('listitem').filter({ hasText: 'Kim' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      const withKim = await eventually(async () => [await securityCode(host.page), await securityCode(k)],
+        ([a, b]) => a.length > 0 && a === b && a !== before, { timeout: 25_000, what: 'Kim in the group' });
+      assert.equal(await securityCode(g), before, 'the guest, away, is still in the old epoch');
+      // The guest gets back in: the MLS messages it missed come again.
+      letThrough = true;
+      await eventually(async () => [await securityCode(g), await securityCode(host.page)],
+        ([a, b]) => a === b && a !== before, { timeout: 25_000, what: `the guest in the host's epoch (${withKim[0].slice(0, 11)}... with Kim)` });
+      // Media comes back on a new peer connection, under the new epoch's keys.
+      const newest = () => g.evaluate(async () => {
+        let frames = 0;
+        (await window.__pcs.at(-1).getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0; });
+        return frames;
+      });
+      await eventually(() => g.evaluate(() => window.__pcs.length), (n) => n > pcsBefore, { what: 'a new peer connection' });
+      const first = await eventually(newest, (n) => n > 0, { timeout: 20_000, what: 'the guest decodes video after the resume' });
+      await eventually(newest, (n) => n > first + 10, { what: 'the guest keeps decoding' });
       assert.deepEqual([...host.errors, ...guest.errors], []);
     } finally {
       await kim.close();
