@@ -276,7 +276,12 @@ impl Group {
         match self.phase {
             Phase::None => self.ask_to_create(&wanted, connected, now),
             Phase::Creating(by, _) if !wanted.contains(&by) || !connected.contains(&by) => {
-                self.phase = Phase::None;
+                if wanted.contains(&by) {
+                    // Dropped inside its resume window: it gets the request
+                    // again on resume and may answer it, late.
+                    self.creation_withdrawn.insert(by);
+                }
+                self.restart();
                 self.ask_to_create(&wanted, connected, now);
             }
             Phase::Creating(by, since) if now >= since + COMMIT_TIMEOUT => {

@@ -467,6 +467,41 @@ fn a_creator_that_does_not_create_is_passed_over() {
     assert_eq!(room.meeting.poll_timeout(), None, "nothing is out");
 }
 
+/// The member asked to create the group drops before it answers: the next
+/// one is asked. On resume its client gets the old request again, answers
+/// it (dropped without an error) and joins the real group by Welcome.
+#[test]
+fn a_creator_that_drops_before_it_answers_catches_up_on_resume() {
+    let mut room = Room::with_waiting_room(false);
+    room.frozen.insert(HOST);
+    room.join(HOST, Some(OWNER));
+    let kp = room.new_member(HOST, ParticipantId(1));
+    room.msg(HOST, kp);
+    let token = room
+        .log(HOST)
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Joined { resume_token, .. } => ResumeToken::decode(resume_token),
+            _ => None,
+        })
+        .expect("a resume token");
+    room.input(Input::Disconnected { conn: ConnId(HOST) });
+    room.backlog.remove(&HOST);
+    room.frozen.remove(&HOST);
+    room.join(2, None);
+    assert_eq!(room.member(2).roster(), ["2", "1"], "made by 2, 1 added");
+
+    let member = room.members.remove(&HOST).expect("the host's member");
+    room.members.insert(10, member);
+    let out = resume(&mut room, 10, token, Some(0));
+    assert_eq!(error_of(&out, 10), None);
+    assert_eq!(room.member(10).roster(), ["2", "1"]);
+    assert_eq!(
+        room.member(10).security_code(),
+        room.member(2).security_code()
+    );
+}
+
 #[test]
 fn only_the_first_commit_of_an_epoch_wins() {
     let mut room = hosted();
