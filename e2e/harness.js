@@ -171,21 +171,43 @@ export function dropSocket(page) {
   });
 }
 
-/** What the page's live peer connection has received: {framesDecoded, audioPackets}. */
+/**
+ * What the page's live peer connections have received: {framesDecoded,
+ * audioPackets}, and the same per inbound stream (`streams`, by stats id) for
+ * `gained`.
+ */
 export function received(page) {
   return page.evaluate(async () => {
     const pcs = (window.__pcs || []).filter((pc) => pc.connectionState !== 'closed');
-    const out = { framesDecoded: 0, audioPackets: 0, connection: pcs.map((pc) => pc.connectionState).join(',') };
+    const out = { framesDecoded: 0, audioPackets: 0, connection: pcs.map((pc) => pc.connectionState).join(','), streams: {} };
     for (const pc of pcs) {
       const stats = await pc.getStats();
       stats.forEach((s) => {
         if (s.type !== 'inbound-rtp') return;
-        if (s.kind === 'video') out.framesDecoded += s.framesDecoded || 0;
-        if (s.kind === 'audio') out.audioPackets += s.packetsReceived || 0;
+        const count = s.kind === 'video' ? s.framesDecoded || 0 : s.packetsReceived || 0;
+        if (s.kind === 'video') out.framesDecoded += count;
+        if (s.kind === 'audio') out.audioPackets += count;
+        out.streams[s.id] = { kind: s.kind, count };
       });
     }
     return out;
   });
+}
+
+/**
+ * What was received between two `received` results: {framesDecoded,
+ * audioPackets}. Counted per stream, so a stream that went away in between
+ * (a renegotiation drops a departed sender's) does not make it look as if
+ * less arrived.
+ */
+export function gained(before, now) {
+  const out = { framesDecoded: 0, audioPackets: 0 };
+  for (const [id, s] of Object.entries(now.streams)) {
+    const was = before.streams[id]?.count || 0;
+    if (s.kind === 'video') out.framesDecoded += s.count - was;
+    if (s.kind === 'audio') out.audioPackets += s.count - was;
+  }
+  return out;
 }
 
 /** Waits until `check(value)` holds for `await probe()`, or throws with the last value. */
