@@ -6,6 +6,37 @@ import { icon } from './icons.js';
 import { isModerator } from './state.js';
 
 const ROLE_LABEL = { host: 'Host', cohost: 'Co-host', participant: '' };
+/** How long a permission switch shows a choice the server has not confirmed (it may have refused it). */
+const PENDING_MS = 2000;
+
+/**
+ * A permission switch: it shows what the moderator just chose until the
+ * server's state changes to it, as other updates re-render the panel in
+ * between; a choice never confirmed gives way to the server's after PENDING_MS.
+ */
+function permissionSwitch(labelText, accessibleName, send) {
+  const sw = toggle(labelText, false, (on) => {
+    sw.pending = true;
+    clearTimeout(sw.timer);
+    sw.timer = setTimeout(() => {
+      sw.pending = false;
+      sw.input.checked = sw.server;
+    }, PENDING_MS);
+    send(on);
+  }, null, accessibleName);
+  sw.server = undefined;
+  sw.pending = false;
+  /** The server's value, on each render. */
+  sw.show = (value) => {
+    if (value !== sw.server) {
+      sw.server = value;
+      sw.pending = false;
+      clearTimeout(sw.timer);
+    }
+    if (!sw.pending) sw.input.checked = value;
+  };
+  return sw;
+}
 
 function iconButton(label, iconName, onClick, extra = '') {
   return h('button', { type: 'button', class: `row-btn ${extra}`, 'aria-label': label, title: label, onClick }, icon(iconName));
@@ -29,10 +60,10 @@ export function createParticipantsPanel(call, { onClose }) {
 
   // Visible labels are short; the accessible names say what the switch allows.
   const perm = {
-    screen: toggle('Screen sharing', false, (on) => call.setPermissions({ screen_share: on ? 'everyone' : 'host_only' }), null, 'Allow screen sharing'),
-    chat: toggle('Chat', true, (on) => call.setPermissions({ chat: on }), null, 'Allow chat'),
-    unmute: toggle('Self-unmute', true, (on) => call.setPermissions({ self_unmute: on }), null, 'Allow self-unmute'),
-    rename: toggle('Renaming', false, (on) => call.setPermissions({ rename_self: on }), null, 'Allow renaming'),
+    screen: permissionSwitch('Screen sharing', 'Allow screen sharing', (on) => call.setPermissions({ screen_share: on ? 'everyone' : 'host_only' })),
+    chat: permissionSwitch('Chat', 'Allow chat', (on) => call.setPermissions({ chat: on })),
+    unmute: permissionSwitch('Self-unmute', 'Allow self-unmute', (on) => call.setPermissions({ self_unmute: on })),
+    rename: permissionSwitch('Renaming', 'Allow renaming', (on) => call.setPermissions({ rename_self: on })),
   };
   const tools = h('div', { class: 'host-tools', hidden: true },
     h('div', { class: 'tool-row' }, lockBtn, muteAllBtn),
@@ -84,10 +115,10 @@ export function createParticipantsPanel(call, { onClose }) {
       lockBtn.classList.toggle('is-on', m.locked);
       setTool(suspendBtn, m.suspended ? 'Resume participant activities' : 'Suspend participant activities', m.suspended ? 'play' : 'pause');
       suspendBtn.classList.toggle('is-on', m.suspended);
-      perm.screen.input.checked = m.permissions.screen_share === 'everyone';
-      perm.chat.input.checked = m.permissions.chat;
-      perm.unmute.input.checked = m.permissions.self_unmute;
-      perm.rename.input.checked = m.permissions.rename_self;
+      perm.screen.show(m.permissions.screen_share === 'everyone');
+      perm.chat.show(m.permissions.chat);
+      perm.unmute.show(m.permissions.self_unmute);
+      perm.rename.show(m.permissions.rename_self);
     }
 
     waitingBox.hidden = !mod || state.waiting.length === 0;
