@@ -31,6 +31,14 @@ function ffprobeFrames(file) {
   return Number.parseInt(out, 10);
 }
 
+/** `page` asks to join by `link` as `name`, and `hostPage` admits them from the participants panel. */
+async function joinAndGetAdmitted(page, link, name, hostPage) {
+  await page.goto(link);
+  await page.getByRole('textbox', { name: 'Your name', exact: true }).fill(name);
+  await page.getByRole('button', { name: 'Join', exact: true }).click();
+  await hostPage.getByRole('listitem').filter({ hasText: name }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+}
+
 /** The security code a page shows: twelve groups of five digits. */
 function securityCode(page) {
   return page.getByRole('region', { name: 'Security', exact: true }).locator('[aria-label="Security code"]')
@@ -216,10 +224,7 @@ describe('end-to-end encryption in the browser', () => {
           }
         });
       });
-      await w.goto(invite);
-      await w.getByRole('textbox', { name: 'Your name', exact: true }).fill('Watcher');
-      await w.getByRole('button', { name: 'Join', exact: true }).click();
-      await host.page.getByRole('listitem').filter({ hasText: 'Watcher' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      await joinAndGetAdmitted(w, invite, 'Watcher', host.page);
       await w.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
       ghost = spawn(BINARY, ['join', invite, '--name', 'Ghost', '--duration', '30'], { stdio: 'ignore' });
       await host.page.getByRole('listitem').filter({ hasText: 'Ghost' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
@@ -241,10 +246,7 @@ describe('end-to-end encryption in the browser', () => {
     const kim = await openBrowser('e2ee-kim');
     try {
       const k = kim.page;
-      await k.goto(invite);
-      await k.getByRole('textbox', { name: 'Your name', exact: true }).fill('Kim');
-      await k.getByRole('button', { name: 'Join', exact: true }).click();
-      await host.page.getByRole('listitem').filter({ hasText: 'Kim' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      await joinAndGetAdmitted(k, invite, 'Kim', host.page);
       await k.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
       const [withKim] = await eventually(async () => [await securityCode(host.page), await securityCode(guest.page), await securityCode(k)],
         ([a, b, c]) => a.length > 0 && a === b && b === c, { timeout: 25_000, what: 'Kim in the group, one code for all' });
@@ -290,10 +292,7 @@ describe('end-to-end encryption in the browser', () => {
     const kim = await openBrowser('e2ee-kim-again');
     try {
       const k = kim.page;
-      await k.goto(invite);
-      await k.getByRole('textbox', { name: 'Your name', exact: true }).fill('Kim');
-      await k.getByRole('button', { name: 'Join', exact: true }).click();
-      await host.page.getByRole('listitem').filter({ hasText: 'Kim' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      await joinAndGetAdmitted(k, invite, 'Kim', host.page);
       const withKim = await eventually(async () => [await securityCode(host.page), await securityCode(k)],
         ([a, b]) => a.length > 0 && a === b && a !== before, { timeout: 25_000, what: 'Kim in the group' });
       assert.equal(await securityCode(g), before, 'the guest, away, is still in the old epoch');

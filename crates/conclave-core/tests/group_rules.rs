@@ -394,6 +394,17 @@ fn a_committer_that_does_not_commit_is_passed_over() {
     assert_eq!(room.member(3).roster(), ["1", "2", "3", "4"]);
 }
 
+/// A meeting without a waiting room whose host's client hands in its key
+/// package and then freezes, before the request to create the group.
+fn frozen_host_with_a_key_package() -> Room {
+    let mut room = Room::with_waiting_room(false);
+    room.frozen.insert(HOST);
+    room.join(HOST, Some(OWNER));
+    let kp = room.new_member(HOST, ParticipantId(1));
+    room.msg(HOST, kp);
+    room
+}
+
 /// The member asked to create the group never does: its tab froze right
 /// after it handed in its key package. Alone, it keeps the request; once
 /// another member is there, that one is asked, for a group with a new id.
@@ -401,11 +412,7 @@ fn a_committer_that_does_not_commit_is_passed_over() {
 /// an error and it joins the real group by the Welcome it was sent.
 #[test]
 fn a_creator_that_does_not_create_is_passed_over() {
-    let mut room = Room::with_waiting_room(false);
-    room.frozen.insert(HOST);
-    room.join(HOST, Some(OWNER));
-    let kp = room.new_member(HOST, ParticipantId(1));
-    room.msg(HOST, kp);
+    let mut room = frozen_host_with_a_key_package();
     let asked = |room: &Room, conn| {
         room.log(conn)
             .iter()
@@ -472,19 +479,8 @@ fn a_creator_that_does_not_create_is_passed_over() {
 /// it (dropped without an error) and joins the real group by Welcome.
 #[test]
 fn a_creator_that_drops_before_it_answers_catches_up_on_resume() {
-    let mut room = Room::with_waiting_room(false);
-    room.frozen.insert(HOST);
-    room.join(HOST, Some(OWNER));
-    let kp = room.new_member(HOST, ParticipantId(1));
-    room.msg(HOST, kp);
-    let token = room
-        .log(HOST)
-        .iter()
-        .find_map(|m| match m {
-            ServerMessage::Joined { resume_token, .. } => ResumeToken::decode(resume_token),
-            _ => None,
-        })
-        .expect("a resume token");
+    let mut room = frozen_host_with_a_key_package();
+    let token = resume_token(&room, HOST);
     room.input(Input::Disconnected { conn: ConnId(HOST) });
     room.backlog.remove(&HOST);
     room.frozen.remove(&HOST);
@@ -642,14 +638,7 @@ fn away_while_the_group_moves_on(server_notices: bool) -> (Room, ResumeToken, u6
     room.admit(2);
     room.join(3, None);
     room.admit(3);
-    let token = room
-        .log(2)
-        .iter()
-        .find_map(|m| match m {
-            ServerMessage::Joined { resume_token, .. } => ResumeToken::decode(resume_token),
-            _ => None,
-        })
-        .expect("a resume token");
+    let token = resume_token(&room, 2);
     let taken_in = room.log(2).iter().filter(|m| is_mls(m)).count() as u64;
     // Whatever is written to the socket from now on is lost.
     room.frozen.insert(2);
@@ -672,6 +661,18 @@ fn away_while_the_group_moves_on(server_notices: bool) -> (Room, ResumeToken, u6
     room.members.insert(20, member);
     room.now += Duration::from_secs(5);
     (room, token, taken_in)
+}
+
+/// The resume token the latest `joined` on `conn` carried.
+fn resume_token(room: &Room, conn: u64) -> ResumeToken {
+    room.log(conn)
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ServerMessage::Joined { resume_token, .. } => ResumeToken::decode(resume_token),
+            _ => None,
+        })
+        .expect("a resume token")
 }
 
 fn resume(
