@@ -300,20 +300,27 @@ impl Group {
         connected: &BTreeSet<ParticipantId>,
         now: Instant,
     ) {
-        let mut able = wanted.iter().filter(|id| connected.contains(id));
-        let first = able
-            .clone()
-            .find(|id| !self.passed_over.contains(id))
-            .or_else(|| able.next());
-        if let Some(first) = first {
-            self.phase = Phase::Creating(*first, now);
+        let able = wanted.iter().copied().filter(|id| connected.contains(id));
+        if let Some(first) = self.first_not_passed_over(able) {
+            self.phase = Phase::Creating(first, now);
             self.out.push((
-                *first,
+                first,
                 ServerMessage::MlsCreateGroup {
                     e2ee: self.setup.clone(),
                 },
             ));
         }
+    }
+
+    /// The first of `able` that did not let a turn pass, or else the first:
+    /// one that did is asked again only when nobody else can be.
+    fn first_not_passed_over(
+        &self,
+        able: impl Iterator<Item = ParticipantId> + Clone,
+    ) -> Option<ParticipantId> {
+        able.clone()
+            .find(|id| !self.passed_over.contains(id))
+            .or_else(|| able.clone().next())
     }
 
     /// The member asked to create the group did not in time: another one is
@@ -367,16 +374,11 @@ impl Group {
         // The longest-present connected member commits: one committer per
         // epoch keeps commits from racing (a race is still settled by order).
         // One that let its turn pass comes last.
-        let able = |id: &&ParticipantId| {
-            connected.contains(id) && wanted.contains(id) && !self.stale.contains(id)
-        };
-        let Some(committer) = roster
+        let able = roster
             .iter()
-            .filter(able)
-            .find(|id| !self.passed_over.contains(id))
-            .or_else(|| roster.iter().find(able))
             .copied()
-        else {
+            .filter(|id| connected.contains(id) && wanted.contains(id) && !self.stale.contains(id));
+        let Some(committer) = self.first_not_passed_over(able) else {
             return;
         };
         let mut proposals = Vec::new();
