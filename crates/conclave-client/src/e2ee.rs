@@ -5,7 +5,9 @@
 //! No frame ever leaves in clear: until the first epoch's keys exist the peer
 //! drops what it would send.
 
-use conclave_e2ee::{E2eeError, EpochKeys, Member, Received};
+use std::collections::BTreeSet;
+
+use conclave_e2ee::{E2eeError, EpochKeys, Member, Received, RosterCheck};
 use conclave_proto::{ClientMessage, ErrorCode, ParticipantId, ServerMessage};
 use data_encoding::BASE64;
 
@@ -25,6 +27,9 @@ pub struct E2ee {
     me: ParticipantId,
     member: Member,
     in_group: bool,
+    /// The participants the server announced (`joined`, `participant_joined/left`): the
+    /// member commits Adds only for these, and shows group members outside them.
+    announced: BTreeSet<ParticipantId>,
     out: Vec<ClientMessage>,
 }
 
@@ -47,6 +52,7 @@ impl E2ee {
             me,
             member,
             in_group: false,
+            announced: BTreeSet::new(),
             out: vec![ClientMessage::MlsKeyPackage { key_package }],
         })
     }
@@ -82,6 +88,21 @@ impl E2ee {
         }
     }
 
+    /// The group against the participants the server announced: a member in
+    /// `not_announced` holds the meeting's keys without being in the list.
+    pub fn roster_check(&self) -> RosterCheck {
+        if self.in_group {
+            self.member.roster_check()
+        } else {
+            RosterCheck::default()
+        }
+    }
+
+    fn announce(&mut self) {
+        self.member
+            .set_announced(self.announced.iter().map(|id| id.0.to_string()));
+    }
+
     /// A chat message for the server to relay.
     pub fn chat(&mut self, text: &str) -> Result<ClientMessage, E2eeError> {
         Ok(ClientMessage::Chat {
@@ -109,6 +130,21 @@ impl E2ee {
     /// Takes one server message; the ones E2EE does not care about pass by.
     pub fn handle(&mut self, msg: &ServerMessage) -> Result<Option<Change>, E2eeError> {
         match msg {
+            ServerMessage::Joined { participants, .. } => {
+                self.announced = participants.iter().map(|p| p.id).collect();
+                self.announce();
+                Ok(None)
+            }
+            ServerMessage::ParticipantJoined { participant } => {
+                self.announced.insert(participant.id);
+                self.announce();
+                Ok(None)
+            }
+            ServerMessage::ParticipantLeft { participant, .. } => {
+                self.announced.remove(participant);
+                self.announce();
+                Ok(None)
+            }
             ServerMessage::MlsCreateGroup { e2ee } => {
                 let group_id = unb64(&e2ee.group_id)?;
                 let external = unb64(&e2ee.external_sender)?;
@@ -136,9 +172,6 @@ impl E2ee {
                         removed_me: true, ..
                     } => Ok(Some(Change::Removed)),
                     Received::Commit { .. } => Ok(Some(self.keys())),
-                    Received::Chat { sender, text } => {
-                        Ok(Some(Change::Chat { from: sender, text }))
-                    }
                     Received::Ignored => Ok(None),
                 }
             }
@@ -146,10 +179,14 @@ impl E2ee {
                 self.commit()?;
                 Ok(None)
             }
-            ServerMessage::Chat { payload, .. } => match self.member.handle(&unb64(payload)?)? {
-                Received::Chat { sender, text } => Ok(Some(Change::Chat { from: sender, text })),
-                _ => Ok(None),
-            },
+            // Only an MLS application message opens: a commit sent as chat is refused.
+            ServerMessage::Chat { payload, .. } => Ok(self
+                .member
+                .open_chat(&unb64(payload)?)?
+                .map(|chat| Change::Chat {
+                    from: chat.sender,
+                    text: chat.text,
+                })),
             ServerMessage::Error {
                 code: ErrorCode::StaleCommit,
                 ..

@@ -485,8 +485,13 @@ impl ClientPeer {
             Some(Kind::Audio) => FrameKind::Audio,
             _ => FrameKind::Vp8,
         };
+        // A frame opens only as the member the server says sends this track.
+        let Some(sender) = t.participant.map(|p| p.0.to_string()) else {
+            t.undecryptable_frames += 1;
+            return None;
+        };
         let mut out = Vec::with_capacity(frame.len());
-        match crypto.decrypt(kind, frame, now_ms, &mut out) {
+        match crypto.decrypt_from(kind, frame, &sender, now_ms, &mut out) {
             Ok(_) => Some(out),
             Err(e) => {
                 tracing::debug!(error = %e, "frame does not decrypt");

@@ -73,6 +73,9 @@ pub struct E2eeReport {
     pub security_code: String,
     /// Participant ids in the group, as the group says.
     pub roster: Vec<String>,
+    /// Group members the server never announced (or announced fewer times than the group
+    /// holds them), at the end: someone holding the meeting's keys whom nobody sees.
+    pub not_announced: Vec<String>,
     /// Chat messages decrypted: (sender id, text).
     pub chats: Vec<(String, String)>,
     /// Removed from the group by a commit.
@@ -185,6 +188,13 @@ fn observe(
         match e.handle(m) {
             Ok(Some(Change::Epoch(keys))) => {
                 peer.set_epoch_keys(&keys, Instant::now());
+                let hidden = e.roster_check().not_announced;
+                if !hidden.is_empty() {
+                    tracing::warn!(
+                        members = ?hidden,
+                        "the encrypted group holds members the server did not announce"
+                    );
+                }
                 if seen.epochs.len() < MAX_CHATS_KEPT {
                     seen.epochs.push((e.epoch(), e.security_code(), e.roster()));
                 }
@@ -403,6 +413,7 @@ pub async fn run_with(
         epoch: e.epoch(),
         security_code: e.security_code(),
         roster: e.roster(),
+        not_announced: e.roster_check().not_announced,
         ..e2ee_seen
     });
     Ok(SessionReport {

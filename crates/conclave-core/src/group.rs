@@ -89,6 +89,14 @@ fn decode(b64: &str) -> Result<Vec<u8>, ErrorCode> {
         .map_err(|_| ErrorCode::MlsRefused)
 }
 
+/// Whether a chat payload (base64, as the client sent it) carries an MLS handshake message:
+/// chat must never change the group. Payloads that are not base64 are left to the members.
+pub(crate) fn is_handshake_as_chat(payload: &str) -> bool {
+    BASE64
+        .decode(payload.as_bytes())
+        .is_ok_and(|bytes| DeliveryService::is_handshake_as_chat(&bytes))
+}
+
 /// The credential of a member is its participant id in decimal.
 fn credential(id: ParticipantId) -> String {
     id.0.to_string()

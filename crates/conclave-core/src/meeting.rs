@@ -789,6 +789,10 @@ impl Meeting {
                 if payload.len() > MAX_CHAT_BYTES {
                     return Err(ErrorCode::ChatTooLarge);
                 }
+                if crate::group::is_handshake_as_chat(&payload) {
+                    tracing::warn!(participant = %me, "an MLS handshake message sent as chat refused");
+                    return Err(ErrorCode::BadMessage);
+                }
                 self.broadcast(&ServerMessage::Chat { from: me, payload });
                 Ok(())
             }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use conclave_core::{COMMIT_TIMEOUT, ConnId, Identity, Input, Meeting, MeetingConfig, Output};
-use conclave_e2ee::{FrameCrypto, FrameKind, Member, Received};
+use conclave_e2ee::{Chat, FrameCrypto, FrameKind, Member, Received};
 use conclave_proto::{
     ClientMessage, ErrorCode, ParticipantId, Permissions, ResumeToken, ServerMessage,
 };
@@ -31,6 +31,8 @@ struct Room {
     frozen: BTreeSet<u64>,
     /// What frozen clients were sent, for when they come back.
     backlog: BTreeMap<u64, Vec<ServerMessage>>,
+    /// The participant list each client was shown, as its member is told.
+    announced: BTreeMap<u64, BTreeSet<String>>,
 }
 
 impl Room {
@@ -54,6 +56,7 @@ impl Room {
             log: BTreeMap::new(),
             frozen: BTreeSet::new(),
             backlog: BTreeMap::new(),
+            announced: BTreeMap::new(),
         }
     }
 
@@ -90,16 +93,32 @@ impl Room {
             self.backlog.entry(conn).or_default().push(msg.clone());
             return Vec::new();
         }
-        let me = match msg {
-            ServerMessage::Waiting { you } | ServerMessage::Joined { you, .. } => {
-                if self.members.contains_key(&conn) {
-                    return Vec::new();
-                }
-                return vec![self.new_member(conn, *you)];
+        let announced = self.announced.entry(conn).or_default();
+        match msg {
+            ServerMessage::Joined { participants, .. } => {
+                *announced = participants.iter().map(|p| p.id.0.to_string()).collect();
             }
-            _ => self.members.get_mut(&conn),
-        };
-        let Some(member) = me else { return Vec::new() };
+            ServerMessage::ParticipantJoined { participant } => {
+                announced.insert(participant.id.0.to_string());
+            }
+            ServerMessage::ParticipantLeft { participant, .. } => {
+                announced.remove(&participant.0.to_string());
+            }
+            _ => {}
+        }
+        let announced = announced.clone();
+        let mut replies = Vec::new();
+        if let ServerMessage::Waiting { you } | ServerMessage::Joined { you, .. } = msg
+            && !self.members.contains_key(&conn)
+        {
+            replies.push(self.new_member(conn, *you));
+        }
+        let me = self.members.get_mut(&conn);
+        let Some(member) = me else { return replies };
+        member.set_announced(announced.iter().cloned());
+        if !replies.is_empty() {
+            return replies;
+        }
         match msg {
             ServerMessage::MlsCreateGroup { e2ee } => {
                 let gid = BASE64.decode(e2ee.group_id.as_bytes()).expect("b64");
@@ -159,6 +178,7 @@ impl Room {
             identity: Identity {
                 account,
                 guest: Some(format!("g{conn}")),
+                address: None,
             },
             resume_token: ResumeToken::generate(),
         })
@@ -229,6 +249,63 @@ fn hosted() -> Room {
 }
 
 #[test]
+fn an_mls_handshake_sent_as_chat_is_refused_and_not_relayed() {
+    let mut room = hosted();
+    room.join(2, None);
+    room.admit(2);
+    // What a hostile member has at hand: the server's proposals and commits it was sent, a
+    // key package, a GroupInfo. None of it may travel as chat.
+    let mut handshakes: Vec<String> = room
+        .log(2)
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::MlsMessage { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    handshakes.push(BASE64.encode(&room.member(2).key_package().expect("kp")));
+    room.join(3, None);
+    room.admit(3);
+    handshakes.extend(room.log(2).iter().filter_map(|m| match m {
+        ServerMessage::MlsMessage { message, .. } => Some(message.clone()),
+        _ => None,
+    }));
+    assert!(handshakes.len() >= 3, "{handshakes:?}");
+    let relayed_before = room
+        .log(HOST)
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::Chat { .. }))
+        .count();
+    for payload in handshakes {
+        let out = room.msg(2, ClientMessage::Chat { payload });
+        assert_eq!(error_of(&out, 2), Some(ErrorCode::BadMessage));
+    }
+    let relayed_after = room
+        .log(HOST)
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::Chat { .. }))
+        .count();
+    assert_eq!(
+        relayed_before, relayed_after,
+        "a handshake was relayed as chat"
+    );
+    // Real chat still passes.
+    let chat = room
+        .members
+        .get_mut(&2)
+        .expect("member")
+        .encrypt_chat("fine")
+        .expect("chat");
+    let out = room.msg(
+        2,
+        ClientMessage::Chat {
+            payload: BASE64.encode(&chat),
+        },
+    );
+    assert_eq!(error_of(&out, 2), None);
+}
+
+#[test]
 fn the_first_member_creates_the_group_and_an_admitted_guest_is_added() {
     let mut room = hosted();
     assert!(
@@ -295,14 +372,14 @@ fn a_waiting_connection_receives_nothing_of_the_group() {
         .members
         .get_mut(&HOST)
         .expect("host")
-        .handle(&bytes)
+        .open_chat(&bytes)
         .expect("the host decrypts");
     assert_eq!(
         opened,
-        Received::Chat {
+        Some(Chat {
             sender: "2".into(),
             text: "hello".into()
-        }
+        })
     );
     assert!(
         matches!(room.log(3), [ServerMessage::Waiting { .. }]),

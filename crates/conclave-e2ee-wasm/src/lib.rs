@@ -59,10 +59,41 @@ impl Member {
         self.0.join(welcome).map_err(err)
     }
 
-    /// `{kind: "proposal"|"commit"|"chat"|"ignored", epoch, added, removed, removedMe, sender, text}`.
+    /// A handshake message (`mls_message`) only:
+    /// `{kind: "proposal"|"commit"|"ignored", epoch, added, removed, removedMe}`.
     pub fn handle(&mut self, message: &[u8]) -> Result<Object, JsError> {
         let received = self.0.handle(message).map_err(err)?;
         received_object(received, self.0.epoch())
+    }
+
+    /// A chat payload: `undefined` (our own, or an old epoch's) or `{sender, text}`. Throws for
+    /// anything that is not an MLS application message, so chat cannot carry a commit.
+    #[wasm_bindgen(js_name = openChat)]
+    pub fn open_chat(&mut self, payload: &[u8]) -> Result<JsValue, JsError> {
+        let Some(chat) = self.0.open_chat(payload).map_err(err)? else {
+            return Ok(JsValue::UNDEFINED);
+        };
+        let obj = Object::new();
+        set(&obj, "sender", &JsValue::from_str(&chat.sender))?;
+        set(&obj, "text", &JsValue::from_str(&chat.text))?;
+        Ok(obj.into())
+    }
+
+    /// The participant ids (strings) the server announced: only these are committed as Adds.
+    #[wasm_bindgen(js_name = setAnnounced)]
+    pub fn set_announced(&mut self, ids: Vec<String>) {
+        self.0.set_announced(ids);
+    }
+
+    /// `{notInGroup: [id], notAnnounced: [id]}`: the group against the announced list, exact
+    /// strings with multiplicity (an id in the group twice is listed in `notAnnounced`).
+    #[wasm_bindgen(js_name = rosterCheck)]
+    pub fn roster_check(&self) -> Result<Object, JsError> {
+        let check = self.0.roster_check();
+        let obj = Object::new();
+        set(&obj, "notInGroup", &strings(&check.not_in_group))?;
+        set(&obj, "notAnnounced", &strings(&check.not_announced))?;
+        Ok(obj)
     }
 
     /// Apply our pending commit without waiting for its echo; same object as `handle`.
@@ -108,7 +139,7 @@ impl Member {
         self.0.my_index()
     }
 
-    /// `{epoch, senderKid, keys: [{kid, key}]}` for `FrameCrypto.setEpoch`.
+    /// `{epoch, senderKid, keys: [{kid, key, participant}]}` for `FrameCrypto.setEpoch`.
     #[wasm_bindgen(js_name = sframeKeys)]
     pub fn sframe_keys(&self) -> Result<Object, JsError> {
         let keys = self.0.sframe_keys();
@@ -124,6 +155,9 @@ impl Member {
             let entry = Object::new();
             set(&entry, "kid", &JsValue::from_f64(*kid as f64))?;
             set(&entry, "key", &bytes(key))?;
+            if let Some((_, participant)) = keys.senders.iter().find(|(k, _)| k == kid) {
+                set(&entry, "participant", &JsValue::from_str(participant))?;
+            }
             list.push(&entry);
         }
         set(&obj, "keys", &list)?;
@@ -133,33 +167,21 @@ impl Member {
 
 fn received_object(received: e2ee::Received, current_epoch: u64) -> Result<Object, JsError> {
     let obj = Object::new();
-    let (kind, epoch, added, removed, removed_me, sender, text) = match received {
-        e2ee::Received::Proposal => ("proposal", current_epoch, vec![], vec![], false, None, None),
+    let (kind, epoch, added, removed, removed_me) = match received {
+        e2ee::Received::Proposal => ("proposal", current_epoch, vec![], vec![], false),
         e2ee::Received::Commit {
             epoch,
             added,
             removed,
             removed_me,
-        } => ("commit", epoch, added, removed, removed_me, None, None),
-        e2ee::Received::Chat { sender, text } => (
-            "chat",
-            current_epoch,
-            vec![],
-            vec![],
-            false,
-            Some(sender),
-            Some(text),
-        ),
-        e2ee::Received::Ignored => ("ignored", current_epoch, vec![], vec![], false, None, None),
+        } => ("commit", epoch, added, removed, removed_me),
+        e2ee::Received::Ignored => ("ignored", current_epoch, vec![], vec![], false),
     };
     set(&obj, "kind", &JsValue::from_str(kind))?;
     set(&obj, "epoch", &JsValue::from_f64(epoch as f64))?;
     set(&obj, "added", &strings(&added))?;
     set(&obj, "removed", &strings(&removed))?;
     set(&obj, "removedMe", &JsValue::from_bool(removed_me))?;
-    let opt = |s: Option<String>| s.map_or(JsValue::UNDEFINED, |s| JsValue::from_str(&s));
-    set(&obj, "sender", &opt(sender))?;
-    set(&obj, "text", &opt(text))?;
     Ok(obj)
 }
 
@@ -216,6 +238,7 @@ impl FrameCrypto {
             .map(|v| v.unchecked_into::<Array>())
             .ok_or_else(|| JsError::new("keys.keys must be an array"))?;
         let mut entries = Vec::with_capacity(list.length() as usize);
+        let mut senders = Vec::with_capacity(list.length() as usize);
         for entry in list.iter() {
             let kid = number(&entry, "kid")?;
             let key = Reflect::get(&entry, &JsValue::from_str("key"))
@@ -223,12 +246,19 @@ impl FrameCrypto {
                 .filter(|k| k.is_instance_of::<Uint8Array>())
                 .map(|k| Uint8Array::from(k).to_vec())
                 .ok_or_else(|| JsError::new("keys.keys[].key must be a Uint8Array"))?;
+            if let Some(participant) = Reflect::get(&entry, &JsValue::from_str("participant"))
+                .ok()
+                .and_then(|p| p.as_string())
+            {
+                senders.push((kid, participant));
+            }
             entries.push((kid, key));
         }
         let keys = e2ee::EpochKeys {
             epoch,
             sender_kid,
             keys: entries,
+            senders,
         };
         self.inner.set_epoch(&keys, now_ms.max(0.0) as u64);
         Ok(())
@@ -244,6 +274,27 @@ impl FrameCrypto {
     pub fn decrypt(&mut self, kind: &str, frame: &[u8], now_ms: f64) -> Result<Vec<u8>, JsError> {
         self.inner
             .decrypt(kind_of(kind)?, frame, now_ms.max(0.0) as u64, &mut self.out)
+            .map_err(err)?;
+        Ok(self.out.clone())
+    }
+
+    /// `decrypt` for a track of `participant`: refused unless the frame's KID is theirs.
+    #[wasm_bindgen(js_name = decryptFrom)]
+    pub fn decrypt_from(
+        &mut self,
+        kind: &str,
+        frame: &[u8],
+        participant: &str,
+        now_ms: f64,
+    ) -> Result<Vec<u8>, JsError> {
+        self.inner
+            .decrypt_from(
+                kind_of(kind)?,
+                frame,
+                participant,
+                now_ms.max(0.0) as u64,
+                &mut self.out,
+            )
             .map_err(err)?;
         Ok(self.out.clone())
     }

@@ -1,10 +1,10 @@
 //! The server's side of the group: delivery service and only external sender.
 
 use mls_rs::{
-    MlsMessage, WireFormat,
+    MlsMessage, MlsMessageDescription, WireFormat,
     extension::built_in::ExternalSendersExt,
     external_client::{ExternalClient, ExternalGroup, ExternalReceivedMessage},
-    group::{CommitEffect, Sender, proposal::Proposal},
+    group::{CommitEffect, ContentType, Sender, proposal::Proposal},
     identity::{SigningIdentity, basic::BasicIdentityProvider},
     mls_rs_codec::MlsEncode,
 };
@@ -64,6 +64,25 @@ impl DeliveryService {
             identity,
             group: None,
         })
+    }
+
+    /// Whether a chat payload is an MLS message other than an application message: a proposal,
+    /// commit, Welcome, GroupInfo or key package sent where only chat belongs. The server relays
+    /// chat without reading it, but it can read this much (a PrivateMessage's content type is in
+    /// the clear), and handshake messages reach members only through the delivery service's
+    /// own message types. Bytes that are no MLS message at all are not this server's to judge:
+    /// members refuse them.
+    pub fn is_handshake_as_chat(payload: &[u8]) -> bool {
+        match MlsMessage::from_bytes(payload) {
+            Ok(message) => !matches!(
+                message.description(),
+                MlsMessageDescription::PrivateProtocolMessage {
+                    content_type: ContentType::Application,
+                    ..
+                }
+            ),
+            Err(_) => false,
+        }
     }
 
     /// The server's SigningIdentity, encoded, for [`crate::Member::create_group`].

@@ -46,6 +46,14 @@ pub enum E2eeError {
     /// No key for this KID (another epoch, a stranger, or the grace period is over).
     #[error("no key for KID {0}")]
     UnknownKey(u64),
+    /// A frame whose KID belongs to another member than the one whose track carried it.
+    #[error("KID {kid} is not participant {expected:?}'s")]
+    WrongSender {
+        /// The frame's KID.
+        kid: u64,
+        /// The participant the track belongs to.
+        expected: String,
+    },
     /// No sending key yet: `FrameCrypto::set_epoch` was not called.
     #[error("no SFrame key set")]
     NoKey,

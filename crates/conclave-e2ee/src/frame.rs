@@ -9,12 +9,24 @@
 //! payload header (10 bytes for a key frame, 3 for a delta frame, told by the P bit of the
 //! first byte) stays clear so the SFU can read it, and is bound as SFrame metadata (part of the
 //! AAD, §4.4.3): changing one bit of it fails decryption. Opus frames are encrypted whole.
+//!
+//! Receivers keep a replay window per KID (RFC 9605 §9.3): a frame whose counter was already
+//! decrypted, or lags [`REPLAY_TOLERANCE`] frames behind the newest, is refused. And a frame is
+//! opened only as the participant the SFU says sent its track ([`FrameCrypto::decrypt_from`]):
+//! the KID's leaf index must be that participant's leaf in the epoch. Every member can derive
+//! every member's key from the shared base key, so this does not stop a member from forging
+//! another's frames through a server that helps it; it does stop a member from injecting
+//! frames into someone else's track through an honest server, which attributes every track to
+//! the connection that sent it.
 
 use std::collections::HashMap;
 
 use sframe::{
     CipherSuite,
-    frame::{EncryptedFrameView, MediaFrameView, MonotonicCounter},
+    frame::{
+        EncryptedFrameView, MediaFrameView, MonotonicCounter,
+        validation::{ReplayAttackProtectionStore, Tolerance},
+    },
     key::{DecryptionKey, EncryptionKey},
 };
 
@@ -23,6 +35,12 @@ use crate::E2eeError;
 /// How long a receiver keeps the previous epoch's keys after switching: frames encrypted just
 /// before a sender learnt of the new epoch still play.
 pub const PREVIOUS_EPOCH_GRACE_MS: u64 = 5_000;
+
+/// How far (in frames of one sender) a frame may lag behind the newest one decrypted under its
+/// KID. A sender's one counter runs over all its frames (audio, every simulcast layer, screen),
+/// up to ~200 a second, and a video frame held back for a retransmission can arrive a second
+/// after audio that left later: 2,048 frames is about ten seconds of that.
+pub const REPLAY_TOLERANCE: usize = 2048;
 
 /// E of RFC 9605 §5.2: bits of the epoch in the KID; 16 epochs can be told apart.
 const EPOCH_BITS: u32 = 4;
@@ -49,6 +67,9 @@ pub struct EpochKeys {
     pub sender_kid: u64,
     /// (KID, base key) for every member, the sender included.
     pub keys: Vec<(u64, Vec<u8>)>,
+    /// (KID, participant id) for every member: whose frames each KID may open, for
+    /// [`FrameCrypto::decrypt_from`].
+    pub senders: Vec<(u64, String)>,
 }
 
 impl std::fmt::Debug for EpochKeys {
@@ -58,6 +79,7 @@ impl std::fmt::Debug for EpochKeys {
             .field("epoch", &self.epoch)
             .field("sender_kid", &self.sender_kid)
             .field("kids", &kids)
+            .field("senders", &self.senders)
             .finish()
     }
 }
@@ -100,6 +122,10 @@ pub struct FrameCrypto {
     current: HashMap<u64, DecryptionKey>,
     previous: HashMap<u64, DecryptionKey>,
     previous_until_ms: u64,
+    /// Participant id per KID of the current and the previous epoch.
+    senders: HashMap<u64, String>,
+    /// One replay window per KID that has decrypted a frame.
+    replay: ReplayAttackProtectionStore,
 }
 
 impl std::fmt::Debug for FrameCrypto {
@@ -129,6 +155,8 @@ impl FrameCrypto {
             current: HashMap::new(),
             previous: HashMap::new(),
             previous_until_ms: 0,
+            senders: HashMap::new(),
+            replay: ReplayAttackProtectionStore::new(Tolerance::new(REPLAY_TOLERANCE)),
         }
     }
 
@@ -150,8 +178,16 @@ impl FrameCrypto {
             // RFC 9605 §5.2: an epoch whose low bits come back replaces the old one.
             self.previous.retain(|kid, _| !fresh.contains_key(kid));
             self.previous_until_ms = now_ms.saturating_add(PREVIOUS_EPOCH_GRACE_MS);
+            // A KID that comes back with a new key starts a new window: its sender may be a
+            // newcomer whose counter starts again at zero.
+            let previous = &self.previous;
+            self.replay.retain(|kid| previous.contains_key(&kid));
+            self.senders.retain(|kid, _| previous.contains_key(kid));
         }
         self.current = fresh;
+        for (kid, participant) in &keys.senders {
+            self.senders.insert(*kid, participant.clone());
+        }
         self.epoch = Some(keys.epoch);
         self.sender = keys
             .keys
@@ -177,7 +213,8 @@ impl FrameCrypto {
     }
 
     /// Decrypt one frame into `out` (cleared first; the clear header comes back in front).
-    /// Returns the sender's KID.
+    /// Returns the sender's KID. A frame already decrypted once is refused (replay).
+    /// Receivers of tracks use [`FrameCrypto::decrypt_from`], which also checks the sender.
     pub fn decrypt(
         &mut self,
         kind: FrameKind,
@@ -185,8 +222,35 @@ impl FrameCrypto {
         now_ms: u64,
         out: &mut Vec<u8>,
     ) -> Result<u64, E2eeError> {
+        self.open(kind, frame, None, now_ms, out)
+    }
+
+    /// [`FrameCrypto::decrypt`] for a frame of a track the SFU says `participant` sends:
+    /// refused unless its KID is that participant's in the current or previous epoch.
+    pub fn decrypt_from(
+        &mut self,
+        kind: FrameKind,
+        frame: &[u8],
+        participant: &str,
+        now_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<u64, E2eeError> {
+        self.open(kind, frame, Some(participant), now_ms, out)
+    }
+
+    fn open(
+        &mut self,
+        kind: FrameKind,
+        frame: &[u8],
+        participant: Option<&str>,
+        now_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<u64, E2eeError> {
         if now_ms >= self.previous_until_ms && !self.previous.is_empty() {
             self.previous.clear();
+            let current = &self.current;
+            self.replay.retain(|kid| current.contains_key(&kid));
+            self.senders.retain(|kid, _| current.contains_key(kid));
         }
         let clear = kind.clear_len(frame)?;
         let (meta, data) = frame.split_at(clear);
@@ -197,8 +261,16 @@ impl FrameCrypto {
             .get(&kid)
             .or_else(|| self.previous.get(&kid))
             .ok_or(E2eeError::UnknownKey(kid))?;
+        if let Some(expected) = participant
+            && self.senders.get(&kid).map(String::as_str) != Some(expected)
+        {
+            return Err(E2eeError::WrongSender {
+                kid,
+                expected: expected.to_string(),
+            });
+        }
         out.clear();
-        view.decrypt_into(key, out)?;
+        view.validated_decrypt_into(key, out, &mut self.replay)?;
         Ok(kid)
     }
 }

@@ -27,8 +27,10 @@ mod frame;
 mod member;
 mod mls;
 pub mod rfc9605;
+mod rules;
 
 pub use delivery::DeliveryService;
 pub use error::E2eeError;
 pub use frame::{EpochKeys, FrameCrypto, FrameKind, PREVIOUS_EPOCH_GRACE_MS};
-pub use member::{CommitOut, Member, Received};
+pub use member::{Chat, CommitOut, Member, Received, RosterCheck};
+pub use rules::RulesError;

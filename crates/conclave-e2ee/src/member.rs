@@ -1,12 +1,12 @@
 //! One meeting member's end of the MLS group.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mls_rs::{
-    Client, ExtensionList, Group, MlsMessage,
+    Client, ExtensionList, Group, MlsMessage, MlsMessageDescription,
     error::MlsError,
     extension::built_in::ExternalSendersExt,
-    group::{CommitEffect, ReceivedMessage},
+    group::{CommitEffect, ContentType, ReceivedMessage, Sender},
     identity::{SigningIdentity, basic::BasicIdentityProvider},
     mls_rs_codec::MlsDecode,
 };
@@ -16,6 +16,7 @@ use crate::{
     E2eeError, code,
     frame::{EpochKeys, base_key_len, kid_for},
     mls::{self, MemberConfig},
+    rules::{Announced, MemberRules},
 };
 
 /// What a message given to [`Member::handle`] was, and what it changed.
@@ -31,10 +32,28 @@ pub enum Received {
         removed: Vec<String>,
         removed_me: bool,
     },
-    /// A chat message from another member.
-    Chat { sender: String, text: String },
-    /// Nothing to do: our own chat coming back, a message of an older epoch.
+    /// Nothing to do: our own commit coming back, a message of an older epoch.
     Ignored,
+}
+
+/// A chat message from another member, opened by [`Member::open_chat`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chat {
+    /// The sender's participant id, from its MLS credential (not from the server's word).
+    pub sender: String,
+    pub text: String,
+}
+
+/// Where the group's membership and the server's participant list differ, from
+/// [`Member::roster_check`]. Each entry is a participant id, once per difference: an id the
+/// group holds twice appears once in `not_announced` even when it was announced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RosterCheck {
+    /// Announced by the server, not (yet) in the group.
+    pub not_in_group: Vec<String>,
+    /// In the group, never announced (or in the group more often than announced): someone
+    /// holds the group's keys whom this client's user cannot see.
+    pub not_announced: Vec<String>,
 }
 
 /// What [`Member::commit`] produced, for the server: the commit for the group, the Welcome for
@@ -52,6 +71,7 @@ pub struct Member {
     client: Client<MemberConfig>,
     group: Option<Group<MemberConfig>>,
     removed: bool,
+    announced: Announced,
 }
 
 impl std::fmt::Debug for Member {
@@ -73,10 +93,11 @@ impl Member {
     pub fn new(participant_id: &str) -> Result<Member, E2eeError> {
         mls::check_participant_id(participant_id)?;
         let (secret, identity) = mls::new_identity(participant_id)?;
+        let announced = Announced::default();
         let client = Client::builder()
             .identity_provider(BasicIdentityProvider::new())
             .crypto_provider(RustCryptoProvider::default())
-            .mls_rules(mls::rules())
+            .mls_rules(MemberRules::new(announced.clone()))
             .signing_identity(identity, secret, mls::CIPHER_SUITE)
             .build();
         Ok(Member {
@@ -84,7 +105,21 @@ impl Member {
             client,
             group: None,
             removed: false,
+            announced,
         })
+    }
+
+    /// The participants the server has announced to this client (the list its user sees).
+    /// Call it whenever that list changes, before the MLS messages that follow. This member
+    /// commits an Add only for an announced participant: a server that proposes someone it
+    /// shows nobody gets no commit for them from an honest member.
+    pub fn set_announced<I, S>(&mut self, participant_ids: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.announced
+            .set(participant_ids.into_iter().map(Into::into).collect());
     }
 
     /// A new KeyPackage (as an MlsMessage); its private part stays here for [`Member::join`].
@@ -182,15 +217,34 @@ impl Member {
         self.group.as_mut().ok_or(E2eeError::NoGroup)
     }
 
-    /// A message from the server: a proposal, a commit (ours coming back applies our pending
-    /// commit; another member's first discards ours) or a chat message.
+    /// A handshake message from the server's delivery path (`mls_message`): a proposal the
+    /// server made, or a member's commit (ours coming back applies our pending commit; another
+    /// member's first discards ours). Anything else is refused before MLS looks at it: chat
+    /// goes through [`Member::open_chat`], so a handshake sent as chat changes nothing.
     pub fn handle(&mut self, message: &[u8]) -> Result<Received, E2eeError> {
         let message = decode(message)?;
+        let handshake = matches!(
+            message.description(),
+            MlsMessageDescription::PublicProtocolMessage {
+                content_type: ContentType::Proposal,
+                sender: Sender::External(_),
+                ..
+            } | MlsMessageDescription::PublicProtocolMessage {
+                content_type: ContentType::Commit,
+                sender: Sender::Member(_),
+                ..
+            }
+        );
+        if !handshake {
+            return Err(E2eeError::UnexpectedMessage(
+                "a proposal from the server or a member's commit, in the clear",
+            ));
+        }
         let group = self.group_mut()?;
         let before = roster_of(group);
         let received = match group.process_incoming_message(message) {
             Ok(received) => received,
-            // Our own chat relayed back to us, or a message of an epoch already left behind.
+            // A message of an epoch already left behind.
             Err(MlsError::CantProcessMessageFromSelf | MlsError::InvalidEpoch) => {
                 return Ok(Received::Ignored);
             }
@@ -208,21 +262,50 @@ impl Member {
                 };
                 self.commit_received(before, epoch, removed_me)
             }
-            ReceivedMessage::ApplicationMessage(app) => {
-                let sender = group
-                    .member_at_index(app.sender_index)
-                    .map(|m| mls::identity_name(&m.signing_identity))
-                    .unwrap_or_default();
-                let text =
-                    String::from_utf8(app.data().to_vec()).map_err(|_| E2eeError::NotUtf8)?;
-                Ok(Received::Chat { sender, text })
-            }
-            ReceivedMessage::GroupInfo(_)
+            ReceivedMessage::ApplicationMessage(_)
+            | ReceivedMessage::GroupInfo(_)
             | ReceivedMessage::Welcome
-            | ReceivedMessage::KeyPackage(_) => Err(E2eeError::UnexpectedMessage(
-                "a proposal, a commit or a chat message",
-            )),
+            | ReceivedMessage::KeyPackage(_) => {
+                Err(E2eeError::UnexpectedMessage("a proposal or a commit"))
+            }
         }
+    }
+
+    /// A chat payload: only an MLS application message (a PrivateMessage whose content type is
+    /// application) is opened. A proposal or commit sent as chat is refused before MLS
+    /// processes it, so it cannot change the group. `None`: our own message relayed back, or
+    /// one of an epoch already left behind.
+    pub fn open_chat(&mut self, payload: &[u8]) -> Result<Option<Chat>, E2eeError> {
+        let message = decode(payload)?;
+        let application = matches!(
+            message.description(),
+            MlsMessageDescription::PrivateProtocolMessage {
+                content_type: ContentType::Application,
+                ..
+            }
+        );
+        if !application {
+            return Err(E2eeError::UnexpectedMessage(
+                "a chat message (an MLS application message)",
+            ));
+        }
+        let group = self.group_mut()?;
+        let received = match group.process_incoming_message(message) {
+            Ok(received) => received,
+            Err(MlsError::CantProcessMessageFromSelf | MlsError::InvalidEpoch) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // The content type is authenticated data of the PrivateMessage, so nothing else can
+        // come out here; refuse it all the same rather than trust that.
+        let ReceivedMessage::ApplicationMessage(app) = received else {
+            return Err(E2eeError::UnexpectedMessage("an application message"));
+        };
+        let sender = group
+            .member_at_index(app.sender_index)
+            .map(|m| mls::identity_name(&m.signing_identity))
+            .unwrap_or_default();
+        let text = String::from_utf8(app.data().to_vec()).map_err(|_| E2eeError::NotUtf8)?;
+        Ok(Some(Chat { sender, text }))
     }
 
     fn commit_received(
@@ -335,6 +418,34 @@ impl Member {
             .unwrap_or_default()
     }
 
+    /// The group's membership against the participants announced with
+    /// [`Member::set_announced`], as exact strings and with multiplicity. Empty while this
+    /// member holds no group.
+    pub fn roster_check(&self) -> RosterCheck {
+        let Ok(group) = self.group() else {
+            return RosterCheck::default();
+        };
+        let announced = self.announced.snapshot();
+        let mut in_group: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, id) in roster_of(group) {
+            *in_group.entry(id).or_default() += 1;
+        }
+        let not_in_group = announced
+            .iter()
+            .filter(|id| !in_group.contains_key(*id))
+            .cloned()
+            .collect();
+        let mut not_announced = Vec::new();
+        for (id, count) in in_group {
+            let allowed = usize::from(announced.contains(&id));
+            not_announced.extend(std::iter::repeat_n(id, count.saturating_sub(allowed)));
+        }
+        RosterCheck {
+            not_in_group,
+            not_announced,
+        }
+    }
+
     /// Own leaf index (0 before the group exists).
     pub fn my_index(&self) -> u32 {
         self.group.as_ref().map_or(0, |g| g.current_member_index())
@@ -355,15 +466,20 @@ impl Member {
         let Ok(base_key) = group.export_secret(b"SFrame 1.0 Base Key", b"", base_key_len()) else {
             return EpochKeys::default();
         };
-        let keys = group
-            .roster()
-            .members_iter()
-            .map(|m| (kid_for(epoch, m.index), base_key.to_vec()))
+        let roster = roster_of(group);
+        let keys = roster
+            .iter()
+            .map(|(index, _)| (kid_for(epoch, *index), base_key.to_vec()))
+            .collect();
+        let senders = roster
+            .into_iter()
+            .map(|(index, id)| (kid_for(epoch, index), id))
             .collect();
         EpochKeys {
             epoch,
             sender_kid: kid_for(epoch, group.current_member_index()),
             keys,
+            senders,
         }
     }
 }

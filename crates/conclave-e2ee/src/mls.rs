@@ -10,13 +10,13 @@ use mls_rs::{
 };
 use mls_rs_crypto_rustcrypto::RustCryptoProvider;
 
-use crate::E2eeError;
+use crate::{E2eeError, rules::MemberRules};
 
 /// MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519.
 pub(crate) const CIPHER_SUITE: CipherSuite = CipherSuite::CURVE25519_AES128;
 
 pub(crate) type MemberConfig = WithMlsRules<
-    DefaultMlsRules,
+    MemberRules,
     WithCryptoProvider<RustCryptoProvider, WithIdentityProvider<BasicIdentityProvider, BaseConfig>>,
 >;
 
@@ -76,9 +76,9 @@ pub(crate) fn identity_name(identity: &SigningIdentity) -> String {
     }
 }
 
-/// Participant ids are the server's decimal numbers; refuse anything else early.
+/// Participant ids are the server's decimal numbers, in one spelling; refuse anything else early.
 pub(crate) fn check_participant_id(id: &str) -> Result<(), E2eeError> {
-    if id.is_empty() || id.len() > 20 || !id.bytes().all(|b| b.is_ascii_digit()) {
+    if !crate::rules::is_canonical_participant_id(id) {
         return Err(E2eeError::UnknownParticipant(id.to_string()));
     }
     Ok(())

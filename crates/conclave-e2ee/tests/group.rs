@@ -3,7 +3,7 @@
 mod common;
 
 use common::Meeting;
-use conclave_e2ee::{DeliveryService, E2eeError, Member, Received};
+use conclave_e2ee::{Chat, DeliveryService, E2eeError, Member, Received};
 
 #[test]
 fn three_members_share_roster_epoch_and_security_code() {
@@ -37,6 +37,7 @@ fn security_code_changes_with_the_epoch() {
 #[test]
 fn commit_reports_who_was_added_and_removed() {
     let mut m = Meeting::with_members(2);
+    m.announce(&["3"]);
     let newcomer = Member::new("3").expect("member");
     let kp = newcomer.key_package().expect("kp");
     let proposal = m.ds.propose_add(&kp).expect("propose");
@@ -93,6 +94,7 @@ fn nothing_to_commit_gives_none() {
 #[test]
 fn confirm_commit_applies_without_the_echo() {
     let mut m = Meeting::with_members(1);
+    m.announce(&["2"]);
     let newcomer = Member::new("2").expect("member");
     let proposal =
         m.ds.propose_add(&newcomer.key_package().expect("kp"))
@@ -117,6 +119,7 @@ fn confirm_commit_applies_without_the_echo() {
 #[test]
 fn first_commit_of_an_epoch_wins_and_the_other_committer_follows() {
     let mut m = Meeting::with_members(2);
+    m.announce(&["3"]);
     let newcomer = Member::new("3").expect("member");
     let proposal =
         m.ds.propose_add(&newcomer.key_package().expect("kp"))
@@ -146,15 +149,15 @@ fn chat_round_trip() {
         .expect("encrypt");
     for i in [0, 2] {
         assert_eq!(
-            m.members[i].handle(&wire).expect("chat"),
-            Received::Chat {
+            m.members[i].open_chat(&wire).expect("chat"),
+            Some(Chat {
                 sender: "2".into(),
                 text: "hello, <b>world</b> ✓".into()
-            }
+            })
         );
     }
     // The sender's own message relayed back is ignored, not an error.
-    assert_eq!(m.members[1].handle(&wire).expect("echo"), Received::Ignored);
+    assert_eq!(m.members[1].open_chat(&wire).expect("echo"), None);
     // The server's view holds nothing that opens it.
     assert!(!wire.windows(5).any(|w| w == b"hello"));
 }
@@ -169,25 +172,22 @@ fn removed_member_cannot_read_chat_of_the_next_epoch() {
     m.propose_and_commit(&proposal);
     let wire = m.members[0].encrypt_chat("after removal").expect("encrypt");
     assert!(
-        removed
-            .handle(&wire)
-            .map(|r| r == Received::Ignored)
-            .unwrap_or(true),
+        !matches!(removed.open_chat(&wire), Ok(Some(_))),
         "no plaintext for the removed member"
     );
-    assert!(!matches!(removed.handle(&wire), Ok(Received::Chat { .. })));
     assert_eq!(
-        m.members[1].handle(&wire).expect("chat"),
-        Received::Chat {
+        m.members[1].open_chat(&wire).expect("chat"),
+        Some(Chat {
             sender: "1".into(),
             text: "after removal".into()
-        }
+        })
     );
 }
 
 #[test]
 fn tampered_commit_is_refused_and_leaves_the_view() {
     let mut m = Meeting::with_members(2);
+    m.announce(&["3"]);
     let newcomer = Member::new("3").expect("member");
     let proposal =
         m.ds.propose_add(&newcomer.key_package().expect("kp"))
@@ -262,6 +262,7 @@ fn participant_ids_are_decimal_numbers() {
     assert!(Member::new("").is_err());
     assert!(Member::new("conclave-server").is_err());
     assert!(Member::new("1 2").is_err());
+    assert!(Member::new("012").is_err(), "one spelling per participant");
 }
 
 #[test]
@@ -289,6 +290,7 @@ fn a_group_nobody_joined_gives_way_to_a_welcome_and_a_shared_one_does_not() {
     late.create_group(b"meeting-old", &ds_of_old_request.external_sender())
         .expect("its own group");
     assert_eq!(late.roster(), ["2"]);
+    m.announce(&["2"]);
     let proposal = m.ds.propose_add(&kp).expect("propose add");
     let (_, welcome) = m.propose_and_commit(&proposal);
     let welcome = welcome.expect("welcome");

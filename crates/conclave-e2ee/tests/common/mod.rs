@@ -60,7 +60,22 @@ impl Meeting {
         (out.commit, out.welcome)
     }
 
+    /// Every member is told that the participants are the members and `extra`, as the server's
+    /// participant list would say before it proposes adding them.
+    pub fn announce(&mut self, extra: &[&str]) {
+        let mut ids: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| m.participant_id().to_string())
+            .collect();
+        ids.extend(extra.iter().map(|s| s.to_string()));
+        for m in &mut self.members {
+            m.set_announced(ids.clone());
+        }
+    }
+
     pub fn add(&mut self, id: &str) {
+        self.announce(&[id]);
         let newcomer = Member::new(id).expect("member");
         let kp = newcomer.key_package().expect("key package");
         DeliveryService::check_key_package(&kp, id).expect("key package is the participant's");
