@@ -29,6 +29,9 @@ pub struct Server {
     _dir: TempDir,
 }
 
+/// The server setting that limits new guest identities per network.
+const MINT_LIMIT_KEY: &str = "new_guests_per_minute";
+
 /// A directory removed when dropped.
 struct TempDir(PathBuf);
 
@@ -70,11 +73,25 @@ impl Server {
         }
         anyhow::ensure!(create.wait().await?.success(), "create-user failed");
         let config = dir.0.join("bench.toml");
+        // Every participant connects without a guest cookie from 127.0.0.1,
+        // so each mints a guest identity. Builds that limit minting know the
+        // setting (its name is in the binary); older ones would refuse it as
+        // an unknown key, and bench/compare-builds runs both.
+        let mints = std::fs::read(binary)
+            .context("reading the conclave binary")?
+            .windows(MINT_LIMIT_KEY.len())
+            .any(|w| w == MINT_LIMIT_KEY.as_bytes());
+        let mint_limit = if mints {
+            format!("{MINT_LIMIT_KEY} = 1000000\n")
+        } else {
+            String::new()
+        };
         std::fs::write(
             &config,
             format!(
                 "media_listen = \"{media_ip}:{media_port}\"\n\
-                 [limits]\nmax_pending_per_address = 1000\nmessage_burst = 1000\nmessages_per_sec = 1000\n"
+                 [limits]\nmax_pending_per_address = 1000\nmessage_burst = 1000\nmessages_per_sec = 1000\n\
+                 {mint_limit}"
             ),
         )?;
         let mut cmd = Command::new(binary);

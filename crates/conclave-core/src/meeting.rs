@@ -8,6 +8,7 @@
 //! denial.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use conclave_proto::{
@@ -49,15 +50,22 @@ pub struct ConnId(pub u64);
 pub struct Identity {
     /// The signed-in account, if any.
     pub account: Option<i64>,
-    /// A guest's browser session key (a cookie the server set), if any.
+    /// A guest identity the server minted and signed (its cookie verified),
+    /// if any. Never a value the client chose.
     pub guest: Option<String>,
+    /// The client's network: its IPv4 address, or the /64 of its IPv6
+    /// address (a host is given a whole /64 and can hop within it).
+    pub address: Option<IpAddr>,
 }
 
-/// What a removal bans: the account and the guest session it came from.
+/// What a removal bans. An account or a guest identity is turned away; a
+/// network only makes whoever comes from it wait for a moderator, because
+/// one address may stand for a whole office, campus or carrier NAT.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BanKey {
     Account(i64),
     Guest(String),
+    Address(IpAddr),
 }
 
 impl Identity {
@@ -68,6 +76,9 @@ impl Identity {
         }
         if let Some(g) = &self.guest {
             keys.push(BanKey::Guest(g.clone()));
+        }
+        if let Some(ip) = self.address {
+            keys.push(BanKey::Address(ip));
         }
         keys
     }
@@ -250,6 +261,9 @@ struct Waiter {
     recording: bool,
     identity: Identity,
     resume_token: ResumeToken,
+    /// Comes from a banned network without a banned identity (see
+    /// [`BanKey`]); told to moderators.
+    same_network_as_removed: bool,
 }
 
 /// Where a connection sits.
@@ -435,6 +449,13 @@ impl Meeting {
             self.refuse(conn, code);
             return;
         }
+        let is_owner = identity.account == Some(self.config.owner);
+        // Past `admission_check`, neither the account nor the guest identity
+        // is banned; the network alone may be.
+        let same_network_as_removed = !is_owner
+            && identity
+                .address
+                .is_some_and(|ip| self.bans.contains(&BanKey::Address(ip)));
         let name = match clean_display_name(&name) {
             Ok(n) => n,
             Err(code) => {
@@ -444,15 +465,15 @@ impl Meeting {
         };
         let id = ParticipantId(self.next_id);
         self.next_id += 1;
-        let is_owner = identity.account == Some(self.config.owner);
         let waiter = Waiter {
             conn,
             name,
             recording,
             identity,
             resume_token: token,
+            same_network_as_removed,
         };
-        if is_owner || !self.config.waiting_room {
+        if is_owner || !(self.config.waiting_room || same_network_as_removed) {
             let role = if !is_owner {
                 Role::Participant
             } else if self.host().is_some() {
@@ -477,7 +498,11 @@ impl Meeting {
         if identity.account == Some(self.config.owner) {
             return Ok(());
         }
-        if identity.ban_keys().iter().any(|k| self.bans.contains(k)) {
+        let banned = identity
+            .ban_keys()
+            .iter()
+            .any(|k| !matches!(k, BanKey::Address(_)) && self.bans.contains(k));
+        if banned {
             return Err(ErrorCode::Banned);
         }
         if self.config.only_signed_in && identity.account.is_none() {
@@ -1284,6 +1309,7 @@ impl Meeting {
                 name: w.name.clone(),
                 signed_in: w.identity.account.is_some(),
                 recording: w.recording,
+                same_network_as_removed: w.same_network_as_removed,
             })
             .collect()
     }

@@ -49,6 +49,7 @@ impl Harness {
             identity: Identity {
                 account,
                 guest: Some(format!("g{conn}")),
+                address: None,
             },
             resume_token: ResumeToken::generate(),
         })

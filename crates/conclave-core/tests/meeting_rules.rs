@@ -5,6 +5,7 @@
 // One real instant is the origin of the virtual clock.
 #![allow(clippy::disallowed_methods)]
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use conclave_core::{
@@ -46,6 +47,7 @@ fn guest(key: &str) -> Identity {
     Identity {
         account: None,
         guest: Some(key.into()),
+        address: None,
     }
 }
 
@@ -53,6 +55,7 @@ fn account(id: i64, key: &str) -> Identity {
     Identity {
         account: Some(id),
         guest: Some(key.into()),
+        address: None,
     }
 }
 
@@ -504,6 +507,7 @@ fn guest_waits_and_receives_exactly_one_waiting_message() {
                 name: "Mallory".into(),
                 signed_in: false,
                 recording: false,
+                same_network_as_removed: false,
             }]
         }]
     );
@@ -527,6 +531,7 @@ fn only_moderators_are_shown_the_waiting_room() {
         name: "Eve".into(),
         signed_in: false,
         recording: false,
+        same_network_as_removed: false,
     }];
     assert_eq!(waiting_rooms(&out, HOST), std::slice::from_ref(&expected));
     assert_eq!(waiting_rooms(&out, 3), std::slice::from_ref(&expected));
@@ -1151,6 +1156,79 @@ fn stored_bans_are_enforced_but_never_against_the_owner() {
     assert_turned_away(&out, 2, ErrorCode::Banned);
     let out = room.join(HOST, "Ada", owner());
     assert_eq!(joined(&out, HOST).role, Role::Host);
+}
+
+fn from(key: &str, ip: [u8; 4]) -> Identity {
+    Identity {
+        address: Some(IpAddr::from(ip)),
+        ..guest(key)
+    }
+}
+
+#[test]
+fn a_removal_bans_the_network_too_and_a_new_identity_from_it_must_wait() {
+    // The waiting room is off: anyone unbanned walks straight in.
+    let mut room = Room::hosted_with(|c| c.waiting_room = false);
+    let out = room.join(2, "Troll", from("k2", [198, 51, 100, 7]));
+    let troll = joined(&out, 2).you;
+    let out = room.msg(HOST, ClientMessage::Remove { participant: troll });
+    assert_eq!(
+        bans(&out),
+        [vec![
+            BanKey::Guest("k2".into()),
+            BanKey::Address(IpAddr::from([198, 51, 100, 7]))
+        ]]
+    );
+
+    // The same identity from another network: turned away.
+    let out = room.join(3, "Troll", from("k2", [203, 0, 113, 1]));
+    assert_turned_away(&out, 3, ErrorCode::Banned);
+    // A fresh identity from the banned network: held for a moderator, who is
+    // told why, although the waiting room is off.
+    let back = room.wait_as(4, "Totally new", from("k4", [198, 51, 100, 7]));
+    assert_eq!(
+        waiting_rooms(&room.log, HOST).last().cloned(),
+        Some(vec![WaitingParticipant {
+            id: back,
+            name: "Totally new".into(),
+            signed_in: false,
+            recording: false,
+            same_network_as_removed: true,
+        }])
+    );
+    // An unbanned account from that network waits too: the network is all
+    // that links it to the removal, and the host decides.
+    room.wait_as(5, "Colleague", {
+        let mut i = account(77, "k5");
+        i.address = Some(IpAddr::from([198, 51, 100, 7]));
+        i
+    });
+    // Anyone from elsewhere still walks in.
+    let out = room.join(6, "Grace", from("k6", [192, 0, 2, 9]));
+    assert_eq!(joined(&out, 6).role, Role::Participant);
+    // Admitted, the held person is an ordinary participant.
+    let out = room.msg(HOST, ClientMessage::Admit { participant: back });
+    assert_eq!(joined(&out, 4).role, Role::Participant);
+}
+
+#[test]
+fn a_banned_network_never_holds_back_the_owner() {
+    let net = IpAddr::from([198, 51, 100, 7]);
+    let mut room = Room::with_bans(|c| c.waiting_room = false, vec![BanKey::Address(net)]);
+    let mut me = owner();
+    me.address = Some(net);
+    let out = room.join(HOST, "Ada", me);
+    assert_eq!(joined(&out, HOST).role, Role::Host);
+}
+
+#[test]
+fn a_banned_network_does_not_get_past_a_lock() {
+    let net = IpAddr::from([198, 51, 100, 7]);
+    let mut room = Room::with_bans(|c| c.waiting_room = false, vec![BanKey::Address(net)]);
+    room.join(HOST, "Ada", owner());
+    room.msg(HOST, ClientMessage::Lock);
+    let out = room.join(2, "Troll", from("k2", [198, 51, 100, 7]));
+    assert_turned_away(&out, 2, ErrorCode::Locked);
 }
 
 #[test]

@@ -142,6 +142,14 @@ pub struct WaitingParticipant {
     /// Asks to join in order to record.
     #[serde(default)]
     pub recording: bool,
+    /// Comes from the network (IPv4 address, IPv6 /64) of someone removed
+    /// from this meeting, under a guest identity and account that are not
+    /// banned: perhaps the removed person with cleared cookies, perhaps a
+    /// neighbour behind the same NAT. Such a person always waits, even when
+    /// the meeting's waiting room is off, so that a moderator decides.
+    /// Left out when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub same_network_as_removed: bool,
 }
 
 /// The meeting-wide state every member sees.

@@ -69,6 +69,11 @@ pub struct Limits {
     pub hash_concurrency: usize,
     /// Days a browser session lasts.
     pub session_days: u64,
+    /// New guest identities the server mints for one network (IPv4 address,
+    /// IPv6 /64) per minute; beyond it, for a minute, a connection from there
+    /// without a valid guest cookie may join only signed in. Keeps cookie
+    /// clearing from being free for a removed guest (see `crate::guest`).
+    pub new_guests_per_minute: u32,
 }
 
 impl Default for Config {
@@ -100,6 +105,7 @@ impl Default for Limits {
                 .map(|n| n.get())
                 .unwrap_or(2),
             session_days: 14,
+            new_guests_per_minute: 60,
         }
     }
 }
@@ -147,6 +153,10 @@ impl Config {
             (
                 l.session_days >= 1,
                 "limits.session_days must be at least 1",
+            ),
+            (
+                l.new_guests_per_minute >= 1,
+                "limits.new_guests_per_minute must be at least 1",
             ),
             (
                 self.media_workers <= crate::media::MAX_WORKERS,

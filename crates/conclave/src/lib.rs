@@ -5,6 +5,8 @@
 //!   meetings, bans.
 //! - [`auth`]: argon2id hashing off the async workers; random bearer secrets.
 //! - [`guard`]: failed join and sign-in attempts per address and per meeting.
+//! - [`guest`]: guest identities the server mints and signs (the
+//!   `conclave_guest` cookie), limited per network.
 //! - [`http`]: the axum router: JSON API, OpenAPI document, web client.
 //! - [`signaling`]: the meeting WebSocket, one task per connection.
 //! - [`media`]: the media driver: the UDP socket and one `conclave-media`
@@ -17,6 +19,7 @@
 pub mod auth;
 pub mod config;
 pub mod guard;
+pub mod guest;
 pub mod http;
 pub mod media;
 pub mod rooms;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{HashError, Hasher, new_secret};
 use crate::config::Config;
 use crate::guard::JoinGuard;
+use crate::guest::GuestIds;
 use crate::http::{AppState, router};
 use crate::rooms::Rooms;
 use crate::signaling::ConnLimits;
@@ -85,6 +86,7 @@ impl Server {
         let state = AppState {
             hasher: Hasher::new(config.limits.hash_concurrency)?,
             guard: Arc::new(JoinGuard::default()),
+            guests: Arc::new(GuestIds::load(&store, config.limits.new_guests_per_minute).await?),
             rooms: Rooms::new(store.clone(), media, config.limits.outbound_queue),
             conns: ConnLimits::new(
                 config.limits.max_connections,
@@ -136,7 +138,10 @@ async fn prune_guard(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
-            _ = tick.tick() => state.guard.prune(),
+            _ = tick.tick() => {
+                state.guard.prune();
+                state.guests.prune(std::time::Instant::now());
+            }
             () = state.shutdown.cancelled() => return,
         }
     }

@@ -24,6 +24,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::guard::retry_secs;
+use crate::guest::{GUEST_COOKIE_SECS, Guest, network};
 use crate::http::AppState;
 use crate::http::session::{GUEST_COOKIE, client_ip, cookie, current_user};
 use crate::http::web::same_origin;
@@ -32,8 +33,6 @@ use crate::store::User;
 
 /// After this many messages refused for flooding, the connection is closed.
 const FLOOD_STRIKES: u32 = 20;
-/// A guest cookie lives a year: it is what a ban holds on to.
-const GUEST_COOKIE_SECS: i64 = 365 * 24 * 3600;
 /// How often the server pings an idle socket.
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(25);
 /// Messages written to a member's socket per flush, at most.
@@ -140,17 +139,32 @@ pub async fn upgrade(
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    let (guest, jar) = match jar.get(GUEST_COOKIE).map(|c| c.value().to_string()) {
-        Some(g) if g.len() == 32 && g.bytes().all(|b| b.is_ascii_hexdigit()) => (g, jar),
-        _ => {
-            let g = crate::auth::new_secret("").text[..32].to_string();
+    let net = network(ip);
+    let presented = jar.get(GUEST_COOKIE).map(|c| c.value().to_string());
+    let settled = state
+        .guests
+        .identify(
+            &state.store,
+            presented.as_deref(),
+            net,
+            account.is_some(),
+            std::time::Instant::now(),
+        )
+        .await;
+    let (guest, jar, no_guest_until) = match settled {
+        Guest::Known(id) => (Some(id), jar, None),
+        Guest::Issued { id, cookie: value } => {
             let jar = jar.add(cookie(
                 &state.config,
                 GUEST_COOKIE,
-                g.clone(),
+                value,
                 GUEST_COOKIE_SECS,
             ));
-            (g, jar)
+            (Some(id), jar, None)
+        }
+        Guest::Refused { retry_after } => {
+            tracing::warn!(%ip, "connection without a guest identity: its network minted too many");
+            (None, jar, Some(tokio::time::Instant::now() + retry_after))
         }
     };
     let conn = Connection {
@@ -159,8 +173,10 @@ pub async fn upgrade(
         ip,
         identity: Identity {
             account: account.as_ref().map(|u| u.id),
-            guest: Some(guest),
+            guest,
+            address: Some(net),
         },
+        no_guest_until,
         account,
         state,
     };
@@ -179,6 +195,10 @@ struct Connection {
     ip: IpAddr,
     account: Option<User>,
     identity: Identity,
+    /// Set when no guest identity could be minted for this connection (its
+    /// network minted too many, see `crate::guest`): until then it may join
+    /// only signed in.
+    no_guest_until: Option<tokio::time::Instant>,
 }
 
 /// What a `join` or `resume` attempt came to.
@@ -382,6 +402,16 @@ impl Connection {
         recorder: bool,
         sink: &mut Option<mpsc::Sender<Arc<str>>>,
     ) -> Attempt {
+        // Without an account or a guest identity nothing would hold a ban.
+        if self.account.is_none()
+            && let Some(until) = self.no_guest_until
+        {
+            let wait = until.saturating_duration_since(tokio::time::Instant::now());
+            return Attempt::Refused(ServerMessage::error_retry(
+                ErrorCode::TooManyAttempts,
+                retry_secs(wait).max(1),
+            ));
+        }
         // A guest can never be the owner: a blocked guest costs no database read.
         if self.account.is_none()
             && let Some(m) = self.too_many()

@@ -1,4 +1,5 @@
-//! The SQLite store: accounts, sessions, API tokens, meetings and bans.
+//! The SQLite store: accounts, sessions, API tokens, meetings, bans and the
+//! server's own keys.
 //!
 //! One file in the data directory, WAL mode, migrations embedded in the binary
 //! and applied at open. Secrets that only need checking (sessions, tokens,
@@ -484,6 +485,7 @@ impl Store {
             let (kind, value) = match k {
                 BanKey::Account(a) => ("account", a.to_string()),
                 BanKey::Guest(g) => ("guest", g.clone()),
+                BanKey::Address(ip) => ("address", ip.to_string()),
             };
             sqlx::query(
                 "INSERT OR IGNORE INTO meeting_bans (meeting_id, kind, value, created_at)
@@ -515,9 +517,45 @@ impl Store {
                         .parse()
                         .map_err(|_| StoreError::Corrupt("ban account"))?,
                 ),
-                _ => BanKey::Guest(value),
+                "address" => BanKey::Address(
+                    value
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt("ban address"))?,
+                ),
+                "guest" => BanKey::Guest(value),
+                _ => return Err(StoreError::Corrupt("ban kind")),
             });
         }
         Ok(out)
+    }
+
+    /// Whether any meeting bans this guest identity.
+    pub async fn guest_banned_anywhere(&self, guest: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM meeting_bans WHERE kind = 'guest' AND value = ?",
+        )
+        .bind(guest)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    // ---- server keys ----
+
+    /// The server's key called `name`; `fresh` becomes it if there is none
+    /// yet. Two servers starting on one store at once agree on one key.
+    pub async fn server_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
+        sqlx::query("INSERT OR IGNORE INTO server_keys (name, value, created_at) VALUES (?, ?, ?)")
+            .bind(name)
+            .bind(fresh)
+            .bind(unix_now())
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM server_keys WHERE name = ?")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }

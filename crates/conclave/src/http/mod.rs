@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Hasher;
 use crate::config::Config;
 use crate::guard::JoinGuard;
+use crate::guest::GuestIds;
 use crate::rooms::Rooms;
 use crate::signaling::{self, ConnLimits};
 use crate::store::Store;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub store: Store,
     pub hasher: Hasher,
     pub guard: Arc<JoinGuard>,
+    pub guests: Arc<GuestIds>,
     pub rooms: Arc<Rooms>,
     pub conns: Arc<ConnLimits>,
     pub shutdown: CancellationToken,
