@@ -11,6 +11,7 @@
 //! ([`Accepted`]), so a meeting's start does not queue its guests.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -19,7 +20,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -49,6 +50,9 @@ pub fn digest(text: &str) -> Vec<u8> {
     Sha256::digest(text.as_bytes()).to_vec()
 }
 
+/// Passcode checks running, each a cell its waiters share the answer of.
+type Flights = HashMap<[u8; 32], Arc<OnceCell<bool>>>;
+
 /// Runs argon2id off the async workers, at most `permits` at once.
 #[derive(Clone)]
 pub struct Hasher {
@@ -57,6 +61,12 @@ pub struct Hasher {
     /// check (unknown meeting, unknown user), so that both cost the same time.
     dummy: Arc<String>,
     accepted: Arc<Accepted>,
+    /// Passcode checks running now, by [`Accepted::flight_key`]: the same
+    /// passcode for the same meeting is checked once, however many wait.
+    flights: Arc<Mutex<Flights>>,
+    /// argon2 verifications run so far: what a guessing attacker costs the
+    /// server, and what the rate limits promise to bound (tests read it).
+    checks: Arc<AtomicU64>,
 }
 
 impl Hasher {
@@ -68,7 +78,15 @@ impl Hasher {
             permits: Arc::new(Semaphore::new(permits.max(1))),
             dummy: Arc::new(dummy),
             accepted: Arc::new(Accepted::new()),
+            flights: Arc::new(Mutex::new(HashMap::new())),
+            checks: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// argon2 verifications run since start (passwords and passcodes, real
+    /// or against the dummy hash); hashing new secrets is not counted.
+    pub fn checks_run(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
     }
 
     pub async fn hash(&self, secret: String) -> Result<String, HashError> {
@@ -90,39 +108,94 @@ impl Hasher {
     async fn verify_holding_permit(&self, secret: String, hash: Option<String>) -> bool {
         let real = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy.as_ref().clone());
+        self.checks.fetch_add(1, Ordering::Relaxed);
         let ok = tokio::task::spawn_blocking(move || verify_now(&secret, &hash))
             .await
             .unwrap_or(false);
         ok && real
     }
 
-    /// [`Hasher::verify`] for a meeting passcode: a passcode argon2 has
-    /// accepted for this stored hash before is accepted again without it.
-    /// Anything else, a wrong guess included, takes the full argon2 check.
-    pub async fn verify_passcode(&self, passcode: String, hash: Option<String>) -> bool {
-        let known = |h: &Option<String>| {
-            h.as_ref()
-                .is_some_and(|h| self.accepted.contains(h, &passcode))
+    /// [`Hasher::verify`] for a meeting passcode, with the attempt counted
+    /// first: `reserve` is called before argon2 runs, and its refusal is the
+    /// answer ([`PasscodeVerdict::Limited`]). `scope` names the meeting as the
+    /// caller has it (its ID, or nothing for a malformed one).
+    ///
+    /// A passcode argon2 has accepted for this stored hash before is accepted
+    /// again without a check or a reservation. Callers checking the same
+    /// passcode for the same meeting at the same moment share one check and
+    /// one reservation, so a meeting's start (everyone arriving with the same
+    /// passcode, often from one office's address) costs one argon2 check and
+    /// never meets the limit on checks in flight. Distinct guesses share
+    /// nothing: each takes its own reservation and its own full check. An
+    /// unknown meeting (no hash) goes through the same steps as a known one.
+    pub async fn verify_passcode<R, E>(
+        &self,
+        scope: &str,
+        passcode: String,
+        hash: Option<String>,
+        reserve: impl FnOnce() -> Result<R, E>,
+    ) -> PasscodeVerdict<R, E> {
+        let accepted = Arc::clone(&self.accepted);
+        let known =
+            move |h: &Option<String>, p: &str| h.as_ref().is_some_and(|h| accepted.contains(h, p));
+        if known(&hash, &passcode) {
+            return PasscodeVerdict::Right(None);
+        }
+        let key = self.accepted.flight_key(scope, hash.as_deref(), &passcode);
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(flights.entry(key).or_default())
         };
-        if known(&hash) {
-            return true;
+        let mut reservation = None;
+        let held = &mut reservation;
+        let outcome = flight
+            .get_or_try_init(move || async move {
+                *held = Some(reserve()?);
+                let Ok(_permit) = self.permits.acquire().await else {
+                    return Ok(false);
+                };
+                // A check that finished since the first look proved it.
+                if known(&hash, &passcode) {
+                    return Ok(true);
+                }
+                let ok = self
+                    .verify_holding_permit(passcode.clone(), hash.clone())
+                    .await;
+                if ok && let Some(hash) = hash {
+                    self.accepted.insert(hash, &passcode);
+                }
+                Ok(ok)
+            })
+            .await
+            .copied();
+        {
+            // The last one out of a flight takes it off the list; one that
+            // ended with an answer goes at once (the next look is at `accepted`).
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            if flights.get(&key).is_some_and(|f| {
+                Arc::ptr_eq(f, &flight) && (f.initialized() || Arc::strong_count(f) <= 2)
+            }) {
+                flights.remove(&key);
+            }
         }
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
-        // Guests who arrive together all miss above; the first to get a
-        // permit proves the passcode for the rest of them.
-        if known(&hash) {
-            return true;
+        match outcome {
+            Ok(true) => PasscodeVerdict::Right(reservation),
+            Ok(false) => PasscodeVerdict::Wrong(reservation),
+            Err(e) => PasscodeVerdict::Limited(e),
         }
-        let ok = self
-            .verify_holding_permit(passcode.clone(), hash.clone())
-            .await;
-        if ok && let Some(hash) = hash {
-            self.accepted.insert(hash, &passcode);
-        }
-        ok
     }
+}
+
+/// What a passcode check came to. A reservation is `Some` when this caller
+/// took it (it ran the check); `None` when it had the answer from memory or
+/// from someone else's check of the same passcode.
+#[derive(Debug)]
+pub enum PasscodeVerdict<R, E> {
+    Right(Option<R>),
+    /// Wrong passcode, or no such meeting: the same answer.
+    Wrong(Option<R>),
+    /// The reservation was refused; no check ran.
+    Limited(E),
 }
 
 /// Entries in [`Accepted`] before it is emptied (it refills as guests join).
@@ -160,6 +233,21 @@ impl Accepted {
             return [0; 32];
         };
         mac.update(passcode.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Names one passcode for one meeting (its stored hash, or its ID when
+    /// there is none) without holding either in the clear.
+    fn flight_key(&self, scope: &str, hash: Option<&str>, passcode: &str) -> [u8; 32] {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
+            return [0; 32];
+        };
+        let hash = hash.unwrap_or_default();
+        for part in [scope, hash, passcode] {
+            // Lengths first, so that no two triples run together the same.
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
         mac.finalize().into_bytes().into()
     }
 
@@ -308,26 +396,118 @@ mod tests {
         assert!(!h.verify("x".into(), Some("not a hash".into())).await);
     }
 
+    /// Whether `passcode` is right for `hash`, with a reservation that is
+    /// never refused.
+    async fn right(h: &Hasher, passcode: &str, hash: Option<&str>) -> bool {
+        let verdict = h
+            .verify_passcode("m", passcode.into(), hash.map(Into::into), || {
+                Ok::<(), ()>(())
+            })
+            .await;
+        matches!(verdict, PasscodeVerdict::Right(_))
+    }
+
     #[tokio::test]
     async fn a_passcode_once_accepted_is_remembered_for_its_hash_only() {
         let h = Hasher::new(2).unwrap();
         let hash = h.hash("4711".into()).await.unwrap();
         let other = h.hash("4711".into()).await.unwrap();
         assert!(!h.accepted.contains(&hash, "4711"));
-        assert!(!h.verify_passcode("1234".into(), Some(hash.clone())).await);
+        assert!(!right(&h, "1234", Some(&hash)).await);
         assert!(
             !h.accepted.contains(&hash, "1234"),
             "a wrong guess is not kept"
         );
-        assert!(h.verify_passcode("4711".into(), Some(hash.clone())).await);
+        assert!(right(&h, "4711", Some(&hash)).await);
         assert!(h.accepted.contains(&hash, "4711"));
         // Served from memory now, and still exact: a wrong guess is refused.
-        assert!(h.verify_passcode("4711".into(), Some(hash.clone())).await);
-        assert!(!h.verify_passcode("4712".into(), Some(hash.clone())).await);
+        let checks = h.checks_run();
+        assert!(right(&h, "4711", Some(&hash)).await);
+        assert_eq!(h.checks_run(), checks, "no argon2 for a known passcode");
+        assert!(!right(&h, "4712", Some(&hash)).await);
+        assert_eq!(h.checks_run(), checks + 1);
         // The same passcode under another stored hash (another meeting, or a
         // changed passcode) is checked by argon2 again.
         assert!(!h.accepted.contains(&other, "4711"));
-        assert!(!h.verify_passcode("4711".into(), None).await);
+        assert!(!right(&h, "4711", None).await);
+        assert!(
+            h.flights.lock().unwrap().is_empty(),
+            "no flight is left over"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_reservation_runs_no_check() {
+        let h = Hasher::new(2).unwrap();
+        let hash = h.hash("4711".into()).await.unwrap();
+        let verdict = h
+            .verify_passcode("m", "1234".into(), Some(hash), || Err::<(), _>("blocked"))
+            .await;
+        assert!(matches!(verdict, PasscodeVerdict::Limited("blocked")));
+        assert_eq!(h.checks_run(), 0);
+        assert!(h.flights.lock().unwrap().is_empty());
+    }
+
+    /// Two hundred callers at once with the right passcode share one check
+    /// and one reservation; two hundred distinct wrong guesses at once each
+    /// need a reservation, and get a check only with one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_same_passcode_at_once_is_checked_once_and_guesses_each_pay() {
+        use std::sync::atomic::AtomicUsize;
+        let h = Hasher::new(2).unwrap();
+        let hash = h.hash("4711".into()).await.unwrap();
+        let taken = Arc::new(AtomicUsize::new(0));
+        let reserve = |limit: usize| {
+            let taken = Arc::clone(&taken);
+            move || {
+                if taken.fetch_add(1, Ordering::SeqCst) < limit {
+                    Ok(())
+                } else {
+                    Err(())
+                }
+            }
+        };
+        let same = (0..200).map(|_| {
+            let (h, hash, reserve) = (h.clone(), hash.clone(), reserve(usize::MAX));
+            tokio::spawn(async move {
+                h.verify_passcode("m", "4711".into(), Some(hash), reserve)
+                    .await
+            })
+        });
+        let verdicts = futures_util::future::join_all(same).await;
+        let with_reservation = verdicts
+            .iter()
+            .filter(|v| matches!(v, Ok(PasscodeVerdict::Right(Some(())))))
+            .count();
+        assert!(
+            verdicts
+                .iter()
+                .all(|v| matches!(v, Ok(PasscodeVerdict::Right(_))))
+        );
+        assert_eq!(h.checks_run(), 1, "one check for everyone");
+        assert_eq!(with_reservation, 1);
+        assert_eq!(taken.load(Ordering::SeqCst), 1);
+
+        taken.store(0, Ordering::SeqCst);
+        let guesses = (0..200).map(|i| {
+            let (h, hash, reserve) = (h.clone(), hash.clone(), reserve(5));
+            tokio::spawn(async move {
+                h.verify_passcode("m", format!("guess{i}"), Some(hash), reserve)
+                    .await
+            })
+        });
+        let verdicts = futures_util::future::join_all(guesses).await;
+        let wrong = verdicts
+            .iter()
+            .filter(|v| matches!(v, Ok(PasscodeVerdict::Wrong(Some(())))))
+            .count();
+        let limited = verdicts
+            .iter()
+            .filter(|v| matches!(v, Ok(PasscodeVerdict::Limited(()))))
+            .count();
+        assert_eq!((wrong, limited), (5, 195));
+        assert_eq!(h.checks_run(), 1 + 5);
+        assert!(h.flights.lock().unwrap().is_empty());
     }
 
     /// Hashes stored before this module computed argon2 itself (by the

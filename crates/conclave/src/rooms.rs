@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use conclave_core::{ConnId, Identity, Input, Meeting, Output};
 use conclave_proto::{EndReason, MeetingId, ResumeToken, ServerMessage};
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::media::{DriverCmd, MediaHandle};
@@ -40,6 +40,9 @@ pub enum RoomCmd {
         sink: mpsc::Sender<Outbound>,
         token: ResumeToken,
         mls_received: Option<u64>,
+        /// Told whether the resume took the seat back, so that the
+        /// connection counts a failure as it does when no room runs.
+        seated: oneshot::Sender<bool>,
     },
     Input(Input),
 }
@@ -244,6 +247,7 @@ impl Room {
                 sink,
                 token,
                 mls_received,
+                seated,
             } => {
                 self.sinks.insert(conn, sink);
                 self.meeting.handle(
@@ -255,6 +259,8 @@ impl Room {
                     },
                     now,
                 );
+                // The connection may be gone already; nothing to tell then.
+                let _ = seated.send(self.meeting.has_seat(conn));
             }
             RoomCmd::Input(input) => self.meeting.handle(input, now),
         }

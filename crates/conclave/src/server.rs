@@ -49,6 +49,7 @@ pub enum ServerError {
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
+    hasher: Hasher,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -97,13 +98,20 @@ impl Server {
             shutdown: shutdown.clone(),
         };
         tokio::spawn(prune_guard(state.clone()));
+        let hasher = state.hasher.clone();
         let task = tokio::spawn(serve(listener, state));
         tracing::info!(%addr, "serving");
         Ok(Server {
             addr,
+            hasher,
             shutdown,
             task,
         })
+    }
+
+    /// The server's argon2 runner, for its count of checks run.
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
     }
 
     /// Stops the server: meetings end with `server_shutdown`, sockets close,

@@ -21,9 +21,10 @@ use conclave_proto::{
     parse_client_message,
 };
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::guard::retry_secs;
+use crate::auth::PasscodeVerdict;
+use crate::guard::{Notice, retry_secs};
 use crate::guest::{GUEST_COOKIE_SECS, Guest, network};
 use crate::http::AppState;
 use crate::http::session::{GUEST_COOKIE, client_ip, cookie, current_user};
@@ -209,6 +210,9 @@ enum Attempt {
     Refused(ServerMessage),
     /// Refused here; the connection closes.
     Fatal(ServerMessage),
+    /// Refused by the room, which wrote its answer to the connection's queue
+    /// and closes it; the connection writes that out and closes.
+    Answered,
 }
 
 type WsSink = futures_util::stream::SplitSink<WebSocket, Message>;
@@ -327,6 +331,7 @@ impl Connection {
                                 Attempt::Delivered => { in_room = true; slot.release(); }
                                 Attempt::Refused(m) => { send(&mut ws_tx, &m).await; }
                                 Attempt::Fatal(m) => { send(&mut ws_tx, &m).await; break; }
+                                Attempt::Answered => { in_room = true; }
                             }
                         }
                         (false, ClientMessage::Resume { token, mls_received }) => {
@@ -334,6 +339,8 @@ impl Connection {
                                 Attempt::Delivered => { in_room = true; slot.release(); }
                                 Attempt::Refused(m) => { send(&mut ws_tx, &m).await; }
                                 Attempt::Fatal(m) => { send(&mut ws_tx, &m).await; break; }
+                                // Read the room's answer off the queue until it closes.
+                                Attempt::Answered => { in_room = true; }
                             }
                         }
                         (false, _) => {
@@ -378,9 +385,10 @@ impl Connection {
             .map(|wait| ServerMessage::error_retry(ErrorCode::TooManyAttempts, retry_secs(wait)))
     }
 
-    async fn failed(&self, why: &str) -> ServerMessage {
+    /// Logs a failed join or resume and passes a notice on to the hosts.
+    async fn failed(&self, notice: Option<Notice>, why: &str) {
         tracing::warn!(ip = %self.ip, meeting = ?self.meeting.map(|m| m.to_string()), why, "failed join attempt");
-        if let Some(notice) = self.state.guard.join_failed(self.ip, self.meeting)
+        if let Some(notice) = notice
             && let Some(id) = self.meeting
         {
             let input = Input::FailedAttempts {
@@ -392,7 +400,41 @@ impl Connection {
                 .deliver_if_running(id, RoomCmd::Input(input))
                 .await;
         }
-        ServerMessage::error(ErrorCode::JoinRefused)
+    }
+
+    /// Checks a typed passcode against `hash` (none: an unknown meeting, which
+    /// gets the same steps and the same answer), the attempt counted before
+    /// argon2 runs. `None` when it is right.
+    async fn check_passcode(&self, typed: String, hash: Option<String>) -> Option<ServerMessage> {
+        let too_many =
+            |wait| ServerMessage::error_retry(ErrorCode::TooManyAttempts, retry_secs(wait));
+        let guard = &self.state.guard;
+        let reserve = || guard.reserve_join(self.ip, self.meeting);
+        let scope = self.meeting.map(|m| m.to_string()).unwrap_or_default();
+        let verdict = self
+            .state
+            .hasher
+            .verify_passcode(&scope, typed, hash, reserve)
+            .await;
+        let attempt = match verdict {
+            PasscodeVerdict::Right(attempt) => {
+                if let Some(a) = attempt {
+                    a.succeeded();
+                }
+                return None;
+            }
+            PasscodeVerdict::Limited(wait) => return Some(too_many(wait)),
+            PasscodeVerdict::Wrong(Some(attempt)) => attempt,
+            // Someone else's check of the same guess answered this one; it
+            // counts all the same.
+            PasscodeVerdict::Wrong(None) => match reserve() {
+                Ok(attempt) => attempt,
+                Err(wait) => return Some(too_many(wait)),
+            },
+        };
+        self.failed(attempt.failed(), "wrong passcode or unknown meeting")
+            .await;
+        Some(ServerMessage::error(ErrorCode::JoinRefused))
     }
 
     async fn join(
@@ -444,10 +486,8 @@ impl Connection {
                 let typed = normalize_passcode(&passcode.unwrap_or_default());
                 let hash = record.as_ref().and_then(|r| r.passcode_hash.clone());
                 // Runs argon2 even for an unknown meeting: same answer, same time.
-                if !self.state.hasher.verify_passcode(typed, hash).await {
-                    return Attempt::Refused(
-                        self.failed("wrong passcode or unknown meeting").await,
-                    );
+                if let Some(refusal) = self.check_passcode(typed, hash).await {
+                    return Attempt::Refused(refusal);
                 }
             }
         }
@@ -483,24 +523,41 @@ impl Connection {
         if let Some(m) = self.too_many() {
             return Attempt::Refused(m);
         }
+        // Every failure below ends the same way, `resume_failed` and the
+        // socket closed, and counts the same: whether a meeting is running
+        // must not show, nor whether its failures are counted.
         let (Some(id), Some(token)) = (self.meeting, ResumeToken::decode(token)) else {
-            self.failed("malformed resume").await;
-            return Attempt::Refused(ServerMessage::error(ErrorCode::ResumeFailed));
+            return self.resume_failed("malformed resume").await;
         };
         let Some(tx) = sink.take() else {
             return Attempt::Fatal(ServerMessage::error(ErrorCode::Internal));
         };
+        let (seated_tx, seated) = oneshot::channel();
         let cmd = RoomCmd::Resume {
             conn: self.conn,
             sink: tx,
             token,
             mls_received,
+            seated: seated_tx,
         };
-        if self.state.rooms.deliver_if_running(id, cmd).await {
-            Attempt::Delivered
-        } else {
-            self.failed("resume of a meeting not running").await;
-            Attempt::Fatal(ServerMessage::error(ErrorCode::ResumeFailed))
+        if !self.state.rooms.deliver_if_running(id, cmd).await {
+            return self.resume_failed("resume of a meeting not running").await;
         }
+        match seated.await {
+            Ok(true) => Attempt::Delivered,
+            Ok(false) => {
+                let notice = self.state.guard.join_failed(self.ip, self.meeting);
+                self.failed(notice, "resume with an unknown token").await;
+                Attempt::Answered
+            }
+            // The room ended before it took the resume up.
+            Err(_) => self.resume_failed("resume of a meeting that ended").await,
+        }
+    }
+
+    async fn resume_failed(&self, why: &str) -> Attempt {
+        let notice = self.state.guard.join_failed(self.ip, self.meeting);
+        self.failed(notice, why).await;
+        Attempt::Fatal(ServerMessage::error(ErrorCode::ResumeFailed))
     }
 }

@@ -115,9 +115,11 @@ pub async fn sign_in(
     jar: CookieJar,
     ApiJson(c): ApiJson<Credentials>,
 ) -> Result<(CookieJar, ApiJson<UserView>), ApiError> {
-    state
+    // Counted before argon2 runs: sign-ins sent at once cannot all be
+    // checked before the first of them has failed.
+    let attempt = state
         .guard
-        .check_sign_in(ip)
+        .reserve_sign_in(ip)
         .map_err(|d| ApiError::TooManyAttempts(retry_secs(d)))?;
     let found = if c.username.len() <= 64 {
         state.store.user_by_name(&c.username).await?
@@ -132,12 +134,13 @@ pub async fn sign_in(
     let ok = state.hasher.verify(c.password, hash).await;
     match user {
         Some(user) if ok => {
+            attempt.succeeded();
             tracing::info!(user = %user.username, %ip, "signed in");
             let jar = start_session(&state, jar, &user).await?;
             Ok((jar, ApiJson(user.into())))
         }
         _ => {
-            state.guard.sign_in_failed(ip);
+            attempt.failed();
             tracing::warn!(%ip, "failed sign-in");
             Err(ApiError::BadCredentials)
         }
@@ -153,14 +156,15 @@ pub async fn redeem_link(
     jar: CookieJar,
     ApiJson(t): ApiJson<LinkToken>,
 ) -> Result<(CookieJar, ApiJson<UserView>), ApiError> {
-    state
+    let attempt = state
         .guard
-        .check_sign_in(ip)
+        .reserve_sign_in(ip)
         .map_err(|d| ApiError::TooManyAttempts(retry_secs(d)))?;
     let Some(user) = state.store.redeem_signin_link(&digest(&t.token)).await? else {
-        state.guard.sign_in_failed(ip);
+        attempt.failed();
         return Err(ApiError::BadLink);
     };
+    attempt.succeeded();
     tracing::info!(user = %user.username, %ip, "signed in with a one-time link");
     let jar = start_session(&state, jar, &user).await?;
     Ok((jar, ApiJson(user.into())))
@@ -231,15 +235,16 @@ pub async fn change_password(
     ApiJson(p): ApiJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
     if let Some(current) = state.store.password_hash(user.id).await? {
-        state
+        let attempt = state
             .guard
-            .check_sign_in(ip)
+            .reserve_sign_in(ip)
             .map_err(|d| ApiError::TooManyAttempts(retry_secs(d)))?;
         let given = p.current_password.unwrap_or_default();
         if !state.hasher.verify(given, Some(current)).await {
-            state.guard.sign_in_failed(ip);
+            attempt.failed();
             return Err(ApiError::BadCredentials);
         }
+        attempt.succeeded();
     }
     if !password_acceptable(&p.new_password) {
         return Err(ApiError::Invalid(

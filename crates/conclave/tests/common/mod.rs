@@ -103,6 +103,12 @@ impl TestServer {
         }
     }
 
+    /// argon2 verifications the server has run so far (passwords and
+    /// passcodes): what the rate limits promise to bound.
+    pub fn argon2_checks(&self) -> u64 {
+        self.server.as_ref().map_or(0, |s| s.hasher().checks_run())
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         self.dir.path()
     }
