@@ -201,6 +201,55 @@ describe('end-to-end encryption in the browser', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
+  step('a commit a modified server relays as chat changes nothing; the same commit through the delivery path does', async () => {
+    // A member whose WebSocket passes through the test, standing in for a
+    // server that relays the next commit as a chat message first.
+    const target = await openBrowser('e2ee-chat-target');
+    let other;
+    try {
+      const t = target.page;
+      const refusals = [];
+      t.on('console', (m) => { if (m.text().includes('chat message could not be opened')) refusals.push(m.text()); });
+      let divert = false;
+      let diverted = null;
+      let deliver;
+      await t.routeWebSocket(() => true, (ws) => {
+        const real = ws.connectToServer();
+        ws.onMessage((m) => real.send(m));
+        real.onMessage((m) => {
+          const msg = JSON.parse(m);
+          // A commit is an mls_message without commit_by (proposals name their committer).
+          if (divert && !diverted && msg.type === 'mls_message' && msg.commit_by == null) {
+            diverted = m;
+            ws.send(JSON.stringify({ type: 'chat', from: 1, payload: msg.message }));
+            return;
+          }
+          ws.send(m);
+        });
+        deliver = () => ws.send(diverted);
+      });
+      await joinAndGetAdmitted(t, invite, 'Tess', host.page);
+      const before = await eventually(async () => [await securityCode(host.page), await securityCode(t)],
+        ([a, b]) => a.length > 0 && a === b, { timeout: 25_000, what: 'Tess in the group' });
+      const chatLines = () => t.getByRole('log', { name: 'Chat history' }).locator('li').count();
+      const linesBefore = await chatLines();
+      divert = true;
+      other = spawn(BINARY, ['join', invite, '--name', 'Otto', '--duration', '40'], { stdio: 'ignore' });
+      await host.page.getByRole('listitem').filter({ hasText: 'Otto' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      const hostCode = await eventually(() => securityCode(host.page), (c) => c.length > 0 && c !== before[0],
+        { timeout: 20_000, what: 'Otto in the host\'s group' });
+      await eventually(async () => refusals.length, (n) => n > 0, { what: 'Tess refused the commit sent as chat' });
+      assert.equal(await securityCode(t), before[1], 'the commit as chat did not move Tess\'s group');
+      assert.equal(await chatLines(), linesBefore, 'nothing shown in the chat');
+      // Delivered as what it is, the same commit takes Tess to the host's epoch.
+      deliver();
+      await eventually(() => securityCode(t), (c) => c === hostCode, { what: 'Tess in the host\'s epoch after the real delivery' });
+    } finally {
+      if (other) other.kill('SIGKILL');
+      await target.close();
+    }
+  });
+
   step('a tampered server is flagged: an announced stranger outside the group, a group member never announced', async () => {
     // A third member whose WebSocket passes through the test, standing in for
     // a server that lies to it: it announces "Mallory", who never joined the
@@ -335,8 +384,11 @@ describe('end-to-end encryption in the browser', () => {
         let t0 = performance.now();
         for (let i = 0; i < iters; i++) sealed = fc.encrypt(kind, f);
         const enc = (performance.now() - t0) * 1000 / iters;
+        // Each frame once: a frame decrypted twice is a replay, and refused.
+        const sealedAll = [];
+        for (let i = 0; i < iters; i++) sealedAll.push(fc.encrypt(kind, f));
         t0 = performance.now();
-        for (let i = 0; i < iters; i++) fc.decrypt(kind, sealed, 1);
+        for (let i = 0; i < iters; i++) fc.decrypt(kind, sealedAll[i], 1);
         const dec = (performance.now() - t0) * 1000 / iters;
         cost[name] = { encrypt_us: Math.round(enc * 10) / 10, decrypt_us: Math.round(dec * 10) / 10 };
       }

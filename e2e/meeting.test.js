@@ -175,7 +175,14 @@ describe('a meeting in the browser', () => {
     await tileOf(host.page, MARKUP).waitFor();
     await host.page.getByRole('list', { name: 'In the meeting' }).getByRole('listitem').filter({ hasText: MARKUP })
       .getByRole('button', { name: 'Remove', exact: true }).click();
+    // The host is told what the ban stops and what it does not, then confirms.
+    const confirm = host.page.getByRole('group', { name: `Remove ${MARKUP} and ban them from this meeting?` });
+    await confirm.getByText('Anyone new from the same network (IP address) must wait for a host', { exact: false }).waitFor();
+    await confirm.getByText('on another network, they would arrive as a new guest', { exact: false }).waitFor();
+    await screenshot(host.page, 'host-confirms-removal');
+    await confirm.getByRole('button', { name: 'Remove and ban', exact: true }).click();
     await guest.page.getByText('You were removed from the meeting').waitFor();
+    await guest.page.getByText('From this network, anyone new has to wait until a host lets them in.', { exact: false }).waitFor();
     await screenshot(guest.page, 'guest-removed');
     await guest.page.goto(invite);
     await guest.page.getByRole('textbox', { name: 'Your name', exact: true }).fill('Mallory');

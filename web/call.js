@@ -256,8 +256,14 @@ export class Call {
     const known = new Set(before.map((w) => w.id));
     const arrived = after.filter((w) => !known.has(w.id));
     let notice = null;
-    if (arrived.length === 1) notice = toast(`${arrived[0].name} is waiting to join.`);
-    else if (arrived.length > 1) notice = toast(`${arrived.length} people are waiting to join.`);
+    // Someone on the network of a person removed from this meeting waits even
+    // with the waiting room off: say why, it may be that person again.
+    const flagged = arrived.filter((w) => w.same_network_as_removed).length;
+    const why = flagged === 0 ? ''
+      : arrived.length === 1 ? ' They share a network with someone removed from this meeting.'
+        : ` ${flagged} of them share a network with someone removed from this meeting.`;
+    if (arrived.length === 1) notice = toast(`${arrived[0].name} is waiting to join.${why}`);
+    else if (arrived.length > 1) notice = toast(`${arrived.length} people are waiting to join.${why}`);
     if (notice) this.waitingNotices.set(arrived.map((w) => w.id), notice);
   }
 

@@ -7,7 +7,9 @@
 //
 // Nothing leaves in clear: before the first epoch's keys arrive, and for a
 // video codec other than VP8, outgoing frames are dropped. Incoming frames
-// that do not decrypt (unknown key, tampered, plaintext) are dropped too.
+// that do not decrypt (unknown key, tampered, plaintext, a replay, or a KID
+// that is not the participant's whose track carries it: `senders` messages
+// say who sends on each mid) are dropped too.
 // Both are counted and reported to the page once a second.
 
 import init, { FrameCrypto } from '/e2ee/conclave_e2ee.js';
@@ -18,9 +20,18 @@ let keyed = false;
 let epoch = null;
 const counts = { sent: 0, received: 0, unsentNoKey: 0, unsentCodec: 0, undecryptable: 0, lastError: '' };
 let changed = false;
+/** mid -> participant id (string): whose frames a receiver's track may carry. */
+const senderByMid = new Map();
 
 self.addEventListener('message', (ev) => {
   const m = ev.data;
+  if (m && m.type === 'senders' && Array.isArray(m.tracks)) {
+    senderByMid.clear();
+    for (const t of m.tracks) {
+      if (t && typeof t.mid === 'string') senderByMid.set(t.mid, String(t.participant));
+    }
+    return;
+  }
   if (!m || m.type !== 'keys') return;
   ready.then(() => {
     try {
@@ -79,17 +90,18 @@ function encryptStream(kind) {
   });
 }
 
-function decryptStream(kind) {
+function decryptStream(kind, mid) {
   return new TransformStream({
     transform(frame, controller) {
       changed = true;
-      if (!keyed) {
+      const sender = senderByMid.get(mid);
+      if (!keyed || sender === undefined) {
         counts.undecryptable += 1;
         return;
       }
       const k = frameKind(kind, frame) || 'vp8';
       try {
-        const out = crypto.decrypt(k, new Uint8Array(frame.data), Date.now());
+        const out = crypto.decryptFrom(k, new Uint8Array(frame.data), sender, Date.now());
         frame.data = ownBuffer(out);
         counts.received += 1;
         controller.enqueue(frame);
@@ -103,8 +115,8 @@ function decryptStream(kind) {
 
 self.addEventListener('rtctransform', (ev) => {
   const t = ev.transformer;
-  const { direction, kind } = t.options || {};
-  const stream = direction === 'send' ? encryptStream(kind) : decryptStream(kind);
+  const { direction, kind, mid } = t.options || {};
+  const stream = direction === 'send' ? encryptStream(kind) : decryptStream(kind, String(mid));
   // The wasm module must be ready before the first frame is looked at.
   ready.then(() => t.readable.pipeThrough(stream).pipeTo(t.writable)).catch((err) => {
     self.postMessage({ type: 'error', text: String(err?.message || err) });

@@ -38,7 +38,7 @@ export function initialE2ee() {
     code: '',
     /** When the code last changed (ms), after the first one. */
     codeChangedAt: null,
-    /** The MLS group's members, participant ids as numbers. */
+    /** The MLS group's members, participant ids as the group's credentials say (strings). */
     roster: [],
     /** Ids announced by the server but not in the group, and in the group but not announced. */
     notInGroup: [],
@@ -105,10 +105,16 @@ export class E2ee {
     });
   }
 
-  /** A transform for one sender or receiver ('send' | 'recv', 'audio' | 'video'), or null without support. */
-  transform(direction, kind) {
+  /** A transform for one sender or receiver ('send' | 'recv', 'audio' | 'video', its mid), or null without support. */
+  transform(direction, kind, mid = null) {
     if (!this.worker) return null;
-    return new RTCRtpScriptTransform(this.worker, { direction, kind });
+    return new RTCRtpScriptTransform(this.worker, { direction, kind, mid });
+  }
+
+  /** The server's track list: a receiver opens frames only as the participant on its mid. */
+  setTrackSenders(tracks) {
+    const list = (tracks || []).map((t) => ({ mid: String(t.mid), participant: String(t.participant) }));
+    this.worker?.postMessage({ type: 'senders', tracks: list });
   }
 
   close() {
@@ -184,8 +190,14 @@ export class E2ee {
     });
   }
 
+  /** Tells the member who the server says is here: it commits Adds only for them. */
+  announce() {
+    if (this.member) this.member.setAnnounced(this.call.state.participants.map((p) => String(p.id)));
+  }
+
   onHandshake(msg) {
     if (!this.inGroup) return;
+    this.announce();
     let r;
     try {
       r = this.member.handle(fromB64(msg.message));
@@ -251,10 +263,16 @@ export class E2ee {
         return text === undefined ? null : { from: msg.from, text };
       }
       try {
-        const r = this.member.handle(fromB64(msg.payload));
-        if (r.kind !== 'chat') return null;
-        const sender = Number(r.sender);
-        return { from: Number.isFinite(sender) ? sender : msg.from, text: String(r.text) };
+        // Only an MLS application message opens: a commit sent as chat is refused
+        // by the module before it can touch the group.
+        const r = this.member.openChat(fromB64(msg.payload));
+        if (!r) return null;
+        // The sender is the one the group vouches for, and must be who the server said.
+        if (String(r.sender) !== String(msg.from)) {
+          console.warn('chat message whose MLS sender is not the relayed sender refused');
+          return null;
+        }
+        return { from: msg.from, text: String(r.text) };
       } catch (err) {
         console.warn('chat message could not be opened:', err);
         return null;
@@ -298,7 +316,7 @@ export class E2ee {
     this.call.sig.send({ type: 'key_frame_request' });
     const code = this.member.securityCode();
     const prev = this.call.state.e2ee;
-    const roster = this.member.roster().map(Number).filter(Number.isFinite);
+    const roster = this.member.roster();
     this.set({
       status: this.worker ? 'active' : 'unsupported',
       epoch: this.member.epoch(),
@@ -325,19 +343,24 @@ export class E2ee {
       if (e.notInGroup.length || e.notAnnounced.length) this.set({ notInGroup: [], notAnnounced: [] });
       return;
     }
-    const group = new Set(e.roster);
-    const announced = new Set(s.participants.map((p) => p.id));
+    // Exact strings with multiplicity, computed by the module: "01" is not 1, and a
+    // participant who holds two leaves shows up as one not announced.
+    this.announce();
+    const check = this.member.rosterCheck();
     const now = Date.now();
-    const diff = [];
-    for (const id of announced) if (!group.has(id)) diff.push(['in', id]);
-    for (const id of group) if (!announced.has(id)) diff.push(['out', id]);
-    const keys = new Set(diff.map(([k, id]) => `${k}:${id}`));
+    const diff = [
+      ...check.notInGroup.map((id) => ['in', id]),
+      ...check.notAnnounced.map((id, i) => ['out', id, i]),
+    ];
+    const keyOf = ([k, id, i]) => `${k}:${id}:${i ?? 0}`;
+    const keys = new Set(diff.map(keyOf));
     for (const k of [...this.firstSeen.keys()]) if (!keys.has(k)) this.firstSeen.delete(k);
     const notInGroup = [];
     const notAnnounced = [];
     let next = Infinity;
-    for (const [k, id] of diff) {
-      const key = `${k}:${id}`;
+    for (const d of diff) {
+      const [k, id] = d;
+      const key = keyOf(d);
       if (!this.firstSeen.has(key)) this.firstSeen.set(key, now);
       const due = this.firstSeen.get(key) + ROSTER_GRACE_MS;
       if (due <= now) (k === 'in' ? notInGroup : notAnnounced).push(id);

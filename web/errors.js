@@ -15,7 +15,7 @@ const MEETING_ERRORS = {
   join_refused: 'We could not find that meeting, or the passcode is wrong. Check the invite link and the passcode.',
   locked: 'This meeting is locked: nobody new can join right now. Ask the host to unlock it.',
   full: 'This meeting is full.',
-  banned: 'You were removed from this meeting and cannot rejoin it.',
+  banned: 'You were removed from this meeting and cannot rejoin it from this browser, or with this account.',
   sign_in_required: 'Only signed-in users can join this meeting. Sign in first.',
   invalid_name: 'Your name must have 1 to 64 characters.',
   not_permitted: 'You are not allowed to do that in this meeting.',

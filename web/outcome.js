@@ -15,7 +15,12 @@ function describe(outcome) {
     case 'denied':
       return { icon: 'x', title: 'The host did not let you in', text: 'A host declined your request to join this meeting.', rejoin: 'Ask to join again' };
     case 'removed':
-      return { icon: 'userX', title: 'You were removed from the meeting', text: 'A host removed you from this meeting. You cannot rejoin it.', rejoin: null };
+      return {
+        icon: 'userX',
+        title: 'You were removed from the meeting',
+        text: 'A host removed you from this meeting and banned you from it. You cannot rejoin it from this browser, or with your account if you were signed in. From this network, anyone new has to wait until a host lets them in.',
+        rejoin: null,
+      };
     case 'ended':
       return {
         icon: 'phoneOff',

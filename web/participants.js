@@ -103,6 +103,8 @@ export function createParticipantsPanel(call, { onClose }) {
       strangerBox));
 
   let renaming = false;
+  /** The member whose removal awaits confirmation, if any. */
+  let confirmingRemoval = null;
 
   function update(state) {
     const mod = isModerator(state);
@@ -128,9 +130,10 @@ export function createParticipantsPanel(call, { onClose }) {
     setText(memberCount, `(${state.participants.length})`);
     syncList(memberList, state.participants, (p) => p.id, createMemberRow, (row, p) => updateMemberRow(row, p, state));
 
-    const strangers = state.e2ee?.status === 'active' ? state.e2ee.notAnnounced : [];
+    // An id the group holds twice is listed twice: keyed by its place, not its id.
+    const strangers = (state.e2ee?.status === 'active' ? state.e2ee.notAnnounced : []).map((id, i) => ({ id, key: `${id}#${i}` }));
     strangerBox.hidden = strangers.length === 0;
-    syncList(strangerList, strangers, (id) => id, (id) => h('li', { class: 'person is-unverified' },
+    syncList(strangerList, strangers, (x) => x.key, ({ id }) => h('li', { class: 'person is-unverified' },
       h('span', { class: 'avatar avatar-sm avatar-warn', 'aria-hidden': 'true' }, icon('alert')),
       h('span', { class: 'person-text' },
         h('span', { class: 'person-name', text: `Unannounced member ${id}` }),
@@ -140,9 +143,13 @@ export function createParticipantsPanel(call, { onClose }) {
   function createWaitingRow(w) {
     const name = h('span', { class: 'person-name' });
     const avatar = h('span', { class: 'avatar avatar-sm', 'aria-hidden': 'true' });
-    const row = h('li', { class: 'person' },
+    const row = h('li', { class: `person${w.same_network_as_removed ? ' is-flagged' : ''}` },
       avatar,
-      h('span', { class: 'person-text' }, name, h('span', { class: 'person-sub', text: w.signed_in ? 'Signed in' : 'Guest' })),
+      h('span', { class: 'person-text' }, name, h('span', { class: 'person-sub', text: w.signed_in ? 'Signed in' : 'Guest' }),
+        // Held although the waiting room may be off; see docs/security.md §8.
+        w.same_network_as_removed
+          ? h('span', { class: 'person-sub person-warn', text: 'Same network as someone removed from this meeting' })
+          : null),
       h('span', { class: 'person-actions' },
         textButton('Admit', () => call.admit(w.id), 'btn-primary'),
         textButton('Deny', () => call.deny(w.id), 'btn-ghost')));
@@ -186,8 +193,8 @@ export function createParticipantsPanel(call, { onClose }) {
 
     // Whether the MLS group holds this member: the roster shown is the group's.
     const e = state.e2ee;
-    const inGroup = e?.status === 'active' && e.roster.includes(p.id);
-    const outOfGroup = e?.status === 'active' && e.notInGroup.includes(p.id);
+    const inGroup = e?.status === 'active' && e.roster.includes(String(p.id));
+    const outOfGroup = e?.status === 'active' && e.notInGroup.includes(String(p.id));
     row.classList.toggle('is-unverified', outOfGroup);
     const flagSig = `${p.audio}${p.video}${p.screen}${inGroup}${outOfGroup}`;
     if (r.flags.dataset.sig !== flagSig) {
@@ -203,10 +210,40 @@ export function createParticipantsPanel(call, { onClose }) {
     // Rebuild the actions only when something they depend on changed, so a
     // button under the pointer or the keyboard focus is left alone.
     const canRename = mine && (isModerator(state) || state.meeting?.permissions.rename_self);
+    const confirming = confirmingRemoval === p.id && isModerator(state) && !mine && p.role !== 'host';
+    const confirmSig = confirming ? `${p.name}|${p.signed_in}` : '';
+    if (r.confirmSig !== confirmSig) {
+      r.confirmSig = confirmSig;
+      r.confirm?.remove();
+      r.confirm = confirming ? removalConfirmation(p) : null;
+      if (r.confirm) row.append(r.confirm);
+      row.classList.toggle('is-confirming', confirming);
+      // Cancel has the focus, as in the dashboard's delete: Enter does no harm.
+      r.confirm?.querySelector('.btn-ghost')?.focus();
+    }
     const sig = [state.role, p.role, p.audio, p.video, p.screen, mine, canRename, renaming && mine].join('|');
     if (r.sig === sig) return;
     r.sig = sig;
     r.actions.replaceChildren(...actionsFor(p, state, mine, canRename, row));
+  }
+
+  /**
+   * Asks before a removal, saying what the ban that comes with it does and
+   * does not stop (docs/security.md §8).
+   */
+  function removalConfirmation(p) {
+    const titleId = uid('rm');
+    const settle = (remove) => {
+      confirmingRemoval = null;
+      if (remove) call.remove(p.id);
+      update(call.state);
+    };
+    return h('div', { class: 'remove-confirm', role: 'group', 'aria-labelledby': titleId },
+      h('p', { class: 'remove-confirm-title', id: titleId, text: `Remove ${p.name} and ban them from this meeting?` }),
+      h('p', { class: 'remove-confirm-detail', text: banScope(p.signed_in) }),
+      h('div', { class: 'remove-confirm-actions' },
+        textButton('Remove and ban', () => settle(true), 'btn-danger'),
+        textButton('Cancel', () => settle(false), 'btn-ghost')));
   }
 
   function actionsFor(p, state, mine, canRename, row) {
@@ -223,7 +260,12 @@ export function createParticipantsPanel(call, { onClose }) {
       if (p.role === 'participant') out.push(iconButton('Make co-host', 'star', () => call.setRole(p.id, 'cohost')));
       else if (p.role === 'cohost') out.push(iconButton('Make participant', 'star', () => call.setRole(p.id, 'participant'), 'is-on'));
     }
-    if (p.role !== 'host') out.push(iconButton('Remove', 'userX', () => call.remove(p.id), 'row-btn-danger'));
+    if (p.role !== 'host') {
+      out.push(iconButton('Remove', 'userX', () => {
+        confirmingRemoval = p.id;
+        update(call.state);
+      }, 'row-btn-danger'));
+    }
     return out;
   }
 
@@ -256,6 +298,17 @@ export function createParticipantsPanel(call, { onClose }) {
   }
 
   return { el, update };
+}
+
+/** What a ban holds on to, and what gets past it, for the host who is about to issue one. */
+function banScope(signedIn) {
+  return [
+    signedIn ? 'Their account and this browser of theirs are banned.' : 'This browser of theirs is banned.',
+    'Anyone new from the same network (IP address) must wait for a host, even with the waiting room off; people sharing that network wait too.',
+    signedIn
+      ? 'Signed out, in another browser on another network, they would arrive as a new guest: the waiting room and the lock stop that.'
+      : 'In another browser, or with cookies cleared, on another network, they would arrive as a new guest: the waiting room and the lock stop that.',
+  ].join(' ');
 }
 
 function setTool(button, label, iconName) {

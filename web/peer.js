@@ -72,11 +72,14 @@ export class Peer {
   /**
    * send(msg): sends a signaling message. onRemote(list): the tracks received
    * now, [{participant, kind, track}], after every change. transform(direction,
-   * kind): the E2EE transform for a sender ('send') or receiver ('recv') of
-   * 'audio' or 'video'; every frame either way goes through it.
+   * kind, mid): the E2EE transform for a sender ('send') or receiver ('recv') of
+   * 'audio' or 'video'; every frame either way goes through it. onTracks(list):
+   * the server's track list ([{mid, participant, kind}]) before it takes effect,
+   * so a receiver opens frames only as the participant who sends that mid.
    */
-  constructor({ send, onRemote, transform = null }) {
+  constructor({ send, onRemote, transform = null, onTracks = null }) {
     this.transform = transform;
+    this.onTracks = onTracks;
     this.send = send;
     this.onRemote = onRemote;
     this.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
@@ -88,7 +91,7 @@ export class Peer {
     this.closed = false;
     this.queue = Promise.resolve();
     this.pc.addEventListener('track', (ev) => {
-      if (this.transform && !ev.receiver.transform) ev.receiver.transform = this.transform('recv', ev.track.kind);
+      if (this.transform && !ev.receiver.transform) ev.receiver.transform = this.transform('recv', ev.track.kind, ev.transceiver.mid);
       this.report();
     });
   }
@@ -135,6 +138,7 @@ export class Peer {
       }
       this.crossed = null;
       this.forwarded = tracks;
+      this.onTracks?.(tracks);
       await this.pc.setRemoteDescription({ type: 'offer', sdp });
       await this.pc.setLocalDescription(await this.pc.createAnswer());
       this.send({ type: 'media_answer', sdp: this.pc.localDescription.sdp });
@@ -171,6 +175,7 @@ export class Peer {
       this.crossed = null;
       if (code === 'not_permitted' && crossed) {
         this.forwarded = crossed.tracks;
+        this.onTracks?.(crossed.tracks);
         await this.pc.setRemoteDescription({ type: 'offer', sdp: crossed.sdp });
         await this.pc.setLocalDescription(await this.pc.createAnswer());
         this.send({ type: 'media_answer', sdp: this.pc.localDescription.sdp });

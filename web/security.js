@@ -34,10 +34,12 @@ export function createSecurityPanel() {
   const title = h('h2', { class: 'sec-title' });
   const lead = h('p', { class: 'sec-lead' });
   const code = h('div', { class: 'sec-code', role: 'group', 'aria-label': 'Security code' });
+  const count = h('p', { class: 'sec-count' });
   const codeBox = h('div', { class: 'sec-code-box' },
     h('p', { class: 'sec-label', text: 'Security code' }),
     code,
-    h('p', { class: 'sec-hint', text: 'Compare this code with everyone in the meeting, out loud or another way. If all of you see the same digits, nobody else can see or hear the call.' }));
+    count,
+    h('p', { class: 'sec-hint', text: 'Compare this code and the number of people with everyone in the meeting, out loud or another way. The same digits prove you all hold the same keys; the same number, matching the people you know are here, proves nobody else does.' }));
   const changed = h('p', { class: 'sec-changed', role: 'status', hidden: true });
   const warnings = h('ul', { class: 'sec-warnings', 'aria-label': 'Encryption warnings' });
   const epoch = h('p', { class: 'sec-meta' });
@@ -87,6 +89,8 @@ export function createSecurityPanel() {
       code.title = e.code || '';
     }
     codeBox.hidden = !groups.length;
+    const n = e.roster.length;
+    setText(count, `${n} ${n === 1 ? 'person' : 'people'} in the encrypted group`);
 
     if (e.code && lastCode && e.code !== lastCode) {
       toast('The security code changed: someone joined or left. Compare it again.');
@@ -111,7 +115,7 @@ export function createSecurityPanel() {
       warnings.replaceChildren(...lines.map((l) => h('li', { class: 'sec-warning' }, icon('alert'), h('span', { text: l }))));
     }
     warnings.hidden = !lines.length;
-    setText(epoch, ok ? `Group epoch ${e.epoch} · ${e.roster.length} in the encrypted group` : '');
+    setText(epoch, ok ? `Group epoch ${e.epoch}` : '');
   }
 
   return { el, update };

@@ -68,7 +68,8 @@ export class Streams {
     this.peer = new Peer({
       send: (msg) => this.call.sig.send(msg),
       onRemote: (list) => this.setRemote(list),
-      transform: (direction, kind) => this.call.e2ee.transform(direction, kind),
+      transform: (direction, kind, mid) => this.call.e2ee.transform(direction, kind, mid),
+      onTracks: (tracks) => this.call.e2ee.setTrackSenders(tracks),
     });
     this.peer.start(this.local);
     this.publish();
