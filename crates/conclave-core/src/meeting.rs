@@ -1000,7 +1000,8 @@ impl Meeting {
         let target = target.unwrap_or(me);
         if target == me {
             let role = self.role_of(me)?;
-            if !role.moderates() && !self.config.permissions.rename_self {
+            // Suspension stops every participant activity, a new name included.
+            if !role.moderates() && (!self.config.permissions.rename_self || self.suspended) {
                 return Err(ErrorCode::NotPermitted);
             }
         } else {

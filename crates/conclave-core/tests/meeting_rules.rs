@@ -1670,6 +1670,38 @@ fn participants_may_not_rename_themselves_unless_allowed() {
 }
 
 #[test]
+fn self_rename_is_refused_while_activities_are_suspended() {
+    let mut room = Room::hosted();
+    let host = room.id_of(HOST);
+    let p2 = room.admit(2, "Grace");
+    room.permissions(PermissionsPatch {
+        rename_self: Some(true),
+        ..PermissionsPatch::default()
+    });
+    let rename = |participant, name: &str| ClientMessage::Rename {
+        participant,
+        name: name.into(),
+    };
+    room.msg(HOST, ClientMessage::SuspendActivities);
+    // Either way of naming oneself, and every time: the same refusal as
+    // chat and media get, and no one hears of a new name.
+    for attempt in 0..100 {
+        let target = if attempt % 2 == 0 { None } else { Some(p2) };
+        let out = room.msg(2, rename(target, &format!("Grace {attempt}")));
+        assert_refused(&out, 2, ErrorCode::NotPermitted);
+    }
+    // Moderators are not suspended: they may still rename themselves and others.
+    let out = room.msg(HOST, rename(None, "Ada (host)"));
+    assert_eq!(update_of(&out, 2, host).unwrap().name, "Ada (host)");
+    let out = room.msg(HOST, rename(Some(p2), "Grace (muted)"));
+    assert_eq!(update_of(&out, 2, p2).unwrap().name, "Grace (muted)");
+    // Once activities resume, so does renaming.
+    room.msg(HOST, ClientMessage::ResumeActivities);
+    let out = room.msg(2, rename(None, "Grace H."));
+    assert_eq!(update_of(&out, HOST, p2).unwrap().name, "Grace H.");
+}
+
+#[test]
 fn moderators_rename_others_and_invalid_names_are_refused() {
     let mut room = Room::hosted();
     let host = room.id_of(HOST);
