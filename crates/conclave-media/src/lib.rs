@@ -8,31 +8,33 @@
 //! Like str0m and quinn-proto it does no I/O and reads no clock: a driver
 //! owns the UDP socket and the timers and calls in with `now`.
 //!
-//! Modules, one concern each:
+//! Modules, one concern each (all private: callers use the types re-exported
+//! here):
 //!
-//! - [`router`]: [`Router`], the core of one worker. Peers in, datagrams and
+//! - `router`: [`Router`], the SFU of one meeting. Peers in, datagrams and
 //!   signaling events out; fan-out of published packets to subscribers;
 //!   renegotiation when tracks come and go; keyframe requests routed to the
-//!   publisher; demultiplexing of datagrams to the peer whose ICE/DTLS state
-//!   accepts them.
-//! - [`peer`]: one member's `str0m::Rtc` and what surrounds it — the tracks it
+//!   publisher; simulcast layers per subscriber. Split into `negotiation`,
+//!   `forwarding` and `simulcast`.
+//! - `peer`: one member's `str0m::Rtc` and what surrounds it — the tracks it
 //!   publishes, the streams it receives, its renegotiation state. Draining a
 //!   peer turns str0m output into datagrams and work for the router.
-//! - [`rewrite`]: the pure per-subscriber mapping of sequence numbers and
+//! - `rewrite`: the pure per-subscriber mapping of sequence numbers and
 //!   timestamps that keeps a forwarded stream continuous across source
 //!   changes (simulcast layer switches, a publisher's new SSRC).
 //! - `codecs`: the codecs forwarded (Opus, VP8) and the check that refuses an
 //!   offer to send without them.
-//! - [`keyframe`]: the per-layer throttle on PLI/FIR toward a publisher.
-//! - [`layers`]: the pure choice of a simulcast layer per subscriber, from
+//! - `keyframe`: the per-layer throttle on PLI/FIR toward a publisher.
+//! - `layers`: the pure choice of a simulcast layer per subscriber, from
 //!   its view size and bandwidth estimate; layer bitrate measurement.
-//! - [`speaker`]: the pure active-speaker detector over RFC 6464 audio levels.
-//! - [`vp8`]: what the router reads of a VP8 payload (key frame start, size).
-//! - [`event`]: what the router tells the signaling shell (offers to deliver,
-//!   peers connected, disconnected or closed).
-//! - [`transmit`]: datagrams to send and their bounded queue.
-//! - [`stats`]: counters per peer and per router; every drop is counted.
-//! - [`error`]: [`MediaError`], for calls from the shell. Network input never
+//! - `speaker`: the pure active-speaker detector over RFC 6464 audio levels.
+//! - `vp8`: what the router reads of a VP8 payload (key frame start, size).
+//! - `event`: [`Event`], what the router tells the signaling shell (offers
+//!   to deliver, peers connected, disconnected or closed).
+//! - `transmit`: [`Transmit`], datagrams to send, and their bounded queue.
+//! - `stats`: [`RouterStats`] and [`PeerStats`], counters per router and per
+//!   peer; every drop is counted.
+//! - `error`: [`MediaError`], for calls from the shell. Network input never
 //!   errors and never panics: it is dropped and counted.
 //!
 //! The driver's loop, after every call into the router: drain
@@ -41,22 +43,22 @@
 #![forbid(unsafe_code)]
 
 mod codecs;
-pub mod error;
-pub mod event;
-pub mod keyframe;
-pub mod layers;
-pub mod peer;
-pub mod rewrite;
-pub mod router;
-pub mod speaker;
-pub mod stats;
-pub mod transmit;
-pub mod vp8;
+mod error;
+mod event;
+mod keyframe;
+mod layers;
+mod peer;
+mod rewrite;
+mod router;
+mod speaker;
+mod stats;
+mod transmit;
+mod vp8;
 
 pub use error::MediaError;
 pub use event::{Event, ForwardedTrack};
 pub use peer::{PeerId, TrackId};
-pub use router::{Router, RouterConfig};
+pub use router::{DEFAULT_INITIAL_BANDWIDTH, RESELECT_INTERVAL, Router, RouterConfig};
 pub use stats::{PeerStats, RouterStats};
 pub use transmit::Transmit;
 

@@ -83,6 +83,7 @@ impl Rewriter {
     }
 
     /// The source currently mapped, if any packet was forwarded yet.
+    #[cfg(test)]
     pub fn source(&self) -> Option<u32> {
         self.mapping.as_ref().map(|m| m.source)
     }

@@ -9,8 +9,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use conclave_media::router::DEFAULT_INITIAL_BANDWIDTH;
-use conclave_media::{PeerId, Rid};
+use conclave_media::{DEFAULT_INITIAL_BANDWIDTH, PeerId, Rid};
 use harness::{Fate, Net, Received, Signal};
 use str0m::Event;
 use str0m::format::Codec;

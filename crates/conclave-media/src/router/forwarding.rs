@@ -1,0 +1,390 @@
+//! Datagrams in, the work they cause, and the fan-out of each published
+//! packet to the subscribers of its track; key-frame requests (PLI) to
+//! publishers; the gate the meeting puts on a track; active speaker.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::Input;
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpPacket;
+
+use super::Router;
+use super::simulcast::{IncomingLayer, MAX_LAYERS};
+use crate::event::Event;
+use crate::keyframe::Verdict;
+use crate::peer::{PeerId, PeerOutput, TrackId};
+
+/// Entries in the source-address cache before it is cleared. Each entry is an
+/// address a peer's ICE accepted; the bound stops a peer that hops addresses
+/// from growing it without limit.
+const MAX_SOURCE_CACHE: usize = 64 * 1024;
+
+/// How often the active speaker is re-evaluated, at most.
+const SPEAKER_POLL: Duration = Duration::from_millis(100);
+
+impl Router {
+    /// A datagram arrived on the driver's socket: `source` is the remote
+    /// address, `destination` the local candidate address it came in on.
+    /// Anything no peer takes is dropped and counted, never an error.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        self.tick(now);
+        self.stats.datagrams_in += 1;
+        let Some(input) = udp_input(now, source, destination, data) else {
+            self.stats.garbage += 1;
+            return;
+        };
+        let cached = self
+            .by_source
+            .get(&source)
+            .copied()
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+        let target = cached.or_else(|| {
+            self.peers
+                .iter()
+                .find(|(_, p)| p.rtc.accepts(&input))
+                .map(|(id, _)| *id)
+        });
+        let Some(id) = target else {
+            self.stats.unknown_source += 1;
+            return;
+        };
+        if cached.is_none() {
+            if self.by_source.len() >= MAX_SOURCE_CACHE {
+                self.by_source.clear();
+            }
+            self.by_source.insert(source, id);
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        peer.stats.datagrams_in += 1;
+        peer.stats.bytes_in += data.len() as u64;
+        if let Err(error) = peer.rtc.handle_input(input) {
+            peer.stats.rtc_errors += 1;
+            tracing::debug!(peer = %id, %error, "datagram refused");
+        }
+        peer.drain(now, &mut self.transmits, &mut self.work);
+        self.run_work();
+    }
+
+    /// Whether a datagram belongs to one of this router's peers (its ICE
+    /// credentials or its address), without handling it. A driver with one
+    /// router per meeting on a shared socket uses it to steer new sources.
+    pub fn accepts(
+        &self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        udp_input(now, source, destination, data)
+            .is_some_and(|input| self.peers.values().any(|p| p.rtc.accepts(&input)))
+    }
+
+    /// Starts or stops forwarding the track `id` publishes on `mid`. Turning
+    /// a video track on asks its publisher for a key frame, so subscribers see
+    /// a picture at once.
+    pub fn set_forwarding(&mut self, id: PeerId, mid: Mid, on: bool) {
+        let track_id = TrackId { publisher: id, mid };
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        let was = std::mem::replace(&mut track.forwarding, on);
+        if !on && track.kind == MediaKind::Audio {
+            // A muted member is nobody's active speaker.
+            self.speakers.remove(id);
+        }
+        if on
+            && !was
+            && track.kind == MediaKind::Video
+            && let Some(now) = self.now
+        {
+            for layer in self.wanted_layers(track_id) {
+                self.request_keyframe(track_id, layer, now);
+            }
+        }
+    }
+
+    /// Asks `id` for a key frame of every video track it publishes (throttled
+    /// like any other request). An E2EE sender wants this after an epoch
+    /// change, so that receivers get a picture under the new key at once.
+    pub fn request_key_frames(&mut self, id: PeerId) {
+        let Some(now) = self.now else { return };
+        let layers: Vec<(TrackId, usize)> = self
+            .tracks
+            .iter()
+            .filter(|(t, track)| t.publisher == id && track.kind == MediaKind::Video)
+            .flat_map(|(t, track)| (0..track.layers.len()).map(|layer| (*t, layer)))
+            .collect();
+        for (track, layer) in layers {
+            self.request_keyframe(track, layer, now);
+        }
+    }
+
+    /// Acts on peer outputs until none are left. Acting can drain other
+    /// peers, which queues more.
+    pub(super) fn run_work(&mut self) {
+        let Some(now) = self.now else {
+            return;
+        };
+        while let Some((id, output)) = self.work.pop_front() {
+            match output {
+                PeerOutput::Rtp { mid, rid, packet } => self.fan_out(id, mid, rid, &packet, now),
+                PeerOutput::MediaAdded {
+                    mid,
+                    kind,
+                    direction,
+                } => {
+                    // A line without a common codec is disabled: nothing
+                    // would ever arrive on it.
+                    let usable = self
+                        .peers
+                        .get(&id)
+                        .and_then(|p| p.rtc.media(mid))
+                        .is_some_and(|m| !m.disabled());
+                    if direction.is_receiving() && usable {
+                        self.publish(TrackId { publisher: id, mid }, kind);
+                    }
+                }
+                PeerOutput::MediaChanged { mid, direction } => {
+                    let track = TrackId { publisher: id, mid };
+                    let published = self.tracks.contains_key(&track);
+                    if published && !direction.is_receiving() {
+                        self.unpublish(track);
+                    } else if !published && direction.is_receiving() {
+                        let kind = self
+                            .peers
+                            .get(&id)
+                            .and_then(|p| p.rtc.media(mid))
+                            .map(|m| m.kind());
+                        if let Some(kind) = kind {
+                            self.publish(track, kind);
+                        }
+                    }
+                }
+                PeerOutput::KeyframeRequest { mid } => {
+                    let Some(peer) = self.peers.get_mut(&id) else {
+                        continue;
+                    };
+                    peer.stats.keyframe_requests_in += 1;
+                    let Some(out) = peer.outgoing.get(&mid) else {
+                        continue;
+                    };
+                    // The layer the subscriber decodes, or is about to.
+                    let (track_id, rid) = (out.track, out.current.or(out.target));
+                    let layer = self.tracks.get(&track_id).and_then(|t| {
+                        if t.is_simulcast() {
+                            rid.and_then(|r| t.layer_index(Some(r)))
+                        } else {
+                            Some(0)
+                        }
+                    });
+                    if let Some(layer) = layer {
+                        self.request_keyframe(track_id, layer, now);
+                    }
+                }
+                PeerOutput::Connected => {
+                    tracing::info!(peer = %id, "media connected");
+                    self.push_event(Event::Connected { peer: id });
+                }
+                PeerOutput::Disconnected => {
+                    tracing::info!(peer = %id, "media disconnected");
+                    self.push_event(Event::Disconnected { peer: id });
+                }
+                PeerOutput::Closed => {
+                    if self.peers.contains_key(&id) {
+                        tracing::info!(peer = %id, "media session closed");
+                        self.drop_peer(id);
+                        self.push_event(Event::Closed { peer: id });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes one published packet to every subscriber of its track that
+    /// receives its layer.
+    pub(super) fn fan_out(
+        &mut self,
+        publisher: PeerId,
+        mid: Mid,
+        rid: Option<Rid>,
+        packet: &RtpPacket,
+        now: Instant,
+    ) {
+        let track_id = TrackId { publisher, mid };
+        let Some(peer) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            peer.stats.rtp_unrouted += 1;
+            return;
+        };
+        peer.stats.rtp_in += 1;
+        let layer = match track.layer_index(rid) {
+            Some(i) => i,
+            // A rid the offer did not list (or a first packet on a track
+            // whose rids str0m learns from the packets): a new layer.
+            None if track.layers.len() < MAX_LAYERS => {
+                track
+                    .layers
+                    .push(IncomingLayer::new(rid, self.keyframe_interval));
+                track.layers.len() - 1
+            }
+            None => {
+                peer.stats.rtp_unrouted += 1;
+                return;
+            }
+        };
+        let pt = packet.header.payload_type;
+        let Some(params) = peer.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
+            peer.stats.rtp_unrouted += 1;
+            return;
+        };
+        let incoming = &mut track.layers[layer];
+        incoming.meter.on_packet(now, packet.payload.len());
+        let keyframe_start = if params.spec().codec == Codec::Vp8 {
+            let info = crate::vp8::parse(&packet.payload);
+            if let Some((w, h)) = info.size {
+                incoming.size = Some((u32::from(w), u32::from(h)));
+            }
+            info.keyframe_start
+        } else {
+            false
+        };
+        if !track.forwarding {
+            peer.stats.rtp_gated += 1;
+            return;
+        }
+        if track.kind == MediaKind::Audio
+            && let Some(level) = packet.header.ext_vals.audio_level
+        {
+            self.speakers.on_level(publisher, level, now);
+        }
+        let simulcast = track.is_simulcast();
+        let mut received = false;
+        for &(sub_id, sub_mid) in &track.subscribers {
+            let Some(sub) = self.peers.get_mut(&sub_id) else {
+                continue;
+            };
+            if simulcast {
+                let Some(out) = sub.outgoing.get_mut(&sub_mid) else {
+                    continue;
+                };
+                if out.current != rid {
+                    // Switch only where the decoder can start over: at a key
+                    // frame of the layer chosen for this subscriber.
+                    if !(keyframe_start && out.target.is_some() && out.target == rid) {
+                        continue;
+                    }
+                    tracing::debug!(
+                        subscriber = %sub_id, publisher = %publisher, %mid,
+                        from = ?out.current, to = ?rid, "simulcast layer switch"
+                    );
+                    out.current = rid;
+                    sub.stats.layer_switches += 1;
+                }
+            }
+            received = true;
+            if sub.forward(sub_mid, &params, packet) {
+                sub.stats.rtp_forwarded += 1;
+                sub.wake(now);
+            } else {
+                sub.stats.rtp_dropped += 1;
+            }
+        }
+        if !received && let Some(peer) = self.peers.get_mut(&publisher) {
+            peer.stats.rtp_unreceived += 1;
+        }
+        if track.kind == MediaKind::Audio {
+            self.poll_speaker(now);
+        }
+    }
+
+    /// A subscriber wants a keyframe of a track's `layer`: ask its
+    /// publisher, throttled per layer.
+    pub(super) fn request_keyframe(&mut self, track_id: TrackId, layer: usize, now: Instant) {
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        let Some(incoming) = track.layers.get_mut(layer) else {
+            return;
+        };
+        match incoming.keyframes.request(now) {
+            Verdict::Send => self.send_pli(track_id, layer, now),
+            Verdict::Deferred => self.stats.keyframe_requests_deferred += 1,
+        }
+    }
+
+    pub(super) fn send_pli(&mut self, track: TrackId, layer: usize, now: Instant) {
+        let Some(rid) = self
+            .tracks
+            .get(&track)
+            .and_then(|t| t.layers.get(layer))
+            .map(|l| l.rid)
+        else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&track.publisher) else {
+            return;
+        };
+        let mut api = peer.rtc.direct_api();
+        let Some(stream) = api.stream_rx_by_mid(track.mid, rid) else {
+            // Nothing received on it yet: no SSRC to ask about.
+            return;
+        };
+        // Always PLI: every browser honours it, and a FIR's extra promise
+        // (a full decoder refresh) buys nothing when forwarding.
+        stream.request_keyframe(KeyframeRequestKind::Pli);
+        peer.stats.keyframe_requests_out += 1;
+        peer.drain(now, &mut self.transmits, &mut self.work);
+        self.run_work();
+    }
+
+    /// Announces a new active speaker, if the detector names one.
+    pub(super) fn poll_speaker(&mut self, now: Instant) {
+        if self
+            .speaker_polled
+            .is_some_and(|t| now.saturating_duration_since(t) < SPEAKER_POLL)
+        {
+            return;
+        }
+        self.speaker_polled = Some(now);
+        if let Some(peer) = self.speakers.poll(now) {
+            tracing::debug!(%peer, "active speaker");
+            self.stats.speaker_changes += 1;
+            self.push_event(Event::ActiveSpeaker { peer });
+        }
+    }
+}
+
+/// A datagram as str0m input; `None` when it is neither STUN, DTLS nor RTP/RTCP.
+fn udp_input<'a>(
+    now: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: &'a [u8],
+) -> Option<Input<'a>> {
+    let contents = data.try_into().ok()?;
+    Some(Input::Receive(
+        now,
+        Receive {
+            proto: Protocol::Udp,
+            source,
+            destination,
+            contents,
+        },
+    ))
+}

@@ -1,0 +1,300 @@
+//! The router: one meeting's peers, and the forwarding between them.
+//!
+//! [`Router`] is sans-IO in the str0m/quinn style. There is one per meeting;
+//! the I/O driver feeds it datagrams ([`Router::handle_receive`]) and time
+//! ([`Router::handle_timeout`]), and after each call drains
+//! [`Router::poll_transmit`] (datagrams to send) and [`Router::poll_event`]
+//! (for signaling), then sleeps until [`Router::poll_timeout`]. The signaling
+//! shell adds and removes peers and passes SDP through. Nothing here blocks,
+//! reads a clock or touches a socket, so tests run whole meetings on virtual
+//! time.
+//!
+//! This file holds the router's state, its configuration and the driver's
+//! side of the contract (time in, datagrams, events and timeouts out, the
+//! counters). The rest is split by concern:
+//!
+//! - `negotiation`: peers in and out, their offers and answers, tracks
+//!   published and withdrawn, the router's own offers (renegotiation).
+//! - `forwarding`: datagrams in, peer output acted on, the fan-out of each
+//!   published packet, key-frame requests (PLI) to publishers, the gate a
+//!   meeting puts on a track, active speaker.
+//! - `simulcast`: a track's incoming layers and the layer each subscriber
+//!   gets.
+//!
+//! Negotiation: a client offers what it sends ([`Router::accept_offer`]
+//! answers). What it receives, the router offers: when a track appears, each
+//! other peer gets a send-only m-line for it in an [`Event::Offer`], and its
+//! answer ([`Router::accept_answer`]) makes the stream live. Each peer has at
+//! most one router offer outstanding; changes meanwhile wait for the next.
+//!
+//! Forwarding: each RTP packet a publisher sends on a track is written, as is,
+//! to every subscriber's stream for that track, under the subscriber's SSRC,
+//! payload type, sequence numbers and timestamps ([`crate::rewrite`]). The
+//! payload is shared, not copied, until str0m encrypts it per subscriber.
+//!
+//! Simulcast: a track whose offer declares rids has one incoming layer per
+//! rid. Each subscriber gets one of them, chosen by [`crate::layers`] from the
+//! size it shows the video at ([`Router::set_view_size`]) and its share of
+//! its egress bandwidth estimate (str0m's TWCC-based BWE, on for every peer).
+//! The choice is revisited every [`RESELECT_INTERVAL`]. A subscriber moves to
+//! a new layer only at a key frame of that layer, which the router asks the
+//! publisher for (PLI on that layer, throttled); until then it keeps getting
+//! the old layer. Packets of a layer nobody receives go nowhere and cause no
+//! key frame requests. The subscriber sees one stream throughout
+//! ([`crate::rewrite`]).
+//!
+//! Active speaker: the RFC 6464 levels on forwarded audio feed
+//! [`crate::speaker`]; a change comes out as [`Event::ActiveSpeaker`].
+
+mod forwarding;
+mod negotiation;
+mod simulcast;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::Candidate;
+use str0m::media::Mid;
+
+use crate::error::MediaError;
+use crate::event::{Event, ForwardedTrack};
+use crate::keyframe::DEFAULT_KEYFRAME_INTERVAL;
+use crate::peer::{Peer, PeerId, PeerOutput, TrackId};
+use crate::speaker::SpeakerDetector;
+use crate::stats::{PeerStats, RouterStats};
+use crate::transmit::{DEFAULT_MAX_QUEUED_TRANSMITS, Transmit, TransmitQueue};
+
+pub use simulcast::RESELECT_INTERVAL;
+use simulcast::Track;
+
+/// Events queued for the shell before the oldest are dropped. The shell
+/// drains them after every call; the bound is for a shell that does not.
+const MAX_QUEUED_EVENTS: usize = 4 * 1024;
+
+/// The egress bandwidth estimate a new peer starts from: enough for a
+/// middle layer of several videos; TWCC feedback moves it from there.
+pub const DEFAULT_INITIAL_BANDWIDTH: u64 = 2_500_000;
+
+/// How a router is set up.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The addresses announced to clients as ICE host candidates: where the
+    /// driver's socket is reachable (the public address behind a 1:1 NAT).
+    /// Datagrams must be passed in with one of these as `destination`.
+    pub candidates: Vec<SocketAddr>,
+    /// At most one keyframe request per track per this interval.
+    pub keyframe_interval: Duration,
+    /// Bound of the transmit queue, in datagrams.
+    pub max_queued_transmits: usize,
+    /// Whether a newly published track is forwarded before the shell says so
+    /// ([`Router::set_forwarding`]). A server whose meeting core decides who
+    /// may send what sets this to false: deny by default.
+    pub forward_by_default: bool,
+    /// Egress bandwidth estimation (TWCC) for every peer, starting from this
+    /// many bits per second; `None` turns it off (simulcast layers are then
+    /// chosen by view size alone). With it on, str0m paces each peer's
+    /// outgoing media at 1.1 times the estimate.
+    pub initial_bandwidth: Option<u64>,
+}
+
+impl RouterConfig {
+    /// A router reachable at `candidate`, with the default limits.
+    pub fn new(candidate: SocketAddr) -> Self {
+        RouterConfig {
+            candidates: vec![candidate],
+            keyframe_interval: DEFAULT_KEYFRAME_INTERVAL,
+            max_queued_transmits: DEFAULT_MAX_QUEUED_TRANSMITS,
+            forward_by_default: true,
+            initial_bandwidth: Some(DEFAULT_INITIAL_BANDWIDTH),
+        }
+    }
+}
+
+/// The SFU of one meeting: its peers, their tracks and the forwarding between
+/// them.
+pub struct Router {
+    forward_by_default: bool,
+    candidates: Vec<Candidate>,
+    keyframe_interval: Duration,
+    peers: BTreeMap<PeerId, Peer>,
+    tracks: BTreeMap<TrackId, Track>,
+    transmits: TransmitQueue,
+    events: VecDeque<Event>,
+    /// Outputs of drained peers not yet acted on.
+    work: VecDeque<(PeerId, PeerOutput)>,
+    /// Which peer took the last datagram from an address: skips asking every
+    /// peer's ICE agent on the hot path.
+    by_source: HashMap<SocketAddr, PeerId>,
+    /// The latest time seen, for work triggered by calls that carry no time.
+    now: Option<Instant>,
+    stats: RouterStats,
+    /// Reused for the list of peers due a timeout.
+    due: Vec<PeerId>,
+    initial_bandwidth: Option<u64>,
+    /// When simulcast layers are chosen again.
+    next_reselect: Option<Instant>,
+    speakers: SpeakerDetector<PeerId>,
+    speaker_polled: Option<Instant>,
+}
+
+impl Router {
+    pub fn new(config: RouterConfig) -> Result<Self, MediaError> {
+        if config.candidates.is_empty() {
+            return Err(MediaError::NoCandidates);
+        }
+        let candidates = config
+            .candidates
+            .iter()
+            .map(|addr| Candidate::host(*addr, "udp").map_err(|_| MediaError::BadCandidate(*addr)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Router {
+            candidates,
+            keyframe_interval: config.keyframe_interval,
+            forward_by_default: config.forward_by_default,
+            peers: BTreeMap::new(),
+            tracks: BTreeMap::new(),
+            transmits: TransmitQueue::new(config.max_queued_transmits),
+            events: VecDeque::new(),
+            work: VecDeque::new(),
+            by_source: HashMap::new(),
+            now: None,
+            stats: RouterStats::default(),
+            due: Vec::new(),
+            initial_bandwidth: config.initial_bandwidth,
+            next_reselect: None,
+            speakers: SpeakerDetector::new(),
+            speaker_polled: None,
+        })
+    }
+
+    /// Time passed: runs every peer's timers that are due, deferred
+    /// keyframe requests, and the periodic simulcast layer choice.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        due.extend(
+            self.peers
+                .iter()
+                .filter(|(_, p)| p.next_timeout <= now)
+                .map(|(id, _)| *id),
+        );
+        for id in &due {
+            let Some(peer) = self.peers.get_mut(id) else {
+                continue;
+            };
+            peer.release(now, &mut self.transmits, &mut self.work);
+            self.run_work();
+        }
+        self.due = due;
+        let mut ready: Vec<(TrackId, usize)> = Vec::new();
+        for (id, t) in &mut self.tracks {
+            for (i, l) in t.layers.iter_mut().enumerate() {
+                if l.keyframes.poll_due(now) {
+                    ready.push((*id, i));
+                }
+            }
+        }
+        for (track, layer) in ready {
+            self.send_pli(track, layer, now);
+        }
+        if self.next_reselect.is_some_and(|t| t <= now) {
+            self.reselect(now);
+        }
+        self.poll_speaker(now);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop()
+    }
+
+    /// The next event for the signaling shell.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Router::handle_timeout`] next; `None` with no peers.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let peers = self.peers.values().map(|p| p.next_timeout);
+        let keyframes = self
+            .tracks
+            .values()
+            .flat_map(|t| t.layers.iter().filter_map(|l| l.keyframes.due_at()));
+        peers.chain(keyframes).chain(self.next_reselect).min()
+    }
+
+    pub fn stats(&self) -> RouterStats {
+        RouterStats {
+            transmits_dropped: self.transmits.dropped,
+            ..self.stats.clone()
+        }
+    }
+
+    pub fn peer_stats(&self, id: PeerId) -> Option<&PeerStats> {
+        self.peers.get(&id).map(|p| &p.stats)
+    }
+
+    /// The peers, in id order.
+    pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// Whether ICE and DTLS are up for `id`.
+    pub fn is_connected(&self, id: PeerId) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.rtc.is_connected())
+    }
+
+    /// The m-lines `id` publishes on.
+    pub fn published(&self, id: PeerId) -> Vec<Mid> {
+        self.peers
+            .get(&id)
+            .map(|p| p.published.clone())
+            .unwrap_or_default()
+    }
+
+    /// The tracks `id` receives now (streams live after an answer).
+    pub fn forwarded_to(&self, id: PeerId) -> Vec<ForwardedTrack> {
+        let Some(peer) = self.peers.get(&id) else {
+            return Vec::new();
+        };
+        peer.outgoing
+            .iter()
+            .map(|(mid, out)| ForwardedTrack {
+                mid: *mid,
+                publisher: out.track.publisher,
+                publisher_mid: out.track.mid,
+                kind: out.kind,
+            })
+            .collect()
+    }
+
+    /// `id`'s latest egress bandwidth estimate (TWCC), bits per second.
+    pub fn bandwidth_estimate(&self, id: PeerId) -> Option<u64> {
+        self.peers.get(&id)?.estimate
+    }
+
+    /// The active speaker, if anyone has spoken yet.
+    pub fn active_speaker(&self) -> Option<PeerId> {
+        self.speakers.current()
+    }
+
+    pub(super) fn tick(&mut self, now: Instant) {
+        self.now = Some(self.now.map_or(now, |t| t.max(now)));
+    }
+
+    /// The current time for calls that carry none; a peer can only exist
+    /// after `add_peer` gave one.
+    pub(super) fn now_or_err(&self, id: PeerId) -> Result<Instant, MediaError> {
+        self.now.ok_or(MediaError::UnknownPeer(id))
+    }
+
+    pub(super) fn push_event(&mut self, event: Event) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            tracing::warn!("event queue full; dropping the oldest event");
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+}
