@@ -1,18 +1,15 @@
 // One meeting session: the signaling socket, the state it feeds, and the
 // actions the views call (mute, admit, chat, ...). Views render from
-// `call.store`; they never touch the socket.
+// `call.store`; they never touch the socket. Every change of state is an
+// event for state.js's `reduce`; what to say is notices.js's, when to say it
+// is decided here.
 
-import { E2ee, initialE2ee } from './e2ee.js';
+import { E2ee, initialE2ee, MAX_CHAT_TEXT_BYTES } from './e2ee.js';
+import * as notices from './notices.js';
 import { Signaling } from './signaling.js';
 import { initialMedia, Streams } from './streams.js';
 import { createStore, initialState, isModerator, reduce, self } from './state.js';
-import { meetingError } from './errors.js';
 import { toast } from './toast.js';
-
-/** Largest chat payload the server relays, in bytes of UTF-8. */
-export const MAX_CHAT_BYTES = 16 * 1024;
-/** Largest chat text, in bytes of UTF-8: its MLS ciphertext in base64 must fit MAX_CHAT_BYTES. */
-const MAX_CHAT_TEXT_BYTES = 12 * 1024 - 512;
 
 const seatKey = (meetingId) => `conclave.seat.${meetingId}`;
 
@@ -60,10 +57,9 @@ export class Call {
     this.owner = owner;
     this.store = createStore({ ...initialState(), media: initialMedia(), e2ee: initialE2ee() });
     this.streams = null; // the media, from the first `joined` on
-    this.e2ee = new E2ee(this); // the MLS group and the media keys
+    this.e2ee = new E2ee(this.lend()); // the MLS group and the media keys
     this.intent = null; // what the last request was, to explain a refusal
     this.expectOff = new Set(); // kinds this client turned off itself
-    this.endedByMe = false;
     this.lostNotices = []; // "a host muted you" and the like, shown after a short wait
     this.lostTimer = null;
     this.waitingNotices = new Map(); // [waiting ids] -> toast, dismissed once they are not waiting
@@ -83,6 +79,27 @@ export class Call {
 
   get state() {
     return this.store.get();
+  }
+
+  /** Applies one event (a server message or a `local:` one, see state.js); returns the new state. */
+  dispatch(event) {
+    this.store.update((s) => reduce(s, event));
+    return this.state;
+  }
+
+  /** Shows a notice from notices.js (nothing for null); returns {dismiss()} or null. */
+  notify(notice) {
+    return notice ? toast(notice.text, notice.kind) : null;
+  }
+
+  /** What E2ee and Streams may use of this session: the socket's send and the store. */
+  lend() {
+    return {
+      send: (msg) => this.sig.send(msg),
+      getState: () => this.store.get(),
+      update: (fn) => this.store.update(fn),
+      subscribe: (fn) => this.store.subscribe(fn),
+    };
   }
 
   start() {
@@ -127,18 +144,12 @@ export class Call {
     if (msg.type === 'chat') {
       // Chat is an MLS application message: shown once opened, as text.
       this.e2ee.openChat(msg).then((line) => {
-        if (line) this.store.update((s) => reduce(s, { type: 'chat', from: line.from, payload: line.text }));
+        if (line) this.dispatch({ type: 'local:chat', from: line.from, text: line.text });
       });
       return;
     }
     if (msg.type === 'waiting' || msg.type === 'joined') this.e2ee.onSeat(msg.you);
-    this.store.update((s) => {
-      const next = reduce(s, msg);
-      // "You ended the meeting" rather than "the host ended it".
-      if (msg.type === 'ended' && this.endedByMe) return { ...next, outcome: { ...next.outcome, byMe: true } };
-      return next;
-    });
-    const after = this.state;
+    const after = this.dispatch(msg);
     switch (msg.type) {
       case 'joined':
         writeSeat(this.meetingId, { token: msg.resume_token, window: msg.resume_window, name: this.name, savedAt: Date.now() });
@@ -146,7 +157,13 @@ export class Call {
           // Resumed after a drop: the old peer connection went with the old socket.
           this.streams.connect();
         } else {
-          this.streams = new Streams(this);
+          this.streams = new Streams({
+            ...this.lend(),
+            setMedia: (kind, on) => this.setMedia(kind, on),
+            encrypts: () => !!this.e2ee.worker,
+            transform: (direction, kind, mid) => this.e2ee.transform(direction, kind, mid),
+            setTrackSenders: (tracks) => this.e2ee.setTrackSenders(tracks),
+          });
           const arriving = !this.joinedOnce;
           this.joinedOnce = true;
           this.streams.start(arriving ? this.media : {}).then((on) => {
@@ -160,19 +177,14 @@ export class Call {
       case 'participant_updated':
         this.announceSelfChange(before, msg.participant);
         break;
-      case 'participant_left': {
-        const name = before.names[msg.participant];
-        if (name && msg.reason === 'removed') toast(`${name} was removed from the meeting.`);
-        else if (name && msg.reason === 'timed_out') toast(`${name} lost their connection.`);
+      case 'participant_left':
+        this.notify(notices.participantLeft(before.names[msg.participant], msg.reason));
         break;
-      }
       case 'meeting_updated':
         this.announceMeetingChange(before.meeting, msg.meeting);
         break;
       case 'security_notice':
-        if (isModerator(after)) {
-          toast(`${msg.failed_attempts} wrong passcodes were tried in the last ${msg.window_secs} seconds. Consider locking the meeting.`, 'error');
-        }
+        if (isModerator(after)) this.notify(notices.passcodeGuessing(msg));
         break;
       case 'denied':
       case 'removed':
@@ -187,58 +199,45 @@ export class Call {
   onError(err) {
     const s = this.state;
     if (err.code === 'resume_failed') return; // reported by onStatus
-    if (s.phase === 'connecting' || (s.phase === 'waiting' && this.sig.done)) {
-      this.store.update((st) => ({
-        ...st,
-        phase: 'failed',
-        joinError: { code: err.code, text: meetingError(err), retryAfter: err.retry_after || 0 },
-      }));
-      return;
-    }
+    // A refusal of the join itself ends it (the state says when it is one).
+    const after = this.dispatch({ type: 'local:join_refused', error: notices.joinRefused(err), final: this.sig.done });
+    if (after.phase !== s.phase) return;
     if (err.code === 'media_refused') {
       this.streams?.onRefused('media_refused');
-      toast('The server could not use this browser\'s audio or video settings: others may not see or hear you.', 'error');
+      this.notify(notices.MEDIA_REFUSED);
       return;
     }
     if (err.code === 'not_permitted') {
       this.streams?.onRefused('not_permitted');
       if (this.intent?.kind === 'screen') this.streams?.dropPendingScreen();
-      toast(this.explainRefusal(), 'error');
+      this.notify(notices.refusal(this.intent, s.meeting));
       return;
     }
     if (err.code === 'full' && isModerator(s)) {
-      toast('The meeting is full: nobody more can be admitted.', 'error');
+      this.notify(notices.MEETING_FULL);
       return;
     }
-    toast(meetingError(err), 'error');
+    this.notify(notices.serverError(err));
   }
 
   onStatus(st) {
     const s = this.state;
     if (st.status === 'reconnecting') {
-      this.store.update((x) => ({ ...x, connection: 'reconnecting', reconnectDeadline: st.deadline }));
+      this.dispatch({ type: 'local:reconnecting', deadline: st.deadline });
     } else if (st.status === 'open') {
-      if (s.connection === 'reconnecting' && s.phase === 'joined') toast('Reconnected.', 'success');
-      this.store.update((x) => ({ ...x, connection: 'open', reconnectDeadline: null }));
+      if (s.connection === 'reconnecting' && s.phase === 'joined') this.notify(notices.RECONNECTED);
+      this.dispatch({ type: 'local:connected' });
     } else if (st.status === 'closed') {
       window.removeEventListener('pagehide', this.onPageHide);
       if (st.reason === 'resume_failed') {
         writeSeat(this.meetingId, null);
-        if (this.resumedFromReload && s.phase === 'connecting') {
-          this.store.update((x) => ({ ...x, phase: 'failed', connection: 'closed', joinError: { code: 'resume_failed', text: 'Your seat in the meeting has expired. Join again.' } }));
-        } else {
-          this.store.update((x) => ({ ...x, phase: 'over', connection: 'closed', outcome: { kind: 'resume_failed' } }));
-        }
+        this.dispatch({ type: 'local:resume_failed', fromReload: this.resumedFromReload, error: notices.SEAT_EXPIRED });
       } else if (st.reason === 'unreachable') {
-        if (s.phase === 'waiting') {
-          this.store.update((x) => ({ ...x, phase: 'over', connection: 'closed', outcome: { kind: 'lost_waiting' } }));
-        } else if (s.phase === 'connecting') {
-          this.store.update((x) => ({ ...x, phase: 'failed', connection: 'closed', joinError: { code: 'unreachable', text: 'Cannot reach the server. Check your connection and try again.' } }));
-        }
+        this.dispatch({ type: 'local:unreachable', error: notices.UNREACHABLE });
       } else if (st.reason === 'left') {
         writeSeat(this.meetingId, null);
       } else {
-        this.store.update((x) => ({ ...x, connection: 'closed' }));
+        this.dispatch({ type: 'local:closed' });
       }
     }
   }
@@ -255,15 +254,7 @@ export class Call {
     if (!isModerator(this.state)) return;
     const known = new Set(before.map((w) => w.id));
     const arrived = after.filter((w) => !known.has(w.id));
-    let notice = null;
-    // Someone on the network of a person removed from this meeting waits even
-    // with the waiting room off: say why, it may be that person again.
-    const flagged = arrived.filter((w) => w.same_network_as_removed).length;
-    const why = flagged === 0 ? ''
-      : arrived.length === 1 ? ' They share a network with someone removed from this meeting.'
-        : ` ${flagged} of them share a network with someone removed from this meeting.`;
-    if (arrived.length === 1) notice = toast(`${arrived[0].name} is waiting to join.${why}`);
-    else if (arrived.length > 1) notice = toast(`${arrived.length} people are waiting to join.${why}`);
+    const notice = this.notify(notices.waitingArrived(arrived));
     if (notice) this.waitingNotices.set(arrived.map((w) => w.id), notice);
   }
 
@@ -271,73 +262,29 @@ export class Call {
     if (p.id !== before.you) return;
     const old = self(before);
     if (!old) return;
-    const lost = (kind, text) => {
+    for (const kind of ['audio', 'video', 'screen']) {
       if (old[kind] && !p[kind]) {
         if (this.expectOff.has(kind)) this.expectOff.delete(kind);
-        else this.lostNotices.push(text);
+        else this.lostNotices.push(notices.mediaLost(kind));
       }
-    };
-    lost('audio', 'A host muted you.');
-    lost('video', 'A host turned off your video.');
-    lost('screen', 'Your screen share was stopped.');
+    }
     if (this.lostNotices.length && !this.lostTimer) {
       // A suspension turns everything off first and is announced just after:
       // wait a moment, and let its one notice speak for all of it.
       this.lostTimer = setTimeout(() => {
         this.lostTimer = null;
-        const notices = this.lostNotices;
+        const lost = this.lostNotices;
         this.lostNotices = [];
         if (this.state.meeting?.suspended || this.state.phase !== 'joined') return;
-        for (const text of notices) toast(text);
+        for (const notice of lost) this.notify(notice);
       }, 250);
     }
-    if (old.role !== p.role) {
-      if (p.role === 'host') toast('You are now the host.', 'success');
-      else if (p.role === 'cohost') toast('You are now a co-host.', 'success');
-      else toast('You are no longer a co-host.');
-    }
+    if (old.role !== p.role) this.notify(notices.roleChanged(p.role));
   }
 
   announceMeetingChange(before, after) {
     if (!before) return;
-    if (before.suspended !== after.suspended) {
-      toast(after.suspended ? 'A host suspended participant activities.' : 'Participant activities resumed.');
-    } else if (before.locked !== after.locked) {
-      toast(after.locked ? 'The meeting is locked: nobody new can join.' : 'The meeting is unlocked.');
-    }
-    if (isModerator(this.state)) return;
-    const b = before.permissions;
-    const a = after.permissions;
-    if (b.screen_share !== a.screen_share) toast(a.screen_share === 'everyone' ? 'Everyone may now share their screen.' : 'Only hosts may share their screen now.');
-    if (b.chat !== a.chat) toast(a.chat ? 'The host turned chat on.' : 'The host turned chat off.');
-    if (b.rename_self !== a.rename_self) toast(a.rename_self ? 'You may now rename yourself.' : 'Renaming is turned off.');
-  }
-
-  explainRefusal() {
-    const s = this.state;
-    const suspended = s.meeting?.suspended;
-    switch (this.intent?.kind) {
-      case 'audio':
-        return suspended ? 'Participant activities are suspended: you cannot unmute now.'
-          : 'A host muted you, and this meeting does not let participants unmute themselves.';
-      case 'video':
-        return suspended ? 'Participant activities are suspended: you cannot start video now.'
-          : 'A host turned off your video. Ask a host to let you start it again.';
-      case 'screen':
-        if (suspended) return 'Participant activities are suspended: you cannot share now.';
-        return s.meeting?.permissions.screen_share === 'everyone'
-          ? 'A host stopped your screen share. Ask a host to let you share again.'
-          : 'Only hosts can share their screen in this meeting.';
-      case 'arrival':
-        return suspended ? 'Participant activities are suspended: you joined muted, with video off.'
-          : 'You joined muted: a host has to allow you to unmute.';
-      case 'chat':
-        return suspended ? 'Participant activities are suspended: chat is paused.' : 'The host has turned chat off.';
-      case 'rename':
-        return 'Renaming is turned off in this meeting.';
-      default:
-        return 'You are not allowed to do that in this meeting.';
-    }
+    for (const notice of notices.meetingChanged(before, after, isModerator(this.state))) this.notify(notice);
   }
 
   // --- to the server -------------------------------------------------------
@@ -345,7 +292,7 @@ export class Call {
   send(msg, intent = null) {
     this.intent = intent;
     if (!this.sig.send(msg)) {
-      toast('Not connected right now. Try again in a moment.', 'error');
+      this.notify(notices.NOT_CONNECTED);
       return false;
     }
     return true;
@@ -356,11 +303,11 @@ export class Call {
     const s = this.state;
     if (on && !isModerator(s)) {
       if (s.meeting?.suspended) {
-        toast(`Participant activities are suspended: you cannot ${kind === 'audio' ? 'unmute' : kind === 'video' ? 'start video' : 'share your screen'} now.`, 'error');
+        this.notify(notices.suspendedCannot(kind));
         return;
       }
       if (kind === 'screen' && s.meeting?.permissions.screen_share !== 'everyone') {
-        toast('Only hosts can share their screen in this meeting.', 'error');
+        this.notify(notices.SCREEN_HOSTS_ONLY);
         return;
       }
     }
@@ -373,17 +320,17 @@ export class Call {
   chat(text) {
     const bytes = new TextEncoder().encode(text).length;
     if (bytes > MAX_CHAT_TEXT_BYTES) {
-      toast('That message is too long (12 KiB at most).', 'error');
+      this.notify(notices.CHAT_TOO_LONG);
       return false;
     }
     if (this.state.connection !== 'open') {
-      toast('Not connected right now. Try again in a moment.', 'error');
+      this.notify(notices.NOT_CONNECTED);
       return false;
     }
     this.intent = { kind: 'chat' };
-    this.e2ee.sendChat(text, MAX_CHAT_BYTES).then((r) => {
-      if (r === 'too_long') toast('That message is too long once encrypted.', 'error');
-      else if (r === 'failed') toast('The message could not be sent. Try again in a moment.', 'error');
+    this.e2ee.sendChat(text).then((r) => {
+      if (r === 'too_long') this.notify(notices.CHAT_TOO_LONG_ENCRYPTED);
+      else if (r === 'failed') this.notify(notices.CHAT_FAILED);
     });
     return true;
   }
@@ -408,7 +355,7 @@ export class Call {
   setPermissions(patch) { this.send({ type: 'set_permissions', permissions: patch }); }
 
   endForAll() {
-    this.endedByMe = true;
+    this.dispatch({ type: 'local:end_for_all' });
     this.send({ type: 'end_meeting' });
   }
 
@@ -417,6 +364,6 @@ export class Call {
     this.streams?.close();
     this.e2ee.close();
     this.sig.leave();
-    this.store.update((s) => ({ ...s, phase: 'over', connection: 'closed', outcome: { kind: s.phase === 'waiting' ? 'left_waiting' : 'left' } }));
+    this.dispatch({ type: 'local:left' });
   }
 }

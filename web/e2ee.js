@@ -27,6 +27,11 @@ function loadWasm() {
 /** A member the server announces but the group lacks (or the reverse) is flagged after this long. */
 export const ROSTER_GRACE_MS = 6000;
 
+/** Largest chat payload the server relays, in bytes of UTF-8 (base64 of the MLS ciphertext). */
+export const MAX_CHAT_BYTES = 16 * 1024;
+/** Largest chat text, in bytes of UTF-8: its MLS ciphertext in base64 must fit MAX_CHAT_BYTES. */
+export const MAX_CHAT_TEXT_BYTES = 12 * 1024 - 512;
+
 /** Chat encrypted while a proposal waits is impossible in MLS; at most this many wait for the commit. */
 const MAX_QUEUED_CHAT = 20;
 
@@ -69,9 +74,12 @@ export function transformSupported() {
 }
 
 export class E2ee {
-  /** call: the Call (its store, `send`, `state`). */
-  constructor(call) {
-    this.call = call;
+  /**
+   * session: what the meeting session lends it, and nothing more:
+   * send(msg) -> whether it went, getState(), update(fn), subscribe(fn).
+   */
+  constructor(session) {
+    this.session = session;
     this.member = null;
     this.memberId = null; // the participant id the Member was made for
     // MLS messages taken in for the seat, counted as they arrive: a resume
@@ -100,7 +108,7 @@ export class E2ee {
       this.worker.addEventListener('message', (ev) => this.onWorker(ev.data));
     }
     this.set(transformSupported() ? {} : { status: 'unsupported', error: 'This browser cannot encrypt media end to end.' });
-    this.unsubscribe = call.store.subscribe((s, prev) => {
+    this.unsubscribe = session.subscribe((s, prev) => {
       if (s.participants !== prev.participants) this.checkRoster();
     });
   }
@@ -146,7 +154,7 @@ export class E2ee {
       this.inGroup = false;
       this.committing = false;
       this.set({ status: 'waiting', roster: [], epoch: null });
-      this.call.sig.send({ type: 'mls_key_package', key_package: toB64(this.member.keyPackage()) });
+      this.session.send({ type: 'mls_key_package', key_package: toB64(this.member.keyPackage()) });
     });
   }
 
@@ -164,7 +172,7 @@ export class E2ee {
           const setup = msg.e2ee;
           const info = this.member.createGroup(fromB64(setup.group_id), fromB64(setup.external_sender));
           this.inGroup = true;
-          this.call.sig.send({ type: 'mls_group_info', group_info: toB64(info) });
+          this.session.send({ type: 'mls_group_info', group_info: toB64(info) });
           this.newEpoch();
           break;
         }
@@ -192,7 +200,7 @@ export class E2ee {
 
   /** Tells the member who the server says is here: it commits Adds only for them. */
   announce() {
-    if (this.member) this.member.setAnnounced(this.call.state.participants.map((p) => String(p.id)));
+    if (this.member) this.member.setAnnounced(this.session.getState().participants.map((p) => String(p.id)));
   }
 
   onHandshake(msg) {
@@ -233,7 +241,7 @@ export class E2ee {
     this.committing = true;
     const msg = { type: 'mls_commit', commit: toB64(out.commit), group_info: toB64(out.groupInfo) };
     if (out.welcome) msg.welcome = toB64(out.welcome);
-    this.call.sig.send(msg);
+    this.session.send(msg);
   }
 
   /** An error from the server that is about MLS; true when it was. */
@@ -281,18 +289,18 @@ export class E2ee {
   }
 
   /** Encrypts and sends `text`; resolves to 'sent', 'queued', 'too_long' or 'failed'. */
-  sendChat(text, maxBytes) {
+  sendChat(text) {
     return this.run(async () => {
       if (!this.member || !this.inGroup || this.proposalPending) {
         if (this.chatQueue.length >= MAX_QUEUED_CHAT) return 'failed';
         this.chatQueue.push(text);
         return 'queued';
       }
-      return this.sealAndSend(text, maxBytes);
+      return this.sealAndSend(text);
     });
   }
 
-  sealAndSend(text, maxBytes = 16 * 1024) {
+  sealAndSend(text) {
     let payload;
     try {
       payload = toB64(this.member.encryptChat(text));
@@ -301,8 +309,8 @@ export class E2ee {
       this.chatQueue.push(text);
       return 'queued';
     }
-    if (payload.length > maxBytes) return 'too_long';
-    if (!this.call.sig.send({ type: 'chat', payload })) return 'failed';
+    if (payload.length > MAX_CHAT_BYTES) return 'too_long';
+    if (!this.session.send({ type: 'chat', payload })) return 'failed';
     this.sentChat.push(text);
     return 'sent';
   }
@@ -313,9 +321,9 @@ export class E2ee {
   newEpoch() {
     const keys = this.member.sframeKeys();
     this.worker?.postMessage({ type: 'keys', keys });
-    this.call.sig.send({ type: 'key_frame_request' });
+    this.session.send({ type: 'key_frame_request' });
     const code = this.member.securityCode();
-    const prev = this.call.state.e2ee;
+    const prev = this.session.getState().e2ee;
     const roster = this.member.roster();
     this.set({
       status: this.worker ? 'active' : 'unsupported',
@@ -336,7 +344,7 @@ export class E2ee {
   /** Compares the group with the server's participant list; flags differences that last. */
   checkRoster() {
     clearTimeout(this.rosterTimer);
-    const s = this.call.state;
+    const s = this.session.getState();
     const e = s.e2ee;
     if (!this.inGroup || e.status !== 'active') {
       this.firstSeen.clear();
@@ -382,7 +390,7 @@ export class E2ee {
   }
 
   set(patch) {
-    this.call.store.update((s) => ({ ...s, e2ee: { ...(s.e2ee || initialE2ee()), ...patch } }));
+    this.session.update((s) => ({ ...s, e2ee: { ...(s.e2ee || initialE2ee()), ...patch } }));
   }
 
   /** Runs MLS steps one at a time, after the wasm module is loaded. */

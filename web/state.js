@@ -1,5 +1,21 @@
-// The state of one meeting session, in one place. The server's messages change
-// it only through `reduce`; views subscribe and render from it.
+// The state of one meeting session, in one place. It changes only through
+// `reduce(state, event)`; views subscribe and render from it. An event is
+// either a server message, as the server sent it (`joined`, `removed`, ...),
+// or something that happened on this side, its type starting with `local:`
+// (the socket dropped, the person left, a chat message was opened).
+//
+// The phase, all of its changes (everything else about a phase is in here too):
+//
+//   connecting --waiting--> waiting --joined--> joined
+//   connecting --joined--> joined                      (a join, or a resume)
+//   connecting, or waiting with the socket done --local:join_refused--> failed
+//   connecting --local:resume_failed, after a reload--> failed
+//   any other --local:resume_failed--> over
+//   connecting --local:unreachable--> failed;  waiting --local:unreachable--> over
+//   any --denied | removed | ended | local:left--> over
+//
+// `connection` follows the socket: local:reconnecting, local:connected,
+// local:closed, and every change to 'over' or 'failed' but a refused join's.
 
 /** Most chat messages kept in memory; older ones scroll away. */
 const MAX_CHAT = 500;
@@ -28,8 +44,10 @@ export function initialState() {
     activeSpeaker: null,
     /** For 'failed': {code, text, retryAfter}. */
     joinError: null,
-    /** For 'over': {kind, reason?}. */
+    /** For 'over': {kind, reason?, byMe?}. */
     outcome: null,
+    /** This member asked to end the meeting for everyone: an `ended` is theirs. */
+    endedByMe: false,
   };
 }
 
@@ -69,7 +87,7 @@ function rememberNames(names, people) {
   return next;
 }
 
-/** Applies one server message. Unknown and error messages leave the state as is. */
+/** Applies one event: a server message or a `local:` one. Unknown and error messages leave the state as is. */
 export function reduce(state, msg) {
   switch (msg.type) {
     case 'waiting':
@@ -108,13 +126,14 @@ export function reduce(state, msg) {
       return { ...state, waiting: msg.waiting };
     case 'meeting_updated':
       return { ...state, meeting: msg.meeting };
-    case 'chat': {
+    case 'local:chat': {
+      // A chat message opened by the MLS group ({from, text}): the server's `chat` is ciphertext.
       const seq = state.chatSeq + 1;
       const line = {
         seq,
         from: msg.from,
         name: state.names[msg.from] || 'Someone',
-        text: msg.payload,
+        text: msg.text,
         at: Date.now(),
         mine: msg.from === state.you,
       };
@@ -127,8 +146,42 @@ export function reduce(state, msg) {
       return { ...state, phase: 'over', connection: 'closed', outcome: { kind: 'denied' } };
     case 'removed':
       return { ...state, phase: 'over', connection: 'closed', outcome: { kind: 'removed' } };
-    case 'ended':
-      return { ...state, phase: 'over', connection: 'closed', outcome: { kind: 'ended', reason: msg.reason } };
+    case 'ended': {
+      const outcome = { kind: 'ended', reason: msg.reason };
+      // "You ended the meeting" rather than "the host ended it".
+      if (state.endedByMe) outcome.byMe = true;
+      return { ...state, phase: 'over', connection: 'closed', outcome };
+    }
+    // --- on this side ---
+    case 'local:end_for_all':
+      return { ...state, endedByMe: true };
+    case 'local:join_refused':
+      // {error: {code, text, retryAfter}, final}: the server refused the join, or
+      // (`final`, the socket done) the waiting room's re-join after a drop.
+      // Anything later is a refusal of one request, not of the seat.
+      if (state.phase !== 'connecting' && !(state.phase === 'waiting' && msg.final)) return state;
+      return { ...state, phase: 'failed', joinError: msg.error };
+    case 'local:resume_failed':
+      // {fromReload, error}: the seat could not be taken back in time. A tab
+      // that reloaded and never got back in shows the join form again.
+      if (msg.fromReload && state.phase === 'connecting') {
+        return { ...state, phase: 'failed', connection: 'closed', joinError: msg.error };
+      }
+      return { ...state, phase: 'over', connection: 'closed', outcome: { kind: 'resume_failed' } };
+    case 'local:unreachable':
+      // {error}: the socket never (or, from the waiting room, never again) reached the server.
+      if (state.phase === 'waiting') return { ...state, phase: 'over', connection: 'closed', outcome: { kind: 'lost_waiting' } };
+      if (state.phase === 'connecting') return { ...state, phase: 'failed', connection: 'closed', joinError: msg.error };
+      return state;
+    case 'local:left':
+      return { ...state, phase: 'over', connection: 'closed', outcome: { kind: state.phase === 'waiting' ? 'left_waiting' : 'left' } };
+    case 'local:reconnecting':
+      // {deadline}: when (ms since epoch) the server gives the seat away.
+      return { ...state, connection: 'reconnecting', reconnectDeadline: msg.deadline };
+    case 'local:connected':
+      return { ...state, connection: 'open', reconnectDeadline: null };
+    case 'local:closed':
+      return { ...state, connection: 'closed' };
     default:
       return state;
   }

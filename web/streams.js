@@ -23,14 +23,21 @@ export function initialMedia() {
 }
 
 export class Streams {
-  constructor(call) {
-    this.call = call;
+  /**
+   * session: what the meeting session lends it, and nothing more:
+   * send(msg) -> whether it went, getState(), update(fn), subscribe(fn),
+   * setMedia(kind, on) (as the person would), and of the encryption:
+   * encrypts() (whether frames can be encrypted here), transform(direction,
+   * kind, mid), setTrackSenders(tracks).
+   */
+  constructor(session) {
+    this.session = session;
     this.local = { audio: null, video: null, screen: null };
     this.capturing = new Set();
     this.pendingScreen = null; // captured, waiting for the server to allow it
     this.peer = null;
     this.sizes = new Map(); // `${participant}:${kind}` -> {w, h, at, timer}
-    this.unsubscribe = call.store.subscribe((s) => this.sync(s));
+    this.unsubscribe = session.subscribe((s) => this.sync(s));
   }
 
   /** Captures the kinds wanted on arrival; resolves to those that worked ({audio?, video?}). */
@@ -60,16 +67,16 @@ export class Streams {
   connect() {
     if (this.peer) this.peer.close();
     this.peer = null;
-    if (!this.call.e2ee.worker) {
+    if (!this.session.encrypts()) {
       // No media in clear: without the frame transform nothing is sent or received.
       this.setError('This browser cannot encrypt audio and video end to end, so it cannot take part in the call. Chat still works.');
       return;
     }
     this.peer = new Peer({
-      send: (msg) => this.call.sig.send(msg),
+      send: (msg) => this.session.send(msg),
       onRemote: (list) => this.setRemote(list),
-      transform: (direction, kind, mid) => this.call.e2ee.transform(direction, kind, mid),
-      onTracks: (tracks) => this.call.e2ee.setTrackSenders(tracks),
+      transform: (direction, kind, mid) => this.session.transform(direction, kind, mid),
+      onTracks: (tracks) => this.session.setTrackSenders(tracks),
     });
     this.peer.start(this.local);
     this.publish();
@@ -91,7 +98,7 @@ export class Streams {
     if (this.pendingScreen) this.pendingScreen.stop();
     this.pendingScreen = track;
     track.addEventListener('ended', () => {
-      if (this.local.screen === track) this.call.setMedia('screen', false);
+      if (this.local.screen === track) this.session.setMedia('screen', false);
       else if (this.pendingScreen === track) this.pendingScreen = null;
     });
     return true;
@@ -120,7 +127,7 @@ export class Streams {
       const { w: fw, h: fh } = entry.next;
       const sig = `${fw}x${fh}`;
       if (sig === entry.sent || fw <= 0 || fh <= 0) return;
-      if (this.call.sig.send({ type: 'view_size', participant, kind, width: fw, height: fh })) entry.sent = sig;
+      if (this.session.send({ type: 'view_size', participant, kind, width: fw, height: fh })) entry.sent = sig;
       entry.timer = setTimeout(() => { entry.timer = null; if (`${entry.next.w}x${entry.next.h}` !== entry.sent) flush(); }, VIEW_SIZE_EVERY_MS);
     };
     flush();
@@ -174,7 +181,7 @@ export class Streams {
     this.capturing.add(kind);
     try {
       const track = await captureTrack(kind);
-      const me = self(this.call.state);
+      const me = self(this.session.getState());
       if (!this.peer || !me) {
         track.stop();
         return;
@@ -185,7 +192,7 @@ export class Streams {
       this.publish();
     } catch (err) {
       this.setError(err.message);
-      this.call.setMedia(kind, false);
+      this.session.setMedia(kind, false);
     } finally {
       this.capturing.delete(kind);
     }
@@ -193,7 +200,7 @@ export class Streams {
 
   publish() {
     const local = { ...this.local };
-    this.call.store.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), local } }));
+    this.session.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), local } }));
   }
 
   setRemote(list) {
@@ -201,10 +208,10 @@ export class Streams {
     for (const { participant, kind, track } of list) {
       remote[participant] = { ...(remote[participant] || {}), [kind]: track };
     }
-    this.call.store.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), remote } }));
+    this.session.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), remote } }));
   }
 
   setError(text) {
-    this.call.store.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), error: text } }));
+    this.session.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), error: text } }));
   }
 }

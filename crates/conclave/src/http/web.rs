@@ -45,6 +45,7 @@ const ASSETS: &[Asset] = &[
     asset!("icons.js", "text/javascript; charset=utf-8"),
     asset!("errors.js", "text/javascript; charset=utf-8"),
     asset!("toast.js", "text/javascript; charset=utf-8"),
+    asset!("notices.js", "text/javascript; charset=utf-8"),
     asset!("signin.js", "text/javascript; charset=utf-8"),
     asset!("landing.js", "text/javascript; charset=utf-8"),
     asset!("dashboard.js", "text/javascript; charset=utf-8"),
