@@ -124,7 +124,7 @@ function refusalText(intent, meeting) {
     case 'chat':
       return suspended ? 'Participant activities are suspended: chat is paused.' : 'The host has turned chat off.';
     case 'rename':
-      return 'Renaming is turned off in this meeting.';
+      return suspended ? 'Participant activities are suspended: you cannot rename yourself now.' : 'Renaming is turned off in this meeting.';
     default:
       return 'You are not allowed to do that in this meeting.';
   }
