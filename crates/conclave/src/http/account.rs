@@ -60,6 +60,8 @@ pub struct PasswordChange {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    /// 1 to 64 characters, no control characters.
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
 }
 

@@ -47,6 +47,8 @@ pub struct SettingsPatch {
     pub self_unmute: Option<bool>,
     pub rename_self: Option<bool>,
     pub only_signed_in: Option<bool>,
+    /// 2 to 1000 (`MAX_PARTICIPANTS_LIMIT`).
+    #[schema(minimum = 2, maximum = 1000)]
     pub max_participants: Option<u32>,
 }
 
