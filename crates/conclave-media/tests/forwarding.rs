@@ -333,6 +333,77 @@ fn garbage_is_dropped_and_counted_and_media_keeps_flowing() {
     assert!(net.router.is_connected(A) && net.router.is_connected(B));
 }
 
+/// As the server's media worker drives it: the worker remembers which
+/// peer took a source's last datagram and hands it the next one directly.
+#[test]
+fn a_known_source_goes_straight_to_its_peer_and_a_wrong_guess_changes_nothing() {
+    let mut net = Net::new();
+    net.steering = Some(Default::default());
+    net.join(A, A_ADDR, &[MediaKind::Audio, MediaKind::Video]);
+    net.join(B, B_ADDR, &[]);
+    net.connect_all();
+    let (mut audio_seq, mut video_seq) = (0, 0);
+    let mut sent = Sent::default();
+    publish(&mut net, 300, &mut audio_seq, &mut video_seq, &mut sent);
+    net.run_for(Duration::from_millis(50));
+    let (audio_mid, video_mid) = mids(&mut net, A);
+    assert_continuous(&received_from(&mut net, B, video_mid), &sent.video);
+    assert_continuous(&received_from(&mut net, B, audio_mid), &sent.audio);
+    let a_addr: std::net::SocketAddr = A_ADDR.parse().unwrap();
+    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
+    let steering = net.steering.as_ref().unwrap();
+    assert_eq!(steering.get(&a_addr), Some(&A));
+    assert_eq!(steering.get(&b_addr), Some(&B));
+    let stats = net.router.stats();
+    assert_eq!(
+        stats.datagrams_in,
+        net.router.peer_stats(A).unwrap().datagrams_in
+            + net.router.peer_stats(B).unwrap().datagrams_in,
+        "every datagram counted once, by the peer that took it"
+    );
+
+    // RTP-shaped bytes from A's address, guessed to be B's or a stranger's:
+    // refused, and nothing is counted or handed to anyone.
+    let mut rtp = vec![0x80, 0x60, 0x12, 0x34, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
+    rtp.extend(Noise::new(3).bytes(100));
+    let (now, to) = (net.now, net.router_addr);
+    let a_before = net.router.peer_stats(A).unwrap().clone();
+    let b_before = net.router.peer_stats(B).unwrap().clone();
+    assert!(!net.router.handle_receive_from(B, now, a_addr, to, &rtp));
+    assert!(
+        !net.router
+            .handle_receive_from(PeerId(99), now, a_addr, to, &rtp)
+    );
+    assert_eq!(net.router.stats(), stats);
+    assert_eq!(net.router.peer_stats(B), Some(&b_before));
+    // The right guess takes it (SRTP refuses the bytes), garbage from a
+    // known address is counted as garbage.
+    assert!(net.router.handle_receive_from(A, now, a_addr, to, &rtp));
+    assert!(
+        net.router
+            .handle_receive_from(A, now, a_addr, to, &[0xff; 20])
+    );
+    let after = net.router.stats();
+    assert_eq!(after.datagrams_in, stats.datagrams_in + 2);
+    assert_eq!(after.garbage, stats.garbage + 1);
+    assert_eq!(
+        net.router.peer_stats(A).unwrap().datagrams_in,
+        a_before.datagrams_in + 1
+    );
+
+    // A stale entry (B's address remembered as A's, as after a peer left and
+    // its address was reused): the guess fails, the entry is replaced, and
+    // B's datagrams (its RTCP feedback) still reach B.
+    net.steering.as_mut().unwrap().insert(b_addr, A);
+    let b_in = net.router.peer_stats(B).unwrap().datagrams_in;
+    let mut more = Sent::default();
+    publish(&mut net, 200, &mut audio_seq, &mut video_seq, &mut more);
+    net.run_for(Duration::from_millis(1_000));
+    assert_eq!(net.steering.as_ref().unwrap().get(&b_addr), Some(&B));
+    assert!(net.router.peer_stats(B).unwrap().datagrams_in > b_in);
+    assert!(net.router.is_connected(A) && net.router.is_connected(B));
+}
+
 #[test]
 fn removing_a_member_stops_its_media_for_everyone() {
     let mut net = two_members();

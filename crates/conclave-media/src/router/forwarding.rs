@@ -17,17 +17,15 @@ use crate::event::Event;
 use crate::keyframe::Verdict;
 use crate::peer::{PeerId, PeerOutput, TrackId};
 
-/// Entries in the source-address cache before it is cleared. Each entry is an
-/// address a peer's ICE accepted; the bound stops a peer that hops addresses
-/// from growing it without limit.
-const MAX_SOURCE_CACHE: usize = 64 * 1024;
-
 /// How often the active speaker is re-evaluated, at most.
 const SPEAKER_POLL: Duration = Duration::from_millis(100);
 
 impl Router {
     /// A datagram arrived on the driver's socket: `source` is the remote
     /// address, `destination` the local candidate address it came in on.
+    /// Every peer's session is asked whether it is theirs (ICE credentials,
+    /// address); returns the peer that took it, so that a driver can pass
+    /// the next datagram from `source` to [`Router::handle_receive_from`].
     /// Anything no peer takes is dropped and counted, never an error.
     pub fn handle_receive(
         &mut self,
@@ -35,39 +33,63 @@ impl Router {
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
-    ) {
+    ) -> Option<PeerId> {
         self.tick(now);
         self.stats.datagrams_in += 1;
         let Some(input) = udp_input(now, source, destination, data) else {
             self.stats.garbage += 1;
-            return;
+            return None;
         };
-        let cached = self
-            .by_source
-            .get(&source)
-            .copied()
-            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
-        let target = cached.or_else(|| {
-            self.peers
-                .iter()
-                .find(|(_, p)| p.rtc.accepts(&input))
-                .map(|(id, _)| *id)
-        });
-        let Some(id) = target else {
+        let owner = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.rtc.accepts(&input))
+            .map(|(id, _)| *id);
+        let Some(id) = owner else {
             self.stats.unknown_source += 1;
-            return;
+            return None;
         };
-        if cached.is_none() {
-            if self.by_source.len() >= MAX_SOURCE_CACHE {
-                self.by_source.clear();
-            }
-            self.by_source.insert(source, id);
+        self.deliver(id, input, data.len(), now);
+        Some(id)
+    }
+
+    /// A datagram from an address the driver already knows as `peer`'s
+    /// (the router returned it from [`Router::handle_receive`]): only that
+    /// peer's session is asked. False when it does not take the datagram
+    /// (the peer is gone, or the address is someone else's now): then
+    /// nothing was done or counted, and the driver forgets the address and
+    /// offers the datagram as from a new source. Garbage from a known
+    /// address is dropped and counted here.
+    pub fn handle_receive_from(
+        &mut self,
+        peer: PeerId,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let Some(input) = udp_input(now, source, destination, data) else {
+            self.tick(now);
+            self.stats.datagrams_in += 1;
+            self.stats.garbage += 1;
+            return true;
+        };
+        if !self.peers.get(&peer).is_some_and(|p| p.rtc.accepts(&input)) {
+            return false;
         }
+        self.tick(now);
+        self.stats.datagrams_in += 1;
+        self.deliver(peer, input, data.len(), now);
+        true
+    }
+
+    /// Hands a datagram to the session of the peer that took it.
+    fn deliver(&mut self, id: PeerId, input: Input<'_>, len: usize, now: Instant) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
         peer.stats.datagrams_in += 1;
-        peer.stats.bytes_in += data.len() as u64;
+        peer.stats.bytes_in += len as u64;
         if let Err(error) = peer.rtc.handle_input(input) {
             peer.stats.rtc_errors += 1;
             tracing::debug!(peer = %id, %error, "datagram refused");
@@ -78,7 +100,8 @@ impl Router {
 
     /// Whether a datagram belongs to one of this router's peers (its ICE
     /// credentials or its address), without handling it. A driver with one
-    /// router per meeting on a shared socket uses it to steer new sources.
+    /// router per meeting on a shared socket uses it to find the meeting of
+    /// a new source, then hands the datagram to [`Router::handle_receive`].
     pub fn accepts(
         &self,
         now: Instant,

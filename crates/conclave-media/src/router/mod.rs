@@ -50,7 +50,7 @@ mod forwarding;
 mod negotiation;
 mod simulcast;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -123,9 +123,6 @@ pub struct Router {
     events: VecDeque<Event>,
     /// Outputs of drained peers not yet acted on.
     work: VecDeque<(PeerId, PeerOutput)>,
-    /// Which peer took the last datagram from an address: skips asking every
-    /// peer's ICE agent on the hot path.
-    by_source: HashMap<SocketAddr, PeerId>,
     /// The latest time seen, for work triggered by calls that carry no time.
     now: Option<Instant>,
     stats: RouterStats,
@@ -157,7 +154,6 @@ impl Router {
             transmits: TransmitQueue::new(config.max_queued_transmits),
             events: VecDeque::new(),
             work: VecDeque::new(),
-            by_source: HashMap::new(),
             now: None,
             stats: RouterStats::default(),
             due: Vec::new(),

@@ -244,7 +244,6 @@ impl Router {
             }
         }
         self.peers.remove(&id);
-        self.by_source.retain(|_, p| *p != id);
     }
 
     /// Offers a peer the changes waiting for it, unless an offer is already

@@ -6,7 +6,7 @@
 //! so runs are deterministic in everything the tests look at.
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -167,6 +167,11 @@ pub struct Net {
     /// The path from the router to the clients; instant and lossless if
     /// none.
     pub link: Option<Link>,
+    /// When set, datagrams reach the router as the server's media worker
+    /// hands them over: a known source straight to its peer
+    /// ([`Router::handle_receive_from`]), a new one to
+    /// [`Router::handle_receive`], whose answer is remembered here.
+    pub steering: Option<HashMap<SocketAddr, PeerId>>,
 }
 
 impl Net {
@@ -192,6 +197,7 @@ impl Net {
             in_flight: VecDeque::new(),
             held: VecDeque::new(),
             link: None,
+            steering: None,
         }
     }
 
@@ -460,8 +466,7 @@ impl Net {
                 return;
             };
             if d.destination == self.router_addr {
-                self.router
-                    .handle_receive(self.now, d.source, d.destination, &d.contents);
+                self.deliver_to_router(d.source, &d.contents);
             } else if let Some(client) = self.clients.iter_mut().find(|c| c.addr == d.destination) {
                 let input = Input::Receive(
                     self.now,
@@ -617,9 +622,28 @@ impl Net {
 
     /// Sends a raw datagram to the router from `source`.
     pub fn inject(&mut self, source: SocketAddr, contents: &[u8]) {
-        self.router
-            .handle_receive(self.now, source, self.router_addr, contents);
+        self.deliver_to_router(source, contents);
         self.settle();
+    }
+
+    fn deliver_to_router(&mut self, source: SocketAddr, contents: &[u8]) {
+        let (now, to) = (self.now, self.router_addr);
+        let Some(steering) = self.steering.as_mut() else {
+            self.router.handle_receive(now, source, to, contents);
+            return;
+        };
+        if let Some(&peer) = steering.get(&source) {
+            if self
+                .router
+                .handle_receive_from(peer, now, source, to, contents)
+            {
+                return;
+            }
+            steering.remove(&source);
+        }
+        if let Some(peer) = self.router.handle_receive(now, source, to, contents) {
+            steering.insert(source, peer);
+        }
     }
 }
 
