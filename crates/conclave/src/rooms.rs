@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conclave_core::{ConnId, Identity, Input, Meeting, Output};
+use conclave_core::{ConnId, Identity, Input, MediaEvent, Meeting, Output};
 use conclave_proto::{EndReason, MeetingId, ResumeToken, ServerMessage};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::media::{DriverCmd, MediaHandle};
+use crate::media::{MediaHandle, MediaLink};
 use crate::store::{Store, StoreError};
 
 /// Commands queued for a room, at most this many.
@@ -149,15 +149,16 @@ impl Rooms {
         }
         let (tx, rx) = mpsc::channel(ROOM_QUEUE);
         map.insert(id, tx.clone());
+        let (media, media_events) = self.media.open(id);
         let room = Room {
             id,
-            me: tx.clone(),
+            media,
             meeting: Meeting::new(record.core_config(), bans),
             sinks: HashMap::new(),
             last_sent: None,
             rooms: Arc::clone(self),
         };
-        tokio::spawn(room.run(rx));
+        tokio::spawn(room.run(rx, media_events));
         tracing::info!(meeting = %id, "meeting started");
         Ok(tx)
     }
@@ -179,8 +180,8 @@ impl Rooms {
 
 struct Room {
     id: MeetingId,
-    /// This room's own queue, handed to the media driver for its replies.
-    me: mpsc::Sender<RoomCmd>,
+    /// Commands to the meeting's media; its events come on their own queue.
+    media: MediaLink,
     meeting: Meeting,
     sinks: HashMap<ConnId, mpsc::Sender<Outbound>>,
     /// The last message sent and its encoding. The core hands out a
@@ -191,7 +192,11 @@ struct Room {
 }
 
 impl Room {
-    async fn run(mut self, mut rx: mpsc::Receiver<RoomCmd>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<RoomCmd>,
+        mut media_events: mpsc::Receiver<MediaEvent>,
+    ) {
         loop {
             let deadline = self.meeting.poll_timeout();
             let now = std::time::Instant::now();
@@ -201,6 +206,9 @@ impl Room {
                     Some(cmd) => self.command(cmd),
                     None => break,
                 },
+                Some(event) = media_events.recv() => {
+                    self.meeting.handle(Input::Media(event), std::time::Instant::now());
+                }
                 () = tokio::time::sleep(sleep_for.unwrap_or(Duration::ZERO)), if sleep_for.is_some() => {
                     self.meeting.handle(Input::Timeout, std::time::Instant::now());
                 }
@@ -210,9 +218,9 @@ impl Room {
                 let mut map = self.rooms.lock();
                 if rx.is_empty() {
                     map.remove(&self.id);
-                    self.rooms
-                        .media
-                        .send(DriverCmd::Closed { meeting: self.id });
+                    // Under the lock: a room started next for this meeting
+                    // opens its media after this close.
+                    self.media.close();
                     tracing::info!(meeting = %self.id, "meeting idle, stopped");
                     break;
                 }
@@ -279,11 +287,7 @@ impl Room {
                         tracing::error!(meeting = %self.id, error = %e, "could not store a ban");
                     }
                 }
-                Output::Media(cmd) => self.rooms.media.send(DriverCmd::Media {
-                    meeting: self.id,
-                    room: self.me.clone(),
-                    cmd,
-                }),
+                Output::Media(cmd) => self.media.send(cmd),
                 Output::SavePermissions(p) => {
                     if let Err(e) = self.rooms.store.save_permissions(self.id, p).await {
                         tracing::error!(meeting = %self.id, error = %e, "could not store permissions");

@@ -1,20 +1,21 @@
-//! One meeting's media on a worker: its [`Router`], what the core allows
-//! each member to send, and the translation between the router's events and
-//! the core's [`MediaEvent`]s.
+//! One meeting's media on a worker ([`MeetingMedia`]): its [`Router`], what
+//! the core allows each member to send, and the translation between the
+//! router's events and the core's [`MediaEvent`]s, which go to the meeting's
+//! own event queue.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use conclave_core::{Input, MediaCommand, MediaEvent};
+use conclave_core::{MediaCommand, MediaEvent};
 use conclave_media::{Event, PeerId, Router, SdpAnswer, SdpOffer};
 use conclave_proto::{MediaKind, ParticipantId, RemoteTrack};
 use tokio::sync::mpsc;
 
-use crate::rooms::RoomCmd;
-
-pub struct Meeting {
+/// The media side of one meeting (the room holds the meeting's core).
+pub struct MeetingMedia {
     pub router: Router,
-    pub room: mpsc::Sender<RoomCmd>,
+    /// Where the meeting's room hears from its media.
+    events: mpsc::Sender<MediaEvent>,
     /// What each member said its published m-lines carry (camera or screen).
     published: HashMap<(ParticipantId, String), MediaKind>,
     /// What the core allows each member to send: (audio, video, screen).
@@ -25,23 +26,19 @@ fn peer(p: ParticipantId) -> PeerId {
     PeerId(p.0)
 }
 
-impl Meeting {
-    pub fn new(router: Router, room: mpsc::Sender<RoomCmd>) -> Self {
-        Meeting {
+impl MeetingMedia {
+    pub fn new(router: Router, events: mpsc::Sender<MediaEvent>) -> Self {
+        MeetingMedia {
             router,
-            room,
+            events,
             published: HashMap::new(),
             allowed: HashMap::new(),
         }
     }
 
     fn report(&self, event: MediaEvent) {
-        if self
-            .room
-            .try_send(RoomCmd::Input(Input::Media(event)))
-            .is_err()
-        {
-            tracing::warn!("room queue full; media event dropped");
+        if self.events.try_send(event).is_err() {
+            tracing::warn!("room's media event queue full; media event dropped");
         }
     }
 

@@ -5,11 +5,13 @@
 //! of every meeting assigned to it, so a meeting's tracks are only ever
 //! offered to that meeting's members and no packet crosses a thread or takes
 //! a lock. A meeting's worker is a hash of its (random) ID: rooms need no
-//! shared table to find it. Rooms send the core's [`MediaCommand`]s to the
-//! worker; it answers with `MediaEvent`s through the room, which delivers
-//! them to members only. Datagrams are steered to a meeting's router by
-//! source address, learned from the first datagram (the ICE check) a router
-//! accepts.
+//! shared table to find it. A room opens its meeting's media once
+//! ([`MediaHandle::open`]): it gets a [`MediaLink`] to send the core's
+//! [`MediaCommand`]s on, and the meeting's own stream of [`MediaEvent`]s,
+//! which it feeds to its core, which delivers them to members only. This
+//! module knows nothing of rooms. Datagrams are steered to a meeting's router
+//! by source address: the worker remembers which meeting and peer took the
+//! first datagram (the ICE check) from each address.
 
 mod meeting;
 mod udp;
@@ -19,25 +21,63 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use conclave_core::MediaCommand;
+use conclave_core::{MediaCommand, MediaEvent};
 use conclave_proto::MeetingId;
 use tokio::sync::mpsc;
 
-use crate::rooms::RoomCmd;
-
 /// Commands queued for each worker, at most this many.
 const WORKER_QUEUE: usize = 4096;
+/// Events queued for each meeting's room, at most this many; past that they
+/// are dropped (and the worker says so).
+const MEETING_EVENT_QUEUE: usize = 1024;
 /// Most workers a server may be configured with.
 pub const MAX_WORKERS: usize = 256;
 
-pub enum DriverCmd {
+enum DriverCmd {
+    /// A room started: the meeting's router, and where its events go.
+    Open {
+        meeting: MeetingId,
+        events: mpsc::Sender<MediaEvent>,
+    },
     Media {
         meeting: MeetingId,
-        room: mpsc::Sender<RoomCmd>,
         cmd: MediaCommand,
     },
     /// The meeting's room stopped: drop its router.
     Closed { meeting: MeetingId },
+}
+
+impl DriverCmd {
+    fn meeting(&self) -> MeetingId {
+        match self {
+            DriverCmd::Open { meeting, .. }
+            | DriverCmd::Media { meeting, .. }
+            | DriverCmd::Closed { meeting } => *meeting,
+        }
+    }
+}
+
+/// One meeting's way to its media worker, held by its room.
+pub struct MediaLink {
+    meeting: MeetingId,
+    media: MediaHandle,
+}
+
+impl MediaLink {
+    /// Queues a command of the meeting's core for its router.
+    pub fn send(&self, cmd: MediaCommand) {
+        self.media.send(DriverCmd::Media {
+            meeting: self.meeting,
+            cmd,
+        });
+    }
+
+    /// The room stopped: the worker drops the meeting's router.
+    pub fn close(self) {
+        self.media.send(DriverCmd::Closed {
+            meeting: self.meeting,
+        });
+    }
 }
 
 /// The rooms' handle on the media workers.
@@ -51,13 +91,23 @@ struct WorkerHandle {
 }
 
 impl MediaHandle {
+    /// Opens a meeting's media on its worker: the link to send its commands
+    /// on, and the stream of its events. Once per running room; the room
+    /// closes the link when it stops.
+    pub fn open(&self, meeting: MeetingId) -> (MediaLink, mpsc::Receiver<MediaEvent>) {
+        let (events, rx) = mpsc::channel(MEETING_EVENT_QUEUE);
+        self.send(DriverCmd::Open { meeting, events });
+        let link = MediaLink {
+            meeting,
+            media: self.clone(),
+        };
+        (link, rx)
+    }
+
     /// Queues a command for the meeting's worker; drops it (and says so) if
     /// that worker is overwhelmed.
-    pub fn send(&self, cmd: DriverCmd) {
-        let meeting = match &cmd {
-            DriverCmd::Media { meeting, .. } | DriverCmd::Closed { meeting } => *meeting,
-        };
-        match self.worker_for(meeting).tx.try_send(cmd) {
+    fn send(&self, cmd: DriverCmd) {
+        match self.worker_for(cmd.meeting()).tx.try_send(cmd) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!("media worker queue full; command dropped");
@@ -194,11 +244,14 @@ mod tests {
         let (h, mut rx) = handle(3);
         let m = MeetingId::generate();
         let i = index(&h, m);
-        h.send(DriverCmd::Closed { meeting: m });
-        h.send(DriverCmd::Closed { meeting: m });
+        let (link, _events) = h.open(m);
+        link.send(MediaCommand::KeyFrame {
+            participant: conclave_proto::ParticipantId(1),
+        });
+        link.close();
         for (j, rx) in rx.iter_mut().enumerate() {
             let got = std::iter::from_fn(|| rx.try_recv().ok()).count();
-            assert_eq!(got, if j == i { 2 } else { 0 }, "worker {j}");
+            assert_eq!(got, if j == i { 3 } else { 0 }, "worker {j}");
         }
     }
 }

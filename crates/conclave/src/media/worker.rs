@@ -4,12 +4,11 @@
 //! takes no lock; rooms reach a worker only through its command queue.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use conclave_media::{Router, RouterConfig};
+use conclave_media::{PeerId, Router, RouterConfig};
 use conclave_proto::MeetingId;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -17,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::DriverCmd;
-use super::meeting::Meeting;
+use super::meeting::MeetingMedia;
 use super::udp::{RecvBatch, SendBatch};
 
 /// Source addresses remembered before the map is cleared (it refills itself).
@@ -28,10 +27,25 @@ const RECV_BATCHES_PER_WAKE: usize = 8;
 pub struct Worker {
     socket: UdpSocket,
     local: SocketAddr,
-    meetings: HashMap<MeetingId, Meeting>,
-    by_source: HashMap<SocketAddr, MeetingId>,
+    meetings: HashMap<MeetingId, MeetingMedia>,
+    /// Which meeting's peer took the last datagram from each address: the
+    /// one lookup a datagram from a known source costs.
+    by_source: HashMap<SocketAddr, (MeetingId, PeerId)>,
     recv: RecvBatch,
     send: SendBatch,
+    stats: WorkerStats,
+}
+
+/// What the worker counts itself; the routers count the rest
+/// ([`conclave_media::RouterStats`]), so every datagram read is counted once
+/// as in, and each one dropped once as dropped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Datagrams read from the socket and handed on.
+    pub datagrams_in: u64,
+    /// Datagrams no meeting's router took: garbage, strangers, or members
+    /// of a meeting that ended.
+    pub unrouted: u64,
 }
 
 impl Worker {
@@ -43,6 +57,7 @@ impl Worker {
             by_source: HashMap::new(),
             recv: RecvBatch::new(),
             send: SendBatch::new(),
+            stats: WorkerStats::default(),
         }
     }
 
@@ -73,6 +88,14 @@ impl Worker {
             self.timeouts(Instant::now());
             self.flush().await;
         }
+        tracing::debug!(
+            local = %self.local,
+            datagrams_in = self.stats.datagrams_in,
+            unrouted = self.stats.unrouted,
+            truncated = self.recv.dropped,
+            send_failed = self.send.failed,
+            "media worker stopped"
+        );
     }
 
     fn timeouts(&mut self, now: Instant) {
@@ -101,6 +124,7 @@ impl Worker {
                 route(
                     &mut self.meetings,
                     &mut self.by_source,
+                    &mut self.stats,
                     self.local,
                     now,
                     from,
@@ -115,27 +139,25 @@ impl Worker {
         match cmd {
             DriverCmd::Closed { meeting } => {
                 self.meetings.remove(&meeting);
-                self.by_source.retain(|_, m| *m != meeting);
+                self.by_source.retain(|_, (m, _)| *m != meeting);
             }
-            DriverCmd::Media { meeting, room, cmd } => {
-                let m = match self.meetings.entry(meeting) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => {
-                        let config = RouterConfig {
-                            // The core decides what may be forwarded.
-                            forward_by_default: false,
-                            ..RouterConfig::new(self.local)
-                        };
-                        let Ok(router) = Router::new(config) else {
-                            tracing::error!(local = %self.local, "unusable media address");
-                            return;
-                        };
-                        e.insert(Meeting::new(router, room.clone()))
-                    }
+            DriverCmd::Open { meeting, events } => {
+                let config = RouterConfig {
+                    // The core decides what may be forwarded.
+                    forward_by_default: false,
+                    ..RouterConfig::new(self.local)
                 };
-                m.room = room;
-                m.handle(cmd, now);
+                let Ok(router) = Router::new(config) else {
+                    tracing::error!(local = %self.local, "unusable media address");
+                    return;
+                };
+                self.meetings
+                    .insert(meeting, MeetingMedia::new(router, events));
             }
+            DriverCmd::Media { meeting, cmd } => match self.meetings.get_mut(&meeting) {
+                Some(m) => m.handle(cmd, now),
+                None => tracing::warn!(%meeting, "media command for a meeting not open"),
+            },
         }
     }
 
@@ -157,33 +179,43 @@ impl Worker {
     }
 }
 
-/// Hands a datagram to the router of the meeting its source belongs to,
-/// learning that from the first datagram (the ICE check) a router accepts.
+/// Hands a datagram to the router of the meeting its source belongs to. A
+/// known source goes straight to its peer; a new one (its first datagram is
+/// an ICE check) is offered to each meeting until one takes it, and the
+/// meeting and peer that did are remembered.
 fn route(
-    meetings: &mut HashMap<MeetingId, Meeting>,
-    by_source: &mut HashMap<SocketAddr, MeetingId>,
+    meetings: &mut HashMap<MeetingId, MeetingMedia>,
+    by_source: &mut HashMap<SocketAddr, (MeetingId, PeerId)>,
+    stats: &mut WorkerStats,
     local: SocketAddr,
     now: Instant,
     from: SocketAddr,
     data: &[u8],
 ) {
-    if let Some(m) = by_source.get(&from).and_then(|id| meetings.get_mut(id)) {
-        m.router.handle_receive(now, from, local, data);
-        return;
+    stats.datagrams_in += 1;
+    if let Some(&(meeting, peer)) = by_source.get(&from) {
+        if meetings
+            .get_mut(&meeting)
+            .is_some_and(|m| m.router.handle_receive_from(peer, now, from, local, data))
+        {
+            return;
+        }
+        // The peer or its meeting is gone, or the address is someone
+        // else's now: find its owner again.
+        by_source.remove(&from);
     }
-    let owner = meetings
-        .iter()
+    let Some((&id, m)) = meetings
+        .iter_mut()
         .find(|(_, m)| m.router.accepts(now, from, local, data))
-        .map(|(id, _)| *id);
-    let Some(id) = owner else {
+    else {
+        stats.unrouted += 1;
         return;
     };
-    if by_source.len() >= MAX_SOURCES {
-        by_source.clear();
-    }
-    by_source.insert(from, id);
-    if let Some(m) = meetings.get_mut(&id) {
-        m.router.handle_receive(now, from, local, data);
+    if let Some(peer) = m.router.handle_receive(now, from, local, data) {
+        if by_source.len() >= MAX_SOURCES {
+            by_source.clear();
+        }
+        by_source.insert(from, (id, peer));
     }
 }
 
@@ -213,5 +245,111 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use conclave_media::SdpOffer;
+    use str0m::media::{Direction, MediaKind};
+    use str0m::{Candidate, Input, Output, Rtc};
+
+    use super::*;
+
+    const LOCAL: &str = "127.0.0.1:10000";
+    const CLIENT: &str = "10.0.0.2:5000";
+    const STRANGER: &str = "203.0.113.9:4444";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("address")
+    }
+
+    fn meeting(events: mpsc::Sender<conclave_core::MediaEvent>) -> MeetingMedia {
+        let router = Router::new(RouterConfig::new(addr(LOCAL))).expect("router");
+        MeetingMedia::new(router, events)
+    }
+
+    /// A client of `media` as peer 1, and its first datagram (an ICE check).
+    fn client_check(media: &mut MeetingMedia, now: Instant) -> Vec<u8> {
+        let mut rtc = Rtc::builder().build(now);
+        rtc.add_local_candidate(Candidate::host(addr(CLIENT), "udp").expect("candidate"));
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending) = change.apply().expect("offer");
+        let offer = SdpOffer::from_sdp_string(&offer.to_sdp_string()).expect("sdp");
+        media.router.add_peer(PeerId(1), now).expect("peer");
+        let answer = media.router.accept_offer(PeerId(1), offer).expect("answer");
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("accepted");
+        for _ in 0..100 {
+            match rtc.poll_output().expect("output") {
+                Output::Transmit(t) => return t.contents.to_vec(),
+                Output::Timeout(t) => rtc
+                    .handle_input(Input::Timeout(t.max(now) + Duration::from_millis(1)))
+                    .expect("timeout"),
+                Output::Event(_) => {}
+            }
+        }
+        panic!("the client sent no ICE check");
+    }
+
+    #[test]
+    fn a_source_is_looked_up_once_and_every_datagram_is_counted_once() {
+        // A real instant only as the origin; nothing waits on it.
+        let now = Instant::now();
+        let (tx, _events) = mpsc::channel(16);
+        let (one, two) = (MeetingId::generate(), MeetingId::generate());
+        let mut meetings = HashMap::new();
+        let mut first = meeting(tx.clone());
+        let check = client_check(&mut first, now);
+        meetings.insert(one, first);
+        meetings.insert(two, meeting(tx));
+        let mut by_source = HashMap::new();
+        let mut stats = WorkerStats::default();
+        let mut route = |from: &str, data: &[u8], by_source: &mut HashMap<_, _>| {
+            route(
+                &mut meetings,
+                by_source,
+                &mut stats,
+                addr(LOCAL),
+                now,
+                addr(from),
+                data,
+            );
+        };
+
+        // The ICE check finds its meeting and peer, which are remembered.
+        route(CLIENT, &check, &mut by_source);
+        assert_eq!(by_source.get(&addr(CLIENT)), Some(&(one, PeerId(1))));
+        // The next datagram from there goes straight to it, garbage included.
+        route(CLIENT, &check, &mut by_source);
+        route(CLIENT, &[0xff; 30], &mut by_source);
+        // Garbage from a new address belongs to no meeting.
+        for data in [&[][..], &[0xff; 30], &[0x00, 0x01, 0x00]] {
+            route(STRANGER, data, &mut by_source);
+        }
+        // A stale entry (the address remembered for the wrong meeting) is
+        // found again, not dropped.
+        by_source.insert(addr(CLIENT), (two, PeerId(1)));
+        route(CLIENT, &check, &mut by_source);
+        assert_eq!(by_source.get(&addr(CLIENT)), Some(&(one, PeerId(1))));
+        assert_eq!(by_source.len(), 1);
+
+        let r1 = meetings[&one].router.stats();
+        let r2 = meetings[&two].router.stats();
+        assert_eq!(stats.datagrams_in, 7);
+        assert_eq!(stats.unrouted, 3);
+        assert_eq!((r1.datagrams_in, r1.garbage, r1.unknown_source), (4, 1, 0));
+        assert_eq!(r2.datagrams_in, 0);
+        assert_eq!(
+            meetings[&one]
+                .router
+                .peer_stats(PeerId(1))
+                .map(|p| p.datagrams_in),
+            Some(3)
+        );
     }
 }
