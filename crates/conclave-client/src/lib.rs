@@ -3,11 +3,13 @@
 //! - [`e2ee`]: the MLS member and the SFrame keys it gives the media peer.
 //! - [`invite`]: reading invite links.
 //! - [`ivf`]: reading and writing VP8 frames in IVF files.
-//! - [`media`]: the client's WebRTC peer (str0m, the offering side).
-//! - [`record`]: writing received tracks to IVF (VP8) and Ogg (Opus) files.
+//! - [`media`]: the client's WebRTC peer (str0m, the offering side), and the
+//!   decrypted frames it hands out.
+//! - [`record`]: writing received frames to IVF (VP8) and Ogg (Opus) files.
 //! - [`session`]: a whole session: join, wait, run media, report.
 //! - [`signaling`]: the meeting WebSocket from the client side: join, wait,
 //!   exchange messages.
+//! - `vp8`: what the client reads of a VP8 frame header (key frame, size).
 #![forbid(unsafe_code)]
 
 pub mod e2ee;
@@ -17,6 +19,7 @@ pub mod media;
 pub mod record;
 pub mod session;
 pub mod signaling;
+mod vp8;
 
 pub use invite::Invite;
 pub use signaling::{Admission, Signaling, SignalingError};

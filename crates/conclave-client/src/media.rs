@@ -20,7 +20,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 use conclave_e2ee::{EpochKeys, FrameCrypto, FrameKind};
 
 use crate::ivf::IvfFrame;
-use crate::record::ReceivedFrame;
+use crate::vp8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -215,12 +215,6 @@ struct Source {
     level: Option<u8>,
 }
 
-/// Whether a VP8 frame is a key frame (RFC 6386 §9.1: bit 0 of the frame
-/// tag is 0 for key frames).
-pub fn is_vp8_keyframe(frame: &[u8]) -> bool {
-    frame.first().is_some_and(|b| b & 1 == 0)
-}
-
 impl Source {
     /// Moves to the next key frame and shifts the clock so that it is due
     /// now; media time keeps increasing.
@@ -229,7 +223,7 @@ impl Source {
             return;
         };
         let n = frames.len();
-        let Some(step) = (0..n).find(|i| is_vp8_keyframe(&frames[(self.index + i) % n].1)) else {
+        let Some(step) = (0..n).find(|i| vp8::is_keyframe(&frames[(self.index + i) % n].1)) else {
             return;
         };
         if step == 0 {
@@ -249,6 +243,17 @@ impl Source {
         self.pass = pass;
         self.index = index;
     }
+}
+
+/// One decrypted frame of a remote track.
+#[derive(Debug, Clone)]
+pub struct ReceivedFrame {
+    pub mid: String,
+    pub participant: Option<ParticipantId>,
+    pub kind: Option<conclave_proto::MediaKind>,
+    /// RTP time in the track's clock (48 kHz audio, 90 kHz video).
+    pub rtp_time: u64,
+    pub data: Vec<u8>,
 }
 
 /// What arrived on one received track.
@@ -278,17 +283,6 @@ pub struct TrackStats {
 
 /// Key frame sizes kept per track.
 pub const MAX_SIZES_KEPT: usize = 64;
-
-/// Width and height from a VP8 key frame's header (RFC 6386 §9.1).
-pub fn vp8_keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
-    match frame {
-        [tag, _, _, 0x9d, 0x01, 0x2a, w0, w1, h0, h1, ..] if tag & 1 == 0 => Some((
-            u16::from_le_bytes([*w0, *w1]) & 0x3fff,
-            u16::from_le_bytes([*h0, *h1]) & 0x3fff,
-        )),
-        _ => None,
-    }
-}
 
 /// Totals for the whole session.
 #[derive(Debug, Clone, Default)]
@@ -760,10 +754,10 @@ impl ClientPeer {
                         }
                     }
                     let video = matches!(t.kind, Some(Kind::Video | Kind::Screen));
-                    if video && is_vp8_keyframe(&data) {
+                    if video && vp8::is_keyframe(&data) {
                         t.keyframes += 1;
                         t.first_keyframe_at.get_or_insert(now);
-                        if let Some(size) = vp8_keyframe_size(&d.data)
+                        if let Some(size) = vp8::keyframe_size(&d.data)
                             && t.keyframe_sizes.last() != Some(&size)
                             && t.keyframe_sizes.len() < MAX_SIZES_KEPT
                         {

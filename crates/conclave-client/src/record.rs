@@ -11,24 +11,14 @@ use conclave_proto::{MediaKind, ParticipantId};
 use ogg::writing::{PacketWriteEndInfo, PacketWriter};
 
 use crate::ivf::IvfWriter;
-use crate::media::is_vp8_keyframe;
+use crate::media::ReceivedFrame;
+use crate::vp8;
 
 /// RTP clock of VP8; Opus's is 48 kHz, the Ogg granule rate, so its RTP
 /// times serve as granule positions directly.
 const VIDEO_CLOCK: u32 = 90_000;
 /// Samples in one 20 ms Opus packet, the WebRTC default.
 const OPUS_PACKET_SAMPLES: u64 = 960;
-
-/// One decrypted frame of a remote track.
-#[derive(Debug, Clone)]
-pub struct ReceivedFrame {
-    pub mid: String,
-    pub participant: Option<ParticipantId>,
-    pub kind: Option<MediaKind>,
-    /// RTP time in the track's clock (48 kHz audio, 90 kHz video).
-    pub rtp_time: u64,
-    pub data: Vec<u8>,
-}
 
 /// What was written for one track.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,16 +56,6 @@ struct Track {
 pub struct Recording {
     dir: PathBuf,
     tracks: BTreeMap<String, Track>,
-}
-
-/// Width and height from a VP8 key frame header (RFC 6386 §9.1).
-fn vp8_size(frame: &[u8]) -> Option<(u16, u16)> {
-    if frame.len() < 10 || frame[3..6] != [0x9d, 0x01, 0x2a] {
-        return None;
-    }
-    let w = u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff;
-    let h = u16::from_le_bytes([frame[8], frame[9]]) & 0x3fff;
-    Some((w, h))
 }
 
 /// RFC 7845 §5.1: the identification header. Two channels: a decoder
@@ -127,10 +107,7 @@ impl Recording {
         let written = match &mut track.sink {
             Sink::Video { writer, first_time } => {
                 if writer.is_none() {
-                    let Some((w, h)) = is_vp8_keyframe(&frame.data)
-                        .then(|| vp8_size(&frame.data))
-                        .flatten()
-                    else {
+                    let Some((w, h)) = vp8::keyframe_size(&frame.data) else {
                         return Ok(());
                     };
                     let file = BufWriter::new(File::create(&track.path)?);
