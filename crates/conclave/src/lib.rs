@@ -9,8 +9,9 @@
 //!   `conclave_guest` cookie), limited per network.
 //! - [`http`]: the axum router: JSON API, OpenAPI document, web client.
 //! - [`signaling`]: the meeting WebSocket, one task per connection.
-//! - [`media`]: the media driver: the UDP socket and one `conclave-media`
-//!   router per running meeting.
+//! - [`media`]: the media driver: worker threads, each with its UDP socket
+//!   and one `conclave-media` router per running meeting; a room opens its
+//!   meeting's media and hears its events on their own queue.
 //! - [`rooms`]: one task per running meeting, owning its sans-IO core
 //!   (`conclave-core`).
 //! - [`server`]: start, first-start admin link, graceful shutdown.
