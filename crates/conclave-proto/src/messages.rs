@@ -531,6 +531,8 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ErrorCode> {
     if text.len() > MAX_MESSAGE_BYTES {
         return Err(ErrorCode::TooLarge);
     }
+    // A parsed object keeps the last of two equal keys; refuse them first.
+    serde_json::from_str::<DistinctKeys>(text).map_err(|_| ErrorCode::BadMessage)?;
     let value: serde_json::Value = serde_json::from_str(text).map_err(|_| ErrorCode::BadMessage)?;
     match value.get("type").and_then(|t| t.as_str()) {
         Some(t) if CLIENT_TYPES.contains(&t) => {}
@@ -550,6 +552,70 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ErrorCode> {
         return Err(ErrorCode::BadMessage);
     }
     Ok(msg)
+}
+
+/// JSON in which no object has the same key twice, at any depth. serde_json
+/// keeps the last of two equal keys, so `{"type":"chat",…,"type":"leave"}`
+/// was a `leave` to the server while a filter or log reading the first key
+/// saw a chat: one message, two meanings. Keys are compared after their
+/// escapes are decoded (`"t\u0079pe"` is `"type"`). serde_json's nesting limit
+/// (128) bounds the recursion.
+struct DistinctKeys;
+
+impl<'de> Deserialize<'de> for DistinctKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DistinctKeysVisitor)
+    }
+}
+
+struct DistinctKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DistinctKeysVisitor {
+    type Value = DistinctKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON without a key twice in one object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<DistinctKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom("a key appears twice"));
+            }
+            map.next_value::<DistinctKeys>()?;
+        }
+        Ok(DistinctKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<DistinctKeys, A::Error> {
+        while seq.next_element::<DistinctKeys>()?.is_some() {}
+        Ok(DistinctKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<DistinctKeys, E> {
+        Ok(DistinctKeys)
+    }
 }
 
 /// Checks and tidies a display name: trimmed, 1 to [`MAX_NAME_CHARS`]
@@ -619,6 +685,55 @@ mod tests {
             "a".repeat(MAX_MESSAGE_BYTES)
         );
         assert_eq!(parse_client_message(&big), Err(ErrorCode::TooLarge));
+    }
+
+    #[test]
+    fn a_key_twice_is_a_bad_message() {
+        for text in [
+            r#"{"type":"chat","payload":"hi","type":"leave"}"#,
+            r#"{"type":"leave","type":"leave"}"#,
+            // The same key, spelt with an escape.
+            r#"{"type":"leave","t\u0079pe":"chat","payload":"x"}"#,
+            r#"{"type":"join","name":"Ada","name":"Eve"}"#,
+            // Inside a nested object too.
+            r#"{"type":"set_permissions","permissions":{"chat":true,"chat":false}}"#,
+            r#"{"type":"set_media","audio":true,"video":false,"audio":false}"#,
+        ] {
+            assert_eq!(
+                parse_client_message(text),
+                Err(ErrorCode::BadMessage),
+                "{text}"
+            );
+        }
+        // Equal keys in different objects are fine.
+        assert!(
+            parse_client_message(r#"{"type":"set_permissions","permissions":{"chat":true}}"#)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn deep_or_odd_json_is_refused_without_a_panic() {
+        for depth in [10, 127, 128, 129, 10_000] {
+            let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(parse_client_message(&arrays), Err(ErrorCode::BadMessage));
+            let objects = format!(r#"{}1{}"#, r#"{"a":"#.repeat(depth), "}".repeat(depth));
+            assert_eq!(parse_client_message(&objects), Err(ErrorCode::BadMessage));
+        }
+        for text in [
+            "",
+            "null",
+            "1e999",
+            r#""type""#,
+            "{\"type\":\"leave\"",
+            "\u{0}",
+        ] {
+            assert_eq!(
+                parse_client_message(text),
+                Err(ErrorCode::BadMessage),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
