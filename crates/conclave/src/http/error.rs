@@ -2,10 +2,13 @@
 //! the right status, and a `Retry-After` header when waiting helps.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
 use crate::auth::HashError;
@@ -95,11 +98,54 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        ApiError::Invalid(r.body_text())
+    }
+}
+
 /// A JSON body whose rejections are [`ApiError`]s, so that bad input gets the
-/// same JSON error shape as everything else.
-#[derive(axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// same JSON error shape as everything else. The body must be a JSON
+/// object: serde would otherwise take an array for a struct, its elements
+/// as the fields in order (`["alice", "password"]` signed in), a second
+/// shape of input nobody reviews or documents.
 pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::Invalid(
+                "Expected request with `Content-Type: application/json`".into(),
+            ));
+        }
+        let body = Bytes::from_request(req, state).await?;
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') {
+            return Err(ApiError::Invalid("the body must be a JSON object".into()));
+        }
+        let Json(value) = Json::<T>::from_bytes(&body)?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// `application/json` or any `application/*+json`, as axum's `Json` takes.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(ctype) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ctype.split(';').next().unwrap_or_default().trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json")
+            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+}
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
