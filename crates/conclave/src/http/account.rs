@@ -151,7 +151,8 @@ pub async fn sign_in(
 
 /// Sign in with a one-time link (first start, `conclave admin signin-link`).
 #[utoipa::path(post, path = "/api/v1/auth/link", request_body = LinkToken,
-    responses((status = 200, body = UserView), (status = 401, body = super::error::ErrorBody)))]
+    responses((status = 200, body = UserView), (status = 401, body = super::error::ErrorBody),
+              (status = 429, body = super::error::ErrorBody)))]
 pub async fn redeem_link(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -172,7 +173,8 @@ pub async fn redeem_link(
     Ok((jar, ApiJson(user.into())))
 }
 
-/// End this browser session.
+/// End this browser session: the session cookie sent, if any, stops working
+/// and is cleared. Needs no credentials, and answers 204 without one.
 #[utoipa::path(post, path = "/api/v1/auth/signout", responses((status = 204)))]
 pub async fn sign_out(
     State(state): State<AppState>,
@@ -221,14 +223,17 @@ pub async fn sign_up(
 }
 
 /// The signed-in account.
-#[utoipa::path(get, path = "/api/v1/me", responses((status = 200, body = UserView), (status = 401, body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/me", security(("session_cookie" = []), ("api_token" = [])),
+    responses((status = 200, body = UserView)))]
 pub async fn me(Authed(user): Authed) -> ApiJson<UserView> {
     ApiJson(user.into())
 }
 
 /// Set or change the password. Other sessions of the account end.
-#[utoipa::path(post, path = "/api/v1/me/password", request_body = PasswordChange,
-    responses((status = 204), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/me/password", request_body = PasswordChange, security(("session_cookie" = []), ("api_token" = [])),
+    responses((status = 204), (status = 400, body = super::error::ErrorBody),
+              (status = 401, description = "Not signed in, or the current password is wrong (`bad_credentials`)", body = super::error::ErrorBody),
+              (status = 429, body = super::error::ErrorBody)))]
 pub async fn change_password(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -265,7 +270,8 @@ pub async fn change_password(
 }
 
 /// The account's API tokens (never the secrets themselves).
-#[utoipa::path(get, path = "/api/v1/tokens", responses((status = 200, body = [TokenView])))]
+#[utoipa::path(get, path = "/api/v1/tokens", security(("session_cookie" = []), ("api_token" = [])),
+    responses((status = 200, body = [TokenView])))]
 pub async fn list_tokens(
     State(state): State<AppState>,
     Authed(user): Authed,
@@ -275,7 +281,7 @@ pub async fn list_tokens(
 }
 
 /// Create a personal API token for scripts and bots.
-#[utoipa::path(post, path = "/api/v1/tokens", request_body = NewToken,
+#[utoipa::path(post, path = "/api/v1/tokens", request_body = NewToken, security(("session_cookie" = []), ("api_token" = [])),
     responses((status = 201, body = CreatedToken), (status = 400, body = super::error::ErrorBody)))]
 pub async fn create_token(
     State(state): State<AppState>,
@@ -304,7 +310,7 @@ pub async fn create_token(
 }
 
 /// Revoke an API token.
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = i64, Path)), security(("session_cookie" = []), ("api_token" = [])),
     responses((status = 204), (status = 404, body = super::error::ErrorBody)))]
 pub async fn delete_token(
     State(state): State<AppState>,

@@ -198,9 +198,8 @@ async fn owned(state: &AppState, user: &User, id: &str) -> Result<MeetingRecord,
 
 /// Create a meeting with safe defaults: generated passcode, waiting room on,
 /// host-only screen share.
-#[utoipa::path(post, path = "/api/v1/meetings", request_body = CreateMeeting,
-    responses((status = 201, body = MeetingView), (status = 400, body = super::error::ErrorBody),
-              (status = 401, body = super::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/meetings", request_body = CreateMeeting, security(("session_cookie" = []), ("api_token" = [])),
+    responses((status = 201, body = MeetingView), (status = 400, body = super::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Authed(user): Authed,
@@ -240,7 +239,8 @@ pub async fn create(
 }
 
 /// The signed-in host's meetings.
-#[utoipa::path(get, path = "/api/v1/meetings", responses((status = 200, body = [MeetingView])))]
+#[utoipa::path(get, path = "/api/v1/meetings", security(("session_cookie" = []), ("api_token" = [])),
+    responses((status = 200, body = [MeetingView])))]
 pub async fn list(
     State(state): State<AppState>,
     Authed(user): Authed,
@@ -250,7 +250,7 @@ pub async fn list(
 }
 
 /// One of the host's meetings.
-#[utoipa::path(get, path = "/api/v1/meetings/{id}", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/meetings/{id}", params(("id" = String, Path)), security(("session_cookie" = []), ("api_token" = [])),
     responses((status = 200, body = MeetingView), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -262,7 +262,7 @@ pub async fn get(
 }
 
 /// Change title, passcode or settings. A running meeting takes them at once.
-#[utoipa::path(patch, path = "/api/v1/meetings/{id}", params(("id" = String, Path)), request_body = UpdateMeeting,
+#[utoipa::path(patch, path = "/api/v1/meetings/{id}", params(("id" = String, Path)), request_body = UpdateMeeting, security(("session_cookie" = []), ("api_token" = [])),
     responses((status = 200, body = MeetingView), (status = 400, body = super::error::ErrorBody),
               (status = 404, body = super::error::ErrorBody)))]
 pub async fn update(
@@ -309,7 +309,7 @@ pub async fn update(
 }
 
 /// Delete a meeting; if it is running it ends for everyone.
-#[utoipa::path(delete, path = "/api/v1/meetings/{id}", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/meetings/{id}", params(("id" = String, Path)), security(("session_cookie" = []), ("api_token" = [])),
     responses((status = 204), (status = 404, body = super::error::ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
