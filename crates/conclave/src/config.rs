@@ -163,6 +163,16 @@ impl Config {
                 "media_workers must be at most 256",
             ),
         ];
+        if let Some(u) = &self.public_url {
+            let ok = url::Url::parse(u)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                // Browsers' `Origin` is checked against it (crate::http::web::Origins).
+                return Err(ConfigError::Invalid(
+                    "public_url must be an http:// or https:// URL with a host",
+                ));
+            }
+        }
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err(ConfigError::Invalid(why)),
             None => Ok(()),
@@ -215,5 +225,26 @@ mod tests {
         assert_eq!(c.limits.join_timeout_secs, 3);
         assert_eq!(c.limits.message_burst, 40);
         assert!(toml::from_str::<Config>("listn = \"x\"").is_err());
+    }
+
+    #[test]
+    fn a_public_url_must_name_an_http_origin() {
+        for bad in [
+            "meet.example.org",
+            "ftp://meet.example.org",
+            "https://",
+            "not a url",
+        ] {
+            let c = Config {
+                public_url: Some(bad.into()),
+                ..Config::default()
+            };
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        let c = Config {
+            public_url: Some("https://meet.example.org/".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
     }
 }

@@ -15,6 +15,7 @@ use crate::auth::{HashError, Hasher, new_secret};
 use crate::config::Config;
 use crate::guard::JoinGuard;
 use crate::guest::GuestIds;
+use crate::http::web::Origins;
 use crate::http::{AppState, router};
 use crate::rooms::Rooms;
 use crate::signaling::ConnLimits;
@@ -72,6 +73,8 @@ impl Server {
                     source,
                 })?;
         let addr = listener.local_addr()?;
+        let origins = Origins::new(config.public_url.as_deref(), addr);
+        tracing::info!(origins = %origins.describe(), "browsers may call from");
         let mut config = config;
         if config.public_url.is_none() {
             // Links name the port actually bound (it differs when asked for port 0).
@@ -93,6 +96,7 @@ impl Server {
                 config.limits.max_connections,
                 config.limits.max_pending_per_address,
             ),
+            origins: Arc::new(origins),
             config: Arc::new(config),
             store,
             shutdown: shutdown.clone(),

@@ -28,7 +28,6 @@ use crate::guard::{Notice, retry_secs};
 use crate::guest::{GUEST_COOKIE_SECS, Guest, network};
 use crate::http::AppState;
 use crate::http::session::{GUEST_COOKIE, client_ip, cookie, current_user};
-use crate::http::web::same_origin;
 use crate::rooms::{RoomCmd, RoomError};
 use crate::store::User;
 
@@ -128,7 +127,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     jar: CookieJar,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !state.origins.allow(&headers) {
         return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused\n").into_response();
     }
     let ip = client_ip(&state.config, peer, &headers);

@@ -42,6 +42,8 @@ pub struct AppState {
     pub guests: Arc<GuestIds>,
     pub rooms: Arc<Rooms>,
     pub conns: Arc<ConnLimits>,
+    /// Where requests from browsers may come from (`Origin`).
+    pub origins: Arc<web::Origins>,
     pub shutdown: CancellationToken,
 }
 
@@ -72,7 +74,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
         .merge(web::routes())
-        .layer(axum::middleware::from_fn(web::guard_and_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            web::guard_and_headers,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -1,7 +1,9 @@
 //! The web client, embedded in the binary, and the headers every response carries.
 
 use axum::Router;
-use axum::extract::{Path, Request};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -147,41 +149,91 @@ pub fn routes() -> Router<AppState> {
         .route("/e2ee/snippets/{dir}/{file}", get(e2ee_snippet))
 }
 
-/// Whether a request's `Origin` (if any) is this server. Browsers send it on
-/// cross-site POSTs and on every WebSocket handshake; a mismatch is a forged
-/// request riding on someone's cookie.
-pub fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let (Some(origin), Some(host)) = (
-        origin.to_str().ok(),
-        headers.get(header::HOST).and_then(|h| h.to_str().ok()),
-    ) else {
-        return false;
-    };
-    let Ok(url) = url::Url::parse(origin) else {
-        return false;
-    };
-    let origin_host = match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        _ => return false,
-    };
-    origin_host.eq_ignore_ascii_case(host)
+/// The origins (scheme, host, port) this server's pages are served from, as
+/// browsers name them in `Origin`.
+///
+/// Comparing `Origin` with `Host` is not enough: after DNS rebinding, a page
+/// at `http://evil.example:8080` whose name now points at the server sends
+/// `Host: evil.example:8080` and `Origin: http://evil.example:8080`, and the
+/// two agree. So the origin must be one the operator configured
+/// (`public_url`), or, when none is, a loopback origin of the port the
+/// server listens on (or the address it listens on, when that is a single
+/// address): what a default, local server is actually reached at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origins(Vec<url::Origin>);
+
+impl Origins {
+    /// `public_url` as configured (before any default is filled in) and the
+    /// address the server is bound to.
+    pub fn new(public_url: Option<&str>, bound: SocketAddr) -> Origins {
+        if let Some(u) = public_url {
+            // Config::validate has refused anything that does not parse.
+            return Origins(url::Url::parse(u).map(|u| u.origin()).into_iter().collect());
+        }
+        let port = bound.port();
+        let mut hosts = vec!["localhost".to_string()];
+        match bound.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => hosts.push("127.0.0.1".into()),
+            // A socket on [::] takes IPv4 too, on every system Conclave runs on.
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                hosts.extend(["127.0.0.1".into(), "[::1]".into()]);
+            }
+            IpAddr::V4(ip) => hosts.push(ip.to_string()),
+            IpAddr::V6(ip) => hosts.push(format!("[{ip}]")),
+        }
+        let origins = hosts
+            .iter()
+            .filter_map(|h| url::Url::parse(&format!("http://{h}:{port}")).ok())
+            .map(|u| u.origin())
+            .collect();
+        Origins(origins)
+    }
+
+    /// Whether a request's `Origin` (if any) is this server. Browsers send it
+    /// on cross-site POSTs and on every WebSocket handshake; any other origin
+    /// is a page elsewhere riding on someone's cookie. Requests without it
+    /// (non-browser clients, which carry their own credentials) pass.
+    pub fn allow(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return true;
+        };
+        let Some(origin) = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()) else {
+            return false;
+        };
+        // "null" and other opaque origins parse to an origin equal to nothing.
+        let origin = origin.origin();
+        origin.is_tuple() && self.0.contains(&origin)
+    }
+
+    /// The allowed origins, as `Origin` headers spell them (for logs).
+    pub fn describe(&self) -> String {
+        let list: Vec<_> = self
+            .0
+            .iter()
+            .map(url::Origin::ascii_serialization)
+            .collect();
+        list.join(", ")
+    }
 }
 
 /// Refuses cross-origin state changes, adds security headers, logs the request
 /// by its route (never its query string).
-pub async fn guard_and_headers(req: Request, next: Next) -> Response {
+pub async fn guard_and_headers(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let method = req.method().clone();
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "-".into());
+    // By path, not by route: the API's fallback 404 has no route, and no
+    // API answer, error or not, may be kept by a cache.
+    let api = req.uri().path().starts_with("/api/");
     let changes_state = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let mut resp = if changes_state && !same_origin(req.headers()) {
+    let mut resp = if changes_state && !state.origins.allow(req.headers()) {
         ApiError::Forbidden("cross-origin request refused").into_response()
     } else {
         let started = std::time::Instant::now();
@@ -204,7 +256,7 @@ pub async fn guard_and_headers(req: Request, next: Next) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    if route.starts_with("/api/") {
+    if api {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     resp
@@ -214,27 +266,59 @@ pub async fn guard_and_headers(req: Request, next: Next) -> Response {
 mod tests {
     use super::*;
 
-    fn h(origin: Option<&str>, host: &str) -> HeaderMap {
+    fn h(origin: Option<&str>) -> HeaderMap {
         let mut m = HeaderMap::new();
         if let Some(o) = origin {
             m.insert(header::ORIGIN, o.parse().unwrap());
         }
-        m.insert(header::HOST, host.parse().unwrap());
         m
     }
 
     #[test]
-    fn origin_must_match_host() {
-        assert!(same_origin(&h(None, "localhost:8080")));
-        assert!(same_origin(&h(
-            Some("http://localhost:8080"),
-            "localhost:8080"
-        )));
-        assert!(!same_origin(&h(
-            Some("http://evil.example"),
-            "localhost:8080"
-        )));
-        assert!(!same_origin(&h(Some("null"), "localhost:8080")));
+    fn a_configured_public_url_is_the_only_origin() {
+        let bound: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let o = Origins::new(Some("https://meet.example.org"), bound);
+        assert!(o.allow(&h(None)));
+        assert!(o.allow(&h(Some("https://meet.example.org"))));
+        assert!(o.allow(&h(Some("https://MEET.example.org:443"))));
+        for other in [
+            "http://meet.example.org",
+            "https://meet.example.org:8443",
+            "https://evil.example",
+            "http://localhost:8080",
+            "http://127.0.0.1:8080",
+            "null",
+            "garbage",
+        ] {
+            assert!(!o.allow(&h(Some(other))), "{other}");
+        }
+        let o = Origins::new(Some("http://10.0.0.5:8080/"), bound);
+        assert!(o.allow(&h(Some("http://10.0.0.5:8080"))));
+        assert!(!o.allow(&h(Some("http://10.0.0.5"))));
+    }
+
+    #[test]
+    fn without_a_public_url_only_the_loopback_origins_served_pass() {
+        let o = Origins::new(None, "127.0.0.1:8080".parse().unwrap());
+        assert!(o.allow(&h(Some("http://localhost:8080"))));
+        assert!(o.allow(&h(Some("http://127.0.0.1:8080"))));
+        for other in [
+            "http://evil.example:8080",
+            "http://evil.example",
+            "http://localhost:8081",
+            "https://localhost:8080",
+            "http://[::1]:8080",
+            "http://127.0.0.2:8080",
+        ] {
+            assert!(!o.allow(&h(Some(other))), "{other}");
+        }
+        let o = Origins::new(None, "[::]:9000".parse().unwrap());
+        assert!(o.allow(&h(Some("http://[::1]:9000"))));
+        assert!(o.allow(&h(Some("http://127.0.0.1:9000"))));
+        assert!(!o.allow(&h(Some("http://evil.example:9000"))));
+        let o = Origins::new(None, "192.0.2.7:8080".parse().unwrap());
+        assert!(o.allow(&h(Some("http://192.0.2.7:8080"))));
+        assert!(!o.allow(&h(Some("http://127.0.0.1:8080"))));
     }
 
     #[test]
