@@ -67,6 +67,12 @@ pub struct Limits {
     pub outbound_queue: usize,
     /// Concurrent argon2 computations (sign-in, joins).
     pub hash_concurrency: usize,
+    /// Passcode or password checks one client address may have running at
+    /// once; beyond it, `too_many_attempts` / 429. Keeps a flood from one
+    /// address from filling the argon2 queue in front of everyone else.
+    /// People behind one NAT joining *different* meetings at the same second
+    /// share it (the same passcode for the same meeting is one check).
+    pub checks_in_flight_per_address: u32,
     /// Days a browser session lasts.
     pub session_days: u64,
     /// New guest identities the server mints for one network (IPv4 address,
@@ -104,6 +110,8 @@ impl Default for Limits {
             hash_concurrency: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            checks_in_flight_per_address:
+                conclave_core::AttemptPolicy::CHECKS_IN_FLIGHT_PER_ADDRESS,
             session_days: 14,
             new_guests_per_minute: 60,
         }
@@ -149,6 +157,10 @@ impl Config {
             (
                 l.hash_concurrency >= 1,
                 "limits.hash_concurrency must be at least 1",
+            ),
+            (
+                l.checks_in_flight_per_address >= 1,
+                "limits.checks_in_flight_per_address must be at least 1",
             ),
             (
                 l.session_days >= 1,

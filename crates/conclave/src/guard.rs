@@ -5,7 +5,8 @@
 //! [`JoinGuard::reserve_sign_in`]) and the [`Reservation`] settled after the
 //! check, so that attempts sent at once cannot all pass the limit before
 //! the first of them has failed. Each address may have
-//! [`AttemptPolicy::CHECKS_IN_FLIGHT_PER_ADDRESS`] checks running at once.
+//! `limits.checks_in_flight_per_address` checks running at once (default
+//! [`AttemptPolicy::CHECKS_IN_FLIGHT_PER_ADDRESS`]).
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -35,17 +36,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Default for JoinGuard {
     fn default() -> Self {
+        JoinGuard::new(AttemptPolicy::CHECKS_IN_FLIGHT_PER_ADDRESS)
+    }
+}
+
+impl JoinGuard {
+    /// Guards with at most `in_flight` checks running per client address
+    /// (`limits.checks_in_flight_per_address`).
+    pub fn new(in_flight: u32) -> Self {
         JoinGuard {
             per_address: Mutex::new(
-                AttemptLimiter::new(AttemptPolicy::PER_ADDRESS)
-                    .with_in_flight_cap(AttemptPolicy::CHECKS_IN_FLIGHT_PER_ADDRESS),
+                AttemptLimiter::new(AttemptPolicy::PER_ADDRESS).with_in_flight_cap(in_flight),
             ),
             // Bounded by its 30 failures: a meeting's guests come from many
             // addresses, and right passcodes share one check (crate::auth).
             per_meeting: Mutex::new(AttemptLimiter::new(AttemptPolicy::PER_MEETING)),
             sign_in: Mutex::new(
-                AttemptLimiter::new(AttemptPolicy::PER_ADDRESS)
-                    .with_in_flight_cap(AttemptPolicy::CHECKS_IN_FLIGHT_PER_ADDRESS),
+                AttemptLimiter::new(AttemptPolicy::PER_ADDRESS).with_in_flight_cap(in_flight),
             ),
         }
     }

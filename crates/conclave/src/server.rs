@@ -89,7 +89,7 @@ impl Server {
         )?;
         let state = AppState {
             hasher: Hasher::new(config.limits.hash_concurrency)?,
-            guard: Arc::new(JoinGuard::default()),
+            guard: Arc::new(JoinGuard::new(config.limits.checks_in_flight_per_address)),
             guests: Arc::new(GuestIds::load(&store, config.limits.new_guests_per_minute).await?),
             rooms: Rooms::new(store.clone(), media, config.limits.outbound_queue),
             conns: ConnLimits::new(

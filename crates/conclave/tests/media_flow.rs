@@ -64,7 +64,13 @@ async fn meetings_on_several_workers_each_carry_their_own_media() {
     // hashes to, with that worker's UDP port, and its members get each
     // other's media (and only theirs: every frame they count is from the
     // other member of their own meeting).
-    let server = TestServer::start_with(|c| c.media_workers = 3).await;
+    // Six clients join three meetings at once from one address: three
+    // passcode checks in flight, beyond the default cap of two.
+    let server = TestServer::start_with(|c| {
+        c.media_workers = 3;
+        c.limits.checks_in_flight_per_address = 3;
+    })
+    .await;
     let http = server.host("hostess").await;
     let mut calls = Vec::new();
     for _ in 0..3 {
