@@ -30,6 +30,11 @@ pub struct E2ee {
     /// The participants the server announced (`joined`, `participant_joined/left`): the
     /// member commits Adds only for these, and shows group members outside them.
     announced: BTreeSet<ParticipantId>,
+    /// Our commit is out and neither it nor another member's has come back.
+    /// A second commit in the same epoch would replace the first in the
+    /// member's state; if the server then took the first, its echo could not
+    /// be applied and this member would stay behind for good.
+    committing: bool,
     out: Vec<ClientMessage>,
 }
 
@@ -53,6 +58,7 @@ impl E2ee {
             member,
             in_group: false,
             announced: BTreeSet::new(),
+            committing: false,
             out: vec![ClientMessage::MlsKeyPackage { key_package }],
         })
     }
@@ -113,7 +119,13 @@ impl E2ee {
     /// Commits the proposals received this epoch, if any; the server
     /// forwards the commit back and it is applied then.
     fn commit(&mut self) -> Result<(), E2eeError> {
+        if self.committing {
+            // Proposals that came after our commit wait for the next epoch:
+            // the server proposes them again there.
+            return Ok(());
+        }
         if let Some(c) = self.member.commit()? {
+            self.committing = true;
             self.out.push(ClientMessage::MlsCommit {
                 commit: b64(&c.commit),
                 welcome: c.welcome.as_deref().map(b64),
@@ -170,8 +182,14 @@ impl E2ee {
                     }
                     Received::Commit {
                         removed_me: true, ..
-                    } => Ok(Some(Change::Removed)),
-                    Received::Commit { .. } => Ok(Some(self.keys())),
+                    } => {
+                        self.committing = false;
+                        Ok(Some(Change::Removed))
+                    }
+                    Received::Commit { .. } => {
+                        self.committing = false;
+                        Ok(Some(self.keys()))
+                    }
                     Received::Ignored => Ok(None),
                 }
             }
@@ -187,11 +205,103 @@ impl E2ee {
                     from: chat.sender,
                     text: chat.text,
                 })),
+            // The commit that won arrives as an mls_message; a refused one
+            // leaves us free to commit when asked again.
             ServerMessage::Error {
-                code: ErrorCode::StaleCommit,
+                code: ErrorCode::StaleCommit | ErrorCode::MlsRefused,
                 ..
-            } => Ok(None), // the commit that won arrives as an mls_message
+            } => {
+                self.committing = false;
+                Ok(None)
+            }
             _ => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use conclave_e2ee::DeliveryService;
+    use conclave_proto::{E2eeSetup, Participant, Presence, Role};
+
+    use super::*;
+
+    fn joined(id: u64) -> ServerMessage {
+        ServerMessage::ParticipantJoined {
+            participant: Participant {
+                id: ParticipantId(id),
+                name: format!("p{id}"),
+                role: Role::Participant,
+                signed_in: false,
+                audio: false,
+                video: false,
+                screen: false,
+                presence: Presence::Connected,
+                recording: false,
+            },
+        }
+    }
+
+    fn key_package(e: &mut E2ee) -> Vec<u8> {
+        match e.take_messages().pop() {
+            Some(ClientMessage::MlsKeyPackage { key_package }) => unb64(&key_package).expect("b64"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn proposal(bytes: &[u8], commit_by: u64) -> ServerMessage {
+        ServerMessage::MlsMessage {
+            message: b64(bytes),
+            commit_by: Some(ParticipantId(commit_by)),
+        }
+    }
+
+    /// A committer that gets more proposals while its commit is out must not
+    /// commit again: the second commit would replace the first in its state,
+    /// and when the server takes the first, its echo could not be applied.
+    #[test]
+    fn a_committer_does_not_commit_twice_in_one_epoch_and_follows_its_first_commit() {
+        let mut ds = DeliveryService::new().expect("ds");
+        let mut host = E2ee::new(ParticipantId(1)).expect("host");
+        host.take_messages();
+        let setup = E2eeSetup {
+            group_id: b64(b"g"),
+            external_sender: b64(&ds.external_sender()),
+        };
+        host.handle(&ServerMessage::MlsCreateGroup { e2ee: setup })
+            .expect("create");
+        let Some(ClientMessage::MlsGroupInfo { group_info }) = host.take_messages().pop() else {
+            panic!("no group info");
+        };
+        ds.observe_group(&unb64(&group_info).expect("b64"))
+            .expect("observe");
+        let kp2 = key_package(&mut E2ee::new(ParticipantId(2)).expect("2"));
+        let kp3 = key_package(&mut E2ee::new(ParticipantId(3)).expect("3"));
+        for id in [1, 2, 3] {
+            host.handle(&joined(id)).expect("announced");
+        }
+
+        let add2 = ds.propose_add(&kp2).expect("propose 2");
+        host.handle(&proposal(&add2, 1)).expect("proposal");
+        let first = match host.take_messages().pop() {
+            Some(ClientMessage::MlsCommit { commit, .. }) => unb64(&commit).expect("b64"),
+            other => panic!("expected a commit, got {other:?}"),
+        };
+        // Another proposal of the same epoch while the commit is out.
+        let add3 = ds.propose_add(&kp3).expect("propose 3");
+        host.handle(&proposal(&add3, 1)).expect("proposal");
+        assert!(host.take_messages().is_empty(), "no second commit");
+
+        // The server takes the first; its echo moves the host on.
+        let epoch = ds.accept_commit(&first).expect("accepted");
+        let change = host
+            .handle(&ServerMessage::MlsMessage {
+                message: b64(&first),
+                commit_by: None,
+            })
+            .expect("echo");
+        assert!(matches!(change, Some(Change::Epoch(_))), "{change:?}");
+        assert_eq!(host.epoch(), epoch);
+        assert_eq!(host.roster(), ["1", "2"]);
     }
 }
