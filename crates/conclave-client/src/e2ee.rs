@@ -104,6 +104,15 @@ impl E2ee {
         }
     }
 
+    /// The participant list `joined` gave (the session makes this member after
+    /// it, so the member never sees that message itself). Without it, a member
+    /// named to commit would leave out the Add of anyone already here: the
+    /// server would propose them again, epoch after epoch.
+    pub fn set_participants(&mut self, ids: impl IntoIterator<Item = ParticipantId>) {
+        self.announced = ids.into_iter().collect();
+        self.announce();
+    }
+
     fn announce(&mut self) {
         self.member
             .set_announced(self.announced.iter().map(|id| id.0.to_string()));

@@ -296,6 +296,7 @@ pub async fn run_with(
     } else {
         peer.require_e2ee();
         let mut e = E2ee::new(admission.you)?;
+        e.set_participants(admission.participants.iter().map(|p| p.id));
         for m in e.take_messages() {
             sig.send(&m).await?;
         }

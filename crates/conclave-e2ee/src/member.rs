@@ -344,16 +344,25 @@ impl Member {
         })
     }
 
-    /// Commit every proposal received from the server. `None` when there is none. The commit is
+    /// Commit every proposal received from the server that this member's rules let in
+    /// (`crate::rules`). `None` when there is none, or when the rules left all out. The commit is
     /// applied when it comes back through [`Member::handle`] (or [`Member::confirm_commit`]); a
     /// pending commit of ours is replaced.
     pub fn commit(&mut self) -> Result<Option<CommitOut>, E2eeError> {
         let group = self.group_mut()?;
-        if group.get_cached_proposals().is_empty() {
+        let cached = group.get_cached_proposals().len();
+        if cached == 0 {
             return Ok(None);
         }
         group.clear_pending_commit();
         let output = group.commit(Vec::new())?;
+        if output.unused_proposals.len() >= cached {
+            // Our rules left every proposal out (a ghost, an odd credential): an empty commit
+            // would only move the epoch, and the server would propose the same again in the
+            // next. Commit nothing; the server passes the turn to someone else.
+            group.clear_pending_commit();
+            return Ok(None);
+        }
         let welcome = match output.welcome_messages.first() {
             Some(welcome) => Some(welcome.to_bytes()?),
             None => None,
