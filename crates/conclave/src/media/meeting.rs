@@ -10,6 +10,7 @@ use conclave_core::{MediaCommand, MediaEvent};
 use conclave_media::{Event, PeerId, Router, SdpAnswer, SdpOffer};
 use conclave_proto::{MediaKind, ParticipantId, RemoteTrack};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 /// The media side of one meeting (the room holds the meeting's core).
 pub struct MeetingMedia {
@@ -37,8 +38,16 @@ impl MeetingMedia {
     }
 
     fn report(&self, event: MediaEvent) {
-        if self.events.try_send(event).is_err() {
-            tracing::warn!("room's media event queue full; media event dropped");
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!("room's media event queue full; media event dropped");
+            }
+            // The room stopped (nobody is left in the meeting) and its close
+            // is on the way: the event concerns members who are gone.
+            Err(TrySendError::Closed(_)) => {
+                tracing::debug!("meeting's room stopped; media event dropped");
+            }
         }
     }
 
