@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use conclave_proto::{ClientMessage, MediaKind, ParticipantId, ServerMessage};
 use tokio::net::UdpSocket;
@@ -78,12 +78,35 @@ pub struct E2eeReport {
     pub not_announced: Vec<String>,
     /// Chat messages decrypted: (sender id, text).
     pub chats: Vec<(String, String)>,
+    /// Chat messages this member sent ([`MediaOptions::chat_every`]), the first
+    /// [`MAX_CHATS_KEPT`] of them.
+    pub sent: Vec<SentChat>,
+    /// Chat messages sent in all.
+    pub sent_count: u64,
+    /// Times a chat message was due but MLS would not encrypt it yet (a
+    /// proposal waited for its commit); it went out on a later try.
+    pub chat_deferred: u64,
     /// Removed from the group by a commit.
     pub removed: bool,
     /// Every epoch this member entered: the epoch, the security code shown
     /// then and the group's roster.
     pub epochs: Vec<(u64, String, Vec<String>)>,
 }
+
+/// A chat message sent, with the group it was sent to.
+#[derive(Debug, Clone)]
+pub struct SentChat {
+    pub text: String,
+    /// When it went to the server (wall clock, to compare across processes).
+    pub at: SystemTime,
+    /// The epoch it was encrypted in, and that epoch's roster (participant
+    /// ids, this member included): who should be able to read it.
+    pub epoch: u64,
+    pub roster: Vec<String>,
+}
+
+/// How soon a chat message MLS would not encrypt yet is tried again.
+const CHAT_RETRY: Duration = Duration::from_millis(100);
 
 /// The rids of simulcast layers, smallest first, as the web client names
 /// its send encodings.
@@ -106,12 +129,20 @@ pub struct MediaOptions {
     /// admission on, show it at width × height (the server picks the
     /// simulcast layer by it).
     pub view_sizes: Vec<(Duration, u32, u32)>,
+    /// Send an end-to-end encrypted chat message this often once in the
+    /// group, each text unique ("chat <participant id> <n>"), for soak and
+    /// load runs to count what arrives.
+    pub chat_every: Option<Duration>,
 }
 
 /// What happened, for `--stats` and for tests.
 #[derive(Debug, Clone)]
 pub struct SessionReport {
     pub admission: Admission,
+    /// When the server admitted this client and when the session stopped
+    /// (before the connection closed): wall clock, to line sessions up.
+    pub admitted_at: SystemTime,
+    pub ended_at: SystemTime,
     pub media: PeerStats,
     /// Every `active_speaker` the server announced, in order.
     pub active_speakers: Vec<ParticipantId>,
@@ -212,6 +243,34 @@ fn observe(
     msg
 }
 
+/// The next chat message of a member that sends them on a timer, recorded in
+/// `seen`; `None` while it is outside the group or MLS will not encrypt yet.
+fn chat_message(e: &mut E2ee, me: ParticipantId, seen: &mut E2eeReport) -> Option<ClientMessage> {
+    if !e.in_group() || seen.removed {
+        return None;
+    }
+    let text = format!("chat {me} {}", seen.sent_count + 1);
+    match e.chat(&text) {
+        Ok(msg) => {
+            seen.sent_count += 1;
+            if seen.sent.len() < MAX_CHATS_KEPT {
+                seen.sent.push(SentChat {
+                    text,
+                    at: SystemTime::now(),
+                    epoch: e.epoch(),
+                    roster: e.roster(),
+                });
+            }
+            Some(msg)
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "chat message waits");
+            seen.chat_deferred += 1;
+            None
+        }
+    }
+}
+
 /// Joins, runs the media for `duration`, and reports.
 pub async fn run(opts: JoinOptions) -> Result<SessionReport, SessionError> {
     run_with(MediaOptions::default(), opts).await
@@ -264,6 +323,7 @@ pub async fn run_with(
         )
         .await?;
     tracing::info!(participant = %admission.you, "admitted");
+    let admitted_wall = SystemTime::now();
 
     // Say what we send: the server forwards only media the meeting allows.
     let sending = (
@@ -315,6 +375,10 @@ pub async fn run_with(
     };
 
     let end_at = tokio::time::Instant::now() + opts.duration;
+    let mut chat_at = match extra.chat_every {
+        Some(every) => tokio::time::Instant::now() + every,
+        None => end_at + Duration::from_secs(86_400),
+    };
     let stop = opts.stop.clone().unwrap_or_default();
     let mut next = Instant::now();
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -349,6 +413,15 @@ pub async fn run_with(
             }
             () = tokio::time::sleep_until(wake) => {
                 next = peer.handle_timeout(Instant::now())?;
+            }
+            () = tokio::time::sleep_until(chat_at) => {
+                chat_at = tokio::time::Instant::now() + CHAT_RETRY;
+                if let (Some(e), Some(every)) = (e2ee.as_mut(), extra.chat_every)
+                    && let Some(msg) = chat_message(e, admission.you, &mut e2ee_seen)
+                {
+                    sig.send(&msg).await?;
+                    chat_at = tokio::time::Instant::now() + every;
+                }
             }
         }
         for (to, data) in peer.take_transmits() {
@@ -401,6 +474,7 @@ pub async fn run_with(
         }
     }
     let media = peer.stats().clone();
+    let ended_at = SystemTime::now();
     sig.close().await;
     let recorded = match recording {
         Some(rec) => {
@@ -419,6 +493,8 @@ pub async fn run_with(
     });
     Ok(SessionReport {
         admission,
+        admitted_at: admitted_wall,
+        ended_at,
         media,
         active_speakers,
         recorded,

@@ -112,9 +112,23 @@ struct JoinArgs {
     /// start that long after admission. Repeat the flag for a schedule.
     #[arg(long, value_name = "WxH[@S]", value_parser = parse_view_size)]
     view_size: Vec<(std::time::Duration, u32, u32)>,
+    /// Send an end-to-end encrypted chat message every SECONDS once in the
+    /// group ("chat <participant id> <n>"); `--stats` lists what was sent
+    /// and received.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_chat_every)]
+    chat_every: Option<std::time::Duration>,
     /// Print receive statistics as JSON at the end.
     #[arg(long)]
     stats: bool,
+}
+
+/// `--chat-every`: 0.1 s to a day.
+fn parse_chat_every(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s.trim().parse().map_err(|e| format!("{s}: {e}"))?;
+    if !(0.1..=86_400.0).contains(&secs) {
+        return Err(format!("{s}: between 0.1 and 86400 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// `640x360` or `640x360@5` for `--view-size`.
@@ -299,6 +313,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         simulcast_ivf: args.simulcast_ivf.clone(),
         audio_level: args.audio_level,
         view_sizes: args.view_size.clone(),
+        chat_every: args.chat_every,
     };
     let report = run_with(
         media,
@@ -349,8 +364,33 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
                 )
             })
             .collect();
+        let unix_ms = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        };
+        let e2ee = report.e2ee.as_ref().map(|e| {
+            serde_json::json!({
+                "epoch": e.epoch,
+                "chats_sent": e.sent_count,
+                "chat_deferred": e.chat_deferred,
+                "sent": e.sent.iter().map(|c| serde_json::json!({
+                    "text": c.text,
+                    "at_ms": unix_ms(c.at),
+                    "epoch": c.epoch,
+                    "roster": c.roster,
+                })).collect::<Vec<_>>(),
+                "received": e.chats.iter().map(|(from, text)| serde_json::json!({
+                    "from": from,
+                    "text": text,
+                })).collect::<Vec<_>>(),
+            })
+        });
         let out = serde_json::json!({
             "participant": report.admission.you.0,
+            "admitted_at_ms": unix_ms(report.admitted_at),
+            "ended_at_ms": unix_ms(report.ended_at),
+            "ended_early": report.ended_early,
+            "e2ee": e2ee,
             "sent_frames": report.media.sent_frames,
             "received": received,
             "keyframe_requests": report.media.keyframe_requests,
