@@ -251,6 +251,18 @@ export class E2ee {
       this.run(async () => { this.committing = false; });
       return true;
     }
+    if (err.code === 'stale_chat') {
+      // Our oldest unanswered chat was encrypted in an epoch the group left
+      // before the server relayed it: nobody could open it. Encrypt it again
+      // now (the commit that ended its epoch came first) or after the next.
+      this.run(async () => {
+        const text = this.sentChat.shift();
+        if (text === undefined) return;
+        if (!this.member || !this.inGroup || this.proposalPending) this.chatQueue.unshift(text);
+        else this.sealAndSend(text);
+      });
+      return true;
+    }
     if (err.code === 'mls_refused') {
       this.run(async () => {
         this.committing = false;

@@ -5,7 +5,7 @@
 //! No frame ever leaves in clear: until the first epoch's keys exist the peer
 //! drops what it would send.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use conclave_e2ee::{E2eeError, EpochKeys, Member, Received, RosterCheck};
 use conclave_proto::{ClientMessage, ErrorCode, ParticipantId, ServerMessage};
@@ -35,8 +35,17 @@ pub struct E2ee {
     /// member's state; if the server then took the first, its echo could not
     /// be applied and this member would stay behind for good.
     committing: bool,
+    /// Texts of our chat messages the server has neither relayed back nor
+    /// refused yet, oldest first: it answers each in order.
+    unanswered: VecDeque<String>,
+    /// Texts the server refused as `stale_chat`, to encrypt again once MLS
+    /// lets us (after the commit that ended their epoch).
+    resend: VecDeque<String>,
     out: Vec<ClientMessage>,
 }
+
+/// Our chat texts kept for a possible resend, at most.
+const MAX_UNANSWERED_CHATS: usize = 64;
 
 fn b64(bytes: &[u8]) -> String {
     BASE64.encode(bytes)
@@ -59,6 +68,8 @@ impl E2ee {
             in_group: false,
             announced: BTreeSet::new(),
             committing: false,
+            unanswered: VecDeque::new(),
+            resend: VecDeque::new(),
             out: vec![ClientMessage::MlsKeyPackage { key_package }],
         })
     }
@@ -120,9 +131,26 @@ impl E2ee {
 
     /// A chat message for the server to relay.
     pub fn chat(&mut self, text: &str) -> Result<ClientMessage, E2eeError> {
-        Ok(ClientMessage::Chat {
-            payload: b64(&self.member.encrypt_chat(text)?),
-        })
+        let payload = b64(&self.member.encrypt_chat(text)?);
+        if self.unanswered.len() == MAX_UNANSWERED_CHATS {
+            self.unanswered.pop_front();
+        }
+        self.unanswered.push_back(text.to_string());
+        Ok(ClientMessage::Chat { payload })
+    }
+
+    /// Encrypts again, in the current epoch, what the server refused as stale.
+    fn resend_stale(&mut self) {
+        while let Some(text) = self.resend.pop_front() {
+            match self.chat(&text) {
+                Ok(msg) => self.out.push(msg),
+                Err(_) => {
+                    // MLS will not encrypt yet (a proposal waits): after the next commit.
+                    self.resend.push_front(text);
+                    break;
+                }
+            }
+        }
     }
 
     /// Commits the proposals received this epoch, if any; the server
@@ -197,6 +225,7 @@ impl E2ee {
                     }
                     Received::Commit { .. } => {
                         self.committing = false;
+                        self.resend_stale();
                         Ok(Some(self.keys()))
                     }
                     Received::Ignored => Ok(None),
@@ -204,6 +233,11 @@ impl E2ee {
             }
             ServerMessage::MlsCommitRequest if self.in_group => {
                 self.commit()?;
+                Ok(None)
+            }
+            ServerMessage::Chat { from, .. } if *from == self.me => {
+                // Ours, relayed: the server took it.
+                self.unanswered.pop_front();
                 Ok(None)
             }
             // Only an MLS application message opens: a commit sent as chat is refused.
@@ -214,6 +248,18 @@ impl E2ee {
                     from: chat.sender,
                     text: chat.text,
                 })),
+            // Encrypted in an epoch the group left before the server relayed
+            // it: nobody could open it. Again, in the current epoch.
+            ServerMessage::Error {
+                code: ErrorCode::StaleChat,
+                ..
+            } => {
+                if let Some(text) = self.unanswered.pop_front() {
+                    self.resend.push_back(text);
+                    self.resend_stale();
+                }
+                Ok(None)
+            }
             // The commit that won arrives as an mls_message; a refused one
             // leaves us free to commit when asked again.
             ServerMessage::Error {

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use conclave_e2ee::{DeliveryService, E2eeError};
+use conclave_e2ee::{ChatPayload, DeliveryService, E2eeError};
 use conclave_proto::{E2eeSetup, ErrorCode, MAX_MLS_BYTES, ParticipantId, ServerMessage};
 use data_encoding::BASE64;
 
@@ -89,12 +89,23 @@ fn decode(b64: &str) -> Result<Vec<u8>, ErrorCode> {
         .map_err(|_| ErrorCode::MlsRefused)
 }
 
-/// Whether a chat payload (base64, as the client sent it) carries an MLS handshake message:
-/// chat must never change the group. Payloads that are not base64 are left to the members.
-pub(crate) fn is_handshake_as_chat(payload: &str) -> bool {
-    BASE64
-        .decode(payload.as_bytes())
-        .is_ok_and(|bytes| DeliveryService::is_handshake_as_chat(&bytes))
+/// Whether the server relays a chat payload (base64, as the client sent it). Chat must never
+/// change the group, so an MLS handshake message is refused (`bad_message`). An application
+/// message of another epoch than the group's is refused as `stale_chat`: relayed after the
+/// commit that ended its epoch, no member could open it, so its sender encrypts it again.
+/// Payloads that are not base64 or no MLS message are left to the members, who refuse them.
+pub(crate) fn check_chat(payload: &str, group: Option<&Group>) -> Result<(), ErrorCode> {
+    let Ok(bytes) = BASE64.decode(payload.as_bytes()) else {
+        return Ok(());
+    };
+    match DeliveryService::classify_chat(&bytes) {
+        ChatPayload::Handshake => Err(ErrorCode::BadMessage),
+        ChatPayload::Application { epoch } => match group.and_then(|g| g.ds.epoch()) {
+            Some(current) if current != epoch => Err(ErrorCode::StaleChat),
+            _ => Ok(()),
+        },
+        ChatPayload::NotMls => Ok(()),
+    }
 }
 
 /// The credential of a member is its participant id in decimal.

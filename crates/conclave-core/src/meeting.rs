@@ -814,9 +814,11 @@ impl Meeting {
                 if payload.len() > MAX_CHAT_BYTES {
                     return Err(ErrorCode::ChatTooLarge);
                 }
-                if crate::group::is_handshake_as_chat(&payload) {
-                    tracing::warn!(participant = %me, "an MLS handshake message sent as chat refused");
-                    return Err(ErrorCode::BadMessage);
+                if let Err(code) = crate::group::check_chat(&payload, self.group.as_ref()) {
+                    if code == ErrorCode::BadMessage {
+                        tracing::warn!(participant = %me, "an MLS handshake message sent as chat refused");
+                    }
+                    return Err(code);
                 }
                 self.broadcast(&ServerMessage::Chat { from: me, payload });
                 Ok(())

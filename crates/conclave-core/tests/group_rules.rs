@@ -306,6 +306,75 @@ fn an_mls_handshake_sent_as_chat_is_refused_and_not_relayed() {
 }
 
 #[test]
+fn chat_of_an_epoch_the_group_has_left_is_refused_as_stale_and_not_relayed() {
+    let mut room = hosted();
+    room.join(2, None);
+    room.admit(2);
+    // Encrypted by the guest in this epoch, sent only after the group moved on.
+    let late = room
+        .members
+        .get_mut(&2)
+        .expect("member")
+        .encrypt_chat("late")
+        .expect("chat");
+    let epoch = room.member(2).epoch();
+    room.join(3, None);
+    room.admit(3);
+    assert!(room.member(2).epoch() > epoch, "the group moved on");
+    let relayed = |room: &Room| {
+        room.log(HOST)
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::Chat { .. }))
+            .count()
+    };
+    let before = relayed(&room);
+    let out = room.msg(
+        2,
+        ClientMessage::Chat {
+            payload: BASE64.encode(&late),
+        },
+    );
+    assert_eq!(error_of(&out, 2), Some(ErrorCode::StaleChat));
+    assert_eq!(
+        relayed(&room),
+        before,
+        "a chat nobody could open was relayed"
+    );
+    // Encrypted again in the current epoch, it goes through and opens.
+    let again = room
+        .members
+        .get_mut(&2)
+        .expect("member")
+        .encrypt_chat("late")
+        .expect("chat");
+    let out = room.msg(
+        2,
+        ClientMessage::Chat {
+            payload: BASE64.encode(&again),
+        },
+    );
+    assert_eq!(error_of(&out, 2), None);
+    let payload = room
+        .log(3)
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ServerMessage::Chat { payload, .. } => Some(payload.clone()),
+            _ => None,
+        })
+        .expect("relayed to the newcomer");
+    let bytes = BASE64.decode(payload.as_bytes()).expect("b64");
+    let opened = room
+        .members
+        .get_mut(&3)
+        .expect("newcomer")
+        .open_chat(&bytes)
+        .expect("opens")
+        .expect("a message");
+    assert_eq!(opened.text, "late");
+}
+
+#[test]
 fn the_first_member_creates_the_group_and_an_admitted_guest_is_added() {
     let mut room = hosted();
     assert!(

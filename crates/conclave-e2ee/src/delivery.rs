@@ -15,6 +15,17 @@ use crate::{
     mls::{self, DsConfig},
 };
 
+/// What [`DeliveryService::classify_chat`] found in a chat payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatPayload {
+    /// An MLS application message encrypted in `epoch`.
+    Application { epoch: u64 },
+    /// An MLS message that is not an application message.
+    Handshake,
+    /// Not an MLS message.
+    NotMls,
+}
+
 /// Name in the server's credential; never a participant id (those are digits only).
 const SERVER_NAME: &str = "conclave-server";
 
@@ -66,23 +77,28 @@ impl DeliveryService {
         })
     }
 
-    /// Whether a chat payload is an MLS message other than an application message: a proposal,
-    /// commit, Welcome, GroupInfo or key package sent where only chat belongs. The server relays
-    /// chat without reading it, but it can read this much (a PrivateMessage's content type is in
-    /// the clear), and handshake messages reach members only through the delivery service's
-    /// own message types. Bytes that are no MLS message at all are not this server's to judge:
-    /// members refuse them.
-    pub fn is_handshake_as_chat(payload: &[u8]) -> bool {
+    /// What a chat payload is, as far as the server can tell without a key: an application
+    /// message (a PrivateMessage whose content type, epoch and group are in the clear), an MLS
+    /// handshake message (a proposal, commit, Welcome, GroupInfo or key package sent where
+    /// only chat belongs), or no MLS message at all (members refuse those).
+    pub fn classify_chat(payload: &[u8]) -> ChatPayload {
         match MlsMessage::from_bytes(payload) {
-            Ok(message) => !matches!(
-                message.description(),
+            Ok(message) => match message.description() {
                 MlsMessageDescription::PrivateProtocolMessage {
                     content_type: ContentType::Application,
+                    epoch_id,
                     ..
-                }
-            ),
-            Err(_) => false,
+                } => ChatPayload::Application { epoch: epoch_id },
+                _ => ChatPayload::Handshake,
+            },
+            Err(_) => ChatPayload::NotMls,
         }
+    }
+
+    /// Whether a chat payload is an MLS message other than an application message
+    /// ([`DeliveryService::classify_chat`]).
+    pub fn is_handshake_as_chat(payload: &[u8]) -> bool {
+        Self::classify_chat(payload) == ChatPayload::Handshake
     }
 
     /// The server's SigningIdentity, encoded, for [`crate::Member::create_group`].

@@ -29,7 +29,7 @@ mod mls;
 pub mod rfc9605;
 mod rules;
 
-pub use delivery::DeliveryService;
+pub use delivery::{ChatPayload, DeliveryService};
 pub use error::E2eeError;
 pub use frame::{EpochKeys, FrameCrypto, FrameKind, PREVIOUS_EPOCH_GRACE_MS};
 pub use member::{Chat, CommitOut, Member, Received, RosterCheck};

@@ -51,6 +51,9 @@ pub enum ErrorCode {
     /// A commit for an epoch that another commit already ended (or that does
     /// not apply): discard it and process the commit that won.
     StaleCommit,
+    /// A chat message encrypted in an epoch the group has left: members no
+    /// longer hold its keys. Encrypt it again in the current epoch and resend.
+    StaleChat,
     /// The connection sent no `join` in time.
     Timeout,
     /// The server is shutting down.
@@ -83,6 +86,9 @@ impl ErrorCode {
             ErrorCode::MediaRefused => "media offer refused",
             ErrorCode::MlsRefused => "MLS message refused",
             ErrorCode::StaleCommit => "commit refused: another commit already ended this epoch",
+            ErrorCode::StaleChat => {
+                "chat refused: encrypted in an epoch the group has left; resend it"
+            }
             ErrorCode::Timeout => "no join message in time",
             ErrorCode::ShuttingDown => "the server is shutting down",
             ErrorCode::Internal => "internal error; nothing was changed",
