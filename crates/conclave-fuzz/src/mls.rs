@@ -91,6 +91,15 @@ pub fn run(data: &[u8]) {
                     "a refused message changed the code"
                 );
             }
+            // As chat: only an application message opens, and nothing moves the group.
+            let (epoch, code) = (member.epoch(), member.security_code());
+            let _ = member.open_chat(message);
+            assert_eq!(member.epoch(), epoch, "a chat payload moved the epoch");
+            assert_eq!(
+                member.security_code(),
+                code,
+                "a chat payload changed the code"
+            );
             // Whatever it was, the member goes on: it can still send.
             let _ = member.encrypt_chat("still here");
         }

@@ -3,7 +3,8 @@
 //! time, the rest is the frame.
 //!
 //! Checked: nothing panics; a frame this member encrypts decrypts to itself, clear header
-//! included, under the same keys; a frame that decrypts names a KID of the epoch.
+//! included, under the same keys; a frame that decrypts names a KID of the epoch, opens only
+//! as the participant of that KID ([`FrameCrypto::decrypt_from`]), and never twice (replay).
 
 use conclave_e2ee::{EpochKeys, FrameCrypto, FrameKind};
 
@@ -14,7 +15,7 @@ fn keys() -> EpochKeys {
         keys: (0x30..0x34u64)
             .map(|kid| (kid, vec![kid as u8; 32]))
             .collect(),
-        ..EpochKeys::default()
+        senders: (0x30..0x34u64).map(|kid| (kid, format!("{kid}"))).collect(),
     }
 }
 
@@ -41,6 +42,16 @@ pub fn run(data: &[u8]) {
             keys.keys.iter().any(|(k, _)| *k == kid),
             "unknown KID {kid}"
         );
+        assert!(
+            crypto.decrypt(kind, frame, now_ms, &mut out).is_err(),
+            "a frame decrypted twice (replay)"
+        );
+    }
+    // As a track of one participant: only that participant's KID opens.
+    let mut bound = FrameCrypto::new();
+    bound.set_epoch(&keys, 0);
+    if let Ok(kid) = bound.decrypt_from(kind, frame, "49", now_ms, &mut out) {
+        assert_eq!(kid, 0x31, "a frame opened as another participant's");
     }
 
     let mut wire = Vec::new();
