@@ -37,7 +37,7 @@ pub enum Event {
     /// whether it is forwarded ([`crate::Router::set_forwarding`]).
     Published { peer: PeerId, mid: Mid },
     /// `peer` is now the active speaker: the loudest audio source, by the
-    /// rules of [`crate::speaker`].
+    /// rules of the active-speaker detector (`speaker.rs`).
     ActiveSpeaker { peer: PeerId },
     /// ICE and DTLS are up: media can flow to and from `peer`.
     Connected { peer: PeerId },

@@ -58,7 +58,7 @@ mod vp8;
 pub use error::MediaError;
 pub use event::{Event, ForwardedTrack};
 pub use peer::{PeerId, TrackId};
-pub use router::{DEFAULT_INITIAL_BANDWIDTH, RESELECT_INTERVAL, Router, RouterConfig};
+pub use router::{DEFAULT_INITIAL_BANDWIDTH, Router, RouterConfig};
 pub use stats::{PeerStats, RouterStats};
 pub use transmit::Transmit;
 

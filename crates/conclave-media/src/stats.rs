@@ -43,7 +43,8 @@ pub struct PeerStats {
 /// Counters for the router as a whole.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouterStats {
-    /// Every datagram offered to [`crate::Router::handle_receive`].
+    /// Every datagram handed to [`crate::Router::handle_receive`] or taken by
+    /// [`crate::Router::handle_receive_from`].
     pub datagrams_in: u64,
     /// Datagrams that are not STUN, DTLS, RTP or RTCP at all.
     pub garbage: u64,
@@ -52,7 +53,8 @@ pub struct RouterStats {
     pub unknown_source: u64,
     /// Datagrams dropped because the transmit queue was full.
     pub transmits_dropped: u64,
-    /// Keyframe requests merged into one sent later (see [`crate::keyframe`]).
+    /// Keyframe requests merged into one sent later (the per-layer throttle,
+    /// `keyframe.rs`).
     pub keyframe_requests_deferred: u64,
     /// Changes of active speaker announced ([`crate::Event::ActiveSpeaker`]).
     pub speaker_changes: u64,

@@ -36,7 +36,7 @@
 //! rid. Each subscriber gets one of them, chosen by [`crate::layers`] from the
 //! size it shows the video at ([`Router::set_view_size`]) and its share of
 //! its egress bandwidth estimate (str0m's TWCC-based BWE, on for every peer).
-//! The choice is revisited every [`RESELECT_INTERVAL`]. A subscriber moves to
+//! The choice is revisited every [`simulcast::RESELECT_INTERVAL`]. A subscriber moves to
 //! a new layer only at a key frame of that layer, which the router asks the
 //! publisher for (PLI on that layer, throttled); until then it keeps getting
 //! the old layer. Packets of a layer nobody receives go nowhere and cause no
@@ -65,7 +65,6 @@ use crate::speaker::SpeakerDetector;
 use crate::stats::{PeerStats, RouterStats};
 use crate::transmit::{DEFAULT_MAX_QUEUED_TRANSMITS, Transmit, TransmitQueue};
 
-pub use simulcast::RESELECT_INTERVAL;
 use simulcast::Track;
 
 /// Events queued for the shell before the oldest are dropped. The shell
