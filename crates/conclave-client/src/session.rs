@@ -281,6 +281,37 @@ pub async fn run_with(
     extra: MediaOptions,
     opts: JoinOptions,
 ) -> Result<SessionReport, SessionError> {
+    let sources = read_sources(&opts, &extra)?;
+    let (mut sig, admission) = join(&opts).await?;
+    let admitted_wall = SystemTime::now();
+    let (socket, mut peer) = start_media(&mut sig, &opts, &extra, sources).await?;
+    let views = ViewSizes::new(&extra.view_sizes, tokio::time::Instant::now());
+    let e2ee = join_group(opts.outside_group, &admission, &mut peer, &mut sig).await?;
+    let recording = start_recording(opts.record.as_deref(), &mut peer)?;
+    let mut live = Live {
+        sig,
+        socket,
+        peer,
+        e2ee,
+        e2ee_seen: E2eeReport::default(),
+        recording,
+        views,
+        active_speakers: Vec::new(),
+    };
+    let end_at = tokio::time::Instant::now() + opts.duration;
+    let stop = opts.stop.clone().unwrap_or_default();
+    let ended_early = live
+        .media_loop(admission.you, extra.chat_every, end_at, &stop)
+        .await?;
+    live.report(admission, admitted_wall, ended_early).await
+}
+
+/// Everything to send, read before connecting so a bad file fails the run
+/// before anyone sees this client join.
+fn read_sources(
+    opts: &JoinOptions,
+    extra: &MediaOptions,
+) -> Result<Vec<SourceMedia>, SessionError> {
     let mut sources = Vec::new();
     if let Some(p) = &opts.send_ivf {
         sources.push(read_ivf(p)?);
@@ -309,6 +340,12 @@ pub async fn run_with(
             fps: 50,
         });
     }
+    Ok(sources)
+}
+
+/// Connects and joins with the passcode given (else the invite's), waiting
+/// in the waiting room up to `patience` until admitted.
+async fn join(opts: &JoinOptions) -> Result<(Signaling, Admission), SessionError> {
     let mut sig = Signaling::connect(&opts.invite, opts.token.as_deref()).await?;
     let passcode = opts
         .passcode
@@ -323,9 +360,17 @@ pub async fn run_with(
         )
         .await?;
     tracing::info!(participant = %admission.you, "admitted");
-    let admitted_wall = SystemTime::now();
+    Ok((sig, admission))
+}
 
-    // Say what we send: the server forwards only media the meeting allows.
+/// Says what this client sends (the server forwards only media the meeting
+/// allows), binds the media socket and offers the tracks.
+async fn start_media(
+    sig: &mut Signaling,
+    opts: &JoinOptions,
+    extra: &MediaOptions,
+    sources: Vec<SourceMedia>,
+) -> Result<(UdpSocket, ClientPeer), SessionError> {
     let sending = (
         opts.send_ogg.is_some() || opts.synthetic,
         opts.send_ivf.is_some() || opts.synthetic || !extra.simulcast_ivf.is_empty(),
@@ -338,167 +383,275 @@ pub async fn run_with(
         })
         .await?;
     }
-
     let socket = UdpSocket::bind(SocketAddr::new(opts.bind, 0)).await?;
     let local = socket.local_addr()?;
     let (mut peer, offer) = ClientPeer::new(local, sources, Instant::now())?;
     peer.set_audio_level(extra.audio_level);
     sig.send(&offer).await?;
-    let admitted_at = tokio::time::Instant::now();
-    let mut views = extra.view_sizes.clone();
-    views.sort_by_key(|v| std::cmp::Reverse(v.0));
-    let mut view: Option<(u32, u32)> = None;
-    // The videos told the current view size.
-    let mut told: Vec<(ParticipantId, MediaKind)> = Vec::new();
-    let mut active_speakers = Vec::new();
-    let mut e2ee = if opts.outside_group {
-        None
-    } else {
-        peer.require_e2ee();
-        let mut e = E2ee::new(admission.you)?;
-        e.set_participants(admission.participants.iter().map(|p| p.id));
-        for m in e.take_messages() {
-            sig.send(&m).await?;
-        }
-        Some(e)
-    };
-    let mut e2ee_seen = E2eeReport::default();
-    let mut recording = match &opts.record {
-        Some(dir) => {
-            peer.keep_frames(true);
-            Some(Recording::new(dir).map_err(|source| SessionError::Input {
-                path: dir.clone(),
-                source,
-            })?)
-        }
-        None => None,
-    };
+    Ok((socket, peer))
+}
 
-    let end_at = tokio::time::Instant::now() + opts.duration;
-    let mut chat_at = match extra.chat_every {
-        Some(every) => tokio::time::Instant::now() + every,
-        None => end_at + Duration::from_secs(86_400),
+/// The E2EE member: it hands in its key package and knows whom the server
+/// announced, and from then on the peer takes only frames it can decrypt.
+/// `None` outside the group (tests looking at what the server sees).
+async fn join_group(
+    outside_group: bool,
+    admission: &Admission,
+    peer: &mut ClientPeer,
+    sig: &mut Signaling,
+) -> Result<Option<E2ee>, SessionError> {
+    if outside_group {
+        return Ok(None);
+    }
+    peer.require_e2ee();
+    let mut e = E2ee::new(admission.you)?;
+    e.set_participants(admission.participants.iter().map(|p| p.id));
+    for m in e.take_messages() {
+        sig.send(&m).await?;
+    }
+    Ok(Some(e))
+}
+
+/// A recording into `dir`, if asked for; the peer then keeps every frame it
+/// receives for it.
+fn start_recording(
+    dir: Option<&Path>,
+    peer: &mut ClientPeer,
+) -> Result<Option<Recording>, SessionError> {
+    let Some(dir) = dir else {
+        return Ok(None);
     };
-    let stop = opts.stop.clone().unwrap_or_default();
-    let mut next = Instant::now();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut ended_early = None;
-    loop {
-        let wake = tokio::time::Instant::from_std(next);
-        tokio::select! {
-            () = tokio::time::sleep_until(end_at) => break,
-            () = stop.notified() => break,
-            msg = sig.recv() => match observe(msg?, e2ee.as_mut(), &mut peer, &mut e2ee_seen) {
-                Some(ServerMessage::MediaAnswer { sdp }) => peer.accept_answer(&sdp, Instant::now())?,
-                Some(ServerMessage::MediaOffer { sdp, tracks }) => {
-                    peer.accept_offer(&sdp, tracks, Instant::now())?;
-                }
-                Some(ServerMessage::Removed) => { ended_early = Some("removed".into()); break; }
-                Some(ServerMessage::Ended { reason }) => { ended_early = Some(format!("ended: {reason:?}")); break; }
-                Some(ServerMessage::Error { code, message, .. }) => {
-                    tracing::warn!(?code, %message, "server error");
-                }
-                Some(ServerMessage::ActiveSpeaker { participant }) => {
-                    tracing::debug!(%participant, "active speaker");
-                    if active_speakers.len() < MAX_SPEAKERS_KEPT {
-                        active_speakers.push(participant);
+    peer.keep_frames(true);
+    let recording = Recording::new(dir).map_err(|source| SessionError::Input {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(Some(recording))
+}
+
+/// The view sizes still due ([`MediaOptions::view_sizes`]), the one in force
+/// and the videos already told it.
+struct ViewSizes {
+    /// Latest first, so the next due is last.
+    due: Vec<(Duration, u32, u32)>,
+    admitted_at: tokio::time::Instant,
+    current: Option<(u32, u32)>,
+    told: Vec<(ParticipantId, MediaKind)>,
+}
+
+impl ViewSizes {
+    fn new(sizes: &[(Duration, u32, u32)], admitted_at: tokio::time::Instant) -> Self {
+        let mut due = sizes.to_vec();
+        due.sort_by_key(|v| std::cmp::Reverse(v.0));
+        ViewSizes {
+            due,
+            admitted_at,
+            current: None,
+            told: Vec::new(),
+        }
+    }
+
+    /// The `view_size` messages due now: a new size goes to every video
+    /// received, and the one in force to videos that appeared since.
+    fn messages(&mut self, stats: &PeerStats) -> Vec<ClientMessage> {
+        while self
+            .due
+            .last()
+            .is_some_and(|v| self.admitted_at + v.0 <= tokio::time::Instant::now())
+        {
+            if let Some((_, w, h)) = self.due.pop() {
+                self.current = Some((w, h));
+                self.told.clear();
+            }
+        }
+        let Some((width, height)) = self.current else {
+            return Vec::new();
+        };
+        let videos: Vec<(ParticipantId, MediaKind)> = stats
+            .received
+            .values()
+            .filter_map(|t| Some((t.participant?, t.kind?)))
+            .filter(|(p, k)| {
+                matches!(k, MediaKind::Video | MediaKind::Screen) && !self.told.contains(&(*p, *k))
+            })
+            .collect();
+        self.told.extend(&videos);
+        videos
+            .into_iter()
+            .map(|(participant, kind)| ClientMessage::ViewSize {
+                participant,
+                kind,
+                width,
+                height,
+            })
+            .collect()
+    }
+}
+
+/// An admitted session's moving parts, from the media loop to the report.
+struct Live {
+    sig: Signaling,
+    socket: UdpSocket,
+    peer: ClientPeer,
+    e2ee: Option<E2ee>,
+    e2ee_seen: E2eeReport,
+    recording: Option<Recording>,
+    views: ViewSizes,
+    active_speakers: Vec<ParticipantId>,
+}
+
+impl Live {
+    /// Runs the media until `end_at`, a `stop`, or the meeting lets this
+    /// client go (then why, for the report).
+    async fn media_loop(
+        &mut self,
+        you: ParticipantId,
+        chat_every: Option<Duration>,
+        end_at: tokio::time::Instant,
+        stop: &tokio::sync::Notify,
+    ) -> Result<Option<String>, SessionError> {
+        let mut chat_at = match chat_every {
+            Some(every) => tokio::time::Instant::now() + every,
+            None => end_at + Duration::from_secs(86_400),
+        };
+        let mut next = Instant::now();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let wake = tokio::time::Instant::from_std(next);
+            tokio::select! {
+                () = tokio::time::sleep_until(end_at) => return Ok(None),
+                () = stop.notified() => return Ok(None),
+                msg = self.sig.recv() => {
+                    if let Some(why) = self.on_message(msg?)? {
+                        return Ok(Some(why));
                     }
                 }
-                Some(other) => tracing::debug!(kind = other.kind(), "signaling"),
-                None => { ended_early = Some("connection closed".into()); break; }
-            },
-            recv = socket.recv_from(&mut buf) => {
-                let (n, from) = recv?;
-                peer.handle_datagram(from, &buf[..n], Instant::now())?;
-            }
-            () = tokio::time::sleep_until(wake) => {
-                next = peer.handle_timeout(Instant::now())?;
-            }
-            () = tokio::time::sleep_until(chat_at) => {
-                chat_at = tokio::time::Instant::now() + CHAT_RETRY;
-                if let (Some(e), Some(every)) = (e2ee.as_mut(), extra.chat_every)
-                    && let Some(msg) = chat_message(e, admission.you, &mut e2ee_seen)
-                {
-                    sig.send(&msg).await?;
-                    chat_at = tokio::time::Instant::now() + every;
+                recv = self.socket.recv_from(&mut buf) => {
+                    let (n, from) = recv?;
+                    self.peer.handle_datagram(from, &buf[..n], Instant::now())?;
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    next = self.peer.handle_timeout(Instant::now())?;
+                }
+                () = tokio::time::sleep_until(chat_at) => {
+                    chat_at = self.send_chat(you, chat_every).await?;
                 }
             }
+            self.after_wake().await?;
         }
-        for (to, data) in peer.take_transmits() {
-            socket.send_to(&data, to).await?;
+    }
+
+    /// A server message, seen first by the MLS member. Returns why the
+    /// session ends, if this message ends it.
+    fn on_message(&mut self, msg: Option<ServerMessage>) -> Result<Option<String>, SessionError> {
+        let msg = observe(msg, self.e2ee.as_mut(), &mut self.peer, &mut self.e2ee_seen);
+        match msg {
+            Some(ServerMessage::MediaAnswer { sdp }) => {
+                self.peer.accept_answer(&sdp, Instant::now())?;
+            }
+            Some(ServerMessage::MediaOffer { sdp, tracks }) => {
+                self.peer.accept_offer(&sdp, tracks, Instant::now())?;
+            }
+            Some(ServerMessage::Removed) => return Ok(Some("removed".into())),
+            Some(ServerMessage::Ended { reason }) => return Ok(Some(format!("ended: {reason:?}"))),
+            Some(ServerMessage::Error { code, message, .. }) => {
+                tracing::warn!(?code, %message, "server error");
+            }
+            Some(ServerMessage::ActiveSpeaker { participant }) => {
+                tracing::debug!(%participant, "active speaker");
+                if self.active_speakers.len() < MAX_SPEAKERS_KEPT {
+                    self.active_speakers.push(participant);
+                }
+            }
+            Some(other) => tracing::debug!(kind = other.kind(), "signaling"),
+            None => return Ok(Some("connection closed".into())),
         }
-        for msg in peer.take_messages() {
-            sig.send(&msg).await?;
-        }
-        // The view size due now, for every video received.
-        while views
-            .last()
-            .is_some_and(|v| admitted_at + v.0 <= tokio::time::Instant::now())
+        Ok(None)
+    }
+
+    /// Sends the next chat message when one is due; returns when to try
+    /// again (soon, if MLS would not encrypt it yet).
+    async fn send_chat(
+        &mut self,
+        you: ParticipantId,
+        chat_every: Option<Duration>,
+    ) -> Result<tokio::time::Instant, SessionError> {
+        let retry = tokio::time::Instant::now() + CHAT_RETRY;
+        if let (Some(e), Some(every)) = (self.e2ee.as_mut(), chat_every)
+            && let Some(msg) = chat_message(e, you, &mut self.e2ee_seen)
         {
-            if let Some((_, w, h)) = views.pop() {
-                view = Some((w, h));
-                told.clear();
-            }
+            self.sig.send(&msg).await?;
+            return Ok(tokio::time::Instant::now() + every);
         }
-        if let Some((width, height)) = view {
-            let videos: Vec<(ParticipantId, MediaKind)> = peer
-                .stats()
-                .received
-                .values()
-                .filter_map(|t| Some((t.participant?, t.kind?)))
-                .filter(|(p, k)| {
-                    matches!(k, MediaKind::Video | MediaKind::Screen) && !told.contains(&(*p, *k))
-                })
-                .collect();
-            for (participant, kind) in videos {
-                sig.send(&ClientMessage::ViewSize {
-                    participant,
-                    kind,
-                    width,
-                    height,
-                })
-                .await?;
-                told.push((participant, kind));
-            }
+        Ok(retry)
+    }
+
+    /// After every wake, whatever woke it: what the peer has to send, view
+    /// sizes due, the MLS member's messages, and received frames to record.
+    async fn after_wake(&mut self) -> Result<(), SessionError> {
+        for (to, data) in self.peer.take_transmits() {
+            self.socket.send_to(&data, to).await?;
         }
-        for msg in e2ee.as_mut().map(E2ee::take_messages).unwrap_or_default() {
-            sig.send(&msg).await?;
+        for msg in self.peer.take_messages() {
+            self.sig.send(&msg).await?;
         }
-        if let Some(rec) = recording.as_mut() {
-            for frame in peer.take_frames() {
+        for msg in self.views.messages(self.peer.stats()) {
+            self.sig.send(&msg).await?;
+        }
+        for msg in self
+            .e2ee
+            .as_mut()
+            .map(E2ee::take_messages)
+            .unwrap_or_default()
+        {
+            self.sig.send(&msg).await?;
+        }
+        if let Some(rec) = self.recording.as_mut() {
+            for frame in self.peer.take_frames() {
                 rec.write(&frame).map_err(|source| SessionError::Input {
                     path: rec.dir().to_path_buf(),
                     source,
                 })?;
             }
         }
+        Ok(())
     }
-    let media = peer.stats().clone();
-    let ended_at = SystemTime::now();
-    sig.close().await;
-    let recorded = match recording {
-        Some(rec) => {
-            let dir = rec.dir().to_path_buf();
-            rec.finish()
-                .map_err(|source| SessionError::Input { path: dir, source })?
-        }
-        None => Vec::new(),
-    };
-    let e2ee = e2ee.map(|e| E2eeReport {
-        epoch: e.epoch(),
-        security_code: e.security_code(),
-        roster: e.roster(),
-        not_announced: e.roster_check().not_announced,
-        ..e2ee_seen
-    });
-    Ok(SessionReport {
-        admission,
-        admitted_at: admitted_wall,
-        ended_at,
-        media,
-        active_speakers,
-        recorded,
-        e2ee,
-        ended_early,
-    })
+
+    /// Closes the connection and the recording, and says what happened.
+    async fn report(
+        self,
+        admission: Admission,
+        admitted_at: SystemTime,
+        ended_early: Option<String>,
+    ) -> Result<SessionReport, SessionError> {
+        let media = self.peer.stats().clone();
+        let ended_at = SystemTime::now();
+        self.sig.close().await;
+        let recorded = match self.recording {
+            Some(rec) => {
+                let dir = rec.dir().to_path_buf();
+                rec.finish()
+                    .map_err(|source| SessionError::Input { path: dir, source })?
+            }
+            None => Vec::new(),
+        };
+        let e2ee_seen = self.e2ee_seen;
+        let e2ee = self.e2ee.map(|e| E2eeReport {
+            epoch: e.epoch(),
+            security_code: e.security_code(),
+            roster: e.roster(),
+            not_announced: e.roster_check().not_announced,
+            ..e2ee_seen
+        });
+        Ok(SessionReport {
+            admission,
+            admitted_at,
+            ended_at,
+            media,
+            active_speakers: self.active_speakers,
+            recorded,
+            e2ee,
+            ended_early,
+        })
+    }
 }
