@@ -4,7 +4,14 @@
 //!   the waiting room, lock, bans, permissions, suspension, resume after a
 //!   dropped socket. Feed it [`Input`]s with the current instant, drain
 //!   [`Output`]s with `poll_output()` until it returns `None`, and call it again
-//!   with [`Input::Timeout`] at `poll_timeout()`.
+//!   with [`Input::Timeout`] at `poll_timeout()`. Its `mod.rs` holds the types
+//!   and routes each client message by family to a file per concern:
+//!   `join.rs` (joining, the waiting room, resume), `moderation.rs` (who may
+//!   act on whom, remove and ban, roles, lock, suspension, permissions),
+//!   `media.rs` (what a member may send, offers and answers, router reports),
+//!   `leave.rs` (leaving, dropped sockets, timeouts, the end), `delivery.rs`
+//!   (the MLS group kept in step, per-seat MLS logs for resumes, chat) and
+//!   `broadcast.rs` (who is told what).
 //! - [`media`]: the commands the core gives the media router and the reports
 //!   it takes back; the router never talks to a client except through the core.
 //! - `group`: the meeting's MLS group as its delivery service sees it (who is
