@@ -1,9 +1,7 @@
 //! Accounts over HTTP: the first-start sign-in link, passwords, the sign-in
 //! rate limit, closed sign-up and personal API tokens.
 
-mod common;
-
-use common::{PASSWORD, TestServer};
+use crate::common::{PASSWORD, TestServer};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -49,7 +47,7 @@ async fn first_start_sign_in_link_works_once_then_a_password_is_set() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_strict_cookie(&session_set_cookie(&resp));
-    let (_, user) = common::read(resp).await;
+    let (_, user) = crate::common::read(resp).await;
     assert_eq!(user["username"], "admin");
     assert_eq!(user["is_admin"], true);
     assert_eq!(user["has_password"], false);
@@ -175,7 +173,7 @@ async fn repeated_failed_sign_ins_are_answered_429_with_retry_after() {
         .parse()
         .unwrap();
     assert!(retry > 0);
-    let (_, body) = common::read(resp).await;
+    let (_, body) = crate::common::read(resp).await;
     assert_eq!(body["error"], "too_many_attempts");
     assert!(api.cookie_header().is_none());
     // One-time links are guarded by the same limiter.
@@ -249,7 +247,7 @@ async fn api_tokens_can_be_created_used_listed_and_revoked() {
     let token_id = created["id"].as_i64().unwrap();
 
     // A script uses it without any cookie.
-    let bot = common::Api::with_bearer(&server, &token);
+    let bot = crate::common::Api::with_bearer(&server, &token);
     let (status, me) = bot.get("/api/v1/me").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["username"], "alice");

@@ -3,17 +3,15 @@
 //! gets a clear error or is closed, everyone else is served, nothing persisted
 //! changes.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{Meeting, QUIET, TestServer, WsOpts, join};
+use crate::common::{Meeting, QUIET, TestServer, WsOpts, join};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn setup() -> (TestServer, common::Api, Meeting) {
+async fn setup() -> (TestServer, crate::common::Api, Meeting) {
     let server = TestServer::start().await;
     let alice = server.signed_in("alice").await;
     let meeting = alice.create_meeting(json!({"title": "Robust"})).await;
@@ -175,7 +173,7 @@ async fn a_flooding_client_is_throttled_then_closed_while_others_carry_on() {
     let mut floods = 0;
     let mut chats = 0;
     let mut closed = false;
-    while let Ok(Some(frame)) = tokio::time::timeout(common::TIMEOUT, rx.next()).await {
+    while let Ok(Some(frame)) = tokio::time::timeout(crate::common::TIMEOUT, rx.next()).await {
         match frame {
             Ok(Message::Text(t)) => {
                 let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
@@ -308,8 +306,12 @@ async fn a_thousand_silent_sockets_neither_keep_others_out_nor_stay_open() {
     );
 }
 
-async fn silent_socket(addr: std::net::SocketAddr, meeting: &str, from: Ipv4Addr) -> common::Ws {
-    common::open_ws(addr, meeting, WsOpts::from(from))
+async fn silent_socket(
+    addr: std::net::SocketAddr,
+    meeting: &str,
+    from: Ipv4Addr,
+) -> crate::common::Ws {
+    crate::common::open_ws(addr, meeting, WsOpts::from(from))
         .await
         .expect("a silent socket connects")
 }

@@ -4,11 +4,9 @@
 //! different people by connecting from different loopback addresses
 //! (127.0.0.N); the host is on 127.0.0.1.
 
-mod common;
-
 use std::net::Ipv4Addr;
 
-use common::{Meeting, TestServer, Ws, WsOpts, join};
+use crate::common::{Meeting, TestServer, Ws, WsOpts, join};
 use conclave::guest::GuestIds;
 use conclave_core::BanKey;
 use serde_json::{Value, json};

@@ -1,14 +1,12 @@
 //! End-to-end encryption through a real server: members agree on the group
 //! and read each other's media; what the server forwards is ciphertext.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use conclave_client::ivf::IvfReader;
 use conclave_client::session::run;
 use serde_json::json;
-use support::*;
 
 fn sample_frames() -> Vec<Vec<u8>> {
     let file = std::fs::File::open(sample("video-320x240.ivf")).expect("sample");

@@ -4,12 +4,10 @@
 //! an attempt counts before its check runs, so sending guesses together buys
 //! no more checks than sending them one after another.
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use common::{Api, Frame, Meeting, PASSWORD, TestServer, Ws, WsOpts, join};
+use crate::common::{Api, Frame, Meeting, PASSWORD, TestServer, Ws, WsOpts, join};
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -317,7 +315,7 @@ async fn wrong_passwords_at_once_get_at_most_five_checks() {
             .send()
             .await
             .expect("sign-in request");
-        common::read(resp).await
+        crate::common::read(resp).await
     };
     let (mut statuses, (alice_status, alice_body)) = tokio::join!(wave(0), alice);
     assert_eq!(alice_status, StatusCode::OK, "{alice_body}");

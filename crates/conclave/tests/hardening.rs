@@ -4,9 +4,7 @@
 //! with a key twice, the OpenAPI document's security and error responses,
 //! and `Cache-Control: no-store` on every API answer.
 
-mod common;
-
-use common::{PASSWORD, TestServer};
+use crate::common::{PASSWORD, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
@@ -200,7 +198,7 @@ async fn api_bodies_must_be_json_objects() {
                     .await
                     .expect("request");
                 assert_eq!(cache_control(&resp).as_deref(), Some("no-store"));
-                let (status, err) = common::read(resp).await;
+                let (status, err) = crate::common::read(resp).await;
                 assert_eq!(
                     status,
                     StatusCode::BAD_REQUEST,
@@ -247,7 +245,7 @@ async fn a_signaling_message_with_a_key_twice_is_refused_and_changes_nothing() {
         .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
     let (mut host, _) = server.host_joins(&alice, &m.id).await;
-    let mut guest = server.ws(&m.id, common::WsOpts::default()).await;
+    let mut guest = server.ws(&m.id, crate::common::WsOpts::default()).await;
     // Before joining: a join whose second `type` would make it a leave, and
     // one whose second name would replace the first.
     guest
@@ -261,7 +259,7 @@ async fn a_signaling_message_with_a_key_twice_is_refused_and_changes_nothing() {
         ))
         .await;
     guest.expect_error("bad_message").await;
-    guest.send(common::join("Grace", &m.passcode)).await;
+    guest.send(crate::common::join("Grace", &m.passcode)).await;
     assert_eq!(guest.recv().await["type"], "joined");
     host.recv_until("participant_joined").await;
     // In the meeting: a chat that is also a leave, with the key spelt with
@@ -283,7 +281,7 @@ async fn a_signaling_message_with_a_key_twice_is_refused_and_changes_nothing() {
         host.expect_error("bad_message").await;
     }
     // Nobody left, nothing was said, the permissions are as they were.
-    host.expect_silence(common::QUIET).await;
+    host.expect_silence(crate::common::QUIET).await;
     guest
         .send(json!({"type": "chat", "payload": "still here"}))
         .await;

@@ -2,16 +2,14 @@
 //! one answer for wrong passcodes and unknown meetings, and the join rate
 //! limits per address and per meeting.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use common::{Meeting, QUIET, TestServer, WsOpts, join};
+use crate::common::{Meeting, QUIET, TestServer, WsOpts, join};
 use serde_json::{Value, json};
 
 /// A server, alice signed in, and a meeting of hers with the safe defaults.
-async fn setup() -> (TestServer, common::Api, Meeting) {
+async fn setup() -> (TestServer, crate::common::Api, Meeting) {
     let server = TestServer::start().await;
     let alice = server.signed_in("alice").await;
     let meeting = alice.create_meeting(json!({"title": "Planning"})).await;

@@ -1,13 +1,11 @@
 //! Media through the server's router between native clients: what one sends,
 //! the other receives, and only what the meeting allows.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use conclave_client::session::{SessionReport, run};
 use serde_json::json;
-use support::*;
 
 /// Frames received from `from`, by kind.
 fn received(report: &SessionReport, from: u64, kind: &str) -> u64 {

@@ -1,10 +1,8 @@
 //! A meeting's life over real sockets: joining, the waiting room, moderation,
 //! resume after a drop, and the end.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 async fn guest(server: &TestServer, meeting: &serde_json::Value, n: u8) -> Ws {
     Ws::connect(

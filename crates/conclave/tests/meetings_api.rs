@@ -1,11 +1,9 @@
 //! The meetings API: safe defaults, ownership, updates, refusal of bad input,
 //! deletion, the OpenAPI document, health and the cross-origin guard.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::TestServer;
+use crate::common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -169,9 +167,9 @@ async fn settings_change_and_the_passcode_can_be_regenerated() {
     // The old passcode no longer opens the meeting; the new one does (and with
     // the waiting room off, straight in).
     let mut ws = server.ws(&m.id, Default::default()).await;
-    ws.send(common::join("Guest", &m.passcode)).await;
+    ws.send(crate::common::join("Guest", &m.passcode)).await;
     ws.expect_error("join_refused").await;
-    ws.send(common::join("Guest", &fresh)).await;
+    ws.send(crate::common::join("Guest", &fresh)).await;
     let joined = ws.recv().await;
     assert_eq!(joined["type"], "joined", "{joined}");
     assert_eq!(joined["role"], "participant");
@@ -256,7 +254,7 @@ async fn invalid_meeting_input_is_refused_and_changes_nothing() {
             .send()
             .await
             .unwrap();
-        let (status, err) = common::read(resp).await;
+        let (status, err) = crate::common::read(resp).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{ctype} {body:?}: {err}");
         assert_eq!(err["error"], "invalid");
     }
@@ -286,7 +284,7 @@ async fn a_deleted_meeting_is_gone() {
     assert_eq!(alice.meetings().await, json!([keep.view]));
     // Joining it now is like joining a meeting that never existed.
     let mut ws = server.ws(&m.id, Default::default()).await;
-    ws.send(common::join("Late", &m.passcode)).await;
+    ws.send(crate::common::join("Late", &m.passcode)).await;
     ws.expect_error("join_refused").await;
 }
 
@@ -343,7 +341,8 @@ async fn cross_origin_requests_are_refused() {
         ),
         (reqwest::Method::POST, "/api/v1/tokens".to_string()),
     ] {
-        let (status, body) = common::read(evil(method.clone(), &path).send().await.unwrap()).await;
+        let (status, body) =
+            crate::common::read(evil(method.clone(), &path).send().await.unwrap()).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
         assert_eq!(body["error"], "forbidden");
     }
@@ -354,7 +353,7 @@ async fn cross_origin_requests_are_refused() {
         .api()
         .request(reqwest::Method::POST, "/api/v1/auth/signin")
         .header("origin", "http://evil.example")
-        .json(&json!({"username": "alice", "password": common::PASSWORD}))
+        .json(&json!({"username": "alice", "password": crate::common::PASSWORD}))
         .send()
         .await
         .unwrap();

@@ -2,12 +2,10 @@
 //! ban (surviving a restart), suspend, resume after a drop, ending a meeting,
 //! deleting a running one and a graceful server shutdown.
 
-mod common;
-
-use common::{Meeting, QUIET, TestServer, Ws, WsOpts, join};
+use crate::common::{Meeting, QUIET, TestServer, Ws, WsOpts, join};
 use serde_json::{Value, json};
 
-async fn setup() -> (TestServer, common::Api, Meeting) {
+async fn setup() -> (TestServer, crate::common::Api, Meeting) {
     let server = TestServer::start().await;
     let alice = server.signed_in("alice").await;
     let meeting = alice.create_meeting(json!({"title": "Standup"})).await;

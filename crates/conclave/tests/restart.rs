@@ -1,8 +1,6 @@
 //! The real binary: the first start prints a one-time sign-in link, and a
 //! server killed with SIGKILL comes back with its accounts and meetings intact.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -71,7 +69,7 @@ async fn serve(data_dir: &Path) -> Serve {
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
-        .timeout(common::TIMEOUT)
+        .timeout(crate::common::TIMEOUT)
         .build()
         .unwrap()
 }
@@ -97,7 +95,7 @@ async fn the_first_start_prints_a_one_time_sign_in_link() {
             .map_while(Result::ok)
             .find_map(|l| l.contains("/signin#token=").then(|| l.trim().to_string()))
     });
-    let link = tokio::time::timeout(common::TIMEOUT, reader)
+    let link = tokio::time::timeout(crate::common::TIMEOUT, reader)
         .await
         .expect("the link is printed at start")
         .unwrap()
@@ -263,10 +261,11 @@ async fn accounts_and_meetings_survive_sigkill() {
 
     // And the meeting opens with its passcode (waiting room off: straight in).
     let passcode = before["passcode"].as_str().unwrap();
-    let mut ws = common::open_ws(server.addr, &id, common::WsOpts::default())
+    let mut ws = crate::common::open_ws(server.addr, &id, crate::common::WsOpts::default())
         .await
         .unwrap();
-    ws.send(common::join("After the crash", passcode)).await;
+    ws.send(crate::common::join("After the crash", passcode))
+        .await;
     let joined = ws.recv().await;
     assert_eq!(joined["type"], "joined", "{joined}");
     assert_eq!(joined["meeting"]["title"], "Survives");

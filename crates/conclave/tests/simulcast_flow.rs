@@ -3,14 +3,12 @@
 //! to a smaller layer; the loud member is announced as active speaker to the
 //! others.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use conclave_client::media::TrackStats;
 use conclave_client::session::{JoinOptions, MediaOptions, SessionReport, run_with};
 use serde_json::json;
-use support::*;
 
 fn options(meeting: &serde_json::Value, name: &str, seconds: u64) -> JoinOptions {
     JoinOptions {

@@ -9,12 +9,10 @@
 //! connection's queue in order, so anything the room had sent the waiter during the churn
 //! would be in front of it.
 
-mod common;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use conclave_client::e2ee::{Change, E2ee};
 use conclave_proto::{ParticipantId, ServerMessage};
 use serde_json::{Value, json};

@@ -1,10 +1,8 @@
 //! Web-facing guarantees over a real socket: passcodes as people type them,
 //! the content security policy, cross-site WebSocket refusal.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 #[tokio::test]
 async fn meetings_without_passcode_and_custom_passcodes() {

@@ -1,0 +1,24 @@
+//! The server's integration tests, one binary: each module is one family of
+//! behaviour, driven over real sockets against a server the test starts.
+//! One binary links the server and its ~400 dependencies once instead of once
+//! per family. Run one family with `cargo test --test server -- NAME::`.
+
+mod common;
+mod support;
+
+mod accounts;
+mod bad_input;
+mod banned_guests;
+mod e2ee_assets;
+mod e2ee_flow;
+mod guessing;
+mod hardening;
+mod joining;
+mod media_flow;
+mod meeting_flow;
+mod meetings_api;
+mod moderation;
+mod restart;
+mod simulcast_flow;
+mod waiting_isolation;
+mod web_facing;
