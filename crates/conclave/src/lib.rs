@@ -7,8 +7,8 @@
 //! - [`guard`]: failed join and sign-in attempts per address and per meeting.
 //! - [`guest`]: guest identities the server mints and signs (the
 //!   `conclave_guest` cookie), limited per network.
-//! - [`http`]: the axum router: JSON API, OpenAPI document, web client.
-//! - [`signaling`]: the meeting WebSocket, one task per connection.
+//! - [`http`]: the axum router: JSON API, OpenAPI document, the meeting
+//!   WebSocket (`http::signaling`), web client.
 //! - [`media`]: the media driver: worker threads, each with its UDP socket
 //!   and one `conclave-media` router per running meeting; a room opens its
 //!   meeting's media and hears its events on their own queue.
@@ -25,7 +25,6 @@ pub mod http;
 pub mod media;
 pub mod rooms;
 pub mod server;
-pub mod signaling;
 pub mod store;
 
 pub use config::Config;

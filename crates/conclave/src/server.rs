@@ -15,10 +15,10 @@ use crate::auth::{HashError, Hasher, new_secret};
 use crate::config::Config;
 use crate::guard::JoinGuard;
 use crate::guest::GuestIds;
+use crate::http::signaling::ConnLimits;
 use crate::http::web::Origins;
 use crate::http::{AppState, router};
 use crate::rooms::Rooms;
-use crate::signaling::ConnLimits;
 use crate::store::{Store, StoreError};
 
 /// How long shutdown waits for meetings to say goodbye.

@@ -5,6 +5,8 @@
 //! - [`account`]: sign-in, sign-out, sign-up, one-time links, API tokens.
 //! - [`meetings`]: a host's meetings: create, list, get, update, delete.
 //! - [`openapi`]: the OpenAPI document of all of the above.
+//! - [`signaling`]: the meeting WebSocket, one task per connection: it checks,
+//!   parses and rate-limits what a client sends and hands it to the meeting's room.
 //! - [`web`]: the embedded web client and the headers every response carries.
 
 pub mod account;
@@ -12,6 +14,7 @@ pub mod error;
 pub mod meetings;
 pub mod openapi;
 pub mod session;
+pub mod signaling;
 pub mod web;
 
 use std::sync::Arc;
@@ -21,12 +24,12 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use tokio_util::sync::CancellationToken;
 
+use self::signaling::ConnLimits;
 use crate::auth::Hasher;
 use crate::config::Config;
 use crate::guard::JoinGuard;
 use crate::guest::GuestIds;
 use crate::rooms::Rooms;
-use crate::signaling::{self, ConnLimits};
 use crate::store::Store;
 
 /// Largest HTTP request body the API reads.

@@ -23,11 +23,11 @@ use conclave_proto::{
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use super::AppState;
+use super::session::{GUEST_COOKIE, client_ip, cookie, current_user};
 use crate::auth::PasscodeVerdict;
 use crate::guard::{Notice, retry_secs};
 use crate::guest::{GUEST_COOKIE_SECS, Guest, network};
-use crate::http::AppState;
-use crate::http::session::{GUEST_COOKIE, client_ip, cookie, current_user};
 use crate::rooms::{RoomCmd, RoomError};
 use crate::store::User;
 
