@@ -4,6 +4,11 @@
 //! Sans-IO like str0m itself: [`ClientPeer`] takes packets, signaling messages
 //! and `now`, and hands back datagrams and messages; [`crate::session`] owns
 //! the socket and the clock.
+//!
+//! Longer than most modules: it is one str0m peer's whole life (offer and
+//! answer, the paced sending of each source, SFrame on every frame, the
+//! statistics the load harness reads), which share its state; VP8 parsing and
+//! recording live in their own modules.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,7 +1,9 @@
 //! The meeting core's rules on a virtual clock: admission and the waiting room,
 //! its isolation, moderation (lock, remove-and-ban, holds, suspension), roles
 //! and succession, resume after a dropped socket, and the join limiter driven
-//! as the server drives it.
+//! as the server drives it. One file because every section drives the same
+//! small harness (`Room`) and reads as the meeting's rulebook, in the order of
+//! protocol.md.
 // One real instant is the origin of the virtual clock.
 #![allow(clippy::disallowed_methods)]
 

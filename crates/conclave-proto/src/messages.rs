@@ -3,6 +3,10 @@
 //! Every message is an object with a `type` field naming it (snake_case). The
 //! full catalogue, with examples and the order in which they flow, is in
 //! `docs/protocol.md`; the types here are its source of truth.
+//!
+//! Longer than most modules on purpose: the two message enums and the types
+//! they carry are one catalogue, read side by side with protocol.md, and
+//! splitting them would send a reader to several files for one message.
 
 use serde::{Deserialize, Serialize};
 
