@@ -1,6 +1,6 @@
 //! The browser's E2EE module is built into the binary and served as the worker loads it.
 
-use crate::support::*;
+use crate::common::TestServer;
 
 async fn fetch(server: &TestServer, path: &str) -> (u16, String, String, Vec<u8>) {
     let response = reqwest::get(server.url(path)).await.expect("GET");

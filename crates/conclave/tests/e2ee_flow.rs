@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::*;
+use crate::common::{TestServer, native_options, sample};
 use conclave_client::ivf::IvfReader;
 use conclave_client::session::run;
 use serde_json::json;
@@ -17,9 +17,9 @@ fn sample_frames() -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn members_agree_and_the_server_forwards_only_ciphertext() {
     let server = TestServer::start().await;
-    let http = server.host("hostess").await;
-    let meeting = http
-        .meeting(json!({"settings": {"waiting_room": false}}))
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
     let a = tokio::spawn(run(native_options(&meeting, "Ada", 6)));
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -4,7 +4,6 @@
 //! per family. Run one family with `cargo test --test server -- NAME::`.
 
 mod common;
-mod support;
 
 mod accounts;
 mod bad_input;

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::support::*;
+use std::net::Ipv4Addr;
+
+use crate::common::{TestServer, WsOpts, join, native_options};
 use conclave_client::session::{SessionReport, run};
 use serde_json::json;
 
@@ -26,9 +28,9 @@ fn received(report: &SessionReport, from: u64, kind: &str) -> u64 {
 #[tokio::test]
 async fn two_native_clients_exchange_audio_and_video() {
     let server = TestServer::start().await;
-    let http = server.host("hostess").await;
-    let meeting = http
-        .meeting(json!({"settings": {"waiting_room": false}}))
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
     let a = tokio::spawn(run(native_options(&meeting, "Ada", 5)));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -69,11 +71,11 @@ async fn meetings_on_several_workers_each_carry_their_own_media() {
         c.limits.checks_in_flight_per_address = 3;
     })
     .await;
-    let http = server.host("hostess").await;
+    let api = server.signed_in("alice").await;
     let mut calls = Vec::new();
     for _ in 0..3 {
-        let meeting = http
-            .meeting(json!({"settings": {"waiting_room": false}}))
+        let meeting = api
+            .create_meeting(json!({"settings": {"waiting_room": false}}))
             .await;
         let a = tokio::spawn(run(native_options(&meeting, "Ada", 5)));
         let b = tokio::spawn(run(native_options(&meeting, "Bob", 5)));
@@ -105,49 +107,26 @@ async fn meetings_on_several_workers_each_carry_their_own_media() {
     }
 }
 
-/// The owner in the meeting as host, over a plain WebSocket.
-async fn host_socket(server: &TestServer, http: &Http, meeting: &serde_json::Value) -> Ws {
-    let mut host = Ws::connect(
-        server,
-        &id(meeting),
-        WsOptions {
-            cookie: http.cookie_header(),
-            ..WsOptions::default()
-        },
-    )
-    .await;
-    assert_eq!(host.join("Hostess", None).await["type"], "joined");
-    host
-}
-
 #[tokio::test]
 async fn removed_member_stops_reaching_others_within_a_second() {
     let server = TestServer::start().await;
-    let http = server.host("hostess").await;
-    let meeting = http
-        .meeting(json!({"settings": {"waiting_room": false}}))
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
-    let mut host = host_socket(&server, &http, &meeting).await;
+    let (mut host, _) = server.host_joins(&api, &meeting.id).await;
     let a = tokio::spawn(run(native_options(&meeting, "Ada", 8)));
-    let joined = host.until("participant_joined").await;
+    let joined = host.recv_until("participant_joined").await;
     let ada = joined["participant"]["id"].as_u64().expect("id");
     let b = tokio::spawn(run(native_options(&meeting, "Bob", 6)));
-    host.until("participant_joined").await;
+    host.recv_until("participant_joined").await;
     // A stranger arriving now is kept out and sees none of it.
-    let mut waiter = Ws::connect(
-        &server,
-        &id(&meeting),
-        WsOptions {
-            from: Some(addr(9)),
-            ..WsOptions::default()
-        },
-    )
-    .await;
+    let mut waiter = server
+        .ws(&meeting.id, WsOpts::from(Ipv4Addr::new(127, 0, 0, 9)))
+        .await;
     host.send(json!({"type": "lock"})).await;
-    assert_eq!(
-        waiter.join("Stranger", Some(&passcode(&meeting))).await["code"],
-        "locked"
-    );
+    waiter.send(join("Stranger", &meeting.passcode)).await;
+    assert_eq!(waiter.recv().await["code"], "locked");
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let removed_at = std::time::Instant::now();
@@ -178,9 +157,9 @@ async fn removed_member_stops_reaching_others_within_a_second() {
 #[tokio::test]
 async fn late_joiner_sees_a_key_frame_quickly() {
     let server = TestServer::start().await;
-    let http = server.host("hostess").await;
-    let meeting = http
-        .meeting(json!({"settings": {"waiting_room": false}}))
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
     let a = tokio::spawn(run(native_options(&meeting, "Ada", 6)));
     tokio::time::sleep(Duration::from_millis(2300)).await;
@@ -244,9 +223,9 @@ fn ffprobe_frames(path: &std::path::Path) -> u64 {
 #[tokio::test]
 async fn a_recorder_writes_files_ffprobe_reads() {
     let server = TestServer::start().await;
-    let http = server.host("hostess").await;
-    let meeting = http
-        .meeting(json!({"settings": {"waiting_room": false}}))
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
     let dir = tempfile::tempdir().expect("dir");
     let sender = tokio::spawn(run(native_options(&meeting, "Ada", 5)));

@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use crate::support::*;
+use crate::common::{Meeting, TestServer, native_options, sample};
 use conclave_client::media::TrackStats;
 use conclave_client::session::{JoinOptions, MediaOptions, SessionReport, run_with};
 use serde_json::json;
 
-fn options(meeting: &serde_json::Value, name: &str, seconds: u64) -> JoinOptions {
+fn options(meeting: &Meeting, name: &str, seconds: u64) -> JoinOptions {
     JoinOptions {
         send_ivf: None,
         send_ogg: None,
@@ -35,9 +35,9 @@ fn video_from(report: &SessionReport, from: u64) -> TrackStats {
 #[tokio::test]
 async fn a_simulcast_layer_switch_happens_when_the_subscriber_asks_for_a_smaller_view() {
     let server = TestServer::start().await;
-    let http = server.host("hostess").await;
-    let meeting = http
-        .meeting(json!({"settings": {"waiting_room": false}}))
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
     // A sends the test pattern at 80x60, 160x120 and 320x240 as layers q, h, f.
     let publisher = MediaOptions {
@@ -82,9 +82,9 @@ async fn a_simulcast_layer_switch_happens_when_the_subscriber_asks_for_a_smaller
 #[tokio::test]
 async fn the_loud_member_is_announced_as_active_speaker() {
     let server = TestServer::start().await;
-    let http = server.host("hostess").await;
-    let meeting = http
-        .meeting(json!({"settings": {"waiting_room": false}}))
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
     let talking = |level| MediaOptions {
         audio_level: Some(level),

@@ -1,31 +1,31 @@
 //! Web-facing guarantees over a real socket: passcodes as people type them,
 //! the content security policy, cross-site WebSocket refusal.
 
-use crate::support::*;
+use crate::common::{TestServer, WsOpts, join};
 use serde_json::json;
 
 #[tokio::test]
 async fn meetings_without_passcode_and_custom_passcodes() {
     let server = TestServer::start().await;
-    let http = server.host("hostess").await;
-    let open = http
-        .meeting(json!({"settings": {"passcode_required": false}}))
+    let api = server.signed_in("alice").await;
+    let open = api
+        .create_meeting(json!({"settings": {"passcode_required": false}}))
         .await;
-    assert_eq!(open["passcode"], serde_json::Value::Null);
+    assert_eq!(open.view["passcode"], serde_json::Value::Null);
     assert!(
-        !open["invite_link"]
+        !open.view["invite_link"]
             .as_str()
             .unwrap_or_default()
             .contains('#')
     );
-    let custom = http.meeting(json!({"passcode": "Tea-Time-2026"})).await;
+    let custom = api
+        .create_meeting(json!({"passcode": "Tea-Time-2026"}))
+        .await;
     // Stored in the form people type it back in: case and dashes folded.
-    assert_eq!(custom["passcode"], "teat1me2026");
-    let mut ws = Ws::connect(&server, &id(&custom), WsOptions::default()).await;
-    assert_eq!(
-        ws.join("Guest", Some("TEA-TIME-2026")).await["type"],
-        "waiting"
-    );
+    assert_eq!(custom.view["passcode"], "teat1me2026");
+    let mut ws = server.ws(&custom.id, WsOpts::default()).await;
+    ws.send(join("Guest", "TEA-TIME-2026")).await;
+    assert_eq!(ws.recv().await["type"], "waiting");
 }
 
 #[tokio::test]
@@ -49,17 +49,17 @@ async fn pages_carry_a_strict_content_security_policy() {
 #[tokio::test]
 async fn cross_site_websocket_is_refused() {
     let server = TestServer::start().await;
-    let http = server.host("hostess").await;
-    let meeting = http.meeting(json!({})).await;
-    let hijack = Ws::try_connect(
-        &server,
-        &id(&meeting),
-        WsOptions {
-            cookie: http.cookie_header(),
-            origin: Some("http://evil.example".into()),
-            ..WsOptions::default()
-        },
-    )
-    .await;
+    let api = server.signed_in("alice").await;
+    let meeting = api.create_meeting(json!({})).await;
+    let hijack = server
+        .try_ws(
+            &meeting.id,
+            WsOpts {
+                cookie: api.cookie_header(),
+                origin: Some("http://evil.example".into()),
+                ..WsOpts::default()
+            },
+        )
+        .await;
     assert!(hijack.is_err());
 }
