@@ -95,12 +95,6 @@ impl DeliveryService {
         }
     }
 
-    /// Whether a chat payload is an MLS message other than an application message
-    /// ([`DeliveryService::classify_chat`]).
-    pub fn is_handshake_as_chat(payload: &[u8]) -> bool {
-        Self::classify_chat(payload) == ChatPayload::Handshake
-    }
-
     /// The server's SigningIdentity, encoded, for [`crate::Member::create_group`].
     pub fn external_sender(&self) -> Vec<u8> {
         // Encoding a credential and a public key into a Vec cannot fail.

@@ -8,7 +8,9 @@
 mod common;
 
 use common::Meeting;
-use conclave_e2ee::{DeliveryService, E2eeError, FrameCrypto, FrameKind, Member, Received};
+use conclave_e2ee::{
+    ChatPayload, DeliveryService, E2eeError, FrameCrypto, FrameKind, Member, Received,
+};
 use mls_rs::{
     CipherSuite, CipherSuiteProvider, Client, CryptoProvider, ExtensionList, Group, MlsMessage,
     client_builder::{BaseConfig, WithCryptoProvider, WithIdentityProvider, WithMlsRules},
@@ -69,6 +71,30 @@ fn meeting_with_a_hostile_member() -> (Meeting, Group<HostileConfig>) {
     (m, group)
 }
 
+/// The hostile member's commit adding a key package of `name` by value: a member acting on
+/// its own authority, which only the server's proposals may do.
+fn adds_on_its_own(hostile: &mut Group<HostileConfig>, name: &str) -> Vec<u8> {
+    hostile
+        .commit_builder()
+        .add_member(MlsMessage::from_bytes(&key_package(&hostile_client(name))).expect("kp"))
+        .expect("add")
+        .build()
+        .expect("commit")
+        .commit_message
+        .to_bytes()
+        .expect("encode")
+}
+
+/// The hostile member's commit of a server proposal (by reference), with mls-rs's own rules
+/// only: what a member that skips Conclave's checks would commit.
+fn commits_the_proposal(hostile: &mut Group<HostileConfig>, proposal: &[u8]) -> Vec<u8> {
+    hostile
+        .process_incoming_message(MlsMessage::from_bytes(proposal).expect("decode"))
+        .expect("hostile takes the proposal");
+    let commit = hostile.commit(Vec::new()).expect("commit");
+    commit.commit_message.to_bytes().expect("encode")
+}
+
 /// What the honest members hold: (epoch, roster, security code) each.
 fn state(m: &Meeting) -> Vec<(u64, Vec<String>, String)> {
     m.members
@@ -81,19 +107,13 @@ fn state(m: &Meeting) -> Vec<(u64, Vec<String>, String)> {
 fn a_commit_sent_as_chat_changes_nothing() {
     let (mut m, mut hostile) = meeting_with_a_hostile_member();
     let before = state(&m);
-    let ghost = hostile_client("4");
-    let commit = hostile
-        .commit_builder()
-        .add_member(MlsMessage::from_bytes(&key_package(&ghost)).expect("kp"))
-        .expect("add")
-        .build()
-        .expect("commit")
-        .commit_message
-        .to_bytes()
-        .expect("encode");
+    let commit = adds_on_its_own(&mut hostile, "4");
 
     // The server sees what it is and refuses to relay it as chat.
-    assert!(DeliveryService::is_handshake_as_chat(&commit));
+    assert_eq!(
+        DeliveryService::classify_chat(&commit),
+        ChatPayload::Handshake
+    );
     // A modified server relays it anyway: the members refuse it before MLS applies it.
     for x in &mut m.members {
         assert!(matches!(
@@ -105,7 +125,10 @@ fn a_commit_sent_as_chat_changes_nothing() {
 
     // Real chat still goes through, and the server lets it pass.
     let chat = m.members[0].encrypt_chat("still ours").expect("chat");
-    assert!(!DeliveryService::is_handshake_as_chat(&chat));
+    assert!(matches!(
+        DeliveryService::classify_chat(&chat),
+        ChatPayload::Application { .. }
+    ));
     let opened = m.members[1].open_chat(&chat).expect("chat").expect("text");
     assert_eq!(
         (opened.sender.as_str(), opened.text.as_str()),
@@ -119,16 +142,7 @@ fn a_commit_sent_as_chat_changes_nothing() {
 fn a_member_cannot_add_anyone_even_through_a_modified_server() {
     let (mut m, mut hostile) = meeting_with_a_hostile_member();
     let before = state(&m);
-    let ghost = hostile_client("4");
-    let commit = hostile
-        .commit_builder()
-        .add_member(MlsMessage::from_bytes(&key_package(&ghost)).expect("kp"))
-        .expect("add")
-        .build()
-        .expect("commit")
-        .commit_message
-        .to_bytes()
-        .expect("encode");
+    let commit = adds_on_its_own(&mut hostile, "4");
     // An honest server refuses it ...
     assert!(m.ds.accept_commit(&commit).is_err());
     // ... and a modified one that forwards it gets no honest member to follow.
@@ -197,11 +211,7 @@ fn a_ghost_committed_by_a_hostile_member_is_shown_to_every_honest_member() {
     for x in &mut m.members {
         x.handle(&add).expect("proposal");
     }
-    hostile
-        .process_incoming_message(MlsMessage::from_bytes(&add).expect("decode"))
-        .expect("hostile takes the proposal");
-    let commit = hostile.commit(Vec::new()).expect("commit");
-    let commit = commit.commit_message.to_bytes().expect("encode");
+    let commit = commits_the_proposal(&mut hostile, &add);
     m.ds.accept_commit(&commit).expect("protocol-valid");
     for x in &mut m.members {
         x.handle(&commit)
@@ -246,11 +256,7 @@ fn a_second_leaf_under_an_announced_id_or_an_odd_spelling_is_refused() {
         for x in &mut m.members {
             x.handle(&add).expect("proposal");
         }
-        hostile
-            .process_incoming_message(MlsMessage::from_bytes(&add).expect("decode"))
-            .expect("hostile takes the proposal");
-        let commit = hostile.commit(Vec::new()).expect("commit");
-        let commit = commit.commit_message.to_bytes().expect("encode");
+        let commit = commits_the_proposal(&mut hostile, &add);
         let mut refused = 0;
         for x in &mut m.members {
             match x.handle(&commit) {
