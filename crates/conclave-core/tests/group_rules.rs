@@ -2,30 +2,22 @@
 //! (conclave-e2ee) on the other end: who gets asked to create the group, when
 //! Add and Remove are proposed, which commit wins, who gets the Welcome — and
 //! that nothing of the group reaches a waiting connection.
-// One real instant is the origin of the virtual clock.
-#![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use conclave_core::{COMMIT_TIMEOUT, ConnId, Identity, Input, Meeting, MeetingConfig, Output};
+use conclave_core::{COMMIT_TIMEOUT, ConnId, Input, Output};
 use conclave_e2ee::{Chat, FrameCrypto, FrameKind, Member, Received};
-use conclave_proto::{
-    ClientMessage, ErrorCode, ParticipantId, Permissions, ResumeToken, ServerMessage,
-};
+use conclave_proto::{ClientMessage, ErrorCode, ParticipantId, ResumeToken, ServerMessage};
 use data_encoding::BASE64;
 
-const OWNER: i64 = 7;
-const HOST: u64 = 1;
+use crate::support::{Clients, HOST, Room, error_of, guest, owner};
 
-/// A meeting and, per connection, an MLS member that acts on what it is sent
-/// the way a client does.
-struct Room {
-    meeting: Meeting,
-    now: Instant,
+/// Per connection, an MLS member that acts on what it is sent the way a
+/// client does: the layer the group's rules need on top of the harness.
+#[derive(Default)]
+struct Mls {
     members: BTreeMap<u64, Member>,
-    /// Everything sent to each connection.
-    log: BTreeMap<u64, Vec<ServerMessage>>,
     /// Connections whose client does nothing with what it is sent (a frozen
     /// tab): it neither applies MLS messages nor commits.
     frozen: BTreeSet<u64>,
@@ -35,58 +27,7 @@ struct Room {
     announced: BTreeMap<u64, BTreeSet<String>>,
 }
 
-impl Room {
-    fn new() -> Self {
-        Self::with_waiting_room(true)
-    }
-
-    fn with_waiting_room(waiting_room: bool) -> Self {
-        let config = MeetingConfig {
-            title: "t".into(),
-            owner: OWNER,
-            permissions: Permissions::default(),
-            waiting_room,
-            only_signed_in: false,
-            max_participants: 100,
-        };
-        Room {
-            meeting: Meeting::new(config, Vec::new()),
-            now: Instant::now(),
-            members: BTreeMap::new(),
-            log: BTreeMap::new(),
-            frozen: BTreeSet::new(),
-            backlog: BTreeMap::new(),
-            announced: BTreeMap::new(),
-        }
-    }
-
-    /// Feeds one input, then lets every client react to what it got, until
-    /// nothing more happens (clients reply with group info and commits).
-    fn input(&mut self, input: Input) -> Vec<Output> {
-        let mut all = Vec::new();
-        let mut queue = vec![input];
-        while let Some(input) = queue.pop() {
-            self.meeting.handle(input, self.now);
-            let out: Vec<Output> = std::iter::from_fn(|| self.meeting.poll_output()).collect();
-            for o in &out {
-                if let Output::Send { conn, msg } = o {
-                    self.log.entry(conn.0).or_default().push(msg.clone());
-                    for reply in self.react(conn.0, msg) {
-                        queue.insert(
-                            0,
-                            Input::Message {
-                                conn: *conn,
-                                msg: reply,
-                            },
-                        );
-                    }
-                }
-            }
-            all.extend(out);
-        }
-        all
-    }
-
+impl Clients for Mls {
     /// What a client does with an MLS message.
     fn react(&mut self, conn: u64, msg: &ServerMessage) -> Vec<ClientMessage> {
         if self.frozen.contains(&conn) {
@@ -147,7 +88,9 @@ impl Room {
             _ => Vec::new(),
         }
     }
+}
 
+impl Mls {
     /// A client's MLS member for participant `you`, and the key package it
     /// hands in.
     fn new_member(&mut self, conn: u64, you: ParticipantId) -> ClientMessage {
@@ -156,56 +99,37 @@ impl Room {
         self.members.insert(conn, member);
         ClientMessage::MlsKeyPackage { key_package: kp }
     }
+}
+
+impl Room<Mls> {
+    /// A meeting whose clients are MLS members.
+    fn with_mls(waiting_room: bool) -> Self {
+        Room::with_clients(
+            Mls::default(),
+            |c| c.waiting_room = waiting_room,
+            Vec::new(),
+        )
+    }
 
     /// A frozen client comes back and works through what it was sent
     /// meanwhile, in order.
     fn thaw(&mut self, conn: u64) -> Vec<Output> {
-        self.frozen.remove(&conn);
+        self.clients.frozen.remove(&conn);
         let mut out = Vec::new();
-        for msg in self.backlog.remove(&conn).unwrap_or_default() {
-            for reply in self.react(conn, &msg) {
+        for msg in self.clients.backlog.remove(&conn).unwrap_or_default() {
+            for reply in self.clients.react(conn, &msg) {
                 out.extend(self.msg(conn, reply));
             }
         }
         out
     }
 
-    fn join(&mut self, conn: u64, account: Option<i64>) -> Vec<Output> {
-        self.input(Input::Join {
-            conn: ConnId(conn),
-            name: format!("user{conn}"),
-            recorder: false,
-            identity: Identity {
-                account,
-                guest: Some(format!("g{conn}")),
-                address: None,
-            },
-            resume_token: ResumeToken::generate(),
-        })
-    }
-
-    fn msg(&mut self, conn: u64, msg: ClientMessage) -> Vec<Output> {
-        self.input(Input::Message {
-            conn: ConnId(conn),
-            msg,
-        })
-    }
-
-    fn admit(&mut self, participant: u64) -> Vec<Output> {
-        self.msg(
-            HOST,
-            ClientMessage::Admit {
-                participant: ParticipantId(participant),
-            },
-        )
-    }
-
     fn member(&self, conn: u64) -> &Member {
-        self.members.get(&conn).expect("a member")
+        self.clients.members.get(&conn).expect("a member")
     }
 
-    fn log(&self, conn: u64) -> &[ServerMessage] {
-        self.log.get(&conn).map(Vec::as_slice).unwrap_or_default()
+    fn member_mut(&mut self, conn: u64) -> &mut Member {
+        self.clients.members.get_mut(&conn).expect("a member")
     }
 }
 
@@ -231,32 +155,19 @@ fn is_mls(msg: &ServerMessage) -> bool {
     )
 }
 
-fn error_of(out: &[Output], conn: u64) -> Option<ErrorCode> {
-    out.iter().find_map(|o| match o {
-        Output::Send {
-            conn: c,
-            msg: ServerMessage::Error { code, .. },
-        } if *c == ConnId(conn) => Some(*code),
-        _ => None,
-    })
-}
-
 /// Host (conn 1, p1) alone in its group.
-fn hosted() -> Room {
-    let mut room = Room::new();
-    room.join(HOST, Some(OWNER));
-    room
+fn hosted() -> Room<Mls> {
+    Room::with_mls(true).host()
 }
 
 #[test]
 fn an_mls_handshake_sent_as_chat_is_refused_and_not_relayed() {
     let mut room = hosted();
-    room.join(2, None);
-    room.admit(2);
+    room.admit(2, "user2");
     // What a hostile member has at hand: the server's proposals and commits it was sent, a
     // key package, a GroupInfo. None of it may travel as chat.
     let mut handshakes: Vec<String> = room
-        .log(2)
+        .log_to(2)
         .iter()
         .filter_map(|m| match m {
             ServerMessage::MlsMessage { message, .. } => Some(message.clone()),
@@ -264,15 +175,14 @@ fn an_mls_handshake_sent_as_chat_is_refused_and_not_relayed() {
         })
         .collect();
     handshakes.push(BASE64.encode(&room.member(2).key_package().expect("kp")));
-    room.join(3, None);
-    room.admit(3);
-    handshakes.extend(room.log(2).iter().filter_map(|m| match m {
+    room.admit(3, "user3");
+    handshakes.extend(room.log_to(2).iter().filter_map(|m| match m {
         ServerMessage::MlsMessage { message, .. } => Some(message.clone()),
         _ => None,
     }));
     assert!(handshakes.len() >= 3, "{handshakes:?}");
     let relayed_before = room
-        .log(HOST)
+        .log_to(HOST)
         .iter()
         .filter(|m| matches!(m, ServerMessage::Chat { .. }))
         .count();
@@ -281,7 +191,7 @@ fn an_mls_handshake_sent_as_chat_is_refused_and_not_relayed() {
         assert_eq!(error_of(&out, 2), Some(ErrorCode::BadMessage));
     }
     let relayed_after = room
-        .log(HOST)
+        .log_to(HOST)
         .iter()
         .filter(|m| matches!(m, ServerMessage::Chat { .. }))
         .count();
@@ -290,12 +200,7 @@ fn an_mls_handshake_sent_as_chat_is_refused_and_not_relayed() {
         "a handshake was relayed as chat"
     );
     // Real chat still passes.
-    let chat = room
-        .members
-        .get_mut(&2)
-        .expect("member")
-        .encrypt_chat("fine")
-        .expect("chat");
+    let chat = room.member_mut(2).encrypt_chat("fine").expect("chat");
     let out = room.msg(
         2,
         ClientMessage::Chat {
@@ -308,21 +213,14 @@ fn an_mls_handshake_sent_as_chat_is_refused_and_not_relayed() {
 #[test]
 fn chat_of_an_epoch_the_group_has_left_is_refused_as_stale_and_not_relayed() {
     let mut room = hosted();
-    room.join(2, None);
-    room.admit(2);
+    room.admit(2, "user2");
     // Encrypted by the guest in this epoch, sent only after the group moved on.
-    let late = room
-        .members
-        .get_mut(&2)
-        .expect("member")
-        .encrypt_chat("late")
-        .expect("chat");
+    let late = room.member_mut(2).encrypt_chat("late").expect("chat");
     let epoch = room.member(2).epoch();
-    room.join(3, None);
-    room.admit(3);
+    room.admit(3, "user3");
     assert!(room.member(2).epoch() > epoch, "the group moved on");
-    let relayed = |room: &Room| {
-        room.log(HOST)
+    let relayed = |room: &Room<Mls>| {
+        room.log_to(HOST)
             .iter()
             .filter(|m| matches!(m, ServerMessage::Chat { .. }))
             .count()
@@ -341,12 +239,7 @@ fn chat_of_an_epoch_the_group_has_left_is_refused_as_stale_and_not_relayed() {
         "a chat nobody could open was relayed"
     );
     // Encrypted again in the current epoch, it goes through and opens.
-    let again = room
-        .members
-        .get_mut(&2)
-        .expect("member")
-        .encrypt_chat("late")
-        .expect("chat");
+    let again = room.member_mut(2).encrypt_chat("late").expect("chat");
     let out = room.msg(
         2,
         ClientMessage::Chat {
@@ -355,7 +248,7 @@ fn chat_of_an_epoch_the_group_has_left_is_refused_as_stale_and_not_relayed() {
     );
     assert_eq!(error_of(&out, 2), None);
     let payload = room
-        .log(3)
+        .log_to(3)
         .iter()
         .rev()
         .find_map(|m| match m {
@@ -365,6 +258,7 @@ fn chat_of_an_epoch_the_group_has_left_is_refused_as_stale_and_not_relayed() {
         .expect("relayed to the newcomer");
     let bytes = BASE64.decode(payload.as_bytes()).expect("b64");
     let opened = room
+        .clients
         .members
         .get_mut(&3)
         .expect("newcomer")
@@ -378,14 +272,13 @@ fn chat_of_an_epoch_the_group_has_left_is_refused_as_stale_and_not_relayed() {
 fn the_first_member_creates_the_group_and_an_admitted_guest_is_added() {
     let mut room = hosted();
     assert!(
-        room.log(HOST)
+        room.log_to(HOST)
             .iter()
             .any(|m| matches!(m, ServerMessage::MlsCreateGroup { .. }))
     );
     assert_eq!(room.member(HOST).roster(), ["1"]);
 
-    room.join(2, None); // waits, hands in its key package
-    room.admit(2);
+    room.admit(2, "user2"); // waits, hands in its key package, is admitted
     // The host committed the server's Add, the guest joined by the Welcome.
     assert_eq!(room.member(HOST).roster(), ["1", "2"]);
     assert_eq!(room.member(2).roster(), ["1", "2"]);
@@ -396,8 +289,7 @@ fn the_first_member_creates_the_group_and_an_admitted_guest_is_added() {
     );
 
     // A third is added the same way, and everyone agrees again.
-    room.join(3, None);
-    room.admit(3);
+    room.admit(3, "user3");
     let code = room.member(HOST).security_code();
     for conn in [2, 3] {
         assert_eq!(room.member(conn).roster(), ["1", "2", "3"]);
@@ -408,17 +300,10 @@ fn the_first_member_creates_the_group_and_an_admitted_guest_is_added() {
 #[test]
 fn a_waiting_connection_receives_nothing_of_the_group() {
     let mut room = hosted();
-    room.join(2, None);
-    room.admit(2);
-    room.join(3, None); // stays waiting while the group changes and chats
-    room.join(4, None);
-    room.admit(4);
-    let chat = room
-        .members
-        .get_mut(&2)
-        .expect("member")
-        .encrypt_chat("hello")
-        .expect("chat");
+    room.admit(2, "user2");
+    room.join(3, "user3", guest("g3")); // stays waiting while the group changes and chats
+    room.admit(4, "user4");
+    let chat = room.member_mut(2).encrypt_chat("hello").expect("chat");
     room.msg(
         2,
         ClientMessage::Chat {
@@ -428,7 +313,7 @@ fn a_waiting_connection_receives_nothing_of_the_group() {
     assert_eq!(room.member(HOST).roster(), ["1", "2", "4"]);
     // The server relayed the chat as ciphertext the host can open.
     let relayed = room
-        .log(HOST)
+        .log_to(HOST)
         .iter()
         .find_map(|m| match m {
             ServerMessage::Chat { payload, .. } => Some(payload.clone()),
@@ -438,6 +323,7 @@ fn a_waiting_connection_receives_nothing_of_the_group() {
     let bytes = BASE64.decode(relayed.as_bytes()).expect("b64");
     assert!(!bytes.windows(5).any(|w| w == b"hello"));
     let opened = room
+        .clients
         .members
         .get_mut(&HOST)
         .expect("host")
@@ -451,20 +337,18 @@ fn a_waiting_connection_receives_nothing_of_the_group() {
         })
     );
     assert!(
-        matches!(room.log(3), [ServerMessage::Waiting { .. }]),
+        matches!(room.log_to(3).as_slice(), [ServerMessage::Waiting { .. }]),
         "the waiting connection got {:?}",
-        room.log(3)
+        room.log_to(3)
     );
-    assert!(!room.log(3).iter().any(is_mls));
+    assert!(!room.log_to(3).iter().any(is_mls));
 }
 
 #[test]
 fn removal_starts_an_epoch_the_removed_member_cannot_read() {
     let mut room = hosted();
-    room.join(2, None);
-    room.admit(2);
-    room.join(3, None);
-    room.admit(3);
+    room.admit(2, "user2");
+    room.admit(3, "user3");
     let before = room.member(HOST).epoch();
     let old_keys = room.member(3).sframe_keys();
 
@@ -507,11 +391,9 @@ fn removal_starts_an_epoch_the_removed_member_cannot_read() {
 #[test]
 fn a_committer_that_does_not_commit_is_passed_over() {
     let mut room = hosted();
-    room.join(2, None);
-    room.admit(2);
-    room.frozen.insert(HOST);
-    room.join(3, None);
-    room.admit(3);
+    room.admit(2, "user2");
+    room.clients.frozen.insert(HOST);
+    room.admit(3, "user3");
     // The host was named and did nothing: the guest waits outside.
     assert_eq!(room.member(2).roster(), ["1", "2"]);
     let deadline = room.meeting.poll_timeout().expect("a commit deadline");
@@ -520,12 +402,12 @@ fn a_committer_that_does_not_commit_is_passed_over() {
     room.now += COMMIT_TIMEOUT - Duration::from_millis(1);
     room.input(Input::Timeout);
     assert_eq!(room.member(2).roster(), ["1", "2"]);
-    assert!(!room.log(2).contains(&ServerMessage::MlsCommitRequest));
+    assert!(!room.log_to(2).contains(&ServerMessage::MlsCommitRequest));
     // ...and at it, member 2 is asked, commits, and 3 joins by its Welcome.
     room.now = deadline;
     room.input(Input::Timeout);
-    assert!(room.log(2).contains(&ServerMessage::MlsCommitRequest));
-    assert!(!room.log(HOST).contains(&ServerMessage::MlsCommitRequest));
+    assert!(room.log_to(2).contains(&ServerMessage::MlsCommitRequest));
+    assert!(!room.log_to(HOST).contains(&ServerMessage::MlsCommitRequest));
     assert_eq!(room.member(2).roster(), ["1", "2", "3"]);
     assert_eq!(room.member(3).roster(), ["1", "2", "3"]);
     assert_eq!(
@@ -534,19 +416,18 @@ fn a_committer_that_does_not_commit_is_passed_over() {
     );
     assert_eq!(room.meeting.poll_timeout(), None, "nothing is out");
     // The next change goes to member 2 at once, not to the frozen host.
-    room.join(4, None);
-    room.admit(4);
+    room.admit(4, "user4");
     assert_eq!(room.member(4).roster(), ["1", "2", "3", "4"]);
     assert_eq!(room.member(3).roster(), ["1", "2", "3", "4"]);
 }
 
 /// A meeting without a waiting room whose host's client hands in its key
 /// package and then freezes, before the request to create the group.
-fn frozen_host_with_a_key_package() -> Room {
-    let mut room = Room::with_waiting_room(false);
-    room.frozen.insert(HOST);
-    room.join(HOST, Some(OWNER));
-    let kp = room.new_member(HOST, ParticipantId(1));
+fn frozen_host_with_a_key_package() -> Room<Mls> {
+    let mut room = Room::with_mls(false);
+    room.clients.frozen.insert(HOST);
+    room.join(HOST, "Ada", owner());
+    let kp = room.clients.new_member(HOST, ParticipantId(1));
     room.msg(HOST, kp);
     room
 }
@@ -559,8 +440,8 @@ fn frozen_host_with_a_key_package() -> Room {
 #[test]
 fn a_creator_that_does_not_create_is_passed_over() {
     let mut room = frozen_host_with_a_key_package();
-    let asked = |room: &Room, conn| {
-        room.log(conn)
+    let asked = |room: &Room<Mls>, conn| {
+        room.log_to(conn)
             .iter()
             .filter_map(|m| match m {
                 ServerMessage::MlsCreateGroup { e2ee } => Some(e2ee.group_id.clone()),
@@ -578,14 +459,14 @@ fn a_creator_that_does_not_create_is_passed_over() {
 
     // A guest comes in: asked at once, as the host's time is up.
     room.now += Duration::from_secs(1);
-    room.join(2, None);
+    room.join(2, "user2", guest("g2"));
     let second = asked(&room, 2);
     assert_eq!(second.len(), 1);
     assert_ne!(second, asked(&room, HOST), "a new group id");
     // The guest made the group (leaf 0) and committed the host's Add.
     assert_eq!(room.member(2).roster(), ["2", "1"]);
     assert!(
-        room.backlog[&HOST]
+        room.clients.backlog[&HOST]
             .iter()
             .any(|m| matches!(m, ServerMessage::MlsWelcome { .. }))
     );
@@ -602,8 +483,8 @@ fn a_creator_that_does_not_create_is_passed_over() {
         room.member(2).security_code()
     );
     // Back in, the host is the longest present and commits the next Add.
-    room.join(3, None);
-    assert!(room.log(HOST).iter().any(|m| matches!(
+    room.join(3, "user3", guest("g3"));
+    assert!(room.log_to(HOST).iter().any(|m| matches!(
         m,
         ServerMessage::MlsMessage {
             commit_by: Some(ParticipantId(1)),
@@ -626,16 +507,20 @@ fn a_creator_that_does_not_create_is_passed_over() {
 #[test]
 fn a_creator_that_drops_before_it_answers_catches_up_on_resume() {
     let mut room = frozen_host_with_a_key_package();
-    let token = resume_token(&room, HOST);
+    let token = room.token_of(HOST);
     room.input(Input::Disconnected { conn: ConnId(HOST) });
-    room.backlog.remove(&HOST);
-    room.frozen.remove(&HOST);
-    room.join(2, None);
+    room.clients.backlog.remove(&HOST);
+    room.clients.frozen.remove(&HOST);
+    room.join(2, "user2", guest("g2"));
     assert_eq!(room.member(2).roster(), ["2", "1"], "made by 2, 1 added");
 
-    let member = room.members.remove(&HOST).expect("the host's member");
-    room.members.insert(10, member);
-    let out = resume(&mut room, 10, token, Some(0));
+    let member = room
+        .clients
+        .members
+        .remove(&HOST)
+        .expect("the host's member");
+    room.clients.members.insert(10, member);
+    let out = room.resume_after(10, token, Some(0));
     assert_eq!(error_of(&out, 10), None);
     assert_eq!(room.member(10).roster(), ["2", "1"]);
     assert_eq!(
@@ -647,12 +532,11 @@ fn a_creator_that_drops_before_it_answers_catches_up_on_resume() {
 #[test]
 fn only_the_first_commit_of_an_epoch_wins() {
     let mut room = hosted();
-    room.join(2, None);
-    room.admit(2);
+    room.admit(2, "user2");
     // The commit that added the guest ended its epoch; the same commit again
     // (or any other for that epoch) is stale and changes nothing.
     let first = room
-        .log(HOST)
+        .log_to(HOST)
         .iter()
         .find_map(|m| match m {
             ServerMessage::MlsMessage {
@@ -683,7 +567,7 @@ fn only_the_first_commit_of_an_epoch_wins() {
 #[test]
 fn bad_mls_input_is_refused_and_changes_nothing() {
     let mut room = hosted();
-    room.join(2, None);
+    room.join(2, "user2", guest("g2"));
     // A second key package, or one naming someone else, is refused.
     let other = Member::new("9").expect("member");
     let out = room.msg(
@@ -719,27 +603,21 @@ fn bad_mls_input_is_refused_and_changes_nothing() {
         },
     );
     assert_eq!(error_of(&out, 2), Some(ErrorCode::NotJoined));
-    room.admit(2);
+    room.msg(
+        HOST,
+        ClientMessage::Admit {
+            participant: ParticipantId(2),
+        },
+    );
     assert_eq!(room.member(2).roster(), ["1", "2"]);
 }
 
 #[test]
 fn a_member_who_leaves_is_removed_by_the_next_longest_present() {
-    let mut room = Room::new();
-    room.meeting = Meeting::new(
-        MeetingConfig {
-            title: "t".into(),
-            owner: OWNER,
-            permissions: Permissions::default(),
-            waiting_room: false,
-            only_signed_in: false,
-            max_participants: 100,
-        },
-        Vec::new(),
-    );
-    room.join(HOST, Some(OWNER));
-    room.join(2, None);
-    room.join(3, None);
+    let mut room = Room::with_mls(false);
+    room.join(HOST, "Ada", owner());
+    room.join(2, "user2", guest("g2"));
+    room.join(3, "user3", guest("g3"));
     assert_eq!(room.member(3).roster(), ["1", "2", "3"]);
     room.msg(HOST, ClientMessage::Leave);
     // The host is gone; the guest who came first commits its removal.
@@ -754,14 +632,13 @@ fn a_member_who_leaves_is_removed_by_the_next_longest_present() {
 #[test]
 fn a_member_whose_client_lost_its_state_is_replaced_in_the_group() {
     let mut room = hosted();
-    room.join(2, None);
-    room.admit(2);
+    room.admit(2, "user2");
     let epoch = room.member(HOST).epoch();
     // The guest's page reloads and takes its seat back with a fresh member
     // and a new key package for the same participant id.
     let fresh = Member::new("2").expect("member");
     let kp = BASE64.encode(&fresh.key_package().expect("kp"));
-    room.members.insert(2, fresh);
+    room.clients.members.insert(2, fresh);
     let out = room.msg(2, ClientMessage::MlsKeyPackage { key_package: kp });
     assert_eq!(error_of(&out, 2), None);
     // The old leaf was removed and the new one added by Welcome.
@@ -778,21 +655,18 @@ fn a_member_whose_client_lost_its_state_is_replaced_in_the_group() {
 /// anything (the test decides whether the server notices), and while it is
 /// away member 4 is admitted and member 3 leaves. Returns member 2's resume
 /// token and how many MLS messages its client took in.
-fn away_while_the_group_moves_on(server_notices: bool) -> (Room, ResumeToken, u64) {
+fn away_while_the_group_moves_on(server_notices: bool) -> (Room<Mls>, ResumeToken, u64) {
     let mut room = hosted();
-    room.join(2, None);
-    room.admit(2);
-    room.join(3, None);
-    room.admit(3);
-    let token = resume_token(&room, 2);
-    let taken_in = room.log(2).iter().filter(|m| is_mls(m)).count() as u64;
+    room.admit(2, "user2");
+    room.admit(3, "user3");
+    let token = room.token_of(2);
+    let taken_in = room.log_to(2).iter().filter(|m| is_mls(m)).count() as u64;
     // Whatever is written to the socket from now on is lost.
-    room.frozen.insert(2);
+    room.clients.frozen.insert(2);
     if server_notices {
         room.input(Input::Disconnected { conn: ConnId(2) });
     }
-    room.join(4, None);
-    room.admit(4);
+    room.admit(4, "user4");
     room.msg(3, ClientMessage::Leave);
     assert_eq!(room.member(HOST).roster(), ["1", "2", "4"]);
     assert_eq!(
@@ -800,39 +674,13 @@ fn away_while_the_group_moves_on(server_notices: bool) -> (Room, ResumeToken, u6
         ["1", "2", "3"],
         "behind while away"
     );
-    room.backlog.remove(&2);
-    room.frozen.remove(&2);
+    room.clients.backlog.remove(&2);
+    room.clients.frozen.remove(&2);
     // The same client takes its seat back on a new socket.
-    let member = room.members.remove(&2).expect("member 2");
-    room.members.insert(20, member);
+    let member = room.clients.members.remove(&2).expect("member 2");
+    room.clients.members.insert(20, member);
     room.now += Duration::from_secs(5);
     (room, token, taken_in)
-}
-
-/// The resume token the latest `joined` on `conn` carried.
-fn resume_token(room: &Room, conn: u64) -> ResumeToken {
-    room.log(conn)
-        .iter()
-        .rev()
-        .find_map(|m| match m {
-            ServerMessage::Joined { resume_token, .. } => ResumeToken::decode(resume_token),
-            _ => None,
-        })
-        .expect("a resume token")
-}
-
-fn resume(
-    room: &mut Room,
-    conn: u64,
-    token: ResumeToken,
-    mls_received: Option<u64>,
-) -> Vec<Output> {
-    room.input(Input::Resume {
-        conn: ConnId(conn),
-        token,
-        next_token: ResumeToken::generate(),
-        mls_received,
-    })
 }
 
 /// A member whose socket dropped resumes: the MLS messages after the ones it
@@ -843,7 +691,7 @@ fn resume(
 fn a_member_who_resumes_catches_up_on_what_the_group_did_meanwhile() {
     for server_notices in [true, false] {
         let (mut room, token, taken_in) = away_while_the_group_moves_on(server_notices);
-        let out = resume(&mut room, 20, token, Some(taken_in));
+        let out = room.resume_after(20, token, Some(taken_in));
         assert_eq!(error_of(&out, 20), None);
         assert_eq!(room.member(20).roster(), ["1", "2", "4"]);
         assert_eq!(room.member(20).epoch(), room.member(HOST).epoch());
@@ -852,8 +700,7 @@ fn a_member_who_resumes_catches_up_on_what_the_group_did_meanwhile() {
             room.member(HOST).security_code()
         );
         // It takes part in the next change as before.
-        room.join(5, None);
-        room.admit(5);
+        room.admit(5, "user5");
         // (5 takes the leaf 3 left.)
         assert_eq!(room.member(20).roster(), ["1", "2", "5", "4"]);
         assert_eq!(
@@ -871,7 +718,7 @@ fn a_member_who_resumes_catches_up_on_what_the_group_did_meanwhile() {
 fn a_resume_that_needs_messages_no_longer_kept_ends_the_seat() {
     let (mut room, token, _) = away_while_the_group_moves_on(false);
     room.now += Duration::from_secs(120);
-    let out = resume(&mut room, 20, token, Some(0));
+    let out = room.resume_after(20, token, Some(0));
     assert_eq!(error_of(&out, 20), Some(ErrorCode::ResumeFailed));
     assert_eq!(
         room.member(HOST).roster(),
@@ -880,7 +727,7 @@ fn a_resume_that_needs_messages_no_longer_kept_ends_the_seat() {
     );
 
     let (mut room, token, _) = away_while_the_group_moves_on(false);
-    let out = resume(&mut room, 20, token, Some(u64::MAX));
+    let out = room.resume_after(20, token, Some(u64::MAX));
     assert_eq!(error_of(&out, 20), None);
-    assert!(!room.log(20).iter().any(is_mls), "nothing sent again");
+    assert!(!room.log_to(20).iter().any(is_mls), "nothing sent again");
 }

@@ -1,106 +1,20 @@
 //! The core's media rules: who may publish what, what the router may forward,
 //! and that router reports reach members only.
-// One real instant is the origin of the virtual clock.
-#![allow(clippy::disallowed_methods)]
 
-use std::time::Instant;
-
-use conclave_core::{
-    ConnId, Identity, Input, MediaCommand, MediaEvent, Meeting, MeetingConfig, Output,
-};
+use conclave_core::{Input, MediaCommand, MediaEvent};
 use conclave_proto::{
-    ClientMessage, ErrorCode, MediaKind, ParticipantId, Permissions, PermissionsPatch,
-    PublishedTrack, RemoteTrack, ResumeToken, ScreenShare, ServerMessage,
+    ClientMessage, ErrorCode, MediaKind, ParticipantId, PermissionsPatch, PublishedTrack,
+    RemoteTrack, ScreenShare, ServerMessage,
 };
 
-const OWNER: i64 = 7;
+use crate::support::{Room, error_of, media, sent};
 
-struct Harness {
-    meeting: Meeting,
-    now: Instant,
-}
-
-impl Harness {
-    fn new() -> Self {
-        let config = MeetingConfig {
-            title: "t".into(),
-            owner: OWNER,
-            permissions: Permissions::default(),
-            waiting_room: true,
-            only_signed_in: false,
-            max_participants: 100,
-        };
-        Harness {
-            meeting: Meeting::new(config, Vec::new()),
-            now: Instant::now(),
-        }
-    }
-
-    fn input(&mut self, input: Input) -> Vec<Output> {
-        self.meeting.handle(input, self.now);
-        std::iter::from_fn(|| self.meeting.poll_output()).collect()
-    }
-
-    fn join(&mut self, conn: u64, account: Option<i64>) -> Vec<Output> {
-        self.input(Input::Join {
-            conn: ConnId(conn),
-            name: format!("user{conn}"),
-            recorder: false,
-            identity: Identity {
-                account,
-                guest: Some(format!("g{conn}")),
-                address: None,
-            },
-            resume_token: ResumeToken::generate(),
-        })
-    }
-
-    fn msg(&mut self, conn: u64, msg: ClientMessage) -> Vec<Output> {
-        self.input(Input::Message {
-            conn: ConnId(conn),
-            msg,
-        })
-    }
-
-    /// Host on conn 1 (p1), an admitted guest on conn 2 (p2), a waiting guest on conn 3 (p3).
-    fn with_members() -> Self {
-        let mut h = Harness::new();
-        h.join(1, Some(OWNER));
-        h.join(2, None);
-        h.msg(
-            1,
-            ClientMessage::Admit {
-                participant: ParticipantId(2),
-            },
-        );
-        h.join(3, None);
-        h
-    }
-}
-
-fn media(out: &[Output]) -> Vec<MediaCommand> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Media(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn sent_to(out: &[Output], conn: u64) -> Vec<ServerMessage> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Send { conn: c, msg } if *c == ConnId(conn) => Some(msg.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn error_of(out: &[Output], conn: u64) -> Option<ErrorCode> {
-    sent_to(out, conn).into_iter().find_map(|m| match m {
-        ServerMessage::Error { code, .. } => Some(code),
-        _ => None,
-    })
+/// Host on conn 1 (p1), an admitted guest on conn 2 (p2), a waiting guest on conn 3 (p3).
+fn with_members() -> Room {
+    let mut room = Room::hosted();
+    room.admit(2, "user2");
+    room.wait(3, "user3");
+    room
 }
 
 fn offer(tracks: &[(&str, MediaKind)]) -> ClientMessage {
@@ -118,8 +32,8 @@ fn offer(tracks: &[(&str, MediaKind)]) -> ClientMessage {
 
 #[test]
 fn member_offer_goes_to_the_router() {
-    let mut h = Harness::with_members();
-    let out = h.msg(
+    let mut room = with_members();
+    let out = room.msg(
         2,
         offer(&[("0", MediaKind::Audio), ("1", MediaKind::Video)]),
     );
@@ -131,16 +45,16 @@ fn member_offer_goes_to_the_router() {
 
 #[test]
 fn waiting_connection_cannot_offer_media() {
-    let mut h = Harness::with_members();
-    let out = h.msg(3, offer(&[("0", MediaKind::Video)]));
+    let mut room = with_members();
+    let out = room.msg(3, offer(&[("0", MediaKind::Video)]));
     assert!(media(&out).is_empty());
     assert_eq!(error_of(&out, 3), Some(ErrorCode::NotJoined));
 }
 
 #[test]
 fn participant_screen_share_offer_is_refused_until_allowed() {
-    let mut h = Harness::with_members();
-    let out = h.msg(
+    let mut room = with_members();
+    let out = room.msg(
         2,
         offer(&[("0", MediaKind::Video), ("1", MediaKind::Screen)]),
     );
@@ -150,7 +64,7 @@ fn participant_screen_share_offer_is_refused_until_allowed() {
     );
     assert_eq!(error_of(&out, 2), Some(ErrorCode::NotPermitted));
 
-    h.msg(
+    room.msg(
         1,
         ClientMessage::SetPermissions {
             permissions: PermissionsPatch {
@@ -159,37 +73,37 @@ fn participant_screen_share_offer_is_refused_until_allowed() {
             },
         },
     );
-    let out = h.msg(
+    let out = room.msg(
         2,
         offer(&[("0", MediaKind::Video), ("1", MediaKind::Screen)]),
     );
     assert_eq!(media(&out).len(), 1);
     // The host may always share.
-    let out = h.msg(1, offer(&[("0", MediaKind::Screen)]));
+    let out = room.msg(1, offer(&[("0", MediaKind::Screen)]));
     assert_eq!(media(&out).len(), 1);
 }
 
 #[test]
 fn oversized_or_malformed_offers_are_refused() {
-    let mut h = Harness::with_members();
+    let mut room = with_members();
     let big = ClientMessage::MediaOffer {
         sdp: "x".repeat(conclave_proto::MAX_SDP_BYTES + 1),
         tracks: vec![],
     };
-    let out = h.msg(2, big);
+    let out = room.msg(2, big);
     assert_eq!(error_of(&out, 2), Some(ErrorCode::MediaRefused));
     let many: Vec<(&str, MediaKind)> = (0..9).map(|_| ("m", MediaKind::Audio)).collect();
-    let out = h.msg(2, offer(&many));
+    let out = room.msg(2, offer(&many));
     assert_eq!(error_of(&out, 2), Some(ErrorCode::MediaRefused));
-    let out = h.msg(2, offer(&[("", MediaKind::Audio)]));
+    let out = room.msg(2, offer(&[("", MediaKind::Audio)]));
     assert_eq!(error_of(&out, 2), Some(ErrorCode::MediaRefused));
     assert!(media(&out).is_empty());
 }
 
 #[test]
 fn router_is_told_what_may_be_forwarded() {
-    let mut h = Harness::with_members();
-    let out = h.msg(
+    let mut room = with_members();
+    let out = room.msg(
         2,
         ClientMessage::SetMedia {
             audio: Some(true),
@@ -207,7 +121,7 @@ fn router_is_told_what_may_be_forwarded() {
         }]
     );
     // The host mutes them: the router stops forwarding their audio.
-    let out = h.msg(
+    let out = room.msg(
         1,
         ClientMessage::StopMedia {
             participant: ParticipantId(2),
@@ -224,7 +138,7 @@ fn router_is_told_what_may_be_forwarded() {
         }]
     );
     // Suspension stops everything.
-    let out = h.msg(1, ClientMessage::SuspendActivities);
+    let out = room.msg(1, ClientMessage::SuspendActivities);
     assert!(media(&out).contains(&MediaCommand::Allow {
         participant: ParticipantId(2),
         audio: false,
@@ -235,8 +149,8 @@ fn router_is_told_what_may_be_forwarded() {
 
 #[test]
 fn leaving_or_removal_closes_the_peer() {
-    let mut h = Harness::with_members();
-    let out = h.msg(
+    let mut room = with_members();
+    let out = room.msg(
         1,
         ClientMessage::Remove {
             participant: ParticipantId(2),
@@ -245,7 +159,7 @@ fn leaving_or_removal_closes_the_peer() {
     assert!(media(&out).contains(&MediaCommand::Leave {
         participant: ParticipantId(2)
     }));
-    let out = h.msg(1, ClientMessage::EndMeeting);
+    let out = room.msg(1, ClientMessage::EndMeeting);
     assert!(media(&out).contains(&MediaCommand::Leave {
         participant: ParticipantId(1)
     }));
@@ -253,8 +167,8 @@ fn leaving_or_removal_closes_the_peer() {
 
 #[test]
 fn router_reports_reach_members_only() {
-    let mut h = Harness::with_members();
-    let out = h.input(Input::Media(MediaEvent::Offer {
+    let mut room = with_members();
+    let out = room.input(Input::Media(MediaEvent::Offer {
         participant: ParticipantId(2),
         sdp: "v=0".into(),
         tracks: vec![RemoteTrack {
@@ -264,26 +178,26 @@ fn router_reports_reach_members_only() {
         }],
     }));
     assert!(matches!(
-        sent_to(&out, 2).as_slice(),
+        sent(&out, 2).as_slice(),
         [ServerMessage::MediaOffer { .. }]
     ));
     // An event naming the waiting person's id goes nowhere.
-    let out = h.input(Input::Media(MediaEvent::Answer {
+    let out = room.input(Input::Media(MediaEvent::Answer {
         participant: ParticipantId(3),
         sdp: "v=0".into(),
     }));
     assert!(out.is_empty());
-    let out = h.input(Input::Media(MediaEvent::ActiveSpeaker {
+    let out = room.input(Input::Media(MediaEvent::ActiveSpeaker {
         participant: ParticipantId(1),
     }));
-    assert!(sent_to(&out, 3).is_empty());
-    assert_eq!(sent_to(&out, 2).len(), 1);
+    assert!(sent(&out, 3).is_empty());
+    assert_eq!(sent(&out, 2).len(), 1);
 }
 
 #[test]
 fn view_size_is_bounded_and_names_a_member() {
-    let mut h = Harness::with_members();
-    let out = h.msg(
+    let mut room = with_members();
+    let out = room.msg(
         2,
         ClientMessage::ViewSize {
             participant: ParticipantId(1),
@@ -293,7 +207,7 @@ fn view_size_is_bounded_and_names_a_member() {
         },
     );
     assert_eq!(media(&out).len(), 1);
-    let out = h.msg(
+    let out = room.msg(
         2,
         ClientMessage::ViewSize {
             participant: ParticipantId(3),
@@ -303,7 +217,7 @@ fn view_size_is_bounded_and_names_a_member() {
         },
     );
     assert_eq!(error_of(&out, 2), Some(ErrorCode::UnknownParticipant));
-    let out = h.msg(
+    let out = room.msg(
         2,
         ClientMessage::ViewSize {
             participant: ParticipantId(1),

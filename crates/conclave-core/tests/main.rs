@@ -1,0 +1,9 @@
+//! The meeting core's rule suites, one binary: each module is one family of
+//! rules, driven on a virtual clock through the one harness in `support`.
+//! Run one family with `cargo test -p conclave-core --test rules -- NAME::`.
+
+mod support;
+
+mod group_rules;
+mod media_rules;
+mod meeting_rules;
