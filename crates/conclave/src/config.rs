@@ -41,8 +41,14 @@ pub struct Config {
     /// from `media_listen` (behind a 1:1 NAT, or when listening on 0.0.0.0).
     pub public_ip: Option<IpAddr>,
     /// The URL people reach the server at, for printed links. Defaults to
-    /// `http://localhost:<port>`. An `https` URL also marks cookies `Secure`.
+    /// `http://localhost:<port>` (`https://` with TLS). An `https` URL also
+    /// marks cookies `Secure`.
     pub public_url: Option<String>,
+    /// A PEM certificate chain (leaf first) to serve HTTPS with, reloaded on
+    /// SIGHUP. With `tls_key`; neither set: plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Lets anyone create an account. Off: the operator creates accounts.
     pub allow_signup: bool,
     /// Reverse proxies whose `X-Forwarded-For` header is believed. Empty: the
@@ -91,6 +97,8 @@ impl Default for Config {
             media_workers: 0,
             public_ip: None,
             public_url: None,
+            tls_cert: None,
+            tls_key: None,
             allow_signup: false,
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
@@ -185,6 +193,21 @@ impl Config {
                 ));
             }
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls_cert and tls_key go together: set both or neither",
+            ));
+        }
+        let https = self
+            .public_url
+            .as_deref()
+            .is_none_or(|u| u.to_ascii_lowercase().starts_with("https://"));
+        if self.tls().is_some() && !https {
+            // Browsers would send an `Origin` the check refuses.
+            return Err(ConfigError::Invalid(
+                "with tls_cert and tls_key, public_url must be an https:// URL",
+            ));
+        }
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err(ConfigError::Invalid(why)),
             None => Ok(()),
@@ -194,14 +217,30 @@ impl Config {
     pub fn public_url(&self) -> String {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!("http://localhost:{}", self.listen.port()),
+            None => format!("{}://localhost:{}", self.scheme(), self.listen.port()),
+        }
+    }
+
+    /// The certificate and key files, when the server serves HTTPS itself.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
+
+    /// `https` when the server serves TLS itself, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls().is_some() {
+            "https"
+        } else {
+            "http"
         }
     }
 
     pub fn secure_cookies(&self) -> bool {
-        self.public_url()
-            .to_ascii_lowercase()
-            .starts_with("https://")
+        self.tls().is_some()
+            || self
+                .public_url()
+                .to_ascii_lowercase()
+                .starts_with("https://")
     }
 
     pub fn join_timeout(&self) -> Duration {
@@ -258,5 +297,33 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_an_https_public_url() {
+        let tls = |cert: Option<&str>, key: Option<&str>, url: Option<&str>| Config {
+            tls_cert: cert.map(PathBuf::from),
+            tls_key: key.map(PathBuf::from),
+            public_url: url.map(String::from),
+            ..Config::default()
+        };
+        assert!(tls(Some("c.pem"), None, None).validate().is_err());
+        assert!(tls(None, Some("k.pem"), None).validate().is_err());
+        let http_url = tls(
+            Some("c.pem"),
+            Some("k.pem"),
+            Some("http://meet.example.org"),
+        );
+        assert!(http_url.validate().is_err());
+        let on = tls(Some("c.pem"), Some("k.pem"), None);
+        assert!(on.validate().is_ok());
+        assert_eq!(on.public_url(), "https://localhost:8080");
+        assert!(on.secure_cookies());
+        let c: Config =
+            toml::from_str("tls_cert = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"\n").unwrap();
+        assert_eq!(
+            c.tls(),
+            Some((Path::new("/etc/c.pem"), Path::new("/etc/k.pem")))
+        );
     }
 }

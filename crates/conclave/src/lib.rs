@@ -15,6 +15,7 @@
 //! - [`rooms`]: one task per running meeting, owning its sans-IO core
 //!   (`conclave-core`).
 //! - [`server`]: start, first-start admin link, graceful shutdown.
+//! - [`tls`]: HTTPS from the operator's certificate files, reloaded on SIGHUP.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod media;
 pub mod rooms;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use server::Server;

@@ -168,6 +168,13 @@ struct ServeArgs {
     /// The address announced to clients for media (ICE candidates).
     #[arg(long, env = "CONCLAVE_PUBLIC_IP")]
     public_ip: Option<std::net::IpAddr>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs
+    /// --tls-key. Both files are read again on SIGHUP.
+    #[arg(long, env = "CONCLAVE_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CONCLAVE_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -222,17 +229,46 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(n) = args.media_workers {
         config.media_workers = n;
     }
+    if let Some(c) = &args.tls_cert {
+        config.tls_cert = Some(c.clone());
+    }
+    if let Some(k) = &args.tls_key {
+        config.tls_key = Some(k.clone());
+    }
     Ok(config)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     let data_dir = config.data_dir.clone();
+    let scheme = config.scheme();
     let server = Server::start(config).await?;
-    tracing::info!(data_dir = %data_dir.display(), "Conclave is up at http://{}", server.addr);
+    tracing::info!(data_dir = %data_dir.display(), "Conclave is up at {scheme}://{}", server.addr);
+    #[cfg(unix)]
+    if let Some(cert) = server.tls_cert() {
+        tokio::spawn(reload_on_sighup(std::sync::Arc::clone(cert)));
+    }
     shutdown_signal().await;
     server.shutdown().await?;
     Ok(())
+}
+
+/// Reads the certificate files again on every SIGHUP (after a renewal); a
+/// failed reload is logged and the previous certificate stays.
+#[cfg(unix)]
+async fn reload_on_sighup(cert: std::sync::Arc<conclave::tls::ServerCert>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP: the certificate will not be reloaded");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        // `reload` logs its own outcome.
+        let _ = cert.reload();
+    }
 }
 
 async fn shutdown_signal() {

@@ -20,6 +20,7 @@ use crate::http::web::Origins;
 use crate::http::{AppState, router};
 use crate::rooms::Rooms;
 use crate::store::{Store, StoreError};
+use crate::tls::{Incoming, ServerCert, TlsError, TlsListener};
 
 /// How long shutdown waits for meetings to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -42,6 +43,8 @@ pub enum ServerError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
     Media(#[from] crate::media::MediaStartError),
     #[error("the server task failed")]
     Task,
@@ -51,6 +54,7 @@ pub enum ServerError {
 pub struct Server {
     pub addr: SocketAddr,
     hasher: Hasher,
+    tls: Option<Arc<ServerCert>>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -58,6 +62,11 @@ pub struct Server {
 impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
+        // Unusable certificate files stop the start before anything else.
+        let tls = match config.tls() {
+            Some((cert, key)) => Some(ServerCert::load(cert, key)?),
+            None => None,
+        };
         let store = Store::open(&config.data_dir).await?;
         if let Some(link) = bootstrap(&store, &config).await? {
             // Printed, not only logged: this is how the operator gets in.
@@ -73,14 +82,27 @@ impl Server {
                     source,
                 })?;
         let addr = listener.local_addr()?;
+        let mut config = config;
+        if config.public_url.is_none() && tls.is_some() {
+            // Served over HTTPS, the loopback origins are https://: pages
+            // from http://localhost are not this server's.
+            config.public_url = Some(format!("https://localhost:{}", addr.port()));
+        }
         let origins = Origins::new(config.public_url.as_deref(), addr);
         tracing::info!(origins = %origins.describe(), "browsers may call from");
-        let mut config = config;
         if config.public_url.is_none() {
             // Links name the port actually bound (it differs when asked for port 0).
             config.public_url = Some(format!("http://localhost:{}", addr.port()));
         }
         let shutdown = CancellationToken::new();
+        let incoming = match &tls {
+            Some(cert) => Incoming::Tls(TlsListener::new(
+                listener,
+                cert.server_config()?,
+                shutdown.clone(),
+            )?),
+            None => Incoming::Plain(listener),
+        };
         let media = crate::media::start(
             config.media_listen,
             config.public_ip,
@@ -103,11 +125,13 @@ impl Server {
         };
         tokio::spawn(prune_guard(state.clone()));
         let hasher = state.hasher.clone();
-        let task = tokio::spawn(serve(listener, state));
-        tracing::info!(%addr, "serving");
+        let scheme = state.config.scheme();
+        let task = tokio::spawn(serve(incoming, state));
+        tracing::info!(%addr, scheme, "serving");
         Ok(Server {
             addr,
             hasher,
+            tls,
             shutdown,
             task,
         })
@@ -118,6 +142,12 @@ impl Server {
         &self.hasher
     }
 
+    /// The certificate served over HTTPS, when TLS is on: its
+    /// [`ServerCert::reload`] is what SIGHUP calls.
+    pub fn tls_cert(&self) -> Option<&Arc<ServerCert>> {
+        self.tls.as_ref()
+    }
+
     /// Stops the server: meetings end with `server_shutdown`, sockets close,
     /// the store is checkpointed and closed.
     pub async fn shutdown(self) -> Result<(), ServerError> {
@@ -126,12 +156,16 @@ impl Server {
     }
 }
 
-async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServerError> {
+async fn serve(incoming: Incoming, state: AppState) -> Result<(), ServerError> {
+    use axum::serve::ListenerExt;
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // `tap_io` only for its `ConnectInfo<SocketAddr>`, which axum gives a
+    // tapped listener of any kind and, untapped, only a `TcpListener`.
+    let incoming = incoming.tap_io(|_| {});
     let token = state.shutdown.clone();
     let rooms = Arc::clone(&state.rooms);
     let conns = Arc::clone(&state.conns);
-    axum::serve(listener, app)
+    axum::serve(incoming, app)
         .with_graceful_shutdown(async move {
             token.cancelled().await;
             tracing::info!("shutting down: ending meetings");

@@ -19,5 +19,6 @@ mod meetings_api;
 mod moderation;
 mod restart;
 mod simulcast_flow;
+mod tls;
 mod waiting_isolation;
 mod web_facing;

@@ -35,6 +35,10 @@ use crate::store::Store;
 /// Largest HTTP request body the API reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// `Strict-Transport-Security` when the server serves HTTPS itself: a year,
+/// this host only (the operator's other subdomains may still be plain HTTP).
+const HSTS: &str = "max-age=31536000";
+
 /// Everything a request handler may need, cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -73,7 +77,8 @@ pub fn router(state: AppState) -> Router {
         .route("/meetings/{id}/ws", get(signaling::upgrade))
         .route("/openapi.json", get(openapi::document))
         .fallback(error::not_found);
-    Router::new()
+    let https = state.config.tls().is_some();
+    let app = Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
         .merge(web::routes())
@@ -81,8 +86,22 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             web::guard_and_headers,
         ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let app = if https {
+        app.layer(axum::middleware::map_response(hsts))
+    } else {
+        app
+    };
+    app.with_state(state)
+}
+
+/// Adds `Strict-Transport-Security` to a response (every one, when TLS is on).
+async fn hsts(mut resp: axum::response::Response) -> axum::response::Response {
+    resp.headers_mut().insert(
+        axum::http::header::STRICT_TRANSPORT_SECURITY,
+        axum::http::HeaderValue::from_static(HSTS),
+    );
+    resp
 }
 
 /// Liveness: the process answers and the store is reachable.

@@ -91,6 +91,11 @@ impl TestServer {
         self.server.as_ref().map_or(0, |s| s.hasher().checks_run())
     }
 
+    /// The running server (panics after [`TestServer::shutdown`]).
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         self.dir.path()
     }

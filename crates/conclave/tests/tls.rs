@@ -1,0 +1,395 @@
+//! HTTPS from the operator's certificate files: served with HSTS and Secure
+//! cookies, reloaded without a restart, and every unusable file refused with
+//! its name, at startup and on reload, while the old certificate keeps
+//! being served. Test certificates come from a throwaway CA (rcgen).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use conclave::Config;
+use conclave::tls::TlsError;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::common::{PASSWORD, TIMEOUT, TestServer};
+
+/// A certificate authority the test's clients trust.
+struct Ca(CertifiedIssuer<'static, KeyPair>);
+
+/// A leaf certificate for `localhost` and its key, as PEM files hold them.
+struct Leaf {
+    cert_pem: String,
+    key_pem: String,
+    der: CertificateDer<'static>,
+}
+
+/// A PEM block (RFC 7468): base64 in lines of 64 characters.
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = data_encoding::BASE64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Conclave test CA");
+        let key = KeyPair::generate().expect("CA key");
+        Ca(CertifiedIssuer::self_signed(params, key).expect("CA certificate"))
+    }
+
+    fn leaf(&self) -> Leaf {
+        let key = KeyPair::generate().expect("leaf key");
+        let params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        let cert = params.signed_by(&key, &self.0).expect("leaf certificate");
+        Leaf {
+            cert_pem: pem("CERTIFICATE", cert.der()),
+            key_pem: pem("PRIVATE KEY", &key.serialize_der()),
+            der: cert.der().clone(),
+        }
+    }
+
+    /// A client that trusts this CA only. It resumes no session, so every
+    /// connection is a full handshake and shows the certificate served now.
+    fn client(&self) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.0.der().clone()).expect("CA root");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut config = config;
+        config.resumption = rustls::client::Resumption::disabled();
+        TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// The server's certificate and key files, in a directory of their own.
+struct Files {
+    _dir: tempfile::TempDir,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Files {
+    fn new(leaf: &Leaf) -> Files {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = Files {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+            _dir: dir,
+        };
+        files.write(&leaf.cert_pem, &leaf.key_pem);
+        files
+    }
+
+    fn write(&self, cert: &str, key: &str) {
+        std::fs::write(&self.cert, cert).expect("write cert");
+        std::fs::write(&self.key, key).expect("write key");
+    }
+}
+
+async fn tls_server(files: &Files) -> TestServer {
+    let (cert, key) = (files.cert.clone(), files.key.clone());
+    TestServer::start_with(move |c: &mut Config| {
+        c.tls_cert = Some(cert);
+        c.tls_key = Some(key);
+    })
+    .await
+}
+
+/// One HTTP/1.1 exchange over a new TLS connection: the response's text and
+/// the certificate the server presented.
+async fn https(
+    addr: SocketAddr,
+    client: &TlsConnector,
+    request: &str,
+) -> (String, CertificateDer<'static>) {
+    let exchange = async {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut tls = client.connect(name, tcp).await.expect("TLS handshake");
+        let presented = tls.get_ref().1.peer_certificates().expect("certificate")[0].clone();
+        tls.write_all(request.as_bytes()).await.expect("send");
+        let mut response = Vec::new();
+        // The server closes after answering (`Connection: close`); a TLS
+        // close without close_notify is fine here.
+        let _ = tls.read_to_end(&mut response).await;
+        (String::from_utf8_lossy(&response).into_owned(), presented)
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .expect("HTTPS exchange in time")
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+}
+
+fn sign_in(origin: Option<&str>) -> String {
+    let body = serde_json::json!({"username": "alice", "password": PASSWORD}).to_string();
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    format!(
+        "POST /api/v1/auth/signin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{origin}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn status(response: &str) -> &str {
+    response.split(' ').nth(1).unwrap_or("")
+}
+
+fn header_lines<'a>(response: &'a str, name: &str) -> Vec<&'a str> {
+    let head = response.split("\r\n\r\n").next().unwrap_or("");
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    head.lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with(&prefix))
+        .collect()
+}
+
+#[tokio::test]
+async fn https_answers_with_hsts_and_secure_cookies() {
+    let ca = Ca::new();
+    let leaf = ca.leaf();
+    let files = Files::new(&leaf);
+    let server = tls_server(&files).await;
+    let client = ca.client();
+
+    let (resp, presented) = https(server.addr, &client, &get("/healthz")).await;
+    assert_eq!(status(&resp), "200", "{resp}");
+    assert_eq!(presented, leaf.der);
+    assert_eq!(
+        header_lines(&resp, "strict-transport-security"),
+        ["strict-transport-security: max-age=31536000"]
+    );
+
+    let (resp, _) = https(server.addr, &client, &sign_in(None)).await;
+    assert_eq!(status(&resp), "200", "{resp}");
+    assert!(!header_lines(&resp, "strict-transport-security").is_empty());
+    let cookies = header_lines(&resp, "set-cookie");
+    assert!(!cookies.is_empty(), "{resp}");
+    for c in cookies {
+        assert!(c.contains("; Secure"), "{c}");
+    }
+
+    // Error answers carry HSTS too.
+    let (resp, _) = https(server.addr, &client, &get("/api/v1/nothing")).await;
+    assert_eq!(status(&resp), "404", "{resp}");
+    assert!(!header_lines(&resp, "strict-transport-security").is_empty());
+}
+
+#[tokio::test]
+async fn over_https_pages_from_the_https_origin_only_may_change_state() {
+    let ca = Ca::new();
+    let files = Files::new(&ca.leaf());
+    let server = tls_server(&files).await;
+    let client = ca.client();
+    let port = server.addr.port();
+    assert_eq!(
+        server.config.tls(),
+        Some((files.cert.as_path(), files.key.as_path()))
+    );
+
+    let ours = format!("https://localhost:{port}");
+    let (resp, _) = https(server.addr, &client, &sign_in(Some(&ours))).await;
+    assert_eq!(status(&resp), "200", "{resp}");
+    // The same host over plain HTTP is another origin.
+    let plain = format!("http://localhost:{port}");
+    let (resp, _) = https(server.addr, &client, &sign_in(Some(&plain))).await;
+    assert_eq!(status(&resp), "403", "{resp}");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_trust_the_ca_is_refused() {
+    let ca = Ca::new();
+    let files = Files::new(&ca.leaf());
+    let server = tls_server(&files).await;
+    let stranger = Ca::new().client();
+    let tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    assert!(stranger.connect(name, tcp).await.is_err());
+}
+
+#[tokio::test]
+async fn a_reload_serves_the_new_certificate_to_new_connections() {
+    let ca = Ca::new();
+    let (old, new) = (ca.leaf(), ca.leaf());
+    let files = Files::new(&old);
+    let server = tls_server(&files).await;
+    let client = ca.client();
+    let (_, presented) = https(server.addr, &client, &get("/healthz")).await;
+    assert_eq!(presented, old.der);
+
+    files.write(&new.cert_pem, &new.key_pem);
+    let cert = server.server().tls_cert().expect("TLS on");
+    cert.reload().expect("reload");
+
+    let (resp, presented) = https(server.addr, &client, &get("/healthz")).await;
+    assert_eq!(status(&resp), "200", "{resp}");
+    assert_eq!(presented, new.der);
+    assert_eq!(cert.chain(), std::slice::from_ref(&new.der));
+}
+
+/// The unusable files an operator can end up with.
+const BAD_INPUTS: [&str; 7] = [
+    "missing certificate",
+    "missing key",
+    "unreadable key",
+    "no certificate in the certificate file",
+    "no key in the key file",
+    "not PEM at all",
+    "a key that is not the certificate's",
+];
+
+/// Puts `good` back in `files`, then spoils them as `case` says, with the
+/// key of `other` where a wrong key is needed. Returns what the error must say.
+fn spoil(case: &str, files: &Files, good: &Leaf, other: &Leaf) -> Vec<String> {
+    if files.key.is_dir() {
+        std::fs::remove_dir(&files.key).expect("rmdir");
+    }
+    files.write(&good.cert_pem, &good.key_pem);
+    let (cert, key) = (&files.cert, &files.key);
+    let named = |what: &str, path: &Path| vec![what.to_string(), path.display().to_string()];
+    match case {
+        "missing certificate" => {
+            std::fs::remove_file(cert).expect("rm");
+            named("cannot read the TLS certificate", cert)
+        }
+        "missing key" => {
+            std::fs::remove_file(key).expect("rm");
+            named("cannot read the TLS private key", key)
+        }
+        "unreadable key" => {
+            // Root reads any file; a directory it cannot read as one.
+            std::fs::remove_file(key).expect("rm");
+            std::fs::create_dir(key).expect("mkdir");
+            named("cannot read the TLS private key", key)
+        }
+        "no certificate in the certificate file" => {
+            std::fs::write(cert, &good.key_pem).expect("write");
+            named("no certificate in it", cert)
+        }
+        "no key in the key file" => {
+            std::fs::write(key, &good.cert_pem).expect("write");
+            named("no private key in it", key)
+        }
+        "not PEM at all" => {
+            std::fs::write(cert, "hello\n").expect("write");
+            named("no certificate in it", cert)
+        }
+        "a key that is not the certificate's" => {
+            std::fs::write(key, &other.key_pem).expect("write");
+            let mut says = named("does not match the private key", cert);
+            says.push(key.display().to_string());
+            says
+        }
+        _ => unreachable!("{case}"),
+    }
+}
+
+fn assert_says(case: &str, msg: &str, says: &[String]) {
+    for s in says {
+        assert!(msg.contains(s.as_str()), "{case}: {msg:?} lacks {s:?}");
+    }
+}
+
+#[tokio::test]
+async fn unusable_files_stop_the_start_with_the_file_named() {
+    let ca = Ca::new();
+    let (good, other) = (ca.leaf(), ca.leaf());
+    let files = Files::new(&good);
+    for case in BAD_INPUTS {
+        let says = spoil(case, &files, &good, &other);
+        let data = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            media_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data.path().to_path_buf(),
+            tls_cert: Some(files.cert.clone()),
+            tls_key: Some(files.key.clone()),
+            ..Config::default()
+        };
+        let Err(e) = conclave::Server::start(config).await else {
+            panic!("{case}: the server started");
+        };
+        assert_says(case, &e.to_string(), &says);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_reload_keeps_serving_the_old_certificate() {
+    let ca = Ca::new();
+    let leaf = ca.leaf();
+    let files = Files::new(&leaf);
+    let server = tls_server(&files).await;
+    let client = ca.client();
+    let cert = server.server().tls_cert().expect("TLS on");
+    let other = ca.leaf();
+    for case in BAD_INPUTS {
+        let says = spoil(case, &files, &leaf, &other);
+        let e: TlsError = cert.reload().expect_err(case);
+        assert_says(case, &e.to_string(), &says);
+        let (resp, presented) = https(server.addr, &client, &get("/healthz")).await;
+        assert_eq!(status(&resp), "200", "{case}: {resp}");
+        assert_eq!(presented, leaf.der, "{case}");
+    }
+}
+
+#[tokio::test]
+async fn half_a_tls_configuration_is_refused() {
+    let ca = Ca::new();
+    let files = Files::new(&ca.leaf());
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        media_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: data.path().to_path_buf(),
+        tls_cert: Some(files.cert.clone()),
+        ..Config::default()
+    };
+    let Err(e) = conclave::Server::start(config).await else {
+        panic!("started with a certificate and no key");
+    };
+    assert!(e.to_string().contains("tls_cert and tls_key"), "{e}");
+}
+
+#[tokio::test]
+async fn without_tls_plain_http_is_unchanged() {
+    let server = TestServer::start().await;
+    assert!(server.server().tls_cert().is_none());
+    let resp = reqwest::get(server.url("/healthz")).await.expect("GET");
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    assert!(resp.headers().get("strict-transport-security").is_none());
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/v1/auth/signin"))
+        .json(&serde_json::json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    assert!(resp.headers().get("strict-transport-security").is_none());
+    let cookie = resp.headers()["set-cookie"].to_str().expect("cookie");
+    assert!(!cookie.contains("Secure"), "{cookie}");
+
+    // A TLS client gets no handshake from a plain HTTP server.
+    let ca = Ca::new();
+    let tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let handshake = tokio::time::timeout(TIMEOUT, ca.client().connect(name, tcp)).await;
+    assert!(matches!(handshake, Ok(Err(_))));
+}
