@@ -242,11 +242,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     let data_dir = config.data_dir.clone();
     let scheme = config.scheme();
+    // Listening for SIGHUP before the server answers: a SIGHUP with no
+    // listener would end the process.
+    #[cfg(unix)]
+    let hangups = match config.tls() {
+        Some(_) => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("listening for SIGHUP (certificate reloads)")?,
+        ),
+        None => None,
+    };
     let server = Server::start(config).await?;
     tracing::info!(data_dir = %data_dir.display(), "Conclave is up at {scheme}://{}", server.addr);
     #[cfg(unix)]
-    if let Some(cert) = server.tls_cert() {
-        tokio::spawn(reload_on_sighup(std::sync::Arc::clone(cert)));
+    if let (Some(hangups), Some(cert)) = (hangups, server.tls_cert()) {
+        tokio::spawn(reload_on_sighup(hangups, std::sync::Arc::clone(cert)));
     }
     shutdown_signal().await;
     server.shutdown().await?;
@@ -256,16 +266,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Reads the certificate files again on every SIGHUP (after a renewal); a
 /// failed reload is logged and the previous certificate stays.
 #[cfg(unix)]
-async fn reload_on_sighup(cert: std::sync::Arc<conclave::tls::ServerCert>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP: the certificate will not be reloaded");
-            return;
-        }
-    };
-    while hup.recv().await.is_some() {
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    cert: std::sync::Arc<conclave::tls::ServerCert>,
+) {
+    while hangups.recv().await.is_some() {
         // `reload` logs its own outcome.
         let _ = cert.reload();
     }

@@ -393,3 +393,121 @@ async fn without_tls_plain_http_is_unchanged() {
     let handshake = tokio::time::timeout(TIMEOUT, ca.client().connect(name, tcp)).await;
     assert!(matches!(handshake, Ok(Err(_))));
 }
+
+/// The real binary: `conclave serve --tls-cert --tls-key`, and SIGHUP.
+mod binary {
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use super::*;
+
+    const BIN: &str = env!("CARGO_BIN_EXE_conclave");
+
+    /// A `conclave serve` process, killed when dropped.
+    struct Serve(Child);
+
+    impl Drop for Serve {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn command(files: &Files, data: &Path, addr: SocketAddr) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--media-port", "0", "--listen", &addr.to_string()])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--tls-cert")
+            .arg(&files.cert)
+            .arg("--tls-key")
+            .arg(&files.key)
+            .env("RUST_LOG", "warn")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        cmd
+    }
+
+    fn free_addr() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    }
+
+    fn hangup(child: &Child) {
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+    }
+
+    /// The certificate a new connection is shown, once the server answers.
+    async fn presented(addr: SocketAddr, client: &TlsConnector) -> Option<CertificateDer<'static>> {
+        let tcp = TcpStream::connect(addr).await.ok()?;
+        let name = ServerName::try_from("localhost").expect("name");
+        let tls = client.connect(name, tcp).await.ok()?;
+        Some(tls.get_ref().1.peer_certificates()?[0].clone())
+    }
+
+    /// Polls until a new connection is shown `want` (SIGHUP is asynchronous).
+    async fn until_presented(addr: SocketAddr, client: &TlsConnector, want: &Leaf) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            if presented(addr, client).await.as_ref() == Some(&want.der) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the server never presented the expected certificate");
+    }
+
+    #[tokio::test]
+    async fn sighup_makes_the_running_server_present_the_new_certificate() {
+        let ca = Ca::new();
+        let (old, new, stray) = (ca.leaf(), ca.leaf(), ca.leaf());
+        let files = Files::new(&old);
+        let data = tempfile::tempdir().expect("tempdir");
+        let addr = free_addr();
+        let child = command(&files, data.path(), addr)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start conclave serve");
+        let serve = Serve(child);
+        let client = ca.client();
+        until_presented(addr, &client, &old).await;
+
+        files.write(&new.cert_pem, &new.key_pem);
+        hangup(&serve.0);
+        until_presented(addr, &client, &new).await;
+
+        // A key that does not match: the reload fails, the new pair stays.
+        std::fs::write(&files.key, &stray.key_pem).expect("write key");
+        hangup(&serve.0);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(presented(addr, &client).await, Some(new.der.clone()));
+        let (resp, _) = https(addr, &client, &get("/healthz")).await;
+        assert_eq!(status(&resp), "200", "{resp}");
+    }
+
+    #[tokio::test]
+    async fn a_mismatched_key_stops_the_binary_with_both_files_named() {
+        let ca = Ca::new();
+        let (leaf, stray) = (ca.leaf(), ca.leaf());
+        let files = Files::new(&leaf);
+        std::fs::write(&files.key, &stray.key_pem).expect("write key");
+        let data = tempfile::tempdir().expect("tempdir");
+        let out = command(&files, data.path(), free_addr())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run conclave serve");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!(
+            "the certificate in {} does not match the private key in {}",
+            files.cert.display(),
+            files.key.display()
+        );
+        assert!(err.contains(&want), "{err}");
+    }
+}
