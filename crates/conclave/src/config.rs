@@ -49,6 +49,10 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// With TLS: a plain-HTTP listener (typically `0.0.0.0:80`) that answers
+    /// every request with a permanent redirect to the same path on
+    /// `public_url`, so people who type the bare name reach the HTTPS site.
+    pub http_redirect_listen: Option<SocketAddr>,
     /// Lets anyone create an account. Off: the operator creates accounts.
     pub allow_signup: bool,
     /// Reverse proxies whose `X-Forwarded-For` header is believed. Empty: the
@@ -99,6 +103,7 @@ impl Default for Config {
             public_url: None,
             tls_cert: None,
             tls_key: None,
+            http_redirect_listen: None,
             allow_signup: false,
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
@@ -196,6 +201,11 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "tls_cert and tls_key go together: set both or neither",
+            ));
+        }
+        if self.http_redirect_listen.is_some() && self.tls().is_none() {
+            return Err(ConfigError::Invalid(
+                "http_redirect_listen redirects to HTTPS: it needs tls_cert and tls_key",
             ));
         }
         let https = self

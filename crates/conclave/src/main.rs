@@ -175,6 +175,10 @@ struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "CONCLAVE_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// With TLS: also answer plain HTTP here (e.g. 0.0.0.0:80) with a
+    /// redirect to the HTTPS site.
+    #[arg(long, env = "CONCLAVE_HTTP_REDIRECT", value_name = "ADDR")]
+    http_redirect: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -234,6 +238,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(k) = &args.tls_key {
         config.tls_key = Some(k.clone());
+    }
+    if let Some(addr) = args.http_redirect {
+        config.http_redirect_listen = Some(addr);
     }
     Ok(config)
 }

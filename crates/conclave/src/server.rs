@@ -53,6 +53,8 @@ pub enum ServerError {
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where the plain-HTTP redirect to HTTPS listens, when configured.
+    pub redirect_addr: Option<SocketAddr>,
     hasher: Hasher,
     tls: Option<Arc<ServerCert>>,
     shutdown: CancellationToken,
@@ -95,6 +97,14 @@ impl Server {
             config.public_url = Some(format!("http://localhost:{}", addr.port()));
         }
         let shutdown = CancellationToken::new();
+        let redirect_addr = match config.http_redirect_listen {
+            Some(at) => Some(
+                crate::http::redirect::start(at, config.public_url(), shutdown.clone())
+                    .await
+                    .map_err(|source| ServerError::Bind { addr: at, source })?,
+            ),
+            None => None,
+        };
         let incoming = match &tls {
             Some(cert) => Incoming::Tls(TlsListener::new(
                 listener,
@@ -130,6 +140,7 @@ impl Server {
         tracing::info!(%addr, scheme, "serving");
         Ok(Server {
             addr,
+            redirect_addr,
             hasher,
             tls,
             shutdown,

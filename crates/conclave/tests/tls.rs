@@ -394,6 +394,74 @@ async fn without_tls_plain_http_is_unchanged() {
     assert!(matches!(handshake, Ok(Err(_))));
 }
 
+#[tokio::test]
+async fn plain_http_on_the_redirect_port_is_sent_to_https_and_nothing_else() {
+    let ca = Ca::new();
+    let files = Files::new(&ca.leaf());
+    let (cert, key) = (files.cert.clone(), files.key.clone());
+    let server = TestServer::start_with(move |c: &mut Config| {
+        c.tls_cert = Some(cert);
+        c.tls_key = Some(key);
+        c.http_redirect_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let at = server.server().redirect_addr.expect("the redirect listens");
+    let https_base = format!("https://localhost:{}", server.addr.port());
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    // Whatever the Host header says, the target is the server's own HTTPS origin.
+    for (path, host) in [
+        ("/j/abcd-efgh-jkmn-pqrs?x=1", "localhost"),
+        ("/", "evil.example"),
+        ("/api/v1/auth/signin", "localhost"),
+    ] {
+        let resp = no_redirects
+            .get(format!("http://{at}{path}"))
+            .header("host", host)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(
+            resp.status(),
+            reqwest::StatusCode::PERMANENT_REDIRECT,
+            "{path}"
+        );
+        assert_eq!(
+            resp.headers()["location"],
+            format!("{https_base}{path}"),
+            "{path}"
+        );
+        assert!(resp.headers().get("set-cookie").is_none(), "{path}");
+    }
+    // A POST keeps its method (308), and reaches no handler over plain HTTP.
+    let resp = no_redirects
+        .post(format!("http://{at}/api/v1/auth/signin"))
+        .json(&serde_json::json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), reqwest::StatusCode::PERMANENT_REDIRECT);
+    assert!(resp.headers().get("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn a_redirect_port_without_tls_is_refused() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        media_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: data.path().to_path_buf(),
+        http_redirect_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..Config::default()
+    };
+    let Err(e) = conclave::Server::start(config).await else {
+        panic!("started a redirect to HTTPS without TLS");
+    };
+    assert!(e.to_string().contains("http_redirect_listen"), "{e}");
+}
+
 /// The real binary: `conclave serve --tls-cert --tls-key`, and SIGHUP.
 mod binary {
     use std::process::{Child, Command, Stdio};

@@ -1,6 +1,7 @@
 //! The HTTP face of the server: JSON API, meeting WebSocket, web client.
 //!
 //! - [`error`]: the API's error type and its JSON body.
+//! - [`redirect`]: with TLS, the plain-HTTP listener that sends people to HTTPS.
 //! - [`session`]: who is calling (session cookie or API token), client address.
 //! - [`account`]: sign-in, sign-out, sign-up, one-time links, API tokens.
 //! - [`meetings`]: a host's meetings: create, list, get, update, delete.
@@ -13,6 +14,7 @@ pub mod account;
 pub mod error;
 pub mod meetings;
 pub mod openapi;
+pub mod redirect;
 pub mod session;
 pub mod signaling;
 pub mod web;
