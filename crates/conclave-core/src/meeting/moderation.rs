@@ -159,15 +159,19 @@ impl Meeting {
         }
     }
 
-    /// Stops every participant's microphone and holds it; moderators keep theirs.
-    fn mute_all(&mut self, me: ParticipantId) -> Result<(), Refusal> {
-        self.moderator(me)?;
-        let ids: Vec<_> = self
-            .members
+    /// The members whom mute-all and suspension act on: everyone but hosts and co-hosts.
+    fn non_moderators(&self) -> Vec<ParticipantId> {
+        self.members
             .iter()
             .filter(|(_, m)| !m.role.moderates())
             .map(|(id, _)| *id)
-            .collect();
+            .collect()
+    }
+
+    /// Stops every participant's microphone and holds it; moderators keep theirs.
+    fn mute_all(&mut self, me: ParticipantId) -> Result<(), Refusal> {
+        self.moderator(me)?;
+        let ids = self.non_moderators();
         for id in ids {
             self.stop_media(id, MediaKind::Audio);
         }
@@ -285,12 +289,7 @@ impl Meeting {
     fn suspend(&mut self) {
         self.suspended = true;
         self.locked = true;
-        let ids: Vec<_> = self
-            .members
-            .iter()
-            .filter(|(_, m)| !m.role.moderates())
-            .map(|(id, _)| *id)
-            .collect();
+        let ids = self.non_moderators();
         for id in ids {
             let Some(m) = self.members.get_mut(&id) else {
                 continue;
