@@ -24,6 +24,14 @@ pub fn committed(target: &str) -> Vec<Vec<u8>> {
     files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
 }
 
+/// A seed for a target whose first byte picks the entry point: `selector`, then `bytes`.
+pub fn with_selector(selector: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut seed = Vec::with_capacity(bytes.len() + 1);
+    seed.push(selector);
+    seed.extend_from_slice(bytes);
+    seed
+}
+
 /// A small deterministic generator (xorshift64*), so a failing case reproduces from its seed.
 pub struct Noise(u64);
 

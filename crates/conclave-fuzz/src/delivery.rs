@@ -11,6 +11,7 @@
 
 use conclave_e2ee::DeliveryService;
 
+use crate::corpus;
 use crate::mls::Group;
 
 pub fn run(data: &[u8]) {
@@ -62,11 +63,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         return Vec::new();
     };
     let mut seeds = Vec::new();
-    let mut push = |selector: u8, bytes: &[u8]| {
-        let mut seed = vec![selector];
-        seed.extend_from_slice(bytes);
-        seeds.push(seed);
-    };
+    let mut push = |selector: u8, bytes: &[u8]| seeds.push(corpus::with_selector(selector, bytes));
     for (what, bytes) in &group.wire {
         match *what {
             "key_package" => {

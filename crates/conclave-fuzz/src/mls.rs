@@ -9,6 +9,8 @@
 
 use conclave_e2ee::{DeliveryService, Member};
 
+use crate::corpus;
+
 /// A group the way the server runs one: the delivery service proposes, member "1" commits,
 /// everyone handles the commit, the newcomer joins from the Welcome.
 pub struct Group {
@@ -131,11 +133,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         return Vec::new();
     };
     let mut seeds = Vec::new();
-    let mut push = |selector: u8, bytes: &[u8]| {
-        let mut seed = vec![selector];
-        seed.extend_from_slice(bytes);
-        seeds.push(seed);
-    };
+    let mut push = |selector: u8, bytes: &[u8]| seeds.push(corpus::with_selector(selector, bytes));
     for (what, bytes) in &group.wire {
         let selector = match *what {
             "welcome" => 1,
