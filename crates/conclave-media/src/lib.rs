@@ -66,3 +66,4 @@ pub use transmit::Transmit;
 /// direct dependency on the exact str0m version.
 pub use str0m::change::{SdpAnswer, SdpOffer};
 pub use str0m::media::{MediaKind, Mid, Rid};
+pub use str0m::net::Protocol;

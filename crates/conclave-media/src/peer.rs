@@ -187,6 +187,7 @@ impl Peer {
                     let contents: Vec<u8> = t.contents.into();
                     let len = contents.len() as u64;
                     let queued = transmits.push(Transmit {
+                        proto: t.proto,
                         source: t.source,
                         destination: t.destination,
                         contents,

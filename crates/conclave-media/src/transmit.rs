@@ -7,12 +7,18 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use str0m::net::Protocol;
+
 /// Default bound of the transmit queue, in datagrams.
 pub const DEFAULT_MAX_QUEUED_TRANSMITS: usize = 16 * 1024;
 
-/// One UDP datagram to send.
+/// One packet to send: a UDP datagram, or one RFC 4571 frame on the TCP
+/// connection between `source` and `destination`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// The transport of the candidate pair str0m chose: the driver must not
+    /// send a TCP peer's packet as a datagram (its address is a TCP port).
+    pub proto: Protocol,
     /// The local address to send from (one of the router's candidates).
     pub source: SocketAddr,
     pub destination: SocketAddr,
@@ -23,6 +29,7 @@ impl std::fmt::Debug for Transmit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Contents are ciphertext and of no use in a log; the size is.
         f.debug_struct("Transmit")
+            .field("proto", &self.proto)
             .field("source", &self.source)
             .field("destination", &self.destination)
             .field("len", &self.contents.len())

@@ -34,9 +34,23 @@ impl Router {
         destination: SocketAddr,
         data: &[u8],
     ) -> Option<PeerId> {
+        self.handle_receive_on(Protocol::Udp, now, source, destination, data)
+    }
+
+    /// [`Router::handle_receive`] for a packet that came over `proto`: one
+    /// RFC 4571 frame of an ICE-TCP connection is [`Protocol::Tcp`], with
+    /// the connection's remote address as `source`.
+    pub fn handle_receive_on(
+        &mut self,
+        proto: Protocol,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> Option<PeerId> {
         self.tick(now);
         self.stats.datagrams_in += 1;
-        let Some(input) = udp_input(now, source, destination, data) else {
+        let Some(input) = net_input(proto, now, source, destination, data) else {
             self.stats.garbage += 1;
             return None;
         };
@@ -68,7 +82,20 @@ impl Router {
         destination: SocketAddr,
         data: &[u8],
     ) -> bool {
-        let Some(input) = udp_input(now, source, destination, data) else {
+        self.handle_receive_from_on(Protocol::Udp, peer, now, source, destination, data)
+    }
+
+    /// [`Router::handle_receive_from`] for a packet that came over `proto`.
+    pub fn handle_receive_from_on(
+        &mut self,
+        proto: Protocol,
+        peer: PeerId,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let Some(input) = net_input(proto, now, source, destination, data) else {
             self.tick(now);
             self.stats.datagrams_in += 1;
             self.stats.garbage += 1;
@@ -109,7 +136,19 @@ impl Router {
         destination: SocketAddr,
         data: &[u8],
     ) -> bool {
-        udp_input(now, source, destination, data)
+        self.accepts_on(Protocol::Udp, now, source, destination, data)
+    }
+
+    /// [`Router::accepts`] for a packet that came over `proto`.
+    pub fn accepts_on(
+        &self,
+        proto: Protocol,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        net_input(proto, now, source, destination, data)
             .is_some_and(|input| self.peers.values().any(|p| p.rtc.accepts(&input)))
     }
 
@@ -393,8 +432,9 @@ impl Router {
     }
 }
 
-/// A datagram as str0m input; `None` when it is neither STUN, DTLS nor RTP/RTCP.
-fn udp_input<'a>(
+/// A packet as str0m input; `None` when it is neither STUN, DTLS nor RTP/RTCP.
+fn net_input<'a>(
+    proto: Protocol,
     now: Instant,
     source: SocketAddr,
     destination: SocketAddr,
@@ -404,7 +444,7 @@ fn udp_input<'a>(
     Some(Input::Receive(
         now,
         Receive {
-            proto: Protocol::Udp,
+            proto,
             source,
             destination,
             contents,

@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 
 use str0m::Candidate;
 use str0m::media::Mid;
+use str0m::net::TcpType;
 
 use crate::error::MediaError;
 use crate::event::{Event, ForwardedTrack};
@@ -82,6 +83,12 @@ pub struct RouterConfig {
     /// driver's socket is reachable (the public address behind a 1:1 NAT).
     /// Datagrams must be passed in with one of these as `destination`.
     pub candidates: Vec<SocketAddr>,
+    /// Where the driver accepts ICE-TCP connections, announced as passive
+    /// TCP host candidates (RFC 6544) beside the UDP ones: a client whose
+    /// firewall drops UDP still reaches the router. Frames read from such a
+    /// connection are passed in with [`Protocol::Tcp`](str0m::net::Protocol)
+    /// and one of these as `destination`. Empty: UDP only.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// At most one keyframe request per track per this interval.
     pub keyframe_interval: Duration,
     /// Bound of the transmit queue, in datagrams.
@@ -102,6 +109,7 @@ impl RouterConfig {
     pub fn new(candidate: SocketAddr) -> Self {
         RouterConfig {
             candidates: vec![candidate],
+            tcp_candidates: Vec::new(),
             keyframe_interval: DEFAULT_KEYFRAME_INTERVAL,
             max_queued_transmits: DEFAULT_MAX_QUEUED_TRANSMITS,
             forward_by_default: true,
@@ -139,11 +147,24 @@ impl Router {
         if config.candidates.is_empty() {
             return Err(MediaError::NoCandidates);
         }
-        let candidates = config
-            .candidates
-            .iter()
-            .map(|addr| Candidate::host(*addr, "udp").map_err(|_| MediaError::BadCandidate(*addr)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let udp = config.candidates.iter().map(|addr| {
+            Candidate::builder()
+                .udp()
+                .host(*addr)
+                .build()
+                .map_err(|_| MediaError::BadCandidate(*addr))
+        });
+        // Passive: the router never dials out; clients connect to it
+        // (tcptype active), like they send it the first UDP check.
+        let tcp = config.tcp_candidates.iter().map(|addr| {
+            Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|_| MediaError::BadCandidate(*addr))
+        });
+        let candidates = udp.chain(tcp).collect::<Result<Vec<_>, _>>()?;
         Ok(Router {
             candidates,
             keyframe_interval: config.keyframe_interval,
