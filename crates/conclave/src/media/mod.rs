@@ -1,7 +1,8 @@
 //! The media driver: the I/O shell around `conclave-media`.
 //!
 //! Meetings are spread over worker threads (default: one per core). Each
-//! worker owns one UDP port, its own runtime and the [`conclave_media::Router`]
+//! worker owns one UDP port (and the TCP port of the same number, for
+//! clients whose network drops UDP: [`tcp`]), its own runtime and the [`conclave_media::Router`]
 //! of every meeting assigned to it, so a meeting's tracks are only ever
 //! offered to that meeting's members and no packet crosses a thread or takes
 //! a lock. A meeting's worker is a hash of its (random) ID: rooms need no
@@ -13,7 +14,9 @@
 //! by source address: the worker remembers which meeting and peer took the
 //! first datagram (the ICE check) from each address.
 
+mod framing;
 mod meeting;
+mod tcp;
 mod udp;
 mod worker;
 
@@ -177,25 +180,39 @@ pub fn start(
             bound.ip()
         });
         let local = SocketAddr::new(ip, bound.port());
+        // ICE-TCP on the same port number: one port to open in a firewall
+        // per worker, for both transports (ephemeral when UDP's is).
+        let tcp_addr = SocketAddr::new(bind.ip(), if bind.port() == 0 { 0 } else { bound.port() });
+        let tcp_err = |source| MediaStartError::Bind {
+            addr: tcp_addr,
+            source,
+        };
+        let listener = std::net::TcpListener::bind(tcp_addr).map_err(tcp_err)?;
+        listener.set_nonblocking(true).map_err(tcp_err)?;
+        let tcp_local = SocketAddr::new(ip, listener.local_addr().map_err(tcp_err)?.port());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()
             .map_err(MediaStartError::Worker)?;
-        let socket = {
+        let (socket, listener) = {
             let _in_runtime = runtime.enter();
-            tokio::net::UdpSocket::from_std(socket).map_err(bind_err)?
+            (
+                tokio::net::UdpSocket::from_std(socket).map_err(bind_err)?,
+                tokio::net::TcpListener::from_std(listener).map_err(tcp_err)?,
+            )
         };
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         let shutdown = shutdown.clone();
         std::thread::Builder::new()
             .name(format!("media-{i}"))
             .spawn(move || {
-                let worker = worker::Worker::new(socket, local);
+                let tcp = tcp::Tcp::new(listener, tcp_local);
+                let worker = worker::Worker::new(socket, local, tcp);
                 runtime.block_on(worker.run(rx, shutdown));
             })
             .map_err(MediaStartError::Worker)?;
-        tracing::info!(%local, worker = i, "media on UDP");
+        tracing::info!(%local, tcp = %tcp_local, worker = i, "media on UDP and ICE-TCP");
         handles.push(WorkerHandle { tx });
     }
     Ok(MediaHandle {

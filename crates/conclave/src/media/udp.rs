@@ -163,6 +163,7 @@ mod tests {
 
     fn transmit(to: SocketAddr, payload: &[u8]) -> Transmit {
         Transmit {
+            proto: conclave_media::Protocol::Udp,
             source: to,
             destination: to,
             contents: payload.to_vec(),

@@ -1,5 +1,6 @@
-//! One media worker: an OS thread with its own UDP socket, its own
-//! single-threaded runtime and the routers of the meetings assigned to it.
+//! One media worker: an OS thread with its own UDP socket and ICE-TCP
+//! listener, its own single-threaded runtime and the routers of the
+//! meetings assigned to it.
 //! Nothing in here is shared with another worker, so forwarding a packet
 //! takes no lock; rooms reach a worker only through its command queue.
 
@@ -8,7 +9,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use conclave_media::{PeerId, Router, RouterConfig};
+use conclave_media::{PeerId, Protocol, Router, RouterConfig};
 use conclave_proto::MeetingId;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -16,13 +17,23 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::DriverCmd;
+use super::framing;
 use super::meeting::MeetingMedia;
+use super::tcp::{Tcp, TcpEvent};
 use super::udp::{RecvBatch, SendBatch};
 
 /// Source addresses remembered before the map is cleared (it refills itself).
 const MAX_SOURCES: usize = 64 * 1024;
 /// Receive batches handled per wake-up before timers and commands get a turn.
 const RECV_BATCHES_PER_WAKE: usize = 8;
+/// TCP reads (each one or more frames) handled per wake-up, likewise.
+const TCP_READS_PER_WAKE: usize = 64;
+/// How often TCP connections are checked for the match and idle timeouts:
+/// their precision, not their length.
+const TCP_SWEEP: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The meeting and peer a source's packets go to.
+type Route = (MeetingId, PeerId);
 
 pub struct Worker {
     socket: UdpSocket,
@@ -30,7 +41,10 @@ pub struct Worker {
     meetings: HashMap<MeetingId, MeetingMedia>,
     /// Which meeting's peer took the last datagram from each address: the
     /// one lookup a datagram from a known source costs.
-    by_source: HashMap<SocketAddr, (MeetingId, PeerId)>,
+    by_source: HashMap<SocketAddr, Route>,
+    tcp: Tcp,
+    /// When TCP connections are next checked for their timeouts.
+    tcp_sweep_at: Instant,
     recv: RecvBatch,
     send: SendBatch,
     stats: WorkerStats,
@@ -49,12 +63,14 @@ pub struct WorkerStats {
 }
 
 impl Worker {
-    pub fn new(socket: UdpSocket, local: SocketAddr) -> Self {
+    pub fn new(socket: UdpSocket, local: SocketAddr, tcp: Tcp) -> Self {
         Worker {
             socket,
             local,
             meetings: HashMap::new(),
             by_source: HashMap::new(),
+            tcp,
+            tcp_sweep_at: Instant::now() + TCP_SWEEP,
             recv: RecvBatch::new(),
             send: SendBatch::new(),
             stats: WorkerStats::default(),
@@ -67,6 +83,7 @@ impl Worker {
                 .meetings
                 .values()
                 .filter_map(|m| m.router.poll_timeout())
+                .chain((!self.tcp.is_empty()).then_some(self.tcp_sweep_at))
                 .min();
             let sleep = next.map(tokio::time::Instant::from_std);
             tokio::select! {
@@ -79,6 +96,11 @@ impl Worker {
                     Ok(()) => self.receive(),
                     Err(e) => tracing::debug!(error = %e, "media socket"),
                 },
+                accepted = self.tcp.listener.accept() => match accepted {
+                    Ok((stream, remote)) => self.tcp.accepted(stream, remote, Instant::now()),
+                    Err(e) => tracing::debug!(error = %e, "media TCP accept"),
+                },
+                Some(event) = self.tcp.events.recv() => self.tcp_events(event),
                 () = sleep_until(sleep), if sleep.is_some() => {}
             }
             // Every branch can make timers due: forwarding a packet makes its
@@ -94,11 +116,16 @@ impl Worker {
             unrouted = self.stats.unrouted,
             truncated = self.recv.dropped,
             send_failed = self.send.failed,
+            tcp = ?self.tcp.stats,
             "media worker stopped"
         );
     }
 
     fn timeouts(&mut self, now: Instant) {
+        if now >= self.tcp_sweep_at {
+            self.tcp.expire(now);
+            self.tcp_sweep_at = now + TCP_SWEEP;
+        }
         for m in self.meetings.values_mut() {
             if m.router.poll_timeout().is_some_and(|t| t <= now) {
                 m.router.handle_timeout(now);
@@ -134,17 +161,63 @@ impl Worker {
         }
     }
 
+    /// Handles what the TCP connections sent, a bounded number of reads at
+    /// a time: each frame goes the way a datagram goes, from the
+    /// connection's remote address, to the peer the connection is matched
+    /// to (the one lookup it costs) or, until it is, to whichever router
+    /// takes it.
+    fn tcp_events(&mut self, first: TcpEvent) {
+        let mut next = Some(first);
+        for _ in 0..TCP_READS_PER_WAKE {
+            let Some(event) = next.take() else { return };
+            let now = Instant::now();
+            match event {
+                TcpEvent::Closed { conn } => self.tcp.close(conn),
+                TcpEvent::Frames { conn, bytes } => {
+                    let Some(c) = self.tcp.heard(conn, now) else {
+                        // Closed meanwhile: what it sent goes nowhere.
+                        continue;
+                    };
+                    let (remote, mut route) = (c.remote, c.route);
+                    let mut unmatched = 0;
+                    for data in framing::frames(&bytes) {
+                        route = route_one(
+                            &mut self.meetings,
+                            &mut self.stats,
+                            Protocol::Tcp,
+                            self.tcp.local,
+                            now,
+                            remote,
+                            route,
+                            data,
+                        );
+                        unmatched += u32::from(route.is_none());
+                    }
+                    if let Some(c) = self.tcp.heard(conn, now) {
+                        c.route = route;
+                    }
+                    for _ in 0..unmatched {
+                        self.tcp.unmatched(conn);
+                    }
+                }
+            }
+            next = self.tcp.events.try_recv().ok();
+        }
+    }
+
     fn command(&mut self, cmd: DriverCmd) {
         let now = Instant::now();
         match cmd {
             DriverCmd::Closed { meeting } => {
                 self.meetings.remove(&meeting);
                 self.by_source.retain(|_, (m, _)| *m != meeting);
+                self.tcp.unroute_meeting(meeting, now);
             }
             DriverCmd::Open { meeting, events } => {
                 let config = RouterConfig {
                     // The core decides what may be forwarded.
                     forward_by_default: false,
+                    tcp_candidates: vec![self.tcp.local],
                     ..RouterConfig::new(self.local)
                 };
                 let Ok(router) = Router::new(config) else {
@@ -166,6 +239,10 @@ impl Worker {
     async fn flush(&mut self) {
         for m in self.meetings.values_mut() {
             while let Some(t) = m.router.poll_transmit() {
+                if t.proto == Protocol::Tcp {
+                    self.tcp.send(t.destination, &t.contents);
+                    continue;
+                }
                 self.send.push(t);
                 if self.send.is_full() {
                     send_all(&self.socket, &mut self.send).await;
@@ -185,38 +262,74 @@ impl Worker {
 /// meeting and peer that did are remembered.
 fn route(
     meetings: &mut HashMap<MeetingId, MeetingMedia>,
-    by_source: &mut HashMap<SocketAddr, (MeetingId, PeerId)>,
+    by_source: &mut HashMap<SocketAddr, Route>,
     stats: &mut WorkerStats,
     local: SocketAddr,
     now: Instant,
     from: SocketAddr,
     data: &[u8],
 ) {
-    stats.datagrams_in += 1;
-    if let Some(&(meeting, peer)) = by_source.get(&from) {
-        if meetings
-            .get_mut(&meeting)
-            .is_some_and(|m| m.router.handle_receive_from(peer, now, from, local, data))
-        {
-            return;
+    let known = by_source.get(&from).copied();
+    let found = route_one(
+        meetings,
+        stats,
+        Protocol::Udp,
+        local,
+        now,
+        from,
+        known,
+        data,
+    );
+    match found {
+        Some(r) if Some(r) == known => {}
+        Some(r) => {
+            if by_source.len() >= MAX_SOURCES {
+                by_source.clear();
+            }
+            by_source.insert(from, r);
         }
-        // The peer or its meeting is gone, or the address is someone
-        // else's now: find its owner again.
-        by_source.remove(&from);
+        None if known.is_some() => {
+            by_source.remove(&from);
+        }
+        None => {}
     }
+}
+
+/// Hands one packet (a datagram, or a TCP frame) to its router: straight to
+/// `known`'s peer when that still takes it, else to the first meeting
+/// whose router takes it. Returns the route its source has now.
+#[allow(clippy::too_many_arguments)]
+fn route_one(
+    meetings: &mut HashMap<MeetingId, MeetingMedia>,
+    stats: &mut WorkerStats,
+    proto: Protocol,
+    local: SocketAddr,
+    now: Instant,
+    from: SocketAddr,
+    known: Option<Route>,
+    data: &[u8],
+) -> Option<Route> {
+    stats.datagrams_in += 1;
+    if let Some((meeting, peer)) = known
+        && meetings.get_mut(&meeting).is_some_and(|m| {
+            m.router
+                .handle_receive_from_on(proto, peer, now, from, local, data)
+        })
+    {
+        return known;
+    }
+    // The peer or its meeting is gone, or the address is someone else's
+    // now: find its owner again.
     let Some((&id, m)) = meetings
         .iter_mut()
-        .find(|(_, m)| m.router.accepts(now, from, local, data))
+        .find(|(_, m)| m.router.accepts_on(proto, now, from, local, data))
     else {
         stats.unrouted += 1;
-        return;
+        return None;
     };
-    if let Some(peer) = m.router.handle_receive(now, from, local, data) {
-        if by_source.len() >= MAX_SOURCES {
-            by_source.clear();
-        }
-        by_source.insert(from, (id, peer));
-    }
+    m.router
+        .handle_receive_on(proto, now, from, local, data)
+        .map(|peer| (id, peer))
 }
 
 /// Sends the whole batch, waiting whenever the socket's buffer is full.
