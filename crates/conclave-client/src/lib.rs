@@ -9,6 +9,8 @@
 //! - [`session`]: a whole session: join, wait, run media, report.
 //! - [`signaling`]: the meeting WebSocket from the client side: join, wait,
 //!   exchange messages.
+//! - [`tcp`]: ICE-TCP to the server (RFC 4571 frames), for networks that
+//!   drop UDP.
 //! - `vp8`: what the client reads of a VP8 frame header (key frame, size).
 #![forbid(unsafe_code)]
 
@@ -19,6 +21,7 @@ pub mod media;
 pub mod record;
 pub mod session;
 pub mod signaling;
+pub mod tcp;
 mod vp8;
 
 pub use invite::Invite;

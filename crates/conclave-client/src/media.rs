@@ -19,7 +19,7 @@ use conclave_proto::{
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
 use conclave_e2ee::{EpochKeys, FrameCrypto, FrameKind};
@@ -321,6 +321,8 @@ pub struct ClientPeer {
     stats: PeerStats,
     outbox: Vec<ClientMessage>,
     transmits: Vec<(SocketAddr, Vec<u8>)>,
+    /// Packets for the ICE-TCP connection to each address ([`crate::tcp`]).
+    tcp_transmits: Vec<(SocketAddr, Vec<u8>)>,
     /// When str0m next wants `Input::Timeout`.
     rtc_timeout: Instant,
     /// Received frames kept for the caller (a recorder), when asked for.
@@ -342,7 +344,27 @@ impl ClientPeer {
         sources: Vec<SourceMedia>,
         now: Instant,
     ) -> Result<(Self, ClientMessage), PeerError> {
-        let mut rtc = Self::rtc(local, now)?;
+        Self::offering(Some(local), sources, now)
+    }
+
+    /// Like [`ClientPeer::new`] with no UDP candidate at all: the peer's
+    /// only way to the server will be the ICE-TCP connection the caller
+    /// opens after the answer ([`ClientPeer::add_tcp_candidate`]), as on a
+    /// network that drops UDP.
+    pub fn new_tcp_only(
+        sources: Vec<SourceMedia>,
+        now: Instant,
+    ) -> Result<(Self, ClientMessage), PeerError> {
+        Self::offering(None, sources, now)
+    }
+
+    fn offering(
+        udp: Option<SocketAddr>,
+        sources: Vec<SourceMedia>,
+        now: Instant,
+    ) -> Result<(Self, ClientMessage), PeerError> {
+        let mut rtc = Self::rtc(udp, now)?;
+        let local = udp.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut change = rtc.sdp_api();
         let mut placed = Vec::new();
         for media in sources {
@@ -393,15 +415,59 @@ impl ClientPeer {
     }
 
     /// str0m with Opus and VP8 and one host candidate: the local socket.
-    fn rtc(local: SocketAddr, now: Instant) -> Result<Rtc, PeerError> {
+    fn rtc(local: Option<SocketAddr>, now: Instant) -> Result<Rtc, PeerError> {
         let mut rtc = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
             .build(now);
-        let candidate = Candidate::host(local, "udp").map_err(RtcError::from)?;
-        rtc.add_local_candidate(candidate);
+        if let Some(local) = local {
+            let candidate = Candidate::host(local, "udp").map_err(RtcError::from)?;
+            rtc.add_local_candidate(candidate);
+        }
         Ok(rtc)
+    }
+
+    /// An ICE-TCP connection to the server is open from `local`: str0m pairs
+    /// it (an active TCP candidate) with the server's passive one and runs
+    /// its checks over it. With a UDP candidate too, ICE prefers UDP when
+    /// both work, so a client may always add this: it is the fallback.
+    pub fn add_tcp_candidate(&mut self, local: SocketAddr, now: Instant) -> Result<(), PeerError> {
+        let candidate = Candidate::builder()
+            .tcp()
+            .host(local)
+            .tcptype(TcpType::Active)
+            .build()
+            .map_err(RtcError::from)?;
+        self.rtc.add_local_candidate(candidate);
+        self.drain(now)
+    }
+
+    /// One RFC 4571 frame from the ICE-TCP connection `local` ↔ `source`.
+    pub fn handle_tcp_frame(
+        &mut self,
+        source: SocketAddr,
+        local: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<(), PeerError> {
+        let Ok(contents) = data.try_into() else {
+            return Ok(()); // not STUN/DTLS/RTP: ignore
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Tcp,
+                source,
+                destination: local,
+                contents,
+            },
+        );
+        if self.rtc.accepts(&input) {
+            self.rtc.handle_input(input)?;
+            self.drain(now)?;
+        }
+        Ok(())
     }
 
     fn assemble(
@@ -421,6 +487,7 @@ impl ClientPeer {
             stats: PeerStats::default(),
             outbox: Vec::new(),
             transmits: Vec::new(),
+            tcp_transmits: Vec::new(),
             rtc_timeout: now,
             keep_frames: false,
             frames: Vec::new(),
@@ -514,7 +581,7 @@ impl ClientPeer {
     /// the other side's ([`ClientPeer::accept_offer`]). The load harness uses
     /// it to subscribe to feeds on a server that offers first (Janus).
     pub fn answerer(local: SocketAddr, now: Instant) -> Result<Self, PeerError> {
-        let rtc = Self::rtc(local, now)?;
+        let rtc = Self::rtc(Some(local), now)?;
         Self::assemble(rtc, local, None, Vec::new(), now)
     }
 
@@ -721,6 +788,10 @@ impl ClientPeer {
 
     fn on_output(&mut self, out: Output, now: Instant) {
         match out {
+            Output::Transmit(t) if t.proto == Protocol::Tcp => {
+                self.tcp_transmits
+                    .push((t.destination, t.contents.to_vec()));
+            }
             Output::Transmit(t) => self.transmits.push((t.destination, t.contents.to_vec())),
             Output::Timeout(_) => {}
             Output::Event(e) => match e {
@@ -796,6 +867,11 @@ impl ClientPeer {
     /// Datagrams to send.
     pub fn take_transmits(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         std::mem::take(&mut self.transmits)
+    }
+
+    /// Packets for ICE-TCP connections, by the server address each goes to.
+    pub fn take_tcp_transmits(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::mem::take(&mut self.tcp_transmits)
     }
 
     /// Signaling messages to send.

@@ -1,0 +1,137 @@
+//! ICE-TCP from the client side (RFC 6544, active): for networks that drop
+//! UDP, the client connects to the server's passive TCP candidate and
+//! carries its ICE checks, DTLS and SRTP as RFC 4571 frames (a 2-byte
+//! big-endian length, then the packet).
+//!
+//! A task reads the frames, so the session's `select!` loop only ever
+//! awaits a channel, which is cancel-safe where a half-read frame would not
+//! be.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+/// Frames read ahead of the session, at most.
+const READ_AHEAD: usize = 256;
+
+/// One ICE-TCP connection to the server.
+pub struct TcpMedia {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    frames: mpsc::Receiver<Vec<u8>>,
+    write: OwnedWriteHalf,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl TcpMedia {
+    pub async fn connect(to: SocketAddr) -> std::io::Result<TcpMedia> {
+        let stream = TcpStream::connect(to).await?;
+        stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
+        let (read, write) = stream.into_split();
+        let (tx, frames) = mpsc::channel(READ_AHEAD);
+        let reader = tokio::spawn(read_frames(read, tx));
+        Ok(TcpMedia {
+            local,
+            remote: to,
+            frames,
+            write,
+            reader,
+        })
+    }
+
+    /// The next packet from the server; `None` once the connection ended.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.frames.recv().await
+    }
+
+    /// Sends one packet, framed.
+    pub async fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+        let len = u16::try_from(packet.len())
+            .map_err(|_| std::io::Error::other("packet too large for RFC 4571"))?;
+        let mut buf = Vec::with_capacity(packet.len() + 2);
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(packet);
+        self.write.write_all(&buf).await
+    }
+}
+
+impl Drop for TcpMedia {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn read_frames(mut read: OwnedReadHalf, tx: mpsc::Sender<Vec<u8>>) {
+    loop {
+        let mut prefix = [0u8; 2];
+        if read.read_exact(&mut prefix).await.is_err() {
+            return;
+        }
+        let mut frame = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+        if read.read_exact(&mut frame).await.is_err() || tx.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The passive TCP host candidates in an SDP (the server's answer): where
+/// to connect.
+pub fn passive_candidates(sdp: &str) -> Vec<SocketAddr> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .filter_map(|l| str0m::Candidate::from_sdp_string(l).ok())
+        .filter(|c| {
+            c.proto() == str0m::net::Protocol::Tcp
+                && c.tcptype() == Some(str0m::net::TcpType::Passive)
+        })
+        .map(|c| c.addr())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_passive_tcp_candidates_are_taken_from_an_answer() {
+        let sdp = "v=0\r\n\
+            a=candidate:1 1 udp 2130706175 127.0.0.1 10000 typ host\r\n\
+            a=candidate:2 1 tcp 1518280447 127.0.0.1 10000 typ host tcptype passive\r\n\
+            a=candidate:3 1 tcp 1518280447 127.0.0.1 9 typ host tcptype active\r\n";
+        assert_eq!(
+            passive_candidates(sdp),
+            vec![SocketAddr::from(([127, 0, 0, 1], 10000))]
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_cross_a_connection_whole_whatever_the_segments() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            // Two frames written one byte at a time, then one in one write.
+            for b in [0u8, 3, b'a', b'b', b'c', 0, 1, b'z'] {
+                s.write_all(&[b]).await.expect("write");
+                s.flush().await.expect("flush");
+            }
+            s.write_all(&[0, 2, b'o', b'k']).await.expect("write");
+            let mut got = [0u8; 6];
+            s.read_exact(&mut got).await.expect("read");
+            got
+        });
+        let mut c = TcpMedia::connect(addr).await.expect("connect");
+        assert_eq!(c.recv().await.as_deref(), Some(&b"abc"[..]));
+        assert_eq!(c.recv().await.as_deref(), Some(&b"z"[..]));
+        assert_eq!(c.recv().await.as_deref(), Some(&b"ok"[..]));
+        c.send(b"ping").await.expect("send");
+        assert_eq!(&server.await.expect("server"), b"\x00\x04ping");
+    }
+}
