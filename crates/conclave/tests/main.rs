@@ -12,6 +12,7 @@ mod e2ee_assets;
 mod e2ee_flow;
 mod guessing;
 mod hardening;
+mod ice_tcp;
 mod joining;
 mod media_flow;
 mod meeting_flow;
