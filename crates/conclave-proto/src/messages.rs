@@ -350,6 +350,23 @@ pub struct E2eeSetup {
     pub external_sender: String,
 }
 
+/// A STUN or TURN server a client may use to reach the media router, shaped
+/// like WebRTC's `RTCIceServer` so a browser can take it as it is. The router
+/// itself is ICE-lite with only host candidates; a TURN relay is what carries
+/// media for a client whose network lets nothing out but TCP or TLS to 443.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `turn:`/`turns:` (or `stun:`) URLs, e.g. `turns:turn.example.org:443?transport=tcp`.
+    pub urls: Vec<String>,
+    /// For servers with shared-secret (TURN REST API) credentials,
+    /// `<unix expiry>:<per-participant tag>`: the relay refuses it after
+    /// the expiry, so a leaked credential is worth hours, not forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// Messages from the server to a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -375,6 +392,12 @@ pub enum ServerMessage {
         /// its delivery service; such a meeting cannot carry media or chat.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         e2ee: Option<E2eeSetup>,
+        /// TURN servers with credentials for this participant only, sent
+        /// on admission and never to the waiting room, so that relay
+        /// capacity is spent on members alone. Empty when the operator
+        /// configured none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     ParticipantJoined {
         participant: Participant,

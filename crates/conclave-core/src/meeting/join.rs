@@ -206,6 +206,9 @@ impl Meeting {
                 Vec::new()
             },
             e2ee: self.group.as_ref().map(|g| g.setup().clone()),
+            // The shell fills them in: credentials need the wall clock and
+            // the operator's secret, neither of which the core holds.
+            ice_servers: Vec::new(),
         };
         self.send(conn, msg);
     }

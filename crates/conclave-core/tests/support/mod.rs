@@ -464,8 +464,12 @@ pub fn joined(out: &[Output], conn: u64) -> Joined {
                 participants,
                 waiting,
                 e2ee,
+                ice_servers,
             } => {
                 assert_eq!(resume_window, RESUME_WINDOW.as_secs());
+                // Relay credentials need the operator's secret and the wall
+                // clock: the server's shell adds them, never the core.
+                assert!(ice_servers.is_empty());
                 assert!(e2ee.is_some(), "every member learns the group's setup");
                 Some(Joined {
                     you,
