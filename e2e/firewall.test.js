@@ -1,0 +1,140 @@
+// A meeting behind a firewall that drops UDP: nftables drops every UDP
+// packet to or from the router's media port, so the browsers' only way to
+// the router is ICE-TCP (RFC 6544): they connect to the passive TCP
+// candidate the router announces on the same port number and carry DTLS and
+// SRTP in RFC 4571 frames. Host and guest each decode the other's video, and
+// the connection details say TCP.
+//
+// The nft table is this file's own: created before the meeting, deleted
+// after it, so the other tests in the namespace e2e/run makes never see it.
+// Needs root in that namespace (e2e/run is unshare -n) and nft; .ci/run
+// installs nftables.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { after, before, describe } from 'node:test';
+import { eventually, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
+
+const HOST = 'ada';
+const PASSWORD = 'correct horse battery staple';
+/** Ours alone, so that removing it leaves every other rule alone. */
+const NFT_TABLE = 'conclave_e2e_firewall';
+const NFT = process.env.NFT || '/usr/sbin/nft';
+
+function run(cmd, args, input) {
+  const r = spawnSync(cmd, args, { input, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
+  return r.stdout;
+}
+
+/**
+ * The router's media ports: worker i listens on the first port + i (one
+ * worker per core), and a meeting's worker is a hash of its ID.
+ */
+const WORKER_PORTS = 256;
+
+/** Drops all UDP to and from the router's media ports, both ways; TCP passes. */
+function blockUdp(mediaPort) {
+  dropFirewall();
+  const ports = `${mediaPort}-${mediaPort + WORKER_PORTS - 1}`;
+  run(NFT, ['-f', '-'], `
+table inet ${NFT_TABLE} {
+  chain output {
+    type filter hook output priority 0; policy accept;
+    udp dport ${ports} counter drop
+    udp sport ${ports} counter drop
+  }
+}
+`);
+}
+
+function dropFirewall() {
+  spawnSync(NFT, ['delete', 'table', 'inet', NFT_TABLE], { encoding: 'utf8' });
+}
+
+/** The live peer connection's selected pair: the local and remote candidates' type and protocol. */
+function selectedPair(page) {
+  return page.evaluate(async () => {
+    const pc = (window.__pcs || []).filter((p) => p.connectionState !== 'closed').at(-1);
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (!pair) return null;
+    const l = stats.get(pair.localCandidateId);
+    const r = stats.get(pair.remoteCandidateId);
+    return {
+      local: { type: l?.candidateType, protocol: l?.protocol, relayProtocol: l?.relayProtocol, tcpType: l?.tcpType },
+      remote: { type: r?.candidateType, protocol: r?.protocol, port: r?.port, tcpType: r?.tcpType },
+    };
+  });
+}
+
+describe('media over ICE-TCP when the network drops UDP', () => {
+  let server;
+  let host;
+  let guest;
+  const step = storySteps('firewall-', () => [['host', host], ['guest', guest]]);
+
+  before(async () => {
+    server = await startServer();
+    server.createUser(HOST, PASSWORD);
+    blockUdp(server.mediaPort);
+    host = await openBrowser('host');
+    guest = await openBrowser('guest');
+  });
+
+  after(async () => {
+    dropFirewall();
+    for (const b of [host, guest]) if (b) await b.close();
+    if (server) await server.stop('firewall-server.log');
+  });
+
+  step('host and guest join', async () => {
+    const invite = await hostStartsMeeting(host.page, server.url, HOST, PASSWORD);
+    const p = guest.page;
+    await p.goto(invite);
+    await p.getByRole('textbox', { name: 'Your name', exact: true }).fill('Grace');
+    await p.getByRole('button', { name: 'Join', exact: true }).click();
+    await p.getByRole('region', { name: 'Waiting room', exact: true }).waitFor();
+    await host.page.getByRole('button', { name: 'Admit', exact: true }).click();
+    await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+  });
+
+  step('host and guest each decode the other\'s video, over TCP', async () => {
+    for (const [who, b] of [['host', host], ['guest', guest]]) {
+      const first = await eventually(() => received(b.page), (r) => r.framesDecoded > 10 && r.audioPackets > 10, { timeout: 30_000, what: `${who} receives media` });
+      await eventually(() => received(b.page), (r) => r.framesDecoded > first.framesDecoded + 10, { what: `${who} keeps decoding` });
+      const pair = await selectedPair(b.page);
+      assert.equal(pair?.local.protocol, 'tcp', `${who}'s media goes over TCP: ${JSON.stringify(pair)}`);
+      // An active TCP candidate's port is only known once connected: the
+      // browser reports it as peer-reflexive. Not a relay either way.
+      assert.ok(['host', 'prflx'].includes(pair.local.type), `${who} connects straight to the router: ${JSON.stringify(pair)}`);
+      assert.equal(pair.remote.tcpType, 'passive', `the router's candidate is passive: ${JSON.stringify(pair)}`);
+      const port = pair.remote.port - server.mediaPort;
+      assert.ok(port >= 0 && port < WORKER_PORTS, `the router's TCP port is a worker's UDP port number: ${JSON.stringify(pair)}`);
+    }
+    const hostVideo = guest.page.locator(`video[aria-label="${HOST}"]`);
+    await eventually(() => hostVideo.evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames), (n) => n > 5, { what: 'host video plays at the guest' });
+    const guestVideo = host.page.locator('video[aria-label="Grace"]');
+    await eventually(() => guestVideo.evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames), (n) => n > 5, { what: 'guest video plays at the host' });
+  });
+
+  step('the firewall did its part: UDP to the router was dropped', async () => {
+    const rules = run(NFT, ['list', 'table', 'inet', NFT_TABLE]);
+    const dropped = [...rules.matchAll(/counter packets (\d+)/g)].map((m) => Number(m[1]));
+    assert.ok(dropped.some((n) => n > 0), `the browsers tried UDP first and were stopped:\n${rules}`);
+  });
+
+  step('the connection details show TCP', async () => {
+    for (const [who, b] of [['host', host], ['guest', guest]]) {
+      const shown = b.page.locator('.sec-transport');
+      await eventually(() => shown.getAttribute('data-transport'), (t) => t === 'direct-tcp', { what: `${who}'s connection details` });
+      await b.page.getByRole('button', { name: /encrypt/i }).first().click();
+      assert.match(await shown.textContent(), /Direct to the server \(TCP\)/);
+      await screenshot(b.page, `firewall-${who}-details`);
+    }
+  });
+});
