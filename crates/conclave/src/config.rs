@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::turn::{TurnConfigError, TurnServer};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -18,6 +20,8 @@ pub enum ConfigError {
     },
     #[error("invalid configuration: {0}")]
     Invalid(&'static str),
+    #[error(transparent)]
+    Turn(#[from] TurnConfigError),
     #[error("{path}: {source}")]
     Parse {
         path: PathBuf,
@@ -58,6 +62,9 @@ pub struct Config {
     /// Reverse proxies whose `X-Forwarded-For` header is believed. Empty: the
     /// header is ignored and the socket's peer address is the client's.
     pub trusted_proxies: Vec<IpAddr>,
+    /// TURN servers handed to admitted members (`joined.ice_servers`), for
+    /// networks that let no UDP out; see [`crate::turn`].
+    pub turn_servers: Vec<TurnServer>,
     pub limits: Limits,
 }
 
@@ -106,6 +113,7 @@ impl Default for Config {
             http_redirect_listen: None,
             allow_signup: false,
             trusted_proxies: Vec::new(),
+            turn_servers: Vec::new(),
             limits: Limits::default(),
         }
     }
@@ -218,6 +226,9 @@ impl Config {
                 "with tls_cert and tls_key, public_url must be an https:// URL",
             ));
         }
+        for t in &self.turn_servers {
+            t.validate()?;
+        }
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err(ConfigError::Invalid(why)),
             None => Ok(()),
@@ -307,6 +318,22 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn turn_servers_come_from_the_file_and_are_checked() {
+        let c: Config = toml::from_str(
+            "[[turn_servers]]\nurls = [\"turns:turn.example.org:443?transport=tcp\"]\nsecret = \"s3cret\"\ncredential_ttl_secs = 7200\n",
+        )
+        .unwrap();
+        assert_eq!(c.turn_servers.len(), 1);
+        assert_eq!(c.turn_servers[0].credential_ttl_secs, 7200);
+        assert!(c.validate().is_ok());
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let c: Config =
+            toml::from_str("[[turn_servers]]\nurls = [\"turn:turn.example.org\"]\n").unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::Turn(_))));
+        assert!(toml::from_str::<Config>("[[turn_servers]]\nurl = \"turn:x\"\n").is_err());
     }
 
     #[test]

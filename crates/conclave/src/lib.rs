@@ -16,6 +16,8 @@
 //!   (`conclave-core`).
 //! - [`server`]: start, first-start admin link, graceful shutdown.
 //! - [`tls`]: HTTPS from the operator's certificate files, reloaded on SIGHUP.
+//! - [`turn`]: the operator's TURN relays and each member's short-lived
+//!   credentials for them.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -28,6 +30,7 @@ pub mod rooms;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod turn;
 
 pub use config::Config;
 pub use server::Server;

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use conclave::auth::{hash_now, password_acceptable, username_acceptable};
 use conclave::store::{Store, StoreError};
+use conclave::turn::{TurnSecret, TurnServer};
 use conclave::{Config, Server};
 use tracing_subscriber::EnvFilter;
 
@@ -179,6 +180,25 @@ struct ServeArgs {
     /// redirect to the HTTPS site.
     #[arg(long, env = "CONCLAVE_HTTP_REDIRECT", value_name = "ADDR")]
     http_redirect: Option<std::net::SocketAddr>,
+    /// A TURN server's URLs (e.g. turns:turn.example.org:443?transport=tcp),
+    /// handed to admitted members with credentials from --turn-secret. The
+    /// config file's `turn_servers` can list several, or static credentials.
+    #[arg(
+        long = "turn-url",
+        env = "CONCLAVE_TURN_URLS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    turn_urls: Vec<String>,
+    /// The TURN server's shared secret (coturn's static-auth-secret). Give it
+    /// in the environment: a command line is visible to every local user.
+    #[arg(
+        long,
+        env = "CONCLAVE_TURN_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    turn_secret: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -241,6 +261,14 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(addr) = args.http_redirect {
         config.http_redirect_listen = Some(addr);
+    }
+    match (args.turn_urls.is_empty(), &args.turn_secret) {
+        (true, None) => {}
+        (false, Some(secret)) => config.turn_servers.push(TurnServer::with_secret(
+            args.turn_urls.clone(),
+            TurnSecret::new(secret.clone()),
+        )),
+        _ => bail!("--turn-url and --turn-secret (CONCLAVE_TURN_SECRET) go together"),
     }
     Ok(config)
 }

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::media::{MediaHandle, MediaLink};
 use crate::store::{Store, StoreError};
+use crate::turn::IceServers;
 
 /// Commands queued for a room, at most this many.
 const ROOM_QUEUE: usize = 1024;
@@ -53,6 +54,8 @@ pub struct Rooms {
     store: Store,
     media: MediaHandle,
     outbound_queue: usize,
+    /// Added to each `joined` here, with credentials for that member alone.
+    ice: IceServers,
     next_conn: AtomicU64,
     closing: AtomicBool,
 }
@@ -68,12 +71,18 @@ pub enum RoomError {
 }
 
 impl Rooms {
-    pub fn new(store: Store, media: MediaHandle, outbound_queue: usize) -> Arc<Rooms> {
+    pub fn new(
+        store: Store,
+        media: MediaHandle,
+        outbound_queue: usize,
+        ice: IceServers,
+    ) -> Arc<Rooms> {
         Arc::new(Rooms {
             map: Mutex::new(HashMap::new()),
             store,
             media,
             outbound_queue,
+            ice,
             next_conn: AtomicU64::new(1),
             closing: AtomicBool::new(false),
         })
@@ -301,10 +310,18 @@ impl Room {
         self.sinks.retain(|conn, _| meeting.has_seat(*conn));
     }
 
-    fn send(&mut self, conn: ConnId, msg: ServerMessage) {
+    fn send(&mut self, conn: ConnId, mut msg: ServerMessage) {
         let Some(sink) = self.sinks.get(&conn) else {
             return;
         };
+        if let ServerMessage::Joined {
+            you, ice_servers, ..
+        } = &mut msg
+        {
+            // Only a seated member gets `joined`: the waiting room never
+            // sees relay credentials.
+            *ice_servers = self.rooms.ice.for_participant(*you);
+        }
         let text = match &self.last_sent {
             Some((last, text)) if *last == msg => Arc::clone(text),
             _ => {

@@ -21,6 +21,7 @@ use crate::http::{AppState, router};
 use crate::rooms::Rooms;
 use crate::store::{Store, StoreError};
 use crate::tls::{Incoming, ServerCert, TlsError, TlsListener};
+use crate::turn::IceServers;
 
 /// How long shutdown waits for meetings to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -123,7 +124,12 @@ impl Server {
             hasher: Hasher::new(config.limits.hash_concurrency)?,
             guard: Arc::new(JoinGuard::new(config.limits.checks_in_flight_per_address)),
             guests: Arc::new(GuestIds::load(&store, config.limits.new_guests_per_minute).await?),
-            rooms: Rooms::new(store.clone(), media, config.limits.outbound_queue),
+            rooms: Rooms::new(
+                store.clone(),
+                media,
+                config.limits.outbound_queue,
+                IceServers::new(config.turn_servers.clone()),
+            ),
             conns: ConnLimits::new(
                 config.limits.max_connections,
                 config.limits.max_pending_per_address,

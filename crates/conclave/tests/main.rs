@@ -21,5 +21,6 @@ mod moderation;
 mod restart;
 mod simulcast_flow;
 mod tls;
+mod turn;
 mod waiting_isolation;
 mod web_facing;
