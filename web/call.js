@@ -152,6 +152,9 @@ export class Call {
     const after = this.dispatch(msg);
     switch (msg.type) {
       case 'joined':
+        // Fresh relay credentials come with every `joined`; a resume's new
+        // peer connection uses them.
+        this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
         writeSeat(this.meetingId, { token: msg.resume_token, window: msg.resume_window, name: this.name, savedAt: Date.now() });
         if (this.streams) {
           // Resumed after a drop: the old peer connection went with the old socket.
@@ -163,6 +166,7 @@ export class Call {
             encrypts: () => !!this.e2ee.worker,
             transform: (direction, kind, mid) => this.e2ee.transform(direction, kind, mid),
             setTrackSenders: (tracks) => this.e2ee.setTrackSenders(tracks),
+            iceServers: () => this.iceServers,
           });
           const arriving = !this.joinedOnce;
           this.joinedOnce = true;

@@ -11,6 +11,8 @@
 // local offer. Every step runs in one queue, so descriptions are never set
 // concurrently.
 
+import { mediaTransport } from './transport.js';
+
 /** The kinds this client sends, each on its own send-only m-line. */
 export const SEND_KINDS = ['audio', 'video', 'screen'];
 
@@ -77,12 +79,20 @@ export class Peer {
    * the server's track list ([{mid, participant, kind}]) before it takes effect,
    * so a receiver opens frames only as the participant who sends that mid.
    */
-  constructor({ send, onRemote, transform = null, onTracks = null }) {
+  constructor({ send, onRemote, transform = null, onTracks = null, iceServers = [] }) {
     this.transform = transform;
     this.onTracks = onTracks;
     this.send = send;
     this.onRemote = onRemote;
-    this.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    // The server's TURN relays (`joined.ice_servers`, credentials for this
+    // member only): ICE tries the router's own candidates and the relay
+    // together and keeps what works, so a network that lets only TLS to
+    // 443 out still gets media.
+    this.pc = new RTCPeerConnection({
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+      iceServers: iceServers.map(({ urls, username, credential }) => ({ urls, username, credential })),
+    });
     this.sending = {}; // kind -> RTCRtpTransceiver
     this.forwarded = []; // the server's last track list: [{mid, participant, kind}]
     this.wantOffer = false;
@@ -101,6 +111,11 @@ export class Peer {
     for (const kind of ['audio', 'video']) this.addSender(kind, tracks[kind] || null);
     if (tracks.screen) this.addSender('screen', tracks.screen);
     this.negotiate();
+  }
+
+  /** The path ICE chose to the router (see transport.js), or null before one. */
+  transport() {
+    return this.closed ? Promise.resolve(null) : mediaTransport(this.pc);
   }
 
   /** Sends `track` (or nothing, for null) as `kind`; renegotiates when the m-lines change. */

@@ -7,6 +7,7 @@
 import { h, setText } from './dom.js';
 import { icon } from './icons.js';
 import { toast } from './toast.js';
+import { transportKey, transportLabel } from './transport.js';
 
 const STATUS_TEXT = {
   starting: 'Setting up encryption…',
@@ -43,8 +44,11 @@ export function createSecurityPanel() {
   const changed = h('p', { class: 'sec-changed', role: 'status', hidden: true });
   const warnings = h('ul', { class: 'sec-warnings', 'aria-label': 'Encryption warnings' });
   const epoch = h('p', { class: 'sec-meta' });
+  // Connection details: the path media takes (direct, or by a TURN relay).
+  // A relay sees only encrypted packets, like the server, so it sits here.
+  const transport = h('p', { class: 'sec-meta sec-transport', 'data-transport': 'none' });
   const details = h('div', { class: 'sec-details', id: 'security-details', hidden: true },
-    title, lead, codeBox, changed, warnings, epoch);
+    title, lead, codeBox, changed, warnings, epoch, transport);
 
   const el = h('section', { class: 'security', 'aria-label': 'Security' }, button, details);
 
@@ -65,6 +69,9 @@ export function createSecurityPanel() {
   let lastWarnings = '';
 
   function update(state) {
+    const path = state.media?.transport || null;
+    transport.dataset.transport = transportKey(path);
+    setText(transport, `Media connection: ${transportLabel(path)}`);
     const e = state.e2ee;
     if (!e) return;
     const ok = e.status === 'active';

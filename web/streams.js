@@ -7,6 +7,9 @@ import { captureScreen, captureTrack } from './media.js';
 import { Peer } from './peer.js';
 import { self } from './state.js';
 
+/** How often the media path shown in the connection details is read again, in ms. */
+const TRANSPORT_EVERY_MS = 2000;
+
 /** Least time between two view-size reports for one video, in ms. */
 const VIEW_SIZE_EVERY_MS = 500;
 
@@ -19,7 +22,7 @@ function captureFailure(errors) {
 }
 
 export function initialMedia() {
-  return { local: { audio: null, video: null, screen: null }, remote: {}, error: null };
+  return { local: { audio: null, video: null, screen: null }, remote: {}, error: null, transport: null };
 }
 
 export class Streams {
@@ -77,8 +80,10 @@ export class Streams {
       onRemote: (list) => this.setRemote(list),
       transform: (direction, kind, mid) => this.session.transform(direction, kind, mid),
       onTracks: (tracks) => this.session.setTrackSenders(tracks),
+      iceServers: this.session.iceServers?.() || [],
     });
     this.peer.start(this.local);
+    this.watchTransport();
     this.publish();
   }
 
@@ -136,6 +141,7 @@ export class Streams {
   dismissError() { this.setError(null); }
 
   close() {
+    clearInterval(this.transportTimer);
     this.unsubscribe();
     if (this.peer) this.peer.close();
     this.peer = null;
@@ -209,6 +215,26 @@ export class Streams {
       remote[participant] = { ...(remote[participant] || {}), [kind]: track };
     }
     this.session.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), remote } }));
+  }
+
+  /** Keeps `media.transport` (transport.js) up to date while a peer connection lives. */
+  watchTransport() {
+    clearInterval(this.transportTimer);
+    const read = async () => {
+      const peer = this.peer;
+      if (!peer) return;
+      let transport = null;
+      try {
+        transport = await peer.transport();
+      } catch {
+        // A connection closing under getStats: the next peer's turn.
+      }
+      if (peer !== this.peer) return;
+      const was = this.session.getState().media?.transport || null;
+      if (JSON.stringify(was) === JSON.stringify(transport)) return;
+      this.session.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), transport } }));
+    };
+    this.transportTimer = setInterval(read, TRANSPORT_EVERY_MS);
   }
 
   setError(text) {

@@ -58,6 +58,7 @@ const ASSETS: &[Asset] = &[
     asset!("signaling.js", "text/javascript; charset=utf-8"),
     asset!("media.js", "text/javascript; charset=utf-8"),
     asset!("peer.js", "text/javascript; charset=utf-8"),
+    asset!("transport.js", "text/javascript; charset=utf-8"),
     asset!("streams.js", "text/javascript; charset=utf-8"),
     asset!("devices.js", "text/javascript; charset=utf-8"),
     asset!("waiting.js", "text/javascript; charset=utf-8"),
