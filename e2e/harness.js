@@ -32,7 +32,7 @@ const CHROMIUM_FLAGS = [
   '--allow-loopback-in-peer-connection',
 ];
 
-async function freeTcpPort() {
+export async function freeTcpPort() {
   const srv = net.createServer();
   await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
   const { port } = srv.address();
@@ -48,16 +48,19 @@ async function freeUdpPort() {
   return port;
 }
 
-/** Starts a server; resolves to {url, dataDir, createUser(name, password), stop()}. */
-export async function startServer() {
+/**
+ * Starts a server; resolves to {url, dataDir, mediaPort, createUser(name, password), stop()}.
+ * `args` and `env` are added to the server's command line and environment.
+ */
+export async function startServer({ args = [], env = {} } = {}) {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-e2e-'));
   const port = await freeTcpPort();
   const mediaPort = await freeUdpPort();
   const url = `http://127.0.0.1:${port}`;
   const log = fs.openSync(path.join(dataDir, 'server.log'), 'a');
-  const proc = spawn(BINARY, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--media-port', String(mediaPort), '--public-url', url], {
+  const proc = spawn(BINARY, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--media-port', String(mediaPort), '--public-url', url, ...args], {
     stdio: ['ignore', log, log],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
   });
   let exited = null;
   proc.on('exit', (code) => { exited = code; });
@@ -76,6 +79,7 @@ export async function startServer() {
   return {
     url,
     dataDir,
+    mediaPort,
     createUser(name, password) {
       const r = spawnSync(BINARY, ['admin', 'create-user', name, '--password-stdin', '--data-dir', dataDir], { input: `${password}\n`, encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`create-user failed: ${r.stderr}`);
@@ -131,13 +135,13 @@ function recordPeerConnections() {
  * A browser of its own (fresh profile) with one page; `alerts` collects any
  * dialog a page opened (there must be none: markup from others is text).
  */
-export async function openBrowser(name, { denyMedia = false } = {}) {
+export async function openBrowser(name, { denyMedia = false, flags = [] } = {}) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), `conclave-e2e-${name}-`));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: false, // --headless=new is among the flags
     // Without the fake UI, the prompt for camera and microphone is refused.
-    args: denyMedia ? [...CHROMIUM_FLAGS.filter((f) => f !== '--use-fake-ui-for-media-stream'), '--deny-permission-prompts'] : CHROMIUM_FLAGS,
+    args: [...(denyMedia ? [...CHROMIUM_FLAGS.filter((f) => f !== '--use-fake-ui-for-media-stream'), '--deny-permission-prompts'] : CHROMIUM_FLAGS), ...flags],
     viewport: { width: 1280, height: 800 },
   });
   await context.addInitScript(recordPeerConnections);

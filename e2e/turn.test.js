@@ -1,0 +1,237 @@
+// A meeting where the only way to the media router is a TURN relay over TLS,
+// as for people on a network that lets nothing out but TLS to port 443.
+// coturn runs on loopback with the TURN REST API (use-auth-secret) and a TLS
+// listener; nftables drops every packet to or from the router's media port
+// (UDP and TCP) that is not the relay's, so the browsers' own candidates get
+// nowhere. The server hands each member its credentials in `joined`; host and
+// guest each decode the other's video and the connection details say relay.
+//
+// The test needs root in the network namespace e2e/run makes (for nft) and
+// coturn's `turnserver`; .ci/run installs coturn and nftables.
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe } from 'node:test';
+import { ARTIFACTS, eventually, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
+
+const HOST = 'ada';
+const PASSWORD = 'correct horse battery staple';
+const SECRET = 'e2e-turn-static-auth-secret';
+/** Where clients reach coturn (its TLS listener). */
+const TURN_IP = '127.0.0.2';
+/** The address coturn relays from: the only one the router may hear from. */
+const RELAY_IP = '127.0.0.3';
+/** Ours alone, so that removing it leaves every other rule alone. */
+const NFT_TABLE = 'conclave_e2e_turn';
+const TURNSERVER = process.env.TURNSERVER || '/usr/bin/turnserver';
+const NFT = process.env.NFT || '/usr/sbin/nft';
+
+function run(cmd, args, input) {
+  const r = spawnSync(cmd, args, { input, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
+  return r.stdout;
+}
+
+/** A self-signed certificate for the relay's address, as an operator's would be for its name. */
+function makeCertificate(dir) {
+  const cert = path.join(dir, 'turn-cert.pem');
+  const key = path.join(dir, 'turn-key.pem');
+  run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=turn.conclave.test',
+    '-addext', `subjectAltName=IP:${TURN_IP},DNS:turn.conclave.test`]);
+  return { cert, key };
+}
+
+/** Starts coturn with the TURN REST API and a TLS listener; resolves once it accepts TLS connections. */
+async function startCoturn(dir, tlsPort) {
+  const { cert, key } = makeCertificate(dir);
+  const plainPort = await freeTcpPort();
+  const conf = path.join(dir, 'turnserver.conf');
+  const log = path.join(dir, 'turnserver.log');
+  fs.writeFileSync(conf, [
+    `listening-ip=${TURN_IP}`,
+    `relay-ip=${RELAY_IP}`,
+    `listening-port=${plainPort}`,
+    `tls-listening-port=${tlsPort}`,
+    'min-port=49152',
+    'max-port=49999',
+    'use-auth-secret',
+    `static-auth-secret=${SECRET}`,
+    'realm=conclave.test',
+    `cert=${cert}`,
+    `pkey=${key}`,
+    'fingerprint',
+    'no-cli',
+    'no-dtls',
+    'no-multicast-peers',
+    // The router is on loopback here; in production it is a public address
+    // and private ranges are denied (docs/operations.md).
+    'allow-loopback-peers',
+    `log-file=${log}`,
+    'simple-log',
+    'verbose',
+    `pidfile=${path.join(dir, 'turnserver.pid')}`,
+  ].join('\n') + '\n');
+  const proc = spawn(TURNSERVER, ['-c', conf], { stdio: 'ignore' });
+  let exited = null;
+  proc.on('exit', (code) => { exited = code; });
+  await eventually(() => new Promise((resolve) => {
+    if (exited !== null) {
+      resolve(`exited ${exited}`);
+      return;
+    }
+    const s = net.connect({ host: TURN_IP, port: tlsPort }, () => { s.destroy(); resolve('up'); });
+    s.on('error', () => resolve('down'));
+  }), (state) => state !== 'down', { timeout: 15_000, what: 'coturn listens' }).then((state) => {
+    if (state !== 'up') throw new Error(`coturn ${state}; see ${log}`);
+  });
+  return {
+    log,
+    async stop() {
+      if (exited === null) {
+        proc.kill('SIGTERM');
+        await new Promise((resolve) => {
+          const t = setTimeout(() => { proc.kill('SIGKILL'); resolve(); }, 5000);
+          proc.on('exit', () => { clearTimeout(t); resolve(); });
+        });
+      }
+    },
+  };
+}
+
+/**
+ * Lets nothing reach the router's media port, or leave it, but the relay's
+ * traffic: the browsers' host candidates (UDP, and TCP should the router
+ * offer it) are all on 127.0.0.1, so only the relayed path remains.
+ */
+function blockDirectMedia(mediaPort) {
+  dropFirewall();
+  run(NFT, ['-f', '-'], `
+table inet ${NFT_TABLE} {
+  chain output {
+    type filter hook output priority 0; policy accept;
+    meta l4proto { udp, tcp } th dport ${mediaPort} ip saddr != ${RELAY_IP} counter drop
+    meta l4proto { udp, tcp } th sport ${mediaPort} ip daddr != ${RELAY_IP} counter drop
+  }
+}
+`);
+}
+
+function dropFirewall() {
+  spawnSync(NFT, ['delete', 'table', 'inet', NFT_TABLE], { encoding: 'utf8' });
+}
+
+/** What the page's live peer connection's selected pair is: {local: type/protocol/relayProtocol, remote}. */
+function selectedPair(page) {
+  return page.evaluate(async () => {
+    const pc = (window.__pcs || []).filter((p) => p.connectionState !== 'closed').at(-1);
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (!pair) return null;
+    const l = stats.get(pair.localCandidateId);
+    const r = stats.get(pair.remoteCandidateId);
+    return {
+      local: { type: l?.candidateType, protocol: l?.protocol, relayProtocol: l?.relayProtocol, address: l?.address },
+      remote: { type: r?.candidateType, address: r?.address, port: r?.port },
+    };
+  });
+}
+
+describe('media through a TURN relay over TLS when nothing else gets through', () => {
+  let dir;
+  let turn;
+  let server;
+  let host;
+  let guest;
+  let invite;
+  const step = storySteps('turn-', () => [['host', host], ['guest', guest]]);
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-e2e-turn-'));
+    const tlsPort = await freeTcpPort();
+    turn = await startCoturn(dir, tlsPort);
+    server = await startServer({
+      args: ['--turn-url', `turns:${TURN_IP}:${tlsPort}?transport=tcp`],
+      env: { CONCLAVE_TURN_SECRET: SECRET },
+    });
+    server.createUser(HOST, PASSWORD);
+    blockDirectMedia(server.mediaPort);
+    // The relay's certificate is self-signed: Chromium checks a turns:
+    // server's certificate like a web site's.
+    const flags = ['--ignore-certificate-errors'];
+    host = await openBrowser('host', { flags });
+    guest = await openBrowser('guest', { flags });
+  });
+
+  after(async () => {
+    dropFirewall();
+    for (const b of [host, guest]) if (b) await b.close();
+    if (server) await server.stop('turn-server.log');
+    if (turn) await turn.stop();
+    if (dir) {
+      fs.mkdirSync(ARTIFACTS, { recursive: true });
+      if (fs.existsSync(turn?.log || '')) fs.copyFileSync(turn.log, path.join(ARTIFACTS, 'turnserver.log'));
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  step('host and guest join; each gets relay credentials of its own on admission only', async () => {
+    invite = await hostStartsMeeting(host.page, server.url, HOST, PASSWORD);
+    const p = guest.page;
+    await p.goto(invite);
+    await p.getByRole('textbox', { name: 'Your name', exact: true }).fill('Grace');
+    await p.getByRole('button', { name: 'Join', exact: true }).click();
+    await p.getByRole('region', { name: 'Waiting room', exact: true }).waitFor();
+    await host.page.getByRole('button', { name: 'Admit', exact: true }).click();
+    await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    const iceServers = (page) => page.evaluate(() => window.__pcs.at(-1)?.getConfiguration().iceServers || null);
+    const configs = [];
+    for (const [who, b] of [['host', host], ['guest', guest]]) {
+      configs.push(await eventually(() => iceServers(b.page), (c) => c !== null, { what: `${who}'s peer connection` }));
+    }
+    const users = configs.map((c) => {
+      assert.equal(c.length, 1, JSON.stringify(c));
+      assert.match(c[0].username, /^\d+:\d+-[A-Za-z0-9_-]+$/);
+      return c[0].username;
+    });
+    assert.notEqual(users[0], users[1], 'each member has its own credential');
+  });
+
+  step('host and guest each decode the other\'s video, over the relay', async () => {
+    for (const [who, b] of [['host', host], ['guest', guest]]) {
+      const first = await eventually(() => received(b.page), (r) => r.framesDecoded > 10 && r.audioPackets > 10, { timeout: 30_000, what: `${who} receives media` });
+      await eventually(() => received(b.page), (r) => r.framesDecoded > first.framesDecoded + 10, { what: `${who} keeps decoding` });
+      const pair = await selectedPair(b.page);
+      assert.equal(pair?.local.type, 'relay', `${who}'s media goes through the relay: ${JSON.stringify(pair)}`);
+      assert.equal(pair.local.relayProtocol, 'tls', `${who} reaches the relay over TLS: ${JSON.stringify(pair)}`);
+    }
+    const hostVideo = guest.page.locator(`video[aria-label="${HOST}"]`);
+    await eventually(() => hostVideo.evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames), (n) => n > 5, { what: 'host video plays at the guest' });
+    const guestVideo = host.page.locator('video[aria-label="Grace"]');
+    await eventually(() => guestVideo.evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames), (n) => n > 5, { what: 'guest video plays at the host' });
+  });
+
+  step('the firewall did its part: direct packets to the router were dropped', async () => {
+    const rules = run(NFT, ['list', 'table', 'inet', NFT_TABLE]);
+    const dropped = [...rules.matchAll(/counter packets (\d+)/g)].map((m) => Number(m[1]));
+    assert.ok(dropped.some((n) => n > 0), `the browsers tried the direct path and were stopped:\n${rules}`);
+  });
+
+  step('the connection details show the relay', async () => {
+    for (const [who, b] of [['host', host], ['guest', guest]]) {
+      const shown = b.page.locator('.sec-transport');
+      await eventually(() => shown.getAttribute('data-transport'), (t) => t === 'relay-tls', { what: `${who}'s connection details` });
+      await b.page.getByRole('button', { name: /encrypt/i }).first().click();
+      assert.match(await shown.textContent(), /Relayed by a TURN server \(TLS\)/);
+      await screenshot(b.page, `turn-${who}-details`);
+    }
+  });
+});
