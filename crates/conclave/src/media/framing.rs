@@ -245,7 +245,7 @@ mod tests {
                     Ok(b) => assert!(frames(b).all(|f| !f.is_empty() && f.len() <= MAX_FRAME)),
                     Err(_) => break,
                 }
-                if x % 97 == 0 {
+                if x.is_multiple_of(97) {
                     break;
                 }
             }
