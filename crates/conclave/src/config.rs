@@ -56,7 +56,19 @@ pub struct Config {
     /// With TLS: a plain-HTTP listener (typically `0.0.0.0:80`) that answers
     /// every request with a permanent redirect to the same path on
     /// `public_url`, so people who type the bare name reach the HTTPS site.
+    /// With `domains` it also answers the ACME CA's HTTP-01 challenges.
     pub http_redirect_listen: Option<SocketAddr>,
+    /// Names to serve HTTPS for with a certificate the server gets and
+    /// renews itself from an ACME CA (`crate::acme`); the first is the
+    /// site's name. Instead of `tls_cert`/`tls_key`.
+    pub domains: Vec<String>,
+    /// The ACME CA's directory URL (default: Let's Encrypt production).
+    pub acme_directory: String,
+    /// An e-mail address the CA may write to about expiring certificates.
+    pub acme_contact: Option<String>,
+    /// A PEM root certificate to trust for the CA's own HTTPS instead of the
+    /// system's roots: a private CA (or the tests' pebble).
+    pub acme_ca_root: Option<PathBuf>,
     /// Lets anyone create an account. Off: the operator creates accounts.
     pub allow_signup: bool,
     /// Reverse proxies whose `X-Forwarded-For` header is believed. Empty: the
@@ -111,6 +123,10 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             http_redirect_listen: None,
+            domains: Vec::new(),
+            acme_directory: crate::acme::LETS_ENCRYPT.to_string(),
+            acme_contact: None,
+            acme_ca_root: None,
             allow_signup: false,
             trusted_proxies: Vec::new(),
             turn_servers: Vec::new(),
@@ -211,19 +227,22 @@ impl Config {
                 "tls_cert and tls_key go together: set both or neither",
             ));
         }
-        if self.http_redirect_listen.is_some() && self.tls().is_none() {
+        if !self.domains.is_empty() {
+            self.validate_acme()?;
+        }
+        if self.http_redirect_listen.is_some() && !self.serves_https() {
             return Err(ConfigError::Invalid(
-                "http_redirect_listen redirects to HTTPS: it needs tls_cert and tls_key",
+                "http_redirect_listen redirects to HTTPS: it needs tls_cert and tls_key, or domains",
             ));
         }
         let https = self
             .public_url
             .as_deref()
             .is_none_or(|u| u.to_ascii_lowercase().starts_with("https://"));
-        if self.tls().is_some() && !https {
+        if self.serves_https() && !https {
             // Browsers would send an `Origin` the check refuses.
             return Err(ConfigError::Invalid(
-                "with tls_cert and tls_key, public_url must be an https:// URL",
+                "with tls_cert and tls_key, or domains, public_url must be an https:// URL",
             ));
         }
         for t in &self.turn_servers {
@@ -235,10 +254,96 @@ impl Config {
         }
     }
 
+    /// The ACME settings' own checks (with `domains` set).
+    fn validate_acme(&self) -> Result<(), ConfigError> {
+        if self.tls().is_some() {
+            return Err(ConfigError::Invalid(
+                "domains (a certificate from an ACME CA) and tls_cert/tls_key (your own) are two ways to get a certificate: set one",
+            ));
+        }
+        if self.http_redirect_listen.is_none() {
+            return Err(ConfigError::Invalid(
+                "domains need http_redirect_listen (port 80): the ACME CA checks each name over plain HTTP",
+            ));
+        }
+        for d in &self.domains {
+            // HTTP-01 proves one name at a time: no wildcards, no addresses.
+            let ok = rustls_pki_types::DnsName::try_from(d.as_str()).is_ok()
+                && d.contains('.')
+                && !d.starts_with("*.")
+                && d.parse::<IpAddr>().is_err();
+            if !ok {
+                return Err(ConfigError::Invalid(
+                    "each of domains must be a DNS name like meet.example.org (no wildcard, no IP address)",
+                ));
+            }
+        }
+        let ok = url::Url::parse(&self.acme_directory).is_ok_and(|u| u.scheme() == "https");
+        if !ok {
+            return Err(ConfigError::Invalid(
+                "acme_directory must be an https:// URL (an ACME CA's directory)",
+            ));
+        }
+        if let Some(c) = &self.acme_contact
+            && (!c.contains('@') || c.contains(char::is_whitespace) || c.starts_with("mailto:"))
+        {
+            return Err(ConfigError::Invalid(
+                "acme_contact must be an e-mail address (without mailto:)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// What `serve --domain` implies when not said otherwise: a server for
+    /// people on other machines. HTTPS on 0.0.0.0:443 when `listen` is left
+    /// at its default, the HTTP-01 answers and the redirect on 0.0.0.0:80,
+    /// and media on all interfaces when `media_listen` is on loopback.
+    pub fn apply_domain_defaults(&mut self) {
+        if self.domains.is_empty() {
+            return;
+        }
+        if self.listen == Config::default().listen {
+            self.listen = SocketAddr::from(([0, 0, 0, 0], 443));
+        }
+        if self.media_listen.ip().is_loopback() {
+            self.media_listen.set_ip(IpAddr::from([0, 0, 0, 0]));
+        }
+        if self.http_redirect_listen.is_none() {
+            self.http_redirect_listen = Some(SocketAddr::from(([0, 0, 0, 0], 80)));
+        }
+    }
+
+    /// What [`crate::acme`] needs, when `domains` are set.
+    pub fn acme(&self) -> Option<crate::acme::AcmeSettings> {
+        if self.domains.is_empty() {
+            return None;
+        }
+        Some(crate::acme::AcmeSettings {
+            domains: self
+                .domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            directory: self.acme_directory.clone(),
+            contact: self.acme_contact.clone(),
+            ca_root: self.acme_ca_root.clone(),
+            dir: self.data_dir.join("acme"),
+        })
+    }
+
+    /// Whether the server serves HTTPS itself (its own files or ACME).
+    pub fn serves_https(&self) -> bool {
+        self.tls().is_some() || !self.domains.is_empty()
+    }
+
     pub fn public_url(&self) -> String {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!("{}://localhost:{}", self.scheme(), self.listen.port()),
+            None => match self.domains.first() {
+                Some(domain) if self.listen.port() == 443 => format!("https://{domain}"),
+                Some(domain) => format!("https://{domain}:{}", self.listen.port()),
+                None => format!("{}://localhost:{}", self.scheme(), self.listen.port()),
+            },
         }
     }
 
@@ -249,15 +354,11 @@ impl Config {
 
     /// `https` when the server serves TLS itself, else `http`.
     pub fn scheme(&self) -> &'static str {
-        if self.tls().is_some() {
-            "https"
-        } else {
-            "http"
-        }
+        if self.serves_https() { "https" } else { "http" }
     }
 
     pub fn secure_cookies(&self) -> bool {
-        self.tls().is_some()
+        self.serves_https()
             || self
                 .public_url()
                 .to_ascii_lowercase()
@@ -334,6 +435,67 @@ mod tests {
             toml::from_str("[[turn_servers]]\nurls = [\"turn:turn.example.org\"]\n").unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::Turn(_))));
         assert!(toml::from_str::<Config>("[[turn_servers]]\nurl = \"turn:x\"\n").is_err());
+    }
+
+    #[test]
+    fn domains_need_port_80_no_tls_files_and_dns_names() {
+        let acme = |domains: &[&str]| Config {
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            http_redirect_listen: Some(SocketAddr::from(([0, 0, 0, 0], 80))),
+            ..Config::default()
+        };
+        let ok = acme(&["meet.example.org"]);
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.scheme(), "https");
+        assert!(ok.secure_cookies());
+        let s = ok.acme().expect("acme on");
+        assert_eq!(s.directory, crate::acme::LETS_ENCRYPT);
+        assert_eq!(s.dir, Path::new("conclave-data/acme"));
+        for bad in [
+            "*.example.org",
+            "localhost",
+            "10.0.0.1",
+            "meet example.org",
+            "",
+        ] {
+            assert!(acme(&[bad]).validate().is_err(), "{bad}");
+        }
+        let no_port_80 = Config {
+            http_redirect_listen: None,
+            ..acme(&["meet.example.org"])
+        };
+        assert!(no_port_80.validate().is_err());
+        let both = Config {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..acme(&["meet.example.org"])
+        };
+        assert!(both.validate().is_err());
+        let plain_ca = Config {
+            acme_directory: "http://ca.example/dir".into(),
+            ..acme(&["meet.example.org"])
+        };
+        assert!(plain_ca.validate().is_err());
+        let mailto = Config {
+            acme_contact: Some("mailto:ops@example.org".into()),
+            ..acme(&["meet.example.org"])
+        };
+        assert!(mailto.validate().is_err());
+
+        let mut c: Config = toml::from_str(
+            "domains = [\"meet.example.org\"]\nacme_contact = \"ops@example.org\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.public_url(), "https://meet.example.org:8080");
+        c.apply_domain_defaults();
+        assert_eq!(c.public_url(), "https://meet.example.org");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:443");
+        assert_eq!(
+            c.http_redirect_listen.map(|a| a.to_string()).as_deref(),
+            Some("0.0.0.0:80")
+        );
+        assert_eq!(c.media_listen.to_string(), "0.0.0.0:10000");
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -16,10 +16,13 @@
 //!   (`conclave-core`).
 //! - [`server`]: start, first-start admin link, graceful shutdown.
 //! - [`tls`]: HTTPS from the operator's certificate files, reloaded on SIGHUP.
+//! - [`acme`]: HTTPS with a certificate the server gets and renews itself
+//!   from an ACME CA (`--domain`).
 //! - [`turn`]: the operator's TURN relays and each member's short-lived
 //!   credentials for them.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod auth;
 pub mod config;
 pub mod guard;

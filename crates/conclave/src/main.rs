@@ -180,6 +180,28 @@ struct ServeArgs {
     /// redirect to the HTTPS site.
     #[arg(long, env = "CONCLAVE_HTTP_REDIRECT", value_name = "ADDR")]
     http_redirect: Option<std::net::SocketAddr>,
+    /// Serve HTTPS for this name with a certificate the server gets and
+    /// renews itself from an ACME CA (Let's Encrypt unless
+    /// --acme-directory), agreeing to the CA's terms. Repeat for more names.
+    /// Implies --listen 0.0.0.0:443, --http-redirect 0.0.0.0:80 (where the
+    /// CA checks the name) and --public-url https://NAME unless given.
+    #[arg(
+        long = "domain",
+        env = "CONCLAVE_DOMAINS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    domains: Vec<String>,
+    /// The ACME CA's directory URL [default: Let's Encrypt production].
+    #[arg(long, env = "CONCLAVE_ACME_DIRECTORY", value_name = "URL")]
+    acme_directory: Option<String>,
+    /// An e-mail address the ACME CA may write to about the certificate.
+    #[arg(long, env = "CONCLAVE_ACME_CONTACT", value_name = "EMAIL")]
+    acme_contact: Option<String>,
+    /// Trust this PEM root for the ACME CA's own HTTPS instead of the
+    /// system's roots (a private CA).
+    #[arg(long, env = "CONCLAVE_ACME_CA_ROOT", value_name = "FILE")]
+    acme_ca_root: Option<PathBuf>,
     /// A TURN server's URLs (e.g. turns:turn.example.org:443?transport=tcp),
     /// handed to admitted members with credentials from --turn-secret. The
     /// config file's `turn_servers` can list several, or static credentials.
@@ -262,6 +284,19 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(addr) = args.http_redirect {
         config.http_redirect_listen = Some(addr);
     }
+    if !args.domains.is_empty() {
+        config.domains = args.domains.clone();
+    }
+    if let Some(d) = &args.acme_directory {
+        config.acme_directory = d.clone();
+    }
+    if let Some(c) = &args.acme_contact {
+        config.acme_contact = Some(c.clone());
+    }
+    if let Some(r) = &args.acme_ca_root {
+        config.acme_ca_root = Some(r.clone());
+    }
+    config.apply_domain_defaults();
     match (args.turn_urls.is_empty(), &args.turn_secret) {
         (true, None) => {}
         (false, Some(secret)) => config.turn_servers.push(TurnServer::with_secret(
@@ -274,7 +309,8 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
+    let mut config = load_config(&args)?;
+    public_ip_from_domain(&mut config).await;
     let data_dir = config.data_dir.clone();
     let scheme = config.scheme();
     // Listening for SIGHUP before the server answers: a SIGHUP with no
@@ -296,6 +332,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     server.shutdown().await?;
     Ok(())
+}
+
+/// With `--domain` and no `--public-ip`, media candidates announce the IPv4
+/// address the domain resolves to: the DNS record must point at this server
+/// for the certificate anyway, and the listen address (0.0.0.0) is no one's
+/// to reach. Not resolving is a warning, not a stop: the site still works,
+/// and the operator is told what to set.
+async fn public_ip_from_domain(config: &mut Config) {
+    let Some(domain) = config.domains.first() else {
+        return;
+    };
+    if config.public_ip.is_some() {
+        return;
+    }
+    let lookup = tokio::net::lookup_host((domain.as_str(), 443));
+    let resolved = tokio::time::timeout(std::time::Duration::from_secs(5), lookup)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("no answer in 5 s")));
+    match resolved {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.map(|a| a.ip()).collect();
+            match addrs.iter().find(|ip| ip.is_ipv4()) {
+                Some(ip) => {
+                    tracing::info!(%domain, %ip, "media candidates announce the address the domain resolves to (--public-ip overrides)");
+                    config.public_ip = Some(*ip);
+                }
+                None => {
+                    tracing::warn!(%domain, ?addrs, "the domain has no IPv4 address: set --public-ip to the address people reach for media")
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%domain, error = %e, "cannot resolve the domain: set --public-ip to the address people reach for media")
+        }
+    }
 }
 
 /// Reads the certificate files again on every SIGHUP (after a renewal); a

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::acme::Acme;
 use crate::auth::{HashError, Hasher, new_secret};
 use crate::config::Config;
 use crate::guard::JoinGuard;
@@ -46,6 +47,8 @@ pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
+    Acme(#[from] crate::acme::AcmeError),
+    #[error(transparent)]
     Media(#[from] crate::media::MediaStartError),
     #[error("the server task failed")]
     Task,
@@ -58,6 +61,7 @@ pub struct Server {
     pub redirect_addr: Option<SocketAddr>,
     hasher: Hasher,
     tls: Option<Arc<ServerCert>>,
+    acme: Option<Arc<Acme>>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -66,10 +70,11 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
         // Unusable certificate files stop the start before anything else.
-        let tls = match config.tls() {
+        let mut tls = match config.tls() {
             Some((cert, key)) => Some(ServerCert::load(cert, key)?),
             None => None,
         };
+        let acme = config.acme().map(Acme::new);
         let store = Store::open(&config.data_dir).await?;
         if let Some(link) = bootstrap(&store, &config).await? {
             // Printed, not only logged: this is how the operator gets in.
@@ -86,7 +91,13 @@ impl Server {
                 })?;
         let addr = listener.local_addr()?;
         let mut config = config;
-        if config.public_url.is_none() && tls.is_some() {
+        if let (None, Some(domain)) = (&config.public_url, config.domains.first()) {
+            config.public_url = Some(match addr.port() {
+                443 => format!("https://{domain}"),
+                port => format!("https://{domain}:{port}"),
+            });
+        }
+        if config.public_url.is_none() && config.serves_https() {
             // Served over HTTPS, the loopback origins are https://: pages
             // from http://localhost are not this server's.
             config.public_url = Some(format!("https://localhost:{}", addr.port()));
@@ -100,12 +111,29 @@ impl Server {
         let shutdown = CancellationToken::new();
         let redirect_addr = match config.http_redirect_listen {
             Some(at) => Some(
-                crate::http::redirect::start(at, config.public_url(), shutdown.clone())
-                    .await
-                    .map_err(|source| ServerError::Bind { addr: at, source })?,
+                crate::http::redirect::start(
+                    at,
+                    config.public_url(),
+                    acme.as_ref().map(|a| a.challenges()),
+                    shutdown.clone(),
+                )
+                .await
+                .map_err(|source| ServerError::Bind { addr: at, source })?,
             ),
             None => None,
         };
+        if let Some(acme) = &acme {
+            // The CA's HTTP-01 requests reach the redirect listener, up now.
+            let cert = match acme.certificate().await {
+                Ok(cert) => cert,
+                Err(e) => {
+                    shutdown.cancel();
+                    return Err(e.into());
+                }
+            };
+            tokio::spawn(Arc::clone(acme).keep_renewed(Arc::clone(&cert), shutdown.clone()));
+            tls = Some(cert);
+        }
         let incoming = match &tls {
             Some(cert) => Incoming::Tls(TlsListener::new(
                 listener,
@@ -149,6 +177,7 @@ impl Server {
             redirect_addr,
             hasher,
             tls,
+            acme,
             shutdown,
             task,
         })
@@ -163,6 +192,12 @@ impl Server {
     /// [`ServerCert::reload`] is what SIGHUP calls.
     pub fn tls_cert(&self) -> Option<&Arc<ServerCert>> {
         self.tls.as_ref()
+    }
+
+    /// The certificate manager, with `domains` (ACME): its status says
+    /// what the last renewal did.
+    pub fn acme(&self) -> Option<&Arc<Acme>> {
+        self.acme.as_ref()
     }
 
     /// Stops the server: meetings end with `server_shutdown`, sockets close,

@@ -8,6 +8,9 @@
 //! TLS handshakes done on their own tasks, bounded in number and time, so a
 //! slow or silent client never holds up anyone else's connection.
 //!
+//! The same [`ServerCert`] serves a certificate the server obtained itself
+//! from an ACME CA ([`crate::acme`] installs each renewal).
+//!
 //! One crypto provider, aws-lc-rs (str0m's DTLS already builds it).
 
 use std::io;
@@ -62,7 +65,7 @@ pub enum TlsError {
 }
 
 /// The one crypto provider the server's TLS uses.
-fn provider() -> CryptoProvider {
+pub(crate) fn provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }
 
@@ -70,7 +73,19 @@ fn provider() -> CryptoProvider {
 /// files and checks that the key is the certificate's.
 pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
     let cert_pem = read(cert_path, "certificate")?;
-    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+    let key_pem = read(key_path, "private key")?;
+    parse(&cert_pem, cert_path, &key_pem, key_path)
+}
+
+/// Like [`load`], from PEM already in memory (what an ACME CA just issued);
+/// the paths only name the pair in errors.
+pub fn parse(
+    cert_pem: &[u8],
+    cert_path: &Path,
+    key_pem: &[u8],
+    key_path: &Path,
+) -> Result<CertifiedKey, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(cert_path, e))?;
     if chain.is_empty() {
@@ -78,8 +93,7 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError>
             path: cert_path.to_path_buf(),
         });
     }
-    let key_pem = read(key_path, "private key")?;
-    let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
+    let key = match PrivateKeyDer::from_pem_slice(key_pem) {
         Ok(key) => key,
         Err(pem::Error::NoItemsFound) => {
             return Err(TlsError::NoKey {
@@ -164,6 +178,13 @@ impl ServerCert {
                 Err(e)
             }
         }
+    }
+
+    /// Serves `pair` from the next handshake on (a certificate the server
+    /// obtained itself, [`crate::acme`]); a later [`ServerCert::reload`]
+    /// reads the files this was loaded from, where the new pair is stored.
+    pub fn install(&self, pair: CertifiedKey) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(pair);
     }
 
     /// The certificate chain served now, leaf first.

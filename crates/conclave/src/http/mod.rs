@@ -79,7 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/meetings/{id}/ws", get(signaling::upgrade))
         .route("/openapi.json", get(openapi::document))
         .fallback(error::not_found);
-    let https = state.config.tls().is_some();
+    let https = state.config.serves_https();
     let app = Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)

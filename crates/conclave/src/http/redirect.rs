@@ -1,5 +1,8 @@
 //! With TLS on, the plain-HTTP listener (usually port 80) that answers every
-//! request with a permanent redirect to the same path on the HTTPS site.
+//! request with a permanent redirect to the same path on the HTTPS site,
+//! except an ACME CA's HTTP-01 challenge requests
+//! (`/.well-known/acme-challenge/TOKEN`) while the server is getting a
+//! certificate for `--domain` ([`crate::acme`]).
 //!
 //! The target's scheme, host and port come from `public_url`, never from the
 //! request's `Host` header: a redirect that echoed `Host` would send people
@@ -7,24 +10,42 @@
 //! cookies, so nothing can be read or set over plain HTTP.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::acme::Challenges;
+
+/// The path prefix of HTTP-01 challenge requests (RFC 8555 §8.3).
+const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/{token}";
+
 /// Binds `at` and serves redirects to `https_base` (`https://host[:port]`, no
-/// trailing slash) until `shutdown`. Returns the bound address.
+/// trailing slash) until `shutdown`, and the answers in `challenges` when
+/// given. Returns the bound address.
 pub async fn start(
     at: SocketAddr,
     https_base: String,
+    challenges: Option<Arc<Challenges>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(at).await?;
     let addr = listener.local_addr()?;
     let base = https_base.trim_end_matches('/').to_string();
-    let app = Router::new().fallback(move |uri: Uri| {
+    let mut app = Router::new();
+    if let Some(challenges) = challenges {
+        app = app.route(
+            CHALLENGE_PATH,
+            axum::routing::get(move |Path(token): Path<String>| async move {
+                answer(&challenges, &token)
+            }),
+        );
+    }
+    let app = app.fallback(move |uri: Uri| {
         let base = base.clone();
         async move { redirect(&base, &uri) }
     });
@@ -38,6 +59,22 @@ pub async fn start(
     });
     tracing::info!(%addr, "redirecting plain HTTP to HTTPS");
     Ok(addr)
+}
+
+/// The key authorization for an open challenge; 404 for any other token,
+/// so the path reveals nothing but what the CA is about to read anyway.
+fn answer(challenges: &Challenges, token: &str) -> Response {
+    match challenges.answer(token) {
+        Some(key_authorization) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )],
+            key_authorization,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// 308 keeps the method and body, so a form posted to http:// arrives intact.
