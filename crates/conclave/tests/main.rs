@@ -6,6 +6,7 @@
 mod common;
 
 mod accounts;
+mod acme;
 mod bad_input;
 mod banned_guests;
 mod e2ee_assets;
