@@ -104,9 +104,10 @@ async function startCoturn(dir, tlsPort) {
 }
 
 /**
- * Lets nothing reach the router's media port, or leave it, but the relay's
- * traffic: the browsers' host candidates (UDP, and TCP should the router
- * offer it) are all on 127.0.0.1, so only the relayed path remains.
+ * Lets no UDP through but the relay's, and nothing reach the router's media
+ * port over TCP (ICE-TCP) or leave it but to the relay: the browsers' host
+ * candidates are all on 127.0.0.1, so only TLS to the relay remains, as on
+ * a network that lets only TLS to 443 out.
  */
 function blockDirectMedia(mediaPort) {
   dropFirewall();
@@ -114,8 +115,9 @@ function blockDirectMedia(mediaPort) {
 table inet ${NFT_TABLE} {
   chain output {
     type filter hook output priority 0; policy accept;
-    meta l4proto { udp, tcp } th dport ${mediaPort} ip saddr != ${RELAY_IP} counter drop
-    meta l4proto { udp, tcp } th sport ${mediaPort} ip daddr != ${RELAY_IP} counter drop
+    meta l4proto udp ip saddr != ${RELAY_IP} ip daddr != ${RELAY_IP} counter drop
+    tcp dport ${mediaPort} ip saddr != ${RELAY_IP} counter drop
+    tcp sport ${mediaPort} ip daddr != ${RELAY_IP} counter drop
   }
 }
 `);
@@ -159,7 +161,9 @@ describe('media through a TURN relay over TLS when nothing else gets through', (
     const tlsPort = await freeTcpPort();
     turn = await startCoturn(dir, tlsPort);
     server = await startServer({
-      args: ['--turn-url', `turns:${TURN_IP}:${tlsPort}?transport=tcp`],
+      // One media worker: one media port for the firewall to close (worker
+      // i listens on the port + i, and a meeting's worker is chosen by hash).
+      args: ['--turn-url', `turns:${TURN_IP}:${tlsPort}?transport=tcp`, '--media-workers', '1'],
       env: { CONCLAVE_TURN_SECRET: SECRET },
     });
     server.createUser(HOST, PASSWORD);
