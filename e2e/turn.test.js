@@ -168,8 +168,9 @@ describe('media through a TURN relay over TLS when nothing else gets through', (
     });
     server.createUser(HOST, PASSWORD);
     blockDirectMedia(server.mediaPort);
-    // The relay's certificate is self-signed: Chromium checks a turns:
-    // server's certificate like a web site's.
+    // The relay's certificate is self-signed, and Chromium checks a turns:
+    // server's certificate like a web site's: without this flag the TLS
+    // leg fails and no media arrives (tried).
     const flags = ['--ignore-certificate-errors'];
     host = await openBrowser('host', { flags });
     guest = await openBrowser('guest', { flags });
