@@ -300,6 +300,10 @@ pub struct PeerStats {
     pub unkeyed_frames_dropped: u64,
     /// The MLS epoch whose keys the peer uses now.
     pub epoch: Option<u64>,
+    /// Packets str0m sent over UDP and over ICE-TCP: which path ICE took
+    /// (checks on the path not taken count too, so compare, not test for 0).
+    pub udp_packets_out: u64,
+    pub tcp_packets_out: u64,
 }
 
 /// Which SFrame layout a track's frames use.
@@ -789,10 +793,14 @@ impl ClientPeer {
     fn on_output(&mut self, out: Output, now: Instant) {
         match out {
             Output::Transmit(t) if t.proto == Protocol::Tcp => {
+                self.stats.tcp_packets_out += 1;
                 self.tcp_transmits
                     .push((t.destination, t.contents.to_vec()));
             }
-            Output::Transmit(t) => self.transmits.push((t.destination, t.contents.to_vec())),
+            Output::Transmit(t) => {
+                self.stats.udp_packets_out += 1;
+                self.transmits.push((t.destination, t.contents.to_vec()));
+            }
             Output::Timeout(_) => {}
             Output::Event(e) => match e {
                 Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {

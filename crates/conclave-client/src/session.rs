@@ -1,5 +1,6 @@
 //! A whole client session: join over the WebSocket, wait to be admitted, then
-//! run the media peer on a UDP socket until the time is up or the meeting ends.
+//! run the media peer on a UDP socket (and over ICE-TCP when UDP does not get
+//! through: [`crate::tcp`]) until the time is up or the meeting ends.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use crate::ivf::IvfReader;
 use crate::media::{ClientPeer, PeerError, PeerStats, SourceMedia};
 use crate::record::{RecordedTrack, Recording};
 use crate::signaling::{Admission, Signaling, SignalingError};
+use crate::tcp::TcpFallback;
 
 /// Largest UDP datagram read.
 const MAX_DATAGRAM: usize = 2048;
@@ -133,6 +135,10 @@ pub struct MediaOptions {
     /// group, each text unique ("chat <participant id> <n>"), for soak and
     /// load runs to count what arrives.
     pub chat_every: Option<Duration>,
+    /// Offer no UDP candidate, as on a network that drops UDP: media goes
+    /// over ICE-TCP only. For tests of the fallback; a real client offers
+    /// UDP and falls back to TCP by itself.
+    pub no_udp: bool,
 }
 
 /// What happened, for `--stats` and for tests.
@@ -291,6 +297,7 @@ pub async fn run_with(
     let mut live = Live {
         sig,
         socket,
+        tcp: TcpFallback::new(!extra.no_udp),
         peer,
         e2ee,
         e2ee_seen: E2eeReport::default(),
@@ -385,7 +392,11 @@ async fn start_media(
     }
     let socket = UdpSocket::bind(SocketAddr::new(opts.bind, 0)).await?;
     let local = socket.local_addr()?;
-    let (mut peer, offer) = ClientPeer::new(local, sources, Instant::now())?;
+    let (mut peer, offer) = if extra.no_udp {
+        ClientPeer::new_tcp_only(sources, Instant::now())?
+    } else {
+        ClientPeer::new(local, sources, Instant::now())?
+    };
     peer.set_audio_level(extra.audio_level);
     sig.send(&offer).await?;
     Ok((socket, peer))
@@ -492,6 +503,7 @@ impl ViewSizes {
 struct Live {
     sig: Signaling,
     socket: UdpSocket,
+    tcp: TcpFallback,
     peer: ClientPeer,
     e2ee: Option<E2ee>,
     e2ee_seen: E2eeReport,
@@ -530,6 +542,9 @@ impl Live {
                     let (n, from) = recv?;
                     self.peer.handle_datagram(from, &buf[..n], Instant::now())?;
                 }
+                Some((from, local, frame)) = self.tcp.recv() => {
+                    self.peer.handle_tcp_frame(from, local, &frame, Instant::now())?;
+                }
                 () = tokio::time::sleep_until(wake) => {
                     next = self.peer.handle_timeout(Instant::now())?;
                 }
@@ -548,6 +563,7 @@ impl Live {
         match msg {
             Some(ServerMessage::MediaAnswer { sdp }) => {
                 self.peer.accept_answer(&sdp, Instant::now())?;
+                self.tcp.on_answer(&sdp, Instant::now());
             }
             Some(ServerMessage::MediaOffer { sdp, tracks }) => {
                 self.peer.accept_offer(&sdp, tracks, Instant::now())?;
@@ -592,6 +608,7 @@ impl Live {
         for (to, data) in self.peer.take_transmits() {
             self.socket.send_to(&data, to).await?;
         }
+        self.tcp.step(&mut self.peer, Instant::now()).await?;
         for msg in self.peer.take_messages() {
             self.sig.send(&msg).await?;
         }

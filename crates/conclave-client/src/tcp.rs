@@ -8,11 +8,15 @@
 //! be.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
+
+use crate::media::ClientPeer;
+use crate::session::SessionError;
 
 /// Frames read ahead of the session, at most.
 const READ_AHEAD: usize = 256;
@@ -74,6 +78,89 @@ async fn read_frames(mut read: OwnedReadHalf, tx: mpsc::Sender<Vec<u8>>) {
         let mut frame = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
         if read.read_exact(&mut frame).await.is_err() || tx.send(frame).await.is_err() {
             return;
+        }
+    }
+}
+
+/// How long a session that offered UDP waits for it to connect before it
+/// also opens ICE-TCP: long enough for ICE over UDP on any working network,
+/// short enough that a person behind a UDP-blocking firewall barely notices.
+pub const TCP_FALLBACK_AFTER: Duration = Duration::from_millis(1500);
+
+/// A session's ICE-TCP fallback: where the server's answer said TCP is,
+/// when to connect there, and the connection once open.
+pub struct TcpFallback {
+    /// The server's passive candidate, and when to connect to it.
+    due: Option<(SocketAddr, Instant)>,
+    conn: Option<TcpMedia>,
+    /// The peer offered UDP: TCP waits for it to fail first.
+    udp: bool,
+}
+
+impl TcpFallback {
+    pub fn new(udp: bool) -> Self {
+        TcpFallback {
+            due: None,
+            conn: None,
+            udp,
+        }
+    }
+
+    /// The server's answer: connect to its TCP candidate at once if the
+    /// peer has no UDP, else after [`TCP_FALLBACK_AFTER`] unless UDP
+    /// connected by then. A server that offers no TCP gets no connection.
+    pub fn on_answer(&mut self, sdp: &str, now: Instant) {
+        if self.conn.is_some() {
+            return;
+        }
+        let wait = if self.udp {
+            TCP_FALLBACK_AFTER
+        } else {
+            Duration::ZERO
+        };
+        self.due = passive_candidates(sdp).first().map(|a| (*a, now + wait));
+    }
+
+    /// Connects when due (and UDP did not connect), then sends what the
+    /// peer has for TCP.
+    pub async fn step(&mut self, peer: &mut ClientPeer, now: Instant) -> Result<(), SessionError> {
+        if let Some((to, at)) = self.due
+            && now >= at
+        {
+            self.due = None;
+            if !self.udp || !peer.is_connected() {
+                tracing::info!(server = %to, "media over ICE-TCP");
+                let conn = TcpMedia::connect(to).await?;
+                peer.add_tcp_candidate(conn.local, now)?;
+                self.conn = Some(conn);
+            }
+        }
+        let packets = peer.take_tcp_transmits();
+        if let Some(conn) = self.conn.as_mut() {
+            for (to, data) in packets {
+                if to == conn.remote {
+                    conn.send(&data).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next packet from the server over TCP, with the connection's
+    /// remote and local addresses; never, without a connection. A
+    /// connection the server closed is forgotten (UDP may be carrying the
+    /// media, and the server closes an idle one).
+    pub async fn recv(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+        let Some(conn) = self.conn.as_mut() else {
+            return std::future::pending().await;
+        };
+        match conn.recv().await {
+            Some(frame) => Some((conn.remote, conn.local, frame)),
+            None => {
+                tracing::debug!("media TCP connection closed");
+                self.conn = None;
+                None
+            }
         }
     }
 }

@@ -118,6 +118,11 @@ struct JoinArgs {
     /// and received.
     #[arg(long, value_name = "SECONDS", value_parser = parse_chat_every)]
     chat_every: Option<std::time::Duration>,
+    /// Offer no UDP: media over ICE-TCP only, as from a network that drops
+    /// UDP (checks the server's TCP path). Without it, the client falls
+    /// back to TCP by itself when UDP does not connect.
+    #[arg(long)]
+    tcp_only: bool,
     /// Print receive statistics as JSON at the end.
     #[arg(long)]
     stats: bool,
@@ -461,6 +466,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         audio_level: args.audio_level,
         view_sizes: args.view_size.clone(),
         chat_every: args.chat_every,
+        no_udp: args.tcp_only,
     };
     let report = run_with(
         media,

@@ -7,8 +7,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::common::{Api, Frame, Meeting, TestServer, Ws, join};
+use crate::common::{Api, Frame, Meeting, TestServer, Ws, join, native_options};
 use conclave_client::media::{ClientPeer, PeerStats, SourceMedia};
+use conclave_client::session::{JoinOptions, MediaOptions, run_with};
 use conclave_client::tcp::{TcpMedia, passive_candidates};
 use conclave_proto::ServerMessage;
 use serde_json::json;
@@ -281,5 +282,46 @@ async fn garbage_oversized_frames_slowloris_and_floods_are_closed_while_media_fl
                 run.timeline
             );
         }
+    }
+}
+
+/// A native session's options for `secs` seconds.
+fn session_options(meeting: &Meeting, name: &str, secs: u64) -> JoinOptions {
+    native_options(meeting, name, secs)
+}
+
+#[tokio::test]
+async fn native_sessions_without_udp_join_over_tcp_end_to_end_encrypted() {
+    // `conclave join --tcp-only`: the whole session (MLS, SFrame, the
+    // sample video and audio) with media over ICE-TCP alone.
+    let server = TestServer::start().await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let tcp_only = || MediaOptions {
+        no_udp: true,
+        ..MediaOptions::default()
+    };
+    let a = tokio::spawn(run_with(tcp_only(), session_options(&meeting, "Ada", 5)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = tokio::spawn(run_with(tcp_only(), session_options(&meeting, "Bob", 4)));
+    let a = a.await.expect("task").expect("session A");
+    let b = b.await.expect("task").expect("session B");
+    for (me, other) in [(&a, &b), (&b, &a)] {
+        let from = other.admission.you;
+        let (frames, undecryptable) = me
+            .media
+            .received
+            .values()
+            .filter(|t| t.participant == Some(from))
+            .fold((0, 0), |(f, u), t| {
+                (f + t.frames, u + t.undecryptable_frames)
+            });
+        // About 4 s of overlap at 30 video and 50 audio frames a second.
+        assert!(frames >= 100, "{frames} frames from {from}: {:?}", me.media);
+        assert_eq!(undecryptable, 0);
+        assert_eq!(me.media.udp_packets_out, 0, "{:?}", me.media);
+        assert!(me.media.tcp_packets_out > 100, "{:?}", me.media);
     }
 }
