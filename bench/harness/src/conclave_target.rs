@@ -196,7 +196,11 @@ pub async fn participant(
             .await?;
         }
         let (socket, local) = participant::bind(bind).await?;
-        let (peer, offer) = ClientPeer::new(local, sends.sources(), Instant::now())?;
+        let (peer, offer) = if participant::tcp_only() {
+            ClientPeer::new_tcp_only(sends.sources(), Instant::now())?
+        } else {
+            ClientPeer::new(local, sends.sources(), Instant::now())?
+        };
         sig.send(&offer).await?;
         anyhow::Ok((sig, socket, peer))
     };

@@ -96,6 +96,9 @@ struct Args {
     /// Seconds per saturation step.
     #[arg(long, default_value_t = 6)]
     step_seconds: u64,
+    /// Conclave participants offer no UDP: all media over ICE-TCP.
+    #[arg(long)]
+    tcp: bool,
 }
 
 enum Running {
@@ -357,6 +360,7 @@ async fn main() -> anyhow::Result<()> {
             .init();
     }
     let args = Args::parse();
+    participant::TCP_ONLY.store(args.tcp, std::sync::atomic::Ordering::Relaxed);
     // The Janus side has no audio-only publisher: a comparison would not be
     // the same load.
     anyhow::ensure!(
@@ -384,6 +388,7 @@ async fn main() -> anyhow::Result<()> {
     let mut out = json!({
         "target": format!("{:?}", args.target).to_lowercase(),
         "rooms": args.rooms,
+        "transport": if args.tcp { "tcp" } else { "udp" },
         "publishers": args.publishers,
         "subscribers": args.subscribers,
         "audio_senders": args.audio_senders,

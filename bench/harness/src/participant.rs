@@ -1,21 +1,31 @@
-//! One benchmark participant's media: a [`ClientPeer`] on its own UDP socket,
-//! driven until the run stops, with snapshots of what it received at the
-//! start and end of the measuring window.
+//! One benchmark participant's media: a [`ClientPeer`] on its own UDP socket
+//! (or, with `--tcp`, over ICE-TCP alone), driven until the run stops, with
+//! snapshots of what it received at the start and end of the measuring window.
 //!
 //! Signaling differs per target (Conclave's WebSocket, Janus's HTTP API); the
 //! media loop is the same, so both servers see the same client.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use conclave_client::Signaling;
 use conclave_client::media::{ClientPeer, PeerStats, SourceMedia};
+use conclave_client::tcp::TcpFallback;
 use conclave_proto::{ClientMessage, ServerMessage};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 2048;
+
+/// `--tcp`: every Conclave participant offers no UDP and carries its media
+/// over ICE-TCP, for the TCP-versus-UDP figures. Set once before the run.
+pub static TCP_ONLY: AtomicBool = AtomicBool::new(false);
+
+pub fn tcp_only() -> bool {
+    TCP_ONLY.load(Ordering::Relaxed)
+}
 
 /// Where the run is; every participant watches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -92,6 +102,7 @@ pub async fn run_media(
 ) -> Outcome {
     let mut next = Instant::now();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut tcp = tcp_only().then(|| TcpFallback::new(false));
     let mut seen = *phase.borrow();
     if seen >= Phase::Window {
         outcome.window_frames.0 = total_frames(peer.stats());
@@ -114,7 +125,12 @@ pub async fn run_media(
                     if now == Phase::Stop { break; }
                 }
                 msg = recv(&mut channel) => match msg? {
-                    Some(ServerMessage::MediaAnswer { sdp }) => peer.accept_answer(&sdp, Instant::now())?,
+                    Some(ServerMessage::MediaAnswer { sdp }) => {
+                        peer.accept_answer(&sdp, Instant::now())?;
+                        if let Some(tcp) = tcp.as_mut() {
+                            tcp.on_answer(&sdp, Instant::now());
+                        }
+                    }
                     Some(ServerMessage::MediaOffer { sdp, tracks }) => peer.accept_offer(&sdp, tracks, Instant::now())?,
                     Some(ServerMessage::Ended { .. } | ServerMessage::Removed) => anyhow::bail!("the meeting ended"),
                     Some(_) => {}
@@ -124,12 +140,18 @@ pub async fn run_media(
                     let (n, from) = recv?;
                     peer.handle_datagram(from, &buf[..n], Instant::now())?;
                 }
+                Some((from, local, frame)) = recv_tcp(&mut tcp) => {
+                    peer.handle_tcp_frame(from, local, &frame, Instant::now())?;
+                }
                 () = tokio::time::sleep_until(wake) => {
                     next = peer.handle_timeout(Instant::now())?;
                 }
             }
             for (to, data) in peer.take_transmits() {
                 socket.send_to(&data, to).await?;
+            }
+            if let Some(tcp) = tcp.as_mut() {
+                tcp.step(&mut peer, Instant::now()).await?;
             }
             if let Channel::Conclave(sig) = &mut channel {
                 for msg in peer.take_messages() {
@@ -151,6 +173,13 @@ pub async fn run_media(
         sig.close().await;
     }
     outcome
+}
+
+async fn recv_tcp(tcp: &mut Option<TcpFallback>) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+    match tcp {
+        Some(tcp) => tcp.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv(channel: &mut Channel) -> anyhow::Result<Option<ServerMessage>> {
