@@ -163,6 +163,16 @@ impl ServerCert {
         }))
     }
 
+    /// A pair already loaded (a certificate the server just obtained and
+    /// stored in these files, [`crate::acme`]).
+    pub fn from_pair(pair: CertifiedKey, cert_path: &Path, key_path: &Path) -> Arc<ServerCert> {
+        Arc::new(ServerCert {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            current: RwLock::new(Arc::new(pair)),
+        })
+    }
+
     /// Reads the files again and serves what they hold from the next
     /// handshake on. When they are unusable, keeps serving the pair it has,
     /// logs why and returns the reason.

@@ -240,16 +240,14 @@ impl Acme {
         let (pair, validity) = self.obtain().await?;
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
-            not_after = %unix(validity.not_after),
+            not_after = %when(validity.not_after),
             "certificate obtained"
         );
-        drop(pair);
-        ServerCert::load(&self.cert_path(), &self.key_path()).map_err(|source| {
-            AcmeError::Unusable {
-                directory: self.settings.directory.clone(),
-                source,
-            }
-        })
+        Ok(ServerCert::from_pair(
+            pair,
+            &self.cert_path(),
+            &self.key_path(),
+        ))
     }
 
     /// The stored certificate, when it was issued by the configured CA for
@@ -275,12 +273,15 @@ impl Acme {
                 return None;
             }
         };
-        let validity = cert.chain().first().and_then(validity)?;
+        let Some(validity) = cert.chain().first().and_then(validity) else {
+            tracing::warn!(cert = %cert_path.display(), "the stored certificate's validity cannot be read; requesting a new one");
+            return None;
+        };
         if !timing::usable(&validity, &self.settings.domains, SystemTime::now()) {
-            tracing::info!(names = ?validity.names, not_after = %unix(validity.not_after), "the stored certificate has expired or does not cover every domain; requesting a new one");
+            tracing::info!(names = ?validity.names, not_after = %when(validity.not_after), "the stored certificate has expired or does not cover every domain; requesting a new one");
             return None;
         }
-        tracing::info!(names = ?validity.names, not_after = %unix(validity.not_after), "serving the stored certificate");
+        tracing::info!(names = ?validity.names, not_after = %when(validity.not_after), "serving the stored certificate");
         Some(cert)
     }
 
@@ -310,7 +311,7 @@ impl Acme {
                         s.last_error = None;
                     });
                     next = timing::renew_at(&validity);
-                    tracing::info!(not_after = %unix(validity.not_after), "certificate renewed and served");
+                    tracing::info!(not_after = %when(validity.not_after), "certificate renewed and served");
                 }
                 Err(e) => {
                     let now = SystemTime::now();
@@ -644,10 +645,11 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Seconds since the epoch, for logs (no date library in the server).
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// A time for logs, as RFC 3339 in UTC (der's calendar, already linked for
+/// reading certificates).
+fn when(t: SystemTime) -> String {
+    x509_cert::der::DateTime::from_system_time(t)
+        .map_or_else(|_| format!("{t:?}"), |d| d.to_string())
 }
 
 #[cfg(test)]
@@ -671,6 +673,12 @@ mod tests {
             assert!(c.offer(format!("t{i}"), String::new()));
         }
         assert!(!c.offer("one more".into(), String::new()));
+    }
+
+    #[test]
+    fn log_times_are_rfc_3339_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(when(t), "2027-01-15T08:00:00Z");
     }
 
     #[test]
