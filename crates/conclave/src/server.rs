@@ -76,12 +76,6 @@ impl Server {
         };
         let acme = config.acme().map(Acme::new);
         let store = Store::open(&config.data_dir).await?;
-        if let Some(link) = bootstrap(&store, &config).await? {
-            // Printed, not only logged: this is how the operator gets in.
-            println!(
-                "\n  Conclave has no password set yet. Sign in as admin (valid 24 h, once):\n  {link}\n"
-            );
-        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -109,6 +103,9 @@ impl Server {
             config.public_url = Some(format!("http://localhost:{}", addr.port()));
         }
         let shutdown = CancellationToken::new();
+        // A start that fails from here on stops what it already started
+        // (the redirect listener, certificate renewals, media workers).
+        let stop_on_error = shutdown.clone().drop_guard();
         let redirect_addr = match config.http_redirect_listen {
             Some(at) => Some(
                 crate::http::redirect::start(
@@ -124,15 +121,18 @@ impl Server {
         };
         if let Some(acme) = &acme {
             // The CA's HTTP-01 requests reach the redirect listener, up now.
-            let cert = match acme.certificate().await {
-                Ok(cert) => cert,
-                Err(e) => {
-                    shutdown.cancel();
-                    return Err(e.into());
-                }
-            };
+            let cert = acme.certificate().await?;
             tokio::spawn(Arc::clone(acme).keep_renewed(Arc::clone(&cert), shutdown.clone()));
             tls = Some(cert);
+        }
+        // Once the server can serve it (bound, with its certificate), and
+        // with the address it is reached at: the port actually bound, the
+        // name with `domains`.
+        if let Some(link) = bootstrap(&store, &config).await? {
+            // Printed, not only logged: this is how the operator gets in.
+            println!(
+                "\n  Conclave has no password set yet. Sign in as admin (valid 24 h, once):\n  {link}\n"
+            );
         }
         let incoming = match &tls {
             Some(cert) => Incoming::Tls(TlsListener::new(
@@ -172,6 +172,7 @@ impl Server {
         let scheme = state.config.scheme();
         let task = tokio::spawn(serve(incoming, state));
         tracing::info!(%addr, scheme, "serving");
+        stop_on_error.disarm();
         Ok(Server {
             addr,
             redirect_addr,

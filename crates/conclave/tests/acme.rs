@@ -489,13 +489,19 @@ async fn a_first_start_with_an_unreachable_ca_fails_naming_it() {
     // Nothing listens there.
     let directory = format!("https://127.0.0.1:{}/dir", free_port());
     let started = Instant::now();
-    let e = start_error(failing_config(data.path(), &directory, free_port(), &root)).await;
+    let http_port = free_port();
+    let e = start_error(failing_config(data.path(), &directory, http_port, &root)).await;
     assert!(
         e.contains(&format!("cannot reach the ACME CA at {directory}")),
         "{e}"
     );
     assert!(started.elapsed() < TIMEOUT, "took {:?}", started.elapsed());
     assert!(!data.path().join("acme/cert.pem").exists());
+    // The failed start let go of port 80: a restart can bind it.
+    until(TIMEOUT, "the plain-HTTP port is free again", async || {
+        TcpListener::bind(("127.0.0.1", http_port)).is_ok()
+    })
+    .await;
 }
 
 #[tokio::test]
