@@ -601,11 +601,21 @@ fn create_private_dir(dir: &Path) -> Result<(), AcmeError> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| AcmeError::Store {
+    let store_error = |source| AcmeError::Store {
         what: "directory",
         path: dir.to_path_buf(),
         source,
-    })
+    };
+    builder.create(dir).map_err(store_error)?;
+    // One made by hand, or by a looser umask, is closed too: private keys
+    // live in it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(store_error)?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` readable by the owner only, through a
@@ -673,6 +683,19 @@ mod tests {
             assert!(c.offer(format!("t{i}"), String::new()));
         }
         assert!(!c.offer("one more".into(), String::new()));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_acme_directory_is_the_owners_only_even_if_it_existed() {
+        use std::os::unix::fs::PermissionsExt;
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = data.path().join("acme");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        create_private_dir(&dir).expect("create");
+        let mode = std::fs::metadata(&dir).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]
