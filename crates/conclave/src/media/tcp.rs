@@ -54,6 +54,10 @@ pub const TCP_WRITE_STALL: Duration = Duration::from_secs(10);
 /// Reads (each one or more whole frames) queued from all connections to the
 /// worker; a full queue makes the readers wait, not the worker.
 pub const TCP_READ_QUEUE: usize = 1024;
+/// After an accept error (out of file descriptors, most likely) the
+/// listener is left alone this long: retrying at once would spin the worker
+/// and starve the media of those already connected.
+pub const TCP_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Bytes the writer gathers from its queue into one write.
 const WRITE_COALESCE: usize = 64 * 1024;
 

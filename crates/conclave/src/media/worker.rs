@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::DriverCmd;
 use super::framing;
 use super::meeting::MeetingMedia;
-use super::tcp::{Tcp, TcpEvent};
+use super::tcp::{TCP_ACCEPT_BACKOFF, Tcp, TcpEvent};
 use super::udp::{RecvBatch, SendBatch};
 
 /// Source addresses remembered before the map is cleared (it refills itself).
@@ -45,6 +45,8 @@ pub struct Worker {
     tcp: Tcp,
     /// When TCP connections are next checked for their timeouts.
     tcp_sweep_at: Instant,
+    /// When the TCP listener is polled again after an accept error.
+    tcp_accept_at: Instant,
     recv: RecvBatch,
     send: SendBatch,
     stats: WorkerStats,
@@ -71,6 +73,7 @@ impl Worker {
             by_source: HashMap::new(),
             tcp,
             tcp_sweep_at: Instant::now() + TCP_SWEEP,
+            tcp_accept_at: Instant::now(),
             recv: RecvBatch::new(),
             send: SendBatch::new(),
             stats: WorkerStats::default(),
@@ -79,11 +82,13 @@ impl Worker {
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<DriverCmd>, shutdown: CancellationToken) {
         loop {
+            let accepting = Instant::now() >= self.tcp_accept_at;
             let next = self
                 .meetings
                 .values()
                 .filter_map(|m| m.router.poll_timeout())
                 .chain((!self.tcp.is_empty()).then_some(self.tcp_sweep_at))
+                .chain((!accepting).then_some(self.tcp_accept_at))
                 .min();
             let sleep = next.map(tokio::time::Instant::from_std);
             tokio::select! {
@@ -96,9 +101,12 @@ impl Worker {
                     Ok(()) => self.receive(),
                     Err(e) => tracing::debug!(error = %e, "media socket"),
                 },
-                accepted = self.tcp.listener.accept() => match accepted {
+                accepted = self.tcp.listener.accept(), if accepting => match accepted {
                     Ok((stream, remote)) => self.tcp.accepted(stream, remote, Instant::now()),
-                    Err(e) => tracing::debug!(error = %e, "media TCP accept"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "media TCP accept; pausing");
+                        self.tcp_accept_at = Instant::now() + TCP_ACCEPT_BACKOFF;
+                    }
                 },
                 Some(event) = self.tcp.events.recv() => self.tcp_events(event),
                 () = sleep_until(sleep), if sleep.is_some() => {}
