@@ -324,3 +324,69 @@ async fn write_loop(
     }
     let _ = events.send(TcpEvent::Closed { conn }).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker's TCP side on loopback, and one client connection to it.
+    async fn one_connection() -> (Tcp, TcpStream, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let local = listener.local_addr().expect("addr");
+        let mut tcp = Tcp::new(listener, local);
+        let client = TcpStream::connect(local).await.expect("connect");
+        let (stream, remote) = tcp.listener.accept().await.expect("accept");
+        tcp.accepted(stream, remote, Instant::now());
+        (tcp, client, remote)
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_loses_packets_not_the_workers_memory() {
+        let (mut tcp, _client, remote) = one_connection().await;
+        // 24 MB: more than the kernel's buffers on both ends and the queue.
+        for i in 0..20_000 {
+            tcp.send(remote, &[1u8; 1200]);
+            if i % 100 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert!(tcp.stats.write_dropped > 0, "{:?}", tcp.stats);
+        assert!(tcp.stats.write_dropped < 20_000, "{:?}", tcp.stats);
+        // Nothing for an address without a connection is queued anywhere.
+        tcp.send(SocketAddr::from(([127, 0, 0, 1], 9)), b"x");
+        assert_eq!(tcp.stats.no_connection, 1);
+    }
+
+    #[tokio::test]
+    async fn an_unmatched_connection_is_closed_when_its_time_is_up_and_frees_its_place() {
+        let (mut tcp, mut client, _) = one_connection().await;
+        let now = Instant::now();
+        tcp.expire(now + TCP_MATCH_TIMEOUT / 2);
+        assert!(!tcp.is_empty());
+        tcp.expire(now + TCP_MATCH_TIMEOUT);
+        assert!(tcp.is_empty());
+        assert_eq!(tcp.stats.unmatched_closed, 1);
+        assert!(tcp.per_ip.is_empty() && tcp.by_remote.is_empty());
+        // The tasks ended, so the socket closed: the client reads its end.
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("closed in time");
+        assert!(matches!(n, Ok(0) | Err(_)));
+    }
+
+    #[tokio::test]
+    async fn past_the_per_address_limit_connections_are_closed_on_accept() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let local = listener.local_addr().expect("addr");
+        let mut tcp = Tcp::new(listener, local);
+        let mut clients = Vec::new();
+        for _ in 0..MAX_TCP_CONNECTIONS_PER_IP + 3 {
+            clients.push(TcpStream::connect(local).await.expect("connect"));
+            let (stream, remote) = tcp.listener.accept().await.expect("accept");
+            tcp.accepted(stream, remote, Instant::now());
+        }
+        assert_eq!(tcp.conns.len(), MAX_TCP_CONNECTIONS_PER_IP);
+        assert_eq!(tcp.stats.refused, 3);
+    }
+}
