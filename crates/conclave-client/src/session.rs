@@ -62,10 +62,45 @@ pub struct JoinOptions {
     pub record: Option<PathBuf>,
     /// Leave early, cleanly (files closed), when this is notified (Ctrl-C).
     pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Leave early, cleanly, once this holds: a caller that waits for
+    /// something to happen (frames from someone, a layer switch) ends when
+    /// it has, and `duration` is only the upper bound.
+    pub until: Option<Until>,
     /// Stay out of the MLS group and take frames as the server forwards
     /// them. Only tests use this, to look at what the server sees; a real
     /// client always encrypts.
     pub outside_group: bool,
+}
+
+/// What a running session has seen so far, for [`Until`].
+pub struct Progress<'a> {
+    pub you: ParticipantId,
+    pub media: &'a PeerStats,
+    pub active_speakers: &'a [ParticipantId],
+    /// The MLS group as seen so far (empty outside the group).
+    pub e2ee: &'a E2eeReport,
+}
+
+/// A condition that ends a session ([`JoinOptions::until`]), checked after
+/// every wake-up of the session's loop, so at least every few milliseconds
+/// while media flows.
+#[derive(Clone)]
+pub struct Until(std::sync::Arc<dyn Fn(&Progress<'_>) -> bool + Send + Sync>);
+
+impl Until {
+    pub fn new(done: impl Fn(&Progress<'_>) -> bool + Send + Sync + 'static) -> Self {
+        Until(std::sync::Arc::new(done))
+    }
+
+    fn holds(&self, progress: &Progress<'_>) -> bool {
+        (self.0)(progress)
+    }
+}
+
+impl std::fmt::Debug for Until {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Until(..)")
+    }
 }
 
 /// What the client's MLS member ended with.
@@ -308,7 +343,13 @@ pub async fn run_with(
     let end_at = tokio::time::Instant::now() + opts.duration;
     let stop = opts.stop.clone().unwrap_or_default();
     let ended_early = live
-        .media_loop(admission.you, extra.chat_every, end_at, &stop)
+        .media_loop(
+            admission.you,
+            extra.chat_every,
+            end_at,
+            &stop,
+            opts.until.as_ref(),
+        )
         .await?;
     live.report(admission, admitted_wall, ended_early).await
 }
@@ -513,14 +554,15 @@ struct Live {
 }
 
 impl Live {
-    /// Runs the media until `end_at`, a `stop`, or the meeting lets this
-    /// client go (then why, for the report).
+    /// Runs the media until `end_at`, a `stop`, `until` holds, or the
+    /// meeting lets this client go (then why, for the report).
     async fn media_loop(
         &mut self,
         you: ParticipantId,
         chat_every: Option<Duration>,
         end_at: tokio::time::Instant,
         stop: &tokio::sync::Notify,
+        until: Option<&Until>,
     ) -> Result<Option<String>, SessionError> {
         let mut chat_at = match chat_every {
             Some(every) => tokio::time::Instant::now() + every,
@@ -553,6 +595,18 @@ impl Live {
                 }
             }
             self.after_wake().await?;
+            if until.is_some_and(|u| u.holds(&self.progress(you))) {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn progress(&self, you: ParticipantId) -> Progress<'_> {
+        Progress {
+            you,
+            media: self.peer.stats(),
+            active_speakers: &self.active_speakers,
+            e2ee: &self.e2ee_seen,
         }
     }
 

@@ -443,6 +443,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             record: Some(args.out.clone()),
             stop: Some(stop),
             outside_group: false,
+            until: None,
         },
     )
     .await?;
@@ -484,6 +485,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
             record: None,
             stop: None,
             outside_group: false,
+            until: None,
         },
     )
     .await?;

@@ -1,11 +1,10 @@
 //! End-to-end encryption through a real server: members agree on the group
 //! and read each other's media; what the server forwards is ciphertext.
 
-use std::time::Duration;
-
-use crate::common::{TestServer, native_options, sample};
+use crate::common::{TestServer, Together, frames_from_others, native_options, sample};
 use conclave_client::ivf::IvfReader;
-use conclave_client::session::run;
+use conclave_client::session::{Progress, run};
+use conclave_proto::MediaKind::{Audio, Video};
 use serde_json::json;
 
 fn sample_frames() -> Vec<Vec<u8>> {
@@ -21,16 +20,28 @@ async fn members_agree_and_the_server_forwards_only_ciphertext() {
     let meeting = api
         .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
-    let a = tokio::spawn(run(native_options(&meeting, "Ada", 6)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let b = tokio::spawn(run(native_options(&meeting, "Bob", 5)));
+    // The members stay until they share an epoch with both of them in the
+    // group and each has a second of the other's media; the tap until it
+    // has recorded a second of video.
+    let all = Together::new(3);
+    let member = |p: &Progress<'_>| {
+        let both_in_group = p.e2ee.epochs.iter().any(|(_, _, roster)| roster.len() >= 2);
+        both_in_group && frames_from_others(p, Video) >= 30 && frames_from_others(p, Audio) >= 80
+    };
+    let mut a = native_options(&meeting, "Ada");
+    a.until = all.member(0, member);
+    let mut b = native_options(&meeting, "Bob");
+    b.until = all.member(1, member);
+    let a = tokio::spawn(run(a));
+    let b = tokio::spawn(run(b));
     // A client outside the group records what the server forwards to it.
     let dir = tempfile::tempdir().expect("dir");
-    let mut tap = native_options(&meeting, "Tap", 4);
+    let mut tap = native_options(&meeting, "Tap");
     tap.send_ivf = None;
     tap.send_ogg = None;
     tap.outside_group = true;
     tap.record = Some(dir.path().to_path_buf());
+    tap.until = all.member(2, |p| frames_from_others(p, Video) >= 30);
     let tap = run(tap).await.expect("tap");
     let a = a.await.expect("task").expect("session A");
     let b = b.await.expect("task").expect("session B");

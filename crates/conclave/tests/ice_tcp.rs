@@ -287,7 +287,9 @@ async fn garbage_oversized_frames_slowloris_and_floods_are_closed_while_media_fl
 
 /// A native session's options for `secs` seconds.
 fn session_options(meeting: &Meeting, name: &str, secs: u64) -> JoinOptions {
-    native_options(meeting, name, secs)
+    let mut options = native_options(meeting, name);
+    options.duration = Duration::from_secs(secs);
+    options
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ mod server;
 mod ws;
 
 pub use http::{Api, Meeting, read};
-pub use native::{native_options, sample};
+pub use native::{Together, frames_from_others, native_options, sample};
 pub use server::TestServer;
 pub use ws::{Frame, Ws, WsOpts, join, open_ws};
 
