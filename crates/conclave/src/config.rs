@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::tls::passthrough::{PassthroughConfigError, TurnPassthrough};
 use crate::turn::{TurnConfigError, TurnServer};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,8 @@ pub enum ConfigError {
     Invalid(&'static str),
     #[error(transparent)]
     Turn(#[from] TurnConfigError),
+    #[error(transparent)]
+    Passthrough(#[from] PassthroughConfigError),
     #[error("{path}: {source}")]
     Parse {
         path: PathBuf,
@@ -77,6 +80,11 @@ pub struct Config {
     /// TURN servers handed to admitted members (`joined.ice_servers`), for
     /// networks that let no UDP out; see [`crate::turn`].
     pub turn_servers: Vec<TurnServer>,
+    /// TURN server names whose TLS connections to the HTTPS listener are
+    /// passed through untouched to the TURN server's own TLS listener, so
+    /// `turns:NAME:443` and the site share one address
+    /// ([`crate::tls::passthrough`]).
+    pub turn_tls_passthrough: Vec<TurnPassthrough>,
     pub limits: Limits,
 }
 
@@ -109,6 +117,13 @@ pub struct Limits {
     /// without a valid guest cookie may join only signed in. Keeps cookie
     /// clearing from being free for a removed guest (see `crate::guest`).
     pub new_guests_per_minute: u32,
+    /// Connections passed through to a TURN server (`turn_tls_passthrough`)
+    /// open at once; beyond it new ones are closed.
+    pub max_turn_passthrough: usize,
+    /// Seconds a passed-through connection may carry no byte either way
+    /// before it is closed. A relayed member's media never idles that long;
+    /// TURN refreshes its allocation well within it.
+    pub turn_passthrough_idle_secs: u64,
 }
 
 impl Default for Config {
@@ -130,6 +145,7 @@ impl Default for Config {
             allow_signup: false,
             trusted_proxies: Vec::new(),
             turn_servers: Vec::new(),
+            turn_tls_passthrough: Vec::new(),
             limits: Limits::default(),
         }
     }
@@ -151,6 +167,8 @@ impl Default for Limits {
                 conclave_core::AttemptPolicy::CHECKS_IN_FLIGHT_PER_ADDRESS,
             session_days: 14,
             new_guests_per_minute: 60,
+            max_turn_passthrough: 4096,
+            turn_passthrough_idle_secs: 300,
         }
     }
 }
@@ -208,6 +226,14 @@ impl Config {
                 "limits.new_guests_per_minute must be at least 1",
             ),
             (
+                l.max_turn_passthrough >= 1,
+                "limits.max_turn_passthrough must be at least 1",
+            ),
+            (
+                l.turn_passthrough_idle_secs >= 1,
+                "limits.turn_passthrough_idle_secs must be at least 1",
+            ),
+            (
                 self.media_workers <= crate::media::MAX_WORKERS,
                 "media_workers must be at most 256",
             ),
@@ -248,6 +274,12 @@ impl Config {
         for t in &self.turn_servers {
             t.validate()?;
         }
+        crate::tls::passthrough::validate(
+            &self.turn_tls_passthrough,
+            self.serves_https(),
+            self.listen,
+            &self.site_names(),
+        )?;
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err(ConfigError::Invalid(why)),
             None => Ok(()),
@@ -329,6 +361,22 @@ impl Config {
             ca_root: self.acme_ca_root.clone(),
             dir: self.data_dir.join("acme"),
         })
+    }
+
+    /// The names the meeting site is reached at: `domains` and the host of
+    /// `public_url`.
+    pub fn site_names(&self) -> Vec<String> {
+        let mut names = self.domains.clone();
+        let host = self.public_url.as_deref().and_then(|u| {
+            let u = url::Url::parse(u).ok()?;
+            Some(u.host_str()?.to_string())
+        });
+        names.extend(host);
+        names
+    }
+
+    pub fn turn_passthrough_idle(&self) -> Duration {
+        Duration::from_secs(self.limits.turn_passthrough_idle_secs)
     }
 
     /// Whether the server serves HTTPS itself (its own files or ACME).
@@ -435,6 +483,39 @@ mod tests {
             toml::from_str("[[turn_servers]]\nurls = [\"turn:turn.example.org\"]\n").unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::Turn(_))));
         assert!(toml::from_str::<Config>("[[turn_servers]]\nurl = \"turn:x\"\n").is_err());
+    }
+
+    #[test]
+    fn turn_tls_passthrough_comes_from_the_file_and_needs_https() {
+        let text = "public_url = \"https://meet.example.org\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n[[turn_tls_passthrough]]\nserver_name = \"turn.example.org\"\nbackend = \"127.0.0.1:5349\"\n";
+        let c: Config = toml::from_str(text).unwrap();
+        assert_eq!(c.turn_tls_passthrough.len(), 1);
+        assert_eq!(
+            c.turn_tls_passthrough[0].backend.to_string(),
+            "127.0.0.1:5349"
+        );
+        assert!(c.validate().is_ok());
+        let plain = Config {
+            tls_cert: None,
+            tls_key: None,
+            ..c.clone()
+        };
+        assert!(matches!(
+            plain.validate(),
+            Err(ConfigError::Passthrough(PassthroughConfigError::NoHttps))
+        ));
+        let mut site = c.clone();
+        site.turn_tls_passthrough[0].server_name = "meet.example.org".into();
+        assert!(matches!(
+            site.validate(),
+            Err(ConfigError::Passthrough(PassthroughConfigError::SiteName(
+                _
+            )))
+        ));
+        assert!(
+            toml::from_str::<Config>("[[turn_tls_passthrough]]\nserver_name = \"t.example.org\"\n")
+                .is_err()
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use conclave::auth::{hash_now, password_acceptable, username_acceptable};
 use conclave::store::{Store, StoreError};
+use conclave::tls::passthrough::TurnPassthrough;
 use conclave::turn::{TurnSecret, TurnServer};
 use conclave::{Config, Server};
 use tracing_subscriber::EnvFilter;
@@ -226,6 +227,18 @@ struct ServeArgs {
         value_name = "SECRET"
     )]
     turn_secret: Option<String>,
+    /// Pass TLS connections whose server name (SNI) is NAME through to a
+    /// TURN server's TLS listener at ADDR (e.g.
+    /// turn.example.org=127.0.0.1:5349), so turns:NAME:443 shares the HTTPS
+    /// port. Repeat for more names.
+    #[arg(
+        long = "turn-passthrough",
+        env = "CONCLAVE_TURN_PASSTHROUGH",
+        value_delimiter = ',',
+        value_name = "NAME=ADDR",
+        value_parser = TurnPassthrough::parse_flag
+    )]
+    turn_passthrough: Vec<TurnPassthrough>,
 }
 
 #[derive(Subcommand)]
@@ -300,6 +313,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(r) = &args.acme_ca_root {
         config.acme_ca_root = Some(r.clone());
+    }
+    if !args.turn_passthrough.is_empty() {
+        config.turn_tls_passthrough = args.turn_passthrough.clone();
     }
     config.apply_domain_defaults();
     match (args.turn_urls.is_empty(), &args.turn_secret) {

@@ -21,6 +21,7 @@ use crate::http::web::Origins;
 use crate::http::{AppState, router};
 use crate::rooms::Rooms;
 use crate::store::{Store, StoreError};
+use crate::tls::passthrough::Passthrough;
 use crate::tls::{Incoming, ServerCert, TlsError, TlsListener};
 use crate::turn::IceServers;
 
@@ -138,6 +139,11 @@ impl Server {
             Some(cert) => Incoming::Tls(TlsListener::new(
                 listener,
                 cert.server_config()?,
+                Passthrough::new(
+                    &config.turn_tls_passthrough,
+                    config.limits.max_turn_passthrough,
+                    config.turn_passthrough_idle(),
+                ),
                 shutdown.clone(),
             )?),
             None => Incoming::Plain(listener),

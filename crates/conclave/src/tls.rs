@@ -11,7 +11,13 @@
 //! The same [`ServerCert`] serves a certificate the server obtained itself
 //! from an ACME CA ([`crate::acme`] installs each renewal).
 //!
+//! Before its handshake, a connection whose ClientHello names a TURN server
+//! can be handed on untouched to that server's TLS listener
+//! ([`passthrough`]), so TURN/TLS and HTTPS share one address and port.
+//!
 //! One crypto provider, aws-lc-rs (str0m's DTLS already builds it).
+
+pub mod passthrough;
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,6 +37,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
+
+use self::passthrough::{Passthrough, Peeked};
 
 /// TLS handshakes in progress at once; a connection beyond it is closed.
 pub const MAX_HANDSHAKES: usize = 1024;
@@ -264,14 +272,23 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
+    /// With `passthrough`, connections for its TURN names go to their
+    /// backends instead of being served here.
     pub fn new(
         tcp: TcpListener,
         config: Arc<ServerConfig>,
+        passthrough: Option<Arc<Passthrough>>,
         shutdown: CancellationToken,
     ) -> io::Result<TlsListener> {
         let addr = tcp.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPTED_QUEUE);
-        tokio::spawn(handshakes(tcp, TlsAcceptor::from(config), tx, shutdown));
+        tokio::spawn(handshakes(
+            tcp,
+            TlsAcceptor::from(config),
+            passthrough,
+            tx,
+            shutdown,
+        ));
         Ok(TlsListener { addr, accepted })
     }
 
@@ -287,6 +304,7 @@ impl TlsListener {
 async fn handshakes(
     tcp: TcpListener,
     acceptor: TlsAcceptor,
+    passthrough: Option<Arc<Passthrough>>,
     accepted: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
     shutdown: CancellationToken,
 ) {
@@ -309,9 +327,33 @@ async fn handshakes(
         };
         let acceptor = acceptor.clone();
         let accepted = accepted.clone();
+        let passthrough = passthrough.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            // One deadline for reading the ClientHello and the handshake.
+            let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+            if let Some(p) = passthrough {
+                match tokio::time::timeout_at(deadline, p.peek(&stream)).await {
+                    Ok(Ok(Peeked::Own)) => {}
+                    Ok(Ok(Peeked::Passthrough(backend))) => {
+                        // A relayed connection holds a passthrough place,
+                        // not a handshake's.
+                        drop(permit);
+                        p.relay(stream, peer, backend, shutdown).await;
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS connection closed before its handshake");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "no ClientHello in time; connection closed");
+                        return;
+                    }
+                }
+            }
             let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     // Fails only when the server has stopped taking connections.
                     let _ = accepted.send((tls, peer)).await;

@@ -22,6 +22,7 @@ mod moderation;
 mod restart;
 mod simulcast_flow;
 mod tls;
+mod tls_passthrough;
 mod turn;
 mod waiting_isolation;
 mod web_facing;

@@ -18,13 +18,15 @@ use tokio_rustls::TlsConnector;
 use crate::common::{PASSWORD, TIMEOUT, TestServer};
 
 /// A certificate authority the test's clients trust.
-struct Ca(CertifiedIssuer<'static, KeyPair>);
+pub(crate) struct Ca(CertifiedIssuer<'static, KeyPair>);
 
 /// A leaf certificate for `localhost` and its key, as PEM files hold them.
-struct Leaf {
+pub(crate) struct Leaf {
     cert_pem: String,
     key_pem: String,
-    der: CertificateDer<'static>,
+    pub(crate) der: CertificateDer<'static>,
+    /// The key as PKCS#8 DER, for a test's own TLS server.
+    pub(crate) key_der: Vec<u8>,
 }
 
 /// A PEM block (RFC 7468): base64 in lines of 64 characters.
@@ -40,7 +42,7 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(crate) fn new() -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -50,20 +52,26 @@ impl Ca {
         Ca(CertifiedIssuer::self_signed(params, key).expect("CA certificate"))
     }
 
-    fn leaf(&self) -> Leaf {
+    pub(crate) fn leaf(&self) -> Leaf {
+        self.leaf_for("localhost")
+    }
+
+    /// A leaf certificate for `name`.
+    pub(crate) fn leaf_for(&self, name: &str) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
-        let params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        let params = CertificateParams::new(vec![name.to_string()]).expect("params");
         let cert = params.signed_by(&key, &self.0).expect("leaf certificate");
         Leaf {
             cert_pem: pem("CERTIFICATE", cert.der()),
             key_pem: pem("PRIVATE KEY", &key.serialize_der()),
             der: cert.der().clone(),
+            key_der: key.serialize_der(),
         }
     }
 
     /// A client that trusts this CA only. It resumes no session, so every
     /// connection is a full handshake and shows the certificate served now.
-    fn client(&self) -> TlsConnector {
+    pub(crate) fn client(&self) -> TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.0.der().clone()).expect("CA root");
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -80,14 +88,14 @@ impl Ca {
 }
 
 /// The server's certificate and key files, in a directory of their own.
-struct Files {
+pub(crate) struct Files {
     _dir: tempfile::TempDir,
-    cert: PathBuf,
-    key: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 impl Files {
-    fn new(leaf: &Leaf) -> Files {
+    pub(crate) fn new(leaf: &Leaf) -> Files {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = Files {
             cert: dir.path().join("cert.pem"),
@@ -115,7 +123,7 @@ async fn tls_server(files: &Files) -> TestServer {
 
 /// One HTTP/1.1 exchange over a new TLS connection: the response's text and
 /// the certificate the server presented.
-async fn https(
+pub(crate) async fn https(
     addr: SocketAddr,
     client: &TlsConnector,
     request: &str,
@@ -137,7 +145,7 @@ async fn https(
         .expect("HTTPS exchange in time")
 }
 
-fn get(path: &str) -> String {
+pub(crate) fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 }
 
@@ -150,7 +158,7 @@ fn sign_in(origin: Option<&str>) -> String {
     )
 }
 
-fn status(response: &str) -> &str {
+pub(crate) fn status(response: &str) -> &str {
     response.split(' ').nth(1).unwrap_or("")
 }
 
