@@ -28,6 +28,8 @@
 //! - `layers`: the pure choice of a simulcast layer per subscriber, from
 //!   its view size and bandwidth estimate; layer bitrate measurement.
 //! - `speaker`: the pure active-speaker detector over RFC 6464 audio levels.
+//! - `lastn`: the pure per-subscriber choice of the N loudest audio sources
+//!   (last-N audio), over the same levels.
 //! - `vp8`: what the router reads of a VP8 payload (key frame start, size).
 //! - `event`: [`Event`], what the router tells the signaling shell (offers
 //!   to deliver, peers connected, disconnected or closed).
@@ -46,6 +48,7 @@ mod codecs;
 mod error;
 mod event;
 mod keyframe;
+mod lastn;
 mod layers;
 mod peer;
 mod rewrite;
@@ -57,6 +60,7 @@ mod vp8;
 
 pub use error::MediaError;
 pub use event::{Event, ForwardedTrack};
+pub use lastn::DEFAULT_AUDIO_LAST_N;
 pub use peer::{PeerId, TrackId};
 pub use router::{DEFAULT_INITIAL_BANDWIDTH, Router, RouterConfig};
 pub use stats::{PeerStats, RouterStats};

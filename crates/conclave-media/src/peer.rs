@@ -336,6 +336,19 @@ impl Peer {
         true
     }
 
+    /// A packet meant for the stream on `mid` is left out on purpose
+    /// (silence, or its publisher is not among this peer's last-N): the
+    /// next one sent closes the gap, so this peer sees no loss to NACK.
+    pub(crate) fn skip(&mut self, mid: Mid) {
+        if let Some(r) = self
+            .outgoing
+            .get_mut(&mid)
+            .and_then(|o| o.rewriter.as_mut())
+        {
+            r.skip();
+        }
+    }
+
     /// Writes a publisher's `packet` (codec `params`) to the stream on `mid`
     /// under this peer's SSRC, sequence numbers and timestamps. False if it
     /// was dropped. str0m sends it only after its next timeout: the caller
@@ -377,7 +390,8 @@ impl Peer {
             packet.timestamp,
             packet.payload.clone(),
         )
-        .marker(packet.header.marker)
+        // Audio resuming after skipped packets starts a talkspurt.
+        .marker(packet.header.marker || (rewritten.resumed && out.kind == MediaKind::Audio))
         .ext_vals(ext_vals)
         // Kept in str0m's send history so NACKs are answered from it (over
         // RTX); str0m ignores this where no RTX payload type was negotiated.

@@ -16,6 +16,14 @@
 //! number is the next one, and the timestamp has advanced by the wall-clock
 //! time between the two packets (at least one tick).
 //!
+//! Packets the router chooses not to forward (silent audio, a source outside
+//! the subscriber's last-N, `lastn.rs`) must not leave a hole either: the
+//! receiver would NACK every skipped number, and nobody can resend what was
+//! never meant to be sent. After [`Rewriter::skip`], the next packet of the
+//! same source continues right after the last one sent, while its
+//! timestamp keeps the source's own: the receiver sees what it sees after an
+//! Opus DTX pause (consecutive numbers, time moved on) and plays through it.
+//!
 //! The module is pure: no I/O, no clock; arrival times come with the packets.
 
 use std::time::Instant;
@@ -48,6 +56,9 @@ pub struct Rewritten {
     pub seq: u64,
     /// Outgoing RTP timestamp.
     pub timestamp: u32,
+    /// The first packet after skipped ones: for audio, the start of a
+    /// talkspurt (RFC 3551 §4.1 sets the marker bit there).
+    pub resumed: bool,
 }
 
 /// The sequence/timestamp mapping of one outgoing stream.
@@ -70,6 +81,9 @@ struct Mapping {
     last_seq: u64,
     last_timestamp: u32,
     last_arrival: Instant,
+    /// Packets of this source were skipped since the last one sent: the
+    /// next newer packet closes the gap in sequence numbers.
+    skipped: bool,
 }
 
 impl Rewriter {
@@ -86,6 +100,14 @@ impl Rewriter {
     #[cfg(test)]
     pub fn source(&self) -> Option<u32> {
         self.mapping.as_ref().map(|m| m.source)
+    }
+
+    /// A packet of the current source was left out on purpose: the next
+    /// one sent takes the next sequence number.
+    pub fn skip(&mut self) {
+        if let Some(m) = &mut self.mapping {
+            m.skipped = true;
+        }
     }
 
     /// Maps `packet` into the outgoing stream, or `None` when it must be
@@ -105,10 +127,12 @@ impl Rewriter {
                 last_seq: seq,
                 last_timestamp: packet.timestamp,
                 last_arrival: packet.arrival,
+                skipped: false,
             });
             return Some(Rewritten {
                 seq,
                 timestamp: packet.timestamp,
+                resumed: false,
             });
         };
 
@@ -129,21 +153,40 @@ impl Rewriter {
                 last_seq: seq,
                 last_timestamp: timestamp,
                 last_arrival: packet.arrival,
+                skipped: false,
             };
-            return Some(Rewritten { seq, timestamp });
+            return Some(Rewritten {
+                seq,
+                timestamp,
+                resumed: false,
+            });
         }
 
         if packet.seq < m.first_seq {
             return None;
         }
-        let seq = packet.seq.wrapping_add(m.seq_offset);
+        let mut seq = packet.seq.wrapping_add(m.seq_offset);
         let timestamp = packet.timestamp.wrapping_add(m.ts_offset);
+        let resumed = m.skipped && seq > m.last_seq;
+        if resumed {
+            // Close the gap the skipped packets left; older packets still
+            // arriving keep their numbers (below this one).
+            let next = m.last_seq.wrapping_add(1);
+            m.seq_offset = next.wrapping_sub(packet.seq);
+            m.first_seq = packet.seq;
+            m.skipped = false;
+            seq = next;
+        }
         if seq > m.last_seq {
             m.last_seq = seq;
             m.last_timestamp = timestamp;
             m.last_arrival = packet.arrival;
         }
-        Some(Rewritten { seq, timestamp })
+        Some(Rewritten {
+            seq,
+            timestamp,
+            resumed,
+        })
     }
 }
 
@@ -299,6 +342,31 @@ mod tests {
         // A switch continues after the highest sent, not after the late one.
         let g = r.rewrite(packet(9, 1, 0, t0)).unwrap();
         assert_eq!(g.seq, 16);
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_gap_and_keep_media_time() {
+        let t0 = origin();
+        let mut r = Rewriter::new(48_000);
+        let a = r.rewrite(packet(1, 100, 0, t0)).unwrap();
+        // 101..=149 are skipped (silence, or not selected).
+        for _ in 101..150 {
+            r.skip();
+        }
+        let b = r.rewrite(packet(1, 150, 50 * 960, t0)).unwrap();
+        assert_eq!(b.seq, a.seq + 1);
+        assert_eq!(b.timestamp, 50 * 960, "time moved on by the skipped audio");
+        assert!(b.resumed && !a.resumed);
+        let c = r.rewrite(packet(1, 151, 51 * 960, t0)).unwrap();
+        assert_eq!((c.seq, c.resumed), (a.seq + 2, false));
+        // A late packet from before the skip is older than the resume
+        // point: dropped, never a number already sent.
+        assert_eq!(r.rewrite(packet(1, 120, 20 * 960, t0)), None);
+        // A skip with nothing sent yet changes nothing.
+        let mut fresh = Rewriter::new(48_000);
+        fresh.skip();
+        let first = fresh.rewrite(packet(3, 7, 0, t0)).unwrap();
+        assert_eq!((first.seq, first.resumed), (7, false));
     }
 
     #[test]

@@ -32,6 +32,16 @@ pub struct PeerStats {
     /// Packets meant for this peer that were not forwarded: no common codec,
     /// late packets of a replaced source, outgoing stream gone.
     pub rtp_dropped: u64,
+    /// Audio packets not forwarded to this peer because their publisher
+    /// is not among the N loudest others it receives (last-N audio).
+    pub audio_unselected: u64,
+    /// Audio packets this peer published at RFC 6464's silence level
+    /// (127), forwarded to nobody.
+    pub audio_silence_dropped: u64,
+    /// Audio packets this peer published whose level could not be used: a
+    /// value outside RFC 6464's range, or none on a track that carried
+    /// levels before. The packet is forwarded as its last level decided.
+    pub audio_levels_malformed: u64,
     /// PLI/FIR this peer sent about tracks it receives.
     pub keyframe_requests_in: u64,
     /// PLIs the router sent this peer about tracks it publishes.
@@ -58,4 +68,7 @@ pub struct RouterStats {
     pub keyframe_requests_deferred: u64,
     /// Changes of active speaker announced ([`crate::Event::ActiveSpeaker`]).
     pub speaker_changes: u64,
+    /// Changes of a subscriber's last-N audio selection (a source in for
+    /// another, or into a free slot).
+    pub audio_selection_changes: u64,
 }

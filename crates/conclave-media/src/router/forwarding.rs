@@ -1,6 +1,7 @@
 //! Datagrams in, the work they cause, and the fan-out of each published
 //! packet to the subscribers of its track; key-frame requests (PLI) to
-//! publishers; the gate the meeting puts on a track; active speaker.
+//! publishers; the gate the meeting puts on a track; active speaker and
+//! last-N audio.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use super::Router;
 use super::simulcast::{IncomingLayer, MAX_LAYERS};
 use crate::event::Event;
 use crate::keyframe::Verdict;
+use crate::lastn::{Level, SILENT_LEVEL};
 use crate::peer::{PeerId, PeerOutput, TrackId};
 
 /// How often the active speaker is re-evaluated, at most.
@@ -162,8 +164,10 @@ impl Router {
         };
         let was = std::mem::replace(&mut track.forwarding, on);
         if !on && track.kind == MediaKind::Audio {
-            // A muted member is nobody's active speaker.
+            // A muted member is nobody's active speaker, and holds nobody's
+            // last-N slot.
             self.speakers.remove(id);
+            self.audio.remove(id);
         }
         if on
             && !was
@@ -327,17 +331,44 @@ impl Router {
             peer.stats.rtp_gated += 1;
             return;
         }
-        if track.kind == MediaKind::Audio
-            && let Some(level) = packet.header.ext_vals.audio_level
-        {
-            self.speakers.on_level(publisher, level, now);
+        let audio = track.kind == MediaKind::Audio;
+        let mut silent = false;
+        if audio {
+            let raw = packet.header.ext_vals.audio_level;
+            match Level::read(raw) {
+                Level::Present(level) => {
+                    if let Some(raw) = raw {
+                        self.speakers.on_level(publisher, raw, now);
+                    }
+                    self.audio.on_level(publisher, level, now);
+                    silent = self.drop_silent_audio && level >= SILENT_LEVEL;
+                    if silent {
+                        peer.stats.audio_silence_dropped += 1;
+                    }
+                }
+                // A client that never sends levels is not ranked (and so
+                // reaches everyone); one that stops on a single packet is
+                // sent as its last level decided.
+                Level::Missing if !self.audio.is_ranked(publisher) => {}
+                Level::Missing | Level::Malformed => peer.stats.audio_levels_malformed += 1,
+            }
+            self.audio.poll(self.peers.keys().copied(), now);
         }
         let simulcast = track.is_simulcast();
         let mut received = false;
+        let mut skipped = false;
         for &(sub_id, sub_mid) in &track.subscribers {
             let Some(sub) = self.peers.get_mut(&sub_id) else {
                 continue;
             };
+            if audio && (silent || !self.audio.forwards(publisher, sub_id)) {
+                if !silent {
+                    sub.stats.audio_unselected += 1;
+                }
+                sub.skip(sub_mid);
+                skipped = true;
+                continue;
+            }
             if simulcast {
                 let Some(out) = sub.outgoing.get_mut(&sub_mid) else {
                     continue;
@@ -364,7 +395,10 @@ impl Router {
                 sub.stats.rtp_dropped += 1;
             }
         }
-        if !received && let Some(peer) = self.peers.get_mut(&publisher) {
+        if !received
+            && !skipped
+            && let Some(peer) = self.peers.get_mut(&publisher)
+        {
             peer.stats.rtp_unreceived += 1;
         }
         if track.kind == MediaKind::Audio {

@@ -45,6 +45,12 @@
 //!
 //! Active speaker: the RFC 6464 levels on forwarded audio feed
 //! [`crate::speaker`]; a change comes out as [`Event::ActiveSpeaker`].
+//!
+//! Last-N audio: the same levels rank the audio sources, and each subscriber
+//! receives only the N loudest others ([`crate::lastn`],
+//! [`RouterConfig::audio_last_n`]); packets at the silence level go to
+//! nobody. A skipped packet leaves no gap in the subscriber's sequence
+//! numbers ([`crate::rewrite`]).
 
 mod forwarding;
 mod negotiation;
@@ -61,6 +67,8 @@ use str0m::net::TcpType;
 use crate::error::MediaError;
 use crate::event::{Event, ForwardedTrack};
 use crate::keyframe::DEFAULT_KEYFRAME_INTERVAL;
+use crate::lastn::AudioSelector;
+use crate::lastn::DEFAULT_AUDIO_LAST_N;
 use crate::peer::{Peer, PeerId, PeerOutput, TrackId};
 use crate::speaker::SpeakerDetector;
 use crate::stats::{PeerStats, RouterStats};
@@ -102,6 +110,13 @@ pub struct RouterConfig {
     /// chosen by view size alone). With it on, str0m paces each peer's
     /// outgoing media at 1.1 times the estimate.
     pub initial_bandwidth: Option<u64>,
+    /// Each subscriber receives the audio of at most this many other
+    /// members, the loudest by their RFC 6464 levels (`lastn.rs`); `None`
+    /// or 0 forwards every member's audio to everyone.
+    pub audio_last_n: Option<usize>,
+    /// Audio packets at RFC 6464's silence level (127) are forwarded to
+    /// nobody; receivers see a DTX pause, not loss.
+    pub drop_silent_audio: bool,
 }
 
 impl RouterConfig {
@@ -114,6 +129,8 @@ impl RouterConfig {
             max_queued_transmits: DEFAULT_MAX_QUEUED_TRANSMITS,
             forward_by_default: true,
             initial_bandwidth: Some(DEFAULT_INITIAL_BANDWIDTH),
+            audio_last_n: Some(DEFAULT_AUDIO_LAST_N),
+            drop_silent_audio: true,
         }
     }
 }
@@ -140,6 +157,8 @@ pub struct Router {
     next_reselect: Option<Instant>,
     speakers: SpeakerDetector<PeerId>,
     speaker_polled: Option<Instant>,
+    audio: AudioSelector<PeerId>,
+    drop_silent_audio: bool,
 }
 
 impl Router {
@@ -181,6 +200,8 @@ impl Router {
             next_reselect: None,
             speakers: SpeakerDetector::new(),
             speaker_polled: None,
+            audio: AudioSelector::new(config.audio_last_n),
+            drop_silent_audio: config.drop_silent_audio,
         })
     }
 
@@ -244,6 +265,7 @@ impl Router {
     pub fn stats(&self) -> RouterStats {
         RouterStats {
             transmits_dropped: self.transmits.dropped,
+            audio_selection_changes: self.audio.changes(),
             ..self.stats.clone()
         }
     }

@@ -211,6 +211,7 @@ impl Router {
         tracing::debug!(publisher = %track_id.publisher, mid = %track_id.mid, "track ended");
         if track.kind == MediaKind::Audio {
             self.speakers.remove(track_id.publisher);
+            self.audio.remove(track_id.publisher);
         }
         if let Some(p) = self.peers.get_mut(&track_id.publisher) {
             p.published.retain(|m| *m != track_id.mid);
@@ -244,6 +245,7 @@ impl Router {
             }
         }
         self.peers.remove(&id);
+        self.audio.remove_subscriber(id);
     }
 
     /// Offers a peer the changes waiting for it, unless an offer is already
