@@ -5,6 +5,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -48,17 +49,33 @@ async function freeUdpPort() {
   return port;
 }
 
+/** Whether an HTTPS server on 127.0.0.1:`port` answers /healthz for `name` (any certificate). */
+function httpsUp(port, name) {
+  return new Promise((resolve) => {
+    const req = https.get({ host: '127.0.0.1', port, path: '/healthz', servername: name, rejectUnauthorized: false, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+  });
+}
+
 /**
  * Starts a server; resolves to {url, dataDir, mediaPort, createUser(name, password), stop()}.
  * `args` and `env` are added to the server's command line and environment.
+ * `port` is the port to listen on (default: a free one). With `tls` ({name,
+ * cert, key}) it serves HTTPS with those files at https://NAME:PORT (the
+ * browsers map NAME to 127.0.0.1).
  */
-export async function startServer({ args = [], env = {} } = {}) {
+export async function startServer({ args = [], env = {}, port: wanted = null, tls = null } = {}) {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-e2e-'));
-  const port = await freeTcpPort();
+  const port = wanted || await freeTcpPort();
   const mediaPort = await freeUdpPort();
-  const url = `http://127.0.0.1:${port}`;
+  const url = tls ? `https://${tls.name}:${port}` : `http://127.0.0.1:${port}`;
+  const tlsArgs = tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : [];
+  const up = tls ? () => httpsUp(port, tls.name) : () => fetch(`${url}/`).then((r) => r.ok);
   const log = fs.openSync(path.join(dataDir, 'server.log'), 'a');
-  const proc = spawn(BINARY, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--media-port', String(mediaPort), '--public-url', url, ...args], {
+  const proc = spawn(BINARY, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--media-port', String(mediaPort), '--public-url', url, ...tlsArgs, ...args], {
     stdio: ['ignore', log, log],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
   });
@@ -68,8 +85,7 @@ export async function startServer({ args = [], env = {} } = {}) {
   for (;;) {
     if (exited !== null) throw new Error(`server exited (${exited}); see ${dataDir}/server.log`);
     try {
-      const r = await fetch(`${url}/`);
-      if (r.ok) break;
+      if (await up()) break;
     } catch {
       // not listening yet
     }

@@ -6,6 +6,12 @@
 // nowhere. The server hands each member its credentials in `joined`; host and
 // guest each decode the other's video and the connection details say relay.
 //
+// The second case is the same meeting with one address for everything: the
+// browsers reach coturn at turns:turn.conclave.test:PORT where PORT is
+// Conclave's own HTTPS port, and Conclave passes the connections whose
+// ClientHello names turn.conclave.test through to coturn's TLS listener
+// (--turn-passthrough), serving https://meet.conclave.test:PORT itself.
+//
 // The test needs root in the network namespace e2e/run makes (for nft) and
 // coturn's `turnserver`; .ci/run installs coturn and nftables.
 
@@ -29,6 +35,9 @@ const RELAY_IP = '127.0.0.3';
 const NFT_TABLE = 'conclave_e2e_turn';
 const TURNSERVER = process.env.TURNSERVER || '/usr/bin/turnserver';
 const NFT = process.env.NFT || '/usr/sbin/nft';
+/** The names of the one-address case; the browsers resolve both to 127.0.0.1. */
+const SITE_NAME = 'meet.conclave.test';
+const TURN_NAME = 'turn.conclave.test';
 
 function run(cmd, args, input) {
   const r = spawnSync(cmd, args, { input, encoding: 'utf8' });
@@ -36,13 +45,13 @@ function run(cmd, args, input) {
   return r.stdout;
 }
 
-/** A self-signed certificate for the relay's address, as an operator's would be for its name. */
-function makeCertificate(dir) {
-  const cert = path.join(dir, 'turn-cert.pem');
-  const key = path.join(dir, 'turn-key.pem');
+/** A self-signed certificate for `name` (and the relay's address), as an operator's would be for its name. */
+function makeCertificate(dir, name = TURN_NAME) {
+  const cert = path.join(dir, `${name}-cert.pem`);
+  const key = path.join(dir, `${name}-key.pem`);
   run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=turn.conclave.test',
-    '-addext', `subjectAltName=IP:${TURN_IP},DNS:turn.conclave.test`]);
+    '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${name}`,
+    '-addext', `subjectAltName=IP:${TURN_IP},DNS:${name}`]);
   return { cert, key };
 }
 
@@ -147,96 +156,132 @@ function selectedPair(page) {
   });
 }
 
-describe('media through a TURN relay over TLS when nothing else gets through', () => {
-  let dir;
-  let turn;
-  let server;
-  let host;
-  let guest;
-  let invite;
-  const step = storySteps('turn-', () => [['host', host], ['guest', guest]]);
+/**
+ * The meeting, relayed. `oneAddress`: the browsers reach coturn through
+ * Conclave's HTTPS port (SNI passthrough) instead of at coturn's own.
+ */
+function relayedMeeting(title, { prefix, oneAddress }) {
+  describe(title, () => {
+    let dir;
+    let turn;
+    let server;
+    let host;
+    let guest;
+    let invite;
+    const step = storySteps(prefix, () => [['host', host], ['guest', guest]]);
 
-  before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-e2e-turn-'));
-    const tlsPort = await freeTcpPort();
-    turn = await startCoturn(dir, tlsPort);
-    server = await startServer({
+    before(async () => {
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-e2e-turn-'));
+      const tlsPort = await freeTcpPort();
+      turn = await startCoturn(dir, tlsPort);
       // One media worker: one media port for the firewall to close (worker
       // i listens on the port + i, and a meeting's worker is chosen by hash).
-      args: ['--turn-url', `turns:${TURN_IP}:${tlsPort}?transport=tcp`, '--media-workers', '1'],
-      env: { CONCLAVE_TURN_SECRET: SECRET },
+      const common = { args: ['--media-workers', '1'], env: { CONCLAVE_TURN_SECRET: SECRET } };
+      if (oneAddress) {
+        // coturn's TLS listener is only the backend: the browsers are told
+        // Conclave's own port, and only the name tells the two apart.
+        const port = await freeTcpPort();
+        server = await startServer({
+          port,
+          tls: { name: SITE_NAME, ...makeCertificate(dir, SITE_NAME) },
+          args: [...common.args, '--turn-url', `turns:${TURN_NAME}:${port}?transport=tcp`,
+            '--turn-passthrough', `${TURN_NAME}=${TURN_IP}:${tlsPort}`],
+          // Each passed-through connection is logged, for the step below.
+          env: { ...common.env, RUST_LOG: 'info,conclave::tls::passthrough=debug' },
+        });
+      } else {
+        server = await startServer({
+          args: [...common.args, '--turn-url', `turns:${TURN_IP}:${tlsPort}?transport=tcp`],
+          env: common.env,
+        });
+      }
+      server.createUser(HOST, PASSWORD);
+      blockDirectMedia(server.mediaPort);
+      // The relay's certificate is self-signed, and Chromium checks a turns:
+      // server's certificate like a web site's: without this flag the TLS
+      // leg fails and no media arrives (tried). The names of the one-address
+      // case resolve to loopback, as DNS would resolve both to the one address.
+      const flags = ['--ignore-certificate-errors'];
+      if (oneAddress) flags.push(`--host-resolver-rules=MAP ${SITE_NAME} 127.0.0.1, MAP ${TURN_NAME} 127.0.0.1`);
+      host = await openBrowser('host', { flags });
+      guest = await openBrowser('guest', { flags });
     });
-    server.createUser(HOST, PASSWORD);
-    blockDirectMedia(server.mediaPort);
-    // The relay's certificate is self-signed, and Chromium checks a turns:
-    // server's certificate like a web site's: without this flag the TLS
-    // leg fails and no media arrives (tried).
-    const flags = ['--ignore-certificate-errors'];
-    host = await openBrowser('host', { flags });
-    guest = await openBrowser('guest', { flags });
-  });
 
-  after(async () => {
-    dropFirewall();
-    for (const b of [host, guest]) if (b) await b.close();
-    if (server) await server.stop('turn-server.log');
-    if (turn) await turn.stop();
-    if (dir) {
-      fs.mkdirSync(ARTIFACTS, { recursive: true });
-      if (fs.existsSync(turn?.log || '')) fs.copyFileSync(turn.log, path.join(ARTIFACTS, 'turnserver.log'));
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  step('host and guest join; each gets relay credentials of its own on admission only', async () => {
-    invite = await hostStartsMeeting(host.page, server.url, HOST, PASSWORD);
-    const p = guest.page;
-    await p.goto(invite);
-    await p.getByRole('textbox', { name: 'Your name', exact: true }).fill('Grace');
-    await p.getByRole('button', { name: 'Join', exact: true }).click();
-    await p.getByRole('region', { name: 'Waiting room', exact: true }).waitFor();
-    await host.page.getByRole('button', { name: 'Admit', exact: true }).click();
-    await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
-    const iceServers = (page) => page.evaluate(() => window.__pcs.at(-1)?.getConfiguration().iceServers || null);
-    const configs = [];
-    for (const [who, b] of [['host', host], ['guest', guest]]) {
-      configs.push(await eventually(() => iceServers(b.page), (c) => c !== null, { what: `${who}'s peer connection` }));
-    }
-    const users = configs.map((c) => {
-      assert.equal(c.length, 1, JSON.stringify(c));
-      assert.match(c[0].username, /^\d+:\d+-[A-Za-z0-9_-]+$/);
-      return c[0].username;
+    after(async () => {
+      dropFirewall();
+      for (const b of [host, guest]) if (b) await b.close();
+      if (server) await server.stop(`${prefix}server.log`);
+      if (turn) await turn.stop();
+      if (dir) {
+        fs.mkdirSync(ARTIFACTS, { recursive: true });
+        if (fs.existsSync(turn?.log || '')) fs.copyFileSync(turn.log, path.join(ARTIFACTS, `${prefix}turnserver.log`));
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
     });
-    assert.notEqual(users[0], users[1], 'each member has its own credential');
-  });
 
-  step('host and guest each decode the other\'s video, over the relay', async () => {
-    for (const [who, b] of [['host', host], ['guest', guest]]) {
-      const first = await eventually(() => received(b.page), (r) => r.framesDecoded > 10 && r.audioPackets > 10, { timeout: 30_000, what: `${who} receives media` });
-      await eventually(() => received(b.page), (r) => r.framesDecoded > first.framesDecoded + 10, { what: `${who} keeps decoding` });
-      const pair = await selectedPair(b.page);
-      assert.equal(pair?.local.type, 'relay', `${who}'s media goes through the relay: ${JSON.stringify(pair)}`);
-      assert.equal(pair.local.relayProtocol, 'tls', `${who} reaches the relay over TLS: ${JSON.stringify(pair)}`);
+    step('host and guest join; each gets relay credentials of its own on admission only', async () => {
+      invite = await hostStartsMeeting(host.page, server.url, HOST, PASSWORD);
+      const p = guest.page;
+      await p.goto(invite);
+      await p.getByRole('textbox', { name: 'Your name', exact: true }).fill('Grace');
+      await p.getByRole('button', { name: 'Join', exact: true }).click();
+      await p.getByRole('region', { name: 'Waiting room', exact: true }).waitFor();
+      await host.page.getByRole('button', { name: 'Admit', exact: true }).click();
+      await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+      const iceServers = (page) => page.evaluate(() => window.__pcs.at(-1)?.getConfiguration().iceServers || null);
+      const configs = [];
+      for (const [who, b] of [['host', host], ['guest', guest]]) {
+        configs.push(await eventually(() => iceServers(b.page), (c) => c !== null, { what: `${who}'s peer connection` }));
+      }
+      const users = configs.map((c) => {
+        assert.equal(c.length, 1, JSON.stringify(c));
+        assert.match(c[0].username, /^\d+:\d+-[A-Za-z0-9_-]+$/);
+        return c[0].username;
+      });
+      assert.notEqual(users[0], users[1], 'each member has its own credential');
+    });
+
+    step('host and guest each decode the other\'s video, over the relay', async () => {
+      for (const [who, b] of [['host', host], ['guest', guest]]) {
+        const first = await eventually(() => received(b.page), (r) => r.framesDecoded > 10 && r.audioPackets > 10, { timeout: 30_000, what: `${who} receives media` });
+        await eventually(() => received(b.page), (r) => r.framesDecoded > first.framesDecoded + 10, { what: `${who} keeps decoding` });
+        const pair = await selectedPair(b.page);
+        assert.equal(pair?.local.type, 'relay', `${who}'s media goes through the relay: ${JSON.stringify(pair)}`);
+        assert.equal(pair.local.relayProtocol, 'tls', `${who} reaches the relay over TLS: ${JSON.stringify(pair)}`);
+      }
+      const hostVideo = guest.page.locator(`video[aria-label="${HOST}"]`);
+      await eventually(() => hostVideo.evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames), (n) => n > 5, { what: 'host video plays at the guest' });
+      const guestVideo = host.page.locator('video[aria-label="Grace"]');
+      await eventually(() => guestVideo.evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames), (n) => n > 5, { what: 'guest video plays at the host' });
+    });
+
+    step('the firewall did its part: direct packets to the router were dropped', async () => {
+      const rules = run(NFT, ['list', 'table', 'inet', NFT_TABLE]);
+      const dropped = [...rules.matchAll(/counter packets (\d+)/g)].map((m) => Number(m[1]));
+      assert.ok(dropped.some((n) => n > 0), `the browsers tried the direct path and were stopped:\n${rules}`);
+    });
+
+    if (oneAddress) {
+      step('the relay connections went through Conclave\'s HTTPS port to coturn', async () => {
+        const log = fs.readFileSync(path.join(server.dataDir, 'server.log'), 'utf8');
+        const opened = log.split('\n').filter((l) => l.includes('TURN/TLS passthrough opened'));
+        assert.ok(opened.length >= 2, `both browsers' relay connections were passed through:\n${log.slice(-3000)}`);
+        // And the site itself is still Conclave's, on the same port.
+        assert.equal(await host.page.evaluate(() => location.origin), server.url);
+      });
     }
-    const hostVideo = guest.page.locator(`video[aria-label="${HOST}"]`);
-    await eventually(() => hostVideo.evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames), (n) => n > 5, { what: 'host video plays at the guest' });
-    const guestVideo = host.page.locator('video[aria-label="Grace"]');
-    await eventually(() => guestVideo.evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames), (n) => n > 5, { what: 'guest video plays at the host' });
-  });
 
-  step('the firewall did its part: direct packets to the router were dropped', async () => {
-    const rules = run(NFT, ['list', 'table', 'inet', NFT_TABLE]);
-    const dropped = [...rules.matchAll(/counter packets (\d+)/g)].map((m) => Number(m[1]));
-    assert.ok(dropped.some((n) => n > 0), `the browsers tried the direct path and were stopped:\n${rules}`);
+    step('the connection details show the relay', async () => {
+      for (const [who, b] of [['host', host], ['guest', guest]]) {
+        const shown = b.page.locator('.sec-transport');
+        await eventually(() => shown.getAttribute('data-transport'), (t) => t === 'relay-tls', { what: `${who}'s connection details` });
+        await b.page.getByRole('button', { name: /encrypt/i }).first().click();
+        assert.match(await shown.textContent(), /Relayed by a TURN server \(TLS\)/);
+        await screenshot(b.page, `${prefix}${who}-details`);
+      }
+    });
   });
+}
 
-  step('the connection details show the relay', async () => {
-    for (const [who, b] of [['host', host], ['guest', guest]]) {
-      const shown = b.page.locator('.sec-transport');
-      await eventually(() => shown.getAttribute('data-transport'), (t) => t === 'relay-tls', { what: `${who}'s connection details` });
-      await b.page.getByRole('button', { name: /encrypt/i }).first().click();
-      assert.match(await shown.textContent(), /Relayed by a TURN server \(TLS\)/);
-      await screenshot(b.page, `turn-${who}-details`);
-    }
-  });
-});
+relayedMeeting('media through a TURN relay over TLS when nothing else gets through', { prefix: 'turn-', oneAddress: false });
+relayedMeeting('media through coturn reached on Conclave\'s HTTPS port (TURN/TLS passthrough by SNI)', { prefix: 'turn-443-', oneAddress: true });

@@ -273,6 +273,7 @@ impl Passthrough {
                 return;
             }
         };
+        tracing::debug!(%peer, %backend, "TURN/TLS passthrough opened");
         // Small TURN messages (ChannelData of audio) should not wait for
         // Nagle; failing to set it costs latency, not correctness.
         let _ = client.set_nodelay(true);
