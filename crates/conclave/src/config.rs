@@ -44,6 +44,12 @@ pub struct Config {
     pub media_listen: SocketAddr,
     /// Media worker threads; 0 means one per core.
     pub media_workers: usize,
+    /// Each member receives the audio of at most this many others: the
+    /// loudest, by the audio levels senders put beside the encrypted frames
+    /// (last-N audio, `conclave_media`'s `lastn.rs`). 0: everyone's audio to
+    /// everyone, which costs M × (M − 1) packets per 20 ms in a meeting of M
+    /// where all microphones are open.
+    pub audio_last_n: usize,
     /// The address announced to clients in ICE candidates, when it differs
     /// from `media_listen` (behind a 1:1 NAT, or when listening on 0.0.0.0).
     pub public_ip: Option<IpAddr>,
@@ -133,6 +139,7 @@ impl Default for Config {
             data_dir: PathBuf::from("conclave-data"),
             media_listen: SocketAddr::from(([127, 0, 0, 1], 10000)),
             media_workers: 0,
+            audio_last_n: conclave_media::DEFAULT_AUDIO_LAST_N,
             public_ip: None,
             public_url: None,
             tls_cert: None,
@@ -433,6 +440,9 @@ mod tests {
         assert_eq!(c.public_url(), "http://localhost:8080");
         assert!(!c.secure_cookies());
         assert!(!c.allow_signup);
+        assert_eq!(c.audio_last_n, 3);
+        let c: Config = toml::from_str("audio_last_n = 0\n").unwrap();
+        assert_eq!(c.audio_last_n, 0, "0 turns last-N audio off");
     }
 
     #[test]

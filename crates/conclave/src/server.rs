@@ -152,6 +152,7 @@ impl Server {
             config.media_listen,
             config.public_ip,
             config.media_workers,
+            config.audio_last_n,
             shutdown.clone(),
         )?;
         let state = AppState {

@@ -50,6 +50,8 @@ pub struct Worker {
     recv: RecvBatch,
     send: SendBatch,
     stats: WorkerStats,
+    /// Given to every meeting's router ([`RouterConfig::audio_last_n`]).
+    audio_last_n: Option<usize>,
 }
 
 /// What the worker counts itself; the routers count the rest
@@ -77,7 +79,15 @@ impl Worker {
             recv: RecvBatch::new(),
             send: SendBatch::new(),
             stats: WorkerStats::default(),
+            audio_last_n: Some(conclave_media::DEFAULT_AUDIO_LAST_N),
         }
+    }
+
+    /// Each meeting forwards every member the audio of `n` others at most
+    /// (0: no limit), the server's `audio_last_n`.
+    pub fn audio_last_n(mut self, n: usize) -> Self {
+        self.audio_last_n = (n > 0).then_some(n);
+        self
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<DriverCmd>, shutdown: CancellationToken) {
@@ -226,6 +236,7 @@ impl Worker {
                     // The core decides what may be forwarded.
                     forward_by_default: false,
                     tcp_candidates: vec![self.tcp.local],
+                    audio_last_n: self.audio_last_n,
                     ..RouterConfig::new(self.local)
                 };
                 let Ok(router) = Router::new(config) else {
