@@ -72,7 +72,7 @@ pub enum PassthroughConfigError {
     #[error("turn_tls_passthrough: {0:?} is listed twice")]
     Duplicate(String),
     #[error(
-        "turn_tls_passthrough: {0:?} is also the meeting site's name; its HTTPS would go to the TURN server"
+        "turn_tls_passthrough: {0:?} is also one of the site's names (domains or public_url): HTTPS for it would go to the TURN server, and the TURN server must have a certificate of its own, not the site's"
     )]
     SiteName(String),
     #[error(
