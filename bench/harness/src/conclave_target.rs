@@ -41,6 +41,16 @@ impl Drop for TempDir {
     }
 }
 
+/// How the server under test is set up beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    /// `audio_last_n` in its configuration (0: no limit); unset: the
+    /// build's default.
+    pub audio_last_n: Option<usize>,
+    /// CPUs to pin the server to (`taskset -c`).
+    pub server_cpus: Option<String>,
+}
+
 impl Server {
     /// Starts `binary serve` with signaling on 127.0.0.1:`http_port` and
     /// media on `media_ip`:`media_port`, and signs in an account.
@@ -50,6 +60,7 @@ impl Server {
         http_port: u16,
         media_port: u16,
         workers: Option<usize>,
+        tuning: &Tuning,
     ) -> anyhow::Result<Server> {
         let dir = std::env::temp_dir().join(format!("conclave-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -86,15 +97,29 @@ impl Server {
         } else {
             String::new()
         };
+        // Only when asked: builds without the setting refuse it.
+        let last_n = tuning
+            .audio_last_n
+            .map(|n| format!("audio_last_n = {n}\n"))
+            .unwrap_or_default();
         std::fs::write(
             &config,
             format!(
-                "media_listen = \"{media_ip}:{media_port}\"\n\
+                "media_listen = \"{media_ip}:{media_port}\"\n{last_n}\
                  [limits]\nmax_pending_per_address = 1000\nmessage_burst = 1000\nmessages_per_sec = 1000\n\
                  {mint_limit}"
             ),
         )?;
-        let mut cmd = Command::new(binary);
+        // The server alone on the cores it is given, so that its figures are
+        // not the clients' (taskset execs it: the pid stays the server's).
+        let mut cmd = match &tuning.server_cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpus).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{http_port}"))
@@ -175,6 +200,7 @@ pub async fn participant(
     invite: Invite,
     name: String,
     sends: Sends,
+    audio_level: Option<u8>,
     bind: IpAddr,
     phase: watch::Receiver<Phase>,
 ) -> Outcome {
@@ -196,11 +222,12 @@ pub async fn participant(
             .await?;
         }
         let (socket, local) = participant::bind(bind).await?;
-        let (peer, offer) = if participant::tcp_only() {
+        let (mut peer, offer) = if participant::tcp_only() {
             ClientPeer::new_tcp_only(sends.sources(), Instant::now())?
         } else {
             ClientPeer::new(local, sends.sources(), Instant::now())?
         };
+        peer.set_audio_level(audio_level);
         sig.send(&offer).await?;
         anyhow::Ok((sig, socket, peer))
     };

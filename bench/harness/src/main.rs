@@ -99,6 +99,28 @@ struct Args {
     /// Conclave participants offer no UDP: all media over ICE-TCP.
     #[arg(long)]
     tcp: bool,
+    /// Audio carries RFC 6464 levels, steady and different for each
+    /// member (publishers from -20 dBov, then the audio senders, 2 dB
+    /// apart), so the server's last-N audio has voices to rank. Without
+    /// it the audio has no level and every track is forwarded.
+    #[arg(long)]
+    audio_levels: bool,
+    /// `audio_last_n` for the Conclave server (0: no limit); unset: the
+    /// build's default.
+    #[arg(long)]
+    audio_last_n: Option<usize>,
+    /// Pin the Conclave server to these CPUs (`taskset -c`, e.g. `1`); pin
+    /// this process with `taskset -c 0 conclave-bench …`.
+    #[arg(long)]
+    server_cpus: Option<String>,
+}
+
+impl Args {
+    /// The level member `i` of a room talks at, if levels are on.
+    fn level(&self, i: usize) -> Option<u8> {
+        self.audio_levels
+            .then(|| u8::try_from(20 + 2 * i).unwrap_or(126).min(126))
+    }
 }
 
 enum Running {
@@ -174,6 +196,7 @@ async fn load(
                         invite.clone(),
                         format!("pub{r}-{p}"),
                         Sends::AudioVideo,
+                        args.level(p),
                         args.client_ip,
                         phase.clone(),
                     ));
@@ -191,6 +214,7 @@ async fn load(
                         invite.clone(),
                         format!("sub{r}-{i}"),
                         sends,
+                        args.level(publishers + i),
                         args.client_ip,
                         phase.clone(),
                     ));
@@ -324,6 +348,7 @@ async fn idle_memory(args: &Args, server: &Running, n: usize) -> anyhow::Result<
             invite.clone(),
             format!("idle{i}"),
             Sends::Nothing,
+            None,
             args.client_ip,
             phase.clone(),
         )));
@@ -375,6 +400,10 @@ async fn main() -> anyhow::Result<()> {
                 18080,
                 10000,
                 args.media_workers,
+                &conclave_target::Tuning {
+                    audio_last_n: args.audio_last_n,
+                    server_cpus: args.server_cpus.clone(),
+                },
             )
             .await?,
         ),
@@ -392,6 +421,8 @@ async fn main() -> anyhow::Result<()> {
         "publishers": args.publishers,
         "subscribers": args.subscribers,
         "audio_senders": args.audio_senders,
+        "audio_levels": args.audio_levels,
+        "audio_last_n": args.audio_last_n,
         "server_rss_idle_mib": round(rss_idle_server as f64 / 1048576.0, 1),
     });
     if args.idle > 0 {
@@ -423,6 +454,9 @@ async fn main() -> anyhow::Result<()> {
     out["participants"] = json!(run.participants);
     out["forwarded_packets"] = json!(run.packets);
     out["forwarded_pps"] = json!(round(run.pps(), 0));
+    // Per Opus frame time: with audio only, the packets a 20 ms frame costs.
+    out["forwarded_per_20ms"] = json!(round(run.pps() / 50.0, 1));
+    out["server_cpu_share"] = json!(round(run.cpu_s / run.seconds.max(1e-9), 3));
     out["server_cpu_s"] = json!(round(run.cpu_s, 3));
     out["cpu_s_per_1000_packets"] = if run.packets > 0 {
         json!(round(run.cpu_s / (run.packets as f64 / 1000.0), 4))
