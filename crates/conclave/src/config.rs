@@ -126,6 +126,10 @@ pub struct Limits {
     /// Connections passed through to a TURN server (`turn_tls_passthrough`)
     /// open at once; beyond it new ones are closed.
     pub max_turn_passthrough: usize,
+    /// Of those, how many one network (an IPv4 address, an IPv6 /64) may
+    /// hold: a relayed member holds one or two, and an office behind one
+    /// NAT address has many members.
+    pub max_turn_passthrough_per_address: usize,
     /// Seconds a passed-through connection may carry no byte either way
     /// before it is closed. A relayed member's media never idles that long;
     /// TURN refreshes its allocation well within it.
@@ -175,6 +179,7 @@ impl Default for Limits {
             session_days: 14,
             new_guests_per_minute: 60,
             max_turn_passthrough: 4096,
+            max_turn_passthrough_per_address: 256,
             turn_passthrough_idle_secs: 300,
         }
     }
@@ -235,6 +240,10 @@ impl Config {
             (
                 l.max_turn_passthrough >= 1,
                 "limits.max_turn_passthrough must be at least 1",
+            ),
+            (
+                l.max_turn_passthrough_per_address >= 1,
+                "limits.max_turn_passthrough_per_address must be at least 1",
             ),
             (
                 l.turn_passthrough_idle_secs >= 1,
@@ -382,8 +391,13 @@ impl Config {
         names
     }
 
-    pub fn turn_passthrough_idle(&self) -> Duration {
-        Duration::from_secs(self.limits.turn_passthrough_idle_secs)
+    /// The bounds on passed-through TURN connections.
+    pub fn turn_passthrough_limits(&self) -> crate::tls::passthrough::PassthroughLimits {
+        crate::tls::passthrough::PassthroughLimits {
+            max_connections: self.limits.max_turn_passthrough,
+            max_per_network: self.limits.max_turn_passthrough_per_address,
+            idle: Duration::from_secs(self.limits.turn_passthrough_idle_secs),
+        }
     }
 
     /// Whether the server serves HTTPS itself (its own files or ACME).

@@ -141,8 +141,7 @@ impl Server {
                 cert.server_config()?,
                 Passthrough::new(
                     &config.turn_tls_passthrough,
-                    config.limits.max_turn_passthrough,
-                    config.turn_passthrough_idle(),
+                    config.turn_passthrough_limits(),
                 ),
                 shutdown.clone(),
             )?),

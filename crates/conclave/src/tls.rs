@@ -330,7 +330,8 @@ async fn handshakes(
         let passthrough = passthrough.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            // One deadline for reading the ClientHello and the handshake.
+            // One deadline for reading the ClientHello and the handshake,
+            // so peeking first gives a slow client no second allowance.
             let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
             if let Some(p) = passthrough {
                 match tokio::time::timeout_at(deadline, p.peek(&stream)).await {

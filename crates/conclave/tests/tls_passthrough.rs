@@ -92,7 +92,18 @@ async fn turn_client(
     ca: &Ca,
     addr: SocketAddr,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
+    turn_client_from(ca, addr, [127, 0, 0, 1]).await
+}
+
+/// [`turn_client`] from another loopback address: another client network.
+async fn turn_client_from(
+    ca: &Ca,
+    addr: SocketAddr,
+    from: [u8; 4],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    let tcp = socket.connect(addr).await?;
     let name = ServerName::try_from(TURN_NAME).expect("name");
     tokio::time::timeout(TIMEOUT, ca.client().connect(name, tcp))
         .await
@@ -253,21 +264,33 @@ async fn a_backend_that_is_down_closes_the_connection_and_nothing_else() {
 }
 
 #[tokio::test]
-async fn passthrough_connections_are_limited_and_idle_ones_closed() {
+async fn passthrough_connections_are_limited_per_address_and_in_all_and_idle_ones_closed() {
     let ca = Ca::new();
     let files = Files::new(&ca.leaf());
     let server = server(&files, backend(&ca).await, |c| {
-        c.limits.max_turn_passthrough = 1;
+        c.limits.max_turn_passthrough = 2;
+        c.limits.max_turn_passthrough_per_address = 1;
         c.limits.turn_passthrough_idle_secs = 1;
     })
     .await;
 
     let mut first = turn_client(&ca, server.addr).await.expect("first");
     talks_to_backend(&mut first).await;
-    // The one place is taken: a second is closed, the site still served.
+    // 127.0.0.1's one place is taken: its second is closed; another
+    // address still gets through, until the two places are taken.
     assert!(turn_client(&ca, server.addr).await.is_err());
+    let mut other = turn_client_from(&ca, server.addr, [127, 0, 0, 2])
+        .await
+        .expect("another address");
+    talks_to_backend(&mut other).await;
+    assert!(
+        turn_client_from(&ca, server.addr, [127, 0, 0, 3])
+            .await
+            .is_err()
+    );
     let (resp, _) = https(server.addr, &ca.client(), &get("/healthz")).await;
     assert_eq!(status(&resp), "200", "{resp}");
+    drop(other);
 
     // Traffic keeps it open past the idle time...
     for _ in 0..3 {

@@ -15,13 +15,15 @@
 //! both routes agree on what a valid ClientHello is.
 //!
 //! Every passthrough connection holds one of `limits.max_turn_passthrough`
-//! places and is closed after `limits.turn_passthrough_idle_secs` without a
-//! byte in either direction; a backend that cannot be reached closes the
+//! places, and one of its network's `limits.max_turn_passthrough_per_address`
+//! (an IPv4 address or an IPv6 /64, as for guest identities) so that one
+//! client cannot take them all, and is closed after
+//! `limits.turn_passthrough_idle_secs` without a byte in either direction; a backend that cannot be reached closes the
 //! client's connection, logged at most once per [`LOG_EVERY`].
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -167,22 +169,29 @@ pub(crate) enum PeekError {
     Io(#[from] io::Error),
 }
 
+/// The bounds on passed-through connections (from `[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct PassthroughLimits {
+    pub max_connections: usize,
+    pub max_per_network: usize,
+    pub idle: Duration,
+}
+
 /// The routes and the bounds on the connections they carry.
 pub struct Passthrough {
     routes: HashMap<String, SocketAddr>,
     places: Arc<Semaphore>,
+    per_network: Mutex<HashMap<IpAddr, usize>>,
+    max_per_network: usize,
     idle: Duration,
     backend_down: Throttled,
     full: Throttled,
+    network_full: Throttled,
 }
 
 impl Passthrough {
     /// `None` when no names are routed: the listener then never peeks.
-    pub fn new(
-        routes: &[TurnPassthrough],
-        max_connections: usize,
-        idle: Duration,
-    ) -> Option<Arc<Passthrough>> {
+    pub fn new(routes: &[TurnPassthrough], limits: PassthroughLimits) -> Option<Arc<Passthrough>> {
         if routes.is_empty() {
             return None;
         }
@@ -191,10 +200,13 @@ impl Passthrough {
                 .iter()
                 .map(|r| (r.server_name.to_ascii_lowercase(), r.backend))
                 .collect(),
-            places: Arc::new(Semaphore::new(max_connections)),
-            idle,
+            places: Arc::new(Semaphore::new(limits.max_connections)),
+            per_network: Mutex::new(HashMap::new()),
+            max_per_network: limits.max_per_network,
+            idle: limits.idle,
             backend_down: Throttled::default(),
             full: Throttled::default(),
+            network_full: Throttled::default(),
         }))
     }
 
@@ -257,6 +269,12 @@ impl Passthrough {
             }
             return;
         };
+        let Some(_network_place) = self.take_network_place(peer.ip()) else {
+            if let Some(suppressed) = self.network_full.allow() {
+                tracing::warn!(%peer, suppressed, "TURN/TLS passthrough: limits.max_turn_passthrough_per_address connections open from this network; connection closed");
+            }
+            return;
+        };
         let connect = tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, TcpStream::connect(backend));
         let upstream = match connect.await {
             Ok(Ok(s)) => s,
@@ -301,6 +319,47 @@ impl Passthrough {
             },
             () = idled_out => tracing::debug!(%peer, %backend, "TURN/TLS passthrough idle; closed"),
             () = shutdown.cancelled() => {}
+        }
+    }
+}
+
+impl Passthrough {
+    fn take_network_place(&self, ip: IpAddr) -> Option<NetworkPlace<'_>> {
+        let network = crate::guest::network(ip);
+        let mut open = self
+            .per_network
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(network).or_insert(0);
+        if *n >= self.max_per_network {
+            return None;
+        }
+        *n += 1;
+        Some(NetworkPlace {
+            owner: self,
+            network,
+        })
+    }
+}
+
+/// One of a network's passthrough places, given back when dropped.
+struct NetworkPlace<'a> {
+    owner: &'a Passthrough,
+    network: IpAddr,
+}
+
+impl Drop for NetworkPlace<'_> {
+    fn drop(&mut self) {
+        let mut open = self
+            .owner
+            .per_network
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.network) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.network);
+            }
         }
     }
 }
@@ -442,6 +501,31 @@ mod tests {
         );
         assert!(TurnPassthrough::parse_flag("turn.example.org").is_err());
         assert!(TurnPassthrough::parse_flag("turn.example.org=localhost:5349").is_err());
+    }
+
+    #[test]
+    fn a_network_has_its_own_share_of_places_given_back_on_drop() {
+        let limits = PassthroughLimits {
+            max_connections: 10,
+            max_per_network: 2,
+            idle: Duration::from_secs(1),
+        };
+        let p = Passthrough::new(&[route("turn.example.org", "127.0.0.1:5349")], limits)
+            .expect("routes");
+        let v6 = |s: &str| s.parse::<IpAddr>().expect("address");
+        let a = p.take_network_place(v6("2001:db8::1"));
+        let b = p.take_network_place(v6("2001:db8::2"));
+        assert!(a.is_some() && b.is_some());
+        // The same /64: full.
+        assert!(p.take_network_place(v6("2001:db8::3")).is_none());
+        assert!(p.take_network_place(v6("2001:db8:0:1::1")).is_some());
+        drop(a);
+        assert!(p.take_network_place(v6("2001:db8::3")).is_some());
+        drop(b);
+        assert!(
+            p.per_network.lock().expect("lock").is_empty(),
+            "no entry kept for a network with nothing open"
+        );
     }
 
     #[test]
