@@ -46,8 +46,11 @@ pub const MAX_UNMATCHED_FRAMES: u32 = 16;
 /// sends consent checks every few seconds, and media far more often.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Packets queued for one connection's writer; past that new ones are
-/// dropped and counted, like a full UDP socket buffer would.
-pub const TCP_WRITE_QUEUE: usize = 512;
+/// dropped and counted, like a full UDP socket buffer would. About a second
+/// of a subscriber's video at 3 Mbit/s, a key frame's burst with room to
+/// spare: media older than that is no use to anyone, and a member who
+/// stops reading holds at most some 300 KB here.
+pub const TCP_WRITE_QUEUE: usize = 256;
 /// A write that makes no progress for this long closes the connection: its
 /// reader stopped reading.
 pub const TCP_WRITE_STALL: Duration = Duration::from_secs(10);

@@ -59,7 +59,8 @@ pub struct Worker {
 /// as in, and each one dropped once as dropped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WorkerStats {
-    /// Datagrams read from the socket and handed on.
+    /// Datagrams read from the socket, and frames from TCP connections,
+    /// handed on.
     pub datagrams_in: u64,
     /// Datagrams no meeting's router took: garbage, strangers, or members
     /// of a meeting that ended.
