@@ -3,7 +3,9 @@
 // the router is ICE-TCP (RFC 6544): they connect to the passive TCP
 // candidate the router announces on the same port number and carry DTLS and
 // SRTP in RFC 4571 frames. Host and guest each decode the other's video, and
-// the connection details say TCP.
+// the connection details say TCP. Then `conclave join`, the native client,
+// tries UDP, gets nowhere, falls back to TCP by itself and decrypts what the
+// browsers send.
 //
 // The nft table is this file's own: created before the meeting, deleted
 // after it, so the other tests in the namespace e2e/run makes never see it.
@@ -11,9 +13,9 @@
 // installs nftables.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { after, before, describe } from 'node:test';
-import { eventually, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
+import { BINARY, eventually, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
@@ -76,6 +78,7 @@ describe('media over ICE-TCP when the network drops UDP', () => {
   let server;
   let host;
   let guest;
+  let invite;
   const step = storySteps('firewall-', () => [['host', host], ['guest', guest]]);
 
   before(async () => {
@@ -93,7 +96,7 @@ describe('media over ICE-TCP when the network drops UDP', () => {
   });
 
   step('host and guest join', async () => {
-    const invite = await hostStartsMeeting(host.page, server.url, HOST, PASSWORD);
+    invite = await hostStartsMeeting(host.page, server.url, HOST, PASSWORD);
     const p = guest.page;
     await p.goto(invite);
     await p.getByRole('textbox', { name: 'Your name', exact: true }).fill('Grace');
@@ -136,5 +139,27 @@ describe('media over ICE-TCP when the network drops UDP', () => {
       assert.match(await shown.textContent(), /Direct to the server \(TCP\)/);
       await screenshot(b.page, `firewall-${who}-details`);
     }
+  });
+
+  step('conclave join falls back to TCP by itself and decrypts the browsers\' media', async () => {
+    // Receives only; stays 8 s once admitted; --stats prints what it got.
+    const native = spawn(BINARY, ['join', invite, '--name', 'Native', '--duration', '8', '--patience', '30', '--stats'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, RUST_LOG: 'conclave_client=info' },
+    });
+    let out = '';
+    let err = '';
+    native.stdout.on('data', (d) => { out += d; });
+    native.stderr.on('data', (d) => { err += d; });
+    const exited = new Promise((resolve) => native.on('exit', resolve));
+    await host.page.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+    const code = await exited;
+    assert.equal(code, 0, `conclave join failed:\n${err}`);
+    const stats = JSON.parse(out);
+    const frames = Object.values(stats.received).reduce((n, t) => n + t.frames, 0);
+    assert.ok(frames > 100, `the native client decrypted ${frames} frames: ${out}`);
+    // It tried UDP first (its checks went into the firewall), then TCP.
+    assert.ok(stats.packets_out.udp > 0 && stats.packets_out.tcp > 0, JSON.stringify(stats.packets_out));
+    assert.match(err, /media over ICE-TCP/);
   });
 });

@@ -660,7 +660,13 @@ impl Live {
     /// sizes due, the MLS member's messages, and received frames to record.
     async fn after_wake(&mut self) -> Result<(), SessionError> {
         for (to, data) in self.peer.take_transmits() {
-            self.socket.send_to(&data, to).await?;
+            // A firewall on this machine refuses UDP with an error (EPERM)
+            // where one on the way drops it silently: either way ICE finds
+            // the other path (ICE-TCP) or says media is lost. Not a reason
+            // to end the session.
+            if let Err(e) = self.socket.send_to(&data, to).await {
+                tracing::debug!(error = %e, %to, "media UDP send");
+            }
         }
         self.tcp.step(&mut self.peer, Instant::now()).await?;
         for msg in self.peer.take_messages() {

@@ -565,6 +565,11 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
             "sent_frames": report.media.sent_frames,
             "received": received,
             "keyframe_requests": report.media.keyframe_requests,
+            // Which transport ICE used, UDP or the ICE-TCP fallback.
+            "packets_out": {
+                "udp": report.media.udp_packets_out,
+                "tcp": report.media.tcp_packets_out,
+            },
             "active_speakers": report.active_speakers.iter().map(|p| p.0).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
