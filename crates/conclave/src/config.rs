@@ -39,8 +39,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory of the SQLite store.
     pub data_dir: PathBuf,
-    /// UDP address of the first media worker; worker `i` listens on port
-    /// `media_listen.port() + i` (port 0: an ephemeral port each).
+    /// Address of the first media worker; worker `i` listens on port
+    /// `media_listen.port() + i`, UDP and ICE-TCP alike (port 0: an
+    /// ephemeral port each).
     pub media_listen: SocketAddr,
     /// Media worker threads; 0 means one per core.
     pub media_workers: usize,
