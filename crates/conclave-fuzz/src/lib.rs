@@ -18,6 +18,8 @@
 //!   extractor the handlers use; a rejection must be a 4xx.
 //! - [`udp`]: datagrams on the media port — STUN, DTLS, SRTP/SRTCP and garbage — into a router
 //!   with a connected peer, from its address and from strangers.
+//! - [`tcp_frames`]: bytes on a media worker's ICE-TCP connection, through
+//!   the RFC 4571 deframer in reads that end anywhere.
 //! - [`sdp`]: a `media_offer`'s SDP, parsed and offered to the router as the media driver does.
 //! - [`mls`]: MLS messages at a member: `Member::handle` in a group, `Member::join` outside one.
 //! - [`delivery`]: the server's MLS delivery service: key packages, group infos, commits.
@@ -34,6 +36,7 @@ pub mod mls;
 pub mod sdp;
 pub mod sframe;
 pub mod signaling;
+pub mod tcp_frames;
 pub mod udp;
 
 /// A fuzz target: its name (the directory under `fuzz/corpus/` and the `cargo fuzz` target),
@@ -61,6 +64,11 @@ pub fn targets() -> Vec<Target> {
             name: "udp",
             run: udp::run,
             seeds: udp::seeds,
+        },
+        Target {
+            name: "tcp_frames",
+            run: tcp_frames::run,
+            seeds: tcp_frames::seeds,
         },
         Target {
             name: "sdp",

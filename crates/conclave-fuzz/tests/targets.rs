@@ -78,6 +78,11 @@ fn media_port_datagrams_never_panic_the_router() {
 }
 
 #[test]
+fn ice_tcp_streams_deframe_as_rfc_4571_reads_them_however_reads_fall() {
+    exercise("tcp_frames", 6000);
+}
+
+#[test]
 fn media_offers_parse_or_are_refused_and_answers_parse_back() {
     exercise("sdp", 300);
 }

@@ -8,8 +8,8 @@
 //! Like str0m and quinn-proto it does no I/O and reads no clock: a driver
 //! owns the UDP socket and the timers and calls in with `now`.
 //!
-//! Modules, one concern each (all private: callers use the types re-exported
-//! here):
+//! Modules, one concern each (private but for `framing`: callers use the
+//! types re-exported here):
 //!
 //! - `router`: [`Router`], the SFU of one meeting. Peers in, datagrams and
 //!   signaling events out; fan-out of published packets to subscribers;
@@ -38,6 +38,8 @@
 //!   peer; every drop is counted.
 //! - `error`: [`MediaError`], for calls from the shell. Network input never
 //!   errors and never panics: it is dropped and counted.
+//! - [`framing`]: RFC 4571 framing, for a driver's ICE-TCP connections
+//!   (public: the driver does that I/O, the fuzz target checks it).
 //!
 //! The driver's loop, after every call into the router: drain
 //! [`Router::poll_transmit`] to the socket, [`Router::poll_event`] to
@@ -47,6 +49,7 @@
 mod codecs;
 mod error;
 mod event;
+pub mod framing;
 mod keyframe;
 mod lastn;
 mod layers;

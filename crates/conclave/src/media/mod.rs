@@ -14,7 +14,6 @@
 //! by source address: the worker remembers which meeting and peer took the
 //! first datagram (the ICE check) from each address.
 
-mod framing;
 mod meeting;
 mod tcp;
 mod udp;

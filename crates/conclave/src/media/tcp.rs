@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::framing::{self, Deframer};
+use conclave_media::framing::{self, Deframer};
 
 /// TCP connections one worker holds at once; more are closed on accept.
 pub const MAX_TCP_CONNECTIONS: usize = 1024;

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use conclave_media::{PeerId, Protocol, Router, RouterConfig};
+use conclave_media::{PeerId, Protocol, Router, RouterConfig, framing};
 use conclave_proto::MeetingId;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -17,7 +17,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::DriverCmd;
-use super::framing;
 use super::meeting::MeetingMedia;
 use super::tcp::{TCP_ACCEPT_BACKOFF, Tcp, TcpEvent};
 use super::udp::{RecvBatch, SendBatch};

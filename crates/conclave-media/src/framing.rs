@@ -1,8 +1,9 @@
-//! RFC 4571 framing for ICE-TCP, sans-IO: a stream carries packets as a
-//! 2-byte big-endian length followed by that many bytes. The I/O shell
-//! (`tcp.rs`) reads into [`Deframer::spare`], and hands what
-//! [`Deframer::complete`] returns to the worker in one piece: one allocation
-//! per read, not per packet, and the worker walks it with [`frames`].
+//! RFC 4571 framing for ICE-TCP, sans-IO like the router: a stream carries
+//! packets as a 2-byte big-endian length followed by that many bytes. A
+//! driver that accepts ICE-TCP connections ([`crate::RouterConfig::tcp_candidates`])
+//! reads into [`Deframer::spare`] and hands what [`Deframer::complete`]
+//! returns on in one piece: one allocation per read, not per packet, walked
+//! with [`frames`]; the router's TCP transmits go out through [`frame`].
 //!
 //! A length the router could never use (zero, or more than [`MAX_FRAME`])
 //! is an error, not something to skip: the stream cannot be resynchronised,
@@ -11,9 +12,9 @@
 use std::ops::Range;
 
 /// Largest packet accepted or sent on a TCP connection: the largest datagram
-/// the UDP path reads, so a peer's packets are the same either way (str0m
-/// keeps its own under its MTU, about 1,150 bytes).
-pub const MAX_FRAME: usize = super::udp::MAX_DATAGRAM;
+/// the server's UDP path reads (2048), so a peer's packets are the same
+/// either way (str0m keeps its own under its MTU, about 1,150 bytes).
+pub const MAX_FRAME: usize = 2048;
 /// Bytes read from a connection at most per system call. Larger than one
 /// whole frame with its prefix, so after the complete frames are taken a
 /// partial one always fits, and a burst of small packets is one read.
@@ -67,8 +68,8 @@ impl Deframer {
         self.pending.end = (self.pending.end + n).min(self.buf.len());
     }
 
-    /// Copies in as much of `data` as fits; returns how much.
-    #[cfg(test)]
+    /// Copies in as much of `data` as fits; returns how much. For bytes
+    /// already in hand (tests, the fuzz target).
     pub fn feed(&mut self, data: &[u8]) -> usize {
         let spare = self.spare();
         let n = data.len().min(spare.len());
