@@ -7,9 +7,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::common::{Api, Frame, Meeting, TestServer, Ws, join, native_options};
+use crate::common::{Api, Frame, Meeting, TestServer, Together, Ws, join, native_options};
 use conclave_client::media::{ClientPeer, PeerStats, SourceMedia};
-use conclave_client::session::{JoinOptions, MediaOptions, run_with};
+use conclave_client::session::{MediaOptions, Progress, run_with};
 use conclave_client::tcp::{TcpMedia, passive_candidates};
 use conclave_proto::ServerMessage;
 use serde_json::json;
@@ -285,13 +285,6 @@ async fn garbage_oversized_frames_slowloris_and_floods_are_closed_while_media_fl
     }
 }
 
-/// A native session's options for `secs` seconds.
-fn session_options(meeting: &Meeting, name: &str, secs: u64) -> JoinOptions {
-    let mut options = native_options(meeting, name);
-    options.duration = Duration::from_secs(secs);
-    options
-}
-
 #[tokio::test]
 async fn native_sessions_without_udp_join_over_tcp_end_to_end_encrypted() {
     // `conclave join --tcp-only`: the whole session (MLS, SFrame, the
@@ -305,9 +298,24 @@ async fn native_sessions_without_udp_join_over_tcp_end_to_end_encrypted() {
         no_udp: true,
         ..MediaOptions::default()
     };
-    let a = tokio::spawn(run_with(tcp_only(), session_options(&meeting, "Ada", 5)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let b = tokio::spawn(run_with(tcp_only(), session_options(&meeting, "Bob", 4)));
+    // Both stay until each has 100 of the other's frames, decrypted.
+    let both = Together::new(2);
+    let enough = |p: &Progress<'_>| {
+        let from_other: u64 = p
+            .media
+            .received
+            .values()
+            .filter(|t| t.participant.is_some_and(|who| who != p.you))
+            .map(|t| t.frames)
+            .sum();
+        from_other >= 100
+    };
+    let mut a = native_options(&meeting, "Ada");
+    a.until = both.member(0, enough);
+    let mut b = native_options(&meeting, "Bob");
+    b.until = both.member(1, enough);
+    let a = tokio::spawn(run_with(tcp_only(), a));
+    let b = tokio::spawn(run_with(tcp_only(), b));
     let a = a.await.expect("task").expect("session A");
     let b = b.await.expect("task").expect("session B");
     for (me, other) in [(&a, &b), (&b, &a)] {
@@ -323,7 +331,6 @@ async fn native_sessions_without_udp_join_over_tcp_end_to_end_encrypted() {
             .filter(|t| t.participant == Some(from))
             .map(|t| t.frames)
             .sum();
-        // About 4 s of overlap at 30 video and 50 audio frames a second.
         assert!(frames >= 100, "{frames} frames from {from}: {:?}", me.media);
         assert_eq!(me.media.udp_packets_out, 0, "{:?}", me.media);
         assert!(me.media.tcp_packets_out > 100, "{:?}", me.media);
