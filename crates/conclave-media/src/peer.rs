@@ -19,6 +19,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
 use crate::rewrite::{Rewriter, SourcePacket};
+use crate::router::{RTX_HISTORY_AGE, RTX_HISTORY_PACKETS};
 use crate::stats::PeerStats;
 use crate::transmit::{Transmit, TransmitQueue};
 
@@ -307,8 +308,15 @@ impl Peer {
     }
 
     /// Starts receiving `track` on the m-line `mid`, which the last answer
-    /// made live. False if str0m has no send stream for it (nothing changed).
-    pub(crate) fn subscribe(&mut self, track: TrackId, kind: MediaKind, mid: Mid) -> bool {
+    /// made live, with `rtx_ratio_cap` as its retransmission budget. False
+    /// if str0m has no send stream for it (nothing changed).
+    pub(crate) fn subscribe(
+        &mut self,
+        track: TrackId,
+        kind: MediaKind,
+        mid: Mid,
+        rtx_ratio_cap: Option<f32>,
+    ) -> bool {
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return false;
@@ -320,6 +328,8 @@ impl Peer {
         // steers the simulcast layer choice, and str0m still probes with
         // padding when we ask for more. (Janus paces nothing it forwards.)
         stream.set_unpaced(true);
+        // Nothing was sent on it yet, so replacing the history loses nothing.
+        stream.set_rtx_cache(RTX_HISTORY_PACKETS, RTX_HISTORY_AGE, rtx_ratio_cap);
         self.outgoing.insert(
             mid,
             Outgoing {

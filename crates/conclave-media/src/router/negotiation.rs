@@ -108,7 +108,7 @@ impl Router {
         let mut simulcast = false;
         for (track_id, mid) in pending.adds {
             let live = match self.tracks.get_mut(&track_id) {
-                Some(track) if peer.subscribe(track_id, track.kind, mid) => {
+                Some(track) if peer.subscribe(track_id, track.kind, mid, self.rtx_ratio_cap) => {
                     track.subscribers.push((id, mid));
                     if track.is_simulcast() {
                         // The layer choice below asks for its key frame.

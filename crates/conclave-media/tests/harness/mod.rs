@@ -454,7 +454,11 @@ impl Net {
                 match self.link.as_mut().map_or(Fate::Arrive, |l| l(self.now, &d)) {
                     Fate::Arrive => self.in_flight.push_back(d),
                     Fate::Lose => {}
-                    Fate::ArriveAt(at) => self.held.push_back((at, d)),
+                    Fate::ArriveAt(at) => {
+                        // In arrival order, so a link with jitter reorders.
+                        let i = self.held.partition_point(|(t, _)| *t <= at);
+                        self.held.insert(i, (at, d));
+                    }
                 }
             }
             let Some(d) = self.in_flight.pop_front() else {
