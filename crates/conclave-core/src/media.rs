@@ -64,4 +64,11 @@ pub enum MediaEvent {
     ActiveSpeaker {
         participant: ParticipantId,
     },
+    /// Dynacast: `participant` should send only the simulcast layers `rids`
+    /// of its track on `mid`. For that member alone.
+    LayersWanted {
+        participant: ParticipantId,
+        mid: String,
+        rids: Vec<String>,
+    },
 }

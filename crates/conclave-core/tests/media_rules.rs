@@ -195,6 +195,32 @@ fn router_reports_reach_members_only() {
 }
 
 #[test]
+fn layers_wanted_goes_to_the_publisher_alone() {
+    let mut room = with_members();
+    let out = room.input(Input::Media(MediaEvent::LayersWanted {
+        participant: ParticipantId(1),
+        mid: "0".into(),
+        rids: vec!["q".into(), "h".into()],
+    }));
+    assert_eq!(
+        sent(&out, 1),
+        vec![ServerMessage::LayersWanted {
+            mid: "0".into(),
+            rids: vec!["q".into(), "h".into()],
+        }]
+    );
+    assert!(sent(&out, 2).is_empty(), "another member is not told");
+    assert!(sent(&out, 3).is_empty(), "the waiting room is not told");
+    // Naming the waiting person: nowhere.
+    let out = room.input(Input::Media(MediaEvent::LayersWanted {
+        participant: ParticipantId(3),
+        mid: "0".into(),
+        rids: Vec::new(),
+    }));
+    assert!(out.is_empty());
+}
+
+#[test]
 fn view_size_is_bounded_and_names_a_member() {
     let mut room = with_members();
     let out = room.msg(

@@ -6,7 +6,7 @@
 //! only).
 
 use str0m::change::SdpOffer;
-use str0m::media::{MediaKind, Mid};
+use str0m::media::{MediaKind, Mid, Rid};
 
 use crate::peer::PeerId;
 
@@ -39,6 +39,15 @@ pub enum Event {
     /// `peer` is now the active speaker: the loudest audio source, by the
     /// rules of the active-speaker detector (`speaker.rs`).
     ActiveSpeaker { peer: PeerId },
+    /// Dynacast: of the simulcast track `peer` publishes on `mid`, send only
+    /// the layers `rids` (empty: none, nobody receives the track). Sent to
+    /// the publisher alone, when the set changes; a publisher that ignores
+    /// it changes nothing but its own uplink.
+    LayersWanted {
+        peer: PeerId,
+        mid: Mid,
+        rids: Vec<Rid>,
+    },
     /// ICE and DTLS are up: media can flow to and from `peer`.
     Connected { peer: PeerId },
     /// `peer` stopped answering ICE consent checks. It is kept (it may come

@@ -65,7 +65,9 @@ pub use error::MediaError;
 pub use event::{Event, ForwardedTrack};
 pub use lastn::DEFAULT_AUDIO_LAST_N;
 pub use peer::{PeerId, TrackId};
-pub use router::{DEFAULT_INITIAL_BANDWIDTH, DEFAULT_RTX_RATIO_CAP, Router, RouterConfig};
+pub use router::{
+    DEFAULT_INITIAL_BANDWIDTH, DEFAULT_RTX_RATIO_CAP, DYNACAST_HOLD, Router, RouterConfig,
+};
 pub use stats::{PeerStats, RouterStats};
 pub use transmit::Transmit;
 

@@ -71,4 +71,6 @@ pub struct RouterStats {
     /// Changes of a subscriber's last-N audio selection (a source in for
     /// another, or into a free slot).
     pub audio_selection_changes: u64,
+    /// Dynacast decisions sent to publishers ([`crate::Event::LayersWanted`]).
+    pub dynacast_changes: u64,
 }

@@ -434,6 +434,16 @@ pub enum ServerMessage {
     ActiveSpeaker {
         participant: ParticipantId,
     },
+    /// Dynacast, to a simulcast track's publisher alone: of the track it
+    /// sends on its m-line `mid`, send only the encodings `rids` (empty:
+    /// none, nobody receives it). Sent when the set changes; a layer is
+    /// dropped from it only after nobody received it for a while, and added
+    /// at once when someone needs it. Ignoring it costs only the sender's
+    /// uplink.
+    LayersWanted {
+        mid: String,
+        rids: Vec<String>,
+    },
     /// You are the first member with a key package: create the MLS group with
     /// this setup (the same as `joined`'s unless the group had to be started
     /// afresh because all its members left) and send `mls_group_info`.
@@ -509,6 +519,7 @@ impl ServerMessage {
             ServerMessage::MediaAnswer { .. } => "media_answer",
             ServerMessage::MediaOffer { .. } => "media_offer",
             ServerMessage::ActiveSpeaker { .. } => "active_speaker",
+            ServerMessage::LayersWanted { .. } => "layers_wanted",
             ServerMessage::MlsCreateGroup { .. } => "mls_create_group",
             ServerMessage::MlsMessage { .. } => "mls_message",
             ServerMessage::MlsCommitRequest => "mls_commit_request",

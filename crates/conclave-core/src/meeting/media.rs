@@ -199,6 +199,14 @@ impl Meeting {
                     self.broadcast(&ServerMessage::ActiveSpeaker { participant });
                 }
             }
+            MediaEvent::LayersWanted {
+                participant,
+                mid,
+                rids,
+            } => {
+                // The publisher's own encoder setting: nobody else's business.
+                self.send_to_member(participant, ServerMessage::LayersWanted { mid, rids });
+            }
         }
     }
 }

@@ -318,6 +318,9 @@ impl Router {
         };
         let incoming = &mut track.layers[layer];
         incoming.meter.on_packet(now, packet.payload.len());
+        // A layer resumed by dynacast: ask for its key frame as it arrives,
+        // for the subscriber waiting to switch to it.
+        let resumed = std::mem::take(&mut incoming.resumed);
         let keyframe_start = if params.spec().codec == Codec::Vp8 {
             let info = crate::vp8::parse(&packet.payload);
             if let Some((w, h)) = info.size {
@@ -404,6 +407,9 @@ impl Router {
         if track.kind == MediaKind::Audio {
             self.poll_speaker(now);
         }
+        if resumed {
+            self.request_keyframe(track_id, layer, now);
+        }
     }
 
     /// A subscriber wants a keyframe of a track's `layer`: ask its
@@ -418,6 +424,12 @@ impl Router {
         let Some(incoming) = track.layers.get_mut(layer) else {
             return;
         };
+        // A paused layer, or one resumed that has not arrived yet, has no
+        // encoder running to refresh: a request now would be lost, and
+        // would hold back (throttle) the one its first packet sends.
+        if incoming.paused || incoming.resumed {
+            return;
+        }
         match incoming.keyframes.request(now) {
             Verdict::Send => self.send_pli(track_id, layer, now),
             Verdict::Deferred => self.stats.keyframe_requests_deferred += 1,

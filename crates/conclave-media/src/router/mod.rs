@@ -74,6 +74,7 @@ use crate::speaker::SpeakerDetector;
 use crate::stats::{PeerStats, RouterStats};
 use crate::transmit::{DEFAULT_MAX_QUEUED_TRANSMITS, Transmit, TransmitQueue};
 
+pub use simulcast::DYNACAST_HOLD;
 use simulcast::Track;
 
 /// Events queued for the shell before the oldest are dropped. The shell

@@ -6,6 +6,7 @@ use str0m::bwe::Bitrate;
 use str0m::media::{MediaKind, Mid, Rid};
 
 use super::Router;
+use crate::event::Event;
 use crate::keyframe::KeyframeThrottle;
 use crate::layers::{self, BitrateMeter, Layer};
 use crate::peer::{PeerId, TrackId};
@@ -18,6 +19,14 @@ pub const RESELECT_INTERVAL: Duration = Duration::from_millis(250);
 /// Layers per track, at most (browsers send three; the bound stops a
 /// publisher from inventing rids without limit).
 pub(super) const MAX_LAYERS: usize = 4;
+
+/// A simulcast layer forwarded to nobody is paused (its publisher told to
+/// stop sending it) only after it has been unwatched this long: a
+/// subscriber whose layer goes down and up again within it (a resized tile,
+/// a budget hovering at a layer's rate) does not make the publisher stop
+/// and restart an encoder, each restart costing a key frame. A layer
+/// needed again is resumed at once.
+pub const DYNACAST_HOLD: Duration = Duration::from_secs(2);
 
 /// Bandwidth set aside for each audio track a subscriber receives, bits
 /// per second, before video is shared out.
@@ -42,6 +51,17 @@ pub(super) struct IncomingLayer {
     /// From the layer's last key frame.
     pub(super) size: Option<(u32, u32)>,
     pub(super) keyframes: KeyframeThrottle,
+    /// Dynacast: since when no subscriber receives or waits for it.
+    pub(super) unwatched_since: Option<Instant>,
+    /// Dynacast: its publisher was told not to send it.
+    pub(super) paused: bool,
+    /// Resumed and not arrived since: its first packet asks for a key
+    /// frame, so the subscriber waiting to switch to it need not wait for
+    /// the encoder's own.
+    pub(super) resumed: bool,
+    /// Its receive stream sends no NACKs: nobody gets it, so repair would
+    /// only spend the publisher's uplink.
+    pub(super) nack_suppressed: bool,
 }
 
 impl IncomingLayer {
@@ -51,6 +71,10 @@ impl IncomingLayer {
             meter: BitrateMeter::default(),
             size: None,
             keyframes: KeyframeThrottle::new(interval),
+            unwatched_since: None,
+            paused: false,
+            resumed: false,
+            nack_suppressed: false,
         }
     }
 }
@@ -87,7 +111,10 @@ impl Track {
                 Layer {
                     size: l.size,
                     bitrate: l.meter.bitrate(),
-                    active: l.meter.is_active(now),
+                    // A layer we paused is not arriving, but comes back
+                    // within a round trip when chosen: it stays choosable,
+                    // or nobody could ever want it again.
+                    active: l.meter.is_active(now) || l.paused,
                 }
             })
             .collect()
@@ -164,6 +191,112 @@ impl Router {
         wanted
     }
 
+    /// The simulcast layers of `track_id` its publisher should send now,
+    /// by the router's dynacast decision: `None` for a track without
+    /// simulcast.
+    pub fn layers_sent(&self, publisher: PeerId, mid: Mid) -> Option<Vec<Rid>> {
+        let track = self.tracks.get(&TrackId { publisher, mid })?;
+        if !track.is_simulcast() {
+            return None;
+        }
+        Some(
+            track
+                .layers
+                .iter()
+                .filter(|l| !l.paused)
+                .filter_map(|l| l.rid)
+                .collect(),
+        )
+    }
+
+    /// Dynacast for every simulcast track.
+    pub(super) fn dynacast_all(&mut self, now: Instant) {
+        let ids: Vec<TrackId> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.is_simulcast())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.dynacast(id, now);
+        }
+    }
+
+    /// Decides which of a simulcast track's layers its publisher should
+    /// send: those some subscriber receives or waits for, and those
+    /// unwatched for less than [`DYNACAST_HOLD`]. On a change, tells the
+    /// publisher ([`Event::LayersWanted`]). While the track has
+    /// subscribers, something is always sent: with no layer chosen yet
+    /// (none arriving), nothing is paused. Layers nobody receives get no
+    /// NACKs from the router, at once.
+    pub(super) fn dynacast(&mut self, track_id: TrackId, now: Instant) {
+        let wanted = self.wanted_layers(track_id);
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        if !track.is_simulcast() {
+            return;
+        }
+        let keep_all = wanted.is_empty() && !track.subscribers.is_empty();
+        let mut changed = false;
+        let mut nacks: Vec<(Option<Rid>, bool)> = Vec::new();
+        for (i, l) in track.layers.iter_mut().enumerate() {
+            let watched = wanted.contains(&i);
+            if watched || keep_all {
+                l.unwatched_since = None;
+                if l.paused {
+                    l.paused = false;
+                    l.resumed = true;
+                    changed = true;
+                }
+            } else {
+                let since = *l.unwatched_since.get_or_insert(now);
+                if !l.paused && now.saturating_duration_since(since) >= DYNACAST_HOLD {
+                    l.paused = true;
+                    l.resumed = false;
+                    changed = true;
+                }
+            }
+            if l.nack_suppressed == watched {
+                l.nack_suppressed = !watched;
+                nacks.push((l.rid, !watched));
+            }
+        }
+        let rids: Vec<Rid> = track
+            .layers
+            .iter()
+            .filter(|l| !l.paused)
+            .filter_map(|l| l.rid)
+            .collect();
+        if !nacks.is_empty()
+            && let Some(peer) = self.peers.get_mut(&track_id.publisher)
+        {
+            let mut api = peer.rtc.direct_api();
+            for (rid, suppress) in nacks {
+                // No stream yet (nothing arrived): its flag is set the
+                // next time, as the layer's state says it changed.
+                if let Some(stream) = api.stream_rx_by_mid(track_id.mid, rid) {
+                    stream.suppress_nack(suppress);
+                } else if let Some(l) = self
+                    .tracks
+                    .get_mut(&track_id)
+                    .and_then(|t| t.layers.iter_mut().find(|l| l.rid == rid))
+                {
+                    l.nack_suppressed = !suppress;
+                }
+            }
+        }
+        if changed {
+            tracing::debug!(publisher = %track_id.publisher, mid = %track_id.mid, ?rids, "dynacast");
+            self.stats.dynacast_changes += 1;
+            self.push_event(Event::LayersWanted {
+                peer: track_id.publisher,
+                mid: track_id.mid,
+                rids,
+            });
+        }
+    }
+
     /// Chooses every subscriber's simulcast layers again.
     pub(super) fn reselect(&mut self, now: Instant) {
         self.next_reselect = None;
@@ -171,6 +304,7 @@ impl Router {
         for id in ids {
             self.reselect_peer(id, now);
         }
+        self.dynacast_all(now);
         if self.tracks.values().any(|t| t.is_simulcast()) {
             self.next_reselect = Some(now + RESELECT_INTERVAL);
         }
@@ -242,6 +376,8 @@ impl Router {
         for (track, layer) in keyframes {
             self.request_keyframe(track, layer, now);
         }
+        // A layer just chosen is resumed now, not at the next tick.
+        self.dynacast_all(now);
         self.run_work();
         if self.next_reselect.is_none() {
             self.next_reselect = Some(now + RESELECT_INTERVAL);

@@ -142,6 +142,13 @@ pub enum Signal {
     Disconnected(PeerId),
     Closed(PeerId),
     ActiveSpeaker(PeerId),
+    /// Dynacast: the router told `peer` which layers of `mid` to send.
+    LayersWanted {
+        at: Instant,
+        peer: PeerId,
+        mid: Mid,
+        rids: Vec<String>,
+    },
 }
 
 /// What the network does with a datagram the router sends to a client.
@@ -435,6 +442,14 @@ impl Net {
                 RouterEvent::Closed { peer } => self.signals.push(Signal::Closed(peer)),
                 RouterEvent::ActiveSpeaker { peer } => {
                     self.signals.push(Signal::ActiveSpeaker(peer))
+                }
+                RouterEvent::LayersWanted { peer, mid, rids } => {
+                    self.signals.push(Signal::LayersWanted {
+                        at: self.now,
+                        peer,
+                        mid,
+                        rids: rids.iter().map(|r| r.to_string()).collect(),
+                    })
                 }
             }
         }

@@ -199,6 +199,11 @@ impl MeetingMedia {
             Event::ActiveSpeaker { peer } => self.report(MediaEvent::ActiveSpeaker {
                 participant: ParticipantId(peer.0),
             }),
+            Event::LayersWanted { peer, mid, rids } => self.report(MediaEvent::LayersWanted {
+                participant: ParticipantId(peer.0),
+                mid: mid.to_string(),
+                rids: rids.iter().map(|r| r.to_string()).collect(),
+            }),
             Event::Connected { peer } => tracing::debug!(%peer, "media connected"),
             Event::Disconnected { peer } => tracing::debug!(%peer, "media disconnected"),
             Event::Closed { peer } => tracing::debug!(%peer, "media closed"),

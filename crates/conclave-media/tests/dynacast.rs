@@ -1,0 +1,326 @@
+//! Dynacast through the router, on virtual time: a publisher is told which
+//! of its simulcast layers somebody receives; a layer unwatched for
+//! [`DYNACAST_HOLD`] is paused, one needed again resumed at once and its
+//! key frame asked for as it arrives; a subscriber switching back and forth
+//! does not make the publisher flap; a publisher that ignores the message
+//! changes nothing for anyone else.
+
+mod harness;
+
+use std::time::Duration;
+
+use conclave_media::DYNACAST_HOLD;
+use conclave_media::{PeerId, Rid};
+use harness::{Net, Received, Signal};
+use str0m::Event;
+use str0m::format::Codec;
+use str0m::media::Mid;
+use str0m::rtp::RtpWrite;
+
+const A: PeerId = PeerId(1);
+const B: PeerId = PeerId(2);
+const C: PeerId = PeerId(3);
+const D: PeerId = PeerId(4);
+const A_ADDR: &str = "10.0.0.2:5000";
+const B_ADDR: &str = "10.0.0.3:5000";
+const C_ADDR: &str = "10.0.0.4:5000";
+const D_ADDR: &str = "10.0.0.5:5000";
+
+const RIDS: [&str; 3] = ["q", "h", "f"];
+const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
+const LENGTHS: [usize; 3] = [100, 300, 900];
+
+/// A browser-like simulcast publisher, 30 frames a second on each layer it
+/// sends. With `honour`, it sends only the layers the router's latest
+/// `LayersWanted` for it names; a key frame request for a layer it does not
+/// send is ignored (requests are read before the signaling, so one that
+/// raced the resume is lost), and a resumed layer goes on with delta frames
+/// until asked: only the router's request once the layer arrives gives it
+/// a key frame.
+struct Publisher {
+    id: PeerId,
+    mid: Mid,
+    honour: bool,
+    sending: [bool; 3],
+    seq: [u64; 3],
+    frame: u32,
+    key_pending: [bool; 3],
+    seen_events: usize,
+    seen_signals: usize,
+    /// Key frame requests received while sending the layer.
+    requests: [u32; 3],
+    sent: [u64; 3],
+}
+
+impl Publisher {
+    fn new(id: PeerId, mid: Mid, honour: bool) -> Self {
+        Publisher {
+            id,
+            mid,
+            honour,
+            sending: [true; 3],
+            seq: [1_000, 20_000, 40_000],
+            frame: 0,
+            key_pending: [true; 3],
+            seen_events: 0,
+            seen_signals: 0,
+            requests: [0; 3],
+            sent: [0; 3],
+        }
+    }
+
+    fn frame(&mut self, net: &mut Net) {
+        let client = net.client(self.id);
+        for (_, e) in &client.events[self.seen_events..] {
+            if let Event::KeyframeRequest(r) = e {
+                let rid = r.rid.map(|r| r.to_string());
+                if let Some(i) = RIDS.iter().position(|x| Some(x.to_string()) == rid)
+                    && self.sending[i]
+                {
+                    self.key_pending[i] = true;
+                    self.requests[i] += 1;
+                }
+            }
+        }
+        self.seen_events = client.events.len();
+        for s in &net.signals[self.seen_signals..] {
+            if let Signal::LayersWanted {
+                peer, mid, rids, ..
+            } = s
+            {
+                assert_eq!(*peer, self.id, "only the publisher is told");
+                assert_eq!(*mid, self.mid);
+                if self.honour {
+                    for (i, r) in RIDS.iter().enumerate() {
+                        self.sending[i] = rids.iter().any(|x| x == r);
+                    }
+                }
+            }
+        }
+        self.seen_signals = net.signals.len();
+        let pt = net.client(self.id).pt_of(Codec::Vp8);
+        for i in 0..3 {
+            if !self.sending[i] {
+                continue;
+            }
+            let key = std::mem::take(&mut self.key_pending[i]);
+            let mut payload = if key {
+                let (w, h) = SIZES[i];
+                let mut p = vec![0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+                p.extend_from_slice(&w.to_le_bytes());
+                p.extend_from_slice(&h.to_le_bytes());
+                p
+            } else {
+                vec![0x10, 0x31, 0x02, 0x00]
+            };
+            payload.resize(LENGTHS[i], 0xee);
+            *payload.last_mut().unwrap() = i as u8;
+            let ts = self
+                .frame
+                .wrapping_mul(3_000)
+                .wrapping_add(i as u32 * 1_000_000);
+            let write = RtpWrite::new(pt, self.seq[i].into(), ts, net.now, payload)
+                .marker(true)
+                .nackable(true);
+            net.send_write(self.id, self.mid, Some(RIDS[i]), write);
+            self.seq[i] += 1;
+            self.sent[i] += 1;
+        }
+        self.frame += 1;
+    }
+
+    fn run(&mut self, net: &mut Net, ms: u64) {
+        for t in 0..ms {
+            if t.is_multiple_of(33) {
+                self.frame(net);
+            }
+            net.step();
+        }
+    }
+}
+
+fn forwarded_mid(net: &Net, subscriber: PeerId, publisher: PeerId, mid: Mid) -> Mid {
+    net.signals
+        .iter()
+        .rev()
+        .find_map(|s| match s {
+            Signal::Offer { peer, tracks } if *peer == subscriber => tracks
+                .iter()
+                .find(|t| t.publisher == publisher && t.publisher_mid == mid)
+                .map(|t| t.mid),
+            _ => None,
+        })
+        .expect("the subscriber was offered the track")
+}
+
+fn layer_of(r: &Received) -> usize {
+    usize::from(*r.payload.last().unwrap())
+}
+
+/// Every `LayersWanted` so far: (when, rids).
+fn told(net: &Net) -> Vec<(std::time::Instant, Vec<String>)> {
+    net.signals
+        .iter()
+        .filter_map(|s| match s {
+            Signal::LayersWanted { at, rids, .. } => Some((*at, rids.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rids(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// A publishes three layers and honours dynacast (or not); B and C watch
+/// at the given view sizes. Layers are chosen by view alone (no bandwidth
+/// estimate), so what a subscriber gets is what the test says it shows.
+fn meeting(honour: bool, b_view: (u32, u32), c_view: (u32, u32)) -> (Net, Publisher) {
+    let mut net = Net::with_config(|c| c.initial_bandwidth = None);
+    let (video, _) = net.join_simulcast(A, A_ADDR, &RIDS, false);
+    net.join(B, B_ADDR, &[]);
+    net.join(C, C_ADDR, &[]);
+    net.connect_all();
+    net.router.set_view_size(B, A, video, b_view.0, b_view.1);
+    net.router.set_view_size(C, A, video, c_view.0, c_view.1);
+    (net, Publisher::new(A, video, honour))
+}
+
+#[test]
+fn the_publisher_is_told_the_watched_layers_and_stops_the_other_after_the_hold() {
+    let (mut net, mut publisher) = meeting(true, (160, 90), (640, 360));
+    let start = net.now;
+    publisher.run(&mut net, 1_500);
+    assert!(told(&net).is_empty(), "nothing paused within the hold");
+    publisher.run(&mut net, 1_500);
+    let t = told(&net);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].1, rids(&["q", "h"]));
+    assert!(t[0].0 - start >= DYNACAST_HOLD);
+    assert_eq!(
+        net.router.layers_sent(A, publisher.mid),
+        Some(vec![Rid::from("q"), Rid::from("h")])
+    );
+    let f_sent = publisher.sent[2];
+    let (b_before, c_before) = (
+        net.client(B).received().len(),
+        net.client(C).received().len(),
+    );
+    publisher.run(&mut net, 2_000);
+    assert_eq!(publisher.sent[2], f_sent, "f is no longer sent");
+    // Both still get their video, each its own layer.
+    let b = net.client(B).received();
+    let c = net.client(C).received();
+    assert!(b.len() >= b_before + 50 && c.len() >= c_before + 50);
+    assert!(b[b_before..].iter().all(|r| layer_of(r) == 0));
+    assert!(c[c_before..].iter().all(|r| layer_of(r) == 1));
+}
+
+#[test]
+fn a_layer_left_by_its_last_subscriber_is_paused_after_the_hold_not_before() {
+    let (mut net, mut publisher) = meeting(true, (160, 90), (640, 360));
+    publisher.run(&mut net, 3_000);
+    assert_eq!(told(&net).len(), 1, "f paused");
+    net.router.remove_peer(C).expect("C leaves");
+    let left = net.now;
+    publisher.run(&mut net, 1_500);
+    assert_eq!(told(&net).len(), 1, "h not paused within the hold");
+    publisher.run(&mut net, 1_000);
+    let t = told(&net);
+    assert_eq!(t.len(), 2, "{t:?}");
+    assert_eq!(t[1].1, rids(&["q"]));
+    assert!(t[1].0 - left >= DYNACAST_HOLD);
+    let h_sent = publisher.sent[1];
+    publisher.run(&mut net, 1_000);
+    assert_eq!(publisher.sent[1], h_sent, "h is no longer sent");
+}
+
+#[test]
+fn a_new_subscriber_wanting_the_full_layer_gets_it_resumed_at_once_with_a_key_frame() {
+    let (mut net, mut publisher) = meeting(true, (160, 90), (640, 360));
+    publisher.run(&mut net, 3_000);
+    assert_eq!(told(&net).last().unwrap().1, rids(&["q", "h"]));
+    let f_requests = publisher.requests[2];
+    net.join(D, D_ADDR, &[]);
+    net.run_until(Duration::from_secs(2), |n| {
+        n.router.forwarded_to(D).iter().any(|t| t.publisher == A)
+    });
+    let d_mid = forwarded_mid(&net, D, A, publisher.mid);
+    let asked = net.now;
+    net.router.set_view_size(D, A, publisher.mid, 1920, 1080);
+    net.settle();
+    // At once: in the same instant as the view that needs it.
+    let t = told(&net);
+    assert_eq!(t.last().unwrap().1, rids(&["q", "h", "f"]), "{t:?}");
+    assert_eq!(t.last().unwrap().0, asked);
+    // The publisher resumes f with its next frame; the router asks for a
+    // key frame as f's first packet arrives, not after a throttle
+    // interval: by the frame after, the publisher has the request.
+    publisher.run(&mut net, 70);
+    assert!(
+        publisher.requests[2] > f_requests,
+        "a key frame of f was asked for once f arrived"
+    );
+    publisher.run(&mut net, 1_500);
+    let d: Vec<usize> = net
+        .client(D)
+        .received()
+        .iter()
+        .filter(|r| r.mid == Some(d_mid))
+        .map(layer_of)
+        .collect();
+    assert_eq!(d.last(), Some(&2), "D gets the full layer: {d:?}");
+}
+
+#[test]
+fn a_subscriber_switching_back_and_forth_does_not_make_the_publisher_flap() {
+    let (mut net, mut publisher) = meeting(true, (160, 90), (160, 90));
+    publisher.run(&mut net, 3_000);
+    assert_eq!(told(&net).last().unwrap().1, rids(&["q"]));
+    let before = told(&net).len();
+    // B goes full screen and back every 700 ms for 7 s.
+    for i in 0..10 {
+        let view = if i % 2 == 0 { (1920, 1080) } else { (160, 90) };
+        net.router
+            .set_view_size(B, A, publisher.mid, view.0, view.1);
+        publisher.run(&mut net, 700);
+    }
+    let t = told(&net);
+    // f resumes once; then nothing pauses while B keeps coming back within
+    // the hold.
+    assert_eq!(t.len() - before, 1, "{:?}", &t[before..]);
+    assert!(t.last().unwrap().1.contains(&"f".to_string()));
+}
+
+#[test]
+fn a_publisher_that_ignores_the_message_changes_nothing_for_the_others() {
+    let (mut net, mut publisher) = meeting(false, (160, 90), (640, 360));
+    let b_mid = forwarded_mid(&net, B, A, publisher.mid);
+    let c_mid = forwarded_mid(&net, C, A, publisher.mid);
+    publisher.run(&mut net, 4_000);
+    assert_eq!(told(&net).last().unwrap().1, rids(&["q", "h"]));
+    // It still sends f; the router forwards it to nobody.
+    let unreceived = net.router.peer_stats(A).unwrap().rtp_unreceived;
+    let f_sent = publisher.sent[2];
+    publisher.run(&mut net, 1_000);
+    let unreceived = net.router.peer_stats(A).unwrap().rtp_unreceived - unreceived;
+    assert_eq!(unreceived, publisher.sent[2] - f_sent);
+    let b: Vec<usize> = net
+        .client(B)
+        .received()
+        .iter()
+        .filter(|r| r.mid == Some(b_mid))
+        .map(layer_of)
+        .collect();
+    let c: Vec<usize> = net
+        .client(C)
+        .received()
+        .iter()
+        .filter(|r| r.mid == Some(c_mid))
+        .map(layer_of)
+        .collect();
+    assert!(b.iter().skip(10).all(|l| *l == 0), "{b:?}");
+    assert!(c.iter().skip(10).all(|l| *l == 1), "{c:?}");
+    // Told once; the router does not repeat itself to a deaf publisher.
+    assert_eq!(told(&net).len(), 1);
+}
