@@ -218,6 +218,9 @@ struct Source {
     skip_to_key: bool,
     /// RFC 6464 level sent with each audio frame, in -dBov (0 loudest).
     level: Option<u8>,
+    /// Simulcast: the layers the server last said someone receives
+    /// (`layers_wanted`); the others are not sent. `None`: all, until told.
+    wanted: Option<Vec<String>>,
 }
 
 impl Source {
@@ -293,6 +296,11 @@ pub const MAX_SIZES_KEPT: usize = 64;
 #[derive(Debug, Clone, Default)]
 pub struct PeerStats {
     pub sent_frames: BTreeMap<String, u64>,
+    /// Simulcast frames sent per layer, keyed "mid/rid".
+    pub sent_layer_frames: BTreeMap<String, u64>,
+    /// The latest `layers_wanted` for each of this client's simulcast
+    /// m-lines: the rids it sends now.
+    pub layers_wanted: BTreeMap<String, Vec<String>>,
     pub received: BTreeMap<String, TrackStats>,
     pub keyframe_requests: u64,
     pub connected_at: Option<Instant>,
@@ -407,6 +415,7 @@ impl ClientPeer {
                     sent_frames: 0,
                     skip_to_key: false,
                     level: None,
+                    wanted: None,
                 }
             })
             .collect();
@@ -522,6 +531,31 @@ impl ClientPeer {
                 src.skip_to_key = true;
             }
         }
+    }
+
+    /// Dynacast: the server says which layers of the simulcast track on
+    /// `mid` someone receives. The others stop until named again; a layer
+    /// named again restarts at the source's next frame (the server asks for
+    /// its key frame as it arrives). A `mid` that is not one of this
+    /// client's simulcast tracks, or a rid it does not send, changes
+    /// nothing.
+    pub fn set_layers_wanted(&mut self, mid: &str, rids: &[String]) {
+        let Some(src) = self.sources.iter_mut().find(|s| s.mid.to_string() == mid) else {
+            return;
+        };
+        let SourceMedia::Vp8Simulcast { layers } = &src.media else {
+            return;
+        };
+        let wanted: Vec<String> = layers
+            .iter()
+            .map(|(rid, _)| rid)
+            .filter(|rid| rids.contains(rid))
+            .cloned()
+            .collect();
+        self.stats
+            .layers_wanted
+            .insert(mid.to_string(), wanted.clone());
+        src.wanted = Some(wanted);
     }
 
     fn millis(&self, now: Instant) -> u64 {
@@ -741,7 +775,13 @@ impl ClientPeer {
                 }
                 src.sent_frames += 1;
                 let sent = src.sent_frames;
+                let wanted = src.wanted.clone();
                 for (rid, data) in frames {
+                    if let (Some(rid), Some(wanted)) = (&rid, &wanted)
+                        && !wanted.iter().any(|w| w.as_str() == &**rid)
+                    {
+                        continue;
+                    }
                     let Some(data) = self.protect(kind, data) else {
                         continue;
                     };
@@ -753,6 +793,11 @@ impl ClientPeer {
                         .find(|p| p.spec().codec.kind() == kind)
                         .map(|p| p.pt());
                     if let Some(rid) = rid {
+                        *self
+                            .stats
+                            .sent_layer_frames
+                            .entry(format!("{mid}/{rid}"))
+                            .or_default() += 1;
                         writer = writer.rid(rid);
                     }
                     if let Some(level) = level {

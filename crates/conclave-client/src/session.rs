@@ -627,6 +627,10 @@ impl Live {
             Some(ServerMessage::Error { code, message, .. }) => {
                 tracing::warn!(?code, %message, "server error");
             }
+            Some(ServerMessage::LayersWanted { mid, rids }) => {
+                tracing::debug!(%mid, ?rids, "layers wanted");
+                self.peer.set_layers_wanted(&mid, &rids);
+            }
             Some(ServerMessage::ActiveSpeaker { participant }) => {
                 tracing::debug!(%participant, "active speaker");
                 if self.active_speakers.len() < MAX_SPEAKERS_KEPT {

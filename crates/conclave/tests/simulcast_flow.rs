@@ -95,6 +95,78 @@ async fn a_simulcast_layer_switch_happens_when_the_subscriber_asks_for_a_smaller
     );
 }
 
+/// Frames A sent on layer `rid` of its one simulcast track.
+fn layer_sent(media: &conclave_client::media::PeerStats, rid: &str) -> u64 {
+    media
+        .sent_layer_frames
+        .iter()
+        .filter(|(k, _)| k.ends_with(&format!("/{rid}")))
+        .map(|(_, n)| *n)
+        .sum()
+}
+
+#[tokio::test]
+async fn the_publisher_stops_the_layers_nobody_watches_and_the_viewer_keeps_its_video() {
+    let server = TestServer::start().await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let publisher = MediaOptions {
+        simulcast_ivf: vec![
+            sample("video-80x60.ivf"),
+            sample("video-160x120.ivf"),
+            sample("video-320x240.ivf"),
+        ],
+        ..MediaOptions::default()
+    };
+    // A is done once told to send q alone and it has sent 60 frames of q
+    // more than of h and f: they stopped while q went on (h may stop later
+    // than f: it is what B gets before its view size reaches the server).
+    // B is done with 100 frames.
+    let both = Together::new(2);
+    let mut a = options(&meeting, "Ada");
+    a.until = both.member(0, |p| {
+        p.media
+            .layers_wanted
+            .values()
+            .any(|rids| rids == &["q".to_string()])
+            && layer_sent(p.media, "q")
+                >= layer_sent(p.media, "f").max(layer_sent(p.media, "h")) + 60
+    });
+    let a = tokio::spawn(run_with(publisher, a));
+    // B shows A's video as a thumbnail: q is enough, h and f go unwatched.
+    let subscriber = MediaOptions {
+        view_sizes: vec![(Duration::ZERO, 64, 48)],
+        ..MediaOptions::default()
+    };
+    let mut b = options(&meeting, "Bob");
+    b.until = both.member(1, |p| frames_from_others(p, Video) >= 100);
+    let b = tokio::spawn(run_with(subscriber, b));
+    let a = a.await.expect("task").expect("session A");
+    let b = b.await.expect("task").expect("session B");
+    let (q, h, f) = (
+        layer_sent(&a.media, "q"),
+        layer_sent(&a.media, "h"),
+        layer_sent(&a.media, "f"),
+    );
+    assert_eq!(
+        a.media.layers_wanted.values().last(),
+        Some(&vec!["q".to_string()]),
+        "A was told to send q alone"
+    );
+    assert!(
+        q >= f + 60 && q >= h + 60,
+        "f and h stopped, q went on: {:?}",
+        a.media.sent_layer_frames
+    );
+    // B was never told anything: it publishes no simulcast.
+    assert!(b.media.layers_wanted.is_empty());
+    let track = video_from(&b, a.admission.you.0);
+    assert!(track.frames >= 100, "B still gets video: {track:?}");
+    assert_eq!(track.keyframe_sizes.last(), Some(&(80, 60)), "{track:?}");
+}
+
 #[tokio::test]
 async fn the_loud_member_is_announced_as_active_speaker() {
     let server = TestServer::start().await;
