@@ -66,7 +66,8 @@ pub use event::{Event, ForwardedTrack};
 pub use lastn::DEFAULT_AUDIO_LAST_N;
 pub use peer::{PeerId, TrackId};
 pub use router::{
-    DEFAULT_INITIAL_BANDWIDTH, DEFAULT_RTX_RATIO_CAP, DYNACAST_HOLD, Router, RouterConfig,
+    DEFAULT_INITIAL_BANDWIDTH, DEFAULT_RTX_RATIO_CAP, DYNACAST_HOLD, RESUME_BACKOFF, RESUME_WAIT,
+    Router, RouterConfig,
 };
 pub use stats::{PeerStats, RouterStats};
 pub use transmit::Transmit;

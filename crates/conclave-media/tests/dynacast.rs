@@ -9,7 +9,7 @@ mod harness;
 
 use std::time::Duration;
 
-use conclave_media::DYNACAST_HOLD;
+use conclave_media::{DYNACAST_HOLD, RESUME_BACKOFF};
 use conclave_media::{PeerId, Rid};
 use harness::{Net, Received, Signal};
 use str0m::Event;
@@ -42,6 +42,8 @@ struct Publisher {
     mid: Mid,
     honour: bool,
     sending: [bool; 3],
+    /// Layers it cannot send, whatever it is told (a capture too small).
+    cannot: [bool; 3],
     seq: [u64; 3],
     frame: u32,
     key_pending: [bool; 3],
@@ -59,6 +61,7 @@ impl Publisher {
             mid,
             honour,
             sending: [true; 3],
+            cannot: [false; 3],
             seq: [1_000, 20_000, 40_000],
             frame: 0,
             key_pending: [true; 3],
@@ -100,7 +103,7 @@ impl Publisher {
         self.seen_signals = net.signals.len();
         let pt = net.client(self.id).pt_of(Codec::Vp8);
         for i in 0..3 {
-            if !self.sending[i] {
+            if !self.sending[i] || self.cannot[i] {
                 continue;
             }
             let key = std::mem::take(&mut self.key_pending[i]);
@@ -323,4 +326,41 @@ fn a_publisher_that_ignores_the_message_changes_nothing_for_the_others() {
     assert!(c.iter().skip(10).all(|l| *l == 1), "{c:?}");
     // Told once; the router does not repeat itself to a deaf publisher.
     assert_eq!(told(&net).len(), 1);
+}
+
+#[test]
+fn a_resumed_layer_that_never_comes_is_given_up_without_flapping() {
+    let (mut net, mut publisher) = meeting(true, (160, 90), (160, 90));
+    publisher.run(&mut net, 3_000);
+    assert_eq!(told(&net).last().unwrap().1, rids(&["q"]));
+    // From now on A cannot send f (its capture shrank), whatever it is told.
+    publisher.cannot[2] = true;
+    let before = told(&net).len();
+    let b_mid = forwarded_mid(&net, B, A, publisher.mid);
+    net.router.set_view_size(B, A, publisher.mid, 1920, 1080);
+    publisher.run(&mut net, 12_000);
+    let t = told(&net);
+    // f resumed and given up after RESUME_WAIT; h resumed for B, the best
+    // that comes; f paused after the hold; f tried again only after the
+    // back-off (10 s from giving up): four messages in 12 s, not one per
+    // reselection.
+    let sets: Vec<Vec<String>> = t[before..].iter().map(|(_, r)| r.clone()).collect();
+    assert_eq!(
+        sets,
+        vec![
+            rids(&["q", "f"]),
+            rids(&["q", "h", "f"]),
+            rids(&["q", "h"]),
+            rids(&["q", "h", "f"])
+        ]
+    );
+    assert!(t[before + 3].0 - t[before + 1].0 >= RESUME_BACKOFF);
+    let b: Vec<usize> = net
+        .client(B)
+        .received()
+        .iter()
+        .filter(|r| r.mid == Some(b_mid))
+        .map(layer_of)
+        .collect();
+    assert_eq!(b.last(), Some(&1), "B gets h: {b:?}");
 }

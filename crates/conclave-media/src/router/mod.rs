@@ -74,8 +74,8 @@ use crate::speaker::SpeakerDetector;
 use crate::stats::{PeerStats, RouterStats};
 use crate::transmit::{DEFAULT_MAX_QUEUED_TRANSMITS, Transmit, TransmitQueue};
 
-pub use simulcast::DYNACAST_HOLD;
 use simulcast::Track;
+pub use simulcast::{DYNACAST_HOLD, RESUME_BACKOFF, RESUME_WAIT};
 
 /// Events queued for the shell before the oldest are dropped. The shell
 /// drains them after every call; the bound is for a shell that does not.

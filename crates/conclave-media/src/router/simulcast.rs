@@ -28,6 +28,18 @@ pub(super) const MAX_LAYERS: usize = 4;
 /// needed again is resumed at once.
 pub const DYNACAST_HOLD: Duration = Duration::from_secs(2);
 
+/// A layer resumed by dynacast is waited for this long: meanwhile it stays
+/// choosable though nothing arrives (the publisher's encoder restarts, a
+/// round trip away), so a subscriber that wants it does not fall back and
+/// make it unwatched again at once.
+pub const RESUME_WAIT: Duration = Duration::from_secs(2);
+
+/// A resumed layer that did not arrive within [`RESUME_WAIT`] (the
+/// publisher cannot send it now: its capture is too small, its uplink
+/// short) is not chosen again because it is paused for this long, so the
+/// publisher is not told to pause and resume it over and over.
+pub const RESUME_BACKOFF: Duration = Duration::from_secs(10);
+
 /// Bandwidth set aside for each audio track a subscriber receives, bits
 /// per second, before video is shared out.
 const AUDIO_ALLOWANCE: u64 = 64_000;
@@ -59,6 +71,10 @@ pub(super) struct IncomingLayer {
     /// frame, so the subscriber waiting to switch to it need not wait for
     /// the encoder's own.
     pub(super) resumed: bool,
+    /// When it was last resumed.
+    pub(super) resumed_at: Option<Instant>,
+    /// When a resume last went unanswered ([`RESUME_WAIT`]).
+    pub(super) resume_failed_at: Option<Instant>,
     /// Its receive stream sends no NACKs: nobody gets it, so repair would
     /// only spend the publisher's uplink.
     pub(super) nack_suppressed: bool,
@@ -74,8 +90,26 @@ impl IncomingLayer {
             unwatched_since: None,
             paused: false,
             resumed: false,
+            resumed_at: None,
+            resume_failed_at: None,
             nack_suppressed: false,
         }
+    }
+}
+
+impl IncomingLayer {
+    /// Whether a layer that is not arriving may still be chosen: one we
+    /// paused comes back within a round trip when chosen (or nobody could
+    /// ever want it again), unless its last resume went unanswered
+    /// recently; one just resumed is on its way.
+    fn choosable_while_idle(&self, now: Instant) -> bool {
+        let since = |t: Instant| now.saturating_duration_since(t);
+        let backed_off = self
+            .resume_failed_at
+            .is_some_and(|t| since(t) < RESUME_BACKOFF);
+        let paused = self.paused && !backed_off;
+        let arriving_soon = self.resumed && self.resumed_at.is_some_and(|t| since(t) < RESUME_WAIT);
+        paused || arriving_soon
     }
 }
 
@@ -111,10 +145,7 @@ impl Track {
                 Layer {
                     size: l.size,
                     bitrate: l.meter.bitrate(),
-                    // A layer we paused is not arriving, but comes back
-                    // within a round trip when chosen: it stays choosable,
-                    // or nobody could ever want it again.
-                    active: l.meter.is_active(now) || l.paused,
+                    active: l.meter.is_active(now) || l.choosable_while_idle(now),
                 }
             })
             .collect()
@@ -238,6 +269,17 @@ impl Router {
             return;
         }
         let keep_all = wanted.is_empty() && !track.subscribers.is_empty();
+        for l in &mut track.layers {
+            if l.resumed
+                && l.resumed_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= RESUME_WAIT)
+                && l.resume_failed_at
+                    .is_none_or(|t| t < l.resumed_at.unwrap_or(t))
+            {
+                tracing::debug!(rid = ?l.rid, "resumed layer did not arrive");
+                l.resume_failed_at = Some(now);
+            }
+        }
         let mut changed = false;
         let mut nacks: Vec<(Option<Rid>, bool)> = Vec::new();
         for (i, l) in track.layers.iter_mut().enumerate() {
@@ -247,6 +289,7 @@ impl Router {
                 if l.paused {
                     l.paused = false;
                     l.resumed = true;
+                    l.resumed_at = Some(now);
                     changed = true;
                 }
             } else {
