@@ -2,7 +2,9 @@
 // q, h, f), each through the E2EE transform; the server forwards each
 // subscriber the layer its tile needs. A subscriber with a small window gets
 // a smaller picture than one with a large window, both decoding; when the
-// small window grows, its subscriber is moved up to a larger layer.
+// small window grows, its subscriber is moved up to a larger layer. A layer
+// nobody receives is paused by the host on the server's word (dynacast) and
+// resumed when a viewer needs it again.
 // Each step relies on the ones before it, so they run in order.
 
 import assert from 'node:assert/strict';
@@ -32,7 +34,7 @@ function outboundVideo(page) {
     stats.forEach((s) => {
       if (s.type !== 'outbound-rtp' || s.kind !== 'video') return;
       out.push({ rid: s.rid ?? null, width: s.frameWidth || 0, height: s.frameHeight || 0,
-        framesSent: s.framesSent || 0, framesEncoded: s.framesEncoded || 0, active: s.active,
+        framesSent: s.framesSent || 0, framesEncoded: s.framesEncoded || 0, bytesSent: s.bytesSent || 0, active: s.active,
         limitation: s.qualityLimitationReason, estimate, ...remote[s.id] });
     });
     return out.sort((a, b) => String(a.rid).localeCompare(String(b.rid)));
@@ -147,9 +149,12 @@ describe('simulcast from the browser', () => {
     console.log(`host's outbound video layers: ${JSON.stringify(first)} and 5 s later ${JSON.stringify(later)}`);
     const grew = later.map((l, i) => l.framesSent - first[i].framesSent);
     const rids = later.map((l) => l.rid);
-    // q and h go on whatever the estimate; f only while it fits.
-    assert.ok(grew[rids.indexOf('q')] >= 50 && grew[rids.indexOf('h')] >= 50, `q and h keep being sent: ${grew}`);
     const byRid = Object.fromEntries(later.map((l) => [l.rid, l]));
+    // q goes on whatever the estimate (the small viewer receives it); h too,
+    // unless dynacast paused it because the large viewer gets f and nobody
+    // receives h; f only while it fits.
+    assert.ok(grew[rids.indexOf('q')] >= 50, `q keeps being sent: ${grew}`);
+    assert.ok(grew[rids.indexOf('h')] >= 50 || byRid.h?.active === false, `h keeps being sent or is paused: ${grew} ${JSON.stringify(later)}`);
     assert.ok(byRid.q && byRid.h && byRid.f, `layers named q, h, f: ${JSON.stringify(later)}`);
     assert.ok(byRid.q.width < byRid.h.width && byRid.h.width < byRid.f.width, `sizes grow q < h < f: ${JSON.stringify(later)}`);
     // The frames of all three layers went through the one transform worker,
@@ -216,6 +221,36 @@ describe('simulcast from the browser', () => {
       { what: 'the grown viewer keeps decoding' });
     console.log(`small viewer after growing to ${view.width}x${view.height}: ${before.width}x${before.height} -> ${grown.width}x${grown.height}, then ${JSON.stringify(later)}`);
     await screenshot(small.page, 'simulcast-small-viewer-grown');
+  });
+
+  step('dynacast: the layer nobody receives stops being encoded, both viewers keep decoding, and it comes back when wanted', async () => {
+    // Both tiles are large now: nobody receives q. The server tells the
+    // host (layers_wanted) 2 s after q was last received, and the host
+    // turns the encoding off (active: false).
+    const paused = await eventually(() => outboundVideo(host.page), (o) => o.find((l) => l.rid === 'q')?.active === false,
+      { timeout: 20_000, every: 500, what: 'the host pauses q' });
+    console.log(`host's layers once q paused: ${JSON.stringify(paused)}`);
+    const q0 = paused.find((l) => l.rid === 'q');
+    const seen = { large: await inboundVideo(large.page), small: await inboundVideo(small.page) };
+    await new Promise((r) => setTimeout(r, 3000));
+    const o = await outboundVideo(host.page);
+    const q1 = o.find((l) => l.rid === 'q');
+    console.log(`host's layers 3 s later: ${JSON.stringify(o)}`);
+    assert.ok(q1.framesEncoded - q0.framesEncoded <= 1 && q1.bytesSent - q0.bytesSent < 2000,
+      `q is no longer encoded or sent: ${JSON.stringify(q0)} -> ${JSON.stringify(q1)}`);
+    assert.ok(o.some((l) => l.rid !== 'q' && l.active), `a watched layer is still on: ${JSON.stringify(o)}`);
+    const still = { large: await inboundVideo(large.page), small: await inboundVideo(small.page) };
+    assert.ok(still.large.framesDecoded > seen.large.framesDecoded + 30 && still.small.framesDecoded > seen.small.framesDecoded + 30,
+      `both viewers keep decoding: ${JSON.stringify(seen)} -> ${JSON.stringify(still)}`);
+    // The small viewer's window shrinks again: q is wanted at once, the host
+    // turns it on, and the viewer gets the small picture.
+    await small.page.setViewportSize(SMALL);
+    const back = await eventually(() => outboundVideo(host.page), (v) => v.find((l) => l.rid === 'q')?.active === true,
+      { timeout: 10_000, every: 250, what: 'the host resumes q' });
+    const shrunk = await eventually(async () => ({ large: await inboundVideo(large.page), small: await inboundVideo(small.page) }),
+      (r) => r.small.width > 0 && r.small.width < r.large.width && r.small.framesDecoded > still.small.framesDecoded + 30,
+      { timeout: 30_000, every: 500, what: 'the shrunk viewer gets the small layer again and decodes it' });
+    console.log(`q resumed: ${JSON.stringify(back)}; received: ${JSON.stringify(shrunk)}`);
     assert.deepEqual([...host.errors, ...large.errors, ...small.errors], []);
   });
 });

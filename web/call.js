@@ -133,6 +133,10 @@ export class Call {
       this.streams?.onAnswer(msg);
       return;
     }
+    if (msg.type === 'layers_wanted') {
+      this.streams?.onLayersWanted(msg);
+      return;
+    }
     if (msg.type === 'error') {
       if (!this.e2ee.onError(msg)) this.onError(msg);
       return;

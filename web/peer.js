@@ -51,18 +51,25 @@ function captureSize(track) {
   return s.width > 0 && s.height > 0 ? [s.width, s.height] : [];
 }
 
-/** Fits a camera sender's simulcast layers to a new track's capture size. */
-async function fitLayers(sender, track) {
+/**
+ * Fits a camera sender's simulcast layers to its track's capture size and to
+ * the layers the server last said someone receives (`layers_wanted`, null
+ * until it said): a layer is sent only if both allow it. The server names
+ * every layer a subscriber needs, so this never pauses one someone watches;
+ * a layer it names that the capture is too small for stays off.
+ */
+async function fitLayers(sender, track, layersWanted = null) {
   const params = sender.getParameters();
   if (!params.encodings || params.encodings.length !== CAMERA_RIDS.length) return;
-  const wanted = cameraEncodings(...captureSize(track));
+  const wanted = cameraEncodings(...captureSize(track || sender.track));
   let changed = false;
   params.encodings.forEach((e) => {
     const w = wanted.find((x) => x.rid === e.rid);
     if (!w) return;
+    const target = { ...w, active: w.active && (!layersWanted || layersWanted.includes(e.rid)) };
     for (const key of ['active', 'scaleResolutionDownBy', 'maxBitrate']) {
-      if (e[key] !== w[key]) {
-        e[key] = w[key];
+      if (e[key] !== target[key]) {
+        e[key] = target[key];
         changed = true;
       }
     }
@@ -98,6 +105,7 @@ export class Peer {
     this.wantOffer = false;
     this.offeredScreen = false; // the offer out now carries a screen share
     this.crossed = null; // a server offer dropped because it crossed ours
+    this.wantedLayers = null; // the camera layers someone receives (`layers_wanted`); null: all
     this.closed = false;
     this.queue = Promise.resolve();
     this.pc.addEventListener('track', (ev) => {
@@ -128,7 +136,7 @@ export class Peer {
       return;
     }
     t.sender.replaceTrack(track).then(() => {
-      if (kind === 'video' && track) return fitLayers(t.sender, track);
+      if (kind === 'video' && track) return fitLayers(t.sender, track, this.wantedLayers);
       return null;
     }).catch((err) => console.warn('media sender:', err));
     if (kind === 'screen') {
@@ -198,6 +206,20 @@ export class Peer {
       }
       await this.offerIfWanted();
     });
+  }
+
+  /**
+   * Dynacast (`layers_wanted`): the server says which of the camera's
+   * simulcast layers someone receives; the others stop encoding until named
+   * again. Only the camera sends simulcast; a message about another m-line
+   * changes nothing.
+   */
+  layersWanted(mid, rids) {
+    const t = this.sending.video;
+    if (!t || t.mid !== mid || !Array.isArray(rids)) return;
+    this.wantedLayers = rids.filter((r) => CAMERA_RIDS.includes(r));
+    const wanted = this.wantedLayers;
+    this.run(() => (t.sender.track ? fitLayers(t.sender, null, wanted) : null));
   }
 
   close() {

@@ -90,6 +90,7 @@ export class Streams {
   onOffer(msg) { this.peer?.acceptOffer(msg.sdp, msg.tracks || []); }
   onAnswer(msg) { this.peer?.acceptAnswer(msg.sdp); }
   onRefused(code) { this.peer?.refused(code); }
+  onLayersWanted(msg) { this.peer?.layersWanted(msg.mid, msg.rids); }
 
   /** Asks for the screen; once captured, asks the server to let it be shared. */
   async shareScreen() {
