@@ -43,6 +43,17 @@
 //! key frame requests. The subscriber sees one stream throughout
 //! ([`crate::rewrite`]).
 //!
+//! Dynacast: the router tells each simulcast publisher which of its layers
+//! some subscriber receives or waits for ([`Event::LayersWanted`]); one
+//! unwatched for [`DYNACAST_HOLD`] is dropped from the set, one needed again
+//! joins it at once and its key frame is asked for as it arrives. Layers
+//! nobody receives get no NACKs. A publisher that ignores the message only
+//! spends its own uplink.
+//!
+//! Repair: each subscriber stream answers NACKs from a history of
+//! forwarded packets, within a retransmission budget
+//! ([`DEFAULT_RTX_RATIO_CAP`]) above str0m's default.
+//!
 //! Active speaker: the RFC 6464 levels on forwarded audio feed
 //! [`crate::speaker`]; a change comes out as [`Event::ActiveSpeaker`].
 //!
