@@ -364,3 +364,43 @@ fn a_resumed_layer_that_never_comes_is_given_up_without_flapping() {
         .collect();
     assert_eq!(b.last(), Some(&1), "B gets h: {b:?}");
 }
+
+/// NACKs the publisher received so far on layer `rid`, by its latest send
+/// statistics.
+fn nacks_on(net: &mut Net, rid: &str) -> u64 {
+    net.client(A)
+        .events
+        .iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            Event::MediaEgressStats(s)
+                if s.rid.as_ref().map(|r| r.to_string()).as_deref() == Some(rid) =>
+            {
+                Some(s.nacks)
+            }
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_router_asks_for_no_retransmission_of_a_layer_nobody_receives() {
+    // A ignores dynacast, so f keeps arriving though nobody receives it.
+    let (mut net, mut publisher) = meeting(false, (160, 90), (640, 360));
+    publisher.run(&mut net, 3_000);
+    let before = (nacks_on(&mut net, "q"), nacks_on(&mut net, "f"));
+    // One packet of q and one of f go missing on A's uplink (their
+    // sequence numbers are skipped).
+    publisher.seq[0] += 1;
+    publisher.seq[2] += 1;
+    publisher.run(&mut net, 1_000);
+    let after = (nacks_on(&mut net, "q"), nacks_on(&mut net, "f"));
+    assert!(
+        after.0 > before.0,
+        "q, which B receives, is repaired: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after.1, before.1,
+        "f, which nobody receives, is not: {before:?} -> {after:?}"
+    );
+}

@@ -286,6 +286,8 @@ impl Net {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
+            // Per-layer send statistics (NACKs received), for the tests.
+            .set_stats_interval(Some(Duration::from_millis(200)))
             .build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut simulcast = Simulcast::new();
