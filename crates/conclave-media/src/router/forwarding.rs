@@ -318,9 +318,6 @@ impl Router {
         };
         let incoming = &mut track.layers[layer];
         incoming.meter.on_packet(now, packet.payload.len());
-        // A layer resumed by dynacast: ask for its key frame as it arrives,
-        // for the subscriber waiting to switch to it.
-        let resumed = std::mem::take(&mut incoming.resumed);
         let keyframe_start = if params.spec().codec == Codec::Vp8 {
             let info = crate::vp8::parse(&packet.payload);
             if let Some((w, h)) = info.size {
@@ -334,6 +331,9 @@ impl Router {
             peer.stats.rtp_gated += 1;
             return;
         }
+        // A layer resumed by dynacast: ask for its key frame as it arrives
+        // (and may be forwarded), for the subscriber waiting to switch to it.
+        let resumed = std::mem::take(&mut track.layers[layer].resumed);
         let audio = track.kind == MediaKind::Audio;
         let mut silent = false;
         if audio {
