@@ -6,6 +6,8 @@
 //! - [`media`]: the client's WebRTC peer (str0m, the offering side), and the
 //!   decrypted frames it hands out.
 //! - [`record`]: writing received frames to IVF (VP8) and Ogg (Opus) files.
+//! - [`relay`]: media through a TURN relay (`turn:` over UDP), for
+//!   networks where only the relay is reachable.
 //! - [`session`]: a whole session: join, wait, run media, report.
 //! - [`signaling`]: the meeting WebSocket from the client side: join, wait,
 //!   exchange messages.
@@ -19,6 +21,7 @@ pub mod invite;
 pub mod ivf;
 pub mod media;
 pub mod record;
+pub mod relay;
 pub mod session;
 pub mod signaling;
 pub mod tcp;

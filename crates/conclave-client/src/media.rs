@@ -312,6 +312,8 @@ pub struct PeerStats {
     /// (checks on the path not taken count too, so compare, not test for 0).
     pub udp_packets_out: u64,
     pub tcp_packets_out: u64,
+    /// Packets str0m sent from the TURN relay's address ([`crate::relay`]).
+    pub relay_packets_out: u64,
 }
 
 /// Which SFrame layout a track's frames use.
@@ -335,6 +337,11 @@ pub struct ClientPeer {
     transmits: Vec<(SocketAddr, Vec<u8>)>,
     /// Packets for the ICE-TCP connection to each address ([`crate::tcp`]).
     tcp_transmits: Vec<(SocketAddr, Vec<u8>)>,
+    /// The TURN allocation's relayed address, once there is one: str0m's
+    /// transmits from it go through the relay, not the UDP socket.
+    relayed: Option<SocketAddr>,
+    /// Packets for the TURN relay to send on to each address.
+    relay_transmits: Vec<(SocketAddr, Vec<u8>)>,
     /// When str0m next wants `Input::Timeout`.
     rtc_timeout: Instant,
     /// Received frames kept for the caller (a recorder), when asked for.
@@ -456,6 +463,53 @@ impl ClientPeer {
         self.drain(now)
     }
 
+    /// A TURN allocation at `relayed` (requested from `local`) is ready:
+    /// str0m pairs this relayed candidate with the server's UDP one, and
+    /// what it sends from `relayed` leaves through the relay
+    /// ([`ClientPeer::take_relay_transmits`]). ICE prefers host candidates,
+    /// so the relay carries media only where nothing direct works.
+    pub fn add_relayed_candidate(
+        &mut self,
+        relayed: SocketAddr,
+        local: SocketAddr,
+        now: Instant,
+    ) -> Result<(), PeerError> {
+        let candidate = Candidate::relayed(relayed, local, "udp").map_err(RtcError::from)?;
+        self.relayed = Some(relayed);
+        self.rtc.add_local_candidate(candidate);
+        self.drain(now)
+    }
+
+    /// A datagram the TURN relay delivered from `source` (the server), as
+    /// received on the relayed address.
+    pub fn handle_relayed(
+        &mut self,
+        source: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<(), PeerError> {
+        let Some(relayed) = self.relayed else {
+            return Ok(());
+        };
+        let Ok(contents) = data.try_into() else {
+            return Ok(()); // not STUN/DTLS/RTP: ignore
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: relayed,
+                contents,
+            },
+        );
+        if self.rtc.accepts(&input) {
+            self.rtc.handle_input(input)?;
+            self.drain(now)?;
+        }
+        Ok(())
+    }
+
     /// One RFC 4571 frame from the ICE-TCP connection `local` ↔ `source`.
     pub fn handle_tcp_frame(
         &mut self,
@@ -501,6 +555,8 @@ impl ClientPeer {
             outbox: Vec::new(),
             transmits: Vec::new(),
             tcp_transmits: Vec::new(),
+            relayed: None,
+            relay_transmits: Vec::new(),
             rtc_timeout: now,
             keep_frames: false,
             frames: Vec::new(),
@@ -842,6 +898,11 @@ impl ClientPeer {
                 self.tcp_transmits
                     .push((t.destination, t.contents.to_vec()));
             }
+            Output::Transmit(t) if Some(t.source) == self.relayed => {
+                self.stats.relay_packets_out += 1;
+                self.relay_transmits
+                    .push((t.destination, t.contents.to_vec()));
+            }
             Output::Transmit(t) => {
                 self.stats.udp_packets_out += 1;
                 self.transmits.push((t.destination, t.contents.to_vec()));
@@ -925,6 +986,11 @@ impl ClientPeer {
     /// Packets for ICE-TCP connections, by the server address each goes to.
     pub fn take_tcp_transmits(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         std::mem::take(&mut self.tcp_transmits)
+    }
+
+    /// Datagrams for the TURN relay to send on, by destination.
+    pub fn take_relay_transmits(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::mem::take(&mut self.relay_transmits)
     }
 
     /// Signaling messages to send.

@@ -14,6 +14,7 @@ use crate::invite::Invite;
 use crate::ivf::IvfReader;
 use crate::media::{ClientPeer, PeerError, PeerStats, SourceMedia};
 use crate::record::{RecordedTrack, Recording};
+use crate::relay::{RelayError, RelayFallback};
 use crate::signaling::{Admission, Signaling, SignalingError};
 use crate::tcp::TcpFallback;
 
@@ -35,6 +36,8 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
     #[error("end-to-end encryption: {0}")]
     E2ee(#[from] conclave_e2ee::E2eeError),
+    #[error("TURN relay: {0}")]
+    Relay(#[from] RelayError),
 }
 
 /// How to join and what to send.
@@ -174,6 +177,11 @@ pub struct MediaOptions {
     /// over ICE-TCP only. For tests of the fallback; a real client offers
     /// UDP and falls back to TCP by itself.
     pub no_udp: bool,
+    /// Offer no candidate of its own and allocate on the first `turn:`
+    /// (UDP) server of `joined.ice_servers` at once: media goes through the
+    /// relay only. For tests of the relay path; a real client allocates by
+    /// itself when neither UDP nor ICE-TCP connected ([`crate::relay`]).
+    pub relay_only: bool,
 }
 
 /// What happened, for `--stats` and for tests.
@@ -325,6 +333,8 @@ pub async fn run_with(
     let sources = read_sources(&opts, &extra)?;
     let (mut sig, admission) = join(&opts).await?;
     let admitted_wall = SystemTime::now();
+    let relay = RelayFallback::new(&admission.ice_servers, extra.relay_only);
+    relay.check()?;
     let (socket, mut peer) = start_media(&mut sig, &opts, &extra, sources).await?;
     let views = ViewSizes::new(&extra.view_sizes, tokio::time::Instant::now());
     let e2ee = join_group(opts.outside_group, &admission, &mut peer, &mut sig).await?;
@@ -333,6 +343,8 @@ pub async fn run_with(
         sig,
         socket,
         tcp: TcpFallback::new(!extra.no_udp),
+        tcp_enabled: !extra.relay_only,
+        relay,
         peer,
         e2ee,
         e2ee_seen: E2eeReport::default(),
@@ -433,7 +445,7 @@ async fn start_media(
     }
     let socket = UdpSocket::bind(SocketAddr::new(opts.bind, 0)).await?;
     let local = socket.local_addr()?;
-    let (mut peer, offer) = if extra.no_udp {
+    let (mut peer, offer) = if extra.no_udp || extra.relay_only {
         ClientPeer::new_tcp_only(sources, Instant::now())?
     } else {
         ClientPeer::new(local, sources, Instant::now())?
@@ -545,6 +557,9 @@ struct Live {
     sig: Signaling,
     socket: UdpSocket,
     tcp: TcpFallback,
+    /// Not with `relay_only`: then the relay is the only path.
+    tcp_enabled: bool,
+    relay: RelayFallback,
     peer: ClientPeer,
     e2ee: Option<E2ee>,
     e2ee_seen: E2eeReport,
@@ -587,6 +602,9 @@ impl Live {
                 Some((from, local, frame)) = self.tcp.recv() => {
                     self.peer.handle_tcp_frame(from, local, &frame, Instant::now())?;
                 }
+                event = self.relay.next() => {
+                    self.relay.handle(event, &mut self.peer, Instant::now())?;
+                }
                 () = tokio::time::sleep_until(wake) => {
                     next = self.peer.handle_timeout(Instant::now())?;
                 }
@@ -617,7 +635,10 @@ impl Live {
         match msg {
             Some(ServerMessage::MediaAnswer { sdp }) => {
                 self.peer.accept_answer(&sdp, Instant::now())?;
-                self.tcp.on_answer(&sdp, Instant::now());
+                if self.tcp_enabled {
+                    self.tcp.on_answer(&sdp, Instant::now());
+                }
+                self.relay.on_answer(Instant::now());
             }
             Some(ServerMessage::MediaOffer { sdp, tracks }) => {
                 self.peer.accept_offer(&sdp, tracks, Instant::now())?;
@@ -673,6 +694,7 @@ impl Live {
             }
         }
         self.tcp.step(&mut self.peer, Instant::now()).await?;
+        self.relay.step(&mut self.peer, Instant::now())?;
         for msg in self.peer.take_messages() {
             self.sig.send(&msg).await?;
         }
@@ -700,13 +722,14 @@ impl Live {
 
     /// Closes the connection and the recording, and says what happened.
     async fn report(
-        self,
+        mut self,
         admission: Admission,
         admitted_at: SystemTime,
         ended_early: Option<String>,
     ) -> Result<SessionReport, SessionError> {
         let media = self.peer.stats().clone();
         let ended_at = SystemTime::now();
+        self.relay.close().await;
         self.sig.close().await;
         let recorded = match self.recording {
             Some(rec) => {

@@ -49,6 +49,9 @@ pub struct Admission {
     pub resume_token: String,
     pub meeting: MeetingState,
     pub participants: Vec<Participant>,
+    /// The TURN servers the server named for this member, with its own
+    /// credentials ([`crate::relay`]).
+    pub ice_servers: Vec<conclave_proto::IceServer>,
 }
 
 impl From<tokio_tungstenite::tungstenite::Error> for SignalingError {
@@ -133,6 +136,7 @@ impl Signaling {
                     resume_token,
                     meeting,
                     participants,
+                    ice_servers,
                     ..
                 } => {
                     return Ok(Admission {
@@ -141,6 +145,7 @@ impl Signaling {
                         resume_token,
                         meeting,
                         participants,
+                        ice_servers,
                     });
                 }
                 ServerMessage::Error {

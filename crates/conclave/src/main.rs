@@ -124,6 +124,12 @@ struct JoinArgs {
     /// back to TCP by itself when UDP does not connect.
     #[arg(long)]
     tcp_only: bool,
+    /// Offer no candidate of its own: media only through the first `turn:`
+    /// (UDP) relay the server names in `joined` (checks the relay path).
+    /// Without it, the client allocates on the relay by itself when
+    /// neither UDP nor ICE-TCP connected.
+    #[arg(long, conflicts_with = "tcp_only")]
+    relay_only: bool,
     /// Print receive statistics as JSON at the end.
     #[arg(long)]
     stats: bool,
@@ -484,6 +490,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         view_sizes: args.view_size.clone(),
         chat_every: args.chat_every,
         no_udp: args.tcp_only,
+        relay_only: args.relay_only,
     };
     let report = run_with(
         media,
@@ -556,6 +563,15 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
                 })).collect::<Vec<_>>(),
             })
         });
+        let transport = [
+            ("udp", report.media.udp_packets_out),
+            ("tcp", report.media.tcp_packets_out),
+            ("relay", report.media.relay_packets_out),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .max_by_key(|(_, n)| *n)
+        .map(|(t, _)| t);
         let out = serde_json::json!({
             "participant": report.admission.you.0,
             "admitted_at_ms": unix_ms(report.admitted_at),
@@ -565,11 +581,15 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
             "sent_frames": report.media.sent_frames,
             "received": received,
             "keyframe_requests": report.media.keyframe_requests,
-            // Which transport ICE used, UDP or the ICE-TCP fallback.
+            // Which transport ICE used: UDP, the ICE-TCP fallback or the
+            // TURN relay. Checks on paths not taken count too, so
+            // `transport` names the one that carried the most.
             "packets_out": {
                 "udp": report.media.udp_packets_out,
                 "tcp": report.media.tcp_packets_out,
+                "relay": report.media.relay_packets_out,
             },
+            "transport": transport,
             "active_speakers": report.active_speakers.iter().map(|p| p.0).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);

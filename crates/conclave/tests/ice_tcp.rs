@@ -296,6 +296,7 @@ async fn native_sessions_without_udp_join_over_tcp_end_to_end_encrypted() {
         .await;
     let tcp_only = || MediaOptions {
         no_udp: true,
+        relay_only: false,
         ..MediaOptions::default()
     };
     // Both stay until each has 100 of the other's frames, decrypted.

@@ -1,12 +1,19 @@
 //! TURN relays (docs/operations.md, TURN): an admitted member's `joined`
 //! carries the operator's TURN servers with a credential of its own that the
 //! relay will refuse after the configured time; the waiting room never gets
-//! one, and a server without TURN servers sends none.
+//! one, and a server without TURN servers sends none. Native clients
+//! (`conclave join --relay-only`) exchange encrypted media through a real
+//! coturn on loopback with those credentials, and one whose credential the
+//! relay refuses says so.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::common::{TestServer, Ws};
+use crate::common::{TestServer, Together, Ws, frames_from_others, native_options};
 use conclave::turn::{TurnSecret, TurnServer};
+use conclave_client::session::{MediaOptions, SessionError, run_with};
+use conclave_proto::MediaKind::{Audio, Video};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha1::Sha1;
@@ -139,4 +146,204 @@ async fn without_turn_servers_joined_has_no_ice_servers() {
     let meeting = alice.create_meeting(json!({"title": "Direct"})).await;
     let (_host, joined) = server.host_joins(&alice, &meeting.id).await;
     assert!(joined.get("ice_servers").is_none(), "{joined}");
+}
+
+/// coturn on loopback with the TURN REST API (`use-auth-secret`), plain
+/// UDP and TCP on one port; stopped when dropped. The log stays readable
+/// for the test's assertions.
+struct Coturn {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Coturn {
+    async fn start(secret: &str) -> Coturn {
+        let turnserver =
+            std::env::var("TURNSERVER").unwrap_or_else(|_| "/usr/bin/turnserver".into());
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A port free for UDP now; coturn takes it for UDP and TCP.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free port")
+            .port();
+        let log = dir.path().join("turnserver.log");
+        let conf = dir.path().join("turnserver.conf");
+        std::fs::write(
+            &conf,
+            [
+                "listening-ip=127.0.0.1".to_string(),
+                "relay-ip=127.0.0.1".into(),
+                format!("listening-port={port}"),
+                "no-tls".into(),
+                "no-dtls".into(),
+                "use-auth-secret".into(),
+                format!("static-auth-secret={secret}"),
+                "realm=conclave.test".into(),
+                "fingerprint".into(),
+                "no-cli".into(),
+                "no-multicast-peers".into(),
+                // The router is on loopback here (docs/operations.md denies
+                // private ranges in production).
+                "allow-loopback-peers".into(),
+                format!("log-file={}", log.display()),
+                "simple-log".into(),
+                "verbose".into(),
+                format!("pidfile={}", dir.path().join("turnserver.pid").display()),
+                format!("userdb={}", dir.path().join("turndb").display()),
+            ]
+            .join("\n")
+                + "\n",
+        )
+        .expect("write coturn config");
+        let child = Command::new(&turnserver)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{turnserver} (coturn; .ci/run installs it): {e}"));
+        let mut coturn = Coturn {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if let Ok(Some(status)) = coturn.child.try_wait() {
+                panic!("coturn exited ({status}): {}", coturn.log_text());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "coturn never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        coturn
+    }
+
+    fn url(&self) -> String {
+        format!("turn:127.0.0.1:{}?transport=udp", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server whose members get `url` with credentials minted from `secret`.
+async fn server_with_relay(url: String, secret: &str) -> TestServer {
+    let secret = secret.to_string();
+    TestServer::start_with(move |c| {
+        c.turn_servers = vec![TurnServer::with_secret(vec![url], TurnSecret::new(&secret))];
+    })
+    .await
+}
+
+fn relay_only() -> MediaOptions {
+    MediaOptions {
+        relay_only: true,
+        ..MediaOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn native_clients_exchange_encrypted_media_through_coturn() {
+    let coturn = Coturn::start(SECRET).await;
+    let server = server_with_relay(coturn.url(), SECRET).await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let both = Together::new(2);
+    let enough = |p: &conclave_client::session::Progress<'_>| {
+        frames_from_others(p, Video) >= 30 && frames_from_others(p, Audio) >= 80
+    };
+    let mut a = native_options(&meeting, "Ada");
+    a.until = both.member(0, enough);
+    let mut b = native_options(&meeting, "Bob");
+    b.until = both.member(1, enough);
+    let a = tokio::spawn(run_with(relay_only(), a));
+    let b = tokio::spawn(run_with(relay_only(), b));
+    let a = a.await.expect("task").expect("session A");
+    let b = b.await.expect("task").expect("session B");
+    for (who, r) in [("A", &a), ("B", &b)] {
+        let m = &r.media;
+        let from_others = |kind| {
+            m.received
+                .values()
+                .filter(|t| t.participant.is_some_and(|p| p != r.admission.you))
+                .filter(|t| t.kind == Some(kind))
+                .map(|t| t.frames)
+                .sum::<u64>()
+        };
+        assert!(
+            from_others(Video) >= 30 && from_others(Audio) >= 80,
+            "{who} decrypted too little: {m:?}"
+        );
+        assert!(
+            r.e2ee.as_ref().is_some_and(|e| e.epoch >= 1),
+            "{who}: {:?}",
+            r.e2ee
+        );
+        // Everything str0m sent left through the relay: there was no other
+        // candidate.
+        assert!(
+            m.relay_packets_out > 100 && m.udp_packets_out == 0 && m.tcp_packets_out == 0,
+            "{who}: relay {} udp {} tcp {}",
+            m.relay_packets_out,
+            m.udp_packets_out,
+            m.tcp_packets_out
+        );
+    }
+    // And coturn says so: two allocations, each with a permission for the
+    // router's media address, for the members' minted usernames.
+    let log = coturn.log_text();
+    let allocated = log
+        .lines()
+        .filter(|l| l.contains("ALLOCATE processed, success"))
+        .count();
+    assert!(allocated >= 2, "coturn allocated {allocated} times:\n{log}");
+    assert!(
+        log.contains("CREATE_PERMISSION processed, success"),
+        "no permission for the router:\n{log}"
+    );
+    for r in [&a, &b] {
+        let tag = format!(":{}-", r.admission.you.0);
+        assert!(log.contains(&tag), "coturn never saw {tag}:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_turn_credential_is_named_with_the_relay() {
+    let coturn = Coturn::start(SECRET).await;
+    // The server mints with a secret coturn does not share.
+    let server = server_with_relay(coturn.url(), "not-the-relay-secret").await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let opts = native_options(&meeting, "Ada");
+    let err = run_with(relay_only(), opts)
+        .await
+        .expect_err("no media without the relay");
+    assert!(matches!(err, SessionError::Relay(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("the TURN server refused the credentials") && text.contains(&coturn.url()),
+        "{text}"
+    );
 }
