@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::media::ClientPeer;
 use crate::session::SessionError;
@@ -92,6 +92,10 @@ pub const TCP_FALLBACK_AFTER: Duration = Duration::from_millis(1500);
 pub struct TcpFallback {
     /// The server's passive candidate, and when to connect to it.
     due: Option<(SocketAddr, Instant)>,
+    /// A connection being opened: in a task, because a firewall that
+    /// drops the SYN keeps `connect` waiting for minutes, and the session
+    /// (ICE over UDP, the TURN fallback) must not wait with it.
+    connecting: Option<oneshot::Receiver<std::io::Result<TcpMedia>>>,
     conn: Option<TcpMedia>,
     /// The peer offered UDP: TCP waits for it to fail first.
     udp: bool,
@@ -101,6 +105,7 @@ impl TcpFallback {
     pub fn new(udp: bool) -> Self {
         TcpFallback {
             due: None,
+            connecting: None,
             conn: None,
             udp,
         }
@@ -110,7 +115,7 @@ impl TcpFallback {
     /// peer has no UDP, else after [`TCP_FALLBACK_AFTER`] unless UDP
     /// connected by then. A server that offers no TCP gets no connection.
     pub fn on_answer(&mut self, sdp: &str, now: Instant) {
-        if self.conn.is_some() {
+        if self.conn.is_some() || self.connecting.is_some() {
             return;
         }
         let wait = if self.udp {
@@ -121,8 +126,11 @@ impl TcpFallback {
         self.due = passive_candidates(sdp).first().map(|a| (*a, now + wait));
     }
 
-    /// Connects when due (and UDP did not connect), then sends what the
-    /// peer has for TCP.
+    /// Starts connecting when due (and UDP did not connect), adds the
+    /// connection once open (the session wakes at least every few tens of
+    /// milliseconds until connected), then sends what the peer has for TCP.
+    /// A connection that cannot be opened is logged, not fatal: the TURN
+    /// relay may still get through ([`crate::relay`]).
     pub async fn step(&mut self, peer: &mut ClientPeer, now: Instant) -> Result<(), SessionError> {
         if let Some((to, at)) = self.due
             && now >= at
@@ -130,9 +138,26 @@ impl TcpFallback {
             self.due = None;
             if !self.udp || !peer.is_connected() {
                 tracing::info!(server = %to, "media over ICE-TCP");
-                let conn = TcpMedia::connect(to).await?;
-                peer.add_tcp_candidate(conn.local, now)?;
-                self.conn = Some(conn);
+                let (tx, rx) = oneshot::channel();
+                tokio::spawn(async move {
+                    let _ = tx.send(TcpMedia::connect(to).await);
+                });
+                self.connecting = Some(rx);
+            }
+        }
+        if let Some(connecting) = self.connecting.as_mut() {
+            match connecting.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                Ok(Ok(conn)) => {
+                    self.connecting = None;
+                    peer.add_tcp_candidate(conn.local, now)?;
+                    self.conn = Some(conn);
+                }
+                Ok(Err(e)) => {
+                    self.connecting = None;
+                    tracing::warn!(error = %e, "no ICE-TCP connection");
+                }
+                Err(oneshot::error::TryRecvError::Closed) => self.connecting = None,
             }
         }
         let packets = peer.take_tcp_transmits();
