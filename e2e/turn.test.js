@@ -12,6 +12,13 @@
 // ClientHello names turn.conclave.test through to coturn's TLS listener
 // (--turn-passthrough), serving https://meet.conclave.test:PORT itself.
 //
+// In the first case `conclave join`, the native client, then joins too:
+// the server also names coturn's plain port (`turn:` over UDP, which the
+// native client speaks; the browsers' tries of it hit the firewall), and
+// once the firewall lets UDP reach coturn (never the router) the client
+// falls back to the relay by itself after UDP and ICE-TCP got nowhere, and
+// decrypts the browsers' media through it.
+//
 // The test needs root in the network namespace e2e/run makes (for nft) and
 // coturn's `turnserver`; .ci/run installs coturn and nftables.
 
@@ -22,7 +29,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { ARTIFACTS, eventually, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
+import { ARTIFACTS, BINARY, eventually, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
@@ -100,6 +107,7 @@ async function startCoturn(dir, tlsPort) {
   });
   return {
     log,
+    plainPort,
     async stop() {
       if (exited === null) {
         proc.kill('SIGTERM');
@@ -191,7 +199,8 @@ function relayedMeeting(title, { prefix, oneAddress }) {
         });
       } else {
         server = await startServer({
-          args: [...common.args, '--turn-url', `turns:${TURN_IP}:${tlsPort}?transport=tcp`],
+          args: [...common.args, '--turn-url', `turns:${TURN_IP}:${tlsPort}?transport=tcp`,
+            '--turn-url', `turn:${TURN_IP}:${turn.plainPort}?transport=udp`],
           env: common.env,
         });
       }
@@ -280,6 +289,41 @@ function relayedMeeting(title, { prefix, oneAddress }) {
         await screenshot(b.page, `${prefix}${who}-details`);
       }
     });
+
+    if (!oneAddress) {
+      step('conclave join falls back to the relay by itself and decrypts the browsers\' media', async () => {
+        // UDP to coturn's plain port (and back) now passes; the router's
+        // media port stays closed to all but the relay. Last, so the
+        // browsers' relay over TLS above was all they had.
+        for (const rule of [`ip daddr ${TURN_IP} udp dport ${turn.plainPort} accept`, `ip saddr ${TURN_IP} udp sport ${turn.plainPort} accept`]) {
+          run(NFT, ['insert', 'rule', 'inet', NFT_TABLE, 'output', ...rule.split(' ')]);
+        }
+        const native = spawn(BINARY, ['join', invite, '--name', 'Native', '--duration', '10', '--patience', '30', '--stats'], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: { ...process.env, RUST_LOG: 'conclave_client=info' },
+        });
+        let out = '';
+        let err = '';
+        native.stdout.on('data', (d) => { out += d; });
+        native.stderr.on('data', (d) => { err += d; });
+        const exited = new Promise((resolve) => native.on('exit', resolve));
+        await host.page.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+        const code = await exited;
+        fs.mkdirSync(ARTIFACTS, { recursive: true });
+        fs.writeFileSync(path.join(ARTIFACTS, `${prefix}native.log`), `${err}\n${out}`);
+        assert.equal(code, 0, `conclave join failed:\n${err}`);
+        const stats = JSON.parse(out);
+        const frames = Object.values(stats.received).reduce((n, t) => n + t.frames, 0);
+        assert.ok(frames > 100, `the native client decrypted ${frames} frames: ${out}`);
+        // UDP first (into the firewall), then the relay carried the media.
+        assert.equal(stats.transport, 'relay', JSON.stringify(stats.packets_out));
+        assert.ok(stats.packets_out.udp > 0 && stats.packets_out.relay > stats.packets_out.udp, JSON.stringify(stats.packets_out));
+        assert.match(err, /media over the TURN relay/);
+        const log = fs.readFileSync(turn.log, 'utf8');
+        const user = log.split('\n').find((l) => l.includes(`user <`) && l.includes(`:${stats.participant}-`) && l.includes('ALLOCATE processed, success'));
+        assert.ok(user, `coturn allocated for the native client (participant ${stats.participant})`);
+      });
+    }
   });
 }
 
