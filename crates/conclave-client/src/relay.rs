@@ -300,8 +300,17 @@ pub struct RelayFallback {
 
 impl RelayFallback {
     pub fn new(servers: &[IceServer], only: bool) -> Self {
+        let server = usable_server(servers);
+        if server.is_none() && !servers.is_empty() {
+            // Said once, so a session that never connects explains why the
+            // relay browsers use was not tried.
+            tracing::info!(
+                "no TURN server over UDP with credentials among the server's relays; \
+                 this client does not speak turns: or TURN over TCP"
+            );
+        }
         RelayFallback {
-            server: usable_server(servers),
+            server,
             due: None,
             only,
             pending: None,
