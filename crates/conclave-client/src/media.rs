@@ -491,23 +491,7 @@ impl ClientPeer {
         let Some(relayed) = self.relayed else {
             return Ok(());
         };
-        let Ok(contents) = data.try_into() else {
-            return Ok(()); // not STUN/DTLS/RTP: ignore
-        };
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination: relayed,
-                contents,
-            },
-        );
-        if self.rtc.accepts(&input) {
-            self.rtc.handle_input(input)?;
-            self.drain(now)?;
-        }
-        Ok(())
+        self.receive(Protocol::Udp, source, relayed, data, now)
     }
 
     /// One RFC 4571 frame from the ICE-TCP connection `local` ↔ `source`.
@@ -518,23 +502,7 @@ impl ClientPeer {
         data: &[u8],
         now: Instant,
     ) -> Result<(), PeerError> {
-        let Ok(contents) = data.try_into() else {
-            return Ok(()); // not STUN/DTLS/RTP: ignore
-        };
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Tcp,
-                source,
-                destination: local,
-                contents,
-            },
-        );
-        if self.rtc.accepts(&input) {
-            self.rtc.handle_input(input)?;
-            self.drain(now)?;
-        }
-        Ok(())
+        self.receive(Protocol::Tcp, source, local, data, now)
     }
 
     fn assemble(
@@ -744,15 +712,29 @@ impl ClientPeer {
         data: &[u8],
         now: Instant,
     ) -> Result<(), PeerError> {
+        self.receive(Protocol::Udp, source, self.local, data, now)
+    }
+
+    /// What arrived from `source` on the local candidate `destination`, by
+    /// whichever path (UDP socket, ICE-TCP frame, TURN relay): str0m takes
+    /// it if it belongs to this peer's ICE session.
+    fn receive(
+        &mut self,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<(), PeerError> {
         let Ok(contents) = data.try_into() else {
             return Ok(()); // not STUN/DTLS/RTP: ignore
         };
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
-                destination: self.local,
+                destination,
                 contents,
             },
         );
