@@ -13,21 +13,13 @@
 // installs nftables.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { after, before, describe } from 'node:test';
-import { BINARY, eventually, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
+import { BINARY, eventually, hostStartsMeeting, nftTable, openBrowser, received, screenshot, selectedPair, startServer, storySteps } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
-/** Ours alone, so that removing it leaves every other rule alone. */
-const NFT_TABLE = 'conclave_e2e_firewall';
-const NFT = process.env.NFT || '/usr/sbin/nft';
-
-function run(cmd, args, input) {
-  const r = spawnSync(cmd, args, { input, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
-  return r.stdout;
-}
+const firewall = nftTable('conclave_e2e_firewall');
 
 /**
  * The router's media ports: worker i listens on the first port + i (one
@@ -37,41 +29,14 @@ const WORKER_PORTS = 256;
 
 /** Drops all UDP to and from the router's media ports, both ways; TCP passes. */
 function blockUdp(mediaPort) {
-  dropFirewall();
   const ports = `${mediaPort}-${mediaPort + WORKER_PORTS - 1}`;
-  run(NFT, ['-f', '-'], `
-table inet ${NFT_TABLE} {
+  firewall.apply(`
   chain output {
     type filter hook output priority 0; policy accept;
     udp dport ${ports} counter drop
     udp sport ${ports} counter drop
   }
-}
 `);
-}
-
-function dropFirewall() {
-  spawnSync(NFT, ['delete', 'table', 'inet', NFT_TABLE], { encoding: 'utf8' });
-}
-
-/** The live peer connection's selected pair: the local and remote candidates' type and protocol. */
-function selectedPair(page) {
-  return page.evaluate(async () => {
-    const pc = (window.__pcs || []).filter((p) => p.connectionState !== 'closed').at(-1);
-    if (!pc) return null;
-    const stats = await pc.getStats();
-    let pair = null;
-    stats.forEach((s) => {
-      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
-    });
-    if (!pair) return null;
-    const l = stats.get(pair.localCandidateId);
-    const r = stats.get(pair.remoteCandidateId);
-    return {
-      local: { type: l?.candidateType, protocol: l?.protocol, relayProtocol: l?.relayProtocol, tcpType: l?.tcpType },
-      remote: { type: r?.candidateType, protocol: r?.protocol, port: r?.port, tcpType: r?.tcpType },
-    };
-  });
 }
 
 describe('media over ICE-TCP when the network drops UDP', () => {
@@ -90,7 +55,7 @@ describe('media over ICE-TCP when the network drops UDP', () => {
   });
 
   after(async () => {
-    dropFirewall();
+    firewall.remove();
     for (const b of [host, guest]) if (b) await b.close();
     if (server) await server.stop('firewall-server.log');
   });
@@ -126,7 +91,7 @@ describe('media over ICE-TCP when the network drops UDP', () => {
   });
 
   step('the firewall did its part: UDP to the router was dropped', async () => {
-    const rules = run(NFT, ['list', 'table', 'inet', NFT_TABLE]);
+    const rules = firewall.list();
     const dropped = [...rules.matchAll(/counter packets (\d+)/g)].map((m) => Number(m[1]));
     assert.ok(dropped.some((n) => n > 0), `the browsers tried UDP first and were stopped:\n${rules}`);
   });

@@ -288,3 +288,56 @@ export async function hostStartsMeeting(page, serverUrl, user, password) {
   await page.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
   return invite;
 }
+
+/** Runs a command to its end; its output, or an error with what it said. */
+export function runTool(cmd, args, input) {
+  const r = spawnSync(cmd, args, { input, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
+  return r.stdout;
+}
+
+const NFT = process.env.NFT || '/usr/sbin/nft';
+
+/**
+ * A firewall of the test's own: one nftables table, so removing it leaves
+ * every other rule in the namespace alone.
+ */
+export function nftTable(name) {
+  return {
+    /** Replaces the table with `body` (chains in nft syntax). */
+    apply(body) {
+      this.remove();
+      runTool(NFT, ['-f', '-'], `table inet ${name} {\n${body}\n}\n`);
+    },
+    /** Puts `rule` first in `chain`. */
+    insert(chain, rule) {
+      runTool(NFT, ['insert', 'rule', 'inet', name, chain, ...rule.split(' ')]);
+    },
+    /** The table with its counters, as nft lists it. */
+    list() {
+      return runTool(NFT, ['list', 'table', 'inet', name]);
+    },
+    remove() {
+      spawnSync(NFT, ['delete', 'table', 'inet', name], { encoding: 'utf8' });
+    },
+  };
+}
+
+/** The page's live peer connection's selected candidate pair: each side's type, protocol and address. */
+export function selectedPair(page) {
+  return page.evaluate(async () => {
+    const pc = (window.__pcs || []).filter((p) => p.connectionState !== 'closed').at(-1);
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (!pair) return null;
+    const side = (c) => ({
+      type: c?.candidateType, protocol: c?.protocol, relayProtocol: c?.relayProtocol,
+      tcpType: c?.tcpType, address: c?.address, port: c?.port,
+    });
+    return { local: side(stats.get(pair.localCandidateId)), remote: side(stats.get(pair.remoteCandidateId)) };
+  });
+}

@@ -23,13 +23,13 @@
 // coturn's `turnserver`; .ci/run installs coturn and nftables.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { ARTIFACTS, BINARY, eventually, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
+import { ARTIFACTS, BINARY, eventually, freeTcpPort, hostStartsMeeting, nftTable, openBrowser, received, runTool, screenshot, selectedPair, startServer, storySteps } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
@@ -38,25 +38,17 @@ const SECRET = 'e2e-turn-static-auth-secret';
 const TURN_IP = '127.0.0.2';
 /** The address coturn relays from: the only one the router may hear from. */
 const RELAY_IP = '127.0.0.3';
-/** Ours alone, so that removing it leaves every other rule alone. */
-const NFT_TABLE = 'conclave_e2e_turn';
+const firewall = nftTable('conclave_e2e_turn');
 const TURNSERVER = process.env.TURNSERVER || '/usr/bin/turnserver';
-const NFT = process.env.NFT || '/usr/sbin/nft';
 /** The names of the one-address case; the browsers resolve both to 127.0.0.1. */
 const SITE_NAME = 'meet.conclave.test';
 const TURN_NAME = 'turn.conclave.test';
-
-function run(cmd, args, input) {
-  const r = spawnSync(cmd, args, { input, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
-  return r.stdout;
-}
 
 /** A self-signed certificate for `name` (and the relay's address), as an operator's would be for its name. */
 function makeCertificate(dir, name = TURN_NAME) {
   const cert = path.join(dir, `${name}-cert.pem`);
   const key = path.join(dir, `${name}-key.pem`);
-  run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+  runTool('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
     '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${name}`,
     '-addext', `subjectAltName=IP:${TURN_IP},DNS:${name}`]);
   return { cert, key };
@@ -127,41 +119,14 @@ async function startCoturn(dir, tlsPort) {
  * a network that lets only TLS to 443 out.
  */
 function blockDirectMedia(mediaPort) {
-  dropFirewall();
-  run(NFT, ['-f', '-'], `
-table inet ${NFT_TABLE} {
+  firewall.apply(`
   chain output {
     type filter hook output priority 0; policy accept;
     meta l4proto udp ip saddr != ${RELAY_IP} ip daddr != ${RELAY_IP} counter drop
     tcp dport ${mediaPort} ip saddr != ${RELAY_IP} counter drop
     tcp sport ${mediaPort} ip daddr != ${RELAY_IP} counter drop
   }
-}
 `);
-}
-
-function dropFirewall() {
-  spawnSync(NFT, ['delete', 'table', 'inet', NFT_TABLE], { encoding: 'utf8' });
-}
-
-/** What the page's live peer connection's selected pair is: {local: type/protocol/relayProtocol, remote}. */
-function selectedPair(page) {
-  return page.evaluate(async () => {
-    const pc = (window.__pcs || []).filter((p) => p.connectionState !== 'closed').at(-1);
-    if (!pc) return null;
-    const stats = await pc.getStats();
-    let pair = null;
-    stats.forEach((s) => {
-      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
-    });
-    if (!pair) return null;
-    const l = stats.get(pair.localCandidateId);
-    const r = stats.get(pair.remoteCandidateId);
-    return {
-      local: { type: l?.candidateType, protocol: l?.protocol, relayProtocol: l?.relayProtocol, address: l?.address },
-      remote: { type: r?.candidateType, address: r?.address, port: r?.port },
-    };
-  });
 }
 
 /**
@@ -217,7 +182,7 @@ function relayedMeeting(title, { prefix, oneAddress }) {
     });
 
     after(async () => {
-      dropFirewall();
+      firewall.remove();
       for (const b of [host, guest]) if (b) await b.close();
       if (server) await server.stop(`${prefix}server.log`);
       if (turn) await turn.stop();
@@ -265,7 +230,7 @@ function relayedMeeting(title, { prefix, oneAddress }) {
     });
 
     step('the firewall did its part: direct packets to the router were dropped', async () => {
-      const rules = run(NFT, ['list', 'table', 'inet', NFT_TABLE]);
+      const rules = firewall.list();
       const dropped = [...rules.matchAll(/counter packets (\d+)/g)].map((m) => Number(m[1]));
       assert.ok(dropped.some((n) => n > 0), `the browsers tried the direct path and were stopped:\n${rules}`);
     });
@@ -296,7 +261,7 @@ function relayedMeeting(title, { prefix, oneAddress }) {
         // media port stays closed to all but the relay. Last, so the
         // browsers' relay over TLS above was all they had.
         for (const rule of [`ip daddr ${TURN_IP} udp dport ${turn.plainPort} accept`, `ip saddr ${TURN_IP} udp sport ${turn.plainPort} accept`]) {
-          run(NFT, ['insert', 'rule', 'inet', NFT_TABLE, 'output', ...rule.split(' ')]);
+          firewall.insert('output', rule);
         }
         const native = spawn(BINARY, ['join', invite, '--name', 'Native', '--duration', '10', '--patience', '30', '--stats'], {
           stdio: ['ignore', 'pipe', 'pipe'],
