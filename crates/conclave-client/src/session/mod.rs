@@ -2,7 +2,7 @@
 //! run the media peer on a UDP socket (and over ICE-TCP when UDP does not get
 //! through: [`crate::tcp`]) until the time is up or the meeting ends.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -10,13 +10,23 @@ use conclave_proto::{ClientMessage, MediaKind, ParticipantId, ServerMessage};
 use tokio::net::UdpSocket;
 
 use crate::e2ee::{Change, E2ee};
-use crate::invite::Invite;
 use crate::ivf::IvfReader;
 use crate::media::{ClientPeer, PeerError, PeerStats, SourceMedia};
-use crate::record::{RecordedTrack, Recording};
+use crate::record::Recording;
 use crate::relay::{RelayError, RelayFallback};
 use crate::signaling::{Admission, Signaling, SignalingError};
 use crate::tcp::TcpFallback;
+
+mod api;
+pub use api::{
+    E2eeReport, JoinOptions, MediaOptions, Progress, SIMULCAST_RIDS, SentChat, SessionReport, Until,
+};
+
+/// How soon a chat message MLS would not encrypt yet is tried again.
+const CHAT_RETRY: Duration = Duration::from_millis(100);
+
+/// Active speaker announcements kept in a report, at most.
+const MAX_SPEAKERS_KEPT: usize = 1024;
 
 /// Largest UDP datagram read.
 const MAX_DATAGRAM: usize = 2048;
@@ -38,169 +48,6 @@ pub enum SessionError {
     E2ee(#[from] conclave_e2ee::E2eeError),
     #[error("TURN relay: {0}")]
     Relay(#[from] RelayError),
-}
-
-/// How to join and what to send.
-#[derive(Debug, Clone)]
-pub struct JoinOptions {
-    pub invite: Invite,
-    pub name: String,
-    /// Overrides the passcode in the invite link.
-    pub passcode: Option<String>,
-    /// A personal API token: join one's own meeting as host.
-    pub token: Option<String>,
-    pub send_ivf: Option<PathBuf>,
-    pub send_ogg: Option<PathBuf>,
-    /// Send benchmark load instead of files: video of 130 one-packet frames a
-    /// second (~1.1 Mbit/s) and audio of 50 small frames a second, each
-    /// stamped with its send time.
-    pub synthetic: bool,
-    /// How long to stay once admitted.
-    pub duration: Duration,
-    /// How long to wait in the waiting room.
-    pub patience: Duration,
-    /// The address to bind the media socket to (loopback by default).
-    pub bind: IpAddr,
-    /// Write every received track into this directory (`conclave record`).
-    pub record: Option<PathBuf>,
-    /// Leave early, cleanly (files closed), when this is notified (Ctrl-C).
-    pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
-    /// Leave early, cleanly, once this holds: a caller that waits for
-    /// something to happen (frames from someone, a layer switch) ends when
-    /// it has, and `duration` is only the upper bound.
-    pub until: Option<Until>,
-    /// Stay out of the MLS group and take frames as the server forwards
-    /// them. Only tests use this, to look at what the server sees; a real
-    /// client always encrypts.
-    pub outside_group: bool,
-}
-
-/// What a running session has seen so far, for [`Until`].
-pub struct Progress<'a> {
-    pub you: ParticipantId,
-    pub media: &'a PeerStats,
-    pub active_speakers: &'a [ParticipantId],
-    /// The MLS group as seen so far (empty outside the group).
-    pub e2ee: &'a E2eeReport,
-}
-
-/// A condition that ends a session ([`JoinOptions::until`]), checked after
-/// every wake-up of the session's loop, so at least every few milliseconds
-/// while media flows.
-#[derive(Clone)]
-pub struct Until(std::sync::Arc<dyn Fn(&Progress<'_>) -> bool + Send + Sync>);
-
-impl Until {
-    pub fn new(done: impl Fn(&Progress<'_>) -> bool + Send + Sync + 'static) -> Self {
-        Until(std::sync::Arc::new(done))
-    }
-
-    fn holds(&self, progress: &Progress<'_>) -> bool {
-        (self.0)(progress)
-    }
-}
-
-impl std::fmt::Debug for Until {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Until(..)")
-    }
-}
-
-/// What the client's MLS member ended with.
-#[derive(Debug, Clone, Default)]
-pub struct E2eeReport {
-    pub epoch: u64,
-    pub security_code: String,
-    /// Participant ids in the group, as the group says.
-    pub roster: Vec<String>,
-    /// Group members the server never announced (or announced fewer times than the group
-    /// holds them), at the end: someone holding the meeting's keys whom nobody sees.
-    pub not_announced: Vec<String>,
-    /// Chat messages decrypted: (sender id, text).
-    pub chats: Vec<(String, String)>,
-    /// Chat messages this member sent ([`MediaOptions::chat_every`]), the first
-    /// [`MAX_CHATS_KEPT`] of them.
-    pub sent: Vec<SentChat>,
-    /// Chat messages sent in all.
-    pub sent_count: u64,
-    /// Times a chat message was due but MLS would not encrypt it yet (a
-    /// proposal waited for its commit); it went out on a later try.
-    pub chat_deferred: u64,
-    /// Removed from the group by a commit.
-    pub removed: bool,
-    /// Every epoch this member entered: the epoch, the security code shown
-    /// then and the group's roster.
-    pub epochs: Vec<(u64, String, Vec<String>)>,
-}
-
-/// A chat message sent, with the group it was sent to.
-#[derive(Debug, Clone)]
-pub struct SentChat {
-    pub text: String,
-    /// When it went to the server (wall clock, to compare across processes).
-    pub at: SystemTime,
-    /// The epoch it was encrypted in, and that epoch's roster (participant
-    /// ids, this member included): who should be able to read it.
-    pub epoch: u64,
-    pub roster: Vec<String>,
-}
-
-/// How soon a chat message MLS would not encrypt yet is tried again.
-const CHAT_RETRY: Duration = Duration::from_millis(100);
-
-/// The rids of simulcast layers, smallest first, as the web client names
-/// its send encodings.
-pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
-
-/// Active speaker announcements kept in a report, at most.
-const MAX_SPEAKERS_KEPT: usize = 1024;
-
-/// What to send and say beyond [`JoinOptions`]: simulcast, audio levels and
-/// view sizes ([`run_with`]).
-#[derive(Debug, Clone, Default)]
-pub struct MediaOptions {
-    /// IVF files of one video at up to three sizes, smallest first, sent as
-    /// the simulcast layers of one track (rids from [`SIMULCAST_RIDS`]).
-    pub simulcast_ivf: Vec<PathBuf>,
-    /// The RFC 6464 level (-dBov: 0 loudest, 127 silence) sent with every
-    /// audio frame; none by default.
-    pub audio_level: Option<u8>,
-    /// View sizes to report for every video received: from this long after
-    /// admission on, show it at width × height (the server picks the
-    /// simulcast layer by it).
-    pub view_sizes: Vec<(Duration, u32, u32)>,
-    /// Send an end-to-end encrypted chat message this often once in the
-    /// group, each text unique ("chat <participant id> <n>"), for soak and
-    /// load runs to count what arrives.
-    pub chat_every: Option<Duration>,
-    /// Offer no UDP candidate, as on a network that drops UDP: media goes
-    /// over ICE-TCP only. For tests of the fallback; a real client offers
-    /// UDP and falls back to TCP by itself.
-    pub no_udp: bool,
-    /// Offer no candidate of its own and allocate on the first `turn:`
-    /// (UDP) server of `joined.ice_servers` at once: media goes through the
-    /// relay only. For tests of the relay path; a real client allocates by
-    /// itself when neither UDP nor ICE-TCP connected ([`crate::relay`]).
-    pub relay_only: bool,
-}
-
-/// What happened, for `--stats` and for tests.
-#[derive(Debug, Clone)]
-pub struct SessionReport {
-    pub admission: Admission,
-    /// When the server admitted this client and when the session stopped
-    /// (before the connection closed): wall clock, to line sessions up.
-    pub admitted_at: SystemTime,
-    pub ended_at: SystemTime,
-    pub media: PeerStats,
-    /// Every `active_speaker` the server announced, in order.
-    pub active_speakers: Vec<ParticipantId>,
-    /// The files written, when recording.
-    pub recorded: Vec<RecordedTrack>,
-    /// The MLS group as this member saw it last (absent outside the group).
-    pub e2ee: Option<E2eeReport>,
-    /// Why the session ended before its time, if it did.
-    pub ended_early: Option<String>,
 }
 
 fn read_ivf(path: &Path) -> Result<SourceMedia, SessionError> {
