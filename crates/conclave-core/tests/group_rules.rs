@@ -2,6 +2,9 @@
 //! (conclave-e2ee) on the other end: who gets asked to create the group, when
 //! Add and Remove are proposed, which commit wins, who gets the Welcome — and
 //! that nothing of the group reaches a waiting connection.
+//!
+//! One file though long: every section drives the same meeting with the same
+//! real members, and the helpers they share sit at the top.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
