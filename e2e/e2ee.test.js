@@ -438,11 +438,14 @@ describe('end-to-end encryption in the browser', () => {
       await g.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
       // 3 s after the host was asked, the guest is: it makes the group and
       // adds the host, whose client still holds the request unanswered.
-      const code = await eventually(() => securityCode(g), (c) => c.length > 0,
-        { timeout: 15_000, what: 'the guest made the group while the host hangs' });
+      // The guest first shows the code of its group alone, then, once its
+      // Add is in, the code of the group with the host: that one is taken.
+      await g.getByRole('list', { name: 'In the meeting' })
+        .getByRole('img', { name: 'In the encrypted group', exact: true }).nth(1).waitFor({ timeout: 15_000 });
+      const code = await securityCode(g);
+      assert.ok(code.length > 0, 'the guest made the group while the host hangs');
       assert.equal(await securityCode(p), '', 'the hung host has no group yet');
-      // The guest shows its code once its commit is accepted; the Welcome
-      // the server sends the host at the same moment is on its way.
+      // The server sent the host its Welcome as the Add went in.
       await eventually(() => held.some((m) => JSON.parse(m).type === 'mls_welcome'), (h) => h,
         { timeout: 5_000, what: 'the host\'s Welcome waits for it' });
       assert.equal(await securityCode(p), '', 'the hung host still has no group');
