@@ -23,7 +23,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 
-use crate::common::{TIMEOUT, TestServer};
+use crate::common::{TIMEOUT, TestServer, pem};
 
 /// The name the tests get certificates for.
 const DOMAIN: &str = "meet.conclave.test";
@@ -31,18 +31,6 @@ const DOMAIN: &str = "meet.conclave.test";
 /// thirds of it, with a third left for the checks of the old one to see it
 /// still valid on a loaded machine.
 const SHORT_LIFETIME_SECS: u64 = 18;
-
-/// A PEM block (RFC 7468).
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = data_encoding::BASE64.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
 
 /// A loopback port free for TCP and UDP both (challtestsrv's DNS uses both).
 fn free_port() -> u16 {

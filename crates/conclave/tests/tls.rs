@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::common::{PASSWORD, TIMEOUT, TestServer};
+use crate::common::{PASSWORD, TIMEOUT, TestServer, pem};
 
 /// A certificate authority the test's clients trust.
 pub(crate) struct Ca(CertifiedIssuer<'static, KeyPair>);
@@ -27,18 +27,6 @@ pub(crate) struct Leaf {
     pub(crate) der: CertificateDer<'static>,
     /// The key as PKCS#8 DER, for a test's own TLS server.
     pub(crate) key_der: Vec<u8>,
-}
-
-/// A PEM block (RFC 7468): base64 in lines of 64 characters.
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = data_encoding::BASE64.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 impl Ca {

@@ -19,6 +19,18 @@ pub use native::{Together, frames_from_others, native_options, sample};
 pub use server::TestServer;
 pub use ws::{Frame, Ws, WsOpts, join, open_ws};
 
+/// A PEM block (RFC 7468): base64 in lines of 64 characters.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = data_encoding::BASE64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 /// The password of every account the harness creates.
 pub const PASSWORD: &str = "correct horse battery staple";
 /// How long a test waits for a message that should come. Only a failing test
