@@ -13,9 +13,8 @@
 // installs nftables.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, describe } from 'node:test';
-import { BINARY, eventually, hostStartsMeeting, nftTable, openBrowser, received, screenshot, selectedPair, startServer, storySteps } from './harness.js';
+import { eventually, hostStartsMeeting, nftTable, openBrowser, received, screenshot, selectedPair, startNativeJoin, startServer, storySteps } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
@@ -108,17 +107,9 @@ describe('media over ICE-TCP when the network drops UDP', () => {
 
   step('conclave join falls back to TCP by itself and decrypts the browsers\' media', async () => {
     // Receives only; stays 8 s once admitted; --stats prints what it got.
-    const native = spawn(BINARY, ['join', invite, '--name', 'Native', '--duration', '8', '--patience', '30', '--stats'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_LOG: 'conclave_client=info' },
-    });
-    let out = '';
-    let err = '';
-    native.stdout.on('data', (d) => { out += d; });
-    native.stderr.on('data', (d) => { err += d; });
-    const exited = new Promise((resolve) => native.on('exit', resolve));
+    const native = startNativeJoin(invite, 8);
     await host.page.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
-    const code = await exited;
+    const { code, out, err } = await native.done;
     assert.equal(code, 0, `conclave join failed:\n${err}`);
     const stats = JSON.parse(out);
     const frames = Object.values(stats.received).reduce((n, t) => n + t.frames, 0);

@@ -341,3 +341,20 @@ export function selectedPair(page) {
     return { local: side(stats.get(pair.localCandidateId)), remote: side(stats.get(pair.remoteCandidateId)) };
   });
 }
+
+/**
+ * Starts `conclave join` on `invite` as "Native", staying `seconds` once
+ * admitted; `done` resolves to its exit code, stdout (--stats JSON) and log.
+ */
+export function startNativeJoin(invite, seconds) {
+  const native = spawn(BINARY, ['join', invite, '--name', 'Native', '--duration', String(seconds), '--patience', '30', '--stats'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: 'conclave_client=info' },
+  });
+  let out = '';
+  let err = '';
+  native.stdout.on('data', (d) => { out += d; });
+  native.stderr.on('data', (d) => { err += d; });
+  const done = new Promise((resolve) => native.on('exit', (code) => resolve({ code, out, err })));
+  return { done };
+}

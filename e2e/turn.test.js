@@ -29,7 +29,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { ARTIFACTS, BINARY, eventually, freeTcpPort, hostStartsMeeting, nftTable, openBrowser, received, runTool, screenshot, selectedPair, startServer, storySteps } from './harness.js';
+import { ARTIFACTS, eventually, freeTcpPort, hostStartsMeeting, nftTable, openBrowser, received, runTool, screenshot, selectedPair, startNativeJoin, startServer, storySteps } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
@@ -263,17 +263,9 @@ function relayedMeeting(title, { prefix, oneAddress }) {
         for (const rule of [`ip daddr ${TURN_IP} udp dport ${turn.plainPort} accept`, `ip saddr ${TURN_IP} udp sport ${turn.plainPort} accept`]) {
           firewall.insert('output', rule);
         }
-        const native = spawn(BINARY, ['join', invite, '--name', 'Native', '--duration', '10', '--patience', '30', '--stats'], {
-          stdio: ['ignore', 'pipe', 'pipe'],
-          env: { ...process.env, RUST_LOG: 'conclave_client=info' },
-        });
-        let out = '';
-        let err = '';
-        native.stdout.on('data', (d) => { out += d; });
-        native.stderr.on('data', (d) => { err += d; });
-        const exited = new Promise((resolve) => native.on('exit', resolve));
+        const native = startNativeJoin(invite, 10);
         await host.page.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
-        const code = await exited;
+        const { code, out, err } = await native.done;
         fs.mkdirSync(ARTIFACTS, { recursive: true });
         fs.writeFileSync(path.join(ARTIFACTS, `${prefix}native.log`), `${err}\n${out}`);
         assert.equal(code, 0, `conclave join failed:\n${err}`);
