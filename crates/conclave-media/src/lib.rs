@@ -38,6 +38,11 @@
 //!   peer; every drop is counted.
 //! - `error`: [`MediaError`], for calls from the shell. Network input never
 //!   errors and never panics: it is dropped and counted.
+//! - [`keyexport`]: the SRTP keys of a session, copied out of str0m's DTLS
+//!   handshake by a wrapping DTLS provider (public, like `srtp`: the fast
+//!   forwarding path of issue 16 seals outside str0m).
+//! - [`srtp`]: sealing of forwarded RTP outside str0m into a caller's
+//!   buffer, and which SSRCs it may seal.
 //! - [`framing`]: RFC 4571 framing, for a driver's ICE-TCP connections
 //!   (public: the driver does that I/O, the fuzz target checks it).
 //!
@@ -50,6 +55,7 @@ mod codecs;
 mod error;
 mod event;
 pub mod framing;
+pub mod keyexport;
 mod keyframe;
 mod lastn;
 mod layers;
@@ -57,6 +63,7 @@ mod peer;
 mod rewrite;
 mod router;
 mod speaker;
+pub mod srtp;
 mod stats;
 mod transmit;
 mod vp8;
