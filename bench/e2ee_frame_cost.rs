@@ -19,7 +19,8 @@ fn group() -> (Member, Member) {
     let out = a.commit().expect("commit").expect("out");
     ds.accept_commit(&out.commit).expect("accept");
     a.handle(&out.commit).expect("apply");
-    b.join(&out.welcome.expect("welcome")).expect("join");
+    let tree = ds.ratchet_tree().expect("tree");
+    b.join(&out.welcome.expect("welcome"), &tree).expect("join");
     (a, b)
 }
 

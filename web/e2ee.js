@@ -177,7 +177,8 @@ export class E2ee {
           break;
         }
         case 'mls_welcome':
-          this.member.join(fromB64(msg.welcome));
+          // The tree comes from the server; join refuses one the Welcome does not vouch for.
+          this.member.join(fromB64(msg.welcome), fromB64(msg.ratchet_tree));
           this.inGroup = true;
           this.newEpoch();
           break;
@@ -239,7 +240,7 @@ export class E2ee {
     const out = this.member.commit();
     if (!out) return;
     this.committing = true;
-    const msg = { type: 'mls_commit', commit: toB64(out.commit), group_info: toB64(out.groupInfo) };
+    const msg = { type: 'mls_commit', commit: toB64(out.commit) };
     if (out.welcome) msg.welcome = toB64(out.welcome);
     this.session.send(msg);
   }

@@ -166,7 +166,7 @@ impl E2ee {
             self.out.push(ClientMessage::MlsCommit {
                 commit: b64(&c.commit),
                 welcome: c.welcome.as_deref().map(b64),
-                group_info: Some(b64(&c.group_info)),
+                group_info: None,
             });
         }
         Ok(())
@@ -204,8 +204,11 @@ impl E2ee {
                 });
                 Ok(Some(self.keys()))
             }
-            ServerMessage::MlsWelcome { welcome } => {
-                self.member.join(&unb64(welcome)?)?;
+            ServerMessage::MlsWelcome {
+                welcome,
+                ratchet_tree,
+            } => {
+                self.member.join(&unb64(welcome)?, &unb64(ratchet_tree)?)?;
                 self.in_group = true;
                 Ok(Some(self.keys()))
             }

@@ -261,11 +261,22 @@ impl Group {
             self.out.push((*id, msg.clone()));
         }
         if let Some(welcome) = welcome_b64 {
+            // The tree of the epoch just accepted, from the server's own view:
+            // nobody uploads it, so nobody can upload a wrong one, and the
+            // newcomer checks it against the Welcome all the same.
+            let ratchet_tree = match self.ds.ratchet_tree() {
+                Ok(tree) => BASE64.encode(&tree),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot export the ratchet tree");
+                    return Ok(());
+                }
+            };
             for id in after.difference(&before) {
                 self.out.push((
                     *id,
                     ServerMessage::MlsWelcome {
                         welcome: welcome.to_string(),
+                        ratchet_tree: ratchet_tree.clone(),
                     },
                 ));
             }

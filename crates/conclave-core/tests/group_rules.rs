@@ -72,10 +72,16 @@ impl Clients for Mls {
                     group_info: BASE64.encode(&info),
                 }]
             }
-            ServerMessage::MlsWelcome { welcome } => {
+            ServerMessage::MlsWelcome {
+                welcome,
+                ratchet_tree,
+            } => {
                 member
-                    .join(&BASE64.decode(welcome.as_bytes()).expect("b64"))
-                    .expect("join by welcome");
+                    .join(
+                        &BASE64.decode(welcome.as_bytes()).expect("b64"),
+                        &BASE64.decode(ratchet_tree.as_bytes()).expect("b64"),
+                    )
+                    .expect("join by welcome and the server's tree");
                 Vec::new()
             }
             ServerMessage::MlsMessage { message, commit_by } => {

@@ -7,3 +7,4 @@ mod support;
 mod group_rules;
 mod media_rules;
 mod meeting_rules;
+mod mls_at_the_limit;

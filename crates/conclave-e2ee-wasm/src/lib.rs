@@ -55,8 +55,10 @@ impl Member {
         self.0.create_group(group_id, external_sender).map_err(err)
     }
 
-    pub fn join(&mut self, welcome: &[u8]) -> Result<(), JsError> {
-        self.0.join(welcome).map_err(err)
+    /// The Welcome and the ratchet tree the server sent with it (`mls_welcome`); the tree is
+    /// checked against the Welcome, so a wrong one throws.
+    pub fn join(&mut self, welcome: &[u8], ratchet_tree: &[u8]) -> Result<(), JsError> {
+        self.0.join(welcome, ratchet_tree).map_err(err)
     }
 
     /// A handshake message (`mls_message`) only:
@@ -103,7 +105,7 @@ impl Member {
         received_object(received, self.0.epoch())
     }
 
-    /// `undefined` or `{commit, welcome, groupInfo}` (welcome `undefined` when nobody is added; no block comment here: wasm-bindgen copies doc comments into a JS block comment).
+    /// `undefined` or `{commit, welcome}` (welcome `undefined` when nobody is added; no block comment here: wasm-bindgen copies doc comments into a JS block comment).
     pub fn commit(&mut self) -> Result<JsValue, JsError> {
         let Some(out) = self.0.commit().map_err(err)? else {
             return Ok(JsValue::UNDEFINED);
@@ -112,7 +114,6 @@ impl Member {
         set(&obj, "commit", &bytes(&out.commit))?;
         let welcome = out.welcome.as_deref().map_or(JsValue::UNDEFINED, bytes);
         set(&obj, "welcome", &welcome)?;
-        set(&obj, "groupInfo", &bytes(&out.group_info))?;
         Ok(obj.into())
     }
 

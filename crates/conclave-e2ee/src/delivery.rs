@@ -211,6 +211,15 @@ impl DeliveryService {
         Ok(epoch)
     }
 
+    /// The ratchet tree of the current epoch (RFC 9420 §12.4.3.3 encoding), for the members the
+    /// last commit added: Welcomes leave it out. It is the group's public state (leaves'
+    /// credentials and public keys, parent keys and hashes), which the server holds anyway to
+    /// check commits; a newcomer checks it against its Welcome, so it need not trust the server.
+    pub fn ratchet_tree(&self) -> Result<Vec<u8>, E2eeError> {
+        let group = self.group.as_ref().ok_or(E2eeError::NoGroup)?;
+        Ok(group.export_tree()?)
+    }
+
     /// Participant ids of the group's members by leaf index, as the server's view has them.
     pub fn roster(&self) -> Vec<String> {
         self.group

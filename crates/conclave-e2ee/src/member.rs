@@ -6,7 +6,7 @@ use mls_rs::{
     Client, ExtensionList, Group, MlsMessage, MlsMessageDescription,
     error::MlsError,
     extension::built_in::ExternalSendersExt,
-    group::{CommitEffect, ContentType, ReceivedMessage, Sender},
+    group::{CommitEffect, ContentType, ExportedTree, ReceivedMessage, Sender},
     identity::{SigningIdentity, basic::BasicIdentityProvider},
     mls_rs_codec::MlsDecode,
 };
@@ -56,13 +56,13 @@ pub struct RosterCheck {
     pub not_announced: Vec<String>,
 }
 
-/// What [`Member::commit`] produced, for the server: the commit for the group, the Welcome for
-/// newcomers (when the commit adds someone) and the GroupInfo of the new epoch.
+/// What [`Member::commit`] produced, for the server: the commit for the group and the Welcome
+/// for newcomers (when the commit adds someone). Neither carries the ratchet tree: the server
+/// follows the tree from the commits and hands it to newcomers itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitOut {
     pub commit: Vec<u8>,
     pub welcome: Option<Vec<u8>>,
-    pub group_info: Vec<u8>,
 }
 
 /// One meeting member's end of the group: single-threaded, in memory, gone with the session.
@@ -176,13 +176,19 @@ impl Member {
         Ok(info)
     }
 
-    /// Join from a Welcome (it must carry the ratchet tree, which Conclave commits always do).
-    pub fn join(&mut self, welcome: &[u8]) -> Result<(), E2eeError> {
+    /// Join from a Welcome and the ratchet tree of the epoch it welcomes to. The tree travels
+    /// apart from the Welcome (RFC 9420 §12.4.3.3), from the server's public view
+    /// ([`crate::DeliveryService::ratchet_tree`]), so that no message grows with the group.
+    /// The server is not trusted with it: MLS checks the tree against the tree hash in the
+    /// Welcome's signed GroupInfo, and every leaf and parent-hash signature in it, so a tree
+    /// the server made up or took from another epoch is refused.
+    pub fn join(&mut self, welcome: &[u8], ratchet_tree: &[u8]) -> Result<(), E2eeError> {
         if self.holds_shared_group() {
             return Err(E2eeError::AlreadyInGroup);
         }
         let welcome = decode(welcome)?;
-        let (group, _info) = self.client.join_group(None, &welcome, None)?;
+        let tree = ExportedTree::from_bytes(ratchet_tree)?;
+        let (group, _info) = self.client.join_group(Some(tree), &welcome, None)?;
         self.group = Some(group);
         self.removed = false;
         Ok(())
@@ -367,17 +373,30 @@ impl Member {
             Some(welcome) => Some(welcome.to_bytes()?),
             None => None,
         };
-        // GroupInfo of the epoch the commit makes (ratchet tree included), for the server's
-        // public view: made on a copy, since our own state moves only when the server says so.
-        let mut next = group.clone();
-        next.apply_pending_commit()?;
-        let group_info = next.group_info_message(true)?.to_bytes()?;
-        drop(next);
         Ok(Some(CommitOut {
             commit: output.commit_message.to_bytes()?,
             welcome,
-            group_info,
         }))
+    }
+
+    /// A commit that refreshes this member's path (new HPKE keys from its leaf to the root),
+    /// with whatever proposals from the server it holds. A member that joined sits in the tree
+    /// with blank parents above it until it commits, and every commit must then encrypt to its
+    /// leaf and to each blank parent's children one by one: a group where only one member ever
+    /// commits keeps commits O(n). A newcomer's one update makes its part of the tree full
+    /// again, so commits stay about O(log n). Applied like [`Member::commit`]'s.
+    pub fn update(&mut self) -> Result<CommitOut, E2eeError> {
+        let group = self.group_mut()?;
+        group.clear_pending_commit();
+        let output = group.commit(Vec::new())?;
+        let welcome = match output.welcome_messages.first() {
+            Some(welcome) => Some(welcome.to_bytes()?),
+            None => None,
+        };
+        Ok(CommitOut {
+            commit: output.commit_message.to_bytes()?,
+            welcome,
+        })
     }
 
     /// Apply our pending commit without waiting for its echo (the server said it accepted it).

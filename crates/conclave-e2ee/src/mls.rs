@@ -28,14 +28,16 @@ pub(crate) type DsConfig = ext_builder::WithMlsRules<
     >,
 >;
 
-/// Rules every member follows: Welcome and GroupInfo carry the ratchet tree (joiners and the
-/// server need nothing else), commits and proposals are PublicMessages (so the server can
-/// validate them), application messages are PrivateMessages (always, in MLS).
+/// Rules every member follows: Welcome and GroupInfo leave the ratchet tree out (it grows by
+/// some 300 bytes a member; the server, which follows the tree from the commits, gives it to
+/// newcomers apart, and they check it against the Welcome), commits and proposals are
+/// PublicMessages (so the server can validate them), application messages are
+/// PrivateMessages (always, in MLS).
 pub(crate) fn rules() -> DefaultMlsRules {
     DefaultMlsRules::new()
         .with_commit_options(
             CommitOptions::new()
-                .with_ratchet_tree_extension(true)
+                .with_ratchet_tree_extension(false)
                 .with_single_welcome_message(true)
                 .with_path_required(true),
         )

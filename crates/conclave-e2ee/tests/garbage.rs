@@ -54,12 +54,14 @@ fn garbage_to_every_entry_point_is_an_error() {
     frames
         .encrypt(FrameKind::Vp8, &[0u8; 40], &mut wire)
         .expect("frame");
+    let tree = m.ds.ratchet_tree().expect("tree");
     let real = vec![kp, chat, proposal, wire, m.ds.external_sender()];
     let mut out = Vec::new();
 
     for input in inputs(&real) {
         let mut fresh = Member::new("9").expect("member");
-        assert!(fresh.join(&input).is_err());
+        assert!(fresh.join(&input, &tree).is_err());
+        assert!(fresh.join(&input, &input).is_err());
         // Only a same-length mutation of a real identity can still decode as one.
         assert!(fresh.create_group(b"g", &input).is_err() || input.len() == real[4].len());
         assert!(fresh.handle(&input).is_err());

@@ -46,7 +46,6 @@ fn commit_reports_who_was_added_and_removed() {
     }
     let out = m.members[1].commit().expect("commit").expect("out");
     assert!(out.welcome.is_some());
-    assert!(!out.group_info.is_empty());
     m.ds.accept_commit(&out.commit).expect("accepted");
     let expected = Received::Commit {
         epoch: 2,
@@ -294,7 +293,8 @@ fn a_group_nobody_joined_gives_way_to_a_welcome_and_a_shared_one_does_not() {
     let proposal = m.ds.propose_add(&kp).expect("propose add");
     let (_, welcome) = m.propose_and_commit(&proposal);
     let welcome = welcome.expect("welcome");
-    late.join(&welcome)
+    let tree = m.ds.ratchet_tree().expect("tree");
+    late.join(&welcome, &tree)
         .expect("the Welcome replaces a group nobody joined");
     assert_eq!(late.roster(), ["1", "2"]);
     assert_eq!(late.security_code(), m.members[0].security_code());
@@ -302,7 +302,7 @@ fn a_group_nobody_joined_gives_way_to_a_welcome_and_a_shared_one_does_not() {
     // Now in a group with others: neither a Welcome nor a request to create
     // takes the member out of it.
     assert!(matches!(
-        late.join(&welcome),
+        late.join(&welcome, &tree),
         Err(E2eeError::AlreadyInGroup)
     ));
     assert!(matches!(
@@ -315,4 +315,34 @@ fn a_group_nobody_joined_gives_way_to_a_welcome_and_a_shared_one_does_not() {
         Err(E2eeError::AlreadyInGroup)
     ));
     assert_eq!(late.roster(), ["1", "2"]);
+}
+
+/// A newcomer's update commit (no proposal, a fresh path) is accepted by the server and every
+/// member, and moves everyone to the same epoch and code; it changes nobody's membership.
+#[test]
+fn an_update_commit_moves_the_epoch_and_nothing_else() {
+    let mut m = Meeting::with_members(4);
+    let roster = m.members[0].roster();
+    let out = m.members[3].update().expect("update");
+    assert!(out.welcome.is_none());
+    let epoch =
+        m.ds.accept_commit(&out.commit)
+            .expect("the server takes it");
+    for x in &mut m.members {
+        match x.handle(&out.commit).expect("commit") {
+            Received::Commit {
+                epoch: e,
+                added,
+                removed,
+                removed_me: false,
+            } => {
+                assert_eq!(e, epoch);
+                assert!(added.is_empty() && removed.is_empty());
+            }
+            other => panic!("expected a commit, got {other:?}"),
+        }
+    }
+    let codes: Vec<String> = m.members.iter().map(|x| x.security_code()).collect();
+    assert!(codes.iter().all(|c| c == &codes[0]));
+    assert_eq!(m.members[2].roster(), roster);
 }

@@ -1,6 +1,7 @@
 //! Attacks on the group from inside it and from the server, each of which used to work:
 //! a commit sent as chat, a member added by a member, a ghost the server proposes, a second
-//! leaf under a colleague's id, and frames replayed or sent under another member's KID.
+//! leaf under a colleague's id, frames replayed or sent under another member's KID, and a
+//! ratchet tree the server hands a newcomer that is not the group's.
 //!
 //! The hostile member is a plain mls-rs client with mls-rs's default rules: it does whatever
 //! the protocol lets a member with the group's keys do, and none of Conclave's checks.
@@ -14,6 +15,7 @@ use conclave_e2ee::{
 use mls_rs::{
     CipherSuite, CipherSuiteProvider, Client, CryptoProvider, ExtensionList, Group, MlsMessage,
     client_builder::{BaseConfig, WithCryptoProvider, WithIdentityProvider, WithMlsRules},
+    group::ExportedTree,
     identity::{
         SigningIdentity,
         basic::{BasicCredential, BasicIdentityProvider},
@@ -67,7 +69,10 @@ fn meeting_with_a_hostile_member() -> (Meeting, Group<HostileConfig>) {
     let proposal = m.ds.propose_add(&key_package(&hostile)).expect("propose");
     let (_, welcome) = m.propose_and_commit(&proposal);
     let welcome = MlsMessage::from_bytes(&welcome.expect("welcome")).expect("decode");
-    let (group, _) = hostile.join_group(None, &welcome, None).expect("join");
+    let tree = ExportedTree::from_bytes(&m.ds.ratchet_tree().expect("tree")).expect("tree");
+    let (group, _) = hostile
+        .join_group(Some(tree), &welcome, None)
+        .expect("join");
     (m, group)
 }
 
@@ -349,4 +354,47 @@ fn a_frame_opens_only_as_the_member_whose_kid_it_carries() {
             .decrypt_from(FrameKind::Audio, &wire, "9", 10, &mut out)
             .is_err()
     );
+}
+
+/// The ratchet tree travels apart from the Welcome, from the server. A modified server that
+/// hands a newcomer any other tree than the group's (the last epoch's, another group's with the
+/// same members, one with a byte changed, none) gets it refused: the Welcome's GroupInfo,
+/// signed by the committer, holds the tree hash. The newcomer is left in no group, and the
+/// true tree still lets it in.
+#[test]
+fn a_newcomer_refuses_any_ratchet_tree_but_the_groups() {
+    let mut m = Meeting::with_members(3);
+    let tree_before = m.ds.ratchet_tree().expect("tree");
+    let (mut newcomer, welcome) = m.welcome_for("4");
+    let tree = m.ds.ratchet_tree().expect("tree");
+
+    // The same people in a group of the server's own making.
+    let mut twin = Meeting::with_members(3);
+    let (_, _) = twin.welcome_for("4");
+    let twin_tree = twin.ds.ratchet_tree().expect("tree");
+
+    let mut flipped = tree.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    let mut cut = tree.clone();
+    cut.truncate(tree.len() - 1);
+
+    for (what, wrong) in [
+        ("the last epoch's tree", tree_before),
+        ("another group's tree", twin_tree),
+        ("a byte changed", flipped),
+        ("cut short", cut),
+        ("no tree", Vec::new()),
+    ] {
+        assert!(newcomer.join(&welcome, &wrong).is_err(), "{what} was taken");
+        assert_eq!(newcomer.epoch(), 0, "{what}");
+        assert!(newcomer.roster().is_empty(), "{what}");
+        assert!(newcomer.security_code().is_empty(), "{what}");
+    }
+
+    newcomer.join(&welcome, &tree).expect("the group's tree");
+    m.members.push(newcomer);
+    let codes: Vec<String> = m.members.iter().map(|x| x.security_code()).collect();
+    assert!(codes.iter().all(|c| c == &codes[0]), "{codes:?}");
+    assert_eq!(m.members[3].roster(), ["1", "2", "3", "4"]);
 }

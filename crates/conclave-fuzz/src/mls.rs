@@ -1,7 +1,8 @@
 //! MLS messages at a member (RFC 9420): what the server relays to it. The first byte picks the
 //! entry point (mod 3), the rest is the message:
 //! - 0: [`Member::handle`] at a member of a two-member group (proposals, commits, chat);
-//! - 1: [`Member::join`] at a member in no group (a Welcome);
+//! - 1: [`Member::join`] at a member in no group: a Welcome and a ratchet tree, the Welcome's
+//!   length first (two bytes, big-endian), as [`welcome_and_tree`] lays them out;
 //! - 2: [`Member::create_group`] with the bytes as the server's external-sender entry.
 //!
 //! Checked: nothing panics; a message refused changes neither the member's epoch nor its
@@ -62,13 +63,14 @@ impl Group {
             m.handle(&out.commit).ok()?;
         }
         let welcome = out.welcome?;
-        newcomer.join(&welcome).ok()?;
+        let tree = self.ds.ratchet_tree().ok()?;
+        newcomer.join(&welcome, &tree).ok()?;
         self.members.push(newcomer);
         self.wire.extend([
             ("key_package", key_package),
             ("proposal", proposal),
             ("commit", out.commit),
-            ("welcome", welcome),
+            ("welcome", welcome_and_tree(&welcome, &tree)),
         ]);
         Some(())
     }
@@ -109,8 +111,9 @@ pub fn run(data: &[u8]) {
             let Ok(mut fresh) = Member::new("9") else {
                 return;
             };
+            let (welcome, tree) = split_welcome_and_tree(message);
             assert!(
-                fresh.join(message).is_err(),
+                fresh.join(welcome, tree).is_err(),
                 "a Welcome for a key package nobody saw was accepted"
             );
         }
@@ -124,6 +127,25 @@ pub fn run(data: &[u8]) {
             }
         }
     }
+}
+
+/// A Welcome and a ratchet tree as one fuzz input: the Welcome's length (u16, big-endian),
+/// the Welcome, the tree. A Welcome longer than 65,535 bytes is cut (no seed has one).
+pub fn welcome_and_tree(welcome: &[u8], tree: &[u8]) -> Vec<u8> {
+    let welcome = &welcome[..welcome.len().min(usize::from(u16::MAX))];
+    let len = u16::try_from(welcome.len()).unwrap_or(u16::MAX);
+    let mut out = len.to_be_bytes().to_vec();
+    out.extend_from_slice(welcome);
+    out.extend_from_slice(tree);
+    out
+}
+
+/// The inverse of [`welcome_and_tree`], for any bytes: what is missing is empty.
+fn split_welcome_and_tree(data: &[u8]) -> (&[u8], &[u8]) {
+    let Some((len, rest)) = data.split_first_chunk::<2>() else {
+        return (data, &[]);
+    };
+    rest.split_at(usize::from(u16::from_be_bytes(*len)).min(rest.len()))
 }
 
 /// Real messages of a group being made, each behind the selector of the entry point that

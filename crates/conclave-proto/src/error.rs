@@ -10,7 +10,7 @@ pub enum ErrorCode {
     BadMessage,
     /// A `type` this server does not know.
     UnknownType,
-    /// A frame over the 64 KiB cap. The connection is closed.
+    /// A frame over the cap (`MAX_MESSAGE_BYTES`). The connection is closed.
     TooLarge,
     /// Too many messages too fast on this connection.
     Flood,
@@ -68,7 +68,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadMessage => "malformed message",
             ErrorCode::UnknownType => "unknown message type",
-            ErrorCode::TooLarge => "message too large (64 KiB at most)",
+            ErrorCode::TooLarge => "message too large",
             ErrorCode::Flood => "too many messages; slow down",
             ErrorCode::JoinRefused => "meeting not found or wrong passcode",
             ErrorCode::TooManyAttempts => "too many attempts",

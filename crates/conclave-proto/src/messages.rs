@@ -11,20 +11,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
+use crate::limits::MAX_MESSAGE_BYTES;
 
 /// Bumped on any change a deployed client would notice.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// Largest text frame the server reads. Larger frames close the connection.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 /// Largest chat payload, in bytes. The payload is opaque to the server
 /// (ciphertext once E2EE is on), so only its size is checked.
 pub const MAX_CHAT_BYTES: usize = 16 * 1024;
-/// Largest MLS object (key package, commit, welcome, group info), base64 text.
-/// A commit's ratchet tree grows with the group; this allows well over the
-/// meeting size limit.
-pub const MAX_MLS_BYTES: usize = 48 * 1024;
 
 /// A member's number within one meeting. Not secret: it only names a seat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -461,9 +456,14 @@ pub enum ServerMessage {
     /// To the member now named to commit the proposals already sent this
     /// epoch: the one named in them did not commit in time.
     MlsCommitRequest,
-    /// The Welcome that brings this member into the group (base64).
+    /// The Welcome that brings this member into the group (base64), and the
+    /// ratchet tree of the epoch it welcomes to (base64, RFC 9420 §12.4.3.3),
+    /// which Welcomes leave out so that no client message grows with the
+    /// group. The tree is the server's own public view; the member checks it
+    /// against the tree hash in the Welcome and refuses any other.
     MlsWelcome {
         welcome: String,
+        ratchet_tree: String,
     },
     /// To moderators: join attempts with a wrong passcode are being made.
     SecurityNotice {

@@ -74,15 +74,22 @@ impl Meeting {
         }
     }
 
-    pub fn add(&mut self, id: &str) {
+    /// The server proposes `id`, member 0 commits, everyone moves to the new epoch: the
+    /// newcomer and its Welcome, not yet joined.
+    pub fn welcome_for(&mut self, id: &str) -> (Member, Vec<u8>) {
         self.announce(&[id]);
         let newcomer = Member::new(id).expect("member");
         let kp = newcomer.key_package().expect("key package");
         DeliveryService::check_key_package(&kp, id).expect("key package is the participant's");
         let proposal = self.ds.propose_add(&kp).expect("propose add");
         let (_, welcome) = self.propose_and_commit(&proposal);
-        let mut newcomer = newcomer;
-        newcomer.join(&welcome.expect("welcome")).expect("join");
+        (newcomer, welcome.expect("welcome"))
+    }
+
+    pub fn add(&mut self, id: &str) {
+        let (mut newcomer, welcome) = self.welcome_for(id);
+        let tree = self.ds.ratchet_tree().expect("tree");
+        newcomer.join(&welcome, &tree).expect("join");
         self.members.push(newcomer);
     }
 }

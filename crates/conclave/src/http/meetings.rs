@@ -7,7 +7,7 @@ use conclave_core::Input;
 use conclave_proto::ids::{
     PASSCODE_MAX_LEN, PASSCODE_MIN_LEN, generate_passcode, normalize_passcode,
 };
-use conclave_proto::{EndReason, MeetingId, Permissions, ScreenShare};
+use conclave_proto::{EndReason, MAX_PARTICIPANTS_LIMIT, MeetingId, Permissions, ScreenShare};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -17,8 +17,6 @@ use super::session::Authed;
 use crate::rooms::RoomCmd;
 use crate::store::{MeetingRecord, User, unix_now};
 
-/// The most members one meeting may be configured for.
-const MAX_PARTICIPANTS_LIMIT: u32 = 1000;
 const MAX_TITLE_CHARS: usize = 200;
 
 #[derive(Serialize, ToSchema, Clone, Copy)]
