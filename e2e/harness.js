@@ -344,10 +344,11 @@ export function selectedPair(page) {
 
 /**
  * Starts `conclave join` on `invite` as "Native", staying `seconds` once
- * admitted; `done` resolves to its exit code, stdout (--stats JSON) and log.
+ * admitted, with `args` besides; `done` resolves to its exit code, stdout
+ * (--stats JSON) and log.
  */
-export function startNativeJoin(invite, seconds) {
-  const native = spawn(BINARY, ['join', invite, '--name', 'Native', '--duration', String(seconds), '--patience', '30', '--stats'], {
+export function startNativeJoin(invite, seconds, args = []) {
+  const native = spawn(BINARY, ['join', invite, '--name', 'Native', '--duration', String(seconds), '--patience', '30', '--stats', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: 'conclave_client=info' },
   });

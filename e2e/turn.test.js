@@ -12,12 +12,14 @@
 // ClientHello names turn.conclave.test through to coturn's TLS listener
 // (--turn-passthrough), serving https://meet.conclave.test:PORT itself.
 //
-// In the first case `conclave join`, the native client, then joins too:
-// the server also names coturn's plain port (`turn:` over UDP, which the
-// native client speaks; the browsers' tries of it hit the firewall), and
-// once the firewall lets UDP reach coturn (never the router) the client
-// falls back to the relay by itself after UDP and ICE-TCP got nowhere, and
-// decrypts the browsers' media through it.
+// In the first case `conclave join`, the native client, then joins too,
+// behind the same firewall: the server also names coturn's plain port
+// (`turn:` over UDP; everyone's tries of it hit the firewall), so the
+// client tries UDP, ICE-TCP and TURN over UDP, gets nowhere, and falls
+// back to TURN over TLS by itself (trusting the relay's certificate with
+// --turn-ca); it decrypts the browsers' media and the host plays its video.
+// Last, once the firewall lets UDP reach coturn (never the router), a
+// second run takes the relay over UDP, which it prefers.
 //
 // The test needs root in the network namespace e2e/run makes (for nft) and
 // coturn's `turnserver`; .ci/run installs coturn and nftables.
@@ -29,7 +31,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { ARTIFACTS, eventually, freeTcpPort, hostStartsMeeting, nftTable, openBrowser, received, runTool, screenshot, selectedPair, startNativeJoin, startServer, storySteps } from './harness.js';
+import { ARTIFACTS, ROOT, eventually, freeTcpPort, hostStartsMeeting, nftTable, openBrowser, received, runTool, screenshot, selectedPair, startNativeJoin, startServer, storySteps } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
@@ -50,7 +52,11 @@ function makeCertificate(dir, name = TURN_NAME) {
   const key = path.join(dir, `${name}-key.pem`);
   runTool('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
     '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${name}`,
-    '-addext', `subjectAltName=IP:${TURN_IP},DNS:${name}`]);
+    '-addext', `subjectAltName=IP:${TURN_IP},DNS:${name}`,
+    // Not a CA: the native client, like any rustls client, takes this
+    // certificate as its own trust anchor (--turn-ca) but refuses a CA
+    // certificate as a server's.
+    '-addext', 'basicConstraints=critical,CA:FALSE']);
   return { cert, key };
 }
 
@@ -99,6 +105,7 @@ async function startCoturn(dir, tlsPort) {
   });
   return {
     log,
+    cert,
     plainPort,
     async stop() {
       if (exited === null) {
@@ -256,14 +263,45 @@ function relayedMeeting(title, { prefix, oneAddress }) {
     });
 
     if (!oneAddress) {
-      step('conclave join falls back to the relay by itself and decrypts the browsers\' media', async () => {
+      step('conclave join behind the firewall falls back to the relay over TLS by itself; each side plays the other\'s video', async () => {
+        const native = startNativeJoin(invite, 15, [
+          '--send-ivf', path.join(ROOT, 'samples/video-320x240.ivf'),
+          '--send-ogg', path.join(ROOT, 'samples/audio-440hz.ogg'),
+          '--turn-ca', turn.cert,
+        ]);
+        await host.page.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+        const tile = host.page.locator('li.tile').filter({ has: host.page.locator('.tile-name', { hasText: 'Native' }) });
+        const played = () => tile.locator('video').evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames).catch(() => 0);
+        const first = await eventually(played, (n) => n > 10, { timeout: 30_000, what: 'the native client\'s video plays at the host' });
+        await eventually(played, (n) => n > first + 10, { what: 'the native client\'s video keeps playing' });
+        const { code, out, err } = await native.done;
+        fs.mkdirSync(ARTIFACTS, { recursive: true });
+        fs.writeFileSync(path.join(ARTIFACTS, `${prefix}native-tls.log`), `${err}\n${out}`);
+        assert.equal(code, 0, `conclave join failed:\n${err}`);
+        const stats = JSON.parse(out);
+        const video = Object.values(stats.received).filter((t) => t.kind === 'video').reduce((n, t) => n + t.frames, 0);
+        assert.ok(video > 30, `the native client decrypted ${video} video frames: ${out}`);
+        // UDP first (its checks went into the firewall), then ICE-TCP (its
+        // connection never opened), then the relay over UDP (the firewall
+        // refuses the datagrams), then over TLS, which carried the media.
+        assert.equal(stats.transport, 'turn/tls', out);
+        assert.ok(stats.packets_out.udp > 0 && stats.relay_packets_out['turn/tls'] > stats.packets_out.udp, out);
+        const tried = [/media over ICE-TCP/, /allocating on the TURN relay.*turn:\S*transport=udp/, /allocating on the TURN relay.*turns:/, /media over the TURN relay.*turn\/tls/]
+          .map((re) => err.search(re));
+        assert.ok(tried.every((at, i) => at >= 0 && (i === 0 || at > tried[i - 1])), `ICE-TCP, TURN over UDP, then TURN over TLS, in that order:\n${err}`);
+        const log = fs.readFileSync(turn.log, 'utf8');
+        const session = log.split('\n').find((l) => l.includes(': new, ') && l.includes(`:${stats.participant}-`) && l.includes('method=TLS'));
+        assert.ok(session, `coturn served the native client (participant ${stats.participant}) over TLS`);
+      });
+
+      step('with UDP to the relay let through, conclave join takes the relay over UDP', async () => {
         // UDP to coturn's plain port (and back) now passes; the router's
         // media port stays closed to all but the relay. Last, so the
         // browsers' relay over TLS above was all they had.
         for (const rule of [`ip daddr ${TURN_IP} udp dport ${turn.plainPort} accept`, `ip saddr ${TURN_IP} udp sport ${turn.plainPort} accept`]) {
           firewall.insert('output', rule);
         }
-        const native = startNativeJoin(invite, 10);
+        const native = startNativeJoin(invite, 10, ['--turn-ca', turn.cert]);
         await host.page.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
         const { code, out, err } = await native.done;
         fs.mkdirSync(ARTIFACTS, { recursive: true });
@@ -272,10 +310,8 @@ function relayedMeeting(title, { prefix, oneAddress }) {
         const stats = JSON.parse(out);
         const frames = Object.values(stats.received).reduce((n, t) => n + t.frames, 0);
         assert.ok(frames > 100, `the native client decrypted ${frames} frames: ${out}`);
-        // UDP first (into the firewall), then the relay carried the media.
-        assert.equal(stats.transport, 'relay', JSON.stringify(stats.packets_out));
-        assert.ok(stats.packets_out.udp > 0 && stats.packets_out.relay > stats.packets_out.udp, JSON.stringify(stats.packets_out));
-        assert.match(err, /media over the TURN relay/);
+        assert.equal(stats.transport, 'turn/udp', out);
+        assert.ok(stats.packets_out.udp > 0 && stats.relay_packets_out['turn/udp'] > stats.packets_out.udp, out);
         const log = fs.readFileSync(turn.log, 'utf8');
         const user = log.split('\n').find((l) => l.includes(`user <`) && l.includes(`:${stats.participant}-`) && l.includes('ALLOCATE processed, success'));
         assert.ok(user, `coturn allocated for the native client (participant ${stats.participant})`);

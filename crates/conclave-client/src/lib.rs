@@ -6,8 +6,9 @@
 //! - [`media`]: the client's WebRTC peer (str0m, the offering side), and the
 //!   decrypted frames it hands out.
 //! - [`record`]: writing received frames to IVF (VP8) and Ogg (Opus) files.
-//! - [`relay`]: media through a TURN relay (`turn:` over UDP), for
-//!   networks where only the relay is reachable.
+//! - [`relay`]: media through a TURN relay (reached over UDP, TCP or TLS),
+//!   for networks where only the relay is reachable.
+//! - [`relay_stream`]: TURN over a TCP or TLS stream, for the relay.
 //! - [`session`]: a whole session: join, wait, run media, report.
 //! - [`signaling`]: the meeting WebSocket from the client side: join, wait,
 //!   exchange messages.
@@ -22,6 +23,7 @@ pub mod ivf;
 pub mod media;
 pub mod record;
 pub mod relay;
+pub mod relay_stream;
 pub mod session;
 pub mod signaling;
 pub mod tcp;

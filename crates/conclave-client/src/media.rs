@@ -312,8 +312,11 @@ pub struct PeerStats {
     /// (checks on the path not taken count too, so compare, not test for 0).
     pub udp_packets_out: u64,
     pub tcp_packets_out: u64,
-    /// Packets str0m sent from the TURN relay's address ([`crate::relay`]).
+    /// Packets str0m sent from a TURN relay's address ([`crate::relay`]),
+    /// in all and by how the client reaches the relay ("turn/udp",
+    /// "turn/tcp", "turn/tls").
     pub relay_packets_out: u64,
+    pub relay_packets_by: BTreeMap<&'static str, u64>,
 }
 
 /// Which SFrame layout a track's frames use.
@@ -337,11 +340,13 @@ pub struct ClientPeer {
     transmits: Vec<(SocketAddr, Vec<u8>)>,
     /// Packets for the ICE-TCP connection to each address ([`crate::tcp`]).
     tcp_transmits: Vec<(SocketAddr, Vec<u8>)>,
-    /// The TURN allocation's relayed address, once there is one: str0m's
-    /// transmits from it go through the relay, not the UDP socket.
-    relayed: Option<SocketAddr>,
-    /// Packets for the TURN relay to send on to each address.
-    relay_transmits: Vec<(SocketAddr, Vec<u8>)>,
+    /// The TURN allocations' relayed addresses and how each relay is
+    /// reached: str0m's transmits from them go through that relay, not the
+    /// UDP socket.
+    relayed: Vec<(SocketAddr, &'static str)>,
+    /// Packets for a TURN relay to send on: from which relayed address, to
+    /// which.
+    relay_transmits: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// When str0m next wants `Input::Timeout`.
     rtc_timeout: Instant,
     /// Received frames kept for the caller (a recorder), when asked for.
@@ -468,29 +473,32 @@ impl ClientPeer {
     /// what it sends from `relayed` leaves through the relay
     /// ([`ClientPeer::take_relay_transmits`]). ICE prefers host candidates,
     /// so the relay carries media only where nothing direct works.
+    /// `via` names how the client reaches the relay, for the statistics.
     pub fn add_relayed_candidate(
         &mut self,
         relayed: SocketAddr,
         local: SocketAddr,
+        via: &'static str,
         now: Instant,
     ) -> Result<(), PeerError> {
         let candidate = Candidate::relayed(relayed, local, "udp").map_err(RtcError::from)?;
-        self.relayed = Some(relayed);
+        self.relayed.push((relayed, via));
         self.rtc.add_local_candidate(candidate);
         self.drain(now)
     }
 
-    /// A datagram the TURN relay delivered from `source` (the server), as
-    /// received on the relayed address.
+    /// A datagram a TURN relay delivered from `source` (the server), as
+    /// received on its `relayed` address.
     pub fn handle_relayed(
         &mut self,
+        relayed: SocketAddr,
         source: SocketAddr,
         data: &[u8],
         now: Instant,
     ) -> Result<(), PeerError> {
-        let Some(relayed) = self.relayed else {
+        if !self.relayed.iter().any(|(a, _)| *a == relayed) {
             return Ok(());
-        };
+        }
         self.receive(Protocol::Udp, source, relayed, data, now)
     }
 
@@ -523,7 +531,7 @@ impl ClientPeer {
             outbox: Vec::new(),
             transmits: Vec::new(),
             tcp_transmits: Vec::new(),
-            relayed: None,
+            relayed: Vec::new(),
             relay_transmits: Vec::new(),
             rtc_timeout: now,
             keep_frames: false,
@@ -880,10 +888,13 @@ impl ClientPeer {
                 self.tcp_transmits
                     .push((t.destination, t.contents.to_vec()));
             }
-            Output::Transmit(t) if Some(t.source) == self.relayed => {
+            Output::Transmit(t) if self.relayed.iter().any(|(a, _)| *a == t.source) => {
                 self.stats.relay_packets_out += 1;
+                if let Some((_, via)) = self.relayed.iter().find(|(a, _)| *a == t.source) {
+                    *self.stats.relay_packets_by.entry(via).or_default() += 1;
+                }
                 self.relay_transmits
-                    .push((t.destination, t.contents.to_vec()));
+                    .push((t.source, t.destination, t.contents.to_vec()));
             }
             Output::Transmit(t) => {
                 self.stats.udp_packets_out += 1;
@@ -970,8 +981,9 @@ impl ClientPeer {
         std::mem::take(&mut self.tcp_transmits)
     }
 
-    /// Datagrams for the TURN relay to send on, by destination.
-    pub fn take_relay_transmits(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+    /// Datagrams for the TURN relays to send on: from which relayed
+    /// address, to which.
+    pub fn take_relay_transmits(&mut self) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
         std::mem::take(&mut self.relay_transmits)
     }
 

@@ -124,12 +124,16 @@ struct JoinArgs {
     /// back to TCP by itself when UDP does not connect.
     #[arg(long)]
     tcp_only: bool,
-    /// Offer no candidate of its own: media only through the first `turn:`
-    /// (UDP) relay the server names in `joined` (checks the relay path).
-    /// Without it, the client allocates on the relay by itself when
-    /// neither UDP nor ICE-TCP connected.
+    /// Offer no candidate of its own: media only through the TURN relays
+    /// the server names in `joined` (UDP first, then TCP, then TLS; checks
+    /// the relay path). Without it, the client allocates on a relay by
+    /// itself when neither UDP nor ICE-TCP connected.
     #[arg(long, conflicts_with = "tcp_only")]
     relay_only: bool,
+    /// Also trust the CA certificates in FILE (PEM) for `turns:` relays,
+    /// besides the system's roots (SSL_CERT_FILE and SSL_CERT_DIR apply).
+    #[arg(long, value_name = "FILE")]
+    turn_ca: Option<std::path::PathBuf>,
     /// Print receive statistics as JSON at the end.
     #[arg(long)]
     stats: bool,
@@ -491,6 +495,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         chat_every: args.chat_every,
         no_udp: args.tcp_only,
         relay_only: args.relay_only,
+        turn_ca: args.turn_ca.clone(),
     };
     let report = run_with(
         media,
@@ -566,9 +571,9 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         let transport = [
             ("udp", report.media.udp_packets_out),
             ("tcp", report.media.tcp_packets_out),
-            ("relay", report.media.relay_packets_out),
         ]
         .into_iter()
+        .chain(report.media.relay_packets_by.iter().map(|(t, n)| (*t, *n)))
         .filter(|(_, n)| *n > 0)
         .max_by_key(|(_, n)| *n)
         .map(|(t, _)| t);
@@ -581,14 +586,16 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
             "sent_frames": report.media.sent_frames,
             "received": received,
             "keyframe_requests": report.media.keyframe_requests,
-            // Which transport ICE used: UDP, the ICE-TCP fallback or the
-            // TURN relay. Checks on paths not taken count too, so
+            // Which transport ICE used: UDP, the ICE-TCP fallback or a
+            // TURN relay ("turn/udp", "turn/tcp", "turn/tls": how the
+            // client reaches it). Checks on paths not taken count too, so
             // `transport` names the one that carried the most.
             "packets_out": {
                 "udp": report.media.udp_packets_out,
                 "tcp": report.media.tcp_packets_out,
                 "relay": report.media.relay_packets_out,
             },
+            "relay_packets_out": report.media.relay_packets_by,
             "transport": transport,
             "active_speakers": report.active_speakers.iter().map(|p| p.0).collect::<Vec<_>>(),
         });

@@ -40,6 +40,12 @@ impl Ca {
         Ca(CertifiedIssuer::self_signed(params, key).expect("CA certificate"))
     }
 
+    /// The CA's certificate as a PEM file holds it, for clients given a CA
+    /// file.
+    pub(crate) fn root_pem(&self) -> String {
+        pem("CERTIFICATE", self.0.der())
+    }
+
     pub(crate) fn leaf(&self) -> Leaf {
         self.leaf_for("localhost")
     }

@@ -3,14 +3,16 @@
 //! relay will refuse after the configured time; the waiting room never gets
 //! one, and a server without TURN servers sends none. Native clients
 //! (`conclave join --relay-only`) exchange encrypted media through a real
-//! coturn on loopback with those credentials, and one whose credential the
-//! relay refuses says so.
+//! coturn on loopback with those credentials, reaching it over UDP, TCP or
+//! TLS; one whose credential the relay refuses says so, and so does one
+//! whose relay's certificate it cannot trust.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common::{TestServer, Together, Ws, frames_from_others, native_options};
+use crate::tls::{Ca, Files};
 use conclave::turn::{TurnSecret, TurnServer};
 use conclave_client::session::{MediaOptions, SessionError, run_with};
 use conclave_proto::MediaKind::{Audio, Video};
@@ -149,17 +151,22 @@ async fn without_turn_servers_joined_has_no_ice_servers() {
 }
 
 /// coturn on loopback with the TURN REST API (`use-auth-secret`), plain
-/// UDP and TCP on one port; stopped when dropped. The log stays readable
-/// for the test's assertions.
+/// UDP and TCP on one port, and TLS on another when given a certificate;
+/// stopped when dropped. The log stays readable for the test's assertions.
 struct Coturn {
     child: Child,
     port: u16,
+    tls_port: Option<u16>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Coturn {
     async fn start(secret: &str) -> Coturn {
+        Coturn::start_with(secret, None).await
+    }
+
+    async fn start_with(secret: &str, tls: Option<&Files>) -> Coturn {
         let turnserver =
             std::env::var("TURNSERVER").unwrap_or_else(|_| "/usr/bin/turnserver".into());
         let dir = tempfile::tempdir().expect("tempdir");
@@ -168,6 +175,20 @@ impl Coturn {
             .and_then(|s| s.local_addr())
             .expect("free port")
             .port();
+        let tls_port = tls.map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .expect("free port")
+                .port()
+        });
+        let tls_lines = match (tls, tls_port) {
+            (Some(files), Some(tls_port)) => vec![
+                format!("tls-listening-port={tls_port}"),
+                format!("cert={}", files.cert.display()),
+                format!("pkey={}", files.key.display()),
+            ],
+            _ => vec!["no-tls".into()],
+        };
         let log = dir.path().join("turnserver.log");
         let conf = dir.path().join("turnserver.conf");
         std::fs::write(
@@ -176,7 +197,6 @@ impl Coturn {
                 "listening-ip=127.0.0.1".to_string(),
                 "relay-ip=127.0.0.1".into(),
                 format!("listening-port={port}"),
-                "no-tls".into(),
                 "no-dtls".into(),
                 "use-auth-secret".into(),
                 format!("static-auth-secret={secret}"),
@@ -193,6 +213,9 @@ impl Coturn {
                 format!("pidfile={}", dir.path().join("turnserver.pid").display()),
                 format!("userdb={}", dir.path().join("turndb").display()),
             ]
+            .into_iter()
+            .chain(tls_lines)
+            .collect::<Vec<_>>()
             .join("\n")
                 + "\n",
         )
@@ -208,11 +231,12 @@ impl Coturn {
         let mut coturn = Coturn {
             child,
             port,
+            tls_port,
             log,
             _dir: dir,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        while tokio::net::TcpStream::connect(("127.0.0.1", tls_port.unwrap_or(port)))
             .await
             .is_err()
         {
@@ -230,6 +254,15 @@ impl Coturn {
 
     fn url(&self) -> String {
         format!("turn:127.0.0.1:{}?transport=udp", self.port)
+    }
+
+    fn tcp_url(&self) -> String {
+        format!("turn:127.0.0.1:{}?transport=tcp", self.port)
+    }
+
+    fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("coturn started with TLS");
+        format!("turns:127.0.0.1:{port}?transport=tcp")
     }
 
     fn log_text(&self) -> String {
@@ -260,10 +293,11 @@ fn relay_only() -> MediaOptions {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn native_clients_exchange_encrypted_media_through_coturn() {
-    let coturn = Coturn::start(SECRET).await;
-    let server = server_with_relay(coturn.url(), SECRET).await;
+/// Two native clients, relay only, exchange encrypted media through
+/// `coturn` reached at `url` ("turn/udp", "turn/tcp" or "turn/tls" by
+/// `via`); the relay carries everything either sends.
+async fn exchange_through(coturn: &Coturn, url: String, opts: MediaOptions, via: &str) {
+    let server = server_with_relay(url, SECRET).await;
     let api = server.signed_in("alice").await;
     let meeting = api
         .create_meeting(json!({"settings": {"waiting_room": false}}))
@@ -276,8 +310,8 @@ async fn native_clients_exchange_encrypted_media_through_coturn() {
     a.until = both.member(0, enough);
     let mut b = native_options(&meeting, "Bob");
     b.until = both.member(1, enough);
-    let a = tokio::spawn(run_with(relay_only(), a));
-    let b = tokio::spawn(run_with(relay_only(), b));
+    let a = tokio::spawn(run_with(opts.clone(), a));
+    let b = tokio::spawn(run_with(opts, b));
     let a = a.await.expect("task").expect("session A");
     let b = b.await.expect("task").expect("session B");
     for (who, r) in [("A", &a), ("B", &b)] {
@@ -299,14 +333,20 @@ async fn native_clients_exchange_encrypted_media_through_coturn() {
             "{who}: {:?}",
             r.e2ee
         );
-        // Everything str0m sent left through the relay: there was no other
-        // candidate.
+        // Everything str0m sent left through the relay, reached the way
+        // the URL says: there was no other candidate.
         assert!(
             m.relay_packets_out > 100 && m.udp_packets_out == 0 && m.tcp_packets_out == 0,
             "{who}: relay {} udp {} tcp {}",
             m.relay_packets_out,
             m.udp_packets_out,
             m.tcp_packets_out
+        );
+        assert_eq!(
+            m.relay_packets_by.keys().collect::<Vec<_>>(),
+            [&via],
+            "{who}: {:?}",
+            m.relay_packets_by
         );
     }
     // And coturn says so: two allocations, each with a permission for the
@@ -325,6 +365,84 @@ async fn native_clients_exchange_encrypted_media_through_coturn() {
         let tag = format!(":{}-", r.admission.you.0);
         assert!(log.contains(&tag), "coturn never saw {tag}:\n{log}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn native_clients_exchange_encrypted_media_through_coturn() {
+    let coturn = Coturn::start(SECRET).await;
+    exchange_through(&coturn, coturn.url(), relay_only(), "turn/udp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn native_clients_reach_coturn_over_tcp() {
+    let coturn = Coturn::start(SECRET).await;
+    exchange_through(&coturn, coturn.tcp_url(), relay_only(), "turn/tcp").await;
+}
+
+/// A CA of the operator's that the client is told to trust (`--turn-ca`),
+/// and coturn's certificate from it for the relay's address.
+fn operators_ca(name: &str) -> (Ca, Files, tempfile::NamedTempFile) {
+    let ca = Ca::new();
+    let files = Files::new(&ca.leaf_for(name));
+    let root = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(root.path(), ca.root_pem()).expect("write CA");
+    (ca, files, root)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn native_clients_reach_coturn_over_tls() {
+    let (_ca, files, root) = operators_ca("127.0.0.1");
+    let coturn = Coturn::start_with(SECRET, Some(&files)).await;
+    let opts = MediaOptions {
+        turn_ca: Some(root.path().to_path_buf()),
+        ..relay_only()
+    };
+    exchange_through(&coturn, coturn.tls_url(), opts, "turn/tls").await;
+    // coturn served both over TLS ("session N: new, ..., method=TLSv1.2").
+    let log = coturn.log_text();
+    let over_tls = log
+        .lines()
+        .filter(|l| l.contains(": new, ") && l.contains("method=TLSv1"))
+        .count();
+    assert!(over_tls >= 2, "{over_tls} sessions over TLS:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turns_relay_whose_certificate_is_not_trusted_is_named() {
+    // The certificate names another host than the URL's address.
+    let (_ca, files, root) = operators_ca("turn.elsewhere.test");
+    let coturn = Coturn::start_with(SECRET, Some(&files)).await;
+    let server = server_with_relay(coturn.tls_url(), SECRET).await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let trusting = MediaOptions {
+        turn_ca: Some(root.path().to_path_buf()),
+        ..relay_only()
+    };
+    for (opts, why) in [
+        (trusting, "not valid for name \"127.0.0.1\""),
+        // Without the operator's CA, the issuer is unknown.
+        (relay_only(), "UnknownIssuer"),
+    ] {
+        let err = tokio::time::timeout(
+            Duration::from_secs(30),
+            run_with(opts, native_options(&meeting, "Ada")),
+        )
+        .await
+        .expect("an answer, not a hang")
+        .expect_err("no media without the relay");
+        assert!(matches!(err, SessionError::Relay(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&coturn.tls_url()) && text.contains("TLS") && text.contains(why),
+            "{text}"
+        );
+    }
+    // Nothing was allocated for either.
+    let log = coturn.log_text();
+    assert!(!log.contains("ALLOCATE processed, success"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

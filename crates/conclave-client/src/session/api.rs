@@ -144,11 +144,15 @@ pub struct MediaOptions {
     /// over ICE-TCP only. For tests of the fallback; a real client offers
     /// UDP and falls back to TCP by itself.
     pub no_udp: bool,
-    /// Offer no candidate of its own and allocate on the first `turn:`
-    /// (UDP) server of `joined.ice_servers` at once: media goes through the
-    /// relay only. For tests of the relay path; a real client allocates by
-    /// itself when neither UDP nor ICE-TCP connected ([`crate::relay`]).
+    /// Offer no candidate of its own and allocate on the TURN servers of
+    /// `joined.ice_servers` at once (UDP first, then TCP, then TLS): media
+    /// goes through a relay only. For tests of the relay path; a real
+    /// client allocates by itself when neither UDP nor ICE-TCP connected
+    /// ([`crate::relay`]).
     pub relay_only: bool,
+    /// A PEM file of CA certificates trusted for `turns:` servers besides
+    /// the system's (an operator's own CA).
+    pub turn_ca: Option<std::path::PathBuf>,
 }
 
 /// What happened, for `--stats` and for tests.

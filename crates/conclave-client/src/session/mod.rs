@@ -180,7 +180,11 @@ pub async fn run_with(
     let sources = read_sources(&opts, &extra)?;
     let (mut sig, admission) = join(&opts).await?;
     let admitted_wall = SystemTime::now();
-    let relay = RelayFallback::new(&admission.ice_servers, extra.relay_only);
+    let relay = RelayFallback::new(
+        &admission.ice_servers,
+        extra.relay_only,
+        extra.turn_ca.as_deref(),
+    )?;
     relay.check()?;
     let (socket, mut peer) = start_media(&mut sig, &opts, &extra, sources).await?;
     let views = ViewSizes::new(&extra.view_sizes, tokio::time::Instant::now());
