@@ -38,6 +38,9 @@
 //!   peer; every drop is counted.
 //! - `error`: [`MediaError`], for calls from the shell. Network input never
 //!   errors and never panics: it is dropped and counted.
+//! - `fastpath`: with [`RouterConfig::fast_path`], forwarded video sealed
+//!   and queued per subscriber outside str0m's send queue; NACKs answered
+//!   from its own history.
 //! - [`keyexport`]: the SRTP keys of a session, copied out of str0m's DTLS
 //!   handshake by a wrapping DTLS provider (public, like `srtp`: the fast
 //!   forwarding path of issue 16 seals outside str0m).
@@ -54,6 +57,7 @@
 mod codecs;
 mod error;
 mod event;
+mod fastpath;
 pub mod framing;
 pub mod keyexport;
 mod keyframe;

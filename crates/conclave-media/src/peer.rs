@@ -18,6 +18,7 @@ use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
+use crate::fastpath::FastPath;
 use crate::rewrite::{Rewriter, SourcePacket};
 use crate::router::{RTX_HISTORY_AGE, RTX_HISTORY_PACKETS};
 use crate::stats::PeerStats;
@@ -95,11 +96,11 @@ pub(crate) enum PeerOutput {
 pub(crate) struct Outgoing {
     pub(crate) track: TrackId,
     pub(crate) kind: MediaKind,
-    ssrc: Ssrc,
+    pub(crate) ssrc: Ssrc,
     /// Created with the first packet, when the clock rate is known.
-    rewriter: Option<Rewriter>,
+    pub(crate) rewriter: Option<Rewriter>,
     /// Publisher payload type → ours for this m-line (None: no common codec).
-    pt_map: Vec<(Pt, Option<Pt>)>,
+    pub(crate) pt_map: Vec<(Pt, Option<Pt>)>,
     /// Simulcast: the layer forwarded now (`None`: none yet).
     pub(crate) current: Option<Rid>,
     /// Simulcast: the layer to switch to at its next key frame.
@@ -141,6 +142,8 @@ pub(crate) struct Peer {
     /// The latest time [`Peer::release`] gave str0m, which may be ahead of
     /// the worker's clock by a few microseconds.
     clock: Instant,
+    /// The fast forwarding path, if the router has it on (`fastpath.rs`).
+    pub(crate) fast: Option<FastPath>,
 }
 
 impl Peer {
@@ -160,6 +163,7 @@ impl Peer {
             desired: 0,
             unsent: 0,
             clock: now,
+            fast: None,
         }
     }
 
@@ -187,17 +191,22 @@ impl Peer {
                     sent += 1;
                     let contents: Vec<u8> = t.contents.into();
                     let len = contents.len() as u64;
-                    let queued = transmits.push(Transmit {
+                    let t = Transmit {
                         proto: t.proto,
                         source: t.source,
                         destination: t.destination,
                         contents,
-                    });
+                    };
+                    if let Some(fast) = &mut self.fast {
+                        fast.saw_transmit(&t);
+                    }
+                    let queued = transmits.push(t);
                     if queued {
                         self.stats.datagrams_out += 1;
                         self.stats.bytes_out += len;
                     }
                 }
+                Ok(Output::Event(RtcEvent::RawPacket(raw))) => self.on_raw(*raw, now, transmits),
                 Ok(Output::Event(e)) => self.on_event(e, work),
                 Err(error) => {
                     self.stats.rtc_errors += 1;
@@ -420,7 +429,7 @@ impl Peer {
 /// Our payload type for the publisher's codec `params` on the m-line `mid`,
 /// memoized per publisher payload type: payload type numbers are per session
 /// and may differ between publisher and subscriber.
-fn local_pt(
+pub(crate) fn local_pt(
     map: &mut Vec<(Pt, Option<Pt>)>,
     rtc: &Rtc,
     mid: Mid,

@@ -176,6 +176,38 @@ impl SrtpSealer {
     /// allocated. A packet whose (SSRC, index) this sealer sealed before is
     /// refused, so a caller cannot reuse a nonce by mistake.
     pub fn seal_rtp(&mut self, clear: &[u8], out: &mut [u8]) -> Result<usize, SealError> {
+        self.seal(clear, None, out)
+    }
+
+    /// [`SrtpSealer::seal_rtp`] at the extended sequence number `index`
+    /// (rollover counter ‖ sequence number) the caller keeps, as str0m's
+    /// `RtpWrite` takes it, instead of one estimated from the header. Its
+    /// low 16 bits must be the header's sequence number.
+    pub fn seal_rtp_at(
+        &mut self,
+        clear: &[u8],
+        index: u64,
+        out: &mut [u8],
+    ) -> Result<usize, SealError> {
+        self.seal(clear, Some(index), out)
+    }
+
+    /// Marks `index` of `ssrc` as sealed elsewhere (a packet handed to str0m
+    /// on a stream this sealer otherwise owns): this sealer will refuse it.
+    pub fn reserve(&mut self, ssrc: u32, index: u64) -> Result<(), SealError> {
+        self.streams
+            .entry(ssrc)
+            .or_insert_with(|| StreamIndex::starting_at(index as u16))
+            .claim_index(ssrc, index)
+            .map(|_| ())
+    }
+
+    fn seal(
+        &mut self,
+        clear: &[u8],
+        index: Option<u64>,
+        out: &mut [u8],
+    ) -> Result<usize, SealError> {
         let header_len = rtp_header_len(clear).ok_or(SealError::Malformed)?;
         let (header, payload) = clear.split_at(header_len);
         let tag_len = match self.cipher {
@@ -188,11 +220,17 @@ impl SrtpSealer {
         }
         let seq = u16::from_be_bytes([header[2], header[3]]);
         let ssrc = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
-        let index = self
+        if index.is_some_and(|i| i as u16 != seq) {
+            return Err(SealError::Malformed);
+        }
+        let stream = self
             .streams
             .entry(ssrc)
-            .or_insert_with(|| StreamIndex::starting_at(seq))
-            .claim(ssrc, seq)?;
+            .or_insert_with(|| StreamIndex::starting_at(seq));
+        let index = match index {
+            Some(i) => stream.claim_index(ssrc, i)?,
+            None => stream.claim(ssrc, seq)?,
+        };
         let roc = (index >> 16) as u32;
         out[..header_len].copy_from_slice(header);
         let body = &mut out[header_len..total];
@@ -298,10 +336,13 @@ impl StreamIndex {
     }
 
     /// The index of `seq` (RFC 3711 §3.3.1: the rollover period closest to
-    /// the highest), marked sealed; an error if it was sealed before or is
-    /// too old to tell.
+    /// the highest), marked sealed.
     fn claim(&mut self, ssrc: u32, seq: u16) -> Result<u64, SealError> {
-        let index = self.estimate(seq);
+        self.claim_index(ssrc, self.estimate(seq))
+    }
+
+    /// Marks `index` sealed; an error if it was, or is too old to tell.
+    fn claim_index(&mut self, ssrc: u32, index: u64) -> Result<u64, SealError> {
         if index > self.highest {
             let ahead = index - self.highest;
             self.sealed = if ahead >= WINDOW {

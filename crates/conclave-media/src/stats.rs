@@ -44,6 +44,19 @@ pub struct PeerStats {
     pub audio_levels_malformed: u64,
     /// PLI/FIR this peer sent about tracks it receives.
     pub keyframe_requests_in: u64,
+    /// Fast path (`RouterConfig::fast_path`): video packets sealed and sent
+    /// to this peer outside str0m's send queue.
+    pub fast_sealed: u64,
+    /// Fast path: packets not sealed (an index sealed already, or too old).
+    pub fast_seal_errors: u64,
+    /// Fast path: packets sent again for this peer's NACKs.
+    pub fast_resent: u64,
+    /// Fast path: NACKed packets no longer (or never) in the history; the
+    /// once-a-second packets that go through str0m are str0m's to resend.
+    pub fast_nack_unanswered: u64,
+    /// Fast path: NACKed packets not resent, the stream's retransmission
+    /// budget being spent.
+    pub fast_nack_over_budget: u64,
     /// PLIs the router sent this peer about tracks it publishes.
     pub keyframe_requests_out: u64,
     /// Datagrams or timeouts the WebRTC stack refused with an error.

@@ -15,6 +15,7 @@ use str0m::rtp::RtpPacket;
 use super::Router;
 use super::simulcast::{IncomingLayer, MAX_LAYERS};
 use crate::event::Event;
+use crate::fastpath::Forwarded;
 use crate::keyframe::Verdict;
 use crate::lastn::{Level, SILENT_LEVEL};
 use crate::peer::{PeerId, PeerOutput, TrackId};
@@ -391,11 +392,24 @@ impl Router {
                 }
             }
             received = true;
-            if sub.forward(sub_mid, &params, packet) {
-                sub.stats.rtp_forwarded += 1;
-                sub.wake(now);
+            let forwarded = if sub.fast.is_some() {
+                sub.forward_fast(sub_mid, &params, packet, now, &mut self.transmits)
+            } else if sub.forward(sub_mid, &params, packet) {
+                Forwarded::ToStr0m
             } else {
-                sub.stats.rtp_dropped += 1;
+                Forwarded::Dropped
+            };
+            match forwarded {
+                Forwarded::Sent => sub.stats.rtp_forwarded += 1,
+                Forwarded::ToStr0m => {
+                    sub.stats.rtp_forwarded += 1;
+                    sub.wake(now);
+                }
+                Forwarded::Anchor => {
+                    sub.stats.rtp_forwarded += 1;
+                    sub.release(now, &mut self.transmits, &mut self.work);
+                }
+                Forwarded::Dropped => sub.stats.rtp_dropped += 1,
             }
         }
         if !received

@@ -133,6 +133,10 @@ pub struct RouterConfig {
     /// may be retransmissions before str0m drops the queued resends; `None`
     /// never drops them. See [`DEFAULT_RTX_RATIO_CAP`].
     pub rtx_ratio_cap: Option<f32>,
+    /// Forwarded video is sealed and queued by the router itself, per
+    /// subscriber, instead of going through str0m's send queue (issue 16,
+    /// `fastpath.rs`). Off by default: no congestion control of its own yet.
+    pub fast_path: bool,
 }
 
 /// The retransmission budget of every stream the router sends a subscriber:
@@ -173,6 +177,7 @@ impl RouterConfig {
             audio_last_n: Some(DEFAULT_AUDIO_LAST_N),
             drop_silent_audio: true,
             rtx_ratio_cap: Some(DEFAULT_RTX_RATIO_CAP),
+            fast_path: false,
         }
     }
 }
@@ -202,6 +207,7 @@ pub struct Router {
     audio: AudioSelector<PeerId>,
     drop_silent_audio: bool,
     rtx_ratio_cap: Option<f32>,
+    fast_path: bool,
 }
 
 impl Router {
@@ -246,6 +252,7 @@ impl Router {
             audio: AudioSelector::new(config.audio_last_n),
             drop_silent_audio: config.drop_silent_audio,
             rtx_ratio_cap: config.rtx_ratio_cap,
+            fast_path: config.fast_path,
         })
     }
 

@@ -13,6 +13,8 @@ use super::simulcast::{IncomingLayer, MAX_LAYERS, Track};
 use crate::codecs;
 use crate::error::MediaError;
 use crate::event::{Event, ForwardedTrack};
+use crate::fastpath::FastPath;
+use crate::keyexport;
 use crate::peer::{Peer, PeerId, Pending, TrackId};
 
 impl Router {
@@ -34,11 +36,20 @@ impl Router {
             // Egress bandwidth estimation from TWCC feedback: the budget for
             // simulcast layers.
             .enable_bwe(self.initial_bandwidth.map(Bitrate::bps));
-        let mut rtc = codecs::configure(config).build(now);
+        let config = codecs::configure(config);
+        let (mut rtc, fast) = if self.fast_path {
+            // The fast path reads NACKs for the streams it sends from str0m's
+            // raw RTCP events, and seals with the session's exported keys.
+            let (rtc, slot) = keyexport::build_rtc(config.enable_raw_packets(true), now);
+            (rtc, Some(FastPath::new(slot, self.rtx_ratio_cap)))
+        } else {
+            (config.build(now), None)
+        };
         for c in &self.candidates {
             rtc.add_local_candidate(c.clone());
         }
         let mut peer = Peer::new(id, rtc, now);
+        peer.fast = fast;
         peer.wants = self.tracks.keys().copied().collect();
         peer.drain(now, &mut self.transmits, &mut self.work);
         self.peers.insert(id, peer);

@@ -1,0 +1,459 @@
+//! The fast forwarding path (issue 16, [`crate::RouterConfig::fast_path`]):
+//! forwarded video is rewritten and sealed here, per subscriber, and queued
+//! as a datagram at once, instead of being written to str0m and let out of
+//! its send queue one packet per timeout.
+//!
+//! Which packets it takes, and why each SSRC has one owner (`srtp.rs` says
+//! why two sealers must never share one):
+//!
+//! - **Video only.** A subscriber's video stream is decided at its first
+//!   packet: fast if the session's keys are exported and its media route is
+//!   known, str0m's otherwise, and it stays so. Audio stays on str0m: it is
+//!   a small share of the packets (last-N caps it), and RED unwrapping and
+//!   talkspurt markers live on that path.
+//! - **One packet a second still goes through str0m** (`ANCHOR_EVERY`),
+//!   at an index the sealer has reserved first, so str0m and this path seal
+//!   disjoint indices of the same SSRC. str0m bases its RTCP sender reports
+//!   on the last packet written to a stream, and with none it reports RTP
+//!   time 0, which would break a receiver's A/V sync; the anchor keeps its
+//!   RTP/NTP mapping current. Its packet and octet counts then cover the
+//!   anchors only.
+//! - **NACKs** for a fast stream are read from str0m's raw RTCP events
+//!   (`RtcConfig::enable_raw_packets`, the only place str0m 0.25 surfaces
+//!   feedback for packets it did not send) and answered by sending the same
+//!   sealed bytes again, from a per-stream history, within the stream's
+//!   retransmission budget (`rtx_ratio_cap` of its bytes over about a
+//!   second). A NACK for an anchor is str0m's: it has the packet and resends
+//!   it over RTX.
+//! - **No congestion control of its own yet.** Fast packets carry no
+//!   transport-wide sequence number, so str0m's estimate (which still drives
+//!   the simulcast layer choice) sees only what str0m sends: audio, anchors
+//!   and its probes.
+//!
+//! The route is the candidate pair str0m sends its own DTLS/RTP/RTCP on,
+//! taken from its transmits, so the fast path follows ICE and works over
+//! ICE-TCP as well (the shell frames every transmit the same way).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Mid};
+use str0m::net::Protocol;
+use str0m::rtp::rtcp::Rtcp;
+use str0m::rtp::{Extension, ExtensionValues, RawPacket, RtpPacket, RtpWrite, SeqNo};
+
+use crate::keyexport::{KeySlot, base_provider};
+use crate::peer::{Peer, local_pt};
+use crate::rewrite::{Rewriter, SourcePacket};
+use crate::srtp::{SRTP_OVERHEAD, SrtpSealer};
+use crate::transmit::{Transmit, TransmitQueue};
+
+/// How often a fast stream's packet goes through str0m instead, to keep
+/// its sender reports right.
+const ANCHOR_EVERY: Duration = Duration::from_secs(1);
+
+/// Sealed packets kept per fast stream to answer NACKs from. Each is this
+/// subscriber's own ciphertext (str0m's history shares one payload among
+/// subscribers), so fewer than str0m keeps: about 2 s of a 1.5 Mbit/s video.
+const HISTORY_PACKETS: usize = 256;
+
+/// How old a kept packet may be and still be resent (as str0m's default).
+const HISTORY_AGE: Duration = Duration::from_secs(3);
+
+/// The retransmission budget's window: its byte counts halve this often.
+const BUDGET_HALF_LIFE: Duration = Duration::from_secs(1);
+
+/// Who seals a subscriber stream's main SSRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Fast,
+    Str0m,
+}
+
+/// One subscriber session's fast path.
+pub(crate) struct FastPath {
+    slot: KeySlot,
+    /// The sealer and the key generation it was made from.
+    sealer: Option<(u64, SrtpSealer)>,
+    /// Where str0m sends media: (transport, local, remote).
+    route: Option<(Protocol, SocketAddr, SocketAddr)>,
+    owners: HashMap<u32, Owner>,
+    streams: HashMap<u32, FastStream>,
+    rtx_ratio_cap: Option<f32>,
+    /// The clear packet being built; reused.
+    clear: Vec<u8>,
+}
+
+struct FastStream {
+    last_anchor: Option<Instant>,
+    /// Sealed packets by extended sequence number modulo the ring size.
+    history: Vec<Option<Kept>>,
+    highest: Option<u64>,
+    sent_bytes: f64,
+    resent_bytes: f64,
+    budget_at: Instant,
+}
+
+struct Kept {
+    seq: u64,
+    at: Instant,
+    sealed: Vec<u8>,
+}
+
+impl FastPath {
+    pub(crate) fn new(slot: KeySlot, rtx_ratio_cap: Option<f32>) -> Self {
+        FastPath {
+            slot,
+            sealer: None,
+            route: None,
+            owners: HashMap::new(),
+            streams: HashMap::new(),
+            rtx_ratio_cap,
+            clear: Vec::with_capacity(1_500),
+        }
+    }
+
+    /// Notes where str0m sends: its DTLS and SRTP(C) datagrams go on the
+    /// selected candidate pair (STUN answers may go elsewhere and are
+    /// ignored).
+    pub(crate) fn saw_transmit(&mut self, t: &Transmit) {
+        if let Some(&first) = t.contents.first()
+            && ((20..=63).contains(&first) || (128..=191).contains(&first))
+        {
+            self.route = Some((t.proto, t.source, t.destination));
+        }
+    }
+
+    /// The sealer, made (again) if the handshake produced newer keys.
+    fn sealer(&mut self) -> Option<&mut SrtpSealer> {
+        let keys = self.slot.get()?;
+        if self.sealer.as_ref().map(|(g, _)| *g) != Some(keys.generation) {
+            match SrtpSealer::new(base_provider(), keys.profile, &keys.material, keys.active) {
+                Ok(s) => {
+                    // New keys, new nonces: nothing sealed before counts.
+                    self.sealer = Some((keys.generation, s));
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "no fast path for this session");
+                    return None;
+                }
+            }
+        }
+        self.sealer.as_mut().map(|(_, s)| s)
+    }
+
+    /// Decides, once per SSRC, who seals it.
+    fn owner(&mut self, ssrc: u32, kind: MediaKind) -> Owner {
+        if let Some(o) = self.owners.get(&ssrc) {
+            return *o;
+        }
+        let fast = kind == MediaKind::Video && self.route.is_some() && self.sealer().is_some();
+        let owner = if fast { Owner::Fast } else { Owner::Str0m };
+        self.owners.insert(ssrc, owner);
+        owner
+    }
+
+    /// Answers a subscriber's NACK for a fast stream from its history.
+    fn on_nack(
+        &mut self,
+        ssrc: u32,
+        seqs: impl FnOnce(SeqNo) -> Vec<SeqNo>,
+        now: Instant,
+        transmits: &mut TransmitQueue,
+        stats: &mut crate::PeerStats,
+    ) {
+        let Some(route) = self.route else { return };
+        let Some(stream) = self.streams.get_mut(&ssrc) else {
+            return;
+        };
+        let Some(highest) = stream.highest else {
+            return;
+        };
+        stream.decay(now);
+        for seq in seqs(highest.into()) {
+            let seq = *seq;
+            let slot = (seq % HISTORY_PACKETS as u64) as usize;
+            let Some(kept) = stream.history[slot]
+                .as_ref()
+                .filter(|k| k.seq == seq && now.saturating_duration_since(k.at) <= HISTORY_AGE)
+            else {
+                stats.fast_nack_unanswered += 1;
+                continue;
+            };
+            let len = kept.sealed.len() as f64;
+            if let Some(cap) = self.rtx_ratio_cap
+                && stream.resent_bytes + len > f64::from(cap) * stream.sent_bytes
+            {
+                stats.fast_nack_over_budget += 1;
+                continue;
+            }
+            let again = kept.sealed.clone();
+            stream.resent_bytes += len;
+            stats.fast_resent += 1;
+            push(transmits, route, again, stats);
+        }
+    }
+}
+
+impl FastStream {
+    fn new(now: Instant) -> Self {
+        FastStream {
+            last_anchor: None,
+            history: (0..HISTORY_PACKETS).map(|_| None).collect(),
+            highest: None,
+            sent_bytes: 0.0,
+            resent_bytes: 0.0,
+            budget_at: now,
+        }
+    }
+
+    fn decay(&mut self, now: Instant) {
+        while now.saturating_duration_since(self.budget_at) >= BUDGET_HALF_LIFE {
+            self.sent_bytes /= 2.0;
+            self.resent_bytes /= 2.0;
+            self.budget_at += BUDGET_HALF_LIFE;
+        }
+    }
+
+    /// Keeps a copy of `sealed` for resends, reusing the slot's buffer.
+    fn keep(&mut self, seq: u64, now: Instant, sealed: &[u8]) {
+        let slot = &mut self.history[(seq % HISTORY_PACKETS as u64) as usize];
+        match slot {
+            Some(k) => {
+                k.seq = seq;
+                k.at = now;
+                k.sealed.clear();
+                k.sealed.extend_from_slice(sealed);
+            }
+            None => {
+                *slot = Some(Kept {
+                    seq,
+                    at: now,
+                    sealed: sealed.to_vec(),
+                })
+            }
+        }
+        self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
+    }
+}
+
+fn push(
+    transmits: &mut TransmitQueue,
+    (proto, source, destination): (Protocol, SocketAddr, SocketAddr),
+    contents: Vec<u8>,
+    stats: &mut crate::PeerStats,
+) {
+    let len = contents.len() as u64;
+    if transmits.push(Transmit {
+        proto,
+        source,
+        destination,
+        contents,
+    }) {
+        stats.datagrams_out += 1;
+        stats.bytes_out += len;
+    }
+}
+
+/// What [`Peer::forward_fast`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forwarded {
+    /// Sealed and queued.
+    Sent,
+    /// Written to str0m: the peer needs a timeout to let it out.
+    ToStr0m,
+    /// A fast stream's anchor, written to str0m: it must leave before the
+    /// stream's next packets, sealed here, or the receiver sees it late
+    /// (and a receiver's first packet late is dropped as older than its
+    /// stream's start).
+    Anchor,
+    Dropped,
+}
+
+impl Peer {
+    /// Forwards a publisher's `packet` to the stream on `mid` by the fast
+    /// path where that stream is the fast path's, else through str0m.
+    pub(crate) fn forward_fast(
+        &mut self,
+        mid: Mid,
+        params: &PayloadParams,
+        packet: &RtpPacket,
+        now: Instant,
+        transmits: &mut TransmitQueue,
+    ) -> Forwarded {
+        let Some(out) = self.outgoing.get(&mid) else {
+            return Forwarded::Dropped;
+        };
+        let (ssrc, kind) = (*out.ssrc, out.kind);
+        let owner = match self.fast.as_mut() {
+            Some(fast) => fast.owner(ssrc, kind),
+            None => Owner::Str0m,
+        };
+        if owner == Owner::Str0m {
+            return if self.forward(mid, params, packet) {
+                Forwarded::ToStr0m
+            } else {
+                Forwarded::Dropped
+            };
+        }
+        let Some(fast) = self.fast.as_mut() else {
+            return Forwarded::Dropped;
+        };
+        let Some(out) = self.outgoing.get_mut(&mid) else {
+            return Forwarded::Dropped;
+        };
+        let Some(pt) = local_pt(&mut out.pt_map, &self.rtc, mid, params) else {
+            return Forwarded::Dropped;
+        };
+        let rewriter = out
+            .rewriter
+            .get_or_insert_with(|| Rewriter::new(params.spec().clock_rate.get()));
+        let Some(rewritten) = rewriter.rewrite(SourcePacket {
+            source: *packet.header.ssrc,
+            seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            arrival: packet.timestamp,
+        }) else {
+            return Forwarded::Dropped;
+        };
+        let stream = fast
+            .streams
+            .entry(ssrc)
+            .or_insert_with(|| FastStream::new(now));
+        let anchor_due = stream
+            .last_anchor
+            .is_none_or(|at| now.saturating_duration_since(at) >= ANCHOR_EVERY);
+        let from = &packet.header.ext_vals;
+        if anchor_due {
+            stream.last_anchor = Some(now);
+            let Some(sealer) = fast.sealer() else {
+                return Forwarded::Dropped;
+            };
+            if sealer.reserve(ssrc, rewritten.seq).is_err() {
+                self.stats.fast_seal_errors += 1;
+                return Forwarded::Dropped;
+            }
+            let ext_vals = ExtensionValues {
+                video_orientation: from.video_orientation,
+                video_content_type: from.video_content_type,
+                ..Default::default()
+            };
+            let write = RtpWrite::new(
+                pt,
+                rewritten.seq.into(),
+                rewritten.timestamp,
+                packet.timestamp,
+                packet.payload.clone(),
+            )
+            .marker(packet.header.marker)
+            .ext_vals(ext_vals)
+            .nackable(true);
+            let mut api = self.rtc.direct_api();
+            let Some(tx) = api.stream_tx(&out.ssrc) else {
+                return Forwarded::Dropped;
+            };
+            tx.write_rtp(write);
+            self.unsent += 1;
+            return Forwarded::Anchor;
+        }
+
+        // The clear packet: fixed header, then the one-byte extensions this
+        // subscriber negotiated that the packet needs. MID always: str0m
+        // stops sending it once the receiver has bound the SSRC, which only
+        // str0m learns.
+        let exts = self.rtc.media(mid).map(|m| m.remote_extmap());
+        let mid_id = exts.and_then(|e| e.id_of(Extension::RtpMid));
+        let orientation = exts
+            .and_then(|e| e.id_of(Extension::VideoOrientation))
+            .zip(from.video_orientation);
+        let clear = &mut fast.clear;
+        clear.clear();
+        clear.push(0x80);
+        clear.push((u8::from(packet.header.marker) << 7) | (*pt & 0x7f));
+        clear.extend_from_slice(&(rewritten.seq as u16).to_be_bytes());
+        clear.extend_from_slice(&rewritten.timestamp.to_be_bytes());
+        clear.extend_from_slice(&ssrc.to_be_bytes());
+        let mid_str = mid.to_string();
+        let mid_bytes = mid_str.as_bytes();
+        let mid_ext = mid_id.filter(|_| (1..=16).contains(&mid_bytes.len()));
+        if mid_ext.is_some() || orientation.is_some() {
+            clear[0] |= 0x10;
+            let start = clear.len();
+            clear.extend_from_slice(&[0xbe, 0xde, 0, 0]);
+            if let Some(id) = mid_ext {
+                clear.push((id << 4) | (mid_bytes.len() as u8 - 1));
+                clear.extend_from_slice(mid_bytes);
+            }
+            if let Some((id, o)) = orientation {
+                clear.push(id << 4);
+                clear.push(o as u8);
+            }
+            while (clear.len() - start) % 4 != 0 {
+                clear.push(0);
+            }
+            let words = ((clear.len() - start - 4) / 4) as u16;
+            clear[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
+        }
+        clear.extend_from_slice(&packet.payload);
+
+        let mut sealed = vec![0u8; clear.len() + SRTP_OVERHEAD];
+        let Some(route) = fast.route else {
+            return Forwarded::Dropped;
+        };
+        let clear = std::mem::take(&mut fast.clear);
+        let result = fast
+            .sealer()
+            .map(|s| s.seal_rtp_at(&clear, rewritten.seq, &mut sealed));
+        fast.clear = clear;
+        match result {
+            Some(Ok(n)) => sealed.truncate(n),
+            Some(Err(error)) => {
+                self.stats.fast_seal_errors += 1;
+                tracing::debug!(peer = %self.id, %error, "not sealed");
+                return Forwarded::Dropped;
+            }
+            None => return Forwarded::Dropped,
+        }
+        let stream = fast
+            .streams
+            .entry(ssrc)
+            .or_insert_with(|| FastStream::new(now));
+        stream.decay(now);
+        stream.sent_bytes += sealed.len() as f64;
+        stream.keep(rewritten.seq, now, &sealed);
+        self.stats.fast_sealed += 1;
+        push(transmits, route, sealed, &mut self.stats);
+        Forwarded::Sent
+    }
+
+    /// A raw packet str0m reported (fast path only): NACKs for fast streams
+    /// are answered; everything else was for troubleshooting and is dropped.
+    pub(crate) fn on_raw(&mut self, raw: RawPacket, now: Instant, transmits: &mut TransmitQueue) {
+        let RawPacket::RtcpRx(Rtcp::Nack(nack)) = raw else {
+            return;
+        };
+        let Some(fast) = self.fast.as_mut() else {
+            return;
+        };
+        let ssrc = *nack.ssrc;
+        if fast.owners.get(&ssrc) != Some(&Owner::Fast) {
+            return;
+        }
+        let reports = nack.reports;
+        fast.on_nack(
+            ssrc,
+            |near| {
+                reports
+                    .iter()
+                    .flat_map(|e| e.into_iter(near))
+                    .take(HISTORY_PACKETS)
+                    .collect()
+            },
+            now,
+            transmits,
+            &mut self.stats,
+        );
+    }
+}
