@@ -51,6 +51,10 @@ pub struct Config {
     /// everyone, which costs M × (M − 1) packets per 20 ms in a meeting of M
     /// where all microphones are open.
     pub audio_last_n: usize,
+    /// Forwarded video is sealed and sent by the media worker itself,
+    /// outside str0m's send queue (`conclave_media`'s `fastpath.rs`, issue
+    /// 16). Off by default: it has no congestion control of its own yet.
+    pub media_fast_path: bool,
     /// The address announced to clients in ICE candidates, when it differs
     /// from `media_listen` (behind a 1:1 NAT, or when listening on 0.0.0.0).
     pub public_ip: Option<IpAddr>,
@@ -145,6 +149,7 @@ impl Default for Config {
             media_listen: SocketAddr::from(([127, 0, 0, 1], 10000)),
             media_workers: 0,
             audio_last_n: conclave_media::DEFAULT_AUDIO_LAST_N,
+            media_fast_path: false,
             public_ip: None,
             public_url: None,
             tls_cert: None,

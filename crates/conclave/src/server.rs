@@ -152,6 +152,7 @@ impl Server {
             config.public_ip,
             config.media_workers,
             config.audio_last_n,
+            config.media_fast_path,
             shutdown.clone(),
         )?;
         let state = AppState {

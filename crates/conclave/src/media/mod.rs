@@ -148,12 +148,14 @@ pub enum MediaStartError {
 /// `announce` is the address put in ICE candidates (defaults to the bound
 /// one; 127.0.0.1 when bound to all interfaces and nothing better is known).
 /// `workers` 0 means one per core. Each meeting's router forwards every
-/// member the audio of `audio_last_n` others at most (0: no limit).
+/// member the audio of `audio_last_n` others at most (0: no limit), and
+/// seals forwarded video itself if `fast_path`.
 pub fn start(
     bind: SocketAddr,
     announce: Option<IpAddr>,
     workers: usize,
     audio_last_n: usize,
+    fast_path: bool,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<MediaHandle, MediaStartError> {
     let count = match workers {
@@ -209,7 +211,9 @@ pub fn start(
             .name(format!("media-{i}"))
             .spawn(move || {
                 let tcp = tcp::Tcp::new(listener, tcp_local);
-                let worker = worker::Worker::new(socket, local, tcp).audio_last_n(audio_last_n);
+                let worker = worker::Worker::new(socket, local, tcp)
+                    .audio_last_n(audio_last_n)
+                    .fast_path(fast_path);
                 runtime.block_on(worker.run(rx, shutdown));
             })
             .map_err(MediaStartError::Worker)?;

@@ -51,6 +51,8 @@ pub struct Worker {
     stats: WorkerStats,
     /// Given to every meeting's router ([`RouterConfig::audio_last_n`]).
     audio_last_n: Option<usize>,
+    /// Given to every meeting's router ([`RouterConfig::fast_path`]).
+    fast_path: bool,
 }
 
 /// What the worker counts itself; the routers count the rest
@@ -80,6 +82,7 @@ impl Worker {
             send: SendBatch::new(),
             stats: WorkerStats::default(),
             audio_last_n: Some(conclave_media::DEFAULT_AUDIO_LAST_N),
+            fast_path: false,
         }
     }
 
@@ -87,6 +90,13 @@ impl Worker {
     /// (0: no limit), the server's `audio_last_n`.
     pub fn audio_last_n(mut self, n: usize) -> Self {
         self.audio_last_n = (n > 0).then_some(n);
+        self
+    }
+
+    /// Each meeting's router seals forwarded video itself, the server's
+    /// `media_fast_path`.
+    pub fn fast_path(mut self, on: bool) -> Self {
+        self.fast_path = on;
         self
     }
 
@@ -237,6 +247,7 @@ impl Worker {
                     forward_by_default: false,
                     tcp_candidates: vec![self.tcp.local],
                     audio_last_n: self.audio_last_n,
+                    fast_path: self.fast_path,
                     ..RouterConfig::new(self.local)
                 };
                 let Ok(router) = Router::new(config) else {
