@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use conclave_client::media::ClientPeer;
+use conclave_client::relay::RelayFallback;
 use conclave_client::{Invite, Signaling};
 use conclave_proto::{ClientMessage, ServerMessage};
 use serde_json::{Value, json};
@@ -49,6 +50,9 @@ pub struct Tuning {
     pub audio_last_n: Option<usize>,
     /// CPUs to pin the server to (`taskset -c`).
     pub server_cpus: Option<String>,
+    /// `--turn-url` for each (the secret from CONCLAVE_TURN_SECRET, which
+    /// the server inherits).
+    pub turn_urls: Vec<String>,
 }
 
 impl Server {
@@ -134,6 +138,9 @@ impl Server {
         if let Some(n) = workers {
             cmd.arg("--media-workers").arg(n.to_string());
         }
+        for url in &tuning.turn_urls {
+            cmd.arg("--turn-url").arg(url);
+        }
         let child = cmd.spawn().context("starting conclave serve")?;
         let pid = child.id().context("server pid")?;
         let base = format!("http://127.0.0.1:{http_port}");
@@ -211,8 +218,15 @@ pub async fn participant(
     };
     let setup = async {
         let mut sig = Signaling::connect(&invite, None).await?;
-        sig.join(&name, invite.passcode.as_deref(), false, PATIENCE)
+        let admission = sig
+            .join(&name, invite.passcode.as_deref(), false, PATIENCE)
             .await?;
+        let relay = participant::relay_only()
+            .map(|ca| RelayFallback::new(&admission.ice_servers, true, ca))
+            .transpose()?;
+        if let Some(relay) = &relay {
+            relay.check()?;
+        }
         if sends != Sends::Nothing {
             sig.send(&ClientMessage::SetMedia {
                 audio: Some(true),
@@ -222,21 +236,22 @@ pub async fn participant(
             .await?;
         }
         let (socket, local) = participant::bind(bind).await?;
-        let (mut peer, offer) = if participant::tcp_only() {
+        let (mut peer, offer) = if participant::tcp_only() || relay.is_some() {
             ClientPeer::new_tcp_only(sends.sources(), Instant::now())?
         } else {
             ClientPeer::new(local, sends.sources(), Instant::now())?
         };
         peer.set_audio_level(audio_level);
         sig.send(&offer).await?;
-        anyhow::Ok((sig, socket, peer))
+        anyhow::Ok((sig, socket, peer, relay))
     };
     match setup.await {
-        Ok((sig, socket, peer)) => {
+        Ok((sig, socket, peer, relay)) => {
             participant::run_media(
                 peer,
                 socket,
                 Channel::Conclave(Box::new(sig)),
+                relay,
                 phase,
                 outcome,
             )

@@ -300,7 +300,7 @@ pub async fn publisher(
     };
     match setup.await {
         Ok((peer, socket)) => {
-            participant::run_media(peer, socket, Channel::None, phase, outcome).await
+            participant::run_media(peer, socket, Channel::None, None, phase, outcome).await
         }
         Err(e) => {
             eprintln!("janus publisher: {e}");
@@ -354,7 +354,7 @@ pub async fn subscriber(
     };
     match setup.await {
         Ok((peer, socket)) => {
-            participant::run_media(peer, socket, Channel::None, phase, outcome).await
+            participant::run_media(peer, socket, Channel::None, None, phase, outcome).await
         }
         Err(e) => Outcome {
             error: Some(format!("janus subscriber: {e}")),

@@ -99,6 +99,18 @@ struct Args {
     /// Conclave participants offer no UDP: all media over ICE-TCP.
     #[arg(long)]
     tcp: bool,
+    /// Conclave participants offer no candidate of their own and carry
+    /// their media through the TURN relays the server names in `joined`
+    /// (`--turn-url`), as `conclave join --relay-only` does.
+    #[arg(long, conflicts_with = "tcp", requires = "turn_url")]
+    relay: bool,
+    /// A TURN URL the Conclave server hands its members (`conclave serve
+    /// --turn-url`, the secret from CONCLAVE_TURN_SECRET); repeatable.
+    #[arg(long, value_name = "URL")]
+    turn_url: Vec<String>,
+    /// CA certificates (PEM) trusted for a `turns:` relay.
+    #[arg(long, value_name = "FILE")]
+    turn_ca: Option<PathBuf>,
     /// Audio carries RFC 6464 levels, steady and different for each
     /// member (publishers from -20 dBov, then the audio senders, 2 dB
     /// apart), so the server's last-N audio has voices to rank. Without
@@ -148,6 +160,9 @@ struct Run {
     received: u64,
     latencies: Vec<u32>,
     joins_ms: Vec<f64>,
+    /// Packets the participants sent through a relay, by how they reached
+    /// it (`--relay`): shows the relay transport the run measured.
+    relay_packets_by: std::collections::BTreeMap<&'static str, u64>,
     rss_delta: i64,
     errors: Vec<String>,
 }
@@ -304,6 +319,9 @@ async fn load(
             run.errors.push(e.clone());
         }
         run.packets += o.window_frames.1.saturating_sub(o.window_frames.0);
+        for (via, n) in &o.stats.relay_packets_by {
+            *run.relay_packets_by.entry(via).or_default() += n;
+        }
         for track in o.stats.received.values() {
             run.received += track.frames;
             if let Some((lo, hi)) = track.synthetic_seq {
@@ -386,6 +404,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let args = Args::parse();
     participant::TCP_ONLY.store(args.tcp, std::sync::atomic::Ordering::Relaxed);
+    if args.relay {
+        let _ = participant::RELAY_ONLY.set(args.turn_ca.clone());
+    }
     // The Janus side has no audio-only publisher: a comparison would not be
     // the same load.
     anyhow::ensure!(
@@ -403,6 +424,7 @@ async fn main() -> anyhow::Result<()> {
                 &conclave_target::Tuning {
                     audio_last_n: args.audio_last_n,
                     server_cpus: args.server_cpus.clone(),
+                    turn_urls: args.turn_url.clone(),
                 },
             )
             .await?,
@@ -417,7 +439,7 @@ async fn main() -> anyhow::Result<()> {
     let mut out = json!({
         "target": format!("{:?}", args.target).to_lowercase(),
         "rooms": args.rooms,
-        "transport": if args.tcp { "tcp" } else { "udp" },
+        "transport": if args.relay { "relay" } else if args.tcp { "tcp" } else { "udp" },
         "publishers": args.publishers,
         "subscribers": args.subscribers,
         "audio_senders": args.audio_senders,
@@ -476,6 +498,9 @@ async fn main() -> anyhow::Result<()> {
             .map(|v| round(*v, 1))
     );
     out["join_ms_max"] = json!(run.joins_ms.last().map(|v| round(*v, 1)));
+    if args.relay {
+        out["relay_packets_out"] = json!(run.relay_packets_by);
+    }
     out["errors"] = json!(run.errors.len());
 
     out["admit_100_ms"] = Value::Null;

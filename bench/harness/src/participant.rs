@@ -1,16 +1,20 @@
 //! One benchmark participant's media: a [`ClientPeer`] on its own UDP socket
-//! (or, with `--tcp`, over ICE-TCP alone), driven until the run stops, with
+//! (or, with `--tcp`, over ICE-TCP alone, or with `--relay` through a TURN
+//! relay alone), driven until the run stops, with
 //! snapshots of what it received at the start and end of the measuring window.
 //!
 //! Signaling differs per target (Conclave's WebSocket, Janus's HTTP API); the
 //! media loop is the same, so both servers see the same client.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use conclave_client::Signaling;
 use conclave_client::media::{ClientPeer, PeerStats, SourceMedia};
+use conclave_client::relay::{RelayEvent, RelayFallback};
 use conclave_client::tcp::TcpFallback;
 use conclave_proto::{ClientMessage, ServerMessage};
 use tokio::net::UdpSocket;
@@ -25,6 +29,17 @@ pub static TCP_ONLY: AtomicBool = AtomicBool::new(false);
 
 pub fn tcp_only() -> bool {
     TCP_ONLY.load(Ordering::Relaxed)
+}
+
+/// `--relay`: every Conclave participant offers no candidate and carries
+/// its media through the relays in its `joined` (trusting `--turn-ca` for
+/// `turns:`), for the join-to-first-media figures by transport. Set once
+/// before the run.
+pub static RELAY_ONLY: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// With `--relay`, the `--turn-ca` file if any.
+pub fn relay_only() -> Option<Option<&'static std::path::Path>> {
+    RELAY_ONLY.get().map(Option::as_deref)
 }
 
 /// Where the run is; every participant watches it.
@@ -92,11 +107,13 @@ pub enum Channel {
     None,
 }
 
-/// Runs `peer` on `socket` until the phase reaches `Stop`.
+/// Runs `peer` on `socket` (or through `relay`) until the phase reaches
+/// `Stop`.
 pub async fn run_media(
     mut peer: ClientPeer,
     socket: UdpSocket,
     mut channel: Channel,
+    mut relay: Option<RelayFallback>,
     mut phase: watch::Receiver<Phase>,
     mut outcome: Outcome,
 ) -> Outcome {
@@ -130,6 +147,9 @@ pub async fn run_media(
                         if let Some(tcp) = tcp.as_mut() {
                             tcp.on_answer(&sdp, Instant::now());
                         }
+                        if let Some(relay) = relay.as_mut() {
+                            relay.on_answer(Instant::now());
+                        }
                     }
                     Some(ServerMessage::MediaOffer { sdp, tracks }) => peer.accept_offer(&sdp, tracks, Instant::now())?,
                     Some(ServerMessage::Ended { .. } | ServerMessage::Removed) => anyhow::bail!("the meeting ended"),
@@ -143,6 +163,11 @@ pub async fn run_media(
                 Some((from, local, frame)) = recv_tcp(&mut tcp) => {
                     peer.handle_tcp_frame(from, local, &frame, Instant::now())?;
                 }
+                event = recv_relay(&mut relay) => {
+                    if let Some(relay) = relay.as_mut() {
+                        relay.handle(event, &mut peer, Instant::now())?;
+                    }
+                }
                 () = tokio::time::sleep_until(wake) => {
                     next = peer.handle_timeout(Instant::now())?;
                 }
@@ -152,6 +177,9 @@ pub async fn run_media(
             }
             if let Some(tcp) = tcp.as_mut() {
                 tcp.step(&mut peer, Instant::now()).await?;
+            }
+            if let Some(relay) = relay.as_mut() {
+                relay.step(&mut peer, Instant::now())?;
             }
             if let Channel::Conclave(sig) = &mut channel {
                 for msg in peer.take_messages() {
@@ -169,6 +197,9 @@ pub async fn run_media(
         outcome.window_frames.1 = total_frames(peer.stats());
     }
     outcome.stats = peer.stats().clone();
+    if let Some(relay) = relay.as_mut() {
+        relay.close().await;
+    }
     if let Channel::Conclave(sig) = channel {
         sig.close().await;
     }
@@ -178,6 +209,13 @@ pub async fn run_media(
 async fn recv_tcp(tcp: &mut Option<TcpFallback>) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
     match tcp {
         Some(tcp) => tcp.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_relay(relay: &mut Option<RelayFallback>) -> RelayEvent {
+    match relay {
+        Some(relay) => relay.next().await,
         None => std::future::pending().await,
     }
 }
