@@ -11,6 +11,7 @@ mod bad_input;
 mod banned_guests;
 mod e2ee_assets;
 mod e2ee_flow;
+mod fast_path;
 mod guessing;
 mod hardening;
 mod ice_tcp;
