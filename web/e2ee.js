@@ -12,7 +12,7 @@
 /** The wasm module (crates/conclave-e2ee-wasm), loaded once for the page. */
 let wasm = null;
 /** The server's MLS messages a resume counts (docs/protocol.md, `resume`). */
-const MLS_COUNTED = new Set(['mls_create_group', 'mls_message', 'mls_welcome', 'mls_commit_request']);
+const MLS_COUNTED = new Set(['mls_create_group', 'mls_message', 'mls_welcome', 'mls_commit_request', 'mls_update_request']);
 
 function loadWasm() {
   if (!wasm) {
@@ -193,6 +193,11 @@ export class E2ee {
             this.commitNow();
           }
           break;
+        case 'mls_update_request':
+          // We joined since we last committed: a fresh path fills the tree, so later commits
+          // stay small.
+          if (this.inGroup && !this.committing) this.sendCommit(this.member.update());
+          break;
         default:
           break;
       }
@@ -238,7 +243,10 @@ export class E2ee {
   commitNow() {
     if (!this.mustCommit || this.committing || !this.inGroup) return;
     const out = this.member.commit();
-    if (!out) return;
+    if (out) this.sendCommit(out);
+  }
+
+  sendCommit(out) {
     this.committing = true;
     const msg = { type: 'mls_commit', commit: toB64(out.commit) };
     if (out.welcome) msg.welcome = toB64(out.welcome);

@@ -172,6 +172,22 @@ impl E2ee {
         Ok(())
     }
 
+    /// An update commit (a fresh path, and whatever proposals this member
+    /// holds), as the server asks of a newcomer so the tree fills.
+    fn update(&mut self) -> Result<(), E2eeError> {
+        if self.committing {
+            return Ok(());
+        }
+        let c = self.member.update()?;
+        self.committing = true;
+        self.out.push(ClientMessage::MlsCommit {
+            commit: b64(&c.commit),
+            welcome: c.welcome.as_deref().map(b64),
+            group_info: None,
+        });
+        Ok(())
+    }
+
     fn keys(&self) -> Change {
         Change::Epoch(self.member.sframe_keys())
     }
@@ -236,6 +252,10 @@ impl E2ee {
             }
             ServerMessage::MlsCommitRequest if self.in_group => {
                 self.commit()?;
+                Ok(None)
+            }
+            ServerMessage::MlsUpdateRequest if self.in_group => {
+                self.update()?;
                 Ok(None)
             }
             ServerMessage::Chat { from, .. } if *from == self.me => {

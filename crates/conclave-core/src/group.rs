@@ -55,6 +55,14 @@ pub(crate) struct Group {
     /// time: named again only when nobody else can, until they commit
     /// something.
     passed_over: BTreeSet<ParticipantId>,
+    /// Members a commit added who have not committed since: their leaves sit
+    /// under blank parents until they do, and every commit encrypts to each of
+    /// them one by one. Asked, one at a time when no proposal is out, to make
+    /// an update commit.
+    needs_update: BTreeSet<ParticipantId>,
+    /// The member asked for an update commit, since when, and the epoch it
+    /// was last asked in.
+    updating: Option<(ParticipantId, Instant, u64)>,
     /// Members asked to create a group that was then given to another: the
     /// GroupInfo they may still send is dropped without an error, as their
     /// client then joins the real group by its Welcome.
@@ -134,6 +142,8 @@ impl Group {
             stale: BTreeSet::new(),
             asked: None,
             passed_over: BTreeSet::new(),
+            needs_update: BTreeSet::new(),
+            updating: None,
             creation_withdrawn: BTreeSet::new(),
             out: Vec::new(),
         })
@@ -152,7 +162,14 @@ impl Group {
                 Some(since + COMMIT_TIMEOUT)
             }
             Phase::Creating(..) => None,
-            _ => self.asked.map(|(_, since)| since + COMMIT_TIMEOUT),
+            _ => [
+                self.asked,
+                self.updating.map(|(who, since, _)| (who, since)),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|(_, since)| since + COMMIT_TIMEOUT)
+            .min(),
         }
     }
 
@@ -251,7 +268,13 @@ impl Group {
         self.proposed_remove.clear();
         self.asked = None;
         self.passed_over.remove(&from);
+        // Its path is fresh now.
+        self.needs_update.remove(&from);
+        if self.updating.is_some_and(|(who, ..)| who == from) {
+            self.updating = None;
+        }
         let after = self.roster();
+        self.needs_update.extend(after.difference(&before));
         let msg = ServerMessage::MlsMessage {
             message: commit_b64.to_string(),
             commit_by: None,
@@ -465,6 +488,7 @@ impl Group {
         }
         if self.proposed_add.is_empty() && self.proposed_remove.is_empty() {
             self.asked = None;
+            self.ask_for_update(&roster, connected, now);
             return;
         }
         // Proposals are out: their committer has COMMIT_TIMEOUT from the
@@ -476,6 +500,44 @@ impl Group {
             if !named_in_proposals {
                 self.out.push((committer, ServerMessage::MlsCommitRequest));
             }
+        }
+    }
+
+    /// With no proposal out, one newcomer at a time makes an update commit,
+    /// so that the tree fills and commits stay about O(log n) however the
+    /// group grew. One that does not within `COMMIT_TIMEOUT` (an old client,
+    /// a frozen tab) is not asked again: it only costs later commits bytes.
+    fn ask_for_update(
+        &mut self,
+        roster: &BTreeSet<ParticipantId>,
+        connected: &BTreeSet<ParticipantId>,
+        now: Instant,
+    ) {
+        self.needs_update.retain(|id| roster.contains(id));
+        let epoch = self.ds.epoch().unwrap_or_default();
+        if let Some((who, since, asked_in)) = self.updating {
+            if now < since + COMMIT_TIMEOUT && self.needs_update.contains(&who) {
+                if asked_in != epoch {
+                    // Another commit ended the epoch it was asked in (an
+                    // update it sent then is refused as stale): again, with
+                    // the same deadline.
+                    self.updating = Some((who, since, epoch));
+                    self.out.push((who, ServerMessage::MlsUpdateRequest));
+                }
+                return;
+            }
+            tracing::debug!(participant = %who, "newcomer did not update in time");
+            self.needs_update.remove(&who);
+            self.updating = None;
+        }
+        let next = self
+            .needs_update
+            .iter()
+            .copied()
+            .find(|id| connected.contains(id) && !self.stale.contains(id));
+        if let Some(id) = next {
+            self.updating = Some((id, now, epoch));
+            self.out.push((id, ServerMessage::MlsUpdateRequest));
         }
     }
 

@@ -28,6 +28,9 @@ struct Mls {
     backlog: BTreeMap<u64, Vec<ServerMessage>>,
     /// The participant list each client was shown, as its member is told.
     announced: BTreeMap<u64, BTreeSet<String>>,
+    /// Connections whose client follows the group but never makes the update
+    /// commit it is asked for (an old client).
+    ignores_update_requests: BTreeSet<u64>,
 }
 
 impl Clients for Mls {
@@ -94,6 +97,17 @@ impl Clients for Mls {
                 }
             }
             ServerMessage::MlsCommitRequest => commit(member),
+            ServerMessage::MlsUpdateRequest if self.ignores_update_requests.contains(&conn) => {
+                Vec::new()
+            }
+            ServerMessage::MlsUpdateRequest => {
+                let c = member.update().expect("update");
+                vec![ClientMessage::MlsCommit {
+                    commit: BASE64.encode(&c.commit),
+                    welcome: c.welcome.as_deref().map(|w| BASE64.encode(w)),
+                    group_info: None,
+                }]
+            }
             _ => Vec::new(),
         }
     }
@@ -160,6 +174,7 @@ fn is_mls(msg: &ServerMessage) -> bool {
         ServerMessage::MlsCreateGroup { .. }
             | ServerMessage::MlsMessage { .. }
             | ServerMessage::MlsCommitRequest
+            | ServerMessage::MlsUpdateRequest
             | ServerMessage::MlsWelcome { .. }
     )
 }
@@ -739,4 +754,67 @@ fn a_resume_that_needs_messages_no_longer_kept_ends_the_seat() {
     let out = room.resume_after(20, token, Some(u64::MAX));
     assert_eq!(error_of(&out, 20), None);
     assert!(!room.log_to(20).iter().any(is_mls), "nothing sent again");
+}
+
+fn update_requests(room: &Room<Mls>, conn: u64) -> usize {
+    room.log_to(conn)
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::MlsUpdateRequest))
+        .count()
+}
+
+/// Each newcomer is asked, one at a time and only when no proposal is out,
+/// for an update commit that fills its part of the tree; the members who were
+/// there are not asked, and everyone ends in one epoch.
+#[test]
+fn each_newcomer_makes_one_update_commit() {
+    let mut room = hosted();
+    let epoch = room.member(HOST).epoch();
+    for conn in 2..=4 {
+        room.admit(conn, &format!("user{conn}"));
+    }
+    assert_eq!(room.member(HOST).roster(), ["1", "2", "3", "4"]);
+    assert_eq!(update_requests(&room, HOST), 0);
+    for conn in 2..=4 {
+        assert_eq!(update_requests(&room, conn), 1, "member {conn}");
+    }
+    // One epoch for each Add, one for each update.
+    assert_eq!(room.member(HOST).epoch(), epoch + 6);
+    for conn in 2..=4 {
+        assert_eq!(room.member(conn).epoch(), room.member(HOST).epoch());
+        assert_eq!(
+            room.member(conn).security_code(),
+            room.member(HOST).security_code()
+        );
+    }
+    assert_eq!(room.meeting.poll_timeout(), None, "nothing is out");
+}
+
+/// A newcomer whose client never makes the update commit (an old one) holds
+/// nothing up: admissions go on, and after COMMIT_TIMEOUT the next newcomer
+/// is asked in its place; it is not asked again.
+#[test]
+fn a_newcomer_that_never_updates_holds_nothing_up() {
+    let mut room = hosted();
+    room.clients.ignores_update_requests.insert(2);
+    room.admit(2, "user2");
+    assert_eq!(update_requests(&room, 2), 1);
+    room.admit(3, "user3");
+    assert_eq!(room.member(3).roster(), ["1", "2", "3"]);
+    // 2 holds the turn to update until its deadline.
+    assert_eq!(update_requests(&room, 3), 0);
+    let asked = update_requests(&room, 2);
+    let deadline = room.meeting.poll_timeout().expect("an update deadline");
+    room.now = deadline;
+    room.input(Input::Timeout);
+    assert_eq!(update_requests(&room, 3), 1);
+    assert_eq!(update_requests(&room, 2), asked, "not asked again");
+    assert_eq!(room.meeting.poll_timeout(), None, "nothing is out");
+    for conn in [2, 3] {
+        assert_eq!(room.member(conn).epoch(), room.member(HOST).epoch());
+        assert_eq!(
+            room.member(conn).security_code(),
+            room.member(HOST).security_code()
+        );
+    }
 }

@@ -117,6 +117,16 @@ impl Member {
         Ok(obj.into())
     }
 
+    /// `{commit, welcome}`: an update commit (a fresh path, with any proposals held), asked of a newcomer by `mls_update_request`.
+    pub fn update(&mut self) -> Result<Object, JsError> {
+        let out = self.0.update().map_err(err)?;
+        let obj = Object::new();
+        set(&obj, "commit", &bytes(&out.commit))?;
+        let welcome = out.welcome.as_deref().map_or(JsValue::UNDEFINED, bytes);
+        set(&obj, "welcome", &welcome)?;
+        Ok(obj)
+    }
+
     #[wasm_bindgen(js_name = encryptChat)]
     pub fn encrypt_chat(&mut self, text: &str) -> Result<Vec<u8>, JsError> {
         self.0.encrypt_chat(text).map_err(err)

@@ -231,7 +231,7 @@ pub enum ClientMessage {
     Resume {
         token: String,
         /// How many MLS messages (`mls_create_group`, `mls_message`,
-        /// `mls_welcome`, `mls_commit_request`) the client took in for this
+        /// `mls_welcome`, `mls_commit_request`, `mls_update_request`) the client took in for this
         /// seat: the server sends the ones after them again, as messages sent
         /// to a dying socket are lost. Absent when the client kept no MLS
         /// state (a reloaded page): nothing is sent again, and the count
@@ -456,6 +456,10 @@ pub enum ServerMessage {
     /// To the member now named to commit the proposals already sent this
     /// epoch: the one named in them did not commit in time.
     MlsCommitRequest,
+    /// To a member the group gained since it last committed, when no proposal
+    /// is out: make an update commit (a fresh path, nothing else), so that
+    /// the tree fills and commits stay small. One member at a time.
+    MlsUpdateRequest,
     /// The Welcome that brings this member into the group (base64), and the
     /// ratchet tree of the epoch it welcomes to (base64, RFC 9420 §12.4.3.3),
     /// which Welcomes leave out so that no client message grows with the
@@ -523,6 +527,7 @@ impl ServerMessage {
             ServerMessage::MlsCreateGroup { .. } => "mls_create_group",
             ServerMessage::MlsMessage { .. } => "mls_message",
             ServerMessage::MlsCommitRequest => "mls_commit_request",
+            ServerMessage::MlsUpdateRequest => "mls_update_request",
             ServerMessage::MlsWelcome { .. } => "mls_welcome",
             ServerMessage::Denied => "denied",
             ServerMessage::Removed => "removed",
