@@ -473,10 +473,15 @@ impl Group {
             }
         }
         let named_in_proposals = !proposals.is_empty();
-        for proposal in proposals {
+        let count = proposals.len();
+        for (i, proposal) in proposals.into_iter().enumerate() {
+            // Only the last of the proposals made together names the
+            // committer, so that it commits them together: a burst of
+            // admissions becomes one commit (and later ones, made while that
+            // commit is out, the next), not one commit each.
             let msg = ServerMessage::MlsMessage {
                 message: BASE64.encode(&proposal),
-                commit_by: Some(committer),
+                commit_by: (i + 1 == count).then_some(committer),
             };
             // Members inside their resume window too: they get it on resume.
             for id in roster

@@ -818,3 +818,31 @@ fn a_newcomer_that_never_updates_holds_nothing_up() {
         );
     }
 }
+
+/// A burst of admissions is one commit: only the last of the proposals sent
+/// together names the committer, who commits them all at once.
+#[test]
+fn admissions_made_together_are_added_by_one_commit() {
+    let mut room = hosted();
+    for conn in 2..=4 {
+        room.wait(conn, &format!("user{conn}"));
+    }
+    let epoch = room.member(HOST).epoch();
+    let out = room.msg(HOST, ClientMessage::AdmitAll);
+    assert_eq!(
+        crate::support::errors(&out, HOST),
+        [],
+        "no commit lost a race"
+    );
+    let mut roster = room.member(HOST).roster();
+    roster.sort();
+    assert_eq!(roster, ["1", "2", "3", "4"]);
+    // One epoch for the three Adds, then one for each newcomer's update.
+    assert_eq!(room.member(HOST).epoch(), epoch + 4);
+    for conn in 2..=4 {
+        assert_eq!(
+            room.member(conn).security_code(),
+            room.member(HOST).security_code()
+        );
+    }
+}

@@ -447,7 +447,8 @@ pub enum ServerMessage {
     },
     /// An MLS handshake message for the group (base64): the server's Add or
     /// Remove proposal, or a member's commit. `commit_by` names the member who
-    /// should commit a proposal.
+    /// should commit, on the last of the proposals sent together only, so
+    /// that they are committed together.
     MlsMessage {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
