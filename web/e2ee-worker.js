@@ -11,8 +11,16 @@
 // that is not the participant's whose track carries it: `senders` messages
 // say who sends on each mid) are dropped too.
 // Both are counted and reported to the page once a second.
+//
+// Redundant audio (RED, RFC 2198): the transform sees the whole RED payload
+// on both sides (Chromium wraps Opus before the send transform and unwraps
+// after the receive one). Each block is encrypted on its own and the RED
+// headers stay clear, so the server can pass the primary block alone to a
+// member without RED; a redundant copy gets a fresh counter, so it is never
+// taken for a replay of the frame it repeats.
 
 import init, { FrameCrypto } from '/e2ee/conclave_e2ee.js';
+import { buildRed, parseRed } from '/assets/red.js';
 
 const ready = init().then(() => { crypto = new FrameCrypto(); });
 let crypto = null;
@@ -59,6 +67,28 @@ function frameKind(kind, frame) {
   return 'vp8';
 }
 
+/** Whether an audio frame is a RED payload rather than one Opus frame. */
+function isRed(frame) {
+  return frame.getMetadata?.().mimeType?.toLowerCase() === 'audio/red';
+}
+
+/** `transform` applied to each block of a RED payload; null if it is malformed or its primary fails. */
+function perBlock(bytes, transform) {
+  const blocks = parseRed(bytes);
+  if (!blocks) return null;
+  const out = [];
+  for (const [n, b] of blocks.entries()) {
+    const primary = n === blocks.length - 1;
+    try {
+      out.push({ ...b, data: transform(b.data) });
+    } catch (err) {
+      if (primary) throw err;
+      // A redundant copy that does not decrypt is left out; the primary still plays.
+    }
+  }
+  return buildRed(out);
+}
+
 /** The ArrayBuffer of exactly `bytes` (wasm may hand back a view into a larger one). */
 function ownBuffer(bytes) {
   return bytes.buffer.byteLength === bytes.byteLength ? bytes.buffer : bytes.slice().buffer;
@@ -78,7 +108,14 @@ function encryptStream(kind) {
         return;
       }
       try {
-        const out = crypto.encrypt(k, new Uint8Array(frame.data));
+        const bytes = new Uint8Array(frame.data);
+        const out = k === 'audio' && isRed(frame)
+          ? perBlock(bytes, (b) => crypto.encrypt(k, b))
+          : crypto.encrypt(k, bytes);
+        if (!out) {
+          counts.unsentCodec += 1;
+          return;
+        }
         frame.data = ownBuffer(out);
         counts.sent += 1;
         controller.enqueue(frame);
@@ -101,7 +138,10 @@ function decryptStream(kind, mid) {
       }
       const k = frameKind(kind, frame) || 'vp8';
       try {
-        const out = crypto.decryptFrom(k, new Uint8Array(frame.data), sender, Date.now());
+        const bytes = new Uint8Array(frame.data);
+        const open = (b) => crypto.decryptFrom(k, b, sender, Date.now());
+        const out = k === 'audio' && isRed(frame) ? perBlock(bytes, open) : open(bytes);
+        if (!out) throw new Error('malformed RED payload');
         frame.data = ownBuffer(out);
         counts.received += 1;
         controller.enqueue(frame);

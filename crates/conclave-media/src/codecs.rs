@@ -16,9 +16,10 @@ const FORWARDED: [&str; 2] = ["opus", "vp8"];
 pub(crate) fn configure(config: RtcConfig) -> RtcConfig {
     config
         .clear_codecs()
-        // No RED: redundancy would have to be negotiated end to end, and
-        // every subscriber would need it.
-        .enable_opus(true, false)
+        // RED (RFC 2198) around Opus where a member offers it: its blocks are
+        // encrypted one by one, so a subscriber without RED gets the primary
+        // block as plain Opus (red.rs).
+        .enable_opus(true, true)
         .enable_vp8(true)
 }
 

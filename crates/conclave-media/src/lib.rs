@@ -64,6 +64,7 @@ mod keyframe;
 mod lastn;
 mod layers;
 mod peer;
+mod red;
 mod rewrite;
 mod router;
 mod speaker;

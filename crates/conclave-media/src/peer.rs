@@ -19,6 +19,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
 use crate::fastpath::FastPath;
+use crate::red::{self, RedForward};
 use crate::rewrite::{Rewriter, SourcePacket};
 use crate::router::{RTX_HISTORY_AGE, RTX_HISTORY_PACKETS};
 use crate::stats::PeerStats;
@@ -376,9 +377,20 @@ impl Peer {
         let Some(out) = self.outgoing.get_mut(&mid) else {
             return false;
         };
-        let Some(pt) = local_pt(&mut out.pt_map, &self.rtc, mid, params) else {
+        let Some(mut pt) = local_pt(&mut out.pt_map, &self.rtc, mid, params) else {
             return false;
         };
+        let mut payload = None;
+        if params.red() == Some(packet.header.payload_type) {
+            match red::for_subscriber(&self.rtc, pt, &packet.payload) {
+                RedForward::Whole(red_pt) => pt = red_pt,
+                RedForward::Primary(primary) => {
+                    self.stats.audio_red_unwrapped += 1;
+                    payload = Some(primary);
+                }
+                RedForward::Malformed => return false,
+            }
+        }
         let rewriter = out
             .rewriter
             .get_or_insert_with(|| Rewriter::new(params.spec().clock_rate.get()));
@@ -407,7 +419,7 @@ impl Peer {
             rewritten.seq.into(),
             rewritten.timestamp,
             packet.timestamp,
-            packet.payload.clone(),
+            payload.map_or_else(|| packet.payload.clone(), Into::into),
         )
         // Audio resuming after skipped packets starts a talkspurt.
         .marker(packet.header.marker || (rewritten.resumed && out.kind == MediaKind::Audio))

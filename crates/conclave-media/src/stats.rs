@@ -42,6 +42,9 @@ pub struct PeerStats {
     /// value outside RFC 6464's range, or none on a track that carried
     /// levels before. The packet is forwarded as its last level decided.
     pub audio_levels_malformed: u64,
+    /// RED audio packets this peer received as their primary Opus block
+    /// alone, because its session did not negotiate RED.
+    pub audio_red_unwrapped: u64,
     /// PLI/FIR this peer sent about tracks it receives.
     pub keyframe_requests_in: u64,
     /// Fast path (`RouterConfig::fast_path`): video packets sealed and sent

@@ -313,7 +313,13 @@ impl Router {
             }
         };
         let pt = packet.header.payload_type;
-        let Some(params) = peer.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
+        // RED is linked to its primary codec's parameters, not a codec of its own.
+        let found = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.pt() == pt || p.red() == Some(pt))
+            .copied();
+        let Some(params) = found else {
             peer.stats.rtp_unrouted += 1;
             return;
         };

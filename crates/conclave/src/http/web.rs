@@ -70,6 +70,7 @@ const ASSETS: &[Asset] = &[
     asset!("security.js", "text/javascript; charset=utf-8"),
     asset!("e2ee.js", "text/javascript; charset=utf-8"),
     asset!("e2ee-worker.js", "text/javascript; charset=utf-8"),
+    asset!("red.js", "text/javascript; charset=utf-8"),
     asset!("outcome.js", "text/javascript; charset=utf-8"),
 ];
 
