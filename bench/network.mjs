@@ -1,0 +1,240 @@
+// The network bench: a meeting of three in Chromium (the web client, E2EE on)
+// through Conclave, every packet impaired by bench/impair on an NFQUEUE, leg after leg in one run. See bench/network, which runs this in a
+// loopback-only network namespace, and docs/benchmarks.md.
+//
+// node bench/network.mjs [--legs clean,loss3] [--variants red,nored]
+//   [--seconds 60] [--warmup 15] [--json FILE]
+//
+// Every UDP packet is impaired once (the output hook on loopback), so
+// a packet through the server crosses two impaired hops, as in the issue's
+// measurements. For each variant three fresh browsers meet; `nored` strips
+// RED from their SDP (so they send and receive plain Opus), `red` leaves the
+// browsers as they are. Per leg and variant it reports, averaged over every
+// received stream: received video fps, freezes and frozen seconds a minute
+// (Chromium's freezeCount / totalFreezesDuration), dropped frames a minute,
+// and the share of audio samples concealed. A benchmark: it asserts nothing
+// about the figures.
+
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ROOT, eventually, hostStartsMeeting, openBrowser, startServer } from '../e2e/harness.js';
+
+const { values: opts } = parseArgs({
+  options: {
+    legs: { type: 'string', default: 'clean,loss3' },
+    variants: { type: 'string', default: 'red,nored' },
+    seconds: { type: 'string', default: '60' },
+    warmup: { type: 'string', default: '15' },
+    json: { type: 'string' },
+  },
+});
+const seconds = Number(opts.seconds);
+const warmup = Number(opts.warmup);
+const IMPAIR = process.env.IMPAIR_BIN || path.join(ROOT, 'target/debug/impair');
+const IPTABLES = process.env.IPTABLES || '/usr/sbin/iptables';
+/**
+ * Every UDP packet goes to the queue. This kernel has no nftables `queue`
+ * expression (CONFIG_NFT_QUEUE), but has xtables' NFQUEUE target, which
+ * iptables-nft puts into an nftables rule (nft_compat). `--queue-bypass` lets
+ * packets through while no impair process is bound (between legs) instead
+ * of dropping them.
+ */
+const QUEUE_RULE = ['OUTPUT', '-p', 'udp', '-j', 'NFQUEUE', '--queue-num', '0', '--queue-bypass'];
+const QUEUE = 0; // as in QUEUE_RULE
+
+/** The legs of the issue (per hop): arguments for bench/impair. */
+const LEGS = {
+  clean: [],
+  jitter: ['--delay-ms', '40', '--jitter-ms', '10'],
+  loss3: ['--delay-ms', '40', '--jitter-ms', '10', '--loss', '0.03'],
+  loss10: ['--delay-ms', '40', '--jitter-ms', '10', '--loss', '0.10'],
+  // Gilbert–Elliott, about 3 % lost on average in bursts of two on average.
+  burst: ['--delay-ms', '40', '--jitter-ms', '10', '--burst', '0.02,0.3,0,0.5'],
+};
+const legs = opts.legs.split(',');
+for (const l of legs) if (!(l in LEGS)) throw new Error(`unknown leg ${l} (${Object.keys(LEGS)})`);
+const variants = opts.variants.split(',');
+for (const v of variants) if (!['red', 'nored'].includes(v)) throw new Error(`unknown variant ${v}`);
+
+const USER = 'bench';
+const PASSWORD = 'network bench password';
+
+/** A steady tone for the fake microphone (its default beeps, and the server drops the silence between beeps). */
+function toneWav() {
+  const rate = 48_000;
+  const samples = rate * 2;
+  const wav = Buffer.alloc(44 + samples * 2);
+  wav.write('RIFF', 0);
+  wav.writeUInt32LE(36 + samples * 2, 4);
+  wav.write('WAVEfmt ', 8);
+  wav.writeUInt32LE(16, 16);
+  wav.writeUInt16LE(1, 20);
+  wav.writeUInt16LE(1, 22);
+  wav.writeUInt32LE(rate, 24);
+  wav.writeUInt32LE(rate * 2, 28);
+  wav.writeUInt16LE(2, 32);
+  wav.writeUInt16LE(16, 34);
+  wav.write('data', 36);
+  wav.writeUInt32LE(samples * 2, 40);
+  for (let i = 0; i < samples; i++) wav.writeInt16LE(Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / rate)), 44 + i * 2);
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-network-')), 'tone.wav');
+  fs.writeFileSync(file, wav);
+  return file;
+}
+
+/** Leaves RED out of every description the page makes (init script, runs in the page). */
+function withoutRed() {
+  const strip = (d) => {
+    if (!d || !d.sdp) return d;
+    let sdp = d.sdp;
+    for (const [, pt] of sdp.matchAll(/a=rtpmap:(\d+) red\//g)) {
+      sdp = sdp.split('\r\n')
+        .filter((l) => !l.startsWith(`a=rtpmap:${pt} `) && !l.startsWith(`a=fmtp:${pt} `))
+        .map((l) => (l.startsWith('m=audio') ? l.split(' ').filter((x, i) => i < 3 || x !== pt).join(' ') : l))
+        .join('\r\n');
+    }
+    return { type: d.type, sdp };
+  };
+  const proto = RTCPeerConnection.prototype;
+  const offer = proto.createOffer;
+  proto.createOffer = async function createOffer(...a) { return strip(await offer.apply(this, a)); };
+  const answer = proto.createAnswer;
+  proto.createAnswer = async function createAnswer(...a) { return strip(await answer.apply(this, a)); };
+}
+
+/** Sums of the page's inbound counters, and how many video and audio streams it receives. */
+function inbound(page) {
+  return page.evaluate(async () => {
+    const o = { video: 0, audio: 0, frames: 0, freezes: 0, frozen: 0, dropped: 0, samples: 0, concealed: 0, lost: 0, packets: 0, red: false };
+    for (const pc of (window.__pcs || []).filter((p) => p.connectionState !== 'closed')) {
+      const sdp = pc.currentRemoteDescription?.sdp || '';
+      o.red ||= / red\/48000/.test(sdp);
+      (await pc.getStats()).forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        if (s.kind === 'video') {
+          o.video += 1;
+          o.frames += s.framesDecoded || 0;
+          o.freezes += s.freezeCount || 0;
+          o.frozen += s.totalFreezesDuration || 0;
+          o.dropped += s.framesDropped || 0;
+        } else {
+          o.audio += 1;
+          o.samples += s.totalSamplesReceived || 0;
+          o.concealed += s.concealedSamples || 0;
+        }
+        o.lost += s.packetsLost || 0;
+        o.packets += s.packetsReceived || 0;
+      });
+    }
+    return o;
+  });
+}
+
+function iptables(...args) {
+  const r = spawnSync(IPTABLES, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`iptables ${args.join(' ')}: ${r.stderr}`);
+}
+
+/** Starts bench/impair with a leg's arguments; resolves once it is bound to the queue. */
+async function startImpair(args) {
+  const proc = spawn(IMPAIR, ['--queue', String(QUEUE), '--report-secs', '5', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const reports = [];
+  proc.stdout.on('data', (d) => {
+    for (const line of String(d).split('\n').filter(Boolean)) {
+      try { reports.push(JSON.parse(line)); } catch { /* partial line */ }
+    }
+  });
+  let said = '';
+  proc.stderr.on('data', (d) => { said += d; });
+  await eventually(() => said, (s) => s.includes('impair:') || proc.exitCode !== null, { what: 'impair started' });
+  if (proc.exitCode !== null) throw new Error(`impair exited: ${said}`);
+  return {
+    reports,
+    stop() {
+      proc.kill('SIGTERM');
+      return new Promise((r) => (proc.exitCode !== null ? r() : proc.on('exit', r)));
+    },
+  };
+}
+
+async function meetingOfThree(variant, flags) {
+  const host = await openBrowser(`network-${variant}-host`, { flags });
+  const guests = [await openBrowser(`network-${variant}-g1`, { flags }), await openBrowser(`network-${variant}-g2`, { flags })];
+  const all = [host, ...guests];
+  if (variant === 'nored') for (const b of all) await b.context.addInitScript(withoutRed);
+  return { host, guests, all };
+}
+
+const server = await startServer();
+server.createUser(USER, PASSWORD);
+const tone = toneWav();
+const flags = [`--use-file-for-fake-audio-capture=${tone}`];
+iptables('-I', ...QUEUE_RULE);
+const results = [];
+try {
+  for (const variant of variants) {
+    const m = await meetingOfThree(variant, flags);
+    try {
+      const invite = await hostStartsMeeting(m.host.page, server.url, USER, PASSWORD);
+      for (const [i, g] of m.guests.entries()) {
+        const name = `Guest ${i + 1}`;
+        await g.page.goto(invite);
+        await g.page.getByRole('textbox', { name: 'Your name', exact: true }).fill(name);
+        await g.page.getByRole('button', { name: 'Join', exact: true }).click();
+        await m.host.page.getByRole('listitem').filter({ hasText: name }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 30_000 });
+        await g.page.getByRole('toolbar', { name: 'Meeting controls' }).waitFor({ timeout: 30_000 });
+      }
+      for (const b of m.all) {
+        await eventually(() => inbound(b.page), (s) => s.video >= 2 && s.frames > 40, { timeout: 60_000, what: 'every member decodes two videos' });
+      }
+      for (const leg of legs) {
+        const impair = await startImpair(LEGS[leg]);
+        try {
+          await new Promise((r) => setTimeout(r, warmup * 1000));
+          const before = await Promise.all(m.all.map((b) => inbound(b.page)));
+          const t0 = Date.now();
+          await new Promise((r) => setTimeout(r, seconds * 1000));
+          const after = await Promise.all(m.all.map((b) => inbound(b.page)));
+          const secs = (Date.now() - t0) / 1000;
+          const sum = (k) => after.reduce((a, s, i) => a + s[k] - before[i][k], 0);
+          const videos = after.reduce((a, s) => a + s.video, 0);
+          const mins = secs / 60;
+          const lastReport = impair.reports.at(-1) || {};
+          const row = {
+            variant,
+            leg,
+            seconds: Math.round(secs),
+            red: after.every((s) => s.red),
+            fps: sum('frames') / videos / secs,
+            freezes_per_min: sum('freezes') / videos / mins,
+            frozen_s_per_min: sum('frozen') / videos / mins,
+            dropped_per_min: sum('dropped') / videos / mins,
+            audio_concealed_pct: (100 * sum('concealed')) / Math.max(1, sum('samples')),
+            packets_lost_pct: (100 * sum('lost')) / Math.max(1, sum('lost') + sum('packets')),
+            impair: lastReport,
+          };
+          results.push(row);
+          console.log(JSON.stringify(row));
+        } finally {
+          await impair.stop();
+        }
+      }
+    } finally {
+      for (const b of m.all) await b.close();
+    }
+  }
+} finally {
+  spawnSync(IPTABLES, ['-D', ...QUEUE_RULE]);
+  await server.stop('network-bench-server.log');
+}
+
+const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
+console.log('\n| leg (per hop) | variant | received fps | freezes / min | frozen s / min | dropped frames / min | audio concealed | packets lost after repair (2 hops) |');
+console.log('|---|---|---|---|---|---|---|---|');
+for (const r of results) {
+  console.log(`| ${r.leg} | ${r.variant} | ${f(r.fps)} | ${f(r.freezes_per_min)} | ${f(r.frozen_s_per_min)} | ${f(r.dropped_per_min)} | ${f(r.audio_concealed_pct, 2)} % | ${f(r.packets_lost_pct, 2)} % |`);
+}
+if (opts.json) fs.writeFileSync(opts.json, JSON.stringify(results, null, 2));
