@@ -6,11 +6,12 @@
 //! Which packets it takes, and why each SSRC has one owner (`srtp.rs` says
 //! why two sealers must never share one):
 //!
-//! - **Video only.** A subscriber's video stream is decided at its first
-//!   packet: fast if the session's keys are exported and its media route is
-//!   known, str0m's otherwise, and it stays so. Audio stays on str0m: it is
-//!   a small share of the packets (last-N caps it), and RED unwrapping and
-//!   talkspurt markers live on that path.
+//! - **Decided per stream at its first packet**: fast if the session's keys
+//!   are exported and its media route is known, str0m's otherwise (a stream
+//!   whose first packet comes before the DTLS handshake ends), and it stays
+//!   so. Audio whose first packet is RED (RFC 2198) stays on str0m, where
+//!   RED is unwrapped for subscribers without it; a RED packet arriving
+//!   later on a fast audio stream is dropped and counted.
 //! - **One packet a second still goes through str0m** (`ANCHOR_EVERY`),
 //!   at an index the sealer has reserved first, so str0m and this path seal
 //!   disjoint indices of the same SSRC. str0m bases its RTCP sender reports
@@ -75,8 +76,9 @@ enum Owner {
 /// One subscriber session's fast path.
 pub(crate) struct FastPath {
     slot: KeySlot,
-    /// The sealer and the key generation it was made from.
-    sealer: Option<(u64, SrtpSealer)>,
+    /// Made once the handshake has produced keys (str0m runs one DTLS
+    /// handshake per session and never rekeys it).
+    sealer: Option<SrtpSealer>,
     /// Where str0m sends media: (transport, local, remote).
     route: Option<(Protocol, SocketAddr, SocketAddr)>,
     owners: HashMap<u32, Owner>,
@@ -126,30 +128,27 @@ impl FastPath {
         }
     }
 
-    /// The sealer, made (again) if the handshake produced newer keys.
+    /// The sealer, made when the session's keys first appear.
     fn sealer(&mut self) -> Option<&mut SrtpSealer> {
-        let keys = self.slot.get()?;
-        if self.sealer.as_ref().map(|(g, _)| *g) != Some(keys.generation) {
+        if self.sealer.is_none() {
+            let keys = self.slot.get()?;
             match SrtpSealer::new(base_provider(), keys.profile, &keys.material, keys.active) {
-                Ok(s) => {
-                    // New keys, new nonces: nothing sealed before counts.
-                    self.sealer = Some((keys.generation, s));
-                }
+                Ok(s) => self.sealer = Some(s),
                 Err(error) => {
                     tracing::debug!(%error, "no fast path for this session");
                     return None;
                 }
             }
         }
-        self.sealer.as_mut().map(|(_, s)| s)
+        self.sealer.as_mut()
     }
 
     /// Decides, once per SSRC, who seals it.
-    fn owner(&mut self, ssrc: u32, kind: MediaKind) -> Owner {
+    fn owner(&mut self, ssrc: u32, red: bool) -> Owner {
         if let Some(o) = self.owners.get(&ssrc) {
             return *o;
         }
-        let fast = kind == MediaKind::Video && self.route.is_some() && self.sealer().is_some();
+        let fast = !red && self.route.is_some() && self.sealer().is_some();
         let owner = if fast { Owner::Fast } else { Owner::Str0m };
         self.owners.insert(ssrc, owner);
         owner
@@ -287,8 +286,9 @@ impl Peer {
             return Forwarded::Dropped;
         };
         let (ssrc, kind) = (*out.ssrc, out.kind);
+        let red = params.red() == Some(packet.header.payload_type);
         let owner = match self.fast.as_mut() {
-            Some(fast) => fast.owner(ssrc, kind),
+            Some(fast) => fast.owner(ssrc, red),
             None => Owner::Str0m,
         };
         if owner == Owner::Str0m {
@@ -301,6 +301,10 @@ impl Peer {
         let Some(fast) = self.fast.as_mut() else {
             return Forwarded::Dropped;
         };
+        if red {
+            self.stats.fast_red_dropped += 1;
+            return Forwarded::Dropped;
+        }
         let Some(out) = self.outgoing.get_mut(&mid) else {
             return Forwarded::Dropped;
         };
@@ -326,6 +330,8 @@ impl Peer {
             .last_anchor
             .is_none_or(|at| now.saturating_duration_since(at) >= ANCHOR_EVERY);
         let from = &packet.header.ext_vals;
+        // Audio resuming after skipped packets starts a talkspurt.
+        let marker = packet.header.marker || (rewritten.resumed && kind == MediaKind::Audio);
         if anchor_due {
             stream.last_anchor = Some(now);
             let Some(sealer) = fast.sealer() else {
@@ -336,6 +342,8 @@ impl Peer {
                 return Forwarded::Dropped;
             }
             let ext_vals = ExtensionValues {
+                audio_level: from.audio_level,
+                voice_activity: from.voice_activity,
                 video_orientation: from.video_orientation,
                 video_content_type: from.video_content_type,
                 ..Default::default()
@@ -347,7 +355,7 @@ impl Peer {
                 packet.timestamp,
                 packet.payload.clone(),
             )
-            .marker(packet.header.marker)
+            .marker(marker)
             .ext_vals(ext_vals)
             .nackable(true);
             let mut api = self.rtc.direct_api();
@@ -368,17 +376,25 @@ impl Peer {
         let orientation = exts
             .and_then(|e| e.id_of(Extension::VideoOrientation))
             .zip(from.video_orientation);
+        // RFC 6464: V bit, then the level in -dBov.
+        let level = exts
+            .and_then(|e| e.id_of(Extension::AudioLevel))
+            .zip(from.audio_level)
+            .map(|(id, l)| {
+                let v = u8::from(from.voice_activity == Some(true)) << 7;
+                (id, v | l.unsigned_abs().min(127))
+            });
         let clear = &mut fast.clear;
         clear.clear();
         clear.push(0x80);
-        clear.push((u8::from(packet.header.marker) << 7) | (*pt & 0x7f));
+        clear.push((u8::from(marker) << 7) | (*pt & 0x7f));
         clear.extend_from_slice(&(rewritten.seq as u16).to_be_bytes());
         clear.extend_from_slice(&rewritten.timestamp.to_be_bytes());
         clear.extend_from_slice(&ssrc.to_be_bytes());
-        let mid_str = mid.to_string();
-        let mid_bytes = mid_str.as_bytes();
+        let mid_bytes: &str = &mid;
+        let mid_bytes = mid_bytes.as_bytes();
         let mid_ext = mid_id.filter(|_| (1..=16).contains(&mid_bytes.len()));
-        if mid_ext.is_some() || orientation.is_some() {
+        if mid_ext.is_some() || orientation.is_some() || level.is_some() {
             clear[0] |= 0x10;
             let start = clear.len();
             clear.extend_from_slice(&[0xbe, 0xde, 0, 0]);
@@ -389,6 +405,10 @@ impl Peer {
             if let Some((id, o)) = orientation {
                 clear.push(id << 4);
                 clear.push(o as u8);
+            }
+            if let Some((id, l)) = level {
+                clear.push(id << 4);
+                clear.push(l);
             }
             while (clear.len() - start) % 4 != 0 {
                 clear.push(0);
@@ -422,7 +442,10 @@ impl Peer {
             .or_insert_with(|| FastStream::new(now));
         stream.decay(now);
         stream.sent_bytes += sealed.len() as f64;
-        stream.keep(rewritten.seq, now, &sealed);
+        // Audio is not repaired (no RTX for Opus here): nothing to keep.
+        if kind == MediaKind::Video {
+            stream.keep(rewritten.seq, now, &sealed);
+        }
         self.stats.fast_sealed += 1;
         push(transmits, route, sealed, &mut self.stats);
         Forwarded::Sent

@@ -52,6 +52,9 @@ pub struct PeerStats {
     pub fast_sealed: u64,
     /// Fast path: packets not sealed (an index sealed already, or too old).
     pub fast_seal_errors: u64,
+    /// Fast path: RED audio packets on a stream that started without RED
+    /// (RED is unwrapped only on str0m's path).
+    pub fast_red_dropped: u64,
     /// Fast path: packets sent again for this peer's NACKs.
     pub fast_resent: u64,
     /// Fast path: NACKed packets no longer (or never) in the history; the
