@@ -17,7 +17,7 @@
 // (`turn:` over UDP; everyone's tries of it hit the firewall), so the
 // client tries UDP, ICE-TCP and TURN over UDP, gets nowhere, and falls
 // back to TURN over TLS by itself (trusting the relay's certificate with
-// --turn-ca); it decrypts the browsers' media and the host plays its video.
+// --ca-file); it decrypts the browsers' media and the host plays its video.
 // Last, once the firewall lets UDP reach coturn (never the router), a
 // second run takes the relay over UDP, which it prefers.
 //
@@ -54,7 +54,7 @@ function makeCertificate(dir, name = TURN_NAME) {
     '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${name}`,
     '-addext', `subjectAltName=IP:${TURN_IP},DNS:${name}`,
     // Not a CA: the native client, like any rustls client, takes this
-    // certificate as its own trust anchor (--turn-ca) but refuses a CA
+    // certificate as its own trust anchor (--ca-file) but refuses a CA
     // certificate as a server's.
     '-addext', 'basicConstraints=critical,CA:FALSE']);
   return { cert, key };
@@ -267,7 +267,7 @@ function relayedMeeting(title, { prefix, oneAddress }) {
         const native = startNativeJoin(invite, 15, [
           '--send-ivf', path.join(ROOT, 'samples/video-320x240.ivf'),
           '--send-ogg', path.join(ROOT, 'samples/audio-440hz.ogg'),
-          '--turn-ca', turn.cert,
+          '--ca-file', turn.cert,
         ]);
         await host.page.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
         const tile = host.page.locator('li.tile').filter({ has: host.page.locator('.tile-name', { hasText: 'Native' }) });
@@ -301,7 +301,7 @@ function relayedMeeting(title, { prefix, oneAddress }) {
         for (const rule of [`ip daddr ${TURN_IP} udp dport ${turn.plainPort} accept`, `ip saddr ${TURN_IP} udp sport ${turn.plainPort} accept`]) {
           firewall.insert('output', rule);
         }
-        const native = startNativeJoin(invite, 10, ['--turn-ca', turn.cert]);
+        const native = startNativeJoin(invite, 10, ['--ca-file', turn.cert]);
         await host.page.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
         const { code, out, err } = await native.done;
         fs.mkdirSync(ARTIFACTS, { recursive: true });

@@ -110,7 +110,7 @@ struct Args {
     turn_url: Vec<String>,
     /// CA certificates (PEM) trusted for a `turns:` relay.
     #[arg(long, value_name = "FILE")]
-    turn_ca: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     /// Audio carries RFC 6464 levels, steady and different for each
     /// member (publishers from -20 dBov, then the audio senders, 2 dB
     /// apart), so the server's last-N audio has voices to rank. Without
@@ -405,7 +405,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     participant::TCP_ONLY.store(args.tcp, std::sync::atomic::Ordering::Relaxed);
     if args.relay {
-        let _ = participant::RELAY_ONLY.set(args.turn_ca.clone());
+        let _ = participant::RELAY_ONLY.set(args.ca_file.clone());
     }
     // The Janus side has no audio-only publisher: a comparison would not be
     // the same load.

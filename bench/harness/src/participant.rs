@@ -32,12 +32,12 @@ pub fn tcp_only() -> bool {
 }
 
 /// `--relay`: every Conclave participant offers no candidate and carries
-/// its media through the relays in its `joined` (trusting `--turn-ca` for
+/// its media through the relays in its `joined` (trusting `--ca-file` for
 /// `turns:`), for the join-to-first-media figures by transport. Set once
 /// before the run.
 pub static RELAY_ONLY: OnceLock<Option<PathBuf>> = OnceLock::new();
 
-/// With `--relay`, the `--turn-ca` file if any.
+/// With `--relay`, the `--ca-file` file if any.
 pub fn relay_only() -> Option<Option<&'static std::path::Path>> {
     RELAY_ONLY.get().map(Option::as_deref)
 }

@@ -12,6 +12,7 @@
 //! - [`session`]: a whole session: join, wait, run media, report.
 //! - [`signaling`]: the meeting WebSocket from the client side: join, wait,
 //!   exchange messages.
+//! - [`tls`]: what the client trusts for the server's HTTPS and `turns:`.
 //! - [`tcp`]: ICE-TCP to the server (RFC 4571 frames), for networks that
 //!   drop UDP.
 //! - `vp8`: what the client reads of a VP8 frame header (key frame, size).
@@ -27,6 +28,7 @@ pub mod relay_stream;
 pub mod session;
 pub mod signaling;
 pub mod tcp;
+pub mod tls;
 mod vp8;
 
 pub use invite::Invite;

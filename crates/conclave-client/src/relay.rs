@@ -12,7 +12,7 @@
 //! follow a little later where UDP got nowhere, so on a network that lets
 //! only TLS to 443 out, `turns:` is what carries the media. A `turns:`
 //! server's certificate is checked against the system's roots (and
-//! `--turn-ca`); DTLS (`turns:…?transport=udp`) is not spoken.
+//! `--ca-file`); DTLS (`turns:…?transport=udp`) is not spoken.
 //!
 //! Tasks send and receive through the relay, so the session's `select!`
 //! loop only awaits a channel, and a send that waits for a permission or a
@@ -30,9 +30,10 @@ use turn::client::{Client, ClientConfig};
 use util::Conn;
 
 use crate::media::ClientPeer;
-use crate::relay_stream::{StreamConn, TlsSetupError, server_name, tls_config};
+use crate::relay_stream::{StreamConn, server_name};
 use crate::session::SessionError;
 use crate::tcp::TCP_FALLBACK_AFTER;
+use crate::tls::{TlsSetupError, client_config};
 
 /// Datagrams queued to or from the relay, at most; more are dropped as a
 /// congested UDP path would drop them.
@@ -425,16 +426,16 @@ pub struct RelayFallback {
 }
 
 impl RelayFallback {
-    /// `turn_ca`: a PEM file of CA certificates trusted for `turns:`
+    /// `ca_file`: a PEM file of CA certificates trusted for `turns:`
     /// servers besides the system's; unreadable, it is an error at once.
     pub fn new(
         servers: &[IceServer],
         only: bool,
-        turn_ca: Option<&Path>,
+        ca_file: Option<&Path>,
     ) -> Result<Self, RelayError> {
         let servers = usable_servers(servers);
         let tls = if servers.iter().any(|s| s.transport == RelayTransport::Tls) {
-            Some(Arc::new(tls_config(turn_ca)?))
+            Some(Arc::new(client_config(ca_file)?))
         } else {
             None
         };

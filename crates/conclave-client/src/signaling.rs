@@ -1,6 +1,8 @@
 //! The client side of the meeting WebSocket: connect, join (waiting as long as
 //! the host takes), then exchange messages.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_proto::{
@@ -11,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::invite::Invite;
 
@@ -69,8 +71,26 @@ impl Signaling {
     /// Opens the meeting's socket; `token` is a personal API token (to join
     /// one's own meeting as host).
     pub async fn connect(invite: &Invite, token: Option<&str>) -> Result<Self, SignalingError> {
-        let mut request = invite
-            .ws_url()
+        Signaling::connect_with(invite, token, None).await
+    }
+
+    /// [`Signaling::connect`], trusting the CA certificates in `ca_file`
+    /// (PEM) besides the system's roots when the server is on HTTPS.
+    pub async fn connect_with(
+        invite: &Invite,
+        token: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, SignalingError> {
+        let url = invite.ws_url();
+        let connector = if url.starts_with("wss:") {
+            let config = crate::tls::client_config(ca_file)
+                .map_err(|e| SignalingError::Connect(e.to_string()))?;
+            Connector::Rustls(Arc::new(config))
+        } else {
+            Connector::Plain
+        };
+        let mut request = url
+            .as_str()
             .into_client_request()
             .map_err(|e| SignalingError::Connect(e.to_string()))?;
         if let Some(t) = token {
@@ -78,9 +98,10 @@ impl Signaling {
                 .map_err(|e| SignalingError::Connect(e.to_string()))?;
             request.headers_mut().insert("authorization", v);
         }
-        let (ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| SignalingError::Connect(e.to_string()))?;
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
+                .await
+                .map_err(|e| SignalingError::Connect(format!("{url}: {e}")))?;
         Ok(Signaling { ws })
     }
 

@@ -130,10 +130,11 @@ struct JoinArgs {
     /// itself when neither UDP nor ICE-TCP connected.
     #[arg(long, conflicts_with = "tcp_only")]
     relay_only: bool,
-    /// Also trust the CA certificates in FILE (PEM) for `turns:` relays,
-    /// besides the system's roots (SSL_CERT_FILE and SSL_CERT_DIR apply).
+    /// Also trust the CA certificates in FILE (PEM), besides the system's
+    /// roots (SSL_CERT_FILE and SSL_CERT_DIR apply), for the server's HTTPS
+    /// and for `turns:` relays.
     #[arg(long, value_name = "FILE")]
-    turn_ca: Option<std::path::PathBuf>,
+    ca_file: Option<std::path::PathBuf>,
     /// Print receive statistics as JSON at the end.
     #[arg(long)]
     stats: bool,
@@ -495,7 +496,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         chat_every: args.chat_every,
         no_udp: args.tcp_only,
         relay_only: args.relay_only,
-        turn_ca: args.turn_ca.clone(),
+        ca_file: args.ca_file.clone(),
     };
     let report = run_with(
         media,

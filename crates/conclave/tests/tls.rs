@@ -581,3 +581,85 @@ mod binary {
         assert!(err.contains(&want), "{err}");
     }
 }
+
+/// `conclave join` on an `https://` invite: the meeting WebSocket over TLS
+/// (wss), trusting the operator's CA from a file (`--ca-file`); two native
+/// members exchange encrypted media. Without the CA the certificate is
+/// refused, and the error names the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn native_clients_join_over_https_trusting_the_operators_ca() {
+    use crate::common::{Meeting, Together, frames_from_others, native_options};
+    use conclave_client::session::{MediaOptions, SessionError, run_with};
+    use conclave_proto::MediaKind::{Audio, Video};
+
+    let ca = Ca::new();
+    let files = Files::new(&ca.leaf());
+    let server = tls_server(&files).await;
+    let client = ca.client();
+    let origin = format!("https://localhost:{}", server.addr.port());
+    // Signed in and a meeting made over HTTPS, as a browser would.
+    let (resp, _) = https(server.addr, &client, &sign_in(Some(&origin))).await;
+    assert_eq!(status(&resp), "200", "{resp}");
+    let cookies: Vec<&str> = header_lines(&resp, "set-cookie")
+        .into_iter()
+        .filter_map(|l| l.split_once(':')?.1.split(';').next())
+        .map(str::trim)
+        .collect();
+    let body = serde_json::json!({"settings": {"waiting_room": false}}).to_string();
+    let create = format!(
+        "POST /api/v1/meetings HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nOrigin: {origin}\r\nCookie: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        cookies.join("; "),
+        body.len()
+    );
+    let (resp, _) = https(server.addr, &client, &create).await;
+    assert!(status(&resp).starts_with('2'), "{resp}");
+    let view: serde_json::Value =
+        serde_json::from_str(&resp[resp.find('{').expect("a JSON body")..]).expect("JSON");
+    let link = view["invite_link"].as_str().expect("invite link");
+    assert!(link.starts_with("https://"), "{link}");
+    let meeting = Meeting {
+        id: view["id"].as_str().unwrap_or_default().to_string(),
+        passcode: String::new(),
+        view: view.clone(),
+    };
+
+    let root = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(root.path(), ca.root_pem()).expect("write CA");
+    let trusting = MediaOptions {
+        ca_file: Some(root.path().to_path_buf()),
+        ..MediaOptions::default()
+    };
+    let both = Together::new(2);
+    let enough = |p: &conclave_client::session::Progress<'_>| {
+        frames_from_others(p, Video) >= 30 && frames_from_others(p, Audio) >= 80
+    };
+    let mut a = native_options(&meeting, "Ada");
+    a.until = both.member(0, enough);
+    let mut b = native_options(&meeting, "Bob");
+    b.until = both.member(1, enough);
+    let a = tokio::spawn(run_with(trusting.clone(), a));
+    let b = tokio::spawn(run_with(trusting, b));
+    for (who, r) in [("A", a), ("B", b)] {
+        let r = r.await.expect("task").expect("session");
+        let video: u64 = r
+            .media
+            .received
+            .values()
+            .filter(|t| t.participant.is_some_and(|p| p != r.admission.you))
+            .filter(|t| t.kind == Some(Video))
+            .map(|t| t.frames)
+            .sum();
+        assert!(video >= 30, "{who} decrypted {video} video frames");
+    }
+
+    // Without the operator's CA: refused, and said so.
+    let err = run_with(MediaOptions::default(), native_options(&meeting, "Eve"))
+        .await
+        .expect_err("an unknown issuer");
+    assert!(matches!(err, SessionError::Signaling(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("wss://localhost") && text.contains("UnknownIssuer"),
+        "{text}"
+    );
+}

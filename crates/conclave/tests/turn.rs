@@ -379,7 +379,7 @@ async fn native_clients_reach_coturn_over_tcp() {
     exchange_through(&coturn, coturn.tcp_url(), relay_only(), "turn/tcp").await;
 }
 
-/// A CA of the operator's that the client is told to trust (`--turn-ca`),
+/// A CA of the operator's that the client is told to trust (`--ca-file`),
 /// and coturn's certificate from it for the relay's address.
 fn operators_ca(name: &str) -> (Ca, Files, tempfile::NamedTempFile) {
     let ca = Ca::new();
@@ -394,7 +394,7 @@ async fn native_clients_reach_coturn_over_tls() {
     let (_ca, files, root) = operators_ca("127.0.0.1");
     let coturn = Coturn::start_with(SECRET, Some(&files)).await;
     let opts = MediaOptions {
-        turn_ca: Some(root.path().to_path_buf()),
+        ca_file: Some(root.path().to_path_buf()),
         ..relay_only()
     };
     exchange_through(&coturn, coturn.tls_url(), opts, "turn/tls").await;
@@ -418,7 +418,7 @@ async fn a_turns_relay_whose_certificate_is_not_trusted_is_named() {
         .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
     let trusting = MediaOptions {
-        turn_ca: Some(root.path().to_path_buf()),
+        ca_file: Some(root.path().to_path_buf()),
         ..relay_only()
     };
     for (opts, why) in [

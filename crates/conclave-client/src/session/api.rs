@@ -150,9 +150,9 @@ pub struct MediaOptions {
     /// client allocates by itself when neither UDP nor ICE-TCP connected
     /// ([`crate::relay`]).
     pub relay_only: bool,
-    /// A PEM file of CA certificates trusted for `turns:` servers besides
-    /// the system's (an operator's own CA).
-    pub turn_ca: Option<std::path::PathBuf>,
+    /// A PEM file of CA certificates trusted besides the system's roots
+    /// (an operator's own CA), for the server's HTTPS and `turns:` relays.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// What happened, for `--stats` and for tests.

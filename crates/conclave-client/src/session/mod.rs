@@ -178,12 +178,12 @@ pub async fn run_with(
     opts: JoinOptions,
 ) -> Result<SessionReport, SessionError> {
     let sources = read_sources(&opts, &extra)?;
-    let (mut sig, admission) = join(&opts).await?;
+    let (mut sig, admission) = join(&opts, extra.ca_file.as_deref()).await?;
     let admitted_wall = SystemTime::now();
     let relay = RelayFallback::new(
         &admission.ice_servers,
         extra.relay_only,
-        extra.turn_ca.as_deref(),
+        extra.ca_file.as_deref(),
     )?;
     relay.check()?;
     let (socket, mut peer) = start_media(&mut sig, &opts, &extra, sources).await?;
@@ -256,8 +256,11 @@ fn read_sources(
 
 /// Connects and joins with the passcode given (else the invite's), waiting
 /// in the waiting room up to `patience` until admitted.
-async fn join(opts: &JoinOptions) -> Result<(Signaling, Admission), SessionError> {
-    let mut sig = Signaling::connect(&opts.invite, opts.token.as_deref()).await?;
+async fn join(
+    opts: &JoinOptions,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(Signaling, Admission), SessionError> {
+    let mut sig = Signaling::connect_with(&opts.invite, opts.token.as_deref(), ca_file).await?;
     let passcode = opts
         .passcode
         .clone()
