@@ -203,7 +203,10 @@ pub struct TurnRelay {
     pub url: String,
     pub transport: RelayTransport,
     client: Client,
+    /// The allocation, which sends and receives relayed datagrams.
     conn: Arc<dyn Conn + Send + Sync>,
+    /// The socket or stream to the TURN server, closed last.
+    to_server: Arc<dyn Conn + Send + Sync>,
     outgoing: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -278,14 +281,14 @@ impl TurnRelay {
             realm: String::new(),
             software: String::new(),
             rto_in_ms,
-            conn,
+            conn: Arc::clone(&conn),
             vnet: None,
         })
         .await
         .map_err(turn_err)?;
         client.listen().await.map_err(turn_err)?;
-        let conn = match tokio::time::timeout(ALLOCATE_TIMEOUT, client.allocate()).await {
-            Ok(Ok(conn)) => conn,
+        let relay_conn = match tokio::time::timeout(ALLOCATE_TIMEOUT, client.allocate()).await {
+            Ok(Ok(relay_conn)) => relay_conn,
             Ok(Err(e)) => {
                 let _ = client.close().await;
                 return Err(turn_err(e));
@@ -295,15 +298,15 @@ impl TurnRelay {
                 return Err(RelayError::Timeout { url });
             }
         };
-        let relayed = conn.local_addr().map_err(|e| RelayError::Turn {
+        let relayed = relay_conn.local_addr().map_err(|e| RelayError::Turn {
             url: url.clone(),
             detail: e.to_string(),
         })?;
-        let conn: Arc<dyn Conn + Send + Sync> = Arc::new(conn);
+        let relay_conn: Arc<dyn Conn + Send + Sync> = Arc::new(relay_conn);
         let (outgoing, to_send) = mpsc::channel(QUEUE);
         let tasks = vec![
-            tokio::spawn(send_loop(Arc::clone(&conn), to_send)),
-            tokio::spawn(recv_loop(Arc::clone(&conn), relayed, events)),
+            tokio::spawn(send_loop(Arc::clone(&relay_conn), to_send)),
+            tokio::spawn(recv_loop(Arc::clone(&relay_conn), relayed, events)),
         ];
         Ok(TurnRelay {
             relayed,
@@ -311,7 +314,8 @@ impl TurnRelay {
             url,
             transport: server.transport,
             client,
-            conn,
+            conn: relay_conn,
+            to_server: conn,
             outgoing,
             tasks,
         })
@@ -334,6 +338,7 @@ impl TurnRelay {
             tracing::debug!(error = %e, "releasing the TURN allocation");
         }
         let _ = self.client.close().await;
+        let _ = self.to_server.close().await;
     }
 }
 

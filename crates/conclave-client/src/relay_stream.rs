@@ -16,14 +16,19 @@
 //! in `select!`, and a read or write cut off midway would lose the framing.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Messages queued each way, at most; the writer applies backpressure to
 /// the crate, the reader to the stream.
 const QUEUE: usize = 256;
+
+/// How long [`StreamConn`]'s close waits for what is queued to leave and
+/// the stream to shut down (a TLS close_notify, then FIN).
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// STUN's header; ChannelData's is 4 bytes.
 const STUN_HEADER: usize = 20;
@@ -49,7 +54,11 @@ pub struct StreamConn {
     local: SocketAddr,
     server: SocketAddr,
     incoming: Mutex<mpsc::Receiver<Vec<u8>>>,
+    /// Whole messages to write; an empty one asks the writer to shut the
+    /// stream down.
     outgoing: mpsc::Sender<Vec<u8>>,
+    /// Fires when the writer is done.
+    written: Mutex<Option<oneshot::Receiver<()>>>,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
@@ -62,14 +71,16 @@ impl StreamConn {
         let (reader, writer) = tokio::io::split(stream);
         let (delivered, incoming) = mpsc::channel(QUEUE);
         let (outgoing, to_write) = mpsc::channel(QUEUE);
+        let (done, written) = oneshot::channel();
         StreamConn {
             local,
             server,
             incoming: Mutex::new(incoming),
             outgoing,
+            written: Mutex::new(Some(written)),
             tasks: [
                 tokio::spawn(read_messages(reader, delivered)),
-                tokio::spawn(write_messages(writer, to_write)),
+                tokio::spawn(write_messages(writer, to_write, done)),
             ],
         }
     }
@@ -113,8 +124,12 @@ async fn read_messages<R: AsyncRead + Unpin>(mut reader: R, delivered: mpsc::Sen
 async fn write_messages<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut to_write: mpsc::Receiver<Vec<u8>>,
+    done: oneshot::Sender<()>,
 ) {
     while let Some(data) = to_write.recv().await {
+        if data.is_empty() {
+            break;
+        }
         if let Err(e) = writer.write_all(&data).await {
             tracing::debug!(error = %e, "TURN stream write");
             return;
@@ -125,6 +140,7 @@ async fn write_messages<W: AsyncWrite + Unpin>(
         }
     }
     let _ = writer.shutdown().await;
+    let _ = done.send(());
 }
 
 fn closed() -> util::Error {
@@ -163,6 +179,10 @@ impl util::Conn for StreamConn {
     /// One whole message, to the server whatever `target` says: the crate
     /// sends only to its TURN server here (no STUN server is configured).
     async fn send_to(&self, buf: &[u8], _target: SocketAddr) -> util::Result<usize> {
+        if buf.is_empty() {
+            // Nothing to frame (and an empty message means shut down).
+            return Ok(0);
+        }
         let mut data = buf.to_vec();
         // ChannelData leaves padded over a stream; the crate pads what it
         // encodes, and this makes sure of it for anything else.
@@ -181,7 +201,13 @@ impl util::Conn for StreamConn {
         Some(self.server)
     }
 
+    /// Lets what is queued leave, then shuts the stream down, so the
+    /// server sees the connection end cleanly rather than reset.
     async fn close(&self) -> util::Result<()> {
+        let _ = self.outgoing.send(Vec::new()).await;
+        if let Some(written) = self.written.lock().await.take() {
+            let _ = tokio::time::timeout(CLOSE_WAIT, written).await;
+        }
         Ok(())
     }
 
@@ -247,5 +273,23 @@ mod tests {
         // The server hangs up: the next receive fails rather than waits.
         drop(theirs);
         assert!(conn.recv_from(&mut buf).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn close_lets_queued_messages_out_then_ends_the_stream() {
+        use util::Conn;
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let addr: SocketAddr = "192.0.2.1:3478".parse().expect("addr");
+        let conn = StreamConn::new(ours, addr, addr);
+        let refresh = [0x00, 0x04, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        let mut message = refresh.to_vec();
+        message.extend_from_slice(&[3; 12]);
+        conn.send_to(&message, addr).await.expect("send");
+        // An empty send is nothing, not a shutdown.
+        assert_eq!(conn.send_to(&[], addr).await.expect("send"), 0);
+        conn.close().await.expect("close");
+        let mut got = Vec::new();
+        theirs.read_to_end(&mut got).await.expect("read to the end");
+        assert_eq!(got, message);
     }
 }

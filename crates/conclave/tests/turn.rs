@@ -405,6 +405,21 @@ async fn native_clients_reach_coturn_over_tls() {
         .filter(|l| l.contains(": new, ") && l.contains("method=TLSv1"))
         .count();
     assert!(over_tls >= 2, "{over_tls} sessions over TLS:\n{log}");
+    // And each client ended its TLS session cleanly (close_notify), not by
+    // a reset: coturn logs the shutdown once it has read it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = coturn.log_text();
+        let clean = log.matches("SSL shutdown received").count();
+        if clean >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{clean} clean TLS shutdowns:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
