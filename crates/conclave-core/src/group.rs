@@ -424,6 +424,15 @@ impl Group {
             self.passed_over.insert(asked);
             self.asked = None;
         }
+        // Here, not only when nothing is out: a deadline left in the past
+        // would have the meeting woken again at once, over and over.
+        if let Some((who, since, _)) = self.updating
+            && now >= since + COMMIT_TIMEOUT
+        {
+            tracing::debug!(participant = %who, "newcomer did not update in time");
+            self.needs_update.remove(&who);
+            self.updating = None;
+        }
         // The longest-present connected member commits: one committer per
         // epoch keeps commits from racing (a race is still settled by order).
         // One that let its turn pass comes last.
@@ -511,7 +520,8 @@ impl Group {
     /// With no proposal out, one newcomer at a time makes an update commit,
     /// so that the tree fills and commits stay about O(log n) however the
     /// group grew. One that does not within `COMMIT_TIMEOUT` (an old client,
-    /// a frozen tab) is not asked again: it only costs later commits bytes.
+    /// a frozen tab) is not asked again (`propose_changes` drops it): it only
+    /// costs later commits bytes.
     fn ask_for_update(
         &mut self,
         roster: &BTreeSet<ParticipantId>,
@@ -521,7 +531,7 @@ impl Group {
         self.needs_update.retain(|id| roster.contains(id));
         let epoch = self.ds.epoch().unwrap_or_default();
         if let Some((who, since, asked_in)) = self.updating {
-            if now < since + COMMIT_TIMEOUT && self.needs_update.contains(&who) {
+            if self.needs_update.contains(&who) {
                 if asked_in != epoch {
                     // Another commit ended the epoch it was asked in (an
                     // update it sent then is refused as stale): again, with
@@ -531,8 +541,6 @@ impl Group {
                 }
                 return;
             }
-            tracing::debug!(participant = %who, "newcomer did not update in time");
-            self.needs_update.remove(&who);
             self.updating = None;
         }
         let next = self

@@ -846,3 +846,30 @@ fn admissions_made_together_are_added_by_one_commit() {
         );
     }
 }
+
+/// A newcomer's update deadline that passes while proposals are out (their
+/// committer hangs) is dropped then and there: no deadline is left in the
+/// past for the meeting to be woken by again and again.
+#[test]
+fn an_update_deadline_passing_while_proposals_are_out_leaves_no_past_deadline() {
+    let mut room = hosted();
+    room.clients.ignores_update_requests.insert(2);
+    room.admit(2, "user2");
+    let update_deadline = room.meeting.poll_timeout().expect("an update deadline");
+    room.clients.frozen.insert(HOST);
+    room.now += Duration::from_millis(500);
+    room.wait(3, "user3");
+    room.msg(
+        HOST,
+        ClientMessage::Admit {
+            participant: room.id_of(3),
+        },
+    );
+    room.now = update_deadline;
+    room.input(Input::Timeout);
+    let next = room
+        .meeting
+        .poll_timeout()
+        .expect("the committer's deadline");
+    assert!(next > room.now, "a deadline in the past: {next:?}");
+}
