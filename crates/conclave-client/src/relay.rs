@@ -488,8 +488,10 @@ impl RelayFallback {
             && now >= at
         {
             self.due = None;
+            // Relay only too: once one relay carries the media, the others
+            // are not allocated (each costs the operator a port and quota).
             if let Some(server) = self.servers.get(self.next).cloned()
-                && (self.only || !peer.is_connected())
+                && !peer.is_connected()
             {
                 self.next += 1;
                 if self.next < self.servers.len() {
