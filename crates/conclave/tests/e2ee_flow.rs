@@ -1,11 +1,20 @@
 //! End-to-end encryption through a real server: members agree on the group
 //! and read each other's media; what the server forwards is ciphertext.
 
-use crate::common::{TestServer, Together, frames_from_others, native_options, sample};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::common::{
+    Frame, Meeting, TestServer, Together, WsOpts, frames_from_others, join, native_options,
+    open_ws, sample,
+};
+use conclave_client::e2ee::E2ee;
 use conclave_client::ivf::IvfReader;
 use conclave_client::session::{Progress, run};
 use conclave_proto::MediaKind::{Audio, Video};
+use conclave_proto::ServerMessage;
 use serde_json::json;
+use tokio::sync::{mpsc, watch};
 
 fn sample_frames() -> Vec<Vec<u8>> {
     let file = std::fs::File::open(sample("video-320x240.ivf")).expect("sample");
@@ -129,4 +138,131 @@ async fn members_agree_and_the_server_forwards_only_ciphertext() {
         }
     }
     assert!(windows > 100, "the test looked at {windows} windows");
+}
+
+/// What one member of the large meeting reports after each message: its
+/// index, and its epoch, security code, size of its group and how many update
+/// requests it was sent.
+type Report = (usize, (u64, String, usize, usize));
+
+/// One member over a real socket, with the native client's E2EE layer and no
+/// media: it answers what the server asks of its MLS state (key package,
+/// commits, update commits) and reports its group after every message.
+async fn e2ee_member(
+    addr: SocketAddr,
+    meeting: Meeting,
+    k: usize,
+    reports: mpsc::UnboundedSender<Report>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // One address each: new guests are limited per address.
+    let source = Ipv4Addr::new(127, 2, (k / 200) as u8, (k % 200 + 1) as u8);
+    let mut ws = open_ws(addr, &meeting.id, WsOpts::from(source))
+        .await
+        .expect("socket");
+    ws.send(join(&format!("Member {k}"), &meeting.passcode))
+        .await;
+    let mut e2ee: Option<E2ee> = None;
+    let mut update_requests = 0;
+    loop {
+        let frame = tokio::select! {
+            f = ws.next(Duration::from_secs(600)) => f,
+            _ = stop.changed() => return,
+        };
+        let Some(Frame::Msg(value)) = frame else {
+            panic!("member {k}: socket closed or silent");
+        };
+        ws.log.clear();
+        let Ok(msg) = serde_json::from_value::<ServerMessage>(value) else {
+            continue;
+        };
+        if let ServerMessage::Joined { you, .. } = &msg {
+            e2ee = Some(E2ee::new(*you).expect("e2ee"));
+        }
+        if msg == ServerMessage::MlsUpdateRequest {
+            update_requests += 1;
+        }
+        let Some(e) = e2ee.as_mut() else {
+            continue;
+        };
+        if let Err(err) = e.handle(&msg) {
+            panic!("member {k}: {err} on {}", msg.kind());
+        }
+        for out in e.take_messages() {
+            ws.send(serde_json::to_value(&out).expect("json")).await;
+        }
+        if e.in_group() {
+            let group = (
+                e.epoch(),
+                e.security_code(),
+                e.roster().len(),
+                update_requests,
+            );
+            let _ = reports.send((k, group));
+        }
+    }
+}
+
+/// Past the old break point: an `mls_commit` carried the ratchet tree three
+/// times and passed the 64 KiB frame cap when the 109th member was added.
+/// 120 members join one meeting over real sockets, with the native client's
+/// E2EE layer (no media), and end in one group of 120 with one security
+/// code: every commit and Welcome fit the caps, each newcomer joined with the
+/// tree the server sent in `mls_welcome`, and answered its update request.
+#[tokio::test]
+async fn a_meeting_past_the_old_frame_cap_ends_in_one_group() {
+    const MEMBERS: usize = 120;
+    let server = TestServer::start().await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false, "max_participants": 150}}))
+        .await;
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let (stop_tx, stop) = watch::channel(false);
+    let members: Vec<_> = (0..MEMBERS)
+        .map(|k| {
+            tokio::spawn(e2ee_member(
+                server.addr,
+                meeting.clone(),
+                k,
+                reports_tx.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    drop(reports_tx);
+    // Done when everyone shows one epoch and code for a group of all of
+    // them, and every member but the group's creator was asked for its
+    // update commit (each answers at once, and the epochs that follow are
+    // waited for as well, since agreement is checked after every message).
+    let mut state: Vec<Option<(u64, String, usize, usize)>> = vec![None; MEMBERS];
+    let done = |state: &[Option<(u64, String, usize, usize)>]| {
+        let Some(first) = state[0].as_ref() else {
+            return false;
+        };
+        let agree = state.iter().all(|s| {
+            s.as_ref()
+                .is_some_and(|(e, c, n, _)| *e == first.0 && *c == first.1 && *n == MEMBERS)
+        });
+        let asked = state.iter().flatten().filter(|s| s.3 > 0).count();
+        agree && asked >= MEMBERS - 1
+    };
+    loop {
+        let report = tokio::time::timeout(Duration::from_secs(300), reports.recv()).await;
+        let Ok(Some((k, group))) = report else {
+            let sizes: Vec<_> = state.iter().map(|s| s.as_ref().map(|s| s.2)).collect();
+            panic!("the members did not end in one group; group sizes: {sizes:?}");
+        };
+        state[k] = Some(group);
+        if done(&state) {
+            break;
+        }
+    }
+    let epoch = state[0].as_ref().map_or(0, |s| s.0);
+    // At least one epoch for each member's update after the first.
+    assert!(epoch as usize >= MEMBERS - 1, "epoch {epoch}");
+    let _ = stop_tx.send(true);
+    for m in members {
+        m.await.expect("member task");
+    }
 }
