@@ -1,5 +1,5 @@
 //! The fast forwarding path (issue 16, [`crate::RouterConfig::fast_path`]):
-//! forwarded video is rewritten and sealed here, per subscriber, and queued
+//! forwarded media is rewritten and sealed here, per subscriber, and queued
 //! as a datagram at once, instead of being written to str0m and let out of
 //! its send queue one packet per timeout.
 //!
@@ -14,11 +14,14 @@
 //!   later on a fast audio stream is dropped and counted.
 //! - **One packet a second still goes through str0m** (`ANCHOR_EVERY`),
 //!   at an index the sealer has reserved first, so str0m and this path seal
-//!   disjoint indices of the same SSRC. str0m bases its RTCP sender reports
-//!   on the last packet written to a stream, and with none it reports RTP
-//!   time 0, which would break a receiver's A/V sync; the anchor keeps its
-//!   RTP/NTP mapping current. Its packet and octet counts then cover the
-//!   anchors only.
+//!   disjoint indices of the same SSRC (str0m seals a written packet at the
+//!   extended sequence number `RtpWrite` gives it, the rewriter's, which is
+//!   also the index this path seals at). It is let out at once
+//!   (`Forwarded::Anchor`), before the stream's next packets. str0m bases
+//!   its RTCP sender reports on the last packet written to a stream, and
+//!   with none it reports RTP time 0, which would break a receiver's A/V
+//!   sync; the anchor keeps its RTP/NTP mapping current. Its packet and
+//!   octet counts then cover the anchors only.
 //! - **NACKs** for a fast stream are read from str0m's raw RTCP events
 //!   (`RtcConfig::enable_raw_packets`, the only place str0m 0.25 surfaces
 //!   feedback for packets it did not send) and answered by sending the same
@@ -28,8 +31,13 @@
 //!   it over RTX.
 //! - **No congestion control of its own yet.** Fast packets carry no
 //!   transport-wide sequence number, so str0m's estimate (which still drives
-//!   the simulcast layer choice) sees only what str0m sends: audio, anchors
-//!   and its probes.
+//!   the simulcast layer choice) sees only what str0m sends: RED audio,
+//!   anchors and its probes.
+//!
+//! Known limits: the per-SSRC state (owner, history) lives as long as the
+//! session, also for streams a renegotiation stopped; str0m's raw-packet
+//! events clone every packet str0m receives or sends, a cost the fast path
+//! pays for seeing NACKs.
 //!
 //! The route is the candidate pair str0m sends its own DTLS/RTP/RTCP on,
 //! taken from its transmits, so the fast path follows ICE and works over

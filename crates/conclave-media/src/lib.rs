@@ -38,7 +38,7 @@
 //!   peer; every drop is counted.
 //! - `error`: [`MediaError`], for calls from the shell. Network input never
 //!   errors and never panics: it is dropped and counted.
-//! - `fastpath`: with [`RouterConfig::fast_path`], forwarded video sealed
+//! - `fastpath`: with [`RouterConfig::fast_path`], forwarded media sealed
 //!   and queued per subscriber outside str0m's send queue; NACKs answered
 //!   from its own history.
 //! - [`keyexport`]: the SRTP keys of a session, copied out of str0m's DTLS

@@ -51,7 +51,7 @@ pub struct Config {
     /// everyone, which costs M × (M − 1) packets per 20 ms in a meeting of M
     /// where all microphones are open.
     pub audio_last_n: usize,
-    /// Forwarded video is sealed and sent by the media worker itself,
+    /// Forwarded media is sealed and sent by the media worker itself,
     /// outside str0m's send queue (`conclave_media`'s `fastpath.rs`, issue
     /// 16). Off by default: it has no congestion control of its own yet.
     pub media_fast_path: bool,

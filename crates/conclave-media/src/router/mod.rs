@@ -133,7 +133,7 @@ pub struct RouterConfig {
     /// may be retransmissions before str0m drops the queued resends; `None`
     /// never drops them. See [`DEFAULT_RTX_RATIO_CAP`].
     pub rtx_ratio_cap: Option<f32>,
-    /// Forwarded video is sealed and queued by the router itself, per
+    /// Forwarded media is sealed and queued by the router itself, per
     /// subscriber, instead of going through str0m's send queue (issue 16,
     /// `fastpath.rs`). Off by default: no congestion control of its own yet.
     pub fast_path: bool,

@@ -149,7 +149,7 @@ pub enum MediaStartError {
 /// one; 127.0.0.1 when bound to all interfaces and nothing better is known).
 /// `workers` 0 means one per core. Each meeting's router forwards every
 /// member the audio of `audio_last_n` others at most (0: no limit), and
-/// seals forwarded video itself if `fast_path`.
+/// seals forwarded media itself if `fast_path`.
 pub fn start(
     bind: SocketAddr,
     announce: Option<IpAddr>,

@@ -93,7 +93,7 @@ impl Worker {
         self
     }
 
-    /// Each meeting's router seals forwarded video itself, the server's
+    /// Each meeting's router seals forwarded media itself, the server's
     /// `media_fast_path`.
     pub fn fast_path(mut self, on: bool) -> Self {
         self.fast_path = on;
