@@ -287,8 +287,8 @@ impl Group {
             // The tree of the epoch just accepted, from the server's own view:
             // nobody uploads it, so nobody can upload a wrong one, and the
             // newcomer checks it against the Welcome all the same.
-            let ratchet_tree = match self.ds.ratchet_tree() {
-                Ok(tree) => BASE64.encode(&tree),
+            let ratchet_tree: std::sync::Arc<str> = match self.ds.ratchet_tree() {
+                Ok(tree) => BASE64.encode(&tree).into(),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot export the ratchet tree");
                     return Ok(());

@@ -465,10 +465,12 @@ pub enum ServerMessage {
     /// ratchet tree of the epoch it welcomes to (base64, RFC 9420 §12.4.3.3),
     /// which Welcomes leave out so that no client message grows with the
     /// group. The tree is the server's own public view; the member checks it
-    /// against the tree hash in the Welcome and refuses any other.
+    /// against the tree hash in the Welcome and refuses any other. Shared: a
+    /// batch's newcomers get one tree (up to ~350 KB of text at 1,000
+    /// members), which each seat keeps a while to send again on resume.
     MlsWelcome {
         welcome: String,
-        ratchet_tree: String,
+        ratchet_tree: std::sync::Arc<str>,
     },
     /// To moderators: join attempts with a wrong passcode are being made.
     SecurityNotice {
