@@ -37,8 +37,11 @@ pub enum ConfigError {
 pub struct Config {
     /// Address the HTTP server listens on.
     pub listen: SocketAddr,
-    /// Directory of the SQLite store.
+    /// Directory of the SQLite store (and of ACME state, whichever store).
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://user:password@host/db`) to keep the store
+    /// in instead of SQLite in `data_dir` (`crate::store`).
+    pub database_url: Option<String>,
     /// Address of the first media worker; worker `i` listens on port
     /// `media_listen.port() + i`, UDP and ICE-TCP alike (port 0: an
     /// ephemeral port each).
@@ -146,6 +149,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("conclave-data"),
+            database_url: None,
             media_listen: SocketAddr::from(([127, 0, 0, 1], 10000)),
             media_workers: 0,
             audio_last_n: conclave_media::DEFAULT_AUDIO_LAST_N,

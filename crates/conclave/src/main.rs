@@ -171,6 +171,15 @@ struct ServeArgs {
     /// Directory of the SQLite store [default: ./conclave-data].
     #[arg(long, env = "CONCLAVE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep the store in PostgreSQL at this URL
+    /// (postgres://user:password@host/db) instead of SQLite in --data-dir.
+    #[arg(
+        long,
+        env = "CONCLAVE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    database_url: Option<String>,
     /// A TOML configuration file (see docs/operations.md).
     #[arg(long, env = "CONCLAVE_CONFIG")]
     config: Option<PathBuf>,
@@ -263,22 +272,43 @@ enum AdminCommand {
         /// Make the account an administrator.
         #[arg(long)]
         admin: bool,
-        #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Print a one-time sign-in link for an account (valid 24 h).
     SigninLink {
         name: String,
-        #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         public_url: Option<String>,
     },
     /// List accounts.
     ListUsers {
-        #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
+}
+
+/// Where an admin command finds the store: the server's `--data-dir`, or
+/// its `--database-url` when it runs on PostgreSQL.
+#[derive(Args)]
+struct StoreArgs {
+    #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
+    data_dir: PathBuf,
+    #[arg(
+        long,
+        env = "CONCLAVE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    database_url: Option<String>,
+}
+
+impl StoreArgs {
+    async fn open(&self) -> Result<Store, StoreError> {
+        Store::open_configured(self.database_url.as_deref(), &self.data_dir).await
+    }
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -291,6 +321,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
+    }
+    if let Some(u) = &args.database_url {
+        config.database_url = Some(u.clone());
     }
     if let Some(u) = &args.public_url {
         config.public_url = Some(u.clone());
@@ -622,7 +655,7 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             name,
             password_stdin: _,
             admin,
-            data_dir,
+            store,
         } => {
             if !username_acceptable(&name) {
                 bail!("a username has 1 to 64 letters, digits, '.', '_' or '-'");
@@ -636,7 +669,7 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 bail!("a password has 10 to 256 characters");
             }
             let hash = hash_now(password)?;
-            let store = Store::open(&data_dir).await?;
+            let store = store.open().await?;
             match store.create_user(&name, Some(&hash), admin).await {
                 Ok(u) => println!("created user {} (id {})", u.username, u.id),
                 Err(StoreError::Conflict) => bail!("a user named {name} exists already"),
@@ -646,10 +679,10 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::SigninLink {
             name,
-            data_dir,
+            store,
             public_url,
         } => {
-            let store = Store::open(&data_dir).await?;
+            let store = store.open().await?;
             let Some((user, _)) = store.user_by_name(&name).await? else {
                 bail!("no user named {name}");
             };
@@ -661,8 +694,8 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             println!("{link}");
             store.close().await;
         }
-        AdminCommand::ListUsers { data_dir } => {
-            let store = Store::open(&data_dir).await?;
+        AdminCommand::ListUsers { store } => {
+            let store = store.open().await?;
             for u in store.list_users().await? {
                 println!(
                     "{}\t{}\t{}{}",

@@ -76,7 +76,8 @@ impl Server {
             None => None,
         };
         let acme = config.acme().map(Acme::new);
-        let store = Store::open(&config.data_dir).await?;
+        let store =
+            Store::open_configured(config.database_url.as_deref(), &config.data_dir).await?;
         let listener =
             TcpListener::bind(config.listen)
                 .await

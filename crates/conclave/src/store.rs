@@ -1,9 +1,25 @@
-//! The SQLite store: accounts, sessions, API tokens, meetings, bans and the
-//! server's own keys.
+//! The store: accounts, sessions, API tokens, meetings, bans and the server's
+//! own keys, in SQLite (the embedded default) or PostgreSQL.
 //!
-//! One file in the data directory, WAL mode, migrations embedded in the binary
-//! and applied at open. Secrets that only need checking (sessions, tokens,
-//! sign-in links) are stored as SHA-256 digests, passwords as argon2id hashes.
+//! SQLite is one file in the data directory, WAL mode, so that one machine
+//! needs no setup. PostgreSQL (`database_url = "postgres://…"`) is for an
+//! operator who already runs one and for several nodes sharing one store.
+//! Migrations are embedded in the binary and applied at open, one directory
+//! per engine with the same numbering (`migrations/sqlite`,
+//! `migrations/postgres`); the integration tests check that both reach the
+//! same schema.
+//!
+//! Why an enum over two typed pools rather than `sqlx::Any`: `Any` converts
+//! every value through its own small type set, so SQLite's 0/1 flags would
+//! not read as booleans, and the SQLite pool would lose its typed options
+//! (WAL, synchronous, busy timeout). Every query here is one text both engines
+//! accept (`$n` placeholders, `RETURNING`, `ON CONFLICT DO NOTHING`,
+//! `IS DISTINCT FROM`), and `on_pool!` expands each method's body once per
+//! engine, so each is type-checked against its own driver and the shared
+//! store tests run every query on both.
+//!
+//! Secrets that only need checking (sessions, tokens, sign-in links) are
+//! stored as SHA-256 digests, passwords as argon2id hashes.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -11,8 +27,12 @@ use std::time::Duration;
 
 use conclave_core::{BanKey, MeetingConfig};
 use conclave_proto::{MeetingId, Permissions, ScreenShare};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +44,8 @@ pub enum StoreError {
     Conflict,
     #[error("a stored row is corrupt: {0}")]
     Corrupt(&'static str),
+    #[error("database_url: only postgres:// and postgresql:// URLs are supported")]
+    UnsupportedUrl,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -73,9 +95,33 @@ pub struct ApiTokenInfo {
     pub last_used_at: Option<i64>,
 }
 
+/// Which engine a store runs on, as named in logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
+}
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever engine it
+/// is: the body is written once and type-checked for each driver.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
 }
 
 /// Seconds since the Unix epoch, for stored timestamps.
@@ -86,6 +132,10 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+fn expiry(ttl: Duration) -> i64 {
+    unix_now().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+}
+
 fn screen_share_str(s: ScreenShare) -> &'static str {
     match s {
         ScreenShare::HostOnly => "host_only",
@@ -93,59 +143,109 @@ fn screen_share_str(s: ScreenShare) -> &'static str {
     }
 }
 
-fn meeting_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<MeetingRecord> {
-    let id: String = row.try_get("id")?;
-    let screen: String = row.try_get("screen_share")?;
-    let max: i64 = row.try_get("max_participants")?;
-    Ok(MeetingRecord {
-        id: MeetingId::from_str(&id).map_err(|_| StoreError::Corrupt("meeting id"))?,
-        owner_id: row.try_get("owner_id")?,
-        title: row.try_get("title")?,
-        passcode: row.try_get("passcode")?,
-        passcode_hash: row.try_get("passcode_hash")?,
-        waiting_room: row.try_get("waiting_room")?,
-        permissions: Permissions {
-            screen_share: match screen.as_str() {
-                "everyone" => ScreenShare::Everyone,
-                "host_only" => ScreenShare::HostOnly,
-                _ => return Err(StoreError::Corrupt("screen_share")),
-            },
-            chat: row.try_get("chat")?,
-            self_unmute: row.try_get("self_unmute")?,
-            rename_self: row.try_get("rename_self")?,
-        },
-        only_signed_in: row.try_get("only_signed_in")?,
-        max_participants: u32::try_from(max).map_err(|_| StoreError::Corrupt("max"))?,
-        created_at: row.try_get("created_at")?,
+fn ban_parts(k: &BanKey) -> (&'static str, String) {
+    match k {
+        BanKey::Account(a) => ("account", a.to_string()),
+        BanKey::Guest(g) => ("guest", g.clone()),
+        BanKey::Address(ip) => ("address", ip.to_string()),
+    }
+}
+
+fn ban_from_parts(kind: &str, value: String) -> Result<BanKey> {
+    Ok(match kind {
+        "account" => BanKey::Account(
+            value
+                .parse()
+                .map_err(|_| StoreError::Corrupt("ban account"))?,
+        ),
+        "address" => BanKey::Address(
+            value
+                .parse()
+                .map_err(|_| StoreError::Corrupt("ban address"))?,
+        ),
+        "guest" => BanKey::Guest(value),
+        _ => return Err(StoreError::Corrupt("ban kind")),
     })
 }
 
-fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User> {
-    let hash: Option<String> = row.try_get("password_hash")?;
-    Ok(User {
-        id: row.try_get("id")?,
-        username: row.try_get("username")?,
-        is_admin: row.try_get("is_admin")?,
-        has_password: hash.is_some(),
-    })
+/// Rows of either engine read into the store's records.
+trait StoredRow {
+    fn user(&self) -> Result<User>;
+    fn meeting(&self) -> Result<MeetingRecord>;
+    fn api_token(&self) -> Result<ApiTokenInfo>;
 }
 
-type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+macro_rules! stored_row {
+    ($row:ty) => {
+        impl StoredRow for $row {
+            fn user(&self) -> Result<User> {
+                let hash: Option<String> = self.try_get("password_hash")?;
+                Ok(User {
+                    id: self.try_get("id")?,
+                    username: self.try_get("username")?,
+                    is_admin: self.try_get("is_admin")?,
+                    has_password: hash.is_some(),
+                })
+            }
+
+            fn meeting(&self) -> Result<MeetingRecord> {
+                let id: String = self.try_get("id")?;
+                let screen: String = self.try_get("screen_share")?;
+                let max: i64 = self.try_get("max_participants")?;
+                Ok(MeetingRecord {
+                    id: MeetingId::from_str(&id).map_err(|_| StoreError::Corrupt("meeting id"))?,
+                    owner_id: self.try_get("owner_id")?,
+                    title: self.try_get("title")?,
+                    passcode: self.try_get("passcode")?,
+                    passcode_hash: self.try_get("passcode_hash")?,
+                    waiting_room: self.try_get("waiting_room")?,
+                    permissions: Permissions {
+                        screen_share: match screen.as_str() {
+                            "everyone" => ScreenShare::Everyone,
+                            "host_only" => ScreenShare::HostOnly,
+                            _ => return Err(StoreError::Corrupt("screen_share")),
+                        },
+                        chat: self.try_get("chat")?,
+                        self_unmute: self.try_get("self_unmute")?,
+                        rename_self: self.try_get("rename_self")?,
+                    },
+                    only_signed_in: self.try_get("only_signed_in")?,
+                    max_participants: u32::try_from(max).map_err(|_| StoreError::Corrupt("max"))?,
+                    created_at: self.try_get("created_at")?,
+                })
+            }
+
+            fn api_token(&self) -> Result<ApiTokenInfo> {
+                Ok(ApiTokenInfo {
+                    id: self.try_get("id")?,
+                    name: self.try_get("name")?,
+                    created_at: self.try_get("created_at")?,
+                    last_used_at: self.try_get("last_used_at")?,
+                })
+            }
+        }
+    };
+}
+
+stored_row!(SqliteRow);
+stored_row!(PgRow);
 
 /// Binds a meeting's title, passcode and settings, in the order both the
 /// INSERT and the UPDATE list those columns.
-fn bind_settings<'q>(query: SqliteQuery<'q>, m: &'q MeetingRecord) -> SqliteQuery<'q> {
-    query
-        .bind(&m.title)
-        .bind(&m.passcode)
-        .bind(&m.passcode_hash)
-        .bind(m.waiting_room)
-        .bind(screen_share_str(m.permissions.screen_share))
-        .bind(m.permissions.chat)
-        .bind(m.permissions.self_unmute)
-        .bind(m.permissions.rename_self)
-        .bind(m.only_signed_in)
-        .bind(i64::from(m.max_participants))
+macro_rules! bind_settings {
+    ($query:expr, $m:expr) => {
+        $query
+            .bind(&$m.title)
+            .bind(&$m.passcode)
+            .bind(&$m.passcode_hash)
+            .bind($m.waiting_room)
+            .bind(screen_share_str($m.permissions.screen_share))
+            .bind($m.permissions.chat)
+            .bind($m.permissions.self_unmute)
+            .bind($m.permissions.rename_self)
+            .bind($m.only_signed_in)
+            .bind(i64::from($m.max_participants))
+    };
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -153,6 +253,15 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 impl Store {
+    /// The store the configuration names: PostgreSQL at `database_url` when
+    /// it is set, otherwise SQLite in `data_dir`.
+    pub async fn open_configured(database_url: Option<&str>, data_dir: &Path) -> Result<Store> {
+        match database_url {
+            Some(url) => Store::connect(url).await,
+            None => Store::open(data_dir).await,
+        }
+    }
+
     /// Opens (creating if needed) `conclave.db` in `data_dir` and migrates it.
     pub async fn open(data_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
@@ -169,24 +278,67 @@ impl Store {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+        })
     }
 
-    /// Checkpoints the WAL and closes every connection.
+    /// Connects to the PostgreSQL database at `url` (`postgres://user:pass@host/db`)
+    /// and migrates it. The database and its owner must exist; the tables are
+    /// created here.
+    pub async fn connect(url: &str) -> Result<Store> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::UnsupportedUrl);
+        }
+        let options = PgConnectOptions::from_str(url)?.application_name("conclave");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            // A request waits at most this long for a connection when the
+            // database is slow or gone, then fails instead of hanging.
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+        })
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self.pool {
+            Pool::Sqlite(_) => Engine::Sqlite,
+            Pool::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// One round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
+        Ok(())
+    }
+
+    /// Checkpoints SQLite's WAL and closes every connection.
     pub async fn close(&self) {
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await;
-        self.pool.close().await;
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(pool)
+                    .await;
+                pool.close().await;
+            }
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 
     // ---- users ----
 
     pub async fn user_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(pool)
+            .await)?,
+        )
     }
 
     pub async fn create_user(
@@ -195,18 +347,19 @@ impl Store {
         password_hash: Option<&str>,
         is_admin: bool,
     ) -> Result<User> {
-        let res = sqlx::query(
-            "INSERT INTO users (username, password_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
+        let res: std::result::Result<i64, sqlx::Error> = on_pool!(self, pool => sqlx::query_scalar(
+            "INSERT INTO users (username, password_hash, is_admin, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(username)
         .bind(password_hash)
         .bind(is_admin)
         .bind(unix_now())
-        .execute(&self.pool)
-        .await;
+        .fetch_one(pool)
+        .await);
         match res {
-            Ok(r) => Ok(User {
-                id: r.last_insert_rowid(),
+            Ok(id) => Ok(User {
+                id,
                 username: username.to_string(),
                 is_admin,
                 has_password: password_hash.is_some(),
@@ -216,56 +369,63 @@ impl Store {
         }
     }
 
-    /// The user and their password hash, for sign-in.
+    /// The user and their password hash, for sign-in. Names match regardless
+    /// of case.
     pub async fn user_by_name(&self, username: &str) -> Result<Option<(User, Option<String>)>> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?)))
-            .transpose()
+        on_pool!(self, pool => {
+            let row = sqlx::query("SELECT * FROM users WHERE username = $1")
+                .bind(username)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| Ok((r.user()?, r.try_get("password_hash")?)))
+                .transpose()
+        })
     }
 
     pub async fn user_by_id(&self, id: i64) -> Result<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| user_from_row(&r)).transpose()
+        on_pool!(self, pool => {
+            let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| r.user()).transpose()
+        })
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>> {
-        let rows = sqlx::query("SELECT * FROM users ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(user_from_row).collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query("SELECT * FROM users ORDER BY id")
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| r.user()).collect()
+        })
     }
 
     pub async fn password_hash(&self, user_id: i64) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = ?")
+        let hash: Option<Option<String>> = on_pool!(self, pool =>
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
                 .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .flatten(),
-        )
+                .fetch_optional(pool)
+                .await)?;
+        Ok(hash.flatten())
     }
 
     pub async fn set_password(&self, user_id: i64, hash: &str) -> Result<()> {
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+        on_pool!(self, pool => sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(hash)
             .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+            .execute(pool)
+            .await
+            .map(drop))?;
         Ok(())
     }
 
     /// Whether any account can sign in with a password yet.
     pub async fn any_password_set(&self) -> Result<bool> {
-        let n: i64 =
+        let n: i64 = on_pool!(self, pool =>
             sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE password_hash IS NOT NULL")
-                .fetch_one(&self.pool)
-                .await?;
+                .fetch_one(pool)
+                .await)?;
         Ok(n > 0)
     }
 
@@ -273,130 +433,142 @@ impl Store {
 
     pub async fn create_session(&self, hash: &[u8], user_id: i64, ttl: Duration) -> Result<()> {
         let now = unix_now();
-        sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(hash)
-            .bind(user_id)
-            .bind(now)
-            .bind(now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)))
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash)
+        .bind(user_id)
+        .bind(now)
+        .bind(expiry(ttl))
+        .execute(pool)
+        .await
+        .map(drop))?;
         Ok(())
     }
 
     pub async fn session_user(&self, hash: &[u8]) -> Result<Option<User>> {
-        let row = sqlx::query(
-            "SELECT u.* FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.token_hash = ? AND s.expires_at > ?",
-        )
-        .bind(hash)
-        .bind(unix_now())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| user_from_row(&r)).transpose()
+        on_pool!(self, pool => {
+            let row = sqlx::query(
+                "SELECT u.* FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.token_hash = $1 AND s.expires_at > $2",
+            )
+            .bind(hash)
+            .bind(unix_now())
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| r.user()).transpose()
+        })
     }
 
     pub async fn delete_session(&self, hash: &[u8]) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+        on_pool!(self, pool => sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(hash)
-            .execute(&self.pool)
-            .await?;
+            .execute(pool)
+            .await
+            .map(drop))?;
         Ok(())
     }
 
     /// Ends every session of a user but `keep` (after a password change).
     pub async fn delete_other_sessions(&self, user_id: i64, keep: Option<&[u8]>) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_hash IS NOT ?")
-            .bind(user_id)
-            .bind(keep)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, pool => sqlx::query(
+            "DELETE FROM sessions WHERE user_id = $1 AND token_hash IS DISTINCT FROM $2",
+        )
+        .bind(user_id)
+        .bind(keep)
+        .execute(pool)
+        .await
+        .map(drop))?;
         Ok(())
     }
 
     pub async fn create_api_token(&self, user_id: i64, name: &str, hash: &[u8]) -> Result<i64> {
-        let r = sqlx::query(
-            "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
+        Ok(on_pool!(self, pool => sqlx::query_scalar(
+            "INSERT INTO api_tokens (user_id, name, token_hash, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(user_id)
         .bind(name)
         .bind(hash)
         .bind(unix_now())
-        .execute(&self.pool)
-        .await?;
-        Ok(r.last_insert_rowid())
+        .fetch_one(pool)
+        .await)?)
     }
 
     pub async fn api_token_user(&self, hash: &[u8]) -> Result<Option<User>> {
-        let row = sqlx::query(
-            "UPDATE api_tokens SET last_used_at = ? WHERE token_hash = ?
+        let user_id: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
+            "UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2
              RETURNING user_id",
         )
         .bind(unix_now())
         .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(r) => self.user_by_id(r.try_get("user_id")?).await,
+        .fetch_optional(pool)
+        .await)?;
+        match user_id {
+            Some(id) => self.user_by_id(id).await,
             None => Ok(None),
         }
     }
 
     pub async fn list_api_tokens(&self, user_id: i64) -> Result<Vec<ApiTokenInfo>> {
-        let rows = sqlx::query(
-            "SELECT id, name, created_at, last_used_at FROM api_tokens WHERE user_id = ? ORDER BY id",
-        )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ApiTokenInfo {
-                    id: r.try_get("id")?,
-                    name: r.try_get("name")?,
-                    created_at: r.try_get("created_at")?,
-                    last_used_at: r.try_get("last_used_at")?,
-                })
-            })
-            .collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT id, name, created_at, last_used_at FROM api_tokens
+                 WHERE user_id = $1 ORDER BY id",
+            )
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| r.api_token()).collect()
+        })
     }
 
     pub async fn delete_api_token(&self, user_id: i64, id: i64) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM api_tokens WHERE id = ? AND user_id = ?")
-            .bind(id)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() > 0)
+        let r = on_pool!(self, pool => sqlx::query(
+            "DELETE FROM api_tokens WHERE id = $1 AND user_id = $2",
+        )
+        .bind(id)
+        .bind(user_id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(r > 0)
     }
 
     /// Replaces the user's sign-in links with this one.
     pub async fn create_signin_link(&self, user_id: i64, hash: &[u8], ttl: Duration) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM signin_links WHERE user_id = ?")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO signin_links (token_hash, user_id, expires_at) VALUES (?, ?, ?)")
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM signin_links WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO signin_links (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+            )
             .bind(hash)
             .bind(user_id)
-            .bind(unix_now().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)))
+            .bind(expiry(ttl))
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// Uses up a sign-in link: it works once.
     pub async fn redeem_signin_link(&self, hash: &[u8]) -> Result<Option<User>> {
-        let row = sqlx::query(
-            "DELETE FROM signin_links WHERE token_hash = ? AND expires_at > ? RETURNING user_id",
+        let user_id: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
+            "DELETE FROM signin_links WHERE token_hash = $1 AND expires_at > $2
+             RETURNING user_id",
         )
         .bind(hash)
         .bind(unix_now())
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(r) => self.user_by_id(r.try_get("user_id")?).await,
+        .fetch_optional(pool)
+        .await)?;
+        match user_id {
+            Some(id) => self.user_by_id(id).await,
             None => Ok(None),
         }
     }
@@ -405,43 +577,48 @@ impl Store {
 
     pub async fn insert_meeting(&self, m: &MeetingRecord) -> Result<()> {
         let now = unix_now();
-        let query = sqlx::query(
-            "INSERT INTO meetings (id, owner_id, title, passcode, passcode_hash, waiting_room,
-               screen_share, chat, self_unmute, rename_self, only_signed_in, max_participants,
-               created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(m.id.compact())
-        .bind(m.owner_id);
-        bind_settings(query, m)
-            // The record's own time, so that what the API answered at creation
-            // is what it reads back later.
-            .bind(m.created_at)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, pool => {
+            let query = sqlx::query(
+                "INSERT INTO meetings (id, owner_id, title, passcode, passcode_hash, waiting_room,
+                   screen_share, chat, self_unmute, rename_self, only_signed_in, max_participants,
+                   created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(m.id.compact())
+            .bind(m.owner_id);
+            bind_settings!(query, m)
+                // The record's own time, so that what the API answered at
+                // creation is what it reads back later.
+                .bind(m.created_at)
+                .bind(now)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
     pub async fn update_meeting(&self, m: &MeetingRecord) -> Result<()> {
-        let query = sqlx::query(
-            "UPDATE meetings SET title = ?, passcode = ?, passcode_hash = ?, waiting_room = ?,
-               screen_share = ?, chat = ?, self_unmute = ?, rename_self = ?, only_signed_in = ?,
-               max_participants = ?, updated_at = ?
-             WHERE id = ?",
-        );
-        bind_settings(query, m)
-            .bind(unix_now())
-            .bind(m.id.compact())
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, pool => {
+            let query = sqlx::query(
+                "UPDATE meetings SET title = $1, passcode = $2, passcode_hash = $3,
+                   waiting_room = $4, screen_share = $5, chat = $6, self_unmute = $7,
+                   rename_self = $8, only_signed_in = $9, max_participants = $10,
+                   updated_at = $11
+                 WHERE id = $12",
+            );
+            bind_settings!(query, m)
+                .bind(unix_now())
+                .bind(m.id.compact())
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
     pub async fn save_permissions(&self, id: MeetingId, p: Permissions) -> Result<()> {
-        sqlx::query(
-            "UPDATE meetings SET screen_share = ?, chat = ?, self_unmute = ?, rename_self = ?,
-               updated_at = ? WHERE id = ?",
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE meetings SET screen_share = $1, chat = $2, self_unmute = $3, rename_self = $4,
+               updated_at = $5 WHERE id = $6",
         )
         .bind(screen_share_str(p.screen_share))
         .bind(p.chat)
@@ -449,94 +626,86 @@ impl Store {
         .bind(p.rename_self)
         .bind(unix_now())
         .bind(id.compact())
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(drop))?;
         Ok(())
     }
 
     pub async fn meeting(&self, id: MeetingId) -> Result<Option<MeetingRecord>> {
-        let row = sqlx::query("SELECT * FROM meetings WHERE id = ?")
-            .bind(id.compact())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| meeting_from_row(&r)).transpose()
+        on_pool!(self, pool => {
+            let row = sqlx::query("SELECT * FROM meetings WHERE id = $1")
+                .bind(id.compact())
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| r.meeting()).transpose()
+        })
     }
 
+    /// The owner's meetings, oldest first (in the order they were created
+    /// when several share a second).
     pub async fn meetings_of(&self, owner_id: i64) -> Result<Vec<MeetingRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM meetings WHERE owner_id = ? ORDER BY created_at, rowid")
-                .bind(owner_id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(meeting_from_row).collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT * FROM meetings WHERE owner_id = $1 ORDER BY created_at, rowid",
+            )
+            .bind(owner_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| r.meeting()).collect()
+        })
     }
 
     pub async fn delete_meeting(&self, id: MeetingId) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM meetings WHERE id = ?")
+        let n = on_pool!(self, pool => sqlx::query("DELETE FROM meetings WHERE id = $1")
             .bind(id.compact())
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() > 0)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
     }
 
     pub async fn add_bans(&self, id: MeetingId, keys: &[BanKey]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for k in keys {
-            let (kind, value) = match k {
-                BanKey::Account(a) => ("account", a.to_string()),
-                BanKey::Guest(g) => ("guest", g.clone()),
-                BanKey::Address(ip) => ("address", ip.to_string()),
-            };
-            sqlx::query(
-                "INSERT OR IGNORE INTO meeting_bans (meeting_id, kind, value, created_at)
-                 VALUES (?, ?, ?, ?)",
-            )
-            .bind(id.compact())
-            .bind(kind)
-            .bind(value)
-            .bind(unix_now())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for k in keys {
+                let (kind, value) = ban_parts(k);
+                sqlx::query(
+                    "INSERT INTO meeting_bans (meeting_id, kind, value, created_at)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(id.compact())
+                .bind(kind)
+                .bind(value)
+                .bind(unix_now())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     pub async fn bans(&self, id: MeetingId) -> Result<Vec<BanKey>> {
-        let rows = sqlx::query("SELECT kind, value FROM meeting_bans WHERE meeting_id = ?")
-            .bind(id.compact())
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let kind: String = r.try_get("kind")?;
-            let value: String = r.try_get("value")?;
-            out.push(match kind.as_str() {
-                "account" => BanKey::Account(
-                    value
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt("ban account"))?,
-                ),
-                "address" => BanKey::Address(
-                    value
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt("ban address"))?,
-                ),
-                "guest" => BanKey::Guest(value),
-                _ => return Err(StoreError::Corrupt("ban kind")),
-            });
-        }
-        Ok(out)
+        let rows: Vec<(String, String)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT kind, value FROM meeting_bans WHERE meeting_id = $1",
+        )
+        .bind(id.compact())
+        .fetch_all(pool)
+        .await)?;
+        rows.into_iter()
+            .map(|(kind, value)| ban_from_parts(&kind, value))
+            .collect()
     }
 
     /// Whether any meeting bans this guest identity.
     pub async fn guest_banned_anywhere(&self, guest: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM meeting_bans WHERE kind = 'guest' AND value = ?",
+        let n: i64 = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM meeting_bans WHERE kind = 'guest' AND value = $1",
         )
         .bind(guest)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(pool)
+        .await)?;
         Ok(n > 0)
     }
 
@@ -545,17 +714,20 @@ impl Store {
     /// The server's key called `name`; `fresh` becomes it if there is none
     /// yet. Two servers starting on one store at once agree on one key.
     pub async fn server_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
-        sqlx::query("INSERT OR IGNORE INTO server_keys (name, value, created_at) VALUES (?, ?, ?)")
+        Ok(on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO server_keys (name, value, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
             .bind(name)
             .bind(fresh)
             .bind(unix_now())
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
-        Ok(
-            sqlx::query_scalar("SELECT value FROM server_keys WHERE name = ?")
+            sqlx::query_scalar("SELECT value FROM server_keys WHERE name = $1")
                 .bind(name)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+                .fetch_one(pool)
+                .await?
+        }))
     }
 }

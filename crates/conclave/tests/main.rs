@@ -22,6 +22,7 @@ mod meetings_api;
 mod moderation;
 mod restart;
 mod simulcast_flow;
+mod store;
 mod tls;
 mod tls_passthrough;
 mod turn;

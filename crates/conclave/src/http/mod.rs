@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
     let https = state.config.serves_https();
     let app = Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .nest("/api/v1", api)
         .merge(web::routes())
         .layer(axum::middleware::from_fn_with_state(
@@ -95,6 +96,35 @@ pub fn router(state: AppState) -> Router {
         app
     };
     app.with_state(state)
+}
+
+/// How long `/readyz` waits for the store: a load balancer polls it every
+/// few seconds and must hear "not ready" well before its own timeout.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness, for a load balancer choosing where to send new meetings and
+/// joins: ready only while the store answers a trivial query in time.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Ready: the store answers"), (status = 503, description = "Not ready: the store did not answer within 2 s")))]
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> (axum::http::StatusCode, &'static str) {
+    match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => (axum::http::StatusCode::OK, "ready\n"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: the store failed");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "store unavailable\n",
+            )
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the store did not answer in time");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "store unavailable\n",
+            )
+        }
+    }
 }
 
 /// Adds `Strict-Transport-Security` to a response (every one, when TLS is on).

@@ -30,6 +30,7 @@ pub const TOKEN: &str = "api_token";
     ),
     paths(
         super::healthz,
+        super::readyz,
         account::sign_in,
         account::redeem_link,
         account::sign_out,

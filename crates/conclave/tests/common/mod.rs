@@ -11,6 +11,7 @@ use std::time::Duration;
 
 mod http;
 mod native;
+pub mod postgres;
 mod server;
 mod ws;
 

@@ -19,6 +19,17 @@ fn password_hash() -> &'static str {
     HASH.get_or_init(|| conclave::auth::hash_now(PASSWORD).expect("hash"))
 }
 
+/// Creates `alice` and `bob`, both with [`PASSWORD`].
+async fn seed(store: Store) {
+    for name in ["alice", "bob"] {
+        store
+            .create_user(name, Some(password_hash()), false)
+            .await
+            .expect("create user");
+    }
+    store.close().await;
+}
+
 /// A server running in this process, with its data directory.
 pub struct TestServer {
     server: Option<Server>,
@@ -36,15 +47,24 @@ impl TestServer {
     /// Like [`TestServer::start`], with the configuration adjusted first.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let store = Store::open(dir.path()).await.expect("store");
-        for name in ["alice", "bob"] {
-            store
-                .create_user(name, Some(password_hash()), false)
-                .await
-                .expect("create user");
-        }
-        store.close().await;
+        seed(Store::open(dir.path()).await.expect("store")).await;
         Self::launch(dir, tweak).await
+    }
+
+    /// Like [`TestServer::start_with`], with the store in the (empty)
+    /// PostgreSQL database at `database_url` instead of SQLite.
+    pub async fn start_on_postgres(
+        database_url: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        seed(Store::connect(database_url).await.expect("store")).await;
+        let url = database_url.to_string();
+        Self::launch(dir, |c| {
+            c.database_url = Some(url);
+            tweak(c);
+        })
+        .await
     }
 
     /// A server on an empty store: the first start.
@@ -102,7 +122,9 @@ impl TestServer {
 
     /// A second handle on the server's store (SQLite in WAL mode allows it).
     pub async fn store(&self) -> Store {
-        Store::open(self.dir.path()).await.expect("store")
+        Store::open_configured(self.config.database_url.as_deref(), self.dir.path())
+            .await
+            .expect("store")
     }
 
     pub fn url(&self, path: &str) -> String {
