@@ -84,6 +84,18 @@ export async function signIn(username, password) {
   return user;
 }
 
+/**
+ * After an OpenID Connect provider sent the browser back signed in: the
+ * session cookie is set, so the hint may be too.
+ */
+export const signedInElsewhere = () => setHint(true);
+
+/** The OpenID Connect providers to offer: [{name, start_url}]. */
+export const providers = () => call('GET', '/auth/providers');
+
+/** Whether an account still has to choose a password to sign in again. */
+export const needsPassword = (user) => !user.has_password && !user.provider;
+
 export async function redeemLink(token) {
   const user = await call('POST', '/auth/link', { token });
   setHint(true);

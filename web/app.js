@@ -26,7 +26,7 @@ async function home(gen) {
     return null;
   }
   if (gen !== generation) return null;
-  if (user && !user.has_password) {
+  if (user && api.needsPassword(user)) {
     // A first-start admin who has not chosen a password yet.
     return mountSignIn(root);
   }

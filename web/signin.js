@@ -1,11 +1,25 @@
-// /signin: the password form, the one-time link (/signin#token=...), and the
-// "choose a password" step for an account that has none yet.
+// /signin: the password form, a "Sign in with NAME" button per OpenID Connect
+// provider, the one-time link (/signin#token=...), the way back from a
+// provider (/signin#oidc=done or #oidc_error=CODE), and the "choose a
+// password" step for an account that has none yet.
 
 import * as api from './api.js';
 import { brand, page } from './chrome.js';
 import { alertBox, field, h, lockout } from './dom.js';
 import { apiError, duration } from './errors.js';
 import { navigate, safeNext } from './router.js';
+
+/** What each error code of a provider sign-in means to the person. */
+const OIDC_ERRORS = {
+  unreachable: 'The identity provider could not be reached. Try again later, or sign in with a password.',
+  expired: 'That sign-in was not started in this browser or took too long. Start again.',
+  state: 'That sign-in did not match the one this browser started. Start again.',
+  refused: 'The identity provider did not sign you in.',
+  exchange: 'The identity provider did not confirm the sign-in. Start again.',
+  token: 'The identity provider\'s answer could not be verified, so you were not signed in.',
+  unknown_provider: 'That identity provider is not configured on this server.',
+  internal: 'Signing you in failed on the server. Try again.',
+};
 
 /** Shortest and longest password the server accepts. */
 const PASSWORD_MIN = 10;
@@ -14,7 +28,10 @@ const PASSWORD_MAX = 256;
 export function mountSignIn(root) {
   page('Sign in', 'light');
   const next = safeNext(new URLSearchParams(location.search).get('next'));
-  const token = new URLSearchParams(location.hash.slice(1)).get('token');
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const token = fragment.get('token');
+  const oidcDone = fragment.get('oidc') === 'done';
+  const oidcError = fragment.get('oidc_error');
   let stopLockout = null;
   let alive = true;
 
@@ -27,6 +44,20 @@ export function mountSignIn(root) {
     card.replaceChildren(h('div', { class: 'auth-busy' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), h('p', { text })));
   }
 
+  /** A "Sign in with NAME" button per configured provider, filled in once the list is in. */
+  function providerButtons() {
+    const box = h('div', { class: 'form' });
+    api.providers().then((list) => {
+      if (!alive || !list.length) return;
+      box.replaceChildren(...list.map((p) => {
+        const b = h('button', { type: 'button', class: 'btn btn-secondary btn-block', text: `Sign in with ${p.name}` });
+        b.addEventListener('click', () => location.assign(p.start_url));
+        return b;
+      }), h('p', { class: 'auth-foot', text: 'or with a username and password' }));
+    }).catch(() => {});
+    return box;
+  }
+
   function showSignIn(message) {
     const username = h('input', { type: 'text', name: 'username', autocomplete: 'username', required: true, maxLength: 64, autocapitalize: 'none', spellcheck: false });
     const password = h('input', { type: 'password', name: 'password', autocomplete: 'current-password', required: true, maxLength: PASSWORD_MAX });
@@ -35,6 +66,7 @@ export function mountSignIn(root) {
     const form = h('form', { class: 'form', noValidate: true },
       h('h1', { class: 'auth-title', text: 'Sign in' }),
       h('p', { class: 'auth-sub', text: 'Host meetings on this Conclave server.' }),
+      providerButtons(),
       field('Username', username),
       field('Password', password),
       alert.el,
@@ -56,7 +88,7 @@ export function mountSignIn(root) {
       try {
         const user = await api.signIn(username.value.trim(), password.value);
         if (!alive) return;
-        if (user.has_password) done();
+        if (!api.needsPassword(user)) done();
         else showChoosePassword(user);
       } catch (e) {
         if (!alive) return;
@@ -120,6 +152,14 @@ export function mountSignIn(root) {
   }
 
   async function start() {
+    if (oidcDone || oidcError) {
+      history.replaceState(null, '', location.pathname + location.search);
+      if (oidcError) {
+        showSignIn(OIDC_ERRORS[oidcError] || OIDC_ERRORS.internal);
+        return;
+      }
+      api.signedInElsewhere();
+    }
     if (token) {
       // The token is a one-time secret: take it out of the address bar and history first.
       history.replaceState(null, '', location.pathname + location.search);
@@ -127,7 +167,7 @@ export function mountSignIn(root) {
       try {
         const user = await api.redeemLink(token);
         if (!alive) return;
-        if (user.has_password) done();
+        if (!api.needsPassword(user)) done();
         else showChoosePassword(user);
       } catch (e) {
         if (alive) showSignIn(apiError(e));
@@ -137,7 +177,7 @@ export function mountSignIn(root) {
     try {
       const user = await api.me();
       if (!alive) return;
-      if (user && user.has_password) done();
+      if (user && !api.needsPassword(user)) done();
       else if (user) showChoosePassword(user);
       else showSignIn();
     } catch (e) {

@@ -25,6 +25,8 @@ pub enum ConfigError {
     Turn(#[from] TurnConfigError),
     #[error(transparent)]
     Passthrough(#[from] PassthroughConfigError),
+    #[error(transparent)]
+    Oidc(#[from] crate::oidc::OidcConfigError),
     #[error("{path}: {source}")]
     Parse {
         path: PathBuf,
@@ -99,6 +101,9 @@ pub struct Config {
     /// `turns:NAME:443` and the site share one address
     /// ([`crate::tls::passthrough`]).
     pub turn_tls_passthrough: Vec<TurnPassthrough>,
+    /// OpenID Connect providers people may sign in with (`[[oidc]]` tables,
+    /// [`crate::oidc`]), besides local passwords.
+    pub oidc: Vec<crate::oidc::ProviderConfig>,
     pub limits: Limits,
 }
 
@@ -167,6 +172,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             turn_servers: Vec::new(),
             turn_tls_passthrough: Vec::new(),
+            oidc: Vec::new(),
             limits: Limits::default(),
         }
     }
@@ -300,6 +306,7 @@ impl Config {
         for t in &self.turn_servers {
             t.validate()?;
         }
+        crate::oidc::validate(&self.oidc)?;
         crate::tls::passthrough::validate(
             &self.turn_tls_passthrough,
             self.serves_https(),

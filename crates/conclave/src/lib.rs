@@ -18,6 +18,7 @@
 //! - [`tls`]: HTTPS from the operator's certificate files, reloaded on SIGHUP.
 //! - [`acme`]: HTTPS with a certificate the server gets and renews itself
 //!   from an ACME CA (`--domain`).
+//! - [`oidc`]: sign-in through OpenID Connect providers (`[[oidc]]`).
 //! - [`turn`]: the operator's TURN relays and each member's short-lived
 //!   credentials for them.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod guard;
 pub mod guest;
 pub mod http;
 pub mod media;
+pub mod oidc;
 pub mod rooms;
 pub mod server;
 pub mod store;

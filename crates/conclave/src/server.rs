@@ -51,6 +51,8 @@ pub enum ServerError {
     Acme(#[from] crate::acme::AcmeError),
     #[error(transparent)]
     Media(#[from] crate::media::MediaStartError),
+    #[error(transparent)]
+    Oidc(#[from] crate::oidc::OidcConfigError),
     #[error("the server task failed")]
     Task,
 }
@@ -171,6 +173,16 @@ impl Server {
                 config.limits.max_pending_per_address,
             ),
             origins: Arc::new(origins),
+            oidc: Arc::new(crate::oidc::Providers::new(
+                &config.oidc,
+                &config.public_url(),
+                store
+                    .server_key(
+                        crate::oidc::Providers::KEY_NAME,
+                        &crate::oidc::Providers::fresh_key(),
+                    )
+                    .await?,
+            )?),
             config: Arc::new(config),
             store,
             shutdown: shutdown.clone(),

@@ -731,3 +731,6 @@ impl Store {
         }))
     }
 }
+
+mod oidc;
+pub use oidc::{OidcClaims, OidcIdentity};

@@ -19,8 +19,24 @@ pub struct UserView {
     pub id: i64,
     pub username: String,
     pub is_admin: bool,
-    /// False for the first-start admin until it chooses a password.
+    /// False for the first-start admin until it chooses a password, and
+    /// for accounts that sign in through a provider.
     pub has_password: bool,
+    /// The OpenID Connect provider this account signs in with, if any (only
+    /// in `/me`): such an account needs no password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderIdentity>,
+}
+
+/// Who a provider says the account is, as of the latest sign-in.
+#[derive(Serialize, ToSchema)]
+pub struct ProviderIdentity {
+    /// The provider's name in the configuration; absent when the provider
+    /// has since been removed from it.
+    pub name: Option<String>,
+    pub issuer: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
 }
 
 impl From<User> for UserView {
@@ -30,6 +46,7 @@ impl From<User> for UserView {
             username: u.username,
             is_admin: u.is_admin,
             has_password: u.has_password,
+            provider: None,
         }
     }
 }
@@ -92,7 +109,7 @@ pub struct CreatedToken {
     pub token: String,
 }
 
-async fn start_session(
+pub(super) async fn start_session(
     state: &AppState,
     jar: CookieJar,
     user: &User,
@@ -225,8 +242,19 @@ pub async fn sign_up(
 /// The signed-in account.
 #[utoipa::path(get, path = "/api/v1/me", security(("session_cookie" = []), ("api_token" = [])),
     responses((status = 200, body = UserView)))]
-pub async fn me(Authed(user): Authed) -> ApiJson<UserView> {
-    ApiJson(user.into())
+pub async fn me(
+    State(state): State<AppState>,
+    Authed(user): Authed,
+) -> Result<ApiJson<UserView>, ApiError> {
+    let identity = state.store.oidc_identity(user.id).await?;
+    let mut view = UserView::from(user);
+    view.provider = identity.map(|i| ProviderIdentity {
+        name: state.oidc.name_of_issuer(&i.issuer).map(str::to_string),
+        issuer: i.issuer,
+        email: i.email,
+        display_name: i.name,
+    });
+    Ok(ApiJson(view))
 }
 
 /// Set or change the password. Other sessions of the account end.

@@ -5,6 +5,8 @@
 //! - [`session`]: who is calling (session cookie or API token), client address.
 //! - [`account`]: sign-in, sign-out, sign-up, one-time links, API tokens.
 //! - [`meetings`]: a host's meetings: create, list, get, update, delete.
+//! - [`oidc`]: sign-in through an OpenID Connect provider (the redirect to it
+//!   and its callback) and the list of providers for the sign-in page.
 //! - [`openapi`]: the OpenAPI document of all of the above.
 //! - [`signaling`]: the meeting WebSocket, one task per connection: it checks,
 //!   parses and rate-limits what a client sends and hands it to the meeting's room.
@@ -13,6 +15,7 @@
 pub mod account;
 pub mod error;
 pub mod meetings;
+pub mod oidc;
 pub mod openapi;
 pub mod redirect;
 pub mod session;
@@ -53,6 +56,8 @@ pub struct AppState {
     pub conns: Arc<ConnLimits>,
     /// Where requests from browsers may come from (`Origin`).
     pub origins: Arc<web::Origins>,
+    /// The configured OpenID Connect providers (none: the list is empty).
+    pub oidc: Arc<crate::oidc::Providers>,
     pub shutdown: CancellationToken,
 }
 
@@ -62,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/signout", post(account::sign_out))
         .route("/auth/signup", post(account::sign_up))
         .route("/auth/link", post(account::redeem_link))
+        .route("/auth/providers", get(oidc::providers))
         .route("/me", get(account::me))
         .route("/me/password", post(account::change_password))
         .route(
@@ -84,6 +90,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api/v1", api)
+        .route("/auth/oidc/{name}", get(oidc::start))
+        .route("/auth/oidc/{name}/callback", get(oidc::callback))
         .merge(web::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -15,7 +15,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::session::SESSION_COOKIE;
-use super::{account, error, meetings};
+use super::{account, error, meetings, oidc};
 
 /// The name of the session-cookie scheme in the document.
 pub const SESSION: &str = "session_cookie";
@@ -33,6 +33,7 @@ pub const TOKEN: &str = "api_token";
         super::readyz,
         account::sign_in,
         account::redeem_link,
+        oidc::providers,
         account::sign_out,
         account::sign_up,
         account::me,

@@ -1,0 +1,149 @@
+//! Sign-in through an OpenID Connect provider: `/auth/oidc/NAME` sends the
+//! browser to the provider, `/auth/oidc/NAME/callback` comes back with the
+//! code, and `/api/v1/auth/providers` tells the sign-in page which buttons
+//! to show. The flow's checks live in [`crate::oidc`].
+//!
+//! Both browser endpoints answer with redirects, not JSON: the callback
+//! ends at the web client's sign-in page, signed in (`/signin#oidc=done`)
+//! or with an error code in the fragment (`/signin#oidc_error=CODE`), which
+//! the page turns into a sentence. Codes, not sentences, so that a crafted
+//! link cannot make the page say anything else.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::account::start_session;
+use super::error::{ApiError, ApiJson};
+use super::session::ClientIp;
+use crate::oidc::{FLOW_TTL, OidcError};
+
+/// The cookie that carries a started sign-in to its callback.
+pub const FLOW_COOKIE: &str = "conclave_oidc";
+/// Where the flow cookie is sent: the callbacks only.
+const FLOW_PATH: &str = "/auth/oidc";
+
+#[derive(Serialize, ToSchema)]
+pub struct ProviderView {
+    /// The provider's name, for the button ("Sign in with NAME").
+    pub name: String,
+    /// Where the button sends the browser to start the sign-in.
+    pub start_url: String,
+}
+
+/// The OpenID Connect providers this server signs people in with.
+#[utoipa::path(get, path = "/api/v1/auth/providers",
+    responses((status = 200, body = Vec<ProviderView>)))]
+pub async fn providers(State(state): State<AppState>) -> ApiJson<Vec<ProviderView>> {
+    ApiJson(
+        state
+            .oidc
+            .names()
+            .map(|name| ProviderView {
+                name: name.to_string(),
+                start_url: format!("{FLOW_PATH}/{name}"),
+            })
+            .collect(),
+    )
+}
+
+/// The flow cookie: sent back on the provider's redirect to the callback
+/// (a cross-site navigation, hence `Lax`, not the session's `Strict`).
+fn flow_cookie(state: &AppState, value: String, max_age: i64) -> Cookie<'static> {
+    Cookie::build((FLOW_COOKIE, value))
+        .path(FLOW_PATH)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(state.config.secure_cookies())
+        .max_age(cookie::time::Duration::seconds(max_age))
+        .build()
+}
+
+fn see_other(to: &str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+fn failed(jar: CookieJar, state: &AppState, e: &OidcError) -> Response {
+    let jar = jar.add(flow_cookie(state, String::new(), 0));
+    (jar, see_other(&format!("/signin#oidc_error={}", e.code()))).into_response()
+}
+
+/// Starts a sign-in with provider NAME: sets the flow cookie and redirects
+/// to the provider's authorization endpoint.
+pub async fn start(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(name): Path<String>,
+    jar: CookieJar,
+) -> Response {
+    match state.oidc.start(&name).await {
+        Ok(started) => {
+            let ttl = i64::try_from(FLOW_TTL.as_secs()).unwrap_or(i64::MAX);
+            let jar = jar.add(flow_cookie(&state, started.cookie, ttl));
+            (jar, see_other(&started.url)).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(provider = %name, %ip, error = %e, "cannot start an OpenID Connect sign-in");
+            failed(jar, &state, &e)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// The provider's redirect back: checks it, signs the person in (creating
+/// the account at the first sign-in) and sends the browser to the sign-in
+/// page, which goes on to where it was headed.
+pub async fn callback(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(name): Path<String>,
+    Query(params): Query<CallbackParams>,
+    jar: CookieJar,
+) -> Response {
+    let flow = jar.get(FLOW_COOKIE).map(|c| c.value().to_string());
+    let claims = match (params.error, params.code, params.state) {
+        (Some(error), _, _) => Err(OidcError::Refused(error.chars().take(64).collect())),
+        (None, Some(code), Some(s)) => state.oidc.finish(&name, flow.as_deref(), &s, &code).await,
+        _ => Err(OidcError::Refused("no code or state".into())),
+    };
+    let claims = match claims {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(provider = %name, %ip, error = %e, "failed OpenID Connect sign-in");
+            return failed(jar, &state, &e);
+        }
+    };
+    let signed_in = async {
+        let user = state.store.oidc_account(&claims).await?;
+        let jar = start_session(&state, jar.clone(), &user).await?;
+        Ok::<_, ApiError>((user, jar))
+    }
+    .await;
+    match signed_in {
+        Ok((user, jar)) => {
+            tracing::info!(user = %user.username, provider = %name, %ip, "signed in through OpenID Connect");
+            let jar = jar.add(flow_cookie(&state, String::new(), 0));
+            (jar, see_other("/signin#oidc=done")).into_response()
+        }
+        Err(e) => {
+            tracing::error!(provider = %name, error = ?e, "cannot sign in an OpenID Connect account");
+            let jar = jar.add(flow_cookie(&state, String::new(), 0));
+            (jar, see_other("/signin#oidc_error=internal")).into_response()
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! Sign-in through the organisation's OpenID Connect providers (`[[oidc]]`).
+//!
+//! Authorization Code flow with PKCE, `state` and `nonce`, over the
+//! `openidconnect` crate: it does discovery, the code exchange and every
+//! check of the ID token (signature against the provider's JWKS, issuer,
+//! audience, expiry, nonce). Only asymmetric signatures are accepted, so a
+//! token signed with HMAC under some public value is refused whatever the
+//! provider's metadata says.
+//!
+//! What a sign-in must remember between the redirect to the provider and
+//! the callback (state, nonce, PKCE verifier) travels in a short-lived
+//! cookie MACed with a key from the store, not in this process's memory: a
+//! node that did not start the flow can finish it, and a flood of started
+//! flows costs the server nothing to hold. The cookie is cleared at the
+//! callback; a replayed authorization code is refused by the provider.
+//!
+//! Discovery happens at the first sign-in, not at start, so a provider that
+//! is down keeps nobody from local sign-in or from starting the server. The
+//! provider's metadata and keys are kept for [`METADATA_TTL`], and fetched
+//! again at once when a token names a key they do not have (key rotation).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreIdTokenVerifier, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata,
+};
+use openidconnect::{
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
+    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::store::OidcClaims;
+
+/// How long a started sign-in may take at the provider.
+pub const FLOW_TTL: Duration = Duration::from_secs(600);
+/// How long a provider's discovery document and keys are trusted.
+pub const METADATA_TTL: Duration = Duration::from_secs(3600);
+/// How long one request to a provider may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The name of the store's key that MACs flow cookies.
+const KEY_NAME: &str = "oidc_flow";
+
+/// One `[[oidc]]` table of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Shown on the button ("Sign in with NAME") and part of the redirect
+    /// URI (`PUBLIC_URL/auth/oidc/NAME/callback`): letters, digits, `-`, `_`.
+    pub name: String,
+    /// The issuer URL; discovery reads `ISSUER/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    /// A file holding the client secret (trailing whitespace is ignored).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// An environment variable holding the client secret, instead of a file.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Scopes asked for besides `openid`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["email".into(), "profile".into()]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcConfigError {
+    #[error("oidc: provider names must be 1 to 32 letters, digits, '-' or '_', and unique: {0:?}")]
+    Name(String),
+    #[error("oidc {0}: issuer must be an http:// or https:// URL")]
+    Issuer(String),
+    #[error("oidc {0}: set client_secret_file or client_secret_env, not both")]
+    TwoSecrets(String),
+    #[error("oidc {name}: cannot read the client secret: {why}")]
+    Secret { name: String, why: String },
+    #[error("oidc: public_url does not make a valid redirect URI: {0}")]
+    Redirect(String),
+    #[error("oidc: cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// Checks the `[[oidc]]` tables without reading secrets or the network.
+pub fn validate(providers: &[ProviderConfig]) -> Result<(), OidcConfigError> {
+    for (i, p) in providers.iter().enumerate() {
+        let ok = (1..=32).contains(&p.name.len())
+            && p.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            && !providers[..i].iter().any(|q| q.name == p.name);
+        if !ok {
+            return Err(OidcConfigError::Name(p.name.clone()));
+        }
+        let issuer_ok = url::Url::parse(&p.issuer)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if !issuer_ok {
+            return Err(OidcConfigError::Issuer(p.name.clone()));
+        }
+        if p.client_secret_file.is_some() && p.client_secret_env.is_some() {
+            return Err(OidcConfigError::TwoSecrets(p.name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Why a sign-in through a provider failed. [`OidcError::code`] is what the
+/// sign-in page is told; the details go to the log only.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("no such provider")]
+    UnknownProvider,
+    #[error("the provider could not be reached: {0}")]
+    Unreachable(String),
+    #[error("no sign-in was started in this browser, or it took too long")]
+    NoFlow,
+    #[error("the state parameter does not match this browser's sign-in")]
+    State,
+    #[error("the provider refused: {0}")]
+    Refused(String),
+    #[error("the code exchange failed: {0}")]
+    Exchange(String),
+    #[error("the ID token was refused: {0}")]
+    Token(String),
+}
+
+impl OidcError {
+    /// A stable code for the sign-in page (`/signin#oidc_error=CODE`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            OidcError::UnknownProvider => "unknown_provider",
+            OidcError::Unreachable(_) => "unreachable",
+            OidcError::NoFlow => "expired",
+            OidcError::State => "state",
+            OidcError::Refused(_) => "refused",
+            OidcError::Exchange(_) => "exchange",
+            OidcError::Token(_) => "token",
+        }
+    }
+}
+
+/// What the flow cookie carries between the redirect and the callback.
+#[derive(Serialize, Deserialize)]
+struct Flow {
+    /// The provider's name.
+    p: String,
+    /// `state`, the PKCE verifier and the `nonce`.
+    s: String,
+    v: String,
+    n: String,
+    /// Unix seconds after which the flow is refused.
+    e: i64,
+}
+
+struct Provider {
+    config: ProviderConfig,
+    secret: Option<ClientSecret>,
+    redirect: RedirectUrl,
+    metadata: tokio::sync::Mutex<Option<(Instant, CoreProviderMetadata)>>,
+}
+
+/// The configured providers, their cached metadata and the HTTP client
+/// that reaches them.
+pub struct Providers {
+    list: Vec<Provider>,
+    http: reqwest::Client,
+    key: Vec<u8>,
+}
+
+/// A provider's authorization URL and the flow cookie's value to set.
+pub struct Started {
+    pub url: String,
+    pub cookie: String,
+}
+
+impl Providers {
+    /// Reads each provider's client secret and takes the flow key from the
+    /// store; nothing is fetched from the providers yet.
+    pub fn new(
+        configs: &[ProviderConfig],
+        public_url: &str,
+        key: Vec<u8>,
+    ) -> Result<Providers, OidcConfigError> {
+        validate(configs)?;
+        let mut list = Vec::with_capacity(configs.len());
+        for c in configs {
+            let secret = read_secret(c)?.map(ClientSecret::new);
+            let redirect = RedirectUrl::new(format!(
+                "{}/auth/oidc/{}/callback",
+                public_url.trim_end_matches('/'),
+                c.name
+            ))
+            .map_err(|e| OidcConfigError::Redirect(e.to_string()))?;
+            list.push(Provider {
+                config: c.clone(),
+                secret,
+                redirect,
+                metadata: tokio::sync::Mutex::new(None),
+            });
+        }
+        Ok(Providers {
+            list,
+            http: http_client()?,
+            key,
+        })
+    }
+
+    /// The flow key the store keeps (one for every node).
+    pub fn fresh_key() -> Vec<u8> {
+        crate::auth::new_secret("").digest
+    }
+
+    pub const KEY_NAME: &'static str = KEY_NAME;
+
+    /// The providers' names, in configuration order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.list.iter().map(|p| p.config.name.as_str())
+    }
+
+    /// The name of the provider whose issuer is `issuer`, if configured.
+    pub fn name_of_issuer(&self, issuer: &str) -> Option<&str> {
+        self.list
+            .iter()
+            .find(|p| same_issuer(&p.config.issuer, issuer))
+            .map(|p| p.config.name.as_str())
+    }
+
+    fn provider(&self, name: &str) -> Result<&Provider, OidcError> {
+        self.list
+            .iter()
+            .find(|p| p.config.name == name)
+            .ok_or(OidcError::UnknownProvider)
+    }
+
+    /// Starts a sign-in: the URL to send the browser to, and the cookie
+    /// that lets [`Providers::finish`] check the callback.
+    pub async fn start(&self, name: &str) -> Result<Started, OidcError> {
+        let p = self.provider(name)?;
+        let metadata = self.metadata(p, false).await?;
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(p.config.client_id.clone()),
+            p.secret.clone(),
+        )
+        .set_redirect_uri(p.redirect.clone());
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for s in &p.config.scopes {
+            if s != "openid" {
+                request = request.add_scope(Scope::new(s.clone()));
+            }
+        }
+        let (url, state, nonce) = request.url();
+        let flow = Flow {
+            p: name.to_string(),
+            s: state.secret().clone(),
+            v: verifier.secret().clone(),
+            n: nonce.secret().clone(),
+            e: crate::store::unix_now()
+                .saturating_add(i64::try_from(FLOW_TTL.as_secs()).unwrap_or(i64::MAX)),
+        };
+        Ok(Started {
+            url: url.to_string(),
+            cookie: self.seal(&flow),
+        })
+    }
+
+    /// Finishes a sign-in at the callback: checks `state` against the flow
+    /// cookie, exchanges the code (with the PKCE verifier) and checks the ID
+    /// token. Answers what the token says about the person.
+    pub async fn finish(
+        &self,
+        name: &str,
+        cookie: Option<&str>,
+        state: &str,
+        code: &str,
+    ) -> Result<OidcClaims, OidcError> {
+        let p = self.provider(name)?;
+        let flow = cookie.and_then(|c| self.open(c)).ok_or(OidcError::NoFlow)?;
+        if flow.p != name || flow.e < crate::store::unix_now() {
+            return Err(OidcError::NoFlow);
+        }
+        if !bool::from(flow.s.as_bytes().ct_eq(state.as_bytes())) {
+            return Err(OidcError::State);
+        }
+        let metadata = self.metadata(p, false).await?;
+        let client = CoreClient::from_provider_metadata(
+            metadata.clone(),
+            ClientId::new(p.config.client_id.clone()),
+            p.secret.clone(),
+        )
+        .set_redirect_uri(p.redirect.clone());
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| OidcError::Exchange(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(flow.v))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::Exchange(describe(&e)))?;
+        let token = response
+            .id_token()
+            .ok_or_else(|| OidcError::Token("the provider sent no ID token".into()))?;
+        let nonce = Nonce::new(flow.n);
+        let checked = token
+            .claims(&verifier(&p.config.client_id, &metadata), &nonce)
+            .cloned();
+        let claims = match checked {
+            Ok(c) => c,
+            Err(ClaimsVerificationError::SignatureVerification(e)) => {
+                // Perhaps signed with a key the provider rotated in since
+                // its keys were fetched: fetch them again, once.
+                tracing::info!(provider = name, error = %e, "fetching the provider's keys again");
+                let metadata = self.metadata(p, true).await?;
+                token
+                    .claims(&verifier(&p.config.client_id, &metadata), &nonce)
+                    .map_err(|e| OidcError::Token(e.to_string()))?
+                    .clone()
+            }
+            Err(e) => return Err(OidcError::Token(e.to_string())),
+        };
+        let mut found = OidcClaims {
+            issuer: claims.issuer().to_string(),
+            subject: claims.subject().to_string(),
+            email: claims.email().map(|e| e.to_string()),
+            name: claims
+                .name()
+                .and_then(|n| n.get(None))
+                .map(|n| n.to_string()),
+            preferred_username: claims.preferred_username().map(|u| u.to_string()),
+        };
+        if found.email.is_none() || found.name.is_none() || found.preferred_username.is_none() {
+            // Providers that conform to the spec's default put profile
+            // claims in UserInfo only; it is asked for the same subject.
+            // (A provider without a UserInfo endpoint has nothing more.)
+            if let Ok(request) = client.user_info(
+                response.access_token().clone(),
+                Some(claims.subject().clone()),
+            ) {
+                let info: Result<openidconnect::core::CoreUserInfoClaims, _> =
+                    request.request_async(&self.http).await;
+                match info {
+                    Ok(info) => {
+                        found.email = found.email.or(info.email().map(|e| e.to_string()));
+                        found.name = found
+                            .name
+                            .or(info.name().and_then(|n| n.get(None)).map(|n| n.to_string()));
+                        found.preferred_username = found
+                            .preferred_username
+                            .or(info.preferred_username().map(|u| u.to_string()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(provider = name, error = %describe(&e), "UserInfo failed; signing in with the ID token's claims");
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The provider's discovery document and keys: cached, or fetched when
+    /// there are none, they are old, or `refresh` asks.
+    async fn metadata(
+        &self,
+        p: &Provider,
+        refresh: bool,
+    ) -> Result<CoreProviderMetadata, OidcError> {
+        let mut cached = p.metadata.lock().await;
+        if !refresh
+            && let Some((at, m)) = cached.as_ref()
+            && at.elapsed() < METADATA_TTL
+        {
+            return Ok(m.clone());
+        }
+        let issuer = IssuerUrl::new(p.config.issuer.clone())
+            .map_err(|e| OidcError::Unreachable(e.to_string()))?;
+        let m = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| OidcError::Unreachable(describe(&e)))?;
+        *cached = Some((Instant::now(), m.clone()));
+        Ok(m)
+    }
+
+    fn mac(&self) -> Option<Hmac<Sha256>> {
+        Hmac::<Sha256>::new_from_slice(&self.key).ok()
+    }
+
+    /// The flow as a cookie value: base64url(JSON) "." base64url(MAC).
+    fn seal(&self, flow: &Flow) -> String {
+        let json = serde_json::to_vec(flow).unwrap_or_default();
+        let body = data_encoding::BASE64URL_NOPAD.encode(&json);
+        let tag = self
+            .mac()
+            .map(|mut m| {
+                m.update(body.as_bytes());
+                m.finalize().into_bytes().to_vec()
+            })
+            .unwrap_or_default();
+        format!("{body}.{}", data_encoding::BASE64URL_NOPAD.encode(&tag))
+    }
+
+    /// The flow in a cookie value, if its MAC is right.
+    fn open(&self, cookie: &str) -> Option<Flow> {
+        let (body, tag) = cookie.split_once('.')?;
+        let tag = data_encoding::BASE64URL_NOPAD.decode(tag.as_bytes()).ok()?;
+        let mut mac = self.mac()?;
+        mac.update(body.as_bytes());
+        mac.verify_slice(&tag).ok()?;
+        let json = data_encoding::BASE64URL_NOPAD
+            .decode(body.as_bytes())
+            .ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+}
+
+/// The ID-token checks: the crate's (issuer, audience, expiry, signature
+/// against the provider's JWKS, nonce), with asymmetric algorithms only. A
+/// public-client verifier, so that no token MACed with the client secret
+/// passes either.
+fn verifier(client_id: &str, metadata: &CoreProviderMetadata) -> CoreIdTokenVerifier<'static> {
+    use CoreJwsSigningAlgorithm as Alg;
+    CoreIdTokenVerifier::new_public_client(
+        ClientId::new(client_id.to_string()),
+        metadata.issuer().clone(),
+        metadata.jwks().clone(),
+    )
+    .set_allowed_algs([
+        Alg::RsaSsaPkcs1V15Sha256,
+        Alg::RsaSsaPkcs1V15Sha384,
+        Alg::RsaSsaPkcs1V15Sha512,
+        Alg::RsaSsaPssSha256,
+        Alg::RsaSsaPssSha384,
+        Alg::RsaSsaPssSha512,
+        Alg::EcdsaP256Sha256,
+        Alg::EcdsaP384Sha384,
+        Alg::EdDsa,
+    ])
+}
+
+/// An error and its causes on one line, for the log.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Issuer URLs compare as strings (OpenID Connect Discovery §4.3), but an
+/// operator's trailing slash is forgiven.
+fn same_issuer(configured: &str, issuer: &str) -> bool {
+    configured.trim_end_matches('/') == issuer.trim_end_matches('/')
+}
+
+fn read_secret(c: &ProviderConfig) -> Result<Option<String>, OidcConfigError> {
+    let err = |why: String| OidcConfigError::Secret {
+        name: c.name.clone(),
+        why,
+    };
+    if let Some(path) = &c.client_secret_file {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        return Ok(Some(text.trim_end().to_string()));
+    }
+    if let Some(var) = &c.client_secret_env {
+        let text = std::env::var(var).map_err(|e| err(format!("${var}: {e}")))?;
+        return Ok(Some(text));
+    }
+    Ok(None)
+}
+
+/// reqwest on our rustls and aws-lc-rs, trusting the system's roots, and
+/// following no redirects (a provider's endpoints are where its metadata
+/// says they are).
+fn http_client() -> Result<reqwest::Client, OidcConfigError> {
+    let err = |e: &dyn std::fmt::Display| OidcConfigError::Http(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "a system root certificate could not be read");
+    }
+    roots.add_parsable_certificates(native.certs);
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .map_err(|e| err(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str) -> ProviderConfig {
+        ProviderConfig {
+            name: name.into(),
+            issuer: "https://idp.example".into(),
+            client_id: "conclave".into(),
+            client_secret_file: None,
+            client_secret_env: None,
+            scopes: default_scopes(),
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate(&[config("Keycloak"), config("school_idp-2")]).is_ok());
+        assert!(validate(&[config("a b")]).is_err());
+        assert!(validate(&[config("")]).is_err());
+        assert!(validate(&[config("x"), config("x")]).is_err());
+        let mut bad = config("x");
+        bad.issuer = "idp.example".into();
+        assert!(validate(&[bad]).is_err());
+    }
+
+    #[test]
+    fn flow_cookies_are_sealed() {
+        let providers = Providers::new(&[config("idp")], "http://localhost:8080", vec![7; 32])
+            .expect("providers");
+        let flow = Flow {
+            p: "idp".into(),
+            s: "state".into(),
+            v: "verifier".into(),
+            n: "nonce".into(),
+            e: 1,
+        };
+        let sealed = providers.seal(&flow);
+        let opened = providers.open(&sealed).expect("opens");
+        assert_eq!((opened.p, opened.s), ("idp".into(), "state".into()));
+        // Any change to the body or the tag is refused.
+        let (body, tag) = sealed.split_once('.').unwrap();
+        let mut other = body.to_string();
+        other.insert(0, 'A');
+        assert!(providers.open(&format!("{other}.{tag}")).is_none());
+        assert!(providers.open(body).is_none());
+        let elsewhere = Providers::new(&[config("idp")], "http://localhost", vec![8; 32]).unwrap();
+        assert!(elsewhere.open(&sealed).is_none());
+    }
+}

@@ -1,0 +1,159 @@
+// Sign-in through the organisation's identity provider: a real OpenID
+// Connect provider (oidc-provider) on loopback, Chromium going through its
+// login form and consent by the redirect flow, and what goes wrong: a
+// callback with a state this browser did not start, a replayed code, a
+// provider that cannot be reached (while passwords still work).
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe } from 'node:test';
+import { freeTcpPort, openBrowser, screenshot, startServer, storySteps } from './harness.js';
+import { startProvider } from './oidc-provider.js';
+
+const CLIENT_ID = 'conclave';
+const CLIENT_SECRET = 'a client secret for the tests only';
+
+describe('sign-in with an OpenID Connect provider', () => {
+  let idp;
+  let server;
+  let browser;
+  let callbackUrl;
+  const others = [];
+  const step = storySteps('oidc-', () => [['browser', browser]]);
+
+  before(async () => {
+    const port = await freeTcpPort();
+    const base = `http://127.0.0.1:${port}`;
+    idp = await startProvider({
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+      redirectUris: [`${base}/auth/oidc/Acme/callback`],
+      users: { grace: { email: 'grace@acme.example', name: 'Grace Hopper' } },
+    });
+    // A second provider nobody listens for: its port is taken and closed.
+    const down = await freeTcpPort();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-oidc-'));
+    const config = path.join(dir, 'conclave.toml');
+    fs.writeFileSync(config, `
+[[oidc]]
+name = "Acme"
+issuer = "${idp.issuer}"
+client_id = "${CLIENT_ID}"
+client_secret_env = "TEST_OIDC_SECRET"
+
+[[oidc]]
+name = "Down"
+issuer = "http://127.0.0.1:${down}"
+client_id = "${CLIENT_ID}"
+`);
+    server = await startServer({ port, args: ['--config', config], env: { TEST_OIDC_SECRET: CLIENT_SECRET } });
+    browser = await openBrowser('oidc');
+  });
+
+  after(async () => {
+    for (const b of [browser, ...others]) if (b) await b.close();
+    if (server) await server.stop('oidc-server.log');
+    if (idp) await idp.stop();
+  });
+
+  /** Goes through the provider's login form and consent as `login`. */
+  async function atProvider(page, login) {
+    await page.getByRole('textbox', { name: 'Enter any login' }).fill(login);
+    await page.getByRole('textbox', { name: 'and password' }).fill('anything');
+    await page.getByRole('button', { name: 'Sign-in' }).click();
+    await page.getByRole('button', { name: 'Continue' }).click();
+  }
+
+  /**
+   * Clicks "Sign in with Acme" but stops the browser at the provider's door:
+   * the flow cookie is set; resolves to the authorization URL it was sent to.
+   */
+  async function startOnly(page) {
+    await page.route(`${idp.issuer}/**`, (route) => route.abort());
+    const sent = page.waitForRequest((r) => r.url().startsWith(`${idp.issuer}/`));
+    await page.goto(`${server.url}/signin`);
+    await page.getByRole('button', { name: 'Sign in with Acme', exact: true }).click();
+    const url = (await sent).url();
+    await page.unroute(`${idp.issuer}/**`);
+    return url;
+  }
+
+  step('a new person signs in with the provider and can create a meeting', async () => {
+    const p = browser.page;
+    p.on('request', (r) => {
+      if (r.url().includes('/auth/oidc/Acme/callback?')) callbackUrl = r.url();
+    });
+    await p.goto(`${server.url}/signin`);
+    await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).click();
+    await atProvider(p, 'grace');
+    await p.getByRole('button', { name: 'New meeting', exact: true }).click();
+    await p.getByRole('button', { name: 'Create meeting', exact: true }).click();
+    const invite = (await p.getByLabel('Invite link', { exact: true }).first().textContent()).trim();
+    assert.match(invite, /^http:\/\/127\.0\.0\.1:\d+\/j\//);
+    const me = await p.evaluate(() => fetch('/api/v1/me').then((r) => r.json()));
+    assert.equal(me.username, 'grace');
+    assert.equal(me.has_password, false);
+    assert.deepEqual(me.provider, { name: 'Acme', issuer: idp.issuer, email: 'grace@acme.example', display_name: 'Grace Hopper' });
+    await screenshot(p, 'oidc-signed-in');
+  });
+
+  step('a callback with a state this browser did not start is refused', async () => {
+    const b = await openBrowser('oidc-state');
+    others.push(b);
+    const p = b.page;
+    // Start a sign-in (the flow cookie is set), then come back with another state.
+    await startOnly(p);
+    await p.goto(`${server.url}/auth/oidc/Acme/callback?code=whatever&state=forged`);
+    await p.getByText('That sign-in did not match the one this browser started. Start again.').waitFor();
+    const me = await p.evaluate(() => fetch('/api/v1/me').then((r) => r.status));
+    assert.equal(me, 401);
+  });
+
+  step('a replayed authorization code signs nobody in', async () => {
+    assert.ok(callbackUrl, 'the first sign-in went through the callback');
+    const b = await openBrowser('oidc-replay');
+    others.push(b);
+    const p = b.page;
+    // Without the flow cookie of the browser that started it.
+    await p.goto(callbackUrl);
+    await p.getByText('That sign-in was not started in this browser or took too long. Start again.').waitFor();
+    // With a flow of its own whose state it knows: the provider refuses the used code.
+    const authorize = await startOnly(p);
+    const state = new URL(authorize).searchParams.get('state');
+    const code = new URL(callbackUrl).searchParams.get('code');
+    await p.goto(`${server.url}/auth/oidc/Acme/callback?code=${encodeURIComponent(code)}&state=${encodeURIComponent(state)}`);
+    await p.getByText('The identity provider did not confirm the sign-in. Start again.').waitFor();
+    assert.equal(await p.evaluate(() => fetch('/api/v1/me').then((r) => r.status)), 401);
+  });
+
+  step('a provider that cannot be reached says so, and passwords still work', async () => {
+    const b = await openBrowser('oidc-down');
+    others.push(b);
+    const p = b.page;
+    await p.goto(`${server.url}/signin`);
+    await p.getByRole('button', { name: 'Sign in with Down', exact: true }).click();
+    await p.getByText('The identity provider could not be reached. Try again later, or sign in with a password.').waitFor();
+    server.createUser('ada', 'correct horse battery staple');
+    await p.getByRole('textbox', { name: 'Username', exact: true }).fill('ada');
+    await p.getByLabel('Password', { exact: true }).fill('correct horse battery staple');
+    await p.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await p.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
+  });
+
+  step('the same person signing in again keeps the account, with the new email', async () => {
+    idp.setEmail('grace', 'grace.hopper@acme.example');
+    const b = await openBrowser('oidc-again');
+    others.push(b);
+    const p = b.page;
+    await p.goto(`${server.url}/signin`);
+    await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).click();
+    await atProvider(p, 'grace');
+    await p.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
+    const me = await p.evaluate(() => fetch('/api/v1/me').then((r) => r.json()));
+    const first = await browser.page.evaluate(() => fetch('/api/v1/me').then((r) => r.json()));
+    assert.equal(me.id, first.id);
+    assert.equal(me.provider.email, 'grace.hopper@acme.example');
+  });
+});
