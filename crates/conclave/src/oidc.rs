@@ -171,7 +171,7 @@ struct Provider {
 /// that reaches them.
 pub struct Providers {
     list: Vec<Provider>,
-    http: reqwest::Client,
+    http: HttpClient,
     key: Vec<u8>,
 }
 
@@ -208,7 +208,7 @@ impl Providers {
         }
         Ok(Providers {
             list,
-            http: http_client()?,
+            http: HttpClient::new()?,
             key,
         })
     }
@@ -485,28 +485,104 @@ fn read_secret(c: &ProviderConfig) -> Result<Option<String>, OidcConfigError> {
     Ok(None)
 }
 
-/// reqwest on our rustls and aws-lc-rs, trusting the system's roots, and
-/// following no redirects (a provider's endpoints are where its metadata
-/// says they are).
-fn http_client() -> Result<reqwest::Client, OidcConfigError> {
-    let err = |e: &dyn std::fmt::Display| OidcConfigError::Http(e.to_string());
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for e in &native.errors {
-        tracing::warn!(error = %e, "a system root certificate could not be read");
+/// `openidconnect` wants a future that is `Sync` too, which hyper's is not:
+/// the request runs as a task of its own, and its handle is awaited.
+impl<'c> openidconnect::AsyncHttpClient<'c> for HttpClient {
+    type Error = HttpError;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<openidconnect::HttpResponse, HttpError>>
+                + Send
+                + Sync
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        let task = tokio::spawn(self.clone().send(request));
+        Box::pin(async move { task.await.map_err(|_| HttpError::Task)? })
     }
-    roots.add_parsable_certificates(native.certs);
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err(&e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(HTTP_TIMEOUT)
-        .build()
-        .map_err(|e| err(&e))
+}
+
+/// Largest answer read from a provider (discovery, keys, tokens, UserInfo).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    Request(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the answer is larger than 1 MiB or broken: {0}")]
+    Body(String),
+    #[error("the request task failed")]
+    Task,
+}
+
+type Body = http_body_util::Full<bytes::Bytes>;
+
+/// hyper's client on our rustls and aws-lc-rs, trusting the system's
+/// roots, HTTP/1.1, following no redirects (a provider's endpoints are
+/// where its metadata says they are).
+#[derive(Clone)]
+struct HttpClient {
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Body,
+    >,
+}
+
+impl HttpClient {
+    fn new() -> Result<HttpClient, OidcConfigError> {
+        let err = |e: &dyn std::fmt::Display| OidcConfigError::Http(e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            tracing::warn!(error = %e, "a system root certificate could not be read");
+        }
+        roots.add_parsable_certificates(native.certs);
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| err(&e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector);
+        Ok(HttpClient { client })
+    }
+
+    /// One request, as `openidconnect` hands it over, within [`HTTP_TIMEOUT`].
+    async fn send(
+        self,
+        request: openidconnect::HttpRequest,
+    ) -> Result<openidconnect::HttpResponse, HttpError> {
+        use http_body_util::BodyExt;
+        let (parts, body) = request.into_parts();
+        let request = http::Request::from_parts(parts, Body::from(body));
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| HttpError::Request(describe(&e)))?;
+            let (parts, body) = response.into_parts();
+            let body = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| HttpError::Body(e.to_string()))?
+                .to_bytes();
+            Ok(http::Response::from_parts(parts, body.to_vec()))
+        };
+        tokio::time::timeout(HTTP_TIMEOUT, exchange)
+            .await
+            .map_err(|_| HttpError::Timeout(HTTP_TIMEOUT))?
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod media_flow;
 mod meeting_flow;
 mod meetings_api;
 mod moderation;
+mod oidc_accounts;
 mod restart;
 mod simulcast_flow;
 mod store;
