@@ -17,7 +17,8 @@
 //! Discovery happens at the first sign-in, not at start, so a provider that
 //! is down keeps nobody from local sign-in or from starting the server. The
 //! provider's metadata and keys are kept for [`METADATA_TTL`], and fetched
-//! again at once when a token names a key they do not have (key rotation).
+//! again at once when a token's key is not among them (key rotation); a
+//! removed key is refused from then on.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use openidconnect::core::{
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
     Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    TokenResponse,
+    SignatureVerificationError, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -320,10 +321,15 @@ impl Providers {
             .cloned();
         let claims = match checked {
             Ok(c) => c,
-            Err(ClaimsVerificationError::SignatureVerification(e)) => {
-                // Perhaps signed with a key the provider rotated in since
-                // its keys were fetched: fetch them again, once.
-                tracing::info!(provider = name, error = %e, "fetching the provider's keys again");
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => {
+                // Signed with a key the provider rotated in since its keys
+                // were fetched: fetch them again, once.
+                tracing::info!(
+                    provider = name,
+                    "the token's key is new: fetching the provider's keys again"
+                );
                 let metadata = self.metadata(p, true).await?;
                 token
                     .claims(&verifier(&p.config.client_id, &metadata), &nonce)

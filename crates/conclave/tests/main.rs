@@ -21,6 +21,7 @@ mod meeting_flow;
 mod meetings_api;
 mod moderation;
 mod oidc_accounts;
+mod oidc_tokens;
 mod restart;
 mod simulcast_flow;
 mod store;

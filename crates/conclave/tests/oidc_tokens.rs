@@ -1,0 +1,313 @@
+//! ID tokens a provider (or someone in its place) might send, through the
+//! server's real sign-in endpoints: a stand-in provider on loopback serves
+//! discovery, its keys and a token endpoint that answers with the token the
+//! test made. Only a token signed by the provider's current key, for this
+//! client, unexpired, with this browser's nonce, signs anyone in.
+//! (The flow with a real provider in Chromium is e2e/oidc.test.js.)
+
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::{get, post};
+use data_encoding::BASE64URL_NOPAD;
+use openidconnect::core::{
+    CoreHmacKey, CoreIdToken, CoreIdTokenClaims, CoreJsonWebKey, CoreJwsSigningAlgorithm,
+    CoreRsaPrivateSigningKey,
+};
+use openidconnect::{
+    Audience, EmptyAdditionalClaims, EndUserEmail, IssuerUrl, JsonWebKeyId, Nonce,
+    PrivateSigningKey, StandardClaims, SubjectIdentifier,
+};
+use serde_json::{Value, json};
+
+use crate::common::TestServer;
+
+const CLIENT_ID: &str = "conclave";
+
+/// An RSA key in PKCS#1 PEM, from the system's openssl.
+fn rsa_key(kid: &str) -> CoreRsaPrivateSigningKey {
+    let out = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "2048"])
+        .output()
+        .expect("run openssl genrsa");
+    assert!(out.status.success(), "openssl genrsa failed");
+    let pem = String::from_utf8(out.stdout).expect("PEM");
+    CoreRsaPrivateSigningKey::from_pem(&pem, Some(JsonWebKeyId::new(kid.into()))).expect("key")
+}
+
+#[derive(Default)]
+struct Provider {
+    issuer: String,
+    keys: Vec<CoreJsonWebKey>,
+    /// What the token endpoint answers next.
+    id_token: Option<String>,
+}
+
+type Shared = Arc<Mutex<Provider>>;
+
+async fn discovery(State(p): State<Shared>) -> Json<Value> {
+    let issuer = p.lock().unwrap().issuer.clone();
+    Json(json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256", "HS256", "none"],
+    }))
+}
+
+async fn jwks(State(p): State<Shared>) -> Json<Value> {
+    Json(json!({ "keys": p.lock().unwrap().keys }))
+}
+
+async fn token(State(p): State<Shared>) -> Json<Value> {
+    let id_token = p.lock().unwrap().id_token.clone();
+    Json(json!({
+        "access_token": "an access token",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "id_token": id_token,
+    }))
+}
+
+async fn start_provider() -> Shared {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shared: Shared = Arc::new(Mutex::new(Provider {
+        issuer: format!("http://{addr}"),
+        ..Provider::default()
+    }));
+    let app = axum::Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/jwks", get(jwks))
+        .route("/token", post(token))
+        .with_state(Arc::clone(&shared));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    shared
+}
+
+/// A browser's sign-in so far: its flow cookie, `state` and `nonce`.
+struct Started {
+    cookie: String,
+    state: String,
+    nonce: String,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+async fn start(server: &TestServer) -> Started {
+    let resp = client()
+        .get(server.url("/auth/oidc/Fake"))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(resp.status(), 303);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let url = url::Url::parse(&location).expect("authorization URL");
+    let param = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| panic!("{name} in {location}"))
+    };
+    assert_eq!(param("code_challenge_method"), "S256");
+    Started {
+        cookie,
+        state: param("state"),
+        nonce: param("nonce"),
+    }
+}
+
+/// The callback with `id_token` from the token endpoint: where it sends the browser.
+async fn finish(server: &TestServer, provider: &Shared, s: &Started, id_token: String) -> String {
+    provider.lock().unwrap().id_token = Some(id_token);
+    let resp = client()
+        .get(server.url(&format!(
+            "/auth/oidc/Fake/callback?code=a-code&state={}",
+            s.state
+        )))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(resp.status(), 303);
+    resp.headers()["location"].to_str().unwrap().to_string()
+}
+
+struct Claims {
+    issuer: String,
+    audience: String,
+    nonce: String,
+    expires_in: i64,
+}
+
+fn claims(c: &Claims) -> CoreIdTokenClaims {
+    let now = chrono::Utc::now();
+    CoreIdTokenClaims::new(
+        IssuerUrl::new(c.issuer.clone()).unwrap(),
+        vec![Audience::new(c.audience.clone())],
+        now + chrono::Duration::seconds(c.expires_in),
+        now - chrono::Duration::seconds(60),
+        StandardClaims::new(SubjectIdentifier::new("mallory-or-grace".into()))
+            .set_email(Some(EndUserEmail::new("grace@school.example".into()))),
+        EmptyAdditionalClaims {},
+    )
+    .set_nonce(Some(Nonce::new(c.nonce.clone())))
+}
+
+fn signed(c: &Claims, key: &CoreRsaPrivateSigningKey) -> String {
+    CoreIdToken::new(
+        claims(c),
+        key,
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        None,
+        None,
+    )
+    .expect("sign")
+    .to_string()
+}
+
+#[tokio::test]
+async fn only_a_valid_id_token_signs_in() {
+    let provider = start_provider().await;
+    let key = rsa_key("k1");
+    let forger = rsa_key("k1");
+    provider.lock().unwrap().keys = vec![key.as_verification_key()];
+    let issuer = provider.lock().unwrap().issuer.clone();
+    let server = TestServer::start_with(|c| {
+        c.oidc = vec![conclave::oidc::ProviderConfig {
+            name: "Fake".into(),
+            issuer: issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret_file: None,
+            client_secret_env: None,
+            scopes: vec!["email".into()],
+        }];
+    })
+    .await;
+    let good = |s: &Started| Claims {
+        issuer: issuer.clone(),
+        audience: CLIENT_ID.into(),
+        nonce: s.nonce.clone(),
+        expires_in: 300,
+    };
+    const REFUSED: &str = "/signin#oidc_error=token";
+
+    // Signed by another key under the provider's key ID.
+    let s = start(&server).await;
+    assert_eq!(
+        finish(&server, &provider, &s, signed(&good(&s), &forger)).await,
+        REFUSED
+    );
+
+    // For another client.
+    let s = start(&server).await;
+    let c = Claims {
+        audience: "another-client".into(),
+        ..good(&s)
+    };
+    assert_eq!(
+        finish(&server, &provider, &s, signed(&c, &key)).await,
+        REFUSED
+    );
+
+    // From another issuer.
+    let s = start(&server).await;
+    let c = Claims {
+        issuer: "http://127.0.0.1:1".into(),
+        ..good(&s)
+    };
+    assert_eq!(
+        finish(&server, &provider, &s, signed(&c, &key)).await,
+        REFUSED
+    );
+
+    // Expired.
+    let s = start(&server).await;
+    let c = Claims {
+        expires_in: -120,
+        ..good(&s)
+    };
+    assert_eq!(
+        finish(&server, &provider, &s, signed(&c, &key)).await,
+        REFUSED
+    );
+
+    // With the nonce of another sign-in.
+    let s = start(&server).await;
+    let other = start(&server).await;
+    assert_eq!(
+        finish(&server, &provider, &s, signed(&good(&other), &key)).await,
+        REFUSED
+    );
+
+    // alg "none", unsigned.
+    let s = start(&server).await;
+    let header = BASE64URL_NOPAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let body = BASE64URL_NOPAD.encode(&serde_json::to_vec(&claims(&good(&s))).unwrap());
+    assert_eq!(
+        finish(&server, &provider, &s, format!("{header}.{body}.")).await,
+        REFUSED
+    );
+
+    // HS256 with the provider's public key (its JWK as published) as the secret.
+    let s = start(&server).await;
+    let public = serde_json::to_vec(&key.as_verification_key()).unwrap();
+    let hs = CoreIdToken::new(
+        claims(&good(&s)),
+        &CoreHmacKey::new(public),
+        CoreJwsSigningAlgorithm::HmacSha256,
+        None,
+        None,
+    )
+    .expect("sign HS256")
+    .to_string();
+    assert_eq!(finish(&server, &provider, &s, hs).await, REFUSED);
+
+    // Nobody was signed in by any of those.
+    assert_eq!(server.store().await.user_count().await.unwrap(), 2);
+
+    // The real thing.
+    let s = start(&server).await;
+    assert_eq!(
+        finish(&server, &provider, &s, signed(&good(&s), &key)).await,
+        "/signin#oidc=done"
+    );
+    assert_eq!(server.store().await.user_count().await.unwrap(), 3);
+
+    // The provider rotates to a new key: a token signed with it is accepted
+    // (its keys are fetched again), and one with the removed key is not.
+    let rotated = rsa_key("k2");
+    provider.lock().unwrap().keys = vec![rotated.as_verification_key()];
+    let s = start(&server).await;
+    assert_eq!(
+        finish(&server, &provider, &s, signed(&good(&s), &rotated)).await,
+        "/signin#oidc=done"
+    );
+    let s = start(&server).await;
+    assert_eq!(
+        finish(&server, &provider, &s, signed(&good(&s), &key)).await,
+        REFUSED
+    );
+    // Still the same one account.
+    assert_eq!(server.store().await.user_count().await.unwrap(), 3);
+}
