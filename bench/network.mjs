@@ -9,7 +9,9 @@
 // a packet through the server crosses two impaired hops, as in the issue's
 // measurements. For each variant three fresh browsers meet; `nored` strips
 // RED from their SDP (so they send and receive plain Opus), `red` leaves the
-// browsers as they are. Per leg and variant it reports, averaged over every
+// browsers as they are. `direct` is a call of two browsers without the
+// server: one RTCPeerConnection each, Chromium's defaults (Opus first, so no
+// RED; no E2EE transform, DTLS-SRTP only), one impaired hop. Per leg and variant it reports, averaged over every
 // received stream: received video fps, freezes and frozen seconds a minute
 // (Chromium's freezeCount / totalFreezesDuration), dropped frames a minute,
 // and the share of audio samples concealed. A benchmark: it asserts nothing
@@ -57,7 +59,7 @@ const LEGS = {
 const legs = opts.legs.split(',');
 for (const l of legs) if (!(l in LEGS)) throw new Error(`unknown leg ${l} (${Object.keys(LEGS)})`);
 const variants = opts.variants.split(',');
-for (const v of variants) if (!['red', 'nored'].includes(v)) throw new Error(`unknown variant ${v}`);
+for (const v of variants) if (!['red', 'nored', 'direct'].includes(v)) throw new Error(`unknown variant ${v}`);
 
 const USER = 'bench';
 const PASSWORD = 'network bench password';
@@ -110,8 +112,11 @@ function inbound(page) {
   return page.evaluate(async () => {
     const o = { video: 0, audio: 0, frames: 0, freezes: 0, frozen: 0, dropped: 0, samples: 0, concealed: 0, lost: 0, packets: 0, red: false };
     for (const pc of (window.__pcs || []).filter((p) => p.connectionState !== 'closed')) {
+      // Chromium sends RED when the answer lists it before Opus.
       const sdp = pc.currentRemoteDescription?.sdp || '';
-      o.red ||= / red\/48000/.test(sdp);
+      const names = new Map([...sdp.matchAll(/a=rtpmap:(\d+) ([^/\r\n]+)/g)].map((m) => [m[1], m[2].toLowerCase()]));
+      const audio = sdp.split('\r\n').find((l) => l.startsWith('m=audio') && !l.startsWith('m=audio 0'));
+      o.red ||= names.get(audio?.split(' ')[3]) === 'red';
       (await pc.getStats()).forEach((s) => {
         if (s.type !== 'inbound-rtp') return;
         if (s.kind === 'video') {
@@ -160,12 +165,63 @@ async function startImpair(args) {
   };
 }
 
+/** Three fresh browsers in a Conclave meeting with E2EE; resolves once everyone decodes two videos. */
 async function meetingOfThree(variant, flags) {
   const host = await openBrowser(`network-${variant}-host`, { flags });
   const guests = [await openBrowser(`network-${variant}-g1`, { flags }), await openBrowser(`network-${variant}-g2`, { flags })];
   const all = [host, ...guests];
   if (variant === 'nored') for (const b of all) await b.context.addInitScript(withoutRed);
-  return { host, guests, all };
+  const invite = await hostStartsMeeting(host.page, server.url, USER, PASSWORD);
+  for (const [i, g] of guests.entries()) {
+    const name = `Guest ${i + 1}`;
+    await g.page.goto(invite);
+    await g.page.getByRole('textbox', { name: 'Your name', exact: true }).fill(name);
+    await g.page.getByRole('button', { name: 'Join', exact: true }).click();
+    await host.page.getByRole('listitem').filter({ hasText: name }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 30_000 });
+    await g.page.getByRole('toolbar', { name: 'Meeting controls' }).waitFor({ timeout: 30_000 });
+  }
+  for (const b of all) {
+    await eventually(() => inbound(b.page), (s) => s.video >= 2 && s.frames > 40, { timeout: 60_000, what: 'every member decodes two videos' });
+  }
+  return all;
+}
+
+/** Two fresh browsers in a direct call (no server in the media path); resolves once both decode video. */
+async function directCall(flags) {
+  const all = [await openBrowser('network-direct-a', { flags }), await openBrowser('network-direct-b', { flags })];
+  for (const b of all) {
+    // Any page of a trustworthy origin will do for getUserMedia.
+    await b.page.goto(`${server.url}/`);
+    await b.page.evaluate(async () => {
+      const pc = new RTCPeerConnection();
+      window.directCall = pc;
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+      for (const t of stream.getTracks()) pc.addTrack(t, stream);
+      pc.ontrack = (e) => {
+        const el = document.createElement(e.track.kind);
+        el.autoplay = true;
+        el.srcObject = e.streams[0] || new MediaStream([e.track]);
+        document.body.append(el);
+      };
+    });
+  }
+  // Whole descriptions, candidates included (no trickling to relay).
+  const describe = (page, remote) => page.evaluate(async (r) => {
+    const pc = window.directCall;
+    if (r) await pc.setRemoteDescription(r);
+    await pc.setLocalDescription();
+    if (pc.iceGatheringState !== 'complete') {
+      await new Promise((done) => pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && done()));
+    }
+    return pc.localDescription.toJSON();
+  }, remote);
+  const offer = await describe(all[0].page, null);
+  const answer = await describe(all[1].page, offer);
+  await all[0].page.evaluate((a) => window.directCall.setRemoteDescription(a), answer);
+  for (const b of all) {
+    await eventually(() => inbound(b.page), (s) => s.video >= 1 && s.frames > 40, { timeout: 60_000, what: 'both ends decode video' });
+  }
+  return all;
 }
 
 const server = await startServer();
@@ -176,28 +232,16 @@ iptables('-I', ...QUEUE_RULE);
 const results = [];
 try {
   for (const variant of variants) {
-    const m = await meetingOfThree(variant, flags);
+    const all = await (variant === 'direct' ? directCall(flags) : meetingOfThree(variant, flags));
     try {
-      const invite = await hostStartsMeeting(m.host.page, server.url, USER, PASSWORD);
-      for (const [i, g] of m.guests.entries()) {
-        const name = `Guest ${i + 1}`;
-        await g.page.goto(invite);
-        await g.page.getByRole('textbox', { name: 'Your name', exact: true }).fill(name);
-        await g.page.getByRole('button', { name: 'Join', exact: true }).click();
-        await m.host.page.getByRole('listitem').filter({ hasText: name }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 30_000 });
-        await g.page.getByRole('toolbar', { name: 'Meeting controls' }).waitFor({ timeout: 30_000 });
-      }
-      for (const b of m.all) {
-        await eventually(() => inbound(b.page), (s) => s.video >= 2 && s.frames > 40, { timeout: 60_000, what: 'every member decodes two videos' });
-      }
       for (const leg of legs) {
         const impair = await startImpair(LEGS[leg]);
         try {
           await new Promise((r) => setTimeout(r, warmup * 1000));
-          const before = await Promise.all(m.all.map((b) => inbound(b.page)));
+          const before = await Promise.all(all.map((b) => inbound(b.page)));
           const t0 = Date.now();
           await new Promise((r) => setTimeout(r, seconds * 1000));
-          const after = await Promise.all(m.all.map((b) => inbound(b.page)));
+          const after = await Promise.all(all.map((b) => inbound(b.page)));
           const secs = (Date.now() - t0) / 1000;
           const sum = (k) => after.reduce((a, s, i) => a + s[k] - before[i][k], 0);
           const videos = after.reduce((a, s) => a + s.video, 0);
@@ -223,7 +267,7 @@ try {
         }
       }
     } finally {
-      for (const b of m.all) await b.close();
+      for (const b of all) await b.close();
     }
   }
 } finally {
