@@ -513,3 +513,36 @@ async fn a_server_on_postgres_serves_a_meeting() {
     let (_host, joined) = server.host_joins(&carol, &meeting.id).await;
     assert_eq!(joined["meeting"]["title"], "On PostgreSQL");
 }
+
+/// `/readyz` follows the store: `503` while PostgreSQL is down, `200` again
+/// once it is back, without restarting the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_postgres_down_and_back() {
+    let pg = Postgres::start();
+    let url = pg.fresh_database().await;
+    let server = TestServer::start_on_postgres(&url, |_| {}).await;
+    let api = server.api();
+    let (status, body) = api.get("/readyz").await;
+    assert_eq!((status, body), (StatusCode::OK, json!("ready\n")));
+
+    pg.stop();
+    let (status, body) = api.get("/readyz").await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!("store unavailable\n")
+        )
+    );
+    let (status, _) = api.sign_in("alice", crate::common::PASSWORD).await;
+    assert!(
+        status.is_server_error(),
+        "sign-in without a store: {status}"
+    );
+
+    pg.start_again();
+    let (status, _) = api.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api.sign_in("alice", crate::common::PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "sign-in once it is back: {body}");
+}

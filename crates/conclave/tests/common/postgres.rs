@@ -24,7 +24,10 @@ use sqlx::Connection;
 pub struct Postgres {
     pub port: u16,
     root: PathBuf,
-    watchdog: Child,
+    bin: PathBuf,
+    as_postgres: bool,
+    /// Stops the server when its stdin closes (see the module's doc).
+    watchdog: Option<Child>,
     databases: AtomicU32,
 }
 
@@ -36,7 +39,7 @@ impl Postgres {
         SHARED.get_or_init(Postgres::start)
     }
 
-    /// Starts a server of its own (a test that stops or restarts it).
+    /// Starts a server of its own (for a test that stops or restarts it).
     pub fn start() -> Postgres {
         let bin = bin_dir();
         let root = tempfile::Builder::new()
@@ -53,21 +56,18 @@ impl Postgres {
                 .expect("chown");
             assert!(status.success(), "chown {} to postgres", root.display());
         }
-        let data = root.join("data");
-        let tool = |name: &str| {
-            let mut cmd = if as_postgres {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(bin.join(name));
-                c
-            } else {
-                Command::new(bin.join(name))
-            };
-            cmd.stdin(Stdio::null());
-            cmd
+        let mut pg = Postgres {
+            port: 0,
+            root,
+            bin,
+            as_postgres,
+            watchdog: None,
+            databases: AtomicU32::new(0),
         };
-        let out = tool("initdb")
+        let out = pg
+            .tool("initdb")
             .arg("-D")
-            .arg(&data)
+            .arg(pg.data())
             .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
             .args(["--locale=C"])
             .output()
@@ -80,56 +80,92 @@ impl Postgres {
 
         // The port is free when asked, not necessarily when the server binds
         // it: another process may take it in between, so try a few.
-        let log = root.join("server.log");
-        let mut port = 0;
         for _ in 0..5 {
-            port = free_port();
-            let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off",
-                root.display()
-            );
-            let status = tool("pg_ctl")
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(&log)
-                .args(["-w", "-o", &options, "start"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("pg_ctl runs");
-            if status.success() {
+            pg.port = free_port();
+            if pg.pg_ctl_start() {
                 break;
             }
-            port = 0;
+            pg.port = 0;
         }
-        if port == 0 {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            let _ = std::fs::remove_dir_all(&root);
+        if pg.port == 0 {
+            let log = std::fs::read_to_string(pg.root.join("server.log")).unwrap_or_default();
             panic!("PostgreSQL did not start:\n{log}");
         }
 
-        let mut stop = tool("pg_ctl");
-        stop.arg("-D").arg(&data).args(["-m", "immediate", "stop"]);
+        let stop = pg.pg_ctl_stop_command();
         let watchdog = Command::new("sh")
             .arg("-c")
             .arg(r#"cat >/dev/null; "$@" >/dev/null 2>&1; rm -rf "$PG_ROOT""#)
             .arg("sh")
             .arg(stop.get_program())
             .args(stop.get_args())
-            .env("PG_ROOT", &root)
+            .env("PG_ROOT", &pg.root)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("watchdog starts");
-        Postgres {
-            port,
-            root,
-            watchdog,
-            databases: AtomicU32::new(0),
-        }
+        pg.watchdog = Some(watchdog);
+        pg
+    }
+
+    /// Stops the server (fast shutdown: connections are cut), keeping its data.
+    pub fn stop(&self) {
+        let status = self
+            .pg_ctl_stop_command()
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl runs");
+        assert!(status.success(), "pg_ctl stop");
+    }
+
+    /// Starts the stopped server again, on the same port and data.
+    pub fn start_again(&self) {
+        assert!(self.pg_ctl_start(), "PostgreSQL starts again");
+    }
+
+    fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    /// A PostgreSQL program, run as the `postgres` user when we are root.
+    fn tool(&self, name: &str) -> Command {
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(name));
+            c
+        } else {
+            Command::new(self.bin.join(name))
+        };
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    fn pg_ctl_start(&self) -> bool {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off",
+            self.port,
+            self.root.display()
+        );
+        self.tool("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.root.join("server.log"))
+            .args(["-w", "-o", &options, "start"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn pg_ctl_stop_command(&self) -> Command {
+        let mut stop = self.tool("pg_ctl");
+        stop.arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "stop"]);
+        stop
     }
 
     /// The URL of database `db` on this server.
@@ -161,8 +197,13 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         // Closing the pipe tells the watchdog to stop the server.
-        drop(self.watchdog.stdin.take());
-        let _ = self.watchdog.wait();
+        if let Some(mut watchdog) = self.watchdog.take() {
+            drop(watchdog.stdin.take());
+            let _ = watchdog.wait();
+        } else {
+            // It never started: only its directory is left.
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 }
 
