@@ -294,8 +294,11 @@ enum AdminCommand {
 /// its `--database-url` when it runs on PostgreSQL.
 #[derive(Args)]
 struct StoreArgs {
+    /// Directory of the SQLite store.
     #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
     data_dir: PathBuf,
+    /// The server's PostgreSQL store (postgres://user:password@host/db),
+    /// instead of SQLite in --data-dir.
     #[arg(
         long,
         env = "CONCLAVE_DATABASE_URL",
