@@ -86,6 +86,8 @@ client_id = "${CLIENT_ID}"
       if (r.url().includes('/auth/oidc/Acme/callback?')) callbackUrl = r.url();
     });
     await p.goto(`${server.url}/signin`);
+    await p.getByRole('button', { name: 'Sign in with Down', exact: true }).waitFor();
+    await screenshot(p, 'oidc-signin-page');
     await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).click();
     await atProvider(p, 'grace');
     await p.getByRole('button', { name: 'New meeting', exact: true }).click();
