@@ -238,9 +238,16 @@ impl FrameCrypto {
         }
     }
 
-    /// `keys` as `Member.sframeKeys()` gives it (it may have crossed a postMessage).
+    /// `keys` as `Member.sframeKeys()` gives it (it may have crossed a postMessage). This member
+    /// sends with the new key at once when `at_once` is true (its first epoch, or a commit that
+    /// removed someone), otherwise after `SEND_SWITCH_DELAY_MS`, when the others hold it too.
     #[wasm_bindgen(js_name = setEpoch)]
-    pub fn set_epoch(&mut self, keys: &JsValue, now_ms: f64) -> Result<(), JsError> {
+    pub fn set_epoch(
+        &mut self,
+        keys: &JsValue,
+        now_ms: f64,
+        at_once: Option<bool>,
+    ) -> Result<(), JsError> {
         let epoch = number(keys, "epoch")?;
         let sender_kid = number(keys, "senderKid")?;
         let list = Reflect::get(keys, &JsValue::from_str("keys"))
@@ -271,13 +278,25 @@ impl FrameCrypto {
             keys: entries,
             senders,
         };
-        self.inner.set_epoch(&keys, now_ms.max(0.0) as u64);
+        let send = if at_once.unwrap_or(true) {
+            e2ee::SendSwitch::AtOnce
+        } else {
+            e2ee::SendSwitch::AfterDelay
+        };
+        self.inner.switch_epoch(&keys, now_ms.max(0.0) as u64, send);
         Ok(())
     }
 
-    pub fn encrypt(&mut self, kind: &str, frame: &[u8]) -> Result<Vec<u8>, JsError> {
+    /// Encrypts with the key this member sends with at `now_ms` (without it, the newest).
+    pub fn encrypt(
+        &mut self,
+        kind: &str,
+        frame: &[u8],
+        now_ms: Option<f64>,
+    ) -> Result<Vec<u8>, JsError> {
+        let now = now_ms.map_or(u64::MAX, |t| t.max(0.0) as u64);
         self.inner
-            .encrypt(kind_of(kind)?, frame, &mut self.out)
+            .encrypt_at(kind_of(kind)?, frame, now, &mut self.out)
             .map_err(err)?;
         Ok(self.out.clone())
     }

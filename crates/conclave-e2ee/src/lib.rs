@@ -31,6 +31,9 @@ mod rules;
 
 pub use delivery::{ChatPayload, DeliveryService};
 pub use error::E2eeError;
-pub use frame::{EpochKeys, FrameCrypto, FrameKind, PREVIOUS_EPOCH_GRACE_MS};
+pub use frame::{
+    EpochKeys, FrameCrypto, FrameKind, MAX_SEND_LAG_EPOCHS, PREVIOUS_EPOCH_GRACE_MS,
+    SEND_SWITCH_DELAY_MS, SendSwitch,
+};
 pub use member::{Chat, CommitOut, Member, Received, RosterCheck};
 pub use rules::RulesError;

@@ -3,7 +3,10 @@
 mod common;
 
 use common::Meeting;
-use conclave_e2ee::{E2eeError, FrameCrypto, FrameKind, PREVIOUS_EPOCH_GRACE_MS, rfc9605};
+use conclave_e2ee::{
+    E2eeError, FrameCrypto, FrameKind, PREVIOUS_EPOCH_GRACE_MS, SEND_SWITCH_DELAY_MS, SendSwitch,
+    rfc9605,
+};
 
 /// A VP8 key frame: frame tag with P = 0, start code, 640x480, then "compressed" data.
 fn vp8_key_frame(len: usize) -> Vec<u8> {
@@ -216,4 +219,131 @@ fn removed_member_cannot_decrypt_next_epoch() {
         .decrypt(FrameKind::Vp8, &wire, 10, &mut out)
         .expect("decrypt");
     assert_eq!(out, frame);
+}
+
+/// A join burst: several commits close together, each member taking every epoch's keys when it
+/// processes the commit (some later than the sender), and the sender switching its key only
+/// after the delay. Every member that was in the group decrypts every frame of the sender, delta
+/// frames through every epoch change, so none of them needs a key frame; the newcomers read the
+/// sender from its first frame under an epoch they hold.
+#[test]
+fn receivers_decrypt_every_frame_across_a_burst_of_epochs_without_a_key_frame() {
+    let mut m = Meeting::with_members(3);
+    let mut crypto: Vec<FrameCrypto> = (0..3).map(|i| crypto_for(&m, i, 0)).collect();
+    let sender = 1;
+    let mut newcomers: Vec<(usize, u64)> = Vec::new();
+    let mut now = 0;
+    let mut decrypted = vec![0u64; 32];
+    let mut sent = 0u64;
+    let mut first_readable: Vec<Option<u64>> = vec![None; 32];
+    // Four joins 300 ms apart (closer than the delay), then 20 joins 40 ms apart: more epochs
+    // within the delay than a KID's four epoch bits tell apart. Then two seconds of frames.
+    for step in 0..250u64 {
+        now = step * 20;
+        if (step % 15 == 0 && step < 60) || ((60..100).contains(&step) && step % 2 == 0) {
+            let id = (m.members.len() + 1).to_string();
+            m.add(&id);
+            let at = now;
+            for (i, c) in crypto.iter_mut().enumerate() {
+                // Members process the commit up to 200 ms apart.
+                let lag = (i as u64 * 70) % 200;
+                let keys = m.members[i].sframe_keys();
+                c.switch_epoch(&keys, at + lag, SendSwitch::AfterDelay);
+            }
+            let mut c = FrameCrypto::new();
+            c.switch_epoch(
+                &m.members.last().expect("newcomer").sframe_keys(),
+                at,
+                SendSwitch::AfterDelay,
+            );
+            crypto.push(c);
+            newcomers.push((crypto.len() - 1, at));
+        }
+        let frame = if step == 0 {
+            vp8_key_frame(300)
+        } else {
+            vp8_delta_frame(120)
+        };
+        let mut wire = Vec::new();
+        crypto[sender]
+            .encrypt_at(FrameKind::Vp8, &frame, now, &mut wire)
+            .expect("encrypt");
+        sent += 1;
+        for (i, c) in crypto.iter_mut().enumerate() {
+            if i == sender {
+                continue;
+            }
+            let mut out = Vec::new();
+            // Received up to 250 ms after it was sent (a late member, a slow path).
+            match c.decrypt_from(FrameKind::Vp8, &wire, "2", now + 250, &mut out) {
+                Ok(_) => {
+                    assert_eq!(out, frame);
+                    decrypted[i] += 1;
+                    first_readable[i].get_or_insert(now);
+                }
+                Err(e) => assert!(i >= 3, "member {i} missed a frame at {now} ms: {e}"),
+            }
+        }
+    }
+    // The members from the start read every frame: no gap, so no key frame needed.
+    assert_eq!(&decrypted[..3], &[sent, 0, sent]);
+    // A newcomer reads the sender at most one delay after the sender processed the commit
+    // (200 ms late at most here), and from then on
+    // everything: once the sender uses an epoch the newcomer holds, it never goes back.
+    for (i, joined_at) in newcomers {
+        let first = first_readable[i].expect("the newcomer reads the sender");
+        assert!(
+            first <= joined_at + 200 + SEND_SWITCH_DELAY_MS + 20,
+            "member {i}: {first}"
+        );
+        assert_eq!(decrypted[i], (now - first) / 20 + 1, "member {i}");
+    }
+}
+
+/// A removal switches the sender at once, even with a key of an earlier epoch still waiting:
+/// the removed member, who kept every key it ever had, reads nothing sent after the sender
+/// processed the removing commit, while the members who stay read on.
+#[test]
+fn after_a_removal_the_sender_switches_at_once_and_the_removed_member_reads_nothing() {
+    let mut m = Meeting::with_members(3);
+    let mut sender = crypto_for(&m, 0, 0);
+    let mut removed = crypto_for(&m, 2, 0);
+    let mut stayer = crypto_for(&m, 1, 0);
+    // A join leaves the sender's new key waiting; the member to be removed takes it too.
+    m.add("4");
+    sender.switch_epoch(&m.members[0].sframe_keys(), 100, SendSwitch::AfterDelay);
+    removed.switch_epoch(&m.members[2].sframe_keys(), 100, SendSwitch::AfterDelay);
+    stayer.switch_epoch(&m.members[1].sframe_keys(), 100, SendSwitch::AfterDelay);
+    assert!(sender.sending_key_pending());
+    let proposal = m.ds.propose_remove("3").expect("remove");
+    let mut gone = m.members.remove(2);
+    gone.handle(&proposal).expect("proposal");
+    let (commit, _) = m.propose_and_commit(&proposal);
+    sender.switch_epoch(&m.members[0].sframe_keys(), 200, SendSwitch::AtOnce);
+    stayer.switch_epoch(&m.members[1].sframe_keys(), 200, SendSwitch::AfterDelay);
+    assert!(!sender.sending_key_pending());
+    // The removed member's state gives it nothing newer.
+    gone.handle(&commit).expect("removal commit");
+    removed.switch_epoch(&gone.sframe_keys(), 200, SendSwitch::AfterDelay);
+    for t in [
+        200,
+        201,
+        200 + SEND_SWITCH_DELAY_MS,
+        200 + PREVIOUS_EPOCH_GRACE_MS - 1,
+    ] {
+        let frame = vp8_delta_frame(100);
+        let mut wire = Vec::new();
+        sender
+            .encrypt_at(FrameKind::Vp8, &frame, t, &mut wire)
+            .expect("encrypt");
+        let mut out = Vec::new();
+        assert!(
+            removed.decrypt(FrameKind::Vp8, &wire, t, &mut out).is_err(),
+            "the removed member read a frame sent at {t} ms"
+        );
+        stayer
+            .decrypt(FrameKind::Vp8, &wire, t, &mut out)
+            .expect("a member who stays reads it");
+        assert_eq!(out, frame);
+    }
 }
