@@ -43,7 +43,9 @@ self.addEventListener('message', (ev) => {
   if (!m || m.type !== 'keys') return;
   ready.then(() => {
     try {
-      crypto.setEpoch(m.keys, Date.now());
+      // A new epoch's key is used for sending at once only when the page says so (the
+      // first epoch, or a removal); otherwise after a second, once the others hold it.
+      crypto.setEpoch(m.keys, Date.now(), m.atOnce !== false);
       keyed = true;
       epoch = m.keys.epoch;
       self.postMessage({ type: 'keyed', epoch });
@@ -109,9 +111,10 @@ function encryptStream(kind) {
       }
       try {
         const bytes = new Uint8Array(frame.data);
+        const now = Date.now();
         const out = k === 'audio' && isRed(frame)
-          ? perBlock(bytes, (b) => crypto.encrypt(k, b))
-          : crypto.encrypt(k, bytes);
+          ? perBlock(bytes, (b) => crypto.encrypt(k, b, now))
+          : crypto.encrypt(k, bytes, now);
         if (!out) {
           counts.unsentCodec += 1;
           return;

@@ -236,7 +236,7 @@ export class E2ee {
         this.set({ status: 'waiting', roster: [], code: '' });
         return;
       }
-      this.newEpoch();
+      this.newEpoch((r.removed || []).length > 0);
     }
   }
 
@@ -338,11 +338,20 @@ export class E2ee {
 
   // --- internals ---------------------------------------------------------------
 
-  /** A new epoch: keys to the worker, a key frame asked for, the code and roster shown. */
-  newEpoch() {
+  /**
+   * A new epoch: keys to the worker, the code and roster shown. `atOnce`: our first epoch
+   * (nothing could be sent before it, so our video needs a key frame under it), or a commit
+   * that removed someone, who must not read what we send from now on: the worker sends with
+   * the new key at once and a key frame is asked for (receivers that process the commit a
+   * moment later miss frames until then). Any other epoch change (joins, update commits)
+   * needs no key frame: the worker keeps the old key for SEND_SWITCH_DELAY_MS (a second), by
+   * when every member holds the new one, and receivers keep old keys for five seconds
+   * (docs/security.md). So a burst of joins asks no camera for a key frame.
+   */
+  newEpoch(atOnce = true) {
     const keys = this.member.sframeKeys();
-    this.worker?.postMessage({ type: 'keys', keys });
-    this.session.send({ type: 'key_frame_request' });
+    this.worker?.postMessage({ type: 'keys', keys, atOnce });
+    if (atOnce) this.session.send({ type: 'key_frame_request' });
     const code = this.member.securityCode();
     const prev = this.session.getState().e2ee;
     const roster = this.member.roster();

@@ -7,15 +7,19 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use conclave_e2ee::{E2eeError, EpochKeys, Member, Received, RosterCheck};
+use conclave_e2ee::{E2eeError, EpochKeys, Member, Received, RosterCheck, SendSwitch};
 use conclave_proto::{ClientMessage, ErrorCode, ParticipantId, ServerMessage};
 use data_encoding::BASE64;
 
 /// What a server message changed, for the session to act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// A new epoch: hand its keys to the media peer and send a key frame.
-    Epoch(EpochKeys),
+    /// A new epoch: hand its keys to the media peer, which sends with them
+    /// as the [`SendSwitch`] says. At once (and with a key frame) for the
+    /// first epoch and for a commit that removed someone, who must not read
+    /// what is sent from then on; otherwise after a short delay, once every
+    /// member holds them, with no key frame (see `conclave_e2ee::SEND_SWITCH_DELAY_MS`).
+    Epoch(EpochKeys, SendSwitch),
     /// A chat message from another member, decrypted.
     Chat { from: String, text: String },
     /// The group removed this member: it can decrypt nothing more.
@@ -188,8 +192,8 @@ impl E2ee {
         Ok(())
     }
 
-    fn keys(&self) -> Change {
-        Change::Epoch(self.member.sframe_keys())
+    fn keys(&self, send: SendSwitch) -> Change {
+        Change::Epoch(self.member.sframe_keys(), send)
     }
 
     /// Takes one server message; the ones E2EE does not care about pass by.
@@ -218,7 +222,7 @@ impl E2ee {
                 self.out.push(ClientMessage::MlsGroupInfo {
                     group_info: b64(&group_info),
                 });
-                Ok(Some(self.keys()))
+                Ok(Some(self.keys(SendSwitch::AtOnce)))
             }
             ServerMessage::MlsWelcome {
                 welcome,
@@ -226,7 +230,7 @@ impl E2ee {
             } => {
                 self.member.join(&unb64(welcome)?, &unb64(ratchet_tree)?)?;
                 self.in_group = true;
-                Ok(Some(self.keys()))
+                Ok(Some(self.keys(SendSwitch::AtOnce)))
             }
             ServerMessage::MlsMessage { message, commit_by } => {
                 match self.member.handle(&unb64(message)?)? {
@@ -242,10 +246,15 @@ impl E2ee {
                         self.committing = false;
                         Ok(Some(Change::Removed))
                     }
-                    Received::Commit { .. } => {
+                    Received::Commit { removed, .. } => {
                         self.committing = false;
                         self.resend_stale();
-                        Ok(Some(self.keys()))
+                        let send = if removed.is_empty() {
+                            SendSwitch::AfterDelay
+                        } else {
+                            SendSwitch::AtOnce
+                        };
+                        Ok(Some(self.keys(send)))
                     }
                     Received::Ignored => Ok(None),
                 }
@@ -378,7 +387,7 @@ mod tests {
                 commit_by: None,
             })
             .expect("echo");
-        assert!(matches!(change, Some(Change::Epoch(_))), "{change:?}");
+        assert!(matches!(change, Some(Change::Epoch(..))), "{change:?}");
         assert_eq!(host.epoch(), epoch);
         assert_eq!(host.roster(), ["1", "2"]);
     }

@@ -22,7 +22,7 @@ use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, Simulca
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
-use conclave_e2ee::{EpochKeys, FrameCrypto, FrameKind};
+use conclave_e2ee::{EpochKeys, FrameCrypto, FrameKind, SendSwitch};
 
 use crate::ivf::IvfFrame;
 use crate::vp8;
@@ -303,6 +303,8 @@ pub struct PeerStats {
     pub layers_wanted: BTreeMap<String, Vec<String>>,
     pub received: BTreeMap<String, TrackStats>,
     pub keyframe_requests: u64,
+    /// VP8 key frames sent, every simulcast layer counted.
+    pub key_frames_sent: u64,
     pub connected_at: Option<Instant>,
     /// Frames not sent because no E2EE key existed yet (nothing leaves in clear).
     pub unkeyed_frames_dropped: u64,
@@ -550,17 +552,23 @@ impl ClientPeer {
     }
 
     /// The keys of a new MLS epoch. The previous epoch's stay readable a few
-    /// seconds, and video sources jump to their next key frame so receivers
-    /// get a picture under the new key at once.
-    pub fn set_epoch_keys(&mut self, keys: &EpochKeys, now: Instant) {
+    /// seconds. With [`SendSwitch::AtOnce`] (the first epoch, a removal)
+    /// frames go out under the new key now and video sources jump to their
+    /// next key frame, so receivers that missed frames get a picture under
+    /// the new key; with [`SendSwitch::AfterDelay`] the old key goes on for
+    /// [`conclave_e2ee::SEND_SWITCH_DELAY_MS`], every member holds the new
+    /// one by then, and no key frame is needed.
+    pub fn set_epoch_keys(&mut self, keys: &EpochKeys, send: SendSwitch, now: Instant) {
         let now_ms = self.millis(now);
         self.sframe
             .get_or_insert_with(FrameCrypto::new)
-            .set_epoch(keys, now_ms);
+            .switch_epoch(keys, now_ms, send);
         self.stats.epoch = Some(keys.epoch);
-        for src in &mut self.sources {
-            if src.kind != Kind::Audio {
-                src.skip_to_key = true;
+        if send == SendSwitch::AtOnce {
+            for src in &mut self.sources {
+                if src.kind != Kind::Audio {
+                    src.skip_to_key = true;
+                }
             }
         }
     }
@@ -596,12 +604,13 @@ impl ClientPeer {
 
     /// A frame as it goes on the wire: SFrame-encrypted when E2EE is on, or
     /// `None` (dropped) while no key exists yet.
-    fn protect(&mut self, kind: MediaKind, frame: Vec<u8>) -> Option<Vec<u8>> {
+    fn protect(&mut self, kind: MediaKind, frame: Vec<u8>, now: Instant) -> Option<Vec<u8>> {
+        let now_ms = self.millis(now);
         let Some(crypto) = self.sframe.as_mut() else {
             return Some(frame);
         };
         let mut out = Vec::with_capacity(frame.len() + 32);
-        match crypto.encrypt(frame_kind(kind), &frame, &mut out) {
+        match crypto.encrypt_at(frame_kind(kind), &frame, now_ms, &mut out) {
             Ok(()) => Some(out),
             Err(_) => {
                 self.stats.unkeyed_frames_dropped += 1;
@@ -828,9 +837,15 @@ impl ClientPeer {
                     {
                         continue;
                     }
-                    let Some(data) = self.protect(kind, data) else {
+                    // RFC 6386 §9.1: P = 0 in the frame tag marks a key frame.
+                    let key_frame =
+                        kind == MediaKind::Video && data.first().is_some_and(|b| b & 0x01 == 0);
+                    let Some(data) = self.protect(kind, data, now) else {
                         continue;
                     };
+                    if key_frame {
+                        self.stats.key_frames_sent += 1;
+                    }
                     let Some(mut writer) = self.rtc.writer(mid) else {
                         break;
                     };

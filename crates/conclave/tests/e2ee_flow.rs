@@ -266,3 +266,149 @@ async fn a_meeting_past_the_old_frame_cap_ends_in_one_group() {
         m.await.expect("member task");
     }
 }
+
+/// What the two media sessions of the join burst saw, taken by their `until`
+/// closures: Ada's (key frames sent, key frame requests) and Bob's (frames,
+/// undecryptable frames, key frames) from her, when the burst starts and
+/// when it is over.
+#[derive(Default)]
+struct BurstWatch {
+    phase: u8,
+    ada_ready: bool,
+    bob_ready: bool,
+    ada: [Option<(u64, u64)>; 2],
+    bob: [Option<(u64, u64, u64)>; 2],
+}
+
+/// A burst of joins (each an Add commit and the newcomer's update commit:
+/// two epochs a join) while Ada sends video to Bob. Senders move to a new
+/// epoch's key a second after the commit and receivers keep old keys longer,
+/// so Bob decrypts every one of Ada's frames through all the epochs, and
+/// nothing asks Ada for a key frame because of them: she sends only her
+/// file's own key frames. `CONCLAVE_BURST_JOINS` sets the burst's size (20);
+/// the figures it prints are in docs/benchmarks.md.
+#[tokio::test]
+async fn a_burst_of_joins_needs_no_key_frame_and_loses_no_frame() {
+    use std::sync::{Arc, Mutex, PoisonError};
+    let joins: usize = std::env::var("CONCLAVE_BURST_JOINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let server = TestServer::start().await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(
+            json!({"settings": {"waiting_room": false, "max_participants": joins + 10}}),
+        )
+        .await;
+    let seen = Arc::new(Mutex::new(BurstWatch::default()));
+    let in_group = |p: &Progress<'_>| p.e2ee.epochs.last().is_some_and(|(_, _, r)| r.len() >= 2);
+    let mut a = native_options(&meeting, "Ada");
+    let w = Arc::clone(&seen);
+    a.until = Some(conclave_client::session::Until::new(move |p| {
+        let mut w = w.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = (p.media.key_frames_sent, p.media.keyframe_requests);
+        w.ada_ready |= in_group(p);
+        let phase = usize::from(w.phase);
+        if phase >= 1 && w.ada[phase - 1].is_none() {
+            w.ada[phase - 1] = Some(now);
+        }
+        w.phase == 2
+    }));
+    let mut b = native_options(&meeting, "Bob");
+    b.send_ivf = None;
+    b.send_ogg = None;
+    let w = Arc::clone(&seen);
+    b.until = Some(conclave_client::session::Until::new(move |p| {
+        let mut w = w.lock().unwrap_or_else(PoisonError::into_inner);
+        let video = p
+            .media
+            .received
+            .values()
+            .filter(|t| t.participant.is_some_and(|who| who != p.you) && t.kind == Some(Video));
+        let now = video.fold((0, 0, 0), |(f, u, k), t| {
+            (f + t.frames, u + t.undecryptable_frames, k + t.keyframes)
+        });
+        w.bob_ready |= in_group(p) && now.0 >= 30;
+        let phase = usize::from(w.phase);
+        if phase >= 1 && w.bob[phase - 1].is_none() {
+            w.bob[phase - 1] = Some(now);
+        }
+        w.phase == 2
+    }));
+    let a = tokio::spawn(run(a));
+    let b = tokio::spawn(run(b));
+    // Bob reads Ada's video in their group of two.
+    for _ in 0..600 {
+        let ready = {
+            let w = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            w.ada_ready && w.bob_ready
+        };
+        if ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen.lock().unwrap_or_else(PoisonError::into_inner).phase = 1;
+
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let (stop_tx, stop) = watch::channel(false);
+    let started = std::time::Instant::now();
+    let members: Vec<_> = (0..joins)
+        .map(|k| {
+            tokio::spawn(e2ee_member(
+                server.addr,
+                meeting.clone(),
+                k,
+                reports_tx.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    drop(reports_tx);
+    // The burst is over when every newcomer is in a group of everyone and
+    // was asked for its update commit; then two seconds more, past the
+    // senders' delay, for the last epoch's switch.
+    let mut state: Vec<Option<(u64, String, usize, usize)>> = vec![None; joins];
+    loop {
+        let report = tokio::time::timeout(Duration::from_secs(300), reports.recv()).await;
+        let Ok(Some((k, group))) = report else {
+            panic!("the newcomers did not end in one group");
+        };
+        state[k] = Some(group);
+        let first = state[0].clone();
+        let all = state.iter().all(|s| {
+            s.as_ref()
+                .zip(first.as_ref())
+                .is_some_and(|(s, f)| s.0 == f.0 && s.1 == f.1 && s.2 == joins + 2 && s.3 > 0)
+        });
+        if all {
+            break;
+        }
+    }
+    let epoch = state[0].as_ref().map_or(0, |s| s.0);
+    let burst = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    seen.lock().unwrap_or_else(PoisonError::into_inner).phase = 2;
+    a.await.expect("task").expect("session A");
+    b.await.expect("task").expect("session B");
+    let _ = stop_tx.send(true);
+    for m in members {
+        m.await.expect("member task");
+    }
+
+    let w = seen.lock().unwrap_or_else(PoisonError::into_inner);
+    let (Some(a0), Some(a1), Some(b0), Some(b1)) = (w.ada[0], w.ada[1], w.bob[0], w.bob[1]) else {
+        panic!("a session ended before the burst was measured");
+    };
+    let (sent, requests) = (a1.0 - a0.0, a1.1 - a0.1);
+    let (frames, undecryptable, key_frames) = (b1.0 - b0.0, b1.1 - b0.1, b1.2 - b0.2);
+    println!(
+        "burst of {joins} joins: epoch {epoch} after {burst:?} (+2 s); Ada sent {sent} key frames \
+         ({requests} requested by the server); Bob decrypted {frames} video frames, \
+         {key_frames} of them key frames, and could not decrypt {undecryptable}"
+    );
+    // Bob was in the group all along: not a frame lost to an epoch change.
+    assert_eq!(undecryptable, 0, "Bob missed frames across the burst");
+    assert!(frames > 0);
+}

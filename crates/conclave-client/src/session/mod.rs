@@ -113,8 +113,8 @@ fn observe(
 ) -> Option<ServerMessage> {
     if let (Some(e), Some(m)) = (e2ee, msg.as_ref()) {
         match e.handle(m) {
-            Ok(Some(Change::Epoch(keys))) => {
-                peer.set_epoch_keys(&keys, Instant::now());
+            Ok(Some(Change::Epoch(keys, send))) => {
+                peer.set_epoch_keys(&keys, send, Instant::now());
                 let hidden = e.roster_check().not_announced;
                 if !hidden.is_empty() {
                     tracing::warn!(
