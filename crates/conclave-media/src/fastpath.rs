@@ -51,10 +51,10 @@ use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid};
 use str0m::net::Protocol;
 use str0m::rtp::rtcp::Rtcp;
-use str0m::rtp::{Extension, ExtensionValues, RawPacket, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{Extension, RawPacket, RtpPacket, SeqNo};
 
 use crate::keyexport::{KeySlot, base_provider};
-use crate::peer::{Peer, local_pt};
+use crate::peer::{Peer, forwarded_write, local_pt};
 use crate::rewrite::{Rewriter, SourcePacket};
 use crate::srtp::{SRTP_OVERHEAD, SrtpSealer};
 use crate::transmit::{Transmit, TransmitQueue};
@@ -349,23 +349,7 @@ impl Peer {
                 self.stats.fast_seal_errors += 1;
                 return Forwarded::Dropped;
             }
-            let ext_vals = ExtensionValues {
-                audio_level: from.audio_level,
-                voice_activity: from.voice_activity,
-                video_orientation: from.video_orientation,
-                video_content_type: from.video_content_type,
-                ..Default::default()
-            };
-            let write = RtpWrite::new(
-                pt,
-                rewritten.seq.into(),
-                rewritten.timestamp,
-                packet.timestamp,
-                packet.payload.clone(),
-            )
-            .marker(marker)
-            .ext_vals(ext_vals)
-            .nackable(true);
+            let write = forwarded_write(pt, rewritten, packet, packet.payload.clone(), marker);
             let mut api = self.rtc.direct_api();
             let Some(tx) = api.stream_tx(&out.ssrc) else {
                 return Forwarded::Dropped;

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::BweKind;
@@ -20,7 +21,7 @@ use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
 use crate::fastpath::FastPath;
 use crate::red::{self, RedForward};
-use crate::rewrite::{Rewriter, SourcePacket};
+use crate::rewrite::{Rewriter, Rewritten, SourcePacket};
 use crate::router::{RTX_HISTORY_AGE, RTX_HISTORY_PACKETS};
 use crate::stats::PeerStats;
 use crate::transmit::{Transmit, TransmitQueue};
@@ -402,31 +403,15 @@ impl Peer {
         }) else {
             return false;
         };
-        // Only extensions that describe the media travel on; str0m sets the
-        // transport ones (MID, TWCC sequence, send time) itself.
-        let from = &packet.header.ext_vals;
-        let ext_vals = ExtensionValues {
-            audio_level: from.audio_level,
-            voice_activity: from.voice_activity,
-            video_orientation: from.video_orientation,
-            video_content_type: from.video_content_type,
-            ..Default::default()
-        };
-        // The wallclock is the arrival time: the simplest estimate of when the
-        // media was captured that needs no trust in the publisher's clock.
-        let write = RtpWrite::new(
-            pt,
-            rewritten.seq.into(),
-            rewritten.timestamp,
-            packet.timestamp,
-            payload.map_or_else(|| packet.payload.clone(), Into::into),
-        )
         // Audio resuming after skipped packets starts a talkspurt.
-        .marker(packet.header.marker || (rewritten.resumed && out.kind == MediaKind::Audio))
-        .ext_vals(ext_vals)
-        // Kept in str0m's send history so NACKs are answered from it (over
-        // RTX); str0m ignores this where no RTX payload type was negotiated.
-        .nackable(true);
+        let marker = packet.header.marker || (rewritten.resumed && out.kind == MediaKind::Audio);
+        let write = forwarded_write(
+            pt,
+            rewritten,
+            packet,
+            payload.map_or_else(|| packet.payload.clone(), Into::into),
+            marker,
+        );
         let ssrc = out.ssrc;
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx(&ssrc) else {
@@ -436,6 +421,41 @@ impl Peer {
         self.unsent += 1;
         true
     }
+}
+
+/// What str0m is given to send `packet` as payload type `pt` at its place
+/// `rewritten` in a subscriber's stream, carrying `payload`.
+pub(crate) fn forwarded_write(
+    pt: Pt,
+    rewritten: Rewritten,
+    packet: &RtpPacket,
+    payload: Arc<[u8]>,
+    marker: bool,
+) -> RtpWrite {
+    // Only extensions that describe the media travel on; str0m sets the
+    // transport ones (MID, TWCC sequence, send time) itself.
+    let from = &packet.header.ext_vals;
+    let ext_vals = ExtensionValues {
+        audio_level: from.audio_level,
+        voice_activity: from.voice_activity,
+        video_orientation: from.video_orientation,
+        video_content_type: from.video_content_type,
+        ..Default::default()
+    };
+    // The wallclock is the arrival time: the simplest estimate of when the
+    // media was captured that needs no trust in the publisher's clock.
+    RtpWrite::new(
+        pt,
+        rewritten.seq.into(),
+        rewritten.timestamp,
+        packet.timestamp,
+        payload,
+    )
+    .marker(marker)
+    .ext_vals(ext_vals)
+    // Kept in str0m's send history so NACKs are answered from it (over
+    // RTX); str0m ignores this where no RTX payload type was negotiated.
+    .nackable(true)
 }
 
 /// Our payload type for the publisher's codec `params` on the m-line `mid`,
