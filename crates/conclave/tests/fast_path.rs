@@ -4,7 +4,7 @@
 //! video and audio through it over UDP and over ICE-TCP, whose shell frames
 //! the fast path's datagrams like str0m's.
 
-use crate::common::{TestServer, Together, native_options};
+use crate::common::{TestServer, ada_and_bob};
 use conclave_client::media::PeerStats;
 use conclave_client::session::{MediaOptions, Progress, run_with};
 use conclave_proto::{MediaKind as Kind, ParticipantId};
@@ -35,15 +35,10 @@ async fn two_sessions(options: impl Fn() -> MediaOptions) {
     // Each stays until it has decrypted 60 of the other's video frames (two
     // seconds: the fast path's once-a-second str0m packets are among them)
     // and 80 audio frames.
-    let both = Together::new(2);
-    let enough = |p: &Progress<'_>| {
+    let (a, b) = ada_and_bob(&meeting, |p: &Progress<'_>| {
         let (video, audio) = frames(p.media, p.you, None);
         video >= 60 && audio >= 80
-    };
-    let mut a = native_options(&meeting, "Ada");
-    a.until = both.member(0, enough);
-    let mut b = native_options(&meeting, "Bob");
-    b.until = both.member(1, enough);
+    });
     let a = tokio::spawn(run_with(options(), a));
     let b = tokio::spawn(run_with(options(), b));
     let a = a.await.expect("task").expect("session A");

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::common::{Api, Frame, Meeting, TestServer, Together, Ws, join, native_options};
+use crate::common::{Api, Frame, Meeting, TestServer, Ws, ada_and_bob, join};
 use conclave_client::media::{ClientPeer, PeerStats, SourceMedia};
 use conclave_client::session::{MediaOptions, Progress, run_with};
 use conclave_client::tcp::{TcpMedia, passive_candidates};
@@ -300,8 +300,7 @@ async fn native_sessions_without_udp_join_over_tcp_end_to_end_encrypted() {
         ..MediaOptions::default()
     };
     // Both stay until each has 100 of the other's frames, decrypted.
-    let both = Together::new(2);
-    let enough = |p: &Progress<'_>| {
+    let (a, b) = ada_and_bob(&meeting, |p: &Progress<'_>| {
         let from_other: u64 = p
             .media
             .received
@@ -310,11 +309,7 @@ async fn native_sessions_without_udp_join_over_tcp_end_to_end_encrypted() {
             .map(|t| t.frames)
             .sum();
         from_other >= 100
-    };
-    let mut a = native_options(&meeting, "Ada");
-    a.until = both.member(0, enough);
-    let mut b = native_options(&meeting, "Bob");
-    b.until = both.member(1, enough);
+    });
     let a = tokio::spawn(run_with(tcp_only(), a));
     let b = tokio::spawn(run_with(tcp_only(), b));
     let a = a.await.expect("task").expect("session A");

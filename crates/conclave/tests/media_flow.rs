@@ -5,7 +5,10 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{TestServer, Together, WsOpts, frames_from_others, join, native_options};
+use crate::common::{
+    TestServer, Together, WsOpts, a_second_of_media, ada_and_bob, frames_from_others, join,
+    native_options,
+};
 use conclave_client::session::{SessionReport, Until, run};
 use conclave_proto::MediaKind::{Audio, Video};
 use serde_json::json;
@@ -34,16 +37,8 @@ async fn two_native_clients_exchange_audio_and_video() {
     let meeting = api
         .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
-    // Each stays until it has a second of the other's video (30 frames a
-    // second are sent; the first ones wait for a key frame) and audio (50).
-    let both = Together::new(2);
-    let enough = |p: &conclave_client::session::Progress<'_>| {
-        frames_from_others(p, Video) >= 30 && frames_from_others(p, Audio) >= 80
-    };
-    let mut a = native_options(&meeting, "Ada");
-    a.until = both.member(0, enough);
-    let mut b = native_options(&meeting, "Bob");
-    b.until = both.member(1, enough);
+    // Each stays until it has a second of the other's video and audio.
+    let (a, b) = ada_and_bob(&meeting, a_second_of_media);
     let a = tokio::spawn(run(a));
     let b = tokio::spawn(run(b));
     let a = a.await.expect("task").expect("session A");
@@ -86,14 +81,9 @@ async fn meetings_on_several_workers_each_carry_their_own_media() {
         let meeting = api
             .create_meeting(json!({"settings": {"waiting_room": false}}))
             .await;
-        let both = Together::new(2);
-        let enough = |p: &conclave_client::session::Progress<'_>| {
+        let (a, b) = ada_and_bob(&meeting, |p| {
             frames_from_others(p, Video) >= 20 && frames_from_others(p, Audio) >= 50
-        };
-        let mut a = native_options(&meeting, "Ada");
-        a.until = both.member(0, enough);
-        let mut b = native_options(&meeting, "Bob");
-        b.until = both.member(1, enough);
+        });
         calls.push((tokio::spawn(run(a)), tokio::spawn(run(b))));
     }
     for (a, b) in calls {

@@ -588,9 +588,9 @@ mod binary {
 /// refused, and the error names the URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn native_clients_join_over_https_trusting_the_operators_ca() {
-    use crate::common::{Meeting, Together, frames_from_others, native_options};
+    use crate::common::{Meeting, a_second_of_media, ada_and_bob, native_options};
     use conclave_client::session::{MediaOptions, SessionError, run_with};
-    use conclave_proto::MediaKind::{Audio, Video};
+    use conclave_proto::MediaKind::Video;
 
     let ca = Ca::new();
     let files = Files::new(&ca.leaf());
@@ -629,14 +629,7 @@ async fn native_clients_join_over_https_trusting_the_operators_ca() {
         ca_file: Some(root.path().to_path_buf()),
         ..MediaOptions::default()
     };
-    let both = Together::new(2);
-    let enough = |p: &conclave_client::session::Progress<'_>| {
-        frames_from_others(p, Video) >= 30 && frames_from_others(p, Audio) >= 80
-    };
-    let mut a = native_options(&meeting, "Ada");
-    a.until = both.member(0, enough);
-    let mut b = native_options(&meeting, "Bob");
-    b.until = both.member(1, enough);
+    let (a, b) = ada_and_bob(&meeting, a_second_of_media);
     let a = tokio::spawn(run_with(trusting.clone(), a));
     let b = tokio::spawn(run_with(trusting, b));
     for (who, r) in [("A", a), ("B", b)] {

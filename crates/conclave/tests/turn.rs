@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::common::{TestServer, Together, Ws, frames_from_others, native_options};
+use crate::common::{TestServer, Ws, a_second_of_media, ada_and_bob, native_options};
 use crate::tls::{Ca, Files};
 use conclave::turn::{TurnSecret, TurnServer};
 use conclave_client::session::{MediaOptions, SessionError, run_with};
@@ -302,14 +302,7 @@ async fn exchange_through(coturn: &Coturn, url: String, opts: MediaOptions, via:
     let meeting = api
         .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
-    let both = Together::new(2);
-    let enough = |p: &conclave_client::session::Progress<'_>| {
-        frames_from_others(p, Video) >= 30 && frames_from_others(p, Audio) >= 80
-    };
-    let mut a = native_options(&meeting, "Ada");
-    a.until = both.member(0, enough);
-    let mut b = native_options(&meeting, "Bob");
-    b.until = both.member(1, enough);
+    let (a, b) = ada_and_bob(&meeting, a_second_of_media);
     let a = tokio::spawn(run_with(opts.clone(), a));
     let b = tokio::spawn(run_with(opts, b));
     let a = a.await.expect("task").expect("session A");

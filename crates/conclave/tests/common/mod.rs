@@ -16,7 +16,9 @@ mod server;
 mod ws;
 
 pub use http::{Api, Meeting, read};
-pub use native::{Together, frames_from_others, native_options, sample};
+pub use native::{
+    Together, a_second_of_media, ada_and_bob, frames_from_others, native_options, sample,
+};
 pub use server::TestServer;
 pub use ws::{Frame, Ws, WsOpts, join, open_ws};
 

@@ -91,3 +91,23 @@ impl Together {
         }))
     }
 }
+
+/// Ada and Bob joining `meeting` ([`native_options`]), ending together once
+/// each has seen `wants` hold.
+pub fn ada_and_bob(
+    meeting: &Meeting,
+    wants: impl Fn(&Progress<'_>) -> bool + Clone + Send + Sync + 'static,
+) -> (JoinOptions, JoinOptions) {
+    let both = Together::new(2);
+    let mut a = native_options(meeting, "Ada");
+    a.until = both.member(0, wants.clone());
+    let mut b = native_options(meeting, "Bob");
+    b.until = both.member(1, wants);
+    (a, b)
+}
+
+/// A second of the others' video (30 frames a second are sent; the first
+/// ones wait for a key frame) and audio.
+pub fn a_second_of_media(p: &Progress<'_>) -> bool {
+    frames_from_others(p, MediaKind::Video) >= 30 && frames_from_others(p, MediaKind::Audio) >= 80
+}
