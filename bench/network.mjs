@@ -272,6 +272,7 @@ try {
   }
 } finally {
   spawnSync(IPTABLES, ['-D', ...QUEUE_RULE]);
+  fs.rmSync(path.dirname(tone), { recursive: true, force: true });
   await server.stop('network-bench-server.log');
 }
 

@@ -78,13 +78,15 @@ describe('redundant audio with end-to-end encryption', () => {
   let server;
   let host;
   let guest;
+  let tone;
   const firewall = nftTable('conclave_red_test');
   const step = storySteps('red-', () => [['host', host], ['guest', guest]]);
 
   before(async () => {
     server = await startServer();
     server.createUser(HOST, PASSWORD);
-    const flags = [`--use-file-for-fake-audio-capture=${toneWav()}`];
+    tone = toneWav();
+    const flags = [`--use-file-for-fake-audio-capture=${tone}`];
     host = await openBrowser('red-host', { flags });
     guest = await openBrowser('red-guest', { flags });
   });
@@ -93,6 +95,7 @@ describe('redundant audio with end-to-end encryption', () => {
     firewall.remove();
     for (const b of [host, guest]) if (b) await b.close();
     if (server) await server.stop('red-server.log');
+    if (tone) fs.rmSync(path.dirname(tone), { recursive: true, force: true });
   });
 
   step('host and guest meet with E2EE and send RED', async () => {
