@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use conclave_e2ee::{E2eeError, EpochKeys, Member, Received, RosterCheck, SendSwitch};
+use conclave_e2ee::{CommitOut, E2eeError, EpochKeys, Member, Received, RosterCheck, SendSwitch};
 use conclave_proto::{ClientMessage, ErrorCode, ParticipantId, ServerMessage};
 use data_encoding::BASE64;
 
@@ -166,12 +166,7 @@ impl E2ee {
             return Ok(());
         }
         if let Some(c) = self.member.commit()? {
-            self.committing = true;
-            self.out.push(ClientMessage::MlsCommit {
-                commit: b64(&c.commit),
-                welcome: c.welcome.as_deref().map(b64),
-                group_info: None,
-            });
+            self.send_commit(&c);
         }
         Ok(())
     }
@@ -183,13 +178,18 @@ impl E2ee {
             return Ok(());
         }
         let c = self.member.update()?;
+        self.send_commit(&c);
+        Ok(())
+    }
+
+    /// Sends our commit `c`, and commits nothing more while it is out.
+    fn send_commit(&mut self, c: &CommitOut) {
         self.committing = true;
         self.out.push(ClientMessage::MlsCommit {
             commit: b64(&c.commit),
             welcome: c.welcome.as_deref().map(b64),
             group_info: None,
         });
-        Ok(())
     }
 
     fn keys(&self, send: SendSwitch) -> Change {
