@@ -145,6 +145,33 @@ async fn members_agree_and_the_server_forwards_only_ciphertext() {
 /// requests it was sent.
 type Report = (usize, (u64, String, usize, usize));
 
+/// `count` members of `meeting` ([`e2ee_member`]), numbered from 0: their
+/// tasks, their reports, and the sender that tells them to stop.
+fn e2ee_members(
+    addr: SocketAddr,
+    meeting: &Meeting,
+    count: usize,
+) -> (
+    Vec<tokio::task::JoinHandle<()>>,
+    mpsc::UnboundedReceiver<Report>,
+    watch::Sender<bool>,
+) {
+    let (reports_tx, reports) = mpsc::unbounded_channel();
+    let (stop_tx, stop) = watch::channel(false);
+    let members = (0..count)
+        .map(|k| {
+            tokio::spawn(e2ee_member(
+                addr,
+                meeting.clone(),
+                k,
+                reports_tx.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    (members, reports, stop_tx)
+}
+
 /// One member over a real socket, with the native client's E2EE layer and no
 /// media: it answers what the server asks of its MLS state (key package,
 /// commits, update commits) and reports its group after every message.
@@ -217,20 +244,7 @@ async fn a_meeting_past_the_old_frame_cap_ends_in_one_group() {
     let meeting = api
         .create_meeting(json!({"settings": {"waiting_room": false, "max_participants": 150}}))
         .await;
-    let (reports_tx, mut reports) = mpsc::unbounded_channel();
-    let (stop_tx, stop) = watch::channel(false);
-    let members: Vec<_> = (0..MEMBERS)
-        .map(|k| {
-            tokio::spawn(e2ee_member(
-                server.addr,
-                meeting.clone(),
-                k,
-                reports_tx.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
-    drop(reports_tx);
+    let (members, mut reports, stop_tx) = e2ee_members(server.addr, &meeting, MEMBERS);
     // Done when everyone shows one epoch and code for a group of all of
     // them, and every member but the group's creator was asked for its
     // update commit (each answers at once, and the epochs that follow are
@@ -351,21 +365,8 @@ async fn a_burst_of_joins_needs_no_key_frame_and_loses_no_frame() {
     }
     seen.lock().unwrap_or_else(PoisonError::into_inner).phase = 1;
 
-    let (reports_tx, mut reports) = mpsc::unbounded_channel();
-    let (stop_tx, stop) = watch::channel(false);
     let started = std::time::Instant::now();
-    let members: Vec<_> = (0..joins)
-        .map(|k| {
-            tokio::spawn(e2ee_member(
-                server.addr,
-                meeting.clone(),
-                k,
-                reports_tx.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
-    drop(reports_tx);
+    let (members, mut reports, stop_tx) = e2ee_members(server.addr, &meeting, joins);
     // The burst is over when every newcomer is in a group of everyone and
     // was asked for its update commit; then two seconds more, past the
     // senders' delay, for the last epoch's switch.
