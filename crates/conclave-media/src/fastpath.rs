@@ -55,7 +55,6 @@ use str0m::rtp::{Extension, RawPacket, RtpPacket, SeqNo};
 
 use crate::keyexport::{KeySlot, base_provider};
 use crate::peer::{Peer, forwarded_write, local_pt};
-use crate::rewrite::{Rewriter, SourcePacket};
 use crate::srtp::{SRTP_OVERHEAD, SrtpSealer};
 use crate::transmit::{Transmit, TransmitQueue};
 
@@ -319,15 +318,7 @@ impl Peer {
         let Some(pt) = local_pt(&mut out.pt_map, &self.rtc, mid, params) else {
             return Forwarded::Dropped;
         };
-        let rewriter = out
-            .rewriter
-            .get_or_insert_with(|| Rewriter::new(params.spec().clock_rate.get()));
-        let Some(rewritten) = rewriter.rewrite(SourcePacket {
-            source: *packet.header.ssrc,
-            seq: *packet.seq_no,
-            timestamp: packet.header.timestamp,
-            arrival: packet.timestamp,
-        }) else {
+        let Some(rewritten) = out.rewrite(params, packet) else {
             return Forwarded::Dropped;
         };
         let stream = fast

@@ -111,6 +111,25 @@ pub(crate) struct Outgoing {
     pub(crate) view: Option<(u32, u32)>,
 }
 
+impl Outgoing {
+    /// Where the publisher's `packet` (codec `params`) goes in this stream;
+    /// `None` if it must be dropped ([`Rewriter::rewrite`]).
+    pub(crate) fn rewrite(
+        &mut self,
+        params: &PayloadParams,
+        packet: &RtpPacket,
+    ) -> Option<Rewritten> {
+        self.rewriter
+            .get_or_insert_with(|| Rewriter::new(params.spec().clock_rate.get()))
+            .rewrite(SourcePacket {
+                source: *packet.header.ssrc,
+                seq: *packet.seq_no,
+                timestamp: packet.header.timestamp,
+                arrival: packet.timestamp,
+            })
+    }
+}
+
 /// An offer sent to the peer and not yet answered.
 pub(crate) struct Pending {
     pub(crate) offer: SdpPendingOffer,
@@ -392,15 +411,7 @@ impl Peer {
                 RedForward::Malformed => return false,
             }
         }
-        let rewriter = out
-            .rewriter
-            .get_or_insert_with(|| Rewriter::new(params.spec().clock_rate.get()));
-        let Some(rewritten) = rewriter.rewrite(SourcePacket {
-            source: *packet.header.ssrc,
-            seq: *packet.seq_no,
-            timestamp: packet.header.timestamp,
-            arrival: packet.timestamp,
-        }) else {
+        let Some(rewritten) = out.rewrite(params, packet) else {
             return false;
         };
         // Audio resuming after skipped packets starts a talkspurt.
