@@ -93,6 +93,14 @@ pub struct Config {
     /// Reverse proxies whose `X-Forwarded-For` header is believed. Empty: the
     /// header is ignored and the socket's peer address is the client's.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Serves Prometheus metrics at `/metrics` ([`crate::telemetry`]). They
+    /// show how many meetings and people there are, never who or what.
+    pub metrics: bool,
+    /// Addresses besides loopback that may read `/metrics` (a Prometheus on
+    /// another machine). Empty: loopback only, and never a request that came
+    /// through a proxy, since a proxy on this machine would make every
+    /// visitor look local.
+    pub metrics_allow: Vec<IpAddr>,
     /// TURN servers handed to admitted members (`joined.ice_servers`), for
     /// networks that let no UDP out; see [`crate::turn`].
     pub turn_servers: Vec<TurnServer>,
@@ -170,6 +178,8 @@ impl Default for Config {
             acme_ca_root: None,
             allow_signup: false,
             trusted_proxies: Vec::new(),
+            metrics: true,
+            metrics_allow: Vec::new(),
             turn_servers: Vec::new(),
             turn_tls_passthrough: Vec::new(),
             oidc: Vec::new(),

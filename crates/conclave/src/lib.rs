@@ -34,6 +34,7 @@ pub mod oidc;
 pub mod rooms;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod turn;
 

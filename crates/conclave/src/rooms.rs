@@ -58,6 +58,7 @@ pub struct Rooms {
     ice: IceServers,
     next_conn: AtomicU64,
     closing: AtomicBool,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,7 @@ impl Rooms {
         media: MediaHandle,
         outbound_queue: usize,
         ice: IceServers,
+        metrics: Arc<crate::telemetry::Metrics>,
     ) -> Arc<Rooms> {
         Arc::new(Rooms {
             map: Mutex::new(HashMap::new()),
@@ -85,6 +87,7 @@ impl Rooms {
             ice,
             next_conn: AtomicU64::new(1),
             closing: AtomicBool::new(false),
+            metrics,
         })
     }
 
@@ -165,6 +168,7 @@ impl Rooms {
             meeting: Meeting::new(record.core_config(), bans),
             sinks: HashMap::new(),
             last_sent: None,
+            counted: (0, 0),
             rooms: Arc::clone(self),
         };
         tokio::spawn(room.run(rx, media_events));
@@ -197,6 +201,9 @@ struct Room {
     /// broadcast as the same message once per member, in a row: comparing
     /// with the last one encodes it once, not once per member.
     last_sent: Option<(ServerMessage, Outbound)>,
+    /// Members and waiting people as last added to the server's gauges;
+    /// each room adds only its own change, so the gauges are the sums.
+    counted: (usize, usize),
     rooms: Arc<Rooms>,
 }
 
@@ -213,7 +220,12 @@ impl Room {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
-                    None => break,
+                    None => {
+                        // Its people are gone with it (an idle room was
+                        // counted as empty already).
+                        self.count((0, 0));
+                        break;
+                    }
                 },
                 Some(event) = media_events.recv() => {
                     self.meeting.handle(Input::Media(event), std::time::Instant::now());
@@ -293,12 +305,14 @@ impl Room {
                 }
                 Output::Ban(keys) => {
                     if let Err(e) = self.rooms.store.add_bans(self.id, &keys).await {
+                        self.rooms.metrics.store_errors.increment(1);
                         tracing::error!(meeting = %self.id, error = %e, "could not store a ban");
                     }
                 }
                 Output::Media(cmd) => self.media.send(cmd),
                 Output::SavePermissions(p) => {
                     if let Err(e) = self.rooms.store.save_permissions(self.id, p).await {
+                        self.rooms.metrics.store_errors.increment(1);
                         tracing::error!(meeting = %self.id, error = %e, "could not store permissions");
                     }
                 }
@@ -308,6 +322,20 @@ impl Room {
         // from the core; drop ours too.
         let meeting = &self.meeting;
         self.sinks.retain(|conn, _| meeting.has_seat(*conn));
+        self.count((self.meeting.member_count(), self.meeting.waiting_count()));
+    }
+
+    /// Moves the participants and waiting gauges by this room's change.
+    fn count(&mut self, now: (usize, usize)) {
+        let m = &self.rooms.metrics;
+        let (members, waiting) = self.counted;
+        if now.0 != members {
+            m.participants.increment(now.0 as f64 - members as f64);
+        }
+        if now.1 != waiting {
+            m.waiting.increment(now.1 as f64 - waiting as f64);
+        }
+        self.counted = now;
     }
 
     fn send(&mut self, conn: ConnId, mut msg: ServerMessage) {

@@ -150,12 +150,14 @@ impl Server {
             )?),
             None => Incoming::Plain(listener),
         };
+        let metrics = crate::telemetry::Metrics::new();
         let media = crate::media::start(
             config.media_listen,
             config.public_ip,
             config.media_workers,
             config.audio_last_n,
             config.media_fast_path,
+            metrics.media.clone(),
             shutdown.clone(),
         )?;
         let state = AppState {
@@ -167,6 +169,7 @@ impl Server {
                 media,
                 config.limits.outbound_queue,
                 IceServers::new(config.turn_servers.clone()),
+                metrics.clone(),
             ),
             conns: ConnLimits::new(
                 config.limits.max_connections,
@@ -185,6 +188,7 @@ impl Server {
             )?),
             config: Arc::new(config),
             store,
+            metrics,
             shutdown: shutdown.clone(),
         };
         tokio::spawn(prune_guard(state.clone()));

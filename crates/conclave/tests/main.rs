@@ -19,6 +19,7 @@ mod joining;
 mod media_flow;
 mod meeting_flow;
 mod meetings_api;
+mod metrics;
 mod moderation;
 mod oidc_accounts;
 mod oidc_tokens;

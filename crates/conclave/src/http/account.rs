@@ -139,7 +139,7 @@ pub async fn sign_in(
     let attempt = state
         .guard
         .reserve_sign_in(ip)
-        .map_err(|d| ApiError::TooManyAttempts(retry_secs(d)))?;
+        .map_err(|d| blocked(&state, d))?;
     let found = if c.username.len() <= 64 {
         state.store.user_by_name(&c.username).await?
     } else {
@@ -179,7 +179,7 @@ pub async fn redeem_link(
     let attempt = state
         .guard
         .reserve_sign_in(ip)
-        .map_err(|d| ApiError::TooManyAttempts(retry_secs(d)))?;
+        .map_err(|d| blocked(&state, d))?;
     let Some(user) = state.store.redeem_signin_link(&digest(&t.token)).await? else {
         attempt.failed();
         return Err(ApiError::BadLink);
@@ -273,7 +273,7 @@ pub async fn change_password(
         let attempt = state
             .guard
             .reserve_sign_in(ip)
-            .map_err(|d| ApiError::TooManyAttempts(retry_secs(d)))?;
+            .map_err(|d| blocked(&state, d))?;
         let given = p.current_password.unwrap_or_default();
         if !state.hasher.verify(given, Some(current)).await {
             attempt.failed();
@@ -351,4 +351,10 @@ pub async fn delete_token(
     } else {
         Err(ApiError::NotFound)
     }
+}
+
+/// The answer to a sign-in from a blocked address, counted for `/metrics`.
+fn blocked(state: &AppState, wait: std::time::Duration) -> ApiError {
+    state.metrics.sign_in_blocks.increment(1);
+    ApiError::TooManyAttempts(retry_secs(wait))
 }

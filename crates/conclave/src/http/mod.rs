@@ -58,6 +58,7 @@ pub struct AppState {
     pub origins: Arc<web::Origins>,
     /// The configured OpenID Connect providers (none: the list is empty).
     pub oidc: Arc<crate::oidc::Providers>,
+    pub metrics: Arc<crate::telemetry::Metrics>,
     pub shutdown: CancellationToken,
 }
 
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .nest("/api/v1", api)
         .route("/auth/oidc/{name}", get(oidc::start))
         .route("/auth/oidc/{name}/callback", get(oidc::callback))
@@ -133,6 +135,37 @@ async fn readyz(
             )
         }
     }
+}
+
+/// Prometheus metrics, for the operator's monitoring only: counts of
+/// meetings and people are nobody else's business, and a stranger polling
+/// them could watch when an organisation meets. Loopback may read them
+/// unless the request came through a proxy (which makes every visitor look
+/// local); other readers must be listed in `metrics_allow`.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Metrics in Prometheus' text format"), (status = 403, description = "This address may not read the metrics"), (status = 404, description = "Metrics are switched off")))]
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    session::ClientIp(ip): session::ClientIp,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !state.config.metrics {
+        return (axum::http::StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    let proxied = headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded");
+    let allowed = state.config.metrics_allow.contains(&ip) || (ip.is_loopback() && !proxied);
+    if !allowed {
+        tracing::debug!(%ip, proxied, "refused a /metrics read");
+        return (axum::http::StatusCode::FORBIDDEN, "forbidden\n").into_response();
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(state.rooms.running()),
+    )
+        .into_response()
 }
 
 /// Adds `Strict-Transport-Security` to a response (every one, when TLS is on).

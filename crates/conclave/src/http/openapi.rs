@@ -31,6 +31,7 @@ pub const TOKEN: &str = "api_token";
     paths(
         super::healthz,
         super::readyz,
+        super::metrics,
         account::sign_in,
         account::redeem_link,
         oidc::providers,

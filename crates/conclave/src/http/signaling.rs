@@ -30,6 +30,7 @@ use crate::guard::{Notice, retry_secs};
 use crate::guest::{GUEST_COOKIE_SECS, Guest, network};
 use crate::rooms::{RoomCmd, RoomError};
 use crate::store::User;
+use crate::telemetry::JoinFailure;
 
 /// After this many messages refused for flooding, the connection is closed.
 const FLOOD_STRIKES: u32 = 20;
@@ -326,7 +327,10 @@ impl Connection {
                     };
                     match (in_room, msg) {
                         (false, ClientMessage::Join { name, passcode, recorder }) => {
-                            match self.join(name, passcode, recorder, &mut sink).await {
+                            let started = std::time::Instant::now();
+                            let attempt = self.join(name, passcode, recorder, &mut sink).await;
+                            self.count(&attempt, Some(started));
+                            match attempt {
                                 Attempt::Delivered => { in_room = true; slot.release(); }
                                 Attempt::Refused(m) => { send(&mut ws_tx, &m).await; }
                                 Attempt::Fatal(m) => { send(&mut ws_tx, &m).await; break; }
@@ -334,7 +338,9 @@ impl Connection {
                             }
                         }
                         (false, ClientMessage::Resume { token, mls_received }) => {
-                            match self.resume(&token, mls_received, &mut sink).await {
+                            let attempt = self.resume(&token, mls_received, &mut sink).await;
+                            self.count(&attempt, None);
+                            match attempt {
                                 Attempt::Delivered => { in_room = true; slot.release(); }
                                 Attempt::Refused(m) => { send(&mut ws_tx, &m).await; }
                                 Attempt::Fatal(m) => { send(&mut ws_tx, &m).await; break; }
@@ -374,6 +380,38 @@ impl Connection {
         }
         let _ = ws_tx.send(Message::Close(close)).await;
         let _ = ws_tx.close().await;
+    }
+
+    /// Counts a join (`started`: when it was asked for) or a resume for
+    /// `/metrics`: joins handed over with their latency, refusals by reason.
+    fn count(&self, attempt: &Attempt, started: Option<std::time::Instant>) {
+        let m = &self.state.metrics;
+        let refusal = match attempt {
+            Attempt::Delivered => {
+                if let Some(t) = started {
+                    m.joins.increment(1);
+                    m.join_took(t.elapsed());
+                }
+                return;
+            }
+            // Only a resume the room refused is answered by the room.
+            Attempt::Answered => {
+                m.join_failed(JoinFailure::Resume);
+                return;
+            }
+            Attempt::Refused(r) | Attempt::Fatal(r) => r,
+        };
+        let ServerMessage::Error { code, .. } = refusal else {
+            return;
+        };
+        let why = match code {
+            ErrorCode::TooManyAttempts => JoinFailure::RateLimited,
+            ErrorCode::JoinRefused => JoinFailure::Passcode,
+            ErrorCode::ResumeFailed => JoinFailure::Resume,
+            ErrorCode::ShuttingDown => JoinFailure::Unavailable,
+            _ => JoinFailure::Internal,
+        };
+        m.join_failed(why);
     }
 
     fn too_many(&self) -> Option<ServerMessage> {
@@ -463,6 +501,7 @@ impl Connection {
             Some(id) => match self.state.store.meeting(id).await {
                 Ok(r) => r,
                 Err(e) => {
+                    self.state.metrics.store_errors.increment(1);
                     tracing::error!(error = %e, "store failed during join");
                     return Attempt::Refused(ServerMessage::error(ErrorCode::Internal));
                 }
@@ -507,6 +546,7 @@ impl Connection {
                 Attempt::Fatal(ServerMessage::error(ErrorCode::ShuttingDown))
             }
             Err(RoomError::Store(e)) => {
+                self.state.metrics.store_errors.increment(1);
                 tracing::error!(error = %e, "store failed starting a meeting");
                 Attempt::Fatal(ServerMessage::error(ErrorCode::Internal))
             }

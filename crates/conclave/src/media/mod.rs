@@ -156,6 +156,7 @@ pub fn start(
     workers: usize,
     audio_last_n: usize,
     fast_path: bool,
+    counters: crate::telemetry::MediaCounters,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<MediaHandle, MediaStartError> {
     let count = match workers {
@@ -207,13 +208,15 @@ pub fn start(
         };
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         let shutdown = shutdown.clone();
+        let counters = counters.clone();
         std::thread::Builder::new()
             .name(format!("media-{i}"))
             .spawn(move || {
                 let tcp = tcp::Tcp::new(listener, tcp_local);
                 let worker = worker::Worker::new(socket, local, tcp)
                     .audio_last_n(audio_last_n)
-                    .fast_path(fast_path);
+                    .fast_path(fast_path)
+                    .counters(counters);
                 runtime.block_on(worker.run(rx, shutdown));
             })
             .map_err(MediaStartError::Worker)?;

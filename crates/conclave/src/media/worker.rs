@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use conclave_media::{PeerId, Protocol, Router, RouterConfig, framing};
+use conclave_media::{PeerId, PeerStats, Protocol, Router, RouterConfig, framing};
 use conclave_proto::MeetingId;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -20,6 +20,7 @@ use super::DriverCmd;
 use super::meeting::MeetingMedia;
 use super::tcp::{TCP_ACCEPT_BACKOFF, Tcp, TcpEvent};
 use super::udp::{RecvBatch, SendBatch};
+use crate::telemetry::MediaCounters;
 
 /// Source addresses remembered before the map is cleared (it refills itself).
 const MAX_SOURCES: usize = 64 * 1024;
@@ -30,6 +31,11 @@ const TCP_READS_PER_WAKE: usize = 64;
 /// How often TCP connections are checked for the match and idle timeouts:
 /// their precision, not their length.
 const TCP_SWEEP: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How often the worker adds what its routers counted to the server's
+/// metrics: reading every peer's counters costs a walk over the peers, so
+/// it is done on a timer, never per packet.
+const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The meeting and peer a source's packets go to.
 type Route = (MeetingId, PeerId);
@@ -53,6 +59,48 @@ pub struct Worker {
     audio_last_n: Option<usize>,
     /// Given to every meeting's router ([`RouterConfig::fast_path`]).
     fast_path: bool,
+    /// The server's media metrics, added to every [`METRICS_EVERY`].
+    counters: MediaCounters,
+    /// When the routers' counters are next read.
+    metrics_at: Instant,
+    /// Each live peer's counters as last added to the metrics, so that only
+    /// what grew since is added (a peer that leaves takes its counters with
+    /// it; what it did since the last read goes uncounted).
+    exported: HashMap<Route, Exported>,
+}
+
+/// The router counters of one peer that go to the metrics.
+#[derive(Debug, Default, Clone, Copy)]
+struct Exported {
+    forwarded: u64,
+    bytes_out: u64,
+    bytes_in: u64,
+    pli_in: u64,
+    pli_out: u64,
+    resent: u64,
+}
+
+impl Exported {
+    fn of(s: &PeerStats) -> Self {
+        Exported {
+            forwarded: s.rtp_forwarded,
+            bytes_out: s.bytes_out,
+            bytes_in: s.bytes_in,
+            pli_in: s.keyframe_requests_in,
+            pli_out: s.keyframe_requests_out,
+            resent: s.fast_resent,
+        }
+    }
+
+    /// Adds what grew from `before` to `now`.
+    fn add_growth(&mut self, now: Exported, before: Exported) {
+        self.forwarded += now.forwarded.saturating_sub(before.forwarded);
+        self.bytes_out += now.bytes_out.saturating_sub(before.bytes_out);
+        self.bytes_in += now.bytes_in.saturating_sub(before.bytes_in);
+        self.pli_in += now.pli_in.saturating_sub(before.pli_in);
+        self.pli_out += now.pli_out.saturating_sub(before.pli_out);
+        self.resent += now.resent.saturating_sub(before.resent);
+    }
 }
 
 /// What the worker counts itself; the routers count the rest
@@ -83,7 +131,45 @@ impl Worker {
             stats: WorkerStats::default(),
             audio_last_n: Some(conclave_media::DEFAULT_AUDIO_LAST_N),
             fast_path: false,
+            counters: MediaCounters::noop(),
+            metrics_at: Instant::now() + METRICS_EVERY,
+            exported: HashMap::new(),
         }
+    }
+
+    /// The server's metrics this worker adds its routers' counters to.
+    pub fn counters(mut self, counters: MediaCounters) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// Adds what the routers counted since the last call to the metrics.
+    fn export_stats(&mut self) {
+        let mut live = HashMap::with_capacity(self.exported.len());
+        let mut grew = Exported::default();
+        for (&meeting, m) in &self.meetings {
+            for peer in m.router.peers() {
+                let Some(stats) = m.router.peer_stats(peer) else {
+                    continue;
+                };
+                let now = Exported::of(stats);
+                let before = self
+                    .exported
+                    .get(&(meeting, peer))
+                    .copied()
+                    .unwrap_or_default();
+                grew.add_growth(now, before);
+                live.insert((meeting, peer), now);
+            }
+        }
+        self.exported = live;
+        let c = &self.counters;
+        c.forwarded_packets.increment(grew.forwarded);
+        c.bytes_out.increment(grew.bytes_out);
+        c.bytes_in.increment(grew.bytes_in);
+        c.keyframe_requests_in.increment(grew.pli_in);
+        c.keyframe_requests_out.increment(grew.pli_out);
+        c.retransmitted.increment(grew.resent);
     }
 
     /// Each meeting forwards every member the audio of `n` others at most
@@ -109,6 +195,7 @@ impl Worker {
                 .filter_map(|m| m.router.poll_timeout())
                 .chain((!self.tcp.is_empty()).then_some(self.tcp_sweep_at))
                 .chain((!accepting).then_some(self.tcp_accept_at))
+                .chain((!self.meetings.is_empty()).then_some(self.metrics_at))
                 .min();
             let sleep = next.map(tokio::time::Instant::from_std);
             tokio::select! {
@@ -150,6 +237,10 @@ impl Worker {
     }
 
     fn timeouts(&mut self, now: Instant) {
+        if now >= self.metrics_at {
+            self.export_stats();
+            self.metrics_at = now + METRICS_EVERY;
+        }
         if now >= self.tcp_sweep_at {
             self.tcp.expire(now);
             self.tcp_sweep_at = now + TCP_SWEEP;
@@ -237,6 +328,8 @@ impl Worker {
         let now = Instant::now();
         match cmd {
             DriverCmd::Closed { meeting } => {
+                // Its last seconds' counters, before they go with the router.
+                self.export_stats();
                 self.meetings.remove(&meeting);
                 self.by_source.retain(|_, (m, _)| *m != meeting);
                 self.tcp.unroute_meeting(meeting, now);
