@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::common::{Meeting, QUIET, TestServer, WsOpts, join};
+use conclave_proto::MAX_MESSAGE_BYTES;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -123,7 +124,8 @@ async fn an_oversized_frame_closes_only_that_connection() {
     let (mut a, aj) = server.guest_admitted(&mut host, &meeting, "Ann").await;
     let aid = aj["you"].clone();
 
-    let huge = json!({"type": "chat", "payload": "x".repeat(100 * 1024)}).to_string();
+    // One byte over the frame cap, which follows from the meeting size limit.
+    let huge = json!({"type": "chat", "payload": "x".repeat(MAX_MESSAGE_BYTES)}).to_string();
     // The server may cut the connection while the frame is still going out.
     let _ = a.try_send(Message::text(huge)).await;
     let got = a.expect_closed().await;
@@ -146,7 +148,7 @@ async fn an_oversized_frame_closes_only_that_connection() {
     host.recv_chat("still here").await;
     let (_ben, _) = server.guest_admitted(&mut host, &meeting, "Ben").await;
     // A frame just under the cap is read (and refused for what it says).
-    let near = json!({"type": "chat", "payload": "y".repeat(60 * 1024)});
+    let near = json!({"type": "chat", "payload": "y".repeat(MAX_MESSAGE_BYTES - 64)});
     host.send(near).await;
     host.expect_error("chat_too_large").await;
 }
