@@ -92,6 +92,8 @@ export const signedInElsewhere = () => setHint(true);
 
 /** The OpenID Connect providers to offer: [{name, start_url}]. */
 export const providers = () => call('GET', '/auth/providers');
+/** How this server signs people in: {password: bool, providers: [{name, start_url}]}. */
+export const signInMethods = () => call('GET', '/auth/methods');
 
 /** Whether an account still has to choose a password to sign in again. */
 export const needsPassword = (user) => !user.has_password && !user.provider;

@@ -18,6 +18,7 @@ const OIDC_ERRORS = {
   exchange: 'The identity provider did not confirm the sign-in. Start again.',
   token: 'The identity provider\'s answer could not be verified, so you were not signed in.',
   unknown_provider: 'That identity provider is not configured on this server.',
+  disabled: 'Your account on this server is disabled. Ask its administrator.',
   internal: 'Signing you in failed on the server. Try again.',
 };
 
@@ -44,16 +45,27 @@ export function mountSignIn(root) {
     card.replaceChildren(h('div', { class: 'auth-busy' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), h('p', { text })));
   }
 
-  /** A "Sign in with NAME" button per configured provider, filled in once the list is in. */
-  function providerButtons() {
+  /**
+   * A "Sign in with NAME" button per configured provider, filled in once the
+   * server said how it signs people in; `passwordsOff` runs when it takes no
+   * passwords, to take the password fields away.
+   */
+  function providerButtons(passwordsOff) {
     const box = h('div', { class: 'form' });
-    api.providers().then((list) => {
-      if (!alive || !list.length) return;
-      box.replaceChildren(...list.map((p) => {
+    api.signInMethods().then(({ password, providers: list }) => {
+      if (!alive) return;
+      const buttons = list.map((p) => {
         const b = h('button', { type: 'button', class: 'btn btn-secondary btn-block', text: `Sign in with ${p.name}` });
         b.addEventListener('click', () => location.assign(p.start_url));
         return b;
-      }), h('p', { class: 'auth-foot', text: 'or with a username and password' }));
+      });
+      if (!password) {
+        box.replaceChildren(...buttons);
+        passwordsOff();
+        buttons[0]?.focus();
+      } else if (buttons.length) {
+        box.replaceChildren(...buttons, h('p', { class: 'auth-foot', text: 'or with a username and password' }));
+      }
     }).catch(() => {});
     return box;
   }
@@ -63,12 +75,14 @@ export function mountSignIn(root) {
     const password = h('input', { type: 'password', name: 'password', autocomplete: 'current-password', required: true, maxLength: PASSWORD_MAX });
     const submit = h('button', { type: 'submit', class: 'btn btn-primary btn-block', text: 'Sign in' });
     const alert = alertBox();
+    const userField = field('Username', username);
+    const passwordField = field('Password', password);
     const form = h('form', { class: 'form', noValidate: true },
       h('h1', { class: 'auth-title', text: 'Sign in' }),
       h('p', { class: 'auth-sub', text: 'Host meetings on this Conclave server.' }),
-      providerButtons(),
-      field('Username', username),
-      field('Password', password),
+      providerButtons(() => { userField.remove(); passwordField.remove(); submit.remove(); }),
+      userField,
+      passwordField,
       alert.el,
       submit,
       h('p', { class: 'auth-foot', text: 'Joining a meeting? Open the invite link you were sent; no account is needed.' }));

@@ -90,6 +90,11 @@ pub struct Config {
     pub acme_ca_root: Option<PathBuf>,
     /// Lets anyone create an account. Off: the operator creates accounts.
     pub allow_signup: bool,
+    /// Sign-in with a username and password. Off (an organisation that signs
+    /// everyone in through its `[[oidc]]` provider): the password endpoint
+    /// and sign-up refuse, and the break-glass way in for an administrator is
+    /// `conclave admin signin-link`, which needs access to the server's store.
+    pub password_login: bool,
     /// Reverse proxies whose `X-Forwarded-For` header is believed. Empty: the
     /// header is ignored and the socket's peer address is the client's.
     pub trusted_proxies: Vec<IpAddr>,
@@ -177,6 +182,7 @@ impl Default for Config {
             acme_contact: None,
             acme_ca_root: None,
             allow_signup: false,
+            password_login: true,
             trusted_proxies: Vec::new(),
             metrics: true,
             metrics_allow: Vec::new(),

@@ -283,8 +283,31 @@ enum AdminCommand {
         #[arg(long)]
         public_url: Option<String>,
     },
-    /// List accounts.
+    /// List accounts: ID, name, role, state, and the provider (issuer and
+    /// email) of accounts that sign in through OpenID Connect.
+    #[command(alias = "users")]
     ListUsers {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Disable an account: it can no longer sign in by any means, and its
+    /// sessions end at once. Its meetings and tokens are kept.
+    DisableUser {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Enable a disabled account again.
+    EnableUser {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete an account with its meetings, sessions and tokens. A person
+    /// from a provider who signs in again gets a new, empty account: disable
+    /// them to keep them out.
+    DeleteUser {
+        name: String,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -652,6 +675,14 @@ fn latency_summary(samples: &[u32]) -> serde_json::Value {
     serde_json::json!({"count": v.len(), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)})
 }
 
+/// The account called `name`, or an error saying there is none.
+async fn named_user(store: &Store, name: &str) -> anyhow::Result<conclave::store::User> {
+    match store.user_by_name(name).await? {
+        Some((user, _)) => Ok(user),
+        None => bail!("no user named {name}"),
+    }
+}
+
 async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::CreateUser {
@@ -700,18 +731,52 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::ListUsers { store } => {
             let store = store.open().await?;
             for u in store.list_users().await? {
-                println!(
-                    "{}\t{}\t{}{}",
+                let mut line = format!(
+                    "{}\t{}\t{}\t{}",
                     u.id,
                     u.username,
                     if u.is_admin { "admin" } else { "host" },
-                    if u.has_password {
-                        ""
-                    } else {
-                        "\t(no password yet)"
-                    }
+                    if u.disabled { "disabled" } else { "enabled" },
                 );
+                match store.oidc_identity(u.id).await? {
+                    Some(i) => {
+                        line.push_str(&format!("\toidc {}", i.issuer));
+                        if let Some(email) = i.email {
+                            line.push_str(&format!(" {email}"));
+                        }
+                    }
+                    None if u.has_password => line.push_str("\tpassword"),
+                    None => line.push_str("\t(no password yet)"),
+                }
+                println!("{line}");
             }
+            store.close().await;
+        }
+        AdminCommand::DisableUser { name, store } => {
+            let store = store.open().await?;
+            let user = named_user(&store, &name).await?;
+            store.set_user_disabled(user.id, true).await?;
+            println!(
+                "disabled user {} (id {}); its sessions have ended",
+                user.username, user.id
+            );
+            store.close().await;
+        }
+        AdminCommand::EnableUser { name, store } => {
+            let store = store.open().await?;
+            let user = named_user(&store, &name).await?;
+            store.set_user_disabled(user.id, false).await?;
+            println!("enabled user {} (id {})", user.username, user.id);
+            store.close().await;
+        }
+        AdminCommand::DeleteUser { name, store } => {
+            let store = store.open().await?;
+            let user = named_user(&store, &name).await?;
+            store.delete_user(user.id).await?;
+            println!(
+                "deleted user {} (id {}) and its meetings",
+                user.username, user.id
+            );
             store.close().await;
         }
     }

@@ -56,6 +56,8 @@ pub struct User {
     pub username: String,
     pub is_admin: bool,
     pub has_password: bool,
+    /// Disabled by an administrator: signs in by no means until enabled again.
+    pub disabled: bool,
 }
 
 /// A meeting as stored, with everything the HTTP API and the core need.
@@ -180,11 +182,13 @@ macro_rules! stored_row {
         impl StoredRow for $row {
             fn user(&self) -> Result<User> {
                 let hash: Option<String> = self.try_get("password_hash")?;
+                let disabled_at: Option<i64> = self.try_get("disabled_at")?;
                 Ok(User {
                     id: self.try_get("id")?,
                     username: self.try_get("username")?,
                     is_admin: self.try_get("is_admin")?,
                     has_password: hash.is_some(),
+                    disabled: disabled_at.is_some(),
                 })
             }
 
@@ -363,6 +367,7 @@ impl Store {
                 username: username.to_string(),
                 is_admin,
                 has_password: password_hash.is_some(),
+                disabled: false,
             }),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
             Err(e) => Err(e.into()),
@@ -399,6 +404,43 @@ impl Store {
                 .await?;
             rows.iter().map(|r| r.user()).collect()
         })
+    }
+
+    /// Disables or enables an account. Disabling also ends its sessions and
+    /// voids its sign-in links at once; its API tokens are kept but refused
+    /// while it is disabled ([`Store::api_token_user`]). False when there is
+    /// no such account.
+    pub async fn set_user_disabled(&self, user_id: i64, disabled: bool) -> Result<bool> {
+        let at = disabled.then(unix_now);
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
+                .bind(at)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if disabled {
+                for table in ["DELETE FROM sessions WHERE user_id = $1",
+                              "DELETE FROM signin_links WHERE user_id = $1"] {
+                    sqlx::query(table).bind(user_id).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            n > 0
+        }))
+    }
+
+    /// Deletes an account with everything that hangs off it (sessions,
+    /// tokens, links, meetings, its provider identity: `ON DELETE CASCADE`).
+    /// False when there is no such account.
+    pub async fn delete_user(&self, id: i64) -> Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
     }
 
     pub async fn password_hash(&self, user_id: i64) -> Result<Option<String>> {
@@ -451,7 +493,7 @@ impl Store {
         on_pool!(self, pool => {
             let row = sqlx::query(
                 "SELECT u.* FROM sessions s JOIN users u ON u.id = s.user_id
-                 WHERE s.token_hash = $1 AND s.expires_at > $2",
+                 WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
             )
             .bind(hash)
             .bind(unix_now())
@@ -505,10 +547,7 @@ impl Store {
         .bind(hash)
         .fetch_optional(pool)
         .await)?;
-        match user_id {
-            Some(id) => self.user_by_id(id).await,
-            None => Ok(None),
-        }
+        self.enabled_user(user_id).await
     }
 
     pub async fn list_api_tokens(&self, user_id: i64) -> Result<Vec<ApiTokenInfo>> {
@@ -567,10 +606,13 @@ impl Store {
         .bind(unix_now())
         .fetch_optional(pool)
         .await)?;
-        match user_id {
-            Some(id) => self.user_by_id(id).await,
-            None => Ok(None),
-        }
+        self.enabled_user(user_id).await
+    }
+
+    /// The account `id` names, unless there is none or it is disabled.
+    async fn enabled_user(&self, id: Option<i64>) -> Result<Option<User>> {
+        let Some(id) = id else { return Ok(None) };
+        Ok(self.user_by_id(id).await?.filter(|u| !u.disabled))
     }
 
     // ---- meetings ----

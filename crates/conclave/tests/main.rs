@@ -7,6 +7,7 @@ mod common;
 
 mod accounts;
 mod acme;
+mod admin_accounts;
 mod bad_input;
 mod banned_guests;
 mod e2ee_assets;

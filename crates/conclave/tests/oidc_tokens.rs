@@ -311,3 +311,51 @@ async fn only_a_valid_id_token_signs_in() {
     // Still the same one account.
     assert_eq!(server.store().await.user_count().await.unwrap(), 3);
 }
+
+#[tokio::test]
+async fn a_provider_signs_in_with_passwords_off_but_not_into_a_disabled_account() {
+    let provider = start_provider().await;
+    let key = rsa_key("k1");
+    provider.lock().unwrap().keys = vec![key.as_verification_key()];
+    let issuer = provider.lock().unwrap().issuer.clone();
+    let server = TestServer::start_with(|c| {
+        c.password_login = false;
+        c.oidc = vec![conclave::oidc::ProviderConfig {
+            name: "Fake".into(),
+            issuer: issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret_file: None,
+            client_secret_env: None,
+            scopes: vec!["email".into()],
+        }];
+    })
+    .await;
+    let good = |s: &Started| Claims {
+        issuer: issuer.clone(),
+        audience: CLIENT_ID.into(),
+        nonce: s.nonce.clone(),
+        expires_in: 300,
+    };
+    let s = start(&server).await;
+    assert_eq!(
+        finish(&server, &provider, &s, signed(&good(&s), &key)).await,
+        "/signin#oidc=done"
+    );
+
+    let store = server.store().await;
+    let (grace, _) = store
+        .user_by_name("grace")
+        .await
+        .unwrap()
+        .expect("grace's account");
+    assert!(store.set_user_disabled(grace.id, true).await.unwrap());
+    let s = start(&server).await;
+    assert_eq!(
+        finish(&server, &provider, &s, signed(&good(&s), &key)).await,
+        "/signin#oidc_error=disabled"
+    );
+    // Still her one account, still disabled: the refusal made nothing new.
+    assert_eq!(store.user_count().await.unwrap(), 3);
+    assert!(store.user_by_id(grace.id).await.unwrap().unwrap().disabled);
+    store.close().await;
+}

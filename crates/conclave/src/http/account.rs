@@ -124,9 +124,15 @@ pub(super) async fn start_session(
     Ok(jar.add(cookie(&state.config, SESSION_COOKIE, secret.text, max_age)))
 }
 
+/// The refusal of password sign-in when the operator turned it off.
+const PASSWORDS_OFF: ApiError = ApiError::Forbidden(
+    "password sign-in is turned off on this server: sign in with your organisation's identity provider",
+);
+
 /// Sign in with username and password; sets the session cookie.
 #[utoipa::path(post, path = "/api/v1/auth/signin", request_body = Credentials,
     responses((status = 200, body = UserView), (status = 401, body = super::error::ErrorBody),
+              (status = 403, description = "Password sign-in is turned off, or the account is disabled", body = super::error::ErrorBody),
               (status = 429, body = super::error::ErrorBody)))]
 pub async fn sign_in(
     State(state): State<AppState>,
@@ -134,6 +140,9 @@ pub async fn sign_in(
     jar: CookieJar,
     ApiJson(c): ApiJson<Credentials>,
 ) -> Result<(CookieJar, ApiJson<UserView>), ApiError> {
+    if !state.config.password_login {
+        return Err(PASSWORDS_OFF);
+    }
     // Counted before argon2 runs: sign-ins sent at once cannot all be
     // checked before the first of them has failed.
     let attempt = state
@@ -152,6 +161,13 @@ pub async fn sign_in(
     // Verify even for an unknown user, so the answer's timing says nothing.
     let ok = state.hasher.verify(c.password, hash).await;
     match user {
+        // Said only to whoever knows the password: to anyone else a
+        // disabled account looks like any other.
+        Some(user) if ok && user.disabled => {
+            attempt.succeeded();
+            tracing::warn!(user = %user.username, %ip, "sign-in refused: the account is disabled");
+            Err(ApiError::Forbidden("this account is disabled"))
+        }
         Some(user) if ok => {
             attempt.succeeded();
             tracing::info!(user = %user.username, %ip, "signed in");
@@ -213,7 +229,7 @@ pub async fn sign_up(
     jar: CookieJar,
     ApiJson(c): ApiJson<Credentials>,
 ) -> Result<(StatusCode, CookieJar, ApiJson<UserView>), ApiError> {
-    if !state.config.allow_signup {
+    if !state.config.allow_signup || !state.config.password_login {
         return Err(ApiError::Forbidden("sign-up is closed on this server"));
     }
     if !username_acceptable(&c.username) {

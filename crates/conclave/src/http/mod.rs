@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/signup", post(account::sign_up))
         .route("/auth/link", post(account::redeem_link))
         .route("/auth/providers", get(oidc::providers))
+        .route("/auth/methods", get(oidc::methods))
         .route("/me", get(account::me))
         .route("/me/password", post(account::change_password))
         .route(

@@ -52,6 +52,27 @@ pub async fn providers(State(state): State<AppState>) -> ApiJson<Vec<ProviderVie
     )
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct SignInMethods {
+    /// Whether username and password sign-in is on (`password_login`).
+    pub password: bool,
+    /// The OpenID Connect providers, as `/api/v1/auth/providers` lists them.
+    pub providers: Vec<ProviderView>,
+}
+
+/// How people sign in on this server: whether passwords are accepted, and
+/// the providers. The sign-in page shows only the ways that work, so that
+/// an organisation that turned passwords off offers only its provider.
+#[utoipa::path(get, path = "/api/v1/auth/methods",
+    responses((status = 200, body = SignInMethods)))]
+pub async fn methods(State(state): State<AppState>) -> ApiJson<SignInMethods> {
+    let ApiJson(providers) = providers(State(state.clone())).await;
+    ApiJson(SignInMethods {
+        password: state.config.password_login,
+        providers,
+    })
+}
+
 /// The flow cookie: sent back on the provider's redirect to the callback
 /// (a cross-site navigation, hence `Lax`, not the session's `Strict`).
 fn flow_cookie(state: &AppState, value: String, max_age: i64) -> Cookie<'static> {
@@ -130,12 +151,20 @@ pub async fn callback(
     };
     let signed_in = async {
         let user = state.store.oidc_account(&claims).await?;
+        if user.disabled {
+            return Ok(Err(user));
+        }
         let jar = start_session(&state, jar.clone(), &user).await?;
-        Ok::<_, ApiError>((user, jar))
+        Ok::<_, ApiError>(Ok((user, jar)))
     }
     .await;
     match signed_in {
-        Ok((user, jar)) => {
+        Ok(Err(user)) => {
+            tracing::warn!(user = %user.username, provider = %name, %ip, "OpenID Connect sign-in refused: the account is disabled");
+            let jar = jar.add(flow_cookie(&state, String::new(), 0));
+            (jar, see_other("/signin#oidc_error=disabled")).into_response()
+        }
+        Ok(Ok((user, jar))) => {
             tracing::info!(user = %user.username, provider = %name, %ip, "signed in through OpenID Connect");
             let jar = jar.add(flow_cookie(&state, String::new(), 0));
             (jar, see_other("/signin#oidc=done")).into_response()

@@ -35,6 +35,7 @@ pub const TOKEN: &str = "api_token";
         account::sign_in,
         account::redeem_link,
         oidc::providers,
+        oidc::methods,
         account::sign_out,
         account::sign_up,
         account::me,

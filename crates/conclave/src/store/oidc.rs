@@ -130,15 +130,6 @@ impl Store {
             .transpose()
         })
     }
-
-    async fn delete_user(&self, id: i64) -> Result<()> {
-        on_pool!(self, pool => sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(drop))?;
-        Ok(())
-    }
 }
 
 /// A local username for a new account: the provider's `preferred_username`,
