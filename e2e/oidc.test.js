@@ -2,18 +2,29 @@
 // Connect provider (oidc-provider) on loopback, Chromium going through its
 // login form and consent by the redirect flow, and what goes wrong: a
 // callback with a state this browser did not start, a replayed code, a
-// provider that cannot be reached (while passwords still work).
+// provider that cannot be reached (while passwords still work). Then a
+// server with passwords turned off: only the provider's button, a one-time
+// link from the CLI as the break-glass way in, and an account the admin
+// disabled that the provider can no longer sign in.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { freeTcpPort, openBrowser, screenshot, startServer, storySteps } from './harness.js';
+import { BINARY, freeTcpPort, openBrowser, runTool, screenshot, startServer, storySteps } from './harness.js';
 import { startProvider } from './oidc-provider.js';
 
 const CLIENT_ID = 'conclave';
 const CLIENT_SECRET = 'a client secret for the tests only';
+
+/** Goes through the provider's login form and consent as `login`. */
+async function atProvider(page, login) {
+  await page.getByRole('textbox', { name: 'Enter any login' }).fill(login);
+  await page.getByRole('textbox', { name: 'and password' }).fill('anything');
+  await page.getByRole('button', { name: 'Sign-in' }).click();
+  await page.getByRole('button', { name: 'Continue' }).click();
+}
 
 describe('sign-in with an OpenID Connect provider', () => {
   let idp;
@@ -57,14 +68,6 @@ client_id = "${CLIENT_ID}"
     if (server) await server.stop('oidc-server.log');
     if (idp) await idp.stop();
   });
-
-  /** Goes through the provider's login form and consent as `login`. */
-  async function atProvider(page, login) {
-    await page.getByRole('textbox', { name: 'Enter any login' }).fill(login);
-    await page.getByRole('textbox', { name: 'and password' }).fill('anything');
-    await page.getByRole('button', { name: 'Sign-in' }).click();
-    await page.getByRole('button', { name: 'Continue' }).click();
-  }
 
   /**
    * Clicks "Sign in with Acme" but stops the browser at the provider's door:
@@ -157,5 +160,95 @@ client_id = "${CLIENT_ID}"
     const first = await browser.page.evaluate(() => fetch('/api/v1/me').then((r) => r.json()));
     assert.equal(me.id, first.id);
     assert.equal(me.provider.email, 'grace.hopper@acme.example');
+  });
+});
+
+describe('an organisation that turned passwords off', () => {
+  let idp;
+  let server;
+  let browser;
+  const step = storySteps('oidc-nopw-', () => [['browser', browser]]);
+
+  before(async () => {
+    const port = await freeTcpPort();
+    idp = await startProvider({
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+      redirectUris: [`http://127.0.0.1:${port}/auth/oidc/Acme/callback`],
+      users: { grace: { email: 'grace@acme.example', name: 'Grace Hopper' } },
+    });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-oidc-nopw-'));
+    const config = path.join(dir, 'conclave.toml');
+    fs.writeFileSync(config, `
+password_login = false
+
+[[oidc]]
+name = "Acme"
+issuer = "${idp.issuer}"
+client_id = "${CLIENT_ID}"
+client_secret_env = "TEST_OIDC_SECRET"
+`);
+    server = await startServer({ port, args: ['--config', config], env: { TEST_OIDC_SECRET: CLIENT_SECRET } });
+    browser = await openBrowser('oidc-nopw');
+  });
+
+  after(async () => {
+    if (browser) await browser.close();
+    if (server) await server.stop('oidc-nopw-server.log');
+    if (idp) await idp.stop();
+  });
+
+  const admin = (...args) => runTool(BINARY, ['admin', ...args, '--data-dir', server.dataDir]);
+
+  step('the sign-in page offers only the provider, and it signs people in', async () => {
+    const p = browser.page;
+    await p.goto(`${server.url}/signin`);
+    await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).waitFor();
+    assert.equal(await p.getByRole('textbox', { name: 'Username', exact: true }).count(), 0);
+    assert.equal(await p.getByRole('button', { name: 'Sign in', exact: true }).count(), 0);
+    await screenshot(p, 'oidc-signin-page-passwords-off');
+    await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).click();
+    await atProvider(p, 'grace');
+    await p.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
+    assert.match(admin('users'), /\tgrace\thost\tenabled\toidc /);
+  });
+
+  step('a password is refused even for an account that has one; a one-time link still works', async () => {
+    server.createUser('ada', 'correct horse battery staple');
+    const b = await openBrowser('oidc-nopw-ada');
+    try {
+      const p = b.page;
+      await p.goto(`${server.url}/signin`);
+      const refused = await p.evaluate(() => fetch('/api/v1/auth/signin', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'ada', password: 'correct horse battery staple' }),
+      }).then(async (r) => [r.status, (await r.json()).message]));
+      assert.equal(refused[0], 403);
+      assert.match(refused[1], /password sign-in is turned off/);
+      const link = admin('signin-link', 'ada', '--public-url', server.url).trim();
+      await p.goto(link);
+      await p.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
+    } finally {
+      await b.close();
+    }
+  });
+
+  step('an account the admin disabled is signed out and the provider cannot sign it in', async () => {
+    admin('disable-user', 'grace');
+    const p = browser.page;
+    assert.equal(await p.evaluate(() => fetch('/api/v1/me').then((r) => r.status)), 401);
+    // A fresh browser goes through the provider's login again.
+    const b = await openBrowser('oidc-nopw-disabled');
+    try {
+      const q = b.page;
+      await q.goto(`${server.url}/signin`);
+      await q.getByRole('button', { name: 'Sign in with Acme', exact: true }).click();
+      await atProvider(q, 'grace');
+      await q.getByText('Your account on this server is disabled. Ask its administrator.').waitFor();
+      assert.equal(await q.evaluate(() => fetch('/api/v1/me').then((r) => r.status)), 401);
+    } finally {
+      await b.close();
+    }
   });
 });
