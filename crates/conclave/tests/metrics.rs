@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{TestServer, WsOpts, a_second_of_media, ada_and_bob, join};
 use conclave_client::session::run;
+use conclave_core::RESUME_WINDOW;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -28,7 +29,17 @@ async fn read(server: &TestServer, headers: &[(&str, &str)]) -> (StatusCode, Str
 
 /// Reads `/metrics` until `name` satisfies `ok`, for up to ten seconds.
 async fn wait_for(server: &TestServer, name: &str, ok: impl Fn(f64) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_within(server, name, ok, Duration::from_secs(10)).await
+}
+
+/// Reads `/metrics` until `name` satisfies `ok`, for up to `limit`.
+async fn wait_within(
+    server: &TestServer,
+    name: &str,
+    ok: impl Fn(f64) -> bool,
+    limit: Duration,
+) -> String {
+    let deadline = Instant::now() + limit;
     loop {
         let (status, text) = read(server, &[]).await;
         assert_eq!(status, StatusCode::OK, "{text}");
@@ -68,7 +79,11 @@ async fn a_meeting_and_a_wrong_passcode_show_in_the_metrics() {
     b.await.expect("task").expect("session B");
 
     // Gone again, and what the router forwarded for them counted.
-    wait_for(&server, "conclave_participants", |v| v == 0.0).await;
+    // A member whose `leave` the server did not see (the native client's
+    // last message is sometimes lost, see the issue 22 note) keeps its seat
+    // for the resume window, and the gauge rightly counts it until then.
+    let seat_kept = RESUME_WINDOW + Duration::from_secs(10);
+    wait_within(&server, "conclave_participants", |v| v == 0.0, seat_kept).await;
     let after = wait_for(&server, "conclave_media_forwarded_packets_total", |v| {
         v >= 100.0
     })
