@@ -19,10 +19,9 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ROOT, eventually, hostStartsMeeting, openBrowser, startServer } from '../e2e/harness.js';
+import { ROOT, eventually, hostStartsMeeting, openBrowser, startServer, toneWav } from '../e2e/harness.js';
 
 const { values: opts } = parseArgs({
   options: {
@@ -63,29 +62,6 @@ for (const v of variants) if (!['red', 'nored', 'direct'].includes(v)) throw new
 
 const USER = 'bench';
 const PASSWORD = 'network bench password';
-
-/** A steady tone for the fake microphone (its default beeps, and the server drops the silence between beeps). */
-function toneWav() {
-  const rate = 48_000;
-  const samples = rate * 2;
-  const wav = Buffer.alloc(44 + samples * 2);
-  wav.write('RIFF', 0);
-  wav.writeUInt32LE(36 + samples * 2, 4);
-  wav.write('WAVEfmt ', 8);
-  wav.writeUInt32LE(16, 16);
-  wav.writeUInt16LE(1, 20);
-  wav.writeUInt16LE(1, 22);
-  wav.writeUInt32LE(rate, 24);
-  wav.writeUInt32LE(rate * 2, 28);
-  wav.writeUInt16LE(2, 32);
-  wav.writeUInt16LE(16, 34);
-  wav.write('data', 36);
-  wav.writeUInt32LE(samples * 2, 40);
-  for (let i = 0; i < samples; i++) wav.writeInt16LE(Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / rate)), 44 + i * 2);
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-network-')), 'tone.wav');
-  fs.writeFileSync(file, wav);
-  return file;
-}
 
 /** Leaves RED out of every description the page makes (init script, runs in the page). */
 function withoutRed() {
@@ -226,7 +202,7 @@ async function directCall(flags) {
 
 const server = await startServer();
 server.createUser(USER, PASSWORD);
-const tone = toneWav();
+const tone = toneWav('conclave-network-');
 const flags = [`--use-file-for-fake-audio-capture=${tone}`];
 iptables('-I', ...QUEUE_RULE);
 const results = [];

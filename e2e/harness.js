@@ -359,3 +359,31 @@ export function startNativeJoin(invite, seconds, args = []) {
   const done = new Promise((resolve) => native.on('exit', (code) => resolve({ code, out, err })));
   return { done };
 }
+
+/**
+ * A WAV file of a steady 440 Hz tone for Chromium's fake microphone: its
+ * default one beeps once a second, and the server drops the silence between
+ * beeps, which the receiver plays as concealment too. In a new temporary
+ * directory named from `prefix`; the caller removes it.
+ */
+export function toneWav(prefix) {
+  const rate = 48_000;
+  const samples = rate * 2;
+  const wav = Buffer.alloc(44 + samples * 2);
+  wav.write('RIFF', 0);
+  wav.writeUInt32LE(36 + samples * 2, 4);
+  wav.write('WAVEfmt ', 8);
+  wav.writeUInt32LE(16, 16);
+  wav.writeUInt16LE(1, 20); // PCM
+  wav.writeUInt16LE(1, 22); // mono
+  wav.writeUInt32LE(rate, 24);
+  wav.writeUInt32LE(rate * 2, 28);
+  wav.writeUInt16LE(2, 32);
+  wav.writeUInt16LE(16, 34);
+  wav.write('data', 36);
+  wav.writeUInt32LE(samples * 2, 40);
+  for (let i = 0; i < samples; i++) wav.writeInt16LE(Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / rate)), 44 + i * 2);
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), prefix)), 'tone.wav');
+  fs.writeFileSync(file, wav);
+  return file;
+}

@@ -8,40 +8,12 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { eventually, hostStartsMeeting, nftTable, openBrowser, received, selectedPair, startServer, storySteps } from './harness.js';
+import { eventually, hostStartsMeeting, nftTable, openBrowser, received, selectedPair, startServer, storySteps, toneWav } from './harness.js';
 
 const HOST = 'grace';
 const PASSWORD = 'correct horse battery staple';
-
-/**
- * A WAV file of a steady 440 Hz tone for Chromium's fake microphone: its
- * default one beeps once a second, and the server drops the silence between
- * beeps, which the receiver plays as concealment too.
- */
-function toneWav() {
-  const rate = 48_000;
-  const samples = rate * 2;
-  const wav = Buffer.alloc(44 + samples * 2);
-  wav.write('RIFF', 0);
-  wav.writeUInt32LE(36 + samples * 2, 4);
-  wav.write('WAVEfmt ', 8);
-  wav.writeUInt32LE(16, 16);
-  wav.writeUInt16LE(1, 20); // PCM
-  wav.writeUInt16LE(1, 22); // mono
-  wav.writeUInt32LE(rate, 24);
-  wav.writeUInt32LE(rate * 2, 28);
-  wav.writeUInt16LE(2, 32);
-  wav.writeUInt16LE(16, 34);
-  wav.write('data', 36);
-  wav.writeUInt32LE(samples * 2, 40);
-  for (let i = 0; i < samples; i++) wav.writeInt16LE(Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / rate)), 44 + i * 2);
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-red-')), 'tone.wav');
-  fs.writeFileSync(file, wav);
-  return file;
-}
 
 /** The page's received audio, summed over its inbound audio streams (getStats). */
 function audioIn(page) {
@@ -85,7 +57,7 @@ describe('redundant audio with end-to-end encryption', () => {
   before(async () => {
     server = await startServer();
     server.createUser(HOST, PASSWORD);
-    tone = toneWav();
+    tone = toneWav('conclave-red-');
     const flags = [`--use-file-for-fake-audio-capture=${tone}`];
     host = await openBrowser('red-host', { flags });
     guest = await openBrowser('red-guest', { flags });
