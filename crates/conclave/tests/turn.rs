@@ -166,21 +166,27 @@ impl Coturn {
         Coturn::start_with(secret, None).await
     }
 
+    /// Starts coturn, on fresh ports again if it does not listen in time:
+    /// a port found free can be taken by another test before coturn binds
+    /// it, and coturn then retries the bind forever instead of exiting.
     async fn start_with(secret: &str, tls: Option<&Files>) -> Coturn {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Coturn::try_start(secret, tls).await {
+                Ok(coturn) => return coturn,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("coturn never listened:\n{}", failures.join("\n---\n"));
+    }
+
+    async fn try_start(secret: &str, tls: Option<&Files>) -> Result<Coturn, String> {
         let turnserver =
             std::env::var("TURNSERVER").unwrap_or_else(|_| "/usr/bin/turnserver".into());
         let dir = tempfile::tempdir().expect("tempdir");
-        // A port free for UDP now; coturn takes it for UDP and TCP.
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("free port")
-            .port();
-        let tls_port = tls.map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|s| s.local_addr())
-                .expect("free port")
-                .port()
-        });
+        // coturn takes this port for UDP and TCP.
+        let port = free_udp_and_tcp_port();
+        let tls_port = tls.map(|_| free_udp_and_tcp_port());
         let tls_lines = match (tls, tls_port) {
             (Some(files), Some(tls_port)) => vec![
                 format!("tls-listening-port={tls_port}"),
@@ -241,15 +247,19 @@ impl Coturn {
             .is_err()
         {
             if let Ok(Some(status)) = coturn.child.try_wait() {
-                panic!("coturn exited ({status}): {}", coturn.log_text());
+                return Err(format!("coturn exited ({status}): {}", coturn.log_text()));
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "coturn never listened"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                // Dropping `coturn` stops the child.
+                return Err(format!(
+                    "not listening on {} after 15 s: {}",
+                    tls_port.unwrap_or(port),
+                    last_lines(&coturn.log_text(), 20)
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        coturn
+        Ok(coturn)
     }
 
     fn url(&self) -> String {
@@ -274,6 +284,22 @@ impl Drop for Coturn {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A loopback port that is free for both UDP and TCP at this moment.
+fn free_udp_and_tcp_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().expect("local addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
 }
 
