@@ -18,16 +18,20 @@
 //!   in it, which Add and Remove proposals are out, which commit won the epoch).
 //! - [`rate`]: the token bucket that stops message floods and the attempt
 //!   limiter that stops passcode guessing, both on caller-supplied time.
+//! - [`cluster`]: whether this node still owns a meeting (its Redis lease and
+//!   fencing token) and which node a new meeting goes to.
 //!
 //! Every permission rule lives here, never only in a client: the shell passes
 //! messages through and carries out what comes back.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 mod group;
 pub mod media;
 pub mod meeting;
 pub mod rate;
 
+pub use cluster::{LeaseKeeper, NodeLoad, NodeState, RenewReply, Standing, least_loaded};
 pub use group::COMMIT_TIMEOUT;
 pub use media::{MediaCommand, MediaEvent};
 pub use meeting::{BanKey, ConnId, Identity, Input, Meeting, MeetingConfig, Output, RESUME_WINDOW};
