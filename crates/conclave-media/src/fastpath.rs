@@ -51,7 +51,9 @@ use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid};
 use str0m::net::Protocol;
 use str0m::rtp::rtcp::Rtcp;
-use str0m::rtp::{Extension, RawPacket, RtpPacket, SeqNo};
+use str0m::rtp::{Extension, RawPacket, SeqNo};
+
+use crate::relay::MediaPacket;
 
 use crate::keyexport::{KeySlot, base_provider};
 use crate::peer::{Peer, forwarded_write, local_pt};
@@ -285,7 +287,7 @@ impl Peer {
         &mut self,
         mid: Mid,
         params: &PayloadParams,
-        packet: &RtpPacket,
+        packet: &MediaPacket,
         now: Instant,
         transmits: &mut TransmitQueue,
     ) -> Forwarded {

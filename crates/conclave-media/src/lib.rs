@@ -65,6 +65,7 @@ mod lastn;
 mod layers;
 mod peer;
 mod red;
+pub mod relay;
 mod rewrite;
 mod router;
 mod speaker;

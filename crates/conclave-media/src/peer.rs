@@ -16,7 +16,9 @@ use str0m::bwe::BweKind;
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
+
+use crate::relay::MediaPacket;
 use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
 use crate::fastpath::FastPath;
@@ -72,7 +74,7 @@ pub(crate) enum PeerOutput {
     Rtp {
         mid: Mid,
         rid: Option<Rid>,
-        packet: RtpPacket,
+        packet: MediaPacket,
     },
     /// The peer's offer added an m-line (direction from the router's side).
     MediaAdded {
@@ -117,7 +119,7 @@ impl Outgoing {
     pub(crate) fn rewrite(
         &mut self,
         params: &PayloadParams,
-        packet: &RtpPacket,
+        packet: &MediaPacket,
     ) -> Option<Rewritten> {
         self.rewriter
             .get_or_insert_with(|| Rewriter::new(params.spec().clock_rate.get()))
@@ -260,7 +262,11 @@ impl Peer {
                     self.stats.rtp_unrouted += 1;
                     return;
                 };
-                PeerOutput::Rtp { mid, rid, packet }
+                PeerOutput::Rtp {
+                    mid,
+                    rid,
+                    packet: packet.into(),
+                }
             }
             RtcEvent::MediaAdded(m) => PeerOutput::MediaAdded {
                 mid: m.mid,
@@ -393,7 +399,12 @@ impl Peer {
     /// under this peer's SSRC, sequence numbers and timestamps. False if it
     /// was dropped. str0m sends it only after its next timeout: the caller
     /// makes the peer due ([`Peer::wake`]) rather than draining it per packet.
-    pub(crate) fn forward(&mut self, mid: Mid, params: &PayloadParams, packet: &RtpPacket) -> bool {
+    pub(crate) fn forward(
+        &mut self,
+        mid: Mid,
+        params: &PayloadParams,
+        packet: &MediaPacket,
+    ) -> bool {
         let Some(out) = self.outgoing.get_mut(&mid) else {
             return false;
         };
@@ -439,7 +450,7 @@ impl Peer {
 pub(crate) fn forwarded_write(
     pt: Pt,
     rewritten: Rewritten,
-    packet: &RtpPacket,
+    packet: &MediaPacket,
     payload: Arc<[u8]>,
     marker: bool,
 ) -> RtpWrite {

@@ -10,7 +10,6 @@ use str0m::Input;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpPacket;
 
 use super::Router;
 use super::simulcast::{IncomingLayer, MAX_LAYERS};
@@ -19,6 +18,9 @@ use crate::fastpath::Forwarded;
 use crate::keyframe::Verdict;
 use crate::lastn::{Level, SILENT_LEVEL};
 use crate::peer::{PeerId, PeerOutput, TrackId};
+use crate::relay::MediaPacket;
+use crate::stats::PeerStats;
+use str0m::format::PayloadParams;
 
 /// How often the active speaker is re-evaluated, at most.
 const SPEAKER_POLL: Duration = Duration::from_millis(100);
@@ -285,18 +287,48 @@ impl Router {
         publisher: PeerId,
         mid: Mid,
         rid: Option<Rid>,
-        packet: &RtpPacket,
+        packet: &MediaPacket,
         now: Instant,
     ) {
         let track_id = TrackId { publisher, mid };
         let Some(peer) = self.peers.get_mut(&publisher) else {
             return;
         };
-        let Some(track) = self.tracks.get_mut(&track_id) else {
+        if !self.tracks.contains_key(&track_id) {
+            peer.stats.rtp_unrouted += 1;
+            return;
+        }
+        let pt = packet.header.payload_type;
+        // RED is linked to its primary codec's parameters, not a codec of its own.
+        let found = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.pt() == pt || p.red() == Some(pt))
+            .copied();
+        let Some(params) = found else {
             peer.stats.rtp_unrouted += 1;
             return;
         };
-        peer.stats.rtp_in += 1;
+        self.fan_out_with(track_id, rid, params, packet, now);
+    }
+
+    /// [`Router::fan_out`] once the codec is known: from a local
+    /// publisher's session, or with a packet handed over by another shard
+    /// (`relay.rs`), whose publisher has no session here.
+    pub(super) fn fan_out_with(
+        &mut self,
+        track_id: TrackId,
+        rid: Option<Rid>,
+        params: PayloadParams,
+        packet: &MediaPacket,
+        now: Instant,
+    ) {
+        let (publisher, mid) = (track_id.publisher, track_id.mid);
+        let mut peer = self.peers.get_mut(&publisher).map(|p| &mut p.stats);
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        count(&mut peer, |s| s.rtp_in += 1);
         let layer = match track.layer_index(rid) {
             Some(i) => i,
             // A rid the offer did not list (or a first packet on a track
@@ -308,20 +340,9 @@ impl Router {
                 track.layers.len() - 1
             }
             None => {
-                peer.stats.rtp_unrouted += 1;
+                count(&mut peer, |s| s.rtp_unrouted += 1);
                 return;
             }
-        };
-        let pt = packet.header.payload_type;
-        // RED is linked to its primary codec's parameters, not a codec of its own.
-        let found = peer
-            .rtc
-            .codec_config()
-            .find(|p| p.pt() == pt || p.red() == Some(pt))
-            .copied();
-        let Some(params) = found else {
-            peer.stats.rtp_unrouted += 1;
-            return;
         };
         let incoming = &mut track.layers[layer];
         incoming.meter.on_packet(now, packet.payload.len());
@@ -335,8 +356,11 @@ impl Router {
             false
         };
         if !track.forwarding {
-            peer.stats.rtp_gated += 1;
+            count(&mut peer, |s| s.rtp_gated += 1);
             return;
+        }
+        if let Some(shard) = self.relay.as_mut() {
+            shard.hand_off(track_id, rid, params, packet);
         }
         // A layer resumed by dynacast: ask for its key frame as it arrives
         // (and may be forwarded), for the subscriber waiting to switch to it.
@@ -353,14 +377,16 @@ impl Router {
                     self.audio.on_level(publisher, level, now);
                     silent = self.drop_silent_audio && level >= SILENT_LEVEL;
                     if silent {
-                        peer.stats.audio_silence_dropped += 1;
+                        count(&mut peer, |s| s.audio_silence_dropped += 1);
                     }
                 }
                 // A client that never sends levels is not ranked (and so
                 // reaches everyone); one that stops on a single packet is
                 // sent as its last level decided.
                 Level::Missing if !self.audio.is_ranked(publisher) => {}
-                Level::Missing | Level::Malformed => peer.stats.audio_levels_malformed += 1,
+                Level::Missing | Level::Malformed => {
+                    count(&mut peer, |s| s.audio_levels_malformed += 1);
+                }
             }
             self.audio.poll(self.peers.keys().copied(), now);
         }
@@ -465,6 +491,13 @@ impl Router {
         else {
             return;
         };
+        if let Some(shard) = self.relay.as_mut()
+            && shard.is_remote(track)
+        {
+            // Its publisher is another shard's peer: that shard asks.
+            shard.key_frame(track, rid);
+            return;
+        }
         let Some(peer) = self.peers.get_mut(&track.publisher) else {
             return;
         };
@@ -495,6 +528,14 @@ impl Router {
             self.stats.speaker_changes += 1;
             self.push_event(Event::ActiveSpeaker { peer });
         }
+    }
+}
+
+/// Adds to a local publisher's counters; a remote one (`relay.rs`) is
+/// counted by its own shard.
+fn count(stats: &mut Option<&mut PeerStats>, add: impl FnOnce(&mut PeerStats)) {
+    if let Some(s) = stats.as_deref_mut() {
+        add(s);
     }
 }
 

@@ -65,6 +65,7 @@
 
 mod forwarding;
 mod negotiation;
+mod relay;
 mod simulcast;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -137,6 +138,10 @@ pub struct RouterConfig {
     /// subscriber, instead of going through str0m's send queue (issue 16,
     /// `fastpath.rs`). Off by default: no congestion control of its own yet.
     pub fast_path: bool,
+    /// The router is one shard of a meeting spread over several (issue 23,
+    /// `relay.rs`): it hands what its peers publish to the other shards
+    /// ([`Router::poll_relay`]) and takes theirs ([`Router::handle_relay`]).
+    pub relay: bool,
 }
 
 /// The retransmission budget of every stream the router sends a subscriber:
@@ -178,6 +183,7 @@ impl RouterConfig {
             drop_silent_audio: true,
             rtx_ratio_cap: Some(DEFAULT_RTX_RATIO_CAP),
             fast_path: false,
+            relay: false,
         }
     }
 }
@@ -208,6 +214,8 @@ pub struct Router {
     drop_silent_audio: bool,
     rtx_ratio_cap: Option<f32>,
     fast_path: bool,
+    /// Set when the router is a shard of a spread meeting (`relay.rs`).
+    relay: Option<relay::Shard>,
 }
 
 impl Router {
@@ -253,6 +261,7 @@ impl Router {
             drop_silent_audio: config.drop_silent_audio,
             rtx_ratio_cap: config.rtx_ratio_cap,
             fast_path: config.fast_path,
+            relay: config.relay.then(relay::Shard::new),
         })
     }
 

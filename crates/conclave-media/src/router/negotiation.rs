@@ -199,6 +199,7 @@ impl Router {
             peer: track.publisher,
             mid: track.mid,
         });
+        self.announce(track);
         let others: Vec<PeerId> = self
             .peers
             .keys()
@@ -220,6 +221,7 @@ impl Router {
             return;
         };
         tracing::debug!(publisher = %track_id.publisher, mid = %track_id.mid, "track ended");
+        self.withdraw(track_id);
         if track.kind == MediaKind::Audio {
             self.speakers.remove(track_id.publisher);
             self.audio.remove(track_id.publisher);

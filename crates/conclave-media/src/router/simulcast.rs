@@ -268,7 +268,20 @@ impl Router {
         if !track.is_simulcast() {
             return;
         }
-        let keep_all = wanted.is_empty() && !track.subscribers.is_empty();
+        // A track other shards receive too (`relay.rs`) is sent whole: its
+        // subscribers there are not counted here. Another shard's track is
+        // its publisher's shard's to decide.
+        let (relayed, remote) = match &self.relay {
+            Some(shard) => (
+                shard.relaying() && !shard.is_remote(track_id),
+                shard.is_remote(track_id),
+            ),
+            None => (false, false),
+        };
+        if remote {
+            return;
+        }
+        let keep_all = relayed || (wanted.is_empty() && !track.subscribers.is_empty());
         for l in &mut track.layers {
             if l.resumed
                 && l.resumed_at
@@ -283,7 +296,7 @@ impl Router {
         let mut changed = false;
         let mut nacks: Vec<(Option<Rid>, bool)> = Vec::new();
         for (i, l) in track.layers.iter_mut().enumerate() {
-            let watched = wanted.contains(&i);
+            let watched = relayed || wanted.contains(&i);
             if watched || keep_all {
                 l.unwatched_since = None;
                 if l.paused {

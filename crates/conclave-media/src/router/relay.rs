@@ -1,0 +1,217 @@
+//! The router's side of the hand-off between shards of one meeting
+//! (`crate::relay`): tracks announced to other shards and taken from them,
+//! packets handed on, key frame requests sent back to the publisher's shard.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Rid};
+
+use super::Router;
+use super::simulcast::{IncomingLayer, MAX_LAYERS, Track};
+use crate::peer::{PeerId, TrackId};
+use crate::relay::{MediaPacket, Relayed};
+
+/// Hand-off messages queued before the newest are dropped: a driver drains
+/// them after every call, so the bound only matters for one that does not.
+const MAX_QUEUED_RELAYED: usize = 16 * 1024;
+
+/// What a router that is a shard of a spread meeting keeps for the
+/// hand-off.
+pub(super) struct Shard {
+    out: Vec<Relayed>,
+    /// Tracks published on another shard, fed by [`Relayed::Rtp`].
+    remote: BTreeSet<TrackId>,
+    /// Whether any other shard listens: until then nothing is copied.
+    relaying: bool,
+    dropped: u64,
+}
+
+impl Shard {
+    pub(super) fn new() -> Self {
+        Shard {
+            out: Vec::new(),
+            remote: BTreeSet::new(),
+            relaying: false,
+            dropped: 0,
+        }
+    }
+
+    pub(super) fn is_remote(&self, track: TrackId) -> bool {
+        self.remote.contains(&track)
+    }
+
+    pub(super) fn relaying(&self) -> bool {
+        self.relaying
+    }
+
+    fn push(&mut self, item: Relayed) {
+        if !self.relaying {
+            return;
+        }
+        if self.out.len() >= MAX_QUEUED_RELAYED {
+            self.dropped += 1;
+            return;
+        }
+        self.out.push(item);
+    }
+
+    /// A packet of a local track passed the meeting's gate: other shards'
+    /// subscribers get it too.
+    pub(super) fn hand_off(
+        &mut self,
+        track: TrackId,
+        rid: Option<Rid>,
+        params: PayloadParams,
+        packet: &MediaPacket,
+    ) {
+        if self.relaying && !self.is_remote(track) {
+            self.push(Relayed::Rtp {
+                track,
+                rid,
+                params,
+                packet: packet.clone(),
+            });
+        }
+    }
+
+    /// A subscriber here wants a key frame of a remote track's layer.
+    pub(super) fn key_frame(&mut self, track: TrackId, rid: Option<Rid>) {
+        self.push(Relayed::KeyFrame { track, rid });
+    }
+}
+
+impl Router {
+    /// Whether other shards of the meeting exist and listen (the driver
+    /// knows): while off, nothing is handed on. Turning it on announces
+    /// this shard's tracks and asks the others for theirs.
+    pub fn set_relaying(&mut self, on: bool) {
+        let Some(shard) = self.relay.as_mut() else {
+            return;
+        };
+        let was = std::mem::replace(&mut shard.relaying, on);
+        if on && !was {
+            shard.push(Relayed::Hello);
+            self.announce_all();
+        }
+    }
+
+    /// Moves the hand-off messages queued for the other shards into `into`.
+    pub fn drain_relay(&mut self, into: &mut Vec<Relayed>) {
+        if let Some(shard) = self.relay.as_mut() {
+            into.append(&mut shard.out);
+        }
+    }
+
+    /// Hand-off messages dropped because the driver did not drain them.
+    pub fn relay_dropped(&self) -> u64 {
+        self.relay.as_ref().map_or(0, |s| s.dropped)
+    }
+
+    /// A message from another shard of the meeting.
+    pub fn handle_relay(&mut self, item: Relayed, now: Instant) {
+        if self.relay.is_none() {
+            return;
+        }
+        self.tick(now);
+        match item {
+            Relayed::Hello => self.announce_all(),
+            Relayed::Published { track, kind, rids } => self.publish_remote(track, kind, rids),
+            Relayed::Unpublished { track } => {
+                if self.relay.as_ref().is_some_and(|s| s.is_remote(track)) {
+                    self.unpublish(track);
+                }
+            }
+            Relayed::Rtp {
+                track,
+                rid,
+                params,
+                packet,
+            } => {
+                if self.relay.as_ref().is_some_and(|s| s.is_remote(track)) {
+                    self.fan_out_with(track, rid, params, &packet, now);
+                    self.run_work();
+                }
+            }
+            Relayed::KeyFrame { track, rid } => {
+                let local = self.relay.as_ref().is_some_and(|s| !s.is_remote(track));
+                let layer = self.tracks.get(&track).and_then(|t| t.layer_index(rid));
+                if local && let Some(layer) = layer {
+                    self.request_keyframe(track, layer, now);
+                }
+            }
+        }
+    }
+
+    /// A local peer published `track`: the other shards offer it too.
+    pub(super) fn announce(&mut self, track: TrackId) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        let item = Relayed::Published {
+            track,
+            kind: t.kind,
+            rids: t.layers.iter().map(|l| l.rid).collect(),
+        };
+        if let Some(shard) = self.relay.as_mut()
+            && !shard.is_remote(track)
+        {
+            shard.push(item);
+        }
+    }
+
+    fn announce_all(&mut self) {
+        let ids: Vec<TrackId> = self.tracks.keys().copied().collect();
+        for id in ids {
+            self.announce(id);
+        }
+    }
+
+    /// `track` ended here: a local one ends on the other shards too.
+    pub(super) fn withdraw(&mut self, track: TrackId) {
+        if let Some(shard) = self.relay.as_mut()
+            && !shard.remote.remove(&track)
+        {
+            shard.push(Relayed::Unpublished { track });
+        }
+    }
+
+    /// Another shard's peer publishes `track`: it is offered to every peer
+    /// here, and fed by that shard's hand-off. The meeting's gate was
+    /// applied there, so it forwards whatever arrives.
+    fn publish_remote(&mut self, track: TrackId, kind: MediaKind, rids: Vec<Option<Rid>>) {
+        if self.tracks.contains_key(&track) || self.peers.contains_key(&track.publisher) {
+            return;
+        }
+        let Some(shard) = self.relay.as_mut() else {
+            return;
+        };
+        shard.remote.insert(track);
+        tracing::debug!(publisher = %track.publisher, mid = %track.mid, ?kind, "remote track");
+        let mut rids: Vec<Option<Rid>> = rids.into_iter().take(MAX_LAYERS).collect();
+        if rids.is_empty() {
+            rids.push(None);
+        }
+        let layers = rids
+            .into_iter()
+            .map(|rid| IncomingLayer::new(rid, self.keyframe_interval))
+            .collect();
+        self.tracks.insert(
+            track,
+            Track {
+                kind,
+                subscribers: Vec::new(),
+                layers,
+                forwarding: true,
+            },
+        );
+        let others: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in others {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.wants.push(track);
+            }
+            self.negotiate(id);
+        }
+    }
+}
