@@ -4,6 +4,7 @@
 // event for state.js's `reduce`; what to say is notices.js's, when to say it
 // is decided here.
 
+import { Features } from './appmsg.js';
 import { E2ee, initialE2ee, MAX_CHAT_TEXT_BYTES } from './e2ee.js';
 import * as notices from './notices.js';
 import { Signaling } from './signaling.js';
@@ -58,6 +59,7 @@ export class Call {
     this.store = createStore({ ...initialState(), media: initialMedia(), e2ee: initialE2ee() });
     this.streams = null; // the media, from the first `joined` on
     this.e2ee = new E2ee(this.lend()); // the MLS group and the media keys
+    this.features = new Features(this); // hands, reactions and polls, through the group
     this.intent = null; // what the last request was, to explain a refusal
     this.expectOff = new Set(); // kinds this client turned off itself
     this.lostNotices = []; // "a host muted you" and the like, shown after a short wait
@@ -117,6 +119,7 @@ export class Call {
   dispose() {
     window.removeEventListener('pagehide', this.onPageHide);
     this.streams?.close();
+    this.features.close();
     this.e2ee.close();
     this.sig.close();
   }
@@ -148,7 +151,8 @@ export class Call {
     if (msg.type === 'chat') {
       // Chat is an MLS application message: shown once opened, as text.
       this.e2ee.openChat(msg).then((line) => {
-        if (line) this.dispatch({ type: 'local:chat', from: line.from, text: line.text });
+        // Hands, reactions and polls travel the same way (appmsg.js).
+        if (line && !this.features.take(line.from, line.text)) this.dispatch({ type: 'local:chat', from: line.from, text: line.text });
       });
       return;
     }
@@ -370,6 +374,7 @@ export class Call {
   leave() {
     writeSeat(this.meetingId, null);
     this.streams?.close();
+    this.features.close();
     this.e2ee.close();
     this.sig.leave();
     this.dispatch({ type: 'local:left' });

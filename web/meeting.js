@@ -4,6 +4,7 @@
 import { createChatPanel } from './chat.js';
 import { copyText, h, setText } from './dom.js';
 import { createGrid } from './grid.js';
+import { mountFeatures } from './features.js';
 import { icon, logo } from './icons.js';
 import { createParticipantsPanel } from './participants.js';
 import { createSecurityPanel } from './security.js';
@@ -67,6 +68,9 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
       sidebar),
     toolbar.el);
   root.replaceChildren(screen);
+  const features = mountFeatures(call, {
+    toolbar: toolbar.el, stage: screen.querySelector('.stage-wrap'), participantsBody: participants.el.querySelector('.panel-body'), grid: grid.el,
+  });
 
   function togglePanel(name, open = !panels[name]) {
     panels[name] = open;
@@ -110,6 +114,7 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
     sidebar.classList.toggle('is-split', panels.participants && panels.chat);
     sidebar.classList.toggle('is-moderator', state.role === 'host' || state.role === 'cohost');
     grid.update(state);
+    features.update(state);
     participants.update(state);
     chat.update(state);
     security.update(state);
@@ -125,6 +130,7 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
   return () => {
     unsubscribe();
     grid.destroy();
+    features.destroy();
     toolbar.destroy();
     if (bannerTimer) clearInterval(bannerTimer);
   };

@@ -72,6 +72,13 @@ const ASSETS: &[Asset] = &[
     asset!("e2ee-worker.js", "text/javascript; charset=utf-8"),
     asset!("red.js", "text/javascript; charset=utf-8"),
     asset!("outcome.js", "text/javascript; charset=utf-8"),
+    asset!("appmsg.js", "text/javascript; charset=utf-8"),
+    asset!("features.js", "text/javascript; charset=utf-8"),
+    asset!("features.css", "text/css; charset=utf-8"),
+    asset!("feature-icons.js", "text/javascript; charset=utf-8"),
+    asset!("hands.js", "text/javascript; charset=utf-8"),
+    asset!("reactions.js", "text/javascript; charset=utf-8"),
+    asset!("polls.js", "text/javascript; charset=utf-8"),
 ];
 
 /// The browser's E2EE module (crates/conclave-e2ee-wasm), compiled to wasm32 and bound by
