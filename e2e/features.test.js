@@ -1,4 +1,5 @@
-// Raised hands, reactions and polls in a meeting of four browsers: all of it
+// Raised hands, reactions and polls in a meeting of four browsers (a fifth
+// joins late and is told what is still true): all of it
 // travels as MLS application messages (web/appmsg.js), so the server relays
 // ciphertext it cannot read. A guest who forges a host's action from their
 // own page is ignored by everyone else, hostile poll text and names show as
@@ -195,6 +196,30 @@ describe('hands, reactions and polls, end to end encrypted', () => {
     }
     await screenshot(b.bob.page, 'features-poll-results');
     await tileOf(b.host.page, DAN).waitFor();
+  });
+
+  step('a newcomer sees the hands still up and the poll with its results', async () => {
+    await controls(b.bob.page).getByRole('button', { name: 'Raise hand', exact: true }).click();
+    for (const [who, x] of all()) await eventually(() => handOrder(x.page), (o) => o.length === 1, { what: `${who} sees Bob's hand` });
+    // Eve joins after all of it: MLS gives her nothing from before, so what is
+    // still true is said again by whoever it is about.
+    b.eve = await openBrowser('features-eve');
+    await b.eve.context.addInitScript(recordReceived);
+    const p = b.eve.page;
+    await p.goto(invite);
+    await p.getByRole('textbox', { name: 'Your name', exact: true }).fill('Eve');
+    await p.getByRole('button', { name: 'Camera', exact: true }).click();
+    await p.getByRole('button', { name: 'Join', exact: true }).click();
+    await b.host.page.getByRole('listitem').filter({ hasText: 'Eve' }).getByRole('button', { name: 'Admit', exact: true }).click();
+    await controls(p).waitFor();
+    await eventually(() => handOrder(p), (o) => o.length === 1 && o[0] === 'Bob', { timeout: 20_000, what: 'Eve sees Bob\'s hand' });
+    await tileOf(p, 'Bob').getByRole('img', { name: 'Hand raised', exact: true }).waitFor();
+    const results = p.getByRole('list', { name: 'Poll results' });
+    await results.waitFor();
+    assert.deepEqual(await results.getByRole('listitem').allTextContents(), [`${OPTIONS[0]}2 votes`, `${OPTIONS[1]}1 vote`, `${OPTIONS[2]}0 votes`]);
+    await p.getByRole('region', { name: 'Poll' }).getByText(QUESTION, { exact: true }).waitFor();
+    await controls(b.bob.page).getByRole('button', { name: 'Lower hand', exact: true }).click();
+    for (const [who, x] of all()) await eventually(() => handOrder(x.page), (o) => o.length === 0, { what: `${who}: no hands` });
   });
 
   step('a raised hand comes down when its owner leaves', async () => {
