@@ -148,7 +148,7 @@ impl Signaling {
                 .await
                 .map_err(|_| SignalingError::Timeout)??;
             match msg.ok_or(SignalingError::Closed)? {
-                ServerMessage::Waiting { you } => {
+                ServerMessage::Waiting { you, .. } => {
                     tracing::info!(participant = %you, "waiting for a host to admit us");
                 }
                 ServerMessage::Joined {

@@ -55,7 +55,7 @@ impl Clients for Mls {
         }
         let announced = announced.clone();
         let mut replies = Vec::new();
-        if let ServerMessage::Waiting { you } | ServerMessage::Joined { you, .. } = msg
+        if let ServerMessage::Waiting { you, .. } | ServerMessage::Joined { you, .. } = msg
             && !self.members.contains_key(&conn)
         {
             replies.push(self.new_member(conn, *you));

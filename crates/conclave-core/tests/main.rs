@@ -8,3 +8,4 @@ mod group_rules;
 mod media_rules;
 mod meeting_rules;
 mod mls_at_the_limit;
+mod recording_rules;

@@ -88,7 +88,7 @@ fn guest_waits_and_receives_exactly_one_waiting_message() {
     let mut room = Room::hosted();
     let out = room.join(5, "Mallory", guest("g5"));
     let you = match sent(&out, 5).as_slice() {
-        [ServerMessage::Waiting { you }] => *you,
+        [ServerMessage::Waiting { you, .. }] => *you,
         other => panic!("{other:?}"),
     };
     assert!(!closes(&out, 5));
@@ -377,7 +377,13 @@ fn waiting_member_receives_only_its_status() {
         payload: "hello".into(),
     }));
     // The waiting person heard exactly one thing.
-    assert_eq!(room.log_to(9), [ServerMessage::Waiting { you: eve }]);
+    assert_eq!(
+        room.log_to(9),
+        [ServerMessage::Waiting {
+            you: eve,
+            recording: false
+        }]
+    );
     assert!(!closes(&room.log, 9));
     assert!(room.meeting.has_seat(ConnId(9)));
     // And the media router was never told about them.
@@ -414,7 +420,13 @@ fn denied_waiting_member_hears_only_waiting_then_denied() {
     room.msg(HOST, ClientMessage::EndMeeting);
     assert_eq!(
         room.log_to(9),
-        [ServerMessage::Waiting { you: eve }, ServerMessage::Denied]
+        [
+            ServerMessage::Waiting {
+                you: eve,
+                recording: false
+            },
+            ServerMessage::Denied
+        ]
     );
 }
 
@@ -1496,7 +1508,13 @@ fn only_the_host_may_end_the_meeting_and_everyone_is_told() {
     }
     assert_eq!(
         room.log_to(9),
-        [ServerMessage::Waiting { you: eve }, ended.clone()]
+        [
+            ServerMessage::Waiting {
+                you: eve,
+                recording: false
+            },
+            ended.clone()
+        ]
     );
     assert_eq!(room.meeting.member_count(), 0);
     assert_eq!(room.meeting.waiting_count(), 0);

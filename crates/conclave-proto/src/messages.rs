@@ -367,9 +367,15 @@ pub struct IceServer {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// The only message a waiting connection ever receives (besides its own
-    /// admission, denial or an error): "you are waiting".
+    /// admission, denial or an error): "you are waiting". Sent again, with
+    /// the same `you`, whenever `recording` changes.
     Waiting {
         you: ParticipantId,
+        /// A recorder is in the meeting: a person deciding whether to stay
+        /// must know it before they are let in. The one fact about the
+        /// meeting the waiting room learns (docs/security.md).
+        #[serde(default)]
+        recording: bool,
     },
     /// Admitted (or resumed): the whole state a member needs.
     Joined {

@@ -78,7 +78,13 @@ async fn a_guest_waits_and_the_host_admits_them() {
     .into();
     assert_eq!(roster(&g), expected);
     // Before admission the guest heard exactly one thing: that it waits.
-    assert_eq!(guest.log, vec![json!({"type": "waiting", "you": gid}), g]);
+    assert_eq!(
+        guest.log,
+        vec![
+            json!({"type": "waiting", "you": gid, "recording": false}),
+            g
+        ]
+    );
 
     // The host hears of the newcomer and of the emptied waiting room.
     let pj = host.recv().await;

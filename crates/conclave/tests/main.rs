@@ -24,6 +24,7 @@ mod metrics;
 mod moderation;
 mod oidc_accounts;
 mod oidc_tokens;
+mod recording;
 mod restart;
 mod simulcast_flow;
 mod store;

@@ -92,7 +92,7 @@ async fn a_waiting_guest_receives_nothing_but_its_own_status() {
     waiter.expect_silence(QUIET).await;
     assert_eq!(
         waiter.log,
-        vec![json!({"type": "waiting", "you": wid})],
+        vec![json!({"type": "waiting", "you": wid, "recording": false})],
         "a waiting connection heard more than its own status"
     );
 

@@ -3,7 +3,9 @@
 //! wait, are admitted, denied, removed and leave; chat; MLS proposals, commits and Welcomes;
 //! media offers and answers; roles, lock, permissions, suspension, renames, a title changed
 //! through the API, wrong passcodes that warn the moderators — and gets only its own status:
-//! `waiting`, the `error` replies to its own messages, then `joined` or `denied`.
+//! `waiting`, the `error` replies to its own messages, then `joined` or `denied`. The
+//! `waiting` status says one thing about the meeting, whether a recorder is in it; a last
+//! test has a recorder come and go and checks that this bit is all a waiter learns.
 //!
 //! The `joined` (or `denied`) that ends the wait is the barrier: the room writes to a
 //! connection's queue in order, so anything the room had sent the waiter during the churn
@@ -212,12 +214,22 @@ async fn admit(
     member
 }
 
-/// What a waiting client may receive: its `waiting`, `error` replies to its own messages, and
-/// the one message that ends the wait. Panics with the whole log otherwise.
+/// A `waiting` status holds its id and the recording bit, and nothing else.
+fn is_bare_waiting(v: &Value, recording: bool) -> bool {
+    v["type"] == "waiting"
+        && v["you"].is_u64()
+        && v["recording"] == recording
+        && v.as_object().is_some_and(|o| o.len() == 3)
+}
+
+/// What a waiting client may receive: its `waiting` (no recorder in these meetings), `error`
+/// replies to its own messages, and the one message that ends the wait. Panics with the whole
+/// log otherwise.
 fn assert_only_own_status(log: &[Value], end: &str, own_errors: usize) {
     let types: Vec<&str> = log.iter().filter_map(|v| v["type"].as_str()).collect();
     let allowed = |v: &Value| match v["type"].as_str() {
-        Some("waiting") | Some("denied") | Some("joined") => true,
+        Some("waiting") => is_bare_waiting(v, false),
+        Some("denied") | Some("joined") => true,
         Some("error") => v["code"] == "not_joined",
         _ => false,
     };
@@ -580,4 +592,96 @@ async fn a_hundred_and_twenty_waiting_clients_receive_only_their_status_while_th
         let log = w.await.expect("waiter task");
         assert_only_own_status(&log, "denied", 0);
     }
+}
+
+/// Joins as a recorder (`conclave record` does the same) and returns the socket and its id.
+async fn recorder_waits(server: &TestServer, meeting: &Meeting) -> (Ws, u64) {
+    let mut ws = server
+        .ws(&meeting.id, WsOpts::from(Ipv4Addr::new(127, 0, 5, 1)))
+        .await;
+    ws.send(
+        json!({"type": "join", "name": "Recorder", "passcode": meeting.passcode, "recorder": true}),
+    )
+    .await;
+    let w = ws.recv().await;
+    assert!(is_bare_waiting(&w, false), "the recorder waits: {w}");
+    let id = w["you"].as_u64().expect("you");
+    (ws, id)
+}
+
+#[tokio::test]
+async fn a_waiting_client_learns_that_a_recorder_came_and_went_and_nothing_else() {
+    let server = TestServer::start().await;
+    let alice = server.signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({"title": "Recorded"})).await;
+    let (ws, joined) = server.host_joins(&alice, &meeting.id).await;
+    let mut host = Member::new("host", ws, &joined).await;
+    settle(&mut [&mut host], "the host made the group", |m| {
+        m[0].e2ee.in_group()
+    })
+    .await;
+    let (mut watcher, watcher_id) = server.guest_waits(&meeting, "Watcher").await;
+
+    // A recorder knocking is not yet a recording: the watcher hears nothing.
+    let (mut rec, rec_id) = recorder_waits(&server, &meeting).await;
+    let room = loop {
+        let room = host.ws.recv_until("waiting_room").await;
+        if room["waiting"].as_array().is_some_and(|w| w.len() == 2) {
+            break room;
+        }
+    };
+    assert!(
+        room["waiting"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|p| p["id"] == rec_id && p["recording"] == true)),
+        "the host sees the recorder as one: {room}"
+    );
+    watcher.expect_silence(QUIET).await;
+
+    // Admitted, it records; members come, chat and change things meanwhile.
+    host.ws
+        .send(json!({"type": "admit", "participant": rec_id}))
+        .await;
+    assert_eq!(rec.recv_until("joined").await["you"], rec_id);
+    let mut bob = admit(&server, &mut [&mut host], &meeting, "Bob").await;
+    bob.chat("is this recorded?").await;
+    for msg in [
+        json!({"type": "lock"}),
+        json!({"type": "unlock"}),
+        json!({"type": "rename", "participant": bob.id, "name": "Robert"}),
+    ] {
+        host.ws.send(msg).await;
+    }
+    settle(
+        &mut [&mut host, &mut bob],
+        "the chat and changes arrived",
+        |m| {
+            m[0].chats.iter().any(|c| c == "is this recorded?")
+                && m[1].ws.log.iter().any(|v| {
+                    v["type"] == "participant_updated" && v["participant"]["name"] == "Robert"
+                })
+        },
+    )
+    .await;
+
+    // The recorder leaves; then the watcher is let in, which ends its wait.
+    rec.send(json!({"type": "leave"})).await;
+    settle(&mut [&mut host, &mut bob], "the recorder left", |m| {
+        m[0].ws
+            .log
+            .iter()
+            .any(|v| v["type"] == "participant_left" && v["participant"] == rec_id)
+    })
+    .await;
+    host.ws
+        .send(json!({"type": "admit", "participant": watcher_id}))
+        .await;
+    watcher.recv_until("joined").await;
+    let log = &watcher.log;
+    assert_eq!(log.len(), 4, "{log:#?}");
+    assert!(is_bare_waiting(&log[0], false), "{log:#?}");
+    assert!(is_bare_waiting(&log[1], true), "{log:#?}");
+    assert!(is_bare_waiting(&log[2], false), "{log:#?}");
+    assert!(log[..3].iter().all(|v| v["you"] == watcher_id), "{log:#?}");
+    assert_eq!(log[3]["type"], "joined");
 }

@@ -119,6 +119,21 @@ impl Meeting {
         self.send_to_moderators(&msg);
     }
 
+    /// Tells everyone waiting that a recording started or stopped, once per
+    /// change: the `recording` bit of their `waiting` status is the only
+    /// thing about the meeting a waiting connection is sent.
+    pub(super) fn tell_waiting_recording(&mut self) {
+        let recording = self.recording();
+        if recording == self.waiting_told_recording {
+            return;
+        }
+        self.waiting_told_recording = recording;
+        let waiting: Vec<_> = self.waiting.iter().map(|(id, w)| (*id, w.conn)).collect();
+        for (you, conn) in waiting {
+            self.send(conn, ServerMessage::Waiting { you, recording });
+        }
+    }
+
     pub(super) fn send_to_member(&mut self, id: ParticipantId, msg: ServerMessage) {
         if let Some(conn) = self.members.get(&id).and_then(|m| m.conn) {
             self.send(conn, msg);

@@ -68,7 +68,8 @@ impl Meeting {
         } else {
             self.waiting.insert(id, waiter);
             self.seats.insert(conn, Seat::Waiting(id));
-            self.send(conn, ServerMessage::Waiting { you: id });
+            let recording = self.recording();
+            self.send(conn, ServerMessage::Waiting { you: id, recording });
             self.broadcast_waiting_room();
         }
     }
@@ -253,7 +254,14 @@ impl Meeting {
             ClientMessage::Admit { participant } => self.admit(participant),
             ClientMessage::Deny { participant } => self.deny(participant),
             ClientMessage::AdmitAll => {
-                let ids: Vec<_> = self.waiting.keys().copied().collect();
+                // A recorder is let in only by name: "admit all" is for
+                // people, and nobody should start a recording unawares.
+                let ids: Vec<_> = self
+                    .waiting
+                    .iter()
+                    .filter(|(_, w)| !w.recording)
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in ids {
                     if self.admit(id) == Err(ErrorCode::Full) {
                         return Err(ErrorCode::Full);

@@ -5,7 +5,8 @@
 //! iterate over `members` only, and a waiting person has no seat there, so no
 //! room event (roster, chat, and later media offers and keys) can reach them.
 //! A waiting connection is sent exactly its own status, its admission or its
-//! denial.
+//! denial; the status carries one fact about the meeting, whether a recorder
+//! is in it, so that nobody is let into a recording without being told.
 //!
 //! This file holds the public types and the driver: `handle` takes an input
 //! and `message` routes a client message by family to the file that holds
@@ -225,6 +226,8 @@ pub struct Meeting {
     /// The MLS delivery service; `None` only if its signing key could not be
     /// made, in which case nobody can form a group (and clients say so).
     group: Option<Group>,
+    /// Whether the waiting room was last told a recorder is in the meeting.
+    waiting_told_recording: bool,
     out: VecDeque<Output>,
 }
 
@@ -245,6 +248,7 @@ impl Meeting {
             group: Group::new()
                 .inspect_err(|e| tracing::error!(error = %e, "no MLS delivery service"))
                 .ok(),
+            waiting_told_recording: false,
             out: VecDeque::new(),
         }
     }
@@ -286,6 +290,11 @@ impl Meeting {
 
     pub fn is_member(&self, conn: ConnId) -> bool {
         matches!(self.seats.get(&conn), Some(Seat::Member(_)))
+    }
+
+    /// A recorder holds a seat (connected or inside its resume window).
+    pub fn recording(&self) -> bool {
+        self.members.values().any(|m| m.recording)
     }
 
     pub fn state(&self) -> MeetingState {
@@ -340,6 +349,7 @@ impl Meeting {
             Input::Timeout => self.expire(now),
         }
         self.reconcile_group(now);
+        self.tell_waiting_recording();
     }
 
     /// A client message from a seated or waiting connection, routed by family.

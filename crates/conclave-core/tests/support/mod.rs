@@ -214,7 +214,9 @@ impl<C: Clients> Room<C> {
             .iter()
             .rev()
             .find_map(|m| match m {
-                ServerMessage::Joined { you, .. } | ServerMessage::Waiting { you } => Some(*you),
+                ServerMessage::Joined { you, .. } | ServerMessage::Waiting { you, .. } => {
+                    Some(*you)
+                }
                 _ => None,
             })
             .unwrap_or_else(|| panic!("conn {conn} never got an id"))
@@ -242,7 +244,7 @@ impl<C: Clients> Room<C> {
     pub fn wait_as(&mut self, conn: u64, name: &str, identity: Identity) -> ParticipantId {
         let out = self.join(conn, name, identity);
         match sent(&out, conn).as_slice() {
-            [ServerMessage::Waiting { you }] => *you,
+            [ServerMessage::Waiting { you, .. }] => *you,
             other => panic!("conn {conn} expected to wait, got {other:?}"),
         }
     }
