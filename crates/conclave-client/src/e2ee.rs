@@ -11,6 +11,11 @@ use conclave_e2ee::{CommitOut, E2eeError, EpochKeys, Member, Received, RosterChe
 use conclave_proto::{ClientMessage, ErrorCode, ParticipantId, ServerMessage};
 use data_encoding::BASE64;
 
+/// How the web client's hands, reactions and polls begin inside the MLS
+/// plaintext (web/appmsg.js, docs/protocol.md §13): they share the chat
+/// relay, and this client, which has none of them, must not show them as chat.
+pub const APP_MESSAGE_PREFIX: &str = "\u{0}conclave-app:";
+
 /// What a server message changed, for the session to act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -276,6 +281,7 @@ impl E2ee {
             ServerMessage::Chat { payload, .. } => Ok(self
                 .member
                 .open_chat(&unb64(payload)?)?
+                .filter(|chat| !chat.text.starts_with(APP_MESSAGE_PREFIX))
                 .map(|chat| Change::Chat {
                     from: chat.sender,
                     text: chat.text,
@@ -390,5 +396,78 @@ mod tests {
         assert!(matches!(change, Some(Change::Epoch(..))), "{change:?}");
         assert_eq!(host.epoch(), epoch);
         assert_eq!(host.roster(), ["1", "2"]);
+    }
+
+    /// The web client's hands, reactions and polls share the chat relay; this
+    /// client opens them like chat and must not report them as chat lines.
+    #[test]
+    fn web_application_messages_are_not_reported_as_chat() {
+        let mut ds = DeliveryService::new().expect("ds");
+        let mut host = E2ee::new(ParticipantId(1)).expect("host");
+        host.take_messages();
+        let setup = E2eeSetup {
+            group_id: b64(b"g"),
+            external_sender: b64(&ds.external_sender()),
+        };
+        host.handle(&ServerMessage::MlsCreateGroup { e2ee: setup })
+            .expect("create");
+        let Some(ClientMessage::MlsGroupInfo { group_info }) = host.take_messages().pop() else {
+            panic!("no group info");
+        };
+        ds.observe_group(&unb64(&group_info).expect("b64"))
+            .expect("observe");
+        let mut guest = E2ee::new(ParticipantId(2)).expect("guest");
+        let kp2 = key_package(&mut guest);
+        for id in [1, 2] {
+            host.handle(&joined(id)).expect("announced");
+            guest.handle(&joined(id)).expect("announced");
+        }
+        let add = ds.propose_add(&kp2).expect("propose");
+        host.handle(&proposal(&add, 1)).expect("proposal");
+        let Some(ClientMessage::MlsCommit {
+            commit,
+            welcome: Some(welcome),
+            ..
+        }) = host.take_messages().pop()
+        else {
+            panic!("no commit with a welcome");
+        };
+        let commit = unb64(&commit).expect("b64");
+        ds.accept_commit(&commit).expect("accepted");
+        host.handle(&ServerMessage::MlsMessage {
+            message: b64(&commit),
+            commit_by: None,
+        })
+        .expect("echo");
+        guest
+            .handle(&ServerMessage::MlsWelcome {
+                welcome,
+                ratchet_tree: b64(&ds.ratchet_tree().expect("tree")).into(),
+            })
+            .expect("welcome");
+        assert!(guest.in_group());
+
+        let relay = |host: &mut E2ee, text: &str| {
+            let ClientMessage::Chat { payload } = host.chat(text).expect("chat") else {
+                panic!("not chat");
+            };
+            ServerMessage::Chat {
+                from: ParticipantId(1),
+                payload,
+            }
+        };
+        let line = relay(&mut host, "hello");
+        assert_eq!(
+            guest.handle(&line).expect("open"),
+            Some(Change::Chat {
+                from: "1".into(),
+                text: "hello".into()
+            })
+        );
+        let hand = relay(
+            &mut host,
+            &format!(r#"{APP_MESSAGE_PREFIX}{{"type":"hand","raised":true}}"#),
+        );
+        assert_eq!(guest.handle(&hand).expect("open"), None);
     }
 }
