@@ -29,10 +29,19 @@
 //!   retransmission budget (`rtx_ratio_cap` of its bytes over about a
 //!   second). A NACK for an anchor is str0m's: it has the packet and resends
 //!   it over RTX.
-//! - **No congestion control of its own yet.** Fast packets carry no
-//!   transport-wide sequence number, so str0m's estimate (which still drives
-//!   the simulcast layer choice) sees only what str0m sends: RED audio,
-//!   anchors and its probes.
+//! - **Congestion control of its own** (`bwe.rs`): str0m's estimator sees
+//!   only what str0m sends, and str0m 0.25 has no public call to tell it of
+//!   other packets. Where the subscriber negotiated transport-wide sequence
+//!   numbers (TWCC), the fast path numbers every RTP packet of the session
+//!   itself: its own, and str0m's too, since the receiver's feedback covers
+//!   one sequence space per transport and two counters would collide. str0m's
+//!   RTP datagrams (anchors, RED audio, RTX, probes) are held back, and each
+//!   is sealed again from str0m's clear copy (its raw `RtpTx` event) with
+//!   the fast path's number in place of str0m's; str0m's own ciphertext
+//!   never leaves, so no index goes out under two ciphertexts. The
+//!   subscriber's TWCC reports (raw RTCP events) feed the estimator, whose
+//!   estimate then drives the simulcast layer choice instead of str0m's.
+//!   Reports it cannot use are dropped and counted (`fast_twcc_refused`).
 //!
 //! Known limits: the per-SSRC state (owner, history) lives as long as the
 //! session, also for streams a renegotiation stopped; str0m's raw-packet
@@ -43,7 +52,7 @@
 //! taken from its transmits, so the fast path follows ICE and works over
 //! ICE-TCP as well (the shell frames every transmit the same way).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -51,10 +60,11 @@ use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid};
 use str0m::net::Protocol;
 use str0m::rtp::rtcp::Rtcp;
-use str0m::rtp::{Extension, RawPacket, SeqNo};
+use str0m::rtp::{Extension, RawPacket, RtpHeader, SeqNo};
 
 use crate::relay::MediaPacket;
 
+use crate::bwe::Bwe;
 use crate::keyexport::{KeySlot, base_provider};
 use crate::peer::{Peer, forwarded_write, local_pt};
 use crate::srtp::{SRTP_OVERHEAD, SrtpSealer};
@@ -71,6 +81,10 @@ const HISTORY_PACKETS: usize = 256;
 
 /// How old a kept packet may be and still be resent (as str0m's default).
 const HISTORY_AGE: Duration = Duration::from_secs(3);
+
+/// str0m datagrams held back for sealing again, at most (str0m's clear
+/// copy of each follows it at once; a full queue drops the oldest).
+const HELD_BACK: usize = 256;
 
 /// The retransmission budget's window: its byte counts halve this often.
 const BUDGET_HALF_LIFE: Duration = Duration::from_secs(1);
@@ -95,6 +109,18 @@ pub(crate) struct FastPath {
     rtx_ratio_cap: Option<f32>,
     /// The clear packet being built; reused.
     clear: Vec<u8>,
+    /// The egress estimate from TWCC feedback on what this path numbers.
+    pub(crate) bwe: Bwe,
+    /// The origin of TWCC report times (str0m's report reader wants one).
+    twcc_zero: Instant,
+    /// The session's TWCC header extension id, once known: from then on
+    /// every RTP packet of the session carries the fast path's numbers.
+    twcc_id: Option<u8>,
+    /// The last TWCC number str0m wrote before the fast path took over.
+    str0m_twcc: Option<u16>,
+    /// str0m's RTP datagrams held back, by (SSRC, sequence number), until
+    /// str0m's clear copy of each arrives to be sealed again.
+    held: VecDeque<(u32, u16)>,
 }
 
 struct FastStream {
@@ -114,7 +140,12 @@ struct Kept {
 }
 
 impl FastPath {
-    pub(crate) fn new(slot: KeySlot, rtx_ratio_cap: Option<f32>) -> Self {
+    pub(crate) fn new(
+        slot: KeySlot,
+        rtx_ratio_cap: Option<f32>,
+        initial_bandwidth: u64,
+        now: Instant,
+    ) -> Self {
         FastPath {
             slot,
             sealer: None,
@@ -123,6 +154,115 @@ impl FastPath {
             streams: HashMap::new(),
             rtx_ratio_cap,
             clear: Vec::with_capacity(1_500),
+            bwe: Bwe::new(initial_bandwidth),
+            twcc_zero: now,
+            twcc_id: None,
+            str0m_twcc: None,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// Whether str0m's RTP is sealed again with this path's TWCC numbers.
+    fn numbers_all(&self) -> bool {
+        self.twcc_id.is_some() && self.route.is_some() && self.sealer.is_some()
+    }
+
+    /// The next transport-wide sequence number, for a packet of `size`
+    /// bytes sent now; the first follows the last str0m wrote, so the
+    /// receiver sees one sequence.
+    fn next_twcc(&mut self, now: Instant, size: usize) -> u16 {
+        if let Some(last) = self.str0m_twcc.take() {
+            self.bwe.start_at(u64::from(last) + 1);
+        }
+        self.bwe.register(now, size) as u16
+    }
+
+    /// Whether `t`, a datagram str0m sends, is held back: an RTP packet
+    /// while this path numbers the session's packets. It is sealed again
+    /// when str0m's clear copy arrives ([`FastPath::on_rtp_tx`]).
+    pub(crate) fn hold_back(&mut self, t: &Transmit) -> bool {
+        let b = &t.contents;
+        let rtp = b.len() >= 12 && b[0] >> 6 == 2 && !(192..=223).contains(&b[1]);
+        if !rtp || !self.numbers_all() {
+            return false;
+        }
+        if self.held.len() == HELD_BACK {
+            self.held.pop_front();
+        }
+        let ssrc = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+        self.held
+            .push_back((ssrc, u16::from_be_bytes([b[2], b[3]])));
+        true
+    }
+
+    /// str0m's clear copy of an RTP packet it sent. Held back: sealed again
+    /// with this path's TWCC number and sent. Otherwise (str0m's datagram
+    /// went out as it was): its index and TWCC number are noted, so that
+    /// this path continues both once it takes over.
+    fn on_rtp_tx(
+        &mut self,
+        header: &RtpHeader,
+        mut clear: Vec<u8>,
+        now: Instant,
+        transmits: &mut TransmitQueue,
+        stats: &mut crate::PeerStats,
+    ) {
+        let key = (*header.ssrc, header.sequence_number);
+        let Some(at) = self.held.iter().position(|&h| h == key) else {
+            if let Some(sealer) = self.sealer() {
+                // Sealed by str0m, as it says: nothing more to do.
+                let _ = sealer.observe(key.0, key.1);
+            }
+            if let Some(t) = header.ext_vals.transport_cc {
+                self.str0m_twcc = Some(t);
+            }
+            return;
+        };
+        self.held.remove(at);
+        let (Some(route), Some(id)) = (self.route, self.twcc_id) else {
+            return;
+        };
+        if header.ext_vals.transport_cc.is_some()
+            && let Some(at) = extension_at(&clear, id)
+        {
+            let seq = self.next_twcc(now, clear.len() + SRTP_OVERHEAD);
+            clear[at..at + 2].copy_from_slice(&seq.to_be_bytes());
+        }
+        let mut sealed = vec![0u8; clear.len() + SRTP_OVERHEAD];
+        match self.sealer().map(|s| s.seal_rtp(&clear, &mut sealed)) {
+            Some(Ok(n)) => {
+                sealed.truncate(n);
+                stats.fast_resealed += 1;
+                push(transmits, route, sealed, stats);
+            }
+            Some(Err(error)) => {
+                stats.fast_seal_errors += 1;
+                tracing::debug!(%error, "str0m's packet not sealed again");
+            }
+            None => {}
+        }
+    }
+
+    /// A TWCC report from the subscriber, for the estimator.
+    fn on_twcc(
+        &mut self,
+        twcc: str0m::rtp::rtcp::Twcc,
+        now: Instant,
+        stats: &mut crate::PeerStats,
+    ) {
+        if self.twcc_id.is_none() {
+            return;
+        }
+        let from = self.bwe.next_seq().saturating_sub(1);
+        match self
+            .bwe
+            .on_feedback(report(twcc, self.twcc_zero, from), now)
+        {
+            Ok(()) => stats.fast_twcc_reports += 1,
+            Err(error) => {
+                stats.fast_twcc_refused += 1;
+                tracing::debug!(%error, "TWCC report refused");
+            }
         }
     }
 
@@ -331,14 +471,23 @@ impl Peer {
             .last_anchor
             .is_none_or(|at| now.saturating_duration_since(at) >= ANCHOR_EVERY);
         let from = &packet.header.ext_vals;
+        let exts = self.rtc.media(mid).map(|m| m.remote_extmap());
+        let twcc_id = exts.and_then(|e| e.id_of(Extension::TransportSequenceNumber));
+        if fast.twcc_id.is_none() {
+            fast.twcc_id = twcc_id;
+        }
         // Audio resuming after skipped packets starts a talkspurt.
         let marker = packet.header.marker || (rewritten.resumed && kind == MediaKind::Audio);
         if anchor_due {
             stream.last_anchor = Some(now);
+            let numbers_all = fast.numbers_all();
             let Some(sealer) = fast.sealer() else {
                 return Forwarded::Dropped;
             };
-            if sealer.reserve(ssrc, rewritten.seq).is_err() {
+            // Sealed again here when this path numbers str0m's packets;
+            // else str0m's ciphertext is the one sent, and this index is not
+            // this sealer's to use.
+            if !numbers_all && sealer.reserve(ssrc, rewritten.seq).is_err() {
                 self.stats.fast_seal_errors += 1;
                 return Forwarded::Dropped;
             }
@@ -356,7 +505,6 @@ impl Peer {
         // subscriber negotiated that the packet needs. MID always: str0m
         // stops sending it once the receiver has bound the SSRC, which only
         // str0m learns.
-        let exts = self.rtc.media(mid).map(|m| m.remote_extmap());
         let mid_id = exts.and_then(|e| e.id_of(Extension::RtpMid));
         let orientation = exts
             .and_then(|e| e.id_of(Extension::VideoOrientation))
@@ -369,6 +517,7 @@ impl Peer {
                 let v = u8::from(from.voice_activity == Some(true)) << 7;
                 (id, v | l.unsigned_abs().min(127))
             });
+        let twcc = twcc_id.filter(|_| fast.numbers_all());
         let clear = &mut fast.clear;
         clear.clear();
         clear.push(0x80);
@@ -379,7 +528,7 @@ impl Peer {
         let mid_bytes: &str = &mid;
         let mid_bytes = mid_bytes.as_bytes();
         let mid_ext = mid_id.filter(|_| (1..=16).contains(&mid_bytes.len()));
-        if mid_ext.is_some() || orientation.is_some() || level.is_some() {
+        if mid_ext.is_some() || orientation.is_some() || level.is_some() || twcc.is_some() {
             clear[0] |= 0x10;
             let start = clear.len();
             clear.extend_from_slice(&[0xbe, 0xde, 0, 0]);
@@ -395,6 +544,11 @@ impl Peer {
                 clear.push(id << 4);
                 clear.push(l);
             }
+            if let Some(id) = twcc {
+                // Numbered at sealing, below.
+                clear.push((id << 4) | 1);
+                clear.extend_from_slice(&[0, 0]);
+            }
             while (clear.len() - start) % 4 != 0 {
                 clear.push(0);
             }
@@ -407,7 +561,11 @@ impl Peer {
         let Some(route) = fast.route else {
             return Forwarded::Dropped;
         };
-        let clear = std::mem::take(&mut fast.clear);
+        let mut clear = std::mem::take(&mut fast.clear);
+        if let Some(at) = twcc.and_then(|id| extension_at(&clear, id)) {
+            let seq = fast.next_twcc(now, sealed.len());
+            clear[at..at + 2].copy_from_slice(&seq.to_be_bytes());
+        }
         let result = fast
             .sealer()
             .map(|s| s.seal_rtp_at(&clear, rewritten.seq, &mut sealed));
@@ -437,13 +595,24 @@ impl Peer {
     }
 
     /// A raw packet str0m reported (fast path only): NACKs for fast streams
-    /// are answered; everything else was for troubleshooting and is dropped.
+    /// are answered, TWCC reports feed the estimator, str0m's sent RTP is
+    /// numbered and sealed again; the rest was for troubleshooting and is
+    /// dropped.
     pub(crate) fn on_raw(&mut self, raw: RawPacket, now: Instant, transmits: &mut TransmitQueue) {
-        let RawPacket::RtcpRx(Rtcp::Nack(nack)) = raw else {
-            return;
-        };
         let Some(fast) = self.fast.as_mut() else {
             return;
+        };
+        let nack = match raw {
+            RawPacket::RtcpRx(Rtcp::Nack(nack)) => nack,
+            RawPacket::RtcpRx(Rtcp::Twcc(twcc)) => {
+                fast.on_twcc(twcc, now, &mut self.stats);
+                return;
+            }
+            RawPacket::RtpTx(header, clear) => {
+                fast.on_rtp_tx(&header, clear, now, transmits, &mut self.stats);
+                return;
+            }
+            _ => return,
         };
         let ssrc = *nack.ssrc;
         if fast.owners.get(&ssrc) != Some(&Owner::Fast) {
@@ -463,5 +632,132 @@ impl Peer {
             transmits,
             &mut self.stats,
         );
+    }
+}
+
+/// A TWCC report as (transport-wide sequence number, arrival) pairs, read
+/// by str0m's own reader (which str0m runs on every report it receives
+/// too): 16-bit numbers extended around `from`, arrival times counted from
+/// `zero`. The reader's extension wraps below 0 (a report reaching back
+/// before number 0 would overflow its `u64` arithmetic), so it works on
+/// numbers a wrap higher, given back as they were; what lies before 0 is
+/// skipped.
+fn report(
+    twcc: str0m::rtp::rtcp::Twcc,
+    zero: Instant,
+    from: u64,
+) -> impl Iterator<Item = (u64, Option<Instant>)> {
+    const LIFT: u64 = 1 << 16;
+    twcc.into_iter(zero, from.saturating_add(LIFT).into())
+        .filter_map(|(seq, _, arrival)| Some(((*seq).checked_sub(LIFT)?, arrival)))
+}
+
+/// Where the value of the two-byte header extension element `id` starts in
+/// the RTP packet `clear` (one-byte or two-byte header form, RFC 8285), if
+/// it has one of that length.
+fn extension_at(clear: &[u8], id: u8) -> Option<usize> {
+    let first = *clear.first()?;
+    if first & 0x10 == 0 {
+        return None;
+    }
+    let start = 12 + 4 * usize::from(first & 0x0f);
+    let profile = u16::from_be_bytes([*clear.get(start)?, *clear.get(start + 1)?]);
+    let words = u16::from_be_bytes([*clear.get(start + 2)?, *clear.get(start + 3)?]);
+    let end = (start + 4 + 4 * usize::from(words)).min(clear.len());
+    let two_byte = profile & 0xfff0 == 0x1000;
+    if profile != 0xbede && !two_byte {
+        return None;
+    }
+    let mut at = start + 4;
+    while at < end {
+        let b = clear[at];
+        if b == 0 {
+            // Padding, in either form.
+            at += 1;
+            continue;
+        }
+        let (element, len, value) = if two_byte {
+            (b, usize::from(*clear.get(at + 1)?), at + 2)
+        } else if b >> 4 == 15 {
+            return None;
+        } else {
+            (b >> 4, usize::from(b & 0x0f) + 1, at + 1)
+        };
+        if value + len > end {
+            return None;
+        }
+        if element == id {
+            return (len == 2).then_some(value);
+        }
+        at = value + len;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use str0m::rtp::rtcp::Twcc;
+
+    use super::{extension_at, report};
+    use crate::bwe::Bwe;
+
+    /// Random feedback bytes, as a subscriber might send inside its SRTCP:
+    /// what str0m parses as a TWCC report goes through the same reading as
+    /// a real one, and is used or refused, never a panic.
+    #[test]
+    fn garbage_twcc_reports_are_refused_or_harmless() {
+        // Any instant: nothing here reads a clock.
+        #[allow(clippy::disallowed_methods)]
+        let zero = Instant::now();
+        let mut bwe = Bwe::new(1_000_000);
+        for i in 0..3_000u64 {
+            bwe.register(zero + Duration::from_millis(i), 1_200);
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let (mut parsed, mut refused) = (0, 0);
+        for n in 0..20_000usize {
+            let len = 16 + n % 120;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let Ok(twcc) = Twcc::try_from(&bytes[..]) else {
+                continue;
+            };
+            parsed += 1;
+            let now = zero + Duration::from_millis(n as u64);
+            if bwe.on_feedback(report(twcc, zero, 2_999), now).is_err() {
+                refused += 1;
+            }
+            assert!(bwe.estimate() >= 50_000 && bwe.estimate() <= 50_000_000);
+        }
+        assert!(parsed > 100, "{parsed}");
+        assert!(refused > 0, "{refused} of {parsed}");
+    }
+
+    #[test]
+    fn finds_an_extension_in_either_header_form_and_never_reads_past_the_end() {
+        let mut one = vec![0x90, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        one.extend_from_slice(&[0xbe, 0xde, 0, 2, 0x10, b'a', 0x31, 0xaa, 0xbb, 0, 0, 0]);
+        assert_eq!(extension_at(&one, 3), Some(19));
+        assert_eq!(extension_at(&one, 1), None, "one byte long");
+        assert_eq!(extension_at(&one, 5), None);
+        let mut two = vec![0x90, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        two.extend_from_slice(&[0x10, 0x00, 0, 1, 7, 2, 0xaa, 0xbb]);
+        assert_eq!(extension_at(&two, 7), Some(18));
+        for cut in 0..one.len() {
+            let _ = extension_at(&one[..cut], 3);
+        }
+        let mut lying = one.clone();
+        lying[15] = 200;
+        assert_eq!(extension_at(&lying, 3), Some(19));
+        lying[16] = 0x3f;
+        assert_eq!(extension_at(&lying, 3), None);
     }
 }

@@ -41,6 +41,8 @@
 //! - `fastpath`: with [`RouterConfig::fast_path`], forwarded media sealed
 //!   and queued per subscriber outside str0m's send queue; NACKs answered
 //!   from its own history.
+//! - `bwe`: the fast path's own egress estimate (delay and loss, GCC
+//!   style) from the subscriber's TWCC feedback, sans-IO.
 //! - [`keyexport`]: the SRTP keys of a session, copied out of str0m's DTLS
 //!   handshake by a wrapping DTLS provider (public, like `srtp`: the fast
 //!   forwarding path of issue 16 seals outside str0m).
@@ -54,6 +56,7 @@
 //! signaling, then wait for a datagram or [`Router::poll_timeout`].
 #![forbid(unsafe_code)]
 
+mod bwe;
 mod codecs;
 mod error;
 mod event;

@@ -222,6 +222,9 @@ impl Peer {
                     };
                     if let Some(fast) = &mut self.fast {
                         fast.saw_transmit(&t);
+                        if fast.hold_back(&t) {
+                            continue;
+                        }
                     }
                     let queued = transmits.push(t);
                     if queued {
@@ -291,6 +294,16 @@ impl Peer {
             _ => return,
         };
         work.push_back((self.id, output));
+    }
+
+    /// The egress estimate the layer choice uses: the fast path's own once
+    /// its TWCC feedback has arrived (str0m's counts only what str0m
+    /// sends), str0m's otherwise.
+    pub(crate) fn egress_estimate(&self) -> Option<u64> {
+        match &self.fast {
+            Some(fast) if fast.bwe.has_feedback() => Some(fast.bwe.estimate()),
+            _ => self.estimate,
+        }
     }
 
     /// Asks for a timeout at `now`: written packets leave str0m only after

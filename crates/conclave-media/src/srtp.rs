@@ -202,6 +202,17 @@ impl SrtpSealer {
             .map(|_| ())
     }
 
+    /// Notes that `seq` of `ssrc` was sealed elsewhere (str0m sent it), at
+    /// the index closest to the highest known: so this sealer keeps the
+    /// stream's rollover counter if it seals on it later. An index this
+    /// sealer has sealed or reserved is an error, and changes nothing.
+    pub fn observe(&mut self, ssrc: u32, seq: u16) -> Result<u64, SealError> {
+        self.streams
+            .entry(ssrc)
+            .or_insert_with(|| StreamIndex::starting_at(seq))
+            .claim(ssrc, seq)
+    }
+
     fn seal(
         &mut self,
         clear: &[u8],

@@ -63,6 +63,14 @@ pub struct PeerStats {
     /// Fast path: NACKed packets not resent, the stream's retransmission
     /// budget being spent.
     pub fast_nack_over_budget: u64,
+    /// Fast path: TWCC reports from the subscriber used by its estimator.
+    pub fast_twcc_reports: u64,
+    /// Fast path: TWCC reports refused (listing nothing sent lately, or
+    /// with implausible times): malformed or stale feedback, dropped.
+    pub fast_twcc_refused: u64,
+    /// Fast path: str0m's RTP packets sealed again with the fast path's
+    /// transport-wide sequence number.
+    pub fast_resealed: u64,
     /// PLIs the router sent this peer about tracks it publishes.
     pub keyframe_requests_out: u64,
     /// Datagrams or timeouts the WebRTC stack refused with an error.

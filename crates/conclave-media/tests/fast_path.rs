@@ -153,6 +153,45 @@ fn audio_and_video_sealed_by_the_router_arrive_whole_and_continuous() {
     let (datagrams, reused) = *nonces.borrow();
     assert!(datagrams >= video.len() + audio.len());
     assert_eq!(reused, 0, "an (SSRC, seq) sent under two ciphertexts");
+    // Every packet carried the fast path's transport-wide number, str0m's
+    // (the anchors) sealed again with theirs, and B's TWCC feedback on them
+    // made the estimate the layer choice reads.
+    assert!(b.fast_resealed >= 4, "{b:?}");
+    assert!(b.fast_twcc_reports > 20, "{b:?}");
+    assert_eq!(b.fast_twcc_refused, 0, "{b:?}");
+    assert!(net.router.bandwidth_estimate(B).is_some());
+}
+
+/// Garbage from the subscriber's address while it receives (RTCP-looking
+/// datagrams, feedback-looking ones, random bytes) is dropped: the router
+/// neither panics nor stalls, and the media goes on arriving whole.
+#[test]
+fn garbage_feedback_from_the_subscriber_is_dropped_and_media_goes_on() {
+    let mut net = two_members();
+    let nonces = watch_nonces(&mut net, None);
+    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
+    let mut noise = harness::Noise::new(16);
+    let (mut audio, mut video) = (Vec::new(), Vec::new());
+    for round in 0..10u64 {
+        for i in 0..50usize {
+            let mut d = noise.bytes(8 + i * 7 % 200);
+            // Half look like RTCP transport feedback (PT 205, FMT 15: TWCC).
+            if i % 2 == 0 {
+                d[0] = 0x8f;
+                d[1] = 205;
+            }
+            net.inject(b_addr, &d);
+        }
+        let (a, v) = publish(&mut net, 200, 100 + round * 10, 1_000 + round * 14);
+        audio.extend(a);
+        video.extend(v);
+    }
+    net.run_for(Duration::from_millis(100));
+    let (audio_mid, video_mid) = (net.client(A).sending[0].0, net.client(A).sending[1].0);
+    assert_continuous(&received_from(&mut net, B, video_mid), &video);
+    assert_continuous(&received_from(&mut net, B, audio_mid), &audio);
+    assert!(net.router.stats().garbage > 0 || net.router.peer_stats(B).unwrap().rtc_errors > 0);
+    assert_eq!(nonces.borrow().1, 0);
 }
 
 #[test]

@@ -216,7 +216,21 @@ fn subscriber_gets_the_layer_its_view_calls_for_and_switches_at_key_frames() {
 
 #[test]
 fn a_falling_bandwidth_estimate_moves_the_subscriber_down() {
-    let mut net = Net::new();
+    falling_estimate_moves_down(Net::new());
+}
+
+/// The same with the fast path (issue 16), where the estimate is the fast
+/// path's own, from B's TWCC feedback on the packets it numbered.
+#[test]
+fn a_falling_bandwidth_estimate_moves_a_fast_path_subscriber_down() {
+    let net = falling_estimate_moves_down(Net::with_config(|c| c.fast_path = true));
+    let b = net.router.peer_stats(B).unwrap();
+    assert!(b.fast_sealed > 50, "{b:?}");
+    assert!(b.fast_twcc_reports > 10, "{b:?}");
+    assert_eq!(b.fast_seal_errors, 0, "{b:?}");
+}
+
+fn falling_estimate_moves_down(mut net: Net) -> Net {
     let (video, _) = net.join_simulcast(A, A_ADDR, &RIDS, false);
     net.join(B, B_ADDR, &[]);
     net.connect_all();
@@ -253,6 +267,7 @@ fn a_falling_bandwidth_estimate_moves_the_subscriber_down() {
     assert!(estimate < 260_000, "{estimate}");
     assert_eq!(net.router.forwarded_layer(B, mid), rid("h"));
     assert_eq!(net.router.peer_stats(B).unwrap().layer_switches, 2);
+    net
 }
 
 /// A link that carries `rate` bits a second, one datagram after another,

@@ -136,7 +136,8 @@ pub struct RouterConfig {
     pub rtx_ratio_cap: Option<f32>,
     /// Forwarded media is sealed and queued by the router itself, per
     /// subscriber, instead of going through str0m's send queue (issue 16,
-    /// `fastpath.rs`). Off by default: no congestion control of its own yet.
+    /// `fastpath.rs`), with its own congestion control from the
+    /// subscriber's TWCC feedback (`bwe.rs`).
     pub fast_path: bool,
     /// The router is one shard of a meeting spread over several (issue 23,
     /// `relay.rs`): it hands what its peers publish to the other shards
@@ -370,7 +371,7 @@ impl Router {
 
     /// `id`'s latest egress bandwidth estimate (TWCC), bits per second.
     pub fn bandwidth_estimate(&self, id: PeerId) -> Option<u64> {
-        self.peers.get(&id)?.estimate
+        self.peers.get(&id)?.egress_estimate()
     }
 
     /// The active speaker, if anyone has spoken yet.

@@ -41,7 +41,13 @@ impl Router {
             // The fast path reads NACKs for the streams it sends from str0m's
             // raw RTCP events, and seals with the session's exported keys.
             let (rtc, slot) = keyexport::build_rtc(config.enable_raw_packets(true), now);
-            (rtc, Some(FastPath::new(slot, self.rtx_ratio_cap)))
+            {
+                let initial = self
+                    .initial_bandwidth
+                    .unwrap_or(super::DEFAULT_INITIAL_BANDWIDTH);
+                let fast = FastPath::new(slot, self.rtx_ratio_cap, initial, now);
+                (rtc, Some(fast))
+            }
         } else {
             (config.build(now), None)
         };

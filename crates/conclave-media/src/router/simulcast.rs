@@ -389,7 +389,9 @@ impl Router {
         if shared == 0 {
             return;
         }
-        let budget = peer.estimate.map(|e| e.saturating_sub(fixed) / shared);
+        let budget = peer
+            .egress_estimate()
+            .map(|e| e.saturating_sub(fixed) / shared);
         let mut keyframes = Vec::new();
         let mut desired = fixed;
         for out in peer.outgoing.values_mut() {
@@ -419,6 +421,9 @@ impl Router {
             if out.target != out.current {
                 keyframes.push((out.track, order[chosen]));
             }
+        }
+        if let Some(fast) = peer.fast.as_mut() {
+            fast.bwe.set_desired(desired);
         }
         // Tell the estimator to probe for what the views want; re-set only
         // on a change of more than a tenth, as each call may start a probe.

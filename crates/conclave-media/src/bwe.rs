@@ -1,0 +1,471 @@
+//! Egress bandwidth estimation for what the fast path sends (issue 16),
+//! sans-IO: a delay- and loss-based estimator in the style of Google
+//! Congestion Control (draft-ietf-rmcat-gcc-02, and libwebrtc's
+//! send-side variant over transport-wide feedback).
+//!
+//! Why its own: str0m's estimator counts only packets str0m sent, and
+//! str0m 0.25 has no public call to tell it of others (`Rtc::bwe()` sets
+//! the desired and initial rates, nothing more). The fast path numbers
+//! every packet of the session with a transport-wide sequence number from
+//! [`Bwe::register`], and hands the subscriber's TWCC feedback to
+//! [`Bwe::on_feedback`].
+//!
+//! - **Delay**: packets are grouped by send time (bursts of 5 ms); the
+//!   change in one-way delay between groups is accumulated, smoothed, and
+//!   its trend over the last groups (a least-squares slope) is compared with
+//!   an adaptive threshold. A rising trend (a queue filling somewhere on the
+//!   path) is overuse: the estimate drops to 0.85 times what the subscriber
+//!   was measured to receive. Otherwise it grows by at most 8 % a second,
+//!   to no more than twice what is received or what the views want
+//!   ([`Bwe::set_desired`]): the fast path does not probe, so growth toward
+//!   the next layer is what lets a clean path reach it.
+//! - **Loss**: over each second (or 50 packets), above 10 % lost the loss
+//!   estimate is cut by half the loss fraction; below 2 % it grows by 5 %,
+//!   and stops limiting once it is back at the delay-based estimate.
+//! - The estimate is the smaller of the two.
+//!
+//! Feedback is network input: what cannot be read (nothing we sent, a
+//! report out of any plausible range) is refused with [`FeedbackError`] for
+//! the caller to count; nothing in here panics on it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Sent packets remembered for feedback: a few seconds of a subscriber's
+/// video.
+const HISTORY: usize = 8_192;
+/// Packets sent within this span form one group (a frame's burst).
+const BURST: Duration = Duration::from_millis(5);
+/// Delay samples the trend is fitted over.
+const TREND_WINDOW: usize = 20;
+/// Smoothing of the accumulated delay.
+const SMOOTHING: f64 = 0.9;
+/// The trend's gain before it meets the threshold (libwebrtc's).
+const TREND_GAIN: f64 = 4.0;
+/// The adaptive threshold's bounds and rates, per millisecond.
+const THRESHOLD_INITIAL: f64 = 12.5;
+const THRESHOLD_MIN: f64 = 6.0;
+const THRESHOLD_MAX: f64 = 600.0;
+const THRESHOLD_UP: f64 = 0.0087;
+const THRESHOLD_DOWN: f64 = 0.039;
+/// Overuse must last this long to count.
+const OVERUSE_TIME: Duration = Duration::from_millis(10);
+/// After a decrease, none again until the last one has had time to show.
+const DECREASE_INTERVAL: Duration = Duration::from_millis(200);
+/// Decrease to this share of the received rate.
+const BETA: f64 = 0.85;
+/// Multiplicative increase per second.
+const INCREASE_PER_SECOND: f64 = 1.08;
+/// Loss evaluated over this long, or this many packets.
+const LOSS_PERIOD: Duration = Duration::from_secs(1);
+const LOSS_PACKETS: u64 = 50;
+/// The received rate is measured over this window of arrivals.
+const ACKED_WINDOW: Duration = Duration::from_millis(500);
+/// Bounds of the estimate, bits per second.
+pub(crate) const MIN_BITRATE: f64 = 50_000.0;
+const MAX_BITRATE: f64 = 50_000_000.0;
+/// A report whose arrival times span longer than this is not believed.
+const MAX_REPORT_SPAN: Duration = Duration::from_secs(30);
+
+/// Why a TWCC report was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FeedbackError {
+    #[error("the report lists no packets")]
+    Empty,
+    #[error("the report lists no packet sent lately")]
+    Unknown,
+    #[error("the report's arrival times are implausible")]
+    Implausible,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Usage {
+    Normal,
+    Over,
+    Under,
+}
+
+struct Sent {
+    at: Instant,
+    size: u32,
+    /// Reported received already (a later report may repeat it).
+    acked: bool,
+}
+
+/// A burst of packets sent together: when its first left, when its last
+/// arrived.
+#[derive(Clone, Copy)]
+struct Group {
+    first_sent: Instant,
+    last_sent: Instant,
+    last_arrival: Instant,
+}
+
+/// The estimator of one subscriber session.
+pub(crate) struct Bwe {
+    /// Transport-wide sequence number of `sent[0]`.
+    first_seq: u64,
+    sent: VecDeque<Sent>,
+    // Delay-based.
+    group: Option<Group>,
+    previous_group: Option<Group>,
+    first_arrival: Option<Instant>,
+    accumulated: f64,
+    smoothed: f64,
+    samples: VecDeque<(f64, f64)>,
+    deltas: usize,
+    threshold: f64,
+    last_threshold_update: Option<Instant>,
+    overusing_since: Option<Instant>,
+    previous_trend: f64,
+    usage: Usage,
+    delay_estimate: f64,
+    last_increase: Option<Instant>,
+    last_decrease: Option<Instant>,
+    // Loss-based.
+    loss_estimate: f64,
+    lost: u64,
+    reported: u64,
+    loss_since: Option<Instant>,
+    /// Arrivals of the last `ACKED_WINDOW`: (arrival, bytes).
+    arrivals: VecDeque<(Instant, u32)>,
+    desired: f64,
+    updated: bool,
+}
+
+impl Bwe {
+    /// An estimator starting from `initial` bits per second.
+    pub(crate) fn new(initial: u64) -> Self {
+        let initial = (initial as f64).clamp(MIN_BITRATE, MAX_BITRATE);
+        // Loss limits nothing until some is seen.
+        Bwe {
+            first_seq: 0,
+            sent: VecDeque::with_capacity(HISTORY),
+            group: None,
+            previous_group: None,
+            first_arrival: None,
+            accumulated: 0.0,
+            smoothed: 0.0,
+            samples: VecDeque::with_capacity(TREND_WINDOW),
+            deltas: 0,
+            threshold: THRESHOLD_INITIAL,
+            last_threshold_update: None,
+            overusing_since: None,
+            previous_trend: 0.0,
+            usage: Usage::Normal,
+            delay_estimate: initial,
+            last_increase: None,
+            last_decrease: None,
+            loss_estimate: MAX_BITRATE,
+            lost: 0,
+            reported: 0,
+            loss_since: None,
+            arrivals: VecDeque::new(),
+            desired: 0.0,
+            updated: false,
+        }
+    }
+
+    /// The estimate, bits per second.
+    pub(crate) fn estimate(&self) -> u64 {
+        self.delay_estimate.min(self.loss_estimate) as u64
+    }
+
+    /// Whether any feedback has been used: until then the estimate is only
+    /// the initial guess.
+    pub(crate) fn has_feedback(&self) -> bool {
+        self.updated
+    }
+
+    /// What the subscriber's views would like to receive, bits per second:
+    /// the estimate may grow to it even while less is sent.
+    pub(crate) fn set_desired(&mut self, desired: u64) {
+        self.desired = desired as f64;
+    }
+
+    /// The transport-wide sequence number of the next packet: the one the
+    /// last report is extended from.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.first_seq + self.sent.len() as u64
+    }
+
+    /// Starts numbering at `seq` (after numbers someone else used), if
+    /// nothing was numbered yet.
+    pub(crate) fn start_at(&mut self, seq: u64) {
+        if self.sent.is_empty() {
+            self.first_seq = seq;
+        }
+    }
+
+    /// Notes a packet of `size` bytes sent at `at`, and returns its
+    /// transport-wide sequence number (its low 16 bits go on the wire).
+    pub(crate) fn register(&mut self, at: Instant, size: usize) -> u64 {
+        let seq = self.next_seq();
+        if self.sent.len() == HISTORY {
+            self.sent.pop_front();
+            self.first_seq += 1;
+        }
+        self.sent.push_back(Sent {
+            at,
+            size: size.min(u32::MAX as usize) as u32,
+            acked: false,
+        });
+        seq
+    }
+
+    /// Uses one TWCC report: `(sequence number, arrival time if received)`
+    /// for each packet it lists, arrival times on the report's clock.
+    pub(crate) fn on_feedback(
+        &mut self,
+        report: impl IntoIterator<Item = (u64, Option<Instant>)>,
+        now: Instant,
+    ) -> Result<(), FeedbackError> {
+        let mut listed = 0usize;
+        let mut received: Vec<(Instant, Instant, u32)> = Vec::new();
+        let mut lost = 0u64;
+        let (mut earliest, mut latest): (Option<Instant>, Option<Instant>) = (None, None);
+        // A report lists at most 65,535 statuses (a 16-bit count).
+        for (seq, arrival) in report.into_iter().take(usize::from(u16::MAX)) {
+            listed += 1;
+            let Some(index) = seq
+                .checked_sub(self.first_seq)
+                .and_then(|i| usize::try_from(i).ok())
+                .filter(|&i| i < self.sent.len())
+            else {
+                continue;
+            };
+            let sent = &mut self.sent[index];
+            match arrival {
+                Some(arrival) => {
+                    earliest = Some(earliest.map_or(arrival, |e| e.min(arrival)));
+                    latest = Some(latest.map_or(arrival, |l| l.max(arrival)));
+                    if !sent.acked {
+                        sent.acked = true;
+                        received.push((sent.at, arrival, sent.size));
+                    }
+                }
+                // Reported missing now; it may still arrive (a later report
+                // then counts it received, and the loss is overstated by one).
+                None if !sent.acked => lost += 1,
+                None => {}
+            }
+        }
+        if listed == 0 {
+            return Err(FeedbackError::Empty);
+        }
+        if received.is_empty() && lost == 0 {
+            return Err(FeedbackError::Unknown);
+        }
+        if let (Some(e), Some(l)) = (earliest, latest)
+            && l.saturating_duration_since(e) > MAX_REPORT_SPAN
+        {
+            return Err(FeedbackError::Implausible);
+        }
+        self.updated = true;
+        self.on_loss(lost, received.len() as u64, now);
+        for &(sent, arrival, size) in &received {
+            self.arrivals.push_back((arrival, size));
+            self.on_arrival(sent, arrival);
+        }
+        if let Some(&(last, _)) = self.arrivals.back() {
+            while self
+                .arrivals
+                .front()
+                .is_some_and(|&(a, _)| last.saturating_duration_since(a) > ACKED_WINDOW)
+            {
+                self.arrivals.pop_front();
+            }
+        }
+        self.update_rate(now);
+        Ok(())
+    }
+
+    /// Bits per second received over the last arrivals, if enough arrived
+    /// to say.
+    fn acked_rate(&self) -> Option<f64> {
+        let (first, _) = *self.arrivals.front()?;
+        let (last, _) = *self.arrivals.back()?;
+        let span = last.saturating_duration_since(first).as_secs_f64();
+        if self.arrivals.len() < 5 || span < 0.1 {
+            return None;
+        }
+        let bytes: u64 = self.arrivals.iter().map(|&(_, s)| u64::from(s)).sum();
+        Some(bytes as f64 * 8.0 / span)
+    }
+
+    fn on_loss(&mut self, lost: u64, received: u64, now: Instant) {
+        self.lost += lost;
+        self.reported += lost + received;
+        let since = *self.loss_since.get_or_insert(now);
+        if self.reported < LOSS_PACKETS && now.saturating_duration_since(since) < LOSS_PERIOD {
+            return;
+        }
+        if self.reported >= 10 {
+            let fraction = self.lost as f64 / self.reported as f64;
+            if fraction > 0.10 {
+                let from = self.loss_estimate.min(self.delay_estimate);
+                self.loss_estimate = (from * (1.0 - 0.5 * fraction)).max(MIN_BITRATE);
+            } else if fraction < 0.02 {
+                self.loss_estimate *= 1.05;
+                // Caught up: loss no longer limits (until it is high again).
+                if self.loss_estimate >= self.delay_estimate {
+                    self.loss_estimate = MAX_BITRATE;
+                }
+            }
+        }
+        self.lost = 0;
+        self.reported = 0;
+        self.loss_since = Some(now);
+    }
+
+    /// How high the estimate may grow now.
+    fn ceiling(&self) -> f64 {
+        let acked = self.acked_rate().unwrap_or(0.0);
+        let ceiling = (2.0 * acked + 50_000.0).max(self.desired);
+        // Never below where it is: a ceiling stops growth, it does not cut.
+        ceiling
+            .max(self.delay_estimate.min(self.loss_estimate))
+            .clamp(MIN_BITRATE, MAX_BITRATE)
+    }
+
+    /// One received packet, in report order: groups, and a delay sample at
+    /// each completed group.
+    fn on_arrival(&mut self, sent: Instant, arrival: Instant) {
+        let Some(group) = self.group.as_mut() else {
+            self.group = Some(Group {
+                first_sent: sent,
+                last_sent: sent,
+                last_arrival: arrival,
+            });
+            return;
+        };
+        if sent < group.first_sent {
+            // Reordered into a group already closed: too late to use.
+            return;
+        }
+        if sent.saturating_duration_since(group.first_sent) <= BURST {
+            group.last_sent = group.last_sent.max(sent);
+            group.last_arrival = group.last_arrival.max(arrival);
+            return;
+        }
+        let done = *group;
+        self.group = Some(Group {
+            first_sent: sent,
+            last_sent: sent,
+            last_arrival: arrival,
+        });
+        if let Some(previous) = self.previous_group.replace(done) {
+            let send_delta = secs_between(previous.last_sent, done.last_sent) * 1_000.0;
+            let arrival_delta = secs_between(previous.last_arrival, done.last_arrival) * 1_000.0;
+            self.on_delay_sample(arrival_delta - send_delta, done.last_arrival);
+        }
+    }
+
+    /// The trendline filter and overuse detector, on one inter-group delay
+    /// variation (milliseconds).
+    fn on_delay_sample(&mut self, variation: f64, arrival: Instant) {
+        let first = *self.first_arrival.get_or_insert(arrival);
+        self.deltas = (self.deltas + 1).min(60);
+        self.accumulated += variation;
+        self.smoothed = SMOOTHING * self.smoothed + (1.0 - SMOOTHING) * self.accumulated;
+        let x = secs_between(first, arrival) * 1_000.0;
+        if self.samples.len() == TREND_WINDOW {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((x, self.smoothed));
+        if self.samples.len() < TREND_WINDOW {
+            return;
+        }
+        let trend = slope(&self.samples).unwrap_or(0.0);
+        let modified = trend * self.deltas as f64 * TREND_GAIN;
+        let elapsed = self
+            .last_threshold_update
+            .map_or(0.0, |t| secs_between(t, arrival) * 1_000.0)
+            .min(100.0);
+        self.usage = if modified > self.threshold {
+            let since = *self.overusing_since.get_or_insert(arrival);
+            if arrival.saturating_duration_since(since) >= OVERUSE_TIME
+                && trend >= self.previous_trend
+            {
+                Usage::Over
+            } else {
+                self.usage
+            }
+        } else if modified < -self.threshold {
+            self.overusing_since = None;
+            Usage::Under
+        } else {
+            self.overusing_since = None;
+            Usage::Normal
+        };
+        self.previous_trend = trend;
+        // The threshold follows the trend slowly, so a path with steady
+        // jitter is not read as congested (nor a loud spike adapted to).
+        if modified.abs() <= self.threshold + 15.0 {
+            let k = if modified.abs() < self.threshold {
+                THRESHOLD_DOWN
+            } else {
+                THRESHOLD_UP
+            };
+            self.threshold += k * (modified.abs() - self.threshold) * elapsed;
+            self.threshold = self.threshold.clamp(THRESHOLD_MIN, THRESHOLD_MAX);
+        }
+        self.last_threshold_update = Some(arrival);
+    }
+
+    /// The delay-based rate controller (AIMD), after each report.
+    fn update_rate(&mut self, now: Instant) {
+        match self.usage {
+            Usage::Over => {
+                let due = self
+                    .last_decrease
+                    .is_none_or(|t| now.saturating_duration_since(t) >= DECREASE_INTERVAL);
+                if due {
+                    let base = self.acked_rate().unwrap_or(self.delay_estimate);
+                    self.delay_estimate = (BETA * base)
+                        .min(self.delay_estimate)
+                        .clamp(MIN_BITRATE, MAX_BITRATE);
+                    self.last_decrease = Some(now);
+                }
+                self.last_increase = Some(now);
+            }
+            Usage::Under => self.last_increase = Some(now),
+            Usage::Normal => {
+                let elapsed = self
+                    .last_increase
+                    .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64())
+                    .min(1.0);
+                let ceiling = self.ceiling();
+                if self.delay_estimate < ceiling {
+                    self.delay_estimate =
+                        (self.delay_estimate * INCREASE_PER_SECOND.powf(elapsed)).min(ceiling);
+                }
+                self.last_increase = Some(now);
+            }
+        }
+    }
+}
+
+fn secs_between(from: Instant, to: Instant) -> f64 {
+    if to >= from {
+        (to - from).as_secs_f64()
+    } else {
+        -(from - to).as_secs_f64()
+    }
+}
+
+/// The least-squares slope of `points`.
+fn slope(points: &VecDeque<(f64, f64)>) -> Option<f64> {
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for &(x, y) in points {
+        num += (x - mean_x) * (y - mean_y);
+        den += (x - mean_x) * (x - mean_x);
+    }
+    (den > 0.0).then(|| num / den)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+//! The estimator against a simulated path: a sender that sends what the
+//! estimate allows, a bottleneck of some capacity with a queue, random-free
+//! loss, and feedback every 50 ms as a receiver's TWCC reports it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::{Bwe, FeedbackError};
+
+const PACKET: usize = 1_200;
+
+/// Any instant: the estimator reads no clock, only the times it is given.
+fn origin() -> Instant {
+    #[allow(clippy::disallowed_methods)]
+    Instant::now()
+}
+const PROPAGATION: Duration = Duration::from_millis(20);
+
+struct Path {
+    /// Bottleneck capacity, bits per second (`None`: unlimited).
+    capacity: Option<f64>,
+    /// Every `n`th packet is lost.
+    lose_every: Option<u64>,
+}
+
+/// Runs `seconds` of a sender paced by the estimate (10 ms frames) over
+/// `path`; returns the estimates sampled each second.
+fn run(bwe: &mut Bwe, path: &Path, seconds: u64) -> Vec<u64> {
+    let start = origin();
+    let mut link_free = start;
+    let mut in_flight: VecDeque<(u64, Instant, Option<Instant>)> = VecDeque::new();
+    let mut samples = Vec::new();
+    let mut credit = 0.0f64;
+    for ms in (0..seconds * 1_000).step_by(10) {
+        let now = start + Duration::from_millis(ms);
+        credit += bwe.estimate() as f64 * 0.010 / 8.0;
+        while credit >= PACKET as f64 {
+            credit -= PACKET as f64;
+            let seq = bwe.register(now, PACKET);
+            let lost = path.lose_every.is_some_and(|n| seq % n == n - 1);
+            let arrival = match path.capacity {
+                Some(c) => {
+                    let at = (now + PROPAGATION).max(link_free);
+                    link_free = at + Duration::from_secs_f64(PACKET as f64 * 8.0 / c);
+                    at
+                }
+                None => now + PROPAGATION,
+            };
+            in_flight.push_back((seq, now, (!lost).then_some(arrival)));
+        }
+        if ms % 50 == 0 {
+            let mut report = Vec::new();
+            while let Some(&(seq, sent, arrival)) = in_flight.front() {
+                let known = match arrival {
+                    Some(a) => a <= now,
+                    None => sent + PROPAGATION <= now,
+                };
+                if !known {
+                    break;
+                }
+                report.push((seq, arrival));
+                in_flight.pop_front();
+            }
+            if !report.is_empty() {
+                bwe.on_feedback(report, now).expect("a well-formed report");
+            }
+        }
+        if ms % 1_000 == 0 {
+            samples.push(bwe.estimate());
+        }
+    }
+    samples
+}
+
+#[test]
+fn a_clean_path_ramps_up_toward_what_the_views_want() {
+    let mut bwe = Bwe::new(300_000);
+    bwe.set_desired(2_500_000);
+    let estimates = run(
+        &mut bwe,
+        &Path {
+            capacity: None,
+            lose_every: None,
+        },
+        15,
+    );
+    assert!(bwe.has_feedback());
+    let last = *estimates.last().unwrap();
+    assert!(last > 600_000, "estimates {estimates:?}");
+    assert!(last <= 2_500_000 * 11 / 10, "estimates {estimates:?}");
+}
+
+#[test]
+fn a_path_that_gets_congested_lowers_the_estimate() {
+    let mut bwe = Bwe::new(2_500_000);
+    bwe.set_desired(2_500_000);
+    let estimates = run(
+        &mut bwe,
+        &Path {
+            capacity: Some(1_000_000.0),
+            lose_every: None,
+        },
+        20,
+    );
+    let last = *estimates.last().unwrap();
+    assert!(last < 1_300_000, "estimates {estimates:?}");
+    assert!(last > 200_000, "estimates {estimates:?}");
+}
+
+#[test]
+fn loss_above_ten_percent_lowers_the_estimate() {
+    let mut bwe = Bwe::new(1_500_000);
+    bwe.set_desired(1_500_000);
+    let estimates = run(
+        &mut bwe,
+        &Path {
+            capacity: None,
+            lose_every: Some(5),
+        },
+        10,
+    );
+    let last = *estimates.last().unwrap();
+    assert!(last < 1_000_000, "estimates {estimates:?}");
+}
+
+#[test]
+fn loss_below_two_percent_does_not_lower_it() {
+    let mut bwe = Bwe::new(1_000_000);
+    bwe.set_desired(2_000_000);
+    let estimates = run(
+        &mut bwe,
+        &Path {
+            capacity: None,
+            lose_every: Some(100),
+        },
+        10,
+    );
+    let last = *estimates.last().unwrap();
+    assert!(last >= 1_000_000, "estimates {estimates:?}");
+}
+
+#[test]
+fn reports_about_nothing_sent_are_refused_and_change_nothing() {
+    let now = origin();
+    let mut bwe = Bwe::new(1_000_000);
+    assert_eq!(bwe.on_feedback(Vec::new(), now), Err(FeedbackError::Empty));
+    assert_eq!(
+        bwe.on_feedback(vec![(5, Some(now)), (6, None)], now),
+        Err(FeedbackError::Unknown)
+    );
+    for _ in 0..10 {
+        bwe.register(now, PACKET);
+    }
+    assert_eq!(
+        bwe.on_feedback(vec![(1_000_000, Some(now)), (u64::MAX, None)], now),
+        Err(FeedbackError::Unknown)
+    );
+    let far = now + Duration::from_secs(3_600);
+    assert_eq!(
+        bwe.on_feedback(vec![(0, Some(now)), (1, Some(far))], now),
+        Err(FeedbackError::Implausible)
+    );
+    assert!(!bwe.has_feedback());
+    assert_eq!(bwe.estimate(), 1_000_000);
+}
+
+#[test]
+fn arrivals_out_of_order_or_repeated_do_not_panic_or_run_away() {
+    let start = origin();
+    let mut bwe = Bwe::new(1_000_000);
+    for i in 0..2_000u64 {
+        bwe.register(start + Duration::from_millis(i), PACKET);
+    }
+    // Arrival times jumping back and forth, repeats, and seqs far off.
+    let mut x = 12_345u64;
+    for round in 0..200u64 {
+        let mut report = Vec::new();
+        for _ in 0..50 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let seq = (x >> 33) % 2_100;
+            let jitter = Duration::from_millis((x >> 20) % 5_000);
+            let arrival = (x & 1 == 0).then_some(start + jitter);
+            report.push((seq, arrival));
+        }
+        let _ = bwe.on_feedback(report, start + Duration::from_millis(round * 50));
+        let e = bwe.estimate();
+        assert!(
+            (super::MIN_BITRATE as u64..=50_000_000).contains(&e),
+            "estimate {e}"
+        );
+    }
+}
