@@ -53,6 +53,9 @@ pub struct Tuning {
     /// `--turn-url` for each (the secret from CONCLAVE_TURN_SECRET, which
     /// the server inherits).
     pub turn_urls: Vec<String>,
+    /// `spread_meetings_from` in its configuration; unset: the build's
+    /// default.
+    pub spread_from: Option<usize>,
 }
 
 impl Server {
@@ -106,10 +109,14 @@ impl Server {
             .audio_last_n
             .map(|n| format!("audio_last_n = {n}\n"))
             .unwrap_or_default();
+        let spread = tuning
+            .spread_from
+            .map(|n| format!("spread_meetings_from = {n}\n"))
+            .unwrap_or_default();
         std::fs::write(
             &config,
             format!(
-                "media_listen = \"{media_ip}:{media_port}\"\n{last_n}\
+                "media_listen = \"{media_ip}:{media_port}\"\n{last_n}{spread}\
                  [limits]\nmax_pending_per_address = 1000\nmessage_burst = 1000\nmessages_per_sec = 1000\n\
                  {mint_limit}"
             ),

@@ -125,6 +125,11 @@ struct Args {
     /// this process with `taskset -c 0 conclave-bench …`.
     #[arg(long)]
     server_cpus: Option<String>,
+    /// `spread_meetings_from` for the Conclave server: a meeting with this
+    /// many members spreads over the media workers (issue 23); unset: the
+    /// build's default (one worker per meeting).
+    #[arg(long)]
+    spread_from: Option<usize>,
 }
 
 impl Args {
@@ -165,6 +170,8 @@ struct Run {
     relay_packets_by: std::collections::BTreeMap<&'static str, u64>,
     rss_delta: i64,
     errors: Vec<String>,
+    /// CPU seconds of each media worker thread over the window.
+    worker_cpu_s: std::collections::BTreeMap<String, f64>,
 }
 
 impl Run {
@@ -296,6 +303,7 @@ async fn load(
     }
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let cpu0 = proc::cpu_seconds(pid)?;
+    let threads0 = proc::thread_cpu_seconds(pid, "media-").unwrap_or_default();
     let t0 = Instant::now();
     let _ = phase_tx.send(Phase::Window);
     tokio::time::sleep(Duration::from_secs(seconds) / 2).await;
@@ -303,6 +311,7 @@ async fn load(
     tokio::time::sleep(Duration::from_secs(seconds) / 2).await;
     let _ = phase_tx.send(Phase::Done);
     let cpu1 = proc::cpu_seconds(pid)?;
+    let threads1 = proc::thread_cpu_seconds(pid, "media-").unwrap_or_default();
     let elapsed = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = phase_tx.send(Phase::Stop);
@@ -311,6 +320,13 @@ async fn load(
         seconds: elapsed,
         cpu_s: cpu1 - cpu0,
         rss_delta: rss_mid - rss_before,
+        worker_cpu_s: threads1
+            .iter()
+            .map(|(name, t1)| {
+                let t0 = threads0.get(name).copied().unwrap_or(0.0);
+                (name.clone(), t1 - t0)
+            })
+            .collect(),
         ..Run::default()
     };
     for (is_subscriber, t) in tasks {
@@ -425,6 +441,7 @@ async fn main() -> anyhow::Result<()> {
                     audio_last_n: args.audio_last_n,
                     server_cpus: args.server_cpus.clone(),
                     turn_urls: args.turn_url.clone(),
+                    spread_from: args.spread_from,
                 },
             )
             .await?,
@@ -480,6 +497,15 @@ async fn main() -> anyhow::Result<()> {
     out["forwarded_per_20ms"] = json!(round(run.pps() / 50.0, 1));
     out["server_cpu_share"] = json!(round(run.cpu_s / run.seconds.max(1e-9), 3));
     out["server_cpu_s"] = json!(round(run.cpu_s, 3));
+    // Each media worker's share of a core over the window: a meeting spread
+    // over the workers keeps all of them busy.
+    out["worker_cpu_share"] = json!(
+        run.worker_cpu_s
+            .iter()
+            .map(|(name, s)| (name.clone(), json!(round(s / run.seconds.max(1e-9), 3))))
+            .collect::<serde_json::Map<_, _>>()
+    );
+    out["spread_from"] = json!(args.spread_from);
     out["cpu_s_per_1000_packets"] = if run.packets > 0 {
         json!(round(run.cpu_s / (run.packets as f64 / 1000.0), 4))
     } else {

@@ -60,6 +60,12 @@ pub struct Config {
     /// outside str0m's send queue (`conclave_media`'s `fastpath.rs`, issue
     /// 16). Off by default: it has no congestion control of its own yet.
     pub media_fast_path: bool,
+    /// A meeting with this many members spreads over the media workers:
+    /// newcomers go to the least-loaded worker and the workers hand each
+    /// other the meeting's media (issue 23, `crate::media::shard`), so a
+    /// large lecture uses every core. 0 (the default): a meeting stays on
+    /// one worker.
+    pub spread_meetings_from: usize,
     /// The address announced to clients in ICE candidates, when it differs
     /// from `media_listen` (behind a 1:1 NAT, or when listening on 0.0.0.0).
     pub public_ip: Option<IpAddr>,
@@ -172,6 +178,7 @@ impl Default for Config {
             media_workers: 0,
             audio_last_n: conclave_media::DEFAULT_AUDIO_LAST_N,
             media_fast_path: false,
+            spread_meetings_from: 0,
             public_ip: None,
             public_url: None,
             tls_cert: None,

@@ -67,6 +67,7 @@ pub struct Server {
     acme: Option<Arc<Acme>>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServerError>>,
+    media: crate::media::MediaHandle,
 }
 
 impl Server {
@@ -157,9 +158,12 @@ impl Server {
             config.media_workers,
             config.audio_last_n,
             config.media_fast_path,
+            config.spread_meetings_from,
             metrics.media.clone(),
             shutdown.clone(),
         )?;
+        // Kept for `Server::media_members`; the rooms hold the other handle.
+        let media_handle = media.clone();
         let state = AppState {
             hasher: Hasher::new(config.limits.hash_concurrency)?,
             guard: Arc::new(JoinGuard::new(config.limits.checks_in_flight_per_address)),
@@ -205,7 +209,14 @@ impl Server {
             acme,
             shutdown,
             task,
+            media: media_handle,
         })
+    }
+
+    /// Members placed on each media worker, over all meetings: shows where
+    /// a spread meeting's members went (`crate::media::shard`).
+    pub fn media_members(&self) -> Vec<usize> {
+        self.media.members_per_worker()
     }
 
     /// The server's argon2 runner, for its count of checks run.

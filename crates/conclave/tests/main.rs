@@ -27,6 +27,7 @@ mod oidc_tokens;
 mod recording;
 mod restart;
 mod simulcast_flow;
+mod spread_flow;
 mod store;
 mod tls;
 mod tls_passthrough;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use conclave_core::{MediaCommand, MediaEvent};
 use conclave_media::{Event, PeerId, Router, SdpAnswer, SdpOffer};
-use conclave_proto::{MediaKind, ParticipantId, RemoteTrack};
+use conclave_proto::{MediaKind, ParticipantId, PublishedTrack, RemoteTrack};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -21,6 +21,9 @@ pub struct MeetingMedia {
     published: HashMap<(ParticipantId, String), MediaKind>,
     /// What the core allows each member to send: (audio, video, screen).
     allowed: HashMap<ParticipantId, (bool, bool, bool)>,
+    /// Whether this router's active speaker goes to the room: of a meeting
+    /// spread over several workers, only the home shard's does.
+    reports_speaker: bool,
 }
 
 fn peer(p: ParticipantId) -> PeerId {
@@ -34,6 +37,21 @@ impl MeetingMedia {
             events,
             published: HashMap::new(),
             allowed: HashMap::new(),
+            reports_speaker: true,
+        }
+    }
+
+    pub fn reports_speaker(mut self, on: bool) -> Self {
+        self.reports_speaker = on;
+        self
+    }
+
+    /// What a member served by another shard publishes: how its tracks are
+    /// labelled in offers, and which of them a view size concerns.
+    pub fn declare(&mut self, participant: ParticipantId, tracks: Vec<PublishedTrack>) {
+        self.published.retain(|(p, _), _| *p != participant);
+        for t in tracks {
+            self.published.insert((participant, t.mid), t.kind);
         }
     }
 
@@ -196,6 +214,7 @@ impl MeetingMedia {
                 });
             }
             Event::Published { peer, .. } => self.apply_gates(ParticipantId(peer.0)),
+            Event::ActiveSpeaker { .. } if !self.reports_speaker => {}
             Event::ActiveSpeaker { peer } => self.report(MediaEvent::ActiveSpeaker {
                 participant: ParticipantId(peer.0),
             }),

@@ -13,19 +13,32 @@
 //! module knows nothing of rooms. Datagrams are steered to a meeting's router
 //! by source address: the worker remembers which meeting and peer took the
 //! first datagram (the ICE check) from each address.
+//!
+//! A large meeting may also spread over the workers (issue 23,
+//! `spread_meetings_from`): past that many members, newcomers go to the
+//! least-loaded worker ([`shard`]), each worker with members of the meeting
+//! runs a router shard of it, and the shards hand each other what their
+//! publishers send over per-worker queues of batches ([`relay`]), so a
+//! lecture's fan-out uses every core and still takes no lock per packet.
 
 mod meeting;
+mod relay;
+pub mod shard;
 mod tcp;
 mod udp;
 mod worker;
 
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use conclave_core::{MediaCommand, MediaEvent};
-use conclave_proto::MeetingId;
+use conclave_proto::{MeetingId, ParticipantId, PublishedTrack};
 use tokio::sync::mpsc;
+
+use shard::Placement;
 
 /// Commands queued for each worker, at most this many.
 const WORKER_QUEUE: usize = 4096;
@@ -40,45 +53,166 @@ enum DriverCmd {
     Open {
         meeting: MeetingId,
         events: mpsc::Sender<MediaEvent>,
+        /// The router is a shard of a meeting that may spread.
+        relay: bool,
+        /// The shard reports the active speaker (the home one only, so the
+        /// room hears one voice).
+        speaker: bool,
     },
     Media {
         meeting: MeetingId,
         cmd: MediaCommand,
     },
+    /// What a member of a spread meeting publishes, for the shards that
+    /// offer its tracks (camera or screen) and size them.
+    Declared {
+        meeting: MeetingId,
+        participant: ParticipantId,
+        tracks: Vec<PublishedTrack>,
+    },
+    /// The workers with a shard of the meeting now.
+    Shards {
+        meeting: MeetingId,
+        workers: Vec<usize>,
+    },
     /// The meeting's room stopped: drop its router.
     Closed { meeting: MeetingId },
 }
 
-impl DriverCmd {
-    fn meeting(&self) -> MeetingId {
-        match self {
-            DriverCmd::Open { meeting, .. }
-            | DriverCmd::Media { meeting, .. }
-            | DriverCmd::Closed { meeting } => *meeting,
-        }
-    }
-}
-
-/// One meeting's way to its media worker, held by its room.
+/// One meeting's way to its media worker(s), held by its room.
 pub struct MediaLink {
     meeting: MeetingId,
     media: MediaHandle,
+    /// Where each member is served; all at home unless the meeting spreads.
+    placement: Placement,
+    /// The workers with a shard of the meeting (the home one first).
+    shards: BTreeSet<usize>,
+    /// Where the meeting's room hears from its media, for new shards.
+    events: mpsc::Sender<MediaEvent>,
+    /// Each member's latest published tracks, for new shards.
+    declared: HashMap<ParticipantId, Vec<PublishedTrack>>,
 }
 
 impl MediaLink {
-    /// Queues a command of the meeting's core for its router.
-    pub fn send(&self, cmd: MediaCommand) {
-        self.media.send(DriverCmd::Media {
-            meeting: self.meeting,
-            cmd,
-        });
+    /// Queues a command of the meeting's core for the router (shard) that
+    /// serves its member.
+    pub fn send(&mut self, cmd: MediaCommand) {
+        if self.media.spread_from == 0 {
+            let worker = self.placement.home();
+            self.media.send_to(worker, self.media_cmd(cmd));
+            return;
+        }
+        match &cmd {
+            MediaCommand::Offer {
+                participant,
+                tracks,
+                ..
+            } => {
+                let worker = self.place(*participant);
+                self.declared.insert(*participant, tracks.clone());
+                for &w in self.shards.iter().filter(|w| **w != worker) {
+                    self.media.send_to(
+                        w,
+                        DriverCmd::Declared {
+                            meeting: self.meeting,
+                            participant: *participant,
+                            tracks: tracks.clone(),
+                        },
+                    );
+                }
+                self.media.send_to(worker, self.media_cmd(cmd));
+            }
+            MediaCommand::Answer { participant, .. }
+            | MediaCommand::Allow { participant, .. }
+            | MediaCommand::KeyFrame { participant } => {
+                let worker = self.place(*participant);
+                self.media.send_to(worker, self.media_cmd(cmd));
+            }
+            MediaCommand::ViewSize { subscriber, .. } => {
+                let worker = self
+                    .placement
+                    .worker_of(*subscriber)
+                    .unwrap_or(self.placement.home());
+                self.media.send_to(worker, self.media_cmd(cmd));
+            }
+            MediaCommand::Leave { participant } => {
+                if let Some(w) = self.placement.leave(*participant) {
+                    self.media.unload(w);
+                }
+                self.declared.remove(participant);
+                // Every shard forgets what the member published.
+                for &w in &self.shards {
+                    self.media.send_to(w, self.media_cmd(cmd.clone()));
+                }
+            }
+        }
     }
 
-    /// The room stopped: the worker drops the meeting's router.
-    pub fn close(self) {
-        self.media.send(DriverCmd::Closed {
+    fn media_cmd(&self, cmd: MediaCommand) -> DriverCmd {
+        DriverCmd::Media {
             meeting: self.meeting,
-        });
+            cmd,
+        }
+    }
+
+    /// The worker of `member`, placing a newcomer; opens a shard on a
+    /// worker the meeting reaches for the first time.
+    fn place(&mut self, member: ParticipantId) -> usize {
+        let loads = self.media.loads();
+        let placed = self.placement.place(member, &loads);
+        if placed.new {
+            self.media.load(placed.worker);
+        }
+        if self.shards.insert(placed.worker) {
+            tracing::info!(meeting = %self.meeting, worker = placed.worker, "meeting spreads to another media worker");
+            self.media.send_to(
+                placed.worker,
+                DriverCmd::Open {
+                    meeting: self.meeting,
+                    events: self.events.clone(),
+                    relay: true,
+                    speaker: false,
+                },
+            );
+            for (participant, tracks) in &self.declared {
+                self.media.send_to(
+                    placed.worker,
+                    DriverCmd::Declared {
+                        meeting: self.meeting,
+                        participant: *participant,
+                        tracks: tracks.clone(),
+                    },
+                );
+            }
+            let workers: Vec<usize> = self.shards.iter().copied().collect();
+            for &w in &self.shards {
+                self.media.send_to(
+                    w,
+                    DriverCmd::Shards {
+                        meeting: self.meeting,
+                        workers: workers.clone(),
+                    },
+                );
+            }
+        }
+        placed.worker
+    }
+
+    /// The room stopped: every shard drops its router.
+    pub fn close(mut self) {
+        let members: Vec<(ParticipantId, usize)> = self.placement.members().collect();
+        for (p, w) in members {
+            self.placement.leave(p);
+            self.media.unload(w);
+        }
+        for &w in &self.shards {
+            self.media.send_to(
+                w,
+                DriverCmd::Closed {
+                    meeting: self.meeting,
+                },
+            );
+        }
     }
 }
 
@@ -86,6 +220,11 @@ impl MediaLink {
 #[derive(Clone)]
 pub struct MediaHandle {
     workers: Arc<[WorkerHandle]>,
+    /// Members placed on each worker, over all meetings: what a spreading
+    /// meeting balances.
+    loads: Arc<[AtomicUsize]>,
+    /// A meeting spreads over the workers from this many members; 0 never.
+    spread_from: usize,
 }
 
 struct WorkerHandle {
@@ -98,18 +237,34 @@ impl MediaHandle {
     /// closes the link when it stops.
     pub fn open(&self, meeting: MeetingId) -> (MediaLink, mpsc::Receiver<MediaEvent>) {
         let (events, rx) = mpsc::channel(MEETING_EVENT_QUEUE);
-        self.send(DriverCmd::Open { meeting, events });
+        let home = self.worker_for(meeting);
+        self.send_to(
+            home,
+            DriverCmd::Open {
+                meeting,
+                events: events.clone(),
+                relay: self.spread_from > 0,
+                speaker: true,
+            },
+        );
         let link = MediaLink {
             meeting,
             media: self.clone(),
+            placement: Placement::new(home, self.spread_from),
+            shards: BTreeSet::from([home]),
+            events,
+            declared: HashMap::new(),
         };
         (link, rx)
     }
 
-    /// Queues a command for the meeting's worker; drops it (and says so) if
-    /// that worker is overwhelmed.
-    fn send(&self, cmd: DriverCmd) {
-        match self.worker_for(cmd.meeting()).tx.try_send(cmd) {
+    /// Queues a command for worker `i`; drops it (and says so) if that
+    /// worker is overwhelmed.
+    fn send_to(&self, i: usize, cmd: DriverCmd) {
+        let Some(worker) = self.workers.get(i) else {
+            return;
+        };
+        match worker.tx.try_send(cmd) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!("media worker queue full; command dropped");
@@ -119,14 +274,42 @@ impl MediaHandle {
         }
     }
 
-    fn worker_for(&self, meeting: MeetingId) -> &WorkerHandle {
+    /// Members placed on each worker, over all meetings (those of meetings
+    /// that do not spread are not counted).
+    pub fn members_per_worker(&self) -> Vec<usize> {
+        self.loads()
+    }
+
+    fn loads(&self) -> Vec<usize> {
+        self.loads
+            .iter()
+            .map(|l| l.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    fn load(&self, worker: usize) {
+        if let Some(l) = self.loads.get(worker) {
+            l.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn unload(&self, worker: usize) {
+        if let Some(l) = self.loads.get(worker) {
+            // Never below zero, whatever the order of leaves.
+            let _ = l.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+        }
+    }
+
+    /// The home worker of a meeting.
+    fn worker_for(&self, meeting: MeetingId) -> usize {
         // SipHash with fixed keys: the same meeting always lands on the same
         // worker. Meeting IDs are random, so meetings spread evenly.
         let mut h = std::hash::DefaultHasher::new();
         meeting.hash(&mut h);
         let n = self.workers.len() as u64;
-        let i = usize::try_from(h.finish() % n).unwrap_or(0);
-        &self.workers[i]
+        usize::try_from(h.finish() % n).unwrap_or(0)
     }
 }
 
@@ -149,13 +332,16 @@ pub enum MediaStartError {
 /// one; 127.0.0.1 when bound to all interfaces and nothing better is known).
 /// `workers` 0 means one per core. Each meeting's router forwards every
 /// member the audio of `audio_last_n` others at most (0: no limit), and
-/// seals forwarded media itself if `fast_path`.
+/// seals forwarded media itself if `fast_path`. A meeting spreads over the
+/// workers from `spread_from` members (0: never).
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     bind: SocketAddr,
     announce: Option<IpAddr>,
     workers: usize,
     audio_last_n: usize,
     fast_path: bool,
+    spread_from: usize,
     counters: crate::telemetry::MediaCounters,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<MediaHandle, MediaStartError> {
@@ -165,6 +351,7 @@ pub fn start(
     }
     .min(MAX_WORKERS);
     let mut handles = Vec::with_capacity(count);
+    let (relay_txs, mut relay_rxs): (Vec<_>, Vec<_>) = (0..count).map(|_| relay::channel()).unzip();
     for i in 0..count {
         let port = match bind.port() {
             0 => 0,
@@ -209,6 +396,7 @@ pub fn start(
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         let shutdown = shutdown.clone();
         let counters = counters.clone();
+        let relays = relay::Relays::new(i, relay_rxs.remove(0), relay_txs.clone());
         std::thread::Builder::new()
             .name(format!("media-{i}"))
             .spawn(move || {
@@ -216,7 +404,8 @@ pub fn start(
                 let worker = worker::Worker::new(socket, local, tcp)
                     .audio_last_n(audio_last_n)
                     .fast_path(fast_path)
-                    .counters(counters);
+                    .counters(counters)
+                    .relays(relays);
                 runtime.block_on(worker.run(rx, shutdown));
             })
             .map_err(MediaStartError::Worker)?;
@@ -224,7 +413,9 @@ pub fn start(
         handles.push(WorkerHandle { tx });
     }
     Ok(MediaHandle {
+        loads: (0..handles.len()).map(|_| AtomicUsize::new(0)).collect(),
         workers: handles.into(),
+        spread_from,
     })
 }
 
@@ -234,16 +425,20 @@ mod tests {
 
     fn handle(workers: usize) -> (MediaHandle, Vec<mpsc::Receiver<DriverCmd>>) {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(8)).unzip();
-        let workers = txs.into_iter().map(|tx| WorkerHandle { tx }).collect();
-        (MediaHandle { workers }, rxs)
+        let workers: Arc<[WorkerHandle]> = txs.into_iter().map(|tx| WorkerHandle { tx }).collect();
+        let loads = (0..workers.len()).map(|_| AtomicUsize::new(0)).collect();
+        (
+            MediaHandle {
+                workers,
+                loads,
+                spread_from: 0,
+            },
+            rxs,
+        )
     }
 
     fn index(h: &MediaHandle, meeting: MeetingId) -> usize {
-        let w = h.worker_for(meeting);
-        h.workers
-            .iter()
-            .position(|x| std::ptr::eq(x, w))
-            .expect("one of the workers")
+        h.worker_for(meeting)
     }
 
     #[test]
@@ -269,7 +464,7 @@ mod tests {
         let (h, mut rx) = handle(3);
         let m = MeetingId::generate();
         let i = index(&h, m);
-        let (link, _events) = h.open(m);
+        let (mut link, _events) = h.open(m);
         link.send(MediaCommand::KeyFrame {
             participant: conclave_proto::ParticipantId(1),
         });

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DriverCmd;
 use super::meeting::MeetingMedia;
+use super::relay::{RelayBatch, Relays};
 use super::tcp::{TCP_ACCEPT_BACKOFF, Tcp, TcpEvent};
 use super::udp::{RecvBatch, SendBatch};
 use crate::telemetry::MediaCounters;
@@ -26,6 +27,8 @@ use crate::telemetry::MediaCounters;
 const MAX_SOURCES: usize = 64 * 1024;
 /// Receive batches handled per wake-up before timers and commands get a turn.
 const RECV_BATCHES_PER_WAKE: usize = 8;
+/// Hand-off batches from other workers handled per wake-up, likewise.
+const RELAY_BATCHES_PER_WAKE: usize = 64;
 /// TCP reads (each one or more frames) handled per wake-up, likewise.
 const TCP_READS_PER_WAKE: usize = 64;
 /// How often TCP connections are checked for the match and idle timeouts:
@@ -67,6 +70,11 @@ pub struct Worker {
     /// what grew since is added (a peer that leaves takes its counters with
     /// it; what it did since the last read goes uncounted).
     exported: HashMap<Route, Exported>,
+    /// The hand-off to and from the other workers' shards of spread
+    /// meetings.
+    relays: Relays,
+    /// Reused for each meeting's hand-off messages.
+    relay_out: Vec<conclave_media::relay::Relayed>,
 }
 
 /// The router counters of one peer that go to the metrics.
@@ -134,7 +142,15 @@ impl Worker {
             counters: MediaCounters::noop(),
             metrics_at: Instant::now() + METRICS_EVERY,
             exported: HashMap::new(),
+            relays: Relays::none(),
+            relay_out: Vec::new(),
         }
+    }
+
+    /// This worker's ends of the hand-off between shards.
+    pub fn relays(mut self, relays: Relays) -> Self {
+        self.relays = relays;
+        self
     }
 
     /// The server's metrics this worker adds its routers' counters to.
@@ -216,6 +232,7 @@ impl Worker {
                     }
                 },
                 Some(event) = self.tcp.events.recv() => self.tcp_events(event),
+                Some(batch) = self.relays.rx.recv() => self.relayed(batch),
                 () = sleep_until(sleep), if sleep.is_some() => {}
             }
             // Every branch can make timers due: forwarding a packet makes its
@@ -230,6 +247,7 @@ impl Worker {
             datagrams_in = self.stats.datagrams_in,
             unrouted = self.stats.unrouted,
             truncated = self.recv.dropped,
+            relay_dropped = self.relays.dropped,
             send_failed = self.send.failed,
             tcp = ?self.tcp.stats,
             "media worker stopped"
@@ -324,6 +342,23 @@ impl Worker {
         }
     }
 
+    /// Hands what other workers' shards sent to the meetings' shards here,
+    /// a bounded number of batches at a time.
+    fn relayed(&mut self, first: RelayBatch) {
+        let mut next = Some(first);
+        for _ in 0..RELAY_BATCHES_PER_WAKE {
+            let Some(batch) = next.take() else { return };
+            let now = Instant::now();
+            // A meeting closed here meanwhile: its batch goes nowhere.
+            if let Some(m) = self.meetings.get_mut(&batch.meeting) {
+                for item in batch.items {
+                    m.router.handle_relay(item, now);
+                }
+            }
+            next = self.relays.rx.try_recv().ok();
+        }
+    }
+
     fn command(&mut self, cmd: DriverCmd) {
         let now = Instant::now();
         match cmd {
@@ -331,24 +366,51 @@ impl Worker {
                 // Its last seconds' counters, before they go with the router.
                 self.export_stats();
                 self.meetings.remove(&meeting);
+                self.relays.forget(meeting);
                 self.by_source.retain(|_, (m, _)| *m != meeting);
                 self.tcp.unroute_meeting(meeting, now);
             }
-            DriverCmd::Open { meeting, events } => {
+            DriverCmd::Open {
+                meeting,
+                events,
+                relay,
+                speaker,
+            } => {
+                if self.meetings.contains_key(&meeting) {
+                    return;
+                }
                 let config = RouterConfig {
                     // The core decides what may be forwarded.
                     forward_by_default: false,
                     tcp_candidates: vec![self.tcp.local],
                     audio_last_n: self.audio_last_n,
                     fast_path: self.fast_path,
+                    relay,
                     ..RouterConfig::new(self.local)
                 };
                 let Ok(router) = Router::new(config) else {
                     tracing::error!(local = %self.local, "unusable media address");
                     return;
                 };
-                self.meetings
-                    .insert(meeting, MeetingMedia::new(router, events));
+                self.meetings.insert(
+                    meeting,
+                    MeetingMedia::new(router, events).reports_speaker(speaker),
+                );
+            }
+            DriverCmd::Declared {
+                meeting,
+                participant,
+                tracks,
+            } => {
+                if let Some(m) = self.meetings.get_mut(&meeting) {
+                    m.declare(participant, tracks);
+                }
+            }
+            DriverCmd::Shards { meeting, workers } => {
+                let spread = self.relays.set_shards(meeting, &workers);
+                if let Some(m) = self.meetings.get_mut(&meeting) {
+                    m.router.set_relaying(spread);
+                }
             }
             DriverCmd::Media { meeting, cmd } => match self.meetings.get_mut(&meeting) {
                 Some(m) => m.handle(cmd, now),
@@ -374,6 +436,10 @@ impl Worker {
             while let Some(event) = m.router.poll_event() {
                 m.event(event);
             }
+        }
+        for (&meeting, m) in &mut self.meetings {
+            m.router.drain_relay(&mut self.relay_out);
+            self.relays.send(meeting, &mut self.relay_out);
         }
         send_all(&self.socket, &mut self.send).await;
     }

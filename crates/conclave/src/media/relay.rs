@@ -1,0 +1,116 @@
+//! The hand-off between the media workers serving one spread meeting
+//! (issue 23): each worker has one bounded queue in, and every worker can
+//! send on it. What goes through is a batch of one meeting's
+//! [`Relayed`] messages (mostly SRTP-unprotected RTP packets), gathered
+//! after each turn of the sending worker's loop, so the queue costs one
+//! atomic hand-over per batch, not per packet, and no lock. A full queue
+//! drops the batch (the receiving worker is overloaded; its subscribers see
+//! loss, repaired like network loss by their NACKs if it is short).
+
+use std::collections::HashMap;
+
+use conclave_media::relay::Relayed;
+use conclave_proto::MeetingId;
+use tokio::sync::mpsc;
+
+/// Batches queued for one worker before the newest are dropped: at one
+/// batch per loop turn of each sender, over a second of a worker's work.
+const RELAY_QUEUE: usize = 4096;
+
+/// Hand-off messages of one meeting, from one worker to another.
+pub struct RelayBatch {
+    pub meeting: MeetingId,
+    pub items: Vec<Relayed>,
+}
+
+pub fn channel() -> (mpsc::Sender<RelayBatch>, mpsc::Receiver<RelayBatch>) {
+    mpsc::channel(RELAY_QUEUE)
+}
+
+/// One worker's ends of the hand-off.
+pub struct Relays {
+    index: usize,
+    pub rx: mpsc::Receiver<RelayBatch>,
+    /// Every worker's queue, by index (this worker's own included, unused).
+    txs: Vec<mpsc::Sender<RelayBatch>>,
+    /// The other workers with a shard of each spread meeting here.
+    others: HashMap<MeetingId, Vec<usize>>,
+    /// Batches dropped on a full queue.
+    pub dropped: u64,
+}
+
+impl Relays {
+    pub fn new(
+        index: usize,
+        rx: mpsc::Receiver<RelayBatch>,
+        txs: Vec<mpsc::Sender<RelayBatch>>,
+    ) -> Self {
+        Relays {
+            index,
+            rx,
+            txs,
+            others: HashMap::new(),
+            dropped: 0,
+        }
+    }
+
+    /// A worker with neither (tests): nothing goes anywhere.
+    pub fn none() -> Self {
+        let (_, rx) = channel();
+        Relays::new(0, rx, Vec::new())
+    }
+
+    /// The meeting's shards are on `workers` now; returns whether any is
+    /// another worker's.
+    pub fn set_shards(&mut self, meeting: MeetingId, workers: &[usize]) -> bool {
+        let others: Vec<usize> = workers
+            .iter()
+            .copied()
+            .filter(|w| *w != self.index && *w < self.txs.len())
+            .collect();
+        let any = !others.is_empty();
+        self.others.insert(meeting, others);
+        any
+    }
+
+    pub fn forget(&mut self, meeting: MeetingId) {
+        self.others.remove(&meeting);
+    }
+
+    /// Sends `items` (emptied) to the meeting's other shards.
+    pub fn send(&mut self, meeting: MeetingId, items: &mut Vec<Relayed>) {
+        if items.is_empty() {
+            return;
+        }
+        let Some(others) = self.others.get(&meeting).filter(|o| !o.is_empty()) else {
+            items.clear();
+            return;
+        };
+        let last = others.len() - 1;
+        for (i, &w) in others.iter().enumerate() {
+            let batch = if i == last {
+                std::mem::take(items)
+            } else {
+                items.clone()
+            };
+            let batch = RelayBatch {
+                meeting,
+                items: batch,
+            };
+            match self.txs[w].try_send(batch) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.dropped += 1;
+                    if self.dropped.is_power_of_two() {
+                        tracing::warn!(
+                            to = w,
+                            dropped = self.dropped,
+                            "media hand-off queue full; batch dropped"
+                        );
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+}
