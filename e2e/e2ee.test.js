@@ -197,7 +197,7 @@ describe('end-to-end encryption in the browser', () => {
     const exited = new Promise((resolve) => rec.on('exit', (code) => resolve(code)));
     try {
       // The host sees who asks to come in: a recorder, marked as such.
-      const row = host.page.getByRole('listitem').filter({ hasText: 'Recorder (recording)' });
+      const row = host.page.getByRole('listitem').filter({ hasText: 'Records the meeting' });
       await row.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
       await eventually(() => tileOf(host.page, 'Recorder').count(), (n) => n > 0,
         { what: 'the recorder shows in the grid' });

@@ -9,7 +9,7 @@ import { E2ee, initialE2ee, MAX_CHAT_TEXT_BYTES } from './e2ee.js';
 import * as notices from './notices.js';
 import { Signaling } from './signaling.js';
 import { initialMedia, Streams } from './streams.js';
-import { createStore, initialState, isModerator, reduce, self } from './state.js';
+import { createStore, initialState, isModerator, isRecorded, reduce, self } from './state.js';
 import { toast } from './toast.js';
 
 const seatKey = (meetingId) => `conclave.seat.${meetingId}`;
@@ -158,6 +158,7 @@ export class Call {
     }
     if (msg.type === 'waiting' || msg.type === 'joined') this.e2ee.onSeat(msg.you);
     const after = this.dispatch(msg);
+    this.announceRecording(before, after);
     switch (msg.type) {
       case 'joined':
         // Fresh relay credentials come with every `joined`; a resume's new
@@ -268,6 +269,17 @@ export class Call {
     const arrived = after.filter((w) => !known.has(w.id));
     const notice = this.notify(notices.waitingArrived(arrived));
     if (notice) this.waitingNotices.set(arrived.map((w) => w.id), notice);
+  }
+
+  /** Says when a recording starts or stops, and on arrival in a recorded meeting. */
+  announceRecording(before, after) {
+    if (after.phase !== 'joined' && after.phase !== 'waiting') return;
+    const was = isRecorded(before);
+    const now = isRecorded(after);
+    if (was === now) return;
+    // Told in the waiting room already? Then the seat changes nothing.
+    const arriving = before.phase !== after.phase;
+    this.notify(notices.recordingChanged(now, arriving));
   }
 
   announceSelfChange(before, p) {

@@ -8,6 +8,7 @@ import { mountFeatures } from './features.js';
 import { icon, logo } from './icons.js';
 import { createParticipantsPanel } from './participants.js';
 import { createSecurityPanel } from './security.js';
+import { isRecorded } from './state.js';
 import { createToolbar } from './toolbar.js';
 import { toast } from './toast.js';
 
@@ -37,6 +38,9 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
   const title = h('h1', { class: 'mt-title' });
   const lockedBadge = h('span', { class: 'badge badge-warn', hidden: true }, icon('lock'), h('span', { text: 'Locked' }));
   const suspendedBadge = h('span', { class: 'badge badge-danger', hidden: true }, icon('pause'), h('span', { text: 'Activities suspended' }));
+  // While a recorder is a member, for everyone (the server lists it like anyone).
+  const recordingBadge = h('span', { class: 'badge badge-rec', role: 'status', 'aria-label': 'Recording', hidden: true },
+    h('span', { class: 'rec-dot', 'aria-hidden': 'true' }), h('span', { text: 'Recording' }));
   const copyLink = inviteLink
     ? h('button', {
       type: 'button',
@@ -59,7 +63,7 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
   const sidebar = h('aside', { class: 'sidebar', 'aria-label': 'Side panels' }, participants.el, chat.el);
   const screen = h('div', { class: 'meeting' },
     h('header', { class: 'meeting-top' },
-      h('div', { class: 'mt-left' }, logo(), title, lockedBadge, suspendedBadge),
+      h('div', { class: 'mt-left' }, logo(), title, recordingBadge, lockedBadge, suspendedBadge),
       h('div', { class: 'mt-right' }, security.el, copyLink)),
     banner,
     mediaError,
@@ -103,6 +107,7 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
     document.title = `${m.title} · Conclave`;
     lockedBadge.hidden = !m.locked;
     suspendedBadge.hidden = !m.suspended;
+    recordingBadge.hidden = !isRecorded(state);
     if (state.chat.length > seenChat) {
       const fresh = state.chat.slice(seenChat).filter((c) => !c.mine).length;
       if (!panels.chat) panels.unread += fresh;

@@ -47,7 +47,7 @@ export function passcodeGuessing(msg) {
   return error(`${msg.failed_attempts} wrong passcodes were tried in the last ${msg.window_secs} seconds. Consider locking the meeting.`);
 }
 
-/** People who just arrived in the waiting room ([{name, same_network_as_removed}]). */
+/** People who just arrived in the waiting room ([{name, recording, same_network_as_removed}]). */
 export function waitingArrived(arrived) {
   // Someone on the network of a person removed from this meeting waits even
   // with the waiting room off: say why, it may be that person again.
@@ -55,9 +55,24 @@ export function waitingArrived(arrived) {
   const why = flagged === 0 ? ''
     : arrived.length === 1 ? ' They share a network with someone removed from this meeting.'
       : ` ${flagged} of them share a network with someone removed from this meeting.`;
+  // Admitting a recorder starts a recording: the notice says so.
+  const recorders = arrived.filter((w) => w.recording).length;
+  if (arrived.length === 1 && recorders === 1) return info(`${arrived[0].name} is waiting to join, to record the meeting.${why}`);
+  const recording = recorders === 0 ? '' : ` ${recorders === 1 ? 'One of them' : `${recorders} of them`} would record the meeting.`;
   if (arrived.length === 1) return info(`${arrived[0].name} is waiting to join.${why}`);
-  if (arrived.length > 1) return info(`${arrived.length} people are waiting to join.${why}`);
+  if (arrived.length > 1) return info(`${arrived.length} people are waiting to join.${recording}${why}`);
   return null;
+}
+
+/**
+ * A recorder came or went (`recorded` now), or this person arrived in a
+ * meeting that is already recorded (`arriving`).
+ */
+export function recordingChanged(recorded, arriving) {
+  if (recorded) {
+    return info(arriving ? 'This meeting is being recorded.' : 'Recording started: this meeting is being recorded.');
+  }
+  return info('Recording stopped.');
 }
 
 /** Someone else turned off one of this member's media kinds. */

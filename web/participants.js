@@ -143,9 +143,13 @@ export function createParticipantsPanel(call, { onClose }) {
   function createWaitingRow(w) {
     const name = h('span', { class: 'person-name' });
     const avatar = h('span', { class: 'avatar avatar-sm', 'aria-hidden': 'true' });
-    const row = h('li', { class: `person${w.same_network_as_removed ? ' is-flagged' : ''}` },
+    const row = h('li', { class: `person${w.same_network_as_removed ? ' is-flagged' : ''}${w.recording ? ' is-recorder' : ''}` },
       avatar,
       h('span', { class: 'person-text' }, name, h('span', { class: 'person-sub', text: w.signed_in ? 'Signed in' : 'Guest' }),
+        // Admitting a recorder starts a recording: said in full, never cut short.
+        w.recording
+          ? h('span', { class: 'badge badge-rec' }, h('span', { class: 'rec-dot', 'aria-hidden': 'true' }), h('span', { text: 'Records the meeting' }))
+          : null,
         // Held although the waiting room may be off; see docs/security.md §8.
         w.same_network_as_removed
           ? h('span', { class: 'person-sub person-warn', text: 'Same network as someone removed from this meeting' })
@@ -158,7 +162,8 @@ export function createParticipantsPanel(call, { onClose }) {
   }
 
   function updateWaitingRow(row, w) {
-    setText(row._refs.name, w.recording ? `${w.name} (recording)` : w.name);
+    setText(row._refs.name, w.name);
+    row._refs.name.title = w.name;
     setText(row._refs.avatar, initials(w.name));
     row._refs.avatar.className = `avatar avatar-sm hue-${hueOf(w.id)}`;
   }
@@ -184,9 +189,10 @@ export function createParticipantsPanel(call, { onClose }) {
     const mine = p.id === state.you;
     setText(r.avatar, initials(p.name));
     r.avatar.className = `avatar avatar-sm hue-${hueOf(p.id)}`;
-    const shown = p.recording ? `${p.name} (recording)` : p.name;
-    setText(r.name, mine ? `${shown} (you)` : shown);
-    const sub = [ROLE_LABEL[p.role], p.presence === 'reconnecting' ? 'Reconnecting…' : '', !p.signed_in ? 'Guest' : '']
+    setText(r.name, mine ? `${p.name} (you)` : p.name);
+    r.name.title = p.name;
+    // A recorder says so under its name, where a long name cannot push it out of sight.
+    const sub = [p.recording ? 'Records the meeting' : '', ROLE_LABEL[p.role], p.presence === 'reconnecting' ? 'Reconnecting…' : '', !p.signed_in ? 'Guest' : '']
       .filter(Boolean).join(' · ');
     setText(r.sub, sub);
     row.classList.toggle('is-reconnecting', p.presence === 'reconnecting');

@@ -36,6 +36,8 @@ export function initialState() {
     participants: [],
     /** The waiting room (moderators only). */
     waiting: [],
+    /** While waiting: the server says a recorder is in the meeting (the one thing it says). */
+    waitingRecorded: false,
     /** Chat lines: {seq, from, name, text, at, mine}. */
     chat: [],
     chatSeq: 0,
@@ -91,7 +93,7 @@ function rememberNames(names, people) {
 export function reduce(state, msg) {
   switch (msg.type) {
     case 'waiting':
-      return { ...state, phase: 'waiting', connection: 'open', you: msg.you, joinError: null };
+      return { ...state, phase: 'waiting', connection: 'open', you: msg.you, joinError: null, waitingRecorded: msg.recording === true };
     case 'joined':
       return {
         ...state,
@@ -190,6 +192,16 @@ export function reduce(state, msg) {
 /** The member record of this client, if admitted. */
 export function self(state) {
   return state.participants.find((p) => p.id === state.you) || null;
+}
+
+/**
+ * Whether the meeting is being recorded, as far as this client can know: a
+ * recorder among the members, or, in the waiting room, the server's word.
+ */
+export function isRecorded(state) {
+  if (state.phase === 'joined') return state.participants.some((p) => p.recording);
+  if (state.phase === 'waiting') return state.waitingRecorded;
+  return false;
 }
 
 export function isModerator(state) {
