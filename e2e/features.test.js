@@ -92,6 +92,7 @@ describe('hands, reactions and polls, end to end encrypted', () => {
     await controls(b.bob.page).getByRole('button', { name: 'Raise hand', exact: true }).click();
     await controls(b.bob.page).getByRole('button', { name: 'Lower hand', exact: true }).waitFor();
     for (const [, x] of others('bob')) await tileOf(x.page, 'Bob').getByRole('img', { name: 'Hand raised', exact: true }).waitFor();
+    await b.host.page.getByText('Bob raised their hand.').first().waitFor();
     await controls(b.carol.page).getByRole('button', { name: 'Raise hand', exact: true }).click();
     for (const [who, x] of all()) {
       const order = await eventually(() => handOrder(x.page), (o) => o.length === 2, { what: `${who} sees two hands` });

@@ -187,6 +187,10 @@ export class Features {
     const moderator = sender.role === 'host' || sender.role === 'cohost';
     switch (msg.type) {
       case 'hand':
+        // Hosts are told, once: a repeat for a newcomer finds the hand already up.
+        if (msg.raised && isModerator(s) && sender.id !== s.you && !this.state.hands.includes(sender.id)) {
+          toast(`${sender.name} raised their hand.`, 'info');
+        }
         this.setHand(sender.id, msg.raised);
         break;
       case 'hand_lower':
