@@ -27,8 +27,6 @@ pub enum ConfigError {
     Passthrough(#[from] PassthroughConfigError),
     #[error(transparent)]
     Oidc(#[from] crate::oidc::OidcConfigError),
-    #[error(transparent)]
-    Organisation(#[from] crate::join_policy::OrganisationConfigError),
     #[error("{path}: {source}")]
     Parse {
         path: PathBuf,
@@ -125,9 +123,6 @@ pub struct Config {
     /// OpenID Connect providers people may sign in with (`[[oidc]]` tables,
     /// [`crate::oidc`]), besides local passwords.
     pub oidc: Vec<crate::oidc::ProviderConfig>,
-    /// Who "this organisation" is, for meetings that admit only its people,
-    /// and the join policy new meetings start with ([`crate::join_policy`]).
-    pub organisation: crate::join_policy::OrganisationConfig,
     pub limits: Limits,
 }
 
@@ -201,7 +196,6 @@ impl Default for Config {
             turn_servers: Vec::new(),
             turn_tls_passthrough: Vec::new(),
             oidc: Vec::new(),
-            organisation: crate::join_policy::OrganisationConfig::default(),
             limits: Limits::default(),
         }
     }
@@ -336,7 +330,6 @@ impl Config {
             t.validate()?;
         }
         crate::oidc::validate(&self.oidc)?;
-        self.organisation.validate(&self.oidc)?;
         crate::tls::passthrough::validate(
             &self.turn_tls_passthrough,
             self.serves_https(),
