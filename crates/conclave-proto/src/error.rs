@@ -27,6 +27,10 @@ pub enum ErrorCode {
     Banned,
     /// The meeting admits only signed-in users.
     SignInRequired,
+    /// The meeting admits only people of the server's organisation (by
+    /// provider and/or email domain) and the outside addresses the host
+    /// invited. Sent, like `sign_in_required`, only after the passcode held.
+    OrganisationOnly,
     /// The sender's role or the meeting's permissions do not allow this.
     NotPermitted,
     /// No such member (or waiting person) in this meeting.
@@ -76,6 +80,9 @@ impl ErrorCode {
             ErrorCode::Full => "the meeting is full",
             ErrorCode::Banned => "you were removed from this meeting and cannot rejoin",
             ErrorCode::SignInRequired => "only signed-in users may join this meeting",
+            ErrorCode::OrganisationOnly => {
+                "only people of this organisation, and those the host invited, may join this meeting"
+            }
             ErrorCode::NotPermitted => "not permitted",
             ErrorCode::UnknownParticipant => "no such participant",
             ErrorCode::NotJoined => "join the meeting first",

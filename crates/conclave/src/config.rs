@@ -27,6 +27,8 @@ pub enum ConfigError {
     Passthrough(#[from] PassthroughConfigError),
     #[error(transparent)]
     Oidc(#[from] crate::oidc::OidcConfigError),
+    #[error(transparent)]
+    Organisation(#[from] crate::join_policy::OrganisationConfigError),
     #[error("{path}: {source}")]
     Parse {
         path: PathBuf,
@@ -123,6 +125,9 @@ pub struct Config {
     /// OpenID Connect providers people may sign in with (`[[oidc]]` tables,
     /// [`crate::oidc`]), besides local passwords.
     pub oidc: Vec<crate::oidc::ProviderConfig>,
+    /// Who "this organisation" is, for meetings that admit only its people,
+    /// and the join policy new meetings start with ([`crate::join_policy`]).
+    pub organisation: crate::join_policy::OrganisationConfig,
     pub limits: Limits,
 }
 
@@ -196,6 +201,7 @@ impl Default for Config {
             turn_servers: Vec::new(),
             turn_tls_passthrough: Vec::new(),
             oidc: Vec::new(),
+            organisation: crate::join_policy::OrganisationConfig::default(),
             limits: Limits::default(),
         }
     }
@@ -330,6 +336,7 @@ impl Config {
             t.validate()?;
         }
         crate::oidc::validate(&self.oidc)?;
+        self.organisation.validate(&self.oidc)?;
         crate::tls::passthrough::validate(
             &self.turn_tls_passthrough,
             self.serves_https(),

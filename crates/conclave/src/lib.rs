@@ -29,6 +29,7 @@ pub mod config;
 pub mod guard;
 pub mod guest;
 pub mod http;
+pub mod join_policy;
 pub mod media;
 pub mod oidc;
 pub mod rooms;

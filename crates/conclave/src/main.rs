@@ -303,6 +303,17 @@ enum AdminCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// The sign-in audit log, newest first: time (UTC), method (password,
+    /// link, oidc:NAME), outcome (ok or the failure's code), account, what
+    /// else is known (provider issuer, subject and email; the error) and the
+    /// client address, tab-separated.
+    Signins {
+        /// How many entries to show.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Delete an account with its meetings, sessions and tokens. A person
     /// from a provider who signs in again gets a new, empty account: disable
     /// them to keep them out.
@@ -767,6 +778,38 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             let user = named_user(&store, &name).await?;
             store.set_user_disabled(user.id, false).await?;
             println!("enabled user {} (id {})", user.username, user.id);
+            store.close().await;
+        }
+        AdminCommand::Signins { limit, store } => {
+            let store = store.open().await?;
+            for e in store.signin_events(i64::from(limit)).await? {
+                let at = cookie::time::OffsetDateTime::from_unix_timestamp(e.at)
+                    .map(|t| {
+                        format!(
+                            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                            t.year(),
+                            u8::from(t.month()),
+                            t.day(),
+                            t.hour(),
+                            t.minute(),
+                            t.second()
+                        )
+                    })
+                    .unwrap_or_else(|_| e.at.to_string());
+                let user = match (e.user_id, e.username) {
+                    (Some(id), Some(name)) => format!("{name} (id {id})"),
+                    (None, Some(name)) => format!("{name} (no such account)"),
+                    (Some(id), None) => format!("id {id}"),
+                    (None, None) => "-".to_string(),
+                };
+                println!(
+                    "{at}\t{}\t{}\t{user}\t{}\t{}",
+                    e.method,
+                    e.outcome,
+                    e.detail.as_deref().unwrap_or("-"),
+                    e.address.as_deref().unwrap_or("-"),
+                );
+            }
             store.close().await;
         }
         AdminCommand::DeleteUser { name, store } => {

@@ -50,7 +50,7 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const KEY_NAME: &str = "oidc_flow";
 
 /// One `[[oidc]]` table of the configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// Shown on the button ("Sign in with NAME") and part of the redirect
@@ -68,6 +68,22 @@ pub struct ProviderConfig {
     /// Scopes asked for besides `openid`.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
+    /// The claim (in the ID token or from UserInfo) that lists a person's
+    /// groups, for `host_groups`.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// When set, only people in one of these groups may create meetings
+    /// (they may still join others'); checked at each sign-in.
+    #[serde(default)]
+    pub host_groups: Vec<String>,
+    /// When set, only people whose (not unverified) email address is in one
+    /// of these domains may sign in through this provider.
+    #[serde(default)]
+    pub allowed_email_domains: Vec<String>,
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
 }
 
 fn default_scopes() -> Vec<String> {
@@ -131,6 +147,8 @@ pub enum OidcError {
     Exchange(String),
     #[error("the ID token was refused: {0}")]
     Token(String),
+    #[error("the email address {0:?} is not in one of the provider's allowed domains")]
+    Domain(Option<String>),
 }
 
 impl OidcError {
@@ -144,6 +162,7 @@ impl OidcError {
             OidcError::Refused(_) => "refused",
             OidcError::Exchange(_) => "exchange",
             OidcError::Token(_) => "token",
+            OidcError::Domain(_) => "domain",
         }
     }
 }
@@ -177,6 +196,42 @@ pub struct Providers {
 }
 
 /// A provider's authorization URL and the flow cookie's value to set.
+/// A person the provider vouched for at a sign-in.
+pub struct Verified {
+    pub claims: OidcClaims,
+    /// Whether they may create meetings: in one of `host_groups`, or the
+    /// provider sets none.
+    pub may_host: bool,
+}
+
+/// Claims openidconnect has no field for (the groups claim), kept as JSON.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ExtraClaims(serde_json::Map<String, serde_json::Value>);
+
+impl openidconnect::AdditionalClaims for ExtraClaims {}
+
+/// A claim's strings: an array of strings, or a single string.
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Claim `name` of a compact JWS whose signature was already verified.
+fn token_claim_strings(jws: &str, name: &str) -> Option<Vec<String>> {
+    let payload = jws.split('.').nth(1)?;
+    let json = data_encoding::BASE64URL_NOPAD
+        .decode(payload.trim_end_matches('=').as_bytes())
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    v.get(name).map(strings)
+}
+
 pub struct Started {
     pub url: String,
     pub cookie: String,
@@ -289,7 +344,7 @@ impl Providers {
         cookie: Option<&str>,
         state: &str,
         code: &str,
-    ) -> Result<OidcClaims, OidcError> {
+    ) -> Result<Verified, OidcError> {
         let p = self.provider(name)?;
         let flow = cookie.and_then(|c| self.open(c)).ok_or(OidcError::NoFlow)?;
         if flow.p != name || flow.e < crate::store::unix_now() {
@@ -338,17 +393,31 @@ impl Providers {
             }
             Err(e) => return Err(OidcError::Token(e.to_string())),
         };
+        // An address the provider marks unverified is not kept: anyone may
+        // type any address into some providers, and domains and invitations
+        // (crate::join_policy) trust it.
+        let verified = |email: Option<&openidconnect::EndUserEmail>, ok: Option<bool>| {
+            email.filter(|_| ok != Some(false)).map(|e| e.to_string())
+        };
         let mut found = OidcClaims {
             issuer: claims.issuer().to_string(),
             subject: claims.subject().to_string(),
-            email: claims.email().map(|e| e.to_string()),
+            email: verified(claims.email(), claims.email_verified()),
             name: claims
                 .name()
                 .and_then(|n| n.get(None))
                 .map(|n| n.to_string()),
             preferred_username: claims.preferred_username().map(|u| u.to_string()),
         };
-        if found.email.is_none() || found.name.is_none() || found.preferred_username.is_none() {
+        // The token's signature was checked above, so its payload can be
+        // read for the one claim openidconnect has no field for.
+        let mut groups = token_claim_strings(&token.to_string(), &p.config.groups_claim);
+        let want_groups = !p.config.host_groups.is_empty() && groups.is_none();
+        if found.email.is_none()
+            || found.name.is_none()
+            || found.preferred_username.is_none()
+            || want_groups
+        {
             // Providers that conform to the spec's default put profile
             // claims in UserInfo only; it is asked for the same subject.
             // (A provider without a UserInfo endpoint has nothing more.)
@@ -356,17 +425,31 @@ impl Providers {
                 response.access_token().clone(),
                 Some(claims.subject().clone()),
             ) {
-                let info: Result<openidconnect::core::CoreUserInfoClaims, _> =
-                    request.request_async(&self.http).await;
+                let info: Result<
+                    openidconnect::UserInfoClaims<
+                        ExtraClaims,
+                        openidconnect::core::CoreGenderClaim,
+                    >,
+                    _,
+                > = request.request_async(&self.http).await;
                 match info {
                     Ok(info) => {
-                        found.email = found.email.or(info.email().map(|e| e.to_string()));
+                        found.email = found
+                            .email
+                            .or(verified(info.email(), info.email_verified()));
                         found.name = found
                             .name
                             .or(info.name().and_then(|n| n.get(None)).map(|n| n.to_string()));
                         found.preferred_username = found
                             .preferred_username
                             .or(info.preferred_username().map(|u| u.to_string()));
+                        if groups.is_none() {
+                            groups = info
+                                .additional_claims()
+                                .0
+                                .get(&p.config.groups_claim)
+                                .map(strings);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(provider = name, error = %describe(&e), "UserInfo failed; signing in with the ID token's claims");
@@ -374,7 +457,24 @@ impl Providers {
                 }
             }
         }
-        Ok(found)
+        let domains = &p.config.allowed_email_domains;
+        if !domains.is_empty() {
+            let ok = found
+                .email
+                .as_deref()
+                .and_then(crate::join_policy::email_domain)
+                .is_some_and(|d| domains.iter().any(|x| x.eq_ignore_ascii_case(d)));
+            if !ok {
+                return Err(OidcError::Domain(found.email));
+            }
+        }
+        let groups = groups.unwrap_or_default();
+        let may_host = p.config.host_groups.is_empty()
+            || p.config.host_groups.iter().any(|g| groups.contains(g));
+        Ok(Verified {
+            claims: found,
+            may_host,
+        })
     }
 
     /// The provider's discovery document and keys: cached, or fetched when
@@ -603,6 +703,7 @@ mod tests {
             client_secret_file: None,
             client_secret_env: None,
             scopes: default_scopes(),
+            ..ProviderConfig::default()
         }
     }
 

@@ -58,6 +58,9 @@ pub struct User {
     pub has_password: bool,
     /// Disabled by an administrator: signs in by no means until enabled again.
     pub disabled: bool,
+    /// May create meetings: always for a local account; for a provider's,
+    /// as its `host_groups` said at the latest sign-in.
+    pub may_host: bool,
 }
 
 /// A meeting as stored, with everything the HTTP API and the core need.
@@ -72,11 +75,31 @@ pub struct MeetingRecord {
     pub waiting_room: bool,
     pub permissions: Permissions,
     pub only_signed_in: bool,
+    /// With `only_signed_in`: only the organisation's people and the
+    /// `invited_emails` ([`crate::join_policy`]).
+    pub organisation_only: bool,
+    /// Outside addresses the host invited, lower-case.
+    pub invited_emails: Vec<String>,
     pub max_participants: u32,
     pub created_at: i64,
 }
 
 impl MeetingRecord {
+    pub fn who_may_join(&self) -> crate::join_policy::WhoMayJoin {
+        use crate::join_policy::WhoMayJoin;
+        match (self.only_signed_in, self.organisation_only) {
+            (_, true) => WhoMayJoin::Organisation,
+            (true, false) => WhoMayJoin::SignedIn,
+            (false, false) => WhoMayJoin::Anyone,
+        }
+    }
+
+    pub fn set_who_may_join(&mut self, w: crate::join_policy::WhoMayJoin) {
+        use crate::join_policy::WhoMayJoin;
+        self.only_signed_in = w != WhoMayJoin::Anyone;
+        self.organisation_only = w == WhoMayJoin::Organisation;
+    }
+
     pub fn core_config(&self) -> MeetingConfig {
         MeetingConfig {
             title: self.title.clone(),
@@ -189,6 +212,7 @@ macro_rules! stored_row {
                     is_admin: self.try_get("is_admin")?,
                     has_password: hash.is_some(),
                     disabled: disabled_at.is_some(),
+                    may_host: self.try_get("may_host")?,
                 })
             }
 
@@ -214,6 +238,11 @@ macro_rules! stored_row {
                         rename_self: self.try_get("rename_self")?,
                     },
                     only_signed_in: self.try_get("only_signed_in")?,
+                    organisation_only: self.try_get("organisation_only")?,
+                    invited_emails: {
+                        let text: String = self.try_get("invited_emails")?;
+                        text.lines().map(str::to_string).collect()
+                    },
                     max_participants: u32::try_from(max).map_err(|_| StoreError::Corrupt("max"))?,
                     created_at: self.try_get("created_at")?,
                 })
@@ -249,6 +278,8 @@ macro_rules! bind_settings {
             .bind($m.permissions.rename_self)
             .bind($m.only_signed_in)
             .bind(i64::from($m.max_participants))
+            .bind($m.organisation_only)
+            .bind($m.invited_emails.join("\n"))
     };
 }
 
@@ -368,6 +399,7 @@ impl Store {
                 is_admin,
                 has_password: password_hash.is_some(),
                 disabled: false,
+                may_host: true,
             }),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
             Err(e) => Err(e.into()),
@@ -441,6 +473,17 @@ impl Store {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(n > 0)
+    }
+
+    /// Records what a provider's `host_groups` said at a sign-in.
+    pub async fn set_may_host(&self, user_id: i64, may_host: bool) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE users SET may_host = $1 WHERE id = $2")
+            .bind(may_host)
+            .bind(user_id)
+            .execute(pool)
+            .await
+            .map(drop))?;
+        Ok(())
     }
 
     pub async fn password_hash(&self, user_id: i64) -> Result<Option<String>> {
@@ -623,8 +666,8 @@ impl Store {
             let query = sqlx::query(
                 "INSERT INTO meetings (id, owner_id, title, passcode, passcode_hash, waiting_room,
                    screen_share, chat, self_unmute, rename_self, only_signed_in, max_participants,
-                   created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                   organisation_only, invited_emails, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             )
             .bind(m.id.compact())
             .bind(m.owner_id);
@@ -645,8 +688,8 @@ impl Store {
                 "UPDATE meetings SET title = $1, passcode = $2, passcode_hash = $3,
                    waiting_room = $4, screen_share = $5, chat = $6, self_unmute = $7,
                    rename_self = $8, only_signed_in = $9, max_participants = $10,
-                   updated_at = $11
-                 WHERE id = $12",
+                   organisation_only = $11, invited_emails = $12, updated_at = $13
+                 WHERE id = $14",
             );
             bind_settings!(query, m)
                 .bind(unix_now())
@@ -774,5 +817,7 @@ impl Store {
     }
 }
 
+mod audit;
 mod oidc;
+pub use audit::{SigninEvent, SigninOutcome};
 pub use oidc::{OidcClaims, OidcIdentity};

@@ -34,6 +34,9 @@ pub enum JoinFailure {
     Resume,
     /// The meeting is gone, or the server is shutting down.
     Unavailable,
+    /// The meeting's join policy refused the account or guest
+    /// (`sign_in_required`, `organisation_only`).
+    Policy,
     /// The store failed.
     Internal,
 }
@@ -45,15 +48,17 @@ impl JoinFailure {
             JoinFailure::RateLimited => "rate_limited",
             JoinFailure::Resume => "resume",
             JoinFailure::Unavailable => "unavailable",
+            JoinFailure::Policy => "policy",
             JoinFailure::Internal => "internal",
         }
     }
 
-    const ALL: [JoinFailure; 5] = [
+    const ALL: [JoinFailure; 6] = [
         JoinFailure::Passcode,
         JoinFailure::RateLimited,
         JoinFailure::Resume,
         JoinFailure::Unavailable,
+        JoinFailure::Policy,
         JoinFailure::Internal,
     ];
 }
@@ -69,7 +74,7 @@ pub struct Metrics {
     pub waiting: Gauge,
     /// Joins handed to a meeting (admitted, or put in its waiting room).
     pub joins: Counter,
-    failures: [Counter; 5],
+    failures: [Counter; 6],
     /// Sign-ins refused because the address was blocked.
     pub sign_in_blocks: Counter,
     /// Seconds from a join message to its hand-over to the meeting.

@@ -46,6 +46,8 @@ async fn a_new_meeting_has_safe_defaults() {
             "self_unmute": true,
             "rename_self": false,
             "only_signed_in": false,
+            "who_may_join": "anyone",
+            "invited_emails": [],
             "max_participants": 100,
         })
     );
@@ -398,6 +400,8 @@ async fn a_stored_meeting_keeps_the_creation_time_it_was_given() {
         waiting_room: true,
         permissions: conclave_proto::Permissions::default(),
         only_signed_in: false,
+        organisation_only: false,
+        invited_emails: Vec::new(),
         max_participants: 100,
         created_at: 1_000_000_000,
     };

@@ -201,6 +201,7 @@ async fn only_a_valid_id_token_signs_in() {
             client_secret_file: None,
             client_secret_env: None,
             scopes: vec!["email".into()],
+            ..Default::default()
         }];
     })
     .await;
@@ -327,6 +328,7 @@ async fn a_provider_signs_in_with_passwords_off_but_not_into_a_disabled_account(
             client_secret_file: None,
             client_secret_env: None,
             scopes: vec!["email".into()],
+            ..Default::default()
         }];
     })
     .await;

@@ -94,6 +94,8 @@ fn record(owner_id: i64, title: &str, created_at: i64) -> MeetingRecord {
             rename_self: true,
         },
         only_signed_in: false,
+        organisation_only: false,
+        invited_emails: Vec::new(),
         max_participants: 100,
         created_at,
     }

@@ -12,7 +12,7 @@ use super::error::{ApiError, ApiJson};
 use super::session::{Authed, ClientIp, SESSION_COOKIE, cookie, session_token};
 use crate::auth::{digest, new_secret, password_acceptable, username_acceptable};
 use crate::guard::retry_secs;
-use crate::store::{ApiTokenInfo, User};
+use crate::store::{ApiTokenInfo, SigninOutcome, User};
 
 #[derive(Serialize, ToSchema)]
 pub struct UserView {
@@ -26,6 +26,8 @@ pub struct UserView {
     /// in `/me`): such an account needs no password.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderIdentity>,
+    /// Whether the account may create meetings (a provider's `host_groups`).
+    pub may_host: bool,
 }
 
 /// Who a provider says the account is, as of the latest sign-in.
@@ -47,6 +49,7 @@ impl From<User> for UserView {
             is_admin: u.is_admin,
             has_password: u.has_password,
             provider: None,
+            may_host: u.may_host,
         }
     }
 }
@@ -124,6 +127,27 @@ pub(super) async fn start_session(
     Ok(jar.add(cookie(&state.config, SESSION_COOKIE, secret.text, max_age)))
 }
 
+/// Adds an entry to the sign-in audit log; a failure to write it is logged
+/// and does not change the answer.
+pub(super) async fn audit(
+    state: &AppState,
+    method: &str,
+    outcome: SigninOutcome,
+    user: Option<&User>,
+    typed_name: Option<&str>,
+    detail: Option<&str>,
+    ip: std::net::IpAddr,
+) {
+    let name = user.map(|u| u.username.as_str()).or(typed_name);
+    if let Err(e) = state
+        .store
+        .record_signin(method, outcome, user.map(|u| u.id), name, detail, Some(ip))
+        .await
+    {
+        tracing::error!(error = %e, "cannot write the sign-in audit log");
+    }
+}
+
 /// The refusal of password sign-in when the operator turned it off.
 const PASSWORDS_OFF: ApiError = ApiError::Forbidden(
     "password sign-in is turned off on this server: sign in with your organisation's identity provider",
@@ -141,6 +165,17 @@ pub async fn sign_in(
     ApiJson(c): ApiJson<Credentials>,
 ) -> Result<(CookieJar, ApiJson<UserView>), ApiError> {
     if !state.config.password_login {
+        let name = Some(c.username.as_str()).filter(|n| n.len() <= 64);
+        audit(
+            &state,
+            "password",
+            SigninOutcome::Failed("passwords_off"),
+            None,
+            name,
+            None,
+            ip,
+        )
+        .await;
         return Err(PASSWORDS_OFF);
     }
     // Counted before argon2 runs: sign-ins sent at once cannot all be
@@ -166,17 +201,55 @@ pub async fn sign_in(
         Some(user) if ok && user.disabled => {
             attempt.succeeded();
             tracing::warn!(user = %user.username, %ip, "sign-in refused: the account is disabled");
+            audit(
+                &state,
+                "password",
+                SigninOutcome::Failed("disabled"),
+                Some(&user),
+                None,
+                None,
+                ip,
+            )
+            .await;
             Err(ApiError::Forbidden("this account is disabled"))
         }
         Some(user) if ok => {
             attempt.succeeded();
             tracing::info!(user = %user.username, %ip, "signed in");
+            audit(
+                &state,
+                "password",
+                SigninOutcome::Ok,
+                Some(&user),
+                None,
+                None,
+                ip,
+            )
+            .await;
             let jar = start_session(&state, jar, &user).await?;
             Ok((jar, ApiJson(user.into())))
         }
-        _ => {
+        found => {
             attempt.failed();
             tracing::warn!(%ip, "failed sign-in");
+            // The name as typed (cut to 64 characters): whether it exists
+            // is the administrator's to see, not the answer's.
+            let typed: String = c.username.chars().take(64).collect();
+            let why = if found.is_some() {
+                "wrong password"
+            } else {
+                "unknown name"
+            };
+            audit(
+                &state,
+                "password",
+                SigninOutcome::Failed("bad_credentials"),
+                found.as_ref(),
+                Some(&typed),
+                Some(why),
+                ip,
+            )
+            .await;
             Err(ApiError::BadCredentials)
         }
     }
@@ -198,10 +271,30 @@ pub async fn redeem_link(
         .map_err(|d| blocked(&state, d))?;
     let Some(user) = state.store.redeem_signin_link(&digest(&t.token)).await? else {
         attempt.failed();
+        audit(
+            &state,
+            "link",
+            SigninOutcome::Failed("bad_link"),
+            None,
+            None,
+            None,
+            ip,
+        )
+        .await;
         return Err(ApiError::BadLink);
     };
     attempt.succeeded();
     tracing::info!(user = %user.username, %ip, "signed in with a one-time link");
+    audit(
+        &state,
+        "link",
+        SigninOutcome::Ok,
+        Some(&user),
+        None,
+        None,
+        ip,
+    )
+    .await;
     let jar = start_session(&state, jar, &user).await?;
     Ok((jar, ApiJson(user.into())))
 }

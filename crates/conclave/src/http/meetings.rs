@@ -14,12 +14,13 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ApiJson};
 use super::session::Authed;
+use crate::join_policy::{MAX_INVITED, WhoMayJoin, clean_invited_email};
 use crate::rooms::RoomCmd;
 use crate::store::{MeetingRecord, User, unix_now};
 
 const MAX_TITLE_CHARS: usize = 200;
 
-#[derive(Serialize, ToSchema, Clone, Copy)]
+#[derive(Serialize, ToSchema, Clone)]
 pub struct MeetingSettings {
     pub passcode_required: bool,
     pub waiting_room: bool,
@@ -29,7 +30,15 @@ pub struct MeetingSettings {
     pub chat: bool,
     pub self_unmute: bool,
     pub rename_self: bool,
+    /// True unless `who_may_join` is `anyone` (kept for older clients).
     pub only_signed_in: bool,
+    /// `anyone` (guests wait in the waiting room), `signed_in`, or
+    /// `organisation`: the organisation's people and `invited_emails` only.
+    /// Passcode and waiting room apply on top.
+    pub who_may_join: WhoMayJoin,
+    /// Outside email addresses admitted by an `organisation` meeting when
+    /// signed in through a configured provider with that (verified) address.
+    pub invited_emails: Vec<String>,
     pub max_participants: u32,
 }
 
@@ -44,7 +53,13 @@ pub struct SettingsPatch {
     pub chat: Option<bool>,
     pub self_unmute: Option<bool>,
     pub rename_self: Option<bool>,
+    /// True: `signed_in` (unless already `organisation`); false: `anyone`.
+    /// `who_may_join`, when also given, wins.
     pub only_signed_in: Option<bool>,
+    pub who_may_join: Option<WhoMayJoin>,
+    /// Replaces the invited addresses (at most 100).
+    #[schema(max_items = 100)]
+    pub invited_emails: Option<Vec<String>>,
     /// 2 to 1000 (`MAX_PARTICIPANTS_LIMIT`).
     #[schema(minimum = 2, maximum = 1000)]
     pub max_participants: Option<u32>,
@@ -108,6 +123,8 @@ fn view(state: &AppState, m: &MeetingRecord) -> MeetingView {
             self_unmute: m.permissions.self_unmute,
             rename_self: m.permissions.rename_self,
             only_signed_in: m.only_signed_in,
+            who_may_join: m.who_may_join(),
+            invited_emails: m.invited_emails.clone(),
             max_participants: m.max_participants,
         },
         created_at: m.created_at,
@@ -162,8 +179,34 @@ fn apply_settings(m: &mut MeetingRecord, s: &SettingsPatch) -> Result<(), ApiErr
     if let Some(v) = s.rename_self {
         m.permissions.rename_self = v;
     }
+    if let Some(list) = &s.invited_emails {
+        if list.len() > MAX_INVITED {
+            return Err(ApiError::Invalid(format!(
+                "invite at most {MAX_INVITED} addresses"
+            )));
+        }
+        let mut clean = Vec::with_capacity(list.len());
+        for e in list {
+            let Some(e) = clean_invited_email(e) else {
+                return Err(ApiError::Invalid(
+                    "invited_emails holds something that is not an email address".into(),
+                ));
+            };
+            if !clean.contains(&e) {
+                clean.push(e);
+            }
+        }
+        m.invited_emails = clean;
+    }
     if let Some(v) = s.only_signed_in {
-        m.only_signed_in = v;
+        match (v, m.who_may_join()) {
+            (false, _) => m.set_who_may_join(WhoMayJoin::Anyone),
+            (true, WhoMayJoin::Anyone) => m.set_who_may_join(WhoMayJoin::SignedIn),
+            (true, _) => {}
+        }
+    }
+    if let Some(w) = s.who_may_join {
+        m.set_who_may_join(w);
     }
     Ok(())
 }
@@ -197,12 +240,18 @@ async fn owned(state: &AppState, user: &User, id: &str) -> Result<MeetingRecord,
 /// Create a meeting with safe defaults: generated passcode, waiting room on,
 /// host-only screen share.
 #[utoipa::path(post, path = "/api/v1/meetings", request_body = CreateMeeting, security(("session_cookie" = []), ("api_token" = [])),
-    responses((status = 201, body = MeetingView), (status = 400, body = super::error::ErrorBody)))]
+    responses((status = 201, body = MeetingView), (status = 400, body = super::error::ErrorBody),
+              (status = 403, body = super::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Authed(user): Authed,
     ApiJson(req): ApiJson<CreateMeeting>,
 ) -> Result<(StatusCode, ApiJson<MeetingView>), ApiError> {
+    if !user.may_host {
+        return Err(ApiError::Forbidden(
+            "your organisation's provider does not let this account host meetings",
+        ));
+    }
     let title = match &req.title {
         Some(t) => clean_title(t)?,
         None => format!("{}'s meeting", user.username),
@@ -216,9 +265,12 @@ pub async fn create(
         waiting_room: true,
         permissions: Permissions::default(),
         only_signed_in: false,
+        organisation_only: false,
+        invited_emails: Vec::new(),
         max_participants: 100,
         created_at: unix_now(),
     };
+    m.set_who_may_join(state.config.organisation.default_who_may_join);
     apply_settings(&mut m, &req.settings)?;
     let passcode = match (req.settings.passcode_required, req.passcode) {
         (Some(false), Some(_)) => {

@@ -18,10 +18,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::account::start_session;
+use super::account::{audit, start_session};
 use super::error::{ApiError, ApiJson};
 use super::session::ClientIp;
 use crate::oidc::{FLOW_TTL, OidcError};
+use crate::store::SigninOutcome;
 
 /// The cookie that carries a started sign-in to its callback.
 pub const FLOW_COOKIE: &str = "conclave_oidc";
@@ -137,22 +138,45 @@ pub async fn callback(
     jar: CookieJar,
 ) -> Response {
     let flow = jar.get(FLOW_COOKIE).map(|c| c.value().to_string());
-    let claims = match (params.error, params.code, params.state) {
+    let method = format!("oidc:{}", name.chars().take(32).collect::<String>());
+    let verified = match (params.error, params.code, params.state) {
         (Some(error), _, _) => Err(OidcError::Refused(error.chars().take(64).collect())),
         (None, Some(code), Some(s)) => state.oidc.finish(&name, flow.as_deref(), &s, &code).await,
         _ => Err(OidcError::Refused("no code or state".into())),
     };
-    let claims = match claims {
-        Ok(c) => c,
+    let verified = match verified {
+        Ok(v) => v,
         Err(e) => {
             tracing::warn!(provider = %name, %ip, error = %e, "failed OpenID Connect sign-in");
+            let detail = e.to_string();
+            audit(
+                &state,
+                &method,
+                SigninOutcome::Failed(e.code()),
+                None,
+                None,
+                Some(&detail),
+                ip,
+            )
+            .await;
             return failed(jar, &state, &e);
         }
     };
+    let claims = &verified.claims;
+    let who = format!(
+        "{} sub={} email={}",
+        claims.issuer,
+        claims.subject,
+        claims.email.as_deref().unwrap_or("-")
+    );
     let signed_in = async {
-        let user = state.store.oidc_account(&claims).await?;
+        let mut user = state.store.oidc_account(claims).await?;
         if user.disabled {
             return Ok(Err(user));
+        }
+        if user.may_host != verified.may_host {
+            state.store.set_may_host(user.id, verified.may_host).await?;
+            user.may_host = verified.may_host;
         }
         let jar = start_session(&state, jar.clone(), &user).await?;
         Ok::<_, ApiError>(Ok((user, jar)))
@@ -161,16 +185,46 @@ pub async fn callback(
     match signed_in {
         Ok(Err(user)) => {
             tracing::warn!(user = %user.username, provider = %name, %ip, "OpenID Connect sign-in refused: the account is disabled");
+            audit(
+                &state,
+                &method,
+                SigninOutcome::Failed("disabled"),
+                Some(&user),
+                None,
+                Some(&who),
+                ip,
+            )
+            .await;
             let jar = jar.add(flow_cookie(&state, String::new(), 0));
             (jar, see_other("/signin#oidc_error=disabled")).into_response()
         }
         Ok(Ok((user, jar))) => {
-            tracing::info!(user = %user.username, provider = %name, %ip, "signed in through OpenID Connect");
+            tracing::info!(user = %user.username, provider = %name, %ip, may_host = user.may_host, "signed in through OpenID Connect");
+            audit(
+                &state,
+                &method,
+                SigninOutcome::Ok,
+                Some(&user),
+                None,
+                Some(&who),
+                ip,
+            )
+            .await;
             let jar = jar.add(flow_cookie(&state, String::new(), 0));
             (jar, see_other("/signin#oidc=done")).into_response()
         }
         Err(e) => {
             tracing::error!(provider = %name, error = ?e, "cannot sign in an OpenID Connect account");
+            audit(
+                &state,
+                &method,
+                SigninOutcome::Failed("internal"),
+                None,
+                None,
+                Some(&who),
+                ip,
+            )
+            .await;
             let jar = jar.add(flow_cookie(&state, String::new(), 0));
             (jar, see_other("/signin#oidc_error=internal")).into_response()
         }

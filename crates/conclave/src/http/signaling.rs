@@ -28,6 +28,7 @@ use super::session::{GUEST_COOKIE, client_ip, cookie, current_user};
 use crate::auth::PasscodeVerdict;
 use crate::guard::{Notice, retry_secs};
 use crate::guest::{GUEST_COOKIE_SECS, Guest, network};
+use crate::join_policy::{self, Joiner, WhoMayJoin};
 use crate::rooms::{RoomCmd, RoomError};
 use crate::store::User;
 use crate::telemetry::JoinFailure;
@@ -409,6 +410,7 @@ impl Connection {
             ErrorCode::JoinRefused => JoinFailure::Passcode,
             ErrorCode::ResumeFailed => JoinFailure::Resume,
             ErrorCode::ShuttingDown => JoinFailure::Unavailable,
+            ErrorCode::SignInRequired | ErrorCode::OrganisationOnly => JoinFailure::Policy,
             _ => JoinFailure::Internal,
         };
         m.join_failed(why);
@@ -528,6 +530,13 @@ impl Connection {
                     return Attempt::Refused(refusal);
                 }
             }
+            // Only now, past the passcode, may an answer differ from an
+            // unknown meeting's.
+            if let Some(r) = &record
+                && let Err(refusal) = self.admitted(r).await
+            {
+                return Attempt::Fatal(refusal);
+            }
         }
         let (Some(id), Some(tx)) = (self.meeting, sink.take()) else {
             return Attempt::Fatal(ServerMessage::error(ErrorCode::Internal));
@@ -551,6 +560,34 @@ impl Connection {
                 Attempt::Fatal(ServerMessage::error(ErrorCode::Internal))
             }
         }
+    }
+
+    /// The meeting's join policy ([`crate::join_policy`]) for this
+    /// connection's account or guest.
+    async fn admitted(&self, r: &crate::store::MeetingRecord) -> Result<(), ServerMessage> {
+        let policy = r.who_may_join();
+        let identity = match (&self.account, policy) {
+            (Some(u), WhoMayJoin::Organisation) => match self.state.store.oidc_identity(u.id).await
+            {
+                Ok(i) => i,
+                Err(e) => {
+                    self.state.metrics.store_errors.increment(1);
+                    tracing::error!(error = %e, "store failed during join");
+                    return Err(ServerMessage::error(ErrorCode::Internal));
+                }
+            },
+            _ => None,
+        };
+        let who = match &self.account {
+            None => Joiner::Guest,
+            Some(_) => Joiner::Account(identity.as_ref()),
+        };
+        let config = &self.state.config;
+        join_policy::admit(policy, &r.invited_emails, &config.organisation, &config.oidc, &who)
+            .map_err(|code| {
+                tracing::info!(ip = %self.ip, meeting = %r.id, ?code, "join refused by the meeting's policy");
+                ServerMessage::error(code)
+            })
     }
 
     async fn resume(
