@@ -17,6 +17,7 @@ const MEETING_ERRORS = {
   full: 'This meeting is full.',
   banned: 'You were removed from this meeting and cannot rejoin it from this browser, or with this account.',
   sign_in_required: 'Only signed-in users can join this meeting. Sign in first.',
+  organisation_only: 'Only people of this organisation, and outside people the host invited, can join this meeting. Sign in with your organisation’s account (or the address you were invited with).',
   invalid_name: 'Your name must have 1 to 64 characters.',
   not_permitted: 'You are not allowed to do that in this meeting.',
   unknown_participant: 'That person is no longer here.',
@@ -27,6 +28,7 @@ const MEETING_ERRORS = {
   media_refused: 'The server refused the media settings.',
   timeout: 'The server did not hear from us in time. Try again.',
   shutting_down: 'The server is restarting. Try again in a moment.',
+  unavailable: 'The service is temporarily unavailable. Try again in a moment.',
   internal: 'Something went wrong on the server; nothing was changed. Try again.',
   bad_message: 'The server did not understand a message from this page. Reload the page.',
   unknown_type: 'The server did not understand a message from this page. Reload the page.',
@@ -55,6 +57,7 @@ export function apiError(e) {
     case 'not_found': return 'That meeting does not exist, or it is not yours.';
     case 'network': return e.message;
     case 'internal': return 'Something went wrong on the server. Try again.';
+    case 'unavailable': return 'The service is temporarily unavailable. Try again in a moment.';
     default: return e.message || 'Something went wrong.';
   }
 }

@@ -62,6 +62,11 @@ pub enum ErrorCode {
     Timeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// Temporarily unavailable: in a cluster, the coordination it needs
+    /// (Redis) cannot be reached, or the meeting runs on a node this one
+    /// cannot hand the connection to yet. Nothing changed; retry in a
+    /// moment.
+    Unavailable,
     /// Something failed inside the server; nothing was changed.
     Internal,
 }
@@ -98,6 +103,7 @@ impl ErrorCode {
             }
             ErrorCode::Timeout => "no join message in time",
             ErrorCode::ShuttingDown => "the server is shutting down",
+            ErrorCode::Unavailable => "temporarily unavailable; try again in a moment",
             ErrorCode::Internal => "internal error; nothing was changed",
         }
     }

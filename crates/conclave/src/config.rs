@@ -129,6 +129,70 @@ pub struct Config {
     /// and the join policy new meetings start with ([`crate::join_policy`]).
     pub organisation: crate::join_policy::OrganisationConfig,
     pub limits: Limits,
+    /// Cluster mode (`[cluster]`, [`crate::cluster`]): absent, the server is
+    /// a single node with no Redis.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this node's part in a cluster coordinated through Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]`; every node names the same one.
+    pub redis_url: String,
+    /// This node's name, unique in the cluster: letters, digits, `.`, `_`, `-`.
+    pub node_id: String,
+    /// Where the other nodes reach this one (`http://10.0.0.5:8080`).
+    pub internal_url: String,
+    /// A meeting lease's time-to-live: after a node dies, its meetings wait
+    /// this long before another node may take them.
+    #[serde(default = "ClusterConfig::default_lease_ms")]
+    pub lease_ms: u64,
+    /// The node registry record's time-to-live; refreshed every third of it.
+    #[serde(default = "ClusterConfig::default_node_ttl_ms")]
+    pub node_ttl_ms: u64,
+}
+
+impl ClusterConfig {
+    fn default_lease_ms() -> u64 {
+        10_000
+    }
+
+    fn default_node_ttl_ms() -> u64 {
+        6_000
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let id_ok = !self.node_id.is_empty()
+            && self.node_id.len() <= 64
+            && self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !id_ok {
+            return Err(ConfigError::Invalid(
+                "cluster.node_id must be 1 to 64 letters, digits, '.', '_' or '-'",
+            ));
+        }
+        if !self.redis_url.starts_with("redis://") {
+            return Err(ConfigError::Invalid(
+                "cluster.redis_url must be a redis:// URL (TLS to Redis is not supported yet)",
+            ));
+        }
+        let internal = self.internal_url.to_ascii_lowercase();
+        if !(internal.starts_with("http://") || internal.starts_with("https://")) {
+            return Err(ConfigError::Invalid(
+                "cluster.internal_url must be an http:// or https:// URL",
+            ));
+        }
+        if !(300..=600_000).contains(&self.lease_ms) || !(300..=600_000).contains(&self.node_ttl_ms)
+        {
+            return Err(ConfigError::Invalid(
+                "cluster.lease_ms and cluster.node_ttl_ms must be 300 to 600000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,6 +267,7 @@ impl Default for Config {
             oidc: Vec::new(),
             organisation: crate::join_policy::OrganisationConfig::default(),
             limits: Limits::default(),
+            cluster: None,
         }
     }
 }
@@ -337,6 +402,9 @@ impl Config {
         }
         crate::oidc::validate(&self.oidc)?;
         self.organisation.validate(&self.oidc)?;
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         crate::tls::passthrough::validate(
             &self.turn_tls_passthrough,
             self.serves_https(),

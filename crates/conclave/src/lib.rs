@@ -4,6 +4,8 @@
 //! - [`store`]: SQLite (sqlx, embedded migrations): accounts, sessions, tokens,
 //!   meetings, bans.
 //! - [`auth`]: argon2id hashing off the async workers; random bearer secrets.
+//! - [`cluster`]: cluster mode through Redis: the node registry, meeting
+//!   leases with fencing tokens, rate limits shared by the nodes.
 //! - [`guard`]: failed join and sign-in attempts per address and per meeting.
 //! - [`guest`]: guest identities the server mints and signs (the
 //!   `conclave_guest` cookie), limited per network.
@@ -25,6 +27,7 @@
 
 pub mod acme;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod guard;
 pub mod guest;

@@ -7,7 +7,7 @@
 //! room whose core is idle removes itself from the registry and ends.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ use crate::turn::IceServers;
 
 /// Commands queued for a room, at most this many.
 const ROOM_QUEUE: usize = 1024;
+/// How soon after a room ends (cluster mode) its lease is given up.
+const LEASE_RELEASE_POLL: Duration = Duration::from_millis(200);
 
 /// What a room hands a connection: a JSON text frame to send. The queue closing
 /// means "close the socket".
@@ -59,6 +61,13 @@ pub struct Rooms {
     next_conn: AtomicU64,
     closing: AtomicBool,
     metrics: Arc<crate::telemetry::Metrics>,
+    /// Seated members of all rooms, for the cluster's node record.
+    participants: AtomicI64,
+    /// In cluster mode, each room runs under its meeting's lease.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Serializes room starts in cluster mode: two joins starting the same
+    /// meeting at once must not both ask for its lease.
+    starting: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +78,13 @@ pub enum RoomError {
     Gone,
     #[error("the server is shutting down")]
     Closing,
+    /// Cluster mode: Redis cannot be asked for the meeting's lease.
+    #[error("the cluster is unavailable: {0}")]
+    Unavailable(#[from] crate::cluster::ClusterError),
+    /// Cluster mode: another node runs the meeting (routing to it is not
+    /// built yet).
+    #[error("the meeting runs on another node ({0})")]
+    Elsewhere(String),
 }
 
 impl Rooms {
@@ -88,7 +104,23 @@ impl Rooms {
             next_conn: AtomicU64::new(1),
             closing: AtomicBool::new(false),
             metrics,
+            participants: AtomicI64::new(0),
+            cluster: None,
+            starting: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Runs each room under its meeting's lease in the cluster.
+    pub fn with_cluster(mut self: Arc<Self>, cluster: Arc<crate::cluster::Cluster>) -> Arc<Self> {
+        if let Some(rooms) = Arc::get_mut(&mut self) {
+            rooms.cluster = Some(cluster);
+        }
+        self
+    }
+
+    /// Members seated in all running rooms.
+    pub fn participants(&self) -> u64 {
+        u64::try_from(self.participants.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     pub fn next_conn(&self) -> ConnId {
@@ -155,9 +187,50 @@ impl Rooms {
     async fn start(self: &Arc<Self>, id: MeetingId) -> Result<mpsc::Sender<RoomCmd>, RoomError> {
         let record = self.store.meeting(id).await?.ok_or(RoomError::Gone)?;
         let bans = self.store.bans(id).await?;
+        let Some(cluster) = &self.cluster else {
+            return Ok(self.open(id, record, bans));
+        };
+        let _one_at_a_time = self.starting.lock().await;
+        if let Some(tx) = self.get(id) {
+            return Ok(tx);
+        }
+        let meeting = id.to_string();
+        let keeper = match cluster.acquire(&meeting).await? {
+            crate::cluster::lease::Acquired::Granted(keeper) => keeper,
+            crate::cluster::lease::Acquired::HeldBy(holder) => {
+                return Err(RoomError::Elsewhere(holder));
+            }
+        };
+        tracing::info!(%meeting, token = keeper.token(), "took the meeting's lease");
+        let tx = self.open(id, record, bans);
+        // Weak: the room still ends when its last sender goes.
+        let (done, lost) = (tx.downgrade(), tx.downgrade());
+        let room_ended = async move {
+            while done.upgrade().is_some_and(|tx| !tx.is_closed()) {
+                tokio::time::sleep(LEASE_RELEASE_POLL).await;
+            }
+        };
+        tokio::spawn(
+            Arc::clone(cluster).keep_lease(meeting, keeper, room_ended, move || {
+                // Another node holds the meeting now: stop serving it here.
+                if let Some(tx) = lost.upgrade() {
+                    let _ = tx.try_send(RoomCmd::Input(Input::End(EndReason::ServerShutdown)));
+                }
+            }),
+        );
+        Ok(tx)
+    }
+
+    /// Starts the room's task (under the lease, in cluster mode).
+    fn open(
+        self: &Arc<Self>,
+        id: MeetingId,
+        record: crate::store::MeetingRecord,
+        bans: Vec<conclave_core::BanKey>,
+    ) -> mpsc::Sender<RoomCmd> {
         let mut map = self.lock();
         if let Some(tx) = map.get(&id) {
-            return Ok(tx.clone());
+            return tx.clone();
         }
         let (tx, rx) = mpsc::channel(ROOM_QUEUE);
         map.insert(id, tx.clone());
@@ -173,7 +246,7 @@ impl Rooms {
         };
         tokio::spawn(room.run(rx, media_events));
         tracing::info!(meeting = %id, "meeting started");
-        Ok(tx)
+        tx
     }
 
     /// Ends every running meeting (shutdown) and waits, up to `grace`, for the
@@ -331,6 +404,9 @@ impl Room {
         let (members, waiting) = self.counted;
         if now.0 != members {
             m.participants.increment(now.0 as f64 - members as f64);
+            self.rooms
+                .participants
+                .fetch_add(now.0 as i64 - members as i64, Ordering::Relaxed);
         }
         if now.1 != waiting {
             m.waiting.increment(now.1 as f64 - waiting as f64);

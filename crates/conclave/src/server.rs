@@ -53,6 +53,8 @@ pub enum ServerError {
     Media(#[from] crate::media::MediaStartError),
     #[error(transparent)]
     Oidc(#[from] crate::oidc::OidcConfigError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("the server task failed")]
     Task,
 }
@@ -164,17 +166,42 @@ impl Server {
         )?;
         // Kept for `Server::media_members`; the rooms hold the other handle.
         let media_handle = media.clone();
+        let cluster = match &config.cluster {
+            Some(c) => {
+                if config.database_url.is_none() {
+                    tracing::warn!(
+                        "cluster mode on SQLite: each node has its own accounts and meetings; set database_url to a PostgreSQL shared by the nodes"
+                    );
+                }
+                Some(crate::cluster::Cluster::connect(c, shutdown.clone())?)
+            }
+            None => None,
+        };
+        let mut rooms = Rooms::new(
+            store.clone(),
+            media,
+            config.limits.outbound_queue,
+            IceServers::new(config.turn_servers.clone()),
+            metrics.clone(),
+        );
+        if let Some(cluster) = &cluster {
+            rooms = rooms.with_cluster(Arc::clone(cluster));
+            let load = crate::cluster::registry::LoadSource {
+                media_address: std::net::SocketAddr::new(
+                    config.public_ip.unwrap_or(config.media_listen.ip()),
+                    config.media_listen.port(),
+                ),
+                media_workers: config.media_workers,
+                rooms: Arc::clone(&rooms),
+                forwarded: Arc::clone(&metrics.media.forwarded_total),
+            };
+            tokio::spawn(Arc::clone(cluster).keep_registered(load, shutdown.clone()));
+        }
         let state = AppState {
             hasher: Hasher::new(config.limits.hash_concurrency)?,
             guard: Arc::new(JoinGuard::new(config.limits.checks_in_flight_per_address)),
             guests: Arc::new(GuestIds::load(&store, config.limits.new_guests_per_minute).await?),
-            rooms: Rooms::new(
-                store.clone(),
-                media,
-                config.limits.outbound_queue,
-                IceServers::new(config.turn_servers.clone()),
-                metrics.clone(),
-            ),
+            rooms,
             conns: ConnLimits::new(
                 config.limits.max_connections,
                 config.limits.max_pending_per_address,
@@ -193,6 +220,7 @@ impl Server {
             config: Arc::new(config),
             store,
             metrics,
+            cluster,
             shutdown: shutdown.clone(),
         };
         tokio::spawn(prune_guard(state.clone()));

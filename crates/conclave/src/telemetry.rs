@@ -11,6 +11,7 @@
 //! what grew since the last read.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
@@ -93,6 +94,9 @@ pub struct MediaCounters {
     pub keyframe_requests_in: Counter,
     pub keyframe_requests_out: Counter,
     pub retransmitted: Counter,
+    /// Forwarded packets again, readable: the cluster's node record reports
+    /// packets per second from it (Prometheus' counters are write-only).
+    pub forwarded_total: Arc<AtomicU64>,
 }
 
 impl MediaCounters {
@@ -105,7 +109,28 @@ impl MediaCounters {
             keyframe_requests_in: Counter::noop(),
             keyframe_requests_out: Counter::noop(),
             retransmitted: Counter::noop(),
+            forwarded_total: Arc::default(),
         }
+    }
+}
+
+/// A counter counted twice: exported, and in an atomic the server can read.
+struct Tee {
+    exported: Counter,
+    total: Arc<AtomicU64>,
+}
+
+impl metrics::CounterFn for Tee {
+    fn increment(&self, value: u64) {
+        self.exported.increment(value);
+        self.total
+            .fetch_add(value, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn absolute(&self, value: u64) {
+        self.exported.absolute(value);
+        self.total
+            .fetch_max(value, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -149,11 +174,15 @@ impl Metrics {
             &Key::from_static_name("conclave_join_duration_seconds"),
             &META,
         );
+        let forwarded_total = Arc::new(AtomicU64::new(0));
         let media = MediaCounters {
-            forwarded_packets: counter(
-                "conclave_media_forwarded_packets_total",
-                "RTP packets forwarded to subscribers",
-            ),
+            forwarded_packets: Counter::from_arc(Arc::new(Tee {
+                exported: counter(
+                    "conclave_media_forwarded_packets_total",
+                    "RTP packets forwarded to subscribers",
+                ),
+                total: Arc::clone(&forwarded_total),
+            })),
             bytes_out: counter(
                 "conclave_media_sent_bytes_total",
                 "Media bytes sent to peers",
@@ -174,6 +203,7 @@ impl Metrics {
                 "conclave_media_nack_resent_total",
                 "Packets sent again for subscribers' NACKs (fast path)",
             ),
+            forwarded_total,
         };
         Arc::new(Metrics {
             meetings: gauge("conclave_meetings", "Meetings running"),

@@ -10,6 +10,7 @@ mod acme;
 mod admin_accounts;
 mod bad_input;
 mod banned_guests;
+mod cluster;
 mod e2ee_assets;
 mod e2ee_flow;
 mod fast_path;

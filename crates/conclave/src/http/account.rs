@@ -180,6 +180,7 @@ pub async fn sign_in(
     }
     // Counted before argon2 runs: sign-ins sent at once cannot all be
     // checked before the first of them has failed.
+    let shared = shared_sign_in(&state, ip).await?;
     let attempt = state
         .guard
         .reserve_sign_in(ip)
@@ -200,6 +201,7 @@ pub async fn sign_in(
         // disabled account looks like any other.
         Some(user) if ok && user.disabled => {
             attempt.succeeded();
+            give_back(shared).await;
             tracing::warn!(user = %user.username, %ip, "sign-in refused: the account is disabled");
             audit(
                 &state,
@@ -215,6 +217,7 @@ pub async fn sign_in(
         }
         Some(user) if ok => {
             attempt.succeeded();
+            give_back(shared).await;
             tracing::info!(user = %user.username, %ip, "signed in");
             audit(
                 &state,
@@ -265,6 +268,7 @@ pub async fn redeem_link(
     jar: CookieJar,
     ApiJson(t): ApiJson<LinkToken>,
 ) -> Result<(CookieJar, ApiJson<UserView>), ApiError> {
+    let shared = shared_sign_in(&state, ip).await?;
     let attempt = state
         .guard
         .reserve_sign_in(ip)
@@ -284,6 +288,7 @@ pub async fn redeem_link(
         return Err(ApiError::BadLink);
     };
     attempt.succeeded();
+    give_back(shared).await;
     tracing::info!(user = %user.username, %ip, "signed in with a one-time link");
     audit(
         &state,
@@ -463,6 +468,34 @@ pub async fn delete_token(
 }
 
 /// The answer to a sign-in from a blocked address, counted for `/metrics`.
+/// In cluster mode, a sign-in attempt counted in Redis first, so that
+/// guesses spread over the nodes are limited as one. Dropped without
+/// [`give_back`], it counts as a failure.
+async fn shared_sign_in(
+    state: &AppState,
+    ip: std::net::IpAddr,
+) -> Result<Option<crate::cluster::limits::SharedAttempt>, ApiError> {
+    use crate::cluster::limits::Refusal;
+    let Some(cluster) = &state.cluster else {
+        return Ok(None);
+    };
+    match cluster.reserve_sign_in(ip).await {
+        Ok(a) => Ok(Some(a)),
+        Err(Refusal::Wait(d)) => Err(blocked(state, d)),
+        Err(Refusal::Unavailable(e)) => {
+            tracing::warn!(error = %e, "sign-in refused: Redis is unavailable");
+            Err(ApiError::Unavailable)
+        }
+    }
+}
+
+/// The sign-in succeeded: its shared reservation is given back.
+async fn give_back(shared: Option<crate::cluster::limits::SharedAttempt>) {
+    if let Some(s) = shared {
+        s.give_back().await;
+    }
+}
+
 fn blocked(state: &AppState, wait: std::time::Duration) -> ApiError {
     state.metrics.sign_in_blocks.increment(1);
     ApiError::TooManyAttempts(retry_secs(wait))

@@ -32,6 +32,10 @@ pub enum ApiError {
     TooManyAttempts(u64),
     #[error("{0}")]
     Conflict(&'static str),
+    /// Cluster mode without Redis: nothing that must be counted or
+    /// coordinated across the nodes can be done; it comes back by itself.
+    #[error("temporarily unavailable; try again in a moment")]
+    Unavailable,
     #[error("internal error")]
     Store(#[from] StoreError),
     #[error("internal error")]
@@ -42,7 +46,7 @@ pub enum ApiError {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable code: unauthorized, bad_credentials, bad_link, not_found, invalid,
-    /// forbidden, too_many_attempts, conflict, internal.
+    /// forbidden, too_many_attempts, conflict, unavailable, internal.
     pub error: &'static str,
     /// A sentence for people.
     pub message: String,
@@ -59,6 +63,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Store(_) | ApiError::Hash(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -81,6 +86,10 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if let ApiError::Unavailable = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp
     }

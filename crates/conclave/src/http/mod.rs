@@ -59,6 +59,9 @@ pub struct AppState {
     /// The configured OpenID Connect providers (none: the list is empty).
     pub oidc: Arc<crate::oidc::Providers>,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// Cluster mode (`[cluster]`): Redis for leases, limits and the node
+    /// registry. `None` on a single node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub shutdown: CancellationToken,
 }
 
@@ -115,10 +118,18 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Readiness, for a load balancer choosing where to send new meetings and
 /// joins: ready only while the store answers a trivial query in time.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Ready: the store answers"), (status = 503, description = "Not ready: the store did not answer within 2 s")))]
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Ready: the store answers (and, in cluster mode, Redis does)"), (status = 503, description = "Not ready: the store did not answer within 2 s, or in cluster mode Redis is unavailable")))]
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> (axum::http::StatusCode, &'static str) {
+    if let Some(cluster) = &state.cluster
+        && !cluster.is_available()
+    {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "redis unavailable\n",
+        );
+    }
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => (axum::http::StatusCode::OK, "ready\n"),
         Ok(Err(e)) => {

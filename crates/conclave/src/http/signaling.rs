@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use super::AppState;
 use super::session::{GUEST_COOKIE, client_ip, cookie, current_user};
 use crate::auth::PasscodeVerdict;
+use crate::cluster::limits::Refusal;
 use crate::guard::{Notice, retry_secs};
 use crate::guest::{GUEST_COOKIE_SECS, Guest, network};
 use crate::join_policy::{self, Joiner, WhoMayJoin};
@@ -409,7 +410,7 @@ impl Connection {
             ErrorCode::TooManyAttempts => JoinFailure::RateLimited,
             ErrorCode::JoinRefused => JoinFailure::Passcode,
             ErrorCode::ResumeFailed => JoinFailure::Resume,
-            ErrorCode::ShuttingDown => JoinFailure::Unavailable,
+            ErrorCode::ShuttingDown | ErrorCode::Unavailable => JoinFailure::Unavailable,
             ErrorCode::SignInRequired | ErrorCode::OrganisationOnly => JoinFailure::Policy,
             _ => JoinFailure::Internal,
         };
@@ -422,6 +423,20 @@ impl Connection {
             .check_join(self.ip, self.meeting)
             .err()
             .map(|wait| ServerMessage::error_retry(ErrorCode::TooManyAttempts, retry_secs(wait)))
+    }
+
+    /// In cluster mode without Redis, the refusal every new join gets.
+    fn cluster_unavailable(&self) -> Option<ServerMessage> {
+        let c = self.state.cluster.as_ref()?;
+        (!c.is_available()).then(|| ServerMessage::error(ErrorCode::Unavailable))
+    }
+
+    /// Counts a failed resume in Redis too (cluster mode), without waiting.
+    fn count_shared_failure(&self) {
+        if let Some(c) = &self.state.cluster {
+            let (c, ip, meeting) = (Arc::clone(c), self.ip, self.meeting);
+            tokio::spawn(async move { c.join_failed(ip, meeting).await });
+        }
     }
 
     /// Logs a failed join or resume and passes a notice on to the hosts.
@@ -447,6 +462,20 @@ impl Connection {
     async fn check_passcode(&self, typed: String, hash: Option<String>) -> Option<ServerMessage> {
         let too_many =
             |wait| ServerMessage::error_retry(ErrorCode::TooManyAttempts, retry_secs(wait));
+        // In cluster mode counted in Redis first, so that guesses spread
+        // over the nodes are limited as one; the node's own guard still
+        // applies after.
+        let shared = match &self.state.cluster {
+            Some(c) => match c.reserve_join(self.ip, self.meeting).await {
+                Ok(a) => Some(a),
+                Err(Refusal::Wait(wait)) => return Some(too_many(wait)),
+                Err(Refusal::Unavailable(e)) => {
+                    tracing::warn!(error = %e, "join refused: Redis is unavailable");
+                    return Some(ServerMessage::error(ErrorCode::Unavailable));
+                }
+            },
+            None => None,
+        };
         let guard = &self.state.guard;
         let reserve = || guard.reserve_join(self.ip, self.meeting);
         let scope = self.meeting.map(|m| m.to_string()).unwrap_or_default();
@@ -460,9 +489,17 @@ impl Connection {
                 if let Some(a) = attempt {
                     a.succeeded();
                 }
+                if let Some(s) = shared {
+                    s.give_back().await;
+                }
                 return None;
             }
-            PasscodeVerdict::Limited(wait) => return Some(too_many(wait)),
+            PasscodeVerdict::Limited(wait) => {
+                if let Some(s) = shared {
+                    s.give_back().await;
+                }
+                return Some(too_many(wait));
+            }
             PasscodeVerdict::Wrong(Some(attempt)) => attempt,
             // Someone else's check of the same guess answered this one; it
             // counts all the same.
@@ -473,6 +510,9 @@ impl Connection {
         };
         self.failed(attempt.failed(), "wrong passcode or unknown meeting")
             .await;
+        if let Some(s) = shared {
+            s.failed().await;
+        }
         Some(ServerMessage::error(ErrorCode::JoinRefused))
     }
 
@@ -483,6 +523,9 @@ impl Connection {
         recorder: bool,
         sink: &mut Option<mpsc::Sender<Arc<str>>>,
     ) -> Attempt {
+        if let Some(refusal) = self.cluster_unavailable() {
+            return Attempt::Refused(refusal);
+        }
         // Without an account or a guest identity nothing would hold a ban.
         if self.account.is_none()
             && let Some(until) = self.no_guest_until
@@ -554,6 +597,14 @@ impl Connection {
             Err(RoomError::Closing) => {
                 Attempt::Fatal(ServerMessage::error(ErrorCode::ShuttingDown))
             }
+            Err(RoomError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "join refused: Redis is unavailable");
+                Attempt::Fatal(ServerMessage::error(ErrorCode::Unavailable))
+            }
+            Err(RoomError::Elsewhere(holder)) => {
+                tracing::warn!(%holder, "join refused: the meeting runs on another node");
+                Attempt::Fatal(ServerMessage::error(ErrorCode::Unavailable))
+            }
             Err(RoomError::Store(e)) => {
                 self.state.metrics.store_errors.increment(1);
                 tracing::error!(error = %e, "store failed starting a meeting");
@@ -623,6 +674,7 @@ impl Connection {
             Ok(true) => Attempt::Delivered,
             Ok(false) => {
                 let notice = self.state.guard.join_failed(self.ip, self.meeting);
+                self.count_shared_failure();
                 self.failed(notice, "resume with an unknown token").await;
                 Attempt::Answered
             }
@@ -633,6 +685,7 @@ impl Connection {
 
     async fn resume_failed(&self, why: &str) -> Attempt {
         let notice = self.state.guard.join_failed(self.ip, self.meeting);
+        self.count_shared_failure();
         self.failed(notice, why).await;
         Attempt::Fatal(ServerMessage::error(ErrorCode::ResumeFailed))
     }

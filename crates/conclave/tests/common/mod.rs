@@ -12,6 +12,7 @@ use std::time::Duration;
 mod http;
 mod native;
 pub mod postgres;
+pub mod redis;
 mod server;
 mod ws;
 

@@ -1,0 +1,146 @@
+//! Cluster mode (`[cluster]`): what this node shares with the others through
+//! Redis. The decisions are `conclave_core::cluster`'s; this is the I/O.
+//!
+//! - [`registry`]: this node's record (addresses, load, serving or
+//!   draining), kept alive with a short time-to-live.
+//! - [`lease`]: one meeting, one node: an ownership lease per running meeting,
+//!   with a fencing token, renewed while the meeting runs here.
+//! - [`limits`]: failed joins and sign-ins counted in Redis, so that guesses
+//!   spread over the nodes are limited as if they came to one.
+//!
+//! Redis being unreachable is an expected state, not an error to crash on:
+//! the client reconnects by itself, [`Cluster::is_available`] turns false
+//! (so `/readyz` does and new joins are refused as temporarily unavailable)
+//! and back to true once a command succeeds again. Meetings already running
+//! here keep their media meanwhile.
+
+pub mod lease;
+pub mod limits;
+pub mod registry;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fred::prelude::{
+    Builder, ClientLike, Config as RedisConfig, Error as RedisError, ReconnectPolicy,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClusterConfig;
+
+/// How long one Redis command may take before it counts as Redis being
+/// unavailable: a join waits at most this long to be told so.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause between reconnection attempts.
+const RECONNECT_DELAY_MS: u32 = 250;
+/// How often availability is checked while nothing else talks to Redis.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("Redis is unavailable: {0}")]
+    Unavailable(#[from] RedisError),
+    #[error("Redis answered unexpectedly: {0}")]
+    Unexpected(String),
+}
+
+/// This node's link to the cluster.
+pub struct Cluster {
+    client: fred::clients::Client,
+    node_id: String,
+    internal_url: String,
+    lease_ttl: Duration,
+    node_ttl: Duration,
+    available: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Cluster {
+    /// Starts the Redis client; it connects (and reconnects) in the
+    /// background, so a node starts even while Redis is down, not ready.
+    pub fn connect(
+        config: &ClusterConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let mut redis = RedisConfig::from_url(&config.redis_url)?;
+        // Retry the first connection too, by the policy, instead of failing.
+        redis.fail_fast = false;
+        let client = Builder::from_config(redis)
+            .with_connection_config(|c| {
+                c.connection_timeout = COMMAND_TIMEOUT;
+                c.internal_command_timeout = COMMAND_TIMEOUT;
+                // A command is not sent again on a new connection: a join
+                // hears "unavailable" instead of waiting for Redis.
+                c.max_command_attempts = 1;
+            })
+            .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
+            .set_policy(ReconnectPolicy::new_constant(0, RECONNECT_DELAY_MS))
+            .build()?;
+        let _connection = client.connect();
+        let cluster = Arc::new(Cluster {
+            client,
+            node_id: config.node_id.clone(),
+            internal_url: config.internal_url.clone(),
+            lease_ttl: Duration::from_millis(config.lease_ms),
+            node_ttl: Duration::from_millis(config.node_ttl_ms),
+            available: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        });
+        tokio::spawn(Arc::clone(&cluster).probe(shutdown));
+        Ok(cluster)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    /// Whether Redis answered the last command sent to it. False: new joins
+    /// and sign-ins are refused as temporarily unavailable, and `/readyz`
+    /// says not ready.
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Acquire)
+    }
+
+    /// Marks this node as draining in its registry record (from the next
+    /// refresh): placement sends no new meetings here.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Release);
+    }
+
+    /// Notes a command's outcome for [`Cluster::is_available`].
+    fn noted<T>(&self, r: Result<T, RedisError>) -> Result<T, ClusterError> {
+        match r {
+            Ok(v) => {
+                if !self.available.swap(true, Ordering::AcqRel) {
+                    tracing::info!("Redis is available");
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                if self.available.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(error = %e, "Redis is unavailable: new joins are refused until it is back");
+                }
+                Err(ClusterError::Unavailable(e))
+            }
+        }
+    }
+
+    /// Pings Redis now and then, so that availability is known (and comes
+    /// back) without waiting for a join to try.
+    async fn probe(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let r = self.client.ping::<String>(None).await;
+            let _ = self.noted(r);
+            tokio::select! {
+                () = tokio::time::sleep(PROBE_EVERY) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        let _ = self.client.quit().await;
+    }
+}

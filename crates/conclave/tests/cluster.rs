@@ -1,0 +1,415 @@
+//! Cluster mode against a real `redis-server` the test starts: meeting
+//! leases under concurrency (one holder, fencing tokens that only grow, a
+//! node that lost its lease is told), the node registry's time-to-live,
+//! passcode guessing spread over three servers sharing one Redis (and one
+//! PostgreSQL) limited as if it met one, and what a node does while Redis
+//! is down and after it is back.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conclave::cluster::Cluster;
+use conclave::cluster::lease::Acquired;
+use conclave::cluster::registry::NodeRecord;
+use conclave::config::ClusterConfig;
+use conclave_core::Standing;
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::postgres::Postgres;
+use crate::common::redis::Redis;
+use crate::common::{Frame, Meeting, TestServer, Ws, WsOpts, join};
+
+fn config(redis: &Redis, node: &str, lease_ms: u64, node_ttl_ms: u64) -> ClusterConfig {
+    ClusterConfig {
+        redis_url: redis.url(),
+        node_id: node.to_string(),
+        internal_url: format!("http://{node}.internal:8080"),
+        lease_ms,
+        node_ttl_ms,
+    }
+}
+
+/// Waits until `what` holds, up to `secs`; panics naming `why` otherwise.
+async fn eventually(secs: u64, why: &str, mut what: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !what().await {
+        assert!(Instant::now() < deadline, "not within {secs} s: {why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A node's link to Redis, connected.
+async fn node(redis: &Redis, id: &str, lease_ms: u64, stop: &CancellationToken) -> Arc<Cluster> {
+    let c = Cluster::connect(&config(redis, id, lease_ms, 600), stop.clone()).expect("client");
+    let probe = Arc::clone(&c);
+    eventually(10, "Redis available", async || probe.is_available()).await;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_has_one_holder_under_hundreds_of_concurrent_attempts_and_tokens_only_grow() {
+    let redis = Redis::start();
+    let stop = CancellationToken::new();
+    let _drop_stop = stop.clone().drop_guard();
+    let a = node(&redis, "node-a", 400, &stop).await;
+    let b = node(&redis, "node-b", 400, &stop).await;
+    let mut last_token = 0;
+    for round in 0..5 {
+        // 200 attempts from each node, all at once.
+        let attempts = (0..400).map(|i| {
+            let n = if i % 2 == 0 { &a } else { &b };
+            let n = Arc::clone(n);
+            tokio::spawn(async move {
+                let r = n.acquire("meeting-1").await.expect("Redis answers");
+                (n.node_id().to_string(), r)
+            })
+        });
+        let results: Vec<_> = join_all(attempts)
+            .await
+            .into_iter()
+            .map(|r| r.expect("task"))
+            .collect();
+        let granted: Vec<_> = results
+            .iter()
+            .filter_map(|(node, r)| match r {
+                Acquired::Granted(k) => Some((node.clone(), k.token())),
+                Acquired::HeldBy(_) => None,
+            })
+            .collect();
+        assert_eq!(granted.len(), 1, "round {round}: {granted:?}");
+        let (holder, token) = granted[0].clone();
+        assert!(
+            token > last_token,
+            "round {round}: token {token} after {last_token}"
+        );
+        last_token = token;
+        // Every refused attempt was told who holds it.
+        let expected = format!("{holder} {token}");
+        for (_, r) in &results {
+            if let Acquired::HeldBy(h) = r {
+                assert_eq!(h, &expected);
+            }
+        }
+        assert_eq!(redis.cmd("GET conclave:lease:meeting-1"), expected);
+        // Let it run out (400 ms) for the next round.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_lease_was_taken_is_told_and_a_renewing_node_keeps_it() {
+    let redis = Redis::start();
+    let stop = CancellationToken::new();
+    let _drop_stop = stop.clone().drop_guard();
+    let a = node(&redis, "node-a", 300, &stop).await;
+    let b = node(&redis, "node-b", 300, &stop).await;
+
+    // A renews: B never gets the meeting, over many lease lengths.
+    let Acquired::Granted(k) = a.acquire("m-kept").await.expect("redis") else {
+        panic!("a fresh lease is granted");
+    };
+    let first = k.token();
+    let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let keeper = tokio::spawn(Arc::clone(&a).keep_lease(
+        "m-kept".into(),
+        k,
+        async move {
+            let _ = done_rx.await;
+        },
+        move || {
+            let _ = lost_tx.send(());
+        },
+    ));
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            matches!(b.acquire("m-kept").await, Ok(Acquired::HeldBy(_))),
+            "B took a lease A keeps renewing"
+        );
+    }
+    // The lease is taken from under A (as after a pause longer than its
+    // time-to-live): A's renewal task says so.
+    assert_eq!(redis.cmd("DEL conclave:lease:m-kept"), ":1");
+    let Acquired::Granted(taken) = b.acquire("m-kept").await.expect("redis") else {
+        panic!("B gets the free lease");
+    };
+    assert!(taken.token() > first);
+    tokio::time::timeout(Duration::from_secs(2), &mut lost_rx)
+        .await
+        .expect("A is told within its renewal interval")
+        .expect("told, not dropped");
+    drop(done_tx);
+    keeper.await.expect("keeper ends");
+    assert_eq!(
+        redis.cmd("GET conclave:lease:m-kept"),
+        format!("node-b {}", taken.token()),
+        "A's giving up touched B's lease"
+    );
+
+    // A lease that ran out and was taken: the old holder's renewal says lost.
+    let Acquired::Granted(mut old) = a.acquire("m-taken").await.expect("redis") else {
+        panic!("granted");
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let Acquired::Granted(new) = b.acquire("m-taken").await.expect("redis") else {
+        panic!("the lapsed lease is granted to B");
+    };
+    assert!(new.token() > old.token());
+    assert_eq!(a.renew("m-taken", &mut old).await, Standing::Lost);
+    // A lease that ran out and nobody took: the holder takes it back.
+    let Acquired::Granted(mut lapsed) = a.acquire("m-lapsed").await.expect("redis") else {
+        panic!("granted");
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(a.renew("m-lapsed", &mut lapsed).await, Standing::Owner);
+    assert!(matches!(
+        b.acquire("m-lapsed").await,
+        Ok(Acquired::HeldBy(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_record_runs_out_unless_refreshed_and_a_server_registers_itself() {
+    let redis = Redis::start();
+    let stop = CancellationToken::new();
+    let _drop_stop = stop.clone().drop_guard();
+    let reader = node(&redis, "reader", 1000, &stop).await;
+    let record = NodeRecord {
+        node_id: "ghost".into(),
+        internal_url: "http://ghost.internal:8080".into(),
+        media_address: "192.0.2.7:10000".parse().expect("addr"),
+        media_workers: 4,
+        state: "serving".into(),
+        participants: 3,
+        packets_per_sec: 900,
+        meetings: 1,
+    };
+    // `reader` publishes with its own TTL (600 ms) a record for "ghost".
+    reader.publish(&record).await.expect("published");
+    let nodes = reader.nodes().await.expect("nodes");
+    assert_eq!(nodes, vec![record.clone()]);
+    assert_eq!(nodes[0].load().participants, 3);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(reader.nodes().await.expect("nodes").is_empty());
+    // Its ID left the set too.
+    assert_eq!(redis.cmd("SCARD conclave:nodes"), ":0");
+
+    // A server in cluster mode keeps its own record alive, past many TTLs.
+    let cfg = config(&redis, "node-a", 1000, 600);
+    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let nodes = reader.nodes().await.expect("nodes");
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0].node_id, "node-a");
+    assert_eq!(nodes[0].state, "serving");
+    assert_eq!(nodes[0].internal_url, "http://node-a.internal:8080");
+    drop(server);
+}
+
+/// Three servers on one PostgreSQL database and one Redis.
+async fn three_nodes(redis: &Redis) -> (Vec<TestServer>, Meeting) {
+    let url = Postgres::shared().fresh_database().await;
+    let tweak = |id: &str| {
+        let cfg = config(redis, id, 2000, 1500);
+        let url = url.clone();
+        move |c: &mut conclave::Config| {
+            c.cluster = Some(cfg);
+            c.database_url = Some(url);
+            c.limits.max_pending_per_address = 1000;
+        }
+    };
+    let a = TestServer::start_on_postgres(&url, tweak("node-a")).await;
+    let b = TestServer::start_with(tweak("node-b")).await;
+    let c = TestServer::start_with(tweak("node-c")).await;
+    let alice = a.signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({"title": "Board"})).await;
+    let nodes = vec![a, b, c];
+    for n in &nodes {
+        let is_ready = async || ready(n).await == StatusCode::OK;
+        eventually(10, "node ready", is_ready).await;
+    }
+    (nodes, meeting)
+}
+
+async fn ready(server: &TestServer) -> StatusCode {
+    reqwest::get(server.url("/readyz"))
+        .await
+        .expect("readyz answers")
+        .status()
+}
+
+/// The first answer on a socket.
+async fn answer(ws: &mut Ws) -> Value {
+    match ws.next(Duration::from_secs(60)).await {
+        Some(Frame::Msg(v)) => v,
+        other => panic!("no answer: {other:?}"),
+    }
+}
+
+/// Sends `guesses` (meeting, source address, passcode) round-robin over the
+/// nodes, all at once; returns (checked and refused, rate limited, argon2
+/// checks run over all nodes).
+async fn guess(
+    nodes: &[TestServer],
+    guesses: Vec<(String, Ipv4Addr, String)>,
+) -> (usize, usize, u64) {
+    // One browser cookie per node, as a scripted attacker would keep: fresh
+    // guest identities would meet the per-network limit on new guests.
+    let mut cookies = Vec::new();
+    for n in nodes {
+        let ws = n.ws("not-a-meeting", WsOpts::default()).await;
+        cookies.push(ws.guest_cookie().expect("guest cookie"));
+    }
+    let mut sockets = Vec::new();
+    for (i, (meeting, from, passcode)) in guesses.into_iter().enumerate() {
+        let k = i % nodes.len();
+        let mut opts = WsOpts::from(from);
+        opts.cookie = Some(cookies[k].clone());
+        sockets.push((nodes[k].ws(&meeting, opts).await, join("Eve", &passcode)));
+    }
+    let before: u64 = nodes.iter().map(|n| n.argon2_checks()).sum();
+    let answers = join_all(sockets.into_iter().map(|(mut ws, msg)| async move {
+        ws.send(msg).await;
+        answer(&mut ws).await
+    }))
+    .await;
+    let checks = nodes.iter().map(|n| n.argon2_checks()).sum::<u64>() - before;
+    let (mut refused, mut limited) = (0, 0);
+    for a in answers {
+        assert_eq!(a["type"], "error", "{a}");
+        match a["code"].as_str() {
+            Some("join_refused") => refused += 1,
+            Some("too_many_attempts") => limited += 1,
+            _ => panic!("unexpected answer {a}"),
+        }
+    }
+    (refused, limited, checks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guesses_from_one_address_spread_over_three_nodes_get_five_checks_in_all() {
+    let redis = Redis::start();
+    let (nodes, meeting) = three_nodes(&redis).await;
+    let (mut refused, mut checks) = (0, 0);
+    // Waves of 60 guesses, 20 on each node, until five were checked. Alone,
+    // each node would allow five: fifteen in all.
+    for wave in 0..10 {
+        if refused >= 5 {
+            break;
+        }
+        let guesses = (0..60)
+            .map(|i| {
+                let g = format!("guess{wave}{i:03}");
+                (meeting.id.clone(), Ipv4Addr::LOCALHOST, g)
+            })
+            .collect();
+        let (r, l, c) = guess(&nodes, guesses).await;
+        assert_eq!(r + l, 60);
+        refused += r;
+        checks += c;
+    }
+    assert_eq!(refused, 5, "checked guesses over all nodes");
+    assert!(checks <= 5, "{checks} argon2 checks over all nodes");
+    // Now blocked everywhere, the right passcode included.
+    for n in &nodes {
+        let mut ws = n.ws(&meeting.id, WsOpts::default()).await;
+        ws.send(join("Eve", &meeting.passcode)).await;
+        ws.expect_error("too_many_attempts").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guesses_from_many_addresses_spread_over_three_nodes_get_thirty_checks_in_all() {
+    let redis = Redis::start();
+    let (nodes, meeting) = three_nodes(&redis).await;
+    // 150 addresses, one guess each, 50 per node: no address and no single
+    // node reaches a limit of its own (30 per meeting per node would allow
+    // 90); only the meeting's limit, counted in Redis, stands in the way.
+    let guesses = (0..150)
+        .map(|i| {
+            let from = Ipv4Addr::new(127, 0, 2 + (i / 100) as u8, 1 + (i % 100) as u8);
+            (meeting.id.clone(), from, format!("guess{i:05}"))
+        })
+        .collect();
+    let (refused, limited, checks) = guess(&nodes, guesses).await;
+    assert_eq!(refused + limited, 150);
+    assert!(refused <= 30, "{refused} guesses checked over all nodes");
+    assert!(checks <= 30, "{checks} argon2 checks over all nodes");
+    assert!(
+        refused >= 25,
+        "the limit, not something else, refused: {refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_redis_new_joins_and_sign_ins_are_told_unavailable_and_all_recovers() {
+    let redis = Redis::start();
+    let cfg = config(&redis, "node-a", 1500, 1500);
+    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
+    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let alice = server.signed_in("alice").await;
+    let meeting = alice
+        .create_meeting(json!({"title": "Stand-up", "settings": {"waiting_room": false}}))
+        .await;
+    let (mut host, _) = server.host_joins(&alice, &meeting.id).await;
+    let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
+    assert!(lease.starts_with("node-a "), "{lease}");
+
+    redis.stop();
+    eventually(5, "not ready without Redis", async || {
+        ready(&server).await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    // A sign-in: 503 with the JSON error the web client shows.
+    let (status, body) = server.api().sign_in("bob", crate::common::PASSWORD).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "unavailable", "{body}");
+    // A new join, even to the meeting running here: told, not hung.
+    let mut guest = server.ws(&meeting.id, WsOpts::default()).await;
+    guest.send(join("Guest", &meeting.passcode)).await;
+    let refusal = guest.expect_error("unavailable").await;
+    assert!(
+        refusal["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("temporarily"))
+    );
+    // The running meeting goes on past its lease's time-to-live: its host
+    // is neither ended nor disconnected.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    while let Some(f) = host.next(Duration::from_millis(300)).await {
+        match f {
+            Frame::Msg(v) => assert_ne!(v["type"], "ended", "{v}"),
+            Frame::Closed => panic!("the host was disconnected while Redis was down"),
+        }
+    }
+
+    // Redis is back, empty (no persistence): the node recovers by itself,
+    // its meeting keeps its lease, new joins work again.
+    redis.start_again();
+    eventually(10, "ready again", async || {
+        ready(&server).await == StatusCode::OK
+    })
+    .await;
+    let lease_back = async || {
+        redis
+            .cmd(&format!("GET conclave:lease:{}", meeting.id))
+            .starts_with("node-a ")
+    };
+    eventually(5, "the running meeting's lease taken back", lease_back).await;
+    let bob = server.signed_in("bob").await;
+    let (status, _) = bob.get("/api/v1/me").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut late = server.ws(&meeting.id, WsOpts::default()).await;
+    late.send(join("Late guest", &meeting.passcode)).await;
+    let joined = late.recv_until("joined").await;
+    assert_eq!(joined["type"], "joined");
+    let nodes_back = async || redis.cmd("SCARD conclave:nodes") == ":1";
+    eventually(5, "the node record published again", nodes_back).await;
+}
