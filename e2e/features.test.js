@@ -134,9 +134,54 @@ describe('hands, reactions and polls, end to end encrypted', () => {
       assert.equal(order[0].replace(' (you)', ''), 'Bob', `${who} keeps Bob's hand`);
       assert.equal(await x.page.getByRole('region', { name: 'Poll' }).count(), 0, `${who} shows no forged poll`);
     }
+    // Through the client's own API (not a raw send) a guest is told no, and nothing is sent.
+    const sent = await b.dan.page.evaluate(async () => {
+      const { currentFeatures } = await import('/assets/appmsg.js');
+      const f = currentFeatures();
+      const before = window.__sent.length;
+      const r = [f.lowerHand(f.call.state.participants.find((p) => p.name === 'Bob').id), f.askPoll('Q?', ['a', 'b']), window.__sent.length - before];
+      return r;
+    });
+    assert.deepEqual(sent, [false, false, 0]);
+    await b.dan.page.getByText('Only hosts and co-hosts can lower someone else\'s hand.').first().waitFor();
+    await b.dan.page.getByText('Only hosts and co-hosts can ask a poll.').first().waitFor();
     await controls(b.bob.page).getByRole('button', { name: 'Lower hand', exact: true }).click();
     await controls(b.dan.page).getByRole('button', { name: 'Lower hand', exact: true }).click();
     for (const [who, x] of all()) await eventually(() => handOrder(x.page), (o) => o.length === 0, { what: `${who}: no hands` });
+  });
+
+  step('malformed, unknown and oversized application messages are dropped by every receiver', async () => {
+    /** Seals each text behind the application-message tag, as a hostile page could. */
+    const raw = (page, texts) => page.evaluate(async (list) => {
+      const { APP_PREFIX, currentFeatures } = await import('/assets/appmsg.js');
+      for (const t of list) currentFeatures().call.e2ee.sendChat(APP_PREFIX + t);
+    }, texts);
+    const j = (o) => JSON.stringify(o);
+    // From the host, so that only the checks on content can drop them.
+    await raw(b.host.page, [
+      'not json',
+      j([1, 2]),
+      j({ type: 'unknown' }),
+      j({ type: 'poll', id: '0123456789abcdef', question: 'x'.repeat(301), options: ['a', 'b'] }),
+      j({ type: 'poll', id: '0123456789abcdef', question: `Seven ${MARK}?`, options: ['1', '2', '3', '4', '5', '6', '7'] }),
+      j({ type: 'poll', id: 'NOT-HEX', question: `Id ${MARK}?`, options: ['a', 'b'] }),
+      j({ type: 'poll', id: '0123456789abcdef', question: `Blank ${MARK}?`, options: ['a', '   '] }),
+      j({ type: 'hand_lower', participant: '1' }),
+    ]);
+    await raw(b.dan.page, [
+      j({ type: 'hand', raised: 'yes' }),
+      j({ type: 'hand', raised: true, pad: 'x'.repeat(5000) }),
+      j({ type: 'reaction', emoji: HOSTILE }),
+      // The sentinel: valid, after all of the above in the server's one order.
+      j({ type: 'reaction', emoji: '👏' }),
+    ]);
+    for (const [who, x] of others('dan')) {
+      await tileOf(x.page, DAN).getByRole('img', { name: 'Reacted with clapping hands', exact: true }).waitFor({ timeout: 5000 });
+      assert.deepEqual(await handOrder(x.page), [], `${who}: no hand from a malformed or oversized message`);
+      assert.equal(await x.page.getByRole('region', { name: 'Poll' }).count(), 0, `${who}: no malformed poll`);
+      assert.equal(await tileOf(x.page, DAN).locator('.reaction-float').count(), 1, `${who}: only the valid reaction floats`);
+      assert.equal(await x.page.getByRole('log', { name: 'Chat history' }).getByRole('listitem').count(), 0, `${who}: nothing shown as chat`);
+    }
   });
 
   step('a reaction floats over the sender\'s tile on the others\' pages, and floods are cut', async () => {
@@ -159,8 +204,6 @@ describe('hands, reactions and polls, end to end encrypted', () => {
       const n = await floats.count();
       assert.ok(n >= 1 && n <= 5, `${who} shows ${n} of Dan's twelve reactions (5 at most)`);
     }
-    // An emoji outside the set is dropped.
-    await forge(b.dan.page, [{ type: 'reaction', emoji: MARK }]);
   });
 
   step('the host asks a poll, three answer, the host shares the results, everyone sees them as text', async () => {

@@ -320,8 +320,15 @@ export class Features {
   }
 
   lowerHand(participant) {
-    if (!isModerator(this.call.state)) return false;
+    if (!this.hostsOnly('lower someone else\'s hand')) return false;
     return this.send({ type: 'hand_lower', participant });
+  }
+
+  /** Whether this member may do a host's action; says so when not (the others would ignore it). */
+  hostsOnly(what) {
+    if (isModerator(this.call.state)) return true;
+    toast(`Only hosts and co-hosts can ${what}.`, 'error');
+    return false;
   }
 
   react(emoji) {
@@ -338,6 +345,7 @@ export class Features {
 
   /** Asks a poll (moderators): question and options as typed; false with a notice when they do not fit. */
   askPoll(question, options) {
+    if (!this.hostsOnly('ask a poll')) return false;
     const msg = validate({ type: 'poll', id: pollId(), question, options: options.map((o) => o.trim()).filter(Boolean) });
     if (!msg) {
       toast(`A poll needs a question (${POLL_MAX_QUESTION} characters at most) and ${POLL_MIN_OPTIONS} to ${POLL_MAX_OPTIONS} options (${POLL_MAX_OPTION} characters each).`, 'error');
@@ -354,7 +362,7 @@ export class Features {
 
   shareResults() {
     const poll = this.state.poll;
-    if (!poll) return false;
+    if (!poll || !this.hostsOnly('share a poll\'s results')) return false;
     return this.send({ type: 'poll_results', id: poll.id, counts: tally(poll) });
   }
 
