@@ -262,6 +262,14 @@ describe('hands, reactions and polls, end to end encrypted', () => {
     await results.waitFor();
     assert.deepEqual(await results.getByRole('listitem').allTextContents(), [`${OPTIONS[0]}2 votes`, `${OPTIONS[1]}1 vote`, `${OPTIONS[2]}0 votes`]);
     await p.getByRole('region', { name: 'Poll' }).getByText(QUESTION, { exact: true }).waitFor();
+  });
+
+  step('a member back after a reload is told again too', async () => {
+    const p = b.carol.page;
+    await p.reload();
+    await controls(p).waitFor({ timeout: 20_000 });
+    await eventually(() => handOrder(p), (o) => o.length === 1 && o[0] === 'Bob', { timeout: 20_000, what: 'Carol sees Bob\'s hand again' });
+    await p.getByRole('list', { name: 'Poll results' }).waitFor();
     await controls(b.bob.page).getByRole('button', { name: 'Lower hand', exact: true }).click();
     for (const [who, x] of all()) await eventually(() => handOrder(x.page), (o) => o.length === 0, { what: `${who}: no hands` });
   });

@@ -276,11 +276,13 @@ export class Features {
         this.set((x) => ({ ...x, hands: x.hands.filter((id) => here.has(id)), reactions: x.reactions.filter((r) => here.has(r.from)) }));
       }
     }
-    const roster = s.e2ee?.roster || [];
-    const before = prev.e2ee?.roster || [];
-    if (roster !== before && s.e2ee?.status === 'active' && roster.some((id) => !before.includes(id)) && before.length > 0) {
-      // A newcomer cannot read what was sent before they joined the group:
-      // what is still true is said again (receivers take repeats as no change).
+    const epoch = s.e2ee?.epoch ?? null;
+    const was = prev.e2ee?.epoch ?? null;
+    if (epoch !== was && was !== null && s.e2ee?.status === 'active') {
+      // A newcomer cannot read what was sent before they joined the group,
+      // nor can a member back after a reload (a new leaf under the same ID,
+      // which the roster of IDs does not show): after every commit, what is
+      // still true is said again (receivers take repeats as no change).
       const f = this.state;
       if (f.hands.includes(s.you)) this.send({ type: 'hand', raised: true });
       if (f.poll && f.poll.from === s.you) {
