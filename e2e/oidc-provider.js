@@ -1,7 +1,8 @@
 // A real OpenID Connect provider for the tests: the npm package
 // oidc-provider (OpenID Certified) on loopback, with one registered client
 // and its development login form (any login name signs in as that subject;
-// `users` gives some of them an email and a name).
+// `users` gives some of them an email, a name and groups, the last under
+// the scope and claim `groups`).
 
 import crypto from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -24,13 +25,13 @@ export async function startProvider({ clientId, clientSecret, redirectUris, user
       response_types: ['code'],
     }],
     jwks: { keys: [{ ...key, kid: 'test-1', use: 'sig', alg: 'RS256' }] },
-    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'preferred_username'] },
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'preferred_username'], groups: ['groups'] },
     async findAccount(_ctx, sub) {
       return {
         accountId: sub,
         async claims() {
           const u = users[sub] || {};
-          return { sub, email: u.email, email_verified: Boolean(u.email), name: u.name, preferred_username: sub };
+          return { sub, email: u.email, email_verified: Boolean(u.email), name: u.name, preferred_username: sub, groups: u.groups || [] };
         },
       };
     },

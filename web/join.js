@@ -189,12 +189,26 @@ export function mountJoin(root, meetingId) {
       return;
     }
     alert.show(err.text);
-    if (err.code === 'sign_in_required') {
-      alert.el.append(' ', h('a', {
-        href: `/signin?next=${encodeURIComponent(location.pathname)}`,
-        onClick: (ev) => { keepPasscode(); linkClick(ev); },
-        text: 'Sign in',
-      }));
+    if (err.code === 'sign_in_required' || err.code === 'organisation_only') {
+      // Signing in helps: offer each provider, and the sign-in page for a
+      // password. Back here afterwards, with the passcode kept.
+      const here = location.pathname;
+      api.signInMethods().then(({ password, providers }) => {
+        const buttons = providers.map((p) => h('button', {
+          type: 'button', class: 'btn btn-secondary', text: `Sign in with ${p.name}`,
+          onClick: () => {
+            keepPasscode();
+            try { sessionStorage.setItem('conclave.next', here); } catch { /* back to the dashboard then */ }
+            location.assign(p.start_url);
+          },
+        }));
+        const links = password ? [h('a', {
+          href: `/signin?next=${encodeURIComponent(here)}`,
+          onClick: (ev) => { keepPasscode(); linkClick(ev); },
+          text: providers.length ? 'Sign in with a password' : 'Sign in',
+        })] : [];
+        if (buttons.length || links.length) alert.el.append(h('div', { class: 'signin-offer' }, ...buttons, ...links));
+      }).catch(() => {});
     }
     if (err.code === 'join_refused') inputs.passcode.select();
     if (err.code === 'invalid_name') inputs.name.focus();

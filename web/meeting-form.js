@@ -9,6 +9,16 @@ const PASSCODE_MIN = 8;
 const PASSCODE_MAX = 64;
 const TITLE_MAX = 200;
 const MAX_PARTICIPANTS = 1000;
+const MAX_INVITED = 100;
+
+/** The server's join policy for new meetings, asked once. */
+let defaultPolicy = null;
+async function serverDefaultPolicy() {
+  if (!defaultPolicy) {
+    defaultPolicy = api.signInMethods().then((m) => m.default_who_may_join || 'anyone', () => 'anyone');
+  }
+  return defaultPolicy;
+}
 
 /**
  * Opens the dialog. With `meeting` it edits that meeting; without, it creates
@@ -19,7 +29,8 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
     const editing = !!meeting;
     const s = meeting?.settings || {
       passcode_required: true, waiting_room: true, screen_share: 'host_only', chat: true,
-      self_unmute: true, rename_self: false, only_signed_in: false, max_participants: 100,
+      self_unmute: true, rename_self: false, only_signed_in: false, who_may_join: null,
+      invited_emails: [], max_participants: 100,
     };
     const titleId = `dlg-title-${Date.now()}`;
 
@@ -39,7 +50,21 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
     const chat = toggle('Chat', s.chat, null, 'Participants may send chat messages.');
     const selfUnmute = toggle('Participants can unmute themselves', s.self_unmute, null, 'After a host mutes them.');
     const rename = toggle('Participants can rename themselves', s.rename_self);
-    const signedIn = toggle('Only signed-in users can join', s.only_signed_in);
+    // Who may join: checked by the server after the passcode (docs/security.md).
+    const policy = h('select', {},
+      h('option', { value: 'anyone', text: 'Anyone with the link' }),
+      h('option', { value: 'signed_in', text: 'Signed-in people only' }),
+      h('option', { value: 'organisation', text: 'People of this organisation only' }));
+    policy.value = s.who_may_join || (s.only_signed_in ? 'signed_in' : 'anyone');
+    if (!editing) serverDefaultPolicy().then((p) => { if (!policy.dataset.touched) { policy.value = p; showInvited(); } });
+    const invited = h('textarea', { rows: 3, spellcheck: false, autocomplete: 'off',
+      value: (s.invited_emails || []).join('\n'), placeholder: 'guest@partner.example' });
+    const invitedBox = h('div', { class: 'subfields' },
+      field('Invited outside people (email addresses)', invited,
+        'One address a line. They join by signing in with a provider that vouches for that address.'));
+    function showInvited() { invitedBox.hidden = policy.value !== 'organisation'; }
+    policy.addEventListener('change', () => { policy.dataset.touched = '1'; showInvited(); });
+    showInvited();
     const maxP = h('input', { type: 'number', min: 2, max: MAX_PARTICIPANTS, step: 1, value: String(s.max_participants), inputMode: 'numeric' });
 
     const alert = alertBox();
@@ -54,7 +79,8 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
         field('Title', title),
         h('fieldset', { class: 'group' },
           h('legend', { text: 'Security' }),
-          passcodeOn.label, passcodeBox, waitingRoom.label, signedIn.label),
+          passcodeOn.label, passcodeBox, waitingRoom.label,
+          field('Who can join', policy, 'Passcode and waiting room still apply.'), invitedBox),
         h('fieldset', { class: 'group' },
           h('legend', { text: 'Participants' }),
           field('Who can share their screen', screenShare),
@@ -93,6 +119,18 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
         customPasscode.focus();
         return;
       }
+      const emails = invited.value.split(/[\s,;]+/).map((e) => e.trim()).filter(Boolean);
+      if (emails.length > MAX_INVITED) {
+        alert.show(`Invite at most ${MAX_INVITED} addresses.`);
+        invited.focus();
+        return;
+      }
+      const bad = emails.find((e) => !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(e));
+      if (bad) {
+        alert.show(`"${bad}" is not an email address.`);
+        invited.focus();
+        return;
+      }
       const body = {
         settings: {
           passcode_required: wantPasscode,
@@ -101,7 +139,8 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
           chat: chat.input.checked,
           self_unmute: selfUnmute.input.checked,
           rename_self: rename.input.checked,
-          only_signed_in: signedIn.input.checked,
+          who_may_join: policy.value,
+          invited_emails: emails,
           max_participants: n,
         },
       };

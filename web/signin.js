@@ -20,6 +20,7 @@ const OIDC_ERRORS = {
   unknown_provider: 'That identity provider is not configured on this server.',
   disabled: 'Your account on this server is disabled. Ask its administrator.',
   internal: 'Signing you in failed on the server. Try again.',
+  domain: 'This server accepts that provider\'s accounts only with an email address in its allowed domains.',
 };
 
 /** Shortest and longest password the server accepts. */
@@ -28,7 +29,16 @@ const PASSWORD_MAX = 256;
 
 export function mountSignIn(root) {
   page('Sign in', 'light');
-  const next = safeNext(new URLSearchParams(location.search).get('next'));
+  // A provider's sign-in comes back without ?next: where it was headed was
+  // kept in this tab's storage when it left (a meeting's join page).
+  let kept = null;
+  try {
+    kept = sessionStorage.getItem('conclave.next');
+    sessionStorage.removeItem('conclave.next');
+  } catch {
+    // No storage: the dashboard it is.
+  }
+  const next = safeNext(new URLSearchParams(location.search).get('next') || kept);
   const fragment = new URLSearchParams(location.hash.slice(1));
   const token = fragment.get('token');
   const oidcDone = fragment.get('oidc') === 'done';
@@ -56,7 +66,14 @@ export function mountSignIn(root) {
       if (!alive) return;
       const buttons = list.map((p) => {
         const b = h('button', { type: 'button', class: 'btn btn-secondary btn-block', text: `Sign in with ${p.name}` });
-        b.addEventListener('click', () => location.assign(p.start_url));
+        b.addEventListener('click', () => {
+          try {
+            if (next !== safeNext(null)) sessionStorage.setItem('conclave.next', next);
+          } catch {
+            // Without storage the sign-in ends on the dashboard.
+          }
+          location.assign(p.start_url);
+        });
         return b;
       });
       if (!password) {

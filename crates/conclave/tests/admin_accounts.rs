@@ -53,7 +53,10 @@ async fn password_sign_in_can_be_turned_off_and_a_sign_in_link_still_works() {
     // The sign-in page learns to show no password form.
     let (status, methods) = api.get("/api/v1/auth/methods").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(methods, json!({"password": false, "providers": []}));
+    assert_eq!(
+        methods,
+        json!({"password": false, "providers": [], "default_who_may_join": "anyone"})
+    );
     assert_eq!(
         TestServer::start()
             .await

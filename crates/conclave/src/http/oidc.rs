@@ -21,6 +21,7 @@ use super::AppState;
 use super::account::{audit, start_session};
 use super::error::{ApiError, ApiJson};
 use super::session::ClientIp;
+use crate::join_policy::WhoMayJoin;
 use crate::oidc::{FLOW_TTL, OidcError};
 use crate::store::SigninOutcome;
 
@@ -59,6 +60,9 @@ pub struct SignInMethods {
     pub password: bool,
     /// The OpenID Connect providers, as `/api/v1/auth/providers` lists them.
     pub providers: Vec<ProviderView>,
+    /// The join policy a new meeting starts with (`[organisation]`), for
+    /// the meeting form.
+    pub default_who_may_join: WhoMayJoin,
 }
 
 /// How people sign in on this server: whether passwords are accepted, and
@@ -71,6 +75,7 @@ pub async fn methods(State(state): State<AppState>) -> ApiJson<SignInMethods> {
     ApiJson(SignInMethods {
         password: state.config.password_login,
         providers,
+        default_who_may_join: state.config.organisation.default_who_may_join,
     })
 }
 
