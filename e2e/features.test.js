@@ -116,6 +116,19 @@ describe('hands, reactions and polls, end to end encrypted', () => {
     }
   });
 
+  step('with chat off, a participant\'s hand cannot go up (it rides the chat relay), and says so', async () => {
+    await b.host.page.getByRole('switch', { name: 'Allow chat', exact: true }).uncheck();
+    await b.bob.page.getByText('The host has turned chat off.').first().waitFor();
+    const chatsSent = () => b.bob.page.evaluate(() => window.__sent.filter((m) => m.type === 'chat').length);
+    const before = await chatsSent();
+    await controls(b.bob.page).getByRole('button', { name: 'Raise hand', exact: true }).click();
+    await b.bob.page.getByText('The host has turned chat off, and with it hands, reactions and polls.').first().waitFor();
+    assert.equal(await chatsSent(), before, 'nothing sent for the server to refuse');
+    assert.deepEqual(await handOrder(b.bob.page), []);
+    await b.host.page.getByRole('switch', { name: 'Allow chat', exact: true }).check();
+    await eventually(() => b.bob.page.getByRole('textbox', { name: 'Message', exact: true }).isEnabled(), (on) => on, { what: 'chat back on at Bob' });
+  });
+
   step('a guest\'s forged host actions are ignored by everyone else', async () => {
     await controls(b.bob.page).getByRole('button', { name: 'Raise hand', exact: true }).click();
     for (const [, x] of all()) await tileOf(x.page, 'Bob').getByRole('img', { name: 'Hand raised', exact: true }).waitFor();
