@@ -194,9 +194,26 @@ async fn a_node_record_runs_out_unless_refreshed_and_a_server_registers_itself()
     let nodes = reader.nodes().await.expect("nodes");
     assert_eq!(nodes, vec![record.clone()]);
     assert_eq!(nodes[0].load().participants, 3);
+    // Placement reads the live records: the less loaded serving node.
+    let busy = NodeRecord {
+        node_id: "busy".into(),
+        participants: 40,
+        ..record.clone()
+    };
+    let draining = NodeRecord {
+        node_id: "draining".into(),
+        participants: 0,
+        state: "draining".into(),
+        ..record.clone()
+    };
+    reader.publish(&busy).await.expect("published");
+    reader.publish(&draining).await.expect("published");
+    let placed = reader.place().await.expect("placed").expect("a node");
+    assert_eq!(placed.node_id, "ghost");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(reader.nodes().await.expect("nodes").is_empty());
-    // Its ID left the set too.
+    assert!(reader.place().await.expect("placed").is_none());
+    // Their IDs left the set too.
     assert_eq!(redis.cmd("SCARD conclave:nodes"), ":0");
 
     // A server in cluster mode keeps its own record alive, past many TTLs.
@@ -412,4 +429,137 @@ async fn without_redis_new_joins_and_sign_ins_are_told_unavailable_and_all_recov
     assert_eq!(joined["type"], "joined");
     let nodes_back = async || redis.cmd("SCARD conclave:nodes") == ":1";
     eventually(5, "the node record published again", nodes_back).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn media_keeps_flowing_in_a_running_meeting_while_redis_is_down() {
+    use conclave_client::session::{Progress, run};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, PoisonError};
+
+    let redis = Redis::start();
+    let cfg = config(&redis, "node-a", 1000, 1000);
+    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
+    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let alice = server.signed_in("alice").await;
+    let meeting = alice
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    // Each native session (E2EE: a frame counts once it decrypted) stays
+    // until it has received two seconds of the other's video and audio
+    // counted from the moment Redis was known to be down, well past the
+    // lease's time-to-live (1 s).
+    let outage = Arc::new(AtomicBool::new(false));
+    let after_outage = |outage: Arc<AtomicBool>, met: Arc<AtomicBool>| {
+        let at_outage: Mutex<Option<(u64, u64)>> = Mutex::new(None);
+        move |p: &Progress<'_>| {
+            use crate::common::frames_from_others;
+            use conclave_proto::MediaKind;
+            let now = (
+                frames_from_others(p, MediaKind::Video),
+                frames_from_others(p, MediaKind::Audio),
+            );
+            if !outage.load(Ordering::Acquire) {
+                return false;
+            }
+            let mut at = at_outage.lock().unwrap_or_else(PoisonError::into_inner);
+            let (v0, a0) = *at.get_or_insert(now);
+            let enough = now.0 >= v0 + 60 && now.1 >= a0 + 100;
+            if enough {
+                met.store(true, Ordering::Release);
+            }
+            enough
+        }
+    };
+    let both = crate::common::Together::new(2);
+    let mut a = crate::common::native_options(&meeting, "Ada");
+    let met = [
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    ];
+    a.until = both.member(0, after_outage(Arc::clone(&outage), Arc::clone(&met[0])));
+    let mut b = crate::common::native_options(&meeting, "Bob");
+    b.until = both.member(1, after_outage(Arc::clone(&outage), Arc::clone(&met[1])));
+    let a = tokio::spawn(run(a));
+    let b = tokio::spawn(run(b));
+    let lease = format!("GET conclave:lease:{}", meeting.id);
+    eventually(15, "the meeting runs under its lease", async || {
+        redis.cmd(&lease).starts_with("node-a ")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.stop();
+    eventually(5, "not ready without Redis", async || {
+        ready(&server).await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    outage.store(true, Ordering::Release);
+    let a = a.await.expect("task").expect("Ada's session");
+    let b = b.await.expect("task").expect("Bob's session");
+    for (r, met) in [(&a, &met[0]), (&b, &met[1])] {
+        assert_eq!(r.ended_early, None, "a session ended before its time");
+        assert!(
+            met.load(Ordering::Acquire),
+            "no two seconds of media during the outage: {:?}",
+            r.media
+        );
+    }
+    redis.start_again();
+    eventually(10, "ready again", async || {
+        ready(&server).await == StatusCode::OK
+    })
+    .await;
+}
+
+#[test]
+fn cluster_settings_are_checked() {
+    let redis_url = "redis://127.0.0.1:6379".to_string();
+    let good = ClusterConfig {
+        redis_url: redis_url.clone(),
+        node_id: "node-a.eu_1".into(),
+        internal_url: "http://10.0.0.5:8080".into(),
+        lease_ms: 10_000,
+        node_ttl_ms: 6_000,
+    };
+    let with = |c: ClusterConfig| conclave::Config {
+        cluster: Some(c),
+        ..conclave::Config::default()
+    };
+    assert!(with(good.clone()).validate().is_ok());
+    for bad in [
+        ClusterConfig {
+            node_id: String::new(),
+            ..good.clone()
+        },
+        ClusterConfig {
+            node_id: "node a".into(),
+            ..good.clone()
+        },
+        ClusterConfig {
+            node_id: "n".repeat(65),
+            ..good.clone()
+        },
+        ClusterConfig {
+            redis_url: "rediss://127.0.0.1:6379".into(),
+            ..good.clone()
+        },
+        ClusterConfig {
+            internal_url: "10.0.0.5:8080".into(),
+            ..good.clone()
+        },
+        ClusterConfig {
+            lease_ms: 100,
+            ..good.clone()
+        },
+    ] {
+        assert!(with(bad.clone()).validate().is_err(), "{bad:?} accepted");
+    }
+    // The default is one node, no Redis.
+    assert!(conclave::Config::default().cluster.is_none());
+    let parsed: conclave::Config = toml::from_str(
+        "[cluster]\nredis_url = \"redis://r:6379\"\nnode_id = \"a\"\ninternal_url = \"http://a:8080\"\n",
+    )
+    .expect("parses");
+    let c = parsed.cluster.expect("cluster");
+    assert_eq!((c.lease_ms, c.node_ttl_ms), (10_000, 6_000));
 }

@@ -118,6 +118,15 @@ impl Cluster {
         Ok(nodes)
     }
 
+    /// The serving node a new meeting should go to, by the live records
+    /// ([`conclave_core::least_loaded`]); `None` when no node serves.
+    pub async fn place(&self) -> Result<Option<NodeRecord>, ClusterError> {
+        let nodes = self.nodes().await?;
+        let loads: Vec<NodeLoad> = nodes.iter().map(NodeRecord::load).collect();
+        let pick = conclave_core::least_loaded(&loads).map(|n| n.node_id.clone());
+        Ok(pick.and_then(|id| nodes.into_iter().find(|n| n.node_id == id)))
+    }
+
     /// Refreshes this node's record every third of its time-to-live until
     /// shutdown, then deletes it.
     pub async fn keep_registered(self: Arc<Self>, load: LoadSource, shutdown: CancellationToken) {
