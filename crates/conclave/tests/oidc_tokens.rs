@@ -361,3 +361,188 @@ async fn a_provider_signs_in_with_passwords_off_but_not_into_a_disabled_account(
     assert!(store.user_by_id(grace.id).await.unwrap().unwrap().disabled);
     store.close().await;
 }
+
+/// Claims beyond openidconnect's: the groups a provider lists.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Groups {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<Vec<String>>,
+}
+
+impl openidconnect::AdditionalClaims for Groups {}
+
+type GroupsIdToken = openidconnect::IdToken<
+    Groups,
+    openidconnect::core::CoreGenderClaim,
+    openidconnect::core::CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+
+/// A token for `sub` with this email (and whether the provider says it
+/// verified it) and these groups, for the sign-in `s` started.
+fn person(
+    issuer: &str,
+    s: &Started,
+    sub: &str,
+    email: &str,
+    verified: Option<bool>,
+    groups: Option<&[&str]>,
+    key: &CoreRsaPrivateSigningKey,
+) -> String {
+    let now = chrono::Utc::now();
+    let claims = openidconnect::IdTokenClaims::new(
+        IssuerUrl::new(issuer.into()).unwrap(),
+        vec![Audience::new(CLIENT_ID.into())],
+        now + chrono::Duration::seconds(300),
+        now - chrono::Duration::seconds(60),
+        StandardClaims::new(SubjectIdentifier::new(sub.into()))
+            .set_email(Some(EndUserEmail::new(email.into())))
+            .set_email_verified(verified),
+        Groups {
+            groups: groups.map(|g| g.iter().map(|x| x.to_string()).collect()),
+        },
+    )
+    .set_nonce(Some(Nonce::new(s.nonce.clone())));
+    GroupsIdToken::new(
+        claims,
+        key,
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        None,
+        None,
+    )
+    .expect("sign")
+    .to_string()
+}
+
+#[tokio::test]
+async fn groups_decide_who_hosts_and_domains_who_signs_in() {
+    let provider = start_provider().await;
+    let key = rsa_key("k1");
+    provider.lock().unwrap().keys = vec![key.as_verification_key()];
+    let issuer = provider.lock().unwrap().issuer.clone();
+    let server = TestServer::start_with(|c| {
+        c.oidc = vec![conclave::oidc::ProviderConfig {
+            name: "Fake".into(),
+            issuer: issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            scopes: vec!["email".into(), "groups".into()],
+            groups_claim: "groups".into(),
+            host_groups: vec!["conclave-hosts".into()],
+            allowed_email_domains: vec!["school.example".into()],
+            ..Default::default()
+        }];
+    })
+    .await;
+    let store = server.store().await;
+    let may_host = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            let (u, _) = store.user_by_name(name).await.unwrap().expect(name);
+            u.may_host
+        }
+    };
+    const DONE: &str = "/signin#oidc=done";
+    const DOMAIN: &str = "/signin#oidc_error=domain";
+
+    // In the host group: may host.
+    let s = start(&server).await;
+    let t = person(
+        &issuer,
+        &s,
+        "g",
+        "grace@school.example",
+        Some(true),
+        Some(&["staff", "conclave-hosts"]),
+        &key,
+    );
+    assert_eq!(finish(&server, &provider, &s, t).await, DONE);
+    assert!(may_host("grace").await);
+
+    // Not in it: signs in, may not host.
+    let s = start(&server).await;
+    let t = person(
+        &issuer,
+        &s,
+        "a",
+        "ada@school.example",
+        None,
+        Some(&["staff"]),
+        &key,
+    );
+    assert_eq!(finish(&server, &provider, &s, t).await, DONE);
+    assert!(!may_host("ada").await);
+
+    // Outside the allowed domains, or with an address the provider says it
+    // did not verify: not signed in, no account made.
+    let before = store.user_count().await.unwrap();
+    let s = start(&server).await;
+    let t = person(
+        &issuer,
+        &s,
+        "e",
+        "eve@elsewhere.example",
+        Some(true),
+        Some(&["conclave-hosts"]),
+        &key,
+    );
+    assert_eq!(finish(&server, &provider, &s, t).await, DOMAIN);
+    let s = start(&server).await;
+    let t = person(
+        &issuer,
+        &s,
+        "m",
+        "mallory@school.example",
+        Some(false),
+        Some(&["conclave-hosts"]),
+        &key,
+    );
+    assert_eq!(finish(&server, &provider, &s, t).await, DOMAIN);
+    assert_eq!(store.user_count().await.unwrap(), before);
+
+    // Groups are read at each sign-in: out of the group, out of hosting.
+    let s = start(&server).await;
+    let t = person(
+        &issuer,
+        &s,
+        "g",
+        "grace@school.example",
+        Some(true),
+        None,
+        &key,
+    );
+    assert_eq!(finish(&server, &provider, &s, t).await, DONE);
+    assert!(!may_host("grace").await);
+
+    // The audit log has each, newest first.
+    let log = store.signin_events(10).await.unwrap();
+    let got: Vec<(&str, &str, Option<&str>)> = log
+        .iter()
+        .map(|e| (e.method.as_str(), e.outcome.as_str(), e.username.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("oidc:Fake", "ok", Some("grace")),
+            ("oidc:Fake", "domain", None),
+            ("oidc:Fake", "domain", None),
+            ("oidc:Fake", "ok", Some("ada")),
+            ("oidc:Fake", "ok", Some("grace")),
+        ]
+    );
+    assert!(
+        log[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("sub=g email=grace@school.example")
+    );
+    assert!(!log[1].detail.as_deref().unwrap().contains("mallory"));
+    assert!(
+        log[2]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("eve@elsewhere.example")
+    );
+    store.close().await;
+}
