@@ -810,4 +810,25 @@ mod tests {
         assert_eq!(v["retry_after"], 12);
         assert_eq!(m.kind(), "error");
     }
+
+    #[test]
+    fn waiting_says_whether_the_meeting_is_recorded_and_nothing_more() {
+        let m = ServerMessage::Waiting {
+            you: ParticipantId(2),
+            recording: true,
+        };
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            serde_json::json!({"type": "waiting", "you": 2, "recording": true})
+        );
+        // From a server that predates the bit: not recorded.
+        let old: ServerMessage = serde_json::from_str(r#"{"type":"waiting","you":2}"#).unwrap();
+        assert_eq!(
+            old,
+            ServerMessage::Waiting {
+                you: ParticipantId(2),
+                recording: false
+            }
+        );
+    }
 }
