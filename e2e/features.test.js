@@ -125,8 +125,19 @@ describe('hands, reactions and polls, end to end encrypted', () => {
     await b.bob.page.getByText('The host has turned chat off, and with it hands, reactions and polls.').first().waitFor();
     assert.equal(await chatsSent(), before, 'nothing sent for the server to refuse');
     assert.deepEqual(await handOrder(b.bob.page), []);
+    // A message the server refuses (sent past the client's own check) must not
+    // shift the echo of Bob's later messages onto the wrong text.
+    await b.bob.page.evaluate(() => import('/assets/appmsg.js').then((m) => m.currentFeatures().call.e2ee.sendChat('refused line')));
+    await eventually(() => b.bob.page.evaluate(() => window.__received.filter((f) => f.includes('"not_permitted"')).length), (n) => n > 0, { what: 'the server refused it' });
     await b.host.page.getByRole('switch', { name: 'Allow chat', exact: true }).check();
     await eventually(() => b.bob.page.getByRole('textbox', { name: 'Message', exact: true }).isEnabled(), (on) => on, { what: 'chat back on at Bob' });
+    await b.bob.page.getByRole('textbox', { name: 'Message', exact: true }).fill('chat is back');
+    await b.bob.page.getByRole('button', { name: 'Send', exact: true }).click();
+    for (const [who, x] of all()) {
+      const log = x.page.getByRole('log', { name: 'Chat history' });
+      await log.getByText('chat is back', { exact: true }).waitFor();
+      assert.equal(await log.getByText('refused line').count(), 0, `${who}: the refused line is nowhere`);
+    }
   });
 
   step('a guest\'s forged host actions are ignored by everyone else', async () => {
@@ -193,7 +204,7 @@ describe('hands, reactions and polls, end to end encrypted', () => {
       assert.deepEqual(await handOrder(x.page), [], `${who}: no hand from a malformed or oversized message`);
       assert.equal(await x.page.getByRole('region', { name: 'Poll' }).count(), 0, `${who}: no malformed poll`);
       assert.equal(await tileOf(x.page, DAN).locator('.reaction-float').count(), 1, `${who}: only the valid reaction floats`);
-      assert.equal(await x.page.getByRole('log', { name: 'Chat history' }).getByRole('listitem').count(), 0, `${who}: nothing shown as chat`);
+      assert.equal(await x.page.getByRole('log', { name: 'Chat history' }).getByRole('listitem').count(), 1, `${who}: nothing shown as chat but Bob's one line`);
     }
   });
 

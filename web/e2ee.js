@@ -92,7 +92,10 @@ export class E2ee {
     this.mustCommit = false; // a proposal named us
     this.proposalPending = false; // a proposal waits for a commit: chat must wait
     this.chatQueue = []; // texts to encrypt once the commit is in
-    this.sentChat = []; // our texts on their way, shown when the server echoes them
+    // Our messages on their way, {payload, text}, shown when the server echoes that
+    // payload. Matched by payload, not by place: a message the server refused (chat
+    // turned off meanwhile) would otherwise shift every later echo onto the wrong text.
+    this.sentChat = [];
     this.firstSeen = new Map(); // id -> when a roster difference was first seen
     this.rosterTimer = null;
     this.queue = Promise.resolve();
@@ -265,8 +268,9 @@ export class E2ee {
       // before the server relayed it: nobody could open it. Encrypt it again
       // now (the commit that ended its epoch came first) or after the next.
       this.run(async () => {
-        const text = this.sentChat.shift();
-        if (text === undefined) return;
+        const sent = this.sentChat.shift();
+        if (sent === undefined) return;
+        const { text } = sent;
         if (!this.member || !this.inGroup || this.proposalPending) this.chatQueue.unshift(text);
         else this.sealAndSend(text);
       });
@@ -288,8 +292,11 @@ export class E2ee {
       if (!this.member || !this.inGroup) return null;
       if (this.memberId === String(msg.from)) {
         // Our own message: MLS does not open our own ciphertext; we kept the text.
-        const text = this.sentChat.shift();
-        return text === undefined ? null : { from: msg.from, text };
+        // The server relays in order: ours sent before this one and not echoed were refused.
+        const i = this.sentChat.findIndex((e) => e.payload === msg.payload);
+        if (i < 0) return null;
+        const [sent] = this.sentChat.splice(0, i + 1).slice(-1);
+        return { from: msg.from, text: sent.text };
       }
       try {
         // Only an MLS application message opens: a commit sent as chat is refused
@@ -332,7 +339,7 @@ export class E2ee {
     }
     if (payload.length > MAX_CHAT_BYTES) return 'too_long';
     if (!this.session.send({ type: 'chat', payload })) return 'failed';
-    this.sentChat.push(text);
+    this.sentChat.push({ payload, text });
     return 'sent';
   }
 
