@@ -6,7 +6,7 @@
 //! allocates whatever size a frame header claims. This one refuses frames over
 //! [`MAX_FRAME_BYTES`] and returns errors.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// Larger frames are refused as corrupt (a 4K key frame is well under this).
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
@@ -92,7 +92,13 @@ impl<R: Read> IvfReader<R> {
 
 pub struct IvfWriter<W> {
     inner: W,
+    frames: u64,
+    /// First and last frame timestamps written.
+    span: Option<(u64, u64)>,
 }
+
+/// Where the header's length field is.
+const LENGTH_AT: u64 = 24;
 
 impl<W: Write> IvfWriter<W> {
     /// Writes the file header; `fourcc` is `*b"VP80"` for VP8.
@@ -112,18 +118,63 @@ impl<W: Write> IvfWriter<W> {
         h[16..20].copy_from_slice(&timebase_den.to_le_bytes());
         h[20..24].copy_from_slice(&1u32.to_le_bytes());
         inner.write_all(&h)?;
-        Ok(IvfWriter { inner })
+        Ok(IvfWriter {
+            inner,
+            frames: 0,
+            span: None,
+        })
     }
 
     pub fn write_frame(&mut self, timestamp: u64, data: &[u8]) -> io::Result<()> {
         let size = u32::try_from(data.len()).map_err(|_| invalid("frame too large"))?;
         self.inner.write_all(&size.to_le_bytes())?;
         self.inner.write_all(&timestamp.to_le_bytes())?;
-        self.inner.write_all(data)
+        self.inner.write_all(data)?;
+        self.frames += 1;
+        let first = self.span.map_or(timestamp, |(first, _)| first);
+        self.span = Some((first, timestamp));
+        Ok(())
     }
 
+    /// The value for the header's length field: the stream's length in
+    /// timebase units, which is how ffmpeg reads it (and writes it: the
+    /// span of the timestamps stretched by one average frame). libvpx calls
+    /// it the frame count, the same number when the timebase is one frame;
+    /// with a 90 kHz timebase only the length gives players a duration.
+    fn length(&self) -> u32 {
+        match self.span {
+            Some((first, last)) if self.frames >= 2 => {
+                let span = u128::from(last.saturating_sub(first));
+                let n = u128::from(self.frames);
+                u32::try_from(span * n / (n - 1)).unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Frames written so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// The writer, as it is: the header's length stays 0 (unknown). See
+    /// [`IvfWriter::finish`] for a file.
     pub fn into_inner(self) -> W {
         self.inner
+    }
+}
+
+impl<W: Write + Seek> IvfWriter<W> {
+    /// Writes the stream's length into the header (players such as ffprobe
+    /// show no duration without it) and returns the writer, positioned at
+    /// the end again.
+    pub fn finish(mut self) -> io::Result<W> {
+        let length = self.length();
+        self.inner.seek(SeekFrom::Start(LENGTH_AT))?;
+        self.inner.write_all(&length.to_le_bytes())?;
+        self.inner.seek(SeekFrom::End(0))?;
+        self.inner.flush()?;
+        Ok(self.inner)
     }
 }
 
@@ -145,6 +196,25 @@ mod tests {
         let f = r.next_frame().unwrap().unwrap();
         assert_eq!((f.timestamp, f.data.as_slice()), (3000, &b"delta"[..]));
         assert!(r.next_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn finishing_writes_the_length_in_timebase_units() {
+        let mut w = IvfWriter::new(io::Cursor::new(Vec::new()), *b"VP80", 2, 2, 90_000).unwrap();
+        for i in 0..4u64 {
+            w.write_frame(i * 3000, b"f").unwrap();
+        }
+        assert_eq!(w.frames(), 4);
+        let bytes = w.finish().unwrap().into_inner();
+        // Timestamps 0..9000 over four frames: 12000 (4 × 1/30 s).
+        assert_eq!(&bytes[24..28], &12_000u32.to_le_bytes());
+        // The frames are still there, after the header.
+        let mut r = IvfReader::new(&bytes[..]).unwrap();
+        let mut n = 0;
+        while r.next_frame().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 4);
     }
 
     #[test]

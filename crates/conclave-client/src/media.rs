@@ -287,7 +287,18 @@ pub struct TrackStats {
     /// The sizes of the key frames received, in order, repeats folded (at
     /// most [`MAX_SIZES_KEPT`]): a simulcast layer switch shows as a new size.
     pub keyframe_sizes: Vec<(u16, u16)>,
+    /// RTP packets received (retransmissions included), as str0m counts
+    /// them every [`STATS_EVERY`].
+    pub packets: u64,
+    /// The fraction of packets lost (0 to 1) in the last RTCP receiver
+    /// report this client sent for the track; `None` before one.
+    pub loss: Option<f32>,
+    /// Interarrival jitter in that report, in milliseconds.
+    pub jitter_ms: Option<f64>,
 }
+
+/// How often str0m reports receive statistics (packets, loss, jitter).
+pub const STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// Key frame sizes kept per track.
 pub const MAX_SIZES_KEPT: usize = 64;
@@ -444,6 +455,7 @@ impl ClientPeer {
     /// str0m with Opus and VP8 and one host candidate: the local socket.
     fn rtc(local: Option<SocketAddr>, now: Instant) -> Result<Rtc, PeerError> {
         let mut rtc = Rtc::builder()
+            .set_stats_interval(Some(STATS_EVERY))
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
@@ -972,6 +984,17 @@ impl ClientPeer {
                             data,
                         });
                     }
+                }
+                Event::MediaIngressStats(st) => {
+                    let t = self.stats.received.entry(st.mid.to_string()).or_default();
+                    // RTP clocks: 48 kHz Opus, 90 kHz video.
+                    let clock = match t.kind {
+                        Some(Kind::Audio) => 48.0,
+                        _ => 90.0,
+                    };
+                    t.packets = st.packets;
+                    t.loss = st.loss.or(t.loss);
+                    t.jitter_ms = Some(f64::from(st.jitter) / clock);
                 }
                 Event::KeyframeRequest(req) => {
                     // Pre-encoded media cannot make a key frame on demand:

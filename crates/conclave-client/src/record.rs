@@ -197,7 +197,8 @@ impl Recording {
             match track.sink {
                 Sink::Video { writer, .. } => {
                     let Some(w) = writer else { continue };
-                    w.into_inner().into_inner().map_err(|e| e.into_error())?;
+                    // BufWriter seeks after writing out what it holds.
+                    w.finish()?.into_inner().map_err(|e| e.into_error())?;
                 }
                 Sink::Audio {
                     mut writer, held, ..
@@ -256,6 +257,9 @@ mod tests {
         let tracks = rec.finish().unwrap();
         assert_eq!(tracks.len(), 1);
         assert_eq!(tracks[0].frames, 2);
+        let bytes = std::fs::read(&tracks[0].path).unwrap();
+        // Two frames 3000 apart (1/30 s at 90 kHz): a length of 6000.
+        assert_eq!(&bytes[24..28], &6000u32.to_le_bytes());
         let mut r = IvfReader::new(File::open(&tracks[0].path).unwrap()).unwrap();
         assert_eq!((r.header.width, r.header.height), (320, 240));
         assert_eq!(r.next_frame().unwrap().unwrap().timestamp, 0);

@@ -188,11 +188,31 @@ impl Signaling {
         }
     }
 
-    /// Leaves the meeting, then closes the socket. Without the `leave`, the
-    /// server would keep the seat for its resume window and show everyone a
-    /// member "reconnecting" who is gone.
+    /// Leaves the meeting, then closes the socket with the WebSocket closing
+    /// handshake. Without the `leave`, the server would keep the seat for its
+    /// resume window and show everyone a member "reconnecting" who is gone.
+    ///
+    /// The handshake is what makes the `leave` count: a socket dropped right
+    /// after it (with the server's messages unread, so the kernel answers
+    /// with a reset) lets the server fail its next write and end the
+    /// connection as a drop before it reads the `leave` that already
+    /// arrived. Waiting for the server's own close frame means it has read
+    /// everything sent before ours, `leave` included.
     pub async fn close(mut self) {
         let _ = self.send(&ClientMessage::Leave).await;
         let _ = self.ws.close(None).await;
+        let closed = async {
+            while let Some(Ok(frame)) = self.ws.next().await {
+                if let Message::Close(_) = frame {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(CLOSE_WAIT, closed).await.is_err() {
+            tracing::debug!("the server did not answer our close frame in time");
+        }
     }
 }
+
+/// How long [`Signaling::close`] waits for the server's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);

@@ -35,11 +35,15 @@ enum Command {
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Join a meeting as a native client: wait to be admitted, send media
-    /// from files, receive everyone's, and report what arrived.
+    /// from files, receive everyone's, and report what arrived. Prints the
+    /// security code to compare whenever it changes. Stays until the meeting
+    /// ends, --duration passes, or Ctrl-C (SIGINT or SIGTERM: it leaves at
+    /// once, waiting or admitted, and exits with 0).
     Join(JoinArgs),
     /// Join a meeting as "Recorder" (shown to everyone as recording), decrypt
     /// what everyone sends and write each track to a file: VP8 video as IVF,
-    /// Opus audio as Ogg. Stops at the meeting's end, after --duration or on Ctrl-C.
+    /// Opus audio as Ogg. Stops at the meeting's end, after --duration or on
+    /// Ctrl-C (SIGINT or SIGTERM), with the files finished either way.
     Record(RecordArgs),
 }
 
@@ -47,7 +51,9 @@ enum Command {
 struct RecordArgs {
     /// The invite link, e.g. http://localhost:8080/j/abcd-efgh-jkmn-pqrs#p=passcode
     invite: String,
-    /// Directory for the files (created if missing).
+    /// Directory for the files (created if missing). Checked before
+    /// joining: a path that is a file or cannot be written stops the command
+    /// before it contacts the meeting.
     #[arg(long, default_value = "recording")]
     out: PathBuf,
     /// Display name.
@@ -92,9 +98,10 @@ struct JoinArgs {
     /// Send timestamped synthetic load (benchmarks) instead of files.
     #[arg(long)]
     synthetic: bool,
-    /// Seconds to stay once admitted.
-    #[arg(long, default_value_t = 30)]
-    duration: u64,
+    /// Seconds to stay once admitted (default: until the meeting ends or
+    /// Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
     /// Seconds to wait in the waiting room.
     #[arg(long, default_value_t = 600)]
     patience: u64,
@@ -135,9 +142,17 @@ struct JoinArgs {
     /// and for `turns:` relays.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<std::path::PathBuf>,
-    /// Print receive statistics as JSON at the end.
+    /// Print statistics as JSON on standard output at the end (per
+    /// received track: who, kind, packets, bytes, frames, loss, jitter,
+    /// undecryptable frames; the security code and the encrypted group's
+    /// roster; whether someone records), and a short summary on standard
+    /// error.
     #[arg(long)]
     stats: bool,
+    /// With --stats: also print them every SECONDS while admitted, each as
+    /// one line of JSON (JSON lines; the final one too).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_chat_every, requires = "stats")]
+    stats_interval: Option<std::time::Duration>,
 }
 
 /// `--chat-every`: 0.1 s to a day.
@@ -507,23 +522,133 @@ async fn shutdown_signal() {
     }
 }
 
-async fn record(args: RecordArgs) -> anyhow::Result<()> {
-    use conclave_client::session::{JoinOptions, MediaOptions, run_with};
-    let invite = args.invite.parse().context("reading the invite link")?;
+/// A stop for a native session, notified by the first SIGINT (Ctrl-C) or
+/// SIGTERM: the session then leaves cleanly in whatever state it is. A
+/// second signal quits at once, for a server that does not answer.
+fn stop_on_signal() -> std::sync::Arc<tokio::sync::Notify> {
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
-    let on_signal = stop.clone();
+    let on_signal = std::sync::Arc::clone(&stop);
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.notify_one();
-        }
+        shutdown_signal().await;
+        eprintln!("leaving the meeting (again to quit at once)");
+        on_signal.notify_one();
+        shutdown_signal().await;
+        std::process::exit(130);
     });
+    stop
+}
+
+/// Refuses a `--out` that cannot take the recording, before anyone sees the
+/// recorder arrive: a file where the directory should be, a directory that
+/// cannot be made or written.
+fn check_out_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let shown = dir.display();
+    if dir.exists() && !dir.is_dir() {
+        bail!("--out {shown}: exists and is not a directory");
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--out {shown}: cannot create the directory"))?;
+    // Writable: a file made and removed at once (permissions alone do not
+    // tell, e.g. a read-only mount).
+    let probe = tempfile_in(dir).with_context(|| format!("--out {shown}: cannot write there"))?;
+    std::fs::remove_file(&probe)
+        .with_context(|| format!("--out {shown}: cannot remove {}", probe.display()))?;
+    Ok(())
+}
+
+/// Creates an empty file with a fresh name in `dir`, and says which.
+fn tempfile_in(dir: &std::path::Path) -> std::io::Result<PathBuf> {
+    for n in 0..100u32 {
+        let path = dir.join(format!(".conclave-write-check-{}-{n}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free file name"))
+}
+
+/// Prints what a person at a native client must know as it happens: the
+/// security code (on entering the group and whenever it changes, in the
+/// browser's groups of five digits), warnings about the encrypted group,
+/// recordings starting and stopping; and, with `stats_lines`, periodic
+/// statistics as JSON lines on standard output.
+fn print_events(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<conclave_client::session::SessionEvent>,
+    stats_lines: bool,
+) -> tokio::task::JoinHandle<()> {
+    use conclave_client::session::SessionEvent;
+    tokio::spawn(async move {
+        let mut shown_code = false;
+        while let Some(event) = events.recv().await {
+            match event {
+                SessionEvent::SecurityCode {
+                    epoch,
+                    code,
+                    roster,
+                    not_announced,
+                    not_in_group,
+                    names,
+                } => {
+                    if shown_code {
+                        eprintln!(
+                            "The security code changed: someone joined or left. Compare it again."
+                        );
+                    }
+                    shown_code = true;
+                    let n = roster.len();
+                    let people = if n == 1 { "person" } else { "people" };
+                    eprintln!(
+                        "Security code (epoch {epoch}, {n} {people} in the encrypted group): {code}"
+                    );
+                    let name = |id: &String| match names.get(id) {
+                        Some(name) => format!("{name} (participant {id})"),
+                        None => format!("participant {id}"),
+                    };
+                    for id in &not_announced {
+                        eprintln!(
+                            "WARNING: someone the server did not announce (member {id}) holds the meeting's keys. Do not share anything sensitive; check the security code."
+                        );
+                    }
+                    for id in &not_in_group {
+                        eprintln!(
+                            "Note: {} is shown as here but is not in the encrypted group (yet): they cannot see or hear the call.",
+                            name(id)
+                        );
+                    }
+                }
+                SessionEvent::Recording(true) => eprintln!("Recording started"),
+                SessionEvent::Recording(false) => eprintln!("Recording stopped"),
+                SessionEvent::Stats(report) => {
+                    if stats_lines {
+                        println!("{}", stats_json(&report));
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn record(args: RecordArgs) -> anyhow::Result<()> {
+    use conclave_client::session::{JoinOptions, MediaOptions, SessionError, run_with};
+    let invite = args.invite.parse().context("reading the invite link")?;
+    check_out_dir(&args.out)?;
+    let stop = stop_on_signal();
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    let printer = print_events(rx, false);
     // A recording keeps the best each camera sends: the recorder reports a
     // full-HD "view" so the server forwards it the top simulcast layer.
     let media = MediaOptions {
         view_sizes: vec![(std::time::Duration::ZERO, 1920, 1080)],
+        events: Some(events),
         ..MediaOptions::default()
     };
-    let report = run_with(
+    let result = run_with(
         media,
         JoinOptions {
             invite,
@@ -543,7 +668,16 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             until: None,
         },
     )
-    .await?;
+    .await;
+    let _ = printer.await;
+    let report = match result {
+        Ok(r) => r,
+        Err(SessionError::Stopped) => {
+            eprintln!("stopped before being admitted: nothing recorded");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(why) = &report.ended_early {
         eprintln!("recording ended: {why}");
     }
@@ -557,8 +691,11 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
 }
 
 async fn join(args: JoinArgs) -> anyhow::Result<()> {
-    use conclave_client::session::{JoinOptions, MediaOptions, run_with};
+    use conclave_client::session::{JoinOptions, MediaOptions, SessionError, run_with};
     let invite = args.invite.parse().context("reading the invite link")?;
+    let stop = stop_on_signal();
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    let printer = print_events(rx, args.stats_interval.is_some());
     let media = MediaOptions {
         simulcast_ivf: args.simulcast_ivf.clone(),
         audio_level: args.audio_level,
@@ -567,8 +704,10 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         no_udp: args.tcp_only,
         relay_only: args.relay_only,
         ca_file: args.ca_file.clone(),
+        events: Some(events),
+        stats_every: args.stats_interval,
     };
-    let report = run_with(
+    let result = run_with(
         media,
         JoinOptions {
             invite,
@@ -578,101 +717,208 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
             send_ivf: args.send_ivf,
             send_ogg: args.send_ogg,
             synthetic: args.synthetic,
-            duration: std::time::Duration::from_secs(args.duration),
+            // No --duration: until the meeting ends or a signal; a year
+            // stands in for forever.
+            duration: std::time::Duration::from_secs(args.duration.unwrap_or(365 * 86_400)),
             patience: std::time::Duration::from_secs(args.patience),
             bind: args.bind,
             record: None,
-            stop: None,
+            stop: Some(stop),
             outside_group: false,
             until: None,
         },
     )
-    .await?;
+    .await;
+    let _ = printer.await;
+    let report = match result {
+        Ok(r) => r,
+        Err(SessionError::Stopped) => {
+            eprintln!("stopped before being admitted: left the waiting room");
+            if args.stats {
+                let out = serde_json::json!({"admitted": false, "stopped": true});
+                println!("{out}");
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(why) = &report.ended_early {
         eprintln!("left early: {why}");
     }
     if args.stats {
-        let received: serde_json::Map<String, serde_json::Value> = report
-            .media
-            .received
-            .iter()
-            .map(|(mid, t)| {
-                let secs = match (t.first_frame_at, t.last_frame_at) {
-                    (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
-                    _ => 0.0,
-                };
-                (
-                    mid.clone(),
-                    serde_json::json!({
-                        "participant": t.participant.map(|p| p.0),
-                        "kind": t.kind,
-                        "frames": t.frames,
-                        "bytes": t.bytes,
-                        "incomplete_frames": t.incomplete_frames,
-                        "undecryptable_frames": t.undecryptable_frames,
-                        "latency_us": latency_summary(&t.latencies_us),
-                        "expected_frames": t.synthetic_seq.map(|(lo, hi)| hi - lo + 1),
-                        "kbit_per_s": if secs > 0.0 { t.bytes as f64 * 8.0 / secs / 1000.0 } else { 0.0 },
-                        "keyframe_sizes": t.keyframe_sizes,
-                    }),
-                )
-            })
-            .collect();
-        let unix_ms = |t: std::time::SystemTime| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
-        };
-        let e2ee = report.e2ee.as_ref().map(|e| {
-            serde_json::json!({
-                "epoch": e.epoch,
-                "chats_sent": e.sent_count,
-                "chat_deferred": e.chat_deferred,
-                "sent": e.sent.iter().map(|c| serde_json::json!({
-                    "text": c.text,
-                    "at_ms": unix_ms(c.at),
-                    "epoch": c.epoch,
-                    "roster": c.roster,
-                })).collect::<Vec<_>>(),
-                "received": e.chats.iter().map(|(from, text)| serde_json::json!({
-                    "from": from,
-                    "text": text,
-                })).collect::<Vec<_>>(),
-            })
-        });
-        let transport = [
-            ("udp", report.media.udp_packets_out),
-            ("tcp", report.media.tcp_packets_out),
-        ]
-        .into_iter()
-        .chain(report.media.relay_packets_by.iter().map(|(t, n)| (*t, *n)))
-        .filter(|(_, n)| *n > 0)
-        .max_by_key(|(_, n)| *n)
-        .map(|(t, _)| t);
-        let out = serde_json::json!({
-            "participant": report.admission.you.0,
-            "admitted_at_ms": unix_ms(report.admitted_at),
-            "ended_at_ms": unix_ms(report.ended_at),
-            "ended_early": report.ended_early,
-            "e2ee": e2ee,
-            "sent_frames": report.media.sent_frames,
-            "received": received,
-            "keyframe_requests": report.media.keyframe_requests,
-            // Which transport ICE used: UDP, the ICE-TCP fallback or a
-            // TURN relay ("turn/udp", "turn/tcp", "turn/tls": how the
-            // client reaches it). Checks on paths not taken count too, so
-            // `transport` names the one that carried the most.
-            "packets_out": {
-                "udp": report.media.udp_packets_out,
-                "tcp": report.media.tcp_packets_out,
-                "relay": report.media.relay_packets_out,
-            },
-            "relay_packets_out": report.media.relay_packets_by,
-            "transport": transport,
-            "active_speakers": report.active_speakers.iter().map(|p| p.0).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        let out = stats_json(&report);
+        if args.stats_interval.is_some() {
+            println!("{out}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        eprint!("{}", stats_summary(&report));
     }
     Ok(())
+}
+
+/// A received track's sender's name, as the server announced it.
+fn sender_name(
+    report: &conclave_client::session::SessionReport,
+    who: Option<conclave_proto::ParticipantId>,
+) -> Option<&str> {
+    who.and_then(|id| report.people.get(&id))
+        .map(|p| p.name.as_str())
+}
+
+/// `--stats`: what the session saw, as JSON.
+fn stats_json(report: &conclave_client::session::SessionReport) -> serde_json::Value {
+    let received: serde_json::Map<String, serde_json::Value> = report
+        .media
+        .received
+        .iter()
+        .map(|(mid, t)| {
+            let secs = match (t.first_frame_at, t.last_frame_at) {
+                (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+                _ => 0.0,
+            };
+            (
+                mid.clone(),
+                serde_json::json!({
+                    "participant": t.participant.map(|p| p.0),
+                    "name": sender_name(report, t.participant),
+                    "kind": t.kind,
+                    "packets": t.packets,
+                    "frames": t.frames,
+                    "bytes": t.bytes,
+                    "loss": t.loss,
+                    "jitter_ms": t.jitter_ms,
+                    "incomplete_frames": t.incomplete_frames,
+                    "undecryptable_frames": t.undecryptable_frames,
+                    "latency_us": latency_summary(&t.latencies_us),
+                    "expected_frames": t.synthetic_seq.map(|(lo, hi)| hi - lo + 1),
+                    "kbit_per_s": if secs > 0.0 { t.bytes as f64 * 8.0 / secs / 1000.0 } else { 0.0 },
+                    "keyframe_sizes": t.keyframe_sizes,
+                }),
+            )
+        })
+        .collect();
+    let unix_ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    let e2ee = report.e2ee.as_ref().map(|e| {
+        serde_json::json!({
+            "epoch": e.epoch,
+            "security_code": e.security_code,
+            // Participant ids, as the MLS group itself says.
+            "roster": e.roster,
+            // In the group, never announced by the server: a warning.
+            "not_announced": e.not_announced,
+            // Announced, not (yet) in the group.
+            "not_in_group": e.not_in_group,
+            "chats_sent": e.sent_count,
+            "chat_deferred": e.chat_deferred,
+            "sent": e.sent.iter().map(|c| serde_json::json!({
+                "text": c.text,
+                "at_ms": unix_ms(c.at),
+                "epoch": c.epoch,
+                "roster": c.roster,
+            })).collect::<Vec<_>>(),
+            "received": e.chats.iter().map(|(from, text)| serde_json::json!({
+                "from": from,
+                "text": text,
+            })).collect::<Vec<_>>(),
+        })
+    });
+    let transport = [
+        ("udp", report.media.udp_packets_out),
+        ("tcp", report.media.tcp_packets_out),
+    ]
+    .into_iter()
+    .chain(report.media.relay_packets_by.iter().map(|(t, n)| (*t, *n)))
+    .filter(|(_, n)| *n > 0)
+    .max_by_key(|(_, n)| *n)
+    .map(|(t, _)| t);
+    serde_json::json!({
+        "admitted": true,
+        "participant": report.admission.you.0,
+        "admitted_at_ms": unix_ms(report.admitted_at),
+        "ended_at_ms": unix_ms(report.ended_at),
+        "ended_early": report.ended_early,
+        "stopped": report.stopped,
+        // Someone else records the meeting (at this point).
+        "recording": report.recording,
+        "e2ee": e2ee,
+        "sent_frames": report.media.sent_frames,
+        "received": received,
+        "keyframe_requests": report.media.keyframe_requests,
+        // Which transport ICE used: UDP, the ICE-TCP fallback or a
+        // TURN relay ("turn/udp", "turn/tcp", "turn/tls": how the
+        // client reaches it). Checks on paths not taken count too, so
+        // `transport` names the one that carried the most.
+        "packets_out": {
+            "udp": report.media.udp_packets_out,
+            "tcp": report.media.tcp_packets_out,
+            "relay": report.media.relay_packets_out,
+        },
+        "relay_packets_out": report.media.relay_packets_by,
+        "transport": transport,
+        "active_speakers": report.active_speakers.iter().map(|p| p.0).collect::<Vec<_>>(),
+    })
+}
+
+/// `--stats`'s few lines for a person, on standard error.
+fn stats_summary(report: &conclave_client::session::SessionReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let secs = report
+        .ended_at
+        .duration_since(report.admitted_at)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let _ = writeln!(
+        out,
+        "participant {} for {secs:.1} s{}",
+        report.admission.you,
+        if report.recording {
+            ", recorded by someone"
+        } else {
+            ""
+        }
+    );
+    if let Some(e) = &report.e2ee {
+        let _ = writeln!(
+            out,
+            "security code (epoch {}, {} in the group): {}",
+            e.epoch,
+            e.roster.len(),
+            e.security_code
+        );
+        if !e.not_announced.is_empty() {
+            let _ = writeln!(
+                out,
+                "WARNING: in the group, never announced: {:?}",
+                e.not_announced
+            );
+        }
+    }
+    for t in report.media.received.values() {
+        let who = match (sender_name(report, t.participant), t.participant) {
+            (Some(name), _) => name.to_string(),
+            (None, Some(id)) => format!("participant {id}"),
+            (None, None) => "unknown".into(),
+        };
+        let kind = t
+            .kind
+            .map_or_else(|| "track".to_string(), |k| format!("{k:?}").to_lowercase());
+        let loss = t
+            .loss
+            .map_or_else(|| "-".into(), |l| format!("{:.1}%", l * 100.0));
+        let jitter = t
+            .jitter_ms
+            .map_or_else(|| "-".into(), |j| format!("{j:.1} ms"));
+        let _ = writeln!(
+            out,
+            "{who} {kind}: {} packets, {} frames, {} bytes, loss {loss}, jitter {jitter}, {} undecryptable",
+            t.packets, t.frames, t.bytes, t.undecryptable_frames
+        );
+    }
+    out
 }
 
 /// p50/p99/max of latency samples, for `--stats`.

@@ -441,21 +441,28 @@ impl Room {
             }
         };
         if let Err(e) = sink.try_send(text) {
-            // Too slow: drop it; it may resume with its token. Gone: its
-            // socket closed and the core hears of it next; nothing to warn
-            // about (a meeting that ends sends to many of these at once).
             let kind = self.last_sent.as_ref().map(|(m, _)| m.kind());
+            self.sinks.remove(&conn);
             match e {
-                TrySendError::Full(_) => tracing::warn!(
-                    meeting = %self.id, conn = conn.0, kind, "client queue full, disconnecting"
-                ),
+                // Too slow: drop it; it may resume with its token.
+                TrySendError::Full(_) => {
+                    tracing::warn!(
+                        meeting = %self.id, conn = conn.0, kind, "client queue full, disconnecting"
+                    );
+                    self.meeting
+                        .handle(Input::Disconnected { conn }, std::time::Instant::now());
+                }
+                // Gone: its socket closed, and the connection queued its
+                // `Disconnected` before letting go of the queue, behind
+                // whatever it sent last. Not ahead of it: a `leave` still
+                // queued would find the seat already dropped and kept for
+                // the resume window (two members leaving at once did that).
+                // Nothing to warn about (a meeting that ends sends to many
+                // of these at once).
                 TrySendError::Closed(_) => tracing::debug!(
                     meeting = %self.id, conn = conn.0, kind, "client gone"
                 ),
             }
-            self.sinks.remove(&conn);
-            self.meeting
-                .handle(Input::Disconnected { conn }, std::time::Instant::now());
         }
     }
 }

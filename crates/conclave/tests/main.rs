@@ -24,6 +24,7 @@ mod meeting_flow;
 mod meetings_api;
 mod metrics;
 mod moderation;
+mod native_cli;
 mod oidc_accounts;
 mod oidc_tokens;
 mod recording;

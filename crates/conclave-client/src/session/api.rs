@@ -2,11 +2,12 @@
 //! when to leave) and gets back (what happened), apart from the session's
 //! driving loop in `mod.rs`.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use conclave_proto::ParticipantId;
+use conclave_proto::{Participant, ParticipantId};
 
 use crate::invite::Invite;
 use crate::media::PeerStats;
@@ -36,7 +37,10 @@ pub struct JoinOptions {
     pub bind: IpAddr,
     /// Write every received track into this directory (`conclave record`).
     pub record: Option<PathBuf>,
-    /// Leave early, cleanly (files closed), when this is notified (Ctrl-C).
+    /// Leave early, cleanly (files closed, `leave` said), when this is
+    /// notified (Ctrl-C), in whatever state: connecting, waiting in the
+    /// waiting room (the session then ends with [`super::SessionError::Stopped`])
+    /// or admitted.
     pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
     /// Leave early, cleanly, once this holds: a caller that waits for
     /// something to happen (frames from someone, a layer switch) ends when
@@ -89,6 +93,9 @@ pub struct E2eeReport {
     /// Group members the server never announced (or announced fewer times than the group
     /// holds them), at the end: someone holding the meeting's keys whom nobody sees.
     pub not_announced: Vec<String>,
+    /// Participants the server announced who are not in the group (yet), at
+    /// the end: they cannot read what is sent.
+    pub not_in_group: Vec<String>,
     /// Chat messages decrypted: (sender id, text).
     pub chats: Vec<(String, String)>,
     /// Chat messages this member sent ([`MediaOptions::chat_every`]), the first
@@ -153,6 +160,38 @@ pub struct MediaOptions {
     /// A PEM file of CA certificates trusted besides the system's roots
     /// (an operator's own CA), for the server's HTTPS and `turns:` relays.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Where to tell what a person at the client must know as it happens
+    /// (the security code, a recording starting), and statistics every
+    /// [`MediaOptions::stats_every`].
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<SessionEvent>>,
+    /// How often to send [`SessionEvent::Stats`] to `events` while admitted.
+    pub stats_every: Option<Duration>,
+}
+
+/// What a session tells as it happens ([`MediaOptions::events`]).
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    /// The security code changed (the first one: on entering the group).
+    /// Every member of the epoch shows the same digits; the roster is the
+    /// group's own (participant ids), and the two lists are where it differs
+    /// from the participants the server announced.
+    SecurityCode {
+        epoch: u64,
+        code: String,
+        roster: Vec<String>,
+        /// In the group, never announced: someone holds the meeting's keys
+        /// whom nobody sees. Always worth a warning.
+        not_announced: Vec<String>,
+        /// Announced, not (yet) in the group: they cannot read the media.
+        not_in_group: Vec<String>,
+        /// The names the server gave the participant ids above.
+        names: BTreeMap<String, String>,
+    },
+    /// Someone else in the meeting records it (true), or no one does any
+    /// more (false). Sent on admission too when a recording is running.
+    Recording(bool),
+    /// Statistics so far, as the final [`SessionReport`] would say them.
+    Stats(Box<SessionReport>),
 }
 
 /// What happened, for `--stats` and for tests.
@@ -172,4 +211,11 @@ pub struct SessionReport {
     pub e2ee: Option<E2eeReport>,
     /// Why the session ended before its time, if it did.
     pub ended_early: Option<String>,
+    /// It ended because [`JoinOptions::stop`] was notified.
+    pub stopped: bool,
+    /// Everyone the server announced during the session, by id, with what
+    /// it last said about them (those who left included, for names).
+    pub people: BTreeMap<ParticipantId, Participant>,
+    /// Someone else is recording the meeting (at the end).
+    pub recording: bool,
 }

@@ -2,11 +2,12 @@
 //! run the media peer on a UDP socket (and over ICE-TCP when UDP does not get
 //! through: [`crate::tcp`]) until the time is up or the meeting ends.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use conclave_proto::{ClientMessage, MediaKind, ParticipantId, ServerMessage};
+use conclave_proto::{ClientMessage, MediaKind, Participant, ParticipantId, ServerMessage};
 use tokio::net::UdpSocket;
 
 use crate::e2ee::{Change, E2ee};
@@ -19,7 +20,8 @@ use crate::tcp::TcpFallback;
 
 mod api;
 pub use api::{
-    E2eeReport, JoinOptions, MediaOptions, Progress, SIMULCAST_RIDS, SentChat, SessionReport, Until,
+    E2eeReport, JoinOptions, MediaOptions, Progress, SIMULCAST_RIDS, SentChat, SessionEvent,
+    SessionReport, Until,
 };
 
 /// How soon a chat message MLS would not encrypt yet is tried again.
@@ -48,6 +50,10 @@ pub enum SessionError {
     E2ee(#[from] conclave_e2ee::E2eeError),
     #[error("TURN relay: {0}")]
     Relay(#[from] RelayError),
+    /// [`JoinOptions::stop`] came before admission: the client left the
+    /// waiting room (or never reached it) and the meeting never saw it join.
+    #[error("stopped before being admitted")]
+    Stopped,
 }
 
 fn read_ivf(path: &Path) -> Result<SourceMedia, SessionError> {
@@ -100,6 +106,9 @@ fn read_ogg(path: &Path) -> Result<SourceMedia, SessionError> {
         packets: packets.split_off(2),
     })
 }
+
+/// People kept in a report, at most (those who left included).
+const MAX_PEOPLE_KEPT: usize = 10_000;
 
 /// Chat messages (and epochs) kept in a report, at most.
 const MAX_CHATS_KEPT: usize = 1000;
@@ -178,7 +187,8 @@ pub async fn run_with(
     opts: JoinOptions,
 ) -> Result<SessionReport, SessionError> {
     let sources = read_sources(&opts, &extra)?;
-    let (mut sig, admission) = join(&opts, extra.ca_file.as_deref()).await?;
+    let stop = opts.stop.clone().unwrap_or_default();
+    let (mut sig, admission) = join(&opts, extra.ca_file.as_deref(), &stop).await?;
     let admitted_wall = SystemTime::now();
     let relay = RelayFallback::new(
         &admission.ice_servers,
@@ -190,7 +200,18 @@ pub async fn run_with(
     let views = ViewSizes::new(&extra.view_sizes, tokio::time::Instant::now());
     let e2ee = join_group(opts.outside_group, &admission, &mut peer, &mut sig).await?;
     let recording = start_recording(opts.record.as_deref(), &mut peer)?;
+    let people = admission
+        .participants
+        .iter()
+        .map(|p| (p.id, p.clone()))
+        .collect();
     let mut live = Live {
+        admission,
+        admitted_wall,
+        people,
+        others_recording: false,
+        last_code: String::new(),
+        events: extra.events.clone(),
         sig,
         socket,
         tcp: TcpFallback::new(!extra.no_udp),
@@ -203,18 +224,18 @@ pub async fn run_with(
         views,
         active_speakers: Vec::new(),
     };
+    live.note_recording();
     let end_at = tokio::time::Instant::now() + opts.duration;
-    let stop = opts.stop.clone().unwrap_or_default();
-    let ended_early = live
+    let (ended_early, stopped) = live
         .media_loop(
-            admission.you,
             extra.chat_every,
+            extra.stats_every,
             end_at,
             &stop,
             opts.until.as_ref(),
         )
         .await?;
-    live.report(admission, admitted_wall, ended_early).await
+    live.report(ended_early, stopped).await
 }
 
 /// Everything to send, read before connecting so a bad file fails the run
@@ -255,24 +276,37 @@ fn read_sources(
 }
 
 /// Connects and joins with the passcode given (else the invite's), waiting
-/// in the waiting room up to `patience` until admitted.
+/// in the waiting room up to `patience` until admitted, or until `stop`:
+/// then it says `leave` (the hosts see it go at once) and ends with
+/// [`SessionError::Stopped`].
 async fn join(
     opts: &JoinOptions,
     ca_file: Option<&std::path::Path>,
+    stop: &tokio::sync::Notify,
 ) -> Result<(Signaling, Admission), SessionError> {
-    let mut sig = Signaling::connect_with(&opts.invite, opts.token.as_deref(), ca_file).await?;
+    let connect = Signaling::connect_with(&opts.invite, opts.token.as_deref(), ca_file);
+    let mut sig = tokio::select! {
+        sig = connect => sig?,
+        () = stop.notified() => return Err(SessionError::Stopped),
+    };
     let passcode = opts
         .passcode
         .clone()
         .or_else(|| opts.invite.passcode.clone());
-    let admission = sig
-        .join(
+    let admitted = tokio::select! {
+        admitted = sig.join(
             &opts.name,
             passcode.as_deref(),
             opts.record.is_some(),
             opts.patience,
-        )
-        .await?;
+        ) => Some(admitted?),
+        () = stop.notified() => None,
+    };
+    let Some(admission) = admitted else {
+        tracing::info!("stopped while waiting: leaving");
+        sig.close().await;
+        return Err(SessionError::Stopped);
+    };
     tracing::info!(participant = %admission.you, "admitted");
     Ok((sig, admission))
 }
@@ -408,6 +442,15 @@ impl ViewSizes {
 
 /// An admitted session's moving parts, from the media loop to the report.
 struct Live {
+    admission: Admission,
+    admitted_wall: SystemTime,
+    /// Everyone announced so far (those who left kept, for their names).
+    people: BTreeMap<ParticipantId, Participant>,
+    /// Someone else records the meeting, as last told to `events`.
+    others_recording: bool,
+    /// The security code last told to `events`.
+    last_code: String,
+    events: Option<tokio::sync::mpsc::UnboundedSender<SessionEvent>>,
     sig: Signaling,
     socket: UdpSocket,
     tcp: TcpFallback,
@@ -424,29 +467,36 @@ struct Live {
 
 impl Live {
     /// Runs the media until `end_at`, a `stop`, `until` holds, or the
-    /// meeting lets this client go (then why, for the report).
+    /// meeting lets this client go (then why, for the report), and whether
+    /// `stop` ended it.
     async fn media_loop(
         &mut self,
-        you: ParticipantId,
         chat_every: Option<Duration>,
+        stats_every: Option<Duration>,
         end_at: tokio::time::Instant,
         stop: &tokio::sync::Notify,
         until: Option<&Until>,
-    ) -> Result<Option<String>, SessionError> {
+    ) -> Result<(Option<String>, bool), SessionError> {
+        let you = self.admission.you;
+        let never = end_at + Duration::from_secs(86_400);
         let mut chat_at = match chat_every {
             Some(every) => tokio::time::Instant::now() + every,
-            None => end_at + Duration::from_secs(86_400),
+            None => never,
+        };
+        let mut stats_at = match stats_every {
+            Some(every) => tokio::time::Instant::now() + every,
+            None => never,
         };
         let mut next = Instant::now();
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let wake = tokio::time::Instant::from_std(next);
             tokio::select! {
-                () = tokio::time::sleep_until(end_at) => return Ok(None),
-                () = stop.notified() => return Ok(None),
+                () = tokio::time::sleep_until(end_at) => return Ok((None, false)),
+                () = stop.notified() => return Ok((None, true)),
                 msg = self.sig.recv() => {
                     if let Some(why) = self.on_message(msg?)? {
-                        return Ok(Some(why));
+                        return Ok((Some(why), false));
                     }
                 }
                 recv = self.socket.recv_from(&mut buf) => {
@@ -465,10 +515,15 @@ impl Live {
                 () = tokio::time::sleep_until(chat_at) => {
                     chat_at = self.send_chat(you, chat_every).await?;
                 }
+                () = tokio::time::sleep_until(stats_at) => {
+                    stats_at = tokio::time::Instant::now() + stats_every.unwrap_or(Duration::from_secs(86_400));
+                    let now = self.snapshot(None, false);
+                    self.tell(SessionEvent::Stats(Box::new(now)));
+                }
             }
             self.after_wake().await?;
             if until.is_some_and(|u| u.holds(&self.progress(you))) {
-                return Ok(None);
+                return Ok((None, false));
             }
         }
     }
@@ -486,7 +541,25 @@ impl Live {
     /// session ends, if this message ends it.
     fn on_message(&mut self, msg: Option<ServerMessage>) -> Result<Option<String>, SessionError> {
         let msg = observe(msg, self.e2ee.as_mut(), &mut self.peer, &mut self.e2ee_seen);
+        self.note_code();
         match msg {
+            Some(
+                ServerMessage::ParticipantJoined { participant }
+                | ServerMessage::ParticipantUpdated { participant },
+            ) => {
+                if self.people.len() < MAX_PEOPLE_KEPT || self.people.contains_key(&participant.id)
+                {
+                    self.people.insert(participant.id, participant);
+                }
+                self.note_recording();
+            }
+            Some(ServerMessage::ParticipantLeft { participant, .. }) => {
+                // Kept for its name; records nothing any more.
+                if let Some(p) = self.people.get_mut(&participant) {
+                    p.recording = false;
+                }
+                self.note_recording();
+            }
             Some(ServerMessage::MediaAnswer { sdp }) => {
                 self.peer.accept_answer(&sdp, Instant::now())?;
                 if self.tcp_enabled {
@@ -574,18 +647,88 @@ impl Live {
         Ok(())
     }
 
+    fn tell(&self, event: SessionEvent) {
+        if let Some(events) = &self.events {
+            // A caller that stopped listening does not stop the session.
+            let _ = events.send(event);
+        }
+    }
+
+    /// Tells a new security code (and the group's roster against the
+    /// server's) once per change.
+    fn note_code(&mut self) {
+        let Some(e) = self.e2ee.as_ref().filter(|e| e.in_group()) else {
+            return;
+        };
+        let code = e.security_code();
+        if code == self.last_code {
+            return;
+        }
+        self.last_code.clone_from(&code);
+        let check = e.roster_check();
+        let event = SessionEvent::SecurityCode {
+            epoch: e.epoch(),
+            code,
+            roster: e.roster(),
+            not_announced: check.not_announced,
+            not_in_group: check.not_in_group,
+            names: self
+                .people
+                .iter()
+                .map(|(id, p)| (id.0.to_string(), p.name.clone()))
+                .collect(),
+        };
+        self.tell(event);
+    }
+
+    /// Tells a recording by someone else starting or stopping.
+    fn note_recording(&mut self) {
+        let you = self.admission.you;
+        let now = self.people.values().any(|p| p.id != you && p.recording);
+        if now != self.others_recording {
+            self.others_recording = now;
+            self.tell(SessionEvent::Recording(now));
+        }
+    }
+
+    /// What the report would say now (the recording's files aside).
+    fn snapshot(&self, ended_early: Option<String>, stopped: bool) -> SessionReport {
+        let e2ee = self.e2ee.as_ref().map(|e| {
+            let check = e.roster_check();
+            E2eeReport {
+                epoch: e.epoch(),
+                security_code: e.security_code(),
+                roster: e.roster(),
+                not_announced: check.not_announced,
+                not_in_group: check.not_in_group,
+                ..self.e2ee_seen.clone()
+            }
+        });
+        SessionReport {
+            admission: self.admission.clone(),
+            admitted_at: self.admitted_wall,
+            ended_at: SystemTime::now(),
+            media: self.peer.stats().clone(),
+            active_speakers: self.active_speakers.clone(),
+            recorded: Vec::new(),
+            e2ee,
+            ended_early,
+            stopped,
+            people: self.people.clone(),
+            recording: self.others_recording,
+        }
+    }
+
     /// Closes the connection and the recording, and says what happened.
     async fn report(
         mut self,
-        admission: Admission,
-        admitted_at: SystemTime,
         ended_early: Option<String>,
+        stopped: bool,
     ) -> Result<SessionReport, SessionError> {
-        let media = self.peer.stats().clone();
-        let ended_at = SystemTime::now();
+        let mut report = self.snapshot(ended_early, stopped);
         self.relay.close().await;
         self.sig.close().await;
-        let recorded = match self.recording {
+        report.recorded = match self.recording {
             Some(rec) => {
                 let dir = rec.dir().to_path_buf();
                 rec.finish()
@@ -593,23 +736,6 @@ impl Live {
             }
             None => Vec::new(),
         };
-        let e2ee_seen = self.e2ee_seen;
-        let e2ee = self.e2ee.map(|e| E2eeReport {
-            epoch: e.epoch(),
-            security_code: e.security_code(),
-            roster: e.roster(),
-            not_announced: e.roster_check().not_announced,
-            ..e2ee_seen
-        });
-        Ok(SessionReport {
-            admission,
-            admitted_at,
-            ended_at,
-            media,
-            active_speakers: self.active_speakers,
-            recorded,
-            e2ee,
-            ended_early,
-        })
+        Ok(report)
     }
 }

@@ -1,0 +1,508 @@
+//! The `conclave join` and `conclave record` commands as a person runs
+//! them: the real binary against a real server, stopped with a real SIGINT.
+//! They show the security code the other members show, leave at once on
+//! Ctrl-C whether waiting or admitted (the host's roster drops them, the
+//! exit code is 0, the statistics are printed), finish recordings that
+//! ffprobe gives a duration, and refuse a bad `--out` before they contact
+//! the meeting.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::common::{Meeting, TestServer};
+use crate::common::{Ws, native_options, sample};
+use conclave_client::ivf::IvfReader;
+use conclave_client::session::run;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_conclave");
+
+/// How soon the others must see a stopped client go.
+const LEFT_WITHIN: Duration = Duration::from_secs(2);
+
+/// The longest a step of these tests waits for something that should come.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A `conclave` command running, its output collected as it comes.
+struct Cli {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn collect(mut from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let into = Arc::clone(&text);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+impl Cli {
+    fn start(args: &[&str]) -> Cli {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("conclave starts");
+        let stdout = collect(child.stdout.take().expect("stdout"));
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        Cli {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Ctrl-C, as a terminal sends it.
+    fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the command to end (the output read to its end too).
+    async fn exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // The readers finish with the pipes.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {PATIENCE:?}; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until standard error holds a line that `pick` takes.
+    async fn stderr_line<T>(&self, pick: impl Fn(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(found) = self.stderr().lines().find_map(&pick) {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never printed what was waited for; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn invite(meeting: &Meeting) -> String {
+    meeting.view["invite_link"]
+        .as_str()
+        .expect("invite link")
+        .to_string()
+}
+
+/// Reads the host's socket until the waiting room lists `name`; its id.
+async fn waits(host: &mut Ws, name: &str) -> u64 {
+    loop {
+        let room = host.recv_until("waiting_room").await;
+        let found = room["waiting"]
+            .as_array()
+            .expect("waiting list")
+            .iter()
+            .find(|w| w["name"] == name)
+            .and_then(|w| w["id"].as_u64());
+        if let Some(id) = found {
+            return id;
+        }
+    }
+}
+
+/// Reads the host's socket until the waiting room no longer lists `id`.
+async fn no_longer_waits(host: &mut Ws, id: u64) {
+    loop {
+        let room = host.recv_until("waiting_room").await;
+        let waiting = room["waiting"].as_array().expect("waiting list");
+        if !waiting.iter().any(|w| w["id"] == id) {
+            return;
+        }
+    }
+}
+
+/// Admits `name` from the waiting room; its participant id.
+async fn admit(host: &mut Ws, name: &str) -> u64 {
+    let id = waits(host, name).await;
+    host.send(json!({"type": "admit", "participant": id})).await;
+    loop {
+        let joined = host.recv_until("participant_joined").await;
+        if joined["participant"]["id"] == id {
+            return id;
+        }
+    }
+}
+
+/// Reads the host's socket until `id` has left; why.
+async fn left(host: &mut Ws, id: u64) -> Value {
+    loop {
+        let gone = host.recv_until("participant_left").await;
+        if gone["participant"] == id {
+            return gone["reason"].clone();
+        }
+    }
+}
+
+/// "Security code (epoch N, M people ...): DIGITS" as (N, M, DIGITS).
+fn security_code_line(line: &str) -> Option<(u64, usize, String)> {
+    let rest = line.strip_prefix("Security code (epoch ")?;
+    let (epoch, rest) = rest.split_once(", ")?;
+    let (count, rest) = rest.split_once(' ')?;
+    let (_, code) = rest.split_once("): ")?;
+    Some((epoch.parse().ok()?, count.parse().ok()?, code.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_leaves_at_once_on_ctrl_c_while_waiting_and_while_admitted() {
+    let server = TestServer::start().await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": true}}))
+        .await;
+    let (mut host, _) = server.host_joins(&api, &meeting.id).await;
+    let link = invite(&meeting);
+
+    // Waiting: the host sees it go, and it says it never got in.
+    let mut waiter = Cli::start(&["join", &link, "--name", "Waiter", "--stats"]);
+    let id = waits(&mut host, "Waiter").await;
+    waiter.interrupt();
+    let asked = Instant::now();
+    no_longer_waits(&mut host, id).await;
+    assert!(asked.elapsed() < LEFT_WITHIN, "{:?}", asked.elapsed());
+    let status = waiter.exit().await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", waiter.stderr());
+    let stats: Value = serde_json::from_str(waiter.stdout().trim()).expect("stats JSON");
+    assert_eq!(stats["admitted"], false, "{stats}");
+    assert_eq!(stats["stopped"], true, "{stats}");
+
+    // Admitted, sending: once it shows a security code, Ctrl-C. The host
+    // sees it leave (not drop: no seat kept for a resume), at once.
+    let ivf = sample("video-320x240.ivf");
+    let ogg = sample("audio-440hz.ogg");
+    let mut member = Cli::start(&[
+        "join",
+        &link,
+        "--name",
+        "Member",
+        "--stats",
+        "--send-ivf",
+        ivf.to_str().expect("path"),
+        "--send-ogg",
+        ogg.to_str().expect("path"),
+    ]);
+    let id = admit(&mut host, "Member").await;
+    let (_, _, code) = member.stderr_line(security_code_line).await;
+    member.interrupt();
+    let asked = Instant::now();
+    assert_eq!(left(&mut host, id).await, "left");
+    assert!(asked.elapsed() < LEFT_WITHIN, "{:?}", asked.elapsed());
+    let status = member.exit().await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", member.stderr());
+    let stats: Value = serde_json::from_str(member.stdout().trim()).expect("stats JSON");
+    assert_eq!(stats["admitted"], true, "{stats}");
+    assert_eq!(stats["stopped"], true, "{stats}");
+    assert_eq!(stats["participant"], id, "{stats}");
+    assert_eq!(stats["e2ee"]["security_code"], code.as_str(), "{stats}");
+    assert_eq!(code.split(' ').count(), 12, "{code}");
+    assert!(
+        code.split(' ')
+            .all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit())),
+        "{code}"
+    );
+    // The group's roster is the group's own: this member alone (the test's
+    // host has no MLS member), and the server's host shows as not in it.
+    assert_eq!(stats["e2ee"]["roster"], json!([id.to_string()]), "{stats}");
+    assert!(
+        member.stderr().contains("participant"),
+        "a summary on stderr:\n{}",
+        member.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_native_clients_show_the_same_security_code() {
+    let server = TestServer::start().await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let link = invite(&meeting);
+    let mut ada = Cli::start(&["join", &link, "--name", "Ada", "--stats"]);
+    let mut bob = Cli::start(&["join", &link, "--name", "Bob", "--stats"]);
+    // The first epoch with both in the group, as each prints it.
+    let both = |line: &str| security_code_line(line).filter(|(_, n, _)| *n == 2);
+    let (epoch_a, _, code_a) = ada.stderr_line(both).await;
+    let (epoch_b, _, code_b) = bob.stderr_line(both).await;
+    assert_eq!(
+        epoch_a,
+        epoch_b,
+        "A:\n{}\nB:\n{}",
+        ada.stderr(),
+        bob.stderr()
+    );
+    assert_eq!(code_a, code_b);
+    // Every epoch both printed has the same code on both.
+    let codes = |cli: &Cli| -> Vec<(u64, String)> {
+        cli.stderr()
+            .lines()
+            .filter_map(security_code_line)
+            .map(|(e, _, c)| (e, c))
+            .collect()
+    };
+    for (epoch, code) in codes(&ada) {
+        if let Some((_, theirs)) = codes(&bob).into_iter().find(|(e, _)| *e == epoch) {
+            assert_eq!(code, theirs, "epoch {epoch}");
+        }
+    }
+    // Someone else's code is not this one: a different meeting.
+    let other = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let mut solo = Cli::start(&["join", &invite(&other), "--name", "Solo"]);
+    let (_, _, code_solo) = solo.stderr_line(security_code_line).await;
+    assert_ne!(code_solo, code_a);
+
+    for cli in [&mut ada, &mut bob, &mut solo] {
+        cli.interrupt();
+        assert_eq!(cli.exit().await.code(), Some(0), "{}", cli.stderr());
+    }
+    let stats: Value = serde_json::from_str(ada.stdout().trim()).expect("stats JSON");
+    let e2ee = &stats["e2ee"];
+    assert!(e2ee["not_announced"].as_array().is_some_and(Vec::is_empty));
+}
+
+/// ffprobe's duration of a media file, in seconds.
+fn ffprobe_duration(path: &Path) -> Option<f64> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "default=noprint_wrappers=1:nokey=1",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs (installed by .ci/run)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// The largest `.ivf` file in `dir`, and its size.
+fn largest_ivf(dir: &Path) -> Option<(PathBuf, u64)> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ivf"))
+        .filter_map(|p| Some((p.clone(), std::fs::metadata(&p).ok()?.len())))
+        .max_by_key(|(_, n)| *n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_stops_on_ctrl_c_waiting_or_recording_and_its_video_has_a_duration() {
+    let server = TestServer::start().await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": true}}))
+        .await;
+    let (mut host, _) = server.host_joins(&api, &meeting.id).await;
+    let link = invite(&meeting);
+    let dir = tempfile::tempdir().expect("dir");
+
+    // Ctrl-C in the waiting room: gone at once, and it never joins.
+    let out = dir.path().join("never");
+    let out_arg = out.to_str().expect("path");
+    let mut waiting = Cli::start(&["record", &link, "--out", out_arg]);
+    let id = waits(&mut host, "Recorder").await;
+    waiting.interrupt();
+    let asked = Instant::now();
+    no_longer_waits(&mut host, id).await;
+    assert!(asked.elapsed() < LEFT_WITHIN, "{:?}", asked.elapsed());
+    assert_eq!(waiting.exit().await.code(), Some(0), "{}", waiting.stderr());
+
+    // Ada sends the sample video; the recorder records it until Ctrl-C.
+    let stop_ada = Arc::new(tokio::sync::Notify::new());
+    let mut ada = native_options(&meeting, "Ada");
+    ada.stop = Some(Arc::clone(&stop_ada));
+    ada.duration = Duration::from_secs(120);
+    let ada = tokio::spawn(run(ada));
+    admit(&mut host, "Ada").await;
+    // A member watching (statistics every second) sees the recording start.
+    let mut watcher = Cli::start(&[
+        "join",
+        &link,
+        "--name",
+        "Watcher",
+        "--stats",
+        "--stats-interval",
+        "1",
+    ]);
+    let watcher_id = admit(&mut host, "Watcher").await;
+    let out = dir.path().join("rec");
+    let out_arg = out.to_str().expect("path");
+    let mut recorder = Cli::start(&["record", &link, "--out", out_arg]);
+    let id = admit(&mut host, "Recorder").await;
+    // A few seconds of video written (the file is buffered: 64 KiB is well
+    // past the first buffers).
+    let deadline = Instant::now() + PATIENCE;
+    while largest_ivf(&out).is_none_or(|(_, n)| n < 64 * 1024) {
+        assert!(Instant::now() < deadline, "{}", recorder.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watcher
+        .stderr_line(|l| (l == "Recording started").then_some(()))
+        .await;
+    // Its periodic statistics say so too, and name Ada's video with its
+    // packets, frames and RTCP figures.
+    let from_ada = |line: &str| -> Option<Value> {
+        let v: Value = serde_json::from_str(line).ok()?;
+        let video = v["received"]
+            .as_object()?
+            .values()
+            .find(|t| t["name"] == "Ada" && t["kind"] == "video")?
+            .clone();
+        (v["recording"] == true && video["packets"].as_u64()? > 0 && !video["jitter_ms"].is_null())
+            .then_some(video)
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let video = loop {
+        if let Some(v) = watcher.stdout().lines().find_map(from_ada) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{}", watcher.stdout());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(video["frames"].as_u64().is_some_and(|n| n > 0), "{video}");
+    // Frames that came before its keys count as undecryptable: a number.
+    assert!(video["undecryptable_frames"].is_u64(), "{video}");
+
+    recorder.interrupt();
+    let asked = Instant::now();
+    assert_eq!(left(&mut host, id).await, "left");
+    assert!(asked.elapsed() < LEFT_WITHIN, "{:?}", asked.elapsed());
+    assert_eq!(
+        recorder.exit().await.code(),
+        Some(0),
+        "{}",
+        recorder.stderr()
+    );
+    watcher
+        .stderr_line(|l| (l == "Recording stopped").then_some(()))
+        .await;
+    watcher.interrupt();
+    assert_eq!(left(&mut host, watcher_id).await, "left");
+    assert_eq!(watcher.exit().await.code(), Some(0), "{}", watcher.stderr());
+    // JSON lines, the final one last: no recording any more.
+    let last: Value =
+        serde_json::from_str(watcher.stdout().lines().last().expect("a line")).expect("JSON line");
+    assert_eq!(last["recording"], false, "{last}");
+    assert_eq!(last["stopped"], true, "{last}");
+    stop_ada.notify_one();
+    ada.await.expect("task").expect("Ada's session");
+
+    let (video, _) = largest_ivf(&out).expect("a video file");
+    assert!(
+        recorder.stdout().contains(video.to_str().expect("path")),
+        "the files are listed: {}",
+        recorder.stdout()
+    );
+    let mut frames = IvfReader::new(std::fs::File::open(&video).expect("file")).expect("IVF");
+    let mut last = 0;
+    let mut count = 0u64;
+    while let Some(f) = frames.next_frame().expect("frame") {
+        last = f.timestamp;
+        count += 1;
+    }
+    let span = last as f64 / f64::from(frames.header.timebase_den);
+    let duration = ffprobe_duration(&video).expect("ffprobe reports a duration");
+    // The timestamps' span plus one average frame.
+    let expected = span * count as f64 / (count - 1) as f64;
+    assert!(
+        (duration - expected).abs() < 0.01 && duration > 1.0,
+        "ffprobe says {duration} s; the frames span {span} s over {count} frames"
+    );
+}
+
+#[tokio::test]
+async fn record_refuses_a_bad_out_before_contacting_the_meeting() {
+    let server = TestServer::start().await;
+    let api = server.signed_in("alice").await;
+    let meeting = api.create_meeting(json!({})).await;
+    // The link points at a listener that counts connections: none may come.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let link = invite(&meeting).replace(&format!(":{}/", server.addr.port()), &format!(":{port}/"));
+    assert!(link.contains(&format!(":{port}/j/")), "{link}");
+
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("taken.ivf");
+    std::fs::write(&file, b"not a directory").expect("file");
+    let under_file = file.join("sub");
+    for (out, says) in [
+        (&file, "exists and is not a directory"),
+        (&under_file, "cannot create the directory"),
+    ] {
+        let shown = out.to_str().expect("path");
+        let done = Command::new(BIN)
+            .args(["record", &link, "--out", shown])
+            .output()
+            .expect("conclave runs");
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(shown) && stderr.contains(says), "{stderr}");
+        match listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the command contacted the server: {other:?}"),
+        }
+    }
+}
