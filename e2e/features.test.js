@@ -219,6 +219,11 @@ describe('hands, reactions and polls, end to end encrypted', () => {
     // The sender's own limit: four in five seconds; the fifth click is refused on the spot.
     for (let i = 0; i < 4; i += 1) await c.getByRole('button', { name: 'React with heart', exact: true }).click();
     await c.getByText('Too many reactions: wait a moment.').first().waitFor();
+    // The row stays open for more, and a press elsewhere puts it away.
+    await c.getByRole('group', { name: 'Reactions' }).waitFor();
+    await c.getByRole('heading', { name: 'Chat', exact: true }).click();
+    await c.getByRole('group', { name: 'Reactions' }).waitFor({ state: 'hidden' });
+    assert.equal(await controls(c).getByRole('button', { name: 'Reactions', exact: true }).getAttribute('aria-expanded'), 'false');
     // The receivers' limit holds against a sender who skips its own: Dan sends twelve at once.
     await forge(b.dan.page, Array.from({ length: 12 }, () => ({ type: 'reaction', emoji: '🎉' })));
     for (const [who, x] of others('dan')) {

@@ -40,6 +40,7 @@ export function mountFeatures(call, { toolbar, stage, participantsBody, grid }) 
       reactionTiles(grid, s);
     },
     destroy() {
+      reactions.destroy();
       group.remove();
       card.el.remove();
       hands.el.remove();

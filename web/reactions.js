@@ -31,7 +31,12 @@ export function createReactionsControl(call) {
     }
   });
   const el = h('div', { class: 'reaction-wrap' }, pop, toggleBtn);
-  return { el };
+  // A press anywhere else puts the row away; it stays open for several reactions in a row.
+  const outside = (ev) => {
+    if (!pop.hidden && !el.contains(ev.target)) setOpen(false);
+  };
+  document.addEventListener('pointerdown', outside);
+  return { el, destroy: () => document.removeEventListener('pointerdown', outside) };
 }
 
 /** Floats each showing reaction over its sender's tile. */
