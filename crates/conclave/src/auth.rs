@@ -128,13 +128,17 @@ impl Hasher {
     /// never meets the limit on checks in flight. Distinct guesses share
     /// nothing: each takes its own reservation and its own full check. An
     /// unknown meeting (no hash) goes through the same steps as a known one.
-    pub async fn verify_passcode<R, E>(
+    pub async fn verify_passcode<R, E, F>(
         &self,
         scope: &str,
         passcode: String,
         hash: Option<String>,
-        reserve: impl FnOnce() -> Result<R, E>,
-    ) -> PasscodeVerdict<R, E> {
+        reserve: impl FnOnce() -> F,
+    ) -> PasscodeVerdict<R, E>
+    where
+        // Async: in cluster mode the reservation is also taken in Redis.
+        F: std::future::Future<Output = Result<R, E>>,
+    {
         let accepted = Arc::clone(&self.accepted);
         let known =
             move |h: &Option<String>, p: &str| h.as_ref().is_some_and(|h| accepted.contains(h, p));
@@ -150,7 +154,7 @@ impl Hasher {
         let held = &mut reservation;
         let outcome = flight
             .get_or_try_init(move || async move {
-                *held = Some(reserve()?);
+                *held = Some(reserve().await?);
                 let Ok(_permit) = self.permits.acquire().await else {
                     return Ok(false);
                 };
@@ -400,7 +404,7 @@ mod tests {
     /// never refused.
     async fn right(h: &Hasher, passcode: &str, hash: Option<&str>) -> bool {
         let verdict = h
-            .verify_passcode("m", passcode.into(), hash.map(Into::into), || {
+            .verify_passcode("m", passcode.into(), hash.map(Into::into), || async {
                 Ok::<(), ()>(())
             })
             .await;
@@ -441,7 +445,9 @@ mod tests {
         let h = Hasher::new(2).unwrap();
         let hash = h.hash("4711".into()).await.unwrap();
         let verdict = h
-            .verify_passcode("m", "1234".into(), Some(hash), || Err::<(), _>("blocked"))
+            .verify_passcode("m", "1234".into(), Some(hash), || async {
+                Err::<(), _>("blocked")
+            })
             .await;
         assert!(matches!(verdict, PasscodeVerdict::Limited("blocked")));
         assert_eq!(h.checks_run(), 0);
@@ -460,11 +466,11 @@ mod tests {
         let reserve = |limit: usize| {
             let taken = Arc::clone(&taken);
             move || {
-                if taken.fetch_add(1, Ordering::SeqCst) < limit {
+                std::future::ready(if taken.fetch_add(1, Ordering::SeqCst) < limit {
                     Ok(())
                 } else {
                     Err(())
-                }
+                })
             }
         };
         let same = (0..200).map(|_| {

@@ -563,3 +563,44 @@ fn cluster_settings_are_checked() {
     let c = parsed.cluster.expect("cluster");
     assert_eq!((c.lease_ms, c.node_ttl_ms), (10_000, 6_000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_meeting_start_in_a_cluster_shares_one_check_and_meets_no_limit() {
+    let redis = Redis::start();
+    let cfg = config(&redis, "node-a", 2000, 2000);
+    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
+    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let alice = server.signed_in("alice").await;
+    let meeting = alice
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let (_host, _) = server.host_joins(&alice, &meeting.id).await;
+    // Forty people from forty addresses arrive at once with the right
+    // passcode: more than the meeting's 30 attempts, but they share one
+    // argon2 check and one reservation, in Redis as on the node.
+    let mut sockets = Vec::new();
+    for i in 0..40u8 {
+        let ws = server
+            .ws(&meeting.id, WsOpts::from(Ipv4Addr::new(127, 0, 3, 1 + i)))
+            .await;
+        sockets.push(ws);
+    }
+    let before = server.argon2_checks();
+    let answers = join_all(sockets.into_iter().enumerate().map(|(i, mut ws)| {
+        let passcode = meeting.passcode.clone();
+        async move {
+            ws.send(join(&format!("Guest {i}"), &passcode)).await;
+            let a = answer(&mut ws).await;
+            (ws, a)
+        }
+    }))
+    .await;
+    for (_, a) in &answers {
+        assert_eq!(a["type"], "joined", "{a}");
+    }
+    assert!(server.argon2_checks() - before <= 1);
+    // Nothing is left counted against the meeting.
+    let key = format!("GET conclave:limit:join_meeting:{}:r", meeting.id);
+    let in_flight = redis.cmd(&key);
+    assert!(in_flight == "0" || in_flight == "$-1", "{in_flight}");
+}

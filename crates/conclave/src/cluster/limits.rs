@@ -15,13 +15,16 @@
 //!
 //! The in-process guard ([`crate::guard`]) still applies on each node,
 //! including its cap on checks in flight per address; these limits come in
-//! front of it.
+//! front of it. A join takes both through [`JoinAttempt`], which on a single
+//! node is the guard's reservation alone.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_core::AttemptPolicy;
+
+use crate::guard::{JoinGuard, Notice, Reservation};
 use conclave_proto::MeetingId;
 use fred::prelude::LuaInterface;
 
@@ -276,5 +279,57 @@ impl Drop for SharedAttempt {
             let kinds = std::mem::take(&mut self.kinds);
             tokio::spawn(async move { settle_failed(&cluster, kinds).await });
         }
+    }
+}
+
+/// A join attempt reserved in every limit that applies: the node's own guard
+/// and, in cluster mode, Redis's. Taken only by a join whose passcode needs
+/// a check (`crate::auth::Hasher::verify_passcode` asks for it), so joins
+/// that share one check also share one count, in Redis too.
+pub struct JoinAttempt {
+    local: Reservation,
+    shared: Option<SharedAttempt>,
+}
+
+impl JoinAttempt {
+    /// Reserves in Redis first (when in a cluster), then in the guard; a
+    /// refusal by the guard gives the Redis reservation back.
+    pub async fn reserve(
+        guard: &Arc<JoinGuard>,
+        cluster: Option<&Arc<Cluster>>,
+        addr: IpAddr,
+        meeting: Option<MeetingId>,
+    ) -> Result<JoinAttempt, Refusal> {
+        let shared = match cluster {
+            Some(c) => Some(c.reserve_join(addr, meeting).await?),
+            None => None,
+        };
+        match guard.reserve_join(addr, meeting) {
+            Ok(local) => Ok(JoinAttempt { local, shared }),
+            Err(wait) => {
+                if let Some(s) = shared {
+                    s.give_back().await;
+                }
+                Err(Refusal::Wait(wait))
+            }
+        }
+    }
+
+    /// The passcode was right: the attempt leaves no trace in any limit.
+    pub async fn succeeded(self) {
+        self.local.succeeded();
+        if let Some(s) = self.shared {
+            s.give_back().await;
+        }
+    }
+
+    /// The passcode was wrong: counted everywhere. Returns the guard's
+    /// notice for the meeting's hosts, if it is time for one.
+    pub async fn failed(self) -> Option<Notice> {
+        let notice = self.local.failed();
+        if let Some(s) = self.shared {
+            s.failed().await;
+        }
+        notice
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use super::AppState;
 use super::session::{GUEST_COOKIE, client_ip, cookie, current_user};
 use crate::auth::PasscodeVerdict;
-use crate::cluster::limits::Refusal;
+use crate::cluster::limits::{JoinAttempt, Refusal};
 use crate::guard::{Notice, retry_secs};
 use crate::guest::{GUEST_COOKIE_SECS, Guest, network};
 use crate::join_policy::{self, Joiner, WhoMayJoin};
@@ -460,24 +460,19 @@ impl Connection {
     /// gets the same steps and the same answer), the attempt counted before
     /// argon2 runs. `None` when it is right.
     async fn check_passcode(&self, typed: String, hash: Option<String>) -> Option<ServerMessage> {
-        let too_many =
-            |wait| ServerMessage::error_retry(ErrorCode::TooManyAttempts, retry_secs(wait));
-        // In cluster mode counted in Redis first, so that guesses spread
-        // over the nodes are limited as one; the node's own guard still
-        // applies after.
-        let shared = match &self.state.cluster {
-            Some(c) => match c.reserve_join(self.ip, self.meeting).await {
-                Ok(a) => Some(a),
-                Err(Refusal::Wait(wait)) => return Some(too_many(wait)),
-                Err(Refusal::Unavailable(e)) => {
-                    tracing::warn!(error = %e, "join refused: Redis is unavailable");
-                    return Some(ServerMessage::error(ErrorCode::Unavailable));
-                }
-            },
-            None => None,
+        let refused = |r: Refusal| match r {
+            Refusal::Wait(wait) => {
+                ServerMessage::error_retry(ErrorCode::TooManyAttempts, retry_secs(wait))
+            }
+            Refusal::Unavailable(e) => {
+                tracing::warn!(error = %e, "join refused: Redis is unavailable");
+                ServerMessage::error(ErrorCode::Unavailable)
+            }
         };
-        let guard = &self.state.guard;
-        let reserve = || guard.reserve_join(self.ip, self.meeting);
+        // The node's guard and, in cluster mode, Redis's count first, so
+        // that guesses spread over the nodes are limited as one.
+        let (guard, cluster) = (&self.state.guard, self.state.cluster.as_ref());
+        let reserve = || JoinAttempt::reserve(guard, cluster, self.ip, self.meeting);
         let scope = self.meeting.map(|m| m.to_string()).unwrap_or_default();
         let verdict = self
             .state
@@ -487,35 +482,23 @@ impl Connection {
         let attempt = match verdict {
             PasscodeVerdict::Right(attempt) => {
                 if let Some(a) = attempt {
-                    a.succeeded();
-                }
-                if let Some(s) = shared {
-                    s.give_back().await;
+                    a.succeeded().await;
                 }
                 return None;
             }
-            PasscodeVerdict::Limited(wait) => {
-                if let Some(s) = shared {
-                    s.give_back().await;
-                }
-                return Some(too_many(wait));
-            }
+            PasscodeVerdict::Limited(r) => return Some(refused(r)),
             PasscodeVerdict::Wrong(Some(attempt)) => attempt,
             // Someone else's check of the same guess answered this one; it
             // counts all the same.
-            PasscodeVerdict::Wrong(None) => match reserve() {
+            PasscodeVerdict::Wrong(None) => match reserve().await {
                 Ok(attempt) => attempt,
-                Err(wait) => return Some(too_many(wait)),
+                Err(r) => return Some(refused(r)),
             },
         };
-        self.failed(attempt.failed(), "wrong passcode or unknown meeting")
+        self.failed(attempt.failed().await, "wrong passcode or unknown meeting")
             .await;
-        if let Some(s) = shared {
-            s.failed().await;
-        }
         Some(ServerMessage::error(ErrorCode::JoinRefused))
     }
-
     async fn join(
         &self,
         name: String,
