@@ -138,6 +138,13 @@ async fn accounts(store: &Store) {
             .has_password
     );
     assert_eq!(store.password_hash(9999).await.unwrap(), None);
+
+    // A provider's host_groups can take hosting away, and give it back.
+    assert!(admin.may_host);
+    store.set_may_host(admin.id, false).await.unwrap();
+    assert!(!store.user_by_id(admin.id).await.unwrap().unwrap().may_host);
+    store.set_may_host(admin.id, true).await.unwrap();
+    assert!(store.user_by_id(admin.id).await.unwrap().unwrap().may_host);
 }
 
 async fn sessions(store: &Store) {
@@ -251,6 +258,8 @@ async fn meetings(store: &Store) {
     m.passcode_hash = None;
     m.waiting_room = false;
     m.only_signed_in = true;
+    m.organisation_only = true;
+    m.invited_emails = vec!["vic@partner.example".into(), "ann@x.example".into()];
     m.max_participants = 7;
     m.permissions.screen_share = ScreenShare::Everyone;
     store.update_meeting(&m).await.unwrap();
