@@ -55,10 +55,18 @@ pub enum OrganisationConfigError {
     UnknownProvider(String),
     #[error("organisation.email_domains: {0:?} is not a domain name")]
     Domain(String),
+    #[error(
+        "organisation.default_who_may_join = \"organisation\" needs an [[oidc]] provider: \
+         without one nobody but a meeting's owner could join"
+    )]
+    NoProvider,
 }
 
 impl OrganisationConfig {
     pub fn validate(&self, providers: &[ProviderConfig]) -> Result<(), OrganisationConfigError> {
+        if self.default_who_may_join == WhoMayJoin::Organisation && providers.is_empty() {
+            return Err(OrganisationConfigError::NoProvider);
+        }
         for name in &self.providers {
             if !providers.iter().any(|p| &p.name == name) {
                 return Err(OrganisationConfigError::UnknownProvider(name.clone()));
@@ -204,6 +212,102 @@ mod tests {
             "a b@example.org",
         ] {
             assert_eq!(clean_invited_email(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_configuration_names_real_providers_and_domains() {
+        let providers = [provider("School", "https://idp.school.example")];
+        let org = |names: &[&str], domains: &[&str], default| OrganisationConfig {
+            providers: names.iter().map(|s| s.to_string()).collect(),
+            email_domains: domains.iter().map(|s| s.to_string()).collect(),
+            default_who_may_join: default,
+        };
+        assert!(
+            org(&["School"], &["school.example"], WhoMayJoin::Organisation)
+                .validate(&providers)
+                .is_ok()
+        );
+        assert!(matches!(
+            org(&["Nope"], &[], WhoMayJoin::Anyone).validate(&providers),
+            Err(OrganisationConfigError::UnknownProvider(_))
+        ));
+        for bad in ["", "school", "@school.example", "school.example/x"] {
+            assert!(
+                org(&[], &[bad], WhoMayJoin::Anyone)
+                    .validate(&providers)
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            org(&[], &[], WhoMayJoin::Organisation).validate(&[]),
+            Err(OrganisationConfigError::NoProvider)
+        ));
+        assert!(org(&[], &[], WhoMayJoin::SignedIn).validate(&[]).is_ok());
+    }
+
+    #[test]
+    fn each_policy_admits_whom_it_says() {
+        let providers = [
+            provider("School", "https://idp.school.example"),
+            provider("Other", "https://idp.other.example"),
+        ];
+        let org = OrganisationConfig {
+            providers: vec!["School".into()],
+            email_domains: vec!["school.example".into()],
+            default_who_may_join: WhoMayJoin::Anyone,
+        };
+        let member = id("https://idp.school.example", Some("Grace@School.Example"));
+        let other_issuer = id("https://idp.other.example", Some("ada@school.example"));
+        let other_domain = id("https://idp.school.example", Some("eve@elsewhere.example"));
+        let no_email = id("https://idp.school.example", None);
+        let invited = id("https://idp.other.example", Some("vic@partner.example"));
+        let list = vec!["vic@partner.example".to_string()];
+        let check = |policy, who: &Joiner<'_>| admit(policy, &list, &org, &providers, who);
+        use ErrorCode::{OrganisationOnly, SignInRequired};
+        use WhoMayJoin::{Anyone, Organisation, SignedIn};
+        let people: [(&str, Joiner<'_>, [Result<(), ErrorCode>; 3]); 7] = [
+            (
+                "guest",
+                Joiner::Guest,
+                [Ok(()), Err(SignInRequired), Err(OrganisationOnly)],
+            ),
+            (
+                "local",
+                Joiner::Account(None),
+                [Ok(()), Ok(()), Err(OrganisationOnly)],
+            ),
+            (
+                "member",
+                Joiner::Account(Some(&member)),
+                [Ok(()), Ok(()), Ok(())],
+            ),
+            (
+                "other issuer",
+                Joiner::Account(Some(&other_issuer)),
+                [Ok(()), Ok(()), Err(OrganisationOnly)],
+            ),
+            (
+                "other domain",
+                Joiner::Account(Some(&other_domain)),
+                [Ok(()), Ok(()), Err(OrganisationOnly)],
+            ),
+            (
+                "no email",
+                Joiner::Account(Some(&no_email)),
+                [Ok(()), Ok(()), Err(OrganisationOnly)],
+            ),
+            (
+                "invited",
+                Joiner::Account(Some(&invited)),
+                [Ok(()), Ok(()), Ok(())],
+            ),
+        ];
+        for (label, who, want) in &people {
+            for (policy, want) in [Anyone, SignedIn, Organisation].into_iter().zip(want) {
+                assert_eq!(check(policy, who), *want, "{label} under {policy:?}");
+            }
         }
     }
 
