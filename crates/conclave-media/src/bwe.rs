@@ -117,6 +117,7 @@ pub(crate) struct Bwe {
     threshold: f64,
     last_threshold_update: Option<Instant>,
     overusing_since: Option<Instant>,
+    overuse_count: u32,
     previous_trend: f64,
     usage: Usage,
     delay_estimate: f64,
@@ -151,6 +152,7 @@ impl Bwe {
             threshold: THRESHOLD_INITIAL,
             last_threshold_update: None,
             overusing_since: None,
+            overuse_count: 0,
             previous_trend: 0.0,
             usage: Usage::Normal,
             delay_estimate: initial,
@@ -305,6 +307,7 @@ impl Bwe {
             if fraction > 0.10 {
                 let from = self.loss_estimate.min(self.delay_estimate);
                 self.loss_estimate = (from * (1.0 - 0.5 * fraction)).max(MIN_BITRATE);
+                tracing::debug!(fraction, after = self.loss_estimate, "loss-based decrease");
             } else if fraction < 0.02 {
                 self.loss_estimate *= 1.05;
                 // Caught up: loss no longer limits (until it is high again).
@@ -343,7 +346,16 @@ impl Bwe {
             // Reordered into a group already closed: too late to use.
             return;
         }
-        if sent.saturating_duration_since(group.first_sent) <= BURST {
+        // Sent within a burst of the group's first; or arrived within a
+        // burst of its last and sooner than the send spacing would have it
+        // (a receiver that was not scheduled for a while takes in what
+        // waited at once: that is one group, not a queue draining).
+        let arrival_delta = secs_between(group.last_arrival, arrival);
+        let send_delta = secs_between(group.last_sent, sent);
+        let arrived_in_burst = arrival_delta >= 0.0
+            && arrival_delta < BURST.as_secs_f64()
+            && arrival_delta < send_delta;
+        if sent.saturating_duration_since(group.first_sent) <= BURST || arrived_in_burst {
             group.last_sent = group.last_sent.max(sent);
             group.last_arrival = group.last_arrival.max(arrival);
             return;
@@ -384,7 +396,9 @@ impl Bwe {
             .min(100.0);
         self.usage = if modified > self.threshold {
             let since = *self.overusing_since.get_or_insert(arrival);
+            self.overuse_count += 1;
             if arrival.saturating_duration_since(since) >= OVERUSE_TIME
+                && self.overuse_count > 1
                 && trend >= self.previous_trend
             {
                 Usage::Over
@@ -393,9 +407,11 @@ impl Bwe {
             }
         } else if modified < -self.threshold {
             self.overusing_since = None;
+            self.overuse_count = 0;
             Usage::Under
         } else {
             self.overusing_since = None;
+            self.overuse_count = 0;
             Usage::Normal
         };
         self.previous_trend = trend;
@@ -421,11 +437,21 @@ impl Bwe {
                     .last_decrease
                     .is_none_or(|t| now.saturating_duration_since(t) >= DECREASE_INTERVAL);
                 if due {
-                    let base = self.acked_rate().unwrap_or(self.delay_estimate);
+                    let acked = self.acked_rate();
+                    let base = acked.unwrap_or(self.delay_estimate);
+                    let before = self.delay_estimate;
                     self.delay_estimate = (BETA * base)
                         .min(self.delay_estimate)
                         .clamp(MIN_BITRATE, MAX_BITRATE);
                     self.last_decrease = Some(now);
+                    tracing::debug!(
+                        before,
+                        after = self.delay_estimate,
+                        ?acked,
+                        trend = self.previous_trend,
+                        threshold = self.threshold,
+                        "delay-based decrease"
+                    );
                 }
                 self.last_increase = Some(now);
             }

@@ -258,7 +258,12 @@ impl FastPath {
             .bwe
             .on_feedback(report(twcc, self.twcc_zero, from), now)
         {
-            Ok(()) => stats.fast_twcc_reports += 1,
+            Ok(()) => {
+                stats.fast_twcc_reports += 1;
+                if stats.fast_twcc_reports.is_multiple_of(50) {
+                    tracing::debug!(estimate = self.bwe.estimate(), "fast path estimate");
+                }
+            }
             Err(error) => {
                 stats.fast_twcc_refused += 1;
                 tracing::debug!(%error, "TWCC report refused");
