@@ -173,7 +173,11 @@ impl Server {
                         "cluster mode on SQLite: each node has its own accounts and meetings; set database_url to a PostgreSQL shared by the nodes"
                     );
                 }
-                Some(crate::cluster::Cluster::connect(c, shutdown.clone())?)
+                Some(crate::cluster::Cluster::connect(
+                    c,
+                    metrics.redis_errors.clone(),
+                    shutdown.clone(),
+                )?)
             }
             None => None,
         };

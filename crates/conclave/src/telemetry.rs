@@ -82,6 +82,8 @@ pub struct Metrics {
     pub join_seconds: Histogram,
     /// Store operations that failed during a join or in a meeting.
     pub store_errors: Counter,
+    /// Redis commands that failed or timed out (cluster mode).
+    pub redis_errors: Counter,
     pub media: MediaCounters,
 }
 
@@ -222,6 +224,10 @@ impl Metrics {
             store_errors: counter(
                 "conclave_store_errors_total",
                 "Store operations that failed in joins and meetings",
+            ),
+            redis_errors: counter(
+                "conclave_redis_errors_total",
+                "Redis commands that failed or timed out (cluster mode)",
             ),
             media,
             handle,

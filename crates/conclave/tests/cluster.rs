@@ -44,7 +44,8 @@ async fn eventually(secs: u64, why: &str, mut what: impl AsyncFnMut() -> bool) {
 
 /// A node's link to Redis, connected.
 async fn node(redis: &Redis, id: &str, lease_ms: u64, stop: &CancellationToken) -> Arc<Cluster> {
-    let c = Cluster::connect(&config(redis, id, lease_ms, 600), stop.clone()).expect("client");
+    let cfg = config(redis, id, lease_ms, 600);
+    let c = Cluster::connect(&cfg, metrics::Counter::noop(), stop.clone()).expect("client");
     let probe = Arc::clone(&c);
     eventually(10, "Redis available", async || probe.is_available()).await;
     c
@@ -392,6 +393,17 @@ async fn without_redis_new_joins_and_sign_ins_are_told_unavailable_and_all_recov
     let mut guest = server.ws(&meeting.id, WsOpts::default()).await;
     guest.send(join("Guest", &meeting.passcode)).await;
     let refusal = guest.expect_error("unavailable").await;
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("conclave_redis_errors_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(errors.is_some_and(|n| n >= 1.0), "{metrics}");
     assert!(
         refusal["message"]
             .as_str()
@@ -603,4 +615,43 @@ async fn a_meeting_start_in_a_cluster_shares_one_check_and_meets_no_limit() {
     let key = format!("GET conclave:limit:join_meeting:{}:r", meeting.id);
     let in_flight = redis.cmd(&key);
     assert!(in_flight == "0" || in_flight == "$-1", "{in_flight}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_that_lost_a_meetings_lease_stops_serving_it() {
+    let redis = Redis::start();
+    let cfg = config(&redis, "node-a", 1500, 1500);
+    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
+    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let alice = server.signed_in("alice").await;
+    let meeting = alice
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let (mut host, _) = server.host_joins(&alice, &meeting.id).await;
+    let key = format!("conclave:lease:{}", meeting.id);
+    let held = redis.cmd(&format!("GET {key}"));
+    let token: u64 = held
+        .strip_prefix("node-a ")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("node-a holds the lease: {held}"));
+    // The lease passes to node B behind A's back (as if A had stalled past
+    // its time-to-live): A hears it at its next renewal and ends the meeting.
+    let stop = CancellationToken::new();
+    let _drop_stop = stop.clone().drop_guard();
+    let b = node(&redis, "node-b", 1500, &stop).await;
+    assert_eq!(redis.cmd(&format!("DEL {key}")), ":1");
+    let Acquired::Granted(taken) = b.acquire(&meeting.id).await.expect("redis") else {
+        panic!("B gets the free lease");
+    };
+    assert!(taken.token() > token);
+    let ended = host.recv_until("ended").await;
+    assert_eq!(ended["reason"], "server_shutdown", "{ended}");
+    // A gave up nothing of B's, and refuses new joins it cannot own.
+    assert_eq!(
+        redis.cmd(&format!("GET {key}")),
+        format!("node-b {}", taken.token())
+    );
+    let mut late = server.ws(&meeting.id, WsOpts::default()).await;
+    late.send(join("Late", &meeting.passcode)).await;
+    late.expect_error("unavailable").await;
 }

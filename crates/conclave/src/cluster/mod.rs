@@ -54,6 +54,8 @@ pub struct Cluster {
     node_ttl: Duration,
     available: AtomicBool,
     draining: AtomicBool,
+    /// `conclave_redis_errors_total`.
+    errors: metrics::Counter,
 }
 
 impl Cluster {
@@ -61,6 +63,7 @@ impl Cluster {
     /// background, so a node starts even while Redis is down, not ready.
     pub fn connect(
         config: &ClusterConfig,
+        errors: metrics::Counter,
         shutdown: CancellationToken,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let mut redis = RedisConfig::from_url(&config.redis_url)?;
@@ -86,6 +89,7 @@ impl Cluster {
             node_ttl: Duration::from_millis(config.node_ttl_ms),
             available: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            errors,
         });
         tokio::spawn(Arc::clone(&cluster).probe(shutdown));
         Ok(cluster)
@@ -122,6 +126,7 @@ impl Cluster {
                 Ok(v)
             }
             Err(e) => {
+                self.errors.increment(1);
                 if self.available.swap(false, Ordering::AcqRel) {
                     tracing::warn!(error = %e, "Redis is unavailable: new joins are refused until it is back");
                 }
