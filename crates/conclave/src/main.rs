@@ -873,8 +873,8 @@ fn stats_summary(report: &conclave_client::session::SessionReport) -> String {
         .map_or(0.0, |d| d.as_secs_f64());
     let _ = writeln!(
         out,
-        "participant {} for {secs:.1} s{}",
-        report.admission.you,
+        "in the meeting as participant {} for {secs:.1} s{}",
+        report.admission.you.0,
         if report.recording {
             ", recorded by someone"
         } else {
@@ -900,7 +900,7 @@ fn stats_summary(report: &conclave_client::session::SessionReport) -> String {
     for t in report.media.received.values() {
         let who = match (sender_name(report, t.participant), t.participant) {
             (Some(name), _) => name.to_string(),
-            (None, Some(id)) => format!("participant {id}"),
+            (None, Some(id)) => format!("participant {}", id.0),
             (None, None) => "unknown".into(),
         };
         let kind = t
