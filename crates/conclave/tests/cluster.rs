@@ -655,3 +655,40 @@ async fn a_server_that_lost_a_meetings_lease_stops_serving_it() {
     late.send(join("Late", &meeting.passcode)).await;
     late.expect_error("unavailable").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_passwords_spread_over_three_nodes_get_five_checks_in_all() {
+    let redis = Redis::start();
+    let (nodes, _) = three_nodes(&redis).await;
+    let (mut refused, mut limited, mut checks) = (0, 0, 0);
+    // Waves of 30 wrong passwords for bob, 10 on each node at once, until
+    // five were checked; alone, each node would check five.
+    for wave in 0..10 {
+        if refused >= 5 {
+            break;
+        }
+        let before: u64 = nodes.iter().map(|n| n.argon2_checks()).sum();
+        let tries = (0..30).map(|i| {
+            let api = nodes[i % nodes.len()].api();
+            async move { api.sign_in("bob", &format!("wrong{wave}{i}")).await }
+        });
+        for (status, body) in join_all(tries).await {
+            match status {
+                StatusCode::UNAUTHORIZED => refused += 1,
+                StatusCode::TOO_MANY_REQUESTS => limited += 1,
+                other => panic!("{other}: {body}"),
+            }
+        }
+        checks += nodes.iter().map(|n| n.argon2_checks()).sum::<u64>() - before;
+    }
+    assert_eq!(
+        refused, 5,
+        "passwords checked over all nodes ({limited} limited)"
+    );
+    assert!(checks <= 5, "{checks} argon2 checks over all nodes");
+    // Blocked on every node, the right password included.
+    for n in &nodes {
+        let (status, body) = n.api().sign_in("bob", crate::common::PASSWORD).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    }
+}
