@@ -692,3 +692,65 @@ async fn wrong_passwords_spread_over_three_nodes_get_five_checks_in_all() {
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     }
 }
+
+/// Scripts Redis has run so far (`INFO commandstats`: every cluster
+/// operation of a join is one `EVAL`).
+fn evals(redis: &Redis) -> u64 {
+    let addr = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, redis.port));
+    let mut s = std::net::TcpStream::connect(addr).expect("redis");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    std::io::Write::write_all(&mut s, b"INFO commandstats\r\n").expect("write");
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    // A bulk string: read until the stats are complete (ends with a blank line).
+    while !text.ends_with("\r\n\r\n") {
+        let n = std::io::Read::read(&mut s, &mut buf).expect("read");
+        assert!(n > 0, "INFO ended early: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_eval:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_round_trips_per_join() {
+    let redis = Redis::start();
+    // Leases and records that need no renewal during the test, so that
+    // every script run is a join's.
+    let cfg = config(&redis, "node-a", 600_000, 600_000);
+    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
+    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let alice = server.signed_in("alice").await;
+    let meeting = alice
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let e0 = evals(&redis);
+    // The owner starts the meeting: its lease, and no passcode to count.
+    let (_host, _) = server.host_joins(&alice, &meeting.id).await;
+    let e1 = evals(&redis);
+    assert_eq!(e1 - e0, 1, "the owner's join: the lease");
+    // A guest with the passcode, checked for the first time: reserve and
+    // give back, for the address and for the meeting.
+    let from = |i| WsOpts::from(Ipv4Addr::new(127, 0, 4, i));
+    let mut g1 = server.ws(&meeting.id, from(1)).await;
+    g1.send(join("First", &meeting.passcode)).await;
+    assert_eq!(g1.recv().await["type"], "joined");
+    let e2 = evals(&redis);
+    assert_eq!(e2 - e1, 4, "a guest's first right passcode");
+    // The same passcode again: known, no check, nothing to count.
+    let mut g2 = server.ws(&meeting.id, from(2)).await;
+    g2.send(join("Second", &meeting.passcode)).await;
+    assert_eq!(g2.recv().await["type"], "joined");
+    let e3 = evals(&redis);
+    assert_eq!(e3 - e2, 0, "a passcode already accepted");
+    // A wrong passcode: reserve and fail, for the address and the meeting.
+    let mut g3 = server.ws(&meeting.id, from(3)).await;
+    g3.send(join("Wrong", "not-the-passcode")).await;
+    g3.expect_error("join_refused").await;
+    let e4 = evals(&redis);
+    assert_eq!(e4 - e3, 4, "a wrong passcode");
+}
