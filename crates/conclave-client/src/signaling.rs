@@ -137,6 +137,22 @@ impl Signaling {
         recorder: bool,
         patience: Duration,
     ) -> Result<Admission, SignalingError> {
+        self.join_noting(name, passcode, recorder, patience, &mut |_| {})
+            .await
+    }
+
+    /// [`Signaling::join`], telling `recorded` whether the meeting is being
+    /// recorded whenever the waiting room says it changed (a person waiting
+    /// must know before they are let in).
+    pub async fn join_noting(
+        &mut self,
+        name: &str,
+        passcode: Option<&str>,
+        recorder: bool,
+        patience: Duration,
+        recorded: &mut (dyn FnMut(bool) + Send),
+    ) -> Result<Admission, SignalingError> {
+        let mut recording = false;
         self.send(&ClientMessage::Join {
             name: name.to_string(),
             passcode: passcode.map(str::to_string),
@@ -148,8 +164,15 @@ impl Signaling {
                 .await
                 .map_err(|_| SignalingError::Timeout)??;
             match msg.ok_or(SignalingError::Closed)? {
-                ServerMessage::Waiting { you, .. } => {
+                ServerMessage::Waiting {
+                    you,
+                    recording: now,
+                } => {
                     tracing::info!(participant = %you, "waiting for a host to admit us");
+                    if now != recording {
+                        recording = now;
+                        recorded(now);
+                    }
                 }
                 ServerMessage::Joined {
                     you,

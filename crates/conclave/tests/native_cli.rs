@@ -401,6 +401,15 @@ async fn record_stops_on_ctrl_c_waiting_or_recording_and_its_video_has_a_duratio
     watcher
         .stderr_line(|l| (l == "Recording started").then_some(()))
         .await;
+    // Someone arriving now is told in the waiting room, before anyone lets
+    // them in; Ctrl-C there takes them off the list.
+    let mut late = Cli::start(&["join", &link, "--name", "Late"]);
+    let late_id = waits(&mut host, "Late").await;
+    late.stderr_line(|l| (l == "Recording started").then_some(()))
+        .await;
+    late.interrupt();
+    no_longer_waits(&mut host, late_id).await;
+    assert_eq!(late.exit().await.code(), Some(0), "{}", late.stderr());
     // Its periodic statistics say so too, and name Ada's video with its
     // packets, frames and RTCP figures.
     let from_ada = |line: &str| -> Option<Value> {

@@ -188,7 +188,7 @@ pub async fn run_with(
 ) -> Result<SessionReport, SessionError> {
     let sources = read_sources(&opts, &extra)?;
     let stop = opts.stop.clone().unwrap_or_default();
-    let (mut sig, admission) = join(&opts, extra.ca_file.as_deref(), &stop).await?;
+    let (mut sig, admission, recorded) = join(&opts, &extra, &stop).await?;
     let admitted_wall = SystemTime::now();
     let relay = RelayFallback::new(
         &admission.ice_servers,
@@ -209,7 +209,8 @@ pub async fn run_with(
         admission,
         admitted_wall,
         people,
-        others_recording: false,
+        // As the waiting room last said (and told `events`).
+        others_recording: recorded,
         last_code: String::new(),
         events: extra.events.clone(),
         sig,
@@ -279,12 +280,18 @@ fn read_sources(
 /// in the waiting room up to `patience` until admitted, or until `stop`:
 /// then it says `leave` (the hosts see it go at once) and ends with
 /// [`SessionError::Stopped`].
+/// Also says whether the waiting room last said the meeting is recorded
+/// (told to [`MediaOptions::events`] as it changed).
 async fn join(
     opts: &JoinOptions,
-    ca_file: Option<&std::path::Path>,
+    extra: &MediaOptions,
     stop: &tokio::sync::Notify,
-) -> Result<(Signaling, Admission), SessionError> {
-    let connect = Signaling::connect_with(&opts.invite, opts.token.as_deref(), ca_file);
+) -> Result<(Signaling, Admission, bool), SessionError> {
+    let connect = Signaling::connect_with(
+        &opts.invite,
+        opts.token.as_deref(),
+        extra.ca_file.as_deref(),
+    );
     let mut sig = tokio::select! {
         sig = connect => sig?,
         () = stop.notified() => return Err(SessionError::Stopped),
@@ -293,12 +300,20 @@ async fn join(
         .passcode
         .clone()
         .or_else(|| opts.invite.passcode.clone());
+    let mut recorded = false;
+    let mut note = |now: bool| {
+        recorded = now;
+        if let Some(events) = &extra.events {
+            let _ = events.send(SessionEvent::Recording(now));
+        }
+    };
     let admitted = tokio::select! {
-        admitted = sig.join(
+        admitted = sig.join_noting(
             &opts.name,
             passcode.as_deref(),
             opts.record.is_some(),
             opts.patience,
+            &mut note,
         ) => Some(admitted?),
         () = stop.notified() => None,
     };
@@ -308,7 +323,7 @@ async fn join(
         return Err(SessionError::Stopped);
     };
     tracing::info!(participant = %admission.you, "admitted");
-    Ok((sig, admission))
+    Ok((sig, admission, recorded))
 }
 
 /// Says what this client sends (the server forwards only media the meeting
