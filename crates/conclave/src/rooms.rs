@@ -94,6 +94,8 @@ impl Rooms {
         outbound_queue: usize,
         ice: IceServers,
         metrics: Arc<crate::telemetry::Metrics>,
+        // In cluster mode, each room runs under its meeting's lease.
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Arc<Rooms> {
         Arc::new(Rooms {
             map: Mutex::new(HashMap::new()),
@@ -105,17 +107,9 @@ impl Rooms {
             closing: AtomicBool::new(false),
             metrics,
             participants: AtomicI64::new(0),
-            cluster: None,
+            cluster,
             starting: tokio::sync::Mutex::new(()),
         })
-    }
-
-    /// Runs each room under its meeting's lease in the cluster.
-    pub fn with_cluster(mut self: Arc<Self>, cluster: Arc<crate::cluster::Cluster>) -> Arc<Self> {
-        if let Some(rooms) = Arc::get_mut(&mut self) {
-            rooms.cluster = Some(cluster);
-        }
-        self
     }
 
     /// Members seated in all running rooms.

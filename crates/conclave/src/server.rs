@@ -181,15 +181,15 @@ impl Server {
             }
             None => None,
         };
-        let mut rooms = Rooms::new(
+        let rooms = Rooms::new(
             store.clone(),
             media,
             config.limits.outbound_queue,
             IceServers::new(config.turn_servers.clone()),
             metrics.clone(),
+            cluster.clone(),
         );
         if let Some(cluster) = &cluster {
-            rooms = rooms.with_cluster(Arc::clone(cluster));
             let load = crate::cluster::registry::LoadSource {
                 media_address: std::net::SocketAddr::new(
                     config.public_ip.unwrap_or(config.media_listen.ip()),
