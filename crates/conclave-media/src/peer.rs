@@ -114,6 +114,12 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
+    /// The subscriber said it shows this video nowhere (a 0×0 view): it is
+    /// not forwarded until a size comes again.
+    pub(crate) fn hidden(&self) -> bool {
+        self.view.is_some_and(|(w, h)| w == 0 || h == 0)
+    }
+
     /// Where the publisher's `packet` (codec `params`) goes in this stream;
     /// `None` if it must be dropped ([`Rewriter::rewrite`]).
     pub(crate) fn rewrite(

@@ -35,6 +35,9 @@ pub struct PeerStats {
     /// Audio packets not forwarded to this peer because their publisher
     /// is not among the N loudest others it receives (last-N audio).
     pub audio_unselected: u64,
+    /// Video packets not forwarded to this peer because it shows that
+    /// video nowhere now (a 0×0 view size: an off-page tile).
+    pub video_unseen: u64,
     /// Audio packets this peer published at RFC 6464's silence level
     /// (127), forwarded to nobody.
     pub audio_silence_dropped: u64,

@@ -216,7 +216,8 @@ fn subscriber_gets_the_layer_its_view_calls_for_and_switches_at_key_frames() {
 
 #[test]
 fn a_falling_bandwidth_estimate_moves_the_subscriber_down() {
-    falling_estimate_moves_down(Net::new());
+    // str0m's estimate, without the fast path (on by default).
+    falling_estimate_moves_down(Net::with_config(|c| c.fast_path = false));
 }
 
 /// The same with the fast path (issue 16), where the estimate is the fast
@@ -553,4 +554,105 @@ fn a_muted_member_is_not_the_active_speaker() {
     net.router.set_forwarding(A, a, false);
     talk(&mut net, (a, c), &mut seq, 2_000, (-5, -35));
     assert_eq!(speaker_events(&net), vec![C]);
+}
+
+/// Paging (issue 18): a subscriber whose tile went off the page says 0×0,
+/// and gets nothing of that video while another subscriber still does; a
+/// size again brings it back at a key frame of the layer it calls for, on
+/// the same stream (continuous sequence numbers).
+#[test]
+fn a_hidden_view_is_not_forwarded_until_shown_again() {
+    for fast_path in [false, true] {
+        hidden_view_not_forwarded(Net::with_config(|c| c.fast_path = fast_path));
+    }
+}
+
+fn hidden_view_not_forwarded(mut net: Net) {
+    let (video, _) = net.join_simulcast(A, A_ADDR, &RIDS, false);
+    net.join(B, B_ADDR, &[]);
+    net.join(C, C_ADDR, &[]);
+    net.connect_all();
+    let mut publisher = Publisher::new(A, video);
+    let b_mid = forwarded_mid(&net, B, A, publisher.mid);
+    let c_mid = forwarded_mid(&net, C, A, publisher.mid);
+    net.router.set_view_size(B, A, publisher.mid, 320, 180);
+    net.router.set_view_size(C, A, publisher.mid, 320, 180);
+    publisher.run(&mut net, 1_000);
+    assert_eq!(net.router.forwarded_layer(B, b_mid), rid("q"));
+    let of = |net: &mut Net, id: PeerId, mid: Mid| -> Vec<Received> {
+        net.client(id)
+            .received()
+            .into_iter()
+            .filter(|r| r.mid == Some(mid))
+            .collect()
+    };
+    let b_before = of(&mut net, B, b_mid).len();
+    assert!(b_before > 10, "{b_before} packets before hiding");
+
+    // B's tile goes off the page.
+    net.router.set_view_size(B, A, publisher.mid, 0, 0);
+    let c_before = of(&mut net, C, c_mid).len();
+    publisher.run(&mut net, 1_500);
+    assert_eq!(
+        of(&mut net, B, b_mid).len(),
+        b_before,
+        "nothing while hidden"
+    );
+    assert!(
+        of(&mut net, C, c_mid).len() >= c_before + 40,
+        "C still receives"
+    );
+    assert_eq!(net.router.forwarded_layer(B, b_mid), None);
+    let unseen = net.router.peer_stats(B).unwrap().video_unseen;
+    assert!(unseen >= 40, "{unseen} packets counted as unseen");
+    assert_eq!(net.router.peer_stats(C).unwrap().video_unseen, 0);
+
+    // Back on the page, larger: h, from a key frame, one stream.
+    net.router.set_view_size(B, A, publisher.mid, 640, 360);
+    publisher.run(&mut net, 1_000);
+    assert_eq!(net.router.forwarded_layer(B, b_mid), rid("h"));
+    let got = of(&mut net, B, b_mid);
+    let after = &got[b_before..];
+    assert!(after.len() >= 20, "{} packets after showing", after.len());
+    assert!(is_keyframe(&after[0]), "resumes at a key frame");
+    assert_eq!(layer_of(&after[0]), 1);
+    for w in got.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "continuous sequence numbers");
+    }
+    assert_eq!(net.router.peer_stats(B).unwrap().video_unseen, unseen);
+}
+
+/// The same for a video without simulcast: hidden, it stops; shown again,
+/// it comes back and its publisher is asked for a key frame.
+#[test]
+fn a_hidden_view_pauses_a_video_without_simulcast() {
+    let (mut net, video, mid, vp8) = single_video();
+    let mut seq = 0u64;
+    let mut send = |net: &mut Net, frames: u64| {
+        for _ in 0..frames {
+            net.send_rtp(
+                A,
+                video,
+                vp8,
+                500 + seq,
+                seq as u32 * 3000,
+                true,
+                &[0x10, 0x31, 1, 2],
+            );
+            seq += 1;
+            net.run_for(Duration::from_millis(33));
+        }
+    };
+    send(&mut net, 10);
+    assert_eq!(net.client(B).received().len(), 10);
+    net.router.set_view_size(B, A, video, 0, 0);
+    send(&mut net, 10);
+    assert_eq!(net.client(B).received().len(), 10, "nothing while hidden");
+    assert_eq!(net.router.peer_stats(B).unwrap().video_unseen, 10);
+    let asked = net.router.peer_stats(A).unwrap().keyframe_requests_out;
+    net.router.set_view_size(B, A, video, 320, 180);
+    send(&mut net, 10);
+    assert_eq!(net.client(B).received().len(), 20);
+    assert_eq!(net.router.forwarded_layer(B, mid), Some(None));
+    assert!(net.router.peer_stats(A).unwrap().keyframe_requests_out > asked);
 }

@@ -17,7 +17,7 @@ use crate::event::Event;
 use crate::fastpath::Forwarded;
 use crate::keyframe::Verdict;
 use crate::lastn::{Level, SILENT_LEVEL};
-use crate::peer::{PeerId, PeerOutput, TrackId};
+use crate::peer::{Outgoing, PeerId, PeerOutput, TrackId};
 use crate::relay::MediaPacket;
 use crate::stats::PeerStats;
 use str0m::format::PayloadParams;
@@ -401,6 +401,12 @@ impl Router {
                 if !silent {
                     sub.stats.audio_unselected += 1;
                 }
+                sub.skip(sub_mid);
+                skipped = true;
+                continue;
+            }
+            if !audio && sub.outgoing.get(&sub_mid).is_some_and(Outgoing::hidden) {
+                sub.stats.video_unseen += 1;
                 sub.skip(sub_mid);
                 skipped = true;
                 continue;

@@ -160,8 +160,10 @@ impl Track {
 
 impl Router {
     /// `subscriber` shows the video `publisher` sends on `publisher_mid` at
-    /// `width`×`height` pixels (0×0: not shown). Picks its simulcast layer
-    /// again at once; a track without simulcast is not affected.
+    /// `width`×`height` pixels. Picks its simulcast layer again at once. A
+    /// 0×0 view (a tile off the page) stops forwarding that video to this
+    /// subscriber, simulcast or not; a size again resumes it at a key frame,
+    /// asked for now.
     pub fn set_view_size(
         &mut self,
         subscriber: PeerId,
@@ -178,12 +180,28 @@ impl Router {
             return;
         };
         let mut changed = false;
+        let mut shown_again = false;
         for out in peer.outgoing.values_mut().filter(|o| o.track == track) {
             changed |= out.view != Some((width, height));
+            shown_again |= out.hidden();
             out.view = Some((width, height));
+            if out.hidden() {
+                // Shown again, it starts over at a key frame of its layer.
+                out.current = None;
+                out.target = None;
+            }
         }
-        if changed && let Some(now) = self.now {
+        shown_again &= width > 0 && height > 0;
+        let Some(now) = self.now else {
+            return;
+        };
+        if changed {
             self.reselect_peer(subscriber, now);
+        }
+        // A simulcast track's key frame is asked for by the switch to its
+        // chosen layer; one without simulcast has only the one layer.
+        if shown_again && self.tracks.get(&track).is_some_and(|t| !t.is_simulcast()) {
+            self.request_keyframe(track, 0, now);
         }
     }
 
@@ -380,6 +398,7 @@ impl Router {
         let mut shared = 0u64;
         for out in peer.outgoing.values() {
             match self.tracks.get(&out.track) {
+                Some(_) if out.hidden() => {}
                 Some(t) if t.is_simulcast() => shared += 1,
                 Some(t) if t.kind == MediaKind::Audio => fixed += AUDIO_ALLOWANCE,
                 Some(t) => fixed += t.bitrate(),
@@ -398,7 +417,7 @@ impl Router {
             let Some(track) = self.tracks.get(&out.track) else {
                 continue;
             };
-            if !track.is_simulcast() {
+            if !track.is_simulcast() || out.hidden() {
                 continue;
             }
             let order = track.ordered();
