@@ -1,7 +1,7 @@
 // Raised hands, reactions and polls in a meeting of four browsers (a fifth
 // joins late and is told what is still true): all of it
-// travels as MLS application messages (web/appmsg.js), so the server relays
-// ciphertext it cannot read. A guest who forges a host's action from their
+// travels as MLS application messages (web/appmsg.js) on the server's `app`
+// relay, so the server relays ciphertext it cannot read, even with chat off. A guest who forges a host's action from their
 // own page is ignored by everyone else, hostile poll text and names show as
 // text, and no frame the server relayed (or any page sent) holds the
 // plaintext of a reaction or a poll. Each step relies on the ones before it.
@@ -116,15 +116,21 @@ describe('hands, reactions and polls, end to end encrypted', () => {
     }
   });
 
-  step('with chat off, a participant\'s hand cannot go up (it rides the chat relay), and says so', async () => {
+  step('with chat off, a participant\'s hand still goes up (it rides its own `app` relay), and chat stays refused', async () => {
     await b.host.page.getByRole('switch', { name: 'Allow chat', exact: true }).uncheck();
     await b.bob.page.getByText('The host has turned chat off.').first().waitFor();
-    const chatsSent = () => b.bob.page.evaluate(() => window.__sent.filter((m) => m.type === 'chat').length);
-    const before = await chatsSent();
+    const sentOf = (type) => b.bob.page.evaluate((t) => window.__sent.filter((m) => m.type === t).length, type);
+    const chatsBefore = await sentOf('chat');
+    const appsBefore = await sentOf('app');
     await controls(b.bob.page).getByRole('button', { name: 'Raise hand', exact: true }).click();
-    await b.bob.page.getByText('The host has turned chat off, and with it hands, reactions and polls.').first().waitFor();
-    assert.equal(await chatsSent(), before, 'nothing sent for the server to refuse');
-    assert.deepEqual(await handOrder(b.bob.page), []);
+    for (const [who, x] of all()) {
+      await eventually(() => handOrder(x.page), (o) => o.length === 1 && o[0].startsWith('Bob'), { what: `${who} sees Bob's hand with chat off` });
+    }
+    assert.equal(await sentOf('chat'), chatsBefore, 'the hand went as app, not chat');
+    assert.ok((await sentOf('app')) > appsBefore, 'the hand went as app');
+    assert.equal(await b.bob.page.getByText('The host has turned chat off, and with it hands, reactions and polls.').count(), 0);
+    await controls(b.bob.page).getByRole('button', { name: 'Lower hand', exact: true }).click();
+    for (const [who, x] of all()) await eventually(() => handOrder(x.page), (o) => o.length === 0, { what: `${who}: Bob's hand down` });
     // A message the server refuses (sent past the client's own check) must not
     // shift the echo of Bob's later messages onto the wrong text.
     await b.bob.page.evaluate(() => import('/assets/appmsg.js').then((m) => m.currentFeatures().call.e2ee.sendChat('refused line')));
@@ -178,7 +184,7 @@ describe('hands, reactions and polls, end to end encrypted', () => {
     /** Seals each text behind the application-message tag, as a hostile page could. */
     const raw = (page, texts) => page.evaluate(async (list) => {
       const { APP_PREFIX, currentFeatures } = await import('/assets/appmsg.js');
-      for (const t of list) currentFeatures().call.e2ee.sendChat(APP_PREFIX + t);
+      for (const t of list) currentFeatures().call.e2ee.sendChat(APP_PREFIX + t, 'app');
     }, texts);
     const j = (o) => JSON.stringify(o);
     // From the host, so that only the checks on content can drop them.
@@ -311,19 +317,19 @@ describe('hands, reactions and polls, end to end encrypted', () => {
   });
 
   step('the server relayed only ciphertext: no frame holds a reaction, poll or hand in the clear', async () => {
-    let chatFrames = 0;
+    let appFrames = 0;
     for (const [who, x] of all()) {
       const { received, sent } = await x.page.evaluate(() => ({ received: window.__received || [], sent: JSON.stringify(window.__sent || []) }));
       assert.ok(received.length > 0, `${who} recorded frames`);
-      chatFrames += received.filter((f) => f.includes('"type":"chat"')).length;
+      appFrames += received.filter((f) => f.includes('"type":"app"')).length;
       for (const [where, text] of [['received', received.join('\n')], ['sent', sent]]) {
         for (const needle of [MARK, 'conclave-app', '"reaction"', 'poll_answer', '"hand"', '👍', '\\ud83d\\udc4d', 'Red</b>']) {
           assert.ok(!text.toLowerCase().includes(needle.toLowerCase()), `${who}: ${where} frames hold ${JSON.stringify(needle)}`);
         }
       }
     }
-    // Everything above went through the server as `chat` frames: dozens of them.
-    assert.ok(chatFrames > 40, `chat frames relayed: ${chatFrames}`);
+    // Everything above went through the server as `app` frames: dozens of them.
+    assert.ok(appFrames > 40, `app frames relayed: ${appFrames}`);
     for (const [who, x] of all()) {
       assert.deepEqual(x.alerts, [], `${who}: no dialog`);
       assert.deepEqual(x.errors, [], `${who}: no page error`);

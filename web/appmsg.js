@@ -1,8 +1,10 @@
 // Raised hands, reactions and polls: small typed messages that members send
-// each other inside the MLS group, as application messages, exactly the way
-// chat travels (e2ee.js seals them, the server relays a `chat` payload it
-// cannot read, every member opens it). The server never learns that a hand
-// went up or what a poll asks; the members do all the checking:
+// each other inside the MLS group, as application messages, the way chat
+// travels (e2ee.js seals them, the server relays an `app` payload it cannot
+// read, every member opens it). `app` is its own relay so that turning chat
+// off leaves hands, reactions and polls working; only suspension stops them.
+// The server never learns that a hand went up or what a poll asks; the
+// members do all the checking:
 //
 // - the sender is the MLS sender, authenticated by the group (e2ee.js refuses
 //   a payload whose MLS sender is not the `from` the server relayed);
@@ -297,7 +299,7 @@ export class Features {
   /**
    * Seals `msg` for the group, unchecked: the UI's checks are for this
    * member's own sake, receivers check everything themselves. False when it
-   * cannot go (the server would refuse it: chat is off for this member).
+   * cannot go (the server would refuse it: activities are suspended).
    */
   send(msg) {
     const s = this.call.state;
@@ -305,13 +307,13 @@ export class Features {
       toast('Not connected right now. Try again in a moment.', 'error');
       return false;
     }
-    // These travel as the server's `chat`, which it refuses to participants
-    // while chat is off or activities are suspended (docs/protocol.md).
-    if (!isModerator(s) && (s.meeting?.suspended || !s.meeting?.permissions.chat)) {
-      toast(s.meeting?.suspended ? 'Participant activities are suspended.' : 'The host has turned chat off, and with it hands, reactions and polls.', 'error');
+    // These travel as the server's `app`, which it refuses to participants
+    // only while activities are suspended (docs/protocol.md).
+    if (!isModerator(s) && s.meeting?.suspended) {
+      toast('Participant activities are suspended.', 'error');
       return false;
     }
-    this.call.e2ee.sendChat(encode(msg)).then((r) => {
+    this.call.e2ee.sendChat(encode(msg), 'app').then((r) => {
       if (r === 'failed' || r === 'too_long') toast('That could not be sent. Try again in a moment.', 'error');
     });
     return true;

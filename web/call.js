@@ -148,11 +148,14 @@ export class Call {
       this.e2ee.onServer(msg);
       return;
     }
-    if (msg.type === 'chat') {
+    if (msg.type === 'chat' || msg.type === 'app') {
       // Chat is an MLS application message: shown once opened, as text.
+      // Hands, reactions and polls travel the same way on their own relay,
+      // `app` (appmsg.js); one that arrives as chat is still taken as such.
       this.e2ee.openChat(msg).then((line) => {
-        // Hands, reactions and polls travel the same way (appmsg.js).
-        if (line && !this.features.take(line.from, line.text)) this.dispatch({ type: 'local:chat', from: line.from, text: line.text });
+        if (!line) return;
+        if (this.features.take(line.from, line.text)) return;
+        if (msg.type === 'chat') this.dispatch({ type: 'local:chat', from: line.from, text: line.text });
       });
       return;
     }

@@ -29,6 +29,8 @@ export const ROSTER_GRACE_MS = 6000;
 
 /** Largest chat payload the server relays, in bytes of UTF-8 (base64 of the MLS ciphertext). */
 export const MAX_CHAT_BYTES = 16 * 1024;
+/** Largest `app` payload the server relays (hands, reactions, polls), base64 bytes. */
+export const MAX_APP_BYTES = 8 * 1024;
 /** Largest chat text, in bytes of UTF-8: its MLS ciphertext in base64 must fit MAX_CHAT_BYTES. */
 export const MAX_CHAT_TEXT_BYTES = 12 * 1024 - 512;
 
@@ -91,7 +93,7 @@ export class E2ee {
     this.commitTimer = null;
     this.mustCommit = false; // a proposal named us
     this.proposalPending = false; // a proposal waits for a commit: chat must wait
-    this.chatQueue = []; // texts to encrypt once the commit is in
+    this.chatQueue = []; // {text, type} to encrypt once the commit is in
     // Our messages on their way, {payload, text}, shown when the server echoes that
     // payload. Matched by payload, not by place: a message the server refused (chat
     // turned off meanwhile) would otherwise shift every later echo onto the wrong text.
@@ -270,9 +272,9 @@ export class E2ee {
       this.run(async () => {
         const sent = this.sentChat.shift();
         if (sent === undefined) return;
-        const { text } = sent;
-        if (!this.member || !this.inGroup || this.proposalPending) this.chatQueue.unshift(text);
-        else this.sealAndSend(text);
+        const { text, type } = sent;
+        if (!this.member || !this.inGroup || this.proposalPending) this.chatQueue.unshift({ text, type });
+        else this.sealAndSend(text, type);
       });
       return true;
     }
@@ -317,29 +319,35 @@ export class E2ee {
   }
 
   /** Encrypts and sends `text`; resolves to 'sent', 'queued', 'too_long' or 'failed'. */
-  sendChat(text) {
+  /**
+   * Seals `text` for the group and sends it as `type`: 'chat', or 'app' for
+   * hands, reactions and polls (appmsg.js), which the server relays even
+   * while chat is off. Both share one queue and one list of unanswered
+   * messages: the server answers them in the order sent.
+   */
+  sendChat(text, type = 'chat') {
     return this.run(async () => {
       if (!this.member || !this.inGroup || this.proposalPending) {
         if (this.chatQueue.length >= MAX_QUEUED_CHAT) return 'failed';
-        this.chatQueue.push(text);
+        this.chatQueue.push({ text, type });
         return 'queued';
       }
-      return this.sealAndSend(text);
+      return this.sealAndSend(text, type);
     });
   }
 
-  sealAndSend(text) {
+  sealAndSend(text, type = 'chat') {
     let payload;
     try {
       payload = toB64(this.member.encryptChat(text));
     } catch (err) {
       console.warn('chat could not be encrypted:', err);
-      this.chatQueue.push(text);
+      this.chatQueue.push({ text, type });
       return 'queued';
     }
-    if (payload.length > MAX_CHAT_BYTES) return 'too_long';
-    if (!this.session.send({ type: 'chat', payload })) return 'failed';
-    this.sentChat.push({ payload, text });
+    if (payload.length > (type === 'app' ? MAX_APP_BYTES : MAX_CHAT_BYTES)) return 'too_long';
+    if (!this.session.send({ type, payload })) return 'failed';
+    this.sentChat.push({ payload, text, type });
     return 'sent';
   }
 
@@ -373,8 +381,8 @@ export class E2ee {
     this.checkRoster();
     const waiting = this.chatQueue;
     this.chatQueue = [];
-    for (const text of waiting) {
-      if (this.sealAndSend(text) !== 'sent') break;
+    for (const { text, type } of waiting) {
+      if (this.sealAndSend(text, type) !== 'sent') break;
     }
   }
 

@@ -20,6 +20,14 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// Largest chat payload, in bytes. The payload is opaque to the server
 /// (ciphertext once E2EE is on), so only its size is checked.
 pub const MAX_CHAT_BYTES: usize = 16 * 1024;
+/// Largest `app` payload (hands, reactions, polls), in bytes of base64. Their
+/// plaintexts are a few hundred bytes; a bound well under chat's keeps a
+/// member from using the channel that chat-off leaves open as a chat.
+pub const MAX_APP_BYTES: usize = 8 * 1024;
+/// `app` messages one member may have relayed in a burst, and per second after it.
+/// A member re-announces at most three (hand, poll, results) after each commit.
+pub const APP_BURST: u32 = 20;
+pub const APP_PER_SEC: u32 = 5;
 
 /// A member's number within one meeting. Not secret: it only names a seat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -294,6 +302,12 @@ pub enum ClientMessage {
     Chat {
         payload: String,
     },
+    /// An MLS application message that is not chat (hands, reactions,
+    /// polls), relayed like chat but allowed while chat is off: only
+    /// suspension stops it.
+    App {
+        payload: String,
+    },
     /// The client's SDP offer for what it sends (and receives), with the kind of
     /// each track it sends so the server can tell camera from screen share.
     MediaOffer {
@@ -421,6 +435,10 @@ pub enum ServerMessage {
         from: ParticipantId,
         payload: String,
     },
+    App {
+        from: ParticipantId,
+        payload: String,
+    },
     /// The server's answer to a client `media_offer`.
     MediaAnswer {
         sdp: String,
@@ -528,6 +546,7 @@ impl ServerMessage {
             ServerMessage::WaitingRoom { .. } => "waiting_room",
             ServerMessage::MeetingUpdated { .. } => "meeting_updated",
             ServerMessage::Chat { .. } => "chat",
+            ServerMessage::App { .. } => "app",
             ServerMessage::SecurityNotice { .. } => "security_notice",
             ServerMessage::MediaAnswer { .. } => "media_answer",
             ServerMessage::MediaOffer { .. } => "media_offer",
@@ -569,6 +588,7 @@ const CLIENT_TYPES: &[&str] = &[
     "resume_activities",
     "end_meeting",
     "chat",
+    "app",
     "media_offer",
     "media_answer",
     "view_size",

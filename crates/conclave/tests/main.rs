@@ -8,6 +8,7 @@ mod common;
 mod accounts;
 mod acme;
 mod admin_accounts;
+mod app_relay;
 mod bad_input;
 mod banned_guests;
 mod cluster;

@@ -121,6 +121,7 @@ impl Meeting {
             mls_sent: 0,
             mls_recent: VecDeque::new(),
             forwarding: (false, false, false),
+            app_bucket: None,
         };
         let view = member.view(id);
         self.members.insert(id, member);

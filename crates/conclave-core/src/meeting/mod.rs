@@ -23,6 +23,7 @@
 //!   membership, each seat's log of MLS messages for a resume, and chat.
 //! - `broadcast`: who is told what; every message to members goes out there.
 
+mod appmsg;
 mod broadcast;
 mod delivery;
 mod join;
@@ -191,6 +192,8 @@ struct Member {
     mls_recent: VecDeque<(u64, Instant, ServerMessage)>,
     /// What the router was last told it may forward (audio, video, screen).
     forwarding: (bool, bool, bool),
+    /// Bounds this seat's `app` messages; made at the first one.
+    app_bucket: Option<crate::rate::TokenBucket>,
 }
 
 #[derive(Debug)]
@@ -327,7 +330,7 @@ impl Meeting {
                 self.resume(conn, token, next_token, mls_received, now);
             }
             Input::Message { conn, msg } => {
-                if let Err(code) = self.message(conn, msg) {
+                if let Err(code) = self.message(conn, msg, now) {
                     self.send(conn, ServerMessage::error(code));
                 }
             }
@@ -354,7 +357,7 @@ impl Meeting {
 
     /// A client message from a seated or waiting connection, routed by family.
     /// A connection without a member's seat has its own short list.
-    fn message(&mut self, conn: ConnId, msg: ClientMessage) -> Result<(), Refusal> {
+    fn message(&mut self, conn: ConnId, msg: ClientMessage, now: Instant) -> Result<(), Refusal> {
         use ClientMessage as M;
         let Some(Seat::Member(me)) = self.seats.get(&conn).copied() else {
             return self.waiting_message(conn, msg);
@@ -389,6 +392,7 @@ impl Meeting {
                 self.mls_message(me, msg)
             }
             M::Chat { payload } => self.chat(me, payload),
+            M::App { payload } => self.app(me, payload, now),
         }
     }
 }
