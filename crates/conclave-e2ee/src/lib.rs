@@ -13,6 +13,9 @@
 //! - `rfc9605` — single SFrame operations with explicit KID and CTR, for conformance tests
 //!   (RFC 9605 Appendix C) and tools.
 //! - `code` — the security code: 60 decimal digits from the MLS epoch authenticator.
+//! - `openpubkey` — names a modified server cannot fake: an ID token whose nonce commits to
+//!   the member's signature key, carried in its leaf; with feature `id-token`, its check and
+//!   `names`' badges for the roster.
 //!
 //! Ciphersuites: MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519 and SFrame
 //! AES_128_GCM_SHA256_128. Identity in every MLS credential is a BasicCredential whose bytes
@@ -26,6 +29,9 @@ mod error;
 mod frame;
 mod member;
 mod mls;
+#[cfg(feature = "id-token")]
+mod names;
+pub mod openpubkey;
 pub mod rfc9605;
 mod rules;
 
@@ -35,5 +41,8 @@ pub use frame::{
     EpochKeys, FrameCrypto, FrameKind, MAX_SEND_LAG_EPOCHS, PREVIOUS_EPOCH_GRACE_MS,
     SEND_SWITCH_DELAY_MS, SendSwitch,
 };
-pub use member::{Chat, CommitOut, Member, Received, RosterCheck};
+pub use member::{Chat, CommitOut, Leaf, Member, Received, RosterCheck};
+#[cfg(feature = "id-token")]
+pub use names::{AnnouncedName, Badge, NameCheck, NameWarning, check_names};
+pub use openpubkey::{BindingError, IdentityBinding};
 pub use rules::RulesError;

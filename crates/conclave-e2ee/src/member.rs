@@ -16,6 +16,7 @@ use crate::{
     E2eeError, code,
     frame::{EpochKeys, base_key_len, kid_for},
     mls::{self, MemberConfig},
+    openpubkey::{BINDING_EXTENSION, BindingError, IdentityBinding},
     rules::{Announced, MemberRules},
 };
 
@@ -72,6 +73,18 @@ pub struct Member {
     group: Option<Group<MemberConfig>>,
     removed: bool,
     announced: Announced,
+    /// Our leaf's extensions: the identity binding, when this member signed in with one.
+    leaf_extensions: ExtensionList,
+}
+
+/// One leaf's identity as the group holds it, for checking names ([`Member::leaves`]).
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    pub participant_id: String,
+    /// The leaf's Ed25519 signature public key.
+    pub signature_key: Vec<u8>,
+    /// The binding in the leaf: none, one that decodes, or one that does not.
+    pub binding: Option<Result<IdentityBinding, BindingError>>,
 }
 
 impl std::fmt::Debug for Member {
@@ -91,13 +104,41 @@ fn decode(bytes: &[u8]) -> Result<MlsMessage, E2eeError> {
 impl Member {
     /// A member with a fresh signing key whose credential is `participant_id`.
     pub fn new(participant_id: &str) -> Result<Member, E2eeError> {
+        let (secret, public) = Member::new_signing_key()?;
+        Member::with_signing_key(participant_id, &secret, &public, None)
+    }
+
+    /// A fresh Ed25519 signature key pair (secret, public), made before sign-in so that the
+    /// ID token's nonce can commit to the public key ([`crate::openpubkey::nonce`]).
+    pub fn new_signing_key() -> Result<(Vec<u8>, Vec<u8>), E2eeError> {
+        let (secret, identity) = mls::new_identity("0")?;
+        Ok((
+            secret.as_bytes().to_vec(),
+            identity.signature_key.as_bytes().to_vec(),
+        ))
+    }
+
+    /// A member whose credential is `participant_id`, signing with the key pair from
+    /// [`Member::new_signing_key`], and whose leaf carries `binding` (the ID token that vouches
+    /// for that key) when there is one.
+    pub fn with_signing_key(
+        participant_id: &str,
+        secret: &[u8],
+        public: &[u8],
+        binding: Option<IdentityBinding>,
+    ) -> Result<Member, E2eeError> {
         mls::check_participant_id(participant_id)?;
-        let (secret, identity) = mls::new_identity(participant_id)?;
+        if public.len() != 32 {
+            return Err(E2eeError::InvalidArgument("signature key is not Ed25519"));
+        }
+        let identity = mls::identity_with_key(participant_id, public);
+        let secret = mls_rs::crypto::SignatureSecretKey::new(secret.to_vec());
         let announced = Announced::default();
         let client = Client::builder()
             .identity_provider(BasicIdentityProvider::new())
             .crypto_provider(RustCryptoProvider::default())
             .mls_rules(MemberRules::new(announced.clone()))
+            .extension_type(mls_rs::extension::ExtensionType::new(BINDING_EXTENSION))
             .signing_identity(identity, secret, mls::CIPHER_SUITE)
             .build();
         Ok(Member {
@@ -106,6 +147,7 @@ impl Member {
             group: None,
             removed: false,
             announced,
+            leaf_extensions: binding.map(|b| b.leaf_extensions()).unwrap_or_default(),
         })
     }
 
@@ -126,7 +168,7 @@ impl Member {
     pub fn key_package(&self) -> Result<Vec<u8>, E2eeError> {
         let message = self.client.generate_key_package_message(
             ExtensionList::default(),
-            ExtensionList::default(),
+            self.leaf_extensions.clone(),
             None,
         )?;
         Ok(message.to_bytes()?)
@@ -167,7 +209,7 @@ impl Member {
         let group = self.client.create_group_with_id(
             group_id.to_vec(),
             extensions,
-            ExtensionList::default(),
+            self.leaf_extensions.clone(),
             None,
         )?;
         let info = group.group_info_message(true)?.to_bytes()?;
@@ -472,6 +514,23 @@ impl Member {
             not_in_group,
             not_announced,
         }
+    }
+
+    /// Every leaf's participant id, signature key and identity binding, by leaf index: what a
+    /// client checks names against. Empty while this member holds no group.
+    pub fn leaves(&self) -> Vec<Leaf> {
+        let Ok(group) = self.group() else {
+            return Vec::new();
+        };
+        group
+            .roster()
+            .members_iter()
+            .map(|m| Leaf {
+                participant_id: mls::identity_name(&m.signing_identity),
+                signature_key: m.signing_identity.signature_key.as_bytes().to_vec(),
+                binding: IdentityBinding::of_leaf(&m.extensions),
+            })
+            .collect()
     }
 
     /// Own leaf index (0 before the group exists).

@@ -69,6 +69,12 @@ pub(crate) fn new_identity(name: &str) -> Result<(SignatureSecretKey, SigningIde
     Ok((secret, SigningIdentity::new(credential, public)))
 }
 
+/// The identity that carries `name` as a BasicCredential, with a key made earlier.
+pub(crate) fn identity_with_key(name: &str, public: &[u8]) -> SigningIdentity {
+    let credential = BasicCredential::new(name.as_bytes().to_vec()).into_credential();
+    SigningIdentity::new(credential, SignaturePublicKey::new(public.to_vec()))
+}
+
 /// The participant id a signing identity carries (lossy for non-UTF-8 credentials, which no
 /// Conclave participant has; they then match no id).
 pub(crate) fn identity_name(identity: &SigningIdentity) -> String {
