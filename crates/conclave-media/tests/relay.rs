@@ -265,3 +265,114 @@ fn a_packet_lost_on_the_way_to_a_remote_subscriber_is_resent_by_its_own_shard() 
     got.sort_by_key(|r| r.seq);
     assert!(got.iter().zip(&sent).all(|(r, s)| r.payload == s.2));
 }
+
+const RIDS: [&str; 3] = ["q", "h", "f"];
+const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
+
+/// A browser-like simulcast publisher on shard `a`: a key frame on a layer
+/// when it starts and when asked, one one-packet frame per layer every 33
+/// ms; each packet's last byte names its layer.
+struct Simulcaster {
+    mid: Mid,
+    seq: [u64; 3],
+    frame: u32,
+    key_pending: [bool; 3],
+    seen: usize,
+}
+
+impl Simulcaster {
+    fn frame(&mut self, a: &mut Net) {
+        let client = a.client(P);
+        for (_, e) in &client.events[self.seen..] {
+            if let str0m::Event::KeyframeRequest(r) = e {
+                let rid = r.rid.map(|r| r.to_string());
+                if let Some(i) = RIDS.iter().position(|x| Some(x.to_string()) == rid) {
+                    self.key_pending[i] = true;
+                }
+            }
+        }
+        self.seen = client.events.len();
+        let pt = client.pt_of(Codec::Vp8);
+        for i in 0..3 {
+            let mut payload = if std::mem::take(&mut self.key_pending[i]) {
+                let (w, h) = SIZES[i];
+                let mut p = vec![0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+                p.extend_from_slice(&w.to_le_bytes());
+                p.extend_from_slice(&h.to_le_bytes());
+                p
+            } else {
+                vec![0x10, 0x31, 0x02, 0x00]
+            };
+            payload.push(i as u8);
+            let ts = self
+                .frame
+                .wrapping_mul(3_000)
+                .wrapping_add(i as u32 * 1_000_000);
+            let write = str0m::rtp::RtpWrite::new(pt, self.seq[i].into(), ts, a.now, payload)
+                .marker(true)
+                .nackable(true);
+            a.send_write(P, self.mid, Some(RIDS[i]), write);
+            self.seq[i] += 1;
+        }
+        self.frame += 1;
+    }
+
+    fn run(&mut self, a: &mut Net, b: &mut Net, ms: u64) {
+        for t in 0..ms {
+            if t % 33 == 0 {
+                self.frame(a);
+            }
+            step_both(a, b);
+        }
+    }
+}
+
+#[test]
+fn subscribers_on_another_shard_each_get_the_simulcast_layer_their_view_calls_for() {
+    const S2: PeerId = PeerId(3);
+    let mut a = shard();
+    let (video, _) = a.join_simulcast(P, P_ADDR, &RIDS, false);
+    a.router.set_relaying(true);
+    a.connect_all();
+    let mut b = shard();
+    b.join(S, S_ADDR, &[]);
+    b.join(S2, "10.0.0.4:5000", &[]);
+    b.router.set_relaying(true);
+    let mut p = Simulcaster {
+        mid: video,
+        seq: [1_000, 20_000, 40_000],
+        frame: 0,
+        key_pending: [true; 3],
+        seen: 0,
+    };
+    p.run(&mut a, &mut b, 1_000);
+    let mid_of = |b: &Net, s: PeerId| {
+        b.router
+            .forwarded_to(s)
+            .iter()
+            .find(|t| t.publisher_mid == video)
+            .expect("offered")
+            .mid
+    };
+    let (m1, m2) = (mid_of(&b, S), mid_of(&b, S2));
+    // A small tile and a full screen, said to the subscribers' own shard.
+    b.router.set_view_size(S, P, video, 160, 90);
+    b.router.set_view_size(S2, P, video, 1920, 1080);
+    p.run(&mut a, &mut b, 1_500);
+    let q = Some(Some(str0m::media::Rid::from("q")));
+    let f = Some(Some(str0m::media::Rid::from("f")));
+    assert_eq!(b.router.forwarded_layer(S, m1), q);
+    assert_eq!(b.router.forwarded_layer(S2, m2), f);
+    // What each received last is that layer (the last byte names it).
+    let last_layer = |b: &mut Net, s: PeerId, m: Mid| {
+        let got: Vec<Received> = b
+            .client(s)
+            .received()
+            .into_iter()
+            .filter(|r| r.mid == Some(m))
+            .collect();
+        *got.last().expect("packets").payload.last().expect("byte")
+    };
+    assert_eq!(last_layer(&mut b, S, m1), 0);
+    assert_eq!(last_layer(&mut b, S2, m2), 2);
+}

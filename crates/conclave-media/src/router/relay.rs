@@ -97,6 +97,15 @@ impl Router {
         }
     }
 
+    /// The set of other shards changed: announce this shard's tracks
+    /// again, so a shard that just joined hears of them whichever of its
+    /// `Hello` and this change came first (announcements are idempotent).
+    pub fn reannounce(&mut self) {
+        if self.relay.as_ref().is_some_and(|s| s.relaying) {
+            self.announce_all();
+        }
+    }
+
     /// Moves the hand-off messages queued for the other shards into `into`.
     pub fn drain_relay(&mut self, into: &mut Vec<Relayed>) {
         if let Some(shard) = self.relay.as_mut() {

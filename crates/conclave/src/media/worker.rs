@@ -410,6 +410,7 @@ impl Worker {
                 let spread = self.relays.set_shards(meeting, &workers);
                 if let Some(m) = self.meetings.get_mut(&meeting) {
                     m.router.set_relaying(spread);
+                    m.router.reannounce();
                 }
             }
             DriverCmd::Media { meeting, cmd } => match self.meetings.get_mut(&meeting) {
