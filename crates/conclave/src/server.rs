@@ -295,6 +295,10 @@ async fn serve(incoming: Incoming, state: AppState) -> Result<(), ServerError> {
             conns.wait_idle(SHUTDOWN_GRACE).await;
         })
         .await?;
+    if let Some(cluster) = &state.cluster {
+        // After the meetings ended: their leases are given up first.
+        cluster.close().await;
+    }
     state.store.close().await;
     tracing::info!("store closed; bye");
     Ok(())

@@ -754,3 +754,22 @@ async fn redis_round_trips_per_join() {
     let e4 = evals(&redis);
     assert_eq!(e4 - e3, 4, "a wrong passcode");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_gives_up_its_meetings_leases_and_its_record() {
+    let redis = Redis::start();
+    // Long enough that only giving them up can make them go.
+    let cfg = config(&redis, "node-a", 60_000, 60_000);
+    let mut server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
+    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let alice = server.signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({"title": "Retro"})).await;
+    let (_host, _) = server.host_joins(&alice, &meeting.id).await;
+    let lease = format!("GET conclave:lease:{}", meeting.id);
+    assert!(redis.cmd(&lease).starts_with("node-a "));
+    let record = async || redis.cmd("EXISTS conclave:node:node-a") == ":1";
+    eventually(5, "the node's record", record).await;
+    server.shutdown().await;
+    assert_eq!(redis.cmd(&lease), "$-1", "the lease outlived the meeting");
+    assert_eq!(redis.cmd("EXISTS conclave:node:node-a"), ":0");
+}

@@ -57,6 +57,22 @@ end
 return 0
 "#;
 
+/// Counts a lease kept while it lives (see `Cluster::close`).
+struct Held<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Held<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Held(count)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// What asking for a meeting's lease got.
 #[derive(Debug)]
 pub enum Acquired {
@@ -151,6 +167,7 @@ impl Cluster {
         done: impl std::future::Future<Output = ()>,
         lost: impl FnOnce(),
     ) {
+        let _held = Held::new(&self.leases_held);
         tokio::pin!(done);
         while let Some(at) = keeper.next_renewal() {
             tokio::select! {

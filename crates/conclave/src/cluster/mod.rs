@@ -19,7 +19,7 @@ pub mod limits;
 pub mod registry;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fred::prelude::{
@@ -36,6 +36,10 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const RECONNECT_DELAY_MS: u32 = 250;
 /// How often availability is checked while nothing else talks to Redis.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// How long a clean shutdown waits for the ended meetings' leases to be
+/// given up, so that another node (or this one restarted) may take them at
+/// once instead of after their time-to-live.
+const RELEASE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -56,6 +60,8 @@ pub struct Cluster {
     draining: AtomicBool,
     /// `conclave_redis_errors_total`.
     errors: metrics::Counter,
+    /// Meetings whose lease this node keeps now.
+    leases_held: AtomicUsize,
 }
 
 impl Cluster {
@@ -90,6 +96,7 @@ impl Cluster {
             available: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             errors,
+            leases_held: AtomicUsize::new(0),
         });
         tokio::spawn(Arc::clone(&cluster).probe(shutdown));
         Ok(cluster)
@@ -143,8 +150,18 @@ impl Cluster {
             let _ = self.noted(r);
             tokio::select! {
                 () = tokio::time::sleep(PROBE_EVERY) => {}
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => return,
             }
+        }
+    }
+
+    /// At shutdown, once the meetings have ended: waits (a little) for their
+    /// leases to be given up, then closes the connection.
+    pub async fn close(&self) {
+        let deadline = tokio::time::Instant::now() + RELEASE_GRACE;
+        while self.leases_held.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.client.quit().await;
     }
