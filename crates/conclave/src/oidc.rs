@@ -178,6 +178,10 @@ struct Flow {
     n: String,
     /// Unix seconds after which the flow is refused.
     e: i64,
+    /// The nonce is the browser's commitment to its MLS signature key
+    /// (OpenPubkey): the ID token goes back to the browser for its leaf.
+    #[serde(default)]
+    k: bool,
 }
 
 struct Provider {
@@ -202,6 +206,18 @@ pub struct Verified {
     /// Whether they may create meetings: in one of `host_groups`, or the
     /// provider sets none.
     pub may_host: bool,
+    /// The ID token as the provider sent it, when the browser's nonce
+    /// committed to its MLS key: the browser puts it in its leaf.
+    pub id_token_for_leaf: Option<String>,
+}
+
+/// Whether `nonce` has the shape of an OpenPubkey key commitment:
+/// base64url without padding of 32 bytes (conclave_e2ee::openpubkey::nonce).
+pub fn is_key_nonce(nonce: &str) -> bool {
+    nonce.len() == 43
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Claims openidconnect has no field for (the groups claim), kept as JSON.
@@ -298,7 +314,12 @@ impl Providers {
 
     /// Starts a sign-in: the URL to send the browser to, and the cookie
     /// that lets [`Providers::finish`] check the callback.
-    pub async fn start(&self, name: &str) -> Result<Started, OidcError> {
+    ///
+    /// `key_nonce`: the browser's commitment to its MLS signature key
+    /// ([`is_key_nonce`]), used as the `nonce` instead of a random one. It
+    /// still binds the token to this flow: the browser made it from a fresh
+    /// random `rz`, and the flow cookie carries it to the callback.
+    pub async fn start(&self, name: &str, key_nonce: Option<&str>) -> Result<Started, OidcError> {
         let p = self.provider(name)?;
         let metadata = self.metadata(p, false).await?;
         let client = CoreClient::from_provider_metadata(
@@ -312,7 +333,10 @@ impl Providers {
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 CsrfToken::new_random,
-                Nonce::new_random,
+                {
+                    let key_nonce = key_nonce.filter(|n| is_key_nonce(n)).map(str::to_string);
+                    move || key_nonce.map(Nonce::new).unwrap_or_else(Nonce::new_random)
+                },
             )
             .set_pkce_challenge(challenge);
         for s in &p.config.scopes {
@@ -328,6 +352,7 @@ impl Providers {
             n: nonce.secret().clone(),
             e: crate::store::unix_now()
                 .saturating_add(i64::try_from(FLOW_TTL.as_secs()).unwrap_or(i64::MAX)),
+            k: key_nonce.is_some_and(is_key_nonce),
         };
         Ok(Started {
             url: url.to_string(),
@@ -472,6 +497,7 @@ impl Providers {
         let may_host = p.config.host_groups.is_empty()
             || p.config.host_groups.iter().any(|g| groups.contains(g));
         Ok(Verified {
+            id_token_for_leaf: flow.k.then(|| token.to_string()),
             claims: found,
             may_host,
         })
@@ -728,6 +754,7 @@ mod tests {
             v: "verifier".into(),
             n: "nonce".into(),
             e: 1,
+            k: false,
         };
         let sealed = providers.seal(&flow);
         let opened = providers.open(&sealed).expect("opens");

@@ -546,3 +546,125 @@ async fn groups_decide_who_hosts_and_domains_who_signs_in() {
     );
     store.close().await;
 }
+
+/// The start of a sign-in whose nonce the browser chose, as `/auth/oidc/NAME?key_nonce=`.
+async fn start_with_key_nonce(server: &TestServer, key_nonce: &str) -> Started {
+    let resp = client()
+        .get(server.url(&format!("/auth/oidc/Fake?key_nonce={key_nonce}")))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(resp.status(), 303);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let url = url::Url::parse(&location).expect("authorization URL");
+    let param = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| panic!("{name} in {location}"))
+    };
+    Started {
+        cookie,
+        state: param("state"),
+        nonce: param("nonce"),
+    }
+}
+
+/// The callback's `Set-Cookie` headers, for a sign-in that the token `id_token` finishes.
+async fn callback_cookies(
+    server: &TestServer,
+    provider: &Shared,
+    s: &Started,
+    id_token: String,
+) -> Vec<String> {
+    provider.lock().unwrap().id_token = Some(id_token);
+    let resp = client()
+        .get(server.url(&format!(
+            "/auth/oidc/Fake/callback?code=a-code&state={}",
+            s.state
+        )))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/signin#oidc=done");
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// OpenPubkey (docs/security.md §15): a browser that committed to its MLS key
+/// in the nonce gets the provider's ID token back for its leaf; a sign-in
+/// without that commitment never hands the token to the page.
+#[tokio::test]
+async fn a_key_nonce_becomes_the_tokens_nonce_and_the_token_comes_back_for_the_leaf() {
+    let provider = start_provider().await;
+    let key = rsa_key("k1");
+    provider.lock().unwrap().keys = vec![key.as_verification_key()];
+    let issuer = provider.lock().unwrap().issuer.clone();
+    let server = TestServer::start_with(|c| {
+        c.oidc = vec![conclave::oidc::ProviderConfig {
+            name: "Fake".into(),
+            issuer: issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret_file: None,
+            client_secret_env: None,
+            scopes: vec!["email".into()],
+            ..Default::default()
+        }];
+    })
+    .await;
+    let claims_for = |s: &Started| Claims {
+        issuer: issuer.clone(),
+        audience: CLIENT_ID.into(),
+        nonce: s.nonce.clone(),
+        expires_in: 300,
+    };
+    let leaf_cookie = |cookies: &[String]| {
+        cookies
+            .iter()
+            .find(|c| c.starts_with("conclave_leaf_token="))
+            .cloned()
+    };
+
+    // The browser's commitment (base64url of a SHA-256) is the nonce the provider is asked for.
+    let commitment = BASE64URL_NOPAD.encode(&[7u8; 32]);
+    let s = start_with_key_nonce(&server, &commitment).await;
+    assert_eq!(s.nonce, commitment);
+    let token = signed(&claims_for(&s), &key);
+    let cookies = callback_cookies(&server, &provider, &s, token.clone()).await;
+    let leaf = leaf_cookie(&cookies).expect("the token comes back for the leaf");
+    assert!(
+        leaf.starts_with(&format!("conclave_leaf_token={token};")),
+        "{leaf}"
+    );
+    assert!(leaf.contains("SameSite=Strict"), "{leaf}");
+    assert!(leaf.contains("Path=/"), "{leaf}");
+    assert!(!leaf.contains("HttpOnly"), "the page reads it: {leaf}");
+
+    // Without a commitment, or with something that is not one, the nonce is the
+    // server's own random one and the token stays with the server.
+    for query in [
+        None,
+        Some("short"),
+        Some(&*format!("{}!", &commitment[..42])),
+    ] {
+        let s = match query {
+            None => start(&server).await,
+            Some(q) => start_with_key_nonce(&server, q).await,
+        };
+        assert_ne!(s.nonce, commitment);
+        let cookies = callback_cookies(&server, &provider, &s, signed(&claims_for(&s), &key)).await;
+        assert_eq!(leaf_cookie(&cookies), None, "{query:?}");
+    }
+}

@@ -29,6 +29,19 @@ use crate::store::SigninOutcome;
 pub const FLOW_COOKIE: &str = "conclave_oidc";
 /// Where the flow cookie is sent: the callbacks only.
 const FLOW_PATH: &str = "/auth/oidc";
+/// The ID token that vouches for the browser's MLS key, for the page to put
+/// in its leaf and delete (docs/security.md §15, names the organisation
+/// vouches for). Readable by the page's script, never sent cross-site.
+pub const LEAF_TOKEN_COOKIE: &str = "conclave_leaf_token";
+/// How long the page has to pick it up; the token's own `exp` is shorter or
+/// longer as the provider decides, and members check that.
+const LEAF_TOKEN_TTL_SECS: i64 = 3600;
+
+#[derive(Deserialize)]
+pub struct StartParams {
+    /// The browser's OpenPubkey commitment to its MLS signature key.
+    key_nonce: Option<String>,
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct ProviderView {
@@ -110,9 +123,10 @@ pub async fn start(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(name): Path<String>,
+    Query(params): Query<StartParams>,
     jar: CookieJar,
 ) -> Response {
-    match state.oidc.start(&name).await {
+    match state.oidc.start(&name, params.key_nonce.as_deref()).await {
         Ok(started) => {
             let ttl = i64::try_from(FLOW_TTL.as_secs()).unwrap_or(i64::MAX);
             let jar = jar.add(flow_cookie(&state, started.cookie, ttl));
@@ -204,6 +218,17 @@ pub async fn callback(
             (jar, see_other("/signin#oidc_error=disabled")).into_response()
         }
         Ok(Ok((user, jar))) => {
+            let jar = match &verified.id_token_for_leaf {
+                Some(token) => jar.add(
+                    Cookie::build((LEAF_TOKEN_COOKIE, token.clone()))
+                        .path("/")
+                        .same_site(SameSite::Strict)
+                        .secure(state.config.secure_cookies())
+                        .max_age(cookie::time::Duration::seconds(LEAF_TOKEN_TTL_SECS))
+                        .build(),
+                ),
+                None => jar,
+            };
             tracing::info!(user = %user.username, provider = %name, %ip, may_host = user.may_host, "signed in through OpenID Connect");
             audit(
                 &state,
