@@ -93,6 +93,8 @@ export function validate(raw) {
       if (raw.counts.length < POLL_MIN_OPTIONS || raw.counts.length > POLL_MAX_OPTIONS) return null;
       if (!raw.counts.every((c) => Number.isInteger(c) && c >= 0 && c <= 100_000)) return null;
       return { type: 'poll_results', id: raw.id, counts: [...raw.counts] };
+    case 'spotlight':
+      return raw.participant === null || isId(raw.participant) ? { type: 'spotlight', participant: raw.participant } : null;
     default:
       return null;
   }
@@ -128,6 +130,8 @@ export function initialFeatures() {
      * mine: this member's choice or null, results: counts shared by a host, or null}.
      */
     poll: null,
+    /** The member a host shows big to everyone, or null: {participant, from}. */
+    spotlight: null,
   };
 }
 
@@ -237,6 +241,18 @@ export class Features {
           return { ...f, poll: { ...f.poll, results: msg.counts } };
         });
         break;
+      case 'spotlight':
+        if (!moderator) {
+          console.warn(`spotlight from ${sender.id}, who is not a host, ignored`);
+          break;
+        }
+        if (msg.participant !== null && !s.participants.some((p) => p.id === msg.participant)) break;
+        this.set((f) => {
+          const spot = msg.participant === null ? null : { participant: msg.participant, from: sender.id };
+          if (f.spotlight?.participant === spot?.participant && f.spotlight?.from === spot?.from) return f;
+          return { ...f, spotlight: spot };
+        });
+        break;
       default:
         break;
     }
@@ -277,6 +293,10 @@ export class Features {
       if (f.hands.some((id) => !here.has(id)) || f.reactions.some((r) => !here.has(r.from))) {
         this.set((x) => ({ ...x, hands: x.hands.filter((id) => here.has(id)), reactions: x.reactions.filter((r) => here.has(r.from)) }));
       }
+      // A spotlight ends when the spotlit member or the host who set it leaves.
+      if (f.spotlight && !(here.has(f.spotlight.participant) && here.has(f.spotlight.from))) {
+        this.set((x) => ({ ...x, spotlight: null }));
+      }
     }
     const epoch = s.e2ee?.epoch ?? null;
     const was = prev.e2ee?.epoch ?? null;
@@ -287,6 +307,7 @@ export class Features {
       // still true is said again (receivers take repeats as no change).
       const f = this.state;
       if (f.hands.includes(s.you)) this.send({ type: 'hand', raised: true });
+      if (f.spotlight && f.spotlight.from === s.you) this.send({ type: 'spotlight', participant: f.spotlight.participant });
       if (f.poll && f.poll.from === s.you) {
         this.send({ type: 'poll', id: f.poll.id, question: f.poll.question, options: f.poll.options });
         if (f.poll.results) this.send({ type: 'poll_results', id: f.poll.id, counts: f.poll.results });

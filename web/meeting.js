@@ -5,6 +5,7 @@ import { createChatPanel } from './chat.js';
 import { copyText, h, setText } from './dom.js';
 import { createGrid } from './grid.js';
 import { mountFeatures } from './features.js';
+import { createLayoutControl, loadLayoutStyles } from './layout.js';
 import { icon, logo } from './icons.js';
 import { createParticipantsPanel } from './participants.js';
 import { createSecurityPanel } from './security.js';
@@ -22,8 +23,12 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
   const panels = { participants: wide, chat: wide, unread: 0 };
   let seenChat = call.state.chat.length;
 
+  loadLayoutStyles();
+  const layout = createLayoutControl(call, () => render(call.state));
   const grid = createGrid({
     onViewSize: (participant, kind, w, hgt) => call.streams?.viewSize(participant, kind, w, hgt),
+    onPin: (participant) => layout.pin(participant),
+    onSpotlight: (participant, on) => layout.spotlight(participant, on),
   });
   const participants = createParticipantsPanel(call, { onClose: () => togglePanel('participants', false) });
   const chat = createChatPanel(call, { onClose: () => togglePanel('chat', false) });
@@ -72,6 +77,7 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
       sidebar),
     toolbar.el);
   root.replaceChildren(screen);
+  toolbar.el.querySelector('.toolbar-right')?.prepend(layout.el);
   const features = mountFeatures(call, {
     toolbar: toolbar.el, stage: screen.querySelector('.stage-wrap'), participantsBody: participants.el.querySelector('.panel-body'), grid: grid.el,
   });
@@ -118,7 +124,8 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
     sidebar.hidden = !panels.participants && !panels.chat;
     sidebar.classList.toggle('is-split', panels.participants && panels.chat);
     sidebar.classList.toggle('is-moderator', state.role === 'host' || state.role === 'cohost');
-    grid.update(state);
+    layout.update(state);
+    grid.update(state, layout.view);
     features.update(state);
     participants.update(state);
     chat.update(state);
@@ -135,6 +142,7 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
   return () => {
     unsubscribe();
     grid.destroy();
+    layout.destroy();
     features.destroy();
     toolbar.destroy();
     if (bannerTimer) clearInterval(bannerTimer);

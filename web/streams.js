@@ -70,6 +70,8 @@ export class Streams {
   connect() {
     if (this.peer) this.peer.close();
     this.peer = null;
+    // A new connection's streams start with no view said: say each again.
+    for (const e of this.sizes.values()) e.sent = '';
     if (!this.session.encrypts()) {
       // No media in clear: without the frame transform nothing is sent or received.
       this.setError('This browser cannot encrypt audio and video end to end, so it cannot take part in the call. Chat still works.');
@@ -116,7 +118,11 @@ export class Streams {
     this.pendingScreen = null;
   }
 
-  /** The size a remote video is shown at, reported to the server at most every 500 ms. */
+  /**
+   * The size a remote video is shown at, reported to the server at most every
+   * 500 ms; 0×0 when it is shown nowhere (off the page), which stops the
+   * server forwarding it.
+   */
   viewSize(participant, kind, width, height) {
     const key = `${participant}:${kind}`;
     const w = Math.round(width);
@@ -132,7 +138,7 @@ export class Streams {
       entry.timer = null;
       const { w: fw, h: fh } = entry.next;
       const sig = `${fw}x${fh}`;
-      if (sig === entry.sent || fw <= 0 || fh <= 0) return;
+      if (sig === entry.sent || fw < 0 || fh < 0) return;
       if (this.session.send({ type: 'view_size', participant, kind, width: fw, height: fh })) entry.sent = sig;
       entry.timer = setTimeout(() => { entry.timer = null; if (`${entry.next.w}x${entry.next.h}` !== entry.sent) flush(); }, VIEW_SIZE_EVERY_MS);
     };

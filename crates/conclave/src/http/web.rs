@@ -79,6 +79,8 @@ const ASSETS: &[Asset] = &[
     asset!("hands.js", "text/javascript; charset=utf-8"),
     asset!("reactions.js", "text/javascript; charset=utf-8"),
     asset!("polls.js", "text/javascript; charset=utf-8"),
+    asset!("layout.js", "text/javascript; charset=utf-8"),
+    asset!("layout.css", "text/css; charset=utf-8"),
 ];
 
 /// The browser's E2EE module (crates/conclave-e2ee-wasm), compiled to wasm32 and bound by
