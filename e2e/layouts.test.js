@@ -1,9 +1,10 @@
 // Layouts (issue 18) in a meeting of four browsers, then seven members with
 // three native clients: the speaker view shows the active speaker big; a pin
-// is for the one who pins alone; a host's spotlight is seen by all, and a
-// guest's forged one is ignored by every page; a small screen shows a page of
-// tiles, and the videos off that page are not forwarded to it (its
-// inbound-rtp counters for them stand still) until it turns to their page.
+// is for the one who pins alone; a host's spotlight is seen by all (a member
+// back after a reload too), and a guest's forged one is ignored by every
+// page; a small screen shows a page of tiles, and the videos off that page
+// are not forwarded to it (its inbound-rtp counters for them stand still)
+// until it turns to their page.
 // Each step relies on the ones before it.
 
 import assert from 'node:assert/strict';
@@ -171,6 +172,14 @@ describe('layouts: speaker view, pin, spotlight and pages', () => {
         { what: `${who} received and dropped Bob's two spotlights` });
       assert.equal(await featured(x.page), 'Carol', `${who} still sees Carol`);
     }
+  });
+
+  step('a member back after a reload is told the spotlight again', async () => {
+    const p = b.dan.page;
+    await p.reload();
+    await controls(p).waitFor({ timeout: 20_000 });
+    await eventually(() => featured(p), (n) => n === 'Carol', { timeout: 20_000, what: 'Dan sees Carol spotlighted again' });
+    await eventually(() => p.locator('video.tile-video:not([hidden])').count(), (n) => n === 4, { timeout: 30_000, what: 'Dan shows four videos again' });
   });
 
   step('the host removes the spotlight for everyone', async () => {
