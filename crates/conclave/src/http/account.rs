@@ -157,7 +157,8 @@ const PASSWORDS_OFF: ApiError = ApiError::Forbidden(
 #[utoipa::path(post, path = "/api/v1/auth/signin", request_body = Credentials,
     responses((status = 200, body = UserView), (status = 401, body = super::error::ErrorBody),
               (status = 403, description = "Password sign-in is turned off, or the account is disabled", body = super::error::ErrorBody),
-              (status = 429, body = super::error::ErrorBody)))]
+              (status = 429, body = super::error::ErrorBody),
+              (status = 503, description = "Cluster mode: Redis is unavailable (`unavailable`)", body = super::error::ErrorBody)))]
 pub async fn sign_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -261,7 +262,8 @@ pub async fn sign_in(
 /// Sign in with a one-time link (first start, `conclave admin signin-link`).
 #[utoipa::path(post, path = "/api/v1/auth/link", request_body = LinkToken,
     responses((status = 200, body = UserView), (status = 401, body = super::error::ErrorBody),
-              (status = 429, body = super::error::ErrorBody)))]
+              (status = 429, body = super::error::ErrorBody),
+              (status = 503, description = "Cluster mode: Redis is unavailable (`unavailable`)", body = super::error::ErrorBody)))]
 pub async fn redeem_link(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
