@@ -109,8 +109,12 @@ pub(crate) struct FastPath {
     rtx_ratio_cap: Option<f32>,
     /// The clear packet being built; reused.
     clear: Vec<u8>,
-    /// The egress estimate from TWCC feedback on what this path numbers.
+    /// The egress estimate from TWCC feedback on what this path numbers
+    /// (and the numbering itself).
     pub(crate) bwe: Bwe,
+    /// The estimate is used: the router estimates bandwidth
+    /// ([`crate::RouterConfig::initial_bandwidth`]).
+    pub(crate) estimates: bool,
     /// The origin of TWCC report times (str0m's report reader wants one).
     twcc_zero: Instant,
     /// The session's TWCC header extension id, once known: from then on
@@ -143,7 +147,7 @@ impl FastPath {
     pub(crate) fn new(
         slot: KeySlot,
         rtx_ratio_cap: Option<f32>,
-        initial_bandwidth: u64,
+        initial_bandwidth: Option<u64>,
         now: Instant,
     ) -> Self {
         FastPath {
@@ -154,7 +158,8 @@ impl FastPath {
             streams: HashMap::new(),
             rtx_ratio_cap,
             clear: Vec::with_capacity(1_500),
-            bwe: Bwe::new(initial_bandwidth),
+            bwe: Bwe::new(initial_bandwidth.unwrap_or(crate::DEFAULT_INITIAL_BANDWIDTH)),
+            estimates: initial_bandwidth.is_some(),
             twcc_zero: now,
             twcc_id: None,
             str0m_twcc: None,

@@ -307,7 +307,7 @@ impl Peer {
     /// sends), str0m's otherwise.
     pub(crate) fn egress_estimate(&self) -> Option<u64> {
         match &self.fast {
-            Some(fast) if fast.bwe.has_feedback() => Some(fast.bwe.estimate()),
+            Some(fast) if fast.estimates && fast.bwe.has_feedback() => Some(fast.bwe.estimate()),
             _ => self.estimate,
         }
     }

@@ -38,16 +38,16 @@ impl Router {
             .enable_bwe(self.initial_bandwidth.map(Bitrate::bps));
         let config = codecs::configure(config);
         let (mut rtc, fast) = if self.fast_path {
-            // The fast path reads NACKs for the streams it sends from str0m's
-            // raw RTCP events, and seals with the session's exported keys.
-            let (rtc, slot) = keyexport::build_rtc(config.enable_raw_packets(true), now);
-            {
-                let initial = self
-                    .initial_bandwidth
-                    .unwrap_or(super::DEFAULT_INITIAL_BANDWIDTH);
-                let fast = FastPath::new(slot, self.rtx_ratio_cap, initial, now);
-                (rtc, Some(fast))
-            }
+            // The fast path reads NACKs and TWCC reports for the streams it
+            // sends from str0m's raw RTCP events, and seals with the
+            // session's exported keys. It numbers str0m's packets too, so
+            // str0m's estimator would match the reports against numbers it
+            // did not send: the fast path's estimator is the session's only
+            // one, and str0m sends without a pacer.
+            let config = config.enable_bwe(None).enable_raw_packets(true);
+            let (rtc, slot) = keyexport::build_rtc(config, now);
+            let fast = FastPath::new(slot, self.rtx_ratio_cap, self.initial_bandwidth, now);
+            (rtc, Some(fast))
         } else {
             (config.build(now), None)
         };
