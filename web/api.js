@@ -121,6 +121,8 @@ export const getMeeting = (id) => call('GET', `/meetings/${encodeURIComponent(id
 export const createMeeting = (body) => call('POST', '/meetings', body);
 export const updateMeeting = (id, body) => call('PATCH', `/meetings/${encodeURIComponent(id)}`, body);
 export const deleteMeeting = (id) => call('DELETE', `/meetings/${encodeURIComponent(id)}`);
+/** Where a scheduled meeting's calendar file (.ics) downloads from (session cookie). */
+export const calendarUrl = (id) => `${BASE}/meetings/${encodeURIComponent(id)}/calendar.ics`;
 
 /** The meeting WebSocket's URL, on this origin. */
 export function meetingSocketUrl(id) {

@@ -1,5 +1,6 @@
 // The host's dashboard at / when signed in: their meetings, each with its
-// invite link, and the buttons to create, change, delete and start them.
+// invite link, and the buttons to create, change, delete and start them;
+// above them the upcoming scheduled ones, each with its calendar file.
 
 import * as api from './api.js';
 import { page, topNav } from './chrome.js';
@@ -23,6 +24,12 @@ export function mountDashboard(root, user) {
     h('p', { text: 'Create a meeting to get an invite link you can send to people.' }));
   const loading = h('div', { class: 'loading' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), 'Loading your meetings…');
   const listError = h('div', { class: 'alert alert-error', role: 'alert', hidden: true });
+  const upcomingHeadId = uid('up');
+  const upcomingList = h('ul', { class: 'upcoming-list', 'aria-labelledby': upcomingHeadId });
+  const upcoming = h('section', { class: 'upcoming', 'aria-labelledby': upcomingHeadId, hidden: true },
+    h('h2', { id: upcomingHeadId, text: 'Upcoming meetings' }),
+    h('p', { class: 'dash-sub', text: 'A calendar file (.ics) holds the invite link and with it the passcode: send it only to the people you invite.' }),
+    upcomingList);
 
   const newButton = h('button', { type: 'button', class: 'btn btn-primary', onClick: create },
     icon('plus'), h('span', { text: 'New meeting' }));
@@ -38,7 +45,7 @@ export function mountDashboard(root, user) {
           h('h1', { text: 'Your meetings' }),
           h('p', { class: 'dash-sub', text: 'Meetings are private: unguessable IDs, a passcode and a waiting room by default.' })),
         newButton),
-      listError, loading, empty, list));
+      listError, loading, upcoming, empty, list));
 
   async function load() {
     try {
@@ -62,6 +69,7 @@ export function mountDashboard(root, user) {
   }
 
   function render() {
+    renderUpcoming();
     empty.hidden = meetings.length > 0;
     syncList(list, meetings, (m) => m.id, createCard, updateCard);
     if (highlight) {
@@ -72,6 +80,19 @@ export function mountDashboard(root, user) {
       }
       highlight = null;
     }
+  }
+
+  /** Scheduled meetings not over yet, soonest first. */
+  function renderUpcoming() {
+    const now = Date.now() / 1000;
+    const soon = meetings
+      .filter((m) => m.starts_at != null && m.starts_at + (m.duration_minutes || 60) * 60 > now)
+      .sort((a, b) => a.starts_at - b.starts_at);
+    upcoming.hidden = soon.length === 0;
+    upcomingList.replaceChildren(...soon.map((m) => h('li', { class: 'upcoming-item' },
+      h('span', { class: 'upcoming-when', text: when(m) }),
+      h('span', { class: 'upcoming-title', text: m.title }),
+      calendarLink(m))));
   }
 
   async function create() {
@@ -123,11 +144,14 @@ export function mountDashboard(root, user) {
       id: h('span', { class: 'mono' }),
       passcodeRow: h('div', { class: 'mc-fact' }),
       passcode: h('span', { class: 'mono' }),
+      whenRow: h('div', { class: 'mc-fact' }),
+      when: h('span'),
       link: h('output', { class: 'invite-link', id: linkId }),
       chips: h('ul', { class: 'chips', 'aria-label': 'Settings' }),
       actions: h('div', { class: 'mc-actions' }),
     };
     refs.passcodeRow.append(h('span', { class: 'mc-fact-label', text: 'Passcode' }), refs.passcode);
+    refs.whenRow.append(h('span', { class: 'mc-fact-label', text: 'When' }), refs.when);
     const copy = h('button', { type: 'button', class: 'btn btn-secondary btn-sm', onClick: () => doCopy(el._m) },
       icon('copy'), h('span', { text: 'Copy invite link' }));
     el.append(
@@ -135,7 +159,7 @@ export function mountDashboard(root, user) {
         h('div', { class: 'mc-head' }, refs.title, refs.live),
         h('div', { class: 'mc-facts' },
           h('div', { class: 'mc-fact' }, h('span', { class: 'mc-fact-label', text: 'Meeting ID' }), refs.id),
-          refs.passcodeRow),
+          refs.passcodeRow, refs.whenRow),
         h('div', { class: 'invite' },
           h('label', { for: linkId, class: 'invite-label', text: 'Invite link' }),
           h('div', { class: 'invite-row' }, refs.link, copy)),
@@ -155,6 +179,8 @@ export function mountDashboard(root, user) {
     r.id.textContent = m.id;
     r.passcodeRow.hidden = !m.passcode;
     r.passcode.textContent = m.passcode || '';
+    r.whenRow.hidden = m.starts_at == null;
+    r.when.replaceChildren(...(m.starts_at == null ? [] : [when(m), ' ', calendarLink(m)]));
     r.link.textContent = m.invite_link;
     r.chips.replaceChildren(...chips(m.settings).map((t) => h('li', { class: 'chip', text: t })));
     showActions(el, m);
@@ -193,6 +219,22 @@ export function mountDashboard(root, user) {
   };
 }
 
+/** "Tue, 15 Jan 2030, 10:30 (45 min)", in this browser's time zone. */
+function when(m) {
+  const start = new Date(m.starts_at * 1000).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  return `${start} (${m.duration_minutes || 60} min)`;
+}
+
+/** The link that downloads the meeting's calendar file; it says the file holds the passcode. */
+function calendarLink(m) {
+  return h('a', {
+    class: 'calendar-link',
+    href: api.calendarUrl(m.id),
+    download: 'meeting.ics',
+    text: 'Add to calendar (.ics, contains the passcode)',
+  });
+}
+
 function chips(s) {
   const out = [];
   out.push(s.passcode_required ? 'Passcode' : 'No passcode');
@@ -200,6 +242,7 @@ function chips(s) {
   out.push(s.screen_share === 'everyone' ? 'Anyone can share screen' : 'Hosts share screen');
   if (!s.chat) out.push('Chat off');
   if (s.only_signed_in) out.push('Signed-in users only');
+  if (s.join_before_host === false) out.push('Waits for a host');
   out.push(`Up to ${s.max_participants} people`);
   return out;
 }

@@ -10,6 +10,14 @@ const PASSCODE_MAX = 64;
 const TITLE_MAX = 200;
 const MAX_PARTICIPANTS = 1000;
 const MAX_INVITED = 100;
+const MAX_DURATION = 1440;
+
+/** Unix seconds as a datetime-local value, in this browser's time zone. */
+function localInput(secs) {
+  const d = new Date(secs * 1000);
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+}
 
 /** The server's join policy for new meetings, asked once. */
 let defaultPolicy = null;
@@ -30,7 +38,7 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
     const s = meeting?.settings || {
       passcode_required: true, waiting_room: true, screen_share: 'host_only', chat: true,
       self_unmute: true, rename_self: false, only_signed_in: false, who_may_join: null,
-      invited_emails: [], max_participants: 100,
+      invited_emails: [], max_participants: 100, join_before_host: true,
     };
     const titleId = `dlg-title-${Date.now()}`;
 
@@ -65,6 +73,11 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
     function showInvited() { invitedBox.hidden = policy.value !== 'organisation'; }
     policy.addEventListener('change', () => { policy.dataset.touched = '1'; showInvited(); });
     showInvited();
+    // When: an optional start (in this browser's time zone) and length.
+    const starts = h('input', { type: 'datetime-local', value: meeting?.starts_at ? localInput(meeting.starts_at) : '' });
+    const duration = h('input', { type: 'number', min: 1, max: MAX_DURATION, step: 1, inputMode: 'numeric', value: String(meeting?.duration_minutes || 60) });
+    const beforeHost = toggle('Guests can join before a host', s.join_before_host !== false, null,
+      'When off, people who arrive before a host wait until one joins.');
     const maxP = h('input', { type: 'number', min: 2, max: MAX_PARTICIPANTS, step: 1, value: String(s.max_participants), inputMode: 'numeric' });
 
     const alert = alertBox();
@@ -81,6 +94,11 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
           h('legend', { text: 'Security' }),
           passcodeOn.label, passcodeBox, waitingRoom.label,
           field('Who can join', policy, 'Passcode and waiting room still apply.'), invitedBox),
+        h('fieldset', { class: 'group' },
+          h('legend', { text: 'Schedule' }),
+          field('Starts', starts, 'Leave empty for a meeting without a set time.'),
+          field('Duration (minutes)', duration, `1 to ${MAX_DURATION}.`),
+          beforeHost.label),
         h('fieldset', { class: 'group' },
           h('legend', { text: 'Participants' }),
           field('Who can share their screen', screenShare),
@@ -131,6 +149,21 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
         invited.focus();
         return;
       }
+      const minutes = Number(duration.value);
+      let startsAt = null;
+      if (starts.value) {
+        startsAt = Math.floor(new Date(starts.value).getTime() / 1000);
+        if (!Number.isFinite(startsAt) || startsAt < 0) {
+          alert.show('The start is not a date and time.');
+          starts.focus();
+          return;
+        }
+        if (!Number.isInteger(minutes) || minutes < 1 || minutes > MAX_DURATION) {
+          alert.show(`The duration is a whole number of minutes from 1 to ${MAX_DURATION}.`);
+          duration.focus();
+          return;
+        }
+      }
       const body = {
         settings: {
           passcode_required: wantPasscode,
@@ -142,8 +175,15 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
           who_may_join: policy.value,
           invited_emails: emails,
           max_participants: n,
+          join_before_host: beforeHost.input.checked,
         },
       };
+      if (startsAt !== null) {
+        body.starts_at = startsAt;
+        body.duration_minutes = minutes;
+      } else if (editing && meeting.starts_at != null) {
+        body.unschedule = true;
+      }
       const t = title.value.trim();
       if (t) body.title = t;
       if (wantPasscode) {

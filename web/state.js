@@ -38,6 +38,7 @@ export function initialState() {
     waiting: [],
     /** While waiting: the server says a recorder is in the meeting (the one thing it says). */
     waitingRecorded: false,
+    waitingForHost: false,
     /** Chat lines: {seq, from, name, text, at, mine}. */
     chat: [],
     chatSeq: 0,
@@ -94,6 +95,9 @@ export function reduce(state, msg) {
   switch (msg.type) {
     case 'waiting':
       return { ...state, phase: 'waiting', connection: 'open', you: msg.you, joinError: null, waitingRecorded: msg.recording === true };
+    case 'waiting_for_host':
+      // Join before host is off and no host is in yet (docs/protocol.md).
+      return { ...state, waitingForHost: true };
     case 'joined':
       return {
         ...state,

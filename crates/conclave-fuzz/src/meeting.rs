@@ -66,6 +66,7 @@ impl Script {
             waiting_room: true,
             only_signed_in: false,
             max_participants: 10,
+            join_before_host: true,
         };
         Script {
             meeting: Meeting::new(config, Vec::new()),

@@ -391,6 +391,10 @@ pub enum ServerMessage {
         #[serde(default)]
         recording: bool,
     },
+    /// Sent to a waiting connection after `waiting` when the meeting does
+    /// not let guests in before a host (`join_before_host` off) and no host
+    /// or co-host is in yet: the person waits for one, not for admission.
+    WaitingForHost,
     /// Admitted (or resumed): the whole state a member needs.
     Joined {
         you: ParticipantId,
@@ -539,6 +543,7 @@ impl ServerMessage {
     pub fn kind(&self) -> &'static str {
         match self {
             ServerMessage::Waiting { .. } => "waiting",
+            ServerMessage::WaitingForHost => "waiting_for_host",
             ServerMessage::Joined { .. } => "joined",
             ServerMessage::ParticipantJoined { .. } => "participant_joined",
             ServerMessage::ParticipantUpdated { .. } => "participant_updated",

@@ -82,6 +82,13 @@ pub struct MeetingRecord {
     pub invited_emails: Vec<String>,
     pub max_participants: u32,
     pub created_at: i64,
+    /// When the meeting is planned to start, Unix seconds (UTC); `None` when
+    /// it is not scheduled.
+    pub starts_at: Option<i64>,
+    /// How long it is planned to last; set whenever `starts_at` is.
+    pub duration_minutes: Option<u32>,
+    /// Whether guests are seated before a host or co-host is in the meeting.
+    pub join_before_host: bool,
 }
 
 impl MeetingRecord {
@@ -108,6 +115,7 @@ impl MeetingRecord {
             waiting_room: self.waiting_room,
             only_signed_in: self.only_signed_in,
             max_participants: self.max_participants,
+            join_before_host: self.join_before_host,
         }
     }
 }
@@ -245,6 +253,14 @@ macro_rules! stored_row {
                     },
                     max_participants: u32::try_from(max).map_err(|_| StoreError::Corrupt("max"))?,
                     created_at: self.try_get("created_at")?,
+                    starts_at: self.try_get("starts_at")?,
+                    duration_minutes: {
+                        let d: Option<i64> = self.try_get("duration_minutes")?;
+                        d.map(u32::try_from)
+                            .transpose()
+                            .map_err(|_| StoreError::Corrupt("duration_minutes"))?
+                    },
+                    join_before_host: self.try_get("join_before_host")?,
                 })
             }
 
@@ -280,6 +296,9 @@ macro_rules! bind_settings {
             .bind(i64::from($m.max_participants))
             .bind($m.organisation_only)
             .bind($m.invited_emails.join("\n"))
+            .bind($m.starts_at)
+            .bind($m.duration_minutes.map(i64::from))
+            .bind($m.join_before_host)
     };
 }
 
@@ -666,8 +685,10 @@ impl Store {
             let query = sqlx::query(
                 "INSERT INTO meetings (id, owner_id, title, passcode, passcode_hash, waiting_room,
                    screen_share, chat, self_unmute, rename_self, only_signed_in, max_participants,
-                   organisation_only, invited_emails, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                   organisation_only, invited_emails, starts_at, duration_minutes,
+                   join_before_host, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                   $17, $18, $19)",
             )
             .bind(m.id.compact())
             .bind(m.owner_id);
@@ -688,8 +709,9 @@ impl Store {
                 "UPDATE meetings SET title = $1, passcode = $2, passcode_hash = $3,
                    waiting_room = $4, screen_share = $5, chat = $6, self_unmute = $7,
                    rename_self = $8, only_signed_in = $9, max_participants = $10,
-                   organisation_only = $11, invited_emails = $12, updated_at = $13
-                 WHERE id = $14",
+                   organisation_only = $11, invited_emails = $12, starts_at = $13,
+                   duration_minutes = $14, join_before_host = $15, updated_at = $16
+                 WHERE id = $17",
             );
             bind_settings!(query, m)
                 .bind(unix_now())

@@ -30,6 +30,7 @@ mod oidc_accounts;
 mod oidc_tokens;
 mod recording;
 mod restart;
+mod scheduling;
 mod signin_audit;
 mod simulcast_flow;
 mod spread_flow;

@@ -49,9 +49,11 @@ async fn a_new_meeting_has_safe_defaults() {
             "who_may_join": "anyone",
             "invited_emails": [],
             "max_participants": 100,
+            "join_before_host": true,
         })
     );
     assert_eq!(v["running"], false);
+    assert_eq!(v["starts_at"], serde_json::Value::Null, "not scheduled");
 
     // Two meetings never share an ID or a passcode.
     let m2 = alice.create_meeting(json!({"title": "Retro"})).await;
@@ -404,6 +406,9 @@ async fn a_stored_meeting_keeps_the_creation_time_it_was_given() {
         invited_emails: Vec::new(),
         max_participants: 100,
         created_at: 1_000_000_000,
+        starts_at: Some(1_000_003_600),
+        duration_minutes: Some(45),
+        join_before_host: false,
     };
     store.insert_meeting(&record).await.unwrap();
     assert_eq!(

@@ -98,6 +98,9 @@ fn record(owner_id: i64, title: &str, created_at: i64) -> MeetingRecord {
         invited_emails: Vec::new(),
         max_participants: 100,
         created_at,
+        starts_at: None,
+        duration_minutes: None,
+        join_before_host: true,
     }
 }
 

@@ -55,8 +55,11 @@ impl Meeting {
             identity,
             resume_token: token,
             same_network_as_removed,
+            for_host: false,
         };
-        if is_owner || !(self.config.waiting_room || same_network_as_removed) {
+        let no_host =
+            !self.config.join_before_host && !self.members.values().any(|m| m.role.moderates());
+        if is_owner || !(self.config.waiting_room || same_network_as_removed || no_host) {
             let role = if !is_owner {
                 Role::Participant
             } else if self.host().is_some() {
@@ -65,12 +68,38 @@ impl Meeting {
                 Role::Host
             };
             self.seat(id, waiter, role);
+            if is_owner {
+                self.seat_those_waiting_for_host();
+            }
         } else {
+            let waiter = Waiter {
+                for_host: no_host && !(self.config.waiting_room || same_network_as_removed),
+                ..waiter
+            };
             self.waiting.insert(id, waiter);
             self.seats.insert(conn, Seat::Waiting(id));
             let recording = self.recording();
             self.send(conn, ServerMessage::Waiting { you: id, recording });
+            if no_host {
+                self.send(conn, ServerMessage::WaitingForHost);
+            }
             self.broadcast_waiting_room();
+        }
+    }
+
+    /// A host is in: those who waited only for one take their seats. Those
+    /// the waiting room holds stay for a moderator to admit.
+    pub(super) fn seat_those_waiting_for_host(&mut self) {
+        let ids: Vec<_> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.for_host)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if self.admit(id).is_err() {
+                break;
+            }
         }
     }
 

@@ -99,6 +99,9 @@ pub struct MeetingConfig {
     pub waiting_room: bool,
     pub only_signed_in: bool,
     pub max_participants: u32,
+    /// When false, a guest who comes while no host or co-host is in the
+    /// meeting waits (and is told why) until one arrives.
+    pub join_before_host: bool,
 }
 
 /// Inputs from the shell.
@@ -206,6 +209,9 @@ struct Waiter {
     /// Comes from a banned network without a banned identity (see
     /// [`BanKey`]); told to moderators.
     same_network_as_removed: bool,
+    /// Waits only because no host was in yet (`join_before_host` off, no
+    /// waiting room): seated as soon as a host or co-host arrives.
+    for_host: bool,
 }
 
 /// Where a connection sits.
@@ -344,6 +350,10 @@ impl Meeting {
             }
             Input::Reconfigure(config) => {
                 self.config = config;
+                if self.config.join_before_host {
+                    // Turned on meanwhile: nobody waits for a host any more.
+                    self.seat_those_waiting_for_host();
+                }
                 self.enforce_screen_policy();
                 self.broadcast_meeting();
             }

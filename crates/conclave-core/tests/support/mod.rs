@@ -57,6 +57,7 @@ pub fn config() -> MeetingConfig {
         waiting_room: true,
         only_signed_in: false,
         max_participants: 100,
+        join_before_host: true,
     }
 }
 

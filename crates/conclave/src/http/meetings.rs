@@ -40,6 +40,9 @@ pub struct MeetingSettings {
     /// signed in through a configured provider with that (verified) address.
     pub invited_emails: Vec<String>,
     pub max_participants: u32,
+    /// False: a guest who comes while no host or co-host is in the meeting
+    /// waits, told why, until one arrives.
+    pub join_before_host: bool,
 }
 
 /// A partial change of settings: absent fields stay as they are.
@@ -63,6 +66,7 @@ pub struct SettingsPatch {
     /// 2 to 1000 (`MAX_PARTICIPANTS_LIMIT`).
     #[schema(minimum = 2, maximum = 1000)]
     pub max_participants: Option<u32>,
+    pub join_before_host: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -79,7 +83,19 @@ pub struct MeetingView {
     pub created_at: i64,
     /// Whether the meeting is in progress now.
     pub running: bool,
+    /// Planned start, Unix seconds (UTC); null when not scheduled.
+    pub starts_at: Option<i64>,
+    /// Planned length; null when not scheduled.
+    pub duration_minutes: Option<u32>,
 }
+
+/// Latest start a meeting may be scheduled for: the end of year 9999 (UTC),
+/// past which calendars have no dates.
+pub const MAX_STARTS_AT: i64 = 253_402_300_799;
+/// Longest scheduled meeting, in minutes: a day.
+pub const MAX_DURATION_MINUTES: u32 = 24 * 60;
+/// The length a start without one gets.
+const DEFAULT_DURATION_MINUTES: u32 = 60;
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +105,12 @@ pub struct CreateMeeting {
     pub passcode: Option<String>,
     #[serde(default)]
     pub settings: SettingsPatch,
+    /// Planned start, Unix seconds (UTC).
+    #[schema(minimum = 0, maximum = 253_402_300_799_i64)]
+    pub starts_at: Option<i64>,
+    /// Planned length, 1 to 1440 minutes; 60 if a start is given without one.
+    #[schema(minimum = 1, maximum = 1440)]
+    pub duration_minutes: Option<u32>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -102,9 +124,52 @@ pub struct UpdateMeeting {
     pub regenerate_passcode: bool,
     #[serde(default)]
     pub settings: SettingsPatch,
+    /// A new planned start, Unix seconds (UTC).
+    #[schema(minimum = 0, maximum = 253_402_300_799_i64)]
+    pub starts_at: Option<i64>,
+    /// A new planned length, 1 to 1440 minutes (the meeting must be scheduled).
+    #[schema(minimum = 1, maximum = 1440)]
+    pub duration_minutes: Option<u32>,
+    /// Forget the start and length (not with `starts_at` or `duration_minutes`).
+    #[serde(default)]
+    pub unschedule: bool,
 }
 
-fn view(state: &AppState, m: &MeetingRecord) -> MeetingView {
+/// Sets the schedule from a start and a length, either or both given,
+/// checking them first: a length needs a start, given now or before.
+fn apply_schedule(
+    m: &mut MeetingRecord,
+    starts_at: Option<i64>,
+    duration: Option<u32>,
+) -> Result<(), ApiError> {
+    if let Some(t) = starts_at
+        && !(0..=MAX_STARTS_AT).contains(&t)
+    {
+        return Err(ApiError::Invalid(format!(
+            "starts_at is Unix seconds from 0 to {MAX_STARTS_AT}"
+        )));
+    }
+    if let Some(d) = duration
+        && !(1..=MAX_DURATION_MINUTES).contains(&d)
+    {
+        return Err(ApiError::Invalid(format!(
+            "duration_minutes is 1 to {MAX_DURATION_MINUTES}"
+        )));
+    }
+    let start = starts_at.or(m.starts_at);
+    if start.is_none() && duration.is_some() {
+        return Err(ApiError::Invalid("duration_minutes needs starts_at".into()));
+    }
+    if start.is_some() {
+        m.starts_at = start;
+        m.duration_minutes = duration
+            .or(m.duration_minutes)
+            .or(Some(DEFAULT_DURATION_MINUTES));
+    }
+    Ok(())
+}
+
+pub(super) fn view(state: &AppState, m: &MeetingRecord) -> MeetingView {
     let id = m.id.to_string();
     let mut invite_link = format!("{}/j/{id}", state.config.public_url());
     if let Some(p) = &m.passcode {
@@ -126,9 +191,12 @@ fn view(state: &AppState, m: &MeetingRecord) -> MeetingView {
             who_may_join: m.who_may_join(),
             invited_emails: m.invited_emails.clone(),
             max_participants: m.max_participants,
+            join_before_host: m.join_before_host,
         },
         created_at: m.created_at,
         running: state.rooms.is_running(m.id),
+        starts_at: m.starts_at,
+        duration_minutes: m.duration_minutes,
         id,
     }
 }
@@ -208,6 +276,9 @@ fn apply_settings(m: &mut MeetingRecord, s: &SettingsPatch) -> Result<(), ApiErr
     if let Some(w) = s.who_may_join {
         m.set_who_may_join(w);
     }
+    if let Some(v) = s.join_before_host {
+        m.join_before_host = v;
+    }
     Ok(())
 }
 
@@ -229,7 +300,11 @@ async fn set_passcode(
     Ok(())
 }
 
-async fn owned(state: &AppState, user: &User, id: &str) -> Result<MeetingRecord, ApiError> {
+pub(super) async fn owned(
+    state: &AppState,
+    user: &User,
+    id: &str,
+) -> Result<MeetingRecord, ApiError> {
     let id: MeetingId = id.parse().map_err(|_| ApiError::NotFound)?;
     match state.store.meeting(id).await? {
         Some(m) if m.owner_id == user.id => Ok(m),
@@ -269,9 +344,13 @@ pub async fn create(
         invited_emails: Vec::new(),
         max_participants: 100,
         created_at: unix_now(),
+        starts_at: None,
+        duration_minutes: None,
+        join_before_host: true,
     };
     m.set_who_may_join(state.config.organisation.default_who_may_join);
     apply_settings(&mut m, &req.settings)?;
+    apply_schedule(&mut m, req.starts_at, req.duration_minutes)?;
     let passcode = match (req.settings.passcode_required, req.passcode) {
         (Some(false), Some(_)) => {
             return Err(ApiError::Invalid(
@@ -326,6 +405,16 @@ pub async fn update(
         m.title = clean_title(t)?;
     }
     apply_settings(&mut m, &req.settings)?;
+    if req.unschedule {
+        if req.starts_at.is_some() || req.duration_minutes.is_some() {
+            return Err(ApiError::Invalid(
+                "unschedule cannot come with starts_at or duration_minutes".into(),
+            ));
+        }
+        m.starts_at = None;
+        m.duration_minutes = None;
+    }
+    apply_schedule(&mut m, req.starts_at, req.duration_minutes)?;
     let passcode = match (
         req.settings.passcode_required,
         req.passcode,

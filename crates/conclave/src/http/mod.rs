@@ -13,6 +13,7 @@
 //! - [`web`]: the embedded web client and the headers every response carries.
 
 pub mod account;
+pub mod calendar;
 pub mod error;
 pub mod meetings;
 pub mod oidc;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(meetings::remove),
         )
         .route("/meetings/{id}/ws", get(signaling::upgrade))
+        .route("/meetings/{id}/calendar.ics", get(calendar::ics))
         .route("/openapi.json", get(openapi::document))
         .fallback(error::not_found);
     let https = state.config.serves_https();

@@ -15,7 +15,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::session::SESSION_COOKIE;
-use super::{account, error, meetings, oidc};
+use super::{account, calendar, error, meetings, oidc};
 
 /// The name of the session-cookie scheme in the document.
 pub const SESSION: &str = "session_cookie";
@@ -48,6 +48,7 @@ pub const TOKEN: &str = "api_token";
         meetings::get,
         meetings::update,
         meetings::remove,
+        calendar::ics,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&SharedAnswers)
