@@ -150,8 +150,9 @@ function recordPeerConnections() {
 /**
  * A browser of its own (fresh profile) with one page; `alerts` collects any
  * dialog a page opened (there must be none: markup from others is text).
+ * `device` emulates a phone or another screen (e2e/phone.test.js).
  */
-export async function openBrowser(name, { denyMedia = false, flags = [] } = {}) {
+export async function openBrowser(name, { denyMedia = false, flags = [], device = {} } = {}) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), `conclave-e2e-${name}-`));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -159,6 +160,8 @@ export async function openBrowser(name, { denyMedia = false, flags = [] } = {}) 
     // Without the fake UI, the prompt for camera and microphone is refused.
     args: [...(denyMedia ? [...CHROMIUM_FLAGS.filter((f) => f !== '--use-fake-ui-for-media-stream'), '--deny-permission-prompts'] : CHROMIUM_FLAGS), ...flags],
     viewport: { width: 1280, height: 800 },
+    // A device to emulate (viewport, isMobile, hasTouch, deviceScaleFactor, userAgent).
+    ...device,
   });
   await context.addInitScript(recordPeerConnections);
   const page = context.pages()[0] || (await context.newPage());
