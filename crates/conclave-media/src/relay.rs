@@ -90,4 +90,12 @@ pub enum Relayed {
     /// A subscriber of the sending shard wants a key frame of `track`'s
     /// layer `rid`; only the publisher's shard acts on it.
     KeyFrame { track: TrackId, rid: Option<Rid> },
+    /// Dynacast across shards: the simulcast layers of `track` the sending
+    /// shard's subscribers receive or wait for; `None` while they have
+    /// chosen none yet (then nothing may be paused). The publisher's shard
+    /// pauses only what no shard wants.
+    Wanted {
+        track: TrackId,
+        layers: Option<Vec<Option<Rid>>>,
+    },
 }

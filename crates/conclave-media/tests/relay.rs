@@ -38,11 +38,11 @@ fn exchange(a: &mut Net, b: &mut Net) -> usize {
         .filter(|m| matches!(m, Relayed::Rtp { .. }))
         .count();
     for m in out.drain(..) {
-        b.router.handle_relay(m, b.now);
+        b.router.handle_relay(0, m, b.now);
     }
     b.router.drain_relay(&mut out);
     for m in out.drain(..) {
-        a.router.handle_relay(m, a.now);
+        a.router.handle_relay(1, m, a.now);
     }
     a.settle();
     b.settle();
@@ -375,4 +375,39 @@ fn subscribers_on_another_shard_each_get_the_simulcast_layer_their_view_calls_fo
     };
     assert_eq!(last_layer(&mut b, S, m1), 0);
     assert_eq!(last_layer(&mut b, S2, m2), 2);
+}
+
+#[test]
+fn the_publisher_pauses_only_the_layers_no_shard_wants() {
+    let mut a = shard();
+    let (video, _) = a.join_simulcast(P, P_ADDR, &RIDS, false);
+    a.router.set_relaying(true);
+    a.connect_all();
+    let mut b = shard();
+    b.join(S, S_ADDR, &[]);
+    b.router.set_relaying(true);
+    let mut p = Simulcaster {
+        mid: video,
+        seq: [1_000, 20_000, 40_000],
+        frame: 0,
+        key_pending: [true; 3],
+        seen: 0,
+    };
+    p.run(&mut a, &mut b, 500);
+    // The publisher's shard has no subscriber of its own: what it sends is
+    // what the other shard's subscriber wants.
+    b.router.set_view_size(S, P, video, 160, 90);
+    p.run(&mut a, &mut b, 4_000);
+    let q = str0m::media::Rid::from("q");
+    assert_eq!(a.router.layers_sent(P, video), Some(vec![q]));
+    // A bigger view there resumes the full layer at once.
+    b.router.set_view_size(S, P, video, 1920, 1080);
+    p.run(&mut a, &mut b, 1_000);
+    let sent = a.router.layers_sent(P, video).expect("simulcast");
+    assert!(sent.contains(&str0m::media::Rid::from("f")), "{sent:?}");
+    let mid = b.router.forwarded_to(S)[0].mid;
+    assert_eq!(
+        b.router.forwarded_layer(S, mid),
+        Some(Some(str0m::media::Rid::from("f")))
+    );
 }

@@ -71,6 +71,8 @@ async fn a_lecture_spreads_over_both_workers_and_every_student_gets_the_teacher(
     // The first student's video frames when the third had left.
     let frames_at_leave = Arc::new(AtomicU64::new(u64::MAX));
     let mut students = Vec::new();
+    // Each student's video frames so far.
+    let counts: Arc<Vec<AtomicU64>> = Arc::new((0..4).map(|_| AtomicU64::new(0)).collect());
     for i in 0..4 {
         let keyed_now = Arc::new(Notify::new());
         let mut s = native_options(&meeting, &format!("Student {i}"));
@@ -83,11 +85,13 @@ async fn a_lecture_spreads_over_both_workers_and_every_student_gets_the_teacher(
             let all_keyed = Arc::clone(&all_keyed);
             let leaver_gone = Arc::clone(&leaver_gone);
             let frames_at_leave = Arc::clone(&frames_at_leave);
+            let counts = Arc::clone(&counts);
             move |p| {
                 if keyed(p) {
                     keyed_now.notify_one();
                 }
                 let video = frames_from_others(p, Video);
+                counts[i].store(video, Ordering::SeqCst);
                 if leaver {
                     // Leaves once everyone is in and it has a second of video.
                     return all_keyed.load(Ordering::SeqCst) && video >= 30;
@@ -129,8 +133,19 @@ async fn a_lecture_spreads_over_both_workers_and_every_student_gets_the_teacher(
     })
     .await
     .expect("the first student noticed the leave");
-    // A second more of media for those who stay.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Those who stay get well over a second of video each, the first
+    // student half a second more since the leave.
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let n = |i: usize| counts[i].load(Ordering::SeqCst);
+            if [0, 1, 3].iter().all(|&i| n(i) >= 45) && n(0) >= after_leave + 15 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the students who stayed kept receiving");
     stop_all.notify_waiters();
     let teacher = teacher.await.expect("task").expect("teacher");
     let mut reports = Vec::new();
@@ -152,11 +167,17 @@ async fn a_lecture_spreads_over_both_workers_and_every_student_gets_the_teacher(
         let first_key = video.first_keyframe_at.expect("a key frame arrived");
         // The worker serving the student asks the teacher's worker, which
         // asks the teacher; she skips to her next key frame. Generous: this
-        // is a property, not a benchmark.
+        // is a property, not a benchmark, and a newcomer's first frames
+        // also wait for its MLS Welcome (the sample has a key frame a
+        // second, so this shows no request was lost for long; the exact
+        // crossing is tests/relay.rs's, in conclave-media).
         let wait = first_key.saturating_duration_since(connected);
         assert!(
-            wait < Duration::from_millis(1500),
-            "student {i}: first key frame {wait:?} after connecting"
+            wait < Duration::from_millis(2500),
+            "student {i}: first key frame {wait:?} after connecting; first frame {:?} after",
+            video
+                .first_frame_at
+                .map(|t| t.saturating_duration_since(connected))
         );
         let audio: u64 = r
             .media

@@ -2,14 +2,14 @@
 //! (`crate::relay`): tracks announced to other shards and taken from them,
 //! packets handed on, key frame requests sent back to the publisher's shard.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Rid};
 
 use super::Router;
-use super::simulcast::{IncomingLayer, MAX_LAYERS, Track};
+use super::simulcast::{IncomingLayer, MAX_LAYERS, RESELECT_INTERVAL, Track};
 use crate::peer::{PeerId, TrackId};
 use crate::relay::{MediaPacket, Relayed};
 
@@ -26,6 +26,21 @@ pub(super) struct Shard {
     /// Whether any other shard listens: until then nothing is copied.
     relaying: bool,
     dropped: u64,
+    /// What other shards want of this shard's simulcast tracks, by the
+    /// driver's name for each shard ([`Relayed::Wanted`]).
+    wants: BTreeMap<(TrackId, u32), Option<Vec<Option<Rid>>>>,
+    /// What this shard last told the publisher's shard it wants of each
+    /// remote track.
+    told: BTreeMap<TrackId, Option<Vec<Option<Rid>>>>,
+}
+
+/// Dynacast's view of a track in a spread meeting.
+pub(super) enum Spread {
+    /// Another shard's track: its publisher's shard decides.
+    Remote,
+    /// This shard's own: other shards' wishes were added; `keep_all` when
+    /// one of them has subscribers that chose no layer yet.
+    Local { keep_all: bool },
 }
 
 impl Shard {
@@ -35,15 +50,13 @@ impl Shard {
             remote: BTreeSet::new(),
             relaying: false,
             dropped: 0,
+            wants: BTreeMap::new(),
+            told: BTreeMap::new(),
         }
     }
 
     pub(super) fn is_remote(&self, track: TrackId) -> bool {
         self.remote.contains(&track)
-    }
-
-    pub(super) fn relaying(&self) -> bool {
-        self.relaying
     }
 
     fn push(&mut self, item: Relayed) {
@@ -118,8 +131,9 @@ impl Router {
         self.relay.as_ref().map_or(0, |s| s.dropped)
     }
 
-    /// A message from another shard of the meeting.
-    pub fn handle_relay(&mut self, item: Relayed, now: Instant) {
+    /// A message from another shard of the meeting; `from` names that shard
+    /// (the driver's choice, the same for all its messages).
+    pub fn handle_relay(&mut self, from: u32, item: Relayed, now: Instant) {
         if self.relay.is_none() {
             return;
         }
@@ -141,6 +155,22 @@ impl Router {
                 if self.relay.as_ref().is_some_and(|s| s.is_remote(track)) {
                     self.fan_out_with(track, rid, params, &packet, now);
                     self.run_work();
+                }
+            }
+            Relayed::Wanted { track, layers } => {
+                let Some(shard) = self.relay.as_mut() else {
+                    return;
+                };
+                if shard.is_remote(track) || !self.tracks.contains_key(&track) {
+                    return;
+                }
+                shard.wants.insert((track, from), layers);
+                // A layer wanted again is resumed now, not at the next tick;
+                // one wanted no more is paused by a later tick, which a
+                // shard without subscribers of its own must schedule.
+                self.dynacast(track, now);
+                if self.next_reselect.is_none() {
+                    self.next_reselect = Some(now + RESELECT_INTERVAL);
                 }
             }
             Relayed::KeyFrame { track, rid } => {
@@ -179,11 +209,55 @@ impl Router {
 
     /// `track` ended here: a local one ends on the other shards too.
     pub(super) fn withdraw(&mut self, track: TrackId) {
-        if let Some(shard) = self.relay.as_mut()
-            && !shard.remote.remove(&track)
-        {
+        let Some(shard) = self.relay.as_mut() else {
+            return;
+        };
+        shard.wants.retain(|(t, _), _| *t != track);
+        shard.told.remove(&track);
+        if !shard.remote.remove(&track) {
             shard.push(Relayed::Unpublished { track });
         }
+    }
+
+    /// Dynacast in a spread meeting: for another shard's track, tells its
+    /// shard (on a change) which layers `wanted` here; for a local one, adds
+    /// the layers other shards want to `wanted`.
+    pub(super) fn spread_dynacast(&mut self, track: TrackId, wanted: &mut Vec<usize>) -> Spread {
+        let local = Spread::Local { keep_all: false };
+        let (Some(shard), Some(t)) = (self.relay.as_mut(), self.tracks.get(&track)) else {
+            return local;
+        };
+        if shard.is_remote(track) {
+            let layers = if wanted.is_empty() && !t.subscribers.is_empty() {
+                None
+            } else {
+                Some(
+                    wanted
+                        .iter()
+                        .filter_map(|&i| t.layers.get(i))
+                        .map(|l| l.rid)
+                        .collect(),
+                )
+            };
+            if shard.relaying && shard.told.get(&track) != Some(&layers) {
+                shard.told.insert(track, layers.clone());
+                shard.push(Relayed::Wanted { track, layers });
+            }
+            return Spread::Remote;
+        }
+        if !shard.relaying {
+            return local;
+        }
+        let mut keep_all = false;
+        for ((_, _), w) in shard.wants.range((track, 0)..=(track, u32::MAX)) {
+            match w {
+                None => keep_all = true,
+                Some(rids) => wanted.extend(rids.iter().filter_map(|r| t.layer_index(*r))),
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        Spread::Local { keep_all }
     }
 
     /// Another shard's peer publishes `track`: it is offered to every peer

@@ -279,27 +279,21 @@ impl Router {
     /// (none arriving), nothing is paused. Layers nobody receives get no
     /// NACKs from the router, at once.
     pub(super) fn dynacast(&mut self, track_id: TrackId, now: Instant) {
-        let wanted = self.wanted_layers(track_id);
+        let mut wanted = self.wanted_layers(track_id);
+        // A spread meeting (`relay.rs`): another shard's track is its
+        // publisher's shard's to decide; a local one also keeps what other
+        // shards want.
+        let others_keep_all = match self.spread_dynacast(track_id, &mut wanted) {
+            super::relay::Spread::Remote => return,
+            super::relay::Spread::Local { keep_all } => keep_all,
+        };
         let Some(track) = self.tracks.get_mut(&track_id) else {
             return;
         };
         if !track.is_simulcast() {
             return;
         }
-        // A track other shards receive too (`relay.rs`) is sent whole: its
-        // subscribers there are not counted here. Another shard's track is
-        // its publisher's shard's to decide.
-        let (relayed, remote) = match &self.relay {
-            Some(shard) => (
-                shard.relaying() && !shard.is_remote(track_id),
-                shard.is_remote(track_id),
-            ),
-            None => (false, false),
-        };
-        if remote {
-            return;
-        }
-        let keep_all = relayed || (wanted.is_empty() && !track.subscribers.is_empty());
+        let keep_all = others_keep_all || (wanted.is_empty() && !track.subscribers.is_empty());
         for l in &mut track.layers {
             if l.resumed
                 && l.resumed_at
@@ -314,7 +308,7 @@ impl Router {
         let mut changed = false;
         let mut nacks: Vec<(Option<Rid>, bool)> = Vec::new();
         for (i, l) in track.layers.iter_mut().enumerate() {
-            let watched = relayed || wanted.contains(&i);
+            let watched = others_keep_all || wanted.contains(&i);
             if watched || keep_all {
                 l.unwatched_since = None;
                 if l.paused {

@@ -19,6 +19,8 @@ const RELAY_QUEUE: usize = 4096;
 
 /// Hand-off messages of one meeting, from one worker to another.
 pub struct RelayBatch {
+    /// The sending worker.
+    pub from: usize,
     pub meeting: MeetingId,
     pub items: Vec<Relayed>,
 }
@@ -94,6 +96,7 @@ impl Relays {
                 items.clone()
             };
             let batch = RelayBatch {
+                from: self.index,
                 meeting,
                 items: batch,
             };

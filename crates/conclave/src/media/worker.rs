@@ -351,8 +351,9 @@ impl Worker {
             let now = Instant::now();
             // A meeting closed here meanwhile: its batch goes nowhere.
             if let Some(m) = self.meetings.get_mut(&batch.meeting) {
+                let from = u32::try_from(batch.from).unwrap_or(u32::MAX);
                 for item in batch.items {
-                    m.router.handle_relay(item, now);
+                    m.router.handle_relay(from, item, now);
                 }
             }
             next = self.relays.rx.try_recv().ok();
