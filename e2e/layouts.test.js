@@ -155,6 +155,8 @@ describe('layouts: speaker view, pin, spotlight and pages', () => {
     await tileOf(b.host.page, 'Carol').getByRole('button', { name: 'Spotlight for everyone', exact: true }).click();
     for (const [who, x] of all()) {
       await eventually(() => featured(x.page), (n) => n === 'Carol', { what: `${who} sees Carol spotlighted` });
+      await tileOf(x.page, 'Carol').getByRole('img', { name: 'Spotlighted for everyone', exact: true }).waitFor();
+      assert.equal(await x.page.getByRole('img', { name: 'Spotlighted for everyone', exact: true }).count(), 1, `${who}: one spotlight`);
     }
     await tileOf(b.host.page, 'Carol').getByRole('button', { name: 'Remove spotlight', exact: true }).waitFor();
     await screenshot(b.dan.page, 'layouts-spotlight');

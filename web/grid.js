@@ -187,6 +187,7 @@ function createTile(p, handlers) {
     mic: h('span', { class: 'tile-mic', role: 'img' }),
     cam: h('span', { class: 'tile-flag', role: 'img', 'aria-label': 'Camera off', title: 'Camera off' }, icon('videoOff')),
     screen: h('span', { class: 'tile-flag tile-flag-screen', role: 'img', 'aria-label': 'Sharing screen', title: 'Sharing screen' }, icon('screen')),
+    spot: h('span', { class: 'tile-flag tile-flag-spot', role: 'img', 'aria-label': 'Spotlighted for everyone', title: 'Spotlighted for everyone', hidden: true }, icon('star')),
     status: h('div', { class: 'tile-status', hidden: true },
       h('span', { class: 'spinner spinner-sm', 'aria-hidden': 'true' }), h('span', { text: 'Reconnecting…' })),
     video: h('video', { class: 'tile-video', hidden: true }),
@@ -198,7 +199,7 @@ function createTile(p, handlers) {
   refs.audio.autoplay = true;
   const tile = h('li', { class: 'tile', 'data-participant': String(p.id) },
     h('div', { class: 'tile-media' }, refs.avatar, refs.video, refs.audio),
-    h('div', { class: 'tile-flags' }, refs.screen, refs.cam),
+    h('div', { class: 'tile-flags' }, refs.spot, refs.screen, refs.cam),
     refs.status,
     h('div', { class: 'tile-actions' }, refs.pin, refs.spotlight),
     h('div', { class: 'tile-footer' }, refs.mic, refs.name, refs.you, refs.role));
@@ -220,6 +221,7 @@ function updateTile(tile, p, state, view, featured) {
   setText(r.spotlight, spotlit ? 'Remove spotlight' : 'Spotlight for everyone');
   r.spotlight.dataset.on = String(spotlit);
   tile.classList.toggle('is-spotlit', spotlit);
+  r.spot.hidden = !spotlit;
   tile.classList.toggle('is-pinned', pinned && featured === p.id);
   // A recorder says so; everyone sees it (and it is in the MLS group like anyone).
   setText(r.name, p.recording ? `${p.name} (recording)` : p.name);
