@@ -1,13 +1,18 @@
 // The join page's device choice: a camera and a microphone picker, shown when
-// the browser lists more than one of a kind. The choice is remembered and used
+// the browser lists more than one of a kind, and the switch for the browser's
+// noise suppression and echo cancellation. The choice is remembered and used
 // by every capture (media.js).
 
 import { chooseDevices, chosenDevices, listDevices } from './media.js';
-import { field, h } from './dom.js';
+import { field, h, toggle } from './dom.js';
 
 /** Returns {el}: the pickers, filled in once the browser lists its devices. */
 export function createDevicePicker() {
-  const el = h('div', { class: 'device-picker', hidden: true });
+  const clean = toggle('Noise suppression', chosenDevices().cleanAudio,
+    (on) => chooseDevices({ cleanAudio: on }),
+    'The browser filters background noise and echo from your microphone. Turn off for music.');
+  const pickersBox = h('div', { class: 'device-picker', hidden: true });
+  const el = h('div', { class: 'device-settings' }, pickersBox, clean.label);
   (async () => {
     let devices;
     try {
@@ -26,8 +31,8 @@ export function createDevicePicker() {
       pickers.push(field(label, select));
     }
     if (pickers.length) {
-      el.replaceChildren(...pickers);
-      el.hidden = false;
+      pickersBox.replaceChildren(...pickers);
+      pickersBox.hidden = false;
     }
   })();
   return { el };

@@ -6,17 +6,25 @@ const VIDEO = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ide
 
 const DEVICE_KEY = 'conclave.devices';
 
-/** The devices chosen on the join page ({audio, video} device ids), if any. */
+/**
+ * The devices chosen on the join page ({audio, video} device ids), if any,
+ * and `cleanAudio`: whether the browser's own noise suppression and echo
+ * cancellation process the microphone (on unless turned off).
+ */
 export function chosenDevices() {
   try {
     const d = JSON.parse(localStorage.getItem(DEVICE_KEY) || '{}');
-    return { audio: typeof d.audio === 'string' ? d.audio : '', video: typeof d.video === 'string' ? d.video : '' };
+    return {
+      audio: typeof d.audio === 'string' ? d.audio : '',
+      video: typeof d.video === 'string' ? d.video : '',
+      cleanAudio: d.cleanAudio !== false,
+    };
   } catch {
-    return { audio: '', video: '' };
+    return { audio: '', video: '', cleanAudio: true };
   }
 }
 
-/** Remembers a device choice ({audio?, video?}) for the next capture. */
+/** Remembers a device choice ({audio?, video?, cleanAudio?}) for the next capture. */
 export function chooseDevices(patch) {
   try {
     localStorage.setItem(DEVICE_KEY, JSON.stringify({ ...chosenDevices(), ...patch }));
@@ -45,8 +53,10 @@ export async function captureTrack(kind) {
   if (!navigator.mediaDevices?.getUserMedia) {
     throw new Error('This browser cannot use a camera or microphone here (a secure connection, https, is needed).');
   }
-  const device = chosenDevices()[kind];
-  const base = kind === 'video' ? VIDEO : { echoCancellation: true, noiseSuppression: true };
+  const chosen = chosenDevices();
+  const device = chosen[kind];
+  // Off for music or a good headset: the browser's processing then leaves the sound as it is.
+  const base = kind === 'video' ? VIDEO : { echoCancellation: chosen.cleanAudio, noiseSuppression: chosen.cleanAudio };
   const constraints = { [kind]: device ? { ...base, deviceId: { ideal: device } } : base };
   try {
     const stream = await navigator.mediaDevices.getUserMedia(constraints);
