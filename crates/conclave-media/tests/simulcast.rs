@@ -656,3 +656,33 @@ fn a_hidden_view_pauses_a_video_without_simulcast() {
     assert_eq!(net.router.forwarded_layer(B, mid), Some(None));
     assert!(net.router.peer_stats(A).unwrap().keyframe_requests_out > asked);
 }
+
+/// Dynacast with paging: when every subscriber hides a simulcast track, its
+/// publisher is told to send none of its layers (after the hold); when one
+/// shows it again, the layer its view calls for is resumed and it arrives.
+#[test]
+fn a_track_every_subscriber_hides_is_paused_at_its_publisher() {
+    let (mut net, mut publisher) = meeting(&[(B, B_ADDR), (C, C_ADDR)]);
+    let b_mid = forwarded_mid(&net, B, A, publisher.mid);
+    let video = publisher.mid;
+    net.router.set_view_size(B, A, video, 320, 180);
+    net.router.set_view_size(C, A, video, 1280, 720);
+    publisher.run(&mut net, 1_000);
+    let sent = |net: &Net| net.router.layers_sent(A, video).unwrap();
+    assert!(!sent(&net).is_empty());
+    // Only C hides it: B's layer stays.
+    net.router.set_view_size(C, A, video, 0, 0);
+    publisher.run(&mut net, 3_000);
+    assert_eq!(sent(&net), vec![Rid::from("q")]);
+    // Both hide it: nothing is sent once the hold is over.
+    net.router.set_view_size(B, A, video, 0, 0);
+    publisher.run(&mut net, 3_000);
+    assert_eq!(sent(&net), Vec::<Rid>::new());
+    // B shows it again: its layer is resumed at once and forwarded.
+    net.router.set_view_size(B, A, video, 320, 180);
+    assert_eq!(sent(&net), vec![Rid::from("q")]);
+    let before = net.router.peer_stats(B).unwrap().rtp_forwarded;
+    publisher.run(&mut net, 1_000);
+    assert_eq!(net.router.forwarded_layer(B, b_mid), rid("q"));
+    assert!(net.router.peer_stats(B).unwrap().rtp_forwarded > before + 20);
+}

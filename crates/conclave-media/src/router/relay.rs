@@ -224,11 +224,12 @@ impl Router {
     /// the layers other shards want to `wanted`.
     pub(super) fn spread_dynacast(&mut self, track: TrackId, wanted: &mut Vec<usize>) -> Spread {
         let local = Spread::Local { keep_all: false };
+        let shown = self.shown(track);
         let (Some(shard), Some(t)) = (self.relay.as_mut(), self.tracks.get(&track)) else {
             return local;
         };
         if shard.is_remote(track) {
-            let layers = if wanted.is_empty() && !t.subscribers.is_empty() {
+            let layers = if wanted.is_empty() && shown {
                 None
             } else {
                 Some(

@@ -240,6 +240,19 @@ impl Router {
         wanted
     }
 
+    /// Whether some subscriber of `track_id` shows it: one that hides it (a
+    /// 0×0 view, off its page) wants no layer of it, chosen yet or not.
+    pub(super) fn shown(&self, track_id: TrackId) -> bool {
+        self.tracks.get(&track_id).is_some_and(|t| {
+            t.subscribers.iter().any(|(sub, mid)| {
+                self.peers
+                    .get(sub)
+                    .and_then(|p| p.outgoing.get(mid))
+                    .is_none_or(|o| !o.hidden())
+            })
+        })
+    }
+
     /// The simulcast layers of `track_id` its publisher should send now,
     /// by the router's dynacast decision: `None` for a track without
     /// simulcast.
@@ -276,10 +289,12 @@ impl Router {
     /// unwatched for less than [`DYNACAST_HOLD`]. On a change, tells the
     /// publisher ([`Event::LayersWanted`]). While the track has
     /// subscribers, something is always sent: with no layer chosen yet
-    /// (none arriving), nothing is paused. Layers nobody receives get no
-    /// NACKs from the router, at once.
+    /// (none arriving), nothing is paused; when every subscriber hides the
+    /// track (0×0 views), every layer is paused after the hold. Layers
+    /// nobody receives get no NACKs from the router, at once.
     pub(super) fn dynacast(&mut self, track_id: TrackId, now: Instant) {
         let mut wanted = self.wanted_layers(track_id);
+        let shown = self.shown(track_id);
         // A spread meeting (`relay.rs`): another shard's track is its
         // publisher's shard's to decide; a local one also keeps what other
         // shards want.
@@ -293,7 +308,7 @@ impl Router {
         if !track.is_simulcast() {
             return;
         }
-        let keep_all = others_keep_all || (wanted.is_empty() && !track.subscribers.is_empty());
+        let keep_all = others_keep_all || (wanted.is_empty() && shown);
         for l in &mut track.layers {
             if l.resumed
                 && l.resumed_at
