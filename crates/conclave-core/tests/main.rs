@@ -4,6 +4,7 @@
 
 mod support;
 
+mod app_rules;
 mod group_rules;
 mod media_rules;
 mod meeting_rules;
