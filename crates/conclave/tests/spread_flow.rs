@@ -14,9 +14,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 /// The video track this session received from someone else.
-fn video_from_others<'a>(
-    report: &'a SessionReport,
-) -> Option<&'a conclave_client::media::TrackStats> {
+fn video_from_others(report: &SessionReport) -> Option<&conclave_client::media::TrackStats> {
     report
         .media
         .received

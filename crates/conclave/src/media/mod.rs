@@ -474,4 +474,79 @@ mod tests {
             assert_eq!(got, if j == i { 3 } else { 0 }, "worker {j}");
         }
     }
+
+    /// What a worker's queue holds, by kind: O open, M media command, D
+    /// declared tracks, S shard set, C closed.
+    fn kinds(rx: &mut mpsc::Receiver<DriverCmd>) -> String {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|c| match c {
+                DriverCmd::Open { relay, speaker, .. } => {
+                    format!("O{}{}", u8::from(relay), u8::from(speaker))
+                }
+                DriverCmd::Media { .. } => "M".into(),
+                DriverCmd::Declared { .. } => "D".into(),
+                DriverCmd::Shards { workers, .. } => format!("S{}", workers.len()),
+                DriverCmd::Closed { .. } => "C".into(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_spreading_meeting_sends_each_members_commands_to_its_worker_and_tells_every_shard() {
+        let (mut h, mut rx) = handle(2);
+        h.spread_from = 1;
+        let m = MeetingId::generate();
+        let home = index(&h, m);
+        let other = 1 - home;
+        let (mut link, _events) = h.open(m);
+        let (one, two) = (ParticipantId(1), ParticipantId(2));
+        // The first member stays home.
+        link.send(MediaCommand::Allow {
+            participant: one,
+            audio: true,
+            video: true,
+            screen: false,
+        });
+        link.send(MediaCommand::Offer {
+            participant: one,
+            sdp: String::new(),
+            tracks: vec![PublishedTrack {
+                mid: "0".into(),
+                kind: conclave_proto::MediaKind::Video,
+            }],
+        });
+        assert_eq!(kinds(&mut rx[home]), "O11 M M");
+        assert_eq!(kinds(&mut rx[other]), "");
+        // The second goes to the idle worker, which opens a shard that does
+        // not report the speaker, hears what the first publishes, and then
+        // gets the second's offer; both shards learn the shard set.
+        link.send(MediaCommand::Offer {
+            participant: two,
+            sdp: String::new(),
+            tracks: Vec::new(),
+        });
+        assert_eq!(kinds(&mut rx[other]), "O10 D S2 M");
+        assert_eq!(kinds(&mut rx[home]), "S2 D");
+        assert_eq!(h.members_per_worker()[home], 1);
+        assert_eq!(h.members_per_worker()[other], 1);
+        // A view size goes to the subscriber's worker; a leave to every
+        // shard; closing closes every shard and frees the places.
+        link.send(MediaCommand::ViewSize {
+            subscriber: two,
+            publisher: one,
+            kind: conclave_proto::MediaKind::Video,
+            width: 320,
+            height: 180,
+        });
+        assert_eq!(kinds(&mut rx[other]), "M");
+        link.send(MediaCommand::Leave { participant: two });
+        assert_eq!(kinds(&mut rx[home]), "M");
+        assert_eq!(kinds(&mut rx[other]), "M");
+        assert_eq!(h.members_per_worker()[other], 0);
+        link.close();
+        assert_eq!(kinds(&mut rx[home]), "C");
+        assert_eq!(kinds(&mut rx[other]), "C");
+        assert_eq!(h.members_per_worker(), vec![0, 0]);
+    }
 }

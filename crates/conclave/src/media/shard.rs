@@ -165,7 +165,7 @@ mod tests {
         );
         assert_eq!(m.leave(p(4)), Some(0));
         assert_eq!(m.leave(p(4)), None);
-        assert_eq!(m.worker_of(p(5)).is_some(), true);
+        assert!(m.worker_of(p(5)).is_some());
     }
 
     #[test]
