@@ -12,7 +12,7 @@ import { freeTcpPort } from './harness.js';
  * Starts a provider at http://localhost:PORT; resolves to {issuer, stop(),
  * setEmail(sub, email)}. `redirectUris` are the client's registered callbacks.
  */
-export async function startProvider({ clientId, clientSecret, redirectUris, users = {} }) {
+export async function startProvider({ clientId, clientSecret, redirectUris, users = {}, idTokenClaims = false }) {
   const port = await freeTcpPort();
   const issuer = `http://localhost:${port}`;
   const key = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
@@ -36,6 +36,9 @@ export async function startProvider({ clientId, clientSecret, redirectUris, user
       };
     },
     cookies: { keys: [crypto.randomBytes(16).toString('hex')] },
+    // `idTokenClaims`: name and email in the ID token itself, as Entra ID,
+    // Google and Keycloak put them (what a member's verified name reads).
+    conformIdTokenClaims: !idTokenClaims,
     features: { devInteractions: { enabled: true } },
   });
   // Its warnings about development settings are expected here.

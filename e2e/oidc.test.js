@@ -31,6 +31,7 @@ describe('sign-in with an OpenID Connect provider', () => {
   let server;
   let browser;
   let callbackUrl;
+  let graceInvite;
   const others = [];
   const step = storySteps('oidc-', () => [['browser', browser]]);
 
@@ -42,6 +43,7 @@ describe('sign-in with an OpenID Connect provider', () => {
       clientSecret: CLIENT_SECRET,
       redirectUris: [`${base}/auth/oidc/Acme/callback`],
       users: { grace: { email: 'grace@acme.example', name: 'Grace Hopper' } },
+      idTokenClaims: true,
     });
     // A second provider nobody listens for: its port is taken and closed.
     const down = await freeTcpPort();
@@ -97,11 +99,43 @@ client_id = "${CLIENT_ID}"
     await p.getByRole('button', { name: 'Create meeting', exact: true }).click();
     const invite = (await p.getByLabel('Invite link', { exact: true }).first().textContent()).trim();
     assert.match(invite, /^http:\/\/127\.0\.0\.1:\d+\/j\//);
+    graceInvite = invite;
     const me = await p.evaluate(() => fetch('/api/v1/me').then((r) => r.json()));
     assert.equal(me.username, 'grace');
     assert.equal(me.has_password, false);
     assert.deepEqual(me.provider, { name: 'Acme', issuer: idp.issuer, email: 'grace@acme.example', display_name: 'Grace Hopper' });
     await screenshot(p, 'oidc-signed-in');
+  });
+
+  step('her name is shown as verified by the provider, end to end, on another member\'s page', async () => {
+    // Her sign-in committed to the MLS key this tab joins with (OpenPubkey):
+    // the guest's page checks the provider's token in her leaf with keys it
+    // fetched from the provider, not from Conclave (docs/security.md §15).
+    const p = browser.page;
+    await p.getByRole('button', { name: 'Start', exact: true }).first().click();
+    await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    const guest = await openBrowser('oidc-guest');
+    others.push(guest);
+    const g = guest.page;
+    await g.goto(graceInvite);
+    await g.getByRole('textbox', { name: 'Your name', exact: true }).fill('Lin');
+    await g.getByRole('button', { name: 'Join', exact: true }).click();
+    await p.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+    await g.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    const row = (page, name) => page.getByRole('list', { name: 'In the meeting' }).getByRole('listitem').filter({ hasText: name });
+    const host = new URL(idp.issuer).host;
+    // The server shows her username; the provider's token gives her name and email.
+    const verified = `Verified by Acme (${host}) · Grace Hopper · grace@acme.example`;
+    await row(g, 'Grace Hopper').getByText(verified).waitFor({ timeout: 20_000 });
+    await row(p, 'Grace Hopper').getByText(verified).waitFor({ timeout: 20_000 });
+    // The guest carries no binding: the server's word, said as such.
+    await row(p, 'Lin').getByText('Guest', { exact: true }).waitFor();
+    assert.equal(await row(g, 'Lin').getByText(/Verified by/).count(), 0);
+    // The Security panel lists the verified name, and no warning.
+    await g.getByRole('button', { name: /End-to-end encrypted/ }).click();
+    await g.getByRole('list', { name: 'Verified names' }).getByText(`Grace Hopper, grace@acme.example: verified by Acme (${host})`).waitFor();
+    assert.equal(await g.getByRole('list', { name: 'Encryption warnings' }).getByRole('listitem').count(), 0);
+    await screenshot(g, 'oidc-verified-name');
   });
 
   step('a callback with a state this browser did not start is refused', async () => {

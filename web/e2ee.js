@@ -9,6 +9,8 @@
 // any difference from what the server announces is put into the state for
 // the views to flag.
 
+import { leafMember, trustedProviders } from './openpubkey.js';
+
 /** The wasm module (crates/conclave-e2ee-wasm), loaded once for the page. */
 let wasm = null;
 /** The server's MLS messages a resume counts (docs/protocol.md, `resume`). */
@@ -50,6 +52,8 @@ export function initialE2ee() {
     /** Ids announced by the server but not in the group, and in the group but not announced. */
     notInGroup: [],
     notAnnounced: [],
+    /** id -> {badge: 'verified'|'server'|'refused', provider, issuer, name, email, warnings}: what vouches for each name. */
+    names: {},
     error: null,
     /** Frame counts from the media worker: {sent, received, unsentNoKey, undecryptable, ...}. */
     frames: null,
@@ -154,7 +158,7 @@ export class E2ee {
     this.run(async () => {
       if (this.memberId === id && this.member) return;
       this.member?.free?.();
-      this.member = new this.wasm.Member(id);
+      this.member = leafMember(this.wasm, id);
       this.memberId = id;
       this.inGroup = false;
       this.committing = false;
@@ -399,6 +403,7 @@ export class E2ee {
     // Exact strings with multiplicity, computed by the module: "01" is not 1, and a
     // participant who holds two leaves shows up as one not announced.
     this.announce();
+    this.checkNames();
     const check = this.member.rosterCheck();
     const now = Date.now();
     const diff = [
@@ -422,6 +427,27 @@ export class E2ee {
     const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
     if (!same(notInGroup, e.notInGroup) || !same(notAnnounced, e.notAnnounced)) this.set({ notInGroup, notAnnounced });
     if (next !== Infinity) this.rosterTimer = setTimeout(() => this.checkRoster(), next - now + 50);
+  }
+
+  /**
+   * Each member's name against the provider's word in its leaf, checked by
+   * the module with keys this page fetched from the provider.
+   */
+  async checkNames() {
+    const providers = await trustedProviders();
+    if (!this.member || !this.inGroup) return;
+    const announced = this.session.getState().participants
+      .map((p) => ({ id: String(p.id), name: p.name, signedIn: !!p.signed_in }));
+    let list;
+    try {
+      list = JSON.parse(this.member.leafNames(JSON.stringify(announced), JSON.stringify(providers), Math.floor(Date.now() / 1000)));
+    } catch (err) {
+      console.warn('cannot check names:', err);
+      return;
+    }
+    const names = Object.fromEntries(list.map((n) => [n.id, n]));
+    const before = JSON.stringify(this.session.getState().e2ee?.names || {});
+    if (JSON.stringify(names) !== before) this.set({ names });
   }
 
   onWorker(m) {

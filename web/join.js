@@ -13,6 +13,7 @@ import { mountOutcome } from './outcome.js';
 import { linkClick } from './router.js';
 import { clearToasts } from './toast.js';
 import { mountWaiting } from './waiting.js';
+import { keyBoundStartUrl } from './openpubkey.js';
 
 const NAME_KEY = 'conclave.name';
 const passKey = (id) => `conclave.pass.${id}`;
@@ -199,7 +200,7 @@ export function mountJoin(root, meetingId) {
           onClick: () => {
             keepPasscode();
             try { sessionStorage.setItem('conclave.next', here); } catch { /* back to the dashboard then */ }
-            location.assign(p.start_url);
+            keyBoundStartUrl(p.start_url).then((url) => location.assign(url));
           },
         }));
         const links = password ? [h('a', {

@@ -46,6 +46,22 @@ function textButton(label, onClick, extra = 'btn-secondary') {
   return h('button', { type: 'button', class: `btn btn-sm ${extra}`, text: label, onClick });
 }
 
+/**
+ * What vouches for a member's name (docs/security.md §15): the provider, end
+ * to end, checked by this page; or only the server.
+ */
+function whoVouches(p, state) {
+  const n = state.e2ee?.names?.[String(p.id)];
+  if (n?.badge === 'verified') {
+    let host = '';
+    try { host = new URL(n.issuer).host; } catch { /* shown without it */ }
+    // The provider's name for them when the server shows another (their username, say).
+    return [`Verified by ${n.provider}${host ? ` (${host})` : ''}`, n.name !== p.name ? n.name : '', n.email].filter(Boolean).join(' · ');
+  }
+  if (n?.badge === 'refused') return 'Name from the server · sign-in proof refused';
+  return p.signed_in ? 'Name from the server' : 'Guest';
+}
+
 export function createParticipantsPanel(call, { onClose }) {
   const headingId = uid('ph');
   const count = h('span', { class: 'panel-count' });
@@ -192,7 +208,7 @@ export function createParticipantsPanel(call, { onClose }) {
     setText(r.name, mine ? `${p.name} (you)` : p.name);
     r.name.title = p.name;
     // A recorder says so under its name, where a long name cannot push it out of sight.
-    const sub = [p.recording ? 'Records the meeting' : '', ROLE_LABEL[p.role], p.presence === 'reconnecting' ? 'Reconnecting…' : '', !p.signed_in ? 'Guest' : '']
+    const sub = [p.recording ? 'Records the meeting' : '', ROLE_LABEL[p.role], p.presence === 'reconnecting' ? 'Reconnecting…' : '', whoVouches(p, state)]
       .filter(Boolean).join(' · ');
     setText(r.sub, sub);
     row.classList.toggle('is-reconnecting', p.presence === 'reconnecting');

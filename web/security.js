@@ -43,12 +43,14 @@ export function createSecurityPanel() {
     h('p', { class: 'sec-hint', text: 'Compare this code and the number of people with everyone in the meeting, out loud or another way. The same digits prove you all hold the same keys; the same number, matching the people you know are here, proves nobody else does.' }));
   const changed = h('p', { class: 'sec-changed', role: 'status', hidden: true });
   const warnings = h('ul', { class: 'sec-warnings', 'aria-label': 'Encryption warnings' });
+  // Names the organisation's provider vouches for, checked on this device.
+  const names = h('ul', { class: 'sec-names', 'aria-label': 'Verified names' });
   const epoch = h('p', { class: 'sec-meta' });
   // Connection details: the path media takes (direct, or by a TURN relay).
   // A relay sees only encrypted packets, like the server, so it sits here.
   const transport = h('p', { class: 'sec-meta sec-transport', 'data-transport': 'none' });
   const details = h('div', { class: 'sec-details', id: 'security-details', hidden: true },
-    title, lead, codeBox, changed, warnings, epoch, transport);
+    title, lead, codeBox, changed, warnings, names, epoch, transport);
 
   const el = h('section', { class: 'security', 'aria-label': 'Security' }, button, details);
 
@@ -76,7 +78,8 @@ export function createSecurityPanel() {
     if (!e) return;
     const ok = e.status === 'active';
     const bad = e.status === 'failed' || e.status === 'unsupported';
-    const warn = ok && (e.notInGroup.length > 0 || e.notAnnounced.length > 0);
+    const nameWarnings = Object.values(e.names || {}).some((n) => n.warnings?.length);
+    const warn = ok && (e.notInGroup.length > 0 || e.notAnnounced.length > 0 || nameWarnings);
     setText(statusText, STATUS_TEXT[e.status] || STATUS_TEXT.starting);
     el.dataset.status = warn ? 'warning' : e.status;
     warnIcon.style.display = warn || bad ? '' : 'none';
@@ -112,6 +115,7 @@ export function createSecurityPanel() {
     const lines = [
       ...e.notInGroup.map((id) => `${nameOf(state, id)} is shown as here but is not in the encrypted group: they cannot see or hear the call, or the server is misreporting.`),
       ...e.notAnnounced.map((id) => `Someone the server did not announce (member ${id}) holds the meeting's keys. Do not share anything sensitive; check the security code.`),
+      ...Object.values(e.names || {}).flatMap((n) => (n.warnings || []).map((w) => `${n.name || n.serverName || `Member ${n.id}`}: ${w}`)),
     ];
     const sig = lines.join('\n');
     if (sig !== lastWarnings) {
@@ -122,6 +126,18 @@ export function createSecurityPanel() {
       warnings.replaceChildren(...lines.map((l) => h('li', { class: 'sec-warning' }, icon('alert'), h('span', { text: l }))));
     }
     warnings.hidden = !lines.length;
+    const verified = Object.values(e.names || {}).filter((n) => n.badge === 'verified');
+    const namesSig = JSON.stringify(verified);
+    if (names.dataset.sig !== namesSig) {
+      names.dataset.sig = namesSig;
+      names.replaceChildren(...verified.map((n) => {
+        let host = '';
+        try { host = new URL(n.issuer).host; } catch { /* shown without it */ }
+        const who = [n.name, n.email].filter(Boolean).join(', ') || n.serverName;
+        return h('li', { text: `${who}: verified by ${n.provider}${host ? ` (${host})` : ''}` });
+      }));
+    }
+    names.hidden = !ok || !verified.length;
     setText(epoch, ok ? `Group epoch ${e.epoch}` : '');
   }
 

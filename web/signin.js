@@ -8,6 +8,7 @@ import { brand, page } from './chrome.js';
 import { alertBox, field, h, lockout } from './dom.js';
 import { apiError, duration } from './errors.js';
 import { navigate, safeNext } from './router.js';
+import { keyBoundStartUrl } from './openpubkey.js';
 
 /** What each error code of a provider sign-in means to the person. */
 const OIDC_ERRORS = {
@@ -72,7 +73,7 @@ export function mountSignIn(root) {
           } catch {
             // Without storage the sign-in ends on the dashboard.
           }
-          location.assign(p.start_url);
+          keyBoundStartUrl(p.start_url).then((url) => location.assign(url));
         });
         return b;
       });

@@ -41,6 +41,35 @@ impl Member {
         e2ee::Member::new(participant_id).map(Member).map_err(err)
     }
 
+    /// A member signing with a key pair from `newSigningKey`, whose leaf carries the ID token
+    /// that vouches for that key and the `rz` of its nonce (OpenPubkey; docs/protocol.md §13).
+    #[wasm_bindgen(js_name = withSigningKey)]
+    pub fn with_signing_key(
+        participant_id: &str,
+        secret: &[u8],
+        public: &[u8],
+        id_token: &str,
+        rz: &[u8],
+    ) -> Result<Member, JsError> {
+        let binding = e2ee::IdentityBinding {
+            id_token: id_token.to_string(),
+            rz: rz.to_vec(),
+        };
+        e2ee::Member::with_signing_key(participant_id, secret, public, Some(binding))
+            .map(Member)
+            .map_err(err)
+    }
+
+    /// Every leaf's name and what vouches for it, as JSON: `[{id, serverName, badge
+    /// ("verified" | "server" | "refused"), provider, issuer, name, email, reason, warnings}]`.
+    /// `announced`: JSON `[{id, name, signedIn}]` (the server's list); `providers`: JSON
+    /// `[{name, issuer, clientId, jwks}]` with each JWK Set as fetched from the provider;
+    /// `now`: seconds since the Unix epoch.
+    #[wasm_bindgen(js_name = leafNames)]
+    pub fn leaf_names(&self, announced: &str, providers: &str, now: f64) -> Result<String, JsError> {
+        names_json(&self.0, announced, providers, now)
+    }
+
     #[wasm_bindgen(js_name = keyPackage)]
     pub fn key_package(&self) -> Result<Vec<u8>, JsError> {
         self.0.key_package().map_err(err)
@@ -174,6 +203,96 @@ impl Member {
         set(&obj, "keys", &list)?;
         Ok(obj)
     }
+}
+
+/// A fresh Ed25519 key pair for MLS, made before sign-in: `{secret, public}`.
+#[wasm_bindgen(js_name = newSigningKey)]
+pub fn new_signing_key() -> Result<Object, JsError> {
+    let (secret, public) = e2ee::Member::new_signing_key().map_err(err)?;
+    let obj = Object::new();
+    set(&obj, "secret", &bytes(&secret))?;
+    set(&obj, "public", &bytes(&public))?;
+    Ok(obj)
+}
+
+/// The OIDC `nonce` that commits to `public` with the random `rz` (32 bytes).
+#[wasm_bindgen(js_name = keyNonce)]
+pub fn key_nonce(public: &[u8], rz: &[u8]) -> String {
+    e2ee::openpubkey::nonce(public, rz)
+}
+
+fn names_json(
+    member: &e2ee::Member,
+    announced: &str,
+    providers: &str,
+    now: f64,
+) -> Result<String, JsError> {
+    use serde_json::{Value, json};
+    let bad = |what: &str| JsError::new(&format!("{what} is not the expected JSON"));
+    let announced: Vec<Value> = serde_json::from_str(announced).map_err(|_| bad("announced"))?;
+    let announced = announced
+        .iter()
+        .filter_map(|a| {
+            let id = match a.get("id")? {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            let name = a.get("name")?.as_str()?.to_string();
+            let signed_in = a.get("signedIn").and_then(Value::as_bool).unwrap_or(false);
+            Some((id, e2ee::AnnouncedName { name, signed_in }))
+        })
+        .collect();
+    let providers: Vec<Value> = serde_json::from_str(providers).map_err(|_| bad("providers"))?;
+    let providers: Vec<e2ee::openpubkey::TrustedProvider> = providers
+        .iter()
+        .filter_map(|p| {
+            Some(e2ee::openpubkey::TrustedProvider {
+                name: p.get("name")?.as_str()?.to_string(),
+                issuer: p.get("issuer")?.as_str()?.to_string(),
+                client_id: p.get("clientId")?.as_str()?.to_string(),
+                jwks_json: p.get("jwks")?.to_string(),
+            })
+        })
+        .collect();
+    let checks = e2ee::check_names(&member.leaves(), &announced, &providers, now as i64);
+    let out: Vec<Value> = checks
+        .iter()
+        .map(|c| {
+            let (badge, verified, reason) = match &c.badge {
+                e2ee::Badge::Verified(v) => ("verified", Some(v), None),
+                e2ee::Badge::FromServer => ("server", None, None),
+                e2ee::Badge::Refused(e) => ("refused", None, Some(e.to_string())),
+            };
+            let warnings: Vec<String> = c
+                .warnings
+                .iter()
+                .map(|w| match w {
+                    e2ee::NameWarning::Renamed { server_says, provider_says } => format!(
+                        "the server calls them \u{201c}{server_says}\u{201d}; {} says \u{201c}{provider_says}\u{201d}",
+                        verified.map_or("the provider", |v| v.provider.as_str())
+                    ),
+                    e2ee::NameWarning::BadBinding(e) => format!("their sign-in proof is refused: {e}"),
+                    e2ee::NameWarning::SameNameAsVerified { .. } => {
+                        "not verified, under the name of a verified member".to_string()
+                    }
+                    e2ee::NameWarning::NotAnnounced => "in the group, not shown by the server".to_string(),
+                })
+                .collect();
+            json!({
+                "id": c.participant_id,
+                "serverName": c.server_name,
+                "badge": badge,
+                "provider": verified.map(|v| v.provider.clone()),
+                "issuer": verified.map(|v| v.issuer.clone()),
+                "name": verified.and_then(|v| v.name.clone()),
+                "email": verified.and_then(|v| v.email.clone()),
+                "reason": reason,
+                "warnings": warnings,
+            })
+        })
+        .collect();
+    Ok(Value::Array(out).to_string())
 }
 
 fn received_object(received: e2ee::Received, current_epoch: u64) -> Result<Object, JsError> {

@@ -36,7 +36,8 @@ pub enum Badge {
 /// Something about a member's name that the user should be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameWarning {
-    /// The server shows another name than the provider vouches for.
+    /// The server shows a name the provider's token does not give (not its `name`,
+    /// `preferred_username` or `email`).
     Renamed {
         server_says: String,
         provider_says: String,
@@ -99,9 +100,15 @@ pub fn check_names(
             };
             match &badge {
                 Badge::Verified(v) => {
-                    if let Some(provider_says) = &v.name
+                    // Any name the token gives (name, preferred_username, email) is one the
+                    // provider vouches for; anything else is the server's own.
+                    let vouched = [&v.name, &v.preferred_username, &v.email]
+                        .into_iter()
+                        .flatten()
+                        .any(|n| same_name(&server_name, n));
+                    if let Some(provider_says) = v.name.as_ref().or(v.email.as_ref())
                         && !server_name.is_empty()
-                        && !same_name(&server_name, provider_says)
+                        && !vouched
                     {
                         warnings.push(NameWarning::Renamed {
                             server_says: server_name.clone(),

@@ -158,6 +158,9 @@ mod verify {
         pub subject: String,
         pub name: Option<String>,
         pub email: Option<String>,
+        /// `preferred_username`: what a server shows by default for an account it made at
+        /// the first sign-in, so a server that shows it is not renaming anyone.
+        pub preferred_username: Option<String>,
         /// The token's `exp`, seconds since the Unix epoch.
         pub expires_at: i64,
     }
@@ -259,6 +262,7 @@ mod verify {
                 .email()
                 .filter(|_| claims.email_verified() != Some(false))
                 .map(|e| e.as_str().to_owned()),
+            preferred_username: claims.preferred_username().map(|u| u.as_str().to_owned()),
             expires_at: claims.expiration().timestamp(),
         })
     }

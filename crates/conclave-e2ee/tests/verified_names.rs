@@ -21,8 +21,8 @@ use openidconnect::core::{
     CoreRsaPrivateSigningKey,
 };
 use openidconnect::{
-    Audience, EmptyAdditionalClaims, EndUserEmail, EndUserName, IssuerUrl, JsonWebKeyId,
-    LocalizedClaim, Nonce, PrivateSigningKey, StandardClaims, SubjectIdentifier,
+    Audience, EmptyAdditionalClaims, EndUserEmail, EndUserName, EndUserUsername, IssuerUrl,
+    JsonWebKeyId, LocalizedClaim, Nonce, PrivateSigningKey, StandardClaims, SubjectIdentifier,
 };
 
 const ISSUER: &str = "https://idp.school.example";
@@ -59,12 +59,14 @@ fn trusted(key: &CoreRsaPrivateSigningKey) -> Vec<TrustedProvider> {
 
 struct Person {
     sub: &'static str,
+    username: &'static str,
     name: &'static str,
     email: &'static str,
 }
 
 const ALICE: Person = Person {
     sub: "u-alice",
+    username: "alice",
     name: "Alice Example",
     email: "alice@school.example",
 };
@@ -89,6 +91,7 @@ fn claims(t: &TokenSpec) -> CoreIdTokenClaims {
         now - chrono::Duration::seconds(60),
         StandardClaims::new(SubjectIdentifier::new(t.person.sub.into()))
             .set_name(Some(name))
+            .set_preferred_username(Some(EndUserUsername::new(t.person.username.into())))
             .set_email(Some(EndUserEmail::new(t.person.email.into())))
             .set_email_verified(Some(true)),
         EmptyAdditionalClaims {},
@@ -411,6 +414,12 @@ fn a_server_that_renames_or_impersonates_a_verified_member_is_flagged_on_every_c
     assert!(of(&checks, "2").warnings.is_empty());
 
     // The server renames Alice: every client keeps the provider's name and flags the change.
+    // Her username (the token's preferred_username) or email is hers too: no warning.
+    for hers in ["alice", "alice@school.example", "alice  EXAMPLE"] {
+        let names = announced(&[("1", "Guest", false), ("2", hers, true)]);
+        let checks = seen_by_all(&m, &names, &providers);
+        assert!(of(&checks, "2").warnings.is_empty(), "{hers}");
+    }
     let renamed = announced(&[("1", "Guest", false), ("2", "Head Teacher", true)]);
     let checks = seen_by_all(&m, &renamed, &providers);
     assert!(matches!(of(&checks, "2").badge, Badge::Verified(_)));

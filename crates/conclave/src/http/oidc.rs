@@ -49,6 +49,11 @@ pub struct ProviderView {
     pub name: String,
     /// Where the button sends the browser to start the sign-in.
     pub start_url: String,
+    /// Its issuer and this server's client id there: what the page checks
+    /// ID tokens in members' leaves against (with keys it fetches from the
+    /// issuer itself; docs/security.md §15).
+    pub issuer: String,
+    pub client_id: String,
 }
 
 /// The OpenID Connect providers this server signs people in with.
@@ -57,11 +62,14 @@ pub struct ProviderView {
 pub async fn providers(State(state): State<AppState>) -> ApiJson<Vec<ProviderView>> {
     ApiJson(
         state
+            .config
             .oidc
-            .names()
-            .map(|name| ProviderView {
-                name: name.to_string(),
-                start_url: format!("{FLOW_PATH}/{name}"),
+            .iter()
+            .map(|p| ProviderView {
+                name: p.name.clone(),
+                start_url: format!("{FLOW_PATH}/{}", p.name),
+                issuer: p.issuer.clone(),
+                client_id: p.client_id.clone(),
             })
             .collect(),
     )

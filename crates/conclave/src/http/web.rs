@@ -13,11 +13,29 @@ use super::AppState;
 use super::error::ApiError;
 
 /// No inline script, no eval (wasm excepted, for the E2EE module), nothing from
-/// other hosts, never framed.
+/// other hosts, never framed. `{connect}`: the page fetches only from here and
+/// from the configured OpenID providers (their discovery documents and keys,
+/// to check the names in members' leaves; docs/security.md §15).
 const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
     style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
-    connect-src 'self'; worker-src 'self'; object-src 'none'; base-uri 'none'; \
+    connect-src 'self'{connect}; worker-src 'self'; object-src 'none'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
+
+/// The CSP with each provider's origin added to `connect-src`.
+fn csp(providers: &[crate::oidc::ProviderConfig]) -> String {
+    let mut connect = String::new();
+    for p in providers {
+        if let Ok(url) = url::Url::parse(&p.issuer) {
+            let origin = url.origin().ascii_serialization();
+            // An origin is scheme://host[:port]: nothing that could end the directive.
+            if origin != "null" && !origin.contains([' ', ';', ',', '\'']) {
+                connect.push(' ');
+                connect.push_str(&origin);
+            }
+        }
+    }
+    CSP.replace("{connect}", &connect)
+}
 
 struct Asset {
     name: &'static str,
@@ -79,6 +97,7 @@ const ASSETS: &[Asset] = &[
     asset!("hands.js", "text/javascript; charset=utf-8"),
     asset!("reactions.js", "text/javascript; charset=utf-8"),
     asset!("polls.js", "text/javascript; charset=utf-8"),
+    asset!("openpubkey.js", "text/javascript; charset=utf-8"),
     asset!("layout.js", "text/javascript; charset=utf-8"),
     asset!("layout.css", "text/css; charset=utf-8"),
 ];
@@ -256,7 +275,8 @@ pub async fn guard_and_headers(
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_str(&csp(&state.config.oidc))
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
