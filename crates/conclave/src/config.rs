@@ -151,6 +151,12 @@ pub struct ClusterConfig {
     /// The node registry record's time-to-live; refreshed every third of it.
     #[serde(default = "ClusterConfig::default_node_ttl_ms")]
     pub node_ttl_ms: u64,
+    /// Shared by all nodes (at least 32 characters): a node relays a
+    /// meeting's WebSocket to the node running it and vouches for the
+    /// client's address with an HMAC under it. Without it, a join reaching
+    /// a node that does not run the meeting is refused as unavailable.
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 impl ClusterConfig {
@@ -183,6 +189,11 @@ impl ClusterConfig {
         if !(internal.starts_with("http://") || internal.starts_with("https://")) {
             return Err(ConfigError::Invalid(
                 "cluster.internal_url must be an http:// or https:// URL",
+            ));
+        }
+        if self.secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(ConfigError::Invalid(
+                "cluster.secret must be at least 32 characters",
             ));
         }
         if !(300..=600_000).contains(&self.lease_ms) || !(300..=600_000).contains(&self.node_ttl_ms)

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub store_errors: Counter,
     /// Redis commands that failed or timed out (cluster mode).
     pub redis_errors: Counter,
+    /// Meeting WebSockets this node relayed to the node running the meeting.
+    pub relayed_sockets: Counter,
     pub media: MediaCounters,
 }
 
@@ -228,6 +230,10 @@ impl Metrics {
             redis_errors: counter(
                 "conclave_redis_errors_total",
                 "Redis commands that failed or timed out (cluster mode)",
+            ),
+            relayed_sockets: counter(
+                "conclave_relayed_sockets_total",
+                "Meeting WebSockets relayed to the node running the meeting (cluster mode)",
             ),
             media,
             handle,

@@ -19,9 +19,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::common::front::{Front, free_port};
 use crate::common::postgres::Postgres;
 use crate::common::redis::Redis;
-use crate::common::{Frame, Meeting, TestServer, Ws, WsOpts, join};
+use crate::common::{
+    Frame, Meeting, QUIET, TestServer, Together, Ws, WsOpts, frames_from_others, join,
+    native_options, open_ws,
+};
 
 fn config(redis: &Redis, node: &str, lease_ms: u64, node_ttl_ms: u64) -> ClusterConfig {
     ClusterConfig {
@@ -30,6 +34,7 @@ fn config(redis: &Redis, node: &str, lease_ms: u64, node_ttl_ms: u64) -> Cluster
         internal_url: format!("http://{node}.internal:8080"),
         lease_ms,
         node_ttl_ms,
+        secret: None,
     }
 }
 
@@ -541,6 +546,7 @@ fn cluster_settings_are_checked() {
         internal_url: "http://10.0.0.5:8080".into(),
         lease_ms: 10_000,
         node_ttl_ms: 6_000,
+        secret: Some("s".repeat(32)),
     };
     let with = |c: ClusterConfig| conclave::Config {
         cluster: Some(c),
@@ -570,6 +576,10 @@ fn cluster_settings_are_checked() {
         },
         ClusterConfig {
             lease_ms: 100,
+            ..good.clone()
+        },
+        ClusterConfig {
+            secret: Some("too short".into()),
             ..good.clone()
         },
     ] {
@@ -781,4 +791,259 @@ async fn a_clean_shutdown_gives_up_its_meetings_leases_and_its_record() {
     server.shutdown().await;
     assert_eq!(redis.cmd(&lease), "$-1", "the lease outlived the meeting");
     assert_eq!(redis.cmd("EXISTS conclave:node:node-a"), ":0");
+}
+
+/// The secret the fronted nodes share to vouch for relayed clients.
+const SECRET: &str = "a-cluster-secret-of-at-least-32-chars";
+
+/// Three nodes sharing one PostgreSQL and one Redis, relaying to each other,
+/// behind one round-robin front whose address is their public URL (so invite
+/// links lead to the front).
+async fn fronted_nodes(redis: &Redis) -> (Vec<TestServer>, Front) {
+    let url = Postgres::shared().fresh_database().await;
+    let listener = Front::bind().await;
+    let public = format!("http://{}", listener.local_addr().expect("front address"));
+    let mut nodes = Vec::new();
+    for (i, id) in ["node-a", "node-b", "node-c"].into_iter().enumerate() {
+        let port = free_port();
+        let mut cfg = config(redis, id, 2000, 1500);
+        cfg.internal_url = format!("http://127.0.0.1:{port}");
+        cfg.secret = Some(SECRET.into());
+        let (db, public) = (url.clone(), public.clone());
+        let tweak = move |c: &mut conclave::Config| {
+            c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            c.cluster = Some(cfg);
+            c.database_url = Some(db);
+            c.public_url = Some(public);
+        };
+        nodes.push(if i == 0 {
+            TestServer::start_on_postgres(&url, tweak).await
+        } else {
+            TestServer::start_with(tweak).await
+        });
+    }
+    for n in &nodes {
+        let is_ready = async || ready(n).await == StatusCode::OK;
+        eventually(10, "node ready", is_ready).await;
+    }
+    eventually(10, "three node records", async || {
+        redis.cmd("SCARD conclave:nodes").trim() == ":3"
+    })
+    .await;
+    let front = Front::serve(listener, nodes.iter().map(|n| n.addr).collect());
+    (nodes, front)
+}
+
+/// Connections the front has accepted so far.
+fn accepted(front: &Front) -> usize {
+    front.landed().iter().sum()
+}
+
+/// Turns the front (with throwaway connections) until its next connection
+/// goes to a node other than `owner`.
+async fn next_lands_off(front: &Front, owner: usize) {
+    loop {
+        let n = accepted(front);
+        if n % 3 != owner {
+            return;
+        }
+        drop(
+            tokio::net::TcpStream::connect(front.addr)
+                .await
+                .expect("front"),
+        );
+        eventually(5, "front accepted", async || accepted(front) > n).await;
+    }
+}
+
+/// `conclave_relayed_sockets_total` of a node.
+async fn relayed(node: &TestServer) -> u64 {
+    let text = reqwest::get(node.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("conclave_relayed_sockets_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_behind_one_front_relay_guests_to_the_owner_who_exchange_e2ee_video() {
+    use conclave_client::session::run;
+    use conclave_proto::MediaKind::Video;
+
+    let redis = Redis::start();
+    let (nodes, front) = fronted_nodes(&redis).await;
+    let alice = nodes[0].signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({"title": "Front"})).await;
+
+    // The host starts the meeting through the front; the least-loaded node
+    // takes its lease, wherever the host landed.
+    let mut host = open_ws(front.addr, &meeting.id, alice.ws_opts())
+        .await
+        .expect("host socket");
+    host.send(json!({"type": "join", "name": "Host"})).await;
+    let joined = host.recv().await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(joined["role"], "host");
+    let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
+    let owner = nodes
+        .iter()
+        .position(|n| {
+            let id = &n.config.cluster.as_ref().expect("cluster").node_id;
+            lease.trim().starts_with(&format!("{id} "))
+        })
+        .unwrap_or_else(|| panic!("no node holds the lease: {lease:?}"));
+
+    // A guest who is never admitted waits on another node, relayed.
+    next_lands_off(&front, owner).await;
+    let mut eve = open_ws(front.addr, &meeting.id, WsOpts::default())
+        .await
+        .expect("Eve's socket");
+    eve.send(join("Eve", &meeting.passcode)).await;
+    assert_eq!(eve.recv().await["type"], "waiting");
+
+    // Two native clients (E2EE on) by the invite link, which names the
+    // front, each landing on a node that does not run the meeting.
+    let both = Together::new(2);
+    let wants = |p: &conclave_client::session::Progress<'_>| {
+        let both_in_group = p.e2ee.epochs.iter().any(|(_, _, roster)| roster.len() >= 2);
+        both_in_group && frames_from_others(p, Video) >= 30
+    };
+    let mut tasks = Vec::new();
+    for (i, name) in ["Ada", "Bob"].into_iter().enumerate() {
+        next_lands_off(&front, owner).await;
+        let n = accepted(&front);
+        let mut opts = native_options(&meeting, name);
+        opts.until = both.member(i, wants);
+        tasks.push(tokio::spawn(run(opts)));
+        eventually(10, "native client reached the front", async || {
+            accepted(&front) > n
+        })
+        .await;
+        // The host admits them from the waiting room it sees.
+        let id = loop {
+            let room = host.recv_until("waiting_room").await;
+            let found = room["waiting"]
+                .as_array()
+                .expect("waiting list")
+                .iter()
+                .find(|w| w["name"] == name)
+                .and_then(|w| w["id"].as_u64());
+            if let Some(id) = found {
+                break id;
+            }
+        };
+        host.send(json!({"type": "admit", "participant": id})).await;
+    }
+    let mut reports = Vec::new();
+    for t in tasks {
+        reports.push(t.await.expect("task").expect("session"));
+    }
+    let (a, b) = (&reports[0], &reports[1]);
+    let from = |r: &conclave_client::session::SessionReport, who: u64| -> u64 {
+        r.media
+            .received
+            .values()
+            .filter(|t| t.participant.map(|p| p.0) == Some(who))
+            .filter(|t| t.kind == Some(Video))
+            .map(|t| t.frames)
+            .sum()
+    };
+    assert!(from(b, a.admission.you.0) >= 30, "{:?}", b.media);
+    assert!(from(a, b.admission.you.0) >= 30, "{:?}", a.media);
+    // One MLS group: an epoch both were in shows both the same code.
+    let (ea, eb) = (
+        a.e2ee.clone().expect("A's group"),
+        b.e2ee.clone().expect("B's group"),
+    );
+    let shared = ea
+        .epochs
+        .iter()
+        .filter(|(_, _, r)| r.len() >= 2)
+        .filter_map(|(e, code, _)| Some((code, &eb.epochs.iter().find(|x| &x.0 == e)?.1)))
+        .collect::<Vec<_>>();
+    assert!(!shared.is_empty(), "A {:?} / B {:?}", ea.epochs, eb.epochs);
+    assert!(shared.iter().all(|(x, y)| x == y));
+
+    // Eve, relayed too, heard nothing but her own status all along.
+    eve.expect_silence(QUIET).await;
+    assert!(
+        eve.log.iter().all(|m| m["type"] == "waiting"),
+        "a waiting socket got more than its status: {:#?}",
+        eve.log
+    );
+
+    // Eve, Ada and Bob (and the host, if it landed elsewhere) were relayed
+    // by the other nodes; the owner relayed nothing.
+    let mut counts = Vec::new();
+    for n in &nodes {
+        counts.push(relayed(n).await);
+    }
+    assert_eq!(counts[owner], 0, "{counts:?}");
+    let host_relayed = u64::from(owner != 0);
+    assert_eq!(counts.iter().sum::<u64>(), 3 + host_relayed, "{counts:?}");
+    // Only the owner ever held the lease.
+    assert_eq!(
+        redis
+            .cmd(&format!("GET conclave:fence:{}", meeting.id))
+            .trim(),
+        "1"
+    );
+    drop(front);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_relay_header_is_refused() {
+    let redis = Redis::start();
+    let (nodes, _front) = fronted_nodes(&redis).await;
+    let alice = nodes[0].signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({"title": "Forged"})).await;
+    let path = format!("/api/v1/meetings/{}/ws", meeting.id);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    for value in [
+        format!("{now}.203.0.113.9.{}", "00".repeat(32)),
+        conclave::cluster::route::vouch(
+            "another-secret-another-secret-xx",
+            "203.0.113.9".parse().expect("ip"),
+            &path,
+        ),
+        "garbage".to_string(),
+    ] {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("ws://{}{path}", nodes[1].addr),
+            )
+            .expect("request");
+        req.headers_mut()
+            .insert("x-conclave-relay", value.parse().expect("header"));
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 403, "{value}")
+            }
+            other => panic!(
+                "forged relay header {value} accepted: {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+    // The right secret is accepted.
+    let good = conclave::cluster::route::vouch(SECRET, "203.0.113.9".parse().expect("ip"), &path);
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}{path}", nodes[1].addr),
+    )
+    .expect("request");
+    req.headers_mut()
+        .insert("x-conclave-relay", good.parse().expect("header"));
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
 }

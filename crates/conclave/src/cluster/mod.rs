@@ -5,6 +5,10 @@
 //!   draining), kept alive with a short time-to-live.
 //! - [`lease`]: one meeting, one node: an ownership lease per running meeting,
 //!   with a fencing token, renewed while the meeting runs here.
+//! - [`relay`]: a meeting's WebSocket that reached another node, copied to
+//!   and from the node running the meeting.
+//! - [`route`]: which node a meeting's WebSocket belongs on, and the
+//!   header that vouches to it for a relayed client's address.
 //! - [`limits`]: failed joins and sign-ins counted in Redis, so that guesses
 //!   spread over the nodes are limited as if they came to one.
 //!
@@ -17,6 +21,8 @@
 pub mod lease;
 pub mod limits;
 pub mod registry;
+pub mod relay;
+pub mod route;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -54,6 +60,8 @@ pub struct Cluster {
     client: fred::clients::Client,
     node_id: String,
     internal_url: String,
+    /// `cluster.secret`: relaying to other nodes is on with it.
+    secret: Option<String>,
     lease_ttl: Duration,
     node_ttl: Duration,
     available: AtomicBool,
@@ -91,6 +99,7 @@ impl Cluster {
             client,
             node_id: config.node_id.clone(),
             internal_url: config.internal_url.clone(),
+            secret: config.secret.clone(),
             lease_ttl: Duration::from_millis(config.lease_ms),
             node_ttl: Duration::from_millis(config.node_ttl_ms),
             available: AtomicBool::new(false),
@@ -104,6 +113,12 @@ impl Cluster {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// The secret the nodes share to vouch for relayed clients; `None`:
+    /// this node neither relays nor trusts a relay header.
+    pub fn secret(&self) -> Option<&str> {
+        self.secret.as_deref()
     }
 
     pub fn lease_ttl(&self) -> Duration {

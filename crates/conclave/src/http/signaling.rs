@@ -27,6 +27,8 @@ use super::AppState;
 use super::session::{GUEST_COOKIE, client_ip, cookie, current_user};
 use crate::auth::PasscodeVerdict;
 use crate::cluster::limits::{JoinAttempt, Refusal};
+use crate::cluster::relay;
+use crate::cluster::route::{RELAY_HEADER, Route, vouched};
 use crate::guard::{Notice, retry_secs};
 use crate::guest::{GUEST_COOKIE_SECS, Guest, network};
 use crate::join_policy::{self, Joiner, WhoMayJoin};
@@ -121,6 +123,11 @@ impl Drop for PendingSlot {
     }
 }
 
+fn relay_refused(peer: SocketAddr) -> Response {
+    tracing::warn!(%peer, "meeting connection refused: a relay header that does not hold");
+    (StatusCode::FORBIDDEN, "relay header refused\n").into_response()
+}
+
 /// `GET /api/v1/meetings/{id}/ws`
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -133,11 +140,56 @@ pub async fn upgrade(
     if !state.origins.allow(&headers) {
         return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused\n").into_response();
     }
-    let ip = client_ip(&state.config, peer, &headers);
+    // A node relaying for a client vouches for its address; a header that
+    // does not hold is refused rather than ignored.
+    let relayed = match headers.get(RELAY_HEADER) {
+        None => None,
+        Some(v) => {
+            let secret = state.cluster.as_ref().and_then(|c| c.secret());
+            let path = relay::ws_path(&raw_id);
+            match (secret, v.to_str()) {
+                (Some(secret), Ok(v)) => match vouched(secret, v, &path) {
+                    Some(ip) => Some(ip),
+                    None => return relay_refused(peer),
+                },
+                _ => return relay_refused(peer),
+            }
+        }
+    };
+    let ip = relayed.unwrap_or_else(|| client_ip(&state.config, peer, &headers));
     let Some((permit, slot)) = state.conns.admit(ip) else {
         tracing::warn!(%ip, "meeting connection refused: too many open");
         return (StatusCode::TOO_MANY_REQUESTS, "too many connections\n").into_response();
     };
+    // Cluster mode: a meeting that runs (or is placed) on another node is
+    // served there, through this node. A relayed socket is never relayed on.
+    if relayed.is_none()
+        && let Some(cluster) = &state.cluster
+        && let Some(secret) = cluster.secret()
+        && let Ok(id) = raw_id.parse::<MeetingId>()
+        && !state.rooms.is_running(id)
+    {
+        match cluster.route(&id.to_string()).await {
+            Ok(Route::Relay(owner)) => {
+                drop(slot);
+                state.metrics.relayed_sockets.increment(1);
+                return relay::relay(
+                    ws,
+                    &owner,
+                    &raw_id,
+                    &headers,
+                    ip,
+                    secret,
+                    MAX_MESSAGE_BYTES,
+                    permit,
+                )
+                .await;
+            }
+            Ok(Route::Here) => {}
+            // Served here: the join hears `unavailable`.
+            Err(e) => tracing::debug!(error = %e, "no route for a meeting socket"),
+        }
+    }
     let account = match current_user(&state.store, &headers, &jar).await {
         Ok(a) => a,
         Err(e) => return e.into_response(),

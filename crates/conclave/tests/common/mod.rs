@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+pub mod front;
 mod http;
 mod native;
 pub mod postgres;
