@@ -31,10 +31,20 @@ fn keyed(p: &Progress<'_>) -> bool {
 
 #[tokio::test]
 async fn a_lecture_spreads_over_both_workers_and_every_student_gets_the_teacher() {
+    lecture(false).await;
+}
+
+#[tokio::test]
+async fn a_spread_lecture_through_the_fast_path() {
+    lecture(true).await;
+}
+
+async fn lecture(fast_path: bool) {
     let server = TestServer::start_with(|c| {
         c.media_workers = 2;
         // Everyone after the teacher goes to the least-loaded worker.
         c.spread_meetings_from = 1;
+        c.media_fast_path = fast_path;
     })
     .await;
     let api = server.signed_in("alice").await;
