@@ -60,7 +60,9 @@ pub struct Config {
     pub audio_last_n: usize,
     /// Forwarded media is sealed and sent by the media worker itself,
     /// outside str0m's send queue (`conclave_media`'s `fastpath.rs`, issue
-    /// 16). Off by default: it has no congestion control of its own yet.
+    /// 16), with its own congestion control from the members' TWCC
+    /// feedback. Off by default: browser tests did not all pass with it on
+    /// yet (`docs/operations.md`).
     pub media_fast_path: bool,
     /// A meeting with this many members spreads over the media workers:
     /// newcomers go to the least-loaded worker and the workers hand each
