@@ -105,7 +105,10 @@ describe('layouts: speaker view, pin, spotlight and pages', () => {
       await b.host.page.getByRole('listitem').filter({ hasText: names[who] }).getByRole('button', { name: 'Admit', exact: true }).click();
       await controls(p).waitFor();
     }
-    await controls(b.host.page).getByRole('button', { name: 'Mute', exact: true }).click();
+    // The host's microphone off too (it may start muted).
+    const hostMute = controls(b.host.page).getByRole('button', { name: 'Mute', exact: true });
+    if (await hostMute.count()) await hostMute.click({ timeout: 20_000 });
+    await controls(b.host.page).getByRole('button', { name: 'Unmute', exact: true }).waitFor();
     for (const [who, x] of all()) {
       const inGroup = x.page.getByRole('list', { name: 'In the meeting' }).getByRole('img', { name: 'In the encrypted group', exact: true });
       await eventually(() => inGroup.count(), (n) => n === 4, { timeout: 30_000, what: `${who} sees four members in the group` });
@@ -131,8 +134,15 @@ describe('layouts: speaker view, pin, spotlight and pages', () => {
     await eventually(() => featured(page), (n) => n === 'Dan', { timeout: 20_000, what: 'Dan big on Bob\'s page' });
     // The others kept the grid.
     for (const who of ['host', 'carol', 'dan']) assert.equal(await featured(b[who].page), null, `${who} is in the grid`);
-    await chooseLayout(page, 'Grid');
+    // By keyboard too: the menu opens on the checked item, arrows move, Enter picks.
+    await controls(page).getByRole('button', { name: 'Layout', exact: true }).click();
+    await page.keyboard.press('ArrowUp');
+    await page.keyboard.press('Enter');
     await eventually(() => featured(page), (n) => n === null, { what: 'Bob back to the grid' });
+    await controls(page).getByRole('button', { name: 'Layout', exact: true }).click();
+    assert.equal(await page.getByRole('menuitemradio', { name: 'Grid', exact: true }).getAttribute('aria-checked'), 'true');
+    await page.keyboard.press('Escape');
+    await page.getByRole('menu', { name: 'Layout' }).waitFor({ state: 'hidden' });
     await controls(b.dan.page).getByRole('button', { name: 'Mute', exact: true }).click();
   });
 
@@ -159,6 +169,8 @@ describe('layouts: speaker view, pin, spotlight and pages', () => {
       assert.equal(await x.page.getByRole('img', { name: 'Spotlighted for everyone', exact: true }).count(), 1, `${who}: one spotlight`);
     }
     await tileOf(b.host.page, 'Carol').getByRole('button', { name: 'Remove spotlight', exact: true }).waitFor();
+    await b.dan.page.getByText('Carol is spotlighted for everyone.').first().waitFor();
+    await b.carol.page.getByText('A host spotlighted you for everyone.').first().waitFor();
     await screenshot(b.dan.page, 'layouts-spotlight');
   });
 
@@ -236,7 +248,7 @@ describe('layouts: speaker view, pin, spotlight and pages', () => {
     const first = await over(3000);
     console.log('page 1: video packets in 3 s by participant', JSON.stringify(first));
     for (const id of natIds) assert.equal(first[id], 0, `off-page video of ${id} not forwarded`);
-    for (const id of pageOne) assert.ok(first[id] > 20, `on-page video of ${id} flows: ${first[id]}`);
+    for (const id of pageOne) assert.ok(first[id] > 5, `on-page video of ${id} flows: ${first[id]}`);
     const zeroSent = await page.evaluate((list) => list.every((id) => window.__sent.some((m) => m.type === 'view_size' && m.participant === id && m.width === 0 && m.height === 0)), natIds);
     assert.ok(zeroSent, 'Bob said 0×0 for each off-page video');
 
@@ -247,7 +259,7 @@ describe('layouts: speaker view, pin, spotlight and pages', () => {
     await new Promise((r) => setTimeout(r, 1500));
     const second = await over(3000);
     console.log('page 2: video packets in 3 s by participant', JSON.stringify(second));
-    for (const id of natIds) assert.ok(second[id] > 20, `now on the page, ${id}'s video flows: ${second[id]}`);
+    for (const id of natIds) assert.ok(second[id] > 5, `now on the page, ${id}'s video flows: ${second[id]}`);
     for (const id of pageOne) assert.equal(second[id], 0, `now off the page, ${id}'s video is not forwarded`);
     await screenshot(page, 'layouts-page2');
     // Frames decode on page two: the videos resumed at a key frame.
@@ -258,7 +270,7 @@ describe('layouts: speaker view, pin, spotlight and pages', () => {
     await eventually(() => pager.getByText(/^Page \d+ of \d+$/).textContent(), (t) => t === 'Page 1 of 2', { what: 'page one again' });
     await new Promise((r) => setTimeout(r, 1500));
     const third = await over(3000);
-    for (const id of pageOne) assert.ok(third[id] > 20, `back on the page, ${id}'s video flows again: ${third[id]}`);
+    for (const id of pageOne) assert.ok(third[id] > 5, `back on the page, ${id}'s video flows again: ${third[id]}`);
     for (const id of natIds) assert.equal(third[id], 0, `off the page again, ${id}'s video stops`);
     for (const [who, x] of all()) assert.deepEqual(x.errors, [], `${who}: no page errors`);
   });

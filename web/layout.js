@@ -32,6 +32,7 @@ const MODES = [
  */
 export function createLayoutControl(call, onChange) {
   const view = { mode: 'grid', pinned: null };
+  let spotlit = null; // the spotlight last told about
   const menuId = uid('layout');
   const button = h('button', { type: 'button', class: 'ctl ctl-layout', 'aria-haspopup': 'menu', 'aria-expanded': 'false', 'aria-controls': menuId },
     h('span', { class: 'ctl-icon' }, layoutIcon()), h('span', { class: 'ctl-label', text: 'Layout' }));
@@ -60,6 +61,10 @@ export function createLayoutControl(call, onChange) {
     if (ev.key === 'Escape') {
       setOpen(false);
       button.focus();
+    } else if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+      ev.preventDefault();
+      const at = items.indexOf(document.activeElement);
+      items[(at + (ev.key === 'ArrowDown' ? 1 : items.length - 1)) % items.length].focus();
     }
   });
   const outside = (ev) => {
@@ -90,6 +95,14 @@ export function createLayoutControl(call, onChange) {
     update(state) {
       // A pin on someone who left goes with them.
       if (view.pinned != null && !state.participants.some((p) => p.id === view.pinned)) view.pinned = null;
+      // Everyone is told why their view changed when a host spotlights someone.
+      const spot = state.features?.spotlight?.participant ?? null;
+      if (spot !== spotlit) {
+        const name = state.participants.find((p) => p.id === spot)?.name;
+        if (spot !== null && name) toast(spot === state.you ? 'A host spotlighted you for everyone.' : `${name} is spotlighted for everyone.`, 'info');
+        else if (spotlit !== null) toast('The spotlight was removed.', 'info');
+        spotlit = spot;
+      }
     },
     destroy() {
       document.removeEventListener('pointerdown', outside);
