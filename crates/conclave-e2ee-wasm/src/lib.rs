@@ -32,13 +32,15 @@ fn bytes(b: &[u8]) -> JsValue {
 
 /// One meeting member's end of the MLS group.
 #[wasm_bindgen]
-pub struct Member(e2ee::Member);
+pub struct Member(e2ee::Member, e2ee::NameChecker);
 
 #[wasm_bindgen]
 impl Member {
     #[wasm_bindgen(constructor)]
     pub fn new(participant_id: &str) -> Result<Member, JsError> {
-        e2ee::Member::new(participant_id).map(Member).map_err(err)
+        e2ee::Member::new(participant_id)
+            .map(|m| Member(m, e2ee::NameChecker::default()))
+            .map_err(err)
     }
 
     /// A member signing with a key pair from `newSigningKey`, whose leaf carries the ID token
@@ -56,7 +58,7 @@ impl Member {
             rz: rz.to_vec(),
         };
         e2ee::Member::with_signing_key(participant_id, secret, public, Some(binding))
-            .map(Member)
+            .map(|m| Member(m, e2ee::NameChecker::default()))
             .map_err(err)
     }
 
@@ -66,8 +68,14 @@ impl Member {
     /// `[{name, issuer, clientId, jwks}]` with each JWK Set as fetched from the provider;
     /// `now`: seconds since the Unix epoch.
     #[wasm_bindgen(js_name = leafNames)]
-    pub fn leaf_names(&self, announced: &str, providers: &str, now: f64) -> Result<String, JsError> {
-        names_json(&self.0, announced, providers, now)
+    /// A leaf verified once stays verified for this member (see `NameChecker`).
+    pub fn leaf_names(
+        &mut self,
+        announced: &str,
+        providers: &str,
+        now: f64,
+    ) -> Result<String, JsError> {
+        names_json(&self.0, &mut self.1, announced, providers, now)
     }
 
     #[wasm_bindgen(js_name = keyPackage)]
@@ -223,6 +231,7 @@ pub fn key_nonce(public: &[u8], rz: &[u8]) -> String {
 
 fn names_json(
     member: &e2ee::Member,
+    checker: &mut e2ee::NameChecker,
     announced: &str,
     providers: &str,
     now: f64,
@@ -255,7 +264,7 @@ fn names_json(
             })
         })
         .collect();
-    let checks = e2ee::check_names(&member.leaves(), &announced, &providers, now as i64);
+    let checks = checker.check(&member.leaves(), &announced, &providers, now as i64);
     let out: Vec<Value> = checks
         .iter()
         .map(|c| {

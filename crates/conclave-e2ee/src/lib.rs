@@ -43,6 +43,6 @@ pub use frame::{
 };
 pub use member::{Chat, CommitOut, Leaf, Member, Received, RosterCheck};
 #[cfg(feature = "id-token")]
-pub use names::{AnnouncedName, Badge, NameCheck, NameWarning, check_names};
+pub use names::{AnnouncedName, Badge, NameCheck, NameChecker, NameWarning, check_names};
 pub use openpubkey::{BindingError, IdentityBinding};
 pub use rules::RulesError;

@@ -79,6 +79,43 @@ pub fn check_names(
     providers: &[TrustedProvider],
     now: i64,
 ) -> Vec<NameCheck> {
+    NameChecker::default().check(leaves, announced, providers, now)
+}
+
+/// [`check_names`] that remembers what it verified: a leaf (its signature key and binding)
+/// whose token this client verified while it was valid stays verified here after the token
+/// expires or the provider rotates its key out. A client that first sees the leaf after that
+/// refuses it (docs/security.md §15, expiry).
+#[derive(Debug, Default)]
+pub struct NameChecker {
+    verified: BTreeMap<(Vec<u8>, Vec<u8>), VerifiedName>,
+}
+
+impl NameChecker {
+    pub fn check(
+        &mut self,
+        leaves: &[Leaf],
+        announced: &BTreeMap<String, AnnouncedName>,
+        providers: &[TrustedProvider],
+        now: i64,
+    ) -> Vec<NameCheck> {
+        check_leaves(leaves, announced, |leaf, binding| {
+            let key = (leaf.signature_key.clone(), binding.to_bytes());
+            if let Some(v) = self.verified.get(&key) {
+                return Ok(v.clone());
+            }
+            let v = verify(binding, &leaf.signature_key, providers, now)?;
+            self.verified.insert(key, v.clone());
+            Ok(v)
+        })
+    }
+}
+
+fn check_leaves(
+    leaves: &[Leaf],
+    announced: &BTreeMap<String, AnnouncedName>,
+    mut verify_leaf: impl FnMut(&Leaf, &crate::IdentityBinding) -> Result<VerifiedName, BindingError>,
+) -> Vec<NameCheck> {
     let mut checks: Vec<NameCheck> = leaves
         .iter()
         .map(|leaf| {
@@ -93,7 +130,7 @@ pub fn check_names(
             let badge = match &leaf.binding {
                 None => Badge::FromServer,
                 Some(Err(e)) => Badge::Refused(e.clone()),
-                Some(Ok(binding)) => match verify(binding, &leaf.signature_key, providers, now) {
+                Some(Ok(binding)) => match verify_leaf(leaf, binding) {
                     Ok(verified) => Badge::Verified(verified),
                     Err(e) => Badge::Refused(e),
                 },

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use common::Meeting;
 use conclave_e2ee::{
     AnnouncedName, Badge, BindingError, DeliveryService, IdentityBinding, Member, NameCheck,
-    NameWarning, check_names,
+    NameChecker, NameWarning, check_names,
     openpubkey::{self, RZ_LEN, TrustedProvider},
 };
 use data_encoding::BASE64URL_NOPAD;
@@ -538,4 +538,53 @@ fn a_member_who_joins_later_checks_the_names_already_in_the_tree() {
         of(&checks, "2").badge,
         Badge::Refused(BindingError::Token(_))
     ));
+}
+
+#[test]
+fn a_name_verified_while_its_token_was_valid_stays_verified_for_that_client() {
+    let key = rsa_key("k1");
+    let providers = trusted(&key);
+    let mut m = Meeting::new();
+    let alice = SignIn::new();
+    let short = TokenSpec {
+        expires_in: 60,
+        ..alice.good()
+    };
+    admit(
+        &mut m,
+        "2",
+        alice.member("2", Some(alice.binding(signed(&short, &key)))),
+    );
+    let names = announced(&[("1", "Guest", false), ("2", "Alice Example", true)]);
+    let leaves = m.members[0].leaves();
+    let mut checker = NameChecker::default();
+    let at_join = checker.check(&leaves, &names, &providers, now());
+    assert!(matches!(of(&at_join, "2").badge, Badge::Verified(_)));
+    // Two hours on, past the token's exp: still verified for the client that checked it in
+    // time, and even with the provider's keys gone from its JWKS.
+    let later = now() + 7200;
+    let rotated = trusted(&rsa_key("k2"));
+    let kept = checker.check(&leaves, &names, &rotated, later);
+    assert_eq!(of(&kept, "2").badge, of(&at_join, "2").badge);
+    assert!(of(&kept, "2").warnings.is_empty());
+    // A client that first looks then refuses it as expired.
+    let late = check_names(&leaves, &names, &providers, later);
+    match &of(&late, "2").badge {
+        Badge::Refused(BindingError::Token(reason)) => {
+            assert!(reason.contains("Expired"), "{reason}")
+        }
+        other => panic!("expected expired, got {other:?}"),
+    }
+    // The memory is per leaf: another leaf (another key) with the same token is checked anew.
+    let thief = SignIn::new();
+    let stolen = conclave_e2ee::Leaf {
+        participant_id: "3".into(),
+        signature_key: thief.public.clone(),
+        binding: leaves[1].binding.clone(),
+    };
+    let checks = checker.check(&[stolen], &names, &providers, now());
+    assert_eq!(
+        of(&checks, "3").badge,
+        Badge::Refused(BindingError::NonceMismatch)
+    );
 }
