@@ -182,7 +182,7 @@ impl Rooms {
         let record = self.store.meeting(id).await?.ok_or(RoomError::Gone)?;
         let bans = self.store.bans(id).await?;
         let Some(cluster) = &self.cluster else {
-            return Ok(self.open(id, record, bans));
+            return Ok(self.open(id, record, bans, None));
         };
         let _one_at_a_time = self.starting.lock().await;
         if let Some(tx) = self.get(id) {
@@ -196,7 +196,12 @@ impl Rooms {
             }
         };
         tracing::info!(%meeting, token = keeper.token(), "took the meeting's lease");
-        let tx = self.open(id, record, bans);
+        let live = Live {
+            token: keeper.token(),
+            locked: cluster.saved_lock(&meeting).await?,
+            frozen: false,
+        };
+        let tx = self.open(id, record, bans, Some(live));
         // Weak: the room still ends when its last sender goes.
         let (done, lost) = (tx.downgrade(), tx.downgrade());
         let room_ended = async move {
@@ -221,6 +226,7 @@ impl Rooms {
         id: MeetingId,
         record: crate::store::MeetingRecord,
         bans: Vec<conclave_core::BanKey>,
+        live: Option<Live>,
     ) -> mpsc::Sender<RoomCmd> {
         let mut map = self.lock();
         if let Some(tx) = map.get(&id) {
@@ -232,7 +238,12 @@ impl Rooms {
         let room = Room {
             id,
             media,
-            meeting: Meeting::new(record.core_config(), bans),
+            meeting: {
+                let mut m = Meeting::new(record.core_config(), bans);
+                m.restore_lock(live.as_ref().is_some_and(|l| l.locked));
+                m
+            },
+            live,
             sinks: HashMap::new(),
             last_sent: None,
             counted: (0, 0),
@@ -258,8 +269,20 @@ impl Rooms {
     }
 }
 
+/// Cluster mode: the room's live state as last saved in Redis
+/// ([`crate::cluster::live`]) under its lease's fencing token.
+struct Live {
+    token: u64,
+    locked: bool,
+    /// Set once the room ends because this node stops (shutdown, or the
+    /// lease went to another node): the end clears the lock in the core, and
+    /// that must not reach Redis, or the meeting would come back unlocked.
+    frozen: bool,
+}
+
 struct Room {
     id: MeetingId,
+    live: Option<Live>,
     /// Commands to the meeting's media; its events come on their own queue.
     media: MediaLink,
     meeting: Meeting,
@@ -358,7 +381,14 @@ impl Room {
                 // The connection may be gone already; nothing to tell then.
                 let _ = seated.send(self.meeting.has_seat(conn));
             }
-            RoomCmd::Input(input) => self.meeting.handle(input, now),
+            RoomCmd::Input(input) => {
+                if let (Input::End(EndReason::ServerShutdown), Some(live)) =
+                    (&input, &mut self.live)
+                {
+                    live.frozen = true;
+                }
+                self.meeting.handle(input, now)
+            }
         }
     }
 
@@ -385,11 +415,34 @@ impl Room {
                 }
             }
         }
+        self.save_live().await;
         // A sink that was never seated (refused before the core answered) is gone
         // from the core; drop ours too.
         let meeting = &self.meeting;
         self.sinks.retain(|conn, _| meeting.has_seat(*conn));
         self.count((self.meeting.member_count(), self.meeting.waiting_count()));
+    }
+
+    /// Saves the lock to Redis when it changed (cluster mode).
+    async fn save_live(&mut self) {
+        let locked = self.meeting.is_locked();
+        let (Some(live), Some(cluster)) = (&mut self.live, &self.rooms.cluster) else {
+            return;
+        };
+        // Without Redis the change is saved at the first batch after it is
+        // back, rather than making every batch here wait for a timeout.
+        if live.frozen || live.locked == locked || !cluster.is_available() {
+            return;
+        }
+        match cluster
+            .save_lock(&self.id.to_string(), live.token, locked)
+            .await
+        {
+            Ok(()) => live.locked = locked,
+            Err(e) => {
+                tracing::warn!(meeting = %self.id, error = %e, "could not save the meeting's lock to Redis; tried again after the next message");
+            }
+        }
     }
 
     /// Moves the participants and waiting gauges by this room's change.

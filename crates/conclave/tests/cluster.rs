@@ -1047,3 +1047,72 @@ async fn a_forged_relay_header_is_refused() {
         .insert("x-conclave-relay", good.parse().expect("header"));
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_meeting_that_moves_to_another_node_is_still_locked_and_the_removed_still_banned() {
+    let redis = Redis::start();
+    let (mut nodes, _front) = fronted_nodes(&redis).await;
+    let alice = nodes[0].signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({"title": "Moves"})).await;
+    let (mut host, _) = nodes[0].host_joins(&alice, &meeting.id).await;
+    let (mut eve, joined) = nodes[1].guest_admitted(&mut host, &meeting, "Eve").await;
+    let eve_id = joined["you"].as_u64().expect("id");
+    let eve_cookie = eve.guest_cookie().expect("Eve's guest cookie");
+    host.send(json!({"type": "remove", "participant": eve_id}))
+        .await;
+    assert_eq!(eve.expect_closed().await, vec![json!({"type": "removed"})]);
+    host.send(json!({"type": "lock"})).await;
+    loop {
+        let m = host.recv_until("meeting_updated").await;
+        if m["meeting"]["locked"] == true {
+            break;
+        }
+    }
+    let live = format!("GET conclave:live:{}", meeting.id);
+    eventually(5, "the lock saved in Redis", async || {
+        redis.cmd(&live).ends_with(" 1")
+    })
+    .await;
+    let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
+    let owner = nodes
+        .iter()
+        .position(|n| {
+            let id = &n.config.cluster.as_ref().expect("cluster").node_id;
+            lease.trim().starts_with(&format!("{id} "))
+        })
+        .unwrap_or_else(|| panic!("no node holds the lease: {lease:?}"));
+
+    // The node running the meeting stops; the meeting ends there.
+    nodes[owner].shutdown().await;
+    let (b, c) = ((owner + 1) % 3, (owner + 2) % 3);
+
+    // The host starts it again through another node: it comes back locked.
+    let (mut host, joined) = nodes[b].host_joins(&alice, &meeting.id).await;
+    assert_eq!(joined["meeting"]["locked"], true, "{joined}");
+    let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
+    let old = &nodes[owner]
+        .config
+        .cluster
+        .as_ref()
+        .expect("cluster")
+        .node_id;
+    assert!(!lease.starts_with(&format!("{old} ")), "{lease}");
+    // Eve, removed, cannot come back through either remaining node.
+    for k in [b, c] {
+        let mut ws = nodes[k]
+            .ws(&meeting.id, WsOpts::cookie(eve_cookie.clone()))
+            .await;
+        ws.send(join("Eve", &meeting.passcode)).await;
+        ws.expect_error("banned").await;
+    }
+    // Nobody new gets in: it is locked.
+    let mut mal = nodes[c].ws(&meeting.id, WsOpts::default()).await;
+    mal.send(join("Mal", &meeting.passcode)).await;
+    mal.expect_error("locked").await;
+    // Unlocked by the host, the lock is saved as lifted.
+    host.send(json!({"type": "unlock"})).await;
+    eventually(5, "the unlock saved in Redis", async || {
+        redis.cmd(&live).ends_with(" 0")
+    })
+    .await;
+}

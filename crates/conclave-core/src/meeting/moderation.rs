@@ -320,4 +320,15 @@ impl Meeting {
         self.locked = locked;
         self.broadcast_meeting();
     }
+
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+
+    /// Puts back the lock the meeting had where it ran before (cluster
+    /// mode: another node, or this one before a restart), before anyone
+    /// joins here, so that a move does not open a locked meeting.
+    pub fn restore_lock(&mut self, locked: bool) {
+        self.locked = locked;
+    }
 }

@@ -9,6 +9,7 @@
 //!   and from the node running the meeting.
 //! - [`route`]: which node a meeting's WebSocket belongs on, and the
 //!   header that vouches to it for a relayed client's address.
+//! - [`live`]: live meeting state that must outlive the node (the lock).
 //! - [`limits`]: failed joins and sign-ins counted in Redis, so that guesses
 //!   spread over the nodes are limited as if they came to one.
 //!
@@ -20,6 +21,7 @@
 
 pub mod lease;
 pub mod limits;
+pub mod live;
 pub mod registry;
 pub mod relay;
 pub mod route;
