@@ -1116,3 +1116,41 @@ async fn a_meeting_that_moves_to_another_node_is_still_locked_and_the_removed_st
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relayed_guess_counts_against_the_clients_own_address_at_the_owner() {
+    let redis = Redis::start();
+    let (nodes, _front) = fronted_nodes(&redis).await;
+    let alice = nodes[0].signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({"title": "Guarded"})).await;
+    let (_host, _) = nodes[0].host_joins(&alice, &meeting.id).await;
+    let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
+    let owner = nodes
+        .iter()
+        .position(|n| {
+            let id = &n.config.cluster.as_ref().expect("cluster").node_id;
+            lease.trim().starts_with(&format!("{id} "))
+        })
+        .unwrap_or_else(|| panic!("no node holds the lease: {lease:?}"));
+    let other = (owner + 1) % 3;
+    let before = relayed(&nodes[other]).await;
+    // Five wrong passcodes from one address, all through a node that does
+    // not run the meeting: the owner limits that address...
+    let mut eve = nodes[other]
+        .ws(&meeting.id, WsOpts::from(Ipv4Addr::new(127, 0, 0, 7)))
+        .await;
+    for _ in 0..5 {
+        eve.send(join("Eve", "000-000-000")).await;
+        eve.expect_error("join_refused").await;
+    }
+    eve.send(join("Eve", "000-000-000")).await;
+    eve.expect_error("too_many_attempts").await;
+    // ...and only it: another address through the same node is not blocked,
+    // as it would be if the owner saw the relaying node's address.
+    let mut ann = nodes[other]
+        .ws(&meeting.id, WsOpts::from(Ipv4Addr::new(127, 0, 0, 8)))
+        .await;
+    ann.send(join("Ann", "000-000-000")).await;
+    ann.expect_error("join_refused").await;
+    assert_eq!(relayed(&nodes[other]).await, before + 2);
+}
