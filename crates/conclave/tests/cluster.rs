@@ -1154,3 +1154,150 @@ async fn a_relayed_guess_counts_against_the_clients_own_address_at_the_owner() {
     ann.expect_error("join_refused").await;
     assert_eq!(relayed(&nodes[other]).await, before + 2);
 }
+
+/// `conclave serve` as its own process, one more node of `redis`'s cluster
+/// on the PostgreSQL database at `database_url`, so that it can be killed.
+struct ProcessNode {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ProcessNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn process_node(redis: &Redis, database_url: &str, node_id: &str) -> ProcessNode {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let toml = format!(
+        "listen = \"{addr}\"\ndata_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\nmedia_listen = \"127.0.0.1:0\"\n\n[cluster]\nredis_url = \"{redis}\"\nnode_id = \"{node_id}\"\ninternal_url = \"http://{addr}\"\nsecret = \"{SECRET}\"\nlease_ms = 2000\nnode_ttl_ms = 1500\n",
+        data = dir.path().display(),
+        redis = redis.url(),
+    );
+    let file = dir.path().join("conclave.toml");
+    std::fs::write(&file, toml).expect("config");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("conclave serve starts");
+    let mut node = ProcessNode { child, _dir: dir };
+    let url = format!("http://{addr}/readyz");
+    eventually(20, "the process node ready", async || {
+        if let Ok(Some(status)) = node.child.try_wait() {
+            panic!("conclave serve exited: {status}");
+        }
+        reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_sigkill_of_its_node_a_meeting_comes_back_on_another_still_locked_and_banning() {
+    let redis = Redis::start();
+    let url = Postgres::shared().fresh_database().await;
+    // Two nodes in this process, on `url` (seeded by the first), and a
+    // third as its own process, to be killed.
+    let nodes = {
+        let mut nodes = Vec::new();
+        for (i, id) in ["node-a", "node-b"].into_iter().enumerate() {
+            let port = free_port();
+            let mut cfg = config(&redis, id, 2000, 1500);
+            cfg.internal_url = format!("http://127.0.0.1:{port}");
+            cfg.secret = Some(SECRET.into());
+            let db = url.clone();
+            let tweak = move |c: &mut conclave::Config| {
+                c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                c.cluster = Some(cfg);
+                c.database_url = Some(db);
+            };
+            nodes.push(if i == 0 {
+                TestServer::start_on_postgres(&url, tweak).await
+            } else {
+                TestServer::start_with(tweak).await
+            });
+        }
+        nodes
+    };
+    // node-0 sorts first: the least-loaded tie goes to it.
+    let mut doomed = process_node(&redis, &url, "node-0").await;
+    eventually(10, "three node records", async || {
+        redis.cmd("SCARD conclave:nodes").trim() == ":3"
+    })
+    .await;
+    let alice = nodes[0].signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({"title": "Survives"})).await;
+    // The host starts it through node-a; it is placed on node-0.
+    let (mut host, _) = nodes[0].host_joins(&alice, &meeting.id).await;
+    let lease_key = format!("GET conclave:lease:{}", meeting.id);
+    assert!(
+        redis.cmd(&lease_key).starts_with("node-0 "),
+        "{}",
+        redis.cmd(&lease_key)
+    );
+    let (mut eve, joined) = nodes[1].guest_admitted(&mut host, &meeting, "Eve").await;
+    let eve_id = joined["you"].as_u64().expect("id");
+    let eve_cookie = eve.guest_cookie().expect("Eve's guest cookie");
+    host.send(json!({"type": "remove", "participant": eve_id}))
+        .await;
+    assert_eq!(eve.expect_closed().await, vec![json!({"type": "removed"})]);
+    host.send(json!({"type": "lock"})).await;
+    loop {
+        let m = host.recv_until("meeting_updated").await;
+        if m["meeting"]["locked"] == true {
+            break;
+        }
+    }
+    let live = format!("GET conclave:live:{}", meeting.id);
+    eventually(5, "the lock saved in Redis", async || {
+        redis.cmd(&live).ends_with(" 1")
+    })
+    .await;
+
+    // SIGKILL: no lease given up, no record deleted.
+    doomed.child.kill().expect("SIGKILL");
+    doomed.child.wait().expect("reaped");
+    let killed = Instant::now();
+    // The host tries again through node-b until the meeting runs again.
+    let joined = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the meeting did not come back within 10 s"
+        );
+        if let Ok(mut ws) = nodes[1].try_ws(&meeting.id, alice.ws_opts()).await {
+            ws.send(json!({"type": "join", "name": "Host"})).await;
+            if let Some(Frame::Msg(v)) = ws.next(Duration::from_secs(5)).await
+                && v["type"] == "joined"
+            {
+                host = ws;
+                break v;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let back_after = killed.elapsed();
+    eprintln!("meeting back on another node {back_after:?} after SIGKILL of its node");
+    assert_eq!(joined["meeting"]["locked"], true, "{joined}");
+    assert!(!redis.cmd(&lease_key).starts_with("node-0 "));
+    // Eve, removed, still cannot come back, through either node.
+    for n in &nodes {
+        let mut ws = n.ws(&meeting.id, WsOpts::cookie(eve_cookie.clone())).await;
+        ws.send(join("Eve", &meeting.passcode)).await;
+        ws.expect_error("banned").await;
+    }
+    let mut mal = nodes[0].ws(&meeting.id, WsOpts::default()).await;
+    mal.send(join("Mal", &meeting.passcode)).await;
+    mal.expect_error("locked").await;
+    drop(host);
+}
