@@ -267,7 +267,9 @@ mod tests {
         let check = |policy, who: &Joiner<'_>| admit(policy, &list, &org, &providers, who);
         use ErrorCode::{OrganisationOnly, SignInRequired};
         use WhoMayJoin::{Anyone, Organisation, SignedIn};
-        let people: [(&str, Joiner<'_>, [Result<(), ErrorCode>; 3]); 7] = [
+        /// Who joins, and the outcome under Anyone, SignedIn, Organisation.
+        type Case<'a> = (&'a str, Joiner<'a>, [Result<(), ErrorCode>; 3]);
+        let people: [Case<'_>; 7] = [
             (
                 "guest",
                 Joiner::Guest,
