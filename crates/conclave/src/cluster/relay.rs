@@ -82,8 +82,12 @@ pub async fn relay(
         }
         Err(_) => return unavailable(),
     }
-    let connected =
-        tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req)).await;
+    // Small frames, each to go at once: no Nagle delay (the last `true`).
+    let connected = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(req, None, true),
+    )
+    .await;
     let (upstream, answer) = match connected {
         Ok(Ok(ok)) => ok,
         Ok(Err(tungstenite::Error::Http(refused))) => {

@@ -45,6 +45,9 @@ impl Front {
                 let to = backends[k];
                 tokio::spawn(async move {
                     if let Ok(mut backend) = TcpStream::connect(to).await {
+                        // As a real load balancer: no Nagle delay added.
+                        let _ = client.set_nodelay(true);
+                        let _ = backend.set_nodelay(true);
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
                     }
                 });
