@@ -81,8 +81,9 @@ pub enum RoomError {
     /// Cluster mode: Redis cannot be asked for the meeting's lease.
     #[error("the cluster is unavailable: {0}")]
     Unavailable(#[from] crate::cluster::ClusterError),
-    /// Cluster mode: another node runs the meeting (routing to it is not
-    /// built yet).
+    /// Cluster mode: another node holds the meeting's lease, and this join
+    /// was not relayed to it (no `cluster.secret`, the holder's record ran
+    /// out, or the lease was taken between routing and start).
     #[error("the meeting runs on another node ({0})")]
     Elsewhere(String),
 }
