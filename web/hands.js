@@ -4,12 +4,12 @@
 // messages themselves are appmsg.js's.
 
 import { h, setAttr, setText, syncList } from './dom.js';
-import { featureIcon } from './feature-icons.js';
+import { icon } from './icons.js';
 import { isModerator } from './state.js';
 
 export function createHandButton(call) {
   const label = h('span', { class: 'ctl-label' });
-  const el = h('button', { type: 'button', class: 'ctl ctl-hand' }, h('span', { class: 'ctl-icon' }, featureIcon('hand')), label);
+  const el = h('button', { type: 'button', class: 'ctl ctl-hand' }, h('span', { class: 'ctl-icon' }, icon('hand')), label);
   let raised = false;
   el.addEventListener('click', () => call.features.raiseHand(!raised));
   return {
@@ -40,7 +40,7 @@ export function createHandsSection(call) {
       const name = h('span', { class: 'person-name' });
       const order = h('span', { class: 'hand-order', 'aria-hidden': 'true' });
       const lower = h('button', { type: 'button', class: 'btn btn-sm btn-secondary', text: 'Lower hand', onClick: () => call.features.lowerHand(id) });
-      const row = h('li', { class: 'person hand-row' }, order, featureIcon('hand', 'icon hand-icon'),
+      const row = h('li', { class: 'person hand-row' }, order, icon('hand', 'icon hand-icon'),
         h('span', { class: 'person-text' }, name), h('span', { class: 'person-actions' }, lower));
       row._refs = { name, order, lower };
       return row;
@@ -68,7 +68,7 @@ export function decorateTiles(gridEl, state) {
       continue;
     }
     if (!badge) {
-      badge = h('span', { class: 'tile-hand', role: 'img' }, featureIcon('hand'), h('span', { class: 'tile-hand-place' }));
+      badge = h('span', { class: 'tile-hand', role: 'img' }, icon('hand'), h('span', { class: 'tile-hand-place' }));
       tile.append(badge);
     }
     badge.hidden = false;

@@ -133,6 +133,24 @@ const SHAPES = {
     ['polygon', { points: '11 5 6 9 2 9 2 15 6 15 11 19 11 5' }],
     ['path', { d: 'M15.54 8.46a5 5 0 0 1 0 7.07' }],
   ],
+  // Hands, reactions and polls.
+  hand: [
+    ['path', { d: 'M8 12V6.5a1.5 1.5 0 0 1 3 0V11' }],
+    ['path', { d: 'M11 10.5V4.5a1.5 1.5 0 0 1 3 0V11' }],
+    ['path', { d: 'M14 10.5V6a1.5 1.5 0 0 1 3 0v5' }],
+    ['path', { d: 'M17 11V9a1.5 1.5 0 0 1 3 0v5a8 8 0 0 1-8 8h-.5a6 6 0 0 1-5-2.7L3.8 15.6a1.6 1.6 0 0 1 2.6-1.9L8 15.5V12' }],
+  ],
+  smile: [
+    ['circle', { cx: 12, cy: 12, r: 10 }],
+    ['path', { d: 'M8 14.5a4.5 4.5 0 0 0 8 0' }],
+    ['line', { x1: 9, y1: 9.5, x2: 9.01, y2: 9.5 }],
+    ['line', { x1: 15, y1: 9.5, x2: 15.01, y2: 9.5 }],
+  ],
+  poll: [
+    ['line', { x1: 6, y1: 20, x2: 6, y2: 13 }],
+    ['line', { x1: 12, y1: 20, x2: 12, y2: 4 }],
+    ['line', { x1: 18, y1: 20, x2: 18, y2: 9 }],
+  ],
 };
 
 /** An icon by name; decorative (aria-hidden) since its button or badge carries the name. */

@@ -6,13 +6,13 @@
 
 import { field, h, replace, setText, uid } from './dom.js';
 import { POLL_MAX_OPTION, POLL_MAX_OPTIONS, POLL_MAX_QUESTION, POLL_MIN_OPTIONS, tally } from './appmsg.js';
-import { featureIcon } from './feature-icons.js';
+import { icon } from './icons.js';
 import { isModerator } from './state.js';
 
 /** The toolbar's "Poll" button, shown to hosts and co-hosts. */
 export function createPollButton(onClick) {
   const el = h('button', { type: 'button', class: 'ctl ctl-poll', hidden: true },
-    h('span', { class: 'ctl-icon' }, featureIcon('poll')), h('span', { class: 'ctl-label', text: 'Poll' }));
+    h('span', { class: 'ctl-icon' }, icon('poll')), h('span', { class: 'ctl-label', text: 'Poll' }));
   el.addEventListener('click', onClick);
   return {
     el,

@@ -4,12 +4,12 @@
 
 import { h, setAttr, syncList, uid } from './dom.js';
 import { REACTIONS, reactionName } from './appmsg.js';
-import { featureIcon } from './feature-icons.js';
+import { icon } from './icons.js';
 
 export function createReactionsControl(call) {
   const popId = uid('react');
   const toggleBtn = h('button', { type: 'button', class: 'ctl ctl-react', 'aria-expanded': 'false', 'aria-controls': popId },
-    h('span', { class: 'ctl-icon' }, featureIcon('smile')), h('span', { class: 'ctl-label', text: 'Reactions' }));
+    h('span', { class: 'ctl-icon' }, icon('smile')), h('span', { class: 'ctl-label', text: 'Reactions' }));
   const pop = h('div', { class: 'reaction-pop', id: popId, role: 'group', 'aria-label': 'Reactions', hidden: true },
     REACTIONS.map((r) => h('button', {
       type: 'button',

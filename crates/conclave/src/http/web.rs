@@ -93,7 +93,6 @@ const ASSETS: &[Asset] = &[
     asset!("appmsg.js", "text/javascript; charset=utf-8"),
     asset!("features.js", "text/javascript; charset=utf-8"),
     asset!("features.css", "text/css; charset=utf-8"),
-    asset!("feature-icons.js", "text/javascript; charset=utf-8"),
     asset!("hands.js", "text/javascript; charset=utf-8"),
     asset!("reactions.js", "text/javascript; charset=utf-8"),
     asset!("polls.js", "text/javascript; charset=utf-8"),
