@@ -6,10 +6,10 @@ use std::time::Instant;
 use str0m::Rtc;
 use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, MediaKind, Mid, Rids};
+use str0m::media::{Direction, MediaKind, Mid, Rid, Rids};
 
 use super::Router;
-use super::simulcast::{IncomingLayer, MAX_LAYERS, Track};
+use super::simulcast::Track;
 use crate::codecs;
 use crate::error::MediaError;
 use crate::event::{Event, ForwardedTrack};
@@ -174,30 +174,17 @@ impl Router {
             return;
         }
         tracing::debug!(publisher = %track.publisher, mid = %track.mid, ?kind, "track published");
-        let rids = match self
+        let rids: Vec<Option<Rid>> = match self
             .peers
             .get(&track.publisher)
             .and_then(|p| p.rtc.media(track.mid))
             .map(|m| m.rids_rx())
         {
-            Some(Rids::Specific(rids)) if !rids.is_empty() => {
-                rids.iter().take(MAX_LAYERS).map(|r| Some(*r)).collect()
-            }
-            _ => vec![None],
+            Some(Rids::Specific(rids)) => rids.iter().map(|r| Some(*r)).collect(),
+            _ => Vec::new(),
         };
-        let layers = rids
-            .into_iter()
-            .map(|rid| IncomingLayer::new(rid, self.keyframe_interval))
-            .collect();
-        self.tracks.insert(
-            track,
-            Track {
-                kind,
-                subscribers: Vec::new(),
-                layers,
-                forwarding: self.forward_by_default,
-            },
-        );
+        let track_state = Track::new(kind, rids, self.keyframe_interval, self.forward_by_default);
+        self.tracks.insert(track, track_state);
         if let Some(p) = self.peers.get_mut(&track.publisher) {
             p.published.push(track.mid);
         }

@@ -9,7 +9,7 @@ use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Rid};
 
 use super::Router;
-use super::simulcast::{IncomingLayer, MAX_LAYERS, RESELECT_INTERVAL, Track};
+use super::simulcast::{RESELECT_INTERVAL, Track};
 use crate::peer::{PeerId, TrackId};
 use crate::relay::{MediaPacket, Relayed};
 
@@ -273,23 +273,8 @@ impl Router {
         };
         shard.remote.insert(track);
         tracing::debug!(publisher = %track.publisher, mid = %track.mid, ?kind, "remote track");
-        let mut rids: Vec<Option<Rid>> = rids.into_iter().take(MAX_LAYERS).collect();
-        if rids.is_empty() {
-            rids.push(None);
-        }
-        let layers = rids
-            .into_iter()
-            .map(|rid| IncomingLayer::new(rid, self.keyframe_interval))
-            .collect();
-        self.tracks.insert(
-            track,
-            Track {
-                kind,
-                subscribers: Vec::new(),
-                layers,
-                forwarding: true,
-            },
-        );
+        self.tracks
+            .insert(track, Track::new(kind, rids, self.keyframe_interval, true));
         let others: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in others {
             if let Some(p) = self.peers.get_mut(&id) {

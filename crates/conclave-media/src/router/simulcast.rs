@@ -114,6 +114,30 @@ impl IncomingLayer {
 }
 
 impl Track {
+    /// A track with no subscribers yet, one incoming layer per rid (at
+    /// most `MAX_LAYERS`), or one without a rid when none is given.
+    pub(super) fn new(
+        kind: MediaKind,
+        rids: impl IntoIterator<Item = Option<Rid>>,
+        keyframe_interval: Duration,
+        forwarding: bool,
+    ) -> Self {
+        let mut layers: Vec<IncomingLayer> = rids
+            .into_iter()
+            .take(MAX_LAYERS)
+            .map(|rid| IncomingLayer::new(rid, keyframe_interval))
+            .collect();
+        if layers.is_empty() {
+            layers.push(IncomingLayer::new(None, keyframe_interval));
+        }
+        Track {
+            kind,
+            subscribers: Vec::new(),
+            layers,
+            forwarding,
+        }
+    }
+
     pub(super) fn is_simulcast(&self) -> bool {
         self.layers.iter().any(|l| l.rid.is_some())
     }
