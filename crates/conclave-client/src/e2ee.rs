@@ -335,6 +335,25 @@ mod tests {
         }
     }
 
+    /// A delivery service and participant 1, who created the group.
+    fn hosted_group() -> (DeliveryService, E2ee) {
+        let mut ds = DeliveryService::new().expect("ds");
+        let mut host = E2ee::new(ParticipantId(1)).expect("host");
+        host.take_messages();
+        let setup = E2eeSetup {
+            group_id: b64(b"g"),
+            external_sender: b64(&ds.external_sender()),
+        };
+        host.handle(&ServerMessage::MlsCreateGroup { e2ee: setup })
+            .expect("create");
+        let Some(ClientMessage::MlsGroupInfo { group_info }) = host.take_messages().pop() else {
+            panic!("no group info");
+        };
+        ds.observe_group(&unb64(&group_info).expect("b64"))
+            .expect("observe");
+        (ds, host)
+    }
+
     fn key_package(e: &mut E2ee) -> Vec<u8> {
         match e.take_messages().pop() {
             Some(ClientMessage::MlsKeyPackage { key_package }) => unb64(&key_package).expect("b64"),
@@ -354,20 +373,7 @@ mod tests {
     /// and when the server takes the first, its echo could not be applied.
     #[test]
     fn a_committer_does_not_commit_twice_in_one_epoch_and_follows_its_first_commit() {
-        let mut ds = DeliveryService::new().expect("ds");
-        let mut host = E2ee::new(ParticipantId(1)).expect("host");
-        host.take_messages();
-        let setup = E2eeSetup {
-            group_id: b64(b"g"),
-            external_sender: b64(&ds.external_sender()),
-        };
-        host.handle(&ServerMessage::MlsCreateGroup { e2ee: setup })
-            .expect("create");
-        let Some(ClientMessage::MlsGroupInfo { group_info }) = host.take_messages().pop() else {
-            panic!("no group info");
-        };
-        ds.observe_group(&unb64(&group_info).expect("b64"))
-            .expect("observe");
+        let (mut ds, mut host) = hosted_group();
         let kp2 = key_package(&mut E2ee::new(ParticipantId(2)).expect("2"));
         let kp3 = key_package(&mut E2ee::new(ParticipantId(3)).expect("3"));
         for id in [1, 2, 3] {
@@ -398,24 +404,12 @@ mod tests {
         assert_eq!(host.roster(), ["1", "2"]);
     }
 
-    /// The web client's hands, reactions and polls share the chat relay; this
-    /// client opens them like chat and must not report them as chat lines.
+    /// The web client's hands, reactions and polls (sent on the chat relay
+    /// before they had the `app` relay) open like chat; this client must not
+    /// report them as chat lines.
     #[test]
     fn web_application_messages_are_not_reported_as_chat() {
-        let mut ds = DeliveryService::new().expect("ds");
-        let mut host = E2ee::new(ParticipantId(1)).expect("host");
-        host.take_messages();
-        let setup = E2eeSetup {
-            group_id: b64(b"g"),
-            external_sender: b64(&ds.external_sender()),
-        };
-        host.handle(&ServerMessage::MlsCreateGroup { e2ee: setup })
-            .expect("create");
-        let Some(ClientMessage::MlsGroupInfo { group_info }) = host.take_messages().pop() else {
-            panic!("no group info");
-        };
-        ds.observe_group(&unb64(&group_info).expect("b64"))
-            .expect("observe");
+        let (mut ds, mut host) = hosted_group();
         let mut guest = E2ee::new(ParticipantId(2)).expect("guest");
         let kp2 = key_package(&mut guest);
         for id in [1, 2] {
