@@ -31,6 +31,8 @@ struct Mls {
     /// Connections whose client follows the group but never makes the update
     /// commit it is asked for (an old client).
     ignores_update_requests: BTreeSet<u64>,
+    /// Connections whose client opens the chat it is sent, with what it read.
+    reads_chat: BTreeMap<u64, Vec<String>>,
 }
 
 impl Clients for Mls {
@@ -97,6 +99,14 @@ impl Clients for Mls {
                 }
             }
             ServerMessage::MlsCommitRequest => commit(member),
+            ServerMessage::Chat { payload, .. } => {
+                if let Some(read) = self.reads_chat.get_mut(&conn) {
+                    let bytes = BASE64.decode(payload.as_bytes()).expect("b64");
+                    let opened = member.open_chat(&bytes).expect("opens").expect("a chat");
+                    read.push(opened.text);
+                }
+                Vec::new()
+            }
             ServerMessage::MlsUpdateRequest if self.ignores_update_requests.contains(&conn) => {
                 Vec::new()
             }
@@ -754,6 +764,47 @@ fn a_resume_that_needs_messages_no_longer_kept_ends_the_seat() {
     let out = room.resume_after(20, token, Some(u64::MAX));
     assert_eq!(error_of(&out, 20), None);
     assert!(!room.log_to(20).iter().any(is_mls), "nothing sent again");
+}
+
+/// Chat sealed while a member was away, before and after a commit it missed,
+/// is replayed on its resume among the MLS messages as it was relayed, so
+/// its client opens the first in the old epoch and the second after
+/// applying the commit: the ciphertext the server kept for the window is
+/// enough, and nothing else is needed to read it.
+#[test]
+fn chat_sent_while_a_member_was_away_opens_on_its_resume_across_a_new_epoch() {
+    let mut room = hosted();
+    room.admit(2, "user2");
+    room.admit(3, "user3");
+    let token = room.token_of(2);
+    let taken_in = room.log_to(2).iter().filter(|m| is_mls(m)).count() as u64;
+    room.input(Input::Disconnected { conn: ConnId(2) });
+    let epoch = room.member(HOST).epoch();
+    let seal = |room: &mut Room<Mls>, text: &str| {
+        let c = room.member_mut(HOST).encrypt_chat(text).expect("chat");
+        let out = room.msg(
+            HOST,
+            ClientMessage::Chat {
+                payload: BASE64.encode(&c),
+            },
+        );
+        assert_eq!(error_of(&out, HOST), None);
+    };
+    seal(&mut room, "in the old epoch");
+    room.admit(4, "user4");
+    assert!(room.member(HOST).epoch() > epoch, "a commit while away");
+    seal(&mut room, "in the new epoch");
+
+    let member = room.clients.members.remove(&2).expect("member 2");
+    room.clients.members.insert(20, member);
+    room.clients.reads_chat.insert(20, Vec::new());
+    let out = room.resume_after(20, token, Some(taken_in));
+    assert_eq!(error_of(&out, 20), None);
+    assert_eq!(
+        room.clients.reads_chat[&20],
+        ["in the old epoch", "in the new epoch"]
+    );
+    assert_eq!(room.member(20).epoch(), room.member(HOST).epoch());
 }
 
 fn update_requests(room: &Room<Mls>, conn: u64) -> usize {

@@ -5,6 +5,7 @@
 mod support;
 
 mod app_rules;
+mod chat_resume_rules;
 mod group_rules;
 mod media_rules;
 mod meeting_rules;

@@ -42,7 +42,8 @@ impl Meeting {
             }
             return Err(code);
         }
-        self.broadcast(&ServerMessage::App { from: me, payload });
+        let bytes = payload.len();
+        self.relay_sealed(ServerMessage::App { from: me, payload }, bytes);
         Ok(())
     }
 }

@@ -35,7 +35,7 @@ impl Member {
 
     /// The MLS messages after the first `received` of this seat, if all are
     /// still kept. A count beyond what was sent is taken as all of them.
-    pub(super) fn mls_after(&self, received: u64) -> Option<Vec<ServerMessage>> {
+    pub(super) fn mls_after(&self, received: u64) -> Option<Vec<(u64, ServerMessage)>> {
         if received >= self.mls_sent {
             return Some(Vec::new());
         }
@@ -47,7 +47,7 @@ impl Member {
             self.mls_recent
                 .iter()
                 .filter(|(n, _, _)| *n > received)
-                .map(|(_, _, msg)| msg.clone())
+                .map(|(n, _, msg)| (*n, msg.clone()))
                 .collect(),
         )
     }
@@ -129,7 +129,8 @@ impl Meeting {
             }
             return Err(code);
         }
-        self.broadcast(&ServerMessage::Chat { from: me, payload });
+        let bytes = payload.len();
+        self.relay_sealed(ServerMessage::Chat { from: me, payload }, bytes);
         Ok(())
     }
 }

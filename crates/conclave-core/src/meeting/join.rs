@@ -151,6 +151,7 @@ impl Meeting {
             mls_recent: VecDeque::new(),
             forwarding: (false, false, false),
             app_bucket: None,
+            backlog: super::backlog::Backlog::default(),
         };
         let view = member.view(id);
         self.members.insert(id, member);
@@ -191,9 +192,11 @@ impl Meeting {
                 // a new key package, is added again, and counts afresh.
                 member.mls_sent = 0;
                 member.mls_recent.clear();
+                member.forget_backlog();
                 Some(Vec::new())
             }
         };
+        let replay = replay.map(|mls| member.backlog.interleave(mls));
         let Some(replay) = replay else {
             // The group moved on further than is kept: this client cannot
             // follow it any more. The seat ends; joining again starts afresh.

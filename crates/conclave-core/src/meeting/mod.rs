@@ -22,8 +22,11 @@
 //! - `delivery`: the MLS delivery service (`group.rs`) kept in step with the
 //!   membership, each seat's log of MLS messages for a resume, and chat.
 //! - `broadcast`: who is told what; every message to members goes out there.
+//! - `backlog`: sealed chat and `app` messages a dropped seat missed, kept
+//!   for its resume window and replayed among its MLS messages in order.
 
 mod appmsg;
+mod backlog;
 mod broadcast;
 mod delivery;
 mod join;
@@ -197,6 +200,8 @@ struct Member {
     forwarding: (bool, bool, bool),
     /// Bounds this seat's `app` messages; made at the first one.
     app_bucket: Option<crate::rate::TokenBucket>,
+    /// Sealed messages relayed while this seat was dropped.
+    backlog: backlog::Backlog,
 }
 
 #[derive(Debug)]
