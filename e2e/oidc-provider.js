@@ -10,9 +10,10 @@ import { freeTcpPort } from './harness.js';
 
 /**
  * Starts a provider at http://localhost:PORT; resolves to {issuer, stop(),
- * setEmail(sub, email)}. `redirectUris` are the client's registered callbacks.
+ * setEmail(sub, email)}. `redirectUris` are the client's registered callbacks,
+ * `postLogoutRedirectUris` where RP-initiated logout may send the browser back.
  */
-export async function startProvider({ clientId, clientSecret, redirectUris, users = {}, idTokenClaims = false }) {
+export async function startProvider({ clientId, clientSecret, redirectUris, postLogoutRedirectUris = [], users = {}, idTokenClaims = false }) {
   const port = await freeTcpPort();
   const issuer = `http://localhost:${port}`;
   const key = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
@@ -21,6 +22,7 @@ export async function startProvider({ clientId, clientSecret, redirectUris, user
       client_id: clientId,
       client_secret: clientSecret,
       redirect_uris: redirectUris,
+      post_logout_redirect_uris: postLogoutRedirectUris,
       grant_types: ['authorization_code'],
       response_types: ['code'],
     }],

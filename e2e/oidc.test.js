@@ -42,6 +42,7 @@ describe('sign-in with an OpenID Connect provider', () => {
       clientId: CLIENT_ID,
       clientSecret: CLIENT_SECRET,
       redirectUris: [`${base}/auth/oidc/Acme/callback`],
+      postLogoutRedirectUris: [`${base}/signin`],
       users: { grace: { email: 'grace@acme.example', name: 'Grace Hopper' } },
       idTokenClaims: true,
     });
@@ -194,6 +195,32 @@ client_id = "${CLIENT_ID}"
     const first = await browser.page.evaluate(() => fetch('/api/v1/me').then((r) => r.json()));
     assert.equal(me.id, first.id);
     assert.equal(me.provider.email, 'grace.hopper@acme.example');
+  });
+
+  step('signing out ends the Conclave session and the provider\'s (RP-initiated logout)', async () => {
+    const b = await openBrowser('oidc-signout');
+    others.push(b);
+    const p = b.page;
+    await p.goto(`${server.url}/signin`);
+    await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).click();
+    await atProvider(p, 'grace');
+    await p.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
+    const session = (await b.context.cookies(server.url)).find((c) => c.name === 'conclave_session');
+    assert.ok(session, 'signed in');
+    const me = () => fetch(`${server.url}/api/v1/me`, { headers: { cookie: `conclave_session=${session.value}` } }).then((r) => r.status);
+    assert.equal(await me(), 200);
+    await p.getByRole('button', { name: 'Sign out', exact: true }).click();
+    // The provider's end-session page, with this sign-in's ID token as the hint.
+    await p.waitForURL((u) => u.href.startsWith(`${idp.issuer}/`));
+    const logout = new URL(p.url());
+    assert.equal(await me(), 401, 'the old session cookie no longer works');
+    await screenshot(p, 'oidc-provider-signout');
+    await p.getByRole('button', { name: 'Yes, sign me out', exact: true }).click();
+    await p.waitForURL(`${server.url}/signin`);
+    await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).waitFor();
+    assert.equal(await p.evaluate(() => fetch('/api/v1/me').then((r) => r.status)), 401);
+    assert.equal(logout.searchParams.get('post_logout_redirect_uri'), `${server.url}/signin`);
+    assert.ok(logout.searchParams.get('id_token_hint'), 'the ID token is the hint');
   });
 });
 

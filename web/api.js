@@ -104,6 +104,8 @@ export async function redeemLink(token) {
   return user;
 }
 
+/** Ends the session; resolves to {redirect} when the provider that signed
+ * this browser in should end its session too, else null. */
 export async function signOut() {
   setHint(false);
   return call('POST', '/auth/signout');

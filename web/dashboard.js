@@ -126,10 +126,17 @@ export function mountDashboard(root, user) {
 
   async function signOut() {
     signOutButton.disabled = true;
+    let out = null;
     try {
-      await api.signOut();
+      out = await api.signOut();
     } catch {
       // Signed out or not, go to the landing page.
+    }
+    // Signed in through a provider: end its session too (RP-initiated
+    // logout); it sends the browser back to /signin.
+    if (out?.redirect) {
+      window.location.assign(out.redirect);
+      return;
     }
     navigate('/');
   }

@@ -26,12 +26,12 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreIdTokenVerifier, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata,
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJwsSigningAlgorithm,
 };
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
-    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
     SignatureVerificationError, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,15 @@ pub struct ProviderConfig {
     /// of these domains may sign in through this provider.
     #[serde(default)]
     pub allowed_email_domains: Vec<String>,
+    /// How long a session started through this provider lasts at most,
+    /// whatever `limits.session_days` says: the provider is asked again
+    /// after it, so that a person it disabled is out within this time.
+    #[serde(default = "default_session_max_age_hours")]
+    pub session_max_age_hours: f64,
+}
+
+fn default_session_max_age_hours() -> f64 {
+    12.0
 }
 
 fn default_groups_claim() -> String {
@@ -102,6 +111,8 @@ pub enum OidcConfigError {
     Secret { name: String, why: String },
     #[error("oidc: public_url does not make a valid redirect URI: {0}")]
     Redirect(String),
+    #[error("oidc {0}: session_max_age_hours must be from 1/3600 (one second) to 8760 hours")]
+    SessionMaxAge(String),
     #[error("oidc: cannot build the HTTP client: {0}")]
     Http(String),
 }
@@ -124,6 +135,13 @@ pub fn validate(providers: &[ProviderConfig]) -> Result<(), OidcConfigError> {
         }
         if p.client_secret_file.is_some() && p.client_secret_env.is_some() {
             return Err(OidcConfigError::TwoSecrets(p.name.clone()));
+        }
+        // 0 would be the derive's Default (tests build configs with it) and
+        // means the default; otherwise at least a second, at most a year.
+        if !(p.session_max_age_hours == 0.0
+            || (1.0 / 3600.0..=8760.0).contains(&p.session_max_age_hours))
+        {
+            return Err(OidcConfigError::SessionMaxAge(p.name.clone()));
         }
     }
     Ok(())
@@ -188,7 +206,7 @@ struct Provider {
     config: ProviderConfig,
     secret: Option<ClientSecret>,
     redirect: RedirectUrl,
-    metadata: tokio::sync::Mutex<Option<(Instant, CoreProviderMetadata)>>,
+    metadata: tokio::sync::Mutex<Option<(Instant, ProviderMetadataWithLogout)>>,
 }
 
 /// The configured providers, their cached metadata and the HTTP client
@@ -197,6 +215,9 @@ pub struct Providers {
     list: Vec<Provider>,
     http: HttpClient,
     key: Vec<u8>,
+    /// `PUBLIC_URL/signin`, where a provider sends the browser back after
+    /// an RP-initiated sign-out.
+    after_logout: Option<PostLogoutRedirectUrl>,
 }
 
 /// A provider's authorization URL and the flow cookie's value to set.
@@ -209,6 +230,10 @@ pub struct Verified {
     /// The ID token as the provider sent it, when the browser's nonce
     /// committed to its MLS key: the browser puts it in its leaf.
     pub id_token_for_leaf: Option<String>,
+    /// The ID token, for `id_token_hint` at sign-out.
+    pub id_token: String,
+    /// How long the session may last ([`ProviderConfig::session_max_age_hours`]).
+    pub session_max_age: Duration,
 }
 
 /// Whether `nonce` has the shape of an OpenPubkey key commitment:
@@ -278,10 +303,13 @@ impl Providers {
                 metadata: tokio::sync::Mutex::new(None),
             });
         }
+        let after_logout =
+            PostLogoutRedirectUrl::new(format!("{}/signin", public_url.trim_end_matches('/'))).ok();
         Ok(Providers {
             list,
             http: HttpClient::new()?,
             key,
+            after_logout,
         })
     }
 
@@ -496,11 +524,48 @@ impl Providers {
         let groups = groups.unwrap_or_default();
         let may_host = p.config.host_groups.is_empty()
             || p.config.host_groups.iter().any(|g| groups.contains(g));
+        let hours = match p.config.session_max_age_hours {
+            h if h > 0.0 => h,
+            _ => default_session_max_age_hours(),
+        };
         Ok(Verified {
             id_token_for_leaf: flow.k.then(|| token.to_string()),
+            id_token: token.to_string(),
+            session_max_age: Duration::from_secs_f64(hours * 3600.0),
             claims: found,
             may_host,
         })
+    }
+
+    /// Where to send the browser at sign-out (OpenID Connect RP-Initiated
+    /// Logout): the provider's `end_session_endpoint` with `id_token_hint`
+    /// and `post_logout_redirect_uri` = `PUBLIC_URL/signin`. None when the
+    /// provider has no such endpoint, or cannot be reached: then only the
+    /// Conclave session ends.
+    pub async fn end_session_url(&self, name: &str, id_token: &str) -> Option<String> {
+        let p = self.provider(name).ok()?;
+        let metadata = match self.metadata(p, false).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(provider = name, error = %e, "cannot sign out at the provider");
+                return None;
+            }
+        };
+        let endpoint = metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .clone()?;
+        let mut request =
+            LogoutRequest::from(endpoint).set_client_id(ClientId::new(p.config.client_id.clone()));
+        // The hint is the token the provider signed at this sign-in; one
+        // that does not even parse is left out rather than sent on.
+        if let Ok(token) = id_token.parse::<CoreIdToken>() {
+            request = request.set_id_token_hint(&token);
+        }
+        if let Some(after) = &self.after_logout {
+            request = request.set_post_logout_redirect_uri(after.clone());
+        }
+        Some(request.http_get_url().to_string())
     }
 
     /// The provider's discovery document and keys: cached, or fetched when
@@ -509,7 +574,7 @@ impl Providers {
         &self,
         p: &Provider,
         refresh: bool,
-    ) -> Result<CoreProviderMetadata, OidcError> {
+    ) -> Result<ProviderMetadataWithLogout, OidcError> {
         let mut cached = p.metadata.lock().await;
         if !refresh
             && let Some((at, m)) = cached.as_ref()
@@ -519,7 +584,7 @@ impl Providers {
         }
         let issuer = IssuerUrl::new(p.config.issuer.clone())
             .map_err(|e| OidcError::Unreachable(e.to_string()))?;
-        let m = CoreProviderMetadata::discover_async(issuer, &self.http)
+        let m = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
             .await
             .map_err(|e| OidcError::Unreachable(describe(&e)))?;
         *cached = Some((Instant::now(), m.clone()));
@@ -562,7 +627,10 @@ impl Providers {
 /// against the provider's JWKS, nonce), with asymmetric algorithms only. A
 /// public-client verifier, so that no token MACed with the client secret
 /// passes either.
-fn verifier(client_id: &str, metadata: &CoreProviderMetadata) -> CoreIdTokenVerifier<'static> {
+fn verifier(
+    client_id: &str,
+    metadata: &ProviderMetadataWithLogout,
+) -> CoreIdTokenVerifier<'static> {
     use CoreJwsSigningAlgorithm as Alg;
     CoreIdTokenVerifier::new_public_client(
         ClientId::new(client_id.to_string()),

@@ -668,3 +668,86 @@ async fn a_key_nonce_becomes_the_tokens_nonce_and_the_token_comes_back_for_the_l
         assert_eq!(leaf_cookie(&cookies), None, "{query:?}");
     }
 }
+
+/// A provider's sign-in lasts `session_max_age_hours` at most: after it the
+/// cookie is refused with a 401 that says the session ended. Sign-out
+/// through a provider without an `end_session_endpoint` ends only the
+/// Conclave session (204, no redirect).
+#[tokio::test]
+async fn a_provider_session_expires_and_signs_out_locally_without_an_end_session_endpoint() {
+    let provider = start_provider().await;
+    let key = rsa_key("k1");
+    provider.lock().unwrap().keys = vec![key.as_verification_key()];
+    let issuer = provider.lock().unwrap().issuer.clone();
+    let server = TestServer::start_with(|c| {
+        c.oidc = vec![conclave::oidc::ProviderConfig {
+            name: "Fake".into(),
+            issuer: issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            scopes: vec!["email".into()],
+            // Two seconds, injected for the test.
+            session_max_age_hours: 2.0 / 3600.0,
+            ..Default::default()
+        }];
+    })
+    .await;
+    let claims_for = |s: &Started| Claims {
+        issuer: issuer.clone(),
+        audience: CLIENT_ID.into(),
+        nonce: s.nonce.clone(),
+        expires_in: 300,
+    };
+    let session_of = |cookies: &[String]| {
+        let c = cookies
+            .iter()
+            .find(|c| c.starts_with("conclave_session="))
+            .expect("a session cookie")
+            .clone();
+        assert!(c.contains("Max-Age=2"), "{c}");
+        c.split(';').next().unwrap().to_string()
+    };
+    let me = |session: String| {
+        let url = server.url("/api/v1/me");
+        async move {
+            let resp = client()
+                .get(url)
+                .header("cookie", session)
+                .send()
+                .await
+                .expect("me");
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+
+    let s = start(&server).await;
+    let cookies = callback_cookies(&server, &provider, &s, signed(&claims_for(&s), &key)).await;
+    let session = session_of(&cookies);
+    assert_eq!(me(session.clone()).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (status, body) = me(session).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "unauthorized", "{body}");
+
+    // Sign-out with the logout cookie of a provider that offers no
+    // end-session endpoint: the session ends here only.
+    let s = start(&server).await;
+    let cookies = callback_cookies(&server, &provider, &s, signed(&claims_for(&s), &key)).await;
+    let session = session_of(&cookies);
+    let logout = cookies
+        .iter()
+        .find(|c| c.starts_with("conclave_oidc_logout="))
+        .expect("the logout cookie");
+    assert!(logout.contains("Path=/api/v1/auth/signout"), "{logout}");
+    assert!(logout.contains("HttpOnly"), "{logout}");
+    let logout = logout.split(';').next().unwrap();
+    let resp = client()
+        .post(server.url("/api/v1/auth/signout"))
+        .header("cookie", format!("{session}; {logout}"))
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(resp.status(), 204);
+    assert_eq!(me(session).await.0, 401);
+}

@@ -3,6 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -117,8 +118,19 @@ pub(super) async fn start_session(
     jar: CookieJar,
     user: &User,
 ) -> Result<CookieJar, ApiError> {
+    start_session_for(state, jar, user, state.config.session_ttl()).await
+}
+
+/// A session that lasts `ttl` at most (`limits.session_days` still caps
+/// it): a provider's sign-ins are shorter ([`crate::oidc::ProviderConfig`]).
+pub(super) async fn start_session_for(
+    state: &AppState,
+    jar: CookieJar,
+    user: &User,
+    ttl: std::time::Duration,
+) -> Result<CookieJar, ApiError> {
     let secret = new_secret("");
-    let ttl = state.config.session_ttl();
+    let ttl = ttl.min(state.config.session_ttl());
     state
         .store
         .create_session(&secret.digest, user.id, ttl)
@@ -306,18 +318,38 @@ pub async fn redeem_link(
     Ok((jar, ApiJson(user.into())))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct SignedOut {
+    /// The provider's end-session URL, for the browser to go to next: the
+    /// provider ends its own session there and sends it back to `/signin`.
+    pub redirect: String,
+}
+
 /// End this browser session: the session cookie sent, if any, stops working
-/// and is cleared. Needs no credentials, and answers 204 without one.
-#[utoipa::path(post, path = "/api/v1/auth/signout", responses((status = 204)))]
-pub async fn sign_out(
-    State(state): State<AppState>,
-    jar: CookieJar,
-) -> Result<(CookieJar, StatusCode), ApiError> {
+/// and is cleared. Needs no credentials, and answers 204 without one. After a
+/// sign-in through a provider that offers RP-initiated logout, answers 200
+/// with the provider's end-session URL for the browser to follow.
+#[utoipa::path(post, path = "/api/v1/auth/signout",
+    responses((status = 204), (status = 200, body = SignedOut)))]
+pub async fn sign_out(State(state): State<AppState>, jar: CookieJar) -> Result<Response, ApiError> {
     if let Some(t) = session_token(&jar) {
         state.store.delete_session(&digest(&t)).await?;
     }
-    let jar = jar.add(cookie(&state.config, SESSION_COOKIE, String::new(), 0));
-    Ok((jar, StatusCode::NO_CONTENT))
+    let logout = super::oidc::logout_hint(&jar);
+    let jar = super::oidc::clear_logout_hint(&state, jar).add(cookie(
+        &state.config,
+        SESSION_COOKIE,
+        String::new(),
+        0,
+    ));
+    let redirect = match logout {
+        Some((name, id_token)) => state.oidc.end_session_url(&name, &id_token).await,
+        None => None,
+    };
+    Ok(match redirect {
+        Some(redirect) => (jar, ApiJson(SignedOut { redirect })).into_response(),
+        None => (jar, StatusCode::NO_CONTENT).into_response(),
+    })
 }
 
 /// Create an account; only when the operator turned open sign-up on.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::account::{audit, start_session};
+use super::account::{audit, start_session_for};
 use super::error::{ApiError, ApiJson};
 use super::session::ClientIp;
 use crate::join_policy::WhoMayJoin;
@@ -98,6 +98,35 @@ pub async fn methods(State(state): State<AppState>) -> ApiJson<SignInMethods> {
         providers,
         default_who_may_join: state.config.organisation.default_who_may_join,
     })
+}
+
+/// The cookie that remembers, for sign-out only, which provider signed this
+/// browser in and its ID token (the `id_token_hint` of RP-initiated logout).
+const LOGOUT_COOKIE: &str = "conclave_oidc_logout";
+/// Where the logout cookie is sent: the sign-out endpoint only.
+const LOGOUT_PATH: &str = "/api/v1/auth/signout";
+
+fn logout_cookie(state: &AppState, value: String, max_age: i64) -> Cookie<'static> {
+    Cookie::build((LOGOUT_COOKIE, value))
+        .path(LOGOUT_PATH)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(state.config.secure_cookies())
+        .max_age(cookie::time::Duration::seconds(max_age))
+        .build()
+}
+
+/// The provider's name and the ID token from the logout cookie, if any. It
+/// only picks which configured provider's end-session endpoint the browser
+/// goes to, and a hint that the provider checks itself.
+pub fn logout_hint(jar: &CookieJar) -> Option<(String, String)> {
+    let (name, token) = jar.get(LOGOUT_COOKIE)?.value().split_once('.')?;
+    Some((name.to_string(), token.to_string()))
+}
+
+/// The jar with the logout cookie cleared.
+pub fn clear_logout_hint(state: &AppState, jar: CookieJar) -> CookieJar {
+    jar.add(logout_cookie(state, String::new(), 0))
 }
 
 /// The flow cookie: sent back on the provider's redirect to the callback
@@ -205,7 +234,13 @@ pub async fn callback(
             state.store.set_may_host(user.id, verified.may_host).await?;
             user.may_host = verified.may_host;
         }
-        let jar = start_session(&state, jar.clone(), &user).await?;
+        let jar = start_session_for(&state, jar.clone(), &user, verified.session_max_age).await?;
+        let max_age = i64::try_from(verified.session_max_age.as_secs()).unwrap_or(i64::MAX);
+        let jar = jar.add(logout_cookie(
+            &state,
+            format!("{name}.{}", verified.id_token),
+            max_age,
+        ));
         Ok::<_, ApiError>(Ok((user, jar)))
     }
     .await;
