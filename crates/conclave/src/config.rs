@@ -159,10 +159,18 @@ pub struct ClusterConfig {
     /// a node that does not run the meeting is refused as unavailable.
     #[serde(default)]
     pub secret: Option<String>,
+    /// On SIGTERM, how long the node (marked draining) waits for its
+    /// meetings to end before it stops anyway.
+    #[serde(default = "ClusterConfig::default_drain_ms")]
+    pub drain_ms: u64,
 }
 
 impl ClusterConfig {
     fn default_lease_ms() -> u64 {
+        10_000
+    }
+
+    fn default_drain_ms() -> u64 {
         10_000
     }
 

@@ -70,6 +70,8 @@ pub struct Server {
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServerError>>,
     media: crate::media::MediaHandle,
+    rooms: Arc<Rooms>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Server {
@@ -229,6 +231,7 @@ impl Server {
         };
         tokio::spawn(prune_guard(state.clone()));
         let hasher = state.hasher.clone();
+        let (rooms, cluster) = (Arc::clone(&state.rooms), state.cluster.clone());
         let scheme = state.config.scheme();
         let task = tokio::spawn(serve(incoming, state));
         tracing::info!(%addr, scheme, "serving");
@@ -242,6 +245,8 @@ impl Server {
             shutdown,
             task,
             media: media_handle,
+            rooms,
+            cluster,
         })
     }
 
@@ -268,9 +273,30 @@ impl Server {
         self.acme.as_ref()
     }
 
-    /// Stops the server: meetings end with `server_shutdown`, sockets close,
-    /// the store is checkpointed and closed.
+    /// Cluster mode, the first step of a shutdown: marks this node draining
+    /// in its record (placement then sends new meetings elsewhere, and
+    /// sockets for them arriving here are relayed there), ends the meetings
+    /// running here with `server_shutdown` within `cluster.drain_ms`, and
+    /// gives up their leases so that the next join starts them on another
+    /// node at once. Their live state in Redis (the lock) is kept. The node
+    /// still serves (relays) until [`Server::shutdown`]. Without a cluster,
+    /// does nothing.
+    pub async fn drain(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        tracing::info!("draining: no new meetings here; ending the running ones");
+        cluster.drain().await;
+        self.rooms
+            .end_all(EndReason::ServerShutdown, cluster.drain_time())
+            .await;
+        cluster.wait_released().await;
+    }
+
+    /// Stops the server (draining first in cluster mode): meetings end with
+    /// `server_shutdown`, sockets close, the store is checkpointed and closed.
     pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.drain().await;
         self.shutdown.cancel();
         self.task.await.map_err(|_| ServerError::Task)?
     }

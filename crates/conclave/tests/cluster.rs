@@ -35,6 +35,7 @@ fn config(redis: &Redis, node: &str, lease_ms: u64, node_ttl_ms: u64) -> Cluster
         lease_ms,
         node_ttl_ms,
         secret: None,
+        drain_ms: 10_000,
     }
 }
 
@@ -547,6 +548,7 @@ fn cluster_settings_are_checked() {
         lease_ms: 10_000,
         node_ttl_ms: 6_000,
         secret: Some("s".repeat(32)),
+        drain_ms: 10_000,
     };
     let with = |c: ClusterConfig| conclave::Config {
         cluster: Some(c),
@@ -1304,4 +1306,84 @@ async fn after_sigkill_of_its_node_a_meeting_comes_back_on_another_still_locked_
     mal.send(join("Mal", &meeting.passcode)).await;
     mal.expect_error("locked").await;
     drop(host);
+}
+
+/// Two nodes sharing one PostgreSQL and one Redis, relaying to each other.
+async fn relaying_pair(redis: &Redis) -> Vec<TestServer> {
+    let url = Postgres::shared().fresh_database().await;
+    let mut nodes = Vec::new();
+    for (i, id) in ["node-a", "node-b"].into_iter().enumerate() {
+        let port = free_port();
+        let mut cfg = config(redis, id, 2000, 1500);
+        cfg.internal_url = format!("http://127.0.0.1:{port}");
+        cfg.secret = Some(SECRET.into());
+        let db = url.clone();
+        let tweak = move |c: &mut conclave::Config| {
+            c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            c.cluster = Some(cfg);
+            c.database_url = Some(db);
+        };
+        nodes.push(if i == 0 {
+            TestServer::start_on_postgres(&url, tweak).await
+        } else {
+            TestServer::start_with(tweak).await
+        });
+    }
+    for n in &nodes {
+        eventually(10, "node ready", async || ready(n).await == StatusCode::OK).await;
+    }
+    eventually(10, "two node records", async || {
+        redis.cmd("SCARD conclave:nodes").trim() == ":2"
+    })
+    .await;
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_draining_node_takes_no_new_meeting_and_its_meetings_come_back_locked_elsewhere() {
+    let redis = Redis::start();
+    let mut nodes = relaying_pair(&redis).await;
+    let alice = nodes[0].signed_in("alice").await;
+    let running = alice.create_meeting(json!({"title": "Running"})).await;
+    let (mut host, _) = nodes[0].host_joins(&alice, &running.id).await;
+    let lease_of = |id: &str| redis.cmd(&format!("GET conclave:lease:{id}"));
+    assert!(lease_of(&running.id).starts_with("node-a "));
+    host.send(json!({"type": "lock"})).await;
+    let live = format!("GET conclave:live:{}", running.id);
+    eventually(5, "the lock saved in Redis", async || {
+        redis.cmd(&live).ends_with(" 1")
+    })
+    .await;
+
+    // What SIGTERM does first.
+    nodes[0].server().drain().await;
+    let record = redis.cmd("GET conclave:node:node-a");
+    assert!(record.contains(r#""state":"draining""#), "{record}");
+    assert_eq!(ready(&nodes[0]).await, StatusCode::SERVICE_UNAVAILABLE);
+    // The meeting running on A ended, with the reason the clients show, and
+    // its lease is given up at once; its lock is kept.
+    let ended = host.recv_until("ended").await;
+    assert_eq!(ended["reason"], "server_shutdown", "{ended}");
+    assert_eq!(lease_of(&running.id), "$-1");
+    assert!(redis.cmd(&live).ends_with(" 1"));
+
+    // New meetings go to B, through either node, never to A.
+    for via in [0, 1, 0, 1] {
+        let fresh = alice.create_meeting(json!({"title": "Fresh"})).await;
+        let (_host, _) = nodes[via].host_joins(&alice, &fresh.id).await;
+        let lease = lease_of(&fresh.id);
+        assert!(lease.starts_with("node-b "), "via {via}: {lease}");
+    }
+    // The host's next join, even through A, lands on B: still locked.
+    let (_host, joined) = nodes[0].host_joins(&alice, &running.id).await;
+    assert_eq!(joined["meeting"]["locked"], true, "{joined}");
+    assert!(lease_of(&running.id).starts_with("node-b "));
+    let mut mal = nodes[1].ws(&running.id, WsOpts::default()).await;
+    mal.send(join("Mal", &running.passcode)).await;
+    mal.expect_error("locked").await;
+
+    // Then the process stops, and its record goes.
+    nodes[0].shutdown().await;
+    assert_eq!(redis.cmd("EXISTS conclave:node:node-a"), ":0");
+    assert!(lease_of(&running.id).starts_with("node-b "));
 }

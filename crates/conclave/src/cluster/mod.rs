@@ -72,6 +72,9 @@ pub struct Cluster {
     errors: metrics::Counter,
     /// Meetings whose lease this node keeps now.
     leases_held: AtomicUsize,
+    /// The record last published, which [`Cluster::drain`] republishes.
+    record: tokio::sync::Mutex<Option<registry::NodeRecord>>,
+    drain_time: Duration,
 }
 
 impl Cluster {
@@ -108,6 +111,8 @@ impl Cluster {
             draining: AtomicBool::new(false),
             errors,
             leases_held: AtomicUsize::new(0),
+            record: tokio::sync::Mutex::new(None),
+            drain_time: Duration::from_millis(config.drain_ms),
         });
         tokio::spawn(Arc::clone(&cluster).probe(shutdown));
         Ok(cluster)
@@ -134,10 +139,15 @@ impl Cluster {
         self.available.load(Ordering::Acquire)
     }
 
-    /// Marks this node as draining in its registry record (from the next
-    /// refresh): placement sends no new meetings here.
-    pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Release);
+    /// Whether [`Cluster::drain`] was called: `/readyz` then says not ready.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// `cluster.drain_ms`: how long a draining node waits for its meetings
+    /// to end.
+    pub fn drain_time(&self) -> Duration {
+        self.drain_time
     }
 
     /// Notes a command's outcome for [`Cluster::is_available`].
@@ -172,14 +182,21 @@ impl Cluster {
         }
     }
 
-    /// At shutdown, once the meetings have ended: waits (a little) for their
-    /// leases to be given up, then closes the connection.
-    pub async fn close(&self) {
+    /// Once the meetings have ended: waits (a little) for their leases to
+    /// be given up, so that the next join takes them at once elsewhere.
+    pub async fn wait_released(&self) {
         let deadline = tokio::time::Instant::now() + RELEASE_GRACE;
         while self.leases_held.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// At shutdown, once the meetings have ended: waits for their leases to
+    /// be given up, removes this node's record, closes the connection.
+    pub async fn close(&self) {
+        self.wait_released().await;
+        self.unregister().await;
         let _ = self.client.quit().await;
     }
 }

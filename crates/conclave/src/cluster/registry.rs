@@ -128,12 +128,15 @@ impl Cluster {
     }
 
     /// Refreshes this node's record every third of its time-to-live until
-    /// shutdown, then deletes it.
+    /// shutdown; [`Cluster::close`] deletes it once the meetings are gone.
     pub async fn keep_registered(self: Arc<Self>, load: LoadSource, shutdown: CancellationToken) {
         let every = self.node_ttl / 3;
-        let mut last = (Instant::now(), load.forwarded.load(Ordering::Relaxed));
+        let mut counted = (Instant::now(), load.forwarded.load(Ordering::Relaxed));
         let mut pps = 0;
         loop {
+            // Under the lock, so that a refresh built before
+            // [`Cluster::drain`] cannot land after its record.
+            let mut last = self.record.lock().await;
             let record = NodeRecord {
                 node_id: self.node_id.clone(),
                 internal_url: self.internal_url.clone(),
@@ -152,16 +155,44 @@ impl Cluster {
             if let Err(e) = self.publish(&record).await {
                 tracing::debug!(error = %e, "node record not refreshed");
             }
+            *last = Some(record);
+            drop(last);
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 () = shutdown.cancelled() => break,
             }
             let now = (Instant::now(), load.forwarded.load(Ordering::Relaxed));
-            let secs = now.0.duration_since(last.0).max(Duration::from_millis(1));
-            pps = (now.1.saturating_sub(last.1) as f64 / secs.as_secs_f64()) as u64;
-            last = now;
+            let secs = now
+                .0
+                .duration_since(counted.0)
+                .max(Duration::from_millis(1));
+            pps = (now.1.saturating_sub(counted.1) as f64 / secs.as_secs_f64()) as u64;
+            counted = now;
         }
+    }
+
+    /// Marks this node as draining and says so in its record at once, not
+    /// at the next refresh: from here on placement sends no new meeting here.
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        let mut last = self.record.lock().await;
+        if let Some(record) = last.as_mut() {
+            record.state = "draining".to_string();
+            if let Err(e) = self.publish(record).await {
+                tracing::warn!(error = %e, "could not mark this node as draining");
+            }
+        }
+    }
+
+    /// Removes this node's record (at the end of a clean shutdown).
+    pub(super) async fn unregister(&self) {
+        let _last = self.record.lock().await;
         let r = self.client.del::<(), _>(node_key(&self.node_id)).await;
+        let _ = self.noted(r);
+        let r = self
+            .client
+            .srem::<(), _, _>(NODES, self.node_id.clone())
+            .await;
         let _ = self.noted(r);
     }
 }

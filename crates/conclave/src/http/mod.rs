@@ -120,7 +120,7 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Readiness, for a load balancer choosing where to send new meetings and
 /// joins: ready only while the store answers a trivial query in time.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Ready: the store answers (and, in cluster mode, Redis does)"), (status = 503, description = "Not ready: the store did not answer within 2 s, or in cluster mode Redis is unavailable")))]
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Ready: the store answers (and, in cluster mode, Redis does)"), (status = 503, description = "Not ready: the store did not answer within 2 s, or in cluster mode Redis is unavailable or the node is draining")))]
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> (axum::http::StatusCode, &'static str) {
@@ -131,6 +131,13 @@ async fn readyz(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "redis unavailable\n",
         );
+    }
+    if let Some(cluster) = &state.cluster
+        && cluster.is_draining()
+    {
+        // A load balancer stops sending here; sockets still arriving are
+        // relayed to the meetings' nodes.
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "draining\n");
     }
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => (axum::http::StatusCode::OK, "ready\n"),
