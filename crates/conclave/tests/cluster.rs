@@ -1308,23 +1308,23 @@ async fn after_sigkill_of_its_node_a_meeting_comes_back_on_another_still_locked_
     drop(host);
 }
 
-/// Two nodes sharing one PostgreSQL and one Redis, relaying to each other.
-async fn relaying_pair(redis: &Redis) -> Vec<TestServer> {
-    let url = Postgres::shared().fresh_database().await;
+/// Two nodes sharing the PostgreSQL database at `url` (which the first
+/// seeds) and one Redis, relaying to each other.
+async fn relaying_pair(redis: &Redis, url: &str) -> Vec<TestServer> {
     let mut nodes = Vec::new();
     for (i, id) in ["node-a", "node-b"].into_iter().enumerate() {
         let port = free_port();
         let mut cfg = config(redis, id, 2000, 1500);
         cfg.internal_url = format!("http://127.0.0.1:{port}");
         cfg.secret = Some(SECRET.into());
-        let db = url.clone();
+        let db = url.to_string();
         let tweak = move |c: &mut conclave::Config| {
             c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
             c.cluster = Some(cfg);
             c.database_url = Some(db);
         };
         nodes.push(if i == 0 {
-            TestServer::start_on_postgres(&url, tweak).await
+            TestServer::start_on_postgres(url, tweak).await
         } else {
             TestServer::start_with(tweak).await
         });
@@ -1332,17 +1332,18 @@ async fn relaying_pair(redis: &Redis) -> Vec<TestServer> {
     for n in &nodes {
         eventually(10, "node ready", async || ready(n).await == StatusCode::OK).await;
     }
-    eventually(10, "two node records", async || {
-        redis.cmd("SCARD conclave:nodes").trim() == ":2"
-    })
-    .await;
     nodes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_draining_node_takes_no_new_meeting_and_its_meetings_come_back_locked_elsewhere() {
     let redis = Redis::start();
-    let mut nodes = relaying_pair(&redis).await;
+    let url = Postgres::shared().fresh_database().await;
+    let mut nodes = relaying_pair(&redis, &url).await;
+    eventually(10, "two node records", async || {
+        redis.cmd("SCARD conclave:nodes").trim() == ":2"
+    })
+    .await;
     let alice = nodes[0].signed_in("alice").await;
     let running = alice.create_meeting(json!({"title": "Running"})).await;
     let (mut host, _) = nodes[0].host_joins(&alice, &running.id).await;
@@ -1386,4 +1387,55 @@ async fn a_draining_node_takes_no_new_meeting_and_its_meetings_come_back_locked_
     nodes[0].shutdown().await;
     assert_eq!(redis.cmd("EXISTS conclave:node:node-a"), ":0");
     assert!(lease_of(&running.id).starts_with("node-b "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_a_node_process_and_its_meeting_comes_back_locked_on_another() {
+    let redis = Redis::start();
+    let url = Postgres::shared().fresh_database().await;
+    let nodes = relaying_pair(&redis, &url).await;
+    // node-0 sorts first: the least-loaded tie goes to it.
+    let mut node0 = process_node(&redis, &url, "node-0").await;
+    eventually(10, "three node records", async || {
+        redis.cmd("SCARD conclave:nodes").trim() == ":3"
+    })
+    .await;
+    let alice = nodes[0].signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({"title": "Drained"})).await;
+    // Started through node-a, placed on node-0.
+    let (mut host, _) = nodes[0].host_joins(&alice, &meeting.id).await;
+    let lease_key = format!("GET conclave:lease:{}", meeting.id);
+    assert!(redis.cmd(&lease_key).starts_with("node-0 "));
+    host.send(json!({"type": "lock"})).await;
+    let live = format!("GET conclave:live:{}", meeting.id);
+    eventually(5, "the lock saved in Redis", async || {
+        redis.cmd(&live).ends_with(" 1")
+    })
+    .await;
+
+    let pid = node0.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let ended = host.recv_until("ended").await;
+    assert_eq!(ended["reason"], "server_shutdown", "{ended}");
+    let mut exited = None;
+    eventually(20, "the drained process exits", async || {
+        exited = node0.child.try_wait().expect("wait");
+        exited.is_some()
+    })
+    .await;
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    // It gave up the lease and its record; the lock stays.
+    assert_eq!(redis.cmd(&lease_key), "$-1");
+    assert_eq!(redis.cmd("EXISTS conclave:node:node-0"), ":0");
+    let (_host, joined) = nodes[0].host_joins(&alice, &meeting.id).await;
+    assert_eq!(joined["meeting"]["locked"], true, "{joined}");
+    let lease = redis.cmd(&lease_key);
+    assert!(
+        lease.starts_with("node-a ") || lease.starts_with("node-b "),
+        "{lease}"
+    );
 }
