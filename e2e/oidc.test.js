@@ -5,7 +5,9 @@
 // provider that cannot be reached (while passwords still work). Then a
 // server with passwords turned off: only the provider's button, a one-time
 // link from the CLI as the break-glass way in, and an account the admin
-// disabled that the provider can no longer sign in.
+// disabled that the provider can no longer sign in. Signing out also ends
+// the provider's session (RP-initiated logout); a provider session ends
+// after its maximum lifetime.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -311,5 +313,55 @@ client_secret_env = "TEST_OIDC_SECRET"
     } finally {
       await b.close();
     }
+  });
+});
+
+describe('a provider session that has reached its maximum lifetime', () => {
+  let idp;
+  let server;
+  let browser;
+  const step = storySteps('oidc-expiry-', () => [['browser', browser]]);
+
+  before(async () => {
+    const port = await freeTcpPort();
+    idp = await startProvider({
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+      redirectUris: [`http://127.0.0.1:${port}/auth/oidc/Acme/callback`],
+      users: { grace: { email: 'grace@acme.example', name: 'Grace Hopper' } },
+    });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-oidc-expiry-'));
+    const config = path.join(dir, 'conclave.toml');
+    // Four seconds, injected for the test (the default is 12 hours).
+    fs.writeFileSync(config, `
+[[oidc]]
+name = "Acme"
+issuer = "${idp.issuer}"
+client_id = "${CLIENT_ID}"
+client_secret_env = "TEST_OIDC_SECRET"
+session_max_age_hours = ${4 / 3600}
+`);
+    server = await startServer({ port, args: ['--config', config], env: { TEST_OIDC_SECRET: CLIENT_SECRET } });
+    browser = await openBrowser('oidc-expiry');
+  });
+
+  after(async () => {
+    if (browser) await browser.close();
+    if (server) await server.stop('oidc-expiry-server.log');
+    if (idp) await idp.stop();
+  });
+
+  step('is refused with a 401 and the page goes to sign-in', async () => {
+    const p = browser.page;
+    await p.goto(`${server.url}/signin`);
+    await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).click();
+    await atProvider(p, 'grace');
+    await p.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    const answer = await p.evaluate(() => fetch('/api/v1/me').then(async (r) => [r.status, (await r.json()).error]));
+    assert.deepEqual(answer, [401, 'unauthorized']);
+    await p.reload();
+    await p.waitForURL(`${server.url}/signin`);
+    await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).waitFor();
   });
 });

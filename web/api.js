@@ -61,6 +61,8 @@ function hasHint() {
   }
 }
 
+let ended = false;
+
 /** The signed-in account, or null when nobody is signed in. */
 export async function me() {
   if (!hasHint()) return null;
@@ -68,11 +70,22 @@ export async function me() {
     return await call('GET', '/me');
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) {
+      // This browser was signed in and the server no longer takes the
+      // session: it expired (a provider's lasts `session_max_age_hours`)
+      // or was ended.
+      ended = true;
       setHint(false);
       return null;
     }
     throw e;
   }
+}
+
+/** Whether the last me() found this browser's session ended (once). */
+export function sessionEnded() {
+  const was = ended;
+  ended = false;
+  return was;
 }
 
 /** Forgets the session hint (after the server answered 401). */

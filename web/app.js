@@ -8,7 +8,7 @@ import { h } from './dom.js';
 import { apiError } from './errors.js';
 import { mountJoin } from './join.js';
 import { mountLanding } from './landing.js';
-import { linkClick, onRoute } from './router.js';
+import { linkClick, navigate, onRoute } from './router.js';
 import { mountSignIn } from './signin.js';
 import { clearToasts } from './toast.js';
 
@@ -29,6 +29,11 @@ async function home(gen) {
   if (user && api.needsPassword(user)) {
     // A first-start admin who has not chosen a password yet.
     return mountSignIn(root);
+  }
+  if (!user && api.sessionEnded()) {
+    // Signed in before, and the session has ended: sign in again.
+    navigate('/signin', { replace: true });
+    return null;
   }
   return user ? mountDashboard(root, user) : mountLanding(root);
 }
