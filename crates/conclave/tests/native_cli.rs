@@ -419,8 +419,13 @@ async fn record_stops_on_ctrl_c_waiting_or_recording_and_its_video_has_a_duratio
             .values()
             .find(|t| t["name"] == "Ada" && t["kind"] == "video")?
             .clone();
-        (v["recording"] == true && video["packets"].as_u64()? > 0 && !video["jitter_ms"].is_null())
-            .then_some(video)
+        // Frames decrypted too: the first lines with packets can predate
+        // the watcher's keys (all its frames then count as undecryptable).
+        (v["recording"] == true
+            && video["packets"].as_u64()? > 0
+            && video["frames"].as_u64()? > 0
+            && !video["jitter_ms"].is_null())
+        .then_some(video)
     };
     let deadline = Instant::now() + PATIENCE;
     let video = loop {
