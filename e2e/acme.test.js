@@ -13,14 +13,13 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
-import dgram from 'node:dgram';
 import fs from 'node:fs';
 import https from 'node:https';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { ARTIFACTS, BINARY, eventually, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, storySteps } from './harness.js';
+import { ARTIFACTS, BINARY, eventually, freePorts, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, storySteps } from './harness.js';
 
 const DOMAIN = 'meet.conclave.test';
 const HOST = 'ada';
@@ -32,14 +31,6 @@ function run(cmd, args, input) {
   const r = spawnSync(cmd, args, { input, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
   return r.stdout;
-}
-
-async function freeUdpPort() {
-  const sock = dgram.createSocket('udp4');
-  await new Promise((resolve) => sock.bind(0, '127.0.0.1', resolve));
-  const { port } = sock.address();
-  await new Promise((resolve) => sock.close(resolve));
-  return port;
 }
 
 /** pebble's own HTTPS certificate (API and management), for 127.0.0.1, from a CA of the test's. */
@@ -126,7 +117,7 @@ describe('a meeting over HTTPS with a certificate from an ACME CA', () => {
     const api = pebbleApiCertificate(dir);
     httpPort = await freeTcpPort();
     httpsPort = await freeTcpPort();
-    const [listen, management, dnsPort, dnsManagement] = [await freeTcpPort(), await freeTcpPort(), await freeUdpPort(), await freeTcpPort()];
+    const [listen, management, dnsPort, dnsManagement] = [await freeTcpPort(), await freeTcpPort(), await freePorts(1), await freeTcpPort()];
     fs.writeFileSync(path.join(dir, 'pebble.json'), JSON.stringify({
       pebble: {
         listenAddress: `127.0.0.1:${listen}`,
@@ -155,7 +146,7 @@ describe('a meeting over HTTPS with a certificate from an ACME CA', () => {
     server = start(BINARY, ['serve', '--domain', DOMAIN, '--acme-directory', `https://127.0.0.1:${listen}/dir`,
       '--acme-ca-root', api.root, '--acme-contact', 'ops@conclave.test',
       '--listen', `127.0.0.1:${httpsPort}`, '--http-redirect', `127.0.0.1:${httpPort}`,
-      '--media-port', String(await freeUdpPort()), '--public-ip', '127.0.0.1', '--data-dir', data],
+      '--media-port', String(await freePorts(Math.max(os.availableParallelism(), 2))), '--public-ip', '127.0.0.1', '--data-dir', data],
     { RUST_LOG: process.env.RUST_LOG || 'info' }, path.join(dir, 'server.log'));
     await until(() => httpsGet({ port: httpsPort, path: '/healthz', ca: root, servername: DOMAIN }), server, 'the server answers over HTTPS');
     started.ms = Date.now() - started.at;

@@ -33,20 +33,50 @@ const CHROMIUM_FLAGS = [
   '--allow-loopback-in-peer-connection',
 ];
 
-export async function freeTcpPort() {
-  const srv = net.createServer();
-  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address();
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
+/**
+ * Ports the tests hand to servers they start come from below Linux's
+ * ephemeral range (32768-60999), where no outgoing connection of a browser
+ * or another server can take one between our check and the server's bind.
+ */
+const PORT_LOW = 20_000;
+const PORT_HIGH = 32_000;
+
+/** Whether `port` on 127.0.0.1 can be bound now, for TCP and for UDP. */
+async function portFree(port) {
+  const tcp = await new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+  if (!tcp) return false;
+  return new Promise((resolve) => {
+    const sock = dgram.createSocket('udp4');
+    sock.once('error', () => { sock.close(); resolve(false); });
+    sock.bind(port, '127.0.0.1', () => sock.close(() => resolve(true)));
+  });
 }
 
-async function freeUdpPort() {
-  const sock = dgram.createSocket('udp4');
-  await new Promise((resolve) => sock.bind(0, '127.0.0.1', resolve));
-  const { port } = sock.address();
-  await new Promise((resolve) => sock.close(resolve));
-  return port;
+/** Ports this process handed out already: free now, but meant for a server still starting. */
+const handedOut = new Set();
+
+/** The first of `count` consecutive ports free for both TCP and UDP, never handed out before. */
+export async function freePorts(count = 1) {
+  for (let attempt = 0; attempt < 200; attempt += 1) {
+    const base = PORT_LOW + Math.floor(Math.random() * (PORT_HIGH - PORT_LOW - count));
+    const run = Array.from({ length: count }, (_, i) => base + i);
+    if (run.some((p) => handedOut.has(p))) continue;
+    let ok = true;
+    for (const p of run) ok = ok && await portFree(p);
+    if (ok) {
+      for (const p of run) handedOut.add(p);
+      return base;
+    }
+  }
+  throw new Error(`no ${count} consecutive free ports in ${PORT_LOW}-${PORT_HIGH}`);
+}
+
+export async function freeTcpPort() {
+  return freePorts(1);
 }
 
 /** Whether an HTTPS server on 127.0.0.1:`port` answers /healthz for `name` (any certificate). */
@@ -70,7 +100,8 @@ function httpsUp(port, name) {
 export async function startServer({ args = [], env = {}, port: wanted = null, tls = null } = {}) {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-e2e-'));
   const port = wanted || await freeTcpPort();
-  const mediaPort = await freeUdpPort();
+  // A worker per core binds UDP and TCP on consecutive ports from here.
+  const mediaPort = await freePorts(Math.max(os.availableParallelism(), 2));
   const url = tls ? `https://${tls.name}:${port}` : `http://127.0.0.1:${port}`;
   const tlsArgs = tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : [];
   const up = tls ? () => httpsUp(port, tls.name) : () => fetch(`${url}/`).then((r) => r.ok);
@@ -83,7 +114,10 @@ export async function startServer({ args = [], env = {}, port: wanted = null, tl
   proc.on('exit', (code) => { exited = code; });
   const deadline = Date.now() + 20_000;
   for (;;) {
-    if (exited !== null) throw new Error(`server exited (${exited}); see ${dataDir}/server.log`);
+    if (exited !== null) {
+      const said = fs.readFileSync(path.join(dataDir, 'server.log'), 'utf8').trim().split('\n').slice(-5).join('\n');
+      throw new Error(`server exited (${exited}) while starting; its last words:\n${said}`);
+    }
     try {
       if (await up()) break;
     } catch {
