@@ -11,10 +11,18 @@ use conclave_e2ee::{CommitOut, E2eeError, EpochKeys, Member, Received, RosterChe
 use conclave_proto::{ClientMessage, ErrorCode, ParticipantId, ServerMessage};
 use data_encoding::BASE64;
 
-/// How the web client's hands, reactions and polls begin inside the MLS
-/// plaintext (web/appmsg.js, docs/protocol.md §13): they share the chat
-/// relay, and this client, which has none of them, must not show them as chat.
-pub const APP_MESSAGE_PREFIX: &str = "\u{0}conclave-app:";
+/// How hands, reactions and polls begin inside the MLS plaintext
+/// ([`crate::appmsg`]): an old web client sent them on the chat relay, and
+/// they must not show as chat lines.
+pub use crate::appmsg::APP_MESSAGE_PREFIX;
+
+/// Which relay a sealed message went out on: the server answers both in
+/// the order sent, so one queue keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    Chat,
+    App,
+}
 
 /// What a server message changed, for the session to act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +35,10 @@ pub enum Change {
     Epoch(EpochKeys, SendSwitch),
     /// A chat message from another member, decrypted.
     Chat { from: String, text: String },
+    /// An application message (hands, reactions, polls: [`crate::appmsg`])
+    /// whose MLS sender is `from`, the one the server named; or our own,
+    /// as the server relayed it back (in the order every member applies).
+    App { from: String, text: String },
     /// The group removed this member: it can decrypt nothing more.
     Removed,
 }
@@ -46,10 +58,10 @@ pub struct E2ee {
     committing: bool,
     /// Texts of our chat messages the server has neither relayed back nor
     /// refused yet, oldest first: it answers each in order.
-    unanswered: VecDeque<String>,
+    unanswered: VecDeque<(Relay, String)>,
     /// Texts the server refused as `stale_chat`, to encrypt again once MLS
     /// lets us (after the commit that ended their epoch).
-    resend: VecDeque<String>,
+    resend: VecDeque<(Relay, String)>,
     out: Vec<ClientMessage>,
 }
 
@@ -140,22 +152,35 @@ impl E2ee {
 
     /// A chat message for the server to relay.
     pub fn chat(&mut self, text: &str) -> Result<ClientMessage, E2eeError> {
+        self.seal(Relay::Chat, text)
+    }
+
+    /// An application message (its whole plaintext, prefix included) for
+    /// the server's `app` relay, which carries it while chat is off too.
+    pub fn app(&mut self, text: &str) -> Result<ClientMessage, E2eeError> {
+        self.seal(Relay::App, text)
+    }
+
+    fn seal(&mut self, relay: Relay, text: &str) -> Result<ClientMessage, E2eeError> {
         let payload = b64(&self.member.encrypt_chat(text)?);
         if self.unanswered.len() == MAX_UNANSWERED_CHATS {
             self.unanswered.pop_front();
         }
-        self.unanswered.push_back(text.to_string());
-        Ok(ClientMessage::Chat { payload })
+        self.unanswered.push_back((relay, text.to_string()));
+        Ok(match relay {
+            Relay::Chat => ClientMessage::Chat { payload },
+            Relay::App => ClientMessage::App { payload },
+        })
     }
 
     /// Encrypts again, in the current epoch, what the server refused as stale.
     fn resend_stale(&mut self) {
-        while let Some(text) = self.resend.pop_front() {
-            match self.chat(&text) {
+        while let Some((relay, text)) = self.resend.pop_front() {
+            match self.seal(relay, &text) {
                 Ok(msg) => self.out.push(msg),
                 Err(_) => {
                     // MLS will not encrypt yet (a proposal waits): after the next commit.
-                    self.resend.push_front(text);
+                    self.resend.push_front((relay, text));
                     break;
                 }
             }
@@ -272,19 +297,46 @@ impl E2ee {
                 self.update()?;
                 Ok(None)
             }
-            ServerMessage::Chat { from, .. } if *from == self.me => {
-                // Ours, relayed: the server took it.
-                self.unanswered.pop_front();
-                Ok(None)
+            ServerMessage::Chat { from, .. } | ServerMessage::App { from, .. }
+                if *from == self.me =>
+            {
+                // Ours, relayed: the server took it. MLS cannot open our own
+                // ciphertext; the text was kept.
+                Ok(match self.unanswered.pop_front() {
+                    Some((Relay::App, text)) => Some(Change::App {
+                        from: self.me.0.to_string(),
+                        text,
+                    }),
+                    _ => None,
+                })
             }
             // Only an MLS application message opens: a commit sent as chat is refused.
-            ServerMessage::Chat { payload, .. } => Ok(self
+            ServerMessage::Chat { payload, .. } => {
+                Ok(self.member.open_chat(&unb64(payload)?)?.map(|chat| {
+                    if chat.text.starts_with(APP_MESSAGE_PREFIX) {
+                        Change::App {
+                            from: chat.sender,
+                            text: chat.text,
+                        }
+                    } else {
+                        Change::Chat {
+                            from: chat.sender,
+                            text: chat.text,
+                        }
+                    }
+                }))
+            }
+            // Never shown as chat, whatever it holds: `app` must not carry
+            // chat while chat is off. The server's `from` must be the MLS sender.
+            ServerMessage::App { from, payload } => Ok(self
                 .member
                 .open_chat(&unb64(payload)?)?
-                .filter(|chat| !chat.text.starts_with(APP_MESSAGE_PREFIX))
-                .map(|chat| Change::Chat {
-                    from: chat.sender,
-                    text: chat.text,
+                .filter(|m| {
+                    m.sender == from.0.to_string() && m.text.starts_with(APP_MESSAGE_PREFIX)
+                })
+                .map(|m| Change::App {
+                    from: m.sender,
+                    text: m.text,
                 })),
             // Encrypted in an epoch the group left before the server relayed
             // it: nobody could open it. Again, in the current epoch.
@@ -292,8 +344,8 @@ impl E2ee {
                 code: ErrorCode::StaleChat,
                 ..
             } => {
-                if let Some(text) = self.unanswered.pop_front() {
-                    self.resend.push_back(text);
+                if let Some(sent) = self.unanswered.pop_front() {
+                    self.resend.push_back(sent);
                     self.resend_stale();
                 }
                 Ok(None)
@@ -405,10 +457,11 @@ mod tests {
     }
 
     /// The web client's hands, reactions and polls (sent on the chat relay
-    /// before they had the `app` relay) open like chat; this client must not
-    /// report them as chat lines.
+    /// before they had the `app` relay, and on `app` now) open as
+    /// application messages, never as chat lines; on `app`, only from the
+    /// MLS sender the server names.
     #[test]
-    fn web_application_messages_are_not_reported_as_chat() {
+    fn web_application_messages_open_as_such_never_as_chat() {
         let (mut ds, mut host) = hosted_group();
         let mut guest = E2ee::new(ParticipantId(2)).expect("guest");
         let kp2 = key_package(&mut guest);
@@ -462,6 +515,38 @@ mod tests {
             &mut host,
             &format!(r#"{APP_MESSAGE_PREFIX}{{"type":"hand","raised":true}}"#),
         );
-        assert_eq!(guest.handle(&hand).expect("open"), None);
+        assert_eq!(
+            guest.handle(&hand).expect("open"),
+            Some(Change::App {
+                from: "1".into(),
+                text: format!(r#"{APP_MESSAGE_PREFIX}{{"type":"hand","raised":true}}"#),
+            })
+        );
+        // On the `app` relay: opened for the member named as sender only.
+        let ClientMessage::App { payload } = host.app("\u{0}conclave-app:{}").expect("app") else {
+            panic!("not app");
+        };
+        let forged = ServerMessage::App {
+            from: ParticipantId(3),
+            payload: payload.clone(),
+        };
+        assert_eq!(guest.handle(&forged).expect("open"), None);
+        // The host's own, relayed back in order (its two chat lines first),
+        // is the text it sent.
+        for _ in 0..2 {
+            let chat_echo = ServerMessage::Chat {
+                from: ParticipantId(1),
+                payload: String::new(),
+            };
+            assert_eq!(host.handle(&chat_echo).expect("echo"), None);
+        }
+        let echo = ServerMessage::App {
+            from: ParticipantId(1),
+            payload,
+        };
+        assert!(matches!(
+            host.handle(&echo).expect("echo"),
+            Some(Change::App { .. })
+        ));
     }
 }

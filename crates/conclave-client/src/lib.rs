@@ -1,5 +1,8 @@
 //! The native Conclave client, behind `conclave join` and the load generator.
 //!
+//! - [`appmsg`]: hands, reactions and polls as the web client sends them.
+//! - [`features`]: chat, hands, reactions and polls typed at the client,
+//!   and the lines to show for what the group sends.
 //! - [`e2ee`]: the MLS member and the SFrame keys it gives the media peer.
 //! - [`invite`]: reading invite links.
 //! - [`ivf`]: reading and writing VP8 frames in IVF files.
@@ -18,7 +21,9 @@
 //! - `vp8`: what the client reads of a VP8 frame header (key frame, size).
 #![forbid(unsafe_code)]
 
+pub mod appmsg;
 pub mod e2ee;
+pub mod features;
 pub mod invite;
 pub mod ivf;
 pub mod media;

@@ -153,6 +153,44 @@ struct JoinArgs {
     /// one line of JSON (JSON lines; the final one too).
     #[arg(long, value_name = "SECONDS", value_parser = parse_chat_every, requires = "stats")]
     stats_interval: Option<std::time::Duration>,
+    /// Read standard input, one line at a time: a line is an end-to-end
+    /// encrypted chat message, or a command: /hand, /lower, /react EMOJI
+    /// (or its name), /vote N, /help. Chat from others, hands, reactions
+    /// and polls are shown on standard error, as the browser shows them.
+    #[arg(long)]
+    interactive: bool,
+}
+
+/// `--interactive`: each line typed, as a command, on `commands`. A thread of
+/// its own, since a blocking read of the terminal would keep tokio's runtime
+/// from shutting down; the process ends it on exit.
+fn read_commands() -> tokio::sync::mpsc::UnboundedReceiver<conclave_client::session::Command> {
+    use std::io::BufRead;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            match conclave_client::session::Command::parse(&line) {
+                Ok(Some(cmd)) => {
+                    if tx.send(cmd).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(why) => eprintln!("{why}"),
+            }
+        }
+    });
+    rx
+}
+
+/// A line from other members, made safe for a terminal: control characters
+/// (escape sequences that could rewrite the screen, a forged newline) shown
+/// as U+FFFD.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// `--chat-every`: 0.1 s to a day.
@@ -629,6 +667,12 @@ fn print_events(
                         println!("{}", stats_json(&report));
                     }
                 }
+                SessionEvent::Chat { from, name, text } => eprintln!(
+                    "Chat from {} (participant {from}): {}",
+                    printable(&name),
+                    printable(&text)
+                ),
+                SessionEvent::Notice(line) => eprintln!("{}", printable(&line)),
             }
         }
     })
@@ -691,7 +735,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
 }
 
 async fn join(args: JoinArgs) -> anyhow::Result<()> {
-    use conclave_client::session::{JoinOptions, MediaOptions, SessionError, run_with};
+    use conclave_client::session::{JoinOptions, MediaOptions, SessionError, run_interactive};
     let invite = args.invite.parse().context("reading the invite link")?;
     let stop = stop_on_signal();
     let (events, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -707,7 +751,8 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         events: Some(events),
         stats_every: args.stats_interval,
     };
-    let result = run_with(
+    let commands = args.interactive.then(read_commands);
+    let result = run_interactive(
         media,
         JoinOptions {
             invite,
@@ -727,6 +772,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
             outside_group: false,
             until: None,
         },
+        commands,
     )
     .await;
     let _ = printer.await;
@@ -794,6 +840,7 @@ fn stats_json(report: &conclave_client::session::SessionReport) -> serde_json::V
                     "expected_frames": t.synthetic_seq.map(|(lo, hi)| hi - lo + 1),
                     "kbit_per_s": if secs > 0.0 { t.bytes as f64 * 8.0 / secs / 1000.0 } else { 0.0 },
                     "keyframe_sizes": t.keyframe_sizes,
+                    "keyframes_asked": t.keyframes_asked,
                 }),
             )
         })

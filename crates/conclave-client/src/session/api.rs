@@ -192,6 +192,16 @@ pub enum SessionEvent {
     Recording(bool),
     /// Statistics so far, as the final [`SessionReport`] would say them.
     Stats(Box<SessionReport>),
+    /// A chat line from another member, decrypted; `name` as the server
+    /// announced them.
+    Chat {
+        from: ParticipantId,
+        name: String,
+        text: String,
+    },
+    /// A line for the person at the client about hands, reactions and
+    /// polls ([`crate::features`]), or about a command they typed.
+    Notice(String),
 }
 
 /// What happened, for `--stats` and for tests.

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use conclave_proto::{ClientMessage, MediaKind, Participant, ParticipantId, ServerMessage};
 use tokio::net::UdpSocket;
 
+use crate::appmsg::{self, Decoded};
 use crate::e2ee::{Change, E2ee};
+use crate::features::{Features, HELP, Sender};
 use crate::ivf::IvfReader;
 use crate::media::{ClientPeer, PeerError, PeerStats, SourceMedia};
 use crate::record::Recording;
@@ -19,6 +21,7 @@ use crate::signaling::{Admission, Signaling, SignalingError};
 use crate::tcp::TcpFallback;
 
 mod api;
+pub use crate::features::Command;
 pub use api::{
     E2eeReport, JoinOptions, MediaOptions, Progress, SIMULCAST_RIDS, SentChat, SessionEvent,
     SessionReport, Until,
@@ -113,12 +116,24 @@ const MAX_PEOPLE_KEPT: usize = 10_000;
 /// Chat messages (and epochs) kept in a report, at most.
 const MAX_CHATS_KEPT: usize = 1000;
 
+/// Commands typed and not sent yet (outside the group, or MLS would not
+/// encrypt yet), at most.
+const MAX_PENDING_COMMANDS: usize = 64;
+
+/// What the group said that the person at the client is told of.
+enum Heard {
+    Chat { from: String, text: String },
+    App { from: String, text: String },
+    Epoch,
+}
+
 /// Lets the MLS member see every server message first, then passes it on.
 fn observe(
     msg: Option<ServerMessage>,
     e2ee: Option<&mut E2ee>,
     peer: &mut ClientPeer,
     seen: &mut E2eeReport,
+    heard: &mut Vec<Heard>,
 ) -> Option<ServerMessage> {
     if let (Some(e), Some(m)) = (e2ee, msg.as_ref()) {
         match e.handle(m) {
@@ -134,12 +149,15 @@ fn observe(
                 if seen.epochs.len() < MAX_CHATS_KEPT {
                     seen.epochs.push((e.epoch(), e.security_code(), e.roster()));
                 }
+                heard.push(Heard::Epoch);
             }
             Ok(Some(Change::Chat { from, text })) => {
                 if seen.chats.len() < MAX_CHATS_KEPT {
-                    seen.chats.push((from, text));
+                    seen.chats.push((from.clone(), text.clone()));
                 }
+                heard.push(Heard::Chat { from, text });
             }
+            Ok(Some(Change::App { from, text })) => heard.push(Heard::App { from, text }),
             Ok(Some(Change::Removed)) => seen.removed = true,
             Ok(None) => {}
             Err(err) => tracing::warn!(error = %err, kind = m.kind(), "MLS message not processed"),
@@ -186,6 +204,17 @@ pub async fn run_with(
     extra: MediaOptions,
     opts: JoinOptions,
 ) -> Result<SessionReport, SessionError> {
+    run_interactive(extra, opts, None).await
+}
+
+/// [`run_with`], also taking what a person types ([`Command`]: chat,
+/// hands, reactions, poll answers) from `commands`, and telling what the
+/// group says back to [`MediaOptions::events`].
+pub async fn run_interactive(
+    extra: MediaOptions,
+    opts: JoinOptions,
+    commands: Option<tokio::sync::mpsc::UnboundedReceiver<Command>>,
+) -> Result<SessionReport, SessionError> {
     let sources = read_sources(&opts, &extra)?;
     let stop = opts.stop.clone().unwrap_or_default();
     let (mut sig, admission, recorded) = join(&opts, &extra, &stop).await?;
@@ -224,6 +253,11 @@ pub async fn run_with(
         recording,
         views,
         active_speakers: Vec::new(),
+        features: Features::default(),
+        commands,
+        pending: std::collections::VecDeque::new(),
+        heard: Vec::new(),
+        left: std::collections::BTreeSet::new(),
     };
     live.note_recording();
     let end_at = tokio::time::Instant::now() + opts.duration;
@@ -478,6 +512,26 @@ struct Live {
     recording: Option<Recording>,
     views: ViewSizes,
     active_speakers: Vec<ParticipantId>,
+    /// Hands and the poll as the group's messages left them.
+    features: Features,
+    /// What the person at the client types, if anyone does; `None` after its end.
+    commands: Option<tokio::sync::mpsc::UnboundedReceiver<Command>>,
+    /// Typed, not sent yet: outside the group, or MLS would not encrypt yet.
+    pending: std::collections::VecDeque<Command>,
+    /// What the group said since the last wake, to tell.
+    heard: Vec<Heard>,
+    /// Those the server said left (still in `people`, for their names).
+    left: std::collections::BTreeSet<ParticipantId>,
+}
+
+/// The next command typed; never, once there is no one typing.
+async fn next_command(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Command>>,
+) -> Option<Command> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Live {
@@ -530,6 +584,11 @@ impl Live {
                 () = tokio::time::sleep_until(chat_at) => {
                     chat_at = self.send_chat(you, chat_every).await?;
                 }
+                cmd = next_command(&mut self.commands) => match cmd {
+                    Some(cmd) if self.pending.len() < MAX_PENDING_COMMANDS => self.pending.push_back(cmd),
+                    Some(_) => self.tell(SessionEvent::Notice("Too much typed before joining the encrypted group; that line was not sent.".into())),
+                    None => self.commands = None,
+                },
                 () = tokio::time::sleep_until(stats_at) => {
                     stats_at = tokio::time::Instant::now() + stats_every.unwrap_or(Duration::from_secs(86_400));
                     let now = self.snapshot(None, false);
@@ -555,7 +614,13 @@ impl Live {
     /// A server message, seen first by the MLS member. Returns why the
     /// session ends, if this message ends it.
     fn on_message(&mut self, msg: Option<ServerMessage>) -> Result<Option<String>, SessionError> {
-        let msg = observe(msg, self.e2ee.as_mut(), &mut self.peer, &mut self.e2ee_seen);
+        let msg = observe(
+            msg,
+            self.e2ee.as_mut(),
+            &mut self.peer,
+            &mut self.e2ee_seen,
+            &mut self.heard,
+        );
         self.note_code();
         match msg {
             Some(
@@ -569,6 +634,10 @@ impl Live {
                 self.note_recording();
             }
             Some(ServerMessage::ParticipantLeft { participant, .. }) => {
+                self.features.left(participant);
+                if self.left.len() < MAX_PEOPLE_KEPT {
+                    self.left.insert(participant);
+                }
                 // Kept for its name; records nothing any more.
                 if let Some(p) = self.people.get_mut(&participant) {
                     p.recording = false;
@@ -643,6 +712,10 @@ impl Live {
         for msg in self.views.messages(self.peer.stats()) {
             self.sig.send(&msg).await?;
         }
+        self.tell_heard();
+        for msg in self.typed_messages() {
+            self.sig.send(&msg).await?;
+        }
         for msg in self
             .e2ee
             .as_mut()
@@ -660,6 +733,113 @@ impl Live {
             }
         }
         Ok(())
+    }
+
+    /// Tells chat lines and what hands, reactions and polls changed; after
+    /// a new epoch, says again that our hand is up (a newcomer cannot read
+    /// earlier epochs; the others take it as no change), as the web does.
+    fn tell_heard(&mut self) {
+        let you = self.admission.you;
+        for heard in std::mem::take(&mut self.heard) {
+            match heard {
+                Heard::Epoch => {
+                    if self.features.hands.contains(&you)
+                        && !self.pending.contains(&Command::Hand(true))
+                    {
+                        self.pending.push_back(Command::Hand(true));
+                    }
+                }
+                Heard::Chat { from, text } => {
+                    let Some(p) = self.sender(&from) else {
+                        continue;
+                    };
+                    self.tell(SessionEvent::Chat {
+                        from: p.id,
+                        name: p.name,
+                        text,
+                    });
+                }
+                Heard::App { from, text } => {
+                    let Decoded::App(msg) = appmsg::decode(&text) else {
+                        tracing::debug!(%from, "application message dropped: malformed or too large");
+                        continue;
+                    };
+                    // Gone, or never announced: nothing of theirs to show.
+                    let Some(sender) = self.sender(&from) else {
+                        continue;
+                    };
+                    if let Some(line) = self.features.apply(you, &sender, msg, Instant::now()) {
+                        self.tell(SessionEvent::Notice(line));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A group member by MLS identity (the participant ID), as the
+    /// server's roster shows them now.
+    fn sender(&self, from: &str) -> Option<Sender> {
+        let id = ParticipantId(from.parse().ok()?);
+        if self.left.contains(&id) {
+            return None;
+        }
+        if id == self.admission.you {
+            let p = self.people.get(&id);
+            return Some(Sender {
+                id,
+                name: p.map_or_else(String::new, |p| p.name.clone()),
+                moderates: p.is_some_and(|p| p.role.moderates()) || self.admission.role.moderates(),
+            });
+        }
+        let p = self.people.get(&id)?;
+        Some(Sender {
+            id,
+            name: p.name.clone(),
+            moderates: p.role.moderates(),
+        })
+    }
+
+    /// Seals what was typed, in order, as far as MLS lets it now; the rest
+    /// waits for the next wake.
+    fn typed_messages(&mut self) -> Vec<ClientMessage> {
+        let mut out = Vec::new();
+        let Some(e) = self.e2ee.as_mut().filter(|e| e.in_group()) else {
+            return out;
+        };
+        if self.e2ee_seen.removed {
+            return out;
+        }
+        let mut notices = Vec::new();
+        while let Some(cmd) = self.pending.pop_front() {
+            let sealed = match &cmd {
+                Command::Help => {
+                    notices.push(HELP.to_string());
+                    continue;
+                }
+                Command::Chat(text) => e.chat(text),
+                _ => match self.features.message_for(&cmd, Instant::now()) {
+                    Ok(Some(msg)) => e.app(&msg.encode()),
+                    Ok(None) => continue,
+                    Err(why) => {
+                        notices.push(why);
+                        continue;
+                    }
+                },
+            };
+            match sealed {
+                Ok(msg) => out.push(msg),
+                Err(err) => {
+                    // A proposal waits for its commit: after the next one.
+                    tracing::debug!(error = %err, "typed message waits");
+                    self.pending.push_front(cmd);
+                    break;
+                }
+            }
+        }
+        for n in notices {
+            self.tell(SessionEvent::Notice(n));
+        }
+        out
     }
 
     fn tell(&self, event: SessionEvent) {
