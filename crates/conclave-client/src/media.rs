@@ -18,7 +18,9 @@ use conclave_proto::{
     ClientMessage, MediaKind as Kind, ParticipantId, PublishedTrack, RemoteTrack,
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
@@ -26,6 +28,9 @@ use conclave_e2ee::{EpochKeys, FrameCrypto, FrameKind, SendSwitch};
 
 use crate::ivf::IvfFrame;
 use crate::vp8;
+
+mod keyframe_wait;
+use keyframe_wait::{KeyframeWait, Opened};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -287,6 +292,9 @@ pub struct TrackStats {
     /// The sizes of the key frames received, in order, repeats folded (at
     /// most [`MAX_SIZES_KEPT`]): a simulcast layer switch shows as a new size.
     pub keyframe_sizes: Vec<(u16, u16)>,
+    /// Key frames this client asked for (RTCP PLI), having opened a frame
+    /// with no key frame to decode it from (`media/keyframe_wait.rs`).
+    pub keyframes_asked: u64,
     /// RTP packets received (retransmissions included), as str0m counts
     /// them every [`STATS_EVERY`].
     pub packets: u64,
@@ -371,6 +379,8 @@ pub struct ClientPeer {
     sframe: Option<FrameCrypto>,
     /// The origin of the millisecond clock SFrame's key grace runs on.
     born: Instant,
+    /// Each received video's wait for a key frame it can open.
+    keyframe_waits: BTreeMap<Mid, KeyframeWait>,
 }
 
 impl ClientPeer {
@@ -552,6 +562,7 @@ impl ClientPeer {
             frames: Vec::new(),
             sframe: None,
             born: now,
+            keyframe_waits: BTreeMap::new(),
         };
         peer.drain(now)?;
         Ok(peer)
@@ -655,6 +666,46 @@ impl ClientPeer {
                 t.undecryptable_frames += 1;
                 None
             }
+        }
+    }
+
+    /// Asks the sender of a received video for a key frame when this
+    /// client can open its frames but has no key frame to decode them from
+    /// (`media/keyframe_wait.rs`).
+    fn wait_for_keyframe(
+        &mut self,
+        d: &str0m::media::MediaData,
+        opened: Option<&[u8]>,
+        now: Instant,
+    ) {
+        let Some(t) = self.stats.received.get_mut(&d.mid.to_string()) else {
+            return;
+        };
+        if !matches!(t.kind, Some(Kind::Video | Kind::Screen)) {
+            return;
+        }
+        let frame = match opened {
+            None => Opened::Not,
+            // A synthetic frame (load tests) stands alone, as a key frame.
+            Some(data) if vp8::is_keyframe(data) || synthetic_stamp(data).is_some() => Opened::Key,
+            Some(_) => Opened::Delta,
+        };
+        if !self
+            .keyframe_waits
+            .entry(d.mid)
+            .or_default()
+            .on_frame(frame, now)
+        {
+            return;
+        }
+        let asked = self
+            .rtc
+            .writer(d.mid)
+            .map(|mut w| w.request_keyframe(d.rid, KeyframeRequestKind::Pli));
+        match asked {
+            Some(Ok(())) => t.keyframes_asked += 1,
+            Some(Err(error)) => tracing::debug!(%error, mid = %d.mid, "no key frame request"),
+            None => {}
         }
     }
 
@@ -938,7 +989,9 @@ impl ClientPeer {
                     self.stats.connected_at = Some(now);
                 }
                 Event::MediaData(d) => {
-                    let Some(data) = self.unprotect(&d.mid.to_string(), &d.data, now) else {
+                    let opened = self.unprotect(&d.mid.to_string(), &d.data, now);
+                    self.wait_for_keyframe(&d, opened.as_deref(), now);
+                    let Some(data) = opened else {
                         return;
                     };
                     let t = self.stats.received.entry(d.mid.to_string()).or_default();
