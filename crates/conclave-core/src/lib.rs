@@ -25,6 +25,7 @@
 //! messages through and carries out what comes back.
 #![forbid(unsafe_code)]
 
+pub mod breakout;
 pub mod cluster;
 mod group;
 pub mod media;
@@ -34,5 +35,8 @@ pub mod rate;
 pub use cluster::{LeaseKeeper, NodeLoad, NodeState, RenewReply, Standing, least_loaded};
 pub use group::COMMIT_TIMEOUT;
 pub use media::{MediaCommand, MediaEvent};
-pub use meeting::{BanKey, ConnId, Identity, Input, Meeting, MeetingConfig, Output, RESUME_WINDOW};
+pub use meeting::{
+    BanKey, BreakoutOutput, ConnId, Identity, Input, Meeting, MeetingConfig, Output, RESUME_WINDOW,
+    RoomNote,
+};
 pub use rate::{AttemptLimiter, AttemptPolicy, FailureOutcome, TokenBucket};

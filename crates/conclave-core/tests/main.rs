@@ -5,6 +5,7 @@
 mod support;
 
 mod app_rules;
+mod breakout_rules;
 mod chat_resume_rules;
 mod group_rules;
 mod media_rules;

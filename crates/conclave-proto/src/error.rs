@@ -67,6 +67,11 @@ pub enum ErrorCode {
     /// cannot hand the connection to yet. Nothing changed; retry in a
     /// moment.
     Unavailable,
+    /// A breakout request that cannot be carried out: too many or no rooms,
+    /// a room name empty or too long, a member assigned twice or not in
+    /// the meeting, rooms already open (or none open), or a ticket that is
+    /// unknown, used up or someone else's. Nothing changed.
+    BreakoutRefused,
     /// Something failed inside the server; nothing was changed.
     Internal,
 }
@@ -104,6 +109,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "no join message in time",
             ErrorCode::ShuttingDown => "the server is shutting down",
             ErrorCode::Unavailable => "temporarily unavailable; try again in a moment",
+            ErrorCode::BreakoutRefused => "breakout request refused; nothing was changed",
             ErrorCode::Internal => "internal error; nothing was changed",
         }
     }

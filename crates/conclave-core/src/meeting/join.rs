@@ -131,7 +131,7 @@ impl Meeting {
         Ok(())
     }
 
-    fn seat(&mut self, id: ParticipantId, w: Waiter, role: Role) {
+    pub(super) fn seat(&mut self, id: ParticipantId, w: Waiter, role: Role) {
         let conn = w.conn;
         let member = Member {
             conn: Some(conn),

@@ -22,11 +22,13 @@
 //! - `delivery`: the MLS delivery service (`group.rs`) kept in step with the
 //!   membership, each seat's log of MLS messages for a resume, and chat.
 //! - `broadcast`: who is told what; every message to members goes out there.
+//! - `breakout`: breakout rooms, as the meeting that opens them and as one.
 //! - `backlog`: sealed chat and `app` messages a dropped seat missed, kept
 //!   for its resume window and replayed among its MLS messages in order.
 
 mod appmsg;
 mod backlog;
+mod breakout;
 mod broadcast;
 mod delivery;
 mod join;
@@ -45,6 +47,8 @@ use conclave_proto::{
 
 use crate::group::Group;
 use crate::media::{MediaCommand, MediaEvent};
+
+pub use breakout::{BreakoutOutput, RETURN_GRACE, RoomNote};
 
 /// How long a dropped member's seat is kept for a `resume`.
 pub const RESUME_WINDOW: Duration = Duration::from_secs(30);
@@ -130,6 +134,16 @@ pub enum Input {
         /// [`conclave_proto::ClientMessage::Resume`]).
         mls_received: Option<u64>,
     },
+    /// A `breakout_join`: admitted only by a ticket this meeting holds.
+    BreakoutJoin {
+        conn: ConnId,
+        name: String,
+        identity: Identity,
+        resume_token: ResumeToken,
+        ticket: conclave_proto::BreakoutTicket,
+    },
+    /// From the parent meeting, to a breakout room.
+    Breakout(RoomNote),
     /// Any other client message.
     Message {
         conn: ConnId,
@@ -170,6 +184,8 @@ pub enum Output {
     SavePermissions(Permissions),
     /// For the media router.
     Media(MediaCommand),
+    /// For this meeting's breakout rooms.
+    Breakout(BreakoutOutput),
 }
 
 /// A seated member. Its methods sit with the rules that use them: what it
@@ -242,6 +258,7 @@ pub struct Meeting {
     group: Option<Group>,
     /// Whether the waiting room was last told a recorder is in the meeting.
     waiting_told_recording: bool,
+    breakout: breakout::Breakouts,
     out: VecDeque<Output>,
 }
 
@@ -263,6 +280,7 @@ impl Meeting {
                 .inspect_err(|e| tracing::error!(error = %e, "no MLS delivery service"))
                 .ok(),
             waiting_told_recording: false,
+            breakout: breakout::Breakouts::default(),
             out: VecDeque::new(),
         }
     }
@@ -281,12 +299,13 @@ impl Meeting {
             .min()
             .map(|t| t + RESUME_WINDOW);
         let commit = self.group.as_ref().and_then(|g| g.poll_timeout());
-        seat.into_iter().chain(commit).min()
+        let breakout = self.breakout.poll_timeout();
+        seat.into_iter().chain(commit).chain(breakout).min()
     }
 
     /// Nobody connected, waiting or inside a resume window: the shell may drop it.
     pub fn is_idle(&self) -> bool {
-        self.members.is_empty() && self.waiting.is_empty()
+        self.members.is_empty() && self.waiting.is_empty() && !self.breakout.keeps_alive()
     }
 
     pub fn member_count(&self) -> usize {
@@ -362,9 +381,23 @@ impl Meeting {
                 self.enforce_screen_policy();
                 self.broadcast_meeting();
             }
-            Input::End(reason) => self.end(reason),
+            Input::End(reason) => {
+                self.end_rooms();
+                self.end(reason)
+            }
+            Input::BreakoutJoin {
+                conn,
+                name,
+                identity,
+                resume_token,
+                ticket,
+            } => self.breakout_join(conn, name, identity, resume_token, ticket, now),
+            Input::Breakout(note) => self.room_note(note),
             Input::Media(event) => self.media_event(event),
-            Input::Timeout => self.expire(now),
+            Input::Timeout => {
+                self.expire(now);
+                self.breakout_timeout(now);
+            }
         }
         self.reconcile_group(now);
         self.tell_waiting_recording();
@@ -378,7 +411,13 @@ impl Meeting {
             return self.waiting_message(conn, msg);
         };
         match msg {
-            M::Join { .. } | M::Resume { .. } => Err(ErrorCode::AlreadyJoined),
+            M::Join { .. } | M::Resume { .. } | M::BreakoutJoin { .. } => {
+                Err(ErrorCode::AlreadyJoined)
+            }
+            msg @ (M::BreakoutOpen { .. }
+            | M::BreakoutBroadcast { .. }
+            | M::BreakoutVisit { .. }
+            | M::BreakoutClose { .. }) => self.breakout_message(me, msg, now),
             M::Leave => {
                 self.depart(me, LeaveReason::Left);
                 Ok(())
