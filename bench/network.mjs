@@ -86,7 +86,7 @@ function withoutRed() {
 /** Sums of the page's inbound counters, and how many video and audio streams it receives. */
 function inbound(page) {
   return page.evaluate(async () => {
-    const o = { video: 0, audio: 0, frames: 0, freezes: 0, frozen: 0, dropped: 0, samples: 0, concealed: 0, lost: 0, packets: 0, red: false };
+    const o = { video: 0, audio: 0, frames: 0, freezes: 0, frozen: 0, dropped: 0, samples: 0, concealed: 0, lost: 0, packets: 0, red: false, vpackets: 0, vlost: 0, nacks: 0, plis: 0, rtx: 0, keyframes: 0, width: 0 };
     for (const pc of (window.__pcs || []).filter((p) => p.connectionState !== 'closed')) {
       // Chromium sends RED when the answer lists it before Opus.
       const sdp = pc.currentRemoteDescription?.sdp || '';
@@ -101,6 +101,13 @@ function inbound(page) {
           o.freezes += s.freezeCount || 0;
           o.frozen += s.totalFreezesDuration || 0;
           o.dropped += s.framesDropped || 0;
+          o.vpackets += s.packetsReceived || 0;
+          o.vlost += s.packetsLost || 0;
+          o.nacks += s.nackCount || 0;
+          o.plis += s.pliCount || 0;
+          o.rtx += s.retransmittedPacketsReceived || 0;
+          o.keyframes += s.keyFramesDecoded || 0;
+          o.width += s.frameWidth || 0;
         } else {
           o.audio += 1;
           o.samples += s.totalSamplesReceived || 0;
@@ -234,6 +241,15 @@ try {
             dropped_per_min: sum('dropped') / videos / mins,
             audio_concealed_pct: (100 * sum('concealed')) / Math.max(1, sum('samples')),
             packets_lost_pct: (100 * sum('lost')) / Math.max(1, sum('lost') + sum('packets')),
+            // Video repair as the receivers saw it: NACKs and PLIs they sent,
+            // retransmissions they got (share of video packets), key frames
+            // decoded, a minute, per stream; and the mean width they decode.
+            video_lost_pct: (100 * sum('vlost')) / Math.max(1, sum('vlost') + sum('vpackets')),
+            nacks_per_min: sum('nacks') / videos / mins,
+            plis_per_min: sum('plis') / videos / mins,
+            rtx_pct: (100 * sum('rtx')) / Math.max(1, sum('vpackets')),
+            keyframes_per_min: sum('keyframes') / videos / mins,
+            width: after.reduce((a, s) => a + s.width, 0) / videos,
             impair: lastReport,
           };
           results.push(row);

@@ -65,6 +65,7 @@ pub mod framing;
 pub mod keyexport;
 mod keyframe;
 mod lastn;
+mod layer_steps;
 mod layers;
 mod peer;
 mod red;

@@ -22,6 +22,7 @@ use crate::relay::MediaPacket;
 use str0m::{Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
 
 use crate::fastpath::FastPath;
+use crate::layer_steps::LayerSteps;
 use crate::red::{self, RedForward};
 use crate::rewrite::{Rewriter, Rewritten, SourcePacket};
 use crate::router::{RTX_HISTORY_AGE, RTX_HISTORY_PACKETS};
@@ -111,6 +112,8 @@ pub(crate) struct Outgoing {
     pub(crate) target: Option<Rid>,
     /// The size the subscriber shows this video at, if it said.
     pub(crate) view: Option<(u32, u32)>,
+    /// Simulcast: holds budget-driven layer changes until they last.
+    pub(crate) steps: LayerSteps,
 }
 
 impl Outgoing {
@@ -396,6 +399,7 @@ impl Peer {
                 current: None,
                 target: None,
                 view: None,
+                steps: LayerSteps::default(),
             },
         );
         true

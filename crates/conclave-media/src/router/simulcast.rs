@@ -8,6 +8,7 @@ use str0m::media::{MediaKind, Mid, Rid};
 use super::Router;
 use crate::event::Event;
 use crate::keyframe::KeyframeThrottle;
+use crate::layer_steps::Choice;
 use crate::layers::{self, BitrateMeter, Layer};
 use crate::peer::{PeerId, TrackId};
 
@@ -309,8 +310,9 @@ impl Router {
     }
 
     /// Decides which of a simulcast track's layers its publisher should
-    /// send: those some subscriber receives or waits for, and those
-    /// unwatched for less than [`DYNACAST_HOLD`]. On a change, tells the
+    /// send: those some subscriber receives or waits for, those unwatched
+    /// for less than [`DYNACAST_HOLD`], and the smallest while someone
+    /// shows the track. On a change, tells the
     /// publisher ([`Event::LayersWanted`]). While the track has
     /// subscribers, something is always sent: with no layer chosen yet
     /// (none arriving), nothing is paused; when every subscriber hides the
@@ -333,6 +335,15 @@ impl Router {
             return;
         }
         let keep_all = others_keep_all || (wanted.is_empty() && shown);
+        // The smallest layer stays on while anyone shows the track: a
+        // subscriber whose budget falls steps down to it at its next key
+        // frame, instead of waiting a round trip for an encoder to restart
+        // (each restart a key frame more); it costs a tenth of the track.
+        let floor = if shown {
+            track.ordered().first().copied()
+        } else {
+            None
+        };
         for l in &mut track.layers {
             if l.resumed
                 && l.resumed_at
@@ -348,7 +359,7 @@ impl Router {
         let mut nacks: Vec<(Option<Rid>, bool)> = Vec::new();
         for (i, l) in track.layers.iter_mut().enumerate() {
             let watched = others_keep_all || wanted.contains(&i);
-            if watched || keep_all {
+            if watched || keep_all || floor == Some(i) {
                 l.unwatched_since = None;
                 if l.paused {
                     l.paused = false;
@@ -462,13 +473,32 @@ impl Router {
             // What the view alone would choose is what the estimator should
             // try to make room for, with the headroom a switch up needs: a
             // probe that finds just the layer's rate would not move us.
-            if let Some(ideal) = layers::choose(&described, out.view, None, current) {
+            let ideal = layers::choose(&described, out.view, None, current);
+            if let Some(ideal) = ideal {
                 let (num, den) = layers::UP_HEADROOM;
                 desired += described[ideal].bitrate.unwrap_or(0) * num / den;
             }
             let Some(chosen) = layers::choose(&described, out.view, budget, current) else {
                 continue;
             };
+            // A change the budget asks for must last (`layer_steps.rs`).
+            let target = out
+                .target
+                .and_then(|r| order.iter().position(|&i| track.layers[i].rid == Some(r)));
+            let severe = match (target, budget) {
+                (Some(t), Some(b)) => described[t].bitrate.is_some_and(|r| b < r / 2),
+                _ => false,
+            };
+            let chosen = out.steps.decide(
+                now,
+                Choice {
+                    target,
+                    ideal: ideal.unwrap_or(chosen),
+                    chosen,
+                    target_active: target.is_some_and(|t| described[t].active),
+                    severe,
+                },
+            );
             out.target = rid_at(chosen);
             if out.target != out.current {
                 keyframes.push((out.track, order[chosen]));
