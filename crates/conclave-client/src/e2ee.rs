@@ -393,6 +393,7 @@ mod tests {
         let mut host = E2ee::new(ParticipantId(1)).expect("host");
         host.take_messages();
         let setup = E2eeSetup {
+                publish_allowed: false,
             group_id: b64(b"g"),
             external_sender: b64(&ds.external_sender()),
         };

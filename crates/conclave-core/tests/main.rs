@@ -12,3 +12,4 @@ mod media_rules;
 mod meeting_rules;
 mod mls_at_the_limit;
 mod recording_rules;
+mod publishing_rules;

@@ -77,6 +77,7 @@ fn second_owner_connection_becomes_cohost() {
                 screen: false,
                 presence: Presence::Connected,
                 recording: false,
+                publish_allowed: false,
             }
         }]
     );
@@ -514,6 +515,7 @@ fn participants_are_refused_every_moderator_action() {
                 chat: Some(false),
                 self_unmute: Some(false),
                 rename_self: Some(true),
+                publish: None,
             },
         },
         ClientMessage::Lock,

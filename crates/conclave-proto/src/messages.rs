@@ -63,6 +63,19 @@ pub enum ScreenShare {
     Everyone,
 }
 
+/// Which attendees may publish media (camera, microphone, screen) at all.
+/// A lecture or an all-hands makes most of its audience view-only: they
+/// watch, raise a hand, and speak when a moderator allows them to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Publishing {
+    #[default]
+    Everyone,
+    /// Only hosts, co-hosts and the participants a moderator allowed
+    /// (`allow_publish`); everyone else is view-only.
+    Allowed,
+}
+
 /// What participants (not hosts or co-hosts) may do. Hosts may always do all of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Permissions {
@@ -70,6 +83,9 @@ pub struct Permissions {
     pub chat: bool,
     pub self_unmute: bool,
     pub rename_self: bool,
+    /// Absent in what older servers and stores wrote: everyone then.
+    #[serde(default)]
+    pub publish: Publishing,
 }
 
 impl Default for Permissions {
@@ -80,6 +96,7 @@ impl Default for Permissions {
             chat: true,
             self_unmute: true,
             rename_self: false,
+            publish: Publishing::Everyone,
         }
     }
 }
@@ -96,6 +113,8 @@ pub struct PermissionsPatch {
     pub self_unmute: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rename_self: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Publishing>,
 }
 
 impl PermissionsPatch {
@@ -111,6 +130,9 @@ impl PermissionsPatch {
         }
         if let Some(v) = self.rename_self {
             p.rename_self = v;
+        }
+        if let Some(v) = self.publish {
+            p.publish = v;
         }
     }
 }
@@ -138,6 +160,19 @@ pub struct Participant {
     /// A recorder: it writes the meeting's media to files.
     #[serde(default)]
     pub recording: bool,
+    /// A moderator allowed this participant to publish while the meeting's
+    /// `publish` permission is `allowed`. Clients work out who is view-only
+    /// from this, the role and that permission, so changing the permission
+    /// does not resend a thousand participants. Left out when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publish_allowed: bool,
+}
+
+impl Participant {
+    /// Whether this participant may publish media under `permissions`.
+    pub fn may_publish(&self, permissions: &Permissions) -> bool {
+        self.role.moderates() || permissions.publish == Publishing::Everyone || self.publish_allowed
+    }
 }
 
 /// Someone in the waiting room, as hosts and co-hosts see them.
@@ -268,6 +303,13 @@ pub enum ClientMessage {
         kind: MediaKind,
     },
     MuteAll,
+    /// A moderator lets a participant publish ("Allow to speak") or takes
+    /// that back ("Stop"), which also stops what they were sending. Only
+    /// matters while the meeting's `publish` permission is `allowed`.
+    AllowPublish {
+        participant: ParticipantId,
+        allowed: bool,
+    },
     /// A member's own media state: what it is sending. Turning something on is
     /// checked against the permissions; turning it off is always allowed.
     SetMedia {
@@ -645,6 +687,7 @@ const CLIENT_TYPES: &[&str] = &[
     "rename",
     "set_permissions",
     "lock",
+    "allow_publish",
     "unlock",
     "set_role",
     "transfer_host",

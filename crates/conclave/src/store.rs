@@ -26,7 +26,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use conclave_core::{BanKey, MeetingConfig};
-use conclave_proto::{MeetingId, Permissions, ScreenShare};
+use conclave_proto::{MeetingId, Permissions, Publishing, ScreenShare};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{
@@ -176,6 +176,13 @@ fn screen_share_str(s: ScreenShare) -> &'static str {
     }
 }
 
+fn publishing_str(p: Publishing) -> &'static str {
+    match p {
+        Publishing::Everyone => "everyone",
+        Publishing::Allowed => "allowed",
+    }
+}
+
 fn ban_parts(k: &BanKey) -> (&'static str, String) {
     match k {
         BanKey::Account(a) => ("account", a.to_string()),
@@ -244,6 +251,11 @@ macro_rules! stored_row {
                         chat: self.try_get("chat")?,
                         self_unmute: self.try_get("self_unmute")?,
                         rename_self: self.try_get("rename_self")?,
+                        publish: match self.try_get::<String, _>("publish")?.as_str() {
+                            "everyone" => Publishing::Everyone,
+                            "allowed" => Publishing::Allowed,
+                            _ => return Err(StoreError::Corrupt("publish")),
+                        },
                     },
                     only_signed_in: self.try_get("only_signed_in")?,
                     organisation_only: self.try_get("organisation_only")?,
@@ -299,6 +311,7 @@ macro_rules! bind_settings {
             .bind($m.starts_at)
             .bind($m.duration_minutes.map(i64::from))
             .bind($m.join_before_host)
+            .bind(publishing_str($m.permissions.publish))
     };
 }
 
@@ -686,9 +699,9 @@ impl Store {
                 "INSERT INTO meetings (id, owner_id, title, passcode, passcode_hash, waiting_room,
                    screen_share, chat, self_unmute, rename_self, only_signed_in, max_participants,
                    organisation_only, invited_emails, starts_at, duration_minutes,
-                   join_before_host, created_at, updated_at)
+                   join_before_host, publish, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                   $17, $18, $19)",
+                   $17, $18, $19, $20)",
             )
             .bind(m.id.compact())
             .bind(m.owner_id);
@@ -710,8 +723,9 @@ impl Store {
                    waiting_room = $4, screen_share = $5, chat = $6, self_unmute = $7,
                    rename_self = $8, only_signed_in = $9, max_participants = $10,
                    organisation_only = $11, invited_emails = $12, starts_at = $13,
-                   duration_minutes = $14, join_before_host = $15, updated_at = $16
-                 WHERE id = $17",
+                   duration_minutes = $14, join_before_host = $15, publish = $16,
+                   updated_at = $17
+                 WHERE id = $18",
             );
             bind_settings!(query, m)
                 .bind(unix_now())
@@ -725,12 +739,13 @@ impl Store {
     pub async fn save_permissions(&self, id: MeetingId, p: Permissions) -> Result<()> {
         on_pool!(self, pool => sqlx::query(
             "UPDATE meetings SET screen_share = $1, chat = $2, self_unmute = $3, rename_self = $4,
-               updated_at = $5 WHERE id = $6",
+               publish = $5, updated_at = $6 WHERE id = $7",
         )
         .bind(screen_share_str(p.screen_share))
         .bind(p.chat)
         .bind(p.self_unmute)
         .bind(p.rename_self)
+        .bind(publishing_str(p.publish))
         .bind(unix_now())
         .bind(id.compact())
         .execute(pool)

@@ -40,4 +40,5 @@ mod tls;
 mod tls_passthrough;
 mod turn;
 mod waiting_isolation;
+mod view_only;
 mod web_facing;

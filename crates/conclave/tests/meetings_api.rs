@@ -45,6 +45,7 @@ async fn a_new_meeting_has_safe_defaults() {
             "chat": true,
             "self_unmute": true,
             "rename_self": false,
+            "publish": "everyone",
             "only_signed_in": false,
             "who_may_join": "anyone",
             "invited_emails": [],

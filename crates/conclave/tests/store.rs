@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use conclave::store::{MeetingRecord, Store, StoreError, unix_now};
 use conclave_core::BanKey;
-use conclave_proto::{MeetingId, Permissions, ScreenShare};
+use conclave_proto::{MeetingId, Permissions, Publishing, ScreenShare};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::{Connection, Row};
@@ -92,6 +92,7 @@ fn record(owner_id: i64, title: &str, created_at: i64) -> MeetingRecord {
             chat: true,
             self_unmute: false,
             rename_self: true,
+            publish: Publishing::Everyone,
         },
         only_signed_in: false,
         organisation_only: false,
@@ -273,6 +274,7 @@ async fn meetings(store: &Store) {
         chat: false,
         self_unmute: true,
         rename_self: false,
+        publish: Publishing::Allowed,
     };
     store.save_permissions(m.id, p).await.unwrap();
     m.permissions = p;

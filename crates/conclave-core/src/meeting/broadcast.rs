@@ -23,6 +23,7 @@ impl Member {
                 Presence::Reconnecting
             },
             recording: self.recording,
+            publish_allowed: self.publish_allowed,
         }
     }
 }

@@ -148,6 +148,7 @@ impl Meeting {
             resume_token: w.resume_token,
             dropped_at: None,
             mls_sent: 0,
+            publish_allowed: false,
             mls_recent: VecDeque::new(),
             forwarding: (false, false, false),
             app_bucket: None,

@@ -24,7 +24,7 @@ impl Member {
         if self.role.moderates() {
             return true;
         }
-        if suspended {
+        if suspended || !self.may_publish(permissions.publish) {
             return false;
         }
         match kind {

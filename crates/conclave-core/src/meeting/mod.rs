@@ -22,6 +22,7 @@
 //! - `delivery`: the MLS delivery service (`group.rs`) kept in step with the
 //!   membership, each seat's log of MLS messages for a resume, and chat.
 //! - `broadcast`: who is told what; every message to members goes out there.
+//! - `publishing`: view-only attendees, and the moderators who let them speak.
 //! - `breakout`: breakout rooms, as the meeting that opens them and as one.
 //! - `backlog`: sealed chat and `app` messages a dropped seat missed, kept
 //!   for its resume window and replayed among its MLS messages in order.
@@ -36,6 +37,7 @@ mod leave;
 mod media;
 mod moderation;
 
+mod publishing;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -208,6 +210,8 @@ struct Member {
     resume_token: ResumeToken,
     dropped_at: Option<Instant>,
     /// MLS messages for this seat so far, sent or not (none go to a dropped
+    /// A moderator allowed this participant to publish (see `publishing`).
+    publish_allowed: bool,
     /// member's socket).
     mls_sent: u64,
     /// The latest of them, numbered from 1, with when: for a resume.
@@ -389,6 +393,7 @@ impl Meeting {
                 conn,
                 name,
                 identity,
+                self.enforce_publish_policy();
                 resume_token,
                 ticket,
             } => self.breakout_join(conn, name, identity, resume_token, ticket, now),
@@ -438,6 +443,7 @@ impl Meeting {
             | M::ResumeActivities
             | M::EndMeeting) => self.meeting_control(me, msg),
             msg @ (M::SetMedia { .. }
+            | M::AllowPublish { .. }
             | M::MediaOffer { .. }
             | M::MediaAnswer { .. }
             | M::KeyFrameRequest

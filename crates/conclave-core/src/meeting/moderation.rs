@@ -26,6 +26,10 @@ impl Meeting {
                 Ok(())
             }
             ClientMessage::MuteAll => self.mute_all(me),
+            ClientMessage::AllowPublish {
+                participant,
+                allowed,
+            } => self.allow_publish(me, participant, allowed),
             ClientMessage::Rename { participant, name } => self.rename(me, participant, &name),
             ClientMessage::SetRole { participant, role } => self.set_role(me, participant, role),
             ClientMessage::TransferHost { participant } => self.transfer_host(me, participant),
@@ -76,7 +80,11 @@ impl Meeting {
     }
 
     /// A moderator acting on a member: co-hosts may not act on the host.
-    fn acts_on(&self, me: ParticipantId, target: ParticipantId) -> Result<Role, Refusal> {
+    pub(super) fn acts_on(
+        &self,
+        me: ParticipantId,
+        target: ParticipantId,
+    ) -> Result<Role, Refusal> {
         let my_role = self.moderator(me)?;
         let target_role = self
             .role_of(target)
@@ -207,6 +215,7 @@ impl Meeting {
         self.out
             .push_back(Output::SavePermissions(self.config.permissions));
         self.enforce_screen_policy();
+        self.enforce_publish_policy();
         self.broadcast_meeting();
     }
 
@@ -277,6 +286,9 @@ impl Meeting {
     /// Tells everyone, and gives a new moderator the waiting room it now manages.
     fn role_changed(&mut self, id: ParticipantId, was: Role) {
         self.broadcast_participant(id);
+        if was.moderates() {
+            self.enforce_publish_policy();
+        }
         let Some(m) = self.members.get(&id) else {
             return;
         };

@@ -7,7 +7,9 @@ use conclave_core::Input;
 use conclave_proto::ids::{
     PASSCODE_MAX_LEN, PASSCODE_MIN_LEN, generate_passcode, normalize_passcode,
 };
-use conclave_proto::{EndReason, MAX_PARTICIPANTS_LIMIT, MeetingId, Permissions, ScreenShare};
+use conclave_proto::{
+    EndReason, MAX_PARTICIPANTS_LIMIT, MeetingId, Permissions, Publishing, ScreenShare,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -30,6 +32,11 @@ pub struct MeetingSettings {
     pub chat: bool,
     pub self_unmute: bool,
     pub rename_self: bool,
+    /// Who may publish media: `everyone`, or `allowed`: only hosts,
+    /// co-hosts and the participants a moderator allows (view-only
+    /// attendees, for lectures and all-hands meetings).
+    #[schema(value_type = String, example = "everyone")]
+    pub publish: Publishing,
     /// True unless `who_may_join` is `anyone` (kept for older clients).
     pub only_signed_in: bool,
     /// `anyone` (guests wait in the waiting room), `signed_in`, or
@@ -56,6 +63,8 @@ pub struct SettingsPatch {
     pub chat: Option<bool>,
     pub self_unmute: Option<bool>,
     pub rename_self: Option<bool>,
+    #[schema(value_type = Option<String>, example = "allowed")]
+    pub publish: Option<Publishing>,
     /// True: `signed_in` (unless already `organisation`); false: `anyone`.
     /// `who_may_join`, when also given, wins.
     pub only_signed_in: Option<bool>,
@@ -187,6 +196,7 @@ pub(super) fn view(state: &AppState, m: &MeetingRecord) -> MeetingView {
             chat: m.permissions.chat,
             self_unmute: m.permissions.self_unmute,
             rename_self: m.permissions.rename_self,
+            publish: m.permissions.publish,
             only_signed_in: m.only_signed_in,
             who_may_join: m.who_may_join(),
             invited_emails: m.invited_emails.clone(),
@@ -246,6 +256,9 @@ fn apply_settings(m: &mut MeetingRecord, s: &SettingsPatch) -> Result<(), ApiErr
     }
     if let Some(v) = s.rename_self {
         m.permissions.rename_self = v;
+    }
+    if let Some(v) = s.publish {
+        m.permissions.publish = v;
     }
     if let Some(list) = &s.invited_emails {
         if list.len() > MAX_INVITED {
