@@ -254,6 +254,10 @@ pub struct Limits {
     pub max_turn_passthrough_per_address: usize,
     /// Seconds a passed-through connection may carry no byte either way
     /// before it is closed. A relayed member's media never idles that long;
+    /// Days the sign-in audit log keeps an entry (`conclave admin
+    /// signins`); older ones are deleted, hourly. 0 keeps them all. The log
+    /// names people and their addresses: kept no longer than it is useful.
+    pub signin_audit_days: u64,
     /// TURN refreshes its allocation well within it.
     pub turn_passthrough_idle_secs: u64,
 }
@@ -322,6 +326,7 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
+            signin_audit_days: 90,
         toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             source,

@@ -69,13 +69,20 @@ pub struct ProviderConfig {
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
     /// The claim (in the ID token or from UserInfo) that lists a person's
-    /// groups, for `host_groups`.
+    /// groups, for `host_groups` and `admin_groups`.
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
     /// When set, only people in one of these groups may create meetings
     /// (they may still join others'); checked at each sign-in.
     #[serde(default)]
     pub host_groups: Vec<String>,
+    /// When set, people in one of these groups are administrators and
+    /// everyone else signing in through this provider is not: set at each
+    /// sign-in, so leaving the group at the provider takes the role away at
+    /// the next one. Empty: sign-in leaves the role as it is (accounts made
+    /// here start without it).
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
     /// When set, only people whose (not unverified) email address is in one
     /// of these domains may sign in through this provider.
     #[serde(default)]
@@ -227,6 +234,9 @@ pub struct Verified {
     /// Whether they may create meetings: in one of `host_groups`, or the
     /// provider sets none.
     pub may_host: bool,
+    /// Whether they are administrators: in one of `admin_groups`; `None`
+    /// when the provider sets none.
+    pub is_admin: Option<bool>,
     /// The ID token as the provider sent it, when the browser's nonce
     /// committed to its MLS key: the browser puts it in its leaf.
     pub id_token_for_leaf: Option<String>,
@@ -465,7 +475,8 @@ impl Providers {
         // The token's signature was checked above, so its payload can be
         // read for the one claim openidconnect has no field for.
         let mut groups = token_claim_strings(&token.to_string(), &p.config.groups_claim);
-        let want_groups = !p.config.host_groups.is_empty() && groups.is_none();
+        let want_groups = !(p.config.host_groups.is_empty() && p.config.admin_groups.is_empty())
+            && groups.is_none();
         if found.email.is_none()
             || found.name.is_none()
             || found.preferred_username.is_none()
@@ -524,6 +535,8 @@ impl Providers {
         let groups = groups.unwrap_or_default();
         let may_host = p.config.host_groups.is_empty()
             || p.config.host_groups.iter().any(|g| groups.contains(g));
+        let is_admin = (!p.config.admin_groups.is_empty())
+            .then(|| p.config.admin_groups.iter().any(|g| groups.contains(g)));
         let hours = match p.config.session_max_age_hours {
             h if h > 0.0 => h,
             _ => default_session_max_age_hours(),
@@ -534,6 +547,7 @@ impl Providers {
             session_max_age: Duration::from_secs_f64(hours * 3600.0),
             claims: found,
             may_host,
+            is_admin,
         })
     }
 

@@ -230,6 +230,7 @@ impl Server {
             shutdown: shutdown.clone(),
         };
         tokio::spawn(prune_guard(state.clone()));
+        tokio::spawn(prune_signin_audit(state.clone()));
         let hasher = state.hasher.clone();
         let (rooms, cluster) = (Arc::clone(&state.rooms), state.cluster.clone());
         let scheme = state.config.scheme();
@@ -328,6 +329,33 @@ async fn serve(incoming: Incoming, state: AppState) -> Result<(), ServerError> {
     state.store.close().await;
     tracing::info!("store closed; bye");
     Ok(())
+}
+
+/// How often sign-in audit entries past `limits.signin_audit_days` are deleted.
+const AUDIT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes sign-in audit entries older than `limits.signin_audit_days`: at
+/// start, then hourly. On a cluster every node does it; the deletes agree.
+async fn prune_signin_audit(state: AppState) {
+    let days = state.config.limits.signin_audit_days;
+    if days == 0 {
+        return;
+    }
+    let keep = i64::try_from(days.saturating_mul(24 * 3600)).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(AUDIT_PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let before = crate::store::unix_now().saturating_sub(keep);
+                match state.store.prune_signin_events(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, days, "pruned the sign-in audit log"),
+                    Err(e) => tracing::warn!(error = %e, "cannot prune the sign-in audit log"),
+                }
+            }
+            () = state.shutdown.cancelled() => return,
+        }
+    }
 }
 
 async fn prune_guard(state: AppState) {

@@ -41,4 +41,5 @@ mod tls_passthrough;
 mod turn;
 mod waiting_isolation;
 mod view_only;
+mod web_compression;
 mod web_facing;

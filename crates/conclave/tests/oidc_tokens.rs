@@ -547,6 +547,98 @@ async fn groups_decide_who_hosts_and_domains_who_signs_in() {
     store.close().await;
 }
 
+#[tokio::test]
+async fn admin_groups_grant_the_admin_role_and_take_it_back() {
+    let provider = start_provider().await;
+    let key = rsa_key("k1");
+    provider.lock().unwrap().keys = vec![key.as_verification_key()];
+    let issuer = provider.lock().unwrap().issuer.clone();
+    let server = TestServer::start_with(|c| {
+        c.oidc = vec![conclave::oidc::ProviderConfig {
+            name: "Fake".into(),
+            issuer: issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            groups_claim: "groups".into(),
+            admin_groups: vec!["conclave-admins".into()],
+            ..Default::default()
+        }];
+    })
+    .await;
+    let store = server.store().await;
+    store.create_user("root", None, true).await.unwrap();
+    let role = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            let (u, _) = store.user_by_name(name).await.unwrap().expect(name);
+            (u.is_admin, u.may_host)
+        }
+    };
+    const DONE: &str = "/signin#oidc=done";
+    let sign_in =
+        |sub: &'static str, email: &'static str, groups: Option<&'static [&'static str]>| {
+            let (server, provider, issuer, key) = (&server, &provider, &issuer, &key);
+            async move {
+                let s = start(server).await;
+                let t = person(issuer, &s, sub, email, Some(true), groups, key);
+                finish(server, provider, &s, t).await
+            }
+        };
+
+    // In the admin group: an administrator (and, with no host_groups, a host).
+    assert_eq!(
+        sign_in(
+            "g",
+            "grace@school.example",
+            Some(&["staff", "conclave-admins"])
+        )
+        .await,
+        DONE
+    );
+    assert_eq!(role("grace").await, (true, true));
+    // Not in it: signed in, not an administrator.
+    assert_eq!(
+        sign_in("a", "ada@school.example", Some(&["staff"])).await,
+        DONE
+    );
+    assert_eq!(role("ada").await, (false, true));
+    // A group of a similar name is not the group.
+    assert_eq!(
+        sign_in(
+            "a",
+            "ada@school.example",
+            Some(&["Conclave-Admins", "conclave-admins-x"])
+        )
+        .await,
+        DONE
+    );
+    assert_eq!(role("ada").await, (false, true));
+    // Out of the group at the provider: out of the role at the next sign-in,
+    // and a token without the groups claim at all counts as no group.
+    assert_eq!(
+        sign_in("g", "grace@school.example", Some(&["staff"])).await,
+        DONE
+    );
+    assert_eq!(role("grace").await, (false, true));
+    assert_eq!(
+        sign_in("g", "grace@school.example", Some(&["conclave-admins"])).await,
+        DONE
+    );
+    assert_eq!(role("grace").await, (true, true));
+    assert_eq!(sign_in("g", "grace@school.example", None).await, DONE);
+    assert_eq!(role("grace").await, (false, true));
+    // The break-glass local administrator is not the provider's to change.
+    let admins: Vec<_> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.is_admin)
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(admins, ["root"]);
+    store.close().await;
+}
+
 /// The start of a sign-in whose nonce the browser chose, as `/auth/oidc/NAME?key_nonce=`.
 async fn start_with_key_nonce(server: &TestServer, key_nonce: &str) -> Started {
     let resp = client()

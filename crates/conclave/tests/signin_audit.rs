@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::common::postgres::Postgres;
-use crate::common::{PASSWORD, TestServer};
+use crate::common::{PASSWORD, TIMEOUT, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_conclave");
 
@@ -132,6 +132,12 @@ async fn records_and_lists(store: &Store) {
     );
     assert_eq!(got[1].address.as_deref(), Some("192.0.2.7"));
     assert_eq!(store.signin_events(1).await.unwrap().len(), 1);
+    // Pruning takes what was written before the cut, nothing after it.
+    let now = conclave::store::unix_now();
+    assert_eq!(store.prune_signin_events(now - 3600).await.unwrap(), 0);
+    assert_eq!(store.signin_events(10).await.unwrap().len(), 2);
+    assert_eq!(store.prune_signin_events(now + 1).await.unwrap(), 2);
+    assert!(store.signin_events(10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -148,4 +154,59 @@ async fn postgres_keeps_the_audit_log() {
     let store = Store::connect(&url).await.unwrap();
     records_and_lists(&store).await;
     store.close().await;
+}
+
+/// Entries older than `limits.signin_audit_days` go when the server starts
+/// and hourly after; younger ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_past_their_retention_are_pruned() {
+    let server = TestServer::start_with(|c| c.limits.signin_audit_days = 30).await;
+    let api = server.api();
+    for password in ["wrong once", "wrong twice"] {
+        assert_eq!(
+            api.sign_in("alice", password).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(api.sign_in("alice", PASSWORD).await.0, StatusCode::OK);
+    assert_eq!(signins(&server).len(), 3);
+    // The first failure 31 days old, the second 29: as if the server had
+    // been stopped since.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        server.data_dir().join("conclave.db").display()
+    ))
+    .await
+    .expect("the server's SQLite file");
+    let day = 24 * 3600;
+    for (rank, age) in [(1, 31 * day), (2, 29 * day)] {
+        sqlx::query(
+            "UPDATE signin_events SET at = at - $1
+             WHERE id = (SELECT id FROM signin_events ORDER BY id LIMIT 1 OFFSET $2)",
+        )
+        .bind(age)
+        .bind(rank - 1)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    db.close().await;
+    let server = server.restart().await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let rows = loop {
+        let rows = signins(&server);
+        if rows.len() < 3 || tokio::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let details: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r[2].as_str(), r[4].as_str()))
+        .collect();
+    assert_eq!(
+        details,
+        [("ok", "-"), ("bad_credentials", "wrong password")],
+        "{rows:?}"
+    );
 }

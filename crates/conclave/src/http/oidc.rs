@@ -106,11 +106,52 @@ const LOGOUT_COOKIE: &str = "conclave_oidc_logout";
 /// Where the logout cookie is sent: the sign-out endpoint only.
 const LOGOUT_PATH: &str = "/api/v1/auth/signout";
 
-fn logout_cookie(state: &AppState, value: String, max_age: i64) -> Cookie<'static> {
-    Cookie::build((LOGOUT_COOKIE, value))
-        .path(LOGOUT_PATH)
-        .http_only(true)
-        .same_site(SameSite::Strict)
+/// How each of this module's cookies is scoped.
+struct CookieKind {
+    name: &'static str,
+    /// The only path the browser sends it to.
+    path: &'static str,
+    same_site: SameSite,
+    /// Out of the page's script's reach (all but the leaf token, which the
+    /// page itself must read).
+    http_only: bool,
+}
+
+const LOGOUT: CookieKind = CookieKind {
+    name: LOGOUT_COOKIE,
+    path: LOGOUT_PATH,
+    same_site: SameSite::Strict,
+    http_only: true,
+};
+
+/// Sent back on the provider's redirect to the callback (a cross-site
+/// navigation, hence `Lax`, not the session's `Strict`).
+const FLOW: CookieKind = CookieKind {
+    name: FLOW_COOKIE,
+    path: FLOW_PATH,
+    same_site: SameSite::Lax,
+    http_only: true,
+};
+
+const LEAF_TOKEN: CookieKind = CookieKind {
+    name: LEAF_TOKEN_COOKIE,
+    path: "/",
+    same_site: SameSite::Strict,
+    http_only: false,
+};
+
+/// A cookie of `kind`, `Secure` whenever the server is reached over HTTPS;
+/// `max_age` 0 with an empty value clears it.
+fn oidc_cookie(
+    state: &AppState,
+    kind: &CookieKind,
+    value: String,
+    max_age: i64,
+) -> Cookie<'static> {
+    Cookie::build((kind.name, value))
+        .path(kind.path)
+        .http_only(kind.http_only)
+        .same_site(kind.same_site)
         .secure(state.config.secure_cookies())
         .max_age(cookie::time::Duration::seconds(max_age))
         .build()
@@ -126,19 +167,7 @@ pub fn logout_hint(jar: &CookieJar) -> Option<(String, String)> {
 
 /// The jar with the logout cookie cleared.
 pub fn clear_logout_hint(state: &AppState, jar: CookieJar) -> CookieJar {
-    jar.add(logout_cookie(state, String::new(), 0))
-}
-
-/// The flow cookie: sent back on the provider's redirect to the callback
-/// (a cross-site navigation, hence `Lax`, not the session's `Strict`).
-fn flow_cookie(state: &AppState, value: String, max_age: i64) -> Cookie<'static> {
-    Cookie::build((FLOW_COOKIE, value))
-        .path(FLOW_PATH)
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(state.config.secure_cookies())
-        .max_age(cookie::time::Duration::seconds(max_age))
-        .build()
+    jar.add(oidc_cookie(state, &LOGOUT, String::new(), 0))
 }
 
 fn see_other(to: &str) -> Response {
@@ -150,7 +179,7 @@ fn see_other(to: &str) -> Response {
 }
 
 fn failed(jar: CookieJar, state: &AppState, e: &OidcError) -> Response {
-    let jar = jar.add(flow_cookie(state, String::new(), 0));
+    let jar = jar.add(oidc_cookie(state, &FLOW, String::new(), 0));
     (jar, see_other(&format!("/signin#oidc_error={}", e.code()))).into_response()
 }
 
@@ -166,7 +195,7 @@ pub async fn start(
     match state.oidc.start(&name, params.key_nonce.as_deref()).await {
         Ok(started) => {
             let ttl = i64::try_from(FLOW_TTL.as_secs()).unwrap_or(i64::MAX);
-            let jar = jar.add(flow_cookie(&state, started.cookie, ttl));
+            let jar = jar.add(oidc_cookie(&state, &FLOW, started.cookie, ttl));
             (jar, see_other(&started.url)).into_response()
         }
         Err(e) => {
@@ -234,10 +263,18 @@ pub async fn callback(
             state.store.set_may_host(user.id, verified.may_host).await?;
             user.may_host = verified.may_host;
         }
+        if let Some(is_admin) = verified.is_admin
+            && user.is_admin != is_admin
+        {
+            tracing::info!(user = %user.username, provider = %name, is_admin, "administrator role set from the provider's groups");
+            state.store.set_admin(user.id, is_admin).await?;
+            user.is_admin = is_admin;
+        }
         let jar = start_session_for(&state, jar.clone(), &user, verified.session_max_age).await?;
         let max_age = i64::try_from(verified.session_max_age.as_secs()).unwrap_or(i64::MAX);
-        let jar = jar.add(logout_cookie(
+        let jar = jar.add(oidc_cookie(
             &state,
+            &LOGOUT,
             format!("{name}.{}", verified.id_token),
             max_age,
         ));
@@ -257,22 +294,20 @@ pub async fn callback(
                 ip,
             )
             .await;
-            let jar = jar.add(flow_cookie(&state, String::new(), 0));
+            let jar = jar.add(oidc_cookie(&state, &FLOW, String::new(), 0));
             (jar, see_other("/signin#oidc_error=disabled")).into_response()
         }
         Ok(Ok((user, jar))) => {
             let jar = match &verified.id_token_for_leaf {
-                Some(token) => jar.add(
-                    Cookie::build((LEAF_TOKEN_COOKIE, token.clone()))
-                        .path("/")
-                        .same_site(SameSite::Strict)
-                        .secure(state.config.secure_cookies())
-                        .max_age(cookie::time::Duration::seconds(LEAF_TOKEN_TTL_SECS))
-                        .build(),
-                ),
+                Some(token) => jar.add(oidc_cookie(
+                    &state,
+                    &LEAF_TOKEN,
+                    token.clone(),
+                    LEAF_TOKEN_TTL_SECS,
+                )),
                 None => jar,
             };
-            tracing::info!(user = %user.username, provider = %name, %ip, may_host = user.may_host, "signed in through OpenID Connect");
+            tracing::info!(user = %user.username, provider = %name, %ip, may_host = user.may_host, is_admin = user.is_admin, "signed in through OpenID Connect");
             audit(
                 &state,
                 &method,
@@ -283,7 +318,7 @@ pub async fn callback(
                 ip,
             )
             .await;
-            let jar = jar.add(flow_cookie(&state, String::new(), 0));
+            let jar = jar.add(oidc_cookie(&state, &FLOW, String::new(), 0));
             (jar, see_other("/signin#oidc=done")).into_response()
         }
         Err(e) => {
@@ -298,7 +333,7 @@ pub async fn callback(
                 ip,
             )
             .await;
-            let jar = jar.add(flow_cookie(&state, String::new(), 0));
+            let jar = jar.add(oidc_cookie(&state, &FLOW, String::new(), 0));
             (jar, see_other("/signin#oidc_error=internal")).into_response()
         }
     }

@@ -1,7 +1,11 @@
 //! The web client, embedded in the binary, and the headers every response carries.
 
 use axum::Router;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{LazyLock, Mutex};
+use tower_http::compression::CompressionLayer;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -108,63 +112,97 @@ const E2EE_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/e2ee/conclave
 
 include!(concat!(env!("OUT_DIR"), "/e2ee_snippets.rs"));
 
-async fn e2ee_snippet(Path((dir, file)): Path<(String, String)>) -> Response {
+async fn e2ee_snippet(Path((dir, file)): Path<(String, String)>, headers: HeaderMap) -> Response {
     let path = format!("{dir}/{file}");
     match E2EE_SNIPPETS.iter().find(|(name, _)| *name == path) {
-        Some((_, body)) => (
-            [
-                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            *body,
-        )
-            .into_response(),
+        Some((_, body)) => static_file(&headers, "text/javascript; charset=utf-8", body),
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
 }
 
-async fn e2ee_js() -> Response {
+async fn e2ee_js(headers: HeaderMap) -> Response {
+    static_file(&headers, "text/javascript; charset=utf-8", E2EE_JS)
+}
+
+async fn e2ee_wasm(headers: HeaderMap) -> Response {
+    static_file(&headers, "application/wasm", E2EE_WASM)
+}
+
+/// A file of the web client. `no-cache` has the browser ask again on every
+/// load, so a new server version is picked up at once; the `ETag` lets it
+/// hear "304, yours is current" instead of the whole file (the wasm module
+/// is over 2 MB). Weak, because the compression layer sends the same
+/// content in several encodings, and the tag must match all of them.
+/// `Vary: Accept-Encoding` on every answer, 304 included, so that a shared
+/// cache never hands a brotli body to a browser that asked for gzip.
+fn static_file(headers: &HeaderMap, mime: &'static str, body: &'static [u8]) -> Response {
+    let etag = etag_of(body);
+    let current = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == etag.trim_start_matches("W/"));
+    let common = [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::VARY, HeaderValue::from_static("accept-encoding")),
+        (
+            header::ETAG,
+            HeaderValue::from_str(&etag).unwrap_or_else(|_| HeaderValue::from_static("W/\"-\"")),
+        ),
+    ];
+    if current {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
     (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        E2EE_JS,
+        common,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(mime))],
+        body,
     )
         .into_response()
 }
 
-async fn e2ee_wasm() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/wasm"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        E2EE_WASM,
-    )
-        .into_response()
+/// `W/"…"` from the first 16 bytes of the file's SHA-256, computed once per
+/// file (by address: every body is a `'static` constant of the binary).
+fn etag_of(body: &'static [u8]) -> String {
+    static TAGS: LazyLock<Mutex<HashMap<usize, String>>> = LazyLock::new(Mutex::default);
+    let key = body.as_ptr() as usize;
+    let mut tags = TAGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tags.entry(key)
+        .or_insert_with(|| {
+            let digest = Sha256::digest(body);
+            format!("W/\"{}\"", hex::encode(&digest[..16]))
+        })
+        .clone()
 }
 
-fn serve(name: &str) -> Response {
+fn serve(name: &str, headers: &HeaderMap) -> Response {
     match ASSETS.iter().find(|a| a.name == name) {
-        Some(a) => (
-            [
-                (header::CONTENT_TYPE, a.mime),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            a.body,
-        )
-            .into_response(),
+        Some(a) => static_file(headers, a.mime, a.body.as_bytes()),
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
 }
 
-async fn index() -> Response {
-    serve("index.html")
+async fn index(headers: HeaderMap) -> Response {
+    serve("index.html", &headers)
 }
 
-async fn asset(Path(name): Path<String>) -> Response {
-    serve(&name)
+async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
+    serve(&name, &headers)
+}
+
+/// Brotli (quality 4, tower-http's on-the-fly default, as nginx's) or gzip,
+/// as the browser's `Accept-Encoding` prefers, for the web client's files
+/// only. Never the API: its JSON carries session tokens and secrets beside
+/// text an attacker may choose, which compression would leak by length
+/// (BREACH); and never the WebSocket, whose upgrade has no body to compress.
+/// Bodies that already carry a `Content-Encoding`, images and anything under
+/// 32 bytes pass through as they are (tower-http's defaults).
+fn compression() -> CompressionLayer {
+    CompressionLayer::new().br(true).gzip(true)
 }
 
 pub fn routes() -> Router<AppState> {
@@ -179,6 +217,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The origins (scheme, host, port) this server's pages are served from, as
+        .layer(compression())
 /// browsers name them in `Origin`.
 ///
 /// Comparing `Origin` with `Host` is not enough: after DNS rebinding, a page
@@ -354,6 +393,67 @@ mod tests {
     #[test]
     fn every_asset_is_embedded() {
         for a in ASSETS {
+    /// A body that already carries an encoding, and an image, go out as
+    /// they are, even to a client that would take brotli.
+    #[tokio::test]
+    async fn what_is_already_compressed_is_not_compressed_again() {
+        let noise: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        let pre = noise.clone();
+        let png = noise.clone();
+        let app =
+            Router::new()
+                .route(
+                    "/pre",
+                    get(move || async move {
+                        ([(header::CONTENT_ENCODING, "br")], pre).into_response()
+                    }),
+                )
+                .route(
+                    "/png",
+                    get(move || async move {
+                        ([(header::CONTENT_TYPE, "image/png")], png).into_response()
+                    }),
+                )
+                .route("/text", get(|| async { "conclave ".repeat(100) }))
+                .layer(compression());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        for (path, expect) in [("/pre", Some("br")), ("/png", None), ("/text", Some("br"))] {
+            let resp = client
+                .get(format!("http://{addr}{path}"))
+                .header(header::ACCEPT_ENCODING, "br, gzip")
+                .send()
+                .await
+                .unwrap();
+            let encodings: Vec<_> = resp
+                .headers()
+                .get_all(header::CONTENT_ENCODING)
+                .iter()
+                .cloned()
+                .collect();
+            assert_eq!(
+                encodings.len(),
+                usize::from(expect.is_some()),
+                "{path}: {encodings:?}"
+            );
+            assert_eq!(
+                encodings.first().and_then(|v| v.to_str().ok()),
+                expect,
+                "{path}"
+            );
+            let body = resp.bytes().await.unwrap();
+            if path != "/text" {
+                assert_eq!(
+                    body.as_ref(),
+                    noise.as_slice(),
+                    "{path}: the bytes as they were"
+                );
+            }
+        }
+    }
+
             assert!(!a.body.is_empty(), "{}", a.name);
         }
     }

@@ -74,6 +74,17 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes the entries written before `before` (seconds since the Unix
+    /// epoch); how many went.
+    pub async fn prune_signin_events(&self, before: i64) -> Result<u64> {
+        let done = on_pool!(self, pool => sqlx::query("DELETE FROM signin_events WHERE at < $1")
+            .bind(before)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(done)
+    }
+
     /// The latest `limit` entries, newest first.
     pub async fn signin_events(&self, limit: i64) -> Result<Vec<SigninEvent>> {
         on_pool!(self, pool => {

@@ -33,6 +33,18 @@ pub struct OidcIdentity {
 const USERNAME_TRIES: u32 = 20;
 
 impl Store {
+    /// Makes the account an administrator or not: from the provider's
+    /// groups at each sign-in (`admin_groups`).
+    pub async fn set_admin(&self, user_id: i64, is_admin: bool) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE users SET is_admin = $1 WHERE id = $2")
+            .bind(is_admin)
+            .bind(user_id)
+            .execute(pool)
+            .await
+            .map(drop))?;
+        Ok(())
+    }
+
     /// The account of the person `claims` names, created at their first
     /// sign-in, with email and name updated from the claims.
     pub async fn oidc_account(&self, claims: &OidcClaims) -> Result<User> {
