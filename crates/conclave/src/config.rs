@@ -240,6 +240,10 @@ pub struct Limits {
     pub checks_in_flight_per_address: u32,
     /// Days a browser session lasts.
     pub session_days: u64,
+    /// Days the sign-in audit log keeps an entry (`conclave admin
+    /// signins`); older ones are deleted, hourly. 0 keeps them all. The log
+    /// names people and their addresses: kept no longer than it is useful.
+    pub signin_audit_days: u64,
     /// New guest identities the server mints for one network (IPv4 address,
     /// IPv6 /64) per minute; beyond it, for a minute, a connection from there
     /// without a valid guest cookie may join only signed in. Keeps cookie
@@ -254,10 +258,6 @@ pub struct Limits {
     pub max_turn_passthrough_per_address: usize,
     /// Seconds a passed-through connection may carry no byte either way
     /// before it is closed. A relayed member's media never idles that long;
-    /// Days the sign-in audit log keeps an entry (`conclave admin
-    /// signins`); older ones are deleted, hourly. 0 keeps them all. The log
-    /// names people and their addresses: kept no longer than it is useful.
-    pub signin_audit_days: u64,
     /// TURN refreshes its allocation well within it.
     pub turn_passthrough_idle_secs: u64,
 }
@@ -312,6 +312,7 @@ impl Default for Limits {
             checks_in_flight_per_address:
                 conclave_core::AttemptPolicy::CHECKS_IN_FLIGHT_PER_ADDRESS,
             session_days: 14,
+            signin_audit_days: 90,
             new_guests_per_minute: 60,
             max_turn_passthrough: 4096,
             max_turn_passthrough_per_address: 256,
@@ -326,7 +327,6 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-            signin_audit_days: 90,
         toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             source,
