@@ -6,6 +6,7 @@ import { createHandButton, createHandsSection, decorateTiles as handTiles } from
 import { createPollButton, createPollCard } from './polls.js';
 import { createReactionsControl, decorateTiles as reactionTiles } from './reactions.js';
 import { initialFeatures } from './appmsg.js';
+import { lowerHandWhenSpeaking } from './speaking.js';
 import { h } from './dom.js';
 
 /** Loads the features' stylesheet once (a <link>: the CSP allows only styles from this origin). */
@@ -28,6 +29,7 @@ export function mountFeatures(call, { toolbar, stage, participantsBody, grid }) 
   if (main) main.insertBefore(group, sep);
   stage.append(card.el);
   participantsBody.prepend(hands.el);
+  const speaking = lowerHandWhenSpeaking(call);
 
   return {
     update(state) {
@@ -40,6 +42,7 @@ export function mountFeatures(call, { toolbar, stage, participantsBody, grid }) 
       reactionTiles(grid, s);
     },
     destroy() {
+      speaking.destroy();
       reactions.destroy();
       group.remove();
       card.el.remove();

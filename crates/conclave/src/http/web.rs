@@ -98,6 +98,7 @@ const ASSETS: &[Asset] = &[
     asset!("features.js", "text/javascript; charset=utf-8"),
     asset!("features.css", "text/css; charset=utf-8"),
     asset!("hands.js", "text/javascript; charset=utf-8"),
+    asset!("speaking.js", "text/javascript; charset=utf-8"),
     asset!("reactions.js", "text/javascript; charset=utf-8"),
     asset!("polls.js", "text/javascript; charset=utf-8"),
     asset!("openpubkey.js", "text/javascript; charset=utf-8"),
