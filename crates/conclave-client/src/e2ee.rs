@@ -136,6 +136,16 @@ impl E2ee {
         }
     }
 
+    /// The group's leaves, for the names their ID tokens vouch for
+    /// ([`crate::names`]); none before the group.
+    pub fn leaves(&self) -> Vec<conclave_e2ee::Leaf> {
+        if self.in_group {
+            self.member.leaves()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// The participant list `joined` gave (the session makes this member after
     /// it, so the member never sees that message itself). Without it, a member
     /// named to commit would leave out the Add of anyone already here: the
@@ -383,6 +393,7 @@ mod tests {
                 screen: false,
                 presence: Presence::Connected,
                 recording: false,
+                publish_allowed: false,
             },
         }
     }
@@ -393,7 +404,6 @@ mod tests {
         let mut host = E2ee::new(ParticipantId(1)).expect("host");
         host.take_messages();
         let setup = E2eeSetup {
-                publish_allowed: false,
             group_id: b64(b"g"),
             external_sender: b64(&ds.external_sender()),
         };

@@ -6,6 +6,8 @@
 //! - [`e2ee`]: the MLS member and the SFrame keys it gives the media peer.
 //! - [`invite`]: reading invite links.
 //! - [`ivf`]: reading and writing VP8 frames in IVF files.
+//! - [`names`]: whose word each member's name is (verified by the provider
+//!   or the server's), as lines for the person at the client.
 //! - [`media`]: the client's WebRTC peer (str0m, the offering side), and the
 //!   decrypted frames it hands out.
 //! - [`record`]: writing received frames to IVF (VP8) and Ogg (Opus) files.
@@ -27,6 +29,7 @@ pub mod features;
 pub mod invite;
 pub mod ivf;
 pub mod media;
+pub mod names;
 pub mod record;
 pub mod relay;
 pub mod relay_stream;

@@ -668,12 +668,16 @@ fn print_events(
                     }
                 }
                 SessionEvent::Chat { from, name, text } => eprintln!(
-                    "Chat from {} (participant {}): {}",
+                    "Chat from {} (participant {from}): {}",
                     printable(&name),
-                    from.0,
                     printable(&text)
                 ),
                 SessionEvent::Notice(line) => eprintln!("{}", printable(&line)),
+                SessionEvent::Names(lines) => {
+                    for line in lines {
+                        eprintln!("{}", printable(&line));
+                    }
+                }
             }
         }
     })
@@ -737,7 +741,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
 
 async fn join(args: JoinArgs) -> anyhow::Result<()> {
     use conclave_client::session::{JoinOptions, MediaOptions, SessionError, run_interactive};
-    let invite = args.invite.parse().context("reading the invite link")?;
+    let invite: conclave_client::Invite = args.invite.parse().context("reading the invite link")?;
     let stop = stop_on_signal();
     let (events, rx) = tokio::sync::mpsc::unbounded_channel();
     let printer = print_events(rx, args.stats_interval.is_some());
@@ -751,6 +755,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         ca_file: args.ca_file.clone(),
         events: Some(events),
         stats_every: args.stats_interval,
+        trusted_providers: conclave::oidc::trusted_providers(&invite.server).await,
     };
     let commands = args.interactive.then(read_commands);
     let result = run_interactive(

@@ -699,6 +699,75 @@ fn read_secret(c: &ProviderConfig) -> Result<Option<String>, OidcConfigError> {
     Ok(None)
 }
 
+/// The providers a native client (`conclave join`) takes names from: the
+/// server's list (`/api/v1/auth/providers`), each with the keys fetched from
+/// the provider itself (discovery, then its `jwks_uri`), never through the
+/// server, as the browser does (web/openpubkey.js). A provider that cannot
+/// be reached is left out with a warning: its people's names are then shown
+/// as the server's, and their proofs as unchecked.
+pub async fn trusted_providers(server: &url::Url) -> Vec<conclave_client::names::TrustedProvider> {
+    #[derive(Deserialize)]
+    struct Listed {
+        name: String,
+        issuer: String,
+        client_id: String,
+    }
+    let http = match HttpClient::new() {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check verified names: no HTTP client");
+            return Vec::new();
+        }
+    };
+    let Ok(url) = server.join("/api/v1/auth/providers") else {
+        return Vec::new();
+    };
+    let request = http::Request::get(url.as_str())
+        .header(http::header::ACCEPT, "application/json")
+        .body(Vec::new());
+    let listed: Vec<Listed> = match request {
+        Ok(request) => match http.clone().send(request).await {
+            Ok(resp) if resp.status().is_success() => {
+                serde_json::from_slice(resp.body()).unwrap_or_default()
+            }
+            Ok(resp) => {
+                tracing::warn!(status = %resp.status(), "cannot list the server's providers");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the server's providers");
+                Vec::new()
+            }
+        },
+        Err(_) => Vec::new(),
+    };
+    let mut trusted = Vec::new();
+    for p in listed {
+        let Ok(issuer) = IssuerUrl::new(p.issuer.clone()) else {
+            continue;
+        };
+        // Discovery refuses a document whose issuer is not this one, and
+        // fetches the keys from the jwks_uri it names.
+        match openidconnect::core::CoreProviderMetadata::discover_async(issuer, &http).await {
+            Ok(meta) => match serde_json::to_string(meta.jwks()) {
+                Ok(jwks_json) => trusted.push(conclave_client::names::TrustedProvider {
+                    name: p.name,
+                    issuer: p.issuer,
+                    client_id: p.client_id,
+                    jwks_json,
+                }),
+                Err(e) => {
+                    tracing::warn!(provider = %p.name, error = %e, "cannot read the provider's keys")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(provider = %p.name, error = %describe(&e), "cannot fetch the provider's keys: its people's names are shown as the server's");
+            }
+        }
+    }
+    trusted
+}
+
 /// `openidconnect` wants a future that is `Sync` too, which hyper's is not:
 /// the request runs as a task of its own, and its handle is awaited.
 impl<'c> openidconnect::AsyncHttpClient<'c> for HttpClient {

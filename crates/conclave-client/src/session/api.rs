@@ -166,6 +166,9 @@ pub struct MediaOptions {
     pub events: Option<tokio::sync::mpsc::UnboundedSender<SessionEvent>>,
     /// How often to send [`SessionEvent::Stats`] to `events` while admitted.
     pub stats_every: Option<Duration>,
+    /// The providers whose ID tokens in members' leaves vouch for their
+    /// names ([`SessionEvent::Names`]), with keys fetched from each provider.
+    pub trusted_providers: Vec<crate::names::TrustedProvider>,
 }
 
 /// What a session tells as it happens ([`MediaOptions::events`]).
@@ -202,6 +205,10 @@ pub enum SessionEvent {
     /// A line for the person at the client about hands, reactions and
     /// polls ([`crate::features`]), or about a command they typed.
     Notice(String),
+    /// Whose word each member's name is, one line per member and per
+    /// warning ([`crate::names::lines`]): sent when the group or the names
+    /// the server shows change.
+    Names(Vec<String>),
 }
 
 /// What happened, for `--stats` and for tests.

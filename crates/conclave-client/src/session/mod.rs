@@ -258,6 +258,7 @@ pub async fn run_interactive(
         pending: std::collections::VecDeque::new(),
         heard: Vec::new(),
         left: std::collections::BTreeSet::new(),
+        names: crate::names::Names::new(extra.trusted_providers.clone()),
     };
     live.note_recording();
     let end_at = tokio::time::Instant::now() + opts.duration;
@@ -512,6 +513,8 @@ struct Live {
     recording: Option<Recording>,
     views: ViewSizes,
     active_speakers: Vec<ParticipantId>,
+    /// Whose word each member's name is, as last told.
+    names: crate::names::Names,
     /// Hands and the poll as the group's messages left them.
     features: Features,
     /// What the person at the client types, if anyone does; `None` after its end.
@@ -632,6 +635,8 @@ impl Live {
                     self.people.insert(participant.id, participant);
                 }
                 self.note_recording();
+                // A server that renames someone does it here, in no epoch.
+                self.note_names();
             }
             Some(ServerMessage::ParticipantLeft { participant, .. }) => {
                 self.features.left(participant);
@@ -874,6 +879,32 @@ impl Live {
                 .collect(),
         };
         self.tell(event);
+        self.note_names();
+    }
+
+    /// Tells whose word each member's name is, when that changed: after a
+    /// new epoch (other leaves) or a name the server announces or changes.
+    fn note_names(&mut self) {
+        let Some(e) = self.e2ee.as_ref().filter(|e| e.in_group()) else {
+            return;
+        };
+        let announced = self
+            .people
+            .values()
+            .map(|p| {
+                let name = conclave_e2ee::AnnouncedName {
+                    name: p.name.clone(),
+                    signed_in: p.signed_in,
+                };
+                (p.id.0.to_string(), name)
+            })
+            .collect();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if let Some(lines) = self.names.changed(&e.leaves(), &announced, now) {
+            self.tell(SessionEvent::Names(lines));
+        }
     }
 
     /// Tells a recording by someone else starting or stopping.
