@@ -103,3 +103,74 @@ fn a_larger_retransmission_budget_repairs_more_at_five_percent_loss_with_jitter(
         "the router's budget repairs more: {lost_router} vs {lost_str0m_default} unrepaired"
     );
 }
+
+/// A NACK storm from one subscriber: B's link loses three datagrams in
+/// four, so B asks again and again for nearly everything (str0m's receiver
+/// NACKs each missing packet up to five times, and most resends are lost
+/// too), while C receives the same video over a clean link. The router
+/// keeps forwarding: C gets every packet, in one piece; and what B's NACKs
+/// cost is bounded by B's retransmission budget: resends at most
+/// `cap / (1 - cap)` of the stream's own bytes, only on B's link.
+/// Functional, not timed: it counts bytes on virtual time.
+#[test]
+fn a_nack_storm_costs_its_sender_at_most_its_budget_and_stalls_nobody() {
+    const C: PeerId = PeerId(3);
+    const C_ADDR: &str = "10.0.0.4:5000";
+    let mut net = Net::new();
+    net.join(A, A_ADDR, &[MediaKind::Video]);
+    net.join(B, B_ADDR, &[]);
+    net.join(C, C_ADDR, &[]);
+    net.connect_all();
+    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
+    let mut noise = Noise::new(7);
+    let before_b = net.router.peer_stats(B).unwrap().bytes_out;
+    let before_c = net.router.peer_stats(C).unwrap().bytes_out;
+    net.link = Some(Box::new(move |_, d| {
+        if d.destination == b_addr && noise.next_u64() % 4 != 0 {
+            Fate::Lose
+        } else {
+            Fate::Arrive
+        }
+    }));
+    let mid = net.client(A).sending[0].0;
+    let vp8 = net.client(A).pt_of(Codec::Vp8);
+    let first = 7_000u64;
+    let mut seq = first;
+    for frame in 0..300u64 {
+        let ts = (frame as u32).wrapping_mul(3_000);
+        let packets: Vec<Vec<u8>> = (0..4u8)
+            .map(|part| {
+                let mut p = vec![part; 1_000];
+                p[0] = if part == 0 { 0x10 } else { 0x00 };
+                p
+            })
+            .collect();
+        let refs: Vec<&[u8]> = packets.iter().map(|p| p.as_slice()).collect();
+        net.send_frame(A, mid, vp8, seq, ts, &refs, true);
+        seq += 4;
+        net.run_for(Duration::from_millis(33));
+    }
+    net.run_for(Duration::from_millis(1_000));
+    // C: every packet, each once, whatever B asked for.
+    let mut got: Vec<u64> = net.client(C).received().iter().map(|r| r.seq).collect();
+    let n = got.len();
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got.len(), n, "no duplicates at C");
+    assert_eq!(got.len() as u64, seq - first, "C got every packet");
+    // B: its storm was answered, within its budget.
+    let to_b = net.router.peer_stats(B).unwrap().bytes_out - before_b;
+    let to_c = net.router.peer_stats(C).unwrap().bytes_out - before_c;
+    let cap = f64::from(DEFAULT_RTX_RATIO_CAP);
+    let bound = to_c as f64 / (1.0 - cap);
+    eprintln!("bytes to B {to_b}, to C {to_c}, bound {bound:.0}");
+    assert!(
+        to_b > to_c + to_c / 10,
+        "B's NACKs were answered: {to_b} vs {to_c}"
+    );
+    // 5 % for RTCP and the budget's one-second window.
+    assert!(
+        (to_b as f64) <= bound * 1.05,
+        "B's resends within its budget: {to_b} > {bound:.0}"
+    );
+}

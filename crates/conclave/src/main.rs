@@ -668,8 +668,9 @@ fn print_events(
                     }
                 }
                 SessionEvent::Chat { from, name, text } => eprintln!(
-                    "Chat from {} (participant {from}): {}",
+                    "Chat from {} (participant {}): {}",
                     printable(&name),
+                    from.0,
                     printable(&text)
                 ),
                 SessionEvent::Notice(line) => eprintln!("{}", printable(&line)),

@@ -29,6 +29,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// A `conclave` command running, its output collected as it comes.
 struct Cli {
     child: Child,
+    /// Standard input, for `--interactive` ([`Cli::start_typing`]).
+    stdin: Option<std::process::ChildStdin>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
 }
@@ -52,10 +54,27 @@ fn collect(mut from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 
 impl Cli {
     fn start(args: &[&str]) -> Cli {
+        Cli::spawn(args, Stdio::null())
+    }
+
+    /// [`Cli::start`], with standard input a pipe for [`Cli::type_line`].
+    fn start_typing(args: &[&str]) -> Cli {
+        Cli::spawn(args, Stdio::piped())
+    }
+
+    /// One line typed at the command, as a person would.
+    fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("started with start_typing");
+        writeln!(stdin, "{line}").expect("typed");
+        stdin.flush().expect("flushed");
+    }
+
+    fn spawn(args: &[&str], stdin: Stdio) -> Cli {
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -63,6 +82,7 @@ impl Cli {
         let stdout = collect(child.stdout.take().expect("stdout"));
         let stderr = collect(child.stderr.take().expect("stderr"));
         Cli {
+            stdin: child.stdin.take(),
             child,
             stdout,
             stderr,
@@ -316,6 +336,54 @@ async fn two_native_clients_show_the_same_security_code() {
     let stats: Value = serde_json::from_str(ada.stdout().trim()).expect("stats JSON");
     let e2ee = &stats["e2ee"];
     assert!(e2ee["not_announced"].as_array().is_some_and(Vec::is_empty));
+}
+
+/// `conclave join --interactive`, twice: what one types (chat, a hand, a
+/// reaction) the other shows, decrypted, by name; a command that cannot
+/// be done says why and sends nothing; hostile chat text cannot drive the
+/// other's terminal (control characters shown as U+FFFD).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_clients_chat_raise_hands_and_react_to_each_other() {
+    let server = TestServer::start().await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let link = invite(&meeting);
+    let mut ada = Cli::start_typing(&["join", &link, "--name", "Ada", "--interactive"]);
+    let mut bob = Cli::start_typing(&["join", &link, "--name", "Bob", "--interactive"]);
+    let both = |line: &str| security_code_line(line).filter(|(_, n, _)| *n == 2);
+    ada.stderr_line(both).await;
+    bob.stderr_line(both).await;
+
+    ada.type_line("hello Bob");
+    let line = |want: &'static str| move |l: &str| l.contains(want).then(|| l.to_string());
+    let got = bob.stderr_line(line("hello Bob")).await;
+    assert!(
+        got.starts_with("Chat from Ada (participant ") && got.ends_with("): hello Bob"),
+        "{got}"
+    );
+
+    bob.type_line("/hand");
+    ada.stderr_line(line("Bob raised their hand.")).await;
+    bob.stderr_line(line("You raised your hand.")).await;
+    bob.type_line("/react heart");
+    ada.stderr_line(line("Bob reacted ❤️ (heart).")).await;
+    bob.type_line("/lower");
+    ada.stderr_line(line("Bob lowered their hand.")).await;
+
+    // Nothing to vote on: said at once, nothing sent.
+    ada.type_line("/vote 1");
+    ada.stderr_line(line("There is no poll to answer.")).await;
+    // An escape sequence that would clear the other's screen arrives inert.
+    ada.type_line("look \u{1b}[2J here");
+    let got = bob.stderr_line(line("look ")).await;
+    assert!(got.ends_with("look \u{fffd}[2J here"), "{got:?}");
+
+    for cli in [&mut ada, &mut bob] {
+        cli.interrupt();
+        assert_eq!(cli.exit().await.code(), Some(0), "{}", cli.stderr());
+    }
 }
 
 /// ffprobe's duration of a media file, in seconds.
