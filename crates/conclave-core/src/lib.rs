@@ -36,7 +36,7 @@ pub use cluster::{LeaseKeeper, NodeLoad, NodeState, RenewReply, Standing, least_
 pub use group::COMMIT_TIMEOUT;
 pub use media::{MediaCommand, MediaEvent};
 pub use meeting::{
-    BanKey, BreakoutOutput, ConnId, Identity, Input, Meeting, MeetingConfig, Output, RESUME_WINDOW,
-    RoomNote,
+    BanKey, BreakoutOutput, ConnId, Identity, Input, LiveIdentity, LiveMember, LiveState,
+    LiveWaiter, Meeting, MeetingConfig, Output, RESUME_WINDOW, RoomNote,
 };
 pub use rate::{AttemptLimiter, AttemptPolicy, FailureOutcome, TokenBucket};

@@ -8,6 +8,7 @@ mod app_rules;
 mod breakout_rules;
 mod chat_resume_rules;
 mod group_rules;
+mod live_rules;
 mod media_rules;
 mod meeting_rules;
 mod mls_at_the_limit;

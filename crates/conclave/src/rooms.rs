@@ -171,6 +171,21 @@ impl Rooms {
         }
     }
 
+    /// A resume: to the running room, or in cluster mode to the room
+    /// started here from the live state the meeting's last node left in
+    /// Redis (the seat it held is there). `Ok(false)`: not running, and
+    /// nothing to start it from.
+    pub async fn deliver_resume(
+        self: &Arc<Self>,
+        id: MeetingId,
+        cmd: RoomCmd,
+    ) -> Result<bool, RoomError> {
+        if self.cluster.is_none() {
+            return Ok(self.deliver_if_running(id, cmd).await);
+        }
+        self.deliver(id, cmd).await.map(|()| true)
+    }
+
     /// Delivers only to a running room. False when it is not running.
     pub async fn deliver_if_running(&self, id: MeetingId, cmd: RoomCmd) -> bool {
         match self.get(id) {
@@ -197,9 +212,18 @@ impl Rooms {
             }
         };
         tracing::info!(%meeting, token = keeper.token(), "took the meeting's lease");
+        let saved = cluster.saved_live(&meeting).await?.unwrap_or_default();
+        if !saved.members.is_empty() || !saved.waiting.is_empty() {
+            tracing::info!(
+                %meeting,
+                members = saved.members.len(),
+                waiting = saved.waiting.len(),
+                "taking over a meeting that ran elsewhere"
+            );
+        }
         let live = Live {
             token: keeper.token(),
-            locked: cluster.saved_lock(&meeting).await?,
+            saved,
             frozen: false,
         };
         let tx = self.open(id, record, bans, Some(live));
@@ -241,7 +265,9 @@ impl Rooms {
             media,
             meeting: {
                 let mut m = Meeting::new(record.core_config(), bans);
-                m.restore_lock(live.as_ref().is_some_and(|l| l.locked));
+                if let Some(live) = &live {
+                    m.restore(live.saved.clone(), std::time::Instant::now());
+                }
                 m
             },
             live,
@@ -274,10 +300,12 @@ impl Rooms {
 /// ([`crate::cluster::live`]) under its lease's fencing token.
 struct Live {
     token: u64,
-    locked: bool,
+    saved: conclave_core::LiveState,
     /// Set once the room ends because this node stops (shutdown, or the
     /// lease went to another node): the end clears the lock in the core, and
     /// that must not reach Redis, or the meeting would come back unlocked.
+    /// Only its people go (they were told it ended); set too once a later
+    /// lease holder's write turned one of ours away.
     frozen: bool,
 }
 
@@ -394,6 +422,9 @@ impl Room {
     }
 
     async fn carry_out(&mut self) {
+        // Before anything goes out: a resume token handed to a member is in
+        // Redis by then, so it works on the next node if this one dies.
+        self.save_live().await;
         while let Some(out) = self.meeting.poll_output() {
             match out {
                 Output::Send { conn, msg } => self.send(conn, msg),
@@ -424,24 +455,33 @@ impl Room {
         self.count((self.meeting.member_count(), self.meeting.waiting_count()));
     }
 
-    /// Saves the lock to Redis when it changed (cluster mode).
+    /// Saves the live state to Redis when it changed (cluster mode).
     async fn save_live(&mut self) {
-        let locked = self.meeting.is_locked();
         let (Some(live), Some(cluster)) = (&mut self.live, &self.rooms.cluster) else {
             return;
         };
+        let state = if live.frozen {
+            live.saved.without_people()
+        } else {
+            self.meeting.live_state(std::time::Instant::now())
+        };
         // Without Redis the change is saved at the first batch after it is
         // back, rather than making every batch here wait for a timeout.
-        if live.frozen || live.locked == locked || !cluster.is_available() {
+        if live.saved == state || !cluster.is_available() {
             return;
         }
         match cluster
-            .save_lock(&self.id.to_string(), live.token, locked)
+            .save_live(&self.id.to_string(), live.token, &state)
             .await
         {
-            Ok(()) => live.locked = locked,
+            Ok(crate::cluster::live::Saved::Written) => live.saved = state,
+            Ok(crate::cluster::live::Saved::Fenced) => {
+                tracing::warn!(meeting = %self.id, token = live.token, "a later lease holder wrote the meeting's live state: this node no longer writes it");
+                live.frozen = true;
+                live.saved = live.saved.without_people();
+            }
             Err(e) => {
-                tracing::warn!(meeting = %self.id, error = %e, "could not save the meeting's lock to Redis; tried again after the next message");
+                tracing::warn!(meeting = %self.id, error = %e, "could not save the meeting's live state to Redis; tried again after the next message");
             }
         }
     }

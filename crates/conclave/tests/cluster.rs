@@ -23,7 +23,7 @@ use crate::common::front::{Front, free_port};
 use crate::common::postgres::Postgres;
 use crate::common::redis::Redis;
 use crate::common::{
-    Frame, Meeting, QUIET, TestServer, Together, Ws, WsOpts, frames_from_others, join,
+    Api, Frame, Meeting, QUIET, TestServer, Together, Ws, WsOpts, frames_from_others, join,
     native_options, open_ws,
 };
 
@@ -757,22 +757,27 @@ async fn redis_round_trips_per_join() {
     // The owner starts the meeting: its lease, and no passcode to count.
     let (_host, _) = server.host_joins(&alice, &meeting.id).await;
     let e1 = evals(&redis);
-    assert_eq!(e1 - e0, 1, "the owner's join: the lease");
+    assert_eq!(
+        e1 - e0,
+        2,
+        "the owner's join: the lease, the seat in the live state"
+    );
     // A guest with the passcode, checked for the first time: reserve and
-    // give back, for the address and for the meeting.
+    // give back, for the address and for the meeting; then the seat.
     let from = |i| WsOpts::from(Ipv4Addr::new(127, 0, 4, i));
     let mut g1 = server.ws(&meeting.id, from(1)).await;
     g1.send(join("First", &meeting.passcode)).await;
     assert_eq!(g1.recv().await["type"], "joined");
     let e2 = evals(&redis);
-    assert_eq!(e2 - e1, 4, "a guest's first right passcode");
-    // The same passcode again: known, no check, nothing to count.
+    assert_eq!(e2 - e1, 5, "a guest's first right passcode");
+    // The same passcode again: known, no check, nothing to count; the seat.
     let mut g2 = server.ws(&meeting.id, from(2)).await;
     g2.send(join("Second", &meeting.passcode)).await;
     assert_eq!(g2.recv().await["type"], "joined");
     let e3 = evals(&redis);
-    assert_eq!(e3 - e2, 0, "a passcode already accepted");
-    // A wrong passcode: reserve and fail, for the address and the meeting.
+    assert_eq!(e3 - e2, 1, "a passcode already accepted");
+    // A wrong passcode: reserve and fail, for the address and the meeting;
+    // the meeting does not change.
     let mut g3 = server.ws(&meeting.id, from(3)).await;
     g3.send(join("Wrong", "not-the-passcode")).await;
     g3.expect_error("join_refused").await;
@@ -1076,7 +1081,7 @@ async fn a_meeting_that_moves_to_another_node_is_still_locked_and_the_removed_st
     }
     let live = format!("GET conclave:live:{}", meeting.id);
     eventually(5, "the lock saved in Redis", async || {
-        redis.cmd(&live).ends_with(" 1")
+        redis.cmd(&live).contains(r#""locked":true"#)
     })
     .await;
     let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
@@ -1118,7 +1123,7 @@ async fn a_meeting_that_moves_to_another_node_is_still_locked_and_the_removed_st
     // Unlocked by the host, the lock is saved as lifted.
     host.send(json!({"type": "unlock"})).await;
     eventually(5, "the unlock saved in Redis", async || {
-        redis.cmd(&live).ends_with(" 0")
+        redis.cmd(&live).contains(r#""locked":false"#)
     })
     .await;
 }
@@ -1267,7 +1272,7 @@ async fn after_sigkill_of_its_node_a_meeting_comes_back_on_another_still_locked_
     }
     let live = format!("GET conclave:live:{}", meeting.id);
     eventually(5, "the lock saved in Redis", async || {
-        redis.cmd(&live).ends_with(" 1")
+        redis.cmd(&live).contains(r#""locked":true"#)
     })
     .await;
 
@@ -1352,7 +1357,7 @@ async fn a_draining_node_takes_no_new_meeting_and_its_meetings_come_back_locked_
     host.send(json!({"type": "lock"})).await;
     let live = format!("GET conclave:live:{}", running.id);
     eventually(5, "the lock saved in Redis", async || {
-        redis.cmd(&live).ends_with(" 1")
+        redis.cmd(&live).contains(r#""locked":true"#)
     })
     .await;
 
@@ -1366,7 +1371,7 @@ async fn a_draining_node_takes_no_new_meeting_and_its_meetings_come_back_locked_
     let ended = host.recv_until("ended").await;
     assert_eq!(ended["reason"], "server_shutdown", "{ended}");
     assert_eq!(lease_of(&running.id), "$-1");
-    assert!(redis.cmd(&live).ends_with(" 1"));
+    assert!(redis.cmd(&live).contains(r#""locked":true"#));
 
     // New meetings go to B, through either node, never to A.
     for via in [0, 1, 0, 1] {
@@ -1409,7 +1414,7 @@ async fn sigterm_drains_a_node_process_and_its_meeting_comes_back_locked_on_anot
     host.send(json!({"type": "lock"})).await;
     let live = format!("GET conclave:live:{}", meeting.id);
     eventually(5, "the lock saved in Redis", async || {
-        redis.cmd(&live).ends_with(" 1")
+        redis.cmd(&live).contains(r#""locked":true"#)
     })
     .await;
 
@@ -1438,4 +1443,284 @@ async fn sigterm_drains_a_node_process_and_its_meeting_comes_back_locked_on_anot
         lease.starts_with("node-a ") || lease.starts_with("node-b "),
         "{lease}"
     );
+}
+
+// ------------------------------------------- failover of live state ----
+
+/// Two nodes in this process and `node-0`, a `conclave serve` process, on
+/// one fresh PostgreSQL database and `redis`; a meeting of Alice's started
+/// through node-a and run on node-0 (the least-loaded tie goes to it), its
+/// host's socket and `joined`.
+async fn a_meeting_on_a_process_node(
+    redis: &Redis,
+) -> (Vec<TestServer>, ProcessNode, Api, Meeting, Ws, Value) {
+    let url = Postgres::shared().fresh_database().await;
+    let nodes = relaying_pair(redis, &url).await;
+    let doomed = process_node(redis, &url, "node-0").await;
+    eventually(10, "three node records", async || {
+        redis.cmd("SCARD conclave:nodes").trim() == ":3"
+    })
+    .await;
+    let alice = nodes[0].signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({"title": "Survives"})).await;
+    let (host, joined) = nodes[0].host_joins(&alice, &meeting.id).await;
+    let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
+    assert!(lease.starts_with("node-0 "), "{lease}");
+    (nodes, doomed, alice, meeting, host, joined)
+}
+
+/// SIGKILL: no lease given up, no record deleted, nothing saved on the way out.
+fn kill(node: &mut ProcessNode) -> Instant {
+    node.child.kill().expect("SIGKILL");
+    node.child.wait().expect("reaped");
+    Instant::now()
+}
+
+/// Waits until `what` is in the meeting's live state in Redis.
+async fn saved_live(redis: &Redis, meeting: &Meeting, what: &str) {
+    let get = format!("GET conclave:live:{}", meeting.id);
+    eventually(5, what, async || redis.cmd(&get).contains(what)).await;
+}
+
+/// What a client does when its socket drops: `resume` with its token
+/// through `node`, again while the answer is that the meeting's lease is
+/// still held by the dead node (or the socket is refused, relayed to it),
+/// until it is taken back or 10 s after the kill. Returns the socket and
+/// its `joined`.
+async fn resume_after_kill(
+    node: &TestServer,
+    meeting: &Meeting,
+    opts: &WsOpts,
+    joined: &Value,
+    killed: Instant,
+) -> (Ws, Value) {
+    let token = joined["resume_token"].as_str().expect("resume token");
+    loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "no resume within 10 s of the kill"
+        );
+        if let Ok(mut ws) = node.try_ws(&meeting.id, opts.clone()).await {
+            ws.send(json!({"type": "resume", "token": token, "mls_received": 3}))
+                .await;
+            match ws.next(Duration::from_secs(5)).await {
+                Some(Frame::Msg(v)) if v["type"] == "joined" => return (ws, v),
+                Some(Frame::Msg(v)) if v["code"] == "unavailable" => {}
+                other => panic!("resume answered {other:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Members whose seats were taken back on a node that rebuilt the meeting
+/// start its MLS group afresh, with the native client's E2EE layer, until
+/// they are all in one group; returns each one's security code.
+async fn rebuild_group(members: &mut [(&mut Ws, &Value)]) -> Vec<String> {
+    use conclave_client::e2ee::E2ee;
+    use conclave_proto::{ParticipantId, ServerMessage};
+    let mut e2ee: Vec<E2ee> = members
+        .iter()
+        .map(|(_, joined)| {
+            let you = ParticipantId(joined["you"].as_u64().expect("you"));
+            let mut e = E2ee::new(you).expect("e2ee");
+            let msg: ServerMessage = serde_json::from_value((*joined).clone()).expect("joined");
+            e.handle(&msg).expect("joined taken in");
+            e
+        })
+        .collect();
+    let n = members.len();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        for (i, (ws, _)) in members.iter_mut().enumerate() {
+            loop {
+                for out in e2ee[i].take_messages() {
+                    ws.send(serde_json::to_value(&out).expect("json")).await;
+                }
+                match ws.next(Duration::from_millis(50)).await {
+                    Some(Frame::Msg(v)) => {
+                        if let Ok(msg) = serde_json::from_value::<ServerMessage>(v) {
+                            e2ee[i].handle(&msg).expect("an MLS message taken in");
+                        }
+                    }
+                    Some(Frame::Closed) => panic!("member {i}'s socket closed"),
+                    None => break,
+                }
+            }
+        }
+        let epochs: Vec<_> = e2ee.iter().map(|e| e.epoch()).collect();
+        if e2ee.iter().all(|e| e.in_group() && e.roster().len() == n)
+            && epochs.iter().all(|x| *x == epochs[0])
+        {
+            return e2ee.iter().map(|e| e.security_code()).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no common group: epochs {epochs:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_sigkill_members_resume_on_another_node_with_their_roles_and_rebuild_the_group() {
+    let redis = Redis::start();
+    let (nodes, mut doomed, alice, meeting, mut host, host_joined) =
+        a_meeting_on_a_process_node(&redis).await;
+    let old_group = host_joined["e2ee"]["group_id"].clone();
+    let (_bob, bob_joined) = nodes[1].guest_admitted(&mut host, &meeting, "Bob").await;
+    let bob_id = bob_joined["you"].as_u64().expect("id");
+    host.send(json!({"type": "set_role", "participant": bob_id, "role": "cohost"}))
+        .await;
+    let (mut eve, eve_joined) = nodes[0].guest_admitted(&mut host, &meeting, "Eve").await;
+    let eve_cookie = eve.guest_cookie().expect("Eve's guest cookie");
+    host.send(json!({"type": "remove", "participant": eve_joined["you"]}))
+        .await;
+    assert_eq!(eve.expect_closed().await, vec![json!({"type": "removed"})]);
+    saved_live(&redis, &meeting, r#""role":"cohost""#).await;
+
+    let killed = kill(&mut doomed);
+    // Each resumes through the node it happens to reach, with its last token.
+    let (mut host, host_back) =
+        resume_after_kill(&nodes[1], &meeting, &alice.ws_opts(), &host_joined, killed).await;
+    let (mut bob, bob_back) =
+        resume_after_kill(&nodes[0], &meeting, &WsOpts::default(), &bob_joined, killed).await;
+    eprintln!(
+        "host and co-host back on another node {:?} after SIGKILL of theirs",
+        killed.elapsed()
+    );
+    let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
+    assert!(!lease.starts_with("node-0 "), "{lease}");
+    assert_eq!(
+        (&host_back["you"], &host_back["role"]),
+        (&host_joined["you"], &json!("host"))
+    );
+    assert_eq!(
+        (&bob_back["you"], &bob_back["role"]),
+        (&json!(bob_id), &json!("cohost")),
+        "the co-host is still co-host: {bob_back}"
+    );
+    // A new group, set up in the open: the old one's delivery state died.
+    assert_ne!(host_back["e2ee"]["group_id"], old_group);
+    // A token is used once: the one the dead node handed out is spent.
+    let mut replay = nodes[1].ws(&meeting.id, alice.ws_opts()).await;
+    let spent = host_joined["resume_token"].clone();
+    replay.send(json!({"type": "resume", "token": spent})).await;
+    replay.expect_error("resume_failed").await;
+
+    let codes = rebuild_group(&mut [(&mut host, &host_back), (&mut bob, &bob_back)]).await;
+    assert_eq!(codes[0], codes[1], "one group, one security code");
+    // The co-host moderates on the new node: Bob locks the meeting.
+    bob.send(json!({"type": "lock"})).await;
+    loop {
+        let m = host.recv_until("meeting_updated").await;
+        if m["meeting"]["locked"] == true {
+            break;
+        }
+    }
+    // Eve, removed on the dead node, still cannot come back.
+    for n in &nodes {
+        let mut ws = n.ws(&meeting.id, WsOpts::cookie(eve_cookie.clone())).await;
+        ws.send(join("Eve", &meeting.passcode)).await;
+        ws.expect_error("banned").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_sigkill_of_its_node_the_waiting_wait_again_listed_to_the_host_not_admitted() {
+    let redis = Redis::start();
+    let (nodes, mut doomed, alice, meeting, mut host, host_joined) =
+        a_meeting_on_a_process_node(&redis).await;
+    let (mut dan, dan_id) = nodes[1].guest_waits(&meeting, "Dan").await;
+    let dan_cookie = WsOpts::cookie(dan.guest_cookie().expect("Dan's guest cookie"));
+    host.recv_until("waiting_room").await;
+    host.send(json!({"type": "lock"})).await;
+    saved_live(&redis, &meeting, r#""locked":true"#).await;
+    saved_live(&redis, &meeting, r#""name":"Dan""#).await;
+
+    let killed = kill(&mut doomed);
+    // Dan's socket, relayed to the dead node, closes; his browser asks
+    // again with the same name and its cookie, until a node runs the
+    // meeting again.
+    assert!(dan.expect_closed().await.is_empty());
+    let mut dan = loop {
+        assert!(killed.elapsed() < Duration::from_secs(10), "Dan not back");
+        if let Ok(mut ws) = nodes[0].try_ws(&meeting.id, dan_cookie.clone()).await {
+            ws.send(join("Dan", &meeting.passcode)).await;
+            match ws.next(Duration::from_secs(5)).await {
+                Some(Frame::Msg(v)) if v["type"] == "waiting" => {
+                    assert_eq!(v["you"], dan_id, "his place, his number");
+                    break ws;
+                }
+                Some(Frame::Msg(v)) if v["code"] == "unavailable" => {}
+                other => panic!("Dan's join answered {other:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The host comes back and finds him waiting, in a meeting still locked.
+    let (mut host, back) =
+        resume_after_kill(&nodes[1], &meeting, &alice.ws_opts(), &host_joined, killed).await;
+    assert_eq!(back["meeting"]["locked"], true, "{back}");
+    let listed = back["waiting"]
+        .as_array()
+        .is_some_and(|w| w.iter().any(|p| p["id"] == dan_id && p["name"] == "Dan"));
+    assert!(listed, "Dan listed to the host: {back}");
+    // Nobody let him in: he hears nothing more until the host does.
+    dan.expect_silence(QUIET).await;
+    let mut mal = nodes[1].ws(&meeting.id, WsOpts::default()).await;
+    mal.send(join("Mal", &meeting.passcode)).await;
+    mal.expect_error("locked").await;
+    host.send(json!({"type": "admit", "participant": dan_id}))
+        .await;
+    let joined = dan.recv().await;
+    assert_eq!(
+        (&joined["type"], &joined["you"]),
+        (&json!("joined"), &json!(dan_id))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_owners_write_of_live_state_is_refused_by_the_fencing_token() {
+    let redis = Redis::start();
+    let stop = CancellationToken::new();
+    let a = node(&redis, "node-a", 300, 6000, &stop).await;
+    let b = node(&redis, "node-b", 300, 6000, &stop).await;
+    let Acquired::Granted(old) = a.acquire("m1").await.expect("lease") else {
+        panic!("node-a should take the free lease");
+    };
+    let locked = conclave_core::LiveState {
+        locked: true,
+        ..Default::default()
+    };
+    use conclave::cluster::live::Saved;
+    assert_eq!(
+        a.save_live("m1", old.token(), &locked).await.expect("save"),
+        Saved::Written
+    );
+    // node-a stalls past its lease; node-b takes the meeting over and
+    // writes under its larger token.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let Acquired::Granted(new) = b.acquire("m1").await.expect("lease") else {
+        panic!("node-b should take the expired lease");
+    };
+    assert!(new.token() > old.token());
+    let mut taken_over = b.saved_live("m1").await.expect("read").expect("state");
+    assert!(taken_over.locked);
+    taken_over.suspended = true;
+    assert_eq!(
+        b.save_live("m1", new.token(), &taken_over)
+            .await
+            .expect("save"),
+        Saved::Written
+    );
+    // node-a wakes up and writes what it believes: refused.
+    let unlocked = conclave_core::LiveState::default();
+    assert_eq!(
+        a.save_live("m1", old.token(), &unlocked)
+            .await
+            .expect("save"),
+        Saved::Fenced
+    );
+    assert_eq!(b.saved_live("m1").await.expect("read"), Some(taken_over));
+    stop.cancel();
 }

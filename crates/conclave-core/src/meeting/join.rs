@@ -28,6 +28,9 @@ impl Meeting {
             self.send(conn, ServerMessage::error(ErrorCode::AlreadyJoined));
             return;
         }
+        if self.rejoin_waiting(conn, &identity, token) {
+            return;
+        }
         if let Err(code) = self.admission_check(&identity) {
             self.refuse(conn, code);
             return;

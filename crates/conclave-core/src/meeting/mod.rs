@@ -34,6 +34,7 @@ mod broadcast;
 mod delivery;
 mod join;
 mod leave;
+mod live;
 mod media;
 mod moderation;
 
@@ -49,6 +50,8 @@ use conclave_proto::{
 
 use crate::group::Group;
 use crate::media::{MediaCommand, MediaEvent};
+
+pub use live::{LiveIdentity, LiveMember, LiveState, LiveWaiter};
 
 pub use breakout::{BreakoutOutput, RETURN_GRACE, RoomNote};
 
@@ -256,6 +259,9 @@ pub struct Meeting {
     next_id: u64,
     members: BTreeMap<ParticipantId, Member>,
     waiting: BTreeMap<ParticipantId, Waiter>,
+    /// Waiting people restored from where the meeting ran before, until
+    /// they come back (`live`).
+    returning: Vec<live::Returning>,
     seats: BTreeMap<ConnId, Seat>,
     /// The MLS delivery service; `None` only if its signing key could not be
     /// made, in which case nobody can form a group (and clients say so).
@@ -279,6 +285,7 @@ impl Meeting {
             next_id: 1,
             members: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            returning: Vec::new(),
             seats: BTreeMap::new(),
             group: Group::new()
                 .inspect_err(|e| tracing::error!(error = %e, "no MLS delivery service"))
@@ -351,7 +358,10 @@ impl Meeting {
                 recorder,
                 identity,
                 resume_token,
-            } => self.join(conn, name, recorder, identity, resume_token),
+            } => {
+                self.forget_returning(now);
+                self.join(conn, name, recorder, identity, resume_token)
+            }
             Input::Resume {
                 conn,
                 token,

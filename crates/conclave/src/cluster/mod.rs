@@ -9,7 +9,8 @@
 //!   and from the node running the meeting.
 //! - [`route`]: which node a meeting's WebSocket belongs on, and the
 //!   header that vouches to it for a relayed client's address.
-//! - [`live`]: live meeting state that must outlive the node (the lock).
+//! - [`live`]: live meeting state that must outlive the node (lock,
+//!   suspension, members, roles, resume tokens, the waiting list).
 //! - [`limits`]: failed joins and sign-ins counted in Redis, so that guesses
 //!   spread over the nodes are limited as if they came to one.
 //!

@@ -702,8 +702,30 @@ impl Connection {
             mls_received,
             seated: seated_tx,
         };
-        if !self.state.rooms.deliver_if_running(id, cmd).await {
-            return self.resume_failed("resume of a meeting not running").await;
+        match self.state.rooms.deliver_resume(id, cmd).await {
+            Ok(true) => {}
+            Ok(false) | Err(RoomError::Gone) => {
+                return self.resume_failed("resume of a meeting not running").await;
+            }
+            // Cluster mode: the meeting's node died and its lease has not
+            // run out yet, or Redis is away. The seat is still kept: the
+            // client tries again (not counted as a failure).
+            Err(RoomError::Elsewhere(holder)) => {
+                tracing::info!(%holder, "resume refused for now: the meeting's lease is still held");
+                return Attempt::Fatal(ServerMessage::error(ErrorCode::Unavailable));
+            }
+            Err(RoomError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "resume refused: Redis is unavailable");
+                return Attempt::Fatal(ServerMessage::error(ErrorCode::Unavailable));
+            }
+            Err(RoomError::Closing) => {
+                return Attempt::Fatal(ServerMessage::error(ErrorCode::ShuttingDown));
+            }
+            Err(RoomError::Store(e)) => {
+                self.state.metrics.store_errors.increment(1);
+                tracing::error!(error = %e, "store failed starting a meeting for a resume");
+                return Attempt::Fatal(ServerMessage::error(ErrorCode::Internal));
+            }
         }
         match seated.await {
             Ok(true) => Attempt::Delivered,

@@ -1,0 +1,213 @@
+//! A meeting rebuilt from its live state on another node (cluster mode,
+//! after its node died): who held a seat takes it back with their resume
+//! token and their role, the lock and the suspension hold, the banned stay
+//! out, and who was waiting is waiting again when they come back, listed to
+//! moderators and never let in by the move.
+// One real instant is the origin of the virtual clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::time::Duration;
+
+use conclave_core::{BanKey, ConnId, Input, LiveState, RESUME_WINDOW};
+use conclave_proto::{ClientMessage, ErrorCode, Presence, ResumeToken, Role, ServerMessage};
+
+use crate::support::*;
+
+/// A fresh meeting (another node's) restored from `room`'s live state.
+fn moved(room: &Room, bans: Vec<BanKey>) -> Room {
+    let state = room.meeting.live_state(room.now);
+    let mut next = Room::with_bans(|_| {}, bans);
+    next.now = room.now;
+    next.meeting.restore(state, next.now);
+    assert!(next.drain().is_empty(), "a restore sends nothing");
+    next
+}
+
+fn group_id(out: &[conclave_core::Output], conn: u64) -> String {
+    match joined_msg(out, conn) {
+        ServerMessage::Joined { e2ee: Some(e), .. } => e.group_id,
+        other => panic!("no e2ee setup: {other:?}"),
+    }
+}
+
+fn joined_msg(out: &[conclave_core::Output], conn: u64) -> ServerMessage {
+    sent(out, conn)
+        .into_iter()
+        .find(|m| matches!(m, ServerMessage::Joined { .. }))
+        .unwrap_or_else(|| panic!("conn {conn} got no joined: {out:?}"))
+}
+
+#[test]
+fn members_take_their_seats_back_on_the_new_node_with_their_tokens_and_roles() {
+    let mut room = Room::hosted();
+    let first_group = group_id(&room.log, HOST);
+    let bob = room.admit(2, "Bob");
+    room.set_role(bob, Role::Cohost);
+    let carol = room.admit(3, "Carol");
+    let (host_token, bob_token) = (room.token_of(HOST), room.token_of(2));
+    let host_id = room.id_of(HOST);
+
+    let mut next = moved(&room, Vec::new());
+    assert_eq!(next.meeting.member_count(), 3);
+    // Nobody is connected yet: every seat waits for its resume.
+    assert!(!next.meeting.has_seat(ConnId(HOST)));
+
+    let out = next.resume_after(20, bob_token, Some(12));
+    let ServerMessage::Joined {
+        you,
+        role,
+        participants,
+        ..
+    } = joined_msg(&out, 20)
+    else {
+        unreachable!()
+    };
+    assert_eq!((you, role), (bob, Role::Cohost), "a co-host stays co-host");
+    let others: Vec<_> = participants.iter().filter(|p| p.id != bob).collect();
+    assert_eq!(others.len(), 2);
+    assert!(others.iter().all(|p| p.presence == Presence::Reconnecting));
+    // A new group: nothing of the old node's delivery service is reused, so
+    // members rebuild it (and their security code changes).
+    assert_ne!(group_id(&out, 20), first_group);
+
+    let out = next.resume(10, host_token);
+    let ServerMessage::Joined { you, role, .. } = joined_msg(&out, 10) else {
+        unreachable!()
+    };
+    assert_eq!((you, role), (host_id, Role::Host));
+    // A co-host acts as one on the new node.
+    let out = next.msg(20, ClientMessage::Lock);
+    assert!(errors(&out, 20).is_empty(), "{out:?}");
+
+    // A token used up on the old node does not work on the new one.
+    let out = next.resume(30, ResumeToken::generate());
+    assert_turned_away(&out, 30, ErrorCode::ResumeFailed);
+    // Carol's seat is kept for the resume window from the move, then goes.
+    next.advance(RESUME_WINDOW + Duration::from_millis(1));
+    next.timeout();
+    assert_eq!(next.meeting.member_count(), 2);
+    assert!(next.log_to(10).iter().any(|m| matches!(
+        m,
+        ServerMessage::ParticipantLeft { participant, .. } if *participant == carol
+    )));
+}
+
+#[test]
+fn a_newcomer_after_the_move_gets_a_number_nobody_held() {
+    let mut room = Room::hosted_with(|c| c.waiting_room = false);
+    room.join(2, "Bob", guest("g2"));
+    let bob = room.id_of(2);
+    room.msg(2, ClientMessage::Leave);
+    let mut next = moved(&room, Vec::new());
+    next.resume(10, room.token_of(HOST));
+    next.join(3, "Carol", guest("g3"));
+    let you = next.id_of(3);
+    assert!(you != room.id_of(HOST) && you != bob, "{you:?}");
+}
+
+#[test]
+fn the_lock_and_the_suspension_hold_and_the_banned_stay_out_after_the_move() {
+    let mut room = Room::hosted();
+    let eve = room.admit(2, "Eve");
+    room.msg(HOST, ClientMessage::Remove { participant: eve });
+    room.msg(HOST, ClientMessage::SuspendActivities);
+    let state = room.meeting.live_state(room.now);
+    assert!(state.locked && state.suspended);
+    assert!(
+        state.members.iter().all(|m| m.id != eve),
+        "the removed hold no seat"
+    );
+    // Bans come from the store on the new node, as whenever a meeting starts.
+    let bans: Vec<BanKey> = room
+        .log
+        .iter()
+        .filter_map(|o| match o {
+            conclave_core::Output::Ban(keys) => Some(keys.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut next = moved(&room, bans);
+    let out = next.resume(10, room.token_of(HOST));
+    let ServerMessage::Joined { meeting, .. } = joined_msg(&out, 10) else {
+        unreachable!()
+    };
+    assert!(meeting.locked && meeting.suspended);
+    let out = next.join(3, "Eve", guest("g2"));
+    assert_turned_away(&out, 3, ErrorCode::Banned);
+    let out = next.join(4, "Mal", guest("g4"));
+    assert_turned_away(&out, 4, ErrorCode::Locked);
+}
+
+#[test]
+fn who_was_waiting_waits_again_when_they_come_back_and_is_listed_not_admitted() {
+    let mut room = Room::hosted();
+    let dan = room.wait(2, "Dan");
+    room.msg(HOST, ClientMessage::Lock);
+    let mut next = moved(&room, Vec::new());
+    assert_eq!(
+        next.meeting.waiting_count(),
+        0,
+        "not listed before they are back"
+    );
+    next.resume(10, room.token_of(HOST));
+
+    // Dan's socket comes back: a join with his guest identity, into a
+    // meeting locked meanwhile, puts him back where he was.
+    let out = next.join(20, "Dan", guest("g2"));
+    assert_eq!(
+        sent(&out, 20),
+        [ServerMessage::Waiting {
+            you: dan,
+            recording: false
+        }]
+    );
+    assert_eq!(next.meeting.waiting_count(), 1);
+    assert!(!next.meeting.is_member(ConnId(20)));
+    let listed = sent(&out, 10).into_iter().any(|m| match m {
+        ServerMessage::WaitingRoom { waiting } => waiting.iter().any(|w| w.id == dan),
+        _ => false,
+    });
+    assert!(listed, "moderators see him again: {out:?}");
+    // Only once: another connection with his identity is a newcomer, and
+    // the meeting is locked.
+    let out = next.join(21, "Dan", guest("g2"));
+    assert_turned_away(&out, 21, ErrorCode::Locked);
+    // The host admits him as before.
+    let out = next.msg(10, ClientMessage::Admit { participant: dan });
+    assert_eq!(joined(&out, 20).you, dan);
+}
+
+#[test]
+fn a_waiting_place_is_kept_for_the_resume_window_and_only_for_the_same_person() {
+    let mut room = Room::hosted();
+    room.wait(2, "Dan");
+    let mut next = moved(&room, Vec::new());
+    // Someone else with the same name is a newcomer.
+    let out = next.join(20, "Dan", guest("g-other"));
+    assert!(matches!(
+        sent(&out, 20).as_slice(),
+        [ServerMessage::Waiting { you, .. }] if *you != room.id_of(2)
+    ));
+    next.advance(RESUME_WINDOW);
+    let state: LiveState = next.meeting.live_state(next.now);
+    assert_eq!(state.waiting.len(), 1, "only the newcomer: {state:?}");
+    let out = next.join(21, "Dan", guest("g2"));
+    assert!(matches!(
+        sent(&out, 21).as_slice(),
+        [ServerMessage::Waiting { you, .. }] if *you != room.id_of(2)
+    ));
+}
+
+#[test]
+fn the_state_a_stopping_node_leaves_keeps_the_meeting_settings_not_its_people() {
+    let mut room = Room::hosted();
+    room.wait(2, "Dan");
+    room.msg(HOST, ClientMessage::Lock);
+    let kept = room.meeting.live_state(room.now).without_people();
+    assert!(kept.locked && kept.members.is_empty() && kept.waiting.is_empty());
+    let mut next = Room::new();
+    next.meeting.restore(kept, next.now);
+    next.input(Input::Timeout);
+    assert!(next.meeting.is_idle());
+}
