@@ -61,8 +61,9 @@ pub struct Config {
     /// Forwarded media is sealed and sent by the media worker itself,
     /// outside str0m's send queue (`conclave_media`'s `fastpath.rs`, issue
     /// 16), with its own congestion control from the members' TWCC
-    /// feedback. Off by default: browser tests did not all pass with it on
-    /// yet (`docs/operations.md`).
+    /// feedback. On by default: it costs less CPU per forwarded packet
+    /// (`docs/benchmarks.md`); `false` sends everything through str0m as
+    /// before, should a client misbehave with it.
     pub media_fast_path: bool,
     /// A meeting with this many members spreads over the media workers:
     /// newcomers go to the least-loaded worker and the workers hand each
@@ -271,7 +272,7 @@ impl Default for Config {
             media_listen: SocketAddr::from(([127, 0, 0, 1], 10000)),
             media_workers: 0,
             audio_last_n: conclave_media::DEFAULT_AUDIO_LAST_N,
-            media_fast_path: false,
+            media_fast_path: true,
             spread_meetings_from: 0,
             public_ip: None,
             public_url: None,
