@@ -193,11 +193,7 @@ pub async fn sign_in(
     }
     // Counted before argon2 runs: sign-ins sent at once cannot all be
     // checked before the first of them has failed.
-    let shared = shared_sign_in(&state, ip).await?;
-    let attempt = state
-        .guard
-        .reserve_sign_in(ip)
-        .map_err(|d| blocked(&state, d))?;
+    let attempt = reserve_sign_in(&state, ip).await?;
     let found = if c.username.len() <= 64 {
         state.store.user_by_name(&c.username).await?
     } else {
@@ -213,8 +209,7 @@ pub async fn sign_in(
         // Said only to whoever knows the password: to anyone else a
         // disabled account looks like any other.
         Some(user) if ok && user.disabled => {
-            attempt.succeeded();
-            give_back(shared).await;
+            attempt.succeeded().await;
             tracing::warn!(user = %user.username, %ip, "sign-in refused: the account is disabled");
             audit(
                 &state,
@@ -229,8 +224,7 @@ pub async fn sign_in(
             Err(ApiError::Forbidden("this account is disabled"))
         }
         Some(user) if ok => {
-            attempt.succeeded();
-            give_back(shared).await;
+            attempt.succeeded().await;
             tracing::info!(user = %user.username, %ip, "signed in");
             audit(
                 &state,
@@ -246,7 +240,7 @@ pub async fn sign_in(
             Ok((jar, ApiJson(user.into())))
         }
         found => {
-            attempt.failed();
+            attempt.failed().await;
             tracing::warn!(%ip, "failed sign-in");
             // The name as typed (cut to 64 characters): whether it exists
             // is the administrator's to see, not the answer's.
@@ -282,13 +276,9 @@ pub async fn redeem_link(
     jar: CookieJar,
     ApiJson(t): ApiJson<LinkToken>,
 ) -> Result<(CookieJar, ApiJson<UserView>), ApiError> {
-    let shared = shared_sign_in(&state, ip).await?;
-    let attempt = state
-        .guard
-        .reserve_sign_in(ip)
-        .map_err(|d| blocked(&state, d))?;
+    let attempt = reserve_sign_in(&state, ip).await?;
     let Some(user) = state.store.redeem_signin_link(&digest(&t.token)).await? else {
-        attempt.failed();
+        attempt.failed().await;
         audit(
             &state,
             "link",
@@ -301,8 +291,7 @@ pub async fn redeem_link(
         .await;
         return Err(ApiError::BadLink);
     };
-    attempt.succeeded();
-    give_back(shared).await;
+    attempt.succeeded().await;
     tracing::info!(user = %user.username, %ip, "signed in with a one-time link");
     audit(
         &state,
@@ -409,7 +398,8 @@ pub async fn me(
 #[utoipa::path(post, path = "/api/v1/me/password", request_body = PasswordChange, security(("session_cookie" = []), ("api_token" = [])),
     responses((status = 204), (status = 400, body = super::error::ErrorBody),
               (status = 401, description = "Not signed in, or the current password is wrong (`bad_credentials`)", body = super::error::ErrorBody),
-              (status = 429, body = super::error::ErrorBody)))]
+              (status = 429, body = super::error::ErrorBody),
+              (status = 503, description = "Cluster mode: Redis is unavailable (`unavailable`)", body = super::error::ErrorBody)))]
 pub async fn change_password(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -418,16 +408,13 @@ pub async fn change_password(
     ApiJson(p): ApiJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
     if let Some(current) = state.store.password_hash(user.id).await? {
-        let attempt = state
-            .guard
-            .reserve_sign_in(ip)
-            .map_err(|d| blocked(&state, d))?;
+        let attempt = reserve_sign_in(&state, ip).await?;
         let given = p.current_password.unwrap_or_default();
         if !state.hasher.verify(given, Some(current)).await {
-            attempt.failed();
+            attempt.failed().await;
             return Err(ApiError::BadCredentials);
         }
-        attempt.succeeded();
+        attempt.succeeded().await;
     }
     if !password_acceptable(&p.new_password) {
         return Err(ApiError::Invalid(
@@ -501,20 +488,16 @@ pub async fn delete_token(
     }
 }
 
-/// The answer to a sign-in from a blocked address, counted for `/metrics`.
-/// In cluster mode, a sign-in attempt counted in Redis first, so that
-/// guesses spread over the nodes are limited as one. Dropped without
-/// [`give_back`], it counts as a failure.
-async fn shared_sign_in(
+/// A sign-in attempt reserved before its check, on this node and, in
+/// cluster mode, in Redis, so that guesses spread over the nodes are
+/// limited as one. Dropped unsettled, it counts as a failure.
+async fn reserve_sign_in(
     state: &AppState,
     ip: std::net::IpAddr,
-) -> Result<Option<crate::cluster::limits::SharedAttempt>, ApiError> {
-    use crate::cluster::limits::Refusal;
-    let Some(cluster) = &state.cluster else {
-        return Ok(None);
-    };
-    match cluster.reserve_sign_in(ip).await {
-        Ok(a) => Ok(Some(a)),
+) -> Result<crate::cluster::limits::SignInAttempt, ApiError> {
+    use crate::cluster::limits::{Refusal, SignInAttempt};
+    match SignInAttempt::reserve(&state.guard, state.cluster.as_ref(), ip).await {
+        Ok(a) => Ok(a),
         Err(Refusal::Wait(d)) => Err(blocked(state, d)),
         Err(Refusal::Unavailable(e)) => {
             tracing::warn!(error = %e, "sign-in refused: Redis is unavailable");
@@ -523,13 +506,7 @@ async fn shared_sign_in(
     }
 }
 
-/// The sign-in succeeded: its shared reservation is given back.
-async fn give_back(shared: Option<crate::cluster::limits::SharedAttempt>) {
-    if let Some(s) = shared {
-        s.give_back().await;
-    }
-}
-
+/// The answer to a sign-in from a blocked address, counted for `/metrics`.
 fn blocked(state: &AppState, wait: std::time::Duration) -> ApiError {
     state.metrics.sign_in_blocks.increment(1);
     ApiError::TooManyAttempts(retry_secs(wait))
