@@ -9,6 +9,7 @@ import { E2ee, initialE2ee, MAX_CHAT_TEXT_BYTES } from './e2ee.js';
 import * as notices from './notices.js';
 import { Signaling } from './signaling.js';
 import { initialMedia, Streams } from './streams.js';
+import { mayPublish, VIEW_ONLY_REASON } from './publishing.js';
 import { createStore, initialState, isModerator, isRecorded, reduce, self } from './state.js';
 import { toast } from './toast.js';
 
@@ -182,7 +183,8 @@ export class Call {
           });
           const arriving = !this.joinedOnce;
           this.joinedOnce = true;
-          this.streams.start(arriving ? this.media : {}).then((on) => {
+          // A view-only attendee arrives with camera and microphone off.
+          this.streams.start(arriving && mayPublish(this.state) ? this.media : {}).then((on) => {
             if (Object.keys(on).length && this.state.phase === 'joined') this.send({ type: 'set_media', ...on }, { kind: 'arrival' });
           });
         }
@@ -337,6 +339,10 @@ export class Call {
         this.notify(notices.SCREEN_HOSTS_ONLY);
         return;
       }
+      if (!mayPublish(s)) {
+        this.notify({ text: VIEW_ONLY_REASON, kind: 'error' });
+        return;
+      }
     }
     if (kind === 'screen' && on && !(this.streams && await this.streams.shareScreen())) return;
     if (!on) this.expectOff.add(kind);
@@ -382,6 +388,7 @@ export class Call {
   setPermissions(patch) { this.send({ type: 'set_permissions', permissions: patch }); }
 
   endForAll() {
+  allowPublish(id, allowed) { this.send({ type: 'allow_publish', participant: id, allowed }); }
     this.dispatch({ type: 'local:end_for_all' });
     this.send({ type: 'end_meeting' });
   }

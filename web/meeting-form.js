@@ -55,6 +55,10 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
     const screenShare = h('select', {},
       h('option', { value: 'host_only', text: 'Hosts only', selected: s.screen_share === 'host_only' }),
       h('option', { value: 'everyone', text: 'Everyone', selected: s.screen_share === 'everyone' }));
+    // View-only attendees for lectures and all-hands (web/publishing.js).
+    const publish = h('select', {},
+      h('option', { value: 'everyone', text: 'Everyone', selected: s.publish !== 'allowed' }),
+      h('option', { value: 'allowed', text: 'Only people the host allows', selected: s.publish === 'allowed' }));
     const chat = toggle('Chat', s.chat, null, 'Participants may send chat messages.');
     const selfUnmute = toggle('Participants can unmute themselves', s.self_unmute, null, 'After a host mutes them.');
     const rename = toggle('Participants can rename themselves', s.rename_self);
@@ -102,6 +106,7 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
         h('fieldset', { class: 'group' },
           h('legend', { text: 'Participants' }),
           field('Who can share their screen', screenShare),
+          field('Attendees may publish', publish, 'Camera, microphone and screen. Others watch and raise a hand to ask to speak.'),
           chat.label, selfUnmute.label, rename.label,
           field('Maximum participants', maxP, `2 to ${MAX_PARTICIPANTS}, hosts included.`)),
         alert.el),
@@ -169,6 +174,7 @@ export function openMeetingForm({ meeting = null, defaultTitle = '' } = {}) {
           passcode_required: wantPasscode,
           waiting_room: waitingRoom.input.checked,
           screen_share: screenShare.value,
+          publish: publish.value,
           chat: chat.input.checked,
           self_unmute: selfUnmute.input.checked,
           rename_self: rename.input.checked,

@@ -4,6 +4,8 @@
 import { h, hueOf, initials, replace, setText, syncList, toggle, uid } from './dom.js';
 import { icon } from './icons.js';
 import { isModerator } from './state.js';
+import { publishButton } from './publishing.js';
+import { createVirtualList, matchesSearch } from './virtual-list.js';
 
 const ROLE_LABEL = { host: 'Host', cohost: 'Co-host', participant: '' };
 /** How long a permission switch shows a choice the server has not confirmed (it may have refused it). */
@@ -80,13 +82,14 @@ export function createParticipantsPanel(call, { onClose }) {
     chat: permissionSwitch('Chat', 'Allow chat', (on) => call.setPermissions({ chat: on })),
     unmute: permissionSwitch('Self-unmute', 'Allow self-unmute', (on) => call.setPermissions({ self_unmute: on })),
     rename: permissionSwitch('Renaming', 'Allow renaming', (on) => call.setPermissions({ rename_self: on })),
+    publish: permissionSwitch('Camera and mic', 'Allow everyone to publish', (on) => call.setPermissions({ publish: on ? 'everyone' : 'allowed' })),
   };
   const tools = h('div', { class: 'host-tools', hidden: true },
     h('div', { class: 'tool-row' }, lockBtn, muteAllBtn),
     suspendBtn,
     h('p', { class: 'perm-caption', text: 'Participants may use' }),
     h('div', { class: 'perm-grid', role: 'group', 'aria-label': 'What participants may do' },
-      perm.screen.label, perm.chat.label, perm.unmute.label, perm.rename.label));
+      perm.screen.label, perm.chat.label, perm.unmute.label, perm.rename.label, perm.publish.label));
 
   // The waiting room, as moderators see it.
   const waitingCount = h('span', { class: 'section-count' });
@@ -101,6 +104,10 @@ export function createParticipantsPanel(call, { onClose }) {
   // The members.
   const memberCount = h('span', { class: 'section-count' });
   const memberList = h('ul', { class: 'people people-members', 'aria-label': 'In the meeting' });
+  // A thousand members: only the rows in view are in the DOM (virtual-list.js), found by name.
+  const search = h('input', { type: 'search', class: 'people-search', 'aria-label': 'Search participants', placeholder: 'Search participants', autocomplete: 'off' });
+  const noMatch = h('p', { class: 'people-none', text: 'Nobody here by that name.', hidden: true });
+  search.addEventListener('input', () => update(call.state));
   // Members of the MLS group the server never announced: a warning, never hidden.
   const strangerList = h('ul', { class: 'people', 'aria-label': 'Not announced by the server' });
   const strangerBox = h('div', { class: 'stranger-box', role: 'alert', hidden: true },
@@ -115,8 +122,15 @@ export function createParticipantsPanel(call, { onClose }) {
       tools,
       waitingBox,
       h('div', { class: 'section-head' }, h('h3', {}, 'In the meeting ', memberCount)),
+      search,
+      noMatch,
       memberList,
       strangerBox));
+  const members = createVirtualList(memberList, el.querySelector('.panel-body'), {
+    keyOf: (p) => p.id,
+    create: createMemberRow,
+    update: (row, p) => updateMemberRow(row, p, call.state),
+  });
 
   let renaming = false;
   /** The member whose removal awaits confirmation, if any. */
@@ -137,6 +151,7 @@ export function createParticipantsPanel(call, { onClose }) {
       perm.chat.show(m.permissions.chat);
       perm.unmute.show(m.permissions.self_unmute);
       perm.rename.show(m.permissions.rename_self);
+      perm.publish.show(m.permissions.publish !== 'allowed');
     }
 
     waitingBox.hidden = !mod || state.waiting.length === 0;
@@ -144,7 +159,10 @@ export function createParticipantsPanel(call, { onClose }) {
     syncList(waitingList, mod ? state.waiting : [], (w) => w.id, createWaitingRow, updateWaitingRow);
 
     setText(memberCount, `(${state.participants.length})`);
-    syncList(memberList, state.participants, (p) => p.id, createMemberRow, (row, p) => updateMemberRow(row, p, state));
+    const query = search.value.trim();
+    const shown = query ? state.participants.filter((p) => matchesSearch(p.name, query)) : state.participants;
+    noMatch.hidden = shown.length > 0;
+    members.render(shown);
 
     // An id the group holds twice is listed twice: keyed by its place, not its id.
     const strangers = (state.e2ee?.status === 'active' ? state.e2ee.notAnnounced : []).map((id, i) => ({ id, key: `${id}#${i}` }));
@@ -243,7 +261,8 @@ export function createParticipantsPanel(call, { onClose }) {
       // Cancel has the focus, as in the dashboard's delete: Enter does no harm.
       r.confirm?.querySelector('.btn-ghost')?.focus();
     }
-    const sig = [state.role, p.role, p.audio, p.video, p.screen, mine, canRename, renaming && mine].join('|');
+    const sig = [state.role, p.role, p.audio, p.video, p.screen, mine, canRename, renaming && mine,
+      state.meeting?.permissions.publish, p.publish_allowed].join('|');
     if (r.sig === sig) return;
     r.sig = sig;
     r.actions.replaceChildren(...actionsFor(p, state, mine, canRename, row));
@@ -275,6 +294,8 @@ export function createParticipantsPanel(call, { onClose }) {
     const myRole = state.role;
     if (!isModerator(state) || (myRole === 'cohost' && p.role === 'host')) return [];
     const out = [];
+    const speak = publishButton(call, state, p);
+    if (speak) out.push(speak);
     if (p.audio) out.push(iconButton('Mute', 'micOff', () => call.stopMedia(p.id, 'audio')));
     if (p.video) out.push(iconButton('Turn off video', 'videoOff', () => call.stopMedia(p.id, 'video')));
     if (p.screen) out.push(iconButton('Stop screen share', 'screenOff', () => call.stopMedia(p.id, 'screen')));

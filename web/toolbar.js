@@ -4,6 +4,7 @@
 import { h, setAttr, setText } from './dom.js';
 import { icon } from './icons.js';
 import { self } from './state.js';
+import { createViewOnlyNote } from './publishing.js';
 
 function controlButton(extraClass) {
   const iconBox = h('span', { class: 'ctl-icon' });
@@ -48,9 +49,10 @@ export function createToolbar(handlers) {
   tick();
   const clockTimer = setInterval(tick, 10_000);
 
+  const viewOnly = createViewOnlyNote();
   const el = h('div', { class: 'toolbar', role: 'toolbar', 'aria-label': 'Meeting controls' },
     h('div', { class: 'toolbar-side' }, clock),
-    h('div', { class: 'toolbar-main' }, mic.el, cam.el, share.el, h('span', { class: 'toolbar-sep', 'aria-hidden': 'true' }), leave.el, end.el),
+    h('div', { class: 'toolbar-main' }, viewOnly.el, mic.el, cam.el, share.el, h('span', { class: 'toolbar-sep', 'aria-hidden': 'true' }), leave.el, end.el),
     h('div', { class: 'toolbar-side toolbar-right' }, people, chat));
 
   let me = null;
@@ -74,6 +76,7 @@ export function createToolbar(handlers) {
     share.set(screen ? 'Stop sharing' : 'Share screen', screen ? 'screenOff' : 'screen');
     share.el.classList.toggle('is-active', screen);
     end.el.hidden = state.role !== 'host';
+    viewOnly.update(state, [mic.el, cam.el, share.el]);
     setText(peopleCount, String(state.participants.length));
     setAttr(people, 'aria-expanded', String(!!panels.participants));
     setAttr(chat, 'aria-expanded', String(!!panels.chat));
