@@ -81,7 +81,13 @@ fn unb64(text: &str) -> Result<Vec<u8>, E2eeError> {
 impl E2ee {
     /// A member for participant `me`, and the key package message to send.
     pub fn new(me: ParticipantId) -> Result<Self, E2eeError> {
-        let member = Member::new(&me.0.to_string())?;
+        Self::with_member(me, Member::new(&me.0.to_string())?)
+    }
+
+    /// [`E2ee::new`] around a member made elsewhere: one whose leaf carries
+    /// an ID token for its key ([`Member::with_signing_key`]), as a browser
+    /// signed in through a provider makes it.
+    pub fn with_member(me: ParticipantId, member: Member) -> Result<Self, E2eeError> {
         let key_package = b64(&member.key_package()?);
         Ok(E2ee {
             me,

@@ -588,3 +588,156 @@ async fn record_refuses_a_bad_out_before_contacting_the_meeting() {
         }
     }
 }
+
+/// Ada's browser after signing in through the provider: an MLS signature key
+/// made first, an ID token whose nonce commits to it, the token in her leaf.
+/// Over a real socket, with the native client's E2EE layer around that
+/// member: it answers what the server asks of its MLS state until `stop`.
+async fn verified_member(
+    addr: std::net::SocketAddr,
+    meeting: Meeting,
+    issuer: String,
+    key: openidconnect::core::CoreRsaPrivateSigningKey,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use conclave_e2ee::openpubkey::{self, RZ_LEN};
+    use conclave_e2ee::{IdentityBinding, Member};
+    use openidconnect::core::{CoreIdToken, CoreIdTokenClaims, CoreJwsSigningAlgorithm};
+    use openidconnect::{
+        Audience, EmptyAdditionalClaims, EndUserEmail, EndUserName, IssuerUrl, LocalizedClaim,
+        Nonce, StandardClaims, SubjectIdentifier,
+    };
+
+    let (secret, public) = Member::new_signing_key().expect("key");
+    let (rz, _) = Member::new_signing_key().expect("random");
+    let rz = rz[..RZ_LEN].to_vec();
+    let now = chrono::Utc::now();
+    let mut name = LocalizedClaim::new();
+    name.insert(None, EndUserName::new("Ada Lovelace".into()));
+    let claims = CoreIdTokenClaims::new(
+        IssuerUrl::new(issuer).expect("issuer"),
+        vec![Audience::new(crate::oidc_tokens::CLIENT_ID.into())],
+        now + chrono::Duration::seconds(300),
+        now - chrono::Duration::seconds(60),
+        StandardClaims::new(SubjectIdentifier::new("u-ada".into()))
+            .set_name(Some(name))
+            .set_email(Some(EndUserEmail::new("ada@school.example".into()))),
+        EmptyAdditionalClaims {},
+    )
+    .set_nonce(Some(Nonce::new(openpubkey::nonce(&public, &rz))));
+    let id_token = CoreIdToken::new(
+        claims,
+        &key,
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        None,
+        None,
+    )
+    .expect("sign")
+    .to_string();
+    let binding = IdentityBinding { id_token, rz };
+
+    let mut ws = crate::common::open_ws(addr, &meeting.id, crate::common::WsOpts::default())
+        .await
+        .expect("socket");
+    ws.send(crate::common::join("Ada Lovelace", &meeting.passcode))
+        .await;
+    let mut e2ee: Option<conclave_client::e2ee::E2ee> = None;
+    loop {
+        let frame = tokio::select! {
+            f = ws.next(Duration::from_secs(600)) => f,
+            _ = stop.changed() => return,
+        };
+        let Some(crate::common::Frame::Msg(value)) = frame else {
+            panic!("Ada: socket closed or silent");
+        };
+        ws.log.clear();
+        let Ok(msg) = serde_json::from_value::<conclave_proto::ServerMessage>(value) else {
+            continue;
+        };
+        if let conclave_proto::ServerMessage::Joined { you, .. } = &msg {
+            let member = Member::with_signing_key(
+                &you.0.to_string(),
+                &secret,
+                &public,
+                Some(binding.clone()),
+            )
+            .expect("member");
+            e2ee = Some(conclave_client::e2ee::E2ee::with_member(*you, member).expect("e2ee"));
+        }
+        let Some(e) = e2ee.as_mut() else {
+            continue;
+        };
+        if let Err(err) = e.handle(&msg) {
+            panic!("Ada: {err} on {}", msg.kind());
+        }
+        for out in e.take_messages() {
+            ws.send(serde_json::to_value(&out).expect("json")).await;
+        }
+    }
+}
+
+/// `conclave join` says whose word each name is, as the browser's badges
+/// do: Ada, whose leaf carries the provider's token for her key, is
+/// "verified by Fake" (the command took the provider from the server's list
+/// and its keys from the provider itself), and the command's own person, a
+/// guest the server shows under Ada's name, is flagged as not verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_marks_a_verified_name_and_flags_a_copy_of_it() {
+    use openidconnect::PrivateSigningKey;
+    let provider = crate::oidc_tokens::start_provider().await;
+    let key = crate::oidc_tokens::rsa_key("k1");
+    provider.lock().unwrap().keys = vec![key.as_verification_key()];
+    let issuer = provider.lock().unwrap().issuer.clone();
+    let server = TestServer::start_with(|c| {
+        c.oidc = vec![conclave::oidc::ProviderConfig {
+            name: "Fake".into(),
+            issuer: issuer.clone(),
+            client_id: crate::oidc_tokens::CLIENT_ID.into(),
+            ..Default::default()
+        }];
+    })
+    .await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let ada = tokio::spawn(verified_member(
+        server.addr,
+        meeting.clone(),
+        issuer,
+        key,
+        stop,
+    ));
+
+    let mut cli = Cli::start(&["join", &invite(&meeting), "--name", "ada lovelace"]);
+    let verified = cli
+        .stderr_line(|l| l.starts_with("verified: ").then(|| l.to_string()))
+        .await;
+    assert!(
+        verified.starts_with("verified: Ada Lovelace (participant ")
+            && verified
+                .ends_with(") is verified by Fake (127.0.0.1) as Ada Lovelace, ada@school.example"),
+        "{verified}"
+    );
+    let copy = cli
+        .stderr_line(|l| {
+            l.contains("is not verified but has the name of")
+                .then(|| l.to_string())
+        })
+        .await;
+    assert!(
+        copy.starts_with("WARNING: ada lovelace (participant ")
+            && copy.contains("has the name of Ada Lovelace (participant "),
+        "{copy}"
+    );
+    assert!(
+        cli.stderr().contains(": guest, name from the server"),
+        "{}",
+        cli.stderr()
+    );
+    cli.interrupt();
+    assert_eq!(cli.exit().await.code(), Some(0), "{}", cli.stderr());
+    let _ = stop_tx.send(true);
+    ada.await.expect("Ada's task");
+}

@@ -23,10 +23,10 @@ use serde_json::{Value, json};
 
 use crate::common::TestServer;
 
-const CLIENT_ID: &str = "conclave";
+pub(crate) const CLIENT_ID: &str = "conclave";
 
 /// An RSA key in PKCS#1 PEM, from the system's openssl.
-fn rsa_key(kid: &str) -> CoreRsaPrivateSigningKey {
+pub(crate) fn rsa_key(kid: &str) -> CoreRsaPrivateSigningKey {
     let out = std::process::Command::new("openssl")
         .args(["genrsa", "-traditional", "2048"])
         .output()
@@ -37,14 +37,14 @@ fn rsa_key(kid: &str) -> CoreRsaPrivateSigningKey {
 }
 
 #[derive(Default)]
-struct Provider {
-    issuer: String,
-    keys: Vec<CoreJsonWebKey>,
+pub(crate) struct Provider {
+    pub(crate) issuer: String,
+    pub(crate) keys: Vec<CoreJsonWebKey>,
     /// What the token endpoint answers next.
     id_token: Option<String>,
 }
 
-type Shared = Arc<Mutex<Provider>>;
+pub(crate) type Shared = Arc<Mutex<Provider>>;
 
 async fn discovery(State(p): State<Shared>) -> Json<Value> {
     let issuer = p.lock().unwrap().issuer.clone();
@@ -73,7 +73,7 @@ async fn token(State(p): State<Shared>) -> Json<Value> {
     }))
 }
 
-async fn start_provider() -> Shared {
+pub(crate) async fn start_provider() -> Shared {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
