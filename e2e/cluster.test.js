@@ -5,13 +5,13 @@
 // on. Redis comes back and the guest's next try reaches the waiting room.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { eventually, freeTcpPort, hostStartsMeeting, openBrowser, screenshot, startServer, storySteps } from './harness.js';
+import { BINARY, eventually, freeTcpPort, hostStartsMeeting, openBrowser, screenshot, startServer, storySteps } from './harness.js';
 
 const PASSWORD = 'correct horse battery staple';
 const UNAVAILABLE = 'The service is temporarily unavailable. Try again in a moment.';
@@ -126,5 +126,127 @@ node_ttl_ms = 2000
     const p = browsers[1].page;
     await p.getByRole('button', { name: 'Join', exact: true }).click();
     await p.getByText('Waiting for the host to let you in').waitFor();
+  });
+});
+
+/** A PostgreSQL of the test's own in `dir` on `port` (as the postgres user when root, as initdb wants). */
+function startPostgres(dir, port) {
+  const bin = fs.readdirSync('/usr/lib/postgresql').sort().map((v) => `/usr/lib/postgresql/${v}/bin`).pop();
+  const asRoot = process.getuid?.() === 0;
+  const run = (tool, args) => {
+    const [cmd, all] = asRoot ? ['runuser', ['-u', 'postgres', '--', `${bin}/${tool}`, ...args]] : [`${bin}/${tool}`, args];
+    const r = spawnSync(cmd, all, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${tool}: ${r.stderr}`);
+  };
+  fs.mkdirSync(dir, { recursive: true });
+  if (asRoot) spawnSync('chown', ['postgres:postgres', dir]);
+  run('initdb', ['-D', `${dir}/data`, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
+  run('pg_ctl', ['-D', `${dir}/data`, '-l', `${dir}/server.log`, '-w', '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`, 'start']);
+  return () => run('pg_ctl', ['-D', `${dir}/data`, '-m', 'immediate', '-w', 'stop']);
+}
+
+/** The security code a page shows (read from the security panel, open or not). */
+function securityCode(page) {
+  return page.getByRole('region', { name: 'Security', exact: true }).locator('[aria-label="Security code"]')
+    .evaluate((el) => el.dataset.code || '');
+}
+
+// Failover (issue 17): two nodes on one PostgreSQL and one Redis. The
+// browsers only ever talk to node-b; the meeting runs on node-0, which node-b
+// relays them to. node-0 is killed with SIGKILL mid-meeting: both browsers
+// reconnect by themselves, node-b takes the meeting over from Redis, they
+// take their seats back with their resume tokens, rebuild the MLS group and
+// say so, and end with one security code again, a new one.
+describe('a meeting whose node is killed', () => {
+  let dir;
+  let redis;
+  let stopPostgres;
+  let doomed;
+  let node;
+  let host;
+  let guest;
+  let codeBefore;
+  const browsers = [];
+  const step = storySteps('failover-', () => browsers.map((b, i) => [`browser-${i}`, b]));
+
+  async function browser(name) {
+    const b = await openBrowser(`failover-${name}`);
+    browsers.push(b);
+    return b.page;
+  }
+
+  async function clusterNode(id, port, redisPort, databaseUrl, publicUrl) {
+    const config = path.join(dir, `${id}.toml`);
+    fs.writeFileSync(config, `
+database_url = "${databaseUrl}"
+[cluster]
+redis_url = "redis://127.0.0.1:${redisPort}"
+node_id = "${id}"
+internal_url = "http://127.0.0.1:${port}"
+secret = "a-cluster-secret-of-at-least-32-characters"
+lease_ms = 2000
+node_ttl_ms = 1500
+`);
+    return startServer({ port, publicUrl, args: ['--config', config] });
+  }
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-failover-'));
+    fs.chmodSync(dir, 0o755); // the postgres user reaches its own directory inside
+    const redisPort = await freeTcpPort();
+    redis = await startRedis(redisPort, dir);
+    const pgPort = await freeTcpPort();
+    stopPostgres = startPostgres(path.join(dir, 'pg'), pgPort);
+    const databaseUrl = `postgres://postgres@127.0.0.1:${pgPort}/postgres`;
+    // node-0 sorts first: of two idle nodes, new meetings go to it.
+    // One name for both, node-b's, as behind a load balancer: the browsers'
+    // Origin is the same whichever node a socket is relayed to.
+    const portB = await freeTcpPort();
+    const name = `http://127.0.0.1:${portB}`;
+    doomed = await clusterNode('node-0', await freeTcpPort(), redisPort, databaseUrl, name);
+    node = await clusterNode('node-b', portB, redisPort, databaseUrl, name);
+    const made = spawnSync(BINARY, ['admin', 'create-user', 'ada', '--password-stdin', '--database-url', databaseUrl], { input: `${PASSWORD}\n`, encoding: 'utf8' });
+    assert.equal(made.status, 0, made.stderr);
+    for (const n of [doomed, node]) {
+      await eventually(() => fetch(`${n.url}/readyz`).then((r) => r.status), (s) => s === 200, { what: 'ready' });
+    }
+  });
+
+  after(async () => {
+    for (const b of browsers) await b.close();
+    if (node) await node.stop('failover-node-b.log');
+    if (doomed) await doomed.stop('failover-node-0.log');
+    if (redis) redis.kill('SIGKILL');
+    if (stopPostgres) stopPostgres();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  step('a host and an admitted guest meet through node-b, run by node-0, with one security code', async () => {
+    host = await browser('host');
+    const invite = await hostStartsMeeting(host, node.url, 'ada', PASSWORD);
+    guest = await browser('guest');
+    await guest.goto(invite);
+    await guest.getByRole('textbox', { name: 'Your name', exact: true }).fill('Grace');
+    await guest.getByRole('button', { name: 'Join', exact: true }).click();
+    await host.getByRole('listitem').filter({ hasText: 'Grace' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+    await guest.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    codeBefore = await eventually(async () => [await securityCode(host), await securityCode(guest)],
+      ([a, b]) => a.length > 0 && a === b, { what: 'one security code before' });
+  });
+
+  step('node-0 is killed: both reconnect by themselves, are told of the new code, and agree on it', async () => {
+    process.kill(doomed.pid, 'SIGKILL');
+    const killed = Date.now();
+    const said = 'Reconnected — new security code';
+    await Promise.all([host, guest].map((p) => p.getByText(said, { exact: false }).first().waitFor({ timeout: 20_000 })));
+    const [a, b] = await eventually(async () => [await securityCode(host), await securityCode(guest)],
+      ([x, y]) => x.length > 0 && x === y && x !== codeBefore[0], { what: 'one new security code', timeout: 20_000 });
+    assert.notEqual(a, codeBefore[0]);
+    assert.equal(a, b);
+    console.log(`failover: both back with one new code ${Date.now() - killed} ms after SIGKILL`);
+    // Still in the meeting, with the host's controls.
+    await host.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    assert.equal(await host.getByText('Your seat in the meeting has expired').count(), 0);
+    await screenshot(host, 'failover-host-after');
   });
 });

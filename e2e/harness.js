@@ -95,9 +95,10 @@ function httpsUp(port, name) {
  * `args` and `env` are added to the server's command line and environment.
  * `port` is the port to listen on (default: a free one). With `tls` ({name,
  * cert, key}) it serves HTTPS with those files at https://NAME:PORT (the
- * browsers map NAME to 127.0.0.1).
+ * browsers map NAME to 127.0.0.1). `publicUrl`: the name the browsers use
+ * when it is another's (cluster nodes behind one name share it).
  */
-export async function startServer({ args = [], env = {}, port: wanted = null, tls = null } = {}) {
+export async function startServer({ args = [], env = {}, port: wanted = null, tls = null, publicUrl = null } = {}) {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-e2e-'));
   const port = wanted || await freeTcpPort();
   // A worker per core binds UDP and TCP on consecutive ports from here.
@@ -106,7 +107,7 @@ export async function startServer({ args = [], env = {}, port: wanted = null, tl
   const tlsArgs = tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : [];
   const up = tls ? () => httpsUp(port, tls.name) : () => fetch(`${url}/`).then((r) => r.ok);
   const log = fs.openSync(path.join(dataDir, 'server.log'), 'a');
-  const proc = spawn(BINARY, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--media-port', String(mediaPort), '--public-url', url, ...tlsArgs, ...args], {
+  const proc = spawn(BINARY, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--media-port', String(mediaPort), '--public-url', publicUrl || url, ...tlsArgs, ...args], {
     stdio: ['ignore', log, log],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
   });
@@ -130,6 +131,8 @@ export async function startServer({ args = [], env = {}, port: wanted = null, tl
     url,
     dataDir,
     mediaPort,
+    /** The server's process id, for a test that kills it without warning. */
+    pid: proc.pid,
     createUser(name, password) {
       const r = spawnSync(BINARY, ['admin', 'create-user', name, '--password-stdin', '--data-dir', dataDir], { input: `${password}\n`, encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`create-user failed: ${r.stderr}`);

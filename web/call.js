@@ -160,7 +160,9 @@ export class Call {
       });
       return;
     }
+    const rebuilt = msg.type === 'joined' && this.e2ee.onGroupSetup(msg.e2ee);
     if (msg.type === 'waiting' || msg.type === 'joined') this.e2ee.onSeat(msg.you);
+    if (rebuilt) this.notify(notices.RECONNECTED_NEW_CODE);
     const after = this.dispatch(msg);
     this.announceRecording(before, after);
     switch (msg.type) {

@@ -92,6 +92,7 @@ export class E2ee {
     // tells the server, which sends the ones after them again.
     this.seatId = null;
     this.mlsReceived = 0;
+    this.groupId = null; // the group id of the last `joined`: another one means a rebuilt group
     this.inGroup = false;
     this.committing = false; // our commit is out, its echo not yet back
     this.commitTimer = null;
@@ -165,6 +166,32 @@ export class E2ee {
       this.set({ status: 'waiting', roster: [], epoch: null });
       this.session.send({ type: 'mls_key_package', key_package: toB64(this.member.keyPackage()) });
     });
+  }
+
+  /**
+   * The group setup a `joined` carries. The same seat answered with another
+   * group id was taken back on a node that rebuilt the meeting (its node
+   * died): this client's group is gone there, so it starts again with a new
+   * member and key package, as at its first join, and the security code
+   * changes. Returns whether that happened.
+   */
+  onGroupSetup(setup) {
+    const id = setup?.group_id ?? null;
+    const before = this.groupId;
+    this.groupId = id;
+    if (!before || !id || before === id || !this.member) return false;
+    // onSeat, next, makes the new member; nothing of the old group is kept.
+    this.memberId = null;
+    this.mlsReceived = 0;
+    this.run(async () => {
+      this.proposalPending = false;
+      this.mustCommit = false;
+      // Chat the old node took and never echoed is sealed again in the new group.
+      const unanswered = this.sentChat.map(({ text, type }) => ({ text, type }));
+      this.sentChat = [];
+      this.chatQueue.unshift(...unanswered);
+    });
+    return true;
   }
 
   /** What a `resume` says of MLS: how many messages this seat took in (none known after a reload). */

@@ -154,6 +154,13 @@ export class Signaling {
               ws.close();
               return;
             }
+            if (msg.code === 'unavailable') {
+              // The meeting's server died and another has not taken it over
+              // yet (or the cluster's Redis is away): the seat is kept there.
+              this.retryAt(this.nextDelay());
+              ws.close();
+              return;
+            }
             this.finish('resume_failed');
             ws.close();
             this.onMessage(msg);
