@@ -174,6 +174,11 @@ impl Signaling {
                         recorded(now);
                     }
                 }
+                // Said so a person at the client knows why nothing happens
+                // yet, as the browser says it.
+                ServerMessage::WaitingForHost => tracing::info!(
+                    "the meeting has not started: waiting for a host to join (guests may not join before a host)"
+                ),
                 ServerMessage::Joined {
                     you,
                     role,

@@ -386,6 +386,35 @@ async fn interactive_clients_chat_raise_hands_and_react_to_each_other() {
     }
 }
 
+/// A scheduled meeting that guests may not join before a host: `conclave
+/// join` says why it waits (as the browser does), and is in as soon as the
+/// host starts the meeting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_says_it_waits_for_the_host_and_is_in_when_the_host_starts() {
+    let server = TestServer::start().await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false, "join_before_host": false}}))
+        .await;
+    let mut guest = Cli::start(&["join", &invite(&meeting), "--name", "Early"]);
+    guest
+        .stderr_line(|l| l.contains("waiting for a host to join").then_some(()))
+        .await;
+    assert!(
+        security_code_line_in(&guest.stderr()).is_none(),
+        "in before the host: {}",
+        guest.stderr()
+    );
+    let (_host, _) = server.host_joins(&api, &meeting.id).await;
+    guest.stderr_line(security_code_line).await;
+    guest.interrupt();
+    assert_eq!(guest.exit().await.code(), Some(0), "{}", guest.stderr());
+}
+
+fn security_code_line_in(text: &str) -> Option<(u64, usize, String)> {
+    text.lines().find_map(security_code_line)
+}
+
 /// ffprobe's duration of a media file, in seconds.
 fn ffprobe_duration(path: &Path) -> Option<f64> {
     let out = Command::new("ffprobe")
