@@ -127,7 +127,7 @@ struct Args {
     server_cpus: Option<String>,
     /// `spread_meetings_from` for the Conclave server: a meeting with this
     /// many members spreads over the media workers (issue 23); unset: the
-    /// build's default (one worker per meeting).
+    /// build's default (50; 0 keeps every meeting on one worker).
     #[arg(long)]
     spread_from: Option<usize>,
 }

@@ -12,6 +12,13 @@ use serde::Deserialize;
 use crate::tls::passthrough::{PassthroughConfigError, TurnPassthrough};
 use crate::turn::{TurnConfigError, TurnServer};
 
+/// Members from which a meeting spreads over the media workers. A meeting
+/// of 40 keeps one core well below its plateau (no loss either way,
+/// docs/benchmarks.md), so small meetings keep the cheaper single worker;
+/// a lecture of 300 loses packets on one worker and none spread. 50 lies
+/// between, with room for a meeting to grow before its worker saturates.
+pub const DEFAULT_SPREAD_MEETINGS_FROM: usize = 50;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -68,8 +75,9 @@ pub struct Config {
     /// A meeting with this many members spreads over the media workers:
     /// newcomers go to the least-loaded worker and the workers hand each
     /// other the meeting's media (issue 23, `crate::media::shard`), so a
-    /// large lecture uses every core. 0 (the default): a meeting stays on
-    /// one worker.
+    /// large lecture uses every core. 0: a meeting stays on one worker.
+    /// The default, [`DEFAULT_SPREAD_MEETINGS_FROM`], leaves the everyday
+    /// meeting on one worker and spreads only a large one.
     pub spread_meetings_from: usize,
     /// The address announced to clients in ICE candidates, when it differs
     /// from `media_listen` (behind a 1:1 NAT, or when listening on 0.0.0.0).
@@ -273,7 +281,7 @@ impl Default for Config {
             media_workers: 0,
             audio_last_n: conclave_media::DEFAULT_AUDIO_LAST_N,
             media_fast_path: true,
-            spread_meetings_from: 0,
+            spread_meetings_from: DEFAULT_SPREAD_MEETINGS_FROM,
             public_ip: None,
             public_url: None,
             tls_cert: None,
