@@ -686,7 +686,7 @@ fn print_events(
 
 async fn record(args: RecordArgs) -> anyhow::Result<()> {
     use conclave_client::session::{JoinOptions, MediaOptions, SessionError, run_with};
-    let invite = args.invite.parse().context("reading the invite link")?;
+    let invite: conclave_client::Invite = args.invite.parse().context("reading the invite link")?;
     check_out_dir(&args.out)?;
     let stop = stop_on_signal();
     let (events, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -696,6 +696,9 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     let media = MediaOptions {
         view_sizes: vec![(std::time::Duration::ZERO, 1920, 1080)],
         events: Some(events),
+        // The recorder says whose word each name is too: without the
+        // providers every verified member would look refused.
+        trusted_providers: conclave::oidc::trusted_providers(&invite.server).await,
         ..MediaOptions::default()
     };
     let result = run_with(
