@@ -11,7 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { BINARY, eventually, freeTcpPort, hostStartsMeeting, openBrowser, screenshot, startServer, storySteps } from './harness.js';
+import { BINARY, eventually, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
 
 const PASSWORD = 'correct horse battery staple';
 const UNAVAILABLE = 'The service is temporarily unavailable. Try again in a moment.';
@@ -232,6 +232,9 @@ node_ttl_ms = 1500
     await guest.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
     codeBefore = await eventually(async () => [await securityCode(host), await securityCode(guest)],
       ([a, b]) => a.length > 0 && a === b, { what: 'one security code before' });
+    for (const [who, p] of [['host', host], ['guest', guest]]) {
+      await eventually(() => received(p), (r) => r.framesDecoded > 10, { timeout: 25_000, what: `${who} decodes the other's video` });
+    }
   });
 
   step('node-0 is killed: both reconnect by themselves, are told of the new code, and agree on it', async () => {
@@ -248,5 +251,13 @@ node_ttl_ms = 1500
     await host.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
     assert.equal(await host.getByText('Your seat in the meeting has expired').count(), 0);
     await screenshot(host, 'failover-host-after');
+  });
+
+  step('media flows again, through node-b, encrypted under the new group', async () => {
+    // The old peer connections closed with the old node; these are new.
+    for (const [who, p] of [['host', host], ['guest', guest]]) {
+      const first = await eventually(() => received(p), (r) => r.framesDecoded > 10, { timeout: 25_000, what: `${who} decodes video again` });
+      await eventually(() => received(p), (r) => r.framesDecoded > first.framesDecoded + 10, { what: `${who} keeps decoding` });
+    }
   });
 });

@@ -44,6 +44,7 @@ fn members_take_their_seats_back_on_the_new_node_with_their_tokens_and_roles() {
     let bob = room.admit(2, "Bob");
     room.set_role(bob, Role::Cohost);
     let carol = room.admit(3, "Carol");
+    room.media(2, Some(true), Some(true));
     let (host_token, bob_token) = (room.token_of(HOST), room.token_of(2));
     let host_id = room.id_of(HOST);
 
@@ -63,6 +64,21 @@ fn members_take_their_seats_back_on_the_new_node_with_their_tokens_and_roles() {
         unreachable!()
     };
     assert_eq!((you, role), (bob, Role::Cohost), "a co-host stays co-host");
+    let me = participants
+        .iter()
+        .find(|p| p.id == bob)
+        .expect("Bob listed");
+    assert!(me.audio && me.video, "his microphone and camera stay on");
+    // The router is told it may forward them again, once he is back.
+    assert!(out.iter().any(|o| matches!(
+        o,
+        conclave_core::Output::Media(conclave_core::MediaCommand::Allow {
+            participant,
+            audio: true,
+            video: true,
+            ..
+        }) if *participant == bob
+    )));
     let others: Vec<_> = participants.iter().filter(|p| p.id != bob).collect();
     assert_eq!(others.len(), 2);
     assert!(others.iter().all(|p| p.presence == Presence::Reconnecting));

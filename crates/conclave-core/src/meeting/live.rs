@@ -66,6 +66,10 @@ pub struct LiveMember {
     /// Media kinds a moderator stopped (audio, video, screen).
     #[serde(default)]
     pub held: (bool, bool, bool),
+    /// Media kinds the member had on (audio, video, screen): its client
+    /// publishes them again on its new connection, as after any resume.
+    #[serde(default)]
+    pub on: (bool, bool, bool),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +147,7 @@ impl Meeting {
                 recording: m.recording,
                 resume_token: m.resume_token.encode(),
                 held: (m.held_audio, m.held_video, m.held_screen),
+                on: (m.audio, m.video, m.screen),
             })
             .collect();
         let waiting = self
@@ -204,6 +209,8 @@ impl Meeting {
                 seat.conn = None;
                 seat.dropped_at = Some(now);
                 (seat.held_audio, seat.held_video, seat.held_screen) = m.held;
+                // The router hears of them when the seat is taken back.
+                (seat.audio, seat.video, seat.screen) = m.on;
             }
         }
         self.returning = state
