@@ -113,6 +113,7 @@ describe('view-only attendees', () => {
     if ((await people.getAttribute('aria-expanded')) !== 'true') await people.click();
     await b.host.page.getByRole('list', { name: 'Raised hands' }).getByText('Bob').waitFor();
     await memberRow(b.host.page, 'Bob').getByRole('button', { name: 'Allow to speak', exact: true }).click();
+    await b.bob.page.getByText('A host allowed you to speak: you may turn on your microphone and camera.').first().waitFor();
     const cam = controls(b.bob.page).getByRole('button', { name: 'Start video', exact: true });
     await eventually(() => cam.isEnabled(), (on) => on, { what: 'Bob\'s camera button enabled' });
     assert.equal(await controls(b.bob.page).getByText(REASON).count(), 0, 'the note is gone');
@@ -127,6 +128,7 @@ describe('view-only attendees', () => {
     await memberRow(b.host.page, 'Bob').getByRole('button', { name: 'Stop', exact: true }).click();
     const cam = controls(b.bob.page).getByRole('button', { name: 'Start video', exact: true });
     await eventually(() => cam.isDisabled(), (d) => d, { what: 'Bob\'s camera button disabled again' });
+    await b.bob.page.getByText('A host ended your turn to speak: you are view-only again.').first().waitFor();
     await memberRow(b.host.page, 'Bob').getByRole('button', { name: 'Allow to speak', exact: true }).waitFor();
     await sleep(1000); // what was already on its way
     assert.equal(await hostDecodes(3000), 0, 'nothing of Bob after Stop');

@@ -9,7 +9,7 @@ import { E2ee, initialE2ee, MAX_CHAT_TEXT_BYTES } from './e2ee.js';
 import * as notices from './notices.js';
 import { Signaling } from './signaling.js';
 import { initialMedia, Streams } from './streams.js';
-import { mayPublish, VIEW_ONLY_REASON } from './publishing.js';
+import { mayPublish, publishNotice, VIEW_ONLY_REASON } from './publishing.js';
 import { createStore, initialState, isModerator, isRecorded, reduce, self } from './state.js';
 import { toast } from './toast.js';
 
@@ -299,6 +299,8 @@ export class Call {
         else this.lostNotices.push(notices.mediaLost(kind));
       }
     }
+    const turn = publishNotice(before, old, p);
+    if (turn) this.notify(turn);
     if (this.lostNotices.length && !this.lostTimer) {
       // A suspension turns everything off first and is announced just after:
       // wait a moment, and let its one notice speak for all of it.

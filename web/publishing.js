@@ -17,6 +17,14 @@ export function mayPublish(state, p = self(state)) {
   return state.meeting?.permissions?.publish !== 'allowed' || !!p.publish_allowed;
 }
 
+/** What to tell this member when a moderator let them speak or stopped them, or null. */
+export function publishNotice(state, old, p) {
+  if (!onlyAllowedPublish(state) || !!old.publish_allowed === !!p.publish_allowed) return null;
+  return p.publish_allowed
+    ? { text: 'A host allowed you to speak: you may turn on your microphone and camera.', kind: 'success' }
+    : { text: 'A host ended your turn to speak: you are view-only again.', kind: 'info' };
+}
+
 /** Whether the meeting makes participants view-only unless allowed. */
 export function onlyAllowedPublish(state) {
   return state.meeting?.permissions?.publish === 'allowed';
