@@ -149,8 +149,15 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://[user:password@]host:port[/db]`; every node names the same one.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS;
+    /// every node names the same one.
     pub redis_url: String,
+    /// With `rediss://`: the PEM file of the CA(s) that Redis's certificate
+    /// must chain to, instead of the system's roots (a private CA, as Redis
+    /// deployments usually have). The certificate must also name the URL's
+    /// host.
+    #[serde(default)]
+    pub redis_ca_file: Option<PathBuf>,
     /// This node's name, unique in the cluster: letters, digits, `.`, `_`, `-`.
     pub node_id: String,
     /// Where the other nodes reach this one (`http://10.0.0.5:8080`).
@@ -199,9 +206,15 @@ impl ClusterConfig {
                 "cluster.node_id must be 1 to 64 letters, digits, '.', '_' or '-'",
             ));
         }
-        if !self.redis_url.starts_with("redis://") {
+        let tls = self.redis_url.starts_with("rediss://");
+        if !(tls || self.redis_url.starts_with("redis://")) {
             return Err(ConfigError::Invalid(
-                "cluster.redis_url must be a redis:// URL (TLS to Redis is not supported yet)",
+                "cluster.redis_url must be a redis:// or rediss:// (TLS) URL",
+            ));
+        }
+        if self.redis_ca_file.is_some() && !tls {
+            return Err(ConfigError::Invalid(
+                "cluster.redis_ca_file needs a rediss:// redis_url (TLS)",
             ));
         }
         let internal = self.internal_url.to_ascii_lowercase();

@@ -30,6 +30,7 @@ use crate::common::{
 fn config(redis: &Redis, node: &str, lease_ms: u64, node_ttl_ms: u64) -> ClusterConfig {
     ClusterConfig {
         redis_url: redis.url(),
+        redis_ca_file: None,
         node_id: node.to_string(),
         internal_url: format!("http://{node}.internal:8080"),
         lease_ms,
@@ -543,6 +544,7 @@ fn cluster_settings_are_checked() {
     let redis_url = "redis://127.0.0.1:6379".to_string();
     let good = ClusterConfig {
         redis_url: redis_url.clone(),
+        redis_ca_file: None,
         node_id: "node-a.eu_1".into(),
         internal_url: "http://10.0.0.5:8080".into(),
         lease_ms: 10_000,
@@ -555,6 +557,12 @@ fn cluster_settings_are_checked() {
         ..conclave::Config::default()
     };
     assert!(with(good.clone()).validate().is_ok());
+    let tls = ClusterConfig {
+        redis_url: "rediss://redis.internal:6380".into(),
+        redis_ca_file: Some("/etc/conclave/redis-ca.pem".into()),
+        ..good.clone()
+    };
+    assert!(with(tls).validate().is_ok());
     for bad in [
         ClusterConfig {
             node_id: String::new(),
@@ -569,7 +577,11 @@ fn cluster_settings_are_checked() {
             ..good.clone()
         },
         ClusterConfig {
-            redis_url: "rediss://127.0.0.1:6379".into(),
+            redis_url: "http://127.0.0.1:6379".into(),
+            ..good.clone()
+        },
+        ClusterConfig {
+            redis_ca_file: Some("/etc/conclave/redis-ca.pem".into()),
             ..good.clone()
         },
         ClusterConfig {
@@ -754,7 +766,11 @@ async fn bursts_of_three_hundred_wrong_passwords_over_three_nodes_get_exactly_fi
             break;
         }
         let counted = redis.cmd("GET conclave:limit:sign_in:127.0.0.1:f");
-        let counted = if counted == "$-1" { "0".into() } else { counted };
+        let counted = if counted == "$-1" {
+            "0".into()
+        } else {
+            counted
+        };
         assert_eq!(
             counted,
             refused.to_string(),

@@ -13,6 +13,7 @@ mod bad_input;
 mod banned_guests;
 mod chat_resume;
 mod cluster;
+mod cluster_tls;
 mod e2ee_assets;
 mod e2ee_flow;
 mod fast_path;

@@ -23,6 +23,7 @@
 pub mod lease;
 pub mod limits;
 pub mod live;
+mod redis_tls;
 pub mod registry;
 pub mod relay;
 pub mod route;
@@ -32,7 +33,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fred::prelude::{
-    Builder, ClientLike, Config as RedisConfig, Error as RedisError, ReconnectPolicy,
+    Builder, ClientLike, Config as RedisConfig, Error as RedisError, EventInterface,
+    ReconnectPolicy,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +56,13 @@ const RELEASE_GRACE: Duration = Duration::from_secs(2);
 pub enum ClusterError {
     #[error("Redis is unavailable: {0}")]
     Unavailable(#[from] RedisError),
+    #[error("cluster.redis_ca_file {}: {reason}", path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("TLS to Redis: {0}")]
+    Tls(String),
     #[error("Redis answered unexpectedly: {0}")]
     Unexpected(String),
 }
@@ -76,6 +85,8 @@ pub struct Cluster {
     /// The record last published, which [`Cluster::drain`] republishes.
     record: tokio::sync::Mutex<Option<registry::NodeRecord>>,
     drain_time: Duration,
+    /// Why the last connection attempt failed, until a command succeeds.
+    connection_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Cluster {
@@ -86,7 +97,15 @@ impl Cluster {
         errors: metrics::Counter,
         shutdown: CancellationToken,
     ) -> Result<Arc<Cluster>, ClusterError> {
-        let mut redis = RedisConfig::from_url(&config.redis_url)?;
+        // TLS is set up here (redis_tls), not by fred from the scheme.
+        let (url, tls) = match config.redis_url.strip_prefix("rediss://") {
+            Some(rest) => (format!("redis://{rest}"), true),
+            None => (config.redis_url.clone(), false),
+        };
+        let mut redis = RedisConfig::from_url(&url)?;
+        if tls {
+            redis.tls = Some(redis_tls::config(config.redis_ca_file.as_deref())?);
+        }
         // Retry the first connection too, by the policy, instead of failing.
         redis.fail_fast = false;
         let client = Builder::from_config(redis)
@@ -100,6 +119,7 @@ impl Cluster {
             .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
             .set_policy(ReconnectPolicy::new_constant(0, RECONNECT_DELAY_MS))
             .build()?;
+        let connection_errors = client.error_rx();
         let _connection = client.connect();
         let cluster = Arc::new(Cluster {
             client,
@@ -114,8 +134,13 @@ impl Cluster {
             leases_held: AtomicUsize::new(0),
             record: tokio::sync::Mutex::new(None),
             drain_time: Duration::from_millis(config.drain_ms),
+            connection_error: std::sync::Mutex::new(None),
         });
         tokio::spawn(Arc::clone(&cluster).probe(shutdown));
+        tokio::spawn(log_connection_errors(
+            connection_errors,
+            Arc::downgrade(&cluster),
+        ));
         Ok(cluster)
     }
 
@@ -151,12 +176,26 @@ impl Cluster {
         self.drain_time
     }
 
+    /// Why this node could not connect to Redis the last time it tried
+    /// (connection refused, a certificate that does not verify), while it
+    /// has not connected since; logged too.
+    pub fn connection_error(&self) -> Option<String> {
+        self.connection_error_slot().clone()
+    }
+
+    fn connection_error_slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.connection_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Notes a command's outcome for [`Cluster::is_available`].
     fn noted<T>(&self, r: Result<T, RedisError>) -> Result<T, ClusterError> {
         match r {
             Ok(v) => {
                 if !self.available.swap(true, Ordering::AcqRel) {
                     tracing::info!("Redis is available");
+                    *self.connection_error_slot() = None;
                 }
                 Ok(v)
             }
@@ -199,5 +238,40 @@ impl Cluster {
         self.wait_released().await;
         self.unregister().await;
         let _ = self.client.quit().await;
+    }
+}
+
+/// How often the same connection error is logged again while it lasts.
+const REPEAT_ERROR_EVERY: Duration = Duration::from_secs(30);
+
+/// Logs why Redis cannot be reached (refused, a TLS certificate that does
+/// not verify, a wrong password), which commands alone would only report
+/// as timeouts. The same error is logged again only now and then: the
+/// client retries four times a second.
+async fn log_connection_errors(
+    mut errors: tokio::sync::broadcast::Receiver<(RedisError, Option<fred::types::config::Server>)>,
+    cluster: std::sync::Weak<Cluster>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut last: Option<(String, tokio::time::Instant)> = None;
+    loop {
+        let (error, server) = match errors.recv().await {
+            Ok(e) => e,
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        let text = error.to_string();
+        let Some(c) = cluster.upgrade() else { return };
+        *c.connection_error_slot() = Some(text.clone());
+        drop(c);
+        let now = tokio::time::Instant::now();
+        let repeat = last
+            .as_ref()
+            .is_some_and(|(t, at)| *t == text && now.duration_since(*at) < REPEAT_ERROR_EVERY);
+        if !repeat {
+            let server = server.map(|s| s.to_string()).unwrap_or_default();
+            tracing::error!(error = %text, %server, "cannot use Redis");
+            last = Some((text, now));
+        }
     }
 }

@@ -29,6 +29,8 @@ pub struct Postgres {
     /// Stops the server when its stdin closes (see the module's doc).
     watchdog: Option<Child>,
     databases: AtomicU32,
+    /// Started with [`Postgres::start_tls`]: `ssl = on`.
+    ssl: bool,
 }
 
 impl Postgres {
@@ -41,6 +43,16 @@ impl Postgres {
 
     /// Starts a server of its own (for a test that stops or restarts it).
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// Starts a server of its own that also takes TLS, serving this
+    /// certificate and key (PEM); plain connections are still taken.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        Postgres::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Postgres {
         let bin = bin_dir();
         let root = tempfile::Builder::new()
             .prefix("conclave-pg-")
@@ -63,6 +75,7 @@ impl Postgres {
             as_postgres,
             watchdog: None,
             databases: AtomicU32::new(0),
+            ssl: tls.is_some(),
         };
         let out = pg
             .tool("initdb")
@@ -78,6 +91,26 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
 
+        if let Some((cert, key)) = tls {
+            // server.crt and server.key in the data directory, where `ssl =
+            // on` looks; the key readable by its owner only, as PostgreSQL
+            // demands.
+            let (crt_path, key_path) = (pg.data().join("server.crt"), pg.data().join("server.key"));
+            std::fs::write(&crt_path, cert).expect("write server.crt");
+            std::fs::write(&key_path, key).expect("write server.key");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod server.key");
+            if as_postgres {
+                let status = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&crt_path)
+                    .arg(&key_path)
+                    .status()
+                    .expect("chown");
+                assert!(status.success(), "chown the TLS files to postgres");
+            }
+        }
         // The port is free when asked, not necessarily when the server binds
         // it: another process may take it in between, so try a few.
         for _ in 0..5 {
@@ -144,9 +177,10 @@ impl Postgres {
     fn pg_ctl_start(&self) -> bool {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off",
+             -c synchronous_commit=off -c full_page_writes=off{}",
             self.port,
-            self.root.display()
+            self.root.display(),
+            if self.ssl { " -c ssl=on" } else { "" },
         );
         self.tool("pg_ctl")
             .arg("-D")

@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 /// A running Redis server; killed when dropped.
 pub struct Redis {
     pub port: u16,
+    /// With [`Redis::start_tls`]: the TLS port, beside the plain one the
+    /// test itself uses.
+    pub tls_port: Option<u16>,
+    /// The certificate and key files TLS serves.
+    tls_files: Option<(PathBuf, PathBuf)>,
     dir: tempfile::TempDir,
     watchdog: Mutex<Option<Child>>,
 }
@@ -24,12 +29,25 @@ pub struct Redis {
 impl Redis {
     /// Starts a server on a free loopback port.
     pub fn start() -> Redis {
+        Redis::start_with(None)
+    }
+
+    /// Starts a server that also takes TLS (`rediss://`, [`Redis::tls_url`])
+    /// on a second port, serving the certificate and key in these PEM files;
+    /// clients need no certificate of their own.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Redis {
+        Redis::start_with(Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_with(tls_files: Option<(PathBuf, PathBuf)>) -> Redis {
         // The port is free when asked, not necessarily when the server binds
         // it: another process may take it in between, so try a few.
         let mut log = String::new();
         for _ in 0..5 {
             let redis = Redis {
                 port: free_port(),
+                tls_port: tls_files.as_ref().map(|_| free_port()),
+                tls_files: tls_files.clone(),
                 dir: tempfile::Builder::new()
                     .prefix("conclave-redis-")
                     .tempdir()
@@ -49,17 +67,33 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `rediss://127.0.0.1:TLS_PORT` (after [`Redis::start_tls`]).
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://127.0.0.1:{}",
+            self.tls_port.expect("started with TLS")
+        )
+    }
+
     fn log(&self) -> PathBuf {
         self.dir.path().join("redis.log")
     }
 
     /// Starts `redis-server` under its watchdog; true once it answers PING.
     fn launch(&self) -> bool {
+        let mut tls = Vec::new();
+        if let (Some(port), Some((cert, key))) = (self.tls_port, &self.tls_files) {
+            tls.extend(["--tls-port".into(), port.to_string()]);
+            tls.extend(["--tls-cert-file".into(), cert.display().to_string()]);
+            tls.extend(["--tls-key-file".into(), key.display().to_string()]);
+            tls.extend(["--tls-auth-clients".into(), "no".into()]);
+        }
         let child = Command::new("sh")
             .arg("-c")
             .arg(r#"redis-server "$@" & pid=$!; cat >/dev/null; kill -9 $pid; wait $pid"#)
             .arg("sh")
             .args(["--port", &self.port.to_string()])
+            .args(&tls)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--protected-mode", "yes"])
             .arg("--dir")
