@@ -225,6 +225,8 @@ pub enum EndReason {
     Deleted,
     /// The server is shutting down.
     ServerShutdown,
+    /// A breakout room closed: its members go back to the parent meeting.
+    BreakoutClosed,
 }
 
 /// A media kind a member sends, for the host's "stop" controls.
@@ -260,8 +262,6 @@ pub struct RemoteTrack {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// First message of a connection. The passcode may be omitted by the
-    /// A breakout room closed: its members go back to the parent meeting.
-    BreakoutClosed,
     /// meeting's owner when the socket was opened with their session or token.
     Join {
         name: String,
@@ -392,6 +392,35 @@ pub enum ClientMessage {
     /// After an epoch change: ask the server to request a key frame of this
     /// member's own video (a PLI to it), so receivers get a frame under the new key.
     KeyFrameRequest,
+    /// First message of a connection that comes with a breakout ticket:
+    /// into a breakout room, or back into the meeting that opened it.
+    BreakoutJoin {
+        name: String,
+        ticket: String,
+    },
+    /// Host or co-host: open these rooms and move the members named in them
+    /// (`auto_assign`: spread the others evenly too).
+    BreakoutOpen {
+        rooms: Vec<crate::BreakoutRoomPlan>,
+        #[serde(default)]
+        auto_assign: bool,
+        #[serde(default)]
+        allow_return: bool,
+    },
+    /// Host or co-host: a line of text shown in every open room.
+    BreakoutBroadcast {
+        text: String,
+    },
+    /// Host or co-host: a ticket into one open room, to visit it.
+    BreakoutVisit {
+        room: crate::MeetingId,
+    },
+    /// Host or co-host: close every room after `countdown_secs`; their
+    /// members come back.
+    BreakoutClose {
+        #[serde(default)]
+        countdown_secs: u32,
+    },
 }
 
 /// What a member needs to create or check the meeting's MLS group.
@@ -434,35 +463,6 @@ pub enum ServerMessage {
         /// meeting the waiting room learns (docs/security.md).
         #[serde(default)]
         recording: bool,
-    /// First message of a connection that comes with a breakout ticket:
-    /// into a breakout room, or back into the meeting that opened it.
-    BreakoutJoin {
-        name: String,
-        ticket: String,
-    },
-    /// Host or co-host: open these rooms and move the members named in them
-    /// (`auto_assign`: spread the others evenly too).
-    BreakoutOpen {
-        rooms: Vec<crate::BreakoutRoomPlan>,
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        auto_assign: bool,
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        allow_return: bool,
-    },
-    /// Host or co-host: a line of text shown in every open room.
-    BreakoutBroadcast {
-        text: String,
-    },
-    /// Host or co-host: a ticket into one open room, to visit it.
-    BreakoutVisit {
-        room: crate::MeetingId,
-    },
-    /// Host or co-host: close every room after `countdown_secs`; their
-    /// members come back.
-    BreakoutClose {
-        #[serde(default)]
-        countdown_secs: u32,
-    },
     },
     /// Sent to a waiting connection after `waiting` when the meeting does
     /// not let guests in before a host (`join_before_host` off) and no host
@@ -593,6 +593,34 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after: Option<u64>,
     },
+    /// To one member: go to this breakout room (`ticket` admits you there;
+    /// `return_ticket` brings you back to this meeting, when returning is
+    /// allowed or the rooms close).
+    BreakoutMove {
+        room: crate::MeetingId,
+        name: String,
+        ticket: String,
+        return_ticket: String,
+        allow_return: bool,
+    },
+    /// To the parent's moderators: the open rooms (none once closed), and
+    /// seconds until they close when a countdown runs.
+    BreakoutRooms {
+        rooms: Vec<crate::BreakoutRoomInfo>,
+        allow_return: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        closing_in: Option<u32>,
+    },
+    /// To everyone in the rooms and the parent: the host's announcement.
+    /// Not end-to-end encrypted (security.md, breakout rooms).
+    BreakoutBroadcast {
+        from: String,
+        text: String,
+    },
+    /// To the rooms' members: the rooms close in `seconds`.
+    BreakoutClosing {
+        seconds: u32,
+    },
 }
 
 impl ServerMessage {
@@ -635,38 +663,14 @@ impl ServerMessage {
             ServerMessage::MlsCommitRequest => "mls_commit_request",
             ServerMessage::MlsUpdateRequest => "mls_update_request",
             ServerMessage::MlsWelcome { .. } => "mls_welcome",
-    /// To one member: go to this breakout room (`ticket` admits you there;
-    /// `return_ticket` brings you back to this meeting, when returning is
-    /// allowed or the rooms close).
-    BreakoutMove {
-        room: crate::MeetingId,
-        name: String,
-        ticket: String,
-        return_ticket: String,
-        allow_return: bool,
-    },
-    /// To the parent's moderators: the open rooms (none once closed), and
-    /// seconds until they close when a countdown runs.
-    BreakoutRooms {
-        rooms: Vec<crate::BreakoutRoomInfo>,
-        allow_return: bool,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        closing_in: Option<u32>,
-    },
-    /// To everyone in the rooms and the parent: the host's announcement.
-    /// Not end-to-end encrypted (security.md, breakout rooms).
-    BreakoutBroadcast {
-        from: String,
-        text: String,
-    },
-    /// To the rooms' members: the rooms close in `seconds`.
-    BreakoutClosing {
-        seconds: u32,
-    },
             ServerMessage::Denied => "denied",
             ServerMessage::Removed => "removed",
             ServerMessage::Ended { .. } => "ended",
             ServerMessage::Error { .. } => "error",
+            ServerMessage::BreakoutMove { .. } => "breakout_move",
+            ServerMessage::BreakoutRooms { .. } => "breakout_rooms",
+            ServerMessage::BreakoutBroadcast { .. } => "breakout_broadcast",
+            ServerMessage::BreakoutClosing { .. } => "breakout_closing",
         }
     }
 }
@@ -683,11 +687,11 @@ const CLIENT_TYPES: &[&str] = &[
     "remove",
     "stop_media",
     "mute_all",
+    "allow_publish",
     "set_media",
     "rename",
     "set_permissions",
     "lock",
-    "allow_publish",
     "unlock",
     "set_role",
     "transfer_host",
@@ -703,6 +707,11 @@ const CLIENT_TYPES: &[&str] = &[
     "mls_group_info",
     "mls_commit",
     "key_frame_request",
+    "breakout_join",
+    "breakout_open",
+    "breakout_broadcast",
+    "breakout_visit",
+    "breakout_close",
 ];
 
 /// Reads one client text frame, telling apart the ways it can be wrong.
@@ -710,10 +719,6 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ErrorCode> {
     if text.len() > MAX_MESSAGE_BYTES {
         return Err(ErrorCode::TooLarge);
     }
-            ServerMessage::BreakoutMove { .. } => "breakout_move",
-            ServerMessage::BreakoutRooms { .. } => "breakout_rooms",
-            ServerMessage::BreakoutBroadcast { .. } => "breakout_broadcast",
-            ServerMessage::BreakoutClosing { .. } => "breakout_closing",
     // A parsed object keeps the last of two equal keys; refuse them first.
     serde_json::from_str::<DistinctKeys>(text).map_err(|_| ErrorCode::BadMessage)?;
     let value: serde_json::Value = serde_json::from_str(text).map_err(|_| ErrorCode::BadMessage)?;
@@ -750,11 +755,6 @@ impl<'de> Deserialize<'de> for DistinctKeys {
         d.deserialize_any(DistinctKeysVisitor)
     }
 }
-    "breakout_join",
-    "breakout_open",
-    "breakout_broadcast",
-    "breakout_visit",
-    "breakout_close",
 
 struct DistinctKeysVisitor;
 
