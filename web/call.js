@@ -51,8 +51,10 @@ export class Call {
    * meetingId; name and passcode for `join`; media: what to send on arrival
    * ({audio, video}); owner: whether this account owns the meeting.
    */
-  constructor({ meetingId, name, passcode = '', media = { audio: true, video: true }, owner = false }) {
+  constructor({ meetingId, name, passcode = '', media = { audio: true, video: true }, owner = false, ticket = null }) {
     this.meetingId = meetingId;
+    this.ticket = ticket; // a breakout ticket (breakout.js), instead of the passcode
+    this.onBreakout = null; // breakout_* messages, for breakout.js
     this.name = name;
     this.passcode = passcode;
     this.media = media;
@@ -106,7 +108,7 @@ export class Call {
   }
 
   start() {
-    this.sig.join(this.name, this.passcode);
+    this.sig.join(this.name, this.passcode, this.ticket);
   }
 
   /** Takes back the seat of `seat` (from recentSeat) after a reload. */
@@ -143,6 +145,10 @@ export class Call {
     }
     if (msg.type === 'error') {
       if (!this.e2ee.onError(msg)) this.onError(msg);
+      return;
+    }
+    if (msg.type.startsWith('breakout_')) {
+      this.onBreakout?.(msg);
       return;
     }
     if (msg.type.startsWith('mls_')) {

@@ -8,6 +8,7 @@ import { alertBox, field, h, hueOf, initials, lockout, setText } from './dom.js'
 import { createDevicePicker } from './devices.js';
 import { duration } from './errors.js';
 import { icon } from './icons.js';
+import { afterBreakout, breakoutPass, forgetBreakoutPass } from './breakout.js';
 import { mountMeeting } from './meeting.js';
 import { mountOutcome } from './outcome.js';
 import { linkClick } from './router.js';
@@ -62,6 +63,7 @@ export function mountJoin(root, meetingId) {
   let lastName = '';
   let lastPasscode = passcodeFor(meetingId);
   let passcodeInput = null;
+  let ticket = null; // a breakout ticket into (or back into) this meeting
 
   root.replaceChildren(h('main', { class: 'center-page' },
     h('div', { class: 'join-loading' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), h('span', { text: 'Loading…' }))));
@@ -81,9 +83,14 @@ export function mountJoin(root, meetingId) {
     }
     if (!alive) return;
     const seat = recentSeat(meetingId);
+    const pass = breakoutPass(meetingId);
     if (seat) {
       lastName = seat.name;
       begin({ resumeSeat: seat });
+    } else if (pass) {
+      lastName = pass.name;
+      ticket = pass.ticket;
+      begin();
     } else if (autostart && owned) {
       lastName = storedName() || user.username;
       begin();
@@ -228,7 +235,7 @@ export function mountJoin(root, meetingId) {
     if (call) call.dispose();
     if (unsubscribe) unsubscribe();
     view.phase = null;
-    call = new Call({ meetingId, name: lastName, passcode: lastPasscode, media: { ...media }, owner: !!owned });
+    call = new Call({ meetingId, name: lastName, passcode: lastPasscode, media: { ...media }, owner: !!owned, ticket });
     unsubscribe = call.store.subscribe(onState);
     if (resumeSeat) {
       root.replaceChildren(h('main', { class: 'center-page' },
@@ -258,6 +265,11 @@ export function mountJoin(root, meetingId) {
     clearView();
     clearToasts();
     view.phase = state.phase;
+    if (ticket && state.phase !== 'waiting') {
+      // Used or refused: a refused ticket falls back to the join form.
+      forgetBreakoutPass(meetingId);
+      ticket = null;
+    }
     switch (state.phase) {
       case 'failed':
         showForm(state.joinError);
@@ -277,6 +289,7 @@ export function mountJoin(root, meetingId) {
         view.cleanup = mountMeeting(root, call, { inviteLink: owned?.invite_link || null });
         break;
       case 'over':
+        if (afterBreakout(meetingId, state.outcome, lastName)) break;
         mountOutcome(root, state.outcome, { onRejoin: () => { view.phase = null; begin(); } });
         break;
       default:

@@ -1,6 +1,7 @@
 // The meeting screen: top bar, the participant grid, the side panels and the
 // control bar, all rendered from the call's state.
 
+import { mountBreakout } from './breakout.js';
 import { createChatPanel } from './chat.js';
 import { copyText, h, setText } from './dom.js';
 import { createGrid } from './grid.js';
@@ -82,6 +83,8 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
     toolbar: toolbar.el, stage: screen.querySelector('.stage-wrap'), participantsBody: participants.el.querySelector('.panel-body'), grid: grid.el,
   });
 
+  const breakout = mountBreakout(call, { toolbar: toolbar.el, stage: screen.querySelector('.stage-wrap') });
+
   function togglePanel(name, open = !panels[name]) {
     panels[name] = open;
     if (name === 'chat' && open) {
@@ -127,6 +130,7 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
     layout.update(state);
     grid.update(state, layout.view);
     features.update(state);
+    breakout.update(state);
     participants.update(state);
     chat.update(state);
     security.update(state);
@@ -144,6 +148,7 @@ export function mountMeeting(root, call, { inviteLink = null } = {}) {
     grid.destroy();
     layout.destroy();
     features.destroy();
+    breakout.destroy();
     toolbar.destroy();
     if (bannerTimer) clearInterval(bannerTimer);
   };

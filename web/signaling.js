@@ -40,9 +40,10 @@ export class Signaling {
   }
 
   /** Opens the socket and asks for a seat. */
-  join(name, passcode) {
-    this.first = { type: 'join', name };
-    if (passcode) this.first.passcode = passcode;
+  join(name, passcode, ticket = null) {
+    // A breakout ticket (breakout.js) stands for the passcode and the waiting room.
+    this.first = ticket ? { type: 'breakout_join', name, ticket } : { type: 'join', name };
+    if (passcode && !ticket) this.first.passcode = passcode;
     this.open('connecting');
   }
 

@@ -339,6 +339,19 @@ fn the_host_visits_a_room_as_its_host() {
     let mut ra = child_of(&room.log, a);
     let out = ticket_join(&mut ra, 21, "Ada", owner(), t);
     assert_eq!(joined(&out, 21).role, Role::Host);
+    // A visitor comes back while the rooms are open, though the plan keeps
+    // participants in their rooms.
+    let (_, _, back) = moved(&room.log, HOST);
+    room.msg(HOST, ClientMessage::Leave);
+    let out = ticket_join(&mut room, 31, "Ada", owner(), back);
+    joined(&out, 31);
+    let shown = sent(&out, 31);
+    assert!(
+        shown
+            .iter()
+            .any(|m| matches!(m, ServerMessage::BreakoutRooms { rooms, .. } if rooms.len() == 1)),
+        "{shown:?}"
+    );
 }
 
 #[test]

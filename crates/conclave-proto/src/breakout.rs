@@ -83,4 +83,28 @@ mod tests {
         assert_eq!(BreakoutTicket::decode(""), None);
         assert_ne!(BreakoutTicket::generate(), t);
     }
+
+    #[test]
+    fn breakout_open_parses_with_its_flags_false_and_refuses_unknown_fields() {
+        use crate::{ClientMessage, ErrorCode, parse_client_message};
+        let open = r#"{"type":"breakout_open","rooms":[{"name":"A","participants":[2]}],"auto_assign":false,"allow_return":false}"#;
+        assert_eq!(
+            parse_client_message(open),
+            Ok(ClientMessage::BreakoutOpen {
+                rooms: vec![BreakoutRoomPlan {
+                    name: "A".into(),
+                    participants: vec![ParticipantId(2)],
+                }],
+                auto_assign: false,
+                allow_return: false,
+            })
+        );
+        let extra = r#"{"type":"breakout_open","rooms":[{"name":"A","who":[2]}]}"#;
+        assert_eq!(parse_client_message(extra), Err(ErrorCode::BadMessage));
+        let close = r#"{"type":"breakout_close"}"#;
+        assert_eq!(
+            parse_client_message(close),
+            Ok(ClientMessage::BreakoutClose { countdown_secs: 0 })
+        );
+    }
 }

@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conclave_core::{ConnId, Identity, Input, MediaEvent, Meeting, Output};
-use conclave_proto::{EndReason, MeetingId, ResumeToken, ServerMessage};
+use conclave_core::{
+    BanKey, BreakoutOutput, ConnId, Identity, Input, MediaEvent, Meeting, MeetingConfig, Output,
+};
+use conclave_proto::{BreakoutTicket, EndReason, MeetingId, ResumeToken, ServerMessage};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -47,6 +49,14 @@ pub enum RoomCmd {
         /// connection counts a failure as it does when no room runs.
         seated: oneshot::Sender<bool>,
     },
+    /// A `breakout_join`: the room's core checks the ticket.
+    BreakoutJoin {
+        conn: ConnId,
+        sink: mpsc::Sender<Outbound>,
+        name: String,
+        identity: Identity,
+        ticket: BreakoutTicket,
+    },
     Input(Input),
 }
 
@@ -68,6 +78,10 @@ pub struct Rooms {
     /// Serializes room starts in cluster mode: two joins starting the same
     /// meeting at once must not both ask for its lease.
     starting: tokio::sync::Mutex<()>,
+    /// Breakout rooms opened by running meetings and not closed yet: what
+    /// each starts with. They live in this process only (not in the store),
+    /// on the parent's node.
+    breakouts: Mutex<HashMap<MeetingId, (MeetingConfig, Vec<BanKey>)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +124,7 @@ impl Rooms {
             participants: AtomicI64::new(0),
             cluster,
             starting: tokio::sync::Mutex::new(()),
+            breakouts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -195,6 +210,9 @@ impl Rooms {
     }
 
     async fn start(self: &Arc<Self>, id: MeetingId) -> Result<mpsc::Sender<RoomCmd>, RoomError> {
+        if let Some(tx) = self.start_breakout_room(id) {
+            return Ok(tx);
+        }
         let record = self.store.meeting(id).await?.ok_or(RoomError::Gone)?;
         let bans = self.store.bans(id).await?;
         let Some(cluster) = &self.cluster else {
@@ -410,6 +428,24 @@ impl Room {
                 // The connection may be gone already; nothing to tell then.
                 let _ = seated.send(self.meeting.has_seat(conn));
             }
+            RoomCmd::BreakoutJoin {
+                conn,
+                sink,
+                name,
+                identity,
+                ticket,
+            } => {
+                self.sinks.insert(conn, sink);
+                let resume_token = ResumeToken::generate();
+                let input = Input::BreakoutJoin {
+                    conn,
+                    name,
+                    identity,
+                    resume_token,
+                    ticket,
+                };
+                self.meeting.handle(input, now);
+            }
             RoomCmd::Input(input) => {
                 if let (Input::End(EndReason::ServerShutdown), Some(live)) =
                     (&input, &mut self.live)
@@ -439,6 +475,7 @@ impl Room {
                     }
                 }
                 Output::Media(cmd) => self.media.send(cmd),
+                Output::Breakout(b) => self.breakout(b).await,
                 Output::SavePermissions(p) => {
                     if let Err(e) = self.rooms.store.save_permissions(self.id, p).await {
                         self.rooms.metrics.store_errors.increment(1);
@@ -550,6 +587,73 @@ impl Room {
                 TrySendError::Closed(_) => tracing::debug!(
                     meeting = %self.id, conn = conn.0, kind, "client gone"
                 ),
+            }
+        }
+    }
+}
+
+/// Breakout rooms: each is a meeting of its own (own core, router and MLS
+/// group), started from what its parent registered, never from the store.
+impl Rooms {
+    /// Whether `id` is an open breakout room of a meeting running here.
+    pub fn is_breakout_room(&self, id: MeetingId) -> bool {
+        self.breakout_specs().contains_key(&id)
+    }
+
+    fn breakout_specs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<MeetingId, (MeetingConfig, Vec<BanKey>)>> {
+        self.breakouts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the breakout room `id` (no lease: it runs where its parent does).
+    fn start_breakout_room(self: &Arc<Self>, id: MeetingId) -> Option<mpsc::Sender<RoomCmd>> {
+        let (config, bans) = self.breakout_specs().get(&id).cloned()?;
+        let mut map = self.lock();
+        if let Some(tx) = map.get(&id) {
+            return Some(tx.clone());
+        }
+        let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+        map.insert(id, tx.clone());
+        let (media, media_events) = self.media.open(id);
+        let room = Room {
+            id,
+            media,
+            meeting: Meeting::new_breakout_room(config, bans),
+            live: None,
+            sinks: HashMap::new(),
+            last_sent: None,
+            counted: (0, 0),
+            rooms: Arc::clone(self),
+        };
+        tokio::spawn(room.run(rx, media_events));
+        tracing::info!(meeting = %id, "breakout room started");
+        Some(tx)
+    }
+}
+
+impl Room {
+    /// Starts, feeds and forgets this meeting's breakout rooms. A note goes
+    /// to its room before anything this meeting says after it, so a room
+    /// holds a member's ticket before the member hears of the room.
+    async fn breakout(&mut self, out: BreakoutOutput) {
+        match out {
+            BreakoutOutput::Open { room, config, bans } => {
+                tracing::info!(meeting = %self.id, %room, "breakout room opened");
+                self.rooms.breakout_specs().insert(room, (config, bans));
+            }
+            BreakoutOutput::Note { room, note } => {
+                if !self.rooms.is_breakout_room(room) {
+                    return;
+                }
+                let cmd = RoomCmd::Input(Input::Breakout(note));
+                if let Err(e) = self.rooms.deliver(room, cmd).await {
+                    tracing::warn!(meeting = %self.id, %room, error = %e, "breakout room unreachable");
+                }
+            }
+            BreakoutOutput::Forget { room } => {
+                self.rooms.breakout_specs().remove(&room);
+                tracing::info!(meeting = %self.id, %room, "breakout room closed");
             }
         }
     }

@@ -63,6 +63,9 @@ pub enum RoomNote {
 #[derive(Debug, Clone)]
 struct Pass {
     identity: Identity,
+    /// A return ticket that works while the rooms are open whatever the
+    /// plan says: a moderator's, back from a visit.
+    anytime: bool,
 }
 
 impl Pass {
@@ -187,6 +190,10 @@ impl Meeting {
             for_host: false,
         };
         self.seat(id, waiter, role);
+        // A moderator back from a visit is shown the rooms again.
+        if role.moderates() && self.breakout.opened.is_some() {
+            self.tell_rooms(now);
+        }
     }
 
     fn ticket_admits(
@@ -203,7 +210,7 @@ impl Meeting {
                 Some(o) => o.allow_return || o.closing_at.is_some(),
                 None => b.returns_until.is_some_and(|t| now < t),
             };
-            b.returns.get(ticket).filter(|_| may_return)
+            b.returns.get(ticket).filter(|p| may_return || p.anytime)
         };
         match pass {
             Some(p) if p.admits(who) => Ok(()),
@@ -218,7 +225,13 @@ impl Meeting {
         }
         match note {
             RoomNote::Admit { ticket, identity } => {
-                self.breakout.admits.insert(ticket, Pass { identity });
+                self.breakout.admits.insert(
+                    ticket,
+                    Pass {
+                        identity,
+                        anytime: false,
+                    },
+                );
             }
             RoomNote::Broadcast { from, text } => {
                 self.broadcast(&ServerMessage::BreakoutBroadcast { from, text });
@@ -386,7 +399,8 @@ impl Meeting {
         };
         self.out
             .push_back(Output::Breakout(BreakoutOutput::Note { room, note }));
-        self.breakout.returns.insert(back, Pass { identity });
+        let anytime = allow_return;
+        self.breakout.returns.insert(back, Pass { identity, anytime });
         self.send_to_member(
             participant,
             ServerMessage::BreakoutMove {

@@ -402,6 +402,13 @@ impl Connection {
                                 Attempt::Answered => { in_room = true; }
                             }
                         }
+                        (false, ClientMessage::BreakoutJoin { name, ticket }) => {
+                            match self.breakout_join(name, &ticket, &mut sink).await {
+                                Attempt::Delivered | Attempt::Answered => { in_room = true; slot.release(); }
+                                Attempt::Refused(m) => { send(&mut ws_tx, &m).await; }
+                                Attempt::Fatal(m) => { send(&mut ws_tx, &m).await; break; }
+                            }
+                        }
                         (false, _) => {
                             send(&mut ws_tx, &ServerMessage::error(ErrorCode::NotJoined)).await;
                         }
@@ -745,5 +752,51 @@ impl Connection {
         self.count_shared_failure();
         self.failed(notice, why).await;
         Attempt::Fatal(ServerMessage::error(ErrorCode::ResumeFailed))
+    }
+}
+
+impl Connection {
+    /// A `breakout_join`: into an open breakout room, or back into the
+    /// running meeting that opened it. No passcode and no waiting room: the
+    /// room's core admits only a ticket it holds, for the identity it was
+    /// drawn for, and otherwise answers `breakout_refused` and closes.
+    /// Rooms run only on this node (the parent's): there is nothing to
+    /// relay or start elsewhere.
+    async fn breakout_join(
+        &self,
+        name: String,
+        ticket: &str,
+        sink: &mut Option<mpsc::Sender<Arc<str>>>,
+    ) -> Attempt {
+        if let Some(m) = self.too_many() {
+            return Attempt::Refused(m);
+        }
+        let refused = || Attempt::Fatal(ServerMessage::error(ErrorCode::BreakoutRefused));
+        let (Some(id), Some(ticket)) =
+            (self.meeting, conclave_proto::BreakoutTicket::decode(ticket))
+        else {
+            return refused();
+        };
+        let Some(tx) = sink.take() else {
+            return Attempt::Fatal(ServerMessage::error(ErrorCode::Internal));
+        };
+        let cmd = RoomCmd::BreakoutJoin {
+            conn: self.conn,
+            sink: tx,
+            name,
+            identity: self.identity.clone(),
+            ticket,
+        };
+        let rooms = &self.state.rooms;
+        let delivered = if rooms.is_breakout_room(id) {
+            rooms.deliver(id, cmd).await.is_ok()
+        } else {
+            rooms.deliver_if_running(id, cmd).await
+        };
+        if delivered {
+            Attempt::Delivered
+        } else {
+            refused()
+        }
     }
 }

@@ -106,6 +106,8 @@ const ASSETS: &[Asset] = &[
     asset!("openpubkey.js", "text/javascript; charset=utf-8"),
     asset!("layout.js", "text/javascript; charset=utf-8"),
     asset!("layout.css", "text/css; charset=utf-8"),
+    asset!("breakout.js", "text/javascript; charset=utf-8"),
+    asset!("breakout.css", "text/css; charset=utf-8"),
 ];
 
 /// The browser's E2EE module (crates/conclave-e2ee-wasm), compiled to wasm32 and bound by
