@@ -17,8 +17,11 @@
 //!   path) is overuse: the estimate drops to 0.85 times what the subscriber
 //!   was measured to receive. Otherwise it grows by at most 8 % a second,
 //!   to no more than twice what is received or what the views want
-//!   ([`Bwe::set_desired`]): the fast path does not probe, so growth toward
-//!   the next layer is what lets a clean path reach it.
+//!   ([`Bwe::set_desired`]).
+//! - **Probes** (`probe.rs`): when the views want more than the estimate,
+//!   [`Bwe::poll_probe`] asks for a short burst of padding at up to twice
+//!   the estimate, and the rate its feedback shows the path delivered lets
+//!   the estimate jump there at once instead of growing toward it.
 //! - **Loss**: over each second (or 50 packets), above 10 % lost the loss
 //!   estimate is cut by half the loss fraction; below 2 % it grows by 5 %,
 //!   and stops limiting once it is back at the delay-based estimate.
@@ -30,6 +33,11 @@
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+mod probe;
+
+use probe::Cluster;
+pub(crate) use probe::{MIN_PACKETS as PROBE_MIN_PACKETS, Probe};
 
 /// Sent packets remembered for feedback: a few seconds of a subscriber's
 /// video.
@@ -59,6 +67,8 @@ const INCREASE_PER_SECOND: f64 = 1.08;
 /// Loss evaluated over this long, or this many packets.
 const LOSS_PERIOD: Duration = Duration::from_secs(1);
 const LOSS_PACKETS: u64 = 50;
+/// Loss below this share lets the loss-based estimate recover.
+const LOSS_LOW: f64 = 0.02;
 /// The received rate is measured over this window of arrivals.
 const ACKED_WINDOW: Duration = Duration::from_millis(500);
 /// Bounds of the estimate, bits per second.
@@ -90,6 +100,8 @@ struct Sent {
     size: u32,
     /// Reported received already (a later report may repeat it).
     acked: bool,
+    /// The probe cluster it belongs to.
+    probe: Option<u32>,
 }
 
 /// A burst of packets sent together: when its first left, when its last
@@ -105,6 +117,9 @@ struct Group {
 pub(crate) struct Bwe {
     /// Transport-wide sequence number of `sent[0]`.
     first_seq: u64,
+    /// Packets numbered from here on have not been said to have left yet
+    /// ([`Bwe::departed`]).
+    departing: u64,
     sent: VecDeque<Sent>,
     // Delay-based.
     group: Option<Group>,
@@ -128,10 +143,16 @@ pub(crate) struct Bwe {
     lost: u64,
     reported: u64,
     loss_since: Option<Instant>,
+    /// The loss fraction of the last period evaluated.
+    last_loss: f64,
     /// Arrivals of the last `ACKED_WINDOW`: (arrival, bytes).
     arrivals: VecDeque<(Instant, u32)>,
     desired: f64,
     updated: bool,
+    // Probing.
+    cluster: Option<Cluster>,
+    last_probe: Option<Instant>,
+    probes: u32,
 }
 
 impl Bwe {
@@ -141,6 +162,7 @@ impl Bwe {
         // Loss limits nothing until some is seen.
         Bwe {
             first_seq: 0,
+            departing: 0,
             sent: VecDeque::with_capacity(HISTORY),
             group: None,
             previous_group: None,
@@ -162,9 +184,13 @@ impl Bwe {
             lost: 0,
             reported: 0,
             loss_since: None,
+            last_loss: 0.0,
             arrivals: VecDeque::new(),
             desired: 0.0,
             updated: false,
+            cluster: None,
+            last_probe: None,
+            probes: 0,
         }
     }
 
@@ -199,9 +225,37 @@ impl Bwe {
         }
     }
 
+    /// The packets numbered since the last call left at `at`: their send
+    /// times become `at`. The delay detector must compare arrivals with
+    /// when packets left, not when they were numbered: a worker that
+    /// numbers a batch and is descheduled before it sends the batch (a busy
+    /// machine) would otherwise look like a queue filling on the path, and
+    /// every subscriber's estimate fall at once.
+    pub(crate) fn departed(&mut self, at: Instant) {
+        let from = self.departing.saturating_sub(self.first_seq);
+        let from = usize::try_from(from).unwrap_or(usize::MAX);
+        for sent in self.sent.iter_mut().skip(from) {
+            sent.at = sent.at.max(at);
+        }
+        self.departing = self.next_seq();
+    }
+
     /// Notes a packet of `size` bytes sent at `at`, and returns its
     /// transport-wide sequence number (its low 16 bits go on the wire).
     pub(crate) fn register(&mut self, at: Instant, size: usize) -> u64 {
+        self.register_as(at, size, None)
+    }
+
+    /// Like [`Bwe::register`], for a packet of the probe `probe` asked
+    /// for by [`Bwe::poll_probe`].
+    pub(crate) fn register_probe(&mut self, at: Instant, size: usize, probe: u32) -> u64 {
+        if let Some(c) = self.cluster.as_mut().filter(|c| c.probe.id == probe) {
+            c.on_sent();
+        }
+        self.register_as(at, size, Some(probe))
+    }
+
+    fn register_as(&mut self, at: Instant, size: usize, probe: Option<u32>) -> u64 {
         let seq = self.next_seq();
         if self.sent.len() == HISTORY {
             self.sent.pop_front();
@@ -211,6 +265,7 @@ impl Bwe {
             at,
             size: size.min(u32::MAX as usize) as u32,
             acked: false,
+            probe,
         });
         seq
     }
@@ -244,6 +299,13 @@ impl Bwe {
                     if !sent.acked {
                         sent.acked = true;
                         received.push((sent.at, arrival, sent.size));
+                        if let Some(c) = self
+                            .cluster
+                            .as_mut()
+                            .filter(|c| sent.probe == Some(c.probe.id))
+                        {
+                            c.on_received(arrival, sent.size);
+                        }
                     }
                 }
                 // Reported missing now; it may still arrive (a later report
@@ -279,7 +341,73 @@ impl Bwe {
             }
         }
         self.update_rate(now);
+        self.use_probe(now);
         Ok(())
+    }
+
+    /// A probe to send now, if one is due: the views want clearly more than
+    /// the estimate, nothing says the path is congested or lossy, and the
+    /// last probe has ended at least [`probe::PROBE_INTERVAL`] ago.
+    pub(crate) fn poll_probe(&mut self, now: Instant) -> Option<Probe> {
+        if let Some(c) = &self.cluster {
+            if !c.expired(now) {
+                return None;
+            }
+            tracing::debug!(probe = c.probe.id, "probe gave no result");
+            self.cluster = None;
+        }
+        if !self.updated
+            || self.usage == Usage::Over
+            || self.last_loss >= LOSS_LOW
+            || self
+                .last_probe
+                .is_some_and(|t| now.saturating_duration_since(t) < probe::PROBE_INTERVAL)
+        {
+            return None;
+        }
+        let estimate = self.estimate() as f64;
+        if self.desired < estimate * probe::WANT_MORE {
+            return None;
+        }
+        let bitrate = (estimate * probe::STEP).min(self.desired).min(MAX_BITRATE);
+        self.probes = self.probes.wrapping_add(1);
+        let probe = Probe::new(self.probes, bitrate);
+        self.cluster = Some(Cluster::new(probe, now));
+        self.last_probe = Some(now);
+        Some(probe)
+    }
+
+    /// Raises the delay-based estimate to what the current probe showed
+    /// the path carries, once its feedback is in.
+    fn use_probe(&mut self, now: Instant) {
+        let Some(c) = &self.cluster else { return };
+        let Some(rate) = c.result() else {
+            if c.expired(now) {
+                self.cluster = None;
+            }
+            return;
+        };
+        let before = self.estimate() as f64;
+        if rate > before && self.usage != Usage::Over {
+            let rate = rate.clamp(MIN_BITRATE, MAX_BITRATE);
+            self.delay_estimate = self.delay_estimate.max(rate);
+            // The path carried the probe with little loss lately: a loss
+            // estimate still recovering from an earlier loss need not
+            // hold the estimate below what it just carried.
+            if self.last_loss < LOSS_LOW {
+                self.loss_estimate = self.loss_estimate.max(rate);
+            }
+            self.last_increase = Some(now);
+        }
+        tracing::debug!(
+            probe = c.probe.id,
+            target = c.probe.bitrate,
+            rate,
+            before,
+            after = self.delay_estimate,
+            "probe result"
+        );
+        self.cluster = None;
     }
 
     /// Bits per second received over the last arrivals, if enough arrived
@@ -304,11 +432,12 @@ impl Bwe {
         }
         if self.reported >= 10 {
             let fraction = self.lost as f64 / self.reported as f64;
+            self.last_loss = fraction;
             if fraction > 0.10 {
                 let from = self.loss_estimate.min(self.delay_estimate);
                 self.loss_estimate = (from * (1.0 - 0.5 * fraction)).max(MIN_BITRATE);
                 tracing::debug!(fraction, after = self.loss_estimate, "loss-based decrease");
-            } else if fraction < 0.02 {
+            } else if fraction < LOSS_LOW {
                 self.loss_estimate *= 1.05;
                 // Caught up: loss no longer limits (until it is high again).
                 if self.loss_estimate >= self.delay_estimate {

@@ -42,6 +42,11 @@
 //!   subscriber's TWCC reports (raw RTCP events) feed the estimator, whose
 //!   estimate then drives the simulcast layer choice instead of str0m's.
 //!   Reports it cannot use are dropped and counted (`fast_twcc_refused`).
+//! - **Probes** for a step up (`bwe/probe.rs`) go as padding-only packets
+//!   on a video stream's RTX SSRC, as libwebrtc sends its own: once this
+//!   path numbers the session's packets it also numbers that SSRC's
+//!   (str0m's retransmissions on it are sealed again with this path's
+//!   sequence numbers), so its padding takes indices nobody else seals.
 //!
 //! Known limits: the per-SSRC state (owner, history) lives as long as the
 //! session, also for streams a renegotiation stopped; str0m's raw-packet
@@ -89,6 +94,10 @@ const HELD_BACK: usize = 256;
 /// The retransmission budget's window: its byte counts halve this often.
 const BUDGET_HALF_LIFE: Duration = Duration::from_secs(1);
 
+/// Padding bytes in one probe packet: the most an RTP padding length
+/// (one byte) can say.
+const PROBE_PADDING: usize = 255;
+
 /// Who seals a subscriber stream's main SSRC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
@@ -125,6 +134,16 @@ pub(crate) struct FastPath {
     /// str0m's RTP datagrams held back, by (SSRC, sequence number), until
     /// str0m's clear copy of each arrives to be sealed again.
     held: VecDeque<(u32, u16)>,
+    /// Where probes go, once a fast video stream with RTX is known.
+    pad: Option<Padding>,
+}
+
+/// A video stream's RTX SSRC and payload type, and the next sequence
+/// number on it: this path's once it numbers the session's packets.
+struct Padding {
+    ssrc: u32,
+    pt: u8,
+    next: u16,
 }
 
 struct FastStream {
@@ -164,6 +183,7 @@ impl FastPath {
             twcc_id: None,
             str0m_twcc: None,
             held: VecDeque::new(),
+            pad: None,
         }
     }
 
@@ -218,6 +238,9 @@ impl FastPath {
                 // Sealed by str0m, as it says: nothing more to do.
                 let _ = sealer.observe(key.0, key.1);
             }
+            if let Some(pad) = self.pad.as_mut().filter(|p| p.ssrc == key.0) {
+                pad.next = key.1.wrapping_add(1);
+            }
             if let Some(t) = header.ext_vals.transport_cc {
                 self.str0m_twcc = Some(t);
             }
@@ -233,6 +256,14 @@ impl FastPath {
             let seq = self.next_twcc(now, clear.len() + SRTP_OVERHEAD);
             clear[at..at + 2].copy_from_slice(&seq.to_be_bytes());
         }
+        // Padding shares this SSRC's sequence: str0m's retransmissions on
+        // it take this path's next numbers.
+        if let Some(pad) = self.pad.as_mut().filter(|p| p.ssrc == key.0)
+            && clear.len() >= 4
+        {
+            clear[2..4].copy_from_slice(&pad.next.to_be_bytes());
+            pad.next = pad.next.wrapping_add(1);
+        }
         let mut sealed = vec![0u8; clear.len() + SRTP_OVERHEAD];
         match self.sealer().map(|s| s.seal_rtp(&clear, &mut sealed)) {
             Some(Ok(n)) => {
@@ -245,6 +276,56 @@ impl FastPath {
                 tracing::debug!(%error, "str0m's packet not sealed again");
             }
             None => {}
+        }
+    }
+
+    /// Sends the probe the estimator asks for, if any: padding-only
+    /// packets on the RTX SSRC, each with its transport-wide number.
+    fn probe(&mut self, now: Instant, transmits: &mut TransmitQueue, stats: &mut crate::PeerStats) {
+        if !self.estimates || self.pad.is_none() || !self.numbers_all() {
+            return;
+        }
+        let (Some(route), Some(id)) = (self.route, self.twcc_id) else {
+            return;
+        };
+        let Some(probe) = self.bwe.poll_probe(now) else {
+            return;
+        };
+        let packets = probe
+            .bytes
+            .div_ceil(PROBE_PADDING)
+            .max(crate::bwe::PROBE_MIN_PACKETS);
+        for _ in 0..packets {
+            let Some(pad) = self.pad.as_mut() else { return };
+            let mut clear = Vec::with_capacity(20 + PROBE_PADDING);
+            // V=2, padding, one extension block; no marker.
+            clear.extend_from_slice(&[0xb0, pad.pt & 0x7f]);
+            clear.extend_from_slice(&pad.next.to_be_bytes());
+            clear.extend_from_slice(&0u32.to_be_bytes());
+            clear.extend_from_slice(&pad.ssrc.to_be_bytes());
+            clear.extend_from_slice(&[0xbe, 0xde, 0, 1, (id << 4) | 1, 0, 0, 0]);
+            clear.resize(clear.len() + PROBE_PADDING - 1, 0);
+            clear.push(PROBE_PADDING as u8);
+            pad.next = pad.next.wrapping_add(1);
+            let mut sealed = vec![0u8; clear.len() + SRTP_OVERHEAD];
+            let Some(at) = extension_at(&clear, id) else {
+                return;
+            };
+            let seq = self.bwe.register_probe(now, sealed.len(), probe.id) as u16;
+            clear[at..at + 2].copy_from_slice(&seq.to_be_bytes());
+            match self.sealer().map(|s| s.seal_rtp(&clear, &mut sealed)) {
+                Some(Ok(n)) => {
+                    sealed.truncate(n);
+                    stats.fast_probe_packets += 1;
+                    push(transmits, route, sealed, stats);
+                }
+                Some(Err(error)) => {
+                    stats.fast_seal_errors += 1;
+                    tracing::debug!(%error, "probe not sealed");
+                    return;
+                }
+                None => return,
+            }
         }
     }
 
@@ -473,6 +554,25 @@ impl Peer {
         let Some(rewritten) = out.rewrite(params, packet) else {
             return Forwarded::Dropped;
         };
+        if fast.pad.is_none() && kind == MediaKind::Video {
+            let rtx = self
+                .rtc
+                .direct_api()
+                .stream_tx(&out.ssrc)
+                .and_then(|s| s.rtx());
+            let rtx_pt = self
+                .rtc
+                .codec_config()
+                .find(|p| p.pt() == pt)
+                .and_then(|p| p.resend());
+            if let (Some(ssrc), Some(pt)) = (rtx, rtx_pt) {
+                fast.pad = Some(Padding {
+                    ssrc: *ssrc,
+                    pt: *pt,
+                    next: 0,
+                });
+            }
+        }
         let stream = fast
             .streams
             .entry(ssrc)
@@ -601,6 +701,9 @@ impl Peer {
         }
         self.stats.fast_sealed += 1;
         push(transmits, route, sealed, &mut self.stats);
+        if kind == MediaKind::Video {
+            fast.probe(now, transmits, &mut self.stats);
+        }
         Forwarded::Sent
     }
 

@@ -74,6 +74,9 @@ pub struct PeerStats {
     /// Fast path: str0m's RTP packets sealed again with the fast path's
     /// transport-wide sequence number.
     pub fast_resealed: u64,
+    /// Fast path: padding packets sent to probe for a step up (`bwe.rs`),
+    /// on a video stream's RTX SSRC.
+    pub fast_probe_packets: u64,
     /// PLIs the router sent this peer about tracks it publishes.
     pub keyframe_requests_out: u64,
     /// Datagrams or timeouts the WebRTC stack refused with an error.

@@ -310,6 +310,20 @@ impl Router {
         self.transmits.pop()
     }
 
+    /// The datagrams polled so far have been handed to the socket at `at`.
+    /// The fast path's congestion control times its packets by this, not
+    /// by when they were sealed: the two differ by however long the worker
+    /// took (or was descheduled) before it sent the batch, which is no
+    /// queue on the path (`bwe.rs`, [`RouterConfig::fast_path`]). A shell
+    /// that never calls it leaves them timed when sealed.
+    pub fn transmitted(&mut self, at: Instant) {
+        for peer in self.peers.values_mut() {
+            if let Some(fast) = peer.fast.as_mut() {
+                fast.bwe.departed(at);
+            }
+        }
+    }
+
     /// The next event for the signaling shell.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()

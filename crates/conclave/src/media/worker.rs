@@ -444,6 +444,11 @@ impl Worker {
             self.relays.send(meeting, &mut self.relay_out);
         }
         send_all(&self.socket, &mut self.send).await;
+        // When they really left, for the fast path's congestion control.
+        let sent = Instant::now();
+        for m in self.meetings.values_mut() {
+            m.router.transmitted(sent);
+        }
     }
 }
 

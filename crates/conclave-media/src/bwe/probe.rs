@@ -1,0 +1,185 @@
+//! Probing for a step up (issue 16): the fast path does not pace, and an
+//! estimate that only grows by 8 % a second takes ten seconds or more to
+//! reach the next simulcast layer, also after a decrease that a busy
+//! machine's scheduling caused rather than the path. So when the views
+//! want more than the estimate, the estimator asks for a short burst of
+//! padding at a higher rate (a probe cluster, as libwebrtc's
+//! `ProbeController`), and reads what rate the path delivered it at from
+//! the TWCC feedback on it (as libwebrtc's `ProbeBitrateEstimator`): the
+//! cluster's bytes over the span its arrivals took. A path that carries
+//! the probe's rate lets the estimate jump to it; one that does not spreads
+//! the arrivals and gives its own capacity, and the estimate stays.
+//!
+//! Pure state on the times it is given.
+
+use std::time::{Duration, Instant};
+
+/// A probe lasts about this long at its rate.
+const PROBE_DURATION: Duration = Duration::from_millis(15);
+/// At least this many packets make a cluster: fewer say nothing of a rate.
+pub(crate) const MIN_PACKETS: usize = 5;
+/// Of the cluster's packets, this share must be reported received.
+const MIN_RECEIVED_SHARE: f64 = 0.8;
+/// A cluster whose feedback has not come in this long is given up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(1);
+/// After one probe, the next waits this long (and for the last to end).
+pub(super) const PROBE_INTERVAL: Duration = Duration::from_secs(3);
+/// Probe only when the views want this much more than the estimate.
+pub(super) const WANT_MORE: f64 = 1.2;
+/// A probe asks for up to this multiple of the estimate at once.
+pub(super) const STEP: f64 = 2.0;
+/// Arrivals closer together than this say only that the path carried at
+/// least the probe's rate (TWCC's clock ticks in 250 µs).
+const MIN_ARRIVAL_SPAN: Duration = Duration::from_millis(1);
+/// When arrivals came slower than sent, the path's rate is taken a little
+/// below what it delivered (libwebrtc's target utilisation).
+const UTILISATION: f64 = 0.95;
+
+/// A probe the sender should send now: `bytes` of padding in at least
+/// [`MIN_PACKETS`] packets, numbered with [`super::Bwe::register_probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Probe {
+    pub(crate) id: u32,
+    /// The rate the probe stands for, bits per second.
+    pub(crate) bitrate: u64,
+    pub(crate) bytes: usize,
+}
+
+impl Probe {
+    pub(super) fn new(id: u32, bitrate: f64) -> Self {
+        let bytes = (bitrate * PROBE_DURATION.as_secs_f64() / 8.0) as usize;
+        Probe {
+            id,
+            bitrate: bitrate as u64,
+            bytes,
+        }
+    }
+}
+
+/// One probe cluster being measured.
+#[derive(Debug, Clone)]
+pub(super) struct Cluster {
+    pub(super) probe: Probe,
+    started: Instant,
+    sent: u32,
+    received: u32,
+    bytes: u64,
+    first_arrival: Option<(Instant, u32)>,
+    last_arrival: Option<Instant>,
+}
+
+impl Cluster {
+    pub(super) fn new(probe: Probe, now: Instant) -> Self {
+        Cluster {
+            probe,
+            started: now,
+            sent: 0,
+            received: 0,
+            bytes: 0,
+            first_arrival: None,
+            last_arrival: None,
+        }
+    }
+
+    pub(super) fn on_sent(&mut self) {
+        self.sent += 1;
+    }
+
+    /// A packet of the cluster reported received at `arrival`.
+    pub(super) fn on_received(&mut self, arrival: Instant, size: u32) {
+        self.received += 1;
+        self.bytes += u64::from(size);
+        match self.first_arrival {
+            Some((first, _)) if first <= arrival => {}
+            _ => self.first_arrival = Some((arrival, size)),
+        }
+        self.last_arrival = Some(self.last_arrival.map_or(arrival, |l| l.max(arrival)));
+    }
+
+    /// Whether the cluster can no longer give a result.
+    pub(super) fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.started) > GIVE_UP_AFTER
+    }
+
+    /// The rate the path delivered the cluster at, bits per second, once
+    /// enough of it was reported received.
+    pub(super) fn result(&self) -> Option<f64> {
+        let enough = self.sent.max(MIN_PACKETS as u32);
+        if f64::from(self.received) < f64::from(enough) * MIN_RECEIVED_SHARE {
+            return None;
+        }
+        let (first, first_size) = self.first_arrival?;
+        let last = self.last_arrival?;
+        let span = last.saturating_duration_since(first);
+        let target = self.probe.bitrate as f64;
+        if span < MIN_ARRIVAL_SPAN {
+            return Some(target);
+        }
+        // The first packet's bytes arrived before the span began.
+        let bits = (self.bytes - u64::from(first_size)) as f64 * 8.0;
+        let delivered = bits / span.as_secs_f64();
+        Some(if delivered >= target {
+            target
+        } else {
+            UTILISATION * delivered
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Instant {
+        // A real instant only as the origin of the virtual clock.
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    #[test]
+    fn a_cluster_gives_the_rate_its_arrivals_took_at_most_its_own() {
+        let t0 = origin();
+        let probe = Probe::new(1, 2_000_000.0);
+        assert_eq!(probe.bytes, 3_750);
+        // Ten 300-byte packets arriving 2.4 ms apart: 1 Mbit/s.
+        let mut slow = Cluster::new(probe, t0);
+        for _ in 0..10 {
+            slow.on_sent();
+        }
+        for i in 0..10u64 {
+            assert_eq!(slow.result().is_some(), i >= 8, "{i} of 10 received");
+            slow.on_received(t0 + Duration::from_micros(2_400 * i), 300);
+        }
+        let r = slow.result().unwrap();
+        assert!((r - 950_000.0).abs() < 1_000.0, "{r}");
+        // All at once (a fast path, or a receiver that took them in at
+        // once): only that the path carried the probe's rate.
+        let mut fast = Cluster::new(probe, t0);
+        for _ in 0..10 {
+            fast.on_sent();
+            fast.on_received(t0 + Duration::from_micros(100), 300);
+        }
+        assert_eq!(fast.result(), Some(2_000_000.0));
+    }
+
+    #[test]
+    fn a_cluster_mostly_lost_or_too_small_gives_nothing() {
+        let t0 = origin();
+        let mut c = Cluster::new(Probe::new(1, 1_000_000.0), t0);
+        for _ in 0..10 {
+            c.on_sent();
+        }
+        for i in 0..7u64 {
+            c.on_received(t0 + Duration::from_millis(i), 300);
+        }
+        assert_eq!(c.result(), None);
+        let mut few = Cluster::new(Probe::new(2, 1_000_000.0), t0);
+        for i in 0..3u64 {
+            few.on_sent();
+            few.on_received(t0 + Duration::from_millis(i), 300);
+        }
+        assert_eq!(few.result(), None);
+        assert!(!few.expired(t0 + Duration::from_millis(900)));
+        assert!(few.expired(t0 + Duration::from_millis(1_100)));
+    }
+}
