@@ -165,6 +165,7 @@ describe('a meeting whose node is killed', () => {
   let node;
   let host;
   let guest;
+  let waiter;
   let codeBefore;
   const browsers = [];
   const step = storySteps('failover-', () => browsers.map((b, i) => [`browser-${i}`, b]));
@@ -232,6 +233,13 @@ node_ttl_ms = 1500
     await guest.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
     codeBefore = await eventually(async () => [await securityCode(host), await securityCode(guest)],
       ([a, b]) => a.length > 0 && a === b, { what: 'one security code before' });
+    // Wendy asks to join and waits; the host does not let her in yet.
+    waiter = await browser('waiting');
+    await waiter.goto(invite);
+    await waiter.getByRole('textbox', { name: 'Your name', exact: true }).fill('Wendy');
+    await waiter.getByRole('button', { name: 'Join', exact: true }).click();
+    await waiter.getByText('Waiting for the host to let you in').waitFor();
+    await host.getByRole('listitem').filter({ hasText: 'Wendy' }).getByRole('button', { name: 'Admit', exact: true }).waitFor();
     for (const [who, p] of [['host', host], ['guest', guest]]) {
       await eventually(() => received(p), (r) => r.framesDecoded > 10, { timeout: 25_000, what: `${who} decodes the other's video` });
     }
@@ -251,6 +259,16 @@ node_ttl_ms = 1500
     await host.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
     assert.equal(await host.getByText('Your seat in the meeting has expired').count(), 0);
     await screenshot(host, 'failover-host-after');
+  });
+
+  step('Wendy is still waiting, listed to the host again, and gets in only when admitted', async () => {
+    await host.getByRole('listitem').filter({ hasText: 'Wendy' }).getByRole('button', { name: 'Admit', exact: true }).waitFor({ timeout: 20_000 });
+    await waiter.getByText('Waiting for the host to let you in').waitFor();
+    assert.equal(await waiter.getByRole('toolbar', { name: 'Meeting controls' }).count(), 0, 'not let in by the move');
+    await host.getByRole('listitem').filter({ hasText: 'Wendy' }).getByRole('button', { name: 'Admit', exact: true }).click();
+    await waiter.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    await eventually(async () => [await securityCode(host), await securityCode(waiter)],
+      ([a, b]) => a.length > 0 && a === b, { what: 'Wendy in the new group' });
   });
 
   step('media flows again, through node-b, encrypted under the new group', async () => {

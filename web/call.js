@@ -167,7 +167,7 @@ export class Call {
       return;
     }
     const rebuilt = msg.type === 'joined' && this.e2ee.onGroupSetup(msg.e2ee);
-    if (msg.type === 'waiting' || msg.type === 'joined') this.e2ee.onSeat(msg.you);
+    if (msg.type === 'waiting' || msg.type === 'joined') this.e2ee.onSeat(msg.you, msg.type === 'waiting' && this.sig.freshWaiting);
     if (rebuilt) this.notify(notices.RECONNECTED_NEW_CODE);
     const after = this.dispatch(msg);
     this.announceRecording(before, after);

@@ -147,15 +147,24 @@ export class E2ee {
 
   // --- from the server ---------------------------------------------------------
 
-  /** `waiting` or `joined` named this client: a Member for that id, and its key package to the server. */
-  onSeat(you) {
+  /**
+   * `waiting` or `joined` named this client: a Member for that id, and its key package to the server.
+   * `waitingAgain`: a `waiting` on a new socket (the key package goes again if the id is the same).
+   */
+  onSeat(you, waitingAgain = false) {
     if (you === null || you === undefined) return;
     const id = String(you);
     if (this.seatId !== id) {
       this.seatId = id;
       this.mlsReceived = 0;
     }
-    if (this.memberId === id && this.member) return;
+    if (this.memberId === id && this.member) {
+      // The same waiting place given back by the server that took the
+      // meeting over (its node died): that server has not seen our key
+      // package, and admitting us needs it. The same one: it was never used.
+      if (waitingAgain) this.run(async () => { if (!this.inGroup && this.keyPackage) this.session.send({ type: 'mls_key_package', key_package: this.keyPackage }); });
+      return;
+    }
     this.run(async () => {
       if (this.memberId === id && this.member) return;
       this.member?.free?.();
@@ -164,7 +173,8 @@ export class E2ee {
       this.inGroup = false;
       this.committing = false;
       this.set({ status: 'waiting', roster: [], epoch: null });
-      this.session.send({ type: 'mls_key_package', key_package: toB64(this.member.keyPackage()) });
+      this.keyPackage = toB64(this.member.keyPackage());
+      this.session.send({ type: 'mls_key_package', key_package: this.keyPackage });
     });
   }
 

@@ -134,6 +134,8 @@ export class Signaling {
         this.report({ status: 'open' });
         break;
       case 'waiting':
+        // The answer to this socket's join, not a later status update.
+        this.freshWaiting = !this.answered;
         this.waiting = true;
         this.deadline = null;
         this.attempt = 0;
@@ -165,6 +167,13 @@ export class Signaling {
             this.finish('resume_failed');
             ws.close();
             this.onMessage(msg);
+            return;
+          }
+          if (this.waiting && msg.code === 'unavailable') {
+            // Back to the waiting room of a meeting whose server died: the
+            // place is kept until another server has taken the meeting over.
+            this.retryAt(this.nextDelay());
+            ws.close();
             return;
           }
           // A refused join (or re-join of the waiting room) ends this attempt.
