@@ -336,6 +336,17 @@ async fn a_member_of_one_room_cannot_enter_another_nor_hear_or_see_it() {
         g.videos_from
     );
     assert!(l.chats.is_empty(), "room B heard room A: {:?}", l.chats);
+    // What the server relayed of that chat is MLS ciphertext: its plaintext
+    // is in no frame any member of either room received.
+    for m in [&g, &k, &l] {
+        assert!(
+            m.ws.log
+                .iter()
+                .all(|v| !v.to_string().contains("only for room A")),
+            "{} received the chat's plaintext from the server",
+            m.name
+        );
+    }
     assert!(
         l.videos_from.is_empty(),
         "Linus, alone in B, is offered no camera"
