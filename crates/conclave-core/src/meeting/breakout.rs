@@ -400,7 +400,9 @@ impl Meeting {
         self.out
             .push_back(Output::Breakout(BreakoutOutput::Note { room, note }));
         let anytime = allow_return;
-        self.breakout.returns.insert(back, Pass { identity, anytime });
+        self.breakout
+            .returns
+            .insert(back, Pass { identity, anytime });
         self.send_to_member(
             participant,
             ServerMessage::BreakoutMove {
