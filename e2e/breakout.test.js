@@ -5,6 +5,8 @@
 // the host's video and Carol, alone in Room 2, decodes none. The host comes
 // back, sends a message to every room and closes them with a countdown:
 // everyone is back in the main meeting, in one group with one security code.
+// Then rooms assigned automatically, with returning allowed: Bob comes back
+// by "Return to main room" while Carol stays until the rooms close.
 
 import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
@@ -132,5 +134,33 @@ describe('breakout rooms, each its own encrypted meeting', () => {
     }
     assert.equal(await dialog.getByRole('list', { name: 'Open rooms' }).count(), 0, 'no rooms open');
     await screenshot(b.host.page, 'breakout-back');
+  });
+
+  step('rooms assigned automatically, returning allowed: Bob goes back on his own, Carol when they close', async () => {
+    const host = b.host.page;
+    const dialog = host.getByRole('dialog', { name: 'Breakout rooms' });
+    await dialog.getByRole('spinbutton', { name: 'Number of rooms', exact: true }).fill('2');
+    await dialog.getByRole('combobox', { name: 'Room for Carol', exact: true }).waitFor();
+    await dialog.getByRole('button', { name: 'Assign automatically', exact: true }).click();
+    const picked = await Promise.all(['Bob', 'Carol'].map((n) => dialog.getByRole('combobox', { name: `Room for ${n}`, exact: true }).inputValue()));
+    assert.deepEqual([...picked].sort(), ['0', '1'], 'one guest in each room');
+    await dialog.getByRole('checkbox', { name: 'Let participants return to the main room', exact: true }).check();
+    await dialog.getByRole('button', { name: 'Open rooms', exact: true }).click();
+    const bobRoom = picked[0] === '0' ? 'Room 1' : 'Room 2';
+    const carolRoom = picked[1] === '0' ? 'Room 1' : 'Room 2';
+    await roomBanner(b.bob.page, bobRoom).waitFor({ timeout: 20_000 });
+    await roomBanner(b.carol.page, carolRoom).waitFor({ timeout: 20_000 });
+    await b.bob.page.getByRole('button', { name: 'Return to main room', exact: true }).click();
+    await eventually(() => b.bob.page.url(), (u) => new URL(u).pathname === new URL(invite).pathname,
+      { timeout: 20_000, what: 'Bob back at the main meeting' });
+    await eventually(() => Promise.all([securityCode(host), securityCode(b.bob.page)]),
+      ([a, x]) => a.length > 0 && a === x, { timeout: 30_000, what: 'host and Bob in the main group' });
+    assert.notEqual(await securityCode(b.carol.page), await securityCode(host), 'Carol is still in her room');
+    await dialog.getByRole('spinbutton', { name: 'Close after (seconds)', exact: true }).fill('1');
+    await dialog.getByRole('button', { name: 'Close rooms', exact: true }).click();
+    await eventually(() => b.carol.page.url(), (u) => new URL(u).pathname === new URL(invite).pathname,
+      { timeout: 20_000, what: 'Carol back at the main meeting' });
+    await eventually(codes, ([c1, c2, c3]) => c1.length > 0 && c1 === c2 && c1 === c3,
+      { timeout: 30_000, what: 'one security code for all three once more' });
   });
 });
