@@ -6,6 +6,7 @@
 import { h, setAttr, setText, syncList } from './dom.js';
 import { icon } from './icons.js';
 import { isModerator } from './state.js';
+import { publishButton } from './publishing.js';
 
 export function createHandButton(call) {
   const label = h('span', { class: 'ctl-label' });
@@ -32,6 +33,7 @@ export function createHandsSection(call) {
 
   function update(state) {
     const names = new Map(state.participants.map((p) => [p.id, p.name]));
+    const people = new Map(state.participants.map((p) => [p.id, p]));
     const hands = state.features.hands.filter((id) => names.has(id));
     el.hidden = hands.length === 0;
     setText(count, `(${hands.length})`);
@@ -40,9 +42,11 @@ export function createHandsSection(call) {
       const name = h('span', { class: 'person-name' });
       const order = h('span', { class: 'hand-order', 'aria-hidden': 'true' });
       const lower = h('button', { type: 'button', class: 'btn btn-sm btn-secondary', text: 'Lower hand', onClick: () => call.features.lowerHand(id) });
+      // A view-only attendee's hand asks to speak: the answer is here too (publishing.js).
+      const allow = h('span', { class: 'hand-allow' });
       const row = h('li', { class: 'person hand-row' }, order, icon('hand', 'icon hand-icon'),
-        h('span', { class: 'person-text' }, name), h('span', { class: 'person-actions' }, lower));
-      row._refs = { name, order, lower };
+        h('span', { class: 'person-text' }, name), h('span', { class: 'person-actions' }, allow, lower));
+      row._refs = { name, order, lower, allow };
       return row;
     }, (row, id) => {
       const mine = id === state.you;
@@ -50,6 +54,12 @@ export function createHandsSection(call) {
       setText(row._refs.order, String(hands.indexOf(id) + 1));
       // Our own hand is lowered from the toolbar; a host lowers anyone's here.
       row._refs.lower.hidden = !mod || mine;
+      const p = people.get(id);
+      const sig = mod && !mine && p ? `${state.meeting?.permissions?.publish}|${p.role}|${!!p.publish_allowed}` : '';
+      if (row._refs.allow.dataset.sig !== sig) {
+        row._refs.allow.dataset.sig = sig;
+        row._refs.allow.replaceChildren(...[sig && publishButton(call, state, p)].filter(Boolean));
+      }
     });
   }
 
