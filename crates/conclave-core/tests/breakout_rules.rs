@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use conclave_core::meeting::RETURN_GRACE;
+use conclave_core::meeting::{MAX_ROOMS_OPEN, RETURN_GRACE};
 use conclave_core::{BreakoutOutput, ConnId, Identity, Input, Meeting, Output, RoomNote};
 use conclave_proto::{
     BreakoutRoomPlan, BreakoutTicket, ClientMessage, EndReason, ErrorCode, MeetingId,
@@ -536,4 +536,44 @@ fn rooms_and_parent_stay_up_until_closed() {
         )
     );
     assert!(room.meeting.is_idle());
+}
+
+#[test]
+fn end_meeting_for_all_ends_the_rooms_too() {
+    let (mut room, grace, _) = parent();
+    let out = room.msg(HOST, open(vec![plan("Room 1", &[grace])], false));
+    let (a, _, _) = moved(&out, 2);
+    let out = room.msg(HOST, ClientMessage::EndMeeting);
+    assert!(
+        breakouts(&out).iter().any(
+            |b| matches!(b, BreakoutOutput::Note { room, note: RoomNote::Close } if *room == a)
+        )
+    );
+    assert!(
+        breakouts(&out)
+            .iter()
+            .any(|b| matches!(b, BreakoutOutput::Forget { room } if *room == a))
+    );
+    assert!(room.meeting.is_idle());
+}
+
+#[test]
+fn rooms_nobody_closes_close_on_their_own() {
+    let (mut room, grace, _) = parent();
+    let out = room.msg(HOST, open(vec![plan("Room 1", &[grace])], false));
+    let (a, _, _) = moved(&out, 2);
+    for conn in [2, 3, HOST] {
+        room.msg(conn, ClientMessage::Leave);
+    }
+    assert_eq!(room.meeting.poll_timeout(), Some(room.now + MAX_ROOMS_OPEN));
+    room.advance(MAX_ROOMS_OPEN);
+    let out = room.timeout();
+    assert!(
+        breakouts(&out).iter().any(
+            |b| matches!(b, BreakoutOutput::Note { room, note: RoomNote::Close } if *room == a)
+        )
+    );
+    room.advance(RETURN_GRACE);
+    room.timeout();
+    assert!(room.meeting.is_idle(), "nothing keeps the meeting up then");
 }

@@ -25,6 +25,10 @@ use crate::breakout::{Candidate, check_plan, clean_broadcast};
 /// admit them to the parent: long enough for a slow page to come back.
 pub const RETURN_GRACE: Duration = Duration::from_secs(120);
 
+/// Rooms left open this long close as if a host had closed them: rooms
+/// nobody closes (the host gone for good) must not run forever.
+pub const MAX_ROOMS_OPEN: Duration = Duration::from_secs(12 * 3600);
+
 /// What a parent meeting asks of the shell for its rooms, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BreakoutOutput {
@@ -89,6 +93,8 @@ struct Opened {
     rooms: Vec<OpenRoom>,
     allow_return: bool,
     closing_at: Option<Instant>,
+    /// When they close at the latest ([`MAX_ROOMS_OPEN`]).
+    closes_by: Instant,
 }
 
 /// A meeting's breakout state.
@@ -114,7 +120,10 @@ impl Breakouts {
     }
 
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        let closing = self.opened.as_ref().and_then(|o| o.closing_at);
+        let closing = self
+            .opened
+            .as_ref()
+            .map(|o| o.closing_at.map_or(o.closes_by, |t| t.min(o.closes_by)));
         closing.into_iter().chain(self.returns_until).min()
     }
 }
@@ -375,6 +384,7 @@ impl Meeting {
             rooms,
             allow_return,
             closing_at: None,
+            closes_by: now + MAX_ROOMS_OPEN,
         });
         self.tell_rooms(now);
         Ok(())
@@ -451,8 +461,7 @@ impl Meeting {
             .breakout
             .opened
             .as_ref()
-            .and_then(|o| o.closing_at)
-            .is_some_and(|t| t <= now);
+            .is_some_and(|o| o.closes_by <= now || o.closing_at.is_some_and(|t| t <= now));
         if due {
             self.close_rooms(now);
         }

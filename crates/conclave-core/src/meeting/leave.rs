@@ -75,6 +75,8 @@ impl Meeting {
     }
 
     pub(super) fn end(&mut self, reason: EndReason) {
+        // Its breakout rooms end with it (`breakout`).
+        self.end_rooms();
         let msg = ServerMessage::Ended { reason };
         let conns: Vec<_> = self.seats.keys().copied().collect();
         for conn in conns {

@@ -53,7 +53,7 @@ use crate::media::{MediaCommand, MediaEvent};
 
 pub use live::{LiveIdentity, LiveMember, LiveState, LiveWaiter};
 
-pub use breakout::{BreakoutOutput, RETURN_GRACE, RoomNote};
+pub use breakout::{BreakoutOutput, MAX_ROOMS_OPEN, RETURN_GRACE, RoomNote};
 
 /// How long a dropped member's seat is kept for a `resume`.
 pub const RESUME_WINDOW: Duration = Duration::from_secs(30);
