@@ -86,7 +86,7 @@ function withoutRed() {
 /** Sums of the page's inbound counters, and how many video and audio streams it receives. */
 function inbound(page) {
   return page.evaluate(async () => {
-    const o = { video: 0, audio: 0, frames: 0, freezes: 0, frozen: 0, dropped: 0, samples: 0, concealed: 0, lost: 0, packets: 0, red: false, vpackets: 0, vlost: 0, nacks: 0, plis: 0, rtx: 0, keyframes: 0, width: 0 };
+    const o = { video: 0, audio: 0, frames: 0, freezes: 0, frozen: 0, dropped: 0, samples: 0, concealed: 0, lost: 0, packets: 0, red: false, vpackets: 0, vlost: 0, nacks: 0, plis: 0, rtx: 0, keyframes: 0, width: 0, encoded: {}, sentNacks: 0, resent: 0, cpuLimited: 0, bwLimited: 0, outbound: 0, availOut: 0, pairs: 0, target: {}, modes: {} };
     for (const pc of (window.__pcs || []).filter((p) => p.connectionState !== 'closed')) {
       // Chromium sends RED when the answer lists it before Opus.
       const sdp = pc.currentRemoteDescription?.sdp || '';
@@ -94,6 +94,23 @@ function inbound(page) {
       const audio = sdp.split('\r\n').find((l) => l.startsWith('m=audio') && !l.startsWith('m=audio 0'));
       o.red ||= names.get(audio?.split(' ')[3]) === 'red';
       (await pc.getStats()).forEach((s) => {
+        if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate) {
+          o.availOut += s.availableOutgoingBitrate;
+          o.pairs += 1;
+        }
+        if (s.type === 'outbound-rtp' && s.kind === 'video') {
+          o.target[s.rid || '-'] = (o.target[s.rid || '-'] || 0) + (s.targetBitrate || 0);
+          if (s.scalabilityMode) o.modes[s.rid || '-'] = s.scalabilityMode;
+          // What this member's camera sent, per simulcast layer: a frame
+          // rate short of 20 here is the sender's (CPU, bandwidth), not loss.
+          const layer = s.rid || '-';
+          o.encoded[layer] = (o.encoded[layer] || 0) + (s.framesSent || 0);
+          o.outbound += 1;
+          o.sentNacks += s.nackCount || 0;
+          o.resent += s.retransmittedPacketsSent || 0;
+          o.cpuLimited += s.qualityLimitationDurations?.cpu || 0;
+          o.bwLimited += s.qualityLimitationDurations?.bandwidth || 0;
+        }
         if (s.type !== 'inbound-rtp') return;
         if (s.kind === 'video') {
           o.video += 1;
@@ -250,6 +267,28 @@ try {
             rtx_pct: (100 * sum('rtx')) / Math.max(1, sum('vpackets')),
             keyframes_per_min: sum('keyframes') / videos / mins,
             width: after.reduce((a, s) => a + s.width, 0) / videos,
+            // The senders' side: frames sent a second per layer (mean over
+            // senders), NACKs they got and packets they sent again a minute,
+            // and the share of the time their encoder was held back by CPU
+            // or by bandwidth (Chromium's qualityLimitationDurations).
+            sent_fps: Object.fromEntries(
+              [...new Set(after.flatMap((s) => Object.keys(s.encoded)))].map((l) => {
+                const senders = after.filter((s) => l in s.encoded).length;
+                const n = after.reduce((a, s, i) => a + (s.encoded[l] || 0) - (before[i].encoded[l] || 0), 0);
+                return [l, n / Math.max(1, senders) / secs];
+              }),
+            ),
+            // The senders' own estimate of their uplink at the end (kbit/s,
+            // mean over members) and what their encoders aimed at per layer.
+            avail_out_kbps: after.reduce((a, s) => a + s.availOut, 0) / Math.max(1, after.reduce((a, s) => a + s.pairs, 0)) / 1000,
+            target_kbps: Object.fromEntries(
+              [...new Set(after.flatMap((s) => Object.keys(s.target)))].map((l) => [l, after.reduce((a, s) => a + (s.target[l] || 0), 0) / all.length / 1000]),
+            ),
+            scalability: Object.assign({}, ...after.map((s) => s.modes)),
+            sender_nacks_per_min: sum('sentNacks') / all.length / mins,
+            sender_resent_per_min: sum('resent') / all.length / mins,
+            cpu_limited_pct: (100 * sum('cpuLimited')) / Math.max(1, after.reduce((a, s) => a + s.outbound, 0)) / secs,
+            bw_limited_pct: (100 * sum('bwLimited')) / Math.max(1, after.reduce((a, s) => a + s.outbound, 0)) / secs,
             impair: lastReport,
           };
           results.push(row);

@@ -41,7 +41,12 @@ export function cameraEncodings(width = 1280, height = 720) {
     // together stay under 2.2 Mbit/s. The browser drops top layers while
     // its uplink estimate is short of them.
     const maxBitrate = shown > 640 * 480 ? 1_500_000 : shown > 320 * 240 ? 500_000 : 150_000;
-    return { rid, active, scaleResolutionDownBy, maxBitrate };
+    // One temporal layer: the router forwards whole layers and drops no
+    // frames, and Chromium's default for simulcast VP8 (three temporal
+    // layers) lets a receiver skip a frame still being repaired for the
+    // next one, which through two lossy hops it did about once a second
+    // (docs/benchmarks.md, Bad networks).
+    return { rid, active, scaleResolutionDownBy, maxBitrate, scalabilityMode: 'L1T1' };
   });
 }
 

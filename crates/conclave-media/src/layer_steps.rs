@@ -38,7 +38,7 @@ pub const DOWN_HOLD: Duration = Duration::from_millis(1_000);
 pub const UP_HOLD_MIN: Duration = Duration::from_secs(3);
 
 /// The longest up-hold, after repeated failed steps up.
-pub const UP_HOLD_MAX: Duration = Duration::from_secs(48);
+pub const UP_HOLD_MAX: Duration = Duration::from_secs(12);
 
 /// A step up undone by the budget within this long counts as failed.
 pub const UP_TRIAL: Duration = Duration::from_secs(10);

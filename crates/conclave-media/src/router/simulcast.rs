@@ -310,9 +310,8 @@ impl Router {
     }
 
     /// Decides which of a simulcast track's layers its publisher should
-    /// send: those some subscriber receives or waits for, those unwatched
-    /// for less than [`DYNACAST_HOLD`], and the smallest while someone
-    /// shows the track. On a change, tells the
+    /// send: those some subscriber receives or waits for, and those
+    /// unwatched for less than [`DYNACAST_HOLD`]. On a change, tells the
     /// publisher ([`Event::LayersWanted`]). While the track has
     /// subscribers, something is always sent: with no layer chosen yet
     /// (none arriving), nothing is paused; when every subscriber hides the
@@ -335,15 +334,6 @@ impl Router {
             return;
         }
         let keep_all = others_keep_all || (wanted.is_empty() && shown);
-        // The smallest layer stays on while anyone shows the track: a
-        // subscriber whose budget falls steps down to it at its next key
-        // frame, instead of waiting a round trip for an encoder to restart
-        // (each restart a key frame more); it costs a tenth of the track.
-        let floor = if shown {
-            track.ordered().first().copied()
-        } else {
-            None
-        };
         for l in &mut track.layers {
             if l.resumed
                 && l.resumed_at
@@ -359,7 +349,7 @@ impl Router {
         let mut nacks: Vec<(Option<Rid>, bool)> = Vec::new();
         for (i, l) in track.layers.iter_mut().enumerate() {
             let watched = others_keep_all || wanted.contains(&i);
-            if watched || keep_all || floor == Some(i) {
+            if watched || keep_all {
                 l.unwatched_since = None;
                 if l.paused {
                     l.paused = false;
