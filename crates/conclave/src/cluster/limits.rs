@@ -247,7 +247,9 @@ impl Cluster {
                 if attempt.kinds.is_empty() {
                     attempt.settled = true;
                 } else {
-                    attempt.give_back_later();
+                    // Awaited, so that the next attempt does not find this
+                    // one still counted in flight.
+                    attempt.give_back().await;
                 }
                 return Err(refusal);
             }
@@ -316,11 +318,6 @@ impl SharedAttempt {
     /// The check failed: it stays counted, and may start a block.
     pub async fn failed(mut self) {
         let _ = self.settle(Outcome::Failed).await;
-    }
-
-    /// Gives the reservations back without waiting.
-    fn give_back_later(mut self) {
-        drop(self.settle(Outcome::GivenBack));
     }
 
     /// Starts settling; the returned handle may be awaited or dropped.
