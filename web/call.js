@@ -299,14 +299,14 @@ export class Call {
     if (p.id !== before.you) return;
     const old = self(before);
     if (!old) return;
+    const turn = publishNotice(before, old, p);
+    if (turn) this.notify(turn);
     for (const kind of ['audio', 'video', 'screen']) {
       if (old[kind] && !p[kind]) {
         if (this.expectOff.has(kind)) this.expectOff.delete(kind);
         else this.lostNotices.push(notices.mediaLost(kind));
       }
     }
-    const turn = publishNotice(before, old, p);
-    if (turn) this.notify(turn);
     if (this.lostNotices.length && !this.lostTimer) {
       // A suspension turns everything off first and is announced just after:
       // wait a moment, and let its one notice speak for all of it.
@@ -341,16 +341,16 @@ export class Call {
   async setMedia(kind, on) {
     const s = this.state;
     if (on && !isModerator(s)) {
+      if (!mayPublish(s)) {
+        this.notify({ text: VIEW_ONLY_REASON, kind: 'error' });
+        return;
+      }
       if (s.meeting?.suspended) {
         this.notify(notices.suspendedCannot(kind));
         return;
       }
       if (kind === 'screen' && s.meeting?.permissions.screen_share !== 'everyone') {
         this.notify(notices.SCREEN_HOSTS_ONLY);
-        return;
-      }
-      if (!mayPublish(s)) {
-        this.notify({ text: VIEW_ONLY_REASON, kind: 'error' });
         return;
       }
     }
@@ -390,6 +390,7 @@ export class Call {
   remove(id) { this.send({ type: 'remove', participant: id }); }
   stopMedia(id, kind) { this.send({ type: 'stop_media', participant: id, kind }); }
   muteAll() { this.send({ type: 'mute_all' }); }
+  allowPublish(id, allowed) { this.send({ type: 'allow_publish', participant: id, allowed }); }
   setRole(id, role) { this.send({ type: 'set_role', participant: id, role }); }
   lock() { this.send({ type: 'lock' }); }
   unlock() { this.send({ type: 'unlock' }); }
@@ -398,7 +399,6 @@ export class Call {
   setPermissions(patch) { this.send({ type: 'set_permissions', permissions: patch }); }
 
   endForAll() {
-  allowPublish(id, allowed) { this.send({ type: 'allow_publish', participant: id, allowed }); }
     this.dispatch({ type: 'local:end_for_all' });
     this.send({ type: 'end_meeting' });
   }

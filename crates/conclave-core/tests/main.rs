@@ -12,5 +12,5 @@ mod live_rules;
 mod media_rules;
 mod meeting_rules;
 mod mls_at_the_limit;
-mod recording_rules;
 mod publishing_rules;
+mod recording_rules;

@@ -41,7 +41,7 @@ mod store;
 mod tls;
 mod tls_passthrough;
 mod turn;
-mod waiting_isolation;
 mod view_only;
+mod waiting_isolation;
 mod web_compression;
 mod web_facing;

@@ -37,8 +37,8 @@ mod leave;
 mod live;
 mod media;
 mod moderation;
-
 mod publishing;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -210,11 +210,11 @@ struct Member {
     held_audio: bool,
     held_video: bool,
     held_screen: bool,
+    /// A moderator allowed this participant to publish (see `publishing`).
+    publish_allowed: bool,
     resume_token: ResumeToken,
     dropped_at: Option<Instant>,
     /// MLS messages for this seat so far, sent or not (none go to a dropped
-    /// A moderator allowed this participant to publish (see `publishing`).
-    publish_allowed: bool,
     /// member's socket).
     mls_sent: u64,
     /// The latest of them, numbered from 1, with when: for a resume.
@@ -393,6 +393,7 @@ impl Meeting {
                     self.seat_those_waiting_for_host();
                 }
                 self.enforce_screen_policy();
+                self.enforce_publish_policy();
                 self.broadcast_meeting();
             }
             Input::End(reason) => {
@@ -403,7 +404,6 @@ impl Meeting {
                 conn,
                 name,
                 identity,
-                self.enforce_publish_policy();
                 resume_token,
                 ticket,
             } => self.breakout_join(conn, name, identity, resume_token, ticket, now),
@@ -443,6 +443,7 @@ impl Meeting {
             msg @ (M::Remove { .. }
             | M::StopMedia { .. }
             | M::MuteAll
+            | M::AllowPublish { .. }
             | M::Rename { .. }
             | M::SetRole { .. }
             | M::TransferHost { .. }) => self.member_control(me, msg),
@@ -453,7 +454,6 @@ impl Meeting {
             | M::ResumeActivities
             | M::EndMeeting) => self.meeting_control(me, msg),
             msg @ (M::SetMedia { .. }
-            | M::AllowPublish { .. }
             | M::MediaOffer { .. }
             | M::MediaAnswer { .. }
             | M::KeyFrameRequest
