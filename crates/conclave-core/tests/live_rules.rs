@@ -15,8 +15,17 @@ use crate::support::*;
 
 /// A fresh meeting (another node's) restored from `room`'s live state.
 fn moved(room: &Room, bans: Vec<BanKey>) -> Room {
+    moved_with(room, bans, |_| {})
+}
+
+/// As [`moved`], with the settings the new node reads from the database.
+fn moved_with(
+    room: &Room,
+    bans: Vec<BanKey>,
+    settings: impl FnOnce(&mut conclave_core::MeetingConfig),
+) -> Room {
     let state = room.meeting.live_state(room.now);
-    let mut next = Room::with_bans(|_| {}, bans);
+    let mut next = Room::with_bans(settings, bans);
     next.now = room.now;
     next.meeting.restore(state, next.now);
     assert!(next.drain().is_empty(), "a restore sends nothing");
@@ -226,4 +235,55 @@ fn the_state_a_stopping_node_leaves_keeps_the_meeting_settings_not_its_people() 
     next.meeting.restore(kept, next.now);
     next.input(Input::Timeout);
     assert!(next.meeting.is_idle());
+}
+
+#[test]
+fn an_attendee_allowed_to_publish_still_may_after_the_move_and_others_still_may_not() {
+    let mut room =
+        Room::hosted_with(|c| c.permissions.publish = conclave_proto::Publishing::Allowed);
+    let grace = room.admit(2, "Grace");
+    room.admit(3, "Hugo");
+    room.msg(
+        HOST,
+        ClientMessage::AllowPublish {
+            participant: grace,
+            allowed: true,
+        },
+    );
+    room.media(2, Some(true), None);
+    let (grace_token, hugo_token) = (room.token_of(2), room.token_of(3));
+
+    let mut next = moved_with(&room, Vec::new(), |c| {
+        c.permissions.publish = conclave_proto::Publishing::Allowed;
+    });
+    let out = next.resume(20, grace_token);
+    let ServerMessage::Joined { participants, .. } = joined_msg(&out, 20) else {
+        unreachable!()
+    };
+    let me = participants
+        .iter()
+        .find(|p| p.id == grace)
+        .expect("Grace listed");
+    assert!(me.publish_allowed && me.audio, "{me:?}");
+    let out = next.msg(
+        20,
+        ClientMessage::SetMedia {
+            audio: None,
+            video: Some(true),
+            screen: None,
+        },
+    );
+    assert!(errors(&out, 20).is_empty(), "{out:?}");
+
+    // Nobody allowed Hugo: the move does not either.
+    next.resume(30, hugo_token);
+    let out = next.msg(
+        30,
+        ClientMessage::SetMedia {
+            audio: Some(true),
+            video: None,
+            screen: None,
+        },
+    );
+    assert_eq!(errors(&out, 30), vec![ErrorCode::NotPermitted], "{out:?}");
 }

@@ -70,6 +70,10 @@ pub struct LiveMember {
     /// publishes them again on its new connection, as after any resume.
     #[serde(default)]
     pub on: (bool, bool, bool),
+    /// A moderator allowed this view-only attendee to publish: without it a
+    /// takeover would silence them until a moderator noticed.
+    #[serde(default)]
+    pub publish_allowed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +152,7 @@ impl Meeting {
                 resume_token: m.resume_token.encode(),
                 held: (m.held_audio, m.held_video, m.held_screen),
                 on: (m.audio, m.video, m.screen),
+                publish_allowed: m.publish_allowed,
             })
             .collect();
         let waiting = self
@@ -211,6 +216,7 @@ impl Meeting {
                 (seat.held_audio, seat.held_video, seat.held_screen) = m.held;
                 // The router hears of them when the seat is taken back.
                 (seat.audio, seat.video, seat.screen) = m.on;
+                seat.publish_allowed = m.publish_allowed;
             }
         }
         self.returning = state
