@@ -126,7 +126,7 @@ fn a_nack_storm_costs_its_sender_at_most_its_budget_and_stalls_nobody() {
     let before_b = net.router.peer_stats(B).unwrap().bytes_out;
     let before_c = net.router.peer_stats(C).unwrap().bytes_out;
     net.link = Some(Box::new(move |_, d| {
-        if d.destination == b_addr && noise.next_u64() % 4 != 0 {
+        if d.destination == b_addr && !noise.next_u64().is_multiple_of(4) {
             Fate::Lose
         } else {
             Fate::Arrive
