@@ -366,6 +366,25 @@ impl Drop for SharedAttempt {
     }
 }
 
+/// The guard's half of an attempt, taken after Redis's (`shared`, in a
+/// cluster): when the guard refuses, the attempt was never checked, so
+/// Redis's reservation is given back rather than dropped, which would count
+/// it as a failure.
+async fn reserve_both(
+    shared: Option<SharedAttempt>,
+    local: impl FnOnce() -> Result<Reservation, Duration>,
+) -> Result<(Reservation, Option<SharedAttempt>), Refusal> {
+    match local() {
+        Ok(local) => Ok((local, shared)),
+        Err(wait) => {
+            if let Some(s) = shared {
+                s.give_back().await;
+            }
+            Err(Refusal::Wait(wait))
+        }
+    }
+}
+
 /// A join attempt reserved in every limit that applies: the node's own guard
 /// and, in cluster mode, Redis's. Taken only by a join whose passcode needs
 /// a check (`crate::auth::Hasher::verify_passcode` asks for it), so joins
@@ -384,19 +403,15 @@ impl JoinAttempt {
         addr: IpAddr,
         meeting: Option<MeetingId>,
     ) -> Result<JoinAttempt, Refusal> {
-        let shared = match cluster {
-            Some(c) => Some(c.reserve_join(addr, meeting).await?),
-            None => None,
-        };
-        match guard.reserve_join(addr, meeting) {
-            Ok(local) => Ok(JoinAttempt { local, shared }),
-            Err(wait) => {
-                if let Some(s) = shared {
-                    s.give_back().await;
-                }
-                Err(Refusal::Wait(wait))
-            }
-        }
+        let (local, shared) = reserve_both(
+            match cluster {
+                Some(c) => Some(c.reserve_join(addr, meeting).await?),
+                None => None,
+            },
+            || guard.reserve_join(addr, meeting),
+        )
+        .await?;
+        Ok(JoinAttempt { local, shared })
     }
 
     /// The passcode was right: the attempt leaves no trace in any limit.
@@ -435,19 +450,15 @@ impl SignInAttempt {
         cluster: Option<&Arc<Cluster>>,
         addr: IpAddr,
     ) -> Result<SignInAttempt, Refusal> {
-        let shared = match cluster {
-            Some(c) => Some(c.reserve_sign_in(addr).await?),
-            None => None,
-        };
-        match guard.reserve_sign_in(addr) {
-            Ok(local) => Ok(SignInAttempt { local, shared }),
-            Err(wait) => {
-                if let Some(s) = shared {
-                    s.give_back().await;
-                }
-                Err(Refusal::Wait(wait))
-            }
-        }
+        let (local, shared) = reserve_both(
+            match cluster {
+                Some(c) => Some(c.reserve_sign_in(addr).await?),
+                None => None,
+            },
+            || guard.reserve_sign_in(addr),
+        )
+        .await?;
+        Ok(SignInAttempt { local, shared })
     }
 
     /// The credentials were right: no trace in any limit.
