@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use conclave::auth::{hash_now, password_acceptable, username_acceptable};
+use conclave::logging::{self, LogFormat};
 use conclave::store::{Store, StoreError};
 use conclave::tls::passthrough::TurnPassthrough;
 use conclave::turn::{TurnSecret, TurnServer};
 use conclave::{Config, Server};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -312,6 +312,10 @@ struct ServeArgs {
         value_parser = TurnPassthrough::parse_flag
     )]
     turn_passthrough: Vec<TurnPassthrough>,
+    /// Log lines as text, or one JSON object per line (with the node id in
+    /// cluster mode) for a log collector [default: text].
+    #[arg(long, env = "CONCLAVE_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -451,6 +455,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if !args.turn_passthrough.is_empty() {
         config.turn_tls_passthrough = args.turn_passthrough.clone();
     }
+    if let Some(f) = args.log_format {
+        config.log_format = f;
+    }
     config.apply_domain_defaults();
     match (args.turn_urls.is_empty(), &args.turn_secret) {
         (true, None) => {}
@@ -465,6 +472,12 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = load_config(&args)?;
+    // The log format is in the configuration, so logging starts once it is
+    // read; an error before that is printed by `main` as usual.
+    logging::init(
+        config.log_format,
+        config.cluster.as_ref().map(|c| c.node_id.as_str()),
+    );
     public_ip_from_domain(&mut config).await;
     let data_dir = config.data_dir.clone();
     let scheme = config.scheme();
@@ -1131,18 +1144,23 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `serve` starts logging itself, in the configured format.
+    let text = || logging::init(LogFormat::Text, None);
     match cli.command {
         Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::Admin(cmd)) => admin(cmd).await,
-        Some(Command::Join(args)) => join(args).await,
-        Some(Command::Record(args)) => record(args).await,
+        Some(Command::Admin(cmd)) => {
+            text();
+            admin(cmd).await
+        }
+        Some(Command::Join(args)) => {
+            text();
+            join(args).await
+        }
+        Some(Command::Record(args)) => {
+            text();
+            record(args).await
+        }
         None => serve(cli.serve).await,
     }
 }
