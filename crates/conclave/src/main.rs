@@ -697,6 +697,22 @@ fn print_events(
     })
 }
 
+/// The providers whose verified names this client checks, each that could
+/// not be reached told once: its members are then shown with the server's
+/// names, never as verified.
+async fn trusted_providers(
+    server: &url::Url,
+    ca_file: Option<&std::path::Path>,
+) -> Vec<conclave_client::names::TrustedProvider> {
+    let fetched = conclave::oidc::trusted_providers(server, ca_file).await;
+    for (name, why) in &fetched.unreachable {
+        eprintln!(
+            "could not fetch keys of {name}: {why}; its members' names are the server's, not verified"
+        );
+    }
+    fetched.trusted
+}
+
 async fn record(args: RecordArgs) -> anyhow::Result<()> {
     use conclave_client::session::{JoinOptions, MediaOptions, SessionError, run_with};
     let invite: conclave_client::Invite = args.invite.parse().context("reading the invite link")?;
@@ -711,7 +727,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         events: Some(events),
         // The recorder says whose word each name is too: without the
         // providers every verified member would look refused.
-        trusted_providers: conclave::oidc::trusted_providers(&invite.server).await,
+        trusted_providers: trusted_providers(&invite.server, None).await,
         ..MediaOptions::default()
     };
     let result = run_with(
@@ -772,7 +788,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         ca_file: args.ca_file.clone(),
         events: Some(events),
         stats_every: args.stats_interval,
-        trusted_providers: conclave::oidc::trusted_providers(&invite.server).await,
+        trusted_providers: trusted_providers(&invite.server, args.ca_file.as_deref()).await,
     };
     let commands = args.interactive.then(read_commands);
     let result = run_interactive(

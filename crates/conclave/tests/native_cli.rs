@@ -770,3 +770,218 @@ async fn join_marks_a_verified_name_and_flags_a_copy_of_it() {
     let _ = stop_tx.send(true);
     ada.await.expect("Ada's task");
 }
+
+/// The stand-in provider behind TLS, as a provider of the operator's own CA
+/// would be: a TLS terminator on loopback (a certificate for `localhost`
+/// from `ca`) in front of the plain one; the provider's issuer becomes
+/// `https://localhost:PORT`.
+async fn provider_over_https(provider: &crate::oidc_tokens::Shared, ca: &crate::tls::Ca) -> String {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let plain = provider.lock().unwrap().issuer.clone();
+    let backend = plain.trim_start_matches("http://").to_string();
+    let leaf = ca.leaf();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der.clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone())),
+    )
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(&backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    let issuer = format!("https://localhost:{port}");
+    provider.lock().unwrap().issuer = issuer.clone();
+    issuer
+}
+
+/// A provider served over HTTPS with a certificate of the operator's own CA
+/// is trusted when `--ca-file` names that CA, as the server's connection
+/// is: Ada's name is "verified by Fake". Without `--ca-file` the provider's
+/// certificate is refused, reported once, and Ada is not shown as verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_trusts_a_provider_of_the_ca_file() {
+    use openidconnect::PrivateSigningKey;
+    let provider = crate::oidc_tokens::start_provider().await;
+    let key = crate::oidc_tokens::rsa_key("k1");
+    provider.lock().unwrap().keys = vec![key.as_verification_key()];
+    let ca = crate::tls::Ca::new();
+    let issuer = provider_over_https(&provider, &ca).await;
+    let root = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(root.path(), ca.root_pem()).expect("write CA");
+    let server = TestServer::start_with(|c| {
+        c.oidc = vec![conclave::oidc::ProviderConfig {
+            name: "Fake".into(),
+            issuer: issuer.clone(),
+            client_id: crate::oidc_tokens::CLIENT_ID.into(),
+            ..Default::default()
+        }];
+    })
+    .await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let ada = tokio::spawn(verified_member(
+        server.addr,
+        meeting.clone(),
+        issuer,
+        key,
+        stop,
+    ));
+
+    let ca_file = root.path().to_str().expect("UTF-8 path");
+    let mut cli = Cli::start(&["join", &invite(&meeting), "--ca-file", ca_file]);
+    let verified = cli
+        .stderr_line(|l| l.starts_with("verified: ").then(|| l.to_string()))
+        .await;
+    assert!(
+        verified.starts_with("verified: Ada Lovelace (participant ")
+            && verified.contains(") is verified by Fake (localhost)"),
+        "{verified}"
+    );
+    assert!(
+        !cli.stderr().contains("could not fetch keys"),
+        "{}",
+        cli.stderr()
+    );
+    cli.interrupt();
+    assert_eq!(cli.exit().await.code(), Some(0), "{}", cli.stderr());
+
+    // The same provider without the CA: its certificate is refused.
+    let mut cli = Cli::start(&["join", &invite(&meeting)]);
+    let report = cli
+        .stderr_line(|l| {
+            l.starts_with("could not fetch keys of Fake: ")
+                .then(|| l.to_string())
+        })
+        .await;
+    cli.stderr_line(|l| l.contains("Ada Lovelace (participant ").then_some(()))
+        .await;
+    cli.interrupt();
+    let status = cli.exit().await;
+    let stderr = cli.stderr();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(report.contains("certificate"), "{report}");
+    assert_eq!(
+        stderr.matches("could not fetch keys of").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("verified: "), "{stderr}");
+    let _ = stop_tx.send(true);
+    ada.await.expect("Ada's task");
+}
+
+/// Providers that do not answer (a socket that accepts and never says a
+/// word) or cannot be reached (a closed port) hold the join up by at most
+/// [`conclave::oidc::PROVIDER_KEYS_DEADLINE`] all together, not a full HTTP
+/// timeout each; each is reported once, and the command goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_is_not_held_up_by_providers_that_do_not_answer() {
+    let mut silent = Vec::new();
+    let mut issuers = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        issuers.push(format!("http://{}", listener.local_addr().expect("addr")));
+        silent.push(listener);
+    }
+    // Accepted and held open, never answered.
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        loop {
+            for l in &silent {
+                if let Ok(Ok((s, _))) =
+                    tokio::time::timeout(Duration::from_millis(50), l.accept()).await
+                {
+                    open.push(s);
+                }
+            }
+        }
+    });
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let provider = |name: &str, issuer: &str| conclave::oidc::ProviderConfig {
+        name: name.into(),
+        issuer: issuer.into(),
+        client_id: crate::oidc_tokens::CLIENT_ID.into(),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(|c| {
+        c.oidc = vec![
+            provider("Silent1", &issuers[0]),
+            provider("Silent2", &issuers[1]),
+            provider("Closed", &closed),
+        ];
+    })
+    .await;
+    let api = server.signed_in("alice").await;
+    let meeting = api
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+
+    let started = Instant::now();
+    let mut cli = Cli::start(&["join", &invite(&meeting), "--name", "Grace"]);
+    let wanted = "no answer within";
+    for name in ["Silent1", "Silent2"] {
+        let line = cli
+            .stderr_line(|l| {
+                l.starts_with(&format!("could not fetch keys of {name}: "))
+                    .then(|| l.to_string())
+            })
+            .await;
+        assert!(line.contains(wanted), "{line}");
+    }
+    let waited = started.elapsed();
+    cli.stderr_line(|l| {
+        l.starts_with("could not fetch keys of Closed: ")
+            .then_some(())
+    })
+    .await;
+    // The command goes on into the meeting, its name the server's.
+    cli.stderr_line(|l| l.contains("Grace (participant ").then_some(()))
+        .await;
+    cli.interrupt();
+    let status = cli.exit().await;
+    let stderr = cli.stderr();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("could not fetch keys of").count(),
+        3,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("verified: "), "{stderr}");
+    // One deadline for all (not the 10 s HTTP timeout per provider, which
+    // would be 20 s for the two silent ones), plus the command's start.
+    assert!(
+        waited < conclave::oidc::PROVIDER_KEYS_DEADLINE + Duration::from_secs(5),
+        "{waited:?}"
+    );
+    held.abort();
+}
