@@ -698,19 +698,20 @@ fn print_events(
 }
 
 /// The providers whose verified names this client checks, each that could
-/// not be reached told once: its members are then shown with the server's
-/// names, never as verified.
-async fn trusted_providers(
+/// not be reached told once: its members are then shown as not verified,
+/// with the reason.
+async fn fetch_providers(
     server: &url::Url,
     ca_file: Option<&std::path::Path>,
-) -> Vec<conclave_client::names::TrustedProvider> {
+) -> conclave::oidc::FetchedProviders {
     let fetched = conclave::oidc::trusted_providers(server, ca_file).await;
-    for (name, why) in &fetched.unreachable {
+    for p in &fetched.unreachable {
         eprintln!(
-            "could not fetch keys of {name}: {why}; its members' names are the server's, not verified"
+            "could not fetch keys of {}: {}; its members' names are the server's, not verified",
+            p.name, p.reason
         );
     }
-    fetched.trusted
+    fetched
 }
 
 async fn record(args: RecordArgs) -> anyhow::Result<()> {
@@ -722,12 +723,14 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     let printer = print_events(rx, false);
     // A recording keeps the best each camera sends: the recorder reports a
     // full-HD "view" so the server forwards it the top simulcast layer.
+    let providers = fetch_providers(&invite.server, None).await;
     let media = MediaOptions {
         view_sizes: vec![(std::time::Duration::ZERO, 1920, 1080)],
         events: Some(events),
         // The recorder says whose word each name is too: without the
         // providers every verified member would look refused.
-        trusted_providers: trusted_providers(&invite.server, None).await,
+        trusted_providers: providers.trusted,
+        unreachable_providers: providers.unreachable,
         ..MediaOptions::default()
     };
     let result = run_with(
@@ -778,6 +781,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let stop = stop_on_signal();
     let (events, rx) = tokio::sync::mpsc::unbounded_channel();
     let printer = print_events(rx, args.stats_interval.is_some());
+    let providers = fetch_providers(&invite.server, args.ca_file.as_deref()).await;
     let media = MediaOptions {
         simulcast_ivf: args.simulcast_ivf.clone(),
         audio_level: args.audio_level,
@@ -788,7 +792,8 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         ca_file: args.ca_file.clone(),
         events: Some(events),
         stats_every: args.stats_interval,
-        trusted_providers: trusted_providers(&invite.server, args.ca_file.as_deref()).await,
+        trusted_providers: providers.trusted,
+        unreachable_providers: providers.unreachable,
     };
     let commands = args.interactive.then(read_commands);
     let result = run_interactive(

@@ -710,8 +710,7 @@ pub const PROVIDER_KEYS_DEADLINE: Duration = Duration::from_secs(4);
 #[derive(Debug, Default)]
 pub struct FetchedProviders {
     pub trusted: Vec<conclave_client::names::TrustedProvider>,
-    /// (provider's name, why its keys could not be fetched).
-    pub unreachable: Vec<(String, String)>,
+    pub unreachable: Vec<conclave_client::names::UnreachableProvider>,
 }
 
 /// The providers a native client (`conclave join`) takes names from: the
@@ -769,42 +768,44 @@ pub async fn trusted_providers(
     let fetches = listed.into_iter().map(|p| {
         let http = http.clone();
         async move {
-            let issuer =
-                IssuerUrl::new(p.issuer.clone()).map_err(|e| (p.name.clone(), e.to_string()))?;
-            // Discovery refuses a document whose issuer is not this one, and
-            // fetches the keys from the jwks_uri it names.
-            let discovered = tokio::time::timeout_at(
-                deadline,
-                openidconnect::core::CoreProviderMetadata::discover_async(issuer, &http),
-            )
-            .await;
-            let meta = match discovered {
-                Ok(Ok(meta)) => meta,
-                Ok(Err(e)) => return Err((p.name, describe(&e))),
-                Err(_) => {
-                    return Err((
-                        p.name,
-                        format!("no answer within {PROVIDER_KEYS_DEADLINE:?}"),
-                    ));
-                }
+            let keys = async {
+                let issuer = IssuerUrl::new(p.issuer.clone()).map_err(|e| e.to_string())?;
+                // Discovery refuses a document whose issuer is not this one,
+                // and fetches the keys from the jwks_uri it names.
+                let discovered = tokio::time::timeout_at(
+                    deadline,
+                    openidconnect::core::CoreProviderMetadata::discover_async(issuer, &http),
+                )
+                .await;
+                let meta = match discovered {
+                    Ok(Ok(meta)) => meta,
+                    Ok(Err(e)) => return Err(describe(&e)),
+                    Err(_) => return Err(format!("no answer within {PROVIDER_KEYS_DEADLINE:?}")),
+                };
+                serde_json::to_string(meta.jwks()).map_err(|e| e.to_string())
             };
-            let jwks_json =
-                serde_json::to_string(meta.jwks()).map_err(|e| (p.name.clone(), e.to_string()))?;
-            Ok(conclave_client::names::TrustedProvider {
-                name: p.name,
-                issuer: p.issuer,
-                client_id: p.client_id,
-                jwks_json,
-            })
+            match keys.await {
+                Ok(jwks_json) => Ok(conclave_client::names::TrustedProvider {
+                    name: p.name,
+                    issuer: p.issuer,
+                    client_id: p.client_id,
+                    jwks_json,
+                }),
+                Err(reason) => Err(conclave_client::names::UnreachableProvider {
+                    name: p.name,
+                    issuer: p.issuer,
+                    reason,
+                }),
+            }
         }
     });
     let mut fetched = FetchedProviders::default();
     for result in futures_util::future::join_all(fetches).await {
         match result {
             Ok(provider) => fetched.trusted.push(provider),
-            Err((name, why)) => {
-                tracing::warn!(provider = %name, error = %why, "cannot fetch the provider's keys: its people's names are shown as the server's");
-                fetched.unreachable.push((name, why));
+            Err(p) => {
+                tracing::warn!(provider = %p.name, error = %p.reason, "cannot fetch the provider's keys: its people's names are shown as the server's");
+                fetched.unreachable.push(p);
             }
         }
     }
