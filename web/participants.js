@@ -95,11 +95,14 @@ export function createParticipantsPanel(call, { onClose }) {
   const waitingCount = h('span', { class: 'section-count' });
   const waitingList = h('ul', { class: 'people', 'aria-label': 'People waiting' });
   const admitAll = textButton('Admit all', () => call.admitAll(), 'btn-primary');
+  // A thousand waiting: only the rows in view are in the DOM, as for the
+  // members, in a scroller of its own so that the members stay in reach.
+  const waitingScroll = h('div', { class: 'waiting-scroll' }, waitingList);
   const waitingBox = h('div', { class: 'waiting-box', hidden: true },
     h('div', { class: 'section-head' },
       h('h3', {}, 'Waiting to join ', waitingCount),
       admitAll),
-    waitingList);
+    waitingScroll);
 
   // The members.
   const memberCount = h('span', { class: 'section-count' });
@@ -126,6 +129,11 @@ export function createParticipantsPanel(call, { onClose }) {
       noMatch,
       memberList,
       strangerBox));
+  const waiting = createVirtualList(waitingList, waitingScroll, {
+    keyOf: (w) => w.id,
+    create: createWaitingRow,
+    update: updateWaitingRow,
+  });
   const members = createVirtualList(memberList, el.querySelector('.panel-body'), {
     keyOf: (p) => p.id,
     create: createMemberRow,
@@ -156,7 +164,7 @@ export function createParticipantsPanel(call, { onClose }) {
 
     waitingBox.hidden = !mod || state.waiting.length === 0;
     setText(waitingCount, `(${state.waiting.length})`);
-    syncList(waitingList, mod ? state.waiting : [], (w) => w.id, createWaitingRow, updateWaitingRow);
+    waiting.render(mod ? state.waiting : []);
 
     setText(memberCount, `(${state.participants.length})`);
     const query = search.value.trim();

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use conclave_e2ee::openpubkey::BindingError;
 pub use conclave_e2ee::openpubkey::TrustedProvider;
 use conclave_e2ee::{AnnouncedName, Badge, Leaf, NameCheck, NameChecker, NameWarning};
 
@@ -20,7 +21,17 @@ use conclave_e2ee::{AnnouncedName, Badge, Leaf, NameCheck, NameChecker, NameWarn
 pub struct Names {
     checker: NameChecker,
     providers: Vec<TrustedProvider>,
+    unreachable: Vec<UnreachableProvider>,
     said: Vec<String>,
+}
+
+/// One of the server's providers whose keys this client could not fetch:
+/// its members' proofs cannot be checked, and the lines say why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreachableProvider {
+    pub name: String,
+    pub issuer: String,
+    pub reason: String,
 }
 
 impl Names {
@@ -34,6 +45,13 @@ impl Names {
         }
     }
 
+    /// Names the providers whose keys could not be fetched, so that their
+    /// members' lines give that reason rather than an untrusted issuer.
+    pub fn with_unreachable(mut self, unreachable: Vec<UnreachableProvider>) -> Names {
+        self.unreachable = unreachable;
+        self
+    }
+
     /// The lines for the group's `leaves` against the names the server
     /// `announced` (by participant id), at `now` (seconds since the Unix
     /// epoch); `None` when they are the lines already said.
@@ -44,7 +62,7 @@ impl Names {
         now: i64,
     ) -> Option<Vec<String>> {
         let checks = self.checker.check(leaves, announced, &self.providers, now);
-        let lines = lines(&checks, announced);
+        let lines = lines_with(&checks, announced, &self.unreachable);
         if lines == self.said {
             return None;
         }
@@ -72,9 +90,32 @@ fn who(checks: &[NameCheck], id: &str) -> String {
 /// The issuer's host is shown beside the provider's name, as in the
 /// browser, so that a provider the server made up is visible as such.
 pub fn lines(checks: &[NameCheck], announced: &BTreeMap<String, AnnouncedName>) -> Vec<String> {
+    lines_with(checks, announced, &[])
+}
+
+/// [`lines`], where a member whose token is from an `unreachable` provider
+/// is said to be not verified because its keys could not be fetched.
+fn lines_with(
+    checks: &[NameCheck],
+    announced: &BTreeMap<String, AnnouncedName>,
+    unreachable: &[UnreachableProvider],
+) -> Vec<String> {
     let mut out = Vec::new();
     for c in checks {
         let name = who(checks, &c.participant_id);
+        let from_unreachable = match &c.badge {
+            Badge::Refused(BindingError::UntrustedIssuer(issuer)) => unreachable
+                .iter()
+                .find(|p| p.issuer.trim_end_matches('/') == issuer.trim_end_matches('/')),
+            _ => None,
+        };
+        if let Some(p) = from_unreachable {
+            out.push(format!(
+                "WARNING: {name} is not verified: could not fetch keys of {}: {}; the name is only the server's",
+                p.name, p.reason
+            ));
+            continue;
+        }
         out.push(match &c.badge {
             Badge::Verified(v) => {
                 let host = url::Url::parse(&v.issuer)

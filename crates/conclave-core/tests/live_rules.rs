@@ -32,6 +32,20 @@ fn moved_with(
     next
 }
 
+/// A fresh meeting restored from live state as the store holds it (JSON).
+fn restored_from_json(room: &Room, json: &str) -> Room {
+    let state: LiveState = serde_json::from_str(json).expect("live state parses");
+    let mut next = Room::with_bans(|_| {}, Vec::new());
+    next.now = room.now;
+    next.meeting.restore(state, next.now);
+    assert!(next.drain().is_empty(), "a restore sends nothing");
+    next
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn group_id(out: &[conclave_core::Output], conn: u64) -> String {
     match joined_msg(out, conn) {
         ServerMessage::Joined { e2ee: Some(e), .. } => e.group_id,
@@ -286,4 +300,98 @@ fn an_attendee_allowed_to_publish_still_may_after_the_move_and_others_still_may_
         },
     );
     assert_eq!(errors(&out, 30), vec![ErrorCode::NotPermitted], "{out:?}");
+}
+
+#[test]
+fn the_stored_state_holds_no_token_that_resumes_and_the_real_token_still_does() {
+    let mut room = Room::hosted();
+    let bob = room.admit(2, "Bob");
+    let (host_token, bob_token) = (room.token_of(HOST), room.token_of(2));
+    let json = serde_json::to_string(&room.meeting.live_state(room.now)).expect("serializes");
+    for token in [host_token, bob_token] {
+        let b64 = token.encode();
+        let std_b64 = b64.replace('-', "+").replace('_', "/");
+        for form in [b64, std_b64, hex(&token.0), hex(&token.0).to_uppercase()] {
+            assert!(!json.contains(&form), "a token in the stored state: {json}");
+        }
+    }
+
+    let state: LiveState = serde_json::from_str(&json).expect("parses");
+    let stored = &state
+        .members
+        .iter()
+        .find(|m| m.id == bob)
+        .expect("Bob stored")
+        .resume_hash;
+    // As sent on the wire the stored value is no token at all...
+    assert!(ResumeToken::decode(stored).is_none());
+    let hash = data_encoding::BASE64URL_NOPAD
+        .decode(stored.as_bytes())
+        .expect("base64url");
+    assert_eq!(hash.len(), 32);
+    let mut next = restored_from_json(&room, &json);
+    // ...and no 16 bytes of it take the seat either.
+    for (conn, half) in (30..).zip(hash.chunks(16)) {
+        let out = next.resume(conn, ResumeToken(half.try_into().expect("16 bytes")));
+        assert_turned_away(&out, conn, ErrorCode::ResumeFailed);
+    }
+
+    let out = next.resume(20, bob_token);
+    let ServerMessage::Joined {
+        you, resume_token, ..
+    } = joined_msg(&out, 20)
+    else {
+        unreachable!()
+    };
+    assert_eq!(you, bob, "the real token takes the seat back");
+    // The token it is given now works, the one it used does not any more.
+    assert_ne!(resume_token, bob_token.encode());
+    let out = next.resume(40, bob_token);
+    assert_turned_away(&out, 40, ErrorCode::ResumeFailed);
+    let out = next.resume(10, host_token);
+    let ServerMessage::Joined { role, .. } = joined_msg(&out, 10) else {
+        unreachable!()
+    };
+    assert_eq!(role, Role::Host);
+}
+
+#[test]
+fn state_written_with_plain_tokens_is_migrated_and_a_malformed_seat_is_skipped() {
+    let mut room = Room::hosted();
+    let bob = room.admit(2, "Bob");
+    room.admit(3, "Carol");
+    let (host_id, host_token) = (room.id_of(HOST), room.token_of(HOST));
+    let bob_token = room.token_of(2);
+    let mut value = serde_json::to_value(room.meeting.live_state(room.now)).expect("serializes");
+    // The form written before hashes were kept: the token under
+    // `resume_token`; Carol's is garbage.
+    for m in value["members"].as_array_mut().expect("members") {
+        let id = m["id"].as_u64().expect("id");
+        let m = m.as_object_mut().expect("a member");
+        m.remove("resume_hash");
+        let old = if id == host_id.0 {
+            host_token.encode()
+        } else if id == bob.0 {
+            bob_token.encode()
+        } else {
+            "not base64 at all!".to_string()
+        };
+        m.insert("resume_token".into(), old.into());
+    }
+    let mut next = restored_from_json(&room, &value.to_string());
+    assert_eq!(next.meeting.member_count(), 2, "Carol's seat is dropped");
+
+    let out = next.resume(20, bob_token);
+    let ServerMessage::Joined { you, .. } = joined_msg(&out, 20) else {
+        unreachable!()
+    };
+    assert_eq!(you, bob);
+    let out = next.resume(10, host_token);
+    let ServerMessage::Joined { you, .. } = joined_msg(&out, 10) else {
+        unreachable!()
+    };
+    assert_eq!(you, host_id);
+    // What is written now holds hashes again, never the old tokens.
+    let json = serde_json::to_string(&next.meeting.live_state(next.now)).expect("serializes");
+    assert!(!json.contains("resume_token") && !json.contains(&bob_token.encode()));
 }

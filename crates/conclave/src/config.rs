@@ -140,6 +140,9 @@ pub struct Config {
     /// and the join policy new meetings start with ([`crate::join_policy`]).
     pub organisation: crate::join_policy::OrganisationConfig,
     pub limits: Limits,
+    /// `text` (default) or `json`: one JSON object per log line, with the
+    /// node id in cluster mode ([`crate::logging`]).
+    pub log_format: crate::logging::LogFormat,
     /// Cluster mode (`[cluster]`, [`crate::cluster`]): absent, the server is
     /// a single node with no Redis.
     pub cluster: Option<ClusterConfig>,
@@ -314,6 +317,7 @@ impl Default for Config {
             oidc: Vec::new(),
             organisation: crate::join_policy::OrganisationConfig::default(),
             limits: Limits::default(),
+            log_format: Default::default(),
             cluster: None,
         }
     }

@@ -21,6 +21,8 @@
 //! - [`acme`]: HTTPS with a certificate the server gets and renews itself
 //!   from an ACME CA (`--domain`).
 //! - [`oidc`]: sign-in through OpenID Connect providers (`[[oidc]]`).
+//! - [`logging`]: text or JSON log lines (`--log-format`), with the node id
+//!   in cluster mode.
 //! - [`turn`]: the operator's TURN relays and each member's short-lived
 //!   credentials for them.
 #![forbid(unsafe_code)]
@@ -33,6 +35,7 @@ pub mod guard;
 pub mod guest;
 pub mod http;
 pub mod join_policy;
+pub mod logging;
 pub mod media;
 pub mod oidc;
 pub mod rooms;

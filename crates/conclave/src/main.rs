@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use conclave::auth::{hash_now, password_acceptable, username_acceptable};
+use conclave::logging::{self, LogFormat};
 use conclave::store::{Store, StoreError};
 use conclave::tls::passthrough::TurnPassthrough;
 use conclave::turn::{TurnSecret, TurnServer};
 use conclave::{Config, Server};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -312,6 +312,10 @@ struct ServeArgs {
         value_parser = TurnPassthrough::parse_flag
     )]
     turn_passthrough: Vec<TurnPassthrough>,
+    /// Log lines as text, or one JSON object per line (with the node id in
+    /// cluster mode) for a log collector [default: text].
+    #[arg(long, env = "CONCLAVE_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -451,6 +455,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if !args.turn_passthrough.is_empty() {
         config.turn_tls_passthrough = args.turn_passthrough.clone();
     }
+    if let Some(f) = args.log_format {
+        config.log_format = f;
+    }
     config.apply_domain_defaults();
     match (args.turn_urls.is_empty(), &args.turn_secret) {
         (true, None) => {}
@@ -465,6 +472,12 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = load_config(&args)?;
+    // The log format is in the configuration, so logging starts once it is
+    // read; an error before that is printed by `main` as usual.
+    logging::init(
+        config.log_format,
+        config.cluster.as_ref().map(|c| c.node_id.as_str()),
+    );
     public_ip_from_domain(&mut config).await;
     let data_dir = config.data_dir.clone();
     let scheme = config.scheme();
@@ -684,6 +697,23 @@ fn print_events(
     })
 }
 
+/// The providers whose verified names this client checks, each that could
+/// not be reached told once: its members are then shown as not verified,
+/// with the reason.
+async fn fetch_providers(
+    server: &url::Url,
+    ca_file: Option<&std::path::Path>,
+) -> conclave::oidc::FetchedProviders {
+    let fetched = conclave::oidc::trusted_providers(server, ca_file).await;
+    for p in &fetched.unreachable {
+        eprintln!(
+            "could not fetch keys of {}: {}; its members' names are the server's, not verified",
+            p.name, p.reason
+        );
+    }
+    fetched
+}
+
 async fn record(args: RecordArgs) -> anyhow::Result<()> {
     use conclave_client::session::{JoinOptions, MediaOptions, SessionError, run_with};
     let invite: conclave_client::Invite = args.invite.parse().context("reading the invite link")?;
@@ -693,12 +723,14 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     let printer = print_events(rx, false);
     // A recording keeps the best each camera sends: the recorder reports a
     // full-HD "view" so the server forwards it the top simulcast layer.
+    let providers = fetch_providers(&invite.server, None).await;
     let media = MediaOptions {
         view_sizes: vec![(std::time::Duration::ZERO, 1920, 1080)],
         events: Some(events),
         // The recorder says whose word each name is too: without the
         // providers every verified member would look refused.
-        trusted_providers: conclave::oidc::trusted_providers(&invite.server).await,
+        trusted_providers: providers.trusted,
+        unreachable_providers: providers.unreachable,
         ..MediaOptions::default()
     };
     let result = run_with(
@@ -749,6 +781,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let stop = stop_on_signal();
     let (events, rx) = tokio::sync::mpsc::unbounded_channel();
     let printer = print_events(rx, args.stats_interval.is_some());
+    let providers = fetch_providers(&invite.server, args.ca_file.as_deref()).await;
     let media = MediaOptions {
         simulcast_ivf: args.simulcast_ivf.clone(),
         audio_level: args.audio_level,
@@ -759,7 +792,8 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         ca_file: args.ca_file.clone(),
         events: Some(events),
         stats_every: args.stats_interval,
-        trusted_providers: conclave::oidc::trusted_providers(&invite.server).await,
+        trusted_providers: providers.trusted,
+        unreachable_providers: providers.unreachable,
     };
     let commands = args.interactive.then(read_commands);
     let result = run_interactive(
@@ -1131,18 +1165,23 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `serve` starts logging itself, in the configured format.
+    let text = || logging::init(LogFormat::Text, None);
     match cli.command {
         Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::Admin(cmd)) => admin(cmd).await,
-        Some(Command::Join(args)) => join(args).await,
-        Some(Command::Record(args)) => record(args).await,
+        Some(Command::Admin(cmd)) => {
+            text();
+            admin(cmd).await
+        }
+        Some(Command::Join(args)) => {
+            text();
+            join(args).await
+        }
+        Some(Command::Record(args)) => {
+            text();
+            record(args).await
+        }
         None => serve(cli.serve).await,
     }
 }

@@ -317,7 +317,7 @@ impl Providers {
             PostLogoutRedirectUrl::new(format!("{}/signin", public_url.trim_end_matches('/'))).ok();
         Ok(Providers {
             list,
-            http: HttpClient::new()?,
+            http: HttpClient::new(None)?,
             key,
             after_logout,
         })
@@ -699,73 +699,117 @@ fn read_secret(c: &ProviderConfig) -> Result<Option<String>, OidcConfigError> {
     Ok(None)
 }
 
+/// How long `conclave join` and `conclave record` wait, all providers
+/// together, for the providers' keys before they go on without those that
+/// did not answer: one that is down must not hold the meeting up for a full
+/// [`HTTP_TIMEOUT`] each.
+pub const PROVIDER_KEYS_DEADLINE: Duration = Duration::from_secs(4);
+
+/// What [`trusted_providers`] found: the providers whose keys were fetched,
+/// and those that could not be, each with the reason, to be told once.
+#[derive(Debug, Default)]
+pub struct FetchedProviders {
+    pub trusted: Vec<conclave_client::names::TrustedProvider>,
+    pub unreachable: Vec<conclave_client::names::UnreachableProvider>,
+}
+
 /// The providers a native client (`conclave join`) takes names from: the
 /// server's list (`/api/v1/auth/providers`), each with the keys fetched from
 /// the provider itself (discovery, then its `jwks_uri`), never through the
-/// server, as the browser does (web/openpubkey.js). A provider that cannot
-/// be reached is left out with a warning: its people's names are then shown
-/// as the server's, and their proofs as unchecked.
-pub async fn trusted_providers(server: &url::Url) -> Vec<conclave_client::names::TrustedProvider> {
+/// server, as the browser does (web/openpubkey.js). The same trust as the
+/// connection to the server: the system's roots and the operator's
+/// `ca_file` (`--ca-file`). Providers are asked concurrently, all within
+/// [`PROVIDER_KEYS_DEADLINE`]; one that cannot be reached is left out (its
+/// people's names are then the server's, never verified) and reported.
+pub async fn trusted_providers(
+    server: &url::Url,
+    ca_file: Option<&std::path::Path>,
+) -> FetchedProviders {
     #[derive(Deserialize)]
     struct Listed {
         name: String,
         issuer: String,
         client_id: String,
     }
-    let http = match HttpClient::new() {
+    let deadline = tokio::time::Instant::now() + PROVIDER_KEYS_DEADLINE;
+    let http = match HttpClient::new(ca_file) {
         Ok(http) => http,
         Err(e) => {
             tracing::warn!(error = %e, "cannot check verified names: no HTTP client");
-            return Vec::new();
+            return FetchedProviders::default();
         }
     };
     let Ok(url) = server.join("/api/v1/auth/providers") else {
-        return Vec::new();
+        return FetchedProviders::default();
     };
     let request = http::Request::get(url.as_str())
         .header(http::header::ACCEPT, "application/json")
         .body(Vec::new());
     let listed: Vec<Listed> = match request {
-        Ok(request) => match http.clone().send(request).await {
-            Ok(resp) if resp.status().is_success() => {
+        Ok(request) => match tokio::time::timeout_at(deadline, http.clone().send(request)).await {
+            Ok(Ok(resp)) if resp.status().is_success() => {
                 serde_json::from_slice(resp.body()).unwrap_or_default()
             }
-            Ok(resp) => {
+            Ok(Ok(resp)) => {
                 tracing::warn!(status = %resp.status(), "cannot list the server's providers");
                 Vec::new()
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot list the server's providers");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!("cannot list the server's providers: no answer in time");
                 Vec::new()
             }
         },
         Err(_) => Vec::new(),
     };
-    let mut trusted = Vec::new();
-    for p in listed {
-        let Ok(issuer) = IssuerUrl::new(p.issuer.clone()) else {
-            continue;
-        };
-        // Discovery refuses a document whose issuer is not this one, and
-        // fetches the keys from the jwks_uri it names.
-        match openidconnect::core::CoreProviderMetadata::discover_async(issuer, &http).await {
-            Ok(meta) => match serde_json::to_string(meta.jwks()) {
-                Ok(jwks_json) => trusted.push(conclave_client::names::TrustedProvider {
+    let fetches = listed.into_iter().map(|p| {
+        let http = http.clone();
+        async move {
+            let keys = async {
+                let issuer = IssuerUrl::new(p.issuer.clone()).map_err(|e| e.to_string())?;
+                // Discovery refuses a document whose issuer is not this one,
+                // and fetches the keys from the jwks_uri it names.
+                let discovered = tokio::time::timeout_at(
+                    deadline,
+                    openidconnect::core::CoreProviderMetadata::discover_async(issuer, &http),
+                )
+                .await;
+                let meta = match discovered {
+                    Ok(Ok(meta)) => meta,
+                    Ok(Err(e)) => return Err(describe(&e)),
+                    Err(_) => return Err(format!("no answer within {PROVIDER_KEYS_DEADLINE:?}")),
+                };
+                serde_json::to_string(meta.jwks()).map_err(|e| e.to_string())
+            };
+            match keys.await {
+                Ok(jwks_json) => Ok(conclave_client::names::TrustedProvider {
                     name: p.name,
                     issuer: p.issuer,
                     client_id: p.client_id,
                     jwks_json,
                 }),
-                Err(e) => {
-                    tracing::warn!(provider = %p.name, error = %e, "cannot read the provider's keys")
-                }
-            },
-            Err(e) => {
-                tracing::warn!(provider = %p.name, error = %describe(&e), "cannot fetch the provider's keys: its people's names are shown as the server's");
+                Err(reason) => Err(conclave_client::names::UnreachableProvider {
+                    name: p.name,
+                    issuer: p.issuer,
+                    reason,
+                }),
+            }
+        }
+    });
+    let mut fetched = FetchedProviders::default();
+    for result in futures_util::future::join_all(fetches).await {
+        match result {
+            Ok(provider) => fetched.trusted.push(provider),
+            Err(p) => {
+                tracing::warn!(provider = %p.name, error = %p.reason, "cannot fetch the provider's keys: its people's names are shown as the server's");
+                fetched.unreachable.push(p);
             }
         }
     }
-    trusted
+    fetched
 }
 
 /// `openidconnect` wants a future that is `Sync` too, which hyper's is not:
@@ -805,7 +849,7 @@ pub enum HttpError {
 type Body = http_body_util::Full<bytes::Bytes>;
 
 /// hyper's client on our rustls and aws-lc-rs, trusting the system's
-/// roots, HTTP/1.1, following no redirects (a provider's endpoints are
+/// roots (and, for a native client, the operator's `--ca-file`), HTTP/1.1, following no redirects (a provider's endpoints are
 /// where its metadata says they are).
 #[derive(Clone)]
 struct HttpClient {
@@ -816,19 +860,13 @@ struct HttpClient {
 }
 
 impl HttpClient {
-    fn new() -> Result<HttpClient, OidcConfigError> {
-        let err = |e: &dyn std::fmt::Display| OidcConfigError::Http(e.to_string());
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for e in &native.errors {
-            tracing::warn!(error = %e, "a system root certificate could not be read");
-        }
-        roots.add_parsable_certificates(native.certs);
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| err(&e))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    fn new(ca_file: Option<&std::path::Path>) -> Result<HttpClient, OidcConfigError> {
+        let tls = match ca_file {
+            // The client's own trust, as for the server's wss and `turns:`.
+            Some(_) => conclave_client::tls::client_config(ca_file)
+                .map_err(|e| OidcConfigError::Http(e.to_string()))?,
+            None => Self::system_roots()?,
+        };
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -838,6 +876,23 @@ impl HttpClient {
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build(connector);
         Ok(HttpClient { client })
+    }
+
+    fn system_roots() -> Result<rustls::ClientConfig, OidcConfigError> {
+        let err = |e: &dyn std::fmt::Display| OidcConfigError::Http(e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            tracing::warn!(error = %e, "a system root certificate could not be read");
+        }
+        roots.add_parsable_certificates(native.certs);
+        Ok(
+            rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| err(&e))?
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
     }
 
     /// One request, as `openidconnect` hands it over, within [`HTTP_TIMEOUT`].

@@ -23,6 +23,7 @@ mod hardening;
 mod ice_tcp;
 mod join_policy;
 mod joining;
+mod log_format;
 mod media_flow;
 mod meeting_flow;
 mod meetings_api;

@@ -169,6 +169,9 @@ pub struct MediaOptions {
     /// The providers whose ID tokens in members' leaves vouch for their
     /// names ([`SessionEvent::Names`]), with keys fetched from each provider.
     pub trusted_providers: Vec<crate::names::TrustedProvider>,
+    /// The server's providers whose keys could not be fetched: their
+    /// members are shown as not verified, with the reason.
+    pub unreachable_providers: Vec<crate::names::UnreachableProvider>,
 }
 
 /// What a session tells as it happens ([`MediaOptions::events`]).

@@ -258,7 +258,8 @@ pub async fn run_interactive(
         pending: std::collections::VecDeque::new(),
         heard: Vec::new(),
         left: std::collections::BTreeSet::new(),
-        names: crate::names::Names::new(extra.trusted_providers.clone()),
+        names: crate::names::Names::new(extra.trusted_providers.clone())
+            .with_unreachable(extra.unreachable_providers.clone()),
     };
     live.note_recording();
     let end_at = tokio::time::Instant::now() + opts.duration;

@@ -149,6 +149,7 @@ impl Meeting {
             held_video: false,
             held_screen: false,
             publish_allowed: false,
+            resume_hash: super::live::token_hash(&w.resume_token),
             resume_token: w.resume_token,
             dropped_at: None,
             mls_sent: 0,
@@ -176,10 +177,11 @@ impl Meeting {
             self.send(conn, ServerMessage::error(ErrorCode::AlreadyJoined));
             return;
         }
+        let presented = super::live::token_hash(&token);
         let found = self
             .members
             .iter()
-            .find(|(_, m)| bool::from(m.resume_token.0.ct_eq(&token.0)))
+            .find(|(_, m)| bool::from(m.resume_hash.ct_eq(&presented)))
             .map(|(id, _)| *id);
         let Some(id) = found else {
             self.refuse(conn, ErrorCode::ResumeFailed);
@@ -211,6 +213,7 @@ impl Meeting {
         };
         let old = member.conn.replace(conn);
         member.dropped_at = None;
+        member.resume_hash = super::live::token_hash(&next);
         member.resume_token = next;
         if let Some(old) = old {
             // The old socket is half-dead or stolen; the new one takes the seat.

@@ -1,7 +1,11 @@
 //! A meeting's live state as a value the shell can keep outside the process
 //! (Redis, in cluster mode), and the meeting rebuilt from it on another node
 //! after the one running it died: the lock, the suspension, who holds a
-//! seat with which role and resume token, and who was waiting.
+//! seat with which role, the hash of its resume token, and who was waiting.
+//!
+//! Only SHA-256 of a seat's resume token leaves the process: whoever reads
+//! the store (Redis) learns no token that takes a seat back. The token is
+//! 128 random bits, so an unsalted hash cannot be reversed by guessing.
 //!
 //! What is not in it, and why: media (each member negotiates afresh on its
 //! new socket), the MLS group (the delivery service's state is the node's;
@@ -19,6 +23,7 @@ use std::time::Instant;
 
 use conclave_proto::{ErrorCode, ParticipantId, ResumeToken, Role, ServerMessage};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::{BanKey, ConnId, Identity, Meeting, RESUME_WINDOW, Seat, Waiter};
 
@@ -61,8 +66,12 @@ pub struct LiveMember {
     pub role: Role,
     pub identity: LiveIdentity,
     pub recording: bool,
-    /// The seat's current resume token, encoded as on the wire.
-    pub resume_token: String,
+    /// SHA-256 of the seat's current resume token, base64url without
+    /// padding. State written before hashes were kept has the token itself
+    /// here under `resume_token` (16 bytes, not 32): a restore hashes it,
+    /// so seats survive the upgrade (see [`Meeting::restore`]).
+    #[serde(alias = "resume_token")]
+    pub resume_hash: String,
     /// Media kinds a moderator stopped (audio, video, screen).
     #[serde(default)]
     pub held: (bool, bool, bool),
@@ -114,6 +123,23 @@ impl From<LiveIdentity> for Identity {
     }
 }
 
+/// What a seat's resume token is kept and compared as.
+pub(super) fn token_hash(token: &ResumeToken) -> [u8; 32] {
+    Sha256::digest(token.0).into()
+}
+
+/// The hash a [`LiveMember`] holds: 32 bytes, or a 16-byte plain token from
+/// state written before hashes were kept, hashed here. None if malformed.
+fn stored_hash(encoded: &str) -> Option<[u8; 32]> {
+    let bytes = data_encoding::BASE64URL_NOPAD
+        .decode(encoded.as_bytes())
+        .ok()?;
+    match <[u8; 32]>::try_from(bytes.as_slice()) {
+        Ok(hash) => Some(hash),
+        Err(_) => Some(token_hash(&ResumeToken(bytes.try_into().ok()?))),
+    }
+}
+
 /// A waiting person restored from [`LiveState`] whose socket has not come
 /// back yet.
 #[derive(Debug)]
@@ -149,7 +175,7 @@ impl Meeting {
                 role: m.role,
                 identity: (&m.identity).into(),
                 recording: m.recording,
-                resume_token: m.resume_token.encode(),
+                resume_hash: data_encoding::BASE64URL_NOPAD.encode(&m.resume_hash),
                 held: (m.held_audio, m.held_video, m.held_screen),
                 on: (m.audio, m.video, m.screen),
                 publish_allowed: m.publish_allowed,
@@ -190,7 +216,8 @@ impl Meeting {
         self.suspended = state.suspended;
         let mut next_id = self.next_id.max(state.next_id);
         for m in state.members {
-            let Some(token) = ResumeToken::decode(&m.resume_token) else {
+            let Some(hash) = stored_hash(&m.resume_hash) else {
+                tracing::warn!(participant = %m.id, "restore: seat skipped, its resume hash is malformed");
                 continue;
             };
             if self.members.contains_key(&m.id) || self.waiting.contains_key(&m.id) {
@@ -204,7 +231,9 @@ impl Meeting {
                 name: m.name,
                 recording: m.recording,
                 identity: m.identity.into(),
-                resume_token: token,
+                // Nobody knows it: `joined` only goes out after a resume
+                // replaced it, and the seat is matched on `resume_hash`.
+                resume_token: ResumeToken::generate(),
                 same_network_as_removed: false,
                 for_host: false,
             };
@@ -213,6 +242,7 @@ impl Meeting {
             if let Some(seat) = self.members.get_mut(&m.id) {
                 seat.conn = None;
                 seat.dropped_at = Some(now);
+                seat.resume_hash = hash;
                 (seat.held_audio, seat.held_video, seat.held_screen) = m.held;
                 // The router hears of them when the seat is taken back.
                 (seat.audio, seat.video, seat.screen) = m.on;

@@ -212,7 +212,12 @@ struct Member {
     held_screen: bool,
     /// A moderator allowed this participant to publish (see `publishing`).
     publish_allowed: bool,
+    /// Sent back in `joined`; a seat restored from [`LiveState`] has a
+    /// random one nobody knows until its resume replaces it.
     resume_token: ResumeToken,
+    /// SHA-256 of the token that takes this seat back: what a resume is
+    /// checked against and all that leaves the process (see `live`).
+    resume_hash: [u8; 32],
     dropped_at: Option<Instant>,
     /// MLS messages for this seat so far, sent or not (none go to a dropped
     /// member's socket).

@@ -1,6 +1,7 @@
 //! Live meeting state kept in Redis, so that it outlives the node running
 //! the meeting: its lock and suspension, its members with their roles and
-//! resume tokens, and the waiting list (`conclave_core::LiveState`).
+//! resume tokens' hashes (never the tokens), and the waiting list
+//! (`conclave_core::LiveState`).
 //! `conclave:live:<meeting>` holds `"<fencing token> <JSON>"`; a write
 //! carries the writer's lease token and is dropped when a later holder has
 //! written already, so a node that lost the lease without noticing yet

@@ -10,7 +10,7 @@
 //! - [`route`]: which node a meeting's WebSocket belongs on, and the
 //!   header that vouches to it for a relayed client's address.
 //! - [`live`]: live meeting state that must outlive the node (lock,
-//!   suspension, members, roles, resume tokens, the waiting list).
+//!   suspension, members, roles, resume tokens' hashes, the waiting list).
 //! - [`limits`]: failed joins and sign-ins counted in Redis, so that guesses
 //!   spread over the nodes are limited as if they came to one.
 //!
