@@ -58,6 +58,9 @@ describe('view-only attendees', () => {
     await controls(page).waitFor();
     // The host always may publish. Clicked again should the first click
     // land while the arrival's own media is still being set up.
+    // The arrival's own media first: a click while it is still being set
+    // up (no peer connection yet) is what was lost under load.
+    await eventually(() => page.evaluate(() => (window.__pcs || []).length), (n) => n > 0, { what: 'the host\'s peer connection' });
     const cam = controls(page).getByRole('button', { name: 'Start video', exact: true });
     const on = controls(page).getByRole('button', { name: 'Stop video', exact: true });
     await eventually(async () => {

@@ -168,8 +168,10 @@ export class Call {
     }
     const rebuilt = msg.type === 'joined' && this.e2ee.onGroupSetup(msg.e2ee);
     if (msg.type === 'waiting' || msg.type === 'joined') this.e2ee.onSeat(msg.you, msg.type === 'waiting' && this.sig.freshWaiting);
-    if (rebuilt) this.notify(notices.RECONNECTED_NEW_CODE);
     const after = this.dispatch(msg);
+    // After the dispatch: a phase change (reconnecting -> joined) clears
+    // the screen's notices, and this one must outlive it.
+    if (rebuilt) this.notify(notices.RECONNECTED_NEW_CODE);
     this.announceRecording(before, after);
     switch (msg.type) {
       case 'joined':
