@@ -87,6 +87,9 @@ export class Streams {
     this.peer.start(this.local);
     this.watchTransport();
     this.publish();
+    // What the person turned on while there was no peer connection yet (a
+    // click during the arrival's capture): sync() skipped it then.
+    this.sync(this.session.getState());
   }
 
   onOffer(msg) { this.peer?.acceptOffer(msg.sdp, msg.tracks || []); }
