@@ -1,7 +1,8 @@
-// Mounts hands, reactions and polls into the meeting screen (meeting.js calls
-// this once and then `update` on every render), so the shared views need only
-// a hook each.
+// Mounts hands, reactions, polls and the background blur button into the
+// meeting screen (meeting.js calls this once and then `update` on every
+// render), so the shared views need only a hook each.
 
+import { createBlurButton } from './blur.js';
 import { createHandButton, createHandsSection, decorateTiles as handTiles } from './hands.js';
 import { createPollButton, createPollCard } from './polls.js';
 import { createReactionsControl, decorateTiles as reactionTiles } from './reactions.js';
@@ -22,10 +23,11 @@ export function mountFeatures(call, { toolbar, stage, participantsBody, grid }) 
   const reactions = createReactionsControl(call);
   const card = createPollCard(call);
   const pollBtn = createPollButton(() => card.compose());
+  const blur = createBlurButton(call);
   const hands = createHandsSection(call);
   const main = toolbar.querySelector('.toolbar-main');
   const sep = main?.querySelector('.toolbar-sep') || null;
-  const group = h('div', { class: 'toolbar-features' }, hand.el, reactions.el, pollBtn.el);
+  const group = h('div', { class: 'toolbar-features' }, hand.el, reactions.el, pollBtn.el, blur.el);
   if (main) main.insertBefore(group, sep);
   stage.append(card.el);
   participantsBody.prepend(hands.el);
@@ -36,6 +38,7 @@ export function mountFeatures(call, { toolbar, stage, participantsBody, grid }) 
       const s = state.features ? state : { ...state, features: initialFeatures() };
       hand.update(s);
       pollBtn.update(s);
+      blur.update();
       card.update(s);
       hands.update(s);
       handTiles(grid, s);

@@ -8,8 +8,10 @@ const DEVICE_KEY = 'conclave.devices';
 
 /**
  * The devices chosen on the join page ({audio, video} device ids), if any,
- * and `cleanAudio`: whether the browser's own noise suppression and echo
- * cancellation process the microphone (on unless turned off).
+ * `cleanAudio`: whether the browser's own noise suppression and echo
+ * cancellation process the microphone (on unless turned off), and `blur`:
+ * whether the camera's background is blurred before it is sent (blur.js; off
+ * unless turned on).
  */
 export function chosenDevices() {
   try {
@@ -18,13 +20,14 @@ export function chosenDevices() {
       audio: typeof d.audio === 'string' ? d.audio : '',
       video: typeof d.video === 'string' ? d.video : '',
       cleanAudio: d.cleanAudio !== false,
+      blur: d.blur === true,
     };
   } catch {
-    return { audio: '', video: '', cleanAudio: true };
+    return { audio: '', video: '', cleanAudio: true, blur: false };
   }
 }
 
-/** Remembers a device choice ({audio?, video?, cleanAudio?}) for the next capture. */
+/** Remembers a device choice ({audio?, video?, cleanAudio?, blur?}) for the next capture. */
 export function chooseDevices(patch) {
   try {
     localStorage.setItem(DEVICE_KEY, JSON.stringify({ ...chosenDevices(), ...patch }));

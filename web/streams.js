@@ -3,6 +3,7 @@
 // reports. What the roster says this member sends decides what is enabled; the
 // tracks and any capture error are put into the call's state as `media`.
 
+import { blurWanted, startBlur } from './blur.js';
 import { captureScreen, captureTrack } from './media.js';
 import { Peer } from './peer.js';
 import { self } from './state.js';
@@ -38,6 +39,7 @@ export class Streams {
     this.local = { audio: null, video: null, screen: null };
     this.capturing = new Set();
     this.pendingScreen = null; // captured, waiting for the server to allow it
+    this.blur = null; // {track, stop}: the camera blurred (blur.js), sent instead of it
     this.peer = null;
     this.sizes = new Map(); // `${participant}:${kind}` -> {w, h, at, timer}
     this.unsubscribe = session.subscribe((s) => this.sync(s));
@@ -56,6 +58,7 @@ export class Streams {
       if (r.status === 'fulfilled') {
         this.local[kind] = r.value;
         r.value.enabled = false; // until the server says it is on
+        if (kind === 'video') this.blurCamera(blurWanted());
         on[kind] = true;
       } else {
         errors.push(r.reason);
@@ -84,7 +87,7 @@ export class Streams {
       onTracks: (tracks) => this.session.setTrackSenders(tracks),
       iceServers: this.session.iceServers?.() || [],
     });
-    this.peer.start(this.local);
+    this.peer.start(this.sent());
     this.watchTransport();
     this.publish();
     // What the person turned on while there was no peer connection yet (a
@@ -150,11 +153,20 @@ export class Streams {
 
   dismissError() { this.setError(null); }
 
+  /** Turns the background blur on or off; with no camera yet, the choice waits for it. */
+  setBlur(on) {
+    if (!this.local.video) return;
+    this.blurCamera(on);
+    this.peer?.setTrack('video', this.sent().video);
+    this.publish();
+  }
+
   close() {
     clearInterval(this.transportTimer);
     this.unsubscribe();
     if (this.peer) this.peer.close();
     this.peer = null;
+    this.blurCamera(false);
     for (const t of [this.local.audio, this.local.video, this.local.screen, this.pendingScreen]) if (t) t.stop();
     this.local = { audio: null, video: null, screen: null };
     this.pendingScreen = null;
@@ -175,6 +187,8 @@ export class Streams {
       const track = this.local[kind];
       if (track) {
         if (track.enabled !== !!me[kind]) track.enabled = !!me[kind];
+        const blurred = kind === 'video' ? this.blur?.track : null;
+        if (blurred && blurred.enabled !== !!me[kind]) blurred.enabled = !!me[kind];
       } else if (me[kind] && !this.capturing.has(kind)) {
         this.captureLate(kind);
       }
@@ -204,7 +218,8 @@ export class Streams {
       }
       track.enabled = !!me[kind];
       this.local[kind] = track;
-      this.peer.setTrack(kind, track);
+      if (kind === 'video') this.blurCamera(blurWanted());
+      this.peer.setTrack(kind, this.sent()[kind]);
       this.publish();
     } catch (err) {
       this.setError(err.message);
@@ -214,8 +229,40 @@ export class Streams {
     }
   }
 
+  /** The tracks sent (and shown as one's own): the camera blurred when the blur is on. */
+  sent() {
+    return this.blur ? { ...this.local, video: this.blur.track } : { ...this.local };
+  }
+
+  /** Starts or stops blurring the camera (this.local.video); the caller sends what sent() then says. */
+  blurCamera(on) {
+    if (on && !this.blur && this.local.video) {
+      try {
+        this.blur = startBlur(this.local.video, (text) => this.blurFailed(text));
+      } catch (err) {
+        this.setError(`The background blur could not start: ${err?.message || err}`);
+      }
+    } else if (!on && this.blur) {
+      this.blur.stop();
+      this.blur = null;
+    }
+  }
+
+  /**
+   * The blur failed: the camera is turned off rather than sent unblurred,
+   * which the person did not ask for, and they are told.
+   */
+  blurFailed(text) {
+    if (!this.blur) return;
+    this.blurCamera(false);
+    this.peer?.setTrack('video', this.local.video);
+    this.publish();
+    this.session.setMedia('video', false);
+    this.setError(`${text} Your camera was turned off; turn the blur off to send it as it is.`);
+  }
+
   publish() {
-    const local = { ...this.local };
+    const local = this.sent();
     this.session.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), local } }));
   }
 

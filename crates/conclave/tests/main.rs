@@ -11,6 +11,7 @@ mod admin_accounts;
 mod app_relay;
 mod bad_input;
 mod banned_guests;
+mod blur_assets;
 mod breakout;
 mod chat_resume;
 mod cluster;

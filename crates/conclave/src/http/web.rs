@@ -57,6 +57,16 @@ macro_rules! asset {
     };
 }
 
+macro_rules! blur_file {
+    ($name:literal, $mime:literal) => {
+        (
+            $name,
+            $mime,
+            include_bytes!(concat!("../../../../vendor/blur/", $name)),
+        )
+    };
+}
+
 const ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("style.css", "text/css; charset=utf-8"),
@@ -108,7 +118,36 @@ const ASSETS: &[Asset] = &[
     asset!("layout.css", "text/css; charset=utf-8"),
     asset!("breakout.js", "text/javascript; charset=utf-8"),
     asset!("breakout.css", "text/css; charset=utf-8"),
+    asset!("blur.js", "text/javascript; charset=utf-8"),
+    asset!("blur-worker.js", "text/javascript; charset=utf-8"),
 ];
+
+/// The background blur's model and runtime (TensorFlow.js and MediaPipe's
+/// selfie segmentation), vendored from npm into `vendor/blur/` by
+/// scripts/vendor-blur and served at `/blur/` to web/blur-worker.js: the
+/// browser fetches nothing from anywhere else.
+const BLUR_FILES: &[(&str, &str, &[u8])] = &[
+    blur_file!("tf-core.es2017.min.js", "text/javascript; charset=utf-8"),
+    blur_file!(
+        "tf-converter.es2017.min.js",
+        "text/javascript; charset=utf-8"
+    ),
+    blur_file!(
+        "tf-backend-wasm.es2017.min.js",
+        "text/javascript; charset=utf-8"
+    ),
+    blur_file!("tfjs-backend-wasm.wasm", "application/wasm"),
+    blur_file!("tfjs-backend-wasm-simd.wasm", "application/wasm"),
+    blur_file!("selfie.json", "application/json"),
+    blur_file!("selfie.bin", "application/octet-stream"),
+];
+
+async fn blur_file(Path(name): Path<String>, headers: HeaderMap) -> Response {
+    match BLUR_FILES.iter().find(|(n, _, _)| *n == name) {
+        Some((_, mime, body)) => static_file(&headers, mime, body),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
 
 /// The browser's E2EE module (crates/conclave-e2ee-wasm), compiled to wasm32 and bound by
 /// wasm-bindgen in build.rs; served at `/e2ee/` so the worker can import it by that path.
@@ -219,6 +258,7 @@ pub fn routes() -> Router<AppState> {
         .route("/e2ee/conclave_e2ee.js", get(e2ee_js))
         .route("/e2ee/conclave_e2ee_bg.wasm", get(e2ee_wasm))
         .route("/e2ee/snippets/{dir}/{file}", get(e2ee_snippet))
+        .route("/blur/{name}", get(blur_file))
         .layer(compression())
 }
 
@@ -460,6 +500,24 @@ mod tests {
     fn every_asset_is_embedded() {
         for a in ASSETS {
             assert!(!a.body.is_empty(), "{}", a.name);
+        }
+    }
+
+    #[test]
+    fn every_vendored_blur_file_is_served() {
+        // A file scripts/vendor-blur fetches but BLUR_FILES lacks would 404.
+        let sums = include_str!("../../../../vendor/blur/SHA256SUMS");
+        for line in sums.lines() {
+            let name = line.split_whitespace().last().unwrap();
+            if name.starts_with("LICENSE") {
+                continue;
+            }
+            assert!(
+                BLUR_FILES
+                    .iter()
+                    .any(|(n, _, b)| *n == name && !b.is_empty()),
+                "vendor/blur/{name} is not in BLUR_FILES"
+            );
         }
     }
 
