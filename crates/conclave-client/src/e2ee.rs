@@ -238,6 +238,12 @@ impl E2ee {
         });
     }
 
+    /// The epoch's keys as they are now, for a media peer started after
+    /// the group (a new peer connection after a resume); `None` outside it.
+    pub fn current_keys(&self) -> Option<EpochKeys> {
+        self.in_group.then(|| self.member.sframe_keys())
+    }
+
     fn keys(&self, send: SendSwitch) -> Change {
         Change::Epoch(self.member.sframe_keys(), send)
     }

@@ -46,6 +46,8 @@ pub enum PeerError {
 pub type Vp8Frames = Vec<(f64, Vec<u8>)>;
 
 /// Pre-encoded media to send, looped for as long as the client runs.
+/// Cloned to start sending again on a new peer after a resume.
+#[derive(Clone)]
 pub enum SourceMedia {
     /// VP8 frames with timestamps in seconds from the file's start.
     Vp8 { frames: Vec<(f64, Vec<u8>)> },

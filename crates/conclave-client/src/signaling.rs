@@ -49,6 +49,11 @@ pub struct Admission {
     pub you: ParticipantId,
     pub role: Role,
     pub resume_token: String,
+    /// How long the server keeps the seat after the socket drops.
+    pub resume_window: Duration,
+    /// The MLS group's id (`joined.e2ee.group_id`): a resume answered
+    /// with another one means the group was rebuilt elsewhere.
+    pub group_id: Option<String>,
     pub meeting: MeetingState,
     pub participants: Vec<Participant>,
     /// The TURN servers the server named for this member, with its own
@@ -183,15 +188,19 @@ impl Signaling {
                     you,
                     role,
                     resume_token,
+                    resume_window,
                     meeting,
                     participants,
                     ice_servers,
+                    e2ee,
                     ..
                 } => {
                     return Ok(Admission {
                         you,
                         role,
                         resume_token,
+                        resume_window: Duration::from_secs(resume_window),
+                        group_id: e2ee.map(|e| e.group_id),
                         meeting,
                         participants,
                         ice_servers,

@@ -645,8 +645,13 @@ fn print_events(
                     not_announced,
                     not_in_group,
                     names,
+                    rebuilt,
                 } => {
-                    if shown_code {
+                    if rebuilt {
+                        eprintln!(
+                            "Reconnected — new security code: {code}. The meeting moved to another server and its encryption was set up again: compare the code again."
+                        );
+                    } else if shown_code {
                         eprintln!(
                             "The security code changed: someone joined or left. Compare it again."
                         );
@@ -933,6 +938,9 @@ fn stats_json(report: &conclave_client::session::SessionReport) -> serde_json::V
         "ended_at_ms": unix_ms(report.ended_at),
         "ended_early": report.ended_early,
         "stopped": report.stopped,
+        // Seats taken back after the socket dropped; `received` and the
+        // other media counters are since the last one.
+        "reconnects": report.reconnects,
         // Someone else records the meeting (at this point).
         "recording": report.recording,
         "e2ee": e2ee,

@@ -1821,3 +1821,6 @@ async fn a_stale_owners_write_of_live_state_is_refused_by_the_fencing_token() {
     assert_eq!(b.saved_live("m1").await.expect("read"), Some(taken_over));
     stop.cancel();
 }
+
+/// `conclave join` members taking their seats back after their node died.
+mod native_resume;

@@ -27,7 +27,7 @@ const LEFT_WITHIN: Duration = Duration::from_secs(2);
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A `conclave` command running, its output collected as it comes.
-struct Cli {
+pub(crate) struct Cli {
     child: Child,
     /// Standard input, for `--interactive` ([`Cli::start_typing`]).
     stdin: Option<std::process::ChildStdin>,
@@ -53,7 +53,7 @@ fn collect(mut from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 }
 
 impl Cli {
-    fn start(args: &[&str]) -> Cli {
+    pub(crate) fn start(args: &[&str]) -> Cli {
         Cli::spawn(args, Stdio::null())
     }
 
@@ -89,14 +89,14 @@ impl Cli {
         }
     }
 
-    fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         self.stdout
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -131,7 +131,7 @@ impl Cli {
     }
 
     /// Waits until standard error holds a line that `pick` takes.
-    async fn stderr_line<T>(&self, pick: impl Fn(&str) -> Option<T>) -> T {
+    pub(crate) async fn stderr_line<T>(&self, pick: impl Fn(&str) -> Option<T>) -> T {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(found) = self.stderr().lines().find_map(&pick) {
@@ -154,7 +154,7 @@ impl Drop for Cli {
     }
 }
 
-fn invite(meeting: &Meeting) -> String {
+pub(crate) fn invite(meeting: &Meeting) -> String {
     meeting.view["invite_link"]
         .as_str()
         .expect("invite link")
@@ -211,7 +211,7 @@ async fn left(host: &mut Ws, id: u64) -> Value {
 }
 
 /// "Security code (epoch N, M people ...): DIGITS" as (N, M, DIGITS).
-fn security_code_line(line: &str) -> Option<(u64, usize, String)> {
+pub(crate) fn security_code_line(line: &str) -> Option<(u64, usize, String)> {
     let rest = line.strip_prefix("Security code (epoch ")?;
     let (epoch, rest) = rest.split_once(", ")?;
     let (count, rest) = rest.split_once(' ')?;

@@ -192,6 +192,10 @@ pub enum SessionEvent {
         not_in_group: Vec<String>,
         /// The names the server gave the participant ids above.
         names: BTreeMap<String, String>,
+        /// The first code of a group set up again after a reconnection
+        /// found the meeting rebuilt on another server (its own died): the
+        /// person must be told why it changed, and compare it again.
+        rebuilt: bool,
     },
     /// Someone else in the meeting records it (true), or no one does any
     /// more (false). Sent on admission too when a recording is running.
@@ -238,4 +242,8 @@ pub struct SessionReport {
     pub people: BTreeMap<ParticipantId, Participant>,
     /// Someone else is recording the meeting (at the end).
     pub recording: bool,
+    /// Times the seat was taken back after the meeting socket dropped. The
+    /// media counters are the peer's since the last one: every resume
+    /// starts a new peer connection.
+    pub reconnects: u32,
 }

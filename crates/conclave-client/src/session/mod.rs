@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use crate::appmsg::{self, Decoded};
 use crate::e2ee::{Change, E2ee};
 use crate::features::{Features, HELP, Sender};
+use crate::invite::Invite;
 use crate::ivf::IvfReader;
 use crate::media::{ClientPeer, PeerError, PeerStats, SourceMedia};
 use crate::record::Recording;
@@ -21,6 +22,7 @@ use crate::signaling::{Admission, Signaling, SignalingError};
 use crate::tcp::TcpFallback;
 
 mod api;
+mod reconnect;
 pub use crate::features::Command;
 pub use api::{
     E2eeReport, JoinOptions, MediaOptions, Progress, SIMULCAST_RIDS, SentChat, SessionEvent,
@@ -35,6 +37,9 @@ const MAX_SPEAKERS_KEPT: usize = 1024;
 
 /// Largest UDP datagram read.
 const MAX_DATAGRAM: usize = 2048;
+
+/// One try at taking the seat back: connecting and the answer to `resume`.
+const RESUME_TRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -225,6 +230,11 @@ pub async fn run_interactive(
         extra.ca_file.as_deref(),
     )?;
     relay.check()?;
+    let rejoin = Rejoin {
+        opts: opts.clone(),
+        extra: extra.clone(),
+        sources: sources.clone(),
+    };
     let (socket, mut peer) = start_media(&mut sig, &opts, &extra, sources).await?;
     let views = ViewSizes::new(&extra.view_sizes, tokio::time::Instant::now());
     let e2ee = join_group(opts.outside_group, &admission, &mut peer, &mut sig).await?;
@@ -260,6 +270,10 @@ pub async fn run_interactive(
         left: std::collections::BTreeSet::new(),
         names: crate::names::Names::new(extra.trusted_providers.clone())
             .with_unreachable(extra.unreachable_providers.clone()),
+        rejoin,
+        mls_received: 0,
+        rebuilt: false,
+        reconnects: 0,
     };
     live.note_recording();
     let end_at = tokio::time::Instant::now() + opts.duration;
@@ -526,6 +540,96 @@ struct Live {
     heard: Vec<Heard>,
     /// Those the server said left (still in `people`, for their names).
     left: std::collections::BTreeSet<ParticipantId>,
+    /// What starting again after a resume takes.
+    rejoin: Rejoin,
+    /// MLS messages taken in for this seat, for `resume` to say: the
+    /// server sends again those a dying socket lost.
+    mls_received: u64,
+    /// The group was set up again after a resume; its first code is told
+    /// as such.
+    rebuilt: bool,
+    reconnects: u32,
+}
+
+/// What a session needs to take its seat back and send again after the
+/// meeting socket dropped ([`Live::reconnect`]).
+struct Rejoin {
+    opts: JoinOptions,
+    extra: MediaOptions,
+    sources: Vec<SourceMedia>,
+}
+
+/// How a reconnection ended.
+enum Rejoined {
+    Back,
+    /// The seat is gone: why, for the report.
+    Not(String),
+    /// [`JoinOptions::stop`] came meanwhile.
+    Stopped,
+}
+
+/// Whether a session error is the meeting socket failing (then the seat
+/// is taken back), not something to end the session for.
+fn socket_lost(e: &SessionError) -> bool {
+    matches!(
+        e,
+        SessionError::Signaling(SignalingError::Socket(_) | SignalingError::Closed)
+    )
+}
+
+/// The MLS messages `resume.mls_received` counts (docs/protocol.md).
+fn mls_counted(msg: &ServerMessage) -> bool {
+    matches!(
+        msg,
+        ServerMessage::MlsCreateGroup { .. }
+            | ServerMessage::MlsMessage { .. }
+            | ServerMessage::MlsWelcome { .. }
+            | ServerMessage::MlsCommitRequest
+            | ServerMessage::MlsUpdateRequest
+    )
+}
+
+/// One try at taking the seat back: connect through the invite's address
+/// (in a cluster, whichever node answers relays to the meeting's owner),
+/// `resume`, and read until the answer. The socket comes back with a
+/// `joined`.
+async fn try_resume(
+    invite: &Invite,
+    api_token: Option<&str>,
+    ca_file: Option<&Path>,
+    resume: ClientMessage,
+    last_group: Option<&str>,
+    r: &mut reconnect::Reconnect,
+) -> (reconnect::Answer, Option<(Signaling, ServerMessage)>) {
+    use reconnect::Answer;
+    let mut sig = match Signaling::connect_with(invite, api_token, ca_file).await {
+        Ok(sig) => sig,
+        Err(e) => {
+            tracing::debug!(error = %e, "reconnecting: no connection");
+            return (Answer::Retry { after: None }, None);
+        }
+    };
+    if let Err(e) = sig.send(&resume).await {
+        tracing::debug!(error = %e, "reconnecting: resume not sent");
+        return (Answer::Retry { after: None }, None);
+    }
+    loop {
+        let msg = match sig.recv().await {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::debug!(error = %e, "reconnecting: no answer");
+                None
+            }
+        };
+        match r.answer(msg.as_ref(), last_group, Instant::now()) {
+            Answer::Pending => continue,
+            a @ Answer::Resumed { .. } => return (a, msg.map(|m| (sig, m))),
+            other => {
+                tracing::info!(answer = ?other, "reconnecting: resume not taken");
+                return (other, None);
+            }
+        }
+    }
 }
 
 /// The next command typed; never, once there is no one typing.
@@ -568,8 +672,22 @@ impl Live {
                 () = tokio::time::sleep_until(end_at) => return Ok((None, false)),
                 () = stop.notified() => return Ok((None, true)),
                 msg = self.sig.recv() => {
-                    if let Some(why) = self.on_message(msg?)? {
-                        return Ok((Some(why), false));
+                    let msg = match msg {
+                        Ok(Some(m)) => Some(m),
+                        Ok(None) | Err(SignalingError::Socket(_)) => None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    match msg {
+                        Some(m) => {
+                            if let Some(why) = self.on_message(Some(m))? {
+                                return Ok((Some(why), false));
+                            }
+                        }
+                        None => match self.reconnect(stop).await? {
+                            Rejoined::Back => next = Instant::now(),
+                            Rejoined::Not(why) => return Ok((Some(why), false)),
+                            Rejoined::Stopped => return Ok((None, true)),
+                        },
                     }
                 }
                 recv = self.socket.recv_from(&mut buf) => {
@@ -586,7 +704,12 @@ impl Live {
                     next = self.peer.handle_timeout(Instant::now())?;
                 }
                 () = tokio::time::sleep_until(chat_at) => {
-                    chat_at = self.send_chat(you, chat_every).await?;
+                    match self.send_chat(you, chat_every).await {
+                        Ok(at) => chat_at = at,
+                        // The next read finds the socket closed and resumes.
+                        Err(e) if socket_lost(&e) => chat_at = tokio::time::Instant::now() + CHAT_RETRY,
+                        Err(e) => return Err(e),
+                    }
                 }
                 cmd = next_command(&mut self.commands) => match cmd {
                     Some(cmd) if self.pending.len() < MAX_PENDING_COMMANDS => self.pending.push_back(cmd),
@@ -599,7 +722,15 @@ impl Live {
                     self.tell(SessionEvent::Stats(Box::new(now)));
                 }
             }
-            self.after_wake().await?;
+            match self.after_wake().await {
+                Ok(()) => {}
+                // What was not sent is lost with the socket; the next read
+                // finds it closed and takes the seat back.
+                Err(e) if socket_lost(&e) => {
+                    tracing::debug!(error = %e, "meeting socket lost while sending");
+                }
+                Err(e) => return Err(e),
+            }
             if until.is_some_and(|u| u.holds(&self.progress(you))) {
                 return Ok((None, false));
             }
@@ -618,6 +749,9 @@ impl Live {
     /// A server message, seen first by the MLS member. Returns why the
     /// session ends, if this message ends it.
     fn on_message(&mut self, msg: Option<ServerMessage>) -> Result<Option<String>, SessionError> {
+        if msg.as_ref().is_some_and(mls_counted) {
+            self.mls_received += 1;
+        }
         let msg = observe(
             msg,
             self.e2ee.as_mut(),
@@ -679,6 +813,168 @@ impl Live {
             None => return Ok(Some("connection closed".into())),
         }
         Ok(None)
+    }
+
+    /// The meeting socket dropped: takes the seat back as the browser
+    /// does, with the last resume token, through the invite's address,
+    /// trying again while the meeting is not served yet (its node died and
+    /// no other has taken it over) until the seat's window would pass.
+    /// Back in, it sets up the MLS group again if the `joined` names a new
+    /// one, and starts a new peer connection (ICE to whichever node serves
+    /// the meeting now).
+    async fn reconnect(&mut self, stop: &tokio::sync::Notify) -> Result<Rejoined, SessionError> {
+        use reconnect::{Answer, Reconnect};
+        tracing::warn!("the meeting connection dropped: reconnecting");
+        self.tell(SessionEvent::Notice(
+            "Connection to the meeting lost: reconnecting…".into(),
+        ));
+        let mut r = Reconnect::new(Instant::now(), self.admission.resume_window);
+        loop {
+            let Some(at) = r.next_try(Instant::now()) else {
+                return Ok(Rejoined::Not(
+                    "connection closed: the seat could not be taken back within its resume window"
+                        .into(),
+                ));
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                () = stop.notified() => return Ok(Rejoined::Stopped),
+            }
+            let resume = ClientMessage::Resume {
+                token: self.admission.resume_token.clone(),
+                mls_received: self.e2ee.as_ref().map(|_| self.mls_received),
+            };
+            let attempt = try_resume(
+                &self.rejoin.opts.invite,
+                self.rejoin.opts.token.as_deref(),
+                self.rejoin.extra.ca_file.as_deref(),
+                resume,
+                self.admission.group_id.as_deref(),
+                &mut r,
+            );
+            let answered = tokio::select! {
+                a = tokio::time::timeout(RESUME_TRY, attempt) => a,
+                () = stop.notified() => return Ok(Rejoined::Stopped),
+            };
+            match answered {
+                Ok((Answer::Resumed { new_group }, Some((sig, joined)))) => {
+                    self.sig = sig;
+                    self.resumed(&joined, new_group)?;
+                    self.restart_media().await?;
+                    return Ok(Rejoined::Back);
+                }
+                Ok((Answer::GiveUp(why), _)) => return Ok(Rejoined::Not(why)),
+                Ok(_) => {}
+                Err(_) => tracing::debug!("reconnecting: no answer in time"),
+            }
+        }
+    }
+
+    /// Takes in the `joined` that answered a resume: the new token, role
+    /// and roster; with a new group, a new MLS member (and key package) as
+    /// at the first join.
+    fn resumed(&mut self, joined: &ServerMessage, new_group: bool) -> Result<(), SessionError> {
+        let ServerMessage::Joined {
+            you,
+            role,
+            resume_token,
+            resume_window,
+            meeting,
+            participants,
+            ice_servers,
+            e2ee,
+            ..
+        } = joined
+        else {
+            return Ok(());
+        };
+        self.reconnects += 1;
+        let a = &mut self.admission;
+        a.role = *role;
+        a.resume_token.clone_from(resume_token);
+        a.resume_window = Duration::from_secs(*resume_window);
+        a.meeting = meeting.clone();
+        a.participants.clone_from(participants);
+        a.ice_servers.clone_from(ice_servers);
+        a.group_id = e2ee.as_ref().map(|e| e.group_id.clone());
+        // Who left while this seat was away is gone from the roster.
+        let here: std::collections::BTreeSet<ParticipantId> =
+            participants.iter().map(|p| p.id).collect();
+        let gone: Vec<ParticipantId> = self
+            .people
+            .keys()
+            .filter(|id| !here.contains(id) && !self.left.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.features.left(id);
+            if self.left.len() < MAX_PEOPLE_KEPT {
+                self.left.insert(id);
+            }
+        }
+        for p in participants {
+            self.left.remove(&p.id);
+            if self.people.len() < MAX_PEOPLE_KEPT || self.people.contains_key(&p.id) {
+                self.people.insert(p.id, p.clone());
+            }
+        }
+        self.note_recording();
+        if new_group && self.e2ee.is_some() {
+            // Nothing of the old group is kept: its delivery state died
+            // with its node.
+            tracing::warn!("the meeting was rebuilt elsewhere: setting up its encryption again");
+            self.e2ee = Some(E2ee::new(*you)?);
+            self.mls_received = 0;
+            self.last_code.clear();
+            self.rebuilt = true;
+            self.tell(SessionEvent::Notice(
+                "Reconnected: the meeting moved to another server and its encryption is being set up again; the security code will change."
+                    .into(),
+            ));
+        } else {
+            self.tell(SessionEvent::Notice("Reconnected.".into()));
+        }
+        if let Some(e) = self.e2ee.as_mut()
+            && let Err(err) = e.handle(joined)
+        {
+            tracing::warn!(error = %err, "joined not taken in by MLS");
+        }
+        Ok(())
+    }
+
+    /// A new peer connection after a resume: the old one died with the
+    /// old socket (and, in a cluster, perhaps with its node).
+    async fn restart_media(&mut self) -> Result<(), SessionError> {
+        let extra = &self.rejoin.extra;
+        let relay = RelayFallback::new(
+            &self.admission.ice_servers,
+            extra.relay_only,
+            extra.ca_file.as_deref(),
+        )?;
+        relay.check()?;
+        let mut old = std::mem::replace(&mut self.relay, relay);
+        old.close().await;
+        let (socket, mut peer) = start_media(
+            &mut self.sig,
+            &self.rejoin.opts,
+            &self.rejoin.extra,
+            self.rejoin.sources.clone(),
+        )
+        .await?;
+        if let Some(e) = &self.e2ee {
+            peer.require_e2ee();
+            if let Some(keys) = e.current_keys() {
+                peer.set_epoch_keys(&keys, conclave_e2ee::SendSwitch::AtOnce, Instant::now());
+            }
+        }
+        if self.recording.is_some() {
+            peer.keep_frames(true);
+        }
+        self.socket = socket;
+        self.peer = peer;
+        self.tcp = TcpFallback::new(!self.rejoin.extra.no_udp);
+        self.views.told.clear();
+        Ok(())
     }
 
     /// Sends the next chat message when one is due; returns when to try
@@ -867,7 +1163,9 @@ impl Live {
         }
         self.last_code.clone_from(&code);
         let check = e.roster_check();
+        let rebuilt = std::mem::take(&mut self.rebuilt);
         let event = SessionEvent::SecurityCode {
+            rebuilt,
             epoch: e.epoch(),
             code,
             roster: e.roster(),
@@ -943,6 +1241,7 @@ impl Live {
             stopped,
             people: self.people.clone(),
             recording: self.others_recording,
+            reconnects: self.reconnects,
         }
     }
 
