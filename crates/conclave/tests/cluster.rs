@@ -19,6 +19,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::common::cluster::{SECRET, command_calls, config, eventually, fronted_nodes, ready};
 use crate::common::front::{Front, free_port};
 use crate::common::postgres::Postgres;
 use crate::common::redis::Redis;
@@ -26,28 +27,6 @@ use crate::common::{
     Api, Frame, Meeting, QUIET, TestServer, Together, Ws, WsOpts, frames_from_others, join,
     native_options, open_ws,
 };
-
-fn config(redis: &Redis, node: &str, lease_ms: u64, node_ttl_ms: u64) -> ClusterConfig {
-    ClusterConfig {
-        redis_url: redis.url(),
-        redis_ca_file: None,
-        node_id: node.to_string(),
-        internal_url: format!("http://{node}.internal:8080"),
-        lease_ms,
-        node_ttl_ms,
-        secret: None,
-        drain_ms: 10_000,
-    }
-}
-
-/// Waits until `what` holds, up to `secs`; panics naming `why` otherwise.
-async fn eventually(secs: u64, why: &str, mut what: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !what().await {
-        assert!(Instant::now() < deadline, "not within {secs} s: {why}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A node's link to Redis, connected.
 async fn node(
@@ -192,6 +171,48 @@ async fn a_node_whose_lease_was_taken_is_told_and_a_renewing_node_keeps_it() {
     ));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_new_meetings_is_spread_over_the_nodes_before_their_records_show_it() {
+    let redis = Redis::start();
+    let stop = CancellationToken::new();
+    let _drop_stop = stop.clone().drop_guard();
+    let reader = node(&redis, "reader", 10_000, 60_000, &stop).await;
+    // Three serving nodes whose records (not refreshed during the burst)
+    // say they are equally empty, and one fuller.
+    for (id, participants) in [("n1", 0), ("n2", 0), ("n3", 0), ("n4", 5)] {
+        let record = NodeRecord {
+            node_id: id.into(),
+            internal_url: format!("http://{id}.internal:8080"),
+            media_address: "192.0.2.7:10000".parse().expect("addr"),
+            media_workers: 1,
+            state: "serving".into(),
+            participants,
+            packets_per_sec: 0,
+            meetings: 0,
+        };
+        reader.publish(&record).await.expect("published");
+    }
+    // 60 new meetings placed at once: each placement counts at once.
+    let placed = join_all((0..60).map(|i| {
+        let reader = Arc::clone(&reader);
+        async move {
+            let node = reader.place(&format!("m{i}")).await.expect("placed");
+            node.expect("a node").node_id
+        }
+    }))
+    .await;
+    let count = |id: &str| placed.iter().filter(|n| *n == id).count();
+    let counts: Vec<usize> = ["n1", "n2", "n3", "n4"].map(count).to_vec();
+    // 60 + 5 spread evenly: 17, 16, 16 and the fuller one's 11 (16 + 5 < 17).
+    assert_eq!(counts.iter().sum::<usize>(), 60);
+    let (max, min) = (counts.iter().max(), counts[..3].iter().min());
+    assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "{counts:?}");
+    assert!(counts[3] >= 10 && counts[3] <= 12, "{counts:?}");
+    // A meeting asked for again before its lease is taken stays put.
+    let again = reader.place("m7").await.expect("placed").expect("a node");
+    assert_eq!(again.node_id, placed[7]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_record_runs_out_unless_refreshed_and_a_server_registers_itself() {
     let redis = Redis::start();
@@ -227,11 +248,11 @@ async fn a_node_record_runs_out_unless_refreshed_and_a_server_registers_itself()
     };
     reader.publish(&busy).await.expect("published");
     reader.publish(&draining).await.expect("published");
-    let placed = reader.place().await.expect("placed").expect("a node");
+    let placed = reader.place("m1").await.expect("placed").expect("a node");
     assert_eq!(placed.node_id, "ghost");
     tokio::time::sleep(Duration::from_millis(1800)).await;
     assert!(reader.nodes().await.expect("nodes").is_empty());
-    assert!(reader.place().await.expect("placed").is_none());
+    assert!(reader.place("m2").await.expect("placed").is_none());
     // Their IDs left the set too.
     assert_eq!(redis.cmd("SCARD conclave:nodes"), ":0");
 
@@ -270,13 +291,6 @@ async fn three_nodes(redis: &Redis) -> (Vec<TestServer>, Meeting) {
         eventually(10, "node ready", is_ready).await;
     }
     (nodes, meeting)
-}
-
-async fn ready(server: &TestServer) -> StatusCode {
-    reqwest::get(server.url("/readyz"))
-        .await
-        .expect("readyz answers")
-        .status()
 }
 
 /// The first answer on a socket.
@@ -818,24 +832,7 @@ async fn a_reservation_whose_reply_was_lost_is_given_back_not_held() {
 /// Scripts Redis has run so far (`INFO commandstats`: every cluster
 /// operation of a join is one `EVAL`).
 fn evals(redis: &Redis) -> u64 {
-    let addr = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, redis.port));
-    let mut s = std::net::TcpStream::connect(addr).expect("redis");
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    std::io::Write::write_all(&mut s, b"INFO commandstats\r\n").expect("write");
-    let mut text = String::new();
-    let mut buf = [0u8; 4096];
-    // A bulk string: read until the stats are complete (ends with a blank line).
-    while !text.ends_with("\r\n\r\n") {
-        let n = std::io::Read::read(&mut s, &mut buf).expect("read");
-        assert!(n > 0, "INFO ended early: {text}");
-        text.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    text.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_eval:calls="))
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    command_calls(redis).get("eval").copied().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -899,47 +896,6 @@ async fn a_clean_shutdown_gives_up_its_meetings_leases_and_its_record() {
     server.shutdown().await;
     assert_eq!(redis.cmd(&lease), "$-1", "the lease outlived the meeting");
     assert_eq!(redis.cmd("EXISTS conclave:node:node-a"), ":0");
-}
-
-/// The secret the fronted nodes share to vouch for relayed clients.
-const SECRET: &str = "a-cluster-secret-of-at-least-32-chars";
-
-/// Three nodes sharing one PostgreSQL and one Redis, relaying to each other,
-/// behind one round-robin front whose address is their public URL (so invite
-/// links lead to the front).
-async fn fronted_nodes(redis: &Redis) -> (Vec<TestServer>, Front) {
-    let url = Postgres::shared().fresh_database().await;
-    let listener = Front::bind().await;
-    let public = format!("http://{}", listener.local_addr().expect("front address"));
-    let mut nodes = Vec::new();
-    for (i, id) in ["node-a", "node-b", "node-c"].into_iter().enumerate() {
-        let port = free_port();
-        let mut cfg = config(redis, id, 2000, 1500);
-        cfg.internal_url = format!("http://127.0.0.1:{port}");
-        cfg.secret = Some(SECRET.into());
-        let (db, public) = (url.clone(), public.clone());
-        let tweak = move |c: &mut conclave::Config| {
-            c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            c.cluster = Some(cfg);
-            c.database_url = Some(db);
-            c.public_url = Some(public);
-        };
-        nodes.push(if i == 0 {
-            TestServer::start_on_postgres(&url, tweak).await
-        } else {
-            TestServer::start_with(tweak).await
-        });
-    }
-    for n in &nodes {
-        let is_ready = async || ready(n).await == StatusCode::OK;
-        eventually(10, "node ready", is_ready).await;
-    }
-    eventually(10, "three node records", async || {
-        redis.cmd("SCARD conclave:nodes").trim() == ":3"
-    })
-    .await;
-    let front = Front::serve(listener, nodes.iter().map(|n| n.addr).collect());
-    (nodes, front)
 }
 
 /// Connections the front has accepted so far.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use conclave_core::{NodeLoad, NodeState};
-use fred::prelude::{Expiration, KeysInterface, SetsInterface};
+use fred::prelude::{Expiration, KeysInterface, LuaInterface, SetsInterface};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,44 @@ const NODES: &str = "conclave:nodes";
 fn node_key(id: &str) -> String {
     format!("conclave:node:{id}")
 }
+
+/// The meetings placed on a node lately, whose members its record may not
+/// count yet: a sorted set of meeting IDs scored by when each stops
+/// counting (ms, Redis's clock).
+fn placed_key(id: &str) -> String {
+    format!("conclave:placed:{id}")
+}
+
+/// Picks the serving node for a new meeting among the candidates (KEYS:
+/// their `placed` sets, in node ID order; ARGV: the meeting, how long a
+/// placement counts in ms, then each candidate's participants and packets
+/// per second from its record) and records the placement, in one step: a
+/// burst of new meetings is spread instead of all going to the node whose
+/// record looked emptiest. Each meeting placed lately counts as one
+/// participant more, as [`conclave_core::least_loaded`] orders otherwise
+/// (participants, then packets per second, then node ID). A meeting placed
+/// already (asked for again before its lease was taken) stays where it
+/// went. Returns the chosen candidate's position, from 1.
+const PLACE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local meeting, ttl = ARGV[1], tonumber(ARGV[2])
+for i = 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  if redis.call('ZSCORE', KEYS[i], meeting) then return i end
+end
+local best, best_load, best_pps
+for i = 1, #KEYS do
+  local load = tonumber(ARGV[1 + 2 * i]) + redis.call('ZCARD', KEYS[i])
+  local pps = tonumber(ARGV[2 + 2 * i])
+  if not best or load < best_load or (load == best_load and pps < best_pps) then
+    best, best_load, best_pps = i, load, pps
+  end
+end
+redis.call('ZADD', KEYS[best], now + ttl, meeting)
+redis.call('PEXPIRE', KEYS[best], ttl)
+return best
+"#;
 
 /// What a node tells the others about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,13 +156,35 @@ impl Cluster {
         Ok(nodes)
     }
 
-    /// The serving node a new meeting should go to, by the live records
-    /// ([`conclave_core::least_loaded`]); `None` when no node serves.
-    pub async fn place(&self) -> Result<Option<NodeRecord>, ClusterError> {
+    /// The serving node new meeting `meeting` should go to, by the live
+    /// records and the meetings placed since they were written ([`PLACE`]);
+    /// `None` when no node serves.
+    pub async fn place(&self, meeting: &str) -> Result<Option<NodeRecord>, ClusterError> {
         let nodes = self.nodes().await?;
-        let loads: Vec<NodeLoad> = nodes.iter().map(NodeRecord::load).collect();
-        let pick = conclave_core::least_loaded(&loads).map(|n| n.node_id.clone());
-        Ok(pick.and_then(|id| nodes.into_iter().find(|n| n.node_id == id)))
+        let serving: Vec<NodeRecord> = nodes
+            .into_iter()
+            .filter(|n| n.load().state == NodeState::Serving)
+            .collect();
+        if serving.is_empty() {
+            return Ok(None);
+        }
+        let keys: Vec<String> = serving.iter().map(|n| placed_key(&n.node_id)).collect();
+        let mut args = vec![meeting.to_string(), self.placed_ms().to_string()];
+        for n in &serving {
+            args.push(n.participants.to_string());
+            args.push(n.packets_per_sec.to_string());
+        }
+        let r = self.client.eval::<usize, _, _, _>(PLACE, keys, args).await;
+        let pick = self.noted(r)?;
+        Ok(serving.into_iter().nth(pick.saturating_sub(1)))
+    }
+
+    /// How long a placement counts beside a node's record: until the
+    /// record has been refreshed twice after it (a refresh every third of
+    /// the record's time-to-live), by when its participants count the
+    /// meeting's first members.
+    fn placed_ms(&self) -> u128 {
+        self.node_ttl.as_millis()
     }
 
     /// Refreshes this node's record every third of its time-to-live until

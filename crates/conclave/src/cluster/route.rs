@@ -85,7 +85,7 @@ impl Cluster {
                 }
                 self.nodes().await?.into_iter().find(|n| n.node_id == node)
             }
-            None => self.place().await?,
+            None => self.place(meeting).await?,
         };
         Ok(match target {
             Some(n) if n.node_id != self.node_id => Route::Relay(n),

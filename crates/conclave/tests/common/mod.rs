@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+pub mod cluster;
 pub mod front;
 mod http;
 mod native;
