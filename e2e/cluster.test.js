@@ -15,6 +15,7 @@ import { BINARY, eventually, freeTcpPort, hostStartsMeeting, openBrowser, receiv
 
 const PASSWORD = 'correct horse battery staple';
 const UNAVAILABLE = 'The service is temporarily unavailable. Try again in a moment.';
+const NEW_CODE = 'Reconnected — new security code';
 
 /** Whether a Redis on `port` answers PING. */
 function pong(port) {
@@ -245,17 +246,20 @@ node_ttl_ms = 1500
     }
   });
 
-  step('node-0 is killed: both reconnect by themselves and agree on a new code', async () => {
-    // Every notice either page shows from now on, however briefly.
+  step('node-0 is killed: both reconnect by themselves, are told of the new code once, and agree on it', async () => {
+    // How often each page puts up the notice, however briefly: once, not
+    // never and not for every epoch of the new group.
     for (const p of [host, guest]) {
-      await p.evaluate(() => {
-        window.__notices = [];
-        new MutationObserver(() => {
-          for (const el of document.querySelectorAll('.toast-text')) {
-            if (!window.__notices.includes(el.textContent)) window.__notices.push(el.textContent);
+      await p.evaluate((said) => {
+        window.__toldNewCode = 0;
+        new MutationObserver((records) => {
+          for (const r of records) {
+            for (const n of r.addedNodes) {
+              if (n.classList?.contains('toast') && n.textContent.includes(said)) window.__toldNewCode += 1;
+            }
           }
         }).observe(document.body, { childList: true, subtree: true });
-      });
+      }, NEW_CODE);
     }
     process.kill(doomed.pid, 'SIGKILL');
     const killed = Date.now();
@@ -264,14 +268,20 @@ node_ttl_ms = 1500
     assert.notEqual(a, codeBefore[0]);
     assert.equal(a, b);
     console.log(`failover: both back with one new code ${Date.now() - killed} ms after SIGKILL`);
-    // KNOWN DEFECT (issue 17's note): in clean-clone CI runs the notice
-    // 'Reconnected — new security code' was not seen on either page although
-    // both were back with the new code; locally it is. Reported, not asserted,
-    // until its cause is found.
-    const said = 'Reconnected — new security code';
     for (const [who, p] of [['host', host], ['guest', guest]]) {
-      const seen = await p.evaluate(() => window.__notices || []);
-      console.log(`${who} was told: ${seen.some((t) => t.includes(said)) ? 'yes' : 'NO'} (${JSON.stringify(seen)})`);
+      // The notice, as a person sees it: it stays until dismissed, whatever
+      // notices the new group's forming brings after it.
+      const notice = p.getByRole('status').locator('.toast').filter({ hasText: NEW_CODE });
+      await notice.waitFor({ timeout: 20_000 });
+      assert.equal(await p.evaluate(() => window.__toldNewCode), 1, `${who} is told of the new code exactly once`);
+      await screenshot(p, `failover-${who}-told`);
+      await notice.getByRole('button', { name: 'Dismiss', exact: true }).click();
+      await notice.waitFor({ state: 'detached' });
+      // Dismissed or missed, the Security panel still says it.
+      const region = p.getByRole('region', { name: 'Security', exact: true });
+      await region.getByRole('button', { name: /End-to-end encrypted/ }).click();
+      await region.getByText(/^Reconnected at .+: the meeting moved to another server and its encryption was set up again, with a new security code\./).waitFor();
+      await p.keyboard.press('Escape');
     }
     // Still in the meeting, with the host's controls.
     await host.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();

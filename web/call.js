@@ -94,7 +94,7 @@ export class Call {
 
   /** Shows a notice from notices.js (nothing for null); returns {dismiss()} or null. */
   notify(notice) {
-    return notice ? toast(notice.text, notice.kind) : null;
+    return notice ? toast(notice.text, notice.kind, { keep: notice.keep === true }) : null;
   }
 
   /** What E2ee and Streams may use of this session: the socket's send and the store. */
@@ -115,6 +115,9 @@ export class Call {
   resume(seat) {
     this.resumedFromReload = true;
     this.joinedOnce = true;
+    // The group the seat was in before the reload: if the meeting moved to
+    // another server meanwhile, the `joined` names another, and is told.
+    if (typeof seat.group === 'string') this.e2ee.rememberGroup(seat.group);
     this.sig.resume(seat.token, seat.window || 30);
   }
 
@@ -169,8 +172,11 @@ export class Call {
     const rebuilt = msg.type === 'joined' && this.e2ee.onGroupSetup(msg.e2ee);
     if (msg.type === 'waiting' || msg.type === 'joined') this.e2ee.onSeat(msg.you, msg.type === 'waiting' && this.sig.freshWaiting);
     const after = this.dispatch(msg);
-    // After the dispatch: a phase change (reconnecting -> joined) clears
-    // the screen's notices, and this one must outlive it.
+    // Once for each `joined` that names another group than the last (a
+    // resume on the server that took the meeting over, also after a
+    // reload). The notice stays until dismissed: the new group's forming
+    // brings other notices at once, which pushed it out of toast.js's four
+    // within a fraction of a second. The Security panel keeps saying it.
     if (rebuilt) this.notify(notices.RECONNECTED_NEW_CODE);
     this.announceRecording(before, after);
     switch (msg.type) {
@@ -178,7 +184,7 @@ export class Call {
         // Fresh relay credentials come with every `joined`; a resume's new
         // peer connection uses them.
         this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
-        writeSeat(this.meetingId, { token: msg.resume_token, window: msg.resume_window, name: this.name, savedAt: Date.now() });
+        writeSeat(this.meetingId, { token: msg.resume_token, window: msg.resume_window, name: this.name, group: msg.e2ee?.group_id, savedAt: Date.now() });
         if (this.streams) {
           // Resumed after a drop: the old peer connection went with the old socket.
           this.streams.connect();

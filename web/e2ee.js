@@ -47,6 +47,10 @@ export function initialE2ee() {
     code: '',
     /** When the code last changed (ms), after the first one. */
     codeChangedAt: null,
+    /** Why it last changed: 'rebuilt' (the first code of a group set up again after a move), or 'members'. */
+    codeChangedBy: null,
+    /** When this member last found the meeting on another server with a new group (ms), or null. */
+    rebuiltAt: null,
     /** The MLS group's members, participant ids as the group's credentials say (strings). */
     roster: [],
     /** Ids announced by the server but not in the group, and in the group but not announced. */
@@ -93,6 +97,7 @@ export class E2ee {
     this.seatId = null;
     this.mlsReceived = 0;
     this.groupId = null; // the group id of the last `joined`: another one means a rebuilt group
+    this.rebuilding = false; // a rebuilt group's first epoch is still to come
     this.inGroup = false;
     this.committing = false; // our commit is out, its echo not yet back
     this.commitTimer = null;
@@ -189,11 +194,15 @@ export class E2ee {
     const id = setup?.group_id ?? null;
     const before = this.groupId;
     this.groupId = id;
-    if (!before || !id || before === id || !this.member) return false;
+    if (!before || !id || before === id) return false;
+    // Said in the Security panel for the rest of the meeting, not only in a notice.
+    this.set({ rebuiltAt: Date.now() });
     // onSeat, next, makes the new member; nothing of the old group is kept.
     this.memberId = null;
     this.mlsReceived = 0;
     this.run(async () => {
+      // After anything of the old group still queued: the next epoch is the new group's first.
+      this.rebuilding = true;
       this.proposalPending = false;
       this.mustCommit = false;
       // Chat the old node took and never echoed is sealed again in the new group.
@@ -202,6 +211,15 @@ export class E2ee {
       this.chatQueue.unshift(...unanswered);
     });
     return true;
+  }
+
+  /**
+   * The group id this seat's page was in before it was reloaded (kept with
+   * the seat): a `joined` naming another is a rebuilt group like any other,
+   * whether the move happened before or during the reload.
+   */
+  rememberGroup(id) {
+    if (!this.groupId && id) this.groupId = id;
   }
 
   /** What a `resume` says of MLS: how many messages this seat took in (none known after a reload). */
@@ -411,11 +429,15 @@ export class E2ee {
     const code = this.member.securityCode();
     const prev = this.session.getState().e2ee;
     const roster = this.member.roster();
+    const changed = prev.code && prev.code !== code;
+    const by = this.rebuilding ? 'rebuilt' : 'members';
+    this.rebuilding = false;
     this.set({
       status: this.worker ? 'active' : 'unsupported',
       epoch: this.member.epoch(),
       code,
-      codeChangedAt: prev.code && prev.code !== code ? Date.now() : prev.codeChangedAt,
+      codeChangedAt: changed ? Date.now() : prev.codeChangedAt,
+      codeChangedBy: changed ? by : prev.codeChangedBy,
       roster,
       error: null,
     });

@@ -12,8 +12,12 @@ const error = (text) => Object.freeze({ text, kind: 'error' });
 
 export const NOT_CONNECTED = error('Not connected right now. Try again in a moment.');
 export const RECONNECTED = success('Reconnected.');
-/** A resume answered by another server, which rebuilt the meeting's encryption group. */
-export const RECONNECTED_NEW_CODE = info('Reconnected — new security code: the meeting moved to another server and its encryption was set up again. Compare the code again.');
+/**
+ * A resume answered by another server, which rebuilt the meeting's
+ * encryption group. `keep`: it stays until dismissed, as the new group's
+ * forming brings several notices at once right after it.
+ */
+export const RECONNECTED_NEW_CODE = Object.freeze({ ...info('Reconnected — new security code: the meeting moved to another server and its encryption was set up again. Compare the code again.'), keep: true });
 export const MEDIA_REFUSED = error('The server could not use this browser\'s audio or video settings: others may not see or hear you.');
 export const MEETING_FULL = error('The meeting is full: nobody more can be admitted.');
 export const CHAT_TOO_LONG = error('That message is too long (12 KiB at most).');

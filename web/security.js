@@ -42,6 +42,9 @@ export function createSecurityPanel() {
     count,
     h('p', { class: 'sec-hint', text: 'Compare this code and the number of people with everyone in the meeting, out loud or another way. The same digits prove you all hold the same keys; the same number, matching the people you know are here, proves nobody else does.' }));
   const changed = h('p', { class: 'sec-changed', role: 'status', hidden: true });
+  // Kept for the rest of the meeting: a person who missed the notice still
+  // learns why the code they compared before no longer holds.
+  const rebuilt = h('p', { class: 'sec-changed sec-rebuilt', hidden: true });
   const warnings = h('ul', { class: 'sec-warnings', 'aria-label': 'Encryption warnings' });
   // Names the organisation's provider vouches for, checked on this device.
   const names = h('ul', { class: 'sec-names', 'aria-label': 'Verified names' });
@@ -50,7 +53,7 @@ export function createSecurityPanel() {
   // A relay sees only encrypted packets, like the server, so it sits here.
   const transport = h('p', { class: 'sec-meta sec-transport', 'data-transport': 'none' });
   const details = h('div', { class: 'sec-details', id: 'security-details', hidden: true },
-    title, lead, codeBox, changed, warnings, names, epoch, transport);
+    title, lead, codeBox, rebuilt, changed, warnings, names, epoch, transport);
 
   const el = h('section', { class: 'security', 'aria-label': 'Security' }, button, details);
 
@@ -102,14 +105,20 @@ export function createSecurityPanel() {
     const n = e.roster.length;
     setText(count, `${n} ${n === 1 ? 'person' : 'people'} in the encrypted group`);
 
-    if (e.code && lastCode && e.code !== lastCode) {
+    // A rebuilt group's first code is told by the call's reconnect notice.
+    if (e.code && lastCode && e.code !== lastCode && e.codeChangedBy !== 'rebuilt') {
       toast('The security code changed: someone joined or left. Compare it again.');
     }
     if (e.code) lastCode = e.code;
+    const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
     changed.hidden = !e.codeChangedAt;
     if (e.codeChangedAt) {
-      const at = new Date(e.codeChangedAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-      setText(changed, `The code changed at ${at}, when someone joined or left. Compare it again.`);
+      const why = e.codeChangedBy === 'rebuilt' ? 'when the encryption was set up again on another server' : 'when someone joined or left';
+      setText(changed, `The code changed at ${clock(e.codeChangedAt)}, ${why}. Compare it again.`);
+    }
+    rebuilt.hidden = !e.rebuiltAt;
+    if (e.rebuiltAt) {
+      setText(rebuilt, `Reconnected at ${clock(e.rebuiltAt)}: the meeting moved to another server and its encryption was set up again, with a new security code. Codes compared before then no longer hold.`);
     }
 
     const lines = [

@@ -20,9 +20,18 @@ function container() {
   return host;
 }
 
-/** Shows a notice. kind: 'info' | 'success' | 'error'. Returns {dismiss()}. */
-export function toast(text, kind = 'info') {
+/**
+ * Shows a notice. kind: 'info' | 'success' | 'error'. Returns {dismiss()}.
+ * keep: it stays until dismissed and is never pushed out by later notices
+ * (a reconnect to a rebuilt encryption group is followed at once by several
+ * others, which used to push it out within a fraction of a second).
+ * The same text shown again replaces the older one rather than piling up.
+ */
+export function toast(text, kind = 'info', { keep = false } = {}) {
   const stack = container().children[kind === 'error' ? 1 : 0];
+  for (const old of [...stack.children]) {
+    if (old.dataset.text === text && (keep || old.dataset.keep !== 'true')) old.remove();
+  }
   const item = h('div', { class: `toast toast-${kind}` },
     icon(kind === 'error' ? 'alert' : kind === 'success' ? 'check' : 'users', 'icon toast-icon'),
     h('span', { class: 'toast-text', text }),
@@ -32,9 +41,13 @@ export function toast(text, kind = 'info') {
       'aria-label': 'Dismiss',
       onClick: () => item.remove(),
     }, icon('x')));
+  item.dataset.text = text;
+  item.dataset.keep = String(keep);
   stack.append(item);
-  while (stack.children.length > MAX_SHOWN) stack.firstElementChild.remove();
-  setTimeout(() => item.remove(), kind === 'error' ? ERROR_MS : SHOW_MS);
+  // Too many at once: the oldest that may go, goes.
+  const passing = () => [...stack.children].filter((el) => el.dataset.keep !== 'true');
+  while (stack.children.length > MAX_SHOWN && passing().length > 0) passing()[0].remove();
+  if (!keep) setTimeout(() => item.remove(), kind === 'error' ? ERROR_MS : SHOW_MS);
   return { dismiss: () => item.remove() };
 }
 
