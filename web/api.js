@@ -77,8 +77,23 @@ export async function me() {
       setHint(false);
       return null;
     }
+    if (e instanceof ApiError && e.code === 'account_disabled') {
+      // An administrator disabled the account: its sessions ended.
+      disabled = true;
+      setHint(false);
+      return null;
+    }
     throw e;
   }
+}
+
+let disabled = false;
+
+/** Whether the last me() found this browser's account disabled (once). */
+export function accountDisabled() {
+  const was = disabled;
+  disabled = false;
+  return was;
 }
 
 /** Whether the last me() found this browser's session ended (once). */
@@ -130,6 +145,12 @@ export function setPassword(newPassword, current) {
   if (current !== undefined) body.current_password = current;
   return call('POST', '/me/password', body);
 }
+
+/** Administrators only: every account, and what they may do to one. */
+export const adminUsers = () => call('GET', '/admin/users');
+export const adminDisable = (id) => call('POST', `/admin/users/${encodeURIComponent(id)}/disable`);
+export const adminEnable = (id) => call('POST', `/admin/users/${encodeURIComponent(id)}/enable`);
+export const adminDelete = (id) => call('DELETE', `/admin/users/${encodeURIComponent(id)}`);
 
 export const listMeetings = () => call('GET', '/meetings');
 export const getMeeting = (id) => call('GET', `/meetings/${encodeURIComponent(id)}`);

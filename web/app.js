@@ -1,6 +1,7 @@
 // The entry point: picks the screen for the address (/, /signin, /j/{id}) and
 // swaps screens on navigation. Each screen's mount function returns its cleanup.
 
+import { mountAdmin } from './admin.js';
 import * as api from './api.js';
 import { page } from './chrome.js';
 import { mountDashboard } from './dashboard.js';
@@ -30,12 +31,34 @@ async function home(gen) {
     // A first-start admin who has not chosen a password yet.
     return mountSignIn(root);
   }
+  if (!user && api.accountDisabled()) {
+    navigate('/signin#oidc_error=disabled', { replace: true });
+    return null;
+  }
   if (!user && api.sessionEnded()) {
     // Signed in before, and the session has ended: sign in again.
     navigate('/signin', { replace: true });
     return null;
   }
   return user ? mountDashboard(root, user) : mountLanding(root);
+}
+
+/** /admin: the accounts page for an administrator; anyone else hears why not. */
+async function adminPage(gen) {
+  let user = null;
+  try {
+    user = await api.me();
+  } catch (e) {
+    if (gen !== generation) return null;
+    showProblem(apiError(e));
+    return null;
+  }
+  if (gen !== generation) return null;
+  if (!user) {
+    navigate(api.accountDisabled() ? '/signin#oidc_error=disabled' : '/signin?next=/admin', { replace: true });
+    return null;
+  }
+  return mountAdmin(root, user);
 }
 
 function showProblem(text) {
@@ -69,6 +92,7 @@ async function render() {
   let result = null;
   const join = /^\/j\/([^/]+)\/?$/.exec(path);
   if (path === '/') result = await home(gen);
+  else if (path === '/admin') result = await adminPage(gen);
   else if (path === '/signin') result = mountSignIn(root);
   else if (join) result = mountJoin(root, decodeURIComponent(join[1]));
   else result = notFound();

@@ -8,7 +8,7 @@ import { copyText, h, syncList, uid } from './dom.js';
 import { apiError } from './errors.js';
 import { icon } from './icons.js';
 import { openMeetingForm } from './meeting-form.js';
-import { navigate } from './router.js';
+import { linkClick, navigate } from './router.js';
 import { toast } from './toast.js';
 
 export function mountDashboard(root, user) {
@@ -35,8 +35,14 @@ export function mountDashboard(root, user) {
     icon('plus'), h('span', { text: 'New meeting' }));
   const signOutButton = h('button', { type: 'button', class: 'btn btn-ghost', text: 'Sign out', onClick: signOut });
 
+  // Administrators manage accounts on /admin (the server checks the role).
+  const accountsLink = user.is_admin
+    ? h('a', { class: 'btn btn-ghost', href: '/admin', onClick: linkClick, text: 'Accounts' })
+    : null;
+
   root.replaceChildren(
     topNav(
+      accountsLink,
       h('span', { class: 'whoami' }, h('span', { class: 'whoami-avatar', 'aria-hidden': 'true', text: user.username.slice(0, 1).toUpperCase() }), h('span', { text: user.username })),
       signOutButton),
     h('main', { class: 'dashboard' },
@@ -56,9 +62,9 @@ export function mountDashboard(root, user) {
       render();
     } catch (e) {
       if (!alive) return;
-      if (e.status === 401) {
+      if (e.status === 401 || e.code === 'account_disabled') {
         api.signedOut();
-        navigate('/signin', { replace: true });
+        navigate(e.code === 'account_disabled' ? '/signin#oidc_error=disabled' : '/signin', { replace: true });
         return;
       }
       listError.textContent = apiError(e);

@@ -485,7 +485,11 @@ impl Store {
                 .await?
                 .rows_affected();
             if disabled {
-                for table in ["DELETE FROM sessions WHERE user_id = $1",
+                // Sessions end (expire now) rather than vanish: a browser
+                // that presents one then hears that the account is disabled
+                // ([`Store::credential_of_disabled_account`]), not "sign in
+                // first". Enabling the account does not revive them.
+                for table in ["UPDATE sessions SET expires_at = 0 WHERE user_id = $1",
                               "DELETE FROM signin_links WHERE user_id = $1"] {
                     sqlx::query(table).bind(user_id).execute(&mut *tx).await?;
                 }
@@ -854,7 +858,9 @@ impl Store {
     }
 }
 
+mod admin;
 mod audit;
 mod oidc;
+pub use admin::AccountRow;
 pub use audit::{SigninEvent, SigninOutcome};
 pub use oidc::{OidcClaims, OidcIdentity};

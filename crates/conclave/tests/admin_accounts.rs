@@ -113,9 +113,12 @@ async fn a_disabled_account_cannot_sign_in_and_its_sessions_end() {
     assert!(line.contains("\tdisabled"), "{line}");
     assert!(line.contains("\tpassword"), "{line}");
 
-    // Her browser session and her API token stop working at once.
-    assert_eq!(alice.get("/api/v1/me").await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(bot.get("/api/v1/me").await.0, StatusCode::UNAUTHORIZED);
+    // Her browser session and her API token stop working at once, and say why.
+    for api in [&alice, &bot] {
+        let (status, body) = api.get("/api/v1/me").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(body["error"], "account_disabled");
+    }
     // Her password no longer signs her in; a wrong one is the usual 401.
     let (status, body) = server.api().sign_in("alice", PASSWORD).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");

@@ -8,6 +8,7 @@ mod common;
 mod accounts;
 mod acme;
 mod admin_accounts;
+mod admin_api;
 mod app_relay;
 mod bad_input;
 mod banned_guests;

@@ -28,6 +28,10 @@ pub enum ApiError {
     Invalid(String),
     #[error("{0}")]
     Forbidden(&'static str),
+    /// A session or API token of an account an administrator disabled: its
+    /// holder was that person, and hears why it stopped working.
+    #[error("this account has been disabled by an administrator")]
+    AccountDisabled,
     #[error("too many attempts; retry after {0} s")]
     TooManyAttempts(u64),
     #[error("{0}")]
@@ -46,7 +50,8 @@ pub enum ApiError {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable code: unauthorized, bad_credentials, bad_link, not_found, invalid,
-    /// forbidden, too_many_attempts, conflict, unavailable, internal.
+    /// forbidden, account_disabled, too_many_attempts, conflict, unavailable,
+    /// internal.
     pub error: &'static str,
     /// A sentence for people.
     pub message: String,
@@ -61,6 +66,7 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled"),
             ApiError::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -4,6 +4,7 @@
 //! - [`redirect`]: with TLS, the plain-HTTP listener that sends people to HTTPS.
 //! - [`session`]: who is calling (session cookie or API token), client address.
 //! - [`account`]: sign-in, sign-out, sign-up, one-time links, API tokens.
+//! - [`admin`]: administrators' account management (list, disable, delete).
 //! - [`meetings`]: a host's meetings: create, list, get, update, delete.
 //! - [`oidc`]: sign-in through an OpenID Connect provider (the redirect to it
 //!   and its callback) and the list of providers for the sign-in page.
@@ -13,6 +14,7 @@
 //! - [`web`]: the embedded web client and the headers every response carries.
 
 pub mod account;
+pub mod admin;
 pub mod calendar;
 pub mod error;
 pub mod meetings;
@@ -81,6 +83,10 @@ pub fn router(state: AppState) -> Router {
             get(account::list_tokens).post(account::create_token),
         )
         .route("/tokens/{id}", delete(account::delete_token))
+        .route("/admin/users", get(admin::list))
+        .route("/admin/users/{id}", delete(admin::remove))
+        .route("/admin/users/{id}/disable", post(admin::disable))
+        .route("/admin/users/{id}/enable", post(admin::enable))
         .route("/meetings", get(meetings::list).post(meetings::create))
         .route(
             "/meetings/{id}",

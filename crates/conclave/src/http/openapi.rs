@@ -15,7 +15,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::session::SESSION_COOKIE;
-use super::{account, calendar, error, meetings, oidc};
+use super::{account, admin, calendar, error, meetings, oidc};
 
 /// The name of the session-cookie scheme in the document.
 pub const SESSION: &str = "session_cookie";
@@ -43,6 +43,10 @@ pub const TOKEN: &str = "api_token";
         account::list_tokens,
         account::create_token,
         account::delete_token,
+        admin::list,
+        admin::disable,
+        admin::enable,
+        admin::remove,
         meetings::create,
         meetings::list,
         meetings::get,

@@ -40,16 +40,34 @@ pub async fn current_user(
     if let Some(token) = bearer(headers) {
         // A present but wrong token is an error, not an anonymous call: a
         // script with a revoked token should hear so.
-        return store
-            .api_token_user(&digest(token))
-            .await?
-            .map(Some)
-            .ok_or(ApiError::Unauthorized);
+        let hash = digest(token);
+        return match store.api_token_user(&hash).await? {
+            Some(user) => Ok(Some(user)),
+            None => Err(refusal(store, &hash).await?),
+        };
     }
-    match session_token(jar) {
-        Some(t) => Ok(store.session_user(&digest(&t)).await?),
-        None => Ok(None),
+    let Some(t) = session_token(jar) else {
+        return Ok(None);
+    };
+    let hash = digest(&t);
+    match store.session_user(&hash).await? {
+        Some(user) => Ok(Some(user)),
+        // A disabled account's session is refused with the reason; any
+        // other stale cookie is simply nobody.
+        None => match refusal(store, &hash).await? {
+            ApiError::AccountDisabled => Err(ApiError::AccountDisabled),
+            _ => Ok(None),
+        },
     }
+}
+
+/// Why a credential that matched no enabled account was refused.
+async fn refusal(store: &Store, hash: &[u8]) -> Result<ApiError, ApiError> {
+    Ok(if store.credential_of_disabled_account(hash).await? {
+        ApiError::AccountDisabled
+    } else {
+        ApiError::Unauthorized
+    })
 }
 
 /// Extractor for handlers that need a signed-in account.

@@ -83,6 +83,7 @@ const ASSETS: &[Asset] = &[
     asset!("signin.js", "text/javascript; charset=utf-8"),
     asset!("landing.js", "text/javascript; charset=utf-8"),
     asset!("dashboard.js", "text/javascript; charset=utf-8"),
+    asset!("admin.js", "text/javascript; charset=utf-8"),
     asset!("meeting-form.js", "text/javascript; charset=utf-8"),
     asset!("join.js", "text/javascript; charset=utf-8"),
     asset!("call.js", "text/javascript; charset=utf-8"),
@@ -253,6 +254,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/signin", get(index))
+        .route("/admin", get(index))
         .route("/j/{id}", get(index))
         .route("/assets/{name}", get(asset))
         .route("/e2ee/conclave_e2ee.js", get(e2ee_js))
