@@ -58,6 +58,14 @@ pub enum RoomCmd {
         ticket: BreakoutTicket,
     },
     Input(Input),
+    /// Cluster mode, draining: hand the meeting to another node. Its live
+    /// state (with its people) is in Redis; the room stops without telling
+    /// anyone it ended, so its lease is given up and every member's client
+    /// resumes its seat on the node the next socket is placed on, as after
+    /// a crash but without waiting for the lease to run out. Where the
+    /// state cannot be saved (Redis away, or a room not under a lease) the
+    /// meeting ends with `server_shutdown` instead.
+    Move,
 }
 
 /// The registry of running meetings.
@@ -222,6 +230,15 @@ impl Rooms {
         if let Some(tx) = self.get(id) {
             return Ok(tx);
         }
+        // A draining node starts nothing: a socket routed here before the
+        // lease of a meeting it handed over was given up hears
+        // `unavailable`, and its client tries again (elsewhere).
+        if cluster.is_draining() {
+            return Err(RoomError::Elsewhere(format!(
+                "{} (draining)",
+                cluster.node_id()
+            )));
+        }
         let meeting = id.to_string();
         let keeper = match cluster.acquire(&meeting).await? {
             crate::cluster::lease::Acquired::Granted(keeper) => keeper,
@@ -299,6 +316,20 @@ impl Rooms {
         tx
     }
 
+    /// Cluster mode, draining: hands every running meeting over to another
+    /// node ([`RoomCmd::Move`]) and waits, up to `grace`, for the rooms to
+    /// stop.
+    pub async fn move_all(&self, grace: Duration) {
+        let rooms: Vec<_> = self.lock().values().cloned().collect();
+        for tx in rooms {
+            let _ = tx.send(RoomCmd::Move).await;
+        }
+        let deadline = Instant::now() + grace;
+        while self.running() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Ends every running meeting (shutdown) and waits, up to `grace`, for the
     /// rooms to tell their members and finish.
     pub async fn end_all(&self, reason: EndReason, grace: Duration) {
@@ -356,6 +387,17 @@ impl Room {
             let sleep_for = deadline.map(|d| d.saturating_duration_since(now));
             tokio::select! {
                 cmd = rx.recv() => match cmd {
+                    Some(RoomCmd::Move) => {
+                        if self.hand_over().await {
+                            let mut map = self.rooms.lock();
+                            map.remove(&self.id);
+                            // Under the lock, as when idle: a room started
+                            // next here opens its media after this close.
+                            self.media.close();
+                            break;
+                        }
+                        self.command(RoomCmd::Input(Input::End(EndReason::ServerShutdown)));
+                    }
                     Some(cmd) => self.command(cmd),
                     None => {
                         // Its people are gone with it (an idle room was
@@ -386,9 +428,30 @@ impl Room {
         }
     }
 
+    /// [`RoomCmd::Move`]: once Redis holds the meeting's live state as it
+    /// is now, the room stops here without a word to its people (their
+    /// sockets close; their clients resume, on another node) and freezes
+    /// what it wrote. False, changing nothing, when that state could not be
+    /// saved: the caller ends the meeting instead.
+    async fn hand_over(&mut self) -> bool {
+        self.save_live().await;
+        let now = self.meeting.live_state(std::time::Instant::now());
+        let Some(live) = &mut self.live else {
+            return false;
+        };
+        if live.frozen || live.saved != now {
+            return false;
+        }
+        live.frozen = true;
+        tracing::info!(meeting = %self.id, members = now.members.len(), "meeting handed over: its members resume on another node");
+        self.count((0, 0));
+        true
+    }
+
     fn command(&mut self, cmd: RoomCmd) {
         let now = std::time::Instant::now();
         match cmd {
+            RoomCmd::Move => {}
             RoomCmd::Join {
                 conn,
                 sink,

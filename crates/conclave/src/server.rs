@@ -276,18 +276,21 @@ impl Server {
 
     /// Cluster mode, the first step of a shutdown: marks this node draining
     /// in its record (placement then sends new meetings elsewhere, and
-    /// sockets for them arriving here are relayed there), ends the meetings
-    /// running here with `server_shutdown` within `cluster.drain_ms`, and
-    /// gives up their leases so that the next join starts them on another
-    /// node at once. Their live state in Redis (the lock) is kept. The node
-    /// still serves (relays) until [`Server::shutdown`]. Without a cluster,
-    /// does nothing.
+    /// sockets for them arriving here are relayed there), and moves the
+    /// meetings running here: each stops here with its live state (lock,
+    /// members, waiting list) in Redis and its lease given up, and its
+    /// members' clients resume on another node at once, as after a crash
+    /// but without waiting for the lease to run out. A meeting that cannot
+    /// be moved (Redis away) ends with `server_shutdown`; both within
+    /// `cluster.drain_ms`. The node still serves (relays) until
+    /// [`Server::shutdown`]. Without a cluster, does nothing.
     pub async fn drain(&self) {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        tracing::info!("draining: no new meetings here; ending the running ones");
+        tracing::info!("draining: no new meetings here; moving the running ones");
         cluster.drain().await;
+        self.rooms.move_all(cluster.drain_time()).await;
         self.rooms
             .end_all(EndReason::ServerShutdown, cluster.drain_time())
             .await;

@@ -1118,7 +1118,7 @@ async fn a_meeting_that_moves_to_another_node_is_still_locked_and_the_removed_st
     let (mut nodes, _front) = fronted_nodes(&redis).await;
     let alice = nodes[0].signed_in("alice").await;
     let meeting = alice.create_meeting(json!({"title": "Moves"})).await;
-    let (mut host, _) = nodes[0].host_joins(&alice, &meeting.id).await;
+    let (mut host, host_joined) = nodes[0].host_joins(&alice, &meeting.id).await;
     let (mut eve, joined) = nodes[1].guest_admitted(&mut host, &meeting, "Eve").await;
     let eve_id = joined["you"].as_u64().expect("id");
     let eve_cookie = eve.guest_cookie().expect("Eve's guest cookie");
@@ -1146,12 +1146,20 @@ async fn a_meeting_that_moves_to_another_node_is_still_locked_and_the_removed_st
         })
         .unwrap_or_else(|| panic!("no node holds the lease: {lease:?}"));
 
-    // The node running the meeting stops; the meeting ends there.
+    // The node running the meeting stops, handing the meeting over.
     nodes[owner].shutdown().await;
     let (b, c) = ((owner + 1) % 3, (owner + 2) % 3);
 
-    // The host starts it again through another node: it comes back locked.
-    let (mut host, joined) = nodes[b].host_joins(&alice, &meeting.id).await;
+    // The host's client resumes through another node: it comes back locked.
+    let (mut host, joined) = resume_after_kill(
+        &nodes[b],
+        &meeting,
+        &alice.ws_opts(),
+        &host_joined,
+        Instant::now(),
+    )
+    .await;
+    assert_eq!(joined["role"], "host", "{joined}");
     assert_eq!(joined["meeting"]["locked"], true, "{joined}");
     let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
     let old = &nodes[owner]
@@ -1394,7 +1402,7 @@ async fn relaying_pair(redis: &Redis, url: &str) -> Vec<TestServer> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_draining_node_takes_no_new_meeting_and_its_meetings_come_back_locked_elsewhere() {
+async fn a_draining_node_takes_no_new_meeting_and_its_meetings_move_locked_to_another() {
     let redis = Redis::start();
     let url = Postgres::shared().fresh_database().await;
     let mut nodes = relaying_pair(&redis, &url).await;
@@ -1404,27 +1412,26 @@ async fn a_draining_node_takes_no_new_meeting_and_its_meetings_come_back_locked_
     .await;
     let alice = nodes[0].signed_in("alice").await;
     let running = alice.create_meeting(json!({"title": "Running"})).await;
-    let (mut host, _) = nodes[0].host_joins(&alice, &running.id).await;
+    let (mut host, joined) = nodes[0].host_joins(&alice, &running.id).await;
     let lease_of = |id: &str| redis.cmd(&format!("GET conclave:lease:{id}"));
     assert!(lease_of(&running.id).starts_with("node-a "));
     host.send(json!({"type": "lock"})).await;
-    let live = format!("GET conclave:live:{}", running.id);
-    eventually(5, "the lock saved in Redis", async || {
-        redis.cmd(&live).contains(r#""locked":true"#)
-    })
-    .await;
+    saved_live(&redis, &running, r#""locked":true"#).await;
 
     // What SIGTERM does first.
     nodes[0].server().drain().await;
     let record = redis.cmd("GET conclave:node:node-a");
     assert!(record.contains(r#""state":"draining""#), "{record}");
     assert_eq!(ready(&nodes[0]).await, StatusCode::SERVICE_UNAVAILABLE);
-    // The meeting running on A ended, with the reason the clients show, and
-    // its lease is given up at once; its lock is kept.
-    let ended = host.recv_until("ended").await;
-    assert_eq!(ended["reason"], "server_shutdown", "{ended}");
+    // The meeting is handed over, not ended: the host's socket closes with
+    // no `ended` (its client resumes), the lease is given up at once, and
+    // Redis keeps the lock and the host's seat.
+    let said = host.expect_closed().await;
+    assert!(said.iter().all(|m| m["type"] != "ended"), "{said:?}");
     assert_eq!(lease_of(&running.id), "$-1");
-    assert!(redis.cmd(&live).contains(r#""locked":true"#));
+    let live = redis.cmd(&format!("GET conclave:live:{}", running.id));
+    assert!(live.contains(r#""locked":true"#), "{live}");
+    assert!(live.contains(r#""name":"Host""#), "the seat went: {live}");
 
     // New meetings go to B, through either node, never to A.
     for via in [0, 1, 0, 1] {
@@ -1433,9 +1440,20 @@ async fn a_draining_node_takes_no_new_meeting_and_its_meetings_come_back_locked_
         let lease = lease_of(&fresh.id);
         assert!(lease.starts_with("node-b "), "via {via}: {lease}");
     }
-    // The host's next join, even through A, lands on B: still locked.
-    let (_host, joined) = nodes[0].host_joins(&alice, &running.id).await;
-    assert_eq!(joined["meeting"]["locked"], true, "{joined}");
+    // The host's client resumes its seat, even through the draining A: on
+    // B, the same member, still locked, in a new MLS group.
+    let (_host, back) = resume_after_kill(
+        &nodes[0],
+        &running,
+        &alice.ws_opts(),
+        &joined,
+        Instant::now(),
+    )
+    .await;
+    assert_eq!(back["you"], joined["you"], "{back}");
+    assert_eq!(back["role"], "host");
+    assert_eq!(back["meeting"]["locked"], true, "{back}");
+    assert_ne!(back["e2ee"]["group_id"], joined["e2ee"]["group_id"]);
     assert!(lease_of(&running.id).starts_with("node-b "));
     let mut mal = nodes[1].ws(&running.id, WsOpts::default()).await;
     mal.send(join("Mal", &running.passcode)).await;
@@ -1448,28 +1466,16 @@ async fn a_draining_node_takes_no_new_meeting_and_its_meetings_come_back_locked_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigterm_drains_a_node_process_and_its_meeting_comes_back_locked_on_another() {
+async fn sigterm_moves_a_node_process_meeting_members_resume_on_another_still_locked() {
     let redis = Redis::start();
-    let url = Postgres::shared().fresh_database().await;
-    let nodes = relaying_pair(&redis, &url).await;
-    // node-0 sorts first: the least-loaded tie goes to it.
-    let mut node0 = process_node(&redis, &url, "node-0").await;
-    eventually(10, "three node records", async || {
-        redis.cmd("SCARD conclave:nodes").trim() == ":3"
-    })
-    .await;
-    let alice = nodes[0].signed_in("alice").await;
-    let meeting = alice.create_meeting(json!({"title": "Drained"})).await;
-    // Started through node-a, placed on node-0.
-    let (mut host, _) = nodes[0].host_joins(&alice, &meeting.id).await;
-    let lease_key = format!("GET conclave:lease:{}", meeting.id);
-    assert!(redis.cmd(&lease_key).starts_with("node-0 "));
+    // A meeting run by node-0, a `conclave serve` process; its host and a
+    // guest, admitted through node-b; locked.
+    let (nodes, mut node0, alice, meeting, mut host, host_joined) =
+        a_meeting_on_a_process_node(&redis).await;
+    let (mut bob, bob_joined) = nodes[1].guest_admitted(&mut host, &meeting, "Bob").await;
     host.send(json!({"type": "lock"})).await;
-    let live = format!("GET conclave:live:{}", meeting.id);
-    eventually(5, "the lock saved in Redis", async || {
-        redis.cmd(&live).contains(r#""locked":true"#)
-    })
-    .await;
+    saved_live(&redis, &meeting, r#""locked":true"#).await;
+    let lease_key = format!("GET conclave:lease:{}", meeting.id);
 
     let pid = node0.child.id().to_string();
     let sent = std::process::Command::new("kill")
@@ -1477,8 +1483,12 @@ async fn sigterm_drains_a_node_process_and_its_meeting_comes_back_locked_on_anot
         .status()
         .expect("kill");
     assert!(sent.success());
-    let ended = host.recv_until("ended").await;
-    assert_eq!(ended["reason"], "server_shutdown", "{ended}");
+    let termed = Instant::now();
+    // Both sockets close with no `ended`: the meeting is moving.
+    for ws in [&mut host, &mut bob] {
+        let said = ws.expect_closed().await;
+        assert!(said.iter().all(|m| m["type"] != "ended"), "{said:?}");
+    }
     let mut exited = None;
     eventually(20, "the drained process exits", async || {
         exited = node0.child.try_wait().expect("wait");
@@ -1486,16 +1496,39 @@ async fn sigterm_drains_a_node_process_and_its_meeting_comes_back_locked_on_anot
     })
     .await;
     assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
-    // It gave up the lease and its record; the lock stays.
+    eprintln!("node-0 exited {:?} after SIGTERM", termed.elapsed());
+    // It gave up the lease and its record; the seats and the lock stay.
     assert_eq!(redis.cmd(&lease_key), "$-1");
     assert_eq!(redis.cmd("EXISTS conclave:node:node-0"), ":0");
-    let (_host, joined) = nodes[0].host_joins(&alice, &meeting.id).await;
-    assert_eq!(joined["meeting"]["locked"], true, "{joined}");
+
+    // Each client resumes with its token through the node it reaches.
+    let (mut host, host_back) =
+        resume_after_kill(&nodes[0], &meeting, &alice.ws_opts(), &host_joined, termed).await;
+    let (mut bob, bob_back) =
+        resume_after_kill(&nodes[1], &meeting, &WsOpts::default(), &bob_joined, termed).await;
+    eprintln!("host and guest back {:?} after SIGTERM", termed.elapsed());
     let lease = redis.cmd(&lease_key);
     assert!(
         lease.starts_with("node-a ") || lease.starts_with("node-b "),
         "{lease}"
     );
+    assert_eq!(
+        (&host_back["you"], &host_back["role"]),
+        (&host_joined["you"], &json!("host"))
+    );
+    assert_eq!(bob_back["you"], bob_joined["you"], "{bob_back}");
+    assert_eq!(host_back["meeting"]["locked"], true, "{host_back}");
+    // A new group, set up in the open, to one security code.
+    assert_ne!(
+        host_back["e2ee"]["group_id"],
+        host_joined["e2ee"]["group_id"]
+    );
+    let codes = rebuild_group(&mut [(&mut host, &host_back), (&mut bob, &bob_back)]).await;
+    assert_eq!(codes[0], codes[1], "one group, one security code");
+    // Still locked on the new node: a newcomer is refused.
+    let mut mal = nodes[0].ws(&meeting.id, WsOpts::default()).await;
+    mal.send(join("Mal", &meeting.passcode)).await;
+    mal.expect_error("locked").await;
 }
 
 // ------------------------------------------- failover of live state ----
