@@ -13,7 +13,15 @@ use str0m::RtcConfig;
 const FORWARDED: [&str; 2] = ["opus", "vp8"];
 
 /// Restricts a session to the forwarded codecs.
-pub(crate) fn configure(config: RtcConfig) -> RtcConfig {
+/// With `playout_delay`, also the playout-delay header extension, at the
+/// id Chromium offers it on: the fast path asks subscribers for a minimum
+/// delay with it while their publisher's hop needs repairs (`playout.rs`).
+pub(crate) fn configure(mut config: RtcConfig, playout_delay: bool) -> RtcConfig {
+    if playout_delay {
+        config
+            .extension_map()
+            .set(5, str0m::rtp::Extension::PlayoutDelay);
+    }
     config
         .clear_codecs()
         // RED (RFC 2198) around Opus where a member offers it: its blocks are

@@ -72,6 +72,7 @@ use crate::relay::MediaPacket;
 use crate::bwe::Bwe;
 use crate::keyexport::{KeySlot, base_provider};
 use crate::peer::{Peer, forwarded_write, local_pt};
+use crate::playout::{self, RepairDelay};
 use crate::srtp::{SRTP_OVERHEAD, SrtpSealer};
 use crate::transmit::{Transmit, TransmitQueue};
 
@@ -154,6 +155,9 @@ struct FastStream {
     sent_bytes: f64,
     resent_bytes: f64,
     budget_at: Instant,
+    /// How late repairs from the publisher's hop come (video only): the
+    /// playout delay this subscriber is asked for.
+    repairs: RepairDelay,
 }
 
 struct Kept {
@@ -445,6 +449,7 @@ impl FastStream {
             sent_bytes: 0.0,
             resent_bytes: 0.0,
             budget_at: now,
+            repairs: RepairDelay::default(),
         }
     }
 
@@ -577,6 +582,12 @@ impl Peer {
             .streams
             .entry(ssrc)
             .or_insert_with(|| FastStream::new(now));
+        let playout = if kind == MediaKind::Video {
+            stream.repairs.arrived(rewritten.seq, now);
+            stream.repairs.playout_delay(now)
+        } else {
+            None
+        };
         let anchor_due = stream
             .last_anchor
             .is_none_or(|at| now.saturating_duration_since(at) >= ANCHOR_EVERY);
@@ -628,6 +639,10 @@ impl Peer {
                 (id, v | l.unsigned_abs().min(127))
             });
         let twcc = twcc_id.filter(|_| fast.numbers_all());
+        let playout = exts
+            .and_then(|e| e.id_of(Extension::PlayoutDelay))
+            .filter(|id| (1..=14).contains(id))
+            .zip(playout);
         let clear = &mut fast.clear;
         clear.clear();
         clear.push(0x80);
@@ -638,7 +653,12 @@ impl Peer {
         let mid_bytes: &str = &mid;
         let mid_bytes = mid_bytes.as_bytes();
         let mid_ext = mid_id.filter(|_| (1..=16).contains(&mid_bytes.len()));
-        if mid_ext.is_some() || orientation.is_some() || level.is_some() || twcc.is_some() {
+        if mid_ext.is_some()
+            || orientation.is_some()
+            || level.is_some()
+            || twcc.is_some()
+            || playout.is_some()
+        {
             clear[0] |= 0x10;
             let start = clear.len();
             clear.extend_from_slice(&[0xbe, 0xde, 0, 0]);
@@ -653,6 +673,10 @@ impl Peer {
             if let Some((id, l)) = level {
                 clear.push(id << 4);
                 clear.push(l);
+            }
+            if let Some((id, delay)) = playout {
+                clear.push((id << 4) | 2);
+                clear.extend_from_slice(&playout::encode(delay));
             }
             if let Some(id) = twcc {
                 // Numbered at sealing, below.

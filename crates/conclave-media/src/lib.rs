@@ -68,6 +68,7 @@ mod lastn;
 mod layer_steps;
 mod layers;
 mod peer;
+mod playout;
 mod red;
 pub mod relay;
 mod rewrite;

@@ -244,3 +244,109 @@ fn a_subscriber_that_comes_back_as_a_new_session_receives_again() {
     let b = net.router.peer_stats(B).unwrap();
     assert!(b.fast_sealed > 0 && b.fast_twcc_reports > 0, "{b:?}");
 }
+
+/// A packet repaired late on the publisher's hop (it reaches the router
+/// 150 ms after the packet behind it, as a resend does) makes the router
+/// ask the subscriber, in the playout-delay header extension it negotiated,
+/// for a minimum playout delay that covers that lateness; packets before
+/// it ask for nothing, and reordering by a few milliseconds asks for
+/// nothing either.
+#[test]
+fn a_late_repair_on_the_publishers_hop_asks_the_subscriber_to_wait_for_it() {
+    use str0m::Rtc;
+    use str0m::media::MediaTime;
+    use str0m::rtp::{Extension, RtpWrite};
+
+    let mut net = Net::with_config(|c| c.fast_path = true);
+    net.join(A, A_ADDR, &[MediaKind::Video]);
+    let mut config = Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true);
+    config.extension_map().set(5, Extension::PlayoutDelay);
+    let rtc = config.build(net.now);
+    net.join_with(B, B_ADDR, &[], rtc).expect("router answers");
+    net.connect_all();
+    let mid = net.client(A).sending[0].0;
+    let vp8 = net.client(A).pt_of(Codec::Vp8);
+    // One packet a frame, every 33 ms; `seq` 1_000 + frame.
+    let write = |net: &mut Net, seq: u64| {
+        let ts = (seq as u32).wrapping_mul(3_000);
+        let now = net.now;
+        // Not kept for resends: the router's NACK for a held-back packet
+        // finds nothing at A, so it arrives only when written.
+        let w = RtpWrite::new(vp8, seq.into(), ts, now, vec![0x10, seq as u8, 0xab]).marker(true);
+        net.send_write(A, mid, None, w);
+    };
+    for seq in 1_000..1_030 {
+        write(&mut net, seq);
+        net.run_for(Duration::from_millis(33));
+    }
+    // Reordered by 10 ms: not a repair.
+    write(&mut net, 1_031);
+    net.run_for(Duration::from_millis(10));
+    write(&mut net, 1_030);
+    net.run_for(Duration::from_millis(23));
+    let reordered_until = net.now;
+    // 1_033 is held back 150 ms behind 1_034.
+    write(&mut net, 1_032);
+    net.run_for(Duration::from_millis(33));
+    write(&mut net, 1_034);
+    for seq in 1_035..1_039 {
+        net.run_for(Duration::from_millis(33));
+        write(&mut net, seq);
+    }
+    net.run_for(Duration::from_millis(18));
+    write(&mut net, 1_033);
+    let repaired_at = net.now;
+    for seq in 1_039..1_060 {
+        net.run_for(Duration::from_millis(33));
+        write(&mut net, seq);
+    }
+    net.run_for(Duration::from_millis(50));
+
+    // B receives A's video only.
+    let delays: Vec<(std::time::Instant, Option<MediaTime>, Option<MediaTime>)> = net
+        .client(B)
+        .events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            str0m::Event::RtpPacket(p) => Some((
+                *at,
+                p.header.ext_vals.play_delay_min,
+                p.header.ext_vals.play_delay_max,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert!(delays.len() >= 55, "B got the video: {}", delays.len());
+    let before: Vec<_> = delays
+        .iter()
+        .filter(|d| d.0 <= reordered_until + Duration::from_millis(5))
+        .collect();
+    assert!(before.len() >= 30);
+    assert!(
+        before.iter().all(|d| d.1.is_none()),
+        "no delay asked for before any repair, nor for reordering"
+    );
+    let after: Vec<Duration> = delays
+        .iter()
+        .filter(|d| d.0 > repaired_at)
+        .filter_map(|d| Some(Duration::from(d.1?)))
+        .collect();
+    // Every packet after it, but for str0m's anchor (about one a second).
+    assert!(after.len() >= 18, "{after:?}");
+    for min in &after {
+        assert!(
+            (Duration::from_millis(150)..=Duration::from_millis(400)).contains(min),
+            "a minimum playout delay covering the 150 ms repair: {min:?}"
+        );
+    }
+    let max = delays.iter().rev().find_map(|d| d.2).map(Duration::from);
+    assert_eq!(
+        max,
+        Some(Duration::from_secs(10)),
+        "the maximum left as Chromium's default"
+    );
+}

@@ -72,6 +72,12 @@ pub struct Config {
     /// (`docs/benchmarks.md`); `false` sends everything through str0m as
     /// before, should a client misbehave with it.
     pub media_fast_path: bool,
+    /// With the fast path, a member whose video comes over a publisher's
+    /// link that loses packets is asked to play it up to 100-400 ms later,
+    /// long enough for repairs to arrive instead of freezing (the
+    /// `playout-delay` RTP header extension, issue 21). On by default;
+    /// `false` trades those freezes for the lower latency.
+    pub media_playout_delay: bool,
     /// A meeting with this many members spreads over the media workers:
     /// newcomers go to the least-loaded worker and the workers hand each
     /// other the meeting's media (issue 23, `crate::media::shard`), so a
@@ -297,6 +303,7 @@ impl Default for Config {
             media_workers: 0,
             audio_last_n: conclave_media::DEFAULT_AUDIO_LAST_N,
             media_fast_path: true,
+            media_playout_delay: true,
             spread_meetings_from: DEFAULT_SPREAD_MEETINGS_FROM,
             public_ip: None,
             public_url: None,

@@ -162,6 +162,7 @@ impl Server {
             config.media_workers,
             config.audio_last_n,
             config.media_fast_path,
+            config.media_playout_delay,
             config.spread_meetings_from,
             metrics.media.clone(),
             shutdown.clone(),

@@ -141,6 +141,12 @@ pub struct RouterConfig {
     /// browser tests pass with it on (`docs/operations.md` says which did
     /// not); off, every forwarded packet goes through str0m.
     pub fast_path: bool,
+    /// With the fast path, a subscriber whose publisher's hop needs repairs
+    /// is asked for a minimum playout delay that covers them (the
+    /// `playout-delay` RTP header extension, `playout.rs`), so it waits for
+    /// a repaired frame instead of freezing. It adds that delay (100-400 ms)
+    /// while repairs come late, and nothing otherwise.
+    pub playout_delay: bool,
     /// The router is one shard of a meeting spread over several (issue 23,
     /// `relay.rs`): it hands what its peers publish to the other shards
     /// ([`Router::poll_relay`]) and takes theirs ([`Router::handle_relay`]).
@@ -186,6 +192,7 @@ impl RouterConfig {
             drop_silent_audio: true,
             rtx_ratio_cap: Some(DEFAULT_RTX_RATIO_CAP),
             fast_path: false,
+            playout_delay: true,
             relay: false,
         }
     }
@@ -217,6 +224,7 @@ pub struct Router {
     drop_silent_audio: bool,
     rtx_ratio_cap: Option<f32>,
     fast_path: bool,
+    playout_delay: bool,
     /// Set when the router is a shard of a spread meeting (`relay.rs`).
     relay: Option<relay::Shard>,
 }
@@ -264,6 +272,7 @@ impl Router {
             drop_silent_audio: config.drop_silent_audio,
             rtx_ratio_cap: config.rtx_ratio_cap,
             fast_path: config.fast_path,
+            playout_delay: config.playout_delay,
             relay: config.relay.then(relay::Shard::new),
         })
     }

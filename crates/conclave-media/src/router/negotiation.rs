@@ -36,7 +36,7 @@ impl Router {
             // Egress bandwidth estimation from TWCC feedback: the budget for
             // simulcast layers.
             .enable_bwe(self.initial_bandwidth.map(Bitrate::bps));
-        let config = codecs::configure(config);
+        let config = codecs::configure(config, self.fast_path && self.playout_delay);
         let (mut rtc, fast) = if self.fast_path {
             // The fast path reads NACKs and TWCC reports for the streams it
             // sends from str0m's raw RTCP events, and seals with the

@@ -332,7 +332,8 @@ pub enum MediaStartError {
 /// one; 127.0.0.1 when bound to all interfaces and nothing better is known).
 /// `workers` 0 means one per core. Each meeting's router forwards every
 /// member the audio of `audio_last_n` others at most (0: no limit), and
-/// seals forwarded media itself if `fast_path`. A meeting spreads over the
+/// seals forwarded media itself if `fast_path` (asking members for a playout
+/// delay while repairs come late if `playout_delay`). A meeting spreads over the
 /// workers from `spread_from` members (0: never).
 #[allow(clippy::too_many_arguments)]
 pub fn start(
@@ -341,6 +342,7 @@ pub fn start(
     workers: usize,
     audio_last_n: usize,
     fast_path: bool,
+    playout_delay: bool,
     spread_from: usize,
     counters: crate::telemetry::MediaCounters,
     shutdown: tokio_util::sync::CancellationToken,
@@ -404,6 +406,7 @@ pub fn start(
                 let worker = worker::Worker::new(socket, local, tcp)
                     .audio_last_n(audio_last_n)
                     .fast_path(fast_path)
+                    .playout_delay(playout_delay)
                     .counters(counters)
                     .relays(relays);
                 runtime.block_on(worker.run(rx, shutdown));

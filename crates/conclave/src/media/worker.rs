@@ -62,6 +62,8 @@ pub struct Worker {
     audio_last_n: Option<usize>,
     /// Given to every meeting's router ([`RouterConfig::fast_path`]).
     fast_path: bool,
+    /// Given to every meeting's router ([`RouterConfig::playout_delay`]).
+    playout_delay: bool,
     /// The server's media metrics, added to every [`METRICS_EVERY`].
     counters: MediaCounters,
     /// When the routers' counters are next read.
@@ -139,6 +141,7 @@ impl Worker {
             stats: WorkerStats::default(),
             audio_last_n: Some(conclave_media::DEFAULT_AUDIO_LAST_N),
             fast_path: false,
+            playout_delay: true,
             counters: MediaCounters::noop(),
             metrics_at: Instant::now() + METRICS_EVERY,
             exported: HashMap::new(),
@@ -199,6 +202,13 @@ impl Worker {
     /// `media_fast_path`.
     pub fn fast_path(mut self, on: bool) -> Self {
         self.fast_path = on;
+        self
+    }
+
+    /// Each meeting's router asks members for a playout delay while
+    /// repairs come late, the server's `media_playout_delay`.
+    pub fn playout_delay(mut self, on: bool) -> Self {
+        self.playout_delay = on;
         self
     }
 
@@ -386,6 +396,7 @@ impl Worker {
                     tcp_candidates: vec![self.tcp.local],
                     audio_last_n: self.audio_last_n,
                     fast_path: self.fast_path,
+                    playout_delay: self.playout_delay,
                     relay,
                     ..RouterConfig::new(self.local)
                 };

@@ -1,0 +1,194 @@
+//! A minimum playout delay for a subscriber while its publisher's hop loses
+//! packets (issue 21), sent in the `playout-delay` RTP header extension
+//! (<http://www.webrtc.org/experiments/rtp-hdrext/playout-delay>), which
+//! Chromium honours.
+//!
+//! Why: a packet lost between the publisher and the router comes back late
+//! (the router's NACK at its next tick, a round trip to the publisher, then
+//! the hop to the subscriber), about 150 ms at 40 ms a hop. A receiver sizes
+//! its jitter buffer from its own round trip to the router and the jitter
+//! it sees, so the frame waiting for that repair is rendered late: a freeze.
+//! Told a minimum delay that covers the repair, it waits for it instead.
+//!
+//! How late repairs are is measured here, on the stream as forwarded: a gap
+//! in the sequence is noted when the packet after it arrives; a packet that
+//! fills a gap at least [`LATE`] after that is a repair (reordering by
+//! jitter fills gaps sooner). The delay asked for is the 90th percentile of
+//! the repairs of the last [`WINDOW`] plus [`MARGIN`], within [`FLOOR`] and
+//! [`CEILING`]; with no repair in the window, none (0). Once a stream has
+//! asked for a delay it keeps writing the extension, so that a receiver also
+//! learns when the delay is over (Chromium keeps the last value it saw).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// A gap filled later than this is a repair, not reordering.
+const LATE: Duration = Duration::from_millis(50);
+/// Repairs are remembered this long; the delay ends this long after the last.
+const WINDOW: Duration = Duration::from_secs(10);
+/// Decoding and rendering on top of the repair itself.
+const MARGIN: Duration = Duration::from_millis(50);
+/// The least delay worth asking for.
+const FLOOR: Duration = Duration::from_millis(100);
+/// The most: beyond this, waiting costs more than a freeze.
+const CEILING: Duration = Duration::from_millis(400);
+/// Open gaps remembered, at most (a burst of loss opens one).
+const GAPS: usize = 32;
+/// A gap still open after this is given up (it will not be repaired).
+const GAP_AGE: Duration = Duration::from_secs(2);
+/// Repairs remembered, at most.
+const SAMPLES: usize = 64;
+/// The maximum delay written: Chromium's default maximum (10 s), so only
+/// the minimum changes, and never `0, 0` (which asks for no buffering).
+const MAX_PLAYOUT: Duration = Duration::from_secs(10);
+
+/// Gaps and late repairs of one forwarded stream.
+#[derive(Debug, Default)]
+pub(crate) struct RepairDelay {
+    highest: Option<u64>,
+    /// Missing sequence numbers `first..=last`, noted at the instant.
+    gaps: VecDeque<(u64, u64, Instant)>,
+    /// How late each recent repair came, and when.
+    repairs: VecDeque<(Instant, Duration)>,
+    /// Whether a delay was ever asked for on this stream.
+    asked: bool,
+}
+
+impl RepairDelay {
+    /// Notes the packet at (extended) sequence number `seq`, arriving now.
+    pub(crate) fn arrived(&mut self, seq: u64, now: Instant) {
+        while self
+            .gaps
+            .front()
+            .is_some_and(|g| now.saturating_duration_since(g.2) > GAP_AGE)
+        {
+            self.gaps.pop_front();
+        }
+        let Some(highest) = self.highest else {
+            self.highest = Some(seq);
+            return;
+        };
+        if seq > highest {
+            if seq > highest + 1 {
+                if self.gaps.len() == GAPS {
+                    self.gaps.pop_front();
+                }
+                self.gaps.push_back((highest + 1, seq - 1, now));
+            }
+            self.highest = Some(seq);
+            return;
+        }
+        let Some(gap) = self.gaps.iter().find(|g| (g.0..=g.1).contains(&seq)) else {
+            return;
+        };
+        let late = now.saturating_duration_since(gap.2);
+        if late < LATE {
+            return;
+        }
+        if self.repairs.len() == SAMPLES {
+            self.repairs.pop_front();
+        }
+        self.repairs.push_back((now, late));
+        self.asked = true;
+    }
+
+    /// The playout delay to write now as (minimum, maximum), if any: `None`
+    /// while this stream never needed one.
+    pub(crate) fn playout_delay(&mut self, now: Instant) -> Option<(Duration, Duration)> {
+        if !self.asked {
+            return None;
+        }
+        while self
+            .repairs
+            .front()
+            .is_some_and(|r| now.saturating_duration_since(r.0) > WINDOW)
+        {
+            self.repairs.pop_front();
+        }
+        if self.repairs.is_empty() {
+            return Some((Duration::ZERO, MAX_PLAYOUT));
+        }
+        let mut lates: Vec<Duration> = self.repairs.iter().map(|r| r.1).collect();
+        lates.sort_unstable();
+        // Nearest rank.
+        let p90 = lates[(lates.len() * 9).div_ceil(10) - 1];
+        Some(((p90 + MARGIN).clamp(FLOOR, CEILING), MAX_PLAYOUT))
+    }
+}
+
+/// The extension's three bytes (RFC-less, libwebrtc's format): minimum and
+/// maximum, 12 bits each, in units of 10 ms.
+pub(crate) fn encode((min, max): (Duration, Duration)) -> [u8; 3] {
+    let units = |d: Duration| (d.as_millis() / 10).min(0xfff) as u16;
+    let (min, max) = (units(min), units(max));
+    [
+        (min >> 4) as u8,
+        ((min << 4) as u8) | (max >> 8) as u8,
+        max as u8,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn reordering_asks_for_nothing_a_late_repair_asks_for_its_lateness() {
+        // Any instant: nothing here reads a clock.
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut r = RepairDelay::default();
+        r.arrived(100, t0);
+        r.arrived(102, t0 + ms(5));
+        // 101 reordered by jitter: 20 ms late.
+        r.arrived(101, t0 + ms(25));
+        assert_eq!(r.playout_delay(t0 + ms(25)), None);
+        r.arrived(104, t0 + ms(30));
+        // 103 repaired 160 ms after its gap was seen.
+        r.arrived(103, t0 + ms(190));
+        let (min, max) = r.playout_delay(t0 + ms(200)).unwrap();
+        assert_eq!(min, ms(210));
+        assert_eq!(max, MAX_PLAYOUT);
+        // A very late repair is capped.
+        r.arrived(110, t0 + ms(300));
+        r.arrived(105, t0 + ms(1_200));
+        assert_eq!(r.playout_delay(t0 + ms(1_200)).unwrap().0, CEILING);
+        // Without repairs for the window, the delay is over but still said.
+        assert_eq!(
+            r.playout_delay(t0 + ms(1_300) + WINDOW),
+            Some((Duration::ZERO, MAX_PLAYOUT))
+        );
+    }
+
+    #[test]
+    fn a_gap_never_filled_is_forgotten_and_storms_stay_bounded() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut r = RepairDelay::default();
+        // Every other packet missing, for a long time.
+        for i in 0..10_000u64 {
+            r.arrived(2 * i, t0 + ms(i));
+        }
+        assert!(r.gaps.len() <= GAPS);
+        assert_eq!(r.playout_delay(t0 + ms(10_000)), None);
+        // A repair of a gap older than GAP_AGE counts for nothing.
+        r.arrived(1, t0 + ms(10_001));
+        assert_eq!(r.playout_delay(t0 + ms(10_001)), None);
+        for i in 0..1_000u64 {
+            r.arrived(2 * (9_990 + i % 10) + 1, t0 + ms(10_000 + i));
+        }
+        assert!(r.repairs.len() <= SAMPLES);
+    }
+
+    #[test]
+    fn encodes_as_libwebrtc_reads_it() {
+        // 200 ms = 20 units, 10 s = 1000 units (0x3e8).
+        assert_eq!(encode((ms(200), ms(10_000))), [0x01, 0x43, 0xe8]);
+        assert_eq!(encode((ms(0), ms(10_000))), [0x00, 0x03, 0xe8]);
+        assert_eq!(encode((ms(100_000), ms(100_000))), [0xff, 0xff, 0xff]);
+    }
+}
