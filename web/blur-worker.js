@@ -47,7 +47,6 @@ async function loadModel() {
 /** The canvases of one frame size, made again when the camera's size changes. */
 function canvases(width, height) {
   const out = new OffscreenCanvas(width, height);
-  const person = new OffscreenCanvas(width, height);
   const mid = new OffscreenCanvas(Math.max(1, Math.round(width / 4)), Math.max(1, Math.round(height / 4)));
   const small = new OffscreenCanvas(Math.max(1, Math.round(width / SHRINK)), Math.max(1, Math.round(height / SHRINK)));
   const seg = new OffscreenCanvas(SEG, SEG);
@@ -57,8 +56,6 @@ function canvases(width, height) {
     height,
     out,
     outCtx: out.getContext('2d', { alpha: false }),
-    person,
-    personCtx: person.getContext('2d'),
     mid,
     midCtx: mid.getContext('2d'),
     small,
@@ -71,7 +68,7 @@ function canvases(width, height) {
     input: new Float32Array(SEG * SEG * 3),
     haveMask: false,
   };
-  for (const ctx of [c.outCtx, c.midCtx, c.smallCtx, c.personCtx]) {
+  for (const ctx of [c.outCtx, c.midCtx, c.smallCtx]) {
     ctx.imageSmoothingEnabled = true;
     ctx.imageSmoothingQuality = 'high';
   }
@@ -106,21 +103,24 @@ function segment(c, frame) {
 }
 
 /**
- * Draws the blurred background, then the person over it. Until the first
- * mask (the model still loading) the whole frame is blurred: what the person
- * asked to hide is never sent in the meantime.
+ * The frame, with its background blurred over it. The frame is converted
+ * from the camera's YUV once, at full size; the blurred background is made
+ * and cut at a quarter of the size (the mask is 256×256 anyway) and drawn
+ * over it. Until the first mask (the model still loading) the whole frame
+ * is blurred: what the person asked to hide is never sent in the meantime.
  */
 function composite(c, frame) {
-  const { width: w, height: h } = c;
-  c.midCtx.drawImage(frame, 0, 0, c.mid.width, c.mid.height);
-  c.smallCtx.drawImage(c.mid, 0, 0, c.small.width, c.small.height);
-  c.outCtx.drawImage(c.small, 0, 0, w, h);
-  if (!c.haveMask) return;
-  c.personCtx.globalCompositeOperation = 'copy';
-  c.personCtx.drawImage(c.mask, 0, 0, w, h);
-  c.personCtx.globalCompositeOperation = 'source-in';
-  c.personCtx.drawImage(frame, 0, 0, w, h);
-  c.outCtx.drawImage(c.person, 0, 0);
+  const { width: w, height: h, mid, small, midCtx, outCtx } = c;
+  outCtx.drawImage(frame, 0, 0, w, h);
+  midCtx.globalCompositeOperation = 'copy';
+  midCtx.drawImage(c.out, 0, 0, mid.width, mid.height);
+  c.smallCtx.drawImage(mid, 0, 0, small.width, small.height);
+  midCtx.drawImage(small, 0, 0, mid.width, mid.height);
+  if (c.haveMask) {
+    midCtx.globalCompositeOperation = 'destination-out';
+    midCtx.drawImage(c.mask, 0, 0, mid.width, mid.height);
+  }
+  outCtx.drawImage(mid, 0, 0, w, h);
 }
 
 async function run(readable, writable) {
