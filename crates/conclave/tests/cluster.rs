@@ -853,30 +853,32 @@ async fn redis_round_trips_per_join() {
     let e1 = evals(&redis);
     assert_eq!(
         e1 - e0,
-        2,
-        "the owner's join: the lease, the seat in the live state"
+        3,
+        "the owner's join: its socket counted for its address, the lease, the seat in the live state"
     );
-    // A guest with the passcode, checked for the first time: reserve and
-    // give back, for the address and for the meeting; then the seat.
+    // A guest with the passcode, checked for the first time: the socket
+    // counted; reserve and give back, for the address and for the meeting;
+    // then the seat.
     let from = |i| WsOpts::from(Ipv4Addr::new(127, 0, 4, i));
     let mut g1 = server.ws(&meeting.id, from(1)).await;
     g1.send(join("First", &meeting.passcode)).await;
     assert_eq!(g1.recv().await["type"], "joined");
     let e2 = evals(&redis);
-    assert_eq!(e2 - e1, 5, "a guest's first right passcode");
-    // The same passcode again: known, no check, nothing to count; the seat.
+    assert_eq!(e2 - e1, 6, "a guest's first right passcode");
+    // The same passcode again: known, no check, nothing to count; the
+    // socket and the seat.
     let mut g2 = server.ws(&meeting.id, from(2)).await;
     g2.send(join("Second", &meeting.passcode)).await;
     assert_eq!(g2.recv().await["type"], "joined");
     let e3 = evals(&redis);
-    assert_eq!(e3 - e2, 1, "a passcode already accepted");
-    // A wrong passcode: reserve and fail, for the address and the meeting;
-    // the meeting does not change.
+    assert_eq!(e3 - e2, 2, "a passcode already accepted");
+    // A wrong passcode: the socket; reserve and fail, for the address and
+    // the meeting; the meeting does not change.
     let mut g3 = server.ws(&meeting.id, from(3)).await;
     g3.send(join("Wrong", "not-the-passcode")).await;
     g3.expect_error("join_refused").await;
     let e4 = evals(&redis);
-    assert_eq!(e4 - e3, 4, "a wrong passcode");
+    assert_eq!(e4 - e3, 5, "a wrong passcode");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1813,3 +1815,6 @@ async fn a_stale_owners_write_of_live_state_is_refused_by_the_fencing_token() {
 
 /// `conclave join` members taking their seats back after their node died.
 mod native_resume;
+
+/// `limits.max_pending_per_address` counted in Redis for the cluster.
+mod connection_caps;

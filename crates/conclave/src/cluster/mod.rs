@@ -13,6 +13,8 @@
 //!   suspension, members, roles, resume tokens' hashes, the waiting list).
 //! - [`limits`]: failed joins and sign-ins counted in Redis, so that guesses
 //!   spread over the nodes are limited as if they came to one.
+//! - [`conns`]: connections not joined yet counted per address in Redis,
+//!   so that the per-address cap holds for the cluster, not per node.
 //!
 //! Redis being unreachable is an expected state, not an error to crash on:
 //! the client reconnects by itself, [`Cluster::is_available`] turns false
@@ -20,6 +22,7 @@
 //! and back to true once a command succeeds again. Meetings already running
 //! here keep their media meanwhile.
 
+pub mod conns;
 pub mod lease;
 pub mod limits;
 pub mod live;
@@ -87,6 +90,8 @@ pub struct Cluster {
     drain_time: Duration,
     /// Why the last connection attempt failed, until a command succeeds.
     connection_error: std::sync::Mutex<Option<String>>,
+    /// Connections this node counts in Redis ([`conns`]).
+    conns: conns::Held,
 }
 
 impl Cluster {
@@ -135,7 +140,9 @@ impl Cluster {
             record: tokio::sync::Mutex::new(None),
             drain_time: Duration::from_millis(config.drain_ms),
             connection_error: std::sync::Mutex::new(None),
+            conns: conns::Held::new(),
         });
+        tokio::spawn(Arc::clone(&cluster).renew_conns(shutdown.clone()));
         tokio::spawn(Arc::clone(&cluster).probe(shutdown));
         tokio::spawn(log_connection_errors(
             connection_errors,

@@ -73,6 +73,11 @@ impl ConnLimits {
         }
     }
 
+    /// `limits.max_pending_per_address`.
+    fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -91,20 +96,24 @@ impl ConnLimits {
                 limits: Arc::clone(self),
                 ip,
                 held: true,
+                shared: None,
             },
         ))
     }
 }
 
-/// A connection from `ip` that has not joined yet; counted until released.
+/// A connection from `ip` that has not joined yet; counted until released
+/// (in cluster mode, in Redis too, by `shared`).
 struct PendingSlot {
     limits: Arc<ConnLimits>,
     ip: IpAddr,
     held: bool,
+    shared: Option<crate::cluster::conns::ConnSlot>,
 }
 
 impl PendingSlot {
     fn release(&mut self) {
+        self.shared = None;
         if std::mem::take(&mut self.held) {
             let mut pending = self.limits.pending();
             if let Some(n) = pending.get_mut(&self.ip) {
@@ -157,7 +166,7 @@ pub async fn upgrade(
         }
     };
     let ip = relayed.unwrap_or_else(|| client_ip(&state.config, peer, &headers));
-    let Some((permit, slot)) = state.conns.admit(ip) else {
+    let Some((permit, mut slot)) = state.conns.admit(ip) else {
         tracing::warn!(%ip, "meeting connection refused: too many open");
         return (StatusCode::TOO_MANY_REQUESTS, "too many connections\n").into_response();
     };
@@ -188,6 +197,19 @@ pub async fn upgrade(
             Ok(Route::Here) => {}
             // Served here: the join hears `unavailable`.
             Err(e) => tracing::debug!(error = %e, "no route for a meeting socket"),
+        }
+    }
+    // Served here: counted for the whole cluster (a relayed socket is
+    // counted by the node it is relayed to, here when it arrives).
+    if let Some(cluster) = &state.cluster {
+        match cluster.admit_conn(ip, state.conns.max_pending()).await {
+            Ok(Some(shared)) => slot.shared = Some(shared),
+            Ok(None) => {
+                tracing::warn!(%ip, "meeting connection refused: too many open from this address across the cluster");
+                return (StatusCode::TOO_MANY_REQUESTS, "too many connections\n").into_response();
+            }
+            // Counted on this node alone meanwhile (its own cap holds).
+            Err(e) => tracing::debug!(error = %e, "a meeting connection not counted in Redis"),
         }
     }
     let account = match current_user(&state.store, &headers, &jar).await {

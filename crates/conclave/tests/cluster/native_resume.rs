@@ -257,8 +257,8 @@ async fn after_sigkill_of_its_node_native_members_resume_elsewhere_with_one_new_
         let last = cli
             .stderr()
             .lines()
-            .filter_map(crate::native_cli::security_code_line)
-            .last()
+            .rev()
+            .find_map(crate::native_cli::security_code_line)
             .map(|(_, _, code)| code);
         assert_eq!(last.as_deref(), Some(a.code.as_str()), "{}", cli.stderr());
     }
