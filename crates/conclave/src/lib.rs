@@ -37,6 +37,7 @@ pub mod http;
 pub mod join_policy;
 pub mod logging;
 pub mod media;
+pub mod native_login;
 pub mod oidc;
 pub mod rooms;
 pub mod server;

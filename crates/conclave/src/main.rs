@@ -45,6 +45,31 @@ enum Command {
     /// Opus audio as Ogg. Stops at the meeting's end, after --duration or on
     /// Ctrl-C (SIGINT or SIGTERM), with the files finished either way.
     Record(RecordArgs),
+    /// Sign in through one of the server's identity providers (OpenID
+    /// Connect), for `conclave join --login`: prints an address to open in
+    /// a browser, waits for the sign-in to come back to this machine
+    /// (127.0.0.1, RFC 8252), and writes the session and a signing key the
+    /// provider's token vouches for to --out, readable by you only.
+    Login(LoginArgs),
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    /// The server's address, e.g. https://meet.example.org
+    #[arg(long)]
+    server: url::Url,
+    /// The provider, as the server's "Sign in with NAME" button names it.
+    #[arg(long)]
+    provider: String,
+    /// Where to write the session and the key.
+    #[arg(long, default_value = "conclave-login.json")]
+    out: PathBuf,
+    /// Seconds to wait for the sign-in in the browser.
+    #[arg(long, default_value_t = 300)]
+    wait: u64,
+    /// Also trust the CA certificates in FILE (PEM) for the server's HTTPS.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -80,6 +105,11 @@ struct RecordArgs {
 struct JoinArgs {
     /// The invite link, e.g. http://localhost:8080/j/abcd-efgh-jkmn-pqrs#p=passcode
     invite: String,
+    /// Join signed in, with the session `conclave login` wrote to FILE
+    /// (instead of --token), and with its signing key: other members then
+    /// see the name as verified by the provider.
+    #[arg(long, value_name = "FILE")]
+    login: Option<PathBuf>,
     /// Display name.
     #[arg(long, default_value = "Native client")]
     name: String,
@@ -780,9 +810,45 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `conclave login`: the address to open on standard output, the rest on
+/// standard error.
+async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    use conclave::native_login;
+    let pending =
+        native_login::start(&args.server, &args.provider, args.ca_file.as_deref()).await?;
+    eprintln!(
+        "Open this address in a browser to sign in with {}:",
+        args.provider
+    );
+    println!("{}", pending.authorization_url);
+    let done = pending
+        .finish(std::time::Duration::from_secs(args.wait))
+        .await?;
+    done.save(&args.out)?;
+    let verified = if done.leaf.is_some() {
+        "; the provider's token vouches for its signing key"
+    } else {
+        ""
+    };
+    eprintln!(
+        "signed in as {}; session written to {}{verified}",
+        done.username,
+        args.out.display()
+    );
+    Ok(())
+}
+
 async fn join(args: JoinArgs) -> anyhow::Result<()> {
     use conclave_client::session::{JoinOptions, MediaOptions, SessionError, run_interactive};
     let invite: conclave_client::Invite = args.invite.parse().context("reading the invite link")?;
+    let signed_in = match &args.login {
+        Some(path) => Some(conclave::native_login::LoginFile::load(path)?),
+        None => None,
+    };
+    let token = match &signed_in {
+        Some(file) => Some(file.token.clone()),
+        None => args.token.clone(),
+    };
     let stop = stop_on_signal();
     let (events, rx) = tokio::sync::mpsc::unbounded_channel();
     let printer = print_events(rx, args.stats_interval.is_some());
@@ -799,6 +865,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         stats_every: args.stats_interval,
         trusted_providers: providers.trusted,
         unreachable_providers: providers.unreachable,
+        leaf_identity: signed_in.as_ref().and_then(|f| f.leaf_identity()),
     };
     let commands = args.interactive.then(read_commands);
     let result = run_interactive(
@@ -807,7 +874,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
             invite,
             name: args.name,
             passcode: args.passcode,
-            token: args.token,
+            token,
             send_ivf: args.send_ivf,
             send_ogg: args.send_ogg,
             synthetic: args.synthetic,
@@ -1189,6 +1256,10 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Record(args)) => {
             text();
             record(args).await
+        }
+        Some(Command::Login(args)) => {
+            text();
+            login(args).await
         }
         None => serve(cli.serve).await,
     }

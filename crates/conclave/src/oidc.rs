@@ -207,6 +207,40 @@ struct Flow {
     /// (OpenPubkey): the ID token goes back to the browser for its leaf.
     #[serde(default)]
     k: bool,
+    /// A native client's sign-in ([`NativeStart`]): where it listens, and
+    /// its PKCE challenge for the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nat: Option<NativeStart>,
+}
+
+/// A native client's sign-in (`conclave login`, RFC 8252 §7.3): the browser
+/// goes through the provider as for a browser sign-in, and the callback
+/// then sends it to `http://127.0.0.1:PORT/callback` with a one-time code
+/// instead of setting a session cookie. The client trades the code and the
+/// verifier of `code_challenge` (base64url SHA-256, as PKCE's S256) for a
+/// session, so a program that catches the redirect without the verifier
+/// gets nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeStart {
+    pub port: u16,
+    pub code_challenge: String,
+}
+
+impl NativeStart {
+    /// The start's parameters, when both are there and well formed.
+    pub fn from_params(port: Option<u16>, challenge: Option<&str>) -> Option<NativeStart> {
+        let (port, challenge) = (port?, challenge?);
+        (port > 0 && is_key_nonce(challenge)).then(|| NativeStart {
+            port,
+            code_challenge: challenge.to_string(),
+        })
+    }
+
+    /// Where the browser goes after the callback, with `query` (already
+    /// encoded): the client's loopback listener.
+    pub fn redirect(&self, query: &str) -> String {
+        format!("http://127.0.0.1:{}/callback?{query}", self.port)
+    }
 }
 
 struct Provider {
@@ -244,6 +278,8 @@ pub struct Verified {
     pub id_token: String,
     /// How long the session may last ([`ProviderConfig::session_max_age_hours`]).
     pub session_max_age: Duration,
+    /// A native client's sign-in: the session goes to it, not to the browser.
+    pub native: Option<NativeStart>,
 }
 
 /// Whether `nonce` has the shape of an OpenPubkey key commitment:
@@ -357,7 +393,14 @@ impl Providers {
     /// ([`is_key_nonce`]), used as the `nonce` instead of a random one. It
     /// still binds the token to this flow: the browser made it from a fresh
     /// random `rz`, and the flow cookie carries it to the callback.
-    pub async fn start(&self, name: &str, key_nonce: Option<&str>) -> Result<Started, OidcError> {
+    ///
+    /// `native`: a native client's sign-in ([`NativeStart`]).
+    pub async fn start(
+        &self,
+        name: &str,
+        key_nonce: Option<&str>,
+        native: Option<NativeStart>,
+    ) -> Result<Started, OidcError> {
         let p = self.provider(name)?;
         let metadata = self.metadata(p, false).await?;
         let client = CoreClient::from_provider_metadata(
@@ -391,6 +434,7 @@ impl Providers {
             e: crate::store::unix_now()
                 .saturating_add(i64::try_from(FLOW_TTL.as_secs()).unwrap_or(i64::MAX)),
             k: key_nonce.is_some_and(is_key_nonce),
+            nat: native,
         };
         Ok(Started {
             url: url.to_string(),
@@ -542,6 +586,7 @@ impl Providers {
             _ => default_session_max_age_hours(),
         };
         Ok(Verified {
+            native: flow.nat,
             id_token_for_leaf: flow.k.then(|| token.to_string()),
             id_token: token.to_string(),
             session_max_age: Duration::from_secs_f64(hours * 3600.0),
@@ -621,6 +666,12 @@ impl Providers {
             })
             .unwrap_or_default();
         format!("{body}.{}", data_encoding::BASE64URL_NOPAD.encode(&tag))
+    }
+
+    /// The native client a flow cookie names, if any (and its MAC is
+    /// right): where a failed sign-in reports back to.
+    pub fn native_of(&self, cookie: Option<&str>) -> Option<NativeStart> {
+        self.open(cookie?)?.nat
     }
 
     /// The flow in a cookie value, if its MAC is right.
@@ -852,7 +903,7 @@ type Body = http_body_util::Full<bytes::Bytes>;
 /// roots (and, for a native client, the operator's `--ca-file`), HTTP/1.1, following no redirects (a provider's endpoints are
 /// where its metadata says they are).
 #[derive(Clone)]
-struct HttpClient {
+pub(crate) struct HttpClient {
     client: hyper_util::client::legacy::Client<
         hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
         Body,
@@ -860,7 +911,7 @@ struct HttpClient {
 }
 
 impl HttpClient {
-    fn new(ca_file: Option<&std::path::Path>) -> Result<HttpClient, OidcConfigError> {
+    pub(crate) fn new(ca_file: Option<&std::path::Path>) -> Result<HttpClient, OidcConfigError> {
         let tls = match ca_file {
             // The client's own trust, as for the server's wss and `turns:`.
             Some(_) => conclave_client::tls::client_config(ca_file)
@@ -896,7 +947,7 @@ impl HttpClient {
     }
 
     /// One request, as `openidconnect` hands it over, within [`HTTP_TIMEOUT`].
-    async fn send(
+    pub(crate) async fn send(
         self,
         request: openidconnect::HttpRequest,
     ) -> Result<openidconnect::HttpResponse, HttpError> {
@@ -961,6 +1012,7 @@ mod tests {
             n: "nonce".into(),
             e: 1,
             k: false,
+            nat: None,
         };
         let sealed = providers.seal(&flow);
         let opened = providers.open(&sealed).expect("opens");

@@ -860,7 +860,9 @@ impl Store {
 
 mod admin;
 mod audit;
+mod native;
 mod oidc;
 pub use admin::AccountRow;
+pub use native::NativeGrant;
 pub use audit::{SigninEvent, SigninOutcome};
 pub use oidc::{OidcClaims, OidcIdentity};

@@ -32,6 +32,7 @@ mod meetings_api;
 mod metrics;
 mod moderation;
 mod native_cli;
+mod native_login;
 mod oidc_accounts;
 mod oidc_tokens;
 mod recording;

@@ -41,7 +41,7 @@ pub(crate) struct Provider {
     pub(crate) issuer: String,
     pub(crate) keys: Vec<CoreJsonWebKey>,
     /// What the token endpoint answers next.
-    id_token: Option<String>,
+    pub(crate) id_token: Option<String>,
 }
 
 pub(crate) type Shared = Arc<Mutex<Provider>>;

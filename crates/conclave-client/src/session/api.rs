@@ -172,6 +172,28 @@ pub struct MediaOptions {
     /// The server's providers whose keys could not be fetched: their
     /// members are shown as not verified, with the reason.
     pub unreachable_providers: Vec<crate::names::UnreachableProvider>,
+    /// The MLS signature key to join with and the provider's ID token that
+    /// vouches for it (`conclave login`): the leaf carries the token, and
+    /// other members show the name as verified by the provider. Used for
+    /// the first group only: a group set up again after a failover gets a
+    /// fresh key, and the name is then the server's.
+    pub leaf_identity: Option<LeafIdentity>,
+}
+
+/// A signature key pair and the OpenPubkey binding of a provider's ID
+/// token to it ([`conclave_e2ee::IdentityBinding`]).
+#[derive(Clone)]
+pub struct LeafIdentity {
+    pub secret: Vec<u8>,
+    pub public: Vec<u8>,
+    pub binding: conclave_e2ee::IdentityBinding,
+}
+
+impl std::fmt::Debug for LeafIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret key and the token are bearer secrets: not in logs.
+        f.debug_struct("LeafIdentity").finish_non_exhaustive()
+    }
 }
 
 /// What a session tells as it happens ([`MediaOptions::events`]).

@@ -25,8 +25,8 @@ mod api;
 mod reconnect;
 pub use crate::features::Command;
 pub use api::{
-    E2eeReport, JoinOptions, MediaOptions, Progress, SIMULCAST_RIDS, SentChat, SessionEvent,
-    SessionReport, Until,
+    E2eeReport, JoinOptions, LeafIdentity, MediaOptions, Progress, SIMULCAST_RIDS, SentChat,
+    SessionEvent, SessionReport, Until,
 };
 
 /// How soon a chat message MLS would not encrypt yet is tried again.
@@ -237,7 +237,14 @@ pub async fn run_interactive(
     };
     let (socket, mut peer) = start_media(&mut sig, &opts, &extra, sources).await?;
     let views = ViewSizes::new(&extra.view_sizes, tokio::time::Instant::now());
-    let e2ee = join_group(opts.outside_group, &admission, &mut peer, &mut sig).await?;
+    let e2ee = join_group(
+        opts.outside_group,
+        extra.leaf_identity.as_ref(),
+        &admission,
+        &mut peer,
+        &mut sig,
+    )
+    .await?;
     let recording = start_recording(opts.record.as_deref(), &mut peer)?;
     let people = admission
         .participants
@@ -413,6 +420,7 @@ async fn start_media(
 /// `None` outside the group (tests looking at what the server sees).
 async fn join_group(
     outside_group: bool,
+    identity: Option<&LeafIdentity>,
     admission: &Admission,
     peer: &mut ClientPeer,
     sig: &mut Signaling,
@@ -421,7 +429,18 @@ async fn join_group(
         return Ok(None);
     }
     peer.require_e2ee();
-    let mut e = E2ee::new(admission.you)?;
+    let mut e = match identity {
+        Some(id) => {
+            let member = conclave_e2ee::Member::with_signing_key(
+                &admission.you.0.to_string(),
+                &id.secret,
+                &id.public,
+                Some(id.binding.clone()),
+            )?;
+            E2ee::with_member(admission.you, member)?
+        }
+        None => E2ee::new(admission.you)?,
+    };
     e.set_participants(admission.participants.iter().map(|p| p.id));
     for m in e.take_messages() {
         sig.send(&m).await?;

@@ -491,7 +491,7 @@ pub async fn delete_token(
 /// A sign-in attempt reserved before its check, on this node and, in
 /// cluster mode, in Redis, so that guesses spread over the nodes are
 /// limited as one. Dropped unsettled, it counts as a failure.
-async fn reserve_sign_in(
+pub(super) async fn reserve_sign_in(
     state: &AppState,
     ip: std::net::IpAddr,
 ) -> Result<crate::cluster::limits::SignInAttempt, ApiError> {

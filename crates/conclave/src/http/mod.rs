@@ -8,6 +8,7 @@
 //! - [`meetings`]: a host's meetings: create, list, get, update, delete.
 //! - [`oidc`]: sign-in through an OpenID Connect provider (the redirect to it
 //!   and its callback) and the list of providers for the sign-in page.
+//! - [`native_login`]: a native client's session after its provider sign-in.
 //! - [`openapi`]: the OpenAPI document of all of the above.
 //! - [`signaling`]: the meeting WebSocket, one task per connection: it checks,
 //!   parses and rate-limits what a client sends and hands it to the meeting's room.
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod calendar;
 pub mod error;
 pub mod meetings;
+pub mod native_login;
 pub mod oidc;
 pub mod openapi;
 pub mod redirect;
@@ -76,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/link", post(account::redeem_link))
         .route("/auth/providers", get(oidc::providers))
         .route("/auth/methods", get(oidc::methods))
+        .route("/auth/native/token", post(native_login::token))
         .route("/me", get(account::me))
         .route("/me/password", post(account::change_password))
         .route(

@@ -21,9 +21,10 @@ use super::AppState;
 use super::account::{audit, start_session_for};
 use super::error::{ApiError, ApiJson};
 use super::session::ClientIp;
+use crate::auth::new_secret;
 use crate::join_policy::WhoMayJoin;
-use crate::oidc::{FLOW_TTL, OidcError};
-use crate::store::SigninOutcome;
+use crate::oidc::{FLOW_TTL, NativeStart, OidcError};
+use crate::store::{NativeGrant, SigninOutcome, User};
 
 /// The cookie that carries a started sign-in to its callback.
 pub const FLOW_COOKIE: &str = "conclave_oidc";
@@ -41,7 +42,14 @@ const LEAF_TOKEN_TTL_SECS: i64 = 3600;
 pub struct StartParams {
     /// The browser's OpenPubkey commitment to its MLS signature key.
     key_nonce: Option<String>,
+    /// A native client's sign-in (`conclave login`): the loopback port it
+    /// listens on and its PKCE challenge ([`NativeStart`]); both or neither.
+    loopback_port: Option<u16>,
+    code_challenge: Option<String>,
 }
+
+/// How long a native client has to trade its one-time code for a session.
+const NATIVE_GRANT_TTL: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[derive(Serialize, ToSchema)]
 pub struct ProviderView {
@@ -179,8 +187,32 @@ fn see_other(to: &str) -> Response {
 }
 
 fn failed(jar: CookieJar, state: &AppState, e: &OidcError) -> Response {
+    back_with_error(jar, state, None, e.code())
+}
+
+/// The end of a failed sign-in: the flow cookie cleared, and the browser
+/// sent to the sign-in page with the error's code, or for a native
+/// client's sign-in to its loopback listener (which tells the person).
+fn back_with_error(
+    jar: CookieJar,
+    state: &AppState,
+    native: Option<&NativeStart>,
+    code: &str,
+) -> Response {
     let jar = jar.add(oidc_cookie(state, &FLOW, String::new(), 0));
-    (jar, see_other(&format!("/signin#oidc_error={}", e.code()))).into_response()
+    let to = match native {
+        Some(n) => n.redirect(&format!("error={code}")),
+        None => format!("/signin#oidc_error={code}"),
+    };
+    (jar, see_other(&to)).into_response()
+}
+
+/// Where a signed-in person goes from the callback.
+enum Landing {
+    /// A browser sign-in: the session cookie and the logout hint are in it.
+    Browser(CookieJar),
+    /// A native client's: its loopback listener, with the one-time code.
+    Native(String),
 }
 
 /// Starts a sign-in with provider NAME: sets the flow cookie and redirects
@@ -192,7 +224,19 @@ pub async fn start(
     Query(params): Query<StartParams>,
     jar: CookieJar,
 ) -> Response {
-    match state.oidc.start(&name, params.key_nonce.as_deref()).await {
+    let asks_native = params.loopback_port.is_some() || params.code_challenge.is_some();
+    let native = NativeStart::from_params(params.loopback_port, params.code_challenge.as_deref());
+    if asks_native && native.is_none() {
+        let e =
+            OidcError::Refused("a native sign-in needs loopback_port and code_challenge".into());
+        tracing::warn!(provider = %name, %ip, "refused a native sign-in's malformed start");
+        return failed(jar, &state, &e);
+    }
+    match state
+        .oidc
+        .start(&name, params.key_nonce.as_deref(), native)
+        .await
+    {
         Ok(started) => {
             let ttl = i64::try_from(FLOW_TTL.as_secs()).unwrap_or(i64::MAX);
             let jar = jar.add(oidc_cookie(&state, &FLOW, started.cookie, ttl));
@@ -232,6 +276,7 @@ pub async fn callback(
     let verified = match verified {
         Ok(v) => v,
         Err(e) => {
+            let native = state.oidc.native_of(flow.as_deref());
             tracing::warn!(provider = %name, %ip, error = %e, "failed OpenID Connect sign-in");
             let detail = e.to_string();
             audit(
@@ -244,17 +289,22 @@ pub async fn callback(
                 ip,
             )
             .await;
-            return failed(jar, &state, &e);
+            return back_with_error(jar, &state, native.as_ref(), e.code());
         }
     };
     let claims = &verified.claims;
     let who = format!(
-        "{} sub={} email={}",
+        "{} sub={} email={}{}",
         claims.issuer,
         claims.subject,
-        claims.email.as_deref().unwrap_or("-")
+        claims.email.as_deref().unwrap_or("-"),
+        if verified.native.is_some() {
+            " (native client)"
+        } else {
+            ""
+        }
     );
-    let signed_in = async {
+    let signed_in: Result<Result<(User, Landing), User>, ApiError> = async {
         let mut user = state.store.oidc_account(claims).await?;
         if user.disabled {
             return Ok(Err(user));
@@ -270,6 +320,21 @@ pub async fn callback(
             state.store.set_admin(user.id, is_admin).await?;
             user.is_admin = is_admin;
         }
+        if let Some(native) = &verified.native {
+            let code = new_secret("");
+            let grant = NativeGrant {
+                user_id: user.id,
+                code_challenge: native.code_challenge.clone(),
+                id_token: verified.id_token_for_leaf.clone(),
+                session: verified.session_max_age,
+            };
+            state
+                .store
+                .create_native_grant(&code.digest, &grant, NATIVE_GRANT_TTL)
+                .await?;
+            let to = native.redirect(&format!("code={}", code.text));
+            return Ok(Ok((user, Landing::Native(to))));
+        }
         let jar = start_session_for(&state, jar.clone(), &user, verified.session_max_age).await?;
         let max_age = i64::try_from(verified.session_max_age.as_secs()).unwrap_or(i64::MAX);
         let jar = jar.add(oidc_cookie(
@@ -278,7 +343,7 @@ pub async fn callback(
             format!("{name}.{}", verified.id_token),
             max_age,
         ));
-        Ok::<_, ApiError>(Ok((user, jar)))
+        Ok(Ok((user, Landing::Browser(jar))))
     }
     .await;
     match signed_in {
@@ -294,20 +359,10 @@ pub async fn callback(
                 ip,
             )
             .await;
-            let jar = jar.add(oidc_cookie(&state, &FLOW, String::new(), 0));
-            (jar, see_other("/signin#oidc_error=disabled")).into_response()
+            back_with_error(jar, &state, verified.native.as_ref(), "disabled")
         }
-        Ok(Ok((user, jar))) => {
-            let jar = match &verified.id_token_for_leaf {
-                Some(token) => jar.add(oidc_cookie(
-                    &state,
-                    &LEAF_TOKEN,
-                    token.clone(),
-                    LEAF_TOKEN_TTL_SECS,
-                )),
-                None => jar,
-            };
-            tracing::info!(user = %user.username, provider = %name, %ip, may_host = user.may_host, is_admin = user.is_admin, "signed in through OpenID Connect");
+        Ok(Ok((user, landing))) => {
+            tracing::info!(user = %user.username, provider = %name, %ip, may_host = user.may_host, is_admin = user.is_admin, native = verified.native.is_some(), "signed in through OpenID Connect");
             audit(
                 &state,
                 &method,
@@ -318,6 +373,22 @@ pub async fn callback(
                 ip,
             )
             .await;
+            let jar = match landing {
+                Landing::Native(to) => {
+                    let jar = jar.add(oidc_cookie(&state, &FLOW, String::new(), 0));
+                    return (jar, see_other(&to)).into_response();
+                }
+                Landing::Browser(jar) => jar,
+            };
+            let jar = match &verified.id_token_for_leaf {
+                Some(token) => jar.add(oidc_cookie(
+                    &state,
+                    &LEAF_TOKEN,
+                    token.clone(),
+                    LEAF_TOKEN_TTL_SECS,
+                )),
+                None => jar,
+            };
             let jar = jar.add(oidc_cookie(&state, &FLOW, String::new(), 0));
             (jar, see_other("/signin#oidc=done")).into_response()
         }
@@ -333,8 +404,7 @@ pub async fn callback(
                 ip,
             )
             .await;
-            let jar = jar.add(oidc_cookie(&state, &FLOW, String::new(), 0));
-            (jar, see_other("/signin#oidc_error=internal")).into_response()
+            back_with_error(jar, &state, verified.native.as_ref(), "internal")
         }
     }
 }

@@ -15,7 +15,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::session::SESSION_COOKIE;
-use super::{account, admin, calendar, error, meetings, oidc};
+use super::{account, admin, calendar, error, meetings, native_login, oidc};
 
 /// The name of the session-cookie scheme in the document.
 pub const SESSION: &str = "session_cookie";
@@ -36,6 +36,7 @@ pub const TOKEN: &str = "api_token";
         account::redeem_link,
         oidc::providers,
         oidc::methods,
+        native_login::token,
         account::sign_out,
         account::sign_up,
         account::me,

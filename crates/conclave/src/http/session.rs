@@ -41,7 +41,12 @@ pub async fn current_user(
         // A present but wrong token is an error, not an anonymous call: a
         // script with a revoked token should hear so.
         let hash = digest(token);
-        return match store.api_token_user(&hash).await? {
+        if let Some(user) = store.api_token_user(&hash).await? {
+            return Ok(Some(user));
+        }
+        // A native client's session (`conclave login`) comes as a bearer
+        // token too; it ends as a browser's does.
+        return match store.session_user(&hash).await? {
             Some(user) => Ok(Some(user)),
             None => Err(refusal(store, &hash).await?),
         };
