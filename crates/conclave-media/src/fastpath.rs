@@ -95,6 +95,24 @@ const HELD_BACK: usize = 256;
 /// The retransmission budget's window: its byte counts halve this often.
 const BUDGET_HALF_LIFE: Duration = Duration::from_secs(1);
 
+/// How many seconds of a steady rate a counter that halves every
+/// [`BUDGET_HALF_LIFE`] holds (1/ln 2): to compare it with a rate.
+const BUDGET_WINDOW_SECS: f64 = std::f64::consts::LOG2_E;
+
+/// What a budget counter keeps of its value after `elapsed`: it halves
+/// every [`BUDGET_HALF_LIFE`], smoothly.
+fn decay_factor(elapsed: Duration) -> f64 {
+    if elapsed.is_zero() {
+        return 1.0;
+    }
+    0.5f64.powf(elapsed.as_secs_f64() / BUDGET_HALF_LIFE.as_secs_f64())
+}
+
+/// The most resends may take of a stream's bytes however much room the
+/// bandwidth estimate leaves: a subscriber cannot make the router send it
+/// more than twice the stream by NACKing everything.
+pub const MAX_RESEND_RATIO: f64 = 1.0;
+
 /// Padding bytes in one probe packet: the most an RTP padding length
 /// (one byte) can say.
 const PROBE_PADDING: usize = 255;
@@ -137,6 +155,11 @@ pub(crate) struct FastPath {
     held: VecDeque<(u32, u16)>,
     /// Where probes go, once a fast video stream with RTX is known.
     pad: Option<Padding>,
+    /// Bytes of the session's fast streams, sent and resent, halved every
+    /// [`BUDGET_HALF_LIFE`]: what the estimate leaves for resends.
+    sent_bytes: f64,
+    resent_bytes: f64,
+    budget_at: Instant,
 }
 
 /// A video stream's RTX SSRC and payload type, and the next sequence
@@ -158,11 +181,21 @@ struct FastStream {
     /// How late repairs from the publisher's hop come (video only): the
     /// playout delay this subscriber is asked for.
     repairs: RepairDelay,
+    /// The anchor handed to str0m and not yet seen leaving: its extended
+    /// sequence number, when, and whether of a key frame, so its sealed
+    /// bytes join the history.
+    anchor: Option<(u64, Instant, bool)>,
+    /// The RTP timestamp of the last key frame forwarded, and the sequence
+    /// number it starts at: NACKs for packets before it are too late.
+    key_ts: Option<u32>,
+    key_from: Option<u64>,
 }
 
 struct Kept {
     seq: u64,
     at: Instant,
+    /// A packet of a key frame: resent first.
+    key: bool,
     sealed: Vec<u8>,
 }
 
@@ -188,6 +221,9 @@ impl FastPath {
             str0m_twcc: None,
             held: VecDeque::new(),
             pad: None,
+            sent_bytes: 0.0,
+            resent_bytes: 0.0,
+            budget_at: now,
         }
     }
 
@@ -212,7 +248,13 @@ impl FastPath {
     pub(crate) fn hold_back(&mut self, t: &Transmit) -> bool {
         let b = &t.contents;
         let rtp = b.len() >= 12 && b[0] >> 6 == 2 && !(192..=223).contains(&b[1]);
-        if !rtp || !self.numbers_all() {
+        if !rtp {
+            return false;
+        }
+        if !self.numbers_all() {
+            // str0m's ciphertext leaves as it is: an anchor's is kept.
+            let ssrc = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+            self.keep_anchor(ssrc, u16::from_be_bytes([b[2], b[3]]), &t.contents);
             return false;
         }
         if self.held.len() == HELD_BACK {
@@ -273,6 +315,7 @@ impl FastPath {
             Some(Ok(n)) => {
                 sealed.truncate(n);
                 stats.fast_resealed += 1;
+                self.keep_anchor(key.0, key.1, &sealed);
                 push(transmits, route, sealed, stats);
             }
             Some(Err(error)) => {
@@ -398,7 +441,36 @@ impl FastPath {
         owner
     }
 
-    /// Answers a subscriber's NACK for a fast stream from its history.
+    /// Keeps the sealed bytes of a fast stream's anchor, `seq` of `ssrc` as
+    /// it leaves, in the stream's history: its NACKs are answered from there
+    /// like the rest, within the same budget. str0m was given the anchor as
+    /// not nackable, so it never resends on the fast path's SSRC: its own
+    /// budget counts only the anchors' bytes, and a storm of NACKs for one
+    /// anchor had it resend that packet again and again.
+    fn keep_anchor(&mut self, ssrc: u32, seq: u16, sealed: &[u8]) {
+        let Some(stream) = self.streams.get_mut(&ssrc) else {
+            return;
+        };
+        let Some((ext, at, key)) = stream.anchor.filter(|a| a.0 as u16 == seq) else {
+            return;
+        };
+        stream.anchor = None;
+        stream.decay(at);
+        stream.sent_bytes += sealed.len() as f64;
+        stream.keep(ext, at, key, sealed);
+        self.decay(at);
+        self.sent_bytes += sealed.len() as f64;
+    }
+
+    /// Answers a subscriber's NACK for a fast stream from its history:
+    ///
+    /// - packets of a key frame first, so a resend that unblocks decoding
+    ///   is not refused for one that would not;
+    /// - none from before the last key frame sent (unless of that key frame):
+    ///   the receiver decodes from that key frame on, so they would arrive
+    ///   too late to be played;
+    /// - within the retransmission budget ([`FastPath::resend_ratio`]);
+    /// - each packet once per NACK, however often the NACK lists it.
     fn on_nack(
         &mut self,
         ssrc: u32,
@@ -408,6 +480,7 @@ impl FastPath {
         stats: &mut crate::PeerStats,
     ) {
         let Some(route) = self.route else { return };
+        let ratio = self.resend_ratio(now);
         let Some(stream) = self.streams.get_mut(&ssrc) else {
             return;
         };
@@ -415,27 +488,66 @@ impl FastPath {
             return;
         };
         stream.decay(now);
+        let mut wanted: Vec<(bool, u64)> = Vec::new();
         for seq in seqs(highest.into()) {
             let seq = *seq;
-            let slot = (seq % HISTORY_PACKETS as u64) as usize;
-            let Some(kept) = stream.history[slot]
-                .as_ref()
-                .filter(|k| k.seq == seq && now.saturating_duration_since(k.at) <= HISTORY_AGE)
-            else {
+            let Some(kept) = stream.kept(seq, now) else {
                 stats.fast_nack_unanswered += 1;
                 continue;
             };
+            if !kept.key && stream.key_from.is_some_and(|from| seq < from) {
+                stats.fast_nack_too_late += 1;
+                continue;
+            }
+            wanted.push((!kept.key, seq));
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut resent = 0.0;
+        for (_, seq) in wanted {
+            let Some(kept) = stream.kept(seq, now) else {
+                continue;
+            };
             let len = kept.sealed.len() as f64;
-            if let Some(cap) = self.rtx_ratio_cap
-                && stream.resent_bytes + len > f64::from(cap) * stream.sent_bytes
+            if let Some(ratio) = ratio
+                && stream.resent_bytes + len > ratio * stream.sent_bytes
             {
                 stats.fast_nack_over_budget += 1;
                 continue;
             }
             let again = kept.sealed.clone();
             stream.resent_bytes += len;
+            resent += len;
             stats.fast_resent += 1;
             push(transmits, route, again, stats);
+        }
+        self.resent_bytes += resent;
+    }
+
+    /// The share of a stream's bytes its resends may take now: the
+    /// configured `rtx_ratio_cap` (`None`: no limit), or more where the
+    /// bandwidth estimate leaves room beyond what the session sends, up to
+    /// [`MAX_RESEND_RATIO`]. Not less than the cap where the estimate is
+    /// short: under random loss the estimate itself falls, and refusing the
+    /// repairs that loss calls for freezes video (a refused repair costs a
+    /// key frame, larger than the resends).
+    fn resend_ratio(&mut self, now: Instant) -> Option<f64> {
+        let cap = f64::from(self.rtx_ratio_cap?);
+        self.decay(now);
+        if !self.estimates || self.sent_bytes <= 0.0 {
+            return Some(cap);
+        }
+        let room = self.bwe.estimate() as f64 / 8.0 * BUDGET_WINDOW_SECS;
+        let spare = (room - self.sent_bytes - self.resent_bytes) / self.sent_bytes;
+        Some(spare.clamp(cap, MAX_RESEND_RATIO.max(cap)))
+    }
+
+    fn decay(&mut self, now: Instant) {
+        let f = decay_factor(now.saturating_duration_since(self.budget_at));
+        if f < 1.0 {
+            self.sent_bytes *= f;
+            self.resent_bytes *= f;
+            self.budget_at = now;
         }
     }
 }
@@ -450,24 +562,47 @@ impl FastStream {
             resent_bytes: 0.0,
             budget_at: now,
             repairs: RepairDelay::default(),
+            anchor: None,
+            key_ts: None,
+            key_from: None,
         }
     }
 
     fn decay(&mut self, now: Instant) {
-        while now.saturating_duration_since(self.budget_at) >= BUDGET_HALF_LIFE {
-            self.sent_bytes /= 2.0;
-            self.resent_bytes /= 2.0;
-            self.budget_at += BUDGET_HALF_LIFE;
+        let f = decay_factor(now.saturating_duration_since(self.budget_at));
+        if f < 1.0 {
+            self.sent_bytes *= f;
+            self.resent_bytes *= f;
+            self.budget_at = now;
         }
     }
 
+    /// The packet `seq`, if kept and young enough to resend.
+    fn kept(&self, seq: u64, now: Instant) -> Option<&Kept> {
+        self.history[(seq % HISTORY_PACKETS as u64) as usize]
+            .as_ref()
+            .filter(|k| k.seq == seq && now.saturating_duration_since(k.at) <= HISTORY_AGE)
+    }
+
+    /// Notes where key frames start: the packet at `seq` with `timestamp`
+    /// (a VP8 `payload` read as [`crate::vp8::parse`] does). Returns
+    /// whether the packet belongs to the last key frame.
+    fn note_key_frame(&mut self, seq: u64, timestamp: u32, payload: &[u8]) -> bool {
+        if crate::vp8::parse(payload).keyframe_start {
+            self.key_ts = Some(timestamp);
+            self.key_from = Some(self.key_from.map_or(seq, |f| f.max(seq)));
+        }
+        self.key_ts == Some(timestamp)
+    }
+
     /// Keeps a copy of `sealed` for resends, reusing the slot's buffer.
-    fn keep(&mut self, seq: u64, now: Instant, sealed: &[u8]) {
+    fn keep(&mut self, seq: u64, now: Instant, key: bool, sealed: &[u8]) {
         let slot = &mut self.history[(seq % HISTORY_PACKETS as u64) as usize];
         match slot {
             Some(k) => {
                 k.seq = seq;
                 k.at = now;
+                k.key = key;
                 k.sealed.clear();
                 k.sealed.extend_from_slice(sealed);
             }
@@ -475,6 +610,7 @@ impl FastStream {
                 *slot = Some(Kept {
                     seq,
                     at: now,
+                    key,
                     sealed: sealed.to_vec(),
                 })
             }
@@ -582,11 +718,12 @@ impl Peer {
             .streams
             .entry(ssrc)
             .or_insert_with(|| FastStream::new(now));
-        let playout = if kind == MediaKind::Video {
+        let (playout, key) = if kind == MediaKind::Video {
             stream.repairs.arrived(rewritten.seq, now);
-            stream.repairs.playout_delay(now)
+            let key = stream.note_key_frame(rewritten.seq, rewritten.timestamp, &packet.payload);
+            (stream.repairs.playout_delay(now), key)
         } else {
-            None
+            (None, false)
         };
         let anchor_due = stream
             .last_anchor
@@ -601,6 +738,9 @@ impl Peer {
         let marker = packet.header.marker || (rewritten.resumed && kind == MediaKind::Audio);
         if anchor_due {
             stream.last_anchor = Some(now);
+            if kind == MediaKind::Video {
+                stream.anchor = Some((rewritten.seq, now, key));
+            }
             let numbers_all = fast.numbers_all();
             let Some(sealer) = fast.sealer() else {
                 return Forwarded::Dropped;
@@ -612,7 +752,9 @@ impl Peer {
                 self.stats.fast_seal_errors += 1;
                 return Forwarded::Dropped;
             }
-            let write = forwarded_write(pt, rewritten, packet, packet.payload.clone(), marker);
+            // Not nackable: its resends are the fast path's (keep_anchor).
+            let write = forwarded_write(pt, rewritten, packet, packet.payload.clone(), marker)
+                .nackable(kind != MediaKind::Video);
             let mut api = self.rtc.direct_api();
             let Some(tx) = api.stream_tx(&out.ssrc) else {
                 return Forwarded::Dropped;
@@ -721,7 +863,9 @@ impl Peer {
         stream.sent_bytes += sealed.len() as f64;
         // Audio is not repaired (no RTX for Opus here): nothing to keep.
         if kind == MediaKind::Video {
-            stream.keep(rewritten.seq, now, &sealed);
+            stream.keep(rewritten.seq, now, key, &sealed);
+            fast.decay(now);
+            fast.sent_bytes += sealed.len() as f64;
         }
         self.stats.fast_sealed += 1;
         push(transmits, route, sealed, &mut self.stats);

@@ -81,6 +81,7 @@ mod vp8;
 
 pub use error::MediaError;
 pub use event::{Event, ForwardedTrack};
+pub use fastpath::MAX_RESEND_RATIO;
 pub use lastn::DEFAULT_AUDIO_LAST_N;
 pub use peer::{PeerId, TrackId};
 pub use router::{

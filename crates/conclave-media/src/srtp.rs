@@ -63,6 +63,8 @@ const WINDOW: u64 = 128;
 const LABEL_RTP_ENCRYPTION: u8 = 0;
 const LABEL_RTP_AUTH: u8 = 1;
 const LABEL_RTP_SALT: u8 = 2;
+const LABEL_RTCP_ENCRYPTION: u8 = 3;
+const LABEL_RTCP_SALT: u8 = 5;
 
 /// Why a packet was not sealed. Nothing was written to the buffer's tail
 /// that a caller may send.
@@ -282,6 +284,100 @@ impl SrtpSealer {
     /// upper 32 bits.
     pub fn highest_index(&self, ssrc: u32) -> Option<u64> {
         self.streams.get(&ssrc).map(|s| s.highest)
+    }
+}
+
+/// Seals SRTCP (the AES-GCM profiles, RFC 7714 §9) for one side of a
+/// session: what a member can send the router with its own keys.
+///
+/// The router never seals RTCP (str0m owns its SRTCP index, see the module
+/// notes). This exists so that tests can play a hostile member: one that
+/// forges feedback (NACK storms, bogus sequence numbers) with the session
+/// keys it legitimately holds, which no stock WebRTC stack would send.
+#[doc(hidden)]
+pub struct SrtcpSealer {
+    cipher: Cipher,
+    salt: [u8; 12],
+    next_index: u32,
+}
+
+impl SrtcpSealer {
+    /// A sealer for the sending half of `material` (as [`SrtpSealer::new`])
+    /// whose SRTCP indices start at `first_index` (31 bits).
+    pub fn new(
+        provider: &CryptoProvider,
+        profile: SrtpProfile,
+        material: &[u8],
+        active: bool,
+        first_index: u32,
+    ) -> Result<Self, SealError> {
+        let srtp = provider.srtp_provider;
+        let (key_len, salt_len) = match profile {
+            SrtpProfile::AEAD_AES_128_GCM => (AeadAes128Gcm::KEY_LEN, AeadAes128Gcm::SALT_LEN),
+            SrtpProfile::AEAD_AES_256_GCM => (AeadAes256Gcm::KEY_LEN, AeadAes256Gcm::SALT_LEN),
+            other => return Err(SealError::UnsupportedProfile(other)),
+        };
+        if material.len() != 2 * (key_len + salt_len) {
+            return Err(SealError::BadKeyingMaterial(profile));
+        }
+        let (key_at, salt_at) = if active {
+            (0, 2 * key_len)
+        } else {
+            (key_len, 2 * key_len + salt_len)
+        };
+        let master = &material[key_at..key_at + key_len];
+        let master_salt = &material[salt_at..salt_at + salt_len];
+        let kdf = |label: u8, out: &mut [u8]| derive(srtp, master, master_salt, label, out);
+        let mut salt = [0u8; 12];
+        kdf(LABEL_RTCP_SALT, &mut salt);
+        let cipher = if profile == SrtpProfile::AEAD_AES_128_GCM {
+            let mut key = [0u8; AeadAes128Gcm::KEY_LEN];
+            kdf(LABEL_RTCP_ENCRYPTION, &mut key);
+            Cipher::Gcm128(srtp.aead_aes_128_gcm().create_cipher(key, true))
+        } else {
+            let mut key = [0u8; AeadAes256Gcm::KEY_LEN];
+            kdf(LABEL_RTCP_ENCRYPTION, &mut key);
+            Cipher::Gcm256(srtp.aead_aes_256_gcm().create_cipher(key, true))
+        };
+        Ok(SrtcpSealer {
+            cipher,
+            salt,
+            next_index: first_index & 0x7fff_ffff,
+        })
+    }
+
+    /// Seals the clear compound RTCP packet `clear` (at least its 8-byte
+    /// header and sender SSRC) under the next SRTCP index.
+    pub fn seal(&mut self, clear: &[u8]) -> Result<Vec<u8>, SealError> {
+        if clear.len() < 8 {
+            return Err(SealError::Malformed);
+        }
+        let index = self.next_index;
+        self.next_index = (index + 1) & 0x7fff_ffff;
+        let e_and_index = (0x8000_0000 | index).to_be_bytes();
+        let ssrc = u32::from_be_bytes([clear[4], clear[5], clear[6], clear[7]]);
+        let mut aad = [0u8; 12];
+        aad[..8].copy_from_slice(&clear[..8]);
+        aad[8..].copy_from_slice(&e_and_index);
+        let mut out = vec![0u8; clear.len() + AeadAes128Gcm::TAG_LEN + 4];
+        out[..8].copy_from_slice(&clear[..8]);
+        let body_end = clear.len() + AeadAes128Gcm::TAG_LEN;
+        let failed = |e: str0m::crypto::CryptoError| SealError::Cipher(e.to_string());
+        match &mut self.cipher {
+            Cipher::Gcm128(c) => {
+                let iv = AeadAes128Gcm::rtcp_iv(self.salt, ssrc, index);
+                c.encrypt(&iv, &aad, &clear[8..], &mut out[8..body_end])
+                    .map_err(failed)?;
+            }
+            Cipher::Gcm256(c) => {
+                let iv = AeadAes256Gcm::rtcp_iv(self.salt, ssrc, index);
+                c.encrypt(&iv, &aad, &clear[8..], &mut out[8..body_end])
+                    .map_err(failed)?;
+            }
+            Cipher::Cm { .. } => return Err(SealError::Malformed),
+        }
+        out[body_end..].copy_from_slice(&e_and_index);
+        Ok(out)
     }
 }
 

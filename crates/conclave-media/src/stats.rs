@@ -60,9 +60,12 @@ pub struct PeerStats {
     pub fast_red_dropped: u64,
     /// Fast path: packets sent again for this peer's NACKs.
     pub fast_resent: u64,
-    /// Fast path: NACKed packets no longer (or never) in the history; the
-    /// once-a-second packets that go through str0m are str0m's to resend.
+    /// Fast path: NACKed packets no longer (or never) in the history
+    /// (sequence numbers never sent are counted here).
     pub fast_nack_unanswered: u64,
+    /// Fast path: NACKed packets not resent as too late to be played: a
+    /// later key frame was sent already.
+    pub fast_nack_too_late: u64,
     /// Fast path: NACKed packets not resent, the stream's retransmission
     /// budget being spent.
     pub fast_nack_over_budget: u64,

@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use conclave_media::{DEFAULT_RTX_RATIO_CAP, PeerId};
+use conclave_media::{DEFAULT_RTX_RATIO_CAP, MAX_RESEND_RATIO, PeerId};
 use harness::{Fate, Net, Noise};
 use str0m::format::Codec;
 use str0m::media::MediaKind;
@@ -172,5 +172,169 @@ fn a_nack_storm_costs_its_sender_at_most_its_budget_and_stalls_nobody() {
     assert!(
         (to_b as f64) <= bound * 1.05,
         "B's resends within its budget: {to_b} > {bound:.0}"
+    );
+}
+
+/// A NACK for `media` from `sender` asking for each (PID, BLP) pair: RTCP
+/// transport feedback, FMT 1 (RFC 4585 §6.2.1).
+fn nack(sender: u32, media: u32, fci: &[(u16, u16)]) -> Vec<u8> {
+    let mut p = vec![0x81, 205];
+    p.extend_from_slice(&(2 + fci.len() as u16).to_be_bytes());
+    p.extend_from_slice(&sender.to_be_bytes());
+    p.extend_from_slice(&media.to_be_bytes());
+    for (pid, blp) in fci {
+        p.extend_from_slice(&pid.to_be_bytes());
+        p.extend_from_slice(&blp.to_be_bytes());
+    }
+    p
+}
+
+/// A hostile subscriber on the fast path: B seals its own RTCP with the
+/// session keys it holds (as any member could) and, before every frame,
+/// sends a storm of NACKs for everything it got lately, NACKs for sequence
+/// numbers never sent, far ahead or long gone, for SSRCs it does not
+/// receive, and feedback whose length lies. Packets from before the last
+/// key frame are not resent at all: they would come too late to be played. C watches the same video over a
+/// clean link. The router counts and drops what it cannot or may not
+/// answer, never resends B more than its retransmission budget, and C gets
+/// every packet once. Functional, not timed: bytes and counters on virtual
+/// time.
+#[test]
+fn forged_nacks_from_a_subscriber_are_counted_dropped_and_cost_at_most_its_budget() {
+    use conclave_media::keyexport::{base_provider, build_rtc};
+    use conclave_media::srtp::SrtcpSealer;
+    use str0m::Rtc;
+
+    const C: PeerId = PeerId(3);
+    const C_ADDR: &str = "10.0.0.4:5000";
+    let mut net = Net::with_config(|c| c.fast_path = true);
+    net.join(A, A_ADDR, &[MediaKind::Video]);
+    let config = Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true);
+    let (rtc, slot) = build_rtc(config, net.now);
+    net.join_with(B, B_ADDR, &[], rtc).expect("router answers");
+    net.join(C, C_ADDR, &[]);
+    net.connect_all();
+    let keys = slot.get().expect("B's session keys");
+    let mut sealer = SrtcpSealer::new(
+        base_provider(),
+        keys.profile,
+        &keys.material,
+        keys.active,
+        // Above the indices B's own str0m uses.
+        1 << 30,
+    )
+    .expect("an AES-GCM session");
+    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
+    let mid = net.client(A).sending[0].0;
+    let vp8 = net.client(A).pt_of(Codec::Vp8);
+    let before_b = net.router.peer_stats(B).unwrap().bytes_out;
+    let before_c = net.router.peer_stats(C).unwrap().bytes_out;
+    let first = 9_000u64;
+    let mut seq = first;
+    let mut noise = harness::Noise::new(21);
+    let mut b_ssrc: Option<(u32, u16)> = None;
+    // What B's link was estimated to carry over the test, in bytes.
+    let mut estimated = 0.0;
+    for frame in 0..300u64 {
+        if let Some((ssrc, last)) = b_ssrc {
+            let sender = 0x5eed_0001;
+            // The storm: every packet of the last 68, twenty times over.
+            let recent: Vec<(u16, u16)> = (0..4u16)
+                .map(|i| (last.wrapping_sub(67 - 17 * i), 0xffff))
+                .collect();
+            for _ in 0..20 {
+                let d = sealer.seal(&nack(sender, ssrc, &recent)).unwrap();
+                net.inject(b_addr, &d);
+            }
+            // Never sent: far ahead, long gone, random.
+            let bogus = [
+                (last.wrapping_add(5_000), 0xffff),
+                (last.wrapping_sub(20_000), 0xffff),
+                (noise.next_u64() as u16, noise.next_u64() as u16),
+            ];
+            let d = sealer.seal(&nack(sender, ssrc, &bogus)).unwrap();
+            net.inject(b_addr, &d);
+            // A stream B does not receive.
+            let d = sealer.seal(&nack(sender, ssrc ^ 1, &recent)).unwrap();
+            net.inject(b_addr, &d);
+            // A length that claims 200 words more than there are.
+            let mut lying = nack(sender, ssrc, &recent);
+            lying[2..4].copy_from_slice(&202u16.to_be_bytes());
+            let d = sealer.seal(&lying).unwrap();
+            net.inject(b_addr, &d);
+        }
+        let ts = (frame as u32).wrapping_mul(3_000);
+        // A key frame a second (VP8 payload header's P bit clear), the
+        // rest delta frames.
+        let key = frame % 30 == 0;
+        let packets: Vec<Vec<u8>> = (0..4u8)
+            .map(|part| {
+                let mut p = vec![part; 1_000];
+                p[0] = if part == 0 { 0x10 } else { 0x00 };
+                p[1] = if key { 0x00 } else { 0x01 };
+                p
+            })
+            .collect();
+        let refs: Vec<&[u8]> = packets.iter().map(|p| p.as_slice()).collect();
+        net.send_frame(A, mid, vp8, seq, ts, &refs, true);
+        seq += 4;
+        net.run_for(Duration::from_millis(33));
+        estimated += net.router.bandwidth_estimate(B).unwrap_or(0) as f64 / 8.0 * 0.033;
+        b_ssrc = net
+            .client(B)
+            .received()
+            .last()
+            .map(|r| (*r.ssrc, r.seq as u16));
+    }
+    net.run_for(Duration::from_millis(1_000));
+
+    // C: every packet, each once.
+    let mut got: Vec<u64> = net.client(C).received().iter().map(|r| r.seq).collect();
+    let n = got.len();
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got.len(), n, "no duplicates at C");
+    assert_eq!(got.len() as u64, seq - first, "C got every packet");
+    // B too: its own media never stalled behind its storm.
+    let mut got_b: Vec<u64> = net.client(B).received().iter().map(|r| r.seq).collect();
+    got_b.sort_unstable();
+    got_b.dedup();
+    assert_eq!(got_b.len() as u64, seq - first, "B got every packet");
+
+    let b = net.router.peer_stats(B).unwrap().clone();
+    eprintln!("{b:?}");
+    assert!(b.fast_sealed > 1_000, "B's video took the fast path: {b:?}");
+    assert!(b.fast_resent > 0, "the storm was answered, in part: {b:?}");
+    assert!(
+        b.fast_nack_over_budget > 10 * b.fast_resent,
+        "most of the storm was dropped, over budget: {b:?}"
+    );
+    assert!(
+        b.fast_nack_unanswered >= 2 * 299,
+        "sequence numbers never sent are counted: {b:?}"
+    );
+    assert!(
+        b.fast_nack_too_late > 0,
+        "packets from before the last key frame are not resent: {b:?}"
+    );
+    let to_b = net.router.peer_stats(B).unwrap().bytes_out - before_b;
+    let to_c = net.router.peer_stats(C).unwrap().bytes_out - before_c;
+    let cap = f64::from(DEFAULT_RTX_RATIO_CAP);
+    eprintln!("bytes to B {to_b}, to C {to_c}, B's link estimated at {estimated:.0}");
+    // The budget: resends of `cap` of the stream's own bytes, or what B's
+    // bandwidth estimate leaves beyond them, and never more than
+    // MAX_RESEND_RATIO of them; 5 % for RTCP and the budget's window.
+    let (to_b, to_c) = (to_b as f64, to_c as f64);
+    assert!(
+        to_b <= to_c * (1.0 + MAX_RESEND_RATIO) * 1.05,
+        "B's resends within the most any budget allows: {to_b} vs {to_c}"
+    );
+    assert!(
+        to_b <= (to_c * (1.0 + cap)).max(estimated) * 1.05,
+        "B's resends within its budget: {to_b} vs {to_c}, estimate {estimated:.0}"
     );
 }
