@@ -519,7 +519,8 @@ impl Group {
 
     /// With no proposal out, one newcomer at a time makes an update commit,
     /// so that the tree fills and commits stay about O(log n) however the
-    /// group grew. One that does not within `COMMIT_TIMEOUT` (an old client,
+    /// group grew; only those whose update would fill something
+    /// (`conclave_e2ee::tree_fill`). One that does not within `COMMIT_TIMEOUT` (an old client,
     /// a frozen tab) is not asked again (`propose_changes` drops it): it only
     /// costs later commits bytes.
     fn ask_for_update(
@@ -543,6 +544,17 @@ impl Group {
             }
             self.updating = None;
         }
+        // Only a newcomer whose path still holds a blank or unmerged parent
+        // that later commits encrypt to: once one newcomer of a block of
+        // leaves has updated, its neighbours' updates would fill nothing,
+        // and each would cost every member one more epoch in sequence.
+        let ds = &self.ds;
+        self.needs_update.retain(|id| {
+            ds.update_would_fill(&credential(*id)).unwrap_or_else(|e| {
+                tracing::warn!(participant = %id, error = %e, "cannot look at its path");
+                false
+            })
+        });
         let next = self
             .needs_update
             .iter()

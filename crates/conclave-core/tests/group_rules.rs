@@ -814,24 +814,48 @@ fn update_requests(room: &Room<Mls>, conn: u64) -> usize {
         .count()
 }
 
-/// Each newcomer is asked, one at a time and only when no proposal is out,
-/// for an update commit that fills its part of the tree; the members who were
-/// there are not asked, and everyone ends in one epoch.
-#[test]
-fn each_newcomer_makes_one_update_commit() {
+/// A room whose group holds the host and members on conns 2..=12: leaves 0..=11, so the
+/// next newcomer (leaf 12) opens the block of leaves 8..=15 on the other side of the tree and
+/// its update is one the server asks for (in groups of up to eight, none is).
+fn hosted_with_twelve() -> Room<Mls> {
     let mut room = hosted();
-    let epoch = room.member(HOST).epoch();
-    for conn in 2..=4 {
+    for conn in 2..=12 {
         room.admit(conn, &format!("user{conn}"));
     }
-    assert_eq!(room.member(HOST).roster(), ["1", "2", "3", "4"]);
-    assert_eq!(update_requests(&room, HOST), 0);
-    for conn in 2..=4 {
-        assert_eq!(update_requests(&room, conn), 1, "member {conn}");
+    room
+}
+
+/// Newcomers are asked, one at a time and only when no proposal is out, for an update commit
+/// where it fills a parent later commits encrypt to: not in a small group, not twice, never
+/// the host, and not every newcomer; everyone ends in one epoch.
+#[test]
+fn newcomers_update_only_where_their_path_needs_it() {
+    let mut room = hosted();
+    let epoch = room.member(HOST).epoch();
+    for conn in 2..=8 {
+        room.admit(conn, &format!("user{conn}"));
     }
-    // One epoch for each Add, one for each update.
-    assert_eq!(room.member(HOST).epoch(), epoch + 6);
-    for conn in 2..=4 {
+    // Eight leaves: every parent below the root covers fewer than eight.
+    for conn in 2..=8 {
+        assert_eq!(update_requests(&room, conn), 0, "member {conn}");
+    }
+    assert_eq!(room.member(HOST).epoch(), epoch + 7, "one epoch per Add");
+    for conn in 9..=16 {
+        room.admit(conn, &format!("user{conn}"));
+    }
+    assert_eq!(update_requests(&room, HOST), 0);
+    let asked: Vec<u64> = (2..=16)
+        .filter(|c| update_requests(&room, *c) > 0)
+        .collect();
+    for conn in &asked {
+        assert_eq!(update_requests(&room, *conn), 1, "member {conn}");
+    }
+    // Leaves 8..=11 come while the other half of their block is empty (their commit would
+    // not fill its parent); leaf 12 (conn 13) fills it, and leaves 13..=15 are then up to
+    // three unmerged leaves of that parent, which it may hold.
+    assert_eq!(asked, [13]);
+    assert_eq!(room.member(HOST).epoch(), epoch + 15 + 1);
+    for conn in 2..=16 {
         assert_eq!(room.member(conn).epoch(), room.member(HOST).epoch());
         assert_eq!(
             room.member(conn).security_code(),
@@ -846,22 +870,22 @@ fn each_newcomer_makes_one_update_commit() {
 /// is asked in its place; it is not asked again.
 #[test]
 fn a_newcomer_that_never_updates_holds_nothing_up() {
-    let mut room = hosted();
-    room.clients.ignores_update_requests.insert(2);
-    room.admit(2, "user2");
-    assert_eq!(update_requests(&room, 2), 1);
-    room.admit(3, "user3");
-    assert_eq!(room.member(3).roster(), ["1", "2", "3"]);
-    // 2 holds the turn to update until its deadline.
-    assert_eq!(update_requests(&room, 3), 0);
-    let asked = update_requests(&room, 2);
+    let mut room = hosted_with_twelve();
+    room.clients.ignores_update_requests.insert(13);
+    room.admit(13, "user13");
+    assert_eq!(update_requests(&room, 13), 1);
+    room.admit(14, "user14");
+    assert_eq!(room.member(14).roster().len(), 14);
+    // 13 holds the turn to update until its deadline.
+    assert_eq!(update_requests(&room, 14), 0);
+    let asked = update_requests(&room, 13);
     let deadline = room.meeting.poll_timeout().expect("an update deadline");
     room.now = deadline;
     room.input(Input::Timeout);
-    assert_eq!(update_requests(&room, 3), 1);
-    assert_eq!(update_requests(&room, 2), asked, "not asked again");
+    assert_eq!(update_requests(&room, 14), 1);
+    assert_eq!(update_requests(&room, 13), asked, "not asked again");
     assert_eq!(room.meeting.poll_timeout(), None, "nothing is out");
-    for conn in [2, 3] {
+    for conn in [13, 14] {
         assert_eq!(room.member(conn).epoch(), room.member(HOST).epoch());
         assert_eq!(
             room.member(conn).security_code(),
@@ -888,8 +912,8 @@ fn admissions_made_together_are_added_by_one_commit() {
     let mut roster = room.member(HOST).roster();
     roster.sort();
     assert_eq!(roster, ["1", "2", "3", "4"]);
-    // One epoch for the three Adds, then one for each newcomer's update.
-    assert_eq!(room.member(HOST).epoch(), epoch + 4);
+    // One epoch for the three Adds; in a group this small no update fills anything.
+    assert_eq!(room.member(HOST).epoch(), epoch + 1);
     for conn in 2..=4 {
         assert_eq!(
             room.member(conn).security_code(),
@@ -903,17 +927,17 @@ fn admissions_made_together_are_added_by_one_commit() {
 /// past for the meeting to be woken by again and again.
 #[test]
 fn an_update_deadline_passing_while_proposals_are_out_leaves_no_past_deadline() {
-    let mut room = hosted();
-    room.clients.ignores_update_requests.insert(2);
-    room.admit(2, "user2");
+    let mut room = hosted_with_twelve();
+    room.clients.ignores_update_requests.insert(13);
+    room.admit(13, "user13");
     let update_deadline = room.meeting.poll_timeout().expect("an update deadline");
     room.clients.frozen.insert(HOST);
     room.now += Duration::from_millis(500);
-    room.wait(3, "user3");
+    room.wait(14, "user14");
     room.msg(
         HOST,
         ClientMessage::Admit {
-            participant: room.id_of(3),
+            participant: room.id_of(14),
         },
     );
     room.now = update_deadline;

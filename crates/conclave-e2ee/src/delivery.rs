@@ -13,6 +13,7 @@ use mls_rs_crypto_rustcrypto::RustCryptoProvider;
 use crate::{
     E2eeError,
     mls::{self, DsConfig},
+    tree_fill,
 };
 
 /// What [`DeliveryService::classify_chat`] found in a chat payload.
@@ -218,6 +219,24 @@ impl DeliveryService {
     pub fn ratchet_tree(&self) -> Result<Vec<u8>, E2eeError> {
         let group = self.group.as_ref().ok_or(E2eeError::NoGroup)?;
         Ok(group.export_tree()?)
+    }
+
+    /// Whether the member `participant_id`'s update commit would fill the tree where later
+    /// commits need it (see [`crate::tree_fill`]): the delivery service asks only those
+    /// newcomers, so that a burst of admissions costs one update epoch per block of leaves,
+    /// not one per newcomer.
+    pub fn update_would_fill(&self, participant_id: &str) -> Result<bool, E2eeError> {
+        let group = self.group.as_ref().ok_or(E2eeError::NoGroup)?;
+        let leaf = group
+            .roster()
+            .members_iter()
+            .find(|m| mls::identity_name(&m.signing_identity) == participant_id)
+            .map(|m| m.index)
+            .ok_or_else(|| E2eeError::UnknownParticipant(participant_id.to_string()))?;
+        Ok(tree_fill::update_would_fill(
+            group.exported_tree().nodes(),
+            leaf,
+        ))
     }
 
     /// Participant ids of the group's members by leaf index, as the server's view has them.

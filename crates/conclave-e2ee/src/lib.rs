@@ -12,6 +12,8 @@
 //!   passed in as `now_ms`, the crate reads no clock of its own.
 //! - `rfc9605` — single SFrame operations with explicit KID and CTR, for conformance tests
 //!   (RFC 9605 Appendix C) and tools.
+//! - `tree_fill` — whether a member's update commit would fill parents later commits
+//!   encrypt to, so the server asks only those newcomers.
 //! - `code` — the security code: 60 decimal digits from the MLS epoch authenticator.
 //! - `openpubkey` — names a modified server cannot fake: an ID token whose nonce commits to
 //!   the member's signature key, carried in its leaf; with feature `id-token`, its check and
@@ -34,6 +36,7 @@ mod names;
 pub mod openpubkey;
 pub mod rfc9605;
 mod rules;
+pub mod tree_fill;
 
 pub use delivery::{ChatPayload, DeliveryService};
 pub use error::E2eeError;

@@ -235,7 +235,8 @@ async fn e2ee_member(
 /// 120 members join one meeting over real sockets, with the native client's
 /// E2EE layer (no media), and end in one group of 120 with one security
 /// code: every commit and Welcome fit the caps, each newcomer joined with the
-/// tree the server sent in `mls_welcome`, and answered its update request.
+/// tree the server sent in `mls_welcome`, and the newcomers asked for an
+/// update commit (those whose path it fills, not all) answered it.
 #[tokio::test]
 async fn a_meeting_past_the_old_frame_cap_ends_in_one_group() {
     const MEMBERS: usize = 120;
@@ -246,20 +247,16 @@ async fn a_meeting_past_the_old_frame_cap_ends_in_one_group() {
         .await;
     let (members, mut reports, stop_tx) = e2ee_members(server.addr, &meeting, MEMBERS);
     // Done when everyone shows one epoch and code for a group of all of
-    // them, and every member but the group's creator was asked for its
-    // update commit (each answers at once, and the epochs that follow are
-    // waited for as well, since agreement is checked after every message).
+    // them (agreement is checked after every message).
     let mut state: Vec<Option<(u64, String, usize, usize)>> = vec![None; MEMBERS];
     let done = |state: &[Option<(u64, String, usize, usize)>]| {
         let Some(first) = state[0].as_ref() else {
             return false;
         };
-        let agree = state.iter().all(|s| {
+        state.iter().all(|s| {
             s.as_ref()
                 .is_some_and(|(e, c, n, _)| *e == first.0 && *c == first.1 && *n == MEMBERS)
-        });
-        let asked = state.iter().flatten().filter(|s| s.3 > 0).count();
-        agree && asked >= MEMBERS - 1
+        })
     };
     loop {
         let report = tokio::time::timeout(Duration::from_secs(300), reports.recv()).await;
@@ -272,9 +269,12 @@ async fn a_meeting_past_the_old_frame_cap_ends_in_one_group() {
             break;
         }
     }
+    // Some newcomers were asked to fill the tree, far from all: one update
+    // epoch per newcomer is what made a meeting of 150 take 100 s to agree.
+    let asked = state.iter().flatten().filter(|s| s.3 > 0).count();
     let epoch = state[0].as_ref().map_or(0, |s| s.0);
-    // At least one epoch for each member's update after the first.
-    assert!(epoch as usize >= MEMBERS - 1, "epoch {epoch}");
+    println!("{MEMBERS} members in one group at epoch {epoch}; {asked} were asked to update");
+    assert!(asked > 0 && asked < MEMBERS / 2, "{asked} asked");
     let _ = stop_tx.send(true);
     for m in members {
         m.await.expect("member task");
