@@ -19,8 +19,8 @@
 //!   to no more than twice what is received or what the views want
 //!   ([`Bwe::set_desired`]).
 //! - **Probes** (`probe.rs`): when the views want more than the estimate,
-//!   [`Bwe::poll_probe`] asks for a short burst of padding at up to twice
-//!   the estimate, and the rate its feedback shows the path delivered lets
+//!   [`Bwe::poll_probe`] asks for a short run of padding at up to twice
+//!   the estimate (paced over 15 ms in 5 ms slices), and the rate its feedback shows the path delivered lets
 //!   the estimate jump there at once instead of growing toward it.
 //! - **Loss**: over each second (or 50 packets), above 10 % lost the loss
 //!   estimate is cut by half the loss fraction; below 2 % it grows by 5 %,
@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 mod probe;
 
 use probe::Cluster;
-pub(crate) use probe::{MIN_PACKETS as PROBE_MIN_PACKETS, Probe};
+pub(crate) use probe::{MIN_PACKETS as PROBE_MIN_PACKETS, Probe, Train as ProbeTrain};
 
 /// Sent packets remembered for feedback: a few seconds of a subscriber's
 /// video.

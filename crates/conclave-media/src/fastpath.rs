@@ -42,8 +42,10 @@
 //!   subscriber's TWCC reports (raw RTCP events) feed the estimator, whose
 //!   estimate then drives the simulcast layer choice instead of str0m's.
 //!   Reports it cannot use are dropped and counted (`fast_twcc_refused`).
-//! - **Probes** for a step up (`bwe/probe.rs`) go as padding-only packets
-//!   on a video stream's RTX SSRC, as libwebrtc sends its own: once this
+//! - **Probes** for a step up (`bwe/probe.rs`) go as padding-only packets,
+//!   paced over the probe in slices on the peer's timer
+//!   ([`FastPath::probe_due_at`]), on a video stream's RTX SSRC, as
+//!   libwebrtc sends its own: once this
 //!   path numbers the session's packets it also numbers that SSRC's
 //!   (str0m's retransmissions on it are sealed again with this path's
 //!   sequence numbers), so its padding takes indices nobody else seals.
@@ -69,7 +71,7 @@ use str0m::rtp::{Extension, RawPacket, RtpHeader, SeqNo};
 
 use crate::relay::MediaPacket;
 
-use crate::bwe::Bwe;
+use crate::bwe::{Bwe, ProbeTrain};
 use crate::keyexport::{KeySlot, base_provider};
 use crate::peer::{Peer, forwarded_write, local_pt};
 use crate::playout::{self, RepairDelay};
@@ -160,6 +162,8 @@ pub(crate) struct FastPath {
     sent_bytes: f64,
     resent_bytes: f64,
     budget_at: Instant,
+    /// The probe being sent, slice by slice.
+    train: Option<ProbeTrain>,
 }
 
 /// A video stream's RTX SSRC and payload type, and the next sequence
@@ -224,6 +228,7 @@ impl FastPath {
             sent_bytes: 0.0,
             resent_bytes: 0.0,
             budget_at: now,
+            train: None,
         }
     }
 
@@ -326,23 +331,40 @@ impl FastPath {
         }
     }
 
-    /// Sends the probe the estimator asks for, if any: padding-only
-    /// packets on the RTX SSRC, each with its transport-wide number.
-    fn probe(&mut self, now: Instant, transmits: &mut TransmitQueue, stats: &mut crate::PeerStats) {
+    /// Sends what is due of the probe being sent, or starts the one the
+    /// estimator asks for, if any: padding-only packets on the RTX SSRC,
+    /// each with its transport-wide number, a slice at a time.
+    pub(crate) fn probe(
+        &mut self,
+        now: Instant,
+        transmits: &mut TransmitQueue,
+        stats: &mut crate::PeerStats,
+    ) {
         if !self.estimates || self.pad.is_none() || !self.numbers_all() {
+            self.train = None;
             return;
         }
         let (Some(route), Some(id)) = (self.route, self.twcc_id) else {
             return;
         };
-        let Some(probe) = self.bwe.poll_probe(now) else {
+        if self.train.is_none()
+            && let Some(probe) = self.bwe.poll_probe(now)
+        {
+            let packets = probe
+                .bytes
+                .div_ceil(PROBE_PADDING)
+                .max(crate::bwe::PROBE_MIN_PACKETS);
+            self.train = Some(ProbeTrain::new(probe.id, packets, now));
+        }
+        let Some(train) = self.train.as_mut() else {
             return;
         };
-        let packets = probe
-            .bytes
-            .div_ceil(PROBE_PADDING)
-            .max(crate::bwe::PROBE_MIN_PACKETS);
-        for _ in 0..packets {
+        let (probe, due) = (train.probe, train.due(now));
+        train.sent(due);
+        if train.done() {
+            self.train = None;
+        }
+        for _ in 0..due {
             let Some(pad) = self.pad.as_mut() else { return };
             let mut clear = Vec::with_capacity(20 + PROBE_PADDING);
             // V=2, padding, one extension block; no marker.
@@ -358,7 +380,7 @@ impl FastPath {
             let Some(at) = extension_at(&clear, id) else {
                 return;
             };
-            let seq = self.bwe.register_probe(now, sealed.len(), probe.id) as u16;
+            let seq = self.bwe.register_probe(now, sealed.len(), probe) as u16;
             clear[at..at + 2].copy_from_slice(&seq.to_be_bytes());
             match self.sealer().map(|s| s.seal_rtp(&clear, &mut sealed)) {
                 Some(Ok(n)) => {
@@ -374,6 +396,12 @@ impl FastPath {
                 None => return,
             }
         }
+    }
+
+    /// When the probe being sent has its next slice due: the peer's timer
+    /// must fire then.
+    pub(crate) fn probe_due_at(&self) -> Option<Instant> {
+        self.train.as_ref().and_then(ProbeTrain::next_at)
     }
 
     /// A TWCC report from the subscriber, for the estimator.
@@ -871,6 +899,9 @@ impl Peer {
         push(transmits, route, sealed, &mut self.stats);
         if kind == MediaKind::Video {
             fast.probe(now, transmits, &mut self.stats);
+            if let Some(at) = fast.probe_due_at() {
+                self.next_timeout = self.next_timeout.min(at);
+            }
         }
         Forwarded::Sent
     }

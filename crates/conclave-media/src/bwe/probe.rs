@@ -10,12 +10,20 @@
 //! the probe's rate lets the estimate jump to it; one that does not spreads
 //! the arrivals and gives its own capacity, and the estimate stays.
 //!
+//! A probe's packets are not sent in one burst: a burst measures the
+//! sender's socket and the receiver's interrupt coalescing more than the
+//! path, and at a few hundred kbit/s of estimate it is a queue of its own
+//! for the media behind it. [`Train`] spreads them over the probe's
+//! duration in [`SLICE`]s, on the worker's timer.
+//!
 //! Pure state on the times it is given.
 
 use std::time::{Duration, Instant};
 
 /// A probe lasts about this long at its rate.
 const PROBE_DURATION: Duration = Duration::from_millis(15);
+/// A probe's packets leave in slices this far apart, each an equal share.
+pub(crate) const SLICE: Duration = Duration::from_millis(5);
 /// At least this many packets make a cluster: fewer say nothing of a rate.
 pub(crate) const MIN_PACKETS: usize = 5;
 /// Of the cluster's packets, this share must be reported received.
@@ -53,6 +61,68 @@ impl Probe {
             bitrate: bitrate as u64,
             bytes,
         }
+    }
+}
+
+/// The sending side of one probe: which of its packets are due when, in
+/// [`SLICE`]s over [`PROBE_DURATION`]. A timer that fires late sends the
+/// slices it missed at once rather than stretching the probe further.
+#[derive(Debug, Clone)]
+pub(crate) struct Train {
+    pub(crate) probe: u32,
+    packets: usize,
+    sent: usize,
+    started: Instant,
+}
+
+impl Train {
+    pub(crate) fn new(probe: u32, packets: usize, now: Instant) -> Self {
+        Train {
+            probe,
+            packets,
+            sent: 0,
+            started: now,
+        }
+    }
+
+    fn slices() -> u32 {
+        PROBE_DURATION
+            .as_micros()
+            .div_ceil(SLICE.as_micros())
+            .max(1) as u32
+    }
+
+    /// Packets of the first `slices` slices, all together.
+    fn by_slice(&self, slices: u32) -> usize {
+        let all = Self::slices();
+        (self.packets * slices.min(all) as usize).div_ceil(all as usize)
+    }
+
+    /// How many packets to send at `now`: those of the slices begun by
+    /// then, less those already sent.
+    pub(crate) fn due(&self, now: Instant) -> usize {
+        let elapsed = now.saturating_duration_since(self.started);
+        let begun = (elapsed.as_micros() / SLICE.as_micros()) as u32 + 1;
+        self.by_slice(begun).saturating_sub(self.sent)
+    }
+
+    /// `n` packets were sent.
+    pub(crate) fn sent(&mut self, n: usize) {
+        self.sent += n;
+    }
+
+    pub(crate) fn done(&self) -> bool {
+        self.sent >= self.packets
+    }
+
+    /// When the next slice with packets begins, if any are left.
+    pub(crate) fn next_at(&self) -> Option<Instant> {
+        if self.done() {
+            return None;
+        }
+        (1..=Self::slices())
+            .find(|&k| self.by_slice(k) > self.sent)
+            .map(|k| self.started + SLICE * (k - 1))
     }
 }
 
@@ -160,6 +230,60 @@ mod tests {
             fast.on_received(t0 + Duration::from_micros(100), 300);
         }
         assert_eq!(fast.result(), Some(2_000_000.0));
+    }
+
+    #[test]
+    fn a_train_spreads_its_packets_over_the_probe_in_slices() {
+        let t0 = origin();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut train = Train::new(1, 15, t0);
+        let mut at = Vec::new();
+        // A timer that fires exactly when asked.
+        let mut now = t0;
+        while let Some(due_at) = train.next_at() {
+            now = now.max(due_at);
+            let n = train.due(now);
+            assert!(n > 0, "woken at {:?} for nothing", now - t0);
+            at.push((now - t0, n));
+            train.sent(n);
+            assert_eq!(train.due(now), 0);
+            assert_eq!(train.due(now + Duration::from_micros(4_999)), 0);
+        }
+        assert_eq!(
+            at,
+            vec![
+                (Duration::ZERO, 5),
+                (Duration::from_millis(5), 5),
+                (Duration::from_millis(10), 5)
+            ]
+        );
+        assert!(train.done());
+        assert_eq!(train.due(ms(100)), 0);
+
+        // Uneven counts round up early; the last slice takes the rest.
+        let mut five = Train::new(2, 5, t0);
+        assert_eq!(five.due(t0), 2);
+        five.sent(2);
+        assert_eq!(five.next_at(), Some(ms(5)));
+        assert_eq!(five.due(ms(5)), 2);
+        five.sent(2);
+        assert_eq!(five.due(ms(10)), 1);
+        five.sent(1);
+        assert_eq!(five.next_at(), None);
+    }
+
+    #[test]
+    fn a_late_timer_sends_the_missed_slices_at_once() {
+        let t0 = origin();
+        let mut train = Train::new(1, 14, t0);
+        assert_eq!(train.due(t0), 5);
+        train.sent(5);
+        // The worker was busy until after the third slice began.
+        let late = t0 + Duration::from_millis(12);
+        assert_eq!(train.due(late), 9);
+        train.sent(9);
+        assert!(train.done());
+        assert_eq!(train.next_at(), None);
     }
 
     #[test]
