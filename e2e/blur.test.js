@@ -1,7 +1,9 @@
 // Background blur (issue 18), as a person sees it: the host turns on "Blur
 // background", and in Bob's decoded video of the host the background loses
 // its fine detail while the person keeps theirs and the video keeps playing;
-// turned off, the background's detail comes back. The blur runs in the
+// turned off, the background's detail comes back. Carol turns the join
+// page's "Blur background" switch on before joining, and her video reaches
+// Bob blurred from the start. The blur runs in the
 // host's page (a worker with the selfie segmentation model, all of it served
 // by the server: no request leaves it), and what is sent is the blurred
 // track, through the same E2EE frame transform as the camera.
@@ -145,6 +147,7 @@ describe('background blur', () => {
     server.createUser(HOST, PASSWORD);
     b.host = await openBrowser('blur-host', { flags: [`--use-file-for-fake-video-capture=${camera}`] });
     b.bob = await openBrowser('blur-bob');
+    b.carol = await openBrowser('blur-carol', { flags: [`--use-file-for-fake-video-capture=${camera}`] });
     b.host.context.on('request', (r) => requests.push(r.url()));
   });
 
@@ -157,10 +160,10 @@ describe('background blur', () => {
   const controls = (page) => page.getByRole('toolbar', { name: 'Meeting controls' });
   const blurButton = (page) => controls(page).getByRole('button', { name: 'Blur background', exact: true });
   /** Each region's median sharpness over five of Bob's frames of the host, a fifth of a second apart. */
-  const bobSees = async () => {
+  const bobSees = async (who = HOST) => {
     const samples = [];
     for (let i = 0; i < 5; i += 1) {
-      const s = await b.bob.page.evaluate(sharpnessOf, HOST);
+      const s = await b.bob.page.evaluate(sharpnessOf, who);
       if (s) samples.push(s);
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -234,6 +237,26 @@ describe('background blur', () => {
       { timeout: 30_000, every: 500, what: `the background of Bob's picture of the host detailed again (before: ${fmt(sharp)})` });
     console.log(`off again: ${fmt(back)}`);
     assert.ok(await bobDecodes() > 10, 'Bob still decodes the host\'s video');
+  });
+
+  step('Carol turns on Blur background on the join page: Bob\'s first pictures of her are blurred, she is sharp', async () => {
+    const page = b.carol.page;
+    await page.goto(invite);
+    await page.getByRole('textbox', { name: 'Your name', exact: true }).fill('Carol');
+    const camera = page.getByRole('button', { name: 'Camera', exact: true });
+    if (await camera.getAttribute('aria-pressed') !== 'true') await camera.click();
+    const blurSwitch = page.getByRole('switch', { name: 'Blur background', exact: true });
+    assert.equal(await blurSwitch.isChecked(), false);
+    await blurSwitch.check();
+    await page.getByRole('button', { name: 'Join', exact: true }).click();
+    await b.host.page.getByRole('listitem').filter({ hasText: 'Carol' }).getByRole('button', { name: 'Admit', exact: true }).click();
+    await controls(page).waitFor();
+    assert.equal(await blurButton(page).getAttribute('aria-pressed'), 'true');
+    const first = await eventually(() => bobSees('Carol'), (s) => s !== null, { timeout: 30_000, what: 'Bob sees Carol\'s video' });
+    console.log(`Carol, first seen: ${fmt(first)}`);
+    assert.ok(first.background < sharp.background * 0.25, `Carol's background blurred from the start: ${fmt(first)} (the host unblurred: ${fmt(sharp)})`);
+    await eventually(() => bobSees('Carol'), (s) => s && s.person > sharp.person * 0.5 && s.background < sharp.background * 0.25 && s.changing,
+      { timeout: 20_000, what: 'Carol sharp before a blurred background, moving' });
     for (const [who, x] of all()) assert.deepEqual(x.errors, [], `${who}: no page errors`);
   });
 });

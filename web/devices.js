@@ -1,8 +1,10 @@
 // The join page's device choice: a camera and a microphone picker, shown when
-// the browser lists more than one of a kind, and the switch for the browser's
-// noise suppression and echo cancellation. The choice is remembered and used
+// the browser lists more than one of a kind, the switch for the browser's
+// noise suppression and echo cancellation, and the background blur's (so the
+// camera is blurred from its first frame). The choice is remembered and used
 // by every capture (media.js).
 
+import { blurWanted, canBlur } from './blur.js';
 import { chooseDevices, chosenDevices, listDevices } from './media.js';
 import { field, h, toggle } from './dom.js';
 
@@ -11,8 +13,12 @@ export function createDevicePicker() {
   const clean = toggle('Noise suppression', chosenDevices().cleanAudio,
     (on) => chooseDevices({ cleanAudio: on }),
     'The browser filters background noise and echo from your microphone. Turn off for music.');
+  const blur = canBlur()
+    ? toggle('Blur background', blurWanted(), (on) => chooseDevices({ blur: on }),
+      'Your camera\'s background is blurred on this device before it is sent; you stay sharp.')
+    : null;
   const pickersBox = h('div', { class: 'device-picker', hidden: true });
-  const el = h('div', { class: 'device-settings' }, pickersBox, clean.label);
+  const el = h('div', { class: 'device-settings' }, pickersBox, clean.label, blur?.label);
   (async () => {
     let devices;
     try {
