@@ -1,15 +1,17 @@
 //! Batched UDP for the media workers: one `recvmmsg` reads up to [`BATCH`]
-//! datagrams and one `sendmmsg` sends up to [`BATCH`], so a burst of
+//! datagrams and one `sendmmsg` sends up to [`BATCH`] messages, each a
+//! datagram or a GSO train of a subscriber's datagrams, so a burst of
 //! forwarded packets costs one system call instead of one per packet. The
 //! receive buffers and the message headers are allocated once per worker.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, RawFd};
 
 use conclave_media::Transmit;
 use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, getsockopt, recvmmsg, sendmmsg,
+    sockopt,
 };
 
 /// Datagrams per system call. Large enough to amortise the call over a
@@ -18,7 +20,6 @@ use nix::sys::socket::{
 pub const BATCH: usize = 32;
 /// Largest datagram read; longer ones are truncated by the kernel and dropped.
 pub const MAX_DATAGRAM: usize = 2048;
-const NOTHING: &[u8] = &[];
 
 /// Receive side: reused buffers and headers.
 pub struct RecvBatch {
@@ -74,36 +75,151 @@ impl RecvBatch {
     }
 }
 
+/// Datagrams queued before the worker must send: more than one
+/// `sendmmsg`'s worth, so that a subscriber's datagrams of one flush can
+/// leave as one GSO train.
+pub const QUEUE: usize = 4 * BATCH;
+/// Most segments in one GSO train (the kernel's `UDP_MAX_SEGMENTS`).
+const MAX_SEGMENTS: usize = 64;
+/// Most bytes in one GSO train: what one UDP datagram can carry.
+const MAX_TRAIN_BYTES: usize = 65_000;
+/// Largest datagram sent in a train: a segment must fit the path's MTU
+/// (1,500 bytes less IPv6 and UDP headers), or the kernel refuses it.
+const MAX_SEGMENT_SIZE: usize = 1_452;
+
+/// One message of a `sendmmsg`: queued datagrams, by index, to one
+/// destination; with a segment size when it is a GSO train of several.
+struct Message {
+    first: usize,
+    count: usize,
+    bytes: usize,
+    segment: u16,
+}
+
 /// Send side: datagrams waiting for the next `sendmmsg`, and reused headers.
+///
+/// Where the kernel has UDP GSO (`UDP_SEGMENT`, Linux 4.18), consecutive
+/// datagrams to one destination leave as one train: one message whose
+/// payload the kernel cuts into datagrams of the segment size, so the UDP
+/// and IP layers (and a NIC with segmentation offload) run once per train
+/// instead of once per datagram. A train is datagrams of one size, the last
+/// of which may be shorter; a datagram no longer than a train's segment
+/// size goes in the same `sendmmsg` as that train, with the same control
+/// message. If the kernel refuses a train outright (`EIO`: a device
+/// without checksum offload), GSO is turned off for good and the batch goes
+/// as single datagrams.
 pub struct SendBatch {
     queue: Vec<Transmit>,
-    addrs: Vec<Option<SockaddrStorage>>,
-    headers: MultiHeaders<SockaddrStorage>,
+    /// Queue indices grouped by destination, each group in queue order.
+    order: Vec<usize>,
+    messages: Vec<Message>,
+    sent: Vec<bool>,
+    plain: MultiHeaders<SockaddrStorage>,
+    /// Headers with room for one `UDP_SEGMENT` control message each.
+    gso: MultiHeaders<SockaddrStorage>,
+    /// Segments a train may have; 1 when GSO is off.
+    max_segments: usize,
     /// Datagrams the kernel refused (other than "try again").
     pub failed: u64,
+    /// Trains sent, and the datagrams in them.
+    pub trains: u64,
+    pub train_datagrams: u64,
 }
 
 impl SendBatch {
+    /// A batch without GSO.
     pub fn new() -> Self {
         SendBatch {
-            queue: Vec::with_capacity(BATCH),
-            addrs: Vec::with_capacity(BATCH),
-            headers: MultiHeaders::preallocate(BATCH, None),
+            queue: Vec::with_capacity(QUEUE),
+            order: Vec::with_capacity(QUEUE),
+            messages: Vec::with_capacity(QUEUE),
+            sent: Vec::with_capacity(QUEUE),
+            plain: MultiHeaders::preallocate(BATCH, None),
+            gso: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u16))),
+            max_segments: 1,
             failed: 0,
+            trains: 0,
+            train_datagrams: 0,
         }
     }
 
+    /// A batch for `socket` that sends GSO trains if its kernel can.
+    pub fn for_socket(socket: &impl AsFd) -> Self {
+        let mut batch = SendBatch::new();
+        match getsockopt(socket, sockopt::UdpGsoSegment) {
+            Ok(_) => batch.max_segments = MAX_SEGMENTS,
+            Err(e) => tracing::debug!(error = %e, "no UDP GSO: datagrams go one by one"),
+        }
+        batch
+    }
+
+    /// Whether trains are sent.
+    pub fn gso(&self) -> bool {
+        self.max_segments > 1
+    }
+
     pub fn push(&mut self, t: Transmit) {
-        self.addrs.push(Some(SockaddrStorage::from(t.destination)));
         self.queue.push(t);
     }
 
     pub fn is_full(&self) -> bool {
-        self.queue.len() >= BATCH
+        self.queue.len() >= QUEUE
     }
 
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// Groups the queue by destination and cuts each group into messages.
+    fn plan(&mut self) {
+        self.order.clear();
+        self.messages.clear();
+        self.sent.clear();
+        self.sent.resize(self.queue.len(), false);
+        // Grouping marks each index taken in `sent`, reset below.
+        for i in 0..self.queue.len() {
+            if self.sent[i] {
+                continue;
+            }
+            let to = self.queue[i].destination;
+            for j in i..self.queue.len() {
+                if !self.sent[j] && self.queue[j].destination == to {
+                    self.sent[j] = true;
+                    self.order.push(j);
+                }
+            }
+        }
+        self.sent.fill(false);
+        let mut at = 0;
+        while at < self.order.len() {
+            let to = self.queue[self.order[at]].destination;
+            let size = self.queue[self.order[at]].contents.len();
+            let (mut count, mut bytes) = (1, size);
+            while size <= MAX_SEGMENT_SIZE
+                && count < self.max_segments
+                && at + count < self.order.len()
+            {
+                let next = &self.queue[self.order[at + count]];
+                let len = next.contents.len();
+                if next.destination != to || len > size || bytes + len > MAX_TRAIN_BYTES {
+                    break;
+                }
+                count += 1;
+                bytes += len;
+                if len < size {
+                    // Only the last segment may be short.
+                    break;
+                }
+            }
+            let segment = if count > 1 { size as u16 } else { 0 };
+            self.messages.push(Message {
+                first: at,
+                count,
+                bytes,
+                segment,
+            });
+            at += count;
+        }
     }
 
     /// Sends as much of the batch as the kernel takes in one `sendmmsg`
@@ -111,40 +227,144 @@ impl SendBatch {
     /// datagram the kernel refuses outright is dropped and counted, so one
     /// bad destination cannot stall the others.
     pub fn send(&mut self, fd: RawFd) -> io::Result<usize> {
-        let n = self.queue.len().min(BATCH);
-        let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| {
-            [IoSlice::new(
-                self.queue.get(i).map_or(NOTHING, |t| &t.contents),
-            )]
-        });
-        let no_control: [ControlMessage<'_>; 0] = [];
-        let sent = match sendmmsg(
-            fd,
-            &mut self.headers,
-            slices[..n].iter(),
-            &self.addrs[..n],
-            no_control,
-            MsgFlags::MSG_DONTWAIT,
-        ) {
-            Ok(results) => results.count(),
-            Err(nix::errno::Errno::EAGAIN) => {
-                return Err(io::ErrorKind::WouldBlock.into());
+        self.plan();
+        let mut sent = 0;
+        let mut m = 0;
+        let result = loop {
+            if m == self.messages.len() {
+                break Ok(sent);
             }
-            Err(e) => {
-                // The first datagram itself was refused: drop it.
-                self.failed += 1;
-                tracing::debug!(error = %e, destination = %self.queue[0].destination, "media send");
-                1
+            // A run of messages one control message fits: trains of one
+            // segment size, and single datagrams no longer than it. It
+            // starts at the first message left, whatever that is.
+            let first = &self.messages[m];
+            let segment = if first.segment > 0 {
+                first.segment
+            } else {
+                self.messages[m..]
+                    .iter()
+                    .take(BATCH)
+                    .find(|x| x.segment > 0)
+                    .map_or(0, |x| x.segment)
+            };
+            let segment = if usize::from(segment) >= first.bytes || first.segment > 0 {
+                segment
+            } else {
+                0
+            };
+            let run = self.messages[m..]
+                .iter()
+                .take(BATCH)
+                .take_while(|x| {
+                    if x.segment == 0 {
+                        segment == 0 || x.bytes <= usize::from(segment)
+                    } else {
+                        x.segment == segment
+                    }
+                })
+                .count();
+            match self.send_run(fd, m, run, segment) {
+                Ok(n) => {
+                    for x in &self.messages[m..m + n] {
+                        if x.count > 1 {
+                            self.trains += 1;
+                            self.train_datagrams += x.count as u64;
+                        }
+                        for &i in &self.order[x.first..x.first + x.count] {
+                            self.sent[i] = true;
+                        }
+                        sent += x.count;
+                    }
+                    m += n;
+                    if n < run {
+                        break Ok(sent);
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => {
+                    break if sent == 0 {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    } else {
+                        Ok(sent)
+                    };
+                }
+                Err(nix::errno::Errno::EIO) if segment > 0 => {
+                    // Sent nothing: the rest goes as single datagrams.
+                    tracing::warn!(
+                        "UDP GSO refused by the kernel (EIO); sending datagrams one by one"
+                    );
+                    self.max_segments = 1;
+                    break Ok(sent);
+                }
+                Err(e) => {
+                    // The first message itself was refused: drop it.
+                    let x = &self.messages[m];
+                    self.failed += x.count as u64;
+                    let to = self.queue[self.order[x.first]].destination;
+                    tracing::debug!(error = %e, destination = %to, "media send");
+                    for &i in &self.order[x.first..x.first + x.count] {
+                        self.sent[i] = true;
+                    }
+                    sent += x.count;
+                    m += 1;
+                }
             }
         };
-        self.queue.drain(..sent);
-        self.addrs.drain(..sent);
-        Ok(sent)
+        let mut i = 0;
+        let flags = &self.sent;
+        self.queue.retain(|_| {
+            i += 1;
+            !flags[i - 1]
+        });
+        result
+    }
+
+    /// One `sendmmsg` of `count` messages from `first`, with a
+    /// `UDP_SEGMENT` control message of `segment` unless it is 0; returns
+    /// how many messages the kernel took.
+    fn send_run(
+        &mut self,
+        fd: RawFd,
+        first: usize,
+        count: usize,
+        segment: u16,
+    ) -> nix::Result<usize> {
+        let messages = &self.messages[first..first + count];
+        let slices: Vec<Vec<IoSlice<'_>>> = messages
+            .iter()
+            .map(|x| {
+                self.order[x.first..x.first + x.count]
+                    .iter()
+                    .map(|&i| IoSlice::new(&self.queue[i].contents))
+                    .collect()
+            })
+            .collect();
+        let addrs: Vec<Option<SockaddrStorage>> = messages
+            .iter()
+            .map(|x| {
+                Some(SockaddrStorage::from(
+                    self.queue[self.order[x.first]].destination,
+                ))
+            })
+            .collect();
+        let control = [ControlMessage::UdpGsoSegments(&segment)];
+        let (headers, control): (_, &[ControlMessage<'_>]) = if segment > 0 {
+            (&mut self.gso, &control)
+        } else {
+            (&mut self.plain, &[])
+        };
+        sendmmsg(
+            fd,
+            headers,
+            &slices,
+            &addrs,
+            control,
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map(|results| results.count())
     }
 
     pub fn clear(&mut self) {
         self.queue.clear();
-        self.addrs.clear();
     }
 }
 
@@ -178,11 +398,9 @@ mod tests {
         let mut out = SendBatch::new();
         for i in 0..(BATCH as u8 + 5) {
             out.push(transmit(to, &[i; 100]));
-            if out.is_full() {
-                assert_eq!(out.send(a.as_raw_fd()).expect("send"), BATCH);
-            }
         }
-        assert_eq!(out.send(a.as_raw_fd()).expect("send rest"), 5);
+        // Two `sendmmsg`s: BATCH, then 5.
+        assert_eq!(out.send(a.as_raw_fd()).expect("send"), BATCH + 5);
         assert!(out.is_empty());
 
         let mut inp = RecvBatch::new();
@@ -200,6 +418,87 @@ mod tests {
         }
         let expected: Vec<u8> = (0..BATCH as u8 + 5).collect();
         assert_eq!(seen, expected);
+    }
+
+    /// Receives `n` datagrams on `b`, with their sources.
+    fn receive(b: &std::net::UdpSocket, n: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut inp = RecvBatch::new();
+        let mut seen = Vec::new();
+        while seen.len() < n {
+            match inp.recv(b.as_raw_fd()) {
+                Ok(_) => seen.extend(inp.datagrams().map(|(from, d)| (from, d.to_vec()))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn trains_arrive_as_the_datagrams_they_carry_in_order_per_destination() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a");
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind b");
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind c");
+        let (to_b, to_c) = (b.local_addr().expect("b"), c.local_addr().expect("c"));
+        let mut out = SendBatch::for_socket(&a);
+        // As a forwarding burst queues them: each packet to every
+        // subscriber in turn. Equal video packets, a short audio packet, one
+        // longer packet that ends a train, and one too big for any train.
+        let mut expect_b = Vec::new();
+        let mut expect_c = Vec::new();
+        let mut sizes = vec![1_200usize; 66];
+        sizes.extend([100, 1_200, 1_200, 1_250, 1_200, 1_500, 1_200]);
+        for (i, &size) in sizes.iter().enumerate() {
+            let mut d = vec![i as u8; size];
+            d[0] = (i >> 8) as u8;
+            out.push(transmit(to_b, &d));
+            expect_b.push(d.clone());
+            d[1] = 0xcc;
+            out.push(transmit(to_c, &d));
+            expect_c.push(d);
+        }
+        while !out.is_empty() {
+            match out.send(a.as_raw_fd()) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        assert_eq!(out.failed, 0);
+        let from = a.local_addr().expect("a");
+        let got_b = receive(&b, sizes.len());
+        let got_c = receive(&c, sizes.len());
+        assert!(got_b.iter().chain(&got_c).all(|(f, _)| *f == from));
+        let got_b: Vec<Vec<u8>> = got_b.into_iter().map(|(_, d)| d).collect();
+        let got_c: Vec<Vec<u8>> = got_c.into_iter().map(|(_, d)| d).collect();
+        assert_eq!(got_b, expect_b);
+        assert_eq!(got_c, expect_c);
+        if out.gso() {
+            // 66 equal ones: a train of 64 and one of 2 plus the 100-byte
+            // one, per destination; then [1200, 1200], [1250, 1200].
+            assert_eq!(out.trains, 8, "trains");
+            assert_eq!(out.train_datagrams, 2 * (64 + 3 + 2 + 2), "in trains");
+        } else {
+            assert_eq!(out.trains, 0);
+        }
+    }
+
+    #[test]
+    fn without_gso_every_datagram_goes_alone() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a");
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind b");
+        let to = b.local_addr().expect("b");
+        let mut out = SendBatch::new();
+        assert!(!out.gso());
+        for i in 0..10u8 {
+            out.push(transmit(to, &[i; 1_000]));
+        }
+        while !out.is_empty() {
+            out.send(a.as_raw_fd()).expect("send");
+        }
+        assert_eq!(out.trains, 0);
+        let got: Vec<u8> = receive(&b, 10).into_iter().map(|(_, d)| d[0]).collect();
+        assert_eq!(got, (0..10).collect::<Vec<u8>>());
     }
 
     #[test]

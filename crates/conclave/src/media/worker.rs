@@ -128,6 +128,7 @@ pub struct WorkerStats {
 
 impl Worker {
     pub fn new(socket: UdpSocket, local: SocketAddr, tcp: Tcp) -> Self {
+        let send = SendBatch::for_socket(&socket);
         Worker {
             socket,
             local,
@@ -137,7 +138,7 @@ impl Worker {
             tcp_sweep_at: Instant::now() + TCP_SWEEP,
             tcp_accept_at: Instant::now(),
             recv: RecvBatch::new(),
-            send: SendBatch::new(),
+            send,
             stats: WorkerStats::default(),
             audio_last_n: Some(conclave_media::DEFAULT_AUDIO_LAST_N),
             fast_path: false,
@@ -259,6 +260,9 @@ impl Worker {
             truncated = self.recv.dropped,
             relay_dropped = self.relays.dropped,
             send_failed = self.send.failed,
+            gso = self.send.gso(),
+            gso_trains = self.send.trains,
+            gso_train_datagrams = self.send.train_datagrams,
             tcp = ?self.tcp.stats,
             "media worker stopped"
         );
