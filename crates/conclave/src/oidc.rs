@@ -40,6 +40,9 @@ use subtle::ConstantTimeEq;
 
 use crate::store::OidcClaims;
 
+mod logout;
+pub use logout::{LoggedOut, LogoutClaims, LogoutToken};
+
 /// How long a started sign-in may take at the provider.
 pub const FLOW_TTL: Duration = Duration::from_secs(600);
 /// How long a provider's discovery document and keys are trusted.
@@ -259,6 +262,8 @@ pub struct Providers {
     /// `PUBLIC_URL/signin`, where a provider sends the browser back after
     /// an RP-initiated sign-out.
     after_logout: Option<PostLogoutRedirectUrl>,
+    /// Back-channel logout tokens taken (their `jti`), against replays.
+    logout_seen: logout::Seen,
 }
 
 /// A provider's authorization URL and the flow cookie's value to set.
@@ -356,6 +361,7 @@ impl Providers {
             http: HttpClient::new(None)?,
             key,
             after_logout,
+            logout_seen: logout::Seen::default(),
         })
     }
 

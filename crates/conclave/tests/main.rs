@@ -10,6 +10,7 @@ mod acme;
 mod admin_accounts;
 mod admin_api;
 mod app_relay;
+mod backchannel_logout;
 mod bad_input;
 mod banned_guests;
 mod blur_assets;

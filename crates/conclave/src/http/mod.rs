@@ -6,6 +6,7 @@
 //! - [`account`]: sign-in, sign-out, sign-up, one-time links, API tokens.
 //! - [`admin`]: administrators' account management (list, disable, delete).
 //! - [`meetings`]: a host's meetings: create, list, get, update, delete.
+//! - [`backchannel`]: a provider's back-channel logout of a person.
 //! - [`oidc`]: sign-in through an OpenID Connect provider (the redirect to it
 //!   and its callback) and the list of providers for the sign-in page.
 //! - [`native_login`]: a native client's session after its provider sign-in.
@@ -16,6 +17,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod backchannel;
 pub mod calendar;
 pub mod error;
 pub mod meetings;
@@ -109,6 +111,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .route("/auth/oidc/{name}", get(oidc::start))
         .route("/auth/oidc/{name}/callback", get(oidc::callback))
+        .route(
+            "/auth/oidc/{name}/backchannel-logout",
+            post(backchannel::logout),
+        )
         .merge(web::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

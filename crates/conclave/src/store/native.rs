@@ -76,4 +76,24 @@ impl Store {
             .transpose()
         })
     }
+
+    /// Ends every session of an account, native ones and grants not yet
+    /// traded included (a provider's back-channel logout). Its API tokens
+    /// stay: they are the person's own, not a sign-in's.
+    pub async fn end_sessions(&self, user_id: i64) -> Result<u64> {
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM native_grants WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            n
+        }))
+    }
 }

@@ -123,6 +123,21 @@ impl Store {
         })
     }
 
+    /// The account linked to (issuer, `sub`), if any, without touching it.
+    pub async fn oidc_account_of(&self, issuer: &str, subject: &str) -> Result<Option<User>> {
+        on_pool!(self, pool => {
+            let row = sqlx::query(
+                "SELECT u.* FROM oidc_identities i JOIN users u ON u.id = i.user_id
+                 WHERE i.issuer = $1 AND i.subject = $2",
+            )
+            .bind(issuer)
+            .bind(subject)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| r.user()).transpose()
+        })
+    }
+
     /// The provider identity of an account, if it has one.
     pub async fn oidc_identity(&self, user_id: i64) -> Result<Option<OidcIdentity>> {
         on_pool!(self, pool => {
