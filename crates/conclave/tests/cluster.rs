@@ -396,6 +396,83 @@ async fn guesses_from_many_addresses_spread_over_three_nodes_get_thirty_checks_i
     );
 }
 
+/// A guest's first answer to a join through `node` from its own address.
+async fn first_answer_to_a_join(node: &TestServer, meeting: &Meeting, i: u8) -> Value {
+    let mut ws = node
+        .ws(&meeting.id, WsOpts::from(Ipv4Addr::new(127, 0, 5, i)))
+        .await;
+    ws.send(join(&format!("Guest {i}"), &meeting.passcode))
+        .await;
+    answer(&mut ws).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_stall_within_the_read_budget_delays_a_relayed_join_and_a_longer_one_is_refused() {
+    let redis = Redis::start();
+    let url = Postgres::shared().fresh_database().await;
+    let nodes = relaying_pair(&redis, &url).await;
+    eventually(10, "two node records", async || {
+        redis.cmd("SCARD conclave:nodes").trim() == ":2"
+    })
+    .await;
+    let alice = nodes[0].signed_in("alice").await;
+    let meeting = alice
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let (_host, _) = nodes[0].host_joins(&alice, &meeting.id).await;
+    let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
+    assert!(lease.starts_with("node-a "), "{lease}");
+    // Guests reach node-b, which asks Redis where the meeting runs and
+    // relays them to node-a. The first one (the passcode's one check).
+    let first = first_answer_to_a_join(&nodes[1], &meeting, 1).await;
+    assert_eq!(first["type"], "joined", "{first}");
+
+    // Redis stalls 1.8 s (every client paused): node-b's lookup misses its
+    // 1 s deadline and is tried once more, which Redis answers once it is
+    // back; node-a, which by then thinks Redis unavailable (its pings
+    // missed too), checks again rather than refusing. The join goes
+    // through, late.
+    assert_eq!(redis.cmd("CLIENT PAUSE 1800 ALL"), "+OK");
+    let paused = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = first_answer_to_a_join(&nodes[1], &meeting, 2).await;
+    assert_eq!(late["type"], "joined", "{late}");
+    eprintln!("joined {:?} into a 1.8 s stall", paused.elapsed());
+    assert!(
+        paused.elapsed() >= Duration::from_millis(1800),
+        "answered while paused"
+    );
+
+    // A stall longer than the budget (8 s): the join is told, clearly.
+    eventually(10, "node-a ready again", async || {
+        ready(&nodes[0]).await == StatusCode::OK
+    })
+    .await;
+    assert_eq!(redis.cmd("CLIENT PAUSE 8000 ALL"), "+OK");
+    let paused = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = first_answer_to_a_join(&nodes[1], &meeting, 3).await;
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    // Told while Redis is still stalled: the lookup's two tries, the
+    // socket's count in Redis, the availability check, about 1 s each.
+    assert!(
+        paused.elapsed() < Duration::from_secs(8),
+        "not told before the stall ended: {:?}",
+        paused.elapsed()
+    );
+    eprintln!("refused {:?} into an 8 s stall", paused.elapsed());
+
+    // And it all recovers on its own.
+    for n in &nodes {
+        eventually(15, "ready after the stall", async || {
+            ready(n).await == StatusCode::OK
+        })
+        .await;
+    }
+    let after = first_answer_to_a_join(&nodes[1], &meeting, 4).await;
+    assert_eq!(after["type"], "joined", "{after}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_redis_new_joins_and_sign_ins_are_told_unavailable_and_all_recovers() {
     let redis = Redis::start();

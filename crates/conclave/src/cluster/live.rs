@@ -84,8 +84,11 @@ impl Cluster {
     /// `meeting`'s live state as it last ran anywhere; none if it never
     /// ran (or the day passed).
     pub async fn saved_live(&self, meeting: &str) -> Result<Option<LiveState>, ClusterError> {
-        let r = self.client.get::<Option<String>, _>(key(meeting)).await;
-        Ok(self.noted(r)?.as_deref().and_then(parse))
+        let key = key(meeting);
+        let saved = self
+            .read(|| self.client.get::<Option<String>, _>(&key))
+            .await?;
+        Ok(saved.as_deref().and_then(parse))
     }
 }
 

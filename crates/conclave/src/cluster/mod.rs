@@ -46,6 +46,11 @@ use crate::config::ClusterConfig;
 /// How long one Redis command may take before it counts as Redis being
 /// unavailable: a join waits at most this long to be told so.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an idempotent read may take in all, over at most two tries:
+/// Redis slowed past one command's deadline by load (or a pause) delays a
+/// join by up to this much instead of refusing it. A Redis that is not
+/// connected at all is not waited for.
+const READ_BUDGET: Duration = Duration::from_millis(2500);
 /// Pause between reconnection attempts.
 const RECONNECT_DELAY_MS: u32 = 250;
 /// How often availability is checked while nothing else talks to Redis.
@@ -214,6 +219,47 @@ impl Cluster {
                 Err(ClusterError::Unavailable(e))
             }
         }
+    }
+
+    /// Runs `read`, a command that may be sent twice (it changes nothing),
+    /// and once more if it missed its deadline while the connection is up
+    /// (Redis slow, not gone) and the second try fits in [`READ_BUDGET`].
+    /// Only the outcome counts for [`Cluster::is_available`]; the missed
+    /// deadline counts as a Redis error.
+    pub(crate) async fn read<T, F, Fut>(&self, mut read: F) -> Result<T, ClusterError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let started = tokio::time::Instant::now();
+        match read().await {
+            Err(e)
+                if *e.kind() == fred::error::ErrorKind::Timeout
+                    && self.client.is_connected()
+                    && started.elapsed() + COMMAND_TIMEOUT <= READ_BUDGET =>
+            {
+                self.errors.increment(1);
+                tracing::debug!(error = %e, "a Redis read missed its deadline; trying once more");
+                self.noted(read().await)
+            }
+            r => self.noted(r),
+        }
+    }
+
+    /// Whether a join may go on: at once if the last command succeeded;
+    /// otherwise, while the connection is up, whether Redis answers a
+    /// `PING` now (one try: the join's earlier reads had their retry), so
+    /// that a stall that made the last command miss its deadline delays
+    /// the join rather than refusing it. Not connected: false at once.
+    pub async fn check_available(&self) -> bool {
+        if self.is_available() {
+            return true;
+        }
+        if !self.client.is_connected() {
+            return false;
+        }
+        let r = self.client.ping::<String>(None).await;
+        self.noted(r).is_ok()
     }
 
     /// Pings Redis now and then, so that availability is known (and comes

@@ -132,14 +132,16 @@ impl Cluster {
 
     /// The records of the nodes alive now (their record has not run out).
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, ClusterError> {
-        let r = self.client.smembers::<Vec<String>, _>(NODES).await;
-        let ids = self.noted(r)?;
+        let ids = self
+            .read(|| self.client.smembers::<Vec<String>, _>(NODES))
+            .await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = ids.iter().map(|id| node_key(id)).collect();
-        let r = self.client.mget::<Vec<Option<String>>, _>(keys).await;
-        let found = self.noted(r)?;
+        let found = self
+            .read(|| self.client.mget::<Vec<Option<String>>, _>(keys.clone()))
+            .await?;
         let mut nodes = Vec::new();
         let mut gone = Vec::new();
         for (id, json) in ids.into_iter().zip(found) {

@@ -72,11 +72,10 @@ impl Cluster {
     /// record ran out (it died) is served here: the join then waits for the
     /// lease like any other.
     pub async fn route(&self, meeting: &str) -> Result<Route, ClusterError> {
-        let r = self
-            .client
-            .get::<Option<String>, _>(format!("conclave:lease:{meeting}"))
-            .await;
-        let holder = self.noted(r)?;
+        let lease = format!("conclave:lease:{meeting}");
+        let holder = self
+            .read(|| self.client.get::<Option<String>, _>(&lease))
+            .await?;
         let target = match holder {
             Some(value) => {
                 let node = value.split(' ').next().unwrap_or_default().to_string();

@@ -506,10 +506,12 @@ impl Connection {
             .map(|wait| ServerMessage::error_retry(ErrorCode::TooManyAttempts, retry_secs(wait)))
     }
 
-    /// In cluster mode without Redis, the refusal every new join gets.
-    fn cluster_unavailable(&self) -> Option<ServerMessage> {
+    /// In cluster mode without Redis, the refusal every new join gets
+    /// (after a short wait when Redis is only slow:
+    /// [`crate::cluster::Cluster::check_available`]).
+    async fn cluster_unavailable(&self) -> Option<ServerMessage> {
         let c = self.state.cluster.as_ref()?;
-        (!c.is_available()).then(|| ServerMessage::error(ErrorCode::Unavailable))
+        (!c.check_available().await).then(|| ServerMessage::error(ErrorCode::Unavailable))
     }
 
     /// Counts a failed resume in Redis too (cluster mode), without waiting.
@@ -587,7 +589,7 @@ impl Connection {
         recorder: bool,
         sink: &mut Option<mpsc::Sender<Arc<str>>>,
     ) -> Attempt {
-        if let Some(refusal) = self.cluster_unavailable() {
+        if let Some(refusal) = self.cluster_unavailable().await {
             return Attempt::Refused(refusal);
         }
         // Without an account or a guest identity nothing would hold a ban.
