@@ -24,6 +24,15 @@ pub struct MeetingMedia {
     /// Whether this router's active speaker goes to the room: of a meeting
     /// spread over several workers, only the home shard's does.
     reports_speaker: bool,
+    /// The ICE username fragment of each member's last accepted offer: an
+    /// offer with another one comes from a new peer connection.
+    ufrags: HashMap<ParticipantId, String>,
+}
+
+/// The offer's ICE username fragment (the session's, or its first m-line's).
+fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
 }
 
 fn peer(p: ParticipantId) -> PeerId {
@@ -38,6 +47,7 @@ impl MeetingMedia {
             published: HashMap::new(),
             allowed: HashMap::new(),
             reports_speaker: true,
+            ufrags: HashMap::new(),
         }
     }
 
@@ -77,6 +87,22 @@ impl MeetingMedia {
                 tracks,
             } => {
                 let id = peer(participant);
+                let ufrag = ice_ufrag(&sdp).map(str::to_string);
+                // A resumed seat's new peer connection (the old one went
+                // with the old socket): its offer starts a new session,
+                // which the old peer's cannot take (one DTLS session per
+                // peer), so the old peer goes and a new one takes it. What
+                // the core allows the member to send stays.
+                let known = self.ufrags.get(&participant);
+                if self.router.peers().any(|p| p == id)
+                    && known.is_some()
+                    && ufrag.is_some()
+                    && known != ufrag.as_ref()
+                {
+                    tracing::info!(%participant, "a new peer connection replaces the member's old one");
+                    let _ = self.router.remove_peer(id);
+                    self.published.retain(|(p, _), _| *p != participant);
+                }
                 if !self.router.peers().any(|p| p == id)
                     && let Err(e) = self.router.add_peer(id, now)
                 {
@@ -91,6 +117,9 @@ impl MeetingMedia {
                     });
                 match answer {
                     Ok(answer) => {
+                        if let Some(u) = ufrag {
+                            self.ufrags.insert(participant, u);
+                        }
                         self.published.retain(|(p, _), _| *p != participant);
                         for t in tracks {
                             self.published.insert((participant, t.mid), t.kind);
@@ -161,6 +190,7 @@ impl MeetingMedia {
                 let _ = self.router.remove_peer(peer(participant));
                 self.published.retain(|(p, _), _| *p != participant);
                 self.allowed.remove(&participant);
+                self.ufrags.remove(&participant);
             }
         }
     }

@@ -263,3 +263,146 @@ async fn after_sigkill_of_its_node_native_members_resume_elsewhere_with_one_new_
         assert_eq!(last.as_deref(), Some(a.code.as_str()), "{}", cli.stderr());
     }
 }
+
+/// A TCP proxy on loopback whose connections can all be cut at once, as a
+/// network blip cuts a member's meeting socket (media, on UDP straight to
+/// the server, is not through it).
+struct Cutter {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Cutter {
+    async fn start(to: std::net::SocketAddr) -> Cutter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = std::sync::Arc::clone(&open);
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let copy = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                held.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(copy.abort_handle());
+            }
+        });
+        Cutter { addr, open, task }
+    }
+
+    /// Closes every connection through it (both ends see them close).
+    fn cut(&self) -> usize {
+        let open = std::mem::take(
+            &mut *self
+                .open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for c in &open {
+            c.abort();
+        }
+        open.len()
+    }
+}
+
+impl Drop for Cutter {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_native_member_whose_socket_is_cut_resumes_in_the_same_group_with_media() {
+    let server = TestServer::start().await;
+    let alice = server.signed_in("alice").await;
+    let meeting = alice
+        .create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await;
+    let link = invite(&meeting);
+    let cutter = Cutter::start(server.addr).await;
+    // Ada's meeting socket goes through the cutter; Bob's straight.
+    let through = link.replace(
+        &format!(":{}/", server.addr.port()),
+        &format!(":{}/", cutter.addr.port()),
+    );
+    assert_ne!(through, link);
+    let member = |link: &str, name: &str| {
+        Cli::start(&[
+            "join",
+            link,
+            "--name",
+            name,
+            "--synthetic",
+            "--stats",
+            "--stats-interval",
+            "0.5",
+        ])
+    };
+    let ada = member(&through, "Ada");
+    let bob = member(&link, "Bob");
+    let start = Instant::now();
+    let before = loop {
+        if let Some(both) = together(&ada, &bob, |s| {
+            s.reconnects == 0 && s.in_group == 2 && s.video_frames > 0
+        }) {
+            break both.0;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never both in one group receiving video\nAda:\n{}\nBob:\n{}",
+            ada.stderr(),
+            bob.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(cutter.cut() >= 1, "Ada's socket was through the cutter");
+    let cut = Instant::now();
+    let (a, b) = loop {
+        if let Some(both) = together(&ada, &bob, |s| s.in_group == 2 && s.video_frames > 0)
+            && both.0.reconnects == 1
+        {
+            break both;
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(10),
+            "Ada not back with media within 10 s: {:?}\nAda:\n{}\n{}",
+            latest(&ada),
+            ada.stderr(),
+            ada.stdout().lines().last().unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "Ada back with media {:?} after her socket was cut",
+        cut.elapsed()
+    );
+    // Bob gets Ada's video from her new peer connection: his count goes on
+    // rising after her old peer was replaced.
+    let from = latest(&bob).map_or(0, |s| s.video_frames);
+    let rising = Instant::now();
+    while latest(&bob).map_or(0, |s| s.video_frames) < from + 50 {
+        assert!(
+            rising.elapsed() < Duration::from_secs(10),
+            "Bob receives no more video from Ada: {:?}\n{}",
+            latest(&bob),
+            bob.stdout().lines().last().unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The same seat and group: the code did not change, nobody rebuilt.
+    assert_eq!(a.code, before.code);
+    assert_eq!(b.reconnects, 0);
+    assert!(
+        ada.stderr().lines().any(|l| l == "Reconnected."),
+        "{}",
+        ada.stderr()
+    );
+    assert!(reconnected_code(&ada).is_none(), "{}", ada.stderr());
+}
