@@ -8,16 +8,22 @@
 //  - the CPU time (utime + stime from /proc) of the renderer's
 //    DedicatedWorker threads over the window, divided by the frames: what a
 //    frame really costs the machine, waits for the CPU excluded.
-// See docs/benchmarks.md, Background blur.
+// With --person the camera is e2e/person-video.js's drawn person (which the
+// model finds) instead of Chromium's fake camera (no person: the mask is all
+// background). See docs/benchmarks.md, Background blur.
 //
-// node bench/blur.mjs [WxH ...] [--seconds N]   (default 1280x720 640x360, 20 s)
+// node bench/blur.mjs [WxH ...] [--seconds N] [--person]   (default 1280x720 640x360, 20 s)
 
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { openBrowser, startServer } from '../e2e/harness.js';
+import { personVideo } from '../e2e/person-video.js';
 
 const args = process.argv.slice(2);
+const person = args.includes('--person');
+if (person) args.splice(args.indexOf('--person'), 1);
 const at = args.indexOf('--seconds');
 const seconds = at >= 0 ? Number(args.splice(at, 2)[1]) : 20;
 const sizes = (args.length ? args : ['1280x720', '640x360']).map((s) => s.split('x').map(Number));
@@ -66,15 +72,24 @@ function workerCpu(pids) {
 }
 
 const server = await startServer();
-const browser = await openBrowser('blur-bench');
-const { page } = browser;
-page.setDefaultTimeout(120_000);
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-blur-bench-'));
 const rows = [];
+let browser = null;
 try {
-  await page.goto(`${server.url}/`);
-  // openBrowser's profile directory, on the browser's command line.
-  const profile = 'conclave-e2e-blur-bench-';
   for (const [width, height] of sizes) {
+    // A browser per size: a file camera has the file's size only.
+    const flags = [];
+    if (person) {
+      const file = path.join(dir, `person-${width}x${height}.y4m`);
+      personVideo(file, width, height);
+      flags.push(`--use-file-for-fake-video-capture=${file}`);
+    }
+    browser = await openBrowser('blur-bench', { flags });
+    const { page } = browser;
+    page.setDefaultTimeout(120_000);
+    await page.goto(`${server.url}/`);
+    // openBrowser's profile directory, on the browser's command line.
+    const profile = 'conclave-e2e-blur-bench-';
     const stats = () => page.evaluate(async () => (await import('/assets/blur.js')).blurStats());
     // The camera's own frame rate first (frames a video element shows over 5 s), for comparison.
     const cameraFps = await page.evaluate(async ([w, h]) => {
@@ -107,8 +122,11 @@ try {
     await page.evaluate(() => { window.__blur.stop(); window.__camera.stop(); });
     const frames = b.frames - a.frames;
     const segments = b.segments - a.segments;
+    await browser.close();
+    browser = null;
     rows.push({
       size: `${width}x${height}`,
+      camera: person ? 'person' : 'fake',
       cameraFps: +cameraFps.toFixed(1),
       fps: +(frames / took).toFixed(1),
       segmentationsPerS: +(segments / took).toFixed(1),
@@ -123,6 +141,7 @@ try {
     console.log(JSON.stringify(rows.at(-1)));
   }
 } finally {
-  await browser.close();
+  if (browser) await browser.close();
   await server.stop('blur-bench-server.log');
+  fs.rmSync(dir, { recursive: true, force: true });
 }

@@ -17,10 +17,14 @@ const SEG = 256;
 /**
  * Least time between two segmentations, in ms: between them the last mask is
  * reused, so a slow machine keeps the frame rate and the mask lags a little.
- * Raised to four times what a segmentation takes, so it never uses more than
- * about a quarter of the time.
+ * Raised to four times what a segmentation takes (a moving average: one slow
+ * one, the thread kept waiting by a busy machine, must not freeze the mask),
+ * so it uses about a quarter of the time at most, up to SEGMENT_LATEST_MS.
  */
 const SEGMENT_EVERY_MS = 100;
+
+/** The most the mask may lag, in ms, however slow segmentation is. */
+const SEGMENT_LATEST_MS = 500;
 
 /** The background is drawn at 1/SHRINK of the frame's width and height and stretched back: a wide blur for little work. */
 const SHRINK = 16;
@@ -132,6 +136,7 @@ async function run(readable, writable) {
   let c = null;
   let lastSegment = -Infinity;
   let every = SEGMENT_EVERY_MS;
+  let cost = null; // ms a segmentation takes, averaged
   const totals = { frames: 0, segments: 0, segmentMs: 0, compositeMs: 0 };
   let posted = performance.now();
   loadModel().then((m) => {
@@ -149,7 +154,8 @@ async function run(readable, writable) {
       segment(c, frame);
       const took = performance.now() - start;
       lastSegment = start;
-      every = Math.max(SEGMENT_EVERY_MS, 4 * took);
+      cost = cost === null ? took : 0.8 * cost + 0.2 * took;
+      every = Math.min(SEGMENT_LATEST_MS, Math.max(SEGMENT_EVERY_MS, 4 * cost));
       totals.segments += 1;
       totals.segmentMs += took;
     }
