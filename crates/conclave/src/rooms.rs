@@ -436,10 +436,12 @@ impl Room {
     async fn hand_over(&mut self) -> bool {
         self.save_live().await;
         let now = self.meeting.live_state(std::time::Instant::now());
-        let Some(live) = &mut self.live else {
+        let (Some(live), Some(cluster)) = (&mut self.live, &self.rooms.cluster) else {
             return false;
         };
-        if live.frozen || live.saved != now {
+        // Without Redis the lease cannot be given up either: members would
+        // wait for it to run out on another node, unsure; they are told.
+        if live.frozen || live.saved != now || !cluster.is_available() {
             return false;
         }
         live.frozen = true;

@@ -1544,6 +1544,27 @@ async fn a_draining_node_takes_no_new_meeting_and_its_meetings_move_locked_to_an
     assert!(lease_of(&running.id).starts_with("node-b "));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_drained_while_redis_is_down_ends_its_meetings_and_says_so() {
+    let redis = Redis::start();
+    let cfg = config(&redis, "node-a", 1500, 1500);
+    let mut server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
+    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let alice = server.signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({"title": "Stranded"})).await;
+    let (mut host, _) = server.host_joins(&alice, &meeting.id).await;
+    redis.stop();
+    eventually(5, "not ready without Redis", async || {
+        ready(&server).await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    // The meeting cannot be handed over (its lease cannot be given up, nor
+    // its state be known to be saved): it ends, with the reason shown.
+    server.shutdown().await;
+    let ended = host.recv_until("ended").await;
+    assert_eq!(ended["reason"], "server_shutdown", "{ended}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_moves_a_node_process_meeting_members_resume_on_another_still_locked() {
     let redis = Redis::start();
