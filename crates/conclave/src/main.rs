@@ -51,6 +51,16 @@ enum Command {
     /// (127.0.0.1, RFC 8252), and writes the session and a signing key the
     /// provider's token vouches for to --out, readable by you only.
     Login(LoginArgs),
+    /// End the session `conclave login` wrote to FILE, at its server, and
+    /// delete the file (with its signing key).
+    Logout {
+        /// The file `conclave login` wrote.
+        #[arg(long, value_name = "FILE", default_value = "conclave-login.json")]
+        login: PathBuf,
+        /// Also trust the CA certificates in FILE (PEM) for the server's HTTPS.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -1260,6 +1270,15 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Login(args)) => {
             text();
             login(args).await
+        }
+        Some(Command::Logout { login, ca_file }) => {
+            text();
+            let file = conclave::native_login::LoginFile::load(&login)?;
+            conclave::native_login::logout(&file, ca_file.as_deref()).await?;
+            std::fs::remove_file(&login)
+                .with_context(|| format!("removing {}", login.display()))?;
+            eprintln!("signed out; {} deleted", login.display());
+            Ok(())
         }
         None => serve(cli.serve).await,
     }

@@ -46,7 +46,7 @@ pub enum LoginError {
     Timeout(Duration),
     #[error("the sign-in failed: {0}")]
     Refused(String),
-    #[error("the server refused the sign-in's code ({status}): {message}")]
+    #[error("the server refused ({status}): {message}")]
     Server { status: u16, message: String },
     #[error("cannot make the signing key: {0}")]
     Key(#[from] conclave_e2ee::E2eeError),
@@ -254,6 +254,33 @@ impl Pending {
             }),
         })
     }
+}
+
+/// Ends the session of `file` at its server (`conclave logout`).
+pub async fn logout(file: &LoginFile, ca_file: Option<&Path>) -> Result<(), LoginError> {
+    let http = HttpClient::new(ca_file).map_err(|e| LoginError::Http(e.to_string()))?;
+    let url = url::Url::parse(&file.server)
+        .and_then(|s| s.join("/api/v1/auth/signout"))
+        .map_err(|e| LoginError::Url(e.to_string()))?;
+    let request = http::Request::post(url.as_str())
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", file.token),
+        )
+        .body(Vec::new())
+        .map_err(|e| LoginError::Http(e.to_string()))?;
+    let resp = http
+        .send(request)
+        .await
+        .map_err(|e| LoginError::Http(e.to_string()))?;
+    if !resp.status().is_success() {
+        let json: serde_json::Value = serde_json::from_slice(resp.body()).unwrap_or_default();
+        return Err(LoginError::Server {
+            status: resp.status().as_u16(),
+            message: json["message"].as_str().unwrap_or("no reason given").into(),
+        });
+    }
+    Ok(())
 }
 
 /// A sentence for the error code the server's callback sent back.

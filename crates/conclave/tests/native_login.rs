@@ -239,6 +239,14 @@ async fn login_through_the_provider_then_join_verified() {
         .stderr_line(|l| l.contains("only signed-in users").then_some(()))
         .await;
     drop(member);
+
+    // conclave logout ends the session at the server and deletes the file.
+    let logout = Cli::start(&["logout", "--login", file.to_str().unwrap()]);
+    logout
+        .stderr_line(|l| l.starts_with("signed out;").then_some(()))
+        .await;
+    assert!(!file.exists());
+    assert_eq!(grace.get("/api/v1/me").await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

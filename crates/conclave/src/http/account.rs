@@ -317,12 +317,21 @@ pub struct SignedOut {
 /// End this browser session: the session cookie sent, if any, stops working
 /// and is cleared. Needs no credentials, and answers 204 without one. After a
 /// sign-in through a provider that offers RP-initiated logout, answers 200
-/// with the provider's end-session URL for the browser to follow.
+/// with the provider's end-session URL for the browser to follow. A native
+/// client's session (`conclave login`) sent as a bearer token ends too (an
+/// API token is not a session: revoke it at `/api/v1/tokens/{id}`).
 #[utoipa::path(post, path = "/api/v1/auth/signout",
     responses((status = 204), (status = 200, body = SignedOut)))]
-pub async fn sign_out(State(state): State<AppState>, jar: CookieJar) -> Result<Response, ApiError> {
+pub async fn sign_out(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    jar: CookieJar,
+) -> Result<Response, ApiError> {
     if let Some(t) = session_token(&jar) {
         state.store.delete_session(&digest(&t)).await?;
+    }
+    if let Some(t) = super::session::bearer(&headers) {
+        state.store.delete_session(&digest(t)).await?;
     }
     let logout = super::oidc::logout_hint(&jar);
     let jar = super::oidc::clear_logout_hint(&state, jar).add(cookie(
