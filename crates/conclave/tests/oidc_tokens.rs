@@ -93,6 +93,64 @@ pub(crate) async fn start_provider() -> Shared {
     shared
 }
 
+/// The stand-in provider publishing one signing key ("k1"), as most tests
+/// here use it.
+struct Fake {
+    provider: Shared,
+    key: CoreRsaPrivateSigningKey,
+    issuer: String,
+}
+
+impl Fake {
+    async fn start() -> Fake {
+        let provider = start_provider().await;
+        let key = rsa_key("k1");
+        provider.lock().unwrap().keys = vec![key.as_verification_key()];
+        let issuer = provider.lock().unwrap().issuer.clone();
+        Fake {
+            provider,
+            key,
+            issuer,
+        }
+    }
+
+    /// How the server is told of it: "Fake", this client, the email scope.
+    fn config(&self) -> conclave::oidc::ProviderConfig {
+        conclave::oidc::ProviderConfig {
+            name: "Fake".into(),
+            issuer: self.issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            scopes: vec!["email".into()],
+            ..Default::default()
+        }
+    }
+
+    /// The claims of a valid token for the sign-in `s`.
+    fn claims(&self, s: &Started) -> Claims {
+        Claims {
+            issuer: self.issuer.clone(),
+            audience: CLIENT_ID.into(),
+            nonce: s.nonce.clone(),
+            expires_in: 300,
+        }
+    }
+
+    /// A whole sign-in of `sub` with `email` (verified or not, as the
+    /// provider says) and `groups`: where the callback sends the browser.
+    async fn sign_in(
+        &self,
+        server: &TestServer,
+        sub: &str,
+        email: &str,
+        verified: Option<bool>,
+        groups: Option<&[&str]>,
+    ) -> String {
+        let s = start(server).await;
+        let t = person(&self.issuer, &s, sub, email, verified, groups, &self.key);
+        finish(server, &self.provider, &s, t).await
+    }
+}
+
 /// A browser's sign-in so far: its flow cookie, `state` and `nonce`.
 struct Started {
     cookie: String,
@@ -108,11 +166,25 @@ fn client() -> reqwest::Client {
 }
 
 async fn start(server: &TestServer) -> Started {
-    let resp = client()
-        .get(server.url("/auth/oidc/Fake"))
-        .send()
+    let (started, url) = begin(server, "/auth/oidc/Fake").await;
+    let method = url
+        .query_pairs()
+        .find(|(k, _)| k == "code_challenge_method")
+        .map(|(_, v)| v.to_string());
+    assert_eq!(method.as_deref(), Some("S256"));
+    started
+}
+
+/// The start of a sign-in whose nonce the browser chose, as `/auth/oidc/NAME?key_nonce=`.
+async fn start_with_key_nonce(server: &TestServer, key_nonce: &str) -> Started {
+    begin(server, &format!("/auth/oidc/Fake?key_nonce={key_nonce}"))
         .await
-        .expect("start");
+        .0
+}
+
+/// A sign-in started at `path`: its flow, and the provider's URL the browser is sent to.
+async fn begin(server: &TestServer, path: &str) -> (Started, url::Url) {
+    let resp = client().get(server.url(path)).send().await.expect("start");
     assert_eq!(resp.status(), 303);
     let location = resp.headers()["location"].to_str().unwrap().to_string();
     let cookie = resp.headers()["set-cookie"]
@@ -129,16 +201,27 @@ async fn start(server: &TestServer) -> Started {
             .map(|(_, v)| v.to_string())
             .unwrap_or_else(|| panic!("{name} in {location}"))
     };
-    assert_eq!(param("code_challenge_method"), "S256");
-    Started {
+    let started = Started {
         cookie,
         state: param("state"),
         nonce: param("nonce"),
-    }
+    };
+    (started, url)
 }
 
 /// The callback with `id_token` from the token endpoint: where it sends the browser.
 async fn finish(server: &TestServer, provider: &Shared, s: &Started, id_token: String) -> String {
+    let resp = callback(server, provider, s, id_token).await;
+    resp.headers()["location"].to_str().unwrap().to_string()
+}
+
+/// The callback of the sign-in `s`, the token endpoint answering `id_token`: a redirect.
+async fn callback(
+    server: &TestServer,
+    provider: &Shared,
+    s: &Started,
+    id_token: String,
+) -> reqwest::Response {
     provider.lock().unwrap().id_token = Some(id_token);
     let resp = client()
         .get(server.url(&format!(
@@ -150,7 +233,7 @@ async fn finish(server: &TestServer, provider: &Shared, s: &Started, id_token: S
         .await
         .expect("callback");
     assert_eq!(resp.status(), 303);
-    resp.headers()["location"].to_str().unwrap().to_string()
+    resp
 }
 
 struct Claims {
@@ -188,35 +271,17 @@ fn signed(c: &Claims, key: &CoreRsaPrivateSigningKey) -> String {
 
 #[tokio::test]
 async fn only_a_valid_id_token_signs_in() {
-    let provider = start_provider().await;
-    let key = rsa_key("k1");
+    let fake = Fake::start().await;
+    let (provider, key) = (&fake.provider, &fake.key);
     let forger = rsa_key("k1");
-    provider.lock().unwrap().keys = vec![key.as_verification_key()];
-    let issuer = provider.lock().unwrap().issuer.clone();
-    let server = TestServer::start_with(|c| {
-        c.oidc = vec![conclave::oidc::ProviderConfig {
-            name: "Fake".into(),
-            issuer: issuer.clone(),
-            client_id: CLIENT_ID.into(),
-            client_secret_file: None,
-            client_secret_env: None,
-            scopes: vec!["email".into()],
-            ..Default::default()
-        }];
-    })
-    .await;
-    let good = |s: &Started| Claims {
-        issuer: issuer.clone(),
-        audience: CLIENT_ID.into(),
-        nonce: s.nonce.clone(),
-        expires_in: 300,
-    };
+    let server = TestServer::start_with(|c| c.oidc = vec![fake.config()]).await;
+    let good = |s: &Started| fake.claims(s);
     const REFUSED: &str = "/signin#oidc_error=token";
 
     // Signed by another key under the provider's key ID.
     let s = start(&server).await;
     assert_eq!(
-        finish(&server, &provider, &s, signed(&good(&s), &forger)).await,
+        finish(&server, provider, &s, signed(&good(&s), &forger)).await,
         REFUSED
     );
 
@@ -227,7 +292,7 @@ async fn only_a_valid_id_token_signs_in() {
         ..good(&s)
     };
     assert_eq!(
-        finish(&server, &provider, &s, signed(&c, &key)).await,
+        finish(&server, provider, &s, signed(&c, key)).await,
         REFUSED
     );
 
@@ -238,7 +303,7 @@ async fn only_a_valid_id_token_signs_in() {
         ..good(&s)
     };
     assert_eq!(
-        finish(&server, &provider, &s, signed(&c, &key)).await,
+        finish(&server, provider, &s, signed(&c, key)).await,
         REFUSED
     );
 
@@ -249,7 +314,7 @@ async fn only_a_valid_id_token_signs_in() {
         ..good(&s)
     };
     assert_eq!(
-        finish(&server, &provider, &s, signed(&c, &key)).await,
+        finish(&server, provider, &s, signed(&c, key)).await,
         REFUSED
     );
 
@@ -257,7 +322,7 @@ async fn only_a_valid_id_token_signs_in() {
     let s = start(&server).await;
     let other = start(&server).await;
     assert_eq!(
-        finish(&server, &provider, &s, signed(&good(&other), &key)).await,
+        finish(&server, provider, &s, signed(&good(&other), key)).await,
         REFUSED
     );
 
@@ -266,7 +331,7 @@ async fn only_a_valid_id_token_signs_in() {
     let header = BASE64URL_NOPAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let body = BASE64URL_NOPAD.encode(&serde_json::to_vec(&claims(&good(&s))).unwrap());
     assert_eq!(
-        finish(&server, &provider, &s, format!("{header}.{body}.")).await,
+        finish(&server, provider, &s, format!("{header}.{body}.")).await,
         REFUSED
     );
 
@@ -282,7 +347,7 @@ async fn only_a_valid_id_token_signs_in() {
     )
     .expect("sign HS256")
     .to_string();
-    assert_eq!(finish(&server, &provider, &s, hs).await, REFUSED);
+    assert_eq!(finish(&server, provider, &s, hs).await, REFUSED);
 
     // Nobody was signed in by any of those.
     assert_eq!(server.store().await.user_count().await.unwrap(), 2);
@@ -290,7 +355,7 @@ async fn only_a_valid_id_token_signs_in() {
     // The real thing.
     let s = start(&server).await;
     assert_eq!(
-        finish(&server, &provider, &s, signed(&good(&s), &key)).await,
+        finish(&server, provider, &s, signed(&good(&s), key)).await,
         "/signin#oidc=done"
     );
     assert_eq!(server.store().await.user_count().await.unwrap(), 3);
@@ -301,12 +366,12 @@ async fn only_a_valid_id_token_signs_in() {
     provider.lock().unwrap().keys = vec![rotated.as_verification_key()];
     let s = start(&server).await;
     assert_eq!(
-        finish(&server, &provider, &s, signed(&good(&s), &rotated)).await,
+        finish(&server, provider, &s, signed(&good(&s), &rotated)).await,
         "/signin#oidc=done"
     );
     let s = start(&server).await;
     assert_eq!(
-        finish(&server, &provider, &s, signed(&good(&s), &key)).await,
+        finish(&server, provider, &s, signed(&good(&s), key)).await,
         REFUSED
     );
     // Still the same one account.
@@ -315,32 +380,17 @@ async fn only_a_valid_id_token_signs_in() {
 
 #[tokio::test]
 async fn a_provider_signs_in_with_passwords_off_but_not_into_a_disabled_account() {
-    let provider = start_provider().await;
-    let key = rsa_key("k1");
-    provider.lock().unwrap().keys = vec![key.as_verification_key()];
-    let issuer = provider.lock().unwrap().issuer.clone();
+    let fake = Fake::start().await;
+    let (provider, key) = (&fake.provider, &fake.key);
     let server = TestServer::start_with(|c| {
         c.password_login = false;
-        c.oidc = vec![conclave::oidc::ProviderConfig {
-            name: "Fake".into(),
-            issuer: issuer.clone(),
-            client_id: CLIENT_ID.into(),
-            client_secret_file: None,
-            client_secret_env: None,
-            scopes: vec!["email".into()],
-            ..Default::default()
-        }];
+        c.oidc = vec![fake.config()];
     })
     .await;
-    let good = |s: &Started| Claims {
-        issuer: issuer.clone(),
-        audience: CLIENT_ID.into(),
-        nonce: s.nonce.clone(),
-        expires_in: 300,
-    };
+    let good = |s: &Started| fake.claims(s);
     let s = start(&server).await;
     assert_eq!(
-        finish(&server, &provider, &s, signed(&good(&s), &key)).await,
+        finish(&server, provider, &s, signed(&good(&s), key)).await,
         "/signin#oidc=done"
     );
 
@@ -353,7 +403,7 @@ async fn a_provider_signs_in_with_passwords_off_but_not_into_a_disabled_account(
     assert!(store.set_user_disabled(grace.id, true).await.unwrap());
     let s = start(&server).await;
     assert_eq!(
-        finish(&server, &provider, &s, signed(&good(&s), &key)).await,
+        finish(&server, provider, &s, signed(&good(&s), key)).await,
         "/signin#oidc_error=disabled"
     );
     // Still her one account, still disabled: the refusal made nothing new.
@@ -416,20 +466,14 @@ fn person(
 
 #[tokio::test]
 async fn groups_decide_who_hosts_and_domains_who_signs_in() {
-    let provider = start_provider().await;
-    let key = rsa_key("k1");
-    provider.lock().unwrap().keys = vec![key.as_verification_key()];
-    let issuer = provider.lock().unwrap().issuer.clone();
+    let fake = Fake::start().await;
     let server = TestServer::start_with(|c| {
         c.oidc = vec![conclave::oidc::ProviderConfig {
-            name: "Fake".into(),
-            issuer: issuer.clone(),
-            client_id: CLIENT_ID.into(),
             scopes: vec!["email".into(), "groups".into()],
             groups_claim: "groups".into(),
             host_groups: vec!["conclave-hosts".into()],
             allowed_email_domains: vec!["school.example".into()],
-            ..Default::default()
+            ..fake.config()
         }];
     })
     .await;
@@ -445,72 +489,60 @@ async fn groups_decide_who_hosts_and_domains_who_signs_in() {
     const DOMAIN: &str = "/signin#oidc_error=domain";
 
     // In the host group: may host.
-    let s = start(&server).await;
-    let t = person(
-        &issuer,
-        &s,
-        "g",
-        "grace@school.example",
-        Some(true),
-        Some(&["staff", "conclave-hosts"]),
-        &key,
+    assert_eq!(
+        fake.sign_in(
+            &server,
+            "g",
+            "grace@school.example",
+            Some(true),
+            Some(&["staff", "conclave-hosts"])
+        )
+        .await,
+        DONE
     );
-    assert_eq!(finish(&server, &provider, &s, t).await, DONE);
     assert!(may_host("grace").await);
 
     // Not in it: signs in, may not host.
-    let s = start(&server).await;
-    let t = person(
-        &issuer,
-        &s,
-        "a",
-        "ada@school.example",
-        None,
-        Some(&["staff"]),
-        &key,
+    assert_eq!(
+        fake.sign_in(&server, "a", "ada@school.example", None, Some(&["staff"]))
+            .await,
+        DONE
     );
-    assert_eq!(finish(&server, &provider, &s, t).await, DONE);
     assert!(!may_host("ada").await);
 
     // Outside the allowed domains, or with an address the provider says it
     // did not verify: not signed in, no account made.
     let before = store.user_count().await.unwrap();
-    let s = start(&server).await;
-    let t = person(
-        &issuer,
-        &s,
-        "e",
-        "eve@elsewhere.example",
-        Some(true),
-        Some(&["conclave-hosts"]),
-        &key,
+    assert_eq!(
+        fake.sign_in(
+            &server,
+            "e",
+            "eve@elsewhere.example",
+            Some(true),
+            Some(&["conclave-hosts"])
+        )
+        .await,
+        DOMAIN
     );
-    assert_eq!(finish(&server, &provider, &s, t).await, DOMAIN);
-    let s = start(&server).await;
-    let t = person(
-        &issuer,
-        &s,
-        "m",
-        "mallory@school.example",
-        Some(false),
-        Some(&["conclave-hosts"]),
-        &key,
+    assert_eq!(
+        fake.sign_in(
+            &server,
+            "m",
+            "mallory@school.example",
+            Some(false),
+            Some(&["conclave-hosts"])
+        )
+        .await,
+        DOMAIN
     );
-    assert_eq!(finish(&server, &provider, &s, t).await, DOMAIN);
     assert_eq!(store.user_count().await.unwrap(), before);
 
     // Groups are read at each sign-in: out of the group, out of hosting.
-    let s = start(&server).await;
-    let t = person(
-        &issuer,
-        &s,
-        "g",
-        "grace@school.example",
-        Some(true),
-        None,
-        &key,
+    assert_eq!(
+        fake.sign_in(&server, "g", "grace@school.example", Some(true), None)
+            .await,
+        DONE
     );
-    assert_eq!(finish(&server, &provider, &s, t).await, DONE);
     assert!(!may_host("grace").await);
 
     // The audit log has each, newest first.
@@ -549,18 +581,13 @@ async fn groups_decide_who_hosts_and_domains_who_signs_in() {
 
 #[tokio::test]
 async fn admin_groups_grant_the_admin_role_and_take_it_back() {
-    let provider = start_provider().await;
-    let key = rsa_key("k1");
-    provider.lock().unwrap().keys = vec![key.as_verification_key()];
-    let issuer = provider.lock().unwrap().issuer.clone();
+    let fake = Fake::start().await;
     let server = TestServer::start_with(|c| {
         c.oidc = vec![conclave::oidc::ProviderConfig {
-            name: "Fake".into(),
-            issuer: issuer.clone(),
-            client_id: CLIENT_ID.into(),
+            scopes: Vec::new(),
             groups_claim: "groups".into(),
             admin_groups: vec!["conclave-admins".into()],
-            ..Default::default()
+            ..fake.config()
         }];
     })
     .await;
@@ -576,12 +603,7 @@ async fn admin_groups_grant_the_admin_role_and_take_it_back() {
     const DONE: &str = "/signin#oidc=done";
     let sign_in =
         |sub: &'static str, email: &'static str, groups: Option<&'static [&'static str]>| {
-            let (server, provider, issuer, key) = (&server, &provider, &issuer, &key);
-            async move {
-                let s = start(server).await;
-                let t = person(issuer, &s, sub, email, Some(true), groups, key);
-                finish(server, provider, &s, t).await
-            }
+            fake.sign_in(&server, sub, email, Some(true), groups)
         };
 
     // In the admin group: an administrator (and, with no host_groups, a host).
@@ -639,36 +661,6 @@ async fn admin_groups_grant_the_admin_role_and_take_it_back() {
     store.close().await;
 }
 
-/// The start of a sign-in whose nonce the browser chose, as `/auth/oidc/NAME?key_nonce=`.
-async fn start_with_key_nonce(server: &TestServer, key_nonce: &str) -> Started {
-    let resp = client()
-        .get(server.url(&format!("/auth/oidc/Fake?key_nonce={key_nonce}")))
-        .send()
-        .await
-        .expect("start");
-    assert_eq!(resp.status(), 303);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let url = url::Url::parse(&location).expect("authorization URL");
-    let param = |name: &str| {
-        url.query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.to_string())
-            .unwrap_or_else(|| panic!("{name} in {location}"))
-    };
-    Started {
-        cookie,
-        state: param("state"),
-        nonce: param("nonce"),
-    }
-}
-
 /// The callback's `Set-Cookie` headers, for a sign-in that the token `id_token` finishes.
 async fn callback_cookies(
     server: &TestServer,
@@ -676,17 +668,7 @@ async fn callback_cookies(
     s: &Started,
     id_token: String,
 ) -> Vec<String> {
-    provider.lock().unwrap().id_token = Some(id_token);
-    let resp = client()
-        .get(server.url(&format!(
-            "/auth/oidc/Fake/callback?code=a-code&state={}",
-            s.state
-        )))
-        .header("cookie", &s.cookie)
-        .send()
-        .await
-        .expect("callback");
-    assert_eq!(resp.status(), 303);
+    let resp = callback(server, provider, s, id_token).await;
     assert_eq!(resp.headers()["location"], "/signin#oidc=done");
     resp.headers()
         .get_all("set-cookie")
@@ -700,28 +682,10 @@ async fn callback_cookies(
 /// without that commitment never hands the token to the page.
 #[tokio::test]
 async fn a_key_nonce_becomes_the_tokens_nonce_and_the_token_comes_back_for_the_leaf() {
-    let provider = start_provider().await;
-    let key = rsa_key("k1");
-    provider.lock().unwrap().keys = vec![key.as_verification_key()];
-    let issuer = provider.lock().unwrap().issuer.clone();
-    let server = TestServer::start_with(|c| {
-        c.oidc = vec![conclave::oidc::ProviderConfig {
-            name: "Fake".into(),
-            issuer: issuer.clone(),
-            client_id: CLIENT_ID.into(),
-            client_secret_file: None,
-            client_secret_env: None,
-            scopes: vec!["email".into()],
-            ..Default::default()
-        }];
-    })
-    .await;
-    let claims_for = |s: &Started| Claims {
-        issuer: issuer.clone(),
-        audience: CLIENT_ID.into(),
-        nonce: s.nonce.clone(),
-        expires_in: 300,
-    };
+    let fake = Fake::start().await;
+    let (provider, key) = (&fake.provider, &fake.key);
+    let server = TestServer::start_with(|c| c.oidc = vec![fake.config()]).await;
+    let claims_for = |s: &Started| fake.claims(s);
     let leaf_cookie = |cookies: &[String]| {
         cookies
             .iter()
@@ -733,8 +697,8 @@ async fn a_key_nonce_becomes_the_tokens_nonce_and_the_token_comes_back_for_the_l
     let commitment = BASE64URL_NOPAD.encode(&[7u8; 32]);
     let s = start_with_key_nonce(&server, &commitment).await;
     assert_eq!(s.nonce, commitment);
-    let token = signed(&claims_for(&s), &key);
-    let cookies = callback_cookies(&server, &provider, &s, token.clone()).await;
+    let token = signed(&claims_for(&s), key);
+    let cookies = callback_cookies(&server, provider, &s, token.clone()).await;
     let leaf = leaf_cookie(&cookies).expect("the token comes back for the leaf");
     assert!(
         leaf.starts_with(&format!("conclave_leaf_token={token};")),
@@ -756,7 +720,7 @@ async fn a_key_nonce_becomes_the_tokens_nonce_and_the_token_comes_back_for_the_l
             Some(q) => start_with_key_nonce(&server, q).await,
         };
         assert_ne!(s.nonce, commitment);
-        let cookies = callback_cookies(&server, &provider, &s, signed(&claims_for(&s), &key)).await;
+        let cookies = callback_cookies(&server, provider, &s, signed(&claims_for(&s), key)).await;
         assert_eq!(leaf_cookie(&cookies), None, "{query:?}");
     }
 }
@@ -767,28 +731,17 @@ async fn a_key_nonce_becomes_the_tokens_nonce_and_the_token_comes_back_for_the_l
 /// Conclave session (204, no redirect).
 #[tokio::test]
 async fn a_provider_session_expires_and_signs_out_locally_without_an_end_session_endpoint() {
-    let provider = start_provider().await;
-    let key = rsa_key("k1");
-    provider.lock().unwrap().keys = vec![key.as_verification_key()];
-    let issuer = provider.lock().unwrap().issuer.clone();
+    let fake = Fake::start().await;
+    let (provider, key) = (&fake.provider, &fake.key);
     let server = TestServer::start_with(|c| {
         c.oidc = vec![conclave::oidc::ProviderConfig {
-            name: "Fake".into(),
-            issuer: issuer.clone(),
-            client_id: CLIENT_ID.into(),
-            scopes: vec!["email".into()],
             // Two seconds, injected for the test.
             session_max_age_hours: 2.0 / 3600.0,
-            ..Default::default()
+            ..fake.config()
         }];
     })
     .await;
-    let claims_for = |s: &Started| Claims {
-        issuer: issuer.clone(),
-        audience: CLIENT_ID.into(),
-        nonce: s.nonce.clone(),
-        expires_in: 300,
-    };
+    let claims_for = |s: &Started| fake.claims(s);
     let session_of = |cookies: &[String]| {
         let c = cookies
             .iter()
@@ -814,7 +767,7 @@ async fn a_provider_session_expires_and_signs_out_locally_without_an_end_session
     };
 
     let s = start(&server).await;
-    let cookies = callback_cookies(&server, &provider, &s, signed(&claims_for(&s), &key)).await;
+    let cookies = callback_cookies(&server, provider, &s, signed(&claims_for(&s), key)).await;
     let session = session_of(&cookies);
     assert_eq!(me(session.clone()).await.0, 200);
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
@@ -825,7 +778,7 @@ async fn a_provider_session_expires_and_signs_out_locally_without_an_end_session
     // Sign-out with the logout cookie of a provider that offers no
     // end-session endpoint: the session ends here only.
     let s = start(&server).await;
-    let cookies = callback_cookies(&server, &provider, &s, signed(&claims_for(&s), &key)).await;
+    let cookies = callback_cookies(&server, provider, &s, signed(&claims_for(&s), key)).await;
     let session = session_of(&cookies);
     let logout = cookies
         .iter()
