@@ -54,6 +54,10 @@ const LEGS = {
   loss10: ['--delay-ms', '40', '--jitter-ms', '10', '--loss', '0.10'],
   // Gilbert–Elliott, about 3 % lost on average in bursts of two on average.
   burst: ['--delay-ms', '40', '--jitter-ms', '10', '--burst', '0.02,0.3,0,0.5'],
+  // One receiver (the last member) behind a 300 kbit/s bottleneck with a
+  // 250 ms buffer, besides 40 ± 10 ms on every hop; its port is added at
+  // run time (capPort).
+  capped: ['--delay-ms', '40', '--jitter-ms', '10', '--cap-kbps', '300'],
 };
 const legs = opts.legs.split(',');
 for (const l of legs) if (!(l in LEGS)) throw new Error(`unknown leg ${l} (${Object.keys(LEGS)})`);
@@ -86,13 +90,16 @@ function withoutRed() {
 /** Sums of the page's inbound counters, and how many video and audio streams it receives. */
 function inbound(page) {
   return page.evaluate(async () => {
-    const o = { video: 0, audio: 0, frames: 0, freezes: 0, frozen: 0, dropped: 0, samples: 0, concealed: 0, lost: 0, packets: 0, red: false, vpackets: 0, vlost: 0, nacks: 0, plis: 0, rtx: 0, keyframes: 0, width: 0, encoded: {}, sentNacks: 0, resent: 0, cpuLimited: 0, bwLimited: 0, outbound: 0, availOut: 0, pairs: 0, target: {}, modes: {} };
+    const o = { playoutExt: false, jbDelay: 0, jbEmitted: 0, jbMinimum: 0, jbTarget: 0, video: 0, audio: 0, frames: 0, freezes: 0, frozen: 0, dropped: 0, samples: 0, concealed: 0, lost: 0, packets: 0, red: false, vpackets: 0, vlost: 0, nacks: 0, plis: 0, rtx: 0, keyframes: 0, width: 0, encoded: {}, sentNacks: 0, resent: 0, cpuLimited: 0, bwLimited: 0, outbound: 0, availOut: 0, pairs: 0, target: {}, modes: {} };
     for (const pc of (window.__pcs || []).filter((p) => p.connectionState !== 'closed')) {
       // Chromium sends RED when the answer lists it before Opus.
       const sdp = pc.currentRemoteDescription?.sdp || '';
       const names = new Map([...sdp.matchAll(/a=rtpmap:(\d+) ([^/\r\n]+)/g)].map((m) => [m[1], m[2].toLowerCase()]));
       const audio = sdp.split('\r\n').find((l) => l.startsWith('m=audio') && !l.startsWith('m=audio 0'));
       o.red ||= names.get(audio?.split(' ')[3]) === 'red';
+      // The playout-delay header extension negotiated (the server asks
+      // for a minimum delay with it while repairs come late).
+      o.playoutExt ||= sdp.includes('rtp-hdrext/playout-delay');
       (await pc.getStats()).forEach((s) => {
         if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate) {
           o.availOut += s.availableOutgoingBitrate;
@@ -125,6 +132,13 @@ function inbound(page) {
           o.rtx += s.retransmittedPacketsReceived || 0;
           o.keyframes += s.keyFramesDecoded || 0;
           o.width += s.frameWidth || 0;
+          // Seconds summed over frames leaving the jitter buffer, and how
+          // many: the mean delay a frame waited there, and what Chromium
+          // aimed at (its target, and the minimum it was asked for).
+          o.jbDelay += s.jitterBufferDelay || 0;
+          o.jbEmitted += s.jitterBufferEmittedCount || 0;
+          o.jbMinimum += s.jitterBufferMinimumDelay || 0;
+          o.jbTarget += s.jitterBufferTargetDelay || 0;
         } else {
           o.audio += 1;
           o.samples += s.totalSamplesReceived || 0;
@@ -141,6 +155,24 @@ function inbound(page) {
 function iptables(...args) {
   const r = spawnSync(IPTABLES, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`iptables ${args.join(' ')}: ${r.stderr}`);
+}
+
+/** The local UDP port of the page's selected candidate pair: where the server's media reaches it. */
+function capPort(page) {
+  return page.evaluate(async () => {
+    for (const pc of (window.__pcs || [window.directCall]).filter((p) => p && p.connectionState !== 'closed')) {
+      const stats = await pc.getStats();
+      let port = null;
+      stats.forEach((s) => {
+        if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+          const local = stats.get(s.localCandidateId);
+          if (local && local.protocol === 'udp') port = local.port;
+        }
+      });
+      if (port) return port;
+    }
+    throw new Error('no selected UDP candidate pair');
+  });
 }
 
 /** Starts bench/impair with a leg's arguments; resolves once it is bound to the queue. */
@@ -235,7 +267,8 @@ try {
     const all = await (variant === 'direct' ? directCall(flags) : meetingOfThree(variant, flags));
     try {
       for (const leg of legs) {
-        const impair = await startImpair(LEGS[leg]);
+        const capped = leg === 'capped' ? await capPort(all.at(-1).page) : null;
+        const impair = await startImpair(capped ? [...LEGS[leg], '--cap-port', String(capped)] : LEGS[leg]);
         try {
           await new Promise((r) => setTimeout(r, warmup * 1000));
           const before = await Promise.all(all.map((b) => inbound(b.page)));
@@ -267,6 +300,16 @@ try {
             rtx_pct: (100 * sum('rtx')) / Math.max(1, sum('vpackets')),
             keyframes_per_min: sum('keyframes') / videos / mins,
             width: after.reduce((a, s) => a + s.width, 0) / videos,
+            // Per member, in join order (the capped leg caps the last): the
+            // mean width it decodes and its received frame rate.
+            member_width: after.map((s) => s.width / Math.max(1, s.video)),
+            member_fps: after.map((s, i) => (s.frames - before[i].frames) / Math.max(1, s.video) / secs),
+            playout_ext: after.map((s) => s.playoutExt),
+            // Mean ms a video frame waited in the receivers' jitter buffers,
+            // and the mean target and minimum delay Chromium reported.
+            jitter_buffer_ms: (1000 * sum('jbDelay')) / Math.max(1, sum('jbEmitted')),
+            jitter_target_ms: (1000 * sum('jbTarget')) / Math.max(1, sum('jbEmitted')),
+            jitter_minimum_ms: (1000 * sum('jbMinimum')) / Math.max(1, sum('jbEmitted')),
             // The senders' side: frames sent a second per layer (mean over
             // senders), NACKs they got and packets they sent again a minute,
             // and the share of the time their encoder was held back by CPU

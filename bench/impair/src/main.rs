@@ -8,6 +8,7 @@
 //!
 //!     impair --queue 0 --delay-ms 40 --jitter-ms 10 --loss 0.03
 //!     impair --queue 0 --delay-ms 40 --jitter-ms 10 --burst 0.01,0.25,0,0.5
+//!     impair --queue 0 --delay-ms 40 --jitter-ms 10 --cap-port 40123 --cap-kbps 300
 //!
 //! Every `--report-secs` it prints a JSON line with what it has seen and
 //! dropped. Stop it with a signal: packets still held are then dropped by
@@ -23,7 +24,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use nfq::{Queue, Verdict};
 
-use crate::model::{Fate, Impairment, Loss, Profile};
+use crate::model::{Cap, Fate, Impairment, Loss, Profile};
 
 /// Packets the kernel may hold for us at once (the default is 1024: less
 /// than a second of a meeting's packets at 40 ms of delay is fine, but a
@@ -52,6 +53,17 @@ struct Args {
     /// (per-packet chances of changing state, and the loss in each state).
     #[arg(long, value_parser = parse_burst)]
     burst: Option<Loss>,
+    /// UDP packets to this destination port also cross a bottleneck of
+    /// `--cap-kbps` (one receiver on a slow link; the bench's capped
+    /// subscriber).
+    #[arg(long, requires = "cap_kbps")]
+    cap_port: Option<u16>,
+    /// The bottleneck's rate, in kbit/s.
+    #[arg(long, requires = "cap_port")]
+    cap_kbps: Option<u64>,
+    /// The bottleneck's drop-tail buffer, in milliseconds of its rate.
+    #[arg(long, default_value_t = 250)]
+    cap_queue_ms: u64,
     /// How often to print counters (JSON, one line), in seconds.
     #[arg(long, default_value_t = 10)]
     report_secs: u64,
@@ -92,6 +104,10 @@ fn main() -> anyhow::Result<()> {
         loss,
     };
     let mut impairment = Impairment::new(profile);
+    let mut cap = args
+        .cap_kbps
+        .map(|k| Cap::new(k * 1_000, Duration::from_millis(args.cap_queue_ms)));
+    let origin = Instant::now();
     let mut rng = rand::rng();
 
     let mut queue =
@@ -102,12 +118,14 @@ fn main() -> anyhow::Result<()> {
     queue.set_queue_max_len(args.queue, QUEUE_MAX_LEN)?;
     queue.set_nonblocking(true);
     eprintln!(
-        "impair: queue {} delay {:?} ± {:?}, loss {:?} (mean {:.2} %)",
+        "impair: queue {} delay {:?} ± {:?}, loss {:?} (mean {:.2} %), cap {:?} kbit/s to port {:?}",
         args.queue,
         profile.delay,
         profile.jitter,
         profile.loss,
-        100.0 * profile.loss.mean()
+        100.0 * profile.loss.mean(),
+        args.cap_kbps,
+        args.cap_port,
     );
 
     // Release time and arrival number (ties keep arrival order) -> packet.
@@ -125,7 +143,17 @@ fn main() -> anyhow::Result<()> {
                 Err(e) => return Err(e).context("reading the queue"),
             };
             busy = true;
-            match impairment.decide(&mut rng) {
+            let mut fate = impairment.decide(&mut rng);
+            if let (Some(cap), Fate::Delay(d)) = (cap.as_mut(), fate)
+                && udp_destination(msg.get_payload()) == args.cap_port
+            {
+                let now = Instant::now().saturating_duration_since(origin);
+                fate = match cap.pass(now, msg.get_payload().len()) {
+                    Some(wait) => Fate::Delay(d + wait),
+                    None => Fate::Drop,
+                };
+            }
+            match fate {
                 Fate::Drop => {
                     msg.set_verdict(Verdict::Drop);
                     queue.verdict(msg)?;
@@ -156,6 +184,8 @@ fn main() -> anyhow::Result<()> {
                 "seen": impairment.seen,
                 "dropped": impairment.dropped,
                 "held": held.len(),
+                "cap_passed": cap.as_ref().map(|c| c.passed),
+                "cap_dropped": cap.as_ref().map(|c| c.dropped),
             });
             let mut out = std::io::stdout().lock();
             writeln!(out, "{line}")?;
@@ -169,4 +199,21 @@ fn main() -> anyhow::Result<()> {
             std::thread::sleep(until_due.min(IDLE_SLEEP));
         }
     }
+}
+
+/// The destination port of an IPv4 or IPv6 UDP packet (without IPv6
+/// extension headers), if it is one.
+fn udp_destination(ip: &[u8]) -> Option<u16> {
+    let (protocol, header) = match ip.first()? >> 4 {
+        4 => (*ip.get(9)?, usize::from(ip[0] & 0x0f) * 4),
+        6 => (*ip.get(6)?, 40),
+        _ => return None,
+    };
+    if protocol != 17 {
+        return None;
+    }
+    Some(u16::from_be_bytes([
+        *ip.get(header + 2)?,
+        *ip.get(header + 3)?,
+    ]))
 }

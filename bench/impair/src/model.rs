@@ -115,6 +115,47 @@ impl Impairment {
     }
 }
 
+/// A bottleneck of `bits_per_sec` in front of one receiver (the bench's
+/// capped subscriber): packets leave it one after another at that rate, and
+/// one that would wait more than `max_queue` in its drop-tail buffer is
+/// dropped, as a home router's full queue does.
+#[derive(Debug)]
+pub struct Cap {
+    bits_per_sec: u64,
+    max_queue: Duration,
+    /// When the link is next free, counted from the caller's origin.
+    free_at: Duration,
+    pub passed: u64,
+    pub dropped: u64,
+}
+
+impl Cap {
+    pub fn new(bits_per_sec: u64, max_queue: Duration) -> Self {
+        Self {
+            bits_per_sec: bits_per_sec.max(1),
+            max_queue,
+            free_at: Duration::ZERO,
+            passed: 0,
+            dropped: 0,
+        }
+    }
+
+    /// A packet of `bytes` reaching the bottleneck at `now` (since the
+    /// caller's origin): how long until it has left it, or `None` if the
+    /// buffer is full.
+    pub fn pass(&mut self, now: Duration, bytes: usize) -> Option<Duration> {
+        let start = self.free_at.max(now);
+        if start - now > self.max_queue {
+            self.dropped += 1;
+            return None;
+        }
+        let sending = Duration::from_nanos(bytes as u64 * 8 * 1_000_000_000 / self.bits_per_sec);
+        self.free_at = start + sending;
+        self.passed += 1;
+        Some(self.free_at - now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +182,32 @@ mod tests {
                 assert!(d >= Duration::from_millis(30) && d <= Duration::from_millis(50));
             }
         }
+    }
+
+    #[test]
+    fn a_cap_passes_its_rate_and_drops_what_overflows_its_buffer() {
+        // 300 kbit/s, 250 ms of buffer; 1,000-byte packets offered at
+        // 600 kbit/s (one every 13.33 ms) for 10 s.
+        let mut cap = Cap::new(300_000, Duration::from_millis(250));
+        let mut last = Duration::ZERO;
+        for i in 0..750u64 {
+            let now = Duration::from_micros(i * 13_333);
+            if let Some(wait) = cap.pass(now, 1_000) {
+                assert!(wait <= Duration::from_millis(250) + Duration::from_micros(26_667));
+                last = now + wait;
+            }
+        }
+        // About half got through, at the cap's rate.
+        let rate = cap.passed as f64 * 8_000.0 / last.as_secs_f64();
+        assert!((rate - 300_000.0).abs() < 15_000.0, "{rate}");
+        assert!(cap.dropped > 300, "{}", cap.dropped);
+        // Below the cap nothing waits or drops.
+        let mut cap = Cap::new(300_000, Duration::from_millis(250));
+        for i in 0..100u64 {
+            let wait = cap.pass(Duration::from_millis(i * 100), 1_000).unwrap();
+            assert_eq!(wait, Duration::from_nanos(26_666_666));
+        }
+        assert_eq!(cap.dropped, 0);
     }
 
     #[test]
