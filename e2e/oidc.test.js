@@ -300,7 +300,9 @@ client_secret_env = "TEST_OIDC_SECRET"
   step('an account the admin disabled is signed out and the provider cannot sign it in', async () => {
     admin('disable-user', 'grace');
     const p = browser.page;
-    assert.equal(await p.evaluate(() => fetch('/api/v1/me').then((r) => r.status)), 401);
+    // Her session has ended, and says why.
+    const me = await p.evaluate(() => fetch('/api/v1/me').then(async (r) => ({ status: r.status, error: (await r.json()).error })));
+    assert.deepEqual(me, { status: 403, error: 'account_disabled' });
     // A fresh browser goes through the provider's login again.
     const b = await openBrowser('oidc-nopw-disabled');
     try {
