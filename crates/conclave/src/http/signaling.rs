@@ -201,7 +201,8 @@ pub async fn upgrade(
     }
     // Served here: counted for the whole cluster (a relayed socket is
     // counted by the node it is relayed to, here when it arrives).
-    if let Some(cluster) = &state.cluster {
+    // While Redis is known to be away, at once: counted on this node alone.
+    if let Some(cluster) = state.cluster.as_ref().filter(|c| c.is_available()) {
         match cluster.admit_conn(ip, state.conns.max_pending()).await {
             Ok(Some(shared)) => slot.shared = Some(shared),
             Ok(None) => {
