@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::common::{Meeting, TestServer};
+use crate::common::{Api, Meeting, TestServer};
 use crate::common::{Ws, native_options, sample};
 use conclave_client::ivf::IvfReader;
 use conclave_client::session::run;
@@ -161,6 +161,12 @@ pub(crate) fn invite(meeting: &Meeting) -> String {
         .to_string()
 }
 
+/// A meeting of `api`'s account without a waiting room: a `join` is in at once.
+async fn open_meeting(api: &Api) -> Meeting {
+    api.create_meeting(json!({"settings": {"waiting_room": false}}))
+        .await
+}
+
 /// Reads the host's socket until the waiting room lists `name`; its id.
 async fn waits(host: &mut Ws, name: &str) -> u64 {
     loop {
@@ -290,9 +296,7 @@ async fn join_leaves_at_once_on_ctrl_c_while_waiting_and_while_admitted() {
 async fn two_native_clients_show_the_same_security_code() {
     let server = TestServer::start().await;
     let api = server.signed_in("alice").await;
-    let meeting = api
-        .create_meeting(json!({"settings": {"waiting_room": false}}))
-        .await;
+    let meeting = open_meeting(&api).await;
     let link = invite(&meeting);
     let mut ada = Cli::start(&["join", &link, "--name", "Ada", "--stats"]);
     let mut bob = Cli::start(&["join", &link, "--name", "Bob", "--stats"]);
@@ -322,9 +326,7 @@ async fn two_native_clients_show_the_same_security_code() {
         }
     }
     // Someone else's code is not this one: a different meeting.
-    let other = api
-        .create_meeting(json!({"settings": {"waiting_room": false}}))
-        .await;
+    let other = open_meeting(&api).await;
     let mut solo = Cli::start(&["join", &invite(&other), "--name", "Solo"]);
     let (_, _, code_solo) = solo.stderr_line(security_code_line).await;
     assert_ne!(code_solo, code_a);
@@ -346,9 +348,7 @@ async fn two_native_clients_show_the_same_security_code() {
 async fn interactive_clients_chat_raise_hands_and_react_to_each_other() {
     let server = TestServer::start().await;
     let api = server.signed_in("alice").await;
-    let meeting = api
-        .create_meeting(json!({"settings": {"waiting_room": false}}))
-        .await;
+    let meeting = open_meeting(&api).await;
     let link = invite(&meeting);
     let mut ada = Cli::start_typing(&["join", &link, "--name", "Ada", "--interactive"]);
     let mut bob = Cli::start_typing(&["join", &link, "--name", "Bob", "--interactive"]);
@@ -705,6 +705,52 @@ async fn verified_member(
     }
 }
 
+/// A server that trusts the stand-in provider "Fake" at `issuer`, and an
+/// open meeting with Ada in it, her leaf carrying that provider's token
+/// signed with `key` ([`verified_member`]).
+struct AdaMeeting {
+    /// Held for the meeting's life: the server stops when it is dropped.
+    _server: TestServer,
+    meeting: Meeting,
+    stop: tokio::sync::watch::Sender<bool>,
+    ada: tokio::task::JoinHandle<()>,
+}
+
+impl AdaMeeting {
+    async fn start(issuer: String, key: openidconnect::core::CoreRsaPrivateSigningKey) -> Self {
+        let server = TestServer::start_with(|c| {
+            c.oidc = vec![conclave::oidc::ProviderConfig {
+                name: "Fake".into(),
+                issuer: issuer.clone(),
+                client_id: crate::oidc_tokens::CLIENT_ID.into(),
+                ..Default::default()
+            }];
+        })
+        .await;
+        let meeting = open_meeting(&server.signed_in("alice").await).await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let ada = tokio::spawn(verified_member(
+            server.addr,
+            meeting.clone(),
+            issuer,
+            key,
+            stopped,
+        ));
+        AdaMeeting {
+            _server: server,
+            meeting,
+            stop,
+            ada,
+        }
+    }
+
+    /// Ada leaves; her task must have ended without a panic.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.ada.await.expect("Ada's task");
+    }
+}
+
 /// `conclave join` says whose word each name is, as the browser's badges
 /// do: Ada, whose leaf carries the provider's token for her key, is
 /// "verified by Fake" (the command took the provider from the server's list
@@ -712,34 +758,11 @@ async fn verified_member(
 /// guest the server shows under Ada's name, is flagged as not verified.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_marks_a_verified_name_and_flags_a_copy_of_it() {
-    use openidconnect::PrivateSigningKey;
-    let provider = crate::oidc_tokens::start_provider().await;
-    let key = crate::oidc_tokens::rsa_key("k1");
-    provider.lock().unwrap().keys = vec![key.as_verification_key()];
+    let (provider, key) = crate::oidc_tokens::provider_with_key().await;
     let issuer = provider.lock().unwrap().issuer.clone();
-    let server = TestServer::start_with(|c| {
-        c.oidc = vec![conclave::oidc::ProviderConfig {
-            name: "Fake".into(),
-            issuer: issuer.clone(),
-            client_id: crate::oidc_tokens::CLIENT_ID.into(),
-            ..Default::default()
-        }];
-    })
-    .await;
-    let api = server.signed_in("alice").await;
-    let meeting = api
-        .create_meeting(json!({"settings": {"waiting_room": false}}))
-        .await;
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let ada = tokio::spawn(verified_member(
-        server.addr,
-        meeting.clone(),
-        issuer,
-        key,
-        stop,
-    ));
+    let at = AdaMeeting::start(issuer, key).await;
 
-    let mut cli = Cli::start(&["join", &invite(&meeting), "--name", "ada lovelace"]);
+    let mut cli = Cli::start(&["join", &invite(&at.meeting), "--name", "ada lovelace"]);
     let verified = cli
         .stderr_line(|l| l.starts_with("verified: ").then(|| l.to_string()))
         .await;
@@ -767,8 +790,7 @@ async fn join_marks_a_verified_name_and_flags_a_copy_of_it() {
     );
     cli.interrupt();
     assert_eq!(cli.exit().await.code(), Some(0), "{}", cli.stderr());
-    let _ = stop_tx.send(true);
-    ada.await.expect("Ada's task");
+    at.stop().await;
 }
 
 /// The stand-in provider behind TLS, as a provider of the operator's own CA
@@ -823,38 +845,16 @@ async fn provider_over_https(provider: &crate::oidc_tokens::Shared, ca: &crate::
 /// for that reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_trusts_a_provider_of_the_ca_file() {
-    use openidconnect::PrivateSigningKey;
-    let provider = crate::oidc_tokens::start_provider().await;
-    let key = crate::oidc_tokens::rsa_key("k1");
-    provider.lock().unwrap().keys = vec![key.as_verification_key()];
+    let (provider, key) = crate::oidc_tokens::provider_with_key().await;
     let ca = crate::tls::Ca::new();
     let issuer = provider_over_https(&provider, &ca).await;
     let root = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(root.path(), ca.root_pem()).expect("write CA");
-    let server = TestServer::start_with(|c| {
-        c.oidc = vec![conclave::oidc::ProviderConfig {
-            name: "Fake".into(),
-            issuer: issuer.clone(),
-            client_id: crate::oidc_tokens::CLIENT_ID.into(),
-            ..Default::default()
-        }];
-    })
-    .await;
-    let api = server.signed_in("alice").await;
-    let meeting = api
-        .create_meeting(json!({"settings": {"waiting_room": false}}))
-        .await;
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let ada = tokio::spawn(verified_member(
-        server.addr,
-        meeting.clone(),
-        issuer,
-        key,
-        stop,
-    ));
+    let at = AdaMeeting::start(issuer, key).await;
+    let meeting = &at.meeting;
 
     let ca_file = root.path().to_str().expect("UTF-8 path");
-    let mut cli = Cli::start(&["join", &invite(&meeting), "--ca-file", ca_file]);
+    let mut cli = Cli::start(&["join", &invite(meeting), "--ca-file", ca_file]);
     let verified = cli
         .stderr_line(|l| l.starts_with("verified: ").then(|| l.to_string()))
         .await;
@@ -872,7 +872,7 @@ async fn join_trusts_a_provider_of_the_ca_file() {
     assert_eq!(cli.exit().await.code(), Some(0), "{}", cli.stderr());
 
     // The same provider without the CA: its certificate is refused.
-    let mut cli = Cli::start(&["join", &invite(&meeting)]);
+    let mut cli = Cli::start(&["join", &invite(meeting)]);
     let report = cli
         .stderr_line(|l| {
             l.starts_with("could not fetch keys of Fake: ")
@@ -908,8 +908,7 @@ async fn join_trusts_a_provider_of_the_ca_file() {
         !stderr.lines().any(|l| l.starts_with("verified: ")),
         "{stderr}"
     );
-    let _ = stop_tx.send(true);
-    ada.await.expect("Ada's task");
+    at.stop().await;
 }
 
 /// Providers that do not answer (a socket that accepts and never says a
@@ -959,9 +958,7 @@ async fn join_is_not_held_up_by_providers_that_do_not_answer() {
     })
     .await;
     let api = server.signed_in("alice").await;
-    let meeting = api
-        .create_meeting(json!({"settings": {"waiting_room": false}}))
-        .await;
+    let meeting = open_meeting(&api).await;
 
     let mut cli = Cli::start(&["join", &invite(&meeting), "--name", "Grace"]);
     // Told by the one deadline for all, not by the HTTP timeout each

@@ -93,6 +93,14 @@ pub(crate) async fn start_provider() -> Shared {
     shared
 }
 
+/// The stand-in provider publishing one signing key, "k1", and that key.
+pub(crate) async fn provider_with_key() -> (Shared, CoreRsaPrivateSigningKey) {
+    let provider = start_provider().await;
+    let key = rsa_key("k1");
+    provider.lock().unwrap().keys = vec![key.as_verification_key()];
+    (provider, key)
+}
+
 /// The stand-in provider publishing one signing key ("k1"), as most tests
 /// here use it.
 struct Fake {
@@ -103,9 +111,7 @@ struct Fake {
 
 impl Fake {
     async fn start() -> Fake {
-        let provider = start_provider().await;
-        let key = rsa_key("k1");
-        provider.lock().unwrap().keys = vec![key.as_verification_key()];
+        let (provider, key) = provider_with_key().await;
         let issuer = provider.lock().unwrap().issuer.clone();
         Fake {
             provider,
