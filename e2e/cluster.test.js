@@ -157,8 +157,11 @@ function securityCode(page) {
 // relays them to. node-0 is killed with SIGKILL mid-meeting: both browsers
 // reconnect by themselves, node-b takes the meeting over from Redis, they
 // take their seats back with their resume tokens, rebuild the MLS group and
-// say so, and end with one security code again, a new one.
-describe('a meeting whose node is killed', () => {
+// say so, and end with one security code again, a new one. The same story
+// with SIGTERM: node-0 drains, handing the meeting over (its state saved,
+// its lease given up) instead of dying with it, and exits.
+for (const signal of ['SIGKILL', 'SIGTERM']) describe(`a meeting whose node gets ${signal}`, () => {
+  const tag = signal === 'SIGKILL' ? 'failover' : 'drain';
   let dir;
   let redis;
   let stopPostgres;
@@ -169,10 +172,10 @@ describe('a meeting whose node is killed', () => {
   let waiter;
   let codeBefore;
   const browsers = [];
-  const step = storySteps('failover-', () => browsers.map((b, i) => [`browser-${i}`, b]));
+  const step = storySteps(`${tag}-`, () => browsers.map((b, i) => [`browser-${i}`, b]));
 
   async function browser(name) {
-    const b = await openBrowser(`failover-${name}`);
+    const b = await openBrowser(`${tag}-${name}`);
     browsers.push(b);
     return b.page;
   }
@@ -193,7 +196,7 @@ node_ttl_ms = 1500
   }
 
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-failover-'));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), `conclave-${tag}-`));
     fs.chmodSync(dir, 0o755); // the postgres user reaches its own directory inside
     const redisPort = await freeTcpPort();
     redis = await startRedis(redisPort, dir);
@@ -216,8 +219,8 @@ node_ttl_ms = 1500
 
   after(async () => {
     for (const b of browsers) await b.close();
-    if (node) await node.stop('failover-node-b.log');
-    if (doomed) await doomed.stop('failover-node-0.log');
+    if (node) await node.stop(`${tag}-node-b.log`);
+    if (doomed) await doomed.stop(`${tag}-node-0.log`);
     if (redis) redis.kill('SIGKILL');
     if (stopPostgres) stopPostgres();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
@@ -246,7 +249,7 @@ node_ttl_ms = 1500
     }
   });
 
-  step('node-0 is killed: both reconnect by themselves, are told of the new code once, and agree on it', async () => {
+  step(`node-0 gets ${signal}: both reconnect by themselves, are told of the new code once, and agree on it`, async () => {
     // How often each page puts up the notice, however briefly: once, not
     // never and not for every epoch of the new group.
     for (const p of [host, guest]) {
@@ -261,20 +264,23 @@ node_ttl_ms = 1500
         }).observe(document.body, { childList: true, subtree: true });
       }, NEW_CODE);
     }
-    process.kill(doomed.pid, 'SIGKILL');
+    process.kill(doomed.pid, signal);
     const killed = Date.now();
     const [a, b] = await eventually(async () => [await securityCode(host), await securityCode(guest)],
       ([x, y]) => x.length > 0 && x === y && x !== codeBefore[0], { what: 'one new security code', timeout: 20_000 });
     assert.notEqual(a, codeBefore[0]);
     assert.equal(a, b);
-    console.log(`failover: both back with one new code ${Date.now() - killed} ms after SIGKILL`);
+    console.log(`${tag}: both back with one new code ${Date.now() - killed} ms after ${signal}`);
+    // Drained, node-0 exits by itself.
+    await eventually(() => { try { process.kill(doomed.pid, 0); return false; } catch { return true; } },
+      (gone) => gone, { what: 'node-0 exits', timeout: 20_000 });
     for (const [who, p] of [['host', host], ['guest', guest]]) {
       // The notice, as a person sees it: it stays until dismissed, whatever
       // notices the new group's forming brings after it.
       const notice = p.getByRole('status').locator('.toast').filter({ hasText: NEW_CODE });
       await notice.waitFor({ timeout: 20_000 });
       assert.equal(await p.evaluate(() => window.__toldNewCode), 1, `${who} is told of the new code exactly once`);
-      await screenshot(p, `failover-${who}-told`);
+      await screenshot(p, `${tag}-${who}-told`);
       await notice.getByRole('button', { name: 'Dismiss', exact: true }).click();
       await notice.waitFor({ state: 'detached' });
       // Dismissed or missed, the Security panel still says it.
@@ -286,7 +292,7 @@ node_ttl_ms = 1500
     // Still in the meeting, with the host's controls.
     await host.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
     assert.equal(await host.getByText('Your seat in the meeting has expired').count(), 0);
-    await screenshot(host, 'failover-host-after');
+    await screenshot(host, `${tag}-host-after`);
   });
 
   step('Wendy is still waiting, listed to the host again, and gets in only when admitted', async () => {
