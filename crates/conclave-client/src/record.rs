@@ -56,6 +56,11 @@ struct Track {
 pub struct Recording {
     dir: PathBuf,
     tracks: BTreeMap<String, Track>,
+    /// Tracks of earlier peer connections ([`Recording::new_peer`]),
+    /// finished with the rest.
+    earlier: Vec<Track>,
+    /// Peer connections before this one: their mids name other tracks.
+    peers_before: u32,
 }
 
 /// RFC 7845 §5.1: the identification header. Two channels: a decoder
@@ -90,7 +95,18 @@ impl Recording {
         Ok(Recording {
             dir: dir.to_path_buf(),
             tracks: BTreeMap::new(),
+            earlier: Vec::new(),
+            peers_before: 0,
         })
+    }
+
+    /// The session's media goes on over a new peer connection (after a
+    /// resume), whose mids may name other tracks than the old one's: new
+    /// frames go to new files (named with `-rN`), never into an old one.
+    pub fn new_peer(&mut self) {
+        self.earlier
+            .extend(std::mem::take(&mut self.tracks).into_values());
+        self.peers_before += 1;
     }
 
     pub fn write(&mut self, frame: &ReceivedFrame) -> io::Result<()> {
@@ -165,7 +181,13 @@ impl Recording {
         } else {
             "ivf"
         };
-        let path = self.dir.join(format!("{who}-{kind_name}-{mid}.{ext}"));
+        let again = match self.peers_before {
+            0 => String::new(),
+            n => format!("-r{n}"),
+        };
+        let path = self
+            .dir
+            .join(format!("{who}-{kind_name}-{mid}{again}.{ext}"));
         let sink = if kind == MediaKind::Audio {
             let mut writer = PacketWriter::new(BufWriter::new(File::create(&path)?));
             writer.write_packet(opus_head(), 1, PacketWriteEndInfo::EndPage, 0)?;
@@ -193,7 +215,7 @@ impl Recording {
     /// Closes every file and says what is in them.
     pub fn finish(self) -> io::Result<Vec<RecordedTrack>> {
         let mut done = Vec::new();
-        for (_, track) in self.tracks {
+        for track in self.earlier.into_iter().chain(self.tracks.into_values()) {
             match track.sink {
                 Sink::Video { writer, .. } => {
                     let Some(w) = writer else { continue };
@@ -265,6 +287,39 @@ mod tests {
         assert_eq!(r.next_frame().unwrap().unwrap().timestamp, 0);
         assert_eq!(r.next_frame().unwrap().unwrap().timestamp, 3000);
         assert!(r.next_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn after_a_new_peer_a_reused_mid_goes_to_a_new_file_and_the_old_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = Recording::new(dir.path()).unwrap();
+        let frame = |who, rtp_time, data: Vec<u8>| ReceivedFrame {
+            mid: "1".into(),
+            participant: Some(ParticipantId(who)),
+            kind: Some(MediaKind::Video),
+            rtp_time,
+            data,
+        };
+        rec.write(&frame(3, 100, key_frame(320, 240))).unwrap();
+        rec.write(&frame(3, 3100, vec![0x01, 0, 0, 6])).unwrap();
+        rec.new_peer();
+        // The new peer's mid "1" is someone else's video.
+        rec.write(&frame(4, 9000, key_frame(640, 360))).unwrap();
+        let tracks = rec.finish().unwrap();
+        assert_eq!(tracks.len(), 2);
+        assert_eq!(
+            (tracks[0].participant, tracks[0].frames),
+            (Some(ParticipantId(3)), 2)
+        );
+        assert_eq!(
+            (tracks[1].participant, tracks[1].frames),
+            (Some(ParticipantId(4)), 1)
+        );
+        assert_ne!(tracks[0].path, tracks[1].path);
+        for (t, size) in tracks.iter().zip([(320, 240), (640, 360)]) {
+            let r = IvfReader::new(File::open(&t.path).unwrap()).unwrap();
+            assert_eq!((r.header.width, r.header.height), size);
+        }
     }
 
     #[test]

@@ -986,8 +986,9 @@ impl Live {
                 peer.set_epoch_keys(&keys, conclave_e2ee::SendSwitch::AtOnce, Instant::now());
             }
         }
-        if self.recording.is_some() {
+        if let Some(rec) = self.recording.as_mut() {
             peer.keep_frames(true);
+            rec.new_peer();
         }
         self.socket = socket;
         self.peer = peer;
