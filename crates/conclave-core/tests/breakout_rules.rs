@@ -39,6 +39,24 @@ fn breakouts(out: &[Output]) -> Vec<BreakoutOutput> {
         .collect()
 }
 
+/// The notes an output holds for rooms, each with the room it is for.
+fn notes(out: &[Output]) -> Vec<(MeetingId, RoomNote)> {
+    breakouts(out)
+        .into_iter()
+        .filter_map(|b| match b {
+            BreakoutOutput::Note { room, note } => Some((room, note)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the output tells room `id` to close.
+fn closes(out: &[Output], id: MeetingId) -> bool {
+    notes(out)
+        .iter()
+        .any(|(room, note)| *room == id && *note == RoomNote::Close)
+}
+
 /// The `breakout_move` sent to `conn`: (room, ticket, return ticket).
 fn moved(out: &[Output], conn: u64) -> (MeetingId, BreakoutTicket, BreakoutTicket) {
     sent(out, conn)
@@ -65,6 +83,29 @@ fn parent() -> (Room, ParticipantId, ParticipantId) {
     let grace = room.admit_as(2, "Grace", guest("g2"));
     let linus = room.admit_as(3, "Linus", guest("g3"));
     (room, grace, linus)
+}
+
+/// [`parent`] with Grace sent to "Room 1" and Linus to "Room 2", no return
+/// while they are open: the parent, what the opening sent, Linus's id.
+fn two_rooms_open() -> (Room, Vec<Output>, ParticipantId) {
+    let (mut room, grace, linus) = parent();
+    let out = room.msg(
+        HOST,
+        open(
+            vec![plan("Room 1", &[grace]), plan("Room 2", &[linus])],
+            false,
+        ),
+    );
+    (room, out, linus)
+}
+
+/// Grace (on 12 there) in the room the opening `out` sent her to: that
+/// room, and her ticket back.
+fn grace_in_her_room(out: &[Output]) -> (Room, BreakoutTicket) {
+    let (a, ta, back) = moved(out, 2);
+    let mut ra = child_of(out, a);
+    ticket_join(&mut ra, 12, "Grace", guest("g2"), ta);
+    (ra, back)
 }
 
 /// The room a parent's output opened, fed the notes that output holds for it.
@@ -109,14 +150,7 @@ fn ticket_join(
 
 #[test]
 fn opening_rooms_gives_each_room_its_tickets_before_its_members_hear_of_it() {
-    let (mut room, grace, linus) = parent();
-    let out = room.msg(
-        HOST,
-        open(
-            vec![plan("Room 1", &[grace]), plan("Room 2", &[linus])],
-            false,
-        ),
-    );
+    let (_, out, _) = two_rooms_open();
     let (a, ta, _) = moved(&out, 2);
     let (b, tb, _) = moved(&out, 3);
     assert_ne!(a, b, "one meeting (router, MLS group) per room");
@@ -277,14 +311,7 @@ fn assign_automatically_moves_every_participant() {
 
 #[test]
 fn a_room_admits_only_its_ticket_for_the_identity_it_was_drawn_for() {
-    let (mut room, grace, linus) = parent();
-    let out = room.msg(
-        HOST,
-        open(
-            vec![plan("Room 1", &[grace]), plan("Room 2", &[linus])],
-            false,
-        ),
-    );
+    let (_, out, _) = two_rooms_open();
     let (a, ta, back) = moved(&out, 2);
     let (_, tb, _) = moved(&out, 3);
     let mut ra = child_of(&out, a);
@@ -356,32 +383,17 @@ fn the_host_visits_a_room_as_its_host() {
 
 #[test]
 fn broadcasts_reach_every_room_and_the_main_room() {
-    let (mut room, grace, linus) = parent();
-    let out = room.msg(
-        HOST,
-        open(
-            vec![plan("Room 1", &[grace]), plan("Room 2", &[linus])],
-            false,
-        ),
-    );
-    let (a, ta, _) = moved(&out, 2);
-    let mut ra = child_of(&out, a);
-    ticket_join(&mut ra, 12, "Grace", guest("g2"), ta);
+    let (mut room, out, _) = two_rooms_open();
+    let (mut ra, _) = grace_in_her_room(&out);
     let out = room.msg(
         HOST,
         ClientMessage::BreakoutBroadcast {
             text: "  5 minutes left ".into(),
         },
     );
-    let notes: Vec<_> = breakouts(&out)
+    let notes: Vec<_> = notes(&out)
         .into_iter()
-        .filter_map(|b| match b {
-            BreakoutOutput::Note {
-                room,
-                note: note @ RoomNote::Broadcast { .. },
-            } => Some((room, note)),
-            _ => None,
-        })
+        .filter(|(_, note)| matches!(note, RoomNote::Broadcast { .. }))
         .collect();
     assert_eq!(notes.len(), 2);
     let heard = ServerMessage::BreakoutBroadcast {
@@ -402,17 +414,8 @@ fn broadcasts_reach_every_room_and_the_main_room() {
 
 #[test]
 fn closing_counts_down_ends_the_rooms_and_lets_everyone_back_for_a_while() {
-    let (mut room, grace, linus) = parent();
-    let out = room.msg(
-        HOST,
-        open(
-            vec![plan("Room 1", &[grace]), plan("Room 2", &[linus])],
-            false,
-        ),
-    );
-    let (a, ta, back) = moved(&out, 2);
-    let mut ra = child_of(&out, a);
-    ticket_join(&mut ra, 12, "Grace", guest("g2"), ta);
+    let (mut room, out, linus) = two_rooms_open();
+    let (mut ra, back) = grace_in_her_room(&out);
     room.msg(2, ClientMessage::Leave);
     // Returning is not allowed while the rooms are open.
     assert_turned_away(
@@ -422,17 +425,9 @@ fn closing_counts_down_ends_the_rooms_and_lets_everyone_back_for_a_while() {
     );
 
     let out = room.msg(HOST, ClientMessage::BreakoutClose { countdown_secs: 10 });
-    let closing: Vec<_> = breakouts(&out)
+    let closing: Vec<_> = notes(&out)
         .into_iter()
-        .filter(|b| {
-            matches!(
-                b,
-                BreakoutOutput::Note {
-                    note: RoomNote::Closing { seconds: 10 },
-                    ..
-                }
-            )
-        })
+        .filter(|(_, note)| *note == RoomNote::Closing { seconds: 10 })
         .collect();
     assert_eq!(closing.len(), 2);
     let shown = sent(&out, HOST);
@@ -443,30 +438,20 @@ fn closing_counts_down_ends_the_rooms_and_lets_everyone_back_for_a_while() {
             ..
         }
     )));
-    if let BreakoutOutput::Note { note, .. } = &closing[0] {
-        assert_eq!(
-            sent(&ra.input(Input::Breakout(note.clone())), 12),
-            [ServerMessage::BreakoutClosing { seconds: 10 }]
-        );
-    }
+    assert_eq!(
+        sent(&ra.input(Input::Breakout(closing[0].1.clone())), 12),
+        [ServerMessage::BreakoutClosing { seconds: 10 }]
+    );
     // Nothing ends before the countdown does.
     room.advance(Duration::from_secs(9));
     assert!(breakouts(&room.timeout()).is_empty());
     room.advance(Duration::from_secs(1));
     let out = room.timeout();
-    let ends: Vec<_> = breakouts(&out)
+    let ends = notes(&out)
         .into_iter()
-        .filter(|b| {
-            matches!(
-                b,
-                BreakoutOutput::Note {
-                    note: RoomNote::Close,
-                    ..
-                }
-            )
-        })
-        .collect();
-    assert_eq!(ends.len(), 2);
+        .filter(|(_, note)| *note == RoomNote::Close)
+        .count();
+    assert_eq!(ends, 2);
     assert_eq!(
         breakouts(&out)
             .iter()
@@ -530,11 +515,7 @@ fn rooms_and_parent_stay_up_until_closed() {
     joined(&out, 22);
     // Ending the meeting ends its rooms.
     let out = room.input(Input::End(EndReason::EndedByHost));
-    assert!(
-        breakouts(&out).iter().any(
-            |b| matches!(b, BreakoutOutput::Note { room, note: RoomNote::Close } if *room == a)
-        )
-    );
+    assert!(closes(&out, a));
     assert!(room.meeting.is_idle());
 }
 
@@ -544,11 +525,7 @@ fn end_meeting_for_all_ends_the_rooms_too() {
     let out = room.msg(HOST, open(vec![plan("Room 1", &[grace])], false));
     let (a, _, _) = moved(&out, 2);
     let out = room.msg(HOST, ClientMessage::EndMeeting);
-    assert!(
-        breakouts(&out).iter().any(
-            |b| matches!(b, BreakoutOutput::Note { room, note: RoomNote::Close } if *room == a)
-        )
-    );
+    assert!(closes(&out, a));
     assert!(
         breakouts(&out)
             .iter()
@@ -568,11 +545,7 @@ fn rooms_nobody_closes_close_on_their_own() {
     assert_eq!(room.meeting.poll_timeout(), Some(room.now + MAX_ROOMS_OPEN));
     room.advance(MAX_ROOMS_OPEN);
     let out = room.timeout();
-    assert!(
-        breakouts(&out).iter().any(
-            |b| matches!(b, BreakoutOutput::Note { room, note: RoomNote::Close } if *room == a)
-        )
-    );
+    assert!(closes(&out, a));
     room.advance(RETURN_GRACE);
     room.timeout();
     assert!(room.meeting.is_idle(), "nothing keeps the meeting up then");
