@@ -28,6 +28,53 @@ async function atProvider(page, login) {
   await page.getByRole('button', { name: 'Continue' }).click();
 }
 
+/** Signs in as Grace through the provider from the sign-in page, up to the dashboard. */
+async function signInWithAcme(page, serverUrl) {
+  await page.goto(`${serverUrl}/signin`);
+  await page.getByRole('button', { name: 'Sign in with Acme', exact: true }).click();
+  await atProvider(page, 'grace');
+  await page.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
+}
+
+/**
+ * The provider, with Grace on it, and a Conclave server that knows it as
+ * "Acme" (its client secret from the environment), and a browser named
+ * `name`. `provider(base)`: more of the provider's options, given the
+ * server's address; `head`: config lines above the [[oidc]] entry,
+ * `entry`: more lines in it, `tail`: lines after it.
+ */
+async function acmeAndServer(name, { provider = () => ({}), head = '', entry = '', tail = '' } = {}) {
+  const port = await freeTcpPort();
+  const base = `http://127.0.0.1:${port}`;
+  const idp = await startProvider({
+    clientId: CLIENT_ID,
+    clientSecret: CLIENT_SECRET,
+    redirectUris: [`${base}/auth/oidc/Acme/callback`],
+    users: { grace: { email: 'grace@acme.example', name: 'Grace Hopper' } },
+    ...provider(base),
+  });
+  let server = null;
+  try {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `conclave-${name}-`));
+    const config = path.join(dir, 'conclave.toml');
+    fs.writeFileSync(config, `${head}
+[[oidc]]
+name = "Acme"
+issuer = "${idp.issuer}"
+client_id = "${CLIENT_ID}"
+client_secret_env = "TEST_OIDC_SECRET"
+${entry}
+${tail}`);
+    server = await startServer({ port, args: ['--config', config], env: { TEST_OIDC_SECRET: CLIENT_SECRET } });
+    return { idp, server, browser: await openBrowser(name) };
+  } catch (err) {
+    // Nothing of a half-made setup is left for `after` to find.
+    if (server) await server.stop(`${name}-server.log`);
+    await idp.stop();
+    throw err;
+  }
+}
+
 describe('sign-in with an OpenID Connect provider', () => {
   let idp;
   let server;
@@ -38,34 +85,17 @@ describe('sign-in with an OpenID Connect provider', () => {
   const step = storySteps('oidc-', () => [['browser', browser]]);
 
   before(async () => {
-    const port = await freeTcpPort();
-    const base = `http://127.0.0.1:${port}`;
-    idp = await startProvider({
-      clientId: CLIENT_ID,
-      clientSecret: CLIENT_SECRET,
-      redirectUris: [`${base}/auth/oidc/Acme/callback`],
-      postLogoutRedirectUris: [`${base}/signin`],
-      users: { grace: { email: 'grace@acme.example', name: 'Grace Hopper' } },
-      idTokenClaims: true,
-    });
     // A second provider nobody listens for: its port is taken and closed.
     const down = await freeTcpPort();
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-oidc-'));
-    const config = path.join(dir, 'conclave.toml');
-    fs.writeFileSync(config, `
-[[oidc]]
-name = "Acme"
-issuer = "${idp.issuer}"
-client_id = "${CLIENT_ID}"
-client_secret_env = "TEST_OIDC_SECRET"
-
+    ({ idp, server, browser } = await acmeAndServer('oidc', {
+      provider: (base) => ({ postLogoutRedirectUris: [`${base}/signin`], idTokenClaims: true }),
+      tail: `
 [[oidc]]
 name = "Down"
 issuer = "http://127.0.0.1:${down}"
 client_id = "${CLIENT_ID}"
-`);
-    server = await startServer({ port, args: ['--config', config], env: { TEST_OIDC_SECRET: CLIENT_SECRET } });
-    browser = await openBrowser('oidc');
+`,
+    }));
   });
 
   after(async () => {
@@ -189,10 +219,7 @@ client_id = "${CLIENT_ID}"
     const b = await openBrowser('oidc-again');
     others.push(b);
     const p = b.page;
-    await p.goto(`${server.url}/signin`);
-    await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).click();
-    await atProvider(p, 'grace');
-    await p.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
+    await signInWithAcme(p, server.url);
     const me = await p.evaluate(() => fetch('/api/v1/me').then((r) => r.json()));
     const first = await browser.page.evaluate(() => fetch('/api/v1/me').then((r) => r.json()));
     assert.equal(me.id, first.id);
@@ -203,10 +230,7 @@ client_id = "${CLIENT_ID}"
     const b = await openBrowser('oidc-signout');
     others.push(b);
     const p = b.page;
-    await p.goto(`${server.url}/signin`);
-    await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).click();
-    await atProvider(p, 'grace');
-    await p.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
+    await signInWithAcme(p, server.url);
     const session = (await b.context.cookies(server.url)).find((c) => c.name === 'conclave_session');
     assert.ok(session, 'signed in');
     const me = () => fetch(`${server.url}/api/v1/me`, { headers: { cookie: `conclave_session=${session.value}` } }).then((r) => r.status);
@@ -233,26 +257,7 @@ describe('an organisation that turned passwords off', () => {
   const step = storySteps('oidc-nopw-', () => [['browser', browser]]);
 
   before(async () => {
-    const port = await freeTcpPort();
-    idp = await startProvider({
-      clientId: CLIENT_ID,
-      clientSecret: CLIENT_SECRET,
-      redirectUris: [`http://127.0.0.1:${port}/auth/oidc/Acme/callback`],
-      users: { grace: { email: 'grace@acme.example', name: 'Grace Hopper' } },
-    });
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-oidc-nopw-'));
-    const config = path.join(dir, 'conclave.toml');
-    fs.writeFileSync(config, `
-password_login = false
-
-[[oidc]]
-name = "Acme"
-issuer = "${idp.issuer}"
-client_id = "${CLIENT_ID}"
-client_secret_env = "TEST_OIDC_SECRET"
-`);
-    server = await startServer({ port, args: ['--config', config], env: { TEST_OIDC_SECRET: CLIENT_SECRET } });
-    browser = await openBrowser('oidc-nopw');
+    ({ idp, server, browser } = await acmeAndServer('oidc-nopw', { head: 'password_login = false\n' }));
   });
 
   after(async () => {
@@ -325,26 +330,8 @@ describe('a provider session that has reached its maximum lifetime', () => {
   const step = storySteps('oidc-expiry-', () => [['browser', browser]]);
 
   before(async () => {
-    const port = await freeTcpPort();
-    idp = await startProvider({
-      clientId: CLIENT_ID,
-      clientSecret: CLIENT_SECRET,
-      redirectUris: [`http://127.0.0.1:${port}/auth/oidc/Acme/callback`],
-      users: { grace: { email: 'grace@acme.example', name: 'Grace Hopper' } },
-    });
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-oidc-expiry-'));
-    const config = path.join(dir, 'conclave.toml');
     // Four seconds, injected for the test (the default is 12 hours).
-    fs.writeFileSync(config, `
-[[oidc]]
-name = "Acme"
-issuer = "${idp.issuer}"
-client_id = "${CLIENT_ID}"
-client_secret_env = "TEST_OIDC_SECRET"
-session_max_age_hours = ${4 / 3600}
-`);
-    server = await startServer({ port, args: ['--config', config], env: { TEST_OIDC_SECRET: CLIENT_SECRET } });
-    browser = await openBrowser('oidc-expiry');
+    ({ idp, server, browser } = await acmeAndServer('oidc-expiry', { entry: `session_max_age_hours = ${4 / 3600}` }));
   });
 
   after(async () => {
@@ -355,10 +342,7 @@ session_max_age_hours = ${4 / 3600}
 
   step('is refused with a 401 and the page goes to sign-in', async () => {
     const p = browser.page;
-    await p.goto(`${server.url}/signin`);
-    await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).click();
-    await atProvider(p, 'grace');
-    await p.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
+    await signInWithAcme(p, server.url);
     await new Promise((resolve) => setTimeout(resolve, 5000));
     const answer = await p.evaluate(() => fetch('/api/v1/me').then(async (r) => [r.status, (await r.json()).error]));
     assert.deepEqual(answer, [401, 'unauthorized']);
