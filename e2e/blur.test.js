@@ -6,7 +6,10 @@
 // Bob blurred from the start. The blur runs in the
 // host's page (a worker with the selfie segmentation model, all of it served
 // by the server: no request leaves it), and what is sent is the blurred
-// track, through the same E2EE frame transform as the camera.
+// track, through the same E2EE frame transform as the camera, in the
+// camera's simulcast layers: Bob decodes it at the size he decoded the camera
+// at, and the blurred track (which says its size only after its first frame)
+// is never given the layers of a 1280×720 camera.
 //
 // Chromium's own fake camera shows no person (the model would find only
 // background and blur all of it), so the host's camera is a video file made
@@ -75,6 +78,46 @@ function sharpnessOf(label) {
   };
 }
 
+/**
+ * Records every simulcast layout a page gives its camera sender (the
+ * addTransceiver that declares its layers, and every setParameters) as
+ * [rid, active, scaleResolutionDownBy] triples.
+ */
+function recordLayouts() {
+  window.__layouts = [];
+  const note = (encodings) => {
+    if (encodings?.length === 3) window.__layouts.push(encodings.map((e) => [e.rid, e.active !== false, e.scaleResolutionDownBy ?? 1]));
+  };
+  const addTransceiver = RTCPeerConnection.prototype.addTransceiver;
+  RTCPeerConnection.prototype.addTransceiver = function (trackOrKind, init) {
+    note(init?.sendEncodings);
+    return addTransceiver.call(this, trackOrKind, init);
+  };
+  const setParameters = RTCRtpSender.prototype.setParameters;
+  RTCRtpSender.prototype.setParameters = function (params, ...rest) {
+    note(params?.encodings);
+    return setParameters.call(this, params, ...rest);
+  };
+}
+
+/** The camera sender's layout now (as recordLayouts writes them). */
+function layoutNow() {
+  for (const pc of window.__pcs || []) {
+    for (const t of pc.getTransceivers()) {
+      const encodings = t.sender.track?.kind === 'video' ? t.sender.getParameters().encodings : null;
+      if (encodings?.length === 3) return encodings.map((e) => [e.rid, e.active !== false, e.scaleResolutionDownBy ?? 1]);
+    }
+  }
+  return null;
+}
+
+/**
+ * A 640×360 camera's layers (web/peer.js cameraEncodings): two, the half
+ * size and the full size, and no third; the 1280×720 assumed for a track of
+ * unknown size scales them by 4, 2 and 1.
+ */
+const fitsTheCamera = (layout) => layout.every(([rid, active, scale]) => (rid === 'q' ? scale === 2 : rid === 'h' ? scale === 1 : !active));
+
 describe('background blur', () => {
   let server;
   let invite;
@@ -92,6 +135,7 @@ describe('background blur', () => {
     b.host = await openBrowser('blur-host', { flags: [`--use-file-for-fake-video-capture=${camera}`] });
     b.bob = await openBrowser('blur-bob');
     b.carol = await openBrowser('blur-carol', { flags: [`--use-file-for-fake-video-capture=${camera}`] });
+    for (const x of [b.host, b.carol]) await x.context.addInitScript(recordLayouts);
     b.host.context.on('request', (r) => requests.push(r.url()));
   });
 
@@ -153,12 +197,24 @@ describe('background blur', () => {
   });
 
   step('the host turns on Blur background: in Bob\'s picture the background loses its detail, the person keeps it, and it plays', async () => {
+    const layoutsBefore = await b.host.page.evaluate(() => window.__layouts.length);
     await blurButton(b.host.page).click();
     assert.equal(await blurButton(b.host.page).getAttribute('aria-pressed'), 'true');
     const blurred = await eventually(bobSees, (s) => s && s.background < sharp.background * 0.25,
       { timeout: 30_000, every: 500, what: `the background of Bob's picture of the host blurred (before: ${fmt(sharp)})` });
     assert.ok(blurred.person > sharp.person * 0.5, `the person stays sharp: ${fmt(blurred)}, before ${fmt(sharp)}`);
     assert.ok(await bobDecodes() > 10, 'Bob still decodes the host\'s video');
+    // The blurred track is sent in the camera's simulcast layers: Bob, his view
+    // unchanged, decodes it at the size he decoded the camera at.
+    await eventually(bobSees, (s) => s && s.width === sharp.width && s.height === sharp.height,
+      { timeout: 20_000, every: 1000, what: `Bob decodes the blurred video at ${sharp.width}x${sharp.height}, as the camera` });
+    // ...and its layers were the camera's from the start: the blurred track,
+    // which says its size only after its first frame, was never given the
+    // layers of the 1280×720 assumed for a track of unknown size.
+    const given = await b.host.page.evaluate((from) => window.__layouts.slice(from), layoutsBefore);
+    const now = await b.host.page.evaluate(layoutNow);
+    assert.ok(now && fitsTheCamera(now), `the blurred track's layers now fit the 640x360 camera: ${JSON.stringify(now)}`);
+    for (const l of given) assert.ok(fitsTheCamera(l), `every layout given since the blur went on fits the camera: ${JSON.stringify(given)}`);
     const still = await eventually(bobSees, (s) => s && s.changing, { what: 'the blurred picture still moves' });
     assert.ok(still.background < sharp.background * 0.25 && still.person > sharp.person * 0.5, `still: ${fmt(still)}, before ${fmt(sharp)}`);
     // The model ran in the host's worker (not only the whole-frame blur before its first mask).
@@ -201,6 +257,15 @@ describe('background blur', () => {
     assert.ok(first.background < sharp.background * 0.25, `Carol's background blurred from the start: ${fmt(first)} (the host unblurred: ${fmt(sharp)})`);
     await eventually(() => bobSees('Carol'), (s) => s && s.person > sharp.person * 0.5 && s.background < sharp.background * 0.25 && s.changing,
       { timeout: 20_000, what: 'Carol sharp before a blurred background, moving' });
+    // Her blurred track (sent blurred from its first frame) has the same
+    // camera's layers as the host's unblurred one: Bob, whose tiles of the two
+    // are the same size, decodes both at one size.
+    const sizes = async () => [await bobSees('Carol'), await bobSees()];
+    const [carol, host] = await eventually(sizes, ([c, h]) => c && h && c.width === h.width && c.height === h.height,
+      { timeout: 20_000, every: 1000, what: 'Bob decodes Carol\'s blurred video at the size of the host\'s' });
+    const carolGiven = await b.carol.page.evaluate(() => window.__layouts);
+    assert.ok(carolGiven.length > 0 && carolGiven.every(fitsTheCamera), `Carol's blurred camera had its camera's layers from its first: ${JSON.stringify(carolGiven)}`);
+    console.log(`Bob decodes Carol at ${carol.width}x${carol.height}, the host at ${host.width}x${host.height}`);
     for (const [who, x] of all()) assert.deepEqual(x.errors, [], `${who}: no page errors`);
   });
 });

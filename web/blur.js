@@ -7,6 +7,7 @@
 import { h, setAttr } from './dom.js';
 import { icon } from './icons.js';
 import { chooseDevices, chosenDevices } from './media.js';
+import { sameSizeAs } from './peer.js';
 
 /** Whether this browser can take frames off a track and make a track of frames (Chromium can). */
 export function canBlur() {
@@ -34,6 +35,8 @@ export function startBlur(camera, onError) {
   const processor = new MediaStreamTrackProcessor({ track: camera });
   const generator = new MediaStreamTrackGenerator({ kind: 'video' });
   generator.enabled = camera.enabled;
+  // The worker makes each frame at its camera frame's size.
+  sameSizeAs(generator, camera);
   const worker = new Worker('/assets/blur-worker.js', { name: 'blur' });
   worker.onmessage = (ev) => {
     const msg = ev.data || {};

@@ -50,10 +50,29 @@ export function cameraEncodings(width = 1280, height = 720) {
   });
 }
 
-/** The size a video track captures at, if the browser says. */
+/**
+ * Tracks made of another track's frames at its size, each to its source. A
+ * track of frames (the blur's MediaStreamTrackGenerator) reports no width or
+ * height in getSettings() until its first frame has gone through, and a
+ * sender's layers are fitted when the track is attached, before that: they
+ * were fitted to the 1280×720 assumed for an unknown size (for a 640×360
+ * camera, three layers scaled by 4, 2 and 1 where it has two, by 2 and 1)
+ * until the server's next layers_wanted fitted them again.
+ */
+const sizeSources = new WeakMap();
+
+/** Says that `derived`'s frames are `source`'s size, for the layers fitted to it before its first frame. */
+export function sameSizeAs(derived, source) {
+  sizeSources.set(derived, source);
+}
+
+/** The size a video track captures at, if the browser says (for a derived track, its source's until it says). */
 function captureSize(track) {
-  const s = track?.getSettings?.() || {};
-  return s.width > 0 && s.height > 0 ? [s.width, s.height] : [];
+  for (let t = track; t; t = sizeSources.get(t)) {
+    const s = t.getSettings?.() || {};
+    if (s.width > 0 && s.height > 0) return [s.width, s.height];
+  }
+  return [];
 }
 
 /**
