@@ -19,8 +19,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::cluster::{SECRET, command_calls, config, eventually, fronted_nodes, ready};
-use crate::common::front::{Front, free_port};
+use crate::common::cluster::{
+    NodeOptions, ProcessNode, SECRET, command_calls, config, eventually, fronted_nodes,
+    node_records, nodes, ready,
+};
+use crate::common::front::Front;
 use crate::common::postgres::Postgres;
 use crate::common::redis::Redis;
 use crate::common::{
@@ -268,28 +271,21 @@ async fn a_node_record_runs_out_unless_refreshed_and_a_server_registers_itself()
     drop(server);
 }
 
-/// Three servers on one PostgreSQL database and one Redis.
+/// Three servers on one PostgreSQL database and one Redis, each serving
+/// the sockets it gets (no relaying).
 async fn three_nodes(redis: &Redis) -> (Vec<TestServer>, Meeting) {
     let url = Postgres::shared().fresh_database().await;
-    let tweak = |id: &str| {
-        let cfg = config(redis, id, 2000, 1500);
-        let url = url.clone();
-        move |c: &mut conclave::Config| {
-            c.cluster = Some(cfg);
-            c.database_url = Some(url);
-            c.limits.max_pending_per_address = 1000;
-        }
+    let opts = NodeOptions {
+        relay: false,
+        ..NodeOptions::default()
     };
-    let a = TestServer::start_on_postgres(&url, tweak("node-a")).await;
-    let b = TestServer::start_with(tweak("node-b")).await;
-    let c = TestServer::start_with(tweak("node-c")).await;
-    let alice = a.signed_in("alice").await;
+    let ids = ["node-a", "node-b", "node-c"];
+    let nodes = nodes(redis, &url, &ids, opts, |c| {
+        c.limits.max_pending_per_address = 1000;
+    })
+    .await;
+    let alice = nodes[0].signed_in("alice").await;
     let meeting = alice.create_meeting(json!({"title": "Board"})).await;
-    let nodes = vec![a, b, c];
-    for n in &nodes {
-        let is_ready = async || ready(n).await == StatusCode::OK;
-        eventually(10, "node ready", is_ready).await;
-    }
     (nodes, meeting)
 }
 
@@ -411,10 +407,7 @@ async fn a_redis_stall_within_the_read_budget_delays_a_relayed_join_and_a_longer
     let redis = Redis::start();
     let url = Postgres::shared().fresh_database().await;
     let nodes = relaying_pair(&redis, &url).await;
-    eventually(10, "two node records", async || {
-        redis.cmd("SCARD conclave:nodes").trim() == ":2"
-    })
-    .await;
+    node_records(&redis, 2).await;
     let alice = nodes[0].signed_in("alice").await;
     let meeting = alice
         .create_meeting(json!({"settings": {"waiting_room": false}}))
@@ -1306,87 +1299,16 @@ async fn a_relayed_guess_counts_against_the_clients_own_address_at_the_owner() {
     assert_eq!(relayed(&nodes[other]).await, before + 2);
 }
 
-/// `conclave serve` as its own process, one more node of `redis`'s cluster
-/// on the PostgreSQL database at `database_url`, so that it can be killed.
-struct ProcessNode {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for ProcessNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn process_node(redis: &Redis, database_url: &str, node_id: &str) -> ProcessNode {
-    let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let toml = format!(
-        "listen = \"{addr}\"\ndata_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\nmedia_listen = \"127.0.0.1:0\"\n\n[cluster]\nredis_url = \"{redis}\"\nnode_id = \"{node_id}\"\ninternal_url = \"http://{addr}\"\nsecret = \"{SECRET}\"\nlease_ms = 2000\nnode_ttl_ms = 1500\n",
-        data = dir.path().display(),
-        redis = redis.url(),
-    );
-    let file = dir.path().join("conclave.toml");
-    std::fs::write(&file, toml).expect("config");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&file)
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("conclave serve starts");
-    let mut node = ProcessNode { child, _dir: dir };
-    let url = format!("http://{addr}/readyz");
-    eventually(20, "the process node ready", async || {
-        if let Ok(Some(status)) = node.child.try_wait() {
-            panic!("conclave serve exited: {status}");
-        }
-        reqwest::get(&url)
-            .await
-            .is_ok_and(|r| r.status() == StatusCode::OK)
-    })
-    .await;
-    node
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_sigkill_of_its_node_a_meeting_comes_back_on_another_still_locked_and_banning() {
     let redis = Redis::start();
     let url = Postgres::shared().fresh_database().await;
     // Two nodes in this process, on `url` (seeded by the first), and a
     // third as its own process, to be killed.
-    let nodes = {
-        let mut nodes = Vec::new();
-        for (i, id) in ["node-a", "node-b"].into_iter().enumerate() {
-            let port = free_port();
-            let mut cfg = config(&redis, id, 2000, 1500);
-            cfg.internal_url = format!("http://127.0.0.1:{port}");
-            cfg.secret = Some(SECRET.into());
-            let db = url.clone();
-            let tweak = move |c: &mut conclave::Config| {
-                c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                c.cluster = Some(cfg);
-                c.database_url = Some(db);
-            };
-            nodes.push(if i == 0 {
-                TestServer::start_on_postgres(&url, tweak).await
-            } else {
-                TestServer::start_with(tweak).await
-            });
-        }
-        nodes
-    };
+    let nodes = relaying_pair(&redis, &url).await;
     // node-0 sorts first: the least-loaded tie goes to it.
-    let mut doomed = process_node(&redis, &url, "node-0").await;
-    eventually(10, "three node records", async || {
-        redis.cmd("SCARD conclave:nodes").trim() == ":3"
-    })
-    .await;
+    let mut doomed = ProcessNode::start(&redis, &url, "node-0", NodeOptions::default()).await;
+    node_records(&redis, 3).await;
     let alice = nodes[0].signed_in("alice").await;
     let meeting = alice.create_meeting(json!({"title": "Survives"})).await;
     // The host starts it through node-a; it is placed on node-0.
@@ -1417,9 +1339,7 @@ async fn after_sigkill_of_its_node_a_meeting_comes_back_on_another_still_locked_
     .await;
 
     // SIGKILL: no lease given up, no record deleted.
-    doomed.child.kill().expect("SIGKILL");
-    doomed.child.wait().expect("reaped");
-    let killed = Instant::now();
+    let killed = doomed.kill();
     // The host tries again through node-b until the meeting runs again.
     let joined = loop {
         assert!(
@@ -1456,28 +1376,14 @@ async fn after_sigkill_of_its_node_a_meeting_comes_back_on_another_still_locked_
 /// Two nodes sharing the PostgreSQL database at `url` (which the first
 /// seeds) and one Redis, relaying to each other.
 async fn relaying_pair(redis: &Redis, url: &str) -> Vec<TestServer> {
-    let mut nodes = Vec::new();
-    for (i, id) in ["node-a", "node-b"].into_iter().enumerate() {
-        let port = free_port();
-        let mut cfg = config(redis, id, 2000, 1500);
-        cfg.internal_url = format!("http://127.0.0.1:{port}");
-        cfg.secret = Some(SECRET.into());
-        let db = url.to_string();
-        let tweak = move |c: &mut conclave::Config| {
-            c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            c.cluster = Some(cfg);
-            c.database_url = Some(db);
-        };
-        nodes.push(if i == 0 {
-            TestServer::start_on_postgres(url, tweak).await
-        } else {
-            TestServer::start_with(tweak).await
-        });
-    }
-    for n in &nodes {
-        eventually(10, "node ready", async || ready(n).await == StatusCode::OK).await;
-    }
-    nodes
+    nodes(
+        redis,
+        url,
+        &["node-a", "node-b"],
+        NodeOptions::default(),
+        |_| {},
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1485,10 +1391,7 @@ async fn a_draining_node_takes_no_new_meeting_and_its_meetings_move_locked_to_an
     let redis = Redis::start();
     let url = Postgres::shared().fresh_database().await;
     let mut nodes = relaying_pair(&redis, &url).await;
-    eventually(10, "two node records", async || {
-        redis.cmd("SCARD conclave:nodes").trim() == ":2"
-    })
-    .await;
+    node_records(&redis, 2).await;
     let alice = nodes[0].signed_in("alice").await;
     let running = alice.create_meeting(json!({"title": "Running"})).await;
     let (mut host, joined) = nodes[0].host_joins(&alice, &running.id).await;
@@ -1642,24 +1545,14 @@ async fn a_meeting_on_a_process_node(
 ) -> (Vec<TestServer>, ProcessNode, Api, Meeting, Ws, Value) {
     let url = Postgres::shared().fresh_database().await;
     let nodes = relaying_pair(redis, &url).await;
-    let doomed = process_node(redis, &url, "node-0").await;
-    eventually(10, "three node records", async || {
-        redis.cmd("SCARD conclave:nodes").trim() == ":3"
-    })
-    .await;
+    let doomed = ProcessNode::start(redis, &url, "node-0", NodeOptions::default()).await;
+    node_records(redis, 3).await;
     let alice = nodes[0].signed_in("alice").await;
     let meeting = alice.create_meeting(json!({"title": "Survives"})).await;
     let (host, joined) = nodes[0].host_joins(&alice, &meeting.id).await;
     let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
     assert!(lease.starts_with("node-0 "), "{lease}");
     (nodes, doomed, alice, meeting, host, joined)
-}
-
-/// SIGKILL: no lease given up, no record deleted, nothing saved on the way out.
-fn kill(node: &mut ProcessNode) -> Instant {
-    node.child.kill().expect("SIGKILL");
-    node.child.wait().expect("reaped");
-    Instant::now()
 }
 
 /// Waits until `what` is in the meeting's live state in Redis.
@@ -1764,7 +1657,7 @@ async fn after_sigkill_members_resume_on_another_node_with_their_roles_and_rebui
     assert_eq!(eve.expect_closed().await, vec![json!({"type": "removed"})]);
     saved_live(&redis, &meeting, r#""role":"cohost""#).await;
 
-    let killed = kill(&mut doomed);
+    let killed = doomed.kill();
     // Each resumes through the node it happens to reach, with its last token.
     let (mut host, host_back) =
         resume_after_kill(&nodes[1], &meeting, &alice.ws_opts(), &host_joined, killed).await;
@@ -1823,7 +1716,7 @@ async fn after_sigkill_of_its_node_the_waiting_wait_again_listed_to_the_host_not
     saved_live(&redis, &meeting, r#""locked":true"#).await;
     saved_live(&redis, &meeting, r#""name":"Dan""#).await;
 
-    let killed = kill(&mut doomed);
+    let killed = doomed.kill();
     // Dan's socket, relayed to the dead node, closes; his browser asks
     // again with the same name and its cookie, until a node runs the
     // meeting again.

@@ -6,126 +6,32 @@
 //! never get past it.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
-use reqwest::StatusCode;
 use serde_json::json;
 use tokio_tungstenite::tungstenite;
 
-use crate::common::front::free_port;
+use crate::common::cluster::{NodeOptions, ProcessNode, eventually, nodes};
 use crate::common::postgres::Postgres;
 use crate::common::redis::Redis;
-use crate::common::{TestServer, Ws, WsOpts, open_ws};
-use conclave::config::ClusterConfig;
+use crate::common::{Ws, WsOpts, open_ws};
 
 /// The cap in these tests.
 const CAP: usize = 6;
 /// Meeting leases, and so the connections' leases in Redis.
 const LEASE_MS: u64 = 2000;
 
-fn cluster_config(redis: &Redis, node: &str, port: u16) -> ClusterConfig {
-    ClusterConfig {
-        redis_url: redis.url(),
-        redis_ca_file: None,
-        node_id: node.to_string(),
-        internal_url: format!("http://127.0.0.1:{port}"),
+/// Nodes serving the sockets they get (no relaying: as sockets to
+/// meetings running on different nodes are), leases of [`LEASE_MS`] (and so
+/// the connections' leases in Redis), the cap `cap`.
+fn options(cap: usize) -> NodeOptions {
+    NodeOptions {
         lease_ms: LEASE_MS,
-        node_ttl_ms: 1500,
-        // No relaying: every socket is served by the node it reaches, as
-        // sockets to meetings running on different nodes are.
-        secret: None,
-        drain_ms: 10_000,
+        relay: false,
+        max_pending: Some(cap),
+        ..NodeOptions::default()
     }
-}
-
-async fn eventually(secs: u64, why: &str, mut what: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !what().await {
-        assert!(Instant::now() < deadline, "not within {secs} s: {why}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn is_ready(addr: SocketAddr) -> bool {
-    reqwest::get(format!("http://{addr}/readyz"))
-        .await
-        .is_ok_and(|r| r.status() == StatusCode::OK)
-}
-
-/// `conclave serve` as its own process, so that it can be SIGKILLed.
-struct ProcessNode {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for ProcessNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn process_node(redis: &Redis, database_url: &str, node_id: &str, cap: usize) -> ProcessNode {
-    let dir = tempfile::tempdir().expect("dir");
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let toml = format!(
-        "listen = \"{addr}\"\ndata_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\nmedia_listen = \"127.0.0.1:0\"\n\n[limits]\nmax_pending_per_address = {cap}\njoin_timeout_secs = 120\n\n[cluster]\nredis_url = \"{redis}\"\nnode_id = \"{node_id}\"\ninternal_url = \"http://{addr}\"\nlease_ms = {LEASE_MS}\nnode_ttl_ms = 1500\n",
-        data = dir.path().display(),
-        redis = redis.url(),
-    );
-    let file = dir.path().join("conclave.toml");
-    std::fs::write(&file, toml).expect("config");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&file)
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("conclave serve starts");
-    let mut node = ProcessNode {
-        child,
-        addr,
-        _dir: dir,
-    };
-    eventually(20, "the process node ready", async || {
-        if let Ok(Some(status)) = node.child.try_wait() {
-            panic!("conclave serve exited: {status}");
-        }
-        is_ready(addr).await
-    })
-    .await;
-    node
-}
-
-/// Nodes in this process on the PostgreSQL database at `url` (the first
-/// seeds it), each with the cap and a join timeout longer than the test.
-async fn in_process(redis: &Redis, url: &str, ids: &[&str], cap: usize) -> Vec<TestServer> {
-    let mut nodes = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let port = free_port();
-        let cfg = cluster_config(redis, id, port);
-        let db = url.to_string();
-        let tweak = move |c: &mut conclave::Config| {
-            c.listen = SocketAddr::from(([127, 0, 0, 1], port));
-            c.cluster = Some(cfg);
-            c.database_url = Some(db);
-            c.limits.max_pending_per_address = cap;
-            c.limits.join_timeout_secs = 120;
-        };
-        nodes.push(if i == 0 {
-            TestServer::start_on_postgres(url, tweak).await
-        } else {
-            TestServer::start_with(tweak).await
-        });
-    }
-    for n in &nodes {
-        eventually(10, "node ready", async || is_ready(n.addr).await).await;
-    }
-    nodes
 }
 
 /// Opens a meeting socket on `addr` and sends nothing (it stays not
@@ -163,8 +69,8 @@ fn counted(redis: &Redis) -> String {
 async fn pending_sockets_from_one_address_are_capped_over_three_nodes_and_a_dead_nodes_run_out() {
     let redis = Redis::start();
     let url = Postgres::shared().fresh_database().await;
-    let nodes = in_process(&redis, &url, &["node-a", "node-b"], CAP).await;
-    let mut doomed = process_node(&redis, &url, "node-0", CAP).await;
+    let nodes = nodes(&redis, &url, &["node-a", "node-b"], options(CAP), |_| {}).await;
+    let mut doomed = ProcessNode::start(&redis, &url, "node-0", options(CAP)).await;
     let alice = nodes[0].signed_in("alice").await;
     let meeting = alice.create_meeting(json!({"title": "Capped"})).await;
     let addrs = [nodes[0].addr, nodes[1].addr, doomed.addr];
@@ -207,9 +113,7 @@ async fn pending_sockets_from_one_address_are_capped_over_three_nodes_and_a_dead
     refused_as_too_many(open(nodes[0].addr, &meeting.id).await, "full again");
 
     // SIGKILL node-0, which holds two: nobody tells Redis they closed.
-    doomed.child.kill().expect("SIGKILL");
-    doomed.child.wait().expect("reaped");
-    let killed = Instant::now();
+    let killed = doomed.kill();
     open_now.retain(|(n, _)| *n != 2);
     let mut back = Vec::new();
     eventually(
@@ -250,7 +154,8 @@ async fn hundreds_of_sockets_opened_at_once_on_three_nodes_never_pass_the_cap() 
     const BIG_CAP: usize = 20;
     let redis = Redis::start();
     let url = Postgres::shared().fresh_database().await;
-    let nodes = in_process(&redis, &url, &["node-a", "node-b", "node-c"], BIG_CAP).await;
+    let ids = ["node-a", "node-b", "node-c"];
+    let nodes = nodes(&redis, &url, &ids, options(BIG_CAP), |_| {}).await;
     let alice = nodes[0].signed_in("alice").await;
     let meeting = alice.create_meeting(json!({"title": "Rush"})).await;
     for round in 0..2 {

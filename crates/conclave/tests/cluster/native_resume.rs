@@ -6,116 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::TestServer;
-use crate::common::front::free_port;
+use crate::common::cluster::{NodeOptions, ProcessNode, node_records, nodes};
 use crate::common::postgres::Postgres;
 use crate::common::redis::Redis;
 use crate::native_cli::{Cli, invite};
-use conclave::config::ClusterConfig;
-
-const SECRET: &str = "native-resume-cluster-secret-0123456789";
-
-fn cluster_config(redis: &Redis, node: &str, port: u16) -> ClusterConfig {
-    ClusterConfig {
-        redis_url: redis.url(),
-        redis_ca_file: None,
-        node_id: node.to_string(),
-        internal_url: format!("http://127.0.0.1:{port}"),
-        lease_ms: 2000,
-        node_ttl_ms: 1500,
-        secret: Some(SECRET.into()),
-        drain_ms: 10_000,
-    }
-}
-
-async fn eventually(secs: u64, why: &str, mut what: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !what().await {
-        assert!(Instant::now() < deadline, "not within {secs} s: {why}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// `conclave serve` as its own process, so that it can be SIGKILLed.
-struct ProcessNode {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for ProcessNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn process_node(redis: &Redis, database_url: &str, node_id: &str) -> ProcessNode {
-    let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let toml = format!(
-        "listen = \"{addr}\"\ndata_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\nmedia_listen = \"127.0.0.1:0\"\n\n[cluster]\nredis_url = \"{redis}\"\nnode_id = \"{node_id}\"\ninternal_url = \"http://{addr}\"\nsecret = \"{SECRET}\"\nlease_ms = 2000\nnode_ttl_ms = 1500\n",
-        data = dir.path().display(),
-        redis = redis.url(),
-    );
-    let file = dir.path().join("conclave.toml");
-    std::fs::write(&file, toml).expect("config");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&file)
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("conclave serve starts");
-    let mut node = ProcessNode { child, _dir: dir };
-    let url = format!("http://{addr}/readyz");
-    eventually(20, "the process node ready", async || {
-        if let Ok(Some(status)) = node.child.try_wait() {
-            panic!("conclave serve exited: {status}");
-        }
-        reqwest::get(&url)
-            .await
-            .is_ok_and(|r| r.status() == StatusCode::OK)
-    })
-    .await;
-    node
-}
-
-/// Two nodes in this process on the PostgreSQL database at `url` (the
-/// first seeds it), relaying to each other and to the process node.
-async fn pair(redis: &Redis, url: &str) -> Vec<TestServer> {
-    let mut nodes = Vec::new();
-    for (i, id) in ["node-a", "node-b"].into_iter().enumerate() {
-        let port = free_port();
-        let cfg = cluster_config(redis, id, port);
-        let db = url.to_string();
-        let tweak = move |c: &mut conclave::Config| {
-            c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            c.cluster = Some(cfg);
-            c.database_url = Some(db);
-        };
-        nodes.push(if i == 0 {
-            TestServer::start_on_postgres(url, tweak).await
-        } else {
-            TestServer::start_with(tweak).await
-        });
-    }
-    for n in &nodes {
-        let ready = n.url("/readyz");
-        eventually(10, "node ready", async || {
-            reqwest::get(&ready)
-                .await
-                .is_ok_and(|r| r.status() == StatusCode::OK)
-        })
-        .await;
-    }
-    nodes
-}
 
 /// What a member's latest `--stats-interval` line says: reconnections, the
 /// security code with the group's size, and video frames received (since
@@ -164,13 +61,12 @@ fn reconnected_code(cli: &Cli) -> Option<String> {
 async fn after_sigkill_of_its_node_native_members_resume_elsewhere_with_one_new_code_and_media() {
     let redis = Redis::start();
     let url = Postgres::shared().fresh_database().await;
-    let nodes = pair(&redis, &url).await;
-    // node-0 sorts first: the least-loaded tie places the meeting there.
-    let mut doomed = process_node(&redis, &url, "node-0").await;
-    eventually(10, "three node records", async || {
-        redis.cmd("SCARD conclave:nodes").trim() == ":3"
-    })
-    .await;
+    // Two nodes in this process, relaying to each other and to node-0, a
+    // process: it sorts first, so the least-loaded tie places the meeting there.
+    let opts = NodeOptions::default();
+    let nodes = nodes(&redis, &url, &["node-a", "node-b"], opts, |_| {}).await;
+    let mut doomed = ProcessNode::start(&redis, &url, "node-0", opts).await;
+    node_records(&redis, 3).await;
     let alice = nodes[0].signed_in("alice").await;
     let meeting = alice
         .create_meeting(json!({"title": "Survives", "settings": {"waiting_room": false}}))
@@ -214,9 +110,7 @@ async fn after_sigkill_of_its_node_native_members_resume_elsewhere_with_one_new_
     );
 
     // SIGKILL: no lease given up, nothing saved on the way out.
-    doomed.child.kill().expect("SIGKILL");
-    doomed.child.wait().expect("reaped");
-    let killed = Instant::now();
+    let killed = doomed.kill();
     let (a, b) = loop {
         // Back, in one group of two with one code, and video counted on
         // the new peer connection.
