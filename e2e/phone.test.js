@@ -1,5 +1,6 @@
 // Phones (issue 18): a guest on an emulated phone (390×844 CSS pixels, touch,
-// mobile viewport) joins a desktop host's meeting, sees the host's video,
+// mobile viewport) joins a desktop host's meeting of three (a meeting of four
+// with it), sees the three videos play,
 // and reaches Leave, Mute and Raise hand by their accessible names, every one
 // of them inside the screen and tappable, with no sideways scrolling of the
 // page at any point, and every control of the bar in view at once.
@@ -47,6 +48,8 @@ describe('the web client on a phone-sized screen', () => {
     server = await startServer();
     server.createUser(HOST, PASSWORD);
     b.host = await openBrowser('phone-host');
+    b.bob = await openBrowser('phone-bob');
+    b.carol = await openBrowser('phone-carol');
     b.phone = await openBrowser('phone-guest', { device: PHONE });
   });
 
@@ -55,8 +58,16 @@ describe('the web client on a phone-sized screen', () => {
     if (server) await server.stop('phone-server.log');
   });
 
-  step('the phone joins by touch and sees the host\'s video', async () => {
+  step('the phone joins a meeting of three by touch and sees their videos play', async () => {
     invite = await hostStartsMeeting(b.host.page, server.url, HOST, PASSWORD);
+    for (const [who, name] of [['bob', 'Bob'], ['carol', 'Carol']]) {
+      const d = b[who].page;
+      await d.goto(invite);
+      await d.getByRole('textbox', { name: 'Your name', exact: true }).fill(name);
+      await d.getByRole('button', { name: 'Join', exact: true }).click();
+      await b.host.page.getByRole('listitem').filter({ hasText: name }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      await d.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    }
     const p = b.phone.page;
     await p.goto(invite);
     assert.equal(await p.evaluate(() => window.innerWidth), 390);
@@ -64,12 +75,16 @@ describe('the web client on a phone-sized screen', () => {
     await p.getByRole('textbox', { name: 'Your name', exact: true }).fill('Pat');
     assert.equal(await sidewaysOverflow(p), 0, 'join page: no sideways scrolling');
     await p.getByRole('button', { name: 'Join', exact: true }).tap();
-    await b.host.page.getByRole('button', { name: 'Admit', exact: true }).click();
+    await b.host.page.getByRole('listitem').filter({ hasText: 'Pat' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
     await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    for (const name of [HOST, 'Bob', 'Carol']) {
+      const v = p.locator('li.tile').filter({ hasText: name }).locator('video').first();
+      await eventually(() => v.evaluate((x) => ({ w: x.videoWidth, ready: x.readyState, t: x.currentTime })),
+        (s) => s.w > 0 && s.ready >= 2 && s.t > 0, { timeout: 30_000, what: `${name}'s video plays on the phone` });
+    }
     const video = p.locator('li.tile').filter({ hasText: HOST }).locator('video').first();
-    await eventually(() => video.evaluate((v) => ({ w: v.videoWidth, ready: v.readyState, t: v.currentTime })),
-      (s) => s.w > 0 && s.ready >= 2 && s.t > 0, { timeout: 20_000, what: 'the host\'s video plays on the phone' });
     await onScreen(video, 'the host\'s video');
+    assert.equal(await sidewaysOverflow(p), 0, 'a meeting of four: no sideways scrolling');
     await screenshot(p, 'phone-meeting');
   });
 
@@ -98,11 +113,13 @@ describe('the web client on a phone-sized screen', () => {
     await bar.getByRole('button', { name: 'Unmute', exact: true }).waitFor();
     await bar.getByRole('button', { name: 'Raise hand', exact: true }).tap();
     await bar.getByRole('button', { name: 'Lower hand', exact: true }).waitFor();
-    await b.host.page.locator('li.tile').filter({ hasText: 'Pat' }).getByRole('img', { name: 'Hand raised', exact: true }).waitFor();
+    for (const who of ['host', 'bob', 'carol']) {
+      await b[who].page.locator('li.tile').filter({ hasText: 'Pat' }).getByRole('img', { name: 'Hand raised', exact: true }).waitFor();
+    }
     assert.equal(await sidewaysOverflow(p), 0, 'with a hand up: no sideways scrolling');
     await screenshot(p, 'phone-controls');
     await bar.getByRole('button', { name: 'Leave', exact: true }).tap();
-    await b.host.page.locator('li.tile').filter({ hasText: 'Pat' }).waitFor({ state: 'detached' });
+    for (const who of ['host', 'bob', 'carol']) await b[who].page.locator('li.tile').filter({ hasText: 'Pat' }).waitFor({ state: 'detached' });
     for (const [who, x] of Object.entries(b)) {
       assert.deepEqual(x.alerts, [], `${who}: no dialog`);
       assert.deepEqual(x.errors, [], `${who}: no page error`);
