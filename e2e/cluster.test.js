@@ -11,11 +11,38 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { BINARY, eventually, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
+import { ARTIFACTS, BINARY, eventually, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
 
 const PASSWORD = 'correct horse battery staple';
 const UNAVAILABLE = 'The service is temporarily unavailable. Try again in a moment.';
 const NEW_CODE = 'Reconnected — new security code';
+
+/** `conclave join` as `name`, receiving only, statistics every 0.5 s; its output collected as it comes. */
+function startNative(invite, name) {
+  const child = spawn(BINARY, ['join', invite, '--name', name, '--patience', '60', '--stats', '--stats-interval', '0.5'],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'conclave_client=info' } });
+  const native = { child, out: '', err: '' };
+  child.stdout.on('data', (d) => { native.out += d; });
+  child.stderr.on('data', (d) => { native.err += d; });
+  return native;
+}
+
+/** The last security code `conclave join` printed ('' before any). */
+function nativeCode(native) {
+  const codes = native.err.split('\n')
+    .map((l) => /^Security code \(epoch \d+, \d+ (?:person|people) in the encrypted group\): ([\d ]+)$/.exec(l))
+    .filter(Boolean);
+  return codes.length ? codes[codes.length - 1][1] : '';
+}
+
+/** Its last statistics line: reconnections and video frames on its current peer connection. */
+function nativeStats(native) {
+  const line = native.out.split('\n').filter((l) => l.startsWith('{')).pop();
+  if (!line) return { reconnects: 0, videoFrames: 0 };
+  const s = JSON.parse(line);
+  const videoFrames = Object.values(s.received || {}).filter((t) => t.kind === 'video').reduce((n, t) => n + t.frames, 0);
+  return { reconnects: s.reconnects || 0, videoFrames };
+}
 
 /** Whether a Redis on `port` answers PING. */
 function pong(port) {
@@ -170,6 +197,7 @@ for (const signal of ['SIGKILL', 'SIGTERM']) describe(`a meeting whose node gets
   let host;
   let guest;
   let waiter;
+  let native;
   let codeBefore;
   const browsers = [];
   const step = storySteps(`${tag}-`, () => browsers.map((b, i) => [`browser-${i}`, b]));
@@ -218,6 +246,11 @@ node_ttl_ms = 1500
   });
 
   after(async () => {
+    if (native && native.child.exitCode === null) native.child.kill('SIGKILL');
+    if (native) {
+      fs.mkdirSync(ARTIFACTS, { recursive: true });
+      fs.writeFileSync(path.join(ARTIFACTS, `${tag}-native.log`), native.err);
+    }
     for (const b of browsers) await b.close();
     if (node) await node.stop(`${tag}-node-b.log`);
     if (doomed) await doomed.stop(`${tag}-node-0.log`);
@@ -235,8 +268,11 @@ node_ttl_ms = 1500
     await guest.getByRole('button', { name: 'Join', exact: true }).click();
     await host.getByRole('listitem').filter({ hasText: 'Grace' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
     await guest.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
-    codeBefore = await eventually(async () => [await securityCode(host), await securityCode(guest)],
-      ([a, b]) => a.length > 0 && a === b, { what: 'one security code before' });
+    // A native member too, `conclave join` through node-b, admitted.
+    native = startNative(invite, 'Nat');
+    await host.getByRole('listitem').filter({ hasText: 'Nat' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+    codeBefore = await eventually(async () => [await securityCode(host), await securityCode(guest), nativeCode(native)],
+      ([a, b, c]) => a.length > 0 && a === b && a === c, { what: 'one security code before, the native member\'s too' });
     // Wendy asks to join and waits; the host does not let her in yet.
     waiter = await browser('waiting');
     await waiter.goto(invite);
@@ -289,6 +325,13 @@ node_ttl_ms = 1500
       await region.getByText(/^Reconnected at .+: the meeting moved to another server and its encryption was set up again, with a new security code\./).waitFor();
       await p.keyboard.press('Escape');
     }
+    // The native member came back by itself too, was told, and shows the
+    // code the browsers show.
+    const shared = await eventually(async () => [await securityCode(host), await securityCode(guest), nativeCode(native)],
+      ([x, y, z]) => x.length > 0 && x === y && x === z && x !== codeBefore[0], { what: 'the native member in the new group', timeout: 20_000 });
+    console.log(`${tag}: the native member shows the new code ${Date.now() - killed} ms after ${signal}`);
+    assert.match(native.err, /^Reconnected — new security code: [\d ]+\. /m, native.err);
+    assert.notEqual(shared[2], codeBefore[0]);
     // Still in the meeting, with the host's controls.
     await host.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
     assert.equal(await host.getByText('Your seat in the meeting has expired').count(), 0);
@@ -311,5 +354,10 @@ node_ttl_ms = 1500
       const first = await eventually(() => received(p), (r) => r.framesDecoded > 10, { timeout: 25_000, what: `${who} decodes video again` });
       await eventually(() => received(p), (r) => r.framesDecoded > first.framesDecoded + 10, { what: `${who} keeps decoding` });
     }
+    // The native member receives video again on its new peer connection
+    // (its counts start afresh there), decrypted under the new group.
+    const got = await eventually(() => nativeStats(native), (st) => st.reconnects >= 1 && st.videoFrames > 10,
+      { timeout: 25_000, what: 'the native member receives video again' });
+    assert.ok(got.reconnects >= 1);
   });
 });
