@@ -205,6 +205,7 @@ impl Server {
             tokio::spawn(Arc::clone(cluster).keep_registered(load, shutdown.clone()));
         }
         let state = AppState {
+            account_sockets: Arc::default(),
             hasher: Hasher::new(config.limits.hash_concurrency)?,
             guard: Arc::new(JoinGuard::new(config.limits.checks_in_flight_per_address)),
             guests: Arc::new(GuestIds::load(&store, config.limits.new_guests_per_minute).await?),

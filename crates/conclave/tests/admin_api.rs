@@ -138,6 +138,17 @@ async fn disabling_ends_sessions_and_tokens_at_once_and_says_why() {
     let (_, created) = bob.post("/api/v1/tokens", json!({"name": "bot"})).await;
     let bot = Api::with_bearer(&server, created["token"].as_str().unwrap());
     assert_eq!(bot.get("/api/v1/me").await.0, StatusCode::OK);
+    // Alice hosts; Bob is in her meeting, signed in.
+    let mut host = server.ws(&meeting.id, alice.ws_opts()).await;
+    host.send(crate::common::join("Alice", &meeting.passcode))
+        .await;
+    host.recv_until("joined").await;
+    let mut in_meeting = server.ws(&meeting.id, bob.ws_opts()).await;
+    in_meeting
+        .send(crate::common::join("Bob", &meeting.passcode))
+        .await;
+    let joined = in_meeting.recv_until("joined").await;
+    let resume_token = joined["resume_token"].as_str().expect("token").to_string();
 
     let (status, view) = alice
         .post(&format!("/api/v1/admin/users/{bob_id}/disable"), json!({}))
@@ -145,6 +156,16 @@ async fn disabling_ends_sessions_and_tokens_at_once_and_says_why() {
     assert_eq!(status, StatusCode::OK, "{view}");
     assert_eq!(view["disabled"], true);
     assert_eq!(view["username"], "bob");
+
+    // His meeting socket is closed at once, and he has left: the host sees
+    // him go, and his seat cannot be taken back with its resume token.
+    in_meeting.expect_closed().await;
+    let left = host.recv_until("participant_left").await;
+    assert_eq!(left["reason"], "left", "{left}");
+    let mut back = server.ws(&meeting.id, Default::default()).await;
+    back.send(json!({"type": "resume", "token": resume_token}))
+        .await;
+    back.expect_error("resume_failed").await;
 
     // Each of his sessions and his token, at their next request: refused,
     // with the reason.

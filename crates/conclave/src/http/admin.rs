@@ -195,6 +195,10 @@ async fn set_disabled(
     if !state.store.set_user_disabled(user.id, disabled).await? {
         return Err(ApiError::NotFound);
     }
+    if disabled {
+        let n = state.account_sockets.end(user.id);
+        tracing::debug!(user = %user.username, sockets = n, "ended the disabled account's meeting sockets");
+    }
     let action = if disabled {
         "disable_user"
     } else {
@@ -233,6 +237,7 @@ pub async fn remove(
     if !state.store.delete_user(user.id).await? {
         return Err(ApiError::NotFound);
     }
+    state.account_sockets.end(user.id);
     tracing::info!(admin = %admin.username, user = %user.username, %ip, "an administrator deleted an account");
     audit(&state, "delete_user", &admin, &user, ip).await;
     Ok(StatusCode::NO_CONTENT)

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod backchannel;
 pub mod calendar;
 pub mod error;
+pub mod evict;
 pub mod meetings;
 pub mod native_login;
 pub mod oidc;
@@ -69,6 +70,8 @@ pub struct AppState {
     /// Cluster mode (`[cluster]`): Redis for leases, limits and the node
     /// registry. `None` on a single node.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Meeting sockets by account, for ending a disabled account's.
+    pub account_sockets: Arc<evict::AccountSockets>,
     pub shutdown: CancellationToken,
 }
 

@@ -339,11 +339,31 @@ impl Connection {
         let mut keepalive =
             tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
         let mut close: Option<CloseFrame> = None;
+        let registered = self
+            .account
+            .as_ref()
+            .map(|u| self.state.account_sockets.register(u.id));
+        let evicted = registered
+            .as_ref()
+            .map(|r| r.ended.clone())
+            .unwrap_or_default();
 
         loop {
             tokio::select! {
                 () = shutdown.cancelled(), if !in_room => {
                     send(&mut ws_tx, &ServerMessage::error(ErrorCode::ShuttingDown)).await;
+                    break;
+                }
+                () = evicted.cancelled() => {
+                    // The account was disabled or deleted: out of the
+                    // meeting as by Leave (no seat kept to resume), then closed.
+                    tracing::info!(conn = self.conn.0, "the account was disabled: closing its meeting socket");
+                    if in_room && let Some(id) = self.meeting {
+                        let cmd = RoomCmd::Input(Input::Message { conn: self.conn, msg: ClientMessage::Leave });
+                        self.state.rooms.deliver_if_running(id, cmd).await;
+                        in_room = false;
+                    }
+                    close = Some(CloseFrame { code: CLOSE_POLICY, reason: "account disabled".into() });
                     break;
                 }
                 () = &mut join_deadline, if !in_room => {
