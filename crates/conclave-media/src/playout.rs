@@ -18,14 +18,27 @@
 //! [`CEILING`]; with no repair in the window, none (0). Once a stream has
 //! asked for a delay it keeps writing the extension, so that a receiver also
 //! learns when the delay is over (Chromium keeps the last value it saw).
+//!
+//! The value written moves toward that target by at most [`RAMP`] a
+//! second. Chromium rate-limits changes of its own delay the same way
+//! (100 ms a second: "if we're changing the delay in too large steps we
+//! will get noticeable freezes"), but applies the minimum this extension
+//! sets to each frame's render time at once: a minimum raised by 200 ms
+//! in one step holds the next frame back 200 ms, itself a freeze. The
+//! first version here wrote the target directly, and the network bench's
+//! receivers froze more often with it than without.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// A gap filled later than this is a repair, not reordering.
 const LATE: Duration = Duration::from_millis(50);
-/// Repairs are remembered this long; the delay ends this long after the last.
-const WINDOW: Duration = Duration::from_secs(10);
+/// Repairs are remembered this long; the delay ends this long after the
+/// last (loss on a radio link comes and goes: a delay given up at once
+/// would be ramped up again).
+const WINDOW: Duration = Duration::from_secs(30);
+/// How fast the minimum written may change, per second.
+const RAMP: Duration = Duration::from_millis(100);
 /// Decoding and rendering on top of the repair itself.
 const MARGIN: Duration = Duration::from_millis(50);
 /// The least delay worth asking for.
@@ -52,6 +65,9 @@ pub(crate) struct RepairDelay {
     repairs: VecDeque<(Instant, Duration)>,
     /// Whether a delay was ever asked for on this stream.
     asked: bool,
+    /// The minimum written last, and when.
+    written: Duration,
+    written_at: Option<Instant>,
 }
 
 impl RepairDelay {
@@ -105,14 +121,26 @@ impl RepairDelay {
         {
             self.repairs.pop_front();
         }
-        if self.repairs.is_empty() {
-            return Some((Duration::ZERO, MAX_PLAYOUT));
-        }
-        let mut lates: Vec<Duration> = self.repairs.iter().map(|r| r.1).collect();
-        lates.sort_unstable();
-        // Nearest rank.
-        let p90 = lates[(lates.len() * 9).div_ceil(10) - 1];
-        Some(((p90 + MARGIN).clamp(FLOOR, CEILING), MAX_PLAYOUT))
+        let target = if self.repairs.is_empty() {
+            Duration::ZERO
+        } else {
+            let mut lates: Vec<Duration> = self.repairs.iter().map(|r| r.1).collect();
+            lates.sort_unstable();
+            // Nearest rank.
+            let p90 = lates[(lates.len() * 9).div_ceil(10) - 1];
+            (p90 + MARGIN).clamp(FLOOR, CEILING)
+        };
+        let elapsed = self
+            .written_at
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        let step = RAMP.mul_f64(elapsed.as_secs_f64());
+        self.written = if target > self.written {
+            (self.written + step).min(target)
+        } else {
+            self.written.saturating_sub(step).max(target)
+        };
+        self.written_at = Some(now);
+        Some((self.written, MAX_PLAYOUT))
     }
 }
 
@@ -148,18 +176,35 @@ mod tests {
         r.arrived(101, t0 + ms(25));
         assert_eq!(r.playout_delay(t0 + ms(25)), None);
         r.arrived(104, t0 + ms(30));
-        // 103 repaired 160 ms after its gap was seen.
+        // 103 repaired 160 ms after its gap was seen: 210 ms asked for,
+        // reached at 100 ms a second.
         r.arrived(103, t0 + ms(190));
-        let (min, max) = r.playout_delay(t0 + ms(200)).unwrap();
-        assert_eq!(min, ms(210));
-        assert_eq!(max, MAX_PLAYOUT);
+        let (min, max) = r.playout_delay(t0 + ms(190)).unwrap();
+        assert_eq!((min, max), (Duration::ZERO, MAX_PLAYOUT));
+        let ramp: Vec<Duration> = (1..=30)
+            .map(|i| r.playout_delay(t0 + ms(190 + 100 * i)).unwrap().0)
+            .collect();
+        assert_eq!(ramp[0], ms(10));
+        assert_eq!(ramp[9], ms(100));
+        assert!(
+            ramp.windows(2)
+                .all(|w| w[1] >= w[0] && w[1] - w[0] <= ms(10))
+        );
+        assert_eq!(*ramp.last().unwrap(), ms(210));
         // A very late repair is capped.
-        r.arrived(110, t0 + ms(300));
-        r.arrived(105, t0 + ms(1_200));
-        assert_eq!(r.playout_delay(t0 + ms(1_200)).unwrap().0, CEILING);
-        // Without repairs for the window, the delay is over but still said.
+        r.arrived(110, t0 + ms(3_300));
+        r.arrived(105, t0 + ms(4_200));
+        let top = r.playout_delay(t0 + ms(10_000)).unwrap().0;
+        assert_eq!(top, CEILING);
+        // Without repairs for the window, the delay goes, as slowly, but is
+        // still said.
+        assert_eq!(r.playout_delay(t0 + ms(34_000)).unwrap().0, CEILING);
         assert_eq!(
-            r.playout_delay(t0 + ms(1_300) + WINDOW),
+            r.playout_delay(t0 + ms(34_300)).unwrap().0,
+            CEILING - ms(30)
+        );
+        assert_eq!(
+            r.playout_delay(t0 + ms(44_300)),
             Some((Duration::ZERO, MAX_PLAYOUT))
         );
     }

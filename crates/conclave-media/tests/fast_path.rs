@@ -248,9 +248,9 @@ fn a_subscriber_that_comes_back_as_a_new_session_receives_again() {
 /// A packet repaired late on the publisher's hop (it reaches the router
 /// 150 ms after the packet behind it, as a resend does) makes the router
 /// ask the subscriber, in the playout-delay header extension it negotiated,
-/// for a minimum playout delay that covers that lateness; packets before
-/// it ask for nothing, and reordering by a few milliseconds asks for
-/// nothing either.
+/// for a minimum playout delay that covers that lateness, reached in small
+/// steps; packets before it ask for nothing, and reordering by a few
+/// milliseconds asks for nothing either.
 #[test]
 fn a_late_repair_on_the_publishers_hop_asks_the_subscriber_to_wait_for_it() {
     use str0m::Rtc;
@@ -300,7 +300,8 @@ fn a_late_repair_on_the_publishers_hop_asks_the_subscriber_to_wait_for_it() {
     net.run_for(Duration::from_millis(18));
     write(&mut net, 1_033);
     let repaired_at = net.now;
-    for seq in 1_039..1_060 {
+    // Three seconds more: the minimum asked for ramps up to it.
+    for seq in 1_039..1_130 {
         net.run_for(Duration::from_millis(33));
         write(&mut net, seq);
     }
@@ -320,7 +321,7 @@ fn a_late_repair_on_the_publishers_hop_asks_the_subscriber_to_wait_for_it() {
             _ => None,
         })
         .collect();
-    assert!(delays.len() >= 55, "B got the video: {}", delays.len());
+    assert!(delays.len() >= 125, "B got the video: {}", delays.len());
     let before: Vec<_> = delays
         .iter()
         .filter(|d| d.0 <= reordered_until + Duration::from_millis(5))
@@ -335,14 +336,19 @@ fn a_late_repair_on_the_publishers_hop_asks_the_subscriber_to_wait_for_it() {
         .filter(|d| d.0 > repaired_at)
         .filter_map(|d| Some(Duration::from(d.1?)))
         .collect();
-    // Every packet after it, but for str0m's anchor (about one a second).
-    assert!(after.len() >= 18, "{after:?}");
-    for min in &after {
-        assert!(
-            (Duration::from_millis(150)..=Duration::from_millis(400)).contains(min),
-            "a minimum playout delay covering the 150 ms repair: {min:?}"
-        );
-    }
+    // Every packet after it, but for str0m's anchors (about one a second);
+    // the minimum rises by at most 100 ms a second (Chromium applies it to
+    // render times at once: a jump would itself be a freeze), to 200 ms:
+    // the 150 ms repair and a margin.
+    assert!(after.len() >= 85, "{after:?}");
+    assert!(after[0] <= Duration::from_millis(10), "{after:?}");
+    assert!(
+        after
+            .windows(2)
+            .all(|w| w[1] >= w[0] && w[1] - w[0] <= Duration::from_millis(10)),
+        "{after:?}"
+    );
+    assert_eq!(after.last(), Some(&Duration::from_millis(200)), "{after:?}");
     let max = delays.iter().rev().find_map(|d| d.2).map(Duration::from);
     assert_eq!(
         max,
