@@ -168,7 +168,7 @@ async fn open_meeting(api: &Api) -> Meeting {
 }
 
 /// Reads the host's socket until the waiting room lists `name`; its id.
-async fn waits(host: &mut Ws, name: &str) -> u64 {
+pub(crate) async fn waits(host: &mut Ws, name: &str) -> u64 {
     loop {
         let room = host.recv_until("waiting_room").await;
         let found = room["waiting"]
@@ -838,6 +838,28 @@ async fn provider_over_https(provider: &crate::oidc_tokens::Shared, ca: &crate::
     issuer
 }
 
+/// Stops `cli` as a person would (Ctrl-C): it exits cleanly, having said
+/// "could not fetch keys of" once for each of the `unreachable` providers
+/// and verified nobody.
+async fn ends_having_verified_nobody(cli: &mut Cli, unreachable: usize) {
+    cli.interrupt();
+    let status = cli.exit().await;
+    let stderr = cli.stderr();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("could not fetch keys of"))
+            .count(),
+        unreachable,
+        "{stderr}"
+    );
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("verified: ")),
+        "{stderr}"
+    );
+}
+
 /// A provider served over HTTPS with a certificate of the operator's own CA
 /// is trusted when `--ca-file` names that CA, as the server's connection
 /// is: Ada's name is "verified by Fake". Without `--ca-file` the provider's
@@ -891,23 +913,8 @@ async fn join_trusts_a_provider_of_the_ca_file() {
             && ada_line.contains(") is not verified: could not fetch keys of Fake: "),
         "{ada_line}"
     );
-    cli.interrupt();
-    let status = cli.exit().await;
-    let stderr = cli.stderr();
-    assert_eq!(status.code(), Some(0), "{stderr}");
+    ends_having_verified_nobody(&mut cli, 1).await;
     assert!(report.contains("certificate"), "{report}");
-    assert_eq!(
-        stderr
-            .lines()
-            .filter(|l| l.starts_with("could not fetch keys of"))
-            .count(),
-        1,
-        "{stderr}"
-    );
-    assert!(
-        !stderr.lines().any(|l| l.starts_with("verified: ")),
-        "{stderr}"
-    );
     at.stop().await;
 }
 
@@ -984,21 +991,6 @@ async fn join_is_not_held_up_by_providers_that_do_not_answer() {
     // The command goes on into the meeting, its name the server's.
     cli.stderr_line(|l| l.contains("Grace (participant ").then_some(()))
         .await;
-    cli.interrupt();
-    let status = cli.exit().await;
-    let stderr = cli.stderr();
-    assert_eq!(status.code(), Some(0), "{stderr}");
-    assert_eq!(
-        stderr
-            .lines()
-            .filter(|l| l.starts_with("could not fetch keys of"))
-            .count(),
-        3,
-        "{stderr}"
-    );
-    assert!(
-        !stderr.lines().any(|l| l.starts_with("verified: ")),
-        "{stderr}"
-    );
+    ends_having_verified_nobody(&mut cli, 3).await;
     held.abort();
 }

@@ -249,6 +249,9 @@ struct Claims {
     expires_in: i64,
 }
 
+/// One claim changed from a valid token's.
+type ClaimsEdit = fn(Claims) -> Claims;
+
 fn claims(c: &Claims) -> CoreIdTokenClaims {
     let now = chrono::Utc::now();
     CoreIdTokenClaims::new(
@@ -291,38 +294,26 @@ async fn only_a_valid_id_token_signs_in() {
         REFUSED
     );
 
-    // For another client.
-    let s = start(&server).await;
-    let c = Claims {
-        audience: "another-client".into(),
-        ..good(&s)
-    };
-    assert_eq!(
-        finish(&server, provider, &s, signed(&c, key)).await,
-        REFUSED
-    );
-
-    // From another issuer.
-    let s = start(&server).await;
-    let c = Claims {
-        issuer: "http://127.0.0.1:1".into(),
-        ..good(&s)
-    };
-    assert_eq!(
-        finish(&server, provider, &s, signed(&c, key)).await,
-        REFUSED
-    );
-
-    // Expired.
-    let s = start(&server).await;
-    let c = Claims {
-        expires_in: -120,
-        ..good(&s)
-    };
-    assert_eq!(
-        finish(&server, provider, &s, signed(&c, key)).await,
-        REFUSED
-    );
+    // Signed by the provider's key, but one claim wrong.
+    let wrong: [(&str, ClaimsEdit); 3] = [
+        ("for another client", |c| Claims {
+            audience: "another-client".into(),
+            ..c
+        }),
+        ("from another issuer", |c| Claims {
+            issuer: "http://127.0.0.1:1".into(),
+            ..c
+        }),
+        ("expired", |c| Claims {
+            expires_in: -120,
+            ..c
+        }),
+    ];
+    for (why, edit) in wrong {
+        let s = start(&server).await;
+        let token = signed(&edit(good(&s)), key);
+        assert_eq!(finish(&server, provider, &s, token).await, REFUSED, "{why}");
+    }
 
     // With the nonce of another sign-in.
     let s = start(&server).await;
