@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::cluster::{
     NodeOptions, ProcessNode, SECRET, command_calls, config, eventually, fronted_nodes,
-    node_records, nodes, ready,
+    node_records, nodes, one_node, ready,
 };
 use crate::common::front::Front;
 use crate::common::postgres::Postgres;
@@ -469,9 +469,7 @@ async fn a_redis_stall_within_the_read_budget_delays_a_relayed_join_and_a_longer
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_redis_new_joins_and_sign_ins_are_told_unavailable_and_all_recovers() {
     let redis = Redis::start();
-    let cfg = config(&redis, "node-a", 1500, 1500);
-    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
-    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let server = one_node(&redis, 1500, 1500).await;
     let alice = server.signed_in("alice").await;
     let meeting = alice
         .create_meeting(json!({"title": "Stand-up", "settings": {"waiting_room": false}}))
@@ -550,9 +548,7 @@ async fn media_keeps_flowing_in_a_running_meeting_while_redis_is_down() {
     use std::sync::{Mutex, PoisonError};
 
     let redis = Redis::start();
-    let cfg = config(&redis, "node-a", 1000, 1000);
-    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
-    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let server = one_node(&redis, 1000, 1000).await;
     let alice = server.signed_in("alice").await;
     let meeting = alice
         .create_meeting(json!({"settings": {"waiting_room": false}}))
@@ -696,9 +692,7 @@ fn cluster_settings_are_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_meeting_start_in_a_cluster_shares_one_check_and_meets_no_limit() {
     let redis = Redis::start();
-    let cfg = config(&redis, "node-a", 2000, 2000);
-    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
-    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let server = one_node(&redis, 2000, 2000).await;
     let alice = server.signed_in("alice").await;
     let meeting = alice
         .create_meeting(json!({"settings": {"waiting_room": false}}))
@@ -736,9 +730,7 @@ async fn a_meeting_start_in_a_cluster_shares_one_check_and_meets_no_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_that_lost_a_meetings_lease_stops_serving_it() {
     let redis = Redis::start();
-    let cfg = config(&redis, "node-a", 1500, 1500);
-    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
-    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let server = one_node(&redis, 1500, 1500).await;
     let alice = server.signed_in("alice").await;
     let meeting = alice
         .create_meeting(json!({"settings": {"waiting_room": false}}))
@@ -872,9 +864,7 @@ async fn bursts_of_three_hundred_wrong_passwords_over_three_nodes_get_exactly_fi
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reservation_whose_reply_was_lost_is_given_back_not_held() {
     let redis = Redis::start();
-    let cfg = config(&redis, "node-a", 2000, 2000);
-    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
-    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let server = one_node(&redis, 2000, 2000).await;
     // Redis holds every command for 1.8 s: the reservation's reply misses
     // the node's 1 s deadline (the sign-in is told 503), and Redis runs it
     // afterwards all the same.
@@ -910,9 +900,7 @@ async fn redis_round_trips_per_join() {
     let redis = Redis::start();
     // Leases and records that need no renewal during the test, so that
     // every script run is a join's.
-    let cfg = config(&redis, "node-a", 600_000, 600_000);
-    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
-    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let server = one_node(&redis, 600_000, 600_000).await;
     let alice = server.signed_in("alice").await;
     let meeting = alice
         .create_meeting(json!({"settings": {"waiting_room": false}}))
@@ -955,9 +943,7 @@ async fn redis_round_trips_per_join() {
 async fn a_clean_shutdown_gives_up_its_meetings_leases_and_its_record() {
     let redis = Redis::start();
     // Long enough that only giving them up can make them go.
-    let cfg = config(&redis, "node-a", 60_000, 60_000);
-    let mut server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
-    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let mut server = one_node(&redis, 60_000, 60_000).await;
     let alice = server.signed_in("alice").await;
     let meeting = alice.create_meeting(json!({"title": "Retro"})).await;
     let (_host, _) = server.host_joins(&alice, &meeting.id).await;
@@ -1029,14 +1015,7 @@ async fn three_nodes_behind_one_front_relay_guests_to_the_owner_who_exchange_e2e
     let joined = host.recv().await;
     assert_eq!(joined["type"], "joined", "{joined}");
     assert_eq!(joined["role"], "host");
-    let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
-    let owner = nodes
-        .iter()
-        .position(|n| {
-            let id = &n.config.cluster.as_ref().expect("cluster").node_id;
-            lease.trim().starts_with(&format!("{id} "))
-        })
-        .unwrap_or_else(|| panic!("no node holds the lease: {lease:?}"));
+    let owner = owner(&redis, &nodes, &meeting);
 
     // A guest who is never admitted waits on another node, relayed.
     next_lands_off(&front, owner).await;
@@ -1065,18 +1044,7 @@ async fn three_nodes_behind_one_front_relay_guests_to_the_owner_who_exchange_e2e
         })
         .await;
         // The host admits them from the waiting room it sees.
-        let id = loop {
-            let room = host.recv_until("waiting_room").await;
-            let found = room["waiting"]
-                .as_array()
-                .expect("waiting list")
-                .iter()
-                .find(|w| w["name"] == name)
-                .and_then(|w| w["id"].as_u64());
-            if let Some(id) = found {
-                break id;
-            }
-        };
+        let id = crate::native_cli::waits(&mut host, name).await;
         host.send(json!({"type": "admit", "participant": id})).await;
     }
     let mut reports = Vec::new();
@@ -1184,14 +1152,16 @@ async fn a_forged_relay_header_is_refused() {
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_meeting_that_moves_to_another_node_is_still_locked_and_the_removed_still_banned() {
-    let redis = Redis::start();
-    let (mut nodes, _front) = fronted_nodes(&redis).await;
-    let alice = nodes[0].signed_in("alice").await;
-    let meeting = alice.create_meeting(json!({"title": "Moves"})).await;
-    let (mut host, host_joined) = nodes[0].host_joins(&alice, &meeting.id).await;
-    let (mut eve, joined) = nodes[1].guest_admitted(&mut host, &meeting, "Eve").await;
+/// Eve, admitted through `via`, is removed by the host, who then locks the
+/// meeting; returns once the lock is saved in Redis, with Eve's guest
+/// cookie (for her attempts to come back).
+async fn remove_eve_and_lock(
+    redis: &Redis,
+    via: &TestServer,
+    host: &mut Ws,
+    meeting: &Meeting,
+) -> String {
+    let (mut eve, joined) = via.guest_admitted(host, meeting, "Eve").await;
     let eve_id = joined["you"].as_u64().expect("id");
     let eve_cookie = eve.guest_cookie().expect("Eve's guest cookie");
     host.send(json!({"type": "remove", "participant": eve_id}))
@@ -1204,19 +1174,46 @@ async fn a_meeting_that_moves_to_another_node_is_still_locked_and_the_removed_st
             break;
         }
     }
-    let live = format!("GET conclave:live:{}", meeting.id);
-    eventually(5, "the lock saved in Redis", async || {
-        redis.cmd(&live).contains(r#""locked":true"#)
-    })
-    .await;
+    saved_live(redis, meeting, r#""locked":true"#).await;
+    eve_cookie
+}
+
+/// Through each of `through`, Eve (with her guest cookie) is refused as
+/// banned and a newcomer, Mal, as the meeting is locked.
+async fn barred(through: &[&TestServer], meeting: &Meeting, eve_cookie: &str) {
+    for node in through {
+        let mut ws = node
+            .ws(&meeting.id, WsOpts::cookie(eve_cookie.to_string()))
+            .await;
+        ws.send(join("Eve", &meeting.passcode)).await;
+        ws.expect_error("banned").await;
+        let mut mal = node.ws(&meeting.id, WsOpts::default()).await;
+        mal.send(join("Mal", &meeting.passcode)).await;
+        mal.expect_error("locked").await;
+    }
+}
+
+/// Which of `nodes` holds the meeting's lease.
+fn owner(redis: &Redis, nodes: &[TestServer], meeting: &Meeting) -> usize {
     let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
-    let owner = nodes
+    nodes
         .iter()
         .position(|n| {
             let id = &n.config.cluster.as_ref().expect("cluster").node_id;
             lease.trim().starts_with(&format!("{id} "))
         })
-        .unwrap_or_else(|| panic!("no node holds the lease: {lease:?}"));
+        .unwrap_or_else(|| panic!("no node holds the lease: {lease:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_meeting_that_moves_to_another_node_is_still_locked_and_the_removed_still_banned() {
+    let redis = Redis::start();
+    let (mut nodes, _front) = fronted_nodes(&redis).await;
+    let alice = nodes[0].signed_in("alice").await;
+    let meeting = alice.create_meeting(json!({"title": "Moves"})).await;
+    let (mut host, host_joined) = nodes[0].host_joins(&alice, &meeting.id).await;
+    let eve_cookie = remove_eve_and_lock(&redis, &nodes[1], &mut host, &meeting).await;
+    let owner = owner(&redis, &nodes, &meeting);
 
     // The node running the meeting stops, handing the meeting over.
     nodes[owner].shutdown().await;
@@ -1241,24 +1238,12 @@ async fn a_meeting_that_moves_to_another_node_is_still_locked_and_the_removed_st
         .expect("cluster")
         .node_id;
     assert!(!lease.starts_with(&format!("{old} ")), "{lease}");
-    // Eve, removed, cannot come back through either remaining node.
-    for k in [b, c] {
-        let mut ws = nodes[k]
-            .ws(&meeting.id, WsOpts::cookie(eve_cookie.clone()))
-            .await;
-        ws.send(join("Eve", &meeting.passcode)).await;
-        ws.expect_error("banned").await;
-    }
-    // Nobody new gets in: it is locked.
-    let mut mal = nodes[c].ws(&meeting.id, WsOpts::default()).await;
-    mal.send(join("Mal", &meeting.passcode)).await;
-    mal.expect_error("locked").await;
+    // Eve, removed, cannot come back through either remaining node, nor
+    // anybody new get in: it is locked.
+    barred(&[&nodes[b], &nodes[c]], &meeting, &eve_cookie).await;
     // Unlocked by the host, the lock is saved as lifted.
     host.send(json!({"type": "unlock"})).await;
-    eventually(5, "the unlock saved in Redis", async || {
-        redis.cmd(&live).contains(r#""locked":false"#)
-    })
-    .await;
+    saved_live(&redis, &meeting, r#""locked":false"#).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1268,14 +1253,7 @@ async fn a_relayed_guess_counts_against_the_clients_own_address_at_the_owner() {
     let alice = nodes[0].signed_in("alice").await;
     let meeting = alice.create_meeting(json!({"title": "Guarded"})).await;
     let (_host, _) = nodes[0].host_joins(&alice, &meeting.id).await;
-    let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
-    let owner = nodes
-        .iter()
-        .position(|n| {
-            let id = &n.config.cluster.as_ref().expect("cluster").node_id;
-            lease.trim().starts_with(&format!("{id} "))
-        })
-        .unwrap_or_else(|| panic!("no node holds the lease: {lease:?}"));
+    let owner = owner(&redis, &nodes, &meeting);
     let other = (owner + 1) % 3;
     let before = relayed(&nodes[other]).await;
     // Five wrong passcodes from one address, all through a node that does
@@ -1319,24 +1297,7 @@ async fn after_sigkill_of_its_node_a_meeting_comes_back_on_another_still_locked_
         "{}",
         redis.cmd(&lease_key)
     );
-    let (mut eve, joined) = nodes[1].guest_admitted(&mut host, &meeting, "Eve").await;
-    let eve_id = joined["you"].as_u64().expect("id");
-    let eve_cookie = eve.guest_cookie().expect("Eve's guest cookie");
-    host.send(json!({"type": "remove", "participant": eve_id}))
-        .await;
-    assert_eq!(eve.expect_closed().await, vec![json!({"type": "removed"})]);
-    host.send(json!({"type": "lock"})).await;
-    loop {
-        let m = host.recv_until("meeting_updated").await;
-        if m["meeting"]["locked"] == true {
-            break;
-        }
-    }
-    let live = format!("GET conclave:live:{}", meeting.id);
-    eventually(5, "the lock saved in Redis", async || {
-        redis.cmd(&live).contains(r#""locked":true"#)
-    })
-    .await;
+    let eve_cookie = remove_eve_and_lock(&redis, &nodes[1], &mut host, &meeting).await;
 
     // SIGKILL: no lease given up, no record deleted.
     let killed = doomed.kill();
@@ -1361,15 +1322,9 @@ async fn after_sigkill_of_its_node_a_meeting_comes_back_on_another_still_locked_
     eprintln!("meeting back on another node {back_after:?} after SIGKILL of its node");
     assert_eq!(joined["meeting"]["locked"], true, "{joined}");
     assert!(!redis.cmd(&lease_key).starts_with("node-0 "));
-    // Eve, removed, still cannot come back, through either node.
-    for n in &nodes {
-        let mut ws = n.ws(&meeting.id, WsOpts::cookie(eve_cookie.clone())).await;
-        ws.send(join("Eve", &meeting.passcode)).await;
-        ws.expect_error("banned").await;
-    }
-    let mut mal = nodes[0].ws(&meeting.id, WsOpts::default()).await;
-    mal.send(join("Mal", &meeting.passcode)).await;
-    mal.expect_error("locked").await;
+    // Eve, removed, still cannot come back, through either node, nor
+    // anybody new get in: it is still locked.
+    barred(&[&nodes[0], &nodes[1]], &meeting, &eve_cookie).await;
     drop(host);
 }
 
@@ -1450,9 +1405,7 @@ async fn a_draining_node_takes_no_new_meeting_and_its_meetings_move_locked_to_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_drained_while_redis_is_down_ends_its_meetings_and_says_so() {
     let redis = Redis::start();
-    let cfg = config(&redis, "node-a", 1500, 1500);
-    let mut server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
-    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    let mut server = one_node(&redis, 1500, 1500).await;
     let alice = server.signed_in("alice").await;
     let meeting = alice.create_meeting(json!({"title": "Stranded"})).await;
     let (mut host, _) = server.host_joins(&alice, &meeting.id).await;

@@ -49,6 +49,41 @@ fn together(a: &Cli, b: &Cli, ok: impl Fn(&Seen) -> bool) -> Option<(Seen, Seen)
     (ok(&x) && ok(&y) && x.code == y.code).then_some((x, y))
 }
 
+/// `conclave join` at `link` as `name`, sending synthetic media and
+/// printing its stats every half second.
+fn member(link: &str, name: &str) -> Cli {
+    Cli::start(&[
+        "join",
+        link,
+        "--name",
+        name,
+        "--synthetic",
+        "--stats",
+        "--stats-interval",
+        "0.5",
+    ])
+}
+
+/// Waits, up to 30 s, until both are in one group of two receiving video,
+/// neither having reconnected; what Ada's line says then.
+async fn both_receiving(ada: &Cli, bob: &Cli) -> Seen {
+    let start = Instant::now();
+    loop {
+        if let Some(both) = together(ada, bob, |s| {
+            s.reconnects == 0 && s.in_group == 2 && s.video_frames > 0
+        }) {
+            return both.0;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never both in one group receiving video\nAda:\n{}\nBob:\n{}",
+            ada.stderr(),
+            bob.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The code printed on the "Reconnected — new security code" line.
 fn reconnected_code(cli: &Cli) -> Option<String> {
     cli.stderr().lines().find_map(|l| {
@@ -73,35 +108,9 @@ async fn after_sigkill_of_its_node_native_members_resume_elsewhere_with_one_new_
         .await;
     // Both join through node-a's address, which relays to the owner.
     let link = invite(&meeting);
-    let member = |name: &str| {
-        Cli::start(&[
-            "join",
-            &link,
-            "--name",
-            name,
-            "--synthetic",
-            "--stats",
-            "--stats-interval",
-            "0.5",
-        ])
-    };
-    let ada = member("Ada");
-    let bob = member("Bob");
-    let start = Instant::now();
-    let before = loop {
-        if let Some(both) = together(&ada, &bob, |s| {
-            s.reconnects == 0 && s.in_group == 2 && s.video_frames > 0
-        }) {
-            break both.0;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "never both in one group receiving video\nAda:\n{}\nBob:\n{}",
-            ada.stderr(),
-            bob.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let ada = member(&link, "Ada");
+    let bob = member(&link, "Bob");
+    let before = both_receiving(&ada, &bob).await;
     let lease_key = format!("GET conclave:lease:{}", meeting.id);
     assert!(
         redis.cmd(&lease_key).starts_with("node-0 "),
@@ -227,35 +236,9 @@ async fn a_native_member_whose_socket_is_cut_resumes_in_the_same_group_with_medi
         &format!(":{}/", cutter.addr.port()),
     );
     assert_ne!(through, link);
-    let member = |link: &str, name: &str| {
-        Cli::start(&[
-            "join",
-            link,
-            "--name",
-            name,
-            "--synthetic",
-            "--stats",
-            "--stats-interval",
-            "0.5",
-        ])
-    };
     let ada = member(&through, "Ada");
     let bob = member(&link, "Bob");
-    let start = Instant::now();
-    let before = loop {
-        if let Some(both) = together(&ada, &bob, |s| {
-            s.reconnects == 0 && s.in_group == 2 && s.video_frames > 0
-        }) {
-            break both.0;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "never both in one group receiving video\nAda:\n{}\nBob:\n{}",
-            ada.stderr(),
-            bob.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let before = both_receiving(&ada, &bob).await;
     assert!(cutter.cut() >= 1, "Ada's socket was through the cutter");
     let cut = Instant::now();
     let (a, b) = loop {

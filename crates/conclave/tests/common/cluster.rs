@@ -67,6 +67,15 @@ pub async fn node_records(redis: &Redis, n: usize) {
     .await;
 }
 
+/// One node, `node-a`, of `redis`'s cluster, on its own SQLite store and
+/// relaying nothing; returned ready.
+pub async fn one_node(redis: &Redis, lease_ms: u64, node_ttl_ms: u64) -> TestServer {
+    let cfg = config(redis, "node-a", lease_ms, node_ttl_ms);
+    let server = TestServer::start_with(|c| c.cluster = Some(cfg)).await;
+    eventually(10, "ready", async || ready(&server).await == StatusCode::OK).await;
+    server
+}
+
 /// How the nodes a test starts, in this process or as processes, are set up.
 #[derive(Debug, Clone, Copy)]
 pub struct NodeOptions {
