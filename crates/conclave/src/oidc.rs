@@ -251,6 +251,10 @@ struct Provider {
     secret: Option<ClientSecret>,
     redirect: RedirectUrl,
     metadata: tokio::sync::Mutex<Option<(Instant, ProviderMetadataWithLogout)>>,
+    /// The origin of the `jwks_uri` its discovery document last named, when
+    /// a page may fetch it ([`page_fetchable_origin`]): the CSP lets pages
+    /// reach it (docs/security.md §15, where the keys come from).
+    keys_origin: std::sync::RwLock<Option<String>>,
 }
 
 /// The configured providers, their cached metadata and the HTTP client
@@ -285,6 +289,23 @@ pub struct Verified {
     pub session_max_age: Duration,
     /// A native client's sign-in: the session goes to it, not to the browser.
     pub native: Option<NativeStart>,
+}
+
+/// `url`'s origin if a page may be allowed to fetch from it: https, or http
+/// on a loopback address (the tests' stand-in providers). Anything else (a
+/// provider's keys over plain http on the network, an opaque origin) stays
+/// out of the CSP, and pages then show its members' names as the server's.
+pub fn page_fetchable_origin(url: &url::Url) -> Option<String> {
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    let ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+    let origin = url.origin().ascii_serialization();
+    // An origin is scheme://host[:port]: nothing that could end the directive.
+    (ok && origin != "null" && !origin.contains([' ', ';', ',', '\'', '"'])).then_some(origin)
 }
 
 /// Whether `nonce` has the shape of an OpenPubkey key commitment:
@@ -352,6 +373,7 @@ impl Providers {
                 secret,
                 redirect,
                 metadata: tokio::sync::Mutex::new(None),
+                keys_origin: std::sync::RwLock::new(None),
             });
         }
         let after_logout =
@@ -383,6 +405,32 @@ impl Providers {
             .iter()
             .find(|p| same_issuer(&p.config.issuer, issuer))
             .map(|p| p.config.name.as_str())
+    }
+
+    /// The origins of the providers' `jwks_uri`s learned from their
+    /// discovery documents so far, each once, in configuration order.
+    pub fn keys_origins(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for p in &self.list {
+            if let Ok(o) = p.keys_origin.read()
+                && let Some(o) = o.as_ref()
+                && !out.contains(o)
+            {
+                out.push(o.clone());
+            }
+        }
+        out
+    }
+
+    /// Fetches every provider's discovery document once, at start, so that
+    /// the CSP names their keys' origins before a page asks for them; one
+    /// that cannot be reached is logged and tried again when next needed.
+    pub async fn discover_all(&self) {
+        for p in &self.list {
+            if let Err(e) = self.metadata(p, false).await {
+                tracing::warn!(provider = %p.config.name, error = %e, "cannot fetch the provider's discovery document");
+            }
+        }
     }
 
     fn provider(&self, name: &str) -> Result<&Provider, OidcError> {
@@ -652,6 +700,9 @@ impl Providers {
         let m = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
             .await
             .map_err(|e| OidcError::Unreachable(describe(&e)))?;
+        if let Ok(mut origin) = p.keys_origin.write() {
+            *origin = page_fetchable_origin(m.jwks_uri().url());
+        }
         *cached = Some((Instant::now(), m.clone()));
         Ok(m)
     }

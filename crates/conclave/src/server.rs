@@ -232,6 +232,11 @@ impl Server {
             shutdown: shutdown.clone(),
         };
         tokio::spawn(prune_guard(state.clone()));
+        {
+            // The providers' keys' origins, for the CSP (docs/security.md §15).
+            let oidc = Arc::clone(&state.oidc);
+            tokio::spawn(async move { oidc.discover_all().await });
+        }
         tokio::spawn(prune_signin_audit(state.clone()));
         let hasher = state.hasher.clone();
         let (rooms, cluster) = (Arc::clone(&state.rooms), state.cluster.clone());

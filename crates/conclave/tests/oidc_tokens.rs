@@ -42,17 +42,23 @@ pub(crate) struct Provider {
     pub(crate) keys: Vec<CoreJsonWebKey>,
     /// What the token endpoint answers next.
     pub(crate) id_token: Option<String>,
+    /// The `jwks_uri` discovery names, when not `ISSUER/jwks` (Google's
+    /// keys are on another host than its issuer).
+    pub(crate) jwks_uri: Option<String>,
 }
 
 pub(crate) type Shared = Arc<Mutex<Provider>>;
 
 async fn discovery(State(p): State<Shared>) -> Json<Value> {
-    let issuer = p.lock().unwrap().issuer.clone();
+    let (issuer, jwks_uri) = {
+        let p = p.lock().unwrap();
+        (p.issuer.clone(), p.jwks_uri.clone())
+    };
     Json(json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
-        "jwks_uri": format!("{issuer}/jwks"),
+        "jwks_uri": jwks_uri.unwrap_or_else(|| format!("{issuer}/jwks")),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "HS256", "none"],
@@ -792,4 +798,64 @@ async fn a_provider_session_expires_and_signs_out_locally_without_an_end_session
         .expect("sign out");
     assert_eq!(resp.status(), 204);
     assert_eq!(me(session).await.0, 401);
+}
+
+/// The `connect-src` sources of a response's CSP.
+fn connect_src(resp: &reqwest::Response) -> Vec<String> {
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    csp.split(';')
+        .map(str::trim)
+        .find_map(|d| d.strip_prefix("connect-src "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A provider whose keys are on another origin than its issuer (Google's
+/// jwks_uri is on www.googleapis.com): the server reads the jwks_uri from
+/// the provider's discovery document at start and lets pages fetch from its
+/// origin, so that their members can be verified in the browser. A jwks_uri
+/// over plain http off loopback is not let in.
+#[tokio::test]
+async fn the_csp_lets_pages_fetch_a_providers_keys_from_another_origin() {
+    let keys_host = start_provider().await;
+    let keys_origin = keys_host.lock().unwrap().issuer.clone();
+    let fake = Fake::start().await;
+    fake.provider.lock().unwrap().jwks_uri = Some(format!("{keys_origin}/jwks"));
+    let plain = start_provider().await;
+    plain.lock().unwrap().jwks_uri = Some("http://keys.example.com/jwks".into());
+    let plain_issuer = plain.lock().unwrap().issuer.clone();
+    let server = TestServer::start_with(|c| {
+        c.oidc = vec![
+            fake.config(),
+            conclave::oidc::ProviderConfig {
+                name: "Plain".into(),
+                issuer: plain_issuer.clone(),
+                client_id: CLIENT_ID.into(),
+                ..Default::default()
+            },
+        ]
+    })
+    .await;
+    // Discovery runs in the background at start: wait for it (bounded).
+    let mut sources = Vec::new();
+    for _ in 0..100 {
+        let resp = client().get(server.url("/")).send().await.expect("page");
+        sources = connect_src(&resp);
+        if sources.contains(&keys_origin) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(sources.contains(&keys_origin), "{sources:?}");
+    assert!(sources.contains(&fake.issuer), "{sources:?}");
+    assert!(sources.contains(&plain_issuer), "{sources:?}");
+    assert!(
+        !sources.iter().any(|s| s.contains("keys.example.com")),
+        "{sources:?}"
+    );
+    assert_eq!(sources[0], "'self'");
+    // Each origin once, and nothing else.
+    assert_eq!(sources.len(), 4, "{sources:?}");
 }

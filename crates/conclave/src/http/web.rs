@@ -25,17 +25,35 @@ const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
     connect-src 'self'{connect}; worker-src 'self'; object-src 'none'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 
-/// The CSP with each provider's origin added to `connect-src`.
-fn csp(providers: &[crate::oidc::ProviderConfig]) -> String {
-    let mut connect = String::new();
+/// The CSP with each provider's issuer origin, and the origin of its keys
+/// (`keys`, from its discovery document: Google's are on another host than
+/// its issuer), added to `connect-src`.
+fn csp(providers: &[crate::oidc::ProviderConfig], keys: &[String]) -> String {
+    let mut origins: Vec<String> = Vec::new();
     for p in providers {
         if let Ok(url) = url::Url::parse(&p.issuer) {
             let origin = url.origin().ascii_serialization();
             // An origin is scheme://host[:port]: nothing that could end the directive.
             if origin != "null" && !origin.contains([' ', ';', ',', '\'']) {
-                connect.push(' ');
-                connect.push_str(&origin);
+                origins.push(origin);
             }
+        }
+    }
+    for k in keys {
+        // Already checked by oidc::page_fetchable_origin; checked again here,
+        // where it is written into the header.
+        if let Some(origin) = url::Url::parse(k)
+            .ok()
+            .and_then(|u| crate::oidc::page_fetchable_origin(&u))
+        {
+            origins.push(origin);
+        }
+    }
+    let mut connect = String::new();
+    for (i, o) in origins.iter().enumerate() {
+        if !origins[..i].contains(o) {
+            connect.push(' ');
+            connect.push_str(o);
         }
     }
     CSP.replace("{connect}", &connect)
@@ -360,7 +378,7 @@ pub async fn guard_and_headers(
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_str(&csp(&state.config.oidc))
+        HeaderValue::from_str(&csp(&state.config.oidc, &state.oidc.keys_origins()))
             .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
     );
     h.insert(
