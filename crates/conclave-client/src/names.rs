@@ -25,13 +25,17 @@ pub struct Names {
     said: Vec<String>,
 }
 
-/// One of the server's providers whose keys this client could not fetch:
-/// its members' proofs cannot be checked, and the lines say why.
+/// One of the server's providers whose keys this client could not fetch, or
+/// that the user did not pin (`not_pinned`): its members' proofs are not
+/// checked, and the lines say why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnreachableProvider {
     pub name: String,
     pub issuer: String,
     pub reason: String,
+    /// The server names it, the user's own trust list does not: a modified
+    /// server could have added it.
+    pub not_pinned: bool,
 }
 
 impl Names {
@@ -109,6 +113,19 @@ fn lines_with(
                 .find(|p| p.issuer.trim_end_matches('/') == issuer.trim_end_matches('/')),
             _ => None,
         };
+        if let Some(p) = from_unreachable
+            && p.not_pinned
+        {
+            let host = url::Url::parse(&p.issuer)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| p.issuer.clone());
+            out.push(format!(
+                "WARNING: {name} is not verified: vouched for by {} ({host}), a provider the server names that you did not trust (--trust-issuer); the name is only the server's",
+                p.name
+            ));
+            continue;
+        }
         if let Some(p) = from_unreachable {
             out.push(format!(
                 "WARNING: {name} is not verified: could not fetch keys of {}: {}; the name is only the server's",

@@ -182,6 +182,12 @@ struct JoinArgs {
     /// and for `turns:` relays.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<std::path::PathBuf>,
+    /// Trust only this identity provider for verified names, shown as NAME
+    /// (default: the server's name for it). Repeat the flag for more. Without
+    /// it the trust list is the server's, and a modified server could add a
+    /// provider of its own (docs/security.md §15, the trust list).
+    #[arg(long, value_name = "URL[=NAME]")]
+    trust_issuer: Vec<conclave::oidc::PinnedIssuer>,
     /// Print statistics as JSON on standard output at the end (per
     /// received track: who, kind, packets, bytes, frames, loss, jitter,
     /// undecryptable frames; the security code and the encrypted group's
@@ -748,14 +754,46 @@ fn print_events(
 async fn fetch_providers(
     server: &url::Url,
     ca_file: Option<&std::path::Path>,
+    pinned: &[conclave::oidc::PinnedIssuer],
 ) -> conclave::oidc::FetchedProviders {
-    let fetched = conclave::oidc::trusted_providers(server, ca_file).await;
+    let mut fetched = conclave::oidc::trusted_providers(server, ca_file, pinned).await;
+    if pinned.is_empty() {
+        if !fetched.trusted.is_empty() || !fetched.unreachable.is_empty() {
+            let list: Vec<String> = fetched
+                .trusted
+                .iter()
+                .map(|p| (&p.name, &p.issuer))
+                .chain(fetched.unreachable.iter().map(|p| (&p.name, &p.issuer)))
+                .map(|(name, issuer)| format!("{name} ({issuer})"))
+                .collect();
+            eprintln!(
+                "the trust list for verified names came from the server: {}; pin yours with --trust-issuer URL[=NAME]",
+                list.join(", ")
+            );
+        }
+    } else {
+        for issuer in &fetched.pinned_not_listed {
+            eprintln!(
+                "the server does not name the provider {issuer} you trust: nobody can be verified by it here"
+            );
+        }
+        for p in &fetched.not_pinned {
+            eprintln!(
+                "the server names a provider you did not trust: {} ({}); its members' names are the server's, not verified",
+                p.name, p.issuer
+            );
+        }
+    }
+    // Members of a provider not pinned are told why they are not verified,
+    // as for one that could not be reached.
+    let not_pinned = std::mem::take(&mut fetched.not_pinned);
     for p in &fetched.unreachable {
         eprintln!(
             "could not fetch keys of {}: {}; its members' names are the server's, not verified",
             p.name, p.reason
         );
     }
+    fetched.unreachable.extend(not_pinned);
     fetched
 }
 
@@ -768,7 +806,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     let printer = print_events(rx, false);
     // A recording keeps the best each camera sends: the recorder reports a
     // full-HD "view" so the server forwards it the top simulcast layer.
-    let providers = fetch_providers(&invite.server, None).await;
+    let providers = fetch_providers(&invite.server, None, &[]).await;
     let media = MediaOptions {
         view_sizes: vec![(std::time::Duration::ZERO, 1920, 1080)],
         events: Some(events),
@@ -862,7 +900,8 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let stop = stop_on_signal();
     let (events, rx) = tokio::sync::mpsc::unbounded_channel();
     let printer = print_events(rx, args.stats_interval.is_some());
-    let providers = fetch_providers(&invite.server, args.ca_file.as_deref()).await;
+    let providers =
+        fetch_providers(&invite.server, args.ca_file.as_deref(), &args.trust_issuer).await;
     let media = MediaOptions {
         simulcast_ivf: args.simulcast_ivf.clone(),
         audio_level: args.audio_level,

@@ -819,7 +819,44 @@ pub const PROVIDER_KEYS_DEADLINE: Duration = Duration::from_secs(4);
 pub struct FetchedProviders {
     pub trusted: Vec<conclave_client::names::TrustedProvider>,
     pub unreachable: Vec<conclave_client::names::UnreachableProvider>,
+    /// The server's providers the user did not pin (`--trust-issuer`): not
+    /// trusted, and their members are told so.
+    pub not_pinned: Vec<conclave_client::names::UnreachableProvider>,
+    /// Issuers the user pinned that the server does not name: nobody's
+    /// token from them can be checked (the server gives no client id).
+    pub pinned_not_listed: Vec<String>,
 }
+
+/// An issuer the user trusts (`conclave join --trust-issuer URL[=NAME]`),
+/// and the name to show for it instead of the server's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedIssuer {
+    pub issuer: String,
+    pub name: Option<String>,
+}
+
+impl std::str::FromStr for PinnedIssuer {
+    type Err = String;
+
+    /// `URL` or `URL=NAME`; the URL must be http(s) (a URL has no `=`
+    /// before its query, and an issuer has no query).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (issuer, name) = match s.split_once('=') {
+            Some((i, n)) if !n.trim().is_empty() => (i, Some(n.trim().to_string())),
+            Some(_) => return Err("NAME after '=' is empty".into()),
+            None => (s, None),
+        };
+        let url = url::Url::parse(issuer).map_err(|e| format!("{issuer:?}: {e}"))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(format!("{issuer:?}: not an http(s) URL"));
+        }
+        Ok(PinnedIssuer {
+            issuer: issuer.to_string(),
+            name,
+        })
+    }
+}
+
 
 /// The providers a native client (`conclave join`) takes names from: the
 /// server's list (`/api/v1/auth/providers`), each with the keys fetched from
@@ -829,9 +866,16 @@ pub struct FetchedProviders {
 /// `ca_file` (`--ca-file`). Providers are asked concurrently, all within
 /// [`PROVIDER_KEYS_DEADLINE`]; one that cannot be reached is left out (its
 /// people's names are then the server's, never verified) and reported.
+///
+/// With `pinned` issuers (the user's own trust list), only the server's
+/// providers at those issuers are trusted, under the user's names; the
+/// others are left out as `not_pinned`, so that a modified server cannot
+/// add an issuer of its own. The client id (the tokens' audience) still
+/// comes from the server's list.
 pub async fn trusted_providers(
     server: &url::Url,
     ca_file: Option<&std::path::Path>,
+    pinned: &[PinnedIssuer],
 ) -> FetchedProviders {
     #[derive(Deserialize)]
     struct Listed {
@@ -873,6 +917,39 @@ pub async fn trusted_providers(
         },
         Err(_) => Vec::new(),
     };
+    let mut fetched = FetchedProviders::default();
+    let listed: Vec<Listed> = if pinned.is_empty() {
+        listed
+    } else {
+        fetched.pinned_not_listed = pinned
+            .iter()
+            .filter(|pin| !listed.iter().any(|p| same_issuer(&p.issuer, &pin.issuer)))
+            .map(|pin| pin.issuer.clone())
+            .collect();
+        let mut kept = Vec::new();
+        for mut p in listed {
+            match pinned
+                .iter()
+                .find(|pin| same_issuer(&p.issuer, &pin.issuer))
+            {
+                Some(pin) => {
+                    if let Some(name) = &pin.name {
+                        p.name.clone_from(name);
+                    }
+                    kept.push(p);
+                }
+                None => fetched
+                    .not_pinned
+                    .push(conclave_client::names::UnreachableProvider {
+                        name: p.name,
+                        issuer: p.issuer,
+                        reason: "not in your --trust-issuer list".into(),
+                        not_pinned: true,
+                    }),
+            }
+        }
+        kept
+    };
     let fetches = listed.into_iter().map(|p| {
         let http = http.clone();
         async move {
@@ -903,11 +980,11 @@ pub async fn trusted_providers(
                     name: p.name,
                     issuer: p.issuer,
                     reason,
+                    not_pinned: false,
                 }),
             }
         }
     });
-    let mut fetched = FetchedProviders::default();
     for result in futures_util::future::join_all(fetches).await {
         match result {
             Ok(provider) => fetched.trusted.push(provider),

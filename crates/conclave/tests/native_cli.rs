@@ -104,7 +104,7 @@ impl Cli {
     }
 
     /// Ctrl-C, as a terminal sends it.
-    fn interrupt(&self) {
+    pub(crate) fn interrupt(&self) {
         let status = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status()
@@ -113,7 +113,7 @@ impl Cli {
     }
 
     /// Waits for the command to end (the output read to its end too).
-    async fn exit(&mut self) -> ExitStatus {
+    pub(crate) async fn exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -787,6 +787,67 @@ async fn join_marks_a_verified_name_and_flags_a_copy_of_it() {
         cli.stderr().contains(": guest, name from the server"),
         "{}",
         cli.stderr()
+    );
+    // Without --trust-issuer the command says whose trust list it used.
+    assert!(
+        cli.stderr().contains(
+            "the trust list for verified names came from the server: Fake (http://127.0.0.1:"
+        ),
+        "{}",
+        cli.stderr()
+    );
+    cli.interrupt();
+    assert_eq!(cli.exit().await.code(), Some(0), "{}", cli.stderr());
+    at.stop().await;
+}
+
+/// A modified server names a provider of its own ("Fake", at its own
+/// issuer, whose token vouches for Ada); the user trusts only the school's
+/// provider (`--trust-issuer SCHOOL=School`). Ada is then not verified, and
+/// the command says it is because the server's provider is not one the user
+/// trusts. Trusting that issuer by hand, under a name of the user's, makes
+/// her "verified by" that name, not the server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_trusts_only_the_issuers_the_user_pinned() {
+    let (provider, key) = crate::oidc_tokens::provider_with_key().await;
+    let issuer = provider.lock().unwrap().issuer.clone();
+    let (school, _) = crate::oidc_tokens::provider_with_key().await;
+    let school = school.lock().unwrap().issuer.clone();
+    let at = AdaMeeting::start(issuer.clone(), key).await;
+
+    let pin = format!("{school}=School");
+    let mut cli = Cli::start(&["join", &invite(&at.meeting), "--trust-issuer", &pin]);
+    let ada = cli
+        .stderr_line(|l| {
+            l.contains("Ada Lovelace (participant ")
+                .then(|| l.to_string())
+        })
+        .await;
+    assert!(
+        ada.starts_with("WARNING: Ada Lovelace (participant ")
+            && ada.contains(") is not verified: vouched for by Fake (127.0.0.1), a provider the server names that you did not trust (--trust-issuer)"),
+        "{ada}"
+    );
+    let stderr = cli.stderr();
+    assert!(
+        stderr.contains(&format!(
+            "the server names a provider you did not trust: Fake ({issuer})"
+        )) && stderr.contains(&format!(
+            "the server does not name the provider {school} you trust"
+        )) && !stderr.contains("came from the server"),
+        "{stderr}"
+    );
+    ends_having_verified_nobody(&mut cli, 0).await;
+
+    let pin = format!("{issuer}=Our school");
+    let mut cli = Cli::start(&["join", &invite(&at.meeting), "--trust-issuer", &pin]);
+    let verified = cli
+        .stderr_line(|l| l.starts_with("verified: ").then(|| l.to_string()))
+        .await;
+    assert!(
+        verified.starts_with("verified: Ada Lovelace (participant ")
+            && verified.contains(") is verified by Our school (127.0.0.1) as Ada Lovelace"),
+        "{verified}"
     );
     cli.interrupt();
     assert_eq!(cli.exit().await.code(), Some(0), "{}", cli.stderr());
