@@ -70,6 +70,27 @@ impl From<tokio_tungstenite::tungstenite::Error> for SignalingError {
 
 pub struct Signaling {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The guest identity the server gave this connection (its
+    /// `conclave_guest` cookie), if it gave one: a breakout ticket admits
+    /// only the identity it was drawn for, so the next connection (into a
+    /// room, or back) presents it ([`Signaling::connect_as`]).
+    guest_cookie: Option<String>,
+}
+
+/// The guest identity cookie's name (the server's `GUEST_COOKIE`).
+const GUEST_COOKIE: &str = "conclave_guest";
+
+/// The value of the guest cookie a handshake response sets, if it sets one.
+fn guest_cookie_set(headers: &tokio_tungstenite::tungstenite::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let pair = v.split(';').next()?.trim();
+            let (name, value) = pair.split_once('=')?;
+            (name == GUEST_COOKIE && !value.is_empty()).then(|| value.to_string())
+        })
 }
 
 impl Signaling {
@@ -85,6 +106,17 @@ impl Signaling {
         invite: &Invite,
         token: Option<&str>,
         ca_file: Option<&Path>,
+    ) -> Result<Self, SignalingError> {
+        Signaling::connect_as(invite, token, ca_file, None).await
+    }
+
+    /// [`Signaling::connect_with`], as the guest identity `guest_cookie`
+    /// (a [`Signaling::guest_cookie`] of an earlier connection).
+    pub async fn connect_as(
+        invite: &Invite,
+        token: Option<&str>,
+        ca_file: Option<&Path>,
+        guest_cookie: Option<&str>,
     ) -> Result<Self, SignalingError> {
         let url = invite.ws_url();
         let connector = if url.starts_with("wss:") {
@@ -103,11 +135,23 @@ impl Signaling {
                 .map_err(|e| SignalingError::Connect(e.to_string()))?;
             request.headers_mut().insert("authorization", v);
         }
-        let (ws, _) =
+        if let Some(c) = guest_cookie {
+            let v = HeaderValue::from_str(&format!("{GUEST_COOKIE}={c}"))
+                .map_err(|e| SignalingError::Connect(e.to_string()))?;
+            request.headers_mut().insert("cookie", v);
+        }
+        let (ws, response) =
             tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
                 .await
                 .map_err(|e| SignalingError::Connect(format!("{url}: {e}")))?;
-        Ok(Signaling { ws })
+        let guest_cookie =
+            guest_cookie_set(response.headers()).or(guest_cookie.map(str::to_string));
+        Ok(Signaling { ws, guest_cookie })
+    }
+
+    /// The guest identity this connection has (see [`Signaling::connect_as`]).
+    pub fn guest_cookie(&self) -> Option<&str> {
+        self.guest_cookie.as_deref()
     }
 
     pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), SignalingError> {

@@ -2,8 +2,10 @@
 //! a member of room A is never seated in room B (not with its own ticket,
 //! nor with a ticket taken from someone else), never joins B's MLS group,
 //! and never gets B's chat or B's media offers; only a host or co-host may
-//! open rooms, and a bad plan changes nothing.
+//! open rooms, and a bad plan changes nothing. `conclave join` follows a
+//! move into a room and back.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -400,4 +402,96 @@ fn group_of_you(m: &Member) -> u64 {
         .find(|v| v["type"] == "joined")
         .and_then(|v| v["you"].as_u64())
         .expect("joined")
+}
+
+/// Waits until `cli` has printed a line containing `marker` and, after it,
+/// a security code line for a group of `people`; that code.
+async fn code_after(cli: &crate::native_cli::Cli, marker: &str, people: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let text = cli.stderr();
+        if let Some(at) = text.find(marker) {
+            // From the start of the marker's line (it may be a code line).
+            let from = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            let found = text[from..]
+                .lines()
+                .filter_map(crate::native_cli::security_code_line)
+                .find(|(_, n, _)| *n == people);
+            if let Some((_, _, code)) = found {
+                return code;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no code for {people} after {marker:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `conclave join` follows a breakout move as the browser does. Two native
+/// guests the host puts in one room leave the meeting and join the room
+/// with their tickets (each as the guest identity its ticket was drawn
+/// for), and print the room's name and the room's own security code: the
+/// same on both, not the meeting's. When the host closes the rooms both
+/// come back with their return tickets and print the same new code there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_clients_follow_a_move_into_a_room_and_back() {
+    use crate::native_cli::{Cli, invite};
+    let server = TestServer::start().await;
+    let alice = server.signed_in("alice").await;
+    let meeting = alice
+        .create_meeting(json!({"title": "Workshop", "settings": {"waiting_room": false}}))
+        .await;
+    let (mut host, _) = server.host_joins(&alice, &meeting.id).await;
+    let link = invite(&meeting);
+    let mut ada = Cli::start(&["join", &link, "--name", "Ada"]);
+    let mut bob = Cli::start(&["join", &link, "--name", "Bob"]);
+    let mut ids = BTreeMap::new();
+    while ids.len() < 2 {
+        let joined = host.recv_until("participant_joined").await;
+        let p = &joined["participant"];
+        if let (Some(name), Some(id)) = (p["name"].as_str(), p["id"].as_u64()) {
+            ids.insert(name.to_string(), id);
+        }
+    }
+    let start = "Security code (epoch";
+    let here_a = code_after(&ada, start, 2).await;
+    let here_b = code_after(&bob, start, 2).await;
+    assert_eq!(here_a, here_b, "A:\n{}\nB:\n{}", ada.stderr(), bob.stderr());
+
+    host.send(json!({"type": "breakout_open", "rooms": [
+        {"name": "Room <1>", "participants": [ids["Ada"], ids["Bob"]]},
+    ]}))
+    .await;
+    let entered = "In the breakout room \"Room <1>\"";
+    let room_a = code_after(&ada, entered, 2).await;
+    let room_b = code_after(&bob, entered, 2).await;
+    assert_eq!(room_a, room_b, "A:\n{}\nB:\n{}", ada.stderr(), bob.stderr());
+    assert_ne!(room_a, here_a, "the room's group is its own");
+    // Both left the meeting for the room.
+    let rooms = host.recv_until("breakout_rooms").await;
+    let room = rooms["rooms"][0]["room"]
+        .as_str()
+        .expect("room")
+        .to_string();
+    assert_ne!(room, meeting.id);
+
+    host.send(json!({"type": "breakout_close", "countdown_secs": 0}))
+        .await;
+    let back = "Back in the main meeting";
+    let back_a = code_after(&ada, back, 2).await;
+    let back_b = code_after(&bob, back, 2).await;
+    assert_eq!(back_a, back_b, "A:\n{}\nB:\n{}", ada.stderr(), bob.stderr());
+    assert_ne!(back_a, room_a);
+    for cli in [&mut ada, &mut bob] {
+        assert!(
+            cli.stderr()
+                .contains("Moving to the breakout room \"Room <1>\""),
+            "{}",
+            cli.stderr()
+        );
+        cli.interrupt();
+        assert_eq!(cli.exit().await.code(), Some(0), "{}", cli.stderr());
+    }
 }

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use conclave_proto::{ClientMessage, MediaKind, Participant, ParticipantId, ServerMessage};
+use conclave_proto::{
+    ClientMessage, EndReason, MediaKind, MeetingId, Participant, ParticipantId, ServerMessage,
+};
 use tokio::net::UdpSocket;
 
 use crate::appmsg::{self, Decoded};
@@ -40,6 +42,9 @@ const MAX_DATAGRAM: usize = 2048;
 
 /// One try at taking the seat back: connecting and the answer to `resume`.
 const RESUME_TRY: Duration = Duration::from_secs(5);
+
+/// How long a breakout move waits for its connection and the `joined`.
+const MOVE_PATIENCE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -235,6 +240,7 @@ pub async fn run_interactive(
         extra: extra.clone(),
         sources: sources.clone(),
     };
+    let guest_cookie = sig.guest_cookie().map(str::to_string);
     let (socket, mut peer) = start_media(&mut sig, &opts, &extra, sources).await?;
     let views = ViewSizes::new(&extra.view_sizes, tokio::time::Instant::now());
     let e2ee = join_group(
@@ -281,6 +287,9 @@ pub async fn run_interactive(
         mls_received: 0,
         rebuilt: false,
         reconnects: 0,
+        guest_cookie,
+        moving: None,
+        parent: None,
     };
     live.note_recording();
     let end_at = tokio::time::Instant::now() + opts.duration;
@@ -429,23 +438,29 @@ async fn join_group(
         return Ok(None);
     }
     peer.require_e2ee();
-    let mut e = match identity {
-        Some(id) => {
-            let member = conclave_e2ee::Member::with_signing_key(
-                &admission.you.0.to_string(),
-                &id.secret,
-                &id.public,
-                Some(id.binding.clone()),
-            )?;
-            E2ee::with_member(admission.you, member)?
-        }
-        None => E2ee::new(admission.you)?,
-    };
+    let mut e = new_member(admission.you, identity)?;
     e.set_participants(admission.participants.iter().map(|p| p.id));
     for m in e.take_messages() {
         sig.send(&m).await?;
     }
     Ok(Some(e))
+}
+
+/// A new MLS member as `you`, signing as `identity` when given (a
+/// verified name) else with a key of its own.
+fn new_member(you: ParticipantId, identity: Option<&LeafIdentity>) -> Result<E2ee, SessionError> {
+    Ok(match identity {
+        Some(id) => {
+            let member = conclave_e2ee::Member::with_signing_key(
+                &you.0.to_string(),
+                &id.secret,
+                &id.public,
+                Some(id.binding.clone()),
+            )?;
+            E2ee::with_member(you, member)?
+        }
+        None => E2ee::new(you)?,
+    })
 }
 
 /// A recording into `dir`, if asked for; the peer then keeps every frame it
@@ -568,6 +583,33 @@ struct Live {
     /// as such.
     rebuilt: bool,
     reconnects: u32,
+    /// The guest identity the server gave this client, presented again
+    /// with a breakout ticket (drawn for that identity).
+    guest_cookie: Option<String>,
+    /// A breakout move the last server message asked for ([`Live::follow`]).
+    moving: Option<Move>,
+    /// While in a breakout room: the meeting that opened it.
+    parent: Option<Parent>,
+}
+
+/// Where a breakout move takes this client.
+enum Move {
+    /// Into a room (`breakout_move`): its ID and name, the ticket into it
+    /// and the one back.
+    Into {
+        room: MeetingId,
+        name: String,
+        ticket: String,
+        return_ticket: String,
+    },
+    /// The room closed (`ended`, `breakout_closed`): back to its parent.
+    Back,
+}
+
+/// The meeting a breakout room was opened from, and the ticket back.
+struct Parent {
+    invite: Invite,
+    return_ticket: String,
 }
 
 /// What a session needs to take its seat back and send again after the
@@ -673,7 +715,6 @@ impl Live {
         stop: &tokio::sync::Notify,
         until: Option<&Until>,
     ) -> Result<(Option<String>, bool), SessionError> {
-        let you = self.admission.you;
         let never = end_at + Duration::from_secs(86_400);
         let mut chat_at = match chat_every {
             Some(every) => tokio::time::Instant::now() + every,
@@ -701,6 +742,13 @@ impl Live {
                             if let Some(why) = self.on_message(Some(m))? {
                                 return Ok((Some(why), false));
                             }
+                            if let Some(mv) = self.moving.take() {
+                                match self.follow(mv, stop).await? {
+                                    Rejoined::Back => next = Instant::now(),
+                                    Rejoined::Not(why) => return Ok((Some(why), false)),
+                                    Rejoined::Stopped => return Ok((None, true)),
+                                }
+                            }
                         }
                         None => match self.reconnect(stop).await? {
                             Rejoined::Back => next = Instant::now(),
@@ -723,7 +771,7 @@ impl Live {
                     next = self.peer.handle_timeout(Instant::now())?;
                 }
                 () = tokio::time::sleep_until(chat_at) => {
-                    match self.send_chat(you, chat_every).await {
+                    match self.send_chat(self.admission.you, chat_every).await {
                         Ok(at) => chat_at = at,
                         // The next read finds the socket closed and resumes.
                         Err(e) if socket_lost(&e) => chat_at = tokio::time::Instant::now() + CHAT_RETRY,
@@ -750,7 +798,7 @@ impl Live {
                 }
                 Err(e) => return Err(e),
             }
-            if until.is_some_and(|u| u.holds(&self.progress(you))) {
+            if until.is_some_and(|u| u.holds(&self.progress(self.admission.you))) {
                 return Ok((None, false));
             }
         }
@@ -814,7 +862,31 @@ impl Live {
                 self.peer.accept_offer(&sdp, tracks, Instant::now())?;
             }
             Some(ServerMessage::Removed) => return Ok(Some("removed".into())),
+            Some(ServerMessage::Ended {
+                reason: EndReason::BreakoutClosed,
+            }) if self.parent.is_some() => self.moving = Some(Move::Back),
             Some(ServerMessage::Ended { reason }) => return Ok(Some(format!("ended: {reason:?}"))),
+            Some(ServerMessage::BreakoutMove {
+                room,
+                name,
+                ticket,
+                return_ticket,
+                ..
+            }) => {
+                self.moving = Some(Move::Into {
+                    room,
+                    name,
+                    ticket,
+                    return_ticket,
+                });
+            }
+            // Not end-to-end encrypted: the server relays the host's words.
+            Some(ServerMessage::BreakoutBroadcast { from, text }) => self.tell(
+                SessionEvent::Notice(format!("Message to the breakout rooms from {from}: {text}")),
+            ),
+            Some(ServerMessage::BreakoutClosing { seconds }) => self.tell(SessionEvent::Notice(
+                format!("The breakout rooms close in {seconds} s."),
+            )),
             Some(ServerMessage::Error { code, message, .. }) => {
                 tracing::warn!(?code, %message, "server error");
             }
@@ -957,6 +1029,149 @@ impl Live {
             && let Err(err) = e.handle(joined)
         {
             tracing::warn!(error = %err, "joined not taken in by MLS");
+        }
+        Ok(())
+    }
+
+    /// Follows a breakout move as the browser does: leaves this meeting,
+    /// joins the room (or, when the room closed, its parent again) with the
+    /// ticket, as the guest identity the ticket was drawn for, in that
+    /// meeting's own MLS group (so a new security code), on a new peer
+    /// connection. A refused or failed move ends the session, with why.
+    async fn follow(
+        &mut self,
+        mv: Move,
+        stop: &tokio::sync::Notify,
+    ) -> Result<Rejoined, SessionError> {
+        let here = self.rejoin.opts.invite.clone();
+        let (invite, ticket, room_name) = match mv {
+            Move::Into {
+                room,
+                name,
+                ticket,
+                return_ticket,
+            } => {
+                let invite = Invite {
+                    meeting: room,
+                    // A room admits by ticket only.
+                    passcode: None,
+                    ..here.clone()
+                };
+                self.parent = Some(Parent {
+                    invite: here,
+                    return_ticket,
+                });
+                (invite, ticket, Some(name))
+            }
+            Move::Back => match self.parent.take() {
+                Some(p) => (p.invite, p.return_ticket, None),
+                None => return Ok(Rejoined::Back),
+            },
+        };
+        self.tell(SessionEvent::Notice(match &room_name {
+            Some(name) => format!("Moving to the breakout room \"{name}\"…"),
+            None => "The breakout rooms closed: going back to the main meeting…".into(),
+        }));
+        let connect = Signaling::connect_as(
+            &invite,
+            self.rejoin.opts.token.as_deref(),
+            self.rejoin.extra.ca_file.as_deref(),
+            self.guest_cookie.as_deref(),
+        );
+        let sig = tokio::select! {
+            s = tokio::time::timeout(MOVE_PATIENCE, connect) => match s {
+                Ok(Ok(sig)) => sig,
+                Ok(Err(e)) => return Ok(Rejoined::Not(format!("breakout: {e}"))),
+                Err(_) => return Ok(Rejoined::Not("breakout: no connection in time".into())),
+            },
+            () = stop.notified() => return Ok(Rejoined::Stopped),
+        };
+        // Leaves here first: the others see this member go at once.
+        std::mem::replace(&mut self.sig, sig).close().await;
+        self.sig
+            .send(&ClientMessage::BreakoutJoin {
+                name: self.rejoin.opts.name.clone(),
+                ticket,
+            })
+            .await?;
+        let joined = loop {
+            let msg = tokio::select! {
+                m = tokio::time::timeout(MOVE_PATIENCE, self.sig.recv()) => m,
+                () = stop.notified() => return Ok(Rejoined::Stopped),
+            };
+            match msg {
+                Ok(Ok(Some(joined @ ServerMessage::Joined { .. }))) => break joined,
+                Ok(Ok(Some(ServerMessage::Error { code, message, .. }))) => {
+                    return Ok(Rejoined::Not(format!(
+                        "breakout: refused ({code:?}): {message}"
+                    )));
+                }
+                Ok(Ok(Some(other))) => tracing::debug!(kind = other.kind(), "before joined"),
+                Ok(Ok(None) | Err(_)) => {
+                    return Ok(Rejoined::Not("breakout: the connection closed".into()));
+                }
+                Err(_) => return Ok(Rejoined::Not("breakout: no answer in time".into())),
+            }
+        };
+        self.rejoin.opts.invite = invite;
+        self.entered(&joined)?;
+        self.restart_media().await?;
+        self.tell(SessionEvent::Notice(match &room_name {
+            Some(name) => format!(
+                "In the breakout room \"{name}\": its own encrypted group, so a new security code."
+            ),
+            None => {
+                "Back in the main meeting: a new encrypted epoch, so a new security code.".into()
+            }
+        }));
+        Ok(Rejoined::Back)
+    }
+
+    /// Takes in the `joined` of another meeting (a breakout room, or back
+    /// from one): a new seat, roster and MLS member; nothing of the last
+    /// meeting's group is kept.
+    fn entered(&mut self, joined: &ServerMessage) -> Result<(), SessionError> {
+        let ServerMessage::Joined {
+            you,
+            role,
+            resume_token,
+            resume_window,
+            meeting,
+            participants,
+            ice_servers,
+            e2ee,
+            ..
+        } = joined
+        else {
+            return Ok(());
+        };
+        self.admission = Admission {
+            you: *you,
+            role: *role,
+            resume_token: resume_token.clone(),
+            resume_window: Duration::from_secs(*resume_window),
+            group_id: e2ee.as_ref().map(|e| e.group_id.clone()),
+            meeting: meeting.clone(),
+            participants: participants.clone(),
+            ice_servers: ice_servers.clone(),
+        };
+        self.people = participants
+            .iter()
+            .take(MAX_PEOPLE_KEPT)
+            .map(|p| (p.id, p.clone()))
+            .collect();
+        self.left.clear();
+        self.features = Features::default();
+        self.note_recording();
+        if self.e2ee.is_some() {
+            let mut e = new_member(*you, self.rejoin.extra.leaf_identity.as_ref())?;
+            e.set_participants(participants.iter().map(|p| p.id));
+            if let Err(err) = e.handle(joined) {
+                tracing::warn!(error = %err, "joined not taken in by MLS");
+            }
+            self.e2ee = Some(e);
+            self.mls_received = 0;
+            self.last_code.clear();
         }
         Ok(())
     }
