@@ -351,3 +351,105 @@ describe('a provider session that has reached its maximum lifetime', () => {
     await p.getByRole('button', { name: 'Sign in with Acme', exact: true }).waitFor();
   });
 });
+
+describe('a provider this browser has not trusted before', () => {
+  let idp;
+  let evil;
+  let server;
+  let browser;
+  const others = [];
+  const step = storySteps('oidc-pin-', () => [['browser', browser]]);
+  const row = (page, name) => page.getByRole('list', { name: 'In the meeting' }).getByRole('listitem').filter({ hasText: name });
+  const pins = (page) => page.evaluate(() => JSON.parse(localStorage.getItem('conclave.trustedProviders') || 'null'));
+
+  before(async () => {
+    ({ idp, server, browser } = await acmeAndServer('oidc-pin', { provider: () => ({ idTokenClaims: true }) }));
+    // A provider of a modified server's own, with a "Grace Hopper" on it.
+    evil = await startProvider({
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+      redirectUris: [`${server.url}/auth/oidc/Evil/callback`],
+      users: { grace: { email: 'grace@acme.example', name: 'Grace Hopper' } },
+      idTokenClaims: true,
+    });
+  });
+
+  after(async () => {
+    for (const b of [browser, ...others]) if (b) await b.close();
+    if (server) await server.stop('oidc-pin-server.log');
+    if (idp) await idp.stop();
+    if (evil) await evil.stop();
+  });
+
+  /** `host` starts a meeting; Lin's `guest` page joins it and is admitted. */
+  async function meetingWithLin(host, guest) {
+    await host.getByRole('button', { name: 'New meeting', exact: true }).click();
+    await host.getByRole('button', { name: 'Create meeting', exact: true }).click();
+    const invite = (await host.getByLabel('Invite link', { exact: true }).first().textContent()).trim();
+    await host.getByRole('button', { name: 'Start', exact: true }).first().click();
+    await host.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    await guest.goto(invite);
+    await guest.getByRole('textbox', { name: 'Your name', exact: true }).fill('Lin');
+    await guest.getByRole('button', { name: 'Join', exact: true }).click();
+    await host.getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+    await guest.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+  }
+
+  step('the first provider list a browser sees is pinned, and its members are verified', async () => {
+    await signInWithAcme(browser.page, server.url);
+    const lin = await openBrowser('oidc-pin-lin');
+    others.push(lin);
+    await meetingWithLin(browser.page, lin.page);
+    const host = new URL(idp.issuer).host;
+    await row(lin.page, 'Grace Hopper').getByText(`Verified by Acme (${host}) · Grace Hopper · grace@acme.example`).waitFor({ timeout: 20_000 });
+    assert.deepEqual(await pins(lin.page), [{ name: 'Acme', issuer: idp.issuer, clientId: CLIENT_ID }]);
+  });
+
+  step('a server that now names another provider: its member is flagged, not verified, until trusted by hand', async () => {
+    // The same origin, restarted with a second provider in its configuration.
+    const port = new URL(server.url).port;
+    await server.stop('oidc-pin-server-first.log');
+    server = null;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-oidc-pin-'));
+    const config = path.join(dir, 'conclave.toml');
+    fs.writeFileSync(config, `
+[[oidc]]
+name = "Acme"
+issuer = "${idp.issuer}"
+client_id = "${CLIENT_ID}"
+client_secret_env = "TEST_OIDC_SECRET"
+
+[[oidc]]
+name = "Evil"
+issuer = "${evil.issuer}"
+client_id = "${CLIENT_ID}"
+client_secret_env = "TEST_OIDC_SECRET"
+`);
+    server = await startServer({ port: Number(port), args: ['--config', config], env: { TEST_OIDC_SECRET: CLIENT_SECRET } });
+    // Someone signs in as "Grace Hopper" through the new provider and hosts.
+    const eve = await openBrowser('oidc-pin-eve');
+    others.push(eve);
+    await eve.page.goto(`${server.url}/signin`);
+    await eve.page.getByRole('button', { name: 'Sign in with Evil', exact: true }).click();
+    await atProvider(eve.page, 'grace');
+    await eve.page.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
+    const lin = others[0].page;
+    await meetingWithLin(eve.page, lin);
+    const host = new URL(evil.issuer).host;
+    // Lin's browser pinned Acme only: the new provider's word is not taken.
+    // (The server shows her username; only a verified row gives the provider's name.)
+    await row(lin, 'grace').getByText(`Name from the server · provider not trusted (${host})`).waitFor({ timeout: 20_000 });
+    assert.equal(await row(lin, 'grace').getByText(/Verified by/).count(), 0);
+    await lin.getByRole('button', { name: /End-to-end encrypted/ }).click();
+    const news = lin.getByRole('list', { name: 'New identity providers' });
+    await news.getByText(`This server now names a provider you have not trusted before: Evil (${host})`).waitFor();
+    await lin.getByRole('list', { name: 'Encryption warnings' }).getByText(`vouched for by a provider you have not trusted before: Evil (${host})`).waitFor();
+    assert.deepEqual((await pins(lin)).map((p) => p.name), ['Acme']);
+    await screenshot(lin, 'oidc-pin-new-provider');
+    // Trusted deliberately: now pinned, and her name verified by it.
+    await news.getByRole('button', { name: `Trust provider ${host}`, exact: true }).click();
+    await row(lin, 'grace').getByText(`Verified by Evil (${host})`).waitFor({ timeout: 20_000 });
+    assert.deepEqual((await pins(lin)).map((p) => p.name), ['Acme', 'Evil']);
+    assert.equal(await news.getByRole('listitem').count(), 0);
+  });
+});

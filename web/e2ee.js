@@ -9,7 +9,7 @@
 // any difference from what the server announces is put into the state for
 // the views to flag.
 
-import { leafMember, trustedProviders } from './openpubkey.js';
+import { issuerHost, leafMember, onProvidersChanged, trustedProviders, unpinnedProviders } from './openpubkey.js';
 
 /** The wasm module (crates/conclave-e2ee-wasm), loaded once for the page. */
 let wasm = null;
@@ -58,6 +58,8 @@ export function initialE2ee() {
     notAnnounced: [],
     /** id -> {badge: 'verified'|'server'|'refused', provider, issuer, name, email, warnings}: what vouches for each name. */
     names: {},
+    /** The server's providers this browser has not pinned: [{name, issuer, clientId}] (openpubkey.js). */
+    unpinned: [],
     error: null,
     /** Frame counts from the media worker: {sent, received, unsentNoKey, undecryptable, ...}. */
     frames: null,
@@ -123,9 +125,12 @@ export class E2ee {
       this.worker.addEventListener('message', (ev) => this.onWorker(ev.data));
     }
     this.set(transformSupported() ? {} : { status: 'unsupported', error: 'This browser cannot encrypt media end to end.' });
-    this.unsubscribe = session.subscribe((s, prev) => {
+    const unsubscribeRoster = session.subscribe((s, prev) => {
       if (s.participants !== prev.participants) this.checkRoster();
     });
+    // The user trusted another provider: its members' names are checked again.
+    const unsubscribePins = onProvidersChanged(() => this.checkNames());
+    this.unsubscribe = () => { unsubscribeRoster(); unsubscribePins(); };
   }
 
   /** A transform for one sender or receiver ('send' | 'recv', 'audio' | 'video', its mid), or null without support. */
@@ -494,6 +499,8 @@ export class E2ee {
    */
   async checkNames() {
     const providers = await trustedProviders();
+    const unpinned = await unpinnedProviders();
+    if (JSON.stringify(unpinned) !== JSON.stringify(this.session.getState().e2ee?.unpinned || [])) this.set({ unpinned });
     if (!this.member || !this.inGroup) return;
     const announced = this.session.getState().participants
       .map((p) => ({ id: String(p.id), name: p.name, signedIn: !!p.signed_in }));
@@ -503,6 +510,16 @@ export class E2ee {
     } catch (err) {
       console.warn('cannot check names:', err);
       return;
+    }
+    // A token of a provider the server names but this browser has not
+    // pinned: said as such, not as a forgery.
+    for (const n of list) {
+      const from = n.badge === 'refused' && unpinned.find((u) => (n.reason || '').includes(JSON.stringify(u.issuer)));
+      if (from) {
+        const host = issuerHost(from.issuer);
+        n.notPinned = host;
+        n.warnings = [`vouched for by a provider you have not trusted before: ${from.name} (${host}); the name is only the server's`];
+      }
     }
     const names = Object.fromEntries(list.map((n) => [n.id, n]));
     const before = JSON.stringify(this.session.getState().e2ee?.names || {});

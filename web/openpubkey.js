@@ -80,33 +80,113 @@ export function leafMember(wasm, id) {
   return new wasm.Member(id);
 }
 
+// The trust list is pinned by this browser (trust on first use), not taken
+// from the server each time: the first provider list a page of this origin
+// sees is kept in localStorage (issuer, client id, name). Later, a provider
+// the server names that is not pinned is not trusted (its members' names
+// are not "verified"), and the Security panel offers to trust it by hand; a
+// provider the server no longer names stays pinned. So a modified server
+// cannot add an issuer of its own without the user seeing it
+// (docs/security.md §15, the trust list).
+const PIN_STORE = 'conclave.trustedProviders';
+
+function readPins() {
+  try {
+    const pins = JSON.parse(localStorage.getItem(PIN_STORE) || 'null');
+    return Array.isArray(pins) ? pins.filter((p) => p && typeof p.issuer === 'string' && typeof p.clientId === 'string') : null;
+  } catch {
+    return null;
+  }
+}
+
+function writePins(pins) {
+  try {
+    localStorage.setItem(PIN_STORE, JSON.stringify(pins));
+  } catch (err) {
+    console.warn('cannot keep the trusted providers:', err);
+  }
+}
+
+const samePin = (a, b) => a.issuer.replace(/\/$/, '') === b.issuer.replace(/\/$/, '') && a.clientId === b.clientId;
+
+/** The host of an issuer URL, as shown beside its name. */
+export function issuerHost(issuer) {
+  try {
+    return new URL(issuer).host;
+  } catch {
+    return issuer;
+  }
+}
+
+async function fetchKeys(p) {
+  const meta = await (await fetch(`${p.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`, { credentials: 'omit' })).json();
+  if (meta.issuer !== p.issuer || !meta.jwks_uri) throw new Error('discovery names another issuer, or no keys');
+  return (await fetch(meta.jwks_uri, { credentials: 'omit' })).json();
+}
+
 /**
- * The providers whose word this page takes for names, each with its keys
- * fetched from the provider itself (discovery, then jwks_uri), never through
- * Conclave. Which issuers to trust comes from the server's configuration;
- * the badge shows the issuer's host so that a made-up provider is visible.
+ * `{trusted, unpinned}`: the pinned providers, each with its keys fetched
+ * from the provider itself (discovery, then jwks_uri), never through
+ * Conclave; and the server's providers this browser has not pinned.
  */
 let providersPromise = null;
-export function trustedProviders() {
+const changed = new Set();
+
+function providerState() {
   if (!providersPromise) {
     providersPromise = (async () => {
       const res = await fetch('/api/v1/auth/methods', { credentials: 'same-origin' });
-      if (!res.ok) return [];
+      if (!res.ok) return { trusted: [], unpinned: [] };
       const { providers = [] } = await res.json();
-      const out = [];
-      for (const p of providers) {
-        if (!p.issuer || !p.client_id) continue;
+      const listed = providers
+        .filter((p) => p.issuer && p.client_id)
+        .map((p) => ({ name: p.name, issuer: p.issuer, clientId: p.client_id }));
+      let pins = readPins();
+      if (!pins) {
+        pins = listed;
+        writePins(pins);
+      }
+      const unpinned = listed.filter((p) => !pins.some((q) => samePin(p, q)));
+      const trusted = [];
+      for (const p of pins) {
         try {
-          const meta = await (await fetch(`${p.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`, { credentials: 'omit' })).json();
-          if (meta.issuer !== p.issuer || !meta.jwks_uri) continue;
-          const jwks = await (await fetch(meta.jwks_uri, { credentials: 'omit' })).json();
-          out.push({ name: p.name, issuer: p.issuer, clientId: p.client_id, jwks });
+          trusted.push({ name: p.name, issuer: p.issuer, clientId: p.clientId, jwks: await fetchKeys(p) });
         } catch (err) {
           console.warn(`cannot fetch the keys of ${p.name}:`, err);
         }
       }
-      return out;
-    })().catch(() => []);
+      return { trusted, unpinned };
+    })().catch(() => ({ trusted: [], unpinned: [] }));
   }
   return providersPromise;
+}
+
+/** The providers whose word this page takes for names (see providerState). */
+export async function trustedProviders() {
+  return (await providerState()).trusted;
+}
+
+/** The server's providers this browser has not pinned: `[{name, issuer, clientId}]`. */
+export async function unpinnedProviders() {
+  return (await providerState()).unpinned;
+}
+
+/** Calls `fn` when the user trusts another provider. */
+export function onProvidersChanged(fn) {
+  changed.add(fn);
+  return () => changed.delete(fn);
+}
+
+/**
+ * The user trusts a provider the server names that was not pinned: it joins
+ * the pinned list, and the names are checked again.
+ */
+export async function trustProvider(issuer) {
+  const { unpinned } = await providerState();
+  const p = unpinned.find((u) => u.issuer === issuer);
+  if (!p) return;
+  const pins = readPins() || [];
+  if (!pins.some((q) => samePin(p, q))) writePins([...pins, p]);
+  providersPromise = null;
+  for (const fn of changed) fn();
 }

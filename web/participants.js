@@ -60,6 +60,7 @@ function whoVouches(p, state) {
     // The provider's name for them when the server shows another (their username, say).
     return [`Verified by ${n.provider}${host ? ` (${host})` : ''}`, n.name !== p.name ? n.name : '', n.email].filter(Boolean).join(' · ');
   }
+  if (n?.badge === 'refused' && n.notPinned) return `Name from the server · provider not trusted (${n.notPinned})`;
   if (n?.badge === 'refused') return 'Name from the server · sign-in proof refused';
   return p.signed_in ? 'Name from the server' : 'Guest';
 }

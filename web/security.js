@@ -6,6 +6,7 @@
 
 import { h, setText } from './dom.js';
 import { icon } from './icons.js';
+import { issuerHost, trustProvider } from './openpubkey.js';
 import { toast } from './toast.js';
 import { transportKey, transportLabel } from './transport.js';
 
@@ -48,12 +49,15 @@ export function createSecurityPanel() {
   const warnings = h('ul', { class: 'sec-warnings', 'aria-label': 'Encryption warnings' });
   // Names the organisation's provider vouches for, checked on this device.
   const names = h('ul', { class: 'sec-names', 'aria-label': 'Verified names' });
+  // Providers the server names that this browser has not pinned: trusted
+  // only when the user says so, one by one (docs/security.md §15).
+  const newProviders = h('ul', { class: 'sec-warnings', 'aria-label': 'New identity providers', hidden: true });
   const epoch = h('p', { class: 'sec-meta' });
   // Connection details: the path media takes (direct, or by a TURN relay).
   // A relay sees only encrypted packets, like the server, so it sits here.
   const transport = h('p', { class: 'sec-meta sec-transport', 'data-transport': 'none' });
   const details = h('div', { class: 'sec-details', id: 'security-details', hidden: true },
-    title, lead, codeBox, rebuilt, changed, warnings, names, epoch, transport);
+    title, lead, codeBox, rebuilt, changed, warnings, newProviders, names, epoch, transport);
 
   const el = h('section', { class: 'security', 'aria-label': 'Security' }, button, details);
 
@@ -81,7 +85,7 @@ export function createSecurityPanel() {
     if (!e) return;
     const ok = e.status === 'active';
     const bad = e.status === 'failed' || e.status === 'unsupported';
-    const nameWarnings = Object.values(e.names || {}).some((n) => n.warnings?.length);
+    const nameWarnings = Object.values(e.names || {}).some((n) => n.warnings?.length) || (e.unpinned || []).length > 0;
     const warn = ok && (e.notInGroup.length > 0 || e.notAnnounced.length > 0 || nameWarnings);
     setText(statusText, STATUS_TEXT[e.status] || STATUS_TEXT.starting);
     el.dataset.status = warn ? 'warning' : e.status;
@@ -147,6 +151,20 @@ export function createSecurityPanel() {
       }));
     }
     names.hidden = !ok || !verified.length;
+    const unpinned = e.unpinned || [];
+    const unpinnedSig = JSON.stringify(unpinned);
+    if (newProviders.dataset.sig !== unpinnedSig) {
+      newProviders.dataset.sig = unpinnedSig;
+      newProviders.replaceChildren(...unpinned.map((p) => {
+        const host = issuerHost(p.issuer);
+        const trust = h('button', { type: 'button', class: 'btn', text: `Trust provider ${host}` });
+        trust.addEventListener('click', () => { trust.disabled = true; trustProvider(p.issuer); });
+        return h('li', { class: 'sec-warning' }, icon('alert'),
+          h('span', { text: `This server now names a provider you have not trusted before: ${p.name} (${host}). Its members are not shown as verified until you trust it.` }),
+          trust);
+      }));
+    }
+    newProviders.hidden = !unpinned.length;
     setText(epoch, ok ? `Group epoch ${e.epoch}` : '');
   }
 
