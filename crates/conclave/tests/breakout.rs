@@ -429,12 +429,46 @@ async fn code_after(cli: &crate::native_cli::Cli, marker: &str, people: usize) -
     }
 }
 
+/// Waits until one of `cli`'s JSON stats lines, in the group whose code is
+/// `code`, has more than 10 frames of `from`'s video decrypted.
+async fn video_in(cli: &crate::native_cli::Cli, code: &str, from: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cli.stdout();
+        let seen = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["e2ee"]["security_code"] == code)
+            .any(|v| {
+                v["received"].as_object().is_some_and(|r| {
+                    r.values().any(|t| {
+                        t["name"] == from
+                            && t["kind"] == "video"
+                            && t["frames"].as_u64().is_some_and(|n| n > 10)
+                    })
+                })
+            });
+        if seen {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no video from {from} in the group {code}:\n{}\n{}",
+            out.lines().last().unwrap_or(""),
+            cli.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `conclave join` follows a breakout move as the browser does. Two native
 /// guests the host puts in one room leave the meeting and join the room
 /// with their tickets (each as the guest identity its ticket was drawn
 /// for), and print the room's name and the room's own security code: the
 /// same on both, not the meeting's. When the host closes the rooms both
 /// come back with their return tickets and print the same new code there.
+/// In the room and back, each decrypts the other's video on its new peer
+/// connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_clients_follow_a_move_into_a_room_and_back() {
     use crate::native_cli::{Cli, invite};
@@ -445,8 +479,25 @@ async fn native_clients_follow_a_move_into_a_room_and_back() {
         .await;
     let (mut host, _) = server.host_joins(&alice, &meeting.id).await;
     let link = invite(&meeting);
-    let mut ada = Cli::start(&["join", &link, "--name", "Ada"]);
-    let mut bob = Cli::start(&["join", &link, "--name", "Bob"]);
+    let video = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../samples/video-320x240.ivf"
+    );
+    let args = |name| {
+        [
+            "join",
+            &link,
+            "--name",
+            name,
+            "--send-ivf",
+            video,
+            "--stats",
+            "--stats-interval",
+            "0.2",
+        ]
+    };
+    let mut ada = Cli::start(&args("Ada"));
+    let mut bob = Cli::start(&args("Bob"));
     let mut ids = BTreeMap::new();
     while ids.len() < 2 {
         let joined = host.recv_until("participant_joined").await;
@@ -469,6 +520,8 @@ async fn native_clients_follow_a_move_into_a_room_and_back() {
     let room_b = code_after(&bob, entered, 2).await;
     assert_eq!(room_a, room_b, "A:\n{}\nB:\n{}", ada.stderr(), bob.stderr());
     assert_ne!(room_a, here_a, "the room's group is its own");
+    video_in(&ada, &room_a, "Bob").await;
+    video_in(&bob, &room_a, "Ada").await;
     // Both left the meeting for the room.
     let rooms = host.recv_until("breakout_rooms").await;
     let room = rooms["rooms"][0]["room"]
@@ -484,6 +537,8 @@ async fn native_clients_follow_a_move_into_a_room_and_back() {
     let back_b = code_after(&bob, back, 2).await;
     assert_eq!(back_a, back_b, "A:\n{}\nB:\n{}", ada.stderr(), bob.stderr());
     assert_ne!(back_a, room_a);
+    video_in(&ada, &back_a, "Bob").await;
+    video_in(&bob, &back_a, "Ada").await;
     for cli in [&mut ada, &mut bob] {
         assert!(
             cli.stderr()
