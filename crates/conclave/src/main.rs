@@ -109,6 +109,10 @@ struct RecordArgs {
     /// Address to bind the media socket to.
     #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
+    /// Trust only this identity provider for verified names, as `conclave
+    /// join --trust-issuer` does. Repeat the flag for more.
+    #[arg(long, value_name = "URL[=NAME]")]
+    trust_issuer: Vec<conclave::oidc::PinnedIssuer>,
 }
 
 #[derive(Args)]
@@ -806,7 +810,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     let printer = print_events(rx, false);
     // A recording keeps the best each camera sends: the recorder reports a
     // full-HD "view" so the server forwards it the top simulcast layer.
-    let providers = fetch_providers(&invite.server, None, &[]).await;
+    let providers = fetch_providers(&invite.server, None, &args.trust_issuer).await;
     let media = MediaOptions {
         view_sizes: vec![(std::time::Duration::ZERO, 1920, 1080)],
         events: Some(events),

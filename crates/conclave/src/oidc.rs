@@ -426,11 +426,12 @@ impl Providers {
     /// the CSP names their keys' origins before a page asks for them; one
     /// that cannot be reached is logged and tried again when next needed.
     pub async fn discover_all(&self) {
-        for p in &self.list {
+        let each = self.list.iter().map(|p| async move {
             if let Err(e) = self.metadata(p, false).await {
                 tracing::warn!(provider = %p.config.name, error = %e, "cannot fetch the provider's discovery document");
             }
-        }
+        });
+        futures_util::future::join_all(each).await;
     }
 
     fn provider(&self, name: &str) -> Result<&Provider, OidcError> {
@@ -857,7 +858,6 @@ impl std::str::FromStr for PinnedIssuer {
     }
 }
 
-
 /// The providers a native client (`conclave join`) takes names from: the
 /// server's list (`/api/v1/auth/providers`), each with the keys fetched from
 /// the provider itself (discovery, then its `jwks_uri`), never through the
@@ -1111,6 +1111,43 @@ impl HttpClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_may_fetch_keys_over_https_or_loopback_http_only() {
+        let origin = |u: &str| page_fetchable_origin(&url::Url::parse(u).unwrap());
+        assert_eq!(
+            origin("https://www.googleapis.com/oauth2/v3/certs").as_deref(),
+            Some("https://www.googleapis.com")
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:9000/jwks").as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(
+            origin("http://localhost:9000/jwks").as_deref(),
+            Some("http://localhost:9000")
+        );
+        assert_eq!(
+            origin("http://[::1]:9000/jwks").as_deref(),
+            Some("http://[::1]:9000")
+        );
+        assert_eq!(origin("http://keys.example.com/jwks"), None);
+        assert_eq!(origin("http://10.0.0.1/jwks"), None);
+        assert_eq!(origin("data:text/plain,x"), None);
+        assert_eq!(origin("file:///etc/jwks"), None);
+    }
+
+    #[test]
+    fn a_pinned_issuer_is_a_url_and_an_optional_name() {
+        let pin: PinnedIssuer = "https://idp.school.example=Our school".parse().unwrap();
+        assert_eq!(pin.issuer, "https://idp.school.example");
+        assert_eq!(pin.name.as_deref(), Some("Our school"));
+        let pin: PinnedIssuer = "https://login.example/tenant/v2.0".parse().unwrap();
+        assert_eq!(pin.name, None);
+        assert!("idp.school.example".parse::<PinnedIssuer>().is_err());
+        assert!("ftp://idp.example".parse::<PinnedIssuer>().is_err());
+        assert!("https://idp.example=".parse::<PinnedIssuer>().is_err());
+    }
 
     fn config(name: &str) -> ProviderConfig {
         ProviderConfig {
