@@ -9,7 +9,8 @@
 // track, through the same E2EE frame transform as the camera, in the
 // camera's simulcast layers: Bob decodes it at the size he decoded the camera
 // at, and the blurred track (which says its size only after its first frame)
-// is never given the layers of a 1280×720 camera.
+// is never given the layers of a 1280×720 camera. Dan, a fourth, joins
+// last and sees Carol blurred and the host not.
 //
 // Chromium's own fake camera shows no person (the model would find only
 // background and blur all of it), so the host's camera is a video file made
@@ -135,6 +136,7 @@ describe('background blur', () => {
     b.host = await openBrowser('blur-host', { flags: [`--use-file-for-fake-video-capture=${camera}`] });
     b.bob = await openBrowser('blur-bob');
     b.carol = await openBrowser('blur-carol', { flags: [`--use-file-for-fake-video-capture=${camera}`] });
+    b.dan = await openBrowser('blur-dan');
     for (const x of [b.host, b.carol]) await x.context.addInitScript(recordLayouts);
     b.host.context.on('request', (r) => requests.push(r.url()));
   });
@@ -148,10 +150,10 @@ describe('background blur', () => {
   const controls = (page) => page.getByRole('toolbar', { name: 'Meeting controls' });
   const blurButton = (page) => controls(page).getByRole('button', { name: 'Blur background', exact: true });
   /** Each region's median sharpness over five of Bob's frames of the host, a fifth of a second apart. */
-  const bobSees = async (who = HOST) => {
+  const bobSees = async (who = HOST, page = b.bob.page) => {
     const samples = [];
     for (let i = 0; i < 5; i += 1) {
-      const s = await b.bob.page.evaluate(sharpnessOf, who);
+      const s = await page.evaluate(sharpnessOf, who);
       if (s) samples.push(s);
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -266,6 +268,21 @@ describe('background blur', () => {
     const carolGiven = await b.carol.page.evaluate(() => window.__layouts);
     assert.ok(carolGiven.length > 0 && carolGiven.every(fitsTheCamera), `Carol's blurred camera had its camera's layers from its first: ${JSON.stringify(carolGiven)}`);
     console.log(`Bob decodes Carol at ${carol.width}x${carol.height}, the host at ${host.width}x${host.height}`);
+  });
+
+  step('Dan joins a meeting of four: he sees Carol blurred and the host not, both at one size', async () => {
+    const page = b.dan.page;
+    await page.goto(invite);
+    await page.getByRole('textbox', { name: 'Your name', exact: true }).fill('Dan');
+    await page.getByRole('button', { name: 'Join', exact: true }).click();
+    await b.host.page.getByRole('listitem').filter({ hasText: 'Dan' }).getByRole('button', { name: 'Admit', exact: true }).click();
+    await controls(page).waitFor();
+    const both = async () => [await bobSees('Carol', page), await bobSees(HOST, page)];
+    const [carol, host] = await eventually(both, ([c, h]) => c && h && c.changing && h.changing
+      && c.background < sharp.background * 0.25 && c.person > sharp.person * 0.5
+      && h.background > sharp.background * 0.6 && c.width === h.width,
+    { timeout: 30_000, every: 1000, what: 'Dan sees Carol blurred and the host detailed, at one size' });
+    console.log(`Dan: Carol ${fmt(carol)}; the host ${fmt(host)}`);
     for (const [who, x] of all()) assert.deepEqual(x.errors, [], `${who}: no page errors`);
   });
 });
