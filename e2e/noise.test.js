@@ -2,11 +2,12 @@
 // noiseSuppression and echoCancellation constraints. On by default; a guest
 // who turns the switch off on the join page sends a microphone track whose
 // settings, as the browser reports them, have both off, and the choice is
-// remembered for the next join.
+// remembered for the next join. A meeting of four: the host, Carol and Dan
+// each receive Nia's microphone as a third stream of sound.
 
 import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
-import { eventually, hostStartsMeeting, openBrowser, startServer, storySteps } from './harness.js';
+import { eventually, hostStartsMeeting, openBrowser, received, startServer, storySteps } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
@@ -36,8 +37,19 @@ describe('noise suppression switch', () => {
     server = await startServer();
     server.createUser(HOST, PASSWORD);
     b.host = await openBrowser('noise-host');
+    b.carol = await openBrowser('noise-carol');
+    b.dan = await openBrowser('noise-dan');
     b.guest = await openBrowser('noise-guest');
   });
+
+  /** How many audio streams `page` received packets on over a second. */
+  async function soundsHeard(page) {
+    const before = await received(page);
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = await received(page);
+    return Object.entries(now.streams)
+      .filter(([id, x]) => x.kind === 'audio' && x.count > (before.streams[id]?.count || 0)).length;
+  }
 
   after(async () => {
     for (const x of Object.values(b)) if (x) await x.close();
@@ -48,6 +60,16 @@ describe('noise suppression switch', () => {
     invite = await hostStartsMeeting(b.host.page, server.url, HOST, PASSWORD);
     await eventually(() => sentMic(b.host.page), (s) => s !== null, { what: 'the host sends a microphone' });
     assert.deepEqual(await sentMic(b.host.page), { noiseSuppression: true, echoCancellation: true });
+    for (const [who, name] of [['carol', 'Carol'], ['dan', 'Dan']]) {
+      const p = b[who].page;
+      await p.goto(invite);
+      await p.getByRole('textbox', { name: 'Your name', exact: true }).fill(name);
+      await p.getByRole('button', { name: 'Join', exact: true }).click();
+      await b.host.page.getByRole('listitem').filter({ hasText: name }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
+      await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+      await eventually(() => sentMic(p), (s) => s !== null, { what: `${name} sends a microphone` });
+      assert.deepEqual(await sentMic(p), { noiseSuppression: true, echoCancellation: true }, `${name}: on by default`);
+    }
   });
 
   step('a guest who turns the switch off sends the microphone unprocessed', async () => {
@@ -58,10 +80,14 @@ describe('noise suppression switch', () => {
     await sw.uncheck();
     await p.getByRole('textbox', { name: 'Your name', exact: true }).fill('Nia');
     await p.getByRole('button', { name: 'Join', exact: true }).click();
-    await b.host.page.getByRole('button', { name: 'Admit', exact: true }).click();
+    await b.host.page.getByRole('listitem').filter({ hasText: 'Nia' }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 20_000 });
     await p.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
     await eventually(() => sentMic(p), (s) => s !== null, { what: 'the guest sends a microphone' });
     assert.deepEqual(await sentMic(p), { noiseSuppression: false, echoCancellation: false });
+    // Each of the other three hears three: Nia's unprocessed sound among them.
+    for (const who of ['host', 'carol', 'dan']) {
+      await eventually(() => soundsHeard(b[who].page), (n) => n === 3, { timeout: 30_000, every: 500, what: `${who} receives three microphones` });
+    }
     // Remembered: the join page shows it off next time.
     await p.getByRole('button', { name: 'Leave', exact: true }).click();
     await p.goto(invite);
