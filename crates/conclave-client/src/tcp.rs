@@ -160,15 +160,30 @@ impl TcpFallback {
                 Err(oneshot::error::TryRecvError::Closed) => self.connecting = None,
             }
         }
-        let packets = peer.take_tcp_transmits();
-        if let Some(conn) = self.conn.as_mut() {
-            for (to, data) in packets {
-                if to == conn.remote {
-                    conn.send(&data).await?;
-                }
+        self.send(peer.take_tcp_transmits()).await;
+        Ok(())
+    }
+
+    /// Sends the peer's packets for TCP on the connection, if there is one.
+    /// The server closes a connection it refuses (too many from one
+    /// address), never matches to a peer, or hears nothing on (UDP won), and
+    /// a write can find it gone before the reader does: it is forgotten then,
+    /// like one read to its end, not the end of the session, since UDP or
+    /// the relay may be carrying the media.
+    async fn send(&mut self, packets: Vec<(SocketAddr, Vec<u8>)>) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        for (to, data) in packets {
+            if to != conn.remote {
+                continue;
+            }
+            if let Err(e) = conn.send(&data).await {
+                tracing::debug!(error = %e, "media TCP connection broken");
+                self.conn = None;
+                return;
             }
         }
-        Ok(())
     }
 
     /// The next packet from the server over TCP, with the connection's
@@ -219,6 +234,37 @@ mod tests {
             passive_candidates(sdp),
             vec![SocketAddr::from(([127, 0, 0, 1], 10000))]
         );
+    }
+
+    /// Issue 23: in a crowd on one address the server refuses ICE-TCP
+    /// connections past its per-address cap (and closes idle ones); a write
+    /// on one it closed failed with a broken pipe, which ended the member's
+    /// whole session although UDP carried its media.
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_forgotten_not_fatal() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let closer = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.expect("accept");
+            drop(s);
+        });
+        let mut tcp = TcpFallback::new(true);
+        tcp.conn = Some(TcpMedia::connect(addr).await.expect("connect"));
+        closer.await.expect("closer");
+        // The first write after the server's FIN is taken by the kernel;
+        // the server's RST makes a later one fail.
+        for _ in 0..200 {
+            tcp.send(vec![(addr, b"consent check".to_vec())]).await;
+            if tcp.conn.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(tcp.conn.is_none(), "the broken connection is forgotten");
+        // Later packets for TCP go nowhere, quietly.
+        tcp.send(vec![(addr, b"dtls".to_vec())]).await;
     }
 
     #[tokio::test]
