@@ -395,5 +395,25 @@ mod tests {
             said[1].starts_with("WARNING: Alice Example (participant 2) claims a verified name, but its sign-in proof is refused (token issuer \"https://idp.school.example\" is not a trusted provider)"),
             "{said:#?}"
         );
+
+        // A client that pinned other issuers (`--trust-issuer`) while the
+        // server names School: Alice is not verified, and the line says the
+        // provider is one the user did not trust, not that her proof is forged.
+        let mut pinned = Names::new(Vec::new()).with_unreachable(vec![UnreachableProvider {
+            name: "School".into(),
+            issuer: ISSUER.into(),
+            reason: "not in your --trust-issuer list".into(),
+            not_pinned: true,
+        }]);
+        let said = pinned.changed(&leaves, &honest, now()).expect("lines");
+        assert_eq!(
+            said[1],
+            "WARNING: Alice Example (participant 2) is not verified: vouched for by School (idp.school.example), a provider the server names that you did not trust (--trust-issuer); the name is only the server's",
+            "{said:#?}"
+        );
+        assert!(
+            said.iter().all(|l| !l.starts_with("verified:")),
+            "{said:#?}"
+        );
     }
 }
