@@ -107,7 +107,8 @@ struct Message {
 /// size goes in the same `sendmmsg` as that train, with the same control
 /// message. If the kernel refuses a train outright (`EIO`: a device
 /// without checksum offload), GSO is turned off for good and the batch goes
-/// as single datagrams.
+/// as single datagrams; if it refuses a segment size (`EINVAL`: larger than
+/// the path's MTU allows), trains are kept below that size from then on.
 pub struct SendBatch {
     queue: Vec<Transmit>,
     /// Queue indices grouped by destination, each group in queue order.
@@ -119,6 +120,9 @@ pub struct SendBatch {
     gso: MultiHeaders<SockaddrStorage>,
     /// Segments a train may have; 1 when GSO is off.
     max_segments: usize,
+    /// Largest datagram sent in a train: [`MAX_SEGMENT_SIZE`], lowered
+    /// below a segment size the kernel refused (a smaller MTU).
+    segment_cap: usize,
     /// Datagrams the kernel refused (other than "try again").
     pub failed: u64,
     /// Trains sent, and the datagrams in them.
@@ -137,6 +141,7 @@ impl SendBatch {
             plain: MultiHeaders::preallocate(BATCH, None),
             gso: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u16))),
             max_segments: 1,
+            segment_cap: MAX_SEGMENT_SIZE,
             failed: 0,
             trains: 0,
             train_datagrams: 0,
@@ -195,7 +200,7 @@ impl SendBatch {
             let to = self.queue[self.order[at]].destination;
             let size = self.queue[self.order[at]].contents.len();
             let (mut count, mut bytes) = (1, size);
-            while size <= MAX_SEGMENT_SIZE
+            while size <= self.segment_cap
                 && count < self.max_segments
                 && at + count < self.order.len()
             {
@@ -293,6 +298,15 @@ impl SendBatch {
                         "UDP GSO refused by the kernel (EIO); sending datagrams one by one"
                     );
                     self.max_segments = 1;
+                    break Ok(sent);
+                }
+                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EMSGSIZE)
+                    if self.messages[m].count > 1 =>
+                {
+                    // A segment the path's MTU cannot carry: its datagrams
+                    // go again, in trains of smaller ones or alone.
+                    tracing::debug!(segment, "UDP GSO segment refused; trains kept below it");
+                    self.segment_cap = usize::from(segment).saturating_sub(1);
                     break Ok(sent);
                 }
                 Err(e) => {
@@ -481,6 +495,31 @@ mod tests {
         } else {
             assert_eq!(out.trains, 0);
         }
+    }
+
+    #[test]
+    fn datagrams_above_the_segment_cap_go_alone() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a");
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind b");
+        let to = b.local_addr().expect("b");
+        let mut out = SendBatch::for_socket(&a);
+        if !out.gso() {
+            return;
+        }
+        // As after the kernel refused a 1,001-byte segment.
+        out.segment_cap = 1_000;
+        for i in 0..4u8 {
+            out.push(transmit(to, &[i; 1_200]));
+        }
+        for i in 4..8u8 {
+            out.push(transmit(to, &[i; 800]));
+        }
+        while !out.is_empty() {
+            out.send(a.as_raw_fd()).expect("send");
+        }
+        assert_eq!((out.trains, out.train_datagrams), (1, 4));
+        let got: Vec<u8> = receive(&b, 8).into_iter().map(|(_, d)| d[0]).collect();
+        assert_eq!(got, (0..8).collect::<Vec<u8>>());
     }
 
     #[test]
