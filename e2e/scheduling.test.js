@@ -2,12 +2,13 @@
 // form, sees it under "Upcoming meetings", downloads its .ics calendar file
 // (RFC 5545, with the invite link and so the passcode, which the page says),
 // and, with "Guests can join before a host" off, a guest who comes first
-// waits with a clear message until the host starts the meeting.
+// waits with a clear message until the host starts the meeting; three such
+// guests, and all four are then in one encrypted group.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe } from 'node:test';
-import { openBrowser, screenshot, startServer, storySteps } from './harness.js';
+import { eventually, openBrowser, screenshot, startServer, storySteps } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
@@ -31,6 +32,8 @@ describe('scheduled meetings: upcoming list, calendar file, join before host', (
     server.createUser(HOST, PASSWORD);
     b.host = await openBrowser('scheduling-host');
     b.guest = await openBrowser('scheduling-guest');
+    b.hal = await openBrowser('scheduling-hal');
+    b.ivy = await openBrowser('scheduling-ivy');
   });
 
   after(async () => {
@@ -83,15 +86,21 @@ describe('scheduled meetings: upcoming list, calendar file, join before host', (
     assert.equal(unfolded.split('BEGIN:VEVENT').length - 1, 1);
   });
 
-  step('a guest who comes before the host waits, told why, and is in once the host starts', async () => {
-    const g = b.guest.page;
-    await g.goto(invite);
-    await g.getByRole('textbox', { name: 'Your name', exact: true }).fill('Grace');
-    await g.getByRole('button', { name: 'Join', exact: true }).click();
-    await g.getByRole('heading', { name: 'The meeting has not started yet' }).waitFor();
+  step('three guests who come before the host wait, told why, and are in once the host starts: a meeting of four', async () => {
+    const guests = [[b.guest.page, 'Grace'], [b.hal.page, 'Hal'], [b.ivy.page, 'Ivy']];
+    for (const [g, name] of guests) {
+      await g.goto(invite);
+      await g.getByRole('textbox', { name: 'Your name', exact: true }).fill(name);
+      await g.getByRole('button', { name: 'Join', exact: true }).click();
+      await g.getByRole('heading', { name: 'The meeting has not started yet' }).waitFor();
+    }
     await b.host.page.getByRole('button', { name: 'Start', exact: true }).first().click();
     await b.host.page.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
-    await g.getByRole('toolbar', { name: 'Meeting controls' }).waitFor({ timeout: 15_000 });
+    for (const [g] of guests) await g.getByRole('toolbar', { name: 'Meeting controls' }).waitFor({ timeout: 15_000 });
+    for (const [who, x] of Object.entries(b)) {
+      const inGroup = x.page.getByRole('list', { name: 'In the meeting' }).getByRole('img', { name: 'In the encrypted group', exact: true });
+      await eventually(() => inGroup.count(), (n) => n === 4, { timeout: 30_000, what: `${who} sees four members in the group` });
+    }
     for (const [who, x] of Object.entries(b)) {
       assert.deepEqual(x.alerts, [], `${who}: no dialog`);
       assert.deepEqual(x.errors, [], `${who}: no page error`);
