@@ -157,9 +157,10 @@ export class Signaling {
               ws.close();
               return;
             }
-            if (msg.code === 'unavailable') {
-              // The meeting's server died and another has not taken it over
-              // yet (or the cluster's Redis is away): the seat is kept there.
+            if (msg.code === 'unavailable' || msg.code === 'shutting_down') {
+              // The meeting's server died, or is draining, and another has
+              // not taken it over yet (or the cluster's Redis is away): the
+              // seat is kept there.
               this.retryAt(this.nextDelay());
               ws.close();
               return;
@@ -169,7 +170,7 @@ export class Signaling {
             this.onMessage(msg);
             return;
           }
-          if (this.waiting && msg.code === 'unavailable') {
+          if (this.waiting && (msg.code === 'unavailable' || msg.code === 'shutting_down')) {
             // Back to the waiting room of a meeting whose server died: the
             // place is kept until another server has taken the meeting over.
             this.retryAt(this.nextDelay());

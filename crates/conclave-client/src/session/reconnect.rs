@@ -1,9 +1,10 @@
 //! Taking a member's seat back after its meeting socket dropped, as the
 //! browser does (web/signaling.js): `resume` with the last token, again
 //! while the answer is that the meeting is not served yet (in a cluster,
-//! its node died and another has not taken it over), until the seat's
-//! resume window would pass. No IO here: the session loop connects, sends
-//! and sleeps; this says when to try and what each answer means.
+//! its node died or is draining and another has not taken it over), until
+//! the seat's resume window would pass. No IO here: the session loop
+//! connects, sends and sleeps; this says when to try and what each answer
+//! means.
 
 use std::time::{Duration, Instant};
 
@@ -83,8 +84,11 @@ impl Reconnect {
                 let new_group = matches!((last_group, now_group), (Some(a), Some(b)) if a != b);
                 Answer::Resumed { new_group }
             }
+            // `shutting_down`: the node reached (or relayed to) is draining
+            // and hands the meeting over to another; the next try finds it
+            // there, or is told the seat is gone.
             Some(ServerMessage::Error {
-                code: ErrorCode::Unavailable,
+                code: ErrorCode::Unavailable | ErrorCode::ShuttingDown,
                 ..
             }) => Answer::Retry { after: None },
             Some(ServerMessage::Error {
@@ -154,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_and_a_closed_socket_are_tried_again_a_block_waits_it_out() {
+    fn unavailable_a_draining_node_and_a_closed_socket_are_tried_again_a_block_waits_it_out() {
         let t0 = Instant::now();
         let mut r = Reconnect::new(t0, Duration::from_secs(30));
         let g = Some("Zw==");
@@ -163,6 +167,10 @@ mod tests {
             Answer::Retry { after: None }
         );
         assert_eq!(r.answer(None, g, t0), Answer::Retry { after: None });
+        assert_eq!(
+            r.answer(Some(&error("shutting_down", None)), g, t0),
+            Answer::Retry { after: None }
+        );
         assert_eq!(
             r.answer(Some(&error("too_many_attempts", Some(5))), g, t0),
             Answer::Retry {
