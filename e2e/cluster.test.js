@@ -11,15 +11,16 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { ARTIFACTS, BINARY, eventually, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
+import { ARTIFACTS, BINARY, ROOT, eventually, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
 
 const PASSWORD = 'correct horse battery staple';
 const UNAVAILABLE = 'The service is temporarily unavailable. Try again in a moment.';
 const NEW_CODE = 'Reconnected — new security code';
 
-/** `conclave join` as `name`, receiving only, statistics every 0.5 s; its output collected as it comes. */
+/** `conclave join` as `name`, sending the looped VP8 sample, statistics every 0.5 s; its output collected as it comes. */
 function startNative(invite, name) {
-  const child = spawn(BINARY, ['join', invite, '--name', name, '--patience', '60', '--stats', '--stats-interval', '0.5'],
+  const video = path.join(ROOT, 'samples/video-320x240.ivf');
+  const child = spawn(BINARY, ['join', invite, '--name', name, '--send-ivf', video, '--patience', '60', '--stats', '--stats-interval', '0.5'],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'conclave_client=info' } });
   const native = { child, out: '', err: '' };
   child.stdout.on('data', (d) => { native.out += d; });
@@ -42,6 +43,18 @@ function nativeStats(native) {
   const s = JSON.parse(line);
   const videoFrames = Object.values(s.received || {}).filter((t) => t.kind === 'video').reduce((n, t) => n + t.frames, 0);
   return { reconnects: s.reconnects || 0, videoFrames };
+}
+
+/** Video frames the page has played in the tile of `name` (0 before it has a video). */
+function tileFrames(page, name) {
+  return page.locator('li.tile').filter({ has: page.locator('.tile-name', { hasText: name }) }).locator('video')
+    .evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames).catch(() => 0);
+}
+
+/** Waits until `page` plays `name`'s video and goes on playing it. */
+async function playsVideoOf(page, name, what) {
+  const first = await eventually(() => tileFrames(page, name), (n) => n > 10, { timeout: 25_000, what: `${what} plays` });
+  await eventually(() => tileFrames(page, name), (n) => n > first + 10, { timeout: 15_000, what: `${what} keeps playing` });
 }
 
 /** Whether a Redis on `port` answers PING. */
@@ -283,6 +296,10 @@ node_ttl_ms = 1500
     for (const [who, p] of [['host', host], ['guest', guest]]) {
       await eventually(() => received(p), (r) => r.framesDecoded > 10, { timeout: 25_000, what: `${who} decodes the other's video` });
     }
+    // Video both ways with the native member: the host plays its video, and
+    // it counts frames of the browsers' video (decrypted) in its statistics.
+    await playsVideoOf(host, 'Nat', 'the native member\'s video at the host');
+    await eventually(() => nativeStats(native), (st) => st.videoFrames > 10, { timeout: 25_000, what: 'the native member receives video' });
   });
 
   step(`node-0 gets ${signal}: both reconnect by themselves, are told of the new code once, and agree on it`, async () => {
@@ -359,5 +376,7 @@ node_ttl_ms = 1500
     const got = await eventually(() => nativeStats(native), (st) => st.reconnects >= 1 && st.videoFrames > 10,
       { timeout: 25_000, what: 'the native member receives video again' });
     assert.ok(got.reconnects >= 1);
+    // And its video, sent on its new peer connection, plays at the host again.
+    await playsVideoOf(host, 'Nat', 'the native member\'s video at the host after the move');
   });
 });
