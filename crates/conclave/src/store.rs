@@ -863,6 +863,6 @@ mod audit;
 mod native;
 mod oidc;
 pub use admin::AccountRow;
-pub use native::NativeGrant;
 pub use audit::{SigninEvent, SigninOutcome};
+pub use native::NativeGrant;
 pub use oidc::{OidcClaims, OidcIdentity};
