@@ -364,8 +364,10 @@ describe('a provider this browser has not trusted before', () => {
 
   before(async () => {
     ({ idp, server, browser } = await acmeAndServer('oidc-pin', { provider: () => ({ idTokenClaims: true }) }));
-    // A provider of a modified server's own, with a "Grace Hopper" on it.
+    // A provider of a modified server's own, with a "Grace Hopper" on it;
+    // its keys on another origin than its issuer, as Google's are.
     evil = await startProvider({
+      keysElsewhere: true,
       clientId: CLIENT_ID,
       clientSecret: CLIENT_SECRET,
       redirectUris: [`${server.url}/auth/oidc/Evil/callback`],
@@ -435,6 +437,9 @@ client_secret_env = "TEST_OIDC_SECRET"
     await eve.page.getByRole('button', { name: 'New meeting', exact: true }).waitFor();
     const lin = others[0].page;
     await meetingWithLin(eve.page, lin);
+    // The page may fetch the new provider's keys from their own origin.
+    const csp = await lin.evaluate(() => fetch('/').then((r) => r.headers.get('content-security-policy')));
+    assert.match(csp, new RegExp(`connect-src 'self'[^;]* ${evil.keysOrigin}[ ;]`));
     const host = new URL(evil.issuer).host;
     // Lin's browser pinned Acme only: the new provider's word is not taken.
     // (The server shows her username; only a verified row gives the provider's name.)
@@ -446,7 +451,8 @@ client_secret_env = "TEST_OIDC_SECRET"
     await lin.getByRole('list', { name: 'Encryption warnings' }).getByText(`vouched for by a provider you have not trusted before: Evil (${host})`).waitFor();
     assert.deepEqual((await pins(lin)).map((p) => p.name), ['Acme']);
     await screenshot(lin, 'oidc-pin-new-provider');
-    // Trusted deliberately: now pinned, and her name verified by it.
+    // Trusted deliberately: now pinned, and her name verified by it, with
+    // keys this page fetched from the provider's other origin.
     await news.getByRole('button', { name: `Trust provider ${host}`, exact: true }).click();
     await row(lin, 'grace').getByText(`Verified by Evil (${host})`).waitFor({ timeout: 20_000 });
     assert.deepEqual((await pins(lin)).map((p) => p.name), ['Acme', 'Evil']);
