@@ -461,6 +461,33 @@ async fn video_in(cli: &crate::native_cli::Cli, code: &str, from: &str) {
     }
 }
 
+/// Waits until `cli`'s JSON stats lines in the group whose code is `code`
+/// show chat lines decrypted in that group (the count grows between them).
+async fn chat_in(cli: &crate::native_cli::Cli, code: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts: Vec<usize> = cli
+            .stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["e2ee"]["security_code"] == code)
+            .filter_map(|v| v["e2ee"]["received"].as_array().map(Vec::len))
+            .collect();
+        if counts
+            .first()
+            .is_some_and(|a| counts.last().is_some_and(|b| b > a))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no chat in the group {code}: {counts:?}\n{}",
+            cli.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `conclave join` follows a breakout move as the browser does. Two native
 /// guests the host puts in one room leave the meeting and join the room
 /// with their tickets (each as the guest identity its ticket was drawn
@@ -468,7 +495,7 @@ async fn video_in(cli: &crate::native_cli::Cli, code: &str, from: &str) {
 /// same on both, not the meeting's. When the host closes the rooms both
 /// come back with their return tickets and print the same new code there.
 /// In the room and back, each decrypts the other's video on its new peer
-/// connection.
+/// connection, and in the room Bob decrypts Ada's chat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_clients_follow_a_move_into_a_room_and_back() {
     use crate::native_cli::{Cli, invite};
@@ -496,7 +523,7 @@ async fn native_clients_follow_a_move_into_a_room_and_back() {
             "0.2",
         ]
     };
-    let mut ada = Cli::start(&args("Ada"));
+    let mut ada = Cli::start(&[&args("Ada")[..], &["--chat-every", "0.3"]].concat());
     let mut bob = Cli::start(&args("Bob"));
     let mut ids = BTreeMap::new();
     while ids.len() < 2 {
@@ -522,6 +549,7 @@ async fn native_clients_follow_a_move_into_a_room_and_back() {
     assert_ne!(room_a, here_a, "the room's group is its own");
     video_in(&ada, &room_a, "Bob").await;
     video_in(&bob, &room_a, "Ada").await;
+    chat_in(&bob, &room_a).await;
     // Both left the meeting for the room.
     let rooms = host.recv_until("breakout_rooms").await;
     let room = rooms["rooms"][0]["room"]
