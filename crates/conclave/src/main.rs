@@ -192,6 +192,11 @@ struct JoinArgs {
     /// provider of its own (docs/security.md §15, the trust list).
     #[arg(long, value_name = "URL[=NAME]")]
     trust_issuer: Vec<conclave::oidc::PinnedIssuer>,
+    /// Also trust the providers listed in FILE, one URL[=NAME] a line
+    /// (blank lines and lines starting with '#' are skipped): the same
+    /// trust list kept for every meeting.
+    #[arg(long, value_name = "FILE")]
+    trust_file: Option<PathBuf>,
     /// Print statistics as JSON on standard output at the end (per
     /// received track: who, kind, packets, bytes, frames, loss, jitter,
     /// undecryptable frames; the security code and the encrypted group's
@@ -801,6 +806,22 @@ async fn fetch_providers(
     fetched
 }
 
+/// `--trust-file`: one `URL[=NAME]` a line; a line that does not parse stops
+/// the command (a trust list silently shorter than meant would be worse).
+fn read_trust_file(path: &std::path::Path) -> anyhow::Result<Vec<conclave::oidc::PinnedIssuer>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the trust list {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| {
+            l.parse()
+                .map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
 async fn record(args: RecordArgs) -> anyhow::Result<()> {
     use conclave_client::session::{JoinOptions, MediaOptions, SessionError, run_with};
     let invite: conclave_client::Invite = args.invite.parse().context("reading the invite link")?;
@@ -904,8 +925,11 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let stop = stop_on_signal();
     let (events, rx) = tokio::sync::mpsc::unbounded_channel();
     let printer = print_events(rx, args.stats_interval.is_some());
-    let providers =
-        fetch_providers(&invite.server, args.ca_file.as_deref(), &args.trust_issuer).await;
+    let mut pinned = args.trust_issuer.clone();
+    if let Some(path) = &args.trust_file {
+        pinned.extend(read_trust_file(path)?);
+    }
+    let providers = fetch_providers(&invite.server, args.ca_file.as_deref(), &pinned).await;
     let media = MediaOptions {
         simulcast_ivf: args.simulcast_ivf.clone(),
         audio_level: args.audio_level,

@@ -839,8 +839,15 @@ async fn join_trusts_only_the_issuers_the_user_pinned() {
     );
     ends_having_verified_nobody(&mut cli, 0).await;
 
-    let pin = format!("{issuer}=Our school");
-    let mut cli = Cli::start(&["join", &invite(&at.meeting), "--trust-issuer", &pin]);
+    // The same trust list kept in a file, read at each join.
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        file.path(),
+        format!("# my providers\n\n{issuer}=Our school\n"),
+    )
+    .expect("write the trust list");
+    let path = file.path().to_str().expect("UTF-8 path");
+    let mut cli = Cli::start(&["join", &invite(&at.meeting), "--trust-file", path]);
     let verified = cli
         .stderr_line(|l| l.starts_with("verified: ").then(|| l.to_string()))
         .await;
