@@ -1433,13 +1433,7 @@ async fn sigterm_moves_a_node_process_meeting_members_resume_on_another_still_lo
     saved_live(&redis, &meeting, r#""locked":true"#).await;
     let lease_key = format!("GET conclave:lease:{}", meeting.id);
 
-    let pid = node0.child.id().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
-    let termed = Instant::now();
+    let termed = node0.signal("TERM");
     // Both sockets close with no `ended`: the meeting is moving.
     for ws in [&mut host, &mut bob] {
         let said = ws.expect_closed().await;

@@ -248,6 +248,16 @@ impl ProcessNode {
         self.child.wait().expect("reaped");
         Instant::now()
     }
+
+    /// Sends it `signal` (`TERM`: it drains); returns when it was sent.
+    pub fn signal(&self, signal: &str) -> Instant {
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{signal}");
+        Instant::now()
+    }
 }
 
 impl Drop for ProcessNode {
