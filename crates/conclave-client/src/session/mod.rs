@@ -22,6 +22,7 @@ use crate::record::Recording;
 use crate::relay::{RelayError, RelayFallback};
 use crate::signaling::{Admission, Signaling, SignalingError};
 use crate::tcp::TcpFallback;
+use str0m::RtcError;
 
 mod api;
 mod reconnect;
@@ -45,6 +46,11 @@ const RESUME_TRY: Duration = Duration::from_secs(5);
 
 /// How long a breakout move waits for its connection and the `joined`.
 const MOVE_PATIENCE: Duration = Duration::from_secs(15);
+/// Peer connections that failed (DTLS or ICE) a session replaces with a
+/// new one before such a failure ends it: enough to outlast a handshake
+/// starved on a loaded machine or a path that died, not a loop forever on a
+/// network that never carries media.
+const MEDIA_RESTARTS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -287,6 +293,7 @@ pub async fn run_interactive(
         mls_received: 0,
         rebuilt: false,
         reconnects: 0,
+        media_restarts: 0,
         guest_cookie,
         moving: None,
         parent: None,
@@ -583,6 +590,8 @@ struct Live {
     /// as such.
     rebuilt: bool,
     reconnects: u32,
+    /// Failed peer connections replaced so far ([`MEDIA_RESTARTS`]).
+    media_restarts: u32,
     /// The guest identity the server gave this client, presented again
     /// with a breakout ticket (drawn for that identity).
     guest_cookie: Option<String>,
@@ -759,16 +768,19 @@ impl Live {
                 }
                 recv = self.socket.recv_from(&mut buf) => {
                     let (n, from) = recv?;
-                    self.peer.handle_datagram(from, &buf[..n], Instant::now())?;
+                    let taken = self.peer.handle_datagram(from, &buf[..n], Instant::now());
+                    self.unless_media_failed(taken).await?;
                 }
                 Some((from, local, frame)) = self.tcp.recv() => {
-                    self.peer.handle_tcp_frame(from, local, &frame, Instant::now())?;
+                    let taken = self.peer.handle_tcp_frame(from, local, &frame, Instant::now());
+                    self.unless_media_failed(taken).await?;
                 }
                 event = self.relay.next() => {
                     self.relay.handle(event, &mut self.peer, Instant::now())?;
                 }
                 () = tokio::time::sleep_until(wake) => {
-                    next = self.peer.handle_timeout(Instant::now())?;
+                    let timed = self.peer.handle_timeout(Instant::now());
+                    next = self.unless_media_failed(timed).await?.unwrap_or_else(Instant::now);
                 }
                 () = tokio::time::sleep_until(chat_at) => {
                     match self.send_chat(self.admission.you, chat_every).await {
@@ -1176,8 +1188,33 @@ impl Live {
         Ok(())
     }
 
-    /// A new peer connection after a resume: the old one died with the
-    /// old socket (and, in a cluster, perhaps with its node).
+    /// What the peer made of its input, unless its connection failed: a
+    /// DTLS handshake or ICE that timed out is replaced by a new peer
+    /// connection (a new offer, with a new ICE ufrag, which the server takes
+    /// in place of the member's old peer), up to [`MEDIA_RESTARTS`] times;
+    /// then `None`. Issue 23: in a crowd
+    /// on a loaded machine handshakes outlasted str0m's 40 s and each such
+    /// failure ended a member's whole session, E2EE group seat and all.
+    async fn unless_media_failed<T>(
+        &mut self,
+        result: Result<T, PeerError>,
+    ) -> Result<Option<T>, SessionError> {
+        match result {
+            Ok(v) => Ok(Some(v)),
+            Err(PeerError::Rtc(e @ (RtcError::Dtls(_) | RtcError::Ice(_))))
+                if self.media_restarts < MEDIA_RESTARTS =>
+            {
+                self.media_restarts += 1;
+                tracing::warn!(error = %e, "media connection failed; starting a new one");
+                self.restart_media().await?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A new peer connection after a resume (the old one died with the
+    /// old socket and, in a cluster, perhaps with its node) or a failed one.
     async fn restart_media(&mut self) -> Result<(), SessionError> {
         let extra = &self.rejoin.extra;
         let relay = RelayFallback::new(
