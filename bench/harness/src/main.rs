@@ -99,6 +99,11 @@ struct Args {
     /// Conclave participants offer no UDP: all media over ICE-TCP.
     #[arg(long)]
     tcp: bool,
+    /// `SO_RCVBUF` of every participant's UDP socket, in bytes (Linux
+    /// doubles it); 0 keeps the system's default. The default is what
+    /// libwebrtc asks for when it receives video.
+    #[arg(long, default_value_t = participant::DEFAULT_RCVBUF)]
+    client_rcvbuf: usize,
     /// Conclave participants offer no candidate of their own and carry
     /// their media through the TURN relays the server names in `joined`
     /// (`--turn-url`), as `conclave join --relay-only` does.
@@ -420,6 +425,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let args = Args::parse();
     participant::TCP_ONLY.store(args.tcp, std::sync::atomic::Ordering::Relaxed);
+    participant::CLIENT_RCVBUF.store(args.client_rcvbuf, std::sync::atomic::Ordering::Relaxed);
     if args.relay {
         let _ = participant::RELAY_ONLY.set(args.ca_file.clone());
     }

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use conclave_client::Signaling;
@@ -30,6 +30,18 @@ pub static TCP_ONLY: AtomicBool = AtomicBool::new(false);
 pub fn tcp_only() -> bool {
     TCP_ONLY.load(Ordering::Relaxed)
 }
+
+/// `--client-rcvbuf`: the `SO_RCVBUF` each participant's UDP socket asks
+/// for (0: the system's default, `net.core.rmem_default`, 208 KiB here).
+/// The default is libwebrtc's `kVideoRtpRecvBufferSize` (256 KiB, which
+/// Linux doubles), what a browser receiving video asks for: with the
+/// system's default, 20 peers in one process on a loaded machine overflowed
+/// their sockets (`UdpRcvbufErrors`) whenever the process was descheduled
+/// for a few tens of milliseconds. Set once before the run.
+pub static CLIENT_RCVBUF: AtomicUsize = AtomicUsize::new(DEFAULT_RCVBUF);
+
+/// libwebrtc's receive buffer for video (media/engine/constants.cc).
+pub const DEFAULT_RCVBUF: usize = 262_144;
 
 /// `--relay`: every Conclave participant offers no candidate and carries
 /// its media through the relays in its `joined` (trusting `--ca-file` for
@@ -245,6 +257,32 @@ pub fn take_answer(peer: &mut ClientPeer) -> Option<String> {
 
 pub async fn bind(ip: std::net::IpAddr) -> std::io::Result<(UdpSocket, SocketAddr)> {
     let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+    let rcvbuf = CLIENT_RCVBUF.load(Ordering::Relaxed);
+    if rcvbuf > 0 {
+        set_rcvbuf(&socket, rcvbuf)?;
+    }
     let local = socket.local_addr()?;
     Ok((socket, local))
+}
+
+/// Asks for `bytes` of receive buffer (capped by `net.core.rmem_max`).
+fn set_rcvbuf(socket: &UdpSocket, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket descriptor and a c_int option value of the
+    // size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
