@@ -96,6 +96,35 @@ enum Cipher {
     },
 }
 
+/// Our sending half of DTLS-SRTP keying `material` for `profile`: its
+/// master key and master salt (RFC 5764 §4.2: client key ‖ server key ‖
+/// client salt ‖ server salt; ours is the client's if we were the DTLS
+/// client, `active`).
+fn sending_master(
+    profile: SrtpProfile,
+    material: &[u8],
+    active: bool,
+) -> Result<(&[u8], &[u8]), SealError> {
+    let (key_len, salt_len) = match profile {
+        SrtpProfile::AES128_CM_SHA1_80 => (Aes128CmSha1_80::KEY_LEN, Aes128CmSha1_80::SALT_LEN),
+        SrtpProfile::AEAD_AES_128_GCM => (AeadAes128Gcm::KEY_LEN, AeadAes128Gcm::SALT_LEN),
+        SrtpProfile::AEAD_AES_256_GCM => (AeadAes256Gcm::KEY_LEN, AeadAes256Gcm::SALT_LEN),
+        other => return Err(SealError::UnsupportedProfile(other)),
+    };
+    if material.len() != 2 * (key_len + salt_len) {
+        return Err(SealError::BadKeyingMaterial(profile));
+    }
+    let (key_at, salt_at) = if active {
+        (0, 2 * key_len)
+    } else {
+        (key_len, 2 * key_len + salt_len)
+    };
+    Ok((
+        &material[key_at..key_at + key_len],
+        &material[salt_at..salt_at + salt_len],
+    ))
+}
+
 /// Seals RTP for one session's sending direction.
 pub struct SrtpSealer {
     cipher: Cipher,
@@ -123,26 +152,11 @@ impl SrtpSealer {
         active: bool,
     ) -> Result<Self, SealError> {
         let srtp = provider.srtp_provider;
-        let (key_len, salt_len) = match profile {
-            SrtpProfile::AES128_CM_SHA1_80 => (Aes128CmSha1_80::KEY_LEN, Aes128CmSha1_80::SALT_LEN),
-            SrtpProfile::AEAD_AES_128_GCM => (AeadAes128Gcm::KEY_LEN, AeadAes128Gcm::SALT_LEN),
-            SrtpProfile::AEAD_AES_256_GCM => (AeadAes256Gcm::KEY_LEN, AeadAes256Gcm::SALT_LEN),
-            other => return Err(SealError::UnsupportedProfile(other)),
-        };
-        if material.len() != 2 * (key_len + salt_len) {
-            return Err(SealError::BadKeyingMaterial(profile));
-        }
-        let (key_at, salt_at) = if active {
-            (0, 2 * key_len)
-        } else {
-            (key_len, 2 * key_len + salt_len)
-        };
-        let master = &material[key_at..key_at + key_len];
-        let master_salt = &material[salt_at..salt_at + salt_len];
+        let (master, master_salt) = sending_master(profile, material, active)?;
         let kdf = |label: u8, out: &mut [u8]| derive(srtp, master, master_salt, label, out);
 
         let mut salt = [0u8; 14];
-        kdf(LABEL_RTP_SALT, &mut salt[..salt_len]);
+        kdf(LABEL_RTP_SALT, &mut salt[..master_salt.len()]);
         let cipher = match profile {
             SrtpProfile::AEAD_AES_128_GCM => {
                 let mut key = [0u8; AeadAes128Gcm::KEY_LEN];
@@ -312,21 +326,13 @@ impl SrtcpSealer {
         first_index: u32,
     ) -> Result<Self, SealError> {
         let srtp = provider.srtp_provider;
-        let (key_len, salt_len) = match profile {
-            SrtpProfile::AEAD_AES_128_GCM => (AeadAes128Gcm::KEY_LEN, AeadAes128Gcm::SALT_LEN),
-            SrtpProfile::AEAD_AES_256_GCM => (AeadAes256Gcm::KEY_LEN, AeadAes256Gcm::SALT_LEN),
-            other => return Err(SealError::UnsupportedProfile(other)),
-        };
-        if material.len() != 2 * (key_len + salt_len) {
-            return Err(SealError::BadKeyingMaterial(profile));
+        if !matches!(
+            profile,
+            SrtpProfile::AEAD_AES_128_GCM | SrtpProfile::AEAD_AES_256_GCM
+        ) {
+            return Err(SealError::UnsupportedProfile(profile));
         }
-        let (key_at, salt_at) = if active {
-            (0, 2 * key_len)
-        } else {
-            (key_len, 2 * key_len + salt_len)
-        };
-        let master = &material[key_at..key_at + key_len];
-        let master_salt = &material[salt_at..salt_at + salt_len];
+        let (master, master_salt) = sending_master(profile, material, active)?;
         let kdf = |label: u8, out: &mut [u8]| derive(srtp, master, master_salt, label, out);
         let mut salt = [0u8; 12];
         kdf(LABEL_RTCP_SALT, &mut salt);
