@@ -110,6 +110,33 @@ fn decay_factor(elapsed: Duration) -> f64 {
     0.5f64.powf(elapsed.as_secs_f64() / BUDGET_HALF_LIFE.as_secs_f64())
 }
 
+/// Bytes sent and resent, halved every [`BUDGET_HALF_LIFE`]: what a
+/// stream's or a session's resends are weighed against.
+struct Budget {
+    sent_bytes: f64,
+    resent_bytes: f64,
+    at: Instant,
+}
+
+impl Budget {
+    fn new(now: Instant) -> Self {
+        Budget {
+            sent_bytes: 0.0,
+            resent_bytes: 0.0,
+            at: now,
+        }
+    }
+
+    fn decay(&mut self, now: Instant) {
+        let f = decay_factor(now.saturating_duration_since(self.at));
+        if f < 1.0 {
+            self.sent_bytes *= f;
+            self.resent_bytes *= f;
+            self.at = now;
+        }
+    }
+}
+
 /// The most resends may take of a stream's bytes however much room the
 /// bandwidth estimate leaves: a subscriber cannot make the router send it
 /// more than twice the stream by NACKing everything.
@@ -159,9 +186,7 @@ pub(crate) struct FastPath {
     pad: Option<Padding>,
     /// Bytes of the session's fast streams, sent and resent, halved every
     /// [`BUDGET_HALF_LIFE`]: what the estimate leaves for resends.
-    sent_bytes: f64,
-    resent_bytes: f64,
-    budget_at: Instant,
+    budget: Budget,
     /// The probe being sent, slice by slice.
     train: Option<ProbeTrain>,
 }
@@ -179,9 +204,7 @@ struct FastStream {
     /// Sealed packets by extended sequence number modulo the ring size.
     history: Vec<Option<Kept>>,
     highest: Option<u64>,
-    sent_bytes: f64,
-    resent_bytes: f64,
-    budget_at: Instant,
+    budget: Budget,
     /// How late repairs from the publisher's hop come (video only): the
     /// playout delay this subscriber is asked for.
     repairs: RepairDelay,
@@ -225,9 +248,7 @@ impl FastPath {
             str0m_twcc: None,
             held: VecDeque::new(),
             pad: None,
-            sent_bytes: 0.0,
-            resent_bytes: 0.0,
-            budget_at: now,
+            budget: Budget::new(now),
             train: None,
         }
     }
@@ -483,11 +504,11 @@ impl FastPath {
             return;
         };
         stream.anchor = None;
-        stream.decay(at);
-        stream.sent_bytes += sealed.len() as f64;
+        stream.budget.decay(at);
+        stream.budget.sent_bytes += sealed.len() as f64;
         stream.keep(ext, at, key, sealed);
-        self.decay(at);
-        self.sent_bytes += sealed.len() as f64;
+        self.budget.decay(at);
+        self.budget.sent_bytes += sealed.len() as f64;
     }
 
     /// Answers a subscriber's NACK for a fast stream from its history:
@@ -515,7 +536,7 @@ impl FastPath {
         let Some(highest) = stream.highest else {
             return;
         };
-        stream.decay(now);
+        stream.budget.decay(now);
         let mut wanted: Vec<(bool, u64)> = Vec::new();
         for seq in seqs(highest.into()) {
             let seq = *seq;
@@ -538,18 +559,18 @@ impl FastPath {
             };
             let len = kept.sealed.len() as f64;
             if let Some(ratio) = ratio
-                && stream.resent_bytes + len > ratio * stream.sent_bytes
+                && stream.budget.resent_bytes + len > ratio * stream.budget.sent_bytes
             {
                 stats.fast_nack_over_budget += 1;
                 continue;
             }
             let again = kept.sealed.clone();
-            stream.resent_bytes += len;
+            stream.budget.resent_bytes += len;
             resent += len;
             stats.fast_resent += 1;
             push(transmits, route, again, stats);
         }
-        self.resent_bytes += resent;
+        self.budget.resent_bytes += resent;
     }
 
     /// The share of a stream's bytes its resends may take now: the
@@ -561,22 +582,14 @@ impl FastPath {
     /// key frame, larger than the resends).
     fn resend_ratio(&mut self, now: Instant) -> Option<f64> {
         let cap = f64::from(self.rtx_ratio_cap?);
-        self.decay(now);
-        if !self.estimates || self.sent_bytes <= 0.0 {
+        self.budget.decay(now);
+        if !self.estimates || self.budget.sent_bytes <= 0.0 {
             return Some(cap);
         }
         let room = self.bwe.estimate() as f64 / 8.0 * BUDGET_WINDOW_SECS;
-        let spare = (room - self.sent_bytes - self.resent_bytes) / self.sent_bytes;
+        let spare =
+            (room - self.budget.sent_bytes - self.budget.resent_bytes) / self.budget.sent_bytes;
         Some(spare.clamp(cap, MAX_RESEND_RATIO.max(cap)))
-    }
-
-    fn decay(&mut self, now: Instant) {
-        let f = decay_factor(now.saturating_duration_since(self.budget_at));
-        if f < 1.0 {
-            self.sent_bytes *= f;
-            self.resent_bytes *= f;
-            self.budget_at = now;
-        }
     }
 }
 
@@ -586,22 +599,11 @@ impl FastStream {
             last_anchor: None,
             history: (0..HISTORY_PACKETS).map(|_| None).collect(),
             highest: None,
-            sent_bytes: 0.0,
-            resent_bytes: 0.0,
-            budget_at: now,
+            budget: Budget::new(now),
             repairs: RepairDelay::default(),
             anchor: None,
             key_ts: None,
             key_from: None,
-        }
-    }
-
-    fn decay(&mut self, now: Instant) {
-        let f = decay_factor(now.saturating_duration_since(self.budget_at));
-        if f < 1.0 {
-            self.sent_bytes *= f;
-            self.resent_bytes *= f;
-            self.budget_at = now;
         }
     }
 
@@ -887,13 +889,13 @@ impl Peer {
             .streams
             .entry(ssrc)
             .or_insert_with(|| FastStream::new(now));
-        stream.decay(now);
-        stream.sent_bytes += sealed.len() as f64;
+        stream.budget.decay(now);
+        stream.budget.sent_bytes += sealed.len() as f64;
         // Audio is not repaired (no RTX for Opus here): nothing to keep.
         if kind == MediaKind::Video {
             stream.keep(rewritten.seq, now, key, &sealed);
-            fast.decay(now);
-            fast.sent_bytes += sealed.len() as f64;
+            fast.budget.decay(now);
+            fast.budget.sent_bytes += sealed.len() as f64;
         }
         self.stats.fast_sealed += 1;
         push(transmits, route, sealed, &mut self.stats);
