@@ -160,6 +160,28 @@ pub(super) async fn audit(
     }
 }
 
+/// Audits a refused sign-in that names no account (an unknown code or link,
+/// a provider's answer that failed a check), so each refusal is recorded
+/// the same way whichever door it came through.
+pub(super) async fn audit_refusal(
+    state: &AppState,
+    method: &str,
+    code: &'static str,
+    detail: Option<&str>,
+    ip: std::net::IpAddr,
+) {
+    audit(
+        state,
+        method,
+        SigninOutcome::Failed(code),
+        None,
+        None,
+        detail,
+        ip,
+    )
+    .await;
+}
+
 /// The refusal of password sign-in when the operator turned it off.
 const PASSWORDS_OFF: ApiError = ApiError::Forbidden(
     "password sign-in is turned off on this server: sign in with your organisation's identity provider",
@@ -279,16 +301,7 @@ pub async fn redeem_link(
     let attempt = reserve_sign_in(&state, ip).await?;
     let Some(user) = state.store.redeem_signin_link(&digest(&t.token)).await? else {
         attempt.failed().await;
-        audit(
-            &state,
-            "link",
-            SigninOutcome::Failed("bad_link"),
-            None,
-            None,
-            None,
-            ip,
-        )
-        .await;
+        audit_refusal(&state, "link", "bad_link", None, ip).await;
         return Err(ApiError::BadLink);
     };
     attempt.succeeded().await;

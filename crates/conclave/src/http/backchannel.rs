@@ -16,7 +16,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::account::audit;
+use super::account::{audit, audit_refusal};
 use super::session::ClientIp;
 use crate::oidc::OidcError;
 use crate::store::SigninOutcome;
@@ -49,16 +49,7 @@ pub async fn logout(
         Err(e) => {
             tracing::warn!(provider = %name, %ip, error = %e, "refused a back-channel logout");
             let detail = e.to_string();
-            audit(
-                &state,
-                &method,
-                SigninOutcome::Failed(e.code()),
-                None,
-                None,
-                Some(&detail),
-                ip,
-            )
-            .await;
+            audit_refusal(&state, &method, e.code(), Some(&detail), ip).await;
             let status = match e {
                 OidcError::UnknownProvider => StatusCode::NOT_FOUND,
                 OidcError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,

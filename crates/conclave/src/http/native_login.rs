@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::account::{audit, reserve_sign_in};
+use super::account::{audit, audit_refusal, reserve_sign_in};
 use super::error::{ApiError, ApiJson};
 use super::session::ClientIp;
 use crate::auth::{digest, new_secret};
@@ -66,16 +66,7 @@ pub async fn token(
     let Some(grant) = grant.filter(|g| proves(&c.code_verifier, &g.code_challenge)) else {
         attempt.failed().await;
         tracing::warn!(%ip, "refused a native sign-in's code");
-        audit(
-            &state,
-            "native",
-            SigninOutcome::Failed("bad_code"),
-            None,
-            None,
-            None,
-            ip,
-        )
-        .await;
+        audit_refusal(&state, "native", "bad_code", None, ip).await;
         return Err(ApiError::BadLink);
     };
     attempt.succeeded().await;

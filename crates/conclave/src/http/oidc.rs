@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::account::{audit, start_session_for};
+use super::account::{audit, audit_refusal, start_session_for};
 use super::error::{ApiError, ApiJson};
 use super::session::ClientIp;
 use crate::auth::new_secret;
@@ -279,16 +279,7 @@ pub async fn callback(
             let native = state.oidc.native_of(flow.as_deref());
             tracing::warn!(provider = %name, %ip, error = %e, "failed OpenID Connect sign-in");
             let detail = e.to_string();
-            audit(
-                &state,
-                &method,
-                SigninOutcome::Failed(e.code()),
-                None,
-                None,
-                Some(&detail),
-                ip,
-            )
-            .await;
+            audit_refusal(&state, &method, e.code(), Some(&detail), ip).await;
             return back_with_error(jar, &state, native.as_ref(), e.code());
         }
     };
@@ -394,16 +385,7 @@ pub async fn callback(
         }
         Err(e) => {
             tracing::error!(provider = %name, error = ?e, "cannot sign in an OpenID Connect account");
-            audit(
-                &state,
-                &method,
-                SigninOutcome::Failed("internal"),
-                None,
-                None,
-                Some(&who),
-                ip,
-            )
-            .await;
+            audit_refusal(&state, &method, "internal", Some(&who), ip).await;
             back_with_error(jar, &state, verified.native.as_ref(), "internal")
         }
     }
