@@ -365,15 +365,7 @@ async fn a_deleted_account_is_gone_and_a_new_provider_sign_in_does_not_get_it_ba
 
 /// A browser with a session for account `id`, as a sign-in would give it.
 async fn signed_in_as(server: &TestServer, store: &Store, id: i64) -> Api {
-    let secret = conclave::auth::new_secret("");
-    store
-        .create_session(&secret.digest, id, std::time::Duration::from_secs(3600))
-        .await
-        .unwrap();
-    let api = server.api();
-    let url: reqwest::Url = server.url("/").parse().unwrap();
-    api.jar
-        .add_cookie_str(&format!("conclave_session={}", secret.text), &url);
+    let (api, _) = server.session_for(store, id).await;
     assert_eq!(api.get("/api/v1/me").await.0, StatusCode::OK);
     api
 }

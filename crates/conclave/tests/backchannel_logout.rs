@@ -6,10 +6,8 @@
 //! `sub`, or replayed are refused with 400 and end nothing. A key the
 //! provider rotated in is fetched and accepted.
 
-use std::time::Duration;
-
 use conclave::oidc::{LogoutClaims, LogoutToken};
-use conclave::store::{OidcClaims, Store};
+use conclave::store::OidcClaims;
 use data_encoding::BASE64URL_NOPAD;
 use hmac::{Hmac, Mac};
 use openidconnect::core::{CoreJwsSigningAlgorithm, CoreRsaPrivateSigningKey};
@@ -20,7 +18,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{Api, TestServer};
-use crate::oidc_tokens::{CLIENT_ID, rsa_key, start_provider};
+use crate::oidc_tokens::{CLIENT_ID, provider_with_key, rsa_key, server_trusting};
 
 const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
@@ -137,35 +135,11 @@ async fn both(a: &Api, b: &Api) -> (StatusCode, StatusCode) {
     (a.get("/api/v1/me").await.0, b.get("/api/v1/me").await.0)
 }
 
-/// A browser with a session for account `id`, as a sign-in gives it.
-async fn session(server: &TestServer, store: &Store, id: i64) -> (Api, String) {
-    let secret = conclave::auth::new_secret("");
-    store
-        .create_session(&secret.digest, id, Duration::from_secs(3600))
-        .await
-        .unwrap();
-    let api = server.api();
-    let url: reqwest::Url = server.url("/").parse().unwrap();
-    api.jar
-        .add_cookie_str(&format!("conclave_session={}", secret.text), &url);
-    (api, secret.text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_valid_logout_token_ends_that_persons_sessions() {
-    let provider = start_provider().await;
-    let k1 = rsa_key("k1");
-    provider.lock().unwrap().keys = vec![k1.as_verification_key()];
+    let (provider, k1) = provider_with_key().await;
     let issuer = provider.lock().unwrap().issuer.clone();
-    let server = TestServer::start_with(|c| {
-        c.oidc = vec![conclave::oidc::ProviderConfig {
-            name: "Fake".into(),
-            issuer: issuer.clone(),
-            client_id: CLIENT_ID.into(),
-            ..Default::default()
-        }];
-    })
-    .await;
+    let server = server_trusting(&issuer).await;
     let store = server.store().await;
     let account = |sub: &str, name: &str| OidcClaims {
         issuer: issuer.clone(),
@@ -182,10 +156,10 @@ async fn only_a_valid_logout_token_ends_that_persons_sessions() {
         .oidc_account(&account("ada-sub", "ada"))
         .await
         .unwrap();
-    let (laptop, _) = session(&server, &store, grace.id).await;
-    let (_, native) = session(&server, &store, grace.id).await;
+    let (laptop, _) = server.session_for(&store, grace.id).await;
+    let (_, native) = server.session_for(&store, grace.id).await;
     let native = Api::with_bearer(&server, &native);
-    let (ada_browser, _) = session(&server, &store, ada.id).await;
+    let (ada_browser, _) = server.session_for(&store, ada.id).await;
     let (_, created) = laptop.post("/api/v1/tokens", json!({"name": "bot"})).await;
     let bot = Api::with_bearer(&server, created["token"].as_str().unwrap());
     let signed_in = || both(&laptop, &native);
@@ -308,7 +282,7 @@ async fn only_a_valid_logout_token_ends_that_persons_sessions() {
     assert_eq!(bot.get("/api/v1/me").await.0, StatusCode::OK);
     assert_eq!(ada_browser.get("/api/v1/me").await.0, StatusCode::OK);
     // The same token again is a replay.
-    let (laptop_again, _) = session(&server, &store, grace.id).await;
+    let (laptop_again, _) = server.session_for(&store, grace.id).await;
     let (status, body) = logout(&server, &token).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(laptop_again.get("/api/v1/me").await.0, StatusCode::OK);

@@ -13,14 +13,14 @@ use std::time::Duration;
 use openidconnect::core::{CoreIdToken, CoreIdTokenClaims, CoreJwsSigningAlgorithm};
 use openidconnect::{
     Audience, EmptyAdditionalClaims, EndUserEmail, EndUserName, IssuerUrl, LocalizedClaim, Nonce,
-    PrivateSigningKey, StandardClaims, SubjectIdentifier,
+    StandardClaims, SubjectIdentifier,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{Api, TestServer};
+use crate::common::Api;
 use crate::native_cli::{Cli, invite};
-use crate::oidc_tokens::{CLIENT_ID, rsa_key, start_provider};
+use crate::oidc_tokens::{CLIENT_ID, provider_with_key, server_trusting, start_provider};
 
 /// A browser that does not follow redirects, so each step can be looked at.
 fn browser() -> reqwest::Client {
@@ -98,19 +98,9 @@ async fn first_url(cli: &Cli) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_through_the_provider_then_join_verified() {
-    let provider = start_provider().await;
-    let key = rsa_key("k1");
-    provider.lock().unwrap().keys = vec![key.as_verification_key()];
+    let (provider, key) = provider_with_key().await;
     let issuer = provider.lock().unwrap().issuer.clone();
-    let server = TestServer::start_with(|c| {
-        c.oidc = vec![conclave::oidc::ProviderConfig {
-            name: "Fake".into(),
-            issuer: issuer.clone(),
-            client_id: CLIENT_ID.into(),
-            ..Default::default()
-        }];
-    })
-    .await;
+    let server = server_trusting(&issuer).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("login.json");
     let login = Cli::start(&[
@@ -253,15 +243,7 @@ async fn login_through_the_provider_then_join_verified() {
 async fn a_native_sign_in_that_fails_reports_to_the_loopback_and_a_bad_start_is_refused() {
     let provider = start_provider().await;
     let issuer = provider.lock().unwrap().issuer.clone();
-    let server = TestServer::start_with(|c| {
-        c.oidc = vec![conclave::oidc::ProviderConfig {
-            name: "Fake".into(),
-            issuer: issuer.clone(),
-            client_id: CLIENT_ID.into(),
-            ..Default::default()
-        }];
-    })
-    .await;
+    let server = server_trusting(&issuer).await;
     let b = browser();
     let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
     // Half a native start, or a malformed challenge: refused, not turned

@@ -107,6 +107,20 @@ pub(crate) async fn provider_with_key() -> (Shared, CoreRsaPrivateSigningKey) {
     (provider, key)
 }
 
+/// A server that knows the stand-in provider at `issuer` as "Fake" (this
+/// client, the default scopes), as the logout and native sign-in tests use it.
+pub(crate) async fn server_trusting(issuer: &str) -> TestServer {
+    TestServer::start_with(|c| {
+        c.oidc = vec![conclave::oidc::ProviderConfig {
+            name: "Fake".into(),
+            issuer: issuer.into(),
+            client_id: CLIENT_ID.into(),
+            ..Default::default()
+        }];
+    })
+    .await
+}
+
 /// The stand-in provider publishing one signing key ("k1"), as most tests
 /// here use it.
 struct Fake {

@@ -136,6 +136,22 @@ impl TestServer {
         Api::new(self)
     }
 
+    /// An HTTP client holding a fresh session for account `id`, made in
+    /// `store` as a sign-in would make it (so accounts without a password,
+    /// such as OpenID Connect ones, can be signed in), and that session's secret.
+    pub async fn session_for(&self, store: &Store, id: i64) -> (Api, String) {
+        let secret = conclave::auth::new_secret("");
+        store
+            .create_session(&secret.digest, id, std::time::Duration::from_secs(3600))
+            .await
+            .expect("session");
+        let api = self.api();
+        let url: reqwest::Url = self.url("/").parse().expect("url");
+        api.jar
+            .add_cookie_str(&format!("conclave_session={}", secret.text), &url);
+        (api, secret.text)
+    }
+
     /// An HTTP client signed in as `user` (status 200 asserted).
     pub async fn signed_in(&self, user: &str) -> Api {
         let api = self.api();
