@@ -701,15 +701,12 @@ fn print_events(
                     not_in_group,
                     names,
                     rebuilt,
+                    moved,
                 } => {
-                    if rebuilt {
-                        eprintln!(
-                            "Reconnected — new security code: {code}. The meeting moved to another server and its encryption was set up again: compare the code again."
-                        );
-                    } else if shown_code {
-                        eprintln!(
-                            "The security code changed: someone joined or left. Compare it again."
-                        );
+                    if let Some(line) = conclave_client::session::code_change_line(
+                        &code, shown_code, rebuilt, moved,
+                    ) {
+                        eprintln!("{line}");
                     }
                     shown_code = true;
                     let n = roster.len();

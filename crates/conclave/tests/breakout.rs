@@ -574,6 +574,20 @@ async fn native_clients_follow_a_move_into_a_room_and_back() {
             "{}",
             cli.stderr()
         );
+        // The move's notice says why the next code is new: the first code
+        // of the new group is not told as someone joining or leaving.
+        let err = cli.stderr();
+        for moving in [
+            "Moving to the breakout room",
+            "The breakout rooms closed: going back",
+        ] {
+            let at = err.find(moving).expect(moving);
+            let until = err[at..].find(start).expect("a code after the move");
+            assert!(
+                !err[at..at + until].contains("someone joined or left"),
+                "{err}"
+            );
+        }
         cli.interrupt();
         assert_eq!(cli.exit().await.code(), Some(0), "{}", cli.stderr());
     }

@@ -196,6 +196,27 @@ impl std::fmt::Debug for LeafIdentity {
     }
 }
 
+/// The line a person is told before a new security code itself, if any:
+/// none for the session's first code (`shown_before` false) nor for the
+/// first of a group entered by a breakout move (its notice said why), the
+/// failover's for a rebuilt group, else that someone joined or left.
+pub fn code_change_line(
+    code: &str,
+    shown_before: bool,
+    rebuilt: bool,
+    moved: bool,
+) -> Option<String> {
+    if rebuilt {
+        Some(format!(
+            "Reconnected — new security code: {code}. The meeting moved to another server and its encryption was set up again: compare the code again."
+        ))
+    } else if shown_before && !moved {
+        Some("The security code changed: someone joined or left. Compare it again.".into())
+    } else {
+        None
+    }
+}
+
 /// What a session tells as it happens ([`MediaOptions::events`]).
 #[derive(Debug, Clone)]
 pub enum SessionEvent {
@@ -218,6 +239,10 @@ pub enum SessionEvent {
         /// found the meeting rebuilt on another server (its own died): the
         /// person must be told why it changed, and compare it again.
         rebuilt: bool,
+        /// The first code of the group of a meeting entered by a breakout
+        /// move (into a room or back): the notice of the move said why the
+        /// code is new, so nobody should be told someone joined or left.
+        moved: bool,
     },
     /// Someone else in the meeting records it (true), or no one does any
     /// more (false). Sent on admission too when a recording is running.
@@ -268,4 +293,36 @@ pub struct SessionReport {
     /// media counters are the peer's since the last one: every resume
     /// starts a new peer connection.
     pub reconnects: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code_change_line;
+
+    const CHANGED: &str = "The security code changed: someone joined or left. Compare it again.";
+
+    #[test]
+    fn a_move_or_a_rebuild_is_not_told_as_someone_joining_or_leaving() {
+        // The session's first code: nothing before it.
+        assert_eq!(code_change_line("12345", false, false, false), None);
+        // A change within one group: someone joined or left.
+        assert_eq!(
+            code_change_line("12345", true, false, false).as_deref(),
+            Some(CHANGED)
+        );
+        // The first code after a breakout move: its notice said why.
+        assert_eq!(code_change_line("12345", true, false, true), None);
+        // The first code of a rebuilt group: the failover's line, with the code.
+        let line = code_change_line("12345", true, true, false).expect("a line");
+        assert!(
+            line.starts_with("Reconnected — new security code: 12345."),
+            "{line}"
+        );
+        assert!(!line.contains("someone joined or left"), "{line}");
+        // Later changes in the room's group are told again.
+        assert_eq!(
+            code_change_line("67890", true, false, false).as_deref(),
+            Some(CHANGED)
+        );
+    }
 }

@@ -29,7 +29,7 @@ mod reconnect;
 pub use crate::features::Command;
 pub use api::{
     E2eeReport, JoinOptions, LeafIdentity, MediaOptions, Progress, SIMULCAST_RIDS, SentChat,
-    SessionEvent, SessionReport, Until,
+    SessionEvent, SessionReport, Until, code_change_line,
 };
 
 /// How soon a chat message MLS would not encrypt yet is tried again.
@@ -292,6 +292,7 @@ pub async fn run_interactive(
         rejoin,
         mls_received: 0,
         rebuilt: false,
+        moved: false,
         reconnects: 0,
         media_restarts: 0,
         guest_cookie,
@@ -589,6 +590,9 @@ struct Live {
     /// The group was set up again after a resume; its first code is told
     /// as such.
     rebuilt: bool,
+    /// A meeting was entered by a breakout move; its group's first code
+    /// is told as such.
+    moved: bool,
     reconnects: u32,
     /// Failed peer connections replaced so far ([`MEDIA_RESTARTS`]).
     media_restarts: u32,
@@ -1184,6 +1188,7 @@ impl Live {
             self.e2ee = Some(e);
             self.mls_received = 0;
             self.last_code.clear();
+            self.moved = true;
         }
         Ok(())
     }
@@ -1436,8 +1441,10 @@ impl Live {
         self.last_code.clone_from(&code);
         let check = e.roster_check();
         let rebuilt = std::mem::take(&mut self.rebuilt);
+        let moved = std::mem::take(&mut self.moved);
         let event = SessionEvent::SecurityCode {
             rebuilt,
+            moved,
             epoch: e.epoch(),
             code,
             roster: e.roster(),
