@@ -61,6 +61,37 @@ pub struct Admission {
     pub ice_servers: Vec<conclave_proto::IceServer>,
 }
 
+impl Admission {
+    /// The seat a `joined` gives (none for another message): at the first
+    /// join, after a resume, and on entering a breakout room or its parent.
+    pub fn from_joined(msg: &ServerMessage) -> Option<Admission> {
+        let ServerMessage::Joined {
+            you,
+            role,
+            resume_token,
+            resume_window,
+            meeting,
+            participants,
+            ice_servers,
+            e2ee,
+            ..
+        } = msg
+        else {
+            return None;
+        };
+        Some(Admission {
+            you: *you,
+            role: *role,
+            resume_token: resume_token.clone(),
+            resume_window: Duration::from_secs(*resume_window),
+            group_id: e2ee.as_ref().map(|e| e.group_id.clone()),
+            meeting: meeting.clone(),
+            participants: participants.clone(),
+            ice_servers: ice_servers.clone(),
+        })
+    }
+}
+
 impl From<tokio_tungstenite::tungstenite::Error> for SignalingError {
     fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
         // Kept as text: the library's error is large and callers only report it.
@@ -228,27 +259,10 @@ impl Signaling {
                 ServerMessage::WaitingForHost => tracing::info!(
                     "the meeting has not started: waiting for a host to join (guests may not join before a host)"
                 ),
-                ServerMessage::Joined {
-                    you,
-                    role,
-                    resume_token,
-                    resume_window,
-                    meeting,
-                    participants,
-                    ice_servers,
-                    e2ee,
-                    ..
-                } => {
-                    return Ok(Admission {
-                        you,
-                        role,
-                        resume_token,
-                        resume_window: Duration::from_secs(resume_window),
-                        group_id: e2ee.map(|e| e.group_id),
-                        meeting,
-                        participants,
-                        ice_servers,
-                    });
+                joined @ ServerMessage::Joined { .. } => {
+                    if let Some(admission) = Admission::from_joined(&joined) {
+                        return Ok(admission);
+                    }
                 }
                 ServerMessage::Error {
                     code,

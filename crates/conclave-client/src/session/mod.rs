@@ -981,29 +981,17 @@ impl Live {
     /// and roster; with a new group, a new MLS member (and key package) as
     /// at the first join.
     fn resumed(&mut self, joined: &ServerMessage, new_group: bool) -> Result<(), SessionError> {
-        let ServerMessage::Joined {
-            you,
-            role,
-            resume_token,
-            resume_window,
-            meeting,
-            participants,
-            ice_servers,
-            e2ee,
-            ..
-        } = joined
-        else {
+        let Some(next) = Admission::from_joined(joined) else {
             return Ok(());
         };
         self.reconnects += 1;
-        let a = &mut self.admission;
-        a.role = *role;
-        a.resume_token.clone_from(resume_token);
-        a.resume_window = Duration::from_secs(*resume_window);
-        a.meeting = meeting.clone();
-        a.participants.clone_from(participants);
-        a.ice_servers.clone_from(ice_servers);
-        a.group_id = e2ee.as_ref().map(|e| e.group_id.clone());
+        let you = next.you;
+        // The seat's own id is the one it was given at the first join.
+        self.admission = Admission {
+            you: self.admission.you,
+            ..next
+        };
+        let participants = &self.admission.participants;
         // Who left while this seat was away is gone from the roster.
         let here: std::collections::BTreeSet<ParticipantId> =
             participants.iter().map(|p| p.id).collect();
@@ -1030,7 +1018,7 @@ impl Live {
             // Nothing of the old group is kept: its delivery state died
             // with its node.
             tracing::warn!("the meeting was rebuilt elsewhere: setting up its encryption again");
-            self.e2ee = Some(E2ee::new(*you)?);
+            self.e2ee = Some(E2ee::new(you)?);
             self.mls_received = 0;
             self.last_code.clear();
             self.rebuilt = true;
@@ -1147,31 +1135,14 @@ impl Live {
     /// from one): a new seat, roster and MLS member; nothing of the last
     /// meeting's group is kept.
     fn entered(&mut self, joined: &ServerMessage) -> Result<(), SessionError> {
-        let ServerMessage::Joined {
-            you,
-            role,
-            resume_token,
-            resume_window,
-            meeting,
-            participants,
-            ice_servers,
-            e2ee,
-            ..
-        } = joined
-        else {
+        let Some(admission) = Admission::from_joined(joined) else {
             return Ok(());
         };
-        self.admission = Admission {
-            you: *you,
-            role: *role,
-            resume_token: resume_token.clone(),
-            resume_window: Duration::from_secs(*resume_window),
-            group_id: e2ee.as_ref().map(|e| e.group_id.clone()),
-            meeting: meeting.clone(),
-            participants: participants.clone(),
-            ice_servers: ice_servers.clone(),
-        };
-        self.people = participants
+        let you = admission.you;
+        self.admission = admission;
+        self.people = self
+            .admission
+            .participants
             .iter()
             .take(MAX_PEOPLE_KEPT)
             .map(|p| (p.id, p.clone()))
@@ -1180,8 +1151,8 @@ impl Live {
         self.features = Features::default();
         self.note_recording();
         if self.e2ee.is_some() {
-            let mut e = new_member(*you, self.rejoin.extra.leaf_identity.as_ref())?;
-            e.set_participants(participants.iter().map(|p| p.id));
+            let mut e = new_member(you, self.rejoin.extra.leaf_identity.as_ref())?;
+            e.set_participants(self.admission.participants.iter().map(|p| p.id));
             if let Err(err) = e.handle(joined) {
                 tracing::warn!(error = %err, "joined not taken in by MLS");
             }
