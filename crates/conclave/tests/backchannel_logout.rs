@@ -6,7 +6,7 @@
 //! `sub`, or replayed are refused with 400 and end nothing. A key the
 //! provider rotated in is fetched and accepted.
 
-use conclave::oidc::{LogoutClaims, LogoutToken};
+use conclave::oidc::LogoutClaims;
 use conclave::store::OidcClaims;
 use data_encoding::BASE64URL_NOPAD;
 use hmac::{Hmac, Mac};
@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{Api, TestServer};
-use crate::oidc_tokens::{CLIENT_ID, provider_with_key, rsa_key, server_trusting};
+use crate::oidc_tokens::{CLIENT_ID, provider_with_key, rs256_signed, rsa_key, server_trusting};
 
 const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
@@ -90,15 +90,7 @@ impl Logout {
             },
         )
         .set_nonce(self.nonce.clone().map(Nonce::new));
-        LogoutToken::new(
-            claims,
-            key,
-            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-            None,
-            None,
-        )
-        .expect("sign")
-        .to_string()
+        rs256_signed(claims, key)
     }
 
     /// A compact JWS with this header and a signature made by `sign`.

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use openidconnect::core::{CoreIdToken, CoreIdTokenClaims, CoreJwsSigningAlgorithm};
+use openidconnect::core::CoreIdTokenClaims;
 use openidconnect::{
     Audience, EmptyAdditionalClaims, EndUserEmail, EndUserName, IssuerUrl, LocalizedClaim, Nonce,
     StandardClaims, SubjectIdentifier,
@@ -20,7 +20,9 @@ use serde_json::{Value, json};
 
 use crate::common::Api;
 use crate::native_cli::{Cli, invite};
-use crate::oidc_tokens::{CLIENT_ID, provider_with_key, server_trusting, start_provider};
+use crate::oidc_tokens::{
+    CLIENT_ID, provider_with_key, rs256_signed, server_trusting, start_provider,
+};
 
 /// A browser that does not follow redirects, so each step can be looked at.
 fn browser() -> reqwest::Client {
@@ -74,15 +76,7 @@ fn id_token(
         EmptyAdditionalClaims {},
     )
     .set_nonce(Some(Nonce::new(nonce.into())));
-    CoreIdToken::new(
-        claims,
-        key,
-        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-        None,
-        None,
-    )
-    .expect("sign")
-    .to_string()
+    rs256_signed(claims, key)
 }
 
 /// The address `conclave login` prints on standard output.

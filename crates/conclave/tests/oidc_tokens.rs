@@ -36,6 +36,28 @@ pub(crate) fn rsa_key(kid: &str) -> CoreRsaPrivateSigningKey {
     CoreRsaPrivateSigningKey::from_pem(&pem, Some(JsonWebKeyId::new(kid.into()))).expect("key")
 }
 
+/// `claims` signed with `key` (RS256) in compact form, as the stand-in
+/// provider issues its ID tokens; logout tokens are built the same way.
+pub(crate) fn rs256_signed<AC: openidconnect::AdditionalClaims>(
+    claims: openidconnect::IdTokenClaims<AC, openidconnect::core::CoreGenderClaim>,
+    key: &CoreRsaPrivateSigningKey,
+) -> String {
+    openidconnect::IdToken::<
+        AC,
+        openidconnect::core::CoreGenderClaim,
+        openidconnect::core::CoreJweContentEncryptionAlgorithm,
+        CoreJwsSigningAlgorithm,
+    >::new(
+        claims,
+        key,
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        None,
+        None,
+    )
+    .expect("sign")
+    .to_string()
+}
+
 #[derive(Default)]
 pub(crate) struct Provider {
     pub(crate) issuer: String,
@@ -287,15 +309,7 @@ fn claims(c: &Claims) -> CoreIdTokenClaims {
 }
 
 fn signed(c: &Claims, key: &CoreRsaPrivateSigningKey) -> String {
-    CoreIdToken::new(
-        claims(c),
-        key,
-        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-        None,
-        None,
-    )
-    .expect("sign")
-    .to_string()
+    rs256_signed(claims(c), key)
 }
 
 #[tokio::test]
@@ -438,13 +452,6 @@ struct Groups {
 
 impl openidconnect::AdditionalClaims for Groups {}
 
-type GroupsIdToken = openidconnect::IdToken<
-    Groups,
-    openidconnect::core::CoreGenderClaim,
-    openidconnect::core::CoreJweContentEncryptionAlgorithm,
-    CoreJwsSigningAlgorithm,
->;
-
 /// A token for `sub` with this email (and whether the provider says it
 /// verified it) and these groups, for the sign-in `s` started.
 fn person(
@@ -470,15 +477,7 @@ fn person(
         },
     )
     .set_nonce(Some(Nonce::new(s.nonce.clone())));
-    GroupsIdToken::new(
-        claims,
-        key,
-        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-        None,
-        None,
-    )
-    .expect("sign")
-    .to_string()
+    rs256_signed(claims, key)
 }
 
 #[tokio::test]
