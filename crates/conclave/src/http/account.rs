@@ -160,6 +160,19 @@ pub(super) async fn audit(
     }
 }
 
+/// Audits a sign-in (or a refusal of one) for a known account, the shape
+/// every door records once it has found the person.
+pub(super) async fn audit_account(
+    state: &AppState,
+    method: &str,
+    outcome: SigninOutcome,
+    user: &User,
+    detail: Option<&str>,
+    ip: std::net::IpAddr,
+) {
+    audit(state, method, outcome, Some(user), None, detail, ip).await;
+}
+
 /// Audits a refused sign-in that names no account (an unknown code or link,
 /// a provider's answer that failed a check), so each refusal is recorded
 /// the same way whichever door it came through.
@@ -233,12 +246,11 @@ pub async fn sign_in(
         Some(user) if ok && user.disabled => {
             attempt.succeeded().await;
             tracing::warn!(user = %user.username, %ip, "sign-in refused: the account is disabled");
-            audit(
+            audit_account(
                 &state,
                 "password",
                 SigninOutcome::Failed("disabled"),
-                Some(&user),
-                None,
+                &user,
                 None,
                 ip,
             )
@@ -248,16 +260,7 @@ pub async fn sign_in(
         Some(user) if ok => {
             attempt.succeeded().await;
             tracing::info!(user = %user.username, %ip, "signed in");
-            audit(
-                &state,
-                "password",
-                SigninOutcome::Ok,
-                Some(&user),
-                None,
-                None,
-                ip,
-            )
-            .await;
+            audit_account(&state, "password", SigninOutcome::Ok, &user, None, ip).await;
             let jar = start_session(&state, jar, &user).await?;
             Ok((jar, ApiJson(user.into())))
         }
@@ -306,16 +309,7 @@ pub async fn redeem_link(
     };
     attempt.succeeded().await;
     tracing::info!(user = %user.username, %ip, "signed in with a one-time link");
-    audit(
-        &state,
-        "link",
-        SigninOutcome::Ok,
-        Some(&user),
-        None,
-        None,
-        ip,
-    )
-    .await;
+    audit_account(&state, "link", SigninOutcome::Ok, &user, None, ip).await;
     let jar = start_session(&state, jar, &user).await?;
     Ok((jar, ApiJson(user.into())))
 }

@@ -16,7 +16,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::account::{audit, audit_refusal};
+use super::account::{audit, audit_account, audit_refusal};
 use super::session::ClientIp;
 use crate::oidc::OidcError;
 use crate::store::SigninOutcome;
@@ -77,16 +77,7 @@ pub async fn logout(
     match ended {
         Ok(Some((user, n))) => {
             tracing::info!(user = %user.username, provider = %name, sessions = n, "back-channel logout: sessions ended");
-            audit(
-                &state,
-                &method,
-                SigninOutcome::Ok,
-                Some(&user),
-                None,
-                Some(&who),
-                ip,
-            )
-            .await;
+            audit_account(&state, &method, SigninOutcome::Ok, &user, Some(&who), ip).await;
         }
         Ok(None) => {
             tracing::info!(provider = %name, "back-channel logout for an identity with no account here");

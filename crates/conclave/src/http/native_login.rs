@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::account::{audit, audit_refusal, reserve_sign_in};
+use super::account::{audit_account, audit_refusal, reserve_sign_in};
 use super::error::{ApiError, ApiJson};
 use super::session::ClientIp;
 use crate::auth::{digest, new_secret};
@@ -85,16 +85,7 @@ pub async fn token(
         .create_session(&secret.digest, user.id, ttl)
         .await?;
     tracing::info!(user = %user.username, %ip, "a native client signed in");
-    audit(
-        &state,
-        "native",
-        SigninOutcome::Ok,
-        Some(&user),
-        None,
-        None,
-        ip,
-    )
-    .await;
+    audit_account(&state, "native", SigninOutcome::Ok, &user, None, ip).await;
     Ok(ApiJson(NativeSession {
         token: secret.text,
         expires_in: ttl.as_secs(),

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::account::{audit, audit_refusal, start_session_for};
+use super::account::{audit_account, audit_refusal, start_session_for};
 use super::error::{ApiError, ApiJson};
 use super::session::ClientIp;
 use crate::auth::new_secret;
@@ -340,12 +340,11 @@ pub async fn callback(
     match signed_in {
         Ok(Err(user)) => {
             tracing::warn!(user = %user.username, provider = %name, %ip, "OpenID Connect sign-in refused: the account is disabled");
-            audit(
+            audit_account(
                 &state,
                 &method,
                 SigninOutcome::Failed("disabled"),
-                Some(&user),
-                None,
+                &user,
                 Some(&who),
                 ip,
             )
@@ -354,16 +353,7 @@ pub async fn callback(
         }
         Ok(Ok((user, landing))) => {
             tracing::info!(user = %user.username, provider = %name, %ip, may_host = user.may_host, is_admin = user.is_admin, native = verified.native.is_some(), "signed in through OpenID Connect");
-            audit(
-                &state,
-                &method,
-                SigninOutcome::Ok,
-                Some(&user),
-                None,
-                Some(&who),
-                ip,
-            )
-            .await;
+            audit_account(&state, &method, SigninOutcome::Ok, &user, Some(&who), ip).await;
             let jar = match landing {
                 Landing::Native(to) => {
                     let jar = jar.add(oidc_cookie(&state, &FLOW, String::new(), 0));
