@@ -17,16 +17,29 @@ const root = document.getElementById('app');
 let cleanup = null;
 let generation = 0;
 
-async function home(gen) {
+/** What signedInUser returns when its screen is no longer wanted (or a problem was shown). */
+const STALE = Symbol('stale');
+
+/**
+ * The signed-in user (null: nobody) for the screen of navigation `gen`;
+ * STALE once another navigation came meanwhile, or when the server could
+ * not say (the problem is shown then, if still wanted).
+ */
+async function signedInUser(gen) {
   let user = null;
   try {
     user = await api.me();
   } catch (e) {
-    if (gen !== generation) return null;
+    if (gen !== generation) return STALE;
     showProblem(apiError(e));
-    return null;
+    return STALE;
   }
-  if (gen !== generation) return null;
+  return gen === generation ? user : STALE;
+}
+
+async function home(gen) {
+  const user = await signedInUser(gen);
+  if (user === STALE) return null;
   if (user && api.needsPassword(user)) {
     // A first-start admin who has not chosen a password yet.
     return mountSignIn(root);
@@ -45,15 +58,8 @@ async function home(gen) {
 
 /** /admin: the accounts page for an administrator; anyone else hears why not. */
 async function adminPage(gen) {
-  let user = null;
-  try {
-    user = await api.me();
-  } catch (e) {
-    if (gen !== generation) return null;
-    showProblem(apiError(e));
-    return null;
-  }
-  if (gen !== generation) return null;
+  const user = await signedInUser(gen);
+  if (user === STALE) return null;
   if (!user) {
     navigate(api.accountDisabled() ? '/signin#oidc_error=disabled' : '/signin?next=/admin', { replace: true });
     return null;
