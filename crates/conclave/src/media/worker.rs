@@ -232,7 +232,7 @@ impl Worker {
                     None => break,
                 },
                 ready = self.socket.readable() => match ready {
-                    Ok(()) => self.receive(),
+                    Ok(()) => self.receive().await,
                     Err(e) => tracing::debug!(error = %e, "media socket"),
                 },
                 accepted = self.tcp.listener.accept(), if accepting => match accepted {
@@ -285,9 +285,22 @@ impl Worker {
     }
 
     /// Reads queued datagrams in batches and hands each to its router.
-    fn receive(&mut self) {
+    ///
+    /// What a batch made the routers queue is sent before the next batch is
+    /// read: after a stall, flushing a whole wake-up's batches at once sent
+    /// each subscriber up to 8 × 32 publishers' packets back to back, more
+    /// than a client's receive buffer holds (docs/benchmarks.md, "bursts
+    /// into the clients' sockets"). The next batch's forwarding spaces them
+    /// out; the cost is more, shorter send calls (and GSO trains) after a
+    /// stall.
+    async fn receive(&mut self) {
         let fd = self.socket.as_raw_fd();
-        for _ in 0..RECV_BATCHES_PER_WAKE {
+        for batch in 0..RECV_BATCHES_PER_WAKE {
+            if batch > 0 {
+                // The last batch's copies go out with the loop's flush.
+                self.timeouts(Instant::now());
+                self.flush().await;
+            }
             let recv = &mut self.recv;
             match self.socket.try_io(Interest::READABLE, || recv.recv(fd)) {
                 Ok(_) => {}
