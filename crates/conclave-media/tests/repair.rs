@@ -75,18 +75,21 @@ fn unrepaired(cap: Option<f32>) -> (usize, usize) {
     // Time for the last repairs.
     net.run_for(Duration::from_millis(1_000));
     let sent = (seq - first) as usize;
-    let mut got: Vec<u64> = net
-        .client(B)
-        .received()
-        .into_iter()
-        .map(|r| r.seq)
-        .collect();
-    got.sort_unstable();
-    got.dedup();
+    let (_, distinct) = seqs_received(&mut net, B);
     let (lost, total) = counts.get();
     let loss = lost as f64 / total.max(1) as f64;
     assert!((0.03..0.08).contains(&loss), "about 5 % lost: {loss}");
-    (sent - got.len().min(sent), sent)
+    (sent - distinct.min(sent), sent)
+}
+
+/// How many packets a client received, and how many distinct sequence
+/// numbers among them (fewer when a packet came twice).
+fn seqs_received(net: &mut Net, who: PeerId) -> (usize, usize) {
+    let mut got: Vec<u64> = net.client(who).received().iter().map(|r| r.seq).collect();
+    let n = got.len();
+    got.sort_unstable();
+    got.dedup();
+    (n, got.len())
 }
 
 #[test]
@@ -152,12 +155,9 @@ fn a_nack_storm_costs_its_sender_at_most_its_budget_and_stalls_nobody() {
     }
     net.run_for(Duration::from_millis(1_000));
     // C: every packet, each once, whatever B asked for.
-    let mut got: Vec<u64> = net.client(C).received().iter().map(|r| r.seq).collect();
-    let n = got.len();
-    got.sort_unstable();
-    got.dedup();
-    assert_eq!(got.len(), n, "no duplicates at C");
-    assert_eq!(got.len() as u64, seq - first, "C got every packet");
+    let (n, distinct) = seqs_received(&mut net, C);
+    assert_eq!(distinct, n, "no duplicates at C");
+    assert_eq!(distinct as u64, seq - first, "C got every packet");
     // B: its storm was answered, within its budget.
     let to_b = net.router.peer_stats(B).unwrap().bytes_out - before_b;
     let to_c = net.router.peer_stats(C).unwrap().bytes_out - before_c;
@@ -293,17 +293,12 @@ fn forged_nacks_from_a_subscriber_are_counted_dropped_and_cost_at_most_its_budge
     net.run_for(Duration::from_millis(1_000));
 
     // C: every packet, each once.
-    let mut got: Vec<u64> = net.client(C).received().iter().map(|r| r.seq).collect();
-    let n = got.len();
-    got.sort_unstable();
-    got.dedup();
-    assert_eq!(got.len(), n, "no duplicates at C");
-    assert_eq!(got.len() as u64, seq - first, "C got every packet");
+    let (n, distinct) = seqs_received(&mut net, C);
+    assert_eq!(distinct, n, "no duplicates at C");
+    assert_eq!(distinct as u64, seq - first, "C got every packet");
     // B too: its own media never stalled behind its storm.
-    let mut got_b: Vec<u64> = net.client(B).received().iter().map(|r| r.seq).collect();
-    got_b.sort_unstable();
-    got_b.dedup();
-    assert_eq!(got_b.len() as u64, seq - first, "B got every packet");
+    let (_, distinct_b) = seqs_received(&mut net, B);
+    assert_eq!(distinct_b as u64, seq - first, "B got every packet");
 
     let b = net.router.peer_stats(B).unwrap().clone();
     eprintln!("{b:?}");
