@@ -3,7 +3,7 @@
 //! the MIME types the browser needs, under a CSP that still allows nothing
 //! from elsewhere; names outside the list are refused.
 
-use crate::common::TestServer;
+use crate::common::{self, TestServer};
 use sha2::{Digest, Sha256};
 
 async fn get(server: &TestServer, path: &str) -> reqwest::Response {
@@ -11,12 +11,7 @@ async fn get(server: &TestServer, path: &str) -> reqwest::Response {
 }
 
 fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+    common::header(response, name).unwrap_or_default()
 }
 
 const SUMS: &str = include_str!("../../../vendor/blur/SHA256SUMS");

@@ -1,19 +1,12 @@
 //! The browser's E2EE module is built into the binary and served as the worker loads it.
 
-use crate::common::TestServer;
+use crate::common::{TestServer, header};
 
 async fn fetch(server: &TestServer, path: &str) -> (u16, String, String, Vec<u8>) {
     let response = reqwest::get(server.url(path)).await.expect("GET");
     let status = response.status().as_u16();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let (mime, csp) = (header("content-type"), header("content-security-policy"));
+    let text = |name: &str| header(&response, name).unwrap_or_default();
+    let (mime, csp) = (text("content-type"), text("content-security-policy"));
     let body = response.bytes().await.expect("body").to_vec();
     (status, mime, csp, body)
 }

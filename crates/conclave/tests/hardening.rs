@@ -144,10 +144,7 @@ async fn an_unparsable_public_url_stops_the_start() {
 
 /// The value of a response's `Cache-Control`.
 fn cache_control(resp: &reqwest::Response) -> Option<String> {
-    resp.headers()
-        .get("cache-control")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    crate::common::header(resp, "cache-control")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

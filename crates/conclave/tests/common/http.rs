@@ -164,3 +164,12 @@ pub async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
     };
     (status, body)
 }
+
+/// A response header's value as text; `None` when absent or not visible ASCII.
+pub fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}

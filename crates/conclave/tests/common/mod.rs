@@ -18,7 +18,7 @@ pub mod redis;
 mod server;
 mod ws;
 
-pub use http::{Api, Meeting, read};
+pub use http::{Api, Meeting, header, read};
 pub use native::{
     Together, a_second_of_media, ada_and_bob, frames_from_others, native_options, sample,
 };
