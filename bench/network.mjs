@@ -2,8 +2,8 @@
 // through Conclave, every packet impaired by bench/impair on an NFQUEUE, leg after leg in one run. See bench/network, which runs this in a
 // loopback-only network namespace, and docs/benchmarks.md.
 //
-// node bench/network.mjs [--legs clean,loss3] [--variants red,nored]
-//   [--seconds 60] [--warmup 15] [--json FILE]
+// node bench/network.mjs [--legs clean,loss3] [--variants red,nored,direct,janus,red-b]
+//   [--seconds 60] [--warmup 15] [--repeats 1] [--json FILE]
 //
 // Every UDP packet is impaired once (the output hook on loopback), so
 // a packet through the server crosses two impaired hops, as in the issue's
@@ -11,7 +11,14 @@
 // RED from their SDP (so they send and receive plain Opus), `red` leaves the
 // browsers as they are. `direct` is a call of two browsers without the
 // server: one RTCPeerConnection each, Chromium's defaults (Opus first, so no
-// RED; no E2EE transform, DTLS-SRTP only), one impaired hop. Per leg and variant it reports, averaged over every
+// RED; no E2EE transform, DTLS-SRTP only), one impaired hop. `janus` is a
+// meeting of three through Janus 1.1.2's videoroom (bench/janus's
+// configuration, on the veth pair bench/netns.sh makes): each browser
+// publishes one VP8 stream and plain Opus and receives the two others, two
+// impaired hops as through Conclave. `red-b` is `red` on a second server
+// build (CONCLAVE_BIN_B), for a before/after in one run. `--repeats N` runs
+// every variant's legs N times, interleaved, and ends with min / median /
+// max per leg and variant. Per leg and variant it reports, averaged over every
 // received stream: received video fps, freezes and frozen seconds a minute
 // (Chromium's freezeCount / totalFreezesDuration), dropped frames a minute,
 // and the share of audio samples concealed. A benchmark: it asserts nothing
@@ -19,6 +26,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ROOT, eventually, hostStartsMeeting, openBrowser, startServer, toneWav } from '../e2e/harness.js';
@@ -29,9 +37,11 @@ const { values: opts } = parseArgs({
     variants: { type: 'string', default: 'red,nored' },
     seconds: { type: 'string', default: '60' },
     warmup: { type: 'string', default: '15' },
+    repeats: { type: 'string', default: '1' },
     json: { type: 'string' },
   },
 });
+const repeats = Number(opts.repeats);
 const seconds = Number(opts.seconds);
 const warmup = Number(opts.warmup);
 const IMPAIR = process.env.IMPAIR_BIN || path.join(ROOT, 'target/debug/impair');
@@ -62,7 +72,10 @@ const LEGS = {
 const legs = opts.legs.split(',');
 for (const l of legs) if (!(l in LEGS)) throw new Error(`unknown leg ${l} (${Object.keys(LEGS)})`);
 const variants = opts.variants.split(',');
-for (const v of variants) if (!['red', 'nored', 'direct'].includes(v)) throw new Error(`unknown variant ${v}`);
+for (const v of variants) if (!['red', 'nored', 'direct', 'janus', 'red-b'].includes(v)) throw new Error(`unknown variant ${v}`);
+/** Janus 1.1.2 (the `janus` variant): its HTTP API on the veth end bench/netns.sh made. */
+const JANUS_BIN = process.env.JANUS_BIN || '/usr/bin/janus';
+const JANUS_API = 'http://10.77.0.1:8088/janus';
 
 const USER = 'bench';
 const PASSWORD = 'network bench password';
@@ -198,7 +211,7 @@ async function startImpair(args) {
 }
 
 /** Three fresh browsers in a Conclave meeting with E2EE; resolves once everyone decodes two videos. */
-async function meetingOfThree(variant, flags) {
+async function meetingOfThree(variant, flags, server) {
   const host = await openBrowser(`network-${variant}-host`, { flags });
   const guests = [await openBrowser(`network-${variant}-g1`, { flags }), await openBrowser(`network-${variant}-g2`, { flags })];
   const all = [host, ...guests];
@@ -219,7 +232,7 @@ async function meetingOfThree(variant, flags) {
 }
 
 /** Two fresh browsers in a direct call (no server in the media path); resolves once both decode video. */
-async function directCall(flags) {
+async function directCall(flags, server) {
   const all = [await openBrowser('network-direct-a', { flags }), await openBrowser('network-direct-b', { flags })];
   for (const b of all) {
     // Any page of a trustworthy origin will do for getUserMedia.
@@ -256,15 +269,171 @@ async function directCall(flags) {
   return all;
 }
 
-const server = await startServer();
-server.createUser(USER, PASSWORD);
+/**
+ * Janus 1.1.2 in the foreground with bench/janus's configuration (HTTP API
+ * and videoroom only, media on 10.77.0.1); resolves once its API answers.
+ */
+async function startJanus() {
+  const dir = path.join(ROOT, 'bench/janus');
+  const log = fs.openSync(path.join(os.tmpdir(), 'conclave-network-janus.log'), 'w');
+  const proc = spawn(JANUS_BIN, ['-F', dir, '-C', path.join(dir, 'janus.jcfg')], { stdio: ['ignore', log, log] });
+  await eventually(() => fetch(`${JANUS_API}/info`).then((r) => r.ok).catch(() => false), (ok) => ok || proc.exitCode !== null, { what: 'janus answers' });
+  if (proc.exitCode !== null) throw new Error(`janus exited (${proc.exitCode}); see ${os.tmpdir()}/conclave-network-janus.log`);
+  return {
+    stop() {
+      proc.kill('SIGTERM');
+      return new Promise((r) => (proc.exitCode !== null ? r() : proc.on('exit', r))).finally(() => fs.closeSync(log));
+    },
+  };
+}
+
+let janusTransaction = 0;
+async function janusPost(url, body) {
+  const r = await fetch(url, { method: 'POST', body: JSON.stringify({ ...body, transaction: `t${++janusTransaction}` }) });
+  const v = await r.json();
+  if (v.janus === 'error') throw new Error(`janus: ${JSON.stringify(v.error)}`);
+  return v;
+}
+
+/** One Janus session with handles on the videoroom plugin; events come by long poll. */
+async function janusSession() {
+  const session = (await janusPost(JANUS_API, { janus: 'create' })).data.id;
+  const events = [];
+  let open = true;
+  (async () => {
+    while (open) {
+      try {
+        const r = await fetch(`${JANUS_API}/${session}?maxev=10&rid=${Date.now()}`);
+        const v = await r.json();
+        events.push(...(Array.isArray(v) ? v : [v]));
+      } catch {
+        if (open) await new Promise((res) => setTimeout(res, 200));
+      }
+    }
+  })();
+  return {
+    async attach() {
+      const handle = (await janusPost(`${JANUS_API}/${session}`, { janus: 'attach', plugin: 'janus.plugin.videoroom' })).data.id;
+      const url = `${JANUS_API}/${session}/${handle}`;
+      return {
+        /** A plugin request; for an asynchronous one, waits for its event: [data, jsep]. */
+        async message(body, jsep) {
+          const v = await janusPost(url, { janus: 'message', body, ...(jsep ? { jsep } : {}) });
+          if (v.janus === 'success') return [v.plugindata.data, null];
+          const e = await eventually(() => events.findIndex((x) => x.janus === 'event' && x.sender === handle), (i) => i >= 0, { timeout: 30_000, what: `janus answers ${body.request}` });
+          const [ev] = events.splice(e, 1);
+          if (ev.plugindata?.data?.error) throw new Error(`videoroom: ${ev.plugindata.data.error}`);
+          return [ev.plugindata.data, ev.jsep || null];
+        },
+        trickleDone() { return janusPost(url, { janus: 'trickle', candidate: { completed: true } }); },
+      };
+    },
+    close() {
+      open = false;
+      return janusPost(`${JANUS_API}/${session}`, { janus: 'destroy' }).catch(() => {});
+    },
+  };
+}
+
+/** The page's local description once ICE gathering is complete (Janus half-trickles: candidates in the SDP). */
+function gathered(page, remote, pcName) {
+  return page.evaluate(async ([r, name]) => {
+    const pc = window[name];
+    if (r) await pc.setRemoteDescription(r);
+    await pc.setLocalDescription();
+    if (pc.iceGatheringState !== 'complete') {
+      await new Promise((done) => pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && done()));
+    }
+    return pc.localDescription.toJSON();
+  }, [remote, pcName]);
+}
+
+/**
+ * Three fresh browsers in a Janus videoroom (as the issue's first measurement:
+ * each publishes one 640×360 camera and the tone on one PeerConnection and
+ * receives the two others on another, Chromium's defaults: plain Opus, one VP8
+ * stream, no E2EE); resolves once everyone decodes two videos.
+ */
+async function janusMeeting(flags, server) {
+  const room = 1000 + Math.floor(Math.random() * 1e6);
+  const admin = await janusSession();
+  await (await admin.attach()).message({ request: 'create', room, publishers: 3, bitrate: 0, audiocodec: 'opus', videocodec: 'vp8' });
+  const all = [];
+  const sessions = [admin];
+  const feeds = [];
+  for (const i of [0, 1, 2]) {
+    const b = await openBrowser(`network-janus-${i}`, { flags });
+    all.push(b);
+    await b.page.goto(`${server.url}/`);
+    await b.page.evaluate(async () => {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+      const pub = new RTCPeerConnection();
+      for (const t of stream.getTracks()) pub.addTransceiver(t, { direction: 'sendonly', streams: [stream] });
+      window.janusPub = pub;
+      const sub = new RTCPeerConnection();
+      sub.ontrack = (e) => {
+        const el = document.createElement(e.track.kind);
+        el.autoplay = true;
+        el.srcObject = new MediaStream([e.track]);
+        document.body.append(el);
+      };
+      window.janusSub = sub;
+    });
+    const s = await janusSession();
+    sessions.push(s);
+    const h = await s.attach();
+    const offer = await gathered(b.page, null, 'janusPub');
+    const [data, answer] = await h.message({ request: 'joinandconfigure', ptype: 'publisher', room, display: `member ${i}`, audio: true, video: true }, offer);
+    await b.page.evaluate((a) => window.janusPub.setRemoteDescription(a), answer);
+    await h.trickleDone();
+    feeds.push(data.id);
+  }
+  // Janus offers a feed to subscribers only once its PeerConnection is up.
+  for (const b of all) {
+    await eventually(() => b.page.evaluate(() => window.janusPub.connectionState), (st) => st === 'connected', { timeout: 30_000, what: 'publisher connected to janus' });
+  }
+  for (const [i, b] of all.entries()) {
+    const h = await sessions[i + 1].attach();
+    const streams = feeds.filter((_, j) => j !== i).map((feed) => ({ feed }));
+    const [, offer] = await h.message({ request: 'join', ptype: 'subscriber', room, streams });
+    const answer = await gathered(b.page, offer, 'janusSub');
+    await h.message({ request: 'start' }, answer);
+    await h.trickleDone();
+  }
+  for (const b of all) {
+    await eventually(() => inbound(b.page), (s) => s.video >= 2 && s.frames > 40, { timeout: 60_000, what: 'every member decodes two videos (janus)' });
+  }
+  const close = all.map((b) => b.close.bind(b));
+  for (const [i, b] of all.entries()) {
+    b.close = async () => {
+      await close[i]();
+      if (i === all.length - 1) for (const s of sessions) await s.close();
+    };
+  }
+  return all;
+}
+
+/**
+ * The Conclave servers: `red-b` runs CONCLAVE_BIN_B (e.g. the build before a
+ * change) beside CONCLAVE_BIN, so two builds meet the same legs in one run.
+ */
+const servers = { a: await startServer() };
+if (variants.includes('red-b')) {
+  if (!process.env.CONCLAVE_BIN_B) throw new Error('the red-b variant needs CONCLAVE_BIN_B');
+  servers.b = await startServer({ binary: process.env.CONCLAVE_BIN_B });
+}
+for (const s of Object.values(servers)) s.createUser(USER, PASSWORD);
+const server = servers.a;
+const janus = variants.includes('janus') ? await startJanus() : null;
 const tone = toneWav('conclave-network-');
 const flags = [`--use-file-for-fake-audio-capture=${tone}`];
 iptables('-I', ...QUEUE_RULE);
 const results = [];
 try {
-  for (const variant of variants) {
-    const all = await (variant === 'direct' ? directCall(flags) : meetingOfThree(variant, flags));
+  for (let repeat = 1; repeat <= repeats; repeat += 1) for (const variant of variants) {
+    const all = await (variant === 'direct' ? directCall(flags, server)
+      : variant === 'janus' ? janusMeeting(flags, server)
+        : meetingOfThree(variant, flags, variant === 'red-b' ? servers.b : server));
     try {
       for (const leg of legs) {
         const capped = leg === 'capped' ? await capPort(all.at(-1).page) : null;
@@ -283,6 +452,9 @@ try {
           const row = {
             variant,
             leg,
+            repeat,
+            at: new Date(t0).toISOString(),
+            load: os.loadavg().map((x) => Number(x.toFixed(2))),
             seconds: Math.round(secs),
             red: after.every((s) => s.red),
             fps: sum('frames') / videos / secs,
@@ -347,13 +519,33 @@ try {
 } finally {
   spawnSync(IPTABLES, ['-D', ...QUEUE_RULE]);
   fs.rmSync(path.dirname(tone), { recursive: true, force: true });
-  await server.stop('network-bench-server.log');
+  await servers.a.stop('network-bench-server.log');
+  if (servers.b) await servers.b.stop('network-bench-server-b.log');
+  if (janus) await janus.stop();
 }
 
 const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
-console.log('\n| leg (per hop) | variant | received fps | freezes / min | frozen s / min | dropped frames / min | audio concealed | packets lost after repair (2 hops) |');
-console.log('|---|---|---|---|---|---|---|---|');
+console.log('\n| leg (per hop) | variant | repeat | received fps | freezes / min | frozen s / min | dropped frames / min | audio concealed | packets lost after repair (2 hops) |');
+console.log('|---|---|---|---|---|---|---|---|---|');
 for (const r of results) {
-  console.log(`| ${r.leg} | ${r.variant} | ${f(r.fps)} | ${f(r.freezes_per_min)} | ${f(r.frozen_s_per_min)} | ${f(r.dropped_per_min)} | ${f(r.audio_concealed_pct, 2)} % | ${f(r.packets_lost_pct, 2)} % |`);
+  console.log(`| ${r.leg} | ${r.variant} | ${r.repeat} | ${f(r.fps)} | ${f(r.freezes_per_min)} | ${f(r.frozen_s_per_min)} | ${f(r.dropped_per_min)} | ${f(r.audio_concealed_pct, 2)} % | ${f(r.packets_lost_pct, 2)} % |`);
+}
+
+// Per leg and variant over the repeats: min / median / max (judge on the median).
+const median = (xs) => {
+  const v = [...xs].sort((a, b) => a - b);
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+};
+const spread = (xs, d = 1) => `${f(median(xs), d)} (${f(Math.min(...xs), d)}–${f(Math.max(...xs), d)})`;
+console.log(`\n${repeats} repeat(s) of ${seconds} s windows; each cell: median (min–max)`);
+console.log('| leg (per hop) | variant | runs | received fps | freezes / min | frozen s / min | dropped frames / min | audio concealed % | NACKs / min | PLIs / min | key frames / min | jitter buffer ms |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+for (const leg of legs) {
+  for (const variant of variants) {
+    const rs = results.filter((r) => r.leg === leg && r.variant === variant);
+    if (!rs.length) continue;
+    const col = (k, d) => spread(rs.map((r) => r[k]), d);
+    console.log(`| ${leg} | ${variant} | ${rs.length} | ${col('fps')} | ${col('freezes_per_min')} | ${col('frozen_s_per_min')} | ${col('dropped_per_min', 0)} | ${col('audio_concealed_pct', 2)} | ${col('nacks_per_min', 0)} | ${col('plis_per_min')} | ${col('keyframes_per_min')} | ${col('jitter_buffer_ms', 0)} |`);
+  }
 }
 if (opts.json) fs.writeFileSync(opts.json, JSON.stringify(results, null, 2));

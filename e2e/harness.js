@@ -92,13 +92,14 @@ function httpsUp(port, name) {
 
 /**
  * Starts a server; resolves to {url, dataDir, mediaPort, createUser(name, password), stop()}.
- * `args` and `env` are added to the server's command line and environment.
+ * `args` and `env` are added to the server's command line and environment; `binary`
+ * is another server build to run (a benchmark comparing two).
  * `port` is the port to listen on (default: a free one). With `tls` ({name,
  * cert, key}) it serves HTTPS with those files at https://NAME:PORT (the
  * browsers map NAME to 127.0.0.1). `publicUrl`: the name the browsers use
  * when it is another's (cluster nodes behind one name share it).
  */
-export async function startServer({ args = [], env = {}, port: wanted = null, tls = null, publicUrl = null } = {}) {
+export async function startServer({ args = [], env = {}, port: wanted = null, tls = null, publicUrl = null, binary = BINARY } = {}) {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'conclave-e2e-'));
   const port = wanted || await freeTcpPort();
   // A worker per core binds UDP and TCP on consecutive ports from here.
@@ -107,7 +108,7 @@ export async function startServer({ args = [], env = {}, port: wanted = null, tl
   const tlsArgs = tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : [];
   const up = tls ? () => httpsUp(port, tls.name) : () => fetch(`${url}/`).then((r) => r.ok);
   const log = fs.openSync(path.join(dataDir, 'server.log'), 'a');
-  const proc = spawn(BINARY, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--media-port', String(mediaPort), '--public-url', publicUrl || url, ...tlsArgs, ...args], {
+  const proc = spawn(binary, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--media-port', String(mediaPort), '--public-url', publicUrl || url, ...tlsArgs, ...args], {
     stdio: ['ignore', log, log],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
   });
@@ -134,7 +135,7 @@ export async function startServer({ args = [], env = {}, port: wanted = null, tl
     /** The server's process id, for a test that kills it without warning. */
     pid: proc.pid,
     createUser(name, password) {
-      const r = spawnSync(BINARY, ['admin', 'create-user', name, '--password-stdin', '--data-dir', dataDir], { input: `${password}\n`, encoding: 'utf8' });
+      const r = spawnSync(binary, ['admin', 'create-user', name, '--password-stdin', '--data-dir', dataDir], { input: `${password}\n`, encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`create-user failed: ${r.stderr}`);
     },
     /** Stops the server and keeps its log as e2e/artifacts/`logName`. */
