@@ -5,6 +5,7 @@
 //! cargo run --release -p conclave-e2ee --example mls_scale -- blank 1000
 //! cargo run --release -p conclave-e2ee --example mls_scale -- filled 1000
 //! cargo run --release -p conclave-e2ee --example mls_scale -- needed 1000
+//! cargo run --release -p conclave-e2ee --example mls_scale -- needed 300 --leave 100
 //! ```
 //!
 //! The group grows from 1 in batches of up to 50 (one commit per batch, as the server proposes a
@@ -22,6 +23,14 @@
 //! process the same messages on their own machines. The critical path adds, per epoch, commit
 //! creation and one member's processing, and per batch one join: what a growing meeting waits
 //! for when every member works in parallel.
+//!
+//! `--leave N` (modes `filled` and `needed`): every member stays live (so any can be asked to
+//! commit), and once grown, N members other than member 1, picked at random with a fixed seed,
+//! leave in one removal batch that member 1 commits. It prints member 1's next commit (an
+//! update: a fresh path, no proposal; what an ordinary epoch costs) before the removals, right
+//! after them, and after the refill: the delivery service asks, one at a time, the member whose
+//! update fills the most blank parents (`DeliveryService::refill_candidate`, as the server does
+//! after removals), until nobody's would.
 
 use std::time::{Duration, Instant};
 
@@ -76,6 +85,25 @@ fn main() {
         Some(other) => panic!("mode is blank, filled or needed, not {other}"),
     };
     let limit: usize = args.next().map_or(1000, |n| n.parse().expect("a size"));
+    let leave: Option<usize> = match args.next().as_deref() {
+        Some("--leave") => Some(
+            args.next()
+                .and_then(|n| n.parse().ok())
+                .expect("--leave takes a number"),
+        ),
+        None => None,
+        Some(other) => panic!("unknown argument {other}"),
+    };
+    assert!(
+        leave.is_none() || filled,
+        "--leave needs mode filled or needed"
+    );
+    assert!(
+        leave.is_none_or(|n| n < limit),
+        "--leave N needs N < the size"
+    );
+    // With --leave every member stays live, for whoever is asked to refill.
+    let keep_all = leave.is_some();
     println!(
         "mode {}, growing 1 -> {limit} in batches of {BATCH}",
         match (filled, only_needed) {
@@ -155,18 +183,21 @@ fn main() {
         if filled {
             // Each newcomer of the batch updates in turn; the live ones process each update.
             let mut live = members;
-            let keep = live.len();
+            let mut at = live.len();
             live.append(&mut newcomers);
             let mut last_update = (0usize, Duration::ZERO);
-            while live.len() > keep {
-                let at = keep;
+            while at < live.len() {
                 if only_needed
                     && !ds
                         .update_would_fill(live[at].participant_id())
                         .expect("a member")
                 {
                     totals.skipped += 1;
-                    live.remove(at);
+                    if keep_all {
+                        at += 1;
+                    } else {
+                        live.remove(at);
+                    }
                     continue;
                 }
                 let start = Instant::now();
@@ -178,7 +209,11 @@ fn main() {
                 totals.epochs += 1;
                 totals.largest_commit = totals.largest_commit.max(out.commit.len());
                 last_update = (out.commit.len(), created);
-                live.remove(at);
+                if keep_all {
+                    at += 1;
+                } else {
+                    live.remove(at);
+                }
             }
             members = live;
             if MARKS.contains(&size) {
@@ -203,6 +238,116 @@ fn main() {
         totals.critical.as_secs_f64(),
         totals.largest_commit,
         totals.largest_welcome,
+    );
+    if let Some(n) = leave {
+        leave_and_refill(&mut ds, &mut members, n);
+    }
+}
+
+/// Member 1 (index 0) makes an update commit that everyone applies: its size and creation time.
+fn member_one_commits(ds: &mut DeliveryService, members: &mut [Member]) -> (usize, Duration) {
+    update_by(ds, members, 0)
+}
+
+/// `members[at]` makes an update commit that everyone applies: its size and creation time.
+fn update_by(ds: &mut DeliveryService, members: &mut [Member], at: usize) -> (usize, Duration) {
+    let start = Instant::now();
+    let out = members[at].update().expect("update");
+    let created = start.elapsed();
+    ds.accept_commit(&out.commit).expect("accepted");
+    everyone_handles(members, &out.commit, Some(at));
+    (out.commit.len(), created)
+}
+
+/// `n` members other than member 1 leave in one removal batch; then the refill (module docs).
+fn leave_and_refill(ds: &mut DeliveryService, members: &mut Vec<Member>, n: usize) {
+    let size = members.len();
+    let before = member_one_commits(ds, members);
+    // Pick n at random (xorshift, fixed seed: the same members every run).
+    let mut pool: Vec<String> = members
+        .iter()
+        .skip(1)
+        .map(|m| m.participant_id().to_string())
+        .collect();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut leaving = Vec::new();
+    while leaving.len() < n {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        leaving.push(pool.swap_remove((seed % pool.len() as u64) as usize));
+    }
+    let proposals: Vec<Vec<u8>> = leaving
+        .iter()
+        .map(|id| ds.propose_remove(id).expect("remove"))
+        .collect();
+    members.retain(|m| !leaving.iter().any(|id| id == m.participant_id()));
+    let ids: Vec<String> = members
+        .iter()
+        .map(|m| m.participant_id().to_string())
+        .collect();
+    announce(members, &ids);
+    for p in &proposals {
+        for m in members.iter_mut() {
+            m.handle(p).expect("proposal");
+        }
+    }
+    let start = Instant::now();
+    let out = members[0].commit().expect("commit").expect("removes");
+    let removal_created = start.elapsed();
+    ds.accept_commit(&out.commit).expect("accepted");
+    everyone_handles(members, &out.commit, Some(0));
+    let removal = out.commit.len();
+    let after = member_one_commits(ds, members);
+
+    let mut refills = 0usize;
+    let mut largest_refill = 0usize;
+    let mut refill_cpu = Duration::ZERO;
+    let refill_start = Instant::now();
+    let mut marks = Vec::new();
+    while let Some(id) = ds.refill_candidate(|_| true).expect("a group") {
+        let at = members
+            .iter()
+            .position(|m| m.participant_id() == id)
+            .expect("a live member");
+        let start = Instant::now();
+        let (bytes, _) = update_by(ds, members, at);
+        refill_cpu += start.elapsed();
+        refills += 1;
+        largest_refill = largest_refill.max(bytes);
+        if refills.is_power_of_two() {
+            // How member 1's commit shrinks as the refill goes on (one more epoch each).
+            marks.push(format!(
+                "{refills}: {} B",
+                member_one_commits(ds, members).0
+            ));
+        }
+    }
+    let refill_wall = refill_start.elapsed();
+    let refilled = member_one_commits(ds, members);
+    println!(
+        "{size} members, {n} leave in one batch (member 1's removing commit {removal} B, \
+         created in {:.2} ms), {} stay",
+        ms(removal_created),
+        members.len()
+    );
+    println!(
+        "  member 1's next commit: before the removals {} B ({:.2} ms); right after them {} B \
+         ({:.2} ms); after {refills} refill updates {} B ({:.2} ms)",
+        before.0,
+        ms(before.1),
+        after.0,
+        ms(after.1),
+        refilled.0,
+        ms(refilled.1),
+    );
+    println!(
+        "  refill: {refills} update epochs (largest {largest_refill} B), {:.1} s here with every \
+         member processing each on this one thread ({:.1} s of it in the updates and their \
+         processing); member 1's commit after k refills: {}",
+        refill_wall.as_secs_f64(),
+        refill_cpu.as_secs_f64(),
+        marks.join(", "),
     );
 }
 

@@ -23,6 +23,14 @@ use data_encoding::BASE64;
 /// removal, or the whole meeting's encryption, until it left.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long after the last commit that removed someone, and between two
+/// requests, the delivery service waits before it asks a member for an update
+/// commit that refills the parents removals blanked. Every such update is an
+/// epoch that every member processes (and a new security code), so they come
+/// at most twice a second, and not while members are still leaving (a class
+/// walking out), whose removals would blank the same parents again.
+pub const REFILL_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Where the group stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -33,6 +41,36 @@ enum Phase {
     Creating(ParticipantId, Instant),
     /// The group exists; the delivery service follows it.
     Live,
+}
+
+/// Why a member was asked for an update commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// A commit added it and its path holds parents to fill.
+    Newcomer,
+    /// Removals blanked parents on its path.
+    Refill,
+}
+
+/// After a commit that removed members, their leaves' direct paths are
+/// blank, and every later commit whose copath crosses one encrypts to each
+/// leaf below it: commits grow back toward O(n) as members leave. Members
+/// whose update would fill the most of those parents are asked, one at a
+/// time and [`REFILL_INTERVAL`] apart, until nobody's would.
+#[derive(Debug, Default)]
+struct Refill {
+    /// A commit removed someone since the tree was last found full.
+    due: bool,
+    /// That commit was accepted in this input: the quiet interval starts now.
+    removed_just_now: bool,
+    /// No refill request before this.
+    not_before: Option<Instant>,
+    /// When the meeting must wake for the next request (never in the past:
+    /// recomputed at every reconcile).
+    wake: Option<Instant>,
+    /// Members asked to refill who did not in time (old clients, frozen
+    /// tabs): not asked to refill again.
+    declined: BTreeSet<ParticipantId>,
 }
 
 /// The delivery service's part of one meeting.
@@ -60,9 +98,11 @@ pub(crate) struct Group {
     /// them one by one. Asked, one at a time when no proposal is out, to make
     /// an update commit.
     needs_update: BTreeSet<ParticipantId>,
-    /// The member asked for an update commit, since when, and the epoch it
-    /// was last asked in.
-    updating: Option<(ParticipantId, Instant, u64)>,
+    /// The member asked for an update commit, since when, the epoch it was
+    /// last asked in, and why.
+    updating: Option<(ParticipantId, Instant, u64, Why)>,
+    /// Refilling the parents that removals blanked.
+    refill: Refill,
     /// Members asked to create a group that was then given to another: the
     /// GroupInfo they may still send is dropped without an error, as their
     /// client then joins the real group by its Welcome.
@@ -144,6 +184,7 @@ impl Group {
             passed_over: BTreeSet::new(),
             needs_update: BTreeSet::new(),
             updating: None,
+            refill: Refill::default(),
             creation_withdrawn: BTreeSet::new(),
             out: Vec::new(),
         })
@@ -163,12 +204,12 @@ impl Group {
             }
             Phase::Creating(..) => None,
             _ => [
-                self.asked,
-                self.updating.map(|(who, since, _)| (who, since)),
+                self.asked.map(|(_, since)| since + COMMIT_TIMEOUT),
+                self.updating.map(|(_, since, ..)| since + COMMIT_TIMEOUT),
+                self.refill.wake,
             ]
             .into_iter()
             .flatten()
-            .map(|(_, since)| since + COMMIT_TIMEOUT)
             .min(),
         }
     }
@@ -275,6 +316,10 @@ impl Group {
         }
         let after = self.roster();
         self.needs_update.extend(after.difference(&before));
+        if !before.is_subset(&after) {
+            self.refill.due = true;
+            self.refill.removed_just_now = true;
+        }
         let msg = ServerMessage::MlsMessage {
             message: commit_b64.to_string(),
             commit_by: None,
@@ -426,12 +471,20 @@ impl Group {
         }
         // Here, not only when nothing is out: a deadline left in the past
         // would have the meeting woken again at once, over and over.
-        if let Some((who, since, _)) = self.updating
+        if let Some((who, since, _, why)) = self.updating
             && now >= since + COMMIT_TIMEOUT
         {
-            tracing::debug!(participant = %who, "newcomer did not update in time");
-            self.needs_update.remove(&who);
+            tracing::debug!(participant = %who, ?why, "member did not update in time");
+            match why {
+                Why::Newcomer => self.needs_update.remove(&who),
+                Why::Refill => self.refill.declined.insert(who),
+            };
             self.updating = None;
+        }
+        self.refill.wake = None;
+        self.refill.declined.retain(|id| roster.contains(id));
+        if std::mem::take(&mut self.refill.removed_just_now) {
+            self.refill.not_before = Some(now + REFILL_INTERVAL);
         }
         // The longest-present connected member commits: one committer per
         // epoch keeps commits from racing (a race is still settled by order).
@@ -531,13 +584,17 @@ impl Group {
     ) {
         self.needs_update.retain(|id| roster.contains(id));
         let epoch = self.ds.epoch().unwrap_or_default();
-        if let Some((who, since, asked_in)) = self.updating {
-            if self.needs_update.contains(&who) {
+        if let Some((who, since, asked_in, why)) = self.updating {
+            let still = match why {
+                Why::Newcomer => self.needs_update.contains(&who),
+                Why::Refill => roster.contains(&who),
+            };
+            if still {
                 if asked_in != epoch {
                     // Another commit ended the epoch it was asked in (an
                     // update it sent then is refused as stale): again, with
                     // the same deadline.
-                    self.updating = Some((who, since, epoch));
+                    self.updating = Some((who, since, epoch, why));
                     self.out.push((who, ServerMessage::MlsUpdateRequest));
                 }
                 return;
@@ -561,8 +618,50 @@ impl Group {
             .copied()
             .find(|id| connected.contains(id) && !self.stale.contains(id));
         if let Some(id) = next {
-            self.updating = Some((id, now, epoch));
+            self.updating = Some((id, now, epoch, Why::Newcomer));
             self.out.push((id, ServerMessage::MlsUpdateRequest));
+            return;
+        }
+        self.ask_to_refill(connected, now, epoch);
+    }
+
+    /// With no proposal out and no newcomer updating: after removals, the
+    /// member whose update fills the most blanked parents is asked for one
+    /// (the same request, deadline and re-asking as a newcomer's), at most
+    /// one every [`REFILL_INTERVAL`], until no eligible member's would fill
+    /// anything.
+    fn ask_to_refill(&mut self, connected: &BTreeSet<ParticipantId>, now: Instant, epoch: u64) {
+        if !self.refill.due {
+            return;
+        }
+        if let Some(at) = self.refill.not_before
+            && now < at
+        {
+            self.refill.wake = Some(at);
+            return;
+        }
+        let (refill, stale, passed_over) = (&self.refill, &self.stale, &self.passed_over);
+        let eligible = |c: &str| {
+            participant(c).is_some_and(|id| {
+                connected.contains(&id)
+                    && !stale.contains(&id)
+                    && !passed_over.contains(&id)
+                    && !refill.declined.contains(&id)
+            })
+        };
+        match self.ds.refill_candidate(eligible) {
+            Ok(Some(c)) => {
+                let Some(id) = participant(&c) else { return };
+                tracing::debug!(participant = %id, "asking for an update that refills the tree");
+                self.updating = Some((id, now, epoch, Why::Refill));
+                self.refill.not_before = Some(now + REFILL_INTERVAL);
+                self.out.push((id, ServerMessage::MlsUpdateRequest));
+            }
+            Ok(None) => self.refill.due = false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look at the tree to refill it");
+                self.refill.due = false;
+            }
         }
     }
 

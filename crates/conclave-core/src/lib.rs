@@ -33,7 +33,7 @@ pub mod meeting;
 pub mod rate;
 
 pub use cluster::{LeaseKeeper, NodeLoad, NodeState, RenewReply, Standing, least_loaded};
-pub use group::COMMIT_TIMEOUT;
+pub use group::{COMMIT_TIMEOUT, REFILL_INTERVAL};
 pub use media::{MediaCommand, MediaEvent};
 pub use meeting::{
     BanKey, BreakoutOutput, ConnId, Identity, Input, LiveIdentity, LiveMember, LiveState,

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use conclave_core::{COMMIT_TIMEOUT, ConnId, Input, Output};
+use conclave_core::{COMMIT_TIMEOUT, ConnId, Input, Output, REFILL_INTERVAL};
 use conclave_e2ee::{Chat, FrameCrypto, FrameKind, Member, Received};
 use conclave_proto::{ClientMessage, ErrorCode, ParticipantId, ResumeToken, ServerMessage};
 use data_encoding::BASE64;
@@ -892,6 +892,102 @@ fn a_newcomer_that_never_updates_holds_nothing_up() {
             room.member(HOST).security_code()
         );
     }
+}
+
+/// A room whose group holds the host and members on conns 2..=24, admitted one at a time:
+/// conn k sits on leaf k - 1, so the blocks of eight leaves are conns 1..=8, 9..=16 and
+/// 17..=24.
+fn hosted_with_twenty_four() -> Room<Mls> {
+    let mut room = hosted();
+    for conn in 2..=24 {
+        room.admit(conn, &format!("user{conn}"));
+    }
+    room
+}
+
+/// Update requests each connection got, from `conns`.
+fn update_requests_of(room: &Room<Mls>, conns: impl Iterator<Item = u64>) -> BTreeMap<u64, usize> {
+    conns.map(|c| (c, update_requests(room, c))).collect()
+}
+
+/// Runs the meeting's timers until nothing is out; returns who got an update request at
+/// each wake-up, with the time since the previous request.
+fn refills(room: &mut Room<Mls>, conns: &[u64]) -> Vec<(u64, Duration)> {
+    let mut asked = Vec::new();
+    let mut last = room.now;
+    for _ in 0..20 {
+        let Some(at) = room.meeting.poll_timeout() else {
+            return asked;
+        };
+        assert!(at > room.now, "a deadline in the past");
+        let before = update_requests_of(room, conns.iter().copied());
+        room.now = at;
+        room.input(Input::Timeout);
+        for (conn, n) in update_requests_of(room, conns.iter().copied()) {
+            if n > before[&conn] {
+                asked.push((conn, room.now - last));
+                last = room.now;
+            }
+        }
+    }
+    panic!("the meeting keeps waking up: {asked:?}");
+}
+
+/// Removals blank the removed leaves' direct paths (the host's removing commit fills only its
+/// own), so later commits encrypt to each leaf under those parents again. Once members stop
+/// leaving, the server asks, one at a time and REFILL_INTERVAL apart, a member of each block
+/// a removal hit for an update commit, and stops when nobody's update would fill anything.
+#[test]
+fn members_who_leave_have_the_parents_they_blanked_refilled() {
+    let mut room = hosted_with_twenty_four();
+    let conns: Vec<u64> = (1..=24).collect();
+    let asked_as_newcomers = update_requests_of(&room, conns.iter().copied());
+    // Leaf 9 (block 8..=15) and leaf 19 (block 16..=23) leave.
+    room.msg(10, ClientMessage::Leave);
+    room.advance(Duration::from_millis(100));
+    room.msg(20, ClientMessage::Leave);
+    assert_eq!(room.member(HOST).roster().len(), 22);
+    assert_eq!(
+        update_requests_of(&room, conns.iter().copied()),
+        asked_as_newcomers,
+        "nobody is asked while members may still be leaving"
+    );
+    let asked = refills(&mut room, &conns);
+    // The lowest leaf of each hit block: leaf 8 (conn 9), then leaf 16 (conn 17).
+    let who: Vec<u64> = asked.iter().map(|(c, _)| *c).collect();
+    assert_eq!(who, [9, 17], "{asked:?}");
+    for (_, gap) in &asked {
+        assert!(*gap >= REFILL_INTERVAL, "{asked:?}");
+    }
+    let remaining = conns.iter().filter(|c| ![10, 20].contains(*c));
+    for conn in remaining {
+        assert_eq!(room.member(*conn).epoch(), room.member(HOST).epoch());
+        assert_eq!(
+            room.member(*conn).security_code(),
+            room.member(HOST).security_code()
+        );
+    }
+    assert_eq!(room.meeting.poll_timeout(), None, "nothing is out");
+}
+
+/// A member asked to refill that never does (an old client) is not asked again after its
+/// deadline; another member of its block is, so the parents still get filled.
+#[test]
+fn a_member_that_does_not_refill_is_replaced_by_another_of_its_block() {
+    let mut room = hosted_with_twenty_four();
+    let conns: Vec<u64> = (1..=24).collect();
+    room.clients.ignores_update_requests.insert(9);
+    let before_leave = update_requests(&room, 9);
+    room.msg(10, ClientMessage::Leave);
+    let asked = refills(&mut room, &conns);
+    let who: Vec<u64> = asked.iter().map(|(c, _)| *c).collect();
+    assert_eq!(who, [9, 11], "{asked:?}");
+    assert_eq!(update_requests(&room, 9), before_leave + 1, "asked once");
+    assert_eq!(room.meeting.poll_timeout(), None, "nothing is out");
+    assert_eq!(
+        room.member(11).security_code(),
+        room.member(HOST).security_code()
+    );
 }
 
 /// A burst of admissions is one commit: only the last of the proposals sent

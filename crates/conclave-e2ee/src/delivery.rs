@@ -239,6 +239,33 @@ impl DeliveryService {
         ))
     }
 
+    /// The member whose update commit would fill the most parents later commits encrypt to
+    /// (see [`crate::tree_fill::parents_to_fill`]), among those `eligible` says may be asked;
+    /// the lowest leaf of those with as many. `None` when no eligible member's update would
+    /// fill anything. Removals blank the removed leaves' direct paths, so after members leave,
+    /// commits grow again until someone commits through those parents: the delivery service
+    /// asks such members, one at a time, for an update commit.
+    pub fn refill_candidate(
+        &self,
+        eligible: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>, E2eeError> {
+        let group = self.group.as_ref().ok_or(E2eeError::NoGroup)?;
+        let tree = group.exported_tree();
+        let nodes = tree.nodes();
+        let mut best: Option<(usize, String)> = None;
+        for m in group.roster().members_iter() {
+            let id = mls::identity_name(&m.signing_identity);
+            if !eligible(&id) {
+                continue;
+            }
+            let fills = tree_fill::parents_to_fill(nodes, m.index);
+            if fills > 0 && best.as_ref().is_none_or(|(most, _)| fills > *most) {
+                best = Some((fills, id));
+            }
+        }
+        Ok(best.map(|(_, id)| id))
+    }
+
     /// Participant ids of the group's members by leaf index, as the server's view has them.
     pub fn roster(&self) -> Vec<String> {
         self.group

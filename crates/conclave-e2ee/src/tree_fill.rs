@@ -39,10 +39,19 @@ pub const MAX_UNMERGED: usize = 3;
 /// update commit would fill or clear it. `nodes` is the tree in RFC 9420's
 /// array layout (blank as `None`, trailing blanks possibly left out).
 pub fn update_would_fill(nodes: &[Option<Node>], leaf: u32) -> bool {
+    parents_to_fill(nodes, leaf) > 0
+}
+
+/// How many parents `leaf`'s update commit would fill or clear (those
+/// [`update_would_fill`] looks for). After removals, which blank the removed
+/// leaves' direct paths, the member with the most is the one whose update
+/// shrinks later commits most: the delivery service asks it first.
+pub fn parents_to_fill(nodes: &[Option<Node>], leaf: u32) -> usize {
     let leaves = (nodes.len() as u32 / 2 + 1).next_power_of_two();
     let root = leaves - 1;
     let mut x = 2 * leaf;
     let mut level = 0u32;
+    let mut count = 0;
     while x != root {
         let (parent, sibling) = parent_and_sibling(x, level);
         level += 1;
@@ -52,10 +61,10 @@ pub fn update_would_fill(nodes: &[Option<Node>], leaf: u32) -> bool {
         }
         match nodes.get(x as usize).and_then(Option::as_ref) {
             Some(Node::Parent(p)) if p.unmerged_leaves.len() <= MAX_UNMERGED => {}
-            _ => return true,
+            _ => count += 1,
         }
     }
-    false
+    count
 }
 
 /// The parent and the sibling of node `x` at `level` (left-balanced array layout).

@@ -157,3 +157,114 @@ fn members_arriving_one_at_a_time_do_not_each_update() {
         "{asked} updates: {filled_commit} B, blank {blank_commit} B"
     );
 }
+
+/// The size of member 1's next commit (an update: a fresh path, no proposal), as every
+/// ordinary epoch of the meeting costs: member 1 is the longest present, whom the server names
+/// to commit. Everyone applies it, so the group moves on.
+fn next_commit(m: &mut Meeting) -> usize {
+    update(m, 0)
+}
+
+/// The server proposes removing `leaving`, member 1 commits them all at once (members who left
+/// while a commit was out are removed together), the others apply it.
+fn remove_together(m: &mut Meeting, leaving: &[String]) {
+    let proposals: Vec<Vec<u8>> = leaving
+        .iter()
+        .map(|id| m.ds.propose_remove(id).expect("remove"))
+        .collect();
+    m.members
+        .retain(|member| !leaving.iter().any(|id| id == member.participant_id()));
+    let staying: Vec<String> = m
+        .members
+        .iter()
+        .map(|x| x.participant_id().to_string())
+        .collect();
+    for member in &mut m.members {
+        member.set_announced(staying.iter().cloned());
+        for p in &proposals {
+            assert_eq!(member.handle(p).expect("proposal"), Received::Proposal);
+        }
+    }
+    let out = m.members[0].commit().expect("commit").expect("removes");
+    m.ds.accept_commit(&out.commit).expect("accepted");
+    for member in &mut m.members {
+        assert!(matches!(
+            member.handle(&out.commit).expect("commit"),
+            Received::Commit { .. }
+        ));
+    }
+}
+
+/// `count` distinct members other than member 1, picked by a fixed pseudo-random sequence
+/// (xorshift), so the test is the same every run.
+fn pick_at_random(m: &Meeting, count: usize, mut seed: u64) -> Vec<String> {
+    let mut pool: Vec<String> = m
+        .members
+        .iter()
+        .skip(1)
+        .map(|x| x.participant_id().to_string())
+        .collect();
+    let mut picked = Vec::new();
+    while picked.len() < count {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        picked.push(pool.swap_remove((seed % pool.len() as u64) as usize));
+    }
+    picked
+}
+
+/// Members who leave blank their leaves' direct paths, and commits grow back toward
+/// O(n): a group of 200, filled as the server asks newcomers to, loses a third (67) at random
+/// in one removal batch (every member processes everything, so the test stays at 200;
+/// `bench/mls_scale.rs --leave` measures 300 losing 100). The server then asks, one at a time, the member whose update fills
+/// the most blank parents (`refill_candidate`), until nobody's would; member 1's next commit
+/// is then back within 10 % of its size before the removals (fewer members: in practice
+/// smaller), where right after them it was more than one and a half times that.
+#[test]
+fn updates_after_removals_bring_commits_back_to_their_size_before() {
+    let mut m = grown_in_one_batch(200);
+    let ids: Vec<String> = (2..=200).map(|i| i.to_string()).collect();
+    let newcomers_updated = fill(&mut m, &ids).len();
+    assert_eq!(m.ds.refill_candidate(|_| true).expect("a group"), None);
+    let before = next_commit(&mut m);
+
+    let leaving = pick_at_random(&m, 67, 0x2545_f491_4f6c_dd1d);
+    remove_together(&mut m, &leaving);
+    assert_eq!(m.members.len(), 133);
+    let after_removals = next_commit(&mut m);
+
+    let mut refills = Vec::new();
+    while let Some(id) = m.ds.refill_candidate(|_| true).expect("a group") {
+        assert!(refills.len() < 133, "refilling does not end: {refills:?}");
+        let who = m.index_of(&id);
+        update(&mut m, who);
+        refills.push(id);
+    }
+    let refilled = next_commit(&mut m);
+    println!(
+        "200 members ({newcomers_updated} newcomers updated): next commit {before} B; after 67 \
+         left: {after_removals} B; after {} refill updates: {refilled} B",
+        refills.len()
+    );
+    assert!(
+        after_removals * 2 > before * 3,
+        "the removals did not grow commits: {before} B -> {after_removals} B"
+    );
+    assert!(
+        refilled * 10 <= before * 11,
+        "{} refills: {before} B before the removals, {refilled} B after",
+        refills.len()
+    );
+    // Nobody is asked twice, and about one member per block of eight leaves a removal hit:
+    // at most the 25 blocks of 200 leaves.
+    let mut distinct = refills.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), refills.len(), "{refills:?}");
+    assert!((1..=25).contains(&refills.len()), "{refills:?}");
+    let code = m.members[0].security_code();
+    for member in &m.members {
+        assert_eq!(member.security_code(), code);
+    }
+}
