@@ -231,13 +231,22 @@ impl Bwe {
     /// numbers a batch and is descheduled before it sends the batch (a busy
     /// machine) would otherwise look like a queue filling on the path, and
     /// every subscriber's estimate fall at once.
-    pub(crate) fn departed(&mut self, at: Instant) {
+    ///
+    /// Only those numbered below `until` left: the ones after it still
+    /// wait in the subscriber's pacer (`pacer.rs`), and leave later.
+    pub(crate) fn departed(&mut self, at: Instant, until: u64) {
+        let until = until.min(self.next_seq());
+        if until <= self.departing {
+            return;
+        }
         let from = self.departing.saturating_sub(self.first_seq);
         let from = usize::try_from(from).unwrap_or(usize::MAX);
-        for sent in self.sent.iter_mut().skip(from) {
+        let to = until.saturating_sub(self.first_seq);
+        let to = usize::try_from(to).unwrap_or(usize::MAX);
+        for sent in self.sent.iter_mut().take(to).skip(from) {
             sent.at = sent.at.max(at);
         }
-        self.departing = self.next_seq();
+        self.departing = until;
     }
 
     /// Notes a packet of `size` bytes sent at `at`, and returns its

@@ -50,6 +50,14 @@
 //!   (str0m's retransmissions on it are sealed again with this path's
 //!   sequence numbers), so its padding takes indices nobody else seals.
 //!
+//! - **Paced per subscriber** (`pacer.rs`): every datagram this path sends
+//!   a subscriber (media, str0m's packets sealed again, resends, probes)
+//!   leaves through one token bucket, in the order sealed, so that a
+//!   backlog the worker reads at once after a stall reaches the subscriber
+//!   spread over a few tens of milliseconds, not as one burst into its
+//!   socket; steady traffic never waits. The estimator is told a numbered
+//!   packet left only once the pacer let it out ([`FastPath::departed`]).
+//!
 //! Known limits: the per-SSRC state (owner, history) lives as long as the
 //! session, also for streams a renegotiation stopped; str0m's raw-packet
 //! events clone every packet str0m receives or sends, a cost the fast path
@@ -73,6 +81,7 @@ use crate::relay::MediaPacket;
 
 use crate::bwe::{Bwe, ProbeTrain};
 use crate::keyexport::{KeySlot, base_provider};
+use crate::pacer::Pacer;
 use crate::peer::{Peer, forwarded_write, local_pt};
 use crate::playout::{self, RepairDelay};
 use crate::srtp::{SRTP_OVERHEAD, SrtpSealer};
@@ -189,6 +198,9 @@ pub(crate) struct FastPath {
     budget: Budget,
     /// The probe being sent, slice by slice.
     train: Option<ProbeTrain>,
+    /// Every datagram this path sends the subscriber leaves through it, in
+    /// the order sealed (`pacer.rs`).
+    pacer: Pacer,
 }
 
 /// A video stream's RTX SSRC and payload type, and the next sequence
@@ -250,6 +262,7 @@ impl FastPath {
             pad: None,
             budget: Budget::new(now),
             train: None,
+            pacer: Pacer::new(now),
         }
     }
 
@@ -261,11 +274,37 @@ impl FastPath {
     /// The next transport-wide sequence number, for a packet of `size`
     /// bytes sent now; the first follows the last str0m wrote, so the
     /// receiver sees one sequence.
-    fn next_twcc(&mut self, now: Instant, size: usize) -> u16 {
+    fn next_twcc(&mut self, now: Instant, size: usize) -> u64 {
         if let Some(last) = self.str0m_twcc.take() {
             self.bwe.start_at(u64::from(last) + 1);
         }
-        self.bwe.register(now, size) as u16
+        self.bwe.register(now, size)
+    }
+
+    /// The datagrams let out of the pacer so far were handed to the socket
+    /// at `at` ([`crate::Router::transmitted`]).
+    pub(crate) fn departed(&mut self, at: Instant) {
+        if let Some(until) = self.pacer.released() {
+            self.bwe.departed(at, until);
+        }
+    }
+
+    /// Lets out of the pacer what may leave at `now`.
+    pub(crate) fn release(
+        &mut self,
+        now: Instant,
+        transmits: &mut TransmitQueue,
+        stats: &mut crate::PeerStats,
+    ) {
+        release(&mut self.pacer, self.bwe.estimate(), now, transmits, stats);
+    }
+
+    /// When the peer's timer must fire for this path: the probe's next
+    /// slice, or the pacer's next datagram.
+    pub(crate) fn due_at(&self) -> Option<Instant> {
+        let probe = self.probe_due_at();
+        let paced = self.pacer.due_at();
+        probe.into_iter().chain(paced).min()
     }
 
     /// Whether `t`, a datagram str0m sends, is held back: an RTP packet
@@ -322,11 +361,13 @@ impl FastPath {
         let (Some(route), Some(id)) = (self.route, self.twcc_id) else {
             return;
         };
+        let mut numbered = None;
         if header.ext_vals.transport_cc.is_some()
             && let Some(at) = extension_at(&clear, id)
         {
             let seq = self.next_twcc(now, clear.len() + SRTP_OVERHEAD);
-            clear[at..at + 2].copy_from_slice(&seq.to_be_bytes());
+            clear[at..at + 2].copy_from_slice(&(seq as u16).to_be_bytes());
+            numbered = Some(seq);
         }
         // Padding shares this SSRC's sequence: str0m's retransmissions on
         // it take this path's next numbers.
@@ -342,7 +383,9 @@ impl FastPath {
                 sealed.truncate(n);
                 stats.fast_resealed += 1;
                 self.keep_anchor(key.0, key.1, &sealed);
-                push(transmits, route, sealed, stats);
+                let estimate = self.bwe.estimate();
+                let out = (route, sealed, numbered);
+                pace(&mut self.pacer, estimate, now, out, transmits, stats);
             }
             Some(Err(error)) => {
                 stats.fast_seal_errors += 1;
@@ -401,13 +444,15 @@ impl FastPath {
             let Some(at) = extension_at(&clear, id) else {
                 return;
             };
-            let seq = self.bwe.register_probe(now, sealed.len(), probe) as u16;
-            clear[at..at + 2].copy_from_slice(&seq.to_be_bytes());
+            let seq = self.bwe.register_probe(now, sealed.len(), probe);
+            clear[at..at + 2].copy_from_slice(&(seq as u16).to_be_bytes());
             match self.sealer().map(|s| s.seal_rtp(&clear, &mut sealed)) {
                 Some(Ok(n)) => {
                     sealed.truncate(n);
                     stats.fast_probe_packets += 1;
-                    push(transmits, route, sealed, stats);
+                    let estimate = self.bwe.estimate();
+                    let out = (route, sealed, Some(seq));
+                    pace(&mut self.pacer, estimate, now, out, transmits, stats);
                 }
                 Some(Err(error)) => {
                     stats.fast_seal_errors += 1;
@@ -530,6 +575,7 @@ impl FastPath {
     ) {
         let Some(route) = self.route else { return };
         let ratio = self.resend_ratio(now);
+        let estimate = self.bwe.estimate();
         let Some(stream) = self.streams.get_mut(&ssrc) else {
             return;
         };
@@ -568,7 +614,15 @@ impl FastPath {
             stream.budget.resent_bytes += len;
             resent += len;
             stats.fast_resent += 1;
-            push(transmits, route, again, stats);
+            // Resends keep the number they first carried.
+            pace(
+                &mut self.pacer,
+                estimate,
+                now,
+                (route, again, None),
+                transmits,
+                stats,
+            );
         }
         self.budget.resent_bytes += resent;
     }
@@ -649,21 +703,48 @@ impl FastStream {
     }
 }
 
-fn push(
+/// A sealed datagram for the route, with the transport-wide number it
+/// carries if this path numbered it.
+type Sealed = ((Protocol, SocketAddr, SocketAddr), Vec<u8>, Option<u64>);
+
+/// Queues a sealed datagram behind the subscriber's pacer and lets out
+/// what may leave now: with nothing waiting and the bucket not empty, the
+/// datagram itself, at once.
+fn pace(
+    pacer: &mut Pacer,
+    estimate: u64,
+    now: Instant,
+    ((proto, source, destination), contents, twcc): Sealed,
     transmits: &mut TransmitQueue,
-    (proto, source, destination): (Protocol, SocketAddr, SocketAddr),
-    contents: Vec<u8>,
     stats: &mut crate::PeerStats,
 ) {
-    let len = contents.len() as u64;
-    if transmits.push(Transmit {
+    let t = Transmit {
         proto,
         source,
         destination,
         contents,
-    }) {
-        stats.datagrams_out += 1;
-        stats.bytes_out += len;
+    };
+    if !pacer.push(now, t, twcc) {
+        stats.fast_pace_dropped += 1;
+    }
+    release(pacer, estimate, now, transmits, stats);
+}
+
+/// Moves what the pacer lets out at `now` to the router's queue.
+fn release(
+    pacer: &mut Pacer,
+    estimate: u64,
+    now: Instant,
+    transmits: &mut TransmitQueue,
+    stats: &mut crate::PeerStats,
+) {
+    while let Some((t, waited)) = pacer.poll(now, estimate) {
+        let len = t.contents.len() as u64;
+        stats.fast_paced += u64::from(waited);
+        if transmits.push(t) {
+            stats.datagrams_out += 1;
+            stats.bytes_out += len;
+        }
     }
 }
 
@@ -868,9 +949,11 @@ impl Peer {
             return Forwarded::Dropped;
         };
         let mut clear = std::mem::take(&mut fast.clear);
+        let mut numbered = None;
         if let Some(at) = twcc.and_then(|id| extension_at(&clear, id)) {
             let seq = fast.next_twcc(now, sealed.len());
-            clear[at..at + 2].copy_from_slice(&seq.to_be_bytes());
+            clear[at..at + 2].copy_from_slice(&(seq as u16).to_be_bytes());
+            numbered = Some(seq);
         }
         let result = fast
             .sealer()
@@ -898,12 +981,21 @@ impl Peer {
             fast.budget.sent_bytes += sealed.len() as f64;
         }
         self.stats.fast_sealed += 1;
-        push(transmits, route, sealed, &mut self.stats);
+        let estimate = fast.bwe.estimate();
+        let out = (route, sealed, numbered);
+        pace(
+            &mut fast.pacer,
+            estimate,
+            now,
+            out,
+            transmits,
+            &mut self.stats,
+        );
         if kind == MediaKind::Video {
             fast.probe(now, transmits, &mut self.stats);
-            if let Some(at) = fast.probe_due_at() {
-                self.next_timeout = self.next_timeout.min(at);
-            }
+        }
+        if let Some(at) = fast.due_at() {
+            self.next_timeout = self.next_timeout.min(at);
         }
         Forwarded::Sent
     }

@@ -67,6 +67,7 @@ mod keyframe;
 mod lastn;
 mod layer_steps;
 mod layers;
+mod pacer;
 mod peer;
 mod playout;
 mod red;

@@ -211,8 +211,8 @@ impl Peer {
         for _ in 0..MAX_OUTPUTS_PER_DRAIN {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
-                    let probe = self.fast.as_ref().and_then(FastPath::probe_due_at);
-                    self.next_timeout = probe.map_or(at, |p| p.min(at));
+                    let fast = self.fast.as_ref().and_then(FastPath::due_at);
+                    self.next_timeout = fast.map_or(at, |f| f.min(at));
                     if !self.rtc.is_alive() {
                         // str0m ended the session (e.g. an offer without a
                         // DTLS fingerprint); the router forgets the peer.
@@ -361,13 +361,15 @@ impl Peer {
             clock = clock.max(self.next_timeout);
         }
         self.clock = clock;
-        // The fast path's probe, slice by slice (`bwe/probe.rs`).
-        if let Some(fast) = self.fast.as_mut()
-            && fast.probe_due_at().is_some_and(|at| at <= now)
-        {
-            fast.probe(now, transmits, &mut self.stats);
+        // The fast path's probe, slice by slice (`bwe/probe.rs`), and what
+        // its pacer lets out now (`pacer.rs`).
+        if let Some(fast) = self.fast.as_mut() {
+            if fast.probe_due_at().is_some_and(|at| at <= now) {
+                fast.probe(now, transmits, &mut self.stats);
+            }
+            fast.release(now, transmits, &mut self.stats);
         }
-        if let Some(at) = self.fast.as_ref().and_then(FastPath::probe_due_at) {
+        if let Some(at) = self.fast.as_ref().and_then(FastPath::due_at) {
             self.next_timeout = self.next_timeout.min(at);
         }
         if self.next_timeout <= now {

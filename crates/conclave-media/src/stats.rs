@@ -80,6 +80,11 @@ pub struct PeerStats {
     /// Fast path: padding packets sent to probe for a step up (`bwe.rs`),
     /// on a video stream's RTX SSRC.
     pub fast_probe_packets: u64,
+    /// Fast path: datagrams the subscriber's pacer held back before they
+    /// left (a backlog after a stall, spread out; `pacer.rs`).
+    pub fast_paced: u64,
+    /// Fast path: datagrams dropped because the pacer's queue was full.
+    pub fast_pace_dropped: u64,
     /// PLIs the router sent this peer about tracks it publishes.
     pub keyframe_requests_out: u64,
     /// Datagrams or timeouts the WebRTC stack refused with an error.

@@ -356,3 +356,91 @@ fn a_late_repair_on_the_publishers_hop_asks_the_subscriber_to_wait_for_it() {
         "the maximum left as Chromium's default"
     );
 }
+
+/// A worker that was stalled reads its backlog at once, and the router
+/// seals all of it at one instant: here a publisher's 256 packets reaching
+/// the router together. B's copies leave through its pacer (`pacer.rs`) in
+/// bursts of at most 24 within any millisecond, in order, all within about
+/// 60 ms; the steady video before and after, a packet a millisecond (six
+/// 1.4 Mbit/s videos' worth), arrives the instant it was sent.
+#[test]
+fn a_backlog_reaches_the_subscriber_paced_and_steady_video_waits_for_nothing() {
+    let mut net = two_members();
+    let video_mid = net.client(A).sending[1].0;
+    let vp8 = net.client(A).pt_of(Codec::Vp8);
+    let payload = |seq: u64| {
+        let mut p = vec![0xab; 1_100];
+        p[..3].copy_from_slice(&[0x00, (seq % 251) as u8, (seq / 251) as u8]);
+        p
+    };
+    let mut seq = 20_000u64;
+    let steady = |net: &mut Net, seq: &mut u64, ms: u64| {
+        let mut sent = Vec::new();
+        for _ in 0..ms {
+            let ts = (*seq as u32).wrapping_mul(90);
+            net.send_rtp(A, video_mid, vp8, *seq, ts, true, &payload(*seq));
+            sent.push((*seq, net.now));
+            *seq += 1;
+            net.step();
+        }
+        sent
+    };
+    let mut sent = steady(&mut net, &mut seq, 1_000);
+    let paced_before = net.router.peer_stats(B).unwrap().fast_paced;
+
+    let stall_at = net.now;
+    let first = seq;
+    let packets: Vec<Vec<u8>> = (0..256).map(|i| payload(first + i)).collect();
+    let parts: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
+    net.send_frame(
+        A,
+        video_mid,
+        vp8,
+        first,
+        (first as u32).wrapping_mul(90),
+        &parts,
+        true,
+    );
+    seq += 256;
+    net.run_for(Duration::from_millis(100));
+    sent.extend(steady(&mut net, &mut seq, 500));
+    net.run_for(Duration::from_millis(20));
+
+    let got = received_from(&mut net, B, video_mid);
+    let at: HashMap<u64, _> = got.iter().map(|r| (r.seq, r.at)).collect();
+    // The rewriter keeps the publisher's numbering offset: B's sequence
+    // numbers are A's plus a constant.
+    let offset = got[0].seq.wrapping_sub(20_000);
+    for &(s, when) in &sent {
+        assert_eq!(
+            at.get(&(s + offset)),
+            Some(&when),
+            "steady packet {s} waited"
+        );
+    }
+    let backlog: Vec<_> = got
+        .iter()
+        .filter(|r| (first..first + 256).contains(&r.seq.wrapping_sub(offset)))
+        .collect();
+    assert_eq!(backlog.len(), 256, "the whole backlog arrives");
+    assert!(
+        backlog
+            .windows(2)
+            .all(|w| w[0].seq + 1 == w[1].seq && w[0].at <= w[1].at),
+        "in order"
+    );
+    for (i, r) in backlog.iter().enumerate() {
+        let within = backlog[i..]
+            .iter()
+            .take_while(|n| n.at < r.at + Duration::from_millis(1))
+            .count();
+        assert!(within <= 24, "{within} within 1 ms");
+    }
+    let spread = backlog[255].at - stall_at;
+    assert!(spread >= Duration::from_millis(20), "{spread:?}");
+    assert!(spread <= Duration::from_millis(60), "{spread:?}");
+    let b = net.router.peer_stats(B).unwrap();
+    assert_eq!(paced_before, 0, "steady video waited: {b:?}");
+    assert!(b.fast_paced >= 200, "{b:?}");
+    assert_eq!(b.fast_pace_dropped, 0);
+}

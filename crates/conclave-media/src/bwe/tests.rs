@@ -310,7 +310,8 @@ fn slowing_sender(bwe: &mut Bwe, told: bool, seconds: u64) -> Vec<u64> {
         // A 1 Mbit/s video: about one packet per 10 ms.
         let seq = bwe.register(now, PACKET);
         if told {
-            bwe.departed(left);
+            let until = bwe.next_seq();
+            bwe.departed(left, until);
         }
         in_flight.push_back((seq, left + PROPAGATION));
         if tick % 5 == 0 {

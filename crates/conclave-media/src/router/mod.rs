@@ -323,12 +323,13 @@ impl Router {
     /// The fast path's congestion control times its packets by this, not
     /// by when they were sealed: the two differ by however long the worker
     /// took (or was descheduled) before it sent the batch, which is no
-    /// queue on the path (`bwe.rs`, [`RouterConfig::fast_path`]). A shell
-    /// that never calls it leaves them timed when sealed.
+    /// queue on the path (`bwe.rs`, [`RouterConfig::fast_path`]). Datagrams
+    /// still in a subscriber's pacer were not polled and are timed when
+    /// they are. A shell that never calls it leaves them timed when sealed.
     pub fn transmitted(&mut self, at: Instant) {
         for peer in self.peers.values_mut() {
             if let Some(fast) = peer.fast.as_mut() {
-                fast.bwe.departed(at);
+                fast.departed(at);
             }
         }
     }
