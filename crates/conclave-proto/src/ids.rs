@@ -55,6 +55,16 @@ impl MeetingId {
         MeetingId(bytes)
     }
 
+    /// The ID's 80 bits, as the media link between nodes carries them.
+    pub fn to_bytes(&self) -> [u8; 10] {
+        self.0
+    }
+
+    /// An ID from its bits (`None` unless there are exactly 10 bytes).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(MeetingId)
+    }
+
     /// The sixteen symbols without separators, as stored.
     pub fn compact(&self) -> String {
         crockford().encode(&self.0)

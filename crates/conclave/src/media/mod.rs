@@ -21,8 +21,9 @@
 //! publishers send over per-worker queues of batches ([`relay`]), so a
 //! lecture's fan-out uses every core and still takes no lock per packet.
 
+pub mod link;
 mod meeting;
-mod relay;
+pub mod relay;
 pub mod shard;
 mod tcp;
 mod udp;
@@ -225,6 +226,9 @@ pub struct MediaHandle {
     loads: Arc<[AtomicUsize]>,
     /// A meeting spreads over the workers from this many members; 0 never.
     spread_from: usize,
+    /// The workers' ends for the media link to other nodes, until it takes
+    /// them ([`MediaHandle::take_link_ends`]).
+    link_ends: Arc<std::sync::Mutex<Option<relay::LinkEnds>>>,
 }
 
 struct WorkerHandle {
@@ -232,6 +236,14 @@ struct WorkerHandle {
 }
 
 impl MediaHandle {
+    /// The workers' ends for [`link::MediaLinks::start`] (once).
+    pub fn take_link_ends(&self) -> Option<relay::LinkEnds> {
+        self.link_ends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
     /// Opens a meeting's media on its worker: the link to send its commands
     /// on, and the stream of its events. Once per running room; the room
     /// closes the link when it stops.
@@ -354,6 +366,7 @@ pub fn start(
     .min(MAX_WORKERS);
     let mut handles = Vec::with_capacity(count);
     let (relay_txs, mut relay_rxs): (Vec<_>, Vec<_>) = (0..count).map(|_| relay::channel()).unzip();
+    let (to_link, link_ends) = relay::remote(relay_txs.clone());
     for i in 0..count {
         let port = match bind.port() {
             0 => 0,
@@ -398,7 +411,8 @@ pub fn start(
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         let shutdown = shutdown.clone();
         let counters = counters.clone();
-        let relays = relay::Relays::new(i, relay_rxs.remove(0), relay_txs.clone());
+        let relays =
+            relay::Relays::new(i, relay_rxs.remove(0), relay_txs.clone()).remote(to_link.clone());
         std::thread::Builder::new()
             .name(format!("media-{i}"))
             .spawn(move || {
@@ -419,6 +433,7 @@ pub fn start(
         loads: (0..handles.len()).map(|_| AtomicUsize::new(0)).collect(),
         workers: handles.into(),
         spread_from,
+        link_ends: Arc::new(std::sync::Mutex::new(Some(link_ends))),
     })
 }
 
@@ -435,6 +450,7 @@ mod tests {
                 workers,
                 loads,
                 spread_from: 0,
+                link_ends: Arc::default(),
             },
             rxs,
         )

@@ -6,6 +6,11 @@
 //! atomic hand-over per batch, not per packet, and no lock. A full queue
 //! drops the batch (the receiving worker is overloaded; its subscribers see
 //! loss, repaired like network loss by their NACKs if it is short).
+//!
+//! A shard on another node (cascading) has an index past the workers'
+//! ([`super::link::RemoteSlot::shard`]): its batches go to the node's media
+//! link ([`super::link`]) on one more queue, shared by the workers, and
+//! what it sends comes into the workers' queues like another worker's.
 
 use std::collections::HashMap;
 
@@ -13,9 +18,13 @@ use conclave_media::relay::Relayed;
 use conclave_proto::MeetingId;
 use tokio::sync::mpsc;
 
+use super::MAX_WORKERS;
+
 /// Batches queued for one worker before the newest are dropped: at one
 /// batch per loop turn of each sender, over a second of a worker's work.
 const RELAY_QUEUE: usize = 4096;
+/// Batches queued for the media link (all workers' to other nodes).
+const REMOTE_QUEUE: usize = 8192;
 
 /// Hand-off messages of one meeting, from one worker to another.
 pub struct RelayBatch {
@@ -29,12 +38,38 @@ pub fn channel() -> (mpsc::Sender<RelayBatch>, mpsc::Receiver<RelayBatch>) {
     mpsc::channel(RELAY_QUEUE)
 }
 
+/// A batch for a shard on another node: `to` is its index
+/// ([`super::link::RemoteSlot::shard`]).
+pub struct RemoteBatch {
+    pub to: usize,
+    pub batch: RelayBatch,
+}
+
+/// What the media link needs of the workers: the queue their batches for
+/// other nodes come on, and each worker's queue in, to deliver to.
+pub struct LinkEnds {
+    pub outgoing: mpsc::Receiver<RemoteBatch>,
+    pub workers: Vec<mpsc::Sender<RelayBatch>>,
+}
+
+/// The workers' shared queue to the media link, and its ends for the link.
+pub fn remote(workers: Vec<mpsc::Sender<RelayBatch>>) -> (mpsc::Sender<RemoteBatch>, LinkEnds) {
+    let (tx, outgoing) = mpsc::channel(REMOTE_QUEUE);
+    (tx, LinkEnds { outgoing, workers })
+}
+
+fn is_remote(index: usize) -> bool {
+    index >= MAX_WORKERS
+}
+
 /// One worker's ends of the hand-off.
 pub struct Relays {
     index: usize,
     pub rx: mpsc::Receiver<RelayBatch>,
     /// Every worker's queue, by index (this worker's own included, unused).
     txs: Vec<mpsc::Sender<RelayBatch>>,
+    /// The media link's queue, for shards on other nodes.
+    remote: Option<mpsc::Sender<RemoteBatch>>,
     /// The other workers with a shard of each spread meeting here.
     others: HashMap<MeetingId, Vec<usize>>,
     /// Batches dropped on a full queue.
@@ -51,9 +86,16 @@ impl Relays {
             index,
             rx,
             txs,
+            remote: None,
             others: HashMap::new(),
             dropped: 0,
         }
+    }
+
+    /// Shards on other nodes are reached through `link`.
+    pub fn remote(mut self, link: mpsc::Sender<RemoteBatch>) -> Self {
+        self.remote = Some(link);
+        self
     }
 
     /// A worker with neither (tests): nothing goes anywhere.
@@ -68,7 +110,7 @@ impl Relays {
         let others: Vec<usize> = workers
             .iter()
             .copied()
-            .filter(|w| *w != self.index && *w < self.txs.len())
+            .filter(|w| *w != self.index && (*w < self.txs.len() || is_remote(*w)))
             .collect();
         let any = !others.is_empty();
         self.others.insert(meeting, others);
@@ -100,19 +142,24 @@ impl Relays {
                 meeting,
                 items: batch,
             };
-            match self.txs[w].try_send(batch) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.dropped += 1;
-                    if self.dropped.is_power_of_two() {
-                        tracing::warn!(
-                            to = w,
-                            dropped = self.dropped,
-                            "media hand-off queue full; batch dropped"
-                        );
-                    }
+            use mpsc::error::TrySendError::Full;
+            // A closed queue (a worker or the link stopping) drops quietly.
+            let full = if is_remote(w) {
+                self.remote.as_ref().is_some_and(|l| {
+                    matches!(l.try_send(RemoteBatch { to: w, batch }), Err(Full(_)))
+                })
+            } else {
+                matches!(self.txs[w].try_send(batch), Err(Full(_)))
+            };
+            if full {
+                self.dropped += 1;
+                if self.dropped.is_power_of_two() {
+                    tracing::warn!(
+                        to = w,
+                        dropped = self.dropped,
+                        "media hand-off queue full; batch dropped"
+                    );
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
     }

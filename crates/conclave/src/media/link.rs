@@ -1,0 +1,484 @@
+//! The media link between nodes (issue 23, cascading): the I/O shell
+//! around `conclave_media::link` (sealing, replay window, repair) and
+//! `conclave_media::relay_wire` (the frames). One UDP socket per node
+//! (`cluster.media_link_addr`), one flow per peer node, every meeting the
+//! two share multiplexed on it.
+//!
+//! # For the control plane
+//!
+//! A shard on another node is addressed exactly as a shard on another
+//! worker: by an index in [`DriverCmd::Shards`]'s `workers`
+//! (`crate::media::relay::Relays`). Indices below [`MAX_WORKERS`] are this
+//! node's workers; [`RemoteSlot::shard`] gives the index of worker `w` on
+//! a peer node. A worker then hands that shard its batches as it hands
+//! them to another worker, and what the remote shard sends arrives in the
+//! local worker's relay queue with `from` = the same index, so the
+//! router's per-shard state (what each shard wants, `Relayed::Wanted`)
+//! needs nothing new.
+//!
+//! ```ignore
+//! // once, at start (crate::server does it when media_link_addr is set):
+//! let links = MediaLinks::start(addr, node_id, secret, media.take_link_ends()?, shutdown).await?;
+//! // for each node this node shares a meeting with (both ends call it):
+//! let peer = links.connect("node-b", node_b_media_link_addr);
+//! // the meeting's shard on node-b's worker 1, alongside local worker 0:
+//! DriverCmd::Shards { meeting, workers: vec![0, peer.shard(1)] };
+//! // a peer silent past the timeout:
+//! while let Some(PeerEvent::Gone { node, .. }) = events.recv().await { ... }
+//! ```
+//!
+//! Both ends must [`MediaLinks::connect`] each other: a datagram from a
+//! node not connected here is dropped (counted), since its key is derived
+//! from the two node IDs. `connect` is idempotent per node ID (the same
+//! slot; a new address replaces the old). When a peer falls silent for
+//! [`conclave_media::link::SILENCE`], [`PeerEvent::Gone`] is reported and
+//! the remote tracks it had announced to each local shard are withdrawn
+//! there (`Relayed::Unpublished`), which ends them for their subscribers,
+//! as a publisher leaving does; [`PeerEvent::Back`] when it is heard again
+//! (its shards announce their tracks again on the next `Hello`).
+//!
+//! [`DriverCmd::Shards`]: super::DriverCmd
+//! [`MAX_WORKERS`]: super::MAX_WORKERS
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use conclave_media::TrackId;
+use conclave_media::link::keys::LinkSecret;
+use conclave_media::link::{Link, LinkConfig, LinkEvent, LinkStats, Received, SILENCE};
+use conclave_media::relay::Relayed;
+use conclave_media::relay_wire::{Decoder, Encoder, FrameHead};
+use conclave_proto::MeetingId;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::MAX_WORKERS;
+use super::relay::{LinkEnds, RelayBatch, RemoteBatch};
+
+/// A frame's target size: with the link's overhead, a datagram stays
+/// under a 1500-byte path's MTU; a larger packet goes alone.
+const FRAME_TARGET: usize = 1400;
+/// Largest datagram read.
+const RECV_BUFFER: usize = 65_536;
+/// Batches taken from the workers per wake-up before the socket is read
+/// again.
+const BATCHES_PER_WAKE: usize = 64;
+/// Peer events queued for the control plane; past this they are dropped.
+const EVENT_QUEUE: usize = 256;
+
+/// A peer node's place in this node's shard index space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RemoteSlot(u32);
+
+impl RemoteSlot {
+    /// The shard index of worker `worker` of this peer, for `Shards`.
+    pub fn shard(&self, worker: usize) -> usize {
+        MAX_WORKERS + self.0 as usize * MAX_WORKERS + worker % MAX_WORKERS
+    }
+
+    /// Which peer slot and worker a shard index names, if a remote one.
+    pub fn split(index: usize) -> Option<(RemoteSlot, usize)> {
+        let rest = index.checked_sub(MAX_WORKERS)?;
+        let slot = u32::try_from(rest / MAX_WORKERS).ok()?;
+        Some((RemoteSlot(slot), rest % MAX_WORKERS))
+    }
+}
+
+/// What happened to a peer node's link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// Nothing authentic heard from it for the silence timeout.
+    Gone { node: String, slot: RemoteSlot },
+    /// Heard again.
+    Back { node: String, slot: RemoteSlot },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkStartError {
+    #[error("cannot bind the media link socket {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Counters of the whole node's link socket, besides each peer's
+/// [`LinkStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocketStats {
+    /// Datagrams naming no connected node.
+    pub unknown_sender: u64,
+    /// Frames that opened but did not decode.
+    pub bad_frames: u64,
+    /// Packets whose codec entry was not known yet.
+    pub unknown_codec: u64,
+    /// Frames for a worker this node does not have.
+    pub bad_worker: u64,
+    /// Batches a local worker's full queue refused.
+    pub delivery_dropped: u64,
+    /// Batches for a remote shard of a peer not connected.
+    pub no_peer: u64,
+    /// Messages too large to encode.
+    pub unencodable: u64,
+}
+
+enum Cmd {
+    Connect {
+        node: String,
+        addr: SocketAddr,
+        slot: RemoteSlot,
+    },
+    Stats {
+        slot: RemoteSlot,
+        reply: oneshot::Sender<Option<LinkStats>>,
+    },
+    SocketStats(oneshot::Sender<SocketStats>),
+}
+
+/// This node's media links to the other nodes.
+pub struct MediaLinks {
+    local: SocketAddr,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    slots: Mutex<HashMap<String, RemoteSlot>>,
+    events: Mutex<Option<mpsc::Receiver<PeerEvent>>>,
+}
+
+impl MediaLinks {
+    /// Binds `addr` and starts the link task. `secret` is
+    /// `cluster.secret`, `node_id` this node's; `ends` the workers'
+    /// ([`super::MediaHandle::take_link_ends`]).
+    pub async fn start(
+        addr: SocketAddr,
+        node_id: String,
+        secret: &str,
+        ends: LinkEnds,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<MediaLinks>, LinkStartError> {
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| LinkStartError::Bind { addr, source })?;
+        let local = socket
+            .local_addr()
+            .map_err(|source| LinkStartError::Bind { addr, source })?;
+        Ok(Self::with_socket(
+            socket, local, node_id, secret, ends, shutdown,
+        ))
+    }
+
+    fn with_socket(
+        socket: UdpSocket,
+        local: SocketAddr,
+        node_id: String,
+        secret: &str,
+        ends: LinkEnds,
+        shutdown: CancellationToken,
+    ) -> Arc<MediaLinks> {
+        let (cmds, cmd_rx) = mpsc::unbounded_channel();
+        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+        // Larger than any earlier run's (a restart gets fresh keys).
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let task = Task {
+            socket,
+            node_id,
+            secret: LinkSecret::new(secret.as_bytes()),
+            epoch,
+            peers: HashMap::new(),
+            by_tag: HashMap::new(),
+            workers: ends.workers,
+            events: event_tx,
+            stats: SocketStats::default(),
+        };
+        tokio::spawn(task.run(ends.outgoing, cmd_rx, shutdown));
+        tracing::info!(%local, "media link between nodes on UDP");
+        Arc::new(MediaLinks {
+            local,
+            cmds,
+            slots: Mutex::new(HashMap::new()),
+            events: Mutex::new(Some(event_rx)),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The link to `node` at `addr` (made on the first call; the same slot
+    /// after, with `addr` as the new address).
+    pub fn connect(&self, node: &str, addr: SocketAddr) -> RemoteSlot {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let next = RemoteSlot(u32::try_from(slots.len()).unwrap_or(u32::MAX));
+            *slots.entry(node.to_owned()).or_insert(next)
+        };
+        let _ = self.cmds.send(Cmd::Connect {
+            node: node.to_owned(),
+            addr,
+            slot,
+        });
+        slot
+    }
+
+    /// The slot of a node connected before.
+    pub fn slot_of(&self, node: &str) -> Option<RemoteSlot> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.get(node).copied()
+    }
+
+    /// The stream of peer events (once).
+    pub fn events(&self) -> Option<mpsc::Receiver<PeerEvent>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// One peer's link counters.
+    pub async fn stats(&self, slot: RemoteSlot) -> Option<LinkStats> {
+        let (reply, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Stats { slot, reply }).ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// The socket's counters.
+    pub async fn socket_stats(&self) -> Option<SocketStats> {
+        let (reply, rx) = oneshot::channel();
+        self.cmds.send(Cmd::SocketStats(reply)).ok()?;
+        rx.await.ok()
+    }
+}
+
+struct Peer {
+    node: String,
+    addr: SocketAddr,
+    link: Link,
+    encoder: Encoder,
+    decoder: Decoder,
+    /// Tracks announced to each local shard, by meeting and worker, to
+    /// withdraw if the peer goes.
+    announced: HashMap<(MeetingId, usize), BTreeSet<TrackId>>,
+}
+
+struct Task {
+    socket: UdpSocket,
+    node_id: String,
+    secret: LinkSecret,
+    epoch: u64,
+    peers: HashMap<RemoteSlot, Peer>,
+    by_tag: HashMap<[u8; 8], RemoteSlot>,
+    workers: Vec<mpsc::Sender<RelayBatch>>,
+    events: mpsc::Sender<PeerEvent>,
+    stats: SocketStats,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut outgoing: mpsc::Receiver<RemoteBatch>,
+        mut cmds: mpsc::UnboundedReceiver<Cmd>,
+        shutdown: CancellationToken,
+    ) {
+        let mut buf = vec![0u8; RECV_BUFFER];
+        loop {
+            let next = self.peers.values().map(|p| p.link.poll_timeout()).min();
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, _from)) = r {
+                        self.datagram(&mut buf[..n]);
+                    }
+                }
+                Some(batch) = outgoing.recv() => {
+                    self.outgoing(batch);
+                    for _ in 1..BATCHES_PER_WAKE {
+                        let Ok(batch) = outgoing.try_recv() else { break };
+                        self.outgoing(batch);
+                    }
+                }
+                Some(cmd) = cmds.recv() => self.command(cmd),
+                () = sleep => {
+                    let now = Instant::now();
+                    for p in self.peers.values_mut() {
+                        if p.link.poll_timeout() <= now {
+                            p.link.handle_timeout(now);
+                        }
+                    }
+                }
+            }
+            self.flush().await;
+            self.events();
+        }
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Connect { node, addr, slot } => {
+                if let Some(p) = self.peers.get_mut(&slot) {
+                    p.addr = addr;
+                    return;
+                }
+                let config = LinkConfig {
+                    secret: self.secret.clone(),
+                    local: self.node_id.clone(),
+                    peer: node.clone(),
+                    epoch: self.epoch,
+                    silence: SILENCE,
+                };
+                let Some(link) = Link::new(config, Instant::now()) else {
+                    tracing::error!(%node, "media link key not derived");
+                    return;
+                };
+                self.by_tag.insert(link.peer_tag(), slot);
+                tracing::info!(%node, %addr, "media link to a node");
+                self.peers.insert(
+                    slot,
+                    Peer {
+                        node,
+                        addr,
+                        link,
+                        encoder: Encoder::new(),
+                        decoder: Decoder::new(),
+                        announced: HashMap::new(),
+                    },
+                );
+            }
+            Cmd::Stats { slot, reply } => {
+                let _ = reply.send(self.peers.get(&slot).map(|p| p.link.stats().clone()));
+            }
+            Cmd::SocketStats(reply) => {
+                let _ = reply.send(self.stats.clone());
+            }
+        }
+    }
+
+    /// A local worker's batch for a shard on a peer node.
+    fn outgoing(&mut self, batch: RemoteBatch) {
+        let Some((slot, worker)) = RemoteSlot::split(batch.to) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&slot) else {
+            self.stats.no_peer += 1;
+            return;
+        };
+        let meeting = batch.batch.meeting.to_bytes();
+        let head = FrameHead {
+            meeting: &meeting,
+            from: u16::try_from(batch.batch.from).unwrap_or(u16::MAX),
+            to: u16::try_from(worker).unwrap_or(u16::MAX),
+        };
+        let now = Instant::now();
+        let Peer { link, encoder, .. } = peer;
+        match encoder.encode_batch(head, &batch.batch.items, FRAME_TARGET, now, |frame| {
+            link.send(frame, now)
+        }) {
+            Ok(skipped) => self.stats.unencodable += skipped as u64,
+            Err(_) => self.stats.unencodable += batch.batch.items.len() as u64,
+        }
+    }
+
+    /// A datagram from the network.
+    fn datagram(&mut self, datagram: &mut [u8]) {
+        let Some(slot) = Link::sender_tag(datagram).and_then(|t| self.by_tag.get(&t).copied())
+        else {
+            self.stats.unknown_sender += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&slot) else {
+            return;
+        };
+        let now = Instant::now();
+        let Ok(Received::Data(frame)) = peer.link.receive(datagram, now) else {
+            return;
+        };
+        let decoded = match peer.decoder.decode(frame, now) {
+            Ok(d) => d,
+            Err(e) => {
+                self.stats.bad_frames += 1;
+                tracing::debug!(node = %peer.node, error = %e, "media link frame refused");
+                return;
+            }
+        };
+        self.stats.unknown_codec += u64::from(decoded.unknown_codec);
+        let Some(meeting) = MeetingId::from_bytes(decoded.head.meeting) else {
+            self.stats.bad_frames += 1;
+            return;
+        };
+        let to = usize::from(decoded.head.to);
+        let Some(tx) = self.workers.get(to) else {
+            self.stats.bad_worker += 1;
+            return;
+        };
+        let announced = peer.announced.entry((meeting, to)).or_default();
+        for item in &decoded.items {
+            match item {
+                Relayed::Published { track, .. } => {
+                    announced.insert(*track);
+                }
+                Relayed::Unpublished { track } => {
+                    announced.remove(track);
+                }
+                _ => {}
+            }
+        }
+        let batch = RelayBatch {
+            from: slot.shard(usize::from(decoded.head.from)),
+            meeting,
+            items: decoded.items,
+        };
+        if tx.try_send(batch).is_err() {
+            self.stats.delivery_dropped += 1;
+        }
+    }
+
+    async fn flush(&mut self) {
+        for p in self.peers.values_mut() {
+            while let Some(d) = p.link.poll_transmit() {
+                if let Err(e) = self.socket.send_to(&d, p.addr).await {
+                    tracing::debug!(node = %p.node, error = %e, "media link send failed");
+                }
+            }
+        }
+    }
+
+    /// Peer events to the control plane; a peer gone withdraws the tracks
+    /// it announced to the shards here.
+    fn events(&mut self) {
+        for (&slot, p) in &mut self.peers {
+            while let Some(e) = p.link.poll_event() {
+                let node = p.node.clone();
+                let event = match e {
+                    LinkEvent::Gone => {
+                        tracing::warn!(%node, "media link silent: node gone");
+                        for ((meeting, worker), tracks) in p.announced.drain() {
+                            let Some(tx) = self.workers.get(worker) else {
+                                continue;
+                            };
+                            let items = tracks
+                                .into_iter()
+                                .map(|track| Relayed::Unpublished { track })
+                                .collect();
+                            let batch = RelayBatch {
+                                from: slot.shard(0),
+                                meeting,
+                                items,
+                            };
+                            if tx.try_send(batch).is_err() {
+                                self.stats.delivery_dropped += 1;
+                            }
+                        }
+                        PeerEvent::Gone { node, slot }
+                    }
+                    LinkEvent::Back => PeerEvent::Back { node, slot },
+                };
+                let _ = self.events.try_send(event);
+            }
+        }
+    }
+}
