@@ -6,12 +6,16 @@
 //! Which packets it takes, and why each SSRC has one owner (`srtp.rs` says
 //! why two sealers must never share one):
 //!
-//! - **Decided per stream at its first packet**: fast if the session's keys
-//!   are exported and its media route is known, str0m's otherwise (a stream
-//!   whose first packet comes before the DTLS handshake ends), and it stays
-//!   so. Audio whose first packet is RED (RFC 2198) stays on str0m, where
-//!   RED is unwrapped for subscribers without it; a RED packet arriving
-//!   later on a fast audio stream is dropped and counted.
+//! - **Decided per stream**: fast if the session's keys are exported and
+//!   its media route is known, str0m's otherwise. A stream whose first
+//!   packets come before the DTLS handshake ends (a member joining a meeting
+//!   in progress) starts on str0m and moves to this path at its first packet
+//!   after the keys, once str0m has let out all it was given: the indices
+//!   str0m sealed are below the rewriter's next one, and the sealer has
+//!   seen each of them leave (`SrtpSealer::observe`), so it refuses a
+//!   duplicate. Audio whose first packet is RED (RFC 2198) stays on str0m,
+//!   where RED is unwrapped for subscribers without it; a RED packet
+//!   arriving later on a fast audio stream is dropped and counted.
 //! - **One packet a second still goes through str0m** (`ANCHOR_EVERY`),
 //!   at an index the sealer has reserved first, so str0m and this path seal
 //!   disjoint indices of the same SSRC (str0m seals a written packet at the
@@ -159,7 +163,10 @@ const PROBE_PADDING: usize = 255;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
     Fast,
+    /// str0m's until the session's keys and route are known.
     Str0m,
+    /// str0m's for good: its first packet was RED.
+    Red,
 }
 
 /// One subscriber session's fast path.
@@ -524,13 +531,22 @@ impl FastPath {
         self.sealer.as_mut()
     }
 
-    /// Decides, once per SSRC, who seals it.
-    fn owner(&mut self, ssrc: u32, red: bool) -> Owner {
-        if let Some(o) = self.owners.get(&ssrc) {
-            return *o;
+    /// Who seals the SSRC's next packet: decided at its first, and again
+    /// while str0m has it for want of keys, once `str0m_idle` says str0m
+    /// has nothing of the session's left to send before it.
+    fn owner(&mut self, ssrc: u32, red: bool, str0m_idle: bool) -> Owner {
+        match self.owners.get(&ssrc) {
+            Some(&o @ (Owner::Fast | Owner::Red)) => return o,
+            Some(Owner::Str0m) if !str0m_idle => return Owner::Str0m,
+            Some(Owner::Str0m) | None => {}
         }
-        let fast = !red && self.route.is_some() && self.sealer().is_some();
-        let owner = if fast { Owner::Fast } else { Owner::Str0m };
+        let owner = if red {
+            Owner::Red
+        } else if self.route.is_some() && self.sealer().is_some() {
+            Owner::Fast
+        } else {
+            Owner::Str0m
+        };
         self.owners.insert(ssrc, owner);
         owner
     }
@@ -779,11 +795,12 @@ impl Peer {
         };
         let (ssrc, kind) = (*out.ssrc, out.kind);
         let red = params.red() == Some(packet.header.payload_type);
+        let str0m_idle = self.unsent == 0;
         let owner = match self.fast.as_mut() {
-            Some(fast) => fast.owner(ssrc, red),
+            Some(fast) => fast.owner(ssrc, red, str0m_idle),
             None => Owner::Str0m,
         };
-        if owner == Owner::Str0m {
+        if owner != Owner::Fast {
             return if self.forward(mid, params, packet) {
                 Forwarded::ToStr0m
             } else {

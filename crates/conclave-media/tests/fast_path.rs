@@ -245,6 +245,62 @@ fn a_subscriber_that_comes_back_as_a_new_session_receives_again() {
     assert!(b.fast_sealed > 0 && b.fast_twcc_reports > 0, "{b:?}");
 }
 
+/// A member who joins while others publish has its streams' first packets
+/// forwarded before its DTLS handshake ends, when the fast path has no keys
+/// yet: those go to str0m, and the streams move to the fast path once the
+/// keys are there, with no (SSRC, sequence number) sealed twice and the
+/// stream continuous across the move.
+#[test]
+fn streams_that_start_before_the_keys_move_to_the_fast_path() {
+    let mut net = Net::with_config(|c| c.fast_path = true);
+    net.join(A, A_ADDR, &[MediaKind::Audio, MediaKind::Video]);
+    net.connect_all();
+    // The router's DTLS records to B are lost until `hold` is cleared.
+    let hold = Rc::new(std::cell::Cell::new(true));
+    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
+    let holding = hold.clone();
+    net.link = Some(Box::new(move |_, d| {
+        let dtls = d.contents.first().is_some_and(|b| (20..=63).contains(b));
+        if holding.get() && dtls && d.destination == b_addr {
+            harness::Fate::Lose
+        } else {
+            harness::Fate::Arrive
+        }
+    }));
+    net.join(B, B_ADDR, &[]);
+    publish(&mut net, 300, 0, 1_000);
+    let b = net.router.peer_stats(B).unwrap().clone();
+    assert!(!net.router.is_connected(B));
+    assert!(b.rtp_forwarded > 0 && b.fast_sealed == 0, "{b:?}");
+
+    hold.set(false);
+    net.run_until(Duration::from_secs(10), |net| {
+        net.router.is_connected(B) && net.client(B).is_connected()
+    });
+    let nonces = watch_nonces(&mut net, None);
+    let before = net.router.peer_stats(B).unwrap().clone();
+    let (audio, video) = publish(&mut net, 2_000, 100, 2_000);
+    net.run_for(Duration::from_millis(50));
+    let b = net.router.peer_stats(B).unwrap().clone();
+    let total = audio.len() + video.len();
+    let sealed = (b.fast_sealed - before.fast_sealed) as usize;
+    // All but the first packet or two of each stream (while str0m still
+    // had some to let out) and the anchors, one a second per stream.
+    assert!(sealed + 12 >= total, "{sealed} of {total}: {b:?}");
+    assert_eq!(b.fast_seal_errors, 0, "{b:?}");
+    assert_eq!(
+        nonces.borrow().1,
+        0,
+        "an (SSRC, seq) sent under two ciphertexts"
+    );
+    let (audio_mid, video_mid) = (net.client(A).sending[0].0, net.client(A).sending[1].0);
+    for (mid, sent) in [(video_mid, &video), (audio_mid, &audio)] {
+        let got = received_from(&mut net, B, mid);
+        let tail = &got[got.len().saturating_sub(sent.len())..];
+        assert_continuous(tail, sent);
+    }
+}
+
 /// A packet repaired late on the publisher's hop (it reaches the router
 /// 150 ms after the packet behind it, as a resend does) makes the router
 /// ask the subscriber, in the playout-delay header extension it negotiated,
