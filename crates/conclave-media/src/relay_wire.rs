@@ -3,11 +3,12 @@
 //!
 //! A *frame* is what one link datagram carries (inside its encryption, see
 //! [`crate::link`]): the meeting's ID (the link multiplexes meetings), the
-//! sending and the receiving shard (each node's own worker index), then
-//! records, one per message:
+//! sending shard and the receiving ones (each node's own worker indices:
+//! a packet for several shards of the meeting on the receiving node
+//! crosses once), then records, one per message:
 //!
 //! ```text
-//! frame  = meeting_len u8 | meeting | from u16 | to u16 | record*
+//! frame  = meeting_len u8 | meeting | from u16 | to_count u8 | to u8* | record*
 //! record = tag u8 | body_len u16 | body
 //! ```
 //!
@@ -45,6 +46,8 @@ use crate::relay::{MediaPacket, Relayed};
 
 /// Longest meeting ID a frame carries.
 pub const MAX_MEETING_ID: usize = 32;
+/// Most receiving shards a frame names.
+pub const MAX_TO: usize = 64;
 /// Most simulcast layers a `Published` or `Wanted` names.
 pub const MAX_RIDS: usize = 16;
 /// Entries in a link direction's codec table; past it, indexes are reused
@@ -58,7 +61,7 @@ const MAX_CODEC_DEF: usize = 2048;
 /// A codec entry in use is defined again at most this often.
 pub const DEFINE_AGAIN: Duration = Duration::from_secs(1);
 
-const FRAME_HEADER_MIN: usize = 1 + 2 + 2;
+const FRAME_HEADER_MIN: usize = 1 + 2 + 1;
 const RECORD_HEADER: usize = 1 + 2;
 
 const TAG_HELLO: u8 = 1;
@@ -101,6 +104,8 @@ pub enum WireError {
     BadCodecIndex(u16),
     #[error("meeting ID longer than {MAX_MEETING_ID} bytes")]
     MeetingId,
+    #[error("no receiving shard, or more than {MAX_TO}")]
+    Receivers,
 }
 
 /// Who a frame is from and for.
@@ -109,8 +114,8 @@ pub struct FrameHead<'a> {
     pub meeting: &'a [u8],
     /// The sending node's worker (its shard of the meeting).
     pub from: u16,
-    /// The receiving node's worker.
-    pub to: u16,
+    /// The receiving node's workers (each with a shard of the meeting).
+    pub to: &'a [u8],
 }
 
 /// The sending side of one link direction: its codec table.
@@ -392,7 +397,12 @@ fn write_head(out: &mut Vec<u8>, head: FrameHead<'_>) -> Result<(), WireError> {
     out.push(len);
     out.extend_from_slice(head.meeting);
     out.extend_from_slice(&head.from.to_be_bytes());
-    out.extend_from_slice(&head.to.to_be_bytes());
+    let n = u8::try_from(head.to.len()).map_err(|_| WireError::Receivers)?;
+    if n == 0 || usize::from(n) > MAX_TO {
+        return Err(WireError::Receivers);
+    }
+    out.push(n);
+    out.extend_from_slice(head.to);
     Ok(())
 }
 
@@ -405,10 +415,15 @@ fn read_head<'a>(r: &mut Reader<'a>) -> Result<FrameHead<'a>, WireError> {
         return Err(WireError::MeetingId);
     }
     let meeting = r.take(len)?;
+    let from = r.u16()?;
+    let n = usize::from(r.u8()?);
+    if n == 0 || n > MAX_TO {
+        return Err(WireError::Receivers);
+    }
     Ok(FrameHead {
         meeting,
-        from: r.u16()?,
-        to: r.u16()?,
+        from,
+        to: r.take(n)?,
     })
 }
 

@@ -54,6 +54,11 @@ pub const NACK_RETRY: Duration = Duration::from_millis(40);
 pub const NACK_TRIES: u8 = 4;
 /// Missing numbers tracked at once; a longer gap's oldest count as lost.
 pub const MAX_MISSING: usize = 512;
+/// The first datagram heard of a peer's epoch, if numbered below this,
+/// has its predecessors NACKed: they were sent before this end listened
+/// (a link set up at both ends at about the same time), and carried the
+/// first announcements.
+pub const START_GAP: u64 = 64;
 /// Numbers per NACK datagram.
 pub const NACK_MAX: usize = 128;
 /// The same datagram is not resent again within this long (a NACK repeated
@@ -365,6 +370,17 @@ impl Link {
     fn note_arrival(&mut self, seq: u64, now: Instant) {
         let before = self.window.newest();
         self.window.mark(seq);
+        if before.is_none() && seq > 0 && seq < START_GAP {
+            for s in 0..seq {
+                self.missing.insert(
+                    s,
+                    Missing {
+                        due: now + NACK_DELAY,
+                        tries: 0,
+                    },
+                );
+            }
+        }
         match before {
             Some(newest) if seq > newest + 1 => {
                 let gap_start = (newest + 1).max(seq.saturating_sub(MAX_MISSING as u64));

@@ -229,6 +229,24 @@ fn an_unrepairable_gap_counts_as_lost_after_nack_tries() {
 }
 
 #[test]
+fn datagrams_sent_before_the_peer_listened_are_asked_for_again() {
+    let mut net = Net::new();
+    for i in 0..3 {
+        let now = net.now;
+        net.a.send(&frame(i), now);
+    }
+    // b was not listening yet: the first three are lost.
+    net.run(1, |_, _| Fate::Drop);
+    let now = net.now;
+    net.a.send(&frame(3), now);
+    net.run(100, |_, _| Fate::Deliver);
+    let mut got: Vec<u32> = net.got_b.iter().map(|f| index(f)).collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    assert_eq!(net.b.stats().repaired, 3);
+}
+
+#[test]
 fn replayed_datagrams_are_refused_even_long_after() {
     let mut net = Net::new();
     for i in 0..10 {

@@ -17,7 +17,7 @@ fn head() -> FrameHead<'static> {
     FrameHead {
         meeting: MEETING,
         from: 3,
-        to: 1,
+        to: &[1, 2],
     }
 }
 
@@ -343,8 +343,15 @@ fn lying_lengths_and_counts_are_refused() {
         f[0] = len;
         assert!(dec.decode(&f, now).is_err());
     }
+    // The receivers' count: none, past the bound, past the frame.
+    let count_at = 1 + MEETING.len() + 2;
+    for n in [0u8, 65, 255] {
+        let mut f = whole.clone();
+        f[count_at] = n;
+        assert!(dec.decode(&f, now).is_err());
+    }
     // Every record length, set to every value that is not its own.
-    let mut at = 1 + MEETING.len() + 4;
+    let mut at = 1 + MEETING.len() + 2 + 1 + 2;
     let mut records = 0;
     while at < whole.len() {
         let len = usize::from(u16::from_be_bytes([whole[at + 1], whole[at + 2]]));

@@ -66,6 +66,8 @@ const RECV_BUFFER: usize = 65_536;
 /// Batches taken from the workers per wake-up before the socket is read
 /// again.
 const BATCHES_PER_WAKE: usize = 64;
+/// Datagrams read per wake-up before the workers' batches are taken.
+const DATAGRAMS_PER_WAKE: usize = 64;
 /// Peer events queued for the control plane; past this they are dropped.
 const EVENT_QUEUE: usize = 256;
 
@@ -281,6 +283,11 @@ impl Task {
     ) {
         let mut buf = vec![0u8; RECV_BUFFER];
         loop {
+            // Commands first: a batch a worker queued after a connect finds
+            // the peer.
+            while let Ok(cmd) = cmds.try_recv() {
+                self.command(cmd);
+            }
             let next = self.peers.values().map(|p| p.link.poll_timeout()).min();
             let sleep = async {
                 match next {
@@ -290,8 +297,13 @@ impl Task {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                Some(cmd) = cmds.recv() => self.command(cmd),
                 r = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, _from)) = r {
+                        self.datagram(&mut buf[..n]);
+                    }
+                    for _ in 1..DATAGRAMS_PER_WAKE {
+                        let Ok((n, _from)) = self.socket.try_recv_from(&mut buf) else { break };
                         self.datagram(&mut buf[..n]);
                     }
                 }
@@ -302,7 +314,6 @@ impl Task {
                         self.outgoing(batch);
                     }
                 }
-                Some(cmd) = cmds.recv() => self.command(cmd),
                 () = sleep => {
                     let now = Instant::now();
                     for p in self.peers.values_mut() {
@@ -358,11 +369,19 @@ impl Task {
         }
     }
 
-    /// A local worker's batch for a shard on a peer node.
+    /// A local worker's batch for the meeting's shards on a peer node.
     fn outgoing(&mut self, batch: RemoteBatch) {
-        let Some((slot, worker)) = RemoteSlot::split(batch.to) else {
-            return;
-        };
+        let mut slot = None;
+        let mut to: Vec<u8> = Vec::with_capacity(batch.to.len());
+        for (s, w) in batch.to.iter().filter_map(|&i| RemoteSlot::split(i)) {
+            // One node per batch (Relays groups them so).
+            if *slot.get_or_insert(s) == s
+                && let Ok(w) = u8::try_from(w)
+            {
+                to.push(w);
+            }
+        }
+        let Some(slot) = slot else { return };
         let Some(peer) = self.peers.get_mut(&slot) else {
             self.stats.no_peer += 1;
             return;
@@ -371,7 +390,7 @@ impl Task {
         let head = FrameHead {
             meeting: &meeting,
             from: u16::try_from(batch.batch.from).unwrap_or(u16::MAX),
-            to: u16::try_from(worker).unwrap_or(u16::MAX),
+            to: &to,
         };
         let now = Instant::now();
         let Peer { link, encoder, .. } = peer;
@@ -410,30 +429,42 @@ impl Task {
             self.stats.bad_frames += 1;
             return;
         };
-        let to = usize::from(decoded.head.to);
-        let Some(tx) = self.workers.get(to) else {
-            self.stats.bad_worker += 1;
-            return;
-        };
-        let announced = peer.announced.entry((meeting, to)).or_default();
-        for item in &decoded.items {
-            match item {
-                Relayed::Published { track, .. } => {
-                    announced.insert(*track);
+        let from = slot.shard(usize::from(decoded.head.from));
+        let to = decoded.head.to;
+        let mut items = Some(decoded.items);
+        for (i, &w) in to.iter().enumerate() {
+            let w = usize::from(w);
+            let Some(tx) = self.workers.get(w) else {
+                self.stats.bad_worker += 1;
+                continue;
+            };
+            let Some(list) = (if i + 1 == to.len() {
+                items.take()
+            } else {
+                items.clone()
+            }) else {
+                break;
+            };
+            let announced = peer.announced.entry((meeting, w)).or_default();
+            for item in &list {
+                match item {
+                    Relayed::Published { track, .. } => {
+                        announced.insert(*track);
+                    }
+                    Relayed::Unpublished { track } => {
+                        announced.remove(track);
+                    }
+                    _ => {}
                 }
-                Relayed::Unpublished { track } => {
-                    announced.remove(track);
-                }
-                _ => {}
             }
-        }
-        let batch = RelayBatch {
-            from: slot.shard(usize::from(decoded.head.from)),
-            meeting,
-            items: decoded.items,
-        };
-        if tx.try_send(batch).is_err() {
-            self.stats.delivery_dropped += 1;
+            let batch = RelayBatch {
+                from,
+                meeting,
+                items: list,
+            };
+            if tx.try_send(batch).is_err() {
+                self.stats.delivery_dropped += 1;
+            }
         }
     }
 
@@ -482,3 +513,6 @@ impl Task {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -38,10 +38,11 @@ pub fn channel() -> (mpsc::Sender<RelayBatch>, mpsc::Receiver<RelayBatch>) {
     mpsc::channel(RELAY_QUEUE)
 }
 
-/// A batch for a shard on another node: `to` is its index
-/// ([`super::link::RemoteSlot::shard`]).
+/// A batch for the meeting's shards on another node: `to` are their
+/// indices ([`super::link::RemoteSlot::shard`]), all of one node, so the
+/// batch crosses the link once for all of them.
 pub struct RemoteBatch {
-    pub to: usize,
+    pub to: Vec<usize>,
     pub batch: RelayBatch,
 }
 
@@ -62,6 +63,14 @@ fn is_remote(index: usize) -> bool {
     index >= MAX_WORKERS
 }
 
+/// Where a meeting's batches go from a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Worker(usize),
+    /// The shards on one other node.
+    Node(Vec<usize>),
+}
+
 /// One worker's ends of the hand-off.
 pub struct Relays {
     index: usize,
@@ -70,8 +79,8 @@ pub struct Relays {
     txs: Vec<mpsc::Sender<RelayBatch>>,
     /// The media link's queue, for shards on other nodes.
     remote: Option<mpsc::Sender<RemoteBatch>>,
-    /// The other workers with a shard of each spread meeting here.
-    others: HashMap<MeetingId, Vec<usize>>,
+    /// The other shards of each spread meeting here: workers, and nodes.
+    others: HashMap<MeetingId, Vec<Target>>,
     /// Batches dropped on a full queue.
     pub dropped: u64,
 }
@@ -104,14 +113,25 @@ impl Relays {
         Relays::new(0, rx, Vec::new())
     }
 
-    /// The meeting's shards are on `workers` now; returns whether any is
-    /// another worker's.
+    /// The meeting's shards are on `workers` now (indices past
+    /// [`MAX_WORKERS`] on other nodes); returns whether any is another
+    /// worker's or node's.
     pub fn set_shards(&mut self, meeting: MeetingId, workers: &[usize]) -> bool {
-        let others: Vec<usize> = workers
-            .iter()
-            .copied()
-            .filter(|w| *w != self.index && (*w < self.txs.len() || is_remote(*w)))
-            .collect();
+        let mut others: Vec<Target> = Vec::new();
+        for &w in workers {
+            if is_remote(w) {
+                let node = w / MAX_WORKERS;
+                match others
+                    .iter_mut()
+                    .find(|t| matches!(t, Target::Node(ws) if ws[0] / MAX_WORKERS == node))
+                {
+                    Some(Target::Node(ws)) => ws.push(w),
+                    _ => others.push(Target::Node(vec![w])),
+                }
+            } else if w != self.index && w < self.txs.len() {
+                others.push(Target::Worker(w));
+            }
+        }
         let any = !others.is_empty();
         self.others.insert(meeting, others);
         any
@@ -131,7 +151,7 @@ impl Relays {
             return;
         };
         let last = others.len() - 1;
-        for (i, &w) in others.iter().enumerate() {
+        for (i, target) in others.iter().enumerate() {
             let batch = if i == last {
                 std::mem::take(items)
             } else {
@@ -144,23 +164,51 @@ impl Relays {
             };
             use mpsc::error::TrySendError::Full;
             // A closed queue (a worker or the link stopping) drops quietly.
-            let full = if is_remote(w) {
-                self.remote.as_ref().is_some_and(|l| {
-                    matches!(l.try_send(RemoteBatch { to: w, batch }), Err(Full(_)))
-                })
-            } else {
-                matches!(self.txs[w].try_send(batch), Err(Full(_)))
+            let full = match target {
+                Target::Node(to) => self.remote.as_ref().is_some_and(|l| {
+                    let to = to.clone();
+                    matches!(l.try_send(RemoteBatch { to, batch }), Err(Full(_)))
+                }),
+                Target::Worker(w) => matches!(self.txs[*w].try_send(batch), Err(Full(_))),
             };
             if full {
                 self.dropped += 1;
                 if self.dropped.is_power_of_two() {
                     tracing::warn!(
-                        to = w,
+                        to = ?target,
                         dropped = self.dropped,
                         "media hand-off queue full; batch dropped"
                     );
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_on_one_other_node_get_one_batch_and_workers_one_each() {
+        let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| channel()).unzip();
+        let (to_link, mut ends) = remote(txs.clone());
+        let mut relays = Relays::new(0, rxs.remove(0), txs).remote(to_link);
+        let meeting = MeetingId::generate();
+        let node = |n: usize, w: usize| MAX_WORKERS + n * MAX_WORKERS + w;
+        // Itself and a worker past the last are left out.
+        assert!(relays.set_shards(meeting, &[0, 2, 7, node(0, 1), node(1, 0), node(0, 3)]));
+        relays.send(meeting, &mut vec![Relayed::Hello]);
+        assert!(rxs[0].try_recv().is_err());
+        assert_eq!(
+            rxs[1].try_recv().map(|b| (b.from, b.items.len())).ok(),
+            Some((0, 1))
+        );
+        let mut to: Vec<Vec<usize>> = std::iter::from_fn(|| ends.outgoing.try_recv().ok())
+            .map(|b| b.to)
+            .collect();
+        to.sort();
+        assert_eq!(to, vec![vec![node(0, 1), node(0, 3)], vec![node(1, 0)]]);
+        assert!(!relays.set_shards(meeting, &[0]));
     }
 }
