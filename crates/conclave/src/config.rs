@@ -85,6 +85,13 @@ pub struct Config {
     /// The default, [`DEFAULT_SPREAD_MEETINGS_FROM`], leaves the everyday
     /// meeting on one worker and spreads only a large one.
     pub spread_meetings_from: usize,
+    /// Cluster mode with `cluster.secret`: a meeting with this many members
+    /// cascades over the nodes (issue 23, `crate::cluster::cascade`): its
+    /// lease holder places each newcomer's media on the least-loaded live
+    /// node, which runs a shard of the meeting driven over a control
+    /// channel fenced by the meeting's lease. 0 (the default): a meeting's
+    /// media stays on its lease holder.
+    pub cascade_meetings_from: usize,
     /// The address announced to clients in ICE candidates, when it differs
     /// from `media_listen` (behind a 1:1 NAT, or when listening on 0.0.0.0).
     pub public_ip: Option<IpAddr>,
@@ -188,6 +195,13 @@ pub struct ClusterConfig {
     /// meetings to end before it stops anyway.
     #[serde(default = "ClusterConfig::default_drain_ms")]
     pub drain_ms: u64,
+    /// With `secret` and `cascade_meetings_from`: the UDP address of this
+    /// node's media link to the other nodes (`crate::media::link`), which
+    /// carries a cascaded meeting's media between its shards. An address
+    /// the other nodes reach (not 0.0.0.0): it is told to them as it is.
+    /// Absent: no media crosses between nodes.
+    #[serde(default)]
+    pub media_link_addr: Option<SocketAddr>,
 }
 
 impl ClusterConfig {
@@ -305,6 +319,7 @@ impl Default for Config {
             media_fast_path: true,
             media_playout_delay: true,
             spread_meetings_from: DEFAULT_SPREAD_MEETINGS_FROM,
+            cascade_meetings_from: 0,
             public_ip: None,
             public_url: None,
             tls_cert: None,

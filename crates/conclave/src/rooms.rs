@@ -136,6 +136,11 @@ impl Rooms {
         })
     }
 
+    /// The media workers (a cascaded meeting's shard here is opened on them).
+    pub fn media(&self) -> &MediaHandle {
+        &self.media
+    }
+
     /// Members seated in all running rooms.
     pub fn participants(&self) -> u64 {
         u64::try_from(self.participants.load(Ordering::Relaxed)).unwrap_or(0)
@@ -294,7 +299,10 @@ impl Rooms {
         }
         let (tx, rx) = mpsc::channel(ROOM_QUEUE);
         map.insert(id, tx.clone());
-        let (media, media_events) = self.media.open(id);
+        let (media, media_events) = match &live {
+            Some(live) => self.media.open_leased(id, live.token),
+            None => self.media.open(id),
+        };
         let room = Room {
             id,
             media,

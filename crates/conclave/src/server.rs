@@ -192,6 +192,37 @@ impl Server {
             metrics.clone(),
             cluster.clone(),
         );
+        if let Some(cluster) = &cluster
+            && let Some(cascade) = crate::cluster::cascade::Cascade::start(
+                cluster,
+                config.cascade_meetings_from,
+                metrics.cascade_refused.clone(),
+                shutdown.clone(),
+            )
+        {
+            if let Some(addr) = config.cluster.as_ref().and_then(|c| c.media_link_addr)
+                && let Some(ends) = rooms.media().take_link_ends()
+            {
+                let links = crate::media::link::MediaLinks::start(
+                    addr,
+                    cluster.node_id().to_string(),
+                    cluster.secret().unwrap_or_default(),
+                    ends,
+                    shutdown.clone(),
+                )
+                .await
+                .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+                if let Some(mut events) = links.events() {
+                    tokio::spawn(async move {
+                        while let Some(e) = events.recv().await {
+                            tracing::info!(event = ?e, "media link between nodes");
+                        }
+                    });
+                }
+                cascade.set_links(links);
+            }
+            rooms.media().set_cascade(cascade);
+        }
         if let Some(cluster) = &cluster {
             let load = crate::cluster::registry::LoadSource {
                 media_address: std::net::SocketAddr::new(

@@ -86,6 +86,9 @@ pub struct Metrics {
     pub redis_errors: Counter,
     /// Meeting WebSockets this node relayed to the node running the meeting.
     pub relayed_sockets: Counter,
+    /// Cascade control input refused (cluster mode, issue 23), by reason:
+    /// unauthenticated, stale (not the lease holder's), bad message.
+    pub cascade_refused: [Counter; 3],
     pub media: MediaCounters,
 }
 
@@ -162,6 +165,11 @@ impl Metrics {
             None,
             "Joins and resumes refused, by reason".into(),
         );
+        recorder.describe_counter(
+            "conclave_cascade_refused_total".into(),
+            None,
+            "Cascade control channels and messages refused, by reason (cluster mode)".into(),
+        );
         let failures = JoinFailure::ALL.map(|f| {
             let key = Key::from_parts(
                 "conclave_join_failures_total",
@@ -235,6 +243,15 @@ impl Metrics {
                 "conclave_relayed_sockets_total",
                 "Meeting WebSockets relayed to the node running the meeting (cluster mode)",
             ),
+            cascade_refused: ["unauthenticated", "stale", "bad_message"].map(|reason| {
+                recorder.register_counter(
+                    &Key::from_parts(
+                        "conclave_cascade_refused_total",
+                        vec![Label::new("reason", reason)],
+                    ),
+                    &META,
+                )
+            }),
             media,
             handle,
         })

@@ -631,6 +631,7 @@ fn cluster_settings_are_checked() {
         node_ttl_ms: 6_000,
         secret: Some("s".repeat(32)),
         drain_ms: 10_000,
+        media_link_addr: None,
     };
     let with = |c: ClusterConfig| conclave::Config {
         cluster: Some(c),
@@ -1756,3 +1757,6 @@ mod native_resume;
 
 /// `limits.max_pending_per_address` counted in Redis for the cluster.
 mod connection_caps;
+
+/// A meeting's media cascaded over two nodes (issue 23).
+mod cascade;

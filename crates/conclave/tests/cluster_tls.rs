@@ -64,6 +64,7 @@ fn config(url: String, ca_file: &Path, node: &str) -> ClusterConfig {
         node_ttl_ms: 1500,
         secret: None,
         drain_ms: 10_000,
+        media_link_addr: None,
     }
 }
 

@@ -13,6 +13,8 @@
 //!   suspension, members, roles, resume tokens' hashes, the waiting list).
 //! - [`limits`]: failed joins and sign-ins counted in Redis, so that guesses
 //!   spread over the nodes are limited as if they came to one.
+//! - [`cascade`]: a meeting's media over several nodes: placement and the
+//!   control channel to the nodes serving some of its members (issue 23).
 //! - [`conns`]: connections not joined yet counted per address in Redis,
 //!   so that the per-address cap holds for the cluster, not per node.
 //!
@@ -22,6 +24,7 @@
 //! and back to true once a command succeeds again. Meetings already running
 //! here keep their media meanwhile.
 
+pub mod cascade;
 pub mod conns;
 pub mod lease;
 pub mod limits;

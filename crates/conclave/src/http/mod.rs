@@ -111,6 +111,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/internal/v1/cascade/{id}",
+            get(crate::cluster::cascade::serve),
+        )
         .nest("/api/v1", api)
         .route("/auth/oidc/{name}", get(oidc::start))
         .route("/auth/oidc/{name}/callback", get(oidc::callback))

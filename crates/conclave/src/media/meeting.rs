@@ -188,6 +188,25 @@ impl MeetingMedia {
             }
             MediaCommand::Leave { participant } => {
                 let _ = self.router.remove_peer(peer(participant));
+                // Its tracks held here as remote tracks end too: its shard
+                // says so itself, but a node that went away cannot.
+                let mids: Vec<String> = self
+                    .published
+                    .keys()
+                    .filter(|(p, _)| *p == participant)
+                    .map(|(_, mid)| mid.clone())
+                    .collect();
+                for mid in mids {
+                    let track = conclave_media::TrackId {
+                        publisher: peer(participant),
+                        mid: conclave_media::Mid::from(mid.as_str()),
+                    };
+                    self.router.handle_relay(
+                        u32::MAX,
+                        conclave_media::relay::Relayed::Unpublished { track },
+                        now,
+                    );
+                }
                 self.published.retain(|(p, _), _| *p != participant);
                 self.allowed.remove(&participant);
                 self.ufrags.remove(&participant);

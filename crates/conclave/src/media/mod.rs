@@ -32,14 +32,16 @@ mod worker;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use conclave_core::{MediaCommand, MediaEvent};
 use conclave_proto::{MeetingId, ParticipantId, PublishedTrack};
 use tokio::sync::mpsc;
 
 use shard::Placement;
+
+use crate::cluster::cascade::{Cascade, Down, Mesh, RemoteShard};
 
 /// Commands queued for each worker, at most this many.
 const WORKER_QUEUE: usize = 4096;
@@ -92,13 +94,52 @@ pub struct MediaLink {
     events: mpsc::Sender<MediaEvent>,
     /// Each member's latest published tracks, for new shards.
     declared: HashMap<ParticipantId, Vec<PublishedTrack>>,
+    /// Cluster mode, cascading on, this node holding the meeting's lease:
+    /// the members whose media other nodes serve.
+    cascade: Option<Cascading>,
+    /// A cascaded meeting's shard on a node serving some of its members:
+    /// the shards on the other nodes, as indices for `Shards`.
+    remote_shards: Vec<usize>,
+}
+
+/// What [`MediaLink::cascaded`] left to do here.
+enum Cascaded {
+    /// Nothing: another node serves the member, or it is not placed yet.
+    Done,
+    /// Send the command to this node's shards, then the member's gates
+    /// if it was placed here just now.
+    Here(Option<MediaCommand>),
+}
+
+/// A meeting's media over the nodes, as its lease holder's link sees it
+/// ([`crate::cluster::cascade`]).
+struct Cascading {
+    cascade: Arc<Cascade>,
+    /// The meeting's lease token, which fences its control channels.
+    token: u64,
+    /// Member → the node serving its media.
+    remote_of: HashMap<ParticipantId, String>,
+    /// The meeting's shard on each other node, by node ID.
+    nodes: HashMap<String, RemoteShard>,
+    /// Each member's last gates, given again to the shard of a member
+    /// placed anew after its node went.
+    allowed: HashMap<ParticipantId, MediaCommand>,
+    /// Where the meeting's shards are, on every node.
+    mesh: Arc<std::sync::Mutex<Mesh>>,
 }
 
 impl MediaLink {
     /// Queues a command of the meeting's core for the router (shard) that
     /// serves its member.
     pub fn send(&mut self, cmd: MediaCommand) {
-        if self.media.spread_from == 0 {
+        let mut replay = None;
+        if self.cascade.is_some() {
+            match self.cascaded(&cmd) {
+                Cascaded::Done => return,
+                Cascaded::Here(r) => replay = r,
+            }
+        }
+        if self.media.spread_from == 0 && self.cascade.is_none() {
             let worker = self.placement.home();
             self.media.send_to(worker, self.media_cmd(cmd));
             return;
@@ -147,6 +188,210 @@ impl MediaLink {
                 }
             }
         }
+        if let Some(allow) = replay {
+            self.send(allow);
+        }
+    }
+
+    /// What a member served elsewhere publishes: every shard here labels
+    /// its tracks by it (the meeting's lease holder tells a node serving
+    /// some of its members).
+    pub fn declare(&mut self, participant: ParticipantId, tracks: Vec<PublishedTrack>) {
+        self.declared.insert(participant, tracks.clone());
+        for &w in &self.shards {
+            self.media.send_to(
+                w,
+                DriverCmd::Declared {
+                    meeting: self.meeting,
+                    participant,
+                    tracks: tracks.clone(),
+                },
+            );
+        }
+    }
+
+    /// The shards of the meeting on other nodes are now `remote` (indices
+    /// of the media link's slots): every shard here hands them its media.
+    pub fn set_remote_shards(&mut self, remote: Vec<usize>) {
+        self.remote_shards = remote;
+        self.media
+            .set_shards(self.meeting, &self.shards, &self.remote_shards);
+    }
+
+    /// The workers with a shard of the meeting here.
+    pub fn local_shards(&self) -> &BTreeSet<usize> {
+        &self.shards
+    }
+
+    /// Cascading: sends `cmd` to the node serving its member when that is
+    /// another node (true: nothing more to do here), and what every other
+    /// node must know (what a member publishes, leaves). A member whose
+    /// node's channel ended is placed again at its next offer.
+    fn cascaded(&mut self, cmd: &MediaCommand) -> Cascaded {
+        self.drop_gone_nodes();
+        let Some(c) = self.cascade.as_mut() else {
+            return Cascaded::Here(None);
+        };
+        match cmd {
+            MediaCommand::Offer {
+                participant,
+                tracks,
+                ..
+            } => {
+                let p = *participant;
+                let node = match c.remote_of.get(&p) {
+                    Some(n) => Some(n.clone()),
+                    None if self.placement.worker_of(p).is_some() => None,
+                    None => {
+                        let mut placed: HashMap<String, usize> = HashMap::new();
+                        for n in c.remote_of.values() {
+                            *placed.entry(n.clone()).or_default() += 1;
+                        }
+                        let here = self.placement.members().count();
+                        let members = c.remote_of.len() + here;
+                        c.cascade.pick(members, here, &placed).map(|record| {
+                            let id = record.node_id.clone();
+                            if !c.nodes.contains_key(&id) {
+                                tracing::info!(meeting = %self.meeting, node = %id, "meeting cascades to another node");
+                                let shard = c.cascade.connect(
+                                    self.meeting,
+                                    c.token,
+                                    &record,
+                                    self.events.clone(),
+                                    &c.mesh,
+                                );
+                                for (q, t) in &self.declared {
+                                    shard.send(Down::Declared {
+                                        participant: *q,
+                                        tracks: t.clone(),
+                                    });
+                                }
+                                c.nodes.insert(id.clone(), shard);
+                            }
+                            c.remote_of.insert(p, id.clone());
+                            if let Some(shard) = c.nodes.get(&id) {
+                                shard.add_member(p);
+                                if let Some(allow) = c.allowed.get(&p) {
+                                    shard.media(allow.clone());
+                                }
+                            }
+                            id
+                        })
+                    }
+                };
+                self.declared.insert(p, tracks.clone());
+                for (id, shard) in &c.nodes {
+                    if Some(id) != node.as_ref() {
+                        shard.send(Down::Declared {
+                            participant: p,
+                            tracks: tracks.clone(),
+                        });
+                    }
+                }
+                let Some(node) = node else {
+                    // Placed here now: its gates follow its offer.
+                    let first = self.placement.worker_of(p).is_none();
+                    return Cascaded::Here(c.allowed.get(&p).filter(|_| first).cloned());
+                };
+                for &w in &self.shards {
+                    self.media.send_to(
+                        w,
+                        DriverCmd::Declared {
+                            meeting: self.meeting,
+                            participant: p,
+                            tracks: tracks.clone(),
+                        },
+                    );
+                }
+                if let Some(shard) = c.nodes.get(&node) {
+                    shard.media(cmd.clone());
+                }
+                Cascaded::Done
+            }
+            MediaCommand::Answer { participant, .. }
+            | MediaCommand::Allow { participant, .. }
+            | MediaCommand::KeyFrame { participant }
+            | MediaCommand::ViewSize {
+                subscriber: participant,
+                ..
+            } => {
+                if matches!(cmd, MediaCommand::Allow { .. }) {
+                    c.allowed.insert(*participant, cmd.clone());
+                }
+                if let Some(shard) = c.remote_of.get(participant).and_then(|n| c.nodes.get(n)) {
+                    shard.media(cmd.clone());
+                    return Cascaded::Done;
+                }
+                let placed = self.placement.worker_of(*participant).is_some();
+                if !placed && !matches!(cmd, MediaCommand::ViewSize { .. }) {
+                    // Not placed yet: its node is chosen at its offer, which
+                    // its gates follow; nothing else concerns it before.
+                    return Cascaded::Done;
+                }
+                Cascaded::Here(None)
+            }
+            MediaCommand::Leave { participant } => {
+                c.allowed.remove(participant);
+                if let Some(shard) = c
+                    .remote_of
+                    .remove(participant)
+                    .and_then(|n| c.nodes.get(&n))
+                {
+                    shard.remove_member(*participant);
+                }
+                for shard in c.nodes.values() {
+                    shard.media(cmd.clone());
+                }
+                // The shards here forget it too (and its remote tracks).
+                Cascaded::Here(None)
+            }
+        }
+    }
+
+    /// Forgets the nodes whose control channel ended: their members' tracks
+    /// end on every other shard, and each is placed again when its client
+    /// offers anew (its peer connection went with the node).
+    fn drop_gone_nodes(&mut self) {
+        let Some(c) = self.cascade.as_mut() else {
+            return;
+        };
+        let gone: Vec<String> = c
+            .nodes
+            .iter()
+            .filter(|(_, s)| s.is_closed())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            tracing::warn!(meeting = %self.meeting, node = %id, "cascade control channel gone; its members are placed again at their next offer");
+            c.nodes.remove(&id);
+            c.mesh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove_node(&id);
+            let members: Vec<ParticipantId> = c
+                .remote_of
+                .iter()
+                .filter(|(_, n)| **n == id)
+                .map(|(p, _)| *p)
+                .collect();
+            for p in members {
+                c.remote_of.remove(&p);
+                self.declared.remove(&p);
+                let leave = MediaCommand::Leave { participant: p };
+                for shard in c.nodes.values() {
+                    shard.media(leave.clone());
+                }
+                for &w in &self.shards {
+                    self.media.send_to(
+                        w,
+                        DriverCmd::Media {
+                            meeting: self.meeting,
+                            cmd: leave.clone(),
+                        },
+                    );
+                }
+            }
+        }
     }
 
     fn media_cmd(&self, cmd: MediaCommand) -> DriverCmd {
@@ -185,22 +430,25 @@ impl MediaLink {
                     },
                 );
             }
-            let workers: Vec<usize> = self.shards.iter().copied().collect();
-            for &w in &self.shards {
-                self.media.send_to(
-                    w,
-                    DriverCmd::Shards {
-                        meeting: self.meeting,
-                        workers: workers.clone(),
-                    },
-                );
+            match &self.cascade {
+                Some(c) => c
+                    .mesh
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set_local(self.shards.clone()),
+                None => self
+                    .media
+                    .set_shards(self.meeting, &self.shards, &self.remote_shards),
             }
         }
         placed.worker
     }
 
-    /// The room stopped: every shard drops its router.
+    /// The room stopped: every shard drops its router (a remote node's
+    /// when its control channel closes).
     pub fn close(mut self) {
+        // Dropping the channels' senders ends them.
+        self.cascade = None;
         let members: Vec<(ParticipantId, usize)> = self.placement.members().collect();
         for (p, w) in members {
             self.placement.leave(p);
@@ -229,6 +477,8 @@ pub struct MediaHandle {
     /// The workers' ends for the media link to other nodes, until it takes
     /// them ([`MediaHandle::take_link_ends`]).
     link_ends: Arc<std::sync::Mutex<Option<relay::LinkEnds>>>,
+    /// Cluster mode with cascading on ([`crate::cluster::cascade`]).
+    cascade: Arc<OnceLock<Arc<Cascade>>>,
 }
 
 struct WorkerHandle {
@@ -248,15 +498,57 @@ impl MediaHandle {
     /// on, and the stream of its events. Once per running room; the room
     /// closes the link when it stops.
     pub fn open(&self, meeting: MeetingId) -> (MediaLink, mpsc::Receiver<MediaEvent>) {
+        self.open_with(meeting, true, None)
+    }
+
+    /// [`MediaHandle::open`] for a meeting this node holds the lease of,
+    /// with `token`: with cascading on, its media may go to other nodes.
+    pub fn open_leased(
+        &self,
+        meeting: MeetingId,
+        token: u64,
+    ) -> (MediaLink, mpsc::Receiver<MediaEvent>) {
+        let home = self.worker_for(meeting);
+        let cascading = self.cascade().map(|cascade| Cascading {
+            mesh: Mesh::new(
+                meeting,
+                Arc::clone(&cascade),
+                self.clone(),
+                BTreeSet::from([home]),
+            ),
+            cascade,
+            token,
+            remote_of: HashMap::new(),
+            nodes: HashMap::new(),
+            allowed: HashMap::new(),
+        });
+        self.open_with(meeting, true, cascading)
+    }
+
+    /// The shard here of a meeting another node holds, for the members it
+    /// placed here: it does not report the active speaker (the holder's
+    /// home shard does).
+    pub fn open_remote(&self, meeting: MeetingId) -> (MediaLink, mpsc::Receiver<MediaEvent>) {
+        self.open_with(meeting, false, None)
+    }
+
+    fn open_with(
+        &self,
+        meeting: MeetingId,
+        speaker: bool,
+        cascade: Option<Cascading>,
+    ) -> (MediaLink, mpsc::Receiver<MediaEvent>) {
         let (events, rx) = mpsc::channel(MEETING_EVENT_QUEUE);
         let home = self.worker_for(meeting);
+        // A shard of a cascaded meeting hands on its media like a spread one.
+        let relay = self.spread_from > 0 || cascade.is_some() || !speaker;
         self.send_to(
             home,
             DriverCmd::Open {
                 meeting,
                 events: events.clone(),
-                relay: self.spread_from > 0,
-                speaker: true,
+                relay,
+                speaker,
             },
         );
         let link = MediaLink {
@@ -266,8 +558,34 @@ impl MediaHandle {
             shards: BTreeSet::from([home]),
             events,
             declared: HashMap::new(),
+            cascade,
+            remote_shards: Vec::new(),
         };
         (link, rx)
+    }
+
+    /// Tells each of `local`'s workers the meeting's shards: `local` and
+    /// `remote` (shards on other nodes).
+    pub(crate) fn set_shards(&self, meeting: MeetingId, local: &BTreeSet<usize>, remote: &[usize]) {
+        let workers: Vec<usize> = local.iter().chain(remote).copied().collect();
+        for &w in local {
+            self.send_to(
+                w,
+                DriverCmd::Shards {
+                    meeting,
+                    workers: workers.clone(),
+                },
+            );
+        }
+    }
+
+    /// Turns cascading on (cluster mode, once the cluster is up).
+    pub fn set_cascade(&self, cascade: Arc<Cascade>) {
+        let _ = self.cascade.set(cascade);
+    }
+
+    pub fn cascade(&self) -> Option<Arc<Cascade>> {
+        self.cascade.get().cloned()
     }
 
     /// Queues a command for worker `i`; drops it (and says so) if that
@@ -434,6 +752,7 @@ pub fn start(
         workers: handles.into(),
         spread_from,
         link_ends: Arc::new(std::sync::Mutex::new(Some(link_ends))),
+        cascade: Arc::default(),
     })
 }
 
@@ -451,6 +770,7 @@ mod tests {
                 loads,
                 spread_from: 0,
                 link_ends: Arc::default(),
+                cascade: Arc::default(),
             },
             rxs,
         )

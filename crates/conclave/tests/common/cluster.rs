@@ -31,6 +31,7 @@ pub fn config(redis: &Redis, node: &str, lease_ms: u64, node_ttl_ms: u64) -> Clu
         node_ttl_ms,
         secret: None,
         drain_ms: 10_000,
+        media_link_addr: None,
     }
 }
 

@@ -1,0 +1,247 @@
+//! Cascading a meeting's media over two nodes (issue 23): with
+//! `cascade_meetings_from = 1`, the lease holder (node-a) keeps the first
+//! member's media and places the second's on node-b, whose worker answers
+//! its offer; the member's signaling stays with node-a's room. The control
+//! channel node-a opens to node-b is fenced by the meeting's lease: a
+//! channel opened without the secret, with a stale token, or in another
+//! node's name is refused and counted.
+
+use std::time::{Duration, Instant};
+
+use conclave::cluster::cascade::{CASCADE_HEADER, cascade_path, sign};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::common::TestServer;
+use crate::common::cluster::{NodeOptions, SECRET, eventually, node_records, nodes};
+use crate::common::postgres::Postgres;
+use crate::common::redis::Redis;
+use crate::native_cli::{Cli, invite};
+
+/// `conclave join` at `link` as `name`, sending synthetic media and
+/// printing its stats every half second.
+fn member(link: &str, name: &str) -> Cli {
+    Cli::start(&[
+        "join",
+        link,
+        "--name",
+        name,
+        "--synthetic",
+        "--stats",
+        "--stats-interval",
+        "0.5",
+    ])
+}
+
+/// A member's latest stats line.
+fn latest(cli: &Cli) -> Option<Value> {
+    let out = cli.stdout();
+    let line = out.lines().rev().find(|l| l.starts_with('{'))?;
+    serde_json::from_str(line).ok()
+}
+
+/// The security code and group size a stats line shows.
+fn code(v: &Value) -> Option<(String, usize)> {
+    Some((
+        v["e2ee"]["security_code"].as_str()?.to_string(),
+        v["e2ee"]["roster"].as_array()?.len(),
+    ))
+}
+
+/// What a stats line counts as received of `kind`: `what` (`packets`, or
+/// `frames` decrypted).
+fn received(v: &Value, kind: &str, what: &str) -> u64 {
+    v["received"].as_object().map_or(0, |tracks| {
+        tracks
+            .values()
+            .filter(|t| t["kind"] == kind)
+            .filter_map(|t| t[what].as_u64())
+            .sum()
+    })
+}
+
+/// A counter's value in a node's `/metrics` (0 when absent).
+async fn counter(node: &TestServer, name_and_labels: &str) -> u64 {
+    let text = reqwest::get(node.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Opens a control channel to `node` for `meeting` with `header`; the
+/// HTTP status it was refused with (101 when accepted).
+async fn open_control(node: &TestServer, meeting: &str, header: Option<String>) -> u16 {
+    let url = format!("ws://{}{}", node.addr, cascade_path(meeting));
+    let mut req = url.as_str().into_client_request().expect("request");
+    if let Some(h) = header {
+        req.headers_mut()
+            .insert(CASCADE_HEADER, h.parse().expect("header value"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((_, resp)) => resp.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("control channel: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("CASCADE_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+    let redis = Redis::start();
+    let url = Postgres::shared().fresh_database().await;
+    let nodes = nodes(
+        &redis,
+        &url,
+        &["node-a", "node-b"],
+        NodeOptions::default(),
+        |c| {
+            c.cascade_meetings_from = 1;
+            if let Some(cluster) = c.cluster.as_mut() {
+                cluster.media_link_addr = Some("127.0.0.1:0".parse().expect("address"));
+            }
+        },
+    )
+    .await;
+    node_records(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let alice = a.signed_in("alice").await;
+    let meeting = alice
+        .create_meeting(json!({"title": "Cascaded", "settings": {"waiting_room": false}}))
+        .await;
+    let link = invite(&meeting);
+    let ada = member(&link, "Ada");
+    // Ada in first (her media stays with the lease holder), then Bob.
+    eventually(30, "Ada in the meeting", async || {
+        latest(&ada).and_then(|v| code(&v)).is_some()
+    })
+    .await;
+    let bob = member(&link, "Bob");
+    let lease = redis.cmd(&format!("GET conclave:lease:{}", meeting.id));
+    assert!(lease.starts_with("node-a "), "{lease}");
+
+    // One member's media on each node: node-b's worker holds Bob's peer,
+    // though node-b runs no room of the meeting.
+    let start = Instant::now();
+    while a.server().media_members().iter().sum::<usize>() != 1
+        || b.server().media_members().iter().sum::<usize>() != 1
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not one member's media on each node: {:?} {:?}\n{}\n{}",
+            a.server().media_members(),
+            b.server().media_members(),
+            redis.cmd("KEYS *"),
+            bob.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Both in one group with one code.
+    let start = Instant::now();
+    loop {
+        let (x, y) = (latest(&ada), latest(&bob));
+        if let (Some(x), Some(y)) = (x.as_ref().and_then(code), y.as_ref().and_then(code))
+            && x.1 == 2
+            && x == y
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not one group of two with one code\nAda: {:?}\nBob: {:?}\n{}",
+            latest(&ada),
+            latest(&bob),
+            bob.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Bob's media reaches node-b: its worker counts bytes in.
+    eventually(20, "node-b receives Bob's media", async || {
+        counter(b, "conclave_media_received_bytes_total").await > 10_000
+    })
+    .await;
+    // Across the media link, both ways: Ada (served by node-a) decrypts
+    // Bob's video and audio (published on node-b), and Bob Ada's.
+    let start = Instant::now();
+    loop {
+        let (x, y) = (latest(&ada), latest(&bob));
+        let got = |v: &Option<Value>| {
+            v.as_ref().map_or((0, 0), |v| {
+                (
+                    received(v, "video", "frames"),
+                    received(v, "audio", "packets"),
+                )
+            })
+        };
+        let (ga, gb) = (got(&x), got(&y));
+        if ga.0 > 20 && ga.1 > 20 && gb.0 > 20 && gb.1 > 20 {
+            eprintln!(
+                "across the nodes: Ada got {ga:?}, Bob got {gb:?} (video frames, audio packets)"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "media does not cross the nodes both ways: Ada {ga:?}, Bob {gb:?}\nAda: {x:?}\nBob: {y:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Forged control channels to node-b are refused and counted; the real
+    // one goes on.
+    let id = meeting.id.to_string();
+    let path = cascade_path(&id);
+    let token: u64 = lease
+        .split(' ')
+        .nth(1)
+        .and_then(|t| t.trim().parse().ok())
+        .expect("lease token");
+    let wrong_secret = sign(
+        "not-the-cluster-secret-but-32-chars!",
+        "node-a",
+        token,
+        &path,
+    );
+    assert_eq!(open_control(b, &id, None).await, 403);
+    assert_eq!(open_control(b, &id, Some(wrong_secret)).await, 403);
+    assert_eq!(
+        open_control(
+            b,
+            &id,
+            Some(format!("{} x", sign(SECRET, "node-a", token, &path)))
+        )
+        .await,
+        403
+    );
+    // Signed with the secret, but not the lease: a stale token, another
+    // node's name, a token not granted yet.
+    for (node, t) in [
+        ("node-a", token - 1),
+        ("node-b", token),
+        ("node-a", token + 1),
+    ] {
+        let status = open_control(b, &id, Some(sign(SECRET, node, t, &path))).await;
+        assert_eq!(status, 409, "{node} {t}");
+    }
+    assert_eq!(
+        counter(
+            b,
+            "conclave_cascade_refused_total{reason=\"unauthenticated\"}"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        counter(b, "conclave_cascade_refused_total{reason=\"stale\"}").await,
+        3
+    );
+    assert_eq!(b.server().media_members().iter().sum::<usize>(), 1);
+    drop((ada, bob));
+}
