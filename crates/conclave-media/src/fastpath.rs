@@ -627,6 +627,8 @@ impl FastPath {
                 continue;
             }
             let again = kept.sealed.clone();
+            let late = now.saturating_duration_since(kept.at);
+            stream.repairs.resent(late, now);
             stream.budget.resent_bytes += len;
             resent += len;
             stats.fast_resent += 1;

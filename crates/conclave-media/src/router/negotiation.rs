@@ -239,6 +239,9 @@ impl Router {
         let Some(peer) = self.peers.get(&id) else {
             return;
         };
+        // A session's counters, once: what bench/network reads to tell
+        // repairs refused, answered or never possible from each other.
+        tracing::debug!(target: "conclave_media::peer_stats", peer = %id, stats = ?peer.stats, "peer counters at its end");
         let published: Vec<Mid> = peer.published.clone();
         let receiving: Vec<(Mid, TrackId)> =
             peer.outgoing.iter().map(|(m, o)| (*m, o.track)).collect();
