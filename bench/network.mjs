@@ -38,6 +38,7 @@ const { values: opts } = parseArgs({
     seconds: { type: 'string', default: '60' },
     warmup: { type: 'string', default: '15' },
     repeats: { type: 'string', default: '1' },
+    trace: { type: 'string' },
     json: { type: 'string' },
   },
 });
@@ -162,6 +163,23 @@ function inbound(page) {
       });
     }
     return o;
+  });
+}
+
+/** Each received video stream's counters (for --trace). */
+function videoStreams(page) {
+  return page.evaluate(async () => {
+    const out = [];
+    for (const pc of (window.__pcs || []).filter((p) => p.connectionState !== 'closed')) {
+      (await pc.getStats()).forEach((s) => {
+        if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
+        out.push([s.ssrc, s.framesDecoded || 0, s.freezeCount || 0, s.totalFreezesDuration || 0, s.nackCount || 0, s.pliCount || 0,
+          s.keyFramesDecoded || 0, s.frameWidth || 0, s.packetsLost || 0, s.packetsReceived || 0, s.framesDropped || 0,
+          s.jitterBufferDelay || 0, s.jitterBufferEmittedCount || 0, s.jitterBufferTargetDelay || 0, s.jitterBufferMinimumDelay || 0,
+          s.framesReceived || 0, s.retransmittedPacketsReceived || 0, s.totalInterFrameDelay || 0]);
+      });
+    }
+    return out;
   });
 }
 
@@ -417,10 +435,24 @@ async function janusMeeting(flags, server) {
  * The Conclave servers: `red-b` runs CONCLAVE_BIN_B (e.g. the build before a
  * change) beside CONCLAVE_BIN, so two builds meet the same legs in one run.
  */
-const servers = { a: await startServer() };
+const SERVER_LOG = { RUST_LOG: process.env.RUST_LOG || 'info,conclave_media::peer_stats=debug' };
+const servers = { a: await startServer({ env: SERVER_LOG }) };
 if (variants.includes('red-b')) {
   if (!process.env.CONCLAVE_BIN_B) throw new Error('the red-b variant needs CONCLAVE_BIN_B');
-  servers.b = await startServer({ binary: process.env.CONCLAVE_BIN_B });
+  servers.b = await startServer({ binary: process.env.CONCLAVE_BIN_B, env: SERVER_LOG });
+}
+/**
+ * Sums of the router's per-session counters logged since the last call
+ * (`peer counters at its end`, one line per member that left).
+ */
+function peerCounters(srv) {
+  const text = fs.readFileSync(path.join(srv.dataDir, 'server.log'), 'utf8');
+  const from = srv.countersRead || 0;
+  const lines = text.slice(from).split('\n').filter((l) => l.includes('peer counters at its end'));
+  const sum = { sessions: lines.length };
+  for (const l of lines) for (const [, k, v] of l.matchAll(/(\w+): (\d+)/g)) sum[k] = (sum[k] || 0) + Number(v);
+  if (lines.length >= 3) srv.countersRead = text.length;
+  return sum;
 }
 for (const s of Object.values(servers)) s.createUser(USER, PASSWORD);
 const server = servers.a;
@@ -442,7 +474,18 @@ try {
           await new Promise((r) => setTimeout(r, warmup * 1000));
           const before = await Promise.all(all.map((b) => inbound(b.page)));
           const t0 = Date.now();
-          await new Promise((r) => setTimeout(r, seconds * 1000));
+          if (opts.trace) {
+            // Every received video stream's counters every 250 ms, to tell
+            // what happened around each freeze (--trace FILE, JSON lines).
+            while (Date.now() - t0 < seconds * 1000) {
+              const at = Date.now() - t0;
+              const streams = await Promise.all(all.map((b) => videoStreams(b.page)));
+              fs.appendFileSync(opts.trace, `${JSON.stringify({ variant, leg, repeat, at, streams })}\n`);
+              await new Promise((r) => setTimeout(r, Math.max(0, 250 - (Date.now() - t0 - at))));
+            }
+          } else {
+            await new Promise((r) => setTimeout(r, seconds * 1000));
+          }
           const after = await Promise.all(all.map((b) => inbound(b.page)));
           const secs = (Date.now() - t0) / 1000;
           const sum = (k) => after.reduce((a, s, i) => a + s[k] - before[i][k], 0);
@@ -514,6 +557,14 @@ try {
       }
     } finally {
       for (const b of all) await b.close();
+    }
+    // The router's counters of this meeting's sessions (summed over its
+    // members, all legs of the meeting together): logged as each leaves.
+    const srv = variant === 'red-b' ? servers.b : variant.startsWith('red') || variant === 'nored' ? server : null;
+    if (srv) {
+      const counters = await eventually(() => peerCounters(srv), (c) => c.sessions >= 3, { timeout: 20_000, what: 'the members\' counters in the server log' }).catch(() => peerCounters(srv));
+      for (const r of results.filter((x) => x.variant === variant && x.repeat === repeat)) r.server = counters;
+      console.log(JSON.stringify({ variant, repeat, server: counters }));
     }
   }
 } finally {
