@@ -393,7 +393,9 @@ impl Room {
             let deadline = self.meeting.poll_timeout();
             let now = std::time::Instant::now();
             let sleep_for = deadline.map(|d| d.saturating_duration_since(now));
+            let node_gone = self.media.node_gone();
             tokio::select! {
+                () = wait(node_gone.as_deref()) => self.resume_lost_members(),
                 cmd = rx.recv() => match cmd {
                     Some(RoomCmd::Move) => {
                         if self.hand_over().await {
@@ -526,6 +528,20 @@ impl Room {
                     live.frozen = true;
                 }
                 self.meeting.handle(input, now)
+            }
+        }
+    }
+
+    /// Cascading: a node serving some members' media went away. Their
+    /// sockets are closed as a slow client's are (the seat kept), so that
+    /// they resume, offer anew, and are placed again.
+    fn resume_lost_members(&mut self) {
+        for member in self.media.lost_members() {
+            if let Some(conn) = self.meeting.conn_of(member) {
+                tracing::info!(meeting = %self.id, %member, "its media node went; asking it to resume");
+                self.sinks.remove(&conn);
+                self.meeting
+                    .handle(Input::Disconnected { conn }, std::time::Instant::now());
             }
         }
     }
@@ -729,5 +745,13 @@ impl Room {
                 tracing::info!(meeting = %self.id, %room, "breakout room closed");
             }
         }
+    }
+}
+
+/// Resolves when `notify` is notified; never without one.
+async fn wait(notify: Option<&tokio::sync::Notify>) {
+    match notify {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
 }

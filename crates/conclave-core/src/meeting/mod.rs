@@ -337,6 +337,11 @@ impl Meeting {
         self.seats.contains_key(&conn)
     }
 
+    /// The connection of a seated member, while it has one.
+    pub fn conn_of(&self, member: ParticipantId) -> Option<ConnId> {
+        self.members.get(&member).and_then(|m| m.conn)
+    }
+
     pub fn is_member(&self, conn: ConnId) -> bool {
         matches!(self.seats.get(&conn), Some(Seat::Member(_)))
     }

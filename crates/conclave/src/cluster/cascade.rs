@@ -337,6 +337,10 @@ pub struct Cascade {
     /// The media link between nodes, once started: without it the control
     /// plane works but no media crosses between nodes.
     links: OnceLock<Arc<MediaLinks>>,
+    /// Nodes whose channel failed or ended, and when: not chosen again
+    /// until their record has had time to run out (a dead node's lingers
+    /// for its time-to-live).
+    failed: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Cascade {
@@ -360,6 +364,7 @@ impl Cascade {
             served: Mutex::new(HashMap::new()),
             refused,
             links: OnceLock::new(),
+            failed: Mutex::new(HashMap::new()),
         });
         tokio::spawn(Arc::clone(&cascade).read_nodes(shutdown));
         Some(cascade)
@@ -389,6 +394,10 @@ impl Cascade {
 
     fn link_addr(&self) -> Option<SocketAddr> {
         self.links.get().map(|l| l.local_addr())
+    }
+
+    fn failed(&self, node: &str) {
+        lock(&self.failed).insert(node.to_string(), std::time::Instant::now());
     }
 
     fn refuse(&self, why: Refusal, detail: &str) {
@@ -428,6 +437,12 @@ impl Cascade {
         }
         let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
         let me = self.cluster.node_id();
+        let failed = {
+            let mut failed = lock(&self.failed);
+            let keep = self.cluster.node_ttl * 2;
+            failed.retain(|_, at| at.elapsed() < keep);
+            failed.keys().cloned().collect::<HashSet<String>>()
+        };
         let load = |n: &NodeRecord| {
             n.participants
                 .saturating_add(placed.get(&n.node_id).copied().unwrap_or(0) as u64)
@@ -445,7 +460,7 @@ impl Cascade {
         );
         nodes
             .iter()
-            .filter(|n| n.node_id != me && n.state == "serving")
+            .filter(|n| n.node_id != me && n.state == "serving" && !failed.contains(&n.node_id))
             .min_by(|a, b| load(a).cmp(&load(b)).then(a.node_id.cmp(&b.node_id)))
             .filter(|n| load(n) < here)
             .cloned()
@@ -462,13 +477,14 @@ impl Cascade {
         node: &NodeRecord,
         events: mpsc::Sender<MediaEvent>,
         mesh: &Arc<Mutex<Mesh>>,
+        gone: &Arc<tokio::sync::Notify>,
     ) -> RemoteShard {
         let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
         let members = Arc::new(Mutex::new(HashSet::new()));
         lock(mesh).nodes.insert(
             node.node_id.clone(),
             MeshNode {
-                tx: tx.clone(),
+                tx: tx.downgrade(),
                 shards: None,
             },
         );
@@ -480,6 +496,7 @@ impl Cascade {
             events,
             Arc::clone(&members),
             Arc::clone(mesh),
+            Arc::clone(gone),
         ));
         RemoteShard {
             node_id: node.node_id.clone(),
@@ -496,11 +513,15 @@ impl Cascade {
         meeting: MeetingId,
         token: u64,
         node: NodeRecord,
-        mut rx: mpsc::Receiver<Down>,
+        rx: mpsc::Receiver<Down>,
         events: mpsc::Sender<MediaEvent>,
         members: Arc<Mutex<HashSet<ParticipantId>>>,
         mesh: Arc<Mutex<Mesh>>,
+        gone: Arc<tokio::sync::Notify>,
     ) {
+        // However this ends, the room hears of it (its link then drops the
+        // node and asks its members to resume).
+        let mut end = ChannelEnd { rx, gone };
         let path = cascade_path(&meeting.to_string());
         let base = node.internal_url.trim_end_matches('/');
         let url = match base.split_once("://") {
@@ -532,10 +553,12 @@ impl Cascade {
             Ok(Ok((socket, _))) => socket,
             Ok(Err(e)) => {
                 tracing::warn!(%meeting, node = %node.node_id, error = %e, "cascade control channel refused");
+                self.failed(&node.node_id);
                 return;
             }
             Err(_) => {
                 tracing::warn!(%meeting, node = %node.node_id, "cascade control channel not accepted in time");
+                self.failed(&node.node_id);
                 return;
             }
         };
@@ -543,7 +566,7 @@ impl Cascade {
         let (mut down, mut up) = socket.split();
         loop {
             tokio::select! {
-                cmd = rx.recv() => {
+                cmd = end.rx.recv() => {
                     let Some(cmd) = cmd else { break };
                     let Ok(text) = serde_json::to_string(&cmd) else { continue };
                     if down.send(UpMessage::text(text)).await.is_err() {
@@ -589,6 +612,10 @@ impl Cascade {
             }
         }
         let _ = down.close().await;
+        if !end.rx.is_closed() {
+            // Not ended by the room: the node went, or dropped us.
+            self.failed(&node.node_id);
+        }
         lock(&mesh).remove_node(&node.node_id);
         tracing::info!(%meeting, node = %node.node_id, "cascade control channel closed");
     }
@@ -627,6 +654,21 @@ impl Cascade {
     }
 }
 
+/// The holder's end of a channel's command queue: when the channel's task
+/// ends, however, the queue is closed (the link sees the node gone) and
+/// then the room is woken to see it.
+struct ChannelEnd {
+    rx: mpsc::Receiver<Down>,
+    gone: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for ChannelEnd {
+    fn drop(&mut self) {
+        self.rx.close();
+        self.gone.notify_one();
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -644,7 +686,8 @@ pub struct Mesh {
 }
 
 struct MeshNode {
-    tx: mpsc::Sender<Down>,
+    /// Weak: the channel ends when the room's link drops its sender.
+    tx: mpsc::WeakSender<Down>,
     /// Its media link's address and its workers with a shard, once told.
     shards: Option<(SocketAddr, Vec<usize>)>,
 }
@@ -709,7 +752,8 @@ impl Mesh {
         });
         for (id, n) in &self.nodes {
             let others = all.iter().filter(|s| s.node != *id).cloned().collect();
-            if n.tx.try_send(Down::Shards { shards: others }).is_err() {
+            let Some(tx) = n.tx.upgrade() else { continue };
+            if tx.try_send(Down::Shards { shards: others }).is_err() {
                 tracing::warn!(node = %id, "cascade control queue full or closed; shards not told");
             }
         }

@@ -126,6 +126,8 @@ struct Cascading {
     allowed: HashMap<ParticipantId, MediaCommand>,
     /// Where the meeting's shards are, on every node.
     mesh: Arc<std::sync::Mutex<Mesh>>,
+    /// Notified when a node's control channel ends.
+    gone: Arc<tokio::sync::Notify>,
 }
 
 impl MediaLink {
@@ -228,7 +230,8 @@ impl MediaLink {
     /// node must know (what a member publishes, leaves). A member whose
     /// node's channel ended is placed again at its next offer.
     fn cascaded(&mut self, cmd: &MediaCommand) -> Cascaded {
-        self.drop_gone_nodes();
+        // Their members are placed again at their next offer.
+        let _ = self.drop_gone_nodes();
         let Some(c) = self.cascade.as_mut() else {
             return Cascaded::Here(None);
         };
@@ -259,6 +262,7 @@ impl MediaLink {
                                     &record,
                                     self.events.clone(),
                                     &c.mesh,
+                                    &c.gone,
                                 );
                                 for (q, t) in &self.declared {
                                     shard.send(Down::Declared {
@@ -351,9 +355,10 @@ impl MediaLink {
     /// Forgets the nodes whose control channel ended: their members' tracks
     /// end on every other shard, and each is placed again when its client
     /// offers anew (its peer connection went with the node).
-    fn drop_gone_nodes(&mut self) {
+    fn drop_gone_nodes(&mut self) -> Vec<ParticipantId> {
+        let mut lost = Vec::new();
         let Some(c) = self.cascade.as_mut() else {
-            return;
+            return lost;
         };
         let gone: Vec<String> = c
             .nodes
@@ -374,6 +379,7 @@ impl MediaLink {
                 .filter(|(_, n)| **n == id)
                 .map(|(p, _)| *p)
                 .collect();
+            lost.extend(&members);
             for p in members {
                 c.remote_of.remove(&p);
                 self.declared.remove(&p);
@@ -392,6 +398,18 @@ impl MediaLink {
                 }
             }
         }
+        lost
+    }
+
+    /// Cascading: what tells the room that a node's control channel ended.
+    pub fn node_gone(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.cascade.as_ref().map(|c| Arc::clone(&c.gone))
+    }
+
+    /// Cascading: the members whose media node went away since the last
+    /// call (they are placed again at their next offer).
+    pub fn lost_members(&mut self) -> Vec<ParticipantId> {
+        self.drop_gone_nodes()
     }
 
     fn media_cmd(&self, cmd: MediaCommand) -> DriverCmd {
@@ -521,6 +539,7 @@ impl MediaHandle {
             remote_of: HashMap::new(),
             nodes: HashMap::new(),
             allowed: HashMap::new(),
+            gone: Arc::default(),
         });
         self.open_with(meeting, true, cascading)
     }

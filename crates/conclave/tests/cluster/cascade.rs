@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::common::TestServer;
-use crate::common::cluster::{NodeOptions, SECRET, eventually, node_records, nodes};
+use crate::common::cluster::{NodeOptions, ProcessNode, SECRET, eventually, node_records, nodes};
 use crate::common::postgres::Postgres;
 use crate::common::redis::Redis;
 use crate::native_cli::{Cli, invite};
@@ -89,6 +89,75 @@ async fn open_control(node: &TestServer, meeting: &str, header: Option<String>) 
     }
 }
 
+/// Nodes cascading a meeting's media from its first member on.
+const CASCADING: NodeOptions = NodeOptions {
+    lease_ms: 2000,
+    node_ttl_ms: 1500,
+    relay: true,
+    max_pending: None,
+    cascade_from: 1,
+};
+
+/// Waits, up to 30 s, until both are in one group of two with one code.
+async fn one_group(ada: &Cli, bob: &Cli) -> String {
+    let start = Instant::now();
+    loop {
+        let (x, y) = (latest(ada), latest(bob));
+        if let (Some(x), Some(y)) = (x.as_ref().and_then(code), y.as_ref().and_then(code))
+            && x.1 == 2
+            && x == y
+        {
+            return x.0;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not one group of two with one code\nAda: {:?}\nBob: {:?}\n{}",
+            latest(ada),
+            latest(bob),
+            bob.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What a member's latest line counts of the other's media: video frames
+/// decrypted, audio packets.
+fn got(cli: &Cli) -> (u64, u64) {
+    latest(cli).map_or((0, 0), |v| {
+        (
+            received(&v, "video", "frames"),
+            received(&v, "audio", "packets"),
+        )
+    })
+}
+
+/// Waits, up to 30 s, until each has received more than 20 video frames
+/// and 20 audio packets past what `from_a` and `from_b` counted; returns
+/// the counts then.
+async fn media_flows(
+    ada: &Cli,
+    bob: &Cli,
+    from_a: (u64, u64),
+    from_b: (u64, u64),
+) -> ((u64, u64), (u64, u64)) {
+    let start = Instant::now();
+    loop {
+        let (ga, gb) = (got(ada), got(bob));
+        let more = |g: (u64, u64), from: (u64, u64)| g.0 > from.0 + 20 && g.1 > from.1 + 20;
+        if more(ga, from_a) && more(gb, from_b) {
+            return (ga, gb);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "media does not cross the nodes both ways: Ada {ga:?} (from {from_a:?}), Bob {gb:?} (from {from_b:?})\nAda: {:?}\nBob: {:?}\n{}",
+            latest(ada),
+            latest(bob),
+            bob.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
     let _ = tracing_subscriber::fmt()
@@ -97,19 +166,7 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
         .try_init();
     let redis = Redis::start();
     let url = Postgres::shared().fresh_database().await;
-    let nodes = nodes(
-        &redis,
-        &url,
-        &["node-a", "node-b"],
-        NodeOptions::default(),
-        |c| {
-            c.cascade_meetings_from = 1;
-            if let Some(cluster) = c.cluster.as_mut() {
-                cluster.media_link_addr = Some("127.0.0.1:0".parse().expect("address"));
-            }
-        },
-    )
-    .await;
+    let nodes = nodes(&redis, &url, &["node-a", "node-b"], CASCADING, |_| {}).await;
     node_records(&redis, 2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let alice = a.signed_in("alice").await;
@@ -144,24 +201,7 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Both in one group with one code.
-    let start = Instant::now();
-    loop {
-        let (x, y) = (latest(&ada), latest(&bob));
-        if let (Some(x), Some(y)) = (x.as_ref().and_then(code), y.as_ref().and_then(code))
-            && x.1 == 2
-            && x == y
-        {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "not one group of two with one code\nAda: {:?}\nBob: {:?}\n{}",
-            latest(&ada),
-            latest(&bob),
-            bob.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    one_group(&ada, &bob).await;
     // Bob's media reaches node-b: its worker counts bytes in.
     eventually(20, "node-b receives Bob's media", async || {
         counter(b, "conclave_media_received_bytes_total").await > 10_000
@@ -169,30 +209,8 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
     .await;
     // Across the media link, both ways: Ada (served by node-a) decrypts
     // Bob's video and audio (published on node-b), and Bob Ada's.
-    let start = Instant::now();
-    loop {
-        let (x, y) = (latest(&ada), latest(&bob));
-        let got = |v: &Option<Value>| {
-            v.as_ref().map_or((0, 0), |v| {
-                (
-                    received(v, "video", "frames"),
-                    received(v, "audio", "packets"),
-                )
-            })
-        };
-        let (ga, gb) = (got(&x), got(&y));
-        if ga.0 > 20 && ga.1 > 20 && gb.0 > 20 && gb.1 > 20 {
-            eprintln!(
-                "across the nodes: Ada got {ga:?}, Bob got {gb:?} (video frames, audio packets)"
-            );
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "media does not cross the nodes both ways: Ada {ga:?}, Bob {gb:?}\nAda: {x:?}\nBob: {y:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (ga, gb) = media_flows(&ada, &bob, (0, 0), (0, 0)).await;
+    eprintln!("across the nodes: Ada got {ga:?}, Bob got {gb:?} (video frames, audio packets)");
 
     // Forged control channels to node-b are refused and counted; the real
     // one goes on.
@@ -244,4 +262,60 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
     );
     assert_eq!(b.server().media_members().iter().sum::<usize>(), 1);
     drop((ada, bob));
+}
+
+/// The node serving Bob's media (a `conclave serve` process) is SIGKILLed:
+/// the lease holder's channel to it ends, Bob's tracks end on node-a's
+/// shard, and node-a closes Bob's socket so that he resumes; his new peer
+/// connection's offer is placed again (on node-a, the node left): media
+/// flows both ways again in the same group, with the same code (his seat
+/// and the group stayed with the room).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_node_serving_a_member_dies_the_member_is_placed_again() {
+    let redis = Redis::start();
+    let url = Postgres::shared().fresh_database().await;
+    let nodes = nodes(&redis, &url, &["node-a"], CASCADING, |_| {}).await;
+    let mut doomed = ProcessNode::start(&redis, &url, "node-b", CASCADING).await;
+    node_records(&redis, 2).await;
+    let a = &nodes[0];
+    let alice = a.signed_in("alice").await;
+    let meeting = alice
+        .create_meeting(json!({"title": "Cascaded", "settings": {"waiting_room": false}}))
+        .await;
+    let link = invite(&meeting);
+    let ada = member(&link, "Ada");
+    eventually(30, "Ada in the meeting", async || {
+        latest(&ada).and_then(|v| code(&v)).is_some()
+    })
+    .await;
+    let bob = member(&link, "Bob");
+    let code_before = one_group(&ada, &bob).await;
+    media_flows(&ada, &bob, (0, 0), (0, 0)).await;
+    assert_eq!(a.server().media_members().iter().sum::<usize>(), 1);
+
+    let killed = doomed.kill();
+    // Bob's new peer connection is on node-a now, and media flows again.
+    let from = (got(&ada), got(&bob));
+    eventually(40, "Bob's media placed again on node-a", async || {
+        a.server().media_members().iter().sum::<usize>() == 2
+    })
+    .await;
+    let placed = killed.elapsed();
+    // Bob resumed (its counters start again from there) and gets Ada's
+    // media anew; Ada gets more of Bob's.
+    eventually(20, "Bob resumed", async || {
+        latest(&bob).is_some_and(|v| v["reconnects"].as_u64() >= Some(1))
+    })
+    .await;
+    let (ga, gb) = media_flows(&ada, &bob, from.0, (0, 0)).await;
+    eprintln!(
+        "Bob placed again {placed:?} after node-b's SIGKILL; media both ways {:?} after: Ada {ga:?}, Bob {gb:?}",
+        killed.elapsed()
+    );
+    assert_eq!(one_group(&ada, &bob).await, code_before);
+    assert_eq!(
+        latest(&ada).and_then(|v| v["reconnects"].as_u64()),
+        Some(0),
+        "only Bob resumed"
+    );
 }

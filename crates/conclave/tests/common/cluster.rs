@@ -88,6 +88,9 @@ pub struct NodeOptions {
     /// `limits.max_pending_per_address`, with a join timeout longer than
     /// any test (so that sockets left pending stay open); else the defaults.
     pub max_pending: Option<usize>,
+    /// `cascade_meetings_from`, with a media link between the nodes on
+    /// 127.0.0.1; 0: no cascading.
+    pub cascade_from: usize,
 }
 
 impl Default for NodeOptions {
@@ -99,6 +102,7 @@ impl Default for NodeOptions {
             node_ttl_ms: 1500,
             relay: true,
             max_pending: None,
+            cascade_from: 0,
         }
     }
 }
@@ -108,6 +112,9 @@ fn node_config(redis: &Redis, node: &str, addr: SocketAddr, opts: NodeOptions) -
     let mut cfg = config(redis, node, opts.lease_ms, opts.node_ttl_ms);
     cfg.internal_url = format!("http://{addr}");
     cfg.secret = opts.relay.then(|| SECRET.into());
+    if opts.cascade_from > 0 {
+        cfg.media_link_addr = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    }
     cfg
 }
 
@@ -133,6 +140,7 @@ pub async fn nodes(
                 c.limits.max_pending_per_address = cap;
                 c.limits.join_timeout_secs = 120;
             }
+            c.cascade_meetings_from = opts.cascade_from;
             tweak(c);
         };
         nodes.push(if i == 0 {
@@ -205,6 +213,9 @@ impl ProcessNode {
             "listen = \"{addr}\"\ndata_dir = \"{data}\"\ndatabase_url = \"{database_url}\"\nmedia_listen = \"127.0.0.1:0\"\n",
             data = dir.path().display(),
         );
+        if opts.cascade_from > 0 {
+            toml += &format!("cascade_meetings_from = {}\n", opts.cascade_from);
+        }
         if let Some(cap) = opts.max_pending {
             toml +=
                 &format!("\n[limits]\nmax_pending_per_address = {cap}\njoin_timeout_secs = 120\n");
@@ -215,6 +226,9 @@ impl ProcessNode {
         );
         if let Some(secret) = &cfg.secret {
             toml += &format!("secret = \"{secret}\"\n");
+        }
+        if let Some(link) = cfg.media_link_addr {
+            toml += &format!("media_link_addr = \"{link}\"\n");
         }
         let file = dir.path().join("conclave.toml");
         std::fs::write(&file, toml).expect("config");
