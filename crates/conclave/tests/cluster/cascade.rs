@@ -261,6 +261,48 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
         3
     );
     assert_eq!(b.server().media_members().iter().sum::<usize>(), 1);
+
+    // A channel signed for the lease held now is accepted (it takes the
+    // place of node-a's); once the lease moves away (as when another node
+    // took the meeting over), node-b, checking every half lease, closes it.
+    let url = format!("ws://{}{}", b.addr, path);
+    let mut req = url.as_str().into_client_request().expect("request");
+    req.headers_mut().insert(
+        CASCADE_HEADER,
+        sign(SECRET, "node-a", token, &path)
+            .parse()
+            .expect("header value"),
+    );
+    let (mut held, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("the lease holder's channel");
+    assert_eq!(resp.status().as_u16(), 101);
+    redis.cmd(&format!(
+        "SET conclave:lease:{id} \"node-z {}\" PX 60000",
+        token + 1
+    ));
+    let moved = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        while let Some(Ok(m)) = held.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "node-b kept a channel of a lease that moved"
+    );
+    eprintln!(
+        "node-b closed the channel {:?} after the lease moved",
+        moved.elapsed()
+    );
+    assert_eq!(
+        counter(b, "conclave_cascade_refused_total{reason=\"stale\"}").await,
+        4
+    );
     drop((ada, bob));
 }
 
