@@ -1,12 +1,16 @@
 // A large E2EE meeting (issue 23): a browser host and 150 native members, past
 // the 108 at which the MLS commit used to outgrow the WebSocket cap. The
-// members are real conclave-client sessions (MLS member, receive-only media
-// peer, no media sent), run in one process (target/debug/conclave-crowd, built
+// members are real conclave-client sessions (MLS member and media peer; the
+// first ten send audio, SFrame-encrypted, each 10 dB quieter than the one
+// before; the others send nothing), run in one process (target/debug/conclave-crowd, built
 // by e2e/run with the workspace) because 150 `conclave join` processes cost a
 // 2-core machine more than the meeting does. The host raises the meeting's
 // size limit in the meeting form and lets people in with "Admit all" as they
 // arrive; then the host's Security panel says 151 people are in the encrypted
-// group, with the code every native member computed and no warning.
+// group, with the code every native member computed and no warning. Then
+// the host hears the three loudest speakers (the server forwards each member
+// the loudest three, last-N audio): their audio decrypts and plays in the
+// host's page, and the speaker view shows the loudest one big.
 // Each step relies on the ones before it, so they run in order.
 
 import assert from 'node:assert/strict';
@@ -15,12 +19,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { ARTIFACTS, BINARY, eventually, openBrowser, screenshot, startServer, storySteps } from './harness.js';
+import { ARTIFACTS, BINARY, ROOT, eventually, openBrowser, screenshot, startServer, storySteps } from './harness.js';
 
 const HOST = 'grace';
 const PASSWORD = 'correct horse battery staple';
 /** Native members; with the host the group holds one more. */
 const MEMBERS = 150;
+/** The first this many native members send audio ("Member 1" the loudest). */
+const SPEAKERS = 10;
+/** How many others' audio the server forwards each member (its default `audio_last_n`). */
+const LAST_N = 3;
 /** How long the whole crowd may take to be let in and agree, in ms. */
 const ALL_IN_WITHIN = 210_000;
 const CROWD = path.join(path.dirname(BINARY), 'conclave-crowd');
@@ -37,9 +45,50 @@ async function securityPanel(page) {
   return { count, code, warnings };
 }
 
+/**
+ * The audio the host's page has played from each member, by the name on the
+ * member's tile: samples decoded from frames that arrived (not concealment,
+ * which is what a frame that does not decrypt becomes) and their energy, from
+ * the stats of the receiver whose track the tile plays.
+ */
+function heardByName(page) {
+  return page.evaluate(async () => {
+    const pcs = window.__pcs || [];
+    const receivers = pcs.filter((pc) => pc.connectionState !== 'closed')
+      .flatMap((pc) => pc.getReceivers()).filter((r) => r.track && r.track.kind === 'audio');
+    const out = {};
+    const tracks = [];
+    for (const tile of document.querySelectorAll('li.tile')) {
+      const track = tile.querySelector('audio')?._track;
+      if (track) tracks.push(track.id);
+      const receiver = track && receivers.find((r) => r.track === track);
+      if (!receiver) continue;
+      const stats = await receiver.getStats();
+      stats.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        out[tile.querySelector('.tile-name').textContent] = {
+          decoded: (s.totalSamplesReceived || 0) - (s.concealedSamples || 0),
+          energy: s.totalAudioEnergy || 0,
+          packets: s.packetsReceived || 0,
+        };
+      });
+    }
+    // For a failure's message: what the page has, whether a tile plays it or not.
+    const all = [];
+    for (const r of receivers) {
+      (await r.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp') all.push([r.track.id.slice(0, 8), s.packetsReceived, s.totalSamplesReceived, s.concealedSamples]);
+      });
+    }
+    const states = pcs.map((pc) => `${pc.connectionState}:${pc.getReceivers().map((r) => `${r.track?.kind}/${r.track?.id}`).join(',')}`);
+    return { byName: out, tiles: tracks.map((t) => t.slice(0, 8)), receivers: all, pcs: states };
+  });
+}
+
 /** Starts the crowd; its JSON lines are collected as they come. */
 function startCrowd(invite) {
-  const child = spawn(CROWD, [invite, '--members', String(MEMBERS), '--others', '1', '--seconds', '240'], {
+  const child = spawn(CROWD, [invite, '--members', String(MEMBERS), '--others', '1', '--seconds', '240',
+    '--audio', String(SPEAKERS), '--audio-ogg', path.join(ROOT, 'samples/audio-440hz.ogg')], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.CROWD_LOG || 'warn' },
   });
@@ -76,9 +125,13 @@ describe('a meeting of 150 native members and a browser host', () => {
     fs.writeFileSync(config, '[limits]\nmax_pending_per_address = 400\nnew_guests_per_minute = 400\n');
     server = await startServer({ args: ['--config', config] });
     server.createUser(HOST, PASSWORD);
-    // The host sends no media: 150 receivers decrypting a camera would be a
-    // load test of the crowd process, not of who is in the group.
-    host = await openBrowser('large-host', { denyMedia: true });
+    // The host sends no media (camera and microphone turned off once in):
+    // 150 receivers decrypting a camera would be a load test of the crowd
+    // process, not of who is in the group. Its browser may use them all the
+    // same: a page refused them stayed at connection state "new" in the
+    // test's loopback-only network namespace (Chromium gathers fewer ICE
+    // candidates without the permission), so it heard nobody.
+    host = await openBrowser('large-host');
   });
 
   after(async () => {
@@ -103,7 +156,17 @@ describe('a meeting of 150 native members and a browser host', () => {
     await page.getByRole('button', { name: 'Create meeting', exact: true }).click();
     invite = (await page.getByLabel('Invite link', { exact: true }).first().textContent()).trim();
     await page.getByRole('button', { name: 'Start', exact: true }).first().click();
-    await page.getByRole('toolbar', { name: 'Meeting controls' }).waitFor();
+    const controls = page.getByRole('toolbar', { name: 'Meeting controls' });
+    await controls.waitFor();
+    // Clicked again until it takes: a click while the camera is still being
+    // captured does not.
+    for (const [on, off] of [['Stop video', 'Start video'], ['Mute', 'Unmute']]) {
+      await eventually(async () => {
+        const button = controls.getByRole('button', { name: on, exact: true });
+        if (await button.isVisible()) await button.click({ timeout: 2_000 }).catch(() => {});
+        return controls.getByRole('button', { name: off, exact: true }).isVisible();
+      }, (done) => done, { timeout: 20_000, every: 1_000, what: `the host's "${off}" shown` });
+    }
   });
 
   step(`${MEMBERS} native members come, the host admits them all, and all ${MEMBERS + 1} share one security code`, async () => {
@@ -153,6 +216,35 @@ describe('a meeting of 150 native members and a browser host', () => {
     const members = await host.page.getByRole('list', { name: 'In the meeting' }).getByRole('listitem').first()
       .getAttribute('aria-setsize');
     assert.equal(members, String(MEMBERS + 1));
+  });
+
+  step(`the host hears the ${LAST_N} loudest of the ${SPEAKERS} native speakers, decrypted, and sees the loudest big`, async () => {
+    const { page } = host;
+    const loudest = Array.from({ length: LAST_N }, (_, i) => `Member ${i + 1}`);
+    const started = Date.now();
+    // Each of the three loudest heard for a second or more in all: samples
+    // decoded from frames that arrived and decrypted, with energy (a frame
+    // that does not decrypt is concealed, silent). Counted from the start of
+    // this step, as a starved crowd process sends in bursts and the server's
+    // last-N then gives a paused speaker's slot to another for a while.
+    const baseline = (await heardByName(page)).byName;
+    const heard = await eventually(async () => {
+      const now = await heardByName(page);
+      const gained = Object.fromEntries(loudest.map((name) => {
+        const [was, is] = [baseline[name] || { decoded: 0, energy: 0 }, now.byName[name]];
+        return [name, is && is.energy > was.energy ? is.decoded - was.decoded : 0];
+      }));
+      return { gained, now };
+    }, ({ gained }) => loudest.every((name) => gained[name] >= 48_000), { timeout: 40_000, every: 1_000, what: `the host hears ${loudest.join(', ')}` });
+    const heardAfter = ((Date.now() - started) / 1000).toFixed(1);
+    // What a person sees: in the speaker view the active speaker is big.
+    await page.getByRole('toolbar', { name: 'Meeting controls' }).getByRole('button', { name: 'Layout', exact: true }).click();
+    await page.getByRole('menu', { name: 'Layout' }).getByRole('menuitemradio', { name: 'Speaker', exact: true }).click();
+    await eventually(() => page.evaluate(() => document.querySelector('.grid.is-speaker > li.tile.is-featured:not([hidden]) .tile-name')?.textContent ?? null),
+      (name) => name === 'Member 1', { timeout: 15_000, what: 'Member 1 big in the speaker view' });
+    const samples = Object.entries(heard.gained).map(([name, n]) => `${name} ${(n / 48_000).toFixed(1)} s`).join(', ');
+    console.log(`the host heard ${samples} of decrypted audio after ${heardAfter} s, and sees Member 1 big after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    await screenshot(page, 'large-host-speaker');
   });
 
   step('the crowd leaves cleanly: every member was admitted and stopped without an error', async () => {

@@ -67,6 +67,15 @@ pub enum SourceMedia {
 const SYNTHETIC_MAGIC: &[u8; 4] = b"CNVB";
 /// Latency samples kept per track, at most.
 const MAX_LATENCY_SAMPLES: usize = 200_000;
+/// How late a frame of a sent source may leave. A session that did not run
+/// for longer (its process starved of CPU, as 150 members in one process on
+/// two loaded cores are) resumes its sources where they stopped instead of
+/// sending the backlog at once: str0m takes at most 512 frames a track
+/// between two polls and ends the session on the next write.
+const MAX_LATE: Duration = Duration::from_millis(500);
+/// Timeouts handled after one wake-up's writes, at most: enough for every
+/// track's frames of a `MAX_LATE` backlog, bounded should str0m keep asking.
+const MAX_FRAMES_A_WAKE: usize = 64;
 
 fn unix_micros() -> u64 {
     std::time::SystemTime::now()
@@ -862,10 +871,17 @@ impl ClientPeer {
                     break;
                 };
                 let due_secs = src.pass as f64 * period + offset;
-                let due = start + Duration::from_secs_f64(due_secs);
+                let mut due = start + Duration::from_secs_f64(due_secs);
                 if due > now {
                     next = next.min(due);
                     break;
+                }
+                let late = now - due;
+                if late > MAX_LATE {
+                    // The session did not run for a while (a starved process):
+                    // the source resumes where it stopped, as if paused.
+                    src.start = Some(start + late);
+                    due = now;
                 }
                 let Some((_, mut data)) = src.media.frame(src.index) else {
                     break;
@@ -942,8 +958,17 @@ impl ClientPeer {
             // str0m sends written packets only after a timeout has stamped
             // them; without one here they would wait for the next call, a
             // millisecond or more, which the latency figures would count.
-            self.rtc.handle_input(Input::Timeout(now))?;
-            self.drain(now)?;
+            // Each timeout packetizes one written frame per track, so it is
+            // repeated while str0m has more due now: one a wake-up would let
+            // a session woken less often than its frame rate (a starved
+            // process) pile frames up until str0m refuses the next write.
+            for _ in 0..MAX_FRAMES_A_WAKE {
+                self.rtc.handle_input(Input::Timeout(now))?;
+                self.drain(now)?;
+                if self.rtc_timeout > now {
+                    break;
+                }
+            }
         }
         Ok(next)
     }

@@ -3,7 +3,12 @@
 //! Each member is a whole `conclave_client` session (signaling, MLS member,
 //! a receive-only media peer), as `conclave join` runs one, but a hundred
 //! processes of the CLI would cost a 2-core machine more than the meeting
-//! does. The members send no media. A test (e2e/large-meeting.test.js) or a
+//! does. The members send no media, except the first `--audio N`, which send
+//! the Ogg file `--audio-ogg` (looped, SFrame-encrypted as `conclave join
+//! --send-ogg` does) with a fixed RFC 6464 level: member 1 the loudest at
+//! `--audio-level`, each next one 10 dB quieter (more than the server's 6 dB
+//! switching margin, so who is heard is decided by the levels, not by who
+//! started first). A test (e2e/large-meeting.test.js) or a
 //! person admits them; this program tells on standard output, one JSON line
 //! each, when every member it runs is in the same MLS epoch with the same
 //! security code and a roster of the size expected:
@@ -16,6 +21,7 @@
 //!
 //! Usage: conclave-crowd INVITE [--members 150] [--others 1] [--seconds 170]
 //!        [--stagger-ms 20] [--name Member]
+//!        [--audio 0 --audio-ogg FILE --audio-level 10]
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -31,7 +37,7 @@ use conclave_proto::ErrorCode;
 use tokio::sync::{Notify, mpsc};
 
 #[derive(Parser)]
-#[command(about = "Many native E2EE members of one meeting, without media")]
+#[command(about = "Many native E2EE members of one meeting, without media or with some audio")]
 struct Args {
     /// The invite link, e.g. http://127.0.0.1:8080/j/abcd-efgh-jkmn-pqrs#p=passcode
     invite: String,
@@ -52,7 +58,20 @@ struct Args {
     /// Members are named "NAME 1" to "NAME N".
     #[arg(long, default_value = "Member")]
     name: String,
+    /// The first N members send audio (needs --audio-ogg).
+    #[arg(long, default_value_t = 0)]
+    audio: usize,
+    /// Opus audio in an Ogg file, sent looped by the --audio members.
+    #[arg(long, value_name = "FILE")]
+    audio_ogg: Option<std::path::PathBuf>,
+    /// Member 1's RFC 6464 level (dB below full scale, 0 loudest); each next
+    /// audio member's is 10 dB quieter.
+    #[arg(long, default_value_t = 10)]
+    audio_level: u8,
 }
+
+/// How much quieter each next audio member is than the one before, in dB.
+const LEVEL_STEP_DB: usize = 10;
 
 /// Times a member is refused as too many attempts before it gives up.
 const RETRIES: u32 = 30;
@@ -69,6 +88,10 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let invite: Invite = args.invite.parse().context("invite link")?;
     let expected = args.members + args.others;
+    anyhow::ensure!(
+        args.audio == 0 || args.audio_ogg.is_some(),
+        "--audio needs --audio-ogg"
+    );
 
     // Standard input closing ends the run (the test closes it, or dies).
     let end = Arc::new(Notify::new());
@@ -93,7 +116,7 @@ async fn main() -> Result<()> {
             passcode: None,
             token: None,
             send_ivf: None,
-            send_ogg: None,
+            send_ogg: (i < args.audio).then(|| args.audio_ogg.clone()).flatten(),
             synthetic: false,
             duration: Duration::from_secs(args.seconds),
             patience: Duration::from_secs(args.seconds),
@@ -105,9 +128,13 @@ async fn main() -> Result<()> {
         };
         let tx = tx.clone();
         let delay = Duration::from_millis(args.stagger_ms * i as u64);
+        let level = (i < args.audio).then(|| {
+            let level = usize::from(args.audio_level) + i * LEVEL_STEP_DB;
+            u8::try_from(level.min(127)).unwrap_or(127)
+        });
         sessions.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let result = member(i, opts, tx).await;
+            let result = member(i, opts, level, tx).await;
             // Said at once: a member that ends early holds the others' wait.
             match &result {
                 Ok(r) if !r.stopped => eprintln!(
@@ -210,6 +237,7 @@ fn summary(seen: &[Seen], members: usize) -> String {
 async fn member(
     i: usize,
     opts: JoinOptions,
+    audio_level: Option<u8>,
     tx: mpsc::UnboundedSender<(usize, SessionEvent)>,
 ) -> Result<session::SessionReport, SessionError> {
     let mut tries = 0;
@@ -225,6 +253,7 @@ async fn member(
         };
         let extra = MediaOptions {
             events: Some(etx),
+            audio_level,
             ..MediaOptions::default()
         };
         let result = session::run_with(extra, opts.clone()).await;
