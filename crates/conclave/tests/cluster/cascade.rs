@@ -98,6 +98,13 @@ const CASCADING: NodeOptions = NodeOptions {
     cascade_from: 1,
 };
 
+/// Each node reads the node records for placement every 0.5 s, and the
+/// nodes started one after another: gives the holder's view time to hold
+/// every node.
+async fn placement_sees_every_node() {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
 /// Waits, up to 30 s, until both are in one group of two with one code.
 async fn one_group(ada: &Cli, bob: &Cli) -> String {
     let start = Instant::now();
@@ -168,6 +175,7 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
     let url = Postgres::shared().fresh_database().await;
     let nodes = nodes(&redis, &url, &["node-a", "node-b"], CASCADING, |_| {}).await;
     node_records(&redis, 2).await;
+    placement_sees_every_node().await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let alice = a.signed_in("alice").await;
     let meeting = alice
@@ -319,6 +327,7 @@ async fn when_the_node_serving_a_member_dies_the_member_is_placed_again() {
     let nodes = nodes(&redis, &url, &["node-a"], CASCADING, |_| {}).await;
     let mut doomed = ProcessNode::start(&redis, &url, "node-b", CASCADING).await;
     node_records(&redis, 2).await;
+    placement_sees_every_node().await;
     let a = &nodes[0];
     let alice = a.signed_in("alice").await;
     let meeting = alice
@@ -360,4 +369,76 @@ async fn when_the_node_serving_a_member_dies_the_member_is_placed_again() {
         Some(0),
         "only Bob resumed"
     );
+}
+
+/// Video tracks of which a stats line counts more than 20 decrypted frames.
+fn video_sources(v: &Value) -> usize {
+    v["received"].as_object().map_or(0, |tracks| {
+        tracks
+            .values()
+            .filter(|t| t["kind"] == "video" && t["frames"].as_u64() > Some(20))
+            .count()
+    })
+}
+
+/// Three nodes, one member's media on each: the two nodes that do not hold
+/// the lease learn each other's shards from the holder (the shard mesh) and
+/// hand each other their members' media directly; everyone decrypts both
+/// others' video, in one group of three with one code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_each_serving_one_member_exchange_everyones_media() {
+    let redis = Redis::start();
+    let url = Postgres::shared().fresh_database().await;
+    let ids = ["node-a", "node-b", "node-c"];
+    let nodes = nodes(&redis, &url, &ids, CASCADING, |_| {}).await;
+    node_records(&redis, 3).await;
+    placement_sees_every_node().await;
+    let alice = nodes[0].signed_in("alice").await;
+    let meeting = alice
+        .create_meeting(json!({"title": "Three", "settings": {"waiting_room": false}}))
+        .await;
+    let link = invite(&meeting);
+    let mut members = Vec::new();
+    for name in ["Ada", "Bob", "Cy"] {
+        let m = member(&link, name);
+        let n = members.len() + 1;
+        eventually(30, &format!("{name} placed"), async || {
+            nodes
+                .iter()
+                .map(|s| s.server().media_members().iter().sum::<usize>())
+                .sum::<usize>()
+                == n
+        })
+        .await;
+        members.push(m);
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        assert_eq!(
+            node.server().media_members().iter().sum::<usize>(),
+            1,
+            "{}",
+            ids[i]
+        );
+    }
+    let start = Instant::now();
+    loop {
+        let lines: Vec<Option<Value>> = members.iter().map(latest).collect();
+        let codes: Vec<Option<(String, usize)>> =
+            lines.iter().map(|l| l.as_ref().and_then(code)).collect();
+        let sources: Vec<usize> = lines
+            .iter()
+            .map(|l| l.as_ref().map_or(0, video_sources))
+            .collect();
+        let one_code =
+            codes[0].as_ref().is_some_and(|c| c.1 == 3) && codes.iter().all(|c| *c == codes[0]);
+        if one_code && sources.iter().all(|s| *s == 2) {
+            eprintln!("three nodes: each member decrypts both others' video: {sources:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "not everyone's video everywhere: codes {codes:?}, video sources {sources:?}\n{lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
