@@ -263,8 +263,8 @@ export class E2ee {
           }
           break;
         case 'mls_update_request':
-          // We joined since we last committed: a fresh path fills the tree, so later commits
-          // stay small.
+          // We joined since we last committed, or members who left blanked parents on our
+          // path: a fresh path fills the tree, so later commits stay small.
           if (this.inGroup && !this.committing) this.sendCommit(this.member.update());
           break;
         default:
