@@ -73,7 +73,8 @@ pub struct NodeRecord {
     pub media_workers: usize,
     /// `serving` or `draining`.
     pub state: String,
-    /// Members seated in its running meetings.
+    /// Members seated in its running meetings, and the members of meetings
+    /// held elsewhere whose media it serves (cascading).
     pub participants: u64,
     /// RTP packets forwarded per second over the last refresh interval.
     pub packets_per_sec: u64,
@@ -210,7 +211,7 @@ impl Cluster {
                     "serving"
                 }
                 .to_string(),
-                participants: load.rooms.participants(),
+                participants: load.rooms.participants() + load.rooms.media().cascaded_members(),
                 packets_per_sec: pps,
                 meetings: load.rooms.running() as u64,
             };

@@ -100,6 +100,9 @@ pub struct MediaLink {
     /// A cascaded meeting's shard on a node serving some of its members:
     /// the shards on the other nodes, as indices for `Shards`.
     remote_shards: Vec<usize>,
+    /// This link drives the shard here of a meeting held elsewhere: its
+    /// members count in [`MediaHandle::cascaded_members`].
+    served: bool,
 }
 
 /// What [`MediaLink::cascaded`] left to do here.
@@ -182,6 +185,7 @@ impl MediaLink {
             MediaCommand::Leave { participant } => {
                 if let Some(w) = self.placement.leave(*participant) {
                     self.media.unload(w);
+                    self.served_member(false);
                 }
                 self.declared.remove(participant);
                 // Every shard forgets what the member published.
@@ -426,6 +430,7 @@ impl MediaLink {
         let placed = self.placement.place(member, &loads);
         if placed.new {
             self.media.load(placed.worker);
+            self.served_member(true);
         }
         if self.shards.insert(placed.worker) {
             tracing::info!(meeting = %self.meeting, worker = placed.worker, "meeting spreads to another media worker");
@@ -462,6 +467,21 @@ impl MediaLink {
         placed.worker
     }
 
+    /// Counts a member of a meeting held elsewhere placed here (or gone).
+    fn served_member(&self, placed: bool) {
+        if !self.served {
+            return;
+        }
+        let served = &self.media.served;
+        if placed {
+            served.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = served.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+        }
+    }
+
     /// The room stopped: every shard drops its router (a remote node's
     /// when its control channel closes).
     pub fn close(mut self) {
@@ -471,6 +491,7 @@ impl MediaLink {
         for (p, w) in members {
             self.placement.leave(p);
             self.media.unload(w);
+            self.served_member(false);
         }
         for &w in &self.shards {
             self.media.send_to(
@@ -497,6 +518,8 @@ pub struct MediaHandle {
     link_ends: Arc<std::sync::Mutex<Option<relay::LinkEnds>>>,
     /// Cluster mode with cascading on ([`crate::cluster::cascade`]).
     cascade: Arc<OnceLock<Arc<Cascade>>>,
+    /// Members of meetings held by other nodes whose media is served here.
+    served: Arc<AtomicUsize>,
 }
 
 struct WorkerHandle {
@@ -579,6 +602,7 @@ impl MediaHandle {
             declared: HashMap::new(),
             cascade,
             remote_shards: Vec::new(),
+            served: !speaker,
         };
         (link, rx)
     }
@@ -596,6 +620,12 @@ impl MediaHandle {
                 },
             );
         }
+    }
+
+    /// Members of meetings held by other nodes whose media this node
+    /// serves (cascading): its node record counts them with its own.
+    pub fn cascaded_members(&self) -> u64 {
+        self.served.load(Ordering::Relaxed) as u64
     }
 
     /// Turns cascading on (cluster mode, once the cluster is up).
@@ -772,6 +802,7 @@ pub fn start(
         spread_from,
         link_ends: Arc::new(std::sync::Mutex::new(Some(link_ends))),
         cascade: Arc::default(),
+        served: Arc::default(),
     })
 }
 
@@ -790,6 +821,7 @@ mod tests {
                 spread_from: 0,
                 link_ends: Arc::default(),
                 cascade: Arc::default(),
+                served: Arc::default(),
             },
             rxs,
         )

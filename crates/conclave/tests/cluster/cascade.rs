@@ -208,6 +208,13 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // node-b's record counts the member whose media it serves, so that
+    // placement sees it loaded.
+    eventually(10, "node-b's record counts Bob", async || {
+        let record = redis.cmd("GET conclave:node:node-b");
+        record.contains("\"participants\":1,")
+    })
+    .await;
     // Both in one group with one code.
     one_group(&ada, &bob).await;
     // Bob's media reaches node-b: its worker counts bytes in.
