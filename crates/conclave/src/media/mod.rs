@@ -110,8 +110,26 @@ enum Cascaded {
     /// Nothing: another node serves the member, or it is not placed yet.
     Done,
     /// Send the command to this node's shards, then the member's gates
-    /// if it was placed here just now.
-    Here(Option<MediaCommand>),
+    /// and view sizes if it was placed here just now.
+    Here(Vec<MediaCommand>),
+}
+
+impl Cascading {
+    /// What a member placed (again) needs its new shard to know: its gates
+    /// and its view sizes.
+    fn state_of(&self, p: ParticipantId) -> Vec<MediaCommand> {
+        self.allowed
+            .get(&p)
+            .into_iter()
+            .chain(
+                self.views
+                    .iter()
+                    .filter(|((s, _, _), _)| *s == p)
+                    .map(|(_, v)| v),
+            )
+            .cloned()
+            .collect()
+    }
 }
 
 /// A meeting's media over the nodes, as its lease holder's link sees it
@@ -127,6 +145,11 @@ struct Cascading {
     /// Each member's last gates, given again to the shard of a member
     /// placed anew after its node went.
     allowed: HashMap<ParticipantId, MediaCommand>,
+    /// Each member's last view size of each publisher's kind, given again
+    /// likewise.
+    /// Keyed by subscriber, publisher and kind (`MediaKind` as a number:
+    /// it is not `Hash`).
+    views: HashMap<(ParticipantId, ParticipantId, u8), MediaCommand>,
     /// Where the meeting's shards are, on every node.
     mesh: Arc<std::sync::Mutex<Mesh>>,
     /// Notified when a node's control channel ends.
@@ -137,7 +160,7 @@ impl MediaLink {
     /// Queues a command of the meeting's core for the router (shard) that
     /// serves its member.
     pub fn send(&mut self, cmd: MediaCommand) {
-        let mut replay = None;
+        let mut replay = Vec::new();
         if self.cascade.is_some() {
             match self.cascaded(&cmd) {
                 Cascaded::Done => return,
@@ -194,8 +217,8 @@ impl MediaLink {
                 }
             }
         }
-        if let Some(allow) = replay {
-            self.send(allow);
+        for cmd in replay {
+            self.send(cmd);
         }
     }
 
@@ -237,7 +260,7 @@ impl MediaLink {
         // Their members are placed again at their next offer.
         let _ = self.drop_gone_nodes();
         let Some(c) = self.cascade.as_mut() else {
-            return Cascaded::Here(None);
+            return Cascaded::Here(Vec::new());
         };
         match cmd {
             MediaCommand::Offer {
@@ -279,8 +302,8 @@ impl MediaLink {
                             c.remote_of.insert(p, id.clone());
                             if let Some(shard) = c.nodes.get(&id) {
                                 shard.add_member(p);
-                                if let Some(allow) = c.allowed.get(&p) {
-                                    shard.media(allow.clone());
+                                for cmd in c.state_of(p) {
+                                    shard.media(cmd);
                                 }
                             }
                             id
@@ -299,7 +322,8 @@ impl MediaLink {
                 let Some(node) = node else {
                     // Placed here now: its gates follow its offer.
                     let first = self.placement.worker_of(p).is_none();
-                    return Cascaded::Here(c.allowed.get(&p).filter(|_| first).cloned());
+                    let replay = if first { c.state_of(p) } else { Vec::new() };
+                    return Cascaded::Here(replay);
                 };
                 for &w in &self.shards {
                     self.media.send_to(
@@ -323,8 +347,22 @@ impl MediaLink {
                 subscriber: participant,
                 ..
             } => {
-                if matches!(cmd, MediaCommand::Allow { .. }) {
-                    c.allowed.insert(*participant, cmd.clone());
+                match cmd {
+                    MediaCommand::Allow { .. } => {
+                        c.allowed.insert(*participant, cmd.clone());
+                    }
+                    MediaCommand::ViewSize {
+                        publisher, kind, ..
+                    } => {
+                        let kind = match kind {
+                            conclave_proto::MediaKind::Audio => 0,
+                            conclave_proto::MediaKind::Video => 1,
+                            conclave_proto::MediaKind::Screen => 2,
+                        };
+                        c.views
+                            .insert((*participant, *publisher, kind), cmd.clone());
+                    }
+                    _ => {}
                 }
                 if let Some(shard) = c.remote_of.get(participant).and_then(|n| c.nodes.get(n)) {
                     shard.media(cmd.clone());
@@ -336,10 +374,12 @@ impl MediaLink {
                     // its gates follow; nothing else concerns it before.
                     return Cascaded::Done;
                 }
-                Cascaded::Here(None)
+                Cascaded::Here(Vec::new())
             }
             MediaCommand::Leave { participant } => {
                 c.allowed.remove(participant);
+                c.views
+                    .retain(|(s, p, _), _| s != participant && p != participant);
                 if let Some(shard) = c
                     .remote_of
                     .remove(participant)
@@ -351,7 +391,7 @@ impl MediaLink {
                     shard.media(cmd.clone());
                 }
                 // The shards here forget it too (and its remote tracks).
-                Cascaded::Here(None)
+                Cascaded::Here(Vec::new())
             }
         }
     }
@@ -562,6 +602,7 @@ impl MediaHandle {
             remote_of: HashMap::new(),
             nodes: HashMap::new(),
             allowed: HashMap::new(),
+            views: HashMap::new(),
             gone: Arc::default(),
         });
         self.open_with(meeting, true, cascading)
