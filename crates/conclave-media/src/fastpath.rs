@@ -303,7 +303,7 @@ impl FastPath {
         transmits: &mut TransmitQueue,
         stats: &mut crate::PeerStats,
     ) {
-        release(&mut self.pacer, self.bwe.estimate(), now, transmits, stats);
+        release(&mut self.pacer, now, transmits, stats);
     }
 
     /// When the peer's timer must fire for this path: the probe's next
@@ -390,9 +390,8 @@ impl FastPath {
                 sealed.truncate(n);
                 stats.fast_resealed += 1;
                 self.keep_anchor(key.0, key.1, &sealed);
-                let estimate = self.bwe.estimate();
                 let out = (route, sealed, numbered);
-                pace(&mut self.pacer, estimate, now, out, transmits, stats);
+                pace(&mut self.pacer, now, out, transmits, stats);
             }
             Some(Err(error)) => {
                 stats.fast_seal_errors += 1;
@@ -457,9 +456,8 @@ impl FastPath {
                 Some(Ok(n)) => {
                     sealed.truncate(n);
                     stats.fast_probe_packets += 1;
-                    let estimate = self.bwe.estimate();
                     let out = (route, sealed, Some(seq));
-                    pace(&mut self.pacer, estimate, now, out, transmits, stats);
+                    pace(&mut self.pacer, now, out, transmits, stats);
                 }
                 Some(Err(error)) => {
                     stats.fast_seal_errors += 1;
@@ -591,7 +589,6 @@ impl FastPath {
     ) {
         let Some(route) = self.route else { return };
         let ratio = self.resend_ratio(now);
-        let estimate = self.bwe.estimate();
         let Some(stream) = self.streams.get_mut(&ssrc) else {
             return;
         };
@@ -633,14 +630,7 @@ impl FastPath {
             resent += len;
             stats.fast_resent += 1;
             // Resends keep the number they first carried.
-            pace(
-                &mut self.pacer,
-                estimate,
-                now,
-                (route, again, None),
-                transmits,
-                stats,
-            );
+            pace(&mut self.pacer, now, (route, again, None), transmits, stats);
         }
         self.budget.resent_bytes += resent;
     }
@@ -730,7 +720,6 @@ type Sealed = ((Protocol, SocketAddr, SocketAddr), Vec<u8>, Option<u64>);
 /// datagram itself, at once.
 fn pace(
     pacer: &mut Pacer,
-    estimate: u64,
     now: Instant,
     ((proto, source, destination), contents, twcc): Sealed,
     transmits: &mut TransmitQueue,
@@ -745,18 +734,17 @@ fn pace(
     if !pacer.push(now, t, twcc) {
         stats.fast_pace_dropped += 1;
     }
-    release(pacer, estimate, now, transmits, stats);
+    release(pacer, now, transmits, stats);
 }
 
 /// Moves what the pacer lets out at `now` to the router's queue.
 fn release(
     pacer: &mut Pacer,
-    estimate: u64,
     now: Instant,
     transmits: &mut TransmitQueue,
     stats: &mut crate::PeerStats,
 ) {
-    while let Some((t, waited)) = pacer.poll(now, estimate) {
+    while let Some((t, waited)) = pacer.poll(now) {
         let len = t.contents.len() as u64;
         stats.fast_paced += u64::from(waited);
         if transmits.push(t) {
@@ -1000,16 +988,8 @@ impl Peer {
             fast.budget.sent_bytes += sealed.len() as f64;
         }
         self.stats.fast_sealed += 1;
-        let estimate = fast.bwe.estimate();
         let out = (route, sealed, numbered);
-        pace(
-            &mut fast.pacer,
-            estimate,
-            now,
-            out,
-            transmits,
-            &mut self.stats,
-        );
+        pace(&mut fast.pacer, now, out, transmits, &mut self.stats);
         if kind == MediaKind::Video {
             fast.probe(now, transmits, &mut self.stats);
         }
