@@ -124,6 +124,9 @@ pub struct Encoder {
     codecs: Vec<(PayloadParams, Option<Instant>)>,
     /// Where the next new entry goes once the table is full.
     next_reuse: usize,
+    /// Buffers kept between calls: no allocation per packet.
+    frame: Vec<u8>,
+    record: Vec<u8>,
 }
 
 /// The receiving side of one link direction: its codec table.
@@ -159,10 +162,11 @@ impl Encoder {
         mut emit: impl FnMut(&[u8]),
     ) -> Result<usize, WireError> {
         let target = target.min(MAX_FRAME);
-        let mut frame = Vec::with_capacity(target);
+        let mut frame = std::mem::take(&mut self.frame);
+        let mut record = std::mem::take(&mut self.record);
+        frame.clear();
         write_head(&mut frame, head)?;
         let empty = frame.len();
-        let mut record = Vec::new();
         let mut skipped = 0;
         for item in items {
             record.clear();
@@ -183,6 +187,8 @@ impl Encoder {
         if frame.len() > empty {
             emit(&frame);
         }
+        self.frame = frame;
+        self.record = record;
         Ok(skipped)
     }
 

@@ -69,12 +69,21 @@ fn nonce(seq: u64) -> Nonce {
 }
 
 impl SealKey {
-    /// Encrypts `body` in place and appends the tag; `header` is
-    /// authenticated too.
-    pub fn seal(&self, seq: u64, header: &[u8], body: &mut Vec<u8>) -> bool {
-        self.0
-            .seal_in_place_append_tag(nonce(seq), Aad::from(header), body)
-            .is_ok()
+    /// Encrypts `datagram` past its first `header_len` bytes in place and
+    /// appends the tag; the header is authenticated too. One buffer, no
+    /// copy.
+    pub fn seal(&self, seq: u64, header_len: usize, datagram: &mut Vec<u8>) -> bool {
+        let Some((header, body)) = datagram.split_at_mut_checked(header_len) else {
+            return false;
+        };
+        let Ok(tag) = self
+            .0
+            .seal_in_place_separate_tag(nonce(seq), Aad::from(&*header), body)
+        else {
+            return false;
+        };
+        datagram.extend_from_slice(tag.as_ref());
+        true
     }
 
     /// Opens `body` (ciphertext and tag) in place; `None` when it is not

@@ -37,6 +37,9 @@ use keys::{LinkSecret, SealKey, TAG_LEN};
 use window::{ReplayWindow, Seen, WINDOW};
 
 pub const VERSION: u8 = 1;
+
+/// A sealed datagram, shared by the outbox and the send history.
+pub type Datagram = Arc<Vec<u8>>;
 /// The clear header's length.
 pub const HEADER_LEN: usize = 1 + 8 + 8 + 8;
 /// What a datagram adds to the frame it carries.
@@ -146,7 +149,7 @@ struct Sent {
     seq: u64,
     at: Instant,
     resent_at: Option<Instant>,
-    datagram: Arc<[u8]>,
+    datagram: Datagram,
 }
 
 struct Missing {
@@ -167,7 +170,7 @@ pub struct Link {
     peer_epoch: Option<(u64, SealKey)>,
     window: ReplayWindow,
     missing: BTreeMap<u64, Missing>,
-    outbox: VecDeque<Arc<[u8]>>,
+    outbox: VecDeque<Datagram>,
     last_sent: Option<Instant>,
     last_heard: Instant,
     gone: bool,
@@ -224,7 +227,7 @@ impl Link {
     /// Every datagram is kept for resending, upkeep too: the receiver
     /// cannot tell what a gap was, and a gap never filled would count as
     /// loss.
-    fn seal(&mut self, kind: u8, body: &[u8], now: Instant) -> Option<Arc<[u8]>> {
+    fn seal(&mut self, kind: u8, body: &[u8], now: Instant) -> Option<Datagram> {
         let d = self.seal_only(kind, body)?;
         self.prune_history(now);
         self.history.push_back(Sent {
@@ -239,27 +242,23 @@ impl Link {
         Some(d)
     }
 
-    fn seal_only(&mut self, kind: u8, body: &[u8]) -> Option<Arc<[u8]>> {
+    fn seal_only(&mut self, kind: u8, body: &[u8]) -> Option<Datagram> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let mut header = [0u8; HEADER_LEN];
-        header[0] = VERSION;
-        header[1..9].copy_from_slice(&self.local_tag);
-        header[9..17].copy_from_slice(&self.epoch.to_be_bytes());
-        header[17..25].copy_from_slice(&seq.to_be_bytes());
-        let mut sealed = Vec::with_capacity(1 + body.len() + TAG_LEN);
-        sealed.push(kind);
-        sealed.extend_from_slice(body);
-        if !self.send_key.seal(seq, &header, &mut sealed) {
+        let mut d = Vec::with_capacity(HEADER_LEN + 1 + body.len() + TAG_LEN);
+        d.push(VERSION);
+        d.extend_from_slice(&self.local_tag);
+        d.extend_from_slice(&self.epoch.to_be_bytes());
+        d.extend_from_slice(&seq.to_be_bytes());
+        d.push(kind);
+        d.extend_from_slice(body);
+        if !self.send_key.seal(seq, HEADER_LEN, &mut d) {
             return None;
         }
-        let mut d = Vec::with_capacity(HEADER_LEN + sealed.len());
-        d.extend_from_slice(&header);
-        d.extend_from_slice(&sealed);
-        Some(d.into())
+        Some(Arc::new(d))
     }
 
-    fn push_out(&mut self, d: Arc<[u8]>, now: Instant) {
+    fn push_out(&mut self, d: Datagram, now: Instant) {
         if self.outbox.len() >= MAX_OUTBOX {
             self.stats.outbox_dropped += 1;
             return;
@@ -270,7 +269,7 @@ impl Link {
     }
 
     /// The next datagram to send to the peer.
-    pub fn poll_transmit(&mut self) -> Option<Arc<[u8]>> {
+    pub fn poll_transmit(&mut self) -> Option<Datagram> {
         self.outbox.pop_front()
     }
 
@@ -325,7 +324,9 @@ impl Link {
         // datagram opens under it.
         let mut fresh = None;
         let key = match &self.peer_epoch {
-            Some((e, _)) if epoch < *e => return Err(Refused::StaleEpoch),
+            // Once the peer fell silent, any start of it is taken: a node
+            // whose clock stepped back while it restarted comes back.
+            Some((e, _)) if epoch < *e && !self.gone => return Err(Refused::StaleEpoch),
             Some((e, k)) if epoch == *e => {
                 match self.window.check(seq) {
                     Seen::Duplicate => return Err(Refused::Replayed),

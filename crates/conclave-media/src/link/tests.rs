@@ -393,6 +393,23 @@ fn a_restarted_peer_gets_a_new_numbering_and_its_old_datagrams_stay_out() {
     // and no NACK storm.
     assert_eq!(net.b.stats().replayed, 0);
     assert_eq!(net.a.stats().resent, 0);
+
+    // a restarts with its clock stepped back: refused while b follows the
+    // later start, taken once a has been silent past the timeout.
+    net.a = link(SECRET, "node-a", "node-b", 1_200, net.now);
+    let now = net.now;
+    net.a.send(&frame(200), now);
+    net.run(5, |_, _| Fate::Deliver);
+    assert_eq!(net.got_b.len(), 30);
+    net.run(SILENCE.as_millis() as u64 + 100, |to_b, _| {
+        if to_b { Fate::Drop } else { Fate::Deliver }
+    });
+    assert!(net.b.is_gone());
+    let now = net.now;
+    net.a.send(&frame(201), now);
+    net.run(5, |_, _| Fate::Deliver);
+    assert_eq!(net.got_b.last(), Some(&frame(201)));
+    assert!(!net.b.is_gone());
 }
 
 #[test]
