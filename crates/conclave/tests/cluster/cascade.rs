@@ -292,6 +292,25 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
         .await
         .expect("the lease holder's channel");
     assert_eq!(resp.status().as_u16(), 101);
+    // What does not parse is dropped and counted; the channel goes on.
+    {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        for m in [
+            Message::text("not json"),
+            Message::text(r#"{"type":"offer","participant":1,"sdp":"","tracks":[],"x":1}"#),
+            Message::text(
+                r#"{"type":"shards","shards":[{"node":"n","link":"127.0.0.1:1","workers":[999]}]}"#,
+            ),
+            Message::binary(vec![0u8; 16]),
+        ] {
+            held.send(m).await.expect("send");
+        }
+    }
+    eventually(10, "bad control messages counted", async || {
+        counter(b, "conclave_cascade_refused_total{reason=\"bad_message\"}").await == 4
+    })
+    .await;
     redis.cmd(&format!(
         "SET conclave:lease:{id} \"node-z {}\" PX 60000",
         token + 1
