@@ -31,6 +31,8 @@ use crate::vp8;
 
 mod keyframe_wait;
 use keyframe_wait::{KeyframeWait, Opened};
+#[cfg(test)]
+mod crossed_offers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -774,7 +776,12 @@ impl ClientPeer {
         self.drain(now)
     }
 
-    /// The server offers others' tracks; queues our `media_answer`.
+    /// The server offers others' tracks; queues our `media_answer`. An
+    /// offer that crossed ours (ours is not answered yet) is ignored, as
+    /// docs/protocol.md says: the server drops it, answers ours and offers
+    /// again. Answering it would make str0m refuse the answer to ours as
+    /// "changes made out of order", which ended the session; it happened to
+    /// crowd members whose speakers started while their own offer was out.
     pub fn accept_offer(
         &mut self,
         sdp: &str,
@@ -782,6 +789,10 @@ impl ClientPeer {
         now: Instant,
     ) -> Result<(), PeerError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        if self.pending.is_some() {
+            tracing::debug!("a server offer crossed ours: waiting for the offer again");
+            return Ok(());
+        }
         let answer = self.rtc.sdp_api().accept_offer(offer)?;
         for t in tracks {
             let mid = Mid::from(t.mid.as_str());
