@@ -18,6 +18,8 @@
 //!   extractor the handlers use; a rejection must be a 4xx.
 //! - [`udp`]: datagrams on the media port — STUN, DTLS, SRTP/SRTCP and garbage — into a router
 //!   with a connected peer, from its address and from strangers.
+//! - [`media_link`]: datagrams at a node's media link to another node, and any
+//!   frame sealed by the real peer, through the frame decoder.
 //! - [`tcp_frames`]: bytes on a media worker's ICE-TCP connection, through
 //!   the RFC 4571 deframer in reads that end anywhere.
 //! - [`sdp`]: a `media_offer`'s SDP, parsed and offered to the router as the media driver does.
@@ -31,6 +33,7 @@ pub mod corpus;
 pub mod delivery;
 #[cfg(feature = "http")]
 pub mod http_body;
+pub mod media_link;
 pub mod meeting;
 pub mod mls;
 pub mod sdp;
@@ -64,6 +67,11 @@ pub fn targets() -> Vec<Target> {
             name: "udp",
             run: udp::run,
             seeds: udp::seeds,
+        },
+        Target {
+            name: "media_link",
+            run: media_link::run,
+            seeds: media_link::seeds,
         },
         Target {
             name: "tcp_frames",

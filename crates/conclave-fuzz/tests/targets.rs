@@ -78,6 +78,11 @@ fn media_port_datagrams_never_panic_the_router() {
 }
 
 #[test]
+fn media_link_datagrams_are_counted_once_and_frames_round_trip() {
+    exercise("media_link", 6000);
+}
+
+#[test]
 fn ice_tcp_streams_deframe_as_rfc_4571_reads_them_however_reads_fall() {
     exercise("tcp_frames", 6000);
 }

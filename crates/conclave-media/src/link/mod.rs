@@ -342,6 +342,9 @@ impl Link {
             }
         };
         let plain = key.open(seq, header, body).ok_or(Refused::Forged)?;
+        // Only a node with the secret could send an empty one: refused all
+        // the same, before it changes anything.
+        let (&mut kind, rest) = plain.split_first_mut().ok_or(Refused::Malformed)?;
         if let Some(k) = fresh {
             // The peer restarted (or this is its first word): a new
             // numbering.
@@ -356,7 +359,6 @@ impl Link {
             self.gone = false;
             self.events.push_back(LinkEvent::Back);
         }
-        let (&mut kind, rest) = plain.split_first_mut().ok_or(Refused::Malformed)?;
         match kind {
             KIND_DATA => Ok(Received::Data(rest)),
             KIND_NACK => {

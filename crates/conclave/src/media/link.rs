@@ -314,13 +314,14 @@ impl Task {
                         self.outgoing(batch);
                     }
                 }
-                () = sleep => {
-                    let now = Instant::now();
-                    for p in self.peers.values_mut() {
-                        if p.link.poll_timeout() <= now {
-                            p.link.handle_timeout(now);
-                        }
-                    }
+                () = sleep => {}
+            }
+            // Timers run whatever woke the task, so a busy link still
+            // NACKs and keeps alive on time.
+            let now = Instant::now();
+            for p in self.peers.values_mut() {
+                if p.link.poll_timeout() <= now {
+                    p.link.handle_timeout(now);
                 }
             }
             self.flush().await;
