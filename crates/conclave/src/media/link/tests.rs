@@ -279,6 +279,81 @@ async fn two_nodes_carry_packets_both_ways_repair_loss_and_refuse_an_attacker() 
     shutdown.cancel();
 }
 
+/// A node whose link falls silent (its process died: nothing more comes
+/// from it, not even keepalives) is declared gone once the silence timeout
+/// passes, and the tracks it announced end on this node's shards there and
+/// then, as if their publishers had left, without waiting for the control
+/// channel to notice.
+#[tokio::test]
+async fn a_silent_node_is_gone_and_the_tracks_it_announced_end_on_the_shards() {
+    let shutdown = CancellationToken::new();
+    let a_alive = CancellationToken::new();
+    let a = node("node-a", SECRET, &a_alive).await;
+    let mut b = node("node-b", SECRET, &shutdown).await;
+    let mut events = b.links.events().expect("events, once");
+    let b_at_a = a.links.connect("node-b", b.links.local_addr());
+    let a_at_b = b.links.connect("node-a", a.links.local_addr());
+    let meeting = MeetingId::generate();
+    let announce = RelayBatch {
+        from: 0,
+        meeting,
+        items: vec![
+            Relayed::Published {
+                track: track(),
+                kind: MediaKind::Video,
+                rids: vec![None],
+            },
+            rtp(0),
+        ],
+    };
+    a.to_link
+        .send(RemoteBatch {
+            to: vec![b_at_a.shard(0), b_at_a.shard(1)],
+            batch: announce,
+        })
+        .await
+        .unwrap();
+    for w in 0..2 {
+        let (seqs, other) = receive(&mut b.workers[w], 1, a_at_b.shard(0), meeting).await;
+        assert_eq!(seqs, vec![0], "worker {w}");
+        assert!(
+            matches!(other[..], [Relayed::Published { .. }]),
+            "worker {w}"
+        );
+    }
+
+    // node-a stops dead; node-b is told it is gone after the silence.
+    let stopped = Instant::now();
+    a_alive.cancel();
+    let event = tokio::time::timeout(SILENCE * 2, events.recv())
+        .await
+        .expect("node-a declared gone within twice the silence timeout")
+        .expect("an event");
+    match event {
+        PeerEvent::Gone { node, slot } => {
+            assert_eq!(node, "node-a");
+            assert_eq!(slot, a_at_b);
+        }
+        PeerEvent::Back { node, .. } => panic!("{node} back, not gone"),
+    }
+    // Not before: it was heard until it stopped (keepalives every 0.5 s).
+    assert!(stopped.elapsed() >= SILENCE - Duration::from_secs(1));
+    // Both shards that were given node-a's track are told it ended.
+    for w in 0..2 {
+        let batch = tokio::time::timeout(Duration::from_secs(2), b.workers[w].recv())
+            .await
+            .expect("the track withdrawn")
+            .expect("a batch");
+        assert_eq!(batch.meeting, meeting);
+        assert!(
+            matches!(batch.items[..], [Relayed::Unpublished { track: t }] if t == track()),
+            "worker {w}: {:?}",
+            batch.items.len()
+        );
+    }
+    shutdown.cancel();
+}
+
 #[test]
 fn remote_shard_indices_name_the_node_and_its_worker() {
     let slot = RemoteSlot(3);
@@ -289,4 +364,64 @@ fn remote_shard_indices_name_the_node_and_its_worker() {
     }
     assert_eq!(RemoteSlot::split(MAX_WORKERS - 1), None);
     assert_ne!(RemoteSlot(0).shard(0), RemoteSlot(1).shard(0));
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_reported_gone_and_its_tracks_end_here() {
+    let (a_stop, b_stop) = (CancellationToken::new(), CancellationToken::new());
+    let a = node("node-a", SECRET, &a_stop).await;
+    let mut b = node("node-b", SECRET, &b_stop).await;
+    let mut events = b.links.events().unwrap();
+    assert!(b.links.events().is_none(), "taken once");
+    let b_at_a = a.links.connect("node-b", b.links.local_addr());
+    let a_at_b = b.links.connect("node-a", a.links.local_addr());
+    let meeting = MeetingId::generate();
+    let batch = RelayBatch {
+        from: 0,
+        meeting,
+        items: vec![Relayed::Published {
+            track: track(),
+            kind: MediaKind::Video,
+            rids: vec![None],
+        }],
+    };
+    a.to_link
+        .send(RemoteBatch {
+            to: vec![b_at_a.shard(0)],
+            batch,
+        })
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), b.workers[0].recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(got.items[..], [Relayed::Published { .. }]));
+    // a stops: no more keepalives. b says so after the silence timeout and
+    // ends the track a announced on its shard.
+    let stopped = Instant::now();
+    a_stop.cancel();
+    let event = tokio::time::timeout(SILENCE * 2, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        event,
+        PeerEvent::Gone {
+            node: "node-a".into(),
+            slot: a_at_b
+        }
+    );
+    assert!(stopped.elapsed() >= SILENCE - Duration::from_millis(600));
+    let withdrawn = tokio::time::timeout(Duration::from_secs(1), b.workers[0].recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(withdrawn.meeting, meeting);
+    assert_eq!(withdrawn.from, a_at_b.shard(0));
+    assert!(matches!(
+        withdrawn.items[..],
+        [Relayed::Unpublished { track: t }] if t == track()
+    ));
+    b_stop.cancel();
 }
