@@ -446,14 +446,22 @@ impl Task {
             }) else {
                 break;
             };
-            let announced = peer.announced.entry((meeting, w)).or_default();
             for item in &list {
                 match item {
                     Relayed::Published { track, .. } => {
-                        announced.insert(*track);
+                        peer.announced
+                            .entry((meeting, w))
+                            .or_default()
+                            .insert(*track);
                     }
                     Relayed::Unpublished { track } => {
-                        announced.remove(track);
+                        if let Some(tracks) = peer.announced.get_mut(&(meeting, w)) {
+                            tracks.remove(track);
+                            // Nothing kept for a meeting whose tracks ended.
+                            if tracks.is_empty() {
+                                peer.announced.remove(&(meeting, w));
+                            }
+                        }
                     }
                     _ => {}
                 }
