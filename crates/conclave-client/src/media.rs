@@ -71,9 +71,10 @@ const SYNTHETIC_MAGIC: &[u8; 4] = b"CNVB";
 const MAX_LATENCY_SAMPLES: usize = 200_000;
 /// How late a frame of a sent source may leave. A session that did not run
 /// for longer (its process starved of CPU, as 150 members in one process on
-/// two loaded cores are) resumes its sources where they stopped instead of
-/// sending the backlog at once: str0m takes at most 512 frames a track
-/// between two polls and ends the session on the next write.
+/// two loaded cores are) sends the last this much of its backlog and resumes
+/// its sources from there, instead of sending all of it at once: str0m takes
+/// at most 512 frames a track between two polls and ends the session on the
+/// next write.
 const MAX_LATE: Duration = Duration::from_millis(500);
 /// Timeouts handled after one wake-up's writes, at most: enough for every
 /// track's frames of a `MAX_LATE` backlog, bounded should str0m keep asking.
@@ -890,9 +891,10 @@ impl ClientPeer {
                 let late = now - due;
                 if late > MAX_LATE {
                     // The session did not run for a while (a starved process):
-                    // the source resumes where it stopped, as if paused.
-                    src.start = Some(start + late);
-                    due = now;
+                    // the source resumes where it stopped, as if paused for
+                    // all but the last MAX_LATE, which is sent now.
+                    src.start = Some(start + (late - MAX_LATE));
+                    due = now.checked_sub(MAX_LATE).unwrap_or(now);
                 }
                 let Some((_, mut data)) = src.media.frame(src.index) else {
                     break;
