@@ -43,7 +43,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use conclave_media::TrackId;
 use conclave_media::link::keys::LinkSecret;
@@ -68,6 +68,9 @@ const RECV_BUFFER: usize = 65_536;
 const BATCHES_PER_WAKE: usize = 64;
 /// Datagrams read per wake-up before the workers' batches are taken.
 const DATAGRAMS_PER_WAKE: usize = 64;
+/// How often each peer's link counters are logged (when they changed):
+/// they are not in `/metrics`.
+const STATS_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Peer events queued for the control plane; past this they are dropped.
 const EVENT_QUEUE: usize = 256;
 
@@ -194,6 +197,7 @@ impl MediaLinks {
             workers: ends.workers,
             events: event_tx,
             stats: SocketStats::default(),
+            logged: SocketStats::default(),
         };
         tokio::spawn(task.run(ends.outgoing, cmd_rx, shutdown));
         tracing::info!(%local, "media link between nodes on UDP");
@@ -260,6 +264,8 @@ struct Peer {
     /// Tracks announced to each local shard, by meeting and worker, to
     /// withdraw if the peer goes.
     announced: HashMap<(MeetingId, usize), BTreeSet<TrackId>>,
+    /// The counters as last logged.
+    logged: LinkStats,
 }
 
 struct Task {
@@ -272,6 +278,8 @@ struct Task {
     workers: Vec<mpsc::Sender<RelayBatch>>,
     events: mpsc::Sender<PeerEvent>,
     stats: SocketStats,
+    /// The socket's counters as last logged.
+    logged: SocketStats,
 }
 
 impl Task {
@@ -282,6 +290,7 @@ impl Task {
         shutdown: CancellationToken,
     ) {
         let mut buf = vec![0u8; RECV_BUFFER];
+        let mut next_log = Instant::now() + STATS_LOG_EVERY;
         loop {
             // Commands first: a batch a worker queued after a connect finds
             // the peer.
@@ -324,6 +333,10 @@ impl Task {
                     p.link.handle_timeout(now);
                 }
             }
+            if now >= next_log {
+                next_log = now + STATS_LOG_EVERY;
+                self.log_stats();
+            }
             self.flush().await;
             self.events();
         }
@@ -358,6 +371,7 @@ impl Task {
                         encoder: Encoder::new(),
                         decoder: Decoder::new(),
                         announced: HashMap::new(),
+                        logged: LinkStats::default(),
                     },
                 );
             }
@@ -474,6 +488,34 @@ impl Task {
             if tx.try_send(batch).is_err() {
                 self.stats.delivery_dropped += 1;
             }
+        }
+    }
+
+    /// Each peer's counters, when they changed since the last time.
+    fn log_stats(&mut self) {
+        for p in self.peers.values_mut() {
+            let s = p.link.stats();
+            if *s == p.logged {
+                continue;
+            }
+            let refused =
+                s.malformed + s.wrong_sender + s.stale_epoch + s.replayed + s.too_old + s.forged;
+            tracing::info!(
+                node = %p.node,
+                sent = s.sent,
+                received = s.received,
+                resent = s.resent,
+                repaired = s.repaired,
+                lost = s.lost,
+                refused,
+                forged = s.forged,
+                "media link stats"
+            );
+            p.logged = s.clone();
+        }
+        if self.stats != self.logged {
+            tracing::info!(socket = ?self.stats, "media link socket stats");
+            self.logged = self.stats.clone();
         }
     }
 
