@@ -217,6 +217,13 @@ impl Link {
         self.gone
     }
 
+    /// The peer's epoch (the start of its process) as last authenticated:
+    /// when it changes, the peer restarted and what it announced before
+    /// is gone with its old process.
+    pub fn peer_epoch(&self) -> Option<u64> {
+        self.peer_epoch.as_ref().map(|(e, _)| *e)
+    }
+
     /// Seals `frame` into a datagram for the peer.
     pub fn send(&mut self, frame: &[u8], now: Instant) {
         if let Some(d) = self.seal(KIND_DATA, frame, now) {

@@ -99,6 +99,9 @@ pub enum PeerEvent {
     Gone { node: String, slot: RemoteSlot },
     /// Heard again.
     Back { node: String, slot: RemoteSlot },
+    /// It started again (a new process): the tracks it had announced were
+    /// withdrawn here; its shards announce theirs anew.
+    Restarted { node: String, slot: RemoteSlot },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +269,9 @@ struct Peer {
     announced: HashMap<(MeetingId, usize), BTreeSet<TrackId>>,
     /// The counters as last logged.
     logged: LinkStats,
+    /// The peer's process (epoch) the announcements and codec table are
+    /// of.
+    epoch: Option<u64>,
 }
 
 struct Task {
@@ -372,6 +378,7 @@ impl Task {
                         decoder: Decoder::new(),
                         announced: HashMap::new(),
                         logged: LinkStats::default(),
+                        epoch: None,
                     },
                 );
             }
@@ -428,7 +435,23 @@ impl Task {
             return;
         };
         let now = Instant::now();
-        let Ok(Received::Data(frame)) = peer.link.receive(datagram, now) else {
+        let received = peer.link.receive(datagram, now);
+        let epoch = peer.link.peer_epoch();
+        if received.is_ok() && epoch != peer.epoch {
+            // A restarted peer: its old tracks end here before anything
+            // of the new process is delivered, and its codec table is new.
+            if peer.epoch.is_some() {
+                tracing::warn!(node = %peer.node, "media link: node restarted");
+                withdraw(&mut peer.announced, slot, &self.workers, &mut self.stats);
+                peer.decoder = Decoder::new();
+                let _ = self.events.try_send(PeerEvent::Restarted {
+                    node: peer.node.clone(),
+                    slot,
+                });
+            }
+            peer.epoch = epoch;
+        }
+        let Ok(Received::Data(frame)) = received else {
             return;
         };
         let decoded = match peer.decoder.decode(frame, now) {
@@ -538,29 +561,40 @@ impl Task {
                 let event = match e {
                     LinkEvent::Gone => {
                         tracing::warn!(%node, "media link silent: node gone");
-                        for ((meeting, worker), tracks) in p.announced.drain() {
-                            let Some(tx) = self.workers.get(worker) else {
-                                continue;
-                            };
-                            let items = tracks
-                                .into_iter()
-                                .map(|track| Relayed::Unpublished { track })
-                                .collect();
-                            let batch = RelayBatch {
-                                from: slot.shard(0),
-                                meeting,
-                                items,
-                            };
-                            if tx.try_send(batch).is_err() {
-                                self.stats.delivery_dropped += 1;
-                            }
-                        }
+                        withdraw(&mut p.announced, slot, &self.workers, &mut self.stats);
                         PeerEvent::Gone { node, slot }
                     }
                     LinkEvent::Back => PeerEvent::Back { node, slot },
                 };
                 let _ = self.events.try_send(event);
             }
+        }
+    }
+}
+
+/// Ends, on the shards here, the tracks a peer had announced to them (as
+/// its publishers leaving would).
+fn withdraw(
+    announced: &mut HashMap<(MeetingId, usize), BTreeSet<TrackId>>,
+    slot: RemoteSlot,
+    workers: &[mpsc::Sender<RelayBatch>],
+    stats: &mut SocketStats,
+) {
+    for ((meeting, worker), tracks) in announced.drain() {
+        let Some(tx) = workers.get(worker) else {
+            continue;
+        };
+        let items = tracks
+            .into_iter()
+            .map(|track| Relayed::Unpublished { track })
+            .collect();
+        let batch = RelayBatch {
+            from: slot.shard(0),
+            meeting,
+            items,
+        };
+        if tx.try_send(batch).is_err() {
+            stats.delivery_dropped += 1;
         }
     }
 }

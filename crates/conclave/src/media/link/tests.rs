@@ -334,7 +334,7 @@ async fn a_silent_node_is_gone_and_the_tracks_it_announced_end_on_the_shards() {
             assert_eq!(node, "node-a");
             assert_eq!(slot, a_at_b);
         }
-        PeerEvent::Back { node, .. } => panic!("{node} back, not gone"),
+        other => panic!("{other:?}, not gone"),
     }
     // Not before: it was heard until it stopped (keepalives every 0.5 s).
     assert!(stopped.elapsed() >= SILENCE - Duration::from_secs(1));
@@ -364,4 +364,91 @@ fn remote_shard_indices_name_the_node_and_its_worker() {
     }
     assert_eq!(RemoteSlot::split(MAX_WORKERS - 1), None);
     assert_ne!(RemoteSlot(0).shard(0), RemoteSlot(1).shard(0));
+}
+
+/// A node that restarts (a new process, a new epoch, within the silence
+/// timeout) had its old process's tracks; they end here before anything of
+/// the new process arrives, and the new process's announcements stand.
+#[tokio::test]
+async fn a_restarted_peer_s_old_tracks_end_and_its_new_ones_stand() {
+    let b_stop = CancellationToken::new();
+    let first_run = CancellationToken::new();
+    let mut b = node("node-b", SECRET, &b_stop).await;
+    let mut events = b.links.events().unwrap();
+    let meeting = MeetingId::generate();
+    let old = track();
+    let new = TrackId {
+        publisher: PeerId(43),
+        mid: Mid::from("2"),
+    };
+    let announce = |track| RelayBatch {
+        from: 0,
+        meeting,
+        items: vec![Relayed::Published {
+            track,
+            kind: MediaKind::Video,
+            rids: vec![None],
+        }],
+    };
+
+    let a = node("node-a", SECRET, &first_run).await;
+    let a_at_b = b.links.connect("node-a", a.links.local_addr());
+    let b_at_a = a.links.connect("node-b", b.links.local_addr());
+    a.to_link
+        .send(RemoteBatch {
+            to: vec![b_at_a.shard(0)],
+            batch: announce(old),
+        })
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), b.workers[0].recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(got.items[..], [Relayed::Published { track: t, .. }] if t == old));
+
+    // node-a's process ends and a new one starts at once, elsewhere.
+    first_run.cancel();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second_run = CancellationToken::new();
+    let a = node("node-a", SECRET, &second_run).await;
+    b.links.connect("node-a", a.links.local_addr());
+    let b_at_a = a.links.connect("node-b", b.links.local_addr());
+    a.to_link
+        .send(RemoteBatch {
+            to: vec![b_at_a.shard(0)],
+            batch: announce(new),
+        })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let batch = tokio::time::timeout(Duration::from_secs(5), b.workers[0].recv())
+            .await
+            .expect("batches")
+            .unwrap();
+        assert_eq!(batch.meeting, meeting);
+        seen.extend(batch.items);
+    }
+    assert!(
+        matches!(
+            seen[..],
+            [Relayed::Unpublished { track: o }, Relayed::Published { track: n, .. }]
+                if o == old && n == new
+        ),
+        "{seen:?}"
+    );
+    let event = tokio::time::timeout(Duration::from_secs(1), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        event,
+        PeerEvent::Restarted {
+            node: "node-a".into(),
+            slot: a_at_b
+        }
+    );
+    second_run.cancel();
+    b_stop.cancel();
 }
