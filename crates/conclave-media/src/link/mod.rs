@@ -14,8 +14,10 @@
 //! sender's, for this direction and its epoch ([`keys`]); the nonce is the
 //! sequence number, unique per key. The receiver takes each sequence number
 //! once ([`window`]), only after the datagram opened, and an epoch older
-//! than the one it follows never: a replayed, forged or tampered datagram
-//! is counted and changes nothing.
+//! than the one it follows never (once the peer fell silent, an older one
+//! it never followed is: a clock stepped back across a restart; one it
+//! followed before, never): a replayed, forged or tampered datagram is
+//! counted and changes nothing.
 //!
 //! Loss: the sender keeps its last datagrams (upkeep ones too) ([`HISTORY_LEN`], at most
 //! [`HISTORY_AGE`] old) and resends one, unchanged, when the receiver
@@ -67,6 +69,9 @@ pub const NACK_MAX: usize = 128;
 /// The same datagram is not resent again within this long (a NACK repeated
 /// before the resend arrived).
 pub const RESEND_GAP: Duration = Duration::from_millis(10);
+/// Earlier epochs of the peer remembered (each a start of it this end
+/// followed, never taken again).
+pub const RETIRED_EPOCHS: usize = 16;
 /// Datagrams waiting for the shell; past this, new ones are dropped.
 pub const MAX_OUTBOX: usize = 8192;
 /// Something is sent at least this often, so the peer hears the link.
@@ -168,6 +173,10 @@ pub struct Link {
     config: LinkConfig,
     /// The peer's epoch and key once one datagram of it opened.
     peer_epoch: Option<(u64, SealKey)>,
+    /// The peer's starts followed before its current one: a recording of
+    /// one is refused even once the peer fell silent (when an earlier
+    /// start, one never followed, is taken: a clock stepped back).
+    retired: VecDeque<u64>,
     window: ReplayWindow,
     missing: BTreeMap<u64, Missing>,
     outbox: VecDeque<Datagram>,
@@ -192,6 +201,7 @@ impl Link {
             next_seq: 0,
             history: VecDeque::new(),
             peer_epoch: None,
+            retired: VecDeque::new(),
             window: ReplayWindow::default(),
             missing: BTreeMap::new(),
             outbox: VecDeque::new(),
@@ -330,9 +340,13 @@ impl Link {
         // A newer epoch's key is derived for the try and kept only if the
         // datagram opens under it.
         let mut fresh = None;
+        if self.retired.contains(&epoch) {
+            return Err(Refused::StaleEpoch);
+        }
         let key = match &self.peer_epoch {
-            // Once the peer fell silent, any start of it is taken: a node
-            // whose clock stepped back while it restarted comes back.
+            // Once the peer fell silent, a start of it never followed is
+            // taken: a node whose clock stepped back while it restarted
+            // comes back. One followed before is not (`retired`, above).
             Some((e, _)) if epoch < *e && !self.gone => return Err(Refused::StaleEpoch),
             Some((e, k)) if epoch == *e => {
                 match self.window.check(seq) {
@@ -355,7 +369,12 @@ impl Link {
         if let Some(k) = fresh {
             // The peer restarted (or this is its first word): a new
             // numbering.
-            self.peer_epoch = Some((epoch, k));
+            if let Some((old, _)) = self.peer_epoch.replace((epoch, k)) {
+                if self.retired.len() >= RETIRED_EPOCHS {
+                    self.retired.pop_front();
+                }
+                self.retired.push_back(old);
+            }
             self.window = ReplayWindow::default();
             self.missing.clear();
         }

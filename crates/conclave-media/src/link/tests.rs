@@ -435,3 +435,36 @@ fn silence_says_the_peer_is_gone_and_keepalives_keep_an_idle_link() {
     assert!(!net.b.is_gone());
     assert_eq!(net.b.poll_event(), Some(LinkEvent::Back));
 }
+
+#[test]
+fn a_peer_s_earlier_start_is_never_taken_again_even_after_silence() {
+    let mut net = Net::new();
+    for i in 0..20 {
+        let now = net.now;
+        net.a.send(&frame(i), now);
+        net.run(1, |_, _| Fate::Deliver);
+    }
+    // Recorded by someone on the path: all of a's first run.
+    let old = net.seen.clone();
+    net.a = link(SECRET, "node-a", "node-b", 1_500, net.now);
+    let now = net.now;
+    net.a.send(&frame(100), now);
+    net.run(5, |_, _| Fate::Deliver);
+    assert_eq!(net.got_b.len(), 21);
+    // a falls silent (down, or cut off): b says it is gone.
+    net.run(SILENCE.as_millis() as u64 + 100, |to_b, _| {
+        if to_b { Fate::Drop } else { Fate::Deliver }
+    });
+    assert!(net.b.is_gone());
+    // The recording of a's first run, replayed now, is still refused: b
+    // followed a later start of a, and it would otherwise be taken whole
+    // (its numbers are fresh to a new window).
+    let now = net.now;
+    for d in &old {
+        let mut d = d.clone();
+        assert_eq!(net.b.receive(&mut d, now), Err(Refused::StaleEpoch));
+    }
+    assert_eq!(net.got_b.len(), 21);
+    assert_eq!(net.b.peer_epoch(), Some(1_500));
+    assert!(net.b.is_gone());
+}
