@@ -463,9 +463,17 @@ iptables('-I', ...QUEUE_RULE);
 const results = [];
 try {
   for (let repeat = 1; repeat <= repeats; repeat += 1) for (const variant of variants) {
-    const all = await (variant === 'direct' ? directCall(flags, server)
-      : variant === 'janus' ? janusMeeting(flags, server)
-        : meetingOfThree(variant, flags, variant === 'red-b' ? servers.b : server));
+    let all;
+    try {
+      all = await (variant === 'direct' ? directCall(flags, server)
+        : variant === 'janus' ? janusMeeting(flags, server)
+          : meetingOfThree(variant, flags, variant === 'red-b' ? servers.b : server));
+    } catch (e) {
+      // A meeting that did not come together (a starved machine) costs
+      // this repeat of this variant, not the run.
+      console.log(JSON.stringify({ variant, repeat, setup_failed: String(e).split('\n')[0] }));
+      continue;
+    }
     try {
       for (const leg of legs) {
         const capped = leg === 'capped' ? await capPort(all.at(-1).page) : null;
