@@ -294,6 +294,8 @@ pub struct TrackStats {
     pub undecryptable_frames: u64,
     /// Frames str0m could not assemble from contiguous packets.
     pub incomplete_frames: u64,
+    /// Frames counted but not opened: [`ClientPeer::open_received`] was off.
+    pub unopened_frames: u64,
     pub keyframes: u64,
     /// One-way delay of synthetic frames, sender to receiver, in µs.
     pub latencies_us: Vec<u32>,
@@ -395,6 +397,8 @@ pub struct ClientPeer {
     born: Instant,
     /// Each received video's wait for a key frame it can open.
     keyframe_waits: BTreeMap<Mid, KeyframeWait>,
+    /// Received frames are SFrame-decrypted; off, they are only counted.
+    open_received: bool,
 }
 
 impl ClientPeer {
@@ -577,6 +581,7 @@ impl ClientPeer {
             sframe: None,
             born: now,
             keyframe_waits: BTreeMap::new(),
+            open_received: true,
         };
         peer.drain(now)?;
         Ok(peer)
@@ -721,6 +726,16 @@ impl ClientPeer {
             Some(Err(error)) => tracing::debug!(%error, mid = %d.mid, "no key frame request"),
             None => {}
         }
+    }
+
+    /// Off: received frames are counted ([`TrackStats::unopened_frames`])
+    /// and dropped without SFrame decryption. A load generator's many
+    /// members stand for people whose ears are not under test, and opening
+    /// every frame that reaches all of them in one process costs more than
+    /// the meeting being measured (e2e/large-meeting.test.js). str0m still
+    /// takes every packet (SRTP, RTCP), so the server sees a receiver.
+    pub fn open_received(&mut self, on: bool) {
+        self.open_received = on;
     }
 
     /// Keep every received frame for [`ClientPeer::take_frames`] (recording).
@@ -1027,6 +1042,12 @@ impl ClientPeer {
                 Event::Connected => {
                     self.connected = true;
                     self.stats.connected_at = Some(now);
+                }
+                Event::MediaData(d) if !self.open_received => {
+                    let t = self.stats.received.entry(d.mid.to_string()).or_default();
+                    t.unopened_frames += 1;
+                    t.bytes += d.data.len() as u64;
+                    t.last_frame_at = Some(now);
                 }
                 Event::MediaData(d) => {
                     let opened = self.unprotect(&d.mid.to_string(), &d.data, now);

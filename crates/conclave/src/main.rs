@@ -940,6 +940,7 @@ async fn join(args: JoinArgs) -> anyhow::Result<()> {
         trusted_providers: providers.trusted,
         unreachable_providers: providers.unreachable,
         leaf_identity: signed_in.as_ref().and_then(|f| f.leaf_identity()),
+        count_received_only: false,
     };
     let commands = args.interactive.then(read_commands);
     let result = run_interactive(

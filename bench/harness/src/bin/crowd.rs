@@ -8,20 +8,25 @@
 //! --send-ogg` does) with a fixed RFC 6464 level: member 1 the loudest at
 //! `--audio-level`, each next one 10 dB quieter (more than the server's 6 dB
 //! switching margin, so who is heard is decided by the levels, not by who
-//! started first). A test (e2e/large-meeting.test.js) or a
+//! started first). Only the first `--listeners N` members open (SFrame-decrypt)
+//! what they receive; the others count it unopened, as a load generator's
+//! members need not hear, and 150 of them opening the 3 loudest speakers'
+//! audio starved this process of CPU (docs/benchmarks.md). A test
+//! (e2e/large-meeting.test.js) or a
 //! person admits them; this program tells on standard output, one JSON line
 //! each, when every member it runs is in the same MLS epoch with the same
 //! security code and a roster of the size expected:
 //!
 //! `{"all_in_group":true,"members":151,"epoch":12,"code":"..."}`
 //!
-//! and, at the end, `{"done":true,"admitted":150,"stopped":150,"errors":[]}`.
+//! and, at the end, `{"done":true,"admitted":150,"stopped":150,"errors":[],"heard":5}`,
+//! `heard` the listeners that opened audio from another member.
 //! It ends when standard input closes or after `--seconds`, whichever is first,
 //! and every member says `leave` on its way out.
 //!
 //! Usage: conclave-crowd INVITE [--members 150] [--others 1] [--seconds 170]
 //!        [--stagger-ms 20] [--name Member]
-//!        [--audio 0 --audio-ogg FILE --audio-level 10]
+//!        [--audio 0 --audio-ogg FILE --audio-level 10] [--listeners N]
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -34,6 +39,7 @@ use conclave_client::Invite;
 use conclave_client::session::{self, JoinOptions, MediaOptions, SessionError, SessionEvent};
 use conclave_client::signaling::SignalingError;
 use conclave_proto::ErrorCode;
+use conclave_proto::MediaKind;
 use tokio::sync::{Notify, mpsc};
 
 #[derive(Parser)]
@@ -68,6 +74,10 @@ struct Args {
     /// audio member's is 10 dB quieter.
     #[arg(long, default_value_t = 10)]
     audio_level: u8,
+    /// Only the first N members decrypt what they receive (all by default);
+    /// the others count it unopened.
+    #[arg(long)]
+    listeners: Option<usize>,
 }
 
 /// How much quieter each next audio member is than the one before, in dB.
@@ -88,6 +98,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let invite: Invite = args.invite.parse().context("invite link")?;
     let expected = args.members + args.others;
+    let listeners = args.listeners.unwrap_or(args.members);
     anyhow::ensure!(
         args.audio == 0 || args.audio_ogg.is_some(),
         "--audio needs --audio-ogg"
@@ -134,7 +145,7 @@ async fn main() -> Result<()> {
         });
         sessions.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let result = member(i, opts, level, tx).await;
+            let result = member(i, opts, level, i >= listeners, tx).await;
             // Said at once: a member that ends early holds the others' wait.
             match &result {
                 Ok(r) if !r.stopped => eprintln!(
@@ -190,11 +201,17 @@ async fn main() -> Result<()> {
         stop.notify_one();
     }
     let (mut admitted, mut stopped, mut errors) = (0, 0, BTreeMap::new());
+    let mut heard = 0;
     for s in sessions {
         match s.await {
             Ok(Ok(report)) => {
                 admitted += 1;
                 stopped += usize::from(report.stopped);
+                heard += usize::from(report.media.received.values().any(|t| {
+                    t.kind == Some(MediaKind::Audio)
+                        && t.participant != Some(report.admission.you)
+                        && t.frames > 0
+                }));
             }
             Ok(Err(e)) => *errors.entry(e.to_string()).or_insert(0usize) += 1,
             Err(e) => *errors.entry(e.to_string()).or_insert(0usize) += 1,
@@ -202,7 +219,13 @@ async fn main() -> Result<()> {
     }
     println!(
         "{}",
-        serde_json::json!({ "done": true, "admitted": admitted, "stopped": stopped, "errors": errors })
+        serde_json::json!({
+            "done": true,
+            "admitted": admitted,
+            "stopped": stopped,
+            "errors": errors,
+            "heard": heard,
+        })
     );
     Ok(())
 }
@@ -238,6 +261,7 @@ async fn member(
     i: usize,
     opts: JoinOptions,
     audio_level: Option<u8>,
+    count_received_only: bool,
     tx: mpsc::UnboundedSender<(usize, SessionEvent)>,
 ) -> Result<session::SessionReport, SessionError> {
     let mut tries = 0;
@@ -254,6 +278,7 @@ async fn member(
         let extra = MediaOptions {
             events: Some(etx),
             audio_level,
+            count_received_only,
             ..MediaOptions::default()
         };
         let result = session::run_with(extra, opts.clone()).await;

@@ -178,6 +178,10 @@ pub struct MediaOptions {
     /// the first group only: a group set up again after a failover gets a
     /// fresh key, and the name is then the server's.
     pub leaf_identity: Option<LeafIdentity>,
+    /// Count received frames without decrypting them
+    /// ([`crate::media::ClientPeer::open_received`]): for load generators
+    /// whose members need not hear. A real client opens every frame.
+    pub count_received_only: bool,
 }
 
 /// A signature key pair and the OpenPubkey binding of a provider's ID

@@ -428,6 +428,7 @@ async fn start_media(
         ClientPeer::new(local, sources, Instant::now())?
     };
     peer.set_audio_level(extra.audio_level);
+    peer.open_received(!extra.count_received_only);
     sig.send(&offer).await?;
     Ok((socket, peer))
 }
