@@ -276,10 +276,16 @@ pub fn cascade_path(meeting: &str) -> String {
     format!("/internal/v1/cascade/{meeting}")
 }
 
-fn mac(secret: &str, at: u64, node: &str, token: u64, path: &str) -> Hmac<Sha256> {
+fn mac(secret: &str, h: &Header<'_>, to: &str, path: &str) -> Hmac<Sha256> {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-    m.update(format!("conclave-cascade\n{at}\n{node}\n{token}\n{path}").as_bytes());
+    m.update(
+        format!(
+            "conclave-cascade\n{}\n{}\n{to}\n{}\n{}\n{path}",
+            h.at, h.node, h.token, h.nonce
+        )
+        .as_bytes(),
+    );
     m
 }
 
@@ -290,26 +296,71 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The header's value: `<unix seconds> <node> <lease token> <hex HMAC>`.
-pub fn sign(secret: &str, node: &str, token: u64, path: &str) -> String {
-    let at = now_secs();
-    let tag = mac(secret, at, node, token, path).finalize().into_bytes();
-    format!("{at} {node} {token} {}", hex::encode(tag))
+/// What a header says, before it is checked.
+struct Header<'a> {
+    at: u64,
+    node: &'a str,
+    token: u64,
+    nonce: &'a str,
 }
 
-/// The node and lease token a header vouches for, if its HMAC is right
-/// (compared in constant time) and its time close to ours.
-pub fn verify(secret: &str, value: &str, path: &str) -> Option<(String, u64)> {
+/// What a verified header vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vouched {
+    /// The sending node (the lease holder it claims to be).
+    pub node: String,
+    pub token: u64,
+    /// Its time, and its random nonce: a header is taken once.
+    at: u64,
+    nonce: String,
+}
+
+/// The header's value for a channel from `node` (lease `token`) to node
+/// `to` on `path`: `<unix seconds> <node> <lease token> <nonce> <hex
+/// HMAC>`. The receiving node and a fresh nonce are in the HMAC, so a
+/// header seen on the wire opens nothing on another node, nor again on
+/// the same one.
+pub fn sign(secret: &str, node: &str, to: &str, token: u64, path: &str) -> String {
+    use rand::RngCore;
+    let mut nonce = [0u8; 16];
+    rand::rng().fill_bytes(&mut nonce);
+    let nonce = hex::encode(nonce);
+    let h = Header {
+        at: now_secs(),
+        node,
+        token,
+        nonce: &nonce,
+    };
+    let tag = mac(secret, &h, to, path).finalize().into_bytes();
+    format!("{} {node} {token} {nonce} {}", h.at, hex::encode(tag))
+}
+
+/// What a header vouches for, if its HMAC is right for this node (`to`)
+/// and `path` (compared in constant time) and its time close to ours.
+/// Whether it was used before is [`Cascade::first_use`]'s to say.
+pub fn verify(secret: &str, value: &str, to: &str, path: &str) -> Option<Vouched> {
     let mut parts = value.split(' ');
     let at: u64 = parts.next()?.parse().ok()?;
     let node = parts.next()?;
     let token: u64 = parts.next()?.parse().ok()?;
+    let nonce = parts.next()?;
     let tag = hex::decode(parts.next()?).ok()?;
     if parts.next().is_some() || now_secs().abs_diff(at) > SKEW_SECS {
         return None;
     }
-    mac(secret, at, node, token, path).verify_slice(&tag).ok()?;
-    Some((node.to_string(), token))
+    let h = Header {
+        at,
+        node,
+        token,
+        nonce,
+    };
+    mac(secret, &h, to, path).verify_slice(&tag).ok()?;
+    Some(Vouched {
+        node: node.to_string(),
+        token,
+        at,
+        nonce: nonce.to_string(),
+    })
 }
 
 /// Why a control channel or message was refused, for the counter.
@@ -341,6 +392,11 @@ pub struct Cascade {
     /// until their record has had time to run out (a dead node's lingers
     /// for its time-to-live).
     failed: Mutex<HashMap<String, std::time::Instant>>,
+    /// The nonces of the headers taken here, with their times, until they
+    /// are too old to verify anyway: a header captured on the wire and
+    /// sent again (which would take the place of the holder's channel) is
+    /// refused.
+    headers_seen: Mutex<HashMap<String, u64>>,
 }
 
 impl Cascade {
@@ -365,6 +421,7 @@ impl Cascade {
             refused,
             links: OnceLock::new(),
             failed: Mutex::new(HashMap::new()),
+            headers_seen: Mutex::new(HashMap::new()),
         });
         tokio::spawn(Arc::clone(&cascade).read_nodes(shutdown));
         Some(cascade)
@@ -535,9 +592,13 @@ impl Cascade {
             tracing::error!(node = %node.node_id, "bad internal_url in a node record");
             return;
         };
-        let Ok(value) =
-            HeaderValue::from_str(&sign(&self.secret, self.cluster.node_id(), token, &path))
-        else {
+        let Ok(value) = HeaderValue::from_str(&sign(
+            &self.secret,
+            self.cluster.node_id(),
+            &node.node_id,
+            token,
+            &path,
+        )) else {
             return;
         };
         req.headers_mut().insert(CASCADE_HEADER, value);
@@ -629,6 +690,16 @@ impl Cascade {
             .read(|| client.get::<Option<String>, _>(&key))
             .await;
         matches!(held, Ok(Some(v)) if v == format!("{node} {token}"))
+    }
+
+    /// Whether `v` is the first use of its header here (it then counts as
+    /// used). Only authentic headers get here, so the set holds at most
+    /// what the lease holders sent within the skew window.
+    fn first_use(&self, v: &Vouched) -> bool {
+        let now = now_secs();
+        let mut seen = lock(&self.headers_seen);
+        seen.retain(|_, at| now.abs_diff(*at) <= SKEW_SECS);
+        seen.insert(v.nonce.clone(), v.at).is_none()
     }
 
     /// Registers a served channel of `meeting` with `token`: refused if a
@@ -819,11 +890,16 @@ pub async fn serve(
     let vouched = headers
         .get(CASCADE_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| verify(&cascade.secret, v, &path));
-    let Some((node, token)) = vouched else {
+        .and_then(|v| verify(&cascade.secret, v, cascade.cluster.node_id(), &path));
+    let Some(vouched) = vouched else {
         cascade.refuse(Refusal::Unauthenticated, "no valid cascade header");
         return (StatusCode::FORBIDDEN, "forbidden\n").into_response();
     };
+    if !cascade.first_use(&vouched) {
+        cascade.refuse(Refusal::Unauthenticated, "a cascade header used before");
+        return (StatusCode::FORBIDDEN, "forbidden\n").into_response();
+    }
+    let Vouched { node, token, .. } = vouched;
     let Ok(meeting) = raw.parse::<MeetingId>() else {
         cascade.refuse(Refusal::BadMessage, "not a meeting ID");
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
@@ -989,16 +1065,28 @@ mod tests {
     fn a_cascade_header_holds_only_for_its_secret_path_node_and_token() {
         let s = "a-cluster-secret-of-at-least-32-chars";
         let path = cascade_path("m1");
-        let v = sign(s, "node-a", 7, &path);
-        assert_eq!(verify(s, &v, &path), Some(("node-a".into(), 7)));
-        assert_eq!(verify("another-secret-of-32-characters!!", &v, &path), None);
-        assert_eq!(verify(s, &v, &cascade_path("m2")), None);
-        assert_eq!(verify(s, &v.replace(" 7 ", " 8 "), &path), None);
-        assert_eq!(verify(s, &v.replace("node-a", "node-b"), &path), None);
+        let v = sign(s, "node-a", "node-b", 7, &path);
+        let ok = verify(s, &v, "node-b", &path).expect("verifies");
+        assert_eq!((ok.node.as_str(), ok.token), ("node-a", 7));
+        assert_eq!(
+            verify("another-secret-of-32-characters!!", &v, "node-b", &path),
+            None
+        );
+        assert_eq!(verify(s, &v, "node-b", &cascade_path("m2")), None);
+        // A header sent to node-b opens nothing on node-c.
+        assert_eq!(verify(s, &v, "node-c", &path), None);
+        assert_eq!(verify(s, &v.replace(" 7 ", " 8 "), "node-b", &path), None);
+        assert_eq!(
+            verify(s, &v.replace("node-a", "node-b"), "node-b", &path),
+            None
+        );
         let old = v.replacen(&now_secs().to_string(), "1", 1);
-        assert_eq!(verify(s, &old, &path), None);
-        assert_eq!(verify(s, "", &path), None);
-        assert_eq!(verify(s, &format!("{v} extra"), &path), None);
+        assert_eq!(verify(s, &old, "node-b", &path), None);
+        assert_eq!(verify(s, "", "node-b", &path), None);
+        assert_eq!(verify(s, &format!("{v} extra"), "node-b", &path), None);
+        // Two headers signed in the same second differ (their nonces).
+        let again = sign(s, "node-a", "node-b", 7, &path);
+        assert_ne!(verify(s, &again, "node-b", &path), Some(ok));
     }
 
     #[test]

@@ -239,6 +239,7 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
     let wrong_secret = sign(
         "not-the-cluster-secret-but-32-chars!",
         "node-a",
+        "node-b",
         token,
         &path,
     );
@@ -248,7 +249,10 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
         open_control(
             b,
             &id,
-            Some(format!("{} x", sign(SECRET, "node-a", token, &path)))
+            Some(format!(
+                "{} x",
+                sign(SECRET, "node-a", "node-b", token, &path)
+            ))
         )
         .await,
         403
@@ -260,7 +264,7 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
         ("node-b", token),
         ("node-a", token + 1),
     ] {
-        let status = open_control(b, &id, Some(sign(SECRET, node, t, &path))).await;
+        let status = open_control(b, &id, Some(sign(SECRET, node, "node-b", t, &path))).await;
         assert_eq!(status, 409, "{node} {t}");
     }
     assert_eq!(
@@ -282,16 +286,27 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
     // took the meeting over), node-b, checking every half lease, closes it.
     let url = format!("ws://{}{}", b.addr, path);
     let mut req = url.as_str().into_client_request().expect("request");
-    req.headers_mut().insert(
-        CASCADE_HEADER,
-        sign(SECRET, "node-a", token, &path)
-            .parse()
-            .expect("header value"),
-    );
+    let header = sign(SECRET, "node-a", "node-b", token, &path);
+    req.headers_mut()
+        .insert(CASCADE_HEADER, header.parse().expect("header value"));
     let (mut held, resp) = tokio_tungstenite::connect_async(req)
         .await
         .expect("the lease holder's channel");
     assert_eq!(resp.status().as_u16(), 101);
+    // That header, captured on the wire and sent again within its 30 s,
+    // would take the channel's place: refused, as is one signed for
+    // another node than node-b.
+    assert_eq!(open_control(b, &id, Some(header.clone())).await, 403);
+    let for_c = sign(SECRET, "node-a", "node-c", token, &path);
+    assert_eq!(open_control(b, &id, Some(for_c)).await, 403);
+    assert_eq!(
+        counter(
+            b,
+            "conclave_cascade_refused_total{reason=\"unauthenticated\"}"
+        )
+        .await,
+        5
+    );
     // What does not parse is dropped and counted; the channel goes on.
     {
         use futures_util::SinkExt;
