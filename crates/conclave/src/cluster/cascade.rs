@@ -383,7 +383,7 @@ pub struct Cascade {
     nodes: RwLock<Vec<NodeRecord>>,
     /// Channels served here: each meeting's highest lease token seen, and
     /// how to stop the channel that came with it.
-    served: Mutex<HashMap<MeetingId, (u64, CancellationToken)>>,
+    served: Mutex<Served>,
     refused: [metrics::Counter; 3],
     /// The media link between nodes, once started: without it the control
     /// plane works but no media crosses between nodes.
@@ -417,7 +417,7 @@ impl Cascade {
             secret,
             from,
             nodes: RwLock::new(Vec::new()),
-            served: Mutex::new(HashMap::new()),
+            served: Mutex::new(Served::default()),
             refused,
             links: OnceLock::new(),
             failed: Mutex::new(HashMap::new()),
@@ -702,25 +702,60 @@ impl Cascade {
         seen.insert(v.nonce.clone(), v.at).is_none()
     }
 
-    /// Registers a served channel of `meeting` with `token`: refused if a
-    /// higher token was seen; a lower one's channel is stopped.
-    fn admit(&self, meeting: MeetingId, token: u64) -> Option<CancellationToken> {
-        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((seen, old)) = served.get(&meeting) {
+    fn admit(&self, meeting: MeetingId, token: u64) -> Option<Admitted> {
+        lock(&self.served).admit(meeting, token)
+    }
+
+    fn done(&self, meeting: MeetingId, channel: &Admitted) {
+        lock(&self.served).done(meeting, channel);
+    }
+}
+
+/// The control channels served here, one per meeting: the newest, with
+/// the highest lease token seen.
+#[derive(Default)]
+struct Served {
+    next_id: u64,
+    by_meeting: HashMap<MeetingId, (u64, Admitted)>,
+}
+
+/// A channel let in: its number here, and how to stop it.
+#[derive(Clone)]
+struct Admitted {
+    id: u64,
+    stop: CancellationToken,
+}
+
+impl Served {
+    /// Registers a channel of `meeting` with `token`: refused if a higher
+    /// token was seen; the channel it replaces (a lower or equal token) is
+    /// stopped.
+    fn admit(&mut self, meeting: MeetingId, token: u64) -> Option<Admitted> {
+        if let Some((seen, old)) = self.by_meeting.get(&meeting) {
             if *seen > token {
                 return None;
             }
-            old.cancel();
+            old.stop.cancel();
         }
-        let stop = CancellationToken::new();
-        served.insert(meeting, (token, stop.clone()));
-        Some(stop)
+        self.next_id += 1;
+        let channel = Admitted {
+            id: self.next_id,
+            stop: CancellationToken::new(),
+        };
+        self.by_meeting.insert(meeting, (token, channel.clone()));
+        Some(channel)
     }
 
-    fn done(&self, meeting: MeetingId, token: u64) {
-        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
-        if served.get(&meeting).is_some_and(|(t, _)| *t == token) {
-            served.remove(&meeting);
+    /// `channel` ended: forgotten, unless another took its place since
+    /// (whose entry, with the same token, must stay to be stopped by a
+    /// later holder's channel).
+    fn done(&mut self, meeting: MeetingId, channel: &Admitted) {
+        if self
+            .by_meeting
+            .get(&meeting)
+            .is_some_and(|(_, c)| c.id == channel.id)
+        {
+            self.by_meeting.remove(&meeting);
         }
     }
 }
@@ -911,14 +946,14 @@ pub async fn serve(
         );
         return (StatusCode::CONFLICT, "not the meeting's lease holder\n").into_response();
     }
-    let Some(stop) = cascade.admit(meeting, token) else {
+    let Some(channel) = cascade.admit(meeting, token) else {
         cascade.refuse(Refusal::Stale, "a later lease holder's channel was seen");
         return (StatusCode::CONFLICT, "not the meeting's lease holder\n").into_response();
     };
     let media = state.rooms.media().clone();
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| run(cascade, media, meeting, node, token, socket, stop))
+        .on_upgrade(move |socket| run(cascade, media, meeting, node, token, socket, channel))
 }
 
 /// The serving node's end: the meeting's shard here, driven by the lease
@@ -930,8 +965,9 @@ async fn run(
     node: String,
     token: u64,
     socket: WebSocket,
-    stop: CancellationToken,
+    channel: Admitted,
 ) {
+    let stop = channel.stop.clone();
     tracing::info!(%meeting, %node, token, "serving a cascaded meeting's shard");
     let (mut link, mut events) = media.open_remote(meeting);
     let (mut up, mut down) = socket.split();
@@ -1009,7 +1045,7 @@ async fn run(
         }
     }
     link.close();
-    cascade.done(meeting, token);
+    cascade.done(meeting, &channel);
     let _ = up.close().await;
     tracing::info!(%meeting, %node, "cascaded meeting's shard closed");
 }
@@ -1087,6 +1123,31 @@ mod tests {
         // Two headers signed in the same second differ (their nonces).
         let again = sign(s, "node-a", "node-b", 7, &path);
         assert_ne!(verify(s, &again, "node-b", &path), Some(ok));
+    }
+
+    #[test]
+    fn a_later_lease_holder_stops_the_channel_that_replaced_an_equal_one() {
+        let mut served = Served::default();
+        let m = MeetingId::generate();
+        // The holder opens a channel, then another with the same token (it
+        // reconnected); the first is stopped and ends.
+        let first = served.admit(m, 5).expect("first");
+        let second = served.admit(m, 5).expect("second");
+        assert!(first.stop.is_cancelled() && !second.stop.is_cancelled());
+        served.done(m, &first);
+        // The lease moved: the new holder's channel stops the second at
+        // once, and an older token is refused.
+        assert!(served.admit(m, 4).is_none());
+        let third = served.admit(m, 6).expect("third");
+        assert!(
+            second.stop.is_cancelled(),
+            "the old holder's channel goes on"
+        );
+        assert!(served.admit(m, 5).is_none());
+        served.done(m, &second);
+        assert!(served.admit(m, 5).is_none());
+        served.done(m, &third);
+        assert!(served.admit(m, 5).is_some());
     }
 
     #[test]
