@@ -54,7 +54,8 @@
 //!   (str0m's retransmissions on it are sealed again with this path's
 //!   sequence numbers), so its padding takes indices nobody else seals.
 //!
-//! - **Paced per subscriber** (`pacer.rs`): every datagram this path sends
+//! - **Paced per subscriber** (`pacer.rs`, with
+//!   [`crate::RouterConfig::pacing`]; off by default): every datagram this path sends
 //!   a subscriber (media, str0m's packets sealed again, resends, probes)
 //!   leaves through one token bucket, in the order sealed, so that a
 //!   backlog the worker reads at once after a stall reaches the subscriber
@@ -250,6 +251,7 @@ impl FastPath {
         slot: KeySlot,
         rtx_ratio_cap: Option<f32>,
         initial_bandwidth: Option<u64>,
+        pacing: bool,
         now: Instant,
     ) -> Self {
         FastPath {
@@ -269,7 +271,7 @@ impl FastPath {
             pad: None,
             budget: Budget::new(now),
             train: None,
-            pacer: Pacer::new(now),
+            pacer: Pacer::new(now, pacing),
         }
     }
 

@@ -104,14 +104,25 @@ pub(crate) struct Pacer {
     counting_since: Option<Instant>,
     /// One past the highest transport-wide number let out so far.
     released: Option<u64>,
+    /// The bucket's depth: [`PACE_BURST_BYTES`], or without pacing
+    /// unbounded (everything leaves at once, in order).
+    depth: f64,
 }
 
 impl Pacer {
-    pub(crate) fn new(now: Instant) -> Self {
+    /// A pacer; with `paced` false it holds nothing back (the fast path
+    /// without [`crate::RouterConfig::pacing`]).
+    pub(crate) fn new(now: Instant, paced: bool) -> Self {
+        let depth = if paced {
+            PACE_BURST_BYTES
+        } else {
+            f64::INFINITY
+        };
         Pacer {
+            depth,
             queue: VecDeque::new(),
             queued_bytes: 0,
-            tokens: PACE_BURST_BYTES,
+            tokens: depth,
             filled_at: now,
             rate: MIN_RATE,
             sent: 0.0,
@@ -214,7 +225,7 @@ impl Pacer {
         });
         self.rate = paced.max(drain.min(MAX_DRAIN_RATE)).max(MIN_RATE);
         let elapsed = now.saturating_duration_since(self.filled_at).as_secs_f64();
-        self.tokens = (self.tokens + self.rate * elapsed).min(PACE_BURST_BYTES);
+        self.tokens = (self.tokens + self.rate * elapsed).min(self.depth);
         self.filled_at = self.filled_at.max(now);
     }
 }
@@ -256,7 +267,7 @@ mod tests {
         // Any instant: the pacer reads no clock.
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
-        let mut pacer = Pacer::new(start);
+        let mut pacer = Pacer::new(start, true);
         // Steady traffic first, about 7 Mbit/s (six 1.4 Mbit/s videos).
         let mut n = 0;
         for ms in 0..1_000u64 {
@@ -324,7 +335,7 @@ mod tests {
         // 8 Mbit/s in frames of 12 packets every 15 ms: the rate is
         // measured over what was sent so far, so not even the first frames
         // wait while the measurement is young.
-        let mut pacer = Pacer::new(start);
+        let mut pacer = Pacer::new(start, true);
         let mut n = 0;
         for frame in 0..400u64 {
             let now = start + Duration::from_millis(frame * 15);
@@ -337,5 +348,24 @@ mod tests {
             assert!(out.iter().all(|o| !o.1), "frame {frame}");
         }
         assert_eq!(pacer.released(), None, "nothing numbered");
+    }
+
+    #[test]
+    fn without_pacing_a_backlog_leaves_at_once_in_order() {
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        let mut pacer = Pacer::new(start, false);
+        for n in 0..256 {
+            pacer.push(start, datagram(n), Some(n));
+        }
+        let out = release(&mut pacer, start);
+        assert_eq!(out.len(), 256);
+        assert!(
+            out.iter()
+                .enumerate()
+                .all(|(i, o)| number(&o.0) == i as u64 && !o.1)
+        );
+        assert_eq!(pacer.due_at(), None);
+        assert_eq!(pacer.released(), Some(256));
     }
 }

@@ -422,7 +422,13 @@ fn a_late_repair_on_the_publishers_hop_asks_the_subscriber_to_wait_for_it() {
 /// 1.4 Mbit/s videos' worth), arrives the instant it was sent.
 #[test]
 fn a_backlog_reaches_the_subscriber_paced_and_steady_video_waits_for_nothing() {
-    let mut net = two_members();
+    let mut net = Net::with_config(|c| {
+        c.fast_path = true;
+        c.pacing = true;
+    });
+    net.join(A, A_ADDR, &[MediaKind::Audio, MediaKind::Video]);
+    net.join(B, B_ADDR, &[]);
+    net.connect_all();
     let video_mid = net.client(A).sending[1].0;
     let vp8 = net.client(A).pt_of(Codec::Vp8);
     let payload = |seq: u64| {

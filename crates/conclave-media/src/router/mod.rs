@@ -147,6 +147,13 @@ pub struct RouterConfig {
     /// a repaired frame instead of freezing. It adds that delay (100-400 ms)
     /// while repairs come late, and nothing otherwise.
     pub playout_delay: bool,
+    /// With the fast path, each subscriber's datagrams pass a pacer
+    /// (`pacer.rs`) that spreads a backlog the worker reads at once after a
+    /// stall over a few tens of milliseconds instead of one burst. Off by
+    /// default: in the bench's 20-member meetings under load the paced
+    /// server's legs lost more than the unpaced one's (docs/benchmarks.md,
+    /// issue 16's pacing); off, the pacer lets everything out at once.
+    pub pacing: bool,
     /// The router is one shard of a meeting spread over several (issue 23,
     /// `relay.rs`): it hands what its peers publish to the other shards
     /// ([`Router::poll_relay`]) and takes theirs ([`Router::handle_relay`]).
@@ -193,6 +200,7 @@ impl RouterConfig {
             rtx_ratio_cap: Some(DEFAULT_RTX_RATIO_CAP),
             fast_path: false,
             playout_delay: true,
+            pacing: false,
             relay: false,
         }
     }
@@ -225,6 +233,7 @@ pub struct Router {
     rtx_ratio_cap: Option<f32>,
     fast_path: bool,
     playout_delay: bool,
+    pacing: bool,
     /// Set when the router is a shard of a spread meeting (`relay.rs`).
     relay: Option<relay::Shard>,
 }
@@ -273,6 +282,7 @@ impl Router {
             rtx_ratio_cap: config.rtx_ratio_cap,
             fast_path: config.fast_path,
             playout_delay: config.playout_delay,
+            pacing: config.pacing,
             relay: config.relay.then(relay::Shard::new),
         })
     }

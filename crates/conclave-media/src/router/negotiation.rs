@@ -46,7 +46,13 @@ impl Router {
             // one, and str0m sends without a pacer.
             let config = config.enable_bwe(None).enable_raw_packets(true);
             let (rtc, slot) = keyexport::build_rtc(config, now);
-            let fast = FastPath::new(slot, self.rtx_ratio_cap, self.initial_bandwidth, now);
+            let fast = FastPath::new(
+                slot,
+                self.rtx_ratio_cap,
+                self.initial_bandwidth,
+                self.pacing,
+                now,
+            );
             (rtc, Some(fast))
         } else {
             (config.build(now), None)
