@@ -56,7 +56,24 @@ pub struct Tuning {
     /// `spread_meetings_from` in its configuration; unset: the build's
     /// default.
     pub spread_from: Option<usize>,
+    /// A node of a cascading cluster (`--cascade-from`); unset: one
+    /// server on its own.
+    pub cluster: Option<ClusterNode>,
 }
+
+/// The cluster settings of one node of a two-node cascade on one Redis.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub node_id: String,
+    pub redis_url: String,
+    /// `cascade_meetings_from`.
+    pub cascade_from: usize,
+    /// The media link's UDP port on 127.0.0.1.
+    pub media_link_port: u16,
+}
+
+/// The bench's cluster secret (any 32 characters or more).
+const CLUSTER_SECRET: &str = "conclave bench cluster secret, 32+ characters";
 
 impl Server {
     /// Starts `binary serve` with signaling on 127.0.0.1:`http_port` and
@@ -69,7 +86,9 @@ impl Server {
         workers: Option<usize>,
         tuning: &Tuning,
     ) -> anyhow::Result<Server> {
-        let dir = std::env::temp_dir().join(format!("conclave-bench-{}", std::process::id()));
+        // Per port too: a cascade runs two servers from this process.
+        let dir =
+            std::env::temp_dir().join(format!("conclave-bench-{}-{http_port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let dir = TempDir(dir);
@@ -113,12 +132,24 @@ impl Server {
             .spread_from
             .map(|n| format!("spread_meetings_from = {n}\n"))
             .unwrap_or_default();
+        let (cascade, cluster) = match &tuning.cluster {
+            Some(c) => (
+                format!("cascade_meetings_from = {}\n", c.cascade_from),
+                format!(
+                    "[cluster]\nredis_url = \"{}\"\nnode_id = \"{}\"\n\
+                     internal_url = \"http://127.0.0.1:{http_port}\"\nsecret = \"{CLUSTER_SECRET}\"\n\
+                     media_link_addr = \"127.0.0.1:{}\"\n",
+                    c.redis_url, c.node_id, c.media_link_port
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
         std::fs::write(
             &config,
             format!(
-                "media_listen = \"{media_ip}:{media_port}\"\n{last_n}{spread}\
+                "media_listen = \"{media_ip}:{media_port}\"\n{last_n}{spread}{cascade}\
                  [limits]\nmax_pending_per_address = 1000\nmessage_burst = 1000\nmessages_per_sec = 1000\n\
-                 {mint_limit}"
+                 {mint_limit}{cluster}"
             ),
         )?;
         // The server alone on the cores it is given, so that its figures are

@@ -135,7 +135,17 @@ struct Args {
     /// build's default (50; 0 keeps every meeting on one worker).
     #[arg(long)]
     spread_from: Option<usize>,
+    /// Two Conclave nodes cascading the meeting (issue 23): a
+    /// redis-server of its own on 127.0.0.1:16399, node-a (signaling on
+    /// 18080, every participant joins through it) and node-b (18081, media
+    /// from port 10100), both with `cascade_meetings_from` = this and a
+    /// media link on loopback; the output adds node-b's CPU.
+    #[arg(long)]
+    cascade_from: Option<usize>,
 }
+
+/// node-b's pid in a cascade run, for its CPU over the window.
+static NODE_B_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 impl Args {
     /// The level member `i` of a room talks at, if levels are on.
@@ -177,6 +187,8 @@ struct Run {
     errors: Vec<String>,
     /// CPU seconds of each media worker thread over the window.
     worker_cpu_s: std::collections::BTreeMap<String, f64>,
+    /// node-b's CPU seconds over the window (`--cascade-from`).
+    node_b_cpu_s: Option<f64>,
 }
 
 impl Run {
@@ -309,6 +321,7 @@ async fn load(
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let cpu0 = proc::cpu_seconds(pid)?;
     let threads0 = proc::thread_cpu_seconds(pid, "media-").unwrap_or_default();
+    let node_b0 = NODE_B_PID.get().and_then(|&p| proc::cpu_seconds(p).ok());
     let t0 = Instant::now();
     let _ = phase_tx.send(Phase::Window);
     tokio::time::sleep(Duration::from_secs(seconds) / 2).await;
@@ -317,6 +330,7 @@ async fn load(
     let _ = phase_tx.send(Phase::Done);
     let cpu1 = proc::cpu_seconds(pid)?;
     let threads1 = proc::thread_cpu_seconds(pid, "media-").unwrap_or_default();
+    let node_b1 = NODE_B_PID.get().and_then(|&p| proc::cpu_seconds(p).ok());
     let elapsed = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = phase_tx.send(Phase::Stop);
@@ -324,6 +338,7 @@ async fn load(
         participants: rooms * (publishers + subscribers),
         seconds: elapsed,
         cpu_s: cpu1 - cpu0,
+        node_b_cpu_s: node_b0.zip(node_b1).map(|(c0, c1)| c1 - c0),
         rss_delta: rss_mid - rss_before,
         worker_cpu_s: threads1
             .iter()
@@ -435,6 +450,29 @@ async fn main() -> anyhow::Result<()> {
         args.audio_senders == 0 || args.target == Target::Conclave,
         "--audio-senders is for --target conclave only"
     );
+    let tuning = |node: &str, link: u16| conclave_target::Tuning {
+        audio_last_n: args.audio_last_n,
+        server_cpus: args.server_cpus.clone(),
+        turn_urls: args.turn_url.clone(),
+        spread_from: args.spread_from,
+        cluster: args
+            .cascade_from
+            .map(|cascade_from| conclave_target::ClusterNode {
+                node_id: node.into(),
+                redis_url: format!("redis://127.0.0.1:{REDIS_PORT}"),
+                cascade_from,
+                media_link_port: link,
+            }),
+    };
+    let mut redis = None;
+    let mut node_b = None;
+    if args.cascade_from.is_some() {
+        anyhow::ensure!(
+            args.target == Target::Conclave,
+            "--cascade-from is for --target conclave"
+        );
+        redis = Some(start_redis().await?);
+    }
     let server = match args.target {
         Target::Conclave => Running::Conclave(
             conclave_target::Server::start(
@@ -443,12 +481,7 @@ async fn main() -> anyhow::Result<()> {
                 18080,
                 10000,
                 args.media_workers,
-                &conclave_target::Tuning {
-                    audio_last_n: args.audio_last_n,
-                    server_cpus: args.server_cpus.clone(),
-                    turn_urls: args.turn_url.clone(),
-                    spread_from: args.spread_from,
-                },
+                &tuning("node-a", 17001),
             )
             .await?,
         ),
@@ -456,6 +489,21 @@ async fn main() -> anyhow::Result<()> {
             janus::Server::start(&args.janus, &args.janus_config, args.server_ip).await?,
         ),
     };
+    if args.cascade_from.is_some() {
+        let b = conclave_target::Server::start(
+            &args.conclave,
+            args.server_ip,
+            18081,
+            10100,
+            args.media_workers,
+            &tuning("node-b", 17002),
+        )
+        .await?;
+        let _ = NODE_B_PID.set(b.pid);
+        node_b = Some(b);
+        // Placement reads the node records every 0.5 s.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = server.pid();
     let rss_idle_server = proc::rss_bytes(pid)?;
@@ -512,6 +560,11 @@ async fn main() -> anyhow::Result<()> {
             .collect::<serde_json::Map<_, _>>()
     );
     out["spread_from"] = json!(args.spread_from);
+    out["cascade_from"] = json!(args.cascade_from);
+    out["node_b_cpu_share"] = json!(
+        run.node_b_cpu_s
+            .map(|s| round(s / run.seconds.max(1e-9), 3))
+    );
     out["cpu_s_per_1000_packets"] = if run.packets > 0 {
         json!(round(run.cpu_s / (run.packets as f64 / 1000.0), 4))
     } else {
@@ -577,6 +630,36 @@ async fn main() -> anyhow::Result<()> {
             let _ = s.child.kill().await;
         }
     }
+    if let Some(mut b) = node_b {
+        let _ = b.child.kill().await;
+    }
+    if let Some(mut r) = redis {
+        let _ = r.kill().await;
+    }
     println!("{out}");
     Ok(())
+}
+
+/// The cascade's Redis port (`--cascade-from`).
+const REDIS_PORT: u16 = 16399;
+
+/// A redis-server of the run's own, no persistence; returned answering.
+async fn start_redis() -> anyhow::Result<tokio::process::Child> {
+    let child = tokio::process::Command::new("redis-server")
+        .args(["--port", &REDIS_PORT.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting redis-server: {e}"))?;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", REDIS_PORT))
+            .await
+            .is_ok()
+        {
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("redis-server did not come up")
 }
