@@ -10,78 +10,16 @@
 // servers (node-b's record in Redis, both nodes' logs), not guessed.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { BINARY, eventually, freePorts, freeTcpPort, hostStartsMeeting, openBrowser, screenshot, selectedPair, startServer, storySteps } from './harness.js';
+import { BINARY, eventually, freePorts, freeTcpPort, hostStartsMeeting, openBrowser, screenshot, selectedPair, startServer, storySteps, playsVideoOf, securityCode } from './harness.js';
+import { redis, startPostgres, startRedis } from './engines.js';
 
 const PASSWORD = 'correct horse battery staple';
 const SECRET = 'a-cluster-secret-of-at-least-32-characters';
-
-/** Sends one Redis command (RESP) to 127.0.0.1:`port`; resolves to its bulk or simple reply as a string (null for nil). */
-function redis(port, ...args) {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1');
-    let got = Buffer.alloc(0);
-    s.setTimeout(2000, () => { s.destroy(); reject(new Error('redis: no answer')); });
-    s.on('error', reject);
-    s.on('connect', () => s.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`));
-    s.on('data', (d) => {
-      got = Buffer.concat([got, d]);
-      const text = got.toString();
-      const eol = text.indexOf('\r\n');
-      if (eol < 0) return;
-      const head = text.slice(0, eol);
-      if (head[0] === '+' || head[0] === '-' || head[0] === ':') { s.destroy(); resolve(head.slice(1)); return; }
-      const len = Number(head.slice(1));
-      if (len < 0) { s.destroy(); resolve(null); return; }
-      if (got.length >= eol + 2 + len) { s.destroy(); resolve(got.subarray(eol + 2, eol + 2 + len).toString()); }
-    });
-  });
-}
-
-async function startRedis(port, dir) {
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-  await eventually(() => redis(port, 'PING').catch(() => ''), (r) => r === 'PONG', { what: 'redis-server answers', timeout: 10_000 });
-  return proc;
-}
-
-/** A PostgreSQL of the test's own in `dir` on `port` (as the postgres user when root, as initdb wants). */
-function startPostgres(dir, port) {
-  const bin = fs.readdirSync('/usr/lib/postgresql').sort().map((v) => `/usr/lib/postgresql/${v}/bin`).pop();
-  const asRoot = process.getuid?.() === 0;
-  const run = (tool, args) => {
-    const [cmd, all] = asRoot ? ['runuser', ['-u', 'postgres', '--', `${bin}/${tool}`, ...args]] : [`${bin}/${tool}`, args];
-    const r = spawnSync(cmd, all, { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`${tool}: ${r.stderr}`);
-  };
-  fs.mkdirSync(dir, { recursive: true });
-  if (asRoot) spawnSync('chown', ['postgres:postgres', dir]);
-  run('initdb', ['-D', `${dir}/data`, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
-  run('pg_ctl', ['-D', `${dir}/data`, '-l', `${dir}/server.log`, '-w', '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`, 'start']);
-  return () => run('pg_ctl', ['-D', `${dir}/data`, '-m', 'immediate', '-w', 'stop']);
-}
-
-/** The security code a page shows (read from the security panel, open or not). */
-function securityCode(page) {
-  return page.getByRole('region', { name: 'Security', exact: true }).locator('[aria-label="Security code"]')
-    .evaluate((el) => el.dataset.code || '');
-}
-
-/** Video frames the page has played in the tile of `name` (0 before it has a video). */
-function tileFrames(page, name) {
-  return page.locator('li.tile').filter({ has: page.locator('.tile-name', { hasText: new RegExp(`^${name}`) }) }).locator('video')
-    .evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames).catch(() => 0);
-}
-
-/** Waits until `page` plays `name`'s video and goes on playing it. */
-async function playsVideoOf(page, name, what) {
-  const first = await eventually(() => tileFrames(page, name), (n) => n > 10, { timeout: 30_000, what: `${what} plays` });
-  await eventually(() => tileFrames(page, name), (n) => n > first + 10, { timeout: 15_000, what: `${what} keeps playing` });
-}
 
 describe('a meeting cascaded over two nodes', () => {
   let dir;

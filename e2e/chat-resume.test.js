@@ -8,7 +8,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
-import { dropSocket, eventually, hostStartsMeeting, openBrowser, startServer, storySteps } from './harness.js';
+import { dropSocket, eventually, hostStartsMeeting, openBrowser, startServer, storySteps, securityCode } from './harness.js';
 
 const HOST = 'ada';
 const PASSWORD = 'correct horse battery staple';
@@ -28,11 +28,6 @@ async function joinAndGetAdmitted(page, link, name, hostPage) {
 async function say(page, text) {
   await page.getByRole('textbox', { name: 'Message', exact: true }).fill(text);
   await page.getByRole('button', { name: 'Send', exact: true }).click();
-}
-
-function securityCode(page) {
-  return page.getByRole('region', { name: 'Security', exact: true }).locator('[aria-label="Security code"]')
-    .evaluate((el) => el.dataset.code || '');
 }
 
 describe('chat sent while a member is away reaches it on resume', () => {

@@ -7,11 +7,11 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { ARTIFACTS, BINARY, ROOT, eventually, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps } from './harness.js';
+import { ARTIFACTS, BINARY, ROOT, eventually, freeTcpPort, hostStartsMeeting, openBrowser, received, screenshot, startServer, storySteps, playsVideoOf, securityCode } from './harness.js';
+import { startPostgres, startRedis, stopRedis } from './engines.js';
 
 const PASSWORD = 'correct horse battery staple';
 const UNAVAILABLE = 'The service is temporarily unavailable. Try again in a moment.';
@@ -43,41 +43,6 @@ function nativeStats(native) {
   const s = JSON.parse(line);
   const videoFrames = Object.values(s.received || {}).filter((t) => t.kind === 'video').reduce((n, t) => n + t.frames, 0);
   return { reconnects: s.reconnects || 0, videoFrames };
-}
-
-/** Video frames the page has played in the tile of `name` (0 before it has a video). */
-function tileFrames(page, name) {
-  return page.locator('li.tile').filter({ has: page.locator('.tile-name', { hasText: name }) }).locator('video')
-    .evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames).catch(() => 0);
-}
-
-/** Waits until `page` plays `name`'s video and goes on playing it. */
-async function playsVideoOf(page, name, what) {
-  const first = await eventually(() => tileFrames(page, name), (n) => n > 10, { timeout: 25_000, what: `${what} plays` });
-  await eventually(() => tileFrames(page, name), (n) => n > first + 10, { timeout: 15_000, what: `${what} keeps playing` });
-}
-
-/** Whether a Redis on `port` answers PING. */
-function pong(port) {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.setTimeout(500, () => { s.destroy(); resolve(false); });
-    s.on('error', () => resolve(false));
-    s.on('connect', () => s.write('PING\r\n'));
-    s.on('data', (d) => { s.destroy(); resolve(d.toString().startsWith('+PONG')); });
-  });
-}
-
-/** A redis-server of the test's own on `port`, no persistence. */
-async function startRedis(port, dir) {
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-  await eventually(() => pong(port), (ok) => ok, { what: 'redis-server answers', timeout: 10_000 });
-  return proc;
-}
-
-async function stopRedis(proc, port) {
-  proc.kill('SIGKILL');
-  await eventually(() => pong(port), (ok) => !ok, { what: 'redis-server gone', timeout: 10_000 });
 }
 
 describe('a cluster node without Redis', () => {
@@ -169,28 +134,6 @@ node_ttl_ms = 2000
     await p.getByText('Waiting for the host to let you in').waitFor();
   });
 });
-
-/** A PostgreSQL of the test's own in `dir` on `port` (as the postgres user when root, as initdb wants). */
-function startPostgres(dir, port) {
-  const bin = fs.readdirSync('/usr/lib/postgresql').sort().map((v) => `/usr/lib/postgresql/${v}/bin`).pop();
-  const asRoot = process.getuid?.() === 0;
-  const run = (tool, args) => {
-    const [cmd, all] = asRoot ? ['runuser', ['-u', 'postgres', '--', `${bin}/${tool}`, ...args]] : [`${bin}/${tool}`, args];
-    const r = spawnSync(cmd, all, { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`${tool}: ${r.stderr}`);
-  };
-  fs.mkdirSync(dir, { recursive: true });
-  if (asRoot) spawnSync('chown', ['postgres:postgres', dir]);
-  run('initdb', ['-D', `${dir}/data`, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
-  run('pg_ctl', ['-D', `${dir}/data`, '-l', `${dir}/server.log`, '-w', '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`, 'start']);
-  return () => run('pg_ctl', ['-D', `${dir}/data`, '-m', 'immediate', '-w', 'stop']);
-}
-
-/** The security code a page shows (read from the security panel, open or not). */
-function securityCode(page) {
-  return page.getByRole('region', { name: 'Security', exact: true }).locator('[aria-label="Security code"]')
-    .evaluate((el) => el.dataset.code || '');
-}
 
 // Failover (issue 17): two nodes on one PostgreSQL and one Redis. The
 // browsers only ever talk to node-b; the meeting runs on node-0, which node-b

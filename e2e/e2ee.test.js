@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { BINARY, ROOT, dropSocket, eventually, openBrowser, received, screenshot, hostStartsMeeting, startServer, storySteps } from './harness.js';
+import { BINARY, ROOT, dropSocket, eventually, openBrowser, received, screenshot, hostStartsMeeting, startServer, storySteps, securityCode } from './harness.js';
 
 const HOST = 'grace';
 /** Hosts a meeting of her own in the step where the creator hangs. */
@@ -54,11 +54,6 @@ function isCommit(b64) {
   for (let k = 1; k < width; k += 1) len = len * 256 + bytes[i + k];
   i += width + len + 8;
   return bytes[i] === 1;
-}
-
-function securityCode(page) {
-  return page.getByRole('region', { name: 'Security', exact: true }).locator('[aria-label="Security code"]')
-    .evaluate((el) => el.dataset.code || '');
 }
 
 describe('end-to-end encryption in the browser', () => {

@@ -428,3 +428,21 @@ export function toneWav(prefix) {
   fs.writeFileSync(file, wav);
   return file;
 }
+
+/** The security code a page shows (read from the security panel, open or not). */
+export function securityCode(page) {
+  return page.getByRole('region', { name: 'Security', exact: true }).locator('[aria-label="Security code"]')
+    .evaluate((el) => el.dataset.code || '');
+}
+
+/** Video frames the page has played in the tile whose name starts with `name` (0 before it has a video). */
+export function tileFrames(page, name) {
+  return page.locator('li.tile').filter({ has: page.locator('.tile-name', { hasText: new RegExp(`^${name}`) }) }).locator('video')
+    .evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames).catch(() => 0);
+}
+
+/** Waits until `page` plays `name`'s video and goes on playing it. */
+export async function playsVideoOf(page, name, what) {
+  const first = await eventually(() => tileFrames(page, name), (n) => n > 10, { timeout: 30_000, what: `${what} plays` });
+  await eventually(() => tileFrames(page, name), (n) => n > first + 10, { timeout: 15_000, what: `${what} keeps playing` });
+}

@@ -7,16 +7,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe } from 'node:test';
-import { BINARY, eventually, hostStartsMeeting, openBrowser, startServer, storySteps } from './harness.js';
+import { BINARY, eventually, hostStartsMeeting, openBrowser, startServer, storySteps, securityCode } from './harness.js';
 
 const HOST = 'grace';
 const PASSWORD = 'correct horse battery staple';
 const NAME = 'Terminal Tess';
-
-function securityCode(page) {
-  return page.getByRole('region', { name: 'Security', exact: true }).locator('[aria-label="Security code"]')
-    .evaluate((el) => el.dataset.code || '');
-}
 
 /** Starts `conclave join --interactive`; its standard error is collected as it comes. */
 function startNative(invite) {

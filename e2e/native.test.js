@@ -9,18 +9,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { BINARY, ROOT, eventually, hostStartsMeeting, openBrowser, startServer, storySteps } from './harness.js';
+import { BINARY, ROOT, eventually, hostStartsMeeting, openBrowser, startServer, storySteps, securityCode } from './harness.js';
 
 const HOST = 'grace';
 const PASSWORD = 'correct horse battery staple';
 /** How soon the others must see a stopped client go, in ms. */
 const LEFT_WITHIN = 2_000;
-
-/** The security code the browser shows: twelve groups of five digits. */
-function securityCode(page) {
-  return page.getByRole('region', { name: 'Security', exact: true }).locator('[aria-label="Security code"]')
-    .evaluate((el) => el.dataset.code || '');
-}
 
 /** Starts `conclave join` as `name`; its output is collected as it comes. */
 function startNative(invite, name) {
