@@ -34,13 +34,17 @@
 //! [`conclave_media::link::SILENCE`], [`PeerEvent::Gone`] is reported and
 //! the remote tracks it had announced to each local shard are withdrawn
 //! there (`Relayed::Unpublished`), which ends them for their subscribers,
-//! as a publisher leaving does; [`PeerEvent::Back`] when it is heard again
-//! (its shards announce their tracks again on the next `Hello`).
+//! as a publisher leaving does. When it is heard again ([`PeerEvent::Back`];
+//! the control channel may have stayed up throughout, so nobody rejoins),
+//! the link sends a [`Relayed::Hello`] to the peer's shards that had
+//! announced those tracks, for each meeting, so they announce their tracks
+//! again and the shards here take them up again. A restarted peer needs
+//! none: its new shards say `Hello` themselves when they are set up.
 //!
 //! [`DriverCmd::Shards`]: super::DriverCmd
 //! [`MAX_WORKERS`]: super::MAX_WORKERS
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -264,9 +268,14 @@ struct Peer {
     link: Link,
     encoder: Encoder,
     decoder: Decoder,
-    /// Tracks announced to each local shard, by meeting and worker, to
-    /// withdraw if the peer goes.
-    announced: HashMap<(MeetingId, usize), BTreeSet<TrackId>>,
+    /// Tracks announced to each local shard, by meeting and local worker,
+    /// with the peer's worker that announced each: to withdraw if the peer
+    /// goes.
+    announced: HashMap<(MeetingId, usize), BTreeMap<TrackId, u8>>,
+    /// After the peer went silent, the meetings whose tracks were withdrawn
+    /// here, with a local worker of each and the peer's workers that had
+    /// announced them: greeted (`Hello`) when the peer is heard again.
+    to_greet: HashMap<MeetingId, (usize, BTreeSet<u8>)>,
     /// The counters as last logged.
     logged: LinkStats,
     /// The peer's process (epoch) the announcements and codec table are
@@ -343,8 +352,10 @@ impl Task {
                 next_log = now + STATS_LOG_EVERY;
                 self.log_stats();
             }
-            self.flush().await;
+            // Events first: the `Hello`s a peer heard again is owed go out
+            // in this flush.
             self.events();
+            self.flush().await;
         }
     }
 
@@ -377,6 +388,7 @@ impl Task {
                         encoder: Encoder::new(),
                         decoder: Decoder::new(),
                         announced: HashMap::new(),
+                        to_greet: HashMap::new(),
                         logged: LinkStats::default(),
                         epoch: None,
                     },
@@ -442,7 +454,10 @@ impl Task {
             // of the new process is delivered, and its codec table is new.
             if peer.epoch.is_some() {
                 tracing::warn!(node = %peer.node, "media link: node restarted");
+                // Its new shards say `Hello` when the control plane sets
+                // them up; the old process's are not there to greet.
                 withdraw(&mut peer.announced, slot, &self.workers, &mut self.stats);
+                peer.to_greet.clear();
                 peer.decoder = Decoder::new();
                 let _ = self.events.try_send(PeerEvent::Restarted {
                     node: peer.node.clone(),
@@ -467,6 +482,7 @@ impl Task {
             self.stats.bad_frames += 1;
             return;
         };
+        let peer_worker = u8::try_from(decoded.head.from).unwrap_or(u8::MAX);
         let from = slot.shard(usize::from(decoded.head.from));
         let to = decoded.head.to;
         let mut items = Some(decoded.items);
@@ -489,7 +505,7 @@ impl Task {
                         peer.announced
                             .entry((meeting, w))
                             .or_default()
-                            .insert(*track);
+                            .insert(*track, peer_worker);
                     }
                     Relayed::Unpublished { track } => {
                         if let Some(tracks) = peer.announced.get_mut(&(meeting, w)) {
@@ -561,10 +577,23 @@ impl Task {
                 let event = match e {
                     LinkEvent::Gone => {
                         tracing::warn!(%node, "media link silent: node gone");
-                        withdraw(&mut p.announced, slot, &self.workers, &mut self.stats);
+                        for (meeting, greet) in
+                            withdraw(&mut p.announced, slot, &self.workers, &mut self.stats)
+                        {
+                            let (worker, from) = greet;
+                            p.to_greet
+                                .entry(meeting)
+                                .or_insert_with(|| (worker, BTreeSet::new()))
+                                .1
+                                .extend(from);
+                        }
                         PeerEvent::Gone { node, slot }
                     }
-                    LinkEvent::Back => PeerEvent::Back { node, slot },
+                    LinkEvent::Back => {
+                        tracing::info!(%node, "media link heard again: node back");
+                        greet(p, &mut self.stats);
+                        PeerEvent::Back { node, slot }
+                    }
                 };
                 let _ = self.events.try_send(event);
             }
@@ -572,20 +601,56 @@ impl Task {
     }
 }
 
+/// Asks the peer's shards of each meeting whose tracks were withdrawn
+/// here while it was silent to announce their tracks again
+/// (`Relayed::Hello`, which a shard answers with its `Published` tracks).
+fn greet(peer: &mut Peer, stats: &mut SocketStats) {
+    let now = Instant::now();
+    let Peer {
+        link,
+        encoder,
+        to_greet,
+        ..
+    } = peer;
+    for (meeting, (worker, to)) in to_greet.drain() {
+        let meeting = meeting.to_bytes();
+        let to: Vec<u8> = to.into_iter().collect();
+        let head = FrameHead {
+            meeting: &meeting,
+            from: u16::try_from(worker).unwrap_or(u16::MAX),
+            to: &to,
+        };
+        let items = [Relayed::Hello];
+        match encoder.encode_batch(head, &items, FRAME_TARGET, now, |frame| {
+            link.send(frame, now)
+        }) {
+            Ok(skipped) => stats.unencodable += skipped as u64,
+            Err(_) => stats.unencodable += 1,
+        }
+    }
+}
+
 /// Ends, on the shards here, the tracks a peer had announced to them (as
-/// its publishers leaving would).
+/// its publishers leaving would). Returns, by meeting, a local worker of
+/// it and the peer's workers that had announced them, to greet later.
 fn withdraw(
-    announced: &mut HashMap<(MeetingId, usize), BTreeSet<TrackId>>,
+    announced: &mut HashMap<(MeetingId, usize), BTreeMap<TrackId, u8>>,
     slot: RemoteSlot,
     workers: &[mpsc::Sender<RelayBatch>],
     stats: &mut SocketStats,
-) {
+) -> HashMap<MeetingId, (usize, BTreeSet<u8>)> {
+    let mut greet: HashMap<MeetingId, (usize, BTreeSet<u8>)> = HashMap::new();
     for ((meeting, worker), tracks) in announced.drain() {
+        greet
+            .entry(meeting)
+            .or_insert_with(|| (worker, BTreeSet::new()))
+            .1
+            .extend(tracks.values().copied());
         let Some(tx) = workers.get(worker) else {
             continue;
         };
         let items = tracks
-            .into_iter()
+            .into_keys()
             .map(|track| Relayed::Unpublished { track })
             .collect();
         let batch = RelayBatch {
@@ -597,6 +662,7 @@ fn withdraw(
             stats.delivery_dropped += 1;
         }
     }
+    greet
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! and forges.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use conclave_media::relay::MediaPacket;
@@ -40,12 +40,14 @@ async fn node(id: &str, secret: &str, shutdown: &CancellationToken) -> Node {
     }
 }
 
-/// A UDP proxy that drops every `nth` datagram and keeps the last one it
-/// forwarded, for the attacker.
+/// A UDP proxy that drops every `nth` datagram (and every one while
+/// `muted`: an outage) and keeps the last one it forwarded, for the
+/// attacker.
 struct Proxy {
     addr: SocketAddr,
     dropped: Arc<AtomicU64>,
     last: Arc<Mutex<Vec<u8>>>,
+    muted: Arc<AtomicBool>,
 }
 
 async fn proxy(to: SocketAddr, nth: u64, shutdown: CancellationToken) -> Proxy {
@@ -53,7 +55,8 @@ async fn proxy(to: SocketAddr, nth: u64, shutdown: CancellationToken) -> Proxy {
     let addr = socket.local_addr().unwrap();
     let dropped = Arc::new(AtomicU64::new(0));
     let last = Arc::new(Mutex::new(Vec::new()));
-    let (d, l) = (dropped.clone(), last.clone());
+    let muted = Arc::new(AtomicBool::new(false));
+    let (d, l, m) = (dropped.clone(), last.clone(), muted.clone());
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65_536];
         let mut n = 0u64;
@@ -64,7 +67,7 @@ async fn proxy(to: SocketAddr, nth: u64, shutdown: CancellationToken) -> Proxy {
             };
             let Ok((len, _)) = got else { continue };
             n += 1;
-            if n.is_multiple_of(nth) {
+            if n.is_multiple_of(nth) || m.load(Ordering::Relaxed) {
                 d.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -76,6 +79,7 @@ async fn proxy(to: SocketAddr, nth: u64, shutdown: CancellationToken) -> Proxy {
         addr,
         dropped,
         last,
+        muted,
     }
 }
 
@@ -349,6 +353,110 @@ async fn a_silent_node_is_gone_and_the_tracks_it_announced_end_on_the_shards() {
             matches!(batch.items[..], [Relayed::Unpublished { track: t }] if t == track()),
             "worker {w}: {:?}",
             batch.items.len()
+        );
+    }
+    shutdown.cancel();
+}
+
+/// A UDP-only outage past the silence timeout, the control channel up
+/// throughout (so nobody rejoins): node-b ends node-a's tracks, as above;
+/// when node-a is heard again, node-b asks node-a's shard that had
+/// announced them to announce its tracks again (`Hello`, which a router
+/// answers with its `Published` tracks), and once it does, its packets
+/// reach node-b's shards again.
+#[tokio::test]
+async fn a_silent_node_heard_again_is_asked_for_its_tracks_and_they_flow_again() {
+    let shutdown = CancellationToken::new();
+    let mut a = node("node-a", SECRET, &shutdown).await;
+    let mut b = node("node-b", SECRET, &shutdown).await;
+    let mut events = b.links.events().expect("events, once");
+    // node-a's datagrams to node-b go through a proxy that can go quiet.
+    let a_to_b = proxy(b.links.local_addr(), u64::MAX, shutdown.clone()).await;
+    let b_at_a = a.links.connect("node-b", a_to_b.addr);
+    let a_at_b = b.links.connect("node-a", a.links.local_addr());
+    let meeting = MeetingId::generate();
+    // node-a's worker 1 holds the meeting's publisher.
+    let announce = |seq| RemoteBatch {
+        to: vec![b_at_a.shard(0), b_at_a.shard(1)],
+        batch: RelayBatch {
+            from: 1,
+            meeting,
+            items: vec![
+                Relayed::Published {
+                    track: track(),
+                    kind: MediaKind::Video,
+                    rids: vec![None],
+                },
+                rtp(seq),
+            ],
+        },
+    };
+    a.to_link.send(announce(0)).await.unwrap();
+    for w in 0..2 {
+        let (seqs, _) = receive(&mut b.workers[w], 1, a_at_b.shard(1), meeting).await;
+        assert_eq!(seqs, vec![0], "worker {w}");
+    }
+
+    // The outage: nothing of node-a reaches node-b.
+    a_to_b.muted.store(true, Ordering::Relaxed);
+    let event = tokio::time::timeout(SILENCE * 2, events.recv())
+        .await
+        .expect("node-a declared gone")
+        .expect("an event");
+    assert_eq!(
+        event,
+        PeerEvent::Gone {
+            node: "node-a".into(),
+            slot: a_at_b
+        }
+    );
+    for w in 0..2 {
+        let batch = tokio::time::timeout(Duration::from_secs(2), b.workers[w].recv())
+            .await
+            .expect("the track withdrawn")
+            .expect("a batch");
+        assert!(
+            matches!(batch.items[..], [Relayed::Unpublished { track: t }] if t == track()),
+            "worker {w}"
+        );
+    }
+
+    // node-a is heard again.
+    a_to_b.muted.store(false, Ordering::Relaxed);
+    let event = tokio::time::timeout(Duration::from_secs(3), events.recv())
+        .await
+        .expect("node-a heard again")
+        .expect("an event");
+    assert_eq!(
+        event,
+        PeerEvent::Back {
+            node: "node-a".into(),
+            slot: a_at_b
+        }
+    );
+    // node-a's worker 1, whose track ended on node-b, is greeted by one of
+    // node-b's shards of the meeting.
+    let hello = tokio::time::timeout(Duration::from_secs(3), a.workers[1].recv())
+        .await
+        .expect("node-b asks node-a's shard for its tracks again")
+        .expect("a batch");
+    assert_eq!(hello.meeting, meeting);
+    assert!(matches!(hello.items[..], [Relayed::Hello]));
+    assert!(
+        matches!(RemoteSlot::split(hello.from), Some((s, w)) if s == b_at_a && w < 2),
+        "from {}",
+        hello.from
+    );
+    assert!(a.workers[0].try_recv().is_err(), "worker 0 had no track");
+    // It answers as a router does, and the track and its packets reach
+    // both of node-b's shards again.
+    a.to_link.send(announce(1)).await.unwrap();
+    for w in 0..2 {
+        let (seqs, other) = receive(&mut b.workers[w], 1, a_at_b.shard(1), meeting).await;
+        assert_eq!(seqs, vec![1], "worker {w}");
+        assert!(
+            matches!(other[..], [Relayed::Published { track: t, .. }] if t == track()),
+            "worker {w}"
         );
     }
     shutdown.cancel();
