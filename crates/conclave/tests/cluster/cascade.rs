@@ -352,6 +352,31 @@ async fn a_meeting_cascades_a_members_media_to_another_node_under_its_lease() {
         counter(b, "conclave_cascade_refused_total{reason=\"stale\"}").await,
         4
     );
+
+    // The new holder's header, captured and raced: a hundred upgrades with
+    // it at once open one channel; the nonce is taken once under a lock, so
+    // every other copy is refused and counted.
+    let raced = sign(SECRET, "node-z", "node-b", token + 1, &path);
+    let answers =
+        futures_util::future::join_all((0..100).map(|_| open_control(b, &id, Some(raced.clone()))))
+            .await;
+    assert_eq!(
+        answers.iter().filter(|s| **s == 101).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().all(|s| *s == 101 || *s == 403),
+        "{answers:?}"
+    );
+    assert_eq!(
+        counter(
+            b,
+            "conclave_cascade_refused_total{reason=\"unauthenticated\"}"
+        )
+        .await,
+        5 + 99
+    );
     drop((ada, bob));
 }
 
