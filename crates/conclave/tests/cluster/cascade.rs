@@ -12,26 +12,12 @@ use conclave::cluster::cascade::{CASCADE_HEADER, cascade_path, sign};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use super::native_resume::member;
 use crate::common::TestServer;
 use crate::common::cluster::{NodeOptions, ProcessNode, SECRET, eventually, node_records, nodes};
 use crate::common::postgres::Postgres;
 use crate::common::redis::Redis;
 use crate::native_cli::{Cli, invite};
-
-/// `conclave join` at `link` as `name`, sending synthetic media and
-/// printing its stats every half second.
-fn member(link: &str, name: &str) -> Cli {
-    Cli::start(&[
-        "join",
-        link,
-        "--name",
-        name,
-        "--synthetic",
-        "--stats",
-        "--stats-interval",
-        "0.5",
-    ])
-}
 
 /// A member's latest stats line.
 fn latest(cli: &Cli) -> Option<Value> {

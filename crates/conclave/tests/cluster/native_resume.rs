@@ -50,8 +50,8 @@ fn together(a: &Cli, b: &Cli, ok: impl Fn(&Seen) -> bool) -> Option<(Seen, Seen)
 }
 
 /// `conclave join` at `link` as `name`, sending synthetic media and
-/// printing its stats every half second.
-fn member(link: &str, name: &str) -> Cli {
+/// printing its stats every half second (the cascade tests use it too).
+pub(super) fn member(link: &str, name: &str) -> Cli {
     Cli::start(&[
         "join",
         link,
