@@ -442,18 +442,24 @@ if (variants.includes('red-b')) {
   servers.b = await startServer({ binary: process.env.CONCLAVE_BIN_B, env: SERVER_LOG });
 }
 /**
- * Sums of the router's per-session counters logged since the last call
- * (`peer counters at its end`, one line per member that left).
+ * The router's per-session counters of one meeting, summed over its members
+ * (`peer counters at its end`, logged as each member's session is dropped,
+ * some 15–30 s after its browser closed). The meeting's members are the peers
+ * `media connected` in the server's log since `from` (the log's length when
+ * the meeting began); only their lines count, so a late line of an earlier
+ * meeting is never added to the next one.
  */
-function peerCounters(srv) {
-  const text = fs.readFileSync(path.join(srv.dataDir, 'server.log'), 'utf8');
-  const from = srv.countersRead || 0;
-  const lines = text.slice(from).split('\n').filter((l) => l.includes('peer counters at its end'));
-  const sum = { sessions: lines.length };
+function peerCounters(srv, from) {
+  // tracing colours its fields; without the escapes, `peer=peer 3`.
+  const text = fs.readFileSync(path.join(srv.dataDir, 'server.log')).subarray(from).toString('utf8').replace(/\x1b\[[0-9;]*m/g, '');
+  const members = new Set([...text.matchAll(/media connected peer=(peer \d+)/g)].map((m) => m[1]));
+  const lines = text.split('\n').filter((l) => l.includes('peer counters at its end') && members.has(l.match(/peer=(peer \d+)/)?.[1]));
+  const sum = { members: members.size, sessions: lines.length };
   for (const l of lines) for (const [, k, v] of l.matchAll(/(\w+): (\d+)/g)) sum[k] = (sum[k] || 0) + Number(v);
-  if (lines.length >= 3) srv.countersRead = text.length;
   return sum;
 }
+/** The length of a server's log now: where the next meeting's lines begin. */
+const logLength = (srv) => fs.statSync(path.join(srv.dataDir, 'server.log')).size;
 for (const s of Object.values(servers)) s.createUser(USER, PASSWORD);
 const server = servers.a;
 const janus = variants.includes('janus') ? await startJanus() : null;
@@ -463,6 +469,8 @@ iptables('-I', ...QUEUE_RULE);
 const results = [];
 try {
   for (let repeat = 1; repeat <= repeats; repeat += 1) for (const variant of variants) {
+    const srv = variant === 'red-b' ? servers.b : variant.startsWith('red') || variant === 'nored' ? server : null;
+    const logFrom = srv ? logLength(srv) : 0;
     let all;
     try {
       all = await (variant === 'direct' ? directCall(flags, server)
@@ -567,10 +575,12 @@ try {
       for (const b of all) await b.close();
     }
     // The router's counters of this meeting's sessions (summed over its
-    // members, all legs of the meeting together): logged as each leaves.
-    const srv = variant === 'red-b' ? servers.b : variant.startsWith('red') || variant === 'nored' ? server : null;
+    // members, all legs of the meeting together): logged as each leaves,
+    // after the server gave up on its media (ICE) and its session.
     if (srv) {
-      const counters = await eventually(() => peerCounters(srv), (c) => c.sessions >= 3, { timeout: 20_000, what: 'the members\' counters in the server log' }).catch(() => peerCounters(srv));
+      const done = (c) => c.members > 0 && c.sessions >= c.members;
+      const counters = await eventually(() => peerCounters(srv, logFrom), done, { timeout: 90_000, what: 'the members\' counters in the server log' })
+        .catch(() => peerCounters(srv, logFrom));
       for (const r of results.filter((x) => x.variant === variant && x.repeat === repeat)) r.server = counters;
       console.log(JSON.stringify({ variant, repeat, server: counters }));
     }
