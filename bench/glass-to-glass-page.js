@@ -11,17 +11,10 @@
 // of a real MLS group the two members form through the server) or without any
 // transform. Nothing else differs between the legs.
 
+import { READ_H, READ_W, drawStamp, readStamp } from './frame-stamp.js';
+
 const W = 640;
 const H = 480;
-/** The frame number is 16 bits, then its complement: 32 blocks of 80×80 px in the top 320 px. */
-const COLS = 8;
-const ROWS = 4;
-const BLOCK = 80;
-/** The bottom 160 px change every frame, so the encoder has a camera-like amount of work. */
-const NOISE_Y = ROWS * BLOCK;
-/** The receiver reads the blocks from a copy this small: each block is 8×8 px there. */
-const READ_W = W / 10;
-const READ_H = H / 10;
 
 let wasmModule = null;
 async function wasm() {
@@ -83,6 +76,7 @@ class Seat {
     this.member = null;
     this.you = null;
     this.inGroup = false;
+    this.present = new Set(); // the participant ids the server announced: the member commits Adds only for them
     this.epoch = null;
     this.errors = [];
     this.seen = []; // the first server message types, for a failure's diagnosis
@@ -99,7 +93,7 @@ class Seat {
     this.onTrack = null;
     this.pc.addEventListener('track', (ev) => {
       // Set in the event, before the receiver hands on its first frame, as the web client does.
-      if (this.worker) ev.receiver.transform = new RTCRtpScriptTransform(this.worker, { direction: 'recv', kind: ev.track.kind });
+      if (this.worker) ev.receiver.transform = new RTCRtpScriptTransform(this.worker, { direction: 'recv', kind: ev.track.kind, mid: ev.transceiver.mid });
       this.onTrack?.(ev.track);
     });
     this.queue = Promise.resolve();
@@ -126,6 +120,7 @@ class Seat {
     switch (msg.type) {
       case 'joined':
         this.you = String(msg.you);
+        for (const p of msg.participants || []) this.present.add(String(p.id));
         this.member = new mls.Member(this.you);
         this.send({ type: 'mls_key_package', key_package: toB64(this.member.keyPackage()) });
         break;
@@ -136,18 +131,25 @@ class Seat {
         this.epoch = this.member.epoch();
         break;
       }
+      case 'participant_joined':
+        this.present.add(String(msg.participant.id));
+        break;
+      case 'participant_left':
+        this.present.delete(String(msg.participant));
+        break;
       case 'mls_welcome':
-        this.member.join(fromB64(msg.welcome));
+        this.member.join(fromB64(msg.welcome), fromB64(msg.ratchet_tree));
         this.inGroup = true;
         this.epoch = this.member.epoch();
         break;
       case 'mls_message': {
         if (!this.inGroup) break;
+        this.member.setAnnounced([...this.present]);
         const r = this.member.handle(fromB64(msg.message));
         if (r.kind === 'proposal' && msg.commit_by !== null && msg.commit_by !== undefined && String(msg.commit_by) === this.you) {
           const out = this.member.commit();
           if (out) {
-            const m = { type: 'mls_commit', commit: toB64(out.commit), group_info: toB64(out.groupInfo) };
+            const m = { type: 'mls_commit', commit: toB64(out.commit) };
             if (out.welcome) m.welcome = toB64(out.welcome);
             this.send(m);
           }
@@ -159,6 +161,8 @@ class Seat {
       case 'media_offer':
         // An offer that crossed ours is dead at the server, which offers again after answering ours.
         if (this.pc.signalingState !== 'stable') break;
+        // Whose frames each mid carries: the worker opens a frame only with its sender's key.
+        this.worker?.postMessage({ type: 'senders', tracks: msg.tracks || [] });
         await this.pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
         await this.pc.setLocalDescription(await this.pc.createAnswer());
         this.send({ type: 'media_answer', sdp: this.pc.localDescription.sdp });
@@ -208,35 +212,6 @@ class Seat {
   }
 }
 
-/** Draws frame number `n` (16 bits and their complement) and a changing lower band. */
-function draw(ctx, n) {
-  const bits = (n & 0xffff) | ((~n & 0xffff) << 16);
-  for (let i = 0; i < COLS * ROWS; i += 1) {
-    ctx.fillStyle = (bits >>> i) & 1 ? '#fff' : '#000';
-    ctx.fillRect((i % COLS) * BLOCK, Math.floor(i / COLS) * BLOCK, BLOCK, BLOCK);
-  }
-  for (let i = 0; i < 120; i += 1) {
-    const v = Math.floor(Math.random() * 256);
-    ctx.fillStyle = `rgb(${v},${(v * 7) & 255},${(v * 13) & 255})`;
-    ctx.fillRect(Math.random() * W, NOISE_Y + Math.random() * (H - NOISE_Y), 8 + Math.random() * 40, 8 + Math.random() * 40);
-  }
-}
-
-/** The frame number shown in `data` (a READ_W×READ_H copy), or null when the two halves disagree. */
-function read(data) {
-  let bits = 0;
-  for (let i = 0; i < COLS * ROWS; i += 1) {
-    const x = (i % COLS) * 8 + 4;
-    const y = Math.floor(i / COLS) * 8 + 4;
-    const o = (y * READ_W + x) * 4;
-    const luma = (data[o] + data[o + 1] + data[o + 2]) / 3;
-    if (luma > 128) bits |= 1 << i;
-  }
-  const n = bits & 0xffff;
-  const check = (bits >>> 16) & 0xffff;
-  return (n ^ check) === 0xffff ? n : null;
-}
-
 async function stats(pc, type) {
   const out = [];
   (await pc.getStats()).forEach((s) => { if (s.type === type && s.kind === 'video') out.push(s); });
@@ -275,7 +250,7 @@ async function leg({ e2ee, seconds, warmupSeconds, fps }) {
     canvas.height = H;
     document.body.append(canvas);
     const ctx = canvas.getContext('2d');
-    draw(ctx, 0);
+    drawStamp(ctx, W, H, 0);
     const stream = canvas.captureStream(0);
     const track = stream.getVideoTracks()[0];
     track.contentHint = 'motion';
@@ -307,7 +282,7 @@ async function leg({ e2ee, seconds, warmupSeconds, fps }) {
         if (stopped) return;
         presented += 1;
         readCtx.drawImage(video, 0, 0, READ_W, READ_H);
-        const n = read(readCtx.getImageData(0, 0, READ_W, READ_H).data);
+        const n = readStamp(readCtx.getImageData(0, 0, READ_W, READ_H).data);
         if (n === null) {
           if (counting) unreadable += 1;
         } else if (!seen.has(n) && sentAt.has(n)) {
@@ -336,7 +311,7 @@ async function leg({ e2ee, seconds, warmupSeconds, fps }) {
     let n = 0;
     const timer = setInterval(() => {
       n = (n + 1) & 0xffff;
-      draw(ctx, n);
+      drawStamp(ctx, W, H, n);
       track.requestFrame();
       sentAt.set(n, performance.now());
     }, 1000 / fps);

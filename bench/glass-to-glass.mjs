@@ -33,8 +33,8 @@ const MIN_FRAMES = Math.max(10, Math.floor(seconds * fps * 0.25));
 
 const USER = 'bench';
 const PASSWORD = 'glass to glass bench';
-/** The page module, served from the server's origin by the browser (page.route), not by the server. */
-const PAGE_MODULE = fs.readFileSync(path.join(ROOT, 'bench/glass-to-glass-page.js'), 'utf8');
+/** The page modules, served from the server's origin by the browser (page.route), not by the server. */
+const PAGE_MODULES = ['glass-to-glass-page.js', 'frame-stamp.js'];
 
 function quantile(sorted, q) {
   if (!sorted.length) return NaN;
@@ -63,7 +63,10 @@ try {
   browser = await openBrowser('glass-to-glass');
   const { page } = browser;
   page.setDefaultTimeout((seconds + warmupSeconds + 60) * 1000);
-  await page.route(`${server.url}/bench/glass-to-glass-page.js`, (route) => route.fulfill({ status: 200, contentType: 'text/javascript', body: PAGE_MODULE }));
+  for (const name of PAGE_MODULES) {
+    const body = fs.readFileSync(path.join(ROOT, 'bench', name), 'utf8');
+    await page.route(`${server.url}/bench/${name}`, (route) => route.fulfill({ status: 200, contentType: 'text/javascript', body }));
+  }
   // A document the server served (its health check), rewritten in place: a
   // document that page.route made up would not be in the loopback address
   // space, and Chromium's local network access checks would refuse its
