@@ -3,7 +3,7 @@
 // loopback-only network namespace, and docs/benchmarks.md.
 //
 // node bench/network.mjs [--legs clean,loss3] [--variants red,nored,direct,janus,red-b]
-//   [--seconds 60] [--warmup 15] [--repeats 1] [--json FILE]
+//   [--seconds 60] [--warmup 15] [--repeats 1] [--glass-to-glass] [--json FILE]
 //
 // Every UDP packet is impaired once (the output hook on loopback), so
 // a packet through the server crosses two impaired hops, as in the issue's
@@ -22,14 +22,19 @@
 // received stream: received video fps, freezes and frozen seconds a minute
 // (Chromium's freezeCount / totalFreezesDuration), dropped frames a minute,
 // and the share of audio samples concealed. A benchmark: it asserts nothing
-// about the figures.
+// about the figures. `--glass-to-glass` replaces every browser's camera with
+// a canvas stamping each frame with the time it is drawn and reads the stamps
+// back from the videos each member receives (bench/network-page.js), so each
+// row gets glass-to-glass latency too (p50/p95 ms, every variant); off by
+// default, since the canvas is not the fake camera the other figures were
+// measured with.
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ROOT, eventually, hostStartsMeeting, openBrowser, startServer, toneWav } from '../e2e/harness.js';
+import { ROOT, eventually, hostStartsMeeting, openBrowser as openChromium, startServer, toneWav } from '../e2e/harness.js';
 
 const { values: opts } = parseArgs({
   options: {
@@ -39,6 +44,7 @@ const { values: opts } = parseArgs({
     warmup: { type: 'string', default: '15' },
     repeats: { type: 'string', default: '1' },
     trace: { type: 'string' },
+    'glass-to-glass': { type: 'boolean', default: false },
     json: { type: 'string' },
   },
 });
@@ -80,6 +86,46 @@ const JANUS_API = 'http://10.77.0.1:8088/janus';
 
 const USER = 'bench';
 const PASSWORD = 'network bench password';
+
+const glassToGlass = opts['glass-to-glass'];
+
+/** With --glass-to-glass, the page's camera is bench/network-page.js's stamped canvas (init script, runs in the page). */
+function stampedCamera() {
+  const devices = navigator.mediaDevices;
+  if (!devices?.getUserMedia) return;
+  const original = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = async (c) => (await import('/bench/network-page.js')).getUserMedia(original, c);
+}
+
+/** A fresh browser (e2e/harness.js), with the stamped camera under --glass-to-glass. */
+async function openBrowser(name, options) {
+  const b = await openChromium(name, options);
+  if (glassToGlass) {
+    for (const file of ['network-page.js', 'frame-stamp.js']) {
+      const body = fs.readFileSync(path.join(ROOT, 'bench', file), 'utf8');
+      await b.context.route(`**/bench/${file}`, (route) => route.fulfill({ status: 200, contentType: 'text/javascript', body }));
+    }
+    await b.context.addInitScript(stampedCamera);
+  }
+  return b;
+}
+
+/** The frames each page read back since the last call: latencies (ms) pooled over its received videos. */
+async function glassToGlassSamples(pages) {
+  const got = await Promise.all(pages.map((p) => p.evaluate(() => window.__glassToGlass?.take() ?? null)));
+  const sorted = (xs) => xs.filter((x) => x !== null).sort((a, b) => a - b);
+  const q = (v, p) => (v.length ? v[Math.min(v.length - 1, Math.ceil(p * v.length) - 1)] : NaN);
+  const display = sorted(got.flatMap((g) => g?.samples.map((x) => x[0]) ?? []));
+  const receive = sorted(got.flatMap((g) => g?.samples.map((x) => x[1]) ?? []));
+  return {
+    g2g_frames: display.length,
+    g2g_p50_ms: q(display, 0.5),
+    g2g_p95_ms: q(display, 0.95),
+    g2g_receive_p50_ms: q(receive, 0.5),
+    g2g_unreadable: got.reduce((a, g) => a + (g?.unreadable ?? 0), 0),
+    g2g_early: got.reduce((a, g) => a + (g?.early ?? 0), 0),
+  };
+}
 
 /** Leaves RED out of every description the page makes (init script, runs in the page). */
 function withoutRed() {
@@ -489,6 +535,7 @@ try {
         try {
           await new Promise((r) => setTimeout(r, warmup * 1000));
           const before = await Promise.all(all.map((b) => inbound(b.page)));
+          if (glassToGlass) await glassToGlassSamples(all.map((b) => b.page)); // forgets the warm-up's frames
           const t0 = Date.now();
           if (opts.trace) {
             // Every received video stream's counters every 250 ms, to tell
@@ -503,6 +550,7 @@ try {
             await new Promise((r) => setTimeout(r, seconds * 1000));
           }
           const after = await Promise.all(all.map((b) => inbound(b.page)));
+          const g2g = glassToGlass ? await glassToGlassSamples(all.map((b) => b.page)) : {};
           const secs = (Date.now() - t0) / 1000;
           const sum = (k) => after.reduce((a, s, i) => a + s[k] - before[i][k], 0);
           const videos = after.reduce((a, s) => a + s.video, 0);
@@ -564,6 +612,10 @@ try {
             cpu_limited_pct: (100 * sum('cpuLimited')) / Math.max(1, after.reduce((a, s) => a + s.outbound, 0)) / secs,
             bw_limited_pct: (100 * sum('bwLimited')) / Math.max(1, after.reduce((a, s) => a + s.outbound, 0)) / secs,
             impair: lastReport,
+            // Display time − the time the sender drew the frame, over every
+            // frame read back (--glass-to-glass); receive − send splits off the
+            // receiver's jitter buffer, decoding and compositing.
+            ...g2g,
           };
           results.push(row);
           console.log(JSON.stringify(row));
@@ -607,14 +659,16 @@ const median = (xs) => {
 };
 const spread = (xs, d = 1) => `${f(median(xs), d)} (${f(Math.min(...xs), d)}–${f(Math.max(...xs), d)})`;
 console.log(`\n${repeats} repeat(s) of ${seconds} s windows; each cell: median (min–max)`);
-console.log('| leg (per hop) | variant | runs | received fps | freezes / min | frozen s / min | dropped frames / min | audio concealed % | NACKs / min | PLIs / min | key frames / min | jitter buffer ms |');
-console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+const g2gHead = glassToGlass ? ' glass-to-glass p50 ms | glass-to-glass p95 ms |' : '';
+console.log(`| leg (per hop) | variant | runs | received fps | freezes / min | frozen s / min | dropped frames / min | audio concealed % | NACKs / min | PLIs / min | key frames / min | jitter buffer ms |${g2gHead}`);
+console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|${glassToGlass ? '---|---|' : ''}`);
 for (const leg of legs) {
   for (const variant of variants) {
     const rs = results.filter((r) => r.leg === leg && r.variant === variant);
     if (!rs.length) continue;
     const col = (k, d) => spread(rs.map((r) => r[k]), d);
-    console.log(`| ${leg} | ${variant} | ${rs.length} | ${col('fps')} | ${col('freezes_per_min')} | ${col('frozen_s_per_min')} | ${col('dropped_per_min', 0)} | ${col('audio_concealed_pct', 2)} | ${col('nacks_per_min', 0)} | ${col('plis_per_min')} | ${col('keyframes_per_min')} | ${col('jitter_buffer_ms', 0)} |`);
+    const g2g = glassToGlass ? ` ${col('g2g_p50_ms', 0)} | ${col('g2g_p95_ms', 0)} |` : '';
+    console.log(`| ${leg} | ${variant} | ${rs.length} | ${col('fps')} | ${col('freezes_per_min')} | ${col('frozen_s_per_min')} | ${col('dropped_per_min', 0)} | ${col('audio_concealed_pct', 2)} | ${col('nacks_per_min', 0)} | ${col('plis_per_min')} | ${col('keyframes_per_min')} | ${col('jitter_buffer_ms', 0)} |${g2g}`);
   }
 }
 if (opts.json) fs.writeFileSync(opts.json, JSON.stringify(results, null, 2));
