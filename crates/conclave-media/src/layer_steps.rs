@@ -32,7 +32,16 @@
 use std::time::{Duration, Instant};
 
 /// A budget shortfall lasts this long before the subscriber steps down.
-pub const DOWN_HOLD: Duration = Duration::from_millis(1_000);
+///
+/// Longer than the estimator takes to recover from a false alarm: with
+/// 40 ± 10 ms of jitter a hop its delay detector reads a queue every 10-20 s
+/// and cuts the estimate to 0.85 times what was received, about 30 %
+/// below what the views need (`bwe.rs`); growth and a probe bring it back
+/// within 2-3 s. Held for 1 s, each such cut stepped the subscriber down
+/// (1.1-1.3 s after it in the network bench's server log) and up again
+/// seconds later, a key frame of every layer each time. Real congestion
+/// keeps the estimate low, and a deep one steps down at once (`severe`).
+pub const DOWN_HOLD: Duration = Duration::from_millis(3_000);
 
 /// The first up-hold: a higher layer must have fitted this long in a row.
 pub const UP_HOLD_MIN: Duration = Duration::from_secs(3);
@@ -218,12 +227,15 @@ mod tests {
         let mut t = origin();
         let mut s = LayerSteps::default();
         s.decide(t, budget(1, 1));
-        // 750 ms below, then fine again: no change.
-        assert_eq!(run(&mut s, &mut t, budget(1, 0), 750), [1, 1, 1]);
+        // 2.5 s below (the estimator recovering from a false alarm of its
+        // delay detector), then fine again: no change.
+        let out = run(&mut s, &mut t, budget(1, 0), 2_500);
+        assert!(out.iter().all(|&l| l == 1), "{out:?}");
         assert_eq!(run(&mut s, &mut t, budget(1, 1), 250), [1]);
         // A lasting shortfall: down after DOWN_HOLD.
-        let out = run(&mut s, &mut t, budget(1, 0), 1_500);
-        assert_eq!(out, [1, 1, 1, 1, 0, 0]);
+        let out = run(&mut s, &mut t, budget(1, 0), 3_500);
+        assert_eq!(out.iter().filter(|&&l| l == 1).count(), 12, "{out:?}");
+        assert_eq!(out.last(), Some(&0));
     }
 
     #[test]
@@ -253,14 +265,14 @@ mod tests {
         assert_eq!(out.iter().filter(|&&l| l == 0).count(), 12, "{out:?}");
         assert_eq!(out.last(), Some(&1));
         // The link cannot carry it: down again within the trial.
-        run(&mut s, &mut t, budget(1, 0), 1_250);
+        run(&mut s, &mut t, budget(1, 0), 3_250);
         assert_eq!(s.up_hold(), UP_HOLD_MIN * 2);
         // The next step up waits 6 s; failing again, 12 s, up to the max.
         let out = run(&mut s, &mut t, budget(0, 1), 5_750);
         assert!(out.iter().all(|&l| l == 0), "{out:?}");
         assert_eq!(run(&mut s, &mut t, budget(0, 1), 500), [0, 1]);
         for _ in 0..6 {
-            run(&mut s, &mut t, budget(1, 0), 1_250);
+            run(&mut s, &mut t, budget(1, 0), 3_250);
             let mut waited = 0;
             while run(&mut s, &mut t, budget(0, 1), 250) == [0] {
                 waited += 250;

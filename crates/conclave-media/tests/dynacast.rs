@@ -52,6 +52,8 @@ struct Publisher {
     /// Key frame requests received while sending the layer.
     requests: [u32; 3],
     sent: [u64; 3],
+    /// Starts a resumed layer with a key frame, as Chromium does.
+    key_on_resume: bool,
 }
 
 impl Publisher {
@@ -69,6 +71,7 @@ impl Publisher {
             seen_signals: 0,
             requests: [0; 3],
             sent: [0; 3],
+            key_on_resume: false,
         }
     }
 
@@ -95,7 +98,9 @@ impl Publisher {
                 assert_eq!(*mid, self.mid);
                 if self.honour {
                     for (i, r) in RIDS.iter().enumerate() {
+                        let resumed = !self.sending[i] && rids.iter().any(|x| x == r);
                         self.sending[i] = rids.iter().any(|x| x == r);
+                        self.key_pending[i] |= resumed && self.key_on_resume;
                     }
                 }
             }
@@ -273,6 +278,47 @@ fn a_new_subscriber_wanting_the_full_layer_gets_it_resumed_at_once_with_a_key_fr
         .map(layer_of)
         .collect();
     assert_eq!(d.last(), Some(&2), "D gets the full layer: {d:?}");
+}
+
+#[test]
+fn a_layer_resumed_with_a_key_frame_is_not_asked_for_another() {
+    let (mut net, mut publisher) = meeting(true, (160, 90), (160, 90));
+    publisher.key_on_resume = true;
+    publisher.run(&mut net, 3_000);
+    assert_eq!(told(&net).last().unwrap().1, rids(&["q"]));
+    let b_mid = forwarded_mid(&net, B, A, publisher.mid);
+    let asked = net.router.peer_stats(A).unwrap().keyframe_requests_out;
+    net.router.set_view_size(B, A, publisher.mid, 1920, 1080);
+    publisher.run(&mut net, 1_500);
+    let b: Vec<usize> = net
+        .client(B)
+        .received()
+        .iter()
+        .filter(|r| r.mid == Some(b_mid))
+        .map(layer_of)
+        .collect();
+    assert_eq!(b.last(), Some(&2), "B gets the full layer: {b:?}");
+    // f came back starting with a key frame, and B switched at it: another
+    // request would only make A (every layer, in Chromium) key-frame again.
+    assert_eq!(
+        net.router.peer_stats(A).unwrap().keyframe_requests_out,
+        asked,
+        "no key frame asked of A"
+    );
+}
+
+#[test]
+fn the_smallest_layer_is_kept_for_subscribers_to_step_down_to() {
+    let (mut net, mut publisher) = meeting(true, (640, 360), (640, 360));
+    publisher.run(&mut net, 3_000);
+    // Both receive h; f is paused, q is not, though nobody receives it.
+    let t = told(&net);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].1, rids(&["q", "h"]));
+    let q_sent = publisher.sent[0];
+    publisher.run(&mut net, 3_000);
+    assert!(publisher.sent[0] >= q_sent + 80, "q is still sent");
+    assert_eq!(told(&net).len(), 1, "and nothing else changed");
 }
 
 #[test]

@@ -363,7 +363,8 @@ impl Router {
             shard.hand_off(track_id, rid, params, packet);
         }
         // A layer resumed by dynacast: ask for its key frame as it arrives
-        // (and may be forwarded), for the subscriber waiting to switch to it.
+        // (and may be forwarded), for the subscriber waiting to switch to
+        // it, unless it arrives with one.
         let resumed = std::mem::take(&mut track.layers[layer].resumed);
         let audio = track.kind == MediaKind::Audio;
         let mut silent = false;
@@ -459,7 +460,10 @@ impl Router {
         if track.kind == MediaKind::Audio {
             self.poll_speaker(now);
         }
-        if resumed {
+        // A browser restarting a layer's encoder starts it with a key
+        // frame (Chromium's VP8 simulcast key-frames every layer then):
+        // asking again would cost every subscriber of the track another.
+        if resumed && !keyframe_start {
             self.request_keyframe(track_id, layer, now);
         }
     }
