@@ -215,6 +215,69 @@ fn subscriber_gets_the_layer_its_view_calls_for_and_switches_at_key_frames() {
 }
 
 #[test]
+fn a_key_frame_whose_first_packet_came_last_reaches_the_subscriber_whole() {
+    let (mut net, mut publisher) = meeting(&[(B, B_ADDR)]);
+    let mid = forwarded_mid(&net, B, A, publisher.mid);
+    net.router.set_view_size(B, A, publisher.mid, 160, 90);
+    publisher.run(&mut net, 1_000);
+    assert_eq!(net.router.forwarded_layer(B, mid), rid("q"));
+    // B's tile grows: the router wants h and asks A for a key frame of it.
+    net.router.set_view_size(B, A, publisher.mid, 640, 360);
+    net.settle();
+    let pt = net.client(A).pt_of(Codec::Vp8);
+    publisher.seen = net.client(A).events.len();
+    // h's key frame in three packets; jitter on A's hop brings the second
+    // and the third before the first.
+    let seq = publisher.seq[1];
+    let ts = publisher.frame.wrapping_mul(3_000).wrapping_add(1_000_000);
+    let packet = |first: bool, tag: u8| {
+        let mut p = if first {
+            let (w, h) = SIZES[1];
+            let mut p = vec![0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+            p.extend_from_slice(&w.to_le_bytes());
+            p.extend_from_slice(&h.to_le_bytes());
+            p
+        } else {
+            // No start of a partition: the frame goes on.
+            vec![0x00]
+        };
+        p.resize(LENGTHS[1], 0xee);
+        let n = p.len();
+        p[n - 2] = tag;
+        p[n - 1] = 1;
+        p
+    };
+    for (offset, first, tag) in [(1, false, 0xa2), (2, false, 0xa3), (0, true, 0xa1)] {
+        let write = RtpWrite::new(pt, (seq + offset).into(), ts, net.now, packet(first, tag))
+            .marker(offset == 2)
+            .nackable(true);
+        net.send_write(A, publisher.mid, Some("h"), write);
+        net.step();
+    }
+    publisher.seq[1] = seq + 3;
+    publisher.frame += 1;
+    publisher.key_pending[1] = false;
+    let asked = net.router.peer_stats(A).unwrap().keyframe_requests_out;
+    publisher.run(&mut net, 1_000);
+    assert_eq!(net.router.forwarded_layer(B, mid), rid("h"));
+    let tags: Vec<u8> = net
+        .client(B)
+        .received()
+        .iter()
+        .filter(|r| r.mid == Some(mid) && layer_of(r) == 1)
+        .map(|r| r.payload[r.payload.len() - 2])
+        .collect();
+    // B switched at the key frame's first packet and got the two that came
+    // before it too, then the delta frames after.
+    assert_eq!(tags[..3], [0xa1, 0xa2, 0xa3], "{tags:x?}");
+    assert_eq!(
+        net.router.peer_stats(A).unwrap().keyframe_requests_out,
+        asked,
+        "the key frame was whole: no other asked for"
+    );
+}
+
+#[test]
 fn a_falling_bandwidth_estimate_moves_the_subscriber_down() {
     // str0m's estimate, without the fast path (on by default).
     falling_estimate_moves_down(Net::with_config(|c| c.fast_path = false));

@@ -394,6 +394,8 @@ impl Router {
         let simulcast = track.is_simulcast();
         let mut received = false;
         let mut skipped = false;
+        // Some subscriber waits to switch to this layer at its next key frame.
+        let mut awaited = false;
         for &(sub_id, sub_mid) in &track.subscribers {
             let Some(sub) = self.peers.get_mut(&sub_id) else {
                 continue;
@@ -412,6 +414,7 @@ impl Router {
                 skipped = true;
                 continue;
             }
+            let mut switched = false;
             if simulcast {
                 let Some(out) = sub.outgoing.get_mut(&sub_mid) else {
                     continue;
@@ -419,7 +422,9 @@ impl Router {
                 if out.current != rid {
                     // Switch only where the decoder can start over: at a key
                     // frame of the layer chosen for this subscriber.
-                    if !(keyframe_start && out.target.is_some() && out.target == rid) {
+                    let target = out.target.is_some() && out.target == rid;
+                    if !(keyframe_start && target) {
+                        awaited |= target;
                         continue;
                     }
                     tracing::debug!(
@@ -428,28 +433,41 @@ impl Router {
                     );
                     out.current = rid;
                     sub.stats.layer_switches += 1;
+                    switched = true;
                 }
             }
             received = true;
-            let forwarded = if sub.fast.is_some() {
-                sub.forward_fast(sub_mid, &params, packet, now, &mut self.transmits)
-            } else if sub.forward(sub_mid, &params, packet) {
-                Forwarded::ToStr0m
+            // At a switch, the key frame's packets that arrived before its
+            // first (`IncomingLayer::early`) follow it.
+            let early = if switched {
+                track.layers[layer].early_after(packet)
             } else {
-                Forwarded::Dropped
+                Vec::new()
             };
-            match forwarded {
-                Forwarded::Sent => sub.stats.rtp_forwarded += 1,
-                Forwarded::ToStr0m => {
-                    sub.stats.rtp_forwarded += 1;
-                    sub.wake(now);
+            for packet in std::iter::once(packet).chain(early) {
+                let forwarded = if sub.fast.is_some() {
+                    sub.forward_fast(sub_mid, &params, packet, now, &mut self.transmits)
+                } else if sub.forward(sub_mid, &params, packet) {
+                    Forwarded::ToStr0m
+                } else {
+                    Forwarded::Dropped
+                };
+                match forwarded {
+                    Forwarded::Sent => sub.stats.rtp_forwarded += 1,
+                    Forwarded::ToStr0m => {
+                        sub.stats.rtp_forwarded += 1;
+                        sub.wake(now);
+                    }
+                    Forwarded::Anchor => {
+                        sub.stats.rtp_forwarded += 1;
+                        sub.release(now, &mut self.transmits, &mut self.work);
+                    }
+                    Forwarded::Dropped => sub.stats.rtp_dropped += 1,
                 }
-                Forwarded::Anchor => {
-                    sub.stats.rtp_forwarded += 1;
-                    sub.release(now, &mut self.transmits, &mut self.work);
-                }
-                Forwarded::Dropped => sub.stats.rtp_dropped += 1,
             }
+        }
+        if simulcast {
+            track.layers[layer].keep_early(awaited, packet);
         }
         if !received
             && !skipped

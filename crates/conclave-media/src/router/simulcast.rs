@@ -11,6 +11,7 @@ use crate::keyframe::KeyframeThrottle;
 use crate::layer_steps::Choice;
 use crate::layers::{self, BitrateMeter, Layer};
 use crate::peer::{PeerId, TrackId};
+use crate::relay::MediaPacket;
 
 /// How often every subscriber's simulcast layers are chosen again (view
 /// sizes apply at once; this catches bandwidth and layers starting or
@@ -44,6 +45,11 @@ pub const RESUME_BACKOFF: Duration = Duration::from_secs(10);
 /// Bandwidth set aside for each audio track a subscriber receives, bits
 /// per second, before video is shared out.
 const AUDIO_ALLOWANCE: u64 = 64_000;
+
+/// Packets of a layer kept while a subscriber waits to switch to it
+/// ([`IncomingLayer::early`]): a key frame of the middle layer and the
+/// frames of a round trip after it.
+const EARLY_PACKETS: usize = 64;
 
 /// A published track and who receives it.
 pub(super) struct Track {
@@ -79,6 +85,15 @@ pub(super) struct IncomingLayer {
     /// Its receive stream sends no NACKs: nobody gets it, so repair would
     /// only spend the publisher's uplink.
     pub(super) nack_suppressed: bool,
+    /// Its latest packets, while a subscriber waits to switch to it. The
+    /// switch is made at the first packet of a key frame, but with jitter
+    /// on the publisher's hop the frame's next packets often overtake it
+    /// (and all of them do when it is lost and resent): dropped as not yet
+    /// switched, they were never sent to the subscriber, its NACKs for
+    /// them went unanswered, and its decoder waited 2-3 s for the next key
+    /// frame (the network bench at 3 % loss: a frozen stream after most
+    /// switches up). They are sent right after the key frame's first.
+    pub(super) early: std::collections::VecDeque<MediaPacket>,
 }
 
 impl IncomingLayer {
@@ -94,7 +109,33 @@ impl IncomingLayer {
             resumed_at: None,
             resume_failed_at: None,
             nack_suppressed: false,
+            early: std::collections::VecDeque::new(),
         }
+    }
+
+    /// The packets kept in [`IncomingLayer::early`] that come after
+    /// `first` (the first packet of a key frame), in sequence order.
+    pub(super) fn early_after(&self, first: &MediaPacket) -> Vec<&MediaPacket> {
+        let mut after: Vec<&MediaPacket> = self
+            .early
+            .iter()
+            .filter(|p| p.seq_no > first.seq_no)
+            .collect();
+        after.sort_by_key(|p| p.seq_no);
+        after
+    }
+
+    /// Keeps `packet` while a subscriber waits to switch to this layer;
+    /// forgets them all once nobody does.
+    pub(super) fn keep_early(&mut self, awaited: bool, packet: &MediaPacket) {
+        if !awaited {
+            self.early.clear();
+            return;
+        }
+        if self.early.len() == EARLY_PACKETS {
+            self.early.pop_front();
+        }
+        self.early.push_back(packet.clone());
     }
 }
 
