@@ -170,6 +170,9 @@ pub(crate) struct Bwe {
     cluster: Option<Cluster>,
     last_probe: Option<Instant>,
     probes: u32,
+    /// A report's newly acknowledged packets (sent, arrival, bytes): kept
+    /// between reports so that reading one allocates nothing.
+    received: Vec<(Instant, Instant, u32)>,
 }
 
 impl Bwe {
@@ -209,6 +212,7 @@ impl Bwe {
             cluster: None,
             last_probe: None,
             probes: 0,
+            received: Vec::new(),
         }
     }
 
@@ -257,11 +261,13 @@ impl Bwe {
         if until <= self.departing {
             return;
         }
+        let len = self.sent.len();
         let from = self.departing.saturating_sub(self.first_seq);
-        let from = usize::try_from(from).unwrap_or(usize::MAX);
+        let from = usize::try_from(from).unwrap_or(usize::MAX).min(len);
         let to = until.saturating_sub(self.first_seq);
-        let to = usize::try_from(to).unwrap_or(usize::MAX);
-        for sent in self.sent.iter_mut().take(to).skip(from) {
+        let to = usize::try_from(to).unwrap_or(usize::MAX).min(len);
+        // A range, not a skip: only the packets that left are walked.
+        for sent in self.sent.range_mut(from..to.max(from)) {
             sent.at = sent.at.max(at);
         }
         self.departing = until;
@@ -307,7 +313,8 @@ impl Bwe {
         now: Instant,
     ) -> Result<(), FeedbackError> {
         let mut listed = 0usize;
-        let mut received: Vec<(Instant, Instant, u32)> = Vec::new();
+        let mut received = std::mem::take(&mut self.received);
+        received.clear();
         let mut missing = 0usize;
         let (mut earliest, mut latest): (Option<Instant>, Option<Instant>) = (None, None);
         // A report lists at most 65,535 statuses (a 16-bit count).
@@ -351,16 +358,20 @@ impl Bwe {
                 None => {}
             }
         }
-        if listed == 0 {
-            return Err(FeedbackError::Empty);
-        }
-        if received.is_empty() && missing == 0 {
-            return Err(FeedbackError::Unknown);
-        }
-        if let (Some(e), Some(l)) = (earliest, latest)
+        let refused = if listed == 0 {
+            Some(FeedbackError::Empty)
+        } else if received.is_empty() && missing == 0 {
+            Some(FeedbackError::Unknown)
+        } else if let (Some(e), Some(l)) = (earliest, latest)
             && l.saturating_duration_since(e) > MAX_REPORT_SPAN
         {
-            return Err(FeedbackError::Implausible);
+            Some(FeedbackError::Implausible)
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            self.received = received;
+            return Err(error);
         }
         self.updated = true;
         let lost = self.settle_missing(now);
@@ -369,6 +380,7 @@ impl Bwe {
             self.arrivals.push_back((arrival, size));
             self.on_arrival(sent, arrival);
         }
+        self.received = received;
         if let Some(&(last, _)) = self.arrivals.back() {
             while self
                 .arrivals
