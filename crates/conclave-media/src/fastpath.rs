@@ -29,10 +29,13 @@
 //! - **NACKs** for a fast stream are read from str0m's raw RTCP events
 //!   (`RtcConfig::enable_raw_packets`, the only place str0m 0.25 surfaces
 //!   feedback for packets it did not send) and answered by sending the same
-//!   sealed bytes again, from a per-stream history, within the stream's
-//!   retransmission budget (`rtx_ratio_cap` of its bytes over about a
-//!   second). A NACK for an anchor is str0m's: it has the packet and resends
-//!   it over RTX.
+//!   sealed bytes again, within the stream's retransmission budget
+//!   (`rtx_ratio_cap` of its bytes over about a second). The per-stream
+//!   history keeps each packet's clear header and the publisher's shared
+//!   payload, and a resend seals them again at the same index (same key,
+//!   nonce and plaintext: the same bytes), so forwarding copies no
+//!   ciphertext per subscriber for NACKs; an anchor's is kept as str0m's
+//!   ciphertext left (`keep_anchor`).
 //! - **Congestion control of its own** (`bwe.rs`): str0m's estimator sees
 //!   only what str0m sends, and str0m 0.25 has no public call to tell it of
 //!   other packets. Where the subscriber negotiated transport-wide sequence
@@ -72,10 +75,12 @@
 //! taken from its transmits, so the fast path follows ICE and works over
 //! ICE-TCP as well (the shell frames every transmit the same way).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid};
 use str0m::net::Protocol;
@@ -96,9 +101,10 @@ use crate::transmit::{Transmit, TransmitQueue};
 /// its sender reports right.
 const ANCHOR_EVERY: Duration = Duration::from_secs(1);
 
-/// Sealed packets kept per fast stream to answer NACKs from. Each is this
-/// subscriber's own ciphertext (str0m's history shares one payload among
-/// subscribers), so fewer than str0m keeps: about 2 s of a 1.5 Mbit/s video.
+/// Packets kept per fast stream to answer NACKs from: about 2 s of a
+/// 1.5 Mbit/s video, fewer than str0m keeps. Each is this subscriber's clear
+/// header and the publisher's payload, which all its subscribers share
+/// (`Kept`).
 const HISTORY_PACKETS: usize = 256;
 
 /// How old a kept packet may be and still be resent (as str0m's default).
@@ -178,10 +184,11 @@ pub(crate) struct FastPath {
     sealer: Option<SrtpSealer>,
     /// Where str0m sends media: (transport, local, remote).
     route: Option<(Protocol, SocketAddr, SocketAddr)>,
-    owners: HashMap<u32, Owner>,
-    streams: HashMap<u32, FastStream>,
+    /// By our own SSRCs (never a peer's: FxHash, not SipHash).
+    owners: FxHashMap<u32, Owner>,
+    streams: FxHashMap<u32, FastStream>,
     rtx_ratio_cap: Option<f32>,
-    /// The clear packet being built; reused.
+    /// The clear header being built; reused.
     clear: Vec<u8>,
     /// The egress estimate from TWCC feedback on what this path numbers
     /// (and the numbering itself).
@@ -236,6 +243,36 @@ struct FastStream {
     /// number it starts at: NACKs for packets before it are too late.
     key_ts: Option<u32>,
     key_from: Option<u64>,
+    /// The subscriber's ids of the extensions this path writes, looked up
+    /// once (str0m's `id_of` scans its map, five times a packet); forgotten
+    /// when an SDP is applied ([`FastPath::forget_extension_ids`]).
+    exts: Option<ExtensionIds>,
+}
+
+/// The header extension ids the subscriber negotiated on a stream's m-line,
+/// of those this path writes.
+#[derive(Debug, Clone, Copy, Default)]
+struct ExtensionIds {
+    twcc: Option<u8>,
+    mid: Option<u8>,
+    orientation: Option<u8>,
+    level: Option<u8>,
+    playout: Option<u8>,
+}
+
+impl ExtensionIds {
+    fn of(map: Option<&str0m::rtp::ExtensionMap>) -> Self {
+        let Some(map) = map else {
+            return ExtensionIds::default();
+        };
+        ExtensionIds {
+            twcc: map.id_of(Extension::TransportSequenceNumber),
+            mid: map.id_of(Extension::RtpMid),
+            orientation: map.id_of(Extension::VideoOrientation),
+            level: map.id_of(Extension::AudioLevel),
+            playout: map.id_of(Extension::PlayoutDelay),
+        }
+    }
 }
 
 struct Kept {
@@ -243,7 +280,15 @@ struct Kept {
     at: Instant,
     /// A packet of a key frame: resent first.
     key: bool,
-    sealed: Vec<u8>,
+    /// Sealed here: its clear header, sealed again with `payload` at the
+    /// same index to resend ([`SrtpSealer::reseal_parts_at`]: the same bytes),
+    /// so no copy of the datagram is kept per subscriber. Sealed by str0m
+    /// (an anchor): the datagram as it left.
+    bytes: Vec<u8>,
+    /// The publisher's payload, shared with every subscriber's history.
+    payload: Option<Arc<[u8]>>,
+    /// The datagram's length: what a resend costs the budget.
+    sealed_len: usize,
 }
 
 impl FastPath {
@@ -258,8 +303,8 @@ impl FastPath {
             slot,
             sealer: None,
             route: None,
-            owners: HashMap::new(),
-            streams: HashMap::new(),
+            owners: FxHashMap::default(),
+            streams: FxHashMap::default(),
             rtx_ratio_cap,
             clear: Vec::with_capacity(1_500),
             bwe: Bwe::new(initial_bandwidth.unwrap_or(crate::DEFAULT_INITIAL_BANDWIDTH)),
@@ -531,6 +576,13 @@ impl FastPath {
         self.sealer.as_mut()
     }
 
+    /// An SDP was applied: the subscriber's extension ids may have moved.
+    pub(crate) fn forget_extension_ids(&mut self) {
+        for stream in self.streams.values_mut() {
+            stream.exts = None;
+        }
+    }
+
     /// Who seals the SSRC's next packet: decided at its first, and again
     /// while str0m has it for want of keys, once `str0m_idle` says str0m
     /// has nothing of the session's left to send before it.
@@ -618,14 +670,33 @@ impl FastPath {
             let Some(kept) = stream.kept(seq, now) else {
                 continue;
             };
-            let len = kept.sealed.len() as f64;
+            let len = kept.sealed_len as f64;
             if let Some(ratio) = ratio
                 && stream.budget.resent_bytes + len > ratio * stream.budget.sent_bytes
             {
                 stats.fast_nack_over_budget += 1;
                 continue;
             }
-            let again = kept.sealed.clone();
+            let again = match &kept.payload {
+                None => kept.bytes.clone(),
+                Some(payload) => {
+                    let mut out = vec![0u8; kept.bytes.len() + payload.len() + SRTP_OVERHEAD];
+                    let header = &kept.bytes;
+                    let sealer = self.sealer.as_mut();
+                    match sealer.map(|s| s.reseal_parts_at(header, payload, seq, &mut out)) {
+                        Some(Ok(n)) => {
+                            out.truncate(n);
+                            out
+                        }
+                        Some(Err(error)) => {
+                            stats.fast_seal_errors += 1;
+                            tracing::debug!(%error, "resend not sealed");
+                            continue;
+                        }
+                        None => continue,
+                    }
+                }
+            };
             let late = now.saturating_duration_since(kept.at);
             stream.repairs.resent(late, now);
             stream.budget.resent_bytes += len;
@@ -668,6 +739,7 @@ impl FastStream {
             anchor: None,
             key_ts: None,
             key_from: None,
+            exts: None,
         }
     }
 
@@ -689,23 +761,55 @@ impl FastStream {
         self.key_ts == Some(timestamp)
     }
 
-    /// Keeps a copy of `sealed` for resends, reusing the slot's buffer.
+    /// Keeps a copy of `sealed`, a datagram str0m sealed, for resends.
     fn keep(&mut self, seq: u64, now: Instant, key: bool, sealed: &[u8]) {
+        self.keep_bytes(seq, now, key, sealed, None, sealed.len());
+    }
+
+    /// Keeps what this path sealed at `seq`, `sealed_len` bytes: its clear
+    /// `header` (as sealed, with its transport-wide number) and the shared
+    /// `payload`, to be sealed again on a NACK.
+    fn keep_clear(
+        &mut self,
+        seq: u64,
+        now: Instant,
+        key: bool,
+        header: &[u8],
+        payload: &Arc<[u8]>,
+        sealed_len: usize,
+    ) {
+        self.keep_bytes(seq, now, key, header, Some(payload.clone()), sealed_len);
+    }
+
+    /// Fills the slot of `seq`, reusing its buffer.
+    fn keep_bytes(
+        &mut self,
+        seq: u64,
+        now: Instant,
+        key: bool,
+        bytes: &[u8],
+        payload: Option<Arc<[u8]>>,
+        sealed_len: usize,
+    ) {
         let slot = &mut self.history[(seq % HISTORY_PACKETS as u64) as usize];
         match slot {
             Some(k) => {
                 k.seq = seq;
                 k.at = now;
                 k.key = key;
-                k.sealed.clear();
-                k.sealed.extend_from_slice(sealed);
+                k.bytes.clear();
+                k.bytes.extend_from_slice(bytes);
+                k.payload = payload;
+                k.sealed_len = sealed_len;
             }
             None => {
                 *slot = Some(Kept {
                     seq,
                     at: now,
                     key,
-                    sealed: sealed.to_vec(),
+                    bytes: bytes.to_vec(),
+                    payload,
+                    sealed_len,
                 })
             }
         }
@@ -732,6 +836,17 @@ fn pace(
         source,
         destination,
         contents,
+    };
+    let t = match pacer.pass(t, twcc) {
+        Ok(t) => {
+            let len = t.contents.len() as u64;
+            if transmits.push(t) {
+                stats.datagrams_out += 1;
+                stats.bytes_out += len;
+            }
+            return;
+        }
+        Err(t) => t,
     };
     if !pacer.push(now, t, twcc) {
         stats.fast_pace_dropped += 1;
@@ -849,8 +964,14 @@ impl Peer {
             .last_anchor
             .is_none_or(|at| now.saturating_duration_since(at) >= ANCHOR_EVERY);
         let from = &packet.header.ext_vals;
-        let exts = self.rtc.media(mid).map(|m| m.remote_extmap());
-        let twcc_id = exts.and_then(|e| e.id_of(Extension::TransportSequenceNumber));
+        let exts = match stream.exts {
+            Some(e) => e,
+            None => {
+                let e = ExtensionIds::of(self.rtc.media(mid).map(|m| m.remote_extmap()));
+                *stream.exts.insert(e)
+            }
+        };
+        let twcc_id = exts.twcc;
         if fast.twcc_id.is_none() {
             fast.twcc_id = twcc_id;
         }
@@ -888,23 +1009,15 @@ impl Peer {
         // subscriber negotiated that the packet needs. MID always: str0m
         // stops sending it once the receiver has bound the SSRC, which only
         // str0m learns.
-        let mid_id = exts.and_then(|e| e.id_of(Extension::RtpMid));
-        let orientation = exts
-            .and_then(|e| e.id_of(Extension::VideoOrientation))
-            .zip(from.video_orientation);
+        let mid_id = exts.mid;
+        let orientation = exts.orientation.zip(from.video_orientation);
         // RFC 6464: V bit, then the level in -dBov.
-        let level = exts
-            .and_then(|e| e.id_of(Extension::AudioLevel))
-            .zip(from.audio_level)
-            .map(|(id, l)| {
-                let v = u8::from(from.voice_activity == Some(true)) << 7;
-                (id, v | l.unsigned_abs().min(127))
-            });
+        let level = exts.level.zip(from.audio_level).map(|(id, l)| {
+            let v = u8::from(from.voice_activity == Some(true)) << 7;
+            (id, v | l.unsigned_abs().min(127))
+        });
         let twcc = twcc_id.filter(|_| fast.numbers_all());
-        let playout = exts
-            .and_then(|e| e.id_of(Extension::PlayoutDelay))
-            .filter(|id| (1..=14).contains(id))
-            .zip(playout);
+        let playout = exts.playout.filter(|id| (1..=14).contains(id)).zip(playout);
         let clear = &mut fast.clear;
         clear.clear();
         clear.push(0x80);
@@ -951,9 +1064,9 @@ impl Peer {
             let words = ((clear.len() - start - 4) / 4) as u16;
             clear[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
         }
-        clear.extend_from_slice(&packet.payload);
-
-        let mut sealed = vec![0u8; clear.len() + SRTP_OVERHEAD];
+        // The payload is sealed where it lies, shared with the publisher's
+        // other subscribers: `clear` is the header only.
+        let mut sealed = vec![0u8; clear.len() + packet.payload.len() + SRTP_OVERHEAD];
         let Some(route) = fast.route else {
             return Forwarded::Dropped;
         };
@@ -966,16 +1079,19 @@ impl Peer {
         }
         let result = fast
             .sealer()
-            .map(|s| s.seal_rtp_at(&clear, rewritten.seq, &mut sealed));
-        fast.clear = clear;
+            .map(|s| s.seal_parts_at(&clear, &packet.payload, rewritten.seq, &mut sealed));
         match result {
             Some(Ok(n)) => sealed.truncate(n),
             Some(Err(error)) => {
+                fast.clear = clear;
                 self.stats.fast_seal_errors += 1;
                 tracing::debug!(peer = %self.id, %error, "not sealed");
                 return Forwarded::Dropped;
             }
-            None => return Forwarded::Dropped,
+            None => {
+                fast.clear = clear;
+                return Forwarded::Dropped;
+            }
         }
         let stream = fast
             .streams
@@ -985,10 +1101,18 @@ impl Peer {
         stream.budget.sent_bytes += sealed.len() as f64;
         // Audio is not repaired (no RTX for Opus here): nothing to keep.
         if kind == MediaKind::Video {
-            stream.keep(rewritten.seq, now, key, &sealed);
+            stream.keep_clear(
+                rewritten.seq,
+                now,
+                key,
+                &clear,
+                &packet.payload,
+                sealed.len(),
+            );
             fast.budget.decay(now);
             fast.budget.sent_bytes += sealed.len() as f64;
         }
+        fast.clear = clear;
         self.stats.fast_sealed += 1;
         let out = (route, sealed, numbered);
         pace(&mut fast.pacer, now, out, transmits, &mut self.stats);

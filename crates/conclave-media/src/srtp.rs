@@ -43,8 +43,7 @@
 //! 0, as DTLS-SRTP uses) is the one piece written here, over the provider's
 //! AES block function.
 
-use std::collections::HashMap;
-
+use rustc_hash::FxHashMap;
 use str0m::crypto::dtls::SrtpProfile;
 use str0m::crypto::{
     AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, Aes128CmSha1_80,
@@ -76,6 +75,8 @@ pub enum SealError {
     BufferTooSmall { need: usize },
     #[error("SRTP index {index} of SSRC {ssrc} was sealed already")]
     IndexReused { ssrc: u32, index: u64 },
+    #[error("SRTP index {index} of SSRC {ssrc} was never sealed here: not resealed")]
+    NeverSealed { ssrc: u32, index: u64 },
     #[error("SRTP index {index} of SSRC {ssrc} is older than the reuse window")]
     TooOld { ssrc: u32, index: u64 },
     #[error("the keying material does not fit its profile {0:?}")]
@@ -130,7 +131,8 @@ pub struct SrtpSealer {
     cipher: Cipher,
     /// The session salt (12 bytes for AES-GCM, 14 for AES-CM).
     salt: [u8; 14],
-    streams: HashMap<u32, StreamIndex>,
+    /// By the SSRCs this session sends on, ours (FxHash: no peer picks them).
+    streams: FxHashMap<u32, StreamIndex>,
 }
 
 impl std::fmt::Debug for SrtpSealer {
@@ -183,7 +185,7 @@ impl SrtpSealer {
         Ok(SrtpSealer {
             cipher,
             salt,
-            streams: HashMap::new(),
+            streams: FxHashMap::default(),
         })
     }
 
@@ -192,7 +194,8 @@ impl SrtpSealer {
     /// allocated. A packet whose (SSRC, index) this sealer sealed before is
     /// refused, so a caller cannot reuse a nonce by mistake.
     pub fn seal_rtp(&mut self, clear: &[u8], out: &mut [u8]) -> Result<usize, SealError> {
-        self.seal(clear, None, out)
+        let (header, payload) = split(clear)?;
+        self.seal(header, payload, None, out)
     }
 
     /// [`SrtpSealer::seal_rtp`] at the extended sequence number `index`
@@ -205,7 +208,23 @@ impl SrtpSealer {
         index: u64,
         out: &mut [u8],
     ) -> Result<usize, SealError> {
-        self.seal(clear, Some(index), out)
+        let (header, payload) = split(clear)?;
+        self.seal(header, payload, Some(index), out)
+    }
+
+    /// [`SrtpSealer::seal_rtp_at`] of the packet `header` ‖ `payload`, read
+    /// where they lie: the fast path seals the publisher's payload without
+    /// first copying it behind the header it built. `header` must be the
+    /// whole RTP header (extensions included) and nothing more.
+    pub(crate) fn seal_parts_at(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+        index: u64,
+        out: &mut [u8],
+    ) -> Result<usize, SealError> {
+        whole_header(header)?;
+        self.seal(header, payload, Some(index), out)
     }
 
     /// Marks `index` of `ssrc` as sealed elsewhere (a packet handed to str0m
@@ -231,17 +250,13 @@ impl SrtpSealer {
 
     fn seal(
         &mut self,
-        clear: &[u8],
+        header: &[u8],
+        payload: &[u8],
         index: Option<u64>,
         out: &mut [u8],
     ) -> Result<usize, SealError> {
-        let header_len = rtp_header_len(clear).ok_or(SealError::Malformed)?;
-        let (header, payload) = clear.split_at(header_len);
-        let tag_len = match self.cipher {
-            Cipher::Cm { .. } => Aes128CmSha1_80::HMAC_TAG_LEN,
-            _ => AeadAes128Gcm::TAG_LEN,
-        };
-        let total = clear.len() + tag_len;
+        // Checked before the index is claimed: a refused packet uses none.
+        let total = header.len() + payload.len() + self.tag_len();
         if out.len() < total {
             return Err(SealError::BufferTooSmall { need: total });
         }
@@ -258,9 +273,72 @@ impl SrtpSealer {
             Some(i) => stream.claim_index(ssrc, i)?,
             None => stream.claim(ssrc, seq)?,
         };
+        self.encrypt(header, payload, index, out)
+    }
+
+    /// Seals again, at `index`, the packet `header` ‖ `payload` this sealer
+    /// sealed there before ([`SrtpSealer::seal_parts_at`]): to resend it
+    /// without keeping its ciphertext. Same key, same nonce, same
+    /// plaintext: the same bytes as the first time, which disclose nothing
+    /// new (a receiver that got them drops the copy as a replay).
+    ///
+    /// The caller must pass exactly the bytes it sealed at `index` (the
+    /// fast path's history keeps the clear header and the shared payload,
+    /// which nothing mutates). What can be checked is: an index above the
+    /// highest sealed, or in the window and not marked sealed, is refused,
+    /// so this can never take a fresh index.
+    pub(crate) fn reseal_parts_at(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+        index: u64,
+        out: &mut [u8],
+    ) -> Result<usize, SealError> {
+        whole_header(header)?;
+        let seq = u16::from_be_bytes([header[2], header[3]]);
+        let ssrc = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+        if index as u16 != seq {
+            return Err(SealError::Malformed);
+        }
+        let never = SealError::NeverSealed { ssrc, index };
+        let Some(stream) = self.streams.get(&ssrc) else {
+            return Err(never);
+        };
+        if index > stream.highest {
+            return Err(never);
+        }
+        let behind = stream.highest - index;
+        if behind < WINDOW && stream.sealed & (1u128 << behind) == 0 {
+            return Err(never);
+        }
+        self.encrypt(header, payload, index, out)
+    }
+
+    fn tag_len(&self) -> usize {
+        match self.cipher {
+            Cipher::Cm { .. } => Aes128CmSha1_80::HMAC_TAG_LEN,
+            _ => AeadAes128Gcm::TAG_LEN,
+        }
+    }
+
+    /// Encrypts `header` ‖ `payload` at `index`, claimed.
+    fn encrypt(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+        index: u64,
+        out: &mut [u8],
+    ) -> Result<usize, SealError> {
+        let clear_len = header.len() + payload.len();
+        let total = clear_len + self.tag_len();
+        if out.len() < total {
+            return Err(SealError::BufferTooSmall { need: total });
+        }
+        let seq = u16::from_be_bytes([header[2], header[3]]);
+        let ssrc = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
         let roc = (index >> 16) as u32;
-        out[..header_len].copy_from_slice(header);
-        let body = &mut out[header_len..total];
+        out[..header.len()].copy_from_slice(header);
+        let body = &mut out[header.len()..total];
         let mut salt12 = [0u8; 12];
         salt12.copy_from_slice(&self.salt[..12]);
         let failed = |e: str0m::crypto::CryptoError| SealError::Cipher(e.to_string());
@@ -287,7 +365,7 @@ impl SrtpSealer {
                     auth_key,
                     &mut out[..total],
                     index,
-                    clear.len(),
+                    clear_len,
                 );
             }
         }
@@ -384,6 +462,20 @@ impl SrtcpSealer {
         }
         out[body_end..].copy_from_slice(&e_and_index);
         Ok(out)
+    }
+}
+
+/// A clear RTP packet as (header, payload).
+fn split(clear: &[u8]) -> Result<(&[u8], &[u8]), SealError> {
+    let len = rtp_header_len(clear).ok_or(SealError::Malformed)?;
+    Ok(clear.split_at(len))
+}
+
+/// `header` is one whole RTP header, extensions included.
+fn whole_header(header: &[u8]) -> Result<(), SealError> {
+    match rtp_header_len(header) {
+        Some(len) if len == header.len() => Ok(()),
+        _ => Err(SealError::Malformed),
     }
 }
 

@@ -95,6 +95,9 @@ impl Router {
                 .extend(pending.adds.into_iter().map(|(track, _)| track));
         }
         let result = peer.rtc.sdp_api().accept_offer(offer);
+        if let Some(fast) = peer.fast.as_mut() {
+            fast.forget_extension_ids();
+        }
         peer.drain(now, &mut self.transmits, &mut self.work);
         let answer = match result {
             Ok(answer) => answer,
@@ -118,6 +121,9 @@ impl Router {
         let peer = self.peers.get_mut(&id).ok_or(MediaError::UnknownPeer(id))?;
         let pending = peer.pending.take().ok_or(MediaError::NoPendingOffer(id))?;
         let result = peer.rtc.sdp_api().accept_answer(pending.offer, answer);
+        if let Some(fast) = peer.fast.as_mut() {
+            fast.forget_extension_ids();
+        }
         peer.drain(now, &mut self.transmits, &mut self.work);
         if let Err(source) = result {
             // Nothing was applied: offer the same tracks again.

@@ -63,7 +63,7 @@ fn aes_128_gcm_seal_matches_rfc_7714_section_16_1() {
                 .create_cipher(key, true),
         ),
         salt,
-        streams: HashMap::new(),
+        streams: FxHashMap::default(),
     };
     let clear = hex(
         "8040f17b 8041f8d3 5501a0b2 47616c6c 69612065 7374206f 6d6e6973
@@ -203,6 +203,83 @@ fn a_stock_str0m_peer_refuses_a_tampered_packet() {
     }
 }
 
+/// A resend sealed again from the clear packet is the first ciphertext,
+/// byte for byte, in every profile and across the rollover; an index the
+/// sealer has not sealed (ahead of it, or reserved and not sealed in its
+/// window) is refused, so resealing can never take a fresh nonce.
+#[test]
+fn resealing_gives_the_same_bytes_and_never_a_fresh_index() {
+    for force in [
+        None,
+        Some(SrtpProfile::AEAD_AES_128_GCM),
+        Some(SrtpProfile::AES128_CM_SHA1_80),
+    ] {
+        let mut p = pair(force);
+        let mut sealer = p.sealer();
+        let payload: Vec<u8> = (0..900u32).map(|i| (i * 7) as u8).collect();
+        let (mut clear, mut first, mut again) = (Vec::new(), vec![0u8; 1_500], vec![0u8; 1_500]);
+        let mut kept = Vec::new();
+        for index in (65_530u64..65_546).chain([65_700]) {
+            p.rtp(index as u16, &payload, &mut clear);
+            // The fast path seals its header and the payload where each lies.
+            let (header, body) = clear.split_at(clear.len() - payload.len());
+            let n = sealer
+                .seal_parts_at(header, body, index, &mut first)
+                .expect("sealed");
+            kept.push((index, header.to_vec(), first[..n].to_vec()));
+        }
+        // The first 16 are older than the window by now, as the fast path's
+        // history holds them.
+        for (index, header, sealed) in &kept {
+            let n = sealer
+                .reseal_parts_at(header, &payload, *index, &mut again)
+                .expect("resealed");
+            assert_eq!(&again[..n], &sealed[..], "{force:?} {index}");
+        }
+        // A stock peer takes a resend (its first copy never reached it
+        // here); the first kept, so the peer's rollover counter starts at 0.
+        let (index, header, _) = &kept[0];
+        let n = sealer
+            .reseal_parts_at(header, &payload, *index, &mut again)
+            .expect("resealed");
+        assert_eq!(p.receive_sealed(&again[..n], &payload), Some(*index as u16));
+        let resealed = |s: &mut SrtpSealer, clear: &[u8], index: u64, out: &mut [u8]| {
+            let (header, body) = clear.split_at(clear.len() - payload.len());
+            s.reseal_parts_at(header, body, index, out)
+        };
+        let never = |index: u64| {
+            Err(SealError::NeverSealed {
+                ssrc: p.ssrc,
+                index,
+            })
+        };
+        p.rtp(65_701u64 as u16, &payload, &mut clear);
+        assert_eq!(
+            resealed(&mut sealer, &clear, 65_701, &mut again),
+            never(65_701)
+        );
+        // In the window and never sealed.
+        p.rtp(65_650u64 as u16, &payload, &mut clear);
+        assert_eq!(
+            resealed(&mut sealer, &clear, 65_650, &mut again),
+            never(65_650)
+        );
+        // Still sealable once, then resealable.
+        assert!(sealer.seal_rtp_at(&clear, 65_650, &mut first).is_ok());
+        assert!(resealed(&mut sealer, &clear, 65_650, &mut again).is_ok());
+        // A stream never sealed on.
+        let mut other = clear.clone();
+        other[8..12].copy_from_slice(&p.ssrc.wrapping_add(1).to_be_bytes());
+        assert_eq!(
+            resealed(&mut sealer, &other, 65_650, &mut again),
+            Err(SealError::NeverSealed {
+                ssrc: p.ssrc.wrapping_add(1),
+                index: 65_650
+            })
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Two sessions over an in-memory link.
 
@@ -270,6 +347,34 @@ impl Pair {
                     }
                     _ => {}
                 }
+            }
+        }
+        got
+    }
+
+    /// Feeds one sealed datagram to the peer: the sequence number of the
+    /// packet it delivers, if it delivers one with `payload`.
+    fn receive_sealed(&mut self, sealed: &[u8], payload: &[u8]) -> Option<u16> {
+        let input = Input::Receive(
+            self.now,
+            Receive {
+                proto: Protocol::Udp,
+                source: ROUTER.parse().unwrap(),
+                destination: PEER.parse().unwrap(),
+                contents: sealed.try_into().expect("datagram"),
+            },
+        );
+        self.peer.handle_input(input).expect("input");
+        let mut got = None;
+        while let Ok(o) = self.peer.poll_output() {
+            match o {
+                Output::Timeout(_) => break,
+                Output::Event(Event::RtpPacket(p))
+                    if *p.header.ssrc == self.ssrc && *p.payload == *payload =>
+                {
+                    got = Some(p.header.sequence_number)
+                }
+                _ => {}
             }
         }
         got
