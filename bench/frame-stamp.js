@@ -18,8 +18,11 @@ const STAMP_SHARE = 2 / 3;
 export const READ_W = 64;
 export const READ_H = 48;
 
-/** Draws `n` (its low 16 bits) on a `w`×`h` canvas context, and a changing lower band. */
-export function drawStamp(ctx, w, h, n) {
+/**
+ * Draws `n` (its low 16 bits) on a `w`×`h` canvas context, and `noise`
+ * random rectangles in the lower band (120 make ≈5 KB VP8 frames at 640×480).
+ */
+export function drawStamp(ctx, w, h, n, noise = 120) {
   const bits = (n & 0xffff) | ((~n & 0xffff) << 16);
   const bw = w / COLS;
   const bh = (h * STAMP_SHARE) / ROWS;
@@ -29,7 +32,7 @@ export function drawStamp(ctx, w, h, n) {
   }
   const top = h * STAMP_SHARE;
   const scale = w / 640;
-  for (let i = 0; i < 120; i += 1) {
+  for (let i = 0; i < noise; i += 1) {
     const v = Math.floor(Math.random() * 256);
     ctx.fillStyle = `rgb(${v},${(v * 7) & 255},${(v * 13) & 255})`;
     ctx.fillRect(Math.random() * w, top + Math.random() * (h - top), (8 + Math.random() * 40) * scale, (8 + Math.random() * 40) * scale);

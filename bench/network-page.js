@@ -16,6 +16,12 @@ import { READ_H, READ_W, drawStamp, readStamp } from './frame-stamp.js';
 
 /** The frame rate of Chromium's fake camera, which this one stands in for. */
 const FPS = 20;
+/**
+ * Rectangles drawn in the picture's lower band each frame: few, so that the
+ * layers' bitrate caps hold 20 frames/s as with the fake camera (with
+ * glass-to-glass's 120, the encoders dropped to 12–16 frames/s on a clean link).
+ */
+const NOISE = 12;
 
 const wallClock = () => performance.timeOrigin + performance.now();
 
@@ -34,7 +40,7 @@ function cameraTrack(asked) {
   canvas.width = w;
   canvas.height = h;
   const ctx = canvas.getContext('2d');
-  drawStamp(ctx, w, h, Math.round(wallClock()));
+  drawStamp(ctx, w, h, Math.round(wallClock()), NOISE);
   const track = canvas.captureStream(0).getVideoTracks()[0];
   track.contentHint = 'motion';
   const timer = setInterval(() => {
@@ -42,7 +48,7 @@ function cameraTrack(asked) {
       clearInterval(timer);
       return;
     }
-    drawStamp(ctx, w, h, Math.round(wallClock()));
+    drawStamp(ctx, w, h, Math.round(wallClock()), NOISE);
     track.requestFrame();
   }, 1000 / FPS);
   return track;
