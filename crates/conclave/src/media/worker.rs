@@ -214,24 +214,43 @@ impl Worker {
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<DriverCmd>, shutdown: CancellationToken) {
+        // One cancellation waiter and one timer for the worker's life: a
+        // new one per turn of the loop registered itself with the token and
+        // the runtime's timer wheel, and unregistered (two locks) on every
+        // wake-up that was not its own. The timer is reset only when the
+        // deadline moves.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        let mut now = Instant::now();
+        // The routers' earliest deadline, as `timeouts` left it.
+        let mut routers_due = None;
         loop {
-            let accepting = Instant::now() >= self.tcp_accept_at;
-            let next = self
-                .meetings
-                .values()
-                .filter_map(|m| m.router.poll_timeout())
+            let accepting = now >= self.tcp_accept_at;
+            let next = routers_due
+                .into_iter()
                 .chain((!self.tcp.is_empty()).then_some(self.tcp_sweep_at))
                 .chain((!accepting).then_some(self.tcp_accept_at))
                 .chain((!self.meetings.is_empty()).then_some(self.metrics_at))
                 .min();
-            let sleep = next.map(tokio::time::Instant::from_std);
+            if next != armed {
+                if let Some(at) = next {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(at));
+                }
+                armed = next;
+            }
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = &mut cancelled => break,
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
                     None => break,
                 },
-                ready = self.socket.readable() => match ready {
+                // Polled, not awaited through `readable()`: that future
+                // joins the socket's waiter list, under its lock, and leaves
+                // it again on every wake-up.
+                ready = std::future::poll_fn(|cx| self.socket.poll_recv_ready(cx)) => match ready {
                     Ok(()) => self.receive().await,
                     Err(e) => tracing::debug!(error = %e, "media socket"),
                 },
@@ -244,13 +263,16 @@ impl Worker {
                 },
                 Some(event) = self.tcp.events.recv() => self.tcp_events(event),
                 Some(batch) = self.relays.rx.recv() => self.relayed(batch),
-                () = sleep_until(sleep), if sleep.is_some() => {}
+                () = &mut timer, if armed.is_some() => {}
             }
             // Every branch can make timers due: forwarding a packet makes its
             // subscribers due at once. Running them here, not on the next turn
             // of the loop, keeps the runtime's millisecond timer out of the
             // forwarding path.
-            self.timeouts(Instant::now());
+            now = Instant::now();
+            routers_due = self.timeouts(now);
+            // Sending moves no router's deadline (`Router::poll_transmit`,
+            // `poll_event`, `transmitted`), so the one just read holds.
             self.flush().await;
         }
         tracing::debug!(
@@ -268,7 +290,8 @@ impl Worker {
         );
     }
 
-    fn timeouts(&mut self, now: Instant) {
+    /// Runs what is due at `now`; returns the routers' next deadline.
+    fn timeouts(&mut self, now: Instant) -> Option<Instant> {
         if now >= self.metrics_at {
             self.export_stats();
             self.metrics_at = now + METRICS_EVERY;
@@ -277,11 +300,19 @@ impl Worker {
             self.tcp.expire(now);
             self.tcp_sweep_at = now + TCP_SWEEP;
         }
+        let mut next: Option<Instant> = None;
         for m in self.meetings.values_mut() {
-            if m.router.poll_timeout().is_some_and(|t| t <= now) {
+            let mut due = m.router.poll_timeout();
+            if due.is_some_and(|t| t <= now) {
                 m.router.handle_timeout(now);
+                due = m.router.poll_timeout();
             }
+            next = match (next, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
+        next
     }
 
     /// Reads queued datagrams in batches and hands each to its router.
@@ -293,6 +324,15 @@ impl Worker {
     /// into the clients' sockets"). The next batch's forwarding spaces them
     /// out; the cost is more, shorter send calls (and GSO trains) after a
     /// stall.
+    ///
+    /// A batch shorter than [`udp::BATCH`](super::udp::BATCH) emptied the
+    /// socket's queue (`recvmmsg` without waiting stops only there), so the
+    /// socket is marked not readable at once instead of by one more call
+    /// that finds nothing: at a meeting's rate, one publisher packet per
+    /// wake-up, that was a second `recvmmsg`, and a second pass over the
+    /// timers and the send queue, for every packet. A datagram that arrives
+    /// after the read raises a new readiness event, which the runtime has
+    /// not read yet, so it is not missed.
     async fn receive(&mut self) {
         let fd = self.socket.as_raw_fd();
         for batch in 0..RECV_BATCHES_PER_WAKE {
@@ -302,25 +342,38 @@ impl Worker {
                 self.flush().await;
             }
             let recv = &mut self.recv;
-            match self.socket.try_io(Interest::READABLE, || recv.recv(fd)) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            let mut got = 0;
+            let drained = match self.socket.try_io(Interest::READABLE, || {
+                got = recv.recv(fd)?;
+                if got < super::udp::BATCH {
+                    Err(std::io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(got)
+                }
+            }) {
+                Ok(_) => false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
                 Err(e) => {
                     tracing::debug!(error = %e, "media receive");
                     return;
                 }
+            };
+            if got > 0 {
+                let now = Instant::now();
+                for (from, data) in self.recv.datagrams() {
+                    route(
+                        &mut self.meetings,
+                        &mut self.by_source,
+                        &mut self.stats,
+                        self.local,
+                        now,
+                        from,
+                        data,
+                    );
+                }
             }
-            let now = Instant::now();
-            for (from, data) in self.recv.datagrams() {
-                route(
-                    &mut self.meetings,
-                    &mut self.by_source,
-                    &mut self.stats,
-                    self.local,
-                    now,
-                    from,
-                    data,
-                );
+            if drained {
+                return;
             }
         }
     }
@@ -452,8 +505,10 @@ impl Worker {
     /// Sends what the routers queued, in batches, and delivers their events
     /// to the rooms.
     async fn flush(&mut self) {
+        let mut polled = false;
         for m in self.meetings.values_mut() {
             while let Some(t) = m.router.poll_transmit() {
+                polled = true;
                 if t.proto == Protocol::Tcp {
                     self.tcp.send(t.destination, &t.contents);
                     continue;
@@ -472,6 +527,11 @@ impl Worker {
             self.relays.send(meeting, &mut self.relay_out);
         }
         send_all(&self.socket, &mut self.send).await;
+        if !polled {
+            // Nothing left: no departure to time (most wake-ups for a
+            // timer or RTCP).
+            return;
+        }
         // When they really left, for the fast path's congestion control.
         let sent = Instant::now();
         for m in self.meetings.values_mut() {
@@ -575,13 +635,6 @@ async fn send_all(socket: &UdpSocket, batch: &mut SendBatch) {
                 return;
             }
         }
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
