@@ -21,6 +21,7 @@
 //! publishers send over per-worker queues of batches ([`relay`]), so a
 //! lecture's fan-out uses every core and still takes no lock per packet.
 
+mod lag;
 pub mod link;
 mod meeting;
 pub mod relay;

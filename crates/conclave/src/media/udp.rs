@@ -7,12 +7,16 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, RawFd};
+use std::time::{Duration, Instant};
 
 use conclave_media::Transmit;
 use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, getsockopt, recvmmsg, sendmmsg,
-    sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, getsockopt,
+    recvmmsg, sendmmsg, sockopt,
 };
+use nix::sys::time::TimeSpec;
+
+use super::lag::Hist;
 
 /// Datagrams per system call. Large enough to amortise the call over a
 /// forwarding burst; small enough that the first packet of a batch does not
@@ -30,6 +34,19 @@ pub struct RecvBatch {
     got: Vec<Option<(SocketAddr, usize)>>,
     /// Datagrams dropped for being truncated or from a non-IP source.
     pub dropped: u64,
+    /// Measured only with [`RecvBatch::measure_lag`] (`media::lag`).
+    lag: Option<Box<RecvLag>>,
+}
+
+/// What [`RecvBatch`] measures for `media::lag`.
+#[derive(Default)]
+struct RecvLag {
+    /// Kernel receive time to the `recvmmsg` return, per datagram (µs).
+    queued: Hist,
+    /// Datagrams per `recvmmsg`.
+    batch: Hist,
+    /// When the last `recvmmsg` returned, until a flush takes it.
+    read_at: Option<Instant>,
 }
 
 impl RecvBatch {
@@ -39,7 +56,30 @@ impl RecvBatch {
             headers: MultiHeaders::preallocate(BATCH, None),
             got: Vec::with_capacity(BATCH),
             dropped: 0,
+            lag: None,
         }
+    }
+
+    /// Asks the kernel to timestamp each datagram `socket` receives, and
+    /// measures how long each waited to be read (`media::lag`).
+    pub fn measure_lag(&mut self, socket: &impl AsFd) {
+        if let Err(e) = nix::sys::socket::setsockopt(socket, sockopt::ReceiveTimestampns, &true) {
+            tracing::warn!(error = %e, "SO_TIMESTAMPNS");
+            return;
+        }
+        self.headers = MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec)));
+        self.lag = Some(Box::default());
+    }
+
+    /// When the last `recvmmsg` returned, once (`media::lag`).
+    pub fn take_read_at(&mut self) -> Option<Instant> {
+        self.lag.as_mut().and_then(|l| l.read_at.take())
+    }
+
+    /// The queue-wait and batch-size distributions (`media::lag`).
+    pub fn lag_hists(&mut self) -> (&mut Hist, &mut Hist) {
+        let lag = self.lag.get_or_insert_with(Box::default);
+        (&mut lag.queued, &mut lag.batch)
     }
 
     /// Reads what is queued on `fd` without blocking (`WouldBlock` when
@@ -55,7 +95,25 @@ impl RecvBatch {
             None,
         )
         .map_err(io::Error::from)?;
+        let lag = self.lag.as_deref_mut().map(|l| {
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            l.read_at = Some(Instant::now());
+            (l, wall)
+        });
+        let mut lag = lag;
         for r in results {
+            if let Some((l, wall)) = lag.as_mut()
+                && let Ok(cmsgs) = r.cmsgs()
+            {
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmTimestampns(t) = c {
+                        let at = Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32);
+                        l.queued.add(wall.saturating_sub(at).as_micros() as u64, 1);
+                    }
+                }
+            }
             let source = r.address.as_ref().and_then(socket_addr);
             let datagram = source
                 .filter(|_| !r.flags.contains(MsgFlags::MSG_TRUNC))
@@ -63,10 +121,40 @@ impl RecvBatch {
             self.dropped += u64::from(datagram.is_none());
             self.got.push(datagram);
         }
+        if let Some((l, _)) = lag {
+            l.batch.add(self.got.len() as u64, 1);
+        }
         Ok(self.got.len())
     }
 
+    /// How many datagrams the last [`RecvBatch::recv`] read, dropped ones
+    /// included.
+    pub fn count(&self) -> usize {
+        self.got.len()
+    }
+
+    /// The `i`th datagram of the last [`RecvBatch::recv`], with its source;
+    /// `None` for one that was dropped.
+    pub fn datagram(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+        let (from, len) = (*self.got.get(i)?)?;
+        Some((from, &self.bufs[i][..len]))
+    }
+
+    /// When the last `recvmmsg` returned, if measured and not yet taken.
+    pub fn read_at(&self) -> Option<Instant> {
+        self.lag.as_ref().and_then(|l| l.read_at)
+    }
+
+    /// Puts back what [`RecvBatch::take_read_at`] took, for the next
+    /// flush of the same batch.
+    pub fn keep_read_at(&mut self, at: Option<Instant>) {
+        if let Some(l) = self.lag.as_deref_mut() {
+            l.read_at = at;
+        }
+    }
+
     /// The datagrams of the last [`RecvBatch::recv`], with their sources.
+    #[cfg(test)]
     pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
         self.got
             .iter()
@@ -128,6 +216,20 @@ pub struct SendBatch {
     /// Trains sent, and the datagrams in them.
     pub trains: u64,
     pub train_datagrams: u64,
+    /// Measured only with [`SendBatch::measure_lag`] (`media::lag`).
+    lag: Option<Box<SendLag>>,
+}
+
+/// What [`SendBatch`] measures for `media::lag`.
+#[derive(Default)]
+struct SendLag {
+    /// From the receive that led to a flush to the `sendmmsg` return, per
+    /// datagram sent (µs).
+    forward: Hist,
+    /// `sendmmsg`s that found the socket's send buffer full (`EAGAIN`).
+    full: u64,
+    /// The `recvmmsg` return the datagrams queued now follow.
+    since: Option<Instant>,
 }
 
 impl SendBatch {
@@ -145,7 +247,28 @@ impl SendBatch {
             failed: 0,
             trains: 0,
             train_datagrams: 0,
+            lag: None,
         }
+    }
+
+    /// Measures how long forwarded datagrams take to leave (`media::lag`).
+    pub fn measure_lag(&mut self) {
+        self.lag = Some(Box::default());
+    }
+
+    /// Times what is sent from now on from `read_at`, the `recvmmsg`
+    /// return it follows (`None`: a flush for timers, not timed).
+    pub fn lag_from(&mut self, read_at: Option<Instant>) {
+        if let Some(l) = self.lag.as_deref_mut() {
+            l.since = read_at;
+        }
+    }
+
+    /// The forward distribution and the count of full send buffers since
+    /// the last call (`media::lag`).
+    pub fn lag_take(&mut self) -> (&mut Hist, u64) {
+        let lag = self.lag.get_or_insert_with(Box::default);
+        (&mut lag.forward, std::mem::take(&mut lag.full))
     }
 
     /// A batch for `socket` that sends GSO trains if its kernel can.
@@ -270,6 +393,15 @@ impl SendBatch {
                 .count();
             match self.send_run(fd, m, run, segment) {
                 Ok(n) => {
+                    if let Some(l) = self.lag.as_deref_mut()
+                        && let Some(since) = l.since
+                    {
+                        let count = self.messages[m..m + n]
+                            .iter()
+                            .map(|x| x.count)
+                            .sum::<usize>();
+                        l.forward.add_since(since, Instant::now(), count as u64);
+                    }
                     for x in &self.messages[m..m + n] {
                         if x.count > 1 {
                             self.trains += 1;
@@ -286,6 +418,9 @@ impl SendBatch {
                     }
                 }
                 Err(nix::errno::Errno::EAGAIN) => {
+                    if let Some(l) = self.lag.as_deref_mut() {
+                        l.full += 1;
+                    }
                     break if sent == 0 {
                         Err(io::ErrorKind::WouldBlock.into())
                     } else {

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::DriverCmd;
+use super::lag;
 use super::meeting::MeetingMedia;
 use super::relay::{RelayBatch, Relays};
 use super::tcp::{TCP_ACCEPT_BACKOFF, Tcp, TcpEvent};
@@ -77,6 +78,8 @@ pub struct Worker {
     relays: Relays,
     /// Reused for each meeting's hand-off messages.
     relay_out: Vec<conclave_media::relay::Relayed>,
+    /// With `CONCLAVE_MEDIA_LAG` set: where forwarding time goes.
+    lag: Option<lag::Turns>,
 }
 
 /// The router counters of one peer that go to the metrics.
@@ -128,7 +131,13 @@ pub struct WorkerStats {
 
 impl Worker {
     pub fn new(socket: UdpSocket, local: SocketAddr, tcp: Tcp) -> Self {
-        let send = SendBatch::for_socket(&socket);
+        let mut send = SendBatch::for_socket(&socket);
+        let mut recv = RecvBatch::new();
+        let lag = lag::enabled().then(|| {
+            recv.measure_lag(&socket);
+            send.measure_lag();
+            lag::Turns::new(Instant::now())
+        });
         Worker {
             socket,
             local,
@@ -137,7 +146,7 @@ impl Worker {
             tcp,
             tcp_sweep_at: Instant::now() + TCP_SWEEP,
             tcp_accept_at: Instant::now(),
-            recv: RecvBatch::new(),
+            recv,
             send,
             stats: WorkerStats::default(),
             audio_last_n: Some(conclave_media::DEFAULT_AUDIO_LAST_N),
@@ -148,6 +157,7 @@ impl Worker {
             exported: HashMap::new(),
             relays: Relays::none(),
             relay_out: Vec::new(),
+            lag,
         }
     }
 
@@ -292,6 +302,10 @@ impl Worker {
 
     /// Runs what is due at `now`; returns the routers' next deadline.
     fn timeouts(&mut self, now: Instant) -> Option<Instant> {
+        if let Some(l) = self.lag.as_mut() {
+            l.report(now, &mut self.recv, &mut self.send);
+        }
+        let timed = self.lag.is_some().then(Instant::now);
         if now >= self.metrics_at {
             self.export_stats();
             self.metrics_at = now + METRICS_EVERY;
@@ -312,18 +326,26 @@ impl Worker {
                 (a, b) => a.or(b),
             };
         }
+        if let (Some(l), Some(t)) = (self.lag.as_mut(), timed) {
+            l.timeouts.add_since(t, Instant::now(), 1);
+        }
         next
     }
 
     /// Reads queued datagrams in batches and hands each to its router.
     ///
-    /// What a batch made the routers queue is sent before the next batch is
-    /// read: after a stall, flushing a whole wake-up's batches at once sent
-    /// each subscriber up to 8 × 32 publishers' packets back to back, more
-    /// than a client's receive buffer holds (docs/benchmarks.md, "bursts
-    /// into the clients' sockets"). The next batch's forwarding spaces them
-    /// out; the cost is more, shorter send calls (and GSO trains) after a
-    /// stall.
+    /// What each datagram made the routers queue (its copies, one per
+    /// subscriber) is sent before the next datagram is forwarded, and
+    /// before the timers run: sending a batch's copies together made the
+    /// first datagram's copies wait for the whole batch's forwarding, up to
+    /// ~1 ms for the 10-13 datagrams a wake-up reads at the 99th percentile
+    /// of a 20-member meeting, and longer whenever the worker was
+    /// descheduled in the middle (docs/benchmarks.md, "Where the tail comes
+    /// from"). It also spaces a subscriber's datagrams out after a stall:
+    /// flushing a whole wake-up's batches at once sent each subscriber up to
+    /// 8 × 32 publishers' packets back to back, more than a client's receive
+    /// buffer holds ("bursts into the clients' sockets"). The cost is more,
+    /// shorter send calls (and GSO trains).
     ///
     /// A batch shorter than [`udp::BATCH`](super::udp::BATCH) emptied the
     /// socket's queue (`recvmmsg` without waiting stops only there), so the
@@ -360,7 +382,11 @@ impl Worker {
             };
             if got > 0 {
                 let now = Instant::now();
-                for (from, data) in self.recv.datagrams() {
+                let read_at = self.recv.read_at();
+                for d in 0..self.recv.count() {
+                    let Some((from, data)) = self.recv.datagram(d) else {
+                        continue;
+                    };
                     route(
                         &mut self.meetings,
                         &mut self.by_source,
@@ -370,6 +396,9 @@ impl Worker {
                         from,
                         data,
                     );
+                    // Its copies leave before the next datagram is forwarded.
+                    self.recv.keep_read_at(read_at);
+                    self.flush().await;
                 }
             }
             if drained {
@@ -505,6 +534,7 @@ impl Worker {
     /// Sends what the routers queued, in batches, and delivers their events
     /// to the rooms.
     async fn flush(&mut self) {
+        self.send.lag_from(self.recv.take_read_at());
         let mut polled = false;
         for m in self.meetings.values_mut() {
             while let Some(t) = m.router.poll_transmit() {
