@@ -279,18 +279,26 @@ async function meetingOfThree(variant, flags, server) {
   const host = await openBrowser(`network-${variant}-host`, { flags });
   const guests = [await openBrowser(`network-${variant}-g1`, { flags }), await openBrowser(`network-${variant}-g2`, { flags })];
   const all = [host, ...guests];
-  if (variant === 'nored') for (const b of all) await b.context.addInitScript(withoutRed);
-  const invite = await hostStartsMeeting(host.page, server.url, USER, PASSWORD);
-  for (const [i, g] of guests.entries()) {
-    const name = `Guest ${i + 1}`;
-    await g.page.goto(invite);
-    await g.page.getByRole('textbox', { name: 'Your name', exact: true }).fill(name);
-    await g.page.getByRole('button', { name: 'Join', exact: true }).click();
-    await host.page.getByRole('listitem').filter({ hasText: name }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 30_000 });
-    await g.page.getByRole('toolbar', { name: 'Meeting controls' }).waitFor({ timeout: 30_000 });
-  }
-  for (const b of all) {
-    await eventually(() => inbound(b.page), (s) => s.video >= 2 && s.frames > 40, { timeout: 60_000, what: 'every member decodes two videos' });
+  try {
+    if (variant === 'nored') for (const b of all) await b.context.addInitScript(withoutRed);
+    const invite = await hostStartsMeeting(host.page, server.url, USER, PASSWORD);
+    for (const [i, g] of guests.entries()) {
+      const name = `Guest ${i + 1}`;
+      await g.page.goto(invite);
+      await g.page.getByRole('textbox', { name: 'Your name', exact: true }).fill(name);
+      await g.page.getByRole('button', { name: 'Join', exact: true }).click();
+      await host.page.getByRole('listitem').filter({ hasText: name }).getByRole('button', { name: 'Admit', exact: true }).click({ timeout: 30_000 });
+      await g.page.getByRole('toolbar', { name: 'Meeting controls' }).waitFor({ timeout: 30_000 });
+    }
+    for (const b of all) {
+      await eventually(() => inbound(b.page), (s) => s.video >= 2 && s.frames > 40, { timeout: 60_000, what: 'every member decodes two videos' });
+    }
+  } catch (e) {
+    // A meeting that did not come together: its browsers would otherwise
+    // stay in the meeting (loading the machine during the next windows)
+    // and keep node from exiting at the end of the run.
+    for (const b of all) await b.close().catch(() => {});
+    throw e;
   }
   return all;
 }
