@@ -813,7 +813,9 @@ pub fn start(
         let (socket, listener) = {
             let _in_runtime = runtime.enter();
             (
-                tokio::net::UdpSocket::from_std(socket).map_err(bind_err)?,
+                // Reading only: the worker waits for room to send on its own
+                // registration, only when the buffer is full (worker.rs).
+                worker::register(socket, tokio::io::Interest::READABLE).map_err(bind_err)?,
                 tokio::net::TcpListener::from_std(listener).map_err(tcp_err)?,
             )
         };

@@ -5,14 +5,14 @@
 //! takes no lock; rooms reach a worker only through its command queue.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use conclave_media::{PeerId, PeerStats, Protocol, Router, RouterConfig, framing};
 use conclave_proto::MeetingId;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +45,14 @@ const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 type Route = (MeetingId, PeerId);
 
 pub struct Worker {
-    socket: UdpSocket,
+    /// Registered with the runtime for reading only (`media::start`): a
+    /// socket registered for writing too is reported writable each time
+    /// the kernel frees what it sent, which on loopback and veth is during
+    /// the `sendmmsg` itself, so every send cost the worker one more
+    /// `epoll_wait` and turn of the runtime. [`send_all`] waits for
+    /// room in the send buffer on a registration of its own, only while
+    /// the buffer is full.
+    socket: AsyncFd<UdpSocket>,
     local: SocketAddr,
     meetings: HashMap<MeetingId, MeetingMedia>,
     /// Which meeting's peer took the last datagram from each address: the
@@ -130,8 +137,8 @@ pub struct WorkerStats {
 }
 
 impl Worker {
-    pub fn new(socket: UdpSocket, local: SocketAddr, tcp: Tcp) -> Self {
-        let mut send = SendBatch::for_socket(&socket);
+    pub fn new(socket: AsyncFd<UdpSocket>, local: SocketAddr, tcp: Tcp) -> Self {
+        let mut send = SendBatch::for_socket(socket.get_ref());
         let mut recv = RecvBatch::new();
         let lag = lag::enabled().then(|| {
             recv.measure_lag(&socket);
@@ -260,7 +267,7 @@ impl Worker {
                 // Polled, not awaited through `readable()`: that future
                 // joins the socket's waiter list, under its lock, and leaves
                 // it again on every wake-up.
-                ready = std::future::poll_fn(|cx| self.socket.poll_recv_ready(cx)) => match ready {
+                ready = std::future::poll_fn(|cx| self.socket.poll_read_ready(cx).map_ok(drop)) => match ready {
                     Ok(()) => self.receive().await,
                     Err(e) => tracing::debug!(error = %e, "media socket"),
                 },
@@ -365,7 +372,7 @@ impl Worker {
             }
             let recv = &mut self.recv;
             let mut got = 0;
-            let drained = match self.socket.try_io(Interest::READABLE, || {
+            let drained = match self.socket.try_io(Interest::READABLE, |_| {
                 got = recv.recv(fd)?;
                 if got < super::udp::BATCH {
                     Err(std::io::ErrorKind::WouldBlock.into())
@@ -646,17 +653,56 @@ fn route_one(
         .map(|peer| (id, peer))
 }
 
+/// `socket` registered with the current runtime for `interest` only.
+///
+/// tokio 1.54 deprecates `AsyncFd::with_interest` for types whose
+/// descriptor may change or close under the registration, and offers an
+/// `unsafe` replacement this crate forbids. A `std::net::UdpSocket` owns
+/// its descriptor, which stays open and the same until the `AsyncFd` that
+/// owns the socket is dropped: the case the deprecation does not concern.
+#[allow(deprecated)]
+pub(super) fn register(
+    socket: UdpSocket,
+    interest: Interest,
+) -> std::io::Result<AsyncFd<UdpSocket>> {
+    AsyncFd::with_interest(socket, interest)
+}
+
 /// Sends the whole batch, waiting whenever the socket's buffer is full.
-async fn send_all(socket: &UdpSocket, batch: &mut SendBatch) {
+async fn send_all(socket: &AsyncFd<UdpSocket>, batch: &mut SendBatch) {
     let fd = socket.as_raw_fd();
+    // A second descriptor of the socket, registered for writing while the
+    // buffer is full and dropped (unregistered) once the batch is out.
+    let mut full: Option<AsyncFd<UdpSocket>> = None;
     while !batch.is_empty() {
-        match socket.try_io(Interest::WRITABLE, || batch.send(fd)) {
+        match batch.send(fd) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if let Err(e) = socket.writable().await {
-                    tracing::debug!(error = %e, "media socket");
-                    batch.clear();
-                    return;
+                let waiting = match full.take() {
+                    Some(w) => Ok(w),
+                    None => socket
+                        .get_ref()
+                        .try_clone()
+                        .and_then(|s| register(s, Interest::WRITABLE)),
+                };
+                let waiting = match waiting {
+                    Ok(w) => full.insert(w),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "media socket");
+                        batch.clear();
+                        return;
+                    }
+                };
+                match waiting.writable().await {
+                    // Ready may be stale (set before the last send): the
+                    // next send finds out, and the next wait is for a new
+                    // event.
+                    Ok(mut ready) => ready.clear_ready(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "media socket");
+                        batch.clear();
+                        return;
+                    }
                 }
             }
             Err(e) => {
