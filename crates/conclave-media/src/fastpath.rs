@@ -289,6 +289,23 @@ struct Kept {
     payload: Option<Arc<[u8]>>,
     /// The datagram's length: what a resend costs the budget.
     sealed_len: usize,
+    /// The last bytes of the datagram as it first left (its SRTP tag).
+    /// Sealing again at the same index is safe only with the same
+    /// plaintext; a resend whose tail differs was sealed from other bytes
+    /// (a defect), and sending it would reuse a nonce over different data,
+    /// so it is dropped and counted instead.
+    tail: [u8; TAIL],
+}
+
+/// How much of a sealed datagram [`Kept::tail`] keeps: a whole tag.
+const TAIL: usize = 16;
+
+/// The last [`TAIL`] bytes of `sealed` (zeros in front if shorter).
+fn tail_of(sealed: &[u8]) -> [u8; TAIL] {
+    let mut tail = [0u8; TAIL];
+    let n = sealed.len().min(TAIL);
+    tail[TAIL - n..].copy_from_slice(&sealed[sealed.len() - n..]);
+    tail
 }
 
 impl FastPath {
@@ -684,9 +701,14 @@ impl FastPath {
                     let header = &kept.bytes;
                     let sealer = self.sealer.as_mut();
                     match sealer.map(|s| s.reseal_parts_at(header, payload, seq, &mut out)) {
-                        Some(Ok(n)) => {
+                        Some(Ok(n)) if tail_of(&out[..n]) == kept.tail => {
                             out.truncate(n);
                             out
+                        }
+                        Some(Ok(_)) => {
+                            stats.fast_seal_errors += 1;
+                            tracing::warn!(seq, "resend sealed to other bytes; dropped");
+                            continue;
                         }
                         Some(Err(error)) => {
                             stats.fast_seal_errors += 1;
@@ -763,12 +785,13 @@ impl FastStream {
 
     /// Keeps a copy of `sealed`, a datagram str0m sealed, for resends.
     fn keep(&mut self, seq: u64, now: Instant, key: bool, sealed: &[u8]) {
-        self.keep_bytes(seq, now, key, sealed, None, sealed.len());
+        self.keep_bytes(seq, now, key, sealed, None, sealed);
     }
 
-    /// Keeps what this path sealed at `seq`, `sealed_len` bytes: its clear
+    /// Keeps what this path sealed at `seq` into `sealed`: its clear
     /// `header` (as sealed, with its transport-wide number) and the shared
-    /// `payload`, to be sealed again on a NACK.
+    /// `payload`, to be sealed again on a NACK, and the datagram's tail to
+    /// check that sealing again gives the same bytes.
     fn keep_clear(
         &mut self,
         seq: u64,
@@ -776,9 +799,9 @@ impl FastStream {
         key: bool,
         header: &[u8],
         payload: &Arc<[u8]>,
-        sealed_len: usize,
+        sealed: &[u8],
     ) {
-        self.keep_bytes(seq, now, key, header, Some(payload.clone()), sealed_len);
+        self.keep_bytes(seq, now, key, header, Some(payload.clone()), sealed);
     }
 
     /// Fills the slot of `seq`, reusing its buffer.
@@ -789,8 +812,9 @@ impl FastStream {
         key: bool,
         bytes: &[u8],
         payload: Option<Arc<[u8]>>,
-        sealed_len: usize,
+        sealed: &[u8],
     ) {
+        let (sealed_len, tail) = (sealed.len(), tail_of(sealed));
         let slot = &mut self.history[(seq % HISTORY_PACKETS as u64) as usize];
         match slot {
             Some(k) => {
@@ -801,6 +825,7 @@ impl FastStream {
                 k.bytes.extend_from_slice(bytes);
                 k.payload = payload;
                 k.sealed_len = sealed_len;
+                k.tail = tail;
             }
             None => {
                 *slot = Some(Kept {
@@ -810,6 +835,7 @@ impl FastStream {
                     bytes: bytes.to_vec(),
                     payload,
                     sealed_len,
+                    tail,
                 })
             }
         }
@@ -1101,14 +1127,7 @@ impl Peer {
         stream.budget.sent_bytes += sealed.len() as f64;
         // Audio is not repaired (no RTX for Opus here): nothing to keep.
         if kind == MediaKind::Video {
-            stream.keep_clear(
-                rewritten.seq,
-                now,
-                key,
-                &clear,
-                &packet.payload,
-                sealed.len(),
-            );
+            stream.keep_clear(rewritten.seq, now, key, &clear, &packet.payload, &sealed);
             fast.budget.decay(now);
             fast.budget.sent_bytes += sealed.len() as f64;
         }
@@ -1270,6 +1289,67 @@ mod tests {
         }
         assert!(parsed > 100, "{parsed}");
         assert!(refused > 0, "{refused} of {parsed}");
+    }
+
+    /// A resend is the first datagram sealed again at the same index. If a
+    /// defect ever kept other bytes than were sealed there, sealing them
+    /// would reuse the index's nonce over different data: the resend is
+    /// checked against the first datagram's tag and dropped, not sent.
+    #[test]
+    fn a_resend_that_would_seal_other_bytes_is_dropped_not_sent() {
+        use std::sync::Arc;
+
+        use str0m::crypto::dtls::SrtpProfile;
+        use str0m::net::Protocol;
+
+        use super::{FastPath, FastStream, SRTP_OVERHEAD};
+        use crate::keyexport::{KeySlot, base_provider};
+        use crate::srtp::SrtpSealer;
+        use crate::transmit::TransmitQueue;
+
+        // Any instant: nothing here reads a clock.
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let ssrc = 0x0102_0304u32;
+        let header = [0x80, 96, 0, 7, 0, 0, 0, 9, 1, 2, 3, 4];
+        let sent: Arc<[u8]> = Arc::from(&[0x11u8; 200][..]);
+        let other: Arc<[u8]> = Arc::from(&[0x22u8; 200][..]);
+        let route = Some((
+            Protocol::Udp,
+            "127.0.0.1:1".parse().expect("address"),
+            "127.0.0.1:2".parse().expect("address"),
+        ));
+        let resend = |kept: &Arc<[u8]>| {
+            let mut fast = FastPath::new(KeySlot::default(), None, None, false, now);
+            let material = [7u8; 2 * (16 + 12)];
+            let sealer = SrtpSealer::new(
+                base_provider(),
+                SrtpProfile::AEAD_AES_128_GCM,
+                &material,
+                true,
+            );
+            let mut sealer = sealer.expect("sealer");
+            let mut sealed = vec![0u8; header.len() + sent.len() + SRTP_OVERHEAD];
+            let n = sealer.seal_parts_at(&header, &sent, 7, &mut sealed);
+            sealed.truncate(n.expect("sealed"));
+            fast.sealer = Some(sealer);
+            fast.route = route;
+            let mut stream = FastStream::new(now);
+            stream.keep_clear(7, now, true, &header, kept, &sealed);
+            fast.streams.insert(ssrc, stream);
+            let mut transmits = TransmitQueue::new(16);
+            let mut stats = crate::PeerStats::default();
+            fast.on_nack(ssrc, |_| vec![7.into()], now, &mut transmits, &mut stats);
+            (transmits.pop().map(|t| t.contents.to_vec()), sealed, stats)
+        };
+
+        let (again, first, stats) = resend(&sent);
+        assert_eq!(again.as_deref(), Some(&first[..]), "the same bytes");
+        assert_eq!((stats.fast_resent, stats.fast_seal_errors), (1, 0));
+
+        let (again, _, stats) = resend(&other);
+        assert_eq!(again, None, "other bytes at a used index are not sent");
+        assert_eq!((stats.fast_resent, stats.fast_seal_errors), (0, 1));
     }
 
     #[test]
