@@ -3,8 +3,9 @@
 // subscriber the layer its tile needs. A subscriber with a small window gets
 // a smaller picture than one with a large window, both decoding; when the
 // small window grows, its subscriber is moved up to a larger layer. A layer
-// nobody receives is paused by the host on the server's word (dynacast) and
-// resumed when a viewer needs it again.
+// nobody receives is paused by the host on the server's word (dynacast),
+// except the smallest while anyone shows the video, and resumed when a
+// viewer needs it again.
 // Each step relies on the ones before it, so they run in order.
 
 import assert from 'node:assert/strict';
@@ -17,6 +18,8 @@ const PASSWORD = 'correct horse battery staple';
 const LARGE = { width: 1920, height: 1080 };
 /** A window whose grid shows three tiles of about 170×95: the quarter layer covers them. */
 const SMALL = { width: 560, height: 420 };
+/** A window whose grid shows three tiles of about 470×265: the half layer covers them. */
+const MEDIUM = { width: 1200, height: 800 };
 
 /** The page's video senders' outbound-rtp entries: [{rid, width, height, framesSent, framesEncoded, active}]. */
 function outboundVideo(page) {
@@ -223,48 +226,52 @@ describe('simulcast from the browser', () => {
     await screenshot(small.page, 'simulcast-small-viewer-grown');
   });
 
-  step('dynacast: the layer nobody receives stops being encoded, both viewers keep decoding, and it comes back when wanted', async () => {
-    // Both tiles are large now: nobody receives q. The server tells the
-    // host (layers_wanted) 2 s after q was last received, and the host
-    // turns the encoding off (active: false).
-    const paused = await eventually(() => outboundVideo(host.page), (o) => o.find((l) => l.rid === 'q')?.active === false,
-      { timeout: 20_000, every: 500, what: 'the host pauses q' });
-    console.log(`host's layers once q paused: ${JSON.stringify(paused)}`);
-    // While q stays off (a viewer short of bandwidth may want it again,
-    // which turns it back on), it is not encoded or sent: find 3 s of it
-    // being off and compare its counters across them.
+  step('dynacast: a layer nobody receives stops being encoded, the smallest stays, both viewers keep decoding, and it comes back when wanted', async () => {
+    // Both tiles are large now: both viewers get f, nobody receives h or q.
+    // The server tells the host (layers_wanted) 2 s after a layer was last
+    // received, and the host turns its encoding off (active: false); the
+    // smallest layer stays on while anyone shows the video, as the layer
+    // a viewer short of bandwidth steps down to (turning a layer on or off
+    // restarts the browser's encoder, a key frame on every layer).
+    const paused = await eventually(() => outboundVideo(host.page), (o) => o.find((l) => l.rid === 'h')?.active === false,
+      { timeout: 20_000, every: 500, what: 'the host pauses h' });
+    console.log(`host's layers once h paused: ${JSON.stringify(paused)}`);
+    // While h stays off, it is not encoded or sent: find 3 s of it being
+    // off and compare its counters across them.
     const seen = { large: await inboundVideo(large.page), small: await inboundVideo(small.page) };
     let off = null;
     let window3s = null;
     for (let i = 0; i < 40 && !window3s; i += 1) {
-      const q = (await outboundVideo(host.page)).find((l) => l.rid === 'q');
+      const h = (await outboundVideo(host.page)).find((l) => l.rid === 'h');
       const at = Date.now();
-      if (!q || q.active !== false) off = null;
-      else if (!off) off = { at, q };
-      else if (at - off.at >= 3000) window3s = [off.q, q];
+      if (!h || h.active !== false) off = null;
+      else if (!off) off = { at, h };
+      else if (at - off.at >= 3000) window3s = [off.h, h];
       if (!window3s) await new Promise((r) => setTimeout(r, 500));
     }
-    assert.ok(window3s, 'q stayed off for 3 s');
-    const [q0, q1] = window3s;
-    console.log(`q over 3 s off: ${JSON.stringify(q0)} -> ${JSON.stringify(q1)}`);
-    assert.ok(q1.framesEncoded - q0.framesEncoded <= 1 && q1.bytesSent - q0.bytesSent < 2000,
-      `q is no longer encoded or sent: ${JSON.stringify(q0)} -> ${JSON.stringify(q1)}`);
+    assert.ok(window3s, 'h stayed off for 3 s');
+    const [h0, h1] = window3s;
+    console.log(`h over 3 s off: ${JSON.stringify(h0)} -> ${JSON.stringify(h1)}`);
+    assert.ok(h1.framesEncoded - h0.framesEncoded <= 1 && h1.bytesSent - h0.bytesSent < 2000,
+      `h is no longer encoded or sent: ${JSON.stringify(h0)} -> ${JSON.stringify(h1)}`);
     const o = await outboundVideo(host.page);
-    assert.ok(o.some((l) => l.rid !== 'q' && l.active), `a watched layer is still on: ${JSON.stringify(o)}`);
+    const byRid = Object.fromEntries(o.map((l) => [l.rid, l]));
+    assert.ok(byRid.f?.active, `the watched layer is still on: ${JSON.stringify(o)}`);
+    assert.ok(byRid.q?.active, `the smallest layer stays on for stepping down: ${JSON.stringify(o)}`);
     // The viewers keep decoding meanwhile (a layer switch may hold one
     // back for a moment, so not per second).
     const still = await eventually(async () => ({ large: await inboundVideo(large.page), small: await inboundVideo(small.page) }),
       (r) => r.large.framesDecoded > seen.large.framesDecoded + 30 && r.small.framesDecoded > seen.small.framesDecoded + 30,
       { timeout: 15_000, every: 500, what: 'both viewers keep decoding' });
-    // The small viewer's window shrinks again: q is wanted at once, the host
-    // turns it on, and the viewer gets the small picture.
-    await small.page.setViewportSize(SMALL);
-    const back = await eventually(() => outboundVideo(host.page), (v) => v.find((l) => l.rid === 'q')?.active === true,
-      { timeout: 10_000, every: 250, what: 'the host resumes q' });
+    // The small viewer's window shrinks to a middle size: h is wanted at
+    // once, the host turns it on, and the viewer gets the middle picture.
+    await small.page.setViewportSize(MEDIUM);
+    const back = await eventually(() => outboundVideo(host.page), (v) => v.find((l) => l.rid === 'h')?.active === true,
+      { timeout: 10_000, every: 250, what: 'the host resumes h' });
     const shrunk = await eventually(async () => ({ large: await inboundVideo(large.page), small: await inboundVideo(small.page) }),
-      (r) => r.small.width > 0 && r.small.width < r.large.width && r.small.framesDecoded > still.small.framesDecoded + 30,
-      { timeout: 30_000, every: 500, what: 'the shrunk viewer gets the small layer again and decodes it' });
-    console.log(`q resumed: ${JSON.stringify(back)}; received: ${JSON.stringify(shrunk)}`);
+      (r) => r.small.width > 320 && r.small.width < r.large.width && r.small.framesDecoded > still.small.framesDecoded + 30,
+      { timeout: 30_000, every: 500, what: 'the shrunk viewer gets the middle layer and decodes it' });
+    console.log(`h resumed: ${JSON.stringify(back)}; received: ${JSON.stringify(shrunk)}`);
     assert.deepEqual([...host.errors, ...large.errors, ...small.errors], []);
   });
 });
