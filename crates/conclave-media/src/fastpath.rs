@@ -121,14 +121,20 @@ const BUDGET_HALF_LIFE: Duration = Duration::from_secs(1);
 /// [`BUDGET_HALF_LIFE`] holds (1/ln 2): to compare it with a rate.
 const BUDGET_WINDOW_SECS: f64 = std::f64::consts::LOG2_E;
 
-/// What a budget counter keeps of its value after `elapsed`: it halves
-/// every [`BUDGET_HALF_LIFE`], smoothly.
-fn decay_factor(elapsed: Duration) -> f64 {
-    if elapsed.is_zero() {
-        return 1.0;
-    }
-    0.5f64.powf(elapsed.as_secs_f64() / BUDGET_HALF_LIFE.as_secs_f64())
-}
+/// How often a budget's counters decay: 1/256 of [`BUDGET_HALF_LIFE`].
+/// They were decayed smoothly at every packet, one `powf` each, a cost of
+/// every forwarded datagram; decayed in whole steps they lag the smooth
+/// curve by at most one step's decay (0.27 %), and a packet within a step
+/// of the last decay costs a comparison.
+const BUDGET_STEP: Duration = Duration::from_nanos(BUDGET_HALF_LIFE.as_nanos() as u64 / 256);
+
+/// What a counter keeps of its value over one [`BUDGET_STEP`]: 2^(-1/256)
+/// (`budget_step_factor_is_the_half_life_s` checks it).
+const BUDGET_STEP_FACTOR: f64 = 0.997_296_056_085_470_1;
+
+/// Steps after which a counter is taken as empty: 64 half-lives leave
+/// less than 1e-19 of it (and the step count fits `powi`'s `i32`).
+const BUDGET_EMPTY_STEPS: u128 = 64 * 256;
 
 /// Bytes sent and resent, halved every [`BUDGET_HALF_LIFE`]: what a
 /// stream's or a session's resends are weighed against.
@@ -147,13 +153,27 @@ impl Budget {
         }
     }
 
+    /// Decays the counters to `now` by whole [`BUDGET_STEP`]s: what they
+    /// halve to every [`BUDGET_HALF_LIFE`] up to the last step boundary
+    /// before `now`, which becomes their time (so the steps never drift
+    /// from the smooth curve). A `now` before their time changes nothing.
     fn decay(&mut self, now: Instant) {
-        let f = decay_factor(now.saturating_duration_since(self.at));
-        if f < 1.0 {
-            self.sent_bytes *= f;
-            self.resent_bytes *= f;
-            self.at = now;
+        let elapsed = now.saturating_duration_since(self.at);
+        if elapsed < BUDGET_STEP {
+            return;
         }
+        let steps = elapsed.as_nanos() / BUDGET_STEP.as_nanos();
+        if steps >= BUDGET_EMPTY_STEPS {
+            self.sent_bytes = 0.0;
+            self.resent_bytes = 0.0;
+            self.at = now;
+            return;
+        }
+        // Below BUDGET_EMPTY_STEPS: fits both i32 and u32.
+        let f = BUDGET_STEP_FACTOR.powi(steps as i32);
+        self.sent_bytes *= f;
+        self.resent_bytes *= f;
+        self.at += BUDGET_STEP * steps as u32;
     }
 }
 
@@ -1350,6 +1370,73 @@ mod tests {
         let (again, _, stats) = resend(&other);
         assert_eq!(again, None, "other bytes at a used index are not sent");
         assert_eq!((stats.fast_resent, stats.fast_seal_errors), (0, 1));
+    }
+
+    #[test]
+    fn budget_step_factor_is_the_half_life_s() {
+        use super::{BUDGET_HALF_LIFE, BUDGET_STEP, BUDGET_STEP_FACTOR};
+        let exact = 0.5f64.powf(BUDGET_STEP.as_secs_f64() / BUDGET_HALF_LIFE.as_secs_f64());
+        assert!((BUDGET_STEP_FACTOR - exact).abs() < 1e-15, "{exact}");
+        assert_eq!(BUDGET_STEP * 256, BUDGET_HALF_LIFE);
+    }
+
+    /// The budget's counters halve every half-life, as they did when decayed
+    /// smoothly at every packet: exactly at whole steps, never more than
+    /// one step's decay above the smooth curve between them, and the same
+    /// however often they are decayed (the steps do not drift).
+    #[test]
+    fn budget_counters_halve_every_half_life_however_often_decayed() {
+        use super::{BUDGET_HALF_LIFE, BUDGET_STEP, BUDGET_STEP_FACTOR, Budget};
+        // Any instant: nothing here reads a clock.
+        #[allow(clippy::disallowed_methods)]
+        let zero = Instant::now();
+        let smooth =
+            |elapsed: Duration| 0.5f64.powf(elapsed.as_secs_f64() / BUDGET_HALF_LIFE.as_secs_f64());
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+
+        // Decayed at every millisecond, as per-packet calls do.
+        let mut often = Budget::new(zero);
+        often.sent_bytes = 1_000_000.0;
+        often.resent_bytes = 1_000.0;
+        for ms in 1..=2_000 {
+            often.decay(zero + Duration::from_millis(ms));
+        }
+        assert!(close(often.sent_bytes, 250_000.0), "{}", often.sent_bytes);
+        assert!(close(often.resent_bytes, 250.0), "{}", often.resent_bytes);
+
+        // Decayed once, at odd times: between the smooth value and one step
+        // above it.
+        for elapsed_us in [3_906, 3_907, 10_000, 333_333, 1_500_001, 7_777_777] {
+            let elapsed = Duration::from_micros(elapsed_us);
+            let mut once = Budget::new(zero);
+            once.sent_bytes = 1_000_000.0;
+            once.decay(zero + elapsed);
+            let want = 1_000_000.0 * smooth(elapsed);
+            assert!(once.sent_bytes >= want * (1.0 - 1e-12), "{elapsed:?}");
+            assert!(
+                once.sent_bytes <= want / BUDGET_STEP_FACTOR * (1.0 + 1e-12),
+                "{elapsed:?}"
+            );
+        }
+
+        // Within a step of its time, and before it: unchanged.
+        let mut early = Budget::new(zero + BUDGET_STEP);
+        early.sent_bytes = 100.0;
+        early.decay(zero);
+        early.decay(zero + BUDGET_STEP + BUDGET_STEP / 2);
+        assert_eq!(early.sent_bytes, 100.0);
+        early.decay(zero + BUDGET_STEP * 2);
+        assert!(close(early.sent_bytes, 100.0 * BUDGET_STEP_FACTOR));
+
+        // After a long silence: empty.
+        let mut idle = Budget::new(zero);
+        idle.sent_bytes = 1e12;
+        idle.resent_bytes = 1e12;
+        idle.decay(zero + Duration::from_secs(3_600));
+        assert_eq!((idle.sent_bytes, idle.resent_bytes), (0.0, 0.0));
+        idle.sent_bytes = 8.0;
+        idle.decay(zero + Duration::from_secs(3_601));
+        assert!(close(idle.sent_bytes, 4.0), "{}", idle.sent_bytes);
     }
 
     #[test]
