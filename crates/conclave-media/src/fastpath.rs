@@ -468,7 +468,7 @@ impl FastPath {
             clear[2..4].copy_from_slice(&pad.next.to_be_bytes());
             pad.next = pad.next.wrapping_add(1);
         }
-        let mut sealed = vec![0u8; clear.len() + SRTP_OVERHEAD];
+        let mut sealed = transmits.buffer(clear.len() + SRTP_OVERHEAD);
         match self.sealer().map(|s| s.seal_rtp(&clear, &mut sealed)) {
             Some(Ok(n)) => {
                 sealed.truncate(n);
@@ -478,10 +478,11 @@ impl FastPath {
                 pace(&mut self.pacer, now, out, transmits, stats);
             }
             Some(Err(error)) => {
+                transmits.recycle(sealed);
                 stats.fast_seal_errors += 1;
                 tracing::debug!(%error, "str0m's packet not sealed again");
             }
-            None => {}
+            None => transmits.recycle(sealed),
         }
     }
 
@@ -520,7 +521,9 @@ impl FastPath {
         }
         for _ in 0..due {
             let Some(pad) = self.pad.as_mut() else { return };
-            let mut clear = Vec::with_capacity(20 + PROBE_PADDING);
+            // The header buffer is free between packets: reused here.
+            let mut clear = std::mem::take(&mut self.clear);
+            clear.clear();
             // V=2, padding, one extension block; no marker.
             clear.extend_from_slice(&[0xb0, pad.pt & 0x7f]);
             clear.extend_from_slice(&pad.next.to_be_bytes());
@@ -530,13 +533,16 @@ impl FastPath {
             clear.resize(clear.len() + PROBE_PADDING - 1, 0);
             clear.push(PROBE_PADDING as u8);
             pad.next = pad.next.wrapping_add(1);
-            let mut sealed = vec![0u8; clear.len() + SRTP_OVERHEAD];
             let Some(at) = extension_at(&clear, id) else {
+                self.clear = clear;
                 return;
             };
+            let mut sealed = transmits.buffer(clear.len() + SRTP_OVERHEAD);
             let seq = self.bwe.register_probe(now, sealed.len(), probe);
             clear[at..at + 2].copy_from_slice(&(seq as u16).to_be_bytes());
-            match self.sealer().map(|s| s.seal_rtp(&clear, &mut sealed)) {
+            let result = self.sealer().map(|s| s.seal_rtp(&clear, &mut sealed));
+            self.clear = clear;
+            match result {
                 Some(Ok(n)) => {
                     sealed.truncate(n);
                     stats.fast_probe_packets += 1;
@@ -544,11 +550,15 @@ impl FastPath {
                     pace(&mut self.pacer, now, out, transmits, stats);
                 }
                 Some(Err(error)) => {
+                    transmits.recycle(sealed);
                     stats.fast_seal_errors += 1;
                     tracing::debug!(%error, "probe not sealed");
                     return;
                 }
-                None => return,
+                None => {
+                    transmits.recycle(sealed);
+                    return;
+                }
             }
         }
     }
@@ -715,9 +725,14 @@ impl FastPath {
                 continue;
             }
             let again = match &kept.payload {
-                None => kept.bytes.clone(),
+                None => {
+                    let mut out = transmits.buffer(kept.bytes.len());
+                    out.copy_from_slice(&kept.bytes);
+                    out
+                }
                 Some(payload) => {
-                    let mut out = vec![0u8; kept.bytes.len() + payload.len() + SRTP_OVERHEAD];
+                    let mut out =
+                        transmits.buffer(kept.bytes.len() + payload.len() + SRTP_OVERHEAD);
                     let header = &kept.bytes;
                     let sealer = self.sealer.as_mut();
                     match sealer.map(|s| s.reseal_parts_at(header, payload, seq, &mut out)) {
@@ -726,16 +741,21 @@ impl FastPath {
                             out
                         }
                         Some(Ok(_)) => {
+                            transmits.recycle(out);
                             stats.fast_seal_errors += 1;
                             tracing::warn!(seq, "resend sealed to other bytes; dropped");
                             continue;
                         }
                         Some(Err(error)) => {
+                            transmits.recycle(out);
                             stats.fast_seal_errors += 1;
                             tracing::debug!(%error, "resend not sealed");
                             continue;
                         }
-                        None => continue,
+                        None => {
+                            transmits.recycle(out);
+                            continue;
+                        }
                     }
                 }
             };
@@ -1112,10 +1132,11 @@ impl Peer {
         }
         // The payload is sealed where it lies, shared with the publisher's
         // other subscribers: `clear` is the header only.
-        let mut sealed = vec![0u8; clear.len() + packet.payload.len() + SRTP_OVERHEAD];
         let Some(route) = fast.route else {
             return Forwarded::Dropped;
         };
+        // A spare buffer: the driver hands sent ones back (`Router::recycle`).
+        let mut sealed = transmits.buffer(clear.len() + packet.payload.len() + SRTP_OVERHEAD);
         let mut clear = std::mem::take(&mut fast.clear);
         let mut numbered = None;
         if let Some(at) = twcc.and_then(|id| extension_at(&clear, id)) {
@@ -1130,12 +1151,14 @@ impl Peer {
             Some(Ok(n)) => sealed.truncate(n),
             Some(Err(error)) => {
                 fast.clear = clear;
+                transmits.recycle(sealed);
                 self.stats.fast_seal_errors += 1;
                 tracing::debug!(peer = %self.id, %error, "not sealed");
                 return Forwarded::Dropped;
             }
             None => {
                 fast.clear = clear;
+                transmits.recycle(sealed);
                 return Forwarded::Dropped;
             }
         }

@@ -329,6 +329,15 @@ impl Router {
         self.transmits.pop()
     }
 
+    /// Hands back the buffer of a polled datagram once the socket has it
+    /// (`Transmit::contents`), for the fast path to seal a later datagram
+    /// into. A driver that does so for what it sends makes steady
+    /// forwarding allocate nothing per datagram; one that does not only
+    /// pays an allocation each.
+    pub fn recycle(&mut self, contents: Vec<u8>) {
+        self.transmits.recycle(contents);
+    }
+
     /// The datagrams polled so far have been handed to the socket at `at`.
     /// The fast path's congestion control times its packets by this, not
     /// by when they were sealed: the two differ by however long the worker

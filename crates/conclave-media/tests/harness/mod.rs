@@ -504,6 +504,9 @@ impl Net {
                 );
                 client.rtc.handle_input(input).expect("client input");
                 client.drain(self.now, &mut self.in_flight);
+                // Handed back as the server's worker does, so the tests
+                // forward through reused buffers too.
+                self.router.recycle(d.contents);
             }
         }
         panic!("the network did not settle");

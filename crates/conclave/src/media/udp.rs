@@ -218,6 +218,9 @@ pub struct SendBatch {
     pub train_datagrams: u64,
     /// Measured only with [`SendBatch::measure_lag`] (`media::lag`).
     lag: Option<Box<SendLag>>,
+    /// Buffers of the datagrams sent, for the routers to seal later ones
+    /// into (`Router::recycle`, [`SendBatch::take_spare`]).
+    spare: Vec<Vec<u8>>,
 }
 
 /// What [`SendBatch`] measures for `media::lag`.
@@ -248,6 +251,7 @@ impl SendBatch {
             trains: 0,
             train_datagrams: 0,
             lag: None,
+            spare: Vec::with_capacity(QUEUE),
         }
     }
 
@@ -296,6 +300,23 @@ impl SendBatch {
 
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// Keeps `buf`, a datagram's sent otherwise (over TCP), with the
+    /// buffers of those this batch sent.
+    pub fn keep_spare(&mut self, buf: Vec<u8>) {
+        self.spare.push(buf);
+    }
+
+    /// A buffer of a datagram sent, to hand back to a router; `None` when
+    /// all are given back.
+    pub fn take_spare(&mut self) -> Option<Vec<u8>> {
+        self.spare.pop()
+    }
+
+    /// Drops the buffers not handed back.
+    pub fn drop_spare(&mut self) {
+        self.spare.clear();
     }
 
     /// Groups the queue by destination and cuts each group into messages.
@@ -460,8 +481,12 @@ impl SendBatch {
         };
         let mut i = 0;
         let flags = &self.sent;
-        self.queue.retain(|_| {
+        let spare = &mut self.spare;
+        self.queue.retain_mut(|t| {
             i += 1;
+            if flags[i - 1] {
+                spare.push(std::mem::take(&mut t.contents));
+            }
             !flags[i - 1]
         });
         result
@@ -478,13 +503,20 @@ impl SendBatch {
         segment: u16,
     ) -> nix::Result<usize> {
         let messages = &self.messages[first..first + count];
-        let slices: Vec<Vec<IoSlice<'_>>> = messages
+        // All the run's datagrams in one list, cut into each message's: two
+        // allocations a `sendmmsg`, not one per message (per datagram
+        // without GSO).
+        let flat: Vec<IoSlice<'_>> = messages
+            .iter()
+            .flat_map(|x| &self.order[x.first..x.first + x.count])
+            .map(|&i| IoSlice::new(&self.queue[i].contents))
+            .collect();
+        let mut at = 0;
+        let slices: Vec<&[IoSlice<'_>]> = messages
             .iter()
             .map(|x| {
-                self.order[x.first..x.first + x.count]
-                    .iter()
-                    .map(|&i| IoSlice::new(&self.queue[i].contents))
-                    .collect()
+                at += x.count;
+                &flat[at - x.count..at]
             })
             .collect();
         let addrs: Vec<Option<SockaddrStorage>> = messages
@@ -512,6 +544,7 @@ impl SendBatch {
         .map(|results| results.count())
     }
 
+    /// Drops what is queued (the socket failed).
     pub fn clear(&mut self) {
         self.queue.clear();
     }

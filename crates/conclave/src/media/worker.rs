@@ -55,6 +55,9 @@ pub struct Worker {
     socket: AsyncFd<UdpSocket>,
     local: SocketAddr,
     meetings: HashMap<MeetingId, MeetingMedia>,
+    /// Datagrams polled from each meeting's router in the flush under way,
+    /// in the map's order (reused).
+    polled: Vec<usize>,
     /// Which meeting's peer took the last datagram from each address: the
     /// one lookup a datagram from a known source costs.
     by_source: HashMap<SocketAddr, Route>,
@@ -149,6 +152,7 @@ impl Worker {
             socket,
             local,
             meetings: HashMap::new(),
+            polled: Vec::new(),
             by_source: HashMap::new(),
             tcp,
             tcp_sweep_at: Instant::now() + TCP_SWEEP,
@@ -540,14 +544,23 @@ impl Worker {
 
     /// Sends what the routers queued, in batches, and delivers their events
     /// to the rooms.
+    ///
+    /// Each router then gets back as many buffers of sent datagrams as it
+    /// gave (`Router::recycle`), to seal its next ones into: forwarding
+    /// allocates no buffer per datagram once each router has its flush's
+    /// worth. Buffers are alike, so which router's a buffer was does not
+    /// matter.
     async fn flush(&mut self) {
         self.send.lag_from(self.recv.take_read_at());
         let mut polled = false;
+        self.polled.clear();
         for m in self.meetings.values_mut() {
+            let mut n = 0;
             while let Some(t) = m.router.poll_transmit() {
-                polled = true;
+                n += 1;
                 if t.proto == Protocol::Tcp {
                     self.tcp.send(t.destination, &t.contents);
+                    self.send.keep_spare(t.contents);
                     continue;
                 }
                 self.send.push(t);
@@ -555,6 +568,8 @@ impl Worker {
                     send_all(&self.socket, &mut self.send).await;
                 }
             }
+            polled |= n > 0;
+            self.polled.push(n);
             while let Some(event) = m.router.poll_event() {
                 m.event(event);
             }
@@ -564,6 +579,16 @@ impl Worker {
             self.relays.send(meeting, &mut self.relay_out);
         }
         send_all(&self.socket, &mut self.send).await;
+        // The same order as above: the map has not changed since.
+        for (m, &n) in self.meetings.values_mut().zip(&self.polled) {
+            for _ in 0..n {
+                let Some(buf) = self.send.take_spare() else {
+                    break;
+                };
+                m.router.recycle(buf);
+            }
+        }
+        self.send.drop_spare();
         if !polled {
             // Nothing left: no departure to time (most wake-ups for a
             // timer or RTCP).
