@@ -73,7 +73,7 @@ const LEGS = {
   burst: ['--delay-ms', '40', '--jitter-ms', '10', '--burst', '0.02,0.3,0,0.5'],
   // One receiver (the last member) behind a 300 kbit/s bottleneck with a
   // 250 ms buffer, besides 40 ± 10 ms on every hop; its port is added at
-  // run time (capPort).
+  // run time (capPorts: all its local UDP ports).
   capped: ['--delay-ms', '40', '--jitter-ms', '10', '--cap-kbps', '300'],
 };
 const legs = opts.legs.split(',');
@@ -234,21 +234,48 @@ function iptables(...args) {
   if (r.status !== 0) throw new Error(`iptables ${args.join(' ')}: ${r.stderr}`);
 }
 
-/** The local UDP port of the page's selected candidate pair: where the server's media reaches it. */
-function capPort(page) {
+/**
+ * The local UDP ports of the page's candidates: where the server's media
+ * may reach it. All of them, not only the selected pair's: with one port
+ * capped, Chromium's ICE moved to another of its local candidates while the
+ * capped one was congested (the sampled pairs below: 44 of 74 s on a second
+ * port), so the cap held only part of the time.
+ */
+function capPorts(page) {
   return page.evaluate(async () => {
     for (const pc of (window.__pcs || [window.directCall]).filter((p) => p && p.connectionState !== 'closed')) {
       const stats = await pc.getStats();
-      let port = null;
+      const ports = new Set();
       stats.forEach((s) => {
-        if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
-          const local = stats.get(s.localCandidateId);
-          if (local && local.protocol === 'udp') port = local.port;
+        if (s.type === 'local-candidate' && s.protocol === 'udp' && s.port) ports.add(s.port);
+      });
+      if (ports.size) return [...ports];
+    }
+    throw new Error('no local UDP candidate');
+  });
+}
+
+/**
+ * The transport and local port of the page's selected candidate pair now
+ * (`udp:40123`): the capped leg's cap holds only while it is one of the
+ * ports capped (ICE-TCP, which bench/impair does not see, would escape it
+ * too).
+ */
+function selectedPair(page) {
+  return page.evaluate(async () => {
+    for (const pc of (window.__pcs || [window.directCall]).filter((p) => p && p.connectionState !== 'closed')) {
+      const stats = await pc.getStats();
+      let pair = null;
+      stats.forEach((s) => {
+        if (s.type === 'transport' && s.selectedCandidatePairId) {
+          const chosen = stats.get(s.selectedCandidatePairId);
+          const local = chosen && stats.get(chosen.localCandidateId);
+          if (local) pair = `${local.protocol}:${local.port}`;
         }
       });
-      if (port) return port;
+      if (pair) return pair;
     }
-    throw new Error('no selected UDP candidate pair');
+    return 'none';
   });
 }
 
@@ -538,8 +565,19 @@ try {
     }
     try {
       for (const leg of legs) {
-        const capped = leg === 'capped' ? await capPort(all.at(-1).page) : null;
-        const impair = await startImpair(capped ? [...LEGS[leg], '--cap-port', String(capped)] : LEGS[leg]);
+        const capped = leg === 'capped' ? await capPorts(all.at(-1).page) : null;
+        const impair = await startImpair(capped ? [...LEGS[leg], ...capped.flatMap((p) => ['--cap-port', String(p)])] : LEGS[leg]);
+        // The capped member's selected pair, sampled about once a second
+        // through warm-up and window: samples on each.
+        const cappedPairs = {};
+        let sampling = capped !== null;
+        const sampler = (async () => {
+          while (sampling) {
+            const p = await selectedPair(all.at(-1).page).catch(() => 'none');
+            cappedPairs[p] = (cappedPairs[p] || 0) + 1;
+            await new Promise((r) => setTimeout(r, 1000));
+          }
+        })();
         try {
           await new Promise((r) => setTimeout(r, warmup * 1000));
           const before = await Promise.all(all.map((b) => inbound(b.page)));
@@ -558,6 +596,8 @@ try {
             await new Promise((r) => setTimeout(r, seconds * 1000));
           }
           const after = await Promise.all(all.map((b) => inbound(b.page)));
+          sampling = false;
+          await sampler;
           const g2g = glassToGlass ? await glassToGlassSamples(all.map((b) => b.page)) : {};
           const secs = (Date.now() - t0) / 1000;
           const sum = (k) => after.reduce((a, s, i) => a + s[k] - before[i][k], 0);
@@ -620,6 +660,9 @@ try {
             cpu_limited_pct: (100 * sum('cpuLimited')) / Math.max(1, after.reduce((a, s) => a + s.outbound, 0)) / secs,
             bw_limited_pct: (100 * sum('bwLimited')) / Math.max(1, after.reduce((a, s) => a + s.outbound, 0)) / secs,
             impair: lastReport,
+            // The capped leg: the ports capped, and how many samples (about
+            // one a second) found the capped member's ICE on each pair.
+            ...(capped !== null ? { capped_ports: capped, capped_pairs: cappedPairs } : {}),
             // Display time − the time the sender drew the frame, over every
             // frame read back (--glass-to-glass); receive − send splits off the
             // receiver's jitter buffer, decoding and compositing.
@@ -628,6 +671,7 @@ try {
           results.push(row);
           console.log(JSON.stringify(row));
         } finally {
+          sampling = false;
           await impair.stop();
         }
       }

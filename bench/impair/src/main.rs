@@ -55,9 +55,12 @@ struct Args {
     burst: Option<Loss>,
     /// UDP packets to this destination port also cross a bottleneck of
     /// `--cap-kbps` (one receiver on a slow link; the bench's capped
-    /// subscriber).
+    /// subscriber). Repeat the flag for each of the receiver's ports: all
+    /// share the one bottleneck. A browser's ICE may move to another of its
+    /// local candidates (another port) while the capped one is congested,
+    /// and so leave a cap on one port behind.
     #[arg(long, requires = "cap_kbps")]
-    cap_port: Option<u16>,
+    cap_port: Vec<u16>,
     /// The bottleneck's rate, in kbit/s.
     #[arg(long, requires = "cap_port")]
     cap_kbps: Option<u64>,
@@ -145,7 +148,7 @@ fn main() -> anyhow::Result<()> {
             busy = true;
             let mut fate = impairment.decide(&mut rng);
             if let (Some(cap), Fate::Delay(d)) = (cap.as_mut(), fate)
-                && udp_destination(msg.get_payload()) == args.cap_port
+                && udp_destination(msg.get_payload()).is_some_and(|p| args.cap_port.contains(&p))
             {
                 let now = Instant::now().saturating_duration_since(origin);
                 fate = match cap.pass(now, msg.get_payload().len()) {
