@@ -221,6 +221,17 @@ impl Bwe {
         self.delay_estimate.min(self.loss_estimate) as u64
     }
 
+    /// The estimate's parts, for a debug log: delay-based, loss-based
+    /// (bits per second), the last loss fraction, the received rate.
+    pub(crate) fn parts(&self) -> (u64, u64, f64, Option<u64>) {
+        (
+            self.delay_estimate as u64,
+            self.loss_estimate as u64,
+            self.last_loss,
+            self.acked_rate().map(|r| r as u64),
+        )
+    }
+
     /// Whether any feedback has been used: until then the estimate is only
     /// the initial guess.
     pub(crate) fn has_feedback(&self) -> bool {

@@ -420,3 +420,232 @@ fn packets_repaired_by_a_resend_still_count_as_lost() {
         bwe.loss_estimate
     );
 }
+
+/// A subscriber behind a drop-tail bottleneck (bench/impair's `Cap`): what
+/// it receives passes one packet after another at `capacity`, and a packet
+/// that would wait longer than `buffer` there is dropped. Besides, every
+/// packet is delayed 40 ± 10 ms (reordering some), feedback arrives every
+/// 100 ms as Chromium's TWCC sends it (from the oldest packet not yet
+/// reported, or an older one that arrived late since), and the router
+/// resends each packet reported missing at once, with its transport-wide
+/// number (the fast path's NACK repair), through the same bottleneck.
+struct Capped {
+    capacity: f64,
+    buffer: Duration,
+}
+
+/// One TWCC report: each packet's transport-wide number and arrival.
+type Report = Vec<(u64, Option<Instant>)>;
+
+/// Runs `seconds` of [`Capped`], the media sent at the rate `sending`
+/// returns (asked every 250 ms with the time since the start and the
+/// estimate); returns the estimates each second, and the share of packets
+/// the bottleneck dropped.
+fn capped(
+    bwe: &mut Bwe,
+    c: &Capped,
+    seconds: u64,
+    mut sending: impl FnMut(Duration, u64) -> f64,
+) -> (Vec<u64>, f64) {
+    let start = origin();
+    // A tiny deterministic generator for the jitter.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut jitter = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        Duration::from_micros(30_000 + rng % 20_001)
+    };
+    let mut link_free = start;
+    // seq -> arrival at the receiver.
+    let mut arrivals: std::collections::BTreeMap<u64, Instant> = Default::default();
+    let mut report_from = 0u64;
+    // Reports on their way back: when they reach the router, and what they say.
+    let mut feedback: VecDeque<(Instant, Report)> = VecDeque::new();
+    let mut sizes: std::collections::HashMap<u64, usize> = Default::default();
+    let mut resent: std::collections::HashSet<u64> = Default::default();
+    let (mut passed, mut dropped) = (0u64, 0u64);
+    let mut samples = Vec::new();
+    let mut credit = 0.0f64;
+    let mut rate = 0.0;
+    let mut send = |seq: u64,
+                    size: usize,
+                    now: Instant,
+                    arrivals: &mut std::collections::BTreeMap<u64, Instant>,
+                    link_free: &mut Instant| {
+        let at = now.max(*link_free);
+        if at.saturating_duration_since(now) > c.buffer {
+            dropped += 1;
+            return;
+        }
+        passed += 1;
+        *link_free = at + Duration::from_secs_f64(size as f64 * 8.0 / c.capacity);
+        let arrival = *link_free + jitter();
+        arrivals.entry(seq).or_insert(arrival);
+    };
+    for ms in (0..seconds * 1_000).step_by(10) {
+        let now = start + Duration::from_millis(ms);
+        if ms % 250 == 0 {
+            rate = sending(Duration::from_millis(ms), bwe.estimate());
+        }
+        // Media: a frame's packets every 50 ms, back to back.
+        credit += rate * 0.010 / 8.0;
+        if ms % 50 == 0 {
+            while credit >= PACKET as f64 {
+                credit -= PACKET as f64;
+                let seq = bwe.register(now, PACKET);
+                sizes.insert(seq, PACKET);
+                send(seq, PACKET, now, &mut arrivals, &mut link_free);
+            }
+        }
+        // Feedback that reached the router: used, and what it says is
+        // missing resent once.
+        while feedback.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, report) = feedback.pop_front().unwrap();
+            for &(seq, arrival) in &report {
+                if arrival.is_none() && resent.insert(seq) {
+                    send(seq, sizes[&seq], now, &mut arrivals, &mut link_free);
+                }
+            }
+            let _ = bwe.on_feedback(report, now);
+        }
+        // The receiver's report every 100 ms, 40 ms on its way back.
+        if ms % 100 == 0 {
+            let arrived: Vec<(u64, Instant)> = arrivals
+                .iter()
+                .filter(|(_, a)| **a <= now)
+                .map(|(s, a)| (*s, *a))
+                .collect();
+            if let Some(&(highest, _)) = arrived.iter().max_by_key(|(s, _)| *s) {
+                let late = arrived
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .filter(|&s| s < report_from)
+                    .min();
+                let from = late.unwrap_or(report_from);
+                if highest >= from {
+                    let report: Report = (from..=highest)
+                        .map(|s| (s, arrivals.get(&s).copied().filter(|a| *a <= now)))
+                        .collect();
+                    feedback.push_back((now + Duration::from_millis(40), report));
+                    report_from = report_from.max(highest + 1);
+                }
+                // What was reported is kept only as long as it may be
+                // asked about again.
+                arrivals.retain(|&s, a| s >= from || *a > now);
+            }
+        }
+        if ms % 1_000 == 0 {
+            samples.push(bwe.estimate());
+        }
+    }
+    (samples, dropped as f64 / (passed + dropped).max(1) as f64)
+}
+
+/// What bench/impair's capped leg does to a subscriber sent twice what its
+/// link carries: the drops are loss, though each is resent with its
+/// transport-wide number and some resends arrive (so must not be taken for
+/// packets only reordered by the jitter), and the estimate falls below the
+/// cap within seconds.
+#[test]
+fn a_drop_tail_cap_is_read_as_loss_and_lowers_the_estimate_below_it() {
+    let mut bwe = Bwe::new(2_000_000);
+    bwe.set_desired(2_000_000);
+    let (estimates, dropped) = capped(
+        &mut bwe,
+        &Capped {
+            capacity: 300_000.0,
+            buffer: Duration::from_millis(250),
+        },
+        10,
+        |_, _| 600_000.0,
+    );
+    assert!(dropped > 0.3, "dropped {dropped}");
+    assert!(bwe.last_loss > 0.3, "loss {}", bwe.last_loss);
+    assert!(
+        estimates[6..].iter().all(|&e| e < 300_000),
+        "estimates {estimates:?}"
+    );
+}
+
+/// The capped leg's subscriber with the layers it is offered (the bench's
+/// two publishers: `q` about 130 kbit/s, `h` about 320 kbit/s; two RED
+/// audio streams about 180 kbit/s together), chosen as the router does
+/// (`layers::choose`, `LayerSteps`, the budget shared after an audio
+/// allowance): it steps down to `q` within seconds and stays there, never back up
+/// to `h` while the cap holds. Even two `q`s and the audio do not fit 300
+/// kbit/s, so the cap still drops packets; that is the layers' floor, not
+/// the choice's.
+#[test]
+fn a_capped_subscriber_steps_down_to_the_lowest_layer_and_does_not_flap() {
+    use crate::layer_steps::{Choice, LayerSteps};
+    use crate::layers::{self, Layer};
+    let (q, h, audio) = (130_000u64, 320_000u64, 180_000.0);
+    let described = [
+        Layer {
+            size: Some((320, 180)),
+            bitrate: Some(q),
+            active: true,
+        },
+        Layer {
+            size: Some((640, 360)),
+            bitrate: Some(h),
+            active: true,
+        },
+    ];
+    let t0 = origin();
+    let mut steps = [LayerSteps::default(), LayerSteps::default()];
+    let mut current = [1usize, 1];
+    let mut chosen = Vec::new();
+    let mut bwe = Bwe::new(2_000_000);
+    bwe.set_desired(128_000 + 2 * h * 5 / 4);
+    let (_, dropped) = capped(
+        &mut bwe,
+        &Capped {
+            capacity: 300_000.0,
+            buffer: Duration::from_millis(250),
+        },
+        60,
+        |at, estimate| {
+            let budget = estimate.saturating_sub(2 * 64_000) / 2;
+            for (v, steps) in steps.iter_mut().enumerate() {
+                let c = current[v];
+                let choice =
+                    layers::choose(&described, Some((640, 360)), Some(budget), Some(c)).unwrap();
+                current[v] = steps.decide(
+                    t0 + at,
+                    Choice {
+                        target: Some(c),
+                        ideal: 1,
+                        chosen: choice,
+                        target_active: true,
+                        severe: budget < h / 2 && c == 1,
+                    },
+                );
+            }
+            chosen.push((at, current));
+            audio
+                + current
+                    .iter()
+                    .map(|&l| described[l].bitrate.unwrap_or(0) as f64)
+                    .sum::<f64>()
+        },
+    );
+    // Down within seconds of the cap (the estimate starts from 2 Mbit/s),
+    // and never up again.
+    let down = chosen
+        .iter()
+        .position(|(_, c)| *c == [0, 0])
+        .expect("stepped down");
+    assert!(
+        chosen[down].0 <= Duration::from_secs(8),
+        "{:?}",
+        chosen[down]
+    );
+    assert!(
+        chosen[down..].iter().all(|(_, c)| *c == [0, 0]),
+        "{:?}",
+        chosen[down..].iter().find(|(_, c)| *c != [0, 0])
+    );
+    assert!(dropped > 0.1, "dropped {dropped}");
+}

@@ -539,10 +539,47 @@ impl Router {
                     severe,
                 },
             );
+            // Each choice and the rates it was made from, at every
+            // reselection (RUST_LOG=conclave_media::layer_trace=trace): what
+            // told why the network bench's capped subscriber got what it got.
+            tracing::trace!(
+                target: "conclave_media::layer_trace",
+                peer = %id,
+                publisher = %out.track.publisher,
+                rates = ?described.iter().map(|l| l.bitrate).collect::<Vec<_>>(),
+                ?current,
+                ?target,
+                chosen,
+                severe,
+                "choice"
+            );
             out.target = rid_at(chosen);
             if out.target != out.current {
                 keyframes.push((out.track, order[chosen]));
             }
+        }
+        // The estimate's parts beside the budget it gave.
+        if tracing::enabled!(target: "conclave_media::layer_trace", tracing::Level::TRACE)
+            && let Some(fast) = peer.fast.as_ref()
+        {
+            let (delay, loss, lost, acked) = fast.bwe.parts();
+            let layers: Vec<_> = peer
+                .outgoing
+                .values()
+                .filter_map(|o| Some((o.current?, o.target?)))
+                .collect();
+            tracing::trace!(
+                target: "conclave_media::layer_trace",
+                peer = %id,
+                ?budget,
+                delay,
+                loss,
+                lost,
+                ?acked,
+                desired,
+                ?layers,
+                "reselect"
+            );
         }
         if let Some(fast) = peer.fast.as_mut() {
             fast.bwe.set_desired(desired);
