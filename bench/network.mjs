@@ -150,7 +150,7 @@ function withoutRed() {
 /** Sums of the page's inbound counters, and how many video and audio streams it receives. */
 function inbound(page) {
   return page.evaluate(async () => {
-    const o = { playoutExt: false, jbDelay: 0, jbEmitted: 0, jbMinimum: 0, jbTarget: 0, video: 0, audio: 0, frames: 0, freezes: 0, frozen: 0, dropped: 0, samples: 0, concealed: 0, lost: 0, packets: 0, red: false, vpackets: 0, vlost: 0, nacks: 0, plis: 0, rtx: 0, keyframes: 0, width: 0, encoded: {}, sentNacks: 0, resent: 0, cpuLimited: 0, bwLimited: 0, outbound: 0, availOut: 0, pairs: 0, target: {}, modes: {} };
+    const o = { playoutExt: false, jbDelay: 0, jbEmitted: 0, jbMinimum: 0, jbTarget: 0, video: 0, audio: 0, frames: 0, freezes: 0, frozen: 0, dropped: 0, samples: 0, concealed: 0, lost: 0, packets: 0, red: false, vpackets: 0, vlost: 0, nacks: 0, plis: 0, rtx: 0, keyframes: 0, width: 0, encoded: {}, sentNacks: 0, resent: 0, cpuLimited: 0, bwLimited: 0, outbound: 0, availOut: 0, pairs: 0, target: {}, modes: {}, abytes: 0, vbytes: 0, apackets: 0 };
     for (const pc of (window.__pcs || []).filter((p) => p.connectionState !== 'closed')) {
       // Chromium sends RED when the answer lists it before Opus.
       const sdp = pc.currentRemoteDescription?.sdp || '';
@@ -206,6 +206,15 @@ function inbound(page) {
         }
         o.lost += s.packetsLost || 0;
         o.packets += s.packetsReceived || 0;
+        // RTP bytes received (payload and header), per kind: what each
+        // takes of a capped member's link (IP, UDP and SRTP add 38 bytes a
+        // packet on the wire).
+        const bytes = (s.bytesReceived || 0) + (s.headerBytesReceived || 0);
+        if (s.kind === 'video') o.vbytes += bytes;
+        else {
+          o.abytes += bytes;
+          o.apackets += s.packetsReceived || 0;
+        }
       });
     }
     return o;
@@ -631,6 +640,14 @@ try {
             // mean width it decodes and its received frame rate.
             member_width: after.map((s) => s.width / Math.max(1, s.video)),
             member_fps: after.map((s, i) => (s.frames - before[i].frames) / Math.max(1, s.video) / secs),
+            // What each member received, kbit/s of RTP (payload and header):
+            // all its audio streams, all its videos, and its audio packets a
+            // second.
+            member_rx_kbps: after.map((s, i) => ({
+              audio: Math.round(((s.abytes - before[i].abytes) * 8) / secs / 1000),
+              video: Math.round(((s.vbytes - before[i].vbytes) * 8) / secs / 1000),
+              audio_pps: Math.round((s.apackets - before[i].apackets) / secs),
+            })),
             playout_ext: after.map((s) => s.playoutExt),
             // Mean ms a video frame waited in the receivers' jitter buffers,
             // and the mean target and minimum delay Chromium reported.
