@@ -218,9 +218,20 @@ pub(crate) struct FastPath {
     pub(crate) estimates: bool,
     /// The origin of TWCC report times (str0m's report reader wants one).
     twcc_zero: Instant,
-    /// The session's TWCC header extension id, once known: from then on
-    /// every RTP packet of the session carries the fast path's numbers.
+    /// The session's TWCC header extension id while an m-line the router
+    /// sends on negotiates it: where probes and str0m's packets sealed
+    /// again are numbered. str0m keeps one id per extension for the session
+    /// and never moves it, but a later SDP may leave the extension out of
+    /// every m-line (an offer that tries to move it does), and then nobody
+    /// reads it: set again whenever an SDP is applied
+    /// ([`FastPath::forget_extension_ids`]).
     twcc_id: Option<u8>,
+    /// TWCC was negotiated once: from then on every RTP packet of the
+    /// session is sealed here (str0m's sealed again), for good, also while
+    /// `twcc_id` is `None`. Letting str0m's own datagrams out again would
+    /// send its sequence numbers on the RTX SSRC this path pads on, and its
+    /// own TWCC numbers once TWCC is back: both collide with this path's.
+    numbering: bool,
     /// The last TWCC number str0m wrote before the fast path took over.
     str0m_twcc: Option<u16>,
     /// str0m's RTP datagrams held back, by (SSRC, sequence number), until
@@ -348,6 +359,7 @@ impl FastPath {
             estimates: initial_bandwidth.is_some(),
             twcc_zero: now,
             twcc_id: None,
+            numbering: false,
             str0m_twcc: None,
             held: VecDeque::new(),
             pad: None,
@@ -359,7 +371,7 @@ impl FastPath {
 
     /// Whether str0m's RTP is sealed again with this path's TWCC numbers.
     fn numbers_all(&self) -> bool {
-        self.twcc_id.is_some() && self.route.is_some() && self.sealer.is_some()
+        self.numbering && self.route.is_some() && self.sealer.is_some()
     }
 
     /// The next transport-wide sequence number, for a packet of `size`
@@ -449,11 +461,12 @@ impl FastPath {
             return;
         };
         self.held.remove(at);
-        let (Some(route), Some(id)) = (self.route, self.twcc_id) else {
+        let Some(route) = self.route else {
             return;
         };
         let mut numbered = None;
         if header.ext_vals.transport_cc.is_some()
+            && let Some(id) = self.twcc_id
             && let Some(at) = extension_at(&clear, id)
         {
             let seq = self.next_twcc(now, clear.len() + SRTP_OVERHEAD);
@@ -495,7 +508,8 @@ impl FastPath {
         transmits: &mut TransmitQueue,
         stats: &mut crate::PeerStats,
     ) {
-        if !self.estimates || self.pad.is_none() || !self.numbers_all() {
+        // Without TWCC negotiated now, nobody would report on a probe.
+        if !self.estimates || self.pad.is_none() || !self.numbers_all() || self.twcc_id.is_none() {
             self.train = None;
             return;
         }
@@ -576,7 +590,9 @@ impl FastPath {
         now: Instant,
         stats: &mut crate::PeerStats,
     ) {
-        if self.twcc_id.is_none() {
+        // Also while TWCC is not negotiated: reports on what was numbered
+        // before it went.
+        if !self.numbering {
             return;
         }
         let from = self.bwe.next_seq().saturating_sub(1);
@@ -623,10 +639,19 @@ impl FastPath {
         self.sealer.as_mut()
     }
 
-    /// An SDP was applied: the subscriber's extension ids may have moved.
-    pub(crate) fn forget_extension_ids(&mut self) {
+    /// An SDP was applied: the extensions the subscriber negotiated on
+    /// each m-line may have changed (str0m keeps each extension at one id
+    /// for the session, but leaves it out of an m-line whose SDP no longer
+    /// names it there). `twcc_id`: the session's TWCC id on the m-lines the
+    /// router now sends on, if any still has it.
+    pub(crate) fn forget_extension_ids(&mut self, twcc_id: Option<u8>) {
         for stream in self.streams.values_mut() {
             stream.exts = None;
+        }
+        // Numbering starts with the first packet this path seals
+        // (`Peer::forward_fast`); from then on the id follows the SDP.
+        if self.numbering {
+            self.twcc_id = twcc_id;
         }
     }
 
@@ -1038,8 +1063,9 @@ impl Peer {
             }
         };
         let twcc_id = exts.twcc;
-        if fast.twcc_id.is_none() {
+        if fast.twcc_id.is_none() && twcc_id.is_some() {
             fast.twcc_id = twcc_id;
+            fast.numbering = true;
         }
         // Audio resuming after skipped packets starts a talkspurt.
         let marker = packet.header.marker || (rewritten.resumed && kind == MediaKind::Audio);

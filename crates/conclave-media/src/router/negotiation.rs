@@ -7,6 +7,7 @@ use str0m::Rtc;
 use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid, Rid, Rids};
+use str0m::rtp::Extension;
 
 use super::Router;
 use super::simulcast::Track;
@@ -95,8 +96,9 @@ impl Router {
                 .extend(pending.adds.into_iter().map(|(track, _)| track));
         }
         let result = peer.rtc.sdp_api().accept_offer(offer);
+        let twcc = twcc_id_of(&peer.rtc, peer.outgoing.keys().copied());
         if let Some(fast) = peer.fast.as_mut() {
-            fast.forget_extension_ids();
+            fast.forget_extension_ids(twcc);
         }
         peer.drain(now, &mut self.transmits, &mut self.work);
         let answer = match result {
@@ -121,8 +123,14 @@ impl Router {
         let peer = self.peers.get_mut(&id).ok_or(MediaError::UnknownPeer(id))?;
         let pending = peer.pending.take().ok_or(MediaError::NoPendingOffer(id))?;
         let result = peer.rtc.sdp_api().accept_answer(pending.offer, answer);
+        // The m-lines just added send too, once subscribed below.
+        let sends = peer
+            .outgoing
+            .keys()
+            .chain(pending.adds.iter().map(|(_, mid)| mid));
+        let twcc = twcc_id_of(&peer.rtc, sends.copied());
         if let Some(fast) = peer.fast.as_mut() {
-            fast.forget_extension_ids();
+            fast.forget_extension_ids(twcc);
         }
         peer.drain(now, &mut self.transmits, &mut self.work);
         if let Err(source) = result {
@@ -337,4 +345,18 @@ impl Router {
             tracks,
         });
     }
+}
+
+/// The TWCC header extension id negotiated on any of `mids`, the m-lines
+/// the router sends a peer on, if one has it. str0m keeps one id per
+/// extension for the whole session (locked once the remote's SDP named it;
+/// a later SDP moving it is not followed, the extension is left out of that
+/// m-line instead), so the first found is the session's; the fast path
+/// numbers at it ([`FastPath::forget_extension_ids`]).
+fn twcc_id_of(rtc: &Rtc, mids: impl IntoIterator<Item = Mid>) -> Option<u8> {
+    mids.into_iter().find_map(|mid| {
+        rtc.media(mid)?
+            .remote_extmap()
+            .id_of(Extension::TransportSequenceNumber)
+    })
 }
