@@ -28,6 +28,7 @@ use crate::rewrite::{Rewriter, Rewritten, SourcePacket};
 use crate::router::{RTX_HISTORY_AGE, RTX_HISTORY_PACKETS};
 use crate::stats::PeerStats;
 use crate::transmit::{Transmit, TransmitQueue};
+use crate::video_pause::VideoPause;
 
 /// Outputs taken from one `Rtc` in one drain, at most. str0m always ends a
 /// drain with a timeout; the bound only keeps a bug from hanging a worker.
@@ -114,6 +115,10 @@ pub(crate) struct Outgoing {
     pub(crate) view: Option<(u32, u32)>,
     /// Simulcast: holds budget-driven layer changes until they last.
     pub(crate) steps: LayerSteps,
+    /// Paused for bandwidth: even its smallest layer does not fit beside
+    /// the subscriber's other videos (`video_pause.rs`); nothing is
+    /// forwarded until the estimate grows.
+    pub(crate) paused: bool,
 }
 
 impl Outgoing {
@@ -121,6 +126,12 @@ impl Outgoing {
     /// not forwarded until a size comes again.
     pub(crate) fn hidden(&self) -> bool {
         self.view.is_some_and(|(w, h)| w == 0 || h == 0)
+    }
+
+    /// Nothing of this video goes to the subscriber now: hidden by it, or
+    /// paused for its bandwidth.
+    pub(crate) fn withheld(&self) -> bool {
+        self.paused || self.hidden()
     }
 
     /// Where the publisher's `packet` (codec `params`) goes in this stream;
@@ -176,6 +187,8 @@ pub(crate) struct Peer {
     clock: Instant,
     /// The fast forwarding path, if the router has it on (`fastpath.rs`).
     pub(crate) fast: Option<FastPath>,
+    /// How many of its simulcast videos fit its bandwidth (`video_pause.rs`).
+    pub(crate) video_pause: VideoPause,
 }
 
 impl Peer {
@@ -196,6 +209,7 @@ impl Peer {
             unsent: 0,
             clock: now,
             fast: None,
+            video_pause: VideoPause::default(),
         }
     }
 
@@ -412,6 +426,7 @@ impl Peer {
                 target: None,
                 view: None,
                 steps: LayerSteps::default(),
+                paused: false,
             },
         );
         true
