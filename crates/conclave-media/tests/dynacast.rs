@@ -112,15 +112,7 @@ impl Publisher {
                 continue;
             }
             let key = std::mem::take(&mut self.key_pending[i]);
-            let mut payload = if key {
-                let (w, h) = SIZES[i];
-                let mut p = vec![0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a];
-                p.extend_from_slice(&w.to_le_bytes());
-                p.extend_from_slice(&h.to_le_bytes());
-                p
-            } else {
-                vec![0x10, 0x31, 0x02, 0x00]
-            };
+            let mut payload = harness::vp8_start(key.then_some(SIZES[i]));
             payload.resize(LENGTHS[i], 0xee);
             *payload.last_mut().unwrap() = i as u8;
             let ts = self

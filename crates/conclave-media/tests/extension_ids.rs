@@ -69,15 +69,8 @@ impl Publisher {
         self.seen = client.events.len();
         let pt = client.pt_of(Codec::Vp8);
         for i in 0..3 {
-            let mut payload = if std::mem::take(&mut self.key[i]) {
-                let (w, h) = SIZES[i];
-                let mut p = vec![0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a];
-                p.extend_from_slice(&w.to_le_bytes());
-                p.extend_from_slice(&h.to_le_bytes());
-                p
-            } else {
-                vec![0x10, 0x31, 0x02, 0x00]
-            };
+            let mut payload =
+                harness::vp8_start(std::mem::take(&mut self.key[i]).then_some(SIZES[i]));
             payload.resize(LENGTHS[i], 0xee);
             let ts = self
                 .frame

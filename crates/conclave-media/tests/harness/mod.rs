@@ -25,6 +25,22 @@ pub const TICK: Duration = Duration::from_millis(1);
 
 pub const ROUTER_ADDR: &str = "10.0.0.1:10000";
 
+/// The start of a VP8 RTP payload (descriptor included): with a size, a key
+/// frame whose header says that size, which is how the router learns a
+/// layer's dimensions; without, a delta frame that starts a partition.
+/// Tests pad it to the length they want.
+pub fn vp8_start(key_size: Option<(u16, u16)>) -> Vec<u8> {
+    match key_size {
+        Some((w, h)) => {
+            let mut p = vec![0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+            p.extend_from_slice(&w.to_le_bytes());
+            p.extend_from_slice(&h.to_le_bytes());
+            p
+        }
+        None => vec![0x10, 0x31, 0x02, 0x00],
+    }
+}
+
 /// A client: an ordinary WebRTC endpoint like a browser or the native client.
 pub struct Client {
     pub id: PeerId,
