@@ -233,6 +233,14 @@ describe('simulcast from the browser', () => {
     // smallest layer stays on while anyone shows the video, as the layer
     // a viewer short of bandwidth steps down to (turning a layer on or off
     // restarts the browser's encoder, a key frame on every layer).
+    // First both on f: a viewer's estimate may take a while to carry f
+    // (a clean-clone CI run saw the large viewer held at h for 40 s while
+    // the other, grown, got f), and until then h is received and stays on.
+    const f = Object.fromEntries((await outboundVideo(host.page)).map((l) => [l.rid, l])).f;
+    const onF = await eventually(async () => ({ large: await inboundVideo(large.page), small: await inboundVideo(small.page) }),
+      (r) => r.large.width >= f.width && r.small.width >= f.width,
+      { timeout: 60_000, every: 500, what: 'both viewers get f' });
+    console.log(`both viewers on f: ${JSON.stringify(onF)}`);
     const paused = await eventually(() => outboundVideo(host.page), (o) => o.find((l) => l.rid === 'h')?.active === false,
       { timeout: 20_000, every: 500, what: 'the host pauses h' });
     console.log(`host's layers once h paused: ${JSON.stringify(paused)}`);
