@@ -841,7 +841,7 @@ fn a_video_that_does_not_fit_is_paused_for_that_subscriber_until_the_link_widens
     }));
     let mut waited = 0;
     while forwarded(&net) == 3 {
-        assert!(waited < 25, "all still forwarded after {waited} s");
+        assert!(waited < 15, "all still forwarded after {waited} s");
         run_all(&mut net, &mut publishers, 1_000);
         waited += 1;
     }

@@ -501,10 +501,10 @@ impl Router {
         // costs) and video without simulcast (as measured). The rest is
         // shared equally among the simulcast videos that fit.
         let mut fixed = 0u64;
-        // Its simulcast videos, with their rank (lowest first: paused,
-        // not the speaker's, larger view first, mid) and their smallest
+        // Its simulcast videos, with their rank (lowest first: not the
+        // speaker's, larger view first, paused, mid) and their smallest
         // layer's rate.
-        type Rank = (bool, bool, u64, Mid);
+        type Rank = (bool, u64, bool, Mid);
         let mut videos: Vec<(Mid, Rank, Option<u64>)> = Vec::new();
         let speaker = self.speakers.current();
         for (&mid, out) in &peer.outgoing {
@@ -516,14 +516,12 @@ impl Router {
                         .first()
                         .and_then(|&i| t.layers[i].meter.bitrate());
                     let area = out.view.map_or(0, |(w, h)| u64::from(w) * u64::from(h));
-                    // What is forwarded now first: a new speaker does not
-                    // swap a paused video for a forwarded one (each swap a
-                    // key frame; at 3 % loss the bench saw three in six
-                    // seconds). Then the active speaker's, the largest.
+                    // The active speaker's first, then the largest tiles,
+                    // then what is forwarded now (no swap between equals).
                     let rank = (
-                        out.paused,
                         speaker != Some(out.track.publisher),
                         u64::MAX - area,
+                        out.paused,
                         mid,
                     );
                     videos.push((mid, rank, smallest));
