@@ -80,7 +80,6 @@ mod speaker;
 pub mod srtp;
 mod stats;
 mod transmit;
-mod video_pause;
 mod vp8;
 
 pub use error::MediaError;

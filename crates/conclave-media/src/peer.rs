@@ -28,7 +28,6 @@ use crate::rewrite::{Rewriter, Rewritten, SourcePacket};
 use crate::router::{RTX_HISTORY_AGE, RTX_HISTORY_PACKETS};
 use crate::stats::PeerStats;
 use crate::transmit::{Transmit, TransmitQueue};
-use crate::video_pause::VideoPause;
 
 /// Outputs taken from one `Rtc` in one drain, at most. str0m always ends a
 /// drain with a timeout; the bound only keeps a bug from hanging a worker.
@@ -115,10 +114,6 @@ pub(crate) struct Outgoing {
     pub(crate) view: Option<(u32, u32)>,
     /// Simulcast: holds budget-driven layer changes until they last.
     pub(crate) steps: LayerSteps,
-    /// Paused for bandwidth: even its smallest layer does not fit beside
-    /// the subscriber's other videos (`video_pause.rs`); nothing is
-    /// forwarded until the estimate grows.
-    pub(crate) paused: bool,
 }
 
 impl Outgoing {
@@ -126,12 +121,6 @@ impl Outgoing {
     /// not forwarded until a size comes again.
     pub(crate) fn hidden(&self) -> bool {
         self.view.is_some_and(|(w, h)| w == 0 || h == 0)
-    }
-
-    /// Nothing of this video goes to the subscriber now: hidden by it, or
-    /// paused for its bandwidth.
-    pub(crate) fn withheld(&self) -> bool {
-        self.paused || self.hidden()
     }
 
     /// Where the publisher's `packet` (codec `params`) goes in this stream;
@@ -187,8 +176,6 @@ pub(crate) struct Peer {
     clock: Instant,
     /// The fast forwarding path, if the router has it on (`fastpath.rs`).
     pub(crate) fast: Option<FastPath>,
-    /// How many of its simulcast videos fit its bandwidth (`video_pause.rs`).
-    pub(crate) video_pause: VideoPause,
 }
 
 impl Peer {
@@ -209,7 +196,6 @@ impl Peer {
             unsent: 0,
             clock: now,
             fast: None,
-            video_pause: VideoPause::default(),
         }
     }
 
@@ -426,7 +412,6 @@ impl Peer {
                 target: None,
                 view: None,
                 steps: LayerSteps::default(),
-                paused: false,
             },
         );
         true

@@ -38,10 +38,6 @@ pub struct PeerStats {
     /// Video packets not forwarded to this peer because it shows that
     /// video nowhere now (a 0×0 view size: an off-page tile).
     pub video_unseen: u64,
-    /// Video packets not forwarded to this peer because even that video's
-    /// smallest layer did not fit its bandwidth beside its other videos
-    /// (paused for bandwidth, `video_pause.rs`).
-    pub video_paused: u64,
     /// Audio packets this peer published at RFC 6464's silence level
     /// (127), forwarded to nobody.
     pub audio_silence_dropped: u64,

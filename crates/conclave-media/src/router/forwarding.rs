@@ -408,12 +408,8 @@ impl Router {
                 skipped = true;
                 continue;
             }
-            if !audio && sub.outgoing.get(&sub_mid).is_some_and(Outgoing::withheld) {
-                if sub.outgoing.get(&sub_mid).is_some_and(Outgoing::hidden) {
-                    sub.stats.video_unseen += 1;
-                } else {
-                    sub.stats.video_paused += 1;
-                }
+            if !audio && sub.outgoing.get(&sub_mid).is_some_and(Outgoing::hidden) {
+                sub.stats.video_unseen += 1;
                 sub.skip(sub_mid);
                 skipped = true;
                 continue;

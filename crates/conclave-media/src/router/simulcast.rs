@@ -42,29 +42,9 @@ pub const RESUME_WAIT: Duration = Duration::from_secs(2);
 /// publisher is not told to pause and resume it over and over.
 pub const RESUME_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Bandwidth set aside for an audio track a subscriber receives, bits per
-/// second, before video is shared out, until its rate is measured.
+/// Bandwidth set aside for each audio track a subscriber receives, bits
+/// per second, before video is shared out.
 const AUDIO_ALLOWANCE: u64 = 64_000;
-
-/// Added to an audio track's measured rate (RTP payload) for its packets'
-/// headers: 50 packets a second of about 60 bytes of RTP, SRTP, UDP and IP
-/// headers. With the measured rate it follows what audio costs: 64 kbit/s
-/// a track was set aside when RED (each packet carrying the previous one
-/// again) cost about 90 of RTP and 100 on the wire (the network bench's
-/// capped leg), and the videos were given what audio then took.
-const AUDIO_HEADERS: u64 = 24_000;
-
-/// What an audio track takes of a subscriber's bandwidth.
-fn audio_reservation(track: &Track, now: Instant) -> u64 {
-    if !track.layers.iter().any(|l| l.meter.is_active(now)) {
-        // Muted or gone: nothing arrives to forward.
-        return 0;
-    }
-    match track.bitrate() {
-        0 => AUDIO_ALLOWANCE,
-        rate => rate + AUDIO_HEADERS,
-    }
-}
 
 /// Packets of a layer kept while a subscriber waits to switch to it
 /// ([`IncomingLayer::early`]): a key frame of the middle layer and the
@@ -317,7 +297,6 @@ impl Router {
             .subscribers
             .iter()
             .filter_map(|(sub, mid)| self.peers.get(sub)?.outgoing.get(mid))
-            .filter(|o| !o.withheld())
             .flat_map(|o| [o.current, o.target])
             .flatten()
             .filter_map(|rid| track.layer_index(Some(rid)))
@@ -328,15 +307,14 @@ impl Router {
     }
 
     /// Whether some subscriber of `track_id` shows it: one that hides it (a
-    /// 0×0 view, off its page) or has it paused for bandwidth wants no
-    /// layer of it, chosen yet or not.
+    /// 0×0 view, off its page) wants no layer of it, chosen yet or not.
     pub(super) fn shown(&self, track_id: TrackId) -> bool {
         self.tracks.get(&track_id).is_some_and(|t| {
             t.subscribers.iter().any(|(sub, mid)| {
                 self.peers
                     .get(sub)
                     .and_then(|p| p.outgoing.get(mid))
-                    .is_none_or(|o| !o.withheld())
+                    .is_none_or(|o| !o.hidden())
             })
         })
     }
@@ -497,80 +475,33 @@ impl Router {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        // What the subscriber receives that is not up to us: audio (as it
-        // costs) and video without simulcast (as measured). The rest is
-        // shared equally among the simulcast videos that fit.
+        // What the subscriber receives that is not up to us: audio (an
+        // allowance each) and video without simulcast (as measured). The
+        // rest is shared equally among its simulcast videos.
         let mut fixed = 0u64;
-        // Its simulcast videos, with their rank (lowest first: not the
-        // speaker's, larger view first, paused, mid) and their smallest
-        // layer's rate.
-        type Rank = (bool, u64, bool, Mid);
-        let mut videos: Vec<(Mid, Rank, Option<u64>)> = Vec::new();
-        let speaker = self.speakers.current();
-        for (&mid, out) in &peer.outgoing {
+        let mut shared = 0u64;
+        for out in peer.outgoing.values() {
             match self.tracks.get(&out.track) {
                 Some(_) if out.hidden() => {}
-                Some(t) if t.is_simulcast() => {
-                    let smallest = t
-                        .ordered()
-                        .first()
-                        .and_then(|&i| t.layers[i].meter.bitrate());
-                    let area = out.view.map_or(0, |(w, h)| u64::from(w) * u64::from(h));
-                    // The active speaker's first, then the largest tiles,
-                    // then what is forwarded now (no swap between equals).
-                    let rank = (
-                        speaker != Some(out.track.publisher),
-                        u64::MAX - area,
-                        out.paused,
-                        mid,
-                    );
-                    videos.push((mid, rank, smallest));
-                }
-                Some(t) if t.kind == MediaKind::Audio => fixed += audio_reservation(t, now),
+                Some(t) if t.is_simulcast() => shared += 1,
+                Some(t) if t.kind == MediaKind::Audio => fixed += AUDIO_ALLOWANCE,
                 Some(t) => fixed += t.bitrate(),
                 None => {}
             }
         }
-        if videos.is_empty() {
+        if shared == 0 {
             return;
         }
-        videos.sort_by_key(|v| v.1);
-        // As many videos as fit at their smallest layer; the rest paused
-        // for this subscriber (`video_pause.rs`).
-        let available = peer.egress_estimate().map(|e| e.saturating_sub(fixed));
-        let smallest: Vec<Option<u64>> = videos.iter().map(|v| v.2).collect();
-        let forwarded = peer.video_pause.decide(now, available, &smallest);
-        let mut desired = fixed;
-        for (i, (mid, _, smallest)) in videos.iter().enumerate() {
-            let Some(out) = peer.outgoing.get_mut(mid) else {
-                continue;
-            };
-            let pause = i >= forwarded;
-            if pause {
-                // The estimator still probes for its smallest layer, so
-                // that it can come back.
-                let (num, den) = layers::UP_HEADROOM;
-                desired += smallest.unwrap_or(0) * num / den;
-            }
-            if out.paused != pause {
-                tracing::debug!(
-                    subscriber = %id, publisher = %out.track.publisher, %mid,
-                    pause, ?available, "video paused for bandwidth"
-                );
-                out.paused = pause;
-                // Resumed, it starts over at a key frame of the layer
-                // chosen below, asked for as a switch's.
-                out.current = None;
-                out.target = None;
-            }
-        }
-        let budget = available.map(|a| a / forwarded.max(1) as u64);
+        let budget = peer
+            .egress_estimate()
+            .map(|e| e.saturating_sub(fixed) / shared);
         let mut keyframes = Vec::new();
+        let mut desired = fixed;
         for out in peer.outgoing.values_mut() {
             let Some(track) = self.tracks.get(&out.track) else {
                 continue;
             };
-            if !track.is_simulcast() || out.withheld() {
+            if !track.is_simulcast() || out.hidden() {
                 continue;
             }
             let order = track.ordered();
@@ -646,8 +577,6 @@ impl Router {
                 lost,
                 ?acked,
                 desired,
-                videos = videos.len(),
-                forwarded,
                 ?layers,
                 "reselect"
             );
