@@ -59,6 +59,13 @@ pub struct Config {
     pub media_listen: SocketAddr,
     /// Media worker threads; 0 means one per core.
     pub media_workers: usize,
+    /// The nice value each media worker thread asks for (Linux; -20 to 19,
+    /// 0 leaves them at the process's). A packet that arrives while its
+    /// worker waits for a CPU waits with it, and on a busy host that wait
+    /// was nearly all of the p99 delay (`crate::media::priority`). Below 0
+    /// needs `CAP_SYS_NICE` (or `RLIMIT_NICE`); without it the workers keep
+    /// the process's priority and the server says so once at start.
+    pub media_nice: i32,
     /// Each member receives the audio of at most this many others: the
     /// loudest, by the audio levels senders put beside the encrypted frames
     /// (last-N audio, `conclave_media`'s `lastn.rs`). 0: everyone's audio to
@@ -315,6 +322,7 @@ impl Default for Config {
             database_url: None,
             media_listen: SocketAddr::from(([127, 0, 0, 1], 10000)),
             media_workers: 0,
+            media_nice: crate::media::priority::DEFAULT_NICE,
             audio_last_n: conclave_media::DEFAULT_AUDIO_LAST_N,
             media_fast_path: true,
             media_playout_delay: true,
@@ -436,6 +444,10 @@ impl Config {
             (
                 self.media_workers <= crate::media::MAX_WORKERS,
                 "media_workers must be at most 256",
+            ),
+            (
+                (-20..=19).contains(&self.media_nice),
+                "media_nice must be between -20 and 19",
             ),
         ];
         if let Some(u) = &self.public_url {

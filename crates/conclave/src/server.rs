@@ -160,6 +160,7 @@ impl Server {
             config.media_listen,
             config.public_ip,
             config.media_workers,
+            config.media_nice,
             config.audio_last_n,
             config.media_fast_path,
             config.media_playout_delay,

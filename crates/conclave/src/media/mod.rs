@@ -24,6 +24,7 @@
 mod lag;
 pub mod link;
 mod meeting;
+pub mod priority;
 pub mod relay;
 pub mod shard;
 mod tcp;
@@ -751,7 +752,8 @@ pub enum MediaStartError {
 /// `bind.port()`, `bind.port() + 1`, … (or ephemeral ones for port 0).
 /// `announce` is the address put in ICE candidates (defaults to the bound
 /// one; 127.0.0.1 when bound to all interfaces and nothing better is known).
-/// `workers` 0 means one per core. Each meeting's router forwards every
+/// `workers` 0 means one per core, each asking for the nice value `nice`
+/// ([`priority`]; 0: the process's). Each meeting's router forwards every
 /// member the audio of `audio_last_n` others at most (0: no limit), and
 /// seals forwarded media itself if `fast_path` (asking members for a playout
 /// delay while repairs come late if `playout_delay`). A meeting spreads over the
@@ -761,6 +763,7 @@ pub fn start(
     bind: SocketAddr,
     announce: Option<IpAddr>,
     workers: usize,
+    nice: i32,
     audio_last_n: usize,
     fast_path: bool,
     playout_delay: bool,
@@ -827,6 +830,7 @@ pub fn start(
         std::thread::Builder::new()
             .name(format!("media-{i}"))
             .spawn(move || {
+                priority::apply(i, nice);
                 let tcp = tcp::Tcp::new(listener, tcp_local);
                 let worker = worker::Worker::new(socket, local, tcp)
                     .audio_last_n(audio_last_n)
