@@ -85,6 +85,24 @@ const ACKED_WINDOW: Duration = Duration::from_millis(500);
 /// Bounds of the estimate, bits per second.
 pub(crate) const MIN_BITRATE: f64 = 50_000.0;
 const MAX_BITRATE: f64 = 50_000_000.0;
+/// A probe's result stands for what the path carries this long.
+const PROVEN_FOR: Duration = Duration::from_secs(10);
+/// A proof wanted is probed for again once the last result is this old,
+/// so that a proof held stays current.
+const PROOF_REFRESH: Duration = Duration::from_secs(5);
+/// The one-way delay with no queue is the lowest seen over this long.
+const BASE_WINDOW: Duration = Duration::from_secs(60);
+/// The base's monotonic queue holds at most this many delays (only a
+/// delay rising for the whole window fills it): beyond, its oldest goes,
+/// and the base can only read higher, the standing queue lower.
+const BASE_SAMPLES: usize = 8_192;
+/// A queue stands when even the lowest delay over this long is above
+/// the base: jitter leaves some packets near it, a full queue none.
+const QUEUE_WINDOW: Duration = Duration::from_millis(500);
+/// A standing queue this deep, with loss, is a congested drop-tail link
+/// ([`Bwe::congestion_estimate`]); the jitter of 40 ± 10 ms leaves about a
+/// millisecond, the bench's capped link 250 ms.
+const STANDING_QUEUE: Duration = Duration::from_millis(50);
 /// A report whose arrival times span longer than this is not believed.
 const MAX_REPORT_SPAN: Duration = Duration::from_secs(30);
 
@@ -170,6 +188,20 @@ pub(crate) struct Bwe {
     cluster: Option<Cluster>,
     last_probe: Option<Instant>,
     probes: u32,
+    /// A rate the caller wants shown before it sends more
+    /// ([`Bwe::set_proof_wanted`]): probed for even when the estimate
+    /// already claims it.
+    proof_wanted: Option<f64>,
+    /// The last probe's result and when it came, whatever it did to the
+    /// estimate ([`Bwe::proven`]).
+    proven: Option<(f64, Instant)>,
+    /// The lowest one-way delays (arrival less send time, milliseconds,
+    /// on the report's clock) over [`BASE_WINDOW`] and over
+    /// [`QUEUE_WINDOW`], as monotonic queues of (arrival, delay): their
+    /// difference is the queue that stands on the path
+    /// ([`Bwe::standing_queue`]).
+    base_delay: VecDeque<(Instant, f64)>,
+    recent_delay: VecDeque<(Instant, f64)>,
     /// A report's newly acknowledged packets (sent, arrival, bytes): kept
     /// between reports so that reading one allocates nothing.
     received: Vec<(Instant, Instant, u32)>,
@@ -212,6 +244,10 @@ impl Bwe {
             cluster: None,
             last_probe: None,
             probes: 0,
+            proof_wanted: None,
+            proven: None,
+            base_delay: VecDeque::new(),
+            recent_delay: VecDeque::new(),
             received: Vec::new(),
         }
     }
@@ -230,6 +266,59 @@ impl Bwe {
             self.last_loss,
             self.acked_rate().map(|r| r as u64),
         )
+    }
+
+    /// The delay-based estimate alone, bits per second. It falls while a
+    /// queue on the path grows (the network bench's capped member: 0.2-0.3
+    /// Mbit/s within a second of the 300 kbit/s cap filling); random loss
+    /// with jitter leaves it where it was. A queue kept full leaves it too:
+    /// the delay is high but no longer rising ([`Bwe::congestion_estimate`]).
+    pub(crate) fn delay_based(&self) -> u64 {
+        self.delay_estimate as u64
+    }
+
+    /// How far the lowest one-way delay of the last [`QUEUE_WINDOW`] is
+    /// above the lowest of the last [`BASE_WINDOW`]: the queue a congested
+    /// bottleneck holds. Random loss and jitter hold none.
+    pub(crate) fn standing_queue(&self) -> Option<Duration> {
+        let (_, base) = self.base_delay.front()?;
+        let (_, recent) = self.recent_delay.front()?;
+        Some(Duration::from_secs_f64((recent - base).max(0.0) / 1_000.0))
+    }
+
+    /// What the path carries without congestion, bits per second: what
+    /// may hold media back (`video_pause.rs`). The delay-based estimate;
+    /// and the loss-based one too, but only while a queue stands
+    /// ([`STANDING_QUEUE`]). A drop-tail bottleneck kept full drops
+    /// packets while its delay stays high and flat, so the delay trend
+    /// that lowers the delay-based estimate has ended and only loss
+    /// speaks (`tests::a_drop_tail_cap_...`); random loss with jitter
+    /// lowers the loss-based estimate with no queue behind it, and is not
+    /// congestion (`tests::random_loss_...`).
+    pub(crate) fn congestion_estimate(&self) -> u64 {
+        let queued = self.standing_queue().is_some_and(|q| q >= STANDING_QUEUE);
+        if queued {
+            self.estimate()
+        } else {
+            self.delay_based()
+        }
+    }
+
+    /// Asks for probes until one shows the path carries `rate` (bits per
+    /// second; `None`: nothing wanted). The delay-based estimate grows by
+    /// itself toward twice what is sent while nothing is congested, so
+    /// above what is sent it proves nothing; a caller that holds media
+    /// back for congestion resumes only at what a probe showed.
+    pub(crate) fn set_proof_wanted(&mut self, rate: Option<u64>) {
+        self.proof_wanted = rate.map(|r| (r as f64).clamp(MIN_BITRATE, MAX_BITRATE));
+    }
+
+    /// What the last probe within [`PROVEN_FOR`] showed the path carries,
+    /// bits per second (at most the probe's own rate).
+    pub(crate) fn proven(&self, now: Instant) -> Option<u64> {
+        self.proven
+            .filter(|&(_, at)| now.saturating_duration_since(at) <= PROVEN_FOR)
+            .map(|(rate, _)| rate as u64)
     }
 
     /// Whether any feedback has been used: until then the estimate is only
@@ -407,8 +496,9 @@ impl Bwe {
     }
 
     /// A probe to send now, if one is due: the views want clearly more than
-    /// the estimate, nothing says the path is congested or lossy, and the
-    /// last probe has ended at least [`probe::PROBE_INTERVAL`] ago.
+    /// the estimate (or a proof is wanted, [`Bwe::set_proof_wanted`]),
+    /// nothing says the path is congested or lossy, and the last probe has
+    /// ended at least [`probe::PROBE_INTERVAL`] ago.
     pub(crate) fn poll_probe(&mut self, now: Instant) -> Option<Probe> {
         if let Some(c) = &self.cluster {
             if !c.expired(now) {
@@ -427,10 +517,18 @@ impl Bwe {
             return None;
         }
         let estimate = self.estimate() as f64;
-        if self.desired < estimate * probe::WANT_MORE {
-            return None;
-        }
-        let bitrate = (estimate * probe::STEP).min(self.desired).min(MAX_BITRATE);
+        // A proof wanted and not held (or about to lapse): probe at that
+        // rate, whatever the estimate says.
+        let proof = self.proof_wanted.filter(|&wanted| {
+            self.proven.is_none_or(|(rate, at)| {
+                rate < wanted || now.saturating_duration_since(at) >= PROOF_REFRESH
+            })
+        });
+        let bitrate = match proof {
+            Some(wanted) => wanted,
+            None if self.desired < estimate * probe::WANT_MORE => return None,
+            None => (estimate * probe::STEP).min(self.desired).min(MAX_BITRATE),
+        };
         self.probes = self.probes.wrapping_add(1);
         let probe = Probe::new(self.probes, bitrate);
         self.cluster = Some(Cluster::new(probe, now));
@@ -448,6 +546,7 @@ impl Bwe {
             }
             return;
         };
+        self.proven = Some((rate, now));
         let before = self.estimate() as f64;
         if rate > before && self.usage != Usage::Over {
             let rate = rate.clamp(MIN_BITRATE, MAX_BITRATE);
@@ -566,6 +665,25 @@ impl Bwe {
     /// One received packet, in report order: groups, and a delay sample at
     /// each completed group.
     fn on_arrival(&mut self, sent: Instant, arrival: Instant) {
+        let delay = secs_between(sent, arrival) * 1_000.0;
+        for (queue, window) in [
+            (&mut self.base_delay, BASE_WINDOW),
+            (&mut self.recent_delay, QUEUE_WINDOW),
+        ] {
+            while queue.back().is_some_and(|&(_, d)| d >= delay) {
+                queue.pop_back();
+            }
+            queue.push_back((arrival, delay));
+            if queue.len() > BASE_SAMPLES {
+                queue.pop_front();
+            }
+            while queue
+                .front()
+                .is_some_and(|&(a, _)| arrival.saturating_duration_since(a) > window)
+            {
+                queue.pop_front();
+            }
+        }
         let Some(group) = self.group.as_mut() else {
             self.group = Some(Group {
                 first_sent: sent,

@@ -369,6 +369,13 @@ impl FastPath {
         }
     }
 
+    /// Whether it can send probes ([`FastPath::probe`]): its estimate is
+    /// used, a video stream has an RTX SSRC to pad on, and TWCC reports
+    /// on what it numbers.
+    pub(crate) fn can_probe(&self) -> bool {
+        self.estimates && self.pad.is_some() && self.numbers_all() && self.twcc_id.is_some()
+    }
+
     /// Whether str0m's RTP is sealed again with this path's TWCC numbers.
     fn numbers_all(&self) -> bool {
         self.numbering && self.route.is_some() && self.sealer.is_some()

@@ -80,6 +80,7 @@ mod speaker;
 pub mod srtp;
 mod stats;
 mod transmit;
+mod video_pause;
 mod vp8;
 
 pub use error::MediaError;

@@ -28,6 +28,7 @@ use crate::rewrite::{Rewriter, Rewritten, SourcePacket};
 use crate::router::{RTX_HISTORY_AGE, RTX_HISTORY_PACKETS};
 use crate::stats::PeerStats;
 use crate::transmit::{Transmit, TransmitQueue};
+use crate::video_pause::VideoPause;
 
 /// Outputs taken from one `Rtc` in one drain, at most. str0m always ends a
 /// drain with a timeout; the bound only keeps a bug from hanging a worker.
@@ -114,6 +115,10 @@ pub(crate) struct Outgoing {
     pub(crate) view: Option<(u32, u32)>,
     /// Simulcast: holds budget-driven layer changes until they last.
     pub(crate) steps: LayerSteps,
+    /// Paused for congestion: even its smallest layer does not fit beside
+    /// the subscriber's other videos (`video_pause.rs`); nothing is
+    /// forwarded until a probe shows the link carries it.
+    pub(crate) paused: bool,
 }
 
 impl Outgoing {
@@ -121,6 +126,12 @@ impl Outgoing {
     /// not forwarded until a size comes again.
     pub(crate) fn hidden(&self) -> bool {
         self.view.is_some_and(|(w, h)| w == 0 || h == 0)
+    }
+
+    /// Nothing of this video goes to the subscriber now: hidden by it, or
+    /// paused for congestion.
+    pub(crate) fn withheld(&self) -> bool {
+        self.paused || self.hidden()
     }
 
     /// Where the publisher's `packet` (codec `params`) goes in this stream;
@@ -176,6 +187,10 @@ pub(crate) struct Peer {
     clock: Instant,
     /// The fast forwarding path, if the router has it on (`fastpath.rs`).
     pub(crate) fast: Option<FastPath>,
+    /// What congestion holds back from it (`video_pause.rs`).
+    pub(crate) video_pause: VideoPause,
+    /// Congested: RED audio goes to it as the primary Opus block alone.
+    pub(crate) strip_red: bool,
 }
 
 impl Peer {
@@ -196,6 +211,8 @@ impl Peer {
             unsent: 0,
             clock: now,
             fast: None,
+            video_pause: VideoPause::default(),
+            strip_red: false,
         }
     }
 
@@ -316,6 +333,27 @@ impl Peer {
         }
     }
 
+    /// What its link carries without congestion, and what a probe showed
+    /// it carries lately, bits per second ([`crate::bwe::Bwe::congestion_estimate`],
+    /// [`crate::bwe::Bwe::proven`]); `None` without the fast path's own
+    /// estimate: str0m's does not tell congestion from random loss. A
+    /// session that cannot be probed (no RTX to pad on) takes the
+    /// delay-based estimate as its proof, so that what congestion paused
+    /// comes back (after `video_pause.rs`'s doubling resume hold).
+    pub(crate) fn congestion(&self, now: Instant) -> Option<(u64, Option<u64>)> {
+        match &self.fast {
+            Some(fast) if fast.estimates && fast.bwe.has_feedback() => {
+                let proven = if fast.can_probe() {
+                    fast.bwe.proven(now)
+                } else {
+                    Some(fast.bwe.delay_based())
+                };
+                Some((fast.bwe.congestion_estimate(), proven))
+            }
+            _ => None,
+        }
+    }
+
     /// Asks for a timeout at `now`: written packets leave str0m only after
     /// one (see [`Peer::release`]).
     pub(crate) fn wake(&mut self, now: Instant) {
@@ -412,6 +450,7 @@ impl Peer {
                 target: None,
                 view: None,
                 steps: LayerSteps::default(),
+                paused: false,
             },
         );
         true
@@ -448,10 +487,14 @@ impl Peer {
         };
         let mut payload = None;
         if params.red() == Some(packet.header.payload_type) {
-            match red::for_subscriber(&self.rtc, pt, &packet.payload) {
+            match red::for_subscriber(&self.rtc, pt, &packet.payload, self.strip_red) {
                 RedForward::Whole(red_pt) => pt = red_pt,
                 RedForward::Primary(primary) => {
                     self.stats.audio_red_unwrapped += 1;
+                    payload = Some(primary);
+                }
+                RedForward::Stripped(primary) => {
+                    self.stats.audio_red_stripped += 1;
                     payload = Some(primary);
                 }
                 RedForward::Malformed => return false,

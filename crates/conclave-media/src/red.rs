@@ -27,21 +27,31 @@ pub(crate) enum RedForward {
     Whole(Pt),
     /// Only the primary block, under the subscriber's Opus payload type.
     Primary(Vec<u8>),
+    /// Only the primary block, under the subscriber's Opus payload type,
+    /// though it negotiated RED: its link is congested and the
+    /// redundancy doubles what its audio costs (`video_pause.rs`).
+    Stripped(Vec<u8>),
     /// Not a RED payload the router can take apart: not forwarded.
     Malformed,
 }
 
 /// How to forward a RED `payload` to a subscriber whose session maps the
-/// publisher's primary codec to `local_pt`.
-pub(crate) fn for_subscriber(rtc: &Rtc, local_pt: Pt, payload: &[u8]) -> RedForward {
+/// publisher's primary codec to `local_pt`; `strip`: its link is too
+/// congested for the redundancy.
+pub(crate) fn for_subscriber(rtc: &Rtc, local_pt: Pt, payload: &[u8], strip: bool) -> RedForward {
     let red_pt = rtc
         .codec_config()
         .find(|p| p.pt() == local_pt)
         .and_then(|p| p.red());
-    if let Some(red_pt) = red_pt {
-        return RedForward::Whole(red_pt);
+    match (red_pt, strip) {
+        (Some(red_pt), false) => RedForward::Whole(red_pt),
+        (Some(_), true) => {
+            primary(payload).map_or(RedForward::Malformed, |p| RedForward::Stripped(p.to_vec()))
+        }
+        (None, _) => {
+            primary(payload).map_or(RedForward::Malformed, |p| RedForward::Primary(p.to_vec()))
+        }
     }
-    primary(payload).map_or(RedForward::Malformed, |p| RedForward::Primary(p.to_vec()))
 }
 
 /// The primary (newest, last) block of a RED payload; None if the payload is

@@ -38,6 +38,10 @@ pub struct PeerStats {
     /// Video packets not forwarded to this peer because it shows that
     /// video nowhere now (a 0×0 view size: an off-page tile).
     pub video_unseen: u64,
+    /// Video packets not forwarded to this peer because even that video's
+    /// smallest layer did not fit its congested link beside its other
+    /// videos (paused for congestion, `video_pause.rs`).
+    pub video_paused: u64,
     /// Audio packets this peer published at RFC 6464's silence level
     /// (127), forwarded to nobody.
     pub audio_silence_dropped: u64,
@@ -48,6 +52,10 @@ pub struct PeerStats {
     /// RED audio packets this peer received as their primary Opus block
     /// alone, because its session did not negotiate RED.
     pub audio_red_unwrapped: u64,
+    /// RED audio packets this peer received as their primary Opus block
+    /// alone though it negotiated RED: its link was congested
+    /// (`video_pause.rs`).
+    pub audio_red_stripped: u64,
     /// PLI/FIR this peer sent about tracks it receives.
     pub keyframe_requests_in: u64,
     /// Fast path (`RouterConfig::fast_path`): video packets sealed and sent

@@ -775,3 +775,334 @@ fn a_track_every_subscriber_hides_is_paused_at_its_publisher() {
     assert_eq!(net.router.forwarded_layer(B, b_mid), rid("q"));
     assert!(net.router.peer_stats(B).unwrap().rtp_forwarded > before + 20);
 }
+/// Simulcast publishers sending side by side for `ms`.
+fn run_all(net: &mut Net, publishers: &mut [Publisher], ms: u64) {
+    for t in 0..ms {
+        if t.is_multiple_of(33) {
+            for p in publishers.iter_mut() {
+                p.frame(net);
+            }
+        }
+        net.step();
+    }
+}
+
+/// Behind a link too narrow for even the smallest layers of all its videos
+/// (issue 21, the network bench's capped member), a subscriber gets as
+/// many videos as fit at their smallest layer and the rest are paused for
+/// it, nothing of them forwarded, rather than all of them into a full
+/// queue; the link widening brings the paused one back after the hold, at
+/// a key frame.
+#[test]
+fn a_video_that_does_not_fit_is_paused_for_that_subscriber_until_the_link_widens() {
+    let mut net = Net::with_config(|c| c.fast_path = true);
+    let (va, _) = net.join_simulcast(A, A_ADDR, &RIDS, false);
+    let (vc, _) = net.join_simulcast(C, C_ADDR, &RIDS, false);
+    let (vd, _) = net.join_simulcast(D, D_ADDR, &RIDS, false);
+    net.join(B, B_ADDR, &[]);
+    net.connect_all();
+    let mut publishers = [
+        Publisher::new(A, va),
+        Publisher::new(C, vc),
+        Publisher::new(D, vd),
+    ];
+    let mids: Vec<Mid> = publishers
+        .iter()
+        .map(|p| forwarded_mid(&net, B, p.id, p.mid))
+        .collect();
+    // Small tiles: q (24 kbit/s of payload) is all B wants of each.
+    for p in &publishers {
+        net.router.set_view_size(B, p.id, p.mid, 320, 180);
+    }
+    run_all(&mut net, &mut publishers, 2_000);
+    let layers = |net: &Net| -> Vec<Option<Option<Rid>>> {
+        mids.iter()
+            .map(|&m| net.router.forwarded_layer(B, m))
+            .collect()
+    };
+    let forwarded = |net: &Net| {
+        layers(net)
+            .iter()
+            .filter(|l| l.is_some_and(|l| l.is_some()))
+            .count()
+    };
+    assert_eq!(forwarded(&net), 3);
+    // B's link narrows to 40 kbit/s: its estimate falls to the estimator's
+    // floor, 50 kbit/s, where two q fit and three do not.
+    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
+    let mut link = Bottleneck::new(40_000, Duration::from_millis(300), net.now);
+    net.link = Some(Box::new(move |now, d| {
+        if d.destination == b_addr {
+            link.enqueue(now, d.contents.len())
+        } else {
+            Fate::Arrive
+        }
+    }));
+    let mut waited = 0;
+    while forwarded(&net) == 3 {
+        assert!(waited < 25, "all still forwarded after {waited} s");
+        run_all(&mut net, &mut publishers, 1_000);
+        waited += 1;
+    }
+    // Two stay, on q; the third's packets go to B no more.
+    run_all(&mut net, &mut publishers, 1_000);
+    assert_eq!(forwarded(&net), 2, "{:?}", layers(&net));
+    assert!(
+        layers(&net)
+            .iter()
+            .flatten()
+            .flatten()
+            .all(|r| *r == Rid::from("q"))
+    );
+    let paused = net.router.peer_stats(B).unwrap().video_paused;
+    run_all(&mut net, &mut publishers, 5_000);
+    assert_eq!(forwarded(&net), 2, "resumed while the link is narrow");
+    assert!(net.router.peer_stats(B).unwrap().video_paused > paused);
+    // The link widens: all three again, the resumed one at a key frame.
+    net.link = None;
+    let switches = net.router.peer_stats(B).unwrap().layer_switches;
+    let mut waited = 0;
+    while forwarded(&net) == 2 {
+        assert!(waited < 30, "still two videos after {waited} s");
+        run_all(&mut net, &mut publishers, 1_000);
+        waited += 1;
+    }
+    assert_eq!(layers(&net), [rid("q"), rid("q"), rid("q")]);
+    assert_eq!(
+        net.router.peer_stats(B).unwrap().layer_switches,
+        switches + 1
+    );
+}
+
+const E: PeerId = PeerId(5);
+const E_ADDR: &str = "10.0.0.6:5000";
+
+/// A RED audio publisher: an Opus frame of 60 bytes every 20 ms, each
+/// packet carrying the previous frame again (~50 kbit/s of payload, as a
+/// browser's RED).
+struct RedAudio {
+    mid: Mid,
+    red: Pt,
+    opus: Pt,
+    seq: u64,
+}
+
+impl RedAudio {
+    fn join(net: &mut Net) -> Self {
+        let rtc = str0m::Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, true)
+            .enable_vp8(true)
+            .build(net.now);
+        net.join_with(E, E_ADDR, &[MediaKind::Audio], rtc)
+            .expect("router answers");
+        let client = net.client(E);
+        let mid = client.sending[0].0;
+        let opus = client.pt_of(Codec::Opus);
+        let red = client
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .and_then(|p| p.red())
+            .expect("RED negotiated");
+        RedAudio {
+            mid,
+            red,
+            opus,
+            seq: 1,
+        }
+    }
+
+    /// The primary block of packet `seq`.
+    fn frame(seq: u64) -> Vec<u8> {
+        let mut f = vec![0xf8; 60];
+        f[1..9].copy_from_slice(&seq.to_be_bytes());
+        f
+    }
+
+    fn send(&mut self, net: &mut Net) {
+        let seq = self.seq;
+        self.seq += 1;
+        let payload = str0m::rtp::RedEncoder::encode(
+            *self.opus,
+            &Self::frame(seq),
+            &[str0m::rtp::RedundantBlock {
+                pt: *self.opus,
+                timestamp_offset: 960,
+                payload: Self::frame(seq - 1),
+            }],
+        );
+        let write = RtpWrite::new(self.red, seq.into(), seq as u32 * 960, net.now, payload);
+        net.send_write(E, self.mid, None, write);
+    }
+}
+
+/// Two simulcast publishers and a RED audio publisher, and a subscriber B
+/// that negotiated RED, shows both videos small and gets both at `q`.
+fn red_meeting() -> (Net, [Publisher; 2], RedAudio, [Mid; 2]) {
+    let mut net = Net::with_config(|c| c.fast_path = true);
+    let (va, _) = net.join_simulcast(A, A_ADDR, &RIDS, false);
+    let (vc, _) = net.join_simulcast(C, C_ADDR, &RIDS, false);
+    let audio = RedAudio::join(&mut net);
+    let rtc = str0m::Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, true)
+        .enable_vp8(true)
+        .build(net.now);
+    net.join_with(B, B_ADDR, &[], rtc).expect("router answers");
+    net.connect_all();
+    let publishers = [Publisher::new(A, va), Publisher::new(C, vc)];
+    let mids = [forwarded_mid(&net, B, A, va), forwarded_mid(&net, B, C, vc)];
+    for p in &publishers {
+        net.router.set_view_size(B, p.id, p.mid, 320, 180);
+    }
+    (net, publishers, audio, mids)
+}
+
+/// Video frames every 33 ms and audio every 20 ms, for `ms`.
+fn run_red(net: &mut Net, publishers: &mut [Publisher], audio: &mut RedAudio, ms: u64) {
+    for t in 0..ms {
+        if t.is_multiple_of(33) {
+            for p in publishers.iter_mut() {
+                p.frame(net);
+            }
+        }
+        if t.is_multiple_of(20) {
+            audio.send(net);
+        }
+        net.step();
+    }
+}
+
+/// How many of `mids` B receives a layer of.
+fn forwarded_to_b(net: &Net, mids: &[Mid]) -> usize {
+    mids.iter()
+        .filter(|&&m| {
+            net.router
+                .forwarded_layer(B, m)
+                .is_some_and(|l| l.is_some())
+        })
+        .count()
+}
+
+/// The audio B received since `from` events: (under RED's payload type,
+/// under Opus's as the primary block alone).
+fn b_audio(net: &mut Net, from: usize) -> (usize, usize) {
+    let client = net.client(B);
+    let opus = client.pt_of(Codec::Opus);
+    let red = client
+        .rtc
+        .codec_config()
+        .find(|p| p.spec().codec == Codec::Opus)
+        .and_then(|p| p.red());
+    let received = client.received();
+    let audio = received.iter().skip(from).filter(|r| r.payload.len() >= 60);
+    let (mut whole, mut primary) = (0, 0);
+    for r in audio {
+        if Some(r.pt) == red {
+            whole += 1;
+        } else if r.pt == opus {
+            assert_eq!(r.payload.len(), 60, "the primary block alone");
+            assert_eq!(r.payload[0], 0xf8);
+            primary += 1;
+        }
+    }
+    (whole, primary)
+}
+
+/// Issue 21 item 4, through the router: behind a link too narrow for RED
+/// audio and both videos at `q` (a drop-tail bottleneck: a queue stands,
+/// and it drops), B first gets the audio as its primary Opus blocks, then
+/// one video is paused; the link widening brings both back.
+#[test]
+fn a_congested_subscriber_gets_red_stripped_then_a_video_paused_until_the_link_widens() {
+    let (mut net, mut publishers, mut audio, mids) = red_meeting();
+    run_red(&mut net, &mut publishers, &mut audio, 3_000);
+    assert_eq!(forwarded_to_b(&net, &mids), 2);
+    let (whole, primary) = b_audio(&mut net, 0);
+    assert!(whole > 50 && primary == 0, "{whole} {primary}");
+    // ~75 kbit/s of RED audio with headers, ~50 stripped, and two videos
+    // of ~30 kbit/s at q, into 60 kbit/s.
+    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
+    let mut link = Bottleneck::new(60_000, Duration::from_millis(250), net.now);
+    net.link = Some(Box::new(move |now, d| {
+        if d.destination == b_addr {
+            link.enqueue(now, d.contents.len())
+        } else {
+            Fate::Arrive
+        }
+    }));
+    let mut waited = 0;
+    while net.router.peer_stats(B).unwrap().audio_red_stripped == 0 {
+        assert!(waited < 20, "RED still whole after {waited} s");
+        run_red(&mut net, &mut publishers, &mut audio, 1_000);
+        waited += 1;
+    }
+    let stripped_after = waited;
+    let mark = net.client(B).received().len();
+    while forwarded_to_b(&net, &mids) == 2 {
+        assert!(waited < 30, "both videos still forwarded after {waited} s");
+        run_red(&mut net, &mut publishers, &mut audio, 1_000);
+        waited += 1;
+    }
+    assert!(waited > stripped_after, "RED stripped before any pause");
+    // A minute narrow: one video and stripped audio throughout, no
+    // resume tried.
+    let switches = net.router.peer_stats(B).unwrap().layer_switches;
+    for s in 0..60 {
+        run_red(&mut net, &mut publishers, &mut audio, 1_000);
+        assert_eq!(
+            forwarded_to_b(&net, &mids),
+            1,
+            "resumed while narrow ({s} s)"
+        );
+    }
+    assert_eq!(net.router.peer_stats(B).unwrap().layer_switches, switches);
+    let (whole, primary) = b_audio(&mut net, mark);
+    assert!(primary > 100 && whole == 0, "{whole} {primary}");
+    assert!(net.router.peer_stats(B).unwrap().video_paused > 0);
+    // Wide again: both videos, and RED whole.
+    net.link = None;
+    let mut waited = 0;
+    while forwarded_to_b(&net, &mids) < 2 {
+        assert!(waited < 40, "still one video after {waited} s");
+        run_red(&mut net, &mut publishers, &mut audio, 1_000);
+        waited += 1;
+    }
+    run_red(&mut net, &mut publishers, &mut audio, 20_000);
+    let mark = net.client(B).received().len();
+    run_red(&mut net, &mut publishers, &mut audio, 2_000);
+    let (whole, primary) = b_audio(&mut net, mark);
+    assert!(whole > 50 && primary == 0, "{whole} {primary}");
+    assert_eq!(forwarded_to_b(&net, &mids), 2);
+}
+
+/// The loss leg the first pause broke, through the router: 10 % of what
+/// B is sent lost at random, 30-50 ms of jitter, ample capacity. A
+/// minute with RED whole and both videos forwarded.
+#[test]
+fn random_loss_with_jitter_strips_nothing_and_pauses_nothing() {
+    let (mut net, mut publishers, mut audio, mids) = red_meeting();
+    run_red(&mut net, &mut publishers, &mut audio, 3_000);
+    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
+    let mut noise = harness::Noise::new(7);
+    net.link = Some(Box::new(move |now, d| {
+        if d.destination != b_addr {
+            return Fate::Arrive;
+        }
+        if noise.next_u64().is_multiple_of(10) {
+            return Fate::Lose;
+        }
+        Fate::ArriveAt(now + Duration::from_micros(30_000 + noise.next_u64() % 20_001))
+    }));
+    for _ in 0..60 {
+        run_red(&mut net, &mut publishers, &mut audio, 1_000);
+        assert_eq!(forwarded_to_b(&net, &mids), 2);
+    }
+    let stats = net.router.peer_stats(B).unwrap();
+    assert_eq!((stats.audio_red_stripped, stats.video_paused), (0, 0));
+    let (whole, primary) = b_audio(&mut net, 0);
+    assert!(whole > 2_000 && primary == 0, "{whole} {primary}");
+}

@@ -328,6 +328,9 @@ impl Router {
         let Some(track) = self.tracks.get_mut(&track_id) else {
             return;
         };
+        if !track.red && params.red() == Some(packet.header.payload_type) {
+            track.red = true;
+        }
         count(&mut peer, |s| s.rtp_in += 1);
         let layer = match track.layer_index(rid) {
             Some(i) => i,
@@ -408,8 +411,12 @@ impl Router {
                 skipped = true;
                 continue;
             }
-            if !audio && sub.outgoing.get(&sub_mid).is_some_and(Outgoing::hidden) {
-                sub.stats.video_unseen += 1;
+            if !audio && sub.outgoing.get(&sub_mid).is_some_and(Outgoing::withheld) {
+                if sub.outgoing.get(&sub_mid).is_some_and(Outgoing::hidden) {
+                    sub.stats.video_unseen += 1;
+                } else {
+                    sub.stats.video_paused += 1;
+                }
                 sub.skip(sub_mid);
                 skipped = true;
                 continue;

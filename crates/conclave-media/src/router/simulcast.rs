@@ -12,6 +12,7 @@ use crate::layer_steps::Choice;
 use crate::layers::{self, BitrateMeter, Layer};
 use crate::peer::{PeerId, TrackId};
 use crate::relay::MediaPacket;
+use crate::video_pause::Needs;
 
 /// How often every subscriber's simulcast layers are chosen again (view
 /// sizes apply at once; this catches bandwidth and layers starting or
@@ -46,6 +47,29 @@ pub const RESUME_BACKOFF: Duration = Duration::from_secs(10);
 /// per second, before video is shared out.
 const AUDIO_ALLOWANCE: u64 = 64_000;
 
+/// Added to an audio track's measured rate (RTP payload) for its packets'
+/// headers when weighing what its audio costs a congested subscriber
+/// (`video_pause.rs`): 50 packets a second of about 60 bytes of RTP,
+/// SRTP, UDP and IP headers.
+const AUDIO_HEADERS: u64 = 24_000;
+
+/// What an audio track costs a subscriber on the wire, bits per second: as
+/// it comes, and with RED stripped to its primary blocks (`strippable`:
+/// the track is RED and the subscriber receives it as RED).
+fn audio_cost(track: &Track, strippable: bool, now: Instant) -> (u64, u64) {
+    if !track.layers.iter().any(|l| l.meter.is_active(now)) {
+        // Muted or gone: nothing arrives to forward.
+        return (0, 0);
+    }
+    let rate = match track.bitrate() {
+        0 => AUDIO_ALLOWANCE,
+        rate => rate,
+    };
+    // One redundant block (Chromium's RED distance) repeats the primary.
+    let primary = if strippable { rate / 2 } else { rate };
+    (rate + AUDIO_HEADERS, primary + AUDIO_HEADERS)
+}
+
 /// Packets of a layer kept while a subscriber waits to switch to it
 /// ([`IncomingLayer::early`]): a key frame of the middle layer and the
 /// frames of a round trip after it.
@@ -61,6 +85,9 @@ pub(super) struct Track {
     /// Off while the publisher may not send this kind (muted by a host,
     /// suspended): its packets are dropped here, not forwarded.
     pub(super) forwarding: bool,
+    /// Its audio arrives as RED (RFC 2198): about half of each packet is
+    /// the previous one again, which a congested subscriber is spared.
+    pub(super) red: bool,
 }
 
 /// One incoming RTP stream of a track.
@@ -177,6 +204,7 @@ impl Track {
             subscribers: Vec::new(),
             layers,
             forwarding,
+            red: false,
         }
     }
 
@@ -297,6 +325,7 @@ impl Router {
             .subscribers
             .iter()
             .filter_map(|(sub, mid)| self.peers.get(sub)?.outgoing.get(mid))
+            .filter(|o| !o.withheld())
             .flat_map(|o| [o.current, o.target])
             .flatten()
             .filter_map(|rid| track.layer_index(Some(rid)))
@@ -307,14 +336,15 @@ impl Router {
     }
 
     /// Whether some subscriber of `track_id` shows it: one that hides it (a
-    /// 0×0 view, off its page) wants no layer of it, chosen yet or not.
+    /// 0×0 view, off its page) or has it paused for congestion wants no
+    /// layer of it, chosen yet or not.
     pub(super) fn shown(&self, track_id: TrackId) -> bool {
         self.tracks.get(&track_id).is_some_and(|t| {
             t.subscribers.iter().any(|(sub, mid)| {
                 self.peers
                     .get(sub)
                     .and_then(|p| p.outgoing.get(mid))
-                    .is_none_or(|o| !o.hidden())
+                    .is_none_or(|o| !o.withheld())
             })
         })
     }
@@ -477,18 +507,95 @@ impl Router {
         };
         // What the subscriber receives that is not up to us: audio (an
         // allowance each) and video without simulcast (as measured). The
-        // rest is shared equally among its simulcast videos.
+        // rest is shared equally among its simulcast videos that are not
+        // paused for congestion.
         let mut fixed = 0u64;
-        let mut shared = 0u64;
-        for out in peer.outgoing.values() {
+        // What its audio costs on the wire, as it comes and stripped of
+        // RED, and its other video: what congestion weighs
+        // (`video_pause.rs`).
+        let (mut audio_whole, mut audio_primary, mut other_video) = (0u64, 0u64, 0u64);
+        let receives_red = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.red().is_some())
+            .is_some();
+        // Its simulcast videos, with their rank (lowest first: paused, not
+        // the speaker's, larger view first, mid) and their smallest
+        // layer's rate.
+        type Rank = (bool, bool, u64, Mid);
+        let mut videos: Vec<(Mid, Rank, Option<u64>)> = Vec::new();
+        let speaker = self.speakers.current();
+        for (&mid, out) in &peer.outgoing {
             match self.tracks.get(&out.track) {
                 Some(_) if out.hidden() => {}
-                Some(t) if t.is_simulcast() => shared += 1,
-                Some(t) if t.kind == MediaKind::Audio => fixed += AUDIO_ALLOWANCE,
-                Some(t) => fixed += t.bitrate(),
+                Some(t) if t.is_simulcast() => {
+                    let smallest = t
+                        .ordered()
+                        .first()
+                        .and_then(|&i| t.layers[i].meter.bitrate());
+                    let area = out.view.map_or(0, |(w, h)| u64::from(w) * u64::from(h));
+                    // What is forwarded now first: a new speaker does not
+                    // swap a paused video for a forwarded one (each swap a
+                    // key frame). Then the active speaker's, the largest.
+                    let rank = (
+                        out.paused,
+                        speaker != Some(out.track.publisher),
+                        u64::MAX - area,
+                        mid,
+                    );
+                    videos.push((mid, rank, smallest));
+                }
+                Some(t) if t.kind == MediaKind::Audio => {
+                    fixed += AUDIO_ALLOWANCE;
+                    let (whole, primary) = audio_cost(t, t.red && receives_red, now);
+                    audio_whole += whole;
+                    audio_primary += primary;
+                }
+                Some(t) => {
+                    fixed += t.bitrate();
+                    other_video += t.bitrate();
+                }
                 None => {}
             }
         }
+        videos.sort_by_key(|v| v.1);
+        let smallest: Vec<Option<u64>> = videos.iter().map(|v| v.2).collect();
+        let congestion = peer.congestion(now);
+        let decision = peer.video_pause.decide(
+            now,
+            congestion.map(|(c, _)| c),
+            congestion.and_then(|(_, p)| p),
+            &Needs {
+                audio_whole: audio_whole + other_video,
+                audio_primary: audio_primary + other_video,
+                smallest: &smallest,
+            },
+        );
+        if peer.strip_red != decision.strip {
+            tracing::debug!(subscriber = %id, strip = decision.strip, ?congestion, "RED stripped for congestion");
+            peer.strip_red = decision.strip;
+        }
+        if let Some(fast) = peer.fast.as_mut() {
+            fast.bwe.set_proof_wanted(decision.proof_wanted);
+        }
+        for (i, (mid, _, _)) in videos.iter().enumerate() {
+            let Some(out) = peer.outgoing.get_mut(mid) else {
+                continue;
+            };
+            let pause = i >= decision.forwarded;
+            if out.paused != pause {
+                tracing::debug!(
+                    subscriber = %id, publisher = %out.track.publisher, %mid,
+                    pause, ?congestion, "video paused for congestion"
+                );
+                out.paused = pause;
+                // Resumed, it starts over at a key frame of the layer
+                // chosen below, asked for as a switch's.
+                out.current = None;
+                out.target = None;
+            }
+        }
+        let shared = decision.forwarded as u64;
         if shared == 0 {
             return;
         }
@@ -501,7 +608,7 @@ impl Router {
             let Some(track) = self.tracks.get(&out.track) else {
                 continue;
             };
-            if !track.is_simulcast() || out.hidden() {
+            if !track.is_simulcast() || out.withheld() {
                 continue;
             }
             let order = track.ordered();
@@ -578,6 +685,9 @@ impl Router {
                 ?acked,
                 desired,
                 ?layers,
+                ?congestion,
+                strip = decision.strip,
+                forwarded = decision.forwarded,
                 "reselect"
             );
         }
