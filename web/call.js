@@ -146,6 +146,10 @@ export class Call {
       this.streams?.onLayersWanted(msg);
       return;
     }
+    if (msg.type === 'video_paused') {
+      this.streams?.onVideoPaused(msg);
+      return;
+    }
     if (msg.type === 'error') {
       if (!this.e2ee.onError(msg)) this.onError(msg);
       return;

@@ -190,6 +190,9 @@ function createTile(p, handlers) {
     spot: h('span', { class: 'tile-flag tile-flag-spot', role: 'img', 'aria-label': 'Spotlighted for everyone', title: 'Spotlighted for everyone', hidden: true }, icon('star')),
     status: h('div', { class: 'tile-status', hidden: true },
       h('span', { class: 'spinner spinner-sm', 'aria-hidden': 'true' }), h('span', { text: 'Reconnecting…' })),
+    // The server paused this video for us (`video_paused`): our link is too slow.
+    paused: h('div', { class: 'tile-status tile-paused', role: 'status', hidden: true },
+      h('span', { text: 'Video paused: your connection is too slow' })),
     video: h('video', { class: 'tile-video', hidden: true }),
     audio: h('audio', { hidden: true }),
   };
@@ -201,6 +204,7 @@ function createTile(p, handlers) {
     h('div', { class: 'tile-media' }, refs.avatar, refs.video, refs.audio),
     h('div', { class: 'tile-flags' }, refs.spot, refs.screen, refs.cam),
     refs.status,
+    refs.paused,
     h('div', { class: 'tile-actions' }, refs.pin, refs.spotlight),
     h('div', { class: 'tile-footer' }, refs.mic, refs.name, refs.you, refs.role));
   tile._refs = refs;
@@ -264,6 +268,7 @@ function showMedia(r, p, state, mine) {
   r.video.hidden = !track;
   // The initials stay under the video: they show through until its first frame.
   r.video.classList.toggle('is-mirrored', mine && kind === 'video');
+  r.paused.hidden = !(track && !mine && media.paused?.[`${p.id}:${kind}`]);
   const label = mine ? `${p.name} (you)` : p.name;
   if (r.video.getAttribute('aria-label') !== label) r.video.setAttribute('aria-label', label);
   setSource(r.audio, mine ? null : tracks.audio || null);

@@ -291,6 +291,12 @@ export class Peer {
     });
   }
 
+  /** Whose track, of which kind, the server forwards on `mid`; null if none. */
+  forwardedOn(mid) {
+    const f = this.forwarded.find((t) => t.mid === mid);
+    return f ? { participant: f.participant, kind: f.kind } : null;
+  }
+
   report() {
     if (this.closed) return;
     const byMid = new Map(this.pc.getTransceivers().filter((t) => t.mid !== null).map((t) => [t.mid, t]));

@@ -23,7 +23,7 @@ function captureFailure(errors) {
 }
 
 export function initialMedia() {
-  return { local: { audio: null, video: null, screen: null }, remote: {}, error: null, transport: null };
+  return { local: { audio: null, video: null, screen: null }, remote: {}, paused: {}, error: null, transport: null };
 }
 
 export class Streams {
@@ -99,6 +99,24 @@ export class Streams {
   onAnswer(msg) { this.peer?.acceptAnswer(msg.sdp); }
   onRefused(code) { this.peer?.refused(code); }
   onLayersWanted(msg) { this.peer?.layersWanted(msg.mid, msg.rids); }
+
+  /**
+   * `video_paused`: the server stopped (or resumed) forwarding a video to us
+   * because our downlink is too slow for it; `media.paused` holds
+   * "participant:kind" keys of the videos paused now, for the tiles to say so.
+   */
+  onVideoPaused(msg) {
+    const f = this.peer?.forwardedOn(String(msg.mid));
+    if (!f) return;
+    const key = `${f.participant}:${f.kind}`;
+    this.session.update((s) => {
+      const media = s.media || initialMedia();
+      const paused = { ...(media.paused || {}) };
+      if (msg.paused) paused[key] = true;
+      else delete paused[key];
+      return { ...s, media: { ...media, paused } };
+    });
+  }
 
   /** Asks for the screen; once captured, asks the server to let it be shared. */
   async shareScreen() {
@@ -271,7 +289,13 @@ export class Streams {
     for (const { participant, kind, track } of list) {
       remote[participant] = { ...(remote[participant] || {}), [kind]: track };
     }
-    this.session.update((s) => ({ ...s, media: { ...(s.media || initialMedia()), remote } }));
+    this.session.update((s) => {
+      const media = s.media || initialMedia();
+      // A pause is about a track received now: gone, it is forgotten.
+      const paused = Object.fromEntries(Object.entries(media.paused || {})
+        .filter(([key]) => list.some((t) => `${t.participant}:${t.kind}` === key)));
+      return { ...s, media: { ...media, remote, paused } };
+    });
   }
 
   /** Keeps `media.transport` (transport.js) up to date while a peer connection lives. */

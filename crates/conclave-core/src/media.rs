@@ -71,4 +71,12 @@ pub enum MediaEvent {
         mid: String,
         rids: Vec<String>,
     },
+    /// Of the video `participant` receives on its m-line `mid`, nothing is
+    /// forwarded now (`paused`, its link congested) or it is again. For
+    /// that member alone.
+    VideoPaused {
+        participant: ParticipantId,
+        mid: String,
+        paused: bool,
+    },
 }

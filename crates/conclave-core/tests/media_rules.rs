@@ -221,6 +221,31 @@ fn layers_wanted_goes_to_the_publisher_alone() {
 }
 
 #[test]
+fn video_paused_goes_to_the_subscriber_alone() {
+    let mut room = with_members();
+    let out = room.input(Input::Media(MediaEvent::VideoPaused {
+        participant: ParticipantId(2),
+        mid: "3".into(),
+        paused: true,
+    }));
+    assert_eq!(
+        sent(&out, 2),
+        vec![ServerMessage::VideoPaused {
+            mid: "3".into(),
+            paused: true,
+        }]
+    );
+    assert!(sent(&out, 1).is_empty(), "another member is not told");
+    assert!(sent(&out, 3).is_empty(), "the waiting room is not told");
+    let out = room.input(Input::Media(MediaEvent::VideoPaused {
+        participant: ParticipantId(3),
+        mid: "3".into(),
+        paused: true,
+    }));
+    assert!(out.is_empty(), "nor is a waiting person named");
+}
+
+#[test]
 fn view_size_is_bounded_and_names_a_member() {
     let mut room = with_members();
     let out = room.msg(

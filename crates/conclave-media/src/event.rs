@@ -48,6 +48,16 @@ pub enum Event {
         mid: Mid,
         rids: Vec<Rid>,
     },
+    /// Of the video `peer` receives on its m-line `mid`, nothing is
+    /// forwarded now (`paused`) because its link is congested and even the
+    /// video's smallest layer does not fit beside its others
+    /// (`video_pause.rs`), or it is forwarded again. For that subscriber
+    /// alone, so it can say why the picture stopped.
+    VideoPaused {
+        peer: PeerId,
+        mid: Mid,
+        paused: bool,
+    },
     /// ICE and DTLS are up: media can flow to and from `peer`.
     Connected { peer: PeerId },
     /// `peer` stopped answering ICE consent checks. It is kept (it may come

@@ -1063,6 +1063,21 @@ fn a_congested_subscriber_gets_red_stripped_then_a_video_paused_until_the_link_w
     let (whole, primary) = b_audio(&mut net, mark);
     assert!(primary > 100 && whole == 0, "{whole} {primary}");
     assert!(net.router.peer_stats(B).unwrap().video_paused > 0);
+    // B was told which, once.
+    let told = |net: &Net| -> Vec<(Mid, bool)> {
+        net.signals
+            .iter()
+            .filter_map(|s| match s {
+                Signal::VideoPaused { peer, mid, paused } if *peer == B => Some((*mid, *paused)),
+                _ => None,
+            })
+            .collect()
+    };
+    let paused_mid = *mids
+        .iter()
+        .find(|&&m| net.router.forwarded_layer(B, m).is_none())
+        .expect("one paused");
+    assert_eq!(told(&net), [(paused_mid, true)]);
     // Wide again: both videos, and RED whole.
     net.link = None;
     let mut waited = 0;
@@ -1077,6 +1092,7 @@ fn a_congested_subscriber_gets_red_stripped_then_a_video_paused_until_the_link_w
     let (whole, primary) = b_audio(&mut net, mark);
     assert!(whole > 50 && primary == 0, "{whole} {primary}");
     assert_eq!(forwarded_to_b(&net, &mids), 2);
+    assert_eq!(told(&net), [(paused_mid, true), (paused_mid, false)]);
 }
 
 /// The loss leg the first pause broke, through the router: 10 % of what

@@ -540,6 +540,14 @@ pub enum ServerMessage {
         mid: String,
         rids: Vec<String>,
     },
+    /// To one member alone: of the video it receives on its m-line `mid`,
+    /// nothing is forwarded now (`paused`: its downlink is congested and
+    /// even that video's smallest layer does not fit beside its others),
+    /// or it is forwarded again. Its tile can say why the picture stopped.
+    VideoPaused {
+        mid: String,
+        paused: bool,
+    },
     /// You are the first member with a key package: create the MLS group with
     /// this setup (the same as `joined`'s unless the group had to be started
     /// afresh because all its members left) and send `mls_group_info`.
@@ -658,6 +666,7 @@ impl ServerMessage {
             ServerMessage::MediaOffer { .. } => "media_offer",
             ServerMessage::ActiveSpeaker { .. } => "active_speaker",
             ServerMessage::LayersWanted { .. } => "layers_wanted",
+            ServerMessage::VideoPaused { .. } => "video_paused",
             ServerMessage::MlsCreateGroup { .. } => "mls_create_group",
             ServerMessage::MlsMessage { .. } => "mls_message",
             ServerMessage::MlsCommitRequest => "mls_commit_request",

@@ -207,6 +207,14 @@ impl Meeting {
                 // The publisher's own encoder setting: nobody else's business.
                 self.send_to_member(participant, ServerMessage::LayersWanted { mid, rids });
             }
+            MediaEvent::VideoPaused {
+                participant,
+                mid,
+                paused,
+            } => {
+                // The subscriber's own link: nobody else's business.
+                self.send_to_member(participant, ServerMessage::VideoPaused { mid, paused });
+            }
         }
     }
 }

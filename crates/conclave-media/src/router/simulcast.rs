@@ -578,12 +578,18 @@ impl Router {
         if let Some(fast) = peer.fast.as_mut() {
             fast.bwe.set_proof_wanted(decision.proof_wanted);
         }
+        let mut told = Vec::new();
         for (i, (mid, _, _)) in videos.iter().enumerate() {
             let Some(out) = peer.outgoing.get_mut(mid) else {
                 continue;
             };
             let pause = i >= decision.forwarded;
             if out.paused != pause {
+                told.push(Event::VideoPaused {
+                    peer: id,
+                    mid: *mid,
+                    paused: pause,
+                });
                 tracing::debug!(
                     subscriber = %id, publisher = %out.track.publisher, %mid,
                     pause, ?congestion, "video paused for congestion"
@@ -595,6 +601,12 @@ impl Router {
                 out.target = None;
             }
         }
+        for event in told {
+            self.push_event(event);
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         let shared = decision.forwarded as u64;
         if shared == 0 {
             return;

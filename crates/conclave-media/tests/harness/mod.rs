@@ -158,6 +158,13 @@ pub enum Signal {
     Disconnected(PeerId),
     Closed(PeerId),
     ActiveSpeaker(PeerId),
+    /// The router told subscriber `peer` its video on `mid` is paused for
+    /// congestion, or forwarded again.
+    VideoPaused {
+        peer: PeerId,
+        mid: Mid,
+        paused: bool,
+    },
     /// Dynacast: the router told `peer` which layers of `mid` to send.
     LayersWanted {
         at: Instant,
@@ -460,6 +467,9 @@ impl Net {
                 RouterEvent::Closed { peer } => self.signals.push(Signal::Closed(peer)),
                 RouterEvent::ActiveSpeaker { peer } => {
                     self.signals.push(Signal::ActiveSpeaker(peer))
+                }
+                RouterEvent::VideoPaused { peer, mid, paused } => {
+                    self.signals.push(Signal::VideoPaused { peer, mid, paused })
                 }
                 RouterEvent::LayersWanted { peer, mid, rids } => {
                     self.signals.push(Signal::LayersWanted {

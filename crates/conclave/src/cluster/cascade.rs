@@ -196,6 +196,11 @@ pub enum Up {
         mid: String,
         rids: Vec<String>,
     },
+    VideoPaused {
+        participant: ParticipantId,
+        mid: String,
+        paused: bool,
+    },
     /// The serving node's shards of the meeting (its workers) and its media
     /// link's address; sent first and whenever they change.
     Shards {
@@ -229,6 +234,15 @@ impl Up {
                 mid,
                 rids,
             },
+            MediaEvent::VideoPaused {
+                participant,
+                mid,
+                paused,
+            } => Up::VideoPaused {
+                participant,
+                mid,
+                paused,
+            },
             MediaEvent::ActiveSpeaker { .. } => return None,
         })
     }
@@ -238,7 +252,8 @@ impl Up {
             Up::Answer { participant, .. }
             | Up::Offer { participant, .. }
             | Up::Refused { participant }
-            | Up::LayersWanted { participant, .. } => Some(*participant),
+            | Up::LayersWanted { participant, .. }
+            | Up::VideoPaused { participant, .. } => Some(*participant),
             Up::Shards { .. } => None,
         }
     }
@@ -265,6 +280,15 @@ impl Up {
                 participant,
                 mid,
                 rids,
+            },
+            Up::VideoPaused {
+                participant,
+                mid,
+                paused,
+            } => MediaEvent::VideoPaused {
+                participant,
+                mid,
+                paused,
             },
         })
     }

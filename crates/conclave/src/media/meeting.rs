@@ -272,6 +272,11 @@ impl MeetingMedia {
                 mid: mid.to_string(),
                 rids: rids.iter().map(|r| r.to_string()).collect(),
             }),
+            Event::VideoPaused { peer, mid, paused } => self.report(MediaEvent::VideoPaused {
+                participant: ParticipantId(peer.0),
+                mid: mid.to_string(),
+                paused,
+            }),
             Event::Connected { peer } => tracing::debug!(%peer, "media connected"),
             Event::Disconnected { peer } => tracing::debug!(%peer, "media disconnected"),
             Event::Closed { peer } => tracing::debug!(%peer, "media closed"),
