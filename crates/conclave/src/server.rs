@@ -164,6 +164,7 @@ impl Server {
             config.audio_last_n,
             config.media_fast_path,
             config.media_playout_delay,
+            config.media_congestion_hold_back,
             config.spread_meetings_from,
             metrics.media.clone(),
             shutdown.clone(),

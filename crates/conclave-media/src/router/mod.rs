@@ -147,6 +147,14 @@ pub struct RouterConfig {
     /// a repaired frame instead of freezing. It adds that delay (100-400 ms)
     /// while repairs come late, and nothing otherwise.
     pub playout_delay: bool,
+    /// With the fast path, a subscriber whose link is congested gets RED
+    /// audio as its primary blocks only, then fewer videos
+    /// (`video_pause.rs`), read from [`crate::bwe::Bwe::congestion_estimate`].
+    /// Off, everything chosen is forwarded and only the simulcast layers
+    /// follow the estimate: the server keeps it off by default while that
+    /// signal still takes some random loss on a busy receiver for
+    /// congestion (docs/benchmarks.md, issue 21).
+    pub hold_back: bool,
     /// With the fast path, each subscriber's datagrams pass a pacer
     /// (`pacer.rs`) that spreads a backlog the worker reads at once after a
     /// stall over a few tens of milliseconds instead of one burst. Off by
@@ -200,6 +208,7 @@ impl RouterConfig {
             rtx_ratio_cap: Some(DEFAULT_RTX_RATIO_CAP),
             fast_path: false,
             playout_delay: true,
+            hold_back: true,
             pacing: false,
             relay: false,
         }
@@ -233,6 +242,7 @@ pub struct Router {
     rtx_ratio_cap: Option<f32>,
     fast_path: bool,
     playout_delay: bool,
+    hold_back: bool,
     pacing: bool,
     /// Set when the router is a shard of a spread meeting (`relay.rs`).
     relay: Option<relay::Shard>,
@@ -282,6 +292,7 @@ impl Router {
             rtx_ratio_cap: config.rtx_ratio_cap,
             fast_path: config.fast_path,
             playout_delay: config.playout_delay,
+            hold_back: config.hold_back,
             pacing: config.pacing,
             relay: config.relay.then(relay::Shard::new),
         })

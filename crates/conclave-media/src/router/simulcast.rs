@@ -560,7 +560,11 @@ impl Router {
         }
         videos.sort_by_key(|v| v.1);
         let smallest: Vec<Option<u64>> = videos.iter().map(|v| v.2).collect();
-        let congestion = peer.congestion(now);
+        let congestion = if self.hold_back {
+            peer.congestion(now)
+        } else {
+            None
+        };
         let decision = peer.video_pause.decide(
             now,
             congestion.map(|(c, _)| c),

@@ -756,7 +756,8 @@ pub enum MediaStartError {
 /// ([`priority`]; 0: the process's). Each meeting's router forwards every
 /// member the audio of `audio_last_n` others at most (0: no limit), and
 /// seals forwarded media itself if `fast_path` (asking members for a playout
-/// delay while repairs come late if `playout_delay`). A meeting spreads over the
+/// delay while repairs come late if `playout_delay`, and holding media back
+/// from a congested subscriber if `hold_back`). A meeting spreads over the
 /// workers from `spread_from` members (0: never).
 #[allow(clippy::too_many_arguments)]
 pub fn start(
@@ -767,6 +768,7 @@ pub fn start(
     audio_last_n: usize,
     fast_path: bool,
     playout_delay: bool,
+    hold_back: bool,
     spread_from: usize,
     counters: crate::telemetry::MediaCounters,
     shutdown: tokio_util::sync::CancellationToken,
@@ -836,6 +838,7 @@ pub fn start(
                     .audio_last_n(audio_last_n)
                     .fast_path(fast_path)
                     .playout_delay(playout_delay)
+                    .hold_back(hold_back)
                     .counters(counters)
                     .relays(relays);
                 runtime.block_on(worker.run(rx, shutdown));

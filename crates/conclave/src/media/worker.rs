@@ -75,6 +75,8 @@ pub struct Worker {
     fast_path: bool,
     /// Given to every meeting's router ([`RouterConfig::playout_delay`]).
     playout_delay: bool,
+    /// Given to every meeting's router ([`RouterConfig::hold_back`]).
+    hold_back: bool,
     /// The server's media metrics, added to every [`METRICS_EVERY`].
     counters: MediaCounters,
     /// When the routers' counters are next read.
@@ -163,6 +165,7 @@ impl Worker {
             audio_last_n: Some(conclave_media::DEFAULT_AUDIO_LAST_N),
             fast_path: false,
             playout_delay: true,
+            hold_back: false,
             counters: MediaCounters::noop(),
             metrics_at: Instant::now() + METRICS_EVERY,
             exported: HashMap::new(),
@@ -231,6 +234,13 @@ impl Worker {
     /// repairs come late, the server's `media_playout_delay`.
     pub fn playout_delay(mut self, on: bool) -> Self {
         self.playout_delay = on;
+        self
+    }
+
+    /// Each meeting's router holds media back from a congested
+    /// subscriber, the server's `media_congestion_hold_back`.
+    pub fn hold_back(mut self, on: bool) -> Self {
+        self.hold_back = on;
         self
     }
 
@@ -507,6 +517,7 @@ impl Worker {
                     audio_last_n: self.audio_last_n,
                     fast_path: self.fast_path,
                     playout_delay: self.playout_delay,
+                    hold_back: self.hold_back,
                     relay,
                     ..RouterConfig::new(self.local)
                 };
