@@ -338,15 +338,7 @@ fn falling_estimate_moves_down_with(mut net: Net) -> (Net, Publisher) {
     // third datagram whatever the rate failed about one run in 40: a
     // loss-based estimator may rightly take a loss that does not grow with
     // the rate for the link's own, and str0m's sometimes held on.)
-    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
-    let mut link = Bottleneck::new(160_000, Duration::from_millis(300), net.now);
-    net.link = Some(Box::new(move |now, d| {
-        if d.destination == b_addr {
-            link.enqueue(now, d.contents.len())
-        } else {
-            Fate::Arrive
-        }
-    }));
+    narrow_b(&mut net, 160_000, Duration::from_millis(300));
     let mut waited = 0;
     while net.router.forwarded_layer(B, mid) == rid("f") {
         assert!(waited < 10, "still on f after {waited} s");
@@ -358,6 +350,20 @@ fn falling_estimate_moves_down_with(mut net: Net) -> (Net, Publisher) {
     assert_eq!(net.router.forwarded_layer(B, mid), rid("h"));
     assert_eq!(net.router.peer_stats(B).unwrap().layer_switches, 2);
     (net, publisher)
+}
+
+/// Puts B's downlink behind a [`Bottleneck`] of `rate` bits a second and
+/// `queue`; every other datagram arrives as before.
+fn narrow_b(net: &mut Net, rate: u64, queue: Duration) {
+    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
+    let mut link = Bottleneck::new(rate, queue, net.now);
+    net.link = Some(Box::new(move |now, d| {
+        if d.destination == b_addr {
+            link.enqueue(now, d.contents.len())
+        } else {
+            Fate::Arrive
+        }
+    }));
 }
 
 /// A link that carries `rate` bits a second, one datagram after another,
@@ -829,15 +835,7 @@ fn a_video_that_does_not_fit_is_paused_for_that_subscriber_until_the_link_widens
     assert_eq!(forwarded(&net), 3);
     // B's link narrows to 40 kbit/s: its estimate falls to the estimator's
     // floor, 50 kbit/s, where two q fit and three do not.
-    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
-    let mut link = Bottleneck::new(40_000, Duration::from_millis(300), net.now);
-    net.link = Some(Box::new(move |now, d| {
-        if d.destination == b_addr {
-            link.enqueue(now, d.contents.len())
-        } else {
-            Fate::Arrive
-        }
-    }));
+    narrow_b(&mut net, 40_000, Duration::from_millis(300));
     let mut waited = 0;
     while forwarded(&net) == 3 {
         assert!(waited < 25, "all still forwarded after {waited} s");
@@ -1025,15 +1023,7 @@ fn a_congested_subscriber_gets_red_stripped_then_a_video_paused_until_the_link_w
     assert!(whole > 50 && primary == 0, "{whole} {primary}");
     // ~75 kbit/s of RED audio with headers, ~50 stripped, and two videos
     // of ~30 kbit/s at q, into 60 kbit/s.
-    let b_addr: std::net::SocketAddr = B_ADDR.parse().unwrap();
-    let mut link = Bottleneck::new(60_000, Duration::from_millis(250), net.now);
-    net.link = Some(Box::new(move |now, d| {
-        if d.destination == b_addr {
-            link.enqueue(now, d.contents.len())
-        } else {
-            Fate::Arrive
-        }
-    }));
+    narrow_b(&mut net, 60_000, Duration::from_millis(250));
     let mut waited = 0;
     while net.router.peer_stats(B).unwrap().audio_red_stripped == 0 {
         assert!(waited < 20, "RED still whole after {waited} s");
