@@ -29,12 +29,12 @@
 // default, since the canvas is not the fake camera the other figures were
 // measured with.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ROOT, eventually, hostStartsMeeting, openBrowser as openChromium, startServer, toneWav } from '../e2e/harness.js';
+import { ROOT, eventually, hostStartsMeeting, localUdpPorts, openBrowser as openChromium, startImpair, startServer, toneWav } from '../e2e/harness.js';
 
 const { values: opts } = parseArgs({
   options: {
@@ -51,17 +51,6 @@ const { values: opts } = parseArgs({
 const repeats = Number(opts.repeats);
 const seconds = Number(opts.seconds);
 const warmup = Number(opts.warmup);
-const IMPAIR = process.env.IMPAIR_BIN || path.join(ROOT, 'target/debug/impair');
-const IPTABLES = process.env.IPTABLES || '/usr/sbin/iptables';
-/**
- * Every UDP packet goes to the queue. This kernel has no nftables `queue`
- * expression (CONFIG_NFT_QUEUE), but has xtables' NFQUEUE target, which
- * iptables-nft puts into an nftables rule (nft_compat). `--queue-bypass` lets
- * packets through while no impair process is bound (between legs) instead
- * of dropping them.
- */
-const QUEUE_RULE = ['OUTPUT', '-p', 'udp', '-j', 'NFQUEUE', '--queue-num', '0', '--queue-bypass'];
-const QUEUE = 0; // as in QUEUE_RULE
 
 /** The legs of the issue (per hop): arguments for bench/impair. */
 const LEGS = {
@@ -73,7 +62,7 @@ const LEGS = {
   burst: ['--delay-ms', '40', '--jitter-ms', '10', '--burst', '0.02,0.3,0,0.5'],
   // One receiver (the last member) behind a 300 kbit/s bottleneck with a
   // 250 ms buffer, besides 40 ± 10 ms on every hop; its port is added at
-  // run time (capPorts: all its local UDP ports).
+  // run time (localUdpPorts: all its local UDP ports).
   capped: ['--delay-ms', '40', '--jitter-ms', '10', '--cap-kbps', '300'],
 };
 const legs = opts.legs.split(',');
@@ -238,32 +227,6 @@ function videoStreams(page) {
   });
 }
 
-function iptables(...args) {
-  const r = spawnSync(IPTABLES, args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`iptables ${args.join(' ')}: ${r.stderr}`);
-}
-
-/**
- * The local UDP ports of the page's candidates: where the server's media
- * may reach it. All of them, not only the selected pair's: with one port
- * capped, Chromium's ICE moved to another of its local candidates while the
- * capped one was congested (the sampled pairs below: 44 of 74 s on a second
- * port), so the cap held only part of the time.
- */
-function capPorts(page) {
-  return page.evaluate(async () => {
-    for (const pc of (window.__pcs || [window.directCall]).filter((p) => p && p.connectionState !== 'closed')) {
-      const stats = await pc.getStats();
-      const ports = new Set();
-      stats.forEach((s) => {
-        if (s.type === 'local-candidate' && s.protocol === 'udp' && s.port) ports.add(s.port);
-      });
-      if (ports.size) return [...ports];
-    }
-    throw new Error('no local UDP candidate');
-  });
-}
-
 /**
  * The transport and local port of the page's selected candidate pair now
  * (`udp:40123`): the capped leg's cap holds only while it is one of the
@@ -286,28 +249,6 @@ function selectedPair(page) {
     }
     return 'none';
   });
-}
-
-/** Starts bench/impair with a leg's arguments; resolves once it is bound to the queue. */
-async function startImpair(args) {
-  const proc = spawn(IMPAIR, ['--queue', String(QUEUE), '--report-secs', '5', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const reports = [];
-  proc.stdout.on('data', (d) => {
-    for (const line of String(d).split('\n').filter(Boolean)) {
-      try { reports.push(JSON.parse(line)); } catch { /* partial line */ }
-    }
-  });
-  let said = '';
-  proc.stderr.on('data', (d) => { said += d; });
-  await eventually(() => said, (s) => s.includes('impair:') || proc.exitCode !== null, { what: 'impair started' });
-  if (proc.exitCode !== null) throw new Error(`impair exited: ${said}`);
-  return {
-    reports,
-    stop() {
-      proc.kill('SIGTERM');
-      return new Promise((r) => (proc.exitCode !== null ? r() : proc.on('exit', r)));
-    },
-  };
 }
 
 /** Three fresh browsers in a Conclave meeting with E2EE; resolves once everyone decodes two videos. */
@@ -555,7 +496,6 @@ const server = servers.a;
 const janus = variants.includes('janus') ? await startJanus() : null;
 const tone = toneWav('conclave-network-');
 const flags = [`--use-file-for-fake-audio-capture=${tone}`];
-iptables('-I', ...QUEUE_RULE);
 const results = [];
 try {
   for (let repeat = 1; repeat <= repeats; repeat += 1) for (const variant of variants) {
@@ -574,8 +514,10 @@ try {
     }
     try {
       for (const leg of legs) {
-        const capped = leg === 'capped' ? await capPorts(all.at(-1).page) : null;
-        const impair = await startImpair(capped ? [...LEGS[leg], ...capped.flatMap((p) => ['--cap-port', String(p)])] : LEGS[leg]);
+        const capped = leg === 'capped' ? await localUdpPorts(all.at(-1).page) : null;
+        // Every UDP packet through impair (e2e/harness.js: the NFQUEUE rule
+        // comes and goes with it).
+        const impair = await startImpair(capped ? [...LEGS[leg], ...capped.flatMap((p) => ['--cap-port', String(p)])] : LEGS[leg], { reportSecs: 5 });
         // The capped member's selected pair, sampled about once a second
         // through warm-up and window: samples on each.
         const cappedPairs = {};
@@ -707,7 +649,6 @@ try {
     }
   }
 } finally {
-  spawnSync(IPTABLES, ['-D', ...QUEUE_RULE]);
   fs.rmSync(path.dirname(tone), { recursive: true, force: true });
   await servers.a.stop('network-bench-server.log');
   if (servers.b) await servers.b.stop('network-bench-server-b.log');

@@ -14,77 +14,18 @@
 // Each step relies on the ones before it, so they run in order.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
 import { after, before, describe } from 'node:test';
-import { ROOT, eventually, hostStartsMeeting, openBrowser, received, selectedPair, startServer, storySteps, tileFrames } from './harness.js';
+import { eventually, hostStartsMeeting, nfqueueRules, openBrowser, received, selectedPair, startImpair, startServer, storySteps, tileFrames } from './harness.js';
 
 const HOST = 'ada';
 const GUESTS = ['Grace', 'Linus'];
 const PASSWORD = 'correct horse battery staple';
-/** Built by scripts/build-server (cargo build -p conclave-impair). */
-const IMPAIR = process.env.IMPAIR_BIN || path.join(ROOT, 'target/debug/impair');
-const IPTABLES = process.env.IPTABLES || '/usr/sbin/iptables';
 /** Random loss per hop, as a fraction. */
 const LOSS = 0.1;
 /** Per hop: 40 ± 10 ms (uniform, so packets reorder), bench/network's loss10 leg. */
 const IMPAIRMENT = ['--delay-ms', '40', '--jitter-ms', '10', '--loss', String(LOSS)];
 /** How long the meeting runs impaired before the checks, in ms. */
 const IMPAIRED_MS = 30_000;
-/**
- * Every UDP packet to the queue. The kernel has no nftables `queue`
- * expression, but iptables' NFQUEUE target (nft_compat). Without
- * `--queue-bypass` a packet is dropped while no program is bound to the
- * queue, so a leftover rule would cut every later test's media; with it a
- * leftover rule is harmless, but a dead impair would let packets through
- * unimpaired, which is why the test checks impair is alive and counting.
- */
-const QUEUE_RULE = ['OUTPUT', '-p', 'udp', '-j', 'NFQUEUE', '--queue-num', '0', '--queue-bypass'];
-
-/** Whether the queue rule is in the namespace's OUTPUT chain. */
-const queueRuleThere = () => spawnSync(IPTABLES, ['-C', ...QUEUE_RULE], { encoding: 'utf8' }).status === 0;
-
-/** Starts bench/impair on queue 0, and the rule that feeds it every UDP packet. */
-async function startImpairment() {
-  if (!fs.existsSync(IMPAIR)) throw new Error(`${IMPAIR} is missing: scripts/build-server builds it (cargo build -p conclave-impair)`);
-  const proc = spawn(IMPAIR, ['--queue', '0', '--report-secs', '2', ...IMPAIRMENT], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const reports = [];
-  let out = '';
-  proc.stdout.on('data', (d) => {
-    out += d;
-    const lines = out.split('\n');
-    out = lines.pop();
-    for (const l of lines.filter(Boolean)) reports.push(JSON.parse(l));
-  });
-  let said = '';
-  proc.stderr.on('data', (d) => { said += d; });
-  await eventually(() => said, (s) => s.includes('impair:') || proc.exitCode !== null, { what: 'impair bound to its queue' });
-  if (proc.exitCode !== null) throw new Error(`impair exited (${proc.exitCode}): ${said}`);
-  const r = spawnSync(IPTABLES, ['-I', ...QUEUE_RULE], { encoding: 'utf8' });
-  if (r.status !== 0) {
-    proc.kill('SIGKILL');
-    throw new Error(`iptables -I ${QUEUE_RULE.join(' ')}: ${r.stderr || r.error}`);
-  }
-  return {
-    proc,
-    reports,
-    said: () => said,
-    alive: () => proc.exitCode === null && proc.signalCode === null,
-  };
-}
-
-/** Removes the queue rule (every copy) and ends impair; safe to call twice. */
-async function stopImpairment(impair) {
-  for (let i = 0; i < 10 && queueRuleThere(); i += 1) spawnSync(IPTABLES, ['-D', ...QUEUE_RULE]);
-  if (impair?.alive()) {
-    const exited = new Promise((r) => impair.proc.once('exit', r));
-    impair.proc.kill('SIGTERM');
-    const t = setTimeout(() => impair.proc.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(t);
-  }
-}
 
 /** Packets received and lost on the page's inbound streams, audio and video together (getStats). */
 function inboundPackets(page) {
@@ -141,7 +82,7 @@ describe('a meeting of three on a lossy, jittery network', () => {
   after(async () => {
     // A failed step must not leave the queue rule or impair behind for the
     // tests that run after this one in the same namespace.
-    await stopImpairment(impair);
+    await impair?.stop();
     for (const b of Object.values(browsers)) await b.close();
     if (server) await server.stop('bad-network-server.log');
   });
@@ -171,7 +112,7 @@ describe('a meeting of three on a lossy, jittery network', () => {
   step(`with ${LOSS * 100} % loss and 40 ± 10 ms on every UDP packet for ${IMPAIRED_MS / 1000} s, every member still plays every video and all keep one security code`, async () => {
     const started = Date.now();
     const packetsBefore = await Promise.all(names.map((n) => inboundPackets(page(n))));
-    impair = await startImpairment();
+    impair = await startImpair(IMPAIRMENT);
     await new Promise((r) => setTimeout(r, IMPAIRED_MS));
 
     // Still impaired: impair is alive and has been dropping about a tenth
@@ -214,16 +155,14 @@ describe('a meeting of three on a lossy, jittery network', () => {
       assert.equal(panels[i].code, codeBefore, `${n} shows the security code of before`);
       assert.equal(panels[i].count, '3 people in the encrypted group', `${n}'s group`);
     }
-    assert.ok(impair.alive() && queueRuleThere(), 'still impaired at the end of the checks');
+    assert.ok(impair.alive() && nfqueueRules().length > 0, 'still impaired at the end of the checks');
     console.log(`bad network: impair dropped ${report.dropped} of ${report.seen} packets (${(100 * share).toFixed(1)} %); browsers: ${losses.join(', ')}; checked ${Date.now() - started} ms after the impairment began`);
   });
 
   step('the impairment goes and leaves nothing behind; video goes on', async () => {
     const { proc } = impair;
-    await stopImpairment(impair);
-    assert.equal(queueRuleThere(), false, 'the queue rule is gone');
-    const rules = spawnSync(IPTABLES, ['-S'], { encoding: 'utf8' }).stdout;
-    assert.doesNotMatch(rules, /NFQUEUE/, `no NFQUEUE rule left:\n${rules}`);
+    await impair.stop();
+    assert.deepEqual(nfqueueRules(), [], 'no NFQUEUE rule left');
     assert.ok(proc.exitCode !== null || proc.signalCode !== null, 'impair ended');
     assert.throws(() => process.kill(proc.pid, 0), { code: 'ESRCH' }, 'no impair process left');
     for (const [viewer, p] of pages()) {

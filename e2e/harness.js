@@ -14,8 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-export const BINARY = process.env.CONCLAVE_BIN
-  || path.join(process.env.CARGO_TARGET_DIR ? path.resolve(ROOT, process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target'), 'debug/conclave');
+const TARGET = process.env.CARGO_TARGET_DIR ? path.resolve(ROOT, process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target');
+export const BINARY = process.env.CONCLAVE_BIN || path.join(TARGET, 'debug/conclave');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 export const ARTIFACTS = path.join(ROOT, 'e2e/artifacts');
 
@@ -381,6 +381,98 @@ export function selectedPair(page) {
     });
     return { local: side(stats.get(pair.localCandidateId)), remote: side(stats.get(pair.remoteCandidateId)) };
   });
+}
+
+/**
+ * The local UDP ports of the page's candidates: where the server's media may
+ * reach it. All of them, not only the selected pair's: with one port capped,
+ * Chromium's ICE moved to another of its local candidates while the capped
+ * one was congested (bench/network: 44 of 74 s on a second port), so a cap
+ * on one port held only part of the time.
+ */
+export function localUdpPorts(page) {
+  return page.evaluate(async () => {
+    for (const pc of (window.__pcs || []).filter((p) => p.connectionState !== 'closed')) {
+      const stats = await pc.getStats();
+      const ports = new Set();
+      stats.forEach((s) => {
+        if (s.type === 'local-candidate' && s.protocol === 'udp' && s.port) ports.add(s.port);
+      });
+      if (ports.size) return [...ports];
+    }
+    throw new Error('no local UDP candidate');
+  });
+}
+
+/** bench/impair, built by scripts/build-server (cargo build -p conclave-impair). */
+export const IMPAIR = process.env.IMPAIR_BIN || path.join(TARGET, 'debug/impair');
+const IPTABLES = process.env.IPTABLES || '/usr/sbin/iptables';
+
+/**
+ * The OUTPUT rules that hand UDP packets to NFQUEUE 0, where impair reads
+ * them: every UDP packet, or with `ports` only those to these destination
+ * ports. The kernel has no nftables `queue` expression, but iptables' NFQUEUE
+ * target (nft_compat). Without `--queue-bypass` a packet is dropped while no
+ * program is bound to the queue, so a leftover rule would cut every later
+ * test's media; with it a leftover rule is harmless, but a dead impair lets
+ * packets through unimpaired, which is why the tests check it is alive.
+ */
+function queueRules(ports) {
+  const target = ['-j', 'NFQUEUE', '--queue-num', '0', '--queue-bypass'];
+  if (!ports) return [['OUTPUT', '-p', 'udp', ...target]];
+  return ports.map((p) => ['OUTPUT', '-p', 'udp', '--dport', String(p), ...target]);
+}
+
+/** The NFQUEUE rules in the namespace now, as `iptables -S` prints them. */
+export function nfqueueRules() {
+  const r = spawnSync(IPTABLES, ['-S'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`iptables -S: ${r.stderr || r.error}`);
+  return r.stdout.split('\n').filter((l) => l.includes('NFQUEUE'));
+}
+
+/**
+ * Starts bench/impair on queue 0 with `args` (its flags: delay, loss, cap),
+ * then the rules that feed it (every UDP packet, or with `ports` only those
+ * to these ports). Its JSON reports (every `reportSecs`) collect in
+ * `reports`; `stop()` removes the rules and ends impair (safe twice).
+ */
+export async function startImpair(args, { ports = null, reportSecs = 2 } = {}) {
+  if (!fs.existsSync(IMPAIR)) throw new Error(`${IMPAIR} is missing: scripts/build-server builds it (cargo build -p conclave-impair)`);
+  const proc = spawn(IMPAIR, ['--queue', '0', '--report-secs', String(reportSecs), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const reports = [];
+  let out = '';
+  proc.stdout.on('data', (d) => {
+    out += d;
+    const lines = out.split('\n');
+    out = lines.pop();
+    for (const l of lines.filter(Boolean)) reports.push(JSON.parse(l));
+  });
+  let said = '';
+  proc.stderr.on('data', (d) => { said += d; });
+  const alive = () => proc.exitCode === null && proc.signalCode === null;
+  const rules = queueRules(ports);
+  const stop = async () => {
+    for (const rule of rules) {
+      for (let i = 0; i < 10 && spawnSync(IPTABLES, ['-C', ...rule]).status === 0; i += 1) spawnSync(IPTABLES, ['-D', ...rule]);
+    }
+    if (alive()) {
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    }
+  };
+  await eventually(() => said, (s) => s.includes('impair:') || !alive(), { what: 'impair bound to its queue' });
+  if (!alive()) throw new Error(`impair exited (${proc.exitCode ?? proc.signalCode}): ${said}`);
+  for (const rule of rules) {
+    const r = spawnSync(IPTABLES, ['-I', ...rule], { encoding: 'utf8' });
+    if (r.status !== 0) {
+      await stop();
+      throw new Error(`iptables -I ${rule.join(' ')}: ${r.stderr || r.error}`);
+    }
+  }
+  return { proc, reports, said: () => said, alive, stop };
 }
 
 /**
