@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 mod probe;
 
+use crate::video_pause::Congestion;
 use probe::Cluster;
 pub(crate) use probe::{MIN_PACKETS as PROBE_MIN_PACKETS, Probe, Train as ProbeTrain};
 
@@ -268,6 +269,13 @@ impl Bwe {
         )
     }
 
+    /// The share of packets lost over the last loss period (a second, or
+    /// 50 packets), reordering not counted: what `video_pause.rs` watches
+    /// fall, or not, when less is sent.
+    pub(crate) fn loss(&self) -> f64 {
+        self.last_loss
+    }
+
     /// The delay-based estimate alone, bits per second. It falls while a
     /// queue on the path grows (the network bench's capped member: 0.2-0.3
     /// Mbit/s within a second of the 300 kbit/s cap filling); random loss
@@ -301,6 +309,16 @@ impl Bwe {
             self.estimate()
         } else {
             self.delay_based()
+        }
+    }
+
+    /// What `video_pause.rs` decides on: the delay-based estimate, the
+    /// congestion estimate, and the last loss fraction.
+    pub(crate) fn congestion(&self) -> Congestion {
+        Congestion {
+            delay_based: self.delay_based(),
+            with_loss: self.congestion_estimate(),
+            loss: self.loss(),
         }
     }
 
@@ -383,7 +401,7 @@ impl Bwe {
     /// for by [`Bwe::poll_probe`].
     pub(crate) fn register_probe(&mut self, at: Instant, size: usize, probe: u32) -> u64 {
         if let Some(c) = self.cluster.as_mut().filter(|c| c.probe.id == probe) {
-            c.on_sent();
+            c.on_sent(at);
         }
         self.register_as(at, size, Some(probe))
     }

@@ -28,7 +28,7 @@ use crate::rewrite::{Rewriter, Rewritten, SourcePacket};
 use crate::router::{RTX_HISTORY_AGE, RTX_HISTORY_PACKETS};
 use crate::stats::PeerStats;
 use crate::transmit::{Transmit, TransmitQueue};
-use crate::video_pause::VideoPause;
+use crate::video_pause::{Congestion, VideoPause};
 
 /// Outputs taken from one `Rtc` in one drain, at most. str0m always ends a
 /// drain with a timeout; the bound only keeps a bug from hanging a worker.
@@ -334,13 +334,13 @@ impl Peer {
     }
 
     /// What its link carries without congestion, and what a probe showed
-    /// it carries lately, bits per second ([`crate::bwe::Bwe::congestion_estimate`],
+    /// it carries lately, bits per second ([`Congestion`],
     /// [`crate::bwe::Bwe::proven`]); `None` without the fast path's own
     /// estimate: str0m's does not tell congestion from random loss. A
     /// session that cannot be probed (no RTX to pad on) takes the
     /// delay-based estimate as its proof, so that what congestion paused
     /// comes back (after `video_pause.rs`'s doubling resume hold).
-    pub(crate) fn congestion(&self, now: Instant) -> Option<(u64, Option<u64>)> {
+    pub(crate) fn congestion(&self, now: Instant) -> Option<(Congestion, Option<u64>)> {
         match &self.fast {
             Some(fast) if fast.estimates && fast.bwe.has_feedback() => {
                 let proven = if fast.can_probe() {
@@ -348,7 +348,7 @@ impl Peer {
                 } else {
                     Some(fast.bwe.delay_based())
                 };
-                Some((fast.bwe.congestion_estimate(), proven))
+                Some((fast.bwe.congestion(), proven))
             }
             _ => None,
         }

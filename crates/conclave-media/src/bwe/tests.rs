@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::{Bwe, FeedbackError};
-use crate::video_pause::{Decision, Needs, VideoPause};
+use crate::video_pause::{Congestion, Decision, LOSS_TRIAL, Needs, VideoPause};
 
 const PACKET: usize = 1_200;
 
@@ -453,6 +453,10 @@ struct Extra {
     resend_lost_only: bool,
     /// The bottleneck's drops are counted from this time on.
     count_from: Duration,
+    /// From this time on, every packet arrives this much later: a step in
+    /// the path's delay that is no queue (the bad-network browser test's
+    /// impairment switched on mid-call, a receiver fallen behind).
+    delay_step: Option<(Duration, Duration)>,
 }
 
 /// One TWCC report: each packet's transport-wide number and arrival.
@@ -536,7 +540,11 @@ fn capped_with(
         lost.remove(&seq);
         passed += u64::from(counted);
         *link_free = at + Duration::from_secs_f64(size as f64 * 8.0 / capacity);
-        let arrival = *link_free + jitter();
+        let step = match extra.delay_step {
+            Some((from, step)) if now.saturating_duration_since(start) >= from => step,
+            _ => Duration::ZERO,
+        };
+        let arrival = *link_free + jitter() + step;
         arrivals.entry(seq).or_insert(arrival);
     };
     for ms in (0..seconds * 1_000).step_by(10) {
@@ -742,7 +750,7 @@ fn served(
     c: &Capped,
     extra: &Extra,
     seconds: u64,
-    signal: Option<fn(&Bwe) -> u64>,
+    signal: Option<fn(&Bwe) -> Congestion>,
 ) -> (Vec<(Duration, Decision)>, Vec<u64>, u64, f64) {
     const SMALLEST: [Option<u64>; 2] = [Some(150_000), Some(150_000)];
     let needs = Needs {
@@ -776,6 +784,16 @@ fn served(
         (audio + 150_000 * d.forwarded as u64) as f64
     });
     (decisions, estimates, lowest, dropped)
+}
+
+/// The reverted pause's signal: the combined estimate, read as a growing
+/// queue's.
+fn combined(bwe: &Bwe) -> Congestion {
+    Congestion {
+        delay_based: bwe.estimate(),
+        with_loss: bwe.estimate(),
+        loss: bwe.loss(),
+    }
 }
 
 /// The level (0: everything, 1: RED stripped, 2: one video paused too).
@@ -818,8 +836,7 @@ fn behind_a_drop_tail_cap_red_is_stripped_and_one_video_paused_without_flapping(
         count_from: Duration::from_secs(20),
         ..Extra::default()
     };
-    let (decisions, estimates, _, dropped) =
-        served(&CAP, &extra, 80, Some(Bwe::congestion_estimate));
+    let (decisions, estimates, _, dropped) = served(&CAP, &extra, 80, Some(Bwe::congestion));
     let changes = changes(&decisions);
     assert_eq!(
         changes.iter().map(|c| c.1).collect::<Vec<_>>(),
@@ -852,16 +869,47 @@ fn random_loss_with_jitter_strips_and_pauses_nothing() {
         resend_lost_only: true,
         ..Extra::default()
     };
-    let (decisions, estimates, lowest, _) =
-        served(&ample, &extra, 180, Some(Bwe::congestion_estimate));
+    let (decisions, estimates, lowest, _) = served(&ample, &extra, 180, Some(Bwe::congestion));
     assert_eq!(changes(&decisions), [(Duration::ZERO, 0)], "{estimates:?}");
     // What the reverted pause read: the combined estimate, below three
     // quarters of the 500 kbit/s sent; fed that, the same decision strips
     // and pauses.
     assert!(lowest < 375_000, "lowest combined estimate {lowest}");
-    let (decisions, _, _, _) = served(&ample, &extra, 180, Some(Bwe::estimate));
+    let (decisions, _, _, _) = served(&ample, &extra, 180, Some(combined));
     let levels: Vec<usize> = changes(&decisions).iter().map(|c| c.1).collect();
     assert!(levels.contains(&2), "{levels:?}");
+}
+
+/// 10 % random loss on an ample link, and at 20 s a step of 80 ms in the
+/// path's delay: against the minimum of the minute before, a queue
+/// stands, so the loss-based estimate speaks for random loss (as it did
+/// in `e2e/bad-network.test.js`, which paused a video in two of three
+/// runs). The ladder strips RED, but the strip is a trial: the loss does
+/// not fall when less is sent, so it is undone at the trial's end before
+/// any video is paused, and nothing is held back again for the rest of the
+/// three minutes (the loss is not believed; then the step is the base).
+#[test]
+fn random_loss_after_a_delay_step_holds_back_once_for_a_trial_and_no_more() {
+    let ample = Capped {
+        capacity: 10_000_000.0,
+        buffer: Duration::from_millis(250),
+    };
+    let extra = Extra {
+        random_loss: 0.10,
+        probing: true,
+        resend_lost_only: true,
+        delay_step: Some((Duration::from_secs(20), Duration::from_millis(80))),
+        ..Extra::default()
+    };
+    let (decisions, estimates, _, _) = served(&ample, &extra, 180, Some(Bwe::congestion));
+    let changes = changes(&decisions);
+    let levels: Vec<usize> = changes.iter().map(|c| c.1).collect();
+    assert_eq!(levels, [0, 1, 0], "{changes:?} estimates {estimates:?}");
+    let held = changes[2].0.saturating_sub(changes[1].0);
+    assert!(
+        held <= LOSS_TRIAL + Duration::from_millis(250),
+        "{changes:?}"
+    );
 }
 
 /// Behind the cap, then the cap lifted at 30 s: probes show the path
@@ -875,7 +923,7 @@ fn a_paused_subscriber_resumes_when_the_link_widens() {
         widen: Some((Duration::from_secs(30), 5_000_000.0)),
         ..Extra::default()
     };
-    let (decisions, estimates, _, _) = served(&CAP, &extra, 75, Some(Bwe::congestion_estimate));
+    let (decisions, estimates, _, _) = served(&CAP, &extra, 75, Some(Bwe::congestion));
     let changes = changes(&decisions);
     assert_eq!(
         changes.iter().map(|c| c.1).collect::<Vec<_>>(),
