@@ -50,12 +50,14 @@ const RESUME_WITHIN_MS = 90_000;
 /** The tiles of the page's video grid, as a person finds them. */
 const tiles = (page) => page.getByRole('list', { name: 'Video tiles', exact: true }).getByRole('listitem');
 
-/** The names on the page's tiles that say their video is paused (visible text, role status). */
+/**
+ * The names on the page's tiles that say their video is paused (visible
+ * text, role status), read in one go: a notice that goes between finding
+ * the tiles and reading their names must not leave a locator waiting for it.
+ */
 async function pausedTiles(page) {
   const paused = tiles(page).filter({ has: page.getByRole('status').filter({ hasText: PAUSED }) });
-  const names = [];
-  for (const tile of await paused.all()) names.push((await tile.locator('.tile-name').innerText()).trim());
-  return names;
+  return (await paused.locator('.tile-name').allInnerTexts()).map((n) => n.trim());
 }
 
 /** How many of the page's inbound streams of `kind` grew by more than `min` from `before` to `now` (`received` results). */
