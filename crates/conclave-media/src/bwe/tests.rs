@@ -212,7 +212,7 @@ fn probes_over_a_narrow_path_do_not_lift_the_estimate_past_it() {
 }
 
 #[test]
-fn no_probe_while_the_views_want_no_more_or_the_path_is_lossy() {
+fn no_probe_while_the_views_want_no_more_or_the_path_is_lossy_but_for_a_proof() {
     let start = origin();
     let mut bwe = Bwe::new(1_000_000);
     bwe.set_desired(5_000_000);
@@ -241,6 +241,10 @@ fn no_probe_while_the_views_want_no_more_or_the_path_is_lossy() {
         3,
     );
     assert_eq!(lossy.poll_probe(start + Duration::from_secs(10)), None);
+    // But a proof wanted (media held back, `video_pause.rs`) is probed for.
+    lossy.set_proof_wanted(Some(600_000));
+    let proof = lossy.poll_probe(start + Duration::from_secs(10));
+    assert_eq!(proof.map(|p| p.bitrate), Some(600_000));
 }
 
 #[test]
