@@ -201,6 +201,11 @@ impl Trial {
     }
 }
 
+/// Whether `x` is below the share `(num, den)` of `of`, without overflow.
+fn below(x: u64, of: u64, (num, den): (u64, u64)) -> bool {
+    u128::from(x) * u128::from(den) < u128::from(of) * u128::from(num)
+}
+
 /// What the subscriber's media costs, bits per second on the wire.
 #[derive(Debug, Clone, Copy)]
 pub struct Needs<'a> {
@@ -297,10 +302,7 @@ impl VideoPause {
             *self = VideoPause::default();
             return self.decision(needs);
         };
-        let short_at = |estimate: u64, level: usize| {
-            u128::from(estimate) * u128::from(SHORT.1)
-                < u128::from(needs.cost(level)) * u128::from(SHORT.0)
-        };
+        let short_at = |estimate: u64, level: usize| below(estimate, needs.cost(level), SHORT);
         if self.judge_trial(now, c, needs) {
             return self.decision(needs);
         }
@@ -350,8 +352,7 @@ impl VideoPause {
                 }
                 // A step that sends about as much as before (RED stripped
                 // where there is no RED) cannot show loss falling: no trial.
-                let cheaper = u128::from(needs.cost(to)) * u128::from(TRIAL_SAVES.1)
-                    < u128::from(needs.cost(self.level)) * u128::from(TRIAL_SAVES.0);
+                let cheaper = below(needs.cost(to), needs.cost(self.level), TRIAL_SAVES);
                 if for_loss && cheaper {
                     self.trial = Some(Trial {
                         at: now,

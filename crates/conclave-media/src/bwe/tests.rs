@@ -825,6 +825,12 @@ const CAP: Capped = Capped {
     buffer: Duration::from_millis(250),
 };
 
+/// A link far wider than anything sent: only loss and jitter, if any.
+const AMPLE: Capped = Capped {
+    capacity: 10_000_000.0,
+    buffer: Duration::from_millis(250),
+};
+
 /// Issue 21 item 4: behind a 300 kbit/s drop-tail cap, RED audio and two
 /// videos at their smallest layer (~500 kbit/s) do not fit. The
 /// delay-based estimate reads the cap; RED is stripped, then one video
@@ -863,23 +869,19 @@ fn behind_a_drop_tail_cap_red_is_stripped_and_one_video_paused_without_flapping(
 /// estimate stays: nothing stripped or paused.
 #[test]
 fn random_loss_with_jitter_strips_and_pauses_nothing() {
-    let ample = Capped {
-        capacity: 10_000_000.0,
-        buffer: Duration::from_millis(250),
-    };
     let extra = Extra {
         random_loss: 0.10,
         probing: true,
         resend_lost_only: true,
         ..Extra::default()
     };
-    let (decisions, estimates, lowest, _) = served(&ample, &extra, 180, Some(Bwe::congestion));
+    let (decisions, estimates, lowest, _) = served(&AMPLE, &extra, 180, Some(Bwe::congestion));
     assert_eq!(changes(&decisions), [(Duration::ZERO, 0)], "{estimates:?}");
     // What the reverted pause read: the combined estimate, below three
     // quarters of the 500 kbit/s sent; fed that, the same decision strips
     // and pauses.
     assert!(lowest < 375_000, "lowest combined estimate {lowest}");
-    let (decisions, _, _, _) = served(&ample, &extra, 180, Some(combined));
+    let (decisions, _, _, _) = served(&AMPLE, &extra, 180, Some(combined));
     let levels: Vec<usize> = changes(&decisions).iter().map(|c| c.1).collect();
     assert!(levels.contains(&2), "{levels:?}");
 }
@@ -894,10 +896,6 @@ fn random_loss_with_jitter_strips_and_pauses_nothing() {
 /// three minutes (the loss is not believed; then the step is the base).
 #[test]
 fn random_loss_after_a_delay_step_holds_back_once_for_a_trial_and_no_more() {
-    let ample = Capped {
-        capacity: 10_000_000.0,
-        buffer: Duration::from_millis(250),
-    };
     let extra = Extra {
         random_loss: 0.10,
         probing: true,
@@ -905,7 +903,7 @@ fn random_loss_after_a_delay_step_holds_back_once_for_a_trial_and_no_more() {
         delay_step: Some((Duration::from_secs(20), Duration::from_millis(80))),
         ..Extra::default()
     };
-    let (decisions, estimates, _, _) = served(&ample, &extra, 180, Some(Bwe::congestion));
+    let (decisions, estimates, _, _) = served(&AMPLE, &extra, 180, Some(Bwe::congestion));
     let changes = changes(&decisions);
     let levels: Vec<usize> = changes.iter().map(|c| c.1).collect();
     assert_eq!(levels, [0, 1, 0], "{changes:?} estimates {estimates:?}");
